@@ -1,0 +1,407 @@
+//! The chain: durable store, in-memory state and head, and the rules that build, check and commit
+//! blocks.
+
+use std::path::Path;
+
+use gridmesh_types::{Address, Hash32};
+
+use crate::block::{tx_root, Block, BlockHeader, Receipt, MAX_BLOCK_TXS};
+use crate::crypto::SignatureError;
+use crate::genesis::{Genesis, GenesisError};
+use crate::state::{Account, State, StateDiff, TxError};
+use crate::store::{Store, StoreError};
+use crate::tx::{verify_all, DecodeError, VerifiedTx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    #[error("the data directory holds chain {stored_chain:?} with genesis {stored}, not the given genesis {given} of chain {given_chain:?}")]
+    GenesisMismatch {
+        stored_chain: String,
+        stored: Hash32,
+        given_chain: String,
+        given: Hash32,
+    },
+    #[error("block {0} is missing from the store")]
+    MissingBlock(u64),
+    #[error("stored state does not match block {height}: its header commits to {expected}, the stored accounts hash to {computed}")]
+    StateMismatch {
+        height: u64,
+        expected: Hash32,
+        computed: Hash32,
+    },
+    #[error("block {got} does not extend the head (expected height {expected} on parent {parent})")]
+    NotNext {
+        expected: u64,
+        got: u64,
+        parent: Hash32,
+    },
+}
+
+/// Why a proposed block is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("block height {got}, expected {expected}")]
+    WrongHeight { expected: u64, got: u64 },
+    #[error("block parent {got} is not the head {expected}")]
+    WrongParent { expected: Hash32, got: Hash32 },
+    #[error("block timestamp {got} ms is not after its parent's {parent} ms")]
+    TimestampNotAfterParent { parent: u64, got: u64 },
+    #[error("block holds {0} transactions, more than {MAX_BLOCK_TXS}")]
+    TooManyTxs(usize),
+    #[error("header says {header} transactions, the block holds {actual}")]
+    TxCountMismatch { header: u32, actual: usize },
+    #[error("transaction {index}: {error}")]
+    TxForm { index: usize, error: DecodeError },
+    #[error("transaction {index}: {error}")]
+    Signature { index: usize, error: SignatureError },
+    #[error("transaction {index}: {error}")]
+    Tx { index: usize, error: TxError },
+    #[error("transaction root {got} does not match the transactions ({expected})")]
+    TxRootMismatch { expected: Hash32, got: Hash32 },
+    #[error("state root {got} does not match execution ({expected})")]
+    StateRootMismatch { expected: Hash32, got: Hash32 },
+}
+
+/// The result of executing a block against the head state, ready to commit.
+#[derive(Debug)]
+pub struct Executed {
+    pub block_hash: Hash32,
+    pub diff: StateDiff,
+    pub receipts: Vec<Receipt>,
+}
+
+/// A block built from candidate transactions.
+#[derive(Debug)]
+pub struct Built {
+    pub block: Block,
+    pub executed: Executed,
+    /// Candidates that could not be applied (with why), so the mempool can drop them.
+    pub rejected: Vec<(Hash32, TxError)>,
+}
+
+pub struct Chain {
+    store: Store,
+    state: State,
+    head: BlockHeader,
+    head_hash: Hash32,
+    chain_id: String,
+    genesis_hash: Hash32,
+}
+
+impl Chain {
+    /// Opens the chain in `dir` (file `chain.redb`), creating it from `genesis` if new. On an existing
+    /// chain, checks the genesis matches and that the stored state hashes to the head's state root.
+    pub fn open(dir: &Path, genesis: &Genesis) -> Result<Chain, ChainError> {
+        let store = Store::open(&dir.join("chain.redb"))?;
+        let (genesis_block, genesis_state) = genesis.block()?;
+        let given = genesis_block.hash();
+        let meta = match store.meta()? {
+            Some(m) => m,
+            None => {
+                store.init_genesis(&genesis.chain_id, &genesis_block, genesis_state.accounts())?;
+                store.meta()?.expect("genesis was just written")
+            }
+        };
+        if meta.genesis_hash != given || meta.chain_id != genesis.chain_id {
+            return Err(ChainError::GenesisMismatch {
+                stored_chain: meta.chain_id,
+                stored: meta.genesis_hash,
+                given_chain: genesis.chain_id.clone(),
+                given,
+            });
+        }
+        let head = store
+            .block(meta.head_height)?
+            .ok_or(ChainError::MissingBlock(meta.head_height))?
+            .header;
+        let state = State::from_accounts(store.load_accounts()?);
+        if state.root() != head.state_root {
+            return Err(ChainError::StateMismatch {
+                height: head.height,
+                expected: head.state_root,
+                computed: state.root(),
+            });
+        }
+        Ok(Chain {
+            head_hash: head.hash(),
+            store,
+            state,
+            head,
+            chain_id: genesis.chain_id.clone(),
+            genesis_hash: given,
+        })
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    pub fn genesis_hash(&self) -> Hash32 {
+        self.genesis_hash
+    }
+
+    pub fn head(&self) -> &BlockHeader {
+        &self.head
+    }
+
+    pub fn head_hash(&self) -> Hash32 {
+        self.head_hash
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn account(&self, address: &Address) -> Account {
+        self.state.account(address)
+    }
+
+    /// A read handle for blocks, receipts and the transaction index (usable without the chain).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Builds the next block from `candidates` in order, skipping those that do not apply.
+    /// The timestamp is raised to one millisecond after the parent's if needed.
+    pub fn build_block(
+        &self,
+        candidates: impl IntoIterator<Item = VerifiedTx>,
+        timestamp_ms: u64,
+        proposer: Address,
+    ) -> Built {
+        let height = self.head.height + 1;
+        let mut overlay = self.state.overlay();
+        let mut txs = Vec::new();
+        let mut hashes = Vec::new();
+        let mut receipts = Vec::new();
+        let mut rejected = Vec::new();
+        for tx in candidates.into_iter() {
+            if txs.len() == MAX_BLOCK_TXS {
+                break;
+            }
+            match overlay.apply_tx(&tx, &self.chain_id) {
+                Ok(events) => {
+                    receipts.push(Receipt {
+                        tx_hash: tx.hash(),
+                        height,
+                        index: txs.len() as u32,
+                        events,
+                    });
+                    hashes.push(tx.hash());
+                    txs.push(tx.into_tx());
+                }
+                Err(e) => rejected.push((tx.hash(), e)),
+            }
+        }
+        let diff = overlay.finish();
+        let header = BlockHeader {
+            height,
+            parent_hash: self.head_hash,
+            timestamp_ms: timestamp_ms.max(self.head.timestamp_ms + 1),
+            tx_root: tx_root(&hashes),
+            state_root: diff.root,
+            proposer,
+            tx_count: txs.len() as u32,
+        };
+        let block_hash = header.hash();
+        Built {
+            block: Block { header, txs },
+            executed: Executed {
+                block_hash,
+                diff,
+                receipts,
+            },
+            rejected,
+        }
+    }
+
+    /// Checks a block proposed by someone else: it extends the head, every transaction is well-formed,
+    /// signed (batch verification) and applies, and the roots match. Changes nothing.
+    pub fn verify_block(&self, block: &Block) -> Result<Executed, BlockError> {
+        let h = &block.header;
+        if h.height != self.head.height + 1 {
+            return Err(BlockError::WrongHeight {
+                expected: self.head.height + 1,
+                got: h.height,
+            });
+        }
+        if h.parent_hash != self.head_hash {
+            return Err(BlockError::WrongParent {
+                expected: self.head_hash,
+                got: h.parent_hash,
+            });
+        }
+        if h.timestamp_ms <= self.head.timestamp_ms {
+            return Err(BlockError::TimestampNotAfterParent {
+                parent: self.head.timestamp_ms,
+                got: h.timestamp_ms,
+            });
+        }
+        if block.txs.len() > MAX_BLOCK_TXS {
+            return Err(BlockError::TooManyTxs(block.txs.len()));
+        }
+        if h.tx_count as usize != block.txs.len() {
+            return Err(BlockError::TxCountMismatch {
+                header: h.tx_count,
+                actual: block.txs.len(),
+            });
+        }
+        for (index, tx) in block.txs.iter().enumerate() {
+            tx.check_form()
+                .map_err(|error| BlockError::TxForm { index, error })?;
+        }
+        let verified = verify_all(block.txs.clone())
+            .map_err(|(index, error)| BlockError::Signature { index, error })?;
+        let hashes: Vec<Hash32> = verified.iter().map(|t| t.hash()).collect();
+        let root = tx_root(&hashes);
+        if root != h.tx_root {
+            return Err(BlockError::TxRootMismatch {
+                expected: root,
+                got: h.tx_root,
+            });
+        }
+        let mut overlay = self.state.overlay();
+        let mut receipts = Vec::with_capacity(verified.len());
+        for (index, tx) in verified.iter().enumerate() {
+            let events = overlay
+                .apply_tx(tx, &self.chain_id)
+                .map_err(|error| BlockError::Tx { index, error })?;
+            receipts.push(Receipt {
+                tx_hash: tx.hash(),
+                height: h.height,
+                index: index as u32,
+                events,
+            });
+        }
+        let diff = overlay.finish();
+        if diff.root != h.state_root {
+            return Err(BlockError::StateRootMismatch {
+                expected: diff.root,
+                got: h.state_root,
+            });
+        }
+        Ok(Executed {
+            block_hash: block.hash(),
+            diff,
+            receipts,
+        })
+    }
+
+    /// Durably commits an executed block (one redb transaction), then applies it in memory.
+    pub fn commit(&mut self, block: &Block, executed: Executed) -> Result<(), ChainError> {
+        if block.header.height != self.head.height + 1 || block.header.parent_hash != self.head_hash
+        {
+            return Err(ChainError::NotNext {
+                expected: self.head.height + 1,
+                got: block.header.height,
+                parent: self.head_hash,
+            });
+        }
+        debug_assert_eq!(executed.block_hash, block.hash());
+        self.store
+            .commit_block(block, &executed.receipts, &executed.diff.accounts)?;
+        self.state.apply(executed.diff);
+        assert_eq!(
+            self.state.root(),
+            block.header.state_root,
+            "committed state diverged from the block's state root"
+        );
+        self.head = block.header.clone();
+        self.head_hash = executed.block_hash;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Keypair;
+    use crate::tx::SignedTx;
+    use gridmesh_types::Amount;
+
+    fn setup() -> (tempfile::TempDir, Genesis, Keypair) {
+        let dir = tempfile::tempdir().unwrap();
+        let faucet = Keypair::from_seed([42; 32]);
+        (dir, Genesis::dev(faucet.address()), faucet)
+    }
+
+    #[test]
+    fn build_commit_reopen_and_replay_give_the_same_roots() {
+        let (dir, genesis, faucet) = setup();
+        let alice = Keypair::from_seed([1; 32]).address();
+        let mut chain = Chain::open(dir.path(), &genesis).unwrap();
+        let mut blocks = vec![];
+        for n in 0..3u64 {
+            let tx = SignedTx::transfer(&faucet, &genesis.chain_id, n, alice, Amount(1_000_000))
+                .verify()
+                .unwrap();
+            let built = chain.build_block([tx], 1000 + n, faucet.address());
+            assert!(built.rejected.is_empty());
+            blocks.push(built.block.clone());
+            chain.commit(&built.block, built.executed).unwrap();
+        }
+        assert_eq!(chain.account(&alice).balance, Amount(3_000_000));
+        let root = chain.state().root();
+        drop(chain);
+
+        let chain = Chain::open(dir.path(), &genesis).unwrap();
+        assert_eq!(chain.head().height, 3);
+        assert_eq!(chain.state().root(), root);
+        assert_eq!(chain.store().tx_count().unwrap(), 3);
+
+        // A second replica replays the same blocks through verify_block and reaches the same roots.
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut replica = Chain::open(dir2.path(), &genesis).unwrap();
+        for b in &blocks {
+            let ex = replica.verify_block(b).unwrap();
+            replica.commit(b, ex).unwrap();
+        }
+        assert_eq!(replica.state().root(), root);
+        assert_eq!(replica.head_hash(), chain.head_hash());
+    }
+
+    #[test]
+    fn verify_rejects_tampered_blocks() {
+        let (dir, genesis, faucet) = setup();
+        let chain = Chain::open(dir.path(), &genesis).unwrap();
+        let alice = Keypair::from_seed([1; 32]).address();
+        let tx = SignedTx::transfer(&faucet, &genesis.chain_id, 0, alice, Amount(5))
+            .verify()
+            .unwrap();
+        let good = chain.build_block([tx], 10, faucet.address()).block;
+        assert!(chain.verify_block(&good).is_ok());
+
+        let mut b = good.clone();
+        b.header.state_root = Hash32([1; 32]);
+        assert!(matches!(chain.verify_block(&b), Err(BlockError::StateRootMismatch { .. })));
+        let mut b = good.clone();
+        b.txs[0].signature[0] ^= 1;
+        assert!(matches!(chain.verify_block(&b), Err(BlockError::Signature { index: 0, .. })));
+        let mut b = good.clone();
+        b.header.height = 5;
+        assert!(matches!(chain.verify_block(&b), Err(BlockError::WrongHeight { .. })));
+        let mut b = good.clone();
+        b.header.timestamp_ms = 0;
+        assert!(matches!(chain.verify_block(&b), Err(BlockError::TimestampNotAfterParent { .. })));
+        // an overdraft inside a block
+        let rich = SignedTx::transfer(&faucet, &genesis.chain_id, 0, alice, Amount(u128::MAX / 2));
+        let mut b = good.clone();
+        b.txs = vec![rich];
+        assert!(chain.verify_block(&b).is_err());
+    }
+
+    #[test]
+    fn wrong_genesis_is_refused() {
+        let (dir, genesis, _) = setup();
+        drop(Chain::open(dir.path(), &genesis).unwrap());
+        let other = Genesis::dev(Address([9; 32]));
+        assert!(matches!(
+            Chain::open(dir.path(), &other),
+            Err(ChainError::GenesisMismatch { .. })
+        ));
+    }
+}

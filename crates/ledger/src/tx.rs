@@ -1,0 +1,314 @@
+//! Transactions and their canonical encoding.
+//!
+//! # Wire format (version 1)
+//!
+//! A signed transaction is the [Borsh](https://borsh.io) encoding of [`SignedTx`]: fixed-width
+//! little-endian integers, `u32` length prefixes for strings, one-byte enum tags. Borsh has exactly one
+//! encoding per value, and [`SignedTx::decode`] additionally rejects:
+//! - input longer than [`MAX_TX_BYTES`] and trailing bytes after the value,
+//! - a `version` other than [`TX_VERSION`] and unknown transaction kinds,
+//! - a chain id that is empty, longer than 32 bytes or not `[a-z0-9-]`,
+//! - a zero transfer amount.
+//!
+//! so `decode(bytes) == Ok(tx)` implies `tx.encode() == bytes`.
+//!
+//! ```text
+//! SignedTx  = TxBody ‖ signature: [u8; 64]
+//! TxBody    = version: u8 ‖ chain_id: string ‖ sender: [u8; 32] ‖ nonce: u64 ‖ kind: TxKind
+//! TxKind    = 0x00 ‖ to: [u8; 32] ‖ amount: u128            (Transfer)
+//! string    = len: u32 ‖ UTF-8 bytes
+//! ```
+//!
+//! The signature is ed25519 over `"gridmesh/tx/v1\0" ‖ borsh(TxBody)` by the sender's key (the sender
+//! address is the public key). The transaction hash is BLAKE3 over the whole signed encoding.
+//!
+//! New kinds (device registration, readings, orders, stakes) are appended to [`TxKind`] with new tags;
+//! existing tags never change meaning.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use gridmesh_types::{Address, Amount, Hash32};
+
+use crate::crypto::{self, Keypair, SignatureError, TX_SIGNING_DOMAIN};
+
+/// The only transaction format version this node accepts.
+pub const TX_VERSION: u8 = 1;
+/// Upper bound on an encoded transaction; larger input is rejected before decoding.
+pub const MAX_TX_BYTES: usize = 1024;
+/// Upper bound on the length of a chain id.
+pub const MAX_CHAIN_ID_LEN: usize = 32;
+
+/// What a transaction does. Extended by later features with new variants (never reordered).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum TxKind {
+    /// Move `amount` base units from the sender to `to`.
+    Transfer { to: Address, amount: Amount } = 0,
+}
+
+/// The signed part of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct TxBody {
+    pub version: u8,
+    pub chain_id: String,
+    pub sender: Address,
+    pub nonce: u64,
+    pub kind: TxKind,
+}
+
+/// A transaction with the sender's signature.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignedTx {
+    pub body: TxBody,
+    pub signature: [u8; 64],
+}
+
+/// Why bytes are not a well-formed transaction (checked without any state).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("transaction is {0} bytes, more than the limit of {MAX_TX_BYTES}")]
+    TooLarge(usize),
+    #[error("transaction bytes are malformed: {0}")]
+    Malformed(String),
+    #[error("transaction version {0} is not supported (expected {TX_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("chain id {0:?} is invalid (1-32 characters of a-z, 0-9 and '-')")]
+    BadChainId(String),
+    #[error("transfer amount must be greater than zero")]
+    ZeroAmount,
+}
+
+/// Checks that a chain id is 1-32 characters of `[a-z0-9-]`.
+pub fn valid_chain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CHAIN_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl TxBody {
+    /// The bytes the sender signs: domain separator, then the body's canonical encoding.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TX_SIGNING_DOMAIN.len() + 128);
+        out.extend_from_slice(TX_SIGNING_DOMAIN);
+        borsh::to_writer(&mut out, self).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Signs the body with `key`. The key must belong to `self.sender`.
+    pub fn sign(self, key: &Keypair) -> SignedTx {
+        debug_assert_eq!(key.address(), self.sender, "signing with a foreign key");
+        let signature = key.sign(&self.signing_bytes());
+        SignedTx {
+            body: self,
+            signature,
+        }
+    }
+}
+
+impl SignedTx {
+    /// A signed transfer (convenience for clients and tests).
+    pub fn transfer(key: &Keypair, chain_id: &str, nonce: u64, to: Address, amount: Amount) -> SignedTx {
+        TxBody {
+            version: TX_VERSION,
+            chain_id: chain_id.to_string(),
+            sender: key.address(),
+            nonce,
+            kind: TxKind::Transfer { to, amount },
+        }
+        .sign(key)
+    }
+
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        borsh::to_vec(self).expect("writing to a Vec cannot fail")
+    }
+
+    /// Decodes and checks form (not signature, not state). See the module docs for the rules.
+    pub fn decode(bytes: &[u8]) -> Result<SignedTx, DecodeError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let tx: SignedTx =
+            borsh::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        tx.check_form()?;
+        Ok(tx)
+    }
+
+    /// Stateless validity rules beyond what the encoding itself enforces.
+    pub fn check_form(&self) -> Result<(), DecodeError> {
+        if self.body.version != TX_VERSION {
+            return Err(DecodeError::UnsupportedVersion(self.body.version));
+        }
+        if !valid_chain_id(&self.body.chain_id) {
+            return Err(DecodeError::BadChainId(self.body.chain_id.clone()));
+        }
+        match &self.body.kind {
+            TxKind::Transfer { amount, .. } if amount.is_zero() => Err(DecodeError::ZeroAmount),
+            TxKind::Transfer { .. } => Ok(()),
+        }
+    }
+
+    /// BLAKE3 of the canonical encoding.
+    pub fn hash(&self) -> Hash32 {
+        Hash32(*blake3::hash(&self.encode()).as_bytes())
+    }
+
+    /// Checks the signature strictly and returns a [`VerifiedTx`].
+    pub fn verify(self) -> Result<VerifiedTx, SignatureError> {
+        crypto::verify_one(&self.body.sender, &self.body.signing_bytes(), &self.signature)?;
+        Ok(VerifiedTx::new_unchecked(self))
+    }
+}
+
+/// A transaction whose form and signature have been checked, with its hash and encoding cached.
+///
+/// Only [`SignedTx::verify`] and the block path's batch verification construct one, so code that
+/// takes a `VerifiedTx` never sees an unsigned transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedTx {
+    tx: SignedTx,
+    hash: Hash32,
+}
+
+impl VerifiedTx {
+    pub(crate) fn new_unchecked(tx: SignedTx) -> VerifiedTx {
+        let hash = tx.hash();
+        VerifiedTx { tx, hash }
+    }
+
+    pub fn tx(&self) -> &SignedTx {
+        &self.tx
+    }
+
+    pub fn into_tx(self) -> SignedTx {
+        self.tx
+    }
+
+    pub fn hash(&self) -> Hash32 {
+        self.hash
+    }
+
+    pub fn sender(&self) -> Address {
+        self.tx.body.sender
+    }
+
+    pub fn nonce(&self) -> u64 {
+        self.tx.body.nonce
+    }
+}
+
+/// Verifies a block's worth of transactions with batch verification over all cores.
+///
+/// On failure, returns the index of the first transaction whose signature is invalid.
+pub fn verify_all(txs: Vec<SignedTx>) -> Result<Vec<VerifiedTx>, (usize, SignatureError)> {
+    let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.body.signing_bytes()).collect();
+    let items: Vec<crypto::SignedItem> = txs
+        .iter()
+        .zip(&messages)
+        .map(|(t, m)| crypto::SignedItem {
+            signer: t.body.sender,
+            message: m,
+            signature: t.signature,
+        })
+        .collect();
+    crypto::verify_batch(&items)?;
+    Ok(txs.into_iter().map(VerifiedTx::new_unchecked).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> SignedTx {
+        let k = Keypair::from_seed([1; 32]);
+        SignedTx::transfer(&k, "gridmesh-dev", 3, Address([9; 32]), Amount(12_500_000))
+    }
+
+    #[test]
+    fn encoding_round_trips_and_signature_verifies() {
+        let tx = sample();
+        let bytes = tx.encode();
+        assert_eq!(SignedTx::decode(&bytes).unwrap(), tx);
+        assert!(tx.clone().verify().is_ok());
+    }
+
+    #[test]
+    fn layout_is_as_documented() {
+        let tx = sample();
+        let b = tx.encode();
+        // version, chain id length + bytes, sender, nonce, kind tag, to, amount, signature
+        assert_eq!(b[0], TX_VERSION);
+        assert_eq!(&b[1..5], &12u32.to_le_bytes());
+        assert_eq!(&b[5..17], b"gridmesh-dev");
+        assert_eq!(&b[17..49], tx.body.sender.as_bytes());
+        assert_eq!(&b[49..57], &3u64.to_le_bytes());
+        assert_eq!(b[57], 0);
+        assert_eq!(&b[58..90], &[9u8; 32]);
+        assert_eq!(&b[90..106], &12_500_000u128.to_le_bytes());
+        assert_eq!(&b[106..170], &tx.signature);
+        assert_eq!(b.len(), 170);
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_bad_version_chain_and_kind() {
+        let tx = sample();
+        let mut b = tx.encode();
+        b.push(0);
+        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::Malformed(_))));
+        let mut b = tx.encode();
+        b[0] = 2;
+        assert_eq!(SignedTx::decode(&b), Err(DecodeError::UnsupportedVersion(2)));
+        let mut b = tx.encode();
+        b[5] = b'G';
+        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::BadChainId(_))));
+        let mut b = tx.encode();
+        b[57] = 7; // unknown kind
+        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::Malformed(_))));
+        let mut b = tx.encode();
+        b.truncate(100);
+        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            SignedTx::decode(&vec![0; MAX_TX_BYTES + 1]),
+            Err(DecodeError::TooLarge(_))
+        ));
+        let k = Keypair::from_seed([1; 32]);
+        let zero = SignedTx::transfer(&k, "gridmesh-dev", 0, Address([9; 32]), Amount(0));
+        assert_eq!(SignedTx::decode(&zero.encode()), Err(DecodeError::ZeroAmount));
+    }
+
+    #[test]
+    fn tampering_breaks_the_signature() {
+        let mut tx = sample();
+        tx.body.nonce += 1;
+        assert!(matches!(tx.verify(), Err(SignatureError::Invalid(_))));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Fuzz the decoder: arbitrary bytes never panic, and whatever decodes is canonical.
+        #[test]
+        fn decoder_never_panics_and_is_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(tx) = SignedTx::decode(&bytes) {
+                prop_assert_eq!(tx.encode(), bytes);
+            }
+        }
+
+        /// Mutations of a valid encoding (the interesting neighbourhood) either fail or stay canonical.
+        #[test]
+        fn mutated_encodings_are_rejected_or_canonical(
+            idx in 0usize..170, byte in any::<u8>(), cut in 0usize..175, extra in proptest::collection::vec(any::<u8>(), 0..8)
+        ) {
+            let mut b = sample().encode();
+            b[idx] = byte;
+            b.truncate(cut);
+            b.extend(extra);
+            if let Ok(tx) = SignedTx::decode(&b) {
+                prop_assert_eq!(tx.encode(), b);
+            }
+        }
+    }
+}

@@ -1,1 +1,418 @@
-fn main(){}
+//! The gridmesh command line. It parses arguments and wires the library crates together; the logic
+//! lives in those crates.
+//!
+//! `--json` output is one JSON document on stdout; human output and progress go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use gridmesh_ledger::{Keypair, SignedTx};
+use gridmesh_node::client::Client;
+use gridmesh_node::{bench, demo, NodeConfig, RunningNode, DEFAULT_LISTEN};
+use gridmesh_types::{Address, Amount, Hash32};
+use serde::Serialize;
+
+const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
+
+#[derive(Parser)]
+#[command(name = "gridmesh", version, about = "A node for community-owned energy networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the demo: an embedded node, households, signed transfers, what the ledger committed.
+    Demo {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a node.
+    Node(NodeArgs),
+    /// Make and inspect keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign and submit transactions.
+    #[command(subcommand)]
+    Tx(TxCommand),
+    /// Query a node.
+    #[command(subcommand)]
+    Query(QueryCommand),
+    /// Measure performance.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Directory for the chain database and keys (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// API address.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Genesis file (TOML). Without it the node runs the development chain: a faucet key is written
+    /// to DATA_DIR/faucet.key on first start and holds the whole supply.
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Milliseconds between blocks.
+    #[arg(long, default_value_t = 1000)]
+    block_interval_ms: u64,
+    /// Produce blocks even when no transaction is waiting.
+    #[arg(long)]
+    empty_blocks: bool,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new key file and print its address.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the address of a key file.
+    Show {
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct NodeUrl {
+    /// The node's API.
+    #[arg(long, default_value = DEFAULT_NODE, env = "GRIDMESH_NODE")]
+    node: String,
+}
+
+#[derive(Subcommand)]
+enum TxCommand {
+    /// Transfer tokens.
+    Transfer {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        to: Address,
+        /// Amount in tokens, e.g. 12.5 (up to 6 decimal places).
+        #[arg(long)]
+        amount: Amount,
+        /// Nonce to use (default: the account's next nonce on the node).
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// Return once the node accepted the transaction, without waiting for the block.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// Chain status.
+    Status {
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An account's balance and nonce.
+    Account {
+        address: Address,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A block by height (or `latest`), with transactions and receipts.
+    Block {
+        height: String,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A transaction by hash, with its receipt.
+    Tx {
+        hash: Hash32,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// ed25519 verification limit and ledger throughput (mempool -> block -> redb), side by side.
+    Ledger {
+        #[arg(long, default_value_t = 200_000)]
+        txs: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1000)]
+        block_interval_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo { json } => {
+            let report = runtime()?.block_on(demo::run(|line| eprintln!("{line}")))?;
+            if json {
+                print_json(&report)?;
+            }
+            Ok(())
+        }
+        Command::Node(a) => run_node(a),
+        Command::Keys(KeysCommand::New { out, json }) => {
+            if out.exists() {
+                bail!("{} already exists; refusing to overwrite a key", out.display());
+            }
+            let k = Keypair::generate();
+            k.save(&out)?;
+            if json {
+                print_json(&serde_json::json!({ "address": k.address(), "key_file": out }))?;
+            } else {
+                eprintln!("wrote {} (keep it secret)", out.display());
+                println!("{}", k.address());
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Show { key }) => {
+            println!("{}", Keypair::load(&key)?.address());
+            Ok(())
+        }
+        Command::Tx(TxCommand::Transfer {
+            key,
+            to,
+            amount,
+            nonce,
+            no_wait,
+            node,
+            json,
+        }) => {
+            let key = Keypair::load(&key)?;
+            let client = Client::new(&node.node);
+            let status = client.status()?;
+            let nonce = match nonce {
+                Some(n) => n,
+                None => client.account(&key.address())?.nonce,
+            };
+            let tx = SignedTx::transfer(&key, &status.chain_id, nonce, to, amount);
+            let accepted = client.submit(&tx).context("transfer refused")?;
+            if no_wait {
+                if json {
+                    print_json(&accepted)?;
+                } else {
+                    eprintln!("submitted {} (pending)", accepted.hash);
+                }
+                return Ok(());
+            }
+            let hash: Hash32 = accepted.hash.parse()?;
+            let committed = client.wait_committed(&hash, Duration::from_secs(60))?;
+            if json {
+                print_json(&committed)?;
+            } else {
+                eprintln!(
+                    "committed {} in block {}: {} tokens from {} to {}",
+                    committed.hash,
+                    committed.height.unwrap_or_default(),
+                    amount,
+                    key.address(),
+                    to
+                );
+            }
+            Ok(())
+        }
+        Command::Query(q) => run_query(q),
+        Command::Bench(BenchCommand::Ledger {
+            txs,
+            accounts,
+            block_interval_ms,
+            json,
+        }) => {
+            eprintln!("measuring ed25519 verification ...");
+            let rates = bench::ed25519_rates(20_000);
+            eprintln!("driving {txs} signed transfers from {accounts} accounts through the ledger ...");
+            let report = bench::ledger(&bench::LedgerBenchOptions {
+                txs,
+                accounts,
+                block_interval: Duration::from_millis(block_interval_ms),
+                ..Default::default()
+            })?;
+            let limit = rates.batch_per_core * rates.cores as f64;
+            let ratio = report.committed_per_sec / limit;
+            if json {
+                print_json(&serde_json::json!({
+                    "ed25519": rates, "ledger": report, "batch_limit_per_sec": limit, "ratio": ratio,
+                }))?;
+            } else {
+                eprintln!(
+                    "ed25519 verify_strict:   {:>9.0} sig/s per core\n\
+                     ed25519 batch (256):     {:>9.0} sig/s per core; {:.0} sig/s over {} cores (block path); limit {:.0}\n\
+                     ledger committed:        {:>9.0} transfers/s ({} txs, {} accounts, {} blocks of up to {} txs)\n\
+                     ratio to batch limit:    {:>9.2}\n\
+                     block commit latency:    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms at {} ms blocks",
+                    rates.single_per_core,
+                    rates.batch_per_core,
+                    rates.batch_all_cores,
+                    rates.cores,
+                    limit,
+                    report.committed_per_sec,
+                    report.txs,
+                    report.accounts,
+                    report.blocks,
+                    report.largest_block_txs,
+                    ratio,
+                    report.block_commit_p50_ms,
+                    report.block_commit_p99_ms,
+                    report.block_commit_max_ms,
+                    report.block_interval_ms
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run_node(a: NodeArgs) -> anyhow::Result<()> {
+    let mut cfg = NodeConfig::new(&a.data_dir);
+    cfg.listen = a.listen;
+    cfg.genesis = a.genesis;
+    cfg.block_interval = Duration::from_millis(a.block_interval_ms);
+    cfg.empty_blocks = a.empty_blocks;
+    runtime()?.block_on(async move {
+        let node = RunningNode::start(cfg).await?;
+        eprintln!("gridmesh node: API on http://{}/v1/status", node.api_addr);
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        node.stop().await
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn run_query(q: QueryCommand) -> anyhow::Result<()> {
+    match q {
+        QueryCommand::Status { node, json } => {
+            let s = Client::new(&node.node).status()?;
+            if json {
+                return print_json(&s);
+            }
+            eprintln!(
+                "chain {} at height {} (head {}, state root {}), {} pending, supply {} tokens",
+                s.chain_id, s.height, s.head_hash, s.state_root, s.mempool_size, s.total_supply
+            );
+        }
+        QueryCommand::Account {
+            address,
+            node,
+            json,
+        } => {
+            let a = Client::new(&node.node).account(&address)?;
+            if json {
+                return print_json(&a);
+            }
+            eprintln!("{}: {} tokens, next nonce {}", a.address, a.balance, a.nonce);
+        }
+        QueryCommand::Block { height, node, json } => {
+            let h = if height == "latest" {
+                None
+            } else {
+                Some(height.parse::<u64>().with_context(|| {
+                    format!("block height {height:?} is not a number or `latest`")
+                })?)
+            };
+            let b = Client::new(&node.node)
+                .block(h)?
+                .with_context(|| format!("no block at height {height}"))?;
+            if json {
+                return print_json(&b);
+            }
+            eprintln!(
+                "block {} {}\n  parent {}\n  time {} ms, proposer {}\n  tx root {}\n  state root {}\n  {} transactions",
+                b.height, b.hash, b.parent_hash, b.timestamp_ms, b.proposer, b.tx_root, b.state_root, b.tx_count
+            );
+            for t in &b.txs {
+                eprintln!(
+                    "    {} {} nonce {}: {} {} tokens to {}",
+                    t.hash,
+                    t.sender,
+                    t.nonce,
+                    t.kind,
+                    t.amount.as_deref().unwrap_or("-"),
+                    t.to.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        QueryCommand::Tx { hash, node, json } => {
+            let t = Client::new(&node.node)
+                .tx(&hash)?
+                .with_context(|| format!("transaction {hash} is unknown to the node"))?;
+            if json {
+                return print_json(&t);
+            }
+            eprintln!(
+                "{} {}{}: {} {} tokens from {} to {}",
+                t.hash,
+                t.status,
+                t.height.map(|h| format!(" in block {h}")).unwrap_or_default(),
+                t.tx.kind,
+                t.tx.amount.as_deref().unwrap_or("-"),
+                t.tx.sender,
+                t.tx.to.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(())
+}

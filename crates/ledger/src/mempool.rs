@@ -83,6 +83,29 @@ pub fn decode_and_verify(bytes: &[u8]) -> Result<VerifiedTx, AdmissionError> {
     Ok(SignedTx::decode(bytes)?.verify()?)
 }
 
+/// Decodes and verifies many transactions at once with batch signature verification over all cores
+/// (falling back to one-by-one checks only when a batch fails). One result per input, in order.
+pub fn decode_and_verify_batch(inputs: &[&[u8]]) -> Vec<Result<VerifiedTx, AdmissionError>> {
+    let decoded: Vec<Result<SignedTx, AdmissionError>> = inputs
+        .iter()
+        .map(|b| SignedTx::decode(b).map_err(AdmissionError::from))
+        .collect();
+    let good: Vec<SignedTx> = decoded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    match crate::tx::verify_all(good) {
+        Ok(verified) => {
+            let mut verified = verified.into_iter();
+            decoded
+                .into_iter()
+                .map(|r| r.map(|_| verified.next().expect("one verified per decoded")))
+                .collect()
+        }
+        Err(_) => decoded
+            .into_iter()
+            .map(|r| r.and_then(|tx| tx.verify().map_err(AdmissionError::from)))
+            .collect(),
+    }
+}
+
 fn cost(tx: &VerifiedTx) -> Amount {
     match tx.tx().body.kind {
         TxKind::Transfer { amount, .. } => amount,
@@ -309,6 +332,15 @@ mod tests {
         bytes[120] ^= 1;
         assert!(matches!(decode_and_verify(&bytes), Err(AdmissionError::Signature(_))));
         assert!(matches!(decode_and_verify(&bytes[..50]), Err(AdmissionError::Decode(_))));
+        let good: Vec<Vec<u8>> = (0..100).map(|n| tx(&k, n, 1).into_tx().encode()).collect();
+        let mut inputs: Vec<&[u8]> = good.iter().map(|b| b.as_slice()).collect();
+        assert!(decode_and_verify_batch(&inputs).iter().all(|r| r.is_ok()));
+        inputs[3] = &bytes;
+        inputs[7] = &bytes[..50];
+        let results = decode_and_verify_batch(&inputs);
+        assert!(matches!(results[3], Err(AdmissionError::Signature(_))));
+        assert!(matches!(results[7], Err(AdmissionError::Decode(_))));
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 98);
     }
 
     #[test]

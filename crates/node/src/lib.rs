@@ -1,1 +1,189 @@
+//! The gridmesh node: opens the chain, runs a consensus engine over it and serves the HTTP API.
+//!
+//! ```text
+//! HTTP API (axum) ──submit──▶ Mempool ◀──select── SoloEngine ──propose/finalize──▶ Chain (redb)
+//!        └──────────────────────── reads ────────────────────────────────────────▶ Chain, Store
+//! ```
 
+pub mod api;
+pub mod bench;
+pub mod client;
+pub mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gridmesh_consensus::solo::{SoloConfig, SoloEngine};
+use gridmesh_consensus::LedgerApp;
+use gridmesh_ledger::{Chain, Genesis, Keypair, Mempool, MempoolConfig};
+use gridmesh_types::Address;
+
+/// File name of the development faucet key inside the data directory.
+pub const FAUCET_KEY_FILE: &str = "faucet.key";
+/// File name of the node's own key (its proposer identity).
+pub const NODE_KEY_FILE: &str = "node.key";
+/// Default API address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8645";
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// A genesis file; `None` means development mode (a faucet key in the data dir gets the supply).
+    pub genesis: Option<PathBuf>,
+    pub block_interval: Duration,
+    pub empty_blocks: bool,
+    pub max_block_txs: usize,
+    pub mempool: MempoolConfig,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            genesis: None,
+            block_interval: Duration::from_secs(1),
+            empty_blocks: false,
+            max_block_txs: 100_000,
+            mempool: MempoolConfig::default(),
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.block_interval < Duration::from_millis(10) || self.block_interval > Duration::from_secs(3600) {
+            bail!(
+                "block interval {:?} is out of range (10 ms to 1 hour)",
+                self.block_interval
+            );
+        }
+        if self.max_block_txs == 0 || self.max_block_txs > gridmesh_ledger::block::MAX_BLOCK_TXS {
+            bail!(
+                "max block transactions {} is out of range (1 to {})",
+                self.max_block_txs,
+                gridmesh_ledger::block::MAX_BLOCK_TXS
+            );
+        }
+        Ok(())
+    }
+}
+
+fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
+    if path.exists() {
+        Ok(Keypair::load(path)?)
+    } else {
+        let k = Keypair::generate();
+        k.save(path)?;
+        Ok(k)
+    }
+}
+
+/// State shared by the API handlers and the engine.
+pub struct Shared {
+    pub chain: Arc<RwLock<Chain>>,
+    pub mempool: Arc<Mutex<Mempool>>,
+    pub node_address: Address,
+    pub committed_txs: std::sync::atomic::AtomicU64,
+}
+
+/// A started node: its API address and a way to stop it.
+pub struct RunningNode {
+    pub api_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop_engine: mpsc::Sender<()>,
+    engine: std::thread::JoinHandle<()>,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningNode {
+    /// Opens the chain, starts the engine and binds the API. Call inside a Tokio runtime.
+    pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+        let genesis = match &cfg.genesis {
+            Some(path) => Genesis::load(path)?,
+            None => {
+                let faucet = load_or_create_key(&cfg.data_dir.join(FAUCET_KEY_FILE))?;
+                Genesis::dev(faucet.address())
+            }
+        };
+        let node_key = load_or_create_key(&cfg.data_dir.join(NODE_KEY_FILE))?;
+        let chain = Chain::open(&cfg.data_dir, &genesis)
+            .with_context(|| format!("opening the chain in {}", cfg.data_dir.display()))?;
+        tracing::info!(
+            chain_id = chain.chain_id(),
+            height = chain.head().height,
+            state_root = %chain.state().root(),
+            "chain opened"
+        );
+        let mempool = Mempool::new(chain.chain_id(), cfg.mempool.clone());
+        let shared = Arc::new(Shared {
+            chain: Arc::new(RwLock::new(chain)),
+            mempool: Arc::new(Mutex::new(mempool)),
+            node_address: node_key.address(),
+            committed_txs: Default::default(),
+        });
+
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding the API to {}", cfg.listen))?;
+        let api_addr = listener.local_addr()?;
+
+        let app = LedgerApp::new(shared.chain.clone(), shared.mempool.clone(), cfg.max_block_txs);
+        let engine = SoloEngine::new(
+            app,
+            SoloConfig {
+                block_interval: cfg.block_interval,
+                empty_blocks: cfg.empty_blocks,
+                proposer: node_key.address(),
+            },
+        );
+        let (stop_engine, stopped) = mpsc::channel();
+        let counter = shared.clone();
+        let engine = std::thread::Builder::new()
+            .name("solo-engine".into())
+            .spawn(move || {
+                engine.run(stopped, |f, _took| {
+                    counter
+                        .committed_txs
+                        .fetch_add(u64::from(f.tx_count), std::sync::atomic::Ordering::Relaxed);
+                })
+            })?;
+
+        let router = api::router(shared.clone());
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = http_stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%api_addr, "API listening");
+        Ok(RunningNode {
+            api_addr,
+            shared,
+            stop_engine,
+            engine,
+            stop_http,
+            http,
+        })
+    }
+
+    /// Stops the API, lets the engine finish the block it is committing, and closes the database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_http.send(());
+        let _ = self.stop_engine.send(());
+        tokio::task::spawn_blocking(move || self.engine.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the block engine panicked"))?;
+        self.http.await??;
+        Ok(())
+    }
+}

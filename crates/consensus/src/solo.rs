@@ -1,0 +1,80 @@
+//! The solo engine: one node orders blocks on a fixed interval. The zero-setup default.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gridmesh_types::Address;
+
+use crate::{AppError, Application, Finalized};
+
+#[derive(Clone, Debug)]
+pub struct SoloConfig {
+    /// Time between block production attempts.
+    pub block_interval: Duration,
+    /// Produce blocks even when no transaction waits.
+    pub empty_blocks: bool,
+    /// The node's address, recorded as proposer.
+    pub proposer: Address,
+}
+
+pub struct SoloEngine<A: Application> {
+    app: A,
+    cfg: SoloConfig,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<A: Application> SoloEngine<A> {
+    pub fn new(app: A, cfg: SoloConfig) -> Self {
+        SoloEngine { app, cfg }
+    }
+
+    /// Produces and finalises one block, if there is anything to put in it (or empty blocks are on).
+    pub fn step(&mut self, timestamp_ms: u64) -> Result<Option<Finalized>, AppError> {
+        if !self.cfg.empty_blocks && !self.app.has_pending() {
+            return Ok(None);
+        }
+        let block = self.app.propose(timestamp_ms, self.cfg.proposer)?;
+        if block.txs.is_empty() && !self.cfg.empty_blocks {
+            return Ok(None);
+        }
+        self.app.finalize(&block).map(Some)
+    }
+
+    /// Runs until `shutdown` receives a message or its sender is dropped, calling `on_block` with every
+    /// committed block and the time it took to build and commit it. A failed commit (e.g. a full
+    /// disk) is logged and retried next interval.
+    pub fn run(mut self, shutdown: Receiver<()>, mut on_block: impl FnMut(&Finalized, Duration)) {
+        let mut next = Instant::now() + self.cfg.block_interval;
+        loop {
+            match shutdown.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            next += self.cfg.block_interval;
+            let started = Instant::now();
+            match self.step(now_ms()) {
+                Ok(Some(f)) => {
+                    let took = started.elapsed();
+                    tracing::info!(
+                        height = f.height,
+                        txs = f.tx_count,
+                        ms = took.as_millis() as u64,
+                        "committed block"
+                    );
+                    on_block(&f, took);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "block production failed; retrying next interval"),
+            }
+            if next < Instant::now() {
+                next = Instant::now(); // fell behind: do not burst to catch up
+            }
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The HTTP API under `/v1/` (JSON), its OpenAPI document and Prometheus metrics.
+//!
+//! Errors are JSON `{"error": "<code>", "message": "<what went wrong>"}` with a 4xx status for bad
+//! requests (malformed input, bad signatures, replays, overdrafts) and 5xx only for node faults.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gridmesh_ledger::mempool::decode_and_verify;
+use gridmesh_ledger::{AdmissionError, Block, Event, Receipt, SignedTx, TxKind};
+use gridmesh_types::{Address, Amount, Hash32};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::Shared;
+
+/// Largest accepted request body (a hex-encoded transaction is well below this).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "gridmesh node API", description = "Ledger of a community energy network."),
+    paths(status, submit_tx, get_account, get_block, get_tx),
+    components(schemas(
+        StatusResponse, SubmitRequest, SubmitResponse, AccountResponse, BlockResponse, TxView,
+        TxStatusResponse, ReceiptView, EventView, ErrorBody
+    ))
+)]
+pub struct ApiDoc;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/tx", post(submit_tx))
+        .route("/v1/tx/{hash}", get(get_tx))
+        .route("/v1/accounts/{address}", get(get_account))
+        .route("/v1/blocks/{height}", get(get_block))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+/// An API error: status code, stable code and message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `insufficient_funds`.
+    pub error: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "API request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> ApiError {
+        let status = match &e {
+            AdmissionError::Decode(_)
+            | AdmissionError::Signature(_)
+            | AdmissionError::WrongChainId { .. } => StatusCode::BAD_REQUEST,
+            AdmissionError::Duplicate(_)
+            | AdmissionError::NonceInUse(_)
+            | AdmissionError::StaleNonce { .. } => StatusCode::CONFLICT,
+            AdmissionError::NonceTooFar { .. } | AdmissionError::InsufficientFunds { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            AdmissionError::SenderFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            AdmissionError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.code.to_string(),
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct StatusResponse {
+    pub chain_id: String,
+    pub genesis_hash: String,
+    pub height: u64,
+    pub head_hash: String,
+    pub state_root: String,
+    pub timestamp_ms: u64,
+    pub mempool_size: usize,
+    /// Total token supply, decimal tokens.
+    pub total_supply: String,
+    #[schema(value_type = u64)]
+    pub total_supply_base: u128,
+    pub node_address: String,
+}
+
+/// Node and chain status.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusResponse)))]
+async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusResponse> {
+    let mempool_size = s.mempool.lock().expect("mempool lock").len();
+    let chain = s.chain.read().expect("chain lock");
+    let supply = chain.state().total_supply();
+    Ok(Json(StatusResponse {
+        chain_id: chain.chain_id().to_string(),
+        genesis_hash: chain.genesis_hash().to_string(),
+        height: chain.head().height,
+        head_hash: chain.head_hash().to_string(),
+        state_root: chain.head().state_root.to_string(),
+        timestamp_ms: chain.head().timestamp_ms,
+        mempool_size,
+        total_supply: supply.to_string(),
+        total_supply_base: supply.0,
+        node_address: s.node_address.to_string(),
+    }))
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct SubmitRequest {
+    /// The signed transaction's canonical encoding, hex.
+    pub tx: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct SubmitResponse {
+    pub hash: String,
+    /// Always `pending`: the transaction waits in the mempool for the next block.
+    pub status: String,
+}
+
+/// Submit a signed transaction.
+#[utoipa::path(post, path = "/v1/tx", request_body = SubmitRequest,
+    responses(
+        (status = 202, body = SubmitResponse, description = "accepted into the mempool"),
+        (status = 400, body = ErrorBody, description = "malformed, badly signed or for another chain"),
+        (status = 409, body = ErrorBody, description = "duplicate or replayed (stale nonce)"),
+        (status = 422, body = ErrorBody, description = "insufficient funds or nonce too far ahead"),
+        (status = 429, body = ErrorBody, description = "too many pending transactions from this sender"),
+        (status = 503, body = ErrorBody, description = "mempool full"),
+    ))]
+async fn submit_tx(
+    State(s): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let req: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected JSON {{\"tx\": \"<hex>\"}}: {e}"),
+        )
+    })?;
+    let bytes = hex::decode(req.tx.trim()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_tx",
+            format!("tx is not hex: {e}"),
+        )
+    })?;
+    let tx = decode_and_verify(&bytes)?;
+    // Hold the chain's read lock while admitting, so a block cannot commit between reading the
+    // sender's account and inserting (a stale nonce would otherwise slip in).
+    let chain = s.chain.read().expect("chain lock");
+    let account = chain.account(&tx.sender());
+    let hash = s.mempool.lock().expect("mempool lock").insert(tx, account)?;
+    drop(chain);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SubmitResponse {
+            hash: hash.to_string(),
+            status: "pending".into(),
+        }),
+    ))
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct AccountResponse {
+    pub address: String,
+    /// Balance in decimal tokens.
+    pub balance: String,
+    /// Balance in base units (1 token = 10^6).
+    #[schema(value_type = u64)]
+    pub balance_base: u128,
+    /// The nonce the account's next transaction must carry.
+    pub nonce: u64,
+}
+
+fn parse<T: std::str::FromStr>(s: &str, what: &'static str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e: T::Err| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{what}: {e}")))
+}
+
+/// An account's committed balance and next nonce.
+#[utoipa::path(get, path = "/v1/accounts/{address}",
+    params(("address" = String, Path, description = "64 hex characters")),
+    responses((status = 200, body = AccountResponse), (status = 400, body = ErrorBody)))]
+async fn get_account(
+    State(s): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> ApiResult<AccountResponse> {
+    let address: Address = parse(&address, "address")?;
+    let acc = s.chain.read().expect("chain lock").account(&address);
+    Ok(Json(AccountResponse {
+        address: address.to_string(),
+        balance: acc.balance.to_string(),
+        balance_base: acc.balance.0,
+        nonce: acc.nonce,
+    }))
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct TxView {
+    pub hash: String,
+    pub chain_id: String,
+    pub sender: String,
+    pub nonce: u64,
+    /// Transaction kind, e.g. `transfer`.
+    pub kind: String,
+    pub to: Option<String>,
+    /// Amount in decimal tokens.
+    pub amount: Option<String>,
+    #[schema(value_type = Option<u64>)]
+    pub amount_base: Option<u128>,
+}
+
+impl TxView {
+    fn of(tx: &SignedTx) -> TxView {
+        let b = &tx.body;
+        let (kind, to, amount) = match &b.kind {
+            TxKind::Transfer { to, amount } => ("transfer", Some(*to), Some(*amount)),
+        };
+        TxView {
+            hash: tx.hash().to_string(),
+            chain_id: b.chain_id.clone(),
+            sender: b.sender.to_string(),
+            nonce: b.nonce,
+            kind: kind.into(),
+            to: to.map(|a| a.to_string()),
+            amount: amount.map(|a: Amount| a.to_string()),
+            amount_base: amount.map(|a| a.0),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct EventView {
+    /// Event type, e.g. `transfer`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    #[schema(value_type = Option<u64>)]
+    pub amount_base: Option<u128>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptView {
+    pub tx_hash: String,
+    pub height: u64,
+    pub index: u32,
+    /// `ok`: every transaction in a committed block applied successfully.
+    pub status: String,
+    pub events: Vec<EventView>,
+}
+
+impl ReceiptView {
+    fn of(r: &Receipt) -> ReceiptView {
+        ReceiptView {
+            tx_hash: r.tx_hash.to_string(),
+            height: r.height,
+            index: r.index,
+            status: "ok".into(),
+            events: r
+                .events
+                .iter()
+                .map(|e| match e {
+                    Event::Transfer { from, to, amount } => EventView {
+                        kind: "transfer".into(),
+                        from: Some(from.to_string()),
+                        to: Some(to.to_string()),
+                        amount_base: Some(amount.0),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct BlockResponse {
+    pub height: u64,
+    pub hash: String,
+    pub parent_hash: String,
+    pub timestamp_ms: u64,
+    pub tx_root: String,
+    pub state_root: String,
+    pub proposer: String,
+    pub tx_count: u32,
+    pub txs: Vec<TxView>,
+    pub receipts: Vec<ReceiptView>,
+}
+
+impl BlockResponse {
+    fn of(b: &Block, receipts: &[Receipt]) -> BlockResponse {
+        let h = &b.header;
+        BlockResponse {
+            height: h.height,
+            hash: b.hash().to_string(),
+            parent_hash: h.parent_hash.to_string(),
+            timestamp_ms: h.timestamp_ms,
+            tx_root: h.tx_root.to_string(),
+            state_root: h.state_root.to_string(),
+            proposer: h.proposer.to_string(),
+            tx_count: h.tx_count,
+            txs: b.txs.iter().map(TxView::of).collect(),
+            receipts: receipts.iter().map(ReceiptView::of).collect(),
+        }
+    }
+}
+
+/// A committed block with its transactions and receipts (`latest` for the head).
+#[utoipa::path(get, path = "/v1/blocks/{height}",
+    params(("height" = String, Path, description = "block height, or `latest`")),
+    responses((status = 200, body = BlockResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+async fn get_block(
+    State(s): State<Arc<Shared>>,
+    Path(height): Path<String>,
+) -> ApiResult<BlockResponse> {
+    let store = s.chain.read().expect("chain lock").store().clone();
+    let height: u64 = if height == "latest" {
+        s.chain.read().expect("chain lock").head().height
+    } else {
+        parse(&height, "height")?
+    };
+    let block = store
+        .block(height)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+    let receipts = store.receipts(height).map_err(ApiError::internal)?;
+    Ok(Json(BlockResponse::of(&block, &receipts)))
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct TxStatusResponse {
+    pub hash: String,
+    /// `committed` (durably in a block) or `pending` (in the mempool).
+    pub status: String,
+    pub height: Option<u64>,
+    pub index: Option<u32>,
+    pub block_hash: Option<String>,
+    pub tx: TxView,
+    pub receipt: Option<ReceiptView>,
+}
+
+/// A transaction by hash: committed (with its receipt) or pending.
+#[utoipa::path(get, path = "/v1/tx/{hash}",
+    params(("hash" = String, Path, description = "64 hex characters")),
+    responses((status = 200, body = TxStatusResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+async fn get_tx(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult<TxStatusResponse> {
+    let hash: Hash32 = parse(&hash, "transaction hash")?;
+    let store = s.chain.read().expect("chain lock").store().clone();
+    if let Some(loc) = store.tx_location(&hash).map_err(ApiError::internal)? {
+        let block = store
+            .block(loc.height)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(format!("indexed block {} missing", loc.height)))?;
+        let tx = block
+            .txs
+            .get(loc.index as usize)
+            .ok_or_else(|| ApiError::internal("indexed transaction missing"))?;
+        let receipt = store
+            .receipts(loc.height)
+            .map_err(ApiError::internal)?
+            .get(loc.index as usize)
+            .map(ReceiptView::of);
+        return Ok(Json(TxStatusResponse {
+            hash: hash.to_string(),
+            status: "committed".into(),
+            height: Some(loc.height),
+            index: Some(loc.index),
+            block_hash: Some(block.hash().to_string()),
+            tx: TxView::of(tx),
+            receipt,
+        }));
+    }
+    let mp = s.mempool.lock().expect("mempool lock");
+    let tx = mp
+        .get(&hash)
+        .ok_or_else(|| ApiError::not_found(format!("transaction {hash} is neither committed nor pending")))?;
+    Ok(Json(TxStatusResponse {
+        hash: hash.to_string(),
+        status: "pending".into(),
+        height: None,
+        index: None,
+        block_hash: None,
+        tx: TxView::of(tx.tx()),
+        receipt: None,
+    }))
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Prometheus text exposition of a few node gauges and counters.
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let mempool = s.mempool.lock().expect("mempool lock").len();
+    let height = s.chain.read().expect("chain lock").head().height;
+    let committed = s.committed_txs.load(Ordering::Relaxed);
+    let body = format!(
+        "# HELP gridmesh_block_height Height of the last committed block.\n\
+         # TYPE gridmesh_block_height gauge\ngridmesh_block_height {height}\n\
+         # HELP gridmesh_mempool_txs Transactions waiting in the mempool.\n\
+         # TYPE gridmesh_mempool_txs gauge\ngridmesh_mempool_txs {mempool}\n\
+         # HELP gridmesh_committed_txs_total Transactions committed since the node started.\n\
+         # TYPE gridmesh_committed_txs_total counter\ngridmesh_committed_txs_total {committed}\n"
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+}

@@ -1,0 +1,145 @@
+//! A small blocking client for the node's HTTP API (used by the command line, the demo and tests).
+
+use std::time::{Duration, Instant};
+
+use gridmesh_ledger::SignedTx;
+use gridmesh_types::{Address, Hash32};
+use serde::de::DeserializeOwned;
+
+use crate::api::{AccountResponse, BlockResponse, ErrorBody, StatusResponse, SubmitResponse, TxStatusResponse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the node at {url}: {reason} (is `gridmesh node` running? set --node URL)")]
+    Unreachable { url: String, reason: String },
+    #[error("node refused ({status} {code}): {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from {url}: {reason}")]
+    Decode { url: String, reason: String },
+    #[error("transaction {hash} was not committed within {waited:?}")]
+    Timeout { hash: Hash32, waited: Duration },
+}
+
+impl ClientError {
+    /// The API's error code (e.g. `insufficient_funds`), if the node answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn handle<T: DeserializeOwned>(&self, url: &str, r: Result<ureq::Response, ureq::Error>) -> Result<T, ClientError> {
+        match r {
+            Ok(resp) => resp.into_json().map_err(|e| ClientError::Decode {
+                url: url.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+                    Ok(b) => (b.error, b.message),
+                    Err(_) => ("http_error".into(), text),
+                };
+                Err(ClientError::Api {
+                    status,
+                    code,
+                    message,
+                })
+            }
+            Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable {
+                url: url.to_string(),
+                reason: t.to_string(),
+            }),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let r = self.agent.get(&url).call();
+        self.handle(&url, r)
+    }
+
+    fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {
+        match self.get(path) {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.get("/v1/status")
+    }
+
+    pub fn account(&self, address: &Address) -> Result<AccountResponse, ClientError> {
+        self.get(&format!("/v1/accounts/{address}"))
+    }
+
+    /// A block by height, or the head with `None`.
+    pub fn block(&self, height: Option<u64>) -> Result<Option<BlockResponse>, ClientError> {
+        match height {
+            Some(h) => self.get_opt(&format!("/v1/blocks/{h}")),
+            None => self.get_opt("/v1/blocks/latest"),
+        }
+    }
+
+    pub fn tx(&self, hash: &Hash32) -> Result<Option<TxStatusResponse>, ClientError> {
+        self.get_opt(&format!("/v1/tx/{hash}"))
+    }
+
+    pub fn submit(&self, tx: &SignedTx) -> Result<SubmitResponse, ClientError> {
+        let url = format!("{}/v1/tx", self.base);
+        let r = self
+            .agent
+            .post(&url)
+            .send_json(serde_json::json!({ "tx": hex::encode(tx.encode()) }));
+        self.handle(&url, r)
+    }
+
+    /// Polls until the transaction is committed (or `timeout` passes).
+    pub fn wait_committed(&self, hash: &Hash32, timeout: Duration) -> Result<TxStatusResponse, ClientError> {
+        let start = Instant::now();
+        loop {
+            if let Some(t) = self.tx(hash)? {
+                if t.status == "committed" {
+                    return Ok(t);
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(ClientError::Timeout {
+                    hash: *hash,
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -77,14 +77,17 @@ impl LedgerApp {
 
 impl Application for LedgerApp {
     fn propose(&mut self, timestamp_ms: u64, proposer: Address) -> Result<Block, AppError> {
+        let t0 = std::time::Instant::now();
         let chain = self.chain.read().expect("chain lock poisoned");
         let candidates = self
             .mempool
             .lock()
             .expect("mempool lock poisoned")
             .select(|a| chain.account(a), self.max_block_txs);
+        let t1 = std::time::Instant::now();
         let built = chain.build_block(candidates, timestamp_ms, proposer);
         drop(chain);
+        tracing::debug!(select_ms = (t1 - t0).as_millis() as u64, build_ms = t1.elapsed().as_millis() as u64, "proposed");
         if !built.rejected.is_empty() {
             let mut mp = self.mempool.lock().expect("mempool lock poisoned");
             for (hash, why) in &built.rejected {
@@ -108,8 +111,6 @@ impl Application for LedgerApp {
 
     fn finalize(&mut self, block: &Block) -> Result<Finalized, AppError> {
         let hash = block.hash();
-        let mut chain = self.chain.write().expect("chain lock poisoned");
-        let head = chain.head().height;
         let info = |newly_applied| Finalized {
             height: block.header.height,
             hash,
@@ -117,7 +118,10 @@ impl Application for LedgerApp {
             timestamp_ms: block.header.timestamp_ms,
             newly_applied,
         };
-        if block.header.height <= head {
+        // Only the engine's thread writes the chain, so the head cannot move between the read
+        // (persist, while API readers and admission go on) and the short write (apply).
+        let chain = self.chain.read().expect("chain lock poisoned");
+        if block.header.height <= chain.head().height {
             let committed = chain
                 .store()
                 .block(block.header.height)
@@ -137,9 +141,14 @@ impl Application for LedgerApp {
             Some(ex) if ex.block_hash == hash => ex,
             _ => chain.verify_block(block)?,
         };
-        chain.commit(block, executed)?;
+        let t0 = std::time::Instant::now();
+        chain.persist(block, &executed)?;
         drop(chain);
-        // Only the engine writes the chain, so this read sees exactly the block just committed.
+        let t1 = std::time::Instant::now();
+        self.chain
+            .write()
+            .expect("chain lock poisoned")
+            .apply(block, executed);
         let chain = self.chain.read().expect("chain lock poisoned");
         let senders: std::collections::BTreeSet<Address> =
             block.txs.iter().map(|t| t.body.sender).collect();
@@ -147,6 +156,11 @@ impl Application for LedgerApp {
             .lock()
             .expect("mempool lock poisoned")
             .revalidate(senders.iter(), |a| chain.account(a));
+        tracing::debug!(
+            persist_ms = (t1 - t0).as_millis() as u64,
+            apply_ms = t1.elapsed().as_millis() as u64,
+            "committed"
+        );
         Ok(info(true))
     }
 

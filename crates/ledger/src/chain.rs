@@ -293,6 +293,15 @@ impl Chain {
 
     /// Durably commits an executed block (one redb transaction), then applies it in memory.
     pub fn commit(&mut self, block: &Block, executed: Executed) -> Result<(), ChainError> {
+        self.persist(block, &executed)?;
+        self.apply(block, executed);
+        Ok(())
+    }
+
+    /// The durable half of [`Chain::commit`]: writes the block, receipts, transaction index and
+    /// state changes in one redb transaction. Takes `&self` so that readers (and mempool admission)
+    /// are not blocked while the disk syncs; [`Chain::apply`] must follow before the next block.
+    pub fn persist(&self, block: &Block, executed: &Executed) -> Result<(), ChainError> {
         if block.header.height != self.head.height + 1 || block.header.parent_hash != self.head_hash
         {
             return Err(ChainError::NotNext {
@@ -304,6 +313,12 @@ impl Chain {
         debug_assert_eq!(executed.block_hash, block.hash());
         self.store
             .commit_block(block, &executed.receipts, &executed.diff.accounts)?;
+        Ok(())
+    }
+
+    /// The in-memory half of [`Chain::commit`], after [`Chain::persist`] succeeded for this block.
+    pub fn apply(&mut self, block: &Block, executed: Executed) {
+        assert_eq!(block.header.height, self.head.height + 1, "applying a block out of order");
         self.state.apply(executed.diff);
         assert_eq!(
             self.state.root(),
@@ -312,7 +327,6 @@ impl Chain {
         );
         self.head = block.header.clone();
         self.head_hash = executed.block_hash;
-        Ok(())
     }
 }
 

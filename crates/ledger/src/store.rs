@@ -150,8 +150,11 @@ impl Store {
             .map_err(db_err)?;
         {
             let mut idx = w.open_table(TX_INDEX).map_err(db_err)?;
-            for r in receipts {
-                idx.insert(r.tx_hash.0, (height, r.index)).map_err(db_err)?;
+            // Inserting in key order keeps B-tree page accesses local.
+            let mut keys: Vec<(&Hash32, u32)> = receipts.iter().map(|r| (&r.tx_hash, r.index)).collect();
+            keys.sort_unstable();
+            for (hash, index) in keys {
+                idx.insert(hash.0, (height, index)).map_err(db_err)?;
             }
         }
         {

@@ -362,12 +362,18 @@ async fn get_block(
     State(s): State<Arc<Shared>>,
     Path(height): Path<String>,
 ) -> ApiResult<BlockResponse> {
-    let store = s.chain.read().expect("chain lock").store().clone();
+    let (store, head) = {
+        let chain = s.chain.read().expect("chain lock");
+        (chain.store().clone(), chain.head().height)
+    };
     let height: u64 = if height == "latest" {
-        s.chain.read().expect("chain lock").head().height
+        head
     } else {
         parse(&height, "height")?
     };
+    if height > head {
+        return Err(ApiError::not_found(format!("no block at height {height} (head is {head})")));
+    }
     let block = store
         .block(height)
         .map_err(ApiError::internal)?
@@ -394,8 +400,16 @@ pub struct TxStatusResponse {
     responses((status = 200, body = TxStatusResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
 async fn get_tx(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult<TxStatusResponse> {
     let hash: Hash32 = parse(&hash, "transaction hash")?;
-    let store = s.chain.read().expect("chain lock").store().clone();
-    if let Some(loc) = store.tx_location(&hash).map_err(ApiError::internal)? {
+    let (store, head) = {
+        let chain = s.chain.read().expect("chain lock");
+        (chain.store().clone(), chain.head().height)
+    };
+    // A block is visible from its commit in memory on, never while it is still being applied.
+    if let Some(loc) = store
+        .tx_location(&hash)
+        .map_err(ApiError::internal)?
+        .filter(|l| l.height <= head)
+    {
         let block = store
             .block(loc.height)
             .map_err(ApiError::internal)?

@@ -65,7 +65,11 @@ pub struct LedgerApp {
 }
 
 impl LedgerApp {
-    pub fn new(chain: Arc<RwLock<Chain>>, mempool: Arc<Mutex<Mempool>>, max_block_txs: usize) -> Self {
+    pub fn new(
+        chain: Arc<RwLock<Chain>>,
+        mempool: Arc<Mutex<Mempool>>,
+        max_block_txs: usize,
+    ) -> Self {
         LedgerApp {
             chain,
             mempool,
@@ -87,7 +91,11 @@ impl Application for LedgerApp {
         let t1 = std::time::Instant::now();
         let built = chain.build_block(candidates, timestamp_ms, proposer);
         drop(chain);
-        tracing::debug!(select_ms = (t1 - t0).as_millis() as u64, build_ms = t1.elapsed().as_millis() as u64, "proposed");
+        tracing::debug!(
+            select_ms = (t1 - t0).as_millis() as u64,
+            build_ms = t1.elapsed().as_millis() as u64,
+            "proposed"
+        );
         if !built.rejected.is_empty() {
             let mut mp = self.mempool.lock().expect("mempool lock poisoned");
             for (hash, why) in &built.rejected {
@@ -165,7 +173,11 @@ impl Application for LedgerApp {
     }
 
     fn has_pending(&self) -> bool {
-        !self.mempool.lock().expect("mempool lock poisoned").is_empty()
+        !self
+            .mempool
+            .lock()
+            .expect("mempool lock poisoned")
+            .is_empty()
     }
 
     fn head(&self) -> (u64, Hash32) {
@@ -184,7 +196,11 @@ mod tests {
         let genesis = Genesis::dev(faucet.address());
         let chain = Chain::open(dir, &genesis).unwrap();
         let mempool = Mempool::new(chain.chain_id(), MempoolConfig::default());
-        LedgerApp::new(Arc::new(RwLock::new(chain)), Arc::new(Mutex::new(mempool)), 10_000)
+        LedgerApp::new(
+            Arc::new(RwLock::new(chain)),
+            Arc::new(Mutex::new(mempool)),
+            10_000,
+        )
     }
 
     #[test]
@@ -207,17 +223,28 @@ mod tests {
         let b = follower.finalize(&block).unwrap();
         assert!(a.newly_applied && b.newly_applied);
         assert_eq!(leader.head(), follower.head());
-        assert!(!leader.has_pending(), "committed transactions leave the mempool");
+        assert!(
+            !leader.has_pending(),
+            "committed transactions leave the mempool"
+        );
         // Redelivery after a restart: acknowledged, not applied twice.
         let again = follower.finalize(&block).unwrap();
         assert!(!again.newly_applied);
         assert_eq!(
-            follower.chain.read().unwrap().account(&Address([1; 32])).balance,
+            follower
+                .chain
+                .read()
+                .unwrap()
+                .account(&Address([1; 32]))
+                .balance,
             Amount(50)
         );
         // A different block at a committed height is a conflict.
         let mut other = block.clone();
         other.header.timestamp_ms += 1;
-        assert!(matches!(follower.finalize(&other), Err(AppError::Conflict { .. })));
+        assert!(matches!(
+            follower.finalize(&other),
+            Err(AppError::Conflict { .. })
+        ));
     }
 }

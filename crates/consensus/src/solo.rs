@@ -70,7 +70,9 @@ impl<A: Application> SoloEngine<A> {
                     on_block(&f, took);
                 }
                 Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "block production failed; retrying next interval"),
+                Err(e) => {
+                    tracing::error!(error = %e, "block production failed; retrying next interval")
+                }
             }
             if next < Instant::now() {
                 next = Instant::now(); // fell behind: do not burst to catch up

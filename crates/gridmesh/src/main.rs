@@ -18,7 +18,11 @@ use serde::Serialize;
 const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
 
 #[derive(Parser)]
-#[command(name = "gridmesh", version, about = "A node for community-owned energy networks")]
+#[command(
+    name = "gridmesh",
+    version,
+    about = "A node for community-owned energy networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -189,7 +193,9 @@ fn main() {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -204,7 +210,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(a) => run_node(a),
         Command::Keys(KeysCommand::New { out, json }) => {
             if out.exists() {
-                bail!("{} already exists; refusing to overwrite a key", out.display());
+                bail!(
+                    "{} already exists; refusing to overwrite a key",
+                    out.display()
+                );
             }
             let k = Keypair::generate();
             k.save(&out)?;
@@ -271,7 +280,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             eprintln!("measuring ed25519 verification ...");
             let rates = bench::ed25519_rates(20_000);
-            eprintln!("driving {txs} signed transfers from {accounts} accounts through the ledger ...");
+            eprintln!(
+                "driving {txs} signed transfers from {accounts} accounts through the ledger ..."
+            );
             let report = bench::ledger(&bench::LedgerBenchOptions {
                 txs,
                 accounts,
@@ -363,7 +374,10 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&a);
             }
-            eprintln!("{}: {} tokens, next nonce {}", a.address, a.balance, a.nonce);
+            eprintln!(
+                "{}: {} tokens, next nonce {}",
+                a.address, a.balance, a.nonce
+            );
         }
         QueryCommand::Block { height, node, json } => {
             let h = if height == "latest" {
@@ -406,7 +420,9 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
                 "{} {}{}: {} {} tokens from {} to {}",
                 t.hash,
                 t.status,
-                t.height.map(|h| format!(" in block {h}")).unwrap_or_default(),
+                t.height
+                    .map(|h| format!(" in block {h}"))
+                    .unwrap_or_default(),
                 t.tx.kind,
                 t.tx.amount.as_deref().unwrap_or("-"),
                 t.tx.sender,

@@ -33,7 +33,9 @@ pub enum ChainError {
         expected: Hash32,
         computed: Hash32,
     },
-    #[error("block {got} does not extend the head (expected height {expected} on parent {parent})")]
+    #[error(
+        "block {got} does not extend the head (expected height {expected} on parent {parent})"
+    )]
     NotNext {
         expected: u64,
         got: u64,
@@ -318,7 +320,11 @@ impl Chain {
 
     /// The in-memory half of [`Chain::commit`], after [`Chain::persist`] succeeded for this block.
     pub fn apply(&mut self, block: &Block, executed: Executed) {
-        assert_eq!(block.header.height, self.head.height + 1, "applying a block out of order");
+        assert_eq!(
+            block.header.height,
+            self.head.height + 1,
+            "applying a block out of order"
+        );
         self.state.apply(executed.diff);
         assert_eq!(
             self.state.root(),
@@ -391,16 +397,28 @@ mod tests {
 
         let mut b = good.clone();
         b.header.state_root = Hash32([1; 32]);
-        assert!(matches!(chain.verify_block(&b), Err(BlockError::StateRootMismatch { .. })));
+        assert!(matches!(
+            chain.verify_block(&b),
+            Err(BlockError::StateRootMismatch { .. })
+        ));
         let mut b = good.clone();
         b.txs[0].signature[0] ^= 1;
-        assert!(matches!(chain.verify_block(&b), Err(BlockError::Signature { index: 0, .. })));
+        assert!(matches!(
+            chain.verify_block(&b),
+            Err(BlockError::Signature { index: 0, .. })
+        ));
         let mut b = good.clone();
         b.header.height = 5;
-        assert!(matches!(chain.verify_block(&b), Err(BlockError::WrongHeight { .. })));
+        assert!(matches!(
+            chain.verify_block(&b),
+            Err(BlockError::WrongHeight { .. })
+        ));
         let mut b = good.clone();
         b.header.timestamp_ms = 0;
-        assert!(matches!(chain.verify_block(&b), Err(BlockError::TimestampNotAfterParent { .. })));
+        assert!(matches!(
+            chain.verify_block(&b),
+            Err(BlockError::TimestampNotAfterParent { .. })
+        ));
         // an overdraft inside a block
         let rich = SignedTx::transfer(&faucet, &genesis.chain_id, 0, alice, Amount(u128::MAX / 2));
         let mut b = good.clone();

@@ -157,7 +157,11 @@ fn verifying_key(address: &Address) -> Result<VerifyingKey, SignatureError> {
 }
 
 /// Verifies one signature strictly (rejects weak keys and non-canonical encodings).
-pub fn verify_one(signer: &Address, message: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {
+pub fn verify_one(
+    signer: &Address,
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), SignatureError> {
     let key = verifying_key(signer)?;
     key.verify_strict(message, &Signature::from_bytes(signature))
         .map_err(|_| SignatureError::Invalid(*signer))

@@ -167,7 +167,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g.toml");
         std::fs::write(&p, "chain_id = \"Bad Id\"\n").unwrap();
-        assert!(matches!(Genesis::load(&p), Err(GenesisError::BadChainId(_))));
+        assert!(matches!(
+            Genesis::load(&p),
+            Err(GenesisError::BadChainId(_))
+        ));
         std::fs::write(&p, "chain_id = \"ok\"\nsurprise = 1\n").unwrap();
         assert!(matches!(Genesis::load(&p), Err(GenesisError::Parse { .. })));
         let a = Address([1; 32]);
@@ -176,7 +179,10 @@ mod tests {
             format!("chain_id = \"ok\"\n[[accounts]]\naddress = \"{a}\"\nbalance = \"1\"\n[[accounts]]\naddress = \"{a}\"\nbalance = \"2\"\n"),
         )
         .unwrap();
-        assert!(matches!(Genesis::load(&p), Err(GenesisError::DuplicateAccount(_))));
+        assert!(matches!(
+            Genesis::load(&p),
+            Err(GenesisError::DuplicateAccount(_))
+        ));
         std::fs::write(
             &p,
             format!("chain_id = \"ok\"\n[[accounts]]\naddress = \"{a}\"\nbalance = \"1.5\"\n"),

@@ -49,7 +49,11 @@ pub enum AdmissionError {
     #[error("nonce {got} is already used (the account's next nonce is {expected})")]
     StaleNonce { expected: u64, got: u64 },
     #[error("nonce {got} is more than {max_gap} ahead of the account's next nonce {expected}")]
-    NonceTooFar { expected: u64, got: u64, max_gap: u64 },
+    NonceTooFar {
+        expected: u64,
+        got: u64,
+        max_gap: u64,
+    },
     #[error("a transaction with nonce {0} from this sender is already pending")]
     NonceInUse(u64),
     #[error("insufficient funds: balance {balance} tokens, pending and this transaction need {needed} tokens")]
@@ -90,7 +94,10 @@ pub fn decode_and_verify_batch(inputs: &[&[u8]]) -> Vec<Result<VerifiedTx, Admis
         .iter()
         .map(|b| SignedTx::decode(b).map_err(AdmissionError::from))
         .collect();
-    let good: Vec<SignedTx> = decoded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let good: Vec<SignedTx> = decoded
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     match crate::tx::verify_all(good) {
         Ok(verified) => {
             let mut verified = verified.into_iter();
@@ -312,26 +319,68 @@ mod tests {
     #[test]
     fn typed_rejections() {
         let k = Keypair::from_seed([1; 32]);
-        let mut mp = Mempool::new(CHAIN, MempoolConfig { max_txs: 3, max_per_sender: 2, max_nonce_gap: 10 });
+        let mut mp = Mempool::new(
+            CHAIN,
+            MempoolConfig {
+                max_txs: 3,
+                max_per_sender: 2,
+                max_nonce_gap: 10,
+            },
+        );
         let a = acct(100, 5);
         assert!(mp.insert(tx(&k, 5, 10), a).is_ok());
-        assert!(matches!(mp.insert(tx(&k, 5, 10), a), Err(AdmissionError::Duplicate(_))));
-        assert!(matches!(mp.insert(tx(&k, 5, 11), a), Err(AdmissionError::NonceInUse(5))));
-        assert!(matches!(mp.insert(tx(&k, 4, 10), a), Err(AdmissionError::StaleNonce { expected: 5, got: 4 })));
-        assert!(matches!(mp.insert(tx(&k, 16, 10), a), Err(AdmissionError::NonceTooFar { .. })));
-        assert!(matches!(mp.insert(tx(&k, 6, 91), a), Err(AdmissionError::InsufficientFunds { .. })));
+        assert!(matches!(
+            mp.insert(tx(&k, 5, 10), a),
+            Err(AdmissionError::Duplicate(_))
+        ));
+        assert!(matches!(
+            mp.insert(tx(&k, 5, 11), a),
+            Err(AdmissionError::NonceInUse(5))
+        ));
+        assert!(matches!(
+            mp.insert(tx(&k, 4, 10), a),
+            Err(AdmissionError::StaleNonce {
+                expected: 5,
+                got: 4
+            })
+        ));
+        assert!(matches!(
+            mp.insert(tx(&k, 16, 10), a),
+            Err(AdmissionError::NonceTooFar { .. })
+        ));
+        assert!(matches!(
+            mp.insert(tx(&k, 6, 91), a),
+            Err(AdmissionError::InsufficientFunds { .. })
+        ));
         assert!(mp.insert(tx(&k, 6, 90), a).is_ok());
-        assert!(matches!(mp.insert(tx(&k, 7, 0 + 1), a), Err(AdmissionError::SenderFull(2))));
-        let other = SignedTx::transfer(&k, "elsewhere", 9, Address([5; 32]), Amount(1)).verify().unwrap();
-        assert!(matches!(mp.insert(other, a), Err(AdmissionError::WrongChainId { .. })));
+        assert!(matches!(
+            mp.insert(tx(&k, 7, 1), a),
+            Err(AdmissionError::SenderFull(2))
+        ));
+        let other = SignedTx::transfer(&k, "elsewhere", 9, Address([5; 32]), Amount(1))
+            .verify()
+            .unwrap();
+        assert!(matches!(
+            mp.insert(other, a),
+            Err(AdmissionError::WrongChainId { .. })
+        ));
         let k2 = Keypair::from_seed([2; 32]);
         assert!(mp.insert(tx(&k2, 0, 1), acct(10, 0)).is_ok());
         let k3 = Keypair::from_seed([3; 32]);
-        assert!(matches!(mp.insert(tx(&k3, 0, 1), acct(10, 0)), Err(AdmissionError::Full(3))));
+        assert!(matches!(
+            mp.insert(tx(&k3, 0, 1), acct(10, 0)),
+            Err(AdmissionError::Full(3))
+        ));
         let mut bytes = tx(&k, 9, 1).into_tx().encode();
         bytes[120] ^= 1;
-        assert!(matches!(decode_and_verify(&bytes), Err(AdmissionError::Signature(_))));
-        assert!(matches!(decode_and_verify(&bytes[..50]), Err(AdmissionError::Decode(_))));
+        assert!(matches!(
+            decode_and_verify(&bytes),
+            Err(AdmissionError::Signature(_))
+        ));
+        assert!(matches!(
+            decode_and_verify(&bytes[..50]),
+            Err(AdmissionError::Decode(_))
+        ));
         let good: Vec<Vec<u8>> = (0..100).map(|n| tx(&k, n, 1).into_tx().encode()).collect();
         let mut inputs: Vec<&[u8]> = good.iter().map(|b| b.as_slice()).collect();
         assert!(decode_and_verify_batch(&inputs).iter().all(|r| r.is_ok()));

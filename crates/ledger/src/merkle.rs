@@ -29,7 +29,13 @@ pub fn root(leaves: &[Hash32]) -> Hash32 {
     while level.len() > 1 {
         level = level
             .chunks(2)
-            .map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] })
+            .map(|p| {
+                if p.len() == 2 {
+                    node_hash(&p[0], &p[1])
+                } else {
+                    p[0]
+                }
+            })
             .collect();
     }
     level[0]

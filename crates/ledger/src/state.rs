@@ -326,7 +326,13 @@ mod tests {
         let keys: Vec<Keypair> = (0..50u8).map(|i| Keypair::from_seed([i; 32])).collect();
         let mut o = s.overlay();
         for k in &keys {
-            o.set_account(k.address(), Account { balance: Amount(1_000), nonce: 0 });
+            o.set_account(
+                k.address(),
+                Account {
+                    balance: Amount(1_000),
+                    nonce: 0,
+                },
+            );
         }
         s.apply(o.finish());
         let tx = SignedTx::transfer(&keys[0], CHAIN, 0, keys[1].address(), Amount(10))
@@ -347,15 +353,29 @@ mod tests {
             let b = bucket_of(&key);
             let (lo, hi) = bucket_range(b);
             let a = Address(key);
-            assert!(match lo { Bound::Included(l) => l <= a, _ => false });
-            assert!(match hi { Bound::Excluded(h) => a < h, Bound::Unbounded => true, _ => false });
+            assert!(match lo {
+                Bound::Included(l) => l <= a,
+                _ => false,
+            });
+            assert!(match hi {
+                Bound::Excluded(h) => a < h,
+                Bound::Unbounded => true,
+                _ => false,
+            });
         }
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        Transfer { from: usize, to: usize, amount: u128, nonce_skew: i8 },
-        WrongChain { from: usize },
+        Transfer {
+            from: usize,
+            to: usize,
+            amount: u128,
+            nonce_skew: i8,
+        },
+        WrongChain {
+            from: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {

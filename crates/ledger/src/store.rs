@@ -27,13 +27,13 @@ const META_GENESIS: &str = "genesis_hash";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
 
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Redb(e.into())
+    StoreError::Redb(Box::new(e.into()))
 }
 
 /// A handle to the database; cheap to clone, safe to read from several threads while one writes.
@@ -151,7 +151,8 @@ impl Store {
         {
             let mut idx = w.open_table(TX_INDEX).map_err(db_err)?;
             // Inserting in key order keeps B-tree page accesses local.
-            let mut keys: Vec<(&Hash32, u32)> = receipts.iter().map(|r| (&r.tx_hash, r.index)).collect();
+            let mut keys: Vec<(&Hash32, u32)> =
+                receipts.iter().map(|r| (&r.tx_hash, r.index)).collect();
             keys.sort_unstable();
             for (hash, index) in keys {
                 idx.insert(hash.0, (height, index)).map_err(db_err)?;
@@ -184,8 +185,9 @@ impl Store {
         let mut out = BTreeMap::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            let acc: Account = borsh::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(format!("account {}: {e}", hex::encode(k.value()))))?;
+            let acc: Account = borsh::from_slice(v.value()).map_err(|e| {
+                StoreError::Corrupt(format!("account {}: {e}", hex::encode(k.value())))
+            })?;
             out.insert(Address(k.value()), acc);
         }
         Ok(out)

@@ -109,7 +109,13 @@ impl TxBody {
 
 impl SignedTx {
     /// A signed transfer (convenience for clients and tests).
-    pub fn transfer(key: &Keypair, chain_id: &str, nonce: u64, to: Address, amount: Amount) -> SignedTx {
+    pub fn transfer(
+        key: &Keypair,
+        chain_id: &str,
+        nonce: u64,
+        to: Address,
+        amount: Amount,
+    ) -> SignedTx {
         TxBody {
             version: TX_VERSION,
             chain_id: chain_id.to_string(),
@@ -157,7 +163,11 @@ impl SignedTx {
 
     /// Checks the signature strictly and returns a [`VerifiedTx`].
     pub fn verify(self) -> Result<VerifiedTx, SignatureError> {
-        crypto::verify_one(&self.body.sender, &self.body.signing_bytes(), &self.signature)?;
+        crypto::verify_one(
+            &self.body.sender,
+            &self.body.signing_bytes(),
+            &self.signature,
+        )?;
         Ok(VerifiedTx::new_unchecked(self))
     }
 }
@@ -257,26 +267,44 @@ mod tests {
         let tx = sample();
         let mut b = tx.encode();
         b.push(0);
-        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            SignedTx::decode(&b),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut b = tx.encode();
         b[0] = 2;
-        assert_eq!(SignedTx::decode(&b), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(
+            SignedTx::decode(&b),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
         let mut b = tx.encode();
         b[5] = b'G';
-        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::BadChainId(_))));
+        assert!(matches!(
+            SignedTx::decode(&b),
+            Err(DecodeError::BadChainId(_))
+        ));
         let mut b = tx.encode();
         b[57] = 7; // unknown kind
-        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            SignedTx::decode(&b),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut b = tx.encode();
         b.truncate(100);
-        assert!(matches!(SignedTx::decode(&b), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            SignedTx::decode(&b),
+            Err(DecodeError::Malformed(_))
+        ));
         assert!(matches!(
             SignedTx::decode(&vec![0; MAX_TX_BYTES + 1]),
             Err(DecodeError::TooLarge(_))
         ));
         let k = Keypair::from_seed([1; 32]);
         let zero = SignedTx::transfer(&k, "gridmesh-dev", 0, Address([9; 32]), Amount(0));
-        assert_eq!(SignedTx::decode(&zero.encode()), Err(DecodeError::ZeroAmount));
+        assert_eq!(
+            SignedTx::decode(&zero.encode()),
+            Err(DecodeError::ZeroAmount)
+        );
     }
 
     #[test]

@@ -25,11 +25,22 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "gridmesh node API", description = "Ledger of a community energy network."),
+    info(
+        title = "gridmesh node API",
+        description = "Ledger of a community energy network."
+    ),
     paths(status, submit_tx, get_account, get_block, get_tx),
     components(schemas(
-        StatusResponse, SubmitRequest, SubmitResponse, AccountResponse, BlockResponse, TxView,
-        TxStatusResponse, ReceiptView, EventView, ErrorBody
+        StatusResponse,
+        SubmitRequest,
+        SubmitResponse,
+        AccountResponse,
+        BlockResponse,
+        TxView,
+        TxStatusResponse,
+        ReceiptView,
+        EventView,
+        ErrorBody
     ))
 )]
 pub struct ApiDoc;
@@ -195,7 +206,11 @@ async fn submit_tx(
     // sender's account and inserting (a stale nonce would otherwise slip in).
     let chain = s.chain.read().expect("chain lock");
     let account = chain.account(&tx.sender());
-    let hash = s.mempool.lock().expect("mempool lock").insert(tx, account)?;
+    let hash = s
+        .mempool
+        .lock()
+        .expect("mempool lock")
+        .insert(tx, account)?;
     drop(chain);
     Ok((
         StatusCode::ACCEPTED,
@@ -222,8 +237,13 @@ fn parse<T: std::str::FromStr>(s: &str, what: &'static str) -> Result<T, ApiErro
 where
     T::Err: std::fmt::Display,
 {
-    s.parse()
-        .map_err(|e: T::Err| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{what}: {e}")))
+    s.parse().map_err(|e: T::Err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{what}: {e}"),
+        )
+    })
 }
 
 /// An account's committed balance and next nonce.
@@ -372,7 +392,9 @@ async fn get_block(
         parse(&height, "height")?
     };
     if height > head {
-        return Err(ApiError::not_found(format!("no block at height {height} (head is {head})")));
+        return Err(ApiError::not_found(format!(
+            "no block at height {height} (head is {head})"
+        )));
     }
     let block = store
         .block(height)
@@ -398,7 +420,10 @@ pub struct TxStatusResponse {
 #[utoipa::path(get, path = "/v1/tx/{hash}",
     params(("hash" = String, Path, description = "64 hex characters")),
     responses((status = 200, body = TxStatusResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
-async fn get_tx(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult<TxStatusResponse> {
+async fn get_tx(
+    State(s): State<Arc<Shared>>,
+    Path(hash): Path<String>,
+) -> ApiResult<TxStatusResponse> {
     let hash: Hash32 = parse(&hash, "transaction hash")?;
     let (store, head) = {
         let chain = s.chain.read().expect("chain lock");
@@ -434,9 +459,11 @@ async fn get_tx(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiRe
         }));
     }
     let mp = s.mempool.lock().expect("mempool lock");
-    let tx = mp
-        .get(&hash)
-        .ok_or_else(|| ApiError::not_found(format!("transaction {hash} is neither committed nor pending")))?;
+    let tx = mp.get(&hash).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "transaction {hash} is neither committed nor pending"
+        ))
+    })?;
     Ok(Json(TxStatusResponse {
         hash: hash.to_string(),
         status: "pending".into(),
@@ -465,8 +492,5 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
          # HELP gridmesh_committed_txs_total Transactions committed since the node started.\n\
          # TYPE gridmesh_committed_txs_total counter\ngridmesh_committed_txs_total {committed}\n"
     );
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -1,7 +1,7 @@
 //! `gridmesh bench`: the physical limit (ed25519 verification on this machine) and the ledger's
 //! committed-transfer throughput measured against it, in one run.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,8 @@ pub fn ed25519_rates(n: usize) -> Ed25519Rates {
     let t = Instant::now();
     for start in (0..n).step_by(256) {
         let end = (start + 256).min(n);
-        ed25519_dalek::verify_batch(&msgs[start..end], &sig[start..end], &keys[start..end]).expect("valid");
+        ed25519_dalek::verify_batch(&msgs[start..end], &sig[start..end], &keys[start..end])
+            .expect("valid");
     }
     let batch = n as f64 / t.elapsed().as_secs_f64();
 
@@ -81,7 +82,9 @@ pub fn ed25519_rates(n: usize) -> Ed25519Rates {
     Ed25519Rates {
         single_per_core: single,
         batch_per_core: batch,
-        cores: std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(1),
         batch_all_cores: all,
     }
 }
@@ -158,7 +161,9 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
     // Sign everything up front (clients' work, not the ledger's), in parallel.
     tracing::info!(txs = opts.txs, "signing transfers");
     let n = opts.accounts;
-    let threads = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
     let per = opts.txs.div_ceil(threads);
     let encoded: Vec<Vec<u8>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -170,13 +175,23 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
                         .map(|i| {
                             let (round, from) = (i / n, i % n);
                             let to = keys[(from + 1 + round % (n - 1)) % n].address();
-                            SignedTx::transfer(&keys[from], &chain_id, round as u64, to, Amount(10_000)).encode()
+                            SignedTx::transfer(
+                                &keys[from],
+                                &chain_id,
+                                round as u64,
+                                to,
+                                Amount(10_000),
+                            )
+                            .encode()
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("signer")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signer"))
+            .collect()
     });
 
     let chain = Chain::open(dir.path(), &genesis)?;
@@ -200,7 +215,6 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
     );
     let committed = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<(f64, u32)>::new()));
-    let done = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = mpsc::channel();
     let engine = {
         let committed = committed.clone();
@@ -248,13 +262,17 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let seconds = start.elapsed().as_secs_f64();
-    done.store(true, Ordering::SeqCst);
     let _ = stop.send(());
-    engine.join().map_err(|_| anyhow::anyhow!("engine panicked"))?;
+    engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine panicked"))?;
 
     let chain = chain.read().expect("chain lock");
     anyhow::ensure!(chain.state().total_supply() == supply, "supply changed");
-    anyhow::ensure!(chain.store().tx_count()? == opts.txs as u64, "not every transfer was indexed");
+    anyhow::ensure!(
+        chain.store().tx_count()? == opts.txs as u64,
+        "not every transfer was indexed"
+    );
 
     let lat = latencies.lock().expect("latencies");
     let mut ms: Vec<f64> = lat.iter().map(|(m, _)| *m).collect();

@@ -6,11 +6,15 @@ use gridmesh_ledger::SignedTx;
 use gridmesh_types::{Address, Hash32};
 use serde::de::DeserializeOwned;
 
-use crate::api::{AccountResponse, BlockResponse, ErrorBody, StatusResponse, SubmitResponse, TxStatusResponse};
+use crate::api::{
+    AccountResponse, BlockResponse, ErrorBody, StatusResponse, SubmitResponse, TxStatusResponse,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the node at {url}: {reason} (is `gridmesh node` running? set --node URL)")]
+    #[error(
+        "cannot reach the node at {url}: {reason} (is `gridmesh node` running? set --node URL)"
+    )]
     Unreachable { url: String, reason: String },
     #[error("node refused ({status} {code}): {message}")]
     Api {
@@ -56,7 +60,11 @@ impl Client {
         &self.base
     }
 
-    fn handle<T: DeserializeOwned>(&self, url: &str, r: Result<ureq::Response, ureq::Error>) -> Result<T, ClientError> {
+    fn handle<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        r: Result<ureq::Response, ureq::Error>,
+    ) -> Result<T, ClientError> {
         match r {
             Ok(resp) => resp.into_json().map_err(|e| ClientError::Decode {
                 url: url.to_string(),
@@ -125,7 +133,11 @@ impl Client {
     }
 
     /// Polls until the transaction is committed (or `timeout` passes).
-    pub fn wait_committed(&self, hash: &Hash32, timeout: Duration) -> Result<TxStatusResponse, ClientError> {
+    pub fn wait_committed(
+        &self,
+        hash: &Hash32,
+        timeout: Duration,
+    ) -> Result<TxStatusResponse, ClientError> {
         let start = Instant::now();
         loop {
             if let Some(t) = self.tx(hash)? {

@@ -76,7 +76,11 @@ pub async fn run(say: impl Fn(String) + Send + 'static) -> anyhow::Result<DemoRe
     result
 }
 
-fn script(api: &str, faucet_path: &std::path::Path, say: &dyn Fn(String)) -> anyhow::Result<DemoReport> {
+fn script(
+    api: &str,
+    faucet_path: &std::path::Path,
+    say: &dyn Fn(String),
+) -> anyhow::Result<DemoReport> {
     let client = Client::new(api);
     let status = client.status()?;
     say(format!(
@@ -132,10 +136,30 @@ fn script(api: &str, faucet_path: &std::path::Path, say: &dyn Fn(String)) -> any
     }
     say("Neighbours pay each other for energy:".into());
     let [ada, ben, cleo, dev, eve] = [0, 1, 2, 3, 4].map(|i| &homes[i].1);
-    send(ben, ada.address(), "3.42", "11.4 kWh of Ada's midday solar for Ben's EV")?;
-    send(cleo, dev.address(), "1.875", "6.25 kWh of Dev's PV for Cleo's heat pump")?;
-    send(eve, ada.address(), "0.96", "evening energy from Ada's battery")?;
-    send(ada, eve.address(), "0.5", "Ada shares savings with Eve (solidarity tariff)")?;
+    send(
+        ben,
+        ada.address(),
+        "3.42",
+        "11.4 kWh of Ada's midday solar for Ben's EV",
+    )?;
+    send(
+        cleo,
+        dev.address(),
+        "1.875",
+        "6.25 kWh of Dev's PV for Cleo's heat pump",
+    )?;
+    send(
+        eve,
+        ada.address(),
+        "0.96",
+        "evening energy from Ada's battery",
+    )?;
+    send(
+        ada,
+        eve.address(),
+        "0.5",
+        "Ada shares savings with Eve (solidarity tariff)",
+    )?;
 
     say("Bad transactions are refused and change nothing:".into());
     let mut refused = Vec::new();
@@ -154,7 +178,13 @@ fn script(api: &str, faucet_path: &std::path::Path, say: &dyn Fn(String)) -> any
     let eve_nonce = client.account(&eve.address())?.nonce;
     refuse(
         "Eve overdraws",
-        SignedTx::transfer(eve, &status.chain_id, eve_nonce, ben.address(), Amount::from_tokens(1_000)),
+        SignedTx::transfer(
+            eve,
+            &status.chain_id,
+            eve_nonce,
+            ben.address(),
+            Amount::from_tokens(1_000),
+        ),
     );
     refuse(
         "Ben replays a committed transfer",
@@ -176,7 +206,10 @@ fn script(api: &str, faucet_path: &std::path::Path, say: &dyn Fn(String)) -> any
     ));
     for (name, k) in &homes {
         let a = client.account(&k.address())?;
-        say(format!("  {name:<28} {:>10} tokens  nonce {}", a.balance, a.nonce));
+        say(format!(
+            "  {name:<28} {:>10} tokens  nonce {}",
+            a.balance, a.nonce
+        ));
         households.push(DemoHousehold {
             name: name.clone(),
             address: a.address,

@@ -55,7 +55,9 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.block_interval < Duration::from_millis(10) || self.block_interval > Duration::from_secs(3600) {
+        if self.block_interval < Duration::from_millis(10)
+            || self.block_interval > Duration::from_secs(3600)
+        {
             bail!(
                 "block interval {:?} is out of range (10 ms to 1 hour)",
                 self.block_interval
@@ -135,7 +137,11 @@ impl RunningNode {
             .with_context(|| format!("binding the API to {}", cfg.listen))?;
         let api_addr = listener.local_addr()?;
 
-        let app = LedgerApp::new(shared.chain.clone(), shared.mempool.clone(), cfg.max_block_txs);
+        let app = LedgerApp::new(
+            shared.chain.clone(),
+            shared.mempool.clone(),
+            cfg.max_block_txs,
+        );
         let engine = SoloEngine::new(
             app,
             SoloConfig {

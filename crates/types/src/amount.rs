@@ -67,7 +67,9 @@ pub enum AmountError {
     Empty,
     #[error("amount {0:?} is not a decimal number of tokens (expected e.g. 12.5)")]
     NotDecimal(String),
-    #[error("amount {0:?} has more than {TOKEN_DECIMALS} decimal places (1 base unit = 0.000001 token)")]
+    #[error(
+        "amount {0:?} has more than {TOKEN_DECIMALS} decimal places (1 base unit = 0.000001 token)"
+    )]
     TooPrecise(String),
     #[error("amount {0:?} is too large")]
     Overflow(String),

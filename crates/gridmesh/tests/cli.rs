@@ -1,0 +1,322 @@
+//! The command line and HTTP API against a real node process.
+
+mod common;
+
+use common::{gridmesh, stdout_json, NodeProc};
+
+#[test]
+fn keys_transfer_and_queries_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = NodeProc::start(&data, &[]);
+    let url = node.url.clone();
+    let faucet = data.join("faucet.key");
+    assert!(
+        faucet.exists(),
+        "dev mode writes the faucet key into the data dir"
+    );
+
+    let alice_key = dir.path().join("alice.key");
+    let out = gridmesh(&["keys", "new", "--out", alice_key.to_str().unwrap()]);
+    assert!(out.status.success());
+    let alice = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(alice.len(), 64);
+    // refuses to overwrite
+    assert!(
+        !gridmesh(&["keys", "new", "--out", alice_key.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let out = gridmesh(&[
+        "tx",
+        "transfer",
+        "--key",
+        faucet.to_str().unwrap(),
+        "--to",
+        &alice,
+        "--amount",
+        "12.5",
+        "--node",
+        &url,
+        "--json",
+    ]);
+    let committed = stdout_json(&out);
+    assert_eq!(committed["status"], "committed");
+    let hash = committed["hash"].as_str().unwrap().to_string();
+    let height = committed["height"].as_u64().unwrap();
+    assert!(height >= 1);
+
+    let acct = stdout_json(&gridmesh(&[
+        "query", "account", &alice, "--node", &url, "--json",
+    ]));
+    assert_eq!(
+        acct,
+        serde_json::json!({"address": alice, "balance": "12.5", "balance_base": 12_500_000u64, "nonce": 0})
+    );
+
+    let block = stdout_json(&gridmesh(&[
+        "query",
+        "block",
+        &height.to_string(),
+        "--node",
+        &url,
+        "--json",
+    ]));
+    assert_eq!(block["height"], height);
+    assert!(block["txs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["hash"] == hash.as_str()));
+    assert_eq!(
+        block["receipts"].as_array().unwrap().len(),
+        block["txs"].as_array().unwrap().len()
+    );
+
+    let tx = stdout_json(&gridmesh(&["query", "tx", &hash, "--node", &url, "--json"]));
+    assert_eq!(tx["status"], "committed");
+    assert_eq!(tx["receipt"]["status"], "ok");
+    assert_eq!(tx["receipt"]["events"][0]["type"], "transfer");
+    assert_eq!(tx["receipt"]["events"][0]["amount_base"], 12_500_000u64);
+
+    // Alice spends back; the second transfer uses the next nonce automatically.
+    let faucet_addr =
+        String::from_utf8(gridmesh(&["keys", "show", "--key", faucet.to_str().unwrap()]).stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+    for amount in ["1", "0.5"] {
+        let out = gridmesh(&[
+            "tx",
+            "transfer",
+            "--key",
+            alice_key.to_str().unwrap(),
+            "--to",
+            &faucet_addr,
+            "--amount",
+            amount,
+            "--node",
+            &url,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let acct = stdout_json(&gridmesh(&[
+        "query", "account", &alice, "--node", &url, "--json",
+    ]));
+    assert_eq!(acct["balance_base"], 11_000_000u64);
+    assert_eq!(acct["nonce"], 2);
+
+    // Bad input: clear errors, non-zero exit, nothing changes.
+    let out = gridmesh(&[
+        "tx",
+        "transfer",
+        "--key",
+        alice_key.to_str().unwrap(),
+        "--to",
+        &faucet_addr,
+        "--amount",
+        "1000",
+        "--node",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("insufficient_funds") && err.contains("insufficient funds"),
+        "{err}"
+    );
+    let out = gridmesh(&[
+        "tx",
+        "transfer",
+        "--key",
+        alice_key.to_str().unwrap(),
+        "--to",
+        &faucet_addr,
+        "--amount",
+        "1",
+        "--nonce",
+        "0",
+        "--node",
+        &url,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stale_nonce"),
+        "replay is refused"
+    );
+    let out = gridmesh(&[
+        "tx",
+        "transfer",
+        "--key",
+        alice_key.to_str().unwrap(),
+        "--to",
+        "nothex",
+        "--amount",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not 64 hex"));
+    let out = gridmesh(&[
+        "tx",
+        "transfer",
+        "--key",
+        alice_key.to_str().unwrap(),
+        "--to",
+        &faucet_addr,
+        "--amount",
+        "0.0000001",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("decimal places"));
+    let out = gridmesh(&[
+        "query",
+        "account",
+        &alice,
+        "--node",
+        "http://127.0.0.1:9",
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the node"));
+    let acct = stdout_json(&gridmesh(&[
+        "query", "account", &alice, "--node", &url, "--json",
+    ]));
+    assert_eq!(acct["balance_base"], 11_000_000u64);
+
+    let status = stdout_json(&gridmesh(&["query", "status", "--node", &url, "--json"]));
+    assert_eq!(status["total_supply"], "1000000000");
+    node.terminate();
+}
+
+#[test]
+fn http_api_errors_are_json_and_openapi_lists_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &[]);
+    let url = &node.url;
+    let post = |body: &str| match ureq::post(&format!("{url}/v1/tx"))
+        .set("content-type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    for (body, code, error) in [
+        ("not json", 400, "bad_request"),
+        (r#"{"tx": "zz"}"#, 400, "malformed_tx"),
+        (r#"{"tx": "0102"}"#, 400, "malformed_tx"),
+    ] {
+        let (status, text) = post(body);
+        assert_eq!(status, code, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"], error);
+        assert!(v["message"].as_str().unwrap().len() > 5);
+    }
+    let (status, _) = post(&format!(r#"{{"tx": "{}"}}"#, "00".repeat(10_000)));
+    assert_eq!(status, 413, "oversized bodies are refused");
+
+    let get = |path: &str| match ureq::get(&format!("{url}{path}")).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(get("/v1/accounts/xyz").0, 400);
+    assert_eq!(get("/v1/blocks/999999").0, 404);
+    assert_eq!(get(&format!("/v1/tx/{}", "ab".repeat(32))).0, 404);
+    let (status, block0) = get("/v1/blocks/0");
+    assert_eq!(status, 200);
+    assert!(block0.contains("\"height\":0"));
+
+    let (status, doc) = get("/v1/openapi.json");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    for path in [
+        "/v1/status",
+        "/v1/tx",
+        "/v1/tx/{hash}",
+        "/v1/accounts/{address}",
+        "/v1/blocks/{height}",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+    let (status, metrics) = get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("gridmesh_block_height"));
+}
+
+#[test]
+fn broken_genesis_and_key_files_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(&genesis, "chain_id = 42\n").unwrap();
+    let out = gridmesh(&[
+        "node",
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("genesis file"));
+
+    let key = dir.path().join("bad.key");
+    std::fs::write(&key, "{}").unwrap();
+    let out = gridmesh(&["keys", "show", "--key", key.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a gridmesh key"));
+}
+
+#[test]
+fn genesis_file_sets_chain_and_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("treasurer.key");
+    let addr = String::from_utf8(gridmesh(&["keys", "new", "--out", key.to_str().unwrap()]).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        format!("chain_id = \"coop-street\"\ntimestamp_ms = 1767225600000\n[[accounts]]\naddress = \"{addr}\"\nbalance = \"250.5\"\n"),
+    )
+    .unwrap();
+    let node = NodeProc::start(
+        &dir.path().join("d"),
+        &["--genesis", genesis.to_str().unwrap()],
+    );
+    let status = stdout_json(&gridmesh(&[
+        "query", "status", "--node", &node.url, "--json",
+    ]));
+    assert_eq!(status["chain_id"], "coop-street");
+    assert_eq!(status["total_supply_base"], 250_500_000u64);
+    assert!(
+        !dir.path().join("d/faucet.key").exists(),
+        "no faucet with a real genesis"
+    );
+    let acct = stdout_json(&gridmesh(&[
+        "query", "account", &addr, "--node", &node.url, "--json",
+    ]));
+    assert_eq!(acct["balance"], "250.5");
+}
+
+#[test]
+fn demo_runs_and_reports_json() {
+    let out = gridmesh(&["demo", "--json"]);
+    let report = stdout_json(&out);
+    assert_eq!(report["total_supply"], "1000000000");
+    assert_eq!(report["transfers"].as_array().unwrap().len(), 9);
+    assert_eq!(report["refused"].as_array().unwrap().len(), 4);
+    for r in report["refused"].as_array().unwrap() {
+        assert!(!r["error"].as_str().unwrap().contains("ACCEPTED"));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Committed: height"));
+}

@@ -1,0 +1,112 @@
+//! Helpers for tests that run the real `gridmesh` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
+
+/// A `gridmesh node` child process with its API URL.
+pub struct NodeProc {
+    pub child: Child,
+    pub url: String,
+}
+
+impl NodeProc {
+    /// Starts a node on an ephemeral port and waits until its API answers.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProc {
+        let mut child = Command::new(BIN)
+            .args(["node", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--block-interval-ms", "100"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gridmesh node");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("API on ").nth(1) {
+                        let url = rest.trim_end_matches("/v1/status").to_string();
+                        let _ = tx.send(url);
+                        sent = true;
+                    }
+                }
+                // keep draining so the node never blocks on a full pipe
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("node printed its API address");
+        let start = Instant::now();
+        while ureq::get(&format!("{url}/v1/status")).call().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "node API never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NodeProc { child, url }
+    }
+
+    pub fn kill9(mut self) {
+        // std's kill sends SIGKILL on Unix: no shutdown code runs.
+        self.child.kill().expect("kill node");
+        self.child.wait().expect("reap node");
+    }
+
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("node did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI and returns its output.
+pub fn gridmesh(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run gridmesh")
+}
+
+pub fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}

@@ -28,6 +28,10 @@ pub struct Finalized {
     pub timestamp_ms: u64,
     /// False when the block had already been applied (redelivery).
     pub newly_applied: bool,
+    /// Time to make the block durable and apply it to the in-memory state.
+    pub commit_time: std::time::Duration,
+    /// Time to write its transaction index afterwards.
+    pub index_time: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,12 +123,14 @@ impl Application for LedgerApp {
 
     fn finalize(&mut self, block: &Block) -> Result<Finalized, AppError> {
         let hash = block.hash();
-        let info = |newly_applied| Finalized {
+        let info = |newly_applied, commit_time, index_time| Finalized {
             height: block.header.height,
             hash,
             tx_count: block.header.tx_count,
             timestamp_ms: block.header.timestamp_ms,
             newly_applied,
+            commit_time,
+            index_time,
         };
         // Only the engine's thread writes the chain, so the head cannot move between the read
         // (persist, while API readers and admission go on) and the short write (apply).
@@ -132,12 +138,12 @@ impl Application for LedgerApp {
         if block.header.height <= chain.head().height {
             let committed = chain
                 .store()
-                .block(block.header.height)
+                .header(block.header.height)
                 .map_err(ChainError::from)?
-                .map(|b| b.hash())
+                .map(|h| h.hash())
                 .unwrap_or_default();
             return if committed == hash {
-                Ok(info(false))
+                Ok(info(false, Default::default(), Default::default()))
             } else {
                 Err(AppError::Conflict {
                     height: block.header.height,
@@ -153,11 +159,17 @@ impl Application for LedgerApp {
         chain.persist(block, &executed)?;
         drop(chain);
         let t1 = std::time::Instant::now();
+        let hashes: Vec<Hash32> = executed.receipts.iter().map(|r| r.tx_hash).collect();
         self.chain
             .write()
             .expect("chain lock poisoned")
             .apply(block, executed);
+        let t2 = std::time::Instant::now();
         let chain = self.chain.read().expect("chain lock poisoned");
+        // Index before the transactions leave the mempool, so a client polling by hash sees
+        // `pending` until it sees `committed`, never `unknown` in between.
+        chain.index(block.header.height, &hashes)?;
+        let t3 = std::time::Instant::now();
         let senders: std::collections::BTreeSet<Address> =
             block.txs.iter().map(|t| t.body.sender).collect();
         self.mempool
@@ -166,10 +178,11 @@ impl Application for LedgerApp {
             .revalidate(senders.iter(), |a| chain.account(a));
         tracing::debug!(
             persist_ms = (t1 - t0).as_millis() as u64,
-            apply_ms = t1.elapsed().as_millis() as u64,
+            apply_ms = (t2 - t1).as_millis() as u64,
+            index_ms = (t3 - t2).as_millis() as u64,
             "committed"
         );
-        Ok(info(true))
+        Ok(info(true, t2 - t0, t3 - t2))
     }
 
     fn has_pending(&self) -> bool {

@@ -6,7 +6,7 @@ use std::path::Path;
 use gridmesh_types::{Address, Hash32};
 
 use crate::block::{tx_root, Block, BlockHeader, Receipt, MAX_BLOCK_TXS};
-use crate::crypto::SignatureError;
+use crate::crypto::{Parallelism, SignatureError};
 use crate::genesis::{Genesis, GenesisError};
 use crate::state::{Account, State, StateDiff, TxError};
 use crate::store::{Store, StoreError};
@@ -117,9 +117,20 @@ impl Chain {
             });
         }
         let head = store
-            .block(meta.head_height)?
-            .ok_or(ChainError::MissingBlock(meta.head_height))?
-            .header;
+            .header(meta.head_height)?
+            .ok_or(ChainError::MissingBlock(meta.head_height))?;
+        let indexed = store.indexed_height()?;
+        for height in indexed + 1..=head.height {
+            let block = store
+                .block(height)?
+                .ok_or(ChainError::MissingBlock(height))?;
+            let hashes: Vec<Hash32> = block.txs.iter().map(|t| t.hash()).collect();
+            store.index_block(height, &hashes)?;
+            tracing::info!(
+                height,
+                "re-indexed transactions of a block committed before a crash"
+            );
+        }
         let state = State::from_accounts(store.load_accounts()?);
         if state.root() != head.state_root {
             return Err(ChainError::StateMismatch {
@@ -256,7 +267,7 @@ impl Chain {
             tx.check_form()
                 .map_err(|error| BlockError::TxForm { index, error })?;
         }
-        let verified = verify_all(block.txs.clone())
+        let verified = verify_all(block.txs.clone(), Parallelism::AllCores)
             .map_err(|(index, error)| BlockError::Signature { index, error })?;
         let hashes: Vec<Hash32> = verified.iter().map(|t| t.hash()).collect();
         let root = tx_root(&hashes);
@@ -293,11 +304,18 @@ impl Chain {
         })
     }
 
-    /// Durably commits an executed block (one redb transaction), then applies it in memory.
+    /// Durably commits an executed block (one redb transaction), applies it in memory and indexes
+    /// its transactions.
     pub fn commit(&mut self, block: &Block, executed: Executed) -> Result<(), ChainError> {
         self.persist(block, &executed)?;
+        let hashes: Vec<Hash32> = executed.receipts.iter().map(|r| r.tx_hash).collect();
         self.apply(block, executed);
-        Ok(())
+        self.index(block.header.height, &hashes)
+    }
+
+    /// Writes the transaction index for a block already persisted (see [`Store::index_block`]).
+    pub fn index(&self, height: u64, tx_hashes: &[Hash32]) -> Result<(), ChainError> {
+        Ok(self.store.index_block(height, tx_hashes)?)
     }
 
     /// The durable half of [`Chain::commit`]: writes the block, receipts, transaction index and

@@ -147,13 +147,59 @@ pub enum SignatureError {
     Invalid(Address),
 }
 
-fn verifying_key(address: &Address) -> Result<VerifyingKey, SignatureError> {
+fn decompress(address: &Address) -> Result<VerifyingKey, SignatureError> {
     let key =
         VerifyingKey::from_bytes(&address.0).map_err(|_| SignatureError::BadPublicKey(*address))?;
     if key.is_weak() {
         return Err(SignatureError::BadPublicKey(*address));
     }
     Ok(key)
+}
+
+/// Most decompressed public keys kept (about 200 bytes each).
+pub const KEY_CACHE_CAPACITY: usize = 131_072;
+
+/// Decompressing a public key (a square root in the field) costs about a quarter of verifying a
+/// signature in a batch, and the same households sign again and again. Valid keys are cached; the
+/// cache is emptied when full (bounded memory, no bookkeeping on the hot path).
+static KEY_CACHE: std::sync::Mutex<Option<std::collections::HashMap<Address, VerifyingKey>>> =
+    std::sync::Mutex::new(None);
+
+fn verifying_keys(addresses: &[Address]) -> Vec<Result<VerifyingKey, SignatureError>> {
+    let mut out: Vec<Option<Result<VerifyingKey, SignatureError>>> = {
+        let cache = KEY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        addresses
+            .iter()
+            .map(|a| cache.as_ref().and_then(|c| c.get(a)).map(|k| Ok(*k)))
+            .collect()
+    };
+    let mut fresh = Vec::new();
+    for (slot, a) in out.iter_mut().zip(addresses) {
+        if slot.is_none() {
+            let k = decompress(a);
+            if let Ok(k) = &k {
+                fresh.push((*a, *k));
+            }
+            *slot = Some(k);
+        }
+    }
+    if !fresh.is_empty() {
+        let mut cache = KEY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let c = cache.get_or_insert_with(Default::default);
+        if c.len() + fresh.len() > KEY_CACHE_CAPACITY {
+            c.clear();
+        }
+        c.extend(fresh);
+    }
+    out.into_iter()
+        .map(|k| k.expect("every slot filled"))
+        .collect()
+}
+
+fn verifying_key(address: &Address) -> Result<VerifyingKey, SignatureError> {
+    verifying_keys(std::slice::from_ref(address))
+        .pop()
+        .expect("one key")
 }
 
 /// Verifies one signature strictly (rejects weak keys and non-canonical encodings).
@@ -174,18 +220,34 @@ pub struct SignedItem<'a> {
     pub signature: [u8; 64],
 }
 
-/// Verifies many signatures with ed25519 batch verification, split into one chunk per core.
+/// Where batch verification runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallelism {
+    /// Split over one thread per core (the block path).
+    AllCores,
+    /// On the calling thread (for callers that run their own pool of verifiers).
+    ThisThread,
+}
+
+/// Verifies many signatures with ed25519 batch verification.
 ///
-/// Returns the index of the first invalid item (found by strict single verification after a chunk's
-/// batch failed), or `Ok(())` when all are valid.
-pub fn verify_batch(items: &[SignedItem<'_>]) -> Result<(), (usize, SignatureError)> {
+/// Returns the index of the first invalid item (found by strict single verification after a
+/// sub-batch failed), or `Ok(())` when all are valid.
+pub fn verify_batch(
+    items: &[SignedItem<'_>],
+    parallelism: Parallelism,
+) -> Result<(), (usize, SignatureError)> {
     if items.is_empty() {
         return Ok(());
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len().div_ceil(64)) // not worth a thread for fewer than 64 signatures
+    let cores = match parallelism {
+        Parallelism::AllCores => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        Parallelism::ThisThread => 1,
+    };
+    let threads = cores
+        .min(items.len().div_ceil(SUB_BATCH)) // not worth a thread for less than one sub-batch
         .max(1);
     let chunk = items.len().div_ceil(threads);
     if threads == 1 {
@@ -209,10 +271,25 @@ pub fn verify_batch(items: &[SignedItem<'_>]) -> Result<(), (usize, SignatureErr
     })
 }
 
+/// Signatures per batch-verification call: beyond a few hundred the per-signature cost stops falling
+/// and the working set outgrows the cache.
+const SUB_BATCH: usize = 256;
+
 fn verify_chunk(items: &[SignedItem<'_>], offset: usize) -> Result<(), (usize, SignatureError)> {
+    for (i, sub) in items.chunks(SUB_BATCH).enumerate() {
+        verify_sub_batch(sub, offset + i * SUB_BATCH)?;
+    }
+    Ok(())
+}
+
+fn verify_sub_batch(
+    items: &[SignedItem<'_>],
+    offset: usize,
+) -> Result<(), (usize, SignatureError)> {
+    let signers: Vec<Address> = items.iter().map(|it| it.signer).collect();
     let mut keys = Vec::with_capacity(items.len());
-    for (i, it) in items.iter().enumerate() {
-        keys.push(verifying_key(&it.signer).map_err(|e| (offset + i, e))?);
+    for (i, k) in verifying_keys(&signers).into_iter().enumerate() {
+        keys.push(k.map_err(|e| (offset + i, e))?);
     }
     let messages: Vec<&[u8]> = items.iter().map(|it| it.message).collect();
     let sigs: Vec<Signature> = items
@@ -263,8 +340,11 @@ mod tests {
 
     #[test]
     fn batch_finds_the_bad_signature() {
-        let keys: Vec<Keypair> = (0..200u8).map(|i| Keypair::from_seed([i; 32])).collect();
-        let msgs: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let keys: Vec<Keypair> = (0..=255u8)
+            .chain(0..44)
+            .map(|i| Keypair::from_seed([i; 32]))
+            .collect();
+        let msgs: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().to_vec()).collect();
         let mut items: Vec<SignedItem> = keys
             .iter()
             .zip(&msgs)
@@ -274,9 +354,13 @@ mod tests {
                 signature: k.sign(m),
             })
             .collect();
-        assert!(verify_batch(&items).is_ok());
+        for p in [Parallelism::AllCores, Parallelism::ThisThread] {
+            assert!(verify_batch(&items, p).is_ok());
+        }
         items[137].signature[5] ^= 1;
-        let (idx, _) = verify_batch(&items).unwrap_err();
-        assert_eq!(idx, 137);
+        for p in [Parallelism::AllCores, Parallelism::ThisThread] {
+            let (idx, _) = verify_batch(&items, p).unwrap_err();
+            assert_eq!(idx, 137);
+        }
     }
 }

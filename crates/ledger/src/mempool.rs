@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use gridmesh_types::{Address, Amount, Hash32};
 
-use crate::crypto::SignatureError;
+use crate::crypto::{Parallelism, SignatureError};
 use crate::state::Account;
 use crate::tx::{DecodeError, SignedTx, TxKind, VerifiedTx};
 
@@ -87,9 +87,12 @@ pub fn decode_and_verify(bytes: &[u8]) -> Result<VerifiedTx, AdmissionError> {
     Ok(SignedTx::decode(bytes)?.verify()?)
 }
 
-/// Decodes and verifies many transactions at once with batch signature verification over all cores
-/// (falling back to one-by-one checks only when a batch fails). One result per input, in order.
-pub fn decode_and_verify_batch(inputs: &[&[u8]]) -> Vec<Result<VerifiedTx, AdmissionError>> {
+/// Decodes and verifies many transactions at once with batch signature verification (falling back
+/// to one-by-one checks only when a batch fails). One result per input, in order.
+pub fn decode_and_verify_batch(
+    inputs: &[&[u8]],
+    parallelism: Parallelism,
+) -> Vec<Result<VerifiedTx, AdmissionError>> {
     let decoded: Vec<Result<SignedTx, AdmissionError>> = inputs
         .iter()
         .map(|b| SignedTx::decode(b).map_err(AdmissionError::from))
@@ -98,7 +101,7 @@ pub fn decode_and_verify_batch(inputs: &[&[u8]]) -> Vec<Result<VerifiedTx, Admis
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
-    match crate::tx::verify_all(good) {
+    match crate::tx::verify_all(good, parallelism) {
         Ok(verified) => {
             let mut verified = verified.into_iter();
             decoded
@@ -383,10 +386,12 @@ mod tests {
         ));
         let good: Vec<Vec<u8>> = (0..100).map(|n| tx(&k, n, 1).into_tx().encode()).collect();
         let mut inputs: Vec<&[u8]> = good.iter().map(|b| b.as_slice()).collect();
-        assert!(decode_and_verify_batch(&inputs).iter().all(|r| r.is_ok()));
+        assert!(decode_and_verify_batch(&inputs, Parallelism::AllCores)
+            .iter()
+            .all(|r| r.is_ok()));
         inputs[3] = &bytes;
         inputs[7] = &bytes[..50];
-        let results = decode_and_verify_batch(&inputs);
+        let results = decode_and_verify_batch(&inputs, Parallelism::AllCores);
         assert!(matches!(results[3], Err(AdmissionError::Signature(_))));
         assert!(matches!(results[7], Err(AdmissionError::Decode(_))));
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 98);

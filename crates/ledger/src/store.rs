@@ -1,28 +1,59 @@
 //! Durable storage in redb: blocks, receipts, the transaction index and the account state.
 //!
-//! Each block is committed in one redb write transaction together with the state changes it makes
-//! and the new head height, so after a crash the database holds either all of a block or none of
-//! it. redb's commit is durable (fsync) before [`Store::commit_block`] returns.
+//! Each block is committed in one redb write transaction together with its receipts, the state
+//! changes it makes and the new head height, so after a crash the database holds either all of a
+//! block or none of it. redb's commit is durable (fsync) before [`Store::commit_block`] returns.
+//!
+//! The transaction index (hash -> height, position) is derived data. It is written by
+//! [`Store::index_block`] in a transaction of its own right after the block commits, because random
+//! hash keys make B-tree inserts the most expensive part of a block and they need not delay it. The
+//! index records how far it got (`indexed_height`); after a crash, [`crate::Chain::open`] indexes the
+//! blocks above that height again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use gridmesh_types::{Address, Hash32};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::block::{Block, Receipt};
+use crate::block::{Block, BlockHeader, Receipt};
 use crate::state::Account;
+use crate::state::Event;
+use crate::tx::SignedTx;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
-const TX_INDEX: TableDefinition<[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
+/// height -> Borsh-encoded [`BlockHeader`].
+const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+/// (height, chunk) -> Borsh `Vec<SignedTx>` of the block's transactions `chunk * CHUNK ..`.
+/// Chunks keep writes to a few hundred appends per block (one value per transaction costs three
+/// times as much; one value per block makes reading one transaction decode the whole block).
+const TXS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("txs");
+/// (height, chunk) -> Borsh `Vec<Vec<Event>>`: the receipts' events of the same transactions.
+const RECEIPTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("receipts");
+/// Transactions per stored chunk.
+const CHUNK: usize = 256;
+/// Most entries in one transaction-index segment. Random hash keys make every insert touch a random
+/// B-tree leaf, so an index that only grows would make each block rewrite more pages than the last.
+/// The index is therefore a sequence of segments `tx_index_000000, tx_index_000001, …`: new entries go
+/// to the newest, which is closed when full. A block's indexing cost is bounded by the segment
+/// size; a lookup probes the segments newest first (O(segments × log segment)).
+pub const INDEX_SEGMENT_ENTRIES: u64 = 1 << 18;
+
+fn index_segment_name(segment: u32) -> String {
+    format!("tx_index_{segment:06}")
+}
+
+fn index_segment(name: &str) -> TableDefinition<'_, [u8; 32], (u64, u32)> {
+    TableDefinition::new(name)
+}
 const ACCOUNTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("accounts");
 
 const META_HEAD: &str = "head_height";
 const META_CHAIN_ID: &str = "chain_id";
 const META_GENESIS: &str = "genesis_hash";
+const META_INDEXED: &str = "indexed_height";
+const META_SEGMENT: &str = "index_segment";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +65,21 @@ pub enum StoreError {
 
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Redb(Box::new(e.into()))
+}
+
+fn read_u32(bytes: Option<Vec<u8>>) -> Result<u32, StoreError> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => {
+            Ok(u32::from_le_bytes(b.try_into().map_err(|_| {
+                StoreError::Corrupt("index segment number".into())
+            })?))
+        }
+    }
+}
+
+fn decode<T: borsh::BorshDeserialize>(bytes: &[u8], height: u64) -> Result<T, StoreError> {
+    borsh::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("block {height}: {e}")))
 }
 
 /// A handle to the database; cheap to clone, safe to read from several threads while one writes.
@@ -62,9 +108,11 @@ impl Store {
         let db = Database::create(path).map_err(db_err)?;
         let w = db.begin_write().map_err(db_err)?;
         w.open_table(META).map_err(db_err)?;
-        w.open_table(BLOCKS).map_err(db_err)?;
+        w.open_table(HEADERS).map_err(db_err)?;
+        w.open_table(TXS).map_err(db_err)?;
         w.open_table(RECEIPTS).map_err(db_err)?;
-        w.open_table(TX_INDEX).map_err(db_err)?;
+        w.open_table(index_segment(&index_segment_name(0)))
+            .map_err(db_err)?;
         w.open_table(ACCOUNTS).map_err(db_err)?;
         w.commit().map_err(db_err)?;
         Ok(Store { db: Arc::new(db) })
@@ -138,24 +186,30 @@ impl Store {
         changed: &BTreeMap<Address, Account>,
     ) -> Result<(), StoreError> {
         let height = block.header.height;
-        let encoded = borsh::to_vec(block).expect("encoding to a Vec cannot fail");
-        w.open_table(BLOCKS)
+        debug_assert_eq!(block.txs.len(), receipts.len());
+        let header = borsh::to_vec(&block.header).expect("encoding to a Vec cannot fail");
+        w.open_table(HEADERS)
             .map_err(db_err)?
-            .insert(height, encoded.as_slice())
-            .map_err(db_err)?;
-        let encoded = borsh::to_vec(receipts).expect("encoding to a Vec cannot fail");
-        w.open_table(RECEIPTS)
-            .map_err(db_err)?
-            .insert(height, encoded.as_slice())
+            .insert(height, header.as_slice())
             .map_err(db_err)?;
         {
-            let mut idx = w.open_table(TX_INDEX).map_err(db_err)?;
-            // Inserting in key order keeps B-tree page accesses local.
-            let mut keys: Vec<(&Hash32, u32)> =
-                receipts.iter().map(|r| (&r.tx_hash, r.index)).collect();
-            keys.sort_unstable();
-            for (hash, index) in keys {
-                idx.insert(hash.0, (height, index)).map_err(db_err)?;
+            let mut txs = w.open_table(TXS).map_err(db_err)?;
+            let mut rcpts = w.open_table(RECEIPTS).map_err(db_err)?;
+            let mut buf = Vec::with_capacity(CHUNK * 200);
+            for (chunk, (t, r)) in block
+                .txs
+                .chunks(CHUNK)
+                .zip(receipts.chunks(CHUNK))
+                .enumerate()
+            {
+                let key = (height, chunk as u32);
+                buf.clear();
+                borsh::to_writer(&mut buf, t).expect("encoding to a Vec cannot fail");
+                txs.insert(key, buf.as_slice()).map_err(db_err)?;
+                buf.clear();
+                let events: Vec<&Vec<crate::state::Event>> = r.iter().map(|r| &r.events).collect();
+                borsh::to_writer(&mut buf, &events).expect("encoding to a Vec cannot fail");
+                rcpts.insert(key, buf.as_slice()).map_err(db_err)?;
             }
         }
         {
@@ -178,6 +232,59 @@ impl Store {
         Ok(())
     }
 
+    /// Records where each of a committed block's transactions is, and that blocks up to `height`
+    /// are indexed, in one durable transaction. Idempotent.
+    pub fn index_block(&self, height: u64, tx_hashes: &[Hash32]) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = w.open_table(META).map_err(db_err)?;
+            let mut segment = read_u32(
+                meta.get(META_SEGMENT)
+                    .map_err(db_err)?
+                    .map(|v| v.value().to_vec()),
+            )?;
+            let mut name = index_segment_name(segment);
+            let full = {
+                let idx = w.open_table(index_segment(&name)).map_err(db_err)?;
+                let len = idx.len().map_err(db_err)?;
+                len > 0 && len + tx_hashes.len() as u64 > INDEX_SEGMENT_ENTRIES
+            };
+            if full {
+                segment += 1;
+                name = index_segment_name(segment);
+                meta.insert(META_SEGMENT, segment.to_le_bytes().as_slice())
+                    .map_err(db_err)?;
+            }
+            drop(meta);
+            let mut idx = w.open_table(index_segment(&name)).map_err(db_err)?;
+            // Inserting in key order keeps B-tree page accesses local.
+            let mut keys: Vec<(&Hash32, u32)> = tx_hashes.iter().zip(0u32..).collect();
+            keys.sort_unstable();
+            for (hash, index) in keys {
+                idx.insert(hash.0, (height, index)).map_err(db_err)?;
+            }
+            w.open_table(META)
+                .map_err(db_err)?
+                .insert(META_INDEXED, height.to_le_bytes().as_slice())
+                .map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)
+    }
+
+    /// The height up to which the transaction index is complete.
+    pub fn indexed_height(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(META).map_err(db_err)?;
+        match t.get(META_INDEXED).map_err(db_err)? {
+            None => Ok(0),
+            Some(v) => {
+                Ok(u64::from_le_bytes(v.value().try_into().map_err(|_| {
+                    StoreError::Corrupt("indexed height".into())
+                })?))
+            }
+        }
+    }
+
     /// Every stored account (read once at start-up).
     pub fn load_accounts(&self) -> Result<BTreeMap<Address, Account>, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
@@ -193,40 +300,124 @@ impl Store {
         Ok(out)
     }
 
-    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(BLOCKS).map_err(db_err)?;
+        let t = r.open_table(HEADERS).map_err(db_err)?;
         let Some(v) = t.get(height).map_err(db_err)? else {
             return Ok(None);
         };
         borsh::from_slice(v.value())
             .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("block {height}: {e}")))
+            .map_err(|e| StoreError::Corrupt(format!("header {height}: {e}")))
     }
 
-    pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let Some(header) = self.header(height)? else {
+            return Ok(None);
+        };
         let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(RECEIPTS).map_err(db_err)?;
-        let Some(v) = t.get(height).map_err(db_err)? else {
+        let t = r.open_table(TXS).map_err(db_err)?;
+        let mut txs = Vec::with_capacity(header.tx_count as usize);
+        for item in t.range((height, 0)..=(height, u32::MAX)).map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            txs.extend(decode::<Vec<SignedTx>>(v.value(), height)?);
+        }
+        Ok(Some(Block { header, txs }))
+    }
+
+    /// The receipts of a block's transactions, in block order.
+    pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
+        let Some(block) = self.block(height)? else {
             return Ok(vec![]);
         };
-        borsh::from_slice(v.value())
-            .map_err(|e| StoreError::Corrupt(format!("receipts of block {height}: {e}")))
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(RECEIPTS).map_err(db_err)?;
+        let mut events = Vec::with_capacity(block.txs.len());
+        for item in t.range((height, 0)..=(height, u32::MAX)).map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            events.extend(decode::<Vec<Vec<Event>>>(v.value(), height)?);
+        }
+        Ok(block
+            .txs
+            .iter()
+            .zip(events)
+            .zip(0u32..)
+            .map(|((tx, events), index)| Receipt {
+                tx_hash: tx.hash(),
+                height,
+                index,
+                events,
+            })
+            .collect())
+    }
+
+    /// One committed transaction with its receipt.
+    pub fn tx_at(&self, loc: TxLocation) -> Result<Option<(SignedTx, Receipt)>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let key = (loc.height, loc.index / CHUNK as u32);
+        let at = loc.index as usize % CHUNK;
+        let (Some(txs), Some(events)) = (
+            r.open_table(TXS)
+                .map_err(db_err)?
+                .get(key)
+                .map_err(db_err)?,
+            r.open_table(RECEIPTS)
+                .map_err(db_err)?
+                .get(key)
+                .map_err(db_err)?,
+        ) else {
+            return Ok(None);
+        };
+        let mut txs = decode::<Vec<SignedTx>>(txs.value(), loc.height)?;
+        let mut events = decode::<Vec<Vec<Event>>>(events.value(), loc.height)?;
+        if at >= txs.len() || at >= events.len() {
+            return Ok(None);
+        }
+        let tx = txs.swap_remove(at);
+        let receipt = Receipt {
+            tx_hash: tx.hash(),
+            height: loc.height,
+            index: loc.index,
+            events: events.swap_remove(at),
+        };
+        Ok(Some((tx, receipt)))
+    }
+
+    /// The newest index segment, read in `r`.
+    fn current_segment(r: &redb::ReadTransaction) -> Result<u32, StoreError> {
+        let meta = r.open_table(META).map_err(db_err)?;
+        read_u32(
+            meta.get(META_SEGMENT)
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec()),
+        )
     }
 
     pub fn tx_location(&self, hash: &Hash32) -> Result<Option<TxLocation>, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(TX_INDEX).map_err(db_err)?;
-        Ok(t.get(hash.0).map_err(db_err)?.map(|v| {
-            let (height, index) = v.value();
-            TxLocation { height, index }
-        }))
+        for segment in (0..=Self::current_segment(&r)?).rev() {
+            let name = index_segment_name(segment);
+            let t = r.open_table(index_segment(&name)).map_err(db_err)?;
+            if let Some(v) = t.get(hash.0).map_err(db_err)? {
+                let (height, index) = v.value();
+                return Ok(Some(TxLocation { height, index }));
+            }
+        }
+        Ok(None)
     }
 
     /// Number of indexed transactions.
     pub fn tx_count(&self) -> Result<u64, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(TX_INDEX).map_err(db_err)?;
-        t.len().map_err(db_err)
+        let mut total = 0;
+        for segment in 0..=Self::current_segment(&r)? {
+            let name = index_segment_name(segment);
+            total += r
+                .open_table(index_segment(&name))
+                .map_err(db_err)?
+                .len()
+                .map_err(db_err)?;
+        }
+        Ok(total)
     }
 }

@@ -212,7 +212,10 @@ impl VerifiedTx {
 /// Verifies a block's worth of transactions with batch verification over all cores.
 ///
 /// On failure, returns the index of the first transaction whose signature is invalid.
-pub fn verify_all(txs: Vec<SignedTx>) -> Result<Vec<VerifiedTx>, (usize, SignatureError)> {
+pub fn verify_all(
+    txs: Vec<SignedTx>,
+    parallelism: crypto::Parallelism,
+) -> Result<Vec<VerifiedTx>, (usize, SignatureError)> {
     let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.body.signing_bytes()).collect();
     let items: Vec<crypto::SignedItem> = txs
         .iter()
@@ -223,7 +226,7 @@ pub fn verify_all(txs: Vec<SignedTx>) -> Result<Vec<VerifiedTx>, (usize, Signatu
             signature: t.signature,
         })
         .collect();
-    crypto::verify_batch(&items)?;
+    crypto::verify_batch(&items, parallelism)?;
     Ok(txs.into_iter().map(VerifiedTx::new_unchecked).collect())
 }
 

@@ -435,27 +435,23 @@ async fn get_tx(
         .map_err(ApiError::internal)?
         .filter(|l| l.height <= head)
     {
-        let block = store
-            .block(loc.height)
+        let (tx, receipt) = store
+            .tx_at(loc)
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::internal(format!("indexed block {} missing", loc.height)))?;
-        let tx = block
-            .txs
-            .get(loc.index as usize)
-            .ok_or_else(|| ApiError::internal("indexed transaction missing"))?;
-        let receipt = store
-            .receipts(loc.height)
+            .ok_or_else(|| ApiError::internal(format!("indexed transaction {hash} missing")))?;
+        let block_hash = store
+            .header(loc.height)
             .map_err(ApiError::internal)?
-            .get(loc.index as usize)
-            .map(ReceiptView::of);
+            .ok_or_else(|| ApiError::internal(format!("block {} missing", loc.height)))?
+            .hash();
         return Ok(Json(TxStatusResponse {
             hash: hash.to_string(),
             status: "committed".into(),
             height: Some(loc.height),
             index: Some(loc.index),
-            block_hash: Some(block.hash().to_string()),
-            tx: TxView::of(tx),
-            receipt,
+            block_hash: Some(block_hash.to_string()),
+            tx: TxView::of(&tx),
+            receipt: Some(ReceiptView::of(&receipt)),
         }));
     }
     let mp = s.mempool.lock().expect("mempool lock");

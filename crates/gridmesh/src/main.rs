@@ -283,63 +283,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             offered_load,
             json,
         }) => {
-            eprintln!("measuring raw ed25519 verification ...");
-            let rates = bench::ed25519_rates(20_000);
-            let limit = rates.batch_per_core * rates.cores as f64;
-            if let Some(f) = offered_load {
-                if !(0.01..=2.0).contains(&f) {
-                    bail!(
-                        "--offered-load {f} is out of range (0.01 to 2, a fraction of the limit)"
-                    );
-                }
-            }
-            let offered_per_sec = offered_load.map(|f| f * limit);
-            eprintln!(
-                "driving {txs} signed transfers from {accounts} accounts through the ledger{} ...",
-                offered_per_sec
-                    .map(|r| format!(" at {r:.0}/s"))
-                    .unwrap_or_default()
-            );
-            let report = bench::ledger(&bench::LedgerBenchOptions {
-                txs,
-                accounts,
-                block_interval: Duration::from_millis(block_interval_ms),
-                offered_per_sec,
-                ..Default::default()
-            })?;
-            let ratio = report.committed_per_sec / limit;
+            let summary = bench::ledger_vs_limit(
+                &bench::LedgerBenchOptions {
+                    txs,
+                    accounts,
+                    block_interval: Duration::from_millis(block_interval_ms),
+                    ..Default::default()
+                },
+                offered_load,
+            )?;
             if json {
-                print_json(&serde_json::json!({
-                    "ed25519": rates, "ledger": report, "batch_limit_per_sec": limit, "ratio": ratio,
-                }))?;
+                print_json(&summary)?;
             } else {
-                eprintln!(
-                    "ed25519 verify_strict:   {:>9.0} sig/s per core\n\
-                     ed25519 batch (256):     {:>9.0} sig/s per core; {:.0} sig/s over {} cores (block path); limit {:.0}\n\
-                     ledger committed:        {:>9.0} transfers/s sustained, {:.0}/s end to end ({} txs, {} accounts, {} blocks of up to {} txs)\n\
-                     ratio to batch limit:    {:>9.2}\n\
-                     block commit latency:    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms at {} ms blocks (durable + applied)\n\
-                     whole block step:        p50 {:.1} ms, p99 {:.1} ms (build + commit + tx index; index p99 {:.1} ms)",
-                    rates.single_per_core,
-                    rates.batch_per_core,
-                    rates.batch_all_cores,
-                    rates.cores,
-                    limit,
-                    report.committed_per_sec,
-                    report.end_to_end_per_sec,
-                    report.txs,
-                    report.accounts,
-                    report.blocks,
-                    report.largest_block_txs,
-                    ratio,
-                    report.block_commit_p50_ms,
-                    report.block_commit_p99_ms,
-                    report.block_commit_max_ms,
-                    report.block_interval_ms,
-                    report.block_step_p50_ms,
-                    report.block_step_p99_ms,
-                    report.index_p99_ms,
-                );
+                eprintln!("{summary}");
             }
             Ok(())
         }

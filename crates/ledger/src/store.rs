@@ -67,6 +67,10 @@ fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Redb(Box::new(e.into()))
 }
 
+fn u64_le(b: &[u8]) -> u64 {
+    b.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
 fn read_u32(bytes: Option<Vec<u8>>) -> Result<u32, StoreError> {
     match bytes {
         None => Ok(0),
@@ -86,6 +90,8 @@ fn decode<T: borsh::BorshDeserialize>(bytes: &[u8], height: u64) -> Result<T, St
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// [`INDEX_SEGMENT_ENTRIES`], smaller in tests.
+    segment_entries: u64,
 }
 
 /// Where a committed transaction is.
@@ -115,7 +121,10 @@ impl Store {
             .map_err(db_err)?;
         w.open_table(ACCOUNTS).map_err(db_err)?;
         w.commit().map_err(db_err)?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            segment_entries: INDEX_SEGMENT_ENTRIES,
+        })
     }
 
     /// The stored chain, or `None` for a fresh database.
@@ -238,6 +247,13 @@ impl Store {
         let w = self.db.begin_write().map_err(db_err)?;
         {
             let mut meta = w.open_table(META).map_err(db_err)?;
+            let indexed = meta
+                .get(META_INDEXED)
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec());
+            if indexed.is_some_and(|b| u64_le(&b) >= height) {
+                return Ok(()); // already indexed: nothing to do
+            }
             let mut segment = read_u32(
                 meta.get(META_SEGMENT)
                     .map_err(db_err)?
@@ -247,7 +263,7 @@ impl Store {
             let full = {
                 let idx = w.open_table(index_segment(&name)).map_err(db_err)?;
                 let len = idx.len().map_err(db_err)?;
-                len > 0 && len + tx_hashes.len() as u64 > INDEX_SEGMENT_ENTRIES
+                len > 0 && len + tx_hashes.len() as u64 > self.segment_entries
             };
             if full {
                 segment += 1;
@@ -419,5 +435,126 @@ impl Store {
                 .map_err(db_err)?;
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::tx_root;
+    use crate::crypto::Keypair;
+    use crate::state::Event;
+    use gridmesh_types::Amount;
+
+    fn block_with(height: u64, n: u32, key: &Keypair) -> (Block, Vec<Receipt>) {
+        let txs: Vec<SignedTx> = (0..n)
+            .map(|i| {
+                SignedTx::transfer(
+                    key,
+                    "t",
+                    u64::from(i) + height * 1000,
+                    Address([9; 32]),
+                    Amount(1 + u128::from(i)),
+                )
+            })
+            .collect();
+        let hashes: Vec<Hash32> = txs.iter().map(|t| t.hash()).collect();
+        let receipts = txs
+            .iter()
+            .zip(0u32..)
+            .map(|(t, index)| Receipt {
+                tx_hash: t.hash(),
+                height,
+                index,
+                events: vec![Event::Transfer {
+                    from: key.address(),
+                    to: Address([9; 32]),
+                    amount: Amount(1 + u128::from(index)),
+                }],
+            })
+            .collect();
+        let header = BlockHeader {
+            height,
+            parent_hash: Hash32::default(),
+            timestamp_ms: height,
+            tx_root: tx_root(&hashes),
+            state_root: Hash32::default(),
+            proposer: key.address(),
+            tx_count: n,
+        };
+        (Block { header, txs }, receipts)
+    }
+
+    #[test]
+    fn chunked_blocks_and_receipts_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let key = Keypair::from_seed([3; 32]);
+        let (block, receipts) = block_with(1, 600, &key); // three chunks, the last one partial
+        store
+            .commit_block(&block, &receipts, &BTreeMap::new())
+            .unwrap();
+        assert_eq!(store.block(1).unwrap().unwrap(), block);
+        assert_eq!(store.receipts(1).unwrap(), receipts);
+        for i in [0u32, 255, 256, 511, 512, 599] {
+            let (tx, r) = store
+                .tx_at(TxLocation {
+                    height: 1,
+                    index: i,
+                })
+                .unwrap()
+                .unwrap();
+            assert_eq!(tx, block.txs[i as usize]);
+            assert_eq!(r, receipts[i as usize]);
+        }
+        assert!(store
+            .tx_at(TxLocation {
+                height: 1,
+                index: 600
+            })
+            .unwrap()
+            .is_none());
+        assert!(store
+            .tx_at(TxLocation {
+                height: 2,
+                index: 0
+            })
+            .unwrap()
+            .is_none());
+        assert!(store.block(2).unwrap().is_none());
+    }
+
+    #[test]
+    fn index_rolls_over_segments_and_finds_every_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        store.segment_entries = 10;
+        let key = Keypair::from_seed([4; 32]);
+        let mut all = Vec::new();
+        for height in 1..=8u64 {
+            let (block, receipts) = block_with(height, 4, &key);
+            store
+                .commit_block(&block, &receipts, &BTreeMap::new())
+                .unwrap();
+            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.tx_hash).collect();
+            store.index_block(height, &hashes).unwrap();
+            // indexing the same block again (replay after a crash) changes nothing
+            store.index_block(height, &hashes).unwrap();
+            all.extend(hashes.into_iter().zip(0u32..).map(|(h, i)| (h, height, i)));
+        }
+        let r = store.db.begin_read().unwrap();
+        assert!(
+            Store::current_segment(&r).unwrap() >= 3,
+            "10-entry segments rolled over"
+        );
+        assert_eq!(store.tx_count().unwrap(), 32);
+        assert_eq!(store.indexed_height().unwrap(), 8);
+        for (hash, height, index) in all {
+            assert_eq!(
+                store.tx_location(&hash).unwrap(),
+                Some(TxLocation { height, index })
+            );
+        }
+        assert_eq!(store.tx_location(&Hash32([1; 32])).unwrap(), None);
     }
 }

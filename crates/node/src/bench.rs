@@ -355,6 +355,91 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
     })
 }
 
+/// The ledger's throughput next to the machine's verification limit, measured in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct LedgerVsLimit {
+    pub ed25519: Ed25519Rates,
+    pub ledger: LedgerBenchReport,
+    /// Batch verification per core times the number of cores.
+    pub batch_limit_per_sec: f64,
+    /// Sustained committed transfers per second over the limit.
+    pub ratio: f64,
+}
+
+/// Measures the raw ed25519 limit, then drives the ledger; `offered_load` (a fraction of the limit)
+/// paces the load instead of saturating admission.
+pub fn ledger_vs_limit(
+    opts: &LedgerBenchOptions,
+    offered_load: Option<f64>,
+) -> anyhow::Result<LedgerVsLimit> {
+    if let Some(f) = offered_load {
+        anyhow::ensure!(
+            (0.01..=2.0).contains(&f),
+            "offered load {f} is out of range (0.01 to 2, a fraction of the limit)"
+        );
+    }
+    eprintln!("measuring raw ed25519 verification ...");
+    let ed25519 = ed25519_rates(20_000);
+    let limit = ed25519.batch_per_core * ed25519.cores as f64;
+    let opts = LedgerBenchOptions {
+        offered_per_sec: offered_load.map(|f| f * limit),
+        ..opts.clone()
+    };
+    eprintln!(
+        "driving {} signed transfers from {} accounts through the ledger{} ...",
+        opts.txs,
+        opts.accounts,
+        opts.offered_per_sec
+            .map(|r| format!(" at {r:.0}/s"))
+            .unwrap_or_default()
+    );
+    let ledger = ledger(&opts)?;
+    Ok(LedgerVsLimit {
+        ratio: ledger.committed_per_sec / limit,
+        ed25519,
+        ledger,
+        batch_limit_per_sec: limit,
+    })
+}
+
+impl std::fmt::Display for LedgerVsLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (e, l) = (&self.ed25519, &self.ledger);
+        writeln!(
+            f,
+            "ed25519 verify_strict:  {:>9.0} sig/s per core",
+            e.single_per_core
+        )?;
+        writeln!(
+            f,
+            "ed25519 batch (256):    {:>9.0} sig/s per core; {:.0} sig/s measured on {} cores; limit {:.0}",
+            e.batch_per_core, e.batch_all_cores, e.cores, self.batch_limit_per_sec
+        )?;
+        writeln!(
+            f,
+            "ledger committed:       {:>9.0} transfers/s sustained, {:.0}/s end to end ({} txs, {} accounts, {} blocks of up to {} txs{})",
+            l.committed_per_sec,
+            l.end_to_end_per_sec,
+            l.txs,
+            l.accounts,
+            l.blocks,
+            l.largest_block_txs,
+            l.offered_per_sec.map(|r| format!(", offered {r:.0}/s")).unwrap_or_default()
+        )?;
+        writeln!(f, "ratio to batch limit:   {:>9.2}", self.ratio)?;
+        writeln!(
+            f,
+            "block commit latency:   p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms at {} ms blocks (durable + applied)",
+            l.block_commit_p50_ms, l.block_commit_p99_ms, l.block_commit_max_ms, l.block_interval_ms
+        )?;
+        write!(
+            f,
+            "whole block step:       p50 {:.1} ms, p99 {:.1} ms (build + commit + tx index; index p99 {:.1} ms)",
+            l.block_step_p50_ms, l.block_step_p99_ms, l.index_p99_ms
+        )
+    }
+}
+
 /// Admission yields to block production: verifier threads run at a lower priority (nice 10), so
 /// that under overload the engine still commits on time and admission absorbs the backlog.
 fn lower_priority() {

@@ -2,7 +2,28 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+
 use common::{gridmesh, stdout_json, NodeProc};
+
+/// `gridmesh tx transfer --key KEY --to TO --amount AMOUNT --node URL [extra...]`.
+fn transfer(key: &Path, to: &str, amount: &str, url: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "tx",
+        "transfer",
+        "--key",
+        key.to_str().unwrap(),
+        "--to",
+        to,
+        "--amount",
+        amount,
+        "--node",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    gridmesh(&args)
+}
 
 #[test]
 fn keys_transfer_and_queries_end_to_end() {
@@ -28,19 +49,7 @@ fn keys_transfer_and_queries_end_to_end() {
             .success()
     );
 
-    let out = gridmesh(&[
-        "tx",
-        "transfer",
-        "--key",
-        faucet.to_str().unwrap(),
-        "--to",
-        &alice,
-        "--amount",
-        "12.5",
-        "--node",
-        &url,
-        "--json",
-    ]);
+    let out = transfer(&faucet, &alice, "12.5", &url, &["--json"]);
     let committed = stdout_json(&out);
     assert_eq!(committed["status"], "committed");
     let hash = committed["hash"].as_str().unwrap().to_string();
@@ -87,18 +96,7 @@ fn keys_transfer_and_queries_end_to_end() {
             .trim()
             .to_string();
     for amount in ["1", "0.5"] {
-        let out = gridmesh(&[
-            "tx",
-            "transfer",
-            "--key",
-            alice_key.to_str().unwrap(),
-            "--to",
-            &faucet_addr,
-            "--amount",
-            amount,
-            "--node",
-            &url,
-        ]);
+        let out = transfer(&alice_key, &faucet_addr, amount, &url, &[]);
         assert!(
             out.status.success(),
             "{}",
@@ -112,64 +110,22 @@ fn keys_transfer_and_queries_end_to_end() {
     assert_eq!(acct["nonce"], 2);
 
     // Bad input: clear errors, non-zero exit, nothing changes.
-    let out = gridmesh(&[
-        "tx",
-        "transfer",
-        "--key",
-        alice_key.to_str().unwrap(),
-        "--to",
-        &faucet_addr,
-        "--amount",
-        "1000",
-        "--node",
-        &url,
-    ]);
+    let out = transfer(&alice_key, &faucet_addr, "1000", &url, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("insufficient_funds") && err.contains("insufficient funds"),
         "{err}"
     );
-    let out = gridmesh(&[
-        "tx",
-        "transfer",
-        "--key",
-        alice_key.to_str().unwrap(),
-        "--to",
-        &faucet_addr,
-        "--amount",
-        "1",
-        "--nonce",
-        "0",
-        "--node",
-        &url,
-    ]);
+    let out = transfer(&alice_key, &faucet_addr, "1", &url, &["--nonce", "0"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("stale_nonce"),
         "replay is refused"
     );
-    let out = gridmesh(&[
-        "tx",
-        "transfer",
-        "--key",
-        alice_key.to_str().unwrap(),
-        "--to",
-        "nothex",
-        "--amount",
-        "1",
-    ]);
+    let out = transfer(&alice_key, "nothex", "1", &url, &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not 64 hex"));
-    let out = gridmesh(&[
-        "tx",
-        "transfer",
-        "--key",
-        alice_key.to_str().unwrap(),
-        "--to",
-        &faucet_addr,
-        "--amount",
-        "0.0000001",
-    ]);
+    let out = transfer(&alice_key, &faucet_addr, "0.0000001", &url, &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("decimal places"));
     let out = gridmesh(&[
         "query",

@@ -95,16 +95,16 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Opens the chain in `dir` (file `chain.redb`), creating it from `genesis` if new. On an existing
+    /// Opens the chain in `dir` (see [`Store::open`]), creating it from `genesis` if new. On an existing
     /// chain, checks the genesis matches and that the stored state hashes to the head's state root.
     pub fn open(dir: &Path, genesis: &Genesis) -> Result<Chain, ChainError> {
-        let store = Store::open(&dir.join("chain.redb"))?;
+        let store = Store::open(dir)?;
         let (genesis_block, genesis_state) = genesis.block()?;
         let given = genesis_block.hash();
         let meta = match store.meta()? {
             Some(m) => m,
             None => {
-                store.init_genesis(&genesis.chain_id, &genesis_block, genesis_state.accounts())?;
+                store.init_genesis(&genesis.chain_id, &genesis_block, genesis_state.buckets())?;
                 store.meta()?.expect("genesis was just written")
             }
         };
@@ -331,8 +331,15 @@ impl Chain {
             });
         }
         debug_assert_eq!(executed.block_hash, block.hash());
-        self.store
-            .commit_block(block, &executed.receipts, &executed.diff.accounts)?;
+        self.store.commit_block(
+            block,
+            &executed.receipts,
+            executed
+                .diff
+                .buckets
+                .iter()
+                .map(|(b, e, _)| (*b, e.as_slice())),
+        )?;
         Ok(())
     }
 

@@ -16,8 +16,7 @@
 //! `BTreeMap`s (never hash-map iteration). A transaction is checked completely before it changes
 //! anything, so a rejected transaction leaves the state exactly as it was.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use std::collections::BTreeMap;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::{Address, Amount, Hash32};
@@ -41,7 +40,9 @@ pub struct Account {
     pub nonce: u64,
 }
 
-/// What a committed transaction did.
+/// An effect of a committed transaction that the transaction does not state itself. A plain
+/// transfer has none (its receipt says it succeeded; the transaction says what moved). Later kinds
+/// (settlement payouts, reward minting) record the token movements they cause here.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -67,32 +68,17 @@ pub enum TxError {
     BalanceOverflow,
 }
 
-fn bucket_of(key: &[u8; 32]) -> usize {
-    ((u16::from(key[0]) << 8 | u16::from(key[1])) >> (16 - BUCKET_BITS)) as usize
+fn bucket_of(key: &Address) -> usize {
+    ((u16::from(key.0[0]) << 8 | u16::from(key.0[1])) >> (16 - BUCKET_BITS)) as usize
 }
 
-fn bucket_start(bucket: usize) -> Address {
-    let prefix = (bucket as u16) << (16 - BUCKET_BITS);
-    let mut a = [0u8; 32];
-    a[..2].copy_from_slice(&prefix.to_be_bytes());
-    Address(a)
-}
+/// One bucket's accounts, sorted by address, without default (empty) accounts.
+pub type Bucket = Vec<(Address, Account)>;
 
-fn bucket_range(bucket: usize) -> (Bound<Address>, Bound<Address>) {
-    let end = if bucket + 1 == BUCKETS {
-        Bound::Unbounded
-    } else {
-        Bound::Excluded(bucket_start(bucket + 1))
-    };
-    (Bound::Included(bucket_start(bucket)), end)
-}
-
-fn hash_entries<'a>(entries: impl Iterator<Item = (&'a Address, &'a Account)>) -> Hash32 {
+fn hash_bucket(entries: &[(Address, Account)]) -> Hash32 {
     let mut h = blake3::Hasher::new();
     for (k, v) in entries {
-        if *v == Account::default() {
-            continue; // absent and default are the same state
-        }
+        debug_assert_ne!(*v, Account::default(), "default accounts are not stored");
         h.update(&k.0);
         h.update(&v.balance.0.to_le_bytes());
         h.update(&v.nonce.to_le_bytes());
@@ -109,28 +95,37 @@ fn state_root(accounts_root: Hash32) -> Hash32 {
 }
 
 /// The complete ledger state with its cached commitment.
+///
+/// Accounts live in [`BUCKETS`] sorted vectors, one per commitment bucket: a lookup is a binary
+/// search in a small vector, and a block replaces the buckets it touched wholesale.
 #[derive(Clone, Debug)]
 pub struct State {
-    accounts: BTreeMap<Address, Account>,
+    buckets: Vec<Bucket>,
     bucket_hashes: Vec<Hash32>,
     root: Hash32,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State::from_accounts(BTreeMap::new())
+        State::from_accounts(std::iter::empty())
     }
 }
 
 impl State {
     /// Builds a state (and its commitment, in O(entries)) from a full set of accounts.
-    pub fn from_accounts(accounts: BTreeMap<Address, Account>) -> State {
-        let bucket_hashes: Vec<Hash32> = (0..BUCKETS)
-            .map(|b| hash_entries(accounts.range(bucket_range(b))))
-            .collect();
+    /// Later duplicates of an address replace earlier ones; default accounts are dropped.
+    pub fn from_accounts(accounts: impl IntoIterator<Item = (Address, Account)>) -> State {
+        let sorted: BTreeMap<Address, Account> = accounts.into_iter().collect();
+        let mut buckets: Vec<Bucket> = vec![Vec::new(); BUCKETS];
+        for (k, v) in sorted {
+            if v != Account::default() {
+                buckets[bucket_of(&k)].push((k, v));
+            }
+        }
+        let bucket_hashes: Vec<Hash32> = buckets.iter().map(|b| hash_bucket(b)).collect();
         let root = state_root(merkle::root(&bucket_hashes));
         State {
-            accounts,
+            buckets,
             bucket_hashes,
             root,
         }
@@ -143,37 +138,53 @@ impl State {
 
     /// An account (the default, empty account if it was never touched).
     pub fn account(&self, address: &Address) -> Account {
-        self.accounts.get(address).copied().unwrap_or_default()
+        let bucket = &self.buckets[bucket_of(address)];
+        bucket
+            .binary_search_by(|(k, _)| k.cmp(address))
+            .map(|i| bucket[i].1)
+            .unwrap_or_default()
     }
 
-    pub fn accounts(&self) -> &BTreeMap<Address, Account> {
-        &self.accounts
+    /// All non-empty accounts in address order.
+    pub fn iter(&self) -> impl Iterator<Item = &(Address, Account)> {
+        self.buckets.iter().flatten()
+    }
+
+    /// The buckets, in order (bucket `i` holds the addresses whose first bits are `i`).
+    pub fn buckets(&self) -> impl Iterator<Item = (usize, &[(Address, Account)])> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i, b.as_slice()))
+    }
+
+    /// Number of non-empty accounts.
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Sum of all balances (for supply checks).
     pub fn total_supply(&self) -> Amount {
-        Amount(self.accounts.values().map(|a| a.balance.0).sum())
+        Amount(self.iter().map(|(_, a)| a.balance.0).sum())
     }
 
     /// A scratch view for executing transactions without touching this state.
     pub fn overlay(&self) -> Overlay<'_> {
         Overlay {
             base: self,
-            changes: BTreeMap::new(),
+            changes: vec![BTreeMap::new(); BUCKETS],
         }
     }
 
     /// Applies a finished overlay. `diff` must have been made from this very state.
     pub fn apply(&mut self, diff: StateDiff) {
-        for (k, v) in diff.accounts {
-            if v == Account::default() {
-                self.accounts.remove(&k);
-            } else {
-                self.accounts.insert(k, v);
-            }
-        }
-        for (b, h) in diff.bucket_hashes {
-            self.bucket_hashes[b] = h;
+        for (b, entries, hash) in diff.buckets {
+            self.buckets[b] = entries;
+            self.bucket_hashes[b] = hash;
         }
         debug_assert_eq!(state_root(merkle::root(&self.bucket_hashes)), diff.root);
         self.root = diff.root;
@@ -183,30 +194,40 @@ impl State {
 /// The changes one block makes, with the commitment they lead to.
 #[derive(Clone, Debug, Default)]
 pub struct StateDiff {
-    /// Changed accounts, new values (default value = deleted).
-    pub accounts: BTreeMap<Address, Account>,
-    bucket_hashes: Vec<(usize, Hash32)>,
+    /// Every touched bucket's new contents and hash.
+    pub buckets: Vec<(usize, Bucket, Hash32)>,
     /// The state root after the changes.
     pub root: Hash32,
 }
 
-/// Pending changes over a read-only base state.
+impl StateDiff {
+    /// Whether the diff changes no account.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// Pending changes over a read-only base state, one small sorted map per bucket.
 pub struct Overlay<'a> {
     base: &'a State,
-    changes: BTreeMap<Address, Account>,
+    changes: Vec<BTreeMap<Address, Account>>,
 }
 
 impl Overlay<'_> {
     pub fn account(&self, address: &Address) -> Account {
-        self.changes
+        self.changes[bucket_of(address)]
             .get(address)
             .copied()
             .unwrap_or_else(|| self.base.account(address))
     }
 
-    /// Sets an account directly (genesis).
+    fn set(&mut self, address: Address, account: Account) {
+        self.changes[bucket_of(&address)].insert(address, account);
+    }
+
+    /// Sets an account directly (genesis, tests).
     pub fn set_account(&mut self, address: Address, account: Account) {
-        self.changes.insert(address, account);
+        self.set(address, account);
     }
 
     /// Checks and applies one verified transaction. On error nothing changed.
@@ -243,7 +264,7 @@ impl Overlay<'_> {
                         })?;
                 if to == body.sender {
                     sender.nonce += 1;
-                    self.changes.insert(body.sender, sender);
+                    self.set(body.sender, sender);
                 } else {
                     let mut recipient = self.account(&to);
                     recipient.balance = recipient
@@ -252,63 +273,59 @@ impl Overlay<'_> {
                         .ok_or(TxError::BalanceOverflow)?;
                     sender.balance = new_sender_balance;
                     sender.nonce += 1;
-                    self.changes.insert(body.sender, sender);
-                    self.changes.insert(to, recipient);
+                    self.set(body.sender, sender);
+                    self.set(to, recipient);
                 }
-                Ok(vec![Event::Transfer {
-                    from: body.sender,
-                    to,
-                    amount,
-                }])
+                Ok(Vec::new())
             }
         }
     }
 
-    /// Computes the new commitment and returns the changes (the base is untouched).
+    /// Computes the touched buckets' new contents and the new commitment (the base is untouched).
     pub fn finish(self) -> StateDiff {
-        let dirty: BTreeSet<usize> = self.changes.keys().map(|k| bucket_of(&k.0)).collect();
-        let mut bucket_hashes = Vec::with_capacity(dirty.len());
         let mut all = self.base.bucket_hashes.clone();
-        for b in dirty {
-            let merged = merge(
-                self.base.accounts.range(bucket_range(b)),
-                self.changes.range(bucket_range(b)),
-            );
-            let h = hash_entries(merged.iter().map(|(k, v)| (*k, *v)));
-            all[b] = h;
-            bucket_hashes.push((b, h));
+        let mut buckets = Vec::new();
+        for (b, changes) in self.changes.into_iter().enumerate() {
+            if changes.is_empty() {
+                continue;
+            }
+            let merged = merge(&self.base.buckets[b], changes);
+            let hash = hash_bucket(&merged);
+            all[b] = hash;
+            buckets.push((b, merged, hash));
         }
         StateDiff {
             root: state_root(merkle::root(&all)),
-            accounts: self.changes,
-            bucket_hashes,
+            buckets,
         }
     }
 }
 
-/// Merges two sorted runs; entries of `newer` replace those of `older` with the same key.
-fn merge<'a>(
-    older: impl Iterator<Item = (&'a Address, &'a Account)>,
-    newer: impl Iterator<Item = (&'a Address, &'a Account)>,
-) -> Vec<(&'a Address, &'a Account)> {
-    let mut out = Vec::new();
-    let mut older = older.peekable();
-    let mut newer = newer.peekable();
+/// Merges a sorted bucket with sorted changes (changes win); drops default accounts.
+fn merge(older: &[(Address, Account)], newer: BTreeMap<Address, Account>) -> Bucket {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let mut older = older.iter().copied().peekable();
+    let mut newer = newer.into_iter().peekable();
     loop {
-        match (older.peek(), newer.peek()) {
-            (None, None) => return out,
-            (Some(_), None) => out.push(older.next().unwrap()),
-            (None, Some(_)) => out.push(newer.next().unwrap()),
-            (Some(o), Some(n)) => match o.0.cmp(n.0) {
-                std::cmp::Ordering::Less => out.push(older.next().unwrap()),
-                std::cmp::Ordering::Greater => out.push(newer.next().unwrap()),
+        let next = match (older.peek(), newer.peek()) {
+            (None, None) => break,
+            (Some(_), None) => older.next(),
+            (None, Some(_)) => newer.next(),
+            (Some(o), Some(n)) => match o.0.cmp(&n.0) {
+                std::cmp::Ordering::Less => older.next(),
+                std::cmp::Ordering::Greater => newer.next(),
                 std::cmp::Ordering::Equal => {
                     older.next();
-                    out.push(newer.next().unwrap());
+                    newer.next()
                 }
             },
+        };
+        let (k, v) = next.expect("peeked");
+        if v != Account::default() {
+            out.push((k, v));
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -344,25 +361,34 @@ mod tests {
         let before = s.root();
         s.apply(diff);
         assert_ne!(s.root(), before, "a balance change changes the root");
-        assert_eq!(s.root(), State::from_accounts(s.accounts().clone()).root());
+        assert_eq!(s.root(), State::from_accounts(s.iter().copied()).root());
+        assert_eq!(s.len(), 50);
     }
 
     #[test]
-    fn bucket_ranges_cover_keys() {
-        for key in [[0u8; 32], [0xff; 32], [0x12; 32], [0x80; 32]] {
-            let b = bucket_of(&key);
-            let (lo, hi) = bucket_range(b);
-            let a = Address(key);
-            assert!(match lo {
-                Bound::Included(l) => l <= a,
-                _ => false,
-            });
-            assert!(match hi {
-                Bound::Excluded(h) => a < h,
-                Bound::Unbounded => true,
-                _ => false,
-            });
-        }
+    fn buckets_follow_address_order() {
+        assert_eq!(bucket_of(&Address([0; 32])), 0);
+        assert_eq!(bucket_of(&Address([0xff; 32])), BUCKETS - 1);
+        let s = State::from_accounts((0..=255u8).map(|i| {
+            (
+                Address([i; 32]),
+                Account {
+                    balance: Amount(1),
+                    nonce: 0,
+                },
+            )
+        }));
+        let order: Vec<Address> = s.iter().map(|(a, _)| *a).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(
+            order, sorted,
+            "iterating buckets in order yields addresses in order"
+        );
+        assert_eq!(s.account(&Address([7; 32])).balance, Amount(1));
+        let mut near = [7u8; 32];
+        near[31] = 8;
+        assert_eq!(s.account(&Address(near)), Account::default());
     }
 
     #[derive(Debug, Clone)]
@@ -413,7 +439,7 @@ mod tests {
                     }
                 };
                 let tx = tx.verify().unwrap();
-                let before_accounts = s.accounts().clone();
+                let before_accounts: Vec<(Address, Account)> = s.iter().copied().collect();
                 let before_root = s.root();
                 let before_nonce = s.account(&keys[from].address()).nonce;
                 let mut o = s.overlay();
@@ -424,13 +450,13 @@ mod tests {
                     }
                     Err(_) => {
                         let diff = o.finish();
-                        prop_assert!(diff.accounts.is_empty());
+                        prop_assert!(diff.is_empty());
                         prop_assert_eq!(diff.root, before_root);
-                        prop_assert_eq!(s.accounts(), &before_accounts);
+                        prop_assert_eq!(s.iter().copied().collect::<Vec<_>>(), before_accounts);
                     }
                 }
                 prop_assert_eq!(s.total_supply(), supply);
-                prop_assert_eq!(s.root(), State::from_accounts(s.accounts().clone()).root());
+                prop_assert_eq!(s.root(), State::from_accounts(s.iter().copied()).root());
             }
         }
     }

@@ -316,6 +316,7 @@ pub struct ReceiptView {
     pub index: u32,
     /// `ok`: every transaction in a committed block applied successfully.
     pub status: String,
+    /// Effects the transaction does not state itself (none for a plain transfer).
     pub events: Vec<EventView>,
 }
 

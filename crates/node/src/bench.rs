@@ -279,32 +279,8 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
             });
         }
         drop(tx);
-        for (i, mut pending) in rx.into_iter().enumerate() {
-            if let Some(rate) = opts.offered_per_sec {
-                let due = start + Duration::from_secs_f64((i * opts.admission_batch) as f64 / rate);
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            }
-            while !pending.is_empty() {
-                let guard = chain.read().expect("chain lock");
-                let mut mp = mempool.lock().expect("mempool lock");
-                let mut rest = Vec::new();
-                for tx in pending {
-                    let account = guard.account(&tx.sender());
-                    match mp.insert(tx.clone(), account) {
-                        Ok(_) => {}
-                        Err(AdmissionError::Full(_)) => rest.push(tx),
-                        Err(e) => anyhow::bail!("benchmark transaction rejected: {e}"),
-                    }
-                }
-                drop(mp);
-                drop(guard);
-                pending = rest;
-                if !pending.is_empty() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
-        Ok(())
+        let inserter = s.spawn(|| admit(rx, start, opts, &chain, &mempool));
+        inserter.join().expect("inserter panicked")
     });
     admitted?;
     while committed.load(Ordering::SeqCst) < opts.txs as u64 {
@@ -353,6 +329,44 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         index_p99_ms: percentile(&index, 0.99),
         largest_block_txs: lat.iter().map(|l| l.3).max().unwrap_or(0),
     })
+}
+
+/// The admitting half of the bench's admission pipeline: paces (if asked), then inserts verified
+/// chunks into the mempool, waiting while it is full.
+fn admit(
+    rx: mpsc::Receiver<Vec<gridmesh_ledger::VerifiedTx>>,
+    start: Instant,
+    opts: &LedgerBenchOptions,
+    chain: &RwLock<Chain>,
+    mempool: &Mutex<Mempool>,
+) -> anyhow::Result<()> {
+    lower_priority();
+    for (i, mut pending) in rx.into_iter().enumerate() {
+        if let Some(rate) = opts.offered_per_sec {
+            let due = start + Duration::from_secs_f64((i * opts.admission_batch) as f64 / rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        while !pending.is_empty() {
+            let guard = chain.read().expect("chain lock");
+            let mut mp = mempool.lock().expect("mempool lock");
+            let mut rest = Vec::new();
+            for tx in pending {
+                let account = guard.account(&tx.sender());
+                match mp.insert(tx.clone(), account) {
+                    Ok(_) => {}
+                    Err(AdmissionError::Full(_)) => rest.push(tx),
+                    Err(e) => anyhow::bail!("benchmark transaction rejected: {e}"),
+                }
+            }
+            drop(mp);
+            drop(guard);
+            pending = rest;
+            if !pending.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The ledger's throughput next to the machine's verification limit, measured in one run.
@@ -440,8 +454,8 @@ impl std::fmt::Display for LedgerVsLimit {
     }
 }
 
-/// Admission yields to block production: verifier threads run at a lower priority (nice 10), so
-/// that under overload the engine still commits on time and admission absorbs the backlog.
+/// Admission yields to block production: its threads run at a lower priority (nice 10), so that
+/// under load the engine still commits on time and admission absorbs the backlog.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread; no memory is shared with the kernel.

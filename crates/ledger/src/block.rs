@@ -51,9 +51,13 @@ impl Block {
 }
 
 /// The Merkle root over transaction hashes.
+///
+/// The leaves are the transaction hashes themselves (BLAKE3 of the encoding), not hashed again:
+/// a leaf could only pass for an inner node `H(0x01 ‖ left ‖ right)` if a transaction's encoding were
+/// those 65 bytes, and every encoding is longer (at least 159 bytes, checked by a test). This halves
+/// the hashing.
 pub fn tx_root(tx_hashes: &[Hash32]) -> Hash32 {
-    let leaves: Vec<Hash32> = tx_hashes.iter().map(|h| merkle::leaf_hash(&h.0)).collect();
-    merkle::root(&leaves)
+    merkle::root(tx_hashes)
 }
 
 /// What executing one transaction of a committed block did.
@@ -63,4 +67,30 @@ pub struct Receipt {
     pub height: u64,
     pub index: u32,
     pub events: Vec<Event>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Keypair;
+    use gridmesh_types::Amount;
+
+    #[test]
+    fn no_transaction_encoding_can_pass_for_an_inner_merkle_node() {
+        // The shortest possible transaction: a one-character chain id.
+        let k = Keypair::from_seed([1; 32]);
+        let tx = SignedTx::transfer(&k, "a", 0, Address([2; 32]), Amount(1));
+        assert_eq!(tx.encode().len(), 159);
+        assert!(tx.encode().len() > 65);
+    }
+
+    #[test]
+    fn tx_root_commits_to_order_and_content() {
+        let h: Vec<Hash32> = (0u8..4).map(|i| Hash32([i; 32])).collect();
+        let mut swapped = h.clone();
+        swapped.swap(1, 2);
+        assert_ne!(tx_root(&h), tx_root(&swapped));
+        assert_ne!(tx_root(&h), tx_root(&h[..3]));
+        assert_ne!(tx_root(&[]), tx_root(&h[..1]));
+    }
 }

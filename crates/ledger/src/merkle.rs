@@ -13,11 +13,11 @@ pub fn leaf_hash(data: &[u8]) -> Hash32 {
 }
 
 fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
-    let mut h = blake3::Hasher::new();
-    h.update(&[1]);
-    h.update(&left.0);
-    h.update(&right.0);
-    Hash32(*h.finalize().as_bytes())
+    let mut buf = [0u8; 65];
+    buf[0] = 1;
+    buf[1..33].copy_from_slice(&left.0);
+    buf[33..].copy_from_slice(&right.0);
+    Hash32(*blake3::hash(&buf).as_bytes())
 }
 
 /// The root over already-hashed leaves (use [`leaf_hash`] to make them).

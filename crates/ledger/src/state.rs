@@ -13,10 +13,10 @@
 //!
 //! # Rules
 //! Execution is a pure function of the state and the transaction: integers only, checked arithmetic,
-//! `BTreeMap`s (never hash-map iteration). A transaction is checked completely before it changes
+//! sorted collections (a hash map only for point lookups, sorted before use). A transaction is checked completely before it changes
 //! anything, so a rejected transaction leaves the state exactly as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::{Address, Amount, Hash32};
@@ -176,7 +176,7 @@ impl State {
     pub fn overlay(&self) -> Overlay<'_> {
         Overlay {
             base: self,
-            changes: vec![BTreeMap::new(); BUCKETS],
+            changes: HashMap::new(),
         }
     }
 
@@ -207,22 +207,26 @@ impl StateDiff {
     }
 }
 
-/// Pending changes over a read-only base state, one small sorted map per bucket.
+/// Pending changes over a read-only base state.
+///
+/// Changes are kept in a hash map for O(1) point lookups (keyed with a random SipHash key, so
+/// chosen addresses cannot degrade it); [`Overlay::finish`] sorts them before anything depends on
+/// their order, so hash-map order never reaches the state or its root.
 pub struct Overlay<'a> {
     base: &'a State,
-    changes: Vec<BTreeMap<Address, Account>>,
+    changes: HashMap<Address, Account>,
 }
 
 impl Overlay<'_> {
     pub fn account(&self, address: &Address) -> Account {
-        self.changes[bucket_of(address)]
+        self.changes
             .get(address)
             .copied()
             .unwrap_or_else(|| self.base.account(address))
     }
 
     fn set(&mut self, address: Address, account: Account) {
-        self.changes[bucket_of(&address)].insert(address, account);
+        self.changes.insert(address, account);
     }
 
     /// Sets an account directly (genesis, tests).
@@ -285,11 +289,11 @@ impl Overlay<'_> {
     pub fn finish(self) -> StateDiff {
         let mut all = self.base.bucket_hashes.clone();
         let mut buckets = Vec::new();
-        for (b, changes) in self.changes.into_iter().enumerate() {
-            if changes.is_empty() {
-                continue;
-            }
-            let merged = merge(&self.base.buckets[b], changes);
+        let mut changes: Vec<(Address, Account)> = self.changes.into_iter().collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for group in changes.chunk_by(|a, b| bucket_of(&a.0) == bucket_of(&b.0)) {
+            let b = bucket_of(&group[0].0);
+            let merged = merge(&self.base.buckets[b], group);
             let hash = hash_bucket(&merged);
             all[b] = hash;
             buckets.push((b, merged, hash));
@@ -301,11 +305,11 @@ impl Overlay<'_> {
     }
 }
 
-/// Merges a sorted bucket with sorted changes (changes win); drops default accounts.
-fn merge(older: &[(Address, Account)], newer: BTreeMap<Address, Account>) -> Bucket {
+/// Merges a sorted bucket with sorted, distinct changes (changes win); drops default accounts.
+fn merge(older: &[(Address, Account)], newer: &[(Address, Account)]) -> Bucket {
     let mut out = Vec::with_capacity(older.len() + newer.len());
     let mut older = older.iter().copied().peekable();
-    let mut newer = newer.into_iter().peekable();
+    let mut newer = newer.iter().copied().peekable();
     loop {
         let next = match (older.peek(), newer.peek()) {
             (None, None) => break,

@@ -309,11 +309,18 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     cfg.block_interval = Duration::from_millis(a.block_interval_ms);
     cfg.empty_blocks = a.empty_blocks;
     runtime()?.block_on(async move {
-        let node = RunningNode::start(cfg).await?;
+        let mut node = RunningNode::start(cfg).await?;
         eprintln!("gridmesh node: API on http://{}/v1/status", node.api_addr);
-        shutdown_signal().await;
+        let engine_died = tokio::select! {
+            _ = shutdown_signal() => false,
+            _ = node.engine_exited() => true,
+        };
         tracing::info!("shutting down");
-        node.stop().await
+        let stopped = node.stop().await;
+        if engine_died {
+            bail!("the block engine stopped unexpectedly; see the log above");
+        }
+        stopped
     })
 }
 

@@ -198,6 +198,7 @@ fn http_api_errors_are_json_and_openapi_lists_every_route() {
     for path in [
         "/v1/status",
         "/v1/tx",
+        "/v1/txs",
         "/v1/tx/{hash}",
         "/v1/accounts/{address}",
         "/v1/blocks/{height}",
@@ -281,4 +282,64 @@ fn demo_runs_and_reports_json() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Committed: height"));
+}
+
+#[test]
+fn batch_submission_admits_each_transaction_on_its_own() {
+    use gridmesh_ledger::{Keypair, SignedTx};
+    use gridmesh_node::client::Client;
+    use gridmesh_types::{Address, Amount};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &[]);
+    let client = Client::new(&node.url);
+    let faucet = Keypair::load(&dir.path().join("faucet.key")).unwrap();
+    let chain = client.status().unwrap().chain_id;
+    let mut txs: Vec<SignedTx> = (0..300)
+        .map(|n| {
+            SignedTx::transfer(
+                &faucet,
+                &chain,
+                n,
+                Address([n as u8; 32]),
+                Amount(1_000 + n as u128),
+            )
+        })
+        .collect();
+    txs[7].signature[0] ^= 1; // forged
+    txs.push(SignedTx::transfer(
+        &faucet,
+        &chain,
+        5,
+        Address([1; 32]),
+        Amount(1),
+    )); // nonce in use
+    let r = client.submit_batch(&txs).unwrap();
+    assert_eq!((r.accepted, r.rejected), (299, 2));
+    assert_eq!(r.results[7].error.as_deref(), Some("bad_signature"));
+    assert_eq!(r.results[300].error.as_deref(), Some("nonce_in_use"));
+    let last: gridmesh_types::Hash32 = r.results[299].hash.as_ref().unwrap().parse().unwrap();
+    // Nonce 7 is missing, so only 0..=6 can commit; 8.. wait for it. Fill the gap and all commit.
+    let fill = SignedTx::transfer(&faucet, &chain, 7, Address([7; 32]), Amount(1_007));
+    client.submit(&fill).unwrap();
+    let done = client
+        .wait_committed(&last, std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(done.status, "committed");
+    assert_eq!(client.account(&faucet.address()).unwrap().nonce, 300);
+
+    // Not hex, and too many.
+    let bad =
+        ureq::post(&format!("{}/v1/txs", node.url)).send_json(serde_json::json!({"txs": ["zz"]}));
+    let body: serde_json::Value = bad.unwrap().into_json().unwrap();
+    assert_eq!(body["results"][0]["error"], "malformed_tx");
+    let many = vec!["00"; 1001];
+    match ureq::post(&format!("{}/v1/txs", node.url)).send_json(serde_json::json!({ "txs": many }))
+    {
+        Err(ureq::Error::Status(400, r)) => {
+            let v: serde_json::Value = r.into_json().unwrap();
+            assert_eq!(v["error"], "batch_too_large");
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
 }

@@ -452,6 +452,26 @@ mod tests {
     }
 
     #[test]
+    fn a_block_committed_but_not_indexed_is_indexed_on_open() {
+        let (dir, genesis, faucet) = setup();
+        let mut chain = Chain::open(dir.path(), &genesis).unwrap();
+        let tx = SignedTx::transfer(&faucet, &genesis.chain_id, 0, Address([5; 32]), Amount(7))
+            .verify()
+            .unwrap();
+        let hash = tx.hash();
+        let built = chain.build_block([tx], 10, faucet.address());
+        // As if the process died between the block's commit and its indexing.
+        chain.persist(&built.block, &built.executed).unwrap();
+        chain.apply(&built.block, built.executed);
+        assert_eq!(chain.store().tx_location(&hash).unwrap(), None);
+        drop(chain);
+        let chain = Chain::open(dir.path(), &genesis).unwrap();
+        let loc = chain.store().tx_location(&hash).unwrap().unwrap();
+        assert_eq!((loc.height, loc.index), (1, 0));
+        assert_eq!(chain.store().indexed_height().unwrap(), 1);
+    }
+
+    #[test]
     fn wrong_genesis_is_refused() {
         let (dir, genesis, _) = setup();
         drop(Chain::open(dir.path(), &genesis).unwrap());

@@ -12,7 +12,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gridmesh_ledger::mempool::decode_and_verify;
+use gridmesh_ledger::crypto::Parallelism;
+use gridmesh_ledger::mempool::{decode_and_verify, decode_and_verify_batch};
 use gridmesh_ledger::{AdmissionError, Block, Event, Receipt, SignedTx, TxKind};
 use gridmesh_types::{Address, Amount, Hash32};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,11 @@ use crate::Shared;
 
 /// Largest accepted request body (a hex-encoded transaction is well below this).
 const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Most transactions in one `POST /v1/txs`.
+pub const MAX_BATCH_TXS: usize = 1_000;
+/// Largest accepted batch body: `MAX_BATCH_TXS` hex transactions of the largest size.
+const MAX_BATCH_BODY_BYTES: usize =
+    MAX_BATCH_TXS * (2 * gridmesh_ledger::tx::MAX_TX_BYTES + 8) + 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,11 +35,14 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
         title = "gridmesh node API",
         description = "Ledger of a community energy network."
     ),
-    paths(status, submit_tx, get_account, get_block, get_tx),
+    paths(status, submit_tx, submit_txs, get_account, get_block, get_tx),
     components(schemas(
         StatusResponse,
         SubmitRequest,
         SubmitResponse,
+        BatchRequest,
+        BatchResponse,
+        BatchItem,
         AccountResponse,
         BlockResponse,
         TxView,
@@ -49,6 +58,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/tx", post(submit_tx))
+        .route(
+            "/v1/txs",
+            post(submit_txs).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
         .route("/v1/tx/{hash}", get(get_tx))
         .route("/v1/accounts/{address}", get(get_account))
         .route("/v1/blocks/{height}", get(get_block))
@@ -219,6 +232,117 @@ async fn submit_tx(
             status: "pending".into(),
         }),
     ))
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct BatchRequest {
+    /// Signed transactions, canonical encodings in hex; at most 1,000.
+    pub txs: Vec<String>,
+}
+
+/// The outcome for one transaction of a batch: `hash` and `status: "pending"`, or `error` and
+/// `message` as in a single submission.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct BatchResponse {
+    pub accepted: usize,
+    pub rejected: usize,
+    /// One item per submitted transaction, in order.
+    pub results: Vec<BatchItem>,
+}
+
+/// Submit up to 1,000 signed transactions at once (gateways, aggregators). Signatures are checked
+/// with batch verification over all cores; each transaction is admitted or refused on its own.
+#[utoipa::path(post, path = "/v1/txs", request_body = BatchRequest,
+    responses(
+        (status = 200, body = BatchResponse, description = "one result per transaction"),
+        (status = 400, body = ErrorBody, description = "not a batch, or more than 1,000 transactions"),
+    ))]
+async fn submit_txs(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult<BatchResponse> {
+    let req: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected JSON {{\"txs\": [\"<hex>\", ...]}}: {e}"),
+        )
+    })?;
+    if req.txs.len() > MAX_BATCH_TXS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "batch_too_large",
+            format!(
+                "{} transactions in one batch, at most {MAX_BATCH_TXS}",
+                req.txs.len()
+            ),
+        ));
+    }
+    let checked = tokio::task::spawn_blocking(move || {
+        let bytes: Vec<Result<Vec<u8>, AdmissionError>> = req
+            .txs
+            .iter()
+            .map(|h| {
+                hex::decode(h.trim()).map_err(|e| {
+                    AdmissionError::Decode(gridmesh_ledger::tx::DecodeError::Malformed(format!(
+                        "not hex: {e}"
+                    )))
+                })
+            })
+            .collect();
+        let inputs: Vec<&[u8]> = bytes
+            .iter()
+            .filter_map(|b| b.as_ref().ok().map(Vec::as_slice))
+            .collect();
+        let mut verified = decode_and_verify_batch(&inputs, Parallelism::AllCores).into_iter();
+        bytes
+            .into_iter()
+            .map(|b| b.and_then(|_| verified.next().expect("one result per decodable input")))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let chain = s.chain.read().expect("chain lock");
+    let mut mp = s.mempool.lock().expect("mempool lock");
+    let results: Vec<BatchItem> = checked
+        .into_iter()
+        .map(|r| {
+            match r.and_then(|tx| {
+                let account = chain.account(&tx.sender());
+                mp.insert(tx, account)
+            }) {
+                Ok(hash) => BatchItem {
+                    hash: Some(hash.to_string()),
+                    status: Some("pending".into()),
+                    error: None,
+                    message: None,
+                },
+                Err(e) => BatchItem {
+                    hash: None,
+                    status: None,
+                    error: Some(e.code().into()),
+                    message: Some(e.to_string()),
+                },
+            }
+        })
+        .collect();
+    drop(mp);
+    drop(chain);
+    let accepted = results.iter().filter(|r| r.hash.is_some()).count();
+    Ok(Json(BatchResponse {
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    }))
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]

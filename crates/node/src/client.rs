@@ -7,7 +7,8 @@ use gridmesh_types::{Address, Hash32};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    AccountResponse, BlockResponse, ErrorBody, StatusResponse, SubmitResponse, TxStatusResponse,
+    AccountResponse, BatchResponse, BlockResponse, ErrorBody, StatusResponse, SubmitResponse,
+    TxStatusResponse,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +130,17 @@ impl Client {
             .agent
             .post(&url)
             .send_json(serde_json::json!({ "tx": hex::encode(tx.encode()) }));
+        self.handle(&url, r)
+    }
+
+    /// Submits up to [`crate::api::MAX_BATCH_TXS`] transactions in one request.
+    pub fn submit_batch(&self, txs: &[SignedTx]) -> Result<BatchResponse, ClientError> {
+        let url = format!("{}/v1/txs", self.base);
+        let hexes: Vec<String> = txs.iter().map(|t| hex::encode(t.encode())).collect();
+        let r = self
+            .agent
+            .post(&url)
+            .send_json(serde_json::json!({ "txs": hexes }));
         self.handle(&url, r)
     }
 

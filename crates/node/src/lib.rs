@@ -98,6 +98,7 @@ pub struct RunningNode {
     pub shared: Arc<Shared>,
     stop_engine: mpsc::Sender<()>,
     engine: std::thread::JoinHandle<()>,
+    engine_exit: tokio::sync::oneshot::Receiver<()>,
     stop_http: tokio::sync::oneshot::Sender<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -151,10 +152,21 @@ impl RunningNode {
             },
         );
         let (stop_engine, stopped) = mpsc::channel();
+        let (exited, engine_exit) = tokio::sync::oneshot::channel();
         let counter = shared.clone();
         let engine = std::thread::Builder::new()
             .name("solo-engine".into())
             .spawn(move || {
+                // Tells the node when this thread ends, normally or by a panic.
+                struct OnExit(Option<tokio::sync::oneshot::Sender<()>>);
+                impl Drop for OnExit {
+                    fn drop(&mut self) {
+                        if let Some(tx) = self.0.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+                let _on_exit = OnExit(Some(exited));
                 engine.run(stopped, |f, _took| {
                     counter
                         .committed_txs
@@ -177,9 +189,16 @@ impl RunningNode {
             shared,
             stop_engine,
             engine,
+            engine_exit,
             stop_http,
             http,
         })
+    }
+
+    /// Resolves if the block engine's thread ends before [`RunningNode::stop`] (a bug or a fatal
+    /// storage error): the node then serves stale data and should stop.
+    pub async fn engine_exited(&mut self) {
+        let _ = (&mut self.engine_exit).await;
     }
 
     /// Stops the API, lets the engine finish the block it is committing, and closes the database.

@@ -290,7 +290,7 @@ impl Overlay<'_> {
         let mut all = self.base.bucket_hashes.clone();
         let mut buckets = Vec::new();
         let mut changes: Vec<(Address, Account)> = self.changes.into_iter().collect();
-        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes.sort_unstable_by_key(|(address, _)| *address);
         for group in changes.chunk_by(|a, b| bucket_of(&a.0) == bucket_of(&b.0)) {
             let b = bucket_of(&group[0].0);
             let merged = merge(&self.base.buckets[b], group);

@@ -42,6 +42,21 @@ pub enum AppError {
     Chain(#[from] ChainError),
     #[error("block {height} conflicts with the committed block {committed} at that height")]
     Conflict { height: u64, committed: Hash32 },
+    /// The block is committed but its transactions could not be indexed. The index must grow in
+    /// height order, so the replica stops; on restart it indexes the block again.
+    #[error("block {height} is committed but indexing it failed: {source}")]
+    IndexFailed {
+        height: u64,
+        #[source]
+        source: ChainError,
+    },
+}
+
+impl AppError {
+    /// Whether the engine must stop rather than try again.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, AppError::IndexFailed { .. })
+    }
 }
 
 /// What block ordering needs from the state machine.
@@ -168,7 +183,12 @@ impl Application for LedgerApp {
         let chain = self.chain.read().expect("chain lock poisoned");
         // Index before the transactions leave the mempool, so a client polling by hash sees
         // `pending` until it sees `committed`, never `unknown` in between.
-        chain.index(block.header.height, &hashes)?;
+        chain
+            .index(block.header.height, &hashes)
+            .map_err(|source| AppError::IndexFailed {
+                height: block.header.height,
+                source,
+            })?;
         let t3 = std::time::Instant::now();
         let senders: std::collections::BTreeSet<Address> =
             block.txs.iter().map(|t| t.body.sender).collect();

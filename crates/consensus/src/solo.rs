@@ -48,7 +48,7 @@ impl<A: Application> SoloEngine<A> {
 
     /// Runs until `shutdown` receives a message or its sender is dropped, calling `on_block` with every
     /// committed block and the time it took to build and commit it. A failed commit (e.g. a full
-    /// disk) is logged and retried next interval.
+    /// disk) is logged and retried next interval; a fatal error ([`AppError::is_fatal`]) ends the run.
     pub fn run(mut self, shutdown: Receiver<()>, mut on_block: impl FnMut(&Finalized, Duration)) {
         let mut next = Instant::now() + self.cfg.block_interval;
         loop {
@@ -70,6 +70,10 @@ impl<A: Application> SoloEngine<A> {
                     on_block(&f, took);
                 }
                 Ok(None) => {}
+                Err(e) if e.is_fatal() => {
+                    tracing::error!(error = %e, "block engine stopping");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "block production failed; retrying next interval")
                 }
@@ -78,5 +82,76 @@ impl<A: Application> SoloEngine<A> {
                 next = Instant::now(); // fell behind: do not burst to catch up
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridmesh_ledger::{Block, ChainError, Genesis};
+    use gridmesh_types::Hash32;
+
+    /// An application whose every block fails as scripted.
+    struct Failing {
+        fatal: bool,
+        attempts: usize,
+    }
+
+    impl Application for Failing {
+        fn propose(&mut self, _: u64, _: Address) -> Result<Block, AppError> {
+            let (mut block, _) = Genesis::dev(Address([1; 32])).block().unwrap();
+            block.header.height = 1;
+            block.txs = vec![];
+            Ok(block)
+        }
+        fn verify(&mut self, _: &Block) -> Result<(), AppError> {
+            Ok(())
+        }
+        fn finalize(&mut self, _: &Block) -> Result<Finalized, AppError> {
+            self.attempts += 1;
+            Err(if self.fatal {
+                AppError::IndexFailed {
+                    height: 1,
+                    source: ChainError::MissingBlock(1),
+                }
+            } else {
+                AppError::Chain(ChainError::MissingBlock(1))
+            })
+        }
+        fn has_pending(&self) -> bool {
+            true
+        }
+        fn head(&self) -> (u64, Hash32) {
+            (0, Hash32::default())
+        }
+    }
+
+    fn engine(fatal: bool) -> SoloEngine<Failing> {
+        SoloEngine::new(
+            Failing { fatal, attempts: 0 },
+            SoloConfig {
+                block_interval: Duration::from_millis(10),
+                empty_blocks: true,
+                proposer: Address([1; 32]),
+            },
+        )
+    }
+
+    #[test]
+    fn a_fatal_error_stops_the_engine_and_others_are_retried() {
+        let (_keep, rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        engine(true).run(rx, |_, _| panic!("nothing commits"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "stopped at the first fatal error"
+        );
+
+        // A failed commit (nothing changed) is reported as retryable, and the next step tries again.
+        let mut e = engine(false);
+        for _ in 0..3 {
+            assert!(!e.step(0).unwrap_err().is_fatal());
+        }
+        assert_eq!(e.app.attempts, 3);
     }
 }

@@ -264,22 +264,28 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         for v in 0..verifiers {
             let tx = tx.clone();
             let mine: Vec<&[Vec<u8>]> = chunks.iter().skip(v).step_by(verifiers).copied().collect();
-            s.spawn(move || {
-                lower_priority();
-                for chunk in mine {
-                    let inputs: Vec<&[u8]> = chunk.iter().map(|b| b.as_slice()).collect();
-                    let verified = decode_and_verify_batch(&inputs, Parallelism::ThisThread)
-                        .into_iter()
-                        .map(|r| r.expect("benchmark transactions are valid"))
-                        .collect();
-                    if tx.send(verified).is_err() {
-                        return;
+            std::thread::Builder::new()
+                .name("verifier".into())
+                .spawn_scoped(s, move || {
+                    lower_priority();
+                    for chunk in mine {
+                        let inputs: Vec<&[u8]> = chunk.iter().map(|b| b.as_slice()).collect();
+                        let verified = decode_and_verify_batch(&inputs, Parallelism::ThisThread)
+                            .into_iter()
+                            .map(|r| r.expect("benchmark transactions are valid"))
+                            .collect();
+                        if tx.send(verified).is_err() {
+                            return;
+                        }
                     }
-                }
-            });
+                })
+                .expect("spawn a verifier thread");
         }
         drop(tx);
-        let inserter = s.spawn(|| admit(rx, start, opts, &chain, &mempool));
+        let inserter = std::thread::Builder::new()
+            .name("admission".into())
+            .spawn_scoped(s, || admit(rx, start, opts, &chain, &mempool))
+            .expect("spawn the admission thread");
         inserter.join().expect("inserter panicked")
     });
     admitted?;

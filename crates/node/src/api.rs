@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridmesh_ledger::crypto::Parallelism;
 use gridmesh_ledger::mempool::{decode_and_verify, decode_and_verify_batch};
-use gridmesh_ledger::{AdmissionError, Block, Event, Receipt, SignedTx, TxKind};
+use gridmesh_ledger::{AdmissionError, Block, Event, Receipt, SignedTx, TxKind, VerifiedTx};
 use gridmesh_types::{Address, Amount, Hash32};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -214,17 +214,9 @@ async fn submit_tx(
             format!("tx is not hex: {e}"),
         )
     })?;
-    let tx = decode_and_verify(&bytes)?;
-    // Hold the chain's read lock while admitting, so a block cannot commit between reading the
-    // sender's account and inserting (a stale nonce would otherwise slip in).
-    let chain = s.chain.read().expect("chain lock");
-    let account = chain.account(&tx.sender());
-    let hash = s
-        .mempool
-        .lock()
-        .expect("mempool lock")
-        .insert(tx, account)?;
-    drop(chain);
+    let hash = admit(&s, [decode_and_verify(&bytes)])
+        .pop()
+        .expect("one result per transaction")?;
     Ok((
         StatusCode::ACCEPTED,
         Json(SubmitResponse {
@@ -232,6 +224,25 @@ async fn submit_tx(
             status: "pending".into(),
         }),
     ))
+}
+
+/// Admits checked transactions to the mempool, one result each. Holds the chain's read lock
+/// throughout, so no block is applied between reading a sender's account and inserting (a stale
+/// nonce would otherwise slip in). Lock order everywhere: chain, then mempool.
+fn admit(
+    s: &Shared,
+    txs: impl IntoIterator<Item = Result<VerifiedTx, AdmissionError>>,
+) -> Vec<Result<Hash32, AdmissionError>> {
+    let chain = s.chain.read().expect("chain lock");
+    let mut mempool = s.mempool.lock().expect("mempool lock");
+    txs.into_iter()
+        .map(|r| {
+            r.and_then(|tx| {
+                let account = chain.account(&tx.sender());
+                mempool.insert(tx, account)
+            })
+        })
+        .collect()
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
@@ -311,32 +322,23 @@ async fn submit_txs(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult<Batc
     })
     .await
     .map_err(ApiError::internal)?;
-    let chain = s.chain.read().expect("chain lock");
-    let mut mp = s.mempool.lock().expect("mempool lock");
-    let results: Vec<BatchItem> = checked
+    let results: Vec<BatchItem> = admit(&s, checked)
         .into_iter()
-        .map(|r| {
-            match r.and_then(|tx| {
-                let account = chain.account(&tx.sender());
-                mp.insert(tx, account)
-            }) {
-                Ok(hash) => BatchItem {
-                    hash: Some(hash.to_string()),
-                    status: Some("pending".into()),
-                    error: None,
-                    message: None,
-                },
-                Err(e) => BatchItem {
-                    hash: None,
-                    status: None,
-                    error: Some(e.code().into()),
-                    message: Some(e.to_string()),
-                },
-            }
+        .map(|r| match r {
+            Ok(hash) => BatchItem {
+                hash: Some(hash.to_string()),
+                status: Some("pending".into()),
+                error: None,
+                message: None,
+            },
+            Err(e) => BatchItem {
+                hash: None,
+                status: None,
+                error: Some(e.code().into()),
+                message: Some(e.to_string()),
+            },
         })
         .collect();
-    drop(mp);
-    drop(chain);
     let accepted = results.iter().filter(|r| r.hash.is_some()).count();
     Ok(Json(BatchResponse {
         accepted,

@@ -360,10 +360,13 @@ impl Store {
         Ok(Some(Block { header, txs }))
     }
 
-    /// The receipts of a block's transactions, in block order.
-    pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
+    /// A block with the receipts of its transactions, in block order.
+    pub fn block_with_receipts(
+        &self,
+        height: u64,
+    ) -> Result<Option<(Block, Vec<Receipt>)>, StoreError> {
         let Some(block) = self.block(height)? else {
-            return Ok(vec![]);
+            return Ok(None);
         };
         let r = self.db.begin_read().map_err(db_err)?;
         let t = r.open_table(RECEIPTS).map_err(db_err)?;
@@ -372,7 +375,7 @@ impl Store {
             let (_, v) = item.map_err(db_err)?;
             events.extend(decode::<Vec<Vec<Event>>>(v.value(), height)?);
         }
-        Ok(block
+        let receipts = block
             .txs
             .iter()
             .zip(events)
@@ -383,7 +386,8 @@ impl Store {
                 index,
                 events,
             })
-            .collect())
+            .collect();
+        Ok(Some((block, receipts)))
     }
 
     /// One committed transaction with its receipt.
@@ -512,7 +516,10 @@ mod tests {
         let (block, receipts) = block_with(1, 600, &key); // three chunks, the last one partial
         store.commit_block(&block, &receipts, []).unwrap();
         assert_eq!(store.block(1).unwrap().unwrap(), block);
-        assert_eq!(store.receipts(1).unwrap(), receipts);
+        assert_eq!(
+            store.block_with_receipts(1).unwrap().unwrap(),
+            (block.clone(), receipts.clone())
+        );
         for i in [0u32, 255, 256, 511, 512, 599] {
             let (tx, r) = store
                 .tx_at(TxLocation {

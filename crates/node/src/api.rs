@@ -523,11 +523,10 @@ async fn get_block(
             "no block at height {height} (head is {head})"
         )));
     }
-    let block = store
-        .block(height)
+    let (block, receipts) = store
+        .block_with_receipts(height)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
-    let receipts = store.receipts(height).map_err(ApiError::internal)?;
     Ok(Json(BlockResponse::of(&block, &receipts)))
 }
 

@@ -1,16 +1,12 @@
-//! Binary Merkle trees over BLAKE3 with domain-separated leaves and nodes.
+//! Binary Merkle trees over BLAKE3.
 //!
-//! `leaf = H(0x00 ‖ data)`, `node = H(0x01 ‖ left ‖ right)`; an odd node at the end of a level is
-//! carried up unchanged (as in RFC 6962's unbalanced trees). The root of no leaves is `H("")`.
+//! The leaves are hashes the caller supplies; `node = H(0x01 ‖ left ‖ right)`; an odd node at the end
+//! of a level is carried up unchanged (as in RFC 6962's unbalanced trees). The root of no leaves is
+//! `H("")`. A leaf must be the hash of data that is never exactly the 65 bytes `0x01 ‖ l ‖ r`, or it
+//! could pass for an inner node: transaction encodings are at least 159 bytes and state buckets are
+//! multiples of 56 bytes, so both callers are safe without hashing their leaves a second time.
 
 use gridmesh_types::Hash32;
-
-pub fn leaf_hash(data: &[u8]) -> Hash32 {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0]);
-    h.update(data);
-    Hash32(*h.finalize().as_bytes())
-}
 
 fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
     let mut buf = [0u8; 65];
@@ -47,11 +43,11 @@ mod tests {
 
     #[test]
     fn root_depends_on_every_leaf_and_order() {
-        let leaves: Vec<Hash32> = (0u8..5).map(|i| leaf_hash(&[i])).collect();
+        let leaves: Vec<Hash32> = (0u8..5).map(|i| Hash32([i; 32])).collect();
         let r = root(&leaves);
         for i in 0..5 {
             let mut l = leaves.clone();
-            l[i] = leaf_hash(&[99]);
+            l[i] = Hash32([99; 32]);
             assert_ne!(root(&l), r);
         }
         let mut swapped = leaves.clone();

@@ -71,19 +71,32 @@ fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Redb(Box::new(e.into()))
 }
 
-fn u64_le(b: &[u8]) -> u64 {
-    b.try_into().map(u64::from_le_bytes).unwrap_or(0)
+/// A little-endian number from a `meta` table (0 when absent).
+fn meta_number<const N: usize>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<[u8; N], StoreError> {
+    match table.get(key).map_err(db_err)? {
+        None => Ok([0; N]),
+        Some(v) => v
+            .value()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("meta {key}"))),
+    }
 }
 
-fn read_u32(bytes: Option<Vec<u8>>) -> Result<u32, StoreError> {
-    match bytes {
-        None => Ok(0),
-        Some(b) => {
-            Ok(u32::from_le_bytes(b.try_into().map_err(|_| {
-                StoreError::Corrupt("index segment number".into())
-            })?))
-        }
-    }
+fn meta_u64(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<u64, StoreError> {
+    meta_number(table, key).map(u64::from_le_bytes)
+}
+
+fn meta_u32(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<u32, StoreError> {
+    meta_number(table, key).map(u32::from_le_bytes)
 }
 
 fn decode<T: borsh::BorshDeserialize>(bytes: &[u8], height: u64) -> Result<T, StoreError> {
@@ -267,18 +280,10 @@ impl Store {
         let w = self.index.begin_write().map_err(db_err)?;
         {
             let mut meta = w.open_table(META).map_err(db_err)?;
-            let indexed = meta
-                .get(META_INDEXED)
-                .map_err(db_err)?
-                .map(|v| v.value().to_vec());
-            if indexed.is_some_and(|b| u64_le(&b) >= height) {
+            if meta_u64(&meta, META_INDEXED)? >= height {
                 return Ok(()); // already indexed: nothing to do
             }
-            let mut segment = read_u32(
-                meta.get(META_SEGMENT)
-                    .map_err(db_err)?
-                    .map(|v| v.value().to_vec()),
-            )?;
+            let mut segment = meta_u32(&meta, META_SEGMENT)?;
             let mut name = index_segment_name(segment);
             let full = {
                 let idx = w.open_table(index_segment(&name)).map_err(db_err)?;
@@ -310,15 +315,7 @@ impl Store {
     /// The height up to which the transaction index is complete.
     pub fn indexed_height(&self) -> Result<u64, StoreError> {
         let r = self.index.begin_read().map_err(db_err)?;
-        let t = r.open_table(META).map_err(db_err)?;
-        match t.get(META_INDEXED).map_err(db_err)? {
-            None => Ok(0),
-            Some(v) => {
-                Ok(u64::from_le_bytes(v.value().try_into().map_err(|_| {
-                    StoreError::Corrupt("indexed height".into())
-                })?))
-            }
-        }
+        meta_u64(&r.open_table(META).map_err(db_err)?, META_INDEXED)
     }
 
     /// Every stored account (read once at start-up).
@@ -424,12 +421,7 @@ impl Store {
 
     /// The newest index segment, read in `r`.
     fn current_segment(r: &redb::ReadTransaction) -> Result<u32, StoreError> {
-        let meta = r.open_table(META).map_err(db_err)?;
-        read_u32(
-            meta.get(META_SEGMENT)
-                .map_err(db_err)?
-                .map(|v| v.value().to_vec()),
-        )
+        meta_u32(&r.open_table(META).map_err(db_err)?, META_SEGMENT)
     }
 
     pub fn tx_location(&self, hash: &Hash32) -> Result<Option<TxLocation>, StoreError> {

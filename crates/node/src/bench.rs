@@ -215,12 +215,9 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
     let chain = Arc::new(RwLock::new(chain));
     let mempool = Arc::new(Mutex::new(Mempool::new(
         &genesis.chain_id,
-        MempoolConfig {
-            max_txs: 200_000,
-            ..MempoolConfig::default()
-        },
+        MempoolConfig::default(),
     )));
-    let app = LedgerApp::new(chain.clone(), mempool.clone(), 100_000);
+    let app = LedgerApp::new(chain.clone(), mempool.clone(), crate::DEFAULT_MAX_BLOCK_TXS);
     let engine = SoloEngine::new(
         app,
         SoloConfig {
@@ -289,8 +286,20 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         inserter.join().expect("inserter panicked")
     });
     admitted?;
-    while committed.load(Ordering::SeqCst) < opts.txs as u64 {
+    let (mut seen, mut progress_at) = (0, Instant::now());
+    while seen < opts.txs as u64 {
         std::thread::sleep(Duration::from_millis(1));
+        let now = committed.load(Ordering::SeqCst);
+        if now > seen {
+            (seen, progress_at) = (now, Instant::now());
+        } else if progress_at.elapsed() > 10 * opts.block_interval + Duration::from_secs(10) {
+            let _ = stop.send(());
+            anyhow::bail!(
+                "the ledger stopped committing: {seen} of {} transfers after {:?}",
+                opts.txs,
+                start.elapsed()
+            );
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     let _ = stop.send(());

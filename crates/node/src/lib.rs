@@ -27,6 +27,8 @@ pub const FAUCET_KEY_FILE: &str = "faucet.key";
 pub const NODE_KEY_FILE: &str = "node.key";
 /// Default API address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8645";
+/// Default most transactions per block.
+pub const DEFAULT_MAX_BLOCK_TXS: usize = 100_000;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -49,7 +51,7 @@ impl NodeConfig {
             genesis: None,
             block_interval: Duration::from_secs(1),
             empty_blocks: false,
-            max_block_txs: 100_000,
+            max_block_txs: DEFAULT_MAX_BLOCK_TXS,
             mempool: MempoolConfig::default(),
         }
     }

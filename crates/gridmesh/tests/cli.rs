@@ -230,6 +230,28 @@ fn broken_genesis_and_key_files_get_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("genesis file"));
 
+    // A data directory whose database is not a database: a clear error, no panic, nothing overwritten.
+    let data = dir.path().join("broken");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("chain.redb"), b"this is not a redb file").unwrap();
+    let out = gridmesh(&[
+        "node",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("opening the chain in") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(data.join("chain.redb")).unwrap(),
+        b"this is not a redb file"
+    );
+
     let key = dir.path().join("bad.key");
     std::fs::write(&key, "{}").unwrap();
     let out = gridmesh(&["keys", "show", "--key", key.to_str().unwrap()]);

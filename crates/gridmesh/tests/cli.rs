@@ -7,6 +7,10 @@ use std::process::Output;
 
 use common::{gridmesh, stdout_json, NodeProc};
 
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `gridmesh tx transfer --key KEY --to TO --amount AMOUNT --node URL [extra...]`.
 fn transfer(key: &Path, to: &str, amount: &str, url: &str, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -179,6 +183,21 @@ fn http_api_errors_are_json_and_openapi_lists_every_route() {
     }
     let (status, _) = post(&format!(r#"{{"tx": "{}"}}"#, "00".repeat(10_000)));
     assert_eq!(status, 413, "oversized bodies are refused");
+
+    // Random garbage, as bodies and as hex transactions: always a 4xx, never a dead node.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for i in 0..300 {
+        let len = rng.gen_range(0..400);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        let body = if i % 2 == 0 {
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            format!(r#"{{"tx": "{}"}}"#, hex_string(&bytes))
+        };
+        let (status, text) = post(&body);
+        assert!((400..500).contains(&status), "{status}: {text}");
+    }
 
     let get = |path: &str| match ureq::get(&format!("{url}{path}")).call() {
         Ok(r) => (r.status(), r.into_string().unwrap()),

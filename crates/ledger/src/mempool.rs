@@ -97,23 +97,20 @@ pub fn decode_and_verify_batch(
         .iter()
         .map(|b| SignedTx::decode(b).map_err(AdmissionError::from))
         .collect();
-    let good: Vec<SignedTx> = decoded
-        .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
-        .collect();
-    match crate::tx::verify_all(good, parallelism) {
-        Ok(verified) => {
-            let mut verified = verified.into_iter();
-            decoded
-                .into_iter()
-                .map(|r| r.map(|_| verified.next().expect("one verified per decoded")))
-                .collect()
-        }
-        Err(_) => decoded
-            .into_iter()
-            .map(|r| r.and_then(|tx| tx.verify().map_err(AdmissionError::from)))
-            .collect(),
-    }
+    let good: Vec<&SignedTx> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let all_valid = crate::tx::verify_signatures(&good, parallelism).is_ok();
+    decoded
+        .into_iter()
+        .map(|r| {
+            r.and_then(|tx| {
+                if all_valid {
+                    Ok(VerifiedTx::new_unchecked(tx))
+                } else {
+                    tx.verify().map_err(AdmissionError::from)
+                }
+            })
+        })
+        .collect()
 }
 
 fn cost(tx: &VerifiedTx) -> Amount {

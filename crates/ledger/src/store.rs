@@ -157,13 +157,10 @@ impl Store {
         let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
             Ok(t.get(k).map_err(db_err)?.map(|v| v.value().to_vec()))
         };
-        let Some(head) = get(META_HEAD)? else {
+        if get(META_HEAD)?.is_none() {
             return Ok(None);
-        };
-        let head_height = u64::from_le_bytes(
-            head.try_into()
-                .map_err(|_| StoreError::Corrupt("head height".into()))?,
-        );
+        }
+        let head_height = meta_u64(&t, META_HEAD)?;
         let chain_id = String::from_utf8(get(META_CHAIN_ID)?.unwrap_or_default())
             .map_err(|_| StoreError::Corrupt("chain id".into()))?;
         let genesis_hash = Hash32(
@@ -296,7 +293,6 @@ impl Store {
                 meta.insert(META_SEGMENT, segment.to_le_bytes().as_slice())
                     .map_err(db_err)?;
             }
-            drop(meta);
             let mut idx = w.open_table(index_segment(&name)).map_err(db_err)?;
             // Inserting in key order keeps B-tree page accesses local.
             let mut keys: Vec<(&Hash32, u32)> = tx_hashes.iter().zip(0u32..).collect();
@@ -304,9 +300,7 @@ impl Store {
             for (hash, index) in keys {
                 idx.insert(hash.0, (height, index)).map_err(db_err)?;
             }
-            w.open_table(META)
-                .map_err(db_err)?
-                .insert(META_INDEXED, height.to_le_bytes().as_slice())
+            meta.insert(META_INDEXED, height.to_le_bytes().as_slice())
                 .map_err(db_err)?;
         }
         w.commit().map_err(db_err)

@@ -209,13 +209,13 @@ impl VerifiedTx {
     }
 }
 
-/// Verifies a block's worth of transactions with batch verification over all cores.
+/// Batch-verifies the signatures of `txs` without taking them.
 ///
 /// On failure, returns the index of the first transaction whose signature is invalid.
-pub fn verify_all(
-    txs: Vec<SignedTx>,
+pub fn verify_signatures(
+    txs: &[&SignedTx],
     parallelism: crypto::Parallelism,
-) -> Result<Vec<VerifiedTx>, (usize, SignatureError)> {
+) -> Result<(), (usize, SignatureError)> {
     let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.body.signing_bytes()).collect();
     let items: Vec<crypto::SignedItem> = txs
         .iter()
@@ -226,7 +226,17 @@ pub fn verify_all(
             signature: t.signature,
         })
         .collect();
-    crypto::verify_batch(&items, parallelism)?;
+    crypto::verify_batch(&items, parallelism)
+}
+
+/// Verifies a block's worth of transactions with batch verification.
+///
+/// On failure, returns the index of the first transaction whose signature is invalid.
+pub fn verify_all(
+    txs: Vec<SignedTx>,
+    parallelism: crypto::Parallelism,
+) -> Result<Vec<VerifiedTx>, (usize, SignatureError)> {
+    verify_signatures(&txs.iter().collect::<Vec<_>>(), parallelism)?;
     Ok(txs.into_iter().map(VerifiedTx::new_unchecked).collect())
 }
 

@@ -29,16 +29,6 @@ pub enum ClientError {
     Timeout { hash: Hash32, waited: Duration },
 }
 
-impl ClientError {
-    /// The API's error code (e.g. `insufficient_funds`), if the node answered with one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Api { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -55,10 +45,6 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             agent,
         }
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
     }
 
     fn handle<T: DeserializeOwned>(

@@ -178,130 +178,29 @@ impl Chain {
         &self.store
     }
 
-    /// Builds the next block from `candidates` in order, skipping those that do not apply.
-    /// The timestamp is raised to one millisecond after the parent's if needed.
+    /// The head as a parent to build on or verify against.
+    pub fn parent(&self) -> Parent<'_> {
+        Parent {
+            header: &self.head,
+            hash: self.head_hash,
+            state: &self.state,
+        }
+    }
+
+    /// Builds the next block on the head (see [`Parent::build_block`]).
     pub fn build_block(
         &self,
         candidates: impl IntoIterator<Item = VerifiedTx>,
         timestamp_ms: u64,
         proposer: Address,
     ) -> Built {
-        let height = self.head.height + 1;
-        let mut overlay = self.state.overlay();
-        let mut txs = Vec::new();
-        let mut hashes = Vec::new();
-        let mut receipts = Vec::new();
-        let mut rejected = Vec::new();
-        for tx in candidates.into_iter() {
-            if txs.len() == MAX_BLOCK_TXS {
-                break;
-            }
-            match overlay.apply_tx(&tx, &self.chain_id) {
-                Ok(events) => {
-                    receipts.push(Receipt {
-                        tx_hash: tx.hash(),
-                        height,
-                        index: txs.len() as u32,
-                        events,
-                    });
-                    hashes.push(tx.hash());
-                    txs.push(tx.into_tx());
-                }
-                Err(e) => rejected.push((tx.hash(), e)),
-            }
-        }
-        let diff = overlay.finish();
-        let header = BlockHeader {
-            height,
-            parent_hash: self.head_hash,
-            timestamp_ms: timestamp_ms.max(self.head.timestamp_ms + 1),
-            tx_root: tx_root(&hashes),
-            state_root: diff.root,
-            proposer,
-            tx_count: txs.len() as u32,
-        };
-        let block_hash = header.hash();
-        Built {
-            block: Block { header, txs },
-            executed: Executed {
-                block_hash,
-                diff,
-                receipts,
-            },
-            rejected,
-        }
+        self.parent()
+            .build_block(&self.chain_id, candidates, timestamp_ms, proposer)
     }
 
-    /// Checks a block proposed by someone else: it extends the head, every transaction is well-formed,
-    /// signed (batch verification) and applies, and the roots match. Changes nothing.
+    /// Checks a block that should extend the head (see [`Parent::verify_block`]).
     pub fn verify_block(&self, block: &Block) -> Result<Executed, BlockError> {
-        let h = &block.header;
-        if h.height != self.head.height + 1 {
-            return Err(BlockError::WrongHeight {
-                expected: self.head.height + 1,
-                got: h.height,
-            });
-        }
-        if h.parent_hash != self.head_hash {
-            return Err(BlockError::WrongParent {
-                expected: self.head_hash,
-                got: h.parent_hash,
-            });
-        }
-        if h.timestamp_ms <= self.head.timestamp_ms {
-            return Err(BlockError::TimestampNotAfterParent {
-                parent: self.head.timestamp_ms,
-                got: h.timestamp_ms,
-            });
-        }
-        if block.txs.len() > MAX_BLOCK_TXS {
-            return Err(BlockError::TooManyTxs(block.txs.len()));
-        }
-        if h.tx_count as usize != block.txs.len() {
-            return Err(BlockError::TxCountMismatch {
-                header: h.tx_count,
-                actual: block.txs.len(),
-            });
-        }
-        for (index, tx) in block.txs.iter().enumerate() {
-            tx.check_form()
-                .map_err(|error| BlockError::TxForm { index, error })?;
-        }
-        let verified = verify_all(block.txs.clone(), Parallelism::AllCores)
-            .map_err(|(index, error)| BlockError::Signature { index, error })?;
-        let hashes: Vec<Hash32> = verified.iter().map(|t| t.hash()).collect();
-        let root = tx_root(&hashes);
-        if root != h.tx_root {
-            return Err(BlockError::TxRootMismatch {
-                expected: root,
-                got: h.tx_root,
-            });
-        }
-        let mut overlay = self.state.overlay();
-        let mut receipts = Vec::with_capacity(verified.len());
-        for (index, tx) in verified.iter().enumerate() {
-            let events = overlay
-                .apply_tx(tx, &self.chain_id)
-                .map_err(|error| BlockError::Tx { index, error })?;
-            receipts.push(Receipt {
-                tx_hash: tx.hash(),
-                height: h.height,
-                index: index as u32,
-                events,
-            });
-        }
-        let diff = overlay.finish();
-        if diff.root != h.state_root {
-            return Err(BlockError::StateRootMismatch {
-                expected: diff.root,
-                got: h.state_root,
-            });
-        }
-        Ok(Executed {
-            block_hash: block.hash(),
-            diff,
-            receipts,
-        })
+        self.parent().verify_block(&self.chain_id, block)
     }
 
     /// Durably commits an executed block (one redb transaction), applies it in memory and indexes
@@ -359,6 +258,146 @@ impl Chain {
         self.head = block.header.clone();
         self.head_hash = executed.block_hash;
     }
+}
+
+/// A block to build on or verify against: its header, its hash and the state after it. The
+/// committed head is one ([`Chain::parent`]); a BFT replica also builds on blocks it has executed
+/// but that are not final yet, each with the state it leads to.
+#[derive(Clone, Copy, Debug)]
+pub struct Parent<'a> {
+    pub header: &'a BlockHeader,
+    pub hash: Hash32,
+    pub state: &'a State,
+}
+
+impl Parent<'_> {
+    /// Builds the block after this parent from `candidates` in order, skipping those that do not apply.
+    /// The timestamp is raised to one millisecond after the parent's if needed.
+    pub fn build_block(
+        &self,
+        chain_id: &str,
+        candidates: impl IntoIterator<Item = VerifiedTx>,
+        timestamp_ms: u64,
+        proposer: Address,
+    ) -> Built {
+        let height = self.header.height + 1;
+        let mut overlay = self.state.overlay();
+        let mut txs = Vec::new();
+        let mut hashes = Vec::new();
+        let mut receipts = Vec::new();
+        let mut rejected = Vec::new();
+        for tx in candidates.into_iter() {
+            if txs.len() == MAX_BLOCK_TXS {
+                break;
+            }
+            match overlay.apply_tx(&tx, chain_id) {
+                Ok(events) => {
+                    receipts.push(Receipt {
+                        tx_hash: tx.hash(),
+                        height,
+                        index: txs.len() as u32,
+                        events,
+                    });
+                    hashes.push(tx.hash());
+                    txs.push(tx.into_tx());
+                }
+                Err(e) => rejected.push((tx.hash(), e)),
+            }
+        }
+        let diff = overlay.finish();
+        let header = BlockHeader {
+            height,
+            parent_hash: self.hash,
+            timestamp_ms: timestamp_ms.max(self.header.timestamp_ms + 1),
+            tx_root: tx_root(&hashes),
+            state_root: diff.root,
+            proposer,
+            tx_count: txs.len() as u32,
+        };
+        let block_hash = header.hash();
+        Built {
+            block: Block { header, txs },
+            executed: Executed {
+                block_hash,
+                diff,
+                receipts,
+            },
+            rejected,
+        }
+    }
+
+    /// Checks a block proposed by someone else: it extends this parent, every transaction is well-formed,
+    /// signed (batch verification) and applies, and the roots match. Changes nothing.
+    pub fn verify_block(&self, chain_id: &str, block: &Block) -> Result<Executed, BlockError> {
+        let h = &block.header;
+        if h.height != self.header.height + 1 {
+            return Err(BlockError::WrongHeight {
+                expected: self.header.height + 1,
+                got: h.height,
+            });
+        }
+        if h.parent_hash != self.hash {
+            return Err(BlockError::WrongParent {
+                expected: self.hash,
+                got: h.parent_hash,
+            });
+        }
+        if h.timestamp_ms <= self.header.timestamp_ms {
+            return Err(BlockError::TimestampNotAfterParent {
+                parent: self.header.timestamp_ms,
+                got: h.timestamp_ms,
+            });
+        }
+        if block.txs.len() > MAX_BLOCK_TXS {
+            return Err(BlockError::TooManyTxs(block.txs.len()));
+        }
+        if h.tx_count as usize != block.txs.len() {
+            return Err(BlockError::TxCountMismatch {
+                header: h.tx_count,
+                actual: block.txs.len(),
+            });
+        }
+        for (index, tx) in block.txs.iter().enumerate() {
+            tx.check_form()
+                .map_err(|error| BlockError::TxForm { index, error })?;
+        }
+        let verified = verify_all(block.txs.clone(), Parallelism::AllCores)
+            .map_err(|(index, error)| BlockError::Signature { index, error })?;
+        let hashes: Vec<Hash32> = verified.iter().map(|t| t.hash()).collect();
+        let root = tx_root(&hashes);
+        if root != h.tx_root {
+            return Err(BlockError::TxRootMismatch {
+                expected: root,
+                got: h.tx_root,
+            });
+        }
+        let mut overlay = self.state.overlay();
+        let mut receipts = Vec::with_capacity(verified.len());
+        for (index, tx) in verified.iter().enumerate() {
+            let events = overlay
+                .apply_tx(tx, chain_id)
+                .map_err(|error| BlockError::Tx { index, error })?;
+            receipts.push(Receipt {
+                tx_hash: tx.hash(),
+                height: h.height,
+                index: index as u32,
+                events,
+            });
+        }
+        let diff = overlay.finish();
+        if diff.root != h.state_root {
+            return Err(BlockError::StateRootMismatch {
+                expected: diff.root,
+                got: h.state_root,
+            });
+        }
+        Ok(Executed {
+            block_hash: block.hash(),
+            diff,
+            receipts,
+        })
+    }
+
 }
 
 #[cfg(test)]

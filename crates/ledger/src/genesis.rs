@@ -1,4 +1,5 @@
-//! The genesis: chain id, start time and initial balances.
+//! The genesis: chain id, start time, initial balances and, for a network of several validators,
+//! the validator set.
 //!
 //! A genesis file is TOML:
 //!
@@ -9,7 +10,17 @@
 //! [[accounts]]
 //! address = "<64 hex characters>"
 //! balance = "1000000"          # tokens, decimal (up to 6 places)
+//!
+//! [[validators]]               # none: the solo engine; one or more: BFT consensus
+//! public_key = "<64 hex characters>"   # the validator's ed25519 key (signs votes)
+//! p2p_address = "10.0.0.5:7100"        # where its peers reach it
+//! power = 1                            # voting power (see below)
 //! ```
+//!
+//! The genesis block's `parent_hash` commits to the validator set (zero when there is none), so
+//! nodes given different sets disagree on the genesis hash and refuse to share a data directory.
+//! The BFT engine (simplex) counts one vote per validator: every validator must have the same
+//! power, and a quorum is any 2f+1 of n = 3f+1 validators.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +46,27 @@ pub struct GenesisAccount {
     pub balance: Amount,
 }
 
+/// A validator of a BFT network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    /// Its ed25519 public key: signs its votes and authenticates its p2p connections.
+    pub public_key: Address,
+    /// Where the other nodes reach it (`host:port`).
+    pub p2p_address: std::net::SocketAddr,
+    /// Voting power; the engine counts one vote per validator, so all must be equal.
+    #[serde(default = "one")]
+    pub power: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// Most validators a genesis may list (each vote is checked by every validator, so cost grows
+/// with n²; the BFT engine's certificates are sized for this bound).
+pub const MAX_VALIDATORS: usize = 100;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
@@ -43,6 +75,9 @@ pub struct Genesis {
     pub timestamp_ms: u64,
     #[serde(default)]
     pub accounts: Vec<GenesisAccount>,
+    /// Empty for a single node (solo engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<GenesisValidator>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +96,24 @@ pub enum GenesisError {
     DuplicateAccount(Address),
     #[error("genesis total supply overflows")]
     SupplyOverflow,
+    #[error("genesis lists validator {0} twice")]
+    DuplicateValidator(Address),
+    #[error("genesis lists two validators at p2p address {0}")]
+    DuplicateValidatorAddress(std::net::SocketAddr),
+    #[error("genesis lists {0} validators, at most {MAX_VALIDATORS} are supported")]
+    TooManyValidators(usize),
+    #[error(
+        "validator {key} has power {power} but {first} has {first_power}: the BFT engine (simplex) \
+         counts one vote per validator, so every validator must have the same power"
+    )]
+    UnequalPower {
+        key: Address,
+        power: u64,
+        first: Address,
+        first_power: u64,
+    },
+    #[error("validator {0} has power 0; list only validators that vote")]
+    ZeroPower(Address),
 }
 
 impl Genesis {
@@ -73,6 +126,7 @@ impl Genesis {
                 address: faucet,
                 balance: DEV_SUPPLY,
             }],
+            validators: vec![],
         }
     }
 
@@ -94,7 +148,56 @@ impl Genesis {
     }
 
     pub fn validate(&self) -> Result<(), GenesisError> {
+        self.validator_set_hash()?;
         self.state().map(|_| ())
+    }
+
+    /// The commitment to the validator set the genesis block carries as its parent hash (zero for
+    /// none), after checking the set.
+    pub fn validator_set_hash(&self) -> Result<Hash32, GenesisError> {
+        if self.validators.is_empty() {
+            return Ok(Hash32::default());
+        }
+        if self.validators.len() > MAX_VALIDATORS {
+            return Err(GenesisError::TooManyValidators(self.validators.len()));
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        let first = &self.validators[0];
+        let mut h = blake3::Hasher::new();
+        h.update(b"gridmesh/validators/v1");
+        for v in &self.validators {
+            if v.power == 0 {
+                return Err(GenesisError::ZeroPower(v.public_key));
+            }
+            if v.power != first.power {
+                return Err(GenesisError::UnequalPower {
+                    key: v.public_key,
+                    power: v.power,
+                    first: first.public_key,
+                    first_power: first.power,
+                });
+            }
+            if !keys.insert(v.public_key) {
+                return Err(GenesisError::DuplicateValidator(v.public_key));
+            }
+            if !addrs.insert(v.p2p_address) {
+                return Err(GenesisError::DuplicateValidatorAddress(v.p2p_address));
+            }
+        }
+        // Order-independent: the set, sorted by key.
+        for v in self.validators_sorted() {
+            h.update(&v.public_key.0);
+            h.update(&v.power.to_le_bytes());
+        }
+        Ok(Hash32(*h.finalize().as_bytes()))
+    }
+
+    /// The validators in key order (the order the BFT engine indexes them in).
+    pub fn validators_sorted(&self) -> Vec<&GenesisValidator> {
+        let mut v: Vec<&GenesisValidator> = self.validators.iter().collect();
+        v.sort_by_key(|v| v.public_key);
+        v
     }
 
     /// The initial state.
@@ -124,7 +227,7 @@ impl Genesis {
         let state = self.state()?;
         let header = BlockHeader {
             height: 0,
-            parent_hash: Hash32::default(),
+            parent_hash: self.validator_set_hash()?,
             timestamp_ms: self.timestamp_ms,
             tx_root: tx_root(&[]),
             state_root: state.root(),
@@ -190,5 +293,40 @@ mod tests {
         .unwrap();
         let g = Genesis::load(&p).unwrap();
         assert_eq!(g.accounts[0].balance, Amount(1_500_000));
+    }
+
+    #[test]
+    fn validators_are_checked_and_committed_to() {
+        let v = |k: u8, port: u16, power: u64| GenesisValidator {
+            public_key: Address([k; 32]),
+            p2p_address: format!("127.0.0.1:{port}").parse().unwrap(),
+            power,
+        };
+        let mut g = Genesis::dev(Address([3; 32]));
+        let solo = g.block().unwrap().0.hash();
+        g.validators = vec![v(1, 7001, 1), v(2, 7002, 1)];
+        let text = g.to_toml();
+        assert_eq!(toml::from_str::<Genesis>(&text).unwrap(), g);
+        let two = g.block().unwrap().0.hash();
+        assert_ne!(solo, two, "the validator set is part of the genesis hash");
+        g.validators.reverse();
+        assert_eq!(g.block().unwrap().0.hash(), two, "listing order does not matter");
+        g.validators.push(v(3, 7003, 2));
+        assert!(matches!(g.validate(), Err(GenesisError::UnequalPower { .. })));
+        g.validators[2] = v(2, 7003, 1);
+        assert!(matches!(g.validate(), Err(GenesisError::DuplicateValidator(_))));
+        g.validators[2] = v(3, 7001, 1);
+        assert!(matches!(g.validate(), Err(GenesisError::DuplicateValidatorAddress(_))));
+        g.validators[2] = v(3, 7003, 0);
+        assert!(matches!(g.validate(), Err(GenesisError::ZeroPower(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.toml");
+        std::fs::write(
+            &p,
+            "chain_id = \"ok\"\n[[validators]]\npublic_key = \"zz\"\np2p_address = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let err = Genesis::load(&p).unwrap_err().to_string();
+        assert!(err.contains("public_key"), "{err}");
     }
 }

@@ -16,7 +16,7 @@ pub mod store;
 pub mod tx;
 
 pub use block::{Block, BlockHeader, Receipt};
-pub use chain::{BlockError, Built, Chain, ChainError, Executed};
+pub use chain::{BlockError, Built, Chain, ChainError, Executed, Parent};
 pub use crypto::Keypair;
 pub use genesis::Genesis;
 pub use mempool::{AdmissionError, Mempool, MempoolConfig};

@@ -17,6 +17,7 @@
 //! anything, so a rejected transaction leaves the state exactly as it was.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::{Address, Amount, Hash32};
@@ -97,10 +98,12 @@ fn state_root(accounts_root: Hash32) -> Hash32 {
 /// The complete ledger state with its cached commitment.
 ///
 /// Accounts live in [`BUCKETS`] sorted vectors, one per commitment bucket: a lookup is a binary
-/// search in a small vector, and a block replaces the buckets it touched wholesale.
+/// search in a small vector, and a block replaces the buckets it touched wholesale. Buckets are
+/// shared between clones, so cloning a state costs O(BUCKETS), whatever the number of accounts: a
+/// BFT replica keeps one state per executed-but-not-yet-finalised block this way.
 #[derive(Clone, Debug)]
 pub struct State {
-    buckets: Vec<Bucket>,
+    buckets: Vec<Arc<Bucket>>,
     bucket_hashes: Vec<Hash32>,
     root: Hash32,
 }
@@ -123,6 +126,7 @@ impl State {
             }
         }
         let bucket_hashes: Vec<Hash32> = buckets.iter().map(|b| hash_bucket(b)).collect();
+        let buckets = buckets.into_iter().map(Arc::new).collect();
         let root = state_root(merkle::root(&bucket_hashes));
         State {
             buckets,
@@ -147,7 +151,7 @@ impl State {
 
     /// All non-empty accounts in address order.
     pub fn iter(&self) -> impl Iterator<Item = &(Address, Account)> {
-        self.buckets.iter().flatten()
+        self.buckets.iter().flat_map(|b| b.iter())
     }
 
     /// The buckets, in order (bucket `i` holds the addresses whose first bits are `i`).
@@ -160,7 +164,7 @@ impl State {
 
     /// Number of non-empty accounts.
     pub fn len(&self) -> usize {
-        self.buckets.iter().map(Vec::len).sum()
+        self.buckets.iter().map(|b| b.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -183,7 +187,7 @@ impl State {
     /// Applies a finished overlay. `diff` must have been made from this very state.
     pub fn apply(&mut self, diff: StateDiff) {
         for (b, entries, hash) in diff.buckets {
-            self.buckets[b] = entries;
+            self.buckets[b] = Arc::new(entries);
             self.bucket_hashes[b] = hash;
         }
         debug_assert_eq!(state_root(merkle::root(&self.bucket_hashes)), diff.root);

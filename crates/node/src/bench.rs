@@ -172,6 +172,7 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
                 balance: Amount::from_tokens(1_000_000),
             })
             .collect(),
+        validators: vec![],
     };
 
     // Sign everything up front (clients' work, not the ledger's), in parallel.

@@ -45,6 +45,11 @@ impl Keypair {
         Address(self.signing.verifying_key().to_bytes())
     }
 
+    /// The 32-byte secret seed (to hand the same key to the consensus engine's signer).
+    pub fn secret_seed(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
     }

@@ -158,7 +158,11 @@ impl Replica {
     }
 
     fn chain_id(&self) -> String {
-        self.chain.read().expect("chain lock").chain_id().to_string()
+        self.chain
+            .read()
+            .expect("chain lock")
+            .chain_id()
+            .to_string()
     }
 
     /// Executes `block` on a parent and remembers the result until the block is final.
@@ -254,7 +258,8 @@ impl Replica {
             state: parent.1,
         };
         let built = p.build_block(&chain_id, candidates, timestamp_ms, proposer);
-        if !built.rejected.is_empty() && p.hash == self.chain.read().expect("chain lock").head_hash()
+        if !built.rejected.is_empty()
+            && p.hash == self.chain.read().expect("chain lock").head_hash()
         {
             // On the committed head, a transaction that does not apply never will.
             let mut mp = self.mempool.lock().expect("mempool lock");
@@ -383,6 +388,18 @@ fn now_ms(clock: &impl Clock) -> u64 {
         .as_millis() as u64
 }
 
+/// The consensus signer of a validator key file's key (the same ed25519 key).
+pub fn consensus_signer(key: &gridmesh_ledger::Keypair) -> ed25519::PrivateKey {
+    use commonware_codec::DecodeExt as _;
+    ed25519::PrivateKey::decode(key.secret_seed().to_vec()).expect("a 32-byte seed is a key")
+}
+
+/// The consensus public key of an address.
+pub fn public_key_of(address: &Address) -> Option<ed25519::PublicKey> {
+    use commonware_codec::DecodeExt as _;
+    ed25519::PublicKey::decode(address.0.to_vec()).ok()
+}
+
 /// The address of a consensus public key (both are the 32-byte ed25519 key).
 pub fn address_of(key: &ed25519::PublicKey) -> Address {
     let bytes: &[u8] = key.as_ref();
@@ -436,7 +453,11 @@ where
         Some(Digested::precomputed(block, digest))
     }
 
-    async fn verify(&mut self, (clock, context): (E, Ctx), ancestry: impl Ancestry<BftBlock>) -> bool {
+    async fn verify(
+        &mut self,
+        (clock, context): (E, Ctx),
+        ancestry: impl Ancestry<BftBlock>,
+    ) -> bool {
         let mut ancestry = ancestry;
         let Some(block) = ancestry.next().await else {
             return false;
@@ -495,10 +516,8 @@ pub struct Finalizer {
 impl Finalizer {
     /// Starts the applying task on `context`.
     pub fn start<E: Spawner>(context: E, replica: Arc<Replica>) -> Self {
-        let (tx, mut rx) = mpsc::unbounded::<(
-            Digested<BftBlock>,
-            commonware_utils::acknowledgement::Exact,
-        )>();
+        let (tx, mut rx) =
+            mpsc::unbounded::<(Digested<BftBlock>, commonware_utils::acknowledgement::Exact)>();
         context.shared(true).spawn(move |_| async move {
             while let Some((block, ack)) = rx.next().await {
                 match replica.finalize(&block.inner().block) {

@@ -89,7 +89,10 @@ impl Read for BftBlock {
         }
         let len = buf.get_u32() as usize;
         if len > MAX_BLOCK_BYTES - 4 {
-            return Err(CodecError::Invalid("BftBlock", "longer than the block size limit"));
+            return Err(CodecError::Invalid(
+                "BftBlock",
+                "longer than the block size limit",
+            ));
         }
         if buf.remaining() < len {
             return Err(CodecError::EndOfBuffer);
@@ -197,12 +200,12 @@ mod tests {
         assert!(BftBlock::decode_cfg(BftBlock::new(b).encode(), &()).is_err());
 
         let bytes = BftBlock::new(block(2)).encode();
-        assert!(BftBlock::decode_cfg(&bytes[..bytes.len() - 1], &()).is_err());
+        assert!(BftBlock::decode_cfg(bytes.slice(..bytes.len() - 1), &()).is_err());
         let mut long = bytes.to_vec();
         long.push(0);
-        assert!(BftBlock::decode_cfg(long.as_slice(), &()).is_err());
+        assert!(BftBlock::decode_cfg(long, &()).is_err());
         let mut huge = vec![0xff, 0xff, 0xff, 0xff];
         huge.extend_from_slice(&[0; 16]);
-        assert!(BftBlock::decode_cfg(huge.as_slice(), &()).is_err());
+        assert!(BftBlock::decode_cfg(huge, &()).is_err());
     }
 }

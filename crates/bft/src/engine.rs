@@ -78,7 +78,8 @@ pub struct Timing {
     pub leader_timeout: Duration,
     /// How long it waits for the view to certify before voting to skip it (> leader timeout).
     pub certification_timeout: Duration,
-    /// How often it repeats a skip vote while stuck in a view.
+    /// How often it repeats a skip vote while stuck in a view. A validator that sees no progress
+    /// for `2 × certification_timeout + timeout_retry` votes to skip views early.
     pub timeout_retry: Duration,
     /// How long it waits for a peer to answer a fetch.
     pub fetch_timeout: Duration,
@@ -89,7 +90,7 @@ impl Default for Timing {
         Timing {
             leader_timeout: Duration::from_secs(1),
             certification_timeout: Duration::from_secs(2),
-            timeout_retry: Duration::from_secs(5),
+            timeout_retry: Duration::from_millis(500),
             fetch_timeout: Duration::from_secs(2),
         }
     }
@@ -149,7 +150,7 @@ pub async fn start<E, S, R, P, B>(
     blocker: B,
 ) -> Handle<()>
 where
-    E: CryptoRng + Spawner + Metrics + Clock + Storage + Clone,
+    E: CryptoRng + Spawner + Metrics + Clock + Storage,
     S: Sender<PublicKey = ed25519::PublicKey>,
     R: Receiver<PublicKey = ed25519::PublicKey>,
     P: Provider<PublicKey = ed25519::PublicKey>,
@@ -278,7 +279,7 @@ where
             timeout_retry: cfg.timing.timeout_retry,
             view_retention: ViewDelta::new(10),
             skip: SkipPolicy::Enabled {
-                timeout: cfg.timing.certification_timeout * 2,
+                timeout: cfg.timing.certification_timeout * 2 + cfg.timing.timeout_retry,
                 budget: SkipBudget::Participants,
             },
             fetch_timeout: commonware_utils::NonZeroDuration::new(cfg.timing.fetch_timeout)

@@ -115,29 +115,32 @@ where
             ctx.sleep(FLUSH_INTERVAL).await;
         }
     });
-    context.child("receive").shared(true).spawn(move |_| async move {
-        while let Ok((peer, msg)) = receiver.recv().await {
-            let bytes = msg.as_ref();
-            let txs = match decode_batch(bytes) {
-                Ok(t) => t,
-                Err(why) => {
-                    tracing::warn!(%peer, why, "dropping malformed transaction gossip");
-                    continue;
+    context
+        .child("receive")
+        .shared(true)
+        .spawn(move |_| async move {
+            while let Ok((peer, msg)) = receiver.recv().await {
+                let bytes = msg.as_ref();
+                let txs = match decode_batch(bytes) {
+                    Ok(t) => t,
+                    Err(why) => {
+                        tracing::warn!(%peer, why, "dropping malformed transaction gossip");
+                        continue;
+                    }
+                };
+                let verified = decode_and_verify_batch(&txs, Parallelism::ThisThread);
+                let chain = replica.chain().read().expect("chain lock");
+                let mut mempool = replica.mempool().lock().expect("mempool lock");
+                let mut admitted = 0usize;
+                for tx in verified.into_iter().flatten() {
+                    let account = chain.account(&tx.sender());
+                    if mempool.insert(tx, account).is_ok() {
+                        admitted += 1;
+                    }
                 }
-            };
-            let verified = decode_and_verify_batch(&txs, Parallelism::ThisThread);
-            let chain = replica.chain().read().expect("chain lock");
-            let mut mempool = replica.mempool().lock().expect("mempool lock");
-            let mut admitted = 0usize;
-            for tx in verified.into_iter().flatten() {
-                let account = chain.account(&tx.sender());
-                if mempool.insert(tx, account).is_ok() {
-                    admitted += 1;
-                }
+                tracing::trace!(%peer, received = txs.len(), admitted, "transaction gossip");
             }
-            tracing::trace!(%peer, received = txs.len(), admitted, "transaction gossip");
-        }
-    });
+        });
 }
 
 #[cfg(test)]

@@ -397,7 +397,6 @@ impl Parent<'_> {
             receipts,
         })
     }
-
 }
 
 #[cfg(test)]

@@ -310,13 +310,26 @@ mod tests {
         let two = g.block().unwrap().0.hash();
         assert_ne!(solo, two, "the validator set is part of the genesis hash");
         g.validators.reverse();
-        assert_eq!(g.block().unwrap().0.hash(), two, "listing order does not matter");
+        assert_eq!(
+            g.block().unwrap().0.hash(),
+            two,
+            "listing order does not matter"
+        );
         g.validators.push(v(3, 7003, 2));
-        assert!(matches!(g.validate(), Err(GenesisError::UnequalPower { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::UnequalPower { .. })
+        ));
         g.validators[2] = v(2, 7003, 1);
-        assert!(matches!(g.validate(), Err(GenesisError::DuplicateValidator(_))));
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::DuplicateValidator(_))
+        ));
         g.validators[2] = v(3, 7001, 1);
-        assert!(matches!(g.validate(), Err(GenesisError::DuplicateValidatorAddress(_))));
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::DuplicateValidatorAddress(_))
+        ));
         g.validators[2] = v(3, 7003, 0);
         assert!(matches!(g.validate(), Err(GenesisError::ZeroPower(_))));
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,520 @@
+//! Deterministic simulation of a BFT network: validators run the real consensus stack and the
+//! real ledger (redb in temporary directories) on commonware's deterministic runtime and
+//! simulated network, with random latency and message loss chosen by the seed. A failing seed
+//! replays exactly: `GRIDMESH_SIM_SEED=<seed> cargo test -p gridmesh-bft --test simulation`.
+//!
+//! `GRIDMESH_SIM_SEEDS=N` runs N seeds per scenario (default 3; `scripts/sim` runs more).
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use commonware_cryptography::{ed25519, Signer as _};
+use commonware_p2p::simulated::{self, Link, Network, Oracle};
+use commonware_runtime::{
+    deterministic, Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _,
+};
+use commonware_utils::Probability;
+use gridmesh_bft::app::{address_of, consensus_signer, Behaviour, Replica};
+use gridmesh_bft::engine::{self, EngineConfig, Networks, Timing, CHANNELS};
+use gridmesh_ledger::genesis::{GenesisAccount, GenesisValidator};
+use gridmesh_ledger::{Chain, Genesis, Keypair, Mempool, MempoolConfig, SignedTx};
+use gridmesh_types::{Address, Amount, Hash32};
+
+type Pk = ed25519::PublicKey;
+
+const USERS: usize = 16;
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("GRIDMESH_SIM_SEED") {
+        return vec![s.parse().expect("GRIDMESH_SIM_SEED is a number")];
+    }
+    let n: u64 = std::env::var("GRIDMESH_SIM_SEEDS")
+        .ok()
+        .map(|s| s.parse().expect("GRIDMESH_SIM_SEEDS is a number"))
+        .unwrap_or(3);
+    (0..n).collect()
+}
+
+struct Node {
+    handle: Handle<()>,
+    replica: Arc<Replica>,
+}
+
+/// A simulated network of validators and what it needs to restart them.
+struct Sim {
+    ctx: deterministic::Context,
+    oracle: Oracle<Pk, deterministic::Context>,
+    signers: Vec<ed25519::PrivateKey>,
+    genesis: Genesis,
+    dirs: Vec<tempfile::TempDir>,
+    nodes: Vec<Option<Node>>,
+    old_chains: Vec<Weak<RwLock<Chain>>>,
+    behaviours: Vec<Behaviour>,
+    users: Vec<Keypair>,
+    restarts: Vec<u32>,
+    link: Link,
+}
+
+fn signer(i: usize) -> (Keypair, ed25519::PrivateKey) {
+    let kp = Keypair::from_seed([i as u8 + 1; 32]);
+    let sk = consensus_signer(&kp);
+    (kp, sk)
+}
+
+fn lossy_link(seed: u64) -> Link {
+    // Seed-dependent but fixed per run: 10-60 ms latency, up to 20 ms jitter, 5-15 % loss.
+    let latency = 10 + (seed * 7919) % 50;
+    let jitter = (seed * 104_729) % 20;
+    let loss_pct = 5 + (seed % 11);
+    Link {
+        latency: Duration::from_millis(latency),
+        jitter: Duration::from_millis(jitter),
+        success_rate: Probability::from_f64(1.0 - loss_pct as f64 / 100.0).expect("probability"),
+    }
+}
+
+impl Sim {
+    async fn new(ctx: deterministic::Context, n: usize, link: Link) -> Sim {
+        let mut keys = Vec::new();
+        let mut signers = Vec::new();
+        for i in 0..n {
+            let (kp, sk) = signer(i);
+            keys.push(kp);
+            signers.push(sk);
+        }
+        let users: Vec<Keypair> = (0..USERS)
+            .map(|i| Keypair::from_seed([100 + i as u8; 32]))
+            .collect();
+        let genesis = Genesis {
+            chain_id: "gridmesh-sim".into(),
+            timestamp_ms: 0,
+            accounts: users
+                .iter()
+                .map(|u| GenesisAccount {
+                    address: u.address(),
+                    balance: Amount::from_tokens(1_000),
+                })
+                .collect(),
+            validators: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| GenesisValidator {
+                    public_key: k.address(),
+                    p2p_address: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                    power: 1,
+                })
+                .collect(),
+        };
+        genesis.validate().unwrap();
+        let pks: Vec<Pk> = signers.iter().map(|s| s.public_key()).collect();
+        let (network, oracle) = Network::new_with_peers(
+            ctx.child("network"),
+            simulated::Config {
+                max_size: engine::max_message_size(n),
+                max_peers_per_set: NonZeroUsize::new(n).unwrap(),
+                disconnect_on_block: true,
+                tracked_peer_sets: NonZeroUsize::new(1).unwrap(),
+            },
+            pks.clone(),
+        )
+        .await;
+        network.start();
+        for a in &pks {
+            for b in &pks {
+                if a != b {
+                    oracle
+                        .add_link(a.clone(), b.clone(), link.clone())
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        Sim {
+            ctx,
+            oracle,
+            signers,
+            genesis,
+            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            old_chains: (0..n).map(|_| Weak::new()).collect(),
+            behaviours: vec![Behaviour::Honest; n],
+            users,
+            restarts: vec![0; n],
+            link,
+        }
+    }
+
+    fn pk(&self, i: usize) -> Pk {
+        self.signers[i].public_key()
+    }
+
+    async fn start(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "validator {i} is running");
+        // A crashed validator's tasks are dropped by the runtime; wait until its database is
+        // closed before opening it again, as a restarted process would find it.
+        while self.old_chains[i].upgrade().is_some() {
+            self.ctx.sleep(Duration::from_millis(10)).await;
+        }
+        let chain = Chain::open(self.dirs[i].path(), &self.genesis).expect("open chain");
+        let mempool = Mempool::new(chain.chain_id(), MempoolConfig::default());
+        let namespace = engine::namespace(chain.chain_id(), chain.genesis_hash());
+        let chain = Arc::new(RwLock::new(chain));
+        self.old_chains[i] = Arc::downgrade(&chain);
+        let replica = Replica::new(
+            chain,
+            Arc::new(Mutex::new(mempool)),
+            4096,
+            self.behaviours[i],
+        );
+        let control = self.oracle.control(self.pk(i));
+        let mut chans = Vec::new();
+        for c in CHANNELS {
+            chans.push(
+                control
+                    .register(c, Quota::per_second(NonZeroU32::new(100_000).unwrap()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut chans = chans.into_iter();
+        let mut next = || chans.next().unwrap();
+        let net = Networks {
+            votes: next(),
+            certificates: next(),
+            simplex_resolver: next(),
+            backfill: next(),
+            blocks: next(),
+            txs: next(),
+        };
+        let cfg = EngineConfig {
+            signer: self.signers[i].clone(),
+            validators: {
+                let mut v: Vec<Pk> = (0..self.signers.len()).map(|j| self.pk(j)).collect();
+                v.sort();
+                v
+            },
+            namespace,
+            partition_prefix: format!("validator-{i}"),
+            timing: Timing {
+                leader_timeout: Duration::from_millis(500),
+                certification_timeout: Duration::from_secs(1),
+                timeout_retry: Duration::from_millis(500),
+                fetch_timeout: Duration::from_secs(1),
+            },
+            mailbox_size: NonZeroUsize::new(1024).unwrap(),
+        };
+        let peers = self.oracle.manager();
+        let r = replica.clone();
+        let handle = self
+            .ctx
+            .child("validator")
+            .with_attribute("index", i)
+            .with_attribute("restart", self.restarts[i])
+            .spawn(move |ctx| async move {
+                let h = engine::start(ctx, cfg, r, net, peers, control).await;
+                let _ = h.await;
+            });
+        self.restarts[i] += 1;
+        self.nodes[i] = Some(Node { handle, replica });
+    }
+
+    fn crash(&mut self, i: usize) {
+        let node = self.nodes[i].take().expect("validator is running");
+        node.handle.abort();
+    }
+
+    async fn cut(&self, i: usize) {
+        for j in 0..self.signers.len() {
+            if i != j {
+                let _ = self.oracle.remove_link(self.pk(i), self.pk(j)).await;
+                let _ = self.oracle.remove_link(self.pk(j), self.pk(i)).await;
+            }
+        }
+    }
+
+    async fn heal(&self, i: usize) {
+        for j in 0..self.signers.len() {
+            if i != j {
+                let _ = self
+                    .oracle
+                    .add_link(self.pk(i), self.pk(j), self.link.clone())
+                    .await;
+                let _ = self
+                    .oracle
+                    .add_link(self.pk(j), self.pk(i), self.link.clone())
+                    .await;
+            }
+        }
+    }
+
+    fn height(&self, i: usize) -> u64 {
+        let node = self.nodes[i].as_ref().expect("running");
+        node.replica.chain().read().unwrap().head().height
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    fn max_height(&self, among: &[usize]) -> u64 {
+        among.iter().map(|i| self.height(*i)).max().unwrap_or(0)
+    }
+
+    fn min_height(&self, among: &[usize]) -> u64 {
+        among.iter().map(|i| self.height(*i)).min().unwrap_or(0)
+    }
+
+    /// Submits one transfer per user to a running validator (round-robin), with the nonce that
+    /// validator's committed state expects.
+    fn submit_round(&self, round: u64) {
+        let running = self.running();
+        if running.is_empty() {
+            return;
+        }
+        for (u, user) in self.users.iter().enumerate() {
+            let v = running[(round as usize + u) % running.len()];
+            let node = self.nodes[v].as_ref().unwrap();
+            let chain = node.replica.chain().read().unwrap();
+            let account = chain.account(&user.address());
+            let to = self.users[(u + 1 + round as usize) % USERS].address();
+            let tx = SignedTx::transfer(
+                user,
+                chain.chain_id(),
+                account.nonce,
+                to,
+                Amount(1_000 + round as u128),
+            );
+            if let Ok(verified) = tx.clone().verify() {
+                let mut mp = node.replica.mempool().lock().unwrap();
+                if mp.insert(verified, account).is_ok() {
+                    node.replica.outbox().push([&tx]);
+                }
+            }
+        }
+    }
+
+    /// Runs for `secs` simulated seconds, submitting transactions every 100 ms.
+    async fn run(&self, secs: u64, round: &mut u64) {
+        for _ in 0..secs * 10 {
+            self.submit_round(*round);
+            *round += 1;
+            self.ctx.sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every pair of running validators agrees on every block hash and state root up to the
+    /// lower of their heights; the total supply never changes.
+    fn check_agreement(&self, among: &[usize]) -> Vec<Hash32> {
+        let supply = Amount::from_tokens(1_000 * USERS as u64);
+        let mut reference: BTreeMap<u64, (Hash32, Hash32)> = BTreeMap::new();
+        for &i in among {
+            let node = self.nodes[i].as_ref().unwrap();
+            let chain = node.replica.chain().read().unwrap();
+            assert_eq!(
+                chain.state().total_supply(),
+                supply,
+                "validator {i}: supply changed"
+            );
+            for h in 0..=chain.head().height {
+                let header = chain.store().header(h).unwrap().expect("stored header");
+                let entry = (header.hash(), header.state_root);
+                let prev = reference.entry(h).or_insert(entry);
+                assert_eq!(*prev, entry, "validator {i} disagrees at height {h}");
+            }
+        }
+        reference.values().map(|(h, _)| *h).collect()
+    }
+
+    fn proposers(&self, i: usize) -> Vec<Address> {
+        let node = self.nodes[i].as_ref().unwrap();
+        let chain = node.replica.chain().read().unwrap();
+        (1..=chain.head().height)
+            .map(|h| chain.store().header(h).unwrap().unwrap().proposer)
+            .collect()
+    }
+
+    fn committed_txs(&self, i: usize) -> u64 {
+        let node = self.nodes[i].as_ref().unwrap();
+        let chain = node.replica.chain().read().unwrap();
+        (1..=chain.head().height)
+            .map(|h| chain.store().header(h).unwrap().unwrap().tx_count as u64)
+            .sum()
+    }
+}
+
+fn runner(seed: u64) -> deterministic::Runner {
+    deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(seed)
+            .with_timeout(Some(Duration::from_secs(600))),
+    )
+}
+
+/// One validator crashes, later one is partitioned away, the crashed one restarts (and catches
+/// up through block sync): blocks keep finalising throughout and everyone agrees.
+#[test]
+fn crash_partition_restart_keep_finalising_and_agree() {
+    for seed in seeds() {
+        let (hashes, txs) = runner(seed).start(|ctx| async move {
+            let mut sim = Sim::new(ctx, 4, lossy_link(seed)).await;
+            for i in 0..4 {
+                sim.start(i).await;
+            }
+            let mut round = 0;
+            sim.run(8, &mut round).await;
+            let all = [0, 1, 2, 3];
+            let h0 = sim.min_height(&all);
+            assert!(h0 >= 3, "seed {seed}: only {h0} blocks with everyone up");
+
+            // Validator 3 crashes: the other three go on.
+            sim.crash(3);
+            let before = sim.max_height(&[0, 1, 2]);
+            sim.run(8, &mut round).await;
+            let after = sim.max_height(&[0, 1, 2]);
+            assert!(
+                after >= before + 3,
+                "seed {seed}: {before} -> {after} with one crashed"
+            );
+
+            // Validator 2 is cut off, 3 restarts: 0, 1, 3 go on and 3 catches up.
+            sim.cut(2).await;
+            sim.start(3).await;
+            sim.run(10, &mut round).await;
+            let caught_up = sim.height(3);
+            assert!(
+                caught_up >= after,
+                "seed {seed}: restarted validator at {caught_up}, network was at {after}"
+            );
+            let progressed = sim.max_height(&[0, 1, 3]);
+            assert!(
+                progressed >= after + 3,
+                "seed {seed}: {after} -> {progressed} with one partitioned"
+            );
+
+            // The partition heals: 2 catches up too.
+            sim.heal(2).await;
+            sim.run(8, &mut round).await;
+            let top = sim.max_height(&all);
+            let low = sim.min_height(&all);
+            assert!(
+                top - low <= 3,
+                "seed {seed}: heights {low}..{top} after healing"
+            );
+            let hashes = sim.check_agreement(&all);
+            let txs = sim.committed_txs(0);
+            assert!(txs > 0, "seed {seed}: no transaction committed");
+            (hashes, txs)
+        });
+        eprintln!(
+            "seed {seed}: {} blocks, {txs} transactions, all agree",
+            hashes.len()
+        );
+    }
+}
+
+/// With two of four down there is no quorum: nothing finalises, and nothing forks. When one
+/// returns, blocks finalise again.
+#[test]
+fn two_of_four_down_stalls_then_resumes_without_fork() {
+    for seed in seeds() {
+        runner(seed).start(|ctx| async move {
+            let mut sim = Sim::new(ctx, 4, lossy_link(seed)).await;
+            for i in 0..4 {
+                sim.start(i).await;
+            }
+            let mut round = 0;
+            sim.run(6, &mut round).await;
+            sim.crash(2);
+            sim.crash(3);
+            // Let blocks already certified drain.
+            sim.run(3, &mut round).await;
+            let stalled = sim.max_height(&[0, 1]);
+            sim.run(10, &mut round).await;
+            assert_eq!(
+                sim.max_height(&[0, 1]),
+                stalled,
+                "seed {seed}: finalised without a quorum"
+            );
+            sim.start(3).await;
+            sim.run(12, &mut round).await;
+            let resumed = sim.max_height(&[0, 1, 3]);
+            assert!(
+                resumed >= stalled + 3,
+                "seed {seed}: {stalled} -> {resumed} after one returned"
+            );
+            sim.check_agreement(&[0, 1, 3]);
+        });
+    }
+}
+
+/// A validator that proposes blocks with a wrong state root, or with a transaction that does not
+/// apply, has them voted down: none of its blocks is ever finalised, the others go on.
+#[test]
+fn byzantine_proposals_are_rejected() {
+    for behaviour in [Behaviour::WrongStateRoot, Behaviour::InvalidTransaction] {
+        for seed in seeds() {
+            runner(seed).start(|ctx| async move {
+                let mut sim = Sim::new(ctx, 4, lossy_link(seed)).await;
+                sim.behaviours[3] = behaviour;
+                for i in 0..4 {
+                    sim.start(i).await;
+                }
+                let mut round = 0;
+                sim.run(20, &mut round).await;
+                let honest = [0, 1, 2];
+                assert!(
+                    sim.min_height(&honest) >= 5,
+                    "seed {seed}: honest validators stalled"
+                );
+                sim.check_agreement(&honest);
+                let byzantine = address_of(&sim.pk(3));
+                for i in honest {
+                    assert!(
+                        !sim.proposers(i).contains(&byzantine),
+                        "seed {seed} {behaviour:?}: a faulty block was finalised"
+                    );
+                }
+                let rejected: u64 = honest
+                    .iter()
+                    .map(|i| {
+                        sim.nodes[*i]
+                            .as_ref()
+                            .unwrap()
+                            .replica
+                            .stats
+                            .rejected
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .sum();
+                assert!(
+                    rejected > 0,
+                    "seed {seed} {behaviour:?}: nothing was rejected"
+                );
+            });
+        }
+    }
+}
+
+/// The same seed gives the same chain, block for block.
+#[test]
+fn same_seed_same_chain() {
+    let run = |seed| {
+        runner(seed).start(|ctx| async move {
+            let mut sim = Sim::new(ctx, 4, lossy_link(seed)).await;
+            for i in 0..4 {
+                sim.start(i).await;
+            }
+            let mut round = 0;
+            sim.run(6, &mut round).await;
+            sim.check_agreement(&[0, 1, 2, 3])
+        })
+    };
+    let a = run(7);
+    let b = run(7);
+    assert!(a.len() > 3);
+    assert_eq!(a, b);
+}

@@ -70,6 +70,28 @@ pub struct ReplicaStats {
 
 type Listener = Box<dyn Fn(&Finalized, &Block) + Send + Sync>;
 
+/// How a replica builds blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaConfig {
+    /// Most transactions per block (at most [`MAX_BFT_BLOCK_TXS`]).
+    pub max_block_txs: usize,
+    /// With an empty mempool, a leader waits this long after its parent before proposing an empty
+    /// block (keeps an idle network from writing blocks as fast as consensus can agree on them;
+    /// must stay below the leader timeout). A transaction arriving ends the wait at once.
+    pub idle_block_interval: Duration,
+    pub behaviour: Behaviour,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            max_block_txs: MAX_BFT_BLOCK_TXS,
+            idle_block_interval: Duration::from_millis(500),
+            behaviour: Behaviour::Honest,
+        }
+    }
+}
+
 /// One validator's (or full node's) ledger: the committed chain, its mempool and the blocks it
 /// executed that are not final yet.
 pub struct Replica {
@@ -77,8 +99,7 @@ pub struct Replica {
     mempool: Arc<Mutex<Mempool>>,
     speculative: Mutex<HashMap<Hash32, Speculative>>,
 
-    max_block_txs: usize,
-    behaviour: Behaviour,
+    cfg: ReplicaConfig,
     listeners: Mutex<Vec<Listener>>,
     fatal: Mutex<Option<String>>,
     outbox: Arc<crate::gossip::Outbox>,
@@ -89,15 +110,16 @@ impl Replica {
     pub fn new(
         chain: Arc<RwLock<Chain>>,
         mempool: Arc<Mutex<Mempool>>,
-        max_block_txs: usize,
-        behaviour: Behaviour,
+        cfg: ReplicaConfig,
     ) -> Arc<Replica> {
         Arc::new(Replica {
             chain,
             mempool,
             speculative: Mutex::new(HashMap::new()),
-            max_block_txs: max_block_txs.clamp(1, MAX_BFT_BLOCK_TXS),
-            behaviour,
+            cfg: ReplicaConfig {
+                max_block_txs: cfg.max_block_txs.clamp(1, MAX_BFT_BLOCK_TXS),
+                ..cfg
+            },
             listeners: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
             outbox: Arc::default(),
@@ -251,7 +273,7 @@ impl Replica {
             .mempool
             .lock()
             .expect("mempool lock")
-            .select(|a| parent.1.account(a), self.max_block_txs);
+            .select(|a| parent.1.account(a), self.cfg.max_block_txs);
         let p = Parent {
             header: parent.0,
             hash: parent.0.hash(),
@@ -269,7 +291,7 @@ impl Replica {
             }
         }
         let mut block = built.block;
-        match self.behaviour {
+        match self.cfg.behaviour {
             Behaviour::Honest => {
                 self.remember(parent.1, block.header.clone(), built.executed);
             }
@@ -438,6 +460,19 @@ where
         let mut ancestry = ancestry;
         let parent = ancestry.next().await?;
         let (header, state) = self.replica.resolve(parent, &mut ancestry).await?;
+        // Idle: wait (briefly) for a transaction rather than write an empty block at once.
+        let idle_until =
+            header.timestamp_ms + self.replica.cfg.idle_block_interval.as_millis() as u64;
+        while self
+            .replica
+            .mempool
+            .lock()
+            .expect("mempool lock")
+            .is_empty()
+            && now_ms(&clock) < idle_until
+        {
+            clock.sleep(Duration::from_millis(5)).await;
+        }
         let proposer = address_of(&context.leader);
         let block = self
             .replica

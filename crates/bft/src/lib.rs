@@ -9,3 +9,4 @@ pub mod app;
 pub mod block;
 pub mod engine;
 pub mod gossip;
+pub mod validator;

@@ -16,7 +16,7 @@ use commonware_runtime::{
     deterministic, Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _,
 };
 use commonware_utils::Probability;
-use gridmesh_bft::app::{address_of, consensus_signer, Behaviour, Replica};
+use gridmesh_bft::app::{address_of, consensus_signer, Behaviour, Replica, ReplicaConfig};
 use gridmesh_bft::engine::{self, EngineConfig, Networks, Timing, CHANNELS};
 use gridmesh_ledger::genesis::{GenesisAccount, GenesisValidator};
 use gridmesh_ledger::{Chain, Genesis, Keypair, Mempool, MempoolConfig, SignedTx};
@@ -165,8 +165,11 @@ impl Sim {
         let replica = Replica::new(
             chain,
             Arc::new(Mutex::new(mempool)),
-            4096,
-            self.behaviours[i],
+            ReplicaConfig {
+                max_block_txs: 4096,
+                idle_block_interval: Duration::from_millis(300),
+                behaviour: self.behaviours[i],
+            },
         );
         let control = self.oracle.control(self.pk(i));
         let mut chans = Vec::new();

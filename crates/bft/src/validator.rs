@@ -1,0 +1,132 @@
+//! A validator on a real network: commonware's Tokio runtime, authenticated and encrypted TCP
+//! between the validators named in the genesis (ed25519 handshake, ChaCha20-Poly1305), and the
+//! consensus stack of [`crate::engine`].
+//!
+//! [`run`] blocks its thread until told to stop (or until the replica hits a fatal error); the
+//! node runs it on a thread of its own, beside the HTTP API, sharing the chain and the mempool.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use commonware_cryptography::{ed25519, ChaCha20Poly1305, Signer as _};
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address, AddressableManager as _, AddressableTrackedPeers};
+use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _};
+use commonware_stream::cups::{self, Cups};
+use commonware_stream::sake::{self, Sake};
+use commonware_utils::ordered::Map;
+use commonware_utils::TryCollect as _;
+use futures::channel::oneshot;
+use futures::FutureExt as _;
+
+use crate::app::Replica;
+use crate::engine::{self, EngineConfig, Networks, Timing, CHANNELS};
+
+/// Everything a validator process needs besides its ledger.
+#[derive(Clone)]
+pub struct ValidatorConfig {
+    pub signer: ed25519::PrivateKey,
+    /// The genesis validators and their p2p addresses.
+    pub validators: Vec<(ed25519::PublicKey, SocketAddr)>,
+    /// Where this validator accepts p2p connections.
+    pub p2p_listen: SocketAddr,
+    /// Consensus namespace (see [`engine::namespace`]).
+    pub namespace: Vec<u8>,
+    /// Directory of the consensus engine's own storage (votes journal, finalised block archive).
+    pub storage_dir: PathBuf,
+    pub timing: Timing,
+    /// Runtime worker threads.
+    pub worker_threads: usize,
+}
+
+/// Runs the validator until `stop` fires or the replica fails. Blocks the calling thread.
+pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<()>) {
+    let runtime = commonware_runtime::tokio::Config::new()
+        .with_worker_threads(cfg.worker_threads.max(1))
+        .with_storage_directory(cfg.storage_dir.clone())
+        .with_catch_panics(false);
+    let runner = commonware_runtime::tokio::Runner::new(runtime);
+    runner.start(|context| async move {
+        let n = cfg.validators.len();
+        let me = cfg.signer.public_key();
+        let mut p2p = lookup::Config::local(
+            Cups::<_, ChaCha20Poly1305>::new(
+                Sake {
+                    signer: cfg.signer.clone(),
+                    synchrony_bound: Duration::from_secs(5),
+                    max_handshake_age: Duration::from_secs(10),
+                    version: sake::Version::V1,
+                },
+                cups::Version::V1,
+            ),
+            &cfg.namespace,
+            cfg.p2p_listen,
+            NonZeroUsize::new(n.max(1)).unwrap(),
+            engine::max_message_size(n),
+            NonZeroUsize::new(4096).unwrap(),
+        );
+        // Validators of one community restart often during tests and upgrades: reconnect fast.
+        p2p.peer_connection_cooldown = Duration::from_millis(250);
+        p2p.dial_frequency = Duration::from_millis(250);
+        let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
+        let primary: Map<ed25519::PublicKey, Address> = cfg
+            .validators
+            .iter()
+            .map(|(k, a)| (k.clone(), Address::from(*a)))
+            .try_collect()
+            .expect("validator keys are distinct");
+        oracle.track(0, AddressableTrackedPeers::new(primary, Map::default()));
+        let quota = Quota::per_second(NonZeroU32::new(100_000).unwrap());
+        let mut chans = CHANNELS
+            .iter()
+            .map(|c| network.register(*c, quota))
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut next = || chans.next().expect("one pair per channel");
+        let net = Networks {
+            votes: next(),
+            certificates: next(),
+            simplex_resolver: next(),
+            backfill: next(),
+            blocks: next(),
+            txs: next(),
+        };
+        network.start();
+        let mut validators: Vec<ed25519::PublicKey> =
+            cfg.validators.iter().map(|(k, _)| k.clone()).collect();
+        validators.sort();
+        let engine_cfg = EngineConfig {
+            signer: cfg.signer.clone(),
+            validators,
+            namespace: cfg.namespace.clone(),
+            partition_prefix: "gridmesh".into(),
+            timing: cfg.timing,
+            mailbox_size: NonZeroUsize::new(4096).unwrap(),
+        };
+        let _engine = engine::start(
+            context.child("engine"),
+            engine_cfg,
+            replica.clone(),
+            net,
+            oracle.clone(),
+            oracle,
+        )
+        .await;
+        tracing::info!(%me, listen = %cfg.p2p_listen, validators = n, "validator running");
+        let mut stop = stop.fuse();
+        loop {
+            futures::select! {
+                _ = stop => break,
+                _ = context.sleep(Duration::from_millis(200)).fuse() => {
+                    if let Some(why) = replica.fatal() {
+                        tracing::error!(%why, "validator stopping");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}

@@ -37,6 +37,8 @@ enum Command {
     },
     /// Run a node.
     Node(NodeArgs),
+    /// Write and start a local BFT network of several validators (processes on 127.0.0.1).
+    Testnet(TestnetArgs),
     /// Make and inspect keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -53,22 +55,49 @@ enum Command {
 
 #[derive(Args)]
 struct NodeArgs {
+    /// Node config file (TOML, see `gridmesh_node::config`); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Directory for the chain database and keys (created if missing).
     #[arg(long)]
-    data_dir: PathBuf,
-    /// API address.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    /// API address [default: 127.0.0.1:8645].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Genesis file (TOML). Without it the node runs the development chain: a faucet key is written
-    /// to DATA_DIR/faucet.key on first start and holds the whole supply.
+    /// to DATA_DIR/faucet.key on first start and holds the whole supply. A genesis that lists
+    /// validators makes the node a BFT validator (it then needs --validator-key).
     #[arg(long)]
     genesis: Option<PathBuf>,
-    /// Milliseconds between blocks.
-    #[arg(long, default_value_t = 1000)]
-    block_interval_ms: u64,
-    /// Produce blocks even when no transaction is waiting.
+    /// This validator's key file (BFT networks).
+    #[arg(long)]
+    validator_key: Option<PathBuf>,
+    /// Where to accept p2p connections (BFT networks) [default: the genesis address of this
+    /// validator].
+    #[arg(long)]
+    p2p_listen: Option<SocketAddr>,
+    /// Milliseconds between blocks (solo engine) [default: 1000].
+    #[arg(long)]
+    block_interval_ms: Option<u64>,
+    /// Produce blocks even when no transaction is waiting (solo engine).
     #[arg(long)]
     empty_blocks: bool,
+}
+
+#[derive(Args)]
+struct TestnetArgs {
+    /// Number of validators.
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
+    /// Directory for keys, genesis, configs and data (reused if it already holds a testnet).
+    #[arg(long)]
+    dir: PathBuf,
+    /// First p2p port; validator i uses BASE+i for p2p and BASE+100+i for its API.
+    #[arg(long, default_value_t = gridmesh_node::testnet::DEFAULT_BASE_PORT)]
+    base_port: u16,
+    /// Write the files and exit without starting the validators.
+    #[arg(long)]
+    init_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -180,7 +209,7 @@ fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Node(_) => "info",
+        Command::Node(_) | Command::Testnet(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -212,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Node(a) => run_node(a),
+        Command::Testnet(a) => run_testnet(a),
         Command::Keys(KeysCommand::New { out, json }) => {
             if out.exists() {
                 bail!(
@@ -303,11 +333,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run_node(a: NodeArgs) -> anyhow::Result<()> {
-    let mut cfg = NodeConfig::new(&a.data_dir);
-    cfg.listen = a.listen;
-    cfg.genesis = a.genesis;
-    cfg.block_interval = Duration::from_millis(a.block_interval_ms);
-    cfg.empty_blocks = a.empty_blocks;
+    let file = match &a.config {
+        Some(path) => gridmesh_node::config::NodeFile::load(path)?,
+        None => Default::default(),
+    };
+    let data_dir = a
+        .data_dir
+        .or(file.data_dir)
+        .context("no data directory: pass --data-dir DIR (or data_dir in --config)")?;
+    let mut cfg = NodeConfig::new(&data_dir);
+    cfg.listen = a
+        .listen
+        .or(file.listen)
+        .unwrap_or(DEFAULT_LISTEN.parse().expect("valid default"));
+    cfg.genesis = a.genesis.or(file.genesis);
+    cfg.validator_key = a.validator_key.or(file.validator_key);
+    cfg.p2p_listen = a.p2p_listen.or(file.p2p_listen);
+    cfg.block_interval = Duration::from_millis(
+        a.block_interval_ms
+            .or(file.block_interval_ms)
+            .unwrap_or(1000),
+    );
+    cfg.empty_blocks = a.empty_blocks || file.empty_blocks.unwrap_or(false);
     runtime()?.block_on(async move {
         let mut node = RunningNode::start(cfg).await?;
         eprintln!("gridmesh node: API on http://{}/v1/status", node.api_addr);
@@ -322,6 +369,75 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         }
         stopped
     })
+}
+
+fn run_testnet(a: TestnetArgs) -> anyhow::Result<()> {
+    let t = gridmesh_node::testnet::init(&a.dir, a.validators, a.base_port)?;
+    eprintln!(
+        "testnet {} in {}: {} validators (genesis {}, faucet key {})",
+        t.chain_id,
+        a.dir.display(),
+        t.validators.len(),
+        a.dir.join("genesis.toml").display(),
+        a.dir.join("faucet.key").display()
+    );
+    if a.init_only {
+        for i in 0..t.validators.len() {
+            println!(
+                "validator {i}: gridmesh node --config {}",
+                t.config_path(&a.dir, i).display()
+            );
+        }
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("locating the gridmesh binary")?;
+    let mut children = Vec::new();
+    for (i, v) in t.validators.iter().enumerate() {
+        let log = std::fs::File::create(a.dir.join(format!("v{i}/node.log")))?;
+        let child = std::process::Command::new(&exe)
+            .args(["node", "--config"])
+            .arg(t.config_path(&a.dir, i))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting validator {i}"))?;
+        println!(
+            "validator {i}: api http://{} p2p {} address {} (log {})",
+            v.api,
+            v.p2p,
+            v.address,
+            a.dir.join(format!("v{i}/node.log")).display()
+        );
+        children.push(child);
+    }
+    eprintln!("running; Ctrl-C stops all validators");
+    let mut reported = vec![false; children.len()];
+    runtime()?.block_on(async {
+        loop {
+            tokio::select! {
+                _ = shutdown_signal() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    for (i, c) in children.iter_mut().enumerate() {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            if !reported[i] {
+                                eprintln!("validator {i} exited ({status}); see v{i}/node.log");
+                                reported[i] = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    for c in &children {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

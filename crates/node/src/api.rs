@@ -151,6 +151,10 @@ pub struct StatusResponse {
     #[schema(value_type = u64)]
     pub total_supply_base: u128,
     pub node_address: String,
+    /// `solo` (one node orders blocks) or `bft` (the genesis validators agree on every block).
+    pub consensus: String,
+    /// Number of validators (1 for solo).
+    pub validators: usize,
 }
 
 /// Node and chain status.
@@ -170,6 +174,8 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusResponse> {
         total_supply: supply.to_string(),
         total_supply_base: supply.0,
         node_address: s.node_address.to_string(),
+        consensus: if s.outbox.is_some() { "bft" } else { "solo" }.to_string(),
+        validators: s.validators,
     }))
 }
 
@@ -235,14 +241,27 @@ fn admit(
 ) -> Vec<Result<Hash32, AdmissionError>> {
     let chain = s.chain.read().expect("chain lock");
     let mut mempool = s.mempool.lock().expect("mempool lock");
-    txs.into_iter()
+    let mut admitted = Vec::new();
+    let results = txs
+        .into_iter()
         .map(|r| {
             r.and_then(|tx| {
                 let account = chain.account(&tx.sender());
-                mempool.insert(tx, account)
+                let copy = s.outbox.as_ref().map(|_| tx.tx().clone());
+                let hash = mempool.insert(tx, account)?;
+                admitted.extend(copy);
+                Ok(hash)
             })
         })
-        .collect()
+        .collect();
+    drop(mempool);
+    drop(chain);
+    if let Some(outbox) = &s.outbox {
+        // Gossip to the other validators; if the outbox is full the transaction still waits
+        // here for this validator's next proposal.
+        outbox.push(&admitted);
+    }
+    results
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug)]

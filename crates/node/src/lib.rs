@@ -1,14 +1,21 @@
 //! The gridmesh node: opens the chain, runs a consensus engine over it and serves the HTTP API.
 //!
 //! ```text
-//! HTTP API (axum) ──submit──▶ Mempool ◀──select── SoloEngine ──propose/finalize──▶ Chain (redb)
-//!        └──────────────────────── reads ────────────────────────────────────────▶ Chain, Store
+//! HTTP API (axum) ──submit──▶ Mempool ◀──select── engine ──propose/finalize──▶ Chain (redb)
+//!        │                      ▲                  (solo, or BFT: simplex with the other
+//!        │                      └── gossip ◀──▶ p2p   validators, see gridmesh-bft)
+//!        └──────────────────────── reads ───────────────────────────────────▶ Chain, Store
 //! ```
+//!
+//! The engine is chosen by the genesis: no validators, the solo engine; validators, BFT consensus
+//! (the node must then be given a validator key of the set).
 
 pub mod api;
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod demo;
+pub mod testnet;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +48,10 @@ pub struct NodeConfig {
     pub empty_blocks: bool,
     pub max_block_txs: usize,
     pub mempool: MempoolConfig,
+    /// BFT: this validator's key file (its key must be in the genesis validator set).
+    pub validator_key: Option<PathBuf>,
+    /// BFT: where to accept p2p connections (default: this validator's address in the genesis).
+    pub p2p_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -53,6 +64,8 @@ impl NodeConfig {
             empty_blocks: false,
             max_block_txs: DEFAULT_MAX_BLOCK_TXS,
             mempool: MempoolConfig::default(),
+            validator_key: None,
+            p2p_listen: None,
         }
     }
 
@@ -92,13 +105,34 @@ pub struct Shared {
     pub mempool: Arc<Mutex<Mempool>>,
     pub node_address: Address,
     pub committed_txs: std::sync::atomic::AtomicU64,
+    /// BFT only: where admitted transactions wait to be gossiped to the other validators.
+    pub outbox: Option<Arc<gridmesh_bft::gossip::Outbox>>,
+    /// Number of validators (1 for solo).
+    pub validators: usize,
+}
+
+/// How to stop the engine thread.
+enum EngineStop {
+    Solo(mpsc::Sender<()>),
+    Bft(futures::channel::oneshot::Sender<()>),
+}
+
+/// Sends on drop: tells the node when an engine thread ends, normally or by a panic.
+struct OnExit(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for OnExit {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// A started node: its API address and a way to stop it.
 pub struct RunningNode {
     pub api_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    stop_engine: mpsc::Sender<()>,
+    stop_engine: EngineStop,
     engine: std::thread::JoinHandle<()>,
     engine_exit: tokio::sync::oneshot::Receiver<()>,
     stop_http: tokio::sync::oneshot::Sender<()>,
@@ -118,7 +152,37 @@ impl RunningNode {
                 Genesis::dev(faucet.address())
             }
         };
-        let node_key = load_or_create_key(&cfg.data_dir.join(NODE_KEY_FILE))?;
+        let validator_key = if genesis.validators.is_empty() {
+            if cfg.validator_key.is_some() {
+                bail!("--validator-key is for a BFT network, but this genesis lists no validators");
+            }
+            None
+        } else {
+            let path = cfg.validator_key.as_ref().with_context(|| {
+                format!(
+                    "this genesis lists {} validators: run the node with --validator-key FILE",
+                    genesis.validators.len()
+                )
+            })?;
+            let key = Keypair::load(path)
+                .with_context(|| format!("loading the validator key {}", path.display()))?;
+            if !genesis
+                .validators
+                .iter()
+                .any(|v| v.public_key == key.address())
+            {
+                bail!(
+                    "validator key {} ({}) is not in the genesis validator set",
+                    path.display(),
+                    key.address()
+                );
+            }
+            Some(key)
+        };
+        let node_key = match &validator_key {
+            Some(k) => k.clone(),
+            None => load_or_create_key(&cfg.data_dir.join(NODE_KEY_FILE))?,
+        };
         let chain = Chain::open(&cfg.data_dir, &genesis)
             .with_context(|| format!("opening the chain in {}", cfg.data_dir.display()))?;
         tracing::info!(
@@ -127,12 +191,27 @@ impl RunningNode {
             state_root = %chain.state().root(),
             "chain opened"
         );
+        let namespace = gridmesh_bft::engine::namespace(chain.chain_id(), chain.genesis_hash());
         let mempool = Mempool::new(chain.chain_id(), cfg.mempool.clone());
+        let chain = Arc::new(RwLock::new(chain));
+        let mempool = Arc::new(Mutex::new(mempool));
+        let replica = validator_key.as_ref().map(|_| {
+            gridmesh_bft::app::Replica::new(
+                chain.clone(),
+                mempool.clone(),
+                gridmesh_bft::app::ReplicaConfig {
+                    max_block_txs: cfg.max_block_txs,
+                    ..Default::default()
+                },
+            )
+        });
         let shared = Arc::new(Shared {
-            chain: Arc::new(RwLock::new(chain)),
-            mempool: Arc::new(Mutex::new(mempool)),
+            chain,
+            mempool,
             node_address: node_key.address(),
             committed_txs: Default::default(),
+            outbox: replica.as_ref().map(|r| r.outbox()),
+            validators: genesis.validators.len().max(1),
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -140,41 +219,79 @@ impl RunningNode {
             .with_context(|| format!("binding the API to {}", cfg.listen))?;
         let api_addr = listener.local_addr()?;
 
-        let app = LedgerApp::new(
-            shared.chain.clone(),
-            shared.mempool.clone(),
-            cfg.max_block_txs,
-        );
-        let engine = SoloEngine::new(
-            app,
-            SoloConfig {
-                block_interval: cfg.block_interval,
-                empty_blocks: cfg.empty_blocks,
-                proposer: node_key.address(),
-            },
-        );
-        let (stop_engine, stopped) = mpsc::channel();
         let (exited, engine_exit) = tokio::sync::oneshot::channel();
-        let counter = shared.clone();
-        let engine = std::thread::Builder::new()
-            .name("solo-engine".into())
-            .spawn(move || {
-                // Tells the node when this thread ends, normally or by a panic.
-                struct OnExit(Option<tokio::sync::oneshot::Sender<()>>);
-                impl Drop for OnExit {
-                    fn drop(&mut self) {
-                        if let Some(tx) = self.0.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                }
-                let _on_exit = OnExit(Some(exited));
-                engine.run(stopped, |f, _took| {
+        let (stop_engine, engine) = match (replica, validator_key) {
+            (Some(replica), Some(key)) => {
+                let me = genesis
+                    .validators
+                    .iter()
+                    .find(|v| v.public_key == key.address())
+                    .expect("checked above");
+                let validators = genesis
+                    .validators
+                    .iter()
+                    .map(|v| {
+                        let pk =
+                            gridmesh_bft::app::public_key_of(&v.public_key).with_context(|| {
+                                format!("validator {} is not an ed25519 key", v.public_key)
+                            })?;
+                        Ok((pk, v.p2p_address))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let vcfg = gridmesh_bft::validator::ValidatorConfig {
+                    signer: gridmesh_bft::app::consensus_signer(&key),
+                    validators,
+                    p2p_listen: cfg.p2p_listen.unwrap_or(me.p2p_address),
+                    namespace,
+                    storage_dir: cfg.data_dir.join("consensus"),
+                    timing: Default::default(),
+                    worker_threads: 2,
+                };
+                let counter = shared.clone();
+                replica.on_finalized(move |f, _| {
                     counter
                         .committed_txs
                         .fetch_add(u64::from(f.tx_count), std::sync::atomic::Ordering::Relaxed);
-                })
-            })?;
+                });
+                let (stop, stopped) = futures::channel::oneshot::channel();
+                let thread = std::thread::Builder::new()
+                    .name("bft-validator".into())
+                    .spawn(move || {
+                        let _on_exit = OnExit(Some(exited));
+                        gridmesh_bft::validator::run(vcfg, replica, stopped);
+                    })?;
+                (EngineStop::Bft(stop), thread)
+            }
+            _ => {
+                let app = LedgerApp::new(
+                    shared.chain.clone(),
+                    shared.mempool.clone(),
+                    cfg.max_block_txs,
+                );
+                let engine = SoloEngine::new(
+                    app,
+                    SoloConfig {
+                        block_interval: cfg.block_interval,
+                        empty_blocks: cfg.empty_blocks,
+                        proposer: node_key.address(),
+                    },
+                );
+                let (stop, stopped) = mpsc::channel();
+                let counter = shared.clone();
+                let thread = std::thread::Builder::new()
+                    .name("solo-engine".into())
+                    .spawn(move || {
+                        let _on_exit = OnExit(Some(exited));
+                        engine.run(stopped, |f, _took| {
+                            counter.committed_txs.fetch_add(
+                                u64::from(f.tx_count),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        })
+                    })?;
+                (EngineStop::Solo(stop), thread)
+            }
+        };
 
         let router = api::router(shared.clone());
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -206,7 +323,14 @@ impl RunningNode {
     /// Stops the API, lets the engine finish the block it is committing, and closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(());
-        let _ = self.stop_engine.send(());
+        match self.stop_engine {
+            EngineStop::Solo(tx) => {
+                let _ = tx.send(());
+            }
+            EngineStop::Bft(tx) => {
+                let _ = tx.send(());
+            }
+        }
         tokio::task::spawn_blocking(move || self.engine.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the block engine panicked"))?;

@@ -17,11 +17,23 @@ pub struct NodeProc {
 impl NodeProc {
     /// Starts a node on an ephemeral port and waits until its API answers.
     pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProc {
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--block-interval-ms".into(),
+            "100".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        NodeProc::spawn(&args)
+    }
+
+    /// Starts `gridmesh node ARGS` and waits until its API answers.
+    pub fn spawn(args: &[String]) -> NodeProc {
         let mut child = Command::new(BIN)
-            .args(["node", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--block-interval-ms", "100"])
-            .args(extra)
+            .arg("node")
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

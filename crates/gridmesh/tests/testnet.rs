@@ -1,0 +1,250 @@
+//! A BFT network of real processes: `gridmesh testnet` writes four validators, each runs as its
+//! own `gridmesh node`; transfers go to the validators round-robin while one is killed with
+//! SIGKILL, the others go on, the killed one restarts and catches up, and every transaction any
+//! validator reports as finalised is in the same block on all four.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{gridmesh, NodeProc};
+use gridmesh_ledger::{Keypair, SignedTx};
+use gridmesh_node::client::Client;
+use gridmesh_types::{Amount, Hash32};
+
+const N: usize = 4;
+const SENDERS: usize = 8;
+
+fn base_port() -> u16 {
+    // Distinct per process so concurrent test runs do not collide.
+    20_000 + (std::process::id() % 300) as u16 * 100
+}
+
+fn start_validator(dir: &Path, i: usize) -> NodeProc {
+    NodeProc::spawn(&[
+        "--config".into(),
+        dir.join(format!("v{i}/node.toml")).display().to_string(),
+    ])
+}
+
+fn height(c: &Client) -> u64 {
+    c.status().map(|s| s.height).unwrap_or(0)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Senders with their next nonce; each sticks to one validator so a killed validator cannot
+/// leave a gap in another sender's nonces.
+struct Load {
+    senders: Vec<(Keypair, u64)>,
+    submitted: Vec<Hash32>,
+    round: u64,
+}
+
+impl Load {
+    /// One transfer per sender whose validator is up.
+    fn tick(&mut self, clients: &[Client], up: &[bool], chain_id: &str) {
+        for (s, (key, nonce)) in self.senders.iter_mut().enumerate() {
+            let v = s % N;
+            if !up[v] {
+                continue;
+            }
+            let to = gridmesh_types::Address([(s as u8).wrapping_add(1); 32]);
+            let tx = SignedTx::transfer(
+                key,
+                chain_id,
+                *nonce,
+                to,
+                Amount(1_000 + self.round as u128),
+            );
+            if let Ok(r) = clients[v].submit(&tx) {
+                self.submitted.push(r.hash.parse().unwrap());
+                *nonce += 1;
+            }
+        }
+        self.round += 1;
+    }
+
+    /// After a validator restarts, its senders continue from the nonce it has committed.
+    fn resync(&mut self, v: usize, client: &Client) {
+        for (s, (key, nonce)) in self.senders.iter_mut().enumerate() {
+            if s % N == v {
+                *nonce = client.account(&key.address()).unwrap().nonce;
+            }
+        }
+    }
+}
+
+#[test]
+fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let out = gridmesh(&[
+        "testnet",
+        "--validators",
+        "4",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--base-port",
+        &base_port().to_string(),
+        "--init-only",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut procs: Vec<Option<NodeProc>> = (0..N).map(|i| Some(start_validator(&dir, i))).collect();
+    let clients: Vec<Client> = procs
+        .iter()
+        .map(|p| Client::new(&p.as_ref().unwrap().url))
+        .collect();
+    wait_until(
+        "all validators finalise blocks",
+        Duration::from_secs(120),
+        || clients.iter().all(|c| height(c) >= 2),
+    );
+    let status = clients[0].status().unwrap();
+    assert_eq!(status.consensus, "bft");
+    assert_eq!(status.validators, 4);
+    let chain_id = status.chain_id.clone();
+
+    // Fund the senders from the faucet (through validator 1: any validator will do).
+    let faucet = Keypair::load(&dir.join("faucet.key")).unwrap();
+    let senders: Vec<Keypair> = (0..SENDERS)
+        .map(|i| Keypair::from_seed([50 + i as u8; 32]))
+        .collect();
+    let mut last = Hash32::default();
+    for (n, s) in senders.iter().enumerate() {
+        let tx = SignedTx::transfer(
+            &faucet,
+            &chain_id,
+            n as u64,
+            s.address(),
+            Amount::from_tokens(1_000),
+        );
+        last = clients[1].submit(&tx).unwrap().hash.parse().unwrap();
+    }
+    clients[1]
+        .wait_committed(&last, Duration::from_secs(60))
+        .unwrap();
+
+    let mut load = Load {
+        senders: senders.into_iter().map(|k| (k, 0)).collect(),
+        submitted: Vec::new(),
+        round: 0,
+    };
+    let mut up = [true; N];
+    let tick = Duration::from_millis(50);
+    let run = |load: &mut Load, up: &[bool], secs: u64| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            load.tick(&clients, up, &chain_id);
+            std::thread::sleep(tick);
+        }
+    };
+
+    run(&mut load, &up, 4);
+    // SIGKILL validator 3 under load: no shutdown code runs.
+    procs[3].take().unwrap().kill9();
+    up[3] = false;
+    let at_kill = height(&clients[0]);
+    run(&mut load, &up, 6);
+    let without = height(&clients[0]);
+    assert!(
+        without >= at_kill + 3,
+        "three validators stalled: {at_kill} -> {without}"
+    );
+
+    // Restart it: it catches up from its peers.
+    procs[3] = Some(start_validator(&dir, 3));
+    let restarted = Client::new(&procs[3].as_ref().unwrap().url);
+    let target = height(&clients[0]);
+    wait_until(
+        "the restarted validator catches up",
+        Duration::from_secs(90),
+        || height(&restarted) >= target,
+    );
+    load.resync(3, &restarted);
+    let mut clients = clients;
+    clients[3] = restarted;
+    let run = |load: &mut Load, secs: u64| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            load.tick(&clients, &[true; N], &chain_id);
+            std::thread::sleep(tick);
+        }
+    };
+    run(&mut load, 4);
+
+    // Drain: wait until every validator's mempool is empty and heights agree.
+    wait_until("mempools drain", Duration::from_secs(60), || {
+        clients
+            .iter()
+            .all(|c| c.status().map(|s| s.mempool_size == 0).unwrap_or(false))
+    });
+    let top = clients.iter().map(height).max().unwrap();
+    wait_until(
+        "all validators reach the same height",
+        Duration::from_secs(60),
+        || clients.iter().all(|c| height(c) >= top),
+    );
+
+    // Every transaction any validator reports as finalised is in the same block on all four.
+    let mut finalised = 0;
+    for hash in &load.submitted {
+        let mut seen: BTreeMap<usize, (u64, String)> = BTreeMap::new();
+        for (v, c) in clients.iter().enumerate() {
+            if let Some(t) = c.tx(hash).unwrap() {
+                if t.status == "committed" {
+                    seen.insert(v, (t.height.unwrap(), t.block_hash.unwrap()));
+                }
+            }
+        }
+        if seen.is_empty() {
+            continue;
+        }
+        finalised += 1;
+        assert_eq!(
+            seen.len(),
+            N,
+            "tx {hash} finalised on {:?} only",
+            seen.keys()
+        );
+        let first = seen.values().next().unwrap().clone();
+        assert!(
+            seen.values().all(|x| *x == first),
+            "tx {hash} in different blocks: {seen:?}"
+        );
+    }
+    assert!(
+        finalised * 10 >= load.submitted.len() * 9,
+        "only {finalised} of {} submitted transactions were finalised",
+        load.submitted.len()
+    );
+    // Same chain, block for block (sampled every few heights and at the top).
+    let heights: Vec<u64> = (1..=top).step_by(7).chain([top]).collect();
+    for h in heights {
+        let hashes: Vec<String> = clients
+            .iter()
+            .map(|c| c.block(Some(h)).unwrap().unwrap().hash)
+            .collect();
+        assert!(
+            hashes.iter().all(|x| *x == hashes[0]),
+            "fork at height {h}: {hashes:?}"
+        );
+    }
+    eprintln!(
+        "{} submitted, {finalised} finalised on all {N} validators, {top} blocks",
+        load.submitted.len()
+    );
+}

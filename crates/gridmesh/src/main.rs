@@ -199,6 +199,28 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// BFT validators as processes on loopback vs one solo node, same load through the HTTP API:
+    /// finalised transfers per second and submit-to-finalisation latency.
+    Testnet {
+        /// Network sizes to measure, e.g. `4,7`.
+        #[arg(long, value_delimiter = ',', default_value = "4")]
+        validators: Vec<usize>,
+        #[arg(long, default_value_t = 100_000)]
+        txs: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// Offer this many transactions per second instead of as many as the nodes take.
+        #[arg(long)]
+        offered_tps: Option<f64>,
+        /// Skip the solo-node baseline.
+        #[arg(long)]
+        no_solo: bool,
+        /// First port (p2p BASE+i, API BASE+100+i).
+        #[arg(long, default_value_t = 27600)]
+        base_port: u16,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
@@ -326,6 +348,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&summary)?;
             } else {
                 eprintln!("{summary}");
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Testnet {
+            validators,
+            txs,
+            accounts,
+            offered_tps,
+            no_solo,
+            base_port,
+            json,
+        }) => {
+            let exe = std::env::current_exe().context("locating the gridmesh binary")?;
+            let sizes: Vec<usize> = (!no_solo)
+                .then_some(0)
+                .into_iter()
+                .chain(validators)
+                .collect();
+            let mut reports = Vec::new();
+            for n in sizes {
+                eprintln!(
+                    "measuring {} ({txs} transfers from {accounts} accounts)...",
+                    if n == 0 {
+                        "a solo node".to_string()
+                    } else {
+                        format!("{n} validators")
+                    }
+                );
+                let r =
+                    gridmesh_node::bench_net::run(&gridmesh_node::bench_net::NetBenchOptions {
+                        exe: exe.clone(),
+                        validators: n,
+                        accounts,
+                        txs,
+                        offered_per_sec: offered_tps,
+                        base_port,
+                    })?;
+                eprintln!("{r}");
+                reports.push(r);
+            }
+            if let Some(solo) = reports.iter().find(|r| r.consensus == "solo") {
+                for r in reports.iter().filter(|r| r.consensus == "bft") {
+                    eprintln!(
+                        "{} validators / solo: throughput {:.2}x, p99 latency {:.2}x",
+                        r.validators,
+                        r.finalized_per_sec / solo.finalized_per_sec,
+                        r.latency_p99_ms / solo.latency_p99_ms.max(1e-9)
+                    );
+                }
+            }
+            if json {
+                print_json(&reports)?;
             }
             Ok(())
         }

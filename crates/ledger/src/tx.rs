@@ -188,6 +188,12 @@ impl VerifiedTx {
         VerifiedTx { tx, hash }
     }
 
+    /// `hash` must be `tx.hash()` (computed by the caller already).
+    pub(crate) fn new_unchecked_with_hash(tx: SignedTx, hash: Hash32) -> VerifiedTx {
+        debug_assert_eq!(tx.hash(), hash);
+        VerifiedTx { tx, hash }
+    }
+
     pub fn tx(&self) -> &SignedTx {
         &self.tx
     }

@@ -155,61 +155,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
     anyhow::ensure!(opts.accounts >= 2, "need at least 2 accounts");
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let keys: Vec<Keypair> = (0..opts.accounts)
-        .map(|i| {
-            let mut seed = [7u8; 32];
-            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            Keypair::from_seed(seed)
-        })
-        .collect();
+    let keys = bench_keys(opts.accounts);
     let genesis = Genesis {
         chain_id: "gridmesh-bench".into(),
         timestamp_ms: 0,
-        accounts: keys
-            .iter()
-            .map(|k| GenesisAccount {
-                address: k.address(),
-                balance: Amount::from_tokens(1_000_000),
-            })
-            .collect(),
+        accounts: funded(&keys),
         validators: vec![],
     };
-
-    // Sign everything up front (clients' work, not the ledger's), in parallel.
     tracing::info!(txs = opts.txs, "signing transfers");
-    let n = opts.accounts;
+    let encoded = sign_transfers(&keys, &genesis.chain_id, opts.txs);
     let threads = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);
-    let per = opts.txs.div_ceil(threads);
-    let encoded: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let keys = &keys;
-                let chain_id = genesis.chain_id.clone();
-                s.spawn(move || {
-                    (t * per..((t + 1) * per).min(opts.txs))
-                        .map(|i| {
-                            let (round, from) = (i / n, i % n);
-                            let to = keys[(from + 1 + round % (n - 1)) % n].address();
-                            SignedTx::transfer(
-                                &keys[from],
-                                &chain_id,
-                                round as u64,
-                                to,
-                                Amount(10_000),
-                            )
-                            .encode()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("signer"))
-            .collect()
-    });
 
     let chain = Chain::open(dir.path(), &genesis)?;
     let supply = chain.state().total_supply();
@@ -344,6 +301,63 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         block_step_p99_ms: percentile(&step, 0.99),
         index_p99_ms: percentile(&index, 0.99),
         largest_block_txs: lat.iter().map(|l| l.3).max().unwrap_or(0),
+    })
+}
+
+/// Deterministic benchmark accounts.
+pub fn bench_keys(n: usize) -> Vec<Keypair> {
+    (0..n)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Keypair::from_seed(seed)
+        })
+        .collect()
+}
+
+/// A million tokens for each key.
+pub fn funded(keys: &[Keypair]) -> Vec<GenesisAccount> {
+    keys.iter()
+        .map(|k| GenesisAccount {
+            address: k.address(),
+            balance: Amount::from_tokens(1_000_000),
+        })
+        .collect()
+}
+
+/// Signs `txs` transfers round-robin over `keys` (round r uses nonce r), in parallel: the
+/// clients' work, done before measuring. Returns canonical encodings.
+pub fn sign_transfers(keys: &[Keypair], chain_id: &str, txs: usize) -> Vec<Vec<u8>> {
+    let n = keys.len();
+    let threads = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let per = txs.div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t * per..((t + 1) * per).min(txs))
+                        .map(|i| {
+                            let (round, from) = (i / n, i % n);
+                            let to = keys[(from + 1 + round % (n - 1)) % n].address();
+                            SignedTx::transfer(
+                                &keys[from],
+                                chain_id,
+                                round as u64,
+                                to,
+                                Amount(10_000),
+                            )
+                            .encode()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signer"))
+            .collect()
     })
 }
 

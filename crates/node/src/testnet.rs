@@ -65,6 +65,16 @@ impl Testnet {
 /// Writes a new testnet of `n` validators into `dir`, or, if `dir` already holds one, loads it
 /// (checking it has `n` validators).
 pub fn init(dir: &Path, n: usize, base_port: u16) -> anyhow::Result<Testnet> {
+    init_with(dir, n, base_port, Vec::new())
+}
+
+/// [`init`], with more funded accounts in the genesis (benchmarks).
+pub fn init_with(
+    dir: &Path,
+    n: usize,
+    base_port: u16,
+    accounts: Vec<GenesisAccount>,
+) -> anyhow::Result<Testnet> {
     if dir.join("testnet.toml").exists() {
         let t = Testnet::load(dir)?;
         if t.validators.len() != n {
@@ -119,10 +129,12 @@ pub fn init(dir: &Path, n: usize, base_port: u16) -> anyhow::Result<Testnet> {
     let genesis = Genesis {
         chain_id: TESTNET_CHAIN_ID.into(),
         timestamp_ms: 0,
-        accounts: vec![GenesisAccount {
+        accounts: std::iter::once(GenesisAccount {
             address: faucet.address(),
             balance: Amount::from_tokens(1_000_000_000),
-        }],
+        })
+        .chain(accounts)
+        .collect(),
         validators: genesis_validators,
     };
     genesis.validate()?;

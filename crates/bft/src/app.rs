@@ -55,7 +55,7 @@ pub enum Behaviour {
 struct Speculative {
     header: BlockHeader,
     state: State,
-    executed: Executed,
+    executed: Arc<Executed>,
 }
 
 /// Counters a validator keeps about consensus (exposed by the node and read by tests).
@@ -220,7 +220,7 @@ impl Replica {
             Speculative {
                 header: header.clone(),
                 state: state.clone(),
-                executed,
+                executed: Arc::new(executed),
             },
         );
         (header, state)
@@ -347,27 +347,39 @@ impl Replica {
             };
         }
         let t0 = std::time::Instant::now();
+        // The speculative entry stays until the block is applied: a replica verifying a child
+        // meanwhile must find the parent's state either here or as the committed head.
         let cached = self
             .speculative
             .lock()
             .expect("speculative lock")
-            .remove(&hash)
-            .filter(|s| s.header.parent_hash == chain.head_hash());
+            .get(&hash)
+            .filter(|s| s.header.parent_hash == chain.head_hash())
+            .map(|s| s.executed.clone());
         let executed = match cached {
-            Some(s) => s.executed,
-            None => chain.verify_block(block)?,
+            Some(e) => e,
+            None => {
+                let mempool = &self.mempool;
+                let known = |h: &Hash32| mempool.lock().expect("mempool lock").contains(h);
+                Arc::new(
+                    chain
+                        .parent()
+                        .verify_block_with(chain.chain_id(), block, &known)?,
+                )
+            }
         };
         chain.persist(block, &executed)?;
         drop(chain);
         let hashes: Vec<Hash32> = executed.receipts.iter().map(|r| r.tx_hash).collect();
         {
             let mut chain = self.chain.write().expect("chain lock");
-            chain.apply(block, executed);
             // Blocks at or below a final height can no longer be built on.
             self.speculative
                 .lock()
                 .expect("speculative lock")
                 .retain(|_, s| s.header.height > height);
+            let executed = Arc::try_unwrap(executed).unwrap_or_else(|shared| (*shared).clone());
+            chain.apply(block, executed);
         }
         let commit_time = t0.elapsed();
         let chain = self.chain.read().expect("chain lock");

@@ -65,6 +65,22 @@ pub const CHANNELS: [u64; 6] = [
     CHANNEL_TXS,
 ];
 
+/// Per-peer rate limit of a channel (messages per second; also the burst a peer may send at
+/// once). The p2p layer sizes each channel's inbound queue for one burst from every peer, so
+/// these bound memory too: keep them near what the protocol needs.
+pub fn channel_quota(channel: u64) -> commonware_runtime::Quota {
+    let per_second = match channel {
+        // A few votes and certificates per view, a few views per second, with room for replay.
+        CHANNEL_VOTES | CHANNEL_CERTIFICATES => 8192,
+        CHANNEL_SIMPLEX_RESOLVER | CHANNEL_BACKFILL => 8192,
+        // One message per proposal.
+        CHANNEL_BLOCKS => 8192,
+        // Gossip batches every few milliseconds.
+        _ => 8192,
+    };
+    commonware_runtime::Quota::per_second(std::num::NonZeroU32::new(per_second).unwrap())
+}
+
 /// One epoch for the whole chain: the validator set is fixed by the genesis.
 const EPOCH_LENGTH: NonZeroU64 = NonZeroU64::new(1 << 48).unwrap();
 const PAGE_SIZE: NonZeroU16 = NonZeroU16::new(4096).unwrap();

@@ -6,7 +6,7 @@
 //! node runs it on a thread of its own, beside the HTTP API, sharing the chain and the mempool.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use commonware_cryptography::{ed25519, ChaCha20Poly1305, Signer as _};
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address, AddressableManager as _, AddressableTrackedPeers};
-use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _};
+use commonware_runtime::{Clock, Runner as _, Supervisor as _};
 use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
 use commonware_utils::ordered::Map;
@@ -71,6 +71,9 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
         // Validators of one community restart often during tests and upgrades: reconnect fast.
         p2p.peer_connection_cooldown = Duration::from_millis(250);
         p2p.dial_frequency = Duration::from_millis(250);
+        // The validator set is fixed by the genesis: one peer set (this also sizes each
+        // channel's inbound queue, see `engine::channel_quota`).
+        p2p.tracked_peer_sets = NonZeroUsize::new(1).unwrap();
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
         let primary: Map<ed25519::PublicKey, Address> = cfg
             .validators
@@ -79,10 +82,9 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             .try_collect()
             .expect("validator keys are distinct");
         oracle.track(0, AddressableTrackedPeers::new(primary, Map::default()));
-        let quota = Quota::per_second(NonZeroU32::new(100_000).unwrap());
         let mut chans = CHANNELS
             .iter()
-            .map(|c| network.register(*c, quota))
+            .map(|c| network.register(*c, engine::channel_quota(*c)))
             .collect::<Vec<_>>()
             .into_iter();
         let mut next = || chans.next().expect("one pair per channel");

@@ -6,15 +6,13 @@
 //! `GRIDMESH_SIM_SEEDS=N` runs N seeds per scenario (default 3; `scripts/sim` runs more).
 
 use std::collections::BTreeMap;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use commonware_cryptography::{ed25519, Signer as _};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{
-    deterministic, Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _,
-};
+use commonware_runtime::{deterministic, Clock, Handle, Runner as _, Spawner, Supervisor as _};
 use commonware_utils::Probability;
 use gridmesh_bft::app::{address_of, consensus_signer, Behaviour, Replica, ReplicaConfig};
 use gridmesh_bft::engine::{self, EngineConfig, Networks, Timing, CHANNELS};
@@ -174,12 +172,7 @@ impl Sim {
         let control = self.oracle.control(self.pk(i));
         let mut chans = Vec::new();
         for c in CHANNELS {
-            chans.push(
-                control
-                    .register(c, Quota::per_second(NonZeroU32::new(100_000).unwrap()))
-                    .await
-                    .unwrap(),
-            );
+            chans.push(control.register(c, engine::channel_quota(c)).await.unwrap());
         }
         let mut chans = chans.into_iter();
         let mut next = || chans.next().unwrap();

@@ -69,7 +69,7 @@ pub enum BlockError {
 }
 
 /// The result of executing a block against the head state, ready to commit.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Executed {
     pub block_hash: Hash32,
     pub diff: StateDiff,

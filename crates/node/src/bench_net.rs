@@ -88,7 +88,10 @@ fn spawn_node(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> 
     Command::new(exe)
         .arg("node")
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("GRIDMESH_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -111,7 +114,8 @@ pub fn run(opts: &NetBenchOptions) -> anyhow::Result<NetBenchReport> {
         .tempdir()
         .context("creating a temporary directory")?;
     let result = measure(opts, tmp.path());
-    if result.is_err() {
+    if result.is_err() || std::env::var_os("GRIDMESH_BENCH_KEEP").is_some() {
+        eprintln!("node directories and logs kept in {}", tmp.path().display());
         let _ = tmp.keep();
     }
     result

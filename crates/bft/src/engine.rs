@@ -115,8 +115,11 @@ impl Default for Timing {
 /// What one validator needs besides its ledger and its network.
 #[derive(Clone)]
 pub struct EngineConfig {
-    /// The validator's key (signs its votes; its identity on the network).
-    pub signer: ed25519::PrivateKey,
+    /// The node's key: its identity on the network and, for a validator, the key it votes with.
+    pub key: ed25519::PrivateKey,
+    /// Whether this node votes (a validator) or only follows (a full node: it checks the
+    /// validators' certificates and applies the finalised blocks, and votes on nothing).
+    pub votes: bool,
     /// Every validator's key (the genesis validator set).
     pub validators: Vec<ed25519::PublicKey>,
     /// Domain separation of votes: derived from the chain id and genesis hash, so votes of one
@@ -172,15 +175,19 @@ where
     P: Provider<PublicKey = ed25519::PublicKey>,
     B: Blocker<PublicKey = ed25519::PublicKey>,
 {
-    let public_key = commonware_cryptography::Signer::public_key(&cfg.signer);
+    let public_key = commonware_cryptography::Signer::public_key(&cfg.key);
     let participants: Set<ed25519::PublicKey> = cfg
         .validators
         .iter()
         .cloned()
         .try_collect()
         .expect("validator keys are distinct (checked by the genesis)");
-    let scheme = Scheme::signer(&cfg.namespace, participants, cfg.signer.clone())
-        .expect("this validator is in the validator set");
+    let scheme = if cfg.votes {
+        Scheme::signer(&cfg.namespace, participants, cfg.key.clone())
+            .expect("this validator is in the validator set")
+    } else {
+        Scheme::verifier(&cfg.namespace, participants)
+    };
     let n = scheme.participants().len();
     let prefix = cfg.partition_prefix.clone();
     let page_cache = CacheRef::new(PAGE_SIZE, PAGE_CACHE_PAGES);
@@ -305,7 +312,12 @@ where
             track_historical_votes: false,
         },
     );
-    tracing::info!(validators = n, %public_key, "starting BFT validator");
+    tracing::info!(
+        validators = n,
+        %public_key,
+        role = if cfg.votes { "validator" } else { "full node" },
+        "starting BFT consensus"
+    );
     engine.start(net.votes, net.certificates, net.simplex_resolver)
 }
 

@@ -28,9 +28,15 @@ use crate::engine::{self, EngineConfig, Networks, Timing, CHANNELS};
 /// Everything a validator process needs besides its ledger.
 #[derive(Clone)]
 pub struct ValidatorConfig {
-    pub signer: ed25519::PrivateKey,
+    /// The node's key (p2p identity; a validator also votes with it).
+    pub key: ed25519::PrivateKey,
+    /// Validator (votes) or full node (follows).
+    pub votes: bool,
     /// The genesis validators and their p2p addresses.
     pub validators: Vec<(ed25519::PublicKey, SocketAddr)>,
+    /// Other nodes (full nodes) allowed to connect: they receive blocks and certificates but
+    /// have no vote.
+    pub peers: Vec<(ed25519::PublicKey, SocketAddr)>,
     /// Where this validator accepts p2p connections.
     pub p2p_listen: SocketAddr,
     /// Consensus namespace (see [`engine::namespace`]).
@@ -51,11 +57,11 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
     let runner = commonware_runtime::tokio::Runner::new(runtime);
     runner.start(|context| async move {
         let n = cfg.validators.len();
-        let me = cfg.signer.public_key();
+        let me = cfg.key.public_key();
         let mut p2p = lookup::Config::local(
             Cups::<_, ChaCha20Poly1305>::new(
                 Sake {
-                    signer: cfg.signer.clone(),
+                    signer: cfg.key.clone(),
                     synchrony_bound: Duration::from_secs(5),
                     max_handshake_age: Duration::from_secs(10),
                     version: sake::Version::V1,
@@ -64,7 +70,7 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             ),
             &cfg.namespace,
             cfg.p2p_listen,
-            NonZeroUsize::new(n.max(1)).unwrap(),
+            NonZeroUsize::new(n + cfg.peers.len() + 1).unwrap(),
             engine::max_message_size(n),
             NonZeroUsize::new(4096).unwrap(),
         );
@@ -101,7 +107,8 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             cfg.validators.iter().map(|(k, _)| k.clone()).collect();
         validators.sort();
         let engine_cfg = EngineConfig {
-            signer: cfg.signer.clone(),
+            key: cfg.key.clone(),
+            votes: cfg.votes,
             validators,
             namespace: cfg.namespace.clone(),
             partition_prefix: "gridmesh".into(),
@@ -117,7 +124,7 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             oracle,
         )
         .await;
-        tracing::info!(%me, listen = %cfg.p2p_listen, validators = n, "validator running");
+        tracing::info!(%me, listen = %cfg.p2p_listen, validators = n, votes = cfg.votes, "consensus running");
         let mut stop = stop.fuse();
         loop {
             futures::select! {

@@ -43,6 +43,8 @@ struct Node {
 /// A simulated network of validators and what it needs to restart them.
 struct Sim {
     ctx: deterministic::Context,
+    /// Nodes `0..validators` vote; the rest are full nodes.
+    validators: usize,
     oracle: Oracle<Pk, deterministic::Context>,
     signers: Vec<ed25519::PrivateKey>,
     genesis: Genesis,
@@ -75,9 +77,18 @@ fn lossy_link(seed: u64) -> Link {
 
 impl Sim {
     async fn new(ctx: deterministic::Context, n: usize, link: Link) -> Sim {
+        Sim::with_full_nodes(ctx, n, 0, link).await
+    }
+
+    async fn with_full_nodes(
+        ctx: deterministic::Context,
+        n: usize,
+        full: usize,
+        link: Link,
+    ) -> Sim {
         let mut keys = Vec::new();
         let mut signers = Vec::new();
-        for i in 0..n {
+        for i in 0..n + full {
             let (kp, sk) = signer(i);
             keys.push(kp);
             signers.push(sk);
@@ -95,7 +106,7 @@ impl Sim {
                     balance: Amount::from_tokens(1_000),
                 })
                 .collect(),
-            validators: keys
+            validators: keys[..n]
                 .iter()
                 .enumerate()
                 .map(|(i, k)| GenesisValidator {
@@ -107,15 +118,16 @@ impl Sim {
         };
         genesis.validate().unwrap();
         let pks: Vec<Pk> = signers.iter().map(|s| s.public_key()).collect();
-        let (network, oracle) = Network::new_with_peers(
+        let (network, oracle) = Network::new_with_split_peers(
             ctx.child("network"),
             simulated::Config {
                 max_size: engine::max_message_size(n),
-                max_peers_per_set: NonZeroUsize::new(n).unwrap(),
+                max_peers_per_set: NonZeroUsize::new(n + full).unwrap(),
                 disconnect_on_block: true,
                 tracked_peer_sets: NonZeroUsize::new(1).unwrap(),
             },
-            pks.clone(),
+            pks[..n].to_vec(),
+            pks[n..].to_vec(),
         )
         .await;
         network.start();
@@ -129,17 +141,19 @@ impl Sim {
                 }
             }
         }
+        let total = n + full;
         Sim {
             ctx,
+            validators: n,
             oracle,
             signers,
             genesis,
-            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
-            nodes: (0..n).map(|_| None).collect(),
-            old_chains: (0..n).map(|_| Weak::new()).collect(),
-            behaviours: vec![Behaviour::Honest; n],
+            dirs: (0..total).map(|_| tempfile::tempdir().unwrap()).collect(),
+            nodes: (0..total).map(|_| None).collect(),
+            old_chains: (0..total).map(|_| Weak::new()).collect(),
+            behaviours: vec![Behaviour::Honest; total],
             users,
-            restarts: vec![0; n],
+            restarts: vec![0; total],
             link,
         }
     }
@@ -185,9 +199,10 @@ impl Sim {
             txs: next(),
         };
         let cfg = EngineConfig {
-            signer: self.signers[i].clone(),
+            key: self.signers[i].clone(),
+            votes: i < self.validators,
             validators: {
-                let mut v: Vec<Pk> = (0..self.signers.len()).map(|j| self.pk(j)).collect();
+                let mut v: Vec<Pk> = (0..self.validators).map(|j| self.pk(j)).collect();
                 v.sort();
                 v
             },
@@ -492,6 +507,34 @@ fn byzantine_proposals_are_rejected() {
                 );
             });
         }
+    }
+}
+
+/// A full node started long after genesis fetches every block from the validators, checks each
+/// finalisation certificate, and ends up with the same chain; it never votes.
+#[test]
+fn full_node_joins_from_genesis() {
+    for seed in seeds() {
+        runner(seed).start(|ctx| async move {
+            let mut sim = Sim::with_full_nodes(ctx, 4, 1, lossy_link(seed)).await;
+            for i in 0..4 {
+                sim.start(i).await;
+            }
+            let mut round = 0;
+            sim.run(10, &mut round).await;
+            let before = sim.max_height(&[0, 1, 2, 3]);
+            assert!(before >= 5, "seed {seed}: validators at {before}");
+            sim.start(4).await;
+            sim.run(10, &mut round).await;
+            let full = sim.height(4);
+            assert!(
+                full >= before,
+                "seed {seed}: full node at {full}, validators were at {before}"
+            );
+            sim.check_agreement(&[0, 1, 2, 3, 4]);
+            let stats = &sim.nodes[4].as_ref().unwrap().replica.stats;
+            assert_eq!(stats.proposed.load(std::sync::atomic::Ordering::Relaxed), 0);
+        });
     }
 }
 

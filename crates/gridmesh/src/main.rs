@@ -76,6 +76,9 @@ struct NodeArgs {
     /// validator].
     #[arg(long)]
     p2p_listen: Option<SocketAddr>,
+    /// A full node allowed to connect (BFT networks), KEY@HOST:PORT; repeatable.
+    #[arg(long = "peer")]
+    peers: Vec<gridmesh_node::config::Peer>,
     /// Milliseconds between blocks (solo engine) [default: 1000].
     #[arg(long)]
     block_interval_ms: Option<u64>,
@@ -89,6 +92,9 @@ struct TestnetArgs {
     /// Number of validators.
     #[arg(long, default_value_t = 4)]
     validators: usize,
+    /// Number of full nodes (follow the validators, no vote).
+    #[arg(long, default_value_t = 0)]
+    full_nodes: usize,
     /// Directory for keys, genesis, configs and data (reused if it already holds a testnet).
     #[arg(long)]
     dir: PathBuf,
@@ -423,6 +429,7 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     cfg.genesis = a.genesis.or(file.genesis);
     cfg.validator_key = a.validator_key.or(file.validator_key);
     cfg.p2p_listen = a.p2p_listen.or(file.p2p_listen);
+    cfg.peers = file.peers.into_iter().chain(a.peers).collect();
     cfg.block_interval = Duration::from_millis(
         a.block_interval_ms
             .or(file.block_interval_ms)
@@ -446,7 +453,8 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
 }
 
 fn run_testnet(a: TestnetArgs) -> anyhow::Result<()> {
-    let t = gridmesh_node::testnet::init(&a.dir, a.validators, a.base_port)?;
+    let t =
+        gridmesh_node::testnet::init_with(&a.dir, a.validators, a.full_nodes, a.base_port, vec![])?;
     eprintln!(
         "testnet {} in {}: {} validators (genesis {}, faucet key {})",
         t.chain_id,
@@ -462,25 +470,38 @@ fn run_testnet(a: TestnetArgs) -> anyhow::Result<()> {
                 t.config_path(&a.dir, i).display()
             );
         }
+        for j in 0..t.full_nodes.len() {
+            println!(
+                "full node {j}: gridmesh node --config {}",
+                t.full_node_config_path(&a.dir, j).display()
+            );
+        }
         return Ok(());
     }
     let exe = std::env::current_exe().context("locating the gridmesh binary")?;
     let mut children = Vec::new();
-    for (i, v) in t.validators.iter().enumerate() {
-        let log = std::fs::File::create(a.dir.join(format!("v{i}/node.log")))?;
+    let nodes = t
+        .validators
+        .iter()
+        .map(|v| ("validator", "v", v))
+        .chain(t.full_nodes.iter().map(|f| ("full node", "f", f)));
+    for (what, prefix, v) in nodes {
+        let i = v.index;
+        let log_path = a.dir.join(format!("{prefix}{i}/node.log"));
+        let log = std::fs::File::create(&log_path)?;
         let child = std::process::Command::new(&exe)
             .args(["node", "--config"])
-            .arg(t.config_path(&a.dir, i))
+            .arg(a.dir.join(&v.config))
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting validator {i}"))?;
+            .with_context(|| format!("starting {what} {i}"))?;
         println!(
-            "validator {i}: api http://{} p2p {} address {} (log {})",
+            "{what} {i}: api http://{} p2p {} address {} (log {})",
             v.api,
             v.p2p,
             v.address,
-            a.dir.join(format!("v{i}/node.log")).display()
+            log_path.display()
         );
         children.push(child);
     }
@@ -494,7 +515,7 @@ fn run_testnet(a: TestnetArgs) -> anyhow::Result<()> {
                     for (i, c) in children.iter_mut().enumerate() {
                         if let Ok(Some(status)) = c.try_wait() {
                             if !reported[i] {
-                                eprintln!("validator {i} exited ({status}); see v{i}/node.log");
+                                eprintln!("node {i} exited ({status}); see its node.log");
                                 reported[i] = true;
                             }
                         }

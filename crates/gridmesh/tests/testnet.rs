@@ -1,7 +1,8 @@
 //! A BFT network of real processes: `gridmesh testnet` writes four validators, each runs as its
 //! own `gridmesh node`; transfers go to the validators round-robin while one is killed with
 //! SIGKILL, the others go on, the killed one restarts and catches up, and every transaction any
-//! validator reports as finalised is in the same block on all four.
+//! validator reports as finalised is in the same block on all four. Then a full node that joins
+//! from genesis catches up to the same chain.
 
 mod common;
 
@@ -93,6 +94,8 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
         "4",
         "--dir",
         dir.to_str().unwrap(),
+        "--full-nodes",
+        "1",
         "--base-port",
         &base_port().to_string(),
         "--init-only",
@@ -244,7 +247,7 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
         );
     }
     eprintln!(
-        "{} submitted, {finalised} finalised on all {N} validators, {top} blocks",
+        "{} submitted, {finalised} finalised on all {N} validators and the full node, {top} blocks",
         load.submitted.len()
     );
 }

@@ -154,7 +154,7 @@ fn measure(opts: &NetBenchOptions, dir: &Path) -> anyhow::Result<NetBenchReport>
             .push(spawn_node(&opts.exe, &args, &dir.join("solo.log"))?);
         urls.push(format!("http://{api}"));
     } else {
-        let t = crate::testnet::init_with(dir, opts.validators, opts.base_port, funded(&keys))?;
+        let t = crate::testnet::init_with(dir, opts.validators, 0, opts.base_port, funded(&keys))?;
         chain_id = t.chain_id.clone();
         for (i, v) in t.validators.iter().enumerate() {
             let args = vec![

@@ -8,7 +8,15 @@
 //! p2p_listen = "127.0.0.1:26600"        # BFT networks: default is the genesis address
 //! block_interval_ms = 1000              # solo engine only
 //! empty_blocks = false                  # solo engine only
+//!
+//! [[peers]]                             # BFT networks: full nodes allowed to connect
+//! public_key = "<64 hex characters>"    # the full node's node.key
+//! p2p_address = "127.0.0.1:26650"
 //! ```
+//!
+//! A node of a BFT network without `validator_key` is a full node: it follows the validators
+//! (identity: `DATA_DIR/node.key`) and needs `p2p_listen`; the validators must list it in
+//! `peers`.
 //!
 //! Command-line flags override the file.
 
@@ -27,6 +35,33 @@ pub struct NodeFile {
     pub p2p_listen: Option<SocketAddr>,
     pub block_interval_ms: Option<u64>,
     pub empty_blocks: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
+}
+
+/// A node allowed to connect besides the validators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub public_key: gridmesh_types::Address,
+    pub p2p_address: SocketAddr,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// `KEY@HOST:PORT`.
+    fn from_str(s: &str) -> Result<Peer, String> {
+        let (key, addr) = s
+            .split_once('@')
+            .ok_or_else(|| format!("peer {s:?} is not KEY@HOST:PORT"))?;
+        Ok(Peer {
+            public_key: key.parse().map_err(|e| format!("peer key {key:?}: {e}"))?,
+            p2p_address: addr
+                .parse()
+                .map_err(|e| format!("peer address {addr:?}: {e}"))?,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,5 +126,16 @@ mod tests {
         std::fs::write(&p, "listen = \"not an address\"\n").unwrap();
         assert!(NodeFile::load(&p).is_err());
         assert!(NodeFile::load(&dir.path().join("missing.toml")).is_err());
+        let key = "ab".repeat(32);
+        let peer: Peer = format!("{key}@127.0.0.1:9").parse().unwrap();
+        assert_eq!(peer.p2p_address.port(), 9);
+        assert!("nokey".parse::<Peer>().is_err());
+        assert!(format!("{key}@nowhere").parse::<Peer>().is_err());
+        std::fs::write(
+            &p,
+            format!("[[peers]]\npublic_key = \"{key}\"\np2p_address = \"127.0.0.1:9\"\n"),
+        )
+        .unwrap();
+        assert_eq!(NodeFile::load(&p).unwrap().peers, vec![peer]);
     }
 }

@@ -51,8 +51,11 @@ pub struct NodeConfig {
     pub mempool: MempoolConfig,
     /// BFT: this validator's key file (its key must be in the genesis validator set).
     pub validator_key: Option<PathBuf>,
-    /// BFT: where to accept p2p connections (default: this validator's address in the genesis).
+    /// BFT: where to accept p2p connections (default: this validator's address in the genesis;
+    /// required for a full node).
     pub p2p_listen: Option<SocketAddr>,
+    /// BFT: full nodes allowed to connect (a validator lists the full nodes that follow it).
+    pub peers: Vec<config::Peer>,
 }
 
 impl NodeConfig {
@@ -67,6 +70,7 @@ impl NodeConfig {
             mempool: MempoolConfig::default(),
             validator_key: None,
             p2p_listen: None,
+            peers: Vec::new(),
         }
     }
 
@@ -153,18 +157,13 @@ impl RunningNode {
                 Genesis::dev(faucet.address())
             }
         };
-        let validator_key = if genesis.validators.is_empty() {
+        let bft = !genesis.validators.is_empty();
+        let validator_key = if !bft {
             if cfg.validator_key.is_some() {
                 bail!("--validator-key is for a BFT network, but this genesis lists no validators");
             }
             None
-        } else {
-            let path = cfg.validator_key.as_ref().with_context(|| {
-                format!(
-                    "this genesis lists {} validators: run the node with --validator-key FILE",
-                    genesis.validators.len()
-                )
-            })?;
+        } else if let Some(path) = &cfg.validator_key {
             let key = Keypair::load(path)
                 .with_context(|| format!("loading the validator key {}", path.display()))?;
             if !genesis
@@ -179,6 +178,16 @@ impl RunningNode {
                 );
             }
             Some(key)
+        } else {
+            // A full node: it follows the validators and needs an address they can allow.
+            if cfg.p2p_listen.is_none() {
+                bail!(
+                    "this genesis lists {} validators: run a validator with --validator-key FILE, \
+                     or a full node with --p2p-listen ADDR (listed in the validators' peers)",
+                    genesis.validators.len()
+                );
+            }
+            None
         };
         let node_key = match &validator_key {
             Some(k) => k.clone(),
@@ -196,7 +205,7 @@ impl RunningNode {
         let mempool = Mempool::new(chain.chain_id(), cfg.mempool.clone());
         let chain = Arc::new(RwLock::new(chain));
         let mempool = Arc::new(Mutex::new(mempool));
-        let replica = validator_key.as_ref().map(|_| {
+        let replica = bft.then(|| {
             gridmesh_bft::app::Replica::new(
                 chain.clone(),
                 mempool.clone(),
@@ -221,13 +230,28 @@ impl RunningNode {
         let api_addr = listener.local_addr()?;
 
         let (exited, engine_exit) = tokio::sync::oneshot::channel();
-        let (stop_engine, engine) = match (replica, validator_key) {
-            (Some(replica), Some(key)) => {
+        let (stop_engine, engine) = match replica {
+            Some(replica) => {
+                let votes = validator_key.is_some();
                 let me = genesis
                     .validators
                     .iter()
-                    .find(|v| v.public_key == key.address())
-                    .expect("checked above");
+                    .find(|v| v.public_key == node_key.address());
+                let p2p_listen = match (cfg.p2p_listen, me) {
+                    (Some(a), _) => a,
+                    (None, Some(v)) => v.p2p_address,
+                    (None, None) => unreachable!("a full node without --p2p-listen was refused"),
+                };
+                let peers =
+                    cfg.peers
+                        .iter()
+                        .map(|p| {
+                            let pk = gridmesh_bft::app::public_key_of(&p.public_key).with_context(
+                                || format!("peer {} is not an ed25519 key", p.public_key),
+                            )?;
+                            Ok((pk, p.p2p_address))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
                 let validators = genesis
                     .validators
                     .iter()
@@ -240,9 +264,11 @@ impl RunningNode {
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let vcfg = gridmesh_bft::validator::ValidatorConfig {
-                    signer: gridmesh_bft::app::consensus_signer(&key),
+                    key: gridmesh_bft::app::consensus_signer(&node_key),
+                    votes,
                     validators,
-                    p2p_listen: cfg.p2p_listen.unwrap_or(me.p2p_address),
+                    peers,
+                    p2p_listen,
                     namespace,
                     storage_dir: cfg.data_dir.join("consensus"),
                     timing: Default::default(),
@@ -263,7 +289,7 @@ impl RunningNode {
                     })?;
                 (EngineStop::Bft(stop), thread)
             }
-            _ => {
+            None => {
                 let app = LedgerApp::new(
                     shared.chain.clone(),
                     shared.mempool.clone(),

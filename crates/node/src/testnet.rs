@@ -9,10 +9,12 @@
 //! DIR/v<i>/validator.key    validator i's key
 //! DIR/v<i>/node.toml        its node config: `gridmesh node --config DIR/v<i>/node.toml`
 //! DIR/v<i>/data/            its chain (created when it first starts)
+//! DIR/f<j>/node.toml        full node j (if any): follows the validators, has no vote
+//! DIR/f<j>/data/node.key    its identity, listed in every validator's `peers`
 //! ```
 //!
-//! Validator i listens for p2p on `base_port + i` and serves its API on `base_port + 100 + i`,
-//! all on 127.0.0.1.
+//! Validator i listens for p2p on `base_port + i` and serves its API on `base_port + 100 + i`;
+//! full node j uses `base_port + 50 + j` and `base_port + 150 + j`; all on 127.0.0.1.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ pub struct TestnetValidator {
 pub struct Testnet {
     pub chain_id: String,
     pub validators: Vec<TestnetValidator>,
+    #[serde(default)]
+    pub full_nodes: Vec<TestnetValidator>,
 }
 
 impl Testnet {
@@ -60,34 +64,45 @@ impl Testnet {
     pub fn config_path(&self, dir: &Path, i: usize) -> PathBuf {
         dir.join(&self.validators[i].config)
     }
+
+    /// The node config file of full node `j`.
+    pub fn full_node_config_path(&self, dir: &Path, j: usize) -> PathBuf {
+        dir.join(&self.full_nodes[j].config)
+    }
 }
 
 /// Writes a new testnet of `n` validators into `dir`, or, if `dir` already holds one, loads it
 /// (checking it has `n` validators).
 pub fn init(dir: &Path, n: usize, base_port: u16) -> anyhow::Result<Testnet> {
-    init_with(dir, n, base_port, Vec::new())
+    init_with(dir, n, 0, base_port, Vec::new())
 }
 
 /// [`init`], with more funded accounts in the genesis (benchmarks).
 pub fn init_with(
     dir: &Path,
     n: usize,
+    full: usize,
     base_port: u16,
     accounts: Vec<GenesisAccount>,
 ) -> anyhow::Result<Testnet> {
     if dir.join("testnet.toml").exists() {
         let t = Testnet::load(dir)?;
-        if t.validators.len() != n {
+        if t.validators.len() != n || t.full_nodes.len() != full {
             bail!(
-                "{} already holds a testnet of {} validators, not {n}; use another --dir",
+                "{} already holds a testnet of {} validators and {} full nodes, not {n} and \
+                 {full}; use another --dir",
                 dir.display(),
-                t.validators.len()
+                t.validators.len(),
+                t.full_nodes.len()
             );
         }
         return Ok(t);
     }
-    if n == 0 || n > MAX_VALIDATORS {
-        bail!("a testnet has 1 to {MAX_VALIDATORS} validators, not {n}");
+    if n == 0 || n > MAX_VALIDATORS.min(50) {
+        bail!("a testnet has 1 to 50 validators, not {n}");
+    }
+    if full > 50 {
+        bail!("a testnet has at most 50 full nodes, not {full}");
     }
     if base_port as usize + 100 + n > u16::MAX as usize {
         bail!("base port {base_port} leaves no room for {n} validators");
@@ -95,6 +110,35 @@ pub fn init_with(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let faucet = Keypair::generate();
     faucet.save(&dir.join("faucet.key"))?;
+    let mut full_nodes = Vec::new();
+    let mut peers = Vec::new();
+    for j in 0..full {
+        let fdir = dir.join(format!("f{j}"));
+        std::fs::create_dir_all(fdir.join("data"))?;
+        let key = Keypair::generate();
+        key.save(&fdir.join("data").join(crate::NODE_KEY_FILE))?;
+        let p2p: SocketAddr = format!("127.0.0.1:{}", base_port as usize + 50 + j).parse()?;
+        let api: SocketAddr = format!("127.0.0.1:{}", base_port as usize + 150 + j).parse()?;
+        let node = NodeFile {
+            data_dir: Some("data".into()),
+            listen: Some(api),
+            genesis: Some("../genesis.toml".into()),
+            p2p_listen: Some(p2p),
+            ..Default::default()
+        };
+        std::fs::write(fdir.join("node.toml"), node.to_toml())?;
+        peers.push(crate::config::Peer {
+            public_key: key.address(),
+            p2p_address: p2p,
+        });
+        full_nodes.push(TestnetValidator {
+            index: j,
+            address: key.address(),
+            api,
+            p2p,
+            config: PathBuf::from(format!("f{j}/node.toml")),
+        });
+    }
     let mut validators = Vec::new();
     let mut genesis_validators = Vec::new();
     for i in 0..n {
@@ -110,6 +154,7 @@ pub fn init_with(
             genesis: Some("../genesis.toml".into()),
             validator_key: Some("validator.key".into()),
             p2p_listen: Some(p2p),
+            peers: peers.clone(),
             ..Default::default()
         };
         std::fs::write(vdir.join("node.toml"), node.to_toml())?;
@@ -142,6 +187,7 @@ pub fn init_with(
     let t = Testnet {
         chain_id: TESTNET_CHAIN_ID.into(),
         validators,
+        full_nodes,
     };
     std::fs::write(dir.join("testnet.toml"), toml::to_string_pretty(&t)?)?;
     Ok(t)
@@ -170,5 +216,14 @@ mod tests {
         assert_eq!(init(dir.path(), 4, 31000).unwrap(), t);
         assert!(init(dir.path(), 5, 30000).is_err());
         assert!(init(&dir.path().join("x"), 0, 30000).is_err());
+        let with_full = init_with(&dir.path().join("y"), 4, 2, 32000, vec![]).unwrap();
+        assert_eq!(with_full.full_nodes.len(), 2);
+        let v0 = NodeFile::load(&with_full.config_path(&dir.path().join("y"), 0)).unwrap();
+        assert_eq!(v0.peers.len(), 2);
+        let f0 =
+            NodeFile::load(&with_full.full_node_config_path(&dir.path().join("y"), 0)).unwrap();
+        assert!(f0.validator_key.is_none());
+        let key = Keypair::load(&f0.data_dir.unwrap().join(crate::NODE_KEY_FILE)).unwrap();
+        assert_eq!(key.address(), v0.peers[0].public_key);
     }
 }

@@ -203,13 +203,13 @@ fn measure(opts: &NetBenchOptions, dir: &Path) -> anyhow::Result<NetBenchReport>
     let mut blocks = 0u64;
     let mut max_block = 0usize;
     let result: anyhow::Result<()> = std::thread::scope(|s| {
-        for node in 0..nodes {
+        for (node, url) in urls.iter().enumerate() {
             let mine: Vec<(usize, &[Vec<u8>])> = batches
                 .iter()
                 .filter(|(b, _)| b % nodes == node)
                 .cloned()
                 .collect();
-            let client = Client::new(&urls[node]);
+            let client = Client::new(url);
             let submitted_at = submitted_at.clone();
             let hashes = &hashes;
             let done = &done;

@@ -251,3 +251,120 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
         load.submitted.len()
     );
 }
+
+/// Mistakes in setting up a BFT node get a clear error and change nothing.
+#[test]
+fn bft_setup_mistakes_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let d = dir.to_str().unwrap();
+    let out = gridmesh(&[
+        "testnet",
+        "--validators",
+        "4",
+        "--dir",
+        d,
+        "--base-port",
+        "41000",
+        "--init-only",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let genesis = dir.join("genesis.toml");
+    let g = genesis.to_str().unwrap();
+    let data = tmp.path().join("data");
+    let data = data.to_str().unwrap();
+    let fails = |args: &[&str], needle: &str| {
+        let out = gridmesh(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+    };
+    // Neither a validator key nor a p2p address for a full node.
+    fails(
+        &[
+            "node",
+            "--data-dir",
+            data,
+            "--genesis",
+            g,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "--validator-key",
+    );
+    // A key that is not one of the validators.
+    let stranger = tmp.path().join("stranger.key");
+    assert!(
+        gridmesh(&["keys", "new", "--out", stranger.to_str().unwrap()])
+            .status
+            .success()
+    );
+    fails(
+        &[
+            "node",
+            "--data-dir",
+            data,
+            "--genesis",
+            g,
+            "--listen",
+            "127.0.0.1:0",
+            "--validator-key",
+            stranger.to_str().unwrap(),
+        ],
+        "not in the genesis validator set",
+    );
+    // A validator key for a solo (no-validator) chain.
+    fails(
+        &[
+            "node",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--validator-key",
+            stranger.to_str().unwrap(),
+        ],
+        "lists no validators",
+    );
+    // A broken config file, and a malformed peer.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "data_dir = \"x\"\nvalidator_keys = \"oops\"\n").unwrap();
+    fails(
+        &["node", "--config", bad.to_str().unwrap()],
+        "validator_keys",
+    );
+    fails(
+        &["node", "--data-dir", data, "--peer", "nonsense"],
+        "KEY@HOST:PORT",
+    );
+    // Reusing a testnet directory with another size.
+    fails(
+        &["testnet", "--validators", "5", "--dir", d, "--init-only"],
+        "already holds a testnet",
+    );
+    // A genesis whose validators have unequal power.
+    let text = std::fs::read_to_string(&genesis)
+        .unwrap()
+        .replacen("power = 1", "power = 2", 1);
+    let unequal = tmp.path().join("unequal.toml");
+    std::fs::write(&unequal, text).unwrap();
+    fails(
+        &[
+            "node",
+            "--data-dir",
+            data,
+            "--genesis",
+            unequal.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "same power",
+    );
+}

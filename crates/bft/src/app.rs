@@ -63,8 +63,11 @@ struct Speculative {
 pub struct ReplicaStats {
     pub proposed: AtomicU64,
     pub verified: AtomicU64,
-    /// Proposals this replica voted against (wrong root, invalid transaction, wrong proposer...).
+    /// Proposals this replica voted against as invalid (wrong root, invalid transaction, wrong
+    /// proposer...).
     pub rejected: AtomicU64,
+    /// Proposals it voted against because their parent was overtaken (stale, not invalid).
+    pub stale: AtomicU64,
     pub finalized: AtomicU64,
 }
 
@@ -535,7 +538,14 @@ where
             ));
         }
         let Some((ph, ps)) = self.replica.resolve(parent, &mut ancestry).await else {
-            return reject(&"its parent does not extend the committed chain");
+            // Usually a stale proposal: its parent was overtaken by a finalised sibling.
+            tracing::debug!(
+                height = header.height,
+                round = %context.round,
+                "voting against a proposal whose parent does not extend the committed chain"
+            );
+            self.replica.stats.stale.fetch_add(1, Ordering::Relaxed);
+            return false;
         };
         // A proposal from the future waits (the view times out if it waits too long); the
         // state machine itself only sees the timestamp.

@@ -64,10 +64,11 @@ fn signer(i: usize) -> (Keypair, ed25519::PrivateKey) {
 }
 
 fn lossy_link(seed: u64) -> Link {
-    // Seed-dependent but fixed per run: 10-60 ms latency, up to 20 ms jitter, 5-15 % loss.
+    // Seed-dependent but fixed per run: 10-60 ms latency, up to 20 ms jitter, 2-10 % of messages
+    // lost (never retransmitted: harsher than TCP, where loss becomes delay).
     let latency = 10 + (seed * 7919) % 50;
     let jitter = (seed * 104_729) % 20;
-    let loss_pct = 5 + (seed % 11);
+    let loss_pct = 2 + (seed % 9);
     Link {
         latency: Duration::from_millis(latency),
         jitter: Duration::from_millis(jitter),
@@ -208,12 +209,8 @@ impl Sim {
             },
             namespace,
             partition_prefix: format!("validator-{i}"),
-            timing: Timing {
-                leader_timeout: Duration::from_millis(500),
-                certification_timeout: Duration::from_secs(1),
-                timeout_retry: Duration::from_millis(500),
-                fetch_timeout: Duration::from_secs(1),
-            },
+            // The timeouts a node ships with.
+            timing: Timing::default(),
             mailbox_size: NonZeroUsize::new(1024).unwrap(),
         };
         let peers = self.oracle.manager();

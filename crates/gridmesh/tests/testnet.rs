@@ -120,6 +120,16 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
     assert_eq!(status.consensus, "bft");
     assert_eq!(status.validators, 4);
     let chain_id = status.chain_id.clone();
+    let url0 = procs[0].as_ref().unwrap().url.clone();
+    let metrics = ureq::get(&format!("{url0}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("gridmesh_bft_finalized_total"),
+        "{metrics}"
+    );
 
     // Fund the senders from the faucet (through validator 1: any validator will do).
     let faucet = Keypair::load(&dir.join("faucet.key")).unwrap();

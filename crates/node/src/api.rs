@@ -625,7 +625,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let mempool = s.mempool.lock().expect("mempool lock").len();
     let height = s.chain.read().expect("chain lock").head().height;
     let committed = s.committed_txs.load(Ordering::Relaxed);
-    let body = format!(
+    let mut body = format!(
         "# HELP gridmesh_block_height Height of the last committed block.\n\
          # TYPE gridmesh_block_height gauge\ngridmesh_block_height {height}\n\
          # HELP gridmesh_mempool_txs Transactions waiting in the mempool.\n\
@@ -633,5 +633,36 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
          # HELP gridmesh_committed_txs_total Transactions committed since the node started.\n\
          # TYPE gridmesh_committed_txs_total counter\ngridmesh_committed_txs_total {committed}\n"
     );
+    if let Some(r) = &s.replica {
+        let st = &r.stats;
+        for (name, help, v) in [
+            ("proposed", "Blocks this validator proposed.", &st.proposed),
+            (
+                "verified",
+                "Proposals this validator verified and voted for.",
+                &st.verified,
+            ),
+            (
+                "rejected",
+                "Proposals it voted against as invalid.",
+                &st.rejected,
+            ),
+            (
+                "stale",
+                "Proposals it voted against because their parent was overtaken.",
+                &st.stale,
+            ),
+            (
+                "finalized",
+                "Finalised blocks this node applied.",
+                &st.finalized,
+            ),
+        ] {
+            body.push_str(&format!(
+                "# HELP gridmesh_bft_{name}_total {help}\n# TYPE gridmesh_bft_{name}_total counter\ngridmesh_bft_{name}_total {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -112,6 +112,8 @@ pub struct Shared {
     pub committed_txs: std::sync::atomic::AtomicU64,
     /// BFT only: where admitted transactions wait to be gossiped to the other validators.
     pub outbox: Option<Arc<gridmesh_bft::gossip::Outbox>>,
+    /// BFT only: the replica (its consensus counters feed `/metrics`).
+    pub replica: Option<Arc<gridmesh_bft::app::Replica>>,
     /// Number of validators (1 for solo).
     pub validators: usize,
 }
@@ -221,6 +223,7 @@ impl RunningNode {
             node_address: node_key.address(),
             committed_txs: Default::default(),
             outbox: replica.as_ref().map(|r| r.outbox()),
+            replica: replica.clone(),
             validators: genesis.validators.len().max(1),
         });
 

@@ -500,6 +500,7 @@ where
             height = block.block.header.height,
             txs = block.block.txs.len(),
             round = %context.round,
+            node = ?clock.name(),
             "proposed"
         );
         let digest = digest_of(block.hash());
@@ -511,6 +512,7 @@ where
         (clock, context): (E, Ctx),
         ancestry: impl Ancestry<BftBlock>,
     ) -> bool {
+        tracing::trace!(round = %context.round, node = ?clock.name(), "verify requested");
         let mut ancestry = ancestry;
         let Some(block) = ancestry.next().await else {
             return false;
@@ -542,6 +544,7 @@ where
             tracing::debug!(
                 height = header.height,
                 round = %context.round,
+                node = ?clock.name(),
                 "voting against a proposal whose parent does not extend the committed chain"
             );
             self.replica.stats.stale.fetch_add(1, Ordering::Relaxed);
@@ -558,6 +561,7 @@ where
         match self.replica.execute((&ph, &ps), &block.inner().block) {
             Ok(_) => {
                 self.replica.stats.verified.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(height = header.height, round = %context.round, node = ?clock.name(), "verified");
                 true
             }
             Err(e) => reject(&e),

@@ -147,6 +147,26 @@ pub struct Networks<S, R> {
     pub txs: (S, R),
 }
 
+impl<S, R> Networks<S, R> {
+    /// The channels from (sender, receiver) pairs registered in [`CHANNELS`] order.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (S, R)>) -> Self {
+        let mut pairs = pairs.into_iter();
+        let mut next = || {
+            pairs
+                .next()
+                .expect("one (sender, receiver) pair per channel")
+        };
+        Networks {
+            votes: next(),
+            certificates: next(),
+            simplex_resolver: next(),
+            backfill: next(),
+            blocks: next(),
+            txs: next(),
+        }
+    }
+}
+
 /// The largest p2p message a validator sends: a whole block (buffered broadcast or backfill),
 /// with its finalisation certificate.
 pub fn max_message_size(validators: usize) -> u32 {

@@ -87,21 +87,20 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             .map(|(k, a)| (k.clone(), Address::from(*a)))
             .try_collect()
             .expect("validator keys are distinct");
-        oracle.track(0, AddressableTrackedPeers::new(primary, Map::default()));
-        let mut chans = CHANNELS
+        // Full nodes are secondary peers: accepted and sent blocks and certificates, no vote.
+        let secondary: Map<ed25519::PublicKey, Address> = cfg
+            .peers
             .iter()
-            .map(|c| network.register(*c, engine::channel_quota(*c)))
-            .collect::<Vec<_>>()
-            .into_iter();
-        let mut next = || chans.next().expect("one pair per channel");
-        let net = Networks {
-            votes: next(),
-            certificates: next(),
-            simplex_resolver: next(),
-            backfill: next(),
-            blocks: next(),
-            txs: next(),
-        };
+            .filter(|(k, _)| !cfg.validators.iter().any(|(v, _)| v == k))
+            .map(|(k, a)| (k.clone(), Address::from(*a)))
+            .try_collect()
+            .expect("peer keys are distinct");
+        oracle.track(0, AddressableTrackedPeers::new(primary, secondary));
+        let net = Networks::from_pairs(
+            CHANNELS
+                .iter()
+                .map(|c| network.register(*c, engine::channel_quota(*c))),
+        );
         network.start();
         let mut validators: Vec<ed25519::PublicKey> =
             cfg.validators.iter().map(|(k, _)| k.clone()).collect();

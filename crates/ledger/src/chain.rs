@@ -451,7 +451,7 @@ mod tests {
         let built = chain.build_block(
             [good.clone(), forged.clone()]
                 .into_iter()
-                .map(|t| VerifiedTx::new_unchecked(t)),
+                .map(VerifiedTx::new_unchecked),
             1,
             faucet.address(),
         );

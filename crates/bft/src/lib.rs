@@ -10,3 +10,6 @@ pub mod block;
 pub mod engine;
 pub mod gossip;
 pub mod validator;
+
+/// A node's public key as consensus and p2p know it (the same ed25519 key as its ledger address).
+pub use commonware_cryptography::ed25519::PublicKey as ConsensusKey;

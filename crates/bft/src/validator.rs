@@ -81,20 +81,13 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
         // channel's inbound queue, see `engine::channel_quota`).
         p2p.tracked_peer_sets = NonZeroUsize::new(1).unwrap();
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
-        let primary: Map<ed25519::PublicKey, Address> = cfg
-            .validators
-            .iter()
-            .map(|(k, a)| (k.clone(), Address::from(*a)))
-            .try_collect()
-            .expect("validator keys are distinct");
+        let primary = address_map(cfg.validators.iter());
         // Full nodes are secondary peers: accepted and sent blocks and certificates, no vote.
-        let secondary: Map<ed25519::PublicKey, Address> = cfg
-            .peers
-            .iter()
-            .filter(|(k, _)| !cfg.validators.iter().any(|(v, _)| v == k))
-            .map(|(k, a)| (k.clone(), Address::from(*a)))
-            .try_collect()
-            .expect("peer keys are distinct");
+        let secondary = address_map(
+            cfg.peers
+                .iter()
+                .filter(|(k, _)| !cfg.validators.iter().any(|(v, _)| v == k)),
+        );
         oracle.track(0, AddressableTrackedPeers::new(primary, secondary));
         let net = Networks::from_pairs(
             CHANNELS
@@ -137,4 +130,14 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             }
         }
     });
+}
+
+/// The p2p address book of a list of distinct keys (checked by the genesis and the config).
+fn address_map<'a>(
+    peers: impl Iterator<Item = &'a (ed25519::PublicKey, SocketAddr)>,
+) -> Map<ed25519::PublicKey, Address> {
+    peers
+        .map(|(k, a)| (k.clone(), Address::from(*a)))
+        .try_collect()
+        .expect("p2p keys are distinct")
 }

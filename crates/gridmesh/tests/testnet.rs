@@ -311,11 +311,9 @@ fn bft_setup_mistakes_are_refused_clearly() {
     );
     // A key that is not one of the validators.
     let stranger = tmp.path().join("stranger.key");
-    assert!(
-        gridmesh(&["keys", "new", "--out", stranger.to_str().unwrap()])
-            .status
-            .success()
-    );
+    let made = gridmesh(&["keys", "new", "--out", stranger.to_str().unwrap()]);
+    assert!(made.status.success());
+    let stranger_address = String::from_utf8(made.stdout).unwrap().trim().to_string();
     fails(
         &[
             "node",
@@ -353,6 +351,30 @@ fn bft_setup_mistakes_are_refused_clearly() {
     fails(
         &["node", "--data-dir", data, "--peer", "nonsense"],
         "KEY@HOST:PORT",
+    );
+    // A peer key that is not a curve point, and the same full node listed twice.
+    fails(
+        &[
+            "node",
+            "--config",
+            dir.join("v0/node.toml").to_str().unwrap(),
+            "--peer",
+            &format!("{}@127.0.0.1:9", "ab".repeat(32)),
+        ],
+        "not an ed25519 key",
+    );
+    let peer = format!("{stranger_address}@127.0.0.1:9");
+    fails(
+        &[
+            "node",
+            "--config",
+            dir.join("v0/node.toml").to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--peer",
+            &peer,
+        ],
+        "listed twice",
     );
     // Reusing a testnet directory with another size.
     fails(

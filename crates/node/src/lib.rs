@@ -94,6 +94,23 @@ impl NodeConfig {
     }
 }
 
+/// Consensus keys and p2p addresses of genesis validators or configured peers.
+fn consensus_peers<'a>(
+    what: &str,
+    list: impl Iterator<Item = (&'a Address, SocketAddr)>,
+) -> anyhow::Result<Vec<(gridmesh_bft::ConsensusKey, SocketAddr)>> {
+    let mut seen = std::collections::BTreeSet::new();
+    list.map(|(key, addr)| {
+        if !seen.insert(*key) {
+            bail!("{what} {key} is listed twice");
+        }
+        let pk = gridmesh_bft::app::public_key_of(key)
+            .with_context(|| format!("{what} {key} is not an ed25519 key"))?;
+        Ok((pk, addr))
+    })
+    .collect()
+}
+
 fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
     if path.exists() {
         Ok(Keypair::load(path)?)
@@ -245,27 +262,17 @@ impl RunningNode {
                     (None, Some(v)) => v.p2p_address,
                     (None, None) => unreachable!("a full node without --p2p-listen was refused"),
                 };
-                let peers =
-                    cfg.peers
+                let peers = consensus_peers(
+                    "peer",
+                    cfg.peers.iter().map(|p| (&p.public_key, p.p2p_address)),
+                )?;
+                let validators = consensus_peers(
+                    "validator",
+                    genesis
+                        .validators
                         .iter()
-                        .map(|p| {
-                            let pk = gridmesh_bft::app::public_key_of(&p.public_key).with_context(
-                                || format!("peer {} is not an ed25519 key", p.public_key),
-                            )?;
-                            Ok((pk, p.p2p_address))
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?;
-                let validators = genesis
-                    .validators
-                    .iter()
-                    .map(|v| {
-                        let pk =
-                            gridmesh_bft::app::public_key_of(&v.public_key).with_context(|| {
-                                format!("validator {} is not an ed25519 key", v.public_key)
-                            })?;
-                        Ok((pk, v.p2p_address))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                        .map(|v| (&v.public_key, v.p2p_address)),
+                )?;
                 let vcfg = gridmesh_bft::validator::ValidatorConfig {
                     key: gridmesh_bft::app::consensus_signer(&node_key),
                     votes,

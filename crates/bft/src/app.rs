@@ -39,6 +39,9 @@ pub const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(2);
 /// declines to propose or vote until marshal has delivered the finalised blocks.
 pub const MAX_SPECULATIVE: usize = 256;
 
+/// Most executed-but-not-final blocks a replica keeps (on all branches together).
+pub const MAX_SPECULATIVE_BLOCKS: usize = 1024;
+
 /// What a validator does when it proposes. Anything but [`Behaviour::Honest`] is fault injection
 /// for tests: it shows that honest validators reject such blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -218,7 +221,18 @@ impl Replica {
         let mut state = parent_state.clone();
         state.apply(executed.diff.clone());
         let hash = header.hash();
-        self.speculative.lock().expect("speculative lock").insert(
+        let mut spec = self.speculative.lock().expect("speculative lock");
+        // While finality stalls, views keep producing blocks at the same heights. Past the bound,
+        // forget the lowest: a later proposal on it re-executes it from the ancestry.
+        while spec.len() >= MAX_SPECULATIVE_BLOCKS {
+            let lowest = spec
+                .iter()
+                .min_by_key(|(_, s)| s.header.height)
+                .map(|(h, _)| *h)
+                .expect("not empty");
+            spec.remove(&lowest);
+        }
+        spec.insert(
             hash,
             Speculative {
                 header: header.clone(),

@@ -24,9 +24,9 @@ use commonware_runtime::{Clock, Metrics, Spawner};
 use commonware_utils::Acknowledgement;
 use futures::channel::mpsc;
 use futures::StreamExt;
-use gridmesh_consensus::Finalized;
+use gridmesh_consensus::{already_committed, AppError, Finalized};
 use gridmesh_ledger::chain::Executed;
-use gridmesh_ledger::{Block, BlockError, BlockHeader, Chain, ChainError, Mempool, Parent, State};
+use gridmesh_ledger::{Block, BlockError, BlockHeader, Chain, Mempool, Parent, State};
 use gridmesh_types::{Address, Hash32};
 
 use crate::block::{digest_of, BftBlock, MAX_BFT_BLOCK_TXS};
@@ -337,7 +337,8 @@ impl Replica {
     }
 
     /// Durably applies a finalised block; idempotent (see the module docs).
-    pub fn finalize(&self, block: &Block) -> Result<Finalized, FinalizeError> {
+    #[allow(clippy::result_large_err)] // once per block, on a cold path: size does not matter
+    pub fn finalize(&self, block: &Block) -> Result<Finalized, AppError> {
         let hash = block.hash();
         let height = block.header.height;
         let info = |newly_applied, commit_time| Finalized {
@@ -350,18 +351,8 @@ impl Replica {
             index_time: Duration::ZERO,
         };
         let chain = self.chain.read().expect("chain lock");
-        if height <= chain.head().height {
-            let committed = chain
-                .store()
-                .header(height)
-                .map_err(ChainError::from)?
-                .map(|h| h.hash())
-                .unwrap_or_default();
-            return if committed == hash {
-                Ok(info(false, Duration::ZERO))
-            } else {
-                Err(FinalizeError::Conflict { height, committed })
-            };
+        if already_committed(&chain, block)? {
+            return Ok(info(false, Duration::ZERO));
         }
         let t0 = std::time::Instant::now();
         // The speculative entry stays until the block is applied: a replica verifying a child
@@ -402,7 +393,7 @@ impl Replica {
         let chain = self.chain.read().expect("chain lock");
         chain
             .index(height, &hashes)
-            .map_err(|source| FinalizeError::Index { height, source })?;
+            .map_err(|source| AppError::IndexFailed { height, source })?;
         let senders: BTreeSet<Address> = block.txs.iter().map(|t| t.body.sender).collect();
         self.mempool
             .lock()
@@ -416,22 +407,6 @@ impl Replica {
         }
         Ok(f)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FinalizeError {
-    #[error("finalised block does not execute on the committed chain: {0}")]
-    Invalid(#[from] BlockError),
-    #[error(transparent)]
-    Chain(#[from] ChainError),
-    #[error("finalised block {height} conflicts with the committed block {committed}")]
-    Conflict { height: u64, committed: Hash32 },
-    #[error("block {height} is committed but indexing it failed: {source}")]
-    Index {
-        height: u64,
-        #[source]
-        source: ChainError,
-    },
 }
 
 fn now_ms(clock: &impl Clock) -> u64 {

@@ -59,6 +59,28 @@ impl AppError {
     }
 }
 
+/// Whether a finalised block is already committed (a redelivery): `Ok(true)` if the same block
+/// is committed at its height, `Ok(false)` if it is above the head, [`AppError::Conflict`] if a
+/// different block is committed there. Every engine's finalisation starts with this.
+#[allow(clippy::result_large_err)] // once per block, on a cold path: size does not matter
+pub fn already_committed(chain: &Chain, block: &Block) -> Result<bool, AppError> {
+    let height = block.header.height;
+    if height > chain.head().height {
+        return Ok(false);
+    }
+    let committed = chain
+        .store()
+        .header(height)
+        .map_err(ChainError::from)?
+        .map(|h| h.hash())
+        .unwrap_or_default();
+    if committed == block.hash() {
+        Ok(true)
+    } else {
+        Err(AppError::Conflict { height, committed })
+    }
+}
+
 /// What block ordering needs from the state machine.
 pub trait Application: Send {
     /// Builds the next block from pending transactions, stamped `timestamp_ms` (raised if needed to
@@ -150,21 +172,8 @@ impl Application for LedgerApp {
         // Only the engine's thread writes the chain, so the head cannot move between the read
         // (persist, while API readers and admission go on) and the short write (apply).
         let chain = self.chain.read().expect("chain lock poisoned");
-        if block.header.height <= chain.head().height {
-            let committed = chain
-                .store()
-                .header(block.header.height)
-                .map_err(ChainError::from)?
-                .map(|h| h.hash())
-                .unwrap_or_default();
-            return if committed == hash {
-                Ok(info(false, Default::default(), Default::default()))
-            } else {
-                Err(AppError::Conflict {
-                    height: block.header.height,
-                    committed,
-                })
-            };
+        if already_committed(&chain, block)? {
+            return Ok(info(false, Default::default(), Default::default()));
         }
         let executed = match self.cached.take() {
             Some(ex) if ex.block_hash == hash => ex,

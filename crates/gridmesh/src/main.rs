@@ -48,9 +48,31 @@ enum Command {
     /// Query a node.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Energy market tools.
+    #[command(subcommand)]
+    Market(MarketCommand),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum MarketCommand {
+    /// Clear one slot's orders offline with the ledger's clearing code.
+    ///
+    /// The file holds {"orders": [{"id", "side": "bid"|"ask", "energy_kwh", "price_per_kwh",
+    /// "location"?, "time"?}], "tariff"?: {"retail_per_kwh", "feed_in_per_kwh"}, "grid_fees"?:
+    /// [{"constant_per_kwh"?, "percent"?}, ...root first]}; numbers may be decimal strings.
+    Clear {
+        /// The order file (JSON); `-` reads stdin.
+        #[arg(long)]
+        orders: PathBuf,
+        /// pay-as-clear, pay-as-bid, pay-as-offer, huang or community.
+        #[arg(long, default_value = "pay-as-clear")]
+        mechanism: gridmesh_market::Mechanism,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -190,6 +212,31 @@ enum QueryCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Clear one slot of n random orders with each mechanism; pymarket's Huang auction on the
+    /// same orders side by side (from the interop venv, up to --pymarket-max orders).
+    Market {
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<usize>,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "pay-as-clear,pay-as-bid,pay-as-offer,huang,community"
+        )]
+        mechanisms: Vec<gridmesh_market::Mechanism>,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Largest order set to give pymarket (its Huang auction grows quadratically).
+        #[arg(long, default_value_t = 10_000)]
+        pymarket_max: usize,
+        /// Seconds before giving up on pymarket for one size.
+        #[arg(long, default_value_t = 600)]
+        pymarket_timeout: u64,
+        /// Skip pymarket.
+        #[arg(long)]
+        no_pymarket: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// ed25519 verification limit and ledger throughput (mempool -> block -> redb), side by side.
     Ledger {
         #[arg(long, default_value_t = 200_000)]
@@ -229,9 +276,15 @@ enum BenchCommand {
     },
 }
 
+/// Writes one JSON document to stdout. A closed pipe (`| head`) is not an error.
 fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let text = serde_json::to_string_pretty(v)?;
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 fn main() {
@@ -334,6 +387,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Query(q) => run_query(q),
+        Command::Market(MarketCommand::Clear {
+            orders,
+            mechanism,
+            json,
+        }) => {
+            let text = if orders.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading orders from stdin")?
+            } else {
+                std::fs::read_to_string(&orders)
+                    .with_context(|| format!("reading {}", orders.display()))?
+            };
+            let set = gridmesh_node::market_file::OrderSet::parse(&text)
+                .with_context(|| format!("in {}", orders.display()))?;
+            let report = set.clear(mechanism)?;
+            if json {
+                print_json(&report)
+            } else {
+                use std::io::Write;
+                match write!(std::io::stdout().lock(), "{report}") {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    r => Ok(r?),
+                }
+            }
+        }
+        Command::Bench(BenchCommand::Market {
+            sizes,
+            mechanisms,
+            repeat,
+            pymarket_max,
+            pymarket_timeout,
+            no_pymarket,
+            json,
+        }) => {
+            let python = if no_pymarket {
+                None
+            } else {
+                let p = gridmesh_node::interop_python();
+                if p.is_none() {
+                    eprintln!("no interop venv (run ./scripts/setup): pymarket skipped");
+                }
+                p
+            };
+            let rows = gridmesh_node::bench_market::run(
+                &gridmesh_node::bench_market::MarketBenchOptions {
+                    sizes,
+                    mechanisms,
+                    repeat,
+                    python,
+                    pymarket_max,
+                    pymarket_timeout: Duration::from_secs(pymarket_timeout),
+                },
+                |line| eprintln!("{line}"),
+            )?;
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
+        }
         Command::Bench(BenchCommand::Ledger {
             txs,
             accounts,

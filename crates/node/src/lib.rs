@@ -12,10 +12,12 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_market;
 pub mod bench_net;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod market_file;
 pub mod testnet;
 
 use std::net::SocketAddr;
@@ -374,4 +376,22 @@ impl RunningNode {
         self.http.await??;
         Ok(())
     }
+}
+
+/// A path inside the source tree this binary was built from (scripts, the interop venv). For
+/// development tools (benchmarks, interop peers), not for anything a deployed node needs.
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+/// The Python of the interop venv: `GRIDMESH_PYTHON`, else `.venv/bin/python` of the source tree
+/// if `./scripts/setup` made it.
+pub fn interop_python() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("GRIDMESH_PYTHON") {
+        return Some(p.into());
+    }
+    let venv = repo_path(".venv/bin/python");
+    venv.exists().then_some(venv)
 }

@@ -61,18 +61,70 @@ impl Amount {
 }
 
 /// Errors parsing a decimal token amount such as `"12.5"`.
+pub type AmountError = FixedError;
+
+/// Errors parsing a non-negative fixed-point decimal (token amounts, kWh).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AmountError {
-    #[error("amount is empty")]
+pub enum FixedError {
+    #[error("number is empty")]
     Empty,
-    #[error("amount {0:?} is not a decimal number of tokens (expected e.g. 12.5)")]
+    #[error("{0:?} is not a non-negative decimal number (expected e.g. 12.5)")]
     NotDecimal(String),
-    #[error(
-        "amount {0:?} has more than {TOKEN_DECIMALS} decimal places (1 base unit = 0.000001 token)"
-    )]
-    TooPrecise(String),
-    #[error("amount {0:?} is too large")]
+    #[error("{0:?} has more than {1} decimal places")]
+    TooPrecise(String, u32),
+    #[error("{0:?} is too large")]
     Overflow(String),
+}
+
+/// Parses a non-negative decimal with at most `decimals` places into integer units of
+/// 10^-`decimals`: `parse_fixed("12.5", 6) == Ok(12_500_000)`. Exact; no float is involved.
+pub fn parse_fixed(s: &str, decimals: u32) -> Result<u128, FixedError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(FixedError::Empty);
+    }
+    let (whole, frac) = match s.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (s, ""),
+    };
+    let digits_only = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty())
+        || !digits_only(whole)
+        || !digits_only(frac)
+        || (s.contains('.') && frac.is_empty())
+    {
+        return Err(FixedError::NotDecimal(s.to_string()));
+    }
+    if frac.len() > decimals as usize {
+        return Err(FixedError::TooPrecise(s.to_string(), decimals));
+    }
+    let overflow = || FixedError::Overflow(s.to_string());
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| overflow())?
+    };
+    let mut frac_units: u128 = 0;
+    for (i, b) in frac.bytes().enumerate() {
+        frac_units += u128::from(b - b'0') * 10u128.pow(decimals - 1 - i as u32);
+    }
+    whole
+        .checked_mul(10u128.pow(decimals))
+        .and_then(|w| w.checked_add(frac_units))
+        .ok_or_else(overflow)
+}
+
+/// Prints integer units of 10^-`decimals` as a decimal without trailing zeros.
+pub fn format_fixed(units: u128, decimals: u32) -> String {
+    let one = 10u128.pow(decimals);
+    let whole = units / one;
+    let frac = units % one;
+    if frac == 0 {
+        format!("{whole}")
+    } else {
+        let frac = format!("{frac:0width$}", width = decimals as usize);
+        format!("{whole}.{}", frac.trim_end_matches('0'))
+    }
 }
 
 impl FromStr for Amount {
@@ -80,54 +132,14 @@ impl FromStr for Amount {
 
     /// Parses a non-negative decimal number of tokens: `"12"`, `"12.5"`, `"0.000001"`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(AmountError::Empty);
-        }
-        let (whole, frac) = match s.split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (s, ""),
-        };
-        let digits_only = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
-        if (whole.is_empty() && frac.is_empty())
-            || !digits_only(whole)
-            || !digits_only(frac)
-            || (s.contains('.') && frac.is_empty())
-        {
-            return Err(AmountError::NotDecimal(s.to_string()));
-        }
-        if frac.len() > TOKEN_DECIMALS as usize {
-            return Err(AmountError::TooPrecise(s.to_string()));
-        }
-        let overflow = || AmountError::Overflow(s.to_string());
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| overflow())?
-        };
-        let mut frac_units: u128 = 0;
-        for (i, b) in frac.bytes().enumerate() {
-            frac_units += u128::from(b - b'0') * 10u128.pow(TOKEN_DECIMALS - 1 - i as u32);
-        }
-        whole
-            .checked_mul(BASE_UNITS_PER_TOKEN)
-            .and_then(|w| w.checked_add(frac_units))
-            .map(Amount)
-            .ok_or_else(overflow)
+        parse_fixed(s, TOKEN_DECIMALS).map(Amount)
     }
 }
 
 impl fmt::Display for Amount {
     /// Prints the amount in tokens with no trailing zeros: `12.5`, `3`, `0.000001`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let whole = self.0 / BASE_UNITS_PER_TOKEN;
-        let frac = self.0 % BASE_UNITS_PER_TOKEN;
-        if frac == 0 {
-            write!(f, "{whole}")
-        } else {
-            let frac = format!("{frac:0width$}", width = TOKEN_DECIMALS as usize);
-            write!(f, "{whole}.{}", frac.trim_end_matches('0'))
-        }
+        f.write_str(&format_fixed(self.0, TOKEN_DECIMALS))
     }
 }
 
@@ -152,7 +164,7 @@ mod tests {
         }
         assert!(matches!(
             "0.0000001".parse::<Amount>(),
-            Err(AmountError::TooPrecise(_))
+            Err(AmountError::TooPrecise(..))
         ));
         assert!(matches!(
             "999999999999999999999999999999999999999".parse::<Amount>(),

@@ -6,6 +6,10 @@
 
 mod amount;
 mod ids;
+pub mod units;
 
-pub use amount::{Amount, AmountError, BASE_UNITS_PER_TOKEN, TOKEN_DECIMALS};
+pub use amount::{
+    format_fixed, parse_fixed, Amount, AmountError, FixedError, BASE_UNITS_PER_TOKEN,
+    TOKEN_DECIMALS,
+};
 pub use ids::{Address, Hash32, IdError};

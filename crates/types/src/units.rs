@@ -1,0 +1,67 @@
+//! Physical units as integers: energy in milliwatt-hours, prices in token base units per kWh,
+//! delivery slots of 15 minutes.
+//!
+//! Consensus code never sees a float. Human-readable decimal forms (`"1.5"` kWh) are parsed and
+//! printed here, exactly, by the same fixed-point routine as token amounts.
+
+use crate::amount::{format_fixed, parse_fixed, FixedError};
+
+/// Milliwatt-hours in one kilowatt-hour.
+pub const MWH_PER_KWH: u64 = 1_000_000;
+/// Decimal places of a kWh figure that a mWh integer represents exactly.
+pub const KWH_DECIMALS: u32 = 6;
+/// Length of a market delivery slot in milliseconds (15 minutes).
+pub const SLOT_MS: u64 = 15 * 60 * 1000;
+/// Slots in a day.
+pub const SLOTS_PER_DAY: u64 = 96;
+
+/// Parses a non-negative decimal number of kWh (`"1.5"`, `"0.001"`) into mWh.
+pub fn parse_kwh(s: &str) -> Result<u64, FixedError> {
+    let v = parse_fixed(s, KWH_DECIMALS)?;
+    u64::try_from(v).map_err(|_| FixedError::Overflow(s.trim().to_string()))
+}
+
+/// Prints mWh as decimal kWh without trailing zeros (`1500000` -> `"1.5"`).
+pub fn format_kwh(energy_mwh: u64) -> String {
+    format_fixed(u128::from(energy_mwh), KWH_DECIMALS)
+}
+
+/// The delivery slot (index since the Unix epoch) that contains `unix_ms`.
+pub fn slot_of(unix_ms: u64) -> u64 {
+    unix_ms / SLOT_MS
+}
+
+/// When `slot` starts, in milliseconds since the Unix epoch.
+pub fn slot_start_ms(slot: u64) -> u64 {
+    slot.saturating_mul(SLOT_MS)
+}
+
+/// The slot's index within its (UTC) day, 0..96: the key of time-of-use tariffs.
+pub fn slot_of_day(slot: u64) -> u64 {
+    slot % SLOTS_PER_DAY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kwh_round_trips_exactly() {
+        assert_eq!(parse_kwh("1.5").unwrap(), 1_500_000);
+        assert_eq!(parse_kwh("0.000001").unwrap(), 1);
+        assert_eq!(format_kwh(1_500_000), "1.5");
+        assert_eq!(format_kwh(7), "0.000007");
+        assert!(parse_kwh("1.0000001").is_err());
+        assert!(parse_kwh("-1").is_err());
+        assert!(parse_kwh("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn slots_are_fifteen_minutes() {
+        assert_eq!(slot_of(0), 0);
+        assert_eq!(slot_of(SLOT_MS - 1), 0);
+        assert_eq!(slot_of(SLOT_MS), 1);
+        assert_eq!(slot_start_ms(4), 3_600_000);
+        assert_eq!(slot_of_day(96 + 5), 5);
+    }
+}

@@ -117,6 +117,7 @@ impl Sim {
                     power: 1,
                 })
                 .collect(),
+            market: None,
         };
         genesis.validate().unwrap();
         let pks: Vec<Pk> = signers.iter().map(|s| s.public_key()).collect();

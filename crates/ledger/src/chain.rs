@@ -8,7 +8,7 @@ use gridmesh_types::{Address, Hash32};
 use crate::block::{tx_root, Block, BlockHeader, Receipt, MAX_BLOCK_TXS};
 use crate::crypto::{Parallelism, SignatureError};
 use crate::genesis::{Genesis, GenesisError};
-use crate::state::{Account, State, StateDiff, TxError};
+use crate::state::{Account, State, StateDiff, TxContext, TxError};
 use crate::store::{Store, StoreError};
 use crate::tx::{verify_signatures, DecodeError, SignedTx, VerifiedTx};
 
@@ -104,7 +104,7 @@ impl Chain {
         let meta = match store.meta()? {
             Some(m) => m,
             None => {
-                store.init_genesis(&genesis.chain_id, &genesis_block, genesis_state.buckets())?;
+                store.init_genesis(&genesis.chain_id, &genesis_block, &genesis_state)?;
                 store.meta()?.expect("genesis was just written")
             }
         };
@@ -131,7 +131,7 @@ impl Chain {
                 "re-indexed transactions of a block committed before a crash"
             );
         }
-        let state = State::from_accounts(store.load_accounts()?);
+        let state = State::from_parts(store.load_accounts()?, store.load_kv()?);
         if state.root() != head.state_root {
             return Err(ChainError::StateMismatch {
                 height: head.height,
@@ -230,15 +230,8 @@ impl Chain {
             });
         }
         debug_assert_eq!(executed.block_hash, block.hash());
-        self.store.commit_block(
-            block,
-            &executed.receipts,
-            executed
-                .diff
-                .buckets
-                .iter()
-                .map(|(b, e, _)| (*b, e.as_slice())),
-        )?;
+        self.store
+            .commit_block(block, &executed.receipts, &executed.diff)?;
         Ok(())
     }
 
@@ -281,7 +274,9 @@ impl Parent<'_> {
         proposer: Address,
     ) -> Built {
         let height = self.header.height + 1;
+        let timestamp_ms = timestamp_ms.max(self.header.timestamp_ms + 1);
         let mut overlay = self.state.overlay();
+        overlay.begin_block(height, timestamp_ms);
         let mut txs = Vec::new();
         let mut hashes = Vec::new();
         let mut receipts = Vec::new();
@@ -290,7 +285,13 @@ impl Parent<'_> {
             if txs.len() == MAX_BLOCK_TXS {
                 break;
             }
-            match overlay.apply_tx(&tx, chain_id) {
+            let ctx = TxContext {
+                chain_id,
+                height,
+                timestamp_ms,
+                index: txs.len() as u32,
+            };
+            match overlay.apply_tx(&tx, &ctx) {
                 Ok(events) => {
                     receipts.push(Receipt {
                         tx_hash: tx.hash(),
@@ -308,7 +309,7 @@ impl Parent<'_> {
         let header = BlockHeader {
             height,
             parent_hash: self.hash,
-            timestamp_ms: timestamp_ms.max(self.header.timestamp_ms + 1),
+            timestamp_ms,
             tx_root: tx_root(&hashes),
             state_root: diff.root,
             proposer,
@@ -400,10 +401,17 @@ impl Parent<'_> {
             });
         }
         let mut overlay = self.state.overlay();
+        overlay.begin_block(h.height, h.timestamp_ms);
         let mut receipts = Vec::with_capacity(verified.len());
         for (index, tx) in verified.iter().enumerate() {
+            let ctx = TxContext {
+                chain_id,
+                height: h.height,
+                timestamp_ms: h.timestamp_ms,
+                index: index as u32,
+            };
             let events = overlay
-                .apply_tx(tx, chain_id)
+                .apply_tx(tx, &ctx)
                 .map_err(|error| BlockError::Tx { index, error })?;
             receipts.push(Receipt {
                 tx_hash: tx.hash(),

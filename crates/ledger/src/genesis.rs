@@ -15,6 +15,22 @@
 //! public_key = "<64 hex characters>"   # the validator's ed25519 key (signs votes)
 //! p2p_address = "10.0.0.5:7100"        # where its peers reach it
 //! power = 1                            # voting power (see below)
+//!
+//! [market]                     # optional: the energy market's rules (defaults shown)
+//! mechanism = "pay-as-clear"   # pay-as-bid, pay-as-offer, huang, community
+//! gate_closure_minutes = 5
+//! correction_window_minutes = 60
+//! late_window_minutes = 1440
+//! max_import_kw = "50"
+//! # shortfall_price_per_kwh = "0.40"   # default: the slot's retail tariff
+//! # grid_operator = "<hex>"; market_operator = "<hex>"   # who receives fees and spreads
+//! [[market.tariffs]]           # time of use: from this slot of the day (0..95) on
+//! from_slot = 0
+//! retail_per_kwh = "0.30"
+//! feed_in_per_kwh = "0.08"
+//! [[market.grid_fees]]         # one per level of the market hierarchy, root first
+//! constant_per_kwh = "0.01"
+//! percent = "0"
 //! ```
 //!
 //! The genesis block's `parent_hash` commits to the validator set (zero when there is none), so
@@ -78,6 +94,9 @@ pub struct Genesis {
     /// Empty for a single node (solo engine).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validators: Vec<GenesisValidator>,
+    /// The market's rules; the defaults of [`crate::market::MarketConfig`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market: Option<crate::market::MarketFile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +133,8 @@ pub enum GenesisError {
     },
     #[error("validator {0} has power 0; list only validators that vote")]
     ZeroPower(Address),
+    #[error("genesis [market]: {0}")]
+    Market(String),
 }
 
 impl Genesis {
@@ -127,6 +148,7 @@ impl Genesis {
                 balance: DEV_SUPPLY,
             }],
             validators: vec![],
+            market: None,
         }
     }
 
@@ -219,7 +241,12 @@ impl Genesis {
                 return Err(GenesisError::DuplicateAccount(a.address));
             }
         }
-        Ok(State::from_accounts(accounts))
+        let market = match &self.market {
+            Some(m) => m.to_config().map_err(GenesisError::Market)?,
+            None => crate::market::MarketConfig::default(),
+        };
+        let kv = crate::kv::KvSpace::from_entries([crate::market::genesis_entry(&market)]);
+        Ok(State::from_parts(accounts, kv))
     }
 
     /// Block 0: no transactions, the genesis state root.

@@ -113,9 +113,18 @@ pub fn decode_and_verify_batch(
         .collect()
 }
 
+/// Tokens a pending transaction may take from its sender: a transfer's amount, a bid's escrow.
+/// (An ask's collateral depends on the slot's tariff; it is checked when the block executes.)
 fn cost(tx: &VerifiedTx) -> Amount {
-    match tx.tx().body.kind {
-        TxKind::Transfer { amount, .. } => amount,
+    match &tx.tx().body.kind {
+        TxKind::Transfer { amount, .. } => *amount,
+        TxKind::PlaceOrder {
+            side: crate::tx::Side::Bid,
+            energy_mwh,
+            price_per_kwh,
+            ..
+        } => Amount(gridmesh_market::value_ceil(*energy_mwh, *price_per_kwh)),
+        _ => Amount::ZERO,
     }
 }
 

@@ -9,7 +9,8 @@
 //! namespaces in a fixed order. Only buckets a block touched are rehashed, so committing a block
 //! costs O(B + touched buckets × entries per bucket) hashes rather than O(all state).
 //!
-//! Namespaces now: accounts (tag 1). Later features add theirs.
+//! Namespaces: accounts (tag 1), and the key/value namespace (tag 2, see [`crate::kv`]) that holds
+//! the market, devices and readings.
 //!
 //! # Rules
 //! Execution is a pure function of the state and the transaction: integers only, checked arithmetic,
@@ -18,6 +19,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use crate::kv::{self, KvSpace};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::{Address, Amount, Hash32};
@@ -31,6 +34,7 @@ pub const BUCKET_BITS: u32 = 10;
 /// Number of buckets per namespace.
 pub const BUCKETS: usize = 1 << BUCKET_BITS;
 const NS_ACCOUNTS: u8 = 1;
+const NS_KV: u8 = 2;
 
 /// An account: its balance and the nonce its next transaction must carry.
 #[derive(
@@ -52,6 +56,24 @@ pub enum Event {
         to: Address,
         amount: Amount,
     },
+    /// A market order was placed; `escrow` is what it locked (a bid's maximum cost, an ask's
+    /// collateral against falling short).
+    OrderPlaced {
+        slot: u64,
+        order_id: u64,
+        escrow: Amount,
+    },
+    /// An order was cancelled and its escrow returned.
+    OrderCancelled {
+        slot: u64,
+        order_id: u64,
+        refund: Amount,
+    },
+    /// A device was registered under its owner with this index.
+    DeviceRegistered { index: u32 },
+    /// A meter reading was recorded; `settled_trades` of the sender's trades were settled by it
+    /// (a late reading re-settling trades that had only an estimate).
+    ReadingRecorded { slot: u64, settled_trades: u32 },
 }
 
 /// Why a well-formed, correctly signed transaction cannot be applied to the current state.
@@ -67,6 +89,8 @@ pub enum TxError {
     InsufficientFunds { balance: Amount, needed: Amount },
     #[error("recipient balance would overflow")]
     BalanceOverflow,
+    #[error(transparent)]
+    Market(#[from] crate::market::MarketTxError),
 }
 
 fn bucket_of(key: &Address) -> usize {
@@ -87,11 +111,13 @@ fn hash_bucket(entries: &[(Address, Account)]) -> Hash32 {
     Hash32(*h.finalize().as_bytes())
 }
 
-fn state_root(accounts_root: Hash32) -> Hash32 {
+fn state_root(accounts_root: Hash32, kv_root: Hash32) -> Hash32 {
     let mut h = blake3::Hasher::new();
     h.update(b"gridmesh/state/v1");
     h.update(&[NS_ACCOUNTS]);
     h.update(&accounts_root.0);
+    h.update(&[NS_KV]);
+    h.update(&kv_root.0);
     Hash32(*h.finalize().as_bytes())
 }
 
@@ -105,6 +131,7 @@ fn state_root(accounts_root: Hash32) -> Hash32 {
 pub struct State {
     buckets: Vec<Arc<Bucket>>,
     bucket_hashes: Vec<Hash32>,
+    kv: KvSpace,
     root: Hash32,
 }
 
@@ -118,6 +145,14 @@ impl State {
     /// Builds a state (and its commitment, in O(entries)) from a full set of accounts.
     /// Later duplicates of an address replace earlier ones; default accounts are dropped.
     pub fn from_accounts(accounts: impl IntoIterator<Item = (Address, Account)>) -> State {
+        State::from_parts(accounts, KvSpace::default())
+    }
+
+    /// Builds a state from its accounts and its key/value namespace.
+    pub fn from_parts(
+        accounts: impl IntoIterator<Item = (Address, Account)>,
+        kv: KvSpace,
+    ) -> State {
         let sorted: BTreeMap<Address, Account> = accounts.into_iter().collect();
         let mut buckets: Vec<Bucket> = vec![Vec::new(); BUCKETS];
         for (k, v) in sorted {
@@ -127,12 +162,18 @@ impl State {
         }
         let bucket_hashes: Vec<Hash32> = buckets.iter().map(|b| hash_bucket(b)).collect();
         let buckets = buckets.into_iter().map(Arc::new).collect();
-        let root = state_root(merkle::root(&bucket_hashes));
+        let root = state_root(merkle::root(&bucket_hashes), kv.root());
         State {
             buckets,
             bucket_hashes,
+            kv,
             root,
         }
+    }
+
+    /// The key/value namespace (market, devices, readings).
+    pub fn kv(&self) -> &KvSpace {
+        &self.kv
     }
 
     /// The commitment to the whole state.
@@ -181,6 +222,8 @@ impl State {
         Overlay {
             base: self,
             changes: HashMap::new(),
+            kv: BTreeMap::new(),
+            market_config: None,
         }
     }
 
@@ -190,24 +233,50 @@ impl State {
             self.buckets[b] = Arc::new(entries);
             self.bucket_hashes[b] = hash;
         }
-        debug_assert_eq!(state_root(merkle::root(&self.bucket_hashes)), diff.root);
+        self.kv.apply(diff.kv, diff.kv_root);
+        debug_assert_eq!(
+            state_root(merkle::root(&self.bucket_hashes), self.kv.root()),
+            diff.root
+        );
         self.root = diff.root;
+    }
+}
+
+/// Where a transaction executes: the chain, and the block and position it is in. Block time is the
+/// header's timestamp, the only clock the state machine sees.
+#[derive(Clone, Copy, Debug)]
+pub struct TxContext<'a> {
+    pub chain_id: &'a str,
+    pub height: u64,
+    pub timestamp_ms: u64,
+    /// Index of the transaction in its block.
+    pub index: u32,
+}
+
+impl TxContext<'_> {
+    /// Arrival order for market priority: block height, then index in the block.
+    pub fn arrival(&self) -> u64 {
+        self.height << 32 | u64::from(self.index)
     }
 }
 
 /// The changes one block makes, with the commitment they lead to.
 #[derive(Clone, Debug, Default)]
 pub struct StateDiff {
-    /// Every touched bucket's new contents and hash.
+    /// Every touched account bucket's new contents and hash.
     pub buckets: Vec<(usize, Bucket, Hash32)>,
+    /// Every touched key/value bucket's new contents and hash.
+    pub kv: Vec<(usize, kv::KvBucket, Hash32)>,
+    /// The key/value namespace root after the changes.
+    pub kv_root: Hash32,
     /// The state root after the changes.
     pub root: Hash32,
 }
 
 impl StateDiff {
-    /// Whether the diff changes no account.
+    /// Whether the diff changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.buckets.is_empty() && self.kv.is_empty()
     }
 }
 
@@ -219,6 +288,10 @@ impl StateDiff {
 pub struct Overlay<'a> {
     base: &'a State,
     changes: HashMap<Address, Account>,
+    /// Key/value changes (`None` deletes), sorted.
+    kv: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The market configuration, decoded once per overlay.
+    pub(crate) market_config: Option<crate::market::MarketConfig>,
 }
 
 impl Overlay<'_> {
@@ -238,12 +311,98 @@ impl Overlay<'_> {
         self.set(address, account);
     }
 
+    /// The base state this overlay writes over.
+    pub fn base(&self) -> &State {
+        self.base
+    }
+
+    /// A key/value entry, with this overlay's changes.
+    pub fn kv_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.kv.get(key) {
+            Some(v) => v.clone(),
+            None => self.base.kv.get(key).map(<[u8]>::to_vec),
+        }
+    }
+
+    pub fn kv_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.kv.insert(key, Some(value));
+    }
+
+    pub fn kv_delete(&mut self, key: Vec<u8>) {
+        self.kv.insert(key, None);
+    }
+
+    /// Entries under `prefix` (at least `tag ‖ group`), with this overlay's changes, in key order.
+    pub fn kv_scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let base = self.base.kv.scan(prefix);
+        let mut changes = self
+            .kv
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let mut base = base.peekable();
+        let mut out = Vec::new();
+        loop {
+            let take_change = match (base.peek(), changes.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((bk, _)), Some((ck, _))) => match (*bk).cmp(ck.as_slice()) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Equal => {
+                        base.next();
+                        true
+                    }
+                },
+            };
+            if take_change {
+                let (k, v) = changes.next().expect("peeked");
+                if let Some(v) = v {
+                    out.push((k.clone(), v.clone()));
+                }
+            } else {
+                let (k, v) = base.next().expect("peeked");
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Moves `amount` between accounts (no nonce change); fails without effect if `from` lacks it.
+    pub(crate) fn move_funds(
+        &mut self,
+        from: Address,
+        to: Address,
+        amount: Amount,
+    ) -> Result<(), TxError> {
+        if amount.is_zero() || from == to {
+            return Ok(());
+        }
+        let mut f = self.account(&from);
+        let mut t = self.account(&to);
+        f.balance = f
+            .balance
+            .checked_sub(amount)
+            .ok_or(TxError::InsufficientFunds {
+                balance: f.balance,
+                needed: amount,
+            })?;
+        t.balance = t
+            .balance
+            .checked_add(amount)
+            .ok_or(TxError::BalanceOverflow)?;
+        self.set(from, f);
+        self.set(to, t);
+        Ok(())
+    }
+
     /// Checks and applies one verified transaction. On error nothing changed.
-    pub fn apply_tx(&mut self, tx: &VerifiedTx, chain_id: &str) -> Result<Vec<Event>, TxError> {
+    pub fn apply_tx(&mut self, tx: &VerifiedTx, ctx: &TxContext) -> Result<Vec<Event>, TxError> {
         let body = &tx.tx().body;
-        if body.chain_id != chain_id {
+        if body.chain_id != ctx.chain_id {
             return Err(TxError::WrongChainId {
-                expected: chain_id.to_string(),
+                expected: ctx.chain_id.to_string(),
                 got: body.chain_id.clone(),
             });
         }
@@ -260,8 +419,9 @@ impl Overlay<'_> {
                 got: body.nonce,
             });
         }
-        match body.kind {
+        match &body.kind {
             TxKind::Transfer { to, amount } => {
+                let (to, amount) = (*to, *amount);
                 let new_sender_balance =
                     sender
                         .balance
@@ -286,11 +446,41 @@ impl Overlay<'_> {
                 }
                 Ok(Vec::new())
             }
+            kind => {
+                // Market and device transactions: checked completely before any write.
+                let events = crate::market::apply(self, body.sender, kind, ctx)?;
+                let mut sender = self.account(&body.sender);
+                sender.nonce += 1;
+                self.set(body.sender, sender);
+                Ok(events)
+            }
         }
+    }
+
+    /// Runs the block-level rules before a block's transactions (market clearing at gate closure,
+    /// settlement). Deterministic in the state, height and header time.
+    pub fn begin_block(&mut self, height: u64, timestamp_ms: u64) {
+        crate::market::begin_block(self, height, timestamp_ms);
     }
 
     /// Computes the touched buckets' new contents and the new commitment (the base is untouched).
     pub fn finish(self) -> StateDiff {
+        let mut kv_hashes = self.base.kv.hashes().to_vec();
+        let mut kv_touched = Vec::new();
+        let kv_changes: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = {
+            let mut v: Vec<_> = self.kv.iter().collect();
+            // Group by bucket, keys sorted within each bucket.
+            v.sort_by(|a, b| (kv::bucket_of(a.0), a.0).cmp(&(kv::bucket_of(b.0), b.0)));
+            v
+        };
+        for group in kv_changes.chunk_by(|a, b| kv::bucket_of(a.0) == kv::bucket_of(b.0)) {
+            let b = kv::bucket_of(group[0].0);
+            let merged = kv::merge(self.base.kv.bucket(b), group);
+            let hash = kv::hash_bucket(&merged);
+            kv_hashes[b] = hash;
+            kv_touched.push((b, merged, hash));
+        }
+        let kv_root = merkle::root(&kv_hashes);
         let mut all = self.base.bucket_hashes.clone();
         let mut buckets = Vec::new();
         let mut changes: Vec<(Address, Account)> = self.changes.into_iter().collect();
@@ -303,8 +493,10 @@ impl Overlay<'_> {
             buckets.push((b, merged, hash));
         }
         StateDiff {
-            root: state_root(merkle::root(&all)),
+            root: state_root(merkle::root(&all), kv_root),
             buckets,
+            kv: kv_touched,
+            kv_root,
         }
     }
 }
@@ -345,6 +537,15 @@ mod tests {
 
     const CHAIN: &str = "test-chain";
 
+    fn ctx() -> TxContext<'static> {
+        TxContext {
+            chain_id: CHAIN,
+            height: 1,
+            timestamp_ms: 1,
+            index: 0,
+        }
+    }
+
     #[test]
     fn incremental_root_equals_full_recompute() {
         let mut s = State::default();
@@ -364,7 +565,7 @@ mod tests {
             .verify()
             .unwrap();
         let mut o = s.overlay();
-        o.apply_tx(&tx, CHAIN).unwrap();
+        o.apply_tx(&tx, &ctx()).unwrap();
         let diff = o.finish();
         let before = s.root();
         s.apply(diff);
@@ -451,7 +652,7 @@ mod tests {
                 let before_root = s.root();
                 let before_nonce = s.account(&keys[from].address()).nonce;
                 let mut o = s.overlay();
-                match o.apply_tx(&tx, CHAIN) {
+                match o.apply_tx(&tx, &ctx()) {
                     Ok(_) => {
                         s.apply(o.finish());
                         prop_assert_eq!(s.account(&keys[from].address()).nonce, before_nonce + 1);

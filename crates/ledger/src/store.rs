@@ -52,6 +52,8 @@ fn index_segment(name: &str) -> TableDefinition<'_, [u8; 32], (u64, u32)> {
 /// commitment bucket -> Borsh `Vec<(Address, Account)>`, sorted: the state is written a bucket at a
 /// time, a few hundred sequential values per block instead of one random insert per account.
 const ACCOUNTS: TableDefinition<u16, &[u8]> = TableDefinition::new("account_buckets");
+/// Key/value bucket number -> Borsh `Vec<(key, value)>` (market, devices, readings).
+const KV: TableDefinition<u16, &[u8]> = TableDefinition::new("kv_buckets");
 
 const META_HEAD: &str = "head_height";
 const META_CHAIN_ID: &str = "chain_id";
@@ -136,6 +138,7 @@ impl Store {
         w.open_table(TXS).map_err(db_err)?;
         w.open_table(RECEIPTS).map_err(db_err)?;
         w.open_table(ACCOUNTS).map_err(db_err)?;
+        w.open_table(KV).map_err(db_err)?;
         w.commit().map_err(db_err)?;
         let index = Database::create(dir.join("tx_index.redb")).map_err(db_err)?;
         let w = index.begin_write().map_err(db_err)?;
@@ -177,11 +180,11 @@ impl Store {
     }
 
     /// Writes the genesis block and state into a fresh database, atomically.
-    pub fn init_genesis<'a>(
+    pub fn init_genesis(
         &self,
         chain_id: &str,
         block: &Block,
-        buckets: impl IntoIterator<Item = (usize, &'a [(Address, Account)])>,
+        state: &crate::state::State,
     ) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(db_err)?;
         {
@@ -191,20 +194,26 @@ impl Store {
             meta.insert(META_GENESIS, block.hash().0.as_slice())
                 .map_err(db_err)?;
         }
-        self.write_block(&w, block, &[], buckets)?;
+        self.write_block(&w, block, &[], state.buckets(), state.kv().buckets())?;
         w.commit().map_err(db_err)
     }
 
     /// Commits a block, its receipts and the account buckets it changed in one durable transaction.
-    pub fn commit_block<'a>(
+    pub fn commit_block(
         &self,
         block: &Block,
         receipts: &[Receipt],
-        changed: impl IntoIterator<Item = (usize, &'a [(Address, Account)])>,
+        diff: &crate::state::StateDiff,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let w = self.db.begin_write().map_err(db_err)?;
-        self.write_block(&w, block, receipts, changed)?;
+        self.write_block(
+            &w,
+            block,
+            receipts,
+            diff.buckets.iter().map(|(b, e, _)| (*b, e.as_slice())),
+            diff.kv.iter().map(|(b, e, _)| (*b, e.as_slice())),
+        )?;
         let written = std::time::Instant::now();
         w.commit().map_err(db_err)?;
         tracing::debug!(
@@ -222,6 +231,7 @@ impl Store {
         block: &Block,
         receipts: &[Receipt],
         changed: impl IntoIterator<Item = (usize, &'a [(Address, Account)])>,
+        kv_changed: impl IntoIterator<Item = (usize, &'a [(Vec<u8>, Vec<u8>)])>,
     ) -> Result<(), StoreError> {
         let height = block.header.height;
         debug_assert_eq!(block.txs.len(), receipts.len());
@@ -261,6 +271,17 @@ impl Store {
                     buf.clear();
                     borsh::to_writer(&mut buf, &entries).expect("encoding to a Vec cannot fail");
                     acc.insert(key, buf.as_slice()).map_err(db_err)?;
+                }
+            }
+            let mut kv = w.open_table(KV).map_err(db_err)?;
+            for (bucket, entries) in kv_changed {
+                let key = u16::try_from(bucket).expect("bucket numbers fit in 16 bits");
+                if entries.is_empty() {
+                    kv.remove(key).map_err(db_err)?;
+                } else {
+                    buf.clear();
+                    borsh::to_writer(&mut buf, &entries).expect("encoding to a Vec cannot fail");
+                    kv.insert(key, buf.as_slice()).map_err(db_err)?;
                 }
             }
         }
@@ -324,6 +345,20 @@ impl Store {
             out.extend(entries);
         }
         Ok(out)
+    }
+
+    /// The whole key/value namespace (read once at start-up).
+    pub fn load_kv(&self) -> Result<crate::kv::KvSpace, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(KV).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = borsh::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("kv bucket {}: {e}", k.value())))?;
+            out.extend(entries);
+        }
+        Ok(crate::kv::KvSpace::from_entries(out))
     }
 
     pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, StoreError> {
@@ -500,7 +535,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let key = Keypair::from_seed([3; 32]);
         let (block, receipts) = block_with(1, 600, &key); // three chunks, the last one partial
-        store.commit_block(&block, &receipts, []).unwrap();
+        store
+            .commit_block(&block, &receipts, &Default::default())
+            .unwrap();
         assert_eq!(store.block(1).unwrap().unwrap(), block);
         assert_eq!(
             store.block_with_receipts(1).unwrap().unwrap(),
@@ -543,7 +580,9 @@ mod tests {
         let mut all = Vec::new();
         for height in 1..=8u64 {
             let (block, receipts) = block_with(height, 4, &key);
-            store.commit_block(&block, &receipts, []).unwrap();
+            store
+                .commit_block(&block, &receipts, &Default::default())
+                .unwrap();
             let hashes: Vec<Hash32> = receipts.iter().map(|r| r.tx_hash).collect();
             store.index_block(height, &hashes).unwrap();
             // indexing the same block again (replay after a crash) changes nothing

@@ -16,6 +16,11 @@
 //! SignedTx  = TxBody ‖ signature: [u8; 64]
 //! TxBody    = version: u8 ‖ chain_id: string ‖ sender: [u8; 32] ‖ nonce: u64 ‖ kind: TxKind
 //! TxKind    = 0x00 ‖ to: [u8; 32] ‖ amount: u128            (Transfer)
+//!           | 0x01 ‖ kind: u8 ‖ capacity_w: u32             (RegisterDevice)
+//!           | 0x02 ‖ slot: u64 ‖ side: u8 ‖ energy_mwh: u64 ‖ price_per_kwh: u64 ‖ location: string
+//!                                                          (PlaceOrder)
+//!           | 0x03 ‖ slot: u64 ‖ order_id: u64              (CancelOrder)
+//!           | 0x04 ‖ slot: u64 ‖ import_mwh: u64 ‖ export_mwh: u64  (SubmitReading)
 //! string    = len: u32 ‖ UTF-8 bytes
 //! ```
 //!
@@ -26,6 +31,7 @@
 //! existing tags never change meaning.
 
 use borsh::{BorshDeserialize, BorshSerialize};
+pub use gridmesh_market::Side;
 use gridmesh_types::{Address, Amount, Hash32};
 
 use crate::crypto::{self, Keypair, SignatureError, TX_SIGNING_DOMAIN};
@@ -44,7 +50,81 @@ pub const MAX_CHAIN_ID_LEN: usize = 32;
 pub enum TxKind {
     /// Move `amount` base units from the sender to `to`.
     Transfer { to: Address, amount: Amount } = 0,
+    /// Register a device of the sender (PV, battery, EV charger, load, meter) with its rated power.
+    RegisterDevice { kind: DeviceKind, capacity_w: u32 } = 1,
+    /// Place an order for a delivery slot. A bid locks `ceil(energy × price)` in escrow; an ask
+    /// needs a producing device (PV or battery) and locks collateral against falling short.
+    PlaceOrder {
+        slot: u64,
+        side: Side,
+        energy_mwh: u64,
+        price_per_kwh: u64,
+        /// The market area the sender's connection sits in, e.g. `street-1/house-4` ("" = root).
+        location: String,
+    } = 2,
+    /// Cancel an open order of the sender before gate closure; its escrow is returned.
+    CancelOrder { slot: u64, order_id: u64 } = 3,
+    /// The sender's grid-connection meter for a delivery slot that has ended: energy imported
+    /// from and exported to the grid. Signed by the owner's key until devices sign their own.
+    SubmitReading {
+        slot: u64,
+        import_mwh: u64,
+        export_mwh: u64,
+    } = 4,
 }
+
+/// What a registered device is.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, serde::Serialize,
+)]
+#[borsh(use_discriminant = true)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum DeviceKind {
+    Pv = 0,
+    Battery = 1,
+    EvCharger = 2,
+    Load = 3,
+    Meter = 4,
+}
+
+impl DeviceKind {
+    /// Whether the device can export energy (and so back an ask).
+    pub fn produces(self) -> bool {
+        matches!(self, DeviceKind::Pv | DeviceKind::Battery)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Pv => "pv",
+            DeviceKind::Battery => "battery",
+            DeviceKind::EvCharger => "ev-charger",
+            DeviceKind::Load => "load",
+            DeviceKind::Meter => "meter",
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            DeviceKind::Pv,
+            DeviceKind::Battery,
+            DeviceKind::EvCharger,
+            DeviceKind::Load,
+            DeviceKind::Meter,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| {
+            format!("unknown device kind {s:?} (expected pv, battery, ev-charger, load or meter)")
+        })
+    }
+}
+
+/// Longest order location (area path).
+pub const MAX_LOCATION_LEN: usize = 128;
 
 /// The signed part of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -76,6 +156,8 @@ pub enum DecodeError {
     BadChainId(String),
     #[error("transfer amount must be greater than zero")]
     ZeroAmount,
+    #[error("{0}")]
+    BadField(String),
 }
 
 /// Checks that a chain id is 1-32 characters of `[a-z0-9-]`.
@@ -150,9 +232,22 @@ impl SignedTx {
         if !valid_chain_id(&self.body.chain_id) {
             return Err(DecodeError::BadChainId(self.body.chain_id.clone()));
         }
+        let bad = |m: &str| Err(DecodeError::BadField(m.to_string()));
         match &self.body.kind {
             TxKind::Transfer { amount, .. } if amount.is_zero() => Err(DecodeError::ZeroAmount),
             TxKind::Transfer { .. } => Ok(()),
+            TxKind::RegisterDevice { capacity_w, .. } if *capacity_w == 0 => {
+                bad("device capacity must be greater than zero watts")
+            }
+            TxKind::RegisterDevice { .. } => Ok(()),
+            TxKind::PlaceOrder { energy_mwh: 0, .. } => {
+                bad("order energy must be greater than zero")
+            }
+            TxKind::PlaceOrder { location, .. } if location.len() > MAX_LOCATION_LEN => bad(
+                &format!("order location is longer than {MAX_LOCATION_LEN} bytes"),
+            ),
+            TxKind::PlaceOrder { .. } | TxKind::CancelOrder { .. } => Ok(()),
+            TxKind::SubmitReading { .. } => Ok(()),
         }
     }
 

@@ -23,6 +23,7 @@
 //! the constant part: `fee = constant + floor(price × basis points / 10,000)`. Fees do not
 //! compound.
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
 use crate::order::AreaId;
@@ -36,7 +37,19 @@ pub const MAX_DEPTH: usize = 8;
 pub const MAX_AREA_NAME: usize = 32;
 
 /// The fee a market charges for every kWh traded in or through it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
 pub struct GridFee {
     /// Base units per kWh.
     pub constant_per_kwh: u64,

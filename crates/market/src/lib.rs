@@ -27,10 +27,12 @@
 //!   `time` ascending, then `id` ascending. Huang's mechanism treats orders of one side at one price
 //!   as one trader (as pymarket does), so ties never decide who sets the price.
 //! - **Rounding**: quantities split pro rata get `floor(share)`, and the leftover milliwatt-hours
-//!   go one each to the first orders in priority order that have room. Money: a buyer pays
-//!   `ceil(energy × price)`, a seller receives `floor(energy × price)`, the grid operator
-//!   `floor(energy × fee)`; what is left of the buyer's payment (rounding, and the spread of trade
-//!   reduction) goes to the market operator. Tokens are conserved exactly.
+//!   go one each to the first orders in priority order that have room. Money: every amount is
+//!   rounded down to a base unit: a buyer pays `floor(energy × buyer price)`, a seller receives
+//!   `floor(energy × seller price)`, the grid operator `floor(energy × fee)`, and what is left of
+//!   the buyer's payment (rounding, and the spread of trade reduction) goes to the market
+//!   operator. It is never negative (`floor(x + y) >= floor(x) + floor(y)`), so tokens are
+//!   conserved exactly, and a buyer's escrow of `ceil(energy × limit)` always covers its trades.
 //! - The result does not depend on the order the orders are listed in (every mechanism sorts by
 //!   priority; the continuous one replays arrival `time`).
 //!
@@ -59,10 +61,11 @@ mod order;
 
 use std::collections::BTreeMap;
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
 pub use hierarchy::{Areas, GridFee, MAX_AREAS, MAX_AREA_NAME, MAX_DEPTH};
-pub use mechanism::Mechanism;
+pub use mechanism::{pro_rata, Mechanism};
 pub use order::{value_ceil, value_floor, AreaId, Order, Side, Trade, UtilityTrade};
 
 use mechanism::{clear_market, optimal_welfare, Eff};
@@ -75,7 +78,18 @@ pub const MAX_PRICE_PER_KWH: u64 = 1_000_000_000_000;
 pub const MAX_ORDER_MWH: u64 = 1_000_000_000_000;
 
 /// The utility's prices for one slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
 pub struct Tariff {
     /// What the utility charges per kWh it supplies (base units).
     pub retail_per_kwh: u64,

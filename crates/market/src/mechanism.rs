@@ -7,25 +7,39 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
 /// How a slot is cleared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
 #[serde(rename_all = "kebab-case")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
 pub enum Mechanism {
     /// Two-sided uniform-price call auction: every trade at one clearing price.
-    PayAsClear,
+    PayAsClear = 0,
     /// Two-sided continuous matching in arrival order; each trade at the bid's price.
-    PayAsBid,
+    PayAsBid = 1,
     /// One-sided: buyers, highest limit first, take the cheapest offers at the offer's price.
-    PayAsOffer,
+    PayAsOffer = 2,
     /// Huang, Scheller-Wolf and Sycara's multi-unit trade-reduction double auction: truthful and
     /// budget-balanced (the price-setting orders do not trade; buyers pay the price-setting bid,
     /// sellers receive the price-setting ask).
-    Huang,
+    Huang = 3,
     /// Regulated energy sharing: one local price halfway between feed-in and retail tariff,
     /// volume split pro rata over the long side.
-    Community,
+    Community = 4,
 }
 
 impl Mechanism {
@@ -440,7 +454,7 @@ fn split_groups(
 /// Splits `target` (at most the sum of `capacity`) in proportion to `capacity`: each gets
 /// `floor(capacity × target / total)`, and the units left over go one each to the first entries
 /// (priority order) that still have room. Exact: the shares sum to `target`, none exceeds its capacity.
-pub(crate) fn pro_rata(capacity: &[u64], target: u64) -> Vec<u64> {
+pub fn pro_rata(capacity: &[u64], target: u64) -> Vec<u64> {
     let total: u128 = capacity.iter().map(|&c| u128::from(c)).sum();
     debug_assert!(u128::from(target) <= total);
     if total == 0 {

@@ -81,9 +81,9 @@ pub struct Trade {
 }
 
 impl Trade {
-    /// What the buyer pays: `ceil(energy × buyer price)`, in base units.
+    /// What the buyer pays: `floor(energy × buyer price)`, in base units.
     pub fn buyer_pays(&self) -> u128 {
-        value_ceil(self.energy_mwh, self.buyer_price_per_kwh)
+        value_floor(self.energy_mwh, self.buyer_price_per_kwh)
     }
 
     /// What the seller receives: `floor(energy × seller price)`.
@@ -98,7 +98,7 @@ impl Trade {
 
     /// The rest of the buyer's payment, to the market operator: rounding remainders and the
     /// budget surplus of trade-reduction mechanisms. Never negative: `buyer price >= seller price
-    /// + fee` for every trade a mechanism makes, and ceil >= floor + floor.
+    /// + fee` for every trade a mechanism makes, and `floor(x + y) >= floor(x) + floor(y)`.
     pub fn operator_receives(&self) -> u128 {
         self.buyer_pays() - self.seller_receives() - self.fees()
     }
@@ -128,12 +128,9 @@ pub struct UtilityTrade {
 }
 
 impl UtilityTrade {
-    /// The payment: a buyer pays `ceil`, a seller receives `floor` (the utility never loses to rounding).
+    /// The payment, rounded down to a base unit.
     pub fn amount(&self) -> u128 {
-        match self.side {
-            Side::Bid => value_ceil(self.energy_mwh, self.price_per_kwh),
-            Side::Ask => value_floor(self.energy_mwh, self.price_per_kwh),
-        }
+        value_floor(self.energy_mwh, self.price_per_kwh)
     }
 }
 
@@ -156,6 +153,7 @@ mod tests {
         // 1 mWh at 1.5 base units per kWh is 0.0000015 base units.
         assert_eq!(value_floor(1, 1_500_000), 1);
         assert_eq!(value_ceil(1, 1_500_000), 2);
+        assert_eq!(value_ceil(1, 1_000_000), 1);
         assert_eq!(value_floor(1_000_000, 4), 4);
         assert_eq!(value_ceil(1_000_000, 4), 4);
         let t = Trade {

@@ -422,13 +422,55 @@ pub struct TxView {
     pub amount: Option<String>,
     #[schema(value_type = Option<u64>)]
     pub amount_base: Option<u128>,
+    /// The fields of market and device transactions (energy in mWh, prices in base units per kWh).
+    #[schema(value_type = Option<Object>)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl TxView {
     fn of(tx: &SignedTx) -> TxView {
         let b = &tx.body;
-        let (kind, to, amount) = match &b.kind {
-            TxKind::Transfer { to, amount } => ("transfer", Some(*to), Some(*amount)),
+        let (kind, to, amount, details) = match &b.kind {
+            TxKind::Transfer { to, amount } => ("transfer", Some(*to), Some(*amount), None),
+            TxKind::RegisterDevice { kind, capacity_w } => (
+                "register_device",
+                None,
+                None,
+                Some(serde_json::json!({"device_kind": kind.name(), "capacity_w": capacity_w})),
+            ),
+            TxKind::PlaceOrder {
+                slot,
+                side,
+                energy_mwh,
+                price_per_kwh,
+                location,
+            } => (
+                "place_order",
+                None,
+                None,
+                Some(
+                    serde_json::json!({"slot": slot, "side": side, "energy_mwh": energy_mwh,
+                    "price_per_kwh": price_per_kwh, "location": location}),
+                ),
+            ),
+            TxKind::CancelOrder { slot, order_id } => (
+                "cancel_order",
+                None,
+                None,
+                Some(serde_json::json!({"slot": slot, "order_id": order_id})),
+            ),
+            TxKind::SubmitReading {
+                slot,
+                import_mwh,
+                export_mwh,
+            } => (
+                "submit_reading",
+                None,
+                None,
+                Some(serde_json::json!({"slot": slot, "import_mwh": import_mwh,
+                    "export_mwh": export_mwh})),
+            ),
         };
         TxView {
             hash: tx.hash().to_string(),
@@ -439,6 +481,7 @@ impl TxView {
             to: to.map(|a| a.to_string()),
             amount: amount.map(|a: Amount| a.to_string()),
             amount_base: amount.map(|a| a.0),
+            details,
         }
     }
 }
@@ -452,6 +495,9 @@ pub struct EventView {
     pub to: Option<String>,
     #[schema(value_type = Option<u64>)]
     pub amount_base: Option<u128>,
+    #[schema(value_type = Option<Object>)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
@@ -481,7 +527,18 @@ impl ReceiptView {
                         from: Some(from.to_string()),
                         to: Some(to.to_string()),
                         amount_base: Some(amount.0),
+                        details: None,
                     },
+                    other => {
+                        let v = serde_json::to_value(other).unwrap_or_default();
+                        EventView {
+                            kind: v["type"].as_str().unwrap_or("event").to_string(),
+                            from: None,
+                            to: None,
+                            amount_base: None,
+                            details: Some(v),
+                        }
+                    }
                 })
                 .collect(),
         }

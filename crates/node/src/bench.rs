@@ -161,6 +161,7 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         timestamp_ms: 0,
         accounts: funded(&keys),
         validators: vec![],
+        market: None,
     };
     tracing::info!(txs = opts.txs, "signing transfers");
     let encoded = sign_transfers(&keys, &genesis.chain_id, opts.txs);

@@ -132,6 +132,7 @@ fn measure(opts: &NetBenchOptions, dir: &Path) -> anyhow::Result<NetBenchReport>
             timestamp_ms: 0,
             accounts: funded(&keys),
             validators: vec![],
+            market: None,
         };
         chain_id = genesis.chain_id.clone();
         std::fs::write(dir.join("genesis.toml"), genesis.to_toml())?;

@@ -181,6 +181,7 @@ pub fn init_with(
         .chain(accounts)
         .collect(),
         validators: genesis_validators,
+        market: None,
     };
     genesis.validate()?;
     std::fs::write(dir.join("genesis.toml"), genesis.to_toml())?;

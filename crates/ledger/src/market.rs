@@ -1,0 +1,1109 @@
+//! The energy market on the ledger: orders with escrow, clearing at gate closure, settlement of
+//! what was metered. The clearing itself is `gridmesh-market`'s pure code; this module keeps the
+//! orders, money and records in the state's key/value namespace.
+//!
+//! # Life of a slot
+//! 1. **Orders** (`PlaceOrder`) until gate closure, `gate_closure_minutes` before the slot starts.
+//!    A bid locks `ceil(energy × limit)` (its most possible cost) in the escrow account. An ask
+//!    needs a producing device (PV or battery) whose rating covers the energy in 15 minutes, and
+//!    locks collateral `ceil(energy × max(0, shortfall price − ask))`, enough to compensate its
+//!    buyers if it delivers nothing. `CancelOrder` returns the escrow before gate closure.
+//! 2. **Clearing**: the first block at or after gate closure clears the slot (before its
+//!    transactions, so orders in that block are already late) with the community's mechanism,
+//!    grid fees and the slot's tariff. Each trade keeps in escrow what its buyer pays
+//!    (`floor(energy × buyer price)`) and its seller's collateral
+//!    (`floor(energy × max(0, shortfall price − buyer price))`); the rest is released at once.
+//! 3. **Readings** (`SubmitReading`): import and export of the sender's grid connection for an
+//!    ended slot, checked against its devices' ratings and the connection limit, replaceable until
+//!    the sender's trades are settled.
+//! 4. **Settlement**, at the first block `correction_window_minutes` after the slot ends. A
+//!    seller's delivered energy is `min(export, sold)`, split over its trades pro rata. For each
+//!    trade: the buyer pays for what was delivered (seller, grid operator and market operator get
+//!    their floors, see `gridmesh-market`), the rest of its escrow returns; for the shortfall
+//!    the buyer takes energy from the utility and the seller compensates it from its collateral
+//!    (the seller's cost, not the buyer's): the shortfall's share of the trade's collateral,
+//!    `floor(collateral × shortfall / energy)`, about `shortfall × (shortfall price − buyer
+//!    price)`; the rest of the collateral returns to the seller.
+//! 5. **Missing readings**: a seller without a reading at settlement is settled *provisionally* by
+//!    the documented estimate "nothing was delivered" (recorded and marked `estimated`; its funds
+//!    stay in escrow). A reading that arrives later, before `late_window_minutes` after the slot
+//!    ends, re-settles those trades with what was metered (`late`); at the end of that window the
+//!    estimate becomes final and the funds move.
+//!
+//! Everything the utility does (energy imported beyond what was bought, exported beyond what was
+//! sold, a buyer's surplus) is billed by the utility itself at its tariff; the ledger derives those
+//! bill lines from trades and readings (see the node's slot view) but moves no tokens for them.
+//!
+//! Token conservation: every token locked sits in the [`escrow_account`]; clearing and settlement
+//! only move tokens between it and members, the grid operator and the market operator, and the
+//! escrow's balance always equals the escrow and collateral still held by open orders and unsettled
+//! trades (property-tested).
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use gridmesh_market::{
+    self as mk, value_ceil, value_floor, Areas, GridFee, Mechanism, Order, Side, Tariff, Trade,
+    UtilityTrade,
+};
+use gridmesh_types::units::{slot_of, slot_of_day, slot_start_ms, SLOTS_PER_DAY};
+use gridmesh_types::{Address, Amount};
+use serde::{Deserialize, Serialize};
+
+use crate::kv;
+use crate::state::{Event, Overlay, TxContext, TxError};
+use crate::tx::{DeviceKind, TxKind};
+
+/// Most orders one slot accepts.
+pub const MAX_ORDERS_PER_SLOT: u32 = 100_000;
+/// How far ahead orders may be placed: 7 days of slots.
+pub const MAX_SLOTS_AHEAD: u64 = 7 * SLOTS_PER_DAY;
+/// Most devices one account may register.
+pub const MAX_DEVICES_PER_OWNER: u32 = 16;
+/// Energy a device can deliver in one 15-minute slot per watt of rating, in mWh (0.25 Wh).
+pub const MWH_PER_W_PER_SLOT: u64 = 250;
+/// Most time-of-use tariff periods per day.
+pub const MAX_TARIFF_PERIODS: usize = 96;
+
+const TAG_CONFIG: u8 = 1;
+const TAG_META: u8 = 2;
+const TAG_OPEN: u8 = 3;
+const TAG_ORDER: u8 = 4;
+const TAG_SLOT: u8 = 6;
+const TAG_TRADE: u8 = 7;
+const TAG_SETTLE_DUE: u8 = 8;
+const TAG_FINAL_DUE: u8 = 9;
+const TAG_DEVICE: u8 = 10;
+const TAG_READING: u8 = 11;
+const TAG_SELLER: u8 = 12;
+
+/// The account that holds every locked token (bids' escrow, asks' collateral). No key controls
+/// it: only clearing and settlement move its tokens.
+pub fn escrow_account() -> Address {
+    Address(*blake3::hash(b"gridmesh/market/escrow").as_bytes())
+}
+
+/// A time-of-use period: from this slot of the day (0..96) until the next period's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct TouTariff {
+    pub from_slot_of_day: u8,
+    pub tariff: Tariff,
+}
+
+/// The community's market rules, fixed in the genesis (state key `CONFIG`).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct MarketConfig {
+    pub mechanism: Mechanism,
+    pub gate_closure_minutes: u32,
+    pub correction_window_minutes: u32,
+    pub late_window_minutes: u32,
+    /// Sorted by start; the first starts at slot 0 of the day.
+    pub tariffs: Vec<TouTariff>,
+    /// What a seller's shortfall costs per kWh; `None`: the slot's retail tariff.
+    pub shortfall_price_per_kwh: Option<u64>,
+    /// Fee of each depth of the market hierarchy, root first.
+    pub grid_fees: Vec<GridFee>,
+    pub grid_operator: Address,
+    pub market_operator: Address,
+    /// The largest import of one connection, in watts (bounds bids and readings).
+    pub max_import_w: u64,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        MarketConfig {
+            mechanism: Mechanism::PayAsClear,
+            gate_closure_minutes: 5,
+            correction_window_minutes: 60,
+            late_window_minutes: 24 * 60,
+            tariffs: vec![TouTariff {
+                from_slot_of_day: 0,
+                tariff: Tariff {
+                    retail_per_kwh: 300_000,
+                    feed_in_per_kwh: 80_000,
+                },
+            }],
+            shortfall_price_per_kwh: None,
+            grid_fees: Vec::new(),
+            grid_operator: Address(*blake3::hash(b"gridmesh/grid-operator").as_bytes()),
+            market_operator: Address(*blake3::hash(b"gridmesh/market-operator").as_bytes()),
+            max_import_w: 50_000,
+        }
+    }
+}
+
+impl MarketConfig {
+    /// Checks the rules; the message says what to fix.
+    pub fn check(&self) -> Result<(), String> {
+        if self.tariffs.is_empty() || self.tariffs.len() > MAX_TARIFF_PERIODS {
+            return Err(format!(
+                "list 1 to {MAX_TARIFF_PERIODS} tariff periods (the first from slot 0)"
+            ));
+        }
+        if self.tariffs[0].from_slot_of_day != 0 {
+            return Err("the first tariff period must start at slot 0 of the day".into());
+        }
+        for w in self.tariffs.windows(2) {
+            if w[1].from_slot_of_day <= w[0].from_slot_of_day {
+                return Err("tariff periods must be in increasing order of from_slot".into());
+            }
+        }
+        for t in &self.tariffs {
+            if u64::from(t.from_slot_of_day) >= SLOTS_PER_DAY {
+                return Err(format!(
+                    "tariff period from_slot {} is not 0..95",
+                    t.from_slot_of_day
+                ));
+            }
+            t.tariff.check().map_err(|e| e.to_string())?;
+        }
+        if self.grid_fees.len() > mk::MAX_DEPTH + 1 {
+            return Err(format!("at most {} grid fee levels", mk::MAX_DEPTH + 1));
+        }
+        if self.grid_fees.iter().any(|f| f.percent_bps > 10_000) {
+            return Err("a grid fee percentage is above 100".into());
+        }
+        if self.max_import_w == 0 {
+            return Err("max_import_kw must be positive".into());
+        }
+        if self.late_window_minutes < self.correction_window_minutes {
+            return Err("late_window_minutes must be at least correction_window_minutes".into());
+        }
+        Ok(())
+    }
+
+    /// The utility's prices in `slot` (time of use).
+    pub fn tariff(&self, slot: u64) -> Tariff {
+        let s = slot_of_day(slot);
+        self.tariffs
+            .iter()
+            .rev()
+            .find(|t| u64::from(t.from_slot_of_day) <= s)
+            .unwrap_or(&self.tariffs[0])
+            .tariff
+    }
+
+    /// The price a seller's shortfall costs in `slot`.
+    pub fn shortfall_price(&self, slot: u64) -> u64 {
+        self.shortfall_price_per_kwh
+            .unwrap_or_else(|| self.tariff(slot).retail_per_kwh)
+    }
+
+    /// When orders for `slot` close, in ms.
+    pub fn gate_closure_ms(&self, slot: u64) -> u64 {
+        slot_start_ms(slot).saturating_sub(u64::from(self.gate_closure_minutes) * 60_000)
+    }
+
+    /// When `slot` settles (readings due), in ms.
+    pub fn settlement_ms(&self, slot: u64) -> u64 {
+        slot_start_ms(slot + 1) + u64::from(self.correction_window_minutes) * 60_000
+    }
+
+    /// When estimates of `slot` become final and no reading is accepted any more, in ms.
+    pub fn final_ms(&self, slot: u64) -> u64 {
+        slot_start_ms(slot + 1) + u64::from(self.late_window_minutes) * 60_000
+    }
+}
+
+/// The `[market]` section of a genesis file: prices as decimal tokens per kWh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketFile {
+    #[serde(default = "default_mechanism")]
+    pub mechanism: String,
+    #[serde(default)]
+    pub gate_closure_minutes: Option<u32>,
+    #[serde(default)]
+    pub correction_window_minutes: Option<u32>,
+    #[serde(default)]
+    pub late_window_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tariffs: Vec<TariffFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall_price_per_kwh: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grid_fees: Vec<FeeFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid_operator: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market_operator: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_import_kw: Option<String>,
+}
+
+fn default_mechanism() -> String {
+    "pay-as-clear".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TariffFile {
+    pub from_slot: u8,
+    pub retail_per_kwh: String,
+    pub feed_in_per_kwh: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeFile {
+    #[serde(default)]
+    pub constant_per_kwh: Option<String>,
+    /// Percent of the order's limit price (up to two decimals).
+    #[serde(default)]
+    pub percent: Option<String>,
+}
+
+fn price(what: &str, s: &str) -> Result<u64, String> {
+    let v = gridmesh_types::parse_fixed(s, gridmesh_types::TOKEN_DECIMALS)
+        .map_err(|e| format!("{what}: {e}"))?;
+    u64::try_from(v).map_err(|_| format!("{what}: {s} is too large"))
+}
+
+impl MarketFile {
+    /// The checked configuration.
+    pub fn to_config(&self) -> Result<MarketConfig, String> {
+        let d = MarketConfig::default();
+        let mut tariffs = Vec::new();
+        for (i, t) in self.tariffs.iter().enumerate() {
+            tariffs.push(TouTariff {
+                from_slot_of_day: t.from_slot,
+                tariff: Tariff {
+                    retail_per_kwh: price(
+                        &format!("tariffs[{i}].retail_per_kwh"),
+                        &t.retail_per_kwh,
+                    )?,
+                    feed_in_per_kwh: price(
+                        &format!("tariffs[{i}].feed_in_per_kwh"),
+                        &t.feed_in_per_kwh,
+                    )?,
+                },
+            });
+        }
+        let mut grid_fees = Vec::new();
+        for (i, f) in self.grid_fees.iter().enumerate() {
+            let constant_per_kwh = match &f.constant_per_kwh {
+                Some(c) => price(&format!("grid_fees[{i}].constant_per_kwh"), c)?,
+                None => 0,
+            };
+            let percent_bps = match &f.percent {
+                Some(p) => gridmesh_types::parse_fixed(p, 2)
+                    .map_err(|e| format!("grid_fees[{i}].percent: {e}"))?
+                    .try_into()
+                    .map_err(|_| format!("grid_fees[{i}].percent is too large"))?,
+                None => 0,
+            };
+            grid_fees.push(GridFee {
+                constant_per_kwh,
+                percent_bps,
+            });
+        }
+        let max_import_w = match &self.max_import_kw {
+            Some(kw) => {
+                let w = gridmesh_types::parse_fixed(kw, 3)
+                    .map_err(|e| format!("max_import_kw: {e}"))?;
+                u64::try_from(w).map_err(|_| "max_import_kw is too large".to_string())?
+            }
+            None => d.max_import_w,
+        };
+        let c = MarketConfig {
+            mechanism: self.mechanism.parse()?,
+            gate_closure_minutes: self.gate_closure_minutes.unwrap_or(d.gate_closure_minutes),
+            correction_window_minutes: self
+                .correction_window_minutes
+                .unwrap_or(d.correction_window_minutes),
+            late_window_minutes: self.late_window_minutes.unwrap_or(d.late_window_minutes),
+            tariffs: if tariffs.is_empty() {
+                d.tariffs
+            } else {
+                tariffs
+            },
+            shortfall_price_per_kwh: self
+                .shortfall_price_per_kwh
+                .as_deref()
+                .map(|s| price("shortfall_price_per_kwh", s))
+                .transpose()?,
+            grid_fees,
+            grid_operator: self.grid_operator.unwrap_or(d.grid_operator),
+            market_operator: self.market_operator.unwrap_or(d.market_operator),
+            max_import_w,
+        };
+        c.check()?;
+        Ok(c)
+    }
+}
+
+/// Whether an order still waits for clearing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[borsh(use_discriminant = true)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum OrderStatus {
+    Open = 0,
+    Cleared = 1,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct OrderRecord {
+    pub owner: Address,
+    pub side: Side,
+    pub energy_mwh: u64,
+    pub price_per_kwh: u64,
+    pub location: String,
+    /// Arrival: block height << 32 | index in block.
+    pub time: u64,
+    /// Tokens this order still holds in escrow (0 once cleared: trades hold theirs).
+    pub escrow: u128,
+    pub traded_mwh: u64,
+    pub status: OrderStatus,
+}
+
+/// How far a slot's settlement has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[borsh(use_discriminant = true)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum SettlementStatus {
+    /// Cleared; readings are still due.
+    Pending = 0,
+    /// Settled, but some sellers only by estimate (funds held until a reading or the deadline).
+    Provisional = 1,
+    /// Every trade settled for good.
+    Final = 2,
+}
+
+/// A cleared slot.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct SlotRecord {
+    pub mechanism: Mechanism,
+    pub cleared_at_height: u64,
+    pub tariff: Tariff,
+    pub shortfall_price_per_kwh: u64,
+    pub orders: u32,
+    pub clearing_price_per_kwh: Option<u64>,
+    pub volume_mwh: u64,
+    pub welfare: u128,
+    pub optimal_welfare: u128,
+    pub trades: u32,
+    pub utility: Vec<UtilityTrade>,
+    pub settlement: SettlementStatus,
+    /// Sellers whose trades are settled only by estimate.
+    pub provisional_sellers: u32,
+}
+
+/// How one trade was settled.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct TradeSettlement {
+    pub delivered_mwh: u64,
+    pub buyer_paid: u128,
+    pub seller_received: u128,
+    pub grid_fees: u128,
+    pub operator_received: u128,
+    pub buyer_refund: u128,
+    /// Paid by the seller to the buyer for the shortfall.
+    pub compensation: u128,
+    pub collateral_returned: u128,
+    /// Settled by the estimate (no reading from the seller).
+    pub estimated: bool,
+    /// Funds moved; nothing will change any more.
+    pub is_final: bool,
+    /// Settled by a reading that arrived after the correction window.
+    pub late: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct TradeRecord {
+    pub trade: Trade,
+    pub buyer: Address,
+    pub seller: Address,
+    /// What the buyer pays if everything is delivered, held in escrow.
+    pub buyer_escrow: u128,
+    /// The seller's collateral held for this trade.
+    pub seller_collateral: u128,
+    pub settlement: Option<TradeSettlement>,
+}
+
+/// A seller's trades in one slot, and whether they are settled.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+struct SellerPosition {
+    trades: Vec<u32>,
+    status: SettlementStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Device {
+    pub kind: DeviceKind,
+    pub capacity_w: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Reading {
+    pub import_mwh: u64,
+    pub export_mwh: u64,
+    pub height: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, BorshSerialize, BorshDeserialize)]
+struct Meta {
+    next_order_id: u64,
+}
+
+/// Why a market or device transaction cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarketTxError {
+    #[error(
+        "slot {slot} closed for orders at {gate_ms} ms (gate closure); block time is {now_ms} ms"
+    )]
+    GateClosed {
+        slot: u64,
+        gate_ms: u64,
+        now_ms: u64,
+    },
+    #[error("slot {slot} is more than {MAX_SLOTS_AHEAD} slots (7 days) ahead; the latest open slot is {max_slot}")]
+    SlotTooFar { slot: u64, max_slot: u64 },
+    #[error("slot {0} already holds {MAX_ORDERS_PER_SLOT} orders")]
+    SlotFull(u64),
+    #[error("order {order_id} does not exist in slot {slot}")]
+    UnknownOrder { slot: u64, order_id: u64 },
+    #[error("order {0} belongs to another account")]
+    NotYourOrder(u64),
+    #[error("order {0} is already cleared")]
+    OrderNotOpen(u64),
+    #[error("an ask needs a registered producing device (pv or battery) of the seller")]
+    NoProducingDevice,
+    #[error("ask of {energy_mwh} mWh exceeds what the seller's producing devices can deliver in 15 minutes ({max_mwh} mWh)")]
+    AskAboveCapacity { energy_mwh: u64, max_mwh: u64 },
+    #[error("bid of {energy_mwh} mWh exceeds the connection's import limit for 15 minutes ({max_mwh} mWh)")]
+    BidAboveImportLimit { energy_mwh: u64, max_mwh: u64 },
+    #[error("order energy {0} mWh is above the limit of {lim} mWh", lim = mk::MAX_ORDER_MWH)]
+    EnergyTooLarge(u64),
+    #[error("price {0} base units per kWh is above the limit of {lim}", lim = mk::MAX_PRICE_PER_KWH)]
+    PriceTooHigh(u64),
+    #[error("bad location: {0}")]
+    BadLocation(String),
+    #[error("an account may register at most {MAX_DEVICES_PER_OWNER} devices")]
+    TooManyDevices,
+    #[error("a reading needs a registered device of the sender")]
+    NoDevice,
+    #[error("slot {slot} ends at {ends_ms} ms; a reading for it can only come after")]
+    SlotNotEnded { slot: u64, ends_ms: u64 },
+    #[error("readings for slot {slot} closed at {deadline_ms} ms")]
+    ReadingTooLate { slot: u64, deadline_ms: u64 },
+    #[error("the sender's trades in slot {0} are already settled for good")]
+    AlreadySettled(u64),
+    #[error("export of {export_mwh} mWh is more than the sender's producing devices can deliver in 15 minutes ({max_mwh} mWh)")]
+    ExportAboveCapacity { export_mwh: u64, max_mwh: u64 },
+    #[error("import of {import_mwh} mWh is more than the connection limit allows in 15 minutes ({max_mwh} mWh)")]
+    ImportAboveLimit { import_mwh: u64, max_mwh: u64 },
+}
+
+fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
+    borsh::to_vec(v).expect("encoding to a Vec cannot fail")
+}
+
+/// Decodes a record the state machine wrote itself; failure means corrupted state (a bug).
+fn dec<T: BorshDeserialize>(bytes: &[u8]) -> T {
+    borsh::from_slice(bytes).expect("market state records decode")
+}
+
+fn owner_group(a: &Address) -> u64 {
+    u64::from_be_bytes(a.0[..8].try_into().expect("8 bytes"))
+}
+
+pub(crate) fn config_key() -> Vec<u8> {
+    kv::key(TAG_CONFIG, 0, &[])
+}
+
+fn meta_key() -> Vec<u8> {
+    kv::key(TAG_META, 0, &[])
+}
+
+fn open_key(slot: u64) -> Vec<u8> {
+    kv::key(TAG_OPEN, 0, &slot.to_be_bytes())
+}
+
+pub fn order_key(slot: u64, id: u64) -> Vec<u8> {
+    kv::key(TAG_ORDER, slot, &id.to_be_bytes())
+}
+
+pub fn orders_prefix(slot: u64) -> Vec<u8> {
+    kv::key(TAG_ORDER, slot, &[])
+}
+
+pub fn slot_key(slot: u64) -> Vec<u8> {
+    kv::key(TAG_SLOT, slot, &[])
+}
+
+pub fn trade_key(slot: u64, index: u32) -> Vec<u8> {
+    kv::key(TAG_TRADE, slot, &index.to_be_bytes())
+}
+
+pub fn trades_prefix(slot: u64) -> Vec<u8> {
+    kv::key(TAG_TRADE, slot, &[])
+}
+
+fn due_key(tag: u8, due_ms: u64, slot: u64) -> Vec<u8> {
+    let mut rest = due_ms.to_be_bytes().to_vec();
+    rest.extend_from_slice(&slot.to_be_bytes());
+    kv::key(tag, 0, &rest)
+}
+
+fn device_key(owner: &Address, index: u32) -> Vec<u8> {
+    let mut rest = owner.0.to_vec();
+    rest.extend_from_slice(&index.to_be_bytes());
+    kv::key(TAG_DEVICE, owner_group(owner), &rest)
+}
+
+pub fn devices_prefix(owner: &Address) -> Vec<u8> {
+    kv::key(TAG_DEVICE, owner_group(owner), &owner.0)
+}
+
+pub fn reading_key(slot: u64, who: &Address) -> Vec<u8> {
+    kv::key(TAG_READING, slot, &who.0)
+}
+
+pub fn readings_prefix(slot: u64) -> Vec<u8> {
+    kv::key(TAG_READING, slot, &[])
+}
+
+fn seller_key(slot: u64, who: &Address) -> Vec<u8> {
+    kv::key(TAG_SELLER, slot, &who.0)
+}
+
+/// The market configuration stored at genesis (the default if none was).
+pub fn config(o: &mut Overlay<'_>) -> MarketConfig {
+    if let Some(c) = &o.market_config {
+        return c.clone();
+    }
+    let c = o
+        .kv_get(&config_key())
+        .map(|b| dec::<MarketConfig>(&b))
+        .unwrap_or_default();
+    o.market_config = Some(c.clone());
+    c
+}
+
+/// The key/value entry that stores `config` at genesis.
+pub fn genesis_entry(config: &MarketConfig) -> (Vec<u8>, Vec<u8>) {
+    (config_key(), enc(config))
+}
+
+fn devices(o: &Overlay<'_>, owner: &Address) -> Vec<Device> {
+    o.kv_scan(&devices_prefix(owner))
+        .into_iter()
+        .map(|(_, v)| dec(&v))
+        .collect()
+}
+
+/// Most energy the owner's producing devices can deliver in one slot.
+fn producing_mwh(devs: &[Device]) -> u64 {
+    devs.iter()
+        .filter(|d| d.kind.produces())
+        .map(|d| u64::from(d.capacity_w) * MWH_PER_W_PER_SLOT)
+        .sum()
+}
+
+/// Applies a market or device transaction (not a transfer) of `sender`. Everything is checked
+/// before the first write; the caller increments the nonce.
+pub(crate) fn apply(
+    o: &mut Overlay<'_>,
+    sender: Address,
+    kind: &TxKind,
+    ctx: &TxContext,
+) -> Result<Vec<Event>, TxError> {
+    let cfg = config(o);
+    let now = ctx.timestamp_ms;
+    match kind {
+        TxKind::Transfer { .. } => unreachable!("transfers are applied by the state"),
+        TxKind::RegisterDevice { kind, capacity_w } => {
+            let n = o.kv_scan(&devices_prefix(&sender)).len() as u32;
+            if n >= MAX_DEVICES_PER_OWNER {
+                return Err(MarketTxError::TooManyDevices.into());
+            }
+            o.kv_put(
+                device_key(&sender, n),
+                enc(&Device {
+                    kind: *kind,
+                    capacity_w: *capacity_w,
+                }),
+            );
+            Ok(vec![Event::DeviceRegistered { index: n }])
+        }
+        TxKind::PlaceOrder {
+            slot,
+            side,
+            energy_mwh,
+            price_per_kwh,
+            location,
+        } => {
+            let (slot, energy_mwh, price) = (*slot, *energy_mwh, *price_per_kwh);
+            let gate_ms = cfg.gate_closure_ms(slot);
+            if now >= gate_ms {
+                return Err(MarketTxError::GateClosed {
+                    slot,
+                    gate_ms,
+                    now_ms: now,
+                }
+                .into());
+            }
+            let max_slot = slot_of(now) + MAX_SLOTS_AHEAD;
+            if slot > max_slot {
+                return Err(MarketTxError::SlotTooFar { slot, max_slot }.into());
+            }
+            if energy_mwh > mk::MAX_ORDER_MWH {
+                return Err(MarketTxError::EnergyTooLarge(energy_mwh).into());
+            }
+            if price > mk::MAX_PRICE_PER_KWH {
+                return Err(MarketTxError::PriceTooHigh(price).into());
+            }
+            if !location.is_empty() {
+                Areas::from_paths([location.as_str()], &[])
+                    .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
+            }
+            let open: u32 = o.kv_get(&open_key(slot)).map(|b| dec(&b)).unwrap_or(0);
+            if open >= MAX_ORDERS_PER_SLOT {
+                return Err(MarketTxError::SlotFull(slot).into());
+            }
+            let escrow = match side {
+                Side::Bid => {
+                    let max_mwh = cfg.max_import_w.saturating_mul(MWH_PER_W_PER_SLOT);
+                    if energy_mwh > max_mwh {
+                        return Err(MarketTxError::BidAboveImportLimit {
+                            energy_mwh,
+                            max_mwh,
+                        }
+                        .into());
+                    }
+                    value_ceil(energy_mwh, price)
+                }
+                Side::Ask => {
+                    let max_mwh = producing_mwh(&devices(o, &sender));
+                    if max_mwh == 0 {
+                        return Err(MarketTxError::NoProducingDevice.into());
+                    }
+                    if energy_mwh > max_mwh {
+                        return Err(MarketTxError::AskAboveCapacity {
+                            energy_mwh,
+                            max_mwh,
+                        }
+                        .into());
+                    }
+                    value_ceil(energy_mwh, cfg.shortfall_price(slot).saturating_sub(price))
+                }
+            };
+            // The only step that can fail from here on; it changes nothing if it does.
+            o.move_funds(sender, escrow_account(), Amount(escrow))?;
+            let mut meta: Meta = o.kv_get(&meta_key()).map(|b| dec(&b)).unwrap_or_default();
+            let order_id = meta.next_order_id;
+            meta.next_order_id += 1;
+            o.kv_put(meta_key(), enc(&meta));
+            o.kv_put(open_key(slot), enc(&(open + 1)));
+            o.kv_put(
+                order_key(slot, order_id),
+                enc(&OrderRecord {
+                    owner: sender,
+                    side: *side,
+                    energy_mwh,
+                    price_per_kwh: price,
+                    location: location.clone(),
+                    time: ctx.arrival(),
+                    escrow,
+                    traded_mwh: 0,
+                    status: OrderStatus::Open,
+                }),
+            );
+            Ok(vec![Event::OrderPlaced {
+                slot,
+                order_id,
+                escrow: Amount(escrow),
+            }])
+        }
+        TxKind::CancelOrder { slot, order_id } => {
+            let (slot, order_id) = (*slot, *order_id);
+            let Some(bytes) = o.kv_get(&order_key(slot, order_id)) else {
+                return Err(MarketTxError::UnknownOrder { slot, order_id }.into());
+            };
+            let rec: OrderRecord = dec(&bytes);
+            if rec.owner != sender {
+                return Err(MarketTxError::NotYourOrder(order_id).into());
+            }
+            if rec.status != OrderStatus::Open {
+                return Err(MarketTxError::OrderNotOpen(order_id).into());
+            }
+            let gate_ms = cfg.gate_closure_ms(slot);
+            if now >= gate_ms {
+                return Err(MarketTxError::GateClosed {
+                    slot,
+                    gate_ms,
+                    now_ms: now,
+                }
+                .into());
+            }
+            o.move_funds(escrow_account(), sender, Amount(rec.escrow))
+                .expect("escrow holds every open order's escrow");
+            o.kv_delete(order_key(slot, order_id));
+            let open: u32 = o.kv_get(&open_key(slot)).map(|b| dec(&b)).unwrap_or(1);
+            if open <= 1 {
+                o.kv_delete(open_key(slot));
+            } else {
+                o.kv_put(open_key(slot), enc(&(open - 1)));
+            }
+            Ok(vec![Event::OrderCancelled {
+                slot,
+                order_id,
+                refund: Amount(rec.escrow),
+            }])
+        }
+        TxKind::SubmitReading {
+            slot,
+            import_mwh,
+            export_mwh,
+        } => {
+            let (slot, import_mwh, export_mwh) = (*slot, *import_mwh, *export_mwh);
+            let ends_ms = slot_start_ms(slot + 1);
+            if now < ends_ms {
+                return Err(MarketTxError::SlotNotEnded { slot, ends_ms }.into());
+            }
+            let deadline_ms = cfg.final_ms(slot);
+            if now >= deadline_ms {
+                return Err(MarketTxError::ReadingTooLate { slot, deadline_ms }.into());
+            }
+            let devs = devices(o, &sender);
+            if devs.is_empty() {
+                return Err(MarketTxError::NoDevice.into());
+            }
+            let max_export = producing_mwh(&devs);
+            if export_mwh > max_export {
+                return Err(MarketTxError::ExportAboveCapacity {
+                    export_mwh,
+                    max_mwh: max_export,
+                }
+                .into());
+            }
+            let max_import = cfg.max_import_w.saturating_mul(MWH_PER_W_PER_SLOT);
+            if import_mwh > max_import {
+                return Err(MarketTxError::ImportAboveLimit {
+                    import_mwh,
+                    max_mwh: max_import,
+                }
+                .into());
+            }
+            let position: Option<SellerPosition> =
+                o.kv_get(&seller_key(slot, &sender)).map(|b| dec(&b));
+            if matches!(&position, Some(p) if p.status == SettlementStatus::Final) {
+                return Err(MarketTxError::AlreadySettled(slot).into());
+            }
+            o.kv_put(
+                reading_key(slot, &sender),
+                enc(&Reading {
+                    import_mwh,
+                    export_mwh,
+                    height: ctx.height,
+                }),
+            );
+            let mut settled_trades = 0;
+            if let Some(p) = position {
+                if p.status == SettlementStatus::Provisional {
+                    // A late reading: settle for good with what was metered.
+                    settled_trades = p.trades.len() as u32;
+                    settle_for_good(o, slot, &sender, p, export_mwh, false, true);
+                    let mut rec: SlotRecord = dec(&o
+                        .kv_get(&slot_key(slot))
+                        .expect("a settled slot has a record"));
+                    rec.provisional_sellers -= 1;
+                    if rec.provisional_sellers == 0 {
+                        rec.settlement = SettlementStatus::Final;
+                        o.kv_delete(due_key(TAG_FINAL_DUE, cfg.final_ms(slot), slot));
+                    }
+                    o.kv_put(slot_key(slot), enc(&rec));
+                }
+            }
+            Ok(vec![Event::ReadingRecorded {
+                slot,
+                settled_trades,
+            }])
+        }
+    }
+}
+
+/// Runs before a block's transactions: clears every slot whose gate has closed, settles every
+/// slot whose correction window has ended, and makes final the estimates whose late window has.
+pub fn begin_block(o: &mut Overlay<'_>, height: u64, timestamp_ms: u64) {
+    let cfg = config(o);
+    let open = o.kv_scan(&kv::key(TAG_OPEN, 0, &[]));
+    for (k, _) in open {
+        let slot = u64::from_be_bytes(k[kv::GROUP_LEN..].try_into().expect("slot key"));
+        if cfg.gate_closure_ms(slot) > timestamp_ms {
+            break; // keys are in slot order
+        }
+        clear_slot(o, &cfg, slot, height);
+    }
+    for (tag, settle) in [(TAG_SETTLE_DUE, true), (TAG_FINAL_DUE, false)] {
+        for (k, _) in o.kv_scan(&kv::key(tag, 0, &[])) {
+            let due = u64::from_be_bytes(k[9..17].try_into().expect("due key"));
+            let slot = u64::from_be_bytes(k[17..25].try_into().expect("due key"));
+            if due > timestamp_ms {
+                break;
+            }
+            o.kv_delete(k);
+            if settle {
+                settle_slot(o, &cfg, slot);
+            } else {
+                finalize_slot(o, slot);
+            }
+        }
+    }
+}
+
+fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
+    o.kv_delete(open_key(slot));
+    let records: Vec<(u64, OrderRecord)> = o
+        .kv_scan(&orders_prefix(slot))
+        .into_iter()
+        .map(|(k, v)| {
+            let id = u64::from_be_bytes(k[kv::GROUP_LEN..].try_into().expect("order key"));
+            (id, dec::<OrderRecord>(&v))
+        })
+        .filter(|(_, r)| r.status == OrderStatus::Open)
+        .collect();
+    let tariff = cfg.tariff(slot);
+    let shortfall = cfg.shortfall_price(slot);
+    // Areas from the orders' locations (in order-id order, so the tree is the same everywhere).
+    // More distinct locations than one hierarchy holds: one market with the root's fee.
+    let areas = Areas::from_paths(
+        records.iter().map(|(_, r)| r.location.as_str()),
+        &cfg.grid_fees,
+    )
+    .unwrap_or_else(|_| Areas::with_root_fee(cfg.grid_fees.first().copied().unwrap_or_default()));
+    let orders: Vec<Order> = records
+        .iter()
+        .map(|(id, r)| Order {
+            id: *id,
+            side: r.side,
+            energy_mwh: r.energy_mwh,
+            price_per_kwh: r.price_per_kwh,
+            time: r.time,
+            area: areas.find(&r.location).unwrap_or(0),
+        })
+        .collect();
+    let clearing = mk::clear(&orders, &areas, cfg.mechanism, Some(tariff)).unwrap_or_else(|_| {
+        mk::clear(&[], &Areas::flat(), Mechanism::PayAsClear, None).expect("empty")
+    });
+    let index_of: std::collections::BTreeMap<u64, usize> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let mut held = vec![0u128; records.len()];
+    let mut traded = vec![0u64; records.len()];
+    let mut sellers: std::collections::BTreeMap<Address, Vec<u32>> = Default::default();
+    for (i, t) in clearing.trades.iter().enumerate() {
+        let (bi, ai) = (index_of[&t.bid], index_of[&t.ask]);
+        let buyer_escrow = value_floor(t.energy_mwh, t.buyer_price_per_kwh);
+        let seller_collateral = value_floor(
+            t.energy_mwh,
+            shortfall.saturating_sub(t.buyer_price_per_kwh),
+        );
+        held[bi] += buyer_escrow;
+        held[ai] += seller_collateral;
+        traded[bi] += t.energy_mwh;
+        traded[ai] += t.energy_mwh;
+        let seller = records[ai].1.owner;
+        sellers.entry(seller).or_default().push(i as u32);
+        o.kv_put(
+            trade_key(slot, i as u32),
+            enc(&TradeRecord {
+                trade: *t,
+                buyer: records[bi].1.owner,
+                seller,
+                buyer_escrow,
+                seller_collateral,
+                settlement: None,
+            }),
+        );
+    }
+    for (i, (id, r)) in records.iter().enumerate() {
+        let release = r
+            .escrow
+            .checked_sub(held[i])
+            .expect("an order's escrow covers its trades");
+        o.move_funds(escrow_account(), r.owner, Amount(release))
+            .expect("escrow holds every open order's escrow");
+        let mut r = r.clone();
+        r.escrow = 0;
+        r.traded_mwh = traded[i];
+        r.status = OrderStatus::Cleared;
+        o.kv_put(order_key(slot, *id), enc(&r));
+    }
+    for (seller, trades) in sellers {
+        o.kv_put(
+            seller_key(slot, &seller),
+            enc(&SellerPosition {
+                trades,
+                status: SettlementStatus::Pending,
+            }),
+        );
+    }
+    o.kv_put(
+        slot_key(slot),
+        enc(&SlotRecord {
+            mechanism: cfg.mechanism,
+            cleared_at_height: height,
+            tariff,
+            shortfall_price_per_kwh: shortfall,
+            orders: records.len() as u32,
+            clearing_price_per_kwh: clearing.clearing_price_per_kwh,
+            volume_mwh: clearing.volume_mwh,
+            welfare: clearing.welfare,
+            optimal_welfare: clearing.optimal_welfare,
+            trades: clearing.trades.len() as u32,
+            utility: clearing.utility,
+            settlement: SettlementStatus::Pending,
+            provisional_sellers: 0,
+        }),
+    );
+    o.kv_put(
+        due_key(TAG_SETTLE_DUE, cfg.settlement_ms(slot), slot),
+        Vec::new(),
+    );
+}
+
+fn settle_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
+    let Some(bytes) = o.kv_get(&slot_key(slot)) else {
+        return;
+    };
+    let mut rec: SlotRecord = dec(&bytes);
+    let positions = o.kv_scan(&kv::key(TAG_SELLER, slot, &[]));
+    let mut provisional = 0u32;
+    for (k, v) in positions {
+        let seller = Address(k[kv::GROUP_LEN..].try_into().expect("seller key"));
+        let p: SellerPosition = dec(&v);
+        let reading: Option<Reading> = o.kv_get(&reading_key(slot, &seller)).map(|b| dec(&b));
+        match reading {
+            Some(r) => settle_for_good(o, slot, &seller, p, r.export_mwh, false, false),
+            None => {
+                provisional += 1;
+                settle_by_estimate(o, slot, &seller, p);
+            }
+        }
+    }
+    rec.provisional_sellers = provisional;
+    rec.settlement = if provisional > 0 {
+        o.kv_put(due_key(TAG_FINAL_DUE, cfg.final_ms(slot), slot), Vec::new());
+        SettlementStatus::Provisional
+    } else {
+        SettlementStatus::Final
+    };
+    o.kv_put(slot_key(slot), enc(&rec));
+}
+
+fn finalize_slot(o: &mut Overlay<'_>, slot: u64) {
+    let Some(bytes) = o.kv_get(&slot_key(slot)) else {
+        return;
+    };
+    let mut rec: SlotRecord = dec(&bytes);
+    for (k, v) in o.kv_scan(&kv::key(TAG_SELLER, slot, &[])) {
+        let p: SellerPosition = dec(&v);
+        if p.status == SettlementStatus::Provisional {
+            let seller = Address(k[kv::GROUP_LEN..].try_into().expect("seller key"));
+            // The estimate becomes final: nothing was delivered.
+            settle_for_good(o, slot, &seller, p, 0, true, false);
+        }
+    }
+    rec.provisional_sellers = 0;
+    rec.settlement = SettlementStatus::Final;
+    o.kv_put(slot_key(slot), enc(&rec));
+}
+
+/// Records a seller's trades as settled by the estimate "nothing delivered", provisionally:
+/// the funds stay in escrow until a late reading or the end of the late window.
+fn settle_by_estimate(o: &mut Overlay<'_>, slot: u64, seller: &Address, p: SellerPosition) {
+    for &i in &p.trades {
+        let mut t: TradeRecord = dec(&o.kv_get(&trade_key(slot, i)).expect("trade"));
+        t.settlement = Some(settlement_of(&t, 0, true, false, false));
+        o.kv_put(trade_key(slot, i), enc(&t));
+    }
+    o.kv_put(
+        seller_key(slot, seller),
+        enc(&SellerPosition {
+            trades: p.trades,
+            status: SettlementStatus::Provisional,
+        }),
+    );
+}
+
+/// What a trade's settlement moves when `delivered_mwh` of it was delivered.
+fn settlement_of(
+    t: &TradeRecord,
+    delivered_mwh: u64,
+    estimated: bool,
+    is_final: bool,
+    late: bool,
+) -> TradeSettlement {
+    let tr = &t.trade;
+    let shortfall = tr.energy_mwh - delivered_mwh;
+    let buyer_paid = value_floor(delivered_mwh, tr.buyer_price_per_kwh);
+    let seller_received = value_floor(delivered_mwh, tr.seller_price_per_kwh);
+    let grid_fees = value_floor(delivered_mwh, tr.fee_per_kwh);
+    let operator_received = buyer_paid - seller_received - grid_fees;
+    // The collateral was sized as floor(energy × (shortfall price − buyer price)); compensation is
+    // the shortfall's part of it.
+    let compensation = if tr.energy_mwh == 0 {
+        0
+    } else {
+        t.seller_collateral * u128::from(shortfall) / u128::from(tr.energy_mwh)
+    };
+    TradeSettlement {
+        delivered_mwh,
+        buyer_paid,
+        seller_received,
+        grid_fees,
+        operator_received,
+        buyer_refund: t.buyer_escrow - buyer_paid,
+        compensation,
+        collateral_returned: t.seller_collateral - compensation,
+        estimated,
+        is_final,
+        late,
+    }
+}
+
+/// Splits `export_mwh` (capped at what was sold) over the seller's trades pro rata, moves the
+/// money of each trade out of escrow and marks the position final.
+fn settle_for_good(
+    o: &mut Overlay<'_>,
+    slot: u64,
+    seller: &Address,
+    p: SellerPosition,
+    export_mwh: u64,
+    estimated: bool,
+    late: bool,
+) {
+    let trades: Vec<TradeRecord> = p
+        .trades
+        .iter()
+        .map(|&i| dec(&o.kv_get(&trade_key(slot, i)).expect("trade")))
+        .collect();
+    let energies: Vec<u64> = trades.iter().map(|t| t.trade.energy_mwh).collect();
+    let sold: u64 = energies.iter().sum();
+    let delivered = mk::pro_rata(&energies, export_mwh.min(sold));
+    let cfg = config(o);
+    for ((&i, mut t), d) in p.trades.iter().zip(trades).zip(delivered) {
+        let s = settlement_of(&t, d, estimated, true, late);
+        let e = escrow_account();
+        let pay = |o: &mut Overlay<'_>, to: Address, amount: u128| {
+            o.move_funds(e, to, Amount(amount))
+                .expect("escrow holds every unsettled trade's funds");
+        };
+        pay(o, t.seller, s.seller_received + s.collateral_returned);
+        pay(o, cfg.grid_operator, s.grid_fees);
+        pay(o, cfg.market_operator, s.operator_received);
+        pay(o, t.buyer, s.buyer_refund + s.compensation);
+        t.settlement = Some(s);
+        o.kv_put(trade_key(slot, i), enc(&t));
+    }
+    o.kv_put(
+        seller_key(slot, seller),
+        enc(&SellerPosition {
+            trades: p.trades,
+            status: SettlementStatus::Final,
+        }),
+    );
+}

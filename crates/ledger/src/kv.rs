@@ -21,8 +21,10 @@ pub const KV_BUCKETS: usize = 1 << KV_BUCKET_BITS;
 /// Length of the `tag ‖ group` prefix that selects the bucket.
 pub const GROUP_LEN: usize = 9;
 
+/// One entry: key and Borsh-encoded value.
+pub type KvEntry = (Vec<u8>, Vec<u8>);
 /// One bucket: entries sorted by key.
-pub type KvBucket = Vec<(Vec<u8>, Vec<u8>)>;
+pub type KvBucket = Vec<KvEntry>;
 
 /// A key: `tag ‖ group ‖ rest`.
 pub fn key(tag: u8, group: u64, rest: &[u8]) -> Vec<u8> {
@@ -104,7 +106,7 @@ impl KvSpace {
     }
 
     /// Every entry, bucket by bucket (for storage).
-    pub fn buckets(&self) -> impl Iterator<Item = (usize, &[(Vec<u8>, Vec<u8>)])> {
+    pub fn buckets(&self) -> impl Iterator<Item = (usize, &[KvEntry])> {
         self.buckets
             .iter()
             .enumerate()

@@ -307,7 +307,7 @@ impl Replica {
             let mut mp = self.mempool.lock().expect("mempool lock");
             for (hash, why) in &built.rejected {
                 tracing::debug!(%hash, %why, "dropping transaction that no longer applies");
-                mp.remove(hash);
+                mp.reject(hash, why.to_string());
             }
         }
         let mut block = built.block;

@@ -92,6 +92,11 @@ pub trait Application: Send {
     fn finalize(&mut self, block: &Block) -> Result<Finalized, AppError>;
     /// Whether any transaction waits for a block.
     fn has_pending(&self) -> bool;
+    /// Whether a block at `now_ms` has work even without transactions (a market gate closing, a
+    /// settlement falling due).
+    fn has_due_work(&self, _now_ms: u64) -> bool {
+        false
+    }
     /// Height and hash of the last applied block.
     fn head(&self) -> (u64, Hash32);
 }
@@ -141,7 +146,7 @@ impl Application for LedgerApp {
             let mut mp = self.mempool.lock().expect("mempool lock poisoned");
             for (hash, why) in &built.rejected {
                 tracing::debug!(%hash, %why, "dropping transaction that no longer applies");
-                mp.remove(hash);
+                mp.reject(hash, why.to_string());
             }
         }
         self.cached = Some(built.executed);
@@ -212,6 +217,11 @@ impl Application for LedgerApp {
             "committed"
         );
         Ok(info(true, t2 - t0, t3 - t2))
+    }
+
+    fn has_due_work(&self, now_ms: u64) -> bool {
+        let chain = self.chain.read().expect("chain lock poisoned");
+        gridmesh_ledger::market::next_due_ms(chain.state()).is_some_and(|due| due <= now_ms)
     }
 
     fn has_pending(&self) -> bool {

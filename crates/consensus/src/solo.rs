@@ -15,6 +15,9 @@ pub struct SoloConfig {
     pub empty_blocks: bool,
     /// The node's address, recorded as proposer.
     pub proposer: Address,
+    /// Block time runs this many times faster than the wall clock, from the engine's start
+    /// (simulations, demos and tests of 15-minute market slots; 1 on a real chain).
+    pub time_scale: u32,
 }
 
 pub struct SoloEngine<A: Application> {
@@ -36,11 +39,12 @@ impl<A: Application> SoloEngine<A> {
 
     /// Produces and finalises one block, if there is anything to put in it (or empty blocks are on).
     pub fn step(&mut self, timestamp_ms: u64) -> Result<Option<Finalized>, AppError> {
-        if !self.cfg.empty_blocks && !self.app.has_pending() {
+        let due = self.app.has_due_work(timestamp_ms);
+        if !self.cfg.empty_blocks && !due && !self.app.has_pending() {
             return Ok(None);
         }
         let block = self.app.propose(timestamp_ms, self.cfg.proposer)?;
-        if block.txs.is_empty() && !self.cfg.empty_blocks {
+        if block.txs.is_empty() && !self.cfg.empty_blocks && !due {
             return Ok(None);
         }
         self.app.finalize(&block).map(Some)
@@ -51,6 +55,9 @@ impl<A: Application> SoloEngine<A> {
     /// disk) is logged and retried next interval; a fatal error ([`AppError::is_fatal`]) ends the run.
     pub fn run(mut self, shutdown: Receiver<()>, mut on_block: impl FnMut(&Finalized, Duration)) {
         let mut next = Instant::now() + self.cfg.block_interval;
+        let (start, start_ms) = (Instant::now(), now_ms());
+        let scale = u64::from(self.cfg.time_scale.max(1));
+        let clock = move || start_ms + start.elapsed().as_millis() as u64 * scale;
         loop {
             match shutdown.recv_timeout(next.saturating_duration_since(Instant::now())) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -58,7 +65,7 @@ impl<A: Application> SoloEngine<A> {
             }
             next += self.cfg.block_interval;
             let started = Instant::now();
-            match self.step(now_ms()) {
+            match self.step(clock()) {
                 Ok(Some(f)) => {
                     let took = started.elapsed();
                     tracing::info!(
@@ -133,6 +140,7 @@ mod tests {
                 block_interval: Duration::from_millis(10),
                 empty_blocks: true,
                 proposer: Address([1; 32]),
+                time_scale: 1,
             },
         )
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use gridmesh_ledger::{Keypair, SignedTx};
+use gridmesh_ledger::{Keypair, SignedTx, TxKind};
 use gridmesh_node::client::Client;
 use gridmesh_node::{bench, demo, NodeConfig, RunningNode, DEFAULT_LISTEN};
 use gridmesh_types::{Address, Amount, Hash32};
@@ -107,6 +107,10 @@ struct NodeArgs {
     /// Produce blocks even when no transaction is waiting (solo engine).
     #[arg(long)]
     empty_blocks: bool,
+    /// Run block time N times faster than the wall clock (solo engine; simulations, demos and
+    /// tests of 15-minute market slots, never a community's real chain).
+    #[arg(long, default_value_t = 1)]
+    time_scale: u32,
 }
 
 #[derive(Args)]
@@ -153,6 +157,56 @@ struct NodeUrl {
 
 #[derive(Subcommand)]
 enum TxCommand {
+    /// Register a device (PV, battery, EV charger, load, meter) of the key's account.
+    RegisterDevice {
+        /// pv, battery, ev-charger, load or meter.
+        #[arg(long)]
+        kind: gridmesh_ledger::DeviceKind,
+        /// Rated power in kW, e.g. 5.5.
+        #[arg(long)]
+        capacity_kw: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Place a market order for a 15-minute delivery slot.
+    Order {
+        /// Slot index (unix ms / 900000), or `next` for the first slot still open.
+        #[arg(long, default_value = "next")]
+        slot: String,
+        /// bid (buy) or ask (sell).
+        #[arg(long)]
+        side: String,
+        #[arg(long)]
+        energy_kwh: String,
+        /// Limit price in tokens per kWh.
+        #[arg(long)]
+        price: String,
+        /// Market area of the connection, e.g. street-1/house-4.
+        #[arg(long, default_value = "")]
+        location: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Cancel an open order before gate closure (its escrow returns).
+    Cancel {
+        #[arg(long)]
+        slot: u64,
+        #[arg(long)]
+        order_id: u64,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Submit the connection meter's import and export for an ended slot.
+    Reading {
+        #[arg(long)]
+        slot: u64,
+        #[arg(long, default_value = "0")]
+        import_kwh: String,
+        #[arg(long, default_value = "0")]
+        export_kwh: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
     /// Transfer tokens.
     Transfer {
         #[arg(long)]
@@ -175,8 +229,39 @@ enum TxCommand {
     },
 }
 
+#[derive(Args)]
+struct TxCommon {
+    #[arg(long)]
+    key: PathBuf,
+    /// Nonce to use (default: the account's next nonce on the node).
+    #[arg(long)]
+    nonce: Option<u64>,
+    /// Return once the node accepted the transaction, without waiting for the block.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    node: NodeUrl,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum QueryCommand {
+    /// The market's rules, the current slot and the next slot open for orders.
+    Market {
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A market slot: order book depth, clearing price, volume, trades, welfare, settlement, bills.
+    Slot {
+        slot: u64,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
     /// Chain status.
     Status {
         #[command(flatten)]
@@ -344,6 +429,79 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", Keypair::load(&key)?.address());
             Ok(())
         }
+        Command::Tx(TxCommand::RegisterDevice {
+            kind,
+            capacity_kw,
+            common,
+        }) => {
+            let w = gridmesh_types::parse_fixed(&capacity_kw, 3)
+                .with_context(|| format!("--capacity-kw {capacity_kw:?}"))?;
+            let capacity_w = u32::try_from(w).context("--capacity-kw is too large")?;
+            submit_kind(&common, TxKind::RegisterDevice { kind, capacity_w })
+        }
+        Command::Tx(TxCommand::Order {
+            slot,
+            side,
+            energy_kwh,
+            price,
+            location,
+            common,
+        }) => {
+            let slot = match slot.as_str() {
+                "next" => Client::new(&common.node.node).market()?.next_open_slot,
+                s => s
+                    .parse()
+                    .with_context(|| format!("--slot {s:?} is not a slot number or `next`"))?,
+            };
+            let side = match side.as_str() {
+                "bid" | "buy" => gridmesh_ledger::Side::Bid,
+                "ask" | "sell" => gridmesh_ledger::Side::Ask,
+                other => anyhow::bail!("--side {other:?} must be bid or ask"),
+            };
+            let energy_mwh = gridmesh_types::units::parse_kwh(&energy_kwh)
+                .with_context(|| format!("--energy-kwh {energy_kwh:?}"))?;
+            let price_per_kwh = u64::try_from(
+                price
+                    .parse::<Amount>()
+                    .with_context(|| format!("--price {price:?}"))?
+                    .0,
+            )
+            .context("--price is too large")?;
+            submit_kind(
+                &common,
+                TxKind::PlaceOrder {
+                    slot,
+                    side,
+                    energy_mwh,
+                    price_per_kwh,
+                    location,
+                },
+            )
+        }
+        Command::Tx(TxCommand::Cancel {
+            slot,
+            order_id,
+            common,
+        }) => submit_kind(&common, TxKind::CancelOrder { slot, order_id }),
+        Command::Tx(TxCommand::Reading {
+            slot,
+            import_kwh,
+            export_kwh,
+            common,
+        }) => {
+            let import_mwh = gridmesh_types::units::parse_kwh(&import_kwh)
+                .with_context(|| format!("--import-kwh {import_kwh:?}"))?;
+            let export_mwh = gridmesh_types::units::parse_kwh(&export_kwh)
+                .with_context(|| format!("--export-kwh {export_kwh:?}"))?;
+            submit_kind(
+                &common,
+                TxKind::SubmitReading {
+                    slot,
+                    import_mwh,
+                    export_mwh,
+                },
+            )
+        }
         Command::Tx(TxCommand::Transfer {
             key,
             to,
@@ -404,11 +562,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 print_json(&report)
             } else {
-                use std::io::Write;
-                match write!(std::io::stdout().lock(), "{report}") {
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                    r => Ok(r?),
-                }
+                eprint!("{report}");
+                Ok(())
             }
         }
         Command::Bench(BenchCommand::Market {
@@ -547,6 +702,7 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or(1000),
     );
     cfg.empty_blocks = a.empty_blocks || file.empty_blocks.unwrap_or(false);
+    cfg.time_scale = a.time_scale.max(1);
     runtime()?.block_on(async move {
         let mut node = RunningNode::start(cfg).await?;
         eprintln!("gridmesh node: API on http://{}/v1/status", node.api_addr);
@@ -660,8 +816,111 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Signs a transaction of `kind` with the common key, submits it and (unless --no-wait) waits for
+/// its block; prints the receipt's events.
+fn submit_kind(common: &TxCommon, kind: TxKind) -> anyhow::Result<()> {
+    let key = Keypair::load(&common.key)?;
+    let client = Client::new(&common.node.node);
+    let status = client.status()?;
+    let nonce = match common.nonce {
+        Some(n) => n,
+        None => client.account(&key.address())?.nonce,
+    };
+    let tx = gridmesh_ledger::TxBody {
+        version: gridmesh_ledger::tx::TX_VERSION,
+        chain_id: status.chain_id.clone(),
+        sender: key.address(),
+        nonce,
+        kind,
+    }
+    .sign(&key);
+    let accepted = client.submit(&tx).context("transaction refused")?;
+    if common.no_wait {
+        if common.json {
+            print_json(&accepted)?;
+        } else {
+            eprintln!("submitted {} (pending)", accepted.hash);
+        }
+        return Ok(());
+    }
+    let hash: Hash32 = accepted.hash.parse()?;
+    let committed = client.wait_committed(&hash, Duration::from_secs(60))?;
+    if common.json {
+        print_json(&committed)?;
+    } else {
+        eprintln!(
+            "committed {} in block {}",
+            committed.hash,
+            committed.height.unwrap_or_default()
+        );
+        if let Some(r) = &committed.receipt {
+            for e in &r.events {
+                eprintln!(
+                    "  {}",
+                    e.details.as_ref().map_or(e.kind.clone(), |d| d.to_string())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_query(q: QueryCommand) -> anyhow::Result<()> {
     match q {
+        QueryCommand::Market { node, json } => {
+            let m = Client::new(&node.node).market()?;
+            if json {
+                print_json(&m)?;
+            } else {
+                eprintln!(
+                    "mechanism {}, gate closes {} min before delivery; current slot {}, next open slot {}",
+                    m.mechanism, m.gate_closure_minutes, m.current_slot, m.next_open_slot
+                );
+                eprintln!(
+                    "escrow {} holds {} tokens",
+                    m.escrow_account, m.escrow_balance
+                );
+            }
+        }
+        QueryCommand::Slot { slot, node, json } => {
+            let v = Client::new(&node.node)
+                .market_slot(slot)?
+                .ok_or_else(|| anyhow::anyhow!("slot {slot} has no orders"))?;
+            if json {
+                return print_json(&v);
+            }
+            eprintln!(
+                "slot {} ({}), {} orders, mechanism {}",
+                v.slot, v.status, v.orders, v.mechanism
+            );
+            eprintln!(
+                "clearing price {} tokens/kWh, volume {} kWh, welfare {} of an optimal {}",
+                v.clearing_price_per_kwh.as_deref().unwrap_or("-"),
+                v.volume_kwh,
+                v.welfare,
+                v.optimal_welfare
+            );
+            for t in &v.trades {
+                let s = t.settlement.as_ref().map_or("unsettled".to_string(), |s| {
+                    format!(
+                        "delivered {} kWh{}{}",
+                        s.delivered_kwh,
+                        if s.estimated { " (estimated)" } else { "" },
+                        if s.is_final { "" } else { ", provisional" }
+                    )
+                });
+                eprintln!(
+                    "  #{} bid {} <- ask {}: {} kWh at {} (seller {}, fee {}): {s}",
+                    t.index,
+                    t.bid,
+                    t.ask,
+                    t.energy_kwh,
+                    t.price_per_kwh,
+                    t.seller_price_per_kwh,
+                    t.fee_per_kwh
+                );
+            }
+        }
         QueryCommand::Status { node, json } => {
             let s = Client::new(&node.node).status()?;
             if json {

@@ -507,7 +507,7 @@ fn owner_group(a: &Address) -> u64 {
     u64::from_be_bytes(a.0[..8].try_into().expect("8 bytes"))
 }
 
-pub(crate) fn config_key() -> Vec<u8> {
+pub fn config_key() -> Vec<u8> {
     kv::key(TAG_CONFIG, 0, &[])
 }
 
@@ -821,6 +821,31 @@ pub(crate) fn apply(
             }])
         }
     }
+}
+
+/// The earliest time a block has market work to do without any transaction (a gate closing, a
+/// settlement or a deadline), so an engine that skips empty blocks still makes that block.
+pub fn next_due_ms(state: &crate::State) -> Option<u64> {
+    let kv = state.kv();
+    let cfg: MarketConfig = kv.get(&config_key()).map(dec).unwrap_or_default();
+    let open_prefix = kv::key(TAG_OPEN, 0, &[]);
+    let gate = kv.scan(&open_prefix).next().map(|(k, _)| {
+        cfg.gate_closure_ms(u64::from_be_bytes(
+            k[kv::GROUP_LEN..].try_into().expect("slot key"),
+        ))
+    });
+    let due = |tag: u8| {
+        let prefix = kv::key(tag, 0, &[]);
+        let first = kv
+            .scan(&prefix)
+            .next()
+            .map(|(k, _)| u64::from_be_bytes(k[9..17].try_into().expect("due key")));
+        first
+    };
+    [gate, due(TAG_SETTLE_DUE), due(TAG_FINAL_DUE)]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 /// Runs before a block's transactions: clears every slot whose gate has closed, settles every

@@ -134,11 +134,17 @@ struct SenderQueue {
     pending_cost: Amount,
 }
 
+/// How many recently rejected transactions the mempool remembers (with why), so that a client
+/// waiting for one learns the reason instead of timing out.
+pub const MAX_REJECTED_REMEMBERED: usize = 10_000;
+
 pub struct Mempool {
     cfg: MempoolConfig,
     chain_id: String,
     senders: BTreeMap<Address, SenderQueue>,
     by_hash: HashMap<Hash32, (Address, u64)>,
+    rejected: HashMap<Hash32, String>,
+    rejected_order: std::collections::VecDeque<Hash32>,
 }
 
 impl Mempool {
@@ -148,6 +154,8 @@ impl Mempool {
             chain_id: chain_id.to_string(),
             senders: BTreeMap::new(),
             by_hash: HashMap::new(),
+            rejected: HashMap::new(),
+            rejected_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -254,6 +262,25 @@ impl Mempool {
     }
 
     /// Drops one transaction (a proposal found it could not apply).
+    /// Drops a transaction a block could not apply and remembers why (the last
+    /// [`MAX_REJECTED_REMEMBERED`]).
+    pub fn reject(&mut self, hash: &Hash32, reason: String) {
+        self.remove(hash);
+        if self.rejected.insert(*hash, reason).is_none() {
+            self.rejected_order.push_back(*hash);
+            if self.rejected_order.len() > MAX_REJECTED_REMEMBERED {
+                if let Some(old) = self.rejected_order.pop_front() {
+                    self.rejected.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Why a recently dropped transaction was rejected.
+    pub fn rejection(&self, hash: &Hash32) -> Option<&str> {
+        self.rejected.get(hash).map(String::as_str)
+    }
+
     pub fn remove(&mut self, hash: &Hash32) {
         if let Some((sender, nonce)) = self.by_hash.remove(hash) {
             if let Some(q) = self.senders.get_mut(&sender) {

@@ -35,7 +35,16 @@ const MAX_BATCH_BODY_BYTES: usize =
         title = "gridmesh node API",
         description = "Ledger of a community energy network."
     ),
-    paths(status, submit_tx, submit_txs, get_account, get_block, get_tx),
+    paths(
+        status,
+        submit_tx,
+        submit_txs,
+        get_account,
+        get_block,
+        get_tx,
+        get_market,
+        get_market_slot
+    ),
     components(schemas(
         StatusResponse,
         SubmitRequest,
@@ -49,7 +58,13 @@ const MAX_BATCH_BODY_BYTES: usize =
         TxStatusResponse,
         ReceiptView,
         EventView,
-        ErrorBody
+        ErrorBody,
+        crate::market_view::MarketInfo,
+        crate::market_view::SlotView,
+        crate::market_view::DepthLevel,
+        crate::market_view::TradeView,
+        crate::market_view::SettlementView,
+        crate::market_view::BillView
     ))
 )]
 pub struct ApiDoc;
@@ -65,6 +80,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tx/{hash}", get(get_tx))
         .route("/v1/accounts/{address}", get(get_account))
         .route("/v1/blocks/{height}", get(get_block))
+        .route("/v1/market", get(get_market))
+        .route("/v1/market/slots/{slot}", get(get_market_slot))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -606,6 +623,34 @@ async fn get_block(
     Ok(Json(BlockResponse::of(&block, &receipts)))
 }
 
+/// The market's rules, the current slot and the next slot open for orders.
+#[utoipa::path(get, path = "/v1/market",
+    responses((status = 200, body = crate::market_view::MarketInfo)))]
+async fn get_market(State(s): State<Arc<Shared>>) -> ApiResult<crate::market_view::MarketInfo> {
+    let chain = s.chain.read().expect("chain lock");
+    Ok(Json(crate::market_view::market_info(
+        chain.state(),
+        chain.head().timestamp_ms,
+    )))
+}
+
+/// One delivery slot: order book depth, clearing price, volume, welfare, trades with their
+/// settlement, and the utility bill lines of its members.
+#[utoipa::path(get, path = "/v1/market/slots/{slot}",
+    params(("slot" = u64, Path, description = "15-minute slot index since the Unix epoch (unix ms / 900000)")),
+    responses((status = 200, body = crate::market_view::SlotView), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody)))]
+async fn get_market_slot(
+    State(s): State<Arc<Shared>>,
+    Path(slot): Path<String>,
+) -> ApiResult<crate::market_view::SlotView> {
+    let slot: u64 = parse(&slot, "slot")?;
+    let chain = s.chain.read().expect("chain lock");
+    crate::market_view::slot_view(chain.state(), slot, chain.head().timestamp_ms)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("slot {slot} has no orders")))
+}
+
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct TxStatusResponse {
     pub hash: String,
@@ -621,7 +666,8 @@ pub struct TxStatusResponse {
 /// A transaction by hash: committed (with its receipt) or pending.
 #[utoipa::path(get, path = "/v1/tx/{hash}",
     params(("hash" = String, Path, description = "64 hex characters")),
-    responses((status = 200, body = TxStatusResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = TxStatusResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "a block could not apply it (the reason, e.g. gate closed, is in the message)")))]
 async fn get_tx(
     State(s): State<Arc<Shared>>,
     Path(hash): Path<String>,
@@ -657,6 +703,13 @@ async fn get_tx(
         }));
     }
     let mp = s.mempool.lock().expect("mempool lock");
+    if let Some(why) = mp.rejection(&hash) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rejected",
+            format!("transaction {hash} was rejected: {why}"),
+        ));
+    }
     let tx = mp.get(&hash).ok_or_else(|| {
         ApiError::not_found(format!(
             "transaction {hash} is neither committed nor pending"

@@ -183,6 +183,7 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
             block_interval: opts.block_interval,
             empty_blocks: false,
             proposer: keys[0].address(),
+            time_scale: 1,
         },
     );
     let committed = Arc::new(AtomicU64::new(0));

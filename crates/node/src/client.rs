@@ -110,6 +110,18 @@ impl Client {
         self.get_opt(&format!("/v1/tx/{hash}"))
     }
 
+    pub fn market(&self) -> Result<crate::market_view::MarketInfo, ClientError> {
+        self.get("/v1/market")
+    }
+
+    /// A slot's view, `None` if it never had an order.
+    pub fn market_slot(
+        &self,
+        slot: u64,
+    ) -> Result<Option<crate::market_view::SlotView>, ClientError> {
+        self.get_opt(&format!("/v1/market/slots/{slot}"))
+    }
+
     pub fn submit(&self, tx: &SignedTx) -> Result<SubmitResponse, ClientError> {
         let url = format!("{}/v1/tx", self.base);
         let r = self

@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod market_file;
+pub mod market_view;
 pub mod testnet;
 
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub struct NodeConfig {
     pub p2p_listen: Option<SocketAddr>,
     /// BFT: full nodes allowed to connect (a validator lists the full nodes that follow it).
     pub peers: Vec<config::Peer>,
+    /// Solo engine: block time runs this many times faster than the wall clock (simulations,
+    /// demos, tests of 15-minute market slots). 1 on a real chain.
+    pub time_scale: u32,
 }
 
 impl NodeConfig {
@@ -73,6 +77,7 @@ impl NodeConfig {
             validator_key: None,
             p2p_listen: None,
             peers: Vec::new(),
+            time_scale: 1,
         }
     }
 
@@ -179,6 +184,11 @@ impl RunningNode {
             }
         };
         let bft = !genesis.validators.is_empty();
+        if bft && cfg.time_scale != 1 {
+            anyhow::bail!(
+                "--time-scale is for a single node's simulations; validators keep real time"
+            );
+        }
         let validator_key = if !bft {
             if cfg.validator_key.is_some() {
                 bail!("--validator-key is for a BFT network, but this genesis lists no validators");
@@ -313,6 +323,7 @@ impl RunningNode {
                         block_interval: cfg.block_interval,
                         empty_blocks: cfg.empty_blocks,
                         proposer: node_key.address(),
+                        time_scale: cfg.time_scale,
                     },
                 );
                 let (stop, stopped) = mpsc::channel();

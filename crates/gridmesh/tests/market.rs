@@ -1,0 +1,330 @@
+//! The energy market through the real binary: devices, orders with escrow, clearing at gate
+//! closure, readings, settlement and bills, via the CLI and `/v1/market/slots/{slot}`; and
+//! `gridmesh market clear` on an order file.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{gridmesh, stdout_json, NodeProc};
+
+fn run(args: &[&str]) -> serde_json::Value {
+    stdout_json(&gridmesh(args))
+}
+
+fn key(dir: &Path, name: &str) -> (String, String) {
+    let path = dir.join(format!("{name}.key"));
+    let out = gridmesh(&["keys", "new", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    (
+        path.display().to_string(),
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
+}
+
+fn slot_json(url: &str, slot: u64) -> serde_json::Value {
+    run(&["query", "slot", &slot.to_string(), "--node", url, "--json"])
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 600x: a 15-minute slot passes in 1.5 s, the 60-minute correction window in 6 s.
+    let node = NodeProc::start(&data, &["--time-scale", "600"]);
+    let url = node.url.clone();
+    let faucet = data.join("faucet.key").display().to_string();
+    let (seller_key, seller) = key(dir.path(), "seller");
+    let (buyer_key, buyer) = key(dir.path(), "buyer");
+    for to in [&seller, &buyer] {
+        run(&[
+            "tx", "transfer", "--key", &faucet, "--to", to, "--amount", "100", "--node", &url,
+            "--json",
+        ]);
+    }
+    run(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "pv",
+        "--capacity-kw",
+        "5",
+        "--key",
+        &seller_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    run(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "meter",
+        "--capacity-kw",
+        "10",
+        "--key",
+        &buyer_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+
+    // An ask without enough panel: refused with the reason.
+    let market = run(&["query", "market", "--node", &url, "--json"]);
+    let slot = market["next_open_slot"].as_u64().unwrap() + 3;
+    let s = slot.to_string();
+    let out = gridmesh(&[
+        "tx",
+        "order",
+        "--slot",
+        &s,
+        "--side",
+        "ask",
+        "--energy-kwh",
+        "2",
+        "--price",
+        "0.10",
+        "--key",
+        &seller_key,
+        "--node",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("producing devices"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let placed = run(&[
+        "tx",
+        "order",
+        "--slot",
+        &s,
+        "--side",
+        "ask",
+        "--energy-kwh",
+        "1",
+        "--price",
+        "0.10",
+        "--location",
+        "street/a",
+        "--key",
+        &seller_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    assert_eq!(placed["receipt"]["events"][0]["type"], "order_placed");
+    run(&[
+        "tx",
+        "order",
+        "--slot",
+        &s,
+        "--side",
+        "bid",
+        "--energy-kwh",
+        "0.8",
+        "--price",
+        "0.25",
+        "--location",
+        "street/b",
+        "--key",
+        &buyer_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    let open = slot_json(&url, slot);
+    assert_eq!(open["status"], "open");
+    assert_eq!(open["orders"], 2);
+    assert_eq!(open["depth"].as_array().unwrap().len(), 2);
+
+    // Gate closure clears the slot: the seller's unsold remainder at 0.10 sets the price.
+    wait_for("clearing", || {
+        slot_json(&url, slot)["status"] != "open" && slot_json(&url, slot)["status"] != "closed"
+    });
+    let cleared = slot_json(&url, slot);
+    assert_eq!(cleared["clearing_price_per_kwh"], "0.1");
+    assert_eq!(cleared["volume_kwh"], "0.8");
+    assert_eq!(cleared["trades"][0]["buyer"], buyer.as_str());
+    // Too late to order now.
+    let out = gridmesh(&[
+        "tx",
+        "order",
+        "--slot",
+        &s,
+        "--side",
+        "bid",
+        "--energy-kwh",
+        "0.1",
+        "--price",
+        "0.3",
+        "--key",
+        &buyer_key,
+        "--node",
+        &url,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gate closure"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // After delivery: readings (a nonsense one is refused), then settlement.
+    wait_for("the slot to end", || {
+        run(&["query", "market", "--node", &url, "--json"])["current_slot"]
+            .as_u64()
+            .unwrap()
+            > slot
+    });
+    let out = gridmesh(&[
+        "tx",
+        "reading",
+        "--slot",
+        &s,
+        "--export-kwh",
+        "99",
+        "--key",
+        &seller_key,
+        "--node",
+        &url,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("more than"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run(&[
+        "tx",
+        "reading",
+        "--slot",
+        &s,
+        "--export-kwh",
+        "0.5",
+        "--key",
+        &seller_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    run(&[
+        "tx",
+        "reading",
+        "--slot",
+        &s,
+        "--import-kwh",
+        "0.8",
+        "--key",
+        &buyer_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    wait_for("settlement", || slot_json(&url, slot)["status"] == "final");
+    let done = slot_json(&url, slot);
+    let st = &done["trades"][0]["settlement"];
+    assert_eq!(st["delivered_kwh"], "0.5");
+    assert_eq!(st["buyer_paid"], "0.05");
+    // Collateral 0.8 kWh x (0.30 - 0.10) = 0.16; the 0.3 kWh shortfall's share is 0.06.
+    assert_eq!(st["compensation"], "0.06");
+    assert_eq!(st["estimated"], false);
+    let bill = done["bills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["account"] == buyer.as_str())
+        .unwrap();
+    assert_eq!(bill["utility_import_kwh"], "0.3");
+    assert_eq!(bill["utility_cost"], "0.09");
+    // The HTTP view is the same document, and the OpenAPI document lists it.
+    let http: serde_json::Value = ureq::get(&format!("{url}/v1/market/slots/{slot}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(http, done);
+    let api: serde_json::Value = ureq::get(&format!("{url}/v1/openapi.json"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(api["paths"]["/v1/market/slots/{slot}"].is_object());
+    assert_eq!(
+        run(&["query", "market", "--node", &url, "--json"])["escrow_balance"],
+        "0"
+    );
+    // Seller: 100 - 0.16 collateral... ended with 0.05 paid + 0.10 collateral back; buyer 100 - 0.05 + 0.06.
+    let bal = |a: &str| {
+        run(&["query", "account", a, "--node", &url, "--json"])["balance"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(bal(&seller), "99.99");
+    assert_eq!(bal(&buyer), "100.01");
+    drop(node);
+}
+
+#[test]
+fn market_clear_reproduces_gsy_e_and_explains_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.json");
+    let orders: Vec<serde_json::Value> = (1..=7)
+        .flat_map(|r| {
+            [
+                serde_json::json!({"id": format!("b{r}"), "side": "bid", "energy_kwh": 1, "price_per_kwh": r}),
+                serde_json::json!({"id": format!("a{r}"), "side": "ask", "energy_kwh": "1", "price_per_kwh": r.to_string()}),
+            ]
+        })
+        .collect();
+    std::fs::write(&file, serde_json::json!({ "orders": orders }).to_string()).unwrap();
+    let f = file.to_str().unwrap();
+    let r = run(&[
+        "market",
+        "clear",
+        "--orders",
+        f,
+        "--mechanism",
+        "pay-as-clear",
+        "--json",
+    ]);
+    assert_eq!(r["mechanism"], "pay-as-clear");
+    assert_eq!(r["clearing_price_per_kwh"].as_f64(), Some(4.0));
+    assert_eq!(r["volume_kwh"].as_f64(), Some(4.0));
+    assert_eq!(r["trades"].as_array().unwrap().len(), 4);
+    assert!(r["welfare"].as_f64().unwrap() <= r["optimal_welfare"].as_f64().unwrap());
+    for m in ["pay-as-bid", "pay-as-offer", "huang"] {
+        let r = run(&["market", "clear", "--orders", f, "--mechanism", m, "--json"]);
+        assert!(r["clearing_price_per_kwh"].is_null(), "{m}");
+        assert!(r["volume_kwh"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    // community needs a tariff; the error says so.
+    let out = gridmesh(&["market", "clear", "--orders", f, "--mechanism", "community"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tariff"));
+    std::fs::write(
+        &file,
+        r#"{"orders": [{"id": "x", "side": "bid", "energy_kwh": "abc", "price_per_kwh": 1}]}"#,
+    )
+    .unwrap();
+    let out = gridmesh(&["market", "clear", "--orders", f]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("energy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

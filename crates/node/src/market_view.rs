@@ -1,0 +1,308 @@
+//! Read-only views of the market state for the API and the command line: a slot's order book,
+//! clearing result, trades with their settlement, and the utility bill lines derived from trades
+//! and readings.
+//!
+//! Energy is printed as decimal kWh strings and money as decimal token strings (exact).
+
+use std::collections::BTreeMap;
+
+use gridmesh_ledger::market::{
+    self, OrderRecord, Reading, SettlementStatus, SlotRecord, TradeRecord,
+};
+use gridmesh_ledger::State;
+use gridmesh_market::{value_floor, Side};
+use gridmesh_types::units::{format_kwh, slot_start_ms};
+use gridmesh_types::{Address, Amount};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Most trades one slot view lists (the totals always cover all).
+pub const MAX_TRADES_IN_VIEW: usize = 10_000;
+
+fn tokens(base: u128) -> String {
+    Amount(base).to_string()
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct DepthLevel {
+    /// Tokens per kWh.
+    pub price_per_kwh: String,
+    pub bid_kwh: String,
+    pub ask_kwh: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct SettlementView {
+    pub delivered_kwh: String,
+    pub buyer_paid: String,
+    pub seller_received: String,
+    pub grid_fees: String,
+    pub operator_received: String,
+    pub buyer_refund: String,
+    pub compensation: String,
+    pub collateral_returned: String,
+    /// Settled by the estimate "nothing delivered" (no reading from the seller).
+    pub estimated: bool,
+    /// Funds moved for good (false: provisional, funds held until a reading or the deadline).
+    pub is_final: bool,
+    /// Settled by a reading that came after the correction window.
+    pub late: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct TradeView {
+    pub index: u32,
+    pub bid: u64,
+    pub ask: u64,
+    pub buyer: String,
+    pub seller: String,
+    pub energy_kwh: String,
+    /// What the buyer pays per kWh, fees included.
+    pub price_per_kwh: String,
+    pub seller_price_per_kwh: String,
+    pub fee_per_kwh: String,
+    pub settlement: Option<SettlementView>,
+}
+
+/// What one member owes or is owed by the utility for the slot (billed by the utility, not on
+/// the ledger): import beyond the energy delivered to it by peers at retail; export beyond what
+/// it delivered to peers, and energy it bought but did not use, at feed-in.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct BillView {
+    pub account: String,
+    pub import_kwh: String,
+    pub export_kwh: String,
+    pub bought_delivered_kwh: String,
+    pub sold_delivered_kwh: String,
+    pub utility_import_kwh: String,
+    pub utility_cost: String,
+    pub utility_export_kwh: String,
+    pub utility_credit: String,
+    /// No reading: import and export estimated as the energy traded.
+    pub estimated: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct SlotView {
+    pub slot: u64,
+    pub delivery_start_ms: u64,
+    pub gate_closure_ms: u64,
+    /// `open` (taking orders), `closed` (gate passed, clearing at the next block), `cleared`,
+    /// `provisional` (settled, some sellers by estimate) or `final`.
+    pub status: String,
+    pub mechanism: String,
+    pub retail_per_kwh: String,
+    pub feed_in_per_kwh: String,
+    pub orders: u32,
+    /// Energy offered per price level, by price ascending.
+    pub depth: Vec<DepthLevel>,
+    pub clearing_price_per_kwh: Option<String>,
+    pub volume_kwh: String,
+    pub welfare: String,
+    pub optimal_welfare: String,
+    pub trades_total: u32,
+    pub trades: Vec<TradeView>,
+    pub bills: Vec<BillView>,
+}
+
+fn dec<T: borsh::BorshDeserialize>(b: &[u8]) -> T {
+    borsh::from_slice(b).expect("market records decode")
+}
+
+/// The view of `slot` at `now_ms` (the head's time). `None` if the slot never had an order.
+pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
+    let kv = state.kv();
+    let cfg: market::MarketConfig = kv.get(&market::config_key()).map(dec).unwrap_or_default();
+    let orders: Vec<OrderRecord> = kv
+        .scan(&market::orders_prefix(slot))
+        .map(|(_, v)| dec(v))
+        .collect();
+    let record: Option<SlotRecord> = kv.get(&market::slot_key(slot)).map(dec);
+    if orders.is_empty() && record.is_none() {
+        return None;
+    }
+    let mut levels: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for o in &orders {
+        let l = levels.entry(o.price_per_kwh).or_default();
+        match o.side {
+            Side::Bid => l.0 += o.energy_mwh,
+            Side::Ask => l.1 += o.energy_mwh,
+        }
+    }
+    let depth = levels
+        .into_iter()
+        .map(|(p, (b, a))| DepthLevel {
+            price_per_kwh: tokens(p.into()),
+            bid_kwh: format_kwh(b),
+            ask_kwh: format_kwh(a),
+        })
+        .collect();
+    let tariff = record.as_ref().map_or(cfg.tariff(slot), |r| r.tariff);
+    let gate = cfg.gate_closure_ms(slot);
+    let trades: Vec<TradeRecord> = kv
+        .scan(&market::trades_prefix(slot))
+        .map(|(_, v)| dec(v))
+        .collect();
+    let readings: BTreeMap<Address, Reading> = kv
+        .scan(&market::readings_prefix(slot))
+        .map(|(k, v)| {
+            let who = Address(k[9..41].try_into().expect("reading key"));
+            (who, dec(v))
+        })
+        .collect();
+    let status = match &record {
+        None if now_ms < gate => "open",
+        None => "closed",
+        Some(r) => match r.settlement {
+            SettlementStatus::Pending => "cleared",
+            SettlementStatus::Provisional => "provisional",
+            SettlementStatus::Final => "final",
+        },
+    };
+    Some(SlotView {
+        slot,
+        delivery_start_ms: slot_start_ms(slot),
+        gate_closure_ms: gate,
+        status: status.to_string(),
+        mechanism: record
+            .as_ref()
+            .map_or(cfg.mechanism, |r| r.mechanism)
+            .name()
+            .to_string(),
+        retail_per_kwh: tokens(tariff.retail_per_kwh.into()),
+        feed_in_per_kwh: tokens(tariff.feed_in_per_kwh.into()),
+        orders: orders.len() as u32,
+        depth,
+        clearing_price_per_kwh: record
+            .as_ref()
+            .and_then(|r| r.clearing_price_per_kwh)
+            .map(|p| tokens(p.into())),
+        volume_kwh: format_kwh(record.as_ref().map_or(0, |r| r.volume_mwh)),
+        welfare: tokens(record.as_ref().map_or(0, |r| r.welfare)),
+        optimal_welfare: tokens(record.as_ref().map_or(0, |r| r.optimal_welfare)),
+        trades_total: trades.len() as u32,
+        bills: if record.is_some() {
+            bills(&trades, &readings, tariff)
+        } else {
+            Vec::new()
+        },
+        trades: trades
+            .iter()
+            .take(MAX_TRADES_IN_VIEW)
+            .enumerate()
+            .map(|(i, t)| trade_view(i as u32, t))
+            .collect(),
+    })
+}
+
+fn trade_view(index: u32, t: &TradeRecord) -> TradeView {
+    let tr = &t.trade;
+    TradeView {
+        index,
+        bid: tr.bid,
+        ask: tr.ask,
+        buyer: t.buyer.to_string(),
+        seller: t.seller.to_string(),
+        energy_kwh: format_kwh(tr.energy_mwh),
+        price_per_kwh: tokens(tr.buyer_price_per_kwh.into()),
+        seller_price_per_kwh: tokens(tr.seller_price_per_kwh.into()),
+        fee_per_kwh: tokens(tr.fee_per_kwh.into()),
+        settlement: t.settlement.as_ref().map(|s| SettlementView {
+            delivered_kwh: format_kwh(s.delivered_mwh),
+            buyer_paid: tokens(s.buyer_paid),
+            seller_received: tokens(s.seller_received),
+            grid_fees: tokens(s.grid_fees),
+            operator_received: tokens(s.operator_received),
+            buyer_refund: tokens(s.buyer_refund),
+            compensation: tokens(s.compensation),
+            collateral_returned: tokens(s.collateral_returned),
+            estimated: s.estimated,
+            is_final: s.is_final,
+            late: s.late,
+        }),
+    }
+}
+
+/// Utility bill lines of every member with a trade or a reading in the slot.
+fn bills(
+    trades: &[TradeRecord],
+    readings: &BTreeMap<Address, Reading>,
+    tariff: gridmesh_market::Tariff,
+) -> Vec<BillView> {
+    // (bought delivered, sold delivered) per member; unsettled trades count as delivered.
+    let mut pos: BTreeMap<Address, (u64, u64)> = BTreeMap::new();
+    for t in trades {
+        let d = t
+            .settlement
+            .as_ref()
+            .map_or(t.trade.energy_mwh, |s| s.delivered_mwh);
+        pos.entry(t.buyer).or_default().0 += d;
+        pos.entry(t.seller).or_default().1 += d;
+    }
+    for who in readings.keys() {
+        pos.entry(*who).or_default();
+    }
+    pos.into_iter()
+        .map(|(who, (bought, sold))| {
+            let (import, export, estimated) = match readings.get(&who) {
+                Some(r) => (r.import_mwh, r.export_mwh, false),
+                None => (bought, sold, true),
+            };
+            let utility_import = import.saturating_sub(bought);
+            let utility_export = export.saturating_sub(sold) + bought.saturating_sub(import);
+            BillView {
+                account: who.to_string(),
+                import_kwh: format_kwh(import),
+                export_kwh: format_kwh(export),
+                bought_delivered_kwh: format_kwh(bought),
+                sold_delivered_kwh: format_kwh(sold),
+                utility_import_kwh: format_kwh(utility_import),
+                utility_cost: tokens(value_floor(utility_import, tariff.retail_per_kwh)),
+                utility_export_kwh: format_kwh(utility_export),
+                utility_credit: tokens(value_floor(utility_export, tariff.feed_in_per_kwh)),
+                estimated,
+            }
+        })
+        .collect()
+}
+
+/// The market's rules as the API shows them.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct MarketInfo {
+    pub mechanism: String,
+    pub gate_closure_minutes: u32,
+    pub correction_window_minutes: u32,
+    pub late_window_minutes: u32,
+    /// The slot the head's time is in, and the first slot still open for orders.
+    pub current_slot: u64,
+    pub next_open_slot: u64,
+    pub escrow_account: String,
+    pub escrow_balance: String,
+    pub grid_operator: String,
+    pub market_operator: String,
+}
+
+pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
+    let cfg: market::MarketConfig = state
+        .kv()
+        .get(&market::config_key())
+        .map(dec)
+        .unwrap_or_default();
+    let current = gridmesh_types::units::slot_of(now_ms);
+    let mut next = current + 1;
+    while cfg.gate_closure_ms(next) <= now_ms {
+        next += 1;
+    }
+    MarketInfo {
+        mechanism: cfg.mechanism.name().into(),
+        gate_closure_minutes: cfg.gate_closure_minutes,
+        correction_window_minutes: cfg.correction_window_minutes,
+        late_window_minutes: cfg.late_window_minutes,
+        current_slot: current,
+        next_open_slot: next,
+        escrow_account: market::escrow_account().to_string(),
+        escrow_balance: state.account(&market::escrow_account()).balance.to_string(),
+        grid_operator: cfg.grid_operator.to_string(),
+        market_operator: cfg.market_operator.to_string(),
+    }
+}

@@ -319,6 +319,10 @@ enum BenchCommand {
         /// Skip pymarket.
         #[arg(long)]
         no_pymarket: bool,
+        /// Also run one slot of this many homes through real ledger blocks (orders, clearing,
+        /// readings, settlement) and report each block's time; 0 skips it.
+        #[arg(long, default_value_t = 10_000)]
+        ledger_homes: usize,
         #[arg(long)]
         json: bool,
     },
@@ -573,6 +577,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pymarket_max,
             pymarket_timeout,
             no_pymarket,
+            ledger_homes,
             json,
         }) => {
             let python = if no_pymarket {
@@ -595,8 +600,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 |line| eprintln!("{line}"),
             )?;
+            let mut ledger = Vec::new();
+            if ledger_homes > 0 {
+                for m in [
+                    gridmesh_market::Mechanism::PayAsClear,
+                    gridmesh_market::Mechanism::Huang,
+                ] {
+                    eprintln!("one slot of {ledger_homes} homes through ledger blocks ({m})...");
+                    let r = gridmesh_node::bench_market::ledger_slot(ledger_homes, m)?;
+                    eprintln!("{r}");
+                    ledger.push(r);
+                }
+            }
             if json {
-                print_json(&rows)?;
+                print_json(&serde_json::json!({"clearing": rows, "ledger_slot": ledger}))?;
             }
             Ok(())
         }

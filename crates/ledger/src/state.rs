@@ -467,15 +467,18 @@ impl Overlay<'_> {
     pub fn finish(self) -> StateDiff {
         let mut kv_hashes = self.base.kv.hashes().to_vec();
         let mut kv_touched = Vec::new();
-        let kv_changes: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = {
-            let mut v: Vec<_> = self.kv.iter().collect();
-            // Group by bucket, keys sorted within each bucket.
-            v.sort_by(|a, b| (kv::bucket_of(a.0), a.0).cmp(&(kv::bucket_of(b.0), b.0)));
-            v
-        };
-        for group in kv_changes.chunk_by(|a, b| kv::bucket_of(a.0) == kv::bucket_of(b.0)) {
-            let b = kv::bucket_of(group[0].0);
-            let merged = kv::merge(self.base.kv.bucket(b), group);
+        // Group by bucket (computed once per key: it hashes the key's group), keys sorted within.
+        let mut kv_changes: Vec<(usize, &Vec<u8>, &Option<Vec<u8>>)> = self
+            .kv
+            .iter()
+            .map(|(k, v)| (kv::bucket_of(k), k, v))
+            .collect();
+        kv_changes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for group in kv_changes.chunk_by(|a, b| a.0 == b.0) {
+            let b = group[0].0;
+            let entries: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+                group.iter().map(|(_, k, v)| (*k, *v)).collect();
+            let merged = kv::merge(self.base.kv.bucket(b), &entries);
             let hash = kv::hash_bucket(&merged);
             kv_hashes[b] = hash;
             kv_touched.push((b, merged, hash));

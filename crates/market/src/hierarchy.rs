@@ -77,6 +77,8 @@ pub struct Areas {
     /// Full path of each area: segments joined by '/', "" for the root.
     path: Vec<String>,
     depth: Vec<u32>,
+    /// Path -> id, for O(log n) lookups.
+    by_path: std::collections::BTreeMap<String, AreaId>,
 }
 
 impl Default for Areas {
@@ -98,6 +100,7 @@ impl Areas {
             fee: vec![fee],
             path: vec![String::new()],
             depth: vec![0],
+            by_path: [(String::new(), 0)].into_iter().collect(),
         }
     }
 
@@ -121,6 +124,9 @@ impl Areas {
                     format!("deeper than {MAX_DEPTH} levels"),
                 ));
             }
+            if areas.find(loc).is_some() {
+                continue;
+            }
             for (d, seg) in segments.iter().enumerate() {
                 check_segment(loc, seg)?;
                 let path = segments[..=d].join("/");
@@ -143,6 +149,7 @@ impl Areas {
         let id = self.parent.len() as AreaId;
         self.parent.push(Some(parent));
         self.fee.push(fee);
+        self.by_path.insert(path.clone(), id);
         self.path.push(path);
         self.depth.push(self.depth[parent as usize] + 1);
         Ok(id)
@@ -150,10 +157,7 @@ impl Areas {
 
     /// The area with this path ("" is the root).
     pub fn find(&self, path: &str) -> Option<AreaId> {
-        self.path
-            .iter()
-            .position(|p| p == path)
-            .map(|i| i as AreaId)
+        self.by_path.get(path).copied()
     }
 
     pub fn len(&self) -> usize {

@@ -225,3 +225,265 @@ impl std::fmt::Display for MarketBenchRow {
         }
     }
 }
+
+/// What one slot of `homes` households costs on the ledger, block by block.
+#[derive(Serialize, Clone, Debug)]
+pub struct LedgerSlotReport {
+    pub homes: usize,
+    pub mechanism: String,
+    pub orders: usize,
+    pub trades: u32,
+    pub volume_kwh: f64,
+    /// Executing (building) the block of `homes` order transactions, and committing it.
+    pub orders_block_ms: f64,
+    pub orders_commit_ms: f64,
+    /// The gate-closure block: clearing the slot and writing every trade.
+    pub clearing_block_ms: f64,
+    pub clearing_commit_ms: f64,
+    /// A second replica verifying the clearing block (re-execution).
+    pub clearing_verify_ms: f64,
+    /// The block of `homes` meter readings.
+    pub readings_block_ms: f64,
+    /// The settlement block: every trade paid out of escrow.
+    pub settlement_block_ms: f64,
+    pub settlement_commit_ms: f64,
+    pub settlement_verify_ms: f64,
+}
+
+impl std::fmt::Display for LedgerSlotReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} homes, {} orders -> {} trades, {:.1} kWh ({})",
+            self.homes, self.orders, self.trades, self.volume_kwh, self.mechanism
+        )?;
+        writeln!(
+            f,
+            "  orders block     execute {:>8.1} ms  commit {:>7.1} ms",
+            self.orders_block_ms, self.orders_commit_ms
+        )?;
+        writeln!(
+            f,
+            "  clearing block   execute {:>8.1} ms  commit {:>7.1} ms  verify {:>7.1} ms",
+            self.clearing_block_ms, self.clearing_commit_ms, self.clearing_verify_ms
+        )?;
+        writeln!(
+            f,
+            "  readings block   execute {:>8.1} ms",
+            self.readings_block_ms
+        )?;
+        write!(
+            f,
+            "  settlement block execute {:>8.1} ms  commit {:>7.1} ms  verify {:>7.1} ms",
+            self.settlement_block_ms, self.settlement_commit_ms, self.settlement_verify_ms
+        )
+    }
+}
+
+/// Runs one slot of `homes` households (half with 5 kW of PV selling, half buying, in 100
+/// streets with grid fees) through real blocks on a chain in a temporary directory, and a second
+/// replica that verifies the clearing and settlement blocks.
+pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerSlotReport> {
+    use gridmesh_ledger::genesis::GenesisAccount;
+    use gridmesh_ledger::market::{FeeFile, MarketFile};
+    use gridmesh_ledger::{Chain, DeviceKind, Genesis, TxBody, TxKind, VerifiedTx};
+    use gridmesh_types::units::slot_start_ms;
+
+    const SLOT: u64 = 1_950_000;
+    let keys = crate::bench::bench_keys(homes);
+    let genesis = Genesis {
+        chain_id: "gridmesh-bench".into(),
+        timestamp_ms: slot_start_ms(SLOT) - 7_200_000,
+        accounts: keys
+            .iter()
+            .map(|k| GenesisAccount {
+                address: k.address(),
+                balance: gridmesh_types::Amount::from_tokens(1_000),
+            })
+            .collect(),
+        validators: vec![],
+        market: Some(MarketFile {
+            mechanism: mechanism.name().into(),
+            gate_closure_minutes: None,
+            correction_window_minutes: None,
+            late_window_minutes: None,
+            tariffs: vec![],
+            shortfall_price_per_kwh: None,
+            grid_fees: vec![
+                FeeFile {
+                    constant_per_kwh: Some("0.01".into()),
+                    percent: None,
+                },
+                FeeFile {
+                    constant_per_kwh: Some("0.005".into()),
+                    percent: None,
+                },
+            ],
+            grid_operator: None,
+            market_operator: None,
+            max_import_kw: None,
+        }),
+    };
+    let dir = tempfile::tempdir()?;
+    let replica_dir = tempfile::tempdir()?;
+    let mut chain = Chain::open(dir.path(), &genesis)?;
+    let mut replica = Chain::open(replica_dir.path(), &genesis)?;
+    let proposer = keys[0].address();
+    let sign = |chain: &Chain, i: usize, nonce: u64, kind: TxKind| -> VerifiedTx {
+        TxBody {
+            version: gridmesh_ledger::tx::TX_VERSION,
+            chain_id: chain.chain_id().to_string(),
+            sender: keys[i].address(),
+            nonce,
+            kind,
+        }
+        .sign(&keys[i])
+        .verify()
+        .expect("own signature")
+    };
+    // One block: returns (execute ms, commit ms, verify-on-replica ms).
+    let step = |chain: &mut Chain,
+                replica: &mut Chain,
+                txs: Vec<VerifiedTx>,
+                ts: u64|
+     -> anyhow::Result<(f64, f64, f64)> {
+        let n = txs.len();
+        let t = Instant::now();
+        let built = chain.build_block(txs, ts, proposer);
+        let exec = t.elapsed().as_secs_f64() * 1e3;
+        if !built.rejected.is_empty() {
+            bail!(
+                "{} of {n} transactions rejected, first: {}",
+                built.rejected.len(),
+                built.rejected[0].1
+            );
+        }
+        let t = Instant::now();
+        let ex = replica.verify_block(&built.block)?;
+        let verify = t.elapsed().as_secs_f64() * 1e3;
+        replica.commit(&built.block, ex)?;
+        let t = Instant::now();
+        chain.commit(&built.block, built.executed)?;
+        Ok((exec, t.elapsed().as_secs_f64() * 1e3, verify))
+    };
+    let t0 = genesis.timestamp_ms + 1_000;
+    let seller = |i: usize| i % 2 == 0;
+    let regs: Vec<VerifiedTx> = (0..homes)
+        .map(|i| {
+            let kind = if seller(i) {
+                DeviceKind::Pv
+            } else {
+                DeviceKind::Meter
+            };
+            sign(
+                &chain,
+                i,
+                0,
+                TxKind::RegisterDevice {
+                    kind,
+                    capacity_w: 5_000,
+                },
+            )
+        })
+        .collect();
+    step(&mut chain, &mut replica, regs, t0)?;
+    let mut rng = 0x5eed_u64;
+    let mut next = move || {
+        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let orders: Vec<VerifiedTx> = (0..homes)
+        .map(|i| {
+            let (side, energy_mwh, price_per_kwh) = if seller(i) {
+                (
+                    Side::Ask,
+                    500_000 + next() % 700_000,
+                    50_000 + next() % 150_000,
+                )
+            } else {
+                (
+                    Side::Bid,
+                    300_000 + next() % 700_000,
+                    100_000 + next() % 250_000,
+                )
+            };
+            sign(
+                &chain,
+                i,
+                1,
+                TxKind::PlaceOrder {
+                    slot: SLOT,
+                    side,
+                    energy_mwh,
+                    price_per_kwh,
+                    location: format!("s{}/h{i}", i % 100),
+                },
+            )
+        })
+        .collect();
+    let (orders_block_ms, orders_commit_ms, _) =
+        step(&mut chain, &mut replica, orders, t0 + 1_000)?;
+    let gate = slot_start_ms(SLOT) - 5 * 60_000;
+    let (clearing_block_ms, clearing_commit_ms, clearing_verify_ms) =
+        step(&mut chain, &mut replica, vec![], gate)?;
+    let slot: gridmesh_ledger::market::SlotRecord = borsh::from_slice(
+        chain
+            .state()
+            .kv()
+            .get(&gridmesh_ledger::market::slot_key(SLOT))
+            .context("the slot was not cleared")?,
+    )?;
+    let end = slot_start_ms(SLOT + 1);
+    let readings: Vec<VerifiedTx> = (0..homes)
+        .map(|i| {
+            let (import_mwh, export_mwh) = if seller(i) {
+                (0, next() % 1_250_000)
+            } else {
+                (next() % 1_000_000, 0)
+            };
+            sign(
+                &chain,
+                i,
+                2,
+                TxKind::SubmitReading {
+                    slot: SLOT,
+                    import_mwh,
+                    export_mwh,
+                },
+            )
+        })
+        .collect();
+    let (readings_block_ms, _, _) = step(&mut chain, &mut replica, readings, end + 1_000)?;
+    let (settlement_block_ms, settlement_commit_ms, settlement_verify_ms) =
+        step(&mut chain, &mut replica, vec![], end + 3_600_000)?;
+    if chain
+        .account(&gridmesh_ledger::market::escrow_account())
+        .balance
+        .0
+        != 0
+    {
+        bail!("escrow not empty after settlement");
+    }
+    if chain.state().root() != replica.state().root() {
+        bail!("replica diverged");
+    }
+    Ok(LedgerSlotReport {
+        homes,
+        mechanism: mechanism.name().into(),
+        orders: homes,
+        trades: slot.trades,
+        volume_kwh: slot.volume_mwh as f64 / 1e6,
+        orders_block_ms,
+        orders_commit_ms,
+        clearing_block_ms,
+        clearing_commit_ms,
+        clearing_verify_ms,
+        readings_block_ms,
+        settlement_block_ms,
+        settlement_commit_ms,
+        settlement_verify_ms,
+    })
+}

@@ -468,7 +468,7 @@ impl Overlay<'_> {
         let mut kv_hashes = self.base.kv.hashes().to_vec();
         let mut kv_touched = Vec::new();
         // Group by bucket (computed once per key: it hashes the key's group), keys sorted within.
-        let mut kv_changes: Vec<(usize, &Vec<u8>, &Option<Vec<u8>>)> = self
+        let mut kv_changes: Vec<_> = self
             .kv
             .iter()
             .map(|(k, v)| (kv::bucket_of(k), k, v))

@@ -13,6 +13,9 @@
 //!    grid fees and the slot's tariff. Each trade keeps in escrow what its buyer pays
 //!    (`floor(energy × buyer price)`) and its seller's collateral
 //!    (`floor(energy × max(0, shortfall price − buyer price))`); the rest is released at once.
+//!    `pay-as-bid` is continuous matching: at gate closure it replays the orders still open in
+//!    arrival order (block height, then index in block), which gives the trades continuous matching
+//!    would have made among them; orders cancelled before the gate never traded.
 //! 3. **Readings** (`SubmitReading`): import and export of the sender's grid connection for an
 //!    ended slot, checked against its devices' ratings and the connection limit, replaceable until
 //!    the sender's trades are settled.
@@ -1131,4 +1134,78 @@ fn settle_for_good(
             status: SettlementStatus::Final,
         }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> MarketFile {
+        toml::from_str(
+            r#"
+            mechanism = "huang"
+            gate_closure_minutes = 10
+            max_import_kw = "22.5"
+            [[tariffs]]
+            from_slot = 0
+            retail_per_kwh = "0.30"
+            feed_in_per_kwh = "0.08"
+            [[tariffs]]
+            from_slot = 68
+            retail_per_kwh = "0.42"
+            feed_in_per_kwh = "0.05"
+            [[grid_fees]]
+            constant_per_kwh = "0.02"
+            percent = "1.5"
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn genesis_market_section_parses_with_time_of_use() {
+        let c = file().to_config().unwrap();
+        assert_eq!(c.mechanism, Mechanism::Huang);
+        assert_eq!(c.gate_closure_minutes, 10);
+        assert_eq!(c.correction_window_minutes, 60);
+        assert_eq!(c.max_import_w, 22_500);
+        assert_eq!(
+            c.grid_fees[0],
+            GridFee {
+                constant_per_kwh: 20_000,
+                percent_bps: 150
+            }
+        );
+        // Slot 68 of the day is 17:00 UTC: the evening tariff.
+        assert_eq!(c.tariff(96 * 10 + 67).retail_per_kwh, 300_000);
+        assert_eq!(c.tariff(96 * 10 + 68).retail_per_kwh, 420_000);
+        assert_eq!(c.shortfall_price(96 * 10 + 70), 420_000);
+        assert_eq!(c.gate_closure_ms(4), 4 * 900_000 - 600_000);
+    }
+
+    #[test]
+    fn bad_market_sections_say_what_is_wrong() {
+        let mut f = file();
+        f.mechanism = "lottery".into();
+        assert!(f.to_config().unwrap_err().contains("unknown mechanism"));
+        let mut f = file();
+        f.tariffs[1].from_slot = 0;
+        assert!(f.to_config().unwrap_err().contains("increasing"));
+        let mut f = file();
+        f.tariffs[0].feed_in_per_kwh = "0.50".into();
+        assert!(f.to_config().unwrap_err().contains("feed-in"));
+        let mut f = file();
+        f.tariffs[0].retail_per_kwh = "abc".into();
+        assert!(f
+            .to_config()
+            .unwrap_err()
+            .contains("tariffs[0].retail_per_kwh"));
+        let mut f = file();
+        f.late_window_minutes = Some(5);
+        assert!(f.to_config().unwrap_err().contains("late_window_minutes"));
+        let mut f = file();
+        f.grid_fees[0].percent = Some("150".into());
+        assert!(f.to_config().unwrap_err().contains("above 100"));
+        assert!(toml::from_str::<MarketFile>("mechanizm = \"huang\"").is_err());
+    }
 }

@@ -323,6 +323,23 @@ fn demo_runs_and_reports_json() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Committed: height"));
+    // The households traded one market slot, and it settled for good.
+    let m = &report["market"];
+    assert_eq!(m["status"], "final");
+    assert_eq!(m["volume_kwh"], "2");
+    assert!(m["trades"].as_array().unwrap().len() >= 3);
+    let dev_short = m["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["settlement"]["compensation"] != "0")
+        .count();
+    assert!(dev_short >= 1, "Dev's shortfall is compensated");
+    assert!(m["bills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["estimated"] == true));
 }
 
 #[test]

@@ -385,10 +385,22 @@ pub struct SlotRecord {
     pub welfare: u128,
     pub optimal_welfare: u128,
     pub trades: u32,
+    /// Every market (area) where something traded: its path, uniform price (if the mechanism has
+    /// one) and volume. With a hierarchy a slot has several.
+    pub markets: Vec<MarketResult>,
     pub utility: Vec<UtilityTrade>,
     pub settlement: SettlementStatus,
     /// Sellers whose trades are settled only by estimate.
     pub provisional_sellers: u32,
+}
+
+/// One market (area) of a cleared slot.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct MarketResult {
+    /// Area path ("" for the root).
+    pub area: String,
+    pub price_per_kwh: Option<u64>,
+    pub volume_mwh: u64,
 }
 
 /// How one trade was settled.
@@ -982,6 +994,15 @@ fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
             welfare: clearing.welfare,
             optimal_welfare: clearing.optimal_welfare,
             trades: clearing.trades.len() as u32,
+            markets: clearing
+                .markets
+                .iter()
+                .map(|m| MarketResult {
+                    area: areas.path(m.area).to_string(),
+                    price_per_kwh: m.price_per_kwh,
+                    volume_mwh: m.volume_mwh,
+                })
+                .collect(),
             utility: clearing.utility,
             settlement: SettlementStatus::Pending,
             provisional_sellers: 0,

@@ -62,6 +62,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::market_view::MarketInfo,
         crate::market_view::SlotView,
         crate::market_view::DepthLevel,
+        crate::market_view::MarketView,
         crate::market_view::TradeView,
         crate::market_view::SettlementView,
         crate::market_view::BillView

@@ -1,13 +1,15 @@
 //! `gridmesh demo`: the most the project can do today, end to end, in one command.
 //!
-//! Starts an embedded node in a temporary data directory, creates household accounts, moves tokens
-//! between them with real signed transactions over the node's HTTP API, shows that bad transactions
-//! are refused, and prints what the ledger committed.
+//! Starts an embedded node in a temporary data directory (block time 600x the wall clock, so a
+//! 15-minute market slot passes in 1.5 s), creates household accounts, moves tokens between them
+//! with real signed transactions over the node's HTTP API, lets them trade one market slot (devices,
+//! orders, clearing at gate closure, meter readings, settlement), shows that bad transactions are
+//! refused, and prints what the ledger committed.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use gridmesh_ledger::{Keypair, SignedTx};
+use gridmesh_ledger::{DeviceKind, Keypair, Side, SignedTx, TxBody, TxKind};
 use gridmesh_types::{Address, Amount};
 use serde::Serialize;
 
@@ -48,7 +50,12 @@ pub struct DemoReport {
     pub transfers: Vec<DemoTransfer>,
     pub refused: Vec<DemoRefusal>,
     pub households: Vec<DemoHousehold>,
+    /// The traded slot as `GET /v1/market/slots/{slot}` shows it once settled.
+    pub market: crate::market_view::SlotView,
 }
+
+/// Block time runs this many times faster than the wall clock in the demo.
+const DEMO_TIME_SCALE: u32 = 600;
 
 const HOUSEHOLDS: [&str; 5] = [
     "Ada (rooftop PV + battery)",
@@ -64,6 +71,7 @@ pub async fn run(say: impl Fn(String) + Send + 'static) -> anyhow::Result<DemoRe
     let mut cfg = NodeConfig::new(dir.path());
     cfg.listen = "127.0.0.1:0".parse()?;
     cfg.block_interval = Duration::from_millis(250);
+    cfg.time_scale = DEMO_TIME_SCALE;
     let node = RunningNode::start(cfg).await?;
     let api = format!("http://{}", node.api_addr);
     let faucet_path = dir.path().join(FAUCET_KEY_FILE);
@@ -84,7 +92,7 @@ fn script(
     let client = Client::new(api);
     let status = client.status()?;
     say(format!(
-        "gridmesh demo: embedded node on {api}, chain {} (solo engine, 250 ms blocks)",
+        "gridmesh demo: embedded node on {api}, chain {} (solo engine, 250 ms blocks, time {DEMO_TIME_SCALE}x)",
         status.chain_id
     ));
     let faucet = Keypair::load(faucet_path)?;
@@ -161,6 +169,9 @@ fn script(
         "Ada shares savings with Eve (solidarity tariff)",
     )?;
 
+    drop(send);
+    let market = trade_one_slot(&client, &status.chain_id, &homes, say)?;
+
     say("Bad transactions are refused and change nothing:".into());
     let mut refused = Vec::new();
     let mut refuse = |attempt: &str, tx: SignedTx| {
@@ -226,5 +237,175 @@ fn script(
         transfers,
         refused,
         households,
+        market,
     })
+}
+
+/// Signs and submits one market or device transaction and waits for its block.
+fn submit(client: &Client, chain_id: &str, key: &Keypair, kind: TxKind) -> anyhow::Result<u64> {
+    let nonce = client.account(&key.address())?.nonce;
+    let tx = TxBody {
+        version: gridmesh_ledger::tx::TX_VERSION,
+        chain_id: chain_id.to_string(),
+        sender: key.address(),
+        nonce,
+        kind,
+    }
+    .sign(key);
+    let hash = client.submit(&tx)?.hash.parse()?;
+    Ok(client
+        .wait_committed(&hash, Duration::from_secs(30))?
+        .height
+        .unwrap_or_default())
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    while !done()? {
+        if start.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("the demo timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The households trade one 15-minute slot: PV owners sell, the others buy; the slot clears at gate
+/// closure, meters report, and the ledger settles what was delivered.
+fn trade_one_slot(
+    client: &Client,
+    chain_id: &str,
+    homes: &[(String, Keypair)],
+    say: &dyn Fn(String),
+) -> anyhow::Result<crate::market_view::SlotView> {
+    let short = |i: usize| homes[i].0.split(' ').next().unwrap_or("").to_string();
+    say("Devices: Ada 6 kW PV + 5 kW battery, Dev 4 kW PV, Ben an EV charger, Cleo a heat pump, Eve a meter".into());
+    let devices = [
+        (0, DeviceKind::Pv, 6_000),
+        (0, DeviceKind::Battery, 5_000),
+        (1, DeviceKind::EvCharger, 11_000),
+        (2, DeviceKind::Load, 3_000),
+        (3, DeviceKind::Pv, 4_000),
+        (4, DeviceKind::Meter, 10_000),
+    ];
+    for (i, kind, capacity_w) in devices {
+        submit(
+            client,
+            chain_id,
+            &homes[i].1,
+            TxKind::RegisterDevice { kind, capacity_w },
+        )?;
+    }
+    let slot = client.market()?.next_open_slot + 1;
+    say(format!(
+        "Market slot {slot} ({} UTC delivery, pay-as-clear, gate closes 5 minutes before):",
+        {
+            let minutes = (slot % 96) * 15;
+            format!("{:02}:{:02}", minutes / 60, minutes % 60)
+        }
+    ));
+    // (home, side, kWh in Wh, price in thousandths of a token)
+    let orders = [
+        (0, Side::Ask, 1_200, 90, "street-1/ada"),
+        (3, Side::Ask, 800, 110, "street-2/dev"),
+        (1, Side::Bid, 1_000, 250, "street-1/ben"),
+        (2, Side::Bid, 600, 200, "street-2/cleo"),
+        (4, Side::Bid, 500, 150, "street-2/eve"),
+    ];
+    for (i, side, wh, milli, location) in orders {
+        let h = submit(
+            client,
+            chain_id,
+            &homes[i].1,
+            TxKind::PlaceOrder {
+                slot,
+                side,
+                energy_mwh: wh * 1_000,
+                price_per_kwh: milli * 1_000,
+                location: location.into(),
+            },
+        )?;
+        say(format!(
+            "  block {h:>3}  {:<5} {} {:.1} kWh at {:.3} tokens/kWh ({location})",
+            short(i),
+            if side == Side::Bid { "bids" } else { "asks" },
+            wh as f64 / 1e3,
+            milli as f64 / 1e3
+        ));
+    }
+    wait_until("clearing", || {
+        Ok(client
+            .market_slot(slot)?
+            .is_some_and(|v| v.status != "open" && v.status != "closed"))
+    })?;
+    let v = client.market_slot(slot)?.context("the slot exists")?;
+    say(format!(
+        "  cleared at gate closure: {} kWh in {} trades, welfare {} of an optimal {} tokens",
+        v.volume_kwh, v.trades_total, v.welfare, v.optimal_welfare
+    ));
+    for m in &v.markets {
+        say(format!(
+            "    market {:<9} {} kWh at {} tokens/kWh",
+            if m.area.is_empty() { "feeder" } else { &m.area },
+            m.volume_kwh,
+            m.price_per_kwh.as_deref().unwrap_or("-")
+        ));
+    }
+    wait_until("delivery", || Ok(client.market()?.current_slot > slot))?;
+    say("After delivery the meters report (Dev's PV made 0.5 of the 0.8 kWh it sold; Eve's meter is offline):".into());
+    let readings = [(0, 0, 1_200), (3, 0, 500), (1, 1_000, 0), (2, 700, 0)];
+    for (i, import_wh, export_wh) in readings {
+        submit(
+            client,
+            chain_id,
+            &homes[i].1,
+            TxKind::SubmitReading {
+                slot,
+                import_mwh: import_wh * 1_000,
+                export_mwh: export_wh * 1_000,
+            },
+        )?;
+    }
+    wait_until("settlement", || {
+        Ok(client
+            .market_slot(slot)?
+            .is_some_and(|v| v.status == "final"))
+    })?;
+    let v = client.market_slot(slot)?.context("the slot exists")?;
+    let name = |a: &str| {
+        homes
+            .iter()
+            .position(|(_, k)| k.address().to_string() == a)
+            .map_or(a.to_string(), short)
+    };
+    say("  settled one hour after delivery:".into());
+    for t in &v.trades {
+        if let Some(s) = &t.settlement {
+            say(format!(
+                "    {:<5} -> {:<5} {} of {} kWh delivered: paid {}, compensation {}",
+                name(&t.seller),
+                name(&t.buyer),
+                s.delivered_kwh,
+                t.energy_kwh,
+                s.buyer_paid,
+                s.compensation
+            ));
+        }
+    }
+    for b in &v.bills {
+        say(format!(
+            "    {:<5} utility bill: import {} kWh for {}, export {} kWh for {}{}",
+            name(&b.account),
+            b.utility_import_kwh,
+            b.utility_cost,
+            b.utility_export_kwh,
+            b.utility_credit,
+            if b.estimated {
+                " (estimated: no reading)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(v)
 }

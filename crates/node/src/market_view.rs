@@ -32,6 +32,14 @@ pub struct DepthLevel {
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct MarketView {
+    /// Area path ("" is the root market).
+    pub area: String,
+    pub price_per_kwh: Option<String>,
+    pub volume_kwh: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct SettlementView {
     pub delivered_kwh: String,
     pub buyer_paid: String,
@@ -96,7 +104,11 @@ pub struct SlotView {
     pub orders: u32,
     /// Energy offered per price level, by price ascending.
     pub depth: Vec<DepthLevel>,
+    /// The one price of the slot (uniform-price mechanisms, all trades in one market).
     pub clearing_price_per_kwh: Option<String>,
+    /// Each market (area) where something traded, bottom-up: with a house/street/feeder hierarchy
+    /// local trades clear in their street before the rest meets at the feeder.
+    pub markets: Vec<MarketView>,
     pub volume_kwh: String,
     pub welfare: String,
     pub optimal_welfare: String,
@@ -177,6 +189,16 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
             .as_ref()
             .and_then(|r| r.clearing_price_per_kwh)
             .map(|p| tokens(p.into())),
+        markets: record.as_ref().map_or(Vec::new(), |r| {
+            r.markets
+                .iter()
+                .map(|m| MarketView {
+                    area: m.area.clone(),
+                    price_per_kwh: m.price_per_kwh.map(|p| tokens(p.into())),
+                    volume_kwh: format_kwh(m.volume_mwh),
+                })
+                .collect()
+        }),
         volume_kwh: format_kwh(record.as_ref().map_or(0, |r| r.volume_mwh)),
         welfare: tokens(record.as_ref().map_or(0, |r| r.welfare)),
         optimal_welfare: tokens(record.as_ref().map_or(0, |r| r.optimal_welfare)),

@@ -169,7 +169,6 @@ fn script(
         "Ada shares savings with Eve (solidarity tariff)",
     )?;
 
-    drop(send);
     let market = trade_one_slot(&client, &status.chain_id, &homes, say)?;
 
     say("Bad transactions are refused and change nothing:".into());

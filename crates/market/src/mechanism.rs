@@ -263,56 +263,51 @@ fn continuous(bids: &mut [Eff], asks: &mut [Eff]) -> Vec<Match> {
     let mut resting_asks: BinaryHeap<Reverse<usize>> = BinaryHeap::new();
     let mut out = Vec::new();
     for (_, _, is_bid, k) in arrivals {
-        if is_bid {
-            while bids[k].rem > 0 {
-                let Some(&Reverse(j)) = resting_asks.peek() else {
-                    break;
-                };
-                if asks[j].price > bids[k].price {
-                    break;
-                }
-                let q = bids[k].rem.min(asks[j].rem);
-                out.push(Match {
-                    bid: k,
-                    ask: j,
-                    energy_mwh: q,
-                    buyer_price: bids[k].price,
-                    seller_price: bids[k].price,
-                });
-                bids[k].rem -= q;
-                asks[j].rem -= q;
-                if asks[j].rem == 0 {
-                    resting_asks.pop();
-                }
-            }
-            if bids[k].rem > 0 {
-                resting_bids.push(Reverse(k));
-            }
+        // The arriving order takes the best resting orders on the other side while prices cross.
+        let (incoming, resting, own_book, other_book) = if is_bid {
+            (
+                &mut bids[k],
+                &mut *asks,
+                &mut resting_bids,
+                &mut resting_asks,
+            )
         } else {
-            while asks[k].rem > 0 {
-                let Some(&Reverse(i)) = resting_bids.peek() else {
-                    break;
-                };
-                if bids[i].price < asks[k].price {
-                    break;
-                }
-                let q = bids[i].rem.min(asks[k].rem);
-                out.push(Match {
-                    bid: i,
-                    ask: k,
-                    energy_mwh: q,
-                    buyer_price: bids[i].price,
-                    seller_price: bids[i].price,
-                });
-                bids[i].rem -= q;
-                asks[k].rem -= q;
-                if bids[i].rem == 0 {
-                    resting_bids.pop();
-                }
+            (
+                &mut asks[k],
+                &mut *bids,
+                &mut resting_asks,
+                &mut resting_bids,
+            )
+        };
+        while incoming.rem > 0 {
+            let Some(&Reverse(r)) = other_book.peek() else {
+                break;
+            };
+            let (bid_price, ask_price) = if is_bid {
+                (incoming.price, resting[r].price)
+            } else {
+                (resting[r].price, incoming.price)
+            };
+            if bid_price < ask_price {
+                break;
             }
-            if asks[k].rem > 0 {
-                resting_asks.push(Reverse(k));
+            let q = incoming.rem.min(resting[r].rem);
+            let (bid, ask) = if is_bid { (k, r) } else { (r, k) };
+            out.push(Match {
+                bid,
+                ask,
+                energy_mwh: q,
+                buyer_price: bid_price,
+                seller_price: bid_price,
+            });
+            incoming.rem -= q;
+            resting[r].rem -= q;
+            if resting[r].rem == 0 {
+                other_book.pop();
             }
+        }
+        if incoming.rem > 0 {
+            own_book.push(Reverse(k));
         }
     }
     out
@@ -585,6 +580,31 @@ mod tests {
         let mut q = vec![10, 10, 10];
         reduce_long_side(&mut q, 4);
         assert_eq!(q, vec![9, 9, 8]);
+    }
+
+    #[test]
+    fn continuous_matching_trades_at_the_bid_in_arrival_order() {
+        let at = |id: u64, price: u64, time: u64| Eff {
+            order: id as u32,
+            price,
+            time,
+            id,
+            rem: 10,
+        };
+        // ask 0.10 rests; bid 0.20 arrives and takes it at 0.20; bid 0.15 rests; ask 0.12 arrives
+        // and takes the resting bid at 0.15; ask 0.30 finds no bid that high.
+        let mut bids = vec![at(1, 20, 1), at(2, 15, 2)];
+        let mut asks = vec![at(0, 10, 0), at(3, 12, 3), at(4, 30, 4)];
+        sort_book(&mut bids, &mut asks);
+        let m = continuous(&mut bids, &mut asks);
+        let got: Vec<(u64, u64, u64)> = m
+            .iter()
+            .map(|m| (bids[m.bid].id, asks[m.ask].id, m.buyer_price))
+            .collect();
+        assert_eq!(got, vec![(1, 0, 20), (2, 3, 15)]);
+        assert!(m
+            .iter()
+            .all(|m| m.buyer_price == m.seller_price && m.energy_mwh == 10));
     }
 
     #[test]

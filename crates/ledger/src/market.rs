@@ -595,6 +595,16 @@ pub fn config(o: &mut Overlay<'_>) -> MarketConfig {
     c
 }
 
+/// The market configuration stored in a committed state (the default if none was).
+pub fn stored_config(kv: &kv::KvSpace) -> MarketConfig {
+    kv.get(&config_key()).map(dec).unwrap_or_default()
+}
+
+/// Decodes a market record read from the state (API views, benchmarks).
+pub fn decode<T: BorshDeserialize>(bytes: &[u8]) -> T {
+    dec(bytes)
+}
+
 /// The key/value entry that stores `config` at genesis.
 pub fn genesis_entry(config: &MarketConfig) -> (Vec<u8>, Vec<u8>) {
     (config_key(), enc(config))
@@ -818,7 +828,7 @@ pub(crate) fn apply(
                 if p.status == SettlementStatus::Provisional {
                     // A late reading: settle for good with what was metered.
                     settled_trades = p.trades.len() as u32;
-                    settle_for_good(o, slot, &sender, p, export_mwh, false, true);
+                    settle_for_good(o, &cfg, slot, &sender, p, export_mwh, Basis::LateReading);
                     let mut rec: SlotRecord = dec(&o
                         .kv_get(&slot_key(slot))
                         .expect("a settled slot has a record"));
@@ -842,7 +852,7 @@ pub(crate) fn apply(
 /// settlement or a deadline), so an engine that skips empty blocks still makes that block.
 pub fn next_due_ms(state: &crate::State) -> Option<u64> {
     let kv = state.kv();
-    let cfg: MarketConfig = kv.get(&config_key()).map(dec).unwrap_or_default();
+    let cfg = stored_config(kv);
     let open_prefix = kv::key(TAG_OPEN, 0, &[]);
     let gate = kv.scan(&open_prefix).next().map(|(k, _)| {
         cfg.gate_closure_ms(u64::from_be_bytes(
@@ -886,7 +896,7 @@ pub fn begin_block(o: &mut Overlay<'_>, height: u64, timestamp_ms: u64) {
             if settle {
                 settle_slot(o, &cfg, slot);
             } else {
-                finalize_slot(o, slot);
+                finalize_slot(o, &cfg, slot);
             }
         }
     }
@@ -923,9 +933,10 @@ fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
             area: areas.find(&r.location).unwrap_or(0),
         })
         .collect();
-    let clearing = mk::clear(&orders, &areas, cfg.mechanism, Some(tariff)).unwrap_or_else(|_| {
-        mk::clear(&[], &Areas::flat(), Mechanism::PayAsClear, None).expect("empty")
-    });
+    // Every order was checked at placement (energy, price, location, count) and the tariff was
+    // checked in the genesis, so clearing cannot refuse them.
+    let clearing = mk::clear(&orders, &areas, cfg.mechanism, Some(tariff))
+        .expect("orders were validated when placed");
     let index_of: std::collections::BTreeMap<u64, usize> = records
         .iter()
         .enumerate()
@@ -1026,7 +1037,7 @@ fn settle_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
         let p: SellerPosition = dec(&v);
         let reading: Option<Reading> = o.kv_get(&reading_key(slot, &seller)).map(|b| dec(&b));
         match reading {
-            Some(r) => settle_for_good(o, slot, &seller, p, r.export_mwh, false, false),
+            Some(r) => settle_for_good(o, cfg, slot, &seller, p, r.export_mwh, Basis::Reading),
             None => {
                 provisional += 1;
                 settle_by_estimate(o, slot, &seller, p);
@@ -1043,7 +1054,7 @@ fn settle_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
     o.kv_put(slot_key(slot), enc(&rec));
 }
 
-fn finalize_slot(o: &mut Overlay<'_>, slot: u64) {
+fn finalize_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
     let Some(bytes) = o.kv_get(&slot_key(slot)) else {
         return;
     };
@@ -1053,7 +1064,7 @@ fn finalize_slot(o: &mut Overlay<'_>, slot: u64) {
         if p.status == SettlementStatus::Provisional {
             let seller = Address(k[kv::GROUP_LEN..].try_into().expect("seller key"));
             // The estimate becomes final: nothing was delivered.
-            settle_for_good(o, slot, &seller, p, 0, true, false);
+            settle_for_good(o, cfg, slot, &seller, p, 0, Basis::Estimate);
         }
     }
     rec.provisional_sellers = 0;
@@ -1114,16 +1125,27 @@ fn settlement_of(
     }
 }
 
+/// What a final settlement rests on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Basis {
+    /// The seller's reading, in time.
+    Reading,
+    /// A reading that came after the correction window.
+    LateReading,
+    /// No reading by the deadline: the estimate "nothing delivered".
+    Estimate,
+}
+
 /// Splits `export_mwh` (capped at what was sold) over the seller's trades pro rata, moves the
 /// money of each trade out of escrow and marks the position final.
 fn settle_for_good(
     o: &mut Overlay<'_>,
+    cfg: &MarketConfig,
     slot: u64,
     seller: &Address,
     p: SellerPosition,
     export_mwh: u64,
-    estimated: bool,
-    late: bool,
+    basis: Basis,
 ) {
     let trades: Vec<TradeRecord> = p
         .trades
@@ -1133,9 +1155,14 @@ fn settle_for_good(
     let energies: Vec<u64> = trades.iter().map(|t| t.trade.energy_mwh).collect();
     let sold: u64 = energies.iter().sum();
     let delivered = mk::pro_rata(&energies, export_mwh.min(sold));
-    let cfg = config(o);
     for ((&i, mut t), d) in p.trades.iter().zip(trades).zip(delivered) {
-        let s = settlement_of(&t, d, estimated, true, late);
+        let s = settlement_of(
+            &t,
+            d,
+            basis == Basis::Estimate,
+            true,
+            basis == Basis::LateReading,
+        );
         let e = escrow_account();
         let pay = |o: &mut Overlay<'_>, to: Address, amount: u128| {
             o.move_funds(e, to, Amount(amount))

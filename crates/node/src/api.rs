@@ -628,11 +628,12 @@ async fn get_block(
 #[utoipa::path(get, path = "/v1/market",
     responses((status = 200, body = crate::market_view::MarketInfo)))]
 async fn get_market(State(s): State<Arc<Shared>>) -> ApiResult<crate::market_view::MarketInfo> {
-    let chain = s.chain.read().expect("chain lock");
-    Ok(Json(crate::market_view::market_info(
-        chain.state(),
-        chain.head().timestamp_ms,
-    )))
+    // A state clone shares its buckets (O(buckets)); the view is built without holding the lock.
+    let (state, now) = {
+        let chain = s.chain.read().expect("chain lock");
+        (chain.state().clone(), chain.head().timestamp_ms)
+    };
+    Ok(Json(crate::market_view::market_info(&state, now)))
 }
 
 /// One delivery slot: order book depth, clearing price, volume, welfare, trades with their
@@ -646,8 +647,11 @@ async fn get_market_slot(
     Path(slot): Path<String>,
 ) -> ApiResult<crate::market_view::SlotView> {
     let slot: u64 = parse(&slot, "slot")?;
-    let chain = s.chain.read().expect("chain lock");
-    crate::market_view::slot_view(chain.state(), slot, chain.head().timestamp_ms)
+    let (state, now) = {
+        let chain = s.chain.read().expect("chain lock");
+        (chain.state().clone(), chain.head().timestamp_ms)
+    };
+    crate::market_view::slot_view(&state, slot, now)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("slot {slot} has no orders")))
 }

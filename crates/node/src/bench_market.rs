@@ -429,13 +429,13 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
     let gate = slot_start_ms(SLOT) - 5 * 60_000;
     let (clearing_block_ms, clearing_commit_ms, clearing_verify_ms) =
         step(&mut chain, &mut replica, vec![], gate)?;
-    let slot: gridmesh_ledger::market::SlotRecord = borsh::from_slice(
+    let slot: gridmesh_ledger::market::SlotRecord = gridmesh_ledger::market::decode(
         chain
             .state()
             .kv()
             .get(&gridmesh_ledger::market::slot_key(SLOT))
             .context("the slot was not cleared")?,
-    )?;
+    );
     let end = slot_start_ms(SLOT + 1);
     let readings: Vec<VerifiedTx> = (0..homes)
         .map(|i| {

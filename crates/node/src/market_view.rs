@@ -117,9 +117,7 @@ pub struct SlotView {
     pub bills: Vec<BillView>,
 }
 
-fn dec<T: borsh::BorshDeserialize>(b: &[u8]) -> T {
-    borsh::from_slice(b).expect("market records decode")
-}
+use market::decode as dec;
 
 /// The view of `slot` at `now_ms` (the head's time). `None` if the slot never had an order.
 pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
@@ -305,11 +303,7 @@ pub struct MarketInfo {
 }
 
 pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
-    let cfg: market::MarketConfig = state
-        .kv()
-        .get(&market::config_key())
-        .map(dec)
-        .unwrap_or_default();
+    let cfg = market::stored_config(state.kv());
     let current = gridmesh_types::units::slot_of(now_ms);
     let mut next = current + 1;
     while cfg.gate_closure_ms(next) <= now_ms {

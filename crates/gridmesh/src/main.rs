@@ -917,6 +917,14 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
                 v.welfare,
                 v.optimal_welfare
             );
+            for m in &v.markets {
+                eprintln!(
+                    "  market {:<24} {} kWh at {} tokens/kWh",
+                    if m.area.is_empty() { "(root)" } else { &m.area },
+                    m.volume_kwh,
+                    m.price_per_kwh.as_deref().unwrap_or("-")
+                );
+            }
             for t in &v.trades {
                 let s = t.settlement.as_ref().map_or("unsettled".to_string(), |s| {
                     format!(

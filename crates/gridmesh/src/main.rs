@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use gridmesh_ledger::{Keypair, SignedTx, TxKind};
+use gridmesh_ledger::{Keypair, TxKind};
 use gridmesh_node::client::Client;
 use gridmesh_node::{bench, demo, NodeConfig, RunningNode, DEFAULT_LISTEN};
 use gridmesh_types::{Address, Amount, Hash32};
@@ -210,22 +210,12 @@ enum TxCommand {
     /// Transfer tokens.
     Transfer {
         #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
         to: Address,
         /// Amount in tokens, e.g. 12.5 (up to 6 decimal places).
         #[arg(long)]
         amount: Amount,
-        /// Nonce to use (default: the account's next nonce on the node).
-        #[arg(long)]
-        nonce: Option<u64>,
-        /// Return once the node accepted the transaction, without waiting for the block.
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        node: NodeUrl,
-        #[arg(long)]
-        json: bool,
+        common: TxCommon,
     },
 }
 
@@ -441,7 +431,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let w = gridmesh_types::parse_fixed(&capacity_kw, 3)
                 .with_context(|| format!("--capacity-kw {capacity_kw:?}"))?;
             let capacity_w = u32::try_from(w).context("--capacity-kw is too large")?;
-            submit_kind(&common, TxKind::RegisterDevice { kind, capacity_w })
+            submit_kind(
+                &common,
+                TxKind::RegisterDevice { kind, capacity_w },
+                &format!("{} of {capacity_kw} kW registered", kind.name()),
+            )
         }
         Command::Tx(TxCommand::Order {
             slot,
@@ -471,6 +465,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .0,
             )
             .context("--price is too large")?;
+            let what = format!(
+                "{} {energy_kwh} kWh at {price} tokens/kWh for slot {slot}",
+                if side == gridmesh_ledger::Side::Bid {
+                    "bid"
+                } else {
+                    "ask"
+                }
+            );
             submit_kind(
                 &common,
                 TxKind::PlaceOrder {
@@ -480,13 +482,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     price_per_kwh,
                     location,
                 },
+                &what,
             )
         }
         Command::Tx(TxCommand::Cancel {
             slot,
             order_id,
             common,
-        }) => submit_kind(&common, TxKind::CancelOrder { slot, order_id }),
+        }) => submit_kind(
+            &common,
+            TxKind::CancelOrder { slot, order_id },
+            &format!("cancel order {order_id} of slot {slot}"),
+        ),
         Command::Tx(TxCommand::Reading {
             slot,
             import_kwh,
@@ -504,49 +511,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     import_mwh,
                     export_mwh,
                 },
+                &format!(
+                    "reading for slot {slot}: import {import_kwh} kWh, export {export_kwh} kWh"
+                ),
             )
         }
-        Command::Tx(TxCommand::Transfer {
-            key,
-            to,
-            amount,
-            nonce,
-            no_wait,
-            node,
-            json,
-        }) => {
-            let key = Keypair::load(&key)?;
-            let client = Client::new(&node.node);
-            let status = client.status()?;
-            let nonce = match nonce {
-                Some(n) => n,
-                None => client.account(&key.address())?.nonce,
-            };
-            let tx = SignedTx::transfer(&key, &status.chain_id, nonce, to, amount);
-            let accepted = client.submit(&tx).context("transfer refused")?;
-            if no_wait {
-                if json {
-                    print_json(&accepted)?;
-                } else {
-                    eprintln!("submitted {} (pending)", accepted.hash);
-                }
-                return Ok(());
-            }
-            let hash: Hash32 = accepted.hash.parse()?;
-            let committed = client.wait_committed(&hash, Duration::from_secs(60))?;
-            if json {
-                print_json(&committed)?;
-            } else {
-                eprintln!(
-                    "committed {} in block {}: {} tokens from {} to {}",
-                    committed.hash,
-                    committed.height.unwrap_or_default(),
-                    amount,
-                    key.address(),
-                    to
-                );
-            }
-            Ok(())
+        Command::Tx(TxCommand::Transfer { to, amount, common }) => {
+            let from = Keypair::load(&common.key)?.address();
+            submit_kind(
+                &common,
+                TxKind::Transfer { to, amount },
+                &format!("{amount} tokens from {from} to {to}"),
+            )
         }
         Command::Query(q) => run_query(q),
         Command::Market(MarketCommand::Clear {
@@ -835,7 +811,7 @@ async fn shutdown_signal() {
 
 /// Signs a transaction of `kind` with the common key, submits it and (unless --no-wait) waits for
 /// its block; prints the receipt's events.
-fn submit_kind(common: &TxCommon, kind: TxKind) -> anyhow::Result<()> {
+fn submit_kind(common: &TxCommon, kind: TxKind, what: &str) -> anyhow::Result<()> {
     let key = Keypair::load(&common.key)?;
     let client = Client::new(&common.node.node);
     let status = client.status()?;
@@ -851,7 +827,9 @@ fn submit_kind(common: &TxCommon, kind: TxKind) -> anyhow::Result<()> {
         kind,
     }
     .sign(&key);
-    let accepted = client.submit(&tx).context("transaction refused")?;
+    let accepted = client
+        .submit(&tx)
+        .with_context(|| format!("{what}: refused"))?;
     if common.no_wait {
         if common.json {
             print_json(&accepted)?;
@@ -866,7 +844,7 @@ fn submit_kind(common: &TxCommon, kind: TxKind) -> anyhow::Result<()> {
         print_json(&committed)?;
     } else {
         eprintln!(
-            "committed {} in block {}",
+            "committed {} in block {}: {what}",
             committed.hash,
             committed.height.unwrap_or_default()
         );

@@ -23,6 +23,14 @@ fn key(dir: &Path, name: &str) -> (String, String) {
     )
 }
 
+/// Runs a command that must fail, with `needle` in its error.
+fn refused(args: &[&str], needle: &str) {
+    let out = gridmesh(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(err.contains(needle), "{args:?}: {err}");
+}
+
 fn slot_json(url: &str, slot: u64) -> serde_json::Value {
     run(&["query", "slot", &slot.to_string(), "--node", url, "--json"])
 }
@@ -85,27 +93,24 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     let market = run(&["query", "market", "--node", &url, "--json"]);
     let slot = market["next_open_slot"].as_u64().unwrap() + 3;
     let s = slot.to_string();
-    let out = gridmesh(&[
-        "tx",
-        "order",
-        "--slot",
-        &s,
-        "--side",
-        "ask",
-        "--energy-kwh",
-        "2",
-        "--price",
-        "0.10",
-        "--key",
-        &seller_key,
-        "--node",
-        &url,
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("producing devices"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    refused(
+        &[
+            "tx",
+            "order",
+            "--slot",
+            &s,
+            "--side",
+            "ask",
+            "--energy-kwh",
+            "2",
+            "--price",
+            "0.10",
+            "--key",
+            &seller_key,
+            "--node",
+            &url,
+        ],
+        "producing devices",
     );
 
     let placed = run(&[
@@ -161,26 +166,24 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     assert_eq!(cleared["volume_kwh"], "0.8");
     assert_eq!(cleared["trades"][0]["buyer"], buyer.as_str());
     // Too late to order now.
-    let out = gridmesh(&[
-        "tx",
-        "order",
-        "--slot",
-        &s,
-        "--side",
-        "bid",
-        "--energy-kwh",
-        "0.1",
-        "--price",
-        "0.3",
-        "--key",
-        &buyer_key,
-        "--node",
-        &url,
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("gate closure"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    refused(
+        &[
+            "tx",
+            "order",
+            "--slot",
+            &s,
+            "--side",
+            "bid",
+            "--energy-kwh",
+            "0.1",
+            "--price",
+            "0.3",
+            "--key",
+            &buyer_key,
+            "--node",
+            &url,
+        ],
+        "gate closure",
     );
 
     // After delivery: readings (a nonsense one is refused), then settlement.
@@ -190,22 +193,20 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
             .unwrap()
             > slot
     });
-    let out = gridmesh(&[
-        "tx",
-        "reading",
-        "--slot",
-        &s,
-        "--export-kwh",
-        "99",
-        "--key",
-        &seller_key,
-        "--node",
-        &url,
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("more than"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    refused(
+        &[
+            "tx",
+            "reading",
+            "--slot",
+            &s,
+            "--export-kwh",
+            "99",
+            "--key",
+            &seller_key,
+            "--node",
+            &url,
+        ],
+        "more than",
     );
     run(&[
         "tx",
@@ -312,19 +313,14 @@ fn market_clear_reproduces_gsy_e_and_explains_bad_files() {
         assert!(r["volume_kwh"].as_f64().unwrap() > 0.0, "{m}");
     }
     // community needs a tariff; the error says so.
-    let out = gridmesh(&["market", "clear", "--orders", f, "--mechanism", "community"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tariff"));
+    refused(
+        &["market", "clear", "--orders", f, "--mechanism", "community"],
+        "tariff",
+    );
     std::fs::write(
         &file,
         r#"{"orders": [{"id": "x", "side": "bid", "energy_kwh": "abc", "price_per_kwh": 1}]}"#,
     )
     .unwrap();
-    let out = gridmesh(&["market", "clear", "--orders", f]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("energy"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    refused(&["market", "clear", "--orders", f], "energy");
 }

@@ -581,3 +581,119 @@ fn same_seed_same_chain() {
     assert!(a.len() > 3);
     assert_eq!(a, b);
 }
+
+/// Market transactions under BFT: users register devices and place orders through different
+/// validators; the slot clears at gate closure inside a consensus block (the block-level rule runs
+/// on every replica, speculatively and at finalisation), and every validator holds the same trades,
+/// escrow and state root.
+#[test]
+fn a_market_slot_clears_identically_on_every_validator() {
+    use gridmesh_ledger::market::{escrow_account, slot_key, MarketFile, SlotRecord};
+    use gridmesh_ledger::{DeviceKind, Side, TxBody, TxKind};
+
+    // Two seeds in the default run (each simulates 78 s); GRIDMESH_SIM_SEEDS / _SEED choose more.
+    let explicit = std::env::var_os("GRIDMESH_SIM_SEEDS").is_some()
+        || std::env::var_os("GRIDMESH_SIM_SEED").is_some();
+    let seeds: Vec<u64> = seeds()
+        .into_iter()
+        .take(if explicit { usize::MAX } else { 2 })
+        .collect();
+    for seed in seeds {
+        runner(seed).start(|ctx| async move {
+            let mut sim = Sim::new(ctx, 4, lossy_link(seed)).await;
+            // The simulated clock starts at the Unix epoch: slot 1 starts at 900 s; with a 14-minute
+            // gate its orders close at 60 s of simulated time.
+            sim.genesis.market = Some(MarketFile {
+                mechanism: "pay-as-clear".into(),
+                gate_closure_minutes: Some(14),
+                correction_window_minutes: None,
+                late_window_minutes: None,
+                tariffs: vec![],
+                shortfall_price_per_kwh: None,
+                grid_fees: vec![],
+                grid_operator: None,
+                market_operator: None,
+                max_import_kw: None,
+            });
+            for i in 0..4 {
+                sim.start(i).await;
+            }
+            sim.ctx.sleep(Duration::from_secs(3)).await;
+            // Each user: a device, then an order for slot 1 (nonces 0 and 1), via validator u % 4.
+            for (u, user) in sim.users.iter().enumerate() {
+                let node = sim.nodes[u % 4].as_ref().unwrap();
+                let seller = u % 2 == 0;
+                let kinds = [
+                    TxKind::RegisterDevice {
+                        kind: if seller {
+                            DeviceKind::Pv
+                        } else {
+                            DeviceKind::Meter
+                        },
+                        capacity_w: 5_000,
+                    },
+                    TxKind::PlaceOrder {
+                        slot: 1,
+                        side: if seller { Side::Ask } else { Side::Bid },
+                        energy_mwh: 200_000 + 50_000 * u as u64,
+                        price_per_kwh: if seller {
+                            80_000 + 5_000 * u as u64
+                        } else {
+                            150_000 + 5_000 * u as u64
+                        },
+                        location: format!("street-{}/home-{u}", u % 3),
+                    },
+                ];
+                for (nonce, kind) in kinds.into_iter().enumerate() {
+                    let tx = TxBody {
+                        version: gridmesh_ledger::tx::TX_VERSION,
+                        chain_id: sim.genesis.chain_id.clone(),
+                        sender: user.address(),
+                        nonce: nonce as u64,
+                        kind,
+                    }
+                    .sign(user);
+                    let account = node
+                        .replica
+                        .chain()
+                        .read()
+                        .unwrap()
+                        .account(&user.address());
+                    let verified = tx.clone().verify().unwrap();
+                    let mut mp = node.replica.mempool().lock().unwrap();
+                    mp.insert(verified, account).expect("admitted");
+                    node.replica.outbox().push([&tx]);
+                }
+            }
+            // Past the gate (60 s) and then some.
+            sim.ctx.sleep(Duration::from_secs(75)).await;
+            sim.check_agreement(&[0, 1, 2, 3]);
+            let mut records = Vec::new();
+            for i in 0..4 {
+                let node = sim.nodes[i].as_ref().unwrap();
+                let chain = node.replica.chain().read().unwrap();
+                assert!(
+                    chain.head().timestamp_ms > 60_000,
+                    "validator {i} passed the gate"
+                );
+                let rec: SlotRecord = gridmesh_ledger::market::decode(
+                    chain
+                        .state()
+                        .kv()
+                        .get(&slot_key(1))
+                        .expect("slot 1 cleared"),
+                );
+                records.push((rec, chain.account(&escrow_account()).balance));
+            }
+            assert!(
+                records[0].0.trades > 0 && records[0].0.orders == USERS as u32,
+                "{:?}",
+                records[0].0
+            );
+            assert!(
+                records.iter().all(|r| *r == records[0]),
+                "validators disagree on the slot"
+            );
+        });
+    }
+}

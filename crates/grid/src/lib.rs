@@ -1,0 +1,14 @@
+//! The community's feeder: a network model an engineer reads like a textbook (buses, branches,
+//! generators, in per unit on the case's MVA base), imported from MATPOWER case files.
+//!
+//! Floats are fine here: power flow and limits run outside consensus (see DESIGN.md); what enters
+//! the ledger from this crate will be quantised to integers by one documented function.
+//!
+//! Status (issue 5, first step): the network model and the MATPOWER (version 2) importer. Power
+//! flow, limits, grid-aware clearing and islanding come next.
+
+pub mod matpower;
+mod network;
+
+pub use matpower::{parse_case, CaseError};
+pub use network::{Branch, Bus, BusKind, Generator, Network};

@@ -4,11 +4,14 @@
 //! Floats are fine here: power flow and limits run outside consensus (see DESIGN.md); what enters
 //! the ledger from this crate will be quantised to integers by one documented function.
 //!
-//! Status (issue 5, first step): the network model and the MATPOWER (version 2) importer. Power
-//! flow, limits, grid-aware clearing and islanding come next.
+//! Status (issue 5, first steps): the network model, the MATPOWER (version 2) importer and AC power
+//! flow by Newton-Raphson with a sparse Jacobian (faer's sparse LU). Radial sweep, limits,
+//! grid-aware clearing and islanding come next.
 
 pub mod matpower;
 mod network;
+pub mod powerflow;
 
 pub use matpower::{parse_case, CaseError};
 pub use network::{Branch, Bus, BusKind, Generator, Network};
+pub use powerflow::{newton_raphson, PowerFlow, PowerFlowError, PowerFlowOptions};

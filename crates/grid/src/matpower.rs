@@ -21,7 +21,7 @@ pub const MAX_ROWS: usize = 1_000_000;
 pub enum CaseError {
     #[error("line {line}: {message}")]
     Syntax { line: usize, message: String },
-    #[error("the case has no {0} matrix")]
+    #[error("the case does not define mpc.{0}")]
     Missing(&'static str),
     #[error("MATPOWER case version {0:?} is not supported (only version 2)")]
     Version(String),

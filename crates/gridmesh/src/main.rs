@@ -51,9 +51,25 @@ enum Command {
     /// Energy market tools.
     #[command(subcommand)]
     Market(MarketCommand),
+    /// Grid physics tools.
+    #[command(subcommand)]
+    Grid(GridCommand),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum GridCommand {
+    /// AC power flow (Newton-Raphson, sparse) on a MATPOWER case: voltages, losses, the lowest
+    /// voltage, buses outside their band and branches over their rating.
+    Powerflow {
+        /// A MATPOWER case file (.m, version 2).
+        #[arg(long)]
+        case: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -525,6 +541,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Query(q) => run_query(q),
+        Command::Grid(GridCommand::Powerflow { case, json }) => {
+            let report = gridmesh_node::grid_report::powerflow(&case)?;
+            if json {
+                print_json(&report)
+            } else {
+                eprint!("{report}");
+                Ok(())
+            }
+        }
         Command::Market(MarketCommand::Clear {
             orders,
             mechanism,

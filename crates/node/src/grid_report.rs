@@ -1,0 +1,142 @@
+//! `gridmesh grid powerflow --case FILE.m [--json]`: AC power flow on a MATPOWER case, with the
+//! limits it violates.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use gridmesh_grid::{newton_raphson, parse_case, PowerFlowOptions};
+use serde::Serialize;
+
+#[derive(Serialize, Debug)]
+pub struct MinVoltage {
+    pub bus: u32,
+    pub vm_pu: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct VoltageViolation {
+    pub bus: u32,
+    pub vm_pu: f64,
+    pub vmin_pu: f64,
+    pub vmax_pu: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Overload {
+    pub from_bus: u32,
+    pub to_bus: u32,
+    pub flow_mva: f64,
+    pub rate_a_mva: f64,
+    pub loading_pct: f64,
+}
+
+/// The JSON result.
+#[derive(Serialize, Debug)]
+pub struct PowerFlowReport {
+    pub case: String,
+    pub converged: bool,
+    pub iterations: usize,
+    pub mismatch_pu: f64,
+    pub losses_kw: f64,
+    pub min_vm: MinVoltage,
+    /// Keyed by MATPOWER bus number.
+    pub vm_pu: BTreeMap<u32, f64>,
+    pub va_deg: BTreeMap<u32, f64>,
+    /// Buses outside their [vmin, vmax] band.
+    pub voltage_violations: Vec<VoltageViolation>,
+    /// Branches whose larger end flow exceeds RATE_A (0 = unlimited).
+    pub overloaded_branches: Vec<Overload>,
+}
+
+/// Reads a case and solves it; non-convergence is an error with the reason.
+pub fn powerflow(path: &std::path::Path) -> anyhow::Result<PowerFlowReport> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let net = parse_case(&text).with_context(|| format!("in {}", path.display()))?;
+    let pf = newton_raphson(&net, &PowerFlowOptions::default())
+        .with_context(|| format!("power flow on {}", path.display()))?;
+    let (imin, vmin) = pf.min_voltage();
+    let number = |i: usize| net.buses[i].number;
+    Ok(PowerFlowReport {
+        case: if net.name.is_empty() {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            net.name.clone()
+        },
+        converged: true,
+        iterations: pf.iterations,
+        mismatch_pu: pf.mismatch_pu,
+        losses_kw: pf.losses_mw * 1000.0,
+        min_vm: MinVoltage {
+            bus: number(imin),
+            vm_pu: vmin,
+        },
+        vm_pu: (0..net.buses.len())
+            .map(|i| (number(i), pf.vm_pu[i]))
+            .collect(),
+        va_deg: (0..net.buses.len())
+            .map(|i| (number(i), pf.va_deg[i]))
+            .collect(),
+        voltage_violations: net
+            .buses
+            .iter()
+            .zip(&pf.vm_pu)
+            .filter(|(b, &v)| v < b.vmin_pu - 1e-9 || v > b.vmax_pu + 1e-9)
+            .map(|(b, &v)| VoltageViolation {
+                bus: b.number,
+                vm_pu: v,
+                vmin_pu: b.vmin_pu,
+                vmax_pu: b.vmax_pu,
+            })
+            .collect(),
+        overloaded_branches: net
+            .branches
+            .iter()
+            .enumerate()
+            .filter(|(_, br)| br.in_service && br.rate_a_mva > 0.0)
+            .filter_map(|(k, br)| {
+                let flow = pf.branch_from_mva[k].max(pf.branch_to_mva[k]);
+                (flow > br.rate_a_mva).then(|| Overload {
+                    from_bus: number(br.from),
+                    to_bus: number(br.to),
+                    flow_mva: flow,
+                    rate_a_mva: br.rate_a_mva,
+                    loading_pct: 100.0 * flow / br.rate_a_mva,
+                })
+            })
+            .collect(),
+    })
+}
+
+impl std::fmt::Display for PowerFlowReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: converged in {} iterations (mismatch {:.1e} pu), losses {:.3} kW, lowest voltage {:.5} pu at bus {}",
+            self.case, self.iterations, self.mismatch_pu, self.losses_kw, self.min_vm.vm_pu, self.min_vm.bus
+        )?;
+        writeln!(
+            f,
+            "{} buses outside their voltage band, {} branches over their rating",
+            self.voltage_violations.len(),
+            self.overloaded_branches.len()
+        )?;
+        for v in &self.voltage_violations {
+            writeln!(
+                f,
+                "  bus {}: {:.4} pu outside [{}, {}]",
+                v.bus, v.vm_pu, v.vmin_pu, v.vmax_pu
+            )?;
+        }
+        for o in &self.overloaded_branches {
+            writeln!(
+                f,
+                "  branch {}-{}: {:.2} MVA of {} ({:.0}%)",
+                o.from_bus, o.to_bus, o.flow_mva, o.rate_a_mva, o.loading_pct
+            )?;
+        }
+        Ok(())
+    }
+}

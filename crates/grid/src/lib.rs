@@ -8,10 +8,13 @@
 //! flow by Newton-Raphson with a sparse Jacobian (faer's sparse LU). Radial sweep, limits,
 //! grid-aware clearing and islanding come next.
 
+mod complex;
 pub mod matpower;
 mod network;
 pub mod powerflow;
+pub mod sweep;
 
-pub use matpower::{parse_case, CaseError};
+pub use matpower::{parse_case, write_case, CaseError};
 pub use network::{Branch, Bus, BusKind, Generator, Network};
 pub use powerflow::{newton_raphson, PowerFlow, PowerFlowError, PowerFlowOptions};
+pub use sweep::{generated_radial_feeder, RadialFeeder, SweepError};

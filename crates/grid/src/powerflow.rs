@@ -7,79 +7,15 @@
 //! set points fix `|V|` at PV and slack buses. Reactive limits are not enforced (as in the
 //! reference results).
 
-use faer::linalg::solvers::Solve;
-use faer::sparse::{SparseColMat, Triplet};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::sparse::linalg::lu::{factorize_symbolic_lu, LuSymbolicParams, NumericLu, SymbolicLu};
+use faer::sparse::linalg::SupernodalThreshold;
+use faer::sparse::{Pair, SparseColMat, SymbolicSparseColMat};
 use faer::Mat;
+use faer::Par;
 
+use crate::complex::C;
 use crate::network::{BusKind, Network};
-
-/// A complex number, just what power flow needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct C {
-    re: f64,
-    im: f64,
-}
-
-impl C {
-    fn new(re: f64, im: f64) -> C {
-        C { re, im }
-    }
-    fn polar(m: f64, a: f64) -> C {
-        C::new(m * a.cos(), m * a.sin())
-    }
-    fn conj(self) -> C {
-        C::new(self.re, -self.im)
-    }
-    fn norm(self) -> f64 {
-        self.re.hypot(self.im)
-    }
-    fn inv(self) -> C {
-        let d = self.re * self.re + self.im * self.im;
-        C::new(self.re / d, -self.im / d)
-    }
-    fn scale(self, s: f64) -> C {
-        C::new(self.re * s, self.im * s)
-    }
-    /// Multiplies by j.
-    fn j(self) -> C {
-        C::new(-self.im, self.re)
-    }
-}
-
-impl std::ops::Add for C {
-    type Output = C;
-    fn add(self, o: C) -> C {
-        C::new(self.re + o.re, self.im + o.im)
-    }
-}
-
-impl std::ops::Sub for C {
-    type Output = C;
-    fn sub(self, o: C) -> C {
-        C::new(self.re - o.re, self.im - o.im)
-    }
-}
-
-impl std::ops::Mul for C {
-    type Output = C;
-    fn mul(self, o: C) -> C {
-        C::new(
-            self.re * o.re - self.im * o.im,
-            self.re * o.im + self.im * o.re,
-        )
-    }
-}
-
-impl std::ops::Div for C {
-    type Output = C;
-    fn div(self, o: C) -> C {
-        let d = o.re * o.re + o.im * o.im;
-        C::new(
-            (self.re * o.re + self.im * o.im) / d,
-            (self.im * o.re - self.re * o.im) / d,
-        )
-    }
-}
 
 /// Settings of the solver.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +76,7 @@ impl PowerFlow {
 }
 
 /// A branch's four admittances: (from-from, from-to, to-from, to-to).
-fn branch_admittances(net: &Network, k: usize) -> (C, C, C, C) {
+pub(crate) fn branch_admittances(net: &Network, k: usize) -> (C, C, C, C) {
     let br = &net.branches[k];
     let ys = C::new(br.r_pu, br.x_pu).inv();
     let bc = C::new(0.0, br.b_pu / 2.0);
@@ -152,7 +88,7 @@ fn branch_admittances(net: &Network, k: usize) -> (C, C, C, C) {
     (yff, yft, ytf, ytt)
 }
 
-fn live_branch(net: &Network, k: usize) -> bool {
+pub(crate) fn live_branch(net: &Network, k: usize) -> bool {
     let br = &net.branches[k];
     br.in_service
         && net.buses[br.from].kind != BusKind::Isolated
@@ -237,6 +173,10 @@ pub fn newton_raphson(net: &Network, opts: &PowerFlowOptions) -> Result<PowerFlo
     // their magnitude column.
     let mut v: Vec<C> = (0..n).map(|i| C::polar(vm[i], va[i])).collect();
     let mut iterations = 0;
+    let mut pairs: Vec<Pair<usize, usize>> = Vec::new();
+    let mut values: Vec<f64> = Vec::new();
+    let mut pattern: Option<(SymbolicSparseColMat<usize>, _, SymbolicLu<usize>, MemBuffer)> = None;
+    let mut numeric = NumericLu::<usize, f64>::new();
     loop {
         let current: Vec<C> = (0..n)
             .map(|i| {
@@ -265,7 +205,10 @@ pub fn newton_raphson(net: &Network, opts: &PowerFlowOptions) -> Result<PowerFlo
             });
         }
         iterations += 1;
-        let mut triplets = Vec::with_capacity(4 * y.iter().map(Vec::len).sum::<usize>());
+        // The Jacobian's pattern is the same at every iteration: its symbolic structure and LU
+        // ordering are computed once, each iteration only refills values and refactorises.
+        values.clear();
+        let record = pattern.is_none();
         for i in 0..n {
             let (rp, rq) = (ang_col[i], mag_col[i]);
             if rp == usize::MAX {
@@ -281,27 +224,62 @@ pub fn newton_raphson(net: &Network, opts: &PowerFlowOptions) -> Result<PowerFlo
                     ds_dva = ds_dva + (vi * current[i].conj()).j();
                     ds_dvm = ds_dvm + current[i].conj() * unit_i;
                 }
+                let mut put = |r: usize, c: usize, x: f64| {
+                    if record {
+                        pairs.push(Pair::new(r, c));
+                    }
+                    values.push(x);
+                };
                 if ang_col[k] != usize::MAX {
-                    triplets.push(Triplet::new(rp, ang_col[k], ds_dva.re));
+                    put(rp, ang_col[k], ds_dva.re);
                     if rq != usize::MAX {
-                        triplets.push(Triplet::new(rq, ang_col[k], ds_dva.im));
+                        put(rq, ang_col[k], ds_dva.im);
                     }
                 }
                 if mag_col[k] != usize::MAX {
-                    triplets.push(Triplet::new(rp, mag_col[k], ds_dvm.re));
+                    put(rp, mag_col[k], ds_dvm.re);
                     if rq != usize::MAX {
-                        triplets.push(Triplet::new(rq, mag_col[k], ds_dvm.im));
+                        put(rq, mag_col[k], ds_dvm.im);
                     }
                 }
             }
         }
-        let jac = SparseColMat::<usize, f64>::try_new_from_triplets(cols, cols, &triplets)
+        if pattern.is_none() {
+            let (symbolic, order) = SymbolicSparseColMat::try_new_from_indices(cols, cols, &pairs)
+                .map_err(|_| PowerFlowError::Singular(iterations))?;
+            let lu = factorize_symbolic_lu(
+                symbolic.as_ref(),
+                LuSymbolicParams {
+                    supernodal_flop_ratio_threshold: SupernodalThreshold::AUTO,
+                    ..Default::default()
+                },
+            )
             .map_err(|_| PowerFlowError::Singular(iterations))?;
-        let lu = jac
-            .sp_lu()
+            let scratch = MemBuffer::new(
+                lu.factorize_numeric_lu_scratch::<f64>(Par::Seq, Default::default())
+                    .or(lu.solve_in_place_scratch::<f64>(1, Par::Seq)),
+            );
+            pattern = Some((symbolic, order, lu, scratch));
+        }
+        let (symbolic, order, symbolic_lu, scratch) = pattern.as_mut().expect("set above");
+        let jac = SparseColMat::new_from_argsort(symbolic.clone(), order, &values)
             .map_err(|_| PowerFlowError::Singular(iterations))?;
-        let rhs = Mat::from_fn(cols, 1, |r, _| -f[r]);
-        let dx = lu.solve(&rhs);
+        let lu = symbolic_lu
+            .factorize_numeric_lu(
+                &mut numeric,
+                jac.as_ref(),
+                Par::Seq,
+                MemStack::new(scratch),
+                Default::default(),
+            )
+            .map_err(|_| PowerFlowError::Singular(iterations))?;
+        let mut dx = Mat::from_fn(cols, 1, |r, _| -f[r]);
+        lu.solve_in_place_with_conj(
+            faer::Conj::No,
+            dx.as_mut(),
+            Par::Seq,
+            MemStack::new(scratch),
+        );
         for i in 0..n {
             if ang_col[i] != usize::MAX {
                 va[i] += dx[(ang_col[i], 0)];
@@ -317,7 +295,7 @@ pub fn newton_raphson(net: &Network, opts: &PowerFlowOptions) -> Result<PowerFlo
     }
 }
 
-fn finish(net: &Network, v: Vec<C>, iterations: usize, mismatch: f64) -> PowerFlow {
+pub(crate) fn finish(net: &Network, v: Vec<C>, iterations: usize, mismatch: f64) -> PowerFlow {
     let mut losses_mw = 0.0;
     let mut from_mva = vec![0.0; net.branches.len()];
     let mut to_mva = vec![0.0; net.branches.len()];

@@ -303,6 +303,24 @@ enum QueryCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// AC power flow on every MATPOWER case of the shared data and on a generated radial feeder,
+    /// pandapower on the same cases side by side (Newton-Raphson, flat start, 1e-8 tolerance).
+    Grid {
+        /// Folder of MATPOWER `.m` cases (default: ../shared/data/grid).
+        #[arg(long)]
+        cases: Option<PathBuf>,
+        /// Buses of the generated radial feeder (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        radial_buses: usize,
+        /// Runs per case; the median is reported.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+        /// Skip pandapower.
+        #[arg(long)]
+        no_pandapower: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Clear one slot of n random orders with each mechanism; pymarket's Huang auction on the
     /// same orders side by side (from the interop venv, up to --pymarket-max orders).
     Market {
@@ -570,6 +588,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprint!("{report}");
                 Ok(())
             }
+        }
+        Command::Bench(BenchCommand::Grid {
+            cases,
+            radial_buses,
+            repeat,
+            no_pandapower,
+            json,
+        }) => {
+            use gridmesh_node::bench_grid;
+            let cases = cases.or_else(|| {
+                let d = bench_grid::shared_data_dir().join("grid");
+                d.exists().then_some(d)
+            });
+            if cases.is_none() {
+                eprintln!("no ../shared/data/grid: only the generated feeder is measured");
+            }
+            let python = if no_pandapower {
+                None
+            } else {
+                let p = gridmesh_node::interop_python();
+                if p.is_none() {
+                    eprintln!("no interop venv (run ./scripts/setup): pandapower skipped");
+                }
+                p
+            };
+            let rows = bench_grid::run(
+                &bench_grid::GridBenchOptions {
+                    cases,
+                    radial_buses,
+                    repeat,
+                    python,
+                },
+                |row| eprintln!("{row}"),
+            )?;
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
         }
         Command::Bench(BenchCommand::Market {
             sizes,

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_grid;
 pub mod bench_market;
 pub mod bench_net;
 pub mod client;

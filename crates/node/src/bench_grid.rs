@@ -1,0 +1,192 @@
+//! `gridmesh bench grid`: AC power flow on every MATPOWER case of the shared data and on a
+//! generated radial feeder, with pandapower on the same cases side by side in one run.
+//!
+//! Both sides solve by Newton-Raphson from a flat start to a 1e-8 mismatch and are timed from a
+//! network already in memory to the solved voltages and flows (ours: the admittance matrix,
+//! Jacobians, sparse LU and branch flows; pandapower: its `runpp`, numba on, after one warm-up run so
+//! JIT compilation is not counted). The generated feeder is also solved by our backward/forward
+//! sweep. Each time is the median of `repeat` runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use gridmesh_grid::{
+    generated_radial_feeder, newton_raphson, parse_case, write_case, Network, PowerFlowOptions,
+    RadialFeeder,
+};
+use serde::Serialize;
+
+#[derive(Clone, Debug)]
+pub struct GridBenchOptions {
+    /// The folder of `*.m` cases (`../shared/data/grid`).
+    pub cases: Option<PathBuf>,
+    /// Buses of the generated radial feeder (0 skips it).
+    pub radial_buses: usize,
+    pub repeat: usize,
+    /// The interop venv's Python, for pandapower; None skips the peer.
+    pub python: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GridBenchRow {
+    pub case: String,
+    pub buses: usize,
+    pub branches: usize,
+    /// `newton-raphson` or `sweep`.
+    pub method: &'static str,
+    pub iterations: usize,
+    pub gridmesh_ms: f64,
+    pub pandapower_ms: Option<f64>,
+    /// pandapower's time over ours.
+    pub speedup: Option<f64>,
+}
+
+impl std::fmt::Display for GridBenchRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<16} {:>6} buses  {:<14} {:>2} it  gridmesh {:>9.3} ms",
+            self.case, self.buses, self.method, self.iterations, self.gridmesh_ms
+        )?;
+        match (self.pandapower_ms, self.speedup) {
+            (Some(p), Some(s)) => write!(f, "  pandapower {p:>9.3} ms  {s:>6.1}x"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The shared data folder: `GRIDMESH_SHARED_DATA`, else `../shared/data` next to the repository.
+pub fn shared_data_dir() -> PathBuf {
+    match std::env::var_os("GRIDMESH_SHARED_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => crate::repo_path("../shared/data"),
+    }
+}
+
+fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<Duration> = (0..repeat.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1e3
+}
+
+/// Runs the benchmark; `progress` gets one line per finished row.
+pub fn run(
+    opts: &GridBenchOptions,
+    mut progress: impl FnMut(&GridBenchRow),
+) -> anyhow::Result<Vec<GridBenchRow>> {
+    let mut cases: Vec<(String, PathBuf, Network)> = Vec::new();
+    if let Some(dir) = &opts.cases {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "m"))
+            .collect();
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let net = parse_case(&text).with_context(|| format!("in {}", path.display()))?;
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            cases.push((name, path, net));
+        }
+        cases.sort_by_key(|c| c.2.buses.len());
+    }
+    let scratch = tempfile::tempdir().context("a scratch folder for the generated feeder")?;
+    if opts.radial_buses >= 2 {
+        let net = generated_radial_feeder(opts.radial_buses, 42);
+        let path = scratch.path().join(format!("{}.m", net.name));
+        std::fs::write(&path, write_case(&net))?;
+        cases.push((net.name.clone(), path, net));
+    }
+    if cases.is_empty() {
+        bail!("no cases: neither a case folder nor a generated feeder");
+    }
+    let peer = match &opts.python {
+        Some(python) => Some(pandapower_times(python, opts.repeat, &cases)?),
+        None => None,
+    };
+    let pf_opts = PowerFlowOptions::default();
+    let mut rows = Vec::new();
+    for (i, (name, _, net)) in cases.iter().enumerate() {
+        let pf = newton_raphson(net, &pf_opts).with_context(|| format!("power flow on {name}"))?;
+        let ours = median_ms(opts.repeat, || {
+            std::hint::black_box(newton_raphson(net, &pf_opts).ok());
+        });
+        let theirs = peer.as_ref().map(|p| p[i]);
+        let row = GridBenchRow {
+            case: name.clone(),
+            buses: net.buses.len(),
+            branches: net.branches.len(),
+            method: "newton-raphson",
+            iterations: pf.iterations,
+            gridmesh_ms: ours,
+            pandapower_ms: theirs,
+            speedup: theirs.map(|t| t / ours),
+        };
+        progress(&row);
+        rows.push(row);
+        if let Ok(feeder) = RadialFeeder::new(net) {
+            let pf = feeder.solve(net, &pf_opts)?;
+            let ours = median_ms(opts.repeat, || {
+                std::hint::black_box(feeder.solve(net, &pf_opts).ok());
+            });
+            let row = GridBenchRow {
+                case: name.clone(),
+                buses: net.buses.len(),
+                branches: net.branches.len(),
+                method: "sweep",
+                iterations: pf.iterations,
+                gridmesh_ms: ours,
+                pandapower_ms: theirs,
+                speedup: theirs.map(|t| t / ours),
+            };
+            progress(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// pandapower's median `runpp` time per case, in ms, in the order given.
+fn pandapower_times(
+    python: &Path,
+    repeat: usize,
+    cases: &[(String, PathBuf, Network)],
+) -> anyhow::Result<Vec<f64>> {
+    let script = crate::repo_path("scripts/interop/pandapower_peer.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg("bench")
+        .arg(repeat.max(1).to_string())
+        .args(cases.iter().map(|c| &c.1))
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "pandapower peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("pandapower peer output")?;
+    cases
+        .iter()
+        .map(|c| {
+            v[c.1.to_string_lossy().as_ref()]["median_seconds"]
+                .as_f64()
+                .map(|s| s * 1e3)
+                .with_context(|| format!("pandapower gave no time for {}", c.0))
+        })
+        .collect()
+}

@@ -9,12 +9,19 @@
 //! grid-aware clearing and islanding come next.
 
 mod complex;
+pub mod envelope;
+pub mod feeder;
 pub mod matpower;
 mod network;
 pub mod powerflow;
 pub mod sweep;
 
+pub use envelope::{
+    first_violation, operating_envelopes, Binding, Envelope, EnvelopeError, EnvelopeOptions,
+    Envelopes,
+};
+pub use feeder::{Feeder, FeederError, FeederSpec};
 pub use matpower::{parse_case, write_case, CaseError};
 pub use network::{Branch, Bus, BusKind, Generator, Network};
-pub use powerflow::{newton_raphson, PowerFlow, PowerFlowError, PowerFlowOptions};
+pub use powerflow::{newton_raphson, BranchFlow, PowerFlow, PowerFlowError, PowerFlowOptions};
 pub use sweep::{generated_radial_feeder, RadialFeeder, SweepError};

@@ -56,9 +56,36 @@ pub struct PowerFlow {
     pub va_deg: Vec<f64>,
     /// Sum of the branch losses (MATPOWER's definition).
     pub losses_mw: f64,
-    /// Per branch: apparent power at the `from` and `to` ends.
-    pub branch_from_mva: Vec<f64>,
-    pub branch_to_mva: Vec<f64>,
+    /// Per branch, in [`Network::branches`] order (zero for branches out of service).
+    pub branches: Vec<BranchFlow>,
+}
+
+/// The power entering a branch at each end (negative: leaving it there).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BranchFlow {
+    pub p_from_mw: f64,
+    pub q_from_mvar: f64,
+    pub p_to_mw: f64,
+    pub q_to_mvar: f64,
+}
+
+impl BranchFlow {
+    /// Apparent power at the `from` end.
+    pub fn from_mva(&self) -> f64 {
+        self.p_from_mw.hypot(self.q_from_mvar)
+    }
+    /// Apparent power at the `to` end.
+    pub fn to_mva(&self) -> f64 {
+        self.p_to_mw.hypot(self.q_to_mvar)
+    }
+    /// The larger of the two ends: what a rating limits.
+    pub fn max_mva(&self) -> f64 {
+        self.from_mva().max(self.to_mva())
+    }
+    /// Active losses in the branch.
+    pub fn losses_mw(&self) -> f64 {
+        self.p_from_mw + self.p_to_mw
+    }
 }
 
 impl PowerFlow {
@@ -297,9 +324,8 @@ pub fn newton_raphson(net: &Network, opts: &PowerFlowOptions) -> Result<PowerFlo
 
 pub(crate) fn finish(net: &Network, v: Vec<C>, iterations: usize, mismatch: f64) -> PowerFlow {
     let mut losses_mw = 0.0;
-    let mut from_mva = vec![0.0; net.branches.len()];
-    let mut to_mva = vec![0.0; net.branches.len()];
-    for k in 0..net.branches.len() {
+    let mut flows = vec![BranchFlow::default(); net.branches.len()];
+    for (k, flow) in flows.iter_mut().enumerate() {
         if !live_branch(net, k) {
             continue;
         }
@@ -308,8 +334,12 @@ pub(crate) fn finish(net: &Network, v: Vec<C>, iterations: usize, mismatch: f64)
         let sf = v[f] * (yff * v[f] + yft * v[t]).conj();
         let st = v[t] * (ytf * v[f] + ytt * v[t]).conj();
         losses_mw += (sf + st).re * net.base_mva;
-        from_mva[k] = sf.norm() * net.base_mva;
-        to_mva[k] = st.norm() * net.base_mva;
+        *flow = BranchFlow {
+            p_from_mw: sf.re * net.base_mva,
+            q_from_mvar: sf.im * net.base_mva,
+            p_to_mw: st.re * net.base_mva,
+            q_to_mvar: st.im * net.base_mva,
+        };
     }
     PowerFlow {
         iterations,
@@ -317,8 +347,7 @@ pub(crate) fn finish(net: &Network, v: Vec<C>, iterations: usize, mismatch: f64)
         vm_pu: v.iter().map(|x| x.norm()).collect(),
         va_deg: v.iter().map(|x| x.im.atan2(x.re).to_degrees()).collect(),
         losses_mw,
-        branch_from_mva: from_mva,
-        branch_to_mva: to_mva,
+        branches: flows,
     }
 }
 

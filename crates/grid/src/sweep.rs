@@ -37,6 +37,7 @@ pub enum SweepError {
 #[derive(Clone, Copy, Debug)]
 struct Link {
     parent: usize,
+    branch: usize,
     /// Series impedance of the branch.
     z: C,
     /// Half the line charging, as an admittance (j b / 2).
@@ -116,6 +117,7 @@ impl RadialFeeder {
                 order.push(child);
                 link[child] = Some(Link {
                     parent: bus,
+                    branch: k,
                     z: C::new(br.r_pu, br.x_pu),
                     half_charging: C::new(0.0, br.b_pu / 2.0),
                     tap: C::polar(br.tap, br.shift_deg.to_radians()),
@@ -137,6 +139,18 @@ impl RadialFeeder {
     /// The slack bus (the point of common coupling).
     pub fn slack(&self) -> usize {
         self.slack
+    }
+
+    /// Buses reachable from the slack, breadth first, the slack first: every bus comes after its
+    /// parent.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// A bus's parent, the branch to it, and whether the bus is that branch's `from` end; None for
+    /// the slack and isolated buses.
+    pub fn parent(&self, bus: usize) -> Option<(usize, usize, bool)> {
+        self.link[bus].map(|l| (l.parent, l.branch, l.reversed))
     }
 
     /// Solves the feeder with the loads, generators and shunts `net` holds now (its branches must

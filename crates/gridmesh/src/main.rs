@@ -61,10 +61,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum GridCommand {
-    /// AC power flow (Newton-Raphson, sparse) on a MATPOWER case: voltages, losses, the lowest
-    /// voltage, buses outside their band and branches over their rating.
+    /// AC power flow (Newton-Raphson, sparse) on a MATPOWER case or a TOML feeder: voltages,
+    /// losses, the lowest voltage, buses outside their band and branches over their rating.
     Powerflow {
-        /// A MATPOWER case file (.m, version 2).
+        /// A MATPOWER case file (.m, version 2) or a feeder (.toml, see `gridmesh_grid::feeder`).
         #[arg(long)]
         case: PathBuf,
         #[arg(long)]
@@ -86,6 +86,14 @@ enum MarketCommand {
         /// pay-as-clear, pay-as-bid, pay-as-offer, huang or community.
         #[arg(long, default_value = "pay-as-clear")]
         mechanism: gridmesh_market::Mechanism,
+        /// The feeder (TOML, see `gridmesh_grid::feeder`) whose buses the orders' locations name:
+        /// clear without and with its operating envelopes, check both by power flow, and report
+        /// the welfare the grid's limits cost.
+        #[arg(long)]
+        feeder: Option<PathBuf>,
+        /// Slot length for the envelopes' energy.
+        #[arg(long, default_value_t = 15)]
+        slot_minutes: u32,
         #[arg(long)]
         json: bool,
     },
@@ -571,6 +579,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Market(MarketCommand::Clear {
             orders,
             mechanism,
+            feeder,
+            slot_minutes,
             json,
         }) => {
             let text = if orders.as_os_str() == "-" {
@@ -581,6 +591,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let set = gridmesh_node::market_file::OrderSet::parse(&text)
                 .with_context(|| format!("in {}", orders.display()))?;
+            if let Some(path) = feeder {
+                if !(1..=1440).contains(&slot_minutes) {
+                    anyhow::bail!("--slot-minutes {slot_minutes} must be 1 to 1440");
+                }
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let feeder = gridmesh_grid::Feeder::from_toml(&text)
+                    .with_context(|| format!("in {}", path.display()))?;
+                let report = gridmesh_node::grid_market::clear_on_feeder(
+                    &set,
+                    &feeder,
+                    mechanism,
+                    slot_minutes,
+                )?;
+                return if json {
+                    print_json(&report)
+                } else {
+                    eprint!("{report}");
+                    Ok(())
+                };
+            }
             let report = set.clear(mechanism)?;
             if json {
                 print_json(&report)

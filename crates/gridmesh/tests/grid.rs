@@ -27,8 +27,109 @@ fn powerflow_on_the_ieee_33_bus_feeder() {
     assert!((r["losses_kw"].as_f64().unwrap() - 202.7).abs() < 0.05);
     assert_eq!(r["vm_pu"].as_object().unwrap().len(), 33);
     assert_eq!(r["vm_pu"]["1"].as_f64(), Some(1.0));
+    // A feeder described in TOML solves too: the example street's 20 kW of forecast load.
+    let feeder =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let r = stdout_json(&gridmesh(&[
+        "grid",
+        "powerflow",
+        "--case",
+        feeder.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(r["converged"], true);
+    assert_eq!(r["vm_pu"].as_object().unwrap().len(), 22);
+    assert!(r["overloaded_branches"].as_array().unwrap().is_empty());
     // A file that is not a case: a clear error, non-zero exit.
-    let out = gridmesh(&["grid", "powerflow", "--case", "Cargo.toml"]);
+    let not_a_case = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/main.rs");
+    let out = gridmesh(&["grid", "powerflow", "--case", not_a_case.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("mpc.version"));
+    let out = gridmesh(&["grid", "powerflow", "--case", "Cargo.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("feeder TOML"));
+}
+
+/// The transformer-overload example of `examples/congestion`: cleared without the grid, 20 EVs
+/// and the utility drive a 100 kVA transformer far over its rating; with operating envelopes the
+/// same market stays within every limit (checked by power flow), and the welfare lost is reported.
+#[test]
+fn grid_aware_clearing_keeps_the_transformer_within_its_rating() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "market".to_string(),
+            "clear".into(),
+            "--orders".into(),
+            dir.join("orders.json").to_string_lossy().into_owned(),
+            "--feeder".into(),
+            dir.join("feeder.toml").to_string_lossy().into_owned(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        gridmesh(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let r = stdout_json(&run(&["--json"]));
+    let free = &r["unconstrained"];
+    let bound = &r["constrained"];
+    assert!(free["transformer_loading_pct"].as_f64().unwrap() > 200.0);
+    assert!(free["violation"].is_string());
+    let loading = bound["transformer_loading_pct"].as_f64().unwrap();
+    assert!(loading <= 100.0 && loading > 80.0, "{loading}");
+    assert!(bound["violation"].is_null(), "{}", bound["violation"]);
+    assert!(bound["min_vm_pu"].as_f64().unwrap() >= 0.94);
+    let lost: f64 = r["lost_welfare"].as_str().unwrap().parse().unwrap();
+    let free_surplus: f64 = free["surplus"].as_str().unwrap().parse().unwrap();
+    let bound_surplus: f64 = bound["surplus"].as_str().unwrap().parse().unwrap();
+    assert!(lost > 0.0 && (free_surplus - bound_surplus - lost).abs() < 1e-6);
+    assert_eq!(r["envelopes"].as_array().unwrap().len(), 20);
+    assert_eq!(r["envelopes"][0]["import_binding"], "transformer");
+    // Every EV got at most its envelope: 15 minutes at import_kw.
+    let cap_kwh = r["envelopes"][0]["import_kw"].as_f64().unwrap() / 4.0;
+    let served = bound["market"]["utility_trades"].as_array().unwrap();
+    assert!(!served.is_empty());
+    for t in served {
+        assert!(t["energy_kwh"].as_f64().unwrap() <= cap_kwh + 1e-6, "{t}");
+    }
+    // Locations that are no bus of the feeder, and broken feeders, are named.
+    let bad = tempfile::tempdir().unwrap();
+    let orders = bad.path().join("orders.json");
+    std::fs::write(
+        &orders,
+        r#"{"orders": [{"id": "x", "side": "bid", "energy_kwh": 1, "price_per_kwh": 1, "location": "nowhere"}]}"#,
+    )
+    .unwrap();
+    let out = gridmesh(&[
+        "market",
+        "clear",
+        "--orders",
+        orders.to_str().unwrap(),
+        "--feeder",
+        dir.join("feeder.toml").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nowhere\" is no bus of the feeder"));
+    let feeder = bad.path().join("feeder.toml");
+    std::fs::write(
+        &feeder,
+        "lines = []\n[transformer]\nrating_kva = 0\nr_pu = 0\nx_pu = 0.1\n",
+    )
+    .unwrap();
+    let out = gridmesh(&[
+        "market",
+        "clear",
+        "--orders",
+        dir.join("orders.json").to_str().unwrap(),
+        "--feeder",
+        feeder.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("transformer.rating_kva must be positive"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

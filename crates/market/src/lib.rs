@@ -56,6 +56,7 @@
 //! O(n log n) in the number of orders (sorting dominates), times the depth of the hierarchy.
 
 mod hierarchy;
+mod limits;
 mod mechanism;
 mod order;
 
@@ -65,6 +66,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
 pub use hierarchy::{Areas, GridFee, MAX_AREAS, MAX_AREA_NAME, MAX_DEPTH};
+pub use limits::{within_limits, AreaLimit};
 pub use mechanism::{pro_rata, Mechanism};
 pub use order::{value_ceil, value_floor, AreaId, Order, Side, Trade, UtilityTrade};
 
@@ -178,6 +180,27 @@ pub struct Clearing {
 }
 
 impl Clearing {
+    /// Gains from trade including the utility's trades, in base units (rounded down): the peer
+    /// to peer [`welfare`](Clearing::welfare) plus, for every order the utility served, energy ×
+    /// (bid limit − retail) or energy × (feed-in − ask limit). What grid limits cost a community
+    /// is the fall of this number. `orders` are those cleared.
+    pub fn surplus(&self, orders: &[Order]) -> u128 {
+        let limit: BTreeMap<u64, u64> = orders.iter().map(|o| (o.id, o.price_per_kwh)).collect();
+        self.welfare
+            + self
+                .utility
+                .iter()
+                .map(|u| {
+                    let l = limit.get(&u.order).copied().unwrap_or(u.price_per_kwh);
+                    let gain = match u.side {
+                        Side::Bid => l.saturating_sub(u.price_per_kwh),
+                        Side::Ask => u.price_per_kwh.saturating_sub(l),
+                    };
+                    value_floor(u.energy_mwh, gain)
+                })
+                .sum::<u128>()
+    }
+
     /// Energy each order traded peer to peer, by order id.
     pub fn traded_by_order(&self) -> BTreeMap<u64, u64> {
         let mut m = BTreeMap::new();

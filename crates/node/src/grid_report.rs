@@ -1,5 +1,6 @@
-//! `gridmesh grid powerflow --case FILE.m [--json]`: AC power flow on a MATPOWER case, with the
-//! limits it violates.
+//! `gridmesh grid powerflow --case FILE.m|FEEDER.toml [--json]`: AC power flow on a MATPOWER case
+//! or a TOML feeder (bus numbers: `pcc` 1, `lv` 2, then the listed buses), with the limits it
+//! violates.
 
 use std::collections::BTreeMap;
 
@@ -52,7 +53,13 @@ pub struct PowerFlowReport {
 pub fn powerflow(path: &std::path::Path) -> anyhow::Result<PowerFlowReport> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let net = parse_case(&text).with_context(|| format!("in {}", path.display()))?;
+    let net = if path.extension().is_some_and(|e| e == "toml") {
+        gridmesh_grid::Feeder::from_toml(&text)
+            .with_context(|| format!("in {}", path.display()))?
+            .network
+    } else {
+        parse_case(&text).with_context(|| format!("in {}", path.display()))?
+    };
     let pf = newton_raphson(&net, &PowerFlowOptions::default())
         .with_context(|| format!("power flow on {}", path.display()))?;
     let (imin, vmin) = pf.min_voltage();
@@ -97,7 +104,7 @@ pub fn powerflow(path: &std::path::Path) -> anyhow::Result<PowerFlowReport> {
             .enumerate()
             .filter(|(_, br)| br.in_service && br.rate_a_mva > 0.0)
             .filter_map(|(k, br)| {
-                let flow = pf.branch_from_mva[k].max(pf.branch_to_mva[k]);
+                let flow = pf.branches[k].max_mva();
                 (flow > br.rate_a_mva).then(|| Overload {
                     from_bus: number(br.from),
                     to_bus: number(br.to),

@@ -18,6 +18,7 @@ pub mod bench_net;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod grid_market;
 pub mod grid_report;
 pub mod market_file;
 pub mod market_view;

@@ -325,7 +325,7 @@ mod tests {
         assert!(first_violation(&f.network, &env.import_corner).is_none());
         // The corner drives the weakest bus close to its 0.94 pu floor.
         let (_, vmin) = env.import_corner.min_voltage();
-        assert!(vmin >= 0.94 - 1e-9 && vmin < 0.96, "{vmin}");
+        assert!((0.94 - 1e-9..0.96).contains(&vmin), "{vmin}");
     }
 
     #[test]

@@ -11,8 +11,10 @@
 mod complex;
 pub mod envelope;
 pub mod feeder;
+pub mod island;
 pub mod matpower;
 mod network;
+pub mod outage;
 pub mod powerflow;
 pub mod sweep;
 

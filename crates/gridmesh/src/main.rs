@@ -70,6 +70,15 @@ enum GridCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run an outage scenario (TOML, see `gridmesh_grid::outage`) through the islanding
+    /// controller: every transition, and per outage the energy not served, the share of critical
+    /// load served, the minutes islanded and the lowest battery state.
+    Island {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -567,6 +576,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Query(q) => run_query(q),
+        Command::Grid(GridCommand::Island { scenario, json }) => {
+            let report = gridmesh_node::grid_report::island(&scenario)?;
+            if json {
+                print_json(&report)
+            } else {
+                eprint!("{report}");
+                Ok(())
+            }
+        }
         Command::Grid(GridCommand::Powerflow { case, json }) => {
             let report = gridmesh_node::grid_report::powerflow(&case)?;
             if json {

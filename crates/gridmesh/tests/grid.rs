@@ -133,3 +133,53 @@ fn grid_aware_clearing_keeps_the_transformer_within_its_rating() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `gridmesh grid island` on the shipped outage scenario: the transitions in order, critical load
+/// fully served through a 4-hour evening outage, and a broken scenario refused by name.
+#[test]
+fn an_outage_scenario_runs_through_the_islanding_controller() {
+    let scenario =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/island/outage.toml");
+    let r = stdout_json(&gridmesh(&[
+        "grid",
+        "island",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--json",
+    ]));
+    let kinds: Vec<&str> = r["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "islanded",
+            "resynchronising",
+            "reconnected",
+            "islanded",
+            "resynchronising",
+            "reconnected"
+        ]
+    );
+    assert_eq!(r["transitions"][3]["at"], "17:35");
+    assert_eq!(r["transitions"][3]["cause"], "outage");
+    let evening = &r["outages"][1];
+    assert_eq!(evening["minutes_islanded"].as_f64(), Some(245.0));
+    assert_eq!(evening["critical_load_served_pct"].as_f64(), Some(100.0));
+    assert!(evening["energy_not_served_kwh"].as_f64().unwrap() > 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&scenario)
+            .unwrap()
+            .replace("step_minutes = 5", "step_minutes = 7"),
+    )
+    .unwrap();
+    let out = gridmesh(&["grid", "island", "--scenario", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("step_minutes must divide an hour"));
+}

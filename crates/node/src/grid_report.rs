@@ -147,3 +147,144 @@ impl std::fmt::Display for PowerFlowReport {
         Ok(())
     }
 }
+
+/// One transition of the islanding controller, as reported.
+#[derive(Serialize, Debug)]
+pub struct TransitionOut {
+    /// Time since the scenario's start, `HH:MM`.
+    pub at: String,
+    pub at_ms: u64,
+    /// `islanded`, `resynchronising` or `reconnected`.
+    pub kind: &'static str,
+    /// For `islanded`: `outage` or `reading lost since HH:MM`.
+    pub cause: Option<String>,
+}
+
+/// One outage's KPIs, as reported.
+#[derive(Serialize, Debug)]
+pub struct OutageOut {
+    pub islanded_at: String,
+    pub reconnected_at: Option<String>,
+    pub minutes_islanded: f64,
+    pub energy_not_served_kwh: f64,
+    pub critical_load_served_pct: f64,
+    pub lowest_battery_soc_pct: f64,
+}
+
+/// `gridmesh grid island --scenario FILE.toml`: the run's transitions and KPIs.
+#[derive(Serialize, Debug)]
+pub struct IslandReport {
+    pub homes: usize,
+    pub steps: usize,
+    pub transitions: Vec<TransitionOut>,
+    pub outages: Vec<OutageOut>,
+    pub energy_demand_kwh: f64,
+    pub energy_served_kwh: f64,
+    pub pv_curtailed_kwh: f64,
+}
+
+fn clock(ms: u64) -> String {
+    let minutes = ms / 60_000;
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// Runs an outage scenario through the islanding controller.
+pub fn island(path: &std::path::Path) -> anyhow::Result<IslandReport> {
+    use gridmesh_grid::island::{Cause, Transition};
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let scenario = gridmesh_grid::outage::OutageScenario::from_toml(&text)
+        .with_context(|| format!("in {}", path.display()))?;
+    let run = scenario.run();
+    let step_h = f64::from(scenario.step_minutes) / 60.0;
+    Ok(IslandReport {
+        homes: scenario.homes,
+        steps: run.steps.len(),
+        transitions: run
+            .transitions
+            .iter()
+            .map(|t| {
+                let (kind, cause) = match t {
+                    Transition::Islanded { cause, .. } => (
+                        "islanded",
+                        Some(match cause {
+                            Cause::Outage => "outage".to_string(),
+                            Cause::ReadingLost { last_seen_ms } => {
+                                format!("reading lost since {}", clock(*last_seen_ms))
+                            }
+                        }),
+                    ),
+                    Transition::Resynchronising { .. } => ("resynchronising", None),
+                    Transition::Reconnected { .. } => ("reconnected", None),
+                };
+                TransitionOut {
+                    at: clock(t.at_ms()),
+                    at_ms: t.at_ms(),
+                    kind,
+                    cause,
+                }
+            })
+            .collect(),
+        outages: run
+            .outages
+            .iter()
+            .map(|o| OutageOut {
+                islanded_at: clock(o.islanded_at_ms),
+                reconnected_at: o.reconnected_at_ms.map(clock),
+                minutes_islanded: o.minutes_islanded,
+                energy_not_served_kwh: o.energy_not_served_kwh,
+                critical_load_served_pct: 100.0 * o.critical_served_share,
+                lowest_battery_soc_pct: o.lowest_soc_pct,
+            })
+            .collect(),
+        energy_demand_kwh: run.steps.iter().map(|s| s.demand_kw * step_h).sum(),
+        energy_served_kwh: run
+            .steps
+            .iter()
+            .map(|s| s.dispatch.served_kw * step_h)
+            .sum(),
+        pv_curtailed_kwh: run
+            .steps
+            .iter()
+            .map(|s| s.dispatch.pv_curtailed_kw * step_h)
+            .sum(),
+    })
+}
+
+impl std::fmt::Display for IslandReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} homes, {} steps: {:.1} of {:.1} kWh served, {:.1} kWh of PV curtailed",
+            self.homes,
+            self.steps,
+            self.energy_served_kwh,
+            self.energy_demand_kwh,
+            self.pv_curtailed_kwh
+        )?;
+        for t in &self.transitions {
+            writeln!(
+                f,
+                "  {} {}{}",
+                t.at,
+                t.kind,
+                t.cause
+                    .as_ref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            )?;
+        }
+        for o in &self.outages {
+            writeln!(
+                f,
+                "outage at {}: {:.0} min islanded, {:.1} kWh not served, {:.1}% of critical load served, battery down to {:.1}%",
+                o.islanded_at,
+                o.minutes_islanded,
+                o.energy_not_served_kwh,
+                o.critical_load_served_pct,
+                o.lowest_battery_soc_pct
+            )?;
+        }
+        Ok(())
+    }
+}

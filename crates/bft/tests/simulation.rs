@@ -614,6 +614,7 @@ fn a_market_slot_clears_identically_on_every_validator() {
                 grid_operator: None,
                 market_operator: None,
                 max_import_kw: None,
+                island_price_cap_per_kwh: None,
             });
             for i in 0..4 {
                 sim.start(i).await;

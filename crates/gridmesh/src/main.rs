@@ -240,6 +240,33 @@ enum TxCommand {
         #[command(flatten)]
         common: TxCommon,
     },
+    /// Grid operator: a connection point's operating envelope for a slot (what its orders may
+    /// import and export there).
+    Envelope {
+        #[arg(long)]
+        slot: u64,
+        /// The connection's location, as its orders name it.
+        #[arg(long)]
+        location: String,
+        #[arg(long)]
+        import_kwh: String,
+        #[arg(long)]
+        export_kwh: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Grid operator: record a transition of the islanding controller (islanded,
+    /// resynchronising, reconnected); slots whose gate closes while islanded clear under island
+    /// rules.
+    GridEvent {
+        #[arg(long, value_parser = ["islanded", "resynchronising", "reconnected"])]
+        event: String,
+        /// When it happened (Unix ms); default: the latest block's time.
+        #[arg(long)]
+        at_ms: Option<u64>,
+        #[command(flatten)]
+        common: TxCommon,
+    },
     /// Transfer tokens.
     Transfer {
         #[arg(long)]
@@ -565,6 +592,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &format!(
                     "reading for slot {slot}: import {import_kwh} kWh, export {export_kwh} kWh"
                 ),
+            )
+        }
+        Command::Tx(TxCommand::Envelope {
+            slot,
+            location,
+            import_kwh,
+            export_kwh,
+            common,
+        }) => {
+            let import_mwh = gridmesh_types::units::parse_kwh(&import_kwh)
+                .with_context(|| format!("--import-kwh {import_kwh:?}"))?;
+            let export_mwh = gridmesh_types::units::parse_kwh(&export_kwh)
+                .with_context(|| format!("--export-kwh {export_kwh:?}"))?;
+            submit_kind(
+                &common,
+                TxKind::SetEnvelope {
+                    slot,
+                    location: location.clone(),
+                    import_mwh,
+                    export_mwh,
+                },
+                &format!("envelope of {location:?} in slot {slot}: import {import_kwh} kWh, export {export_kwh} kWh"),
+            )
+        }
+        Command::Tx(TxCommand::GridEvent {
+            event,
+            at_ms,
+            common,
+        }) => {
+            use gridmesh_ledger::GridEventKind;
+            let kind = match event.as_str() {
+                "islanded" => GridEventKind::Islanded,
+                "resynchronising" => GridEventKind::Resynchronising,
+                _ => GridEventKind::Reconnected,
+            };
+            let at_ms = match at_ms {
+                Some(t) => t,
+                // The chain's clock (which may run faster than the wall clock in simulations).
+                None => Client::new(&common.node.node).status()?.timestamp_ms,
+            };
+            submit_kind(
+                &common,
+                TxKind::GridEvent { event: kind, at_ms },
+                &format!("grid event {event} at {at_ms} ms"),
             )
         }
         Command::Tx(TxCommand::Transfer { to, amount, common }) => {

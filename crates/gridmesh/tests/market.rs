@@ -89,6 +89,40 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         "--json",
     ]);
 
+    // Envelopes and islanding events are the grid operator's: anyone else is refused by name.
+    refused(
+        &[
+            "tx",
+            "grid-event",
+            "--event",
+            "islanded",
+            "--key",
+            &buyer_key,
+            "--node",
+            &url,
+        ],
+        "only the market's grid operator",
+    );
+    refused(
+        &[
+            "tx",
+            "envelope",
+            "--slot",
+            "1",
+            "--location",
+            "street/a",
+            "--import-kwh",
+            "1",
+            "--export-kwh",
+            "0",
+            "--key",
+            &seller_key,
+            "--node",
+            &url,
+        ],
+        "only the market's grid operator",
+    );
+
     // An ask without enough panel: refused with the reason.
     let market = run(&["query", "market", "--node", &url, "--json"]);
     let slot = market["next_open_slot"].as_u64().unwrap() + 3;

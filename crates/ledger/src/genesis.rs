@@ -23,7 +23,9 @@
 //! late_window_minutes = 1440
 //! max_import_kw = "50"
 //! # shortfall_price_per_kwh = "0.40"   # default: the slot's retail tariff
-//! # grid_operator = "<hex>"; market_operator = "<hex>"   # who receives fees and spreads
+//! # grid_operator = "<hex>"; market_operator = "<hex>"   # who receives fees and spreads; the
+//! #   grid operator also sends envelopes and islanding events
+//! # island_price_cap_per_kwh = "1.0"  # highest clearing price while islanded
 //! [[market.tariffs]]           # time of use: from this slot of the day (0..95) on
 //! from_slot = 0
 //! retail_per_kwh = "0.30"

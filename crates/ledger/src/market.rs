@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv;
 use crate::state::{Event, Overlay, TxContext, TxError};
-use crate::tx::{DeviceKind, TxKind};
+use crate::tx::{DeviceKind, GridEventKind, TxKind};
 
 /// Most orders one slot accepts.
 pub const MAX_ORDERS_PER_SLOT: u32 = 100_000;
@@ -77,6 +77,9 @@ const TAG_FINAL_DUE: u8 = 9;
 const TAG_DEVICE: u8 = 10;
 const TAG_READING: u8 = 11;
 const TAG_SELLER: u8 = 12;
+const TAG_ENVELOPE: u8 = 13;
+const TAG_GRID_MODE: u8 = 14;
+const TAG_GRID_EVENT: u8 = 15;
 
 /// The account that holds every locked token (bids' escrow, asks' collateral). No key controls
 /// it: only clearing and settlement move its tokens.
@@ -108,6 +111,9 @@ pub struct MarketConfig {
     pub market_operator: Address,
     /// The largest import of one connection, in watts (bounds bids and readings).
     pub max_import_w: u64,
+    /// While the microgrid is islanded: the highest price a bid clears at (scarcity pricing,
+    /// bounded), base units per kWh.
+    pub island_price_cap_per_kwh: u64,
 }
 
 impl Default for MarketConfig {
@@ -129,6 +135,7 @@ impl Default for MarketConfig {
             grid_operator: Address(*blake3::hash(b"gridmesh/grid-operator").as_bytes()),
             market_operator: Address(*blake3::hash(b"gridmesh/market-operator").as_bytes()),
             max_import_w: 50_000,
+            island_price_cap_per_kwh: 1_000_000,
         }
     }
 }
@@ -166,6 +173,13 @@ impl MarketConfig {
         }
         if self.max_import_w == 0 {
             return Err("max_import_kw must be positive".into());
+        }
+        if self.island_price_cap_per_kwh == 0
+            || self.island_price_cap_per_kwh > mk::MAX_PRICE_PER_KWH
+        {
+            return Err(
+                "island_price_cap_per_kwh must be positive and within the price limit".into(),
+            );
         }
         if self.late_window_minutes < self.correction_window_minutes {
             return Err("late_window_minutes must be at least correction_window_minutes".into());
@@ -230,6 +244,8 @@ pub struct MarketFile {
     pub market_operator: Option<Address>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_import_kw: Option<String>,
+    /// Highest clearing price while islanded, tokens per kWh (default 1).
+    pub island_price_cap_per_kwh: Option<String>,
 }
 
 fn default_mechanism() -> String {
@@ -327,6 +343,12 @@ impl MarketFile {
             grid_operator: self.grid_operator.unwrap_or(d.grid_operator),
             market_operator: self.market_operator.unwrap_or(d.market_operator),
             max_import_w,
+            island_price_cap_per_kwh: self
+                .island_price_cap_per_kwh
+                .as_deref()
+                .map(|s| price("island_price_cap_per_kwh", s))
+                .transpose()?
+                .unwrap_or(d.island_price_cap_per_kwh),
         };
         c.check()?;
         Ok(c)
@@ -392,6 +414,46 @@ pub struct SlotRecord {
     pub settlement: SettlementStatus,
     /// Sellers whose trades are settled only by estimate.
     pub provisional_sellers: u32,
+    /// Cleared under island rules (the microgrid was islanded at gate closure).
+    pub island: bool,
+    /// Connection points whose orders were trimmed to a grid operator's envelope.
+    pub envelopes: u32,
+}
+
+/// A connection point's envelope in one slot.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct EnvelopeRecord {
+    pub location: String,
+    pub import_mwh: u64,
+    pub export_mwh: u64,
+}
+
+/// The islanding controller's state as the ledger knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct GridMode {
+    /// The last transition (None: connected since genesis).
+    pub last: Option<GridEventKind>,
+    pub since_ms: u64,
+    /// Transitions recorded so far.
+    pub events: u64,
+}
+
+impl GridMode {
+    /// Whether the PCC breaker is open (islanded or still resynchronising).
+    pub fn is_islanded(&self) -> bool {
+        matches!(
+            self.last,
+            Some(GridEventKind::Islanded | GridEventKind::Resynchronising)
+        )
+    }
+}
+
+/// One recorded transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct GridEventRecord {
+    pub event: GridEventKind,
+    pub at_ms: u64,
+    pub height: u64,
 }
 
 /// One market (area) of a cleared slot.
@@ -507,6 +569,21 @@ pub enum MarketTxError {
     ExportAboveCapacity { export_mwh: u64, max_mwh: u64 },
     #[error("import of {import_mwh} mWh is more than the connection limit allows in 15 minutes ({max_mwh} mWh)")]
     ImportAboveLimit { import_mwh: u64, max_mwh: u64 },
+    #[error("only the market's grid operator may send envelopes and grid events")]
+    NotGridOperator,
+    #[error(
+        "grid event {event:?} cannot follow {last:?} (islanded -> resynchronising -> reconnected)"
+    )]
+    BadGridTransition {
+        last: Option<GridEventKind>,
+        event: GridEventKind,
+    },
+    #[error("grid event time {at_ms} ms is before the last event ({since_ms} ms) or after the block ({now_ms} ms)")]
+    GridEventTime {
+        at_ms: u64,
+        since_ms: u64,
+        now_ms: u64,
+    },
 }
 
 fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
@@ -568,6 +645,37 @@ fn device_key(owner: &Address, index: u32) -> Vec<u8> {
 
 pub fn devices_prefix(owner: &Address) -> Vec<u8> {
     kv::key(TAG_DEVICE, owner_group(owner), &owner.0)
+}
+
+pub fn envelope_key(slot: u64, location: &str) -> Vec<u8> {
+    kv::key(
+        TAG_ENVELOPE,
+        slot,
+        blake3::hash(location.as_bytes()).as_bytes(),
+    )
+}
+
+pub fn envelopes_prefix(slot: u64) -> Vec<u8> {
+    kv::key(TAG_ENVELOPE, slot, &[])
+}
+
+pub fn grid_mode_key() -> Vec<u8> {
+    kv::key(TAG_GRID_MODE, 0, &[])
+}
+
+pub fn grid_event_key(seq: u64) -> Vec<u8> {
+    kv::key(TAG_GRID_EVENT, 0, &seq.to_be_bytes())
+}
+
+/// The islanding state the ledger holds.
+pub fn grid_mode(o: &Overlay<'_>) -> GridMode {
+    o.kv_get(&grid_mode_key())
+        .map(|b| dec(&b))
+        .unwrap_or(GridMode {
+            last: None,
+            since_ms: 0,
+            events: 0,
+        })
 }
 
 pub fn reading_key(slot: u64, who: &Address) -> Vec<u8> {
@@ -845,6 +953,98 @@ pub(crate) fn apply(
                 settled_trades,
             }])
         }
+        TxKind::SetEnvelope {
+            slot,
+            location,
+            import_mwh,
+            export_mwh,
+        } => {
+            if sender != cfg.grid_operator {
+                return Err(MarketTxError::NotGridOperator.into());
+            }
+            let slot = *slot;
+            let gate_ms = cfg.gate_closure_ms(slot);
+            if now >= gate_ms {
+                return Err(MarketTxError::GateClosed {
+                    slot,
+                    gate_ms,
+                    now_ms: now,
+                }
+                .into());
+            }
+            let max_slot = slot_of(now) + MAX_SLOTS_AHEAD;
+            if slot > max_slot {
+                return Err(MarketTxError::SlotTooFar { slot, max_slot }.into());
+            }
+            if !location.is_empty() {
+                Areas::from_paths([location.as_str()], &[])
+                    .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
+            }
+            o.kv_put(
+                envelope_key(slot, location),
+                enc(&EnvelopeRecord {
+                    location: location.clone(),
+                    import_mwh: *import_mwh,
+                    export_mwh: *export_mwh,
+                }),
+            );
+            Ok(vec![Event::EnvelopeSet { slot }])
+        }
+        TxKind::GridEvent { event, at_ms } => {
+            if sender != cfg.grid_operator {
+                return Err(MarketTxError::NotGridOperator.into());
+            }
+            let mode = grid_mode(o);
+            let ok = matches!(
+                (mode.last, event),
+                (
+                    None | Some(GridEventKind::Reconnected),
+                    GridEventKind::Islanded
+                ) | (
+                    Some(GridEventKind::Resynchronising),
+                    GridEventKind::Islanded
+                ) | (
+                    Some(GridEventKind::Islanded),
+                    GridEventKind::Resynchronising
+                ) | (
+                    Some(GridEventKind::Resynchronising),
+                    GridEventKind::Reconnected
+                )
+            );
+            if !ok {
+                return Err(MarketTxError::BadGridTransition {
+                    last: mode.last,
+                    event: *event,
+                }
+                .into());
+            }
+            if *at_ms < mode.since_ms || *at_ms > now {
+                return Err(MarketTxError::GridEventTime {
+                    at_ms: *at_ms,
+                    since_ms: mode.since_ms,
+                    now_ms: now,
+                }
+                .into());
+            }
+            let seq = mode.events;
+            o.kv_put(
+                grid_event_key(seq),
+                enc(&GridEventRecord {
+                    event: *event,
+                    at_ms: *at_ms,
+                    height: ctx.height,
+                }),
+            );
+            o.kv_put(
+                grid_mode_key(),
+                enc(&GridMode {
+                    last: Some(*event),
+                    since_ms: *at_ms,
+                    events: seq + 1,
+                }),
+            );
+            Ok(vec![Event::GridEvent { seq }])
+        }
     }
 }
 
@@ -922,20 +1122,57 @@ fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
         &cfg.grid_fees,
     )
     .unwrap_or_else(|_| Areas::with_root_fee(cfg.grid_fees.first().copied().unwrap_or_default()));
+    // Island rules while the PCC breaker is open: no utility counterparty, bids clear at most at
+    // the island price cap (scarcity pricing, bounded); the community mechanism, which needs the
+    // utility's prices, clears pay-as-clear.
+    let island = grid_mode(o).is_islanded();
     let orders: Vec<Order> = records
         .iter()
         .map(|(id, r)| Order {
             id: *id,
             side: r.side,
             energy_mwh: r.energy_mwh,
-            price_per_kwh: r.price_per_kwh,
+            price_per_kwh: if island && r.side == Side::Bid {
+                r.price_per_kwh.min(cfg.island_price_cap_per_kwh)
+            } else {
+                r.price_per_kwh
+            },
             time: r.time,
             area: areas.find(&r.location).unwrap_or(0),
         })
         .collect();
+    // The grid operator's envelopes: each connection's orders trimmed to what it may import and
+    // export (envelopes for locations without orders change nothing).
+    let limits: std::collections::BTreeMap<u32, mk::AreaLimit> = o
+        .kv_scan(&envelopes_prefix(slot))
+        .into_iter()
+        .map(|(_, v)| dec::<EnvelopeRecord>(&v))
+        .filter_map(|e| {
+            let area = areas.find(&e.location)?;
+            // Only a connection's own market: with more locations than one hierarchy holds,
+            // every order sits in the root and an envelope cannot tell them apart.
+            (areas.path(area) == e.location).then_some((
+                area,
+                mk::AreaLimit {
+                    import_mwh: e.import_mwh,
+                    export_mwh: e.export_mwh,
+                },
+            ))
+        })
+        .collect();
+    let orders = if limits.is_empty() {
+        orders
+    } else {
+        mk::within_limits(&orders, &limits)
+    };
+    let (mechanism, utility_tariff) = match (island, cfg.mechanism) {
+        (false, m) => (m, Some(tariff)),
+        (true, Mechanism::Community) => (Mechanism::PayAsClear, None),
+        (true, m) => (m, None),
+    };
     // Every order was checked at placement (energy, price, location, count) and the tariff was
     // checked in the genesis, so clearing cannot refuse them.
-    let clearing = mk::clear(&orders, &areas, cfg.mechanism, Some(tariff))
+    let clearing = mk::clear(&orders, &areas, mechanism, utility_tariff)
         .expect("orders were validated when placed");
     let index_of: std::collections::BTreeMap<u64, usize> = records
         .iter()
@@ -995,7 +1232,7 @@ fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
     o.kv_put(
         slot_key(slot),
         enc(&SlotRecord {
-            mechanism: cfg.mechanism,
+            mechanism,
             cleared_at_height: height,
             tariff,
             shortfall_price_per_kwh: shortfall,
@@ -1017,6 +1254,8 @@ fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
             utility: clearing.utility,
             settlement: SettlementStatus::Pending,
             provisional_sellers: 0,
+            island,
+            envelopes: limits.len() as u32,
         }),
     );
     o.kv_put(

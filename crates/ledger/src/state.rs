@@ -74,6 +74,10 @@ pub enum Event {
     /// A meter reading was recorded; `settled_trades` of the sender's trades were settled by it
     /// (a late reading re-settling trades that had only an estimate).
     ReadingRecorded { slot: u64, settled_trades: u32 },
+    /// The grid operator set a connection's envelope for a slot.
+    EnvelopeSet { slot: u64 },
+    /// The islanding controller's transition number `seq` was recorded.
+    GridEvent { seq: u64 },
 }
 
 /// Why a well-formed, correctly signed transaction cannot be applied to the current state.

@@ -71,6 +71,35 @@ pub enum TxKind {
         import_mwh: u64,
         export_mwh: u64,
     } = 4,
+    /// The grid operator's operating envelope for one connection point (`location`, as orders
+    /// name it) in a slot: the most its orders may buy and sell there. Only the market's grid
+    /// operator may send it, before the slot's gate closure; a later one for the same location
+    /// replaces it. Clearing trims the location's orders to it (`gridmesh_market::within_limits`).
+    SetEnvelope {
+        slot: u64,
+        location: String,
+        import_mwh: u64,
+        export_mwh: u64,
+    } = 5,
+    /// A transition of the microgrid's islanding controller, reported by the grid operator at
+    /// `at_ms` (no later than the block's time). While islanded, slots clear under island rules.
+    GridEvent { event: GridEventKind, at_ms: u64 } = 6,
+}
+
+/// A transition of the islanding controller (`gridmesh_grid::island`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, serde::Serialize,
+)]
+#[borsh(use_discriminant = true)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum GridEventKind {
+    /// The PCC breaker opened: the batteries form the grid.
+    Islanded = 0,
+    /// The main grid is back; the microgrid is synchronising to it.
+    Resynchronising = 1,
+    /// The PCC breaker closed again.
+    Reconnected = 2,
 }
 
 /// What a registered device is.
@@ -247,7 +276,11 @@ impl SignedTx {
                 &format!("order location is longer than {MAX_LOCATION_LEN} bytes"),
             ),
             TxKind::PlaceOrder { .. } | TxKind::CancelOrder { .. } => Ok(()),
-            TxKind::SubmitReading { .. } => Ok(()),
+            TxKind::SubmitReading { .. } | TxKind::GridEvent { .. } => Ok(()),
+            TxKind::SetEnvelope { location, .. } if location.len() > MAX_LOCATION_LEN => bad(
+                &format!("envelope location is longer than {MAX_LOCATION_LEN} bytes"),
+            ),
+            TxKind::SetEnvelope { .. } => Ok(()),
         }
     }
 

@@ -4,12 +4,13 @@
 //! tokens are conserved at every block.
 
 use gridmesh_ledger::market::{
-    escrow_account, order_key, slot_key, trade_key, MarketTxError, OrderRecord, SettlementStatus,
-    SlotRecord, TradeRecord,
+    envelope_key, escrow_account, grid_event_key, grid_mode_key, order_key, slot_key, trade_key,
+    GridEventRecord, GridMode, MarketTxError, OrderRecord, SettlementStatus, SlotRecord,
+    TradeRecord,
 };
 use gridmesh_ledger::tx::TX_VERSION;
 use gridmesh_ledger::{
-    Chain, DeviceKind, Genesis, Keypair, Side, TxBody, TxError, TxKind, VerifiedTx,
+    Chain, DeviceKind, Genesis, GridEventKind, Keypair, Side, TxBody, TxError, TxKind, VerifiedTx,
 };
 use gridmesh_types::units::slot_start_ms;
 use gridmesh_types::{Address, Amount};
@@ -35,6 +36,15 @@ impl Net {
     /// A chain whose market uses `mechanism`, with grid fees (1 ct + 2 % at the root, 0.5 ct per
     /// street) if `fees`.
     fn with_mechanism(n: usize, mechanism: &str, fees: bool) -> Net {
+        Net::build(n, mechanism, fees, None)
+    }
+
+    /// A pay-as-clear chain whose grid operator is the last key.
+    fn with_grid_operator(n: usize) -> Net {
+        Net::build(n, "pay-as-clear", false, Some(n - 1))
+    }
+
+    fn build(n: usize, mechanism: &str, fees: bool, grid_operator: Option<usize>) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<Keypair> = (0..n)
             .map(|i| Keypair::from_seed([i as u8 + 1; 32]))
@@ -69,9 +79,10 @@ impl Net {
                     },
                 ]
             },
-            grid_operator: Some(Address([0xee; 32])),
+            grid_operator: Some(grid_operator.map_or(Address([0xee; 32]), |i| keys[i].address())),
             market_operator: Some(Address([0xdd; 32])),
             max_import_kw: None,
+            island_price_cap_per_kwh: None,
         });
         let chain = Chain::open(dir.path(), &g).unwrap();
         let supply = chain.state().total_supply();
@@ -313,6 +324,178 @@ fn a_slot_from_orders_to_final_settlement() {
     drop(replica);
     let replica = Chain::open(dir.path(), &g).unwrap();
     assert_eq!(replica.state().root(), net.chain.state().root());
+}
+
+fn register(net: &mut Net, ts: u64, who: &[(usize, DeviceKind)]) {
+    let txs = who
+        .iter()
+        .map(|&(i, kind)| {
+            net.tx(
+                i,
+                TxKind::RegisterDevice {
+                    kind,
+                    capacity_w: 10_000,
+                },
+            )
+        })
+        .collect();
+    let errs = net.block(ts, txs);
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
+fn envelope(location: &str, import_wh: u64, export_wh: u64) -> TxKind {
+    TxKind::SetEnvelope {
+        slot: SLOT,
+        location: location.into(),
+        import_mwh: import_wh * 1_000,
+        export_mwh: export_wh * 1_000,
+    }
+}
+
+/// The grid operator's envelope for a connection trims its orders at clearing: the buyer gets
+/// only what its connection may import, the rest of its escrow comes back; only the grid operator
+/// may send envelopes, and only before gate closure.
+#[test]
+fn envelopes_trim_a_connections_orders_at_clearing() {
+    let mut net = Net::with_grid_operator(5);
+    let (a, c, d, op) = (1, 2, 3, 4);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register(
+        &mut net,
+        t0,
+        &[
+            (a, DeviceKind::Pv),
+            (c, DeviceKind::Meter),
+            (d, DeviceKind::Meter),
+        ],
+    );
+    assert_eq!(
+        market_err(net.one(t0 + 500, c, envelope("street/house-c", 300, 0))),
+        MarketTxError::NotGridOperator
+    );
+    assert!(
+        net.chain
+            .state()
+            .kv()
+            .get(&envelope_key(SLOT, "street/house-c"))
+            .is_none(),
+        "a refused envelope is not recorded"
+    );
+    net.one(t0 + 1_000, op, envelope("street/house-c", 2_000, 0))
+        .unwrap();
+    // A later envelope for the same connection replaces the first.
+    net.one(t0 + 1_500, op, envelope("street/house-c", 300, 0))
+        .unwrap();
+    let before_c = net.balance(c);
+    let errs = net.block(
+        t0 + 2_000,
+        vec![
+            net.tx(a, order(Side::Ask, 1_000, 100, "street/house-a")),
+            net.tx(c, order(Side::Bid, 1_000, 250, "street/house-c")),
+            net.tx(d, order(Side::Bid, 500, 200, "street/house-d")),
+        ],
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(
+        before_c - net.balance(c),
+        250_000,
+        "the whole bid is escrowed"
+    );
+    let gate = slot_start_ms(SLOT) - 5 * 60_000;
+    assert!(matches!(
+        market_err(net.one(gate, op, envelope("street/house-d", 1, 0))),
+        MarketTxError::GateClosed { .. }
+    ));
+    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    assert_eq!(slot.envelopes, 1);
+    assert!(!slot.island);
+    // c bought 0.3 kWh (its envelope), d its 0.5 kWh, at the uniform price 0.10 (the seller has
+    // energy left, so the price is its ask).
+    assert_eq!(slot.volume_mwh, 800_000);
+    let c_order: OrderRecord = net.get(&order_key(SLOT, 1));
+    assert_eq!(c_order.traded_mwh, 300_000);
+    assert_eq!(
+        before_c - net.balance(c),
+        300 * 100,
+        "escrow beyond 0.3 kWh at 0.10 returned"
+    );
+    // Without the envelope c's remaining 0.7 kWh would have gone to the utility at retail.
+    assert!(
+        slot.utility.iter().all(|u| u.order != 1),
+        "{:?}",
+        slot.utility
+    );
+}
+
+/// Islanding transitions are ledger events (only from the grid operator, in the controller's
+/// order, never in the future); a slot whose gate closes while islanded clears under island
+/// rules: no utility, bids capped at the island price cap.
+#[test]
+fn grid_events_are_recorded_and_island_slots_clear_without_the_utility() {
+    let mut net = Net::with_grid_operator(5);
+    let (a, c, op) = (1, 2, 4);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register(
+        &mut net,
+        t0,
+        &[(a, DeviceKind::Battery), (c, DeviceKind::Meter)],
+    );
+    let event = |event, at_ms| TxKind::GridEvent { event, at_ms };
+    assert_eq!(
+        market_err(net.one(t0 + 100, c, event(GridEventKind::Islanded, t0))),
+        MarketTxError::NotGridOperator
+    );
+    assert!(matches!(
+        market_err(net.one(t0 + 200, op, event(GridEventKind::Reconnected, t0))),
+        MarketTxError::BadGridTransition { last: None, .. }
+    ));
+    assert!(matches!(
+        market_err(net.one(t0 + 300, op, event(GridEventKind::Islanded, t0 + 10_000))),
+        MarketTxError::GridEventTime { .. }
+    ));
+    net.one(t0 + 1_000, op, event(GridEventKind::Islanded, t0 + 900))
+        .unwrap();
+    let mode: GridMode = net.get(&grid_mode_key());
+    assert!(mode.is_islanded() && mode.since_ms == t0 + 900 && mode.events == 1);
+    let errs = net.block(
+        t0 + 2_000,
+        vec![
+            net.tx(a, order(Side::Ask, 500, 100, "street/house-a")),
+            net.tx(c, order(Side::Bid, 1_000, 5_000, "street/house-c")), // 5 tokens/kWh
+        ],
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    let gate = slot_start_ms(SLOT) - 5 * 60_000;
+    net.block(gate, vec![]);
+    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    assert!(slot.island);
+    assert!(
+        slot.utility.is_empty(),
+        "no utility in island mode: {:?}",
+        slot.utility
+    );
+    assert_eq!(slot.volume_mwh, 500_000);
+    // Scarcity: the uniform price is the (capped) marginal bid, 1 token per kWh by default.
+    assert_eq!(slot.clearing_price_per_kwh, Some(1_000_000));
+    net.one(
+        gate + 1_000,
+        op,
+        event(GridEventKind::Resynchronising, gate + 500),
+    )
+    .unwrap();
+    net.one(
+        gate + 2_000,
+        op,
+        event(GridEventKind::Reconnected, gate + 1_500),
+    )
+    .unwrap();
+    let mode: GridMode = net.get(&grid_mode_key());
+    assert!(!mode.is_islanded() && mode.events == 3);
+    let last: GridEventRecord = net.get(&grid_event_key(2));
+    assert_eq!(
+        (last.event, last.at_ms),
+        (GridEventKind::Reconnected, gate + 1_500)
+    );
 }
 
 #[test]

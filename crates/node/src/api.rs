@@ -489,6 +489,24 @@ impl TxView {
                 Some(serde_json::json!({"slot": slot, "import_mwh": import_mwh,
                     "export_mwh": export_mwh})),
             ),
+            TxKind::SetEnvelope {
+                slot,
+                location,
+                import_mwh,
+                export_mwh,
+            } => (
+                "set_envelope",
+                None,
+                None,
+                Some(serde_json::json!({"slot": slot, "location": location,
+                    "import_mwh": import_mwh, "export_mwh": export_mwh})),
+            ),
+            TxKind::GridEvent { event, at_ms } => (
+                "grid_event",
+                None,
+                None,
+                Some(serde_json::json!({"event": event, "at_ms": at_ms})),
+            ),
         };
         TxView {
             hash: tx.hash().to_string(),

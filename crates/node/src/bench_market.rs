@@ -322,6 +322,7 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
             grid_operator: None,
             market_operator: None,
             max_import_kw: None,
+            island_price_cap_per_kwh: None,
         }),
     };
     let dir = tempfile::tempdir()?;

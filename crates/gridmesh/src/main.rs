@@ -144,6 +144,23 @@ struct NodeArgs {
     /// tests of 15-minute market slots, never a community's real chain).
     #[arg(long, default_value_t = 1)]
     time_scale: u32,
+    /// Run the grid operator's service on this feeder (TOML, see `gridmesh_grid::feeder`):
+    /// operating envelopes for every connection point before each gate closure, and islanding
+    /// events from the PCC meter's reports (`POST /v1/grid/pcc`). Needs --grid-operator-key.
+    #[arg(long, requires = "grid_operator_key")]
+    grid_feeder: Option<PathBuf>,
+    /// The market's grid operator key (the genesis `grid_operator`).
+    #[arg(long, requires = "grid_feeder")]
+    grid_operator_key: Option<PathBuf>,
+    /// Envelopes are submitted for this many open slots ahead.
+    #[arg(long, default_value_t = 2)]
+    envelope_lead_slots: u64,
+    /// Island when the PCC meter has not reported for this many seconds of chain time.
+    #[arg(long, default_value_t = 120)]
+    pcc_timeout_s: u64,
+    /// Reconnect after this many seconds of healthy grid (chain time).
+    #[arg(long, default_value_t = 300)]
+    resync_s: u64,
 }
 
 #[derive(Args)]
@@ -897,6 +914,23 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     );
     cfg.empty_blocks = a.empty_blocks || file.empty_blocks.unwrap_or(false);
     cfg.time_scale = a.time_scale.max(1);
+    if let (Some(feeder), Some(key)) = (&a.grid_feeder, &a.grid_operator_key) {
+        let text = std::fs::read_to_string(feeder)
+            .with_context(|| format!("reading {}", feeder.display()))?;
+        let feeder_model = gridmesh_grid::Feeder::from_toml(&text)
+            .with_context(|| format!("in {}", feeder.display()))?;
+        if !(1..=96).contains(&a.envelope_lead_slots) {
+            bail!("--envelope-lead-slots must be 1 to 96");
+        }
+        cfg.grid_operator = Some(gridmesh_node::grid_operator::GridOperatorConfig {
+            feeder: feeder_model,
+            key: Keypair::load(key)
+                .with_context(|| format!("loading the grid operator key {}", key.display()))?,
+            lead_slots: a.envelope_lead_slots,
+            pcc_timeout_ms: a.pcc_timeout_s.saturating_mul(1000),
+            resync_ms: a.resync_s.saturating_mul(1000),
+        });
+    }
     runtime()?.block_on(async move {
         let mut node = RunningNode::start(cfg).await?;
         eprintln!("gridmesh node: API on http://{}/v1/status", node.api_addr);

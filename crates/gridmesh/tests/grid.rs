@@ -41,7 +41,9 @@ fn powerflow_on_the_ieee_33_bus_feeder() {
     assert_eq!(r["vm_pu"].as_object().unwrap().len(), 22);
     assert!(r["overloaded_branches"].as_array().unwrap().is_empty());
     // A file that is not a case: a clear error, non-zero exit.
-    let not_a_case = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/main.rs");
+    let scratch = tempfile::tempdir().unwrap();
+    let not_a_case = scratch.path().join("notes.m");
+    std::fs::write(&not_a_case, "% just a comment\nx = [1 2 3];\n").unwrap();
     let out = gridmesh(&["grid", "powerflow", "--case", not_a_case.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("mpc.version"));

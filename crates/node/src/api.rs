@@ -43,7 +43,9 @@ const MAX_BATCH_BODY_BYTES: usize =
         get_block,
         get_tx,
         get_market,
-        get_market_slot
+        get_market_slot,
+        get_grid,
+        post_pcc
     ),
     components(schemas(
         StatusResponse,
@@ -65,7 +67,12 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::market_view::MarketView,
         crate::market_view::TradeView,
         crate::market_view::SettlementView,
-        crate::market_view::BillView
+        crate::market_view::BillView,
+        crate::market_view::UtilityView,
+        GridView,
+        GridEventView,
+        OperatorView,
+        PccReport
     ))
 )]
 pub struct ApiDoc;
@@ -83,6 +90,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/blocks/{height}", get(get_block))
         .route("/v1/market", get(get_market))
         .route("/v1/market/slots/{slot}", get(get_market_slot))
+        .route("/v1/grid", get(get_grid))
+        .route("/v1/grid/pcc", post(post_pcc))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -798,4 +807,146 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// One recorded transition of the islanding controller.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct GridEventView {
+    pub seq: u64,
+    /// `islanded`, `resynchronising` or `reconnected`.
+    pub event: String,
+    pub at_ms: u64,
+    pub height: u64,
+}
+
+/// The grid operator service of this node, if it runs one.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct OperatorView {
+    pub feeder: String,
+    pub connection_points: usize,
+    /// Slots whose envelopes this node submitted (the most recent 1,000).
+    pub enveloped_slots: Vec<u64>,
+    pub envelopes_submitted: u64,
+    pub transitions_submitted: u64,
+    pub last_error: Option<String>,
+}
+
+/// The microgrid's state on the ledger.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct GridView {
+    /// `grid-connected`, `islanded` or `resynchronising`.
+    pub mode: String,
+    pub since_ms: u64,
+    /// The latest transitions (up to 100), oldest first.
+    pub events: Vec<GridEventView>,
+    pub events_total: u64,
+    pub operator: Option<OperatorView>,
+}
+
+fn event_name(e: gridmesh_ledger::GridEventKind) -> &'static str {
+    match e {
+        gridmesh_ledger::GridEventKind::Islanded => "islanded",
+        gridmesh_ledger::GridEventKind::Resynchronising => "resynchronising",
+        gridmesh_ledger::GridEventKind::Reconnected => "reconnected",
+    }
+}
+
+/// The microgrid: grid-connected or islanded, its transitions, and this node's grid operator
+/// service (envelopes submitted) if it runs one.
+#[utoipa::path(get, path = "/v1/grid", responses((status = 200, body = GridView)))]
+async fn get_grid(State(s): State<Arc<Shared>>) -> ApiResult<GridView> {
+    use gridmesh_ledger::market as lm;
+    let state = s.chain.read().expect("chain lock").state().clone();
+    let kv = state.kv();
+    let mode: lm::GridMode = kv
+        .get(&lm::grid_mode_key())
+        .map(lm::decode)
+        .unwrap_or(lm::GridMode {
+            last: None,
+            since_ms: 0,
+            events: 0,
+        });
+    let first = mode.events.saturating_sub(100);
+    let events = (first..mode.events)
+        .filter_map(|seq| {
+            kv.get(&lm::grid_event_key(seq)).map(|b| {
+                let r: lm::GridEventRecord = lm::decode(b);
+                GridEventView {
+                    seq,
+                    event: event_name(r.event).into(),
+                    at_ms: r.at_ms,
+                    height: r.height,
+                }
+            })
+        })
+        .collect();
+    let operator = s.grid.as_ref().map(|g| {
+        let st = g.status.lock().expect("status lock").clone();
+        OperatorView {
+            feeder: g.feeder_name.clone(),
+            connection_points: g.connection_points,
+            enveloped_slots: st.enveloped_slots.into_iter().collect(),
+            envelopes_submitted: st.envelopes_submitted,
+            transitions_submitted: st.transitions_submitted,
+            last_error: st.last_error,
+        }
+    });
+    Ok(Json(GridView {
+        mode: match mode.last {
+            None | Some(gridmesh_ledger::GridEventKind::Reconnected) => "grid-connected",
+            Some(gridmesh_ledger::GridEventKind::Islanded) => "islanded",
+            Some(gridmesh_ledger::GridEventKind::Resynchronising) => "resynchronising",
+        }
+        .into(),
+        since_ms: mode.since_ms,
+        events,
+        events_total: mode.events,
+        operator,
+    }))
+}
+
+/// A report of the PCC (feeder-head) meter.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct PccReport {
+    /// Whether the upstream grid is there (voltage and frequency within their band).
+    pub grid_available: bool,
+}
+
+/// The PCC meter's gateway reports the upstream grid (loopback clients only): the grid operator
+/// service islands the microgrid on an outage report, or when reports stop for its timeout.
+#[utoipa::path(post, path = "/v1/grid/pcc", request_body = PccReport,
+    responses((status = 202, description = "accepted"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "this node runs no grid operator service")))]
+async fn post_pcc(
+    State(s): State<Arc<Shared>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "PCC reports are accepted from this machine only (the meter's gateway)",
+        ));
+    }
+    let Some(g) = &s.grid else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_grid_operator",
+            "this node runs no grid operator service (start it with --grid-feeder and --grid-operator-key)",
+        ));
+    };
+    let report: PccReport = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected JSON {{\"grid_available\": true|false}}: {e}"),
+        )
+    })?;
+    g.pcc
+        .lock()
+        .expect("pcc lock")
+        .report(report.grid_available);
+    Ok(StatusCode::ACCEPTED)
 }

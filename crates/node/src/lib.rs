@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod grid_market;
+pub mod grid_operator;
 pub mod grid_report;
 pub mod market_file;
 pub mod market_view;
@@ -65,6 +66,8 @@ pub struct NodeConfig {
     /// Solo engine: block time runs this many times faster than the wall clock (simulations,
     /// demos, tests of 15-minute market slots). 1 on a real chain.
     pub time_scale: u32,
+    /// Run the grid operator's service (envelopes before every gate closure, islanding events).
+    pub grid_operator: Option<grid_operator::GridOperatorConfig>,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
             p2p_listen: None,
             peers: Vec::new(),
             time_scale: 1,
+            grid_operator: None,
         }
     }
 
@@ -143,6 +147,16 @@ pub struct Shared {
     pub replica: Option<Arc<gridmesh_bft::app::Replica>>,
     /// Number of validators (1 for solo).
     pub validators: usize,
+    /// The grid operator service's PCC reports and status, if this node runs it.
+    pub grid: Option<GridHandles>,
+}
+
+/// What the API needs of the grid operator service.
+pub struct GridHandles {
+    pub pcc: Arc<Mutex<grid_operator::PccReports>>,
+    pub status: Arc<Mutex<grid_operator::OperatorStatus>>,
+    pub feeder_name: String,
+    pub connection_points: usize,
 }
 
 /// How to stop the engine thread.
@@ -171,6 +185,7 @@ pub struct RunningNode {
     engine_exit: tokio::sync::oneshot::Receiver<()>,
     stop_http: tokio::sync::oneshot::Sender<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
+    grid_operator: Option<grid_operator::GridOperator>,
 }
 
 impl RunningNode {
@@ -257,6 +272,12 @@ impl RunningNode {
             outbox: replica.as_ref().map(|r| r.outbox()),
             replica: replica.clone(),
             validators: genesis.validators.len().max(1),
+            grid: cfg.grid_operator.as_ref().map(|g| GridHandles {
+                pcc: Default::default(),
+                status: Default::default(),
+                feeder_name: g.feeder.network.name.clone(),
+                connection_points: g.feeder.names.len().saturating_sub(2),
+            }),
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -346,14 +367,26 @@ impl RunningNode {
             }
         };
 
+        let grid_operator = match (&cfg.grid_operator, &shared.grid) {
+            (Some(g), Some(h)) => Some(grid_operator::GridOperator::start(
+                shared.clone(),
+                g.clone(),
+                h.pcc.clone(),
+                h.status.clone(),
+            )?),
+            _ => None,
+        };
         let router = api::router(shared.clone());
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = http_stopped.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
         });
         tracing::info!(%api_addr, "API listening");
         Ok(RunningNode {
@@ -364,6 +397,7 @@ impl RunningNode {
             engine_exit,
             stop_http,
             http,
+            grid_operator,
         })
     }
 
@@ -376,6 +410,9 @@ impl RunningNode {
     /// Stops the API, lets the engine finish the block it is committing, and closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(());
+        if let Some(g) = self.grid_operator {
+            tokio::task::spawn_blocking(move || g.stop()).await?;
+        }
         match self.stop_engine {
             EngineStop::Solo(tx) => {
                 let _ = tx.send(());

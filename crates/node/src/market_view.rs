@@ -90,6 +90,16 @@ pub struct BillView {
     pub estimated: bool,
 }
 
+/// The utility as counterparty of one order at clearing.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct UtilityView {
+    pub order_id: u64,
+    /// `bid`: the member bought from the utility at retail; `ask`: sold to it at feed-in.
+    pub side: String,
+    pub energy_kwh: String,
+    pub price_per_kwh: String,
+}
+
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct SlotView {
     pub slot: u64,
@@ -115,6 +125,12 @@ pub struct SlotView {
     pub trades_total: u32,
     pub trades: Vec<TradeView>,
     pub bills: Vec<BillView>,
+    /// Energy the utility sold to (`bid`) or bought from (`ask`) members at clearing, per order.
+    pub utility: Vec<UtilityView>,
+    /// Cleared under island rules (no utility; bids capped at the island price cap).
+    pub island: bool,
+    /// Connection points whose orders were trimmed to the grid operator's envelope.
+    pub envelopes: u32,
 }
 
 use market::decode as dec;
@@ -201,6 +217,22 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
         welfare: tokens(record.as_ref().map_or(0, |r| r.welfare)),
         optimal_welfare: tokens(record.as_ref().map_or(0, |r| r.optimal_welfare)),
         trades_total: trades.len() as u32,
+        utility: record.as_ref().map_or_else(Vec::new, |r| {
+            r.utility
+                .iter()
+                .map(|u| UtilityView {
+                    order_id: u.order,
+                    side: match u.side {
+                        gridmesh_market::Side::Bid => "bid".into(),
+                        gridmesh_market::Side::Ask => "ask".into(),
+                    },
+                    energy_kwh: format_kwh(u.energy_mwh),
+                    price_per_kwh: tokens(u.price_per_kwh.into()),
+                })
+                .collect()
+        }),
+        island: record.as_ref().is_some_and(|r| r.island),
+        envelopes: record.as_ref().map_or(0, |r| r.envelopes),
         bills: if record.is_some() {
             bills(&trades, &readings, tariff)
         } else {

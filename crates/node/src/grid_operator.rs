@@ -1,0 +1,290 @@
+//! The grid operator's service, run by the node that holds the grid operator's key
+//! (`gridmesh node --grid-feeder FEEDER.toml --grid-operator-key KEY`):
+//!
+//! - **Envelopes before every gate closure.** For each of the next open slots it runs power flow on
+//!   the feeder's forecast, derives every connection point's operating envelope
+//!   ([`gridmesh_grid::operating_envelopes`]) and submits them as `SetEnvelope` transactions, so
+//!   the ledger's clearing trims each home's orders to what the feeder can carry. Connection points
+//!   are the feeder's buses (other than `pcc` and `lv`); an order's `location` names one.
+//! - **Islanding.** It feeds the islanding controller ([`gridmesh_grid::island::Controller`]) with
+//!   the PCC meter's reports (`POST /v1/grid/pcc`, from the meter's gateway on this machine) and
+//!   the chain's clock: an outage report, or no report for `pcc_timeout`, islands the microgrid;
+//!   healthy reports for `resync` reconnect it. Every transition is submitted as a `GridEvent`
+//!   transaction, so slots whose gate closes while islanded clear under island rules.
+//!
+//! The forecast is the feeder's own loads for now (the agents' forecasts replace it with the
+//! agent issue). Times are the chain's (block timestamps), so `--time-scale` simulations work.
+
+use std::collections::BTreeSet;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use gridmesh_grid::island::{Controller, IslandConfig, Pcc, Transition};
+use gridmesh_grid::{operating_envelopes, EnvelopeOptions, Feeder};
+use gridmesh_ledger::market::{self as lm, MarketConfig};
+use gridmesh_ledger::{GridEventKind, Keypair, TxBody, TxKind, VerifiedTx};
+use gridmesh_types::units::{slot_of, SLOT_MS};
+use gridmesh_types::Hash32;
+
+use crate::Shared;
+
+/// Settings of the grid operator service.
+#[derive(Clone, Debug)]
+pub struct GridOperatorConfig {
+    pub feeder: Feeder,
+    pub key: Keypair,
+    /// Envelopes are submitted for this many open slots ahead.
+    pub lead_slots: u64,
+    /// Islanded when the PCC meter has not reported for this long (chain time).
+    pub pcc_timeout_ms: u64,
+    /// Healthy grid needed before reconnecting (chain time).
+    pub resync_ms: u64,
+}
+
+/// The last report of the PCC meter: whether the upstream grid is there.
+#[derive(Debug, Default)]
+pub struct PccReports {
+    /// Reports not yet seen by the controller; the latest wins.
+    pending: Option<bool>,
+}
+
+impl PccReports {
+    pub fn report(&mut self, grid_available: bool) {
+        self.pending = Some(grid_available);
+    }
+}
+
+/// What the service has done, for `/v1/grid`.
+#[derive(Debug, Default, Clone)]
+pub struct OperatorStatus {
+    /// Slots whose envelopes were submitted.
+    pub enveloped_slots: BTreeSet<u64>,
+    pub envelopes_submitted: u64,
+    pub transitions_submitted: u64,
+    /// The last error (envelopes that could not be computed, transactions refused).
+    pub last_error: Option<String>,
+}
+
+/// The running service's thread.
+pub struct GridOperator {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl GridOperator {
+    /// Starts the service on its own thread; `pcc` and `status` are shared with the API.
+    pub fn start(
+        shared: Arc<Shared>,
+        cfg: GridOperatorConfig,
+        pcc: Arc<Mutex<PccReports>>,
+        status: Arc<Mutex<OperatorStatus>>,
+    ) -> std::io::Result<GridOperator> {
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("grid-operator".into())
+            .spawn(move || run(shared, cfg, pcc, status, stopped))?;
+        Ok(GridOperator { stop, thread })
+    }
+
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+fn run(
+    shared: Arc<Shared>,
+    cfg: GridOperatorConfig,
+    pcc: Arc<Mutex<PccReports>>,
+    status: Arc<Mutex<OperatorStatus>>,
+    stopped: mpsc::Receiver<()>,
+) {
+    let me = cfg.key.address();
+    let (start_ms, market) = {
+        let chain = shared.chain.read().expect("chain lock");
+        (
+            chain.head().timestamp_ms,
+            lm::stored_config(chain.state().kv()),
+        )
+    };
+    if market.grid_operator != me {
+        let msg = format!(
+            "the grid operator key {me} is not the market's grid operator {}: envelopes and grid events would be refused",
+            market.grid_operator
+        );
+        tracing::error!("{msg}");
+        status.lock().expect("status lock").last_error = Some(msg);
+        return;
+    }
+    let homes: Vec<(String, usize)> = cfg
+        .feeder
+        .names
+        .iter()
+        .enumerate()
+        .skip(2)
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    let mut controller = Controller::new(
+        IslandConfig {
+            resync_ms: cfg.resync_ms,
+            reading_timeout_ms: cfg.pcc_timeout_ms,
+        },
+        start_ms,
+    );
+    // This service's transactions still in the mempool (their nonces are taken).
+    let mut in_flight: Vec<Hash32> = Vec::new();
+    let mut queued: Vec<TxKind> = Vec::new();
+    loop {
+        match stopped.recv_timeout(Duration::from_millis(100)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let now = shared.chain.read().expect("chain lock").head().timestamp_ms;
+        // Islanding: one observation per poll.
+        let report = pcc.lock().expect("pcc lock").pending.take();
+        let observation = match report {
+            Some(true) => Pcc::Healthy,
+            Some(false) => Pcc::Down,
+            None => Pcc::Silent,
+        };
+        if let Some(t) = controller.observe(now, observation) {
+            tracing::info!(?t, "islanding controller transition");
+            let (event, at_ms) = match t {
+                Transition::Islanded { at_ms, .. } => (GridEventKind::Islanded, at_ms),
+                Transition::Resynchronising { at_ms } => (GridEventKind::Resynchronising, at_ms),
+                Transition::Reconnected { at_ms } => (GridEventKind::Reconnected, at_ms),
+            };
+            queued.push(TxKind::GridEvent { event, at_ms });
+            status.lock().expect("status lock").transitions_submitted += 1;
+        }
+        // Envelopes for the next open slots whose gate is at least a block away.
+        for slot in next_slots(&market, now, cfg.lead_slots) {
+            if status
+                .lock()
+                .expect("status lock")
+                .enveloped_slots
+                .contains(&slot)
+            {
+                continue;
+            }
+            match envelopes_for(&cfg.feeder, &homes, slot) {
+                Ok(txs) => {
+                    let mut st = status.lock().expect("status lock");
+                    st.envelopes_submitted += txs.len() as u64;
+                    st.enveloped_slots.insert(slot);
+                    queued.extend(txs);
+                }
+                Err(e) => {
+                    tracing::warn!(slot, error = %e, "no envelopes for this slot");
+                    let mut st = status.lock().expect("status lock");
+                    st.last_error = Some(format!("slot {slot}: {e}"));
+                    st.enveloped_slots.insert(slot);
+                }
+            }
+        }
+        {
+            let mut st = status.lock().expect("status lock");
+            while st.enveloped_slots.len() > 1_000 {
+                st.enveloped_slots.pop_first();
+            }
+        }
+        if queued.is_empty() {
+            continue;
+        }
+        // Sign with consecutive nonces after what the chain and our pending transactions hold.
+        let (results, admitted) = {
+            let chain = shared.chain.read().expect("chain lock");
+            let mut mempool = shared.mempool.lock().expect("mempool lock");
+            let before = in_flight.len();
+            let mut refused = None;
+            in_flight.retain(|h| {
+                if let Some(why) = mempool.rejection(h) {
+                    refused = Some(why.to_string());
+                }
+                mempool.contains(h)
+            });
+            if let Some(why) = refused {
+                // A refused transaction leaves a gap in our nonces: what was queued behind it
+                // can never apply. Withdraw it and start again from the chain's nonce.
+                for h in in_flight.drain(..) {
+                    mempool.remove(&h);
+                }
+                tracing::warn!(reason = %why, "a grid operator transaction was refused at block time");
+                status.lock().expect("status lock").last_error = Some(why);
+            }
+            let _ = before;
+            let account = chain.account(&me);
+            let mut nonce = account.nonce + in_flight.len() as u64;
+            let mut admitted = Vec::new();
+            let mut results = Vec::new();
+            let take = queued.len().min(1_000);
+            for kind in queued.drain(..take) {
+                let tx = sign(&cfg.key, chain.chain_id(), nonce, kind);
+                let copy = shared.outbox.as_ref().map(|_| tx.tx().clone());
+                match mempool.insert(tx, account) {
+                    Ok(h) => {
+                        nonce += 1;
+                        in_flight.push(h);
+                        admitted.extend(copy);
+                        results.push(Ok(()));
+                    }
+                    Err(e) => results.push(Err(e.to_string())),
+                }
+            }
+            (results, admitted)
+        };
+        if let Some(outbox) = &shared.outbox {
+            outbox.push(&admitted);
+        }
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            tracing::warn!(error = %e, "a grid operator transaction was refused");
+            status.lock().expect("status lock").last_error = Some(e.clone());
+        }
+    }
+}
+
+/// The open slots (gate closure more than a minute of chain time away) among the next `lead`.
+fn next_slots(market: &MarketConfig, now_ms: u64, lead: u64) -> Vec<u64> {
+    let first = slot_of(now_ms) + 1;
+    (first..first + lead.max(1) + 1)
+        .filter(|&s| market.gate_closure_ms(s) > now_ms + 60_000)
+        .take(lead.max(1) as usize)
+        .collect()
+}
+
+/// The `SetEnvelope` transactions of one slot.
+fn envelopes_for(
+    feeder: &Feeder,
+    homes: &[(String, usize)],
+    slot: u64,
+) -> anyhow::Result<Vec<TxKind>> {
+    let buses: Vec<usize> = homes.iter().map(|h| h.1).collect();
+    let env = operating_envelopes(&feeder.network, &buses, &EnvelopeOptions::default())?;
+    let minutes = (SLOT_MS / 60_000) as u32;
+    Ok(homes
+        .iter()
+        .zip(&env.connections)
+        .map(|((name, _), e)| {
+            let (import_mwh, export_mwh) = e.energy_mwh(minutes);
+            TxKind::SetEnvelope {
+                slot,
+                location: name.clone(),
+                import_mwh,
+                export_mwh,
+            }
+        })
+        .collect())
+}
+
+fn sign(key: &Keypair, chain_id: &str, nonce: u64, kind: TxKind) -> VerifiedTx {
+    TxBody {
+        version: gridmesh_ledger::tx::TX_VERSION,
+        chain_id: chain_id.to_string(),
+        sender: key.address(),
+        nonce,
+        kind,
+    }
+    .sign(key)
+    .verify()
+    .expect("a transaction we just signed verifies")
+}

@@ -25,7 +25,11 @@
 //! r_ohm = 0.03
 //! x_ohm = 0.01
 //! ampacity_a = 200.0      # rating; omit for unlimited
+//! closed = true           # a switch on the line; false leaves it open
 //! ```
+//!
+//! A bus may also carry `generation_kw` / `generation_kvar` (PV at a load bus, not voltage
+//! controlled).
 //!
 //! Bus numbers in reports: `pcc` is 1, `lv` is 2, the listed buses 3, 4, ... in order. The
 //! network is built on a 1 MVA base.
@@ -98,6 +102,12 @@ pub struct BusSpec {
     pub load_kw: f64,
     #[serde(default)]
     pub load_kvar: f64,
+    /// Generation at the bus (PV), kW and kvar: a generator at a load bus (not voltage
+    /// controlled).
+    #[serde(default)]
+    pub generation_kw: f64,
+    #[serde(default)]
+    pub generation_kvar: f64,
     pub vmin_pu: Option<f64>,
     pub vmax_pu: Option<f64>,
 }
@@ -111,6 +121,13 @@ pub struct LineSpec {
     pub x_ohm: f64,
     /// Thermal rating; omitted means unlimited.
     pub ampacity_a: Option<f64>,
+    /// A switch on the line: `false` leaves it open (a normally-open tie, or a section isolated).
+    #[serde(default = "yes")]
+    pub closed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What is wrong with a feeder description.
@@ -342,23 +359,37 @@ impl FeederSpec {
                 rate_a_mva,
                 tap: 1.0,
                 shift_deg: 0.0,
-                in_service: true,
+                in_service: l.closed,
             });
+        }
+        let mut generators = vec![Generator {
+            bus: 0,
+            p_mw: 0.0,
+            q_mvar: 0.0,
+            qmax_mvar: 1e3,
+            qmin_mvar: -1e3,
+            vset_pu: self.pcc_vm_pu,
+            in_service: true,
+        }];
+        for (i, b) in self.buses.iter().enumerate() {
+            if b.generation_kw != 0.0 || b.generation_kvar != 0.0 {
+                generators.push(Generator {
+                    bus: i + 2,
+                    p_mw: b.generation_kw / 1000.0,
+                    q_mvar: b.generation_kvar / 1000.0,
+                    qmax_mvar: 0.0,
+                    qmin_mvar: 0.0,
+                    vset_pu: 1.0,
+                    in_service: true,
+                });
+            }
         }
         Ok(Feeder {
             network: Network {
                 name: self.name.clone(),
                 base_mva: BASE_MVA,
                 buses,
-                generators: vec![Generator {
-                    bus: 0,
-                    p_mw: 0.0,
-                    q_mvar: 0.0,
-                    qmax_mvar: 1e3,
-                    qmin_mvar: -1e3,
-                    vset_pu: self.pcc_vm_pu,
-                    in_service: true,
-                }],
+                generators,
                 branches,
             },
             names,
@@ -421,6 +452,32 @@ x_ohm = 0.02
             pf.losses_mw,
             pf.branches
         );
+    }
+
+    /// PV on a bus pushes its voltage up; an open switch cuts the bus behind it off (the sweep
+    /// names it instead of solving).
+    #[test]
+    fn generation_and_switches() {
+        let base = Feeder::from_toml(STREET).unwrap();
+        let with_pv = Feeder::from_toml(&STREET.replace(
+            "name = \"b\"\nload_kw = 5.0",
+            "name = \"b\"\ngeneration_kw = 40.0\nload_kw = 5.0",
+        ))
+        .unwrap();
+        assert_eq!(with_pv.network.generators.len(), 2);
+        let solve = |f: &Feeder| {
+            RadialFeeder::new(&f.network)
+                .and_then(|r| r.solve(&f.network, &PowerFlowOptions::default()))
+        };
+        let (v0, v1) = (solve(&base).unwrap(), solve(&with_pv).unwrap());
+        assert!(v1.vm_pu[3] > 1.0 && v1.vm_pu[3] > v0.vm_pu[3]);
+        // 40 kW of PV against 15 kW of load: the transformer exports.
+        assert!(v1.branches[0].p_from_mw < 0.0);
+        // The last line (a to b) gets a switch, open.
+        let open = Feeder::from_toml(&format!("{}\nclosed = false\n", STREET.trim_end()));
+        let open = open.unwrap();
+        assert!(!open.network.branches[2].in_service);
+        assert_eq!(solve(&open).unwrap_err(), crate::SweepError::Unreached(4));
     }
 
     #[test]

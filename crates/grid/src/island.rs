@@ -509,4 +509,84 @@ mod tests {
         assert!((s.soc_kwh - 100.0).abs() < 1e-9);
         assert!(d.pv_curtailed_kw > 0.0 && (d.pv_used_kw + d.pv_curtailed_kw - 60.0).abs() < 1e-9);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pcc() -> impl Strategy<Value = Pcc> {
+            prop_oneof![Just(Pcc::Healthy), Just(Pcc::Down), Just(Pcc::Silent)]
+        }
+
+        fn priority() -> impl Strategy<Value = Priority> {
+            prop_oneof![
+                Just(Priority::Critical),
+                Just(Priority::Essential),
+                Just(Priority::Deferrable)
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the PCC does and whatever the loads and PV: transitions follow the state
+            /// machine (reconnection only after resync_ms of healthy readings), every step
+            /// balances, the storage stays within [min, capacity], a critical load is shed only
+            /// when no non-critical load is served, and shed loads are never more important
+            /// than served ones.
+            #[test]
+            fn the_controller_keeps_its_invariants(
+                observations in proptest::collection::vec((pcc(), 0.0f64..40.0), 1..200),
+                loads in proptest::collection::vec((priority(), 0.0f64..15.0), 0..12),
+                soc in 5.0f64..100.0,
+            ) {
+                let cfg = IslandConfig { resync_ms: 5 * MIN, reading_timeout_ms: 2 * MIN };
+                let mut c = Controller::new(cfg, 0);
+                let mut s = storage(soc);
+                let mut healthy_since: Option<u64> = Some(0);
+                for (k, (obs, pv)) in observations.iter().enumerate() {
+                    let now = (k as u64 + 1) * MIN;
+                    let before = c.mode();
+                    match obs {
+                        Pcc::Healthy => { healthy_since.get_or_insert(now); }
+                        Pcc::Down => healthy_since = None,
+                        Pcc::Silent => {}
+                    }
+                    let t = c.observe(now, *obs);
+                    match (before, t) {
+                        (_, None) => prop_assert_eq!(c.mode(), before),
+                        (Mode::GridConnected, Some(Transition::Islanded { .. })) => {}
+                        (Mode::Islanded { .. }, Some(Transition::Resynchronising { .. })) => {
+                            prop_assert_eq!(*obs, Pcc::Healthy)
+                        }
+                        (Mode::Resynchronising { .. }, Some(Transition::Islanded { .. })) => {}
+                        (Mode::Resynchronising { .. }, Some(Transition::Reconnected { .. })) => {
+                            prop_assert!(healthy_since.is_some_and(|h| now - h >= cfg.resync_ms));
+                        }
+                        (m, t) => prop_assert!(false, "{:?} -> {:?}", m, t),
+                    }
+                    if *obs == Pcc::Down {
+                        prop_assert!(c.is_islanded());
+                    }
+                    let d = c.dispatch(1.0 / 12.0, &loads, *pv, &mut s);
+                    prop_assert!((d.served_kw - d.pv_used_kw - d.storage_kw - d.grid_kw).abs() < 1e-9);
+                    prop_assert!(d.pv_used_kw <= *pv + 1e-9 && d.pv_curtailed_kw >= -1e-9);
+                    prop_assert!(s.soc_kwh >= s.min_kwh - 1e-9 && s.soc_kwh <= s.capacity_kwh + 1e-9);
+                    prop_assert!(d.storage_kw <= s.max_power_kw + 1e-9);
+                    let served_non_critical = loads.iter().zip(&d.served)
+                        .any(|(l, &on)| on && l.0 != Priority::Critical && l.1 > 0.0);
+                    let shed_critical = loads.iter().zip(&d.served)
+                        .any(|(l, &on)| !on && l.0 == Priority::Critical);
+                    prop_assert!(!(served_non_critical && shed_critical));
+                    let lowest_served = loads.iter().zip(&d.served)
+                        .filter(|(_, &on)| on).map(|(l, _)| l.0).min();
+                    let highest_shed = loads.iter().zip(&d.served)
+                        .filter(|(_, &on)| !on).map(|(l, _)| l.0).max();
+                    if let (Some(lo), Some(hi)) = (lowest_served, highest_shed) {
+                        prop_assert!(hi <= lo, "shed {:?} while serving {:?}", hi, lo);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -2,11 +2,14 @@
 //! generators, in per unit on the case's MVA base), imported from MATPOWER case files.
 //!
 //! Floats are fine here: power flow and limits run outside consensus (see DESIGN.md); what enters
-//! the ledger from this crate will be quantised to integers by one documented function.
+//! the ledger from this crate is quantised to integers by one documented function
+//! ([`Envelope::energy_mwh`]).
 //!
-//! Status (issue 5, first steps): the network model, the MATPOWER (version 2) importer and AC power
-//! flow by Newton-Raphson with a sparse Jacobian (faer's sparse LU). Radial sweep, limits,
-//! grid-aware clearing and islanding come next.
+//! What is here: the network model and MATPOWER (version 2) import/export (`matpower`); feeders
+//! described in TOML (`feeder`); AC power flow by Newton-Raphson with a sparse Jacobian and faer's
+//! sparse LU (`powerflow`) and by backward/forward sweep on radial feeders (`sweep`); dynamic
+//! operating envelopes per connection point (`envelope`); the microgrid islanding controller
+//! (`island`) and outage scenarios with their KPIs (`outage`).
 
 mod complex;
 pub mod envelope;

@@ -151,3 +151,49 @@ fn gsy_e_hierarchical_constant_fees_cost_the_buyer_0_14() {
     assert_eq!(c.trades[0].fee_per_kwh, 0);
     assert_eq!(c.trades[0].area, h2);
 }
+
+/// The network charge rule (documented in the crate): a trade pays the fee of every market on the
+/// path between seller and buyer, once. Neighbours on one street meet in their street's market and
+/// pay its fee only; a trade across the feeder also pays the feeder's and the other street's.
+#[test]
+fn a_trade_between_neighbours_costs_less_than_one_across_the_feeder() {
+    let fees = [
+        GridFee {
+            constant_per_kwh: price(2),
+            percent_bps: 0,
+        }, // the feeder (root)
+        GridFee {
+            constant_per_kwh: price(1),
+            percent_bps: 0,
+        }, // streets
+    ];
+    let paths = ["street-1/home-1", "street-1/home-2", "street-2/home-1"];
+    let areas = Areas::from_paths(paths, &fees).unwrap();
+    let order = |id, side, price_ct, path: &str| Order {
+        id,
+        side,
+        energy_mwh: 1_000_000,
+        price_per_kwh: price(price_ct),
+        time: id,
+        area: areas.find(path).unwrap(),
+    };
+    let fee_of = |buyer: &str| {
+        let o = vec![
+            order(1, Side::Ask, 10, "street-1/home-1"),
+            order(2, Side::Bid, 30, buyer),
+        ];
+        let c = clear(&o, &areas, Mechanism::PayAsOffer, None).unwrap();
+        assert_eq!(c.trades.len(), 1);
+        c.trades[0].fee_per_kwh
+    };
+    assert_eq!(
+        fee_of("street-1/home-2"),
+        price(1),
+        "neighbours: the street's fee"
+    );
+    assert_eq!(
+        fee_of("street-2/home-1"),
+        price(1) + price(2) + price(1),
+        "across the feeder: both streets and the feeder"
+    );
+}

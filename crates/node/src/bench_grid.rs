@@ -137,6 +137,39 @@ pub fn run(
         progress(&row);
         rows.push(row);
         if let Ok(feeder) = RadialFeeder::new(net) {
+            // Operating envelopes for every load bus of a radial feeder (what the grid operator
+            // computes before each gate closure): sensitivities plus the two verified corners.
+            let homes: Vec<usize> = (0..net.buses.len())
+                .filter(|&b| net.buses[b].kind == gridmesh_grid::BusKind::Pq)
+                .collect();
+            if let Ok(env) = gridmesh_grid::operating_envelopes(
+                net,
+                &homes,
+                &gridmesh_grid::EnvelopeOptions::default(),
+            ) {
+                let ours = median_ms(opts.repeat.min(5), || {
+                    std::hint::black_box(
+                        gridmesh_grid::operating_envelopes(
+                            net,
+                            &homes,
+                            &gridmesh_grid::EnvelopeOptions::default(),
+                        )
+                        .ok(),
+                    );
+                });
+                let row = GridBenchRow {
+                    case: name.clone(),
+                    buses: net.buses.len(),
+                    branches: net.branches.len(),
+                    method: "envelopes",
+                    iterations: env.rounds.0 + env.rounds.1,
+                    gridmesh_ms: ours,
+                    pandapower_ms: None,
+                    speedup: None,
+                };
+                progress(&row);
+                rows.push(row);
+            }
             let pf = feeder.solve(net, &pf_opts)?;
             let ours = median_ms(opts.repeat, || {
                 std::hint::black_box(feeder.solve(net, &pf_opts).ok());

@@ -98,30 +98,89 @@ pub enum EnvelopeError {
     NotVerified(&'static str, usize),
 }
 
-/// The first limit a power flow violates, described; None if it violates none.
-pub fn first_violation(net: &Network, pf: &PowerFlow) -> Option<String> {
+/// A limit a power flow violates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Violation {
+    /// A bus (index into [`Network::buses`]) outside its voltage band.
+    Voltage {
+        bus: usize,
+        vm_pu: f64,
+        vmin_pu: f64,
+        vmax_pu: f64,
+    },
+    /// A branch (index into [`Network::branches`]) over its rating.
+    Thermal {
+        branch: usize,
+        flow_mva: f64,
+        rating_mva: f64,
+    },
+}
+
+impl Violation {
+    /// Described with the names `name(bus index)` gives the buses.
+    pub fn describe(&self, net: &Network, name: impl Fn(usize) -> String) -> String {
+        match *self {
+            Violation::Voltage {
+                bus,
+                vm_pu,
+                vmin_pu,
+                vmax_pu,
+            } => format!(
+                "bus {} at {vm_pu:.4} pu outside [{vmin_pu}, {vmax_pu}]",
+                name(bus)
+            ),
+            Violation::Thermal {
+                branch,
+                flow_mva,
+                rating_mva,
+            } => {
+                let br = &net.branches[branch];
+                format!(
+                    "branch {}-{} carries {flow_mva:.4} MVA of {rating_mva:.4} ({:.0}%)",
+                    name(br.from),
+                    name(br.to),
+                    100.0 * flow_mva / rating_mva
+                )
+            }
+        }
+    }
+}
+
+/// Every limit a power flow violates: buses outside their band, then branches over their rating.
+pub fn violations(net: &Network, pf: &PowerFlow) -> Vec<Violation> {
     const TOL: f64 = 1e-9;
+    let mut out = Vec::new();
     for (i, b) in net.buses.iter().enumerate() {
         if b.kind == BusKind::Isolated || b.kind == BusKind::Slack {
             continue;
         }
         if pf.vm_pu[i] < b.vmin_pu - TOL || pf.vm_pu[i] > b.vmax_pu + TOL {
-            return Some(format!(
-                "bus {} at {:.4} pu outside [{}, {}]",
-                b.number, pf.vm_pu[i], b.vmin_pu, b.vmax_pu
-            ));
+            out.push(Violation::Voltage {
+                bus: i,
+                vm_pu: pf.vm_pu[i],
+                vmin_pu: b.vmin_pu,
+                vmax_pu: b.vmax_pu,
+            });
         }
     }
     for (k, br) in net.branches.iter().enumerate() {
         let flow = pf.branches[k].max_mva();
         if br.in_service && br.rate_a_mva > 0.0 && flow > br.rate_a_mva * (1.0 + TOL) {
-            return Some(format!(
-                "branch {}-{} carries {:.4} MVA of {:.4}",
-                net.buses[br.from].number, net.buses[br.to].number, flow, br.rate_a_mva
-            ));
+            out.push(Violation::Thermal {
+                branch: k,
+                flow_mva: flow,
+                rating_mva: br.rate_a_mva,
+            });
         }
     }
-    None
+    out
+}
+
+/// The first limit a power flow violates, described with bus numbers; None if it violates none.
+pub fn first_violation(net: &Network, pf: &PowerFlow) -> Option<String> {
+    violations(net, pf)
+        .first()
+        .map(|v| v.describe(net, |i| net.buses[i].number.to_string()))
 }
 
 /// Computes the envelopes of the connections at buses `connections` (indices into

@@ -22,8 +22,8 @@ pub mod powerflow;
 pub mod sweep;
 
 pub use envelope::{
-    first_violation, operating_envelopes, Binding, Envelope, EnvelopeError, EnvelopeOptions,
-    Envelopes,
+    first_violation, operating_envelopes, violations, Binding, Envelope, EnvelopeError,
+    EnvelopeOptions, Envelopes, Violation,
 };
 pub use feeder::{Feeder, FeederError, FeederSpec};
 pub use matpower::{parse_case, write_case, CaseError};

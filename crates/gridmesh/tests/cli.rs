@@ -316,6 +316,19 @@ fn demo_runs_and_reports_json() {
     let out = gridmesh(&["demo", "--json"]);
     let report = stdout_json(&out);
     assert_eq!(report["total_supply"], "1000000000");
+    // The grid part: the congestion example within limits with envelopes, the outage example
+    // with all critical load served.
+    assert!(report["grid"]["congestion"]["constrained"]["violation"].is_null());
+    assert!(
+        report["grid"]["congestion"]["unconstrained"]["transformer_loading_pct"]
+            .as_f64()
+            .unwrap()
+            > 200.0
+    );
+    assert_eq!(
+        report["grid"]["island"]["outages"][1]["critical_load_served_pct"],
+        100.0
+    );
     assert_eq!(report["transfers"].as_array().unwrap().len(), 9);
     assert_eq!(report["refused"].as_array().unwrap().len(), 4);
     for r in report["refused"].as_array().unwrap() {

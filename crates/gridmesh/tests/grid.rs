@@ -79,6 +79,17 @@ fn grid_aware_clearing_keeps_the_transformer_within_its_rating() {
     let bound = &r["constrained"];
     assert!(free["transformer_loading_pct"].as_f64().unwrap() > 200.0);
     assert!(free["violation"].is_string());
+    let named: Vec<&str> = free["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        named.iter().any(|v| v.starts_with("branch pcc-lv carries")),
+        "the transformer overload, by name: {named:?}"
+    );
+    assert!(bound["violations"].as_array().unwrap().is_empty());
     let loading = bound["transformer_loading_pct"].as_f64().unwrap();
     assert!(loading <= 100.0 && loading > 80.0, "{loading}");
     assert!(bound["violation"].is_null(), "{}", bound["violation"]);

@@ -52,6 +52,66 @@ pub struct DemoReport {
     pub households: Vec<DemoHousehold>,
     /// The traded slot as `GET /v1/market/slots/{slot}` shows it once settled.
     pub market: crate::market_view::SlotView,
+    pub grid: DemoGrid,
+}
+
+/// The grid layer on the shipped examples.
+#[derive(Serialize)]
+pub struct DemoGrid {
+    /// `examples/congestion`: one evening slot cleared without and with the feeder's envelopes.
+    pub congestion: crate::grid_market::GridClearReport,
+    /// `examples/island/outage.toml` through the islanding controller.
+    pub island: crate::grid_report::IslandReport,
+}
+
+impl std::fmt::Debug for DemoGrid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoGrid")
+            .field("lost_welfare", &self.congestion.lost_welfare)
+            .field("island", &self.island)
+            .finish_non_exhaustive()
+    }
+}
+
+const CONGESTION_FEEDER: &str = include_str!("../../../examples/congestion/feeder.toml");
+const CONGESTION_ORDERS: &str = include_str!("../../../examples/congestion/orders.json");
+const OUTAGE: &str = include_str!("../../../examples/island/outage.toml");
+
+/// The grid part of the demo: offline, on the examples compiled into the binary.
+pub fn grid_part(say: &dyn Fn(String)) -> anyhow::Result<DemoGrid> {
+    let feeder = gridmesh_grid::Feeder::from_toml(CONGESTION_FEEDER)?;
+    let set = crate::market_file::OrderSet::parse(CONGESTION_ORDERS)?;
+    let congestion = crate::grid_market::clear_on_feeder(
+        &set,
+        &feeder,
+        gridmesh_market::Mechanism::PayAsClear,
+        15,
+    )?;
+    say(format!(
+        "grid: 20 EVs on a 100 kVA transformer at 18:00: cleared blind, the transformer runs at {:.0}% ({}); with operating envelopes at {:.0}%, costing {} tokens ({:.0}%) of the slot's surplus",
+        congestion.unconstrained.transformer_loading_pct,
+        congestion.unconstrained.violation.as_deref().unwrap_or("no violation"),
+        congestion.constrained.transformer_loading_pct,
+        congestion.lost_welfare,
+        congestion.lost_welfare_pct
+    ));
+    let island = crate::grid_report::island_from_toml(OUTAGE)?;
+    if let Some(o) = island
+        .outages
+        .iter()
+        .max_by(|a, b| a.minutes_islanded.total_cmp(&b.minutes_islanded))
+    {
+        say(format!(
+            "grid: a {:.0}-minute evening outage at {}: islanded on {} homes' batteries, {:.0}% of critical load served, {:.1} kWh of other load shed, batteries down to {:.0}%",
+            o.minutes_islanded,
+            o.islanded_at,
+            island.homes,
+            o.critical_load_served_pct,
+            o.energy_not_served_kwh,
+            o.lowest_battery_soc_pct
+        ));
+    }
+    Ok(DemoGrid { congestion, island })
 }
 
 /// Block time runs this many times faster than the wall clock in the demo.
@@ -237,6 +297,7 @@ fn script(
         refused,
         households,
         market,
+        grid: grid_part(say)?,
     })
 }
 

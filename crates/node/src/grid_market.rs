@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use gridmesh_grid::{
-    first_violation, operating_envelopes, Binding, EnvelopeOptions, Feeder, PowerFlowOptions,
+    operating_envelopes, violations, Binding, EnvelopeOptions, Feeder, PowerFlowOptions,
     RadialFeeder,
 };
 use gridmesh_market::{clear, within_limits, AreaLimit, Clearing, Mechanism, Side};
@@ -37,6 +37,8 @@ pub struct EnvelopeOut {
 pub struct Physics {
     /// The first limit violated, or None.
     pub violation: Option<String>,
+    /// Every limit violated (buses by name; the transformer is `pcc-lv`).
+    pub violations: Vec<String>,
     pub transformer_loading_pct: f64,
     pub min_vm_pu: f64,
     pub losses_kw: f64,
@@ -131,8 +133,13 @@ pub fn clear_on_feeder(
             .solve(&case, &PowerFlowOptions::default())
             .context("power flow on the cleared slot")?;
         let t = &case.branches[feeder.transformer];
+        let all: Vec<String> = violations(&case, &pf)
+            .iter()
+            .map(|v| v.describe(&case, |i| feeder.names[i].clone()))
+            .collect();
         Ok(Physics {
-            violation: first_violation(&case, &pf),
+            violation: all.first().cloned(),
+            violations: all,
             transformer_loading_pct: 100.0 * pf.branches[feeder.transformer].max_mva()
                 / t.rate_a_mva,
             min_vm_pu: pf.min_voltage().1,

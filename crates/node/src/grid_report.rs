@@ -188,13 +188,17 @@ fn clock(ms: u64) -> String {
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
-/// Runs an outage scenario through the islanding controller.
+/// Runs an outage scenario file through the islanding controller.
 pub fn island(path: &std::path::Path) -> anyhow::Result<IslandReport> {
-    use gridmesh_grid::island::{Cause, Transition};
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let scenario = gridmesh_grid::outage::OutageScenario::from_toml(&text)
-        .with_context(|| format!("in {}", path.display()))?;
+    island_from_toml(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Runs an outage scenario (its TOML text) through the islanding controller.
+pub fn island_from_toml(text: &str) -> anyhow::Result<IslandReport> {
+    use gridmesh_grid::island::{Cause, Transition};
+    let scenario = gridmesh_grid::outage::OutageScenario::from_toml(text)?;
     let run = scenario.run();
     let step_h = f64::from(scenario.step_minutes) / 60.0;
     Ok(IslandReport {

@@ -238,3 +238,59 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
     assert!(matches!(r, Err(ureq::Error::Status(400, _))));
     assert!(get(&url, "/v1/grid")["operator"]["last_error"].is_null());
 }
+
+/// A live node that stops hearing from the PCC meter islands the microgrid after the timeout
+/// (chain time), and a report that the grid is healthy brings it back.
+#[test]
+fn a_silent_pcc_meter_islands_the_microgrid() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("operator.key");
+    let op = String::from_utf8(gridmesh(&["keys", "new", "--out", key.to_str().unwrap()]).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let genesis = dir.path().join("genesis.toml");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::fs::write(
+        &genesis,
+        format!(
+            "chain_id = \"quiet-meter\"\ntimestamp_ms = {now_ms}\n[[accounts]]\naddress = \"{op}\"\nbalance = \"1\"\n[market]\ngrid_operator = \"{op}\"\n"
+        ),
+    )
+    .unwrap();
+    let feeder =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let node = NodeProc::start(
+        &dir.path().join("data"),
+        &[
+            "--genesis",
+            genesis.to_str().unwrap(),
+            "--time-scale",
+            "600",
+            "--empty-blocks",
+            "--grid-feeder",
+            feeder.to_str().unwrap(),
+            "--grid-operator-key",
+            key.to_str().unwrap(),
+            "--pcc-timeout-s",
+            "600",
+            "--resync-s",
+            "300",
+        ],
+    );
+    let url = node.url.clone();
+    // No report at all: 10 minutes of chain time (1 s here) later the node islands.
+    wait_for("islanded by silence", || {
+        get(&url, "/v1/grid")["mode"] == "islanded"
+    });
+    wait_for("reconnected", || {
+        assert_eq!(pcc(&url, true), 202);
+        get(&url, "/v1/grid")["mode"] == "grid-connected"
+    });
+    // A node without the service refuses PCC reports by name.
+    let plain = NodeProc::start(&dir.path().join("plain"), &[]);
+    assert_eq!(pcc(&plain.url, false), 409);
+}

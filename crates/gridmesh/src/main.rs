@@ -595,10 +595,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             export_kwh,
             common,
         }) => {
-            let import_mwh = gridmesh_types::units::parse_kwh(&import_kwh)
-                .with_context(|| format!("--import-kwh {import_kwh:?}"))?;
-            let export_mwh = gridmesh_types::units::parse_kwh(&export_kwh)
-                .with_context(|| format!("--export-kwh {export_kwh:?}"))?;
+            let (import_mwh, export_mwh) = (
+                kwh_arg(&import_kwh, "--import-kwh")?,
+                kwh_arg(&export_kwh, "--export-kwh")?,
+            );
             submit_kind(
                 &common,
                 TxKind::SubmitReading {
@@ -618,10 +618,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             export_kwh,
             common,
         }) => {
-            let import_mwh = gridmesh_types::units::parse_kwh(&import_kwh)
-                .with_context(|| format!("--import-kwh {import_kwh:?}"))?;
-            let export_mwh = gridmesh_types::units::parse_kwh(&export_kwh)
-                .with_context(|| format!("--export-kwh {export_kwh:?}"))?;
+            let (import_mwh, export_mwh) = (
+                kwh_arg(&import_kwh, "--import-kwh")?,
+                kwh_arg(&export_kwh, "--export-kwh")?,
+            );
             submit_kind(
                 &common,
                 TxKind::SetEnvelope {
@@ -1046,6 +1046,11 @@ async fn shutdown_signal() {
 
 /// Signs a transaction of `kind` with the common key, submits it and (unless --no-wait) waits for
 /// its block; prints the receipt's events.
+/// An energy in kWh from a flag, in mWh.
+fn kwh_arg(text: &str, flag: &str) -> anyhow::Result<u64> {
+    gridmesh_types::units::parse_kwh(text).with_context(|| format!("{flag} {text:?}"))
+}
+
 fn submit_kind(common: &TxCommon, kind: TxKind, what: &str) -> anyhow::Result<()> {
     let key = Keypair::load(&common.key)?;
     let client = Client::new(&common.node.node);

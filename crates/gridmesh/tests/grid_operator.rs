@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use common::{gridmesh, stdout_json, NodeProc};
+use common::{gridmesh, new_key, stdout_json, wait_for, NodeProc};
 
 fn run(args: &[&str]) -> serde_json::Value {
     stdout_json(&gridmesh(args))
@@ -22,15 +21,13 @@ fn get(url: &str, path: &str) -> serde_json::Value {
         .unwrap()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits until `slot` is cleared and returns its view.
+fn cleared(url: &str, slot: &str) -> serde_json::Value {
+    wait_for(&format!("slot {slot} to clear"), || {
+        let v = run(&["query", "slot", slot, "--node", url, "--json"]);
+        v["status"] != "open" && v["status"] != "closed"
+    });
+    run(&["query", "slot", slot, "--node", url, "--json"])
 }
 
 fn pcc(url: &str, available: bool) -> u16 {
@@ -43,56 +40,71 @@ fn pcc(url: &str, available: bool) -> u16 {
     }
 }
 
-#[test]
-fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = |name: &str| {
-        let path = dir.path().join(format!("{name}.key"));
-        let out = gridmesh(&["keys", "new", "--out", path.to_str().unwrap()]);
-        assert!(out.status.success());
-        (
-            path.display().to_string(),
-            String::from_utf8(out.stdout).unwrap().trim().to_string(),
-        )
-    };
-    let (op_key, op) = key("operator");
-    let (home_key, home) = key("home");
-    let (pv_key, pv) = key("pv");
+/// A genesis at the present time with these accounts (100 tokens each) and `operator` as the
+/// market's grid operator, plus `market_extra` lines in its `[market]` table.
+fn genesis(
+    dir: &std::path::Path,
+    accounts: &[&str],
+    operator: &str,
+    market_extra: &str,
+) -> PathBuf {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let genesis = dir.path().join("genesis.toml");
-    std::fs::write(
-        &genesis,
-        format!(
-            "chain_id = \"two-streets\"\ntimestamp_ms = {now_ms}\n\
-             [[accounts]]\naddress = \"{home}\"\nbalance = \"100\"\n\
-             [[accounts]]\naddress = \"{pv}\"\nbalance = \"100\"\n\
-             [[accounts]]\naddress = \"{op}\"\nbalance = \"1\"\n\
-             [market]\ngrid_operator = \"{op}\"\nisland_price_cap_per_kwh = \"0.50\"\n"
-        ),
-    )
-    .unwrap();
+    let mut text = format!("chain_id = \"two-streets\"\ntimestamp_ms = {now_ms}\n");
+    for a in accounts {
+        text += &format!("[[accounts]]\naddress = \"{a}\"\nbalance = \"100\"\n");
+    }
+    text += &format!("[market]\ngrid_operator = \"{operator}\"\n{market_extra}");
+    let path = dir.join("genesis.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A node at 600x time running the grid operator service on the congestion example's feeder.
+fn operator_node(
+    dir: &std::path::Path,
+    genesis: &std::path::Path,
+    op_key: &str,
+    pcc_timeout_s: &str,
+    empty_blocks: bool,
+) -> NodeProc {
     let feeder =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
-    let node = NodeProc::start(
-        &dir.path().join("data"),
-        &[
-            "--genesis",
-            genesis.to_str().unwrap(),
-            "--time-scale",
-            "600",
-            "--grid-feeder",
-            feeder.to_str().unwrap(),
-            "--grid-operator-key",
-            &op_key,
-            "--pcc-timeout-s",
-            "86400",
-            "--resync-s",
-            "600",
-        ],
+    let mut args = vec![
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--time-scale",
+        "600",
+        "--grid-feeder",
+        feeder.to_str().unwrap(),
+        "--grid-operator-key",
+        op_key,
+        "--pcc-timeout-s",
+        pcc_timeout_s,
+        "--resync-s",
+        "300",
+    ];
+    if empty_blocks {
+        args.push("--empty-blocks");
+    }
+    NodeProc::start(&dir.join("data"), &args)
+}
+
+#[test]
+fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (op_key, op) = new_key(dir.path(), "operator");
+    let (home_key, home) = new_key(dir.path(), "home");
+    let (pv_key, pv) = new_key(dir.path(), "pv");
+    let genesis = genesis(
+        dir.path(),
+        &[&home, &pv, &op],
+        &op,
+        "island_price_cap_per_kwh = \"0.50\"\n",
     );
+    let node = operator_node(dir.path(), &genesis, &op_key, "86400", false);
     let url = node.url.clone();
     for (k, kind, kw) in [(&home_key, "meter", "11"), (&pv_key, "battery", "10")] {
         run(&[
@@ -152,11 +164,7 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
         &url,
         "--json",
     ]);
-    wait_for("the slot to clear", || {
-        let v = run(&["query", "slot", &s, "--node", &url, "--json"]);
-        v["status"] != "open" && v["status"] != "closed"
-    });
-    let v = run(&["query", "slot", &s, "--node", &url, "--json"]);
+    let v = cleared(&url, &s);
     assert_eq!(v["envelopes"], 1, "{v}");
     assert_eq!(v["island"], false);
     // The utility served only the envelope: read it from the slot's market report.
@@ -213,11 +221,7 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
         &url,
         "--json",
     ]);
-    wait_for("the island slot to clear", || {
-        let v = run(&["query", "slot", &island_slot, "--node", &url, "--json"]);
-        v["status"] != "open" && v["status"] != "closed"
-    });
-    let v = run(&["query", "slot", &island_slot, "--node", &url, "--json"]);
+    let v = cleared(&url, &island_slot);
     assert_eq!(v["island"], true, "{v}");
     assert_eq!(v["clearing_price_per_kwh"], "0.5", "{v}");
     assert!(v["utility"].as_array().unwrap().is_empty(), "{v}");
@@ -244,43 +248,9 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
 #[test]
 fn a_silent_pcc_meter_islands_the_microgrid() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("operator.key");
-    let op = String::from_utf8(gridmesh(&["keys", "new", "--out", key.to_str().unwrap()]).stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    let genesis = dir.path().join("genesis.toml");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    std::fs::write(
-        &genesis,
-        format!(
-            "chain_id = \"quiet-meter\"\ntimestamp_ms = {now_ms}\n[[accounts]]\naddress = \"{op}\"\nbalance = \"1\"\n[market]\ngrid_operator = \"{op}\"\n"
-        ),
-    )
-    .unwrap();
-    let feeder =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
-    let node = NodeProc::start(
-        &dir.path().join("data"),
-        &[
-            "--genesis",
-            genesis.to_str().unwrap(),
-            "--time-scale",
-            "600",
-            "--empty-blocks",
-            "--grid-feeder",
-            feeder.to_str().unwrap(),
-            "--grid-operator-key",
-            key.to_str().unwrap(),
-            "--pcc-timeout-s",
-            "600",
-            "--resync-s",
-            "300",
-        ],
-    );
+    let (op_key, op) = new_key(dir.path(), "operator");
+    let genesis = genesis(dir.path(), &[&op], &op, "");
+    let node = operator_node(dir.path(), &genesis, &op_key, "600", true);
     let url = node.url.clone();
     // No report at all: 10 minutes of chain time (1 s here) later the node islands.
     wait_for("islanded by silence", || {

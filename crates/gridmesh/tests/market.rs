@@ -4,23 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use common::{gridmesh, stdout_json, NodeProc};
+use common::{gridmesh, new_key, stdout_json, wait_for, NodeProc};
 
 fn run(args: &[&str]) -> serde_json::Value {
     stdout_json(&gridmesh(args))
-}
-
-fn key(dir: &Path, name: &str) -> (String, String) {
-    let path = dir.join(format!("{name}.key"));
-    let out = gridmesh(&["keys", "new", "--out", path.to_str().unwrap()]);
-    assert!(out.status.success());
-    (
-        path.display().to_string(),
-        String::from_utf8(out.stdout).unwrap().trim().to_string(),
-    )
 }
 
 /// Runs a command that must fail, with `needle` in its error.
@@ -35,17 +22,6 @@ fn slot_json(url: &str, slot: u64) -> serde_json::Value {
     run(&["query", "slot", &slot.to_string(), "--node", url, "--json"])
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,8 +30,8 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     let node = NodeProc::start(&data, &["--time-scale", "600"]);
     let url = node.url.clone();
     let faucet = data.join("faucet.key").display().to_string();
-    let (seller_key, seller) = key(dir.path(), "seller");
-    let (buyer_key, buyer) = key(dir.path(), "buyer");
+    let (seller_key, seller) = new_key(dir.path(), "seller");
+    let (buyer_key, buyer) = new_key(dir.path(), "buyer");
     for to in [&seller, &buyer] {
         run(&[
             "tx", "transfer", "--key", &faucet, "--to", to, "--amount", "100", "--node", &url,

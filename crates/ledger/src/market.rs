@@ -733,6 +733,24 @@ fn producing_mwh(devs: &[Device]) -> u64 {
         .sum()
 }
 
+/// Whether `slot` still takes orders (and envelopes) at `now_ms`: before its gate closure and no
+/// more than 7 days ahead.
+fn check_open(cfg: &MarketConfig, slot: u64, now_ms: u64) -> Result<(), MarketTxError> {
+    let gate_ms = cfg.gate_closure_ms(slot);
+    if now_ms >= gate_ms {
+        return Err(MarketTxError::GateClosed {
+            slot,
+            gate_ms,
+            now_ms,
+        });
+    }
+    let max_slot = slot_of(now_ms) + MAX_SLOTS_AHEAD;
+    if slot > max_slot {
+        return Err(MarketTxError::SlotTooFar { slot, max_slot });
+    }
+    Ok(())
+}
+
 /// Applies a market or device transaction (not a transfer) of `sender`. Everything is checked
 /// before the first write; the caller increments the nonce.
 pub(crate) fn apply(
@@ -767,19 +785,7 @@ pub(crate) fn apply(
             location,
         } => {
             let (slot, energy_mwh, price) = (*slot, *energy_mwh, *price_per_kwh);
-            let gate_ms = cfg.gate_closure_ms(slot);
-            if now >= gate_ms {
-                return Err(MarketTxError::GateClosed {
-                    slot,
-                    gate_ms,
-                    now_ms: now,
-                }
-                .into());
-            }
-            let max_slot = slot_of(now) + MAX_SLOTS_AHEAD;
-            if slot > max_slot {
-                return Err(MarketTxError::SlotTooFar { slot, max_slot }.into());
-            }
+            check_open(&cfg, slot, now)?;
             if energy_mwh > mk::MAX_ORDER_MWH {
                 return Err(MarketTxError::EnergyTooLarge(energy_mwh).into());
             }
@@ -963,19 +969,7 @@ pub(crate) fn apply(
                 return Err(MarketTxError::NotGridOperator.into());
             }
             let slot = *slot;
-            let gate_ms = cfg.gate_closure_ms(slot);
-            if now >= gate_ms {
-                return Err(MarketTxError::GateClosed {
-                    slot,
-                    gate_ms,
-                    now_ms: now,
-                }
-                .into());
-            }
-            let max_slot = slot_of(now) + MAX_SLOTS_AHEAD;
-            if slot > max_slot {
-                return Err(MarketTxError::SlotTooFar { slot, max_slot }.into());
-            }
+            check_open(&cfg, slot, now)?;
             if !location.is_empty() {
                 Areas::from_paths([location.as_str()], &[])
                     .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;

@@ -122,3 +122,26 @@ pub fn stdout_json(out: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// Polls `f` every 100 ms until it holds; fails the test after 90 s, naming `what`.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A new key file `NAME.key` in `dir`: (its path, its address).
+pub fn new_key(dir: &Path, name: &str) -> (String, String) {
+    let path = dir.join(format!("{name}.key"));
+    let out = gridmesh(&["keys", "new", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    (
+        path.display().to_string(),
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
+}

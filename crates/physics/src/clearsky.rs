@@ -62,6 +62,42 @@ pub fn max_plane_irradiance_w_m2(pos: &SolarPosition, observer: &Observer) -> f6
     clear_sky_dni_w_m2(pos, observer) + diffuse
 }
 
+/// The sun at the middle of each [`STEP_S`] step of an interval: (step length s, position).
+pub fn step_positions(
+    observer: &Observer,
+    start_unix_s: i64,
+    duration_s: u32,
+    delta_t_s: f64,
+) -> Vec<(u32, SolarPosition)> {
+    let mut out = Vec::with_capacity(duration_s.div_ceil(STEP_S) as usize);
+    let mut t = 0u32;
+    while t < duration_s {
+        let step = STEP_S.min(duration_s - t);
+        let mid = start_unix_s as f64 + f64::from(t) + f64::from(step) / 2.0;
+        out.push((step, solar_position(mid, delta_t_s, observer)));
+        t += step;
+    }
+    out
+}
+
+/// [`pv_energy_bound_mwh`] from the interval's [`step_positions`] (to share them among devices
+/// at one place).
+pub fn pv_energy_bound_from(
+    rated_w: u64,
+    observer: &Observer,
+    positions: &[(u32, SolarPosition)],
+    margin: f64,
+) -> u64 {
+    let mut mwh = 0.0;
+    for (step, pos) in positions {
+        let poa = max_plane_irradiance_w_m2(pos, observer);
+        let power_w = rated_w as f64 * (poa / 1000.0).min(1.0) * margin;
+        // W × s → mWh: / 3600 × 1000.
+        mwh += power_w * f64::from(*step) / 3.6;
+    }
+    libm::floor(mwh) as u64
+}
+
 /// The most energy a PV system of `rated_w` at `observer` can produce from `start_unix_s` for
 /// `duration_s` seconds, in mWh (floored). `delta_t_s` as in [`solar_position`].
 pub fn pv_energy_bound_mwh(
@@ -72,19 +108,8 @@ pub fn pv_energy_bound_mwh(
     delta_t_s: f64,
     margin: f64,
 ) -> u64 {
-    let mut mwh = 0.0;
-    let mut t = 0u32;
-    while t < duration_s {
-        let step = STEP_S.min(duration_s - t);
-        let mid = start_unix_s as f64 + f64::from(t) + f64::from(step) / 2.0;
-        let pos = solar_position(mid, delta_t_s, observer);
-        let poa = max_plane_irradiance_w_m2(&pos, observer);
-        let power_w = rated_w as f64 * (poa / 1000.0).min(1.0) * margin;
-        // W × s → mWh: / 3600 × 1000.
-        mwh += power_w * f64::from(step) / 3.6;
-        t += step;
-    }
-    libm::floor(mwh) as u64
+    let positions = step_positions(observer, start_unix_s, duration_s, delta_t_s);
+    pv_energy_bound_from(rated_w, observer, &positions, margin)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! tests pin outputs to the bit.
 
 pub mod clearsky;
+pub mod pog;
 pub mod solar;
 mod spa_terms;
 

@@ -5,6 +5,8 @@
 //! `GRIDMESH_REQUIRE_INTEROP=1` (set by `./scripts/test`). The TMY3 file comes from
 //! `../shared/data/weather` (skipped if absent).
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -12,11 +14,7 @@ use std::process::{Command, Stdio};
 use gridmesh_physics::clearsky::{max_plane_irradiance_w_m2, DEFAULT_MARGIN};
 use gridmesh_physics::{solar_position, Observer};
 
-fn repo(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative)
-}
+use common::{repo, Rng};
 
 fn python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("GRIDMESH_PYTHON") {
@@ -30,21 +28,6 @@ fn python() -> Option<PathBuf> {
         panic!("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)");
     }
     None
-}
-
-/// SplitMix64, for reproducible cases.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// 1,000 random instants (1950-2100) and places (±66° latitude, any longitude, 0-4,000 m): zenith

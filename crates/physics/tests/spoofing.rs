@@ -7,30 +7,18 @@
 //! `pog::check_slot`. Target: more than 95 % of the false energy held, under 1 % of honest
 //! readings held.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use gridmesh_physics::pog::{check_slot, Hold, PvSite, SlotReading, DELTA_T_S};
 use gridmesh_physics::{solar_position, Observer};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use common::{repo, Rng};
 
 /// Hourly (GHI, DNI, DHI) of the TMY3 file by hour of the year (hour ending, local standard time).
 fn tmy3() -> Option<(Observer, f64, Vec<[f64; 3]>)> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/weather/723170TYA.CSV");
+    let path = repo("../shared/data/weather/723170TYA.CSV");
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
     let head: Vec<&str> = lines.next()?.split(',').collect();

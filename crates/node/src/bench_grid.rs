@@ -119,74 +119,52 @@ pub fn run(
     let pf_opts = PowerFlowOptions::default();
     let mut rows = Vec::new();
     for (i, (name, _, net)) in cases.iter().enumerate() {
-        let pf = newton_raphson(net, &pf_opts).with_context(|| format!("power flow on {name}"))?;
-        let ours = median_ms(opts.repeat, || {
-            std::hint::black_box(newton_raphson(net, &pf_opts).ok());
-        });
         let theirs = peer.as_ref().map(|p| p[i]);
-        let row = GridBenchRow {
-            case: name.clone(),
-            buses: net.buses.len(),
-            branches: net.branches.len(),
-            method: "newton-raphson",
-            iterations: pf.iterations,
-            gridmesh_ms: ours,
-            pandapower_ms: theirs,
-            speedup: theirs.map(|t| t / ours),
-        };
-        progress(&row);
-        rows.push(row);
-        if let Ok(feeder) = RadialFeeder::new(net) {
-            // Operating envelopes for every load bus of a radial feeder (what the grid operator
-            // computes before each gate closure): sensitivities plus the two verified corners.
-            let homes: Vec<usize> = (0..net.buses.len())
-                .filter(|&b| net.buses[b].kind == gridmesh_grid::BusKind::Pq)
-                .collect();
-            if let Ok(env) = gridmesh_grid::operating_envelopes(
-                net,
-                &homes,
-                &gridmesh_grid::EnvelopeOptions::default(),
-            ) {
-                let ours = median_ms(opts.repeat.min(5), || {
-                    std::hint::black_box(
-                        gridmesh_grid::operating_envelopes(
-                            net,
-                            &homes,
-                            &gridmesh_grid::EnvelopeOptions::default(),
-                        )
-                        .ok(),
-                    );
-                });
-                let row = GridBenchRow {
-                    case: name.clone(),
-                    buses: net.buses.len(),
-                    branches: net.branches.len(),
-                    method: "envelopes",
-                    iterations: env.rounds.0 + env.rounds.1,
-                    gridmesh_ms: ours,
-                    pandapower_ms: None,
-                    speedup: None,
-                };
-                progress(&row);
-                rows.push(row);
-            }
-            let pf = feeder.solve(net, &pf_opts)?;
-            let ours = median_ms(opts.repeat, || {
-                std::hint::black_box(feeder.solve(net, &pf_opts).ok());
-            });
+        let mut push = |method: &'static str, iterations: usize, ours: f64, theirs: Option<f64>| {
             let row = GridBenchRow {
                 case: name.clone(),
                 buses: net.buses.len(),
                 branches: net.branches.len(),
-                method: "sweep",
-                iterations: pf.iterations,
+                method,
+                iterations,
                 gridmesh_ms: ours,
                 pandapower_ms: theirs,
                 speedup: theirs.map(|t| t / ours),
             };
             progress(&row);
             rows.push(row);
+        };
+        let pf = newton_raphson(net, &pf_opts).with_context(|| format!("power flow on {name}"))?;
+        let ours = median_ms(opts.repeat, || {
+            std::hint::black_box(newton_raphson(net, &pf_opts).ok());
+        });
+        push("newton-raphson", pf.iterations, ours, theirs);
+        let Ok(feeder) = RadialFeeder::new(net) else {
+            continue;
+        };
+        // Operating envelopes for every load bus of a radial feeder (what the grid operator
+        // computes before each gate closure): sensitivities plus the two verified corners.
+        let homes: Vec<usize> = (0..net.buses.len())
+            .filter(|&b| net.buses[b].kind == gridmesh_grid::BusKind::Pq)
+            .collect();
+        let envelopes = || {
+            gridmesh_grid::operating_envelopes(
+                net,
+                &homes,
+                &gridmesh_grid::EnvelopeOptions::default(),
+            )
+        };
+        if let Ok(env) = envelopes() {
+            let ours = median_ms(opts.repeat.min(5), || {
+                std::hint::black_box(envelopes().ok());
+            });
+            push("envelopes", env.rounds.0 + env.rounds.1, ours, None);
         }
+        let pf = feeder.solve(net, &pf_opts)?;
+        let ours = median_ms(opts.repeat, || {
+            std::hint::black_box(feeder.solve(net, &pf_opts).ok());
+        });
+        push("sweep", pf.iterations, ours, theirs);
     }
     Ok(rows)
 }

@@ -207,7 +207,9 @@ struct NodeUrl {
 
 #[derive(Subcommand)]
 enum TxCommand {
-    /// Register a device (PV, battery, EV charger, load, meter) of the key's account.
+    /// Register a device (PV, battery, EV charger, load, meter) of the key's account. With
+    /// --device-key, the device gets its own identity: the device key signs its registration, a
+    /// bond is locked, and it carries its location (for solar geometry and the market area).
     RegisterDevice {
         /// pv, battery, ev-charger, load or meter.
         #[arg(long)]
@@ -215,6 +217,25 @@ enum TxCommand {
         /// Rated power in kW, e.g. 5.5.
         #[arg(long)]
         capacity_kw: String,
+        /// The device's own key file (its identity on the ledger).
+        #[arg(long, requires_all = ["latitude", "longitude"])]
+        device_key: Option<PathBuf>,
+        /// Market area of the device's connection, e.g. street-1/house-4.
+        #[arg(long, default_value = "")]
+        location: String,
+        /// Coarse position, degrees (north and east positive).
+        #[arg(long, allow_hyphen_values = true)]
+        latitude: Option<f64>,
+        #[arg(long, allow_hyphen_values = true)]
+        longitude: Option<f64>,
+        /// PV array tilt and azimuth (eastward from north), degrees.
+        #[arg(long, default_value_t = 0)]
+        tilt: u8,
+        #[arg(long, default_value_t = 180)]
+        azimuth: u16,
+        /// Tokens bonded (at least the market's min_device_bond).
+        #[arg(long, default_value = "10")]
+        bond: Amount,
         #[command(flatten)]
         common: TxCommon,
     },
@@ -521,11 +542,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tx(TxCommand::RegisterDevice {
             kind,
             capacity_kw,
+            device_key,
+            location,
+            latitude,
+            longitude,
+            tilt,
+            azimuth,
+            bond,
             common,
         }) => {
             let w = gridmesh_types::parse_fixed(&capacity_kw, 3)
                 .with_context(|| format!("--capacity-kw {capacity_kw:?}"))?;
             let capacity_w = u32::try_from(w).context("--capacity-kw is too large")?;
+            if let Some(path) = device_key {
+                let device = Keypair::load(&path)
+                    .with_context(|| format!("loading the device key {}", path.display()))?;
+                let owner = Keypair::load(&common.key)?.address();
+                let microdeg = |deg: Option<f64>, what: &str, max: f64| -> anyhow::Result<i32> {
+                    let d = deg.unwrap_or(0.0);
+                    if !(d.is_finite() && d.abs() <= max) {
+                        bail!("--{what} {d} is not within ±{max}°");
+                    }
+                    Ok((d * 1e6).round() as i32)
+                };
+                let info = gridmesh_ledger::DeviceInfo {
+                    kind,
+                    capacity_w,
+                    location,
+                    latitude_microdeg: microdeg(latitude, "latitude", 90.0)?,
+                    longitude_microdeg: microdeg(longitude, "longitude", 180.0)?,
+                    tilt_deg: tilt,
+                    azimuth_deg: azimuth,
+                };
+                let chain_id = Client::new(&common.node.node).status()?.chain_id;
+                let message =
+                    gridmesh_ledger::tx::device_registration_message(&chain_id, &owner, &info);
+                let device_address = device.address();
+                return submit_kind(
+                    &common,
+                    TxKind::RegisterDeviceKey {
+                        device: device_address,
+                        info,
+                        bond,
+                        device_signature: device.sign(&message),
+                    },
+                    &format!(
+                        "{} {device_address} of {capacity_kw} kW registered, {bond} tokens bonded",
+                        kind.name()
+                    ),
+                );
+            }
             submit_kind(
                 &common,
                 TxKind::RegisterDevice { kind, capacity_w },

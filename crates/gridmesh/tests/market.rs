@@ -65,6 +65,44 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         "--json",
     ]);
 
+    // A device with its own key: its registration is signed by the device key and bonds 10
+    // tokens; the same device twice is refused.
+    let (device_key, _device) = new_key(dir.path(), "inverter");
+    let (owner_key, owner) = new_key(dir.path(), "owner");
+    run(&[
+        "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "25", "--node", &url,
+        "--json",
+    ]);
+    let register = [
+        "tx",
+        "register-device",
+        "--kind",
+        "pv",
+        "--capacity-kw",
+        "5",
+        "--device-key",
+        &device_key,
+        "--location",
+        "street-1/house-4",
+        "--latitude",
+        "47.37",
+        "--longitude",
+        "8.54",
+        "--tilt",
+        "30",
+        "--bond",
+        "10",
+        "--key",
+        &owner_key,
+        "--node",
+        &url,
+        "--json",
+    ];
+    run(&register);
+    refused(&register, "is already registered");
+    let balance = run(&["query", "account", &owner, "--node", &url, "--json"]);
+    assert_eq!(balance["balance"], "15", "10 tokens bonded");
+
     // Envelopes and islanding events are the grid operator's: anyone else is refused by name.
     refused(
         &[

@@ -26,6 +26,7 @@
 //! # grid_operator = "<hex>"; market_operator = "<hex>"   # who receives fees and spreads; the
 //! #   grid operator also sends envelopes and islanding events
 //! # island_price_cap_per_kwh = "1.0"  # highest clearing price while islanded
+//! # min_device_bond = "10"             # tokens a device with its own key must bond
 //! [[market.tariffs]]           # time of use: from this slot of the day (0..95) on
 //! from_slot = 0
 //! retail_per_kwh = "0.30"

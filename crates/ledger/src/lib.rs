@@ -24,4 +24,4 @@ pub use genesis::Genesis;
 pub use market::{MarketConfig, MarketTxError};
 pub use mempool::{AdmissionError, Mempool, MempoolConfig};
 pub use state::{Account, Event, State, TxContext, TxError};
-pub use tx::{DeviceKind, GridEventKind, Side, SignedTx, TxBody, TxKind, VerifiedTx};
+pub use tx::{DeviceInfo, DeviceKind, GridEventKind, Side, SignedTx, TxBody, TxKind, VerifiedTx};

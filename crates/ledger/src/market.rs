@@ -80,6 +80,7 @@ const TAG_SELLER: u8 = 12;
 const TAG_ENVELOPE: u8 = 13;
 const TAG_GRID_MODE: u8 = 14;
 const TAG_GRID_EVENT: u8 = 15;
+const TAG_DEVICE_KEY: u8 = 16;
 
 /// The account that holds every locked token (bids' escrow, asks' collateral). No key controls
 /// it: only clearing and settlement move its tokens.
@@ -114,6 +115,8 @@ pub struct MarketConfig {
     /// While the microgrid is islanded: the highest price a bid clears at (scarcity pricing,
     /// bounded), base units per kWh.
     pub island_price_cap_per_kwh: u64,
+    /// The least bond a device registered with its own key must put up, base units.
+    pub min_device_bond: u128,
 }
 
 impl Default for MarketConfig {
@@ -136,6 +139,7 @@ impl Default for MarketConfig {
             market_operator: Address(*blake3::hash(b"gridmesh/market-operator").as_bytes()),
             max_import_w: 50_000,
             island_price_cap_per_kwh: 1_000_000,
+            min_device_bond: 10_000_000,
         }
     }
 }
@@ -246,6 +250,8 @@ pub struct MarketFile {
     pub max_import_kw: Option<String>,
     /// Highest clearing price while islanded, tokens per kWh (default 1).
     pub island_price_cap_per_kwh: Option<String>,
+    /// The least bond of a device registered with its own key, tokens (default 10).
+    pub min_device_bond: Option<String>,
 }
 
 fn default_mechanism() -> String {
@@ -349,6 +355,11 @@ impl MarketFile {
                 .map(|s| price("island_price_cap_per_kwh", s))
                 .transpose()?
                 .unwrap_or(d.island_price_cap_per_kwh),
+            min_device_bond: match &self.min_device_bond {
+                Some(t) => gridmesh_types::parse_fixed(t, gridmesh_types::TOKEN_DECIMALS)
+                    .map_err(|e| format!("min_device_bond: {e}"))?,
+                None => d.min_device_bond,
+            },
         };
         c.check()?;
         Ok(c)
@@ -446,6 +457,37 @@ impl GridMode {
             Some(GridEventKind::Islanded | GridEventKind::Resynchronising)
         )
     }
+}
+
+/// Whether a device registered with its own key may still report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[borsh(use_discriminant = true)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum DeviceStatus {
+    Active = 0,
+    Decommissioned = 1,
+}
+
+/// A device registered with its own key.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct DeviceIdentity {
+    pub owner: Address,
+    pub info: crate::tx::DeviceInfo,
+    /// Held in [`device_bond_account`] while the device is active.
+    pub bond: u128,
+    pub registered_height: u64,
+    pub status: DeviceStatus,
+}
+
+/// The account holding device bonds (no key controls it; only the state machine moves its
+/// tokens).
+pub fn device_bond_account() -> Address {
+    Address(*blake3::hash(b"gridmesh/device-bonds").as_bytes())
+}
+
+pub fn device_key_key(device: &Address) -> Vec<u8> {
+    kv::key(TAG_DEVICE_KEY, owner_group(device), &device.0)
 }
 
 /// One recorded transition.
@@ -584,6 +626,20 @@ pub enum MarketTxError {
         since_ms: u64,
         now_ms: u64,
     },
+    #[error("device {0} is already registered")]
+    DeviceExists(Address),
+    #[error("device {0} is not registered")]
+    UnknownDevice(Address),
+    #[error("device {0} belongs to another account")]
+    NotYourDevice(Address),
+    #[error("device {0} is decommissioned")]
+    DeviceDecommissioned(Address),
+    #[error("the device key's signature over its registration is not valid")]
+    BadDeviceSignature,
+    #[error("a device bond of {got} base units is below the minimum of {min}")]
+    BondTooSmall { got: u128, min: u128 },
+    #[error("a device cannot be transferred to its owner")]
+    TransferToSelf,
 }
 
 fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
@@ -731,6 +787,25 @@ fn producing_mwh(devs: &[Device]) -> u64 {
         .filter(|d| d.kind.produces())
         .map(|d| u64::from(d.capacity_w) * MWH_PER_W_PER_SLOT)
         .sum()
+}
+
+/// The sender's active device registered with its own key.
+fn own_active_device(
+    o: &Overlay<'_>,
+    sender: &Address,
+    device: &Address,
+) -> Result<DeviceIdentity, MarketTxError> {
+    let d: DeviceIdentity = o
+        .kv_get(&device_key_key(device))
+        .map(|b| dec(&b))
+        .ok_or(MarketTxError::UnknownDevice(*device))?;
+    if d.owner != *sender {
+        return Err(MarketTxError::NotYourDevice(*device));
+    }
+    if d.status != DeviceStatus::Active {
+        return Err(MarketTxError::DeviceDecommissioned(*device));
+    }
+    Ok(d)
 }
 
 /// Whether `slot` still takes orders (and envelopes) at `now_ms`: before its gate closure and no
@@ -983,6 +1058,69 @@ pub(crate) fn apply(
                 }),
             );
             Ok(vec![Event::EnvelopeSet { slot }])
+        }
+        TxKind::RegisterDeviceKey {
+            device,
+            info,
+            bond,
+            device_signature,
+        } => {
+            if o.kv_get(&device_key_key(device)).is_some() {
+                return Err(MarketTxError::DeviceExists(*device).into());
+            }
+            if bond.0 < cfg.min_device_bond {
+                return Err(MarketTxError::BondTooSmall {
+                    got: bond.0,
+                    min: cfg.min_device_bond,
+                }
+                .into());
+            }
+            if !info.location.is_empty() {
+                Areas::from_paths([info.location.as_str()], &[])
+                    .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
+            }
+            let message = crate::tx::device_registration_message(ctx.chain_id, &sender, info);
+            crate::crypto::verify_one(device, &message, device_signature)
+                .map_err(|_| MarketTxError::BadDeviceSignature)?;
+            // The bond moves last: everything above is checked, and a short balance fails here
+            // before anything is written.
+            o.move_funds(sender, device_bond_account(), *bond)?;
+            o.kv_put(
+                device_key_key(device),
+                enc(&DeviceIdentity {
+                    owner: sender,
+                    info: info.clone(),
+                    bond: bond.0,
+                    registered_height: ctx.height,
+                    status: DeviceStatus::Active,
+                }),
+            );
+            Ok(vec![Event::DeviceKeyRegistered { device: *device }])
+        }
+        TxKind::TransferDevice { device, to } => {
+            let mut d = own_active_device(o, &sender, device)?;
+            if *to == sender {
+                return Err(MarketTxError::TransferToSelf.into());
+            }
+            d.owner = *to;
+            o.kv_put(device_key_key(device), enc(&d));
+            Ok(vec![Event::DeviceTransferred {
+                device: *device,
+                to: *to,
+            }])
+        }
+        TxKind::DecommissionDevice { device } => {
+            let mut d = own_active_device(o, &sender, device)?;
+            o.move_funds(device_bond_account(), sender, Amount(d.bond))
+                .expect("the bond account holds every active device's bond");
+            let refund = d.bond;
+            d.bond = 0;
+            d.status = DeviceStatus::Decommissioned;
+            o.kv_put(device_key_key(device), enc(&d));
+            Ok(vec![Event::DeviceDecommissioned {
+                device: *device,
+                refund: Amount(refund),
+            }])
         }
         TxKind::GridEvent { event, at_ms } => {
             if sender != cfg.grid_operator {

@@ -70,14 +70,36 @@ pub enum Event {
         refund: Amount,
     },
     /// A device was registered under its owner with this index.
-    DeviceRegistered { index: u32 },
+    DeviceRegistered {
+        index: u32,
+    },
     /// A meter reading was recorded; `settled_trades` of the sender's trades were settled by it
     /// (a late reading re-settling trades that had only an estimate).
-    ReadingRecorded { slot: u64, settled_trades: u32 },
+    ReadingRecorded {
+        slot: u64,
+        settled_trades: u32,
+    },
     /// The grid operator set a connection's envelope for a slot.
-    EnvelopeSet { slot: u64 },
+    EnvelopeSet {
+        slot: u64,
+    },
     /// The islanding controller's transition number `seq` was recorded.
-    GridEvent { seq: u64 },
+    GridEvent {
+        seq: u64,
+    },
+    /// A device was registered with its own key (its bond locked).
+    DeviceKeyRegistered {
+        device: Address,
+    },
+    DeviceTransferred {
+        device: Address,
+        to: Address,
+    },
+    /// A device was retired and its bond returned.
+    DeviceDecommissioned {
+        device: Address,
+        refund: Amount,
+    },
 }
 
 /// Why a well-formed, correctly signed transaction cannot be applied to the current state.

@@ -84,6 +84,50 @@ pub enum TxKind {
     /// A transition of the microgrid's islanding controller, reported by the grid operator at
     /// `at_ms` (no later than the block's time). While islanded, slots clear under island rules.
     GridEvent { event: GridEventKind, at_ms: u64 } = 6,
+    /// Register a device with its own key, owned by the sender, bonding `bond` (at least the
+    /// market's `min_device_bond`). `device_signature` is the device key's signature over
+    /// [`device_registration_message`], proving the sender holds the device (a key cannot be
+    /// registered by someone who does not). Location: the market area the device's connection sits
+    /// in, coarse coordinates (microdegrees) and, for PV, the array's tilt and azimuth.
+    RegisterDeviceKey {
+        device: Address,
+        info: DeviceInfo,
+        bond: Amount,
+        device_signature: [u8; 64],
+    } = 7,
+    /// Hand a device of the sender, with its bond, to another account.
+    TransferDevice { device: Address, to: Address } = 8,
+    /// Retire a device of the sender: it can no longer report, and its bond returns.
+    DecommissionDevice { device: Address } = 9,
+}
+
+/// What a device is and where it sits.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize)]
+pub struct DeviceInfo {
+    pub kind: DeviceKind,
+    /// Rated power (PV: at 1,000 W/m²), watts.
+    pub capacity_w: u32,
+    /// The market area of its connection, e.g. `street-1/house-4`.
+    pub location: String,
+    /// Coarse position for solar geometry, microdegrees (north and east positive).
+    pub latitude_microdeg: i32,
+    pub longitude_microdeg: i32,
+    /// PV only (0 otherwise): tilt from horizontal and azimuth eastward from north, degrees.
+    pub tilt_deg: u8,
+    pub azimuth_deg: u16,
+}
+
+/// Domain separation of device registration signatures.
+pub const DEVICE_REGISTRATION_DOMAIN: &[u8] = b"gridmesh/device-registration/v1\0";
+
+/// What a device key signs to be registered under `owner` on `chain_id`: the domain, the chain
+/// id, the owner and the canonical encoding of `info`.
+pub fn device_registration_message(chain_id: &str, owner: &Address, info: &DeviceInfo) -> Vec<u8> {
+    let mut m = DEVICE_REGISTRATION_DOMAIN.to_vec();
+    m.extend_from_slice(&borsh::to_vec(&chain_id.to_string()).expect("a string encodes"));
+    m.extend_from_slice(&owner.0);
+    m.extend_from_slice(&borsh::to_vec(info).expect("device info encodes"));
+    m
 }
 
 /// A transition of the islanding controller (`gridmesh_grid::island`).
@@ -281,6 +325,26 @@ impl SignedTx {
                 &format!("envelope location is longer than {MAX_LOCATION_LEN} bytes"),
             ),
             TxKind::SetEnvelope { .. } => Ok(()),
+            TxKind::RegisterDeviceKey { info, .. } => {
+                if info.capacity_w == 0 {
+                    return bad("device capacity must be greater than zero watts");
+                }
+                if info.location.len() > MAX_LOCATION_LEN {
+                    return bad(&format!(
+                        "device location is longer than {MAX_LOCATION_LEN} bytes"
+                    ));
+                }
+                if info.latitude_microdeg.unsigned_abs() > 90_000_000
+                    || info.longitude_microdeg.unsigned_abs() > 180_000_000
+                {
+                    return bad("device latitude must be within ±90° and longitude within ±180°");
+                }
+                if info.tilt_deg > 90 || info.azimuth_deg >= 360 {
+                    return bad("device tilt must be 0 to 90° and azimuth 0 to 359°");
+                }
+                Ok(())
+            }
+            TxKind::TransferDevice { .. } | TxKind::DecommissionDevice { .. } => Ok(()),
         }
     }
 

@@ -4,13 +4,14 @@
 //! tokens are conserved at every block.
 
 use gridmesh_ledger::market::{
-    envelope_key, escrow_account, grid_event_key, grid_mode_key, order_key, slot_key, trade_key,
-    GridEventRecord, GridMode, MarketTxError, OrderRecord, SettlementStatus, SlotRecord,
-    TradeRecord,
+    device_bond_account, device_key_key, envelope_key, escrow_account, grid_event_key,
+    grid_mode_key, order_key, slot_key, trade_key, DeviceIdentity, DeviceStatus, GridEventRecord,
+    GridMode, MarketTxError, OrderRecord, SettlementStatus, SlotRecord, TradeRecord,
 };
 use gridmesh_ledger::tx::TX_VERSION;
 use gridmesh_ledger::{
-    Chain, DeviceKind, Genesis, GridEventKind, Keypair, Side, TxBody, TxError, TxKind, VerifiedTx,
+    Chain, DeviceInfo, DeviceKind, Genesis, GridEventKind, Keypair, Side, TxBody, TxError, TxKind,
+    VerifiedTx,
 };
 use gridmesh_types::units::slot_start_ms;
 use gridmesh_types::{Address, Amount};
@@ -83,6 +84,7 @@ impl Net {
             market_operator: Some(Address([0xdd; 32])),
             max_import_kw: None,
             island_price_cap_per_kwh: None,
+            min_device_bond: None,
         });
         let chain = Chain::open(dir.path(), &g).unwrap();
         let supply = chain.state().total_supply();
@@ -496,6 +498,188 @@ fn grid_events_are_recorded_and_island_slots_clear_without_the_utility() {
         (last.event, last.at_ms),
         (GridEventKind::Reconnected, gate + 1_500)
     );
+}
+
+fn pv_info() -> DeviceInfo {
+    DeviceInfo {
+        kind: DeviceKind::Pv,
+        capacity_w: 7_300,
+        location: "street-1/house-4".into(),
+        latitude_microdeg: 47_376_900,
+        longitude_microdeg: 8_541_700,
+        tilt_deg: 30,
+        azimuth_deg: 180,
+    }
+}
+
+/// A registration of `device`, signed by the device key for the owner `signed_for` (the sender's
+/// address, normally).
+fn register_key(net: &Net, device: &Keypair, signed_for: Address, bond_tokens: u64) -> TxKind {
+    let info = pv_info();
+    let message =
+        gridmesh_ledger::tx::device_registration_message(net.chain.chain_id(), &signed_for, &info);
+    TxKind::RegisterDeviceKey {
+        device: device.address(),
+        info,
+        bond: Amount::from_tokens(bond_tokens),
+        device_signature: device.sign(&message),
+    }
+}
+
+/// Devices with their own keys: registered with a proof that the owner holds the device key and
+/// a bond, handed to another owner, decommissioned with the bond back; every wrong step refused
+/// with its reason and nothing moved.
+#[test]
+fn devices_with_their_own_keys_are_bonded_transferred_and_retired() {
+    let mut net = Net::with_grid_operator(4);
+    let (alice, bob, carol) = (1, 2, 3);
+    let inverter = Keypair::from_seed([42; 32]);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    let before = net.balance(alice);
+    // A signature for another owner, a key that is not the device's, too small a bond, more than
+    // the balance: refused, nothing moved.
+    let other_owner = net.keys[bob].address();
+    let wrong = register_key(&net, &inverter, other_owner, 20);
+    assert_eq!(
+        market_err(net.one(t0, alice, wrong)),
+        MarketTxError::BadDeviceSignature
+    );
+    let mut forged = register_key(
+        &net,
+        &Keypair::from_seed([7; 32]),
+        net.keys[alice].address(),
+        20,
+    );
+    if let TxKind::RegisterDeviceKey { device, .. } = &mut forged {
+        *device = inverter.address();
+    }
+    assert_eq!(
+        market_err(net.one(t0 + 1, alice, forged)),
+        MarketTxError::BadDeviceSignature
+    );
+    let small = register_key(&net, &inverter, net.keys[alice].address(), 1);
+    assert!(matches!(
+        market_err(net.one(t0 + 2, alice, small)),
+        MarketTxError::BondTooSmall { .. }
+    ));
+    let rich = register_key(&net, &inverter, net.keys[alice].address(), 5_000);
+    assert!(matches!(
+        net.one(t0 + 3, alice, rich),
+        Err(TxError::InsufficientFunds { .. })
+    ));
+    assert_eq!(net.balance(alice), before);
+    assert!(net
+        .chain
+        .state()
+        .kv()
+        .get(&device_key_key(&inverter.address()))
+        .is_none());
+
+    // Registered: 20 tokens bonded.
+    let ok = register_key(&net, &inverter, net.keys[alice].address(), 20);
+    net.one(t0 + 4, alice, ok).unwrap();
+    assert_eq!(before - net.balance(alice), 20_000_000);
+    assert_eq!(
+        net.chain.account(&device_bond_account()).balance.0,
+        20_000_000
+    );
+    let d: DeviceIdentity = net.get(&device_key_key(&inverter.address()));
+    assert_eq!(d.owner, net.keys[alice].address());
+    assert_eq!(d.info, pv_info());
+    assert_eq!(d.status, DeviceStatus::Active);
+    // Once only.
+    let again = register_key(&net, &inverter, net.keys[alice].address(), 20);
+    assert_eq!(
+        market_err(net.one(t0 + 5, alice, again)),
+        MarketTxError::DeviceExists(inverter.address())
+    );
+
+    // Transfer: only by its owner, not to itself.
+    let device = inverter.address();
+    let to_carol = TxKind::TransferDevice {
+        device,
+        to: net.keys[carol].address(),
+    };
+    assert_eq!(
+        market_err(net.one(t0 + 6, bob, to_carol.clone())),
+        MarketTxError::NotYourDevice(device)
+    );
+    let to_self = TxKind::TransferDevice {
+        device,
+        to: net.keys[alice].address(),
+    };
+    assert_eq!(
+        market_err(net.one(t0 + 7, alice, to_self)),
+        MarketTxError::TransferToSelf
+    );
+    net.one(t0 + 8, alice, to_carol).unwrap();
+    let d: DeviceIdentity = net.get(&device_key_key(&device));
+    assert_eq!(d.owner, net.keys[carol].address());
+
+    // Decommissioned by its new owner: the bond goes to the new owner; nothing more can be done.
+    let carol_before = net.balance(carol);
+    assert_eq!(
+        market_err(net.one(t0 + 9, alice, TxKind::DecommissionDevice { device })),
+        MarketTxError::NotYourDevice(device)
+    );
+    net.one(t0 + 10, carol, TxKind::DecommissionDevice { device })
+        .unwrap();
+    assert_eq!(net.balance(carol) - carol_before, 20_000_000);
+    assert_eq!(net.chain.account(&device_bond_account()).balance.0, 0);
+    assert_eq!(
+        market_err(net.one(t0 + 11, carol, TxKind::DecommissionDevice { device })),
+        MarketTxError::DeviceDecommissioned(device)
+    );
+    // An unknown device is named.
+    let ghost = Keypair::from_seed([9; 32]).address();
+    assert_eq!(
+        market_err(net.one(t0 + 12, carol, TxKind::DecommissionDevice { device: ghost })),
+        MarketTxError::UnknownDevice(ghost)
+    );
+}
+
+/// Impossible device descriptions are refused before they reach the state.
+#[test]
+fn device_descriptions_out_of_range_are_malformed() {
+    let net = Net::new(2);
+    let k = &net.keys[1];
+    for (mutate, needle) in [
+        (
+            Box::new(|i: &mut DeviceInfo| i.tilt_deg = 91) as Box<dyn Fn(&mut DeviceInfo)>,
+            "tilt",
+        ),
+        (
+            Box::new(|i: &mut DeviceInfo| i.azimuth_deg = 360),
+            "azimuth",
+        ),
+        (
+            Box::new(|i: &mut DeviceInfo| i.latitude_microdeg = 90_000_001),
+            "latitude",
+        ),
+        (Box::new(|i: &mut DeviceInfo| i.capacity_w = 0), "capacity"),
+        (
+            Box::new(|i: &mut DeviceInfo| i.location = "x".repeat(200)),
+            "location",
+        ),
+    ] {
+        let mut info = pv_info();
+        mutate(&mut info);
+        let tx = TxBody {
+            version: TX_VERSION,
+            chain_id: net.chain.chain_id().to_string(),
+            sender: k.address(),
+            nonce: 0,
+            kind: TxKind::RegisterDeviceKey {
+                device: k.address(),
+                info,
+                bond: Amount::from_tokens(20),
+                device_signature: [0; 64],
+            },
+        }
+        .sign(k);
+        let err = tx.check_form().unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
 }
 
 #[test]

@@ -516,6 +516,26 @@ impl TxView {
                 None,
                 Some(serde_json::json!({"event": event, "at_ms": at_ms})),
             ),
+            TxKind::RegisterDeviceKey {
+                device, info, bond, ..
+            } => (
+                "register_device_key",
+                None,
+                Some(*bond),
+                Some(serde_json::json!({"device": device.to_string(), "info": info})),
+            ),
+            TxKind::TransferDevice { device, to } => (
+                "transfer_device",
+                Some(*to),
+                None,
+                Some(serde_json::json!({"device": device.to_string()})),
+            ),
+            TxKind::DecommissionDevice { device } => (
+                "decommission_device",
+                None,
+                None,
+                Some(serde_json::json!({"device": device.to_string()})),
+            ),
         };
         TxView {
             hash: tx.hash().to_string(),

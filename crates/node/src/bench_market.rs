@@ -323,6 +323,7 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
             market_operator: None,
             max_import_kw: None,
             island_price_cap_per_kwh: None,
+            min_device_bond: None,
         }),
     };
     let dir = tempfile::tempdir()?;

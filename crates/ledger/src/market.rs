@@ -47,7 +47,7 @@ use gridmesh_market::{
     self as mk, value_ceil, value_floor, Areas, GridFee, Mechanism, Order, Side, Tariff, Trade,
     UtilityTrade,
 };
-use gridmesh_types::units::{slot_of, slot_of_day, slot_start_ms, SLOTS_PER_DAY};
+use gridmesh_types::units::{slot_of, slot_of_day, slot_start_ms, SLOTS_PER_DAY, SLOT_MS};
 use gridmesh_types::{Address, Amount};
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +81,8 @@ const TAG_ENVELOPE: u8 = 13;
 const TAG_GRID_MODE: u8 = 14;
 const TAG_GRID_EVENT: u8 = 15;
 const TAG_DEVICE_KEY: u8 = 16;
+const TAG_DEVICE_READING: u8 = 17;
+const TAG_VERIFIED_EXPORT: u8 = 18;
 
 /// The account that holds every locked token (bids' escrow, asks' collateral). No key controls
 /// it: only clearing and settlement move its tokens.
@@ -478,6 +480,46 @@ pub struct DeviceIdentity {
     pub bond: u128,
     pub registered_height: u64,
     pub status: DeviceStatus,
+    /// The register of its last accepted reading.
+    pub register_mwh: Option<u64>,
+}
+
+/// Where a device reading stands.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadingStatus {
+    /// Waiting for the slot's proof-of-generation check (at settlement).
+    Pending,
+    Accepted,
+    /// Not paid; the reason says which check failed.
+    Held {
+        reason: String,
+    },
+}
+
+/// A device's reading for a slot, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct DeviceReadingRecord {
+    /// The device's owner when the reading arrived.
+    pub owner: Address,
+    pub energy_out_mwh: u64,
+    pub energy_in_mwh: u64,
+    pub register_mwh: u64,
+    pub raw_root: gridmesh_types::Hash32,
+    pub height: u64,
+    pub status: ReadingStatus,
+}
+
+pub fn device_reading_key(slot: u64, device: &Address) -> Vec<u8> {
+    kv::key(TAG_DEVICE_READING, slot, &device.0)
+}
+
+pub fn device_readings_prefix(slot: u64) -> Vec<u8> {
+    kv::key(TAG_DEVICE_READING, slot, &[])
+}
+
+fn verified_export_key(slot: u64, owner: &Address) -> Vec<u8> {
+    kv::key(TAG_VERIFIED_EXPORT, slot, &owner.0)
 }
 
 /// The account holding device bonds (no key controls it; only the state machine moves its
@@ -640,6 +682,10 @@ pub enum MarketTxError {
     BondTooSmall { got: u128, min: u128 },
     #[error("a device cannot be transferred to its owner")]
     TransferToSelf,
+    #[error("device {0}'s signature over its reading is not valid")]
+    BadReadingSignature(Address),
+    #[error("device {device} already reported slot {slot} (a replayed reading)")]
+    DuplicateDeviceReading { device: Address, slot: u64 },
 }
 
 fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
@@ -787,6 +833,106 @@ fn producing_mwh(devs: &[Device]) -> u64 {
         .filter(|d| d.kind.produces())
         .map(|d| u64::from(d.capacity_w) * MWH_PER_W_PER_SLOT)
         .sum()
+}
+
+/// The proof-of-generation check of a slot's device readings (at its settlement): PV readings
+/// through `gridmesh_physics::pog::check_slot` (register, rating, clear sky, neighbours by the
+/// first level of their market area), other devices through the register and rating checks.
+/// Every reading becomes accepted or held with its reason; accepted output is summed per owner
+/// (the cap on what the owner is paid for as a seller).
+fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
+    use gridmesh_physics::pog::{self, PvSite, SlotReading};
+    let entries: Vec<(Address, DeviceReadingRecord)> = o
+        .kv_scan(&device_readings_prefix(slot))
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                Address(k[kv::GROUP_LEN..].try_into().expect("device reading key")),
+                dec(&v),
+            )
+        })
+        .filter(|(_, r): &(Address, DeviceReadingRecord)| r.status == ReadingStatus::Pending)
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let ids: Vec<DeviceIdentity> = entries
+        .iter()
+        .map(|(d, _)| {
+            dec(&o
+                .kv_get(&device_key_key(d))
+                .expect("a reading's device is registered"))
+        })
+        .collect();
+    let mut neighbourhoods: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut sites = Vec::new();
+    let mut pv_readings = Vec::new();
+    let mut pv_index = Vec::new();
+    let mut held: Vec<Option<String>> = vec![None; entries.len()];
+    let start_s = (slot_start_ms(slot) / 1000) as i64;
+    let duration_s = (SLOT_MS / 1000) as u32;
+    for (i, ((_, r), id)) in entries.iter().zip(&ids).enumerate() {
+        if id.info.kind == DeviceKind::Pv {
+            let top = id.info.location.split('/').next().unwrap_or("").to_string();
+            let n = neighbourhoods.len() as u32;
+            let neighbourhood = *neighbourhoods.entry(top).or_insert(n);
+            sites.push(PvSite {
+                rated_w: u64::from(id.info.capacity_w),
+                observer: gridmesh_physics::Observer::at(
+                    f64::from(id.info.latitude_microdeg) / 1e6,
+                    f64::from(id.info.longitude_microdeg) / 1e6,
+                    0.0,
+                ),
+                tilt_deg: f64::from(id.info.tilt_deg),
+                azimuth_deg: f64::from(id.info.azimuth_deg),
+                neighbourhood,
+            });
+            pv_readings.push(SlotReading {
+                site: sites.len() - 1,
+                energy_mwh: r.energy_out_mwh,
+                register_mwh: r.register_mwh,
+            });
+            pv_index.push(i);
+        } else {
+            if let Some(last) = id.register_mwh {
+                if r.register_mwh != last.saturating_add(r.energy_out_mwh) {
+                    held[i] = Some(
+                        pog::Hold::RegisterMismatch {
+                            expected_mwh: last.saturating_add(r.energy_out_mwh),
+                        }
+                        .to_string(),
+                    );
+                }
+            }
+            let max_mwh = u64::from(id.info.capacity_w) * MWH_PER_W_PER_SLOT;
+            if held[i].is_none() && r.energy_out_mwh.max(r.energy_in_mwh) > max_mwh {
+                held[i] = Some(pog::Hold::AboveRating { max_mwh }.to_string());
+            }
+        }
+    }
+    let pv_held = pog::check_slot(&sites, start_s, duration_s, &pv_readings, |s| {
+        ids[pv_index[s]].register_mwh
+    });
+    for (k, h) in pv_index.iter().zip(pv_held) {
+        held[*k] = h.map(|h| h.to_string());
+    }
+    let mut verified: std::collections::BTreeMap<Address, u64> = Default::default();
+    for (((device, mut r), mut id), h) in entries.into_iter().zip(ids).zip(held) {
+        let owner_total = verified.entry(r.owner).or_insert(0);
+        r.status = match h {
+            Some(reason) => ReadingStatus::Held { reason },
+            None => {
+                *owner_total = owner_total.saturating_add(r.energy_out_mwh);
+                id.register_mwh = Some(r.register_mwh);
+                o.kv_put(device_key_key(&device), enc(&id));
+                ReadingStatus::Accepted
+            }
+        };
+        o.kv_put(device_reading_key(slot, &device), enc(&r));
+    }
+    for (owner, mwh) in verified {
+        o.kv_put(verified_export_key(slot, &owner), enc(&mwh));
+    }
 }
 
 /// The sender's active device registered with its own key.
@@ -1093,6 +1239,7 @@ pub(crate) fn apply(
                     bond: bond.0,
                     registered_height: ctx.height,
                     status: DeviceStatus::Active,
+                    register_mwh: None,
                 }),
             );
             Ok(vec![Event::DeviceKeyRegistered { device: *device }])
@@ -1121,6 +1268,69 @@ pub(crate) fn apply(
                 device: *device,
                 refund: Amount(refund),
             }])
+        }
+        TxKind::SubmitDeviceReadings { readings } => {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut records = Vec::with_capacity(readings.len());
+            for r in readings {
+                let d: DeviceIdentity = o
+                    .kv_get(&device_key_key(&r.device))
+                    .map(|b| dec(&b))
+                    .ok_or(MarketTxError::UnknownDevice(r.device))?;
+                if d.status != DeviceStatus::Active {
+                    return Err(MarketTxError::DeviceDecommissioned(r.device).into());
+                }
+                let message = crate::tx::device_reading_message(ctx.chain_id, r);
+                crate::crypto::verify_one(&r.device, &message, &r.signature)
+                    .map_err(|_| MarketTxError::BadReadingSignature(r.device))?;
+                let ends_ms = slot_start_ms(r.slot + 1);
+                if now < ends_ms {
+                    return Err(MarketTxError::SlotNotEnded {
+                        slot: r.slot,
+                        ends_ms,
+                    }
+                    .into());
+                }
+                let deadline_ms = cfg.settlement_ms(r.slot);
+                if now >= deadline_ms {
+                    return Err(MarketTxError::ReadingTooLate {
+                        slot: r.slot,
+                        deadline_ms,
+                    }
+                    .into());
+                }
+                if !seen.insert((r.slot, r.device))
+                    || o.kv_get(&device_reading_key(r.slot, &r.device)).is_some()
+                {
+                    return Err(MarketTxError::DuplicateDeviceReading {
+                        device: r.device,
+                        slot: r.slot,
+                    }
+                    .into());
+                }
+                for x in [r.energy_out_mwh, r.energy_in_mwh] {
+                    if x > mk::MAX_ORDER_MWH {
+                        return Err(MarketTxError::EnergyTooLarge(x).into());
+                    }
+                }
+                records.push((
+                    device_reading_key(r.slot, &r.device),
+                    DeviceReadingRecord {
+                        owner: d.owner,
+                        energy_out_mwh: r.energy_out_mwh,
+                        energy_in_mwh: r.energy_in_mwh,
+                        register_mwh: r.register_mwh,
+                        raw_root: r.raw_root,
+                        height: ctx.height,
+                        status: ReadingStatus::Pending,
+                    },
+                ));
+            }
+            let count = records.len() as u32;
+            for (k, rec) in records {
+                o.kv_put(k, enc(&rec));
+            }
+            Ok(vec![Event::DeviceReadingsRecorded { count }])
         }
         TxKind::GridEvent { event, at_ms } => {
             if sender != cfg.grid_operator {
@@ -1397,6 +1607,7 @@ fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
 }
 
 fn settle_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
+    check_device_readings(o, slot);
     let Some(bytes) = o.kv_get(&slot_key(slot)) else {
         return;
     };
@@ -1525,6 +1736,12 @@ fn settle_for_good(
         .collect();
     let energies: Vec<u64> = trades.iter().map(|t| t.trade.energy_mwh).collect();
     let sold: u64 = energies.iter().sum();
+    // A seller whose devices report on the ledger is paid for no more than what they produced
+    // and passed the proof-of-generation checks.
+    let export_mwh = match o.kv_get(&verified_export_key(slot, seller)) {
+        Some(b) => export_mwh.min(dec::<u64>(&b)),
+        None => export_mwh,
+    };
     let delivered = mk::pro_rata(&energies, export_mwh.min(sold));
     for ((&i, mut t), d) in p.trades.iter().zip(trades).zip(delivered) {
         let s = settlement_of(

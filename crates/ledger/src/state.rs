@@ -100,6 +100,10 @@ pub enum Event {
         device: Address,
         refund: Amount,
     },
+    /// A gateway's batch of device readings was recorded (checked when the slot settles).
+    DeviceReadingsRecorded {
+        count: u32,
+    },
 }
 
 /// Why a well-formed, correctly signed transaction cannot be applied to the current state.

@@ -99,6 +99,72 @@ pub enum TxKind {
     TransferDevice { device: Address, to: Address } = 8,
     /// Retire a device of the sender: it can no longer report, and its bond returns.
     DecommissionDevice { device: Address } = 9,
+    /// Readings signed by devices' own keys, batched by a gateway (any sender): each device's
+    /// energy out of and into it over an ended slot, its cumulative register, and a commitment to
+    /// the raw telemetry behind it. Checked for proof of generation when the slot settles.
+    SubmitDeviceReadings { readings: Vec<DeviceReading> } = 10,
+}
+
+/// The most device readings one transaction carries (the transaction size limit).
+pub const MAX_DEVICE_READINGS_PER_TX: usize = 5;
+
+/// One slot's reading of a device, signed by the device key.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize)]
+pub struct DeviceReading {
+    pub device: Address,
+    pub slot: u64,
+    /// Energy the device produced or discharged (PV, battery) over the slot.
+    pub energy_out_mwh: u64,
+    /// Energy it consumed or charged.
+    pub energy_in_mwh: u64,
+    /// Its cumulative output register after the slot.
+    pub register_mwh: u64,
+    /// Merkle root of the raw high-resolution telemetry the owner's node keeps.
+    pub raw_root: Hash32,
+    #[serde(skip)]
+    pub signature: [u8; 64],
+}
+
+/// Domain separation of device reading signatures.
+pub const DEVICE_READING_DOMAIN: &[u8] = b"gridmesh/device-reading/v1\0";
+
+/// What a device key signs for a reading: the domain, the chain id and every field but the
+/// signature.
+pub fn device_reading_message(chain_id: &str, r: &DeviceReading) -> Vec<u8> {
+    let mut m = DEVICE_READING_DOMAIN.to_vec();
+    m.extend_from_slice(&borsh::to_vec(&chain_id.to_string()).expect("a string encodes"));
+    m.extend_from_slice(&r.device.0);
+    for x in [r.slot, r.energy_out_mwh, r.energy_in_mwh, r.register_mwh] {
+        m.extend_from_slice(&x.to_le_bytes());
+    }
+    m.extend_from_slice(&r.raw_root.0);
+    m
+}
+
+impl DeviceReading {
+    /// A reading signed by `device`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn signed(
+        device: &Keypair,
+        chain_id: &str,
+        slot: u64,
+        energy_out_mwh: u64,
+        energy_in_mwh: u64,
+        register_mwh: u64,
+        raw_root: Hash32,
+    ) -> DeviceReading {
+        let mut r = DeviceReading {
+            device: device.address(),
+            slot,
+            energy_out_mwh,
+            energy_in_mwh,
+            register_mwh,
+            raw_root,
+            signature: [0; 64],
+        };
+        r.signature = device.sign(&device_reading_message(chain_id, &r));
+        r
+    }
 }
 
 /// What a device is and where it sits.
@@ -345,6 +411,14 @@ impl SignedTx {
                 Ok(())
             }
             TxKind::TransferDevice { .. } | TxKind::DecommissionDevice { .. } => Ok(()),
+            TxKind::SubmitDeviceReadings { readings }
+                if readings.is_empty() || readings.len() > MAX_DEVICE_READINGS_PER_TX =>
+            {
+                bad(&format!(
+                    "a batch holds 1 to {MAX_DEVICE_READINGS_PER_TX} device readings"
+                ))
+            }
+            TxKind::SubmitDeviceReadings { .. } => Ok(()),
         }
     }
 

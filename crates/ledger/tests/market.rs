@@ -4,9 +4,10 @@
 //! tokens are conserved at every block.
 
 use gridmesh_ledger::market::{
-    device_bond_account, device_key_key, envelope_key, escrow_account, grid_event_key,
-    grid_mode_key, order_key, slot_key, trade_key, DeviceIdentity, DeviceStatus, GridEventRecord,
-    GridMode, MarketTxError, OrderRecord, SettlementStatus, SlotRecord, TradeRecord,
+    device_bond_account, device_key_key, device_reading_key, envelope_key, escrow_account,
+    grid_event_key, grid_mode_key, order_key, slot_key, trade_key, DeviceIdentity,
+    DeviceReadingRecord, DeviceStatus, GridEventRecord, GridMode, MarketTxError, OrderRecord,
+    ReadingStatus, SettlementStatus, SlotRecord, TradeRecord,
 };
 use gridmesh_ledger::tx::TX_VERSION;
 use gridmesh_ledger::{
@@ -636,6 +637,153 @@ fn devices_with_their_own_keys_are_bonded_transferred_and_retired() {
         market_err(net.one(t0 + 12, carol, TxKind::DecommissionDevice { device: ghost })),
         MarketTxError::UnknownDevice(ghost)
     );
+}
+
+/// Proof of generation at settlement: a PV device claiming more than a clear sky allows at its
+/// place and time (Zurich, 17:00 in March, the sun 9° high) is held and its owner is paid for
+/// nothing; an honest device's reading is accepted and caps what its owner is paid for; replayed,
+/// forged, early and unknown readings are refused.
+#[test]
+fn device_readings_are_checked_before_they_settle_a_trade() {
+    let mut net = Net::with_grid_operator(5);
+    let (alice, bob, carol) = (1, 2, 3);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register(
+        &mut net,
+        t0,
+        &[
+            (alice, DeviceKind::Pv),
+            (bob, DeviceKind::Meter),
+            (carol, DeviceKind::Pv),
+        ],
+    );
+    let (liar, honest) = (Keypair::from_seed([50; 32]), Keypair::from_seed([51; 32]));
+    for (who, device, house, ts) in [
+        (alice, &liar, "street-1/house-a", 1),
+        (carol, &honest, "street-1/house-c", 2),
+    ] {
+        let mut info = pv_info();
+        info.location = house.into();
+        let message = gridmesh_ledger::tx::device_registration_message(
+            net.chain.chain_id(),
+            &net.keys[who].address(),
+            &info,
+        );
+        let tx = TxKind::RegisterDeviceKey {
+            device: device.address(),
+            info,
+            bond: Amount::from_tokens(20),
+            device_signature: device.sign(&message),
+        };
+        net.one(t0 + ts, who, tx).unwrap();
+    }
+    let errs = net.block(
+        t0 + 10,
+        vec![
+            net.tx(alice, order(Side::Ask, 1_000, 100, "street-1/house-a")),
+            net.tx(carol, order(Side::Ask, 1_000, 120, "street-1/house-c")),
+            net.tx(bob, order(Side::Bid, 2_000, 250, "street-1/house-b")),
+        ],
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    let chain_id = net.chain.chain_id().to_string();
+    let signed = |k: &Keypair, wh: u64, register_wh: u64| {
+        gridmesh_ledger::tx::DeviceReading::signed(
+            k,
+            &chain_id,
+            SLOT,
+            wh * 1_000,
+            0,
+            register_wh * 1_000,
+            gridmesh_types::Hash32([7; 32]),
+        )
+    };
+    // Before the slot has ended: refused.
+    let early = TxKind::SubmitDeviceReadings {
+        readings: vec![signed(&honest, 500, 500)],
+    };
+    assert!(matches!(
+        market_err(net.one(slot_start_ms(SLOT) + 60_000, carol, early)),
+        MarketTxError::SlotNotEnded { .. }
+    ));
+    let after = slot_start_ms(SLOT + 1) + 60_000;
+    // A forged signature and an unknown device: refused.
+    let mut forged = signed(&honest, 900, 900);
+    forged.energy_out_mwh = 1_000_000;
+    assert_eq!(
+        market_err(net.one(
+            after,
+            carol,
+            TxKind::SubmitDeviceReadings {
+                readings: vec![forged]
+            }
+        )),
+        MarketTxError::BadReadingSignature(honest.address())
+    );
+    let stranger = Keypair::from_seed([52; 32]);
+    assert_eq!(
+        market_err(net.one(
+            after + 1,
+            carol,
+            TxKind::SubmitDeviceReadings {
+                readings: vec![signed(&stranger, 1, 1)]
+            }
+        )),
+        MarketTxError::UnknownDevice(stranger.address())
+    );
+    // The gateway (here bob's account) batches both devices' readings.
+    net.one(
+        after + 2,
+        bob,
+        TxKind::SubmitDeviceReadings {
+            readings: vec![signed(&liar, 1_500, 1_500), signed(&honest, 500, 500)],
+        },
+    )
+    .unwrap();
+    // Replayed: refused.
+    assert!(matches!(
+        market_err(net.one(
+            after + 3,
+            bob,
+            TxKind::SubmitDeviceReadings {
+                readings: vec![signed(&honest, 500, 500)]
+            }
+        )),
+        MarketTxError::DuplicateDeviceReading { .. }
+    ));
+    // Both meters say they exported a full kWh.
+    let errs = net.block(
+        after + 4,
+        vec![
+            net.tx(alice, reading(0, 1_000)),
+            net.tx(carol, reading(0, 1_000)),
+        ],
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    let alice_before = net.balance(alice);
+    let carol_before = net.balance(carol);
+    // The correction window ends: the device readings are checked, then the slot settles.
+    net.block(slot_start_ms(SLOT + 1) + 60 * 60_000, vec![]);
+    let lie: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &liar.address()));
+    match &lie.status {
+        ReadingStatus::Held { reason } => assert!(reason.contains("clear sky"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let ok: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &honest.address()));
+    assert_eq!(ok.status, ReadingStatus::Accepted);
+    let id: DeviceIdentity = net.get(&device_key_key(&honest.address()));
+    assert_eq!(id.register_mwh, Some(500_000));
+    // Alice is paid for nothing (her collateral compensates bob); carol for 0.5 kWh at 0.12.
+    let t_alice: TradeRecord = net.get(&trade_key(SLOT, 0));
+    let t_carol: TradeRecord = net.get(&trade_key(SLOT, 1));
+    assert_eq!(t_alice.seller, net.keys[alice].address());
+    assert_eq!(t_alice.settlement.as_ref().unwrap().delivered_mwh, 0);
+    assert_eq!(t_carol.settlement.as_ref().unwrap().delivered_mwh, 500_000);
+    assert!(
+        net.balance(alice)
+            <= alice_before + t_alice.settlement.as_ref().unwrap().collateral_returned
+    );
+    assert!(net.balance(carol) > carol_before);
 }
 
 /// Impossible device descriptions are refused before they reach the state.

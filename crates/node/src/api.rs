@@ -536,6 +536,12 @@ impl TxView {
                 None,
                 Some(serde_json::json!({"device": device.to_string()})),
             ),
+            TxKind::SubmitDeviceReadings { readings } => (
+                "submit_device_readings",
+                None,
+                None,
+                Some(serde_json::json!({ "readings": readings })),
+            ),
         };
         TxView {
             hash: tx.hash().to_string(),

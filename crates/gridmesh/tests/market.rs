@@ -67,7 +67,7 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
 
     // A device with its own key: its registration is signed by the device key and bonds 10
     // tokens; the same device twice is refused.
-    let (device_key, _device) = new_key(dir.path(), "inverter");
+    let (device_key, device) = new_key(dir.path(), "inverter");
     let (owner_key, owner) = new_key(dir.path(), "owner");
     run(&[
         "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "25", "--node", &url,
@@ -102,6 +102,20 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     refused(&register, "is already registered");
     let balance = run(&["query", "account", &owner, "--node", &url, "--json"]);
     assert_eq!(balance["balance"], "15", "10 tokens bonded");
+    let d: serde_json::Value = ureq::get(&format!("{url}/v1/devices/{device}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(
+        (d["owner"].as_str(), d["kind"].as_str(), d["bond"].as_str()),
+        (Some(owner.as_str()), Some("pv"), Some("10"))
+    );
+    assert_eq!(d["latitude_deg"].as_f64(), Some(47.37));
+    assert!(matches!(
+        ureq::get(&format!("{url}/v1/devices/{seller}")).call(),
+        Err(ureq::Error::Status(404, _))
+    ));
 
     // Envelopes and islanding events are the grid operator's: anyone else is refused by name.
     refused(

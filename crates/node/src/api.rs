@@ -45,7 +45,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         get_market,
         get_market_slot,
         get_grid,
-        post_pcc
+        post_pcc,
+        get_device
     ),
     components(schemas(
         StatusResponse,
@@ -69,7 +70,9 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::market_view::SettlementView,
         crate::market_view::BillView,
         crate::market_view::UtilityView,
+        crate::market_view::DeviceReadingView,
         GridView,
+        DeviceView,
         GridEventView,
         OperatorView,
         PccReport
@@ -91,6 +94,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/market", get(get_market))
         .route("/v1/market/slots/{slot}", get(get_market_slot))
         .route("/v1/grid", get(get_grid))
+        .route("/v1/devices/{address}", get(get_device))
         .route("/v1/grid/pcc", post(post_pcc))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -975,4 +979,75 @@ async fn post_pcc(
         .expect("pcc lock")
         .report(report.grid_available);
     Ok(StatusCode::ACCEPTED)
+}
+
+/// A device registered with its own key.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct DeviceView {
+    pub device: String,
+    pub owner: String,
+    /// `pv`, `battery`, `ev-charger`, `load` or `meter`.
+    pub kind: String,
+    pub capacity_w: u32,
+    pub location: String,
+    pub latitude_deg: f64,
+    pub longitude_deg: f64,
+    pub tilt_deg: u8,
+    pub azimuth_deg: u16,
+    /// Tokens bonded (0 once decommissioned).
+    pub bond: String,
+    /// `active` or `decommissioned`.
+    pub status: String,
+    pub registered_height: u64,
+    /// The register of its last accepted reading, kWh.
+    pub register_kwh: Option<String>,
+}
+
+/// A device registered with its own key: owner, description, bond, status.
+#[utoipa::path(get, path = "/v1/devices/{address}",
+    params(("address" = String, Path, description = "the device key, 64 hex characters")),
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn get_device(
+    State(s): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> ApiResult<DeviceView> {
+    use gridmesh_ledger::market as lm;
+    let device: Address = address.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_address",
+            format!("{address:?} is not a device key: {e}"),
+        )
+    })?;
+    let bytes = {
+        let chain = s.chain.read().expect("chain lock");
+        chain
+            .state()
+            .kv()
+            .get(&lm::device_key_key(&device))
+            .map(<[u8]>::to_vec)
+    };
+    let d: lm::DeviceIdentity = lm::decode(
+        &bytes.ok_or_else(|| ApiError::not_found(format!("device {device} is not registered")))?,
+    );
+    Ok(Json(DeviceView {
+        device: device.to_string(),
+        owner: d.owner.to_string(),
+        kind: d.info.kind.name().into(),
+        capacity_w: d.info.capacity_w,
+        location: d.info.location,
+        latitude_deg: f64::from(d.info.latitude_microdeg) / 1e6,
+        longitude_deg: f64::from(d.info.longitude_microdeg) / 1e6,
+        tilt_deg: d.info.tilt_deg,
+        azimuth_deg: d.info.azimuth_deg,
+        bond: Amount(d.bond).to_string(),
+        status: match d.status {
+            lm::DeviceStatus::Active => "active",
+            lm::DeviceStatus::Decommissioned => "decommissioned",
+        }
+        .into(),
+        registered_height: d.registered_height,
+        register_kwh: d.register_mwh.map(gridmesh_types::units::format_kwh),
+    }))
 }

@@ -90,6 +90,25 @@ pub struct BillView {
     pub estimated: bool,
 }
 
+/// One device's signed reading for the slot and what the proof-of-generation check made of it.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct DeviceReadingView {
+    pub device: String,
+    pub owner: String,
+    pub energy_out_kwh: String,
+    pub energy_in_kwh: String,
+    pub register_kwh: String,
+    /// Merkle root of the raw telemetry the owner keeps.
+    pub raw_root: String,
+    /// `pending` (checked at settlement), `accepted` or `held`.
+    pub status: String,
+    /// Why a held reading is held.
+    pub reason: Option<String>,
+}
+
+/// The most device readings a slot view lists.
+pub const MAX_DEVICE_READINGS_IN_VIEW: usize = 10_000;
+
 /// The utility as counterparty of one order at clearing.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct UtilityView {
@@ -127,6 +146,9 @@ pub struct SlotView {
     pub bills: Vec<BillView>,
     /// Energy the utility sold to (`bid`) or bought from (`ask`) members at clearing, per order.
     pub utility: Vec<UtilityView>,
+    /// Devices' signed readings for the slot with their proof-of-generation status (up to
+    /// 10,000).
+    pub device_readings: Vec<DeviceReadingView>,
     /// Cleared under island rules (no utility; bids capped at the island price cap).
     pub island: bool,
     /// Connection points whose orders were trimmed to the grid operator's envelope.
@@ -144,7 +166,30 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
         .map(|(_, v)| dec(v))
         .collect();
     let record: Option<SlotRecord> = kv.get(&market::slot_key(slot)).map(dec);
-    if orders.is_empty() && record.is_none() {
+    let device_readings: Vec<DeviceReadingView> = kv
+        .scan(&market::device_readings_prefix(slot))
+        .take(MAX_DEVICE_READINGS_IN_VIEW)
+        .map(|(k, v)| {
+            let r: market::DeviceReadingRecord = dec(v);
+            let device = Address(k[k.len() - 32..].try_into().expect("device reading key"));
+            let (status, reason) = match r.status {
+                market::ReadingStatus::Pending => ("pending", None),
+                market::ReadingStatus::Accepted => ("accepted", None),
+                market::ReadingStatus::Held { reason } => ("held", Some(reason)),
+            };
+            DeviceReadingView {
+                device: device.to_string(),
+                owner: r.owner.to_string(),
+                energy_out_kwh: format_kwh(r.energy_out_mwh),
+                energy_in_kwh: format_kwh(r.energy_in_mwh),
+                register_kwh: format_kwh(r.register_mwh),
+                raw_root: r.raw_root.to_string(),
+                status: status.into(),
+                reason,
+            }
+        })
+        .collect();
+    if orders.is_empty() && record.is_none() && device_readings.is_empty() {
         return None;
     }
     let mut levels: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
@@ -231,6 +276,7 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
                 })
                 .collect()
         }),
+        device_readings,
         island: record.as_ref().is_some_and(|r| r.island),
         envelopes: record.as_ref().map_or(0, |r| r.envelopes),
         bills: if record.is_some() {

@@ -480,7 +480,7 @@ pub struct DeviceIdentity {
     pub bond: u128,
     pub registered_height: u64,
     pub status: DeviceStatus,
-    /// The register of its last accepted reading.
+    /// The register of its last checked reading (accepted or held): the next must continue it.
     pub register_mwh: Option<u64>,
 }
 
@@ -923,11 +923,13 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
             Some(reason) => ReadingStatus::Held { reason },
             None => {
                 *owner_total = owner_total.saturating_add(r.energy_out_mwh);
-                id.register_mwh = Some(r.register_mwh);
-                o.kv_put(device_key_key(&device), enc(&id));
                 ReadingStatus::Accepted
             }
         };
+        // The next reading must continue from this one's register, held or not: a register
+        // that jumps is caught at the next step too.
+        id.register_mwh = Some(r.register_mwh);
+        o.kv_put(device_key_key(&device), enc(&id));
         o.kv_put(device_reading_key(slot, &device), enc(&r));
     }
     for (owner, mwh) in verified {
@@ -1329,6 +1331,13 @@ pub(crate) fn apply(
             let count = records.len() as u32;
             for (k, rec) in records {
                 o.kv_put(k, enc(&rec));
+            }
+            // The check runs when the slot settles, traded or not.
+            for slot in seen.iter().map(|(slot, _)| *slot) {
+                o.kv_put(
+                    due_key(TAG_SETTLE_DUE, cfg.settlement_ms(slot), slot),
+                    Vec::new(),
+                );
             }
             Ok(vec![Event::DeviceReadingsRecorded { count }])
         }

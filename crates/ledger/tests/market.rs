@@ -784,6 +784,41 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
             <= alice_before + t_alice.settlement.as_ref().unwrap().collateral_returned
     );
     assert!(net.balance(carol) > carol_before);
+
+    // The next slot has no market at all: its readings are checked all the same. The honest
+    // register follows on; the liar's jumps.
+    let next = SLOT + 1;
+    let reading_for = |k: &Keypair, wh: u64, register_wh: u64| {
+        gridmesh_ledger::tx::DeviceReading::signed(
+            k,
+            &chain_id,
+            next,
+            wh * 1_000,
+            0,
+            register_wh * 1_000,
+            gridmesh_types::Hash32([8; 32]),
+        )
+    };
+    net.one(
+        slot_start_ms(next + 1) + 60_000,
+        bob,
+        TxKind::SubmitDeviceReadings {
+            readings: vec![
+                reading_for(&honest, 200, 700),
+                reading_for(&liar, 100, 99_000),
+            ],
+        },
+    )
+    .unwrap();
+    net.block(slot_start_ms(next + 1) + 60 * 60_000, vec![]);
+    let ok: DeviceReadingRecord = net.get(&device_reading_key(next, &honest.address()));
+    assert_eq!(ok.status, ReadingStatus::Accepted);
+    let lie: DeviceReadingRecord = net.get(&device_reading_key(next, &liar.address()));
+    assert!(
+        matches!(&lie.status, ReadingStatus::Held { reason } if reason.contains("register")),
+        "{:?}",
+        lie.status
+    );
 }
 
 /// Impossible device descriptions are refused before they reach the state.

@@ -999,7 +999,7 @@ pub struct DeviceView {
     /// `active` or `decommissioned`.
     pub status: String,
     pub registered_height: u64,
-    /// The register of its last accepted reading, kWh.
+    /// The register of its last checked reading, kWh.
     pub register_kwh: Option<String>,
 }
 

@@ -172,10 +172,9 @@ fn spoofed_production_is_held_and_honest_production_is_not() {
                     if liars.contains_key(&r.site) {
                         *reasons.entry(format!("liar: {}", kind(h))).or_default() += 1;
                     }
-                } else {
-                    // Accepted readings move the register on.
-                    register[r.site] = r.register_mwh;
                 }
+                // Every checked reading moves the register on, as on the ledger.
+                register[r.site] = r.register_mwh;
                 history[r.site].insert(slot, (r.energy_mwh, r.register_mwh));
             }
         }

@@ -16,7 +16,9 @@
 //!    of its rating is an outlier. Needs at least five neighbours reporting, and is skipped at dawn
 //!    and dusk (less than 5 % of the rating expected).
 //!
-//! Integer energies in and out; floats (libm) in between, the same bits everywhere.
+//! Integer energies in and out; floats in between, the same bits everywhere: `libm` for every
+//! transcendental function, plain IEEE arithmetic otherwise (no `powi`, whose precision is
+//! platform-dependent), sorting by `total_cmp`.
 
 use std::collections::BTreeMap;
 
@@ -162,7 +164,11 @@ fn fit(points: &[(f64, f64, f64)]) -> (f64, f64) {
     let err = |a: f64, b: f64| -> f64 {
         points
             .iter()
-            .map(|&(y, d, f)| (y - a * d - b * f).powi(2))
+            .map(|&(y, d, f)| {
+                // Plain multiplication: `powi`'s precision is platform-dependent.
+                let e = y - a * d - b * f;
+                e * e
+            })
             .sum()
     };
     if err(a, 0.0) <= err(0.0, b) {

@@ -161,6 +161,17 @@ struct NodeArgs {
     /// Reconnect after this many seconds of healthy grid (chain time).
     #[arg(long, default_value_t = 300)]
     resync_s: u64,
+    /// Run a device gateway on this MQTT broker (`HOST:PORT`): signed telemetry on
+    /// `gridmesh/<chain>/telemetry/+` into the local telemetry store, devices' slot readings on
+    /// `gridmesh/<chain>/readings/+` onto the ledger. Needs --gateway-key.
+    #[arg(long, requires = "gateway_key", value_name = "HOST:PORT")]
+    mqtt: Option<String>,
+    /// The key that signs the gateway's `SubmitDeviceReadings` transactions.
+    #[arg(long, requires = "mqtt")]
+    gateway_key: Option<PathBuf>,
+    /// Where the telemetry store lives (default: DATA_DIR/telemetry).
+    #[arg(long, requires = "mqtt")]
+    telemetry_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -995,6 +1006,20 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             lead_slots: a.envelope_lead_slots,
             pcc_timeout_ms: a.pcc_timeout_s.saturating_mul(1000),
             resync_ms: a.resync_s.saturating_mul(1000),
+        });
+    }
+    if let (Some(broker), Some(key)) = (&a.mqtt, &a.gateway_key) {
+        let (host, port) = broker
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .with_context(|| format!("--mqtt {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883"))?;
+        cfg.device_gateway = Some(gridmesh_node::device_gateway::DeviceGatewayConfig {
+            mqtt_host: host.to_string(),
+            mqtt_port: port,
+            key: Keypair::load(key)
+                .with_context(|| format!("loading the gateway key {}", key.display()))?,
+            telemetry_dir: a.telemetry_dir.clone(),
         });
     }
     runtime()?.block_on(async move {

@@ -15,6 +15,7 @@ pub mod mempool;
 pub mod merkle;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tx;
 
 pub use block::{Block, BlockHeader, Receipt};

@@ -506,6 +506,7 @@ pub struct DeviceReadingRecord {
     pub energy_in_mwh: u64,
     pub register_mwh: u64,
     pub raw_root: gridmesh_types::Hash32,
+    pub raw_count: u32,
     pub height: u64,
     pub status: ReadingStatus,
 }
@@ -1323,6 +1324,7 @@ pub(crate) fn apply(
                         energy_in_mwh: r.energy_in_mwh,
                         register_mwh: r.register_mwh,
                         raw_root: r.raw_root,
+                        raw_count: r.raw_count,
                         height: ctx.height,
                         status: ReadingStatus::Pending,
                     },

@@ -37,6 +37,66 @@ pub fn root(leaves: &[Hash32]) -> Hash32 {
     level[0]
 }
 
+/// The most levels a proof may have: 2^40 leaves is far beyond any tree we build.
+pub const MAX_PROOF_DEPTH: usize = 40;
+
+/// The sibling hashes from leaf `index` up to the root of a tree of `leaves.len()` leaves, skipping
+/// levels where the node is carried up unchanged. `None` if `index` is out of range.
+pub fn proof(leaves: &[Hash32], index: usize) -> Option<Vec<Hash32>> {
+    if index >= leaves.len() {
+        return None;
+    }
+    let mut path = Vec::new();
+    let mut level: Vec<Hash32> = leaves.to_vec();
+    let mut i = index;
+    while level.len() > 1 {
+        let sibling = i ^ 1;
+        if sibling < level.len() {
+            path.push(level[sibling]);
+        }
+        level = level
+            .chunks(2)
+            .map(|p| {
+                if p.len() == 2 {
+                    node_hash(&p[0], &p[1])
+                } else {
+                    p[0]
+                }
+            })
+            .collect();
+        i /= 2;
+    }
+    Some(path)
+}
+
+/// Whether `leaf` is leaf `index` of a tree of `count` leaves with root `root`, by `path` (from
+/// [`proof`]). The count fixes where the tree carries nodes up, so a proof holds for one position
+/// only; callers take the count from a commitment (a reading commits to its number of samples).
+pub fn verify_proof(root: &Hash32, leaf: &Hash32, index: u64, count: u64, path: &[Hash32]) -> bool {
+    if index >= count || path.len() > MAX_PROOF_DEPTH {
+        return false;
+    }
+    let mut hash = *leaf;
+    let (mut i, mut width) = (index, count);
+    let mut steps = path.iter();
+    while width > 1 {
+        let sibling = i ^ 1;
+        if sibling < width {
+            let Some(s) = steps.next() else {
+                return false;
+            };
+            hash = if i % 2 == 0 {
+                node_hash(&hash, s)
+            } else {
+                node_hash(s, &hash)
+            };
+        }
+        i /= 2;
+        width = width.div_ceil(2);
+    }
+    steps.next().is_none() && hash == *root
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +115,30 @@ mod tests {
         assert_ne!(root(&swapped), r);
         assert_eq!(root(&leaves[..1]), leaves[0]);
         assert_ne!(root(&[]), root(&leaves[..1]));
+    }
+
+    #[test]
+    fn every_leaf_has_a_proof_that_holds_only_in_its_place() {
+        for n in 1..=17usize {
+            let leaves: Vec<Hash32> = (0..n).map(|i| Hash32([i as u8 + 1; 32])).collect();
+            let r = root(&leaves);
+            for i in 0..n {
+                let p = proof(&leaves, i).unwrap();
+                assert!(verify_proof(&r, &leaves[i], i as u64, n as u64, &p), "n={n} i={i}");
+                // Another position, another count, another leaf or a tampered path fail.
+                if n > 1 {
+                    let j = (i + 1) % n;
+                    assert!(!verify_proof(&r, &leaves[i], j as u64, n as u64, &p));
+                    assert!(!verify_proof(&r, &leaves[j], i as u64, n as u64, &p));
+                }
+                if let Some(first) = p.first() {
+                    let mut bad = p.clone();
+                    bad[0] = Hash32([first.0[0] ^ 1; 32]);
+                    assert!(!verify_proof(&r, &leaves[i], i as u64, n as u64, &bad));
+                }
+            }
+            assert!(proof(&leaves, n).is_none());
+            assert!(!verify_proof(&r, &leaves[0], n as u64, n as u64, &[]));
+        }
     }
 }

@@ -119,8 +119,10 @@ pub struct DeviceReading {
     pub energy_in_mwh: u64,
     /// Its cumulative output register after the slot.
     pub register_mwh: u64,
-    /// Merkle root of the raw high-resolution telemetry the owner's node keeps.
+    /// Merkle root of the raw high-resolution telemetry the owner's node keeps
+    /// ([`crate::telemetry`]), and how many samples it covers.
     pub raw_root: Hash32,
+    pub raw_count: u32,
     #[serde(skip)]
     pub signature: [u8; 64],
 }
@@ -138,6 +140,7 @@ pub fn device_reading_message(chain_id: &str, r: &DeviceReading) -> Vec<u8> {
         m.extend_from_slice(&x.to_le_bytes());
     }
     m.extend_from_slice(&r.raw_root.0);
+    m.extend_from_slice(&r.raw_count.to_le_bytes());
     m
 }
 
@@ -152,6 +155,7 @@ impl DeviceReading {
         energy_in_mwh: u64,
         register_mwh: u64,
         raw_root: Hash32,
+        raw_count: u32,
     ) -> DeviceReading {
         let mut r = DeviceReading {
             device: device.address(),
@@ -160,6 +164,7 @@ impl DeviceReading {
             energy_in_mwh,
             register_mwh,
             raw_root,
+            raw_count,
             signature: [0; 64],
         };
         r.signature = device.sign(&device_reading_message(chain_id, &r));

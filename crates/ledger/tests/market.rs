@@ -696,6 +696,7 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
             0,
             register_wh * 1_000,
             gridmesh_types::Hash32([7; 32]),
+            0,
         )
     };
     // Before the slot has ended: refused.
@@ -797,6 +798,7 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
             0,
             register_wh * 1_000,
             gridmesh_types::Hash32([8; 32]),
+            0,
         )
     };
     net.one(

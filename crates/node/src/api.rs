@@ -46,7 +46,10 @@ const MAX_BATCH_BODY_BYTES: usize =
         get_market_slot,
         get_grid,
         post_pcc,
-        get_device
+        get_device,
+        crate::api_gateway::get_gateway,
+        crate::api_gateway::get_commitment,
+        crate::api_gateway::get_proof
     ),
     components(schemas(
         StatusResponse,
@@ -75,7 +78,10 @@ const MAX_BATCH_BODY_BYTES: usize =
         DeviceView,
         GridEventView,
         OperatorView,
-        PccReport
+        PccReport,
+        crate::api_gateway::GatewayView,
+        crate::api_gateway::CommitmentView,
+        crate::api_gateway::ProofView
     ))
 )]
 pub struct ApiDoc;
@@ -96,6 +102,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/grid", get(get_grid))
         .route("/v1/devices/{address}", get(get_device))
         .route("/v1/grid/pcc", post(post_pcc))
+        .route("/v1/gateway", get(crate::api_gateway::get_gateway))
+        .route(
+            "/v1/telemetry/{device}/{slot}",
+            get(crate::api_gateway::get_commitment),
+        )
+        .route(
+            "/v1/telemetry/{device}/{slot}/proof/{index}",
+            get(crate::api_gateway::get_proof),
+        )
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -118,17 +133,17 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
         }
     }
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "API request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
@@ -166,7 +181,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 pub struct StatusResponse {

@@ -22,9 +22,8 @@ use std::time::Duration;
 use gridmesh_grid::island::{Controller, IslandConfig, Pcc, Transition};
 use gridmesh_grid::{operating_envelopes, EnvelopeOptions, Feeder};
 use gridmesh_ledger::market::{self as lm, MarketConfig};
-use gridmesh_ledger::{GridEventKind, Keypair, TxBody, TxKind, VerifiedTx};
+use gridmesh_ledger::{GridEventKind, Keypair, TxKind};
 use gridmesh_types::units::{slot_of, SLOT_MS};
-use gridmesh_types::Hash32;
 
 use crate::Shared;
 
@@ -131,8 +130,7 @@ fn run(
         },
         start_ms,
     );
-    // This service's transactions still in the mempool (their nonces are taken).
-    let mut in_flight: Vec<Hash32> = Vec::new();
+    let mut submitter = crate::submitter::Submitter::new(cfg.key.clone());
     let mut queued: Vec<TxKind> = Vec::new();
     loop {
         match stopped.recv_timeout(Duration::from_millis(100)) {
@@ -191,52 +189,9 @@ fn run(
         if queued.is_empty() {
             continue;
         }
-        // Sign with consecutive nonces after what the chain and our pending transactions hold.
-        let (results, admitted) = {
-            let chain = shared.chain.read().expect("chain lock");
-            let mut mempool = shared.mempool.lock().expect("mempool lock");
-            let before = in_flight.len();
-            let mut refused = None;
-            in_flight.retain(|h| {
-                if let Some(why) = mempool.rejection(h) {
-                    refused = Some(why.to_string());
-                }
-                mempool.contains(h)
-            });
-            if let Some(why) = refused {
-                // A refused transaction leaves a gap in our nonces: what was queued behind it
-                // can never apply. Withdraw it and start again from the chain's nonce.
-                for h in in_flight.drain(..) {
-                    mempool.remove(&h);
-                }
-                tracing::warn!(reason = %why, "a grid operator transaction was refused at block time");
-                status.lock().expect("status lock").last_error = Some(why);
-            }
-            let _ = before;
-            let account = chain.account(&me);
-            let mut nonce = account.nonce + in_flight.len() as u64;
-            let mut admitted = Vec::new();
-            let mut results = Vec::new();
-            let take = queued.len().min(1_000);
-            for kind in queued.drain(..take) {
-                let tx = sign(&cfg.key, chain.chain_id(), nonce, kind);
-                let copy = shared.outbox.as_ref().map(|_| tx.tx().clone());
-                match mempool.insert(tx, account) {
-                    Ok(h) => {
-                        nonce += 1;
-                        in_flight.push(h);
-                        admitted.extend(copy);
-                        results.push(Ok(()));
-                    }
-                    Err(e) => results.push(Err(e.to_string())),
-                }
-            }
-            (results, admitted)
-        };
-        if let Some(outbox) = &shared.outbox {
-            outbox.push(&admitted);
-        }
-        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        let take = queued.len().min(1_000);
+        let errors = submitter.submit(&shared, queued.drain(..take).collect());
+        if let Some(e) = errors.last() {
             tracing::warn!(error = %e, "a grid operator transaction was refused");
             status.lock().expect("status lock").last_error = Some(e.clone());
         }
@@ -274,17 +229,4 @@ fn envelopes_for(
             }
         })
         .collect())
-}
-
-fn sign(key: &Keypair, chain_id: &str, nonce: u64, kind: TxKind) -> VerifiedTx {
-    TxBody {
-        version: gridmesh_ledger::tx::TX_VERSION,
-        chain_id: chain_id.to_string(),
-        sender: key.address(),
-        nonce,
-        kind,
-    }
-    .sign(key)
-    .verify()
-    .expect("a transaction we just signed verifies")
 }

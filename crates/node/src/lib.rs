@@ -11,6 +11,7 @@
 //! (the node must then be given a validator key of the set).
 
 pub mod api;
+pub mod api_gateway;
 pub mod bench;
 pub mod bench_grid;
 pub mod bench_market;
@@ -18,11 +19,13 @@ pub mod bench_net;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod device_gateway;
 pub mod grid_market;
 pub mod grid_operator;
 pub mod grid_report;
 pub mod market_file;
 pub mod market_view;
+pub mod submitter;
 pub mod testnet;
 
 use std::net::SocketAddr;
@@ -68,6 +71,8 @@ pub struct NodeConfig {
     pub time_scale: u32,
     /// Run the grid operator's service (envelopes before every gate closure, islanding events).
     pub grid_operator: Option<grid_operator::GridOperatorConfig>,
+    /// Run a device gateway (MQTT telemetry and slot readings).
+    pub device_gateway: Option<device_gateway::DeviceGatewayConfig>,
 }
 
 impl NodeConfig {
@@ -85,6 +90,7 @@ impl NodeConfig {
             peers: Vec::new(),
             time_scale: 1,
             grid_operator: None,
+            device_gateway: None,
         }
     }
 
@@ -149,6 +155,8 @@ pub struct Shared {
     pub validators: usize,
     /// The grid operator service's PCC reports and status, if this node runs it.
     pub grid: Option<GridHandles>,
+    /// The device gateway's counters and telemetry store, once started.
+    pub gateway: std::sync::OnceLock<device_gateway::GatewayHandles>,
 }
 
 /// What the API needs of the grid operator service.
@@ -186,6 +194,7 @@ pub struct RunningNode {
     stop_http: tokio::sync::oneshot::Sender<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     grid_operator: Option<grid_operator::GridOperator>,
+    device_gateway: Option<gridmesh_gateway::mqtt::MqttGateway>,
 }
 
 impl RunningNode {
@@ -278,6 +287,7 @@ impl RunningNode {
                 feeder_name: g.feeder.network.name.clone(),
                 connection_points: g.feeder.names.len().saturating_sub(2),
             }),
+            gateway: Default::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -376,6 +386,14 @@ impl RunningNode {
             )?),
             _ => None,
         };
+        let device_gateway = match &cfg.device_gateway {
+            Some(g) => {
+                let (gw, handles) = device_gateway::start(shared.clone(), g, &cfg.data_dir)?;
+                let _ = shared.gateway.set(handles);
+                Some(gw)
+            }
+            None => None,
+        };
         let router = api::router(shared.clone());
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
@@ -398,6 +416,7 @@ impl RunningNode {
             stop_http,
             http,
             grid_operator,
+            device_gateway,
         })
     }
 
@@ -411,6 +430,9 @@ impl RunningNode {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(());
         if let Some(g) = self.grid_operator {
+            tokio::task::spawn_blocking(move || g.stop()).await?;
+        }
+        if let Some(g) = self.device_gateway {
             tokio::task::spawn_blocking(move || g.stop()).await?;
         }
         match self.stop_engine {

@@ -100,6 +100,8 @@ pub struct DeviceReadingView {
     pub register_kwh: String,
     /// Merkle root of the raw telemetry the owner keeps.
     pub raw_root: String,
+    /// How many samples the root covers.
+    pub raw_samples: u32,
     /// `pending` (checked at settlement), `accepted` or `held`.
     pub status: String,
     /// Why a held reading is held.
@@ -184,6 +186,7 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
                 energy_in_kwh: format_kwh(r.energy_in_mwh),
                 register_kwh: format_kwh(r.register_mwh),
                 raw_root: r.raw_root.to_string(),
+                raw_samples: r.raw_count,
                 status: status.into(),
                 reason,
             }

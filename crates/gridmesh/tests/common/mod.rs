@@ -145,3 +145,103 @@ pub fn new_key(dir: &Path, name: &str) -> (String, String) {
         String::from_utf8(out.stdout).unwrap().trim().to_string(),
     )
 }
+
+/// The interop venv's Python (`GRIDMESH_PYTHON`, else `.venv`), `None` to skip; a failure when
+/// `GRIDMESH_REQUIRE_INTEROP=1` (set by `./scripts/test`).
+pub fn python() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("GRIDMESH_PYTHON") {
+        return Some(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    require_interop("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)");
+    None
+}
+
+fn require_interop(why: &str) {
+    if std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// A script of `scripts/interop`.
+pub fn interop_script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/interop").join(name)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Mosquitto broker on a free port of 127.0.0.1, killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _conf: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto (the Debian package `./scripts/setup` installs); `None` to skip.
+    pub fn start() -> Option<Mosquitto> {
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists());
+        let Some(bin) = bin else {
+            require_interop("mosquitto is not installed: run ./scripts/setup");
+            return None;
+        };
+        let conf = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let file = conf.path().join("mosquitto.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 100000\nmax_inflight_messages 1000\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "mosquitto never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Mosquitto {
+            child,
+            port,
+            _conf: conf,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `url` as JSON.
+pub fn get_json(url: &str) -> serde_json::Value {
+    ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .into_json()
+        .unwrap()
+}

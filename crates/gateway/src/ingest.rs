@@ -226,10 +226,10 @@ impl Ingestor {
         }
         // Most energy at rated power over the elapsed time: W × ms / 3,600 = mWh.
         let elapsed_ms = u128::from(s.time_ms - p.time_ms);
-        let most_mwh = u128::from(limits.capacity_w) * elapsed_ms
-            * u128::from(self.limits.rating_margin_pct)
-            / (3_600 * 100)
-            + 1;
+        let most_mwh =
+            u128::from(limits.capacity_w) * elapsed_ms * u128::from(self.limits.rating_margin_pct)
+                / (3_600 * 100)
+                + 1;
         let grew = |a: u64, b: u64| u128::from(a - b);
         if grew(s.out_register_mwh, p.out_register_mwh) > most_mwh
             || grew(s.in_register_mwh, p.in_register_mwh) > most_mwh
@@ -305,15 +305,15 @@ mod tests {
         let mut forged = RawSample::signed(&key, CHAIN, 11, T0 + 11_000, 11_000, 0, 3_600);
         forged.out_register_mwh = 99_000;
         let bad = [
-            good[9],                                                              // replay
-            RawSample::signed(&key, CHAIN, 12, T0 + 10_000, 11_000, 0, 0),        // time
-            RawSample::signed(&key, CHAIN, 13, T0 + 13_000, 9_000, 0, 0),         // fell
-            RawSample::signed(&key, CHAIN, 14, T0 + 14_000, 16_000, 0, 0),        // too fast
-            RawSample::signed(&key, CHAIN, 15, T0 + 60_000, 10_500, 0, 0),        // future
-            RawSample::signed(&stranger, CHAIN, 1, T0 + 11_000, 0, 0, 0),         // unknown
+            good[9],                                                               // replay
+            RawSample::signed(&key, CHAIN, 12, T0 + 10_000, 11_000, 0, 0),         // time
+            RawSample::signed(&key, CHAIN, 13, T0 + 13_000, 9_000, 0, 0),          // fell
+            RawSample::signed(&key, CHAIN, 14, T0 + 14_000, 16_000, 0, 0),         // too fast
+            RawSample::signed(&key, CHAIN, 15, T0 + 60_000, 10_500, 0, 0),         // future
+            RawSample::signed(&stranger, CHAIN, 1, T0 + 11_000, 0, 0, 0),          // unknown
             RawSample::signed(&key, "other-chain", 16, T0 + 11_000, 10_500, 0, 0), // signature
-            forged,                                                               // signature
-            RawSample::signed(&key, CHAIN, 17, T0 + 11_000, 11_200, 0, 0),        // fine
+            forged,                                                                // signature
+            RawSample::signed(&key, CHAIN, 17, T0 + 11_000, 11_200, 0, 0),         // fine
         ];
         let r = ing
             .ingest(&[&payload(&bad), &[0u8; 131], &[]], T0 + 20_000)
@@ -332,7 +332,10 @@ mod tests {
         .collect();
         assert_eq!(r.rejected, expect);
         assert_eq!(r.accepted, 1);
-        let stored = ing.store().samples(&key.address(), T0, T0 + 60_000).unwrap();
+        let stored = ing
+            .store()
+            .samples(&key.address(), T0, T0 + 60_000)
+            .unwrap();
         assert_eq!(stored.len(), 11);
         assert_eq!(stored.last().unwrap().seq, 17);
 

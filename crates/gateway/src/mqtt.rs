@@ -313,7 +313,12 @@ fn commit(ingestor: &mut Ingestor, batch: &mut Vec<bytes::Bytes>, stats: &Mutex<
 fn submit(sink: &dyn ReadingSink, relay: &mut Vec<DeviceReading>, stats: &Mutex<GatewayStats>) {
     let n = relay.len() as u64;
     match sink.submit(std::mem::take(relay)) {
-        Ok(()) => stats.lock().unwrap_or_else(|e| e.into_inner()).readings_relayed += n,
+        Ok(()) => {
+            stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .readings_relayed += n
+        }
         Err(e) => {
             tracing::warn!(error = %e, "could not submit device readings");
             set_error(stats, format!("submit readings: {e}"));
@@ -329,8 +334,12 @@ pub fn check_reading(
 ) -> Result<DeviceReading, String> {
     let r: DeviceReading =
         borsh::from_slice(payload).map_err(|_| "not a Borsh-encoded device reading".to_string())?;
-    crypto::verify_one(&r.device, &device_reading_message(chain_id, &r), &r.signature)
-        .map_err(|_| "signature does not verify for the device key".to_string())?;
+    crypto::verify_one(
+        &r.device,
+        &device_reading_message(chain_id, &r),
+        &r.signature,
+    )
+    .map_err(|_| "signature does not verify for the device key".to_string())?;
     let start = slot_start_ms(r.slot);
     let held = ingestor
         .store()
@@ -345,4 +354,48 @@ pub fn check_reading(
         }
     }
     Ok(r)
+}
+
+/// Publishes `messages` (topic, payload) with QoS 1 on one connection and returns once the broker
+/// has acknowledged every one of them: a device simulator's (and the ingest benchmark's) sender.
+pub fn publish_all(
+    host: &str,
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut opts = MqttOptions::new(client_id, host, port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+            .set_inflight(1_000);
+        let (client, mut events) = AsyncClient::new(opts, 1_024);
+        let total = messages.len();
+        let sender = tokio::spawn(async move {
+            for (topic, payload) in messages {
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(client)
+        });
+        let mut acked = 0;
+        while acked < total {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => return Err(format!("broker {host}:{port}: {e}")),
+            }
+        }
+        let client = sender.await.map_err(|e| e.to_string())??;
+        let _ = client.disconnect().await;
+        // Let the disconnect go out.
+        let _ = tokio::time::timeout(Duration::from_millis(100), events.poll()).await;
+        Ok(())
+    })
 }

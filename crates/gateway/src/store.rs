@@ -245,14 +245,23 @@ mod tests {
         assert_eq!((c.root, c.count), telemetry::commitment(&samples[1..=900]));
         let reading = DeviceReading::signed(&key, "c", 1, 900, 0, 1_000, c.root, c.count);
         let inflated = DeviceReading::signed(&key, "c", 1, 1_900, 0, 2_000, c.root, c.count);
-        let p = store.proof(&key.address(), start, end, 899).unwrap().unwrap();
+        let p = store
+            .proof(&key.address(), start, end, 899)
+            .unwrap()
+            .unwrap();
         assert!(telemetry::contradiction("c", &reading, start, end, &p).is_err());
         assert_eq!(
             telemetry::contradiction("c", &inflated, start, end, &p),
             Ok(Contradiction::LastSampleMismatch)
         );
-        assert!(store.proof(&key.address(), start, end, 900).unwrap().is_none());
+        assert!(store
+            .proof(&key.address(), start, end, 900)
+            .unwrap()
+            .is_none());
         assert_eq!(store.prune(start + 100_000).unwrap(), 102); // and the other device's
-        assert_eq!(store.commitment(&key.address(), start, end).unwrap().count, 800);
+        assert_eq!(
+            store.commitment(&key.address(), start, end).unwrap().count,
+            800
+        );
     }
 }

@@ -396,6 +396,26 @@ enum QueryCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Signed device telemetry verified and committed per second: the ingest pipeline alone and
+    /// through a Mosquitto broker (MQTT, QoS 1), for each device count.
+    Ingest {
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        devices: Vec<usize>,
+        /// Seconds of one-per-second telemetry per device.
+        #[arg(long, default_value_t = 20)]
+        seconds: usize,
+        /// Samples of one device per MQTT message.
+        #[arg(long, default_value_t = 10)]
+        per_message: usize,
+        /// Samples verified and committed together.
+        #[arg(long, default_value_t = 8_192)]
+        batch_samples: usize,
+        /// Skip the MQTT path.
+        #[arg(long)]
+        no_mqtt: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// AC power flow on every MATPOWER case of the shared data and on a generated radial feeder,
     /// pandapower on the same cases side by side (Newton-Raphson, flat start, 1e-8 tolerance).
     Grid {
@@ -803,6 +823,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::Bench(BenchCommand::Ingest {
+            devices,
+            seconds,
+            per_message,
+            batch_samples,
+            no_mqtt,
+            json,
+        }) => {
+            let mut rows = Vec::new();
+            for n in devices {
+                for row in gridmesh_node::bench_ingest::run(
+                    &gridmesh_node::bench_ingest::IngestBenchOptions {
+                        devices: n,
+                        seconds,
+                        per_message,
+                        batch_samples,
+                        mqtt: !no_mqtt,
+                    },
+                )? {
+                    eprintln!("{row}");
+                    rows.push(row);
+                }
+            }
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
+        }
         Command::Bench(BenchCommand::Grid {
             cases,
             radial_buses,
@@ -1013,7 +1061,9 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
             .filter(|(h, _)| !h.is_empty())
-            .with_context(|| format!("--mqtt {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883"))?;
+            .with_context(|| {
+                format!("--mqtt {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883")
+            })?;
         cfg.device_gateway = Some(gridmesh_node::device_gateway::DeviceGatewayConfig {
             mqtt_host: host.to_string(),
             mqtt_port: port,

@@ -6,8 +6,7 @@
 mod common;
 
 use common::{
-    get_json, gridmesh, interop_script, new_key, python, stdout_json, wait_for, Mosquitto,
-    NodeProc,
+    get_json, gridmesh, interop_script, new_key, python, stdout_json, wait_for, Mosquitto, NodeProc,
 };
 use std::process::Command;
 
@@ -26,7 +25,12 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     let port = broker.port.to_string();
     let node = NodeProc::start(
         &data,
-        &["--mqtt", &format!("127.0.0.1:{port}"), "--gateway-key", &gw_key],
+        &[
+            "--mqtt",
+            &format!("127.0.0.1:{port}"),
+            "--gateway-key",
+            &gw_key,
+        ],
     );
     let url = node.url.clone();
     let faucet = data.join("faucet.key").display().to_string();
@@ -97,12 +101,16 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     wait_for("both devices' telemetry", || {
         get_json(&format!("{url}/v1/gateway"))["stats"]["samples"]["accepted"] == 1_800
     });
-    wait_for("the honest reading relayed and the inflated one refused", || {
-        let g = get_json(&format!("{url}/v1/gateway"));
-        g["stats"]["readings_relayed"] == 1
-            && g["stats"]["readings_refused"]["register differs from the slot's last telemetry sample"]
-                == 1
-    });
+    wait_for(
+        "the honest reading relayed and the inflated one refused",
+        || {
+            let g = get_json(&format!("{url}/v1/gateway"));
+            g["stats"]["readings_relayed"] == 1
+                && g["stats"]["readings_refused"]
+                    ["register differs from the slot's last telemetry sample"]
+                    == 1
+        },
+    );
     let stats = &get_json(&format!("{url}/v1/gateway"))["stats"];
     assert_eq!(stats["samples"]["rejected"]["replay"], 200, "{stats}");
     assert_eq!(stats["samples"]["rejected"]["bad-signature"], 2, "{stats}");
@@ -127,7 +135,10 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         .clone();
     assert_eq!(r["raw_root"], honest["root"]);
     assert_eq!(r["raw_samples"], 900);
-    assert_eq!(r["energy_out_kwh"], "0.4995", "2 kW for a quarter hour (555 mWh a second)");
+    assert_eq!(
+        r["energy_out_kwh"], "0.4995",
+        "2 kW for a quarter hour (555 mWh a second)"
+    );
     let c = get_json(&format!("{url}/v1/telemetry/{device}/{slot}"));
     assert_eq!((&c["root"], &c["samples"]), (&honest["root"], &900.into()));
     let p = get_json(&format!("{url}/v1/telemetry/{device}/{slot}/proof/899"));

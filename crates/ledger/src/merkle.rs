@@ -124,7 +124,10 @@ mod tests {
             let r = root(&leaves);
             for i in 0..n {
                 let p = proof(&leaves, i).unwrap();
-                assert!(verify_proof(&r, &leaves[i], i as u64, n as u64, &p), "n={n} i={i}");
+                assert!(
+                    verify_proof(&r, &leaves[i], i as u64, n as u64, &p),
+                    "n={n} i={i}"
+                );
                 // Another position, another count, another leaf or a tampered path fail.
                 if n > 1 {
                     let j = (i + 1) % n;

@@ -226,9 +226,7 @@ pub fn contradiction(
             count: reading.raw_count,
         });
     }
-    let start_register = reading
-        .register_mwh
-        .saturating_sub(reading.energy_out_mwh);
+    let start_register = reading.register_mwh.saturating_sub(reading.energy_out_mwh);
     if s.time_ms <= slot_start_ms || s.time_ms > slot_end_ms {
         Ok(Contradiction::OutsideSlot)
     } else if s.out_register_mwh > reading.register_mwh {
@@ -251,7 +249,17 @@ mod tests {
 
     fn slot_samples(key: &Keypair, start_ms: u64, n: u64, start_reg: u64) -> Vec<RawSample> {
         (1..=n)
-            .map(|i| RawSample::signed(key, CHAIN, i, start_ms + i * 1000, start_reg + i * 10, 0, 36))
+            .map(|i| {
+                RawSample::signed(
+                    key,
+                    CHAIN,
+                    i,
+                    start_ms + i * 1000,
+                    start_reg + i * 10,
+                    0,
+                    36,
+                )
+            })
             .collect()
     }
 
@@ -266,7 +274,10 @@ mod tests {
         for byte in 32..68 {
             let mut t = b;
             t[byte] ^= 1;
-            assert!(RawSample::decode(&t).unwrap().verify(CHAIN).is_err(), "byte {byte}");
+            assert!(
+                RawSample::decode(&t).unwrap().verify(CHAIN).is_err(),
+                "byte {byte}"
+            );
         }
         assert_eq!(RawSample::decode(&b[..131]), Err(SampleLengthError(131)));
     }

@@ -89,11 +89,10 @@ struct LedgerSink {
 
 impl ReadingSink for LedgerSink {
     fn submit(&self, readings: Vec<DeviceReading>) -> Result<(), String> {
-        let errors = self
-            .submitter
-            .lock()
-            .expect("submitter lock")
-            .submit(&self.shared, vec![TxKind::SubmitDeviceReadings { readings }]);
+        let errors = self.submitter.lock().expect("submitter lock").submit(
+            &self.shared,
+            vec![TxKind::SubmitDeviceReadings { readings }],
+        );
         match errors.last() {
             None => Ok(()),
             Some(e) => Err(e.clone()),
@@ -112,7 +111,12 @@ pub fn start(
         .clone()
         .unwrap_or_else(|| data_dir.join("telemetry"));
     let store = Arc::new(TelemetryStore::open(&dir)?);
-    let chain_id = shared.chain.read().expect("chain lock").chain_id().to_string();
+    let chain_id = shared
+        .chain
+        .read()
+        .expect("chain lock")
+        .chain_id()
+        .to_string();
     let ingestor = Ingestor::new(
         &chain_id,
         Arc::new(ChainDirectory::new(shared.clone())),

@@ -169,7 +169,9 @@ fn require_interop(why: &str) {
 
 /// A script of `scripts/interop`.
 pub fn interop_script(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/interop").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/interop")
+        .join(name)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
@@ -219,7 +221,10 @@ impl Mosquitto {
             .expect("start mosquitto");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "mosquitto never listened");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mosquitto never listened"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(Mosquitto {

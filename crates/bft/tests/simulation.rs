@@ -118,6 +118,7 @@ impl Sim {
                 })
                 .collect(),
             market: None,
+            economics: None,
         };
         genesis.validate().unwrap();
         let pks: Vec<Pk> = signers.iter().map(|s| s.public_key()).collect();

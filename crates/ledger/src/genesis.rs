@@ -34,6 +34,15 @@
 //! [[market.grid_fees]]         # one per level of the market hierarchy, root first
 //! constant_per_kwh = "0.01"
 //! percent = "0"
+//!
+//! [economics]                  # optional: rewards and slashing (defaults shown)
+//! epoch_slots = 96             # a reward epoch: one day of 15-minute slots
+//! epoch_emission = "10000"     # tokens minted in epoch 0, shared by grid value
+//! halving_epochs = 365         # the emission halves every year
+//! emission_cap = "5000000"     # never more than this minted in all
+//! dispute_window_minutes = 10080
+//! slash_percent = 100          # of a device's bond, for a proven false reading
+//! reporter_percent = 50        # of the slash to the reporter; the rest to the community fund
 //! ```
 //!
 //! The genesis block's `parent_hash` commits to the validator set (zero when there is none), so
@@ -100,6 +109,10 @@ pub struct Genesis {
     /// The market's rules; the defaults of [`crate::market::MarketConfig`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub market: Option<crate::market::MarketFile>,
+    /// Rewards, emission and slashing; the defaults of [`crate::economics::EconomicsConfig`]
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub economics: Option<crate::economics::EconomicsFile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +151,8 @@ pub enum GenesisError {
     ZeroPower(Address),
     #[error("genesis [market]: {0}")]
     Market(String),
+    #[error("genesis [economics]: {0}")]
+    Economics(String),
 }
 
 impl Genesis {
@@ -152,6 +167,7 @@ impl Genesis {
             }],
             validators: vec![],
             market: None,
+            economics: None,
         }
     }
 
@@ -248,7 +264,17 @@ impl Genesis {
             Some(m) => m.to_config().map_err(GenesisError::Market)?,
             None => crate::market::MarketConfig::default(),
         };
-        let kv = crate::kv::KvSpace::from_entries([crate::market::genesis_entry(&market)]);
+        let economics = match &self.economics {
+            Some(e) => e.to_config().map_err(GenesisError::Economics)?,
+            None => crate::economics::EconomicsConfig::default(),
+        };
+        let mut entries = vec![crate::market::genesis_entry(&market)];
+        entries.extend(crate::economics::genesis_entries(
+            &economics,
+            self.timestamp_ms,
+            supply.0,
+        ));
+        let kv = crate::kv::KvSpace::from_entries(entries);
         Ok(State::from_parts(accounts, kv))
     }
 

@@ -8,6 +8,7 @@
 pub mod block;
 pub mod chain;
 pub mod crypto;
+pub mod economics;
 pub mod genesis;
 pub mod kv;
 pub mod market;

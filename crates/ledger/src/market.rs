@@ -469,6 +469,8 @@ impl GridMode {
 pub enum DeviceStatus {
     Active = 0,
     Decommissioned = 1,
+    /// Its bond was slashed for a proven false reading: it can report no more.
+    Slashed = 2,
 }
 
 /// A device registered with its own key.
@@ -491,9 +493,11 @@ pub enum ReadingStatus {
     /// Waiting for the slot's proof-of-generation check (at settlement).
     Pending,
     Accepted,
-    /// Not paid; the reason says which check failed.
+    /// Not paid; the reason says which check failed. `disputable`: a hard physics check
+    /// (register, rating, clear sky) failed, so a fraud report may open a dispute on it.
     Held {
         reason: String,
+        disputable: bool,
     },
 }
 
@@ -677,6 +681,8 @@ pub enum MarketTxError {
     NotYourDevice(Address),
     #[error("device {0} is decommissioned")]
     DeviceDecommissioned(Address),
+    #[error("device {0} was slashed for a false reading and can report no more")]
+    DeviceSlashed(Address),
     #[error("the device key's signature over its registration is not valid")]
     BadDeviceSignature,
     #[error("a device bond of {got} base units is below the minimum of {min}")]
@@ -869,7 +875,7 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
     let mut sites = Vec::new();
     let mut pv_readings = Vec::new();
     let mut pv_index = Vec::new();
-    let mut held: Vec<Option<String>> = vec![None; entries.len()];
+    let mut held: Vec<Option<(String, bool)>> = vec![None; entries.len()];
     let start_s = (slot_start_ms(slot) / 1000) as i64;
     let duration_s = (SLOT_MS / 1000) as u32;
     for (i, ((_, r), id)) in entries.iter().zip(&ids).enumerate() {
@@ -897,17 +903,18 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
         } else {
             if let Some(last) = id.register_mwh {
                 if r.register_mwh != last.saturating_add(r.energy_out_mwh) {
-                    held[i] = Some(
+                    held[i] = Some((
                         pog::Hold::RegisterMismatch {
                             expected_mwh: last.saturating_add(r.energy_out_mwh),
                         }
                         .to_string(),
-                    );
+                        true,
+                    ));
                 }
             }
             let max_mwh = u64::from(id.info.capacity_w) * MWH_PER_W_PER_SLOT;
             if held[i].is_none() && r.energy_out_mwh.max(r.energy_in_mwh) > max_mwh {
-                held[i] = Some(pog::Hold::AboveRating { max_mwh }.to_string());
+                held[i] = Some((pog::Hold::AboveRating { max_mwh }.to_string(), true));
             }
         }
     }
@@ -915,15 +922,27 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
         ids[pv_index[s]].register_mwh
     });
     for (k, h) in pv_index.iter().zip(pv_held) {
-        held[*k] = h.map(|h| h.to_string());
+        held[*k] = h.map(|h| (h.to_string(), h.is_physical()));
     }
     let mut verified: std::collections::BTreeMap<Address, u64> = Default::default();
+    let market = config(o);
     for (((device, mut r), mut id), h) in entries.into_iter().zip(ids).zip(held) {
         let owner_total = verified.entry(r.owner).or_insert(0);
         r.status = match h {
-            Some(reason) => ReadingStatus::Held { reason },
+            Some((reason, disputable)) => ReadingStatus::Held { reason, disputable },
             None => {
                 *owner_total = owner_total.saturating_add(r.energy_out_mwh);
+                // Flexibility the network asked for, weighted by what it is worth to the grid.
+                if let Some(req) = crate::economics::flex_request(o, slot, &id.info.location) {
+                    let mwh = crate::economics::flexibility_delivered(
+                        id.info.kind,
+                        req,
+                        r.energy_out_mwh,
+                        r.energy_in_mwh,
+                    );
+                    let value = mk::value_floor(mwh, req.value_per_kwh);
+                    crate::economics::add_points(o, &market, slot, &r.owner, 0, mwh, value);
+                }
                 ReadingStatus::Accepted
             }
         };
@@ -951,10 +970,11 @@ fn own_active_device(
     if d.owner != *sender {
         return Err(MarketTxError::NotYourDevice(*device));
     }
-    if d.status != DeviceStatus::Active {
-        return Err(MarketTxError::DeviceDecommissioned(*device));
+    match d.status {
+        DeviceStatus::Active => Ok(d),
+        DeviceStatus::Decommissioned => Err(MarketTxError::DeviceDecommissioned(*device)),
+        DeviceStatus::Slashed => Err(MarketTxError::DeviceSlashed(*device)),
     }
-    Ok(d)
 }
 
 /// Whether `slot` still takes orders (and envelopes) at `now_ms`: before its gate closure and no
@@ -987,6 +1007,13 @@ pub(crate) fn apply(
     let now = ctx.timestamp_ms;
     match kind {
         TxKind::Transfer { .. } => unreachable!("transfers are applied by the state"),
+        TxKind::ReportFraud { .. }
+        | TxKind::DismissDispute { .. }
+        | TxKind::RequestFlexibility { .. }
+        | TxKind::CreateAsset { .. }
+        | TxKind::TransferShares { .. } => {
+            unreachable!("economics transactions are applied by crate::economics")
+        }
         TxKind::RegisterDevice { kind, capacity_w } => {
             let n = o.kv_scan(&devices_prefix(&sender)).len() as u32;
             if n >= MAX_DEVICES_PER_OWNER {
@@ -1280,8 +1307,14 @@ pub(crate) fn apply(
                     .kv_get(&device_key_key(&r.device))
                     .map(|b| dec(&b))
                     .ok_or(MarketTxError::UnknownDevice(r.device))?;
-                if d.status != DeviceStatus::Active {
-                    return Err(MarketTxError::DeviceDecommissioned(r.device).into());
+                match d.status {
+                    DeviceStatus::Active => {}
+                    DeviceStatus::Decommissioned => {
+                        return Err(MarketTxError::DeviceDecommissioned(r.device).into())
+                    }
+                    DeviceStatus::Slashed => {
+                        return Err(MarketTxError::DeviceSlashed(r.device).into())
+                    }
                 }
                 let message = crate::tx::device_reading_message(ctx.chain_id, r);
                 crate::crypto::verify_one(&r.device, &message, &r.signature)
@@ -1420,10 +1453,15 @@ pub fn next_due_ms(state: &crate::State) -> Option<u64> {
             .map(|(k, _)| u64::from_be_bytes(k[9..17].try_into().expect("due key")));
         first
     };
-    [gate, due(TAG_SETTLE_DUE), due(TAG_FINAL_DUE)]
-        .into_iter()
-        .flatten()
-        .min()
+    [
+        gate,
+        due(TAG_SETTLE_DUE),
+        due(TAG_FINAL_DUE),
+        crate::economics::next_due_ms(kv),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
 }
 
 /// Runs before a block's transactions: clears every slot whose gate has closed, settles every
@@ -1749,11 +1787,18 @@ fn settle_for_good(
     let sold: u64 = energies.iter().sum();
     // A seller whose devices report on the ledger is paid for no more than what they produced
     // and passed the proof-of-generation checks.
-    let export_mwh = match o.kv_get(&verified_export_key(slot, seller)) {
-        Some(b) => export_mwh.min(dec::<u64>(&b)),
+    let verified = o.kv_get(&verified_export_key(slot, seller));
+    let export_mwh = match &verified {
+        Some(b) => export_mwh.min(dec::<u64>(b)),
         None => export_mwh,
     };
     let delivered = mk::pro_rata(&energies, export_mwh.min(sold));
+    if verified.is_some() {
+        // Verified renewable energy delivered to neighbours, valued at the import it avoided.
+        let mwh: u64 = delivered.iter().sum();
+        let value = mk::value_floor(mwh, cfg.tariff(slot).retail_per_kwh);
+        crate::economics::add_points(o, cfg, slot, seller, mwh, 0, value);
+    }
     for ((&i, mut t), d) in p.trades.iter().zip(trades).zip(delivered) {
         let s = settlement_of(
             &t,
@@ -1768,6 +1813,7 @@ fn settle_for_good(
                 .expect("escrow holds every unsettled trade's funds");
         };
         pay(o, t.seller, s.seller_received + s.collateral_returned);
+        crate::economics::note_revenue(o, cfg, slot, &t.seller, s.seller_received);
         pay(o, cfg.grid_operator, s.grid_fees);
         pay(o, cfg.market_operator, s.operator_received);
         pay(o, t.buyer, s.buyer_refund + s.compensation);

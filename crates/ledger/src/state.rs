@@ -104,6 +104,18 @@ pub enum Event {
     DeviceReadingsRecorded {
         count: u32,
     },
+    /// A physics fraud report opened a dispute that slashes at `resolves_ms` unless dismissed.
+    DisputeOpened {
+        device: Address,
+        slot: u64,
+        resolves_ms: u64,
+    },
+    /// A device's bond was slashed for a proven false reading.
+    DeviceSlashed {
+        device: Address,
+        amount: Amount,
+        to_reporter: Amount,
+    },
 }
 
 /// Why a well-formed, correctly signed transaction cannot be applied to the current state.
@@ -121,6 +133,8 @@ pub enum TxError {
     BalanceOverflow,
     #[error(transparent)]
     Market(#[from] crate::market::MarketTxError),
+    #[error(transparent)]
+    Economics(#[from] crate::economics::EconomicsError),
 }
 
 fn bucket_of(key: &Address) -> usize {
@@ -399,6 +413,17 @@ impl Overlay<'_> {
         out
     }
 
+    /// Creates `amount` in `to` (rewards; the caller records it in the supply).
+    pub(crate) fn mint(&mut self, to: Address, amount: Amount) -> Result<(), TxError> {
+        let mut t = self.account(&to);
+        t.balance = t
+            .balance
+            .checked_add(amount)
+            .ok_or(TxError::BalanceOverflow)?;
+        self.set(to, t);
+        Ok(())
+    }
+
     /// Moves `amount` between accounts (no nonce change); fails without effect if `from` lacks it.
     pub(crate) fn move_funds(
         &mut self,
@@ -477,8 +502,18 @@ impl Overlay<'_> {
                 Ok(Vec::new())
             }
             kind => {
-                // Market and device transactions: checked completely before any write.
-                let events = crate::market::apply(self, body.sender, kind, ctx)?;
+                // Market, device and economics transactions: checked completely before any
+                // write.
+                let events = match kind {
+                    TxKind::ReportFraud { .. }
+                    | TxKind::DismissDispute { .. }
+                    | TxKind::RequestFlexibility { .. }
+                    | TxKind::CreateAsset { .. }
+                    | TxKind::TransferShares { .. } => {
+                        crate::economics::apply(self, body.sender, kind, ctx)?
+                    }
+                    _ => crate::market::apply(self, body.sender, kind, ctx)?,
+                };
                 let mut sender = self.account(&body.sender);
                 sender.nonce += 1;
                 self.set(body.sender, sender);
@@ -491,6 +526,7 @@ impl Overlay<'_> {
     /// settlement). Deterministic in the state, height and header time.
     pub fn begin_block(&mut self, height: u64, timestamp_ms: u64) {
         crate::market::begin_block(self, height, timestamp_ms);
+        crate::economics::begin_block(self, timestamp_ms);
     }
 
     /// Computes the touched buckets' new contents and the new commitment (the base is untouched).

@@ -103,7 +103,77 @@ pub enum TxKind {
     /// energy out of and into it over an ended slot, its cumulative register, and a commitment to
     /// the raw telemetry behind it. Checked for proof of generation when the slot settles.
     SubmitDeviceReadings { readings: Vec<DeviceReading> } = 10,
+    /// Evidence that a device's reading of `slot` was false, sent by anyone but its owner within
+    /// the dispute window. A committed sample that contradicts the reading slashes the bond at
+    /// once; a reading held by a hard physics check opens a dispute that slashes when the window
+    /// ends unless the grid operator dismisses it. See [`crate::economics`].
+    ReportFraud {
+        device: Address,
+        slot: u64,
+        evidence: FraudEvidence,
+    } = 11,
+    /// The grid operator dismisses an open physics dispute (e.g. a site inspection found a
+    /// faulty but honest meter): nothing is slashed.
+    DismissDispute { device: Address, slot: u64 } = 12,
+    /// The grid operator asks the devices of `area` to reduce (discharge, defer) or increase
+    /// (charge, absorb surplus) their draw in `slot`, and what a kWh of response is worth to the
+    /// grid (the weight of the reward it earns). Before the slot starts; a later one replaces it.
+    RequestFlexibility {
+        slot: u64,
+        area: String,
+        direction: FlexDirection,
+        value_per_kwh: u64,
+    } = 13,
+    /// Makes the sender a community asset (a shared PV plant or battery) owned in shares; its
+    /// market revenue of each epoch is paid out to the holders pro rata.
+    CreateAsset {
+        name: String,
+        holders: Vec<Shareholding>,
+    } = 14,
+    /// Moves `shares` of `asset` from the sender to `to`.
+    TransferShares {
+        asset: Address,
+        to: Address,
+        shares: u64,
+    } = 15,
 }
+
+/// What shows a reading false.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum FraudEvidence {
+    /// One sample of the telemetry the reading committed to, with its inclusion proof.
+    Commitment(crate::telemetry::SampleProof) = 0,
+    /// The reading was held by a hard physics check (register, rating, clear sky).
+    Physics = 1,
+}
+
+/// Which way a flexibility request asks devices to move.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, serde::Serialize,
+)]
+#[borsh(use_discriminant = true)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum FlexDirection {
+    /// Less draw from the grid: batteries discharge, loads defer.
+    Reduce = 0,
+    /// More draw: batteries and EVs charge (valley filling, local surplus).
+    Increase = 1,
+}
+
+/// One holder's shares of a community asset.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize)]
+pub struct Shareholding {
+    pub holder: Address,
+    pub shares: u64,
+}
+
+/// Most holders of one community asset.
+pub const MAX_ASSET_HOLDERS: usize = 16;
+/// Longest asset name.
+pub const MAX_ASSET_NAME_LEN: usize = 32;
 
 /// The most device readings one transaction carries (the transaction size limit).
 pub const MAX_DEVICE_READINGS_PER_TX: usize = 5;
@@ -424,6 +494,48 @@ impl SignedTx {
                 ))
             }
             TxKind::SubmitDeviceReadings { .. } => Ok(()),
+            TxKind::ReportFraud {
+                evidence: FraudEvidence::Commitment(p),
+                ..
+            } if p.path.len() > crate::merkle::MAX_PROOF_DEPTH => {
+                bad("a sample's inclusion proof is deeper than any tree")
+            }
+            TxKind::ReportFraud { .. } | TxKind::DismissDispute { .. } => Ok(()),
+            TxKind::RequestFlexibility { area, .. } if area.len() > MAX_LOCATION_LEN => bad(
+                &format!("flexibility area is longer than {MAX_LOCATION_LEN} bytes"),
+            ),
+            TxKind::RequestFlexibility {
+                value_per_kwh: 0, ..
+            } => bad("a flexibility request must value its response above zero"),
+            TxKind::RequestFlexibility { .. } => Ok(()),
+            TxKind::CreateAsset { name, holders } => {
+                if name.is_empty() || name.len() > MAX_ASSET_NAME_LEN {
+                    return bad(&format!(
+                        "asset name must be 1 to {MAX_ASSET_NAME_LEN} bytes"
+                    ));
+                }
+                if holders.is_empty() || holders.len() > MAX_ASSET_HOLDERS {
+                    return bad(&format!("an asset has 1 to {MAX_ASSET_HOLDERS} holders"));
+                }
+                if holders.iter().any(|h| h.shares == 0) {
+                    return bad("every holder must hold at least one share");
+                }
+                let mut seen: Vec<&Address> = holders.iter().map(|h| &h.holder).collect();
+                seen.sort();
+                if seen.windows(2).any(|w| w[0] == w[1]) {
+                    return bad("a holder is listed twice");
+                }
+                if holders
+                    .iter()
+                    .try_fold(0u64, |a, h| a.checked_add(h.shares))
+                    .is_none()
+                {
+                    return bad("total shares overflow");
+                }
+                Ok(())
+            }
+            TxKind::TransferShares { shares: 0, .. } => bad("transfer at least one share"),
+            TxKind::TransferShares { .. } => Ok(()),
         }
     }
 

@@ -120,10 +120,15 @@ impl Net {
         let errors = built.rejected.iter().map(|(_, e)| e.clone()).collect();
         self.blocks.push(built.block.clone());
         self.chain.commit(&built.block, built.executed).unwrap();
+        // Tokens are conserved at every block: the balances sum to the genesis supply plus
+        // what rewards minted (nothing burns).
+        let supply = gridmesh_ledger::economics::supply(self.chain.state().kv());
+        assert_eq!(supply.genesis, self.supply.0);
+        assert_eq!(supply.burned, 0);
         assert_eq!(
-            self.chain.state().total_supply(),
-            self.supply,
-            "tokens are conserved at every block"
+            self.chain.state().total_supply().0,
+            supply.expected(),
+            "the balances reconcile with genesis + minted - burned at every block"
         );
         errors
     }
@@ -767,7 +772,7 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
     net.block(slot_start_ms(SLOT + 1) + 60 * 60_000, vec![]);
     let lie: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &liar.address()));
     match &lie.status {
-        ReadingStatus::Held { reason } => assert!(reason.contains("clear sky"), "{reason}"),
+        ReadingStatus::Held { reason, .. } => assert!(reason.contains("clear sky"), "{reason}"),
         other => panic!("{other:?}"),
     }
     let ok: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &honest.address()));
@@ -817,7 +822,7 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
     assert_eq!(ok.status, ReadingStatus::Accepted);
     let lie: DeviceReadingRecord = net.get(&device_reading_key(next, &liar.address()));
     assert!(
-        matches!(&lie.status, ReadingStatus::Held { reason } if reason.contains("register")),
+        matches!(&lie.status, ReadingStatus::Held { reason, .. } if reason.contains("register")),
         "{:?}",
         lie.status
     );
@@ -1084,4 +1089,430 @@ proptest! {
         prop_assert_eq!(slot.settlement, SettlementStatus::Final);
         prop_assert_eq!(net.escrow(), 0, "escrow released exactly");
     }
+}
+
+/// A device registered with its own key at `location` (kind and rating given), bonding 20 tokens.
+fn register_device(
+    net: &mut Net,
+    ts: u64,
+    owner: usize,
+    device: &Keypair,
+    kind: DeviceKind,
+    location: &str,
+) {
+    let mut info = pv_info();
+    info.kind = kind;
+    info.location = location.into();
+    if kind != DeviceKind::Pv {
+        info.capacity_w = 5_000;
+    }
+    let message = gridmesh_ledger::tx::device_registration_message(
+        net.chain.chain_id(),
+        &net.keys[owner].address(),
+        &info,
+    );
+    let tx = TxKind::RegisterDeviceKey {
+        device: device.address(),
+        info,
+        bond: Amount::from_tokens(20),
+        device_signature: device.sign(&message),
+    };
+    net.one(ts, owner, tx).unwrap();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn device_reading(
+    net: &Net,
+    k: &Keypair,
+    slot: u64,
+    out_wh: u64,
+    in_wh: u64,
+    register_wh: u64,
+    root: gridmesh_types::Hash32,
+    count: u32,
+) -> gridmesh_ledger::tx::DeviceReading {
+    gridmesh_ledger::tx::DeviceReading::signed(
+        k,
+        net.chain.chain_id(),
+        slot,
+        out_wh * 1_000,
+        in_wh * 1_000,
+        register_wh * 1_000,
+        root,
+        count,
+    )
+}
+
+fn econ_err(r: Result<(), TxError>) -> gridmesh_ledger::economics::EconomicsError {
+    match r {
+        Err(TxError::Economics(e)) => e,
+        other => panic!("expected an economics error, got {other:?}"),
+    }
+}
+
+/// Rewards for an epoch: verified renewable energy sold to a neighbour (valued at the retail
+/// price it avoided) and a battery's discharge the grid operator asked for (valued at the
+/// request's price) share the epoch's emission by value; a community asset's revenue (its sale
+/// and its reward) is paid out to its holders 3:1; the supply reconciles at every block.
+#[test]
+fn an_epoch_mints_rewards_by_grid_value_and_pays_out_a_community_asset() {
+    use gridmesh_ledger::economics::{self, AssetRecord, EpochRecord, Points};
+    use gridmesh_ledger::tx::{FlexDirection, Shareholding};
+    let mut net = Net::with_grid_operator(6);
+    let (alice, bob, plant, carol, operator) = (1, 2, 3, 4, 5);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register(
+        &mut net,
+        t0,
+        &[
+            (alice, DeviceKind::Pv),
+            (bob, DeviceKind::Meter),
+            (plant, DeviceKind::Pv),
+        ],
+    );
+    let (pv_a, pv_plant, battery) = (
+        Keypair::from_seed([60; 32]),
+        Keypair::from_seed([61; 32]),
+        Keypair::from_seed([62; 32]),
+    );
+    register_device(
+        &mut net,
+        t0 + 1,
+        alice,
+        &pv_a,
+        DeviceKind::Pv,
+        "street-1/house-a",
+    );
+    register_device(
+        &mut net,
+        t0 + 2,
+        plant,
+        &pv_plant,
+        DeviceKind::Pv,
+        "street-1/plant",
+    );
+    register_device(
+        &mut net,
+        t0 + 3,
+        bob,
+        &battery,
+        DeviceKind::Battery,
+        "street-1/house-b",
+    );
+    // The plant's account becomes a community asset: carol holds 3 shares, alice 1.
+    let holders = vec![
+        Shareholding {
+            holder: net.keys[carol].address(),
+            shares: 3,
+        },
+        Shareholding {
+            holder: net.keys[alice].address(),
+            shares: 1,
+        },
+    ];
+    net.one(
+        t0 + 4,
+        plant,
+        TxKind::CreateAsset {
+            name: "street-1 plant".into(),
+            holders: holders.clone(),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        econ_err(net.one(
+            t0 + 5,
+            plant,
+            TxKind::CreateAsset {
+                name: "again".into(),
+                holders
+            }
+        )),
+        economics::EconomicsError::AssetExists(_)
+    ));
+    // The grid operator asks street-1 to reduce its draw in the slot, at 0.50 a kWh; nobody else
+    // may.
+    let flex = TxKind::RequestFlexibility {
+        slot: SLOT,
+        area: "street-1".into(),
+        direction: FlexDirection::Reduce,
+        value_per_kwh: 500_000,
+    };
+    assert!(matches!(
+        econ_err(net.one(t0 + 6, bob, flex.clone())),
+        economics::EconomicsError::NotGridOperator
+    ));
+    net.one(t0 + 7, operator, flex).unwrap();
+    let errs = net.block(
+        t0 + 10,
+        vec![
+            net.tx(alice, order(Side::Ask, 1_000, 100, "street-1/house-a")),
+            net.tx(plant, order(Side::Ask, 1_000, 120, "street-1/plant")),
+            net.tx(bob, order(Side::Bid, 2_000, 250, "street-1/house-b")),
+        ],
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    let after = slot_start_ms(SLOT + 1) + 60_000;
+    let zero = gridmesh_types::Hash32([0; 32]);
+    let readings = vec![
+        device_reading(&net, &pv_a, SLOT, 500, 0, 500, zero, 0),
+        device_reading(&net, &pv_plant, SLOT, 500, 0, 500, zero, 0),
+        device_reading(&net, &battery, SLOT, 1_000, 0, 1_000, zero, 0),
+    ];
+    net.one(after, bob, TxKind::SubmitDeviceReadings { readings })
+        .unwrap();
+    let errs = net.block(
+        after + 1,
+        vec![
+            net.tx(alice, reading(0, 1_000)),
+            net.tx(plant, reading(0, 1_000)),
+        ],
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    net.block(slot_start_ms(SLOT + 1) + 60 * 60_000, vec![]);
+
+    // Points: 0.5 kWh each sold at a 0.30 retail price (0.15), the battery's 1 kWh at 0.50.
+    let cfg = economics::stored_config(net.chain.state().kv());
+    let epoch = cfg.epoch_of(SLOT);
+    let points = |net: &Net, who: usize| -> Points {
+        net.get(&economics::points_key(epoch, &net.keys[who].address()))
+    };
+    let (pa, pp, pb) = (points(&net, alice), points(&net, plant), points(&net, bob));
+    assert_eq!((pa.renewable_mwh, pa.value), (500_000, 150_000));
+    assert_eq!(pp.value, 150_000);
+    assert_eq!((pb.flexibility_mwh, pb.value), (1_000_000, 500_000));
+
+    // The epoch closes when its last slot is final: 10,000 tokens by value.
+    let plant_before = net.balance(plant);
+    let (carol_before, alice_before) = (net.balance(carol), net.balance(alice));
+    let last = (epoch + 1) * u64::from(cfg.epoch_slots) - 1;
+    let close = slot_start_ms(last + 1) + 24 * 3_600_000;
+    net.block(close - 1, vec![]);
+    assert!(net
+        .chain
+        .state()
+        .kv()
+        .get(&economics::epoch_key(epoch))
+        .is_none());
+    net.block(close, vec![]);
+    let e: EpochRecord = net.get(&economics::epoch_key(epoch));
+    assert_eq!(
+        (e.emission, e.minted, e.recipients),
+        (10_000_000_000, 10_000_000_000, 3)
+    );
+    assert_eq!(points(&net, bob).reward, 6_250_000_000);
+    assert_eq!(points(&net, alice).reward, 1_875_000_000);
+    let supply = economics::supply(net.chain.state().kv());
+    assert_eq!(supply.minted, 10_000_000_000);
+    // The plant's epoch revenue (its 0.5 kWh sale and its reward) went to its holders 3:1.
+    let a: AssetRecord = net.get(&economics::asset_key(&net.keys[plant].address()));
+    let revenue = a.paid_out;
+    assert!(revenue >= 1_875_000_000, "{revenue}");
+    assert_eq!(net.balance(carol) - carol_before, revenue / 4 * 3);
+    assert_eq!(
+        net.balance(alice) - alice_before,
+        1_875_000_000 + revenue / 4,
+        "alice's own reward and her quarter of the plant's"
+    );
+    assert!(net.balance(plant) < plant_before + 1_875_000_000);
+    // Shares move between holders; no one can move more than they hold.
+    let (asset, to) = (net.keys[plant].address(), net.keys[bob].address());
+    let move_shares = |n: u64| TxKind::TransferShares {
+        asset,
+        to,
+        shares: n,
+    };
+    assert!(matches!(
+        econ_err(net.one(close + 1, carol, move_shares(4))),
+        economics::EconomicsError::NotEnoughShares { held: 3, wanted: 4 }
+    ));
+    net.one(close + 2, carol, move_shares(2)).unwrap();
+    let a: AssetRecord = net.get(&economics::asset_key(&net.keys[plant].address()));
+    assert_eq!(a.holders.len(), 3);
+    assert_eq!(a.holders.iter().map(|h| h.shares).sum::<u64>(), 4);
+}
+
+/// Fraud: a reading that claims more than the telemetry it committed to is proven false by one
+/// committed sample and its bond is slashed at once (half to the reporter, half to the community
+/// fund); a reading held by the clear-sky check opens a dispute that slashes after the window
+/// unless the grid operator dismisses it. Owners cannot report themselves, nothing is slashed
+/// twice, and a consistent sample is no evidence.
+#[test]
+fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
+    use gridmesh_ledger::economics::{self, community_fund_account, Dispute, DisputeState};
+    use gridmesh_ledger::telemetry::{self, RawSample, SampleProof};
+    use gridmesh_ledger::tx::FraudEvidence;
+    let mut net = Net::with_grid_operator(5);
+    let (alice, bob, carol, operator) = (1, 2, 3, 4);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    let (meter, honest, sunny1, sunny2) = (
+        Keypair::from_seed([70; 32]),
+        Keypair::from_seed([71; 32]),
+        Keypair::from_seed([72; 32]),
+        Keypair::from_seed([73; 32]),
+    );
+    register_device(
+        &mut net,
+        t0,
+        alice,
+        &meter,
+        DeviceKind::Battery,
+        "street-1/house-a",
+    );
+    register_device(
+        &mut net,
+        t0 + 1,
+        bob,
+        &honest,
+        DeviceKind::Battery,
+        "street-1/house-b",
+    );
+    register_device(
+        &mut net,
+        t0 + 2,
+        alice,
+        &sunny1,
+        DeviceKind::Pv,
+        "street-1/house-a",
+    );
+    register_device(
+        &mut net,
+        t0 + 3,
+        bob,
+        &sunny2,
+        DeviceKind::Pv,
+        "street-1/house-b",
+    );
+    // One-second telemetry, 1.8 kW: 500 mWh a second, 450 Wh over the slot.
+    let chain_id = net.chain.chain_id().to_string();
+    let start = slot_start_ms(SLOT);
+    let telemetry = |k: &Keypair| -> Vec<RawSample> {
+        (1..=900u64)
+            .map(|i| RawSample::signed(k, &chain_id, i, start + i * 1_000, i * 500, 0, 1_800))
+            .collect()
+    };
+    let (t_meter, t_honest) = (telemetry(&meter), telemetry(&honest));
+    let (root_m, n_m) = telemetry::commitment(&t_meter);
+    let (root_h, n_h) = telemetry::commitment(&t_honest);
+    let after = slot_start_ms(SLOT + 1) + 60_000;
+    let readings = vec![
+        // Claims 600 Wh where its telemetry shows 450.
+        device_reading(&net, &meter, SLOT, 600, 0, 600, root_m, n_m),
+        device_reading(&net, &honest, SLOT, 450, 0, 450, root_h, n_h),
+        // 5 kWh from 7.3 kW of PV in a quarter hour: above its rating.
+        device_reading(&net, &sunny1, SLOT, 5_000, 0, 5_000, root_h, 0),
+        device_reading(&net, &sunny2, SLOT, 5_000, 0, 5_000, root_h, 0),
+    ];
+    net.one(after, carol, TxKind::SubmitDeviceReadings { readings })
+        .unwrap();
+    net.block(slot_start_ms(SLOT + 1) + 60 * 60_000, vec![]);
+
+    let proof = |samples: &[RawSample], i: usize| {
+        let leaves: Vec<_> = samples.iter().map(RawSample::leaf).collect();
+        FraudEvidence::Commitment(SampleProof {
+            sample: samples[i],
+            index: i as u32,
+            path: gridmesh_ledger::merkle::proof(&leaves, i).unwrap(),
+        })
+    };
+    let report = |device: &Keypair, evidence| TxKind::ReportFraud {
+        device: device.address(),
+        slot: SLOT,
+        evidence,
+    };
+    let ts = slot_start_ms(SLOT + 1) + 61 * 60_000;
+    // The owner may not report its own device; an honest reading's sample proves nothing.
+    assert!(matches!(
+        econ_err(net.one(ts, alice, report(&meter, proof(&t_meter, 899)))),
+        economics::EconomicsError::OwnDevice
+    ));
+    assert!(matches!(
+        econ_err(net.one(ts + 1, carol, report(&honest, proof(&t_honest, 899)))),
+        economics::EconomicsError::EvidenceRejected(_)
+    ));
+    // A sample at the wrong place is no evidence either.
+    let mut wrong = proof(&t_meter, 899);
+    if let FraudEvidence::Commitment(p) = &mut wrong {
+        p.index = 898;
+    }
+    assert!(matches!(
+        econ_err(net.one(ts + 2, carol, report(&meter, wrong))),
+        economics::EconomicsError::EvidenceRejected(_)
+    ));
+    // The last committed sample shows 450 Wh where the reading claims 600: slashed at once.
+    let (carol_before, fund_before) = (
+        net.balance(carol),
+        net.chain.account(&community_fund_account()).balance.0,
+    );
+    net.one(ts + 3, carol, report(&meter, proof(&t_meter, 899)))
+        .unwrap();
+    assert_eq!(net.balance(carol) - carol_before, 10_000_000);
+    assert_eq!(
+        net.chain.account(&community_fund_account()).balance.0 - fund_before,
+        10_000_000
+    );
+    let id: DeviceIdentity = net.get(&device_key_key(&meter.address()));
+    assert_eq!((id.status, id.bond), (DeviceStatus::Slashed, 0));
+    let d: Dispute = net.get(&economics::dispute_key(SLOT, &meter.address()));
+    assert_eq!(d.state, DisputeState::Upheld);
+    assert!(d.finding.contains("last committed sample"), "{}", d.finding);
+    assert!(matches!(
+        econ_err(net.one(ts + 4, bob, report(&meter, proof(&t_meter, 899)))),
+        economics::EconomicsError::AlreadyReported { .. }
+    ));
+    // A slashed device reports no more.
+    let next = device_reading(&net, &meter, SLOT + 1, 1, 0, 601, root_m, 0);
+    assert_eq!(
+        market_err(net.one(
+            slot_start_ms(SLOT + 2) + 1,
+            carol,
+            TxKind::SubmitDeviceReadings {
+                readings: vec![next]
+            }
+        )),
+        MarketTxError::DeviceSlashed(meter.address())
+    );
+
+    // Physics: both PV readings were held (more than their rating allows). A report opens a
+    // dispute that only the window, or the grid operator, decides.
+    let ts = net.chain.head().timestamp_ms + 10;
+    net.one(ts, carol, report(&sunny1, FraudEvidence::Physics))
+        .unwrap();
+    net.one(ts + 1, carol, report(&sunny2, FraudEvidence::Physics))
+        .unwrap();
+    assert!(matches!(
+        econ_err(net.one(ts + 2, alice, report(&honest, FraudEvidence::Physics))),
+        economics::EconomicsError::NotHeldByPhysics
+    ));
+    // The grid operator inspected sunny1's site and dismisses its dispute; only it may.
+    let dismiss = TxKind::DismissDispute {
+        device: sunny1.address(),
+        slot: SLOT,
+    };
+    assert!(matches!(
+        econ_err(net.one(ts + 3, carol, dismiss.clone())),
+        economics::EconomicsError::NotGridOperator
+    ));
+    net.one(ts + 4, operator, dismiss).unwrap();
+    let window = 7 * 24 * 3_600_000;
+    let carol_before = net.balance(carol);
+    net.block(ts + 1 + window - 1, vec![]);
+    let id2: DeviceIdentity = net.get(&device_key_key(&sunny2.address()));
+    assert_eq!(
+        id2.status,
+        DeviceStatus::Active,
+        "not before the window ends"
+    );
+
+    net.block(ts + 1 + window, vec![]);
+    let id1: DeviceIdentity = net.get(&device_key_key(&sunny1.address()));
+    let id2: DeviceIdentity = net.get(&device_key_key(&sunny2.address()));
+    assert_eq!((id1.status, id1.bond), (DeviceStatus::Active, 20_000_000));
+    assert_eq!((id2.status, id2.bond), (DeviceStatus::Slashed, 0));
+    assert_eq!(net.balance(carol) - carol_before, 10_000_000);
+    // After the window nothing more can be reported.
+    assert!(matches!(
+        econ_err(net.one(ts + 2 * window, carol, report(&honest, proof(&t_honest, 0)))),
+        economics::EconomicsError::WindowClosed { .. }
+    ));
 }

@@ -565,6 +565,54 @@ impl TxView {
                 None,
                 Some(serde_json::json!({ "readings": readings })),
             ),
+            TxKind::ReportFraud {
+                device,
+                slot,
+                evidence,
+            } => (
+                "report_fraud",
+                None,
+                None,
+                Some(
+                    serde_json::json!({"device": device.to_string(), "slot": slot,
+                    "evidence": match evidence {
+                        gridmesh_ledger::tx::FraudEvidence::Commitment(_) => "commitment",
+                        gridmesh_ledger::tx::FraudEvidence::Physics => "physics",
+                    }}),
+                ),
+            ),
+            TxKind::DismissDispute { device, slot } => (
+                "dismiss_dispute",
+                None,
+                None,
+                Some(serde_json::json!({"device": device.to_string(), "slot": slot})),
+            ),
+            TxKind::RequestFlexibility {
+                slot,
+                area,
+                direction,
+                value_per_kwh,
+            } => (
+                "request_flexibility",
+                None,
+                None,
+                Some(
+                    serde_json::json!({"slot": slot, "area": area, "direction": direction,
+                    "value_per_kwh": value_per_kwh}),
+                ),
+            ),
+            TxKind::CreateAsset { name, holders } => (
+                "create_asset",
+                None,
+                None,
+                Some(serde_json::json!({"name": name, "holders": holders})),
+            ),
+            TxKind::TransferShares { asset, to, shares } => (
+                "transfer_shares",
+                Some(*to),
+                None,
+                Some(serde_json::json!({"asset": asset.to_string(), "shares": shares})),
+            ),
         };
         TxView {
             hash: tx.hash().to_string(),
@@ -1064,6 +1112,7 @@ async fn get_device(
         status: match d.status {
             lm::DeviceStatus::Active => "active",
             lm::DeviceStatus::Decommissioned => "decommissioned",
+            lm::DeviceStatus::Slashed => "slashed",
         }
         .into(),
         registered_height: d.registered_height,

@@ -162,6 +162,7 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         accounts: funded(&keys),
         validators: vec![],
         market: None,
+        economics: None,
     };
     tracing::info!(txs = opts.txs, "signing transfers");
     let encoded = sign_transfers(&keys, &genesis.chain_id, opts.txs);

@@ -325,6 +325,7 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
             island_price_cap_per_kwh: None,
             min_device_bond: None,
         }),
+        economics: None,
     };
     let dir = tempfile::tempdir()?;
     let replica_dir = tempfile::tempdir()?;

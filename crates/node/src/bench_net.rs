@@ -133,6 +133,7 @@ fn measure(opts: &NetBenchOptions, dir: &Path) -> anyhow::Result<NetBenchReport>
             accounts: funded(&keys),
             validators: vec![],
             market: None,
+            economics: None,
         };
         chain_id = genesis.chain_id.clone();
         std::fs::write(dir.join("genesis.toml"), genesis.to_toml())?;

@@ -177,7 +177,7 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
             let (status, reason) = match r.status {
                 market::ReadingStatus::Pending => ("pending", None),
                 market::ReadingStatus::Accepted => ("accepted", None),
-                market::ReadingStatus::Held { reason } => ("held", Some(reason)),
+                market::ReadingStatus::Held { reason, .. } => ("held", Some(reason)),
             };
             DeviceReadingView {
                 device: device.to_string(),

@@ -182,6 +182,7 @@ pub fn init_with(
         .collect(),
         validators: genesis_validators,
         market: None,
+        economics: None,
     };
     genesis.validate()?;
     std::fs::write(dir.join("genesis.toml"), genesis.to_toml())?;

@@ -66,6 +66,14 @@ pub enum Hold {
     },
 }
 
+impl Hold {
+    /// Whether a hard physical bound was broken (register, rating, clear sky): evidence of a
+    /// false reading, unlike the statistical neighbour check.
+    pub fn is_physical(&self) -> bool {
+        !matches!(self, Hold::NeighbourOutlier { .. })
+    }
+}
+
 impl std::fmt::Display for Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -924,8 +924,43 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
     for (k, h) in pv_index.iter().zip(pv_held) {
         held[*k] = h.map(|h| (h.to_string(), h.is_physical()));
     }
-    let mut verified: std::collections::BTreeMap<Address, u64> = Default::default();
     let market = config(o);
+    // Conservation per area against the grid operator's feeder-head meters: a meter of the grid
+    // operator measures the area named by its location; the homes' meters in that area may not
+    // claim more export than it allows. A violation holds the area's meter and producing-device
+    // readings (the check names no culprit).
+    for (h, ((_, head), head_id)) in entries.iter().zip(&ids).enumerate() {
+        if head_id.info.kind != DeviceKind::Meter || head_id.owner != market.grid_operator {
+            continue;
+        }
+        let area = head_id.info.location.as_str();
+        let members: Vec<usize> = (0..entries.len())
+            .filter(|&j| {
+                let loc = ids[j].info.location.as_str();
+                j != h
+                    && ids[j].owner != market.grid_operator
+                    && (area.is_empty() || loc == area || loc.starts_with(&format!("{area}/")))
+            })
+            .collect();
+        let (mut import, mut export) = (0u64, 0u64);
+        for &j in &members {
+            if ids[j].info.kind == DeviceKind::Meter {
+                import = import.saturating_add(entries[j].1.energy_in_mwh);
+                export = export.saturating_add(entries[j].1.energy_out_mwh);
+            }
+        }
+        if let Some(v) =
+            pog::area_conservation(head.energy_out_mwh, head.energy_in_mwh, import, export)
+        {
+            for &j in &members {
+                let kind = ids[j].info.kind;
+                if held[j].is_none() && (kind == DeviceKind::Meter || kind.produces()) {
+                    held[j] = Some((format!("area {area:?}: {v}"), false));
+                }
+            }
+        }
+    }
+    let mut verified: std::collections::BTreeMap<Address, u64> = Default::default();
     for (((device, mut r), mut id), h) in entries.into_iter().zip(ids).zip(held) {
         let owner_total = verified.entry(r.owner).or_insert(0);
         r.status = match h {

@@ -1516,3 +1516,69 @@ fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
         economics::EconomicsError::WindowClosed { .. }
     ));
 }
+
+/// Conservation per area: the grid operator's feeder-head meter for `street-1` bounds what the
+/// street's homes may claim to export. An honest slot passes; a slot where the homes claim more
+/// export than their neighbours took and the head passed upstream (with losses) is held, with the
+/// reason, and earns nothing.
+#[test]
+fn an_area_claiming_more_export_than_its_feeder_head_saw_is_held() {
+    let mut net = Net::with_grid_operator(4);
+    let (alice, bob, operator) = (1, 2, 3);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    let (head, meter_a, meter_b) = (
+        Keypair::from_seed([80; 32]),
+        Keypair::from_seed([81; 32]),
+        Keypair::from_seed([82; 32]),
+    );
+    register_device(&mut net, t0, operator, &head, DeviceKind::Meter, "street-1");
+    register_device(
+        &mut net,
+        t0 + 1,
+        alice,
+        &meter_a,
+        DeviceKind::Meter,
+        "street-1/house-a",
+    );
+    register_device(
+        &mut net,
+        t0 + 2,
+        bob,
+        &meter_b,
+        DeviceKind::Meter,
+        "street-1/house-b",
+    );
+    let zero = gridmesh_types::Hash32([0; 32]);
+    // Slot 1: alice exports 1 kWh, bob takes 0.3 of it, the head passes 0.68 up (2 % lost).
+    // Slot 2: alice claims 1.2 kWh with the same flows.
+    for (slot, claim, reg) in [(SLOT, 1_000, 1_000), (SLOT + 1, 1_200, 2_200)] {
+        let k = slot - SLOT + 1;
+        let readings = vec![
+            device_reading(&net, &head, slot, 680, 0, 680 * k, zero, 0),
+            device_reading(&net, &meter_a, slot, claim, 0, reg, zero, 0),
+            device_reading(&net, &meter_b, slot, 0, 300, 0, zero, 0),
+        ];
+        let ts = (slot_start_ms(slot + 1) + 60_000).max(net.chain.head().timestamp_ms + 1);
+        net.one(ts, bob, TxKind::SubmitDeviceReadings { readings })
+            .unwrap();
+        net.block(slot_start_ms(slot + 1) + 60 * 60_000, vec![]);
+    }
+    let status = |slot: u64, k: &Keypair| -> ReadingStatus {
+        net.get::<DeviceReadingRecord>(&device_reading_key(slot, &k.address()))
+            .status
+    };
+    for k in [&head, &meter_a, &meter_b] {
+        assert_eq!(status(SLOT, k), ReadingStatus::Accepted);
+    }
+    assert_eq!(status(SLOT + 1, &head), ReadingStatus::Accepted);
+    for k in [&meter_a, &meter_b] {
+        match status(SLOT + 1, k) {
+            ReadingStatus::Held { reason, disputable } => {
+                assert!(!disputable);
+                assert!(reason.contains("area \"street-1\""), "{reason}");
+                assert!(reason.contains("claim 1200000 mWh"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -64,13 +64,47 @@ pub enum Hold {
         ratio_ppm: u64,
         expected_ppm: u64,
     },
+    /// The homes of an area claim more export than its feeder-head meter allows.
+    AreaConservation {
+        claimed_mwh: u64,
+        bound_mwh: u64,
+    },
+}
+
+/// Losses allowed between the homes' meters and the feeder head, percent of the claimed export
+/// (a low-voltage feeder loses 2-5 % at full load).
+pub const AREA_LOSS_MARGIN_PERCENT: u64 = 5;
+
+/// Energy conservation over an area in one slot. Everything the homes export goes either to
+/// their neighbours (who import it) or up through the feeder head, less the losses on the way:
+/// `Σ export = Σ import + head export - head import + losses`. The homes' claimed export can
+/// therefore be no more than `Σ import + head export - head import` plus the loss margin; above
+/// that, some of it was never produced. The check cannot say whose claim is false, so it holds the
+/// area's readings (not disputable: it names no culprit).
+pub fn area_conservation(
+    head_export_mwh: u64,
+    head_import_mwh: u64,
+    homes_import_mwh: u64,
+    homes_export_mwh: u64,
+) -> Option<Hold> {
+    let through = u128::from(homes_import_mwh) + u128::from(head_export_mwh);
+    let available = through.saturating_sub(u128::from(head_import_mwh));
+    let losses = u128::from(homes_export_mwh) * u128::from(AREA_LOSS_MARGIN_PERCENT) / 100 + 1_000;
+    let bound = available + losses;
+    (u128::from(homes_export_mwh) > bound).then(|| Hold::AreaConservation {
+        claimed_mwh: homes_export_mwh,
+        bound_mwh: u64::try_from(bound).unwrap_or(u64::MAX),
+    })
 }
 
 impl Hold {
     /// Whether a hard physical bound was broken (register, rating, clear sky): evidence of a
     /// false reading, unlike the statistical neighbour check.
     pub fn is_physical(&self) -> bool {
-        !matches!(self, Hold::NeighbourOutlier { .. })
+        !matches!(
+            self,
+            Hold::NeighbourOutlier { .. } | Hold::AreaConservation { .. }
+        )
     }
 }
 
@@ -96,6 +130,13 @@ impl std::fmt::Display for Hold {
                 "far above what its neighbours' weather gives it ({:.3} of its rating, expected {:.3})",
                 *ratio_ppm as f64 / 1e6,
                 *expected_ppm as f64 / 1e6
+            ),
+            Hold::AreaConservation {
+                claimed_mwh,
+                bound_mwh,
+            } => write!(
+                f,
+                "the area's homes claim {claimed_mwh} mWh of export, more than its feeder-head meter allows ({bound_mwh} mWh with losses)"
             ),
         }
     }
@@ -292,6 +333,26 @@ pub fn check_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_area_cannot_export_more_than_its_head_meter_saw_plus_losses() {
+        // 10 homes export 1 kWh each; 3 kWh go to neighbours, 6.7 kWh through the head (3 % lost).
+        assert_eq!(area_conservation(6_700_000, 0, 3_000_000, 10_000_000), None);
+        // The same homes claim 12 kWh: 2 kWh were never there.
+        let h = area_conservation(6_700_000, 0, 3_000_000, 12_000_000).unwrap();
+        assert_eq!(
+            h,
+            Hold::AreaConservation {
+                claimed_mwh: 12_000_000,
+                bound_mwh: 9_700_000 + 600_000 + 1_000
+            }
+        );
+        assert!(!h.is_physical());
+        // Importing through the head while claiming export beyond what neighbours took.
+        assert!(area_conservation(0, 2_000_000, 1_000_000, 1_500_000).is_some());
+        assert_eq!(area_conservation(0, 0, 0, 0), None);
+        assert_eq!(area_conservation(u64::MAX, 0, u64::MAX, u64::MAX), None);
+    }
 
     fn street(n: usize) -> Vec<PvSite> {
         (0..n)

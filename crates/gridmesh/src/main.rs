@@ -316,6 +316,67 @@ enum TxCommand {
         #[command(flatten)]
         common: TxCommon,
     },
+    /// Report a device's reading of a slot as false: with --proof-hex, one sample of the
+    /// telemetry it committed to (from `GET /v1/telemetry/{device}/{slot}/proof/{index}` of a
+    /// node that holds it) that contradicts it, slashing the bond at once; with --physics, a
+    /// reading held by a hard physics check, opening a dispute that slashes when the window ends.
+    ReportFraud {
+        #[arg(long)]
+        device: Address,
+        #[arg(long)]
+        slot: u64,
+        #[arg(long, conflicts_with = "physics", required_unless_present = "physics")]
+        proof_hex: Option<String>,
+        #[arg(long)]
+        physics: bool,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Grid operator: dismiss an open physics dispute (nothing is slashed).
+    DismissDispute {
+        #[arg(long)]
+        device: Address,
+        #[arg(long)]
+        slot: u64,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Grid operator: ask an area's devices to reduce or increase their draw in a slot, valuing
+    /// a kWh of response at --value-per-kwh tokens (the weight of the rewards it earns).
+    RequestFlex {
+        #[arg(long)]
+        slot: u64,
+        /// Market area, e.g. `street-1` ("" = everyone).
+        #[arg(long, default_value = "")]
+        area: String,
+        #[arg(long, value_parser = ["reduce", "increase"])]
+        direction: String,
+        #[arg(long)]
+        value_per_kwh: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Make the key's account a community asset owned in shares (`--holder ADDRESS=SHARES`,
+    /// repeated); its market revenue is paid out to the holders pro rata every epoch.
+    CreateAsset {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "holder", value_name = "ADDRESS=SHARES", required = true)]
+        holders: Vec<String>,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Move shares of a community asset to another account.
+    TransferShares {
+        #[arg(long)]
+        asset: Address,
+        #[arg(long)]
+        to: Address,
+        #[arg(long)]
+        shares: u64,
+        #[command(flatten)]
+        common: TxCommon,
+    },
     /// Transfer tokens.
     Transfer {
         #[arg(long)]
@@ -379,6 +440,14 @@ enum QueryCommand {
     /// A block by height (or `latest`), with transactions and receipts.
     Block {
         height: String,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Token supply: genesis, minted rewards, burns, and whether every balance reconciles with
+    /// them; the community fund, bonds and escrow; the last reward epochs.
+    Supply {
         #[command(flatten)]
         node: NodeUrl,
         #[arg(long)]
@@ -752,6 +821,109 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &format!("grid event {event} at {at_ms} ms"),
             )
         }
+        Command::Tx(TxCommand::ReportFraud {
+            device,
+            slot,
+            proof_hex,
+            physics,
+            common,
+        }) => {
+            use gridmesh_ledger::tx::FraudEvidence;
+            let evidence = match (proof_hex, physics) {
+                (Some(h), _) => {
+                    let bytes = hex::decode(h.trim())
+                        .context("--proof-hex is not hex (copy `proof_hex` from the proof API)")?;
+                    FraudEvidence::Commitment(
+                        borsh::from_slice(&bytes)
+                            .context("--proof-hex does not hold a sample proof")?,
+                    )
+                }
+                (None, _) => FraudEvidence::Physics,
+            };
+            submit_kind(
+                &common,
+                TxKind::ReportFraud {
+                    device,
+                    slot,
+                    evidence,
+                },
+                &format!("fraud report on device {device}, slot {slot}"),
+            )
+        }
+        Command::Tx(TxCommand::DismissDispute {
+            device,
+            slot,
+            common,
+        }) => submit_kind(
+            &common,
+            TxKind::DismissDispute { device, slot },
+            &format!("dispute on device {device}, slot {slot} dismissed"),
+        ),
+        Command::Tx(TxCommand::RequestFlex {
+            slot,
+            area,
+            direction,
+            value_per_kwh,
+            common,
+        }) => {
+            use gridmesh_ledger::tx::FlexDirection;
+            let value = gridmesh_types::parse_fixed(&value_per_kwh, gridmesh_types::TOKEN_DECIMALS)
+                .map_err(|e| anyhow::anyhow!("--value-per-kwh: {e}"))?;
+            let value_per_kwh = u64::try_from(value).context("--value-per-kwh is too large")?;
+            let direction_kind = if direction == "reduce" {
+                FlexDirection::Reduce
+            } else {
+                FlexDirection::Increase
+            };
+            submit_kind(
+                &common,
+                TxKind::RequestFlexibility {
+                    slot,
+                    area: area.clone(),
+                    direction: direction_kind,
+                    value_per_kwh,
+                },
+                &format!("flexibility request: {direction} in {area:?}, slot {slot}"),
+            )
+        }
+        Command::Tx(TxCommand::CreateAsset {
+            name,
+            holders,
+            common,
+        }) => {
+            let holders = holders
+                .iter()
+                .map(|h| {
+                    let (a, n) = h
+                        .split_once('=')
+                        .with_context(|| format!("--holder {h:?}: expected ADDRESS=SHARES"))?;
+                    Ok(gridmesh_ledger::tx::Shareholding {
+                        holder: a.parse().with_context(|| format!("--holder {h:?}"))?,
+                        shares: n
+                            .parse()
+                            .with_context(|| format!("--holder {h:?}: shares must be a number"))?,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            submit_kind(
+                &common,
+                TxKind::CreateAsset {
+                    name: name.clone(),
+                    holders,
+                },
+                &format!("community asset {name:?}"),
+            )
+        }
+        Command::Tx(TxCommand::TransferShares {
+            asset,
+            to,
+            shares,
+            common,
+        }) => submit_kind(
+            &common,
+            TxKind::TransferShares { asset, to, shares },
+            &format!("{shares} shares of {asset} to {to}"),
+        ),
         Command::Tx(TxCommand::Transfer { to, amount, common }) => {
             let from = Keypair::load(&common.key)?.address();
             submit_kind(
@@ -1357,6 +1529,35 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
                     t.amount.as_deref().unwrap_or("-"),
                     t.to.as_deref().unwrap_or("-")
                 );
+            }
+        }
+        QueryCommand::Supply { node, json } => {
+            let v = Client::new(&node.node).supply()?;
+            if json {
+                return print_json(&v);
+            }
+            eprintln!(
+                "supply at block {}: genesis {} + minted {} - burned {} = {} tokens; balances sum to {} ({})",
+                v.height,
+                v.genesis,
+                v.minted,
+                v.burned,
+                v.expected,
+                v.accounted,
+                if v.reconciled { "reconciled" } else { "NOT RECONCILED" }
+            );
+            eprintln!(
+                "community fund {}, device bonds {}, escrow {}; emission cap {}",
+                v.community_fund, v.device_bonds, v.escrow, v.emission_cap
+            );
+            for e in &v.epochs {
+                eprintln!(
+                    "epoch {}: minted {} of {} to {} owners; assets paid out {}",
+                    e.epoch, e.minted, e.emission, e.recipients, e.asset_payouts
+                );
+            }
+            if !v.reconciled {
+                bail!("the supply does not reconcile");
             }
         }
         QueryCommand::Tx { hash, node, json } => {

@@ -21,7 +21,7 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (gw_key, _) = new_key(dir.path(), "gateway");
+    let (gw_key, gateway) = new_key(dir.path(), "gateway");
     let port = broker.port.to_string();
     let node = NodeProc::start(
         &data,
@@ -148,5 +148,74 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         .unwrap()
         .iter()
         .all(|r| r["device"] != liar["device"]));
+
+    // The proof goes straight into a fraud report; against an honest reading it proves nothing
+    // and is refused with the reason. The owner may not report its own device at all.
+    let (reporter_key, reporter) = new_key(dir.path(), "reporter");
+    run(&[
+        "tx", "transfer", "--key", &faucet, "--to", &reporter, "--amount", "1", "--node", &url,
+        "--json",
+    ]);
+    let proof_hex = p["proof_hex"].as_str().unwrap();
+    let slot_arg = slot.to_string();
+    for (key, needle) in [
+        (&reporter_key, "consistent with the reading"),
+        (&owner_key, "cannot report its own device"),
+    ] {
+        let out = gridmesh(&[
+            "tx",
+            "report-fraud",
+            "--device",
+            device,
+            "--slot",
+            &slot_arg,
+            "--proof-hex",
+            proof_hex,
+            "--key",
+            key,
+            "--node",
+            &url,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{err}");
+    }
+    // Only the grid operator asks for flexibility.
+    let out = gridmesh(&[
+        "tx",
+        "request-flex",
+        "--slot",
+        &(slot + 4).to_string(),
+        "--area",
+        "street-1",
+        "--direction",
+        "reduce",
+        "--value-per-kwh",
+        "0.5",
+        "--key",
+        &owner_key,
+        "--node",
+        &url,
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grid operator"));
+    // A community asset with two holders; the supply reconciles (bonds held, nothing minted yet).
+    run(&[
+        "tx",
+        "create-asset",
+        "--name",
+        "street-1 battery",
+        "--holder",
+        &format!("{owner}=3"),
+        "--holder",
+        &format!("{gateway}=1"),
+        "--key",
+        &reporter_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    let s = run(&["query", "supply", "--node", &url, "--json"]);
+    assert_eq!(s["reconciled"], true, "{s}");
+    assert_eq!(s["device_bonds"], "20");
+    assert_eq!(s["minted"], "0");
     node.terminate();
 }

@@ -49,7 +49,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         get_device,
         crate::api_gateway::get_gateway,
         crate::api_gateway::get_commitment,
-        crate::api_gateway::get_proof
+        crate::api_gateway::get_proof,
+        crate::api_economics::get_supply
     ),
     components(schemas(
         StatusResponse,
@@ -81,7 +82,9 @@ const MAX_BATCH_BODY_BYTES: usize =
         PccReport,
         crate::api_gateway::GatewayView,
         crate::api_gateway::CommitmentView,
-        crate::api_gateway::ProofView
+        crate::api_gateway::ProofView,
+        crate::api_economics::SupplyView,
+        crate::api_economics::EpochView
     ))
 )]
 pub struct ApiDoc;
@@ -103,6 +106,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/devices/{address}", get(get_device))
         .route("/v1/grid/pcc", post(post_pcc))
         .route("/v1/gateway", get(crate::api_gateway::get_gateway))
+        .route("/v1/supply", get(crate::api_economics::get_supply))
         .route(
             "/v1/telemetry/{device}/{slot}",
             get(crate::api_gateway::get_commitment),

@@ -110,6 +110,11 @@ impl Client {
         self.get_opt(&format!("/v1/tx/{hash}"))
     }
 
+    /// The token supply and its reconciliation.
+    pub fn supply(&self) -> Result<crate::api_economics::SupplyView, ClientError> {
+        self.get("/v1/supply")
+    }
+
     pub fn market(&self) -> Result<crate::market_view::MarketInfo, ClientError> {
         self.get("/v1/market")
     }

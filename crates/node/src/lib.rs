@@ -11,6 +11,7 @@
 //! (the node must then be given a validator key of the set).
 
 pub mod api;
+pub mod api_economics;
 pub mod api_gateway;
 pub mod bench;
 pub mod bench_grid;

@@ -204,5 +204,6 @@ fn kind(h: &Hold) -> &'static str {
         Hold::AboveRating { .. } => "rating",
         Hold::AboveClearSky { .. } => "clear sky",
         Hold::NeighbourOutlier { .. } => "neighbours",
+        Hold::AreaConservation { .. } => "area conservation",
     }
 }

@@ -1582,3 +1582,92 @@ fn an_area_claiming_more_export_than_its_feeder_head_saw_is_held() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Rewards, slashing and community assets conserve tokens: random keyed devices (some
+    /// claiming more than their rating), trades, a flexibility request, physics fraud reports on
+    /// whatever was held, an asset, and the epoch's close. At every block the balances reconcile
+    /// with genesis + minted (`Net::block`); the epoch mints exactly the sum of its rewards, no
+    /// more than its emission, and in the order of the owners' grid value.
+    #[test]
+    fn rewards_and_slashes_reconcile_with_the_supply(
+        members in proptest::collection::vec((any::<bool>(), 1u64..2_000, 1u64..400, any::<bool>()), 2..7),
+        flex_value in 1u64..2_000,
+    ) {
+        use gridmesh_ledger::economics::{self, EpochRecord, Points};
+        use gridmesh_ledger::tx::{FlexDirection, FraudEvidence, Shareholding};
+        let n = members.len();
+        // keys: 0 faucet, 1..=n members, n+1 buyer, n+2 grid operator
+        let mut net = Net::with_grid_operator(n + 3);
+        let (buyer, operator) = (n + 1, n + 2);
+        let t0 = slot_start_ms(SLOT) - 3_000_000;
+        let devices: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed([100 + i as u8; 32])).collect();
+        let mut regs: Vec<(usize, DeviceKind)> = (1..=n).map(|i| (i, DeviceKind::Pv)).collect();
+        regs.push((buyer, DeviceKind::Meter));
+        register(&mut net, t0, &regs);
+        for (i, (battery, ..)) in members.iter().enumerate() {
+            let kind = if *battery { DeviceKind::Battery } else { DeviceKind::Pv };
+            register_device(&mut net, t0 + 1 + i as u64, i + 1, &devices[i], kind, &format!("street-1/h{i}"));
+        }
+        net.one(t0 + 20, operator, TxKind::RequestFlexibility {
+            slot: SLOT, area: "street-1".into(), direction: FlexDirection::Reduce,
+            value_per_kwh: flex_value * 1_000,
+        }).unwrap();
+        // Member 1's account is a community asset held by the buyer and the operator.
+        net.one(t0 + 21, 1, TxKind::CreateAsset { name: "plant".into(), holders: vec![
+            Shareholding { holder: net.keys[buyer].address(), shares: 2 },
+            Shareholding { holder: net.keys[operator].address(), shares: 1 },
+        ]}).unwrap();
+        let mut orders: Vec<VerifiedTx> = members.iter().enumerate().map(|(i, (_, wh, price, _))| {
+            net.tx(i + 1, order(Side::Ask, (*wh).min(1_000), *price, &format!("street-1/h{i}")))
+        }).collect();
+        orders.push(net.tx(buyer, order(Side::Bid, 5_000, 400, "street-1/buyer")));
+        prop_assert!(net.block(t0 + 30, orders).is_empty());
+        let after = slot_start_ms(SLOT + 1) + 60_000;
+        let zero = gridmesh_types::Hash32([0; 32]);
+        let readings: Vec<_> = members.iter().enumerate().map(|(i, (_, wh, _, _))| {
+            device_reading(&net, &devices[i], SLOT, *wh, 0, *wh, zero, 0)
+        }).collect();
+        for (k, chunk) in readings.chunks(5).enumerate() {
+            net.one(after + k as u64, buyer, TxKind::SubmitDeviceReadings { readings: chunk.to_vec() }).unwrap();
+        }
+        let meters: Vec<VerifiedTx> = members.iter().enumerate().map(|(i, (_, wh, ..))| net.tx(i + 1, reading(0, *wh))).collect();
+        prop_assert!(net.block(after + 10, meters).is_empty());
+        net.block(slot_start_ms(SLOT + 1) + 60 * 60_000, vec![]);
+        // Reports on every held reading whose member asked for it.
+        let ts = net.chain.head().timestamp_ms + 1;
+        for (i, (.., report)) in members.iter().enumerate() {
+            let rec: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &devices[i].address()));
+            let held = matches!(rec.status, ReadingStatus::Held { disputable: true, .. });
+            if *report {
+                let r = net.one(ts + i as u64, buyer, TxKind::ReportFraud {
+                    device: devices[i].address(), slot: SLOT, evidence: FraudEvidence::Physics,
+                });
+                prop_assert_eq!(r.is_ok(), held, "{:?}", r);
+            }
+        }
+        let cfg = economics::stored_config(net.chain.state().kv());
+        let epoch = cfg.epoch_of(SLOT);
+        let last = (epoch + 1) * u64::from(cfg.epoch_slots) - 1;
+        net.block(slot_start_ms(last + 1) + 24 * 3_600_000 + 8 * 24 * 3_600_000, vec![]);
+        // An epoch in which nobody earned anything is never closed and mints nothing.
+        let e: EpochRecord = match net.chain.state().kv().get(&economics::epoch_key(epoch)) {
+            Some(b) => borsh::from_slice(b).unwrap(),
+            None => EpochRecord { epoch, emission: 0, minted: 0, total_value: 0, recipients: 0, asset_payouts: 0 },
+        };
+        prop_assert!(e.minted <= e.emission || e.minted == 0);
+        let mut rewards: Vec<Points> = (1..=n + 1)
+            .filter_map(|i| net.chain.state().kv().get(&economics::points_key(epoch, &net.keys[i].address())))
+            .map(|b| borsh::from_slice(b).unwrap())
+            .collect();
+        prop_assert_eq!(rewards.iter().map(|p| p.reward).sum::<u128>(), e.minted);
+        prop_assert_eq!(economics::supply(net.chain.state().kv()).minted, e.minted);
+        rewards.sort_by_key(|p| p.value);
+        for w in rewards.windows(2) {
+            prop_assert!(w[0].reward <= w[1].reward, "rewards follow grid value");
+        }
+        prop_assert_eq!(net.escrow(), 0);
+    }
+}

@@ -49,6 +49,12 @@ pub struct IngestLimits {
     pub max_future_skew_ms: u64,
     /// Registers may grow at most this share of rated power (percent) over the elapsed time.
     pub rating_margin_pct: u64,
+    /// The coarsest register step a device may report (a 10 Wh register jumps by 10 Wh at
+    /// once): allowed on top of the rating between two samples, and once per anchor window.
+    pub register_quantum_mwh: u64,
+    /// Growth is also checked against a sample at least this old, so the quantum cannot be
+    /// claimed again and again.
+    pub anchor_window_ms: u64,
 }
 
 impl Default for IngestLimits {
@@ -57,6 +63,8 @@ impl Default for IngestLimits {
             max_samples_per_payload: 1_024,
             max_future_skew_ms: 10_000,
             rating_margin_pct: 125,
+            register_quantum_mwh: 10_000,
+            anchor_window_ms: 60_000,
         }
     }
 }
@@ -131,6 +139,8 @@ pub struct Ingestor {
     limits: IngestLimits,
     /// Each device's latest accepted sample.
     last: HashMap<Address, RawSample>,
+    /// Each device's anchor: an accepted sample up to two windows old.
+    anchors: HashMap<Address, RawSample>,
 }
 
 impl Ingestor {
@@ -148,6 +158,7 @@ impl Ingestor {
             store,
             limits,
             last,
+            anchors: HashMap::new(),
         })
     }
 
@@ -182,15 +193,32 @@ impl Ingestor {
         let valid = self.verify_signatures(&samples);
         let mut accepted = Vec::with_capacity(samples.len());
         let mut latest: HashMap<Address, RawSample> = HashMap::new();
+        let mut anchors: HashMap<Address, RawSample> = HashMap::new();
         for ((s, limits), ok) in samples.into_iter().zip(valid) {
             if !ok {
                 report.reject(RejectReason::BadSignature, 1);
                 continue;
             }
-            let prev = latest.get(&s.device).or_else(|| self.last.get(&s.device));
-            match self.check_sequence(prev, &s, limits, now_ms) {
+            let prev = latest
+                .get(&s.device)
+                .or_else(|| self.last.get(&s.device))
+                .copied();
+            let anchor = anchors
+                .get(&s.device)
+                .or_else(|| self.anchors.get(&s.device))
+                .copied();
+            match self.check_sequence(prev.as_ref(), anchor.as_ref(), &s, limits, now_ms) {
                 Ok(()) => {
                     latest.insert(s.device, s);
+                    let window = self.limits.anchor_window_ms;
+                    match anchor {
+                        Some(a) if s.time_ms - a.time_ms < window => {}
+                        // Move the anchor to the sample before this one, so it is never younger
+                        // than the window at the next check but one.
+                        _ => {
+                            anchors.insert(s.device, prev.unwrap_or(s));
+                        }
+                    }
                     accepted.push(s);
                 }
                 Err(r) => report.reject(r, 1),
@@ -198,6 +226,7 @@ impl Ingestor {
         }
         self.store.append(&accepted)?;
         self.last.extend(latest);
+        self.anchors.extend(anchors);
         report.accepted = accepted.len() as u64;
         Ok(report)
     }
@@ -205,6 +234,7 @@ impl Ingestor {
     fn check_sequence(
         &self,
         prev: Option<&RawSample>,
+        anchor: Option<&RawSample>,
         s: &RawSample,
         limits: DeviceLimits,
         now_ms: u64,
@@ -224,17 +254,27 @@ impl Ingestor {
         if s.out_register_mwh < p.out_register_mwh || s.in_register_mwh < p.in_register_mwh {
             return Err(RejectReason::RegisterFell);
         }
-        // Most energy at rated power over the elapsed time: W × ms / 3,600 = mWh.
-        let elapsed_ms = u128::from(s.time_ms - p.time_ms);
-        let most_mwh =
-            u128::from(limits.capacity_w) * elapsed_ms * u128::from(self.limits.rating_margin_pct)
+        // Most energy at rated power over the elapsed time (W × ms / 3,600 = mWh), plus one
+        // register step; against the previous sample and against the anchor.
+        let most_mwh = |elapsed_ms: u64| {
+            u128::from(limits.capacity_w)
+                * u128::from(elapsed_ms)
+                * u128::from(self.limits.rating_margin_pct)
                 / (3_600 * 100)
-                + 1;
-        let grew = |a: u64, b: u64| u128::from(a - b);
-        if grew(s.out_register_mwh, p.out_register_mwh) > most_mwh
-            || grew(s.in_register_mwh, p.in_register_mwh) > most_mwh
-        {
-            return Err(RejectReason::AboveRating);
+                + 1
+                + u128::from(self.limits.register_quantum_mwh)
+        };
+        for base in [Some(p), anchor].into_iter().flatten() {
+            if s.time_ms <= base.time_ms {
+                continue;
+            }
+            let grew = |a: u64, b: u64| u128::from(a.saturating_sub(b));
+            let most = most_mwh(s.time_ms - base.time_ms);
+            if grew(s.out_register_mwh, base.out_register_mwh) > most
+                || grew(s.in_register_mwh, base.in_register_mwh) > most
+            {
+                return Err(RejectReason::AboveRating);
+            }
         }
         Ok(())
     }
@@ -308,7 +348,7 @@ mod tests {
             good[9],                                                               // replay
             RawSample::signed(&key, CHAIN, 12, T0 + 10_000, 11_000, 0, 0),         // time
             RawSample::signed(&key, CHAIN, 13, T0 + 13_000, 9_000, 0, 0),          // fell
-            RawSample::signed(&key, CHAIN, 14, T0 + 14_000, 16_000, 0, 0),         // too fast
+            RawSample::signed(&key, CHAIN, 14, T0 + 14_000, 30_000, 0, 0),         // too fast
             RawSample::signed(&key, CHAIN, 15, T0 + 60_000, 10_500, 0, 0),         // future
             RawSample::signed(&stranger, CHAIN, 1, T0 + 11_000, 0, 0, 0),          // unknown
             RawSample::signed(&key, "other-chain", 16, T0 + 11_000, 10_500, 0, 0), // signature
@@ -344,6 +384,35 @@ mod tests {
             .collect();
         let r = ing.ingest(&[&payload(&too_many)], T0 + 20_000).unwrap();
         assert_eq!(r.rejected[&RejectReason::TooManySamples], 1_025);
+    }
+
+    #[test]
+    fn a_coarse_register_passes_but_its_step_cannot_be_claimed_again_and_again() {
+        let (_dir, mut ing, key) = setup();
+        // 3.6 kW with a 10 Wh register polled every 300 ms: a 10 Wh step now and then is fine.
+        let mut reg = 0;
+        let honest: Vec<RawSample> = (1..=200u64)
+            .map(|i| {
+                if i % 33 == 0 {
+                    reg += 10_000;
+                }
+                RawSample::signed(&key, CHAIN, i, T0 + i * 300, reg, 0, 3_600)
+            })
+            .collect();
+        let r = ing.ingest(&[&payload(&honest)], T0 + 100_000).unwrap();
+        assert_eq!((r.accepted, r.rejected_total()), (200, 0));
+        // A liar adds one step every second sample: the anchor catches it within a minute.
+        let t1 = T0 + 60_000;
+        let liar: Vec<RawSample> = (201..=300u64)
+            .map(|i| {
+                if i % 2 == 0 {
+                    reg += 10_000;
+                }
+                RawSample::signed(&key, CHAIN, i, t1 + i * 300, reg, 0, 3_600)
+            })
+            .collect();
+        let r = ing.ingest(&[&payload(&liar)], t1 + 200_000).unwrap();
+        assert!(r.rejected[&RejectReason::AboveRating] >= 40, "{r:?}");
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //!
 //! Nothing here runs inside consensus: the ledger sees only slot readings and fraud proofs.
 
+pub mod adapter;
 pub mod ingest;
 pub mod mqtt;
 pub mod store;
+pub mod sunspec;
 
 pub use ingest::{DeviceDirectory, DeviceLimits, IngestReport, Ingestor, RejectReason};
 pub use store::{SlotCommitment, StoreError, TelemetryStore};

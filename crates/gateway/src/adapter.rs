@@ -8,7 +8,6 @@ use gridmesh_ledger::crypto::Keypair;
 use gridmesh_ledger::telemetry::{self, RawSample};
 use gridmesh_ledger::tx::DeviceReading;
 use gridmesh_types::units::SLOT_MS;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -91,25 +90,12 @@ pub fn slot_reading(
 /// Polls and publishes until `polls` are done (or forever). A device that does not answer is
 /// retried every interval with the failure counted and logged; nothing is published for it.
 pub async fn run(cfg: AdapterConfig) -> AdapterStats {
-    let mut opts = MqttOptions::new(
-        format!("gridmesh-adapter-{}", &cfg.key.address().to_string()[..12]),
+    let publisher = crate::mqtt::Publisher::connect(
         &cfg.mqtt.0,
         cfg.mqtt.1,
+        &format!("gridmesh-adapter-{}", &cfg.key.address().to_string()[..12]),
+        &cfg.chain_id,
     );
-    opts.set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(crate::mqtt::MAX_PACKET_BYTES, crate::mqtt::MAX_PACKET_BYTES);
-    let (client, mut events) = AsyncClient::new(opts, 256);
-    let pump = tokio::spawn(async move {
-        loop {
-            if let Err(e) = events.poll().await {
-                tracing::warn!(error = %e, "adapter's MQTT connection failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    });
-    let device_hex = cfg.key.address().to_string();
-    let telemetry_topic = format!("gridmesh/{}/telemetry/{device_hex}", cfg.chain_id);
-    let readings_topic = format!("gridmesh/{}/readings/{device_hex}", cfg.chain_id);
     let mut stats = AdapterStats::default();
     let mut dev: Option<SunSpecDevice> = None;
     let mut slot: Option<u64> = None;
@@ -149,12 +135,7 @@ pub async fn run(cfg: AdapterConfig) -> AdapterStats {
             // The slot ended: its reading, if we saw the slot from its start.
             if let (Some(p), Some(b)) = (slot, before.as_ref()) {
                 if let Some(r) = slot_reading(&cfg.key, &cfg.chain_id, p, b, &in_slot) {
-                    let payload = borsh::to_vec(&r).expect("a reading encodes");
-                    if client
-                        .publish(&readings_topic, QoS::AtLeastOnce, false, payload)
-                        .await
-                        .is_ok()
-                    {
+                    if publisher.reading(&r).await {
                         stats.readings_published += 1;
                     }
                 }
@@ -164,24 +145,11 @@ pub async fn run(cfg: AdapterConfig) -> AdapterStats {
         }
         slot = Some(this_slot);
         in_slot.push(s);
-        if client
-            .publish(
-                &telemetry_topic,
-                QoS::AtLeastOnce,
-                false,
-                s.encode().to_vec(),
-            )
-            .await
-            .is_ok()
-        {
+        if publisher.sample(&s).await {
             stats.samples_published += 1;
         }
     }
-    // Let the last messages out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = client.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    pump.abort();
+    publisher.close().await;
     stats
 }
 

@@ -12,6 +12,7 @@
 pub mod adapter;
 pub mod ingest;
 pub mod mqtt;
+pub mod ocpp;
 pub mod store;
 pub mod sunspec;
 

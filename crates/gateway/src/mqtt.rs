@@ -21,6 +21,7 @@
 use crate::ingest::{IngestReport, Ingestor};
 use crate::store::StoreError;
 use gridmesh_ledger::crypto;
+use gridmesh_ledger::telemetry::RawSample;
 use gridmesh_ledger::tx::{device_reading_message, DeviceReading, MAX_DEVICE_READINGS_PER_TX};
 use gridmesh_types::units::{slot_start_ms, SLOT_MS};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -398,4 +399,87 @@ pub fn publish_all(
         let _ = tokio::time::timeout(Duration::from_millis(100), events.poll()).await;
         Ok(())
     })
+}
+
+/// A device side's connection to the broker: publishes signed samples and slot readings on the
+/// documented topics (reconnecting on its own). Create it inside a Tokio runtime.
+pub struct Publisher {
+    client: AsyncClient,
+    chain_id: String,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub fn connect(host: &str, port: u16, client_id: &str, chain_id: &str) -> Publisher {
+        let mut opts = MqttOptions::new(client_id, host, port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        let (client, mut events) = AsyncClient::new(opts, 1_024);
+        let pump = tokio::spawn(async move {
+            loop {
+                if let Err(e) = events.poll().await {
+                    tracing::warn!(error = %e, "MQTT publisher connection failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+        Publisher {
+            client,
+            chain_id: chain_id.to_string(),
+            pump,
+        }
+    }
+
+    fn telemetry_topic(&self, s: &RawSample) -> String {
+        format!("gridmesh/{}/telemetry/{}", self.chain_id, s.device)
+    }
+
+    /// Queues a sample (false if the queue is full).
+    pub fn try_sample(&self, s: &RawSample) -> bool {
+        self.client
+            .try_publish(
+                self.telemetry_topic(s),
+                QoS::AtLeastOnce,
+                false,
+                s.encode().to_vec(),
+            )
+            .is_ok()
+    }
+
+    pub async fn sample(&self, s: &RawSample) -> bool {
+        self.client
+            .publish(
+                self.telemetry_topic(s),
+                QoS::AtLeastOnce,
+                false,
+                s.encode().to_vec(),
+            )
+            .await
+            .is_ok()
+    }
+
+    pub async fn reading(&self, r: &DeviceReading) -> bool {
+        let topic = format!("gridmesh/{}/readings/{}", self.chain_id, r.device);
+        let payload = borsh::to_vec(r).expect("a reading encodes");
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .is_ok()
+    }
+
+    /// Lets queued messages out, then disconnects.
+    pub async fn close(self) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = self.client.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.pump.abort();
+    }
+}
+
+impl crate::ocpp::SampleSink for Publisher {
+    fn publish(&self, sample: RawSample) {
+        if !self.try_sample(&sample) {
+            tracing::warn!(device = %sample.device, "MQTT queue full: a sample was dropped");
+        }
+    }
 }

@@ -1,0 +1,712 @@
+//! An OCPP 1.6J central system for EV chargers: JSON over WebSocket (`ws://HOST:PORT/ocpp/{id}`,
+//! subprotocol `ocpp1.6`).
+//!
+//! From the charge point: BootNotification, Heartbeat, StatusNotification, Authorize,
+//! StartTransaction, StopTransaction and MeterValues are answered; the energy register of every
+//! meter value (and of a transaction's start and stop) becomes a sample signed with the charger's
+//! device key. Toward the charge point, after it booted: GetConfiguration of the smart-charging keys
+//! first (which rate unit, how many periods, how deep a stack it takes), then the site's limit as a
+//! `ChargePointMaxProfile` on connector 0 and our charging plan as a `TxDefaultProfile` on
+//! connector 1, both standard profiles fitted to what the charger said it supports; when a
+//! transaction stops, the plan is cleared (ClearChargingProfile). The limit in force in each
+//! interval is the lower of the site's and the charger's profile ([`composite`]).
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use gridmesh_ledger::crypto::Keypair;
+use gridmesh_ledger::telemetry::RawSample;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Largest OCPP message accepted.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How long a charge point has to answer one of our calls.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The smart-charging configuration keys read before any profile is sent.
+pub const SMART_CHARGING_KEYS: [&str; 4] = [
+    "ChargeProfileMaxStackLevel",
+    "ChargingScheduleAllowedChargingRateUnit",
+    "ChargingScheduleMaxPeriods",
+    "MaxChargingProfilesInstalled",
+];
+
+/// Where signed samples go (an MQTT publisher in the node's setup).
+pub trait SampleSink: Send + Sync {
+    fn publish(&self, sample: RawSample);
+}
+
+/// One step of a charging plan: from `start_s` after the plan starts, at most `limit_w`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct PlanStep {
+    pub start_s: u32,
+    pub limit_w: f64,
+}
+
+#[derive(Clone)]
+pub struct OcppConfig {
+    /// Charge point id → the charger's device key (registered on the ledger).
+    pub chargers: HashMap<String, Keypair>,
+    /// Accepted id tags.
+    pub id_tags: Vec<String>,
+    pub chain_id: String,
+    /// The site's limit for the charger (connector 0), watts.
+    pub site_limit_w: Option<f64>,
+    /// Our plan for connector 1.
+    pub plan: Vec<PlanStep>,
+    /// For converting watts to amperes when a charger takes current only.
+    pub volts: f64,
+    pub phases: u8,
+}
+
+/// What a charger said about smart charging.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SmartChargingConfig {
+    pub max_stack_level: u32,
+    /// "Current", "Power" or both ("Current,Power").
+    pub allowed_units: Vec<String>,
+    pub max_periods: usize,
+    pub max_profiles: u32,
+}
+
+impl SmartChargingConfig {
+    /// From a GetConfiguration answer; absent keys take the standard's most cautious reading.
+    pub fn from_response(v: &Value) -> SmartChargingConfig {
+        let mut c = SmartChargingConfig {
+            max_stack_level: 0,
+            allowed_units: vec!["Current".into()],
+            max_periods: 1,
+            max_profiles: 1,
+        };
+        for k in v["configurationKey"].as_array().into_iter().flatten() {
+            let value = k["value"].as_str().unwrap_or("");
+            match k["key"].as_str().unwrap_or("") {
+                "ChargeProfileMaxStackLevel" => c.max_stack_level = value.parse().unwrap_or(0),
+                "ChargingScheduleAllowedChargingRateUnit" => {
+                    c.allowed_units = value
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                }
+                "ChargingScheduleMaxPeriods" => c.max_periods = value.parse().unwrap_or(1),
+                "MaxChargingProfilesInstalled" => c.max_profiles = value.parse().unwrap_or(1),
+                _ => {}
+            }
+        }
+        c.max_periods = c.max_periods.max(1);
+        c
+    }
+
+    fn takes_power(&self) -> bool {
+        self.allowed_units.iter().any(|u| u == "Power")
+    }
+}
+
+/// A schedule in the unit a charger takes: (start second, limit) steps.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Schedule {
+    /// "W" or "A".
+    pub unit: &'static str,
+    pub periods: Vec<(u32, f64)>,
+}
+
+/// Fits a plan to a charger: at most `max_periods` steps (the last ones merged at their lowest
+/// limit, so the schedule never allows more than the plan), in watts if it takes power, else in
+/// amperes per phase at `volts` and `phases`.
+pub fn fit_plan(plan: &[PlanStep], c: &SmartChargingConfig, volts: f64, phases: u8) -> Schedule {
+    let mut steps: Vec<(u32, f64)> = plan.iter().map(|p| (p.start_s, p.limit_w)).collect();
+    if steps.len() > c.max_periods {
+        let tail_min = steps[c.max_periods - 1..]
+            .iter()
+            .map(|s| s.1)
+            .fold(f64::INFINITY, f64::min);
+        steps.truncate(c.max_periods);
+        steps[c.max_periods - 1].1 = tail_min;
+    }
+    if c.takes_power() {
+        Schedule {
+            unit: "W",
+            periods: steps,
+        }
+    } else {
+        let per_amp = volts * f64::from(phases.max(1));
+        Schedule {
+            unit: "A",
+            periods: steps
+                .into_iter()
+                .map(|(s, w)| (s, (w / per_amp * 10.0).floor() / 10.0))
+                .collect(),
+        }
+    }
+}
+
+/// The limit in force at `t_s` under a schedule (its last period at or before `t_s`).
+pub fn limit_at(s: &Schedule, t_s: u32) -> Option<f64> {
+    s.periods
+        .iter()
+        .rev()
+        .find(|(start, _)| *start <= t_s)
+        .map(|p| p.1)
+}
+
+/// The composite schedule of a site's and a charger's profiles (same unit): at every breakpoint
+/// of either, the lower of the two limits in force.
+pub fn composite(site: &Schedule, charger: &Schedule) -> Schedule {
+    let mut starts: Vec<u32> = site
+        .periods
+        .iter()
+        .chain(&charger.periods)
+        .map(|p| p.0)
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut periods: Vec<(u32, f64)> = Vec::new();
+    for t in starts {
+        let l = match (limit_at(site, t), limit_at(charger, t)) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => continue,
+        };
+        if periods.last().is_none_or(|p| p.1 != l) {
+            periods.push((t, l));
+        }
+    }
+    Schedule {
+        unit: charger.unit,
+        periods,
+    }
+}
+
+fn profile_json(id: u32, stack: u32, purpose: &str, s: &Schedule, start: &str) -> Value {
+    json!({
+        "chargingProfileId": id,
+        "stackLevel": stack,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {
+            "startSchedule": start,
+            "chargingRateUnit": s.unit,
+            "chargingSchedulePeriod": s.periods.iter()
+                .map(|(t, l)| json!({"startPeriod": t, "limit": l}))
+                .collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// Parses a decimal meter value in `unit` (Wh or kWh) into mWh, exactly.
+pub fn energy_mwh(value: &str, unit: &str) -> Option<u64> {
+    let scale: u32 = match unit {
+        "Wh" | "" => 3,
+        "kWh" => 6,
+        _ => return None,
+    };
+    gridmesh_types::parse_fixed(value.trim(), scale)
+        .ok()
+        .and_then(|v| u64::try_from(v).ok())
+}
+
+/// Parses an OCPP timestamp (RFC 3339, UTC) into Unix milliseconds.
+pub fn timestamp_ms(s: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok()?;
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The central system's shared state.
+pub struct CentralSystem {
+    cfg: OcppConfig,
+    sink: Arc<dyn SampleSink>,
+    next_tx: AtomicU64,
+    /// Everything that happened, in order (the CLI prints it; tests read it).
+    pub events: Mutex<Vec<Value>>,
+    /// Transactions stopped so far.
+    pub stopped: AtomicU64,
+    /// Each charger's last register sent, mWh.
+    registers: Mutex<HashMap<String, u64>>,
+    pub changed: Notify,
+}
+
+impl CentralSystem {
+    pub fn new(cfg: OcppConfig, sink: Arc<dyn SampleSink>) -> Arc<CentralSystem> {
+        Arc::new(CentralSystem {
+            cfg,
+            sink,
+            next_tx: AtomicU64::new(1),
+            events: Mutex::new(Vec::new()),
+            stopped: AtomicU64::new(0),
+            registers: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        })
+    }
+
+    fn log(&self, v: Value) {
+        tracing::info!(event = %v, "ocpp");
+        self.events.lock().expect("events lock").push(v);
+        self.changed.notify_waiters();
+    }
+
+    /// The router: `GET /ocpp/{id}` upgrades known charge points to OCPP 1.6J.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .route("/ocpp/{id}", axum::routing::get(upgrade))
+            .with_state(self.clone())
+    }
+
+    fn sample(&self, cp: &str, time_ms: u64, in_register_mwh: u64, power_w: i32) {
+        // meterStart/meterStop come in whole Wh, meter values often finer: a register up to
+        // 1 Wh below the last one is the same reading truncated, not a fall.
+        let in_register_mwh = {
+            let mut last = self.registers.lock().expect("registers lock");
+            let l = last.entry(cp.to_string()).or_insert(0);
+            let r = if in_register_mwh < *l && *l - in_register_mwh < 1_000 {
+                *l
+            } else {
+                in_register_mwh
+            };
+            *l = r;
+            r
+        };
+        if let Some(key) = self.cfg.chargers.get(cp) {
+            self.sink.publish(RawSample::signed(
+                key,
+                &self.cfg.chain_id,
+                time_ms,
+                time_ms,
+                0,
+                in_register_mwh,
+                -power_w,
+            ));
+        }
+    }
+}
+
+async fn upgrade(
+    Path(id): Path<String>,
+    State(cs): State<Arc<CentralSystem>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !cs.cfg.chargers.contains_key(&id) {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            format!("unknown charge point {id:?}"),
+        )
+            .into_response();
+    }
+    ws.protocols(["ocpp1.6"])
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session(cs, id, socket))
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>>;
+
+/// Sends a CALL to the charge point and waits for its result.
+async fn call(
+    out: &mpsc::Sender<Message>,
+    pending: &Pending,
+    seq: &AtomicU64,
+    action: &str,
+    payload: Value,
+) -> Result<Value, String> {
+    let id = format!("cs-{}", seq.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = oneshot::channel();
+    pending.lock().expect("pending lock").insert(id.clone(), tx);
+    let frame = json!([2, id, action, payload]).to_string();
+    out.send(Message::Text(frame.into()))
+        .await
+        .map_err(|_| "the charge point disconnected".to_string())?;
+    match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("the charge point disconnected".into()),
+        Err(_) => {
+            pending.lock().expect("pending lock").remove(&id);
+            Err(format!("no answer to {action} within {CALL_TIMEOUT:?}"))
+        }
+    }
+}
+
+async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let pending: Pending = Default::default();
+    let seq = Arc::new(AtomicU64::new(1));
+    cs.log(json!({"event": "connected", "charge_point": cp}));
+    while let Some(msg) = stream.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t.to_string(),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let frame: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                cs.log(json!({"event": "malformed", "charge_point": cp, "error": e.to_string()}));
+                continue;
+            }
+        };
+        match frame[0].as_u64() {
+            Some(2) => {
+                let id = frame[1].as_str().unwrap_or("").to_string();
+                let action = frame[2].as_str().unwrap_or("").to_string();
+                let reply = match handle_call(&cs, &cp, &action, &frame[3]) {
+                    Ok(payload) => json!([3, id, payload]),
+                    Err((code, why)) => json!([4, id, code, why, {}]),
+                };
+                if out
+                    .send(Message::Text(reply.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                if action == "BootNotification" {
+                    let (cs, cp, out, pending, seq) = (
+                        cs.clone(),
+                        cp.clone(),
+                        out.clone(),
+                        pending.clone(),
+                        seq.clone(),
+                    );
+                    tokio::spawn(async move {
+                        smart_charging(&cs, &cp, &out, &pending, &seq).await;
+                    });
+                }
+                if action == "StopTransaction" {
+                    let (cs, cp, out, pending, seq) = (
+                        cs.clone(),
+                        cp.clone(),
+                        out.clone(),
+                        pending.clone(),
+                        seq.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let r = call(
+                            &out,
+                            &pending,
+                            &seq,
+                            "ClearChargingProfile",
+                            json!({"id": 2, "connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile"}),
+                        )
+                        .await;
+                        cs.log(json!({"event": "plan_cleared", "charge_point": cp,
+                            "status": r.map(|v| v["status"].clone()).unwrap_or_else(Value::String)}));
+                        cs.stopped.fetch_add(1, Ordering::SeqCst);
+                        cs.changed.notify_waiters();
+                    });
+                }
+            }
+            Some(3) | Some(4) => {
+                let id = frame[1].as_str().unwrap_or("");
+                if let Some(tx) = pending.lock().expect("pending lock").remove(id) {
+                    let _ = tx.send(if frame[0] == 3 {
+                        Ok(frame[2].clone())
+                    } else {
+                        Err(format!("{}: {}", frame[2], frame[3]))
+                    });
+                }
+            }
+            _ => cs.log(json!({"event": "malformed", "charge_point": cp, "frame": text})),
+        }
+    }
+    cs.log(json!({"event": "disconnected", "charge_point": cp}));
+    drop(out);
+    let _ = writer.await;
+}
+
+/// Reads the charger's smart-charging configuration, then sends the site limit and our plan
+/// fitted to it, and logs the composite limit.
+async fn smart_charging(
+    cs: &CentralSystem,
+    cp: &str,
+    out: &mpsc::Sender<Message>,
+    pending: &Pending,
+    seq: &AtomicU64,
+) {
+    let conf = match call(
+        out,
+        pending,
+        seq,
+        "GetConfiguration",
+        json!({"key": SMART_CHARGING_KEYS}),
+    )
+    .await
+    {
+        Ok(v) => SmartChargingConfig::from_response(&v),
+        Err(e) => {
+            cs.log(json!({"event": "configuration_failed", "charge_point": cp, "error": e}));
+            return;
+        }
+    };
+    cs.log(json!({"event": "configuration", "charge_point": cp, "smart_charging": conf}));
+    let start = now_rfc3339();
+    let (volts, phases) = (cs.cfg.volts, cs.cfg.phases);
+    let site = cs.cfg.site_limit_w.map(|w| {
+        fit_plan(
+            &[PlanStep {
+                start_s: 0,
+                limit_w: w,
+            }],
+            &conf,
+            volts,
+            phases,
+        )
+    });
+    let plan = (!cs.cfg.plan.is_empty()).then(|| fit_plan(&cs.cfg.plan, &conf, volts, phases));
+    let stack = conf.max_stack_level.min(1);
+    let sends = [
+        site.as_ref()
+            .map(|s| (0, profile_json(1, 0, "ChargePointMaxProfile", s, &start))),
+        plan.as_ref()
+            .map(|s| (1, profile_json(2, stack, "TxDefaultProfile", s, &start))),
+    ];
+    for (connector, profile) in sends.into_iter().flatten() {
+        let r = call(
+            out,
+            pending,
+            seq,
+            "SetChargingProfile",
+            json!({"connectorId": connector, "csChargingProfiles": profile}),
+        )
+        .await;
+        cs.log(
+            json!({"event": "profile", "charge_point": cp, "connector": connector,
+            "purpose": profile["chargingProfilePurpose"],
+            "schedule": profile["chargingSchedule"],
+            "status": r.map(|v| v["status"].clone()).unwrap_or_else(Value::String)}),
+        );
+    }
+    if let (Some(site), Some(plan)) = (&site, &plan) {
+        cs.log(json!({"event": "effective_limit", "charge_point": cp,
+            "schedule": composite(site, plan)}));
+    }
+}
+
+type CallError = (&'static str, String);
+
+fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<Value, CallError> {
+    let violation = |what: &str| ("FormationViolation", what.to_string());
+    let tag_status = |tag: &str| {
+        if cs.cfg.id_tags.iter().any(|t| t == tag) {
+            "Accepted"
+        } else {
+            "Invalid"
+        }
+    };
+    match action {
+        "BootNotification" => {
+            cs.log(json!({"event": "boot", "charge_point": cp,
+                "vendor": p["chargePointVendor"], "model": p["chargePointModel"]}));
+            Ok(json!({"status": "Accepted", "currentTime": now_rfc3339(), "interval": 300}))
+        }
+        "Heartbeat" => Ok(json!({"currentTime": now_rfc3339()})),
+        "StatusNotification" => {
+            cs.log(json!({"event": "status", "charge_point": cp,
+                "connector": p["connectorId"], "status": p["status"], "error": p["errorCode"]}));
+            Ok(json!({}))
+        }
+        "Authorize" => {
+            let tag = p["idTag"]
+                .as_str()
+                .ok_or_else(|| violation("idTag missing"))?;
+            Ok(json!({"idTagInfo": {"status": tag_status(tag)}}))
+        }
+        "StartTransaction" => {
+            let tag = p["idTag"]
+                .as_str()
+                .ok_or_else(|| violation("idTag missing"))?;
+            let meter_wh = p["meterStart"]
+                .as_u64()
+                .ok_or_else(|| violation("meterStart missing"))?;
+            let at = p["timestamp"]
+                .as_str()
+                .and_then(timestamp_ms)
+                .ok_or_else(|| violation("timestamp missing or not RFC 3339"))?;
+            let tx = cs.next_tx.fetch_add(1, Ordering::Relaxed);
+            cs.sample(cp, at, meter_wh * 1_000, 0);
+            cs.log(json!({"event": "transaction_started", "charge_point": cp,
+                "transaction_id": tx, "meter_start_wh": meter_wh}));
+            Ok(json!({"transactionId": tx, "idTagInfo": {"status": tag_status(tag)}}))
+        }
+        "StopTransaction" => {
+            let meter_wh = p["meterStop"]
+                .as_u64()
+                .ok_or_else(|| violation("meterStop missing"))?;
+            let at = p["timestamp"]
+                .as_str()
+                .and_then(timestamp_ms)
+                .ok_or_else(|| violation("timestamp missing or not RFC 3339"))?;
+            cs.sample(cp, at, meter_wh * 1_000, 0);
+            cs.log(json!({"event": "transaction_stopped", "charge_point": cp,
+                "transaction_id": p["transactionId"], "meter_stop_wh": meter_wh}));
+            Ok(json!({"idTagInfo": {"status": "Accepted"}}))
+        }
+        "MeterValues" => {
+            let mut n = 0;
+            for mv in p["meterValue"].as_array().into_iter().flatten() {
+                let Some(at) = mv["timestamp"].as_str().and_then(timestamp_ms) else {
+                    return Err(violation("meterValue timestamp missing or not RFC 3339"));
+                };
+                let (mut energy, mut power) = (None, 0i32);
+                for sv in mv["sampledValue"].as_array().into_iter().flatten() {
+                    let value = sv["value"].as_str().unwrap_or("");
+                    let unit = sv["unit"].as_str().unwrap_or("Wh");
+                    match sv["measurand"]
+                        .as_str()
+                        .unwrap_or("Energy.Active.Import.Register")
+                    {
+                        "Energy.Active.Import.Register" => {
+                            energy = Some(energy_mwh(value, unit).ok_or_else(|| {
+                                violation(&format!("energy value {value:?} {unit} is not a number"))
+                            })?)
+                        }
+                        "Power.Active.Import" => {
+                            let w: f64 = value.parse().unwrap_or(0.0);
+                            power = if unit == "kW" { w * 1000.0 } else { w } as i32;
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(e) = energy {
+                    cs.sample(cp, at, e, power);
+                    n += 1;
+                }
+            }
+            cs.log(json!({"event": "meter_values", "charge_point": cp, "samples": n}));
+            Ok(json!({}))
+        }
+        other => Err(("NotImplemented", format!("{other} is not supported"))),
+    }
+}
+
+/// Runs the central system on `listen` until `sessions` transactions have stopped (or forever).
+pub async fn serve(
+    cs: Arc<CentralSystem>,
+    listen: SocketAddr,
+    sessions: Option<u64>,
+    ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    ready(listener.local_addr()?);
+    let router = cs.router();
+    let done = {
+        let cs = cs.clone();
+        async move {
+            loop {
+                let notified = cs.changed.notified();
+                if sessions.is_some_and(|n| cs.stopped.load(Ordering::SeqCst) >= n) {
+                    break;
+                }
+                notified.await;
+            }
+            // Let the last exchanges finish.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(done)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(units: &str, periods: usize) -> SmartChargingConfig {
+        SmartChargingConfig::from_response(&json!({"configurationKey": [
+            {"key": "ChargingScheduleAllowedChargingRateUnit", "value": units},
+            {"key": "ChargingScheduleMaxPeriods", "value": periods.to_string()},
+            {"key": "ChargeProfileMaxStackLevel", "value": "3"},
+        ]}))
+    }
+
+    fn plan() -> Vec<PlanStep> {
+        [
+            (0, 7_400.0),
+            (900, 3_700.0),
+            (1_800, 11_000.0),
+            (2_700, 5_000.0),
+        ]
+        .into_iter()
+        .map(|(start_s, limit_w)| PlanStep { start_s, limit_w })
+        .collect()
+    }
+
+    #[test]
+    fn a_plan_is_fitted_to_what_the_charger_takes_and_never_allows_more() {
+        let w = fit_plan(&plan(), &conf("Current,Power", 10), 230.0, 3);
+        assert_eq!(w.unit, "W");
+        assert_eq!(w.periods.len(), 4);
+        let a = fit_plan(&plan(), &conf("Current", 2), 230.0, 3);
+        assert_eq!(a.unit, "A");
+        // 7.4 kW at 3 × 230 V is 10.72 A → 10.7; the last three steps merge at their lowest.
+        assert_eq!(a.periods, vec![(0, 10.7), (900, 5.3)]);
+        for t in [0, 899, 900, 2_000, 3_000] {
+            let allowed_w = limit_at(&a, t).unwrap() * 690.0;
+            let plan_w = plan()
+                .iter()
+                .rev()
+                .find(|p| p.start_s <= t)
+                .unwrap()
+                .limit_w;
+            assert!(allowed_w <= plan_w + 1e-9, "t={t}");
+        }
+        // A charger that says nothing takes one period in amperes.
+        let cautious = SmartChargingConfig::from_response(&json!({}));
+        assert_eq!(fit_plan(&plan(), &cautious, 230.0, 1).periods.len(), 1);
+    }
+
+    #[test]
+    fn the_effective_limit_is_the_lower_profile_in_every_interval() {
+        let site = Schedule {
+            unit: "A",
+            periods: vec![(0, 16.0), (1_200, 8.0)],
+        };
+        let charger = Schedule {
+            unit: "A",
+            periods: vec![(0, 10.0), (600, 20.0), (1_800, 6.0)],
+        };
+        let c = composite(&site, &charger);
+        assert_eq!(
+            c.periods,
+            vec![(0, 10.0), (600, 16.0), (1_200, 8.0), (1_800, 6.0)]
+        );
+        for t in (0..2_400).step_by(60) {
+            let want = limit_at(&site, t)
+                .unwrap()
+                .min(limit_at(&charger, t).unwrap());
+            assert_eq!(limit_at(&c, t), Some(want), "t={t}");
+        }
+    }
+
+    #[test]
+    fn meter_values_and_timestamps_parse_exactly() {
+        assert_eq!(energy_mwh("1000.6167", "kWh"), Some(1_000_616_700));
+        assert_eq!(energy_mwh("1234", "Wh"), Some(1_234_000));
+        assert_eq!(energy_mwh("12.5", ""), Some(12_500));
+        assert_eq!(energy_mwh("abc", "Wh"), None);
+        assert_eq!(energy_mwh("1", "varh"), None);
+        assert_eq!(
+            timestamp_ms("2026-11-24T18:00:00.250Z"),
+            Some(1_795_543_200_250)
+        );
+        assert_eq!(timestamp_ms("yesterday"), None);
+    }
+}

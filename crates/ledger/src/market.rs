@@ -83,6 +83,7 @@ const TAG_GRID_EVENT: u8 = 15;
 const TAG_DEVICE_KEY: u8 = 16;
 const TAG_DEVICE_READING: u8 = 17;
 const TAG_VERIFIED_EXPORT: u8 = 18;
+const TAG_OWNED_DEVICE: u8 = 19;
 
 /// The account that holds every locked token (bids' escrow, asks' collateral). No key controls
 /// it: only clearing and settlement move its tokens.
@@ -842,6 +843,40 @@ fn producing_mwh(devs: &[Device]) -> u64 {
         .sum()
 }
 
+fn owned_device_key(owner: &Address, device: &Address) -> Vec<u8> {
+    let mut rest = owner.0.to_vec();
+    rest.extend_from_slice(&device.0);
+    kv::key(TAG_OWNED_DEVICE, owner_group(owner), &rest)
+}
+
+fn owned_devices_prefix(owner: &Address) -> Vec<u8> {
+    kv::key(TAG_OWNED_DEVICE, owner_group(owner), &owner.0)
+}
+
+/// The devices with their own keys an account owns (any status).
+pub fn owned_devices(o: &Overlay<'_>, owner: &Address) -> Vec<(Address, DeviceIdentity)> {
+    o.kv_scan(&owned_devices_prefix(owner))
+        .into_iter()
+        .map(|(k, _)| {
+            let device = Address(k[k.len() - 32..].try_into().expect("owned device key"));
+            let id = dec(&o
+                .kv_get(&device_key_key(&device))
+                .expect("an owned device exists"));
+            (device, id)
+        })
+        .collect()
+}
+
+/// Most energy an owner's devices, with or without their own keys, deliver in one slot.
+fn owner_producing_mwh(o: &Overlay<'_>, owner: &Address) -> u64 {
+    let keyed: u64 = owned_devices(o, owner)
+        .iter()
+        .filter(|(_, d)| d.status == DeviceStatus::Active && d.info.kind.produces())
+        .map(|(_, d)| u64::from(d.info.capacity_w) * MWH_PER_W_PER_SLOT)
+        .sum();
+    producing_mwh(&devices(o, owner)).saturating_add(keyed)
+}
+
 /// The proof-of-generation check of a slot's device readings (at its settlement): PV readings
 /// through `gridmesh_physics::pog::check_slot` (register, rating, clear sky, neighbours by the
 /// first level of their market area), other devices through the register and rating checks.
@@ -1099,7 +1134,7 @@ pub(crate) fn apply(
                     value_ceil(energy_mwh, price)
                 }
                 Side::Ask => {
-                    let max_mwh = producing_mwh(&devices(o, &sender));
+                    let max_mwh = owner_producing_mwh(o, &sender);
                     if max_mwh == 0 {
                         return Err(MarketTxError::NoProducingDevice.into());
                     }
@@ -1191,10 +1226,10 @@ pub(crate) fn apply(
                 return Err(MarketTxError::ReadingTooLate { slot, deadline_ms }.into());
             }
             let devs = devices(o, &sender);
-            if devs.is_empty() {
+            if devs.is_empty() && owned_devices(o, &sender).is_empty() {
                 return Err(MarketTxError::NoDevice.into());
             }
-            let max_export = producing_mwh(&devs);
+            let max_export = owner_producing_mwh(o, &sender);
             if export_mwh > max_export {
                 return Err(MarketTxError::ExportAboveCapacity {
                     export_mwh,
@@ -1279,6 +1314,9 @@ pub(crate) fn apply(
             if o.kv_get(&device_key_key(device)).is_some() {
                 return Err(MarketTxError::DeviceExists(*device).into());
             }
+            if owned_devices(o, &sender).len() >= MAX_DEVICES_PER_OWNER as usize {
+                return Err(MarketTxError::TooManyDevices.into());
+            }
             if bond.0 < cfg.min_device_bond {
                 return Err(MarketTxError::BondTooSmall {
                     got: bond.0,
@@ -1307,6 +1345,7 @@ pub(crate) fn apply(
                     register_mwh: None,
                 }),
             );
+            o.kv_put(owned_device_key(&sender, device), Vec::new());
             Ok(vec![Event::DeviceKeyRegistered { device: *device }])
         }
         TxKind::TransferDevice { device, to } => {
@@ -1314,8 +1353,13 @@ pub(crate) fn apply(
             if *to == sender {
                 return Err(MarketTxError::TransferToSelf.into());
             }
+            if owned_devices(o, to).len() >= MAX_DEVICES_PER_OWNER as usize {
+                return Err(MarketTxError::TooManyDevices.into());
+            }
             d.owner = *to;
             o.kv_put(device_key_key(device), enc(&d));
+            o.kv_delete(owned_device_key(&sender, device));
+            o.kv_put(owned_device_key(to, device), Vec::new());
             Ok(vec![Event::DeviceTransferred {
                 device: *device,
                 to: *to,

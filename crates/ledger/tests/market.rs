@@ -1671,3 +1671,50 @@ proptest! {
         prop_assert_eq!(net.escrow(), 0);
     }
 }
+
+/// A device registered with its own key backs its owner's asks (no legacy registration needed);
+/// handed to another account, it backs theirs instead.
+#[test]
+fn keyed_devices_back_their_owners_asks() {
+    let mut net = Net::with_grid_operator(4);
+    let (alice, bob) = (1, 2);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    let pv = Keypair::from_seed([90; 32]);
+    let ask = || order(Side::Ask, 1_000, 100, "street-1/house-a");
+    assert_eq!(
+        market_err(net.one(t0, alice, ask())),
+        MarketTxError::NoProducingDevice
+    );
+    register_device(
+        &mut net,
+        t0 + 1,
+        alice,
+        &pv,
+        DeviceKind::Pv,
+        "street-1/house-a",
+    );
+    net.one(t0 + 2, alice, ask()).unwrap();
+    net.one(
+        t0 + 3,
+        alice,
+        TxKind::TransferDevice {
+            device: pv.address(),
+            to: net.keys[bob].address(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        market_err(net.one(t0 + 4, alice, ask())),
+        MarketTxError::NoProducingDevice
+    );
+    net.one(t0 + 5, bob, ask()).unwrap();
+    // Above what a 7.3 kW array delivers in a quarter hour (1.825 kWh): refused.
+    assert!(matches!(
+        market_err(net.one(
+            t0 + 6,
+            bob,
+            order(Side::Ask, 2_000, 100, "street-1/house-b")
+        )),
+        MarketTxError::AskAboveCapacity { .. }
+    ));
+}

@@ -28,7 +28,8 @@
 //! (register, rating, clear sky; not the statistical neighbour check) opens a dispute that
 //! slashes when the window has passed, unless the grid operator dismisses it. A slash takes
 //! `slash_percent` of the bond: `reporter_percent` of it to the reporter, the rest to the
-//! community fund; the device is marked slashed and can report no more.
+//! community fund; the device is marked slashed and can report no more, and its owner forfeits
+//! the points of that epoch if it has not closed yet.
 //!
 //! # Supply
 //!
@@ -198,6 +199,8 @@ pub struct Points {
     pub value: u128,
     /// Minted to the owner when the epoch closed.
     pub reward: u128,
+    /// A device of the owner was slashed for a reading of this epoch: no reward for it.
+    pub forfeited: bool,
 }
 
 /// A closed epoch.
@@ -415,6 +418,9 @@ pub(crate) fn add_points(
     let epoch = cfg.epoch_of(slot);
     let k = points_key(epoch, owner);
     let mut p: Points = o.kv_get(&k).map(|b| dec(&b)).unwrap_or_default();
+    if p.forfeited {
+        return;
+    }
     p.renewable_mwh = p.renewable_mwh.saturating_add(renewable_mwh);
     p.flexibility_mwh = p.flexibility_mwh.saturating_add(flexibility_mwh);
     p.value = p.value.saturating_add(value);
@@ -556,7 +562,7 @@ pub(crate) fn apply(
                     .map_err(|e| EconomicsError::EvidenceRejected(e.to_string()))?;
                     dispute.evidence = "commitment".into();
                     dispute.finding = c.describe().into();
-                    let events = slash(o, &cfg, device, &mut dispute);
+                    let events = slash(o, &cfg, device, *slot, &mut dispute);
                     o.kv_put(dispute_key(*slot, device), enc(&dispute));
                     Ok(events)
                 }
@@ -694,11 +700,13 @@ pub(crate) fn apply(
     }
 }
 
-/// Slashes the device's bond for `dispute` (upheld) and marks the device slashed.
+/// Slashes the device's bond for `dispute` (upheld), marks the device slashed, and forfeits its
+/// owner's points of the reading's epoch if that epoch has not closed yet.
 fn slash(
     o: &mut Overlay<'_>,
     cfg: &EconomicsConfig,
     device: &Address,
+    slot: u64,
     dispute: &mut Dispute,
 ) -> Vec<Event> {
     let k = lm::device_key_key(device);
@@ -719,6 +727,14 @@ fn slash(
         id.status = DeviceStatus::Slashed;
     }
     o.kv_put(k, enc(&id));
+    let epoch = cfg.epoch_of(slot);
+    if o.kv_get(&epoch_key(epoch)).is_none() {
+        let pk = points_key(epoch, &dispute.owner);
+        let mut p: Points = o.kv_get(&pk).map(|b| dec(&b)).unwrap_or_default();
+        p.value = 0;
+        p.forfeited = true;
+        o.kv_put(pk, enc(&p));
+    }
     dispute.state = DisputeState::Upheld;
     dispute.slashed = amount;
     dispute.to_reporter = to_reporter;
@@ -757,7 +773,7 @@ pub(crate) fn begin_block(o: &mut Overlay<'_>, timestamp_ms: u64) {
         let dk = dispute_key(slot, &device);
         let mut d: Dispute = dec(&o.kv_get(&dk).expect("a due dispute exists"));
         if d.state == DisputeState::Open {
-            slash(o, &cfg, &device, &mut d);
+            slash(o, &cfg, &device, slot, &mut d);
             o.kv_put(dk, enc(&d));
         }
     }

@@ -53,6 +53,8 @@ pub struct DemoReport {
     /// The traded slot as `GET /v1/market/slots/{slot}` shows it once settled.
     pub market: crate::market_view::SlotView,
     pub grid: DemoGrid,
+    /// Devices with their own keys, proof of generation, fraud, rewards and a community asset.
+    pub devices: crate::demo_devices::DemoDevices,
 }
 
 /// The grid layer on the shipped examples.
@@ -298,6 +300,7 @@ fn script(
         households,
         market,
         grid: grid_part(say)?,
+        devices: crate::demo_devices::devices_part(say)?,
     })
 }
 

@@ -21,6 +21,7 @@ pub mod bench_net;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod demo_devices;
 pub mod device_gateway;
 pub mod grid_market;
 pub mod grid_operator;

@@ -329,6 +329,11 @@ fn demo_runs_and_reports_json() {
         report["grid"]["island"]["outages"][1]["critical_load_served_pct"],
         100.0
     );
+    // The devices part: both liars slashed, the supply reconciled after the epoch's rewards.
+    let d = &report["devices"];
+    assert_eq!(d["slashed"].as_array().unwrap().len(), 2, "{d}");
+    assert_eq!(d["supply_reconciled"], true);
+    assert!(stderr_has_devices_line(&out.stderr));
     assert_eq!(report["transfers"].as_array().unwrap().len(), 9);
     assert_eq!(report["refused"].as_array().unwrap().len(), 4);
     for r in report["refused"].as_array().unwrap() {
@@ -413,4 +418,8 @@ fn batch_submission_admits_each_transaction_on_its_own() {
         }
         other => panic!("expected 400, got {other:?}"),
     }
+}
+
+fn stderr_has_devices_line(stderr: &[u8]) -> bool {
+    String::from_utf8_lossy(stderr).contains("devices: the day's epoch minted")
 }

@@ -1366,13 +1366,20 @@ pub(crate) fn apply(
             }])
         }
         TxKind::DecommissionDevice { device } => {
-            let mut d = own_active_device(o, &sender, device)?;
+            // A slashed device may be retired too: what is left of its bond returns.
+            let mut d = match own_active_device(o, &sender, device) {
+                Err(MarketTxError::DeviceSlashed(_)) => {
+                    dec(&o.kv_get(&device_key_key(device)).expect("checked above"))
+                }
+                other => other?,
+            };
             o.move_funds(device_bond_account(), sender, Amount(d.bond))
                 .expect("the bond account holds every active device's bond");
             let refund = d.bond;
             d.bond = 0;
             d.status = DeviceStatus::Decommissioned;
             o.kv_put(device_key_key(device), enc(&d));
+            o.kv_delete(owned_device_key(&sender, device));
             Ok(vec![Event::DeviceDecommissioned {
                 device: *device,
                 refund: Amount(refund),

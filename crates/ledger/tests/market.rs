@@ -1473,6 +1473,16 @@ fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
         MarketTxError::DeviceSlashed(meter.address())
     );
 
+    // Its owner may still retire it (what is left of the bond, here nothing, returns).
+    net.one(
+        slot_start_ms(SLOT + 2) + 2,
+        alice,
+        TxKind::DecommissionDevice {
+            device: meter.address(),
+        },
+    )
+    .unwrap();
+
     // Physics: both PV readings were held (more than their rating allows). A report opens a
     // dispute that only the window, or the grid operator, decides.
     let ts = net.chain.head().timestamp_ms + 10;

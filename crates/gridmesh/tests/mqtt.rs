@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    get_json, gridmesh, interop_script, new_key, python, stdout_json, wait_for, Mosquitto, NodeProc,
+    get_json, gridmesh, interop_script, new_key, python, stdout_json, wait_for, GatewayNode,
+    Mosquitto,
 };
 use std::process::Command;
 
@@ -20,56 +21,16 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (gw_key, gateway) = new_key(dir.path(), "gateway");
     let port = broker.port.to_string();
-    let node = NodeProc::start(
-        &data,
-        &[
-            "--mqtt",
-            &format!("127.0.0.1:{port}"),
-            "--gateway-key",
-            &gw_key,
-        ],
-    );
-    let url = node.url.clone();
-    let faucet = data.join("faucet.key").display().to_string();
-    let (owner_key, owner) = new_key(dir.path(), "owner");
-    run(&[
-        "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "50", "--node", &url,
-        "--json",
-    ]);
+    let g = GatewayNode::start(dir.path(), &broker);
+    let (url, owner_key, owner, faucet) = (g.url.clone(), &g.owner_key, &g.owner, &g.faucet);
+    let (_, gateway) = new_key(dir.path(), "holder");
     let mut devices = Vec::new();
     for name in ["honest", "liar"] {
         let (device_key, device) = new_key(dir.path(), name);
-        run(&[
-            "tx",
-            "register-device",
-            "--kind",
-            "battery",
-            "--capacity-kw",
-            "5",
-            "--device-key",
-            &device_key,
-            "--location",
-            "street-1/house-1",
-            "--latitude",
-            "47.37",
-            "--longitude",
-            "8.54",
-            "--bond",
-            "10",
-            "--key",
-            &owner_key,
-            "--node",
-            &url,
-            "--json",
-        ]);
+        g.register_device(&device_key, "battery", "5", "street-1/house-1");
         devices.push((device_key, device));
     }
-    wait_for("the gateway to connect", || {
-        get_json(&format!("{url}/v1/gateway"))["stats"]["connected"] == true
-    });
     let status = get_json(&format!("{url}/v1/status"));
     let chain = status["chain_id"].as_str().unwrap().to_string();
     let now_ms = std::time::SystemTime::now()
@@ -153,14 +114,14 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     // and is refused with the reason. The owner may not report its own device at all.
     let (reporter_key, reporter) = new_key(dir.path(), "reporter");
     run(&[
-        "tx", "transfer", "--key", &faucet, "--to", &reporter, "--amount", "1", "--node", &url,
+        "tx", "transfer", "--key", faucet, "--to", &reporter, "--amount", "1", "--node", &url,
         "--json",
     ]);
     let proof_hex = p["proof_hex"].as_str().unwrap();
     let slot_arg = slot.to_string();
     for (key, needle) in [
         (&reporter_key, "consistent with the reading"),
-        (&owner_key, "cannot report its own device"),
+        (owner_key, "cannot report its own device"),
     ] {
         let out = gridmesh(&[
             "tx",
@@ -192,7 +153,7 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         "--value-per-kwh",
         "0.5",
         "--key",
-        &owner_key,
+        owner_key,
         "--node",
         &url,
     ]);
@@ -217,5 +178,5 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     assert_eq!(s["reconciled"], true, "{s}");
     assert_eq!(s["device_bonds"], "20");
     assert_eq!(s["minted"], "0");
-    node.terminate();
+    g.node.terminate();
 }

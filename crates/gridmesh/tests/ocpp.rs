@@ -6,9 +6,7 @@
 
 mod common;
 
-use common::{
-    free_port, get_json, gridmesh, new_key, python, stdout_json, wait_for, Mosquitto, NodeProc,
-};
+use common::{free_port, get_json, new_key, python, wait_for, GatewayNode, Mosquitto};
 use std::process::{Command, Stdio};
 
 #[test]
@@ -17,44 +15,10 @@ fn an_ocpp_charge_point_is_smart_charged_and_metered_onto_the_gateway() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (gw_key, _) = new_key(dir.path(), "gateway");
-    let mqtt = format!("127.0.0.1:{}", broker.port);
-    let node = NodeProc::start(&data, &["--mqtt", &mqtt, "--gateway-key", &gw_key]);
-    let url = node.url.clone();
-    let faucet = data.join("faucet.key").display().to_string();
-    let (owner_key, owner) = new_key(dir.path(), "owner");
+    let g = GatewayNode::start(dir.path(), &broker);
+    let (url, mqtt) = (g.url.clone(), g.mqtt.clone());
     let (charger_key, charger) = new_key(dir.path(), "charger");
-    stdout_json(&gridmesh(&[
-        "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "20", "--node", &url,
-        "--json",
-    ]));
-    stdout_json(&gridmesh(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "ev-charger",
-        "--capacity-kw",
-        "11",
-        "--device-key",
-        &charger_key,
-        "--location",
-        "street-1/house-2",
-        "--latitude",
-        "47.37",
-        "--longitude",
-        "8.54",
-        "--bond",
-        "10",
-        "--key",
-        &owner_key,
-        "--node",
-        &url,
-        "--json",
-    ]));
-    wait_for("the gateway to connect", || {
-        get_json(&format!("{url}/v1/gateway"))["stats"]["connected"] == true
-    });
+    g.register_device(&charger_key, "ev-charger", "11", "street-1/house-2");
 
     let port = free_port();
     let cs = Command::new(common::BIN)
@@ -145,9 +109,7 @@ fn an_ocpp_charge_point_is_smart_charged_and_metered_onto_the_gateway() {
     assert_eq!(event("meter_values").len(), 3);
 
     // The transaction's registers (start, 3 meter values, stop) are signed samples in the node.
-    wait_for("the charger's samples in the node", || {
-        get_json(&format!("{url}/v1/gateway"))["stats"]["samples"]["accepted"] == 5
-    });
+    wait_for("the charger's samples in the node", || g.accepted() == 5);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -162,5 +124,5 @@ fn an_ocpp_charge_point_is_smart_charged_and_metered_onto_the_gateway() {
         })
         .sum();
     assert_eq!(total, 5);
-    node.terminate();
+    g.node.terminate();
 }

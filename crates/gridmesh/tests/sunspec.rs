@@ -7,7 +7,7 @@
 mod common;
 
 use common::{
-    free_port, get_json, gridmesh, new_key, python, stdout_json, wait_for, Mosquitto, NodeProc,
+    free_port, get_json, gridmesh, new_key, python, stdout_json, wait_for, GatewayNode, Mosquitto,
 };
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -120,43 +120,9 @@ fn a_pymodbus_sunspec_inverter_is_read_limited_with_reversion_and_reaches_the_le
     let Some(broker) = Mosquitto::start() else {
         return;
     };
-    let data = dir.path().join("data");
-    let (gw_key, _) = new_key(dir.path(), "gateway");
-    let mqtt = format!("127.0.0.1:{}", broker.port);
-    let node = NodeProc::start(&data, &["--mqtt", &mqtt, "--gateway-key", &gw_key]);
-    let url = node.url.clone();
-    let faucet = data.join("faucet.key").display().to_string();
-    let (owner_key, owner) = new_key(dir.path(), "owner");
-    stdout_json(&gridmesh(&[
-        "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "20", "--node", &url,
-        "--json",
-    ]));
-    stdout_json(&gridmesh(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "pv",
-        "--capacity-kw",
-        "5",
-        "--device-key",
-        &key,
-        "--location",
-        "street-1/house-9",
-        "--latitude",
-        "47.37",
-        "--longitude",
-        "8.54",
-        "--bond",
-        "10",
-        "--key",
-        &owner_key,
-        "--node",
-        &url,
-        "--json",
-    ]));
-    wait_for("the gateway to connect", || {
-        get_json(&format!("{url}/v1/gateway"))["stats"]["connected"] == true
-    });
+    let g = GatewayNode::start(dir.path(), &broker);
+    let (url, mqtt) = (g.url.clone(), g.mqtt.clone());
+    g.register_device(&key, "pv", "5", "street-1/house-9");
     let run = stdout_json(&gridmesh(&[
         "device",
         "sunspec",
@@ -177,7 +143,7 @@ fn a_pymodbus_sunspec_inverter_is_read_limited_with_reversion_and_reaches_the_le
     assert_eq!(run["samples_published"], 8, "{run}");
     assert_eq!(run["failures"], 0);
     wait_for("the adapter's samples in the node's store", || {
-        get_json(&format!("{url}/v1/gateway"))["stats"]["samples"]["accepted"] == 8
+        g.accepted() == 8
     });
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -188,5 +154,5 @@ fn a_pymodbus_sunspec_inverter_is_read_limited_with_reversion_and_reaches_the_le
     let prev = get_json(&format!("{url}/v1/telemetry/{device}/{}", slot - 1));
     let stored = c["samples"].as_u64().unwrap() + prev["samples"].as_u64().unwrap();
     assert_eq!(stored, 8, "{c} {prev}");
-    node.terminate();
+    g.node.terminate();
 }

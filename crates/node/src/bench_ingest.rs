@@ -9,12 +9,10 @@
 //! - `mqtt`: the same through a Mosquitto broker: a publisher with QoS 1, the node's gateway
 //!   subscribed, from the first publish to the last sample committed.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use gridmesh_gateway::ingest::IngestLimits;
 use gridmesh_gateway::mqtt::{publish_all, MqttConfig, MqttGateway, ReadingSink};
 use gridmesh_gateway::{DeviceLimits, Ingestor, TelemetryStore};
@@ -139,50 +137,6 @@ impl ReadingSink for NoSink {
     }
 }
 
-/// A Mosquitto of the bench's own on a free port.
-struct Broker(Child, u16, #[allow(dead_code)] tempfile::TempDir);
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_mosquitto() -> anyhow::Result<Broker> {
-    let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .context("mosquitto is not installed (./scripts/setup installs it)")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let conf = tempfile::tempdir()?;
-    let file = conf.path().join("mosquitto.conf");
-    std::fs::write(
-        &file,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nmax_inflight_messages 0\n"
-        ),
-    )?;
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting mosquitto")?;
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!("mosquitto did not listen on {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Broker(child, port, conf))
-}
-
 pub fn run(o: &IngestBenchOptions) -> anyhow::Result<Vec<IngestBenchRow>> {
     if o.devices == 0 || o.seconds == 0 || o.per_message == 0 || o.per_message > 1_024 {
         bail!("devices and seconds must be positive, per-message 1 to 1024");
@@ -236,9 +190,9 @@ pub fn run(o: &IngestBenchOptions) -> anyhow::Result<Vec<IngestBenchRow>> {
     drop(ing);
 
     if o.mqtt {
-        let broker = start_mosquitto()?;
+        let broker = crate::broker::LocalMosquitto::start()?;
         let (_dir, ing) = setup(&keys, o.batch_samples)?;
-        let mut cfg = MqttConfig::new("127.0.0.1", broker.1, CHAIN);
+        let mut cfg = MqttConfig::new("127.0.0.1", broker.port, CHAIN);
         cfg.batch_samples = o.batch_samples;
         let gw = MqttGateway::start(cfg.clone(), ing, Arc::new(NoSink))?;
         let start = Instant::now();
@@ -259,7 +213,7 @@ pub fn run(o: &IngestBenchOptions) -> anyhow::Result<Vec<IngestBenchRow>> {
             })
             .collect();
         let start = Instant::now();
-        publish_all("127.0.0.1", broker.1, "bench-publisher", messages)
+        publish_all("127.0.0.1", broker.port, "bench-publisher", messages)
             .map_err(|e| anyhow::anyhow!(e))?;
         loop {
             let s = gw.stats();

@@ -18,6 +18,7 @@ pub mod bench_grid;
 pub mod bench_ingest;
 pub mod bench_market;
 pub mod bench_net;
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -183,62 +183,94 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Mosquitto broker on a free port of 127.0.0.1, killed on drop.
-pub struct Mosquitto {
-    child: Child,
-    pub port: u16,
-    _conf: tempfile::TempDir,
-}
+/// A Mosquitto broker on a free port of 127.0.0.1 (killed on drop); `None` to skip.
+pub struct Mosquitto(gridmesh_node::broker::LocalMosquitto);
 
-impl Mosquitto {
-    /// Starts Mosquitto (the Debian package `./scripts/setup` installs); `None` to skip.
-    pub fn start() -> Option<Mosquitto> {
-        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-            .into_iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.exists());
-        let Some(bin) = bin else {
-            require_interop("mosquitto is not installed: run ./scripts/setup");
-            return None;
-        };
-        let conf = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let file = conf.path().join("mosquitto.conf");
-        std::fs::write(
-            &file,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 100000\nmax_inflight_messages 1000\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "mosquitto never listened"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Mosquitto {
-            child,
-            port,
-            _conf: conf,
-        })
+impl std::ops::Deref for Mosquitto {
+    type Target = gridmesh_node::broker::LocalMosquitto;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Mosquitto {
+    pub fn start() -> Option<Mosquitto> {
+        if gridmesh_node::broker::mosquitto_binary().is_none() {
+            require_interop("mosquitto is not installed: run ./scripts/setup");
+            return None;
+        }
+        Some(Mosquitto(
+            gridmesh_node::broker::LocalMosquitto::start().expect("start mosquitto"),
+        ))
+    }
+}
+
+/// A node running a device gateway on a broker, and an owner account with 50 tokens.
+pub struct GatewayNode {
+    pub node: NodeProc,
+    pub url: String,
+    pub mqtt: String,
+    pub owner_key: String,
+    pub owner: String,
+    pub faucet: String,
+}
+
+impl GatewayNode {
+    pub fn start(dir: &Path, broker: &Mosquitto) -> GatewayNode {
+        let data = dir.join("data");
+        let (gw_key, _) = new_key(dir, "gateway");
+        let mqtt = format!("127.0.0.1:{}", broker.port);
+        let node = NodeProc::start(&data, &["--mqtt", &mqtt, "--gateway-key", &gw_key]);
+        let url = node.url.clone();
+        let faucet = data.join("faucet.key").display().to_string();
+        let (owner_key, owner) = new_key(dir, "owner");
+        stdout_json(&gridmesh(&[
+            "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "50", "--node", &url,
+            "--json",
+        ]));
+        wait_for("the gateway to connect", || {
+            get_json(&format!("{url}/v1/gateway"))["stats"]["connected"] == true
+        });
+        GatewayNode {
+            node,
+            url,
+            mqtt,
+            owner_key,
+            owner,
+            faucet,
+        }
+    }
+
+    /// Registers a device of the owner with its own key (Zurich, 10 tokens bonded).
+    pub fn register_device(&self, device_key: &str, kind: &str, capacity_kw: &str, location: &str) {
+        stdout_json(&gridmesh(&[
+            "tx",
+            "register-device",
+            "--kind",
+            kind,
+            "--capacity-kw",
+            capacity_kw,
+            "--device-key",
+            device_key,
+            "--location",
+            location,
+            "--latitude",
+            "47.37",
+            "--longitude",
+            "8.54",
+            "--bond",
+            "10",
+            "--key",
+            &self.owner_key,
+            "--node",
+            &self.url,
+            "--json",
+        ]));
+    }
+
+    /// Samples the gateway has accepted so far.
+    pub fn accepted(&self) -> serde_json::Value {
+        get_json(&format!("{}/v1/gateway", self.url))["stats"]["samples"]["accepted"].clone()
     }
 }
 

@@ -23,18 +23,23 @@ pub fn root(leaves: &[Hash32]) -> Hash32 {
     }
     let mut level: Vec<Hash32> = leaves.to_vec();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node_hash(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(&level);
     }
     level[0]
+}
+
+/// The level above: pairs hashed, an odd last node carried up.
+fn next_level(level: &[Hash32]) -> Vec<Hash32> {
+    level
+        .chunks(2)
+        .map(|p| {
+            if p.len() == 2 {
+                node_hash(&p[0], &p[1])
+            } else {
+                p[0]
+            }
+        })
+        .collect()
 }
 
 /// The most levels a proof may have: 2^40 leaves is far beyond any tree we build.
@@ -54,16 +59,7 @@ pub fn proof(leaves: &[Hash32], index: usize) -> Option<Vec<Hash32>> {
         if sibling < level.len() {
             path.push(level[sibling]);
         }
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node_hash(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(&level);
         i /= 2;
     }
     Some(path)

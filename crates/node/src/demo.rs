@@ -4,7 +4,8 @@
 //! 15-minute market slot passes in 1.5 s), creates household accounts, moves tokens between them
 //! with real signed transactions over the node's HTTP API, lets them trade one market slot (devices,
 //! orders, clearing at gate closure, meter readings, settlement), shows that bad transactions are
-//! refused, and prints what the ledger committed.
+//! refused, and prints what the ledger committed. Then the grid examples (`grid_part`) and a day of
+//! devices and token economics on a street (`crate::demo_devices`).
 
 use std::time::Duration;
 

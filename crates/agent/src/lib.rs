@@ -1,0 +1,17 @@
+//! Energy agents. This first part: forecasts at 15-minute resolution.
+//!
+//! - [`data`]: the public reference data turned into 15-minute series (pure parsers over text):
+//!   a test reference year's weather (DWD TRY, hourly), PV production of an array under it, and a
+//!   household's load from the BDEW standard load profile.
+//! - [`forecast`]: forecasters (persistence, seasonal naive, smart persistence for PV) behind
+//!   one trait, so evaluation and agents do not care which one runs.
+//! - [`eval`]: rolling-origin evaluation: MAE, RMSE and skill against persistence by horizon.
+//!
+//! Floats throughout: forecasts never enter consensus; agents turn them into orders (integers).
+
+pub mod data;
+pub mod eval;
+pub mod forecast;
+
+/// Quarter hours in a day.
+pub const SLOTS_PER_DAY: usize = 96;

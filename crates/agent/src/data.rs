@@ -84,6 +84,25 @@ fn hour_of_slot(slot: usize) -> usize {
     (slot / 4 + 1) % 8_760
 }
 
+/// Cloud cover (octas) and temperature (°C) of each quarter hour of 2010 (UTC slots), from the
+/// hour it falls in.
+pub fn weather_per_slot(weather: &[WeatherHour]) -> (Vec<f64>, Vec<f64>) {
+    (0..SLOTS_2010)
+        .map(|s| {
+            let w = &weather[hour_of_slot(s)];
+            (f64::from(w.cloud_octas), w.temperature_c)
+        })
+        .unzip()
+}
+
+/// The day type (0 Saturday, 1 Sunday/holiday, 2 working day) of each quarter hour of 2010 (UTC
+/// slots, local days).
+pub fn day_types() -> Vec<u8> {
+    (0..SLOTS_2010)
+        .map(|s| calendar(((s + 4) % SLOTS_2010) / 96).1 as u8)
+        .collect()
+}
+
 /// A fixed PV array.
 #[derive(Clone, Copy, Debug)]
 pub struct PvArray {

@@ -40,11 +40,23 @@ pub fn evaluate(
     to: usize,
     stride: usize,
 ) -> Vec<Score> {
+    let origins: Vec<usize> = (from..to.min(y.len()).saturating_sub(95))
+        .step_by(stride.max(1))
+        .collect();
+    evaluate_at(y, forecasters, ctx, &origins)
+}
+
+/// Scores each forecaster on the given origins (those with a whole day ahead in the series).
+pub fn evaluate_at(
+    y: &[f64],
+    forecasters: &[&dyn Forecaster],
+    ctx: &Context,
+    origins: &[usize],
+) -> Vec<Score> {
     let horizon = 96;
     let mut sums: Vec<Vec<(f64, f64, usize)>> =
         vec![vec![(0.0, 0.0, 0); BANDS.len()]; forecasters.len()];
-    let mut origin = from;
-    while origin + horizon <= to.min(y.len()) {
+    for &origin in origins.iter().filter(|o| **o + horizon <= y.len()) {
         for (f, fc) in forecasters.iter().enumerate() {
             let p = fc.forecast(y, origin, horizon, ctx);
             for (h, v) in p.iter().enumerate() {
@@ -59,7 +71,6 @@ pub fn evaluate(
                 s.2 += 1;
             }
         }
-        origin += stride.max(1);
     }
     let rmse = |s: &(f64, f64, usize)| (s.1 / s.2.max(1) as f64).sqrt();
     let base: Vec<f64> = sums[0].iter().map(rmse).collect();

@@ -5,6 +5,8 @@
 //!   household's load from the BDEW standard load profile.
 //! - [`forecast`]: forecasters (persistence, seasonal naive, smart persistence for PV) behind
 //!   one trait, so evaluation and agents do not care which one runs.
+//! - [`learned`]: gradient-boosted trees (smartcore) on calendar features, the recent past, the
+//!   clear-sky profile and a weather forecast.
 //! - [`eval`]: rolling-origin evaluation: MAE, RMSE and skill against persistence by horizon.
 //!
 //! Floats throughout: forecasts never enter consensus; agents turn them into orders (integers).
@@ -12,6 +14,7 @@
 pub mod data;
 pub mod eval;
 pub mod forecast;
+pub mod learned;
 
 /// Quarter hours in a day.
 pub const SLOTS_PER_DAY: usize = 96;

@@ -7,6 +7,9 @@
 //!   one trait, so evaluation and agents do not care which one runs.
 //! - [`learned`]: gradient-boosted trees (smartcore) on calendar features, the recent past, the
 //!   clear-sky profile and a weather forecast.
+//! - [`schedule`]: a home's least-cost schedule of battery, EV and deferrable loads (a linear
+//!   program; binaries only where the relaxation would import and export at once), with
+//!   infeasible requests explained and a safe fallback.
 //! - [`eval`]: rolling-origin evaluation: MAE, RMSE and skill against persistence by horizon.
 //!
 //! Floats throughout: forecasts never enter consensus; agents turn them into orders (integers).
@@ -15,6 +18,7 @@ pub mod data;
 pub mod eval;
 pub mod forecast;
 pub mod learned;
+pub mod schedule;
 
 /// Quarter hours in a day.
 pub const SLOTS_PER_DAY: usize = 96;

@@ -1,0 +1,584 @@
+//! A home's schedule: battery, EV and deferrable loads over the next slots at least cost.
+//!
+//! A linear program (good_lp over microlp, pure Rust). Per slot `t` (Δt = 0.25 h), in kW:
+//!
+//! ```text
+//! import_t − export_t = load_t − (pv_t − curtail_t) + charge_t − discharge_t + ev_t + Σ_k run_k,t
+//! soc_t = soc_{t−1} + (η_c · charge_t − discharge_t / η_d) · Δt,   reserve ≤ soc_t ≤ capacity
+//! Σ_t ev_t · Δt ≥ EV energy needed,   ev_t = 0 outside its plug-in window
+//! Σ_t run_k,t · Δt = E_k,             run_k,t = 0 outside its window
+//! minimise Σ_t Δt · (price_import_t · import_t − price_export_t · export_t)
+//!          + ε₁ · Σ_t (charge_t + discharge_t) · Δt        (cycle less)
+//!          + ε₂ · Σ_t t · (charge_t + ev_t + Σ_k run_k,t) · Δt  (then charge earlier)
+//! ```
+//!
+//! Never both ways at once: the LP is solved first; if any slot both imports and exports, or
+//! charges and discharges (possible only when a price makes wasting energy pay), the problem is
+//! solved again with a binary direction per slot for those slots (a MILP).
+//!
+//! A request that cannot be met is explained before solving (which constraint, by how much) and
+//! the home gets a safe plan instead: battery idle, EV charging at full power from plug-in,
+//! deferrable loads at the start of their windows.
+
+use good_lp::{
+    constraint, microlp, variable, variables, Expression, ResolutionError, Solution, SolverModel,
+    Variable,
+};
+use serde::Serialize;
+
+/// Hours per slot.
+pub const DT_H: f64 = 0.25;
+/// The most slots a schedule covers (48 h).
+pub const MAX_SLOTS: usize = 192;
+const EPS_CYCLE: f64 = 1e-4;
+const EPS_EARLY: f64 = 1e-7;
+const TOL_KW: f64 = 1e-6;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Battery {
+    pub capacity_kwh: f64,
+    pub power_kw: f64,
+    pub charge_efficiency: f64,
+    pub discharge_efficiency: f64,
+    pub initial_kwh: f64,
+    /// Kept for outages: the schedule never goes below it.
+    pub reserve_kwh: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Ev {
+    pub power_kw: f64,
+    pub energy_needed_kwh: f64,
+    /// Plugged in from `arrival` (slot index) to before `departure`.
+    pub arrival: usize,
+    pub departure: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Deferrable {
+    pub name: String,
+    pub energy_kwh: f64,
+    pub power_kw: f64,
+    pub earliest: usize,
+    /// It must be done before this slot.
+    pub latest: usize,
+}
+
+/// One home's problem over `load_kw.len()` slots.
+#[derive(Clone, Debug, Serialize)]
+pub struct HomeProblem {
+    pub load_kw: Vec<f64>,
+    pub pv_kw: Vec<f64>,
+    /// Tokens per kWh.
+    pub import_price: Vec<f64>,
+    pub export_price: Vec<f64>,
+    pub import_limit_kw: f64,
+    pub export_limit_kw: f64,
+    pub battery: Option<Battery>,
+    pub ev: Option<Ev>,
+    pub deferrable: Vec<Deferrable>,
+}
+
+/// Why a request cannot be met, with the numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, thiserror::Error)]
+pub enum Infeasible {
+    #[error("the EV needs {needed_kwh:.2} kWh by slot {departure} but can get at most {available_kwh:.2} kWh while plugged in ({short_kwh:.2} kWh short)")]
+    EvEnergy {
+        needed_kwh: f64,
+        available_kwh: f64,
+        short_kwh: f64,
+        departure: usize,
+    },
+    #[error("{name} needs {needed_kwh:.2} kWh in its window but can run at most {available_kwh:.2} kWh there")]
+    DeferrableWindow {
+        name: String,
+        needed_kwh: f64,
+        available_kwh: f64,
+    },
+    #[error("the battery starts at {initial_kwh:.2} kWh, below its outage reserve of {reserve_kwh:.2} kWh")]
+    BelowReserve { initial_kwh: f64, reserve_kwh: f64 },
+    #[error("in slot {slot} the home needs {needed_kw:.2} kW from the grid even with the battery at full discharge, above the import limit of {limit_kw:.2} kW")]
+    ImportLimit {
+        slot: usize,
+        needed_kw: f64,
+        limit_kw: f64,
+    },
+    #[error("the problem is malformed: {0}")]
+    Malformed(String),
+    #[error("the solver found no feasible schedule ({0})")]
+    Solver(String),
+}
+
+/// A schedule, per slot (kW) and in total.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Schedule {
+    pub import_kw: Vec<f64>,
+    pub export_kw: Vec<f64>,
+    pub charge_kw: Vec<f64>,
+    pub discharge_kw: Vec<f64>,
+    pub soc_kwh: Vec<f64>,
+    pub ev_kw: Vec<f64>,
+    pub deferrable_kw: Vec<Vec<f64>>,
+    pub curtail_kw: Vec<f64>,
+    /// Energy cost (tokens), without the tie-breaking terms.
+    pub cost: f64,
+    /// Whether binary directions were needed.
+    pub milp: bool,
+}
+
+/// The outcome: the optimal schedule, or why not and the safe plan used instead.
+#[derive(Clone, Debug, Serialize)]
+pub enum Plan {
+    Optimal(Schedule),
+    Fallback {
+        reason: Infeasible,
+        schedule: Schedule,
+    },
+}
+
+impl HomeProblem {
+    pub fn slots(&self) -> usize {
+        self.load_kw.len()
+    }
+
+    fn check(&self) -> Result<(), Infeasible> {
+        let n = self.slots();
+        let bad = |m: &str| Err(Infeasible::Malformed(m.to_string()));
+        if n == 0 || n > MAX_SLOTS {
+            return bad(&format!("1 to {MAX_SLOTS} slots"));
+        }
+        if [&self.pv_kw, &self.import_price, &self.export_price]
+            .iter()
+            .any(|v| v.len() != n)
+        {
+            return bad("load, PV and both prices must have one value per slot");
+        }
+        let all = self
+            .load_kw
+            .iter()
+            .chain(&self.pv_kw)
+            .chain(&self.import_price)
+            .chain(&self.export_price);
+        if all.clone().any(|v| !v.is_finite())
+            || self.load_kw.iter().chain(&self.pv_kw).any(|v| *v < 0.0)
+        {
+            return bad("loads and PV must be finite and non-negative, prices finite");
+        }
+        if let Some(b) = &self.battery {
+            let eff = |e: f64| e > 0.0 && e <= 1.0;
+            let valid = b.capacity_kwh > 0.0
+                && b.power_kw >= 0.0
+                && eff(b.charge_efficiency)
+                && eff(b.discharge_efficiency)
+                && b.initial_kwh <= b.capacity_kwh;
+            if !valid {
+                return bad(
+                    "battery: positive capacity, efficiencies in (0, 1], initial within capacity",
+                );
+            }
+            if b.initial_kwh + 1e-9 < b.reserve_kwh {
+                return Err(Infeasible::BelowReserve {
+                    initial_kwh: b.initial_kwh,
+                    reserve_kwh: b.reserve_kwh,
+                });
+            }
+        }
+        if let Some(ev) = &self.ev {
+            let window = ev.departure.min(n).saturating_sub(ev.arrival);
+            let available = window as f64 * ev.power_kw.min(self.import_limit_kw) * DT_H;
+            if available + 1e-9 < ev.energy_needed_kwh {
+                return Err(Infeasible::EvEnergy {
+                    needed_kwh: ev.energy_needed_kwh,
+                    available_kwh: available,
+                    short_kwh: ev.energy_needed_kwh - available,
+                    departure: ev.departure,
+                });
+            }
+        }
+        for d in &self.deferrable {
+            let window = d.latest.min(n).saturating_sub(d.earliest);
+            let available = window as f64 * d.power_kw * DT_H;
+            if available + 1e-9 < d.energy_kwh {
+                return Err(Infeasible::DeferrableWindow {
+                    name: d.name.clone(),
+                    needed_kwh: d.energy_kwh,
+                    available_kwh: available,
+                });
+            }
+        }
+        let battery_kw = self.battery.as_ref().map_or(0.0, |b| b.power_kw);
+        for t in 0..n {
+            let needed = self.load_kw[t] - self.pv_kw[t] - battery_kw;
+            if needed > self.import_limit_kw + 1e-9 {
+                return Err(Infeasible::ImportLimit {
+                    slot: t,
+                    needed_kw: needed,
+                    limit_kw: self.import_limit_kw,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The least-cost schedule, or the safe plan with the reason.
+    pub fn plan(&self) -> Plan {
+        if let Err(reason) = self.check() {
+            return Plan::Fallback {
+                schedule: match reason {
+                    // Nothing safe can be computed from inconsistent data.
+                    Infeasible::Malformed(_) => Schedule::default(),
+                    _ => self.safe_plan(),
+                },
+                reason,
+            };
+        }
+        let first = match self.solve(&[]) {
+            Ok(s) => s,
+            Err(e) => {
+                return Plan::Fallback {
+                    reason: Infeasible::Solver(e.to_string()),
+                    schedule: self.safe_plan(),
+                }
+            }
+        };
+        let both: Vec<usize> = (0..self.slots())
+            .filter(|&t| {
+                first.import_kw[t].min(first.export_kw[t]) > TOL_KW
+                    || first.charge_kw[t].min(first.discharge_kw[t]) > TOL_KW
+            })
+            .collect();
+        if both.is_empty() {
+            return Plan::Optimal(first);
+        }
+        match self.solve(&both) {
+            Ok(s) => Plan::Optimal(s),
+            Err(e) => Plan::Fallback {
+                reason: Infeasible::Solver(e.to_string()),
+                schedule: self.safe_plan(),
+            },
+        }
+    }
+
+    /// Solves the LP; slots in `binary` get a binary direction for grid and battery.
+    fn solve(&self, binary: &[usize]) -> Result<Schedule, ResolutionError> {
+        let n = self.slots();
+        let mut vars = variables!();
+        let battery_kw = self.battery.as_ref().map_or(0.0, |b| b.power_kw);
+        let mut imp = Vec::with_capacity(n);
+        let mut exp = Vec::with_capacity(n);
+        let mut ch = Vec::with_capacity(n);
+        let mut dis = Vec::with_capacity(n);
+        let mut soc = Vec::with_capacity(n);
+        let mut ev = Vec::with_capacity(n);
+        let mut curt = Vec::with_capacity(n);
+        for t in 0..n {
+            imp.push(vars.add(variable().min(0.0).max(self.import_limit_kw)));
+            exp.push(vars.add(variable().min(0.0).max(self.export_limit_kw)));
+            ch.push(vars.add(variable().min(0.0).max(battery_kw)));
+            dis.push(vars.add(variable().min(0.0).max(battery_kw)));
+            curt.push(vars.add(variable().min(0.0).max(self.pv_kw[t])));
+            let ev_max = match &self.ev {
+                Some(e) if t >= e.arrival && t < e.departure => e.power_kw,
+                _ => 0.0,
+            };
+            ev.push(vars.add(variable().min(0.0).max(ev_max)));
+            if let Some(b) = &self.battery {
+                soc.push(vars.add(variable().min(b.reserve_kwh).max(b.capacity_kwh)));
+            }
+        }
+        let runs: Vec<Vec<Variable>> = self
+            .deferrable
+            .iter()
+            .map(|d| {
+                (0..n)
+                    .map(|t| {
+                        let max = if t >= d.earliest && t < d.latest {
+                            d.power_kw
+                        } else {
+                            0.0
+                        };
+                        vars.add(variable().min(0.0).max(max))
+                    })
+                    .collect()
+            })
+            .collect();
+        let dirs: Vec<(usize, Variable, Variable)> = binary
+            .iter()
+            .map(|&t| {
+                (
+                    t,
+                    vars.add(variable().binary()),
+                    vars.add(variable().binary()),
+                )
+            })
+            .collect();
+        let mut objective = Expression::from(0.0);
+        for t in 0..n {
+            let early = EPS_EARLY * t as f64 * DT_H;
+            objective +=
+                DT_H * self.import_price[t] * imp[t] - DT_H * self.export_price[t] * exp[t];
+            objective += (EPS_CYCLE * DT_H + early) * ch[t] + EPS_CYCLE * DT_H * dis[t];
+            objective += early * ev[t];
+            for r in &runs {
+                objective += early * r[t];
+            }
+        }
+        let mut model = vars.minimise(objective).using(microlp);
+        for t in 0..n {
+            let mut demand: Expression =
+                self.load_kw[t] - self.pv_kw[t] + curt[t] + ch[t] - dis[t] + ev[t];
+            for r in &runs {
+                demand += r[t];
+            }
+            model = model.with(constraint!(imp[t] - exp[t] == demand));
+            if let Some(b) = &self.battery {
+                let prev: Expression = if t == 0 {
+                    Expression::from(b.initial_kwh)
+                } else {
+                    soc[t - 1].into()
+                };
+                model = model.with(constraint!(
+                    soc[t]
+                        == prev + DT_H * b.charge_efficiency * ch[t]
+                            - (DT_H / b.discharge_efficiency) * dis[t]
+                ));
+            }
+        }
+        if let Some(e) = &self.ev {
+            let total: Expression = ev.iter().map(|v| DT_H * *v).sum();
+            model = model.with(constraint!(total >= e.energy_needed_kwh));
+        }
+        for (d, r) in self.deferrable.iter().zip(&runs) {
+            let total: Expression = r.iter().map(|v| DT_H * *v).sum();
+            model = model.with(constraint!(total == d.energy_kwh));
+        }
+        for (t, grid_in, charging) in &dirs {
+            let t = *t;
+            model = model.with(constraint!(imp[t] <= self.import_limit_kw * *grid_in));
+            model = model.with(constraint!(
+                exp[t] <= self.export_limit_kw * (1.0 - *grid_in)
+            ));
+            model = model.with(constraint!(ch[t] <= battery_kw * *charging));
+            model = model.with(constraint!(dis[t] <= battery_kw * (1.0 - *charging)));
+        }
+        let sol = model.solve()?;
+        let v = |xs: &[Variable]| {
+            xs.iter()
+                .map(|x| sol.value(*x).max(0.0))
+                .collect::<Vec<f64>>()
+        };
+        let mut s = Schedule {
+            import_kw: v(&imp),
+            export_kw: v(&exp),
+            charge_kw: v(&ch),
+            discharge_kw: v(&dis),
+            soc_kwh: v(&soc),
+            ev_kw: v(&ev),
+            deferrable_kw: runs.iter().map(|r| v(r)).collect(),
+            curtail_kw: v(&curt),
+            cost: 0.0,
+            milp: !binary.is_empty(),
+        };
+        s.cost = self.cost_of(&s);
+        Ok(s)
+    }
+
+    /// The energy cost of a schedule (tokens).
+    pub fn cost_of(&self, s: &Schedule) -> f64 {
+        (0..self.slots())
+            .map(|t| {
+                DT_H * (self.import_price[t] * s.import_kw[t]
+                    - self.export_price[t] * s.export_kw[t])
+            })
+            .sum()
+    }
+
+    /// Battery idle, EV at full power from plug-in until charged, deferrable loads at the start
+    /// of their windows; the grid takes the rest (limits ignored: this is the plan of last resort).
+    pub fn safe_plan(&self) -> Schedule {
+        let n = self.slots();
+        let mut s = Schedule {
+            charge_kw: vec![0.0; n],
+            discharge_kw: vec![0.0; n],
+            soc_kwh: self
+                .battery
+                .as_ref()
+                .map_or(vec![], |b| vec![b.initial_kwh; n]),
+            ev_kw: vec![0.0; n],
+            deferrable_kw: vec![vec![0.0; n]; self.deferrable.len()],
+            curtail_kw: vec![0.0; n],
+            ..Default::default()
+        };
+        if let Some(e) = &self.ev {
+            let mut left = e.energy_needed_kwh;
+            for t in e.arrival..e.departure.min(n) {
+                let p = e.power_kw.min(left / DT_H);
+                s.ev_kw[t] = p;
+                left -= p * DT_H;
+            }
+        }
+        for (k, d) in self.deferrable.iter().enumerate() {
+            let mut left = d.energy_kwh;
+            for t in d.earliest..d.latest.min(n) {
+                let p = d.power_kw.min(left / DT_H);
+                s.deferrable_kw[k][t] = p;
+                left -= p * DT_H;
+            }
+        }
+        for t in 0..n {
+            let net = self.load_kw[t] - self.pv_kw[t]
+                + s.ev_kw[t]
+                + s.deferrable_kw.iter().map(|r| r[t]).sum::<f64>();
+            s.import_kw.push(net.max(0.0));
+            s.export_kw.push((-net).max(0.0));
+        }
+        s.cost = self.cost_of(&s);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evening_home() -> HomeProblem {
+        let n = 96;
+        // Cheap night (0.20), expensive evening (0.40 from 17:00 to 21:00), PV at midday.
+        let import_price: Vec<f64> = (0..n)
+            .map(|t| {
+                if (68..84).contains(&t) {
+                    0.40
+                } else if t < 24 {
+                    0.20
+                } else {
+                    0.30
+                }
+            })
+            .collect();
+        HomeProblem {
+            load_kw: vec![0.5; n],
+            pv_kw: (0..n)
+                .map(|t| if (36..64).contains(&t) { 3.0 } else { 0.0 })
+                .collect(),
+            import_price,
+            export_price: vec![0.08; n],
+            import_limit_kw: 11.0,
+            export_limit_kw: 5.0,
+            battery: Some(Battery {
+                capacity_kwh: 10.0,
+                power_kw: 5.0,
+                charge_efficiency: 0.95,
+                discharge_efficiency: 0.95,
+                initial_kwh: 2.0,
+                reserve_kwh: 2.0,
+            }),
+            ev: Some(Ev {
+                power_kw: 7.4,
+                energy_needed_kwh: 10.0,
+                arrival: 72,
+                departure: 96,
+            }),
+            deferrable: vec![Deferrable {
+                name: "dishwasher".into(),
+                energy_kwh: 1.0,
+                power_kw: 2.0,
+                earliest: 30,
+                latest: 90,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_battery_stores_midday_solar_for_the_evening_and_the_ev_waits_for_cheap_energy() {
+        let p = evening_home();
+        let t0 = std::time::Instant::now();
+        let Plan::Optimal(s) = p.plan() else {
+            panic!("feasible")
+        };
+        eprintln!("solved in {:?}, cost {:.3}", t0.elapsed(), s.cost);
+        assert!(!s.milp, "the LP relaxation was exact here");
+        // Solar is stored, not exported at 0.08, and used in the evening peak.
+        let stored: f64 = (36..64).map(|t| s.charge_kw[t]).sum::<f64>() * DT_H;
+        assert!(stored > 5.0, "{stored}");
+        let evening: f64 = (68..84).map(|t| s.discharge_kw[t]).sum::<f64>() * DT_H;
+        assert!(evening > 4.0, "{evening}");
+        // Nothing is imported at the 0.40 peak: the battery covers the house (and the EV, which
+        // otherwise waits for 21:00 and 0.30).
+        let peak_import: f64 = (68..84).map(|t| s.import_kw[t]).sum::<f64>() * DT_H;
+        assert!(peak_import < 1e-6, "{peak_import}");
+        let ev_total: f64 = s.ev_kw.iter().sum::<f64>() * DT_H;
+        assert!((ev_total - 10.0).abs() < 1e-6);
+        // The dishwasher runs on solar at midday.
+        assert!((36..64).map(|t| s.deferrable_kw[0][t]).sum::<f64>() * DT_H > 0.99);
+        // Never below the reserve, never both ways.
+        assert!(s.soc_kwh.iter().all(|x| *x >= 2.0 - 1e-6));
+        for t in 0..96 {
+            assert!(s.import_kw[t].min(s.export_kw[t]) < 1e-6);
+            assert!(s.charge_kw[t].min(s.discharge_kw[t]) < 1e-6);
+        }
+        // Cheaper than the safe plan.
+        assert!(s.cost < p.safe_plan().cost - 1.0);
+    }
+
+    #[test]
+    fn a_negative_export_price_needs_the_binaries_and_gets_them() {
+        let mut p = evening_home();
+        p.export_price = vec![-0.05; 96];
+        p.pv_kw = vec![4.0; 96];
+        let Plan::Optimal(s) = p.plan() else {
+            panic!("feasible")
+        };
+        for t in 0..96 {
+            assert!(s.import_kw[t].min(s.export_kw[t]) < 1e-6, "slot {t}");
+            assert!(s.charge_kw[t].min(s.discharge_kw[t]) < 1e-6, "slot {t}");
+        }
+    }
+
+    #[test]
+    fn an_impossible_request_is_explained_and_the_home_falls_back_safely() {
+        let mut p = evening_home();
+        p.ev.as_mut().unwrap().energy_needed_kwh = 60.0;
+        match p.plan() {
+            Plan::Fallback { reason, schedule } => {
+                let Infeasible::EvEnergy { short_kwh, .. } = reason else {
+                    panic!("{reason}")
+                };
+                assert!((short_kwh - (60.0 - 24.0 * 7.4 * 0.25)).abs() < 1e-9);
+                assert!(reason.to_string().contains("kWh short"), "{reason}");
+                assert!(schedule.ev_kw[72] > 7.0, "charges at once");
+            }
+            Plan::Optimal(_) => panic!("60 kWh in 6 h at 7.4 kW is impossible"),
+        }
+        let mut p = evening_home();
+        p.battery.as_mut().unwrap().initial_kwh = 1.0;
+        assert!(matches!(
+            p.plan(),
+            Plan::Fallback {
+                reason: Infeasible::BelowReserve { .. },
+                ..
+            }
+        ));
+        let mut p = evening_home();
+        p.load_kw[10] = 30.0;
+        let Plan::Fallback { reason, .. } = p.plan() else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            Infeasible::ImportLimit {
+                slot: 10,
+                needed_kw: 25.0,
+                limit_kw: 11.0
+            }
+        );
+        let mut p = evening_home();
+        p.pv_kw.pop();
+        assert!(matches!(
+            p.plan(),
+            Plan::Fallback {
+                reason: Infeasible::Malformed(_),
+                ..
+            }
+        ));
+    }
+}

@@ -18,6 +18,7 @@ pub mod data;
 pub mod eval;
 pub mod forecast;
 pub mod learned;
+pub mod lp;
 pub mod schedule;
 
 /// Quarter hours in a day.

@@ -20,10 +20,8 @@
 //! the home gets a safe plan instead: battery idle, EV charging at full power from plug-in,
 //! deferrable loads at the start of their windows.
 
-use good_lp::{
-    constraint, microlp, variable, variables, Expression, ResolutionError, Solution, SolverModel,
-    Variable,
-};
+use crate::lp::{Lp, Sense};
+use good_lp::ResolutionError;
 use serde::Serialize;
 
 /// Hours per slot.
@@ -122,8 +120,23 @@ pub struct Schedule {
     pub curtail_kw: Vec<f64>,
     /// Energy cost (tokens), without the tie-breaking terms.
     pub cost: f64,
+    /// The program's objective (cost plus the tie-breaking terms).
+    pub objective: f64,
     /// Whether binary directions were needed.
     pub milp: bool,
+}
+
+/// Column indices of the program's variables.
+#[derive(Default)]
+struct Columns {
+    imp: Vec<usize>,
+    exp: Vec<usize>,
+    ch: Vec<usize>,
+    dis: Vec<usize>,
+    soc: Vec<usize>,
+    ev: Vec<usize>,
+    curt: Vec<usize>,
+    runs: Vec<Vec<usize>>,
 }
 
 /// The outcome: the optimal schedule, or why not and the safe plan used instead.
@@ -241,12 +254,7 @@ impl HomeProblem {
                 }
             }
         };
-        let both: Vec<usize> = (0..self.slots())
-            .filter(|&t| {
-                first.import_kw[t].min(first.export_kw[t]) > TOL_KW
-                    || first.charge_kw[t].min(first.discharge_kw[t]) > TOL_KW
-            })
-            .collect();
+        let both = self.both_ways(&first);
         if both.is_empty() {
             return Plan::Optimal(first);
         }
@@ -259,124 +267,163 @@ impl HomeProblem {
         }
     }
 
-    /// Solves the LP; slots in `binary` get a binary direction for grid and battery.
-    fn solve(&self, binary: &[usize]) -> Result<Schedule, ResolutionError> {
+    /// The program (without binaries): what [`HomeProblem::plan`] solves first, for export.
+    pub fn lp(&self) -> Lp {
+        self.build(&[]).0
+    }
+
+    /// The program whose optimum `s` is: with binary directions where `s` needed them.
+    pub fn lp_of(&self, s: &Schedule) -> Lp {
+        if !s.milp {
+            return self.lp();
+        }
+        let first = self
+            .solve(&[])
+            .expect("the relaxation of a solved problem solves");
+        self.build(&self.both_ways(&first)).0
+    }
+
+    fn both_ways(&self, s: &Schedule) -> Vec<usize> {
+        (0..self.slots())
+            .filter(|&t| {
+                s.import_kw[t].min(s.export_kw[t]) > TOL_KW
+                    || s.charge_kw[t].min(s.discharge_kw[t]) > TOL_KW
+            })
+            .collect()
+    }
+
+    /// The program; slots in `binary` get a binary direction for grid and battery.
+    fn build(&self, binary: &[usize]) -> (Lp, Columns) {
         let n = self.slots();
-        let mut vars = variables!();
+        let mut lp = Lp::default();
         let battery_kw = self.battery.as_ref().map_or(0.0, |b| b.power_kw);
-        let mut imp = Vec::with_capacity(n);
-        let mut exp = Vec::with_capacity(n);
-        let mut ch = Vec::with_capacity(n);
-        let mut dis = Vec::with_capacity(n);
-        let mut soc = Vec::with_capacity(n);
-        let mut ev = Vec::with_capacity(n);
-        let mut curt = Vec::with_capacity(n);
+        let mut c = Columns::default();
         for t in 0..n {
-            imp.push(vars.add(variable().min(0.0).max(self.import_limit_kw)));
-            exp.push(vars.add(variable().min(0.0).max(self.export_limit_kw)));
-            ch.push(vars.add(variable().min(0.0).max(battery_kw)));
-            dis.push(vars.add(variable().min(0.0).max(battery_kw)));
-            curt.push(vars.add(variable().min(0.0).max(self.pv_kw[t])));
+            c.imp
+                .push(lp.var(format!("imp{t}"), 0.0, self.import_limit_kw));
+            c.exp
+                .push(lp.var(format!("exp{t}"), 0.0, self.export_limit_kw));
+            c.ch.push(lp.var(format!("ch{t}"), 0.0, battery_kw));
+            c.dis.push(lp.var(format!("dis{t}"), 0.0, battery_kw));
+            c.curt.push(lp.var(format!("curt{t}"), 0.0, self.pv_kw[t]));
             let ev_max = match &self.ev {
                 Some(e) if t >= e.arrival && t < e.departure => e.power_kw,
                 _ => 0.0,
             };
-            ev.push(vars.add(variable().min(0.0).max(ev_max)));
+            c.ev.push(lp.var(format!("ev{t}"), 0.0, ev_max));
             if let Some(b) = &self.battery {
-                soc.push(vars.add(variable().min(b.reserve_kwh).max(b.capacity_kwh)));
+                c.soc
+                    .push(lp.var(format!("soc{t}"), b.reserve_kwh, b.capacity_kwh));
             }
         }
-        let runs: Vec<Vec<Variable>> = self
-            .deferrable
-            .iter()
-            .map(|d| {
-                (0..n)
-                    .map(|t| {
-                        let max = if t >= d.earliest && t < d.latest {
-                            d.power_kw
-                        } else {
-                            0.0
-                        };
-                        vars.add(variable().min(0.0).max(max))
-                    })
-                    .collect()
-            })
-            .collect();
-        let dirs: Vec<(usize, Variable, Variable)> = binary
-            .iter()
-            .map(|&t| {
-                (
-                    t,
-                    vars.add(variable().binary()),
-                    vars.add(variable().binary()),
-                )
-            })
-            .collect();
-        let mut objective = Expression::from(0.0);
+        for (k, d) in self.deferrable.iter().enumerate() {
+            let run = (0..n)
+                .map(|t| {
+                    let max = if t >= d.earliest && t < d.latest {
+                        d.power_kw
+                    } else {
+                        0.0
+                    };
+                    lp.var(format!("run{k}_{t}"), 0.0, max)
+                })
+                .collect();
+            c.runs.push(run);
+        }
         for t in 0..n {
             let early = EPS_EARLY * t as f64 * DT_H;
-            objective +=
-                DT_H * self.import_price[t] * imp[t] - DT_H * self.export_price[t] * exp[t];
-            objective += (EPS_CYCLE * DT_H + early) * ch[t] + EPS_CYCLE * DT_H * dis[t];
-            objective += early * ev[t];
-            for r in &runs {
-                objective += early * r[t];
+            lp.objective[c.imp[t]] = DT_H * self.import_price[t];
+            lp.objective[c.exp[t]] = -DT_H * self.export_price[t];
+            lp.objective[c.ch[t]] = EPS_CYCLE * DT_H + early;
+            lp.objective[c.dis[t]] = EPS_CYCLE * DT_H;
+            lp.objective[c.ev[t]] = early;
+            for r in &c.runs {
+                lp.objective[r[t]] = early;
             }
-        }
-        let mut model = vars.minimise(objective).using(microlp);
-        for t in 0..n {
-            let mut demand: Expression =
-                self.load_kw[t] - self.pv_kw[t] + curt[t] + ch[t] - dis[t] + ev[t];
-            for r in &runs {
-                demand += r[t];
-            }
-            model = model.with(constraint!(imp[t] - exp[t] == demand));
+            // imp − exp − curt − ch + dis − ev − Σ run = load − pv
+            let mut row = vec![
+                (c.imp[t], 1.0),
+                (c.exp[t], -1.0),
+                (c.curt[t], -1.0),
+                (c.ch[t], -1.0),
+                (c.dis[t], 1.0),
+                (c.ev[t], -1.0),
+            ];
+            row.extend(c.runs.iter().map(|r| (r[t], -1.0)));
+            lp.row(row, Sense::Eq, self.load_kw[t] - self.pv_kw[t]);
             if let Some(b) = &self.battery {
-                let prev: Expression = if t == 0 {
-                    Expression::from(b.initial_kwh)
+                // soc_t − soc_{t−1} − Δt·η_c·ch + Δt/η_d·dis = 0 (soc_{−1} = initial)
+                let mut row = vec![
+                    (c.soc[t], 1.0),
+                    (c.ch[t], -DT_H * b.charge_efficiency),
+                    (c.dis[t], DT_H / b.discharge_efficiency),
+                ];
+                let rhs = if t == 0 {
+                    b.initial_kwh
                 } else {
-                    soc[t - 1].into()
+                    row.push((c.soc[t - 1], -1.0));
+                    0.0
                 };
-                model = model.with(constraint!(
-                    soc[t]
-                        == prev + DT_H * b.charge_efficiency * ch[t]
-                            - (DT_H / b.discharge_efficiency) * dis[t]
-                ));
+                lp.row(row, Sense::Eq, rhs);
             }
         }
         if let Some(e) = &self.ev {
-            let total: Expression = ev.iter().map(|v| DT_H * *v).sum();
-            model = model.with(constraint!(total >= e.energy_needed_kwh));
+            lp.row(
+                c.ev.iter().map(|v| (*v, DT_H)).collect(),
+                Sense::Ge,
+                e.energy_needed_kwh,
+            );
         }
-        for (d, r) in self.deferrable.iter().zip(&runs) {
-            let total: Expression = r.iter().map(|v| DT_H * *v).sum();
-            model = model.with(constraint!(total == d.energy_kwh));
+        for (d, r) in self.deferrable.iter().zip(&c.runs) {
+            lp.row(
+                r.iter().map(|v| (*v, DT_H)).collect(),
+                Sense::Eq,
+                d.energy_kwh,
+            );
         }
-        for (t, grid_in, charging) in &dirs {
-            let t = *t;
-            model = model.with(constraint!(imp[t] <= self.import_limit_kw * *grid_in));
-            model = model.with(constraint!(
-                exp[t] <= self.export_limit_kw * (1.0 - *grid_in)
-            ));
-            model = model.with(constraint!(ch[t] <= battery_kw * *charging));
-            model = model.with(constraint!(dis[t] <= battery_kw * (1.0 - *charging)));
+        for &t in binary {
+            let grid_in = lp.binary(format!("gridin{t}"));
+            let charging = lp.binary(format!("charging{t}"));
+            // imp ≤ I·g; exp ≤ E·(1 − g); ch ≤ P·c; dis ≤ P·(1 − c)
+            lp.row(
+                vec![(c.imp[t], 1.0), (grid_in, -self.import_limit_kw)],
+                Sense::Le,
+                0.0,
+            );
+            lp.row(
+                vec![(c.exp[t], 1.0), (grid_in, self.export_limit_kw)],
+                Sense::Le,
+                self.export_limit_kw,
+            );
+            lp.row(
+                vec![(c.ch[t], 1.0), (charging, -battery_kw)],
+                Sense::Le,
+                0.0,
+            );
+            lp.row(
+                vec![(c.dis[t], 1.0), (charging, battery_kw)],
+                Sense::Le,
+                battery_kw,
+            );
         }
-        let sol = model.solve()?;
-        let v = |xs: &[Variable]| {
-            xs.iter()
-                .map(|x| sol.value(*x).max(0.0))
-                .collect::<Vec<f64>>()
-        };
+        (lp, c)
+    }
+
+    /// Solves the program; slots in `binary` get a binary direction for grid and battery.
+    fn solve(&self, binary: &[usize]) -> Result<Schedule, ResolutionError> {
+        let (lp, c) = self.build(binary);
+        let x = lp.solve()?;
+        let v = |xs: &[usize]| xs.iter().map(|i| x[*i].max(0.0)).collect::<Vec<f64>>();
         let mut s = Schedule {
-            import_kw: v(&imp),
-            export_kw: v(&exp),
-            charge_kw: v(&ch),
-            discharge_kw: v(&dis),
-            soc_kwh: v(&soc),
-            ev_kw: v(&ev),
-            deferrable_kw: runs.iter().map(|r| v(r)).collect(),
-            curtail_kw: v(&curt),
+            import_kw: v(&c.imp),
+            export_kw: v(&c.exp),
+            charge_kw: v(&c.ch),
+            discharge_kw: v(&c.dis),
+            soc_kwh: v(&c.soc),
+            ev_kw: v(&c.ev),
+            deferrable_kw: c.runs.iter().map(|r| v(r)).collect(),
+            curtail_kw: v(&c.curt),
             cost: 0.0,
+            objective: lp.value(&x),
             milp: !binary.is_empty(),
         };
         s.cost = self.cost_of(&s);

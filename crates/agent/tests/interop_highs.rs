@@ -4,7 +4,7 @@
 //! with a negative import price whose relaxation would import and export at once, so it is
 //! exported and compared with its binaries).
 
-use gridmesh_agent::schedule::{Battery, Deferrable, Ev, HomeProblem, Plan};
+use gridmesh_agent::schedule::{example_home as home, Plan};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -20,71 +20,6 @@ fn python() -> Option<PathBuf> {
         panic!("the interop venv is missing: run ./scripts/setup");
     }
     None
-}
-
-fn home(seed: u64) -> HomeProblem {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % 10_000) as f64 / 10_000.0
-    };
-    let n = 96;
-    let pv_kw = 3.0 + 6.0 * rnd();
-    let peak = 0.3 + 0.2 * rnd();
-    HomeProblem {
-        load_kw: (0..n).map(|_| 0.2 + 1.5 * rnd()).collect(),
-        pv_kw: (0..n)
-            .map(|t| {
-                let x = (t as f64 - 48.0) / 14.0;
-                (pv_kw * (1.0 - x * x)).max(0.0) * (0.6 + 0.4 * rnd())
-            })
-            .collect(),
-        import_price: (0..n)
-            .map(|t| {
-                if seed == 8 && (40..48).contains(&t) {
-                    -0.05 // paid to take energy: the relaxation would waste it both ways
-                } else if (68..84).contains(&t) {
-                    peak
-                } else {
-                    0.18 + 0.1 * rnd()
-                }
-            })
-            .collect(),
-        export_price: (0..n)
-            .map(|_| {
-                if seed == 7 {
-                    -0.03
-                } else {
-                    0.05 + 0.04 * rnd()
-                }
-            })
-            .collect(),
-        import_limit_kw: 15.0,
-        export_limit_kw: 6.0,
-        battery: Some(Battery {
-            capacity_kwh: 5.0 + 10.0 * rnd(),
-            power_kw: 3.0 + 2.0 * rnd(),
-            charge_efficiency: 0.92 + 0.06 * rnd(),
-            discharge_efficiency: 0.92 + 0.06 * rnd(),
-            initial_kwh: 2.0,
-            reserve_kwh: 1.0 + rnd(),
-        }),
-        ev: Some(Ev {
-            power_kw: 7.4,
-            energy_needed_kwh: 5.0 + 15.0 * rnd(),
-            arrival: 70,
-            departure: 96,
-        }),
-        deferrable: vec![Deferrable {
-            name: "washer".into(),
-            energy_kwh: 1.0 + rnd(),
-            power_kw: 2.0,
-            earliest: 28,
-            latest: 88,
-        }],
-    }
 }
 
 #[test]

@@ -551,6 +551,16 @@ enum QueryCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Home schedules (battery, EV, deferrable load over 96 slots): one home, then many over all
+    /// cores.
+    Agents {
+        #[arg(long, default_value_t = 1_000)]
+        homes: usize,
+        #[arg(long, default_value_t = 21)]
+        repeat: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Signed device telemetry verified and committed per second: the ingest pipeline alone and
     /// through a Mosquitto broker (MQTT, QoS 1), for each device count.
     Ingest {
@@ -1242,6 +1252,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprint!("{report}");
                 Ok(())
             }
+        }
+        Command::Bench(BenchCommand::Agents {
+            homes,
+            repeat,
+            json,
+        }) => {
+            let rows = gridmesh_node::bench_agent::run(homes.max(1), repeat);
+            for r in &rows {
+                eprintln!("{r}");
+            }
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
         }
         Command::Bench(BenchCommand::Ingest {
             devices,

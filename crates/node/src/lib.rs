@@ -14,6 +14,7 @@ pub mod api;
 pub mod api_economics;
 pub mod api_gateway;
 pub mod bench;
+pub mod bench_agent;
 pub mod bench_grid;
 pub mod bench_ingest;
 pub mod bench_market;

@@ -1,0 +1,87 @@
+//! `gridmesh bench agents`: home schedules per second.
+//!
+//! Each home is `gridmesh_agent::schedule::example_home(seed)` (96 slots: load, PV, prices, a
+//! battery, an EV, a deferrable load), planned from scratch (LP, and a MILP where the relaxation
+//! goes both ways). One home alone, then `homes` homes split over the machine's cores, as a
+//! community's agents would plan one slot ahead.
+
+use gridmesh_agent::schedule::{example_home, Plan};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentBenchRow {
+    pub homes: usize,
+    pub threads: usize,
+    pub seconds: f64,
+    pub ms_per_home: f64,
+    pub milp_homes: usize,
+    pub fallbacks: usize,
+}
+
+impl std::fmt::Display for AgentBenchRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>6} homes on {} thread(s): {:>8.3} s, {:>7.2} ms per home ({} needed binaries, {} fell back)",
+            self.homes, self.threads, self.seconds, self.ms_per_home, self.milp_homes, self.fallbacks
+        )
+    }
+}
+
+fn plan_range(seeds: std::ops::Range<u64>) -> (usize, usize) {
+    let (mut milp, mut fallback) = (0, 0);
+    for seed in seeds {
+        match example_home(seed).plan() {
+            Plan::Optimal(s) => milp += usize::from(s.milp),
+            Plan::Fallback { .. } => fallback += 1,
+        }
+    }
+    (milp, fallback)
+}
+
+/// Plans one home (the median of `repeat`), then `homes` homes over all cores.
+pub fn run(homes: usize, repeat: usize) -> Vec<AgentBenchRow> {
+    let mut times: Vec<f64> = (0..repeat.max(1))
+        .map(|i| {
+            let t = Instant::now();
+            plan_range(i as u64 + 1..i as u64 + 2);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let one = times[times.len() / 2];
+    let mut rows = vec![AgentBenchRow {
+        homes: 1,
+        threads: 1,
+        seconds: one,
+        ms_per_home: one * 1e3,
+        milp_homes: 0,
+        fallbacks: 0,
+    }];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let t = Instant::now();
+    let chunk = homes.div_ceil(threads) as u64;
+    let results: Vec<(usize, usize)> = std::thread::scope(|s| {
+        (0..threads as u64)
+            .map(|k| {
+                let from = 1 + k * chunk;
+                let to = (from + chunk).min(homes as u64 + 1);
+                s.spawn(move || plan_range(from..to))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("planner thread"))
+            .collect()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    rows.push(AgentBenchRow {
+        homes,
+        threads,
+        seconds: secs,
+        ms_per_home: secs * 1e3 / homes as f64,
+        milp_homes: results.iter().map(|r| r.0).sum(),
+        fallbacks: results.iter().map(|r| r.1).sum(),
+    });
+    rows
+}

@@ -10,6 +10,8 @@
 //! - [`schedule`]: a home's least-cost schedule of battery, EV and deferrable loads (a linear
 //!   program; binaries only where the relaxation would import and export at once), with
 //!   infeasible requests explained and a safe fallback.
+//! - [`strategy`]: bidding strategies (zero intelligence, gsy-e's linear ramp, the optimising
+//!   agent bidding its schedule at its marginal values) and the ledger's integer orders.
 //! - [`eval`]: rolling-origin evaluation: MAE, RMSE and skill against persistence by horizon.
 //!
 //! Floats throughout: forecasts never enter consensus; agents turn them into orders (integers).
@@ -20,6 +22,7 @@ pub mod forecast;
 pub mod learned;
 pub mod lp;
 pub mod schedule;
+pub mod strategy;
 
 /// Quarter hours in a day.
 pub const SLOTS_PER_DAY: usize = 96;

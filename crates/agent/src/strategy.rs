@@ -53,7 +53,7 @@ impl OrderIntent {
     /// ask's up) with `decimals` token decimals. `None` for an order below 1 Wh.
     pub fn to_units(&self, decimals: u32) -> Option<(Side, u64, u64)> {
         let mwh = (self.energy_kwh * 1e6).floor();
-        if !(mwh >= 1_000.0) {
+        if mwh.is_nan() || mwh < 1_000.0 {
             return None;
         }
         let scaled = self.price_per_kwh.max(0.0) * 10f64.powi(decimals as i32);

@@ -12,10 +12,13 @@
 //!   infeasible requests explained and a safe fallback.
 //! - [`strategy`]: bidding strategies (zero intelligence, gsy-e's linear ramp, the optimising
 //!   agent bidding its schedule at its marginal values) and the ledger's integer orders.
+//! - [`community`]: a coordinator that keeps the transformer within its limit by per-slot price
+//!   signals the homes re-plan against (valley filling by prices).
 //! - [`eval`]: rolling-origin evaluation: MAE, RMSE and skill against persistence by horizon.
 //!
 //! Floats throughout: forecasts never enter consensus; agents turn them into orders (integers).
 
+pub mod community;
 pub mod data;
 pub mod eval;
 pub mod forecast;

@@ -71,6 +71,9 @@ pub struct HomeProblem {
     pub import_price: Vec<f64>,
     pub export_price: Vec<f64>,
     pub import_limit_kw: f64,
+    /// A tighter import limit per slot (an operating envelope, a coordinator's allocation);
+    /// empty: none.
+    pub import_cap_kw: Vec<f64>,
     pub export_limit_kw: f64,
     pub battery: Option<Battery>,
     pub ev: Option<Ev>,
@@ -154,6 +157,13 @@ impl HomeProblem {
         self.load_kw.len()
     }
 
+    /// The import limit in force in slot `t`.
+    pub fn import_limit_at(&self, t: usize) -> f64 {
+        self.import_cap_kw
+            .get(t)
+            .map_or(self.import_limit_kw, |c| c.min(self.import_limit_kw))
+    }
+
     fn check(&self) -> Result<(), Infeasible> {
         let n = self.slots();
         let bad = |m: &str| Err(Infeasible::Malformed(m.to_string()));
@@ -163,6 +173,7 @@ impl HomeProblem {
         if [&self.pv_kw, &self.import_price, &self.export_price]
             .iter()
             .any(|v| v.len() != n)
+            || !(self.import_cap_kw.is_empty() || self.import_cap_kw.len() == n)
         {
             return bad("load, PV and both prices must have one value per slot");
         }
@@ -222,11 +233,11 @@ impl HomeProblem {
         let battery_kw = self.battery.as_ref().map_or(0.0, |b| b.power_kw);
         for t in 0..n {
             let needed = self.load_kw[t] - self.pv_kw[t] - battery_kw;
-            if needed > self.import_limit_kw + 1e-9 {
+            if needed > self.import_limit_at(t) + 1e-9 {
                 return Err(Infeasible::ImportLimit {
                     slot: t,
                     needed_kw: needed,
-                    limit_kw: self.import_limit_kw,
+                    limit_kw: self.import_limit_at(t),
                 });
             }
         }
@@ -300,7 +311,7 @@ impl HomeProblem {
         let mut c = Columns::default();
         for t in 0..n {
             c.imp
-                .push(lp.var(format!("imp{t}"), 0.0, self.import_limit_kw));
+                .push(lp.var(format!("imp{t}"), 0.0, self.import_limit_at(t)));
             c.exp
                 .push(lp.var(format!("exp{t}"), 0.0, self.export_limit_kw));
             c.ch.push(lp.var(format!("ch{t}"), 0.0, battery_kw));
@@ -385,7 +396,7 @@ impl HomeProblem {
             let charging = lp.binary(format!("charging{t}"));
             // imp ≤ I·g; exp ≤ E·(1 − g); ch ≤ P·c; dis ≤ P·(1 − c)
             lp.row(
-                vec![(c.imp[t], 1.0), (grid_in, -self.import_limit_kw)],
+                vec![(c.imp[t], 1.0), (grid_in, -self.import_limit_at(t))],
                 Sense::Le,
                 0.0,
             );
@@ -527,6 +538,7 @@ pub fn example_home(seed: u64) -> HomeProblem {
             })
             .collect(),
         import_limit_kw: 15.0,
+        import_cap_kw: vec![],
         export_limit_kw: 6.0,
         battery: Some(Battery {
             capacity_kwh: 5.0 + 10.0 * rnd(),
@@ -578,6 +590,7 @@ mod tests {
             import_price,
             export_price: vec![0.08; n],
             import_limit_kw: 11.0,
+            import_cap_kw: vec![],
             export_limit_kw: 5.0,
             battery: Some(Battery {
                 capacity_kwh: 10.0,

@@ -78,6 +78,20 @@ pub struct HomeProblem {
     pub battery: Option<Battery>,
     pub ev: Option<Ev>,
     pub deferrable: Vec<Deferrable>,
+    /// A flexibility event the home is paid for: reduction of its import below its baseline.
+    pub flex: Option<FlexReward>,
+}
+
+/// Pay for import reduced below a baseline in a window: `value_per_kwh` for each kWh, up to
+/// `reduce_kw` per slot (the event's request).
+#[derive(Clone, Debug, Serialize)]
+pub struct FlexReward {
+    pub from: usize,
+    pub to: usize,
+    pub reduce_kw: f64,
+    pub value_per_kwh: f64,
+    /// The home's planned import without the event, per slot of the problem.
+    pub baseline_kw: Vec<f64>,
 }
 
 /// Why a request cannot be met, with the numbers.
@@ -416,6 +430,15 @@ impl HomeProblem {
                 battery_kw,
             );
         }
+        if let Some(f) = &self.flex {
+            for t in f.from..f.to.min(n) {
+                // r ≤ reduce; r + imp ≤ baseline; earn value·r·Δt
+                let r = lp.var(format!("flex{t}"), 0.0, f.reduce_kw);
+                lp.objective[r] = -DT_H * f.value_per_kwh;
+                let base = f.baseline_kw.get(t).copied().unwrap_or(0.0);
+                lp.row(vec![(r, 1.0), (c.imp[t], 1.0)], Sense::Le, base);
+            }
+        }
         (lp, c)
     }
 
@@ -495,6 +518,59 @@ impl HomeProblem {
     }
 }
 
+/// A demand-response event: reduce import by `reduce_kw` over slots `[from, to)`, paid
+/// `value_per_kwh` for each kWh delivered.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FlexEvent {
+    pub from: usize,
+    pub to: usize,
+    pub reduce_kw: f64,
+    pub value_per_kwh: f64,
+}
+
+/// How a home answered an event: its plan without and with it, and what it delivered.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlexResponse {
+    pub requested_kwh: f64,
+    /// Reduction below the baseline in the window, capped per slot at the request.
+    pub delivered_kwh: f64,
+    pub reward: f64,
+    /// The energy cost the home took on to deliver it (before the reward).
+    pub extra_cost: f64,
+}
+
+impl HomeProblem {
+    /// Plans the home without the event (its baseline), then with the event's reward, and
+    /// measures the reduction it delivers. `None` if the home has no feasible plan.
+    pub fn respond(&self, e: &FlexEvent) -> Option<(Schedule, Schedule, FlexResponse)> {
+        let Plan::Optimal(base) = self.plan() else {
+            return None;
+        };
+        let mut p = self.clone();
+        p.flex = Some(FlexReward {
+            from: e.from,
+            to: e.to,
+            reduce_kw: e.reduce_kw,
+            value_per_kwh: e.value_per_kwh,
+            baseline_kw: base.import_kw.clone(),
+        });
+        let Plan::Optimal(with) = p.plan() else {
+            return None;
+        };
+        let to = e.to.min(self.slots());
+        let delivered: f64 = (e.from..to)
+            .map(|t| (base.import_kw[t] - with.import_kw[t]).clamp(0.0, e.reduce_kw) * DT_H)
+            .sum();
+        let response = FlexResponse {
+            requested_kwh: e.reduce_kw * (to.saturating_sub(e.from)) as f64 * DT_H,
+            delivered_kwh: delivered,
+            reward: delivered * e.value_per_kwh,
+            extra_cost: with.cost - base.cost,
+        };
+        Some((base, with, response))
+    }
+}
+
 /// A varied home for tests and benchmarks (seeded): random load and PV around a midday bell,
 /// an evening price peak, a battery, an EV due at midnight and a washing machine. Seed 7 has a
 /// negative export price, seed 8 negative import prices at midday (its relaxation goes both ways).
@@ -554,6 +630,7 @@ pub fn example_home(seed: u64) -> HomeProblem {
             arrival: 70,
             departure: 96,
         }),
+        flex: None,
         deferrable: vec![Deferrable {
             name: "washer".into(),
             energy_kwh: 1.0 + rnd(),
@@ -606,6 +683,7 @@ mod tests {
                 arrival: 72,
                 departure: 96,
             }),
+            flex: None,
             deferrable: vec![Deferrable {
                 name: "dishwasher".into(),
                 energy_kwh: 1.0,
@@ -646,6 +724,33 @@ mod tests {
         }
         // Cheaper than the safe plan.
         assert!(s.cost < p.safe_plan().cost - 1.0);
+    }
+
+    #[test]
+    fn a_flexibility_event_is_answered_from_the_battery_and_measured() {
+        // 17:00-19:00, reduce by 3 kW, paid 0.50 a kWh; the home would import in that window
+        // without the event only if its battery could not cover it, so raise its load there.
+        let mut p = evening_home();
+        for t in 68..76 {
+            p.load_kw[t] = 4.0;
+        }
+        let e = FlexEvent {
+            from: 68,
+            to: 76,
+            reduce_kw: 3.0,
+            value_per_kwh: 0.5,
+        };
+        let (base, with, r) = p.respond(&e).unwrap();
+        let base_import: f64 = (68..76).map(|t| base.import_kw[t]).sum::<f64>() * DT_H;
+        eprintln!("{r:?}, baseline import in the window {base_import:.2} kWh");
+        assert!((r.requested_kwh - 6.0).abs() < 1e-9);
+        assert!(r.delivered_kwh > 0.5, "{r:?}");
+        assert!(r.delivered_kwh <= r.requested_kwh + 1e-9);
+        assert!(r.delivered_kwh <= base_import + 1e-9);
+        // It pays for itself: the reward covers the extra energy cost.
+        assert!(r.reward >= r.extra_cost - 1e-9, "{r:?}");
+        let with_import: f64 = (68..76).map(|t| with.import_kw[t]).sum::<f64>() * DT_H;
+        assert!(with_import < base_import);
     }
 
     #[test]

@@ -111,3 +111,72 @@ mod tests {
         assert!(sp.iter().all(|v| (*v - 1.0).abs() < 1e-12));
     }
 }
+
+/// The probability that an EV is plugged in at each of the next `horizon` slots from `origin`,
+/// from its plug-in history (`plugged[..origin]`): the share of the last `weeks` weeks in which it
+/// was plugged in at the same slot of the week (Laplace-smoothed, so an unseen slot is 0.5 weighed
+/// as one observation).
+pub fn ev_availability(plugged: &[bool], origin: usize, horizon: usize, weeks: usize) -> Vec<f64> {
+    let week = 7 * SLOTS_PER_DAY;
+    (origin..origin + horizon)
+        .map(|t| {
+            let (mut yes, mut n) = (0usize, 0usize);
+            for k in 1..=weeks {
+                let back = ((t - origin) / week + k) * week;
+                if let Some(s) = t.checked_sub(back) {
+                    n += 1;
+                    yes += usize::from(plugged[s]);
+                }
+            }
+            (yes as f64 + 0.5) / (n as f64 + 1.0)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod ev_tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A commuter: plugged in 18:00-07:00 on working days and all weekend, 10 % of evenings out
+    /// late (plugged in at 22:00), 5 % of weekends away.
+    fn commuter(weeks: usize, seed: u64) -> Vec<bool> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut out = Vec::new();
+        for _ in 0..weeks * 7 {
+            let day = out.len() / SLOTS_PER_DAY;
+            let weekend = day % 7 >= 5;
+            let away = weekend && rng.gen_bool(0.05);
+            let late = rng.gen_bool(0.1);
+            for slot in 0..SLOTS_PER_DAY {
+                let home = if weekend {
+                    !away
+                } else {
+                    let back = if late { 88 } else { 72 };
+                    slot < 28 || slot >= back
+                };
+                out.push(home);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn plug_in_habits_forecast_better_than_yesterday() {
+        let h = commuter(12, 5);
+        let (mut brier_model, mut brier_persist, mut n) = (0.0, 0.0, 0.0);
+        for origin in (8 * 7 * SLOTS_PER_DAY..h.len() - SLOTS_PER_DAY).step_by(SLOTS_PER_DAY) {
+            let p = ev_availability(&h, origin, SLOTS_PER_DAY, 6);
+            for (k, prob) in p.iter().enumerate() {
+                let y = f64::from(u8::from(h[origin + k]));
+                let yesterday = f64::from(u8::from(h[origin + k - SLOTS_PER_DAY]));
+                brier_model += (prob - y).powi(2);
+                brier_persist += (yesterday - y).powi(2);
+                n += 1.0;
+            }
+        }
+        let (m, p) = (brier_model / n, brier_persist / n);
+        eprintln!("Brier score: plug-in habits {m:.4}, yesterday {p:.4}");
+        assert!(m < p * 0.6, "{m} vs {p}");
+    }
+}

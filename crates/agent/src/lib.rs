@@ -3,7 +3,8 @@
 //! - [`data`]: the public reference data turned into 15-minute series (pure parsers over text):
 //!   a test reference year's weather (DWD TRY, hourly), PV production of an array under it, and a
 //!   household's load from the BDEW standard load profile.
-//! - [`forecast`]: forecasters (persistence, seasonal naive, smart persistence for PV) behind
+//! - [`forecast`]: forecasters (persistence, seasonal naive, smart persistence for PV; EV
+//!   availability from plug-in history) behind
 //!   one trait, so evaluation and agents do not care which one runs.
 //! - [`learned`]: gradient-boosted trees (smartcore) on calendar features, the recent past, the
 //!   clear-sky profile and a weather forecast.

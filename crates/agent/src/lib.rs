@@ -1,11 +1,12 @@
-//! Energy agents. This first part: forecasts at 15-minute resolution.
+//! Energy agents: forecasts at 15-minute resolution, home schedules, bidding strategies and
+//! community coordination.
 //!
 //! - [`data`]: the public reference data turned into 15-minute series (pure parsers over text):
 //!   a test reference year's weather (DWD TRY, hourly), PV production of an array under it, and a
 //!   household's load from the BDEW standard load profile.
-//! - [`forecast`]: forecasters (persistence, seasonal naive, smart persistence for PV; EV
-//!   availability from plug-in history) behind
-//!   one trait, so evaluation and agents do not care which one runs.
+//! - [`forecast`]: forecasters (persistence, seasonal naive, smart persistence for PV) behind one
+//!   trait, so evaluation and agents do not care which one runs; EV availability from plug-in
+//!   history.
 //! - [`learned`]: gradient-boosted trees (smartcore) on calendar features, the recent past, the
 //!   clear-sky profile and a weather forecast.
 //! - [`schedule`]: a home's least-cost schedule of battery, EV and deferrable loads (a linear

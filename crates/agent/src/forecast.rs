@@ -55,7 +55,24 @@ fn same_time_before(y: &[f64], origin: usize, horizon: usize, period: usize) -> 
 pub struct SmartPersistence;
 
 /// Below this clear-sky power (kW) a slot tells nothing about the sky.
-const MIN_CLEAR_KW: f64 = 0.05;
+pub(crate) const MIN_CLEAR_KW: f64 = 0.05;
+
+/// The clear-sky index (energy over clear-sky energy) of the last 4 daylight slots before
+/// `origin`, within the last day; `None` if the last day had no daylight.
+pub(crate) fn recent_clear_sky_index(y: &[f64], cs: &[f64], origin: usize) -> Option<f64> {
+    let (mut num, mut den, mut n) = (0.0, 0.0, 0);
+    for s in (origin.saturating_sub(SLOTS_PER_DAY)..origin).rev() {
+        if cs[s] > MIN_CLEAR_KW {
+            num += y[s];
+            den += cs[s];
+            n += 1;
+            if n == 4 {
+                break;
+            }
+        }
+    }
+    (den > 0.0).then(|| num / den)
+}
 
 impl Forecaster for SmartPersistence {
     fn name(&self) -> &'static str {
@@ -65,19 +82,7 @@ impl Forecaster for SmartPersistence {
         let Some(cs) = ctx.clear_sky_kw else {
             return Persistence.forecast(y, origin, horizon, ctx);
         };
-        // The last 4 daylight slots before the origin (within the last day).
-        let (mut num, mut den, mut n) = (0.0, 0.0, 0);
-        for s in (origin.saturating_sub(SLOTS_PER_DAY)..origin).rev() {
-            if cs[s] > MIN_CLEAR_KW {
-                num += y[s];
-                den += cs[s];
-                n += 1;
-                if n == 4 {
-                    break;
-                }
-            }
-        }
-        let k = if den > 0.0 { (num / den).min(1.2) } else { 0.7 };
+        let k = recent_clear_sky_index(y, cs, origin).map_or(0.7, |k| k.min(1.2));
         (origin..origin + horizon).map(|t| k * cs[t]).collect()
     }
 }

@@ -10,7 +10,7 @@
 //! PV: the target is the clear-sky index (power over clear-sky power) of each daylight slot, the
 //! forecast that index times the clear-sky power. Load: the target is the power itself.
 
-use crate::forecast::{Context, Forecaster};
+use crate::forecast::{recent_clear_sky_index, Context, Forecaster, MIN_CLEAR_KW};
 use crate::SLOTS_PER_DAY;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::xgboost::{XGRegressor, XGRegressorParameters};
@@ -33,9 +33,6 @@ pub struct Exogenous {
     /// PV only.
     pub clear_sky_kw: Option<Vec<f64>>,
 }
-
-/// Below this clear-sky power (kW) a PV slot is night.
-const MIN_CLEAR_KW: f64 = 0.05;
 
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -94,18 +91,7 @@ fn features(t: Target, y: &[f64], ex: &Exogenous, origin: usize, target: usize) 
                 .clear_sky_kw
                 .as_deref()
                 .expect("PV needs the clear-sky profile");
-            let (mut num, mut den, mut n) = (0.0, 0.0, 0);
-            for s in (origin.saturating_sub(SLOTS_PER_DAY)..origin).rev() {
-                if cs[s] > MIN_CLEAR_KW {
-                    num += y[s];
-                    den += cs[s];
-                    n += 1;
-                    if n == 4 {
-                        break;
-                    }
-                }
-            }
-            let k_last = if den > 0.0 { num / den } else { 0.7 };
+            let k_last = recent_clear_sky_index(y, cs, origin).unwrap_or(0.7);
             let (mut dn, mut dd) = (0.0, 0.0);
             for s in origin.saturating_sub(SLOTS_PER_DAY)..origin {
                 dn += y[s];

@@ -4,14 +4,9 @@
 use gridmesh_agent::data::{household_load_kw, parse_bdew, parse_try, pv_power_kw, PvArray};
 use gridmesh_agent::eval::evaluate;
 use gridmesh_agent::forecast::{Context, Forecaster, Persistence, SeasonalNaive, SmartPersistence};
-use std::path::PathBuf;
+mod common;
 
-fn shared(rel: &str) -> Option<String> {
-    let base = std::env::var_os("GRIDMESH_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    std::fs::read_to_string(base.join(rel)).ok()
-}
+use common::shared;
 
 #[test]
 fn pv_yield_is_plausible_and_smart_persistence_beats_persistence_within_hours() {

@@ -9,14 +9,9 @@ use gridmesh_agent::eval::{evaluate_at, Score};
 use gridmesh_agent::forecast::{Context, Forecaster, Persistence, SeasonalNaive, SmartPersistence};
 use gridmesh_agent::learned::{Exogenous, Learned, Target, TrainOptions};
 use gridmesh_agent::SLOTS_PER_DAY;
-use std::path::PathBuf;
+mod common;
 
-fn shared(rel: &str) -> Option<String> {
-    let base = std::env::var_os("GRIDMESH_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    std::fs::read_to_string(base.join(rel)).ok()
-}
+use common::shared;
 
 fn held_out(slot: usize) -> bool {
     (slot / SLOTS_PER_DAY) % 5 == 2

@@ -501,6 +501,25 @@ async fn smart_charging(
 
 type CallError = (&'static str, String);
 
+/// A transaction's start or stop register (`meterStart`/`meterStop`, whole Wh) at its timestamp,
+/// signed as a sample; returns the register.
+fn register_sample(cs: &CentralSystem, cp: &str, p: &Value, field: &str) -> Result<u64, CallError> {
+    let meter_wh = p[field]
+        .as_u64()
+        .ok_or_else(|| ("FormationViolation", format!("{field} missing")))?;
+    let at = p["timestamp"]
+        .as_str()
+        .and_then(timestamp_ms)
+        .ok_or_else(|| {
+            (
+                "FormationViolation",
+                "timestamp missing or not RFC 3339".to_string(),
+            )
+        })?;
+    cs.sample(cp, at, meter_wh * 1_000, 0);
+    Ok(meter_wh)
+}
+
 fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<Value, CallError> {
     let violation = |what: &str| ("FormationViolation", what.to_string());
     let tag_status = |tag: &str| {
@@ -532,28 +551,14 @@ fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<
             let tag = p["idTag"]
                 .as_str()
                 .ok_or_else(|| violation("idTag missing"))?;
-            let meter_wh = p["meterStart"]
-                .as_u64()
-                .ok_or_else(|| violation("meterStart missing"))?;
-            let at = p["timestamp"]
-                .as_str()
-                .and_then(timestamp_ms)
-                .ok_or_else(|| violation("timestamp missing or not RFC 3339"))?;
+            let meter_wh = register_sample(cs, cp, p, "meterStart")?;
             let tx = cs.next_tx.fetch_add(1, Ordering::Relaxed);
-            cs.sample(cp, at, meter_wh * 1_000, 0);
             cs.log(json!({"event": "transaction_started", "charge_point": cp,
                 "transaction_id": tx, "meter_start_wh": meter_wh}));
             Ok(json!({"transactionId": tx, "idTagInfo": {"status": tag_status(tag)}}))
         }
         "StopTransaction" => {
-            let meter_wh = p["meterStop"]
-                .as_u64()
-                .ok_or_else(|| violation("meterStop missing"))?;
-            let at = p["timestamp"]
-                .as_str()
-                .and_then(timestamp_ms)
-                .ok_or_else(|| violation("timestamp missing or not RFC 3339"))?;
-            cs.sample(cp, at, meter_wh * 1_000, 0);
+            let meter_wh = register_sample(cs, cp, p, "meterStop")?;
             cs.log(json!({"event": "transaction_stopped", "charge_point": cp,
                 "transaction_id": p["transactionId"], "meter_stop_wh": meter_wh}));
             Ok(json!({"idTagInfo": {"status": "Accepted"}}))

@@ -761,15 +761,9 @@ pub fn next_due_ms(kv: &kv::KvSpace) -> Option<u64> {
 /// has passed and closes epochs whose last slot is final.
 pub(crate) fn begin_block(o: &mut Overlay<'_>, timestamp_ms: u64) {
     let cfg = config(o);
-    for (k, _) in o.kv_scan(&kv::key(TAG_DISPUTE_DUE, 0, &[])) {
-        let at = kv::GROUP_LEN;
-        let due = u64::from_be_bytes(k[at..at + 8].try_into().expect("due key"));
-        if due > timestamp_ms {
-            break;
-        }
-        o.kv_delete(k.clone());
-        let slot = u64::from_be_bytes(k[at + 8..at + 16].try_into().expect("due key"));
-        let device = Address(k[at + 16..at + 48].try_into().expect("due key"));
+    for rest in take_due(o, TAG_DISPUTE_DUE, timestamp_ms) {
+        let slot = u64::from_be_bytes(rest[..8].try_into().expect("due key"));
+        let device = Address(rest[8..40].try_into().expect("due key"));
         let dk = dispute_key(slot, &device);
         let mut d: Dispute = dec(&o.kv_get(&dk).expect("a due dispute exists"));
         if d.state == DisputeState::Open {
@@ -777,16 +771,26 @@ pub(crate) fn begin_block(o: &mut Overlay<'_>, timestamp_ms: u64) {
             o.kv_put(dk, enc(&d));
         }
     }
-    for (k, _) in o.kv_scan(&kv::key(TAG_EPOCH_DUE, 0, &[])) {
-        let at = kv::GROUP_LEN;
+    for rest in take_due(o, TAG_EPOCH_DUE, timestamp_ms) {
+        let epoch = u64::from_be_bytes(rest[..8].try_into().expect("due key"));
+        close_epoch(o, &cfg, epoch);
+    }
+}
+
+/// Removes the entries of a due index (tag ‖ group ‖ due ms ‖ rest) that are due at
+/// `timestamp_ms` and returns their rests, in due order.
+fn take_due(o: &mut Overlay<'_>, tag: u8, timestamp_ms: u64) -> Vec<Vec<u8>> {
+    let at = kv::GROUP_LEN;
+    let mut out = Vec::new();
+    for (k, _) in o.kv_scan(&kv::key(tag, 0, &[])) {
         let due = u64::from_be_bytes(k[at..at + 8].try_into().expect("due key"));
         if due > timestamp_ms {
             break;
         }
-        o.kv_delete(k.clone());
-        let epoch = u64::from_be_bytes(k[at + 8..at + 16].try_into().expect("due key"));
-        close_epoch(o, &cfg, epoch);
+        out.push(k[at + 8..].to_vec());
+        o.kv_delete(k);
     }
+    out
 }
 
 /// Mints the epoch's rewards and pays out community assets' revenue.

@@ -311,28 +311,53 @@ async fn upgrade(
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>>;
 
-/// Sends a CALL to the charge point and waits for its result.
-async fn call(
-    out: &mpsc::Sender<Message>,
-    pending: &Pending,
-    seq: &AtomicU64,
-    action: &str,
-    payload: Value,
-) -> Result<Value, String> {
-    let id = format!("cs-{}", seq.fetch_add(1, Ordering::Relaxed));
-    let (tx, rx) = oneshot::channel();
-    pending.lock().expect("pending lock").insert(id.clone(), tx);
-    let frame = json!([2, id, action, payload]).to_string();
-    out.send(Message::Text(frame.into()))
-        .await
-        .map_err(|_| "the charge point disconnected".to_string())?;
-    match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err("the charge point disconnected".into()),
-        Err(_) => {
-            pending.lock().expect("pending lock").remove(&id);
-            Err(format!("no answer to {action} within {CALL_TIMEOUT:?}"))
+/// One charge point's connection, as our calls to it need it.
+#[derive(Clone)]
+struct Link {
+    cs: Arc<CentralSystem>,
+    cp: String,
+    out: mpsc::Sender<Message>,
+    pending: Pending,
+    seq: Arc<AtomicU64>,
+}
+
+impl Link {
+    /// Sends a CALL to the charge point and waits for its result.
+    async fn call(&self, action: &str, payload: Value) -> Result<Value, String> {
+        let id = format!("cs-{}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id.clone(), tx);
+        let frame = json!([2, id, action, payload]).to_string();
+        self.out
+            .send(Message::Text(frame.into()))
+            .await
+            .map_err(|_| "the charge point disconnected".to_string())?;
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the charge point disconnected".into()),
+            Err(_) => {
+                self.pending.lock().expect("pending lock").remove(&id);
+                Err(format!("no answer to {action} within {CALL_TIMEOUT:?}"))
+            }
         }
+    }
+
+    /// Clears our plan from the charger once a transaction stops, and counts the session.
+    async fn clear_plan(&self) {
+        let r = self
+            .call(
+                "ClearChargingProfile",
+                json!({"id": 2, "connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile"}),
+            )
+            .await;
+        self.cs
+            .log(json!({"event": "plan_cleared", "charge_point": self.cp,
+            "status": r.map(|v| v["status"].clone()).unwrap_or_else(Value::String)}));
+        self.cs.stopped.fetch_add(1, Ordering::SeqCst);
+        self.cs.changed.notify_waiters();
     }
 }
 
@@ -347,7 +372,13 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
         }
     });
     let pending: Pending = Default::default();
-    let seq = Arc::new(AtomicU64::new(1));
+    let link = Link {
+        cs: cs.clone(),
+        cp: cp.clone(),
+        out: out.clone(),
+        pending: pending.clone(),
+        seq: Arc::new(AtomicU64::new(1)),
+    };
     cs.log(json!({"event": "connected", "charge_point": cp}));
     while let Some(msg) = stream.next().await {
         let text = match msg {
@@ -378,39 +409,12 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
                     break;
                 }
                 if action == "BootNotification" {
-                    let (cs, cp, out, pending, seq) = (
-                        cs.clone(),
-                        cp.clone(),
-                        out.clone(),
-                        pending.clone(),
-                        seq.clone(),
-                    );
-                    tokio::spawn(async move {
-                        smart_charging(&cs, &cp, &out, &pending, &seq).await;
-                    });
+                    let link = link.clone();
+                    tokio::spawn(async move { smart_charging(&link).await });
                 }
                 if action == "StopTransaction" {
-                    let (cs, cp, out, pending, seq) = (
-                        cs.clone(),
-                        cp.clone(),
-                        out.clone(),
-                        pending.clone(),
-                        seq.clone(),
-                    );
-                    tokio::spawn(async move {
-                        let r = call(
-                            &out,
-                            &pending,
-                            &seq,
-                            "ClearChargingProfile",
-                            json!({"id": 2, "connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile"}),
-                        )
-                        .await;
-                        cs.log(json!({"event": "plan_cleared", "charge_point": cp,
-                            "status": r.map(|v| v["status"].clone()).unwrap_or_else(Value::String)}));
-                        cs.stopped.fetch_add(1, Ordering::SeqCst);
-                        cs.changed.notify_waiters();
-                    });
+                    let link = link.clone();
+                    tokio::spawn(async move { link.clear_plan().await });
                 }
             }
             Some(3) | Some(4) => {
@@ -433,21 +437,11 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
 
 /// Reads the charger's smart-charging configuration, then sends the site limit and our plan
 /// fitted to it, and logs the composite limit.
-async fn smart_charging(
-    cs: &CentralSystem,
-    cp: &str,
-    out: &mpsc::Sender<Message>,
-    pending: &Pending,
-    seq: &AtomicU64,
-) {
-    let conf = match call(
-        out,
-        pending,
-        seq,
-        "GetConfiguration",
-        json!({"key": SMART_CHARGING_KEYS}),
-    )
-    .await
+async fn smart_charging(link: &Link) {
+    let (cs, cp) = (&link.cs, link.cp.as_str());
+    let conf = match link
+        .call("GetConfiguration", json!({"key": SMART_CHARGING_KEYS}))
+        .await
     {
         Ok(v) => SmartChargingConfig::from_response(&v),
         Err(e) => {
@@ -478,14 +472,12 @@ async fn smart_charging(
             .map(|s| (1, profile_json(2, stack, "TxDefaultProfile", s, &start))),
     ];
     for (connector, profile) in sends.into_iter().flatten() {
-        let r = call(
-            out,
-            pending,
-            seq,
-            "SetChargingProfile",
-            json!({"connectorId": connector, "csChargingProfiles": profile}),
-        )
-        .await;
+        let r = link
+            .call(
+                "SetChargingProfile",
+                json!({"connectorId": connector, "csChargingProfiles": profile}),
+            )
+            .await;
         cs.log(
             json!({"event": "profile", "charge_point": cp, "connector": connector,
             "purpose": profile["chargingProfilePurpose"],

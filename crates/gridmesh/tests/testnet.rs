@@ -19,8 +19,10 @@ const N: usize = 4;
 const SENDERS: usize = 8;
 
 fn base_port() -> u16 {
-    // Distinct per process so concurrent test runs do not collide.
-    20_000 + (std::process::id() % 300) as u16 * 100
+    // Distinct per process so concurrent test runs do not collide, and below Linux's ephemeral
+    // range (32768-60999), where the other tests' brokers, nodes and clients take their ports.
+    // Each network takes base..base + 160 (p2p, APIs, full nodes).
+    20_000 + (std::process::id() % 60) as u16 * 200
 }
 
 fn start_validator(dir: &Path, i: usize) -> NodeProc {

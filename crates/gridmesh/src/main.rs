@@ -697,6 +697,15 @@ fn main() {
     }
 }
 
+/// An `--mqtt HOST:PORT` argument.
+fn broker_arg(broker: &str) -> anyhow::Result<(String, u16)> {
+    broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .with_context(|| format!("--mqtt {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883"))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -751,10 +760,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if plan.windows(2).any(|w| w[1].start_s <= w[0].start_s) {
                 bail!("--plan steps must be in increasing order of seconds");
             }
-            let (host, port) = mqtt
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                .with_context(|| format!("--mqtt {mqtt:?}: expected HOST:PORT"))?;
+            let (host, port) = broker_arg(&mqtt)?;
             let cfg = ocpp::OcppConfig {
                 chargers: keys,
                 id_tags,
@@ -844,10 +850,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 let broker = mqtt.expect("clap requires --mqtt without --once");
-                let (host, port) = broker
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                    .with_context(|| format!("--mqtt {broker:?}: expected HOST:PORT"))?;
+                let (host, port) = broker_arg(&broker)?;
                 let stats = adapter::run(adapter::AdapterConfig {
                     modbus,
                     unit,
@@ -1501,15 +1504,9 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         });
     }
     if let (Some(broker), Some(key)) = (&a.mqtt, &a.gateway_key) {
-        let (host, port) = broker
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .filter(|(h, _)| !h.is_empty())
-            .with_context(|| {
-                format!("--mqtt {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883")
-            })?;
+        let (host, port) = broker_arg(broker)?;
         cfg.device_gateway = Some(gridmesh_node::device_gateway::DeviceGatewayConfig {
-            mqtt_host: host.to_string(),
+            mqtt_host: host,
             mqtt_port: port,
             key: Keypair::load(key)
                 .with_context(|| format!("loading the gateway key {}", key.display()))?,

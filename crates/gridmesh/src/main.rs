@@ -1501,6 +1501,10 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             lead_slots: a.envelope_lead_slots,
             pcc_timeout_ms: a.pcc_timeout_s.saturating_mul(1000),
             resync_ms: a.resync_s.saturating_mul(1000),
+            gate_margin_ms: gridmesh_node::grid_operator::gate_margin_ms(
+                cfg.block_interval,
+                cfg.time_scale,
+            ),
         });
     }
     if let (Some(broker), Some(key)) = (&a.mqtt, &a.gateway_key) {

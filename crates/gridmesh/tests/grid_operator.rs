@@ -240,7 +240,8 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
     // Bad reports are refused with a reason.
     let r = ureq::post(&format!("{url}/v1/grid/pcc")).send_string("{\"grid\": 1}");
     assert!(matches!(r, Err(ureq::Error::Status(400, _))));
-    assert!(get(&url, "/v1/grid")["operator"]["last_error"].is_null());
+    let op = &get(&url, "/v1/grid")["operator"];
+    assert!(op["last_error"].is_null(), "{op}");
 }
 
 /// A live node that stops hearing from the PCC meter islands the microgrid after the timeout

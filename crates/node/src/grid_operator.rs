@@ -38,6 +38,22 @@ pub struct GridOperatorConfig {
     pub pcc_timeout_ms: u64,
     /// Healthy grid needed before reconnecting (chain time).
     pub resync_ms: u64,
+    /// An envelope is only submitted while its slot's gate closure is at least this far away
+    /// (chain time): long enough for it to reach a block. The node sets it from its block
+    /// interval and time scale ([`gate_margin_ms`]).
+    pub gate_margin_ms: u64,
+}
+
+/// How far ahead of gate closure an envelope must be submitted for it to be final before the
+/// gate closes: five block intervals of chain time (the head's timestamp lags the clock by up to
+/// one, the block that takes it may come one later, and a loaded machine delays both), and never
+/// under a minute.
+pub fn gate_margin_ms(block_interval: Duration, time_scale: u32) -> u64 {
+    let block_ms = u64::try_from(block_interval.as_millis()).unwrap_or(u64::MAX);
+    block_ms
+        .saturating_mul(5)
+        .saturating_mul(u64::from(time_scale.max(1)))
+        .max(60_000)
 }
 
 /// The last report of the PCC meter: whether the upstream grid is there.
@@ -156,7 +172,7 @@ fn run(
             status.lock().expect("status lock").transitions_submitted += 1;
         }
         // Envelopes for the next open slots whose gate is at least a block away.
-        for slot in next_slots(&market, now, cfg.lead_slots) {
+        for slot in next_slots(&market, now, cfg.lead_slots, cfg.gate_margin_ms) {
             if status
                 .lock()
                 .expect("status lock")
@@ -198,12 +214,13 @@ fn run(
     }
 }
 
-/// The open slots (gate closure more than a minute of chain time away) among the next `lead`.
-fn next_slots(market: &MarketConfig, now_ms: u64, lead: u64) -> Vec<u64> {
+/// The next `lead` slots whose gate closure is more than `margin_ms` of chain time away.
+fn next_slots(market: &MarketConfig, now_ms: u64, lead: u64, margin_ms: u64) -> Vec<u64> {
     let first = slot_of(now_ms) + 1;
-    (first..first + lead.max(1) + 1)
-        .filter(|&s| market.gate_closure_ms(s) > now_ms + 60_000)
-        .take(lead.max(1) as usize)
+    let lead = lead.max(1);
+    (first..first + lead + margin_ms / SLOT_MS + 2)
+        .filter(|&s| market.gate_closure_ms(s) > now_ms.saturating_add(margin_ms))
+        .take(lead as usize)
         .collect()
 }
 
@@ -229,4 +246,27 @@ fn envelopes_for(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_go_to_slots_whose_gate_is_beyond_the_margin() {
+        let market = MarketConfig::default();
+        // 600x with 1 s blocks: 50 minutes of chain time.
+        let margin = gate_margin_ms(Duration::from_secs(1), 600);
+        assert_eq!(margin, 3_000_000);
+        assert_eq!(gate_margin_ms(Duration::from_secs(1), 1), 60_000);
+        let now = 1_000 * SLOT_MS + 60_000;
+        for lead in [1, 2, 8] {
+            let slots = next_slots(&market, now, lead, margin);
+            assert_eq!(slots.len(), lead as usize, "{slots:?}");
+            assert!(slots
+                .iter()
+                .all(|&s| market.gate_closure_ms(s) > now + margin));
+            assert!(market.gate_closure_ms(slots[0] - 1) <= now + margin);
+        }
+    }
 }

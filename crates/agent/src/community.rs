@@ -49,23 +49,33 @@ fn plan(p: &HomeProblem) -> Option<Schedule> {
     }
 }
 
-/// Coordinates `homes` (same number of slots) under a transformer limit.
-pub fn coordinate(homes: &[HomeProblem], limit_kw: f64, rotation: usize) -> CoordinationReport {
+/// The coordinator's result: each home's schedule within its allocation, and the problems
+/// with their allocations (`import_cap_kw`).
+#[derive(Clone, Debug)]
+pub struct Allocation {
+    pub schedules: Vec<Schedule>,
+    pub problems: Vec<HomeProblem>,
+    /// Homes that could not meet their needs within their allocation (planned without it).
+    pub unfit: usize,
+}
+
+/// Allocates import capacity under `limit_kw` to `homes` (same number of slots) in turn, on top
+/// of `others_kw`, the forecast net load of homes that do not take part (empty: none).
+pub fn allocate(
+    homes: &[HomeProblem],
+    others_kw: &[f64],
+    limit_kw: f64,
+    rotation: usize,
+) -> Allocation {
     let slots = homes.first().map_or(0, |h| h.slots());
-    let cost = |schedules: &[Schedule]| -> f64 {
-        homes.iter().zip(schedules).map(|(h, s)| h.cost_of(s)).sum()
-    };
-    let free: Vec<Schedule> = homes
-        .iter()
-        .map(|h| plan(h).unwrap_or_else(|| h.safe_plan()))
-        .collect();
-    let uncoordinated = net_load(&free, slots);
     let inflexible = |h: &HomeProblem, t: usize| (h.load_kw[t] - h.pv_kw[t]).max(0.0);
     let mut still: Vec<f64> = (0..slots)
         .map(|t| homes.iter().map(|h| inflexible(h, t)).sum())
         .collect();
-    let mut committed = vec![0.0; slots];
-    let mut planned: Vec<Option<Schedule>> = vec![None; homes.len()];
+    let mut committed: Vec<f64> = (0..slots)
+        .map(|t| others_kw.get(t).copied().unwrap_or(0.0))
+        .collect();
+    let mut planned: Vec<Option<(HomeProblem, Schedule)>> = vec![None; homes.len()];
     let mut unfit = 0;
     for k in 0..homes.len() {
         let i = (k + rotation) % homes.len();
@@ -77,19 +87,41 @@ pub fn coordinate(homes: &[HomeProblem], limit_kw: f64, rotation: usize) -> Coor
         capped.import_cap_kw = (0..slots)
             .map(|t| (limit_kw - committed[t] - still[t]).max(0.0))
             .collect();
-        let s = match plan(&capped) {
-            Some(s) => s,
+        let (problem, s) = match plan(&capped) {
+            Some(s) => (capped, s),
             None => {
                 unfit += 1;
-                free[i].clone()
+                (h.clone(), plan(h).unwrap_or_else(|| h.safe_plan()))
             }
         };
         for (c, t) in committed.iter_mut().zip(0..slots) {
             *c += s.import_kw[t] - s.export_kw[t];
         }
-        planned[i] = Some(s);
+        planned[i] = Some((problem, s));
     }
-    let schedules: Vec<Schedule> = planned.into_iter().map(|s| s.expect("planned")).collect();
+    let (problems, schedules) = planned.into_iter().map(|p| p.expect("planned")).unzip();
+    Allocation {
+        schedules,
+        problems,
+        unfit,
+    }
+}
+
+/// Coordinates `homes` (same number of slots) under a transformer limit, and compares with each
+/// home planning freely.
+pub fn coordinate(homes: &[HomeProblem], limit_kw: f64, rotation: usize) -> CoordinationReport {
+    let slots = homes.first().map_or(0, |h| h.slots());
+    let cost = |schedules: &[Schedule]| -> f64 {
+        homes.iter().zip(schedules).map(|(h, s)| h.cost_of(s)).sum()
+    };
+    let free: Vec<Schedule> = homes
+        .iter()
+        .map(|h| plan(h).unwrap_or_else(|| h.safe_plan()))
+        .collect();
+    let uncoordinated = net_load(&free, slots);
+    let Allocation {
+        schedules, unfit, ..
+    } = allocate(homes, &[], limit_kw, rotation);
     let load = net_load(&schedules, slots);
     let peak = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
     CoordinationReport {
@@ -111,7 +143,7 @@ mod tests {
     use crate::schedule::example_home;
 
     #[test]
-    fn prices_alone_bring_the_evening_peak_under_the_transformer_limit() {
+    fn allocations_bring_the_evening_peak_under_the_transformer_limit() {
         // 30 homes whose EVs all plug in at 17:30 and whose tariff drops at 21:00: without
         // coordination they all charge at 21:00.
         let homes: Vec<HomeProblem> = (1..=30)

@@ -14,8 +14,10 @@
 //!   infeasible requests explained and a safe fallback.
 //! - [`strategy`]: bidding strategies (zero intelligence, gsy-e's linear ramp, the optimising
 //!   agent bidding its schedule at its marginal values) and the ledger's integer orders.
-//! - [`community`]: a coordinator that keeps the transformer within its limit by per-slot price
-//!   signals the homes re-plan against (valley filling by prices).
+//! - [`community`]: a coordinator that keeps the transformer within its limit by allocating
+//!   import capacity per slot, as operating envelopes do (valley filling).
+//! - [`study`]: a community over weeks under different agents (bills, self-sufficiency,
+//!   transformer peak, battery cycles), cleared by the market crate.
 //! - [`eval`]: rolling-origin evaluation: MAE, RMSE and skill against persistence by horizon.
 //!
 //! Floats throughout: forecasts never enter consensus; agents turn them into orders (integers).
@@ -28,6 +30,7 @@ pub mod learned;
 pub mod lp;
 pub mod schedule;
 pub mod strategy;
+pub mod study;
 
 /// Quarter hours in a day.
 pub const SLOTS_PER_DAY: usize = 96;

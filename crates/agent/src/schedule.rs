@@ -270,6 +270,13 @@ impl HomeProblem {
                 reason,
             };
         }
+        if self.battery.is_none()
+            && self.ev.is_none()
+            && self.deferrable.is_empty()
+            && self.flex.is_none()
+        {
+            return Plan::Optimal(self.nothing_to_schedule());
+        }
         let first = match self.solve(&[]) {
             Ok(s) => s,
             Err(e) => {
@@ -290,6 +297,49 @@ impl HomeProblem {
                 schedule: self.safe_plan(),
             },
         }
+    }
+
+    /// The optimum of a home with nothing to schedule, slot by slot without a solver: its only
+    /// choice is how much PV to curtail, and the cost of a slot is piecewise linear in it, so the
+    /// best is at no curtailment, at full curtailment or where the home stops exporting (least
+    /// curtailment among equals; at most one direction, as [`HomeProblem::plan`] promises).
+    fn nothing_to_schedule(&self) -> Schedule {
+        let n = self.slots();
+        let mut s = Schedule {
+            import_kw: vec![0.0; n],
+            export_kw: vec![0.0; n],
+            charge_kw: vec![0.0; n],
+            discharge_kw: vec![0.0; n],
+            ev_kw: vec![0.0; n],
+            curtail_kw: vec![0.0; n],
+            ..Schedule::default()
+        };
+        for t in 0..n {
+            let (load, pv) = (self.load_kw[t], self.pv_kw[t]);
+            let cost = |c: f64| {
+                let net = load - pv + c;
+                if net >= 0.0 {
+                    self.import_price[t] * net
+                } else {
+                    -self.export_price[t] * -net
+                }
+            };
+            // Curtailment keeping the export within its limit.
+            let least = (pv - load - self.export_limit_kw).clamp(0.0, pv);
+            let mut best = least;
+            for c in [(pv - load).clamp(0.0, pv), pv] {
+                if c > least && cost(c) < cost(best) - 1e-12 {
+                    best = c;
+                }
+            }
+            let net = load - pv + best;
+            s.curtail_kw[t] = best;
+            s.import_kw[t] = net.max(0.0);
+            s.export_kw[t] = (-net).max(0.0);
+        }
+        s.cost = self.cost_of(&s);
+        s.objective = s.cost;
+        s
     }
 
     /// The program (without binaries): what [`HomeProblem::plan`] solves first, for export.
@@ -691,6 +741,46 @@ mod tests {
                 earliest: 30,
                 latest: 90,
             }],
+        }
+    }
+
+    #[test]
+    fn a_home_with_nothing_to_schedule_is_planned_without_a_solver_at_the_same_cost() {
+        for seed in 1..40 {
+            let mut p = example_home(seed);
+            p.battery = None;
+            p.ev = None;
+            p.deferrable.clear();
+            if seed % 3 == 0 {
+                p.export_limit_kw = 1.0;
+            }
+            if seed % 5 == 0 {
+                p.import_price[40] = -0.02;
+            }
+            let Plan::Optimal(fast) = p.plan() else {
+                panic!("seed {seed} fell back")
+            };
+            let both = |s: &Schedule| (0..96).any(|t| s.import_kw[t] > 0.0 && s.export_kw[t] > 0.0);
+            assert!(!both(&fast));
+            let lp = p.solve(&[]).unwrap();
+            let lp = if both(&lp) {
+                p.solve(&p.both_ways(&lp)).unwrap()
+            } else {
+                lp
+            };
+            assert!(
+                (fast.cost - lp.cost).abs() < 1e-6,
+                "seed {seed}: {} vs {}",
+                fast.cost,
+                lp.cost
+            );
+            for t in 0..96 {
+                assert!(fast.export_kw[t] <= p.export_limit_kw + 1e-9);
+                let balance = fast.import_kw[t]
+                    - fast.export_kw[t]
+                    - (p.load_kw[t] - p.pv_kw[t] + fast.curtail_kw[t]);
+                assert!(balance.abs() < 1e-9);
+            }
         }
     }
 

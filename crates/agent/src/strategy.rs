@@ -70,7 +70,7 @@ pub trait Strategy {
     fn orders(&mut self, position: &Position, market: &MarketView) -> Vec<OrderIntent>;
 }
 
-fn both(position: &Position, bid: f64, ask: f64) -> Vec<OrderIntent> {
+pub(crate) fn both(position: &Position, bid: f64, ask: f64) -> Vec<OrderIntent> {
     let mut out = Vec::new();
     if position.import_kwh > 0.0 {
         out.push(OrderIntent {
@@ -149,8 +149,13 @@ impl Optimising {
     /// What one kWh bought in slot 0 is worth to the home (the optimal cost it saves), and what
     /// one kWh sold costs it, by re-planning with 0.1 kWh less and more load.
     pub fn marginal_values(&self) -> Option<(f64, f64)> {
+        self.marginal_values_from(self.cost_with(0.0)?)
+    }
+
+    /// [`Optimising::marginal_values`] around a known optimal cost of the problem (two programs
+    /// instead of three).
+    pub fn marginal_values_from(&self, base: f64) -> Option<(f64, f64)> {
         let d = 0.1;
-        let base = self.cost_with(0.0)?;
         let less = self.cost_with(-d)?;
         let more = self.cost_with(d)?;
         Some(((base - less) / d, (more - base) / d))

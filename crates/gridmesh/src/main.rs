@@ -57,6 +57,9 @@ enum Command {
     /// Device adapters: real hardware protocols into signed telemetry.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// A home's energy agent: bids and asks for the next open slot from the home's forecasts
+    /// and the strategy, placed and kept current through the node's API until gate closure.
+    Agent(AgentArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -300,6 +303,40 @@ struct NodeUrl {
     /// The node's API.
     #[arg(long, default_value = DEFAULT_NODE, env = "GRIDMESH_NODE")]
     node: String,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The home's account key (it signs the orders).
+    #[arg(long)]
+    key: PathBuf,
+    /// The home: location, household, PV, battery, EV (TOML).
+    #[arg(long)]
+    home: PathBuf,
+    /// zero-intelligence, linear-ramp or optimising.
+    #[arg(long, default_value = "optimising")]
+    strategy: gridmesh_node::agent_runner::StrategyKind,
+    /// Stop after this many slots (default: run until interrupted).
+    #[arg(long)]
+    slots: Option<u64>,
+    /// The order window before gate closure, minutes of chain time (the ramp's span).
+    #[arg(long, default_value_t = 60)]
+    window_minutes: u64,
+    /// No new orders this close to gate closure, seconds of chain time.
+    #[arg(long, default_value_t = 120)]
+    gate_margin_s: u64,
+    /// Re-price when the price moved by at least this, tokens per kWh.
+    #[arg(long, default_value_t = 0.01)]
+    reprice: f64,
+    /// Real time between looks at the market, ms.
+    #[arg(long, default_value_t = 1_000)]
+    poll_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    node: NodeUrl,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -558,6 +595,24 @@ enum BenchCommand {
         homes: usize,
         #[arg(long, default_value_t = 21)]
         repeat: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A community under every kind of agent over weeks of public weather and load data: bills,
+    /// savings against utility-only homes, self-sufficiency, transformer peak, battery cycles.
+    Community {
+        #[arg(long, default_value_t = 100)]
+        homes: usize,
+        #[arg(long, default_value_t = 30)]
+        days: usize,
+        /// Day of 2010 the study starts (0-based; 120 is 1 May).
+        #[arg(long, default_value_t = 120)]
+        first_day: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The transformer's rating, kW.
+        #[arg(long, default_value_t = 160.0)]
+        transformer_kw: f64,
         #[arg(long)]
         json: bool,
     },
@@ -1267,6 +1322,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if json {
                 print_json(&rows)?;
+            }
+            Ok(())
+        }
+        Command::Agent(a) => {
+            use gridmesh_node::agent_runner as runner;
+            let text = std::fs::read_to_string(&a.home)
+                .with_context(|| format!("reading {}", a.home.display()))?;
+            let home = runner::HomeSpec::parse(&text)
+                .with_context(|| format!("in {}", a.home.display()))?;
+            if a.reprice.is_nan() || a.reprice < 0.0 || a.poll_ms == 0 {
+                bail!("--reprice must be at least 0 and --poll-ms positive");
+            }
+            let data =
+                runner::HomeData::load(&home, &gridmesh_node::bench_grid::shared_data_dir())?;
+            let cfg = runner::AgentConfig {
+                key: Keypair::load(&a.key)?,
+                node: a.node.node,
+                home,
+                strategy: a.strategy,
+                slots: a.slots,
+                window_ms: a.window_minutes.saturating_mul(60_000),
+                gate_margin_ms: a.gate_margin_s.saturating_mul(1_000),
+                reprice_per_kwh: a.reprice,
+                poll: Duration::from_millis(a.poll_ms),
+                seed: a.seed,
+            };
+            let report = runner::run(&cfg, &data, || false)?;
+            eprintln!(
+                "{} slots: {} orders placed, {} cancelled to re-price, {} refused{}",
+                report.slots,
+                report.placed,
+                report.cancelled,
+                report.refused,
+                report
+                    .last_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(" (last: {e})"))
+            );
+            if a.json {
+                print_json(&report)?;
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Community {
+            homes,
+            days,
+            first_day,
+            seed,
+            transformer_kw,
+            json,
+        }) => {
+            let cfg = gridmesh_agent::study::StudyConfig {
+                homes,
+                days,
+                first_day,
+                seed,
+                transformer_kw,
+                ..Default::default()
+            };
+            let results = gridmesh_node::bench_agent::community_study(&cfg)?;
+            eprint!("{}", gridmesh_agent::study::table(&cfg, &results));
+            if json {
+                print_json(&results)?;
             }
             Ok(())
         }

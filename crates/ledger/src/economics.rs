@@ -462,6 +462,16 @@ pub(crate) fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option
         .map(|(_, r)| r)
 }
 
+/// Every flexibility request of `slot` (area, request), as stored in `kv` (for views).
+pub fn flex_requests(kv: &crate::kv::KvSpace, slot: u64) -> Vec<(String, FlexRecord)> {
+    kv.scan(&kv::key(TAG_FLEX, slot, &[]))
+        .filter_map(|(k, v)| {
+            let area = std::str::from_utf8(&k[kv::GROUP_LEN..]).ok()?.to_string();
+            Some((area, dec::<FlexRecord>(v)))
+        })
+        .collect()
+}
+
 /// Points for a device's accepted reading under a flexibility request.
 pub(crate) fn flexibility_delivered(
     kind: DeviceKind,

@@ -67,6 +67,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         EventView,
         ErrorBody,
         crate::market_view::MarketInfo,
+        crate::market_view::TariffPeriod,
+        crate::market_view::FlexRequestView,
         crate::market_view::SlotView,
         crate::market_view::DepthLevel,
         crate::market_view::MarketView,

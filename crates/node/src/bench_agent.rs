@@ -85,3 +85,37 @@ pub fn run(homes: usize, repeat: usize) -> Vec<AgentBenchRow> {
     });
     rows
 }
+
+/// `gridmesh bench community`: the agent study of `gridmesh_agent::study` on the shared data
+/// (`weather/TRY2010_04_Jahr.dat`, `load/h25.csv`), every standard scenario.
+pub fn community_study(
+    cfg: &gridmesh_agent::study::StudyConfig,
+) -> anyhow::Result<Vec<gridmesh_agent::study::ScenarioResult>> {
+    use anyhow::Context;
+    use gridmesh_agent::study;
+    cfg.check()?;
+    let dir = crate::bench_grid::shared_data_dir();
+    let read = |rel: &str| {
+        let path = dir.join(rel);
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (set GRIDMESH_SHARED_DATA to the reference data folder)",
+                path.display()
+            )
+        })
+    };
+    let weather = gridmesh_agent::data::parse_try(&read("weather/TRY2010_04_Jahr.dat")?)?;
+    let profile = gridmesh_agent::data::parse_bdew(&read("load/h25.csv")?)?;
+    let community = study::community(cfg, &weather, &profile);
+    Ok(study::compare(
+        cfg,
+        &community,
+        &study::Scenario::standard(cfg.homes),
+        |r| {
+            eprintln!(
+                "{}: mean bill {:.2} tokens, transformer peak {:.1} kW ({:.0} s)",
+                r.name, r.mean_bill, r.transformer_peak_kw, r.seconds
+            )
+        },
+    ))
+}

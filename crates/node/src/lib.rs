@@ -10,6 +10,7 @@
 //! The engine is chosen by the genesis: no validators, the solo engine; validators, BFT consensus
 //! (the node must then be given a validator key of the set).
 
+pub mod agent_runner;
 pub mod api;
 pub mod api_economics;
 pub mod api_gateway;

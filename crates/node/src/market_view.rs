@@ -377,10 +377,37 @@ pub struct MarketInfo {
     /// The slot the head's time is in, and the first slot still open for orders.
     pub current_slot: u64,
     pub next_open_slot: u64,
+    /// The head block's time and the next open slot's gate closure (ms since the epoch).
+    pub now_ms: u64,
+    pub next_gate_closure_ms: u64,
+    /// The utility's time-of-use tariff: periods from a slot of the day (UTC) on, in tokens per
+    /// kWh.
+    pub tariffs: Vec<TariffPeriod>,
+    /// The grid operator's flexibility requests for the next 96 slots (what devices delivering
+    /// in the asked direction are rewarded for).
+    pub flexibility_requests: Vec<FlexRequestView>,
     pub escrow_account: String,
     pub escrow_balance: String,
     pub grid_operator: String,
     pub market_operator: String,
+}
+
+/// A flexibility request: in `slot`, devices in `area` ("" = everywhere) that `reduce` (battery
+/// discharge) or `increase` (battery and EV charging) their draw earn `value_per_kwh`.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct FlexRequestView {
+    pub slot: u64,
+    pub area: String,
+    pub direction: String,
+    pub value_per_kwh: String,
+}
+
+/// One period of the time-of-use tariff.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct TariffPeriod {
+    pub from_slot_of_day: u8,
+    pub retail_per_kwh: String,
+    pub feed_in_per_kwh: String,
 }
 
 pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
@@ -397,6 +424,32 @@ pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
         late_window_minutes: cfg.late_window_minutes,
         current_slot: current,
         next_open_slot: next,
+        now_ms,
+        next_gate_closure_ms: cfg.gate_closure_ms(next),
+        tariffs: cfg
+            .tariffs
+            .iter()
+            .map(|t| TariffPeriod {
+                from_slot_of_day: t.from_slot_of_day,
+                retail_per_kwh: tokens(u128::from(t.tariff.retail_per_kwh)),
+                feed_in_per_kwh: tokens(u128::from(t.tariff.feed_in_per_kwh)),
+            })
+            .collect(),
+        flexibility_requests: (current..current + 96)
+            .flat_map(|slot| {
+                gridmesh_ledger::economics::flex_requests(state.kv(), slot)
+                    .into_iter()
+                    .map(move |(area, r)| FlexRequestView {
+                        slot,
+                        area,
+                        direction: match r.direction {
+                            gridmesh_ledger::tx::FlexDirection::Reduce => "reduce".into(),
+                            gridmesh_ledger::tx::FlexDirection::Increase => "increase".into(),
+                        },
+                        value_per_kwh: tokens(u128::from(r.value_per_kwh)),
+                    })
+            })
+            .collect(),
         escrow_account: market::escrow_account().to_string(),
         escrow_balance: state.account(&market::escrow_account()).balance.to_string(),
         grid_operator: cfg.grid_operator.to_string(),

@@ -1,0 +1,662 @@
+//! `gridmesh agent`: one home's energy agent trading through a node's public API.
+//!
+//! Every poll the agent reads the market's public rules and clock (`GET /v1/market`: next open
+//! slot, its gate closure, the tariff), works out what its home wants in the next open slot, and
+//! places that as signed orders (`POST /v1/tx`). While the gate is open it keeps them current:
+//! when the strategy's price moves by at least `reprice_per_kwh` (the linear ramp does as the
+//! gate nears) or the wanted side changes, it cancels the old order and places a new one. It
+//! never re-prices within `gate_margin_ms` of gate closure (the transactions could not reach a
+//! block in time). The optimising agent answers the grid operator's published requests to reduce
+//! draw: it plans with the request's value on import below its plan without it (the battery
+//! discharges, the EV waits), and bids what that plan imports.
+//!
+//! What the agent sees: the market's public rules and clock, its own account and the receipts of
+//! its own transactions, and its own home's data (`HomeSpec`: a household of the BDEW profile
+//! and rooftop PV under the test reference year, mapped onto the chain's day of the year). It
+//! never reads other members' orders, bills or readings.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use gridmesh_agent::data::{
+    household_load_kw, parse_bdew, parse_try, pv_power_kw, PvArray, SLOTS_2010,
+};
+use gridmesh_agent::forecast::SmartPersistence;
+use gridmesh_agent::forecast::{Context as ForecastContext, Forecaster, Persistence};
+use gridmesh_agent::schedule::{Battery, Ev, FlexEvent, FlexReward, HomeProblem, Plan, DT_H};
+use gridmesh_agent::strategy::{
+    LinearRamp, MarketView, Optimising, OrderIntent, Position, Side, Strategy, ZeroIntelligence,
+};
+use gridmesh_ledger::{Keypair, TxKind};
+use gridmesh_types::units::{slot_start_ms, SLOT_MS};
+use gridmesh_types::{Address, Hash32};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+
+/// A home as its agent knows it (TOML).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeSpec {
+    /// The market area of the home's connection, e.g. `street-1/home-4`.
+    #[serde(default)]
+    pub location: String,
+    /// The household's yearly consumption (BDEW H25 profile), kWh.
+    pub annual_kwh: f64,
+    /// Seed of the household's own variation around the profile.
+    #[serde(default)]
+    pub seed: u64,
+    /// Rooftop PV, kWp (south, 30°).
+    #[serde(default)]
+    pub pv_kwp: f64,
+    pub battery: Option<BatterySpec>,
+    pub ev: Option<EvSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatterySpec {
+    pub capacity_kwh: f64,
+    pub power_kw: f64,
+    #[serde(default = "efficiency")]
+    pub efficiency: f64,
+    /// Kept for outages.
+    #[serde(default)]
+    pub reserve_kwh: f64,
+}
+
+fn efficiency() -> f64 {
+    0.95
+}
+
+/// An EV plugged in every day from `arrival_hour` to `departure_hour` (UTC, 0-23; departure
+/// the next day if earlier), needing `energy_kwh` by departure.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvSpec {
+    pub power_kw: f64,
+    pub energy_kwh: f64,
+    pub arrival_hour: u8,
+    pub departure_hour: u8,
+}
+
+impl HomeSpec {
+    pub fn parse(text: &str) -> anyhow::Result<HomeSpec> {
+        let h: HomeSpec = toml::from_str(text)?;
+        h.check()?;
+        Ok(h)
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !(self.annual_kwh > 0.0 && self.annual_kwh <= 1e6) {
+            bail!(
+                "annual_kwh must be above 0 and at most 1000000, not {}",
+                self.annual_kwh
+            );
+        }
+        if !(0.0..=1_000.0).contains(&self.pv_kwp) {
+            bail!("pv_kwp must be 0 to 1000, not {}", self.pv_kwp);
+        }
+        if let Some(b) = &self.battery {
+            if !(b.capacity_kwh > 0.0 && b.power_kw > 0.0) {
+                bail!("the battery needs a positive capacity_kwh and power_kw");
+            }
+            if !(b.efficiency > 0.0 && b.efficiency <= 1.0) {
+                bail!("battery efficiency must be in (0, 1], not {}", b.efficiency);
+            }
+            if !(0.0..b.capacity_kwh).contains(&b.reserve_kwh) {
+                bail!("the battery's reserve_kwh must be below its capacity");
+            }
+        }
+        if let Some(e) = &self.ev {
+            if !(e.power_kw > 0.0 && e.energy_kwh >= 0.0) {
+                bail!("the EV needs a positive power_kw and a non-negative energy_kwh");
+            }
+            if e.arrival_hour > 23 || e.departure_hour > 23 || e.arrival_hour == e.departure_hour {
+                bail!("EV arrival_hour and departure_hour are different hours 0-23");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which strategy bids for the home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    ZeroIntelligence,
+    LinearRamp,
+    Optimising,
+}
+
+impl std::str::FromStr for StrategyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StrategyKind, String> {
+        match s {
+            "zero-intelligence" => Ok(StrategyKind::ZeroIntelligence),
+            "linear-ramp" => Ok(StrategyKind::LinearRamp),
+            "optimising" => Ok(StrategyKind::Optimising),
+            _ => Err(format!(
+                "unknown strategy {s:?}: zero-intelligence, linear-ramp or optimising"
+            )),
+        }
+    }
+}
+
+/// The agent's settings.
+pub struct AgentConfig {
+    pub key: Keypair,
+    pub node: String,
+    pub home: HomeSpec,
+    pub strategy: StrategyKind,
+    /// Stop after the orders of this many slots went past their gate (`None`: run until
+    /// stopped).
+    pub slots: Option<u64>,
+    /// How far ahead of gate closure the order window opens (the ramp's 0), chain ms.
+    pub window_ms: u64,
+    /// No new orders within this long before gate closure, chain ms.
+    pub gate_margin_ms: u64,
+    /// Re-price when the strategy's price moved by at least this, tokens per kWh.
+    pub reprice_per_kwh: f64,
+    pub poll: Duration,
+    pub seed: u64,
+}
+
+/// The home's year of data (2010, twice in a row so any slot of the year has a week behind it).
+pub struct HomeData {
+    load_kw: Vec<f64>,
+    pv_kw: Vec<f64>,
+    clear_sky_kw: Vec<f64>,
+}
+
+impl HomeData {
+    /// From the reference data folder (TRY weather, BDEW H25).
+    pub fn load(home: &HomeSpec, data_dir: &std::path::Path) -> anyhow::Result<HomeData> {
+        let read = |rel: &str| {
+            let p = data_dir.join(rel);
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+        };
+        let weather = parse_try(&read("weather/TRY2010_04_Jahr.dat")?)?;
+        let profile = parse_bdew(&read("load/h25.csv")?)?;
+        let load = household_load_kw(&profile, home.annual_kwh, home.seed);
+        let (pv, clear) = pv_power_kw(&weather, &PvArray::potsdam(home.pv_kwp));
+        let twice = |v: Vec<f64>| [v.clone(), v].concat();
+        Ok(HomeData {
+            load_kw: twice(load),
+            pv_kw: twice(pv),
+            clear_sky_kw: twice(clear),
+        })
+    }
+}
+
+/// The index into [`HomeData`] of the chain's slot `slot` (same slot of the year, second copy).
+fn year_index(slot: u64) -> usize {
+    let ms = slot_start_ms(slot);
+    let days = (ms / 86_400_000) as i64;
+    // Days since 1970-01-01 of 1 January of the same year.
+    let (mut year, mut start) = (1970i64, 0i64);
+    loop {
+        let len = if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 {
+            366
+        } else {
+            365
+        };
+        if days < start + len {
+            break;
+        }
+        start += len;
+        year += 1;
+    }
+    let slot_of_year = ((ms - start as u64 * 86_400_000) / SLOT_MS) as usize;
+    SLOTS_2010 + slot_of_year.min(SLOTS_2010 - 1)
+}
+
+/// What the agent did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentReport {
+    /// Slots whose gate passed with the agent's orders in place.
+    pub slots: u64,
+    pub placed: u64,
+    pub cancelled: u64,
+    /// Transactions refused (by the node or at block time), with the last reason.
+    pub refused: u64,
+    pub last_error: Option<String>,
+    /// Every order placed: slot, side, energy (mWh), price (base units per kWh), order id.
+    pub orders: Vec<PlacedOrder>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlacedOrder {
+    pub slot: u64,
+    pub side: Side,
+    pub energy_mwh: u64,
+    pub price_per_kwh: u64,
+    pub order_id: Option<u64>,
+    pub cancelled: bool,
+}
+
+/// An order of ours: waiting for its block (`hash`) or live (`order_id`).
+struct Live {
+    report_index: usize,
+    hash: Hash32,
+    order_id: Option<u64>,
+}
+
+/// The home's state as the agent tracks it (it assumes its plans are carried out).
+struct HomeState {
+    soc_kwh: f64,
+    ev_charged_kwh: f64,
+    ev_session_day: Option<u64>,
+}
+
+/// Runs the agent until `slots` are done or `stop` returns true.
+pub fn run(
+    cfg: &AgentConfig,
+    data: &HomeData,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<AgentReport> {
+    let client = Client::new(&cfg.node);
+    let me: Address = cfg.key.address();
+    let chain_id = client.status()?.chain_id;
+    let mut report = AgentReport::default();
+    let mut nonce = client.account(&me)?.nonce;
+    let mut target: Option<u64> = None;
+    let mut live: Vec<Live> = Vec::new();
+    let mut zi = ZeroIntelligence::new(cfg.seed);
+    let mut home = HomeState {
+        soc_kwh: cfg
+            .home
+            .battery
+            .as_ref()
+            .map_or(0.0, |b| b.capacity_kwh / 2.0),
+        ev_charged_kwh: 0.0,
+        ev_session_day: None,
+    };
+    // The position and marginal values of the target slot, computed once per slot.
+    let mut wanted: Option<(Position, Option<(f64, f64)>)> = None;
+    let started = Instant::now();
+    while !stop() {
+        std::thread::sleep(cfg.poll);
+        let info = client.market()?;
+        let now = info.now_ms;
+        let slot = info.next_open_slot;
+        if target != Some(slot) {
+            if let Some(done) = target {
+                if live
+                    .iter()
+                    .any(|l| report.orders[l.report_index].slot == done)
+                {
+                    report.slots += 1;
+                }
+                if cfg.slots.is_some_and(|n| report.slots >= n) {
+                    break;
+                }
+            }
+            live.clear();
+            target = Some(slot);
+            wanted = Some(plan_slot(cfg, data, &info, slot, &mut home)?);
+        }
+        // Learn the ids of our orders that reached a block.
+        for l in live.iter_mut().filter(|l| l.order_id.is_none()) {
+            match client.tx(&l.hash) {
+                Ok(Some(t)) if t.status == "committed" => {
+                    l.order_id = t.receipt.as_ref().and_then(|r| {
+                        r.events
+                            .iter()
+                            .find(|e| e.kind == "order_placed")
+                            .and_then(|e| e.details.as_ref()?.get("order_id")?.as_u64())
+                    });
+                    report.orders[l.report_index].order_id = l.order_id;
+                }
+                Ok(_) => {}
+                // Refused at block time (e.g. the gate closed first): the nonce is free again.
+                Err(e) => {
+                    refused(&mut report, &anyhow::Error::new(e));
+                    report.orders[l.report_index].cancelled = true;
+                    nonce = client.account(&me)?.nonce;
+                }
+            }
+        }
+        live.retain(|l| !report.orders[l.report_index].cancelled);
+        if now + cfg.gate_margin_ms >= info.next_gate_closure_ms {
+            continue;
+        }
+        let (retail, feed_in) = tariff_at(&info, slot)?;
+        let view = MarketView {
+            retail_per_kwh: retail,
+            feed_in_per_kwh: feed_in,
+            elapsed: 1.0 - (info.next_gate_closure_ms - now) as f64 / cfg.window_ms.max(1) as f64,
+        };
+        let (position, values) = wanted.expect("planned for the target slot");
+        let intents: Vec<OrderIntent> = match cfg.strategy {
+            StrategyKind::ZeroIntelligence => {
+                // Drawn once per slot: a new draw every poll would only churn orders.
+                if live.is_empty() {
+                    zi.orders(&position, &view)
+                } else {
+                    Vec::new()
+                }
+            }
+            StrategyKind::LinearRamp => LinearRamp.orders(&position, &view),
+            StrategyKind::Optimising => {
+                let (buy, sell) = values.unwrap_or((retail, feed_in));
+                let clamp = |p: f64| p.clamp(feed_in, retail);
+                [
+                    (Side::Bid, position.import_kwh, clamp(buy)),
+                    (Side::Ask, position.export_kwh, clamp(sell)),
+                ]
+                .into_iter()
+                .filter(|(_, e, _)| *e > 0.0)
+                .map(|(side, energy_kwh, price_per_kwh)| OrderIntent {
+                    side,
+                    energy_kwh,
+                    price_per_kwh,
+                })
+                .collect()
+            }
+        };
+        let decimals = gridmesh_types::TOKEN_DECIMALS;
+        for intent in intents {
+            let Some((side, energy_mwh, price)) = intent.to_units(decimals) else {
+                continue;
+            };
+            let current = live
+                .iter()
+                .position(|l| report.orders[l.report_index].side == side);
+            if let Some(k) = current {
+                let o = &report.orders[live[k].report_index];
+                let step = cfg.reprice_per_kwh * 10f64.powi(decimals as i32);
+                if (o.price_per_kwh as f64 - price as f64).abs() < step {
+                    continue;
+                }
+                // Re-price: the old order must have reached a block before it can be cancelled.
+                let Some(order_id) = live[k].order_id else {
+                    continue;
+                };
+                let kind = TxKind::CancelOrder { slot, order_id };
+                match submit(&client, &cfg.key, &chain_id, nonce, kind) {
+                    Ok(_) => {
+                        nonce += 1;
+                        report.cancelled += 1;
+                        report.orders[live[k].report_index].cancelled = true;
+                        live.remove(k);
+                    }
+                    Err(e) => {
+                        refused(&mut report, &e);
+                        nonce = client.account(&me)?.nonce;
+                        continue;
+                    }
+                }
+            }
+            let kind = TxKind::PlaceOrder {
+                slot,
+                side: match side {
+                    Side::Bid => gridmesh_ledger::Side::Bid,
+                    Side::Ask => gridmesh_ledger::Side::Ask,
+                },
+                energy_mwh,
+                price_per_kwh: price,
+                location: cfg.home.location.clone(),
+            };
+            match submit(&client, &cfg.key, &chain_id, nonce, kind) {
+                Ok(hash) => {
+                    nonce += 1;
+                    report.placed += 1;
+                    report.orders.push(PlacedOrder {
+                        slot,
+                        side,
+                        energy_mwh,
+                        price_per_kwh: price,
+                        order_id: None,
+                        cancelled: false,
+                    });
+                    live.push(Live {
+                        report_index: report.orders.len() - 1,
+                        hash,
+                        order_id: None,
+                    });
+                }
+                Err(e) => {
+                    refused(&mut report, &e);
+                    nonce = client.account(&me)?.nonce;
+                }
+            }
+        }
+        tracing::debug!(slot, elapsed = ?started.elapsed(), "agent poll");
+    }
+    Ok(report)
+}
+
+fn refused(report: &mut AgentReport, e: &anyhow::Error) {
+    tracing::warn!(error = %e, "an agent transaction was refused");
+    report.refused += 1;
+    report.last_error = Some(format!("{e:#}"));
+}
+
+fn submit(
+    client: &Client,
+    key: &Keypair,
+    chain_id: &str,
+    nonce: u64,
+    kind: TxKind,
+) -> anyhow::Result<Hash32> {
+    let tx = gridmesh_ledger::TxBody {
+        version: gridmesh_ledger::tx::TX_VERSION,
+        chain_id: chain_id.to_string(),
+        sender: key.address(),
+        nonce,
+        kind,
+    }
+    .sign(key);
+    Ok(client.submit(&tx)?.hash.parse()?)
+}
+
+/// Retail and feed-in price of `slot` from the market's public tariff, tokens per kWh.
+fn tariff_at(info: &crate::market_view::MarketInfo, slot: u64) -> anyhow::Result<(f64, f64)> {
+    let of_day = (slot % 96) as u8;
+    let period = info
+        .tariffs
+        .iter()
+        .rev()
+        .find(|p| p.from_slot_of_day <= of_day)
+        .or(info.tariffs.first())
+        .context("the market publishes no tariff")?;
+    Ok((
+        period.retail_per_kwh.parse()?,
+        period.feed_in_per_kwh.parse()?,
+    ))
+}
+
+/// What the home wants in `slot` (from forecasts made before it), and for the optimising
+/// strategy its marginal values; advances the tracked battery and EV by the plan's first slot.
+fn plan_slot(
+    cfg: &AgentConfig,
+    data: &HomeData,
+    info: &crate::market_view::MarketInfo,
+    slot: u64,
+    home: &mut HomeState,
+) -> anyhow::Result<(Position, Option<(f64, f64)>)> {
+    let origin = year_index(slot);
+    let horizon = 96;
+    let none = ForecastContext { clear_sky_kw: None };
+    let load = Persistence.forecast(&data.load_kw, origin, horizon, &none);
+    let pv = SmartPersistence.forecast(
+        &data.pv_kw,
+        origin,
+        horizon,
+        &ForecastContext {
+            clear_sky_kw: Some(&data.clear_sky_kw),
+        },
+    );
+    if cfg.strategy != StrategyKind::Optimising {
+        let net = load[0] - pv[0];
+        return Ok((
+            Position {
+                import_kwh: net.max(0.0) * DT_H,
+                export_kwh: (-net).max(0.0) * DT_H,
+            },
+            None,
+        ));
+    }
+    let mut prices = Vec::with_capacity(horizon);
+    for k in 0..horizon as u64 {
+        prices.push(tariff_at(info, slot + k)?);
+    }
+    let ev = cfg.home.ev.as_ref().and_then(|e| {
+        let hour = (slot % 96 / 4) as u8;
+        let plugged = if e.arrival_hour < e.departure_hour {
+            (e.arrival_hour..e.departure_hour).contains(&hour)
+        } else {
+            hour >= e.arrival_hour || hour < e.departure_hour
+        };
+        if !plugged {
+            home.ev_session_day = None;
+            return None;
+        }
+        // A session is named by the day it began.
+        let day = (slot - u64::from(hour < e.arrival_hour) * 96) / 96;
+        if home.ev_session_day != Some(day) {
+            home.ev_session_day = Some(day);
+            home.ev_charged_kwh = 0.0;
+        }
+        let hours_left = (i64::from(e.departure_hour) - i64::from(hour)).rem_euclid(24) as usize;
+        let needed = (e.energy_kwh - home.ev_charged_kwh).max(0.0);
+        (needed > 1e-6).then(|| Ev {
+            power_kw: e.power_kw,
+            energy_needed_kwh: needed,
+            arrival: 0,
+            departure: (hours_left * 4 - (slot % 4) as usize).max(1),
+        })
+    });
+    let problem = HomeProblem {
+        load_kw: load,
+        pv_kw: pv,
+        import_price: prices.iter().map(|p| p.0).collect(),
+        export_price: prices.iter().map(|p| p.1).collect(),
+        import_limit_kw: 30.0,
+        import_cap_kw: Vec::new(),
+        export_limit_kw: 30.0,
+        battery: cfg.home.battery.as_ref().map(|b| Battery {
+            capacity_kwh: b.capacity_kwh,
+            power_kw: b.power_kw,
+            charge_efficiency: b.efficiency.sqrt(),
+            discharge_efficiency: b.efficiency.sqrt(),
+            initial_kwh: home.soc_kwh.max(b.reserve_kwh),
+            reserve_kwh: b.reserve_kwh,
+        }),
+        ev,
+        deferrable: Vec::new(),
+        flex: None,
+    };
+    // A request to reduce draw in the horizon: answered from the schedule (import below the
+    // plan without it is worth the request's value, up to the battery's power per slot).
+    let event = reduce_request(info, slot, &cfg.home, horizon);
+    let (problem, schedule) = match event.and_then(|e| Some((e, problem.respond(&e)?))) {
+        Some((e, (base, with, response))) => {
+            tracing::info!(
+                slot,
+                delivered_kwh = response.delivered_kwh,
+                "answering a flexibility request"
+            );
+            let mut p = problem;
+            p.flex = Some(FlexReward {
+                from: e.from,
+                to: e.to,
+                reduce_kw: e.reduce_kw,
+                value_per_kwh: e.value_per_kwh,
+                baseline_kw: base.import_kw,
+            });
+            (p, with)
+        }
+        None => {
+            let schedule = match problem.plan() {
+                Plan::Optimal(s) => s,
+                Plan::Fallback { reason, schedule } => {
+                    tracing::warn!(%reason, "no optimal plan; the safe plan is bid");
+                    schedule
+                }
+            };
+            (problem, schedule)
+        }
+    };
+    if let Some(s) = schedule.soc_kwh.first() {
+        home.soc_kwh = *s;
+    }
+    home.ev_charged_kwh += schedule.ev_kw.first().copied().unwrap_or(0.0) * DT_H;
+    let position = Position {
+        import_kwh: schedule.import_kw[0] * DT_H,
+        export_kwh: schedule.export_kw[0] * DT_H,
+    };
+    let agent = Optimising { problem };
+    Ok((position, agent.marginal_values_from(schedule.cost)))
+}
+
+/// The first run of consecutive slots in the horizon with a `reduce` request covering the home's
+/// location, as an event over the problem's slots (value: the run's lowest).
+fn reduce_request(
+    info: &crate::market_view::MarketInfo,
+    slot: u64,
+    home: &HomeSpec,
+    horizon: usize,
+) -> Option<FlexEvent> {
+    let covers = |area: &str| {
+        area.is_empty() || home.location == area || home.location.starts_with(&format!("{area}/"))
+    };
+    let mut asked: Vec<(u64, f64)> = info
+        .flexibility_requests
+        .iter()
+        .filter(|r| r.direction == "reduce" && covers(&r.area) && r.slot >= slot)
+        .filter(|r| r.slot < slot + horizon as u64)
+        .filter_map(|r| Some((r.slot, r.value_per_kwh.parse::<f64>().ok()?)))
+        .collect();
+    asked.sort_by_key(|a| a.0);
+    let (first, _) = *asked.first()?;
+    let run: Vec<&(u64, f64)> = asked
+        .iter()
+        .enumerate()
+        .take_while(|(k, a)| a.0 == first + *k as u64)
+        .map(|(_, a)| a)
+        .collect();
+    let reduce_kw = home.battery.as_ref().map_or(0.0, |b| b.power_kw)
+        + home.ev.as_ref().map_or(0.0, |e| e.power_kw);
+    (reduce_kw > 0.0).then(|| FlexEvent {
+        from: (first - slot) as usize,
+        to: (first - slot) as usize + run.len(),
+        reduce_kw,
+        value_per_kwh: run.iter().map(|a| a.1).fold(f64::INFINITY, f64::min),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_home_file_is_checked_and_slots_map_onto_the_year() {
+        let h = HomeSpec::parse(
+            "location = \"street-1/home-2\"\nannual_kwh = 3500\npv_kwp = 6\n[battery]\ncapacity_kwh = 10\npower_kw = 5\n",
+        )
+        .unwrap();
+        assert_eq!(h.battery.unwrap().efficiency, 0.95);
+        for (text, why) in [
+            ("annual_kwh = -1\n", "annual_kwh"),
+            ("annual_kwh = 3000\nsolar = 4\n", "unknown field"),
+            (
+                "annual_kwh = 3000\n[ev]\npower_kw = 11\nenergy_kwh = 10\narrival_hour = 18\ndeparture_hour = 18\n",
+                "different hours",
+            ),
+            (
+                "annual_kwh = 3000\n[battery]\ncapacity_kwh = 10\npower_kw = 5\nreserve_kwh = 10\n",
+                "reserve",
+            ),
+        ] {
+            let e = HomeSpec::parse(text).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{text}: {e:#}");
+        }
+        // 2026-11-24 00:00 UTC is day 327 (0-based) of its year.
+        let slot = 1_795_478_400_000 / SLOT_MS;
+        assert_eq!(year_index(slot), SLOTS_2010 + 327 * 96);
+        // 1 January.
+        assert_eq!(year_index(1_767_225_600_000 / SLOT_MS), SLOTS_2010);
+    }
+}

@@ -354,6 +354,8 @@ pub struct ScenarioResult {
     pub self_sufficiency: f64,
     /// The transformer's highest import and export, kW (15-minute means).
     pub transformer_peak_kw: f64,
+    /// The highest import between 17:00 and 21:00 local time, kW.
+    pub evening_peak_kw: f64,
     pub transformer_peak_export_kw: f64,
     /// Slots the transformer imported more than its rating.
     pub slots_over_rating: usize,
@@ -663,6 +665,12 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
         groups,
         self_sufficiency: 1.0 - imported / used.max(1e-9),
         transformer_peak_kw: transformer_kw.iter().copied().fold(0.0, f64::max),
+        evening_peak_kw: transformer_kw
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| (68..84).contains(&((first + k + 4) % SLOTS_PER_DAY)))
+            .map(|(_, p)| *p)
+            .fold(0.0, f64::max),
         transformer_peak_export_kw: transformer_kw.iter().map(|p| -p).fold(0.0, f64::max),
         slots_over_rating: transformer_kw
             .iter()
@@ -725,14 +733,14 @@ pub fn table(cfg: &StudyConfig, results: &[ScenarioResult]) -> String {
         "{} homes, {} days from day {} of 2010 (Potsdam weather, BDEW H25 households), transformer {:.0} kW\n\n",
         cfg.homes, cfg.days, cfg.first_day, cfg.transformer_kw
     );
-    out += "| scenario | agents | homes | mean bill (tokens) | saving vs utility only | self-sufficiency | transformer peak (kW) | slots over rating | battery cycles | P2P (kWh) | P2P price | run (s) |\n";
-    out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| scenario | agents | homes | mean bill (tokens) | saving vs utility only | self-sufficiency | transformer peak (kW) | evening peak (kW) | slots over rating | battery cycles | P2P (kWh) | P2P price | run (s) |\n";
+    out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in results {
         for (k, g) in r.groups.iter().enumerate() {
             let shared = |v: String| if k == 0 { v } else { String::new() };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 shared(r.name.clone()),
                 g.agent.name(),
                 g.homes,
@@ -740,6 +748,7 @@ pub fn table(cfg: &StudyConfig, results: &[ScenarioResult]) -> String {
                 g.mean_saving.map_or("-".into(), |s| format!("{s:.2}")),
                 shared(format!("{:.1} %", r.self_sufficiency * 100.0)),
                 shared(format!("{:.1}", r.transformer_peak_kw)),
+                shared(format!("{:.1}", r.evening_peak_kw)),
                 shared(r.slots_over_rating.to_string()),
                 shared(format!("{:.2}", r.battery_cycles)),
                 shared(format!("{:.0}", r.p2p_kwh)),

@@ -80,6 +80,8 @@ fn optimising_agents_save_and_the_coordinator_keeps_the_transformer_within_its_r
     assert!(optimising.transformer_peak_kw > cfg.transformer_kw * 1.5);
     assert!(coordinated.transformer_peak_kw < cfg.transformer_kw * 1.05);
     assert!(coordinated.slots_over_rating * 4 < optimising.slots_over_rating.max(1));
+    // Planned EVs leave the evening peak (they charge at night); plug-in charging makes it.
+    assert!(optimising.evening_peak_kw < utility.evening_peak_kw);
     // In the mix, the optimising third saves more against its utility-only bills than the
     // zero-intelligence third does against theirs.
     let mixed = by_name("mixed");

@@ -208,3 +208,92 @@ fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
         "{err}"
     );
 }
+
+/// With the grid operator's service enveloping a congested street (20 homes on 100 kVA), the
+/// optimising agent plans its EV within its connection's envelope and bids no more than it.
+#[test]
+fn the_optimising_agent_plans_within_its_operating_envelope() {
+    if shared_data().is_none() {
+        assert!(
+            std::env::var_os("GRIDMESH_REQUIRE_INTEROP").is_none(),
+            "the reference data is missing"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (op_key, op) = new_key(dir.path(), "operator");
+    let (home_key, home) = new_key(dir.path(), "home");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        format!(
+            "chain_id = \"envelopes\"\ntimestamp_ms = {now_ms}\n[[accounts]]\naddress = \"{home}\"\nbalance = \"100\"\n[[accounts]]\naddress = \"{op}\"\nbalance = \"100\"\n[market]\ngrid_operator = \"{op}\"\n"
+        ),
+    )
+    .unwrap();
+    let feeder =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let node = NodeProc::start(
+        &dir.path().join("data"),
+        &[
+            "--genesis",
+            genesis.to_str().unwrap(),
+            "--time-scale",
+            "600",
+            "--empty-blocks",
+            "--grid-feeder",
+            feeder.to_str().unwrap(),
+            "--grid-operator-key",
+            &op_key,
+        ],
+    );
+    let hour = (now_ms / 3_600_000 % 24) as u8;
+    let ev_home = dir.path().join("ev.toml");
+    std::fs::write(
+        &ev_home,
+        format!(
+            "location = \"street-1/home-2\"\nannual_kwh = 3000\n[ev]\npower_kw = 11\nenergy_kwh = 6\narrival_hour = {}\ndeparture_hour = {}\n",
+            (hour + 23) % 24,
+            (hour + 4) % 24
+        ),
+    )
+    .unwrap();
+    let out = agent(&node.url, &home_key, &ev_home, "optimising", "3")
+        .wait_with_output()
+        .unwrap();
+    let report = stdout_json(&out);
+    assert_eq!(report["refused"], 0, "{report}");
+    let live: Vec<&serde_json::Value> = report["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["cancelled"] == false)
+        .collect();
+    assert!(!live.is_empty(), "{report}");
+    for o in live {
+        let slot = o["slot"].as_u64().unwrap();
+        let e = common::get_json(&format!(
+            "{}/v1/market/slots/{slot}/envelope?location=street-1%2Fhome-2",
+            node.url
+        ));
+        let cap_mwh = (e["import_kwh"].as_str().unwrap().parse::<f64>().unwrap() * 1e6) as u64;
+        let energy = o["energy_mwh"].as_u64().unwrap();
+        eprintln!("slot {slot}: bid {energy} mWh, envelope {cap_mwh} mWh");
+        // Charging, at no more than the envelope (about 0.95 kWh; unconstrained it would be 2.75+).
+        assert!(
+            energy <= cap_mwh && energy * 2 > cap_mwh,
+            "{o} vs envelope {e}"
+        );
+    }
+    // No envelope for a connection the operator does not know.
+    let r = ureq::get(&format!(
+        "{}/v1/market/slots/1/envelope?location=nowhere",
+        node.url
+    ))
+    .call();
+    assert!(matches!(r, Err(ureq::Error::Status(404, _))));
+}

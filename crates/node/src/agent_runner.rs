@@ -8,7 +8,9 @@
 //! never re-prices within `gate_margin_ms` of gate closure (the transactions could not reach a
 //! block in time). The optimising agent answers the grid operator's published requests to reduce
 //! draw: it plans with the request's value on import below its plan without it (the battery
-//! discharges, the EV waits), and bids what that plan imports.
+//! discharges, the EV waits), and bids what that plan imports. It also plans within its
+//! connection's operating envelopes where the grid operator published them
+//! (`GET /v1/market/slots/{slot}/envelope`), planning again when the target slot's arrives.
 //!
 //! What the agent sees: the market's public rules and clock, its own account and the receipts of
 //! its own transactions, and its own home's data (`HomeSpec`: a household of the BDEW profile
@@ -243,6 +245,7 @@ struct Live {
 }
 
 /// The home's state as the agent tracks it (it assumes its plans are carried out).
+#[derive(Clone, Debug)]
 struct HomeState {
     soc_kwh: f64,
     ev_charged_kwh: f64,
@@ -272,8 +275,9 @@ pub fn run(
         ev_charged_kwh: 0.0,
         ev_session_day: None,
     };
-    // The position and marginal values of the target slot, computed once per slot.
-    let mut wanted: Option<(Position, Option<(f64, f64)>)> = None;
+    // The target slot's plan: position, marginal values, the home's state after the slot, and
+    // whether the slot's envelope was known (planned again once it is).
+    let mut wanted: Option<SlotPlan> = None;
     let started = Instant::now();
     while !stop() {
         std::thread::sleep(cfg.poll);
@@ -294,7 +298,16 @@ pub fn run(
             }
             live.clear();
             target = Some(slot);
-            wanted = Some(plan_slot(cfg, data, &info, slot, &mut home)?);
+            if let Some(w) = wanted.take() {
+                home = w.after;
+            }
+            wanted = Some(plan_slot(cfg, data, &info, &client, slot, &home)?);
+        } else if cfg.strategy == StrategyKind::Optimising
+            && !wanted.as_ref().is_some_and(|w| w.envelope_known)
+            && client.envelope(slot, &cfg.home.location)?.is_some()
+        {
+            // The grid operator's envelope arrived after the plan: plan within it.
+            wanted = Some(plan_slot(cfg, data, &info, &client, slot, &home)?);
         }
         // Learn the ids of our orders that reached a block.
         for l in live.iter_mut().filter(|l| l.order_id.is_none()) {
@@ -327,7 +340,8 @@ pub fn run(
             feed_in_per_kwh: feed_in,
             elapsed: 1.0 - (info.next_gate_closure_ms - now) as f64 / cfg.window_ms.max(1) as f64,
         };
-        let (position, values) = wanted.expect("planned for the target slot");
+        let plan = wanted.as_ref().expect("planned for the target slot");
+        let (position, values) = (plan.position, plan.values);
         let intents: Vec<OrderIntent> = match cfg.strategy {
             StrategyKind::ZeroIntelligence => {
                 // Drawn once per slot: a new draw every poll would only churn orders.
@@ -467,15 +481,30 @@ fn tariff_at(info: &crate::market_view::MarketInfo, slot: u64) -> anyhow::Result
     ))
 }
 
+/// A plan for the target slot.
+struct SlotPlan {
+    position: Position,
+    /// The optimising strategy's marginal values (a kWh bought, a kWh sold).
+    values: Option<(f64, f64)>,
+    /// The home's state once the slot is delivered as planned.
+    after: HomeState,
+    envelope_known: bool,
+}
+
+/// Slots ahead whose envelopes the optimising agent reads (the grid operator publishes a few).
+const ENVELOPE_LOOKAHEAD: u64 = 4;
+
 /// What the home wants in `slot` (from forecasts made before it), and for the optimising
-/// strategy its marginal values; advances the tracked battery and EV by the plan's first slot.
+/// strategy its marginal values, within the grid operator's envelopes where published.
 fn plan_slot(
     cfg: &AgentConfig,
     data: &HomeData,
     info: &crate::market_view::MarketInfo,
+    client: &Client,
     slot: u64,
-    home: &mut HomeState,
-) -> anyhow::Result<(Position, Option<(f64, f64)>)> {
+    home: &HomeState,
+) -> anyhow::Result<SlotPlan> {
+    let mut home = home.clone();
     let origin = year_index(slot);
     let horizon = 96;
     let none = ForecastContext { clear_sky_kw: None };
@@ -490,13 +519,26 @@ fn plan_slot(
     );
     if cfg.strategy != StrategyKind::Optimising {
         let net = load[0] - pv[0];
-        return Ok((
-            Position {
+        return Ok(SlotPlan {
+            position: Position {
                 import_kwh: net.max(0.0) * DT_H,
                 export_kwh: (-net).max(0.0) * DT_H,
             },
-            None,
-        ));
+            values: None,
+            after: home,
+            envelope_known: false,
+        });
+    }
+    // The connection's envelopes: import caps in the slots that have one.
+    let import_limit_kw = 30.0;
+    let mut import_cap_kw = vec![import_limit_kw; horizon];
+    let mut envelope_known = false;
+    for k in 0..ENVELOPE_LOOKAHEAD {
+        if let Some(e) = client.envelope(slot + k, &cfg.home.location)? {
+            let kwh: f64 = e.import_kwh.parse().context("an envelope's import_kwh")?;
+            import_cap_kw[k as usize] = kwh / DT_H;
+            envelope_known |= k == 0;
+        }
     }
     let mut prices = Vec::with_capacity(horizon);
     for k in 0..horizon as u64 {
@@ -533,8 +575,8 @@ fn plan_slot(
         pv_kw: pv,
         import_price: prices.iter().map(|p| p.0).collect(),
         export_price: prices.iter().map(|p| p.1).collect(),
-        import_limit_kw: 30.0,
-        import_cap_kw: Vec::new(),
+        import_limit_kw,
+        import_cap_kw,
         export_limit_kw: 30.0,
         battery: cfg.home.battery.as_ref().map(|b| Battery {
             capacity_kwh: b.capacity_kwh,
@@ -588,7 +630,12 @@ fn plan_slot(
         export_kwh: schedule.export_kw[0] * DT_H,
     };
     let agent = Optimising { problem };
-    Ok((position, agent.marginal_values_from(schedule.cost)))
+    Ok(SlotPlan {
+        position,
+        values: agent.marginal_values_from(schedule.cost),
+        after: home,
+        envelope_known,
+    })
 }
 
 /// The first run of consecutive slots in the horizon with a `reduce` request covering the home's

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,6 +44,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         get_tx,
         get_market,
         get_market_slot,
+        get_envelope,
         get_grid,
         post_pcc,
         get_device,
@@ -68,6 +69,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         ErrorBody,
         crate::market_view::MarketInfo,
         crate::market_view::TariffPeriod,
+        EnvelopeView,
         crate::market_view::FlexRequestView,
         crate::market_view::SlotView,
         crate::market_view::DepthLevel,
@@ -104,6 +106,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/blocks/{height}", get(get_block))
         .route("/v1/market", get(get_market))
         .route("/v1/market/slots/{slot}", get(get_market_slot))
+        .route("/v1/market/slots/{slot}/envelope", get(get_envelope))
         .route("/v1/grid", get(get_grid))
         .route("/v1/devices/{address}", get(get_device))
         .route("/v1/grid/pcc", post(post_pcc))
@@ -764,6 +767,53 @@ async fn get_market(State(s): State<Arc<Shared>>) -> ApiResult<crate::market_vie
         (chain.state().clone(), chain.head().timestamp_ms)
     };
     Ok(Json(crate::market_view::market_info(&state, now)))
+}
+
+/// The grid operator's operating envelope of one connection point for one slot.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeView {
+    pub slot: u64,
+    pub location: String,
+    /// What the connection may import and export in the slot, kWh (orders beyond it are trimmed
+    /// at clearing).
+    pub import_kwh: String,
+    pub export_kwh: String,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeQuery {
+    location: String,
+}
+
+/// A connection point's operating envelope for a slot (public: the grid operator's limits).
+#[utoipa::path(get, path = "/v1/market/slots/{slot}/envelope",
+    params(("slot" = u64, Path, description = "15-minute slot index since the Unix epoch"),
+        ("location" = String, Query, description = "the connection's market area, e.g. street-1/home-4")),
+    responses((status = 200, body = EnvelopeView), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody)))]
+async fn get_envelope(
+    State(s): State<Arc<Shared>>,
+    Path(slot): Path<u64>,
+    Query(q): Query<EnvelopeQuery>,
+) -> ApiResult<EnvelopeView> {
+    use gridmesh_ledger::market as lm;
+    let bytes = {
+        let chain = s.chain.read().expect("chain lock");
+        chain
+            .state()
+            .kv()
+            .get(&lm::envelope_key(slot, &q.location))
+            .map(<[u8]>::to_vec)
+    };
+    let e: lm::EnvelopeRecord = lm::decode(&bytes.ok_or_else(|| {
+        ApiError::not_found(format!("no envelope for {:?} in slot {slot}", q.location))
+    })?);
+    Ok(Json(EnvelopeView {
+        slot,
+        location: e.location,
+        import_kwh: gridmesh_types::units::format_kwh(e.import_mwh),
+        export_kwh: gridmesh_types::units::format_kwh(e.export_mwh),
+    }))
 }
 
 /// One delivery slot: order book depth, clearing price, volume, welfare, trades with their

@@ -127,6 +127,25 @@ impl Client {
         self.get_opt(&format!("/v1/market/slots/{slot}"))
     }
 
+    /// A connection point's envelope for a slot, `None` if the grid operator set none.
+    pub fn envelope(
+        &self,
+        slot: u64,
+        location: &str,
+    ) -> Result<Option<crate::api::EnvelopeView>, ClientError> {
+        let mut location_q = String::new();
+        for b in location.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                location_q.push(b as char);
+            } else {
+                location_q.push_str(&format!("%{b:02X}"));
+            }
+        }
+        self.get_opt(&format!(
+            "/v1/market/slots/{slot}/envelope?location={location_q}"
+        ))
+    }
+
     pub fn submit(&self, tx: &SignedTx) -> Result<SubmitResponse, ClientError> {
         let url = format!("{}/v1/tx", self.base);
         let r = self

@@ -117,6 +117,28 @@ mod tests {
     }
 }
 
+/// A home's agent's forecasts from `origin` over `horizon` slots: load by persistence, PV by
+/// smart persistence against the array's clear-sky power (both use only what was observed before
+/// `origin`).
+pub fn home_forecast(
+    load_kw: &[f64],
+    pv_kw: &[f64],
+    clear_sky_kw: &[f64],
+    origin: usize,
+    horizon: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let load = Persistence.forecast(load_kw, origin, horizon, &Context { clear_sky_kw: None });
+    let pv = SmartPersistence.forecast(
+        pv_kw,
+        origin,
+        horizon,
+        &Context {
+            clear_sky_kw: Some(clear_sky_kw),
+        },
+    );
+    (load, pv)
+}
+
 /// The probability that an EV is plugged in at each of the next `horizon` slots from `origin`,
 /// from its plug-in history (`plugged[..origin]`): the share of the last `weeks` weeks in which it
 /// was plugged in at the same slot of the week (Laplace-smoothed, so an unseen slot is 0.5 weighed

@@ -70,7 +70,7 @@ pub trait Strategy {
     fn orders(&mut self, position: &Position, market: &MarketView) -> Vec<OrderIntent>;
 }
 
-pub(crate) fn both(position: &Position, bid: f64, ask: f64) -> Vec<OrderIntent> {
+fn both(position: &Position, bid: f64, ask: f64) -> Vec<OrderIntent> {
     let mut out = Vec::new();
     if position.import_kwh > 0.0 {
         out.push(OrderIntent {
@@ -174,12 +174,18 @@ impl Strategy for Optimising {
             import_kwh: s.import_kw[0] * DT_H,
             export_kwh: s.export_kw[0] * DT_H,
         };
-        let (buy_value, sell_cost) = self
+        let values = self
             .marginal_values()
             .unwrap_or((m.retail_per_kwh, m.feed_in_per_kwh));
-        let clamp = |p: f64| p.clamp(m.feed_in_per_kwh, m.retail_per_kwh);
-        both(&position, clamp(buy_value), clamp(sell_cost))
+        at_values(&position, values, m)
     }
+}
+
+/// The optimising agent's orders: `position` bid at the value of a kWh bought and asked at the
+/// cost of a kWh sold (`values`), each clamped to the tariff band.
+pub fn at_values(position: &Position, values: (f64, f64), m: &MarketView) -> Vec<OrderIntent> {
+    let clamp = |p: f64| p.clamp(m.feed_in_per_kwh, m.retail_per_kwh);
+    both(position, clamp(values.0), clamp(values.1))
 }
 
 #[cfg(test)]

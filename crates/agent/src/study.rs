@@ -28,7 +28,7 @@
 //! per optimising home per re-plan (the plan and its two marginal values).
 
 use crate::data::{household_load_kw, pv_power_kw, BdewProfile, PvArray, WeatherHour, SLOTS_2010};
-use crate::forecast::{Context, Forecaster, Persistence, SmartPersistence};
+use crate::forecast::{home_forecast, Context, Forecaster, Persistence};
 use crate::schedule::{Battery, Ev, HomeProblem, Plan, Schedule, DT_H};
 use crate::strategy::{LinearRamp, ZeroIntelligence};
 use crate::strategy::{MarketView, Optimising, OrderIntent, Position, Side, Strategy};
@@ -565,10 +565,7 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
                 AgentKind::Rules => Vec::new(),
                 AgentKind::ZeroIntelligence => s.zero_intelligence.orders(&position, &view),
                 AgentKind::LinearRamp => LinearRamp.orders(&position, &view),
-                AgentKind::Optimising => {
-                    let clamp = |p: f64| p.clamp(feed_in, retail);
-                    crate::strategy::both(&position, clamp(s.values.0), clamp(s.values.1))
-                }
+                AgentKind::Optimising => crate::strategy::at_values(&position, s.values, &view),
             };
             for o in intents {
                 if let Some((side, energy_mwh, price)) = o.to_units(TOKEN_DECIMALS) {
@@ -769,20 +766,9 @@ pub fn table(cfg: &StudyConfig, results: &[ScenarioResult]) -> String {
 fn problem(cfg: &StudyConfig, c: &Community, i: usize, s: &HomeState, t: usize) -> HomeProblem {
     let h = &c.homes[i];
     let hz = cfg.horizon.min(SLOTS_2010 - t);
-    let none = Context { clear_sky_kw: None };
-    let load_kw = Persistence.forecast(&h.load_kw, t, hz, &none);
-    let pv_kw: Vec<f64> = if h.pv_kwp > 0.0 {
-        let ctx = Context {
-            clear_sky_kw: Some(&c.clear_sky_per_kwp),
-        };
-        SmartPersistence
-            .forecast(&c.pv_per_kwp, t, hz, &ctx)
-            .into_iter()
-            .map(|p| p * h.pv_kwp)
-            .collect()
-    } else {
-        vec![0.0; hz]
-    };
+    let (load_kw, pv_per_kwp) =
+        home_forecast(&h.load_kw, &c.pv_per_kwp, &c.clear_sky_per_kwp, t, hz);
+    let pv_kw: Vec<f64> = pv_per_kwp.into_iter().map(|p| p * h.pv_kwp).collect();
     let ev = s.session.and_then(|k| {
         let session = &h.sessions[k];
         (s.ev_remaining_kwh > 1e-6).then(|| Ev {

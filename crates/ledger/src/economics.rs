@@ -454,9 +454,8 @@ pub(crate) fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option
         .into_iter()
         .filter_map(|(k, v)| {
             let area = std::str::from_utf8(&k[kv::GROUP_LEN..]).ok()?.to_string();
-            let within =
-                area.is_empty() || location == area || location.starts_with(&format!("{area}/"));
-            within.then(|| (area.len(), dec::<FlexRecord>(&v)))
+            gridmesh_market::area_contains(&area, location)
+                .then(|| (area.len(), dec::<FlexRecord>(&v)))
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, r)| r)

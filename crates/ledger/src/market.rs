@@ -972,9 +972,7 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
         let members: Vec<usize> = (0..entries.len())
             .filter(|&j| {
                 let loc = ids[j].info.location.as_str();
-                j != h
-                    && ids[j].owner != market.grid_operator
-                    && (area.is_empty() || loc == area || loc.starts_with(&format!("{area}/")))
+                j != h && ids[j].owner != market.grid_operator && mk::area_contains(area, loc)
             })
             .collect();
         let (mut import, mut export) = (0u64, 0u64);

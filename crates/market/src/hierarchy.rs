@@ -69,6 +69,15 @@ impl GridFee {
     }
 }
 
+/// Whether the market area `area` (a path like `street-1`; "" is the whole community) contains
+/// the connection at `location` (`street-1/home-4`): itself or anything below it.
+pub fn area_contains(area: &str, location: &str) -> bool {
+    area.is_empty()
+        || location
+            .strip_prefix(area)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// A tree of market areas; area 0 is the root (the feeder, or the whole community).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Areas {
@@ -236,6 +245,15 @@ fn check_segment(loc: &str, seg: &str) -> Result<(), MarketError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_area_contains_itself_and_what_lies_below_it() {
+        assert!(area_contains("", "street-1/home-4"));
+        assert!(area_contains("street-1", "street-1/home-4"));
+        assert!(area_contains("street-1/home-4", "street-1/home-4"));
+        assert!(!area_contains("street-1", "street-10/home-4"));
+        assert!(!area_contains("street-1/home-4", "street-1"));
+    }
 
     #[test]
     fn paths_build_a_tree_with_fees_by_depth() {

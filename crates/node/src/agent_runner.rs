@@ -23,8 +23,7 @@ use anyhow::{bail, Context};
 use gridmesh_agent::data::{
     household_load_kw, parse_bdew, parse_try, pv_power_kw, PvArray, SLOTS_2010,
 };
-use gridmesh_agent::forecast::SmartPersistence;
-use gridmesh_agent::forecast::{Context as ForecastContext, Forecaster, Persistence};
+use gridmesh_agent::forecast::home_forecast;
 use gridmesh_agent::schedule::{Battery, Ev, FlexEvent, FlexReward, HomeProblem, Plan, DT_H};
 use gridmesh_agent::strategy::{
     LinearRamp, MarketView, Optimising, OrderIntent, Position, Side, Strategy, ZeroIntelligence,
@@ -352,22 +351,11 @@ pub fn run(
                 }
             }
             StrategyKind::LinearRamp => LinearRamp.orders(&position, &view),
-            StrategyKind::Optimising => {
-                let (buy, sell) = values.unwrap_or((retail, feed_in));
-                let clamp = |p: f64| p.clamp(feed_in, retail);
-                [
-                    (Side::Bid, position.import_kwh, clamp(buy)),
-                    (Side::Ask, position.export_kwh, clamp(sell)),
-                ]
-                .into_iter()
-                .filter(|(_, e, _)| *e > 0.0)
-                .map(|(side, energy_kwh, price_per_kwh)| OrderIntent {
-                    side,
-                    energy_kwh,
-                    price_per_kwh,
-                })
-                .collect()
-            }
+            StrategyKind::Optimising => gridmesh_agent::strategy::at_values(
+                &position,
+                values.unwrap_or((retail, feed_in)),
+                &view,
+            ),
         };
         let decimals = gridmesh_types::TOKEN_DECIMALS;
         for intent in intents {
@@ -507,15 +495,12 @@ fn plan_slot(
     let mut home = home.clone();
     let origin = year_index(slot);
     let horizon = 96;
-    let none = ForecastContext { clear_sky_kw: None };
-    let load = Persistence.forecast(&data.load_kw, origin, horizon, &none);
-    let pv = SmartPersistence.forecast(
+    let (load, pv) = home_forecast(
+        &data.load_kw,
         &data.pv_kw,
+        &data.clear_sky_kw,
         origin,
         horizon,
-        &ForecastContext {
-            clear_sky_kw: Some(&data.clear_sky_kw),
-        },
     );
     if cfg.strategy != StrategyKind::Optimising {
         let net = load[0] - pv[0];
@@ -646,9 +631,7 @@ fn reduce_request(
     home: &HomeSpec,
     horizon: usize,
 ) -> Option<FlexEvent> {
-    let covers = |area: &str| {
-        area.is_empty() || home.location == area || home.location.starts_with(&format!("{area}/"))
-    };
+    let covers = |area: &str| gridmesh_market::area_contains(area, &home.location);
     let mut asked: Vec<(u64, f64)> = info
         .flexibility_requests
         .iter()

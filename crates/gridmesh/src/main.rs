@@ -1763,14 +1763,7 @@ fn submit_kind(common: &TxCommon, kind: TxKind, what: &str) -> anyhow::Result<()
         Some(n) => n,
         None => client.account(&key.address())?.nonce,
     };
-    let tx = gridmesh_ledger::TxBody {
-        version: gridmesh_ledger::tx::TX_VERSION,
-        chain_id: status.chain_id.clone(),
-        sender: key.address(),
-        nonce,
-        kind,
-    }
-    .sign(&key);
+    let tx = gridmesh_ledger::SignedTx::new(&key, &status.chain_id, nonce, kind);
     let accepted = client
         .submit(&tx)
         .with_context(|| format!("{what}: refused"))?;

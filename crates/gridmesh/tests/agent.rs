@@ -16,6 +16,14 @@ fn shared_data() -> Option<PathBuf> {
     dir.join("load/h25.csv").exists().then_some(dir)
 }
 
+/// The hour of the day now (UTC): the test homes' EVs are plugged in around it.
+fn utc_hour() -> u8 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (now.as_secs() / 3_600 % 24) as u8
+}
+
 fn agent(node: &str, key: &str, home: &Path, strategy: &str, slots: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_gridmesh"))
         .args([
@@ -53,18 +61,7 @@ fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
     let (ramp_key, ramp) = new_key(dir.path(), "ramp");
     let (opt_key, opt) = new_key(dir.path(), "opt");
     let (op_key, op) = new_key(dir.path(), "operator");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let genesis = dir.path().join("genesis.toml");
-    std::fs::write(
-        &genesis,
-        format!(
-            "chain_id = \"agents\"\ntimestamp_ms = {now_ms}\n[[accounts]]\naddress = \"{ramp}\"\nbalance = \"100\"\n[[accounts]]\naddress = \"{opt}\"\nbalance = \"100\"\n[[accounts]]\naddress = \"{op}\"\nbalance = \"100\"\n[market]\ngrid_operator = \"{op}\"\n"
-        ),
-    )
-    .unwrap();
+    let genesis = common::genesis_now(dir.path(), "agents", &[&ramp, &opt, &op], Some(&op), "");
     let node = NodeProc::start(
         &dir.path().join("data"),
         &[
@@ -83,7 +80,7 @@ fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
         "location = \"street-1/home-1\"\nannual_kwh = 4000\nseed = 3\n",
     )
     .unwrap();
-    let hour = (now_ms / 3_600_000 % 24) as u8;
+    let hour = utc_hour();
     let ev_home = dir.path().join("ev.toml");
     std::fs::write(
         &ev_home,
@@ -217,18 +214,7 @@ fn the_optimising_agent_plans_within_its_operating_envelope() {
     let dir = tempfile::tempdir().unwrap();
     let (op_key, op) = new_key(dir.path(), "operator");
     let (home_key, home) = new_key(dir.path(), "home");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let genesis = dir.path().join("genesis.toml");
-    std::fs::write(
-        &genesis,
-        format!(
-            "chain_id = \"envelopes\"\ntimestamp_ms = {now_ms}\n[[accounts]]\naddress = \"{home}\"\nbalance = \"100\"\n[[accounts]]\naddress = \"{op}\"\nbalance = \"100\"\n[market]\ngrid_operator = \"{op}\"\n"
-        ),
-    )
-    .unwrap();
+    let genesis = common::genesis_now(dir.path(), "envelopes", &[&home, &op], Some(&op), "");
     let feeder =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
     let node = NodeProc::start(
@@ -245,7 +231,7 @@ fn the_optimising_agent_plans_within_its_operating_envelope() {
             &op_key,
         ],
     );
-    let hour = (now_ms / 3_600_000 % 24) as u8;
+    let hour = utc_hour();
     let ev_home = dir.path().join("ev.toml");
     std::fs::write(
         &ev_home,

@@ -40,26 +40,13 @@ fn pcc(url: &str, available: bool) -> u16 {
     }
 }
 
-/// A genesis at the present time with these accounts (100 tokens each) and `operator` as the
-/// market's grid operator, plus `market_extra` lines in its `[market]` table.
 fn genesis(
     dir: &std::path::Path,
     accounts: &[&str],
     operator: &str,
     market_extra: &str,
 ) -> PathBuf {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let mut text = format!("chain_id = \"two-streets\"\ntimestamp_ms = {now_ms}\n");
-    for a in accounts {
-        text += &format!("[[accounts]]\naddress = \"{a}\"\nbalance = \"100\"\n");
-    }
-    text += &format!("[market]\ngrid_operator = \"{operator}\"\n{market_extra}");
-    let path = dir.join("genesis.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::genesis_now(dir, "two-streets", accounts, Some(operator), market_extra)
 }
 
 /// A node at 600x time running the grid operator service on the congestion example's feeder.

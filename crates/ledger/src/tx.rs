@@ -404,6 +404,19 @@ impl TxBody {
 }
 
 impl SignedTx {
+    /// `kind` from `key`'s account with `nonce` on chain `chain_id`, in the current version,
+    /// signed.
+    pub fn new(key: &Keypair, chain_id: &str, nonce: u64, kind: TxKind) -> SignedTx {
+        TxBody {
+            version: TX_VERSION,
+            chain_id: chain_id.to_string(),
+            sender: key.address(),
+            nonce,
+            kind,
+        }
+        .sign(key)
+    }
+
     /// A signed transfer (convenience for clients and tests).
     pub fn transfer(
         key: &Keypair,
@@ -412,14 +425,7 @@ impl SignedTx {
         to: Address,
         amount: Amount,
     ) -> SignedTx {
-        TxBody {
-            version: TX_VERSION,
-            chain_id: chain_id.to_string(),
-            sender: key.address(),
-            nonce,
-            kind: TxKind::Transfer { to, amount },
-        }
-        .sign(key)
+        SignedTx::new(key, chain_id, nonce, TxKind::Transfer { to, amount })
     }
 
     /// The canonical encoding.

@@ -442,14 +442,7 @@ fn submit(
     nonce: u64,
     kind: TxKind,
 ) -> anyhow::Result<Hash32> {
-    let tx = gridmesh_ledger::TxBody {
-        version: gridmesh_ledger::tx::TX_VERSION,
-        chain_id: chain_id.to_string(),
-        sender: key.address(),
-        nonce,
-        kind,
-    }
-    .sign(key);
+    let tx = gridmesh_ledger::SignedTx::new(key, chain_id, nonce, kind);
     Ok(client.submit(&tx)?.hash.parse()?)
 }
 

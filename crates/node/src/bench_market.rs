@@ -286,7 +286,7 @@ impl std::fmt::Display for LedgerSlotReport {
 pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerSlotReport> {
     use gridmesh_ledger::genesis::GenesisAccount;
     use gridmesh_ledger::market::{FeeFile, MarketFile};
-    use gridmesh_ledger::{Chain, DeviceKind, Genesis, TxBody, TxKind, VerifiedTx};
+    use gridmesh_ledger::{Chain, DeviceKind, Genesis, TxKind, VerifiedTx};
     use gridmesh_types::units::slot_start_ms;
 
     const SLOT: u64 = 1_950_000;
@@ -333,16 +333,9 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
     let mut replica = Chain::open(replica_dir.path(), &genesis)?;
     let proposer = keys[0].address();
     let sign = |chain: &Chain, i: usize, nonce: u64, kind: TxKind| -> VerifiedTx {
-        TxBody {
-            version: gridmesh_ledger::tx::TX_VERSION,
-            chain_id: chain.chain_id().to_string(),
-            sender: keys[i].address(),
-            nonce,
-            kind,
-        }
-        .sign(&keys[i])
-        .verify()
-        .expect("own signature")
+        gridmesh_ledger::SignedTx::new(&keys[i], chain.chain_id(), nonce, kind)
+            .verify()
+            .expect("own signature")
     };
     // One block: returns (execute ms, commit ms, verify-on-replica ms).
     let step = |chain: &mut Chain,

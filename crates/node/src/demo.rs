@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use gridmesh_ledger::{DeviceKind, Keypair, Side, SignedTx, TxBody, TxKind};
+use gridmesh_ledger::{DeviceKind, Keypair, Side, SignedTx, TxKind};
 use gridmesh_types::{Address, Amount};
 use serde::Serialize;
 
@@ -308,14 +308,7 @@ fn script(
 /// Signs and submits one market or device transaction and waits for its block.
 fn submit(client: &Client, chain_id: &str, key: &Keypair, kind: TxKind) -> anyhow::Result<u64> {
     let nonce = client.account(&key.address())?.nonce;
-    let tx = TxBody {
-        version: gridmesh_ledger::tx::TX_VERSION,
-        chain_id: chain_id.to_string(),
-        sender: key.address(),
-        nonce,
-        kind,
-    }
-    .sign(key);
+    let tx = gridmesh_ledger::SignedTx::new(key, chain_id, nonce, kind);
     let hash = client.submit(&tx)?.hash.parse()?;
     Ok(client
         .wait_committed(&hash, Duration::from_secs(30))?

@@ -13,9 +13,7 @@ use anyhow::{bail, Context};
 use gridmesh_ledger::economics::{self, EpochRecord, Points};
 use gridmesh_ledger::market::{self as lm, DeviceReadingRecord, ReadingStatus};
 use gridmesh_ledger::telemetry::{self, RawSample, SampleProof};
-use gridmesh_ledger::tx::{
-    DeviceInfo, DeviceReading, FlexDirection, FraudEvidence, Shareholding, TxBody, TX_VERSION,
-};
+use gridmesh_ledger::tx::{DeviceInfo, DeviceReading, FlexDirection, FraudEvidence, Shareholding};
 use gridmesh_ledger::{Chain, DeviceKind, Genesis, Keypair, Side, TxKind};
 use gridmesh_types::units::slot_start_ms;
 use gridmesh_types::{Address, Amount, Hash32};
@@ -61,15 +59,9 @@ impl Street {
                 let n = nonces
                     .entry(who)
                     .or_insert_with(|| self.chain.account(&k.address()).nonce);
-                let body = TxBody {
-                    version: TX_VERSION,
-                    chain_id: self.chain.chain_id().to_string(),
-                    sender: k.address(),
-                    nonce: *n,
-                    kind,
-                };
+                let tx = gridmesh_ledger::SignedTx::new(k, self.chain.chain_id(), *n, kind);
                 *n += 1;
-                body.sign(k).verify().expect("signed here")
+                tx.verify().expect("signed here")
             })
             .collect::<Vec<_>>();
         let built = self.chain.build_block(verified, ts, self.keys[0].address());

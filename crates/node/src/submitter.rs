@@ -2,7 +2,7 @@
 //! consecutive nonces, recovering when one is refused at block time.
 
 use crate::Shared;
-use gridmesh_ledger::tx::{TxBody, TxKind, VerifiedTx};
+use gridmesh_ledger::tx::{TxKind, VerifiedTx};
 use gridmesh_ledger::Keypair;
 use gridmesh_types::Hash32;
 
@@ -69,14 +69,7 @@ impl Submitter {
 }
 
 fn sign(key: &Keypair, chain_id: &str, nonce: u64, kind: TxKind) -> VerifiedTx {
-    TxBody {
-        version: gridmesh_ledger::tx::TX_VERSION,
-        chain_id: chain_id.to_string(),
-        sender: key.address(),
-        nonce,
-        kind,
-    }
-    .sign(key)
-    .verify()
-    .expect("a transaction we just signed verifies")
+    gridmesh_ledger::SignedTx::new(key, chain_id, nonce, kind)
+        .verify()
+        .expect("a transaction we just signed verifies")
 }

@@ -282,3 +282,29 @@ pub fn get_json(url: &str) -> serde_json::Value {
         .into_json()
         .unwrap()
 }
+
+/// A genesis file `genesis.toml` in `dir` starting now: chain `chain_id`, these accounts with 100
+/// tokens each, `operator` (if any) as the market's grid operator, and `market_extra` lines in
+/// its `[market]` table.
+pub fn genesis_now(
+    dir: &Path,
+    chain_id: &str,
+    accounts: &[&str],
+    operator: Option<&str>,
+    market_extra: &str,
+) -> std::path::PathBuf {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut text = format!("chain_id = \"{chain_id}\"\ntimestamp_ms = {now_ms}\n");
+    for a in accounts {
+        text += &format!("[[accounts]]\naddress = \"{a}\"\nbalance = \"100\"\n");
+    }
+    if let Some(op) = operator {
+        text += &format!("[market]\ngrid_operator = \"{op}\"\n{market_extra}");
+    }
+    let path = dir.join("genesis.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}

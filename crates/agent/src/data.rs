@@ -223,19 +223,29 @@ pub fn calendar(day: usize) -> (usize, usize) {
 }
 
 /// A household's load over 2010, kW per quarter hour (UTC; the profile is local time, CET):
-/// the profile scaled to `annual_kwh`, times a seeded AR(1) variation (`exp` of a process with
-/// coefficient 0.95 per quarter hour and standard deviation 0.35).
+/// the profile scaled to `annual_kwh`, with the seeded variation of [`with_variation`].
 pub fn household_load_kw(profile: &BdewProfile, annual_kwh: f64, seed: u64) -> Vec<f64> {
     let scale = annual_kwh / 1_000_000.0 * 4.0; // kWh per quarter hour -> kW
+    let base: Vec<f64> = (0..SLOTS_2010)
+        .map(|slot| {
+            let local = (slot + 4) % SLOTS_2010; // CET = UTC + 1 h
+            let (month, kind) = calendar(local / 96);
+            profile.values[month][kind][local % 96] * scale
+        })
+        .collect();
+    with_variation(&base, seed)
+}
+
+/// A load series times a seeded multiplicative variation: `exp` of an AR(1) process with
+/// coefficient 0.95 per quarter hour and standard deviation 0.35, mean one.
+pub fn with_variation(base_kw: &[f64], seed: u64) -> Vec<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (phi, sigma) = (0.95f64, 0.35f64);
     let innovation = sigma * (1.0 - phi * phi).sqrt();
     let mut x = 0.0f64;
-    (0..SLOTS_2010)
-        .map(|slot| {
-            let local = (slot + 4) % SLOTS_2010; // CET = UTC + 1 h
-            let (month, kind) = calendar(local / 96);
-            let base = profile.values[month][kind][local % 96] * scale;
+    base_kw
+        .iter()
+        .map(|base| {
             // A standard normal from two uniforms (Box-Muller).
             let (u1, u2): (f64, f64) = (rng.gen_range(1e-12..1.0), rng.gen());
             let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();

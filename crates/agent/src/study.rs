@@ -27,7 +27,7 @@
 //! Cost: `O(slots × homes)` for homes without an optimising agent, plus three 96-slot programs
 //! per optimising home per re-plan (the plan and its two marginal values).
 
-use crate::data::{household_load_kw, pv_power_kw, BdewProfile, PvArray, WeatherHour, SLOTS_2010};
+use crate::data::{household_load_kw, pv_power_kw, BdewProfile, PvArray, WeatherHour};
 use crate::forecast::{home_forecast, Context, Forecaster, Persistence};
 use crate::schedule::{Battery, Ev, HomeProblem, Plan, Schedule, DT_H};
 use crate::strategy::{LinearRamp, ZeroIntelligence};
@@ -372,12 +372,125 @@ pub struct ScenarioResult {
     pub seconds: f64,
 }
 
+/// A home's devices during a run: battery charge, the EV's stay and what it still needs.
+#[derive(Clone, Debug)]
+pub struct DeviceState {
+    pub soc_kwh: f64,
+    pub ev_remaining_kwh: f64,
+    /// The active session (index into [`Home::sessions`]).
+    pub session: Option<usize>,
+    /// Energy the battery has discharged, kWh (for cycle counts).
+    pub discharged_kwh: f64,
+}
+
+/// What a home's devices did in one slot, kW (15-minute means).
+#[derive(Clone, Copy, Debug)]
+pub struct Dispatch {
+    /// Grid exchange, import positive (after curtailment at the export limit).
+    pub net_kw: f64,
+    pub ev_kw: f64,
+    /// Battery power, charging positive.
+    pub battery_kw: f64,
+    /// PV curtailed at the export limit.
+    pub curtailed_kw: f64,
+}
+
+impl DeviceState {
+    /// The devices at the start of a run.
+    pub fn new(h: &Home) -> DeviceState {
+        DeviceState {
+            soc_kwh: h.battery.as_ref().map_or(0.0, |b| b.initial_kwh),
+            ev_remaining_kwh: 0.0,
+            session: None,
+            discharged_kwh: 0.0,
+        }
+    }
+
+    /// Departures and plug-ins at the start of slot `t`: returns whether the car arrived, and the
+    /// energy it left without (kWh) if it departed.
+    pub fn plug(&mut self, h: &Home, t: usize) -> (bool, f64) {
+        let mut unmet = 0.0;
+        if let Some(k) = self.session {
+            if h.sessions[k].departure <= t {
+                unmet = self.ev_remaining_kwh;
+                self.session = None;
+                self.ev_remaining_kwh = 0.0;
+            }
+        }
+        if self.session.is_none() {
+            if let Some(k) = h.sessions.iter().position(|x| x.arrival == t) {
+                self.session = Some(k);
+                self.ev_remaining_kwh = h.sessions[k].energy_kwh;
+                return (true, unmet);
+            }
+        }
+        (false, unmet)
+    }
+
+    /// Runs the devices over one slot of actual `load_kw` and `pv_kw`: the plan's setpoints
+    /// (step `k` of `planned`), or the rules without one (battery: self-consumption, never below
+    /// its reserve; EV: full power from plug-in). With a plan the battery holds the grid exchange
+    /// the plan expects and takes the forecast's error. PV is curtailed only beyond the export
+    /// limit.
+    pub fn step(
+        &mut self,
+        h: &Home,
+        planned: Option<(&Schedule, usize)>,
+        load_kw: f64,
+        pv_kw: f64,
+    ) -> Dispatch {
+        let want_ev = planned.map_or(h.ev_power_kw, |(p, k)| p.ev_kw[k]);
+        let ev_kw = if self.session.is_some() {
+            want_ev.clamp(0.0, h.ev_power_kw.min(self.ev_remaining_kwh / DT_H))
+        } else {
+            0.0
+        };
+        let battery_kw = match &h.battery {
+            Some(b) => {
+                let max_ch = ((b.capacity_kwh - self.soc_kwh) / (b.charge_efficiency * DT_H))
+                    .clamp(0.0, b.power_kw);
+                let max_dis = ((self.soc_kwh - b.reserve_kwh) * b.discharge_efficiency / DT_H)
+                    .clamp(0.0, b.power_kw);
+                let p = match planned {
+                    Some((plan, k)) => {
+                        plan.import_kw[k] - plan.export_kw[k] - (load_kw - pv_kw + ev_kw)
+                    }
+                    // Self-consumption: the surplus after the EV, or the deficit with it.
+                    None => pv_kw - load_kw - ev_kw,
+                };
+                let p = p.clamp(-max_dis, max_ch);
+                self.charge(b, p);
+                p
+            }
+            None => 0.0,
+        };
+        self.ev_remaining_kwh = (self.ev_remaining_kwh - ev_kw * DT_H).max(0.0);
+        let raw = load_kw - pv_kw + battery_kw + ev_kw;
+        let net_kw = raw.max(-h.export_limit_kw);
+        Dispatch {
+            net_kw,
+            ev_kw,
+            battery_kw,
+            curtailed_kw: net_kw - raw,
+        }
+    }
+
+    /// Moves `p` kW (charging positive) into the battery for one slot.
+    pub fn charge(&mut self, b: &Battery, p: f64) {
+        if p >= 0.0 {
+            self.soc_kwh += p * b.charge_efficiency * DT_H;
+        } else {
+            self.soc_kwh += p / b.discharge_efficiency * DT_H;
+            self.discharged_kwh -= p * DT_H;
+        }
+        debug_assert!(self.soc_kwh <= b.capacity_kwh + 1e-9);
+        debug_assert!(self.soc_kwh >= -1e-9);
+    }
+}
+
 /// A home's state during a run.
 struct HomeState {
-    soc_kwh: f64,
-    /// The active session (index) and what it still needs.
-    ev_remaining_kwh: f64,
-    session: Option<usize>,
+    dev: DeviceState,
     plan: Option<(usize, Schedule)>,
     /// Marginal value of a kWh bought and cost of one sold, from the last re-plan.
     values: (f64, f64),
@@ -386,7 +499,6 @@ struct HomeState {
     bill: f64,
     imported_kwh: f64,
     used_kwh: f64,
-    discharged_kwh: f64,
 }
 
 const TOKEN_DECIMALS: u32 = 6;
@@ -404,9 +516,7 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
         .iter()
         .enumerate()
         .map(|(i, h)| HomeState {
-            soc_kwh: h.battery.as_ref().map_or(0.0, |b| b.initial_kwh),
-            ev_remaining_kwh: 0.0,
-            session: None,
+            dev: DeviceState::new(h),
             plan: None,
             values: (0.0, 0.0),
             last_net_kw: h.load_kw[first - 1] - c.pv_per_kwp[first - 1] * h.pv_kwp,
@@ -414,7 +524,6 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
             bill: 0.0,
             imported_kwh: 0.0,
             used_kwh: 0.0,
-            discharged_kwh: 0.0,
         })
         .collect();
     let mut transformer_kw = Vec::with_capacity(last - first);
@@ -427,19 +536,10 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
         // Plug-ins and departures.
         let mut arrived: Vec<usize> = Vec::new();
         for (i, (h, s)) in c.homes.iter().zip(states.iter_mut()).enumerate() {
-            if let Some(k) = s.session {
-                if h.sessions[k].departure <= t {
-                    ev_unmet += s.ev_remaining_kwh;
-                    s.session = None;
-                    s.ev_remaining_kwh = 0.0;
-                }
-            }
-            if s.session.is_none() {
-                if let Some(k) = h.sessions.iter().position(|x| x.arrival == t) {
-                    s.session = Some(k);
-                    s.ev_remaining_kwh = h.sessions[k].energy_kwh;
-                    arrived.push(i);
-                }
+            let (came, unmet) = s.dev.plug(h, t);
+            ev_unmet += unmet;
+            if came {
+                arrived.push(i);
             }
         }
         // Optimising homes re-plan every `replan_slots`, and a home alone when its car plugs in.
@@ -454,12 +554,12 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
         if !due.is_empty() {
             let problems: Vec<HomeProblem> = due
                 .iter()
-                .map(|&i| problem(cfg, c, i, &states[i], t))
+                .map(|&i| problem(c, i, &states[i].dev, t, cfg.horizon, &cfg.tariff))
                 .collect();
             let planned = if scenario.coordinated {
                 // Capacity left by the homes not planning now: the inflexible net load of homes
                 // without an optimising agent and the current plans of those with one.
-                let mut others = inflexible_forecast(cfg, c, &optimising, t);
+                let mut others = inflexible_forecast(c, &optimising, t, cfg.horizon);
                 for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
                     if let Some((origin, p)) = &states[j].plan {
                         for (k, o) in others.iter_mut().enumerate() {
@@ -503,45 +603,8 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
                 let k = t - origin;
                 (kind == AgentKind::Optimising && k < p.import_kw.len()).then_some((p, k))
             });
-            // EV power: the plan's, or full power from plug-in.
-            let want_ev = planned.map_or(h.ev_power_kw, |(p, k)| p.ev_kw[k]);
-            let ev_kw = if s.session.is_some() {
-                want_ev.clamp(0.0, h.ev_power_kw.min(s.ev_remaining_kwh / DT_H))
-            } else {
-                0.0
-            };
-            let batt_kw = match &h.battery {
-                Some(b) => {
-                    let max_ch = ((b.capacity_kwh - s.soc_kwh) / (b.charge_efficiency * DT_H))
-                        .clamp(0.0, b.power_kw);
-                    let max_dis = ((s.soc_kwh - b.reserve_kwh) * b.discharge_efficiency / DT_H)
-                        .clamp(0.0, b.power_kw);
-                    // Battery power, charging positive.
-                    let p = match planned {
-                        // Hold the grid exchange the plan expects: the battery takes the
-                        // forecast's error (planned setpoint + actual − forecast surplus).
-                        Some((plan, k)) => {
-                            plan.import_kw[k] - plan.export_kw[k] - (load - pv + ev_kw)
-                        }
-                        // Self-consumption: the surplus after the EV, or the deficit with it.
-                        None => pv - load - ev_kw,
-                    };
-                    let p = p.clamp(-max_dis, max_ch);
-                    if p >= 0.0 {
-                        s.soc_kwh += p * b.charge_efficiency * DT_H;
-                    } else {
-                        s.soc_kwh += p / b.discharge_efficiency * DT_H;
-                        s.discharged_kwh -= p * DT_H;
-                    }
-                    debug_assert!(s.soc_kwh <= b.capacity_kwh + 1e-9);
-                    debug_assert!(s.soc_kwh >= b.reserve_kwh.min(b.initial_kwh) - 1e-9);
-                    p
-                }
-                None => 0.0,
-            };
-            s.ev_remaining_kwh = (s.ev_remaining_kwh - ev_kw * DT_H).max(0.0);
-            // PV is curtailed only beyond the export limit.
-            let net = (load - pv + batt_kw + ev_kw).max(-h.export_limit_kw);
+            let d = s.dev.step(h, planned, load, pv);
+            let (net, ev_kw) = (d.net_kw, d.ev_kw);
             net_kw[i] = net;
             s.used_kwh += (load + ev_kw) * DT_H;
             s.imported_kwh += net.max(0.0) * DT_H;
@@ -651,7 +714,7 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
         .filter_map(|(h, s)| {
             h.battery
                 .as_ref()
-                .map(|b| (s.discharged_kwh, b.capacity_kwh))
+                .map(|b| (s.dev.discharged_kwh, b.capacity_kwh))
         })
         .collect();
     ScenarioResult {
@@ -761,11 +824,18 @@ pub fn table(cfg: &StudyConfig, results: &[ScenarioResult]) -> String {
     out
 }
 
-/// Home `i`'s problem at slot `t`: forecasts from what it has observed before `t`, its devices'
-/// state, the tariff.
-fn problem(cfg: &StudyConfig, c: &Community, i: usize, s: &HomeState, t: usize) -> HomeProblem {
+/// Home `i`'s problem at slot `t` over `horizon` slots: forecasts from what it has observed
+/// before `t`, its devices' state `s`, the tariff.
+pub fn problem(
+    c: &Community,
+    i: usize,
+    s: &DeviceState,
+    t: usize,
+    horizon: usize,
+    tariff: &TouTariff,
+) -> HomeProblem {
     let h = &c.homes[i];
-    let hz = cfg.horizon.min(SLOTS_2010 - t);
+    let hz = horizon.min(c.pv_per_kwp.len() - t);
     let (load_kw, pv_per_kwp) =
         home_forecast(&h.load_kw, &c.pv_per_kwp, &c.clear_sky_per_kwp, t, hz);
     let pv_kw: Vec<f64> = pv_per_kwp.into_iter().map(|p| p * h.pv_kwp).collect();
@@ -781,8 +851,8 @@ fn problem(cfg: &StudyConfig, c: &Community, i: usize, s: &HomeState, t: usize) 
     HomeProblem {
         load_kw,
         pv_kw,
-        import_price: (t..t + hz).map(|u| cfg.tariff.retail_at(u)).collect(),
-        export_price: vec![cfg.tariff.feed_in_per_kwh; hz],
+        import_price: (t..t + hz).map(|u| tariff.retail_at(u)).collect(),
+        export_price: vec![tariff.feed_in_per_kwh; hz],
         import_limit_kw: h.import_limit_kw,
         import_cap_kw: Vec::new(),
         export_limit_kw: h.export_limit_kw,
@@ -796,9 +866,10 @@ fn problem(cfg: &StudyConfig, c: &Community, i: usize, s: &HomeState, t: usize) 
     }
 }
 
-/// The forecast net load (load − PV, kW) of the homes that are not in `planned`, per slot.
-fn inflexible_forecast(cfg: &StudyConfig, c: &Community, planned: &[usize], t: usize) -> Vec<f64> {
-    let hz = cfg.horizon.min(SLOTS_2010 - t);
+/// The forecast net load (load − PV, kW) of the homes that are not in `planned` (sorted), per
+/// slot of `horizon` from `t`.
+pub fn inflexible_forecast(c: &Community, planned: &[usize], t: usize, horizon: usize) -> Vec<f64> {
+    let hz = horizon.min(c.pv_per_kwp.len() - t);
     let mut out = vec![0.0; hz];
     let none = Context { clear_sky_kw: None };
     let pv = Persistence.forecast(&c.pv_per_kwp, t, hz, &none);
@@ -816,7 +887,7 @@ fn inflexible_forecast(cfg: &StudyConfig, c: &Community, planned: &[usize], t: u
 
 /// Plans (unless `schedules` are given) and prices each home: (home, schedule, marginal values,
 /// fell back), over the machine's cores.
-fn with_values(
+pub fn with_values(
     problems: Vec<(usize, HomeProblem)>,
     schedules: Option<Vec<Schedule>>,
 ) -> Vec<(usize, Schedule, (f64, f64), bool)> {

@@ -583,6 +583,31 @@ impl VerifiedTx {
         VerifiedTx { tx, hash }
     }
 
+    /// A transaction the simulator (`gridmesh-sim`) writes on behalf of simulated members, whose
+    /// keys it does not sign with: it is not signed (the signature is zero) and must never reach
+    /// a block anyone else verifies (a replica's [`crate::Parent::verify_block`] refuses it). Only
+    /// with the `simulation` feature; the form is still checked.
+    #[cfg(feature = "simulation")]
+    pub fn simulated(
+        sender: Address,
+        chain_id: &str,
+        nonce: u64,
+        kind: TxKind,
+    ) -> Result<VerifiedTx, DecodeError> {
+        let tx = SignedTx {
+            body: TxBody {
+                version: TX_VERSION,
+                chain_id: chain_id.to_string(),
+                sender,
+                nonce,
+                kind,
+            },
+            signature: [0; 64],
+        };
+        tx.check_form()?;
+        Ok(VerifiedTx::new_unchecked(tx))
+    }
+
     pub fn tx(&self) -> &SignedTx {
         &self.tx
     }

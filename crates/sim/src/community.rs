@@ -1,0 +1,140 @@
+//! The community a scenario describes: each home's load, equipment and EV habits over the run's
+//! window, drawn from the scenario's distributions with the scenario's seed.
+//!
+//! Series are indexed by the window's own slots: slot 0 is the start of the week before the
+//! period (the agents' forecast history), the period starts at [`Community::warmup`], and the
+//! window ends two days after it (the last plans look a day ahead). A window that runs past
+//! 31 December continues with the data year's January.
+
+use gridmesh_agent::data::{pv_power_kw, weather_per_slot, PvArray, SLOTS_2010};
+use gridmesh_agent::schedule::Battery;
+use gridmesh_agent::study::{self, Home, Session};
+use gridmesh_agent::SLOTS_PER_DAY;
+use rand::{Rng, SeedableRng};
+
+use crate::data::Inputs;
+use crate::scenario::{Scenario, Strategy};
+
+/// Slots of forecast history before the period.
+pub const WARMUP_SLOTS: usize = 7 * SLOTS_PER_DAY;
+/// Slots after the period (the last plans' horizon).
+pub const TAIL_SLOTS: usize = 2 * SLOTS_PER_DAY;
+
+/// The homes and the community-wide series.
+pub struct Community {
+    /// Homes as the agents' study code models them (load includes the heat pump).
+    pub homes: study::Community,
+    pub strategies: Vec<Strategy>,
+    /// Electrical rating of each home's heat pump, kW (0: none).
+    pub heat_pump_kw: Vec<f64>,
+    /// Outdoor temperature per slot, °C.
+    pub temperature_c: Vec<f64>,
+    /// Slot of the data year the window starts at.
+    pub window_start: usize,
+    pub warmup: usize,
+    /// Slots of the period.
+    pub slots: usize,
+}
+
+/// The window's slots of a year-long series (wrapping past the year's end).
+fn window(series: &[f64], start: usize, len: usize) -> Vec<f64> {
+    (0..len).map(|u| series[(start + u) % SLOTS_2010]).collect()
+}
+
+/// Coefficient of performance of an air-source heat pump at outdoor temperature `t_c`.
+pub fn heat_pump_cop(t_c: f64) -> f64 {
+    (3.5 + 0.07 * (t_c - 7.0)).clamp(1.8, 5.0)
+}
+
+/// Draws the community of `s` (seeded: the same scenario gives the same homes).
+pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
+    let slots = s.period.days * SLOTS_PER_DAY;
+    let window_start = s.first_day() * SLOTS_PER_DAY - WARMUP_SLOTS;
+    let len = WARMUP_SLOTS + slots + TAIL_SLOTS;
+    let (pv, clear) = pv_power_kw(&inputs.weather, &PvArray::potsdam(1.0));
+    let (_, temperature) = weather_per_slot(&inputs.weather);
+    let temperature_c = window(&temperature, window_start, len);
+    let strategies = s.strategies();
+    let mut heat_pump_kw = Vec::with_capacity(s.homes.count);
+    let homes = (0..s.homes.count)
+        .map(|i| {
+            let seed = s.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let draw = |rng: &mut rand::rngs::StdRng, r: [f64; 2]| {
+                if r[1] > r[0] {
+                    rng.gen_range(r[0]..r[1])
+                } else {
+                    r[0]
+                }
+            };
+            let annual_kwh = draw(&mut rng, s.homes.annual_kwh);
+            let pv_kwp = if rng.gen_bool(s.pv.share) {
+                draw(&mut rng, s.pv.kwp)
+            } else {
+                0.0
+            };
+            let b = &s.battery;
+            let battery = rng.gen_bool(b.share).then(|| {
+                let capacity_kwh = draw(&mut rng, b.capacity_kwh);
+                Battery {
+                    capacity_kwh,
+                    power_kw: (capacity_kwh * b.c_rate).min(b.max_power_kw),
+                    charge_efficiency: b.efficiency,
+                    discharge_efficiency: b.efficiency,
+                    initial_kwh: capacity_kwh / 2.0,
+                    reserve_kwh: capacity_kwh * b.reserve_share,
+                }
+            });
+            let e = &s.ev;
+            let has_ev = rng.gen_bool(e.share);
+            let ev_power_kw = e.power_kw[rng.gen_range(0..e.power_kw.len())];
+            let mut sessions = Vec::new();
+            if has_ev {
+                // Local time is UTC + 1 h: slot of day = local hour × 4 − 4.
+                for day in 0..len / SLOTS_PER_DAY - 1 {
+                    let arrive = (draw(&mut rng, e.arrival_hour) * 4.0).round() as usize;
+                    let leave = (draw(&mut rng, e.departure_hour) * 4.0).round() as usize;
+                    sessions.push(Session {
+                        arrival: (day * SLOTS_PER_DAY + arrive).saturating_sub(4),
+                        departure: ((day + 1) * SLOTS_PER_DAY + leave).saturating_sub(4),
+                        energy_kwh: draw(&mut rng, e.energy_kwh),
+                    });
+                }
+            }
+            let hp = &s.heat_pump;
+            let hp_loss = rng
+                .gen_bool(hp.share)
+                .then(|| draw(&mut rng, hp.heat_loss_kw_per_k));
+            heat_pump_kw.push(hp_loss.map_or(0.0, |_| hp.max_power_kw));
+            let mut load_kw = window(&inputs.load.home(annual_kwh, seed), window_start, len);
+            if let Some(loss) = hp_loss {
+                for (l, t) in load_kw.iter_mut().zip(&temperature_c) {
+                    let heat_kw = (hp.base_temperature_c - t).max(0.0) * loss;
+                    *l += (heat_kw / heat_pump_cop(*t)).min(hp.max_power_kw);
+                }
+            }
+            Home {
+                load_kw,
+                pv_kwp,
+                battery,
+                ev_power_kw,
+                sessions,
+                import_limit_kw: s.homes.import_limit_kw,
+                export_limit_kw: s.homes.export_limit_kw,
+            }
+        })
+        .collect();
+    Community {
+        homes: study::Community {
+            homes,
+            pv_per_kwp: window(&pv, window_start, len),
+            clear_sky_per_kwp: window(&clear, window_start, len),
+        },
+        strategies,
+        heat_pump_kw,
+        temperature_c,
+        window_start,
+        warmup: WARMUP_SLOTS,
+        slots,
+    }
+}

@@ -1,0 +1,489 @@
+//! The simulation loop: one ledger block per 15-minute slot, on a simulated clock.
+//!
+//! At the start of slot `u` (block time = the slot's start):
+//! 1. the block's own rules run first: slot `u` is cleared (its gate closed five minutes ago),
+//!    slot `u − 5` is settled (the correction window is an hour);
+//! 2. its transactions: every home's meter reading of slot `u − 1` and its orders for slot
+//!    `u + 1` (the grid operator's islanding events too, when an outage starts or ends);
+//! 3. then the slot happens: cars plug in, optimising homes re-plan, devices run on the actual
+//!    load and weather (or, in an outage, the islanded community shares its PV and batteries,
+//!    critical loads first), and the feeder's power flow is solved for the homes' exchange.
+//!
+//! Bills: what the ledger moved (P2P payments, fees, compensations) plus the utility's bill lines
+//! the ledger derives from settled trades and readings (import beyond what was bought at retail,
+//! export beyond what was sold and purchases not used at feed-in). The baseline is the same
+//! homes with the same devices under their rules and no market, billed by the utility alone.
+//!
+//! Cost per slot: O(homes) for devices, orders and readings, O(orders log orders) for clearing,
+//! O(buses) for the radial sweep, plus the optimising homes' linear programs at each re-plan.
+
+use std::collections::HashMap;
+
+use gridmesh_agent::schedule::{Schedule, DT_H};
+use gridmesh_agent::strategy::{
+    LinearRamp, MarketView, OrderIntent, Position, Side as AgentSide, Strategy as _,
+    ZeroIntelligence,
+};
+use gridmesh_agent::study::{self, DeviceState, TouTariff, RAMP_LAST_UPDATE};
+use gridmesh_grid::powerflow::PowerFlowOptions;
+use gridmesh_grid::sweep::RadialFeeder;
+use gridmesh_ledger::{DeviceKind, GridEventKind, Side, TxKind};
+use gridmesh_types::units::{slot_start_ms, SLOT_MS};
+use gridmesh_types::Address;
+
+use crate::community::Community;
+use crate::feeder::Feeder;
+use crate::kpi::{Accumulator, Outcome};
+use crate::ledger::{GenesisSpec, SimLedger};
+use crate::scenario::{Scenario, Strategy};
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    #[error("the feeder cannot be solved by the radial sweep: {0}")]
+    Feeder(String),
+    #[error("the run's genesis is invalid: {0}")]
+    Genesis(String),
+}
+
+/// First slot of 2010 on the ledger's slot numbering (slots since the Unix epoch).
+pub const SLOT_2010: u64 = gridmesh_agent::data::YEAR_START_UNIX_S as u64 / 900;
+/// Slots between a slot's end and its settlement (the correction window).
+const SETTLE_LAG: usize = 5;
+/// Reactive power drawn per kW of consumption (power factor about 0.98).
+const Q_PER_P: f64 = 0.2;
+/// Hours the planner looks ahead.
+const HORIZON: usize = 96;
+
+/// A home during the run.
+struct HomeRun {
+    address: Address,
+    dev: DeviceState,
+    /// The same devices under their rules, without a market: the baseline.
+    base: DeviceState,
+    plan: Option<(usize, Schedule)>,
+    values: (f64, f64),
+    zi: ZeroIntelligence,
+    /// Metered exchange of recent slots, mWh (import, export), by slot modulo the ring.
+    readings: [(u64, u64); RING],
+    /// Grid exchange of the last slot, kW.
+    last_net_kw: f64,
+}
+
+const RING: usize = 8;
+
+/// The time-of-use tariff of a scenario.
+pub fn tariff(s: &Scenario) -> TouTariff {
+    TouTariff {
+        night_per_kwh: s.tariff.night,
+        day_per_kwh: s.tariff.day,
+        peak_per_kwh: s.tariff.peak,
+        feed_in_per_kwh: s.tariff.feed_in,
+    }
+}
+
+/// The same tariff as the ledger's periods (UTC slot of the day; local time is UTC + 1 h).
+fn ledger_tariffs(t: &TouTariff) -> Vec<(u8, f64, f64)> {
+    let f = t.feed_in_per_kwh;
+    vec![
+        (0, t.night_per_kwh, f),
+        (20, t.day_per_kwh, f),
+        (64, t.peak_per_kwh, f),
+        (80, t.day_per_kwh, f),
+        (92, t.night_per_kwh, f),
+    ]
+}
+
+/// Runs a scenario; `progress(done, total)` hears of every simulated slot.
+pub fn run(
+    s: &Scenario,
+    c: &Community,
+    feeder: &Feeder,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Outcome, SimError> {
+    let started = std::time::Instant::now();
+    let n = c.homes.homes.len();
+    let tou = tariff(s);
+    let chain_slot = |u: usize| SLOT_2010 + (c.window_start + u) as u64;
+    let operator = crate::ledger::grid_operator(s.seed);
+    let addresses: Vec<Address> = (0..n).map(|i| crate::ledger::member(s.seed, i)).collect();
+    let index: HashMap<Address, usize> =
+        addresses.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+    let first = c.warmup;
+    let end = c.warmup + c.slots;
+    let mut ledger = SimLedger::new(&GenesisSpec {
+        chain_id: format!("gridmesh-sim-{}", s.seed),
+        timestamp_ms: slot_start_ms(chain_slot(first)) - 2 * SLOT_MS,
+        members: &addresses,
+        initial_tokens: s.homes.initial_tokens,
+        operator,
+        mechanism: &s.market.mechanism,
+        tariffs: ledger_tariffs(&tou),
+        grid_fee_per_kwh: s.market.grid_fee_per_kwh,
+        max_import_kw: s.homes.import_limit_kw,
+    })
+    .map_err(SimError::Genesis)?;
+    // Devices: every home's meter, and what it has.
+    let mut regs = Vec::new();
+    for (i, h) in c.homes.homes.iter().enumerate() {
+        let mut k = 0;
+        let mut reg = |kind, w: f64| {
+            if let Some(tx) = ledger.tx(
+                addresses[i],
+                k,
+                TxKind::RegisterDevice {
+                    kind,
+                    capacity_w: w.ceil() as u32,
+                },
+            ) {
+                regs.push(tx);
+                k += 1;
+            }
+        };
+        reg(DeviceKind::Meter, s.homes.import_limit_kw * 1e3);
+        if h.pv_kwp > 0.0 {
+            reg(DeviceKind::Pv, h.pv_kwp * 1e3);
+        }
+        if let Some(b) = &h.battery {
+            reg(DeviceKind::Battery, b.power_kw * 1e3);
+        }
+        if !h.sessions.is_empty() {
+            reg(DeviceKind::EvCharger, h.ev_power_kw * 1e3);
+        }
+    }
+    ledger.block(regs, slot_start_ms(chain_slot(first)) - SLOT_MS);
+    let initial: Vec<u128> = addresses.iter().map(|a| ledger.balance(a)).collect();
+    // Producing capacity per home bounds its export reading, mWh per slot.
+    let max_export_mwh: Vec<u64> = c
+        .homes
+        .homes
+        .iter()
+        .map(|h| {
+            let w = (h.pv_kwp * 1e3).ceil()
+                + h.battery
+                    .as_ref()
+                    .map_or(0.0, |b| (b.power_kw * 1e3).ceil());
+            (w as u64) * 250
+        })
+        .collect();
+    let max_import_mwh = ((s.homes.import_limit_kw * 1e3).ceil() as u64) * 250;
+    let mut homes: Vec<HomeRun> = c
+        .homes
+        .homes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| HomeRun {
+            address: addresses[i],
+            dev: DeviceState::new(h),
+            base: DeviceState::new(h),
+            plan: None,
+            values: (0.0, 0.0),
+            zi: ZeroIntelligence::new(s.seed ^ ((i as u64) << 20)),
+            readings: [(0, 0); RING],
+            last_net_kw: h.load_kw[first - 1] - c.homes.pv_per_kwp[first - 1] * h.pv_kwp,
+        })
+        .collect();
+    let radial = RadialFeeder::new(&feeder.net).map_err(|e| SimError::Feeder(e.to_string()))?;
+    let mut net = feeder.net.clone();
+    let pf_opts = PowerFlowOptions::default();
+    let outages: Vec<(usize, usize)> = s
+        .outage_slots()
+        .into_iter()
+        .map(|(start, len)| {
+            let u = (start + gridmesh_agent::data::SLOTS_2010 - c.window_start)
+                % gridmesh_agent::data::SLOTS_2010;
+            (u, u + len)
+        })
+        .collect();
+    let islanded = |u: usize| outages.iter().any(|(a, b)| (*a..*b).contains(&u));
+    let optimising: Vec<usize> = (0..n)
+        .filter(|&i| c.strategies[i] == Strategy::Optimising)
+        .collect();
+    let mut acc = Accumulator::new(s, c, feeder);
+    let mut island_slots: Vec<bool> = vec![false; end + SETTLE_LAG + 1];
+    for u in first..end + SETTLE_LAG {
+        let in_period = u < end;
+        // 1-2. The block: readings of u − 1, orders for u + 1, islanding events.
+        let mut txs = Vec::new();
+        if in_period && islanded(u) != (u > first && islanded(u - 1)) {
+            let at = slot_start_ms(chain_slot(u));
+            let events: &[GridEventKind] = if islanded(u) {
+                &[GridEventKind::Islanded]
+            } else {
+                &[GridEventKind::Resynchronising, GridEventKind::Reconnected]
+            };
+            for (k, e) in events.iter().enumerate() {
+                txs.extend(ledger.tx(
+                    operator,
+                    k as u64,
+                    TxKind::GridEvent {
+                        event: *e,
+                        at_ms: at,
+                    },
+                ));
+            }
+        }
+        let retail_next = tou.retail_at(u + 1);
+        for (i, h) in homes.iter_mut().enumerate() {
+            let mut pending = 0;
+            if u > first && u - 1 < end {
+                let (import_mwh, export_mwh) = h.readings[(u - 1) % RING];
+                if let Some(tx) = ledger.tx(
+                    h.address,
+                    pending,
+                    TxKind::SubmitReading {
+                        slot: chain_slot(u - 1),
+                        import_mwh,
+                        export_mwh,
+                    },
+                ) {
+                    txs.push(tx);
+                    pending += 1;
+                }
+            }
+            if u + 1 >= end {
+                continue;
+            }
+            let kind = c.strategies[i];
+            let position = match (&h.plan, kind) {
+                (Some((origin, p)), Strategy::Optimising) if u + 1 - origin < p.import_kw.len() => {
+                    Position {
+                        import_kwh: p.import_kw[u + 1 - origin] * DT_H,
+                        export_kwh: p.export_kw[u + 1 - origin] * DT_H,
+                    }
+                }
+                _ => Position {
+                    import_kwh: h.last_net_kw.max(0.0) * DT_H,
+                    export_kwh: (-h.last_net_kw).max(0.0) * DT_H,
+                },
+            };
+            let view = MarketView {
+                retail_per_kwh: retail_next,
+                feed_in_per_kwh: tou.feed_in_per_kwh,
+                elapsed: RAMP_LAST_UPDATE,
+            };
+            let intents: Vec<OrderIntent> = match kind {
+                Strategy::UtilityOnly => Vec::new(),
+                Strategy::ZeroIntelligence => h.zi.orders(&position, &view),
+                Strategy::LinearRamp => LinearRamp.orders(&position, &view),
+                Strategy::Optimising => {
+                    gridmesh_agent::strategy::at_values(&position, h.values, &view)
+                }
+            };
+            for o in intents {
+                let Some((side, mut energy_mwh, price)) = o.to_units(6) else {
+                    continue;
+                };
+                if side == AgentSide::Ask {
+                    // An ask is backed by the home's producing devices.
+                    energy_mwh = energy_mwh.min(max_export_mwh[i]);
+                    if energy_mwh < 1_000 {
+                        continue;
+                    }
+                }
+                if let Some(tx) = ledger.tx(
+                    h.address,
+                    pending,
+                    TxKind::PlaceOrder {
+                        slot: chain_slot(u + 1),
+                        side: match side {
+                            AgentSide::Bid => Side::Bid,
+                            AgentSide::Ask => Side::Ask,
+                        },
+                        energy_mwh,
+                        price_per_kwh: price,
+                        location: feeder.home_area[i].clone(),
+                    },
+                ) {
+                    txs.push(tx);
+                    pending += 1;
+                }
+            }
+        }
+        ledger.block(txs, slot_start_ms(chain_slot(u)));
+        // What the block cleared and settled.
+        if in_period {
+            acc.cleared(u, ledger.slot(chain_slot(u)));
+        }
+        if u >= first + SETTLE_LAG {
+            let settled = u - SETTLE_LAG;
+            let mut pos = vec![(0u64, 0u64); n];
+            for t in ledger.trades(chain_slot(settled)) {
+                let d = t
+                    .settlement
+                    .as_ref()
+                    .map_or(t.trade.energy_mwh, |x| x.delivered_mwh);
+                acc.p2p_paid(t.settlement.as_ref().map_or(0, |x| x.buyer_paid) as f64 / 1e6);
+                if let Some(&b) = index.get(&t.buyer) {
+                    pos[b].0 += d;
+                }
+                if let Some(&a) = index.get(&t.seller) {
+                    pos[a].1 += d;
+                }
+            }
+            let retail = tou.retail_at(settled);
+            for (i, h) in homes.iter().enumerate() {
+                let (import, export) = h.readings[settled % RING];
+                let (bought, sold) = pos[i];
+                let utility_import = import.saturating_sub(bought);
+                let utility_export = export.saturating_sub(sold) + bought.saturating_sub(import);
+                let bill = if island_slots[settled] {
+                    0.0
+                } else {
+                    utility_import as f64 / 1e6 * retail
+                        - utility_export as f64 / 1e6 * tou.feed_in_per_kwh
+                };
+                acc.utility_bill(i, bill, bought, sold);
+            }
+        }
+        if !in_period {
+            continue;
+        }
+        // 3. The slot itself.
+        island_slots[u] = islanded(u);
+        let mut arrived = Vec::new();
+        for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
+            let (came, unmet) = h.dev.plug(home, u);
+            h.base.plug(home, u);
+            acc.ev_unmet(i, unmet);
+            if came && c.strategies[i] == Strategy::Optimising {
+                arrived.push(i);
+            }
+        }
+        let due: Vec<usize> = if (u - first) % s.agents.replan_slots == 0 {
+            optimising.clone()
+        } else {
+            arrived
+        };
+        if !due.is_empty() {
+            let problems: Vec<_> = due
+                .iter()
+                .map(|&i| study::problem(&c.homes, i, &homes[i].dev, u, HORIZON, &tou))
+                .collect();
+            let planned = if s.agents.coordinated {
+                let mut others = study::inflexible_forecast(&c.homes, &optimising, u, HORIZON);
+                for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
+                    if let Some((origin, p)) = &homes[j].plan {
+                        for (k, o) in others.iter_mut().enumerate() {
+                            if let Some(w) = (u + k)
+                                .checked_sub(*origin)
+                                .filter(|w| *w < p.import_kw.len())
+                            {
+                                *o += p.import_kw[w] - p.export_kw[w];
+                            }
+                        }
+                    }
+                }
+                let a = gridmesh_agent::community::allocate(
+                    &problems,
+                    &others,
+                    feeder.transformer_kw * 0.9,
+                    u / s.agents.replan_slots,
+                );
+                study::with_values(due.into_iter().zip(a.problems).collect(), Some(a.schedules))
+            } else {
+                study::with_values(due.into_iter().zip(problems).collect(), None)
+            };
+            for (i, schedule, values, fell_back) in planned {
+                acc.planned(fell_back);
+                homes[i].plan = Some((u, schedule));
+                homes[i].values = values;
+            }
+        }
+        let pv_per_kwp = c.homes.pv_per_kwp[u];
+        let retail = tou.retail_at(u);
+        let mut nets = vec![0.0; n];
+        if island_slots[u] {
+            let step = crate::island::dispatch(
+                &c.homes,
+                &mut homes.iter_mut().map(|h| &mut h.dev).collect::<Vec<_>>(),
+                u,
+                s.homes.critical_share,
+            );
+            let base = crate::island::dispatch(
+                &c.homes,
+                &mut homes.iter_mut().map(|h| &mut h.base).collect::<Vec<_>>(),
+                u,
+                s.homes.critical_share,
+            );
+            acc.island(u, &step, &base);
+            for (i, d) in step.homes.iter().enumerate() {
+                nets[i] = d.net_kw;
+                acc.home_slot(
+                    i,
+                    u,
+                    d,
+                    c.homes.homes[i].load_kw[u] - d.shed_kw,
+                    pv_per_kwp * c.homes.homes[i].pv_kwp,
+                );
+            }
+        } else {
+            for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
+                let load = home.load_kw[u];
+                let pv = pv_per_kwp * home.pv_kwp;
+                let planned = h.plan.as_ref().and_then(|(origin, p)| {
+                    let k = u - origin;
+                    (c.strategies[i] == Strategy::Optimising && k < p.import_kw.len())
+                        .then_some((p, k))
+                });
+                let d = h.dev.step(home, planned, load, pv);
+                let b = h.base.step(home, None, load, pv);
+                acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
+                nets[i] = d.net_kw;
+                acc.home_slot(i, u, &crate::island::HomeStep::from(d), load, pv);
+            }
+        }
+        for (i, h) in homes.iter_mut().enumerate() {
+            let net_kw = nets[i];
+            let import = ((net_kw.max(0.0) * DT_H * 1e6).round() as u64).min(max_import_mwh);
+            let export = (((-net_kw).max(0.0) * DT_H * 1e6).round() as u64).min(max_export_mwh[i]);
+            h.readings[u % RING] = (import, export);
+            h.last_net_kw = net_kw;
+        }
+        // The feeder.
+        if s.feeder.power_flow {
+            for b in &mut net.buses {
+                b.load_mw = 0.0;
+                b.load_mvar = 0.0;
+            }
+            for (i, &bus) in feeder.home_bus.iter().enumerate() {
+                let home = &c.homes.homes[i];
+                net.buses[bus].load_mw += nets[i] / 1e3;
+                net.buses[bus].load_mvar += home.load_kw[u].max(0.0) * Q_PER_P / 1e3;
+            }
+            match radial.solve(&net, &pf_opts) {
+                Ok(pf) => acc.power_flow(u, &net, feeder, &pf),
+                Err(e) => acc.power_flow_failed(u, e.to_string()),
+            }
+        } else {
+            acc.transformer_only(u, nets.iter().sum());
+        }
+        acc.slot_done(u, &nets);
+        progress(u + 1 - first, c.slots);
+    }
+    let tokens: Vec<f64> = addresses
+        .iter()
+        .zip(&initial)
+        .map(|(a, i0)| (ledger.balance(a) as f64 - *i0 as f64) / 1e6)
+        .collect();
+    let cycles: Vec<f64> = homes
+        .iter()
+        .zip(&c.homes.homes)
+        .map(|(h, home)| {
+            home.battery
+                .as_ref()
+                .map_or(0.0, |b| h.dev.discharged_kwh / b.capacity_kwh)
+        })
+        .collect();
+    Ok(acc.finish(
+        s,
+        c,
+        feeder,
+        &ledger,
+        tokens,
+        cycles,
+        started.elapsed().as_secs_f64(),
+    ))
+}

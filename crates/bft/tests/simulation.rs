@@ -617,6 +617,7 @@ fn a_market_slot_clears_identically_on_every_validator() {
                 max_import_kw: None,
                 island_price_cap_per_kwh: None,
                 min_device_bond: None,
+                history_days: None,
             });
             for i in 0..4 {
                 sim.start(i).await;

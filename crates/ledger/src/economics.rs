@@ -447,6 +447,13 @@ pub(crate) fn note_revenue(
     schedule_epoch(o, market, &cfg, epoch);
 }
 
+/// Removes `slot`'s flexibility requests (the market prunes the slot's records).
+pub(crate) fn prune_slot(o: &mut Overlay<'_>, slot: u64) {
+    for (k, _) in o.kv_scan(&kv::key(TAG_FLEX, slot, &[])) {
+        o.kv_delete(k);
+    }
+}
+
 /// The flexibility request that applies to a device at `location` in `slot`: the most specific
 /// area that contains it.
 pub(crate) fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option<FlexRecord> {

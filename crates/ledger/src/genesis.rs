@@ -268,6 +268,16 @@ impl Genesis {
             Some(e) => e.to_config().map_err(GenesisError::Economics)?,
             None => crate::economics::EconomicsConfig::default(),
         };
+        // A slot's records may only leave the state once nothing can read them: its disputes
+        // and its epoch's rewards (a day after it is final) are over.
+        let needed = u64::from(economics.dispute_window_minutes) + 24 * 60;
+        if market.history_days > 0 && u64::from(market.history_days) * 24 * 60 < needed {
+            return Err(GenesisError::Market(format!(
+                "history_days {} is shorter than the dispute window plus an epoch ({} days)",
+                market.history_days,
+                needed.div_ceil(24 * 60)
+            )));
+        }
         let mut entries = vec![crate::market::genesis_entry(&market)];
         entries.extend(crate::economics::genesis_entries(
             &economics,

@@ -84,6 +84,7 @@ const TAG_DEVICE_KEY: u8 = 16;
 const TAG_DEVICE_READING: u8 = 17;
 const TAG_VERIFIED_EXPORT: u8 = 18;
 const TAG_OWNED_DEVICE: u8 = 19;
+const TAG_PRUNE_DUE: u8 = 20;
 
 /// The account that holds every locked token (bids' escrow, asks' collateral). No key controls
 /// it: only clearing and settlement move its tokens.
@@ -120,6 +121,9 @@ pub struct MarketConfig {
     pub island_price_cap_per_kwh: u64,
     /// The least bond a device registered with its own key must put up, base units.
     pub min_device_bond: u128,
+    /// Days a slot's records (orders, trades, readings, settlement) stay in the state after the
+    /// slot is final; then they are removed (the blocks keep them). 0 keeps them for ever.
+    pub history_days: u32,
 }
 
 impl Default for MarketConfig {
@@ -143,6 +147,7 @@ impl Default for MarketConfig {
             max_import_w: 50_000,
             island_price_cap_per_kwh: 1_000_000,
             min_device_bond: 10_000_000,
+            history_days: 0,
         }
     }
 }
@@ -191,6 +196,9 @@ impl MarketConfig {
         if self.late_window_minutes < self.correction_window_minutes {
             return Err("late_window_minutes must be at least correction_window_minutes".into());
         }
+        if self.history_days > 36_500 {
+            return Err("history_days must be at most 36500 (0 keeps every slot)".into());
+        }
         Ok(())
     }
 
@@ -225,6 +233,11 @@ impl MarketConfig {
     pub fn final_ms(&self, slot: u64) -> u64 {
         slot_start_ms(slot + 1) + u64::from(self.late_window_minutes) * 60_000
     }
+
+    /// When `slot`'s records leave the state (with `history_days` set), in ms.
+    pub fn prune_ms(&self, slot: u64) -> u64 {
+        self.final_ms(slot) + u64::from(self.history_days) * 86_400_000
+    }
 }
 
 /// The `[market]` section of a genesis file: prices as decimal tokens per kWh.
@@ -255,6 +268,9 @@ pub struct MarketFile {
     pub island_price_cap_per_kwh: Option<String>,
     /// The least bond of a device registered with its own key, tokens (default 10).
     pub min_device_bond: Option<String>,
+    /// Days a final slot's records stay in the state (default 0: for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
 }
 
 fn default_mechanism() -> String {
@@ -363,6 +379,7 @@ impl MarketFile {
                     .map_err(|e| format!("min_device_bond: {e}"))?,
                 None => d.min_device_bond,
             },
+            history_days: self.history_days.unwrap_or(d.history_days),
         };
         c.check()?;
         Ok(c)
@@ -1541,6 +1558,7 @@ pub fn next_due_ms(state: &crate::State) -> Option<u64> {
         gate,
         due(TAG_SETTLE_DUE),
         due(TAG_FINAL_DUE),
+        due(TAG_PRUNE_DUE),
         crate::economics::next_due_ms(kv),
     ]
     .into_iter()
@@ -1575,10 +1593,44 @@ pub fn begin_block(o: &mut Overlay<'_>, height: u64, timestamp_ms: u64) {
             }
         }
     }
+    for (k, _) in o.kv_scan(&kv::key(TAG_PRUNE_DUE, 0, &[])) {
+        let due = u64::from_be_bytes(k[9..17].try_into().expect("due key"));
+        let slot = u64::from_be_bytes(k[17..25].try_into().expect("due key"));
+        if due > timestamp_ms {
+            break;
+        }
+        o.kv_delete(k);
+        prune_slot(o, slot);
+    }
+}
+
+/// Removes a slot's records from the state (`history_days` after it became final): its orders,
+/// clearing record, trades, readings, seller positions, envelopes, device readings, verified
+/// export and flexibility requests. Nothing of it can change any more: settlement, estimates,
+/// disputes and the epoch's rewards are done by then (the genesis checks the window covers them).
+fn prune_slot(o: &mut Overlay<'_>, slot: u64) {
+    for tag in [
+        TAG_ORDER,
+        TAG_SLOT,
+        TAG_TRADE,
+        TAG_READING,
+        TAG_SELLER,
+        TAG_ENVELOPE,
+        TAG_DEVICE_READING,
+        TAG_VERIFIED_EXPORT,
+    ] {
+        for (k, _) in o.kv_scan(&kv::key(tag, slot, &[])) {
+            o.kv_delete(k);
+        }
+    }
+    crate::economics::prune_slot(o, slot);
 }
 
 fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, height: u64) {
     o.kv_delete(open_key(slot));
+    if cfg.history_days > 0 {
+        o.kv_put(due_key(TAG_PRUNE_DUE, cfg.prune_ms(slot), slot), Vec::new());
+    }
     let records: Vec<(u64, OrderRecord)> = o
         .kv_scan(&orders_prefix(slot))
         .into_iter()

@@ -47,6 +47,17 @@ impl Net {
     }
 
     fn build(n: usize, mechanism: &str, fees: bool, grid_operator: Option<usize>) -> Net {
+        Net::build_with(n, mechanism, fees, grid_operator, |_| {})
+    }
+
+    /// As `build`, with `edit` applied to the genesis first.
+    fn build_with(
+        n: usize,
+        mechanism: &str,
+        fees: bool,
+        grid_operator: Option<usize>,
+        edit: impl FnOnce(&mut Genesis),
+    ) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<Keypair> = (0..n)
             .map(|i| Keypair::from_seed([i as u8 + 1; 32]))
@@ -86,7 +97,9 @@ impl Net {
             max_import_kw: None,
             island_price_cap_per_kwh: None,
             min_device_bond: None,
+            history_days: None,
         });
+        edit(&mut g);
         let chain = Chain::open(dir.path(), &g).unwrap();
         let supply = chain.state().total_supply();
         Net {
@@ -332,6 +345,89 @@ fn a_slot_from_orders_to_final_settlement() {
     drop(replica);
     let replica = Chain::open(dir.path(), &g).unwrap();
     assert_eq!(replica.state().root(), net.chain.state().root());
+}
+
+#[test]
+fn a_final_slots_records_leave_the_state_after_its_history_days() {
+    let mut net = Net::build_with(3, "pay-as-clear", false, None, |g| {
+        g.market.as_mut().unwrap().history_days = Some(2);
+        g.economics = Some(gridmesh_ledger::economics::EconomicsFile {
+            dispute_window_minutes: Some(24 * 60),
+            ..Default::default()
+        });
+    });
+    let (seller, buyer) = (1, 2);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register(
+        &mut net,
+        t0,
+        &[(seller, DeviceKind::Pv), (buyer, DeviceKind::Meter)],
+    );
+    let orders = vec![
+        net.tx(seller, order(Side::Ask, 1_000, 100, "s/a")),
+        net.tx(buyer, order(Side::Bid, 1_000, 250, "s/b")),
+    ];
+    assert!(net.block(t0 + 1_000, orders).is_empty());
+    net.block(slot_start_ms(SLOT) - 300_000, vec![]); // gate closure: cleared
+    let readings = vec![
+        net.tx(seller, reading(0, 1_000)),
+        net.tx(buyer, reading(1_000, 0)),
+    ];
+    assert!(net
+        .block(slot_start_ms(SLOT + 1) + 1_000, readings)
+        .is_empty());
+    let kv = |net: &Net| net.chain.state().kv().clone();
+    let records = |net: &Net| {
+        let kv = kv(net);
+        kv.get(&gridmesh_ledger::market::slot_key(SLOT)).is_some() as usize
+            + kv.scan(&gridmesh_ledger::market::trades_prefix(SLOT))
+                .count()
+            + kv.scan(&gridmesh_ledger::market::readings_prefix(SLOT))
+                .count()
+            + kv.scan(&gridmesh_ledger::market::orders_prefix(SLOT))
+                .count()
+    };
+    let day = 86_400_000;
+    let final_ms = slot_start_ms(SLOT + 1) + day;
+    net.block(final_ms + day, vec![]); // settled and final, still kept
+    assert_eq!(records(&net), 1 + 1 + 2 + 2);
+    let paid = net.balance(seller);
+    net.block(final_ms + 2 * day, vec![]);
+    assert_eq!(records(&net), 0, "the slot's records left the state");
+    assert_eq!(net.balance(seller), paid, "pruning moves no tokens");
+    // A replica replaying the blocks reaches the same root.
+    let dir = tempfile::tempdir().unwrap();
+    let mut replica = Chain::open(dir.path(), &net.genesis).unwrap();
+    for b in &net.blocks {
+        let ex = replica.verify_block(b).unwrap();
+        replica.commit(b, ex).unwrap();
+    }
+    assert_eq!(replica.state().root(), net.chain.state().root());
+}
+
+#[test]
+fn a_history_shorter_than_the_dispute_window_is_refused() {
+    let mut g = Genesis::dev(Address([1; 32]));
+    g.market = Some(gridmesh_ledger::market::MarketFile {
+        mechanism: "pay-as-clear".into(),
+        gate_closure_minutes: None,
+        correction_window_minutes: None,
+        late_window_minutes: None,
+        tariffs: vec![],
+        shortfall_price_per_kwh: None,
+        grid_fees: vec![],
+        grid_operator: None,
+        market_operator: None,
+        max_import_kw: None,
+        island_price_cap_per_kwh: None,
+        min_device_bond: None,
+        history_days: Some(3),
+    });
+    let Err(e) = g.state() else {
+        panic!("a history shorter than the dispute window was accepted")
+    };
+    let e = e.to_string();
+    assert!(e.contains("history_days 3") && e.contains("8 days"), "{e}");
 }
 
 fn register(net: &mut Net, ts: u64, who: &[(usize, DeviceKind)]) {

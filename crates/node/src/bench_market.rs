@@ -324,6 +324,7 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
             max_import_kw: None,
             island_price_cap_per_kwh: None,
             min_device_bond: None,
+            history_days: None,
         }),
         economics: None,
     };

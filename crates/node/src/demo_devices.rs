@@ -115,6 +115,7 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
         max_import_kw: None,
         island_price_cap_per_kwh: None,
         min_device_bond: None,
+        history_days: None,
     });
     g.economics = Some(economics::EconomicsFile {
         dispute_window_minutes: Some(120),

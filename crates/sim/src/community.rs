@@ -55,75 +55,93 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
     let (_, temperature) = weather_per_slot(&inputs.weather);
     let temperature_c = window(&temperature, window_start, len);
     let strategies = s.strategies();
-    let mut heat_pump_kw = Vec::with_capacity(s.homes.count);
-    let homes = (0..s.homes.count)
-        .map(|i| {
-            let seed = s.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let draw = |rng: &mut rand::rngs::StdRng, r: [f64; 2]| {
-                if r[1] > r[0] {
-                    rng.gen_range(r[0]..r[1])
-                } else {
-                    r[0]
-                }
-            };
-            let annual_kwh = draw(&mut rng, s.homes.annual_kwh);
-            let pv_kwp = if rng.gen_bool(s.pv.share) {
-                draw(&mut rng, s.pv.kwp)
+    let home = |i: usize| -> (Home, f64) {
+        let seed = s.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let draw = |rng: &mut rand::rngs::StdRng, r: [f64; 2]| {
+            if r[1] > r[0] {
+                rng.gen_range(r[0]..r[1])
             } else {
-                0.0
-            };
-            let b = &s.battery;
-            let battery = rng.gen_bool(b.share).then(|| {
-                let capacity_kwh = draw(&mut rng, b.capacity_kwh);
-                Battery {
-                    capacity_kwh,
-                    power_kw: (capacity_kwh * b.c_rate).min(b.max_power_kw),
-                    charge_efficiency: b.efficiency,
-                    discharge_efficiency: b.efficiency,
-                    initial_kwh: capacity_kwh / 2.0,
-                    reserve_kwh: capacity_kwh * b.reserve_share,
-                }
-            });
-            let e = &s.ev;
-            let has_ev = rng.gen_bool(e.share);
-            let ev_power_kw = e.power_kw[rng.gen_range(0..e.power_kw.len())];
-            let mut sessions = Vec::new();
-            if has_ev {
-                // Local time is UTC + 1 h: slot of day = local hour × 4 − 4.
-                for day in 0..len / SLOTS_PER_DAY - 1 {
-                    let arrive = (draw(&mut rng, e.arrival_hour) * 4.0).round() as usize;
-                    let leave = (draw(&mut rng, e.departure_hour) * 4.0).round() as usize;
-                    sessions.push(Session {
-                        arrival: (day * SLOTS_PER_DAY + arrive).saturating_sub(4),
-                        departure: ((day + 1) * SLOTS_PER_DAY + leave).saturating_sub(4),
-                        energy_kwh: draw(&mut rng, e.energy_kwh),
-                    });
-                }
+                r[0]
             }
-            let hp = &s.heat_pump;
-            let hp_loss = rng
-                .gen_bool(hp.share)
-                .then(|| draw(&mut rng, hp.heat_loss_kw_per_k));
-            heat_pump_kw.push(hp_loss.map_or(0.0, |_| hp.max_power_kw));
-            let mut load_kw = window(&inputs.load.home(annual_kwh, seed), window_start, len);
-            if let Some(loss) = hp_loss {
-                for (l, t) in load_kw.iter_mut().zip(&temperature_c) {
-                    let heat_kw = (hp.base_temperature_c - t).max(0.0) * loss;
-                    *l += (heat_kw / heat_pump_cop(*t)).min(hp.max_power_kw);
-                }
+        };
+        let annual_kwh = draw(&mut rng, s.homes.annual_kwh);
+        let pv_kwp = if rng.gen_bool(s.pv.share) {
+            draw(&mut rng, s.pv.kwp)
+        } else {
+            0.0
+        };
+        let b = &s.battery;
+        let battery = rng.gen_bool(b.share).then(|| {
+            let capacity_kwh = draw(&mut rng, b.capacity_kwh);
+            Battery {
+                capacity_kwh,
+                power_kw: (capacity_kwh * b.c_rate).min(b.max_power_kw),
+                charge_efficiency: b.efficiency,
+                discharge_efficiency: b.efficiency,
+                initial_kwh: capacity_kwh / 2.0,
+                reserve_kwh: capacity_kwh * b.reserve_share,
             }
-            Home {
-                load_kw,
-                pv_kwp,
-                battery,
-                ev_power_kw,
-                sessions,
-                import_limit_kw: s.homes.import_limit_kw,
-                export_limit_kw: s.homes.export_limit_kw,
+        });
+        let e = &s.ev;
+        let has_ev = rng.gen_bool(e.share);
+        let ev_power_kw = e.power_kw[rng.gen_range(0..e.power_kw.len())];
+        let mut sessions = Vec::new();
+        if has_ev {
+            // Local time is UTC + 1 h: slot of day = local hour × 4 − 4.
+            for day in 0..len / SLOTS_PER_DAY - 1 {
+                let arrive = (draw(&mut rng, e.arrival_hour) * 4.0).round() as usize;
+                let leave = (draw(&mut rng, e.departure_hour) * 4.0).round() as usize;
+                sessions.push(Session {
+                    arrival: (day * SLOTS_PER_DAY + arrive).saturating_sub(4),
+                    departure: ((day + 1) * SLOTS_PER_DAY + leave).saturating_sub(4),
+                    energy_kwh: draw(&mut rng, e.energy_kwh),
+                });
             }
-        })
-        .collect();
+        }
+        let hp = &s.heat_pump;
+        let hp_loss = rng
+            .gen_bool(hp.share)
+            .then(|| draw(&mut rng, hp.heat_loss_kw_per_k));
+        let hp_kw = hp_loss.map_or(0.0, |_| hp.max_power_kw);
+        let mut load_kw = window(&inputs.load.home(annual_kwh, seed), window_start, len);
+        if let Some(loss) = hp_loss {
+            for (l, t) in load_kw.iter_mut().zip(&temperature_c) {
+                let heat_kw = (hp.base_temperature_c - t).max(0.0) * loss;
+                *l += (heat_kw / heat_pump_cop(*t)).min(hp.max_power_kw);
+            }
+        }
+        let h = Home {
+            load_kw,
+            pv_kwp,
+            battery,
+            ev_power_kw,
+            sessions,
+            import_limit_kw: s.homes.import_limit_kw,
+            export_limit_kw: s.homes.export_limit_kw,
+        };
+        (h, hp_kw)
+    };
+    // Each home draws from its own seed, so drawing them on every core gives the same community.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = s.homes.count.div_ceil(threads).max(1);
+    let (homes, heat_pump_kw): (Vec<Home>, Vec<f64>) = std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..s.homes.count)
+            .step_by(chunk)
+            .map(|from| {
+                let home = &home;
+                scope.spawn(move || {
+                    (from..(from + chunk).min(s.homes.count))
+                        .map(home)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("a home-drawing thread"))
+            .unzip()
+    });
     Community {
         homes: study::Community {
             homes,

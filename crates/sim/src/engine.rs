@@ -96,6 +96,52 @@ fn ledger_tariffs(t: &TouTariff) -> Vec<(u8, f64, f64)> {
     ]
 }
 
+/// The utility's bill lines of a settled slot (tokens, bought and sold as delivered in mWh, per
+/// home) and what its trades paid: the ledger's rule (import beyond what was bought at retail;
+/// export beyond what was sold and purchases not used at feed-in; nothing while islanded).
+fn settled_bills(
+    ledger: &SimLedger,
+    index: &HashMap<Address, usize>,
+    slot: u64,
+    readings: &[(u64, u64)],
+    tou: &TouTariff,
+    settled: usize,
+    island: bool,
+) -> (f64, Vec<(f64, u64, u64)>) {
+    let mut pos = vec![(0u64, 0u64); readings.len()];
+    let mut paid = 0.0;
+    for t in ledger.trades(slot) {
+        let d = t
+            .settlement
+            .as_ref()
+            .map_or(t.trade.energy_mwh, |x| x.delivered_mwh);
+        paid += t.settlement.as_ref().map_or(0, |x| x.buyer_paid) as f64 / 1e6;
+        if let Some(&b) = index.get(&t.buyer) {
+            pos[b].0 += d;
+        }
+        if let Some(&a) = index.get(&t.seller) {
+            pos[a].1 += d;
+        }
+    }
+    let retail = tou.retail_at(settled);
+    let lines = readings
+        .iter()
+        .zip(pos)
+        .map(|(&(import, export), (bought, sold))| {
+            let utility_import = import.saturating_sub(bought);
+            let utility_export = export.saturating_sub(sold) + bought.saturating_sub(import);
+            let bill = if island {
+                0.0
+            } else {
+                utility_import as f64 / 1e6 * retail
+                    - utility_export as f64 / 1e6 * tou.feed_in_per_kwh
+            };
+            (bill, bought, sold)
+        })
+        .collect();
+    (paid, lines)
+}
+
 /// Runs a scenario; `progress(done, total)` hears of every simulated slot.
 pub fn run(
     s: &Scenario,
@@ -302,166 +348,178 @@ pub fn run(
                 }
             }
         }
-        ledger.block(txs, slot_start_ms(chain_slot(u)));
-        // What the block cleared and settled.
-        if in_period {
-            acc.cleared(u, ledger.slot(chain_slot(u)));
-        }
-        if u >= first + SETTLE_LAG {
+        // The block runs on its own thread while the slot's devices, agents and feeder run on
+        // this one: nothing in the slot depends on the block, and the next block needs both.
+        let settling = (u >= first + SETTLE_LAG).then(|| {
             let settled = u - SETTLE_LAG;
-            let mut pos = vec![(0u64, 0u64); n];
-            for t in ledger.trades(chain_slot(settled)) {
-                let d = t
-                    .settlement
-                    .as_ref()
-                    .map_or(t.trade.energy_mwh, |x| x.delivered_mwh);
-                acc.p2p_paid(t.settlement.as_ref().map_or(0, |x| x.buyer_paid) as f64 / 1e6);
-                if let Some(&b) = index.get(&t.buyer) {
-                    pos[b].0 += d;
-                }
-                if let Some(&a) = index.get(&t.seller) {
-                    pos[a].1 += d;
-                }
-            }
-            let retail = tou.retail_at(settled);
-            for (i, h) in homes.iter().enumerate() {
-                let (import, export) = h.readings[settled % RING];
-                let (bought, sold) = pos[i];
-                let utility_import = import.saturating_sub(bought);
-                let utility_export = export.saturating_sub(sold) + bought.saturating_sub(import);
-                let bill = if island_slots[settled] {
-                    0.0
+            let readings: Vec<(u64, u64)> =
+                homes.iter().map(|h| h.readings[settled % RING]).collect();
+            (settled, readings, island_slots[settled])
+        });
+        let ledger_ref = &mut ledger;
+        let index_ref = &index;
+        let tou_ref = &tou;
+        let (cleared, bills) = std::thread::scope(|scope| {
+            let block = scope.spawn(move || {
+                ledger_ref.block(txs, slot_start_ms(chain_slot(u)));
+                let cleared = if in_period {
+                    ledger_ref.slot(chain_slot(u))
                 } else {
-                    utility_import as f64 / 1e6 * retail
-                        - utility_export as f64 / 1e6 * tou.feed_in_per_kwh
+                    None
                 };
+                let bills = settling.map(|(settled, readings, island)| {
+                    settled_bills(
+                        ledger_ref,
+                        index_ref,
+                        chain_slot(settled),
+                        &readings,
+                        tou_ref,
+                        settled,
+                        island,
+                    )
+                });
+                (cleared, bills)
+            });
+            if in_period {
+                // 3. The slot itself.
+                island_slots[u] = islanded(u);
+                let mut arrived = Vec::new();
+                for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
+                    let (came, unmet) = h.dev.plug(home, u);
+                    h.base.plug(home, u);
+                    acc.ev_unmet(i, unmet);
+                    if came && c.strategies[i] == Strategy::Optimising {
+                        arrived.push(i);
+                    }
+                }
+                let due: Vec<usize> = if (u - first) % s.agents.replan_slots == 0 {
+                    optimising.clone()
+                } else {
+                    arrived
+                };
+                if !due.is_empty() {
+                    let problems: Vec<_> = due
+                        .iter()
+                        .map(|&i| study::problem(&c.homes, i, &homes[i].dev, u, HORIZON, &tou))
+                        .collect();
+                    let planned = if s.agents.coordinated {
+                        let mut others =
+                            study::inflexible_forecast(&c.homes, &optimising, u, HORIZON);
+                        for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
+                            if let Some((origin, p)) = &homes[j].plan {
+                                for (k, o) in others.iter_mut().enumerate() {
+                                    if let Some(w) = (u + k)
+                                        .checked_sub(*origin)
+                                        .filter(|w| *w < p.import_kw.len())
+                                    {
+                                        *o += p.import_kw[w] - p.export_kw[w];
+                                    }
+                                }
+                            }
+                        }
+                        let a = gridmesh_agent::community::allocate(
+                            &problems,
+                            &others,
+                            feeder.transformer_kw * 0.9,
+                            u / s.agents.replan_slots,
+                        );
+                        study::with_values(
+                            due.into_iter().zip(a.problems).collect(),
+                            Some(a.schedules),
+                        )
+                    } else {
+                        study::with_values(due.into_iter().zip(problems).collect(), None)
+                    };
+                    for (i, schedule, values, fell_back) in planned {
+                        acc.planned(fell_back);
+                        homes[i].plan = Some((u, schedule));
+                        homes[i].values = values;
+                    }
+                }
+                let pv_per_kwp = c.homes.pv_per_kwp[u];
+                let retail = tou.retail_at(u);
+                let mut nets = vec![0.0; n];
+                if island_slots[u] {
+                    let step = crate::island::dispatch(
+                        &c.homes,
+                        &mut homes.iter_mut().map(|h| &mut h.dev).collect::<Vec<_>>(),
+                        u,
+                        s.homes.critical_share,
+                    );
+                    let base = crate::island::dispatch(
+                        &c.homes,
+                        &mut homes.iter_mut().map(|h| &mut h.base).collect::<Vec<_>>(),
+                        u,
+                        s.homes.critical_share,
+                    );
+                    acc.island(u, &step, &base);
+                    for (i, d) in step.homes.iter().enumerate() {
+                        nets[i] = d.net_kw;
+                        acc.home_slot(
+                            i,
+                            u,
+                            d,
+                            c.homes.homes[i].load_kw[u] - d.shed_kw,
+                            pv_per_kwp * c.homes.homes[i].pv_kwp,
+                        );
+                    }
+                } else {
+                    for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
+                        let load = home.load_kw[u];
+                        let pv = pv_per_kwp * home.pv_kwp;
+                        let planned = h.plan.as_ref().and_then(|(origin, p)| {
+                            let k = u - origin;
+                            (c.strategies[i] == Strategy::Optimising && k < p.import_kw.len())
+                                .then_some((p, k))
+                        });
+                        let d = h.dev.step(home, planned, load, pv);
+                        let b = h.base.step(home, None, load, pv);
+                        acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
+                        nets[i] = d.net_kw;
+                        acc.home_slot(i, u, &crate::island::HomeStep::from(d), load, pv);
+                    }
+                }
+                for (i, h) in homes.iter_mut().enumerate() {
+                    let net_kw = nets[i];
+                    let import =
+                        ((net_kw.max(0.0) * DT_H * 1e6).round() as u64).min(max_import_mwh);
+                    let export =
+                        (((-net_kw).max(0.0) * DT_H * 1e6).round() as u64).min(max_export_mwh[i]);
+                    h.readings[u % RING] = (import, export);
+                    h.last_net_kw = net_kw;
+                }
+                // The feeder.
+                if s.feeder.power_flow {
+                    for b in &mut net.buses {
+                        b.load_mw = 0.0;
+                        b.load_mvar = 0.0;
+                    }
+                    for (i, &bus) in feeder.home_bus.iter().enumerate() {
+                        let home = &c.homes.homes[i];
+                        net.buses[bus].load_mw += nets[i] / 1e3;
+                        net.buses[bus].load_mvar += home.load_kw[u].max(0.0) * Q_PER_P / 1e3;
+                    }
+                    match radial.solve(&net, &pf_opts) {
+                        Ok(pf) => acc.power_flow(u, &net, feeder, &pf),
+                        Err(e) => acc.power_flow_failed(u, e.to_string()),
+                    }
+                } else {
+                    acc.transformer_only(u, nets.iter().sum());
+                }
+                acc.slot_done(u, &nets);
+            }
+            block.join().expect("the ledger thread")
+        });
+        if in_period {
+            acc.cleared(u, cleared);
+            progress(u + 1 - first, c.slots);
+        }
+        if let Some((paid, lines)) = bills {
+            acc.p2p_paid(paid);
+            for (i, (bill, bought, sold)) in lines.into_iter().enumerate() {
                 acc.utility_bill(i, bill, bought, sold);
             }
         }
-        if !in_period {
-            continue;
-        }
-        // 3. The slot itself.
-        island_slots[u] = islanded(u);
-        let mut arrived = Vec::new();
-        for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
-            let (came, unmet) = h.dev.plug(home, u);
-            h.base.plug(home, u);
-            acc.ev_unmet(i, unmet);
-            if came && c.strategies[i] == Strategy::Optimising {
-                arrived.push(i);
-            }
-        }
-        let due: Vec<usize> = if (u - first) % s.agents.replan_slots == 0 {
-            optimising.clone()
-        } else {
-            arrived
-        };
-        if !due.is_empty() {
-            let problems: Vec<_> = due
-                .iter()
-                .map(|&i| study::problem(&c.homes, i, &homes[i].dev, u, HORIZON, &tou))
-                .collect();
-            let planned = if s.agents.coordinated {
-                let mut others = study::inflexible_forecast(&c.homes, &optimising, u, HORIZON);
-                for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
-                    if let Some((origin, p)) = &homes[j].plan {
-                        for (k, o) in others.iter_mut().enumerate() {
-                            if let Some(w) = (u + k)
-                                .checked_sub(*origin)
-                                .filter(|w| *w < p.import_kw.len())
-                            {
-                                *o += p.import_kw[w] - p.export_kw[w];
-                            }
-                        }
-                    }
-                }
-                let a = gridmesh_agent::community::allocate(
-                    &problems,
-                    &others,
-                    feeder.transformer_kw * 0.9,
-                    u / s.agents.replan_slots,
-                );
-                study::with_values(due.into_iter().zip(a.problems).collect(), Some(a.schedules))
-            } else {
-                study::with_values(due.into_iter().zip(problems).collect(), None)
-            };
-            for (i, schedule, values, fell_back) in planned {
-                acc.planned(fell_back);
-                homes[i].plan = Some((u, schedule));
-                homes[i].values = values;
-            }
-        }
-        let pv_per_kwp = c.homes.pv_per_kwp[u];
-        let retail = tou.retail_at(u);
-        let mut nets = vec![0.0; n];
-        if island_slots[u] {
-            let step = crate::island::dispatch(
-                &c.homes,
-                &mut homes.iter_mut().map(|h| &mut h.dev).collect::<Vec<_>>(),
-                u,
-                s.homes.critical_share,
-            );
-            let base = crate::island::dispatch(
-                &c.homes,
-                &mut homes.iter_mut().map(|h| &mut h.base).collect::<Vec<_>>(),
-                u,
-                s.homes.critical_share,
-            );
-            acc.island(u, &step, &base);
-            for (i, d) in step.homes.iter().enumerate() {
-                nets[i] = d.net_kw;
-                acc.home_slot(
-                    i,
-                    u,
-                    d,
-                    c.homes.homes[i].load_kw[u] - d.shed_kw,
-                    pv_per_kwp * c.homes.homes[i].pv_kwp,
-                );
-            }
-        } else {
-            for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
-                let load = home.load_kw[u];
-                let pv = pv_per_kwp * home.pv_kwp;
-                let planned = h.plan.as_ref().and_then(|(origin, p)| {
-                    let k = u - origin;
-                    (c.strategies[i] == Strategy::Optimising && k < p.import_kw.len())
-                        .then_some((p, k))
-                });
-                let d = h.dev.step(home, planned, load, pv);
-                let b = h.base.step(home, None, load, pv);
-                acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
-                nets[i] = d.net_kw;
-                acc.home_slot(i, u, &crate::island::HomeStep::from(d), load, pv);
-            }
-        }
-        for (i, h) in homes.iter_mut().enumerate() {
-            let net_kw = nets[i];
-            let import = ((net_kw.max(0.0) * DT_H * 1e6).round() as u64).min(max_import_mwh);
-            let export = (((-net_kw).max(0.0) * DT_H * 1e6).round() as u64).min(max_export_mwh[i]);
-            h.readings[u % RING] = (import, export);
-            h.last_net_kw = net_kw;
-        }
-        // The feeder.
-        if s.feeder.power_flow {
-            for b in &mut net.buses {
-                b.load_mw = 0.0;
-                b.load_mvar = 0.0;
-            }
-            for (i, &bus) in feeder.home_bus.iter().enumerate() {
-                let home = &c.homes.homes[i];
-                net.buses[bus].load_mw += nets[i] / 1e3;
-                net.buses[bus].load_mvar += home.load_kw[u].max(0.0) * Q_PER_P / 1e3;
-            }
-            match radial.solve(&net, &pf_opts) {
-                Ok(pf) => acc.power_flow(u, &net, feeder, &pf),
-                Err(e) => acc.power_flow_failed(u, e.to_string()),
-            }
-        } else {
-            acc.transformer_only(u, nets.iter().sum());
-        }
-        acc.slot_done(u, &nets);
-        progress(u + 1 - first, c.slots);
     }
     let tokens: Vec<f64> = addresses
         .iter()

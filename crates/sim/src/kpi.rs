@@ -109,6 +109,11 @@ pub struct LedgerKpis {
     pub height: u64,
     pub state_root: String,
     pub transactions: u64,
+    /// Key/value entries of the final state (bounded by the market's history: a longer run does
+    /// not grow it).
+    pub state_entries: usize,
+    /// Entries of the largest commitment bucket (what one block may rehash).
+    pub largest_bucket: usize,
     /// Transactions the state machine refused, by reason (numbers masked as `#`).
     pub rejected: std::collections::BTreeMap<String, u64>,
 }
@@ -500,6 +505,14 @@ impl Accumulator {
                 height: ledger.header.height,
                 state_root: ledger.header.state_root.to_string(),
                 transactions: ledger.transactions,
+                state_entries: ledger.state.kv().buckets().map(|(_, b)| b.len()).sum(),
+                largest_bucket: ledger
+                    .state
+                    .kv()
+                    .buckets()
+                    .map(|(_, b)| b.len())
+                    .max()
+                    .unwrap_or(0),
                 rejected: ledger.rejected.clone(),
             },
             run_seconds: seconds,

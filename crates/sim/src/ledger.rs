@@ -9,10 +9,14 @@
 
 use std::collections::BTreeMap;
 
+use gridmesh_ledger::economics::EconomicsFile;
 use gridmesh_ledger::genesis::GenesisAccount;
 use gridmesh_ledger::market::{self, FeeFile, MarketFile, SlotRecord, TariffFile, TradeRecord};
 use gridmesh_ledger::{BlockHeader, Genesis, State, TxKind, VerifiedTx};
 use gridmesh_types::{Address, Amount, Hash32};
+
+/// Days a final slot's records stay in the run's state.
+pub const HISTORY_DAYS: u32 = 2;
 
 /// A chain held in memory.
 pub struct SimLedger {
@@ -101,8 +105,14 @@ impl SimLedger {
                 max_import_kw: Some(format!("{:.3}", g.max_import_kw)),
                 island_price_cap_per_kwh: None,
                 min_device_bond: None,
+                history_days: Some(HISTORY_DAYS),
             }),
-            economics: None,
+            // Disputes within a day, so that a slot's records leave the state two days after
+            // it is final: a run's state stays bounded however long it is.
+            economics: Some(EconomicsFile {
+                dispute_window_minutes: Some(24 * 60),
+                ..Default::default()
+            }),
         };
         genesis.validate().map_err(|e| e.to_string())?;
         let (block, state) = genesis.block().map_err(|e| e.to_string())?;
@@ -160,7 +170,7 @@ impl SimLedger {
         self.state
             .kv()
             .get(&market::slot_key(slot))
-            .map(|b| market::decode(b))
+            .map(market::decode)
     }
 
     /// The slot's trades.

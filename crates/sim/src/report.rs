@@ -386,8 +386,8 @@ fn html(o: &Outcome) -> Result<String, ReportError> {
         (
             "ledger",
             format!(
-                "height {}, {} transactions, state root {}",
-                o.ledger.height, o.ledger.transactions, o.ledger.state_root
+                "height {}, {} transactions, {} state entries, state root {}",
+                o.ledger.height, o.ledger.transactions, o.ledger.state_entries, o.ledger.state_root
             ),
         ),
         (
@@ -634,8 +634,8 @@ pub fn summary(o: &Outcome) -> String {
     }
     let _ = writeln!(
         s,
-        "  ledger                height {}, {} transactions, state root {}",
-        o.ledger.height, o.ledger.transactions, o.ledger.state_root
+        "  ledger                height {}, {} transactions, {} state entries (largest bucket {}), state root {}",
+        o.ledger.height, o.ledger.transactions, o.ledger.state_entries, o.ledger.largest_bucket, o.ledger.state_root
     );
     for (why, n) in &o.ledger.rejected {
         let _ = writeln!(s, "  refused ×{n}: {why}");

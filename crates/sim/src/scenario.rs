@@ -774,7 +774,7 @@ pub fn sweep_values(spec: &str) -> Result<(String, Vec<String>), ScenarioError> 
             .ok_or_else(|| err("expected from..to:step"))?;
         let num = |s: &str| s.trim().parse::<f64>().map_err(|_| err("not a number"));
         let (a, b, step) = (num(a)?, num(b)?, num(step)?);
-        if !(step > 0.0) || b < a {
+        if step.is_nan() || step <= 0.0 || b < a {
             return Err(err("need from <= to and a positive step"));
         }
         let n = ((b - a) / step + 1e-9).floor() as usize + 1;

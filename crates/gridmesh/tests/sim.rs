@@ -1,0 +1,149 @@
+//! `gridmesh sim` through the real binary: a shipped scenario, a sweep, broken input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios")
+}
+
+fn sim(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gridmesh"))
+        .arg("sim")
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_shipped_scenario_writes_its_report() {
+    let out = tempfile::tempdir().unwrap();
+    let scenario = examples().join("street-20.toml");
+    let o = sim(&[
+        scenario.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "period.days=1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert_eq!(json["community"]["homes"], 20);
+    let root = json["ledger"]["state_root"].as_str().unwrap().to_string();
+    assert_eq!(root.len(), 64);
+    for f in [
+        "kpis.json",
+        "kpis.csv",
+        "homes.csv",
+        "timeseries.csv",
+        "report.html",
+    ] {
+        assert!(out.path().join(f).exists(), "{f} written");
+    }
+    let series = std::fs::read_to_string(out.path().join("timeseries.csv")).unwrap();
+    assert_eq!(
+        series.lines().count(),
+        1 + 96,
+        "a header and one row per slot"
+    );
+    let homes = std::fs::read_to_string(out.path().join("homes.csv")).unwrap();
+    assert_eq!(homes.lines().count(), 1 + 20);
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 4 && html.contains("self-sufficiency"));
+    let human = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        human.contains("self-sufficiency") && human.contains(&root),
+        "{human}"
+    );
+    // The same run again: the same state root.
+    let again = sim(&[
+        scenario.to_str().unwrap(),
+        "--out",
+        out.path().join("again").to_str().unwrap(),
+        "--set",
+        "period.days=1",
+        "--json",
+        "--quiet",
+    ]);
+    let json2: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(json2["ledger"]["state_root"].as_str().unwrap(), root);
+}
+
+#[test]
+fn a_sweep_writes_a_summary_and_one_report_per_value() {
+    let out = tempfile::tempdir().unwrap();
+    let scenario = examples().join("street-20.toml");
+    let o = sim(&[
+        scenario.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "period.days=1",
+        "--sweep",
+        "battery.share=0,1",
+        "--quiet",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let csv = std::fs::read_to_string(out.path().join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(out.path().join("sweep.html").exists());
+    assert!(out.path().join("battery.share=1/report.html").exists());
+    // More batteries: more of the community's PV used at home.
+    let sc = |i: usize| rows[i]["community"]["self_consumption"].as_f64().unwrap();
+    assert!(sc(1) > sc(0), "{} vs {}", sc(1), sc(0));
+}
+
+#[test]
+fn broken_scenarios_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cases = [
+        ("name = \"x\"\n[homes]\ncuont = 3\n", "cuont"),
+        ("name = \"x\"\n[pv]\nshare = 2\n", "pv.share"),
+        ("name = \"x\"\n[data]\nload = \"nope.csv\"\n", "nope.csv"),
+        (
+            "name = \"x\"\n[feeder]\nmatpower = \"missing.m\"\n",
+            "missing.m",
+        ),
+        ("name = [\n", "not valid TOML"),
+    ];
+    for (text, want) in cases {
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, text).unwrap();
+        let o = sim(&[
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{text:?}: {err}");
+        assert!(
+            !out.join("kpis.json").exists(),
+            "nothing written for a broken scenario"
+        );
+    }
+    let p = dir.path().join("s.toml");
+    std::fs::write(&p, "name = \"x\"\n").unwrap();
+    let o = sim(&[
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "homes.count=zero",
+    ]);
+    assert!(!o.status.success());
+    let o = sim(&[
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--sweep",
+        "homes.count",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected key="));
+}

@@ -15,6 +15,11 @@ use gridmesh_node::{bench, demo, NodeConfig, RunningNode, DEFAULT_LISTEN};
 use gridmesh_types::{Address, Amount, Hash32};
 use serde::Serialize;
 
+/// mimalloc rather than glibc's malloc: the ledger allocates and frees millions of small key/value
+/// buffers per simulated day, and glibc's free lists fragment under that (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
 
 #[derive(Parser)]

@@ -845,21 +845,6 @@ pub fn genesis_entry(config: &MarketConfig) -> (Vec<u8>, Vec<u8>) {
     (config_key(), enc(config))
 }
 
-fn devices(o: &Overlay<'_>, owner: &Address) -> Vec<Device> {
-    o.kv_scan(&devices_prefix(owner))
-        .into_iter()
-        .map(|(_, v)| dec(&v))
-        .collect()
-}
-
-/// Most energy the owner's producing devices can deliver in one slot.
-fn producing_mwh(devs: &[Device]) -> u64 {
-    devs.iter()
-        .filter(|d| d.kind.produces())
-        .map(|d| u64::from(d.capacity_w) * MWH_PER_W_PER_SLOT)
-        .sum()
-}
-
 fn owned_device_key(owner: &Address, device: &Address) -> Vec<u8> {
     let mut rest = owner.0.to_vec();
     rest.extend_from_slice(&device.0);
@@ -884,14 +869,47 @@ pub fn owned_devices(o: &Overlay<'_>, owner: &Address) -> Vec<(Address, DeviceId
         .collect()
 }
 
-/// Most energy an owner's devices, with or without their own keys, deliver in one slot.
-fn owner_producing_mwh(o: &Overlay<'_>, owner: &Address) -> u64 {
-    let keyed: u64 = owned_devices(o, owner)
-        .iter()
-        .filter(|(_, d)| d.status == DeviceStatus::Active && d.info.kind.produces())
-        .map(|(_, d)| u64::from(d.info.capacity_w) * MWH_PER_W_PER_SLOT)
-        .sum();
-    producing_mwh(&devices(o, owner)).saturating_add(keyed)
+/// An owner's devices, with or without their own keys, as the market checks them.
+struct OwnerCapacity {
+    /// Whether the owner has any device (any status).
+    any: bool,
+    /// Most energy its producing devices (keyed ones when active) deliver in one slot.
+    producing_mwh: u64,
+}
+
+/// One pass over the owner's devices (on the path of every ask and reading: no copies).
+fn owner_capacity(o: &Overlay<'_>, owner: &Address) -> OwnerCapacity {
+    let mut c = OwnerCapacity {
+        any: false,
+        producing_mwh: 0,
+    };
+    o.kv_visit(&devices_prefix(owner), |_, v| {
+        let d: Device = dec(v);
+        c.any = true;
+        if d.kind.produces() {
+            c.producing_mwh = c
+                .producing_mwh
+                .saturating_add(u64::from(d.capacity_w) * MWH_PER_W_PER_SLOT);
+        }
+    });
+    let mut keyed = Vec::new();
+    o.kv_visit(&owned_devices_prefix(owner), |k, _| {
+        keyed.push(Address(
+            k[k.len() - 32..].try_into().expect("owned device key"),
+        ))
+    });
+    for device in keyed {
+        c.any = true;
+        let d: DeviceIdentity = dec(&o
+            .kv_get(&device_key_key(&device))
+            .expect("an owned device exists"));
+        if d.status == DeviceStatus::Active && d.info.kind.produces() {
+            c.producing_mwh = c
+                .producing_mwh
+                .saturating_add(u64::from(d.info.capacity_w) * MWH_PER_W_PER_SLOT);
+        }
+    }
+    c
 }
 
 /// The proof-of-generation check of a slot's device readings (at its settlement): PV readings
@@ -1149,7 +1167,7 @@ pub(crate) fn apply(
                     value_ceil(energy_mwh, price)
                 }
                 Side::Ask => {
-                    let max_mwh = owner_producing_mwh(o, &sender);
+                    let max_mwh = owner_capacity(o, &sender).producing_mwh;
                     if max_mwh == 0 {
                         return Err(MarketTxError::NoProducingDevice.into());
                     }
@@ -1240,11 +1258,11 @@ pub(crate) fn apply(
             if now >= deadline_ms {
                 return Err(MarketTxError::ReadingTooLate { slot, deadline_ms }.into());
             }
-            let devs = devices(o, &sender);
-            if devs.is_empty() && owned_devices(o, &sender).is_empty() {
+            let capacity = owner_capacity(o, &sender);
+            if !capacity.any {
                 return Err(MarketTxError::NoDevice.into());
             }
-            let max_export = owner_producing_mwh(o, &sender);
+            let max_export = capacity.producing_mwh;
             if export_mwh > max_export {
                 return Err(MarketTxError::ExportAboveCapacity {
                     export_mwh,

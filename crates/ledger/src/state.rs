@@ -145,14 +145,15 @@ fn bucket_of(key: &Address) -> usize {
 pub type Bucket = Vec<(Address, Account)>;
 
 fn hash_bucket(entries: &[(Address, Account)]) -> Hash32 {
-    let mut h = blake3::Hasher::new();
+    // One buffer, one hash call (see `kv::hash_bucket`).
+    let mut buf = Vec::with_capacity(entries.len() * 56);
     for (k, v) in entries {
         debug_assert_ne!(*v, Account::default(), "default accounts are not stored");
-        h.update(&k.0);
-        h.update(&v.balance.0.to_le_bytes());
-        h.update(&v.nonce.to_le_bytes());
+        buf.extend_from_slice(&k.0);
+        buf.extend_from_slice(&v.balance.0.to_le_bytes());
+        buf.extend_from_slice(&v.nonce.to_le_bytes());
     }
-    Hash32(*h.finalize().as_bytes())
+    Hash32(*blake3::hash(&buf).as_bytes())
 }
 
 fn state_root(accounts_root: Hash32, kv_root: Hash32) -> Hash32 {
@@ -378,14 +379,24 @@ impl Overlay<'_> {
 
     /// Entries under `prefix` (at least `tag ‖ group`), with this overlay's changes, in key order.
     pub fn kv_scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.kv_visit(prefix, |k, v| out.push((k.to_vec(), v.to_vec())));
+        out
+    }
+
+    /// Calls `f` with each entry under `prefix` (at least `tag ‖ group`), with this overlay's
+    /// changes, in key order, without copying them (the hot paths of transactions).
+    pub fn kv_visit(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
         let base = self.base.kv.scan(prefix);
         let mut changes = self
             .kv
-            .range(prefix.to_vec()..)
+            .range::<[u8], _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .peekable();
         let mut base = base.peekable();
-        let mut out = Vec::new();
         loop {
             let take_change = match (base.peek(), changes.peek()) {
                 (None, None) => break,
@@ -403,14 +414,13 @@ impl Overlay<'_> {
             if take_change {
                 let (k, v) = changes.next().expect("peeked");
                 if let Some(v) = v {
-                    out.push((k.clone(), v.clone()));
+                    f(k, v);
                 }
             } else {
                 let (k, v) = base.next().expect("peeked");
-                out.push((k.to_vec(), v.to_vec()));
+                f(k, v);
             }
         }
-        out
     }
 
     /// Creates `amount` in `to` (rewards; the caller records it in the supply).

@@ -1596,7 +1596,8 @@ pub fn begin_block(o: &mut Overlay<'_>, height: u64, timestamp_ms: u64) {
         }
         clear_slot(o, &cfg, slot, height);
     }
-    for (tag, settle) in [(TAG_SETTLE_DUE, true), (TAG_FINAL_DUE, false)] {
+    // Settlement, then finality, then pruning: each due index in due order.
+    for tag in [TAG_SETTLE_DUE, TAG_FINAL_DUE, TAG_PRUNE_DUE] {
         for (k, _) in o.kv_scan(&kv::key(tag, 0, &[])) {
             let due = u64::from_be_bytes(k[9..17].try_into().expect("due key"));
             let slot = u64::from_be_bytes(k[17..25].try_into().expect("due key"));
@@ -1604,21 +1605,12 @@ pub fn begin_block(o: &mut Overlay<'_>, height: u64, timestamp_ms: u64) {
                 break;
             }
             o.kv_delete(k);
-            if settle {
-                settle_slot(o, &cfg, slot);
-            } else {
-                finalize_slot(o, &cfg, slot);
+            match tag {
+                TAG_SETTLE_DUE => settle_slot(o, &cfg, slot),
+                TAG_FINAL_DUE => finalize_slot(o, &cfg, slot),
+                _ => prune_slot(o, slot),
             }
         }
-    }
-    for (k, _) in o.kv_scan(&kv::key(TAG_PRUNE_DUE, 0, &[])) {
-        let due = u64::from_be_bytes(k[9..17].try_into().expect("due key"));
-        let slot = u64::from_be_bytes(k[17..25].try_into().expect("due key"));
-        if due > timestamp_ms {
-            break;
-        }
-        o.kv_delete(k);
-        prune_slot(o, slot);
     }
 }
 

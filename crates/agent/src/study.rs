@@ -559,19 +559,14 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
             let planned = if scenario.coordinated {
                 // Capacity left by the homes not planning now: the inflexible net load of homes
                 // without an optimising agent and the current plans of those with one.
-                let mut others = inflexible_forecast(c, &optimising, t, cfg.horizon);
-                for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
-                    if let Some((origin, p)) = &states[j].plan {
-                        for (k, o) in others.iter_mut().enumerate() {
-                            if let Some(u) = (t + k)
-                                .checked_sub(*origin)
-                                .filter(|u| *u < p.import_kw.len())
-                            {
-                                *o += p.import_kw[u] - p.export_kw[u];
-                            }
-                        }
-                    }
-                }
+                let others = capacity_users(
+                    c,
+                    &optimising,
+                    &due,
+                    |j| states[j].plan.as_ref(),
+                    t,
+                    cfg.horizon,
+                );
                 let a = crate::community::allocate(
                     &problems,
                     &others,
@@ -868,6 +863,33 @@ pub fn problem(
 
 /// The forecast net load (load − PV, kW) of the homes that are not in `planned` (sorted), per
 /// slot of `horizon` from `t`.
+/// The net load (kW, per step from `t`) of the homes not planning now: the inflexible forecast of
+/// homes without an optimising agent plus the current plans of optimising homes not `due` (sorted).
+/// What a coordinated allocation shares the transformer's capacity around.
+pub fn capacity_users<'a>(
+    c: &Community,
+    optimising: &[usize],
+    due: &[usize],
+    plan: impl Fn(usize) -> Option<&'a (usize, Schedule)>,
+    t: usize,
+    horizon: usize,
+) -> Vec<f64> {
+    let mut others = inflexible_forecast(c, optimising, t, horizon);
+    for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
+        if let Some((origin, p)) = plan(j) {
+            for (k, o) in others.iter_mut().enumerate() {
+                if let Some(u) = (t + k)
+                    .checked_sub(*origin)
+                    .filter(|u| *u < p.import_kw.len())
+                {
+                    *o += p.import_kw[u] - p.export_kw[u];
+                }
+            }
+        }
+    }
+    others
+}
+
 pub fn inflexible_forecast(c: &Community, planned: &[usize], t: usize, horizon: usize) -> Vec<f64> {
     let hz = horizon.min(c.pv_per_kwp.len() - t);
     let mut out = vec![0.0; hz];

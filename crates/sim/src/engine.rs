@@ -403,20 +403,14 @@ pub fn run(
                         .map(|&i| study::problem(&c.homes, i, &homes[i].dev, u, HORIZON, &tou))
                         .collect();
                     let planned = if s.agents.coordinated {
-                        let mut others =
-                            study::inflexible_forecast(&c.homes, &optimising, u, HORIZON);
-                        for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
-                            if let Some((origin, p)) = &homes[j].plan {
-                                for (k, o) in others.iter_mut().enumerate() {
-                                    if let Some(w) = (u + k)
-                                        .checked_sub(*origin)
-                                        .filter(|w| *w < p.import_kw.len())
-                                    {
-                                        *o += p.import_kw[w] - p.export_kw[w];
-                                    }
-                                }
-                            }
-                        }
+                        let others = study::capacity_users(
+                            &c.homes,
+                            &optimising,
+                            &due,
+                            |j| homes[j].plan.as_ref(),
+                            u,
+                            HORIZON,
+                        );
                         let a = gridmesh_agent::community::allocate(
                             &problems,
                             &others,

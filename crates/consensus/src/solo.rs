@@ -20,6 +20,13 @@ pub struct SoloConfig {
     pub time_scale: u32,
 }
 
+/// A request to a driven engine ([`SoloEngine::run_driven`]): produce the next block at
+/// `timestamp_ms` and answer on `done` with its height, or why it failed.
+pub struct Tick {
+    pub timestamp_ms: u64,
+    pub done: std::sync::mpsc::SyncSender<Result<u64, String>>,
+}
+
 pub struct SoloEngine<A: Application> {
     app: A,
     cfg: SoloConfig,
@@ -87,6 +94,49 @@ impl<A: Application> SoloEngine<A> {
             }
             if next < Instant::now() {
                 next = Instant::now(); // fell behind: do not burst to catch up
+            }
+        }
+    }
+}
+
+impl<A: Application> SoloEngine<A> {
+    /// Runs on a clock driven from outside (the simulator's): every [`Tick`] produces one block
+    /// at its time, empty or not, and is answered once the block is committed (or failed). Ends
+    /// when `shutdown` receives a message, either sender is dropped, or a fatal error occurs.
+    pub fn run_driven(
+        mut self,
+        shutdown: Receiver<()>,
+        ticks: Receiver<Tick>,
+        mut on_block: impl FnMut(&Finalized, Duration),
+    ) {
+        loop {
+            match shutdown.try_recv() {
+                Ok(()) | Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            let tick = match ticks.recv_timeout(Duration::from_millis(20)) {
+                Ok(t) => t,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let started = Instant::now();
+            let result = self
+                .app
+                .propose(tick.timestamp_ms, self.cfg.proposer)
+                .and_then(|block| self.app.finalize(&block));
+            match result {
+                Ok(f) => {
+                    on_block(&f, started.elapsed());
+                    let _ = tick.done.send(Ok(f.height));
+                }
+                Err(e) => {
+                    let fatal = e.is_fatal();
+                    tracing::error!(error = %e, fatal, "driven block failed");
+                    let _ = tick.done.send(Err(e.to_string()));
+                    if fatal {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -161,5 +211,25 @@ mod tests {
             assert!(!e.step(0).unwrap_err().is_fatal());
         }
         assert_eq!(e.app.attempts, 3);
+    }
+
+    #[test]
+    fn a_driven_engine_answers_every_tick_and_stops_when_the_driver_goes() {
+        let (_keep, shutdown) = std::sync::mpsc::channel();
+        let (ticks, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || engine(false).run_driven(shutdown, rx, |_, _| {}));
+        for t in [1_000, 2_000] {
+            let (done, answer) = std::sync::mpsc::sync_channel(1);
+            ticks
+                .send(Tick {
+                    timestamp_ms: t,
+                    done,
+                })
+                .unwrap();
+            let err = answer.recv().unwrap().unwrap_err();
+            assert!(err.contains("missing"), "{err}");
+        }
+        drop(ticks);
+        thread.join().unwrap();
     }
 }

@@ -4,7 +4,7 @@
 //! `--json` output is one JSON document on stdout; human output and progress go to stderr.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -33,13 +33,43 @@ struct Cli {
     command: Command,
 }
 
+/// `gridmesh demo`.
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// The scenario to run (default: the shipped 100-home community, examples/scenarios/community-100.toml).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Simulated days (default 1: the day of the community's evening outage).
+    #[arg(long)]
+    days: Option<usize>,
+    /// Wall-clock seconds per simulated day; 0 runs as fast as the machine allows.
+    #[arg(long, default_value_t = 60.0)]
+    day_seconds: f64,
+    /// Override a scenario value, e.g. `--set battery.share=0.8` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Where the node's API listens (a free port is taken if this one is in use).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Keep the node serving its API after the run, until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// Also write the run's KPIs (JSON, CSV) and HTML report into DIR, as `gridmesh sim` does.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The scripted walkthrough instead: households, signed transfers, one market slot, refused
+    /// transactions, the grid examples and devices with their own keys (about 15 s).
+    #[arg(long)]
+    tour: bool,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the demo: an embedded node, households, signed transfers, what the ledger committed.
-    Demo {
-        #[arg(long)]
-        json: bool,
-    },
+    /// Run the demo: a simulated 100-home community on an embedded node, a day in about a minute.
+    Demo(DemoArgs),
     /// Run a node.
     Node(NodeArgs),
     /// Write and start a local BFT network of several validators (processes on 127.0.0.1).
@@ -1048,13 +1078,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
         }
-        Command::Demo { json } => {
-            let report = runtime()?.block_on(demo::run(|line| eprintln!("{line}")))?;
-            if json {
-                print_json(&report)?;
-            }
-            Ok(())
-        }
+        Command::Demo(a) => run_demo(a),
         Command::Node(a) => run_node(a),
         Command::Testnet(a) => run_testnet(a),
         Command::Keys(KeysCommand::New { out, json }) => {
@@ -1701,6 +1725,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
+    if a.tour {
+        let report = runtime()?.block_on(demo::run(|line| eprintln!("{line}")))?;
+        if a.json {
+            print_json(&report)?;
+        }
+        return Ok(());
+    }
+    if !(a.day_seconds.is_finite() && (0.0..=86_400.0).contains(&a.day_seconds)) {
+        bail!("--day-seconds must be between 0 and 86400");
+    }
+    let mut opts = gridmesh_node::demo_community::DemoOptions {
+        day_seconds: a.day_seconds,
+        overrides: a.set,
+        ..Default::default()
+    };
+    if let Some(path) = &a.scenario {
+        opts.scenario =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        opts.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+    }
+    if let Some(days) = a.days {
+        opts.overrides.push(format!("period.days={days}"));
+    }
+    // Check the scenario before binding anything.
+    gridmesh_node::demo_community::scenario(&opts.scenario, &opts.overrides)
+        .context("the demo's scenario")?;
+    opts.listen = match std::net::TcpListener::bind(a.listen) {
+        Ok(_) => a.listen,
+        Err(e) => {
+            eprintln!("{} is not free ({e}); taking a free port", a.listen);
+            std::net::SocketAddr::new(a.listen.ip(), 0)
+        }
+    };
+    opts.keep_serving = a.serve;
+    let run = runtime()?.block_on(gridmesh_node::demo_community::run(opts, |line| {
+        eprintln!("{line}")
+    }))?;
+    if let Some(dir) = &a.out {
+        gridmesh_sim::report::write_run(&run.outcome, dir)
+            .with_context(|| format!("writing the report into {}", dir.display()))?;
+        eprintln!("report: {}", dir.join("report.html").display());
+    }
+    if a.json {
+        print_json(&run)?;
+    }
+    Ok(())
 }
 
 fn run_node(a: NodeArgs) -> anyhow::Result<()> {

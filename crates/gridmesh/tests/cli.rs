@@ -312,8 +312,8 @@ fn genesis_file_sets_chain_and_balances() {
 }
 
 #[test]
-fn demo_runs_and_reports_json() {
-    let out = gridmesh(&["demo", "--json"]);
+fn the_demo_tour_runs_and_reports_json() {
+    let out = gridmesh(&["demo", "--tour", "--json"]);
     let report = stdout_json(&out);
     assert_eq!(report["total_supply"], "1000000000");
     // The grid part: the congestion example within limits with envelopes, the outage example

@@ -147,3 +147,69 @@ fn broken_scenarios_are_refused_with_the_reason() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected key="));
 }
+
+fn demo(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gridmesh"))
+        .arg("demo")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn the_demo_runs_a_community_day_on_a_node_and_prints_its_kpis() {
+    let out = tempfile::tempdir().unwrap();
+    let o = demo(&[
+        "--day-seconds",
+        "0",
+        "--set",
+        "homes.count=20",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
+    ]);
+    let human = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{human}");
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert!(json["api"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    let k = &json["outcome"];
+    assert_eq!(k["community"]["homes"], 20);
+    assert_eq!(k["community"]["days"], 1);
+    assert_eq!(k["ledger"]["height"], 1 + 96 + 5);
+    assert!(k["ledger"]["transactions"].as_u64().unwrap() > 20 * 96);
+    assert!(k["ledger"]["rejected"].as_object().unwrap().is_empty());
+    assert!(k["community"]["outage_slots"].as_u64().unwrap() > 0);
+    // Progress every three simulated hours, then the KPI summary.
+    assert!(human.contains("embedded node at http://127.0.0.1:"));
+    assert!(
+        human.contains("18:00 UTC") && human.contains("islanded"),
+        "{human}"
+    );
+    assert!(human.contains("self-sufficiency") && human.contains("critical load served"));
+    assert!(out.path().join("report.html").exists());
+    assert!(out.path().join("kpis.json").exists());
+}
+
+#[test]
+fn the_demo_refuses_bad_options_with_the_reason() {
+    for (args, want) in [
+        (&["--day-seconds=-1"][..], "--day-seconds"),
+        (&["--set", "homes.count=zero"][..], "homes.count"),
+        (
+            &["--scenario", "/nonexistent.toml"][..],
+            "/nonexistent.toml",
+        ),
+    ] {
+        let o = demo(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(
+            !err.contains("embedded node"),
+            "refused before starting: {err}"
+        );
+    }
+}

@@ -24,6 +24,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod demo_community;
 pub mod demo_devices;
 pub mod device_gateway;
 pub mod grid_market;
@@ -75,6 +76,9 @@ pub struct NodeConfig {
     /// Solo engine: block time runs this many times faster than the wall clock (simulations,
     /// demos, tests of 15-minute market slots). 1 on a real chain.
     pub time_scale: u32,
+    /// Solo engine: blocks are produced when [`RunningNode::driver`] asks, at the time it names
+    /// (the simulator's clock; the demo), instead of on the interval.
+    pub driven: bool,
     /// Run the grid operator's service (envelopes before every gate closure, islanding events).
     pub grid_operator: Option<grid_operator::GridOperatorConfig>,
     /// Run a device gateway (MQTT telemetry and slot readings).
@@ -95,6 +99,7 @@ impl NodeConfig {
             p2p_listen: None,
             peers: Vec::new(),
             time_scale: 1,
+            driven: false,
             grid_operator: None,
             device_gateway: None,
         }
@@ -190,10 +195,33 @@ impl Drop for OnExit {
     }
 }
 
+/// Asks a driven node ([`NodeConfig::driven`]) for its next block.
+#[derive(Clone)]
+pub struct BlockDriver {
+    ticks: mpsc::Sender<gridmesh_consensus::solo::Tick>,
+}
+
+impl BlockDriver {
+    /// Produces and commits the next block at `timestamp_ms` with what waits in the mempool;
+    /// returns its height. Blocks the calling thread until the block is committed.
+    pub fn block_at(&self, timestamp_ms: u64) -> anyhow::Result<u64> {
+        let (done, answer) = mpsc::sync_channel(1);
+        self.ticks
+            .send(gridmesh_consensus::solo::Tick { timestamp_ms, done })
+            .map_err(|_| anyhow::anyhow!("the block engine has stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the block engine stopped before answering"))?
+            .map_err(|e| anyhow::anyhow!("block at {timestamp_ms} ms failed: {e}"))
+    }
+}
+
 /// A started node: its API address and a way to stop it.
 pub struct RunningNode {
     pub api_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// Present when the node was started with [`NodeConfig::driven`].
+    pub driver: Option<BlockDriver>,
     stop_engine: EngineStop,
     engine: std::thread::JoinHandle<()>,
     engine_exit: tokio::sync::oneshot::Receiver<()>,
@@ -217,9 +245,9 @@ impl RunningNode {
             }
         };
         let bft = !genesis.validators.is_empty();
-        if bft && cfg.time_scale != 1 {
+        if bft && (cfg.time_scale != 1 || cfg.driven) {
             anyhow::bail!(
-                "--time-scale is for a single node's simulations; validators keep real time"
+                "accelerated or driven time is for a single node's simulations; validators keep real time"
             );
         }
         let validator_key = if !bft {
@@ -302,6 +330,7 @@ impl RunningNode {
         let api_addr = listener.local_addr()?;
 
         let (exited, engine_exit) = tokio::sync::oneshot::channel();
+        let mut driver = None;
         let (stop_engine, engine) = match replica {
             Some(replica) => {
                 let votes = validator_key.is_some();
@@ -368,16 +397,24 @@ impl RunningNode {
                 );
                 let (stop, stopped) = mpsc::channel();
                 let counter = shared.clone();
+                let count = move |f: &gridmesh_consensus::Finalized, _took| {
+                    counter
+                        .committed_txs
+                        .fetch_add(u64::from(f.tx_count), std::sync::atomic::Ordering::Relaxed);
+                };
+                let ticks = cfg.driven.then(|| {
+                    let (tx, rx) = mpsc::channel();
+                    driver = Some(BlockDriver { ticks: tx });
+                    rx
+                });
                 let thread = std::thread::Builder::new()
                     .name("solo-engine".into())
                     .spawn(move || {
                         let _on_exit = OnExit(Some(exited));
-                        engine.run(stopped, |f, _took| {
-                            counter.committed_txs.fetch_add(
-                                u64::from(f.tx_count),
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                        })
+                        match ticks {
+                            Some(ticks) => engine.run_driven(stopped, ticks, count),
+                            None => engine.run(stopped, count),
+                        }
                     })?;
                 (EngineStop::Solo(stop), thread)
             }
@@ -416,6 +453,7 @@ impl RunningNode {
         Ok(RunningNode {
             api_addr,
             shared,
+            driver,
             stop_engine,
             engine,
             engine_exit,

@@ -34,7 +34,7 @@ use gridmesh_types::Address;
 use crate::community::Community;
 use crate::feeder::Feeder;
 use crate::kpi::{Accumulator, Outcome};
-use crate::ledger::{GenesisSpec, SimLedger};
+use crate::ledger::{GenesisSpec, SimChain, SimLedger};
 use crate::scenario::{Scenario, Strategy};
 
 /// Why a run stopped.
@@ -46,6 +46,8 @@ pub enum SimError {
     Feeder(String),
     #[error("the run's genesis is invalid: {0}")]
     Genesis(String),
+    #[error("the chain failed: {0}")]
+    Chain(String),
 }
 
 /// First slot of 2010 on the ledger's slot numbering (slots since the Unix epoch).
@@ -100,7 +102,7 @@ fn ledger_tariffs(t: &TouTariff) -> Vec<(u8, f64, f64)> {
 /// home) and what its trades paid: the ledger's rule (import beyond what was bought at retail;
 /// export beyond what was sold and purchases not used at feed-in; nothing while islanded).
 fn settled_bills(
-    ledger: &SimLedger,
+    ledger: &impl SimChain,
     index: &HashMap<Address, usize>,
     slot: u64,
     readings: &[(u64, u64)],
@@ -142,35 +144,64 @@ fn settled_bills(
     (paid, lines)
 }
 
-/// Runs a scenario; `progress(done, total)` hears of every simulated slot.
+/// The chain's slot number of the run's slot `u`.
+fn chain_slot(c: &Community, u: usize) -> u64 {
+    SLOT_2010 + (c.window_start + u) as u64
+}
+
+/// The genesis of a run of `s` with the community `c`: its members' and grid operator's
+/// accounts, the market with the scenario's tariff and fees; its time two slots before the run's
+/// first.
+pub fn genesis(s: &Scenario, c: &Community) -> Result<gridmesh_ledger::Genesis, SimError> {
+    let addresses: Vec<Address> = (0..c.homes.homes.len())
+        .map(|i| crate::ledger::member(s.seed, i))
+        .collect();
+    GenesisSpec {
+        chain_id: format!("gridmesh-sim-{}", s.seed),
+        timestamp_ms: slot_start_ms(chain_slot(c, c.warmup)) - 2 * SLOT_MS,
+        members: &addresses,
+        initial_tokens: s.homes.initial_tokens,
+        operator: crate::ledger::grid_operator(s.seed),
+        mechanism: &s.market.mechanism,
+        tariffs: ledger_tariffs(&tariff(s)),
+        grid_fee_per_kwh: s.market.grid_fee_per_kwh,
+        max_import_kw: s.homes.import_limit_kw,
+    }
+    .genesis()
+    .map_err(SimError::Genesis)
+}
+
+/// Runs a scenario on a chain in memory; `progress(done, total)` hears of every simulated slot.
 pub fn run(
     s: &Scenario,
     c: &Community,
     feeder: &Feeder,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Outcome, SimError> {
+    let mut ledger = SimLedger::new(&genesis(s, c)?, crate::ledger::grid_operator(s.seed))
+        .map_err(SimError::Genesis)?;
+    run_on(s, c, feeder, &mut ledger, progress)
+}
+
+/// Runs a scenario on `ledger`, a chain started from [`genesis`] of `s` and `c` with nothing
+/// committed since.
+pub fn run_on(
+    s: &Scenario,
+    c: &Community,
+    feeder: &Feeder,
+    ledger: &mut impl SimChain,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Outcome, SimError> {
     let started = std::time::Instant::now();
     let n = c.homes.homes.len();
     let tou = tariff(s);
-    let chain_slot = |u: usize| SLOT_2010 + (c.window_start + u) as u64;
+    let chain_slot = |u: usize| chain_slot(c, u);
     let operator = crate::ledger::grid_operator(s.seed);
     let addresses: Vec<Address> = (0..n).map(|i| crate::ledger::member(s.seed, i)).collect();
     let index: HashMap<Address, usize> =
         addresses.iter().enumerate().map(|(i, a)| (*a, i)).collect();
     let first = c.warmup;
     let end = c.warmup + c.slots;
-    let mut ledger = SimLedger::new(&GenesisSpec {
-        chain_id: format!("gridmesh-sim-{}", s.seed),
-        timestamp_ms: slot_start_ms(chain_slot(first)) - 2 * SLOT_MS,
-        members: &addresses,
-        initial_tokens: s.homes.initial_tokens,
-        operator,
-        mechanism: &s.market.mechanism,
-        tariffs: ledger_tariffs(&tou),
-        grid_fee_per_kwh: s.market.grid_fee_per_kwh,
-        max_import_kw: s.homes.import_limit_kw,
-    })
-    .map_err(SimError::Genesis)?;
     // Devices: every home's meter, and what it has.
     let mut regs = Vec::new();
     for (i, h) in c.homes.homes.iter().enumerate() {
@@ -199,7 +230,9 @@ pub fn run(
             reg(DeviceKind::EvCharger, h.ev_power_kw * 1e3);
         }
     }
-    ledger.block(regs, slot_start_ms(chain_slot(first)) - SLOT_MS);
+    ledger
+        .block(regs, slot_start_ms(chain_slot(first)) - SLOT_MS)
+        .map_err(SimError::Chain)?;
     let initial: Vec<u128> = addresses.iter().map(|a| ledger.balance(a)).collect();
     // Producing capacity per home bounds its export reading, mWh per slot.
     let max_export_mwh: Vec<u64> = c
@@ -356,12 +389,12 @@ pub fn run(
                 homes.iter().map(|h| h.readings[settled % RING]).collect();
             (settled, readings, island_slots[settled])
         });
-        let ledger_ref = &mut ledger;
+        let ledger_ref = &mut *ledger;
         let index_ref = &index;
         let tou_ref = &tou;
         let (cleared, bills) = std::thread::scope(|scope| {
             let block = scope.spawn(move || {
-                ledger_ref.block(txs, slot_start_ms(chain_slot(u)));
+                ledger_ref.block(txs, slot_start_ms(chain_slot(u)))?;
                 let cleared = if in_period {
                     ledger_ref.slot(chain_slot(u))
                 } else {
@@ -378,7 +411,7 @@ pub fn run(
                         island,
                     )
                 });
-                (cleared, bills)
+                Ok::<_, String>((cleared, bills))
             });
             if in_period {
                 // 3. The slot itself.
@@ -503,7 +536,8 @@ pub fn run(
                 acc.slot_done(u, &nets);
             }
             block.join().expect("the ledger thread")
-        });
+        })
+        .map_err(SimError::Chain)?;
         if in_period {
             acc.cleared(u, cleared);
             progress(u + 1 - first, c.slots);
@@ -533,7 +567,7 @@ pub fn run(
         s,
         c,
         feeder,
-        &ledger,
+        ledger.kpis(),
         tokens,
         cycles,
         started.elapsed().as_secs_f64(),

@@ -25,7 +25,6 @@ use crate::community::Community;
 use crate::engine::SLOT_2010;
 use crate::feeder::Feeder;
 use crate::island::{HomeStep, IslandStep};
-use crate::ledger::SimLedger;
 use crate::scenario::{Scenario, Strategy};
 
 /// One home over the run.
@@ -116,6 +115,28 @@ pub struct LedgerKpis {
     pub largest_bucket: usize,
     /// Transactions the state machine refused, by reason (numbers masked as `#`).
     pub rejected: std::collections::BTreeMap<String, u64>,
+}
+
+impl LedgerKpis {
+    /// The KPIs of a chain whose head is `head` with `state`.
+    pub fn of(
+        chain_id: &str,
+        head: &gridmesh_ledger::BlockHeader,
+        state: &gridmesh_ledger::State,
+        transactions: u64,
+        rejected: &std::collections::BTreeMap<String, u64>,
+    ) -> LedgerKpis {
+        let sizes = || state.kv().buckets().map(|(_, b)| b.len());
+        LedgerKpis {
+            chain_id: chain_id.to_string(),
+            height: head.height,
+            state_root: head.state_root.to_string(),
+            transactions,
+            state_entries: sizes().sum(),
+            largest_bucket: sizes().max().unwrap_or(0),
+            rejected: rejected.clone(),
+        }
+    }
 }
 
 /// One slot of the time series.
@@ -394,7 +415,7 @@ impl Accumulator {
         s: &Scenario,
         c: &Community,
         feeder: &Feeder,
-        ledger: &SimLedger,
+        ledger: LedgerKpis,
         tokens: Vec<f64>,
         cycles: Vec<f64>,
         seconds: f64,
@@ -500,21 +521,7 @@ impl Accumulator {
             scenario: s.name.clone(),
             seed: s.seed,
             community,
-            ledger: LedgerKpis {
-                chain_id: ledger.chain_id.clone(),
-                height: ledger.header.height,
-                state_root: ledger.header.state_root.to_string(),
-                transactions: ledger.transactions,
-                state_entries: ledger.state.kv().buckets().map(|(_, b)| b.len()).sum(),
-                largest_bucket: ledger
-                    .state
-                    .kv()
-                    .buckets()
-                    .map(|(_, b)| b.len())
-                    .max()
-                    .unwrap_or(0),
-                rejected: ledger.rejected.clone(),
-            },
+            ledger,
             run_seconds: seconds,
             seconds_per_simulated_day: seconds / s.period.days as f64,
             homes,
@@ -524,7 +531,7 @@ impl Accumulator {
 }
 
 /// Gini coefficient: mean absolute difference over twice the mean (`None` unless the mean is
-/// positive). O(n log n).
+/// positive). With negative values (homes that lost) it can exceed 1. O(n log n).
 pub fn gini(values: &[f64]) -> Option<f64> {
     let n = values.len();
     let mean = values.iter().sum::<f64>() / n.max(1) as f64;

@@ -1,6 +1,8 @@
-//! The simulator's chain: the ledger's own block building and state machine, kept in memory.
+//! The simulator's chain: [`SimChain`] is what a run needs of a ledger; [`SimLedger`] is the
+//! ledger's own block building and state machine, kept in memory (the demo drives a real node's
+//! chain through the same trait: signed transactions, its mempool, its store and API).
 //!
-//! Members' transactions are [`VerifiedTx::simulated`] (the simulator holds no member keys and
+//! In memory, members' transactions are [`VerifiedTx::simulated`] (the simulator holds no member keys and
 //! signing millions of transactions would measure ed25519, not the community), but everything
 //! after the signature check is the node's code path: `Parent::build_block` executes them on an
 //! overlay, runs clearing and settlement at the block's time, computes the state root, and the
@@ -12,8 +14,49 @@ use std::collections::BTreeMap;
 use gridmesh_ledger::economics::EconomicsFile;
 use gridmesh_ledger::genesis::GenesisAccount;
 use gridmesh_ledger::market::{self, FeeFile, MarketFile, SlotRecord, TariffFile, TradeRecord};
-use gridmesh_ledger::{BlockHeader, Genesis, State, TxKind, VerifiedTx};
+use gridmesh_ledger::{BlockHeader, Genesis, Keypair, State, TxKind, VerifiedTx};
 use gridmesh_types::{Address, Amount, Hash32};
+
+use crate::kpi::LedgerKpis;
+
+/// What a run needs of a chain.
+pub trait SimChain: Send {
+    /// A transaction of `sender` with the next nonce after `pending` others of it in this block.
+    fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<VerifiedTx>;
+    /// Builds, executes and commits the next block at `timestamp_ms` with `txs`.
+    fn block(&mut self, txs: Vec<VerifiedTx>, timestamp_ms: u64) -> Result<(), String>;
+    /// Reads the committed state.
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R;
+    /// The chain at the end of a run.
+    fn kpis(&self) -> LedgerKpis;
+
+    fn balance(&self, a: &Address) -> u128 {
+        self.read(|s| s.account(a).balance.0)
+    }
+
+    /// The cleared slot's record, if it was cleared.
+    fn slot(&self, slot: u64) -> Option<SlotRecord> {
+        self.read(|s| s.kv().get(&market::slot_key(slot)).map(market::decode))
+    }
+
+    /// The slot's trades.
+    fn trades(&self, slot: u64) -> Vec<TradeRecord> {
+        self.read(|s| {
+            s.kv()
+                .scan(&market::trades_prefix(slot))
+                .map(|(_, v)| market::decode(v))
+                .collect()
+        })
+    }
+}
+
+/// A refusal's reason without its numbers, so that refusals group by kind.
+pub fn refusal_reason(e: &impl std::fmt::Display) -> String {
+    e.to_string()
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect()
+}
 
 /// Days a final slot's records stay in the run's state.
 pub const HISTORY_DAYS: u32 = 2;
@@ -30,14 +73,29 @@ pub struct SimLedger {
     pub transactions: u64,
 }
 
-/// A member's address in a run: derived from the scenario's seed and the home's number.
+/// A member's key in a run: derived from the scenario's seed and the home's number (a run's
+/// members are simulated; never use these keys on a real chain).
+pub fn member_key(seed: u64, i: usize) -> Keypair {
+    Keypair::from_seed(
+        *blake3::hash(format!("gridmesh-sim/member/{seed}/{i}").as_bytes()).as_bytes(),
+    )
+}
+
+/// A member's address in a run.
 pub fn member(seed: u64, i: usize) -> Address {
-    Address(*blake3::hash(format!("gridmesh-sim/member/{seed}/{i}").as_bytes()).as_bytes())
+    member_key(seed, i).address()
+}
+
+/// The key of the community's grid operator in a run.
+pub fn grid_operator_key(seed: u64) -> Keypair {
+    Keypair::from_seed(
+        *blake3::hash(format!("gridmesh-sim/grid-operator/{seed}").as_bytes()).as_bytes(),
+    )
 }
 
 /// The community's grid operator in a run.
 pub fn grid_operator(seed: u64) -> Address {
-    Address(*blake3::hash(format!("gridmesh-sim/grid-operator/{seed}").as_bytes()).as_bytes())
+    grid_operator_key(seed).address()
 }
 
 /// Tokens with six decimals as the ledger's decimal text.
@@ -59,8 +117,10 @@ pub struct GenesisSpec<'a> {
     pub max_import_kw: f64,
 }
 
-impl SimLedger {
-    pub fn new(g: &GenesisSpec) -> Result<SimLedger, String> {
+impl GenesisSpec<'_> {
+    /// The run's genesis, validated.
+    pub fn genesis(&self) -> Result<Genesis, String> {
+        let g = self;
         let genesis = Genesis {
             chain_id: g.chain_id.clone(),
             timestamp_ms: g.timestamp_ms,
@@ -115,20 +175,28 @@ impl SimLedger {
             }),
         };
         genesis.validate().map_err(|e| e.to_string())?;
+        Ok(genesis)
+    }
+}
+
+impl SimLedger {
+    /// A chain in memory from `genesis`, its blocks proposed by `proposer`.
+    pub fn new(genesis: &Genesis, proposer: Address) -> Result<SimLedger, String> {
         let (block, state) = genesis.block().map_err(|e| e.to_string())?;
         Ok(SimLedger {
-            chain_id: g.chain_id.clone(),
+            chain_id: genesis.chain_id.clone(),
             state,
             hash: block.header.hash(),
             header: block.header,
-            proposer: g.operator,
+            proposer,
             rejected: BTreeMap::new(),
             transactions: 0,
         })
     }
+}
 
-    /// A transaction of `sender` with the next nonce after `pending` others of it in this block.
-    pub fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<VerifiedTx> {
+impl SimChain for SimLedger {
+    fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<VerifiedTx> {
         let nonce = self.state.account(&sender).nonce + pending;
         match VerifiedTx::simulated(sender, &self.chain_id, nonce, kind) {
             Ok(tx) => Some(tx),
@@ -139,8 +207,7 @@ impl SimLedger {
         }
     }
 
-    /// Builds, executes and applies the next block at `timestamp_ms`.
-    pub fn block(&mut self, txs: Vec<VerifiedTx>, timestamp_ms: u64) {
+    fn block(&mut self, txs: Vec<VerifiedTx>, timestamp_ms: u64) -> Result<(), String> {
         let parent = gridmesh_ledger::Parent {
             header: &self.header,
             hash: self.hash,
@@ -148,37 +215,26 @@ impl SimLedger {
         };
         let built = parent.build_block(&self.chain_id, txs, timestamp_ms, self.proposer);
         for (_, e) in &built.rejected {
-            let reason: String = e
-                .to_string()
-                .chars()
-                .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                .collect();
-            *self.rejected.entry(reason).or_insert(0) += 1;
+            *self.rejected.entry(refusal_reason(e)).or_insert(0) += 1;
         }
         self.transactions += built.block.txs.len() as u64;
         self.state.apply(built.executed.diff);
         self.hash = built.executed.block_hash;
         self.header = built.block.header;
+        Ok(())
     }
 
-    pub fn balance(&self, a: &Address) -> u128 {
-        self.state.account(a).balance.0
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state)
     }
 
-    /// The cleared slot's record, if it was cleared.
-    pub fn slot(&self, slot: u64) -> Option<SlotRecord> {
-        self.state
-            .kv()
-            .get(&market::slot_key(slot))
-            .map(market::decode)
-    }
-
-    /// The slot's trades.
-    pub fn trades(&self, slot: u64) -> Vec<TradeRecord> {
-        self.state
-            .kv()
-            .scan(&market::trades_prefix(slot))
-            .map(|(_, v)| market::decode(v))
-            .collect()
+    fn kpis(&self) -> LedgerKpis {
+        LedgerKpis::of(
+            &self.chain_id,
+            &self.header,
+            &self.state,
+            self.transactions,
+            &self.rejected,
+        )
     }
 }

@@ -583,8 +583,12 @@ pub fn summary(o: &Outcome) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} homes, {} days, seed {}",
-        o.scenario, c.homes, c.days, o.seed
+        "{}: {} homes, {} day{}, seed {}",
+        o.scenario,
+        c.homes,
+        c.days,
+        if c.days == 1 { "" } else { "s" },
+        o.seed
     );
     let _ = writeln!(
         s,

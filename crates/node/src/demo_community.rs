@@ -1,0 +1,307 @@
+//! `gridmesh demo`: a simulated community on an embedded node, in accelerated time.
+//!
+//! The simulator ([`gridmesh_sim`]) draws the community of a scenario (default: the shipped
+//! 100-home community) and runs its homes' devices, agents and feeder; its chain is a real node
+//! started in a temporary data directory: every member's reading and order is signed with the
+//! member's key, admitted by the node's mempool, and committed by the node's solo engine in a
+//! block at the slot's time ([`crate::NodeConfig::driven`]), stored on disk and served by the
+//! node's HTTP API while the day runs. The wall clock paces the run (a simulated day in about a
+//! minute by default); at the end the run's KPIs are printed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gridmesh_ledger::{Keypair, SignedTx, State, TxKind, VerifiedTx};
+use gridmesh_sim::kpi::LedgerKpis;
+use gridmesh_sim::ledger::{refusal_reason, SimChain};
+use gridmesh_sim::{Outcome, Scenario};
+use gridmesh_types::units::slot_of;
+use gridmesh_types::{Address, Hash32};
+
+use crate::{BlockDriver, NodeConfig, RunningNode, Shared};
+
+/// The demo's default community.
+pub const DEFAULT_SCENARIO: &str = include_str!("../../../examples/scenarios/community-100.toml");
+
+/// What the demo runs unless told otherwise: one day, the one with the evening outage.
+pub const DEFAULT_OVERRIDES: [&str; 2] = ["period.start=05-04", "period.days=1"];
+
+/// Slots in a simulated day.
+const SLOTS_PER_DAY: u64 = 96;
+
+/// How to run the demo.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// The scenario (TOML text) and the directory its relative paths start from.
+    pub scenario: String,
+    pub base_dir: PathBuf,
+    /// `key=value` overrides, applied after [`DEFAULT_OVERRIDES`].
+    pub overrides: Vec<String>,
+    /// Wall-clock seconds per simulated day; 0 runs as fast as the machine allows.
+    pub day_seconds: f64,
+    /// Where the node's API listens.
+    pub listen: SocketAddr,
+    /// After the run, keep the node serving its API until Ctrl-C.
+    pub keep_serving: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            scenario: DEFAULT_SCENARIO.to_string(),
+            base_dir: PathBuf::from("."),
+            overrides: Vec::new(),
+            day_seconds: 60.0,
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
+            keep_serving: false,
+        }
+    }
+}
+
+/// What the demo did.
+#[derive(Debug, serde::Serialize)]
+pub struct DemoRun {
+    /// The node's API while it ran.
+    pub api: String,
+    pub wall_seconds: f64,
+    /// The run's KPIs (the ledger part is the node's chain).
+    pub outcome: Outcome,
+}
+
+/// The scenario the demo runs with `overrides`.
+pub fn scenario(text: &str, overrides: &[String]) -> anyhow::Result<Scenario> {
+    let all: Vec<String> = DEFAULT_OVERRIDES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(overrides.iter().cloned())
+        .collect();
+    Ok(Scenario::from_toml(text, &all)?)
+}
+
+/// Runs the demo: starts the node, runs the community, stops the node. `say` hears progress:
+/// the API address once the node listens, then a line every three simulated hours.
+pub async fn run(
+    opts: DemoOptions,
+    say: impl Fn(String) + Send + Sync + 'static,
+) -> anyhow::Result<DemoRun> {
+    let say: Arc<dyn Fn(String) + Send + Sync> = Arc::new(say);
+    let s = scenario(&opts.scenario, &opts.overrides)?;
+    let inputs = gridmesh_sim::data::load(&s.data.weather, &s.data.load, &opts.base_dir)?;
+    let c = gridmesh_sim::community::build(&s, &inputs);
+    let feeder = gridmesh_sim::feeder::build(&s.feeder, s.homes.count, &opts.base_dir)?;
+    let genesis = gridmesh_sim::engine::genesis(&s, &c)?;
+
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let genesis_path = dir.path().join("genesis.toml");
+    std::fs::write(&genesis_path, genesis.to_toml())
+        .with_context(|| format!("writing {}", genesis_path.display()))?;
+    let mut cfg = NodeConfig::new(dir.path().join("node"));
+    cfg.listen = opts.listen;
+    cfg.genesis = Some(genesis_path);
+    cfg.driven = true;
+    let node = RunningNode::start(cfg).await?;
+    let api = format!("http://{}", node.api_addr);
+    say(format!(
+        "gridmesh demo: {} ({} homes, {} day{} from {}), embedded node at {api}, chain {}",
+        s.name,
+        s.homes.count,
+        s.period.days,
+        if s.period.days == 1 { "" } else { "s" },
+        s.period.start,
+        genesis.chain_id
+    ));
+    say(format!(
+        "  a simulated day takes {}; members' readings and orders are signed, admitted by the mempool and committed by the node",
+        if opts.day_seconds > 0.0 {
+            format!("about {:.0} s", opts.day_seconds)
+        } else {
+            "as little as the machine allows".into()
+        }
+    ));
+    let mut keys: HashMap<Address, Keypair> = (0..s.homes.count)
+        .map(|i| gridmesh_sim::ledger::member_key(s.seed, i))
+        .map(|k| (k.address(), k))
+        .collect();
+    let operator = gridmesh_sim::ledger::grid_operator_key(s.seed);
+    keys.insert(operator.address(), operator);
+    let chain = NodeChain {
+        shared: node.shared.clone(),
+        driver: node.driver.clone().context("a driven node has a driver")?,
+        chain_id: genesis.chain_id.clone(),
+        keys,
+        per_slot: (opts.day_seconds > 0.0)
+            .then(|| Duration::from_secs_f64(opts.day_seconds / SLOTS_PER_DAY as f64)),
+        started: Instant::now(),
+        blocks: 0,
+        transactions: 0,
+        rejected: BTreeMap::new(),
+        in_flight: Vec::new(),
+        say: say.clone(),
+    };
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut chain = chain;
+        gridmesh_sim::engine::run_on(&s, &c, &feeder, &mut chain, &mut |_, _| {})
+    })
+    .await?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            node.stop().await?;
+            return Err(e.into());
+        }
+    };
+    for line in gridmesh_sim::report::summary(&outcome).lines() {
+        say(line.to_string());
+    }
+    if opts.keep_serving {
+        say(format!(
+            "the run is over; the node keeps serving {api} until Ctrl-C"
+        ));
+        tokio::signal::ctrl_c().await?;
+    }
+    node.stop().await?;
+    Ok(DemoRun {
+        api,
+        wall_seconds,
+        outcome,
+    })
+}
+
+/// A running node's chain, driven by the simulator.
+struct NodeChain {
+    shared: Arc<Shared>,
+    driver: BlockDriver,
+    chain_id: String,
+    keys: HashMap<Address, Keypair>,
+    /// Wall time per slot, if paced.
+    per_slot: Option<Duration>,
+    started: Instant,
+    blocks: u32,
+    transactions: u64,
+    rejected: BTreeMap<String, u64>,
+    /// Admitted transactions of the last block, to learn which the block refused.
+    in_flight: Vec<Hash32>,
+    say: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+impl NodeChain {
+    /// A line on what the block at `timestamp_ms` did, every three simulated hours.
+    fn report(&self, timestamp_ms: u64) {
+        let slot = slot_of(timestamp_ms);
+        if slot % 12 != 0 {
+            return;
+        }
+        let (height, line) = {
+            let chain = self.shared.chain.read().expect("chain lock");
+            let record = chain
+                .state()
+                .kv()
+                .get(&gridmesh_ledger::market::slot_key(slot))
+                .map(gridmesh_ledger::market::decode::<gridmesh_ledger::market::SlotRecord>);
+            let line = match record {
+                Some(r) => {
+                    let (value, volume) = r
+                        .markets
+                        .iter()
+                        .filter_map(|m| {
+                            Some((m.price_per_kwh? as f64 * m.volume_mwh as f64, m.volume_mwh))
+                        })
+                        .fold((0.0, 0), |(v, q), (mv, mq)| (v + mv, q + mq));
+                    format!(
+                        "{} orders, {:.1} kWh traded{}{}",
+                        r.orders,
+                        r.volume_mwh as f64 / 1e6,
+                        if volume > 0 {
+                            format!(" at {:.3} tokens/kWh", value / volume as f64 / 1e6)
+                        } else {
+                            String::new()
+                        },
+                        if r.island { ", islanded" } else { "" }
+                    )
+                }
+                None => "no orders".into(),
+            };
+            (chain.head().height, line)
+        };
+        let minutes = (slot % SLOTS_PER_DAY) * 15;
+        (self.say)(format!(
+            "  {:02}:{:02} UTC  block {height:>4}  {:>6} transactions  {line}",
+            minutes / 60,
+            minutes % 60,
+            self.transactions
+        ));
+    }
+}
+
+impl SimChain for NodeChain {
+    fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<VerifiedTx> {
+        let key = self.keys.get(&sender)?;
+        let nonce = self
+            .shared
+            .chain
+            .read()
+            .expect("chain lock")
+            .account(&sender)
+            .nonce
+            + pending;
+        SignedTx::new(key, &self.chain_id, nonce, kind)
+            .verify()
+            .ok()
+    }
+
+    fn block(&mut self, txs: Vec<VerifiedTx>, timestamp_ms: u64) -> Result<(), String> {
+        {
+            // Lock order as everywhere: chain, then mempool.
+            let chain = self.shared.chain.read().expect("chain lock");
+            let mut mempool = self.shared.mempool.lock().expect("mempool lock");
+            self.in_flight.clear();
+            for tx in txs {
+                let account = chain.account(&tx.sender());
+                match mempool.insert(tx, account) {
+                    Ok(h) => self.in_flight.push(h),
+                    Err(e) => *self.rejected.entry(refusal_reason(&e)).or_insert(0) += 1,
+                }
+            }
+        }
+        if let Some(per_slot) = self.per_slot {
+            let due = self.started + per_slot * self.blocks;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        self.driver
+            .block_at(timestamp_ms)
+            .map_err(|e| e.to_string())?;
+        self.blocks += 1;
+        let mempool = self.shared.mempool.lock().expect("mempool lock");
+        for h in &self.in_flight {
+            if let Some(why) = mempool.rejection(h) {
+                *self.rejected.entry(refusal_reason(&why)).or_insert(0) += 1;
+            } else if !mempool.contains(h) {
+                self.transactions += 1;
+            }
+        }
+        drop(mempool);
+        self.report(timestamp_ms);
+        Ok(())
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(self.shared.chain.read().expect("chain lock").state())
+    }
+
+    fn kpis(&self) -> LedgerKpis {
+        let chain = self.shared.chain.read().expect("chain lock");
+        LedgerKpis::of(
+            &self.chain_id,
+            chain.head(),
+            chain.state(),
+            self.transactions,
+            &self.rejected,
+        )
+    }
+}

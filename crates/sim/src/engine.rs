@@ -25,6 +25,7 @@ use gridmesh_agent::strategy::{
     ZeroIntelligence,
 };
 use gridmesh_agent::study::{self, DeviceState, TouTariff, RAMP_LAST_UPDATE};
+use gridmesh_grid::envelope::{operating_envelopes, EnvelopeOptions};
 use gridmesh_grid::powerflow::PowerFlowOptions;
 use gridmesh_grid::sweep::RadialFeeder;
 use gridmesh_ledger::{DeviceKind, GridEventKind, Side, TxKind};
@@ -280,12 +281,20 @@ pub fn run_on(
     let optimising: Vec<usize> = (0..n)
         .filter(|&i| c.strategies[i] == Strategy::Optimising)
         .collect();
+    // Operating envelopes go to the homes that trade, around a forecast of the others (their
+    // last slot's exchange).
+    let traders: Vec<usize> = (0..n)
+        .filter(|&i| c.strategies[i] != Strategy::UtilityOnly)
+        .collect();
+    let trader_buses: Vec<usize> = traders.iter().map(|&i| feeder.home_bus[i]).collect();
+    let mut forecast = feeder.net.clone();
     let mut acc = Accumulator::new(s, c, feeder);
     let mut island_slots: Vec<bool> = vec![false; end + SETTLE_LAG + 1];
     for u in first..end + SETTLE_LAG {
         let in_period = u < end;
         // 1-2. The block: readings of u − 1, orders for u + 1, islanding events.
         let mut txs = Vec::new();
+        let mut operator_pending = 0;
         if in_period && islanded(u) != (u > first && islanded(u - 1)) {
             let at = slot_start_ms(chain_slot(u));
             let events: &[GridEventKind] = if islanded(u) {
@@ -293,16 +302,47 @@ pub fn run_on(
             } else {
                 &[GridEventKind::Resynchronising, GridEventKind::Reconnected]
             };
-            for (k, e) in events.iter().enumerate() {
+            for e in events {
                 txs.extend(ledger.tx(
                     operator,
-                    k as u64,
+                    operator_pending,
                     TxKind::GridEvent {
                         event: *e,
                         at_ms: at,
                     },
                 ));
+                operator_pending += 1;
             }
+        }
+        if s.market.envelopes && u + 1 < end && !trader_buses.is_empty() {
+            for b in &mut forecast.buses {
+                b.load_mw = 0.0;
+                b.load_mvar = 0.0;
+            }
+            for (i, h) in homes.iter().enumerate() {
+                if c.strategies[i] == Strategy::UtilityOnly {
+                    forecast.buses[feeder.home_bus[i]].load_mw += h.last_net_kw / 1e3;
+                }
+            }
+            let sent = operating_envelopes(&forecast, &trader_buses, &EnvelopeOptions::default())
+                .map(|env| {
+                    for (&i, e) in traders.iter().zip(&env.connections) {
+                        let (import_mwh, export_mwh) = e.energy_mwh(15);
+                        txs.extend(ledger.tx(
+                            operator,
+                            operator_pending,
+                            TxKind::SetEnvelope {
+                                slot: chain_slot(u + 1),
+                                location: feeder.home_area[i].clone(),
+                                import_mwh,
+                                export_mwh,
+                            },
+                        ));
+                        operator_pending += 1;
+                    }
+                })
+                .map_err(|e| e.to_string());
+            acc.envelopes(u, sent);
         }
         let retail_next = tou.retail_at(u + 1);
         for (i, h) in homes.iter_mut().enumerate() {

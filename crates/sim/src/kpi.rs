@@ -96,6 +96,12 @@ pub struct CommunityKpis {
     pub tokens_earned: f64,
     pub tokens_paid: f64,
     pub market_welfare_efficiency: Option<f64>,
+    /// With `market.envelopes`: slots the grid operator sent envelopes for, slots it could not
+    /// (the forecast already violated a limit), and connection points whose orders clearing
+    /// trimmed to their envelope, summed over slots.
+    pub envelope_slots: usize,
+    pub envelope_failures: usize,
+    pub envelope_trims: u64,
     pub ev_unmet_kwh: f64,
     pub plans: usize,
     pub plan_fallbacks: usize,
@@ -213,6 +219,9 @@ pub struct Accumulator {
     outage_slots: usize,
     plans: usize,
     fallbacks: usize,
+    envelope_slots: usize,
+    envelope_failures: usize,
+    envelope_trims: u64,
 }
 
 /// `YYYY-MM-DDTHH:MMZ` of a time in seconds since the Unix epoch.
@@ -262,6 +271,9 @@ impl Accumulator {
             outage_slots: 0,
             plans: 0,
             fallbacks: 0,
+            envelope_slots: 0,
+            envelope_failures: 0,
+            envelope_trims: 0,
         }
     }
 
@@ -295,6 +307,7 @@ impl Accumulator {
         self.welfare += r.welfare;
         self.optimal_welfare += r.optimal_welfare;
         self.p2p_mwh += r.volume_mwh;
+        self.envelope_trims += u64::from(r.envelopes);
         let row = self.row(u);
         row.p2p_kwh = r.volume_mwh as f64 / 1e6;
         row.clearing_price = r.clearing_price_per_kwh.map(|p| p as f64 / 1e6);
@@ -311,6 +324,19 @@ impl Accumulator {
 
     pub fn ev_unmet(&mut self, i: usize, kwh: f64) {
         self.homes[i].ev_unmet += kwh;
+    }
+
+    /// The grid operator sent envelopes for a slot (`Ok`) or could not (`Err`: why).
+    pub fn envelopes(&mut self, u: usize, sent: Result<(), String>) {
+        match sent {
+            Ok(()) => self.envelope_slots += 1,
+            Err(e) => {
+                if self.envelope_failures == 0 {
+                    tracing::warn!(slot = u, error = %e, "no envelopes for a slot");
+                }
+                self.envelope_failures += 1;
+            }
+        }
     }
 
     pub fn planned(&mut self, fell_back: bool) {
@@ -513,6 +539,9 @@ impl Accumulator {
             tokens_paid: sum(&|h| (-h.tokens_earned).max(0.0)),
             market_welfare_efficiency: (self.optimal_welfare > 0)
                 .then(|| self.welfare as f64 / self.optimal_welfare as f64),
+            envelope_slots: self.envelope_slots,
+            envelope_failures: self.envelope_failures,
+            envelope_trims: self.envelope_trims,
             ev_unmet_kwh: sum(&|h| h.ev_unmet_kwh),
             plans: self.plans,
             plan_fallbacks: self.fallbacks,

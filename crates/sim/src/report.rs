@@ -376,6 +376,13 @@ fn html(o: &Outcome) -> Result<String, ReportError> {
             opt(c.market_welfare_efficiency, pct),
         ),
         (
+            "operating envelopes: slots sent / failed, trims",
+            format!(
+                "{} / {}, {}",
+                c.envelope_slots, c.envelope_failures, c.envelope_trims
+            ),
+        ),
+        (
             "tokens earned / paid",
             format!("{:.2} / {:.2}", c.tokens_earned, c.tokens_paid),
         ),

@@ -289,7 +289,9 @@ pub struct Market {
     pub mechanism: String,
     /// Grid fee per kWh traded between streets, tokens (0: none).
     pub grid_fee_per_kwh: f64,
-    /// Clearing respects each connection's operating envelope from the feeder's power flow.
+    /// The grid operator sends every trading home an operating envelope for each slot before its
+    /// gate closure (from the feeder's power flow around the other homes' last exchange), and
+    /// clearing trims the home's orders to it.
     pub envelopes: bool,
 }
 

@@ -131,3 +131,37 @@ fn optimising_homes_save_against_the_utility_only_bill() {
         u.community.mean_savings
     );
 }
+
+#[test]
+fn operating_envelopes_trim_what_a_congested_street_trades() {
+    // 12 homes, most with EVs, on an 8 kVA transformer: what the homes would trade exceeds what the
+    // transformer carries, and the envelopes share it.
+    let tight = [
+        "period.days=1",
+        "ev.share=0.9",
+        "feeder.transformer_kva=8",
+        "agents.strategy=linear-ramp",
+    ];
+    let blind = go(&scenario(&tight));
+    let mut with = tight.to_vec();
+    with.push("market.envelopes=true");
+    let enveloped = go(&scenario(&with));
+    let (b, e) = (&blind.community, &enveloped.community);
+    assert_eq!(b.envelope_slots, 0);
+    assert!(e.envelope_slots > 90, "{} slots", e.envelope_slots);
+    assert_eq!(e.envelope_failures, 0);
+    assert!(e.envelope_trims > 0, "some orders were trimmed");
+    assert!(
+        e.p2p_kwh < b.p2p_kwh,
+        "less trades within the envelopes: {} against {}",
+        e.p2p_kwh,
+        b.p2p_kwh
+    );
+    assert!(
+        enveloped.ledger.rejected.is_empty(),
+        "{:?}",
+        enveloped.ledger.rejected
+    );
+    // Envelopes change the market, not the physics.
+    assert_eq!(b.used_kwh, e.used_kwh);
+}

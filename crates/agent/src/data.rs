@@ -151,6 +151,13 @@ pub fn pv_power_kw(weather: &[WeatherHour], array: &PvArray) -> (Vec<f64>, Vec<f
             let clear_diffuse = 0.1 * cs_dni * zenith.cos() * (1.0 + tilt.cos()) / 2.0;
             (beam + diffuse + ground, clear_beam + clear_diffuse)
         };
+        // Hourly weather spread over quarter hours would put an hour's twilight diffuse light
+        // into quarters before sunrise: no plane receives more than the physical bound at the
+        // instant (what proof of generation checks readings against).
+        let poa = poa.min(gridmesh_physics::clearsky::max_plane_irradiance_w_m2(
+            &pos,
+            &array.observer,
+        ));
         let to_kw = |poa: f64| {
             let cell_c = w.temperature_c + 0.03 * poa;
             (array.rated_kw * poa / 1_000.0 * (1.0 - 0.004 * (cell_c - 25.0)) * 0.86).max(0.0)

@@ -872,7 +872,7 @@ fn sim(a: SimArgs) -> anyhow::Result<()> {
         if a.json {
             let rows: Vec<_> = runs
                 .iter()
-                .map(|r| serde_json::json!({"value": r.value, "community": r.outcome.community, "ledger": r.outcome.ledger}))
+                .map(|r| serde_json::json!({"value": r.value, "community": r.outcome.community, "ledger": r.outcome.ledger, "devices": r.outcome.devices}))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);
         }
@@ -898,6 +898,7 @@ fn sim(a: SimArgs) -> anyhow::Result<()> {
                 "seed": outcome.seed,
                 "community": outcome.community,
                 "ledger": outcome.ledger,
+                "devices": outcome.devices,
                 "run_seconds": outcome.run_seconds,
             }))?
         );

@@ -34,7 +34,7 @@ use gridmesh_types::Address;
 
 use crate::community::Community;
 use crate::feeder::Feeder;
-use crate::kpi::{Accumulator, Outcome};
+use crate::kpi::{Accumulator, Outcome, TokenFlows};
 use crate::ledger::{GenesisSpec, SimChain, SimLedger};
 use crate::scenario::{Scenario, Strategy};
 
@@ -49,6 +49,8 @@ pub enum SimError {
     Genesis(String),
     #[error("the chain failed: {0}")]
     Chain(String),
+    #[error("scenario: {0}")]
+    Devices(String),
 }
 
 /// First slot of 2010 on the ledger's slot numbering (slots since the Unix epoch).
@@ -150,6 +152,11 @@ fn chain_slot(c: &Community, u: usize) -> u64 {
     SLOT_2010 + (c.window_start + u) as u64
 }
 
+/// The chain id of a run of `s`.
+pub fn chain_id(s: &Scenario) -> String {
+    format!("gridmesh-sim-{}", s.seed)
+}
+
 /// The genesis of a run of `s` with the community `c`: its members' and grid operator's
 /// accounts, the market with the scenario's tariff and fees; its time two slots before the run's
 /// first.
@@ -158,7 +165,7 @@ pub fn genesis(s: &Scenario, c: &Community) -> Result<gridmesh_ledger::Genesis, 
         .map(|i| crate::ledger::member(s.seed, i))
         .collect();
     GenesisSpec {
-        chain_id: format!("gridmesh-sim-{}", s.seed),
+        chain_id: chain_id(s),
         timestamp_ms: slot_start_ms(chain_slot(c, c.warmup)) - 2 * SLOT_MS,
         members: &addresses,
         initial_tokens: s.homes.initial_tokens,
@@ -167,6 +174,7 @@ pub fn genesis(s: &Scenario, c: &Community) -> Result<gridmesh_ledger::Genesis, 
         tariffs: ledger_tariffs(&tariff(s)),
         grid_fee_per_kwh: s.market.grid_fee_per_kwh,
         max_import_kw: s.homes.import_limit_kw,
+        epoch_emission_tokens: s.devices.rewards_per_home_per_day * s.homes.count as f64,
     }
     .genesis()
     .map_err(SimError::Genesis)
@@ -203,40 +211,46 @@ pub fn run_on(
         addresses.iter().enumerate().map(|(i, a)| (*a, i)).collect();
     let first = c.warmup;
     let end = c.warmup + c.slots;
-    // Devices: every home's meter, and what it has.
+    let mut inverters =
+        crate::devices::Inverters::draw(s, c, &chain_id(s)).map_err(SimError::Devices)?;
+    // Devices: every home's meter, and what it has (a keyed inverter with its own key and bond).
     let mut regs = Vec::new();
     for (i, h) in c.homes.homes.iter().enumerate() {
         let mut k = 0;
-        let mut reg = |kind, w: f64| {
-            if let Some(tx) = ledger.tx(
-                addresses[i],
-                k,
-                TxKind::RegisterDevice {
-                    kind,
-                    capacity_w: w.ceil() as u32,
-                },
-            ) {
+        let mut reg = |kind| {
+            if let Some(tx) = ledger.tx(addresses[i], k, kind) {
                 regs.push(tx);
                 k += 1;
             }
         };
-        reg(DeviceKind::Meter, s.homes.import_limit_kw * 1e3);
+        let plain = |kind, w: f64| TxKind::RegisterDevice {
+            kind,
+            capacity_w: w.ceil() as u32,
+        };
+        reg(plain(DeviceKind::Meter, s.homes.import_limit_kw * 1e3));
         if h.pv_kwp > 0.0 {
-            reg(DeviceKind::Pv, h.pv_kwp * 1e3);
+            reg(inverters
+                .registration(i, &addresses[i], &feeder.home_area[i], h.pv_kwp)
+                .unwrap_or_else(|| plain(DeviceKind::Pv, h.pv_kwp * 1e3)));
         }
         if let Some(b) = &h.battery {
-            reg(DeviceKind::Battery, b.power_kw * 1e3);
+            reg(plain(DeviceKind::Battery, b.power_kw * 1e3));
         }
         if !h.sessions.is_empty() {
-            reg(DeviceKind::EvCharger, h.ev_power_kw * 1e3);
+            reg(plain(DeviceKind::EvCharger, h.ev_power_kw * 1e3));
         }
     }
     ledger
         .block(regs, slot_start_ms(chain_slot(first)) - SLOT_MS)
         .map_err(SimError::Chain)?;
     let initial: Vec<u128> = addresses.iter().map(|a| ledger.balance(a)).collect();
-    // Producing capacity per home bounds its export reading, mWh per slot.
-    let max_export_mwh: Vec<u64> = c
+    // Producing capacity the ledger counts per home bounds its export reading, mWh per slot.
+    let battery_mwh = |h: &gridmesh_agent::study::Home| {
+        h.battery
+            .as_ref()
+            .map_or(0, |b| (b.power_kw * 1e3).ceil() as u64 * 250)
+    };
+    let mut max_export_mwh: Vec<u64> = c
         .homes
         .homes
         .iter()
@@ -344,11 +358,22 @@ pub fn run_on(
                 .map_err(|e| e.to_string());
             acc.envelopes(u, sent);
         }
+        for report in inverters.take_reports() {
+            txs.extend(ledger.tx(operator, operator_pending, report));
+            operator_pending += 1;
+        }
+        // A slashed inverter no longer counts as producing capacity: the home's export reading
+        // and asks are bounded by its battery alone (the panels still make what they make).
+        for i in inverters.refresh(&*ledger, slot_start_ms(chain_slot(u))) {
+            max_export_mwh[i] = battery_mwh(&c.homes.homes[i]);
+        }
         let retail_next = tou.retail_at(u + 1);
         for (i, h) in homes.iter_mut().enumerate() {
             let mut pending = 0;
             if u > first && u - 1 < end {
                 let (import_mwh, export_mwh) = h.readings[(u - 1) % RING];
+                // What the ledger counts now (an inverter slashed since is not).
+                let export_mwh = export_mwh.min(max_export_mwh[i]);
                 if let Some(tx) = ledger.tx(
                     h.address,
                     pending,
@@ -360,6 +385,16 @@ pub fn run_on(
                 ) {
                     txs.push(tx);
                     pending += 1;
+                }
+                // The inverter's own reading of what the panels made.
+                let home = &c.homes.homes[i];
+                let made_mwh =
+                    (c.homes.pv_per_kwp[u - 1] * home.pv_kwp * DT_H * 1e6).round() as u64;
+                if let Some(kind) = inverters.reading(i, chain_slot(u - 1), made_mwh) {
+                    if let Some(tx) = ledger.tx(h.address, pending, kind) {
+                        txs.push(tx);
+                        pending += 1;
+                    }
                 }
             }
             if u + 1 >= end {
@@ -432,7 +467,8 @@ pub fn run_on(
         let ledger_ref = &mut *ledger;
         let index_ref = &index;
         let tou_ref = &tou;
-        let (cleared, bills) = std::thread::scope(|scope| {
+        let keyed = inverters.reporting();
+        let (cleared, bills, verdicts) = std::thread::scope(|scope| {
             let block = scope.spawn(move || {
                 ledger_ref.block(txs, slot_start_ms(chain_slot(u)))?;
                 let cleared = if in_period {
@@ -440,18 +476,25 @@ pub fn run_on(
                 } else {
                     None
                 };
-                let bills = settling.map(|(settled, readings, island)| {
+                let bills = settling.as_ref().map(|(settled, readings, island)| {
                     settled_bills(
                         ledger_ref,
                         index_ref,
-                        chain_slot(settled),
-                        &readings,
+                        chain_slot(*settled),
+                        readings,
                         tou_ref,
-                        settled,
-                        island,
+                        *settled,
+                        *island,
                     )
                 });
-                Ok::<_, String>((cleared, bills))
+                let verdicts = settling.as_ref().map(|(settled, ..)| {
+                    let slot = chain_slot(*settled);
+                    (
+                        slot,
+                        crate::devices::Inverters::judged(&*ledger_ref, slot, &keyed),
+                    )
+                });
+                Ok::<_, String>((cleared, bills, verdicts))
             });
             if in_period {
                 // 3. The slot itself.
@@ -582,6 +625,9 @@ pub fn run_on(
             acc.cleared(u, cleared);
             progress(u + 1 - first, c.slots);
         }
+        if let Some((slot, v)) = verdicts {
+            inverters.record(slot, v);
+        }
         if let Some((paid, lines)) = bills {
             acc.p2p_paid(paid);
             for (i, (bill, bought, sold)) in lines.into_iter().enumerate() {
@@ -589,10 +635,14 @@ pub fn run_on(
             }
         }
     }
-    let tokens: Vec<f64> = addresses
+    let run_slots = chain_slot(first)..=chain_slot(end - 1);
+    let tokens: Vec<TokenFlows> = addresses
         .iter()
         .zip(&initial)
-        .map(|(a, i0)| (ledger.balance(a) as f64 - *i0 as f64) / 1e6)
+        .map(|(a, i0)| TokenFlows {
+            earned: (ledger.balance(a) as f64 - *i0 as f64) / 1e6,
+            rewards: crate::ledger::rewards(&*ledger, a, run_slots.clone()) as f64 / 1e6,
+        })
         .collect();
     let cycles: Vec<f64> = homes
         .iter()
@@ -603,7 +653,7 @@ pub fn run_on(
                 .map_or(0.0, |b| h.dev.discharged_kwh / b.capacity_kwh)
         })
         .collect();
-    Ok(acc.finish(
+    let mut outcome = acc.finish(
         s,
         c,
         feeder,
@@ -611,5 +661,7 @@ pub fn run_on(
         tokens,
         cycles,
         started.elapsed().as_secs_f64(),
-    ))
+    );
+    outcome.devices = inverters.finish(&*ledger);
+    Ok(outcome)
 }

@@ -4,10 +4,13 @@
 //! - **self-sufficiency**: 1 − energy imported / energy used (load served, heat pump and EV);
 //!   for the community the import is the feeder's exchange with the grid (homes netted).
 //! - **self-consumption**: 1 − energy exported / PV energy produced (after curtailment).
-//! - **bill**: the utility's bill lines plus what the home paid (minus received) on the ledger;
+//! - **bill**: the utility's bill lines plus what the home paid (minus received) on the ledger
+//!   for energy (rewards are not energy: they are counted apart);
 //!   **savings**: the baseline bill (same homes and devices, rules only, no market) minus the bill.
 //! - **tokens earned**: a member's balance change on the ledger over the run (market proceeds
-//!   minus payments, fees and compensations).
+//!   minus payments, fees and compensations, plus rewards).
+//! - **rewards**: tokens minted to the member for its verified devices' deliveries (epochs that
+//!   closed within the run).
 //! - **Gini of savings**: mean absolute difference of the homes' savings over twice their mean
 //!   (`None` when the mean saving is not positive).
 //! - **market welfare efficiency**: gains from trade achieved / the most these orders could have
@@ -47,6 +50,7 @@ pub struct HomeKpis {
     pub baseline_bill: f64,
     pub savings: f64,
     pub tokens_earned: f64,
+    pub rewards: f64,
     pub p2p_bought_kwh: f64,
     pub p2p_sold_kwh: f64,
     pub peak_import_kw: f64,
@@ -95,6 +99,8 @@ pub struct CommunityKpis {
     pub mean_p2p_price: Option<f64>,
     pub tokens_earned: f64,
     pub tokens_paid: f64,
+    /// Tokens minted as rewards.
+    pub rewards_minted: f64,
     pub market_welfare_efficiency: Option<f64>,
     /// With `market.envelopes`: slots the grid operator sent envelopes for, slots it could not
     /// (the forecast already violated a limit), and connection points whose orders clearing
@@ -105,6 +111,13 @@ pub struct CommunityKpis {
     pub ev_unmet_kwh: f64,
     pub plans: usize,
     pub plan_fallbacks: usize,
+}
+
+/// A member's balance change over a run, and the part of it minted as rewards, tokens.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokenFlows {
+    pub earned: f64,
+    pub rewards: f64,
 }
 
 /// The ledger at the end of the run.
@@ -171,6 +184,8 @@ pub struct Outcome {
     pub seed: u64,
     pub community: CommunityKpis,
     pub ledger: LedgerKpis,
+    /// Keyed inverters, proof of generation and spoofing.
+    pub devices: crate::devices::DeviceKpis,
     pub run_seconds: f64,
     pub seconds_per_simulated_day: f64,
     pub homes: Vec<HomeKpis>,
@@ -442,7 +457,7 @@ impl Accumulator {
         c: &Community,
         feeder: &Feeder,
         ledger: LedgerKpis,
-        tokens: Vec<f64>,
+        tokens: Vec<TokenFlows>,
         cycles: Vec<f64>,
         seconds: f64,
     ) -> Outcome {
@@ -453,7 +468,7 @@ impl Accumulator {
             .enumerate()
             .map(|(i, h)| {
                 let home = &c.homes.homes[i];
-                let bill = h.utility_bill - tokens[i];
+                let bill = h.utility_bill - (tokens[i].earned - tokens[i].rewards);
                 HomeKpis {
                     home: i + 1,
                     area: feeder.home_area[i].clone(),
@@ -471,7 +486,8 @@ impl Accumulator {
                     bill,
                     baseline_bill: h.baseline_bill,
                     savings: h.baseline_bill - bill,
-                    tokens_earned: tokens[i],
+                    tokens_earned: tokens[i].earned,
+                    rewards: tokens[i].rewards,
                     p2p_bought_kwh: h.bought_mwh as f64 / 1e6,
                     p2p_sold_kwh: h.sold_mwh as f64 / 1e6,
                     peak_import_kw: h.peak_import,
@@ -537,6 +553,7 @@ impl Accumulator {
             mean_p2p_price: (p2p_kwh > 1e-9).then(|| self.p2p_value / p2p_kwh),
             tokens_earned: earned,
             tokens_paid: sum(&|h| (-h.tokens_earned).max(0.0)),
+            rewards_minted: sum(&|h| h.rewards),
             market_welfare_efficiency: (self.optimal_welfare > 0)
                 .then(|| self.welfare as f64 / self.optimal_welfare as f64),
             envelope_slots: self.envelope_slots,
@@ -551,6 +568,7 @@ impl Accumulator {
             seed: s.seed,
             community,
             ledger,
+            devices: Default::default(),
             run_seconds: seconds,
             seconds_per_simulated_day: seconds / s.period.days as f64,
             homes,

@@ -50,6 +50,22 @@ pub trait SimChain: Send {
     }
 }
 
+/// Tokens minted to `owner` by the epochs of chain slots `slots` that have closed.
+pub fn rewards(
+    chain: &impl SimChain,
+    owner: &Address,
+    slots: std::ops::RangeInclusive<u64>,
+) -> u128 {
+    use gridmesh_ledger::economics;
+    chain.read(|st| {
+        let cfg = economics::stored_config(st.kv());
+        (cfg.epoch_of(*slots.start())..=cfg.epoch_of(*slots.end()))
+            .filter_map(|e| st.kv().get(&economics::points_key(e, owner)))
+            .map(|v| market::decode::<economics::Points>(v).reward)
+            .sum()
+    })
+}
+
 /// A refusal's reason without its numbers, so that refusals group by kind.
 pub fn refusal_reason(e: &impl std::fmt::Display) -> String {
     e.to_string()
@@ -115,6 +131,8 @@ pub struct GenesisSpec<'a> {
     pub tariffs: Vec<(u8, f64, f64)>,
     pub grid_fee_per_kwh: f64,
     pub max_import_kw: f64,
+    /// Tokens minted per epoch (a day) to the owners of verified devices.
+    pub epoch_emission_tokens: f64,
 }
 
 impl GenesisSpec<'_> {
@@ -171,6 +189,7 @@ impl GenesisSpec<'_> {
             // it is final: a run's state stays bounded however long it is.
             economics: Some(EconomicsFile {
                 dispute_window_minutes: Some(24 * 60),
+                epoch_emission: Some(token_text(g.epoch_emission_tokens)),
                 ..Default::default()
             }),
         };

@@ -12,6 +12,7 @@
 
 pub mod community;
 pub mod data;
+pub mod devices;
 pub mod engine;
 pub mod feeder;
 pub mod island;

@@ -107,6 +107,13 @@ pub fn write_run(o: &Outcome, dir: &Path) -> Result<(), ReportError> {
         &serde_json::to_value(&o.ledger).expect("serialisable"),
         &mut rows,
     );
+    if o.devices.keyed_inverters > 0 {
+        flatten(
+            "devices",
+            &serde_json::to_value(&o.devices).expect("serialisable"),
+            &mut rows,
+        );
+    }
     let mut kpis = String::from("kpi,value\n");
     for (k, v) in rows {
         let _ = writeln!(kpis, "{},{}", csv_field(&k), csv_field(&v));
@@ -376,6 +383,31 @@ fn html(o: &Outcome) -> Result<String, ReportError> {
             opt(c.market_welfare_efficiency, pct),
         ),
         (
+            "keyed inverters (spoofing)",
+            format!(
+                "{} ({})",
+                o.devices.keyed_inverters, o.devices.spoofing_inverters
+            ),
+        ),
+        (
+            "false readings held / false readings",
+            format!(
+                "{} / {}",
+                o.devices.false_readings_held, o.devices.false_readings
+            ),
+        ),
+        (
+            "true readings held (false alarms)",
+            o.devices.true_readings_held.to_string(),
+        ),
+        (
+            "inverters slashed: spoofers / honest",
+            format!(
+                "{} / {}",
+                o.devices.spoofers_slashed, o.devices.honest_slashed
+            ),
+        ),
+        (
             "operating envelopes: slots sent / failed, trims",
             format!(
                 "{} / {}, {}",
@@ -383,8 +415,11 @@ fn html(o: &Outcome) -> Result<String, ReportError> {
             ),
         ),
         (
-            "tokens earned / paid",
-            format!("{:.2} / {:.2}", c.tokens_earned, c.tokens_paid),
+            "tokens earned / paid (rewards minted)",
+            format!(
+                "{:.2} / {:.2} ({:.2})",
+                c.tokens_earned, c.tokens_paid, c.rewards_minted
+            ),
         ),
         (
             "EV energy not delivered (kWh)",
@@ -642,6 +677,24 @@ pub fn summary(o: &Outcome) -> String {
     );
     if c.outage_slots > 0 {
         let _ = writeln!(s, "  outages               {} slots; not served {:.1} kWh (utility only {:.1}); critical load served {}", c.outage_slots, c.energy_not_served_kwh, c.baseline_energy_not_served_kwh, opt(c.critical_load_served, pct));
+    }
+    let d = &o.devices;
+    if d.keyed_inverters > 0 {
+        let _ = writeln!(
+            s,
+            "  keyed inverters       {} ({} spoofing): {} readings, {} false of which {} held; {} true held; {} fraud reports; slashed {} spoofers, {} honest ({:.1} tokens); {:.1} tokens of rewards minted",
+            d.keyed_inverters,
+            d.spoofing_inverters,
+            d.readings,
+            d.false_readings,
+            d.false_readings_held,
+            d.true_readings_held,
+            d.fraud_reports,
+            d.spoofers_slashed,
+            d.honest_slashed,
+            d.bonds_slashed_tokens,
+            o.community.rewards_minted
+        );
     }
     let _ = writeln!(
         s,

@@ -27,6 +27,13 @@
 //! [[outages]]
 //! start = "05-03 18:00"
 //! hours = 3
+//!
+//! [devices]
+//! keyed_share = 0.5           # of PV homes: inverters with their own keys, proof of generation
+//!
+//! [spoofing]
+//! devices = 2                 # keyed inverters that claim more than they make
+//! factor = 1.5
 //! ```
 
 use std::collections::BTreeMap;
@@ -90,6 +97,10 @@ pub struct Scenario {
     pub feeder: FeederChoice,
     #[serde(default)]
     pub outages: Vec<Outage>,
+    #[serde(default)]
+    pub devices: Devices,
+    #[serde(default)]
+    pub spoofing: Spoofing,
 }
 
 fn one_u64() -> u64 {
@@ -277,6 +288,54 @@ impl Default for Tariff {
             day: t.day_per_kwh,
             peak: t.peak_per_kwh,
             feed_in: t.feed_in_per_kwh,
+        }
+    }
+}
+
+/// Inverters with their own keys: they register with a bond and report a signed reading every
+/// slot, checked at settlement by proof of generation (register, rating, clear sky, neighbours).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Devices {
+    /// Share of the PV homes whose inverter has its own key (0: homes report by meter only).
+    pub keyed_share: f64,
+    /// Bond of a keyed inverter, tokens.
+    pub bond: u64,
+    /// Tokens minted a day per home of the community, shared among the owners of verified
+    /// devices by the grid value of what they delivered (the ledger's epoch emission).
+    pub rewards_per_home_per_day: f64,
+}
+
+impl Default for Devices {
+    fn default() -> Devices {
+        Devices {
+            keyed_share: 0.0,
+            bond: 20,
+            rewards_per_home_per_day: 0.1,
+        }
+    }
+}
+
+/// Keyed inverters that lie: each claims `factor` times what it produced (keeping its register
+/// consistent with its claims, so only physics can catch it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Spoofing {
+    /// How many of the keyed inverters spoof.
+    pub devices: usize,
+    /// Claimed output over real output.
+    pub factor: f64,
+    /// The grid operator reports every reading held by a hard physics check as fraud (its
+    /// device is slashed when the dispute window passes).
+    pub report: bool,
+}
+
+impl Default for Spoofing {
+    fn default() -> Spoofing {
+        Spoofing {
+            devices: 0,
+            factor: 1.5,
+            report: true,
         }
     }
 }
@@ -673,6 +732,35 @@ impl Scenario {
         if !(f.vmin_pu > 0.5 && f.vmin_pu < 1.0 && f.vmax_pu > 1.0 && f.vmax_pu < 1.5) {
             return bad("feeder.vmin_pu must be in (0.5, 1) and feeder.vmax_pu in (1, 1.5)");
         }
+        unit_share("devices.keyed_share", self.devices.keyed_share)?;
+        if !(10..=1_000_000).contains(&self.devices.bond) {
+            return bad(format!(
+                "devices.bond must be 10 (the market's minimum) to 1000000 tokens, not {}",
+                self.devices.bond
+            ));
+        }
+        if self.devices.bond >= self.homes.initial_tokens {
+            return bad(format!(
+                "devices.bond ({}) must be less than homes.initial_tokens ({})",
+                self.devices.bond, self.homes.initial_tokens
+            ));
+        }
+        range_inclusive(
+            "devices.rewards_per_home_per_day",
+            self.devices.rewards_per_home_per_day,
+            0.0,
+            100.0,
+        )?;
+        let sp = &self.spoofing;
+        if !(sp.factor > 1.0 && sp.factor <= 100.0) {
+            return bad(format!(
+                "spoofing.factor must be above 1 and at most 100, not {}",
+                sp.factor
+            ));
+        }
+        if sp.devices > 0 && self.devices.keyed_share <= 0.0 {
+            return bad("spoofing.devices needs keyed inverters: set devices.keyed_share above 0");
+        }
         if self.outages.len() > MAX_OUTAGES {
             return bad(format!("at most {MAX_OUTAGES} outages"));
         }
@@ -698,6 +786,14 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+fn range_inclusive(key: &str, v: f64, min: f64, max: f64) -> Result<(), ScenarioError> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        bad(format!("{key} must be between {min} and {max}, not {v}"))
     }
 }
 

@@ -165,3 +165,75 @@ fn operating_envelopes_trim_what_a_congested_street_trades() {
     // Envelopes change the market, not the physics.
     assert_eq!(b.used_kwh, e.used_kwh);
 }
+
+#[test]
+fn spoofing_inverters_are_held_reported_and_slashed_and_honest_ones_are_not() {
+    // Three June days; every PV home's inverter has its own key, two of them claim three times
+    // what they make: above what a clear sky allows on sunny slots.
+    let blatant = [
+        "period.days=3",
+        "devices.keyed_share=1",
+        "spoofing.devices=2",
+        "spoofing.factor=3",
+    ];
+    let o = go(&scenario(&blatant));
+    let d = &o.devices;
+    assert_eq!(d.spoofing_inverters, 2);
+    assert!(d.keyed_inverters >= 5, "{}", d.keyed_inverters);
+    assert!(o.ledger.rejected.is_empty(), "{:?}", o.ledger.rejected);
+    assert!(d.false_readings > 0);
+    assert!(
+        d.false_readings_held > 0,
+        "proof of generation catches the liars"
+    );
+    assert_eq!(d.fraud_reports, 2, "one report per liar");
+    assert_eq!(d.spoofers_slashed, 2, "both slashed once the window passed");
+    assert_eq!(d.honest_slashed, 0);
+    assert_eq!(
+        d.true_readings_held, 0,
+        "no false alarms: {:?}",
+        d.hold_reasons
+    );
+    assert!(d.bonds_slashed_tokens > 0.0);
+    // Rewards for verified deliveries: minted for the closed epochs (0.1 token per home a day),
+    // to the owners of keyed inverters only, and not counted in the energy bill.
+    let c = &o.community;
+    assert!(c.rewards_minted > 0.0 && c.rewards_minted <= 0.1 * 12.0 * 3.0 + 1e-9);
+    for h in o.homes.iter().filter(|h| h.pv_kwp == 0.0) {
+        assert_eq!(
+            h.rewards, 0.0,
+            "home {} has no device to be rewarded for",
+            h.home
+        );
+    }
+    let rewarded: f64 = o.homes.iter().map(|h| h.rewards).sum();
+    assert!((rewarded - c.rewards_minted).abs() < 1e-6);
+    // Slashed inverters report no more: fewer readings than every inverter every slot.
+    assert!(d.readings < (d.keyed_inverters * 3 * 96) as u64);
+
+    // Without reports, the liars are held but keep their bonds.
+    let mut quiet = blatant.to_vec();
+    quiet.push("spoofing.report=false");
+    let q = go(&scenario(&quiet)).devices;
+    assert_eq!((q.fraud_reports, q.spoofers_slashed), (0, 0));
+    assert_eq!(q.bonds_slashed_tokens, 0.0);
+    assert!(q.false_readings_held >= d.false_readings_held);
+}
+
+#[test]
+fn spoofing_without_keyed_inverters_is_refused() {
+    let text = "name = \"x\"\n[spoofing]\ndevices = 1\n";
+    let e = Scenario::from_toml(text, &[]).unwrap_err().to_string();
+    assert!(e.contains("devices.keyed_share"), "{e}");
+    let e = Scenario::from_toml("name = \"x\"\n[spoofing]\nfactor = 0.5\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("spoofing.factor"), "{e}");
+    // More liars than keyed inverters: refused when the community is drawn.
+    let s = scenario(&["devices.keyed_share=0.1", "spoofing.devices=5"]);
+    let Err(e) = run(&s, std::path::Path::new("."), &mut |_, _| {}) else {
+        panic!("more liars than keyed inverters ran");
+    };
+    let e = e.to_string();
+    assert!(e.contains("spoofing.devices is 5"), "{e}");
+}

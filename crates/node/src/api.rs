@@ -37,6 +37,11 @@ const MAX_BATCH_BODY_BYTES: usize =
     ),
     paths(
         status,
+        crate::events::get_events,
+        crate::api_dashboard::get_history,
+        crate::api_dashboard::get_blocks,
+        crate::api_dashboard::get_prices_chart,
+        crate::api_dashboard::get_depth_chart,
         submit_tx,
         submit_txs,
         get_account,
@@ -88,7 +93,12 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_gateway::CommitmentView,
         crate::api_gateway::ProofView,
         crate::api_economics::SupplyView,
-        crate::api_economics::EpochView
+        crate::api_economics::EpochView,
+        crate::events::NodeEvent,
+        crate::api_dashboard::PriceRow,
+        crate::api_dashboard::PriceHistory,
+        crate::api_dashboard::BlockSummary,
+        crate::api_dashboard::BlockList
     ))
 )]
 pub struct ApiDoc;
@@ -120,6 +130,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/telemetry/{device}/{slot}/proof/{index}",
             get(crate::api_gateway::get_proof),
         )
+        .route("/v1/events", get(crate::events::get_events))
+        .route("/v1/market/history", get(crate::api_dashboard::get_history))
+        .route("/v1/blocks", get(crate::api_dashboard::get_blocks))
+        .route(
+            "/v1/charts/prices.svg",
+            get(crate::api_dashboard::get_prices_chart),
+        )
+        .route(
+            "/v1/charts/depth.svg",
+            get(crate::api_dashboard::get_depth_chart),
+        )
+        .merge(crate::dashboard::routes())
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -115,6 +115,9 @@ pub async fn run(
         genesis.chain_id
     ));
     say(format!(
+        "  dashboard: {api}/ (live while the day runs; --serve keeps it up afterwards)"
+    ));
+    say(format!(
         "  a simulated day takes {}; members' readings and orders are signed, admitted by the mempool and committed by the node",
         if opts.day_seconds > 0.0 {
             format!("about {:.0} s", opts.day_seconds)

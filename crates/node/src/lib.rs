@@ -12,6 +12,7 @@
 
 pub mod agent_runner;
 pub mod api;
+pub mod api_dashboard;
 pub mod api_economics;
 pub mod api_gateway;
 pub mod bench;
@@ -23,10 +24,12 @@ pub mod bench_net;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod demo_community;
 pub mod demo_devices;
 pub mod device_gateway;
+pub mod events;
 pub mod grid_market;
 pub mod grid_operator;
 pub mod grid_report;
@@ -168,6 +171,8 @@ pub struct Shared {
     pub grid: Option<GridHandles>,
     /// The device gateway's counters and telemetry store, once started.
     pub gateway: std::sync::OnceLock<device_gateway::GatewayHandles>,
+    /// Committed blocks, for `GET /v1/events`.
+    pub events: events::Events,
 }
 
 /// What the API needs of the grid operator service.
@@ -322,6 +327,7 @@ impl RunningNode {
                 connection_points: g.feeder.names.len().saturating_sub(2),
             }),
             gateway: Default::default(),
+            events: Default::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -370,6 +376,7 @@ impl RunningNode {
                     counter
                         .committed_txs
                         .fetch_add(u64::from(f.tx_count), std::sync::atomic::Ordering::Relaxed);
+                    counter.events.block(f);
                 });
                 let (stop, stopped) = futures::channel::oneshot::channel();
                 let thread = std::thread::Builder::new()
@@ -401,6 +408,7 @@ impl RunningNode {
                     counter
                         .committed_txs
                         .fetch_add(u64::from(f.tx_count), std::sync::atomic::Ordering::Relaxed);
+                    counter.events.block(f);
                 };
                 let ticks = cfg.driven.then(|| {
                     let (tx, rx) = mpsc::channel();

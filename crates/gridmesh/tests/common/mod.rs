@@ -160,7 +160,7 @@ pub fn python() -> Option<std::path::PathBuf> {
     None
 }
 
-fn require_interop(why: &str) {
+pub fn require_interop(why: &str) {
     if std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
         panic!("{why}");
     }

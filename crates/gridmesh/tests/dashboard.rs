@@ -1,0 +1,223 @@
+//! The dashboard end to end: a real node with a simulated community (`gridmesh demo --serve`),
+//! the page in headless Chromium (Debian's, installed by `./scripts/setup`). Every page loads
+//! without a console message, the numbers it shows are the API's, and screenshots of each page at
+//! phone and desktop widths are written to `target/tmp/dashboard/`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// `gridmesh demo` serving after its run (the chain no longer moves); killed on drop.
+struct Demo {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_demo() -> Demo {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridmesh"))
+        .args([
+            "demo",
+            "--day-seconds",
+            "0",
+            "--serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--set",
+            "homes.count=30",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut url = None;
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if url.is_none() {
+            url = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(|w| w.trim_end_matches(',').to_string());
+        }
+        let over = line.contains("the run is over");
+        seen.push(line);
+        if over {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = url.unwrap_or_else(|| panic!("no address in {seen:#?}"));
+    Demo { child, url }
+}
+
+fn chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("GRIDMESH_CHROMIUM") {
+        return Some(p.into());
+    }
+    for name in ["chromium", "chromium-browser"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        if found.is_some() {
+            return found;
+        }
+    }
+    common::require_interop("chromium is not installed: run ./scripts/setup");
+    None
+}
+
+/// Chromium headless on `url` with `args`; returns stdout and the console messages.
+fn headless(chrome: &Path, url: &str, args: &[&str]) -> (String, Vec<String>) {
+    let out = Command::new(chrome)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=6000",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    let console = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+/// `data-api="key">value<` pairs of a page's DOM.
+fn shown(dom: &str) -> Vec<(String, String)> {
+    dom.split("data-api=\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let (key, rest) = rest.split_once('"')?;
+            let value = rest.split_once('>')?.1.split_once('<')?.0;
+            Some((key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// What the API says for a `data-api` key, if the key is a plain field of an API document.
+fn from_api(url: &str, key: &str) -> Option<String> {
+    let (doc, field) = key.split_once('.')?;
+    let path = match doc {
+        "status" => "/v1/status",
+        "supply" => "/v1/supply",
+        "grid" => "/v1/grid",
+        "market" => "/v1/market",
+        "history" => "/v1/market/history?slots=96",
+        _ => return None,
+    };
+    let json = common::get_json(&format!("{url}{path}"));
+    // Two figures the page derives from an API document.
+    match key {
+        "grid.islanded_events" => {
+            let n = json["events"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["event"] == "islanded")
+                .count();
+            return Some(n.to_string());
+        }
+        "history.volume_kwh_sum" => {
+            let kwh: f64 = json["rows"]
+                .as_array()?
+                .iter()
+                .map(|r| r["volume_kwh"].as_str().unwrap().parse::<f64>().unwrap())
+                .sum();
+            return Some(format!("{kwh:.1}"));
+        }
+        _ => {}
+    }
+    let v = match field.strip_prefix("last.") {
+        Some(f) => json["rows"].as_array()?.last()?.get(f)?.clone(),
+        None => json.get(field)?.clone(),
+    };
+    match v {
+        // Times are shown as the page formats them.
+        serde_json::Value::Number(n) if field.ends_with("_ms") => {
+            let utc = gridmesh_sim::kpi::utc(n.as_u64()? / 1000);
+            Some(format!(
+                "{} UTC",
+                utc.trim_end_matches('Z').replace('T', " ")
+            ))
+        }
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(if b { "yes" } else { "NO" }.to_string()),
+        serde_json::Value::Null => Some("–".to_string()),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
+    let Some(chrome) = chromium() else { return };
+    let demo = start_demo();
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    for page in ["network", "market", "ledger"] {
+        let url = format!("{}/#{page}", demo.url);
+        let (dom, console) = headless(&chrome, &url, &["--dump-dom"]);
+        assert!(console.is_empty(), "{page}: console: {console:#?}");
+        assert!(
+            dom.contains(&format!("data-page=\"{page}\"")),
+            "{page} rendered: {dom}"
+        );
+        let pairs = shown(&dom);
+        let mut checked = 0;
+        for (key, value) in &pairs {
+            if let Some(want) = from_api(&demo.url, key) {
+                assert_eq!(value, &want, "{page}: {key}");
+                checked += 1;
+            }
+        }
+        assert_eq!(
+            checked,
+            pairs.len(),
+            "{page}: every figure has its API source"
+        );
+        assert!(checked >= 5, "{page}: only {checked} figures");
+        for (name, size) in [("phone", "390,844"), ("desktop", "1280,900")] {
+            let file = shots.join(format!("{page}-{name}.png"));
+            let _ = std::fs::remove_file(&file);
+            let (_, console) = headless(
+                &chrome,
+                &url,
+                &[
+                    &format!("--window-size={size}"),
+                    &format!("--screenshot={}", file.display()),
+                ],
+            );
+            assert!(console.is_empty(), "{page} at {name}: {console:#?}");
+            let png = std::fs::read(&file).expect("a screenshot");
+            assert!(
+                png.starts_with(b"\x89PNG") && png.len() > 10_000,
+                "{file:?}"
+            );
+        }
+    }
+    // The assets are the binary's own, with a strict content security policy.
+    let r = ureq::get(&format!("{}/", demo.url)).call().unwrap();
+    let csp = r.header("content-security-policy").unwrap().to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(r.into_string().unwrap().contains("/dashboard/app.js"));
+}

@@ -1,0 +1,188 @@
+// The gridmesh dashboard: reads the node's public API, refreshes on every block from the
+// /v1/events stream. Text goes into the page through textContent only (never HTML from data).
+"use strict";
+
+const api = async (path) => {
+  const r = await fetch(path, { headers: { accept: "application/json" } });
+  const body = await r.json();
+  if (!r.ok) throw new Error(`${path}: ${body.message || r.status}`);
+  return body;
+};
+
+// el("div", {class: "card"}, child, "text", ...)
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+};
+
+const utc = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+const short = (hex) => (hex && hex.length > 16 ? `${hex.slice(0, 8)}…${hex.slice(-6)}` : hex);
+const orDash = (v) => (v === null || v === undefined || v === "" ? "–" : v);
+
+// A card with a label and a value; `key` names the API field it shows (for tests and readers).
+const card = (label, value, key, extra = "") =>
+  el("div", { class: `card ${extra}` },
+    el("div", { class: "label" }, label),
+    el("div", { class: "value", "data-api": key }, orDash(value)));
+
+const table = (caption, headers, rows) => {
+  if (!rows.length) return el("p", { class: "empty" }, `${caption}: none yet.`);
+  return el("div", { class: "table-wrap" },
+    el("table", {},
+      el("caption", { class: "label" }, caption),
+      el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) =>
+        c instanceof Node ? el("td", {}, c) : el("td", {}, orDash(c))))))));
+};
+
+const chart = (src, alt, caption) =>
+  el("figure", {}, el("img", { src: `${src}${src.includes("?") ? "&" : "?"}t=${Date.now()}`, alt, width: 900, height: 320 }),
+    el("figcaption", {}, caption));
+
+const pages = {
+  async network() {
+    const [status, grid, hist] = await Promise.all([
+      api("/v1/status"), api("/v1/grid"), api("/v1/market/history?slots=96"),
+    ]);
+    const last = hist.rows[hist.rows.length - 1];
+    const traded = hist.rows.reduce((s, r) => s + Number(r.volume_kwh), 0);
+    return [
+      el("h2", {}, "The community's network"),
+      el("div", { class: "cards" },
+        card("Grid connection", grid.mode, "grid.mode", `mode-${grid.mode}`),
+        card("Since", grid.since_ms ? utc(grid.since_ms) : "start", "grid.since_ms"),
+        card("Outages recorded", grid.events.filter((e) => e.event === "islanded").length, "grid.islanded_events"),
+        card("Block height", status.height, "status.height"),
+        card("Chain time", utc(status.timestamp_ms), "status.timestamp_ms"),
+        card("Consensus", status.consensus, "status.consensus"),
+        card("Validators", status.validators, "status.validators"),
+        card("Traded last 24 h (kWh)", traded.toFixed(1), "history.volume_kwh_sum"),
+        card("Last cleared slot", last ? utc(last.delivery_start_ms) : null, "history.last.delivery_start_ms")),
+      el("h2", {}, "Islanding and reconnection"),
+      table("Grid events", ["#", "event", "at", "block"],
+        grid.events.slice(-12).reverse().map((e) => [e.seq, e.event, utc(e.at_ms), e.height])),
+    ];
+  },
+
+  async market() {
+    const [m, hist] = await Promise.all([api("/v1/market"), api("/v1/market/history?slots=96")]);
+    const rows = hist.rows.slice().reverse();
+    const last = rows[0];
+    // The depth chart of the next open slot if it has orders, else of the latest cleared one.
+    let depthSlot = null;
+    try {
+      const next = await api(`/v1/market/slots/${m.next_open_slot}`);
+      if (next.orders > 0) depthSlot = m.next_open_slot;
+    } catch (_) { /* no orders yet */ }
+    if (depthSlot === null && last) depthSlot = last.slot;
+    return [
+      el("h2", {}, "Energy market"),
+      el("div", { class: "cards" },
+        card("Mechanism", m.mechanism, "market.mechanism"),
+        card("Current slot", m.current_slot, "market.current_slot"),
+        card("Next open slot", m.next_open_slot, "market.next_open_slot"),
+        card("Next gate closure", utc(m.next_gate_closure_ms), "market.next_gate_closure_ms"),
+        card("Last price (tokens/kWh)", last && last.mean_price_per_kwh, "history.last.mean_price_per_kwh"),
+        card("Last volume (kWh)", last && last.volume_kwh, "history.last.volume_kwh"),
+        card("Escrow (tokens)", m.escrow_balance, "market.escrow_balance")),
+      el("h2", {}, "Prices over the last day"),
+      chart("/v1/charts/prices.svg?slots=96", "Mean clearing price in tokens per kWh and traded volume in tens of kWh over the last 96 slots",
+        "Clearing price (tokens/kWh) and volume (10 kWh) per 15-minute slot, hours before now."),
+      depthSlot === null ? el("p", { class: "empty" }, "No order book yet.") :
+        chart(`/v1/charts/depth.svg?slot=${depthSlot}`, `Order book of slot ${depthSlot}: cumulative bids and asks by price`,
+          `Order book of slot ${depthSlot} (${utc(depthSlot * 900000)}): energy in kWh against price in tokens/kWh.`),
+      el("h2", {}, "Recent slots"),
+      table("Cleared slots, newest first", ["slot", "delivery (UTC)", "orders", "volume (kWh)", "price (tokens/kWh)", "island"],
+        rows.slice(0, 24).map((r) => [r.slot, utc(r.delivery_start_ms), r.orders, r.volume_kwh,
+          r.mean_price_per_kwh, r.island ? "yes" : "no"])),
+    ];
+  },
+
+  async ledger() {
+    const [status, supply, blocks] = await Promise.all([
+      api("/v1/status"), api("/v1/supply"), api("/v1/blocks?limit=15"),
+    ]);
+    return [
+      el("h2", {}, "Ledger"),
+      el("div", { class: "cards" },
+        card("Block height", status.height, "status.height"),
+        card("Total supply (tokens)", status.total_supply, "status.total_supply"),
+        card("Minted as rewards", supply.minted, "supply.minted"),
+        card("Emission cap", supply.emission_cap, "supply.emission_cap"),
+        card("Community fund", supply.community_fund, "supply.community_fund"),
+        card("Device bonds", supply.device_bonds, "supply.device_bonds"),
+        card("Market escrow", supply.escrow, "supply.escrow"),
+        card("Supply reconciled", supply.reconciled ? "yes" : "NO", "supply.reconciled")),
+      el("h2", {}, "Latest blocks"),
+      table("Blocks, newest first", ["height", "time (UTC)", "transactions", "hash", "proposer"],
+        blocks.blocks.map((b) => [b.height, utc(b.timestamp_ms), b.tx_count,
+          el("span", { class: "hash", title: b.hash }, short(b.hash)), short(b.proposer)])),
+      el("h2", {}, "Rewards per epoch"),
+      table("Closed epochs, newest first", ["epoch", "emission", "minted", "recipients", "paid by community assets"],
+        supply.epochs.map((e) => [e.epoch, e.emission, e.minted, e.recipients, e.asset_payouts])),
+    ];
+  },
+};
+
+let current = null;
+let rendering = false;
+let again = false;
+
+async function render() {
+  if (rendering) { again = true; return; }
+  rendering = true;
+  const name = (location.hash || "#network").slice(1);
+  const page = pages[name] ? name : "network";
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.page === page) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const main = document.getElementById("page");
+  try {
+    const content = await pages[page]();
+    main.replaceChildren(...content);
+    main.dataset.page = page;
+    main.dataset.loaded = String(Date.now());
+  } catch (e) {
+    main.replaceChildren(el("p", { class: "error" }, `Could not load this page: ${e.message}`));
+  }
+  if (current !== page) { current = page; main.focus({ preventScroll: true }); }
+  rendering = false;
+  if (again) { again = false; render(); }
+}
+
+function live() {
+  const status = document.getElementById("live");
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/v1/events`);
+  let timer = null;
+  ws.onmessage = (m) => {
+    const e = JSON.parse(m.data);
+    if (e.type === "hello") {
+      document.getElementById("chain").textContent = `chain ${e.chain_id}`;
+    }
+    if (e.type === "hello" || e.type === "block") {
+      status.className = "up";
+      status.textContent = `live · block ${e.height} · ${utc(e.timestamp_ms)}`;
+      status.dataset.height = e.height;
+    }
+    if (e.type === "block" || e.type === "lagged") {
+      // At most one refresh a second, however fast blocks come.
+      if (!timer) timer = setTimeout(() => { timer = null; render(); }, 1000);
+    }
+  };
+  ws.onclose = () => {
+    status.className = "down";
+    status.textContent = "disconnected; retrying…";
+    setTimeout(live, 3000);
+  };
+}
+
+window.addEventListener("hashchange", render);
+window.addEventListener("DOMContentLoaded", () => { render(); live(); });

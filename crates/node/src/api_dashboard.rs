@@ -1,0 +1,316 @@
+//! What the dashboard reads beyond the core API: the market's recent slots, the recent blocks, and
+//! charts rendered on the server as SVG (plotters, through `gridmesh_sim::report::line_chart`), so
+//! that the page needs no charting script and every chart's axes carry their units.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gridmesh_ledger::market::{self, SlotRecord};
+use gridmesh_sim::report::{line_chart, Line, PALETTE};
+use gridmesh_types::units::{slot_of, slot_start_ms};
+use gridmesh_types::Amount;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{ApiError, ApiResult};
+use crate::Shared;
+
+/// Most slots one history request covers (a week).
+pub const MAX_HISTORY_SLOTS: u64 = 672;
+/// Most blocks one list request returns.
+pub const MAX_BLOCKS: u64 = 100;
+
+#[derive(Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Slots up to the current one (1 to 672; default 96, a day).
+    pub slots: Option<u64>,
+}
+
+/// One slot of the market's history.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct PriceRow {
+    pub slot: u64,
+    pub delivery_start_ms: u64,
+    /// `null` before clearing, or when the slot's markets had no single price.
+    pub clearing_price_per_kwh: Option<String>,
+    /// The volume-weighted mean price of the slot's markets, tokens per kWh.
+    pub mean_price_per_kwh: Option<String>,
+    pub volume_kwh: String,
+    pub orders: u32,
+    pub island: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct PriceHistory {
+    /// The current slot (the head's time).
+    pub current_slot: u64,
+    /// Cleared slots, oldest first (slots without orders are left out).
+    pub rows: Vec<PriceRow>,
+}
+
+fn base_units_per_kwh(v: u64) -> String {
+    Amount(u128::from(v)).to_string()
+}
+
+fn kwh(mwh: u64) -> String {
+    gridmesh_types::format_fixed(u128::from(mwh), 6)
+}
+
+/// Clearing prices and volumes of the last `slots` slots.
+pub fn price_history(state: &gridmesh_ledger::State, now_ms: u64, slots: u64) -> PriceHistory {
+    let current = slot_of(now_ms);
+    let rows = (current.saturating_sub(slots - 1)..=current)
+        .filter_map(|slot| {
+            let r: SlotRecord = state
+                .kv()
+                .get(&market::slot_key(slot))
+                .map(market::decode)?;
+            let (value, volume) = r
+                .markets
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        u128::from(m.price_per_kwh?) * u128::from(m.volume_mwh),
+                        m.volume_mwh,
+                    ))
+                })
+                .fold((0u128, 0u64), |(v, q), (mv, mq)| (v + mv, q + mq));
+            Some(PriceRow {
+                slot,
+                delivery_start_ms: slot_start_ms(slot),
+                clearing_price_per_kwh: r.clearing_price_per_kwh.map(base_units_per_kwh),
+                mean_price_per_kwh: (volume > 0)
+                    .then(|| Amount(value / u128::from(volume)).to_string()),
+                volume_kwh: kwh(r.volume_mwh),
+                orders: r.orders,
+                island: r.island,
+            })
+        })
+        .collect();
+    PriceHistory {
+        current_slot: current,
+        rows,
+    }
+}
+
+fn slots_param(q: &HistoryQuery) -> Result<u64, ApiError> {
+    let n = q.slots.unwrap_or(96);
+    if !(1..=MAX_HISTORY_SLOTS).contains(&n) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("slots must be 1 to {MAX_HISTORY_SLOTS}, not {n}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn head_state(s: &Shared) -> (gridmesh_ledger::State, u64) {
+    // A state clone shares its buckets; views are built without holding the lock.
+    let chain = s.chain.read().expect("chain lock");
+    (chain.state().clone(), chain.head().timestamp_ms)
+}
+
+/// Clearing prices and volumes of the recent slots.
+#[utoipa::path(get, path = "/v1/market/history", params(HistoryQuery),
+    responses((status = 200, body = PriceHistory), (status = 400, body = crate::api::ErrorBody)))]
+pub async fn get_history(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<PriceHistory> {
+    let n = slots_param(&q)?;
+    let (state, now) = head_state(&s);
+    Ok(Json(price_history(&state, now, n)))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct BlocksQuery {
+    /// Newest blocks to list (1 to 100; default 20).
+    pub limit: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct BlockSummary {
+    pub height: u64,
+    pub hash: String,
+    pub timestamp_ms: u64,
+    pub tx_count: u32,
+    pub proposer: String,
+    pub state_root: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct BlockList {
+    pub head: u64,
+    /// Newest first.
+    pub blocks: Vec<BlockSummary>,
+}
+
+/// The newest blocks' headers.
+#[utoipa::path(get, path = "/v1/blocks", params(BlocksQuery),
+    responses((status = 200, body = BlockList), (status = 400, body = crate::api::ErrorBody)))]
+pub async fn get_blocks(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<BlocksQuery>,
+) -> ApiResult<BlockList> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=MAX_BLOCKS).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("limit must be 1 to {MAX_BLOCKS}, not {limit}"),
+        ));
+    }
+    let (store, head) = {
+        let chain = s.chain.read().expect("chain lock");
+        (chain.store().clone(), chain.head().height)
+    };
+    let mut blocks = Vec::new();
+    for height in (head.saturating_sub(limit - 1)..=head).rev() {
+        let Some(h) = store.header(height).map_err(ApiError::internal)? else {
+            continue;
+        };
+        blocks.push(BlockSummary {
+            height,
+            hash: h.hash().to_string(),
+            timestamp_ms: h.timestamp_ms,
+            tx_count: h.tx_count,
+            proposer: h.proposer.to_string(),
+            state_root: h.state_root.to_string(),
+        });
+    }
+    Ok(Json(BlockList { head, blocks }))
+}
+
+fn svg(result: Result<String, gridmesh_sim::report::ReportError>) -> Response {
+    match result {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// Hours before now of a slot, for chart axes.
+fn hours_ago(slot: u64, current: u64) -> f64 {
+    -((current - slot) as f64) / 4.0
+}
+
+/// The recent slots' prices (mean of each slot's markets) and volumes as an SVG chart.
+#[utoipa::path(get, path = "/v1/charts/prices.svg", params(HistoryQuery),
+    responses((status = 200, content_type = "image/svg+xml", body = String),
+              (status = 400, body = crate::api::ErrorBody)))]
+pub async fn get_prices_chart(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let n = slots_param(&q)?;
+    let (state, now) = head_state(&s);
+    let h = price_history(&state, now, n);
+    let num = |v: &Option<String>| v.as_deref().and_then(|p| p.parse::<f64>().ok());
+    let prices: Vec<(f64, f64)> = h
+        .rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                hours_ago(r.slot, h.current_slot),
+                num(&r.mean_price_per_kwh)?,
+            ))
+        })
+        .collect();
+    let volumes: Vec<(f64, f64)> = h
+        .rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                hours_ago(r.slot, h.current_slot),
+                r.volume_kwh.parse::<f64>().ok()? / 10.0,
+            ))
+        })
+        .collect();
+    Ok(svg(line_chart(
+        "Clearing prices and volume",
+        "hours before the current slot (h)",
+        "tokens/kWh; volume in 10 kWh",
+        &[
+            Line {
+                name: "mean clearing price (tokens/kWh)",
+                color: PALETTE[0],
+                points: prices,
+            },
+            Line {
+                name: "volume traded (10 kWh)",
+                color: PALETTE[1],
+                points: volumes,
+            },
+        ],
+    )))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct DepthQuery {
+    /// The market slot.
+    pub slot: u64,
+}
+
+/// A slot's order book as cumulative demand and supply curves, SVG.
+#[utoipa::path(get, path = "/v1/charts/depth.svg", params(DepthQuery),
+    responses((status = 200, content_type = "image/svg+xml", body = String),
+              (status = 404, body = crate::api::ErrorBody)))]
+pub async fn get_depth_chart(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<DepthQuery>,
+) -> Result<Response, ApiError> {
+    let (state, now) = head_state(&s);
+    let view = crate::market_view::slot_view(&state, q.slot, now)
+        .ok_or_else(|| ApiError::not_found(format!("slot {} has no orders", q.slot)))?;
+    let levels: Vec<(f64, f64, f64)> = view
+        .depth
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l.price_per_kwh.parse().ok()?,
+                l.bid_kwh.parse().ok()?,
+                l.ask_kwh.parse().ok()?,
+            ))
+        })
+        .collect();
+    // Demand: what bids at or above a price would buy; supply: asks at or below it.
+    let mut demand = Vec::new();
+    let mut acc = 0.0;
+    for (p, bid, _) in levels.iter().rev() {
+        acc += bid;
+        demand.push((acc, *p));
+    }
+    let mut supply = Vec::new();
+    acc = 0.0;
+    for (p, _, ask) in &levels {
+        acc += ask;
+        supply.push((acc, *p));
+    }
+    Ok(svg(line_chart(
+        &format!("Order book of slot {}", q.slot),
+        "cumulative energy (kWh)",
+        "price (tokens/kWh)",
+        &[
+            Line {
+                name: "bids (demand)",
+                color: PALETTE[0],
+                points: demand,
+            },
+            Line {
+                name: "asks (supply)",
+                color: PALETTE[1],
+                points: supply,
+            },
+        ],
+    )))
+}

@@ -1,0 +1,140 @@
+//! `GET /v1/events` on a running node: a greeting, then a message per committed block; a bounded
+//! number of streams; and the dashboard's own endpoints refusing bad parameters.
+
+use std::time::Duration;
+
+use gridmesh_ledger::{Keypair, SignedTx};
+use gridmesh_node::client::Client;
+use gridmesh_node::{NodeConfig, RunningNode, FAUCET_KEY_FILE};
+use gridmesh_types::{Address, Amount};
+
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+fn next_json(ws: &mut Socket) -> serde_json::Value {
+    loop {
+        match ws.read().expect("a message") {
+            tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_stream_greets_then_reports_every_block_and_is_bounded() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.block_interval = Duration::from_millis(50);
+    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    let base = format!("{}", node.api_addr);
+
+    let (mut ws, _) = tungstenite::connect(format!("ws://{base}/v1/events")).unwrap();
+    let hello = next_json(&mut ws);
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["chain_id"], "gridmesh-dev");
+    let start = hello["height"].as_u64().unwrap();
+
+    // A transfer commits in the next block, and the stream says so.
+    let client = Client::new(&format!("http://{base}"));
+    let faucet = Keypair::load(&dir.path().join(FAUCET_KEY_FILE)).unwrap();
+    let chain = client.status().unwrap().chain_id;
+    let tx = SignedTx::transfer(&faucet, &chain, 0, Address([7; 32]), Amount(1_000));
+    let hash = client.submit(&tx).unwrap().hash.parse().unwrap();
+    let done = client
+        .wait_committed(&hash, Duration::from_secs(10))
+        .unwrap();
+    let block = next_json(&mut ws);
+    assert_eq!(block["type"], "block");
+    assert_eq!(block["height"].as_u64().unwrap(), start + 1);
+    assert_eq!(block["height"].as_u64(), done.height);
+    assert_eq!(block["txs"], 1);
+    assert_eq!(block["hash"].as_str().unwrap().len(), 64);
+
+    // At most MAX_SUBSCRIBERS streams: one more is refused with 503, and a closed one frees
+    // its place.
+    let mut open = vec![ws];
+    while open.len() < gridmesh_node::events::MAX_SUBSCRIBERS {
+        open.push(
+            tungstenite::connect(format!("ws://{base}/v1/events"))
+                .unwrap()
+                .0,
+        );
+    }
+    match tungstenite::connect(format!("ws://{base}/v1/events")) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    let mut last = open.pop().unwrap();
+    last.close(None).unwrap();
+    while last.read().is_ok() {}
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tungstenite::connect(format!("ws://{base}/v1/events")) {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("a closed stream's place was not freed: {e}"),
+        }
+    }
+    drop(open);
+    rt.block_on(node.stop()).unwrap();
+}
+
+#[test]
+fn the_dashboard_endpoints_refuse_bad_parameters_and_serve_svg() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    let url = format!("http://{}", node.api_addr);
+    for (path, status) in [
+        ("/v1/market/history?slots=0", 400),
+        ("/v1/market/history?slots=673", 400),
+        ("/v1/market/history?slots=x", 400),
+        ("/v1/blocks?limit=0", 400),
+        ("/v1/blocks?limit=101", 400),
+        ("/v1/charts/prices.svg?slots=9999", 400),
+        ("/v1/charts/depth.svg?slot=5", 404),
+        ("/v1/charts/depth.svg", 400),
+    ] {
+        match ureq::get(&format!("{url}{path}")).call() {
+            Err(ureq::Error::Status(code, _)) => assert_eq!(code, status, "{path}"),
+            other => panic!("{path}: expected {status}, got {other:?}"),
+        }
+    }
+    let blocks: serde_json::Value = ureq::get(&format!("{url}/v1/blocks"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(blocks["blocks"][0]["height"], 0, "the genesis block");
+    let r = ureq::get(&format!("{url}/v1/charts/prices.svg"))
+        .call()
+        .unwrap();
+    assert_eq!(r.content_type(), "image/svg+xml");
+    let svg = r.into_string().unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("tokens/kWh"),
+        "{svg}"
+    );
+    let doc: serde_json::Value = ureq::get(&format!("{url}/v1/openapi.json"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    for p in [
+        "/v1/events",
+        "/v1/market/history",
+        "/v1/blocks",
+        "/v1/charts/prices.svg",
+        "/v1/charts/depth.svg",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} is documented");
+    }
+    rt.block_on(node.stop()).unwrap();
+}

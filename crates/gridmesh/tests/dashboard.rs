@@ -1,7 +1,9 @@
 //! The dashboard end to end: a real node with a simulated community (`gridmesh demo --serve`),
 //! the page in headless Chromium (Debian's, installed by `./scripts/setup`). Every page loads
 //! without a console message, the numbers it shows are the API's, and screenshots of each page at
-//! phone and desktop widths are written to `target/tmp/dashboard/`.
+//! phone and desktop widths are written to `target/tmp/dashboard/`. The API the page uses is in the
+//! node's OpenAPI document, and the answers validate against it (`scripts/interop/openapi_check.py`,
+//! `jsonschema` from the test venv).
 
 mod common;
 
@@ -220,4 +222,46 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
     let csp = r.header("content-security-policy").unwrap().to_string();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(r.into_string().unwrap().contains("/dashboard/app.js"));
+}
+
+#[test]
+fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let demo = start_demo();
+    let app_js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/dashboard/app.js");
+    // Beyond the page's own requests: a cleared slot, a block, refusals.
+    let history = common::get_json(&format!("{}/v1/market/history?slots=96", demo.url));
+    let cleared = history["rows"].as_array().unwrap().last().unwrap()["slot"].clone();
+    let out = Command::new(python)
+        .arg(common::interop_script("openapi_check.py"))
+        .arg(&demo.url)
+        .arg(&app_js)
+        .args([
+            "/v1/status",
+            "/v1/grid",
+            "/v1/market",
+            "/v1/supply",
+            "/v1/market/history?slots=96",
+            "/v1/blocks?limit=15",
+            "/v1/blocks/latest",
+            "/v1/charts/prices.svg?slots=96",
+            &format!("/v1/charts/depth.svg?slot={cleared}"),
+            &format!("/v1/market/slots/{cleared}"),
+            "/v1/market/history?slots=0",
+            "/v1/blocks/999999",
+            "/v1/accounts/not-an-address",
+        ])
+        .output()
+        .expect("python runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("documented: /v1/events"), "{report}");
+    let checked = report.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(checked, 13, "every answer checked: {report}");
 }

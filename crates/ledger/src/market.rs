@@ -851,7 +851,7 @@ fn owned_device_key(owner: &Address, device: &Address) -> Vec<u8> {
     kv::key(TAG_OWNED_DEVICE, owner_group(owner), &rest)
 }
 
-fn owned_devices_prefix(owner: &Address) -> Vec<u8> {
+pub fn owned_devices_prefix(owner: &Address) -> Vec<u8> {
     kv::key(TAG_OWNED_DEVICE, owner_group(owner), &owner.0)
 }
 

@@ -42,6 +42,12 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::get_blocks,
         crate::api_dashboard::get_prices_chart,
         crate::api_dashboard::get_depth_chart,
+        crate::api_home::post_challenge,
+        crate::api_home::post_session,
+        crate::api_home::get_home,
+        crate::api_home::get_grants,
+        crate::api_home::put_grant,
+        crate::api_home::delete_grant,
         submit_tx,
         submit_txs,
         get_account,
@@ -98,7 +104,17 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::PriceRow,
         crate::api_dashboard::PriceHistory,
         crate::api_dashboard::BlockSummary,
-        crate::api_dashboard::BlockList
+        crate::api_dashboard::BlockList,
+        crate::api_home::ChallengeRequest,
+        crate::api_home::ChallengeResponse,
+        crate::api_home::SessionRequest,
+        crate::api_home::SessionResponse,
+        crate::api_home::GrantsView,
+        crate::api_home::HomeSlot,
+        crate::api_home::HomeDevice,
+        crate::api_home::HeldReading,
+        crate::api_home::HomeTotals,
+        crate::api_home::HomeView
     ))
 )]
 pub struct ApiDoc;
@@ -140,6 +156,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/charts/depth.svg",
             get(crate::api_dashboard::get_depth_chart),
+        )
+        .route("/v1/auth/challenge", post(crate::api_home::post_challenge))
+        .route("/v1/auth/session", post(crate::api_home::post_session))
+        .route("/v1/homes/{address}", get(crate::api_home::get_home))
+        .route(
+            "/v1/homes/{address}/grants",
+            get(crate::api_home::get_grants),
+        )
+        .route(
+            "/v1/homes/{address}/grants/{grantee}",
+            axum::routing::put(crate::api_home::put_grant).delete(crate::api_home::delete_grant),
         )
         .merge(crate::dashboard::routes())
         .route("/v1/openapi.json", get(openapi))

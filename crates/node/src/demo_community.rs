@@ -82,13 +82,33 @@ pub fn scenario(text: &str, overrides: &[String]) -> anyhow::Result<Scenario> {
     Ok(Scenario::from_toml(text, &all)?)
 }
 
-/// Runs the demo: starts the node, runs the community, stops the node. `say` hears progress:
-/// the API address once the node listens, then a line every three simulated hours.
+/// Runs the demo: starts the node, runs the community, stops the node (after Ctrl-C with
+/// [`DemoOptions::keep_serving`]). `say` hears progress: the API address once the node listens,
+/// then a line every three simulated hours, then the KPIs.
 pub async fn run(
     opts: DemoOptions,
     say: impl Fn(String) + Send + Sync + 'static,
 ) -> anyhow::Result<DemoRun> {
+    let keep_serving = opts.keep_serving;
     let say: Arc<dyn Fn(String) + Send + Sync> = Arc::new(say);
+    let (node, run) = start(opts, say.clone()).await?;
+    if keep_serving {
+        say(format!(
+            "the run is over; the node keeps serving {} until Ctrl-C",
+            run.api
+        ));
+        tokio::signal::ctrl_c().await?;
+    }
+    node.stop().await?;
+    Ok(run)
+}
+
+/// Starts the node, runs the community on it and returns the node still serving (the caller
+/// stops it; its data directory lives as long as the node) with what the run did.
+pub async fn start(
+    opts: DemoOptions,
+    say: Arc<dyn Fn(String) + Send + Sync>,
+) -> anyhow::Result<(ServingNode, DemoRun)> {
     let s = scenario(&opts.scenario, &opts.overrides)?;
     let inputs = gridmesh_sim::data::load(&s.data.weather, &s.data.load, &opts.base_dir)?;
     let c = gridmesh_sim::community::build(&s, &inputs);
@@ -152,6 +172,7 @@ pub async fn run(
     })
     .await?;
     let wall_seconds = started.elapsed().as_secs_f64();
+    let node = ServingNode { node, _dir: dir };
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
@@ -162,18 +183,26 @@ pub async fn run(
     for line in gridmesh_sim::report::summary(&outcome).lines() {
         say(line.to_string());
     }
-    if opts.keep_serving {
-        say(format!(
-            "the run is over; the node keeps serving {api} until Ctrl-C"
-        ));
-        tokio::signal::ctrl_c().await?;
+    Ok((
+        node,
+        DemoRun {
+            api,
+            wall_seconds,
+            outcome,
+        },
+    ))
+}
+
+/// The demo's node and its temporary data directory.
+pub struct ServingNode {
+    pub node: RunningNode,
+    _dir: tempfile::TempDir,
+}
+
+impl ServingNode {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.node.stop().await
     }
-    node.stop().await?;
-    Ok(DemoRun {
-        api,
-        wall_seconds,
-        outcome,
-    })
 }
 
 /// A running node's chain, driven by the simulator.

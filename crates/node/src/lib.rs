@@ -15,6 +15,7 @@ pub mod api;
 pub mod api_dashboard;
 pub mod api_economics;
 pub mod api_gateway;
+pub mod api_home;
 pub mod bench;
 pub mod bench_agent;
 pub mod bench_grid;
@@ -173,6 +174,8 @@ pub struct Shared {
     pub gateway: std::sync::OnceLock<device_gateway::GatewayHandles>,
     /// Committed blocks, for `GET /v1/events`.
     pub events: events::Events,
+    /// Sign-in challenges, sessions and read grants of members' homes.
+    pub auth: api_home::Auth,
 }
 
 /// What the API needs of the grid operator service.
@@ -328,6 +331,7 @@ impl RunningNode {
             }),
             gateway: Default::default(),
             events: Default::default(),
+            auth: api_home::Auth::load(Some(&cfg.data_dir))?,
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -5,6 +5,8 @@
 //! node's OpenAPI document, and the answers validate against it (`scripts/interop/openapi_check.py`,
 //! `jsonschema` from the test venv).
 
+#[path = "common/cdp.rs"]
+mod cdp;
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -264,4 +266,86 @@ fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
     assert!(report.contains("documented: /v1/events"), "{report}");
     let checked = report.lines().filter(|l| l.starts_with("ok ")).count();
     assert_eq!(checked, 13, "every answer checked: {report}");
+}
+
+#[test]
+fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
+    let Some(chrome) = chromium() else { return };
+    let demo = start_demo();
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    // The member's key file, as `gridmesh keys new` writes it.
+    let key = gridmesh_sim::ledger::member_key(1, 0);
+    let dir = tempfile::tempdir().unwrap();
+    key.save(&dir.path().join("ada.key")).unwrap();
+    let key_file = std::fs::read_to_string(dir.path().join("ada.key")).unwrap();
+
+    let mut b = cdp::Browser::launch(&chrome);
+    b.emulate(1280, 900, false, false);
+    b.goto(&format!("{}/#home", demo.url));
+    b.wait_for(
+        "the sign-in form",
+        "document.querySelector('#signin textarea')",
+    );
+    // A broken key file gets a clear message and no session.
+    b.eval("document.querySelector('#key').value = '{\"address\": \"zz\"}'; document.querySelector('#signin button').click(); 1");
+    b.wait_for(
+        "the refusal",
+        "document.querySelector('#signin-error').textContent.length > 0",
+    );
+    let why = b.eval("document.querySelector('#signin-error').textContent");
+    assert!(why.as_str().unwrap().contains("64 hex digits"), "{why}");
+    // The real one signs in (the key signs the challenge in the browser).
+    b.eval(&format!(
+        "document.querySelector('#key').value = {}; document.querySelector('#signin button').click(); 1",
+        serde_json::to_string(&key_file).unwrap()
+    ));
+    b.wait_for(
+        "the home page",
+        "document.querySelector('[data-api=\"home.balance\"]')",
+    );
+    b.wait_for("the chart", "document.querySelector('figure img').complete && document.querySelector('figure img').naturalWidth > 0");
+    let shown: Vec<(String, String)> = serde_json::from_value(b.eval(
+        "Array.from(document.querySelectorAll('[data-api]')).map(e => [e.dataset.api, e.textContent])",
+    ))
+    .unwrap();
+
+    // The same figures from the API, signed in from here.
+    let c: serde_json::Value = ureq::post(&format!("{}/v1/auth/challenge", demo.url))
+        .send_json(serde_json::json!({ "address": key.address().to_string() }))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let message = hex::decode(c["message"].as_str().unwrap()).unwrap();
+    let s: serde_json::Value = ureq::post(&format!("{}/v1/auth/session", demo.url))
+        .send_json(serde_json::json!({
+            "address": key.address().to_string(),
+            "challenge": c["challenge"],
+            "signature": hex::encode(key.sign(&message)),
+        }))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let home: serde_json::Value =
+        ureq::get(&format!("{}/v1/homes/{}?slots=96", demo.url, key.address()))
+            .set(
+                "Authorization",
+                &format!("Bearer {}", s["token"].as_str().unwrap()),
+            )
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+    assert_eq!(shown.len(), 9, "{shown:?}");
+    for (k, v) in &shown {
+        let path = k.strip_prefix("home.").unwrap();
+        let want = path.split('.').fold(&home, |j, p| &j[p]);
+        assert_eq!(Some(v.as_str()), want.as_str(), "{k}");
+    }
+    b.screenshot(&shots.join("home-desktop.png"));
+    // Phone width, dark: the page restyles itself (no reload).
+    b.emulate(390, 844, true, true);
+    b.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))))");
+    b.screenshot(&shots.join("home-phone-dark.png"));
+    assert!(b.console.is_empty(), "console: {:#?}", b.console);
 }

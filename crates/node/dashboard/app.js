@@ -45,7 +45,115 @@ const chart = (src, alt, caption) =>
   el("figure", {}, el("img", { src: `${src}${src.includes("?") ? "&" : "?"}t=${Date.now()}`, alt, width: 900, height: 320 }),
     el("figcaption", {}, caption));
 
+// ---- Signing in: the key stays in this browser (a non-extractable WebCrypto key in memory);
+// the node only ever sees signatures. The session token lives in sessionStorage.
+const hexBytes = (h) => new Uint8Array((h.match(/../g) || []).map((x) => parseInt(x, 16)));
+const bytesHex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+const b64url = (b) => btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+
+let signer = null; // {address, key: CryptoKey}
+
+async function importKeyFile(text) {
+  let file;
+  try { file = JSON.parse(text); } catch (_) { throw new Error("paste the key file's JSON (from `gridmesh keys new`)"); }
+  const address = String(file.address || "");
+  const secret = String(file.secret_key || "");
+  if (!/^[0-9a-f]{64}$/.test(address) || !/^[0-9a-f]{64}$/.test(secret)) {
+    throw new Error("a key file has an address and a secret_key of 64 hex digits each");
+  }
+  if (!window.crypto || !crypto.subtle) throw new Error("signing needs a secure page: open the dashboard on localhost or over https");
+  const key = await crypto.subtle.importKey("jwk",
+    { kty: "OKP", crv: "Ed25519", d: b64url(hexBytes(secret)), x: b64url(hexBytes(address)) },
+    { name: "Ed25519" }, false, ["sign"]);
+  return { address, key };
+}
+
+const sign = async (bytes) => new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, signer.key, bytes));
+
+const post = async (path, body, token) => {
+  const headers = { "content-type": "application/json", accept: "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const r = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+  const out = await r.json();
+  if (!r.ok) throw new Error(out.message || `${path}: ${r.status}`);
+  return out;
+};
+
+async function signIn(text) {
+  signer = await importKeyFile(text);
+  const c = await post("/v1/auth/challenge", { address: signer.address });
+  const signature = await sign(hexBytes(c.message));
+  const s = await post("/v1/auth/session", { address: signer.address, challenge: c.challenge, signature: bytesHex(signature) });
+  sessionStorage.setItem("gridmesh.session", JSON.stringify({ address: s.address, token: s.token }));
+}
+
+const session = () => {
+  try { return JSON.parse(sessionStorage.getItem("gridmesh.session")); } catch (_) { return null; }
+};
+
+const authed = async (path) => {
+  const s = session();
+  const r = await fetch(path, { headers: { authorization: `Bearer ${s.token}`, accept: "application/json" } });
+  if (r.status === 401) { sessionStorage.removeItem("gridmesh.session"); throw new Error("the session ended: sign in again"); }
+  return r;
+};
+
+function signInForm(message) {
+  const area = el("textarea", { id: "key", rows: 4, cols: 60, spellcheck: "false", autocomplete: "off",
+    "aria-describedby": "key-help" });
+  const out = el("p", { class: "error", role: "alert", id: "signin-error" }, message || "");
+  const form = el("form", { id: "signin" },
+    el("label", { for: "key" }, "Your key file"),
+    el("p", { id: "key-help", class: "label" },
+      "Paste the JSON of your key file. The key stays in this browser: it signs a challenge here, and the node only sees the signature."),
+    area, el("button", { type: "submit" }, "Sign in"), out);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.textContent = "";
+    try { await signIn(area.value); area.value = ""; render(); } catch (e) { out.textContent = e.message; }
+  });
+  return [el("h2", {}, "My home"), form];
+}
+
 const pages = {
+  async home() {
+    const s = session();
+    if (!s) return signInForm();
+    const r = await authed(`/v1/homes/${s.address}?slots=96`);
+    if (!r.ok) return signInForm((await r.json()).message);
+    const h = await r.json();
+    const t = h.totals;
+    const svg = await authed(`/v1/homes/${s.address}/flows.svg?slots=96`);
+    const img = el("img", { alt: "Imported, exported, bought and sold energy in kWh per 15-minute slot over the last day", width: 900, height: 320 });
+    img.src = URL.createObjectURL(await svg.blob());
+    const out = el("button", { type: "button", id: "signout" }, "Sign out");
+    out.addEventListener("click", () => { sessionStorage.removeItem("gridmesh.session"); signer = null; render(); });
+    return [
+      el("h2", {}, "My home"),
+      el("p", { class: "label" }, `Signed in as ${short(h.address)} `, out),
+      el("div", { class: "cards" },
+        card("Balance (tokens)", h.balance, "home.balance"),
+        card("Imported, 24 h (kWh)", t.import_kwh, "home.totals.import_kwh"),
+        card("Exported, 24 h (kWh)", t.export_kwh, "home.totals.export_kwh"),
+        card("Bought from neighbours, 24 h (kWh)", t.bought_kwh, "home.totals.bought_kwh"),
+        card("Sold to neighbours, 24 h (kWh)", t.sold_kwh, "home.totals.sold_kwh"),
+        card("My bill, 24 h (tokens)", t.bill, "home.totals.bill"),
+        card("Utility-only bill, 24 h (tokens)", t.baseline_bill, "home.totals.baseline_bill"),
+        card("Saved, 24 h (tokens)", t.savings, "home.totals.savings"),
+        card("Rewards (tokens)", t.rewards, "home.totals.rewards")),
+      el("h2", {}, "Energy over the last day"),
+      el("figure", {}, img, el("figcaption", {}, "Energy per 15-minute slot in kWh: the meter's import and export, and what was traded with neighbours.")),
+      el("h2", {}, "My devices"),
+      table("Devices with their own keys and their readings' verification", ["device", "kind", "rating (W)", "status", "accepted", "pending", "held (why)"],
+        h.devices.map((d) => [short(d.device), d.kind, d.capacity_w, d.status, d.readings_accepted, d.readings_pending,
+          d.held.length ? d.held.slice(-3).map((x) => `slot ${x.slot}: ${x.reason}`).join("; ") : "none"])),
+      el("h2", {}, "Recent slots"),
+      table("Last 12 slots with a reading or a trade, newest first", ["delivery (UTC)", "import (kWh)", "export (kWh)", "bought (kWh)", "sold (kWh)", "paid", "received", "utility cost", "utility credit"],
+        h.slots.slice(-12).reverse().map((r) => [utc(r.delivery_start_ms), r.import_kwh, r.export_kwh, r.bought_kwh, r.sold_kwh,
+          r.p2p_paid, r.p2p_received, r.utility_cost, r.utility_credit])),
+    ];
+  },
+
   async network() {
     const [status, grid, hist] = await Promise.all([
       api("/v1/status"), api("/v1/grid"), api("/v1/market/history?slots=96"),

@@ -45,6 +45,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_home::post_challenge,
         crate::api_home::post_session,
         crate::api_home::get_home,
+        crate::api_home::get_home_chart,
         crate::api_home::get_grants,
         crate::api_home::put_grant,
         crate::api_home::delete_grant,
@@ -160,6 +161,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/auth/challenge", post(crate::api_home::post_challenge))
         .route("/v1/auth/session", post(crate::api_home::post_session))
         .route("/v1/homes/{address}", get(crate::api_home::get_home))
+        .route(
+            "/v1/homes/{address}/flows.svg",
+            get(crate::api_home::get_home_chart),
+        )
         .route(
             "/v1/homes/{address}/grants",
             get(crate::api_home::get_grants),

@@ -634,3 +634,68 @@ pub async fn get_home(
     };
     Ok(Json(home_view(&state, &owner, now, slots)))
 }
+
+/// A home's energy per slot as an SVG chart: metered import and export, and what of it was traded
+/// with neighbours (owner or grantee, like the home view).
+#[utoipa::path(get, path = "/v1/homes/{address}/flows.svg", params(HomeQuery),
+    responses((status = 200, content_type = "image/svg+xml", body = String),
+              (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+              (status = 403, body = crate::api::ErrorBody)))]
+pub async fn get_home_chart(
+    state: State<Arc<Shared>>,
+    path: Path<String>,
+    query: Query<HomeQuery>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    use gridmesh_sim::report::{line_chart, Line, PALETTE};
+    let Json(view) = get_home(state, path, query, headers).await?;
+    let last = view.last_slot;
+    let series = |f: &dyn Fn(&HomeSlot) -> &String| -> Vec<(f64, f64)> {
+        view.slots
+            .iter()
+            .map(|r| {
+                (
+                    -((last - r.slot) as f64) / 4.0,
+                    f(r).parse::<f64>().unwrap_or(0.0),
+                )
+            })
+            .collect()
+    };
+    let svg = line_chart(
+        "My home's energy per 15 minutes",
+        "hours before the current slot (h)",
+        "energy (kWh)",
+        &[
+            Line {
+                name: "imported",
+                color: PALETTE[0],
+                points: series(&|r| &r.import_kwh),
+            },
+            Line {
+                name: "exported",
+                color: PALETTE[1],
+                points: series(&|r| &r.export_kwh),
+            },
+            Line {
+                name: "bought from neighbours",
+                color: PALETTE[2],
+                points: series(&|r| &r.bought_kwh),
+            },
+            Line {
+                name: "sold to neighbours",
+                color: PALETTE[3],
+                points: series(&|r| &r.sold_kwh),
+            },
+        ],
+    )
+    .map_err(ApiError::internal)?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
+}

@@ -43,7 +43,7 @@ def script_paths(app_js):
     source = open(app_js, encoding="utf-8").read()
     found = set()
     for m in re.finditer(r"(/v1/[A-Za-z0-9_./?=&${}-]*)", source):
-        found.add(m.group(1))
+        found.add(m.group(1).rstrip(".,"))
     return sorted(found)
 
 

@@ -60,9 +60,20 @@ impl<A: Application> SoloEngine<A> {
     /// Runs until `shutdown` receives a message or its sender is dropped, calling `on_block` with every
     /// committed block and the time it took to build and commit it. A failed commit (e.g. a full
     /// disk) is logged and retried next interval; a fatal error ([`AppError::is_fatal`]) ends the run.
-    pub fn run(mut self, shutdown: Receiver<()>, mut on_block: impl FnMut(&Finalized, Duration)) {
+    pub fn run(self, shutdown: Receiver<()>, on_block: impl FnMut(&Finalized, Duration)) {
+        self.run_from(shutdown, on_block, now_ms())
+    }
+
+    /// [`SoloEngine::run`] with block time starting at `start_ms` (then running `time_scale`
+    /// times faster than the wall clock).
+    pub fn run_from(
+        mut self,
+        shutdown: Receiver<()>,
+        mut on_block: impl FnMut(&Finalized, Duration),
+        start_ms: u64,
+    ) {
         let mut next = Instant::now() + self.cfg.block_interval;
-        let (start, start_ms) = (Instant::now(), now_ms());
+        let start = Instant::now();
         let scale = u64::from(self.cfg.time_scale.max(1));
         let clock = move || start_ms + start.elapsed().as_millis() as u64 * scale;
         loop {
@@ -101,14 +112,17 @@ impl<A: Application> SoloEngine<A> {
 
 impl<A: Application> SoloEngine<A> {
     /// Runs on a clock driven from outside (the simulator's): every [`Tick`] produces one block
-    /// at its time, empty or not, and is answered once the block is committed (or failed). Ends
-    /// when `shutdown` receives a message, either sender is dropped, or a fatal error occurs.
+    /// at its time, empty or not, and is answered once the block is committed (or failed). When
+    /// the driver goes (its sender dropped), the engine carries on as [`SoloEngine::run_from`]
+    /// just after the last block's time, `time_scale` times faster than the wall clock. Ends when
+    /// `shutdown` receives a message or its sender is dropped, or at a fatal error.
     pub fn run_driven(
         mut self,
         shutdown: Receiver<()>,
         ticks: Receiver<Tick>,
         mut on_block: impl FnMut(&Finalized, Duration),
     ) {
+        let mut last_ms = 0;
         loop {
             match shutdown.try_recv() {
                 Ok(()) | Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
@@ -117,7 +131,9 @@ impl<A: Application> SoloEngine<A> {
             let tick = match ticks.recv_timeout(Duration::from_millis(20)) {
                 Ok(t) => t,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return self.run_from(shutdown, on_block, last_ms.max(1) + 1);
+                }
             };
             let started = Instant::now();
             let result = self
@@ -126,6 +142,7 @@ impl<A: Application> SoloEngine<A> {
                 .and_then(|block| self.app.finalize(&block));
             match result {
                 Ok(f) => {
+                    last_ms = f.timestamp_ms;
                     on_block(&f, started.elapsed());
                     let _ = tick.done.send(Ok(f.height));
                 }
@@ -214,8 +231,8 @@ mod tests {
     }
 
     #[test]
-    fn a_driven_engine_answers_every_tick_and_stops_when_the_driver_goes() {
-        let (_keep, shutdown) = std::sync::mpsc::channel();
+    fn a_driven_engine_answers_every_tick_and_runs_on_its_own_when_the_driver_goes() {
+        let (keep, shutdown) = std::sync::mpsc::channel();
         let (ticks, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || engine(false).run_driven(shutdown, rx, |_, _| {}));
         for t in [1_000, 2_000] {
@@ -229,7 +246,11 @@ mod tests {
             let err = answer.recv().unwrap().unwrap_err();
             assert!(err.contains("missing"), "{err}");
         }
+        // Without a driver it carries on on its own clock until shut down.
         drop(ticks);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!thread.is_finished());
+        keep.send(()).unwrap();
         thread.join().unwrap();
     }
 }

@@ -343,6 +343,77 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         assert_eq!(Some(v.as_str()), want.as_str(), "{k}");
     }
     b.screenshot(&shots.join("home-desktop.png"));
+
+    // An order placed on the page, signed here with the key in the browser, is on the ledger.
+    b.goto(&format!("{}/#market", demo.url));
+    b.wait_for("the order form", "document.querySelector('form#order')");
+    let orders_url = format!("{}/v1/market/orders?owner={}", demo.url, key.address());
+    let before = common::get_json(&orders_url)["orders"]
+        .as_array()
+        .unwrap()
+        .len();
+    let slot = b
+        .eval("Number(document.querySelector('#o-slot').value)")
+        .as_u64()
+        .unwrap();
+    b.eval(
+        "document.querySelector('#o-energy').value = '0.75';
+         document.querySelector('#o-price').value = '0.215';
+         if (!document.querySelector('#o-location').value) document.querySelector('#o-location').value = 't1/s1/h1';
+         document.querySelector('form#order button').click(); 1",
+    );
+    b.wait_for(
+        "the order's block",
+        "document.querySelector('#o-note').dataset.committed",
+    );
+    let orders = common::get_json(&orders_url);
+    let placed = orders["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["slot"] == slot && o["energy_kwh"] == "0.75")
+        .unwrap_or_else(|| panic!("the order is on the ledger: {orders}"))
+        .clone();
+    assert_eq!(placed["price_per_kwh"], "0.215");
+    assert_eq!(
+        (placed["side"].as_str(), placed["status"].as_str()),
+        (Some("bid"), Some("open"))
+    );
+    assert_eq!(orders["orders"].as_array().unwrap().len(), before + 1);
+    // It is listed on the page, and cancelling it there takes it off the book.
+    b.goto(&format!("{}/#ledger", demo.url));
+    b.wait_for(
+        "the ledger page",
+        "document.getElementById('page').dataset.page === 'ledger'",
+    );
+    b.goto(&format!("{}/#market", demo.url));
+    let cancel = format!("{}/{}", slot, placed["id"]);
+    b.wait_for(
+        "the cancel button",
+        &format!("document.querySelector('[data-cancel=\"{cancel}\"]')"),
+    );
+    b.screenshot(&shots.join("market-signed-in.png"));
+    b.eval(&format!(
+        "document.querySelector('[data-cancel=\"{cancel}\"]').click(); 1"
+    ));
+    b.wait_for(
+        "the cancellation's outcome",
+        "(t => t && !t.startsWith('cancel submitted'))(document.querySelector('#cancel-note').textContent)",
+    );
+    let outcome = b.eval("document.querySelector('#cancel-note').textContent");
+    assert!(
+        outcome.as_str().unwrap().starts_with("committed"),
+        "{outcome}"
+    );
+    let after = common::get_json(&orders_url);
+    assert!(
+        !after["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["slot"] == slot && o["id"] == placed["id"] && o["status"] == "open"),
+        "cancelled: {after}"
+    );
     // Phone width, dark: the page restyles itself (no reload).
     b.emulate(390, 844, true, true);
     b.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))))");

@@ -98,6 +98,110 @@ const authed = async (path) => {
   return r;
 };
 
+// ---- Transactions signed here: the canonical encoding of the node's wire format (Borsh: fixed
+// little-endian integers, u32-prefixed strings, one-byte tags; see the ledger's tx module), signed
+// over "gridmesh/tx/v1\0" ‖ body, submitted as hex to POST /v1/tx.
+class Enc {
+  constructor() { this.b = []; }
+  u8(v) { this.b.push(v & 255); }
+  u32(v) { for (let i = 0; i < 4; i++) this.b.push((v >>> (8 * i)) & 255); }
+  u64(v) { let x = BigInt(v); for (let i = 0; i < 8; i++) { this.b.push(Number(x & 255n)); x >>= 8n; } }
+  bytes(a) { for (const x of a) this.b.push(x); }
+  str(s) { const e = new TextEncoder().encode(s); this.u32(e.length); this.bytes(e); }
+}
+
+// A decimal string as an integer with `places` decimals, exactly (no floating point).
+function fixed(text, places, what) {
+  const t = String(text).trim();
+  const m = /^(\d+)(?:\.(\d+))?$/.exec(t);
+  if (!m || (m[2] || "").length > places) throw new Error(`${what}: a number with at most ${places} decimals, not "${t}"`);
+  return BigInt(m[1]) * 10n ** BigInt(places) + BigInt((m[2] || "").padEnd(places, "0"));
+}
+
+async function submitTx(kindWriter) {
+  if (!signer) throw new Error("sign in with your key file first (the key signs here, in the browser)");
+  const [status, account] = await Promise.all([api("/v1/status"), api(`/v1/accounts/${signer.address}`)]);
+  const nonce = Math.max(account.nonce, signer.nextNonce || 0);
+  const body = new Enc();
+  body.u8(1); body.str(status.chain_id); body.bytes(hexBytes(signer.address)); body.u64(nonce);
+  kindWriter(body);
+  const domain = new TextEncoder().encode("gridmesh/tx/v1\0");
+  const signature = await sign(new Uint8Array([...domain, ...body.b]));
+  const accepted = await post("/v1/tx", { tx: bytesHex(new Uint8Array([...body.b, ...signature])) });
+  signer.nextNonce = nonce + 1;
+  return accepted.hash;
+}
+
+// What the reader's last order or cancellation came to, kept across refreshes of the page.
+const notes = { "o-note": {}, "cancel-note": {} };
+const noteEl = (id) => el("p", { id, role: "status", "data-committed": notes[id].committed }, notes[id].text || "");
+const setNote = (id, text, committed) => {
+  notes[id] = { text, committed };
+  const e = document.getElementById(id);
+  if (e) {
+    e.textContent = text;
+    if (committed) e.dataset.committed = committed; else delete e.dataset.committed;
+  }
+};
+
+async function waitCommitted(hash, id) {
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`/v1/tx/${hash}`);
+    const body = await r.json();
+    if (r.ok && body.status === "committed") { setNote(id, `committed in block ${body.height} (transaction ${short(hash)})`, hash); return; }
+    if (!r.ok && r.status !== 404) { setNote(id, body.message); return; }
+    await new Promise((res) => setTimeout(res, 300));
+  }
+  setNote(id, `transaction ${short(hash)} is still pending`);
+}
+
+function orderForm(m, lastLocation) {
+  const field = (id, label, input) => el("label", { for: id }, label, input);
+  const side = el("select", { id: "o-side" }, el("option", { value: "0" }, "buy (bid)"), el("option", { value: "1" }, "sell (ask)"));
+  const slot = el("input", { id: "o-slot", inputmode: "numeric", value: String(m.next_open_slot + 2) });
+  const energy = el("input", { id: "o-energy", inputmode: "decimal", value: "0.5" });
+  const price = el("input", { id: "o-price", inputmode: "decimal", value: "0.2" });
+  const location = el("input", { id: "o-location", value: lastLocation || "" });
+  const key = signer ? null : el("textarea", { id: "o-key", rows: 3, spellcheck: "false", autocomplete: "off" });
+  const note = noteEl("o-note");
+  const form = el("form", { id: "order" },
+    field("o-side", "Side ", side), field("o-slot", "Slot ", slot), field("o-energy", "Energy (kWh) ", energy),
+    field("o-price", "Price (tokens/kWh) ", price), field("o-location", "Connection (market area) ", location),
+    key ? field("o-key", "Your key file (signs here, stays in this browser) ", key) : "",
+    el("button", { type: "submit" }, "Place order"), note);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    setNote("o-note", "signing…");
+    busy += 1;
+    try {
+      if (!signer) signer = await importKeyFile(key.value);
+      const energyMwh = fixed(energy.value, 3, "energy") * 1000n;
+      const priceBase = fixed(price.value, 6, "price");
+      if (energyMwh === 0n) throw new Error("energy must be more than 0");
+      if (!location.value.trim()) throw new Error("the connection's market area is needed (e.g. t1/s1/h1)");
+      const hash = await submitTx((e) => {
+        e.u8(2); e.u64(slot.value); e.u8(Number(side.value)); e.u64(energyMwh); e.u64(priceBase); e.str(location.value.trim());
+      });
+      setNote("o-note", `submitted ${short(hash)}; waiting for its block…`);
+      await waitCommitted(hash, "o-note");
+    } catch (e) { setNote("o-note", e.message); } finally { busy -= 1; }
+  });
+  return form;
+}
+
+function cancelButton(o) {
+  const b = el("button", { type: "button", class: "small", "data-cancel": `${o.slot}/${o.id}` }, "Cancel");
+  b.addEventListener("click", async () => {
+    busy += 1;
+    try {
+      const hash = await submitTx((e) => { e.u8(3); e.u64(o.slot); e.u64(o.id); });
+      setNote("cancel-note", `cancel submitted ${short(hash)}…`);
+      await waitCommitted(hash, "cancel-note");
+    } catch (e) { setNote("cancel-note", e.message); } finally { busy -= 1; }
+  });
+  return b;
+}
+
 function signInForm(message) {
   const area = el("textarea", { id: "key", rows: 4, cols: 60, spellcheck: "false", autocomplete: "off",
     "aria-describedby": "key-help" });
@@ -113,6 +217,25 @@ function signInForm(message) {
     try { await signIn(area.value); area.value = ""; render(); } catch (e) { out.textContent = e.message; }
   });
   return [el("h2", {}, "My home"), form];
+}
+
+// The signed-in member's orders and the order form (only once signed in: orders are signed
+// with the member's own key).
+async function myOrders(m) {
+  const s = session();
+  if (!s) return [el("p", { class: "label" }, "Sign in on My home to place and cancel orders.")];
+  const mine = await api(`/v1/market/orders?owner=${s.address}`);
+  const note = noteEl("cancel-note");
+  const last = mine.orders.find((o) => o.location);
+  return [
+    el("h2", {}, "My orders"),
+    table("My orders of the last day and the open slots, newest first", ["slot", "delivery (UTC)", "side", "energy (kWh)", "price (tokens/kWh)", "status", "traded (kWh)", ""],
+      mine.orders.slice(0, 24).map((o) => [o.slot, utc(o.delivery_start_ms), o.side, o.energy_kwh, o.price_per_kwh, o.status, o.traded_kwh,
+        o.status === "open" ? cancelButton(o) : ""])),
+    note,
+    el("h2", {}, "Place an order"),
+    orderForm(m, last && last.location),
+  ];
 }
 
 const pages = {
@@ -183,11 +306,7 @@ const pages = {
     const rows = hist.rows.slice().reverse();
     const last = rows[0];
     // The depth chart of the next open slot if it has orders, else of the latest cleared one.
-    let depthSlot = null;
-    try {
-      const next = await api(`/v1/market/slots/${m.next_open_slot}`);
-      if (next.orders > 0) depthSlot = m.next_open_slot;
-    } catch (_) { /* no orders yet */ }
+    let depthSlot = m.next_open_orders > 0 ? m.next_open_slot : null;
     if (depthSlot === null && last) depthSlot = last.slot;
     return [
       el("h2", {}, "Energy market"),
@@ -205,6 +324,7 @@ const pages = {
       depthSlot === null ? el("p", { class: "empty" }, "No order book yet.") :
         chart(`/v1/charts/depth.svg?slot=${depthSlot}`, `Order book of slot ${depthSlot}: cumulative bids and asks by price`,
           `Order book of slot ${depthSlot} (${utc(depthSlot * 900000)}): energy in kWh against price in tokens/kWh.`),
+      ...(await myOrders(m)),
       el("h2", {}, "Recent slots"),
       table("Cleared slots, newest first", ["slot", "delivery (UTC)", "orders", "volume (kWh)", "price (tokens/kWh)", "island"],
         rows.slice(0, 24).map((r) => [r.slot, utc(r.delivery_start_ms), r.orders, r.volume_kwh,
@@ -241,9 +361,14 @@ const pages = {
 let current = null;
 let rendering = false;
 let again = false;
+// A form being filled in or a transaction on its way: live refreshes wait.
+let busy = 0;
+const quiet = () => busy === 0 && !(document.activeElement && document.activeElement.closest("form"));
 
-async function render() {
-  if (rendering) { again = true; return; }
+// `live`: a refresh for a new block, dropped if the reader started something meanwhile (a form
+// being filled in, a transaction on its way) so that nothing they see is replaced under them.
+async function render(live = false) {
+  if (rendering) { again = again || !live; return; }
   rendering = true;
   const name = (location.hash || "#network").slice(1);
   const page = pages[name] ? name : "network";
@@ -254,6 +379,11 @@ async function render() {
   const main = document.getElementById("page");
   try {
     const content = await pages[page]();
+    if (live && !quiet()) {
+      rendering = false;
+      if (again) { again = false; render(); }
+      return;
+    }
     main.replaceChildren(...content);
     main.dataset.page = page;
     main.dataset.loaded = String(Date.now());
@@ -282,7 +412,7 @@ function live() {
     }
     if (e.type === "block" || e.type === "lagged") {
       // At most one refresh a second, however fast blocks come.
-      if (!timer) timer = setTimeout(() => { timer = null; render(); }, 1000);
+      if (!timer) timer = setTimeout(() => { timer = null; if (quiet()) render(true); }, 1000);
     }
   };
   ws.onclose = () => {

@@ -42,6 +42,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::get_blocks,
         crate::api_dashboard::get_prices_chart,
         crate::api_dashboard::get_depth_chart,
+        crate::api_dashboard::get_orders,
         crate::api_home::post_challenge,
         crate::api_home::post_session,
         crate::api_home::get_home,
@@ -106,6 +107,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::PriceHistory,
         crate::api_dashboard::BlockSummary,
         crate::api_dashboard::BlockList,
+        crate::api_dashboard::OrderView,
+        crate::api_dashboard::OrderList,
         crate::api_home::ChallengeRequest,
         crate::api_home::ChallengeResponse,
         crate::api_home::SessionRequest,
@@ -150,6 +153,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events", get(crate::events::get_events))
         .route("/v1/market/history", get(crate::api_dashboard::get_history))
         .route("/v1/blocks", get(crate::api_dashboard::get_blocks))
+        .route("/v1/market/orders", get(crate::api_dashboard::get_orders))
         .route(
             "/v1/charts/prices.svg",
             get(crate::api_dashboard::get_prices_chart),

@@ -314,3 +314,81 @@ pub async fn get_depth_chart(
         ],
     )))
 }
+
+#[derive(Deserialize, IntoParams)]
+pub struct OrdersQuery {
+    /// The account whose orders to list.
+    pub owner: String,
+}
+
+/// One order on the ledger.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct OrderView {
+    pub slot: u64,
+    pub delivery_start_ms: u64,
+    pub id: u64,
+    /// `bid` or `ask`.
+    pub side: String,
+    pub energy_kwh: String,
+    pub price_per_kwh: String,
+    pub location: String,
+    /// `open` (waiting for its gate closure) or `cleared`.
+    pub status: String,
+    pub traded_kwh: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct OrderList {
+    pub owner: String,
+    /// Orders of the last day and of the open slots up to a week ahead, newest slot first.
+    pub orders: Vec<OrderView>,
+}
+
+/// An account's orders of the last day and the open slots ahead (orders are public: they make
+/// the order book).
+#[utoipa::path(get, path = "/v1/market/orders", params(OrdersQuery),
+    responses((status = 200, body = OrderList), (status = 400, body = crate::api::ErrorBody)))]
+pub async fn get_orders(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<OrdersQuery>,
+) -> ApiResult<OrderList> {
+    let owner: gridmesh_types::Address = q.owner.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("owner {:?} is not an address (64 hex digits)", q.owner),
+        )
+    })?;
+    let (state, now) = head_state(&s);
+    let current = slot_of(now);
+    let mut orders = Vec::new();
+    for slot in (current.saturating_sub(95)..=current + market::MAX_SLOTS_AHEAD).rev() {
+        for (k, v) in state.kv().scan(&market::orders_prefix(slot)) {
+            let o: market::OrderRecord = market::decode(v);
+            if o.owner != owner {
+                continue;
+            }
+            orders.push(OrderView {
+                slot,
+                delivery_start_ms: slot_start_ms(slot),
+                id: u64::from_be_bytes(k[k.len() - 8..].try_into().expect("order key")),
+                side: match o.side {
+                    gridmesh_market::Side::Bid => "bid".into(),
+                    gridmesh_market::Side::Ask => "ask".into(),
+                },
+                energy_kwh: kwh(o.energy_mwh),
+                price_per_kwh: base_units_per_kwh(o.price_per_kwh),
+                location: o.location.clone(),
+                status: match o.status {
+                    market::OrderStatus::Open => "open".into(),
+                    market::OrderStatus::Cleared => "cleared".into(),
+                },
+                traded_kwh: kwh(o.traded_mwh),
+            });
+        }
+    }
+    Ok(Json(OrderList {
+        owner: owner.to_string(),
+        orders,
+    }))
+}

@@ -123,7 +123,9 @@ pub async fn start(
     cfg.listen = opts.listen;
     cfg.genesis = Some(genesis_path);
     cfg.driven = true;
-    let node = RunningNode::start(cfg).await?;
+    // After the run the chain carries on in real time from the run's last block.
+    cfg.block_interval = Duration::from_millis(200);
+    let mut node = RunningNode::start(cfg).await?;
     let api = format!("http://{}", node.api_addr);
     say(format!(
         "gridmesh demo: {} ({} homes, {} day{} from {}), embedded node at {api}, chain {}",
@@ -172,6 +174,9 @@ pub async fn start(
     })
     .await?;
     let wall_seconds = started.elapsed().as_secs_f64();
+    // The simulator's driver is gone with its chain; dropping this one lets the node's engine
+    // carry on on its own clock (orders placed on the dashboard still clear and settle).
+    node.driver = None;
     let node = ServingNode { node, _dir: dir };
     let outcome = match result {
         Ok(o) => o,

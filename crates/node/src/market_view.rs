@@ -377,6 +377,8 @@ pub struct MarketInfo {
     /// The slot the head's time is in, and the first slot still open for orders.
     pub current_slot: u64,
     pub next_open_slot: u64,
+    /// Orders placed so far for the next open slot.
+    pub next_open_orders: u32,
     /// The head block's time and the next open slot's gate closure (ms since the epoch).
     pub now_ms: u64,
     pub next_gate_closure_ms: u64,
@@ -424,6 +426,7 @@ pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
         late_window_minutes: cfg.late_window_minutes,
         current_slot: current,
         next_open_slot: next,
+        next_open_orders: state.kv().scan(&market::orders_prefix(next)).count() as u32,
         now_ms,
         next_gate_closure_ms: cfg.gate_closure_ms(next),
         tariffs: cfg

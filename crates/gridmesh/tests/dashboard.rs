@@ -128,6 +128,7 @@ fn from_api(url: &str, key: &str) -> Option<String> {
         "grid" => "/v1/grid",
         "market" => "/v1/market",
         "history" => "/v1/market/history?slots=96",
+        "feeder" => "/v1/grid/feeder",
         _ => return None,
     };
     let json = common::get_json(&format!("{url}{path}"));
@@ -150,6 +151,18 @@ fn from_api(url: &str, key: &str) -> Option<String> {
             return Some(format!("{kwh:.1}"));
         }
         _ => {}
+    }
+    if doc == "feeder" {
+        // Shown rounded: to as many places as the page shows, percentages as percent.
+        let v = field.split('.').try_fold(&json, |j, p| j.get(p))?;
+        return Some(match v.as_f64() {
+            Some(x) if field.ends_with("self_sufficiency") => format!("{:.1} %", x * 100.0),
+            Some(x) if v.is_u64() => format!("{x}"),
+            Some(x) if field.ends_with("_pu") => format!("{x:.3}"),
+            Some(x) if field.ends_with("losses_kw") => format!("{x:.2}"),
+            Some(x) => format!("{x:.1}"),
+            None => "–".to_string(),
+        });
     }
     let v = match field.strip_prefix("last.") {
         Some(f) => json["rows"].as_array()?.last()?.get(f)?.clone(),
@@ -249,6 +262,8 @@ fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
             "/v1/blocks?limit=15",
             "/v1/blocks/latest",
             "/v1/charts/prices.svg?slots=96",
+            "/v1/grid/feeder",
+            "/v1/charts/feeder.svg",
             &format!("/v1/charts/depth.svg?slot={cleared}"),
             &format!("/v1/market/slots/{cleared}"),
             "/v1/market/history?slots=0",
@@ -265,7 +280,7 @@ fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
     );
     assert!(report.contains("documented: /v1/events"), "{report}");
     let checked = report.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(checked, 13, "every answer checked: {report}");
+    assert_eq!(checked, 15, "every answer checked: {report}");
 }
 
 #[test]

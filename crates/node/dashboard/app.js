@@ -238,6 +238,41 @@ async function myOrders(m) {
   ];
 }
 
+const num = (v, places) => (v === null || v === undefined ? null : Number(v).toFixed(places));
+const pct = (v) => (v === null || v === undefined ? null : `${(100 * v).toFixed(1)} %`);
+
+// The feeder's power flow, when something solves it next to this node.
+function feederPart(f) {
+  if (!f.available) return [el("p", { class: "empty" }, "This node has no live view of the feeder's power flow.")];
+  const l = f.latest, d = f.day;
+  return [
+    el("h2", {}, `The feeder now (${utc(l.slot_start_ms)})`),
+    el("div", { class: "cards" },
+      card("Exchange with the grid (kW, + import)", num(l.pcc_kw, 1), "feeder.latest.pcc_kw"),
+      card("Consumption (kW)", num(l.load_kw, 1), "feeder.latest.load_kw"),
+      card("Rooftop PV (kW)", num(l.pv_kw, 1), "feeder.latest.pv_kw"),
+      card("Batteries (kW, + discharging)", num(l.battery_kw, 1), "feeder.latest.battery_kw"),
+      card("EV charging (kW)", num(l.ev_kw, 1), "feeder.latest.ev_kw"),
+      card("Losses (kW)", num(l.losses_kw, 2), "feeder.latest.losses_kw"),
+      card("Lowest voltage (pu)", num(l.min_vm_pu, 3), "feeder.latest.min_vm_pu"),
+      card("Highest voltage (pu)", num(l.max_vm_pu, 3), "feeder.latest.max_vm_pu"),
+      card("Transformer loading (%)", num(l.transformer_loading_percent, 1), "feeder.latest.transformer_loading_percent")),
+    el("figure", {}, el("img", { src: `/v1/charts/feeder.svg?t=${Date.now()}`, alt: "Single-line diagram of the feeder: branches coloured by loading, buses by voltage" }),
+      el("figcaption", {}, `Branches coloured by loading (blue under 50 %, orange to 100 %, red above); buses red outside ${f.vmin_pu}–${f.vmax_pu} pu.`)),
+    el("h2", {}, `The community over the last ${d.slots} slots`),
+    el("div", { class: "cards" },
+      card("Self-sufficiency", pct(d.self_sufficiency), "feeder.day.self_sufficiency"),
+      card("Imported (kWh)", num(d.import_kwh, 1), "feeder.day.import_kwh"),
+      card("Exported (kWh)", num(d.export_kwh, 1), "feeder.day.export_kwh"),
+      card("Peak import (kW)", num(d.peak_import_kw, 1), "feeder.day.peak_import_kw"),
+      card("Peak export (kW)", num(d.peak_export_kw, 1), "feeder.day.peak_export_kw"),
+      card("Losses (kWh)", num(d.losses_kwh, 1), "feeder.day.losses_kwh"),
+      card("Slots outside the voltage band", d.voltage_band_slots, "feeder.day.voltage_band_slots"),
+      card("Slots over the transformer rating", d.overloaded_slots, "feeder.day.overloaded_slots"),
+      card("Islanded slots", d.islanded_slots, "feeder.day.islanded_slots")),
+  ];
+}
+
 const pages = {
   async home() {
     const s = session();
@@ -278,8 +313,8 @@ const pages = {
   },
 
   async network() {
-    const [status, grid, hist] = await Promise.all([
-      api("/v1/status"), api("/v1/grid"), api("/v1/market/history?slots=96"),
+    const [status, grid, hist, feeder] = await Promise.all([
+      api("/v1/status"), api("/v1/grid"), api("/v1/market/history?slots=96"), api("/v1/grid/feeder"),
     ]);
     const last = hist.rows[hist.rows.length - 1];
     const traded = hist.rows.reduce((s, r) => s + Number(r.volume_kwh), 0);
@@ -295,6 +330,7 @@ const pages = {
         card("Validators", status.validators, "status.validators"),
         card("Traded last 24 h (kWh)", traded.toFixed(1), "history.volume_kwh_sum"),
         card("Last cleared slot", last ? utc(last.delivery_start_ms) : null, "history.last.delivery_start_ms")),
+      ...feederPart(feeder),
       el("h2", {}, "Islanding and reconnection"),
       table("Grid events", ["#", "event", "at", "block"],
         grid.events.slice(-12).reverse().map((e) => [e.seq, e.event, utc(e.at_ms), e.height])),

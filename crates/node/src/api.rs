@@ -43,6 +43,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::get_prices_chart,
         crate::api_dashboard::get_depth_chart,
         crate::api_dashboard::get_orders,
+        crate::api_feeder::get_feeder,
+        crate::api_feeder::get_feeder_chart,
         crate::api_home::post_challenge,
         crate::api_home::post_session,
         crate::api_home::get_home,
@@ -109,6 +111,9 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::BlockList,
         crate::api_dashboard::OrderView,
         crate::api_dashboard::OrderList,
+        crate::api_feeder::FeederView,
+        crate::api_feeder::FeederSlotView,
+        crate::api_feeder::FeederDayView,
         crate::api_home::ChallengeRequest,
         crate::api_home::ChallengeResponse,
         crate::api_home::SessionRequest,
@@ -154,6 +159,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/market/history", get(crate::api_dashboard::get_history))
         .route("/v1/blocks", get(crate::api_dashboard::get_blocks))
         .route("/v1/market/orders", get(crate::api_dashboard::get_orders))
+        .route("/v1/grid/feeder", get(crate::api_feeder::get_feeder))
+        .route(
+            "/v1/charts/feeder.svg",
+            get(crate::api_feeder::get_feeder_chart),
+        )
         .route(
             "/v1/charts/prices.svg",
             get(crate::api_dashboard::get_prices_chart),

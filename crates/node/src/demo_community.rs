@@ -327,6 +327,14 @@ impl SimChain for NodeChain {
         Ok(())
     }
 
+    fn wants_feeder(&self) -> bool {
+        true
+    }
+
+    fn feeder(&mut self, snapshot: gridmesh_sim::feeder::Snapshot) {
+        crate::api_feeder::FeederLive::push(&self.shared.feeder, snapshot);
+    }
+
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(self.shared.chain.read().expect("chain lock").state())
     }

@@ -14,6 +14,7 @@ pub mod agent_runner;
 pub mod api;
 pub mod api_dashboard;
 pub mod api_economics;
+pub mod api_feeder;
 pub mod api_gateway;
 pub mod api_home;
 pub mod bench;
@@ -176,6 +177,8 @@ pub struct Shared {
     pub events: events::Events,
     /// Sign-in challenges, sessions and read grants of members' homes.
     pub auth: api_home::Auth,
+    /// The feeder as its power flow was last solved next to this node (the demo's simulator).
+    pub feeder: std::sync::Mutex<api_feeder::FeederLive>,
 }
 
 /// What the API needs of the grid operator service.
@@ -332,6 +335,7 @@ impl RunningNode {
             gateway: Default::default(),
             events: Default::default(),
             auth: api_home::Auth::load(Some(&cfg.data_dir))?,
+            feeder: Default::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)

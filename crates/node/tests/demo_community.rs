@@ -119,3 +119,53 @@ fn a_paced_day_takes_its_wall_time() {
     assert!(took < 30.0, "{took:.2} s");
     assert!(run.wall_seconds >= 4.7);
 }
+
+#[test]
+fn the_node_shows_the_feeder_as_the_simulator_solved_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (node, run) = rt
+        .block_on(demo_community::start(
+            options(&["homes.count=20", "period.days=1"]),
+            Arc::new(|_: String| {}),
+        ))
+        .unwrap();
+    let v: serde_json::Value = ureq::get(&format!("{}/v1/grid/feeder", run.api))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(v["available"], true);
+    let day = &v["day"];
+    assert_eq!(day["slots"], 96, "the last day of slots");
+    // The day's figures are the run's: the same slots, the same physics.
+    let c = &run.outcome.community;
+    let near =
+        |a: &serde_json::Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-6 * b.abs().max(1.0);
+    assert!(
+        near(&day["peak_import_kw"], c.peak_import_kw),
+        "{} against {}",
+        day["peak_import_kw"],
+        c.peak_import_kw
+    );
+    assert!(
+        near(&day["losses_kwh"], c.losses_kwh),
+        "{} against {}",
+        day["losses_kwh"],
+        c.losses_kwh
+    );
+    assert_eq!(
+        day["islanded_slots"].as_u64().unwrap() as usize,
+        c.outage_slots
+    );
+    assert!(v["buses"].as_u64().unwrap() > 5);
+    let svg = ureq::get(&format!("{}/v1/charts/feeder.svg", run.api))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<circle"),
+        "a diagram with buses"
+    );
+    rt.block_on(node.stop()).unwrap();
+}

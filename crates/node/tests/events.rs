@@ -138,3 +138,25 @@ fn the_dashboard_endpoints_refuse_bad_parameters_and_serve_svg() {
     }
     rt.block_on(node.stop()).unwrap();
 }
+
+#[test]
+fn a_node_without_a_feeder_view_says_so() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    let url = format!("http://{}", node.api_addr);
+    let v: serde_json::Value = ureq::get(&format!("{url}/v1/grid/feeder"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(v["available"], false);
+    assert!(v["latest"].is_null());
+    match ureq::get(&format!("{url}/v1/charts/feeder.svg")).call() {
+        Err(ureq::Error::Status(404, _)) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+    rt.block_on(node.stop()).unwrap();
+}

@@ -468,6 +468,8 @@ pub fn run_on(
         let index_ref = &index;
         let tou_ref = &tou;
         let keyed = inverters.reporting();
+        let live_feeder = ledger_ref.wants_feeder();
+        let mut solved = None;
         let (cleared, bills, verdicts) = std::thread::scope(|scope| {
             let block = scope.spawn(move || {
                 ledger_ref.block(txs, slot_start_ms(chain_slot(u)))?;
@@ -610,7 +612,12 @@ pub fn run_on(
                         net.buses[bus].load_mvar += home.load_kw[u].max(0.0) * Q_PER_P / 1e3;
                     }
                     match radial.solve(&net, &pf_opts) {
-                        Ok(pf) => acc.power_flow(u, &net, feeder, &pf),
+                        Ok(pf) => {
+                            acc.power_flow(u, &net, feeder, &pf);
+                            if live_feeder {
+                                solved = Some(pf);
+                            }
+                        }
                         Err(e) => acc.power_flow_failed(u, e.to_string()),
                     }
                 } else {
@@ -627,6 +634,15 @@ pub fn run_on(
         }
         if let Some((slot, v)) = verdicts {
             inverters.record(slot, v);
+        }
+        if let (Some(pf), Some(row)) = (solved, acc.series_row(u)) {
+            ledger.feeder(crate::feeder::Snapshot::of(
+                feeder,
+                &net,
+                &pf,
+                row.clone(),
+                slot_start_ms(chain_slot(u)),
+            ));
         }
         if let Some((paid, lines)) = bills {
             acc.p2p_paid(paid);

@@ -230,3 +230,77 @@ mod tests {
         }
     }
 }
+
+/// A bus of a [`Snapshot`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BusState {
+    pub number: u32,
+    pub slack: bool,
+    pub vm_pu: f64,
+}
+
+/// A branch of a [`Snapshot`]: `from` and `to` index [`Snapshot::buses`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BranchState {
+    pub from: usize,
+    pub to: usize,
+    /// Apparent power over the rating at the more loaded end, percent (`None`: unrated).
+    pub loading_percent: Option<f64>,
+    /// Active power entering at the `from` end, kW.
+    pub p_kw: f64,
+    pub transformer: bool,
+}
+
+/// The feeder as one slot left it: the power flow's voltages and loadings and the community's
+/// figures of the slot, for a live view.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Snapshot {
+    pub slot_start_ms: u64,
+    pub row: crate::kpi::SlotRow,
+    pub vmin_pu: f64,
+    pub vmax_pu: f64,
+    pub buses: Vec<BusState>,
+    pub branches: Vec<BranchState>,
+}
+
+impl Snapshot {
+    /// The snapshot of `net` solved as `pf`, with the slot's `row`.
+    pub fn of(
+        feeder: &Feeder,
+        net: &Network,
+        pf: &gridmesh_grid::powerflow::PowerFlow,
+        row: crate::kpi::SlotRow,
+        slot_start_ms: u64,
+    ) -> Snapshot {
+        Snapshot {
+            slot_start_ms,
+            row,
+            vmin_pu: net.buses.iter().map(|b| b.vmin_pu).fold(f64::NAN, f64::max),
+            vmax_pu: net.buses.iter().map(|b| b.vmax_pu).fold(f64::NAN, f64::min),
+            buses: net
+                .buses
+                .iter()
+                .zip(&pf.vm_pu)
+                .map(|(b, v)| BusState {
+                    number: b.number,
+                    slack: b.kind == gridmesh_grid::BusKind::Slack,
+                    vm_pu: *v,
+                })
+                .collect(),
+            branches: net
+                .branches
+                .iter()
+                .zip(&pf.branches)
+                .enumerate()
+                .map(|(k, (b, f))| BranchState {
+                    from: b.from,
+                    to: b.to,
+                    loading_percent: (b.rate_a_mva > 0.0)
+                        .then(|| f.max_mva() / b.rate_a_mva * 100.0),
+                    p_kw: f.p_from_mw * 1e3,
+                    transformer: feeder.transformers.contains(&k),
+                })
+                .collect(),
+        }
+    }
+}

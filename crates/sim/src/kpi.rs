@@ -292,6 +292,11 @@ impl Accumulator {
         }
     }
 
+    /// Slot `u`'s row of the time series, once something was recorded for it.
+    pub fn series_row(&self, u: usize) -> Option<&SlotRow> {
+        self.series.get(u.checked_sub(self.first)?)
+    }
+
     fn row(&mut self, u: usize) -> &mut SlotRow {
         let k = u - self.first;
         while self.series.len() <= k {

@@ -30,6 +30,15 @@ pub trait SimChain: Send {
     /// The chain at the end of a run.
     fn kpis(&self) -> LedgerKpis;
 
+    /// Whether this chain shows the feeder live ([`SimChain::feeder`] is then called after every
+    /// slot; building a snapshot costs O(buses)).
+    fn wants_feeder(&self) -> bool {
+        false
+    }
+
+    /// The feeder as the slot just simulated left it (the demo's node serves it to its page).
+    fn feeder(&mut self, _snapshot: crate::feeder::Snapshot) {}
+
     fn balance(&self, a: &Address) -> u128 {
         self.read(|s| s.account(a).balance.0)
     }

@@ -286,9 +286,21 @@ const pages = {
     img.src = URL.createObjectURL(await svg.blob());
     const out = el("button", { type: "button", id: "signout" }, "Sign out");
     out.addEventListener("click", () => { sessionStorage.removeItem("gridmesh.session"); signer = null; render(); });
+    const l = h.live;
+    const now = l ? [
+      el("h2", {}, `My home now (${utc(l.slot_start_ms)})`),
+      el("div", { class: "cards" },
+        card("Solar production (kW)", num(l.pv_kw, 2), "home.live.pv_kw"),
+        card("Consumption (kW)", num(l.load_kw, 2), "home.live.load_kw"),
+        card("Battery (kW, + charging)", num(l.battery_kw, 2), "home.live.battery_kw"),
+        card("Battery charge (%)", num(l.battery_soc_percent, 0), "home.live.battery_soc_percent"),
+        card("EV charging (kW)", num(l.ev_kw, 2), "home.live.ev_kw"),
+        card("Grid (kW, + import)", num(l.net_kw, 2), "home.live.net_kw")),
+    ] : [];
     return [
       el("h2", {}, "My home"),
       el("p", { class: "label" }, `Signed in as ${short(h.address)} `, out),
+      ...now,
       el("div", { class: "cards" },
         card("Balance (tokens)", h.balance, "home.balance"),
         card("Imported, 24 h (kWh)", t.import_kwh, "home.totals.import_kwh"),

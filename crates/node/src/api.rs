@@ -114,6 +114,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_feeder::FeederView,
         crate::api_feeder::FeederSlotView,
         crate::api_feeder::FeederDayView,
+        crate::api_feeder::HomeLiveView,
         crate::api_home::ChallengeRequest,
         crate::api_home::ChallengeResponse,
         crate::api_home::SessionRequest,

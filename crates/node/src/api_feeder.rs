@@ -43,10 +43,46 @@ impl FeederLive {
         l.recent.push_back(Snapshot {
             buses: Vec::new(),
             branches: Vec::new(),
-            ..s.clone()
+            homes: Vec::new(),
+            row: s.row.clone(),
+            ..s
         });
         l.latest = Some(s);
     }
+
+    /// What `home`'s devices did in the latest slot, if this node knows.
+    pub fn home(live: &Mutex<FeederLive>, home: &gridmesh_types::Address) -> Option<HomeLiveView> {
+        let l = live.lock().expect("feeder lock");
+        let s = l.latest.as_ref()?;
+        let h = s.homes.iter().find(|h| h.address == *home)?;
+        Some(HomeLiveView {
+            slot_start_ms: s.slot_start_ms,
+            load_kw: h.load_kw,
+            pv_kw: h.pv_kw,
+            battery_kw: h.battery_kw,
+            battery_soc_percent: h
+                .battery_soc_kwh
+                .zip(h.battery_capacity_kwh)
+                .filter(|(_, c)| *c > 0.0)
+                .map(|(soc, c)| soc / c * 100.0),
+            ev_kw: h.ev_kw,
+            net_kw: h.net_kw,
+        })
+    }
+}
+
+/// A home's devices in the latest slot (kW, 15-minute means): for the home's owner and grantees.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct HomeLiveView {
+    pub slot_start_ms: u64,
+    pub load_kw: f64,
+    pub pv_kw: f64,
+    /// Charging positive.
+    pub battery_kw: f64,
+    pub battery_soc_percent: Option<f64>,
+    pub ev_kw: f64,
+    /// Exchange with the grid, import positive.
+    pub net_kw: f64,
 }
 
 /// The latest slot's figures.

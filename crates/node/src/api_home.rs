@@ -440,6 +440,8 @@ pub struct HomeView {
     /// Slots with a reading or a trade, oldest first.
     pub slots: Vec<HomeSlot>,
     pub devices: Vec<HomeDevice>,
+    /// The home's devices in the latest slot, where this node sees them (the demo's simulator).
+    pub live: Option<crate::api_feeder::HomeLiveView>,
 }
 
 /// Signed tokens (negative allowed) as decimal text.
@@ -597,6 +599,7 @@ pub fn home_view(
         },
         slots: rows,
         devices,
+        live: None,
     }
 }
 
@@ -632,7 +635,9 @@ pub async fn get_home(
         let chain = s.chain.read().expect("chain lock");
         (chain.state().clone(), chain.head().timestamp_ms)
     };
-    Ok(Json(home_view(&state, &owner, now, slots)))
+    let mut view = home_view(&state, &owner, now, slots);
+    view.live = crate::api_feeder::FeederLive::home(&s.feeder, &owner);
+    Ok(Json(view))
 }
 
 /// A home's energy per slot as an SVG chart: metered import and export, and what of it was traded

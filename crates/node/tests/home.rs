@@ -136,6 +136,22 @@ fn a_home_is_for_its_owner_and_whom_the_owner_grants_it() {
         call("GET", &format!("{api}/v1/accounts/{}", ada.address()), None).unwrap()["balance"]
     );
 
+    // What the home's devices did in the last slot is the owner's, not the public feeder view's.
+    assert!(
+        view["live"]["load_kw"].as_f64().unwrap() >= 0.0,
+        "{}",
+        view["live"]
+    );
+    let public = ureq::get(&format!("{api}/v1/grid/feeder"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        !public.contains(&ada.address().to_string()),
+        "no home in the public view"
+    );
+
     // Ben may not, until Ada grants it; then he may, until she withdraws it.
     let ben_token = sign_in(&api, &ben);
     assert_eq!(call("GET", &home, Some(&ben_token)).unwrap_err().0, 403);

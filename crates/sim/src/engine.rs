@@ -470,6 +470,20 @@ pub fn run_on(
         let keyed = inverters.reporting();
         let live_feeder = ledger_ref.wants_feeder();
         let mut solved = None;
+        let mut homes_live = Vec::new();
+        let live_home =
+            |i: usize, d: &crate::island::HomeStep, load: f64, pv: f64, dev: &DeviceState| {
+                crate::feeder::HomeState {
+                    address: addresses[i],
+                    load_kw: load,
+                    pv_kw: pv - d.curtailed_kw,
+                    battery_kw: d.battery_kw,
+                    battery_soc_kwh: c.homes.homes[i].battery.as_ref().map(|_| dev.soc_kwh),
+                    battery_capacity_kwh: c.homes.homes[i].battery.as_ref().map(|b| b.capacity_kwh),
+                    ev_kw: d.ev_kw,
+                    net_kw: d.net_kw,
+                }
+            };
         let (cleared, bills, verdicts) = std::thread::scope(|scope| {
             let block = scope.spawn(move || {
                 ledger_ref.block(txs, slot_start_ms(chain_slot(u)))?;
@@ -567,13 +581,12 @@ pub fn run_on(
                     acc.island(u, &step, &base);
                     for (i, d) in step.homes.iter().enumerate() {
                         nets[i] = d.net_kw;
-                        acc.home_slot(
-                            i,
-                            u,
-                            d,
-                            c.homes.homes[i].load_kw[u] - d.shed_kw,
-                            pv_per_kwp * c.homes.homes[i].pv_kwp,
-                        );
+                        let load = c.homes.homes[i].load_kw[u] - d.shed_kw;
+                        let pv = pv_per_kwp * c.homes.homes[i].pv_kwp;
+                        acc.home_slot(i, u, d, load, pv);
+                        if live_feeder {
+                            homes_live.push(live_home(i, d, load, pv, &homes[i].dev));
+                        }
                     }
                 } else {
                     for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
@@ -588,7 +601,11 @@ pub fn run_on(
                         let b = h.base.step(home, None, load, pv);
                         acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
                         nets[i] = d.net_kw;
-                        acc.home_slot(i, u, &crate::island::HomeStep::from(d), load, pv);
+                        let d = crate::island::HomeStep::from(d);
+                        acc.home_slot(i, u, &d, load, pv);
+                        if live_feeder {
+                            homes_live.push(live_home(i, &d, load, pv, &h.dev));
+                        }
                     }
                 }
                 for (i, h) in homes.iter_mut().enumerate() {
@@ -636,13 +653,15 @@ pub fn run_on(
             inverters.record(slot, v);
         }
         if let (Some(pf), Some(row)) = (solved, acc.series_row(u)) {
-            ledger.feeder(crate::feeder::Snapshot::of(
+            let mut snapshot = crate::feeder::Snapshot::of(
                 feeder,
                 &net,
                 &pf,
                 row.clone(),
                 slot_start_ms(chain_slot(u)),
-            ));
+            );
+            snapshot.homes = homes_live;
+            ledger.feeder(snapshot);
         }
         if let Some((paid, lines)) = bills {
             acc.p2p_paid(paid);

@@ -251,8 +251,23 @@ pub struct BranchState {
     pub transformer: bool,
 }
 
+/// What one home's devices did in a slot (kW, 15-minute means): private to the home's owner.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HomeState {
+    pub address: gridmesh_types::Address,
+    pub load_kw: f64,
+    pub pv_kw: f64,
+    /// Charging positive.
+    pub battery_kw: f64,
+    pub battery_soc_kwh: Option<f64>,
+    pub battery_capacity_kwh: Option<f64>,
+    pub ev_kw: f64,
+    /// Exchange with the feeder, import positive.
+    pub net_kw: f64,
+}
+
 /// The feeder as one slot left it: the power flow's voltages and loadings and the community's
-/// figures of the slot, for a live view.
+/// figures of the slot, for a live view; and each home's devices (for its owner's eyes only).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Snapshot {
     pub slot_start_ms: u64,
@@ -261,6 +276,7 @@ pub struct Snapshot {
     pub vmax_pu: f64,
     pub buses: Vec<BusState>,
     pub branches: Vec<BranchState>,
+    pub homes: Vec<HomeState>,
 }
 
 impl Snapshot {
@@ -301,6 +317,7 @@ impl Snapshot {
                     transformer: feeder.transformers.contains(&k),
                 })
                 .collect(),
+            homes: Vec::new(),
         }
     }
 }

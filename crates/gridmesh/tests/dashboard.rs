@@ -351,11 +351,33 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
             .unwrap()
             .into_json()
             .unwrap();
-    // Nine figures of the day and six of the home's devices now (the simulator's last slot).
-    assert_eq!(shown.len(), 15, "{shown:?}");
+    let month: serde_json::Value = ureq::get(&format!(
+        "{}/v1/homes/{}?slots=2976",
+        demo.url,
+        key.address()
+    ))
+    .set(
+        "Authorization",
+        &format!("Bearer {}", s["token"].as_str().unwrap()),
+    )
+    .call()
+    .unwrap()
+    .into_json()
+    .unwrap();
+    // Nine figures of the day, six of the home's devices now (the simulator's last slot), seven
+    // of the month.
+    assert_eq!(shown.len(), 22, "{shown:?}");
     for (k, v) in &shown {
-        let path = k.strip_prefix("home.").unwrap();
-        let want = path.split('.').fold(&home, |j, p| &j[p]);
+        if k == "home_month.traded_kwh" {
+            let n = |f: &str| month["totals"][f].as_str().unwrap().parse::<f64>().unwrap();
+            assert_eq!(v, &format!("{:.3}", n("bought_kwh") + n("sold_kwh")), "{k}");
+            continue;
+        }
+        let (doc, path) = match k.strip_prefix("home_month.") {
+            Some(p) => (&month, p),
+            None => (&home, k.strip_prefix("home.").unwrap()),
+        };
+        let want = path.split('.').fold(doc, |j, p| &j[p]);
         // JavaScript shows an exact -0 as 0.
         let want = match want.as_f64().map(|x| if x == 0.0 { 0.0 } else { x }) {
             Some(x) if path.ends_with("soc_percent") => format!("{x:.0}"),

@@ -281,6 +281,9 @@ const pages = {
     if (!r.ok) return signInForm((await r.json()).message);
     const h = await r.json();
     const t = h.totals;
+    // The month: the last 31 days the chain still holds.
+    const month = await (await authed(`/v1/homes/${s.address}?slots=2976`)).json();
+    const mt = month.totals;
     const svg = await authed(`/v1/homes/${s.address}/flows.svg?slots=96`);
     const img = el("img", { alt: "Imported, exported, bought and sold energy in kWh per 15-minute slot over the last day", width: 900, height: 320 });
     img.src = URL.createObjectURL(await svg.blob());
@@ -311,6 +314,15 @@ const pages = {
         card("Utility-only bill, 24 h (tokens)", t.baseline_bill, "home.totals.baseline_bill"),
         card("Saved, 24 h (tokens)", t.savings, "home.totals.savings"),
         card("Rewards (tokens)", t.rewards, "home.totals.rewards")),
+      el("h2", {}, `The last 31 days (from ${utc(month.first_slot * 900000)}, as far as the chain keeps)`),
+      el("div", { class: "cards" },
+        card("Imported (kWh)", mt.import_kwh, "home_month.totals.import_kwh"),
+        card("Exported (kWh)", mt.export_kwh, "home_month.totals.export_kwh"),
+        card("Traded with neighbours (kWh)", (Number(mt.bought_kwh) + Number(mt.sold_kwh)).toFixed(3), "home_month.traded_kwh"),
+        card("My bill (tokens)", mt.bill, "home_month.totals.bill"),
+        card("Utility-only bill (tokens)", mt.baseline_bill, "home_month.totals.baseline_bill"),
+        card("Saved (tokens)", mt.savings, "home_month.totals.savings"),
+        card("Rewards (tokens)", mt.rewards, "home_month.totals.rewards")),
       el("h2", {}, "Energy over the last day"),
       el("figure", {}, img, el("figcaption", {}, "Energy per 15-minute slot in kWh: the meter's import and export, and what was traded with neighbours.")),
       el("h2", {}, "My devices"),
@@ -381,8 +393,8 @@ const pages = {
   },
 
   async ledger() {
-    const [status, supply, blocks] = await Promise.all([
-      api("/v1/status"), api("/v1/supply"), api("/v1/blocks?limit=15"),
+    const [status, supply, blocks, latest] = await Promise.all([
+      api("/v1/status"), api("/v1/supply"), api("/v1/blocks?limit=15"), api("/v1/blocks/latest"),
     ]);
     return [
       el("h2", {}, "Ledger"),
@@ -399,6 +411,12 @@ const pages = {
       table("Blocks, newest first", ["height", "time (UTC)", "transactions", "hash", "proposer"],
         blocks.blocks.map((b) => [b.height, utc(b.timestamp_ms), b.tx_count,
           el("span", { class: "hash", title: b.hash }, short(b.hash)), short(b.proposer)])),
+      el("h2", {}, `Transactions of block ${latest.height}`),
+      table(`The first 20 of its ${latest.tx_count} transactions`, ["hash", "kind", "sender", "nonce"],
+        latest.txs.slice(0, 20).map((t) => [el("span", { class: "hash", title: t.hash }, short(t.hash)), t.kind, short(t.sender), t.nonce])),
+      el("h2", {}, "Validators"),
+      table(`${status.consensus === "bft" ? "The validators that agree on every block" : "This node orders the blocks (solo)"}`, ["key"],
+        status.validator_set.map((v) => [el("span", { class: "hash", title: v }, v)])),
       el("h2", {}, "Rewards per epoch"),
       table("Closed epochs, newest first", ["epoch", "emission", "minted", "recipients", "paid by community assets"],
         supply.epochs.map((e) => [e.epoch, e.emission, e.minted, e.recipients, e.asset_payouts])),

@@ -283,6 +283,8 @@ pub struct StatusResponse {
     pub consensus: String,
     /// Number of validators (1 for solo).
     pub validators: usize,
+    /// Their keys (solo: this node, the one proposer).
+    pub validator_set: Vec<String>,
 }
 
 /// Node and chain status.
@@ -304,6 +306,7 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusResponse> {
         node_address: s.node_address.to_string(),
         consensus: if s.outbox.is_some() { "bft" } else { "solo" }.to_string(),
         validators: s.validators,
+        validator_set: s.validator_set.iter().map(Address::to_string).collect(),
     }))
 }
 

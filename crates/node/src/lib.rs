@@ -169,6 +169,8 @@ pub struct Shared {
     pub replica: Option<Arc<gridmesh_bft::app::Replica>>,
     /// Number of validators (1 for solo).
     pub validators: usize,
+    /// The validators' keys (the genesis set; solo: this node, the one proposer).
+    pub validator_set: Vec<Address>,
     /// The grid operator service's PCC reports and status, if this node runs it.
     pub grid: Option<GridHandles>,
     /// The device gateway's counters and telemetry store, once started.
@@ -326,6 +328,15 @@ impl RunningNode {
             outbox: replica.as_ref().map(|r| r.outbox()),
             replica: replica.clone(),
             validators: genesis.validators.len().max(1),
+            validator_set: if genesis.validators.is_empty() {
+                vec![node_key.address()]
+            } else {
+                genesis
+                    .validators_sorted()
+                    .iter()
+                    .map(|v| v.public_key)
+                    .collect()
+            },
             grid: cfg.grid_operator.as_ref().map(|g| GridHandles {
                 pcc: Default::default(),
                 status: Default::default(),

@@ -185,7 +185,8 @@ pub async fn get_blocks(
     Ok(Json(BlockList { head, blocks }))
 }
 
-fn svg(result: Result<String, gridmesh_sim::report::ReportError>) -> Response {
+/// An SVG chart as the API answers it (never cached: charts follow the chain), or why it failed.
+pub(crate) fn svg(result: Result<String, impl std::fmt::Display>) -> Response {
     match result {
         Ok(body) => (
             [
@@ -352,13 +353,7 @@ pub async fn get_orders(
     State(s): State<Arc<Shared>>,
     Query(q): Query<OrdersQuery>,
 ) -> ApiResult<OrderList> {
-    let owner: gridmesh_types::Address = q.owner.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("owner {:?} is not an address (64 hex digits)", q.owner),
-        )
-    })?;
+    let owner = crate::api_home::parse_address(&q.owner, "owner")?;
     let (state, now) = head_state(&s);
     let current = slot_of(now);
     let mut orders = Vec::new();

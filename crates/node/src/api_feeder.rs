@@ -12,8 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use gridmesh_sim::feeder::Snapshot;
 use plotters::prelude::*;
@@ -352,13 +351,5 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
 pub async fn get_feeder_chart(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
     let latest = s.feeder.lock().expect("feeder lock").latest.clone();
     let latest = latest.ok_or_else(|| ApiError::not_found("nothing solves this node's feeder"))?;
-    let svg = diagram(&latest).map_err(ApiError::internal)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        svg,
-    )
-        .into_response())
+    Ok(crate::api_dashboard::svg(diagram(&latest)))
 }

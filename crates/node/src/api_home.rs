@@ -127,7 +127,7 @@ pub fn auth_message(chain_id: &str, address: &Address, challenge: &[u8; 32]) -> 
     m
 }
 
-fn parse_address(s: &str, what: &str) -> Result<Address, ApiError> {
+pub(crate) fn parse_address(s: &str, what: &str) -> Result<Address, ApiError> {
     s.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -652,7 +652,6 @@ pub async fn get_home_chart(
     query: Query<HomeQuery>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
     use gridmesh_sim::report::{line_chart, Line, PALETTE};
     let Json(view) = get_home(state, path, query, headers).await?;
     let last = view.last_slot;
@@ -693,14 +692,6 @@ pub async fn get_home_chart(
                 points: series(&|r| &r.sold_kwh),
             },
         ],
-    )
-    .map_err(ApiError::internal)?;
-    Ok((
-        [
-            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
-            (axum::http::header::CACHE_CONTROL, "no-store"),
-        ],
-        svg,
-    )
-        .into_response())
+    );
+    Ok(crate::api_dashboard::svg(svg))
 }

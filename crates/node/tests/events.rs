@@ -20,14 +20,20 @@ fn next_json(ws: &mut Socket) -> serde_json::Value {
     }
 }
 
-#[test]
-fn the_stream_greets_then_reports_every_block_and_is_bounded() {
+/// A development node on a free port, with its runtime and data directory.
+fn dev_node(block_interval: Duration) -> (tokio::runtime::Runtime, tempfile::TempDir, RunningNode) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::new(dir.path());
     cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.block_interval = Duration::from_millis(50);
+    cfg.block_interval = block_interval;
     let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    (rt, dir, node)
+}
+
+#[test]
+fn the_stream_greets_then_reports_every_block_and_is_bounded() {
+    let (rt, dir, node) = dev_node(Duration::from_millis(50));
     let base = format!("{}", node.api_addr);
 
     let (mut ws, _) = tungstenite::connect(format!("ws://{base}/v1/events")).unwrap();
@@ -86,11 +92,7 @@ fn the_stream_greets_then_reports_every_block_and_is_bounded() {
 
 #[test]
 fn the_dashboard_endpoints_refuse_bad_parameters_and_serve_svg() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::new(dir.path());
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    let (rt, _dir, node) = dev_node(Duration::from_secs(1));
     let url = format!("http://{}", node.api_addr);
     for (path, status) in [
         ("/v1/market/history?slots=0", 400),
@@ -141,11 +143,7 @@ fn the_dashboard_endpoints_refuse_bad_parameters_and_serve_svg() {
 
 #[test]
 fn a_node_without_a_feeder_view_says_so() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::new(dir.path());
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    let (rt, _dir, node) = dev_node(Duration::from_secs(1));
     let url = format!("http://{}", node.api_addr);
     let v: serde_json::Value = ureq::get(&format!("{url}/v1/grid/feeder"))
         .call()

@@ -249,6 +249,7 @@ fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
     // Beyond the page's own requests: a cleared slot, a block, refusals.
     let history = common::get_json(&format!("{}/v1/market/history?slots=96", demo.url));
     let cleared = history["rows"].as_array().unwrap().last().unwrap()["slot"].clone();
+    let member = gridmesh_sim::ledger::member(1, 0);
     let out = Command::new(python)
         .arg(common::interop_script("openapi_check.py"))
         .arg(&demo.url)
@@ -264,6 +265,9 @@ fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
             "/v1/charts/prices.svg?slots=96",
             "/v1/grid/feeder",
             "/v1/charts/feeder.svg",
+            &format!("/v1/market/trades?owner={member}"),
+            &format!("/v1/market/orders?owner={member}"),
+            &format!("/v1/homes/{member}/money.svg"),
             &format!("/v1/charts/depth.svg?slot={cleared}"),
             &format!("/v1/market/slots/{cleared}"),
             "/v1/market/history?slots=0",
@@ -280,7 +284,7 @@ fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
     );
     assert!(report.contains("documented: /v1/events"), "{report}");
     let checked = report.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(checked, 15, "every answer checked: {report}");
+    assert_eq!(checked, 18, "every answer checked: {report}");
 }
 
 #[test]
@@ -319,7 +323,7 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         "the home page",
         "document.querySelector('[data-api=\"home.balance\"]')",
     );
-    b.wait_for("the chart", "document.querySelector('figure img').complete && document.querySelector('figure img').naturalWidth > 0");
+    b.wait_for("the chart", "Array.from(document.querySelectorAll('figure img')).every(i => i.complete && i.naturalWidth > 0)");
     let shown: Vec<(String, String)> = serde_json::from_value(b.eval(
         "Array.from(document.querySelectorAll('[data-api]')).map(e => [e.dataset.api, e.textContent])",
     ))
@@ -392,6 +396,12 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
     // An order placed on the page, signed here with the key in the browser, is on the ledger.
     b.goto(&format!("{}/#market", demo.url));
     b.wait_for("the order form", "document.querySelector('form#order')");
+    let headings =
+        b.eval("Array.from(document.querySelectorAll('h2')).map(h => h.textContent).join('|')");
+    assert!(
+        headings.as_str().unwrap().contains("My trades"),
+        "{headings}"
+    );
     let orders_url = format!("{}/v1/market/orders?owner={}", demo.url, key.address());
     let before = common::get_json(&orders_url)["orders"]
         .as_array()

@@ -224,7 +224,9 @@ function signInForm(message) {
 async function myOrders(m) {
   const s = session();
   if (!s) return [el("p", { class: "label" }, "Sign in on My home to place and cancel orders.")];
-  const mine = await api(`/v1/market/orders?owner=${s.address}`);
+  const [mine, trades] = await Promise.all([
+    api(`/v1/market/orders?owner=${s.address}`), api(`/v1/market/trades?owner=${s.address}`),
+  ]);
   const note = noteEl("cancel-note");
   const last = mine.orders.find((o) => o.location);
   return [
@@ -233,6 +235,10 @@ async function myOrders(m) {
       mine.orders.slice(0, 24).map((o) => [o.slot, utc(o.delivery_start_ms), o.side, o.energy_kwh, o.price_per_kwh, o.status, o.traded_kwh,
         o.status === "open" ? cancelButton(o) : ""])),
     note,
+    el("h2", {}, "My trades"),
+    table("My trades of the last day, newest first", ["slot", "delivery (UTC)", "", "with", "energy (kWh)", "price (tokens/kWh)", "delivered (kWh)", "paid / received"],
+      trades.trades.slice(0, 24).map((t) => [t.slot, utc(t.delivery_start_ms), t.side, short(t.counterparty), t.energy_kwh, t.price_per_kwh,
+        t.delivered_kwh, t.settled_tokens])),
     el("h2", {}, "Place an order"),
     orderForm(m, last && last.location),
   ];
@@ -284,9 +290,16 @@ const pages = {
     // The month: the last 31 days the chain still holds.
     const month = await (await authed(`/v1/homes/${s.address}?slots=2976`)).json();
     const mt = month.totals;
-    const svg = await authed(`/v1/homes/${s.address}/flows.svg?slots=96`);
-    const img = el("img", { alt: "Imported, exported, bought and sold energy in kWh per 15-minute slot over the last day", width: 900, height: 320 });
-    img.src = URL.createObjectURL(await svg.blob());
+    // Charts of the signed-in home come with the session, shown from blobs.
+    const privateChart = async (path, alt) => {
+      const img = el("img", { alt, width: 900, height: 320 });
+      img.src = URL.createObjectURL(await (await authed(path)).blob());
+      return img;
+    };
+    const img = await privateChart(`/v1/homes/${s.address}/flows.svg?slots=96`,
+      "Imported, exported, bought and sold energy in kWh per 15-minute slot over the last day");
+    const money = await privateChart(`/v1/homes/${s.address}/money.svg?slots=96`,
+      "Tokens spent on the utility and neighbours and earned from feed-in and neighbours, per hour over the last day");
     const out = el("button", { type: "button", id: "signout" }, "Sign out");
     out.addEventListener("click", () => { sessionStorage.removeItem("gridmesh.session"); signer = null; render(); });
     const l = h.live;
@@ -304,6 +317,7 @@ const pages = {
       el("h2", {}, "My home"),
       el("p", { class: "label" }, `Signed in as ${short(h.address)} `, out),
       ...now,
+      el("h2", {}, "The last 24 hours"),
       el("div", { class: "cards" },
         card("Balance (tokens)", h.balance, "home.balance"),
         card("Imported, 24 h (kWh)", t.import_kwh, "home.totals.import_kwh"),
@@ -325,6 +339,8 @@ const pages = {
         card("Rewards (tokens)", mt.rewards, "home_month.totals.rewards")),
       el("h2", {}, "Energy over the last day"),
       el("figure", {}, img, el("figcaption", {}, "Energy per 15-minute slot in kWh: the meter's import and export, and what was traded with neighbours.")),
+      el("h2", {}, "Money over the last day"),
+      el("figure", {}, money, el("figcaption", {}, "Tokens per hour: spent on the utility and on neighbours (above), earned as feed-in credit and from neighbours (below).")),
       el("h2", {}, "My devices"),
       table("Devices with their own keys and their readings' verification", ["device", "kind", "rating (W)", "status", "accepted", "pending", "held (why)"],
         h.devices.map((d) => [short(d.device), d.kind, d.capacity_w, d.status, d.readings_accepted, d.readings_pending,

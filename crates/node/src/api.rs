@@ -43,12 +43,14 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::get_prices_chart,
         crate::api_dashboard::get_depth_chart,
         crate::api_dashboard::get_orders,
+        crate::api_dashboard::get_trades,
         crate::api_feeder::get_feeder,
         crate::api_feeder::get_feeder_chart,
         crate::api_home::post_challenge,
         crate::api_home::post_session,
         crate::api_home::get_home,
         crate::api_home::get_home_chart,
+        crate::api_home::get_money_chart,
         crate::api_home::get_grants,
         crate::api_home::put_grant,
         crate::api_home::delete_grant,
@@ -111,6 +113,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::BlockList,
         crate::api_dashboard::OrderView,
         crate::api_dashboard::OrderList,
+        crate::api_dashboard::MyTradeView,
+        crate::api_dashboard::MyTradeList,
         crate::api_feeder::FeederView,
         crate::api_feeder::FeederSlotView,
         crate::api_feeder::FeederDayView,
@@ -160,6 +164,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/market/history", get(crate::api_dashboard::get_history))
         .route("/v1/blocks", get(crate::api_dashboard::get_blocks))
         .route("/v1/market/orders", get(crate::api_dashboard::get_orders))
+        .route("/v1/market/trades", get(crate::api_dashboard::get_trades))
         .route("/v1/grid/feeder", get(crate::api_feeder::get_feeder))
         .route(
             "/v1/charts/feeder.svg",
@@ -179,6 +184,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/homes/{address}/flows.svg",
             get(crate::api_home::get_home_chart),
+        )
+        .route(
+            "/v1/homes/{address}/money.svg",
+            get(crate::api_home::get_money_chart),
         )
         .route(
             "/v1/homes/{address}/grants",

@@ -387,3 +387,74 @@ pub async fn get_orders(
         orders,
     }))
 }
+
+/// One trade of an account, from its side.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct MyTradeView {
+    pub slot: u64,
+    pub delivery_start_ms: u64,
+    /// `bought` or `sold`.
+    pub side: String,
+    pub counterparty: String,
+    pub energy_kwh: String,
+    /// The account's price per kWh (what the buyer pays, fees included, or what the seller gets).
+    pub price_per_kwh: String,
+    /// Once settled: energy delivered and what the account paid or received.
+    pub delivered_kwh: Option<String>,
+    pub settled_tokens: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct MyTradeList {
+    pub owner: String,
+    /// Trades of the last day, newest slot first.
+    pub trades: Vec<MyTradeView>,
+}
+
+/// An account's trades of the last day (trades are public: they make the slots' results).
+#[utoipa::path(get, path = "/v1/market/trades", params(OrdersQuery),
+    responses((status = 200, body = MyTradeList), (status = 400, body = crate::api::ErrorBody)))]
+pub async fn get_trades(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<OrdersQuery>,
+) -> ApiResult<MyTradeList> {
+    let owner = crate::api_home::parse_address(&q.owner, "owner")?;
+    let (state, now) = head_state(&s);
+    let current = slot_of(now);
+    let mut trades = Vec::new();
+    for slot in (current.saturating_sub(95)..=current).rev() {
+        for (_, v) in state.kv().scan(&market::trades_prefix(slot)) {
+            let t: market::TradeRecord = market::decode(v);
+            let bought = t.buyer == owner;
+            if !bought && t.seller != owner {
+                continue;
+            }
+            let settled = t.settlement.as_ref();
+            trades.push(MyTradeView {
+                slot,
+                delivery_start_ms: slot_start_ms(slot),
+                side: if bought { "bought" } else { "sold" }.into(),
+                counterparty: if bought { t.seller } else { t.buyer }.to_string(),
+                energy_kwh: kwh(t.trade.energy_mwh),
+                price_per_kwh: base_units_per_kwh(if bought {
+                    t.trade.buyer_price_per_kwh
+                } else {
+                    t.trade.seller_price_per_kwh
+                }),
+                delivered_kwh: settled.map(|x| kwh(x.delivered_mwh)),
+                settled_tokens: settled.map(|x| {
+                    Amount(if bought {
+                        x.buyer_paid
+                    } else {
+                        x.seller_received
+                    })
+                    .to_string()
+                }),
+            });
+        }
+    }
+    Ok(Json(MyTradeList {
+        owner: owner.to_string(),
+        trades,
+    }))
+}

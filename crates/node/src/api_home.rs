@@ -695,3 +695,98 @@ pub async fn get_home_chart(
     );
     Ok(crate::api_dashboard::svg(svg))
 }
+
+/// A home's money per hour as stacked bars, SVG: spent (utility, neighbours) above the axis,
+/// earned (feed-in credit, neighbours) below (owner or grantee, like the home view).
+#[utoipa::path(get, path = "/v1/homes/{address}/money.svg", params(HomeQuery),
+    responses((status = 200, content_type = "image/svg+xml", body = String),
+              (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+              (status = 403, body = crate::api::ErrorBody)))]
+pub async fn get_money_chart(
+    state: State<Arc<Shared>>,
+    path: Path<String>,
+    query: Query<HomeQuery>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let Json(view) = get_home(state, path, query, headers).await?;
+    Ok(crate::api_dashboard::svg(money_chart(&view)))
+}
+
+/// Stacked hourly bars of `view`'s money flows, tokens.
+fn money_chart(view: &HomeView) -> Result<String, String> {
+    use gridmesh_sim::report::PALETTE;
+    use plotters::prelude::*;
+    let n = |s: &String| s.parse::<f64>().unwrap_or(0.0);
+    // Per hour before now: [utility cost, paid to neighbours, feed-in credit, from neighbours].
+    let hours = view.last_slot.saturating_sub(view.first_slot) / 4 + 1;
+    let mut bars = vec![[0.0f64; 4]; hours as usize];
+    for r in &view.slots {
+        let h = ((view.last_slot - r.slot) / 4) as usize;
+        for (acc, v) in bars[h].iter_mut().zip([
+            &r.utility_cost,
+            &r.p2p_paid,
+            &r.utility_credit,
+            &r.p2p_received,
+        ]) {
+            *acc += n(v);
+        }
+    }
+    let top = bars.iter().map(|b| b[0] + b[1]).fold(0.01, f64::max) * 1.1;
+    let bottom = -bars.iter().map(|b| b[2] + b[3]).fold(0.01, f64::max) * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 320)).into_drawing_area();
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("My money per hour", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-(hours as f64)..0.0, bottom..top)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("hours before now (h)")
+            .y_desc("tokens (spent above, earned below)")
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|x| e(&x))?;
+        let names = [
+            "to the utility",
+            "to neighbours",
+            "feed-in credit",
+            "from neighbours",
+        ];
+        for (k, name) in names.iter().enumerate() {
+            let colour = PALETTE[k];
+            let rects = bars.iter().enumerate().map(move |(h, b)| {
+                let x1 = -(h as f64);
+                let x0 = x1 - 0.9;
+                // Stack: spent upwards (utility, then neighbours), earned downwards.
+                let (lo, hi) = match k {
+                    0 => (0.0, b[0]),
+                    1 => (b[0], b[0] + b[1]),
+                    2 => (-b[2], 0.0),
+                    _ => (-b[2] - b[3], -b[2]),
+                };
+                Rectangle::new([(x0, lo), (x1 - 0.1, hi)], colour.filled())
+            });
+            chart
+                .draw_series(rects)
+                .map_err(|x| e(&x))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
+}

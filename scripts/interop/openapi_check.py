@@ -64,7 +64,7 @@ def main():
         market = json.loads(get(base + "/v1/market")[2])
         rows = json.loads(get(base + "/v1/market/history?slots=96")[2])["rows"]
         cleared = str(rows[-1]["slot"]) if rows else str(market["current_slot"])
-        fill = {"m.next_open_slot": str(market["next_open_slot"]), "depthSlot": cleared}
+        fill = {"m.next_open_slot": str(market["next_open_slot"]), "slot": cleared}
         for p in used:
             if p == "/v1/events":
                 continue  # a WebSocket: checked by the Rust tests

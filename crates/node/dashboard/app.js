@@ -382,8 +382,11 @@ const pages = {
     const rows = hist.rows.slice().reverse();
     const last = rows[0];
     // The depth chart of the next open slot if it has orders, else of the latest cleared one.
-    let depthSlot = m.next_open_orders > 0 ? m.next_open_slot : null;
-    if (depthSlot === null && last) depthSlot = last.slot;
+    // The order books of the current slot (cleared at its start) and of the next open one.
+    const books = [];
+    if (last && last.slot === m.current_slot) books.push([m.current_slot, "current slot, as it cleared"]);
+    if (m.next_open_orders > 0) books.push([m.next_open_slot, "next open slot, orders so far"]);
+    if (!books.length && last) books.push([last.slot, "latest cleared slot"]);
     return [
       el("h2", {}, "Energy market"),
       el("div", { class: "cards" },
@@ -397,9 +400,10 @@ const pages = {
       el("h2", {}, "Prices over the last day"),
       chart("/v1/charts/prices.svg?slots=96", "Mean clearing price in tokens per kWh and traded volume in tens of kWh over the last 96 slots",
         "Clearing price (tokens/kWh) and volume (10 kWh) per 15-minute slot, hours before now."),
-      depthSlot === null ? el("p", { class: "empty" }, "No order book yet.") :
-        chart(`/v1/charts/depth.svg?slot=${depthSlot}`, `Order book of slot ${depthSlot}: cumulative bids and asks by price`,
-          `Order book of slot ${depthSlot} (${utc(depthSlot * 900000)}): energy in kWh against price in tokens/kWh.`),
+      books.length ? books.map(([slot, what]) =>
+        chart(`/v1/charts/depth.svg?slot=${slot}`, `Order book of slot ${slot}: cumulative bids and asks by price`,
+          `Order book of the ${what}, slot ${slot} (${utc(slot * 900000)}): energy in kWh against price in tokens/kWh.`))
+        : el("p", { class: "empty" }, "No order book yet."),
       ...(await myOrders(m)),
       el("h2", {}, "Recent slots"),
       table("Cleared slots, newest first", ["slot", "delivery (UTC)", "orders", "volume (kWh)", "price (tokens/kWh)", "island"],

@@ -345,29 +345,22 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         .unwrap()
         .into_json()
         .unwrap();
-    let home: serde_json::Value =
-        ureq::get(&format!("{}/v1/homes/{}?slots=96", demo.url, key.address()))
-            .set(
-                "Authorization",
-                &format!("Bearer {}", s["token"].as_str().unwrap()),
-            )
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
-    let month: serde_json::Value = ureq::get(&format!(
-        "{}/v1/homes/{}?slots=2976",
-        demo.url,
-        key.address()
-    ))
-    .set(
-        "Authorization",
-        &format!("Bearer {}", s["token"].as_str().unwrap()),
-    )
-    .call()
-    .unwrap()
-    .into_json()
-    .unwrap();
+    let home_view = |slots: u32| -> serde_json::Value {
+        ureq::get(&format!(
+            "{}/v1/homes/{}?slots={slots}",
+            demo.url,
+            key.address()
+        ))
+        .set(
+            "Authorization",
+            &format!("Bearer {}", s["token"].as_str().unwrap()),
+        )
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+    };
+    let (home, month) = (home_view(96), home_view(2976));
     // Nine figures of the day, six of the home's devices now (the simulator's last slot), seven
     // of the month.
     assert_eq!(shown.len(), 22, "{shown:?}");

@@ -605,19 +605,8 @@ fn a_market_slot_clears_identically_on_every_validator() {
             // The simulated clock starts at the Unix epoch: slot 1 starts at 900 s; with a 14-minute
             // gate its orders close at 60 s of simulated time.
             sim.genesis.market = Some(MarketFile {
-                mechanism: "pay-as-clear".into(),
                 gate_closure_minutes: Some(14),
-                correction_window_minutes: None,
-                late_window_minutes: None,
-                tariffs: vec![],
-                shortfall_price_per_kwh: None,
-                grid_fees: vec![],
-                grid_operator: None,
-                market_operator: None,
-                max_import_kw: None,
-                island_price_cap_per_kwh: None,
-                min_device_bond: None,
-                history_days: None,
+                ..Default::default()
             });
             for i in 0..4 {
                 sim.start(i).await;

@@ -277,6 +277,27 @@ fn default_mechanism() -> String {
     "pay-as-clear".into()
 }
 
+/// An empty `[market]` section: pay-as-clear, every other rule at its default.
+impl Default for MarketFile {
+    fn default() -> MarketFile {
+        MarketFile {
+            mechanism: default_mechanism(),
+            gate_closure_minutes: None,
+            correction_window_minutes: None,
+            late_window_minutes: None,
+            tariffs: Vec::new(),
+            shortfall_price_per_kwh: None,
+            grid_fees: Vec::new(),
+            grid_operator: None,
+            market_operator: None,
+            max_import_kw: None,
+            island_price_cap_per_kwh: None,
+            min_device_bond: None,
+            history_days: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TariffFile {
@@ -1978,6 +1999,14 @@ fn settle_for_good(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_is_an_empty_section() {
+        assert_eq!(
+            toml::from_str::<MarketFile>("").unwrap(),
+            MarketFile::default()
+        );
+    }
 
     fn file() -> MarketFile {
         toml::from_str(

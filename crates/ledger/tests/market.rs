@@ -73,11 +73,6 @@ impl Net {
             .collect();
         g.market = Some(gridmesh_ledger::market::MarketFile {
             mechanism: mechanism.into(),
-            gate_closure_minutes: None,
-            correction_window_minutes: None,
-            late_window_minutes: None,
-            tariffs: vec![],
-            shortfall_price_per_kwh: None,
             grid_fees: if !fees {
                 vec![]
             } else {
@@ -94,10 +89,7 @@ impl Net {
             },
             grid_operator: Some(grid_operator.map_or(Address([0xee; 32]), |i| keys[i].address())),
             market_operator: Some(Address([0xdd; 32])),
-            max_import_kw: None,
-            island_price_cap_per_kwh: None,
-            min_device_bond: None,
-            history_days: None,
+            ..Default::default()
         });
         edit(&mut g);
         let chain = Chain::open(dir.path(), &g).unwrap();
@@ -409,19 +401,8 @@ fn a_final_slots_records_leave_the_state_after_its_history_days() {
 fn a_history_shorter_than_the_dispute_window_is_refused() {
     let mut g = Genesis::dev(Address([1; 32]));
     g.market = Some(gridmesh_ledger::market::MarketFile {
-        mechanism: "pay-as-clear".into(),
-        gate_closure_minutes: None,
-        correction_window_minutes: None,
-        late_window_minutes: None,
-        tariffs: vec![],
-        shortfall_price_per_kwh: None,
-        grid_fees: vec![],
-        grid_operator: None,
-        market_operator: None,
-        max_import_kw: None,
-        island_price_cap_per_kwh: None,
-        min_device_bond: None,
         history_days: Some(3),
+        ..Default::default()
     });
     let Err(e) = g.state() else {
         panic!("a history shorter than the dispute window was accepted")

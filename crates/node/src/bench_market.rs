@@ -304,11 +304,6 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
         validators: vec![],
         market: Some(MarketFile {
             mechanism: mechanism.name().into(),
-            gate_closure_minutes: None,
-            correction_window_minutes: None,
-            late_window_minutes: None,
-            tariffs: vec![],
-            shortfall_price_per_kwh: None,
             grid_fees: vec![
                 FeeFile {
                     constant_per_kwh: Some("0.01".into()),
@@ -319,12 +314,7 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
                     percent: None,
                 },
             ],
-            grid_operator: None,
-            market_operator: None,
-            max_import_kw: None,
-            island_price_cap_per_kwh: None,
-            min_device_bond: None,
-            history_days: None,
+            ..Default::default()
         }),
         economics: None,
     };

@@ -103,19 +103,9 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
         })
         .collect();
     g.market = Some(lm::MarketFile {
-        mechanism: "pay-as-clear".into(),
-        gate_closure_minutes: None,
-        correction_window_minutes: None,
         late_window_minutes: Some(60),
-        tariffs: vec![],
-        shortfall_price_per_kwh: None,
-        grid_fees: vec![],
         grid_operator: Some(keys[operator].address()),
-        market_operator: None,
-        max_import_kw: None,
-        island_price_cap_per_kwh: None,
-        min_device_bond: None,
-        history_days: None,
+        ..Default::default()
     });
     g.economics = Some(economics::EconomicsFile {
         dispute_window_minutes: Some(120),

@@ -178,7 +178,6 @@ impl GenesisSpec<'_> {
                         feed_in_per_kwh: token_text(*feed_in),
                     })
                     .collect(),
-                shortfall_price_per_kwh: None,
                 grid_fees: if g.grid_fee_per_kwh > 0.0 {
                     vec![FeeFile {
                         constant_per_kwh: Some(token_text(g.grid_fee_per_kwh)),
@@ -188,11 +187,9 @@ impl GenesisSpec<'_> {
                     Vec::new()
                 },
                 grid_operator: Some(g.operator),
-                market_operator: None,
                 max_import_kw: Some(format!("{:.3}", g.max_import_kw)),
-                island_price_cap_per_kwh: None,
-                min_device_bond: None,
                 history_days: Some(HISTORY_DAYS),
+                ..Default::default()
             }),
             // Disputes within a day, so that a slot's records leave the state two days after
             // it is final: a run's state stays bounded however long it is.

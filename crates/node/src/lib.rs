@@ -349,6 +349,25 @@ impl RunningNode {
             feeder: Default::default(),
         });
 
+        // A BFT node's peers and validators are checked before anything is bound: a bad key is
+        // the error to report, whatever the ports.
+        let mut consensus = if bft {
+            Some((
+                consensus_peers(
+                    "peer",
+                    cfg.peers.iter().map(|p| (&p.public_key, p.p2p_address)),
+                )?,
+                consensus_peers(
+                    "validator",
+                    genesis
+                        .validators
+                        .iter()
+                        .map(|v| (&v.public_key, v.p2p_address)),
+                )?,
+            ))
+        } else {
+            None
+        };
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding the API to {}", cfg.listen))?;
@@ -368,17 +387,7 @@ impl RunningNode {
                     (None, Some(v)) => v.p2p_address,
                     (None, None) => unreachable!("a full node without --p2p-listen was refused"),
                 };
-                let peers = consensus_peers(
-                    "peer",
-                    cfg.peers.iter().map(|p| (&p.public_key, p.p2p_address)),
-                )?;
-                let validators = consensus_peers(
-                    "validator",
-                    genesis
-                        .validators
-                        .iter()
-                        .map(|v| (&v.public_key, v.p2p_address)),
-                )?;
+                let (peers, validators) = consensus.take().expect("checked before binding");
                 let vcfg = gridmesh_bft::validator::ValidatorConfig {
                     key: gridmesh_bft::app::consensus_signer(&node_key),
                     votes,

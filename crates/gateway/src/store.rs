@@ -109,6 +109,16 @@ impl TelemetryStore {
         Ok(out)
     }
 
+    /// The latest stored sample of `device` (what the device did last, as far as this node knows).
+    pub fn last(&self, device: &Address) -> Result<Option<RawSample>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(LAST).map_err(db_err)?;
+        t.get(device.0)
+            .map_err(db_err)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
     /// The device's samples whose interval ends in `(start_ms, end_ms]`, in time order.
     pub fn samples(
         &self,
@@ -238,6 +248,12 @@ mod tests {
         let mut latest = store.latest().unwrap();
         latest.sort_by_key(|s| s.seq);
         assert_eq!(latest.last().unwrap(), &samples[1_000]);
+        assert_eq!(
+            store.last(&key.address()).unwrap().as_ref(),
+            Some(&samples[1_000])
+        );
+        let stranger = Keypair::from_seed([11; 32]).address();
+        assert_eq!(store.last(&stranger).unwrap(), None);
         // (start, end]: sample 0 ends at the start and belongs to the slot before.
         let c = store.commitment(&key.address(), start, end).unwrap();
         assert_eq!(c.count, 900);

@@ -127,6 +127,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_home::HomeSlot,
         crate::api_home::HomeDevice,
         crate::api_home::HeldReading,
+        crate::api_home::DeviceNow,
         crate::api_home::HomeTotals,
         crate::api_home::HomeView
     ))

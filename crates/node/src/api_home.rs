@@ -401,6 +401,33 @@ pub struct HomeDevice {
     pub readings_accepted: u32,
     pub readings_pending: u32,
     pub held: Vec<HeldReading>,
+    /// The device's latest signed sample this node's device gateway received (none without a
+    /// gateway, or before the device's first sample).
+    pub now: Option<DeviceNow>,
+}
+
+/// What a device said in its latest signed sample.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct DeviceNow {
+    /// End of the sample's interval, ms since the epoch.
+    pub time_ms: u64,
+    /// Power at that time, W (positive: delivering to the home or the grid; a battery or EV
+    /// charging is negative).
+    pub power_w: i32,
+    /// The device's energy registers, kWh.
+    pub out_register_kwh: String,
+    pub in_register_kwh: String,
+}
+
+impl DeviceNow {
+    fn of(s: &gridmesh_ledger::telemetry::RawSample) -> DeviceNow {
+        DeviceNow {
+            time_ms: s.time_ms,
+            power_w: s.power_w,
+            out_register_kwh: kwh(s.out_register_mwh),
+            in_register_kwh: kwh(s.in_register_mwh),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
@@ -564,6 +591,7 @@ pub fn home_view(
                 readings_accepted: 0,
                 readings_pending: 0,
                 held: Vec::new(),
+                now: None,
             };
             for slot in first..=last {
                 let Some(r) = kv.get(&lm::device_reading_key(slot, &device)) else {
@@ -637,6 +665,17 @@ pub async fn get_home(
     };
     let mut view = home_view(&state, &owner, now, slots);
     view.live = crate::api_feeder::FeederLive::home(&s.feeder, &owner);
+    if let Some(g) = s.gateway.get() {
+        for d in &mut view.devices {
+            let Ok(device) = d.device.parse::<Address>() else {
+                continue;
+            };
+            match g.store.last(&device) {
+                Ok(last) => d.now = last.as_ref().map(DeviceNow::of),
+                Err(e) => tracing::warn!("the telemetry store could not answer for {device}: {e}"),
+            }
+        }
+    }
     Ok(Json(view))
 }
 

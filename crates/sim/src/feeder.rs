@@ -193,9 +193,21 @@ fn from_matpower(
         .iter()
         .map(|&k| net.branches[k].rate_a_mva * 1_000.0)
         .sum::<f64>();
-    let home_bus: Vec<usize> = (0..homes)
-        .map(|i| load_buses[i % load_buses.len()])
-        .collect();
+    let sites: Vec<usize> = if f.home_buses.is_empty() {
+        load_buses
+    } else {
+        f.home_buses
+            .iter()
+            .map(|&n| match net.bus_index(n) {
+                Some(b) if b == slack => Err(err(format!(
+                    "feeder.home_buses: bus {n} is the slack bus (the upstream grid); homes sit on load buses"
+                ))),
+                Some(b) => Ok(b),
+                None => Err(err(format!("feeder.home_buses: the case has no bus {n}"))),
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let home_bus: Vec<usize> = (0..homes).map(|i| sites[i % sites.len()]).collect();
     let home_area = home_bus
         .iter()
         .enumerate()

@@ -397,6 +397,9 @@ impl Default for Agents {
 pub struct FeederChoice {
     /// A MATPOWER file; empty: generate a radial feeder.
     pub matpower: String,
+    /// MATPOWER: the bus numbers where homes sit, taken in turn (home 1 on the first, ...; a
+    /// bus named twice gets twice the homes). Empty: every load (PQ) bus of the case in turn.
+    pub home_buses: Vec<u32>,
     /// Generated: homes per distribution transformer (more homes: an MV feeder with several).
     pub homes_per_transformer: usize,
     pub transformer_kva: f64,
@@ -415,6 +418,7 @@ impl Default for FeederChoice {
     fn default() -> FeederChoice {
         FeederChoice {
             matpower: String::new(),
+            home_buses: Vec::new(),
             homes_per_transformer: 120,
             transformer_kva: 400.0,
             streets: 4,
@@ -728,6 +732,14 @@ impl Scenario {
             }
             positive("feeder.transformer_kva", f.transformer_kva, 100_000.0)?;
             positive("feeder.bus_spacing_m", f.bus_spacing_m, 10_000.0)?;
+            if !f.home_buses.is_empty() {
+                return bad("feeder.home_buses places homes on a MATPOWER case's buses: set feeder.matpower too (a generated feeder places its homes along its streets)");
+            }
+        }
+        if f.home_buses.len() > MAX_HOMES {
+            return bad(format!(
+                "feeder.home_buses may name at most {MAX_HOMES} buses"
+            ));
         }
         if !(f.vmin_pu > 0.5 && f.vmin_pu < 1.0 && f.vmax_pu > 1.0 && f.vmax_pu < 1.5) {
             return bad("feeder.vmin_pu must be in (0.5, 1) and feeder.vmax_pu in (1, 1.5)");

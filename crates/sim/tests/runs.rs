@@ -237,3 +237,68 @@ fn spoofing_without_keyed_inverters_is_refused() {
     let e = e.to_string();
     assert!(e.contains("spoofing.devices is 5"), "{e}");
 }
+
+/// A street as a MATPOWER case: the 20 kV grid (bus 1), a 250 kVA transformer to the street's
+/// first bus (2) and two cable sections (3, 4). Loads in the case are replaced by the homes.
+const STREET_CASE: &str = "mpc.version = '2';\nmpc.baseMVA = 1;\nmpc.bus = [\n\
+    1 3 0 0 0 0 1 1 0 20 1 1.1 0.9;\n\
+    2 1 0.01 0 0 0 1 1 0 0.4 1 1.1 0.9;\n\
+    3 1 0.01 0 0 0 1 1 0 0.4 1 1.1 0.9;\n\
+    4 1 0.01 0 0 0 1 1 0 0.4 1 1.1 0.9;\n];\n\
+    mpc.gen = [\n1 0 0 10 -10 1 1 1 10 0;\n];\n\
+    mpc.branch = [\n\
+    1 2 0.04 0.16 0 0.25 0 0 0 0 1 -360 360;\n\
+    2 3 0.04 0.02 0 0.19 0 0 0 0 1 -360 360;\n\
+    3 4 0.04 0.02 0 0.19 0 0 0 0 1 -360 360;\n];\n";
+
+#[test]
+fn homes_sit_on_the_buses_a_matpower_scenario_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("street.m"), STREET_CASE).unwrap();
+    let text = r#"
+name = "matpower-street"
+[period]
+start = "06-10"
+days = 1
+[homes]
+count = 6
+[feeder]
+matpower = "street.m"
+home_buses = [3, 4, 4]
+"#;
+    let s = Scenario::from_toml(text, &[]).unwrap();
+    let out = run(&s, dir.path(), &mut |_, _| {}).expect("the run completes");
+    let areas: Vec<&str> = out.homes.iter().map(|h| h.area.as_str()).collect();
+    assert_eq!(
+        areas,
+        ["b3/h1", "b4/h2", "b4/h3", "b3/h4", "b4/h5", "b4/h6"],
+        "homes in turn over the named buses"
+    );
+    assert_eq!(out.community.transformer_rating_kw, 250.0);
+    assert_eq!(out.community.power_flow_failures, 0);
+    assert!(out.community.losses_kwh > 0.0, "{:?}", out.community);
+    assert!(out.ledger.rejected.is_empty(), "{:?}", out.ledger.rejected);
+
+    // Without a list, the case's load buses in turn.
+    let s = Scenario::from_toml(text, &["feeder.home_buses=[]".into()]).unwrap();
+    let out = run(&s, dir.path(), &mut |_, _| {}).unwrap();
+    assert_eq!(out.homes[0].area, "b2/h1");
+    assert_eq!(out.homes[3].area, "b2/h4");
+
+    // A bus the case does not have, the slack bus, a list without a case: refused by name.
+    for (set, why) in [
+        ("feeder.home_buses=[3, 7]", "the case has no bus 7"),
+        ("feeder.home_buses=[1]", "bus 1 is the slack bus"),
+    ] {
+        let s = Scenario::from_toml(text, &[set.into()]).unwrap();
+        let Err(e) = run(&s, dir.path(), &mut |_, _| {}) else {
+            panic!("{set} ran");
+        };
+        let e = e.to_string();
+        assert!(e.contains(why) && e.contains("street.m"), "{e}");
+    }
+    let e = Scenario::from_toml("name = \"x\"\n[feeder]\nhome_buses = [3]\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("set feeder.matpower too"), "{e}");
+}

@@ -336,10 +336,7 @@ fn html(o: &Outcome) -> Result<String, ReportError> {
             "mean savings (tokens)",
             format!("{:.2} ({})", c.mean_savings, opt(c.savings_share, pct)),
         ),
-        (
-            "Gini of savings",
-            opt(c.gini_of_savings, |g| format!("{g:.3}")),
-        ),
+        ("Gini of savings", opt(c.gini_of_savings, gini_text)),
         (
             "peak import / export (kW)",
             format!("{:.1} / {:.1}", c.peak_import_kw, c.peak_export_kw),
@@ -476,9 +473,26 @@ th {{ font-weight: 600; }} figure {{ margin: 1.5rem 0; }} svg {{ max-width: 100%
     ))
 }
 
+/// The Gini of savings as a reader should take it: above 1 only when some homes lost money.
+fn gini_text(g: f64) -> String {
+    if g > 1.0 {
+        format!("{g:.3} (above 1: some homes paid more than with the utility alone)")
+    } else {
+        format!("{g:.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gini_above_one_says_why() {
+        assert_eq!(gini_text(0.25), "0.250");
+        let g = crate::kpi::gini(&[-1.0, 0.2, 2.0]).unwrap();
+        assert!(g > 1.0, "{g}");
+        assert!(gini_text(g).contains("paid more than with the utility alone"));
+    }
 
     #[test]
     fn charts_render_without_fonts() {
@@ -649,7 +663,7 @@ pub fn summary(o: &Outcome) -> String {
     let _ = writeln!(
         s,
         "  Gini of savings       {}",
-        opt(c.gini_of_savings, |g| format!("{g:.3}"))
+        opt(c.gini_of_savings, gini_text)
     );
     let _ = writeln!(
         s,

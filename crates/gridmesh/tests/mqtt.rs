@@ -150,7 +150,10 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         .unwrap_or_else(|| panic!("{home}"))["now"];
     assert_eq!(now["power_w"], 2000, "{home}");
     assert_eq!(now["time_ms"], (slot + 1) * 900_000, "{home}");
-    assert_eq!(honest["register_mwh"], 499_500, "the device's register starts at 0");
+    assert_eq!(
+        honest["register_mwh"], 499_500,
+        "the device's register starts at 0"
+    );
     assert_eq!(now["out_register_kwh"], "0.4995", "{home}");
 
     // The proof goes straight into a fraud report; against an honest reading it proves nothing

@@ -105,7 +105,11 @@ fn broken_scenarios_are_refused_with_the_reason() {
     let cases = [
         ("name = \"x\"\n[homes]\ncuont = 3\n", "cuont"),
         ("name = \"x\"\n[pv]\nshare = 2\n", "pv.share"),
-        ("name = \"x\"\n[data]\nload = \"nope.csv\"\n", "nope.csv"),
+        (
+            "name = \"x\"\n[data]\nload = \"nope.csv\"\n",
+            "nope.csv: cannot read the file data.load names",
+        ),
+        ("name = \"x\"\n[period]\ndays = \"x\"\n", "invalid type"),
         (
             "name = \"x\"\n[feeder]\nmatpower = \"missing.m\"\n",
             "missing.m",

@@ -344,7 +344,7 @@ const pages = {
       el("h2", {}, "My devices"),
       table("Devices with their own keys, what each said last and their readings' verification", ["device", "kind", "rating (W)", "now (kW, + delivering)", "status", "accepted", "pending", "held (why)"],
         h.devices.map((d) => [short(d.device), d.kind, d.capacity_w,
-          d.now ? `${num(d.now.power_w / 1000, 2)} at ${utc(d.now.time_ms)}` : "no sample here",
+          d.now ? `${num(d.now.power_w / 1000, 2)} at ${utc(d.now.time_ms)}` : "no sample on this node",
           d.status, d.readings_accepted, d.readings_pending,
           d.held.length ? d.held.slice(-3).map((x) => `slot ${x.slot}: ${x.reason}`).join("; ") : "none"])),
       el("h2", {}, "Recent slots"),

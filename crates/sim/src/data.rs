@@ -44,10 +44,11 @@ pub struct Inputs {
     pub load: LoadShape,
 }
 
-fn read(path: &str) -> Result<String, ScenarioError> {
+/// The file at `path`, named by the scenario's `key`.
+fn read(key: &str, path: &str) -> Result<String, ScenarioError> {
     std::fs::read_to_string(path).map_err(|e| ScenarioError::Data {
         path: path.to_string(),
-        message: e.to_string(),
+        message: format!("cannot read the file {key} names: {e}"),
     })
 }
 
@@ -66,7 +67,7 @@ pub fn load(weather: &str, load: &str, base: &std::path::Path) -> Result<Inputs,
         refdata::parse_try(BUILTIN_TRY).expect("the shipped reference year parses")
     } else {
         let path = resolve(weather);
-        let text = read(&path)?;
+        let text = read("data.weather", &path)?;
         if path.ends_with(".csv") {
             weather_csv(&text).map_err(|m| data_err(&path, m))?
         } else {
@@ -83,7 +84,7 @@ pub fn load(weather: &str, load: &str, base: &std::path::Path) -> Result<Inputs,
         LoadShape::Bdew(refdata::parse_bdew(BUILTIN_H25).expect("the shipped profile parses"))
     } else {
         let path = resolve(load);
-        let text = read(&path)?;
+        let text = read("data.load", &path)?;
         let header = text.lines().next().unwrap_or_default();
         if header.split(',').any(|c| c.trim() == "kw") {
             LoadShape::Series(load_csv(&text).map_err(|m| data_err(&path, m))?)

@@ -24,6 +24,11 @@
 //! [agents]
 //! strategy = "zero-intelligence"   # or mix = { optimising = 0.5, zero-intelligence = 0.5 }
 //!
+//! [feeder]
+//! # matpower = "case33bw.m"   # a radial MATPOWER case instead of the generated feeder
+//! # home_buses = [18, 22, 33] # and the buses its homes sit on, in turn
+//! transformer_kva = 250
+//!
 //! [[outages]]
 //! start = "05-03 18:00"
 //! hours = 3
@@ -507,7 +512,7 @@ impl Scenario {
         }
         let scenario: Scenario = value
             .try_into()
-            .map_err(|e: toml::de::Error| ScenarioError::Toml(e.to_string()))?;
+            .map_err(|e: toml::de::Error| ScenarioError::Invalid(e.to_string()))?;
         scenario.check()?;
         Ok(scenario)
     }

@@ -110,9 +110,9 @@ pub async fn start(
     say: Arc<dyn Fn(String) + Send + Sync>,
 ) -> anyhow::Result<(ServingNode, DemoRun)> {
     let s = scenario(&opts.scenario, &opts.overrides)?;
-    let inputs = gridmesh_sim::data::load(&s.data.weather, &s.data.load, &opts.base_dir)?;
+    let inputs = gridmesh_sim::data::load_scenario(&s, &opts.base_dir)?;
     let c = gridmesh_sim::community::build(&s, &inputs);
-    let feeder = gridmesh_sim::feeder::build(&s.feeder, s.homes.count, &opts.base_dir)?;
+    let feeder = gridmesh_sim::feeder::build(&s.feeder, &c.buses, &opts.base_dir)?;
     let genesis = gridmesh_sim::engine::genesis(&s, &c)?;
 
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;

@@ -27,6 +27,8 @@ pub struct Community {
     pub strategies: Vec<Strategy>,
     /// Electrical rating of each home's heat pump, kW (0: none).
     pub heat_pump_kw: Vec<f64>,
+    /// The MATPOWER bus each home sits on, where the homes file names one.
+    pub buses: Vec<Option<u32>>,
     /// Outdoor temperature per slot, °C.
     pub temperature_c: Vec<f64>,
     /// Slot of the data year the window starts at.
@@ -46,7 +48,9 @@ pub fn heat_pump_cop(t_c: f64) -> f64 {
     (3.5 + 0.07 * (t_c - 7.0)).clamp(1.8, 5.0)
 }
 
-/// Draws the community of `s` (seeded: the same scenario gives the same homes).
+/// Draws the community of `s` (seeded: the same scenario gives the same homes). What the homes
+/// file says of a home replaces that draw; every home draws from its own seed, so a home the
+/// file leaves blank is drawn as without the file.
 pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
     let slots = s.period.days * SLOTS_PER_DAY;
     let window_start = s.first_day() * SLOTS_PER_DAY - WARMUP_SLOTS;
@@ -65,26 +69,34 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
                 r[0]
             }
         };
+        let known = inputs.homes.get(i).cloned().unwrap_or_default();
         let annual_kwh = draw(&mut rng, s.homes.annual_kwh);
+        let annual_kwh = known.annual_kwh.unwrap_or(annual_kwh);
         let pv_kwp = if rng.gen_bool(s.pv.share) {
             draw(&mut rng, s.pv.kwp)
         } else {
             0.0
         };
+        let pv_kwp = known.pv_kwp.unwrap_or(pv_kwp);
         let b = &s.battery;
-        let battery = rng.gen_bool(b.share).then(|| {
-            let capacity_kwh = draw(&mut rng, b.capacity_kwh);
-            Battery {
-                capacity_kwh,
-                power_kw: (capacity_kwh * b.c_rate).min(b.max_power_kw),
-                charge_efficiency: b.efficiency,
-                discharge_efficiency: b.efficiency,
-                initial_kwh: capacity_kwh / 2.0,
-                reserve_kwh: capacity_kwh * b.reserve_share,
-            }
+        let drawn_kwh = rng
+            .gen_bool(b.share)
+            .then(|| draw(&mut rng, b.capacity_kwh));
+        let capacity_kwh = match known.battery_kwh {
+            Some(c) => (c > 0.0).then_some(c),
+            None => drawn_kwh,
+        };
+        let battery = capacity_kwh.map(|capacity_kwh| Battery {
+            capacity_kwh,
+            power_kw: (capacity_kwh * b.c_rate).min(b.max_power_kw),
+            charge_efficiency: b.efficiency,
+            discharge_efficiency: b.efficiency,
+            initial_kwh: capacity_kwh / 2.0,
+            reserve_kwh: capacity_kwh * b.reserve_share,
         });
         let e = &s.ev;
         let has_ev = rng.gen_bool(e.share);
+        let has_ev = known.ev.unwrap_or(has_ev);
         let ev_power_kw = e.power_kw[rng.gen_range(0..e.power_kw.len())];
         let mut sessions = Vec::new();
         if has_ev {
@@ -100,9 +112,9 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
             }
         }
         let hp = &s.heat_pump;
-        let hp_loss = rng
-            .gen_bool(hp.share)
-            .then(|| draw(&mut rng, hp.heat_loss_kw_per_k));
+        let has_hp = rng.gen_bool(hp.share);
+        let has_hp = known.heat_pump.unwrap_or(has_hp);
+        let hp_loss = has_hp.then(|| draw(&mut rng, hp.heat_loss_kw_per_k));
         let hp_kw = hp_loss.map_or(0.0, |_| hp.max_power_kw);
         let mut load_kw = window(&inputs.load.home(annual_kwh, seed), window_start, len);
         if let Some(loss) = hp_loss {
@@ -150,6 +162,9 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
         },
         strategies,
         heat_pump_kw,
+        buses: (0..s.homes.count)
+            .map(|i| inputs.homes.get(i).and_then(|h| h.bus))
+            .collect(),
         temperature_c,
         window_start,
         warmup: WARMUP_SLOTS,

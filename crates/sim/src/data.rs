@@ -42,6 +42,28 @@ impl LoadShape {
 pub struct Inputs {
     pub weather: Vec<WeatherHour>,
     pub load: LoadShape,
+    /// The homes file's rows (empty: every home drawn).
+    pub homes: Vec<HomeRow>,
+}
+
+/// Everything a scenario reads from files: weather, load and the homes file (paths relative to
+/// `base`, the scenario's directory).
+pub fn load_scenario(s: &crate::Scenario, base: &std::path::Path) -> Result<Inputs, ScenarioError> {
+    let mut inputs = load(&s.data.weather, &s.data.load, base)?;
+    if !s.homes.file.is_empty() {
+        let rows = homes_file(&s.homes.file, base)?;
+        if rows.len() != s.homes.count {
+            return Err(ScenarioError::Invalid(format!(
+                "homes.count is {} but {} describes {} homes: set homes.count = {}",
+                s.homes.count,
+                s.homes.file,
+                rows.len(),
+                rows.len()
+            )));
+        }
+        inputs.homes = rows;
+    }
+    Ok(inputs)
 }
 
 /// The file at `path`, named by the scenario's `key`.
@@ -92,7 +114,11 @@ pub fn load(weather: &str, load: &str, base: &std::path::Path) -> Result<Inputs,
             LoadShape::Bdew(refdata::parse_bdew(&text).map_err(|e| data_err(&path, e.to_string()))?)
         }
     };
-    Ok(Inputs { weather, load })
+    Ok(Inputs {
+        weather,
+        load,
+        homes: Vec::new(),
+    })
 }
 
 fn columns<'a>(header: &'a str, names: &[&str]) -> Result<Vec<usize>, String> {
@@ -183,6 +209,122 @@ fn load_csv(text: &str) -> Result<Vec<f64>, String> {
     Ok(out.into_iter().map(|v| v / annual_kwh).collect())
 }
 
+/// One row of a homes file: what the planner knows of a home; `None` is drawn from the
+/// scenario's shares and ranges as usual.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HomeRow {
+    /// MATPOWER bus number the home sits on.
+    pub bus: Option<u32>,
+    pub annual_kwh: Option<f64>,
+    /// 0: no PV.
+    pub pv_kwp: Option<f64>,
+    /// 0: no battery.
+    pub battery_kwh: Option<f64>,
+    pub ev: Option<bool>,
+    pub heat_pump: Option<bool>,
+}
+
+/// The columns a homes file may have (any subset, any order).
+pub const HOME_COLUMNS: [&str; 6] = [
+    "bus",
+    "annual_kwh",
+    "pv_kwp",
+    "battery_kwh",
+    "ev",
+    "heat_pump",
+];
+
+/// Reads the homes file `path` named by `homes.file` (relative to `base`): a header of
+/// [`HOME_COLUMNS`] and a row per home; an empty cell is drawn.
+pub fn homes_file(path: &str, base: &std::path::Path) -> Result<Vec<HomeRow>, ScenarioError> {
+    let path = base.join(path).to_string_lossy().into_owned();
+    let text = read("homes.file", &path)?;
+    homes_csv(&text).map_err(|m| data_err(&path, m))
+}
+
+fn homes_csv(text: &str) -> Result<Vec<HomeRow>, String> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let mut col = [None; HOME_COLUMNS.len()];
+    for (i, h) in header.iter().enumerate() {
+        let k = HOME_COLUMNS.iter().position(|c| c == h).ok_or_else(|| {
+            format!(
+                "line 1: unknown column {h:?} (known: {})",
+                HOME_COLUMNS.join(", ")
+            )
+        })?;
+        if col[k].replace(i).is_some() {
+            return Err(format!("line 1: column {h:?} appears twice"));
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let line_no = i + 2;
+        if rows.len() == crate::scenario::MAX_HOMES {
+            return Err(format!("more than {} homes", crate::scenario::MAX_HOMES));
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() != header.len() {
+            return Err(format!(
+                "line {line_no}: {} fields, the header has {}",
+                f.len(),
+                header.len()
+            ));
+        }
+        let cell = |k: usize| col[k].map(|c| f[c]).filter(|v| !v.is_empty());
+        let ranged = |k: usize, lo: f64, hi: f64| -> Result<Option<f64>, String> {
+            cell(k)
+                .map(|v| {
+                    let x = number(line_no, Some(v))?;
+                    if (lo..=hi).contains(&x) {
+                        Ok(x)
+                    } else {
+                        Err(format!(
+                            "line {line_no}: {} must be {lo} to {hi}, not {x}",
+                            HOME_COLUMNS[k]
+                        ))
+                    }
+                })
+                .transpose()
+        };
+        let flag = |k: usize| -> Result<Option<bool>, String> {
+            cell(k)
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "1" | "yes" | "true" => Ok(true),
+                    "0" | "no" | "false" => Ok(false),
+                    _ => Err(format!(
+                        "line {line_no}: {} is yes or no (1 or 0), not {v:?}",
+                        HOME_COLUMNS[k]
+                    )),
+                })
+                .transpose()
+        };
+        let bus = cell(0)
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("line {line_no}: bus {v:?} is not a bus number"))
+            })
+            .transpose()?;
+        rows.push(HomeRow {
+            bus,
+            annual_kwh: ranged(1, 100.0, 100_000.0)?,
+            pv_kwp: ranged(2, 0.0, 1_000.0)?,
+            battery_kwh: ranged(3, 0.0, 1_000.0)?,
+            ev: flag(4)?,
+            heat_pump: flag(5)?,
+        });
+    }
+    if rows.is_empty() {
+        return Err("no homes (a header line, then a line per home)".into());
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +336,39 @@ mod tests {
         let home = i.load.home(3_000.0, 1);
         let kwh: f64 = home.iter().sum::<f64>() / 4.0;
         assert!((kwh / 3_000.0 - 1.0).abs() < 0.1, "{kwh}");
+    }
+
+    #[test]
+    fn a_homes_file_gives_what_it_knows_and_refuses_nonsense() {
+        let rows = homes_csv("pv_kwp, bus,ev\n5.5,3,yes\n,4,\n0,,0\n").unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0],
+            HomeRow {
+                bus: Some(3),
+                pv_kwp: Some(5.5),
+                ev: Some(true),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            (rows[1].pv_kwp, rows[1].bus, rows[1].ev),
+            (None, Some(4), None)
+        );
+        assert_eq!((rows[2].pv_kwp, rows[2].ev), (Some(0.0), Some(false)));
+        for (text, why) in [
+            ("pv\n1\n", "unknown column \"pv\""),
+            ("ev,ev\n1,1\n", "appears twice"),
+            ("pv_kwp\n-1\n", "line 2: pv_kwp must be 0 to 1000, not -1"),
+            ("pv_kwp\nlots\n", "line 2: \"lots\" is not a number"),
+            ("ev\n1\nmaybe\n", "line 3: ev is yes or no"),
+            ("bus,ev\n7\n", "line 2: 1 fields, the header has 2"),
+            ("bus\n-2\n", "not a bus number"),
+            ("bus\n", "no homes"),
+        ] {
+            let e = homes_csv(text).unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -59,15 +59,22 @@ fn cable(from: usize, to: usize, kv: f64, km: f64, r: f64, x: f64, amps: f64) ->
     }
 }
 
-/// Builds the feeder for `homes` homes.
+/// Builds the feeder for `placed.len()` homes; `placed` holds the MATPOWER bus of each home
+/// where the homes file names one.
 pub fn build(
     f: &FeederChoice,
-    homes: usize,
+    placed: &[Option<u32>],
     base: &std::path::Path,
 ) -> Result<Feeder, ScenarioError> {
     if !f.matpower.is_empty() {
-        return from_matpower(f, homes, base);
+        return from_matpower(f, placed, base);
     }
+    if placed.iter().any(Option::is_some) {
+        return Err(ScenarioError::Invalid(
+            "the homes file's bus column places homes on a MATPOWER case's buses: set feeder.matpower too".into(),
+        ));
+    }
+    let homes = placed.len();
     let groups = homes.div_ceil(f.homes_per_transformer);
     let mut net = Network {
         name: format!("generated-{homes}"),
@@ -153,7 +160,7 @@ pub fn build(
 
 fn from_matpower(
     f: &FeederChoice,
-    homes: usize,
+    placed: &[Option<u32>],
     base: &std::path::Path,
 ) -> Result<Feeder, ScenarioError> {
     let path = base.join(&f.matpower);
@@ -193,21 +200,29 @@ fn from_matpower(
         .iter()
         .map(|&k| net.branches[k].rate_a_mva * 1_000.0)
         .sum::<f64>();
+    let site = |key: &str, n: u32| match net.bus_index(n) {
+        Some(b) if b == slack => Err(err(format!(
+            "{key}: bus {n} is the slack bus (the upstream grid); homes sit on load buses"
+        ))),
+        Some(b) => Ok(b),
+        None => Err(err(format!("{key}: the case has no bus {n}"))),
+    };
     let sites: Vec<usize> = if f.home_buses.is_empty() {
         load_buses
     } else {
         f.home_buses
             .iter()
-            .map(|&n| match net.bus_index(n) {
-                Some(b) if b == slack => Err(err(format!(
-                    "feeder.home_buses: bus {n} is the slack bus (the upstream grid); homes sit on load buses"
-                ))),
-                Some(b) => Ok(b),
-                None => Err(err(format!("feeder.home_buses: the case has no bus {n}"))),
-            })
+            .map(|&n| site("feeder.home_buses", n))
             .collect::<Result<_, _>>()?
     };
-    let home_bus: Vec<usize> = (0..homes).map(|i| sites[i % sites.len()]).collect();
+    let home_bus: Vec<usize> = placed
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p {
+            Some(n) => site(&format!("homes.file (home {})", i + 1), *n),
+            None => Ok(sites[i % sites.len()]),
+        })
+        .collect::<Result<_, _>>()?;
     let home_area = home_bus
         .iter()
         .enumerate()
@@ -234,7 +249,7 @@ mod tests {
     fn a_generated_feeder_is_radial_and_holds_every_home() {
         let f = FeederChoice::default();
         for homes in [1, 20, 121, 1_000] {
-            let feeder = build(&f, homes, std::path::Path::new(".")).unwrap();
+            let feeder = build(&f, &vec![None; homes], std::path::Path::new(".")).unwrap();
             assert_eq!(feeder.home_bus.len(), homes);
             assert!(feeder.net.is_radial());
             assert_eq!(feeder.transformers.len(), homes.div_ceil(120));

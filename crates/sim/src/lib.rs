@@ -31,9 +31,9 @@ pub fn run(
     base_dir: &std::path::Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Outcome, SimError> {
-    let inputs = data::load(&s.data.weather, &s.data.load, base_dir)?;
+    let inputs = data::load_scenario(s, base_dir)?;
     let c = community::build(s, &inputs);
-    let feeder = feeder::build(&s.feeder, s.homes.count, base_dir)?;
+    let feeder = feeder::build(&s.feeder, &c.buses, base_dir)?;
     engine::run(s, &c, &feeder, progress)
 }
 

@@ -16,6 +16,7 @@
 //! [homes]
 //! count = 20
 //! annual_kwh = [2000, 5500]   # drawn uniformly per home
+//! # file = "homes.csv"        # or home by home: bus, annual_kwh, pv_kwp, battery_kwh, ev, heat_pump
 //!
 //! [pv]
 //! share = 0.6                 # of homes
@@ -165,6 +166,10 @@ pub struct Homes {
     pub export_limit_kw: f64,
     /// Tokens each member's account starts with.
     pub initial_tokens: u64,
+    /// A CSV of the homes as the planner knows them (`bus`, `annual_kwh`, `pv_kwp`,
+    /// `battery_kwh`, `ev`, `heat_pump`; any subset; an empty cell is drawn), one row per home:
+    /// `count` must match it. Empty: every home is drawn.
+    pub file: String,
 }
 
 impl Default for Homes {
@@ -176,6 +181,7 @@ impl Default for Homes {
             import_limit_kw: 30.0,
             export_limit_kw: 10.0,
             initial_tokens: 1_000,
+            file: String::new(),
         }
     }
 }

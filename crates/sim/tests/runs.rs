@@ -302,3 +302,97 @@ home_buses = [3, 4, 4]
         .to_string();
     assert!(e.contains("set feeder.matpower too"), "{e}");
 }
+
+#[test]
+fn a_homes_file_describes_the_homes_a_planner_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("street.m"), STREET_CASE).unwrap();
+    // Home 3 is left to the draw; home 4 sits where the buses come in turn.
+    std::fs::write(
+        dir.path().join("homes.csv"),
+        "bus,pv_kwp,battery_kwh,ev,heat_pump,annual_kwh\n\
+         4,8.5,10,yes,no,4200\n\
+         2,0,0,no,yes,3100\n\
+         ,,,,,\n\
+         ,3,,,,\n",
+    )
+    .unwrap();
+    let text = r#"
+name = "planned-street"
+[period]
+start = "06-10"
+days = 1
+[homes]
+count = 4
+file = "homes.csv"
+[feeder]
+matpower = "street.m"
+home_buses = [3]
+"#;
+    let s = Scenario::from_toml(text, &[]).unwrap();
+    let out = run(&s, dir.path(), &mut |_, _| {}).expect("the run completes");
+    let h = &out.homes;
+    assert_eq!(
+        h.iter().map(|h| h.area.as_str()).collect::<Vec<_>>(),
+        ["b4/h1", "b2/h2", "b3/h3", "b3/h4"]
+    );
+    assert_eq!(
+        (h[0].pv_kwp, h[0].battery_kwh, h[0].ev, h[0].heat_pump),
+        (8.5, 10.0, true, false)
+    );
+    assert_eq!(
+        (h[1].pv_kwp, h[1].battery_kwh, h[1].ev, h[1].heat_pump),
+        (0.0, 0.0, false, true)
+    );
+    assert_eq!(h[3].pv_kwp, 3.0);
+    // The year's 4,200 kWh, a day of it in June (the profile's day, not a 365th).
+    assert!(
+        h[0].used_kwh > 4.0 && h[0].used_kwh < 40.0,
+        "{}",
+        h[0].used_kwh
+    );
+
+    // A blank row is drawn as without the file: the same home 3 as a scenario without it.
+    let drawn = run(
+        &Scenario::from_toml(text, &["homes.file=\"\"".into()]).unwrap(),
+        dir.path(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            drawn.homes[2].pv_kwp,
+            drawn.homes[2].battery_kwh,
+            drawn.homes[2].ev
+        ),
+        (h[2].pv_kwp, h[2].battery_kwh, h[2].ev)
+    );
+
+    // Counts that disagree, a bus the case lacks, a bus on a generated feeder: refused.
+    for (set, why) in [
+        (
+            "homes.count=5",
+            "homes.count is 5 but homes.csv describes 4 homes",
+        ),
+        ("feeder.matpower=\"\"", "set feeder.matpower too"),
+    ] {
+        let mut sets = vec![set.to_string()];
+        if set.starts_with("feeder") {
+            sets.push("feeder.home_buses=[]".into());
+        }
+        let s = Scenario::from_toml(text, &sets).unwrap();
+        let Err(e) = run(&s, dir.path(), &mut |_, _| {}) else {
+            panic!("{set} ran");
+        };
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    std::fs::write(dir.path().join("homes.csv"), "bus\n9\n1\n3\n3\n").unwrap();
+    let Err(e) = run(&s, dir.path(), &mut |_, _| {}) else {
+        panic!("bus 9 ran");
+    };
+    assert!(
+        e.to_string()
+            .contains("homes.file (home 1): the case has no bus 9"),
+        "{e}"
+    );
+}

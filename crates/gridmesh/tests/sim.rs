@@ -98,6 +98,44 @@ fn a_sweep_writes_a_summary_and_one_report_per_value() {
     assert!(sc(1) > sc(0), "{} vs {}", sc(1), sc(0));
 }
 
+/// The planner's example: a MATPOWER street and a homes file next to the scenario, found
+/// relative to it from any working directory.
+#[test]
+fn the_planned_street_runs_on_its_case_with_its_homes() {
+    let out = tempfile::tempdir().unwrap();
+    let scenario = examples().join("planned-street.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_gridmesh"))
+        .current_dir(out.path())
+        .arg("sim")
+        .arg(&scenario)
+        .args([
+            "--out",
+            "run",
+            "--set",
+            "period.days=1",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // homes.csv: row 1 of the file is bus 3, 9.8 kWp, a 10 kWh battery, an EV, no heat pump.
+    let csv = std::fs::read_to_string(out.path().join("run/homes.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let cell = |row: usize, col: &str| rows[row][header.iter().position(|c| *c == col).unwrap()];
+    assert_eq!(rows.len(), 12);
+    assert_eq!(
+        ["area", "pv_kwp", "battery_kwh", "ev", "heat_pump"].map(|c| cell(0, c)),
+        ["b3/h1", "9.8", "10.0", "true", "false"]
+    );
+    assert_eq!(cell(11, "area"), "b10/h12", "the side street's last bus");
+    assert_eq!(json["community"]["transformer_rating_kw"], 160.0);
+    assert_eq!(json["community"]["power_flow_failures"], 0);
+}
+
 #[test]
 fn broken_scenarios_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();

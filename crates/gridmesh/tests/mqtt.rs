@@ -10,32 +10,11 @@ use common::{
     Mosquitto,
 };
 use gridmesh_ledger::Keypair;
+use gridmesh_node::client::Client;
 use std::process::Command;
 
 fn run(args: &[&str]) -> serde_json::Value {
     stdout_json(&gridmesh(args))
-}
-
-/// Signs in to the node at `url` with the key file `key`: a session token.
-fn sign_in(url: &str, key: &str) -> String {
-    let key = Keypair::load(std::path::Path::new(key)).unwrap();
-    let address = key.address().to_string();
-    let c: serde_json::Value = ureq::post(&format!("{url}/v1/auth/challenge"))
-        .send_json(serde_json::json!({ "address": address }))
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let message = hex::decode(c["message"].as_str().unwrap()).unwrap();
-    let s: serde_json::Value = ureq::post(&format!("{url}/v1/auth/session"))
-        .send_json(serde_json::json!({
-            "address": address,
-            "challenge": c["challenge"],
-            "signature": hex::encode(key.sign(&message)),
-        }))
-        .unwrap()
-        .into_json()
-        .unwrap();
-    s["token"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -135,26 +114,23 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
 
     // The owner, signed in, sees on its home what each device said last: the gateway's latest
     // verified sample (the forged one, signed over other numbers, is not it).
-    let token = sign_in(&url, owner_key);
-    let home: serde_json::Value = ureq::get(&format!("{url}/v1/homes/{owner}"))
-        .set("Authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap()
-        .into_json()
+    let client = Client::new(&url);
+    let token = client
+        .sign_in(&Keypair::load(std::path::Path::new(owner_key)).unwrap())
         .unwrap();
-    let now = &home["devices"]
-        .as_array()
-        .unwrap()
+    let home = client.home(&owner.parse().unwrap(), &token, 96).unwrap();
+    let now = home
+        .devices
         .iter()
-        .find(|d| d["device"] == device.as_str())
-        .unwrap_or_else(|| panic!("{home}"))["now"];
-    assert_eq!(now["power_w"], 2000, "{home}");
-    assert_eq!(now["time_ms"], (slot + 1) * 900_000, "{home}");
+        .find(|d| d.device == *device)
+        .and_then(|d| d.now.clone())
+        .unwrap_or_else(|| panic!("{home:?}"));
+    assert_eq!((now.power_w, now.time_ms), (2000, (slot + 1) * 900_000));
     assert_eq!(
         honest["register_mwh"], 499_500,
         "the device's register starts at 0"
     );
-    assert_eq!(now["out_register_kwh"], "0.4995", "{home}");
+    assert_eq!(now.out_register_kwh, "0.4995");
 
     // The proof goes straight into a fraud report; against an honest reading it proves nothing
     // and is refused with the reason. The owner may not report its own device at all.

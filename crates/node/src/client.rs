@@ -155,6 +155,49 @@ impl Client {
         self.handle(&url, r)
     }
 
+    /// Signs in as `key`'s account (a fresh challenge, signed): the session's token for the
+    /// account's home and those granted to it.
+    pub fn sign_in(&self, key: &gridmesh_ledger::Keypair) -> Result<String, ClientError> {
+        let address = key.address().to_string();
+        let url = format!("{}/v1/auth/challenge", self.base);
+        let r = self
+            .agent
+            .post(&url)
+            .send_json(serde_json::json!({ "address": address }));
+        let c: crate::api_home::ChallengeResponse = self.handle(&url, r)?;
+        let message = hex::decode(&c.message).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: format!("the challenge's message is not hex: {e}"),
+        })?;
+        let url = format!("{}/v1/auth/session", self.base);
+        let r = self
+            .agent
+            .post(&url)
+            .send_json(crate::api_home::SessionRequest {
+                address,
+                challenge: c.challenge,
+                signature: hex::encode(key.sign(&message)),
+            });
+        let s: crate::api_home::SessionResponse = self.handle(&url, r)?;
+        Ok(s.token)
+    }
+
+    /// The home of `owner` over the last `slots` slots, read with a session `token`.
+    pub fn home(
+        &self,
+        owner: &Address,
+        token: &str,
+        slots: u64,
+    ) -> Result<crate::api_home::HomeView, ClientError> {
+        let url = format!("{}/v1/homes/{owner}?slots={slots}", self.base);
+        let r = self
+            .agent
+            .get(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call();
+        self.handle(&url, r)
+    }
+
     /// Submits up to [`crate::api::MAX_BATCH_TXS`] transactions in one request.
     pub fn submit_batch(&self, txs: &[SignedTx]) -> Result<BatchResponse, ClientError> {
         let url = format!("{}/v1/txs", self.base);

@@ -32,22 +32,9 @@ fn call(
 
 /// Signs in as `key`: challenge, signature, token.
 fn sign_in(api: &str, key: &Keypair) -> String {
-    let c = post(
-        &format!("{api}/v1/auth/challenge"),
-        serde_json::json!({ "address": key.address().to_string() }),
-    )
-    .unwrap();
-    let message = hex::decode(c["message"].as_str().unwrap()).unwrap();
-    let s = post(
-        &format!("{api}/v1/auth/session"),
-        serde_json::json!({
-            "address": key.address().to_string(),
-            "challenge": c["challenge"],
-            "signature": hex::encode(key.sign(&message)),
-        }),
-    )
-    .unwrap();
-    s["token"].as_str().unwrap().to_string()
+    gridmesh_node::client::Client::new(api)
+        .sign_in(key)
+        .unwrap()
 }
 
 #[test]

@@ -636,6 +636,24 @@ enum QueryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A home's energy, money, savings, rewards and devices (each device's latest sample where the
+    /// node's gateway has one): signs in with the account's key; the owner's home, or one the
+    /// owner granted to this account (`--owner`).
+    Home {
+        /// The account key that signs in.
+        #[arg(long)]
+        key: PathBuf,
+        /// Whose home (default: the key's own).
+        #[arg(long)]
+        owner: Option<Address>,
+        /// Slots up to the current one (96: a day; at most 2976, 31 days).
+        #[arg(long, default_value_t = 96)]
+        slots: u64,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
     /// A transaction by hash, with its receipt.
     Tx {
         hash: Hash32,
@@ -2143,6 +2161,54 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
             }
             if !v.reconciled {
                 bail!("the supply does not reconcile");
+            }
+        }
+        QueryCommand::Home {
+            key,
+            owner,
+            slots,
+            node,
+            json,
+        } => {
+            let key = Keypair::load(&key)?;
+            let owner = owner.unwrap_or_else(|| key.address());
+            let client = Client::new(&node.node);
+            let token = client.sign_in(&key)?;
+            let h = client.home(&owner, &token, slots)?;
+            if json {
+                return print_json(&h);
+            }
+            let t = &h.totals;
+            eprintln!(
+                "home {}: balance {} tokens; slots {} to {}",
+                h.address, h.balance, h.first_slot, h.last_slot
+            );
+            eprintln!(
+                "  meter: imported {} kWh, exported {} kWh; from neighbours {} kWh, to neighbours {} kWh",
+                t.import_kwh, t.export_kwh, t.bought_kwh, t.sold_kwh
+            );
+            eprintln!(
+                "  bill {} tokens (utility only {}; saved {}); rewards {} tokens",
+                t.bill, t.baseline_bill, t.savings, t.rewards
+            );
+            for d in &h.devices {
+                let now = d.now.as_ref().map_or("no sample on this node".into(), |n| {
+                    format!("{} W at {} ms", n.power_w, n.time_ms)
+                });
+                eprintln!(
+                    "  device {} ({}, {} W, {}): now {}; readings {} accepted, {} pending, {} held",
+                    d.device,
+                    d.kind,
+                    d.capacity_w,
+                    d.status,
+                    now,
+                    d.readings_accepted,
+                    d.readings_pending,
+                    d.held.len()
+                );
+                for x in &d.held {
+                    eprintln!("    slot {} held: {}", x.slot, x.reason);
+                }
             }
         }
         QueryCommand::Tx { hash, node, json } => {

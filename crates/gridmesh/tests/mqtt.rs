@@ -131,10 +131,36 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         "the device's register starts at 0"
     );
     assert_eq!(now.out_register_kwh, "0.4995");
+    // The same from the command line; another account may not read the home.
+    let v = run(&[
+        "query", "home", "--key", owner_key, "--node", &url, "--json",
+    ]);
+    let cli_now = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device"] == device.as_str())
+        .map(|d| d["now"].clone());
+    assert_eq!(cli_now, Some(serde_json::to_value(&now).unwrap()), "{v}");
 
     // The proof goes straight into a fraud report; against an honest reading it proves nothing
     // and is refused with the reason. The owner may not report its own device at all.
     let (reporter_key, reporter) = new_key(dir.path(), "reporter");
+    let o = gridmesh(&[
+        "query",
+        "home",
+        "--key",
+        &reporter_key,
+        "--owner",
+        owner,
+        "--node",
+        &url,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("for its owner and whom the owner grants it"),
+        "{err}"
+    );
     run(&[
         "tx", "transfer", "--key", faucet, "--to", &reporter, "--amount", "1", "--node", &url,
         "--json",

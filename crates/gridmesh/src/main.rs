@@ -2179,10 +2179,16 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
                 return print_json(&h);
             }
             let t = &h.totals;
-            eprintln!(
-                "home {}: balance {} tokens; slots {} to {}",
-                h.address, h.balance, h.first_slot, h.last_slot
-            );
+            let period = if h.last_slot == 0 {
+                "no slots yet (the chain has no block with a time)".to_string()
+            } else {
+                format!(
+                    "from {} to {}",
+                    gridmesh_sim::kpi::utc(h.first_slot * 900),
+                    gridmesh_sim::kpi::utc((h.last_slot + 1) * 900)
+                )
+            };
+            eprintln!("home {}: balance {} tokens; {period}", h.address, h.balance);
             eprintln!(
                 "  meter: imported {} kWh, exported {} kWh; from neighbours {} kWh, to neighbours {} kWh",
                 t.import_kwh, t.export_kwh, t.bought_kwh, t.sold_kwh
@@ -2193,7 +2199,11 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
             );
             for d in &h.devices {
                 let now = d.now.as_ref().map_or("no sample on this node".into(), |n| {
-                    format!("{} W at {} ms", n.power_w, n.time_ms)
+                    format!(
+                        "{} W at {}",
+                        n.power_w,
+                        gridmesh_sim::kpi::utc(n.time_ms / 1_000)
+                    )
                 });
                 eprintln!(
                     "  device {} ({}, {} W, {}): now {}; readings {} accepted, {} pending, {} held",

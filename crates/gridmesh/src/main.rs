@@ -2179,13 +2179,14 @@ fn run_query(q: QueryCommand) -> anyhow::Result<()> {
                 return print_json(&h);
             }
             let t = &h.totals;
+            let slot_start_ms = gridmesh_types::units::slot_start_ms;
             let period = if h.last_slot == 0 {
                 "no slots yet (the chain has no block with a time)".to_string()
             } else {
                 format!(
                     "from {} to {}",
-                    gridmesh_sim::kpi::utc(h.first_slot * 900),
-                    gridmesh_sim::kpi::utc((h.last_slot + 1) * 900)
+                    gridmesh_sim::kpi::utc(slot_start_ms(h.first_slot) / 1_000),
+                    gridmesh_sim::kpi::utc(slot_start_ms(h.last_slot + 1) / 1_000)
                 )
             };
             eprintln!("home {}: balance {} tokens; {period}", h.address, h.balance);

@@ -163,7 +163,9 @@ impl Client {
         let r = self
             .agent
             .post(&url)
-            .send_json(serde_json::json!({ "address": address }));
+            .send_json(crate::api_home::ChallengeRequest {
+                address: address.clone(),
+            });
         let c: crate::api_home::ChallengeResponse = self.handle(&url, r)?;
         let message = hex::decode(&c.message).map_err(|e| ClientError::Decode {
             url: url.clone(),

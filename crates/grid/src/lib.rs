@@ -19,6 +19,7 @@ pub mod matpower;
 mod network;
 pub mod outage;
 pub mod powerflow;
+pub mod snapshot;
 pub mod sweep;
 
 pub use envelope::{

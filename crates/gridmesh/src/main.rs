@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use gridmesh_client::client::Client;
 use gridmesh_ledger::{Keypair, TxKind};
-use gridmesh_node::client::Client;
-use gridmesh_node::{bench, demo, NodeConfig, RunningNode, DEFAULT_LISTEN};
+use gridmesh_node::{NodeConfig, RunningNode, DEFAULT_LISTEN};
+use gridmesh_tools::{bench, demo};
 use gridmesh_types::{Address, Amount, Hash32};
 use serde::Serialize;
 
@@ -335,7 +336,7 @@ struct TestnetArgs {
     #[arg(long)]
     dir: PathBuf,
     /// First p2p port; validator i uses BASE+i for p2p and BASE+100+i for its API.
-    #[arg(long, default_value_t = gridmesh_node::testnet::DEFAULT_BASE_PORT)]
+    #[arg(long, default_value_t = gridmesh_tools::testnet::DEFAULT_BASE_PORT)]
     base_port: u16,
     /// Write the files and exit without starting the validators.
     #[arg(long)]
@@ -375,7 +376,7 @@ struct AgentArgs {
     home: PathBuf,
     /// zero-intelligence, linear-ramp or optimising.
     #[arg(long, default_value = "optimising")]
-    strategy: gridmesh_node::agent_runner::StrategyKind,
+    strategy: gridmesh_client::agent_runner::StrategyKind,
     /// Stop after this many slots (default: run until interrupted).
     #[arg(long)]
     slots: Option<u64>,
@@ -1416,7 +1417,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Query(q) => run_query(q),
         Command::Grid(GridCommand::Island { scenario, json }) => {
-            let report = gridmesh_node::grid_report::island(&scenario)?;
+            let report = gridmesh_tools::grid_report::island(&scenario)?;
             if json {
                 print_json(&report)
             } else {
@@ -1425,7 +1426,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Grid(GridCommand::Powerflow { case, json }) => {
-            let report = gridmesh_node::grid_report::powerflow(&case)?;
+            let report = gridmesh_tools::grid_report::powerflow(&case)?;
             if json {
                 print_json(&report)
             } else {
@@ -1446,7 +1447,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read_to_string(&orders)
                     .with_context(|| format!("reading {}", orders.display()))?
             };
-            let set = gridmesh_node::market_file::OrderSet::parse(&text)
+            let set = gridmesh_tools::market_file::OrderSet::parse(&text)
                 .with_context(|| format!("in {}", orders.display()))?;
             if let Some(path) = feeder {
                 if !(1..=1440).contains(&slot_minutes) {
@@ -1456,7 +1457,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", path.display()))?;
                 let feeder = gridmesh_grid::Feeder::from_toml(&text)
                     .with_context(|| format!("in {}", path.display()))?;
-                let report = gridmesh_node::grid_market::clear_on_feeder(
+                let report = gridmesh_tools::grid_market::clear_on_feeder(
                     &set,
                     &feeder,
                     mechanism,
@@ -1482,7 +1483,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             repeat,
             json,
         }) => {
-            let rows = gridmesh_node::bench_agent::run(homes.max(1), repeat);
+            let rows = gridmesh_tools::bench_agent::run(homes.max(1), repeat);
             for r in &rows {
                 eprintln!("{r}");
             }
@@ -1493,7 +1494,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sim(a) => sim(a),
         Command::Agent(a) => {
-            use gridmesh_node::agent_runner as runner;
+            use gridmesh_client::agent_runner as runner;
             let text = std::fs::read_to_string(&a.home)
                 .with_context(|| format!("reading {}", a.home.display()))?;
             let home = runner::HomeSpec::parse(&text)
@@ -1502,7 +1503,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("--reprice must be at least 0 and --poll-ms positive");
             }
             let data =
-                runner::HomeData::load(&home, &gridmesh_node::bench_grid::shared_data_dir())?;
+                runner::HomeData::load(&home, &gridmesh_tools::bench_grid::shared_data_dir())?;
             let cfg = runner::AgentConfig {
                 key: Keypair::load(&a.key)?,
                 node: a.node.node,
@@ -1548,7 +1549,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 transformer_kw,
                 ..Default::default()
             };
-            let results = gridmesh_node::bench_agent::community_study(&cfg)?;
+            let results = gridmesh_tools::bench_agent::community_study(&cfg)?;
             eprint!("{}", gridmesh_agent::study::table(&cfg, &results));
             if json {
                 print_json(&results)?;
@@ -1565,8 +1566,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let mut rows = Vec::new();
             for n in devices {
-                for row in gridmesh_node::bench_ingest::run(
-                    &gridmesh_node::bench_ingest::IngestBenchOptions {
+                for row in gridmesh_tools::bench_ingest::run(
+                    &gridmesh_tools::bench_ingest::IngestBenchOptions {
                         devices: n,
                         seconds,
                         per_message,
@@ -1590,7 +1591,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_pandapower,
             json,
         }) => {
-            use gridmesh_node::bench_grid;
+            use gridmesh_tools::bench_grid;
             let cases = cases.or_else(|| {
                 let d = bench_grid::shared_data_dir().join("grid");
                 d.exists().then_some(d)
@@ -1601,7 +1602,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let python = if no_pandapower {
                 None
             } else {
-                let p = gridmesh_node::interop_python();
+                let p = gridmesh_tools::interop_python();
                 if p.is_none() {
                     eprintln!("no interop venv (run ./scripts/setup): pandapower skipped");
                 }
@@ -1634,14 +1635,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let python = if no_pymarket {
                 None
             } else {
-                let p = gridmesh_node::interop_python();
+                let p = gridmesh_tools::interop_python();
                 if p.is_none() {
                     eprintln!("no interop venv (run ./scripts/setup): pymarket skipped");
                 }
                 p
             };
-            let rows = gridmesh_node::bench_market::run(
-                &gridmesh_node::bench_market::MarketBenchOptions {
+            let rows = gridmesh_tools::bench_market::run(
+                &gridmesh_tools::bench_market::MarketBenchOptions {
                     sizes,
                     mechanisms,
                     repeat,
@@ -1658,7 +1659,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     gridmesh_market::Mechanism::Huang,
                 ] {
                     eprintln!("one slot of {ledger_homes} homes through ledger blocks ({m})...");
-                    let r = gridmesh_node::bench_market::ledger_slot(ledger_homes, m)?;
+                    let r = gridmesh_tools::bench_market::ledger_slot(ledger_homes, m)?;
                     eprintln!("{r}");
                     ledger.push(r);
                 }
@@ -1717,7 +1718,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 );
                 let r =
-                    gridmesh_node::bench_net::run(&gridmesh_node::bench_net::NetBenchOptions {
+                    gridmesh_tools::bench_net::run(&gridmesh_tools::bench_net::NetBenchOptions {
                         exe: exe.clone(),
                         validators: n,
                         accounts,
@@ -1757,7 +1758,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
     if !(a.day_seconds.is_finite() && (0.0..=86_400.0).contains(&a.day_seconds)) {
         bail!("--day-seconds must be between 0 and 86400");
     }
-    let mut opts = gridmesh_node::demo_community::DemoOptions {
+    let mut opts = gridmesh_tools::demo_community::DemoOptions {
         day_seconds: a.day_seconds,
         overrides: a.set,
         ..Default::default()
@@ -1774,7 +1775,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
         opts.overrides.push(format!("period.days={days}"));
     }
     // Check the scenario before binding anything.
-    gridmesh_node::demo_community::scenario(&opts.scenario, &opts.overrides)
+    gridmesh_tools::demo_community::scenario(&opts.scenario, &opts.overrides)
         .context("the demo's scenario")?;
     opts.listen = match std::net::TcpListener::bind(a.listen) {
         Ok(_) => a.listen,
@@ -1784,7 +1785,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
         }
     };
     opts.keep_serving = a.serve;
-    let run = runtime()?.block_on(gridmesh_node::demo_community::run(opts, |line| {
+    let run = runtime()?.block_on(gridmesh_tools::demo_community::run(opts, |line| {
         eprintln!("{line}")
     }))?;
     if let Some(dir) = &a.out {
@@ -1871,8 +1872,13 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
 }
 
 fn run_testnet(a: TestnetArgs) -> anyhow::Result<()> {
-    let t =
-        gridmesh_node::testnet::init_with(&a.dir, a.validators, a.full_nodes, a.base_port, vec![])?;
+    let t = gridmesh_tools::testnet::init_with(
+        &a.dir,
+        a.validators,
+        a.full_nodes,
+        a.base_port,
+        vec![],
+    )?;
     eprintln!(
         "testnet {} in {}: {} validators (genesis {}, faucet key {})",
         t.chain_id,

@@ -362,8 +362,8 @@ fn the_demo_tour_runs_and_reports_json() {
 
 #[test]
 fn batch_submission_admits_each_transaction_on_its_own() {
+    use gridmesh_client::client::Client;
     use gridmesh_ledger::{Keypair, SignedTx};
-    use gridmesh_node::client::Client;
     use gridmesh_types::{Address, Amount};
 
     let dir = tempfile::tempdir().unwrap();

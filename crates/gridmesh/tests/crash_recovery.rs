@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::NodeProc;
+use gridmesh_client::client::Client;
 use gridmesh_ledger::{Keypair, SignedTx};
-use gridmesh_node::client::Client;
 use gridmesh_types::{Address, Amount, Hash32};
 use rand::{Rng, SeedableRng};
 

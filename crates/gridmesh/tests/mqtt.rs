@@ -9,8 +9,8 @@ use common::{
     get_json, gridmesh, interop_script, new_key, python, stdout_json, wait_for, GatewayNode,
     Mosquitto,
 };
+use gridmesh_client::client::Client;
 use gridmesh_ledger::Keypair;
-use gridmesh_node::client::Client;
 use std::process::Command;
 
 fn run(args: &[&str]) -> serde_json::Value {

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{gridmesh, NodeProc};
+use gridmesh_client::client::Client;
 use gridmesh_ledger::{Keypair, SignedTx};
-use gridmesh_node::client::Client;
 use gridmesh_types::{Amount, Hash32};
 
 const N: usize = 4;

@@ -10,7 +10,7 @@ use crate::crypto::{Parallelism, SignatureError};
 use crate::genesis::{Genesis, GenesisError};
 use crate::state::{Account, State, StateDiff, TxContext, TxError};
 use crate::store::{Store, StoreError};
-use crate::tx::{verify_signatures, DecodeError, SignedTx, VerifiedTx};
+use crate::tx::{verify_signatures, DecodeError, SignedTx, TxBody, UnsignedTx, VerifiedTx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -74,6 +74,16 @@ pub struct Executed {
     pub block_hash: Hash32,
     pub diff: StateDiff,
     pub receipts: Vec<Receipt>,
+}
+
+/// A block executed from unsigned candidates ([`Parent::rehearse`]): its header and state
+/// changes, without the block itself.
+#[derive(Debug)]
+pub struct Rehearsal {
+    pub header: BlockHeader,
+    pub executed: Executed,
+    /// Candidates that could not be applied (with why).
+    pub rejected: Vec<(Hash32, TxError)>,
 }
 
 /// A block built from candidate transactions.
@@ -273,36 +283,88 @@ impl Parent<'_> {
         timestamp_ms: u64,
         proposer: Address,
     ) -> Built {
+        let mut txs = Vec::new();
+        let run = self.execute(
+            chain_id,
+            candidates,
+            timestamp_ms,
+            proposer,
+            |tx: &VerifiedTx| (&tx.tx().body, tx.hash()),
+            |tx| txs.push(tx.into_tx()),
+        );
+        Built {
+            block: Block {
+                header: run.header,
+                txs,
+            },
+            executed: run.executed,
+            rejected: run.rejected,
+        }
+    }
+
+    /// Executes the block after this parent from transactions nobody signed (an in-memory chain
+    /// of simulated members, see [`UnsignedTx`]) exactly as [`Parent::build_block`] would, and
+    /// returns the header and state changes, but no [`Block`]: what it yields can be applied to
+    /// an in-memory [`State`], never committed to a [`Chain`] or sent to a replica.
+    pub fn rehearse(
+        &self,
+        chain_id: &str,
+        candidates: impl IntoIterator<Item = UnsignedTx>,
+        timestamp_ms: u64,
+        proposer: Address,
+    ) -> Rehearsal {
+        self.execute(
+            chain_id,
+            candidates,
+            timestamp_ms,
+            proposer,
+            |tx: &UnsignedTx| (tx.body(), tx.hash()),
+            drop,
+        )
+    }
+
+    /// The one block executor behind [`Parent::build_block`] and [`Parent::rehearse`]: `parts`
+    /// reads a candidate's body and hash, `accepted` takes each candidate that applied, in order.
+    fn execute<T>(
+        &self,
+        chain_id: &str,
+        candidates: impl IntoIterator<Item = T>,
+        timestamp_ms: u64,
+        proposer: Address,
+        parts: impl Fn(&T) -> (&TxBody, Hash32),
+        mut accepted: impl FnMut(T),
+    ) -> Rehearsal {
         let height = self.header.height + 1;
         let timestamp_ms = timestamp_ms.max(self.header.timestamp_ms + 1);
         let mut overlay = self.state.overlay();
         overlay.begin_block(height, timestamp_ms);
-        let mut txs = Vec::new();
         let mut hashes = Vec::new();
         let mut receipts = Vec::new();
         let mut rejected = Vec::new();
         for tx in candidates.into_iter() {
-            if txs.len() == MAX_BLOCK_TXS {
+            if hashes.len() == MAX_BLOCK_TXS {
                 break;
             }
+            let index = hashes.len() as u32;
             let ctx = TxContext {
                 chain_id,
                 height,
                 timestamp_ms,
-                index: txs.len() as u32,
+                index,
             };
-            match overlay.apply_tx(&tx, &ctx) {
+            let (body, hash) = parts(&tx);
+            match overlay.apply_tx(body, &ctx) {
                 Ok(events) => {
                     receipts.push(Receipt {
-                        tx_hash: tx.hash(),
+                        tx_hash: hash,
                         height,
-                        index: txs.len() as u32,
+                        index,
                         events,
                     });
-                    hashes.push(tx.hash());
-                    txs.push(tx.into_tx());
+                    hashes.push(hash);
+                    accepted(tx);
                 }
-                Err(e) => rejected.push((tx.hash(), e)),
+                Err(e) => rejected.push((hash, e)),
             }
         }
         let diff = overlay.finish();
@@ -313,11 +375,11 @@ impl Parent<'_> {
             tx_root: tx_root(&hashes),
             state_root: diff.root,
             proposer,
-            tx_count: txs.len() as u32,
+            tx_count: hashes.len() as u32,
         };
         let block_hash = header.hash();
-        Built {
-            block: Block { header, txs },
+        Rehearsal {
+            header,
             executed: Executed {
                 block_hash,
                 diff,
@@ -411,7 +473,7 @@ impl Parent<'_> {
                 index: index as u32,
             };
             let events = overlay
-                .apply_tx(tx, &ctx)
+                .apply_tx(&tx.tx().body, &ctx)
                 .map_err(|error| BlockError::Tx { index, error })?;
             receipts.push(Receipt {
                 tx_hash: tx.hash(),

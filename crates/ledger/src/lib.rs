@@ -20,10 +20,12 @@ pub mod telemetry;
 pub mod tx;
 
 pub use block::{Block, BlockHeader, Receipt};
-pub use chain::{BlockError, Built, Chain, ChainError, Executed, Parent};
+pub use chain::{BlockError, Built, Chain, ChainError, Executed, Parent, Rehearsal};
 pub use crypto::Keypair;
 pub use genesis::Genesis;
 pub use market::{MarketConfig, MarketTxError};
 pub use mempool::{AdmissionError, Mempool, MempoolConfig};
 pub use state::{Account, Event, State, TxContext, TxError};
-pub use tx::{DeviceInfo, DeviceKind, GridEventKind, Side, SignedTx, TxBody, TxKind, VerifiedTx};
+pub use tx::{
+    DeviceInfo, DeviceKind, GridEventKind, Side, SignedTx, TxBody, TxKind, UnsignedTx, VerifiedTx,
+};

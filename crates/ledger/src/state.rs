@@ -27,7 +27,7 @@ use gridmesh_types::{Address, Amount, Hash32};
 use serde::Serialize;
 
 use crate::merkle;
-use crate::tx::{TxKind, VerifiedTx};
+use crate::tx::{TxBody, TxKind};
 
 /// Bits of a key that select its bucket.
 pub const BUCKET_BITS: u32 = 10;
@@ -463,8 +463,7 @@ impl Overlay<'_> {
     }
 
     /// Checks and applies one verified transaction. On error nothing changed.
-    pub fn apply_tx(&mut self, tx: &VerifiedTx, ctx: &TxContext) -> Result<Vec<Event>, TxError> {
-        let body = &tx.tx().body;
+    pub fn apply_tx(&mut self, body: &TxBody, ctx: &TxContext) -> Result<Vec<Event>, TxError> {
         if body.chain_id != ctx.chain_id {
             return Err(TxError::WrongChainId {
                 expected: ctx.chain_id.to_string(),
@@ -644,7 +643,7 @@ mod tests {
             .verify()
             .unwrap();
         let mut o = s.overlay();
-        o.apply_tx(&tx, &ctx()).unwrap();
+        o.apply_tx(&tx.tx().body, &ctx()).unwrap();
         let diff = o.finish();
         let before = s.root();
         s.apply(diff);
@@ -731,7 +730,7 @@ mod tests {
                 let before_root = s.root();
                 let before_nonce = s.account(&keys[from].address()).nonce;
                 let mut o = s.overlay();
-                match o.apply_tx(&tx, &ctx()) {
+                match o.apply_tx(&tx.tx().body, &ctx()) {
                     Ok(_) => {
                         s.apply(o.finish());
                         prop_assert_eq!(s.account(&keys[from].address()).nonce, before_nonce + 1);

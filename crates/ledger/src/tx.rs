@@ -583,31 +583,6 @@ impl VerifiedTx {
         VerifiedTx { tx, hash }
     }
 
-    /// A transaction the simulator (`gridmesh-sim`) writes on behalf of simulated members, whose
-    /// keys it does not sign with: it is not signed (the signature is zero) and must never reach
-    /// a block anyone else verifies (a replica's [`crate::Parent::verify_block`] refuses it). Only
-    /// with the `simulation` feature; the form is still checked.
-    #[cfg(feature = "simulation")]
-    pub fn simulated(
-        sender: Address,
-        chain_id: &str,
-        nonce: u64,
-        kind: TxKind,
-    ) -> Result<VerifiedTx, DecodeError> {
-        let tx = SignedTx {
-            body: TxBody {
-                version: TX_VERSION,
-                chain_id: chain_id.to_string(),
-                sender,
-                nonce,
-                kind,
-            },
-            signature: [0; 64],
-        };
-        tx.check_form()?;
-        Ok(VerifiedTx::new_unchecked(tx))
-    }
-
     pub fn tx(&self) -> &SignedTx {
         &self.tx
     }
@@ -626,6 +601,58 @@ impl VerifiedTx {
 
     pub fn nonce(&self) -> u64 {
         self.tx.body.nonce
+    }
+}
+
+/// A transaction its caller vouches for instead of a signature: what an in-memory chain whose
+/// members are simulated executes (`gridmesh-sim`, through [`crate::Parent::rehearse`]).
+///
+/// It is not a [`VerifiedTx`] and cannot become one: no mempool, [`crate::Chain`] or replica
+/// accepts it, and a rehearsal yields a header and a state diff but no [`crate::Block`], so
+/// nothing built from unsigned transactions can be committed to a node's chain, gossiped or
+/// verified by another replica. Its form is checked like any transaction's; its hash is that of
+/// its encoding with an all-zero signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsignedTx {
+    body: TxBody,
+    hash: Hash32,
+}
+
+impl UnsignedTx {
+    pub fn new(
+        sender: Address,
+        chain_id: &str,
+        nonce: u64,
+        kind: TxKind,
+    ) -> Result<UnsignedTx, DecodeError> {
+        let tx = SignedTx {
+            body: TxBody {
+                version: TX_VERSION,
+                chain_id: chain_id.to_string(),
+                sender,
+                nonce,
+                kind,
+            },
+            signature: [0; 64],
+        };
+        tx.check_form()?;
+        let hash = tx.hash();
+        Ok(UnsignedTx {
+            body: tx.body,
+            hash,
+        })
+    }
+
+    pub fn body(&self) -> &TxBody {
+        &self.body
+    }
+
+    pub fn hash(&self) -> Hash32 {
+        self.hash
+    }
+
+    pub fn sender(&self) -> Address {
+        self.body.sender
     }
 }
 

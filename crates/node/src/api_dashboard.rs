@@ -1,5 +1,5 @@
 //! What the dashboard reads beyond the core API: the market's recent slots, the recent blocks, and
-//! charts rendered on the server as SVG (plotters, through `gridmesh_sim::report::line_chart`), so
+//! charts rendered on the server as SVG (plotters, through `gridmesh_charts::line_chart`), so
 //! that the page needs no charting script and every chart's axes carry their units.
 
 use std::sync::Arc;
@@ -8,8 +8,8 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use gridmesh_charts::{line_chart, Line, PALETTE};
 use gridmesh_ledger::market::{self, SlotRecord};
-use gridmesh_sim::report::{line_chart, Line, PALETTE};
 use gridmesh_types::units::{slot_of, slot_start_ms};
 use gridmesh_types::Amount;
 use serde::{Deserialize, Serialize};
@@ -271,7 +271,7 @@ pub async fn get_depth_chart(
     Query(q): Query<DepthQuery>,
 ) -> Result<Response, ApiError> {
     let (state, now) = head_state(&s);
-    let view = crate::market_view::slot_view(&state, q.slot, now)
+    let view = gridmesh_api::market::slot_view(&state, q.slot, now)
         .ok_or_else(|| ApiError::not_found(format!("slot {} has no orders", q.slot)))?;
     let levels: Vec<(f64, f64, f64)> = view
         .depth

@@ -4,49 +4,13 @@ use crate::api::ApiResult;
 use crate::Shared;
 use axum::extract::State;
 use axum::Json;
+pub use gridmesh_api::economics::*;
 use gridmesh_ledger::economics::{self, EpochRecord};
 use gridmesh_types::Amount;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use utoipa::ToSchema;
 
 /// The most closed epochs listed.
 pub const MAX_EPOCHS_IN_VIEW: usize = 30;
-
-/// One closed reward epoch.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct EpochView {
-    pub epoch: u64,
-    /// What the schedule allowed, tokens.
-    pub emission: String,
-    pub minted: String,
-    /// Sum of the recipients' grid value, tokens.
-    pub total_value: String,
-    pub recipients: u32,
-    /// Paid out by community assets to their holders, tokens.
-    pub asset_payouts: String,
-}
-
-/// The token supply, reconciled: every balance (accounts, escrow, bonds, community fund) must sum
-/// to genesis + minted - burned.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct SupplyView {
-    pub height: u64,
-    pub genesis: String,
-    pub minted: String,
-    pub burned: String,
-    /// genesis + minted - burned.
-    pub expected: String,
-    /// The sum of every balance.
-    pub accounted: String,
-    pub reconciled: bool,
-    pub emission_cap: String,
-    pub community_fund: String,
-    pub device_bonds: String,
-    pub escrow: String,
-    /// The latest closed epochs, newest first.
-    pub epochs: Vec<EpochView>,
-}
 
 fn tokens(base: u128) -> String {
     Amount(base).to_string()

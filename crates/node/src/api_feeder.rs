@@ -14,13 +14,15 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use gridmesh_sim::feeder::Snapshot;
-use plotters::prelude::*;
+use gridmesh_charts::plotters::prelude::*;
+use gridmesh_grid::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, ApiResult};
 use crate::Shared;
+
+pub use gridmesh_api::home::HomeLiveView;
 
 /// Slots of history kept (a day).
 pub const RECENT_SLOTS: usize = 96;
@@ -68,20 +70,6 @@ impl FeederLive {
             net_kw: h.net_kw,
         })
     }
-}
-
-/// A home's devices in the latest slot (kW, 15-minute means): for the home's owner and grantees.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
-pub struct HomeLiveView {
-    pub slot_start_ms: u64,
-    pub load_kw: f64,
-    pub pv_kw: f64,
-    /// Charging positive.
-    pub battery_kw: f64,
-    pub battery_soc_percent: Option<f64>,
-    pub ev_kw: f64,
-    /// Exchange with the grid, import positive.
-    pub net_kw: f64,
 }
 
 /// The latest slot's figures.
@@ -275,7 +263,7 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
             .caption(
                 format!(
                     "Feeder at {} (branches by loading, buses by voltage)",
-                    gridmesh_sim::kpi::utc(s.slot_start_ms / 1000)
+                    gridmesh_types::units::utc(s.slot_start_ms / 1000)
                 ),
                 ("sans-serif", 16),
             )

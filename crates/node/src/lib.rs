@@ -10,35 +10,18 @@
 //! The engine is chosen by the genesis: no validators, the solo engine; validators, BFT consensus
 //! (the node must then be given a validator key of the set).
 
-pub mod agent_runner;
 pub mod api;
 pub mod api_dashboard;
 pub mod api_economics;
 pub mod api_feeder;
 pub mod api_gateway;
 pub mod api_home;
-pub mod bench;
-pub mod bench_agent;
-pub mod bench_grid;
-pub mod bench_ingest;
-pub mod bench_market;
-pub mod bench_net;
-pub mod broker;
-pub mod client;
 pub mod config;
 pub mod dashboard;
-pub mod demo;
-pub mod demo_community;
-pub mod demo_devices;
 pub mod device_gateway;
 pub mod events;
-pub mod grid_market;
 pub mod grid_operator;
-pub mod grid_report;
-pub mod market_file;
-pub mod market_view;
 pub mod submitter;
-pub mod testnet;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -529,22 +512,4 @@ impl RunningNode {
         self.http.await??;
         Ok(())
     }
-}
-
-/// A path inside the source tree this binary was built from (scripts, the interop venv). For
-/// development tools (benchmarks, interop peers), not for anything a deployed node needs.
-pub fn repo_path(relative: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative)
-}
-
-/// The Python of the interop venv: `GRIDMESH_PYTHON`, else `.venv/bin/python` of the source tree
-/// if `./scripts/setup` made it.
-pub fn interop_python() -> Option<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("GRIDMESH_PYTHON") {
-        return Some(p.into());
-    }
-    let venv = repo_path(".venv/bin/python");
-    venv.exists().then_some(venv)
 }

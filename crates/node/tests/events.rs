@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use gridmesh_client::client::Client;
 use gridmesh_ledger::{Keypair, SignedTx};
-use gridmesh_node::client::Client;
 use gridmesh_node::{NodeConfig, RunningNode, FAUCET_KEY_FILE};
 use gridmesh_types::{Address, Amount};
 

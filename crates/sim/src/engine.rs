@@ -473,7 +473,7 @@ pub fn run_on(
         let mut homes_live = Vec::new();
         let live_home =
             |i: usize, d: &crate::island::HomeStep, load: f64, pv: f64, dev: &DeviceState| {
-                crate::feeder::HomeState {
+                gridmesh_grid::snapshot::HomeState {
                     address: addresses[i],
                     load_kw: load,
                     pv_kw: pv - d.curtailed_kw,
@@ -653,10 +653,10 @@ pub fn run_on(
             inverters.record(slot, v);
         }
         if let (Some(pf), Some(row)) = (solved, acc.series_row(u)) {
-            let mut snapshot = crate::feeder::Snapshot::of(
-                feeder,
+            let mut snapshot = gridmesh_grid::snapshot::Snapshot::of(
                 &net,
                 &pf,
+                &feeder.transformers,
                 row.clone(),
                 slot_start_ms(chain_slot(u)),
             );

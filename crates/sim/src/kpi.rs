@@ -24,6 +24,9 @@ use gridmesh_grid::Network;
 use gridmesh_ledger::market::SlotRecord;
 use serde::Serialize;
 
+pub use gridmesh_grid::snapshot::SlotRow;
+pub use gridmesh_types::units::utc;
+
 use crate::community::Community;
 use crate::engine::SLOT_2010;
 use crate::feeder::Feeder;
@@ -158,25 +161,6 @@ impl LedgerKpis {
     }
 }
 
-/// One slot of the time series.
-#[derive(Clone, Debug, Serialize)]
-pub struct SlotRow {
-    pub time_utc: String,
-    pub pcc_kw: f64,
-    pub load_kw: f64,
-    pub pv_kw: f64,
-    pub battery_kw: f64,
-    pub ev_kw: f64,
-    pub p2p_kwh: f64,
-    pub clearing_price: Option<f64>,
-    pub min_vm_pu: Option<f64>,
-    pub max_vm_pu: Option<f64>,
-    pub losses_kw: f64,
-    pub transformer_loading_percent: f64,
-    pub islanded: bool,
-    pub not_served_kw: f64,
-}
-
 /// Everything a run produced.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -237,27 +221,6 @@ pub struct Accumulator {
     envelope_slots: usize,
     envelope_failures: usize,
     envelope_trims: u64,
-}
-
-/// `YYYY-MM-DDTHH:MMZ` of a time in seconds since the Unix epoch.
-pub fn utc(unix_s: u64) -> String {
-    let days = (unix_s / 86_400) as i64;
-    let secs = unix_s % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60
-    )
 }
 
 impl Accumulator {

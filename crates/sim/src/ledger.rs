@@ -2,11 +2,12 @@
 //! ledger's own block building and state machine, kept in memory (the demo drives a real node's
 //! chain through the same trait: signed transactions, its mempool, its store and API).
 //!
-//! In memory, members' transactions are [`VerifiedTx::simulated`] (the simulator holds no member keys and
-//! signing millions of transactions would measure ed25519, not the community), but everything
-//! after the signature check is the node's code path: `Parent::build_block` executes them on an
-//! overlay, runs clearing and settlement at the block's time, computes the state root, and the
-//! state applies the diff. The final state root identifies a run: same scenario and seed, same
+//! In memory, members' transactions are [`UnsignedTx`] (signing and verifying millions of
+//! transactions would measure ed25519, not the community: BENCHMARKS.md), but everything after
+//! the signature check is the node's code path: `Parent::rehearse` runs the same executor as
+//! `Parent::build_block` on an overlay, clearing and settlement at the block's time, computes the
+//! state root, and the state applies the diff. An unsigned transaction is not a `VerifiedTx`, so
+//! no node, mempool or replica can take one. The final state root identifies a run: same scenario and seed, same
 //! root.
 
 use std::collections::BTreeMap;
@@ -14,17 +15,20 @@ use std::collections::BTreeMap;
 use gridmesh_ledger::economics::EconomicsFile;
 use gridmesh_ledger::genesis::GenesisAccount;
 use gridmesh_ledger::market::{self, FeeFile, MarketFile, SlotRecord, TariffFile, TradeRecord};
-use gridmesh_ledger::{BlockHeader, Genesis, Keypair, State, TxKind, VerifiedTx};
+use gridmesh_ledger::{BlockHeader, Genesis, Keypair, State, TxKind, UnsignedTx};
 use gridmesh_types::{Address, Amount, Hash32};
 
 use crate::kpi::LedgerKpis;
 
 /// What a run needs of a chain.
 pub trait SimChain: Send {
+    /// A member's transaction as this chain takes it: signed and verified on a node's chain,
+    /// unsigned in memory ([`UnsignedTx`]).
+    type Tx: Send;
     /// A transaction of `sender` with the next nonce after `pending` others of it in this block.
-    fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<VerifiedTx>;
+    fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<Self::Tx>;
     /// Builds, executes and commits the next block at `timestamp_ms` with `txs`.
-    fn block(&mut self, txs: Vec<VerifiedTx>, timestamp_ms: u64) -> Result<(), String>;
+    fn block(&mut self, txs: Vec<Self::Tx>, timestamp_ms: u64) -> Result<(), String>;
     /// Reads the committed state.
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R;
     /// The chain at the end of a run.
@@ -37,7 +41,7 @@ pub trait SimChain: Send {
     }
 
     /// The feeder as the slot just simulated left it (the demo's node serves it to its page).
-    fn feeder(&mut self, _snapshot: crate::feeder::Snapshot) {}
+    fn feeder(&mut self, _snapshot: gridmesh_grid::snapshot::Snapshot) {}
 
     fn balance(&self, a: &Address) -> u128 {
         self.read(|s| s.account(a).balance.0)
@@ -221,9 +225,11 @@ impl SimLedger {
 }
 
 impl SimChain for SimLedger {
-    fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<VerifiedTx> {
+    type Tx = UnsignedTx;
+
+    fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<UnsignedTx> {
         let nonce = self.state.account(&sender).nonce + pending;
-        match VerifiedTx::simulated(sender, &self.chain_id, nonce, kind) {
+        match UnsignedTx::new(sender, &self.chain_id, nonce, kind) {
             Ok(tx) => Some(tx),
             Err(e) => {
                 tracing::warn!(%e, "the simulator made a malformed transaction");
@@ -232,20 +238,20 @@ impl SimChain for SimLedger {
         }
     }
 
-    fn block(&mut self, txs: Vec<VerifiedTx>, timestamp_ms: u64) -> Result<(), String> {
+    fn block(&mut self, txs: Vec<UnsignedTx>, timestamp_ms: u64) -> Result<(), String> {
         let parent = gridmesh_ledger::Parent {
             header: &self.header,
             hash: self.hash,
             state: &self.state,
         };
-        let built = parent.build_block(&self.chain_id, txs, timestamp_ms, self.proposer);
-        for (_, e) in &built.rejected {
+        let run = parent.rehearse(&self.chain_id, txs, timestamp_ms, self.proposer);
+        for (_, e) in &run.rejected {
             *self.rejected.entry(refusal_reason(e)).or_insert(0) += 1;
         }
-        self.transactions += built.block.txs.len() as u64;
-        self.state.apply(built.executed.diff);
-        self.hash = built.executed.block_hash;
-        self.header = built.block.header;
+        self.transactions += u64::from(run.header.tx_count);
+        self.state.apply(run.executed.diff);
+        self.hash = run.executed.block_hash;
+        self.header = run.header;
         Ok(())
     }
 

@@ -41,6 +41,27 @@ pub fn slot_of_day(slot: u64) -> u64 {
     slot % SLOTS_PER_DAY
 }
 
+/// `YYYY-MM-DDTHH:MMZ` of a time in seconds since the Unix epoch.
+pub fn utc(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

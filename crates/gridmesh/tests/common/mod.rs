@@ -184,10 +184,10 @@ pub fn free_port() -> u16 {
 }
 
 /// A Mosquitto broker on a free port of 127.0.0.1 (killed on drop); `None` to skip.
-pub struct Mosquitto(gridmesh_node::broker::LocalMosquitto);
+pub struct Mosquitto(gridmesh_tools::broker::LocalMosquitto);
 
 impl std::ops::Deref for Mosquitto {
-    type Target = gridmesh_node::broker::LocalMosquitto;
+    type Target = gridmesh_tools::broker::LocalMosquitto;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -195,12 +195,12 @@ impl std::ops::Deref for Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Option<Mosquitto> {
-        if gridmesh_node::broker::mosquitto_binary().is_none() {
+        if gridmesh_tools::broker::mosquitto_binary().is_none() {
             require_interop("mosquitto is not installed: run ./scripts/setup");
             return None;
         }
         Some(Mosquitto(
-            gridmesh_node::broker::LocalMosquitto::start().expect("start mosquitto"),
+            gridmesh_tools::broker::LocalMosquitto::start().expect("start mosquitto"),
         ))
     }
 }

@@ -447,7 +447,7 @@ fn submit(
 }
 
 /// Retail and feed-in price of `slot` from the market's public tariff, tokens per kWh.
-fn tariff_at(info: &crate::market_view::MarketInfo, slot: u64) -> anyhow::Result<(f64, f64)> {
+fn tariff_at(info: &gridmesh_api::market::MarketInfo, slot: u64) -> anyhow::Result<(f64, f64)> {
     let of_day = (slot % 96) as u8;
     let period = info
         .tariffs
@@ -480,7 +480,7 @@ const ENVELOPE_LOOKAHEAD: u64 = 4;
 fn plan_slot(
     cfg: &AgentConfig,
     data: &HomeData,
-    info: &crate::market_view::MarketInfo,
+    info: &gridmesh_api::market::MarketInfo,
     client: &Client,
     slot: u64,
     home: &HomeState,
@@ -619,7 +619,7 @@ fn plan_slot(
 /// The first run of consecutive slots in the horizon with a `reduce` request covering the home's
 /// location, as an event over the problem's slots (value: the run's lowest).
 fn reduce_request(
-    info: &crate::market_view::MarketInfo,
+    info: &gridmesh_api::market::MarketInfo,
     slot: u64,
     home: &HomeSpec,
     horizon: usize,

@@ -6,7 +6,7 @@ use gridmesh_ledger::SignedTx;
 use gridmesh_types::{Address, Hash32};
 use serde::de::DeserializeOwned;
 
-use crate::api::{
+use gridmesh_api::{
     AccountResponse, BatchResponse, BlockResponse, ErrorBody, StatusResponse, SubmitResponse,
     TxStatusResponse,
 };
@@ -111,11 +111,11 @@ impl Client {
     }
 
     /// The token supply and its reconciliation.
-    pub fn supply(&self) -> Result<crate::api_economics::SupplyView, ClientError> {
+    pub fn supply(&self) -> Result<gridmesh_api::economics::SupplyView, ClientError> {
         self.get("/v1/supply")
     }
 
-    pub fn market(&self) -> Result<crate::market_view::MarketInfo, ClientError> {
+    pub fn market(&self) -> Result<gridmesh_api::market::MarketInfo, ClientError> {
         self.get("/v1/market")
     }
 
@@ -123,7 +123,7 @@ impl Client {
     pub fn market_slot(
         &self,
         slot: u64,
-    ) -> Result<Option<crate::market_view::SlotView>, ClientError> {
+    ) -> Result<Option<gridmesh_api::market::SlotView>, ClientError> {
         self.get_opt(&format!("/v1/market/slots/{slot}"))
     }
 
@@ -132,7 +132,7 @@ impl Client {
         &self,
         slot: u64,
         location: &str,
-    ) -> Result<Option<crate::api::EnvelopeView>, ClientError> {
+    ) -> Result<Option<gridmesh_api::EnvelopeView>, ClientError> {
         let mut location_q = String::new();
         for b in location.bytes() {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -163,10 +163,10 @@ impl Client {
         let r = self
             .agent
             .post(&url)
-            .send_json(crate::api_home::ChallengeRequest {
+            .send_json(gridmesh_api::home::ChallengeRequest {
                 address: address.clone(),
             });
-        let c: crate::api_home::ChallengeResponse = self.handle(&url, r)?;
+        let c: gridmesh_api::home::ChallengeResponse = self.handle(&url, r)?;
         let message = hex::decode(&c.message).map_err(|e| ClientError::Decode {
             url: url.clone(),
             reason: format!("the challenge's message is not hex: {e}"),
@@ -175,12 +175,12 @@ impl Client {
         let r = self
             .agent
             .post(&url)
-            .send_json(crate::api_home::SessionRequest {
+            .send_json(gridmesh_api::home::SessionRequest {
                 address,
                 challenge: c.challenge,
                 signature: hex::encode(key.sign(&message)),
             });
-        let s: crate::api_home::SessionResponse = self.handle(&url, r)?;
+        let s: gridmesh_api::home::SessionResponse = self.handle(&url, r)?;
         Ok(s.token)
     }
 
@@ -190,7 +190,7 @@ impl Client {
         owner: &Address,
         token: &str,
         slots: u64,
-    ) -> Result<crate::api_home::HomeView, ClientError> {
+    ) -> Result<gridmesh_api::home::HomeView, ClientError> {
         let url = format!("{}/v1/homes/{owner}?slots={slots}", self.base);
         let r = self
             .agent
@@ -200,7 +200,7 @@ impl Client {
         self.handle(&url, r)
     }
 
-    /// Submits up to [`crate::api::MAX_BATCH_TXS`] transactions in one request.
+    /// Submits up to [`gridmesh_api::MAX_BATCH_TXS`] transactions in one request.
     pub fn submit_batch(&self, txs: &[SignedTx]) -> Result<BatchResponse, ClientError> {
         let url = format!("{}/v1/txs", self.base);
         let hexes: Vec<String> = txs.iter().map(|t| hex::encode(t.encode())).collect();

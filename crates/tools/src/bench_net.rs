@@ -23,7 +23,7 @@ use gridmesh_types::Hash32;
 use serde::Serialize;
 
 use crate::bench::{bench_keys, funded, sign_transfers};
-use crate::client::Client;
+use gridmesh_client::client::Client;
 
 /// Transactions per HTTP request.
 pub const BATCH: usize = 1000;

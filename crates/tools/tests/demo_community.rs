@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gridmesh_node::demo_community::{self, DemoOptions};
+use gridmesh_tools::demo_community::{self, DemoOptions};
 
 fn options(overrides: &[&str]) -> DemoOptions {
     DemoOptions {
@@ -35,7 +35,7 @@ fn the_node_serves_the_run_and_ends_where_the_simulator_does() {
                 {
                     let heights = heights.clone();
                     std::thread::spawn(move || {
-                        let client = gridmesh_node::client::Client::new(&api);
+                        let client = gridmesh_client::client::Client::new(&api);
                         while let Ok(s) = client.status() {
                             heights.lock().unwrap().push(s.height);
                             std::thread::sleep(Duration::from_millis(20));

@@ -4,7 +4,7 @@
 //! 100-home community) and runs its homes' devices, agents and feeder; its chain is a real node
 //! started in a temporary data directory: every member's reading and order is signed with the
 //! member's key, admitted by the node's mempool, and committed by the node's solo engine in a
-//! block at the slot's time ([`crate::NodeConfig::driven`]), stored on disk and served by the
+//! block at the slot's time ([`gridmesh_node::NodeConfig::driven`]), stored on disk and served by the
 //! node's HTTP API while the day runs. The wall clock paces the run (a simulated day in about a
 //! minute by default); at the end the run's KPIs are printed.
 
@@ -22,7 +22,7 @@ use gridmesh_sim::{Outcome, Scenario};
 use gridmesh_types::units::slot_of;
 use gridmesh_types::{Address, Hash32};
 
-use crate::{BlockDriver, NodeConfig, RunningNode, Shared};
+use gridmesh_node::{BlockDriver, NodeConfig, RunningNode, Shared};
 
 /// The demo's default community.
 pub const DEFAULT_SCENARIO: &str = include_str!("../../../examples/scenarios/community-100.toml");
@@ -277,6 +277,8 @@ impl NodeChain {
 }
 
 impl SimChain for NodeChain {
+    type Tx = VerifiedTx;
+
     fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<VerifiedTx> {
         let key = self.keys.get(&sender)?;
         let nonce = self
@@ -331,8 +333,8 @@ impl SimChain for NodeChain {
         true
     }
 
-    fn feeder(&mut self, snapshot: gridmesh_sim::feeder::Snapshot) {
-        crate::api_feeder::FeederLive::push(&self.shared.feeder, snapshot);
+    fn feeder(&mut self, snapshot: gridmesh_grid::snapshot::Snapshot) {
+        gridmesh_node::api_feeder::FeederLive::push(&self.shared.feeder, snapshot);
     }
 
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {

@@ -25,7 +25,7 @@ use gridmesh_ledger::{Genesis, Keypair};
 use gridmesh_types::{Address, Amount};
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeFile;
+use gridmesh_node::config::NodeFile;
 
 /// Chain id of local testnets.
 pub const TESTNET_CHAIN_ID: &str = "gridmesh-testnet";
@@ -116,7 +116,7 @@ pub fn init_with(
         let fdir = dir.join(format!("f{j}"));
         std::fs::create_dir_all(fdir.join("data"))?;
         let key = Keypair::generate();
-        key.save(&fdir.join("data").join(crate::NODE_KEY_FILE))?;
+        key.save(&fdir.join("data").join(gridmesh_node::NODE_KEY_FILE))?;
         let p2p: SocketAddr = format!("127.0.0.1:{}", base_port as usize + 50 + j).parse()?;
         let api: SocketAddr = format!("127.0.0.1:{}", base_port as usize + 150 + j).parse()?;
         let node = NodeFile {
@@ -127,7 +127,7 @@ pub fn init_with(
             ..Default::default()
         };
         std::fs::write(fdir.join("node.toml"), node.to_toml())?;
-        peers.push(crate::config::Peer {
+        peers.push(gridmesh_node::config::Peer {
             public_key: key.address(),
             p2p_address: p2p,
         });
@@ -225,7 +225,7 @@ mod tests {
         let f0 =
             NodeFile::load(&with_full.full_node_config_path(&dir.path().join("y"), 0)).unwrap();
         assert!(f0.validator_key.is_none());
-        let key = Keypair::load(&f0.data_dir.unwrap().join(crate::NODE_KEY_FILE)).unwrap();
+        let key = Keypair::load(&f0.data_dir.unwrap().join(gridmesh_node::NODE_KEY_FILE)).unwrap();
         assert_eq!(key.address(), v0.peers[0].public_key);
     }
 }

@@ -13,10 +13,10 @@ use gridmesh_grid::{
     generated_radial_feeder, newton_raphson, parse_case, write_case, PowerFlow, PowerFlowOptions,
     RadialFeeder,
 };
-use gridmesh_node::bench_grid::shared_data_dir;
+use gridmesh_tools::bench_grid::shared_data_dir;
 
 fn python() -> Option<PathBuf> {
-    let p = gridmesh_node::interop_python();
+    let p = gridmesh_tools::interop_python();
     if p.is_none() && std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
         panic!("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)");
     }
@@ -46,7 +46,7 @@ fn power_flow_agrees_with_pandapower_on_every_case() {
         files.push(path);
     }
     let out = Command::new(&python)
-        .arg(gridmesh_node::repo_path(
+        .arg(gridmesh_tools::repo_path(
             "scripts/interop/pandapower_peer.py",
         ))
         .arg("solve")

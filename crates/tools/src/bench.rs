@@ -177,7 +177,11 @@ pub fn ledger(opts: &LedgerBenchOptions) -> anyhow::Result<LedgerBenchReport> {
         &genesis.chain_id,
         MempoolConfig::default(),
     )));
-    let app = LedgerApp::new(chain.clone(), mempool.clone(), crate::DEFAULT_MAX_BLOCK_TXS);
+    let app = LedgerApp::new(
+        chain.clone(),
+        mempool.clone(),
+        gridmesh_node::DEFAULT_MAX_BLOCK_TXS,
+    );
     let engine = SoloEngine::new(
         app,
         SoloConfig {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gridmesh_ledger::Keypair;
-use gridmesh_node::demo_community::{self, DemoOptions};
+use gridmesh_tools::demo_community::{self, DemoOptions};
 
 fn post(url: &str, body: serde_json::Value) -> Result<serde_json::Value, (u16, serde_json::Value)> {
     match ureq::post(url).send_json(body) {
@@ -32,7 +32,7 @@ fn call(
 
 /// Signs in as `key`: challenge, signature, token.
 fn sign_in(api: &str, key: &Keypair) -> String {
-    gridmesh_node::client::Client::new(api)
+    gridmesh_client::client::Client::new(api)
         .sign_in(key)
         .unwrap()
 }

@@ -14,8 +14,8 @@ use gridmesh_ledger::{DeviceKind, Keypair, Side, SignedTx, TxKind};
 use gridmesh_types::{Address, Amount};
 use serde::Serialize;
 
-use crate::client::Client;
-use crate::{NodeConfig, RunningNode, FAUCET_KEY_FILE};
+use gridmesh_client::client::Client;
+use gridmesh_node::{NodeConfig, RunningNode, FAUCET_KEY_FILE};
 
 #[derive(Debug, Serialize)]
 pub struct DemoTransfer {
@@ -52,7 +52,7 @@ pub struct DemoReport {
     pub refused: Vec<DemoRefusal>,
     pub households: Vec<DemoHousehold>,
     /// The traded slot as `GET /v1/market/slots/{slot}` shows it once settled.
-    pub market: crate::market_view::SlotView,
+    pub market: gridmesh_api::market::SlotView,
     pub grid: DemoGrid,
     /// Devices with their own keys, proof of generation, fraud, rewards and a community asset.
     pub devices: crate::demo_devices::DemoDevices,
@@ -334,7 +334,7 @@ fn trade_one_slot(
     chain_id: &str,
     homes: &[(String, Keypair)],
     say: &dyn Fn(String),
-) -> anyhow::Result<crate::market_view::SlotView> {
+) -> anyhow::Result<gridmesh_api::market::SlotView> {
     let short = |i: usize| homes[i].0.split(' ').next().unwrap_or("").to_string();
     say("Devices: Ada 6 kW PV + 5 kW battery, Dev 4 kW PV, Ben an EV charger, Cleo a heat pump, Eve a meter".into());
     let devices = [

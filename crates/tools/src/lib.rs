@@ -1,0 +1,40 @@
+//! gridmesh's developer and research tools, for the people who build and study gridmesh rather
+//! than the communities that run it: the demos (`demo_community`: the simulated community driving
+//! an embedded node; `demo`, `demo_devices`: the scripted tour), the benchmarks (`bench*`), the
+//! local testnet launcher (`testnet`), offline studies on order files and feeders (`market_file`,
+//! `grid_market`, `grid_report`) and a Mosquitto broker for tests and benchmarks (`broker`).
+//!
+//! The only crate that depends on both the node and the simulator: the node that ships knows
+//! nothing of this crate.
+
+pub mod bench;
+pub mod bench_agent;
+pub mod bench_grid;
+pub mod bench_ingest;
+pub mod bench_market;
+pub mod bench_net;
+pub mod broker;
+pub mod demo;
+pub mod demo_community;
+pub mod demo_devices;
+pub mod grid_market;
+pub mod grid_report;
+pub mod market_file;
+pub mod testnet;
+
+/// A path inside the source tree these tools were built from (scripts, the interop venv).
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+/// The Python of the interop venv: `GRIDMESH_PYTHON`, else `.venv/bin/python` of the source tree
+/// if `./scripts/setup` made it.
+pub fn interop_python() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("GRIDMESH_PYTHON") {
+        return Some(p.into());
+    }
+    let venv = repo_path(".venv/bin/python");
+    venv.exists().then_some(venv)
+}

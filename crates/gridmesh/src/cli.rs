@@ -1,0 +1,79 @@
+//! The command line's grammar: the top-level commands and the arguments several share. Each
+//! command's own arguments live beside what it does, in `crate::cmd`.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::cmd::{agent, bench, demo, device, grid, keys, market, node, query, sim, testnet, tx};
+
+pub(crate) const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
+
+#[derive(Parser)]
+#[command(
+    name = "gridmesh",
+    version,
+    about = "A node for community-owned energy networks"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the demo: a simulated 100-home community on an embedded node, a day in about a minute.
+    Demo(demo::DemoArgs),
+    /// Run a node.
+    Node(node::NodeArgs),
+    /// Write and start a local BFT network of several validators (processes on 127.0.0.1).
+    Testnet(testnet::TestnetArgs),
+    /// Make and inspect keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Sign and submit transactions.
+    #[command(subcommand)]
+    Tx(tx::TxCommand),
+    /// Query a node.
+    #[command(subcommand)]
+    Query(query::QueryCommand),
+    /// Energy market tools.
+    #[command(subcommand)]
+    Market(market::MarketCommand),
+    /// Grid physics tools.
+    #[command(subcommand)]
+    Grid(grid::GridCommand),
+    /// Device adapters: real hardware protocols into signed telemetry.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// A home's energy agent: bids and asks for the next open slot from the home's forecasts
+    /// and the strategy, placed and kept current through the node's API until gate closure.
+    Agent(agent::AgentArgs),
+    /// Simulate a community from a scenario file (feeder, homes, devices, agents, market,
+    /// outages) through the ledger, market and power flow on a simulated clock; writes KPIs (JSON,
+    /// CSV), time series (CSV) and an HTML report into --out.
+    Sim(sim::SimArgs),
+    /// Measure performance.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args)]
+pub(crate) struct NodeUrl {
+    /// The node's API.
+    #[arg(long, default_value = DEFAULT_NODE, env = "GRIDMESH_NODE")]
+    pub(crate) node: String,
+}
+
+/// An `--mqtt HOST:PORT` argument.
+pub(crate) fn broker_arg(broker: &str) -> anyhow::Result<(String, u16)> {
+    broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .with_context(|| format!("--mqtt {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883"))
+}
+
+/// An energy in kWh from a flag, in mWh.
+pub(crate) fn kwh_arg(text: &str, flag: &str) -> anyhow::Result<u64> {
+    gridmesh_types::units::parse_kwh(text).with_context(|| format!("{flag} {text:?}"))
+}

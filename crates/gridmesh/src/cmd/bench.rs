@@ -1,0 +1,376 @@
+//! `gridmesh bench`: performance measurements.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use gridmesh_tools::bench;
+
+use crate::output::print_json;
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Home schedules (battery, EV, deferrable load over 96 slots): one home, then many over all
+    /// cores.
+    Agents {
+        #[arg(long, default_value_t = 1_000)]
+        homes: usize,
+        #[arg(long, default_value_t = 21)]
+        repeat: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A community under every kind of agent over weeks of public weather and load data: bills,
+    /// savings against utility-only homes, self-sufficiency, transformer peak, battery cycles.
+    Community {
+        #[arg(long, default_value_t = 100)]
+        homes: usize,
+        #[arg(long, default_value_t = 30)]
+        days: usize,
+        /// Day of 2010 the study starts (0-based; 120 is 1 May).
+        #[arg(long, default_value_t = 120)]
+        first_day: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The transformer's rating, kW.
+        #[arg(long, default_value_t = 160.0)]
+        transformer_kw: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signed device telemetry verified and committed per second: the ingest pipeline alone and
+    /// through a Mosquitto broker (MQTT, QoS 1), for each device count.
+    Ingest {
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        devices: Vec<usize>,
+        /// Seconds of one-per-second telemetry per device.
+        #[arg(long, default_value_t = 20)]
+        seconds: usize,
+        /// Samples of one device per MQTT message.
+        #[arg(long, default_value_t = 10)]
+        per_message: usize,
+        /// Samples verified and committed together.
+        #[arg(long, default_value_t = 8_192)]
+        batch_samples: usize,
+        /// Skip the MQTT path.
+        #[arg(long)]
+        no_mqtt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// AC power flow on every MATPOWER case of the shared data and on a generated radial feeder,
+    /// pandapower on the same cases side by side (Newton-Raphson, flat start, 1e-8 tolerance).
+    Grid {
+        /// Folder of MATPOWER `.m` cases (default: ../shared/data/grid).
+        #[arg(long)]
+        cases: Option<PathBuf>,
+        /// Buses of the generated radial feeder (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        radial_buses: usize,
+        /// Runs per case; the median is reported.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+        /// Skip pandapower.
+        #[arg(long)]
+        no_pandapower: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear one slot of n random orders with each mechanism; pymarket's Huang auction on the
+    /// same orders side by side (from the interop venv, up to --pymarket-max orders).
+    Market {
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<usize>,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "pay-as-clear,pay-as-bid,pay-as-offer,huang,community"
+        )]
+        mechanisms: Vec<gridmesh_market::Mechanism>,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Largest order set to give pymarket (its Huang auction grows quadratically).
+        #[arg(long, default_value_t = 10_000)]
+        pymarket_max: usize,
+        /// Seconds before giving up on pymarket for one size.
+        #[arg(long, default_value_t = 600)]
+        pymarket_timeout: u64,
+        /// Skip pymarket.
+        #[arg(long)]
+        no_pymarket: bool,
+        /// Also run one slot of this many homes through real ledger blocks (orders, clearing,
+        /// readings, settlement) and report each block's time; 0 skips it.
+        #[arg(long, default_value_t = 10_000)]
+        ledger_homes: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// ed25519 verification limit and ledger throughput (mempool -> block -> redb), side by side.
+    Ledger {
+        #[arg(long, default_value_t = 200_000)]
+        txs: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1000)]
+        block_interval_ms: u64,
+        /// Offer load at this fraction of the measured two-core batch-verification limit instead of
+        /// as fast as possible (latency at a given load rather than at saturation).
+        #[arg(long)]
+        offered_load: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// BFT validators as processes on loopback vs one solo node, same load through the HTTP API:
+    /// finalised transfers per second and submit-to-finalisation latency.
+    Testnet {
+        /// Network sizes to measure, e.g. `4,7`.
+        #[arg(long, value_delimiter = ',', default_value = "4")]
+        validators: Vec<usize>,
+        #[arg(long, default_value_t = 100_000)]
+        txs: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// Offer this many transactions per second instead of as many as the nodes take.
+        #[arg(long)]
+        offered_tps: Option<f64>,
+        /// Skip the solo-node baseline.
+        #[arg(long)]
+        no_solo: bool,
+        /// First port (p2p BASE+i, API BASE+100+i).
+        #[arg(long, default_value_t = 27600)]
+        base_port: u16,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Agents {
+            homes,
+            repeat,
+            json,
+        } => {
+            let rows = gridmesh_tools::bench_agent::run(homes.max(1), repeat);
+            for r in &rows {
+                eprintln!("{r}");
+            }
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Community {
+            homes,
+            days,
+            first_day,
+            seed,
+            transformer_kw,
+            json,
+        } => {
+            let cfg = gridmesh_agent::study::StudyConfig {
+                homes,
+                days,
+                first_day,
+                seed,
+                transformer_kw,
+                ..Default::default()
+            };
+            let results = gridmesh_tools::bench_agent::community_study(&cfg)?;
+            eprint!("{}", gridmesh_agent::study::table(&cfg, &results));
+            if json {
+                print_json(&results)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Ingest {
+            devices,
+            seconds,
+            per_message,
+            batch_samples,
+            no_mqtt,
+            json,
+        } => {
+            let mut rows = Vec::new();
+            for n in devices {
+                for row in gridmesh_tools::bench_ingest::run(
+                    &gridmesh_tools::bench_ingest::IngestBenchOptions {
+                        devices: n,
+                        seconds,
+                        per_message,
+                        batch_samples,
+                        mqtt: !no_mqtt,
+                    },
+                )? {
+                    eprintln!("{row}");
+                    rows.push(row);
+                }
+            }
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Grid {
+            cases,
+            radial_buses,
+            repeat,
+            no_pandapower,
+            json,
+        } => {
+            use gridmesh_tools::bench_grid;
+            let cases = cases.or_else(|| {
+                let d = bench_grid::shared_data_dir().join("grid");
+                d.exists().then_some(d)
+            });
+            if cases.is_none() {
+                eprintln!("no ../shared/data/grid: only the generated feeder is measured");
+            }
+            let python = if no_pandapower {
+                None
+            } else {
+                let p = gridmesh_tools::interop_python();
+                if p.is_none() {
+                    eprintln!("no interop venv (run ./scripts/setup): pandapower skipped");
+                }
+                p
+            };
+            let rows = bench_grid::run(
+                &bench_grid::GridBenchOptions {
+                    cases,
+                    radial_buses,
+                    repeat,
+                    python,
+                },
+                |row| eprintln!("{row}"),
+            )?;
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Market {
+            sizes,
+            mechanisms,
+            repeat,
+            pymarket_max,
+            pymarket_timeout,
+            no_pymarket,
+            ledger_homes,
+            json,
+        } => {
+            let python = if no_pymarket {
+                None
+            } else {
+                let p = gridmesh_tools::interop_python();
+                if p.is_none() {
+                    eprintln!("no interop venv (run ./scripts/setup): pymarket skipped");
+                }
+                p
+            };
+            let rows = gridmesh_tools::bench_market::run(
+                &gridmesh_tools::bench_market::MarketBenchOptions {
+                    sizes,
+                    mechanisms,
+                    repeat,
+                    python,
+                    pymarket_max,
+                    pymarket_timeout: Duration::from_secs(pymarket_timeout),
+                },
+                |line| eprintln!("{line}"),
+            )?;
+            let mut ledger = Vec::new();
+            if ledger_homes > 0 {
+                for m in [
+                    gridmesh_market::Mechanism::PayAsClear,
+                    gridmesh_market::Mechanism::Huang,
+                ] {
+                    eprintln!("one slot of {ledger_homes} homes through ledger blocks ({m})...");
+                    let r = gridmesh_tools::bench_market::ledger_slot(ledger_homes, m)?;
+                    eprintln!("{r}");
+                    ledger.push(r);
+                }
+            }
+            if json {
+                print_json(&serde_json::json!({"clearing": rows, "ledger_slot": ledger}))?;
+            }
+            Ok(())
+        }
+        BenchCommand::Ledger {
+            txs,
+            accounts,
+            block_interval_ms,
+            offered_load,
+            json,
+        } => {
+            let summary = bench::ledger_vs_limit(
+                &bench::LedgerBenchOptions {
+                    txs,
+                    accounts,
+                    block_interval: Duration::from_millis(block_interval_ms),
+                    ..Default::default()
+                },
+                offered_load,
+            )?;
+            if json {
+                print_json(&summary)?;
+            } else {
+                eprintln!("{summary}");
+            }
+            Ok(())
+        }
+        BenchCommand::Testnet {
+            validators,
+            txs,
+            accounts,
+            offered_tps,
+            no_solo,
+            base_port,
+            json,
+        } => {
+            let exe = std::env::current_exe().context("locating the gridmesh binary")?;
+            let sizes: Vec<usize> = (!no_solo)
+                .then_some(0)
+                .into_iter()
+                .chain(validators)
+                .collect();
+            let mut reports = Vec::new();
+            for n in sizes {
+                eprintln!(
+                    "measuring {} ({txs} transfers from {accounts} accounts)...",
+                    if n == 0 {
+                        "a solo node".to_string()
+                    } else {
+                        format!("{n} validators")
+                    }
+                );
+                let r =
+                    gridmesh_tools::bench_net::run(&gridmesh_tools::bench_net::NetBenchOptions {
+                        exe: exe.clone(),
+                        validators: n,
+                        accounts,
+                        txs,
+                        offered_per_sec: offered_tps,
+                        base_port,
+                    })?;
+                eprintln!("{r}");
+                reports.push(r);
+            }
+            if let Some(solo) = reports.iter().find(|r| r.consensus == "solo") {
+                for r in reports.iter().filter(|r| r.consensus == "bft") {
+                    eprintln!(
+                        "{} validators / solo: throughput {:.2}x, p99 latency {:.2}x",
+                        r.validators,
+                        r.finalized_per_sec / solo.finalized_per_sec,
+                        r.latency_p99_ms / solo.latency_p99_ms.max(1e-9)
+                    );
+                }
+            }
+            if json {
+                print_json(&reports)?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! `gridmesh tx`: sign and submit transactions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use gridmesh_client::client::Client;
+use gridmesh_ledger::{Keypair, TxKind};
+use gridmesh_types::{Address, Amount, Hash32};
+
+use crate::cli::{kwh_arg, NodeUrl};
+use crate::output::print_json;
+
+#[derive(Subcommand)]
+pub(crate) enum TxCommand {
+    /// Register a device (PV, battery, EV charger, load, meter) of the key's account. With
+    /// --device-key, the device gets its own identity: the device key signs its registration, a
+    /// bond is locked, and it carries its location (for solar geometry and the market area).
+    RegisterDevice {
+        /// pv, battery, ev-charger, load or meter.
+        #[arg(long)]
+        kind: gridmesh_ledger::DeviceKind,
+        /// Rated power in kW, e.g. 5.5.
+        #[arg(long)]
+        capacity_kw: String,
+        /// The device's own key file (its identity on the ledger).
+        #[arg(long, requires_all = ["latitude", "longitude"])]
+        device_key: Option<PathBuf>,
+        /// Market area of the device's connection, e.g. street-1/house-4.
+        #[arg(long, default_value = "")]
+        location: String,
+        /// Coarse position, degrees (north and east positive).
+        #[arg(long, allow_hyphen_values = true)]
+        latitude: Option<f64>,
+        #[arg(long, allow_hyphen_values = true)]
+        longitude: Option<f64>,
+        /// PV array tilt and azimuth (eastward from north), degrees.
+        #[arg(long, default_value_t = 0)]
+        tilt: u8,
+        #[arg(long, default_value_t = 180)]
+        azimuth: u16,
+        /// Tokens bonded (at least the market's min_device_bond).
+        #[arg(long, default_value = "10")]
+        bond: Amount,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Place a market order for a 15-minute delivery slot.
+    Order {
+        /// Slot index (unix ms / 900000), or `next` for the first slot still open.
+        #[arg(long, default_value = "next")]
+        slot: String,
+        /// bid (buy) or ask (sell).
+        #[arg(long)]
+        side: String,
+        #[arg(long)]
+        energy_kwh: String,
+        /// Limit price in tokens per kWh.
+        #[arg(long)]
+        price: String,
+        /// Market area of the connection, e.g. street-1/house-4.
+        #[arg(long, default_value = "")]
+        location: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Cancel an open order before gate closure (its escrow returns).
+    Cancel {
+        #[arg(long)]
+        slot: u64,
+        #[arg(long)]
+        order_id: u64,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Submit the connection meter's import and export for an ended slot.
+    Reading {
+        #[arg(long)]
+        slot: u64,
+        #[arg(long, default_value = "0")]
+        import_kwh: String,
+        #[arg(long, default_value = "0")]
+        export_kwh: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Grid operator: a connection point's operating envelope for a slot (what its orders may
+    /// import and export there).
+    Envelope {
+        #[arg(long)]
+        slot: u64,
+        /// The connection's location, as its orders name it.
+        #[arg(long)]
+        location: String,
+        #[arg(long)]
+        import_kwh: String,
+        #[arg(long)]
+        export_kwh: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Grid operator: record a transition of the islanding controller (islanded,
+    /// resynchronising, reconnected); slots whose gate closes while islanded clear under island
+    /// rules.
+    GridEvent {
+        #[arg(long, value_parser = ["islanded", "resynchronising", "reconnected"])]
+        event: String,
+        /// When it happened (Unix ms); default: the latest block's time.
+        #[arg(long)]
+        at_ms: Option<u64>,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Report a device's reading of a slot as false: with --proof-hex, one sample of the
+    /// telemetry it committed to (from `GET /v1/telemetry/{device}/{slot}/proof/{index}` of a
+    /// node that holds it) that contradicts it, slashing the bond at once; with --physics, a
+    /// reading held by a hard physics check, opening a dispute that slashes when the window ends.
+    ReportFraud {
+        #[arg(long)]
+        device: Address,
+        #[arg(long)]
+        slot: u64,
+        #[arg(long, conflicts_with = "physics", required_unless_present = "physics")]
+        proof_hex: Option<String>,
+        #[arg(long)]
+        physics: bool,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Grid operator: dismiss an open physics dispute (nothing is slashed).
+    DismissDispute {
+        #[arg(long)]
+        device: Address,
+        #[arg(long)]
+        slot: u64,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Grid operator: ask an area's devices to reduce or increase their draw in a slot, valuing
+    /// a kWh of response at --value-per-kwh tokens (the weight of the rewards it earns).
+    RequestFlex {
+        #[arg(long)]
+        slot: u64,
+        /// Market area, e.g. `street-1` ("" = everyone).
+        #[arg(long, default_value = "")]
+        area: String,
+        #[arg(long, value_parser = ["reduce", "increase"])]
+        direction: String,
+        #[arg(long)]
+        value_per_kwh: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Make the key's account a community asset owned in shares (`--holder ADDRESS=SHARES`,
+    /// repeated); its market revenue is paid out to the holders pro rata every epoch.
+    CreateAsset {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "holder", value_name = "ADDRESS=SHARES", required = true)]
+        holders: Vec<String>,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Move shares of a community asset to another account.
+    TransferShares {
+        #[arg(long)]
+        asset: Address,
+        #[arg(long)]
+        to: Address,
+        #[arg(long)]
+        shares: u64,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// Transfer tokens.
+    Transfer {
+        #[arg(long)]
+        to: Address,
+        /// Amount in tokens, e.g. 12.5 (up to 6 decimal places).
+        #[arg(long)]
+        amount: Amount,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct TxCommon {
+    #[arg(long)]
+    key: PathBuf,
+    /// Nonce to use (default: the account's next nonce on the node).
+    #[arg(long)]
+    nonce: Option<u64>,
+    /// Return once the node accepted the transaction, without waiting for the block.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    node: NodeUrl,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Signs a transaction of `kind` with the common key, submits it and (unless --no-wait) waits for
+/// its block; prints the receipt's events.
+pub(crate) fn submit_kind(common: &TxCommon, kind: TxKind, what: &str) -> anyhow::Result<()> {
+    let key = Keypair::load(&common.key)?;
+    let client = Client::new(&common.node.node);
+    let status = client.status()?;
+    let nonce = match common.nonce {
+        Some(n) => n,
+        None => client.account(&key.address())?.nonce,
+    };
+    let tx = gridmesh_ledger::SignedTx::new(&key, &status.chain_id, nonce, kind);
+    let accepted = client
+        .submit(&tx)
+        .with_context(|| format!("{what}: refused"))?;
+    if common.no_wait {
+        if common.json {
+            print_json(&accepted)?;
+        } else {
+            eprintln!("submitted {} (pending)", accepted.hash);
+        }
+        return Ok(());
+    }
+    let hash: Hash32 = accepted.hash.parse()?;
+    let committed = client.wait_committed(&hash, Duration::from_secs(60))?;
+    if common.json {
+        print_json(&committed)?;
+    } else {
+        eprintln!(
+            "committed {} in block {}: {what}",
+            committed.hash,
+            committed.height.unwrap_or_default()
+        );
+        if let Some(r) = &committed.receipt {
+            for e in &r.events {
+                eprintln!(
+                    "  {}",
+                    e.details.as_ref().map_or(e.kind.clone(), |d| d.to_string())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
+    match command {
+        TxCommand::RegisterDevice {
+            kind,
+            capacity_kw,
+            device_key,
+            location,
+            latitude,
+            longitude,
+            tilt,
+            azimuth,
+            bond,
+            common,
+        } => {
+            let w = gridmesh_types::parse_fixed(&capacity_kw, 3)
+                .with_context(|| format!("--capacity-kw {capacity_kw:?}"))?;
+            let capacity_w = u32::try_from(w).context("--capacity-kw is too large")?;
+            if let Some(path) = device_key {
+                let device = Keypair::load(&path)
+                    .with_context(|| format!("loading the device key {}", path.display()))?;
+                let owner = Keypair::load(&common.key)?.address();
+                let microdeg = |deg: Option<f64>, what: &str, max: f64| -> anyhow::Result<i32> {
+                    let d = deg.unwrap_or(0.0);
+                    if !(d.is_finite() && d.abs() <= max) {
+                        bail!("--{what} {d} is not within ±{max}°");
+                    }
+                    Ok((d * 1e6).round() as i32)
+                };
+                let info = gridmesh_ledger::DeviceInfo {
+                    kind,
+                    capacity_w,
+                    location,
+                    latitude_microdeg: microdeg(latitude, "latitude", 90.0)?,
+                    longitude_microdeg: microdeg(longitude, "longitude", 180.0)?,
+                    tilt_deg: tilt,
+                    azimuth_deg: azimuth,
+                };
+                let chain_id = Client::new(&common.node.node).status()?.chain_id;
+                let message =
+                    gridmesh_ledger::tx::device_registration_message(&chain_id, &owner, &info);
+                let device_address = device.address();
+                return submit_kind(
+                    &common,
+                    TxKind::RegisterDeviceKey {
+                        device: device_address,
+                        info,
+                        bond,
+                        device_signature: device.sign(&message),
+                    },
+                    &format!(
+                        "{} {device_address} of {capacity_kw} kW registered, {bond} tokens bonded",
+                        kind.name()
+                    ),
+                );
+            }
+            submit_kind(
+                &common,
+                TxKind::RegisterDevice { kind, capacity_w },
+                &format!("{} of {capacity_kw} kW registered", kind.name()),
+            )
+        }
+        TxCommand::Order {
+            slot,
+            side,
+            energy_kwh,
+            price,
+            location,
+            common,
+        } => {
+            let slot = match slot.as_str() {
+                "next" => Client::new(&common.node.node).market()?.next_open_slot,
+                s => s
+                    .parse()
+                    .with_context(|| format!("--slot {s:?} is not a slot number or `next`"))?,
+            };
+            let side = match side.as_str() {
+                "bid" | "buy" => gridmesh_ledger::Side::Bid,
+                "ask" | "sell" => gridmesh_ledger::Side::Ask,
+                other => anyhow::bail!("--side {other:?} must be bid or ask"),
+            };
+            let energy_mwh = gridmesh_types::units::parse_kwh(&energy_kwh)
+                .with_context(|| format!("--energy-kwh {energy_kwh:?}"))?;
+            let price_per_kwh = u64::try_from(
+                price
+                    .parse::<Amount>()
+                    .with_context(|| format!("--price {price:?}"))?
+                    .0,
+            )
+            .context("--price is too large")?;
+            let what = format!(
+                "{} {energy_kwh} kWh at {price} tokens/kWh for slot {slot}",
+                if side == gridmesh_ledger::Side::Bid {
+                    "bid"
+                } else {
+                    "ask"
+                }
+            );
+            submit_kind(
+                &common,
+                TxKind::PlaceOrder {
+                    slot,
+                    side,
+                    energy_mwh,
+                    price_per_kwh,
+                    location,
+                },
+                &what,
+            )
+        }
+        TxCommand::Cancel {
+            slot,
+            order_id,
+            common,
+        } => submit_kind(
+            &common,
+            TxKind::CancelOrder { slot, order_id },
+            &format!("cancel order {order_id} of slot {slot}"),
+        ),
+        TxCommand::Reading {
+            slot,
+            import_kwh,
+            export_kwh,
+            common,
+        } => {
+            let (import_mwh, export_mwh) = (
+                kwh_arg(&import_kwh, "--import-kwh")?,
+                kwh_arg(&export_kwh, "--export-kwh")?,
+            );
+            submit_kind(
+                &common,
+                TxKind::SubmitReading {
+                    slot,
+                    import_mwh,
+                    export_mwh,
+                },
+                &format!(
+                    "reading for slot {slot}: import {import_kwh} kWh, export {export_kwh} kWh"
+                ),
+            )
+        }
+        TxCommand::Envelope {
+            slot,
+            location,
+            import_kwh,
+            export_kwh,
+            common,
+        } => {
+            let (import_mwh, export_mwh) = (
+                kwh_arg(&import_kwh, "--import-kwh")?,
+                kwh_arg(&export_kwh, "--export-kwh")?,
+            );
+            submit_kind(
+                &common,
+                TxKind::SetEnvelope {
+                    slot,
+                    location: location.clone(),
+                    import_mwh,
+                    export_mwh,
+                },
+                &format!("envelope of {location:?} in slot {slot}: import {import_kwh} kWh, export {export_kwh} kWh"),
+            )
+        }
+        TxCommand::GridEvent {
+            event,
+            at_ms,
+            common,
+        } => {
+            use gridmesh_ledger::GridEventKind;
+            let kind = match event.as_str() {
+                "islanded" => GridEventKind::Islanded,
+                "resynchronising" => GridEventKind::Resynchronising,
+                _ => GridEventKind::Reconnected,
+            };
+            let at_ms = match at_ms {
+                Some(t) => t,
+                // The chain's clock (which may run faster than the wall clock in simulations).
+                None => Client::new(&common.node.node).status()?.timestamp_ms,
+            };
+            submit_kind(
+                &common,
+                TxKind::GridEvent { event: kind, at_ms },
+                &format!("grid event {event} at {at_ms} ms"),
+            )
+        }
+        TxCommand::ReportFraud {
+            device,
+            slot,
+            proof_hex,
+            physics,
+            common,
+        } => {
+            use gridmesh_ledger::tx::FraudEvidence;
+            let evidence = match (proof_hex, physics) {
+                (Some(h), _) => {
+                    let bytes = hex::decode(h.trim())
+                        .context("--proof-hex is not hex (copy `proof_hex` from the proof API)")?;
+                    FraudEvidence::Commitment(
+                        borsh::from_slice(&bytes)
+                            .context("--proof-hex does not hold a sample proof")?,
+                    )
+                }
+                (None, _) => FraudEvidence::Physics,
+            };
+            submit_kind(
+                &common,
+                TxKind::ReportFraud {
+                    device,
+                    slot,
+                    evidence,
+                },
+                &format!("fraud report on device {device}, slot {slot}"),
+            )
+        }
+        TxCommand::DismissDispute {
+            device,
+            slot,
+            common,
+        } => submit_kind(
+            &common,
+            TxKind::DismissDispute { device, slot },
+            &format!("dispute on device {device}, slot {slot} dismissed"),
+        ),
+        TxCommand::RequestFlex {
+            slot,
+            area,
+            direction,
+            value_per_kwh,
+            common,
+        } => {
+            use gridmesh_ledger::tx::FlexDirection;
+            let value = gridmesh_types::parse_fixed(&value_per_kwh, gridmesh_types::TOKEN_DECIMALS)
+                .map_err(|e| anyhow::anyhow!("--value-per-kwh: {e}"))?;
+            let value_per_kwh = u64::try_from(value).context("--value-per-kwh is too large")?;
+            let direction_kind = if direction == "reduce" {
+                FlexDirection::Reduce
+            } else {
+                FlexDirection::Increase
+            };
+            submit_kind(
+                &common,
+                TxKind::RequestFlexibility {
+                    slot,
+                    area: area.clone(),
+                    direction: direction_kind,
+                    value_per_kwh,
+                },
+                &format!("flexibility request: {direction} in {area:?}, slot {slot}"),
+            )
+        }
+        TxCommand::CreateAsset {
+            name,
+            holders,
+            common,
+        } => {
+            let holders = holders
+                .iter()
+                .map(|h| {
+                    let (a, n) = h
+                        .split_once('=')
+                        .with_context(|| format!("--holder {h:?}: expected ADDRESS=SHARES"))?;
+                    Ok(gridmesh_ledger::tx::Shareholding {
+                        holder: a.parse().with_context(|| format!("--holder {h:?}"))?,
+                        shares: n
+                            .parse()
+                            .with_context(|| format!("--holder {h:?}: shares must be a number"))?,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            submit_kind(
+                &common,
+                TxKind::CreateAsset {
+                    name: name.clone(),
+                    holders,
+                },
+                &format!("community asset {name:?}"),
+            )
+        }
+        TxCommand::TransferShares {
+            asset,
+            to,
+            shares,
+            common,
+        } => submit_kind(
+            &common,
+            TxKind::TransferShares { asset, to, shares },
+            &format!("{shares} shares of {asset} to {to}"),
+        ),
+        TxCommand::Transfer { to, amount, common } => {
+            let from = Keypair::load(&common.key)?.address();
+            submit_kind(
+                &common,
+                TxKind::Transfer { to, amount },
+                &format!("{amount} tokens from {from} to {to}"),
+            )
+        }
+    }
+}

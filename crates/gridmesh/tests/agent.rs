@@ -229,6 +229,10 @@ fn the_optimising_agent_plans_within_its_operating_envelope() {
             feeder.to_str().unwrap(),
             "--grid-operator-key",
             &op_key,
+            // At 600x a slot passes in 1.5 s: envelopes for 8 slots ahead, so a loaded machine
+            // that stalls the operator for a few seconds does not leave the agent's slot without.
+            "--envelope-lead-slots",
+            "8",
         ],
     );
     let hour = utc_hour();

@@ -15,6 +15,13 @@
 use gridmesh_physics::{solar_position, Observer};
 use rand::{Rng, SeedableRng};
 
+/// The DWD test reference year 2010 for Potsdam (region 4), as shipped in `data/` (DWD open data,
+/// via demandlib, MIT): the weather the simulator's built-in scenarios, a home's agent and the
+/// tests use unless given other data.
+pub const REFERENCE_TRY: &str = include_str!("../data/TRY2010_04_Jahr.dat");
+/// The BDEW 2025 household profile (H25), as shipped in `data/` (via demandlib, MIT).
+pub const REFERENCE_H25: &str = include_str!("../data/h25.csv");
+
 /// 2010-01-01 00:00 UTC.
 pub const YEAR_START_UNIX_S: i64 = 1_262_304_000;
 /// Quarter hours in 2010.

@@ -1,20 +1,16 @@
 //! The forecasting baselines on the reference data: a PV array under the Potsdam test reference
 //! year, and a household on the BDEW H25 profile. Prints the scores by horizon.
 
-use gridmesh_agent::data::{household_load_kw, parse_bdew, parse_try, pv_power_kw, PvArray};
+use gridmesh_agent::data::{
+    household_load_kw, parse_bdew, parse_try, pv_power_kw, PvArray, REFERENCE_H25, REFERENCE_TRY,
+};
 use gridmesh_agent::eval::evaluate;
 use gridmesh_agent::forecast::{Context, Forecaster, Persistence, SeasonalNaive, SmartPersistence};
-mod common;
-
-use common::shared;
 
 #[test]
 fn pv_yield_is_plausible_and_smart_persistence_beats_persistence_within_hours() {
-    let Some(text) = shared("weather/TRY2010_04_Jahr.dat") else {
-        eprintln!("skipped: no shared data");
-        return;
-    };
-    let weather = parse_try(&text).unwrap();
+    let text = REFERENCE_TRY;
+    let weather = parse_try(text).unwrap();
     let (pv, clear) = pv_power_kw(&weather, &PvArray::potsdam(5.0));
     let yield_kwh_per_kwp = pv.iter().sum::<f64>() / 4.0 / 5.0;
     eprintln!("PV yield {yield_kwh_per_kwp:.0} kWh/kWp");
@@ -53,11 +49,8 @@ fn pv_yield_is_plausible_and_smart_persistence_beats_persistence_within_hours() 
 
 #[test]
 fn household_load_has_its_profile_energy_and_baselines_are_scored() {
-    let Some(text) = shared("load/h25.csv") else {
-        eprintln!("skipped: no shared data");
-        return;
-    };
-    let profile = parse_bdew(&text).unwrap();
+    let text = REFERENCE_H25;
+    let profile = parse_bdew(text).unwrap();
     let load = household_load_kw(&profile, 3_500.0, 42);
     let kwh = load.iter().sum::<f64>() / 4.0;
     eprintln!("household load {kwh:.0} kWh a year");

@@ -4,14 +4,12 @@
 
 use gridmesh_agent::data::{
     day_types, household_load_kw, parse_bdew, parse_try, pv_power_kw, weather_per_slot, PvArray,
+    REFERENCE_H25, REFERENCE_TRY,
 };
 use gridmesh_agent::eval::{evaluate_at, Score};
 use gridmesh_agent::forecast::{Context, Forecaster, Persistence, SeasonalNaive, SmartPersistence};
 use gridmesh_agent::learned::{Exogenous, Learned, Target, TrainOptions};
 use gridmesh_agent::SLOTS_PER_DAY;
-mod common;
-
-use common::shared;
 
 fn held_out(slot: usize) -> bool {
     (slot / SLOTS_PER_DAY) % 5 == 2
@@ -62,14 +60,8 @@ const OPTIONS: TrainOptions = TrainOptions {
 
 #[test]
 fn boosted_trees_beat_persistence_on_held_out_days() {
-    let (Some(weather_text), Some(load_text)) = (
-        shared("weather/TRY2010_04_Jahr.dat"),
-        shared("load/h25.csv"),
-    ) else {
-        eprintln!("skipped: no shared data");
-        return;
-    };
-    let weather = parse_try(&weather_text).unwrap();
+    let (weather_text, load_text) = (REFERENCE_TRY, REFERENCE_H25);
+    let weather = parse_try(weather_text).unwrap();
     let (cloud, temperature) = weather_per_slot(&weather);
     let (pv, clear) = pv_power_kw(&weather, &PvArray::potsdam(5.0));
     let exogenous = Exogenous {
@@ -105,7 +97,7 @@ fn boosted_trees_beat_persistence_on_held_out_days() {
         assert!(b.skill.unwrap() > 0.0, "PV {}: {b:?}", b.band);
     }
 
-    let profile = parse_bdew(&load_text).unwrap();
+    let profile = parse_bdew(load_text).unwrap();
     let load = household_load_kw(&profile, 3_500.0, 42);
     let exogenous = Exogenous {
         clear_sky_kw: None,

@@ -2,23 +2,14 @@
 //! bills against utility-only homes, the coordinator keeps the transformer peak down, energy
 //! and money add up, and runs are reproducible.
 
-mod common;
-
-use common::shared;
-use gridmesh_agent::data::{parse_bdew, parse_try};
+use gridmesh_agent::data::{parse_bdew, parse_try, REFERENCE_H25, REFERENCE_TRY};
 use gridmesh_agent::study::{community, compare, run, table, AgentKind, Scenario, StudyConfig};
 
 #[test]
 fn optimising_agents_save_and_the_coordinator_keeps_the_transformer_within_its_rating() {
-    let (Some(weather), Some(h25)) = (
-        shared("weather/TRY2010_04_Jahr.dat"),
-        shared("load/h25.csv"),
-    ) else {
-        eprintln!("skipped: no shared data");
-        return;
-    };
-    let weather = parse_try(&weather).unwrap();
-    let profile = parse_bdew(&h25).unwrap();
+    let (weather, h25) = (REFERENCE_TRY, REFERENCE_H25);
+    let weather = parse_try(weather).unwrap();
+    let profile = parse_bdew(h25).unwrap();
     let cfg = StudyConfig {
         homes: 18,
         days: 3,

@@ -293,7 +293,10 @@ pub fn home_view(
                 match lm::decode::<DeviceReadingRecord>(r).status {
                     ReadingStatus::Accepted => d.readings_accepted += 1,
                     ReadingStatus::Pending => d.readings_pending += 1,
-                    ReadingStatus::Held { reason, .. } => d.held.push(HeldReading { slot, reason }),
+                    ReadingStatus::Held { reason } => d.held.push(HeldReading {
+                        slot,
+                        reason: crate::market::hold_text(reason),
+                    }),
                 }
             }
             Some(d)

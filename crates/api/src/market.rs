@@ -49,6 +49,9 @@ pub struct SettlementView {
     pub buyer_refund: String,
     pub compensation: String,
     pub collateral_returned: String,
+    /// What the settlement rests on: `provisional_estimate`, `reading`, `late_reading` or
+    /// `estimate` (the flags below say the same in parts).
+    pub basis: String,
     /// Settled by the estimate "nothing delivered" (no reading from the seller).
     pub estimated: bool,
     /// Funds moved for good (false: provisional, funds held until a reading or the deadline).
@@ -177,7 +180,7 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
             let (status, reason) = match r.status {
                 market::ReadingStatus::Pending => ("pending", None),
                 market::ReadingStatus::Accepted => ("accepted", None),
-                market::ReadingStatus::Held { reason, .. } => ("held", Some(reason)),
+                market::ReadingStatus::Held { reason } => ("held", Some(hold_text(reason))),
             };
             DeviceReadingView {
                 device: device.to_string(),
@@ -317,10 +320,31 @@ fn trade_view(index: u32, t: &TradeRecord) -> TradeView {
             buyer_refund: tokens(s.buyer_refund),
             compensation: tokens(s.compensation),
             collateral_returned: tokens(s.collateral_returned),
-            estimated: s.estimated,
-            is_final: s.is_final,
-            late: s.late,
+            basis: basis_name(s.basis).into(),
+            estimated: s.basis.is_estimated(),
+            is_final: s.basis.is_final(),
+            late: s.basis.is_late(),
         }),
+    }
+}
+
+/// Why a reading is held, in words (the state holds only the check and its numbers).
+pub fn hold_text(reason: market::HoldReason) -> String {
+    match reason {
+        market::HoldReason::AreaConservation { head_meter, .. } => {
+            format!("area of feeder-head meter {head_meter}: {}", reason.hold())
+        }
+        _ => reason.hold().to_string(),
+    }
+}
+
+/// The API's name of a settlement basis.
+pub fn basis_name(b: market::SettlementBasis) -> &'static str {
+    match b {
+        market::SettlementBasis::ProvisionalEstimate => "provisional_estimate",
+        market::SettlementBasis::Reading => "reading",
+        market::SettlementBasis::LateReading => "late_reading",
+        market::SettlementBasis::Estimate => "estimate",
     }
 }
 

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use gridmesh_agent::data::{
-    household_load_kw, parse_bdew, parse_try, pv_power_kw, PvArray, SLOTS_2010,
+    household_load_kw, parse_bdew, parse_try, pv_power_kw, PvArray, REFERENCE_H25, REFERENCE_TRY,
+    SLOTS_2010,
 };
 use gridmesh_agent::forecast::home_forecast;
 use gridmesh_agent::schedule::{Battery, Ev, FlexEvent, FlexReward, HomeProblem, Plan, DT_H};
@@ -171,14 +172,11 @@ pub struct HomeData {
 }
 
 impl HomeData {
-    /// From the reference data folder (TRY weather, BDEW H25).
-    pub fn load(home: &HomeSpec, data_dir: &std::path::Path) -> anyhow::Result<HomeData> {
-        let read = |rel: &str| {
-            let p = data_dir.join(rel);
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
-        };
-        let weather = parse_try(&read("weather/TRY2010_04_Jahr.dat")?)?;
-        let profile = parse_bdew(&read("load/h25.csv")?)?;
+    /// The reference year that ships with the agent (the DWD test reference year for Potsdam,
+    /// the BDEW H25 household profile), scaled to the home.
+    pub fn reference(home: &HomeSpec) -> anyhow::Result<HomeData> {
+        let weather = parse_try(REFERENCE_TRY)?;
+        let profile = parse_bdew(REFERENCE_H25)?;
         let load = household_load_kw(&profile, home.annual_kwh, home.seed);
         let (pv, clear) = pv_power_kw(&weather, &PvArray::potsdam(home.pv_kwp));
         let twice = |v: Vec<f64>| [v.clone(), v].concat();

@@ -7,21 +7,14 @@ use gridmesh_grid::{
     generated_radial_feeder, newton_raphson, parse_case, BusKind, PowerFlowOptions, RadialFeeder,
 };
 
-/// `../shared/data/grid` next to the repository (or `GRIDMESH_SHARED_DATA/grid`).
-fn data_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("GRIDMESH_SHARED_DATA") {
-        Some(d) => PathBuf::from(d).join("grid"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/grid"),
-    };
-    dir.exists().then_some(dir)
+/// The reference cases (`../shared/data/grid`): a test without them fails.
+fn data_dir() -> PathBuf {
+    gridmesh_refdata::require("grid")
 }
 
 #[test]
 fn every_reference_case_imports() {
-    let Some(dir) = data_dir() else {
-        eprintln!("skipped: no ../shared/data/grid next to the repository");
-        return;
-    };
+    let dir = data_dir();
     for (case, radial) in [
         ("case33bw", true),
         ("case118", false),
@@ -71,10 +64,7 @@ fn every_reference_case_imports() {
 /// Baran and Wu's published 0.9131 pu at bus 18 and 202.7 kW.
 #[test]
 fn power_flow_matches_the_reference_solutions() {
-    let Some(dir) = data_dir() else {
-        eprintln!("skipped: no ../shared/data/grid next to the repository");
-        return;
-    };
+    let dir = data_dir();
     for case in ["case33bw", "case118", "case300", "case9241pegase"] {
         let net =
             parse_case(&std::fs::read_to_string(dir.join(format!("{case}.m"))).unwrap()).unwrap();
@@ -120,10 +110,7 @@ fn power_flow_matches_the_reference_solutions() {
 /// refuses by name instead of answering.
 #[test]
 fn the_radial_sweep_matches_the_reference_on_the_33_bus_feeder() {
-    let Some(dir) = data_dir() else {
-        eprintln!("skipped: no ../shared/data/grid next to the repository");
-        return;
-    };
+    let dir = data_dir();
     let net = parse_case(&std::fs::read_to_string(dir.join("case33bw.m")).unwrap()).unwrap();
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case33bw.ref.json")).unwrap())

@@ -9,13 +9,6 @@ use std::path::{Path, PathBuf};
 
 use common::{gridmesh, new_key, stdout_json, NodeProc};
 
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("GRIDMESH_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    dir.join("load/h25.csv").exists().then_some(dir)
-}
-
 /// The hour of the day now (UTC): the test homes' EVs are plugged in around it.
 fn utc_hour() -> u8 {
     let now = std::time::SystemTime::now()
@@ -53,10 +46,6 @@ fn agent(node: &str, key: &str, home: &Path, strategy: &str, slots: &str) -> std
 
 #[test]
 fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
-    if shared_data().is_none() {
-        eprintln!("skipped: no shared data");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let (ramp_key, ramp) = new_key(dir.path(), "ramp");
     let (opt_key, opt) = new_key(dir.path(), "opt");
@@ -207,10 +196,6 @@ fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
 /// optimising agent plans its EV within its connection's envelope and bids no more than it.
 #[test]
 fn the_optimising_agent_plans_within_its_operating_envelope() {
-    if shared_data().is_none() {
-        eprintln!("skipped: no shared data");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let (op_key, op) = new_key(dir.path(), "operator");
     let (home_key, home) = new_key(dir.path(), "home");

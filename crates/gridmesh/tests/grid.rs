@@ -8,11 +8,7 @@ use common::{gridmesh, stdout_json};
 
 #[test]
 fn powerflow_on_the_ieee_33_bus_feeder() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/grid");
-    if !dir.exists() {
-        eprintln!("skipped: no ../shared/data/grid next to the repository");
-        return;
-    }
+    let dir = gridmesh_refdata::require("grid");
     let case = dir.join("case33bw.m");
     let r = stdout_json(&gridmesh(&[
         "grid",

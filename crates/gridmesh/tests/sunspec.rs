@@ -84,6 +84,7 @@ fn a_pymodbus_sunspec_inverter_is_read_limited_with_reversion_and_reaches_the_le
 
     // A 40 % limit and a charge limit with a 2 s reversion timeout: in force, then gone by
     // themselves once nobody rewrites them (the node died).
+    let written = std::time::Instant::now();
     let v = once(
         port,
         &key,
@@ -94,7 +95,18 @@ fn a_pymodbus_sunspec_inverter_is_read_limited_with_reversion_and_reaches_the_le
     wait_for("the device to follow the limit", || {
         once(port, &key, &[])["measurement"]["power_w"] == 2000
     });
-    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    // Nobody rewrites the controls: they lapse by themselves, after their timeout and not before.
+    wait_for("the controls to revert by themselves", || {
+        once(port, &key, &[])["measurement"]["power_limit_pct"].is_null()
+    });
+    assert!(
+        written.elapsed() >= std::time::Duration::from_millis(1_900),
+        "reverted after {:?}, before the 2 s timeout",
+        written.elapsed()
+    );
+    wait_for("the device to run free again", || {
+        once(port, &key, &[])["measurement"]["power_w"] == 3000
+    });
     let m = &once(port, &key, &[])["measurement"];
     assert!(m["power_limit_pct"].is_null(), "{m}");
     assert_eq!(m["storage_control"], 0);

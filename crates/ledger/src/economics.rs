@@ -232,15 +232,27 @@ pub enum DisputeState {
     Dismissed = 2,
 }
 
+/// What a fraud report showed: a committed sample that contradicts the reading (slashed at
+/// once), or a hard physics hold (disputed until its window passes). Enums and integers only: the
+/// API words them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[serde(rename_all = "snake_case", tag = "evidence")]
+pub enum DisputeFinding {
+    Commitment {
+        contradiction: crate::telemetry::Contradiction,
+    },
+    Physics {
+        reason: crate::market::HoldReason,
+    },
+}
+
 /// A fraud report on one device's reading of one slot.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct Dispute {
     pub reporter: Address,
     pub owner: Address,
-    /// `commitment` or `physics`.
-    pub evidence: String,
     /// What the evidence shows.
-    pub finding: String,
+    pub finding: DisputeFinding,
     pub opened_ms: u64,
     pub resolves_ms: u64,
     pub state: DisputeState,
@@ -544,11 +556,10 @@ pub(crate) fn apply(
                 }
                 .into());
             }
-            let mut dispute = Dispute {
+            let dispute = |finding| Dispute {
                 reporter: sender,
                 owner: id.owner,
-                evidence: String::new(),
-                finding: String::new(),
+                finding,
                 opened_ms: now,
                 resolves_ms: now,
                 state: DisputeState::Open,
@@ -576,22 +587,17 @@ pub(crate) fn apply(
                         proof,
                     )
                     .map_err(|e| EconomicsError::EvidenceRejected(e.to_string()))?;
-                    dispute.evidence = "commitment".into();
-                    dispute.finding = c.describe().into();
+                    let mut dispute = dispute(DisputeFinding::Commitment { contradiction: c });
                     let events = slash(o, &cfg, device, *slot, &mut dispute);
                     o.kv_put(dispute_key(*slot, device), enc(&dispute));
                     Ok(events)
                 }
                 FraudEvidence::Physics => {
-                    let ReadingStatus::Held {
-                        reason,
-                        disputable: true,
-                    } = rec.status
-                    else {
-                        return Err(EconomicsError::NotHeldByPhysics.into());
+                    let reason = match rec.status {
+                        ReadingStatus::Held { reason } if reason.disputable() => reason,
+                        _ => return Err(EconomicsError::NotHeldByPhysics.into()),
                     };
-                    dispute.evidence = "physics".into();
-                    dispute.finding = reason;
+                    let mut dispute = dispute(DisputeFinding::Physics { reason });
                     dispute.resolves_ms = now + cfg.dispute_window_ms();
                     let mut rest = slot.to_be_bytes().to_vec();
                     rest.extend_from_slice(&device.0);

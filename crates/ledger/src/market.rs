@@ -47,6 +47,7 @@ use gridmesh_market::{
     self as mk, value_ceil, value_floor, Areas, GridFee, Mechanism, Order, Side, Tariff, Trade,
     UtilityTrade,
 };
+use gridmesh_physics::pog;
 use gridmesh_types::units::{slot_of, slot_of_day, slot_start_ms, SLOTS_PER_DAY, SLOT_MS};
 use gridmesh_types::{Address, Amount};
 use serde::{Deserialize, Serialize};
@@ -532,12 +533,96 @@ pub enum ReadingStatus {
     /// Waiting for the slot's proof-of-generation check (at settlement).
     Pending,
     Accepted,
-    /// Not paid; the reason says which check failed. `disputable`: a hard physics check
-    /// (register, rating, clear sky) failed, so a fraud report may open a dispute on it.
+    /// Not paid; the reason says which check failed (and whether a fraud report may open a
+    /// dispute on it: [`HoldReason::disputable`]).
     Held {
-        reason: String,
-        disputable: bool,
+        reason: HoldReason,
     },
+}
+
+/// Why a device reading is held: the check that failed and the numbers it failed on. Integers
+/// only: the words are the API's (`gridmesh-api`), so rewording a message never changes a state
+/// root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[serde(rename_all = "snake_case", tag = "check")]
+pub enum HoldReason {
+    /// The register does not continue the device's last checked reading.
+    RegisterMismatch { expected_mwh: u64 },
+    /// More than the device's rated power allows in a slot.
+    AboveRating { max_mwh: u64 },
+    /// More than a clear sky allows at the site and time.
+    AboveClearSky { bound_mwh: u64 },
+    /// Far above what the neighbours' weather gives (ratios to the clear-sky expectation, ppm).
+    NeighbourOutlier { ratio_ppm: u64, expected_ppm: u64 },
+    /// The homes of the area that the grid operator's feeder-head meter `head_meter` measures
+    /// claim more export than that meter allows (with the loss margin).
+    AreaConservation {
+        head_meter: Address,
+        claimed_mwh: u64,
+        bound_mwh: u64,
+    },
+}
+
+impl HoldReason {
+    /// The reason of a physics hold; `head_meter` names the feeder-head meter of an area check
+    /// (the site checks, which never hold for an area, pass any address).
+    pub fn of(hold: pog::Hold, head_meter: Address) -> HoldReason {
+        match hold {
+            pog::Hold::RegisterMismatch { expected_mwh } => {
+                HoldReason::RegisterMismatch { expected_mwh }
+            }
+            pog::Hold::AboveRating { max_mwh } => HoldReason::AboveRating { max_mwh },
+            pog::Hold::AboveClearSky { bound_mwh } => HoldReason::AboveClearSky { bound_mwh },
+            pog::Hold::NeighbourOutlier {
+                ratio_ppm,
+                expected_ppm,
+            } => HoldReason::NeighbourOutlier {
+                ratio_ppm,
+                expected_ppm,
+            },
+            pog::Hold::AreaConservation {
+                claimed_mwh,
+                bound_mwh,
+            } => HoldReason::AreaConservation {
+                head_meter,
+                claimed_mwh,
+                bound_mwh,
+            },
+        }
+    }
+
+    /// The check as the physics crate states it (the area check without its meter).
+    pub fn hold(self) -> pog::Hold {
+        match self {
+            HoldReason::RegisterMismatch { expected_mwh } => {
+                pog::Hold::RegisterMismatch { expected_mwh }
+            }
+            HoldReason::AboveRating { max_mwh } => pog::Hold::AboveRating { max_mwh },
+            HoldReason::AboveClearSky { bound_mwh } => pog::Hold::AboveClearSky { bound_mwh },
+            HoldReason::NeighbourOutlier {
+                ratio_ppm,
+                expected_ppm,
+            } => pog::Hold::NeighbourOutlier {
+                ratio_ppm,
+                expected_ppm,
+            },
+            HoldReason::AreaConservation {
+                claimed_mwh,
+                bound_mwh,
+                ..
+            } => pog::Hold::AreaConservation {
+                claimed_mwh,
+                bound_mwh,
+            },
+        }
+    }
+
+    /// A hard physical bound was broken (register, rating, clear sky): evidence of a false
+    /// reading, so a fraud report may open a dispute on it. The statistical checks (neighbours,
+    /// area conservation) name no culprit and are never disputable.
+    pub fn disputable(self) -> bool {
+        self.hold().is_physical()
+    }
 }
 
 /// A device's reading for a slot, as recorded.
@@ -605,12 +690,44 @@ pub struct TradeSettlement {
     /// Paid by the seller to the buyer for the shortfall.
     pub compensation: u128,
     pub collateral_returned: u128,
+    /// What the settlement rests on, and whether it can still change.
+    pub basis: SettlementBasis,
+}
+
+/// What a trade's settlement rests on. One enum, so no impossible combination (a final
+/// settlement that is still waiting, a late estimate) can be recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettlementBasis {
+    /// No reading yet at the end of the correction window: settled by the estimate "nothing
+    /// delivered", provisionally. The funds stay in escrow until a late reading or the deadline.
+    ProvisionalEstimate,
+    /// The seller's reading, in time. Final.
+    Reading,
+    /// A reading that came after the correction window, before the deadline. Final.
+    LateReading,
+    /// No reading by the deadline: the estimate "nothing delivered" stands. Final.
+    Estimate,
+}
+
+impl SettlementBasis {
     /// Settled by the estimate (no reading from the seller).
-    pub estimated: bool,
+    pub fn is_estimated(self) -> bool {
+        matches!(
+            self,
+            SettlementBasis::ProvisionalEstimate | SettlementBasis::Estimate
+        )
+    }
+
     /// Funds moved; nothing will change any more.
-    pub is_final: bool,
+    pub fn is_final(self) -> bool {
+        !matches!(self, SettlementBasis::ProvisionalEstimate)
+    }
+
     /// Settled by a reading that arrived after the correction window.
-    pub late: bool,
+    pub fn is_late(self) -> bool {
+        matches!(self, SettlementBasis::LateReading)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
@@ -939,7 +1056,7 @@ fn owner_capacity(o: &Overlay<'_>, owner: &Address) -> OwnerCapacity {
 /// Every reading becomes accepted or held with its reason; accepted output is summed per owner
 /// (the cap on what the owner is paid for as a seller).
 fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
-    use gridmesh_physics::pog::{self, PvSite, SlotReading};
+    use gridmesh_physics::pog::{PvSite, SlotReading};
     let entries: Vec<(Address, DeviceReadingRecord)> = o
         .kv_scan(&device_readings_prefix(slot))
         .into_iter()
@@ -966,7 +1083,7 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
     let mut sites = Vec::new();
     let mut pv_readings = Vec::new();
     let mut pv_index = Vec::new();
-    let mut held: Vec<Option<(String, bool)>> = vec![None; entries.len()];
+    let mut held: Vec<Option<HoldReason>> = vec![None; entries.len()];
     let start_s = (slot_start_ms(slot) / 1000) as i64;
     let duration_s = (SLOT_MS / 1000) as u32;
     for (i, ((_, r), id)) in entries.iter().zip(&ids).enumerate() {
@@ -994,18 +1111,14 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
         } else {
             if let Some(last) = id.register_mwh {
                 if r.register_mwh != last.saturating_add(r.energy_out_mwh) {
-                    held[i] = Some((
-                        pog::Hold::RegisterMismatch {
-                            expected_mwh: last.saturating_add(r.energy_out_mwh),
-                        }
-                        .to_string(),
-                        true,
-                    ));
+                    held[i] = Some(HoldReason::RegisterMismatch {
+                        expected_mwh: last.saturating_add(r.energy_out_mwh),
+                    });
                 }
             }
             let max_mwh = u64::from(id.info.capacity_w) * MWH_PER_W_PER_SLOT;
             if held[i].is_none() && r.energy_out_mwh.max(r.energy_in_mwh) > max_mwh {
-                held[i] = Some((pog::Hold::AboveRating { max_mwh }.to_string(), true));
+                held[i] = Some(HoldReason::AboveRating { max_mwh });
             }
         }
     }
@@ -1013,14 +1126,18 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
         ids[pv_index[s]].register_mwh
     });
     for (k, h) in pv_index.iter().zip(pv_held) {
-        held[*k] = h.map(|h| (h.to_string(), h.is_physical()));
+        // The site checks never hold for an area: no feeder-head meter to name.
+        held[*k] = h.map(|h| {
+            debug_assert!(!matches!(h, pog::Hold::AreaConservation { .. }));
+            HoldReason::of(h, Address([0; 32]))
+        });
     }
     let market = config(o);
     // Conservation per area against the grid operator's feeder-head meters: a meter of the grid
     // operator measures the area named by its location; the homes' meters in that area may not
     // claim more export than it allows. A violation holds the area's meter and producing-device
     // readings (the check names no culprit).
-    for (h, ((_, head), head_id)) in entries.iter().zip(&ids).enumerate() {
+    for (h, ((head_device, head), head_id)) in entries.iter().zip(&ids).enumerate() {
         if head_id.info.kind != DeviceKind::Meter || head_id.owner != market.grid_operator {
             continue;
         }
@@ -1044,7 +1161,7 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
             for &j in &members {
                 let kind = ids[j].info.kind;
                 if held[j].is_none() && (kind == DeviceKind::Meter || kind.produces()) {
-                    held[j] = Some((format!("area {area:?}: {v}"), false));
+                    held[j] = Some(HoldReason::of(v, *head_device));
                 }
             }
         }
@@ -1053,7 +1170,7 @@ fn check_device_readings(o: &mut Overlay<'_>, slot: u64) {
     for (((device, mut r), mut id), h) in entries.into_iter().zip(ids).zip(held) {
         let owner_total = verified.entry(r.owner).or_insert(0);
         r.status = match h {
-            Some((reason, disputable)) => ReadingStatus::Held { reason, disputable },
+            Some(reason) => ReadingStatus::Held { reason },
             None => {
                 *owner_total = owner_total.saturating_add(r.energy_out_mwh);
                 // Flexibility the network asked for, weighted by what it is worth to the grid.
@@ -1317,7 +1434,15 @@ pub(crate) fn apply(
                 if p.status == SettlementStatus::Provisional {
                     // A late reading: settle for good with what was metered.
                     settled_trades = p.trades.len() as u32;
-                    settle_for_good(o, &cfg, slot, &sender, p, export_mwh, Basis::LateReading);
+                    settle_for_good(
+                        o,
+                        &cfg,
+                        slot,
+                        &sender,
+                        p,
+                        export_mwh,
+                        SettlementBasis::LateReading,
+                    );
                     let mut rec: SlotRecord = dec(&o
                         .kv_get(&slot_key(slot))
                         .expect("a settled slot has a record"));
@@ -1835,7 +1960,15 @@ fn settle_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
         let p: SellerPosition = dec(&v);
         let reading: Option<Reading> = o.kv_get(&reading_key(slot, &seller)).map(|b| dec(&b));
         match reading {
-            Some(r) => settle_for_good(o, cfg, slot, &seller, p, r.export_mwh, Basis::Reading),
+            Some(r) => settle_for_good(
+                o,
+                cfg,
+                slot,
+                &seller,
+                p,
+                r.export_mwh,
+                SettlementBasis::Reading,
+            ),
             None => {
                 provisional += 1;
                 settle_by_estimate(o, slot, &seller, p);
@@ -1862,7 +1995,7 @@ fn finalize_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
         if p.status == SettlementStatus::Provisional {
             let seller = Address(k[kv::GROUP_LEN..].try_into().expect("seller key"));
             // The estimate becomes final: nothing was delivered.
-            settle_for_good(o, cfg, slot, &seller, p, 0, Basis::Estimate);
+            settle_for_good(o, cfg, slot, &seller, p, 0, SettlementBasis::Estimate);
         }
     }
     rec.provisional_sellers = 0;
@@ -1875,7 +2008,7 @@ fn finalize_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) {
 fn settle_by_estimate(o: &mut Overlay<'_>, slot: u64, seller: &Address, p: SellerPosition) {
     for &i in &p.trades {
         let mut t: TradeRecord = dec(&o.kv_get(&trade_key(slot, i)).expect("trade"));
-        t.settlement = Some(settlement_of(&t, 0, true, false, false));
+        t.settlement = Some(settlement_of(&t, 0, SettlementBasis::ProvisionalEstimate));
         o.kv_put(trade_key(slot, i), enc(&t));
     }
     o.kv_put(
@@ -1888,13 +2021,7 @@ fn settle_by_estimate(o: &mut Overlay<'_>, slot: u64, seller: &Address, p: Selle
 }
 
 /// What a trade's settlement moves when `delivered_mwh` of it was delivered.
-fn settlement_of(
-    t: &TradeRecord,
-    delivered_mwh: u64,
-    estimated: bool,
-    is_final: bool,
-    late: bool,
-) -> TradeSettlement {
+fn settlement_of(t: &TradeRecord, delivered_mwh: u64, basis: SettlementBasis) -> TradeSettlement {
     let tr = &t.trade;
     let shortfall = tr.energy_mwh - delivered_mwh;
     let buyer_paid = value_floor(delivered_mwh, tr.buyer_price_per_kwh);
@@ -1917,21 +2044,8 @@ fn settlement_of(
         buyer_refund: t.buyer_escrow - buyer_paid,
         compensation,
         collateral_returned: t.seller_collateral - compensation,
-        estimated,
-        is_final,
-        late,
+        basis,
     }
-}
-
-/// What a final settlement rests on.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Basis {
-    /// The seller's reading, in time.
-    Reading,
-    /// A reading that came after the correction window.
-    LateReading,
-    /// No reading by the deadline: the estimate "nothing delivered".
-    Estimate,
 }
 
 /// Splits `export_mwh` (capped at what was sold) over the seller's trades pro rata, moves the
@@ -1943,7 +2057,7 @@ fn settle_for_good(
     seller: &Address,
     p: SellerPosition,
     export_mwh: u64,
-    basis: Basis,
+    basis: SettlementBasis,
 ) {
     let trades: Vec<TradeRecord> = p
         .trades
@@ -1967,13 +2081,7 @@ fn settle_for_good(
         crate::economics::add_points(o, cfg, slot, seller, mwh, 0, value);
     }
     for ((&i, mut t), d) in p.trades.iter().zip(trades).zip(delivered) {
-        let s = settlement_of(
-            &t,
-            d,
-            basis == Basis::Estimate,
-            true,
-            basis == Basis::LateReading,
-        );
+        let s = settlement_of(&t, d, basis);
         let e = escrow_account();
         let pay = |o: &mut Overlay<'_>, to: Address, amount: u128| {
             o.move_funds(e, to, Amount(amount))
@@ -1999,6 +2107,73 @@ fn settle_for_good(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a held reading, a settlement and a dispute store is the check and its numbers, never
+    /// words: the bytes are pinned here, so no rewording of a message can reach a state root.
+    #[test]
+    fn state_holds_checks_and_numbers_not_words() {
+        let held = ReadingStatus::Held {
+            reason: HoldReason::AboveClearSky { bound_mwh: 1234 },
+        };
+        // Held = 2, AboveClearSky = 2, then the bound, little-endian.
+        assert_eq!(
+            borsh::to_vec(&held).unwrap(),
+            [2, 2, 0xd2, 0x04, 0, 0, 0, 0, 0, 0]
+        );
+        let area = ReadingStatus::Held {
+            reason: HoldReason::AreaConservation {
+                head_meter: Address([7; 32]),
+                claimed_mwh: 1,
+                bound_mwh: 2,
+            },
+        };
+        let bytes = borsh::to_vec(&area).unwrap();
+        assert_eq!(bytes.len(), 1 + 1 + 32 + 8 + 8);
+        assert_eq!(&bytes[..2], &[2, 4]);
+        let finding = crate::economics::DisputeFinding::Physics {
+            reason: HoldReason::AboveRating { max_mwh: 5 },
+        };
+        assert_eq!(
+            borsh::to_vec(&finding).unwrap(),
+            [1, 1, 5, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let finding = crate::economics::DisputeFinding::Commitment {
+            contradiction: crate::telemetry::Contradiction::LastSampleMismatch,
+        };
+        assert_eq!(borsh::to_vec(&finding).unwrap(), [0, 3]);
+        // One basis instead of three flags: provisional estimate 0, reading 1, late 2, estimate 3.
+        for (b, byte) in [
+            (SettlementBasis::ProvisionalEstimate, 0u8),
+            (SettlementBasis::Reading, 1),
+            (SettlementBasis::LateReading, 2),
+            (SettlementBasis::Estimate, 3),
+        ] {
+            assert_eq!(borsh::to_vec(&b).unwrap(), [byte]);
+        }
+        assert!(!SettlementBasis::ProvisionalEstimate.is_final());
+        assert!(SettlementBasis::Estimate.is_final() && SettlementBasis::Estimate.is_estimated());
+        assert!(SettlementBasis::LateReading.is_late() && !SettlementBasis::Reading.is_late());
+    }
+
+    #[test]
+    fn only_hard_physics_holds_are_disputable() {
+        let head = Address([1; 32]);
+        assert!(HoldReason::RegisterMismatch { expected_mwh: 1 }.disputable());
+        assert!(HoldReason::AboveRating { max_mwh: 1 }.disputable());
+        assert!(HoldReason::AboveClearSky { bound_mwh: 1 }.disputable());
+        assert!(!HoldReason::NeighbourOutlier {
+            ratio_ppm: 1,
+            expected_ppm: 1
+        }
+        .disputable());
+        let area = pog::Hold::AreaConservation {
+            claimed_mwh: 3,
+            bound_mwh: 2,
+        };
+        let reason = HoldReason::of(area, head);
+        assert!(!reason.disputable());
+        assert_eq!(reason.hold(), area);
+    }
 
     #[test]
     fn the_default_is_an_empty_section() {

@@ -153,18 +153,29 @@ pub struct SampleProof {
 }
 
 /// How one committed sample contradicts the reading that committed to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    borsh::BorshSerialize,
+    borsh::BorshDeserialize,
+)]
 #[serde(rename_all = "kebab-case")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
 pub enum Contradiction {
     /// The sample lies outside the reading's slot.
-    OutsideSlot,
+    OutsideSlot = 0,
     /// Its output register is above the register the reading claims at the end of the slot.
-    RegisterAboveEnd,
+    RegisterAboveEnd = 1,
     /// Its output register is below the register the reading implies at the slot's start (end
     /// minus the energy out).
-    RegisterBelowStart,
+    RegisterBelowStart = 2,
     /// It is the slot's last sample and its register differs from the reading's.
-    LastSampleMismatch,
+    LastSampleMismatch = 3,
 }
 
 impl Contradiction {

@@ -95,6 +95,8 @@ pub async fn get_gateway(State(s): State<Arc<Shared>>) -> ApiResult<GatewayView>
 
 /// The commitment of a device's stored telemetry for a slot (this machine only).
 #[utoipa::path(get, path = "/v1/telemetry/{device}/{slot}",
+    params(("device" = String, Path, description = "the device's key, 64 hex characters"),
+        ("slot" = u64, Path, description = "15-minute slot index since the Unix epoch")),
     responses((status = 200, body = CommitmentView), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub async fn get_commitment(
@@ -122,6 +124,9 @@ pub async fn get_commitment(
 /// Sample `index` of a device's telemetry for a slot, with its inclusion proof (this machine
 /// only).
 #[utoipa::path(get, path = "/v1/telemetry/{device}/{slot}/proof/{index}",
+    params(("device" = String, Path, description = "the device's key, 64 hex characters"),
+        ("slot" = u64, Path, description = "15-minute slot index since the Unix epoch"),
+        ("index" = u32, Path, description = "the sample's position in the slot, 0 = first")),
     responses((status = 200, body = ProofView), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn get_proof(

@@ -229,6 +229,7 @@ fn owner_only(s: &Shared, headers: &HeaderMap, owner: &Address) -> Result<(), Ap
 
 /// Who may read the owner's home (the owner signed in).
 #[utoipa::path(get, path = "/v1/homes/{address}/grants",
+    params(("address" = String, Path, description = "the home owner's account, 64 hex characters")),
     responses((status = 200, body = GrantsView), (status = 401, body = crate::api::ErrorBody),
               (status = 403, body = crate::api::ErrorBody)))]
 pub async fn get_grants(
@@ -250,6 +251,8 @@ pub async fn get_grants(
 
 /// Lets `grantee` read the owner's home (the owner signed in).
 #[utoipa::path(put, path = "/v1/homes/{address}/grants/{grantee}",
+    params(("address" = String, Path, description = "the home owner's account, 64 hex characters"),
+        ("grantee" = String, Path, description = "the account given or denied access, 64 hex characters")),
     responses((status = 200, body = GrantsView), (status = 401, body = crate::api::ErrorBody),
               (status = 403, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 pub async fn put_grant(
@@ -262,6 +265,8 @@ pub async fn put_grant(
 
 /// Withdraws `grantee`'s access to the owner's home (the owner signed in).
 #[utoipa::path(delete, path = "/v1/homes/{address}/grants/{grantee}",
+    params(("address" = String, Path, description = "the home owner's account, 64 hex characters"),
+        ("grantee" = String, Path, description = "the account given or denied access, 64 hex characters")),
     responses((status = 200, body = GrantsView), (status = 401, body = crate::api::ErrorBody),
               (status = 403, body = crate::api::ErrorBody)))]
 pub async fn delete_grant(
@@ -319,7 +324,7 @@ pub struct HomeQuery {
 
 /// A home's energy and money flows, savings, devices and rewards: for its owner and whom the
 /// owner granted it (a session token from `/v1/auth/session`).
-#[utoipa::path(get, path = "/v1/homes/{address}", params(HomeQuery),
+#[utoipa::path(get, path = "/v1/homes/{address}", params(("address" = String, Path, description = "the home owner's account, 64 hex characters"), HomeQuery),
     responses((status = 200, body = HomeView), (status = 400, body = crate::api::ErrorBody),
               (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody)))]
 pub async fn get_home(
@@ -367,7 +372,7 @@ pub async fn get_home(
 
 /// A home's energy per slot as an SVG chart: metered import and export, and what of it was traded
 /// with neighbours (owner or grantee, like the home view).
-#[utoipa::path(get, path = "/v1/homes/{address}/flows.svg", params(HomeQuery),
+#[utoipa::path(get, path = "/v1/homes/{address}/flows.svg", params(("address" = String, Path, description = "the home owner's account, 64 hex characters"), HomeQuery),
     responses((status = 200, content_type = "image/svg+xml", body = String),
               (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
               (status = 403, body = crate::api::ErrorBody)))]
@@ -423,7 +428,7 @@ pub async fn get_home_chart(
 
 /// A home's money per hour as stacked bars, SVG: spent (utility, neighbours) above the axis,
 /// earned (feed-in credit, neighbours) below (owner or grantee, like the home view).
-#[utoipa::path(get, path = "/v1/homes/{address}/money.svg", params(HomeQuery),
+#[utoipa::path(get, path = "/v1/homes/{address}/money.svg", params(("address" = String, Path, description = "the home owner's account, 64 hex characters"), HomeQuery),
     responses((status = 200, content_type = "image/svg+xml", body = String),
               (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
               (status = 403, body = crate::api::ErrorBody)))]

@@ -3,7 +3,7 @@
 //!
 //! pvlib runs in the project's venv (`./scripts/setup`); without it that test is skipped unless
 //! `GRIDMESH_REQUIRE_INTEROP=1` (set by `./scripts/test`). The TMY3 file comes from
-//! `../shared/data/weather` (skipped if absent).
+//! `../shared/data/weather` (a failure if absent).
 
 mod common;
 
@@ -100,11 +100,7 @@ fn solar_position_agrees_with_pvlib() {
 /// clearest hours come within 30 % of it).
 #[test]
 fn honest_production_passes_the_clear_sky_bound_on_a_measured_year() {
-    let path = repo("../shared/data/weather/723170TYA.CSV");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipped: no {}", path.display());
-        return;
-    };
+    let text = gridmesh_refdata::require_text("weather/723170TYA.CSV");
     let mut lines = text.lines();
     let head: Vec<&str> = lines.next().unwrap().split(',').collect();
     let tz_h: f64 = head[3].parse().unwrap();

@@ -14,12 +14,11 @@ use std::collections::BTreeMap;
 use gridmesh_physics::pog::{check_slot, Hold, PvSite, SlotReading, DELTA_T_S};
 use gridmesh_physics::{solar_position, Observer};
 
-use common::{repo, Rng};
+use common::Rng;
 
 /// Hourly (GHI, DNI, DHI) of the TMY3 file by hour of the year (hour ending, local standard time).
 fn tmy3() -> Option<(Observer, f64, Vec<[f64; 3]>)> {
-    let path = repo("../shared/data/weather/723170TYA.CSV");
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = gridmesh_refdata::require_text("weather/723170TYA.CSV");
     let mut lines = text.lines();
     let head: Vec<&str> = lines.next()?.split(',').collect();
     let observer = Observer::at(
@@ -44,10 +43,7 @@ fn tmy3() -> Option<(Observer, f64, Vec<[f64; 3]>)> {
 
 #[test]
 fn spoofed_production_is_held_and_honest_production_is_not() {
-    let Some((centre, tz_h, hours)) = tmy3() else {
-        eprintln!("skipped: no ../shared/data/weather/723170TYA.CSV");
-        return;
-    };
+    let (centre, tz_h, hours) = tmy3().expect("the TMY3 file parses");
     let seed = std::env::var("GRIDMESH_POG_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

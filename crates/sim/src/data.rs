@@ -1,10 +1,10 @@
 //! Load and weather for a scenario: the built-in reference year, or the user's files.
 //!
 //! - `weather = "builtin"`: the DWD test reference year 2010 for Potsdam (region 4), shipped in
-//!   the binary (`data/TRY2010_04_Jahr.dat`, DWD open data via demandlib, MIT). A path ending in
+//!   the binary (`gridmesh_agent::data::REFERENCE_TRY`, DWD open data via demandlib, MIT). A path ending in
 //!   `.dat` is read as a DWD TRY file; a `.csv` needs a header with `beam_horizontal_w_m2`,
 //!   `diffuse_horizontal_w_m2` and `temperature_c` and 8,760 hourly rows (UTC, from 1 January).
-//! - `load = "builtin"`: the BDEW H25 household profile (`data/h25.csv`, via demandlib, MIT). A
+//! - `load = "builtin"`: the BDEW H25 household profile (`gridmesh_agent::data::REFERENCE_H25`, via demandlib, MIT). A
 //!   path whose first line holds `kw` as a column name is read as one load shape of 35,040
 //!   quarter-hour values (kW, UTC); any other file as a BDEW profile in the H25 layout.
 //!
@@ -15,8 +15,8 @@ use gridmesh_agent::data::{self as refdata, BdewProfile, WeatherHour, SLOTS_2010
 
 use crate::scenario::ScenarioError;
 
-const BUILTIN_TRY: &str = include_str!("../data/TRY2010_04_Jahr.dat");
-const BUILTIN_H25: &str = include_str!("../data/h25.csv");
+const BUILTIN_TRY: &str = gridmesh_agent::data::REFERENCE_TRY;
+const BUILTIN_H25: &str = gridmesh_agent::data::REFERENCE_H25;
 
 /// The shape every home's load is drawn from.
 pub enum LoadShape {

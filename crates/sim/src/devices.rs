@@ -217,7 +217,7 @@ impl Inverters {
     /// Counts the verdicts on slot `slot`'s readings, and queues the fraud reports.
     pub fn record(&mut self, slot: u64, verdicts: Vec<(usize, ReadingStatus)>) {
         for (i, status) in verdicts {
-            let ReadingStatus::Held { reason, disputable } = status else {
+            let ReadingStatus::Held { reason } = status else {
                 continue;
             };
             let Some(inv) = self.homes[i].as_mut() else {
@@ -231,9 +231,9 @@ impl Inverters {
             *self
                 .kpis
                 .hold_reasons
-                .entry(crate::ledger::refusal_reason(&reason))
+                .entry(crate::ledger::refusal_reason(&reason.hold()))
                 .or_insert(0) += 1;
-            if disputable && self.report && inv.reported.is_none() {
+            if reason.disputable() && self.report && inv.reported.is_none() {
                 inv.reported = Some(slot);
                 self.reports.push((inv.key.address(), slot));
             }

@@ -86,26 +86,15 @@ pub fn run(homes: usize, repeat: usize) -> Vec<AgentBenchRow> {
     rows
 }
 
-/// `gridmesh bench community`: the agent study of `gridmesh_agent::study` on the shared data
-/// (`weather/TRY2010_04_Jahr.dat`, `load/h25.csv`), every standard scenario.
+/// `gridmesh bench community`: the agent study of `gridmesh_agent::study` on the reference year
+/// that ships with the agent crate (DWD TRY Potsdam, BDEW H25), every standard scenario.
 pub fn community_study(
     cfg: &gridmesh_agent::study::StudyConfig,
 ) -> anyhow::Result<Vec<gridmesh_agent::study::ScenarioResult>> {
-    use anyhow::Context;
     use gridmesh_agent::study;
     cfg.check()?;
-    let dir = crate::bench_grid::shared_data_dir();
-    let read = |rel: &str| {
-        let path = dir.join(rel);
-        std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (set GRIDMESH_SHARED_DATA to the reference data folder)",
-                path.display()
-            )
-        })
-    };
-    let weather = gridmesh_agent::data::parse_try(&read("weather/TRY2010_04_Jahr.dat")?)?;
-    let profile = gridmesh_agent::data::parse_bdew(&read("load/h25.csv")?)?;
+    let weather = gridmesh_agent::data::parse_try(gridmesh_agent::data::REFERENCE_TRY)?;
+    let profile = gridmesh_agent::data::parse_bdew(gridmesh_agent::data::REFERENCE_H25)?;
     let community = study::community(cfg, &weather, &profile);
     Ok(study::compare(
         cfg,

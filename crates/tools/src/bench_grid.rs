@@ -57,12 +57,9 @@ impl std::fmt::Display for GridBenchRow {
     }
 }
 
-/// The shared data folder: `GRIDMESH_SHARED_DATA`, else `../shared/data` next to the repository.
+/// The shared data folder (`gridmesh_refdata`: `GRIDMESH_SHARED_DATA`, else `../shared/data`).
 pub fn shared_data_dir() -> PathBuf {
-    match std::env::var_os("GRIDMESH_SHARED_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => crate::repo_path("../shared/data"),
-    }
+    gridmesh_refdata::dir()
 }
 
 fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {

@@ -293,8 +293,12 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
             .context("a reading")?;
         match r.status {
             ReadingStatus::Accepted => accepted += 1,
-            ReadingStatus::Held { reason, .. } => {
-                held.push(format!("home {}: {reason}", i + 1));
+            ReadingStatus::Held { reason } => {
+                held.push(format!(
+                    "home {}: {}",
+                    i + 1,
+                    gridmesh_api::market::hold_text(reason)
+                ));
             }
             ReadingStatus::Pending => {}
         }

@@ -13,7 +13,6 @@ use gridmesh_grid::{
     generated_radial_feeder, newton_raphson, parse_case, write_case, PowerFlow, PowerFlowOptions,
     RadialFeeder,
 };
-use gridmesh_tools::bench_grid::shared_data_dir;
 
 fn python() -> Option<PathBuf> {
     let p = gridmesh_tools::interop_python();
@@ -31,13 +30,9 @@ fn power_flow_agrees_with_pandapower_on_every_case() {
     };
     let scratch = tempfile::tempdir().unwrap();
     let mut files: Vec<PathBuf> = Vec::new();
-    let grid = shared_data_dir().join("grid");
-    if grid.exists() {
-        for case in ["case33bw", "case118", "case300", "case9241pegase"] {
-            files.push(grid.join(format!("{case}.m")));
-        }
-    } else {
-        eprintln!("no ../shared/data/grid: generated feeders only");
+    let grid = gridmesh_refdata::require("grid");
+    for case in ["case33bw", "case118", "case300", "case9241pegase"] {
+        files.push(grid.join(format!("{case}.m")));
     }
     for (buses, seed) in [(200, 1), (2_000, 2)] {
         let net = generated_radial_feeder(buses, seed);

@@ -52,7 +52,7 @@ pub(crate) fn run(a: AgentArgs) -> anyhow::Result<()> {
     if a.reprice.is_nan() || a.reprice < 0.0 || a.poll_ms == 0 {
         bail!("--reprice must be at least 0 and --poll-ms positive");
     }
-    let data = runner::HomeData::load(&home, &gridmesh_tools::bench_grid::shared_data_dir())?;
+    let data = runner::HomeData::reference(&home)?;
     let cfg = runner::AgentConfig {
         key: Keypair::load(&a.key)?,
         node: a.node.node,

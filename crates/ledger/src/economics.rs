@@ -302,6 +302,8 @@ pub enum EconomicsError {
     NotEnoughShares { held: u64, wanted: u64 },
     #[error("the asset already has the most holders ({0})")]
     TooManyHolders(usize),
+    #[error("the holders' shares add up to more than {} shares", u64::MAX)]
+    TooManyShares,
 }
 
 fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
@@ -664,7 +666,10 @@ pub(crate) fn apply(
             if holders.iter().any(|h| h.holder == sender) {
                 return Err(EconomicsError::SelfHolding.into());
             }
-            let total_shares = holders.iter().map(|h| h.shares).sum();
+            let total_shares = holders
+                .iter()
+                .try_fold(0u64, |sum, h| sum.checked_add(h.shares))
+                .ok_or(EconomicsError::TooManyShares)?;
             o.kv_put(
                 asset_key(&sender),
                 enc(&AssetRecord {
@@ -722,6 +727,25 @@ pub(crate) fn apply(
     }
 }
 
+/// `amount × percent / 100`, rounded down, for any `amount` (no intermediate overflow) and
+/// `percent` ≤ 100.
+fn percent_of(amount: u128, percent: u8) -> u128 {
+    debug_assert!(percent <= 100);
+    let p = u128::from(percent);
+    amount / 100 * p + amount % 100 * p / 100
+}
+
+/// `amount × part / whole`, rounded down, for any `amount` (no intermediate overflow) and
+/// `part` ≤ `whole` (a holder's shares of all; none of nothing).
+fn share_of(amount: u128, part: u64, whole: u64) -> u128 {
+    if whole == 0 {
+        return 0;
+    }
+    debug_assert!(part <= whole);
+    let (p, w) = (u128::from(part), u128::from(whole));
+    amount / w * p + amount % w * p / w
+}
+
 /// Slashes the device's bond for `dispute` (upheld), marks the device slashed, and forfeits its
 /// owner's points of the reading's epoch if that epoch has not closed yet.
 fn slash(
@@ -733,8 +757,8 @@ fn slash(
 ) -> Vec<Event> {
     let k = lm::device_key_key(device);
     let mut id: DeviceIdentity = dec(&o.kv_get(&k).expect("a disputed device is registered"));
-    let amount = id.bond * u128::from(cfg.slash_percent) / 100;
-    let to_reporter = amount * u128::from(cfg.reporter_percent) / 100;
+    let amount = percent_of(id.bond, cfg.slash_percent);
+    let to_reporter = percent_of(amount, cfg.reporter_percent);
     let bonds = lm::device_bond_account();
     o.move_funds(bonds, dispute.reporter, Amount(to_reporter))
         .expect("the bond account holds every active bond");
@@ -865,11 +889,12 @@ fn close_epoch(o: &mut Overlay<'_>, cfg: &EconomicsConfig, epoch: u64) {
         let mut a: AssetRecord = dec(&o.kv_get(&asset_key(&asset)).expect("an asset"));
         let available = revenue.min(o.account(&asset).balance.0);
         for h in &a.holders {
-            let share = available * u128::from(h.shares) / u128::from(a.total_shares);
+            let share = share_of(available, h.shares, a.total_shares);
             o.move_funds(asset, h.holder, Amount(share))
                 .expect("shares of what the asset holds");
-            a.paid_out += share;
-            asset_payouts += share;
+            // At most what the asset paid out of its own balance: both stay within the supply.
+            a.paid_out = a.paid_out.saturating_add(share);
+            asset_payouts = asset_payouts.saturating_add(share);
         }
         o.kv_put(asset_key(&asset), enc(&a));
     }
@@ -897,6 +922,41 @@ fn close_epoch(o: &mut Overlay<'_>, cfg: &EconomicsConfig, epoch: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentages_and_shares_are_exact_and_never_overflow() {
+        for amount in [
+            0,
+            1,
+            99,
+            100,
+            12_345,
+            u128::MAX / 3,
+            u128::MAX - 1,
+            u128::MAX,
+        ] {
+            for pct in [0u8, 1, 33, 50, 99, 100] {
+                let exact = if amount <= u128::MAX / 100 {
+                    Some(amount * u128::from(pct) / 100)
+                } else {
+                    None
+                };
+                let got = percent_of(amount, pct);
+                if let Some(e) = exact {
+                    assert_eq!(got, e);
+                }
+                assert!(got <= amount);
+            }
+            assert_eq!(percent_of(amount, 100), amount);
+            assert_eq!(share_of(amount, u64::MAX, u64::MAX), amount);
+            assert_eq!(share_of(amount, 0, u64::MAX), 0);
+            let half = share_of(amount, u64::MAX / 2, u64::MAX - 1);
+            assert!(half <= amount / 2 + 1, "{half} of {amount}");
+        }
+        assert_eq!(share_of(10, 1, 3), 3);
+        assert_eq!(share_of(u128::MAX, 1, 2), u128::MAX / 2);
+        assert_eq!(share_of(5, 1, 0), 0);
+    }
 
     #[test]
     fn the_emission_halves_and_never_passes_the_cap() {

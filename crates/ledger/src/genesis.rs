@@ -129,7 +129,7 @@ pub enum GenesisError {
     BadChainId(String),
     #[error("genesis lists account {0} twice")]
     DuplicateAccount(Address),
-    #[error("genesis total supply overflows")]
+    #[error("genesis total supply overflows (the balances plus the economics' emission cap must fit in u128 base units)")]
     SupplyOverflow,
     #[error("genesis lists validator {0} twice")]
     DuplicateValidator(Address),
@@ -268,6 +268,11 @@ impl Genesis {
             Some(e) => e.to_config().map_err(GenesisError::Economics)?,
             None => crate::economics::EconomicsConfig::default(),
         };
+        // Rewards mint up to the emission cap on top of the genesis supply: all of it must fit
+        // in the supply's integer, so no mint can ever overflow it.
+        if supply.0.checked_add(economics.emission_cap).is_none() {
+            return Err(GenesisError::SupplyOverflow);
+        }
         // A slot's records may only leave the state once nothing can read them: its disputes
         // and its epoch's rewards (a day after it is final) are over.
         let needed = u64::from(economics.dispute_window_minutes) + 24 * 60;

@@ -32,6 +32,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 pub use gridmesh_market::Side;
+use gridmesh_types::units::MAX_SLOT;
 use gridmesh_types::{Address, Amount, Hash32};
 
 use crate::crypto::{self, Keypair, SignatureError, TX_SIGNING_DOMAIN};
@@ -136,6 +137,31 @@ pub enum TxKind {
         to: Address,
         shares: u64,
     } = 15,
+}
+
+impl TxKind {
+    /// The latest delivery slot the transaction names, if any (checked against [`MAX_SLOT`]
+    /// with its form).
+    pub fn latest_slot(&self) -> Option<u64> {
+        match self {
+            TxKind::PlaceOrder { slot, .. }
+            | TxKind::CancelOrder { slot, .. }
+            | TxKind::SubmitReading { slot, .. }
+            | TxKind::SetEnvelope { slot, .. }
+            | TxKind::ReportFraud { slot, .. }
+            | TxKind::DismissDispute { slot, .. }
+            | TxKind::RequestFlexibility { slot, .. } => Some(*slot),
+            TxKind::SubmitDeviceReadings { readings } => readings.iter().map(|r| r.slot).max(),
+            TxKind::Transfer { .. }
+            | TxKind::RegisterDevice { .. }
+            | TxKind::GridEvent { .. }
+            | TxKind::RegisterDeviceKey { .. }
+            | TxKind::TransferDevice { .. }
+            | TxKind::DecommissionDevice { .. }
+            | TxKind::CreateAsset { .. }
+            | TxKind::TransferShares { .. } => None,
+        }
+    }
 }
 
 /// What shows a reading false.
@@ -453,6 +479,11 @@ impl SignedTx {
             return Err(DecodeError::BadChainId(self.body.chain_id.clone()));
         }
         let bad = |m: &str| Err(DecodeError::BadField(m.to_string()));
+        if let Some(slot) = self.body.kind.latest_slot().filter(|s| *s > MAX_SLOT) {
+            return bad(&format!(
+                "slot {slot} is after the last slot of the year 9999 ({MAX_SLOT})"
+            ));
+        }
         match &self.body.kind {
             TxKind::Transfer { amount, .. } if amount.is_zero() => Err(DecodeError::ZeroAmount),
             TxKind::Transfer { .. } => Ok(()),

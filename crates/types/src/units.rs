@@ -12,6 +12,11 @@ pub const MWH_PER_KWH: u64 = 1_000_000;
 pub const KWH_DECIMALS: u32 = 6;
 /// Length of a market delivery slot in milliseconds (15 minutes).
 pub const SLOT_MS: u64 = 15 * 60 * 1000;
+/// The last slot a transaction may name: the one that starts at 9999-12-31 23:45 UTC. Every
+/// time derived from a slot (its end, its windows, days of history) stays far inside a `u64` of
+/// milliseconds, so no arithmetic on a named slot can overflow.
+pub const MAX_SLOT: u64 = 253_402_300_800_000 / SLOT_MS - 1;
+
 /// Slots in a day.
 pub const SLOTS_PER_DAY: u64 = 96;
 

@@ -8,26 +8,9 @@ use gridmesh_agent::schedule::{example_home as home, Plan};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("GRIDMESH_PYTHON") {
-        return Some(p.into());
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    if std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("the interop venv is missing: run ./scripts/setup");
-    }
-    None
-}
-
 #[test]
 fn highs_finds_the_same_optimum_on_the_exported_programs() {
-    let Some(py) = python() else {
-        eprintln!("skipped: no interop venv");
-        return;
-    };
+    let py = gridmesh_refdata::require_python();
     let dir = tempfile::tempdir().unwrap();
     let mut ours = Vec::new();
     let mut files = Vec::new();

@@ -1,14 +1,12 @@
 //! The solar position against pvlib's independent implementation of NREL's SPA, and the clear-sky
 //! PV bound against a year of measured irradiance (TMY3, Greensboro NC).
 //!
-//! pvlib runs in the project's venv (`./scripts/setup`); without it that test is skipped unless
-//! `GRIDMESH_REQUIRE_INTEROP=1` (set by `./scripts/test`). The TMY3 file comes from
-//! `../shared/data/weather` (a failure if absent).
+//! pvlib runs in the project's venv (`./scripts/setup`); without it that test fails. The TMY3
+//! file comes from `../shared/data/weather` (a failure if absent).
 
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use gridmesh_physics::clearsky::{max_plane_irradiance_w_m2, DEFAULT_MARGIN};
@@ -16,29 +14,12 @@ use gridmesh_physics::{solar_position, Observer};
 
 use common::{repo, Rng};
 
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("GRIDMESH_PYTHON") {
-        return Some(p.into());
-    }
-    let venv = repo(".venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    if std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)");
-    }
-    None
-}
-
 /// 1,000 random instants (1950-2100) and places (±66° latitude, any longitude, 0-4,000 m): zenith
 /// and azimuth within 1e-6° of pvlib wherever the sun is more than a degree from the zenith (the
 /// azimuth is undefined there).
 #[test]
 fn solar_position_agrees_with_pvlib() {
-    let Some(python) = python() else {
-        eprintln!("skipped: no interop venv (run ./scripts/setup)");
-        return;
-    };
+    let python = gridmesh_refdata::require_python();
     let mut rng = Rng(7);
     let cases: Vec<serde_json::Value> = (0..1_000)
         .map(|_| {

@@ -1,4 +1,5 @@
-//! Where the reference data kept beside the repository lives: MATPOWER cases with their reference
+//! Where the reference data kept beside the repository lives, and the Python of the reference
+//! peers ([`require_python`]). The data: MATPOWER cases with their reference
 //! solutions, weather, load profiles, OpenDSS feeders (`../shared/data`, see its README for sources
 //! and licences). Tests and benchmarks find it here and nowhere else.
 //!
@@ -41,6 +42,28 @@ pub fn require(relative: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The Python of the interop venv that holds the reference peers (pandapower, pymarket, pvlib,
+/// highspy, paho-mqtt, pymodbus, ocpp): `GRIDMESH_PYTHON`, else `.venv/bin/python` of the
+/// repository, as `./scripts/setup` makes it. `None` if there is none (benchmarks that can do
+/// without a peer).
+pub fn find_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("GRIDMESH_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+/// The interop venv's Python, which must be there.
+///
+/// # Panics
+/// When there is none: an interop test fails without its peer, never passes by skipping.
+pub fn require_python() -> PathBuf {
+    find_python().unwrap_or_else(|| {
+        panic!("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)")
+    })
 }
 
 /// The text of a shared data file that must be there (see [`require`]).

@@ -29,12 +29,7 @@ pub fn repo_path(relative: &str) -> std::path::PathBuf {
         .join(relative)
 }
 
-/// The Python of the interop venv: `GRIDMESH_PYTHON`, else `.venv/bin/python` of the source tree
-/// if `./scripts/setup` made it.
+/// The Python of the interop venv, if there is one (`gridmesh_refdata::find_python`).
 pub fn interop_python() -> Option<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("GRIDMESH_PYTHON") {
-        return Some(p.into());
-    }
-    let venv = repo_path(".venv/bin/python");
-    venv.exists().then_some(venv)
+    gridmesh_refdata::find_python()
 }

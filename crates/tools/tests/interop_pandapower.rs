@@ -3,8 +3,7 @@
 //! within 1e-6 pu and 1e-6 degrees, losses within 0.01 %; on the radial feeders our
 //! backward/forward sweep too.
 //!
-//! pandapower runs in the project's venv (`./scripts/setup`). Without it the test is skipped,
-//! unless `GRIDMESH_REQUIRE_INTEROP=1` (set by `./scripts/test`), where a missing peer is a failure.
+//! pandapower runs in the project's venv (`./scripts/setup`); without it the test fails.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,20 +13,9 @@ use gridmesh_grid::{
     RadialFeeder,
 };
 
-fn python() -> Option<PathBuf> {
-    let p = gridmesh_tools::interop_python();
-    if p.is_none() && std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)");
-    }
-    p
-}
-
 #[test]
 fn power_flow_agrees_with_pandapower_on_every_case() {
-    let Some(python) = python() else {
-        eprintln!("skipped: no interop venv (run ./scripts/setup)");
-        return;
-    };
+    let python = gridmesh_refdata::require_python();
     let scratch = tempfile::tempdir().unwrap();
     let mut files: Vec<PathBuf> = Vec::new();
     let grid = gridmesh_refdata::require("grid");

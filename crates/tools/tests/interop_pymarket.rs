@@ -3,8 +3,7 @@
 //! the same two prices.
 //!
 //! pymarket runs in the project's venv (`./scripts/setup` makes `.venv` from
-//! `scripts/interop/requirements.txt`). Without it the test is skipped, unless
-//! `GRIDMESH_REQUIRE_INTEROP=1` (set by `./scripts/test`), where a missing peer is a failure.
+//! `scripts/interop/requirements.txt`); without it the test fails.
 //!
 //! Prices are distinct across all orders: where a bid's price equals an ask's at the crossing,
 //! pymarket's curve intersection finds no crossing and clears nothing (a documented difference).
@@ -16,21 +15,7 @@ use std::process::{Command, Stdio};
 
 use gridmesh_market::{clear, Areas, Mechanism, Order, Side};
 
-pub fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("GRIDMESH_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    if std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)");
-    }
-    None
-}
-
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -73,10 +58,7 @@ fn random_case(rng: &mut Rng) -> Vec<Order> {
 
 #[test]
 fn huang_matches_pymarket_on_random_order_sets() {
-    let Some(python) = python() else {
-        eprintln!("skipped: no interop venv (run ./scripts/setup)");
-        return;
-    };
+    let python = gridmesh_refdata::require_python();
     let cases_n: usize = std::env::var("GRIDMESH_INTEROP_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

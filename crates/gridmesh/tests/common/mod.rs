@@ -146,25 +146,14 @@ pub fn new_key(dir: &Path, name: &str) -> (String, String) {
     )
 }
 
-/// The interop venv's Python (`GRIDMESH_PYTHON`, else `.venv`), `None` to skip; a failure when
-/// `GRIDMESH_REQUIRE_INTEROP=1` (set by `./scripts/test`).
-pub fn python() -> Option<std::path::PathBuf> {
-    if let Ok(p) = std::env::var("GRIDMESH_PYTHON") {
-        return Some(p.into());
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    require_interop("the interop venv is missing: run ./scripts/setup (or set GRIDMESH_PYTHON)");
-    None
+/// The interop venv's Python (`GRIDMESH_PYTHON`, else `.venv`); a test without it fails.
+pub fn python() -> std::path::PathBuf {
+    gridmesh_refdata::require_python()
 }
 
-pub fn require_interop(why: &str) {
-    if std::env::var("GRIDMESH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
+/// A reference peer that must be installed (`./scripts/setup` installs them all).
+pub fn require_peer<T>(found: Option<T>, why: &str) -> T {
+    found.unwrap_or_else(|| panic!("{why}"))
 }
 
 /// A script of `scripts/interop`.
@@ -183,7 +172,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Mosquitto broker on a free port of 127.0.0.1 (killed on drop); `None` to skip.
+/// A Mosquitto broker on a free port of 127.0.0.1 (killed on drop).
 pub struct Mosquitto(gridmesh_tools::broker::LocalMosquitto);
 
 impl std::ops::Deref for Mosquitto {
@@ -194,14 +183,12 @@ impl std::ops::Deref for Mosquitto {
 }
 
 impl Mosquitto {
-    pub fn start() -> Option<Mosquitto> {
-        if gridmesh_tools::broker::mosquitto_binary().is_none() {
-            require_interop("mosquitto is not installed: run ./scripts/setup");
-            return None;
-        }
-        Some(Mosquitto(
-            gridmesh_tools::broker::LocalMosquitto::start().expect("start mosquitto"),
-        ))
+    pub fn start() -> Mosquitto {
+        require_peer(
+            gridmesh_tools::broker::mosquitto_binary(),
+            "mosquitto is not installed: run ./scripts/setup",
+        );
+        Mosquitto(gridmesh_tools::broker::LocalMosquitto::start().expect("start mosquitto"))
     }
 }
 

@@ -145,6 +145,19 @@ pub(crate) enum BenchCommand {
     },
 }
 
+/// The interop venv's Python for a side-by-side comparison with `peer`, unless `--no-PEER` left
+/// it out. A comparison asked for but impossible is an error, not a row quietly missing.
+fn peer_python(skip: bool, peer: &str) -> anyhow::Result<Option<PathBuf>> {
+    if skip {
+        return Ok(None);
+    }
+    gridmesh_tools::interop_python().map(Some).with_context(|| {
+        format!(
+            "no interop venv for the {peer} comparison: run ./scripts/setup, or pass --no-{peer}"
+        )
+    })
+}
+
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Agents {
@@ -227,15 +240,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             if cases.is_none() {
                 eprintln!("no ../shared/data/grid: only the generated feeder is measured");
             }
-            let python = if no_pandapower {
-                None
-            } else {
-                let p = gridmesh_tools::interop_python();
-                if p.is_none() {
-                    eprintln!("no interop venv (run ./scripts/setup): pandapower skipped");
-                }
-                p
-            };
+            let python = peer_python(no_pandapower, "pandapower")?;
             let rows = bench_grid::run(
                 &bench_grid::GridBenchOptions {
                     cases,
@@ -260,15 +265,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             ledger_homes,
             json,
         } => {
-            let python = if no_pymarket {
-                None
-            } else {
-                let p = gridmesh_tools::interop_python();
-                if p.is_none() {
-                    eprintln!("no interop venv (run ./scripts/setup): pymarket skipped");
-                }
-                p
-            };
+            let python = peer_python(no_pymarket, "pymarket")?;
             let rows = gridmesh_tools::bench_market::run(
                 &gridmesh_tools::bench_market::MarketBenchOptions {
                     sizes,

@@ -2,11 +2,9 @@
 //! messages, and the home view built from the state (energy and money per slot, savings against
 //! the utility-only bill, devices and their verification, rewards).
 
-use gridmesh_ledger::economics;
-use gridmesh_ledger::market::{
-    self as lm, DeviceIdentity, DeviceReadingRecord, Reading, ReadingStatus, SlotRecord,
-    TradeRecord,
-};
+use gridmesh_ledger::devices::ReadingStatus;
+use gridmesh_ledger::market::{Reading, SlotRecord};
+use gridmesh_ledger::readers::{DeviceReader, EconomicsReader, MarketReader};
 use gridmesh_market::value_floor;
 use gridmesh_types::units::{slot_of, slot_start_ms};
 use gridmesh_types::{Address, Amount};
@@ -184,23 +182,18 @@ pub fn home_view(
     now_ms: u64,
     slots: u64,
 ) -> HomeView {
-    let kv = state.kv();
-    let cfg: lm::MarketConfig = kv
-        .get(&lm::config_key())
-        .map(lm::decode)
-        .unwrap_or_default();
+    let cfg = state.market_config();
     let last = slot_of(now_ms);
     let first = last.saturating_sub(slots - 1);
     let mut rows = Vec::new();
     let mut t = [0u64; 4]; // import, export, bought, sold (mWh)
     let mut money = [0i128; 5]; // paid, received, utility cost, utility credit, baseline
     for slot in first..=last {
-        let reading: Option<Reading> = kv.get(&lm::reading_key(slot, owner)).map(lm::decode);
-        let record: Option<SlotRecord> = kv.get(&lm::slot_key(slot)).map(lm::decode);
+        let reading: Option<Reading> = state.reading(slot, owner);
+        let record: Option<SlotRecord> = state.slot_record(slot);
         let (mut bought, mut sold, mut paid, mut received) = (0u64, 0u64, 0u128, 0u128);
         if record.is_some() {
-            for (_, v) in kv.scan(&lm::trades_prefix(slot)) {
-                let tr: TradeRecord = lm::decode(v);
+            for tr in state.trades(slot) {
                 if tr.buyer != *owner && tr.seller != *owner {
                     continue;
                 }
@@ -265,16 +258,15 @@ pub fn home_view(
         });
     }
     let bill = money[2] - money[3] + money[0] - money[1];
-    let econ = economics::stored_config(kv);
+    let econ = state.economics_config();
     let rewards: u128 = (econ.epoch_of(first)..=econ.epoch_of(last))
-        .filter_map(|e| kv.get(&economics::points_key(e, owner)))
-        .map(|v| lm::decode::<economics::Points>(v).reward)
+        .filter_map(|e| state.points(e, owner))
+        .map(|p| p.reward)
         .sum();
-    let devices = kv
-        .scan(&lm::owned_devices_prefix(owner))
-        .map(|(k, _)| Address(k[k.len() - 32..].try_into().expect("owned device key")))
-        .filter_map(|device| {
-            let id: DeviceIdentity = kv.get(&lm::device_key_key(&device)).map(lm::decode)?;
+    let devices = state
+        .owned_devices(owner)
+        .into_iter()
+        .map(|(device, id)| {
             let mut d = HomeDevice {
                 device: device.to_string(),
                 kind: id.info.kind.name().to_string(),
@@ -287,10 +279,10 @@ pub fn home_view(
                 now: None,
             };
             for slot in first..=last {
-                let Some(r) = kv.get(&lm::device_reading_key(slot, &device)) else {
+                let Some(r) = state.device_reading(slot, &device) else {
                     continue;
                 };
-                match lm::decode::<DeviceReadingRecord>(r).status {
+                match r.status {
                     ReadingStatus::Accepted => d.readings_accepted += 1,
                     ReadingStatus::Pending => d.readings_pending += 1,
                     ReadingStatus::Held { reason } => d.held.push(HeldReading {
@@ -299,7 +291,7 @@ pub fn home_view(
                     }),
                 }
             }
-            Some(d)
+            d
         })
         .collect();
     HomeView {

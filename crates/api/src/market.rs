@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use gridmesh_ledger::devices::{HoldReason, ReadingStatus};
 use gridmesh_ledger::market::{
     self, OrderRecord, Reading, SettlementStatus, SlotRecord, TradeRecord,
 };
+use gridmesh_ledger::readers::{DeviceReader, EconomicsReader, MarketReader};
 use gridmesh_ledger::State;
 use gridmesh_market::{value_floor, Side};
 use gridmesh_types::units::{format_kwh, slot_start_ms};
@@ -160,27 +162,20 @@ pub struct SlotView {
     pub envelopes: u32,
 }
 
-use market::decode as dec;
-
 /// The view of `slot` at `now_ms` (the head's time). `None` if the slot never had an order.
 pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
-    let kv = state.kv();
-    let cfg: market::MarketConfig = kv.get(&market::config_key()).map(dec).unwrap_or_default();
-    let orders: Vec<OrderRecord> = kv
-        .scan(&market::orders_prefix(slot))
-        .map(|(_, v)| dec(v))
-        .collect();
-    let record: Option<SlotRecord> = kv.get(&market::slot_key(slot)).map(dec);
-    let device_readings: Vec<DeviceReadingView> = kv
-        .scan(&market::device_readings_prefix(slot))
+    let cfg = state.market_config();
+    let orders: Vec<OrderRecord> = state.orders(slot).into_iter().map(|(_, o)| o).collect();
+    let record: Option<SlotRecord> = state.slot_record(slot);
+    let device_readings: Vec<DeviceReadingView> = state
+        .device_readings(slot)
+        .into_iter()
         .take(MAX_DEVICE_READINGS_IN_VIEW)
-        .map(|(k, v)| {
-            let r: market::DeviceReadingRecord = dec(v);
-            let device = Address(k[k.len() - 32..].try_into().expect("device reading key"));
+        .map(|(device, r)| {
             let (status, reason) = match r.status {
-                market::ReadingStatus::Pending => ("pending", None),
-                market::ReadingStatus::Accepted => ("accepted", None),
-                market::ReadingStatus::Held { reason } => ("held", Some(hold_text(reason))),
+                ReadingStatus::Pending => ("pending", None),
+                ReadingStatus::Accepted => ("accepted", None),
+                ReadingStatus::Held { reason } => ("held", Some(hold_text(reason))),
             };
             DeviceReadingView {
                 device: device.to_string(),
@@ -216,17 +211,8 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
         .collect();
     let tariff = record.as_ref().map_or(cfg.tariff(slot), |r| r.tariff);
     let gate = cfg.gate_closure_ms(slot);
-    let trades: Vec<TradeRecord> = kv
-        .scan(&market::trades_prefix(slot))
-        .map(|(_, v)| dec(v))
-        .collect();
-    let readings: BTreeMap<Address, Reading> = kv
-        .scan(&market::readings_prefix(slot))
-        .map(|(k, v)| {
-            let who = Address(k[9..41].try_into().expect("reading key"));
-            (who, dec(v))
-        })
-        .collect();
+    let trades: Vec<TradeRecord> = state.trades(slot);
+    let readings: BTreeMap<Address, Reading> = state.readings(slot).into_iter().collect();
     let status = match &record {
         None if now_ms < gate => "open",
         None => "closed",
@@ -329,9 +315,9 @@ fn trade_view(index: u32, t: &TradeRecord) -> TradeView {
 }
 
 /// Why a reading is held, in words (the state holds only the check and its numbers).
-pub fn hold_text(reason: market::HoldReason) -> String {
+pub fn hold_text(reason: HoldReason) -> String {
     match reason {
-        market::HoldReason::AreaConservation { head_meter, .. } => {
+        HoldReason::AreaConservation { head_meter, .. } => {
             format!("area of feeder-head meter {head_meter}: {}", reason.hold())
         }
         _ => reason.hold().to_string(),
@@ -437,7 +423,7 @@ pub struct TariffPeriod {
 }
 
 pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
-    let cfg = market::stored_config(state.kv());
+    let cfg = state.market_config();
     let current = gridmesh_types::units::slot_of(now_ms);
     let mut next = current + 1;
     while cfg.gate_closure_ms(next) <= now_ms {
@@ -450,7 +436,7 @@ pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
         late_window_minutes: cfg.late_window_minutes,
         current_slot: current,
         next_open_slot: next,
-        next_open_orders: state.kv().scan(&market::orders_prefix(next)).count() as u32,
+        next_open_orders: state.order_count(next) as u32,
         now_ms,
         next_gate_closure_ms: cfg.gate_closure_ms(next),
         tariffs: cfg
@@ -464,7 +450,8 @@ pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
             .collect(),
         flexibility_requests: (current..current + 96)
             .flat_map(|slot| {
-                gridmesh_ledger::economics::flex_requests(state.kv(), slot)
+                state
+                    .flex_requests(slot)
                     .into_iter()
                     .map(move |(area, r)| FlexRequestView {
                         slot,

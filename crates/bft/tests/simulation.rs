@@ -589,7 +589,8 @@ fn same_seed_same_chain() {
 /// escrow and state root.
 #[test]
 fn a_market_slot_clears_identically_on_every_validator() {
-    use gridmesh_ledger::market::{escrow_account, slot_key, MarketFile, SlotRecord};
+    use gridmesh_ledger::market::{escrow_account, MarketFile, SlotRecord};
+    use gridmesh_ledger::readers::MarketReader;
     use gridmesh_ledger::{DeviceKind, Side, TxBody, TxKind};
 
     // Two seeds in the default run (each simulates 78 s); GRIDMESH_SIM_SEEDS / _SEED choose more.
@@ -669,13 +670,7 @@ fn a_market_slot_clears_identically_on_every_validator() {
                     chain.head().timestamp_ms > 60_000,
                     "validator {i} passed the gate"
                 );
-                let rec: SlotRecord = gridmesh_ledger::market::decode(
-                    chain
-                        .state()
-                        .kv()
-                        .get(&slot_key(1))
-                        .expect("slot 1 cleared"),
-                );
+                let rec: SlotRecord = chain.state().slot_record(1).expect("slot 1 cleared");
                 records.push((rec, chain.account(&escrow_account()).balance));
             }
             assert!(

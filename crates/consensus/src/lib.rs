@@ -221,7 +221,7 @@ impl Application for LedgerApp {
 
     fn has_due_work(&self, now_ms: u64) -> bool {
         let chain = self.chain.read().expect("chain lock poisoned");
-        gridmesh_ledger::market::next_due_ms(chain.state()).is_some_and(|due| due <= now_ms)
+        gridmesh_ledger::dispatch::next_due_ms(chain.state()).is_some_and(|due| due <= now_ms)
     }
 
     fn has_pending(&self) -> bool {

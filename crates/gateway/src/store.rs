@@ -265,9 +265,9 @@ mod tests {
             .proof(&key.address(), start, end, 899)
             .unwrap()
             .unwrap();
-        assert!(telemetry::contradiction("c", &reading, start, end, &p).is_err());
+        assert!(telemetry::contradiction("c", &reading.claim(), start, end, &p).is_err());
         assert_eq!(
-            telemetry::contradiction("c", &inflated, start, end, &p),
+            telemetry::contradiction("c", &inflated.claim(), start, end, &p),
             Ok(Contradiction::LastSampleMismatch)
         );
         assert!(store

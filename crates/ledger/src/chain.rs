@@ -7,8 +7,10 @@ use gridmesh_types::{Address, Hash32};
 
 use crate::block::{tx_root, Block, BlockHeader, Receipt, MAX_BLOCK_TXS};
 use crate::crypto::{Parallelism, SignatureError};
+use crate::dispatch::BlockExecution;
+use crate::error::TxError;
 use crate::genesis::{Genesis, GenesisError};
-use crate::state::{Account, State, StateDiff, TxContext, TxError};
+use crate::state::{Account, State, StateDiff, TxContext};
 use crate::store::{Store, StoreError};
 use crate::tx::{verify_signatures, DecodeError, SignedTx, TxBody, UnsignedTx, VerifiedTx};
 
@@ -336,8 +338,7 @@ impl Parent<'_> {
     ) -> Rehearsal {
         let height = self.header.height + 1;
         let timestamp_ms = timestamp_ms.max(self.header.timestamp_ms + 1);
-        let mut overlay = self.state.overlay();
-        overlay.begin_block(height, timestamp_ms);
+        let mut overlay = BlockExecution::begin(self.state, height, timestamp_ms);
         let mut hashes = Vec::new();
         let mut receipts = Vec::new();
         let mut rejected = Vec::new();
@@ -462,8 +463,7 @@ impl Parent<'_> {
                 got: h.tx_root,
             });
         }
-        let mut overlay = self.state.overlay();
-        overlay.begin_block(h.height, h.timestamp_ms);
+        let mut overlay = BlockExecution::begin(self.state, h.height, h.timestamp_ms);
         let mut receipts = Vec::with_capacity(verified.len());
         for (index, tx) in verified.iter().enumerate() {
             let ctx = TxContext {

@@ -38,25 +38,23 @@
 //! included) equals `genesis + minted - burned` after every block (property tests; `GET
 //! /v1/supply`).
 
-use crate::kv;
-use crate::market::{self as lm, DeviceIdentity, DeviceStatus, ReadingStatus};
-use crate::state::{Event, Overlay, TxContext, TxError};
-use crate::tx::{DeviceKind, FlexDirection, FraudEvidence, Shareholding, TxKind};
 use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::units::{slot_start_ms, SLOT_MS};
 use gridmesh_types::{Address, Amount};
 use serde::{Deserialize, Serialize};
 
-const TAG_CONFIG: u8 = 30;
-const TAG_SUPPLY: u8 = 31;
-const TAG_POINTS: u8 = 32;
-const TAG_EPOCH_DUE: u8 = 33;
-const TAG_EPOCH: u8 = 34;
-const TAG_DISPUTE: u8 = 35;
-const TAG_DISPUTE_DUE: u8 = 36;
-const TAG_FLEX: u8 = 37;
-const TAG_ASSET: u8 = 38;
-const TAG_ASSET_REVENUE: u8 = 39;
+use crate::arith::{percent_of, share_of};
+use crate::config::MarketConfig;
+use crate::devices::{
+    device_bond_account, DeviceIdentity, DeviceReadingRecord, DeviceStatus, HoldReason,
+    ReadingStatus,
+};
+use crate::kv::{decode as dec, encode as enc, keys, KvSpace, Tag};
+use crate::market::Owed;
+use crate::state::{Event, Origin, Overlay};
+use crate::tx::{DeviceKind, FlexDirection, FraudEvidence, Shareholding};
+
+pub use crate::error::{EconomicsError, TxError};
 
 /// Where slashed tokens that do not go to the reporter are kept for the community.
 pub fn community_fund_account() -> Address {
@@ -112,6 +110,18 @@ impl EconomicsConfig {
     /// The epoch of a slot.
     pub fn epoch_of(&self, slot: u64) -> u64 {
         slot / u64::from(self.epoch_slots)
+    }
+
+    /// The first slot of `epoch` (slots end long before `u64` does: saturating is exact).
+    pub fn first_slot_of(&self, epoch: u64) -> u64 {
+        epoch.saturating_mul(u64::from(self.epoch_slots))
+    }
+
+    /// The last slot of `epoch`.
+    pub fn last_slot_of(&self, epoch: u64) -> u64 {
+        self.first_slot_of(epoch)
+            .saturating_add(u64::from(self.epoch_slots))
+            .saturating_sub(1)
     }
 
     /// The schedule's emission of `epoch`, before the cap (counted from the genesis epoch).
@@ -242,7 +252,7 @@ pub enum DisputeFinding {
         contradiction: crate::telemetry::Contradiction,
     },
     Physics {
-        reason: crate::market::HoldReason,
+        reason: HoldReason,
     },
 }
 
@@ -270,86 +280,6 @@ pub struct AssetRecord {
     pub paid_out: u128,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EconomicsError {
-    #[error("device {0} is not registered")]
-    UnknownDevice(Address),
-    #[error("an owner cannot report its own device")]
-    OwnDevice,
-    #[error("device {device} has no reading for slot {slot}")]
-    NoReading { device: Address, slot: u64 },
-    #[error("device {device}'s reading of slot {slot} is already reported")]
-    AlreadyReported { device: Address, slot: u64 },
-    #[error("the dispute window for slot {slot} closed at {closed_ms} ms")]
-    WindowClosed { slot: u64, closed_ms: u64 },
-    #[error("the evidence does not show the reading false: {0}")]
-    EvidenceRejected(String),
-    #[error("the reading was not held by a hard physics check (register, rating or clear sky)")]
-    NotHeldByPhysics,
-    #[error("no open dispute on device {device}'s reading of slot {slot}")]
-    NoOpenDispute { device: Address, slot: u64 },
-    #[error("only the market's grid operator may do this")]
-    NotGridOperator,
-    #[error("slot {slot} has started; flexibility requests must come before {starts_ms} ms")]
-    SlotStarted { slot: u64, starts_ms: u64 },
-    #[error("account {0} is already a community asset")]
-    AssetExists(Address),
-    #[error("{0} is not a community asset")]
-    UnknownAsset(Address),
-    #[error("an asset cannot hold its own shares")]
-    SelfHolding,
-    #[error("the sender holds {held} shares, fewer than {wanted}")]
-    NotEnoughShares { held: u64, wanted: u64 },
-    #[error("the asset already has the most holders ({0})")]
-    TooManyHolders(usize),
-    #[error("the holders' shares add up to more than {} shares", u64::MAX)]
-    TooManyShares,
-}
-
-fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
-    borsh::to_vec(v).expect("encoding to a Vec cannot fail")
-}
-
-fn dec<T: BorshDeserialize>(bytes: &[u8]) -> T {
-    borsh::from_slice(bytes).expect("economics state records decode")
-}
-
-fn config_key() -> Vec<u8> {
-    kv::key(TAG_CONFIG, 0, &[])
-}
-fn supply_key() -> Vec<u8> {
-    kv::key(TAG_SUPPLY, 0, &[])
-}
-pub fn points_key(epoch: u64, owner: &Address) -> Vec<u8> {
-    kv::key(TAG_POINTS, epoch, &owner.0)
-}
-pub fn points_prefix(epoch: u64) -> Vec<u8> {
-    kv::key(TAG_POINTS, epoch, &[])
-}
-pub fn epoch_key(epoch: u64) -> Vec<u8> {
-    kv::key(TAG_EPOCH, 0, &epoch.to_be_bytes())
-}
-pub fn epochs_prefix() -> Vec<u8> {
-    kv::key(TAG_EPOCH, 0, &[])
-}
-pub fn dispute_key(slot: u64, device: &Address) -> Vec<u8> {
-    kv::key(TAG_DISPUTE, slot, &device.0)
-}
-fn flex_key(slot: u64, area: &str) -> Vec<u8> {
-    kv::key(TAG_FLEX, slot, area.as_bytes())
-}
-pub fn asset_key(asset: &Address) -> Vec<u8> {
-    kv::key(TAG_ASSET, 0, &asset.0)
-}
-fn revenue_key(epoch: u64, asset: &Address) -> Vec<u8> {
-    kv::key(TAG_ASSET_REVENUE, epoch, &asset.0)
-}
-fn due_key(tag: u8, due_ms: u64, rest: &[u8]) -> Vec<u8> {
-    let mut r = due_ms.to_be_bytes().to_vec();
-    r.extend_from_slice(rest);
-    kv::key(tag, 0, &r)
-}
-
 /// The genesis entries: the rules (the schedule starting at the genesis' epoch) and the supply
 /// record.
 pub fn genesis_entries(
@@ -362,9 +292,9 @@ pub fn genesis_entries(
         ..cfg.clone()
     };
     vec![
-        (config_key(), enc(&cfg)),
+        (keys::economics_config(), enc(&cfg)),
         (
-            supply_key(),
+            keys::supply(),
             enc(&Supply {
                 genesis: genesis_supply,
                 minted: 0,
@@ -374,17 +304,21 @@ pub fn genesis_entries(
     ]
 }
 
-pub fn stored_config(kv: &kv::KvSpace) -> EconomicsConfig {
-    kv.get(&config_key()).map(dec).unwrap_or_default()
+pub fn stored_config(kv: &KvSpace) -> EconomicsConfig {
+    kv.get(&keys::economics_config())
+        .map(dec)
+        .unwrap_or_default()
 }
 
 pub fn config(o: &Overlay<'_>) -> EconomicsConfig {
-    o.kv_get(&config_key()).map(|b| dec(&b)).unwrap_or_default()
+    o.kv_get(&keys::economics_config())
+        .map(|b| dec(&b))
+        .unwrap_or_default()
 }
 
 /// The supply record (a state without one is treated as having minted nothing).
-pub fn supply(kv: &kv::KvSpace) -> Supply {
-    kv.get(&supply_key()).map(dec).unwrap_or_default()
+pub fn supply(kv: &KvSpace) -> Supply {
+    kv.get(&keys::supply()).map(dec).unwrap_or_default()
 }
 
 fn mint(o: &mut Overlay<'_>, to: Address, amount: u128) {
@@ -393,22 +327,22 @@ fn mint(o: &mut Overlay<'_>, to: Address, amount: u128) {
     }
     o.mint(to, Amount(amount))
         .expect("a reward cannot overflow a balance under the emission cap");
-    let mut s: Supply = o.kv_get(&supply_key()).map(|b| dec(&b)).unwrap_or_default();
-    s.minted += amount;
-    o.kv_put(supply_key(), enc(&s));
+    let mut s: Supply = o
+        .kv_get(&keys::supply())
+        .map(|b| dec(&b))
+        .unwrap_or_default();
+    s.minted = s
+        .minted
+        .checked_add(amount)
+        .expect("minting stays under the emission cap, which fits the supply");
+    o.kv_put(keys::supply(), enc(&s));
 }
 
-fn schedule_epoch(
-    o: &mut Overlay<'_>,
-    market: &lm::MarketConfig,
-    cfg: &EconomicsConfig,
-    epoch: u64,
-) {
-    let last_slot = (epoch + 1) * u64::from(cfg.epoch_slots) - 1;
+fn schedule_epoch(o: &mut Overlay<'_>, market: &MarketConfig, cfg: &EconomicsConfig, epoch: u64) {
     o.kv_put(
-        due_key(
-            TAG_EPOCH_DUE,
-            market.final_ms(last_slot),
+        keys::due(
+            Tag::EpochDue,
+            market.final_ms(cfg.last_slot_of(epoch)),
             &epoch.to_be_bytes(),
         ),
         Vec::new(),
@@ -416,9 +350,9 @@ fn schedule_epoch(
 }
 
 /// Adds points to `owner` for work in `slot`.
-pub(crate) fn add_points(
+fn add_points(
     o: &mut Overlay<'_>,
-    market: &lm::MarketConfig,
+    market: &MarketConfig,
     slot: u64,
     owner: &Address,
     renewable_mwh: u64,
@@ -430,7 +364,7 @@ pub(crate) fn add_points(
     }
     let cfg = config(o);
     let epoch = cfg.epoch_of(slot);
-    let k = points_key(epoch, owner);
+    let k = keys::points(epoch, owner);
     let mut p: Points = o.kv_get(&k).map(|b| dec(&b)).unwrap_or_default();
     if p.forfeited {
         return;
@@ -443,38 +377,53 @@ pub(crate) fn add_points(
 }
 
 /// Records `amount` paid to `to` for `slot`, if `to` is a community asset (its revenue).
-pub(crate) fn note_revenue(
-    o: &mut Overlay<'_>,
-    market: &lm::MarketConfig,
-    slot: u64,
-    to: &Address,
-    amount: u128,
-) {
-    if amount == 0 || o.kv_get(&asset_key(to)).is_none() {
+fn note_revenue(o: &mut Overlay<'_>, market: &MarketConfig, slot: u64, to: &Address, amount: u128) {
+    if amount == 0 || o.kv_get(&keys::asset(to)).is_none() {
         return;
     }
     let cfg = config(o);
     let epoch = cfg.epoch_of(slot);
-    let k = revenue_key(epoch, to);
+    let k = keys::asset_revenue(epoch, to);
     let r: u128 = o.kv_get(&k).map(|b| dec(&b)).unwrap_or(0);
-    o.kv_put(k, enc(&(r + amount)));
+    o.kv_put(k, enc(&r.saturating_add(amount)));
     schedule_epoch(o, market, &cfg, epoch);
 }
 
-/// Removes `slot`'s flexibility requests (the market prunes the slot's records).
-pub(crate) fn prune_slot(o: &mut Overlay<'_>, slot: u64) {
-    for (k, _) in o.kv_scan(&kv::key(TAG_FLEX, slot, &[])) {
-        o.kv_delete(k);
+/// Books what the market owes: points for verified renewable energy delivered to neighbours and
+/// for flexibility delivered where the network asked, revenue of community assets, and the removal
+/// of pruned slots' flexibility requests. Only sums change, so the order of the entries does not
+/// matter.
+pub(crate) fn book(o: &mut Overlay<'_>, market: &MarketConfig, owed: Owed) {
+    for (slot, r) in owed.verified {
+        // Flexibility the network asked for, weighted by what it is worth to the grid.
+        if let Some(req) = flex_request(o, slot, &r.location) {
+            let mwh = flexibility_delivered(r.kind, req, r.energy_out_mwh, r.energy_in_mwh);
+            let value = gridmesh_market::value_floor(mwh, req.value_per_kwh);
+            add_points(o, market, slot, &r.owner, 0, mwh, value);
+        }
+    }
+    for d in owed.delivered {
+        add_points(o, market, d.slot, &d.seller, d.energy_mwh, 0, d.value);
+    }
+    for (slot, seller, amount) in owed.received {
+        note_revenue(o, market, slot, &seller, amount.0);
+    }
+    for slot in owed.pruned {
+        for (k, _) in o.kv_scan(&keys::group(Tag::Flex, slot)) {
+            o.kv_delete(k);
+        }
     }
 }
 
 /// The flexibility request that applies to a device at `location` in `slot`: the most specific
 /// area that contains it.
-pub(crate) fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option<FlexRecord> {
-    o.kv_scan(&kv::key(TAG_FLEX, slot, &[]))
+fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option<FlexRecord> {
+    o.kv_scan(&keys::group(Tag::Flex, slot))
         .into_iter()
         .filter_map(|(k, v)| {
-            let area = std::str::from_utf8(&k[kv::GROUP_LEN..]).ok()?.to_string();
+            let area = std::str::from_utf8(&k[crate::kv::GROUP_LEN..])
+                .ok()?
+                .to_string();
             gridmesh_market::area_contains(&area, location)
                 .then(|| (area.len(), dec::<FlexRecord>(&v)))
         })
@@ -483,17 +432,19 @@ pub(crate) fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option
 }
 
 /// Every flexibility request of `slot` (area, request), as stored in `kv` (for views).
-pub fn flex_requests(kv: &crate::kv::KvSpace, slot: u64) -> Vec<(String, FlexRecord)> {
-    kv.scan(&kv::key(TAG_FLEX, slot, &[]))
+pub fn flex_requests(kv: &KvSpace, slot: u64) -> Vec<(String, FlexRecord)> {
+    kv.scan(&keys::group(Tag::Flex, slot))
         .filter_map(|(k, v)| {
-            let area = std::str::from_utf8(&k[kv::GROUP_LEN..]).ok()?.to_string();
+            let area = std::str::from_utf8(&k[crate::kv::GROUP_LEN..])
+                .ok()?
+                .to_string();
             Some((area, dec::<FlexRecord>(v)))
         })
         .collect()
 }
 
 /// Points for a device's accepted reading under a flexibility request.
-pub(crate) fn flexibility_delivered(
+fn flexibility_delivered(
     kind: DeviceKind,
     request: FlexRecord,
     energy_out_mwh: u64,
@@ -506,244 +457,243 @@ pub(crate) fn flexibility_delivered(
     }
 }
 
-fn grid_operator_only(market: &lm::MarketConfig, sender: &Address) -> Result<(), EconomicsError> {
+fn grid_operator_only(market: &MarketConfig, sender: &Address) -> Result<(), EconomicsError> {
     if *sender != market.grid_operator {
         return Err(EconomicsError::NotGridOperator);
     }
     Ok(())
 }
 
-/// Applies transaction kinds 11 to 15.
-pub(crate) fn apply(
+/// `ReportFraud`: evidence that a device's reading is false; a contradiction of its committed
+/// samples slashes at once, a hard physics hold opens a dispute.
+pub(crate) fn report_fraud(
     o: &mut Overlay<'_>,
-    sender: Address,
-    kind: &TxKind,
-    ctx: &TxContext,
+    market: &MarketConfig,
+    from: Origin<'_>,
+    device: &Address,
+    slot: u64,
+    evidence: &FraudEvidence,
 ) -> Result<Vec<Event>, TxError> {
-    let market = lm::config(o);
+    let sender = from.sender;
+    let now = from.now_ms();
+    let ctx = from.ctx;
     let cfg = config(o);
-    let now = ctx.timestamp_ms;
-    match kind {
-        TxKind::ReportFraud {
-            device,
+    let id: DeviceIdentity =
+        crate::devices::identity(o, device).ok_or(EconomicsError::UnknownDevice(*device))?;
+    if id.owner == sender {
+        return Err(EconomicsError::OwnDevice.into());
+    }
+    let rec: DeviceReadingRecord = o
+        .kv_get(&keys::device_reading(slot, device))
+        .map(|b| dec(&b))
+        .ok_or(EconomicsError::NoReading {
+            device: *device,
             slot,
-            evidence,
-        } => {
-            let id: DeviceIdentity = o
-                .kv_get(&lm::device_key_key(device))
-                .map(|b| dec(&b))
-                .ok_or(EconomicsError::UnknownDevice(*device))?;
-            if id.owner == sender {
-                return Err(EconomicsError::OwnDevice.into());
-            }
-            let rec: lm::DeviceReadingRecord = o
-                .kv_get(&lm::device_reading_key(*slot, device))
-                .map(|b| dec(&b))
-                .ok_or(EconomicsError::NoReading {
-                    device: *device,
-                    slot: *slot,
-                })?;
-            if o.kv_get(&dispute_key(*slot, device)).is_some() {
-                return Err(EconomicsError::AlreadyReported {
-                    device: *device,
-                    slot: *slot,
-                }
-                .into());
-            }
-            let closed_ms = market.settlement_ms(*slot) + cfg.dispute_window_ms();
-            if now > closed_ms {
-                return Err(EconomicsError::WindowClosed {
-                    slot: *slot,
-                    closed_ms,
-                }
-                .into());
-            }
-            let dispute = |finding| Dispute {
-                reporter: sender,
-                owner: id.owner,
-                finding,
-                opened_ms: now,
-                resolves_ms: now,
-                state: DisputeState::Open,
-                slashed: 0,
-                to_reporter: 0,
-            };
-            match evidence {
-                FraudEvidence::Commitment(proof) => {
-                    let reading = crate::tx::DeviceReading {
-                        device: *device,
-                        slot: *slot,
-                        energy_out_mwh: rec.energy_out_mwh,
-                        energy_in_mwh: rec.energy_in_mwh,
-                        register_mwh: rec.register_mwh,
-                        raw_root: rec.raw_root,
-                        raw_count: rec.raw_count,
-                        signature: [0; 64],
-                    };
-                    let start = slot_start_ms(*slot);
-                    let c = crate::telemetry::contradiction(
-                        ctx.chain_id,
-                        &reading,
-                        start,
-                        start + SLOT_MS,
-                        proof,
-                    )
-                    .map_err(|e| EconomicsError::EvidenceRejected(e.to_string()))?;
-                    let mut dispute = dispute(DisputeFinding::Commitment { contradiction: c });
-                    let events = slash(o, &cfg, device, *slot, &mut dispute);
-                    o.kv_put(dispute_key(*slot, device), enc(&dispute));
-                    Ok(events)
-                }
-                FraudEvidence::Physics => {
-                    let reason = match rec.status {
-                        ReadingStatus::Held { reason } if reason.disputable() => reason,
-                        _ => return Err(EconomicsError::NotHeldByPhysics.into()),
-                    };
-                    let mut dispute = dispute(DisputeFinding::Physics { reason });
-                    dispute.resolves_ms = now + cfg.dispute_window_ms();
-                    let mut rest = slot.to_be_bytes().to_vec();
-                    rest.extend_from_slice(&device.0);
-                    o.kv_put(
-                        due_key(TAG_DISPUTE_DUE, dispute.resolves_ms, &rest),
-                        Vec::new(),
-                    );
-                    let resolves_ms = dispute.resolves_ms;
-                    o.kv_put(dispute_key(*slot, device), enc(&dispute));
-                    Ok(vec![Event::DisputeOpened {
-                        device: *device,
-                        slot: *slot,
-                        resolves_ms,
-                    }])
-                }
-            }
+        })?;
+    if o.kv_get(&keys::dispute(slot, device)).is_some() {
+        return Err(EconomicsError::AlreadyReported {
+            device: *device,
+            slot,
         }
-        TxKind::DismissDispute { device, slot } => {
-            grid_operator_only(&market, &sender)?;
-            let k = dispute_key(*slot, device);
-            let mut d: Dispute = o
-                .kv_get(&k)
-                .map(|b| dec(&b))
-                .filter(|d: &Dispute| d.state == DisputeState::Open)
-                .ok_or(EconomicsError::NoOpenDispute {
-                    device: *device,
-                    slot: *slot,
-                })?;
+        .into());
+    }
+    let closed_ms = market
+        .settlement_ms(slot)
+        .saturating_add(cfg.dispute_window_ms());
+    if now > closed_ms {
+        return Err(EconomicsError::WindowClosed { slot, closed_ms }.into());
+    }
+    let dispute = |finding| Dispute {
+        reporter: sender,
+        owner: id.owner,
+        finding,
+        opened_ms: now,
+        resolves_ms: now,
+        state: DisputeState::Open,
+        slashed: 0,
+        to_reporter: 0,
+    };
+    match evidence {
+        FraudEvidence::Commitment(proof) => {
+            let reading = crate::telemetry::ReadingClaim {
+                device: *device,
+                energy_out_mwh: rec.energy_out_mwh,
+                register_mwh: rec.register_mwh,
+                raw_root: rec.raw_root,
+                raw_count: rec.raw_count,
+            };
+            let start = slot_start_ms(slot);
+            let c = crate::telemetry::contradiction(
+                ctx.chain_id,
+                &reading,
+                start,
+                start + SLOT_MS,
+                proof,
+            )
+            .map_err(|e| EconomicsError::EvidenceRejected(e.to_string()))?;
+            let mut dispute = dispute(DisputeFinding::Commitment { contradiction: c });
+            let events = slash(o, &cfg, device, slot, &mut dispute);
+            o.kv_put(keys::dispute(slot, device), enc(&dispute));
+            Ok(events)
+        }
+        FraudEvidence::Physics => {
+            let reason = match rec.status {
+                ReadingStatus::Held { reason } if reason.disputable() => reason,
+                _ => return Err(EconomicsError::NotHeldByPhysics.into()),
+            };
+            let mut dispute = dispute(DisputeFinding::Physics { reason });
+            dispute.resolves_ms = now.saturating_add(cfg.dispute_window_ms());
             let mut rest = slot.to_be_bytes().to_vec();
             rest.extend_from_slice(&device.0);
-            o.kv_delete(due_key(TAG_DISPUTE_DUE, d.resolves_ms, &rest));
-            d.state = DisputeState::Dismissed;
-            o.kv_put(k, enc(&d));
-            Ok(vec![])
+            o.kv_put(
+                keys::due(Tag::DisputeDue, dispute.resolves_ms, &rest),
+                Vec::new(),
+            );
+            let resolves_ms = dispute.resolves_ms;
+            o.kv_put(keys::dispute(slot, device), enc(&dispute));
+            Ok(vec![Event::DisputeOpened {
+                device: *device,
+                slot,
+                resolves_ms,
+            }])
         }
-        TxKind::RequestFlexibility {
+    }
+}
+
+/// `DismissDispute`: the grid operator dismisses an open dispute.
+pub(crate) fn dismiss_dispute(
+    o: &mut Overlay<'_>,
+    market: &MarketConfig,
+    from: Origin<'_>,
+    device: &Address,
+    slot: u64,
+) -> Result<Vec<Event>, TxError> {
+    let sender = from.sender;
+    grid_operator_only(market, &sender)?;
+    let k = keys::dispute(slot, device);
+    let mut d: Dispute = o
+        .kv_get(&k)
+        .map(|b| dec(&b))
+        .filter(|d: &Dispute| d.state == DisputeState::Open)
+        .ok_or(EconomicsError::NoOpenDispute {
+            device: *device,
             slot,
-            area,
+        })?;
+    let mut rest = slot.to_be_bytes().to_vec();
+    rest.extend_from_slice(&device.0);
+    o.kv_delete(keys::due(Tag::DisputeDue, d.resolves_ms, &rest));
+    d.state = DisputeState::Dismissed;
+    o.kv_put(k, enc(&d));
+    Ok(vec![])
+}
+
+/// `RequestFlexibility`: the grid operator asks an area for flexibility in a future slot.
+pub(crate) fn request_flexibility(
+    o: &mut Overlay<'_>,
+    market: &MarketConfig,
+    from: Origin<'_>,
+    slot: u64,
+    area: &str,
+    direction: FlexDirection,
+    value_per_kwh: u64,
+) -> Result<Vec<Event>, TxError> {
+    let sender = from.sender;
+    let now = from.now_ms();
+    grid_operator_only(market, &sender)?;
+    let starts_ms = slot_start_ms(slot);
+    if now >= starts_ms {
+        return Err(EconomicsError::SlotStarted { slot, starts_ms }.into());
+    }
+    o.kv_put(
+        keys::flex(slot, area),
+        enc(&FlexRecord {
             direction,
             value_per_kwh,
-        } => {
-            grid_operator_only(&market, &sender)?;
-            let starts_ms = slot_start_ms(*slot);
-            if now >= starts_ms {
-                return Err(EconomicsError::SlotStarted {
-                    slot: *slot,
-                    starts_ms,
-                }
-                .into());
-            }
-            o.kv_put(
-                flex_key(*slot, area),
-                enc(&FlexRecord {
-                    direction: *direction,
-                    value_per_kwh: *value_per_kwh,
-                }),
-            );
-            Ok(vec![])
-        }
-        TxKind::CreateAsset { name, holders } => {
-            if o.kv_get(&asset_key(&sender)).is_some() {
-                return Err(EconomicsError::AssetExists(sender).into());
-            }
-            if holders.iter().any(|h| h.holder == sender) {
-                return Err(EconomicsError::SelfHolding.into());
-            }
-            let total_shares = holders
-                .iter()
-                .try_fold(0u64, |sum, h| sum.checked_add(h.shares))
-                .ok_or(EconomicsError::TooManyShares)?;
-            o.kv_put(
-                asset_key(&sender),
-                enc(&AssetRecord {
-                    name: name.clone(),
-                    holders: holders.clone(),
-                    total_shares,
-                    paid_out: 0,
-                }),
-            );
-            Ok(vec![])
-        }
-        TxKind::TransferShares { asset, to, shares } => {
-            let mut a: AssetRecord = o
-                .kv_get(&asset_key(asset))
-                .map(|b| dec(&b))
-                .ok_or(EconomicsError::UnknownAsset(*asset))?;
-            if to == asset {
-                return Err(EconomicsError::SelfHolding.into());
-            }
-            let held = a
-                .holders
-                .iter()
-                .find(|h| h.holder == sender)
-                .map_or(0, |h| h.shares);
-            if held < *shares {
-                return Err(EconomicsError::NotEnoughShares {
-                    held,
-                    wanted: *shares,
-                }
-                .into());
-            }
-            if *to != sender {
-                if !a.holders.iter().any(|h| h.holder == *to) {
-                    if a.holders.len() == crate::tx::MAX_ASSET_HOLDERS && held != *shares {
-                        return Err(EconomicsError::TooManyHolders(a.holders.len()).into());
-                    }
-                    a.holders.push(Shareholding {
-                        holder: *to,
-                        shares: 0,
-                    });
-                }
-                for h in &mut a.holders {
-                    if h.holder == sender {
-                        h.shares -= shares;
-                    } else if h.holder == *to {
-                        h.shares += shares;
-                    }
-                }
-                a.holders.retain(|h| h.shares > 0);
-                o.kv_put(asset_key(asset), enc(&a));
-            }
-            Ok(vec![])
-        }
-        _ => unreachable!("economics::apply handles kinds 11 to 15"),
-    }
+        }),
+    );
+    Ok(vec![])
 }
 
-/// `amount × percent / 100`, rounded down, for any `amount` (no intermediate overflow) and
-/// `percent` ≤ 100.
-fn percent_of(amount: u128, percent: u8) -> u128 {
-    debug_assert!(percent <= 100);
-    let p = u128::from(percent);
-    amount / 100 * p + amount % 100 * p / 100
+/// `CreateAsset`: the sender becomes a community asset owned in shares.
+pub(crate) fn create_asset(
+    o: &mut Overlay<'_>,
+    from: Origin<'_>,
+    name: &str,
+    holders: &[Shareholding],
+) -> Result<Vec<Event>, TxError> {
+    let sender = from.sender;
+    if o.kv_get(&keys::asset(&sender)).is_some() {
+        return Err(EconomicsError::AssetExists(sender).into());
+    }
+    if holders.iter().any(|h| h.holder == sender) {
+        return Err(EconomicsError::SelfHolding.into());
+    }
+    let total_shares = holders
+        .iter()
+        .try_fold(0u64, |sum, h| sum.checked_add(h.shares))
+        .ok_or(EconomicsError::TooManyShares)?;
+    o.kv_put(
+        keys::asset(&sender),
+        enc(&AssetRecord {
+            name: name.to_string(),
+            holders: holders.to_vec(),
+            total_shares,
+            paid_out: 0,
+        }),
+    );
+    Ok(vec![])
 }
 
-/// `amount × part / whole`, rounded down, for any `amount` (no intermediate overflow) and
-/// `part` ≤ `whole` (a holder's shares of all; none of nothing).
-fn share_of(amount: u128, part: u64, whole: u64) -> u128 {
-    if whole == 0 {
-        return 0;
+/// `TransferShares`: a holder moves shares of a community asset.
+pub(crate) fn transfer_shares(
+    o: &mut Overlay<'_>,
+    from: Origin<'_>,
+    asset: &Address,
+    to: &Address,
+    shares: u64,
+) -> Result<Vec<Event>, TxError> {
+    let sender = from.sender;
+    let mut a: AssetRecord = o
+        .kv_get(&keys::asset(asset))
+        .map(|b| dec(&b))
+        .ok_or(EconomicsError::UnknownAsset(*asset))?;
+    if to == asset {
+        return Err(EconomicsError::SelfHolding.into());
     }
-    debug_assert!(part <= whole);
-    let (p, w) = (u128::from(part), u128::from(whole));
-    amount / w * p + amount % w * p / w
+    let held = a
+        .holders
+        .iter()
+        .find(|h| h.holder == sender)
+        .map_or(0, |h| h.shares);
+    if held < shares {
+        return Err(EconomicsError::NotEnoughShares {
+            held,
+            wanted: shares,
+        }
+        .into());
+    }
+    if *to != sender {
+        if !a.holders.iter().any(|h| h.holder == *to) {
+            if a.holders.len() == crate::tx::MAX_ASSET_HOLDERS && held != shares {
+                return Err(EconomicsError::TooManyHolders(a.holders.len()).into());
+            }
+            a.holders.push(Shareholding {
+                holder: *to,
+                shares: 0,
+            });
+        }
+        for h in &mut a.holders {
+            // The sender holds at least `shares`, and every holding is a part of the total.
+            if h.holder == sender {
+                h.shares = h.shares.saturating_sub(shares);
+            } else if h.holder == *to {
+                h.shares = h.shares.saturating_add(shares);
+            }
+        }
+        a.holders.retain(|h| h.shares > 0);
+        o.kv_put(keys::asset(asset), enc(&a));
+    }
+    Ok(vec![])
 }
 
 /// Slashes the device's bond for `dispute` (upheld), marks the device slashed, and forfeits its
@@ -755,27 +705,27 @@ fn slash(
     slot: u64,
     dispute: &mut Dispute,
 ) -> Vec<Event> {
-    let k = lm::device_key_key(device);
+    let k = keys::device_identity(device);
     let mut id: DeviceIdentity = dec(&o.kv_get(&k).expect("a disputed device is registered"));
     let amount = percent_of(id.bond, cfg.slash_percent);
     let to_reporter = percent_of(amount, cfg.reporter_percent);
-    let bonds = lm::device_bond_account();
+    let bonds = device_bond_account();
     o.move_funds(bonds, dispute.reporter, Amount(to_reporter))
         .expect("the bond account holds every active bond");
     o.move_funds(
         bonds,
         community_fund_account(),
-        Amount(amount - to_reporter),
+        Amount(amount.saturating_sub(to_reporter)),
     )
     .expect("the bond account holds every active bond");
-    id.bond -= amount;
+    id.bond = id.bond.saturating_sub(amount);
     if id.status == DeviceStatus::Active {
         id.status = DeviceStatus::Slashed;
     }
     o.kv_put(k, enc(&id));
     let epoch = cfg.epoch_of(slot);
-    if o.kv_get(&epoch_key(epoch)).is_none() {
-        let pk = points_key(epoch, &dispute.owner);
+    if o.kv_get(&keys::epoch(epoch)).is_none() {
+        let pk = keys::points(epoch, &dispute.owner);
         let mut p: Points = o.kv_get(&pk).map(|b| dec(&b)).unwrap_or_default();
         p.value = 0;
         p.forfeited = true;
@@ -792,73 +742,75 @@ fn slash(
 }
 
 /// The earliest epoch close or dispute resolution.
-pub fn next_due_ms(kv: &kv::KvSpace) -> Option<u64> {
-    [TAG_EPOCH_DUE, TAG_DISPUTE_DUE]
+pub(crate) fn next_due_ms(kv: &KvSpace) -> Option<u64> {
+    [Tag::EpochDue, Tag::DisputeDue]
         .into_iter()
         .filter_map(|tag| {
-            kv.scan(&kv::key(tag, 0, &[])).next().map(|(k, _)| {
-                u64::from_be_bytes(k[kv::GROUP_LEN..kv::GROUP_LEN + 8].try_into().expect("due"))
-            })
+            kv.scan(&keys::group(tag, 0))
+                .next()
+                .map(|(k, _)| keys::due_ms_of(k))
         })
         .min()
 }
 
 /// Runs at the start of a block (after the market's own work): resolves disputes whose window
 /// has passed and closes epochs whose last slot is final.
-pub(crate) fn begin_block(o: &mut Overlay<'_>, timestamp_ms: u64) {
+pub(crate) fn begin_block(o: &mut Overlay<'_>, market: &MarketConfig, timestamp_ms: u64) {
     let cfg = config(o);
-    for rest in take_due(o, TAG_DISPUTE_DUE, timestamp_ms) {
+    for rest in take_due(o, Tag::DisputeDue, timestamp_ms) {
         let slot = u64::from_be_bytes(rest[..8].try_into().expect("due key"));
         let device = Address(rest[8..40].try_into().expect("due key"));
-        let dk = dispute_key(slot, &device);
+        let dk = keys::dispute(slot, &device);
         let mut d: Dispute = dec(&o.kv_get(&dk).expect("a due dispute exists"));
         if d.state == DisputeState::Open {
             slash(o, &cfg, &device, slot, &mut d);
             o.kv_put(dk, enc(&d));
         }
     }
-    for rest in take_due(o, TAG_EPOCH_DUE, timestamp_ms) {
+    for rest in take_due(o, Tag::EpochDue, timestamp_ms) {
         let epoch = u64::from_be_bytes(rest[..8].try_into().expect("due key"));
-        close_epoch(o, &cfg, epoch);
+        close_epoch(o, market, &cfg, epoch);
     }
 }
 
 /// Removes the entries of a due index (tag ‖ group ‖ due ms ‖ rest) that are due at
 /// `timestamp_ms` and returns their rests, in due order.
-fn take_due(o: &mut Overlay<'_>, tag: u8, timestamp_ms: u64) -> Vec<Vec<u8>> {
-    let at = kv::GROUP_LEN;
+fn take_due(o: &mut Overlay<'_>, tag: Tag, timestamp_ms: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for (k, _) in o.kv_scan(&kv::key(tag, 0, &[])) {
-        let due = u64::from_be_bytes(k[at..at + 8].try_into().expect("due key"));
-        if due > timestamp_ms {
+    for (k, _) in o.kv_scan(&keys::group(tag, 0)) {
+        if keys::due_ms_of(&k) > timestamp_ms {
             break;
         }
-        out.push(k[at + 8..].to_vec());
+        out.push(k[crate::kv::GROUP_LEN + 8..].to_vec());
         o.kv_delete(k);
     }
     out
 }
 
 /// Mints the epoch's rewards and pays out community assets' revenue.
-fn close_epoch(o: &mut Overlay<'_>, cfg: &EconomicsConfig, epoch: u64) {
-    let supply: Supply = o.kv_get(&supply_key()).map(|b| dec(&b)).unwrap_or_default();
+fn close_epoch(o: &mut Overlay<'_>, market: &MarketConfig, cfg: &EconomicsConfig, epoch: u64) {
+    let supply: Supply = o
+        .kv_get(&keys::supply())
+        .map(|b| dec(&b))
+        .unwrap_or_default();
     let emission = cfg
         .scheduled_emission(epoch)
         .min(cfg.emission_cap.saturating_sub(supply.minted));
     let entries: Vec<(Address, Points)> = o
-        .kv_scan(&points_prefix(epoch))
+        .kv_scan(&keys::group(Tag::Points, epoch))
         .into_iter()
         .map(|(k, v)| {
             (
-                Address(k[kv::GROUP_LEN..].try_into().expect("points key")),
+                Address(k[crate::kv::GROUP_LEN..].try_into().expect("points key")),
                 dec(&v),
             )
         })
         .collect();
-    let total: u128 = entries.iter().map(|(_, p)| p.value).sum();
+    let total = entries
+        .iter()
+        .fold(0u128, |sum, (_, p)| sum.saturating_add(p.value));
     let mut minted = 0u128;
     let mut recipients = 0u32;
-    let market = lm::config(o);
     for (owner, mut p) in entries {
         // emission ≤ 5e9 tokens of 1e6 base units and value ≤ 2^80 in any real epoch: the
         // product fits in u128; saturate rather than wrap if a test pushes it.
@@ -868,25 +820,20 @@ fn close_epoch(o: &mut Overlay<'_>, cfg: &EconomicsConfig, epoch: u64) {
             .unwrap_or(0);
         if reward > 0 {
             mint(o, owner, reward);
-            minted += reward;
-            recipients += 1;
-            note_revenue(
-                o,
-                &market,
-                epoch * u64::from(cfg.epoch_slots),
-                &owner,
-                reward,
-            );
+            // Each reward is a share of the emission: the sum stays under it.
+            minted = minted.saturating_add(reward);
+            recipients = recipients.saturating_add(1);
+            note_revenue(o, market, cfg.first_slot_of(epoch), &owner, reward);
         }
         p.reward = reward;
-        o.kv_put(points_key(epoch, &owner), enc(&p));
+        o.kv_put(keys::points(epoch, &owner), enc(&p));
     }
     let mut asset_payouts = 0u128;
-    for (k, v) in o.kv_scan(&kv::key(TAG_ASSET_REVENUE, epoch, &[])) {
-        let asset = Address(k[kv::GROUP_LEN..].try_into().expect("revenue key"));
+    for (k, v) in o.kv_scan(&keys::group(Tag::AssetRevenue, epoch)) {
+        let asset = Address(k[crate::kv::GROUP_LEN..].try_into().expect("revenue key"));
         let revenue: u128 = dec(&v);
         o.kv_delete(k);
-        let mut a: AssetRecord = dec(&o.kv_get(&asset_key(&asset)).expect("an asset"));
+        let mut a: AssetRecord = dec(&o.kv_get(&keys::asset(&asset)).expect("an asset"));
         let available = revenue.min(o.account(&asset).balance.0);
         for h in &a.holders {
             let share = share_of(available, h.shares, a.total_shares);
@@ -896,18 +843,17 @@ fn close_epoch(o: &mut Overlay<'_>, cfg: &EconomicsConfig, epoch: u64) {
             a.paid_out = a.paid_out.saturating_add(share);
             asset_payouts = asset_payouts.saturating_add(share);
         }
-        o.kv_put(asset_key(&asset), enc(&a));
+        o.kv_put(keys::asset(&asset), enc(&a));
     }
     // A revenue noted for this epoch while closing it (rewards to an asset) re-scheduled the
     // close; it has just been paid out.
-    let last_slot = (epoch + 1) * u64::from(cfg.epoch_slots) - 1;
-    o.kv_delete(due_key(
-        TAG_EPOCH_DUE,
-        market.final_ms(last_slot),
+    o.kv_delete(keys::due(
+        Tag::EpochDue,
+        market.final_ms(cfg.last_slot_of(epoch)),
         &epoch.to_be_bytes(),
     ));
     o.kv_put(
-        epoch_key(epoch),
+        keys::epoch(epoch),
         enc(&EpochRecord {
             epoch,
             emission,

@@ -106,9 +106,9 @@ pub struct Genesis {
     /// Empty for a single node (solo engine).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validators: Vec<GenesisValidator>,
-    /// The market's rules; the defaults of [`crate::market::MarketConfig`] when absent.
+    /// The market's rules; the defaults of [`crate::config::MarketConfig`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub market: Option<crate::market::MarketFile>,
+    pub market: Option<crate::config::MarketFile>,
     /// Rewards, emission and slashing; the defaults of [`crate::economics::EconomicsConfig`]
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,7 +262,7 @@ impl Genesis {
         }
         let market = match &self.market {
             Some(m) => m.to_config().map_err(GenesisError::Market)?,
-            None => crate::market::MarketConfig::default(),
+            None => crate::config::MarketConfig::default(),
         };
         let economics = match &self.economics {
             Some(e) => e.to_config().map_err(GenesisError::Economics)?,
@@ -283,7 +283,7 @@ impl Genesis {
                 needed.div_ceil(24 * 60)
             )));
         }
-        let mut entries = vec![crate::market::genesis_entry(&market)];
+        let mut entries = vec![crate::config::genesis_entry(&market)];
         entries.extend(crate::economics::genesis_entries(
             &economics,
             self.timestamp_ms,

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::Hash32;
 
 use crate::merkle;
@@ -27,12 +28,244 @@ pub type KvEntry = (Vec<u8>, Vec<u8>);
 pub type KvBucket = Vec<KvEntry>;
 
 /// A key: `tag ‖ group ‖ rest`.
-pub fn key(tag: u8, group: u64, rest: &[u8]) -> Vec<u8> {
+pub(crate) fn key(tag: u8, group: u64, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(GROUP_LEN + rest.len());
     k.push(tag);
     k.extend_from_slice(&group.to_be_bytes());
     k.extend_from_slice(rest);
     k
+}
+
+/// Every namespace of the key/value space, in one place: each concern's records live under their
+/// own tag, and no two concerns can share one (the discriminants are the bytes in the keys, so
+/// they never change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Tag {
+    // The market (`crate::config`, `crate::market`).
+    MarketConfig = 1,
+    MarketMeta = 2,
+    /// Slots with orders waiting for clearing (group 0, slot in the rest).
+    OpenSlot = 3,
+    Order = 4,
+    Slot = 6,
+    Trade = 7,
+    SettleDue = 8,
+    FinalDue = 9,
+    Reading = 11,
+    Seller = 12,
+    PruneDue = 20,
+    // Devices and proof of generation (`crate::devices`).
+    Device = 10,
+    DeviceKey = 16,
+    DeviceReading = 17,
+    VerifiedExport = 18,
+    OwnedDevice = 19,
+    // The grid operator (`crate::grid_operator`).
+    Envelope = 13,
+    GridMode = 14,
+    GridEvent = 15,
+    // Economics (`crate::economics`).
+    EconomicsConfig = 30,
+    Supply = 31,
+    Points = 32,
+    EpochDue = 33,
+    Epoch = 34,
+    Dispute = 35,
+    DisputeDue = 36,
+    Flex = 37,
+    Asset = 38,
+    AssetRevenue = 39,
+}
+
+impl Tag {
+    /// Every tag, for the registry's own checks.
+    #[cfg(test)]
+    const ALL: [Tag; 29] = [
+        Tag::MarketConfig,
+        Tag::MarketMeta,
+        Tag::OpenSlot,
+        Tag::Order,
+        Tag::Slot,
+        Tag::Trade,
+        Tag::SettleDue,
+        Tag::FinalDue,
+        Tag::Reading,
+        Tag::Seller,
+        Tag::PruneDue,
+        Tag::Device,
+        Tag::DeviceKey,
+        Tag::DeviceReading,
+        Tag::VerifiedExport,
+        Tag::OwnedDevice,
+        Tag::Envelope,
+        Tag::GridMode,
+        Tag::GridEvent,
+        Tag::EconomicsConfig,
+        Tag::Supply,
+        Tag::Points,
+        Tag::EpochDue,
+        Tag::Epoch,
+        Tag::Dispute,
+        Tag::DisputeDue,
+        Tag::Flex,
+        Tag::Asset,
+        Tag::AssetRevenue,
+    ];
+}
+
+/// Encodes a state record.
+pub(crate) fn encode<T: BorshSerialize>(v: &T) -> Vec<u8> {
+    borsh::to_vec(v).expect("encoding to a Vec cannot fail")
+}
+
+/// Decodes a record the state machine wrote itself; failure means corrupted state (a bug).
+pub(crate) fn decode<T: BorshDeserialize>(bytes: &[u8]) -> T {
+    borsh::from_slice(bytes).expect("state records decode")
+}
+
+/// The key layout of every record, by concern. Only the ledger builds keys: the node, its API and
+/// the simulator read through [`crate::readers`].
+pub(crate) mod keys {
+    use super::{key, Tag, GROUP_LEN};
+    use gridmesh_types::Address;
+
+    /// Keys grouped by owner spread one owner's records over one bucket.
+    fn owner_group(a: &Address) -> u64 {
+        u64::from_be_bytes(a.0[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Every key of `tag` in `group` (a slot's records of one kind, say).
+    pub fn group(tag: Tag, group: u64) -> Vec<u8> {
+        key(tag as u8, group, &[])
+    }
+
+    /// A due index entry: `due_ms ‖ rest` in group 0, so a scan yields them in due order.
+    pub fn due(tag: Tag, due_ms: u64, rest: &[u8]) -> Vec<u8> {
+        let mut r = due_ms.to_be_bytes().to_vec();
+        r.extend_from_slice(rest);
+        key(tag as u8, 0, &r)
+    }
+
+    /// The due time of a [`due`] key.
+    pub fn due_ms_of(k: &[u8]) -> u64 {
+        u64::from_be_bytes(k[GROUP_LEN..GROUP_LEN + 8].try_into().expect("due key"))
+    }
+
+    /// The `u64` that follows the group (a slot, order id or due time).
+    pub fn u64_after_group(k: &[u8]) -> u64 {
+        u64::from_be_bytes(
+            k[GROUP_LEN..GROUP_LEN + 8]
+                .try_into()
+                .expect("u64 after group"),
+        )
+    }
+
+    /// The address a key ends with.
+    pub fn address_at_end(k: &[u8]) -> Address {
+        Address(
+            k[k.len() - 32..]
+                .try_into()
+                .expect("key ends with an address"),
+        )
+    }
+
+    // The market.
+    pub fn market_config() -> Vec<u8> {
+        key(Tag::MarketConfig as u8, 0, &[])
+    }
+    pub fn market_meta() -> Vec<u8> {
+        key(Tag::MarketMeta as u8, 0, &[])
+    }
+    pub fn open_slot(slot: u64) -> Vec<u8> {
+        key(Tag::OpenSlot as u8, 0, &slot.to_be_bytes())
+    }
+    pub fn order(slot: u64, id: u64) -> Vec<u8> {
+        key(Tag::Order as u8, slot, &id.to_be_bytes())
+    }
+    pub fn slot(slot: u64) -> Vec<u8> {
+        key(Tag::Slot as u8, slot, &[])
+    }
+    pub fn trade(slot: u64, index: u32) -> Vec<u8> {
+        key(Tag::Trade as u8, slot, &index.to_be_bytes())
+    }
+    pub fn slot_due(tag: Tag, due_ms: u64, slot: u64) -> Vec<u8> {
+        due(tag, due_ms, &slot.to_be_bytes())
+    }
+    pub fn reading(slot: u64, who: &Address) -> Vec<u8> {
+        key(Tag::Reading as u8, slot, &who.0)
+    }
+    pub fn seller(slot: u64, who: &Address) -> Vec<u8> {
+        key(Tag::Seller as u8, slot, &who.0)
+    }
+
+    // Devices.
+    pub fn device(owner: &Address, index: u32) -> Vec<u8> {
+        let mut rest = owner.0.to_vec();
+        rest.extend_from_slice(&index.to_be_bytes());
+        key(Tag::Device as u8, owner_group(owner), &rest)
+    }
+    pub fn devices(owner: &Address) -> Vec<u8> {
+        key(Tag::Device as u8, owner_group(owner), &owner.0)
+    }
+    pub fn device_identity(device: &Address) -> Vec<u8> {
+        key(Tag::DeviceKey as u8, owner_group(device), &device.0)
+    }
+    pub fn owned_device(owner: &Address, device: &Address) -> Vec<u8> {
+        let mut rest = owner.0.to_vec();
+        rest.extend_from_slice(&device.0);
+        key(Tag::OwnedDevice as u8, owner_group(owner), &rest)
+    }
+    pub fn owned_devices(owner: &Address) -> Vec<u8> {
+        key(Tag::OwnedDevice as u8, owner_group(owner), &owner.0)
+    }
+    pub fn device_reading(slot: u64, device: &Address) -> Vec<u8> {
+        key(Tag::DeviceReading as u8, slot, &device.0)
+    }
+    pub fn verified_export(slot: u64, owner: &Address) -> Vec<u8> {
+        key(Tag::VerifiedExport as u8, slot, &owner.0)
+    }
+
+    // The grid operator.
+    pub fn envelope(slot: u64, location: &str) -> Vec<u8> {
+        key(
+            Tag::Envelope as u8,
+            slot,
+            blake3::hash(location.as_bytes()).as_bytes(),
+        )
+    }
+    pub fn grid_mode() -> Vec<u8> {
+        key(Tag::GridMode as u8, 0, &[])
+    }
+    pub fn grid_event(seq: u64) -> Vec<u8> {
+        key(Tag::GridEvent as u8, 0, &seq.to_be_bytes())
+    }
+
+    // Economics.
+    pub fn economics_config() -> Vec<u8> {
+        key(Tag::EconomicsConfig as u8, 0, &[])
+    }
+    pub fn supply() -> Vec<u8> {
+        key(Tag::Supply as u8, 0, &[])
+    }
+    pub fn points(epoch: u64, owner: &Address) -> Vec<u8> {
+        key(Tag::Points as u8, epoch, &owner.0)
+    }
+    pub fn epoch(epoch: u64) -> Vec<u8> {
+        key(Tag::Epoch as u8, 0, &epoch.to_be_bytes())
+    }
+    pub fn dispute(slot: u64, device: &Address) -> Vec<u8> {
+        key(Tag::Dispute as u8, slot, &device.0)
+    }
+    pub fn flex(slot: u64, area: &str) -> Vec<u8> {
+        key(Tag::Flex as u8, slot, area.as_bytes())
+    }
+    pub fn asset(asset: &Address) -> Vec<u8> {
+        key(Tag::Asset as u8, 0, &asset.0)
+    }
+    pub fn asset_revenue(epoch: u64, asset: &Address) -> Vec<u8> {
+        key(Tag::AssetRevenue as u8, epoch, &asset.0)
+    }
 }
 
 /// The bucket of a key (or of a prefix at least [`GROUP_LEN`] long).
@@ -209,6 +442,16 @@ pub(crate) fn merge(
 
 #[cfg(test)]
 mod tests {
+    /// One byte per namespace: no two tags share one, and the registry lists every tag.
+    #[test]
+    fn every_tag_is_its_own_namespace() {
+        let mut bytes: Vec<u8> = super::Tag::ALL.iter().map(|t| *t as u8).collect();
+        bytes.sort_unstable();
+        let n = bytes.len();
+        bytes.dedup();
+        assert_eq!(bytes.len(), n, "two tags share a byte");
+    }
+
     use super::*;
     use proptest::strategy::Just;
 

@@ -26,8 +26,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::{Address, Amount, Hash32};
 use serde::Serialize;
 
+pub use crate::error::TxError;
 use crate::merkle;
-use crate::tx::{TxBody, TxKind};
 
 /// Bits of a key that select its bucket.
 pub const BUCKET_BITS: u32 = 10;
@@ -116,25 +116,6 @@ pub enum Event {
         amount: Amount,
         to_reporter: Amount,
     },
-}
-
-/// Why a well-formed, correctly signed transaction cannot be applied to the current state.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TxError {
-    #[error("transaction is for chain {got:?}, this is chain {expected:?}")]
-    WrongChainId { expected: String, got: String },
-    #[error("nonce {got} is already used (the account's next nonce is {expected})")]
-    StaleNonce { expected: u64, got: u64 },
-    #[error("nonce {got} is ahead of the account's next nonce {expected}")]
-    FutureNonce { expected: u64, got: u64 },
-    #[error("insufficient funds: balance {balance} tokens, needs {needed} tokens")]
-    InsufficientFunds { balance: Amount, needed: Amount },
-    #[error("recipient balance would overflow")]
-    BalanceOverflow,
-    #[error(transparent)]
-    Market(#[from] crate::market::MarketTxError),
-    #[error(transparent)]
-    Economics(#[from] crate::economics::EconomicsError),
 }
 
 fn bucket_of(key: &Address) -> usize {
@@ -268,7 +249,6 @@ impl State {
             base: self,
             changes: HashMap::new(),
             kv: BTreeMap::new(),
-            market_config: None,
         }
     }
 
@@ -296,6 +276,21 @@ pub struct TxContext<'a> {
     pub timestamp_ms: u64,
     /// Index of the transaction in its block.
     pub index: u32,
+}
+
+/// A transaction in execution: who sent it and where it runs (what every handler needs besides
+/// the transaction's own fields).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origin<'c> {
+    pub sender: Address,
+    pub ctx: &'c TxContext<'c>,
+}
+
+impl Origin<'_> {
+    /// Block time, the only clock of the state machine.
+    pub fn now_ms(&self) -> u64 {
+        self.ctx.timestamp_ms
+    }
 }
 
 impl TxContext<'_> {
@@ -335,8 +330,6 @@ pub struct Overlay<'a> {
     changes: HashMap<Address, Account>,
     /// Key/value changes (`None` deletes), sorted.
     kv: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// The market configuration, decoded once per overlay.
-    pub(crate) market_config: Option<crate::market::MarketConfig>,
 }
 
 impl Overlay<'_> {
@@ -347,7 +340,7 @@ impl Overlay<'_> {
             .unwrap_or_else(|| self.base.account(address))
     }
 
-    fn set(&mut self, address: Address, account: Account) {
+    pub(crate) fn set(&mut self, address: Address, account: Account) {
         self.changes.insert(address, account);
     }
 
@@ -462,82 +455,6 @@ impl Overlay<'_> {
         Ok(())
     }
 
-    /// Checks and applies one verified transaction. On error nothing changed.
-    pub fn apply_tx(&mut self, body: &TxBody, ctx: &TxContext) -> Result<Vec<Event>, TxError> {
-        if body.chain_id != ctx.chain_id {
-            return Err(TxError::WrongChainId {
-                expected: ctx.chain_id.to_string(),
-                got: body.chain_id.clone(),
-            });
-        }
-        let mut sender = self.account(&body.sender);
-        if body.nonce < sender.nonce {
-            return Err(TxError::StaleNonce {
-                expected: sender.nonce,
-                got: body.nonce,
-            });
-        }
-        if body.nonce > sender.nonce {
-            return Err(TxError::FutureNonce {
-                expected: sender.nonce,
-                got: body.nonce,
-            });
-        }
-        match &body.kind {
-            TxKind::Transfer { to, amount } => {
-                let (to, amount) = (*to, *amount);
-                let new_sender_balance =
-                    sender
-                        .balance
-                        .checked_sub(amount)
-                        .ok_or(TxError::InsufficientFunds {
-                            balance: sender.balance,
-                            needed: amount,
-                        })?;
-                if to == body.sender {
-                    sender.nonce += 1;
-                    self.set(body.sender, sender);
-                } else {
-                    let mut recipient = self.account(&to);
-                    recipient.balance = recipient
-                        .balance
-                        .checked_add(amount)
-                        .ok_or(TxError::BalanceOverflow)?;
-                    sender.balance = new_sender_balance;
-                    sender.nonce += 1;
-                    self.set(body.sender, sender);
-                    self.set(to, recipient);
-                }
-                Ok(Vec::new())
-            }
-            kind => {
-                // Market, device and economics transactions: checked completely before any
-                // write.
-                let events = match kind {
-                    TxKind::ReportFraud { .. }
-                    | TxKind::DismissDispute { .. }
-                    | TxKind::RequestFlexibility { .. }
-                    | TxKind::CreateAsset { .. }
-                    | TxKind::TransferShares { .. } => {
-                        crate::economics::apply(self, body.sender, kind, ctx)?
-                    }
-                    _ => crate::market::apply(self, body.sender, kind, ctx)?,
-                };
-                let mut sender = self.account(&body.sender);
-                sender.nonce += 1;
-                self.set(body.sender, sender);
-                Ok(events)
-            }
-        }
-    }
-
-    /// Runs the block-level rules before a block's transactions (market clearing at gate closure,
-    /// settlement). Deterministic in the state, height and header time.
-    pub fn begin_block(&mut self, height: u64, timestamp_ms: u64) {
-        crate::market::begin_block(self, height, timestamp_ms);
-        crate::economics::begin_block(self, timestamp_ms);
-    }
-
     /// Computes the touched buckets' new contents and the new commitment (the base is untouched).
     pub fn finish(self) -> StateDiff {
         let mut kv_hashes = self.base.kv.hashes().to_vec();
@@ -642,7 +559,7 @@ mod tests {
         let tx = SignedTx::transfer(&keys[0], CHAIN, 0, keys[1].address(), Amount(10))
             .verify()
             .unwrap();
-        let mut o = s.overlay();
+        let mut o = crate::dispatch::BlockExecution::begin(&s, 1, 1);
         o.apply_tx(&tx.tx().body, &ctx()).unwrap();
         let diff = o.finish();
         let before = s.root();
@@ -729,7 +646,7 @@ mod tests {
                 let before_accounts: Vec<(Address, Account)> = s.iter().copied().collect();
                 let before_root = s.root();
                 let before_nonce = s.account(&keys[from].address()).nonce;
-                let mut o = s.overlay();
+                let mut o = crate::dispatch::BlockExecution::begin(&s, 1, 1);
                 match o.apply_tx(&tx.tx().body, &ctx()) {
                     Ok(_) => {
                         s.apply(o.finish());

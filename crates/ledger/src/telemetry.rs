@@ -22,7 +22,6 @@
 
 use crate::crypto::{self, SignatureError};
 use crate::merkle;
-use crate::tx::DeviceReading;
 use borsh::{BorshDeserialize, BorshSerialize};
 use gridmesh_types::{Address, Hash32};
 
@@ -208,11 +207,22 @@ pub enum ProofError {
     Consistent,
 }
 
+/// What a slot reading claims about its committed samples: the part a sample can contradict
+/// (see `DeviceReading::claim` in [`crate::tx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadingClaim {
+    pub device: Address,
+    pub energy_out_mwh: u64,
+    pub register_mwh: u64,
+    pub raw_root: Hash32,
+    pub raw_count: u32,
+}
+
 /// Checks a [`SampleProof`] against `reading` and names the contradiction it proves. A sample
 /// belongs to the slot whose span `(slot_start_ms, slot_end_ms]` holds the end of its interval.
 pub fn contradiction(
     chain_id: &str,
-    reading: &DeviceReading,
+    reading: &ReadingClaim,
     slot_start_ms: u64,
     slot_end_ms: u64,
     proof: &SampleProof,
@@ -244,7 +254,9 @@ pub fn contradiction(
         Ok(Contradiction::RegisterAboveEnd)
     } else if s.out_register_mwh < start_register {
         Ok(Contradiction::RegisterBelowStart)
-    } else if proof.index + 1 == reading.raw_count && s.out_register_mwh != reading.register_mwh {
+    } else if proof.index.checked_add(1) == Some(reading.raw_count)
+        && s.out_register_mwh != reading.register_mwh
+    {
         Ok(Contradiction::LastSampleMismatch)
     } else {
         Err(ProofError::Consistent)
@@ -255,6 +267,7 @@ pub fn contradiction(
 mod tests {
     use super::*;
     use crate::crypto::Keypair;
+    use crate::tx::DeviceReading;
 
     const CHAIN: &str = "test";
 
@@ -308,44 +321,50 @@ mod tests {
         let honest = DeviceReading::signed(&key, CHAIN, 1, 9_000, 0, 14_000, root, count);
         for i in [0, 450, 899] {
             assert_eq!(
-                contradiction(CHAIN, &honest, start, end, &proof_of(i)),
+                contradiction(CHAIN, &honest.claim(), start, end, &proof_of(i)),
                 Err(ProofError::Consistent)
             );
         }
         // Claiming twice the energy by raising the end register: the last sample disagrees.
         let raised = DeviceReading::signed(&key, CHAIN, 1, 18_000, 0, 23_000, root, count);
         assert_eq!(
-            contradiction(CHAIN, &raised, start, end, &proof_of(899)),
+            contradiction(CHAIN, &raised.claim(), start, end, &proof_of(899)),
             Ok(Contradiction::LastSampleMismatch)
         );
         // A register lower than the telemetry reached within the slot.
         let low = DeviceReading::signed(&key, CHAIN, 1, 4_000, 0, 9_000, root, count);
         assert_eq!(
-            contradiction(CHAIN, &low, start, end, &proof_of(600)),
+            contradiction(CHAIN, &low.claim(), start, end, &proof_of(600)),
             Ok(Contradiction::RegisterAboveEnd)
         );
         // A start register (end minus energy) above where the telemetry began.
         let late_start = DeviceReading::signed(&key, CHAIN, 1, 5_000, 0, 14_000, root, count);
         assert_eq!(
-            contradiction(CHAIN, &late_start, start, end, &proof_of(0)),
+            contradiction(CHAIN, &late_start.claim(), start, end, &proof_of(0)),
             Ok(Contradiction::RegisterBelowStart)
         );
         // Telemetry of another slot (shifted in time) committed as this one.
         assert_eq!(
-            contradiction(CHAIN, &honest, start + 900_000, end + 900_000, &proof_of(3)),
+            contradiction(
+                CHAIN,
+                &honest.claim(),
+                start + 900_000,
+                end + 900_000,
+                &proof_of(3)
+            ),
             Ok(Contradiction::OutsideSlot)
         );
         // A proof at the wrong index, or a forged sample, is no evidence.
         let mut wrong = proof_of(5);
         wrong.index = 6;
         assert!(matches!(
-            contradiction(CHAIN, &raised, start, end, &wrong),
+            contradiction(CHAIN, &raised.claim(), start, end, &wrong),
             Err(ProofError::NotCommitted { .. })
         ));
         let mut forged = proof_of(899);
         forged.sample.out_register_mwh = 1;
         assert!(matches!(
-            contradiction(CHAIN, &raised, start, end, &forged),
+            contradiction(CHAIN, &raised.claim(), start, end, &forged),
             Err(ProofError::Signature(_))
         ));
     }

@@ -223,6 +223,19 @@ pub struct DeviceReading {
     pub signature: [u8; 64],
 }
 
+impl DeviceReading {
+    /// What the reading claims about its committed samples (what a fraud proof can contradict).
+    pub fn claim(&self) -> crate::telemetry::ReadingClaim {
+        crate::telemetry::ReadingClaim {
+            device: self.device,
+            energy_out_mwh: self.energy_out_mwh,
+            register_mwh: self.register_mwh,
+            raw_root: self.raw_root,
+            raw_count: self.raw_count,
+        }
+    }
+}
+
 /// Domain separation of device reading signatures.
 pub const DEVICE_READING_DOMAIN: &[u8] = b"gridmesh/device-reading/v1\0";
 

@@ -10,6 +10,7 @@
 use gridmesh_ledger::economics::EconomicsFile;
 use gridmesh_ledger::genesis::GenesisAccount;
 use gridmesh_ledger::market::MarketFile;
+use gridmesh_ledger::readers::EconomicsReader;
 use gridmesh_ledger::telemetry::{RawSample, SampleProof};
 use gridmesh_ledger::tx::{
     device_registration_message, DeviceReading, FlexDirection, FraudEvidence, Shareholding,
@@ -611,7 +612,7 @@ fn run(
             .collect();
         let built = chain.build_block(txs, ts, key(0).address());
         chain.commit(&built.block, built.executed).unwrap();
-        let supply = gridmesh_ledger::economics::supply(chain.state().kv());
+        let supply = chain.state().supply();
         prop_assert_eq!(supply.genesis, genesis_supply);
         prop_assert!(supply.minted <= EMISSION_CAP);
         prop_assert_eq!(chain.state().total_supply().0, supply.expected());
@@ -646,17 +647,10 @@ fn the_largest_bond_is_slashed_without_overflow() {
     // 10 kWh in a quarter hour from a 7.3 kW array: above its rating, held, disputable.
     let bond = u128::MAX / 4;
     let (_dir, chain) = run(true, (10_000_000, 1_000, bond), vec![Vec::new(); 10]).unwrap();
-    let d: gridmesh_ledger::economics::Dispute = borsh::from_slice(
-        chain
-            .state()
-            .kv()
-            .get(&gridmesh_ledger::economics::dispute_key(
-                SLOT,
-                &device_key(0).address(),
-            ))
-            .expect("the report opened a dispute"),
-    )
-    .unwrap();
+    let d = chain
+        .state()
+        .dispute(SLOT, &device_key(0).address())
+        .expect("the report opened a dispute");
     assert_eq!(d.state, gridmesh_ledger::economics::DisputeState::Upheld);
     assert_eq!(d.slashed, bond);
     assert_eq!(d.to_reporter, bond / 2);

@@ -3,12 +3,15 @@
 //! re-settlement by late ones; bad input is refused with the documented error and changes nothing;
 //! tokens are conserved at every block.
 
-use gridmesh_ledger::market::{
-    device_bond_account, device_key_key, device_reading_key, envelope_key, escrow_account,
-    grid_event_key, grid_mode_key, order_key, slot_key, trade_key, DeviceIdentity,
-    DeviceReadingRecord, DeviceStatus, GridEventRecord, GridMode, HoldReason, MarketTxError,
-    OrderRecord, ReadingStatus, SettlementStatus, SlotRecord, TradeRecord,
+use gridmesh_ledger::devices::{
+    device_bond_account, DeviceIdentity, DeviceReadingRecord, DeviceStatus, HoldReason,
+    ReadingStatus,
 };
+use gridmesh_ledger::grid_operator::{GridEventRecord, GridMode};
+use gridmesh_ledger::market::{
+    escrow_account, MarketTxError, OrderRecord, SettlementStatus, SlotRecord, TradeRecord,
+};
+use gridmesh_ledger::readers::{DeviceReader, EconomicsReader, GridReader, MarketReader};
 use gridmesh_ledger::tx::TX_VERSION;
 use gridmesh_ledger::{
     Chain, DeviceInfo, DeviceKind, Genesis, GridEventKind, Keypair, Side, TxBody, TxError, TxKind,
@@ -77,11 +80,11 @@ impl Net {
                 vec![]
             } else {
                 vec![
-                    gridmesh_ledger::market::FeeFile {
+                    gridmesh_ledger::config::FeeFile {
                         constant_per_kwh: Some("0.01".into()),
                         percent: Some("2".into()),
                     },
-                    gridmesh_ledger::market::FeeFile {
+                    gridmesh_ledger::config::FeeFile {
                         constant_per_kwh: Some("0.005".into()),
                         percent: None,
                     },
@@ -127,7 +130,7 @@ impl Net {
         self.chain.commit(&built.block, built.executed).unwrap();
         // Tokens are conserved at every block: the balances sum to the genesis supply plus
         // what rewards minted (nothing burns).
-        let supply = gridmesh_ledger::economics::supply(self.chain.state().kv());
+        let supply = self.chain.state().supply();
         assert_eq!(supply.genesis, self.supply.0);
         assert_eq!(supply.burned, 0);
         assert_eq!(
@@ -154,8 +157,9 @@ impl Net {
         self.chain.account(&escrow_account()).balance.0
     }
 
-    fn get<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> T {
-        borsh::from_slice(self.chain.state().kv().get(key).expect("record")).unwrap()
+    fn order(&self, slot: u64, id: u64) -> OrderRecord {
+        let orders = self.chain.state().orders(slot);
+        orders.into_iter().find(|(i, _)| *i == id).expect("order").1
     }
 }
 
@@ -249,19 +253,19 @@ fn a_slot_from_orders_to_final_settlement() {
         "{errs:?}"
     );
     // That block cleared the slot: pay-as-clear at 0.20, 1.5 kWh.
-    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
     assert_eq!(slot.clearing_price_per_kwh, Some(200_000));
     assert_eq!(slot.volume_mwh, 1_500_000);
     assert_eq!(slot.trades, 2);
     assert_eq!(slot.settlement, SettlementStatus::Pending);
-    let t0_rec: TradeRecord = net.get(&trade_key(SLOT, 0));
+    let t0_rec: TradeRecord = net.chain.state().trades(SLOT)[0].clone();
     assert_eq!(
         (t0_rec.buyer, t0_rec.seller),
         (net.keys[c].address(), net.keys[a].address())
     );
     // c's escrow beyond its trade (0.25 - 0.20 per kWh) came back at clearing.
     assert_eq!(before_c - net.balance(c), 200_000);
-    let d_order: OrderRecord = net.get(&order_key(SLOT, 3));
+    let d_order: OrderRecord = net.order(SLOT, 3);
     assert_eq!(d_order.traded_mwh, 500_000);
 
     // Readings: a delivered 0.6 of 1 kWh; b sends none in time; buyers report imports.
@@ -286,10 +290,10 @@ fn a_slot_from_orders_to_final_settlement() {
         net.balance(d),
     );
     assert!(net.block(end + 3_600_000, vec![]).is_empty());
-    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
     assert_eq!(slot.settlement, SettlementStatus::Provisional);
     assert_eq!(slot.provisional_sellers, 1);
-    let t: TradeRecord = net.get(&trade_key(SLOT, 0));
+    let t: TradeRecord = net.chain.state().trades(SLOT)[0].clone();
     let s = t.settlement.unwrap();
     assert_eq!(s.delivered_mwh, 600_000);
     assert!(s.basis.is_final() && !s.basis.is_estimated());
@@ -301,7 +305,7 @@ fn a_slot_from_orders_to_final_settlement() {
     assert_eq!(net.balance(a) - a0, 120_000 + 60_000);
     assert_eq!(net.balance(c) - c0, 200_000 - 120_000 + 40_000);
     // b has no reading: its trade is settled by estimate, funds held.
-    let t1: TradeRecord = net.get(&trade_key(SLOT, 1));
+    let t1: TradeRecord = net.chain.state().trades(SLOT)[1].clone();
     let s1 = t1.settlement.clone().unwrap();
     assert!(s1.basis.is_estimated() && !s1.basis.is_final());
     assert_eq!(net.balance(b), b0);
@@ -310,12 +314,12 @@ fn a_slot_from_orders_to_final_settlement() {
 
     // A late reading from b re-settles its trade with what was metered.
     net.one(end + 7_200_000, b, reading(0, 500)).unwrap();
-    let t1: TradeRecord = net.get(&trade_key(SLOT, 1));
+    let t1: TradeRecord = net.chain.state().trades(SLOT)[1].clone();
     let s1 = t1.settlement.unwrap();
     assert!(s1.basis.is_final() && s1.basis.is_late() && !s1.basis.is_estimated());
     assert_eq!(s1.delivered_mwh, 500_000);
     assert_eq!(net.balance(b) - b0, 100_000 + t1.seller_collateral);
-    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
     assert_eq!(slot.settlement, SettlementStatus::Final);
     assert_eq!(net.escrow(), 0, "every locked token is released exactly");
     // Settled trades cannot be re-opened by another reading.
@@ -368,16 +372,12 @@ fn a_final_slots_records_leave_the_state_after_its_history_days() {
     assert!(net
         .block(slot_start_ms(SLOT + 1) + 1_000, readings)
         .is_empty());
-    let kv = |net: &Net| net.chain.state().kv().clone();
     let records = |net: &Net| {
-        let kv = kv(net);
-        kv.get(&gridmesh_ledger::market::slot_key(SLOT)).is_some() as usize
-            + kv.scan(&gridmesh_ledger::market::trades_prefix(SLOT))
-                .count()
-            + kv.scan(&gridmesh_ledger::market::readings_prefix(SLOT))
-                .count()
-            + kv.scan(&gridmesh_ledger::market::orders_prefix(SLOT))
-                .count()
+        let st = net.chain.state();
+        st.slot_record(SLOT).is_some() as usize
+            + st.trades(SLOT).len()
+            + st.readings(SLOT).len()
+            + st.orders(SLOT).len()
     };
     let day = 86_400_000;
     let final_ms = slot_start_ms(SLOT + 1) + day;
@@ -459,11 +459,7 @@ fn envelopes_trim_a_connections_orders_at_clearing() {
         MarketTxError::NotGridOperator
     );
     assert!(
-        net.chain
-            .state()
-            .kv()
-            .get(&envelope_key(SLOT, "street/house-c"))
-            .is_none(),
+        net.chain.state().envelope(SLOT, "street/house-c").is_none(),
         "a refused envelope is not recorded"
     );
     net.one(t0 + 1_000, op, envelope("street/house-c", 2_000, 0))
@@ -491,13 +487,13 @@ fn envelopes_trim_a_connections_orders_at_clearing() {
         market_err(net.one(gate, op, envelope("street/house-d", 1, 0))),
         MarketTxError::GateClosed { .. }
     ));
-    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
     assert_eq!(slot.envelopes, 1);
     assert!(!slot.island);
     // c bought 0.3 kWh (its envelope), d its 0.5 kWh, at the uniform price 0.10 (the seller has
     // energy left, so the price is its ask).
     assert_eq!(slot.volume_mwh, 800_000);
-    let c_order: OrderRecord = net.get(&order_key(SLOT, 1));
+    let c_order: OrderRecord = net.order(SLOT, 1);
     assert_eq!(c_order.traded_mwh, 300_000);
     assert_eq!(
         before_c - net.balance(c),
@@ -540,7 +536,7 @@ fn grid_events_are_recorded_and_island_slots_clear_without_the_utility() {
     ));
     net.one(t0 + 1_000, op, event(GridEventKind::Islanded, t0 + 900))
         .unwrap();
-    let mode: GridMode = net.get(&grid_mode_key());
+    let mode: GridMode = net.chain.state().grid_mode();
     assert!(mode.is_islanded() && mode.since_ms == t0 + 900 && mode.events == 1);
     let errs = net.block(
         t0 + 2_000,
@@ -552,7 +548,7 @@ fn grid_events_are_recorded_and_island_slots_clear_without_the_utility() {
     assert!(errs.is_empty(), "{errs:?}");
     let gate = slot_start_ms(SLOT) - 5 * 60_000;
     net.block(gate, vec![]);
-    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
     assert!(slot.island);
     assert!(
         slot.utility.is_empty(),
@@ -574,9 +570,9 @@ fn grid_events_are_recorded_and_island_slots_clear_without_the_utility() {
         event(GridEventKind::Reconnected, gate + 1_500),
     )
     .unwrap();
-    let mode: GridMode = net.get(&grid_mode_key());
+    let mode: GridMode = net.chain.state().grid_mode();
     assert!(!mode.is_islanded() && mode.events == 3);
-    let last: GridEventRecord = net.get(&grid_event_key(2));
+    let last: GridEventRecord = net.chain.state().grid_event(2).expect("grid event");
     assert_eq!(
         (last.event, last.at_ms),
         (GridEventKind::Reconnected, gate + 1_500)
@@ -651,12 +647,7 @@ fn devices_with_their_own_keys_are_bonded_transferred_and_retired() {
         Err(TxError::InsufficientFunds { .. })
     ));
     assert_eq!(net.balance(alice), before);
-    assert!(net
-        .chain
-        .state()
-        .kv()
-        .get(&device_key_key(&inverter.address()))
-        .is_none());
+    assert!(net.chain.state().device(&inverter.address()).is_none());
 
     // Registered: 20 tokens bonded.
     let ok = register_key(&net, &inverter, net.keys[alice].address(), 20);
@@ -666,7 +657,11 @@ fn devices_with_their_own_keys_are_bonded_transferred_and_retired() {
         net.chain.account(&device_bond_account()).balance.0,
         20_000_000
     );
-    let d: DeviceIdentity = net.get(&device_key_key(&inverter.address()));
+    let d: DeviceIdentity = net
+        .chain
+        .state()
+        .device(&inverter.address())
+        .expect("device");
     assert_eq!(d.owner, net.keys[alice].address());
     assert_eq!(d.info, pv_info());
     assert_eq!(d.status, DeviceStatus::Active);
@@ -696,7 +691,7 @@ fn devices_with_their_own_keys_are_bonded_transferred_and_retired() {
         MarketTxError::TransferToSelf
     );
     net.one(t0 + 8, alice, to_carol).unwrap();
-    let d: DeviceIdentity = net.get(&device_key_key(&device));
+    let d: DeviceIdentity = net.chain.state().device(&device).expect("device");
     assert_eq!(d.owner, net.keys[carol].address());
 
     // Decommissioned by its new owner: the bond goes to the new owner; nothing more can be done.
@@ -847,7 +842,11 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
     let carol_before = net.balance(carol);
     // The correction window ends: the device readings are checked, then the slot settles.
     net.block(slot_start_ms(SLOT + 1) + 60 * 60_000, vec![]);
-    let lie: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &liar.address()));
+    let lie: DeviceReadingRecord = net
+        .chain
+        .state()
+        .device_reading(SLOT, &liar.address())
+        .expect("device reading");
     match &lie.status {
         ReadingStatus::Held { reason } => assert!(
             matches!(reason, HoldReason::AboveClearSky { .. }),
@@ -855,13 +854,17 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
         ),
         other => panic!("{other:?}"),
     }
-    let ok: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &honest.address()));
+    let ok: DeviceReadingRecord = net
+        .chain
+        .state()
+        .device_reading(SLOT, &honest.address())
+        .expect("device reading");
     assert_eq!(ok.status, ReadingStatus::Accepted);
-    let id: DeviceIdentity = net.get(&device_key_key(&honest.address()));
+    let id: DeviceIdentity = net.chain.state().device(&honest.address()).expect("device");
     assert_eq!(id.register_mwh, Some(500_000));
     // Alice is paid for nothing (her collateral compensates bob); carol for 0.5 kWh at 0.12.
-    let t_alice: TradeRecord = net.get(&trade_key(SLOT, 0));
-    let t_carol: TradeRecord = net.get(&trade_key(SLOT, 1));
+    let t_alice: TradeRecord = net.chain.state().trades(SLOT)[0].clone();
+    let t_carol: TradeRecord = net.chain.state().trades(SLOT)[1].clone();
     assert_eq!(t_alice.seller, net.keys[alice].address());
     assert_eq!(t_alice.settlement.as_ref().unwrap().delivered_mwh, 0);
     assert_eq!(t_carol.settlement.as_ref().unwrap().delivered_mwh, 500_000);
@@ -898,9 +901,17 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
     )
     .unwrap();
     net.block(slot_start_ms(next + 1) + 60 * 60_000, vec![]);
-    let ok: DeviceReadingRecord = net.get(&device_reading_key(next, &honest.address()));
+    let ok: DeviceReadingRecord = net
+        .chain
+        .state()
+        .device_reading(next, &honest.address())
+        .expect("device reading");
     assert_eq!(ok.status, ReadingStatus::Accepted);
-    let lie: DeviceReadingRecord = net.get(&device_reading_key(next, &liar.address()));
+    let lie: DeviceReadingRecord = net
+        .chain
+        .state()
+        .device_reading(next, &liar.address())
+        .expect("device reading");
     assert!(
         matches!(
             &lie.status,
@@ -980,14 +991,14 @@ fn missing_readings_settle_by_estimate_and_become_final_at_the_deadline() {
     let end = slot_start_ms(SLOT + 1);
     let (s0, b0) = (net.balance(1), net.balance(2));
     net.block(end + 3_600_000, vec![]); // clears (gate long passed) and settles
-    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
     assert_eq!(slot.settlement, SettlementStatus::Provisional);
     // A day after the slot the estimate (nothing delivered) becomes final: the buyer gets its
     // money back plus the compensation, the seller the rest of its collateral.
     net.block(end + 24 * 3_600_000, vec![]);
-    let slot: SlotRecord = net.get(&slot_key(SLOT));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
     assert_eq!(slot.settlement, SettlementStatus::Final);
-    let t: TradeRecord = net.get(&trade_key(SLOT, 0));
+    let t: TradeRecord = net.chain.state().trades(SLOT)[0].clone();
     let s = t.settlement.unwrap();
     assert!(s.basis.is_estimated() && s.basis.is_final() && s.delivered_mwh == 0);
     assert_eq!(net.escrow(), 0);
@@ -1170,7 +1181,7 @@ proptest! {
         }).collect();
         net.block(end + 7_200_000, late);
         net.block(end + 25 * 3_600_000, vec![]); // estimates become final
-        let slot: SlotRecord = net.get(&slot_key(SLOT));
+        let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
         prop_assert_eq!(slot.settlement, SettlementStatus::Final);
         prop_assert_eq!(net.escrow(), 0, "escrow released exactly");
     }
@@ -1357,10 +1368,13 @@ fn an_epoch_mints_rewards_by_grid_value_and_pays_out_a_community_asset() {
     net.block(slot_start_ms(SLOT + 1) + 60 * 60_000, vec![]);
 
     // Points: 0.5 kWh each sold at a 0.30 retail price (0.15), the battery's 1 kWh at 0.50.
-    let cfg = economics::stored_config(net.chain.state().kv());
+    let cfg = net.chain.state().economics_config();
     let epoch = cfg.epoch_of(SLOT);
     let points = |net: &Net, who: usize| -> Points {
-        net.get(&economics::points_key(epoch, &net.keys[who].address()))
+        net.chain
+            .state()
+            .points(epoch, &net.keys[who].address())
+            .expect("points")
     };
     let (pa, pp, pb) = (points(&net, alice), points(&net, plant), points(&net, bob));
     assert_eq!((pa.renewable_mwh, pa.value), (500_000, 150_000));
@@ -1373,24 +1387,23 @@ fn an_epoch_mints_rewards_by_grid_value_and_pays_out_a_community_asset() {
     let last = (epoch + 1) * u64::from(cfg.epoch_slots) - 1;
     let close = slot_start_ms(last + 1) + 24 * 3_600_000;
     net.block(close - 1, vec![]);
-    assert!(net
-        .chain
-        .state()
-        .kv()
-        .get(&economics::epoch_key(epoch))
-        .is_none());
+    assert!(net.chain.state().epoch(epoch).is_none());
     net.block(close, vec![]);
-    let e: EpochRecord = net.get(&economics::epoch_key(epoch));
+    let e: EpochRecord = net.chain.state().epoch(epoch).expect("epoch");
     assert_eq!(
         (e.emission, e.minted, e.recipients),
         (10_000_000_000, 10_000_000_000, 3)
     );
     assert_eq!(points(&net, bob).reward, 6_250_000_000);
     assert_eq!(points(&net, alice).reward, 1_875_000_000);
-    let supply = economics::supply(net.chain.state().kv());
+    let supply = net.chain.state().supply();
     assert_eq!(supply.minted, 10_000_000_000);
     // The plant's epoch revenue (its 0.5 kWh sale and its reward) went to its holders 3:1.
-    let a: AssetRecord = net.get(&economics::asset_key(&net.keys[plant].address()));
+    let a: AssetRecord = net
+        .chain
+        .state()
+        .asset(&net.keys[plant].address())
+        .expect("asset");
     let revenue = a.paid_out;
     assert!(revenue >= 1_875_000_000, "{revenue}");
     assert_eq!(net.balance(carol) - carol_before, revenue / 4 * 3);
@@ -1412,7 +1425,11 @@ fn an_epoch_mints_rewards_by_grid_value_and_pays_out_a_community_asset() {
         economics::EconomicsError::NotEnoughShares { held: 3, wanted: 4 }
     ));
     net.one(close + 2, carol, move_shares(2)).unwrap();
-    let a: AssetRecord = net.get(&economics::asset_key(&net.keys[plant].address()));
+    let a: AssetRecord = net
+        .chain
+        .state()
+        .asset(&net.keys[plant].address())
+        .expect("asset");
     assert_eq!(a.holders.len(), 3);
     assert_eq!(a.holders.iter().map(|h| h.shares).sum::<u64>(), 4);
 }
@@ -1536,9 +1553,13 @@ fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
         net.chain.account(&community_fund_account()).balance.0 - fund_before,
         10_000_000
     );
-    let id: DeviceIdentity = net.get(&device_key_key(&meter.address()));
+    let id: DeviceIdentity = net.chain.state().device(&meter.address()).expect("device");
     assert_eq!((id.status, id.bond), (DeviceStatus::Slashed, 0));
-    let d: Dispute = net.get(&economics::dispute_key(SLOT, &meter.address()));
+    let d: Dispute = net
+        .chain
+        .state()
+        .dispute(SLOT, &meter.address())
+        .expect("dispute");
     assert_eq!(d.state, DisputeState::Upheld);
     assert_eq!(
         d.finding,
@@ -1597,7 +1618,7 @@ fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
     let window = 7 * 24 * 3_600_000;
     let carol_before = net.balance(carol);
     net.block(ts + 1 + window - 1, vec![]);
-    let id2: DeviceIdentity = net.get(&device_key_key(&sunny2.address()));
+    let id2: DeviceIdentity = net.chain.state().device(&sunny2.address()).expect("device");
     assert_eq!(
         id2.status,
         DeviceStatus::Active,
@@ -1605,8 +1626,8 @@ fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
     );
 
     net.block(ts + 1 + window, vec![]);
-    let id1: DeviceIdentity = net.get(&device_key_key(&sunny1.address()));
-    let id2: DeviceIdentity = net.get(&device_key_key(&sunny2.address()));
+    let id1: DeviceIdentity = net.chain.state().device(&sunny1.address()).expect("device");
+    let id2: DeviceIdentity = net.chain.state().device(&sunny2.address()).expect("device");
     assert_eq!((id1.status, id1.bond), (DeviceStatus::Active, 20_000_000));
     assert_eq!((id2.status, id2.bond), (DeviceStatus::Slashed, 0));
     assert_eq!(net.balance(carol) - carol_before, 10_000_000);
@@ -1664,7 +1685,10 @@ fn an_area_claiming_more_export_than_its_feeder_head_saw_is_held() {
         net.block(slot_start_ms(slot + 1) + 60 * 60_000, vec![]);
     }
     let status = |slot: u64, k: &Keypair| -> ReadingStatus {
-        net.get::<DeviceReadingRecord>(&device_reading_key(slot, &k.address()))
+        net.chain
+            .state()
+            .device_reading(slot, &k.address())
+            .expect("device reading")
             .status
     };
     for k in [&head, &meter_a, &meter_b] {
@@ -1706,7 +1730,7 @@ proptest! {
         members in proptest::collection::vec((any::<bool>(), 1u64..2_000, 1u64..400, any::<bool>()), 2..7),
         flex_value in 1u64..2_000,
     ) {
-        use gridmesh_ledger::economics::{self, EpochRecord, Points};
+        use gridmesh_ledger::economics::{EpochRecord, Points};
         use gridmesh_ledger::tx::{FlexDirection, FraudEvidence, Shareholding};
         let n = members.len();
         // keys: 0 faucet, 1..=n members, n+1 buyer, n+2 grid operator
@@ -1749,7 +1773,7 @@ proptest! {
         // Reports on every held reading whose member asked for it.
         let ts = net.chain.head().timestamp_ms + 1;
         for (i, (.., report)) in members.iter().enumerate() {
-            let rec: DeviceReadingRecord = net.get(&device_reading_key(SLOT, &devices[i].address()));
+            let rec: DeviceReadingRecord = net.chain.state().device_reading(SLOT, &devices[i].address()).expect("device reading");
             let held = matches!(rec.status, ReadingStatus::Held { reason } if reason.disputable());
             if *report {
                 let r = net.one(ts + i as u64, buyer, TxKind::ReportFraud {
@@ -1758,22 +1782,21 @@ proptest! {
                 prop_assert_eq!(r.is_ok(), held, "{:?}", r);
             }
         }
-        let cfg = economics::stored_config(net.chain.state().kv());
+        let cfg = net.chain.state().economics_config();
         let epoch = cfg.epoch_of(SLOT);
         let last = (epoch + 1) * u64::from(cfg.epoch_slots) - 1;
         net.block(slot_start_ms(last + 1) + 24 * 3_600_000 + 8 * 24 * 3_600_000, vec![]);
         // An epoch in which nobody earned anything is never closed and mints nothing.
-        let e: EpochRecord = match net.chain.state().kv().get(&economics::epoch_key(epoch)) {
-            Some(b) => borsh::from_slice(b).unwrap(),
+        let e: EpochRecord = match net.chain.state().epoch(epoch) {
+            Some(e) => e,
             None => EpochRecord { epoch, emission: 0, minted: 0, total_value: 0, recipients: 0, asset_payouts: 0 },
         };
         prop_assert!(e.minted <= e.emission || e.minted == 0);
         let mut rewards: Vec<Points> = (1..=n + 1)
-            .filter_map(|i| net.chain.state().kv().get(&economics::points_key(epoch, &net.keys[i].address())))
-            .map(|b| borsh::from_slice(b).unwrap())
+            .filter_map(|i| net.chain.state().points(epoch, &net.keys[i].address()))
             .collect();
         prop_assert_eq!(rewards.iter().map(|p| p.reward).sum::<u128>(), e.minted);
-        prop_assert_eq!(economics::supply(net.chain.state().kv()).minted, e.minted);
+        prop_assert_eq!(net.chain.state().supply().minted, e.minted);
         rewards.sort_by_key(|p| p.value);
         for w in rewards.windows(2) {
             prop_assert!(w[0].reward <= w[1].reward, "rewards follow grid value");

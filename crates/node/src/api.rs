@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridmesh_ledger::crypto::Parallelism;
+use gridmesh_ledger::devices::DeviceStatus;
 use gridmesh_ledger::mempool::{decode_and_verify, decode_and_verify_batch};
+use gridmesh_ledger::readers::DeviceReader;
 use gridmesh_ledger::{AdmissionError, VerifiedTx};
 use gridmesh_types::{Address, Amount, Hash32};
 use serde::Deserialize;
@@ -573,18 +575,14 @@ async fn get_envelope(
     Path(slot): Path<u64>,
     Query(q): Query<EnvelopeQuery>,
 ) -> ApiResult<EnvelopeView> {
-    use gridmesh_ledger::market as lm;
-    let bytes = {
+    use gridmesh_ledger::readers::GridReader;
+    let envelope = {
         let chain = s.chain.read().expect("chain lock");
-        chain
-            .state()
-            .kv()
-            .get(&lm::envelope_key(slot, &q.location))
-            .map(<[u8]>::to_vec)
+        chain.state().envelope(slot, &q.location)
     };
-    let e: lm::EnvelopeRecord = lm::decode(&bytes.ok_or_else(|| {
+    let e = envelope.ok_or_else(|| {
         ApiError::not_found(format!("no envelope for {:?} in slot {slot}", q.location))
-    })?);
+    })?;
     Ok(Json(EnvelopeView {
         slot,
         location: e.location,
@@ -731,28 +729,17 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 /// service (envelopes submitted) if it runs one.
 #[utoipa::path(get, path = "/v1/grid", responses((status = 200, body = GridView)))]
 async fn get_grid(State(s): State<Arc<Shared>>) -> ApiResult<GridView> {
-    use gridmesh_ledger::market as lm;
+    use gridmesh_ledger::readers::GridReader;
     let state = s.chain.read().expect("chain lock").state().clone();
-    let kv = state.kv();
-    let mode: lm::GridMode = kv
-        .get(&lm::grid_mode_key())
-        .map(lm::decode)
-        .unwrap_or(lm::GridMode {
-            last: None,
-            since_ms: 0,
-            events: 0,
-        });
+    let mode = state.grid_mode();
     let first = mode.events.saturating_sub(100);
     let events = (first..mode.events)
         .filter_map(|seq| {
-            kv.get(&lm::grid_event_key(seq)).map(|b| {
-                let r: lm::GridEventRecord = lm::decode(b);
-                GridEventView {
-                    seq,
-                    event: event_name(r.event).into(),
-                    at_ms: r.at_ms,
-                    height: r.height,
-                }
+            state.grid_event(seq).map(|r| GridEventView {
+                seq,
+                event: event_name(r.event).into(),
+                at_ms: r.at_ms,
+                height: r.height,
             })
         })
         .collect();
@@ -829,7 +816,6 @@ async fn get_device(
     State(s): State<Arc<Shared>>,
     Path(address): Path<String>,
 ) -> ApiResult<DeviceView> {
-    use gridmesh_ledger::market as lm;
     let device: Address = address.parse().map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -837,17 +823,12 @@ async fn get_device(
             format!("{address:?} is not a device key: {e}"),
         )
     })?;
-    let bytes = {
+    let identity = {
         let chain = s.chain.read().expect("chain lock");
-        chain
-            .state()
-            .kv()
-            .get(&lm::device_key_key(&device))
-            .map(<[u8]>::to_vec)
+        chain.state().device(&device)
     };
-    let d: lm::DeviceIdentity = lm::decode(
-        &bytes.ok_or_else(|| ApiError::not_found(format!("device {device} is not registered")))?,
-    );
+    let d = identity
+        .ok_or_else(|| ApiError::not_found(format!("device {device} is not registered")))?;
     Ok(Json(DeviceView {
         device: device.to_string(),
         owner: d.owner.to_string(),
@@ -860,9 +841,9 @@ async fn get_device(
         azimuth_deg: d.info.azimuth_deg,
         bond: Amount(d.bond).to_string(),
         status: match d.status {
-            lm::DeviceStatus::Active => "active",
-            lm::DeviceStatus::Decommissioned => "decommissioned",
-            lm::DeviceStatus::Slashed => "slashed",
+            DeviceStatus::Active => "active",
+            DeviceStatus::Decommissioned => "decommissioned",
+            DeviceStatus::Slashed => "slashed",
         }
         .into(),
         registered_height: d.registered_height,

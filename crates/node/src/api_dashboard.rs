@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gridmesh_charts::{line_chart, Line, PALETTE};
 use gridmesh_ledger::market::{self, SlotRecord};
+use gridmesh_ledger::readers::MarketReader;
 use gridmesh_types::units::{slot_of, slot_start_ms};
 use gridmesh_types::Amount;
 use serde::{Deserialize, Serialize};
@@ -64,10 +65,7 @@ pub fn price_history(state: &gridmesh_ledger::State, now_ms: u64, slots: u64) ->
     let current = slot_of(now_ms);
     let rows = (current.saturating_sub(slots - 1)..=current)
         .filter_map(|slot| {
-            let r: SlotRecord = state
-                .kv()
-                .get(&market::slot_key(slot))
-                .map(market::decode)?;
+            let r: SlotRecord = state.slot_record(slot)?;
             let (value, volume) = r
                 .markets
                 .iter()
@@ -358,15 +356,14 @@ pub async fn get_orders(
     let current = slot_of(now);
     let mut orders = Vec::new();
     for slot in (current.saturating_sub(95)..=current + market::MAX_SLOTS_AHEAD).rev() {
-        for (k, v) in state.kv().scan(&market::orders_prefix(slot)) {
-            let o: market::OrderRecord = market::decode(v);
+        for (order_id, o) in state.orders(slot) {
             if o.owner != owner {
                 continue;
             }
             orders.push(OrderView {
                 slot,
                 delivery_start_ms: slot_start_ms(slot),
-                id: u64::from_be_bytes(k[k.len() - 8..].try_into().expect("order key")),
+                id: order_id,
                 side: match o.side {
                     gridmesh_market::Side::Bid => "bid".into(),
                     gridmesh_market::Side::Ask => "ask".into(),
@@ -423,8 +420,7 @@ pub async fn get_trades(
     let current = slot_of(now);
     let mut trades = Vec::new();
     for slot in (current.saturating_sub(95)..=current).rev() {
-        for (_, v) in state.kv().scan(&market::trades_prefix(slot)) {
-            let t: market::TradeRecord = market::decode(v);
+        for t in state.trades(slot) {
             let bought = t.buyer == owner;
             if !bought && t.seller != owner {
                 continue;

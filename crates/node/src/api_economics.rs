@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::Json;
 pub use gridmesh_api::economics::*;
 use gridmesh_ledger::economics::{self, EpochRecord};
+use gridmesh_ledger::readers::EconomicsReader;
 use gridmesh_types::Amount;
 use std::sync::Arc;
 
@@ -21,15 +22,14 @@ fn tokens(base: u128) -> String {
 pub async fn get_supply(State(s): State<Arc<Shared>>) -> ApiResult<SupplyView> {
     let chain = s.chain.read().expect("chain lock");
     let state = chain.state();
-    let kv = state.kv();
-    let supply = economics::supply(kv);
-    let cfg = economics::stored_config(kv);
+    let supply = state.supply();
+    let cfg = state.economics_config();
     let accounted = state.total_supply().0;
     let balance = |a| chain.account(&a).balance.0;
-    let mut epochs: Vec<EpochView> = kv
-        .scan(&economics::epochs_prefix())
-        .map(|(_, v)| gridmesh_ledger::market::decode::<EpochRecord>(v))
-        .map(|e| EpochView {
+    let mut epochs: Vec<EpochView> = state
+        .epochs()
+        .into_iter()
+        .map(|e: EpochRecord| EpochView {
             epoch: e.epoch,
             emission: tokens(e.emission),
             minted: tokens(e.minted),
@@ -50,7 +50,7 @@ pub async fn get_supply(State(s): State<Arc<Shared>>) -> ApiResult<SupplyView> {
         reconciled: accounted == supply.expected(),
         emission_cap: tokens(cfg.emission_cap),
         community_fund: tokens(balance(economics::community_fund_account())),
-        device_bonds: tokens(balance(gridmesh_ledger::market::device_bond_account())),
+        device_bonds: tokens(balance(gridmesh_ledger::devices::device_bond_account())),
         escrow: tokens(balance(gridmesh_ledger::market::escrow_account())),
         epochs,
     }))

@@ -6,7 +6,8 @@ use crate::Shared;
 use gridmesh_gateway::ingest::IngestLimits;
 use gridmesh_gateway::mqtt::{GatewayStats, MqttConfig, MqttGateway, ReadingSink};
 use gridmesh_gateway::{DeviceDirectory, DeviceLimits, Ingestor, TelemetryStore};
-use gridmesh_ledger::market as lm;
+use gridmesh_ledger::devices::DeviceStatus;
+use gridmesh_ledger::readers::DeviceReader;
 use gridmesh_ledger::tx::{DeviceReading, TxKind};
 use gridmesh_ledger::Keypair;
 use gridmesh_types::Address;
@@ -56,9 +57,8 @@ impl ChainDirectory {
 
     fn lookup(&self, device: &Address) -> Option<DeviceLimits> {
         let chain = self.shared.chain.read().expect("chain lock");
-        let bytes = chain.state().kv().get(&lm::device_key_key(device))?;
-        let d: lm::DeviceIdentity = lm::decode(bytes);
-        (d.status == lm::DeviceStatus::Active).then_some(DeviceLimits {
+        let d = chain.state().device(device)?;
+        (d.status == DeviceStatus::Active).then_some(DeviceLimits {
             capacity_w: d.info.capacity_w,
         })
     }

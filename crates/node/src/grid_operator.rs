@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use gridmesh_grid::island::{Controller, IslandConfig, Pcc, Transition};
 use gridmesh_grid::{operating_envelopes, EnvelopeOptions, Feeder};
-use gridmesh_ledger::market::{self as lm, MarketConfig};
+use gridmesh_ledger::market::MarketConfig;
+use gridmesh_ledger::readers::MarketReader;
 use gridmesh_ledger::{GridEventKind, Keypair, TxKind};
 use gridmesh_types::units::{slot_of, SLOT_MS};
 
@@ -117,10 +118,7 @@ fn run(
     let me = cfg.key.address();
     let (start_ms, market) = {
         let chain = shared.chain.read().expect("chain lock");
-        (
-            chain.head().timestamp_ms,
-            lm::stored_config(chain.state().kv()),
-        )
+        (chain.head().timestamp_ms, chain.state().market_config())
     };
     if market.grid_operator != me {
         let msg = format!(

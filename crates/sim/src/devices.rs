@@ -13,10 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use gridmesh_ledger::economics::{self, DisputeState};
-use gridmesh_ledger::market::{
-    self as lm, DeviceIdentity, DeviceReadingRecord, DeviceStatus, ReadingStatus,
-};
+use gridmesh_ledger::devices::{DeviceIdentity, DeviceStatus, ReadingStatus};
+use gridmesh_ledger::economics::DisputeState;
+use gridmesh_ledger::readers::{DeviceReader, EconomicsReader};
 use gridmesh_ledger::tx::{device_registration_message, DeviceInfo, DeviceReading, FraudEvidence};
 use gridmesh_ledger::{DeviceKind, Keypair, TxKind};
 use gridmesh_types::{Address, Amount, Hash32};
@@ -206,8 +205,7 @@ impl Inverters {
             devices
                 .iter()
                 .filter_map(|(i, d)| {
-                    let r: DeviceReadingRecord =
-                        lm::decode(st.kv().get(&lm::device_reading_key(slot, d))?);
+                    let r = st.device_reading(slot, d)?;
                     Some((*i, r.status))
                 })
                 .collect()
@@ -262,11 +260,7 @@ impl Inverters {
                 continue;
             };
             let Some(slot) = inv.reported else { continue };
-            let dispute = chain.read(|st| {
-                st.kv()
-                    .get(&economics::dispute_key(slot, &inv.key.address()))
-                    .map(lm::decode::<economics::Dispute>)
-            });
+            let dispute = chain.read(|st| st.dispute(slot, &inv.key.address()));
             let gone = dispute.is_some_and(|d| match d.state {
                 DisputeState::Open => d.resolves_ms <= block_ms,
                 DisputeState::Upheld => true,
@@ -301,9 +295,5 @@ impl Inverters {
 }
 
 fn status(chain: &impl SimChain, device: &Address) -> Option<DeviceIdentity> {
-    chain.read(|st| {
-        st.kv()
-            .get(&lm::device_key_key(device))
-            .map(lm::decode::<DeviceIdentity>)
-    })
+    chain.read(|st| st.device(device))
 }

@@ -12,9 +12,11 @@
 
 use std::collections::BTreeMap;
 
+use gridmesh_ledger::config::{FeeFile, MarketFile, TariffFile};
 use gridmesh_ledger::economics::EconomicsFile;
 use gridmesh_ledger::genesis::GenesisAccount;
-use gridmesh_ledger::market::{self, FeeFile, MarketFile, SlotRecord, TariffFile, TradeRecord};
+use gridmesh_ledger::market::{SlotRecord, TradeRecord};
+use gridmesh_ledger::readers::{EconomicsReader, MarketReader};
 use gridmesh_ledger::{BlockHeader, Genesis, Keypair, State, TxKind, UnsignedTx};
 use gridmesh_types::{Address, Amount, Hash32};
 
@@ -49,17 +51,12 @@ pub trait SimChain: Send {
 
     /// The cleared slot's record, if it was cleared.
     fn slot(&self, slot: u64) -> Option<SlotRecord> {
-        self.read(|s| s.kv().get(&market::slot_key(slot)).map(market::decode))
+        self.read(|s| s.slot_record(slot))
     }
 
     /// The slot's trades.
     fn trades(&self, slot: u64) -> Vec<TradeRecord> {
-        self.read(|s| {
-            s.kv()
-                .scan(&market::trades_prefix(slot))
-                .map(|(_, v)| market::decode(v))
-                .collect()
-        })
+        self.read(|s| s.trades(slot))
     }
 }
 
@@ -69,12 +66,11 @@ pub fn rewards(
     owner: &Address,
     slots: std::ops::RangeInclusive<u64>,
 ) -> u128 {
-    use gridmesh_ledger::economics;
     chain.read(|st| {
-        let cfg = economics::stored_config(st.kv());
+        let cfg = st.economics_config();
         (cfg.epoch_of(*slots.start())..=cfg.epoch_of(*slots.end()))
-            .filter_map(|e| st.kv().get(&economics::points_key(e, owner)))
-            .map(|v| market::decode::<economics::Points>(v).reward)
+            .filter_map(|e| st.points(e, owner))
+            .map(|p| p.reward)
             .sum()
     })
 }

@@ -284,8 +284,9 @@ impl std::fmt::Display for LedgerSlotReport {
 /// streets with grid fees) through real blocks on a chain in a temporary directory, and a second
 /// replica that verifies the clearing and settlement blocks.
 pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerSlotReport> {
+    use gridmesh_ledger::config::{FeeFile, MarketFile};
     use gridmesh_ledger::genesis::GenesisAccount;
-    use gridmesh_ledger::market::{FeeFile, MarketFile};
+    use gridmesh_ledger::readers::MarketReader;
     use gridmesh_ledger::{Chain, DeviceKind, Genesis, TxKind, VerifiedTx};
     use gridmesh_types::units::slot_start_ms;
 
@@ -416,13 +417,10 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
     let gate = slot_start_ms(SLOT) - 5 * 60_000;
     let (clearing_block_ms, clearing_commit_ms, clearing_verify_ms) =
         step(&mut chain, &mut replica, vec![], gate)?;
-    let slot: gridmesh_ledger::market::SlotRecord = gridmesh_ledger::market::decode(
-        chain
-            .state()
-            .kv()
-            .get(&gridmesh_ledger::market::slot_key(SLOT))
-            .context("the slot was not cleared")?,
-    );
+    let slot = chain
+        .state()
+        .slot_record(SLOT)
+        .context("the slot was not cleared")?;
     let end = slot_start_ms(SLOT + 1);
     let readings: Vec<VerifiedTx> = (0..homes)
         .map(|i| {

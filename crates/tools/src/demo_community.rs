@@ -236,11 +236,7 @@ impl NodeChain {
         }
         let (height, line) = {
             let chain = self.shared.chain.read().expect("chain lock");
-            let record = chain
-                .state()
-                .kv()
-                .get(&gridmesh_ledger::market::slot_key(slot))
-                .map(gridmesh_ledger::market::decode::<gridmesh_ledger::market::SlotRecord>);
+            let record = gridmesh_ledger::readers::MarketReader::slot_record(chain.state(), slot);
             let line = match record {
                 Some(r) => {
                     let (value, volume) = r

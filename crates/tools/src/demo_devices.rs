@@ -10,8 +10,9 @@
 //! supply reconciles.
 
 use anyhow::{bail, Context};
-use gridmesh_ledger::economics::{self, EpochRecord, Points};
-use gridmesh_ledger::market::{self as lm, DeviceReadingRecord, ReadingStatus};
+use gridmesh_ledger::devices::ReadingStatus;
+use gridmesh_ledger::economics::{self, EpochRecord};
+use gridmesh_ledger::readers::{DeviceReader, EconomicsReader};
 use gridmesh_ledger::telemetry::{self, RawSample, SampleProof};
 use gridmesh_ledger::tx::{DeviceInfo, DeviceReading, FlexDirection, FraudEvidence, Shareholding};
 use gridmesh_ledger::{Chain, DeviceKind, Genesis, Keypair, Side, TxKind};
@@ -72,10 +73,6 @@ impl Street {
         Ok(())
     }
 
-    fn get<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> Option<T> {
-        self.chain.state().kv().get(key).map(lm::decode)
-    }
-
     fn balance(&self, a: &Address) -> u128 {
         self.chain.account(a).balance.0
     }
@@ -102,7 +99,7 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
             balance: Amount::from_tokens(1_000),
         })
         .collect();
-    g.market = Some(lm::MarketFile {
+    g.market = Some(gridmesh_ledger::config::MarketFile {
         late_window_minutes: Some(60),
         grid_operator: Some(keys[operator].address()),
         ..Default::default()
@@ -288,8 +285,10 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
     let mut accepted = 0;
     let mut held = Vec::new();
     for (i, k) in inverters.iter().enumerate() {
-        let r: DeviceReadingRecord = st
-            .get(&lm::device_reading_key(SLOT, &k.address()))
+        let r = st
+            .chain
+            .state()
+            .device_reading(SLOT, &k.address())
             .context("a reading")?;
         match r.status {
             ReadingStatus::Accepted => accepted += 1,
@@ -341,9 +340,7 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
     )?;
     let mut slashed = Vec::new();
     let mut to_reporter = 0u128;
-    if let Some(d) =
-        st.get::<economics::Dispute>(&economics::dispute_key(SLOT, &inverters[5].address()))
-    {
+    if let Some(d) = st.chain.state().dispute(SLOT, &inverters[5].address()) {
         if d.state == economics::DisputeState::Upheld {
             slashed.push(("home 6".into(), tokens(d.slashed), "commitment".into()));
             to_reporter += d.to_reporter;
@@ -365,37 +362,35 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
     )?;
     st.block(slot_start_ms(EVENING + 1) + 60 * 60_000, vec![])?;
     // The dispute window passes; the day's epoch closes once its last slot is final.
-    let cfg = economics::stored_config(st.chain.state().kv());
+    let cfg = st.chain.state().economics_config();
     let epoch = cfg.epoch_of(SLOT);
     let last = (epoch + 1) * u64::from(cfg.epoch_slots) - 1;
     let close = slot_start_ms(last + 1) + 60 * 60_000;
     st.block(close, vec![])?;
-    if let Some(d) =
-        st.get::<economics::Dispute>(&economics::dispute_key(SLOT, &inverters[4].address()))
-    {
+    if let Some(d) = st.chain.state().dispute(SLOT, &inverters[4].address()) {
         if d.state == economics::DisputeState::Upheld {
             slashed.push(("home 5".into(), tokens(d.slashed), "physics".into()));
             to_reporter += d.to_reporter;
         }
     }
-    let e: EpochRecord = st
-        .get(&economics::epoch_key(epoch))
-        .context("the epoch closed")?;
+    let e: EpochRecord = st.chain.state().epoch(epoch).context("the epoch closed")?;
     let mut rewards = Vec::new();
     for (who, name) in (1..=6)
         .map(|i| (i, format!("home {i}")))
         .chain([(asset, "community battery".to_string())])
     {
-        if let Some(p) = st.get::<Points>(&economics::points_key(epoch, &st.keys[who].address())) {
+        if let Some(p) = st.chain.state().points(epoch, &st.keys[who].address()) {
             if p.reward > 0 {
                 rewards.push((name, tokens(p.reward)));
             }
         }
     }
-    let a: economics::AssetRecord = st
-        .get(&economics::asset_key(&st.keys[asset].address()))
+    let a = st
+        .chain
+        .state()
+        .asset(&st.keys[asset].address())
         .context("the asset")?;
-    let supply = economics::supply(st.chain.state().kv());
+    let supply = st.chain.state().supply();
     let reconciled = st.chain.state().total_supply().0 == supply.expected();
     say(format!(
         "devices: slashed {}; the reporter got {} tokens, the community fund {}; home 6 forfeits the day's rewards",

@@ -409,11 +409,7 @@ pub struct GridView {
 }
 
 pub fn event_name(e: gridmesh_ledger::GridEventKind) -> &'static str {
-    match e {
-        gridmesh_ledger::GridEventKind::Islanded => "islanded",
-        gridmesh_ledger::GridEventKind::Resynchronising => "resynchronising",
-        gridmesh_ledger::GridEventKind::Reconnected => "reconnected",
-    }
+    e.name()
 }
 
 /// A report of the PCC (feeder-head) meter.

@@ -456,10 +456,7 @@ pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
                     .map(move |(area, r)| FlexRequestView {
                         slot,
                         area,
-                        direction: match r.direction {
-                            gridmesh_ledger::tx::FlexDirection::Reduce => "reduce".into(),
-                            gridmesh_ledger::tx::FlexDirection::Increase => "increase".into(),
-                        },
+                        direction: r.direction.name().into(),
                         value_per_kwh: tokens(u128::from(r.value_per_kwh)),
                     })
             })

@@ -267,3 +267,40 @@ fn no_crate_has_a_simulation_feature() {
         }
     }
 }
+
+/// Only the ledger knows the key layouts of its state: the keys are `pub(crate)` there (so no
+/// other crate can build one), and no other crate reads the key/value space by hand either; they
+/// read through `gridmesh_ledger::readers`.
+#[test]
+fn only_the_ledger_reads_its_key_value_space() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    let mut stack = vec![crates.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                if p != crates.join("ledger") && !p.ends_with("target") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|e| e == "rs")
+                && !p.ends_with("gridmesh/tests/architecture.rs")
+            {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if ["kv().get(", "kv().scan(", "kv_space()", "kv::key("]
+                        .iter()
+                        .any(|pat| line.contains(pat))
+                    {
+                        offenders.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "read the ledger's state through its readers, not by key:\n{}",
+        offenders.join("\n")
+    );
+}

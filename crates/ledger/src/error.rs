@@ -108,6 +108,8 @@ pub enum MarketTxError {
     TransferToSelf,
     #[error("device {0}'s signature over its reading is not valid")]
     BadReadingSignature(Address),
+    #[error("the ledger has used up its {0}")]
+    SequenceExhausted(&'static str),
     #[error("device {device} already reported slot {slot} (a replayed reading)")]
     DuplicateDeviceReading { device: Address, slot: u64 },
 }

@@ -139,6 +139,9 @@ pub(crate) fn grid_event(
         .into());
     }
     let seq = mode.events;
+    let events = seq
+        .checked_add(1)
+        .ok_or(MarketTxError::SequenceExhausted("grid events"))?;
     o.kv_put(
         keys::grid_event(seq),
         enc(&GridEventRecord {
@@ -152,7 +155,7 @@ pub(crate) fn grid_event(
         enc(&GridMode {
             last: Some(event),
             since_ms: at_ms,
-            events: seq + 1,
+            events,
         }),
     );
     Ok(vec![Event::GridEvent { seq }])

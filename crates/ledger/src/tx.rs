@@ -189,6 +189,25 @@ pub enum FlexDirection {
     Increase = 1,
 }
 
+impl FlexDirection {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlexDirection::Reduce => "reduce",
+            FlexDirection::Increase => "increase",
+        }
+    }
+}
+
+impl std::str::FromStr for FlexDirection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [FlexDirection::Reduce, FlexDirection::Increase]
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown direction {s:?} (expected reduce or increase)"))
+    }
+}
+
 /// One holder's shares of a community asset.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize)]
 pub struct Shareholding {
@@ -339,6 +358,32 @@ pub enum DeviceKind {
     EvCharger = 2,
     Load = 3,
     Meter = 4,
+}
+
+impl GridEventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            GridEventKind::Islanded => "islanded",
+            GridEventKind::Resynchronising => "resynchronising",
+            GridEventKind::Reconnected => "reconnected",
+        }
+    }
+}
+
+impl std::str::FromStr for GridEventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            GridEventKind::Islanded,
+            GridEventKind::Resynchronising,
+            GridEventKind::Reconnected,
+        ]
+        .into_iter()
+        .find(|e| e.name() == s)
+        .ok_or_else(|| {
+            format!("unknown grid event {s:?} (expected islanded, resynchronising or reconnected)")
+        })
+    }
 }
 
 impl DeviceKind {

@@ -29,6 +29,27 @@ pub enum Side {
     Ask = 1,
 }
 
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Bid => "bid",
+            Side::Ask => "ask",
+        }
+    }
+}
+
+impl std::str::FromStr for Side {
+    type Err = String;
+    /// `bid` (or `buy`), `ask` (or `sell`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bid" | "buy" => Ok(Side::Bid),
+            "ask" | "sell" => Ok(Side::Ask),
+            _ => Err(format!("unknown side {s:?} (expected bid or ask)")),
+        }
+    }
+}
+
 /// Index of an area (a market) in an [`crate::Areas`] tree; 0 is the root.
 pub type AreaId = u32;
 

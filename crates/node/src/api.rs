@@ -757,8 +757,7 @@ async fn get_grid(State(s): State<Arc<Shared>>) -> ApiResult<GridView> {
     Ok(Json(GridView {
         mode: match mode.last {
             None | Some(gridmesh_ledger::GridEventKind::Reconnected) => "grid-connected",
-            Some(gridmesh_ledger::GridEventKind::Islanded) => "islanded",
-            Some(gridmesh_ledger::GridEventKind::Resynchronising) => "resynchronising",
+            Some(e) => e.name(),
         }
         .into(),
         since_ms: mode.since_ms,

@@ -53,7 +53,7 @@ pub(crate) enum TxCommand {
         slot: String,
         /// bid (buy) or ask (sell).
         #[arg(long)]
-        side: String,
+        side: gridmesh_ledger::Side,
         #[arg(long)]
         energy_kwh: String,
         /// Limit price in tokens per kWh.
@@ -104,8 +104,9 @@ pub(crate) enum TxCommand {
     /// resynchronising, reconnected); slots whose gate closes while islanded clear under island
     /// rules.
     GridEvent {
-        #[arg(long, value_parser = ["islanded", "resynchronising", "reconnected"])]
-        event: String,
+        /// islanded, resynchronising or reconnected.
+        #[arg(long)]
+        event: gridmesh_ledger::GridEventKind,
         /// When it happened (Unix ms); default: the latest block's time.
         #[arg(long)]
         at_ms: Option<u64>,
@@ -145,8 +146,9 @@ pub(crate) enum TxCommand {
         /// Market area, e.g. `street-1` ("" = everyone).
         #[arg(long, default_value = "")]
         area: String,
-        #[arg(long, value_parser = ["reduce", "increase"])]
-        direction: String,
+        /// reduce or increase.
+        #[arg(long)]
+        direction: gridmesh_ledger::tx::FlexDirection,
         #[arg(long)]
         value_per_kwh: String,
         #[command(flatten)]
@@ -320,11 +322,6 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
                     .parse()
                     .with_context(|| format!("--slot {s:?} is not a slot number or `next`"))?,
             };
-            let side = match side.as_str() {
-                "bid" | "buy" => gridmesh_ledger::Side::Bid,
-                "ask" | "sell" => gridmesh_ledger::Side::Ask,
-                other => anyhow::bail!("--side {other:?} must be bid or ask"),
-            };
             let energy_mwh = gridmesh_types::units::parse_kwh(&energy_kwh)
                 .with_context(|| format!("--energy-kwh {energy_kwh:?}"))?;
             let price_per_kwh = u64::try_from(
@@ -336,11 +333,7 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             .context("--price is too large")?;
             let what = format!(
                 "{} {energy_kwh} kWh at {price} tokens/kWh for slot {slot}",
-                if side == gridmesh_ledger::Side::Bid {
-                    "bid"
-                } else {
-                    "ask"
-                }
+                side.name()
             );
             submit_kind(
                 &common,
@@ -369,10 +362,7 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             export_kwh,
             common,
         } => {
-            let (import_mwh, export_mwh) = (
-                kwh_arg(&import_kwh, "--import-kwh")?,
-                kwh_arg(&export_kwh, "--export-kwh")?,
-            );
+            let (import_mwh, export_mwh) = import_export(&import_kwh, &export_kwh)?;
             submit_kind(
                 &common,
                 TxKind::SubmitReading {
@@ -392,10 +382,7 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             export_kwh,
             common,
         } => {
-            let (import_mwh, export_mwh) = (
-                kwh_arg(&import_kwh, "--import-kwh")?,
-                kwh_arg(&export_kwh, "--export-kwh")?,
-            );
+            let (import_mwh, export_mwh) = import_export(&import_kwh, &export_kwh)?;
             submit_kind(
                 &common,
                 TxKind::SetEnvelope {
@@ -412,12 +399,6 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             at_ms,
             common,
         } => {
-            use gridmesh_ledger::GridEventKind;
-            let kind = match event.as_str() {
-                "islanded" => GridEventKind::Islanded,
-                "resynchronising" => GridEventKind::Resynchronising,
-                _ => GridEventKind::Reconnected,
-            };
             let at_ms = match at_ms {
                 Some(t) => t,
                 // The chain's clock (which may run faster than the wall clock in simulations).
@@ -425,8 +406,8 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             };
             submit_kind(
                 &common,
-                TxKind::GridEvent { event: kind, at_ms },
-                &format!("grid event {event} at {at_ms} ms"),
+                TxKind::GridEvent { event, at_ms },
+                &format!("grid event {} at {at_ms} ms", event.name()),
             )
         }
         TxCommand::ReportFraud {
@@ -474,24 +455,21 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             value_per_kwh,
             common,
         } => {
-            use gridmesh_ledger::tx::FlexDirection;
             let value = gridmesh_types::parse_fixed(&value_per_kwh, gridmesh_types::TOKEN_DECIMALS)
                 .map_err(|e| anyhow::anyhow!("--value-per-kwh: {e}"))?;
             let value_per_kwh = u64::try_from(value).context("--value-per-kwh is too large")?;
-            let direction_kind = if direction == "reduce" {
-                FlexDirection::Reduce
-            } else {
-                FlexDirection::Increase
-            };
             submit_kind(
                 &common,
                 TxKind::RequestFlexibility {
                     slot,
                     area: area.clone(),
-                    direction: direction_kind,
+                    direction,
                     value_per_kwh,
                 },
-                &format!("flexibility request: {direction} in {area:?}, slot {slot}"),
+                &format!(
+                    "flexibility request: {} in {area:?}, slot {slot}",
+                    direction.name()
+                ),
             )
         }
         TxCommand::CreateAsset {
@@ -541,4 +519,12 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// The `--import-kwh` and `--export-kwh` pair of a reading or an envelope, in mWh.
+fn import_export(import_kwh: &str, export_kwh: &str) -> anyhow::Result<(u64, u64)> {
+    Ok((
+        kwh_arg(import_kwh, "--import-kwh")?,
+        kwh_arg(export_kwh, "--export-kwh")?,
+    ))
 }

@@ -109,10 +109,12 @@ pub(crate) fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, hei
             t.energy_mwh,
             shortfall.saturating_sub(t.buyer_price_per_kwh),
         );
-        held[bi] += buyer_escrow;
-        held[ai] += seller_collateral;
-        traded[bi] += t.energy_mwh;
-        traded[ai] += t.energy_mwh;
+        // An order's trades are parts of it: their sums stay within its escrow and energy.
+        let part = "an order's trades are parts of it";
+        held[bi] = held[bi].checked_add(buyer_escrow).expect(part);
+        held[ai] = held[ai].checked_add(seller_collateral).expect(part);
+        traded[bi] = traded[bi].checked_add(t.energy_mwh).expect(part);
+        traded[ai] = traded[ai].checked_add(t.energy_mwh).expect(part);
         let seller = records[ai].1.owner;
         sellers.entry(seller).or_default().push(i as u32);
         o.kv_put(

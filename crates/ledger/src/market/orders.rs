@@ -85,15 +85,18 @@ pub(crate) fn place_order(
             value_ceil(energy_mwh, cfg.shortfall_price(slot).saturating_sub(price))
         }
     };
-    // The only step that can fail from here on; it changes nothing if it does.
-    o.move_funds(sender, escrow_account(), Amount(escrow))?;
     let mut meta: Meta = o
         .kv_get(&keys::market_meta())
         .map(|b| dec(&b))
         .unwrap_or_default();
     let order_id = meta.next_order_id;
-    meta.next_order_id += 1;
+    meta.next_order_id = order_id
+        .checked_add(1)
+        .ok_or(MarketTxError::SequenceExhausted("order ids"))?;
+    // The only step that can fail from here on; it changes nothing if it does.
+    o.move_funds(sender, escrow_account(), Amount(escrow))?;
     o.kv_put(keys::market_meta(), enc(&meta));
+    // `open` is below MAX_ORDERS_PER_SLOT (checked above).
     o.kv_put(keys::open_slot(slot), enc(&(open + 1)));
     o.kv_put(
         keys::order(slot, order_id),

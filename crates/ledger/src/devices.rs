@@ -187,11 +187,11 @@ pub(crate) fn identity(o: &Overlay<'_>, device: &Address) -> Option<DeviceIdenti
 }
 
 /// The devices with their own keys an account owns (any status).
-pub fn owned_devices(o: &Overlay<'_>, owner: &Address) -> Vec<(Address, DeviceIdentity)> {
+pub(crate) fn owned_devices(o: &Overlay<'_>, owner: &Address) -> Vec<(Address, DeviceIdentity)> {
     o.kv_scan(&keys::owned_devices(owner))
         .into_iter()
         .map(|(k, _)| {
-            let device = Address(k[k.len() - 32..].try_into().expect("owned device key"));
+            let device = keys::address_at_end(&k);
             let id = dec(&o
                 .kv_get(&keys::device_identity(&device))
                 .expect("an owned device exists"));
@@ -225,9 +225,7 @@ pub(crate) fn owner_capacity(o: &Overlay<'_>, owner: &Address) -> OwnerCapacity 
     });
     let mut keyed = Vec::new();
     o.kv_visit(&keys::owned_devices(owner), |k, _| {
-        keyed.push(Address(
-            k[k.len() - 32..].try_into().expect("owned device key"),
-        ))
+        keyed.push(keys::address_at_end(k))
     });
     for device in keyed {
         c.any = true;

@@ -421,9 +421,7 @@ fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option<FlexRecord
     o.kv_scan(&keys::group(Tag::Flex, slot))
         .into_iter()
         .filter_map(|(k, v)| {
-            let area = std::str::from_utf8(&k[crate::kv::GROUP_LEN..])
-                .ok()?
-                .to_string();
+            let area = keys::flex_area_of(&k)?.to_string();
             gridmesh_market::area_contains(&area, location)
                 .then(|| (area.len(), dec::<FlexRecord>(&v)))
         })
@@ -435,9 +433,7 @@ fn flex_request(o: &Overlay<'_>, slot: u64, location: &str) -> Option<FlexRecord
 pub fn flex_requests(kv: &KvSpace, slot: u64) -> Vec<(String, FlexRecord)> {
     kv.scan(&keys::group(Tag::Flex, slot))
         .filter_map(|(k, v)| {
-            let area = std::str::from_utf8(&k[crate::kv::GROUP_LEN..])
-                .ok()?
-                .to_string();
+            let area = keys::flex_area_of(k)?.to_string();
             Some((area, dec::<FlexRecord>(v)))
         })
         .collect()
@@ -781,7 +777,7 @@ fn take_due(o: &mut Overlay<'_>, tag: Tag, timestamp_ms: u64) -> Vec<Vec<u8>> {
         if keys::due_ms_of(&k) > timestamp_ms {
             break;
         }
-        out.push(k[crate::kv::GROUP_LEN + 8..].to_vec());
+        out.push(keys::due_rest_of(&k).to_vec());
         o.kv_delete(k);
     }
     out
@@ -799,12 +795,7 @@ fn close_epoch(o: &mut Overlay<'_>, market: &MarketConfig, cfg: &EconomicsConfig
     let entries: Vec<(Address, Points)> = o
         .kv_scan(&keys::group(Tag::Points, epoch))
         .into_iter()
-        .map(|(k, v)| {
-            (
-                Address(k[crate::kv::GROUP_LEN..].try_into().expect("points key")),
-                dec(&v),
-            )
-        })
+        .map(|(k, v)| (keys::address_at_end(&k), dec(&v)))
         .collect();
     let total = entries
         .iter()
@@ -830,7 +821,7 @@ fn close_epoch(o: &mut Overlay<'_>, market: &MarketConfig, cfg: &EconomicsConfig
     }
     let mut asset_payouts = 0u128;
     for (k, v) in o.kv_scan(&keys::group(Tag::AssetRevenue, epoch)) {
-        let asset = Address(k[crate::kv::GROUP_LEN..].try_into().expect("revenue key"));
+        let asset = keys::address_at_end(&k);
         let revenue: u128 = dec(&v);
         o.kv_delete(k);
         let mut a: AssetRecord = dec(&o.kv_get(&keys::asset(&asset)).expect("an asset"));

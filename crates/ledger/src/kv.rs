@@ -152,6 +152,21 @@ pub(crate) mod keys {
         u64::from_be_bytes(k[GROUP_LEN..GROUP_LEN + 8].try_into().expect("due key"))
     }
 
+    /// What follows the due time in a [`due`] key.
+    pub fn due_rest_of(k: &[u8]) -> &[u8] {
+        &k[GROUP_LEN + 8..]
+    }
+
+    /// The slot of a [`slot_due`] key.
+    pub fn due_slot_of(k: &[u8]) -> u64 {
+        u64::from_be_bytes(due_rest_of(k)[..8].try_into().expect("slot due key"))
+    }
+
+    /// The area of a [`flex`] key (`None` if it is not text, which the ledger never writes).
+    pub fn flex_area_of(k: &[u8]) -> Option<&str> {
+        std::str::from_utf8(&k[GROUP_LEN..]).ok()
+    }
+
     /// The `u64` that follows the group (a slot, order id or due time).
     pub fn u64_after_group(k: &[u8]) -> u64 {
         u64::from_be_bytes(

@@ -12,7 +12,7 @@ use super::records::{
 };
 use crate::config::MarketConfig;
 use crate::grid_operator::{grid_mode, EnvelopeRecord};
-use crate::kv::{self, decode as dec, encode as enc, keys, Tag};
+use crate::kv::{decode as dec, encode as enc, keys, Tag};
 use crate::state::Overlay;
 
 /// Clears `slot` (its gate has closed) in the block at `height`.
@@ -28,7 +28,7 @@ pub(crate) fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, hei
         .kv_scan(&keys::group(Tag::Order, slot))
         .into_iter()
         .map(|(k, v)| {
-            let id = u64::from_be_bytes(k[kv::GROUP_LEN..].try_into().expect("order key"));
+            let id = keys::u64_after_group(&k);
             (id, dec::<OrderRecord>(&v))
         })
         .filter(|(_, r)| r.status == OrderStatus::Open)

@@ -161,7 +161,7 @@ pub(crate) fn begin_block(
     for tag in [Tag::SettleDue, Tag::FinalDue, Tag::PruneDue] {
         for (k, _) in o.kv_scan(&keys::group(tag, 0)) {
             let due = keys::due_ms_of(&k);
-            let slot = u64::from_be_bytes(k[17..25].try_into().expect("due key"));
+            let slot = keys::due_slot_of(&k);
             if due > timestamp_ms {
                 break;
             }

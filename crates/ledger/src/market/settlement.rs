@@ -16,7 +16,7 @@ use crate::arith::share_of;
 use crate::config::MarketConfig;
 use crate::devices::{check_device_readings, owner_capacity};
 use crate::error::{MarketTxError, TxError};
-use crate::kv::{self, decode as dec, encode as enc, keys, Tag};
+use crate::kv::{decode as dec, encode as enc, keys, Tag};
 use crate::limits::MWH_PER_W_PER_SLOT;
 use crate::state::{Event, Origin, Overlay};
 
@@ -128,7 +128,7 @@ pub(crate) fn settle_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) ->
     let positions = o.kv_scan(&keys::group(Tag::Seller, slot));
     let mut provisional = 0u32;
     for (k, v) in positions {
-        let seller = Address(k[kv::GROUP_LEN..].try_into().expect("seller key"));
+        let seller = keys::address_at_end(&k);
         let p: SellerPosition = dec(&v);
         let reading: Option<Reading> = o.kv_get(&keys::reading(slot, &seller)).map(|b| dec(&b));
         match reading {
@@ -171,7 +171,7 @@ pub(crate) fn finalize_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64) 
     for (k, v) in o.kv_scan(&keys::group(Tag::Seller, slot)) {
         let p: SellerPosition = dec(&v);
         if p.status == SettlementStatus::Provisional {
-            let seller = Address(k[kv::GROUP_LEN..].try_into().expect("seller key"));
+            let seller = keys::address_at_end(&k);
             // The estimate becomes final: nothing was delivered.
             owed.append(settle_for_good(
                 o,

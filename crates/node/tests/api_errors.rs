@@ -22,6 +22,49 @@ fn error_of(r: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, serde_j
     }
 }
 
+/// POSTs `body` as JSON in one write and reads the answer: status, content type and body.
+fn raw_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // The node may close before it has read everything: what it answered is in the socket.
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            // A reset after the answer arrived ends the read, not the test.
+            Err(_) if !answer.is_empty() => break,
+            Err(e) => panic!("no answer from the node: {e}"),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (code, ctype, body.to_string())
+}
+
 #[test]
 fn extractor_and_router_errors_are_json() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -76,15 +119,16 @@ fn extractor_and_router_errors_are_json() {
         "malformed transaction body",
     );
     assert_eq!((code, body["error"].as_str()), (400, Some("bad_request")));
-    // A body over the limit.
-    let (code, _) = error_of(
-        agent
-            .post(&format!("{url}/v1/tx"))
-            .set("content-type", "application/json")
-            .send_string(&format!("{{\"tx\":\"{}\"}}", "ab".repeat(20_000))),
-        "too large",
-    );
-    assert_eq!(code, 413);
+    // A body over the limit. The node answers as soon as it has read past the limit and closes the
+    // connection, so a client that is still writing may see a broken pipe instead of the answer (a
+    // race, not a property of the API): the request goes out in one write and the answer is read
+    // from the socket.
+    let body = format!("{{\"tx\":\"{}\"}}", "ab".repeat(20_000));
+    let (code, ctype, answer) = raw_post(node.api_addr, "/v1/tx", &body);
+    assert_eq!(code, 413, "{answer}");
+    assert!(ctype.starts_with("application/json"), "too large: {ctype}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("a JSON body");
+    assert!(answer["error"].is_string(), "too large: {answer}");
     // No such route, and a wrong method (the Allow header stays).
     let (code, body) = error_of(agent.get(&format!("{url}/v1/nothing")).call(), "no route");
     assert_eq!((code, body["error"].as_str()), (404, Some("not_found")));

@@ -5,7 +5,7 @@ with PyNaCl for ed25519 and the blake3 package for hashes: a second implementati
 sends, so the node's MQTT ingest is tested against a client and encoder we did not write.
 
 Usage: mqtt_device.py --port P --chain ID --key KEYFILE --slot S [--samples N] [--power-w W]
-                      [--register-mwh R] [--inflate-mwh X]
+                      [--register-mwh R] [--inflate-mwh X] [--junk-bytes N,M,...]
 Prints one JSON line: the device, the slot's commitment (root, count) and what was published.
 """
 
@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--inflate-mwh", type=int, default=0,
                     help="claim this much more energy (and register) than the telemetry shows")
     ap.add_argument("--per-message", type=int, default=100)
+    ap.add_argument("--junk-bytes", default="",
+                    help="first publish retained junk of these sizes on the telemetry topics")
     a = ap.parse_args()
 
     with open(a.key) as f:
@@ -97,6 +99,11 @@ def main():
     client.loop_start()
     topic = f"gridmesh/{a.chain}/telemetry/{dev_hex}"
     infos = []
+    # Retained junk (what a broken or hostile publisher leaves on the broker): every subscriber
+    # gets it again on each (re)connect.
+    for i, size in enumerate(int(n) for n in a.junk_bytes.split(",") if n):
+        junk = bytes((i * 7 + j) % 251 for j in range(size))
+        infos.append(client.publish(f"gridmesh/{a.chain}/telemetry/junk-{i}", junk, qos=1, retain=True))
     for i in range(0, len(samples), a.per_message):
         infos.append(client.publish(topic, b"".join(samples[i:i + a.per_message]), qos=1))
     # A replay of the first message, a forged sample (register changed after signing) and a

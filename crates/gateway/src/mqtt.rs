@@ -12,6 +12,14 @@
 //! subscribes with QoS 1; when its ingest queue is full it stops reading from the broker, which
 //! then queues (Mosquitto: `max_queued_messages`) rather than the node dropping silently.
 //!
+//! # Nothing stops ingest
+//! The node's subscriber speaks MQTT 5 and announces [`CLIENT_MAX_PACKET_BYTES`] as its Maximum
+//! Packet Size, so the broker drops anything larger for it (MQTT 5, 3.1.2.11.4) instead of sending
+//! a packet that would break the connection; with MQTT 3.1.1 one retained message over the
+//! client's bound broke it on every reconnect. Payloads above [`MAX_PACKET_BYTES`] (larger than
+//! any valid telemetry) but within the client's bound are dropped and counted
+//! ([`GatewayStats::dropped`]); so are messages on topics the gateway does not serve.
+//!
 //! A slot reading is relayed to the ledger only if its signature holds and, when this gateway
 //! holds telemetry for that device and slot, its commitment (root and count) equals the one
 //! recomputed from the stored samples and its register equals the last sample's; otherwise it is
@@ -24,6 +32,7 @@ use gridmesh_ledger::crypto;
 use gridmesh_ledger::telemetry::RawSample;
 use gridmesh_ledger::tx::{device_reading_message, DeviceReading, MAX_DEVICE_READINGS_PER_TX};
 use gridmesh_types::units::{slot_start_ms, SLOT_MS};
+use rumqttc::v5;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +40,10 @@ use tokio::sync::mpsc;
 
 /// Largest MQTT packet accepted: a full telemetry payload with room for the topic.
 pub const MAX_PACKET_BYTES: usize = 1_024 * gridmesh_ledger::telemetry::SAMPLE_BYTES + 1_024;
+
+/// The node subscriber's Maximum Packet Size, announced to the broker (which drops larger packets
+/// for it): eight times [`MAX_PACKET_BYTES`], so what lies between is seen, dropped and counted.
+pub const CLIENT_MAX_PACKET_BYTES: u32 = 8 * MAX_PACKET_BYTES as u32;
 
 /// Where relayed readings go (the node signs them into `SubmitDeviceReadings` transactions).
 pub trait ReadingSink: Send + Sync {
@@ -85,7 +98,15 @@ pub struct GatewayStats {
     pub readings_relayed: u64,
     /// Refused readings by reason.
     pub readings_refused: std::collections::BTreeMap<String, u64>,
+    /// Messages dropped before ingest, by reason (`oversized`: above [`MAX_PACKET_BYTES`];
+    /// `unknown-topic`).
+    pub dropped: std::collections::BTreeMap<String, u64>,
     pub last_error: Option<String>,
+}
+
+fn count_drop(stats: &Mutex<GatewayStats>, why: &str) {
+    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+    *s.dropped.entry(why.to_string()).or_default() += 1;
 }
 
 enum Inbound {
@@ -166,18 +187,19 @@ fn connection(
         Err(e) => return set_error(&stats, format!("mqtt runtime: {e}")),
     };
     rt.block_on(async move {
-        let mut opts = MqttOptions::new(&config.client_id, &config.host, config.port);
+        use v5::mqttbytes::v5::Packet;
+        let mut opts = v5::MqttOptions::new(&config.client_id, &config.host, config.port);
         opts.set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-            .set_clean_session(true);
-        let (client, mut events) = AsyncClient::new(opts, 64);
+            .set_max_packet_size(Some(CLIENT_MAX_PACKET_BYTES))
+            .set_clean_start(true);
+        let (client, mut events) = v5::AsyncClient::new(opts, 64);
         let telemetry_prefix = format!("gridmesh/{}/telemetry/", config.chain_id);
         let readings_prefix = format!("gridmesh/{}/readings/", config.chain_id);
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             let ev = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
             match ev {
                 Err(_) => continue, // wake up to check `stop`
-                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                Ok(Ok(v5::Event::Incoming(Packet::ConnAck(_)))) => {
                     {
                         let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
                         s.connected = true;
@@ -185,17 +207,22 @@ fn connection(
                     }
                     tracing::info!(host = %config.host, port = config.port, "connected to the MQTT broker");
                     for f in [config.telemetry_filter(), config.readings_filter()] {
-                        if let Err(e) = client.subscribe(f, QoS::AtLeastOnce).await {
+                        if let Err(e) = client.subscribe(f, v5::mqttbytes::QoS::AtLeastOnce).await {
                             set_error(&stats, format!("subscribe: {e}"));
                         }
                     }
                 }
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    let msg = if p.topic.starts_with(&telemetry_prefix) {
+                Ok(Ok(v5::Event::Incoming(Packet::Publish(p)))) => {
+                    if p.payload.len() > MAX_PACKET_BYTES {
+                        count_drop(&stats, "oversized");
+                        continue;
+                    }
+                    let msg = if p.topic.starts_with(telemetry_prefix.as_bytes()) {
                         Inbound::Telemetry(p.payload)
-                    } else if p.topic.starts_with(&readings_prefix) {
+                    } else if p.topic.starts_with(readings_prefix.as_bytes()) {
                         Inbound::Reading(p.payload)
                     } else {
+                        count_drop(&stats, "unknown-topic");
                         continue;
                     };
                     if tx.send(msg).await.is_err() {

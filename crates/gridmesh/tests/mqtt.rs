@@ -1,7 +1,9 @@
 //! Interop: devices publish signed telemetry and slot readings with paho-mqtt (Python, its own
 //! encoder from the documented format) through Mosquitto; the node's gateway verifies and
 //! commits the telemetry, refuses replays, forgeries and broken payloads, relays the honest
-//! reading to the ledger and refuses the one that claims more than its telemetry shows.
+//! reading to the ledger and refuses the one that claims more than its telemetry shows. Retained
+//! junk larger than any telemetry (one message above the gateway's bound, one above its client's)
+//! is dropped and counted and never stops ingest.
 
 mod common;
 
@@ -39,12 +41,12 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         .as_millis() as u64;
     let slot = now_ms / 900_000 - 1; // ended, within its correction window
 
-    let publish = |key: &str, inflate: u64| -> serde_json::Value {
+    let publish = |key: &str, inflate: u64, junk: &str| -> serde_json::Value {
         let out = Command::new(&py)
             .arg(interop_script("mqtt_device.py"))
             .args(["--port", &port, "--chain", &chain, "--key", key])
             .args(["--slot", &slot.to_string(), "--power-w", "2000"])
-            .args(["--inflate-mwh", &inflate.to_string()])
+            .args(["--inflate-mwh", &inflate.to_string(), "--junk-bytes", junk])
             .output()
             .expect("run the paho device");
         assert!(
@@ -54,8 +56,11 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let honest = publish(&devices[0].0, 0);
-    let liar = publish(&devices[1].0, 250_000);
+    // 200 kB retained junk is above the gateway's bound, 2 MB above its client's Maximum Packet
+    // Size (MQTT 5: the broker drops it for the gateway). With MQTT 3.1.1 and a client that failed
+    // on the first, ingest stopped for good: every reconnect got the retained message again.
+    let honest = publish(&devices[0].0, 0, "200000,2000000");
+    let liar = publish(&devices[1].0, 250_000, "");
 
     // 900 one-second samples each, in messages of 100: all committed; the replayed message, the
     // forged sample and the truncated payload refused by reason.
@@ -73,6 +78,10 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         },
     );
     let stats = &get_json(&format!("{url}/v1/gateway"))["stats"];
+    assert!(
+        stats["dropped"]["oversized"].as_u64() >= Some(1),
+        "the 200 kB junk is dropped and counted: {stats}"
+    );
     assert_eq!(stats["samples"]["rejected"]["replay"], 200, "{stats}");
     assert_eq!(stats["samples"]["rejected"]["bad-signature"], 2, "{stats}");
     assert_eq!(stats["samples"]["rejected"]["malformed"], 2, "{stats}");

@@ -10,16 +10,28 @@
 //! read the owner's home; they are this node's (kept in `grants.json` in its data directory), not
 //! the chain's. Public pages show only community aggregates.
 //!
-//! Limits: [`MAX_CHALLENGES`] open challenges and [`MAX_SESSIONS`] sessions (the oldest go first),
-//! challenges live [`CHALLENGE_TTL`], sessions [`SESSION_TTL`], an owner grants at most
+//! Limits, so that no flood takes a member's challenge or session away ([`AuthLimits`]):
+//! - a client (an IP address) holds at most [`MAX_CHALLENGES_PER_CLIENT`] open challenges: its
+//!   next one replaces its own oldest, never another client's;
+//! - a node holds at most [`MAX_CHALLENGES`] open challenges and [`MAX_SESSIONS`] sessions: when
+//!   full it answers 503 (`busy`) and evicts nobody;
+//! - an account holds at most [`MAX_SESSIONS_PER_ADDRESS`] sessions and a client at most
+//!   [`MAX_SESSIONS_PER_CLIENT`]: a new one replaces the account's (or the client's) own oldest.
+//!   Only the account's key opens its sessions, so a flood of sessions only ever evicts the
+//!   flooder's own;
+//! - a failed sign-in consumes nothing: a challenge is used up only by a session request for its
+//!   account with a valid signature, so someone who sees a challenge cannot burn it.
+//!
+//! Challenges live [`CHALLENGE_TTL`], sessions [`SESSION_TTL`], an owner grants at most
 //! [`MAX_GRANTEES`] accounts, a home view covers at most [`MAX_HOME_SLOTS`] slots.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use gridmesh_types::Address;
@@ -32,17 +44,105 @@ use crate::Shared;
 pub use gridmesh_api::home::*;
 
 pub const MAX_CHALLENGES: usize = 10_000;
+pub const MAX_CHALLENGES_PER_CLIENT: usize = 16;
 pub const MAX_SESSIONS: usize = 10_000;
+pub const MAX_SESSIONS_PER_ADDRESS: usize = 8;
+pub const MAX_SESSIONS_PER_CLIENT: usize = 64;
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
 pub const SESSION_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_GRANTEES: usize = 100;
 
+/// The bounds on sign-in state (the constants above by default).
+#[derive(Clone, Copy, Debug)]
+pub struct AuthLimits {
+    pub challenges: usize,
+    pub challenges_per_client: usize,
+    pub sessions: usize,
+    pub sessions_per_address: usize,
+    pub sessions_per_client: usize,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        AuthLimits {
+            challenges: MAX_CHALLENGES,
+            challenges_per_client: MAX_CHALLENGES_PER_CLIENT,
+            sessions: MAX_SESSIONS,
+            sessions_per_address: MAX_SESSIONS_PER_ADDRESS,
+            sessions_per_client: MAX_SESSIONS_PER_CLIENT,
+        }
+    }
+}
+
+/// An open challenge or a session: whose, asked for by which client, since when.
+#[derive(Clone, Copy, Debug)]
+struct Issued {
+    address: Address,
+    client: IpAddr,
+    at: Instant,
+}
+
 /// Challenges, sessions and grants of this node.
 pub struct Auth {
-    challenges: Mutex<HashMap<[u8; 32], (Address, Instant)>>,
-    sessions: Mutex<HashMap<String, (Address, Instant)>>,
+    limits: AuthLimits,
+    challenges: Mutex<HashMap<[u8; 32], Issued>>,
+    sessions: Mutex<HashMap<String, Issued>>,
     grants: Mutex<BTreeMap<Address, BTreeSet<Address>>>,
     grants_file: Option<PathBuf>,
+}
+
+/// Why sign-in state was not issued.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// The node holds as many as it may: nobody's is evicted, try again later.
+    Busy,
+}
+
+/// The key of the oldest of `map`'s entries that `which` selects.
+fn oldest<K: Clone>(map: &HashMap<K, Issued>, which: impl Fn(&Issued) -> bool) -> Option<K> {
+    map.iter()
+        .filter(|(_, i)| which(i))
+        .min_by_key(|(_, i)| i.at)
+        .map(|(k, _)| k.clone())
+}
+
+/// Inserts `issued` under `key` within the bounds: the client's (and the account's, where given)
+/// own oldest goes first; when the whole table is full, nothing is evicted and the insert refused.
+fn issue<K: Clone + std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Issued>,
+    key: K,
+    issued: Issued,
+    ttl: Duration,
+    total: usize,
+    per_client: usize,
+    per_address: Option<usize>,
+) -> Result<(), Refused> {
+    map.retain(|_, i| i.at.elapsed() < ttl);
+    if let Some(max) = per_address {
+        if map.values().filter(|i| i.address == issued.address).count() >= max {
+            if let Some(k) = oldest(map, |i| i.address == issued.address) {
+                map.remove(&k);
+            }
+        }
+    }
+    if map.values().filter(|i| i.client == issued.client).count() >= per_client {
+        if let Some(k) = oldest(map, |i| i.client == issued.client) {
+            map.remove(&k);
+        }
+    }
+    if map.len() >= total {
+        return Err(Refused::Busy);
+    }
+    map.insert(key, issued);
+    Ok(())
+}
+
+fn busy(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        format!("this node holds as many {what} as it may; try again in a few minutes"),
+    )
 }
 
 impl Auth {
@@ -58,6 +158,7 @@ impl Auth {
             _ => BTreeMap::new(),
         };
         Ok(Auth {
+            limits: AuthLimits::default(),
             challenges: Default::default(),
             sessions: Default::default(),
             grants: Mutex::new(grants),
@@ -76,6 +177,57 @@ impl Auth {
             .map_err(ApiError::internal)
     }
 
+    /// The same, with other bounds (tests).
+    pub fn with_limits(mut self, limits: AuthLimits) -> Auth {
+        self.limits = limits;
+        self
+    }
+
+    /// Opens a challenge for `address`, asked for by `client`.
+    fn open_challenge(
+        &self,
+        challenge: [u8; 32],
+        address: Address,
+        client: IpAddr,
+    ) -> Result<(), Refused> {
+        let mut open = self.challenges.lock().expect("challenges lock");
+        let issued = Issued {
+            address,
+            client,
+            at: Instant::now(),
+        };
+        let l = self.limits;
+        issue(
+            &mut open,
+            challenge,
+            issued,
+            CHALLENGE_TTL,
+            l.challenges,
+            l.challenges_per_client,
+            None,
+        )
+    }
+
+    /// Opens a session for `address` (its key signed the challenge), asked for by `client`.
+    fn open_session(&self, token: String, address: Address, client: IpAddr) -> Result<(), Refused> {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let issued = Issued {
+            address,
+            client,
+            at: Instant::now(),
+        };
+        let l = self.limits;
+        issue(
+            &mut sessions,
+            token,
+            issued,
+            SESSION_TTL,
+            l.sessions,
+            l.sessions_per_client,
+            Some(l.sessions_per_address),
+        )
+    }
+
     /// The account a bearer token signs in, if the token is valid.
     fn session(&self, headers: &HeaderMap) -> Result<Address, ApiError> {
         let unauthorized =
@@ -87,7 +239,7 @@ impl Auth {
             .ok_or_else(|| unauthorized("sign in: POST /v1/auth/challenge, then /v1/auth/session, and send Authorization: Bearer <token>"))?;
         let mut sessions = self.sessions.lock().expect("sessions lock");
         match sessions.get(token) {
-            Some((who, at)) if at.elapsed() < SESSION_TTL => Ok(*who),
+            Some(i) if i.at.elapsed() < SESSION_TTL => Ok(i.address),
             Some(_) => {
                 sessions.remove(token);
                 Err(unauthorized("the session has expired: sign in again"))
@@ -120,24 +272,18 @@ pub(crate) fn parse_address(s: &str, what: &str) -> Result<Address, ApiError> {
 
 /// A sign-in challenge for an account.
 #[utoipa::path(post, path = "/v1/auth/challenge", request_body = ChallengeRequest,
-    responses((status = 200, body = ChallengeResponse), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ChallengeResponse), (status = 400, body = crate::api::ErrorBody),
+              (status = 503, body = crate::api::ErrorBody, description = "the node holds as many challenges as it may")))]
 pub async fn post_challenge(
     State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<ChallengeRequest>,
 ) -> ApiResult<ChallengeResponse> {
     let address = parse_address(&req.address, "address")?;
     let challenge: [u8; 32] = rand::random();
-    {
-        let mut open = s.auth.challenges.lock().expect("challenges lock");
-        open.retain(|_, (_, at)| at.elapsed() < CHALLENGE_TTL);
-        if open.len() >= MAX_CHALLENGES {
-            let oldest = open.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                open.remove(&k);
-            }
-        }
-        open.insert(challenge, (address, Instant::now()));
-    }
+    s.auth
+        .open_challenge(challenge, address, peer.ip())
+        .map_err(|Refused::Busy| busy("open sign-in challenges"))?;
     let chain_id = s.chain.read().expect("chain lock").chain_id().to_string();
     Ok(Json(ChallengeResponse {
         challenge: hex::encode(challenge),
@@ -149,9 +295,11 @@ pub async fn post_challenge(
 /// Signs in with a signed challenge; the token reads the account's home (and those granted).
 #[utoipa::path(post, path = "/v1/auth/session", request_body = SessionRequest,
     responses((status = 200, body = SessionResponse), (status = 400, body = crate::api::ErrorBody),
-              (status = 401, body = crate::api::ErrorBody)))]
+              (status = 401, body = crate::api::ErrorBody),
+              (status = 503, body = crate::api::ErrorBody, description = "the node holds as many sessions as it may")))]
 pub async fn post_session(
     State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<SessionRequest>,
 ) -> ApiResult<SessionResponse> {
     let address = parse_address(&req.address, "address")?;
@@ -165,21 +313,24 @@ pub async fn post_session(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("bad_signature", "signature is not 64 bytes of hex"))?;
-    // A challenge is used once, by the account it was made for, before it expires.
-    let issued = s
+    // A challenge is used once, by the account it was made for, before it expires; a request
+    // that names another account or carries a bad signature uses up nothing.
+    let unknown = || {
+        bad(
+            "bad_challenge",
+            "unknown, used or expired challenge for this address: ask for a new one",
+        )
+    };
+    let open = s
         .auth
         .challenges
         .lock()
         .expect("challenges lock")
-        .remove(&challenge);
-    match issued {
-        Some((who, at)) if who == address && at.elapsed() < CHALLENGE_TTL => {}
-        _ => {
-            return Err(bad(
-                "bad_challenge",
-                "unknown, used or expired challenge for this address: ask for a new one",
-            ))
-        }
+        .get(&challenge)
+        .copied();
+    match open {
+        Some(i) if i.address == address && i.at.elapsed() < CHALLENGE_TTL => {}
+        _ => return Err(unknown()),
     }
     let chain_id = s.chain.read().expect("chain lock").chain_id().to_string();
     gridmesh_ledger::crypto::verify_one(
@@ -193,21 +344,20 @@ pub async fn post_session(
             "the signature is not the account key's over the challenge",
         )
     })?;
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    {
-        let mut sessions = s.auth.sessions.lock().expect("sessions lock");
-        sessions.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
-        if sessions.len() >= MAX_SESSIONS {
-            let oldest = sessions
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                sessions.remove(&k);
-            }
-        }
-        sessions.insert(token.clone(), (address, Instant::now()));
+    // Signed: use the challenge up (unless a concurrent request just did).
+    let used = s
+        .auth
+        .challenges
+        .lock()
+        .expect("challenges lock")
+        .remove(&challenge);
+    if used.is_none() {
+        return Err(unknown());
     }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    s.auth
+        .open_session(token.clone(), address, peer.ip())
+        .map_err(|Refused::Busy| busy("sessions"))?;
     Ok(Json(SessionResponse {
         token,
         address: address.to_string(),
@@ -519,4 +669,63 @@ fn money_chart(view: &HomeView) -> Result<String, String> {
         root.present().map_err(|x| e(&x))?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(address: u8, client: u8) -> Issued {
+        Issued {
+            address: Address([address; 32]),
+            client: IpAddr::from([127, 0, 0, client]),
+            at: Instant::now(),
+        }
+    }
+
+    /// A flooding client replaces only its own; a full table refuses and evicts nobody.
+    #[test]
+    fn a_flood_evicts_only_the_flooders_own() {
+        let ttl = Duration::from_secs(60);
+        let mut map: HashMap<u32, Issued> = HashMap::new();
+        issue(&mut map, 0, at(1, 1), ttl, 10, 3, None).unwrap();
+        for k in 1..100 {
+            std::thread::sleep(Duration::from_micros(10));
+            issue(&mut map, k, at(2, 2), ttl, 10, 3, None).unwrap();
+        }
+        assert!(map.contains_key(&0), "the member's entry survives");
+        assert_eq!(
+            map.values().filter(|i| i.client == at(2, 2).client).count(),
+            3
+        );
+        assert!(
+            map.contains_key(&99) && !map.contains_key(&96),
+            "the flooder's newest stay"
+        );
+        // Full: refused, and nothing evicted.
+        for c in 3..9 {
+            issue(&mut map, 100 + u32::from(c), at(c, c), ttl, 10, 3, None).unwrap();
+        }
+        assert_eq!(map.len(), 10);
+        assert_eq!(
+            issue(&mut map, 200, at(9, 9), ttl, 10, 3, None),
+            Err(Refused::Busy)
+        );
+        assert_eq!(map.len(), 10);
+        assert!(map.contains_key(&0));
+    }
+
+    /// An account's sessions beyond its bound replace its own oldest, not anyone else's.
+    #[test]
+    fn sessions_are_bounded_per_account() {
+        let ttl = Duration::from_secs(60);
+        let mut map: HashMap<u32, Issued> = HashMap::new();
+        issue(&mut map, 0, at(1, 1), ttl, 100, 50, Some(2)).unwrap();
+        for k in 1..20 {
+            std::thread::sleep(Duration::from_micros(10));
+            issue(&mut map, k, at(2, 1), ttl, 100, 50, Some(2)).unwrap();
+        }
+        assert!(map.contains_key(&0));
+        assert_eq!(map.len(), 3);
+    }
 }

@@ -162,6 +162,26 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
         .sum();
     assert!(served > 0.5 && served < 1.0, "served {served} kWh: {v}");
 
+    // A web page elsewhere makes the browser report an outage (a text/plain body from a foreign
+    // origin needs no preflight): refused, and the grid stays connected (issue 19, finding 6).
+    let forged = ureq::post(&format!("{url}/v1/grid/pcc"))
+        .set("Origin", "http://evil.example")
+        .set("Content-Type", "text/plain")
+        .send_string("{\"grid_available\": false}");
+    assert!(
+        matches!(forged, Err(ureq::Error::Status(403, _))),
+        "{forged:?}"
+    );
+    let plain = ureq::post(&format!("{url}/v1/grid/pcc"))
+        .set("Content-Type", "text/plain")
+        .send_string("{\"grid_available\": false}");
+    assert!(
+        matches!(plain, Err(ureq::Error::Status(415, _))),
+        "{plain:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(get(&url, "/v1/grid")["mode"], "grid-connected");
+
     // The PCC meter reports an outage: islanded, recorded on the ledger.
     assert_eq!(pcc(&url, false), 202);
     wait_for("islanded", || get(&url, "/v1/grid")["mode"] == "islanded");
@@ -225,7 +245,9 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
         .collect();
     assert_eq!(events, ["islanded", "resynchronising", "reconnected"]);
     // Bad reports are refused with a reason.
-    let r = ureq::post(&format!("{url}/v1/grid/pcc")).send_string("{\"grid\": 1}");
+    let r = ureq::post(&format!("{url}/v1/grid/pcc"))
+        .set("Content-Type", "application/json")
+        .send_string("{\"grid\": 1}");
     assert!(matches!(r, Err(ureq::Error::Status(400, _))));
     let op = &get(&url, "/v1/grid")["operator"];
     assert!(op["last_error"].is_null(), "{op}");

@@ -205,8 +205,95 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(guard_writes))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(shared)
+}
+
+/// Paths only a client on this machine may change (the PCC meter's gateway).
+const LOOPBACK_ONLY_WRITES: &[&str] = &["/v1/grid/pcc"];
+
+/// What a web page elsewhere cannot make a browser do to this node (issue 19, finding 6):
+/// - a state-changing request (POST, PUT, PATCH, DELETE) whose `Origin` names another origin than
+///   the request's `Host` is refused (403 `cross_origin`): the node's own pages are same-origin,
+///   and clients that are not browsers send no `Origin`;
+/// - a body must be JSON (415 `unsupported_media_type`): `text/plain` and form bodies are what a
+///   cross-origin page may send without asking the node first (a CORS preflight, which the node
+///   never grants);
+/// - the loopback-only writes also need a `Host` that names this machine (`localhost`, a loopback
+///   address), so a page whose domain resolves to 127.0.0.1 (DNS rebinding) cannot reach them.
+async fn guard_writes(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    let writes = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !writes {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        if authority.is_none_or(|a| !a.eq_ignore_ascii_case(host)) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!(
+                    "a page from {:?} may not change this node (it is served as {host:?})",
+                    origin.to_str().unwrap_or("?")
+                ),
+            )
+            .into_response();
+        }
+    }
+    if LOOPBACK_ONLY_WRITES.contains(&req.uri().path()) && !names_this_machine(host) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this request must name this machine as its host (localhost, 127.0.0.1), not {host:?}"),
+        )
+        .into_response();
+    }
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|l| l > 0);
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if has_body && !json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether a `Host` header names this machine: `localhost` or a loopback address, with any port.
+fn names_this_machine(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Largest error text of axum's own that is carried into the JSON answer.

@@ -22,15 +22,22 @@ fn error_of(r: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, serde_j
     }
 }
 
-/// POSTs `body` as JSON in one write and reads the answer: status, content type and body.
-fn raw_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String, String) {
+/// Sends `body` as JSON with `host` in one write and reads the answer: status, content type and
+/// body.
+fn raw_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    body: &str,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -115,16 +122,66 @@ fn extractor_and_router_errors_are_json() {
     assert_eq!((code, body["error"].as_str()), (422, Some("invalid_body")));
     // The transaction endpoint reads its body itself and says what is wrong with it.
     let (code, body) = error_of(
-        agent.post(&format!("{url}/v1/tx")).send_string("{not json"),
+        agent
+            .post(&format!("{url}/v1/tx"))
+            .set("content-type", "application/json")
+            .send_string("{not json"),
         "malformed transaction body",
     );
     assert_eq!((code, body["error"].as_str()), (400, Some("bad_request")));
+    // Every state-changing request's body is JSON (issue 19): a text/plain one is refused.
+    let (code, body) = error_of(
+        agent
+            .post(&format!("{url}/v1/tx"))
+            .set("content-type", "text/plain")
+            .send_string("{\"tx\":\"00\"}"),
+        "a text body",
+    );
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    // A page of another origin may not change the node; the node's own page may.
+    let (code, body) = error_of(
+        agent
+            .post(&challenge)
+            .set("origin", "https://evil.example")
+            .send_json(serde_json::json!({"address": "00".repeat(32)})),
+        "cross origin",
+    );
+    assert_eq!((code, body["error"].as_str()), (403, Some("cross_origin")));
+    let own = agent
+        .post(&challenge)
+        .set("origin", &url)
+        .send_json(serde_json::json!({"address": "00".repeat(32)}));
+    assert!(own.is_ok(), "same origin: {own:?}");
+    // A loopback-only write needs a host that names this machine (no DNS rebinding).
+    let (code, _, answer) = raw_request(
+        node.api_addr,
+        "POST",
+        "/v1/grid/pcc",
+        "rebound.example",
+        "{\"grid_available\": false}",
+    );
+    assert_eq!(code, 403, "{answer}");
+    let (code, _, answer) = raw_request(
+        node.api_addr,
+        "POST",
+        "/v1/grid/pcc",
+        &format!("localhost:{}", node.api_addr.port()),
+        "{\"grid_available\": false}",
+    );
+    assert_eq!(
+        code, 409,
+        "reaches the handler (no grid operator here): {answer}"
+    );
     // A body over the limit. The node answers as soon as it has read past the limit and closes the
     // connection, so a client that is still writing may see a broken pipe instead of the answer (a
     // race, not a property of the API): the request goes out in one write and the answer is read
     // from the socket.
     let body = format!("{{\"tx\":\"{}\"}}", "ab".repeat(20_000));
-    let (code, ctype, answer) = raw_post(node.api_addr, "/v1/tx", &body);
+    let host = node.api_addr.to_string();
+    let (code, ctype, answer) = raw_request(node.api_addr, "POST", "/v1/tx", &host, &body);
     assert_eq!(code, 413, "{answer}");
     assert!(ctype.starts_with("application/json"), "too large: {ctype}");
     let answer: serde_json::Value = serde_json::from_str(&answer).expect("a JSON body");

@@ -198,6 +198,11 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
             dom.contains(&format!("data-page=\"{page}\"")),
             "{page} rendered: {dom}"
         );
+        // The event stream connected under the page's CSP (connect-src 'self' only).
+        assert!(
+            dom.contains("class=\"up\"") && dom.contains("live · block"),
+            "{page}: the live event stream: {dom}"
+        );
         let pairs = shown(&dom);
         let mut checked = 0;
         for (key, value) in &pairs {

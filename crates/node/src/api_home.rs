@@ -82,6 +82,16 @@ struct Issued {
     at: Instant,
 }
 
+impl Issued {
+    fn now(address: Address, client: IpAddr) -> Issued {
+        Issued {
+            address,
+            client,
+            at: Instant::now(),
+        }
+    }
+}
+
 /// Challenges, sessions and grants of this node.
 pub struct Auth {
     limits: AuthLimits,
@@ -191,16 +201,11 @@ impl Auth {
         client: IpAddr,
     ) -> Result<(), Refused> {
         let mut open = self.challenges.lock().expect("challenges lock");
-        let issued = Issued {
-            address,
-            client,
-            at: Instant::now(),
-        };
         let l = self.limits;
         issue(
             &mut open,
             challenge,
-            issued,
+            Issued::now(address, client),
             CHALLENGE_TTL,
             l.challenges,
             l.challenges_per_client,
@@ -211,16 +216,11 @@ impl Auth {
     /// Opens a session for `address` (its key signed the challenge), asked for by `client`.
     fn open_session(&self, token: String, address: Address, client: IpAddr) -> Result<(), Refused> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
-        let issued = Issued {
-            address,
-            client,
-            at: Instant::now(),
-        };
         let l = self.limits;
         issue(
             &mut sessions,
             token,
-            issued,
+            Issued::now(address, client),
             SESSION_TTL,
             l.sessions,
             l.sessions_per_client,
@@ -676,11 +676,7 @@ mod tests {
     use super::*;
 
     fn at(address: u8, client: u8) -> Issued {
-        Issued {
-            address: Address([address; 32]),
-            client: IpAddr::from([127, 0, 0, client]),
-            at: Instant::now(),
-        }
+        Issued::now(Address([address; 32]), IpAddr::from([127, 0, 0, client]))
     }
 
     /// A flooding client replaces only its own; a full table refuses and evicts nobody.

@@ -9,7 +9,7 @@
 use crate::config::{stored_config, MarketConfig};
 use crate::error::TxError;
 use crate::market::{self, orders::NewOrder};
-use crate::state::{Event, Origin, Overlay, State, StateDiff, TxContext};
+use crate::state::{Account, Event, Origin, Overlay, State, StateDiff, TxContext};
 use crate::tx::{TxBody, TxKind};
 use crate::{devices, economics, grid_operator};
 use gridmesh_types::{Address, Amount};
@@ -70,7 +70,8 @@ fn apply_tx(
             got: body.chain_id.clone(),
         });
     }
-    let nonce = o.account(&body.sender).nonce;
+    let account = o.account(&body.sender);
+    let nonce = account.nonce;
     if body.nonce < nonce {
         return Err(TxError::StaleNonce {
             expected: nonce,
@@ -87,11 +88,14 @@ fn apply_tx(
         sender: body.sender,
         ctx,
     };
+    // Counted before any handler writes, so that this error too changes nothing.
+    let next_nonce = nonce.checked_add(1).ok_or(TxError::NonceExhausted)?;
     // Every handler checks everything before its first write, so an error changes nothing.
     let events = match &body.kind {
+        // The hot path: the sender's account is read once, and its balance and nonce written once.
         TxKind::Transfer { to, amount } => {
-            transfer(o, body.sender, *to, *amount)?;
-            Vec::new()
+            return transfer(o, body.sender, account, next_nonce, *to, *amount)
+                .map(|()| Vec::new());
         }
         TxKind::RegisterDevice { kind, capacity_w } => {
             devices::register_device(o, from, *kind, *capacity_w)?
@@ -167,19 +171,21 @@ fn apply_tx(
         }
     };
     let mut sender = o.account(&body.sender);
-    sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::NonceExhausted)?;
+    sender.nonce = next_nonce;
     o.set(body.sender, sender);
     Ok(events)
 }
 
-/// `Transfer`: needs the funds even to oneself (then only the nonce moves).
+/// `Transfer` from `from` (whose account is `sender`), counting its nonce: needs the funds even to
+/// oneself (then only the nonce moves).
 fn transfer(
     o: &mut Overlay<'_>,
     from: Address,
+    mut sender: Account,
+    next_nonce: u64,
     to: Address,
     amount: Amount,
 ) -> Result<(), TxError> {
-    let mut sender = o.account(&from);
     let new_balance = sender
         .balance
         .checked_sub(amount)
@@ -194,9 +200,10 @@ fn transfer(
             .checked_add(amount)
             .ok_or(TxError::BalanceOverflow)?;
         sender.balance = new_balance;
-        o.set(from, sender);
         o.set(to, recipient);
     }
+    sender.nonce = next_nonce;
+    o.set(from, sender);
     Ok(())
 }
 

@@ -402,6 +402,10 @@ pub struct MarketInfo {
     pub escrow_balance: String,
     pub grid_operator: String,
     pub market_operator: String,
+    /// Tokens every order locks until its slot clears or it is cancelled.
+    pub order_deposit: String,
+    /// The smallest order, kWh.
+    pub min_order_kwh: String,
 }
 
 /// A flexibility request: in `slot`, devices in `area` ("" = everywhere) that `reduce` (battery
@@ -465,5 +469,7 @@ pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
         escrow_balance: state.account(&market::escrow_account()).balance.to_string(),
         grid_operator: cfg.grid_operator.to_string(),
         market_operator: cfg.market_operator.to_string(),
+        order_deposit: tokens(cfg.order_deposit),
+        min_order_kwh: format_kwh(cfg.min_order_mwh),
     }
 }

@@ -395,11 +395,14 @@ impl Replica {
             .index(height, &hashes)
             .map_err(|source| AppError::IndexFailed { height, source })?;
         let senders: BTreeSet<Address> = block.txs.iter().map(|t| t.body.sender).collect();
-        self.mempool
-            .lock()
-            .expect("mempool lock")
-            .revalidate(senders.iter(), |a| chain.account(a));
+        let ready = self.mempool.lock().expect("mempool lock").revalidate(
+            senders.iter(),
+            |a| chain.account(a),
+            height,
+        );
         drop(chain);
+        // Transactions that waited here for a nonce another validator held are ready now.
+        self.outbox.push(ready.iter().map(|t| t.tx()));
         self.stats.finalized.fetch_add(1, Ordering::Relaxed);
         let f = info(true, commit_time);
         for l in self.listeners.lock().expect("listeners lock").iter() {

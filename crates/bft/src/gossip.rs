@@ -6,6 +6,10 @@
 //! [`FLUSH_INTERVAL`] the outbox is sent to all peers in batches of at most [`MAX_BATCH_TXS`].
 //! Validators are fully connected, so a received transaction is not forwarded again.
 //!
+//! Only ready transactions are gossiped (see [`gridmesh_ledger::mempool`]): one that waits behind
+//! a missing nonce stays in the pool that admitted it until the nonce arrives there (by the API, by
+//! gossip or in a block); then it is gossiped with the others it un-gapped.
+//!
 //! A batch is `u32 count ‖ (u16 length ‖ canonical transaction)*`, big-endian. A receiver decodes
 //! and batch-verifies it and offers each transaction to its mempool, which rejects duplicates,
 //! stale nonces and overdrafts as it does for the API. A malformed batch is dropped and its sender
@@ -132,12 +136,24 @@ where
                 let chain = replica.chain().read().expect("chain lock");
                 let mut mempool = replica.mempool().lock().expect("mempool lock");
                 let mut admitted = 0usize;
+                let mut unblocked = Vec::new();
                 for tx in verified.into_iter().flatten() {
                     let account = chain.account(&tx.sender());
-                    if mempool.insert(tx, account).is_ok() {
+                    let hash = tx.hash();
+                    if let Ok(a) = mempool.insert(tx, account) {
                         admitted += 1;
+                        // Peers have what they sent; not what it made ready here.
+                        unblocked.extend(
+                            a.ready
+                                .into_iter()
+                                .filter(|t| t.hash() != hash)
+                                .map(|t| t.into_tx()),
+                        );
                     }
                 }
+                drop(mempool);
+                drop(chain);
+                replica.outbox().push(&unblocked);
                 tracing::trace!(%peer, received = txs.len(), admitted, "transaction gossip");
             }
         });

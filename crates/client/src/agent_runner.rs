@@ -356,10 +356,18 @@ pub fn run(
             ),
         };
         let decimals = gridmesh_types::TOKEN_DECIMALS;
+        // The market refuses smaller orders.
+        let min_order_mwh = gridmesh_types::parse_fixed(&info.min_order_kwh, 6)
+            .ok()
+            .and_then(|m| u64::try_from(m).ok())
+            .unwrap_or(gridmesh_ledger::config::DEFAULT_MIN_ORDER_MWH);
         for intent in intents {
             let Some((side, energy_mwh, price)) = intent.to_units(decimals) else {
                 continue;
             };
+            if energy_mwh < min_order_mwh {
+                continue;
+            }
             let current = live
                 .iter()
                 .position(|l| report.orders[l.report_index].side == side);

@@ -209,7 +209,7 @@ impl Application for LedgerApp {
         self.mempool
             .lock()
             .expect("mempool lock poisoned")
-            .revalidate(senders.iter(), |a| chain.account(a));
+            .revalidate(senders.iter(), |a| chain.account(a), block.header.height);
         tracing::debug!(
             persist_ms = (t1 - t0).as_millis() as u64,
             apply_ms = (t2 - t1).as_millis() as u64,

@@ -382,7 +382,7 @@ fn batch_submission_admits_each_transaction_on_its_own() {
             )
         })
         .collect();
-    txs[7].signature[0] ^= 1; // forged
+    txs[250].signature[0] ^= 1; // forged
     txs.push(SignedTx::transfer(
         &faucet,
         &chain,
@@ -392,11 +392,12 @@ fn batch_submission_admits_each_transaction_on_its_own() {
     )); // nonce in use
     let r = client.submit_batch(&txs).unwrap();
     assert_eq!((r.accepted, r.rejected), (299, 2));
-    assert_eq!(r.results[7].error.as_deref(), Some("bad_signature"));
+    assert_eq!(r.results[250].error.as_deref(), Some("bad_signature"));
     assert_eq!(r.results[300].error.as_deref(), Some("nonce_in_use"));
     let last: gridmesh_types::Hash32 = r.results[299].hash.as_ref().unwrap().parse().unwrap();
-    // Nonce 7 is missing, so only 0..=6 can commit; 8.. wait for it. Fill the gap and all commit.
-    let fill = SignedTx::transfer(&faucet, &chain, 7, Address([7; 32]), Amount(1_007));
+    // Nonce 250 is missing, so only 0..=249 can commit; 251.. wait for it. Fill the gap and all
+    // commit.
+    let fill = SignedTx::transfer(&faucet, &chain, 250, Address([250; 32]), Amount(1_250));
     client.submit(&fill).unwrap();
     let done = client
         .wait_committed(&last, std::time::Duration::from_secs(30))
@@ -409,6 +410,26 @@ fn batch_submission_admits_each_transaction_on_its_own() {
         ureq::post(&format!("{}/v1/txs", node.url)).send_json(serde_json::json!({"txs": ["zz"]}));
     let body: serde_json::Value = bad.unwrap().into_json().unwrap();
     assert_eq!(body["results"][0]["error"], "malformed_tx");
+    // More than 64 waiting behind a missing nonce, and a key without tokens.
+    let nonce = client.account(&faucet.address()).unwrap().nonce;
+    let gapped: Vec<SignedTx> = (1..=65)
+        .map(|n| SignedTx::transfer(&faucet, &chain, nonce + n, Address([1; 32]), Amount(1)))
+        .collect();
+    let r = client.submit_batch(&gapped).unwrap();
+    assert_eq!((r.accepted, r.rejected), (64, 1));
+    assert_eq!(r.results[64].error.as_deref(), Some("too_many_gapped"));
+    let pauper = Keypair::from_seed([0x5a; 32]);
+    let cancel = SignedTx::new(
+        &pauper,
+        &chain,
+        0,
+        gridmesh_ledger::tx::TxKind::CancelOrder {
+            slot: 1,
+            order_id: 1,
+        },
+    );
+    let r = client.submit_batch(&[cancel]).unwrap();
+    assert_eq!(r.results[0].error.as_deref(), Some("insufficient_funds"));
     let many = vec!["00"; 1001];
     match ureq::post(&format!("{}/v1/txs", node.url)).send_json(serde_json::json!({ "txs": many }))
     {

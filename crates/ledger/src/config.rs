@@ -46,7 +46,18 @@ pub struct MarketConfig {
     /// Days a slot's records (orders, trades, readings, settlement) stay in the state after the
     /// slot is final; then they are removed (the blocks keep them). 0 keeps them for ever.
     pub history_days: u32,
+    /// Tokens (base units) every order locks on top of its escrow until its slot clears or it is
+    /// cancelled: a slot's order book has room for [`crate::limits::MAX_ORDERS_PER_SLOT`], and
+    /// filling it locks that many deposits.
+    pub order_deposit: u128,
+    /// The smallest order, milliwatt-hours.
+    pub min_order_mwh: u64,
 }
+
+/// The default order deposit: 0.1 token.
+pub const DEFAULT_ORDER_DEPOSIT: u128 = 100_000;
+/// The default smallest order: 1 Wh.
+pub const DEFAULT_MIN_ORDER_MWH: u64 = 1_000;
 
 impl Default for MarketConfig {
     fn default() -> Self {
@@ -70,6 +81,8 @@ impl Default for MarketConfig {
             island_price_cap_per_kwh: 1_000_000,
             min_device_bond: 10_000_000,
             history_days: 0,
+            order_deposit: DEFAULT_ORDER_DEPOSIT,
+            min_order_mwh: DEFAULT_MIN_ORDER_MWH,
         }
     }
 }
@@ -120,6 +133,17 @@ impl MarketConfig {
         }
         if self.history_days > 36_500 {
             return Err("history_days must be at most 36500 (0 keeps every slot)".into());
+        }
+        if self.order_deposit == 0 {
+            return Err(
+                "order_deposit must be above 0: orders that lock nothing could fill a slot".into(),
+            );
+        }
+        if self.order_deposit > crate::limits::MAX_ORDER_DEPOSIT {
+            return Err("order_deposit must be at most 1000 tokens".into());
+        }
+        if self.min_order_mwh == 0 || self.min_order_mwh > mk::MAX_ORDER_MWH {
+            return Err("min_order_kwh must be above 0 and within the order size limit".into());
         }
         Ok(())
     }
@@ -216,6 +240,12 @@ pub struct MarketFile {
     /// Days a final slot's records stay in the state (default 0: for ever).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_days: Option<u32>,
+    /// Tokens each order locks until its slot clears or it is cancelled (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_deposit: Option<String>,
+    /// The smallest order, kWh (default 0.001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_order_kwh: Option<String>,
 }
 
 fn default_mechanism() -> String {
@@ -239,6 +269,8 @@ impl Default for MarketFile {
             island_price_cap_per_kwh: None,
             min_device_bond: None,
             history_days: None,
+            order_deposit: None,
+            min_order_kwh: None,
         }
     }
 }
@@ -346,6 +378,19 @@ impl MarketFile {
                 None => d.min_device_bond,
             },
             history_days: self.history_days.unwrap_or(d.history_days),
+            order_deposit: match &self.order_deposit {
+                Some(t) => gridmesh_types::parse_fixed(t, gridmesh_types::TOKEN_DECIMALS)
+                    .map_err(|e| format!("order_deposit: {e}"))?,
+                None => d.order_deposit,
+            },
+            min_order_mwh: match &self.min_order_kwh {
+                Some(kwh) => u64::try_from(
+                    gridmesh_types::parse_fixed(kwh, 6)
+                        .map_err(|e| format!("min_order_kwh: {e}"))?,
+                )
+                .map_err(|_| "min_order_kwh is too large".to_string())?,
+                None => d.min_order_mwh,
+            },
         };
         c.check()?;
         Ok(c)

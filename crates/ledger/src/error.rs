@@ -57,6 +57,8 @@ pub enum MarketTxError {
     BidAboveImportLimit { energy_mwh: u64, max_mwh: u64 },
     #[error("order energy {0} mWh is above the limit of {lim} mWh", lim = mk::MAX_ORDER_MWH)]
     EnergyTooLarge(u64),
+    #[error("order of {energy_mwh} mWh is below the market's smallest order of {min_mwh} mWh")]
+    EnergyTooSmall { energy_mwh: u64, min_mwh: u64 },
     #[error("price {0} base units per kWh is above the limit of {lim}", lim = mk::MAX_PRICE_PER_KWH)]
     PriceTooHigh(u64),
     #[error("bad location: {0}")]

@@ -27,6 +27,8 @@
 //! #   grid operator also sends envelopes and islanding events
 //! # island_price_cap_per_kwh = "1.0"  # highest clearing price while islanded
 //! # min_device_bond = "10"             # tokens a device with its own key must bond
+//! # order_deposit = "0.1"              # tokens every order locks until its slot clears
+//! # min_order_kwh = "0.001"            # the smallest order
 //! [[market.tariffs]]           # time of use: from this slot of the day (0..95) on
 //! from_slot = 0
 //! retail_per_kwh = "0.30"

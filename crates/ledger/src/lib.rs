@@ -42,7 +42,7 @@ pub use crypto::Keypair;
 pub use dispatch::BlockExecution;
 pub use error::{EconomicsError, MarketTxError, TxError};
 pub use genesis::Genesis;
-pub use mempool::{AdmissionError, Mempool, MempoolConfig};
+pub use mempool::{AdmissionError, Admitted, Mempool, MempoolConfig};
 pub use readers::StateReader;
 pub use state::{Account, Event, State, TxContext};
 pub use tx::{

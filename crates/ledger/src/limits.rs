@@ -5,6 +5,8 @@ use gridmesh_types::units::SLOTS_PER_DAY;
 
 /// Most orders one slot accepts.
 pub const MAX_ORDERS_PER_SLOT: u32 = 100_000;
+/// The largest order deposit a genesis may set: 1,000 tokens.
+pub const MAX_ORDER_DEPOSIT: u128 = 1_000_000_000;
 /// How far ahead orders may be placed: 7 days of slots.
 pub const MAX_SLOTS_AHEAD: u64 = 7 * SLOTS_PER_DAY;
 /// Most devices one account may register.

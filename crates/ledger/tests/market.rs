@@ -240,9 +240,14 @@ fn a_slot_from_orders_to_final_settlement() {
         ],
     );
     assert!(errs.is_empty(), "{errs:?}");
-    // The bid locked its maximum cost; asks locked collateral against the 0.30 retail price.
-    assert_eq!(before_c - net.balance(c), 250_000);
-    assert_eq!(net.escrow(), 250_000 + 200_000 + 200_000 + 90_000);
+    // The bid locked its maximum cost; asks locked collateral against the 0.30 retail price;
+    // each order the deposit of 0.1 token.
+    let deposit = 100_000;
+    assert_eq!(before_c - net.balance(c), 250_000 + deposit);
+    assert_eq!(
+        net.escrow(),
+        250_000 + 200_000 + 200_000 + 90_000 + 4 * deposit
+    );
 
     // After gate closure (5 minutes before the slot) orders are refused, with the times.
     let gate = slot_start_ms(SLOT) - 5 * 60_000;
@@ -479,8 +484,8 @@ fn envelopes_trim_a_connections_orders_at_clearing() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(
         before_c - net.balance(c),
-        250_000,
-        "the whole bid is escrowed"
+        250_000 + 100_000,
+        "the whole bid is escrowed, with the order deposit"
     );
     let gate = slot_start_ms(SLOT) - 5 * 60_000;
     assert!(matches!(
@@ -1006,8 +1011,10 @@ fn missing_readings_settle_by_estimate_and_become_final_at_the_deadline() {
     // the trade is 0.8 kWh × (0.30 − 0.25) = 0.04 of the 0.2 it locked.
     assert_eq!((t.buyer_escrow, t.seller_collateral), (200_000, 40_000));
     assert_eq!(s.compensation, 40_000);
-    assert_eq!(net.balance(2) - b0, 200_000 + 40_000);
-    assert_eq!(net.balance(1) - s0, 200_000 - 40_000);
+    // And both get their order deposits (0.1 token) back at clearing.
+    let deposit = 100_000;
+    assert_eq!(net.balance(2) - b0, 200_000 + 40_000 + deposit);
+    assert_eq!(net.balance(1) - s0, 200_000 - 40_000 + deposit);
     // Now it is too late for a reading.
     assert!(matches!(
         market_err(net.one(end + 24 * 3_600_000 + 1, 1, reading(0, 800))),
@@ -1057,11 +1064,27 @@ fn bad_market_transactions_are_refused_and_change_nothing() {
         market_err(net.one(t0 + 5, 2, order(Side::Bid, 1, 1, "a//b"))),
         MarketTxError::BadLocation(_)
     ));
-    // Cancelling: only your own open order, and you get the escrow back exactly.
+    // Dust: below the smallest order (1 Wh).
+    let dust = TxKind::PlaceOrder {
+        slot: SLOT,
+        side: Side::Bid,
+        energy_mwh: 999,
+        price_per_kwh: 0,
+        location: String::new(),
+    };
+    assert_eq!(
+        market_err(net.one(t0 + 5, 2, dust)),
+        MarketTxError::EnergyTooSmall {
+            energy_mwh: 999,
+            min_mwh: 1_000
+        }
+    );
+    // Cancelling: only your own open order, and you get the escrow back exactly. The escrow is
+    // the bid's cost (1 kWh at 0.1 token) and the order deposit (0.1 token).
     let b0 = net.balance(2);
     net.one(t0 + 6, 2, order(Side::Bid, 1_000, 100, ""))
         .unwrap();
-    assert_eq!(b0 - net.balance(2), 100_000);
+    assert_eq!(b0 - net.balance(2), 100_000 + 100_000);
     let order_id = 0;
     assert_eq!(
         market_err(net.one(
@@ -1850,4 +1873,44 @@ fn keyed_devices_back_their_owners_asks() {
         )),
         MarketTxError::AskAboveCapacity { .. }
     ));
+}
+
+/// A slot's order book costs whoever fills it: every order locks the genesis deposit until the
+/// slot clears, even a bid at price 0, so an account can hold only as many orders as its
+/// balance has deposits; the deposits come back at clearing.
+#[test]
+fn every_order_locks_a_deposit_until_its_slot_clears() {
+    let mut net = Net::new(3);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    let zero_price_bid = |n: u64| TxKind::PlaceOrder {
+        slot: SLOT,
+        side: Side::Bid,
+        energy_mwh: 1_000 + n,
+        price_per_kwh: 0,
+        location: String::new(),
+    };
+    // Member 1 keeps 0.35 tokens: room for three deposits of 0.1, not four.
+    let keep = 350_000;
+    let give = net.balance(1) - keep;
+    net.one(
+        t0,
+        1,
+        TxKind::Transfer {
+            to: net.keys[2].address(),
+            amount: Amount(give),
+        },
+    )
+    .unwrap();
+    for n in 0..3 {
+        net.one(t0 + 1 + n, 1, zero_price_bid(n)).unwrap();
+    }
+    let r = net.one(t0 + 10, 1, zero_price_bid(3));
+    assert!(matches!(r, Err(TxError::InsufficientFunds { .. })), "{r:?}");
+    assert_eq!(net.balance(1), keep - 300_000);
+    assert_eq!(net.escrow(), 300_000);
+    // Past gate closure the slot clears (no asks: nothing trades) and the deposits come back.
+    let after_gate = slot_start_ms(SLOT) - 60_000;
+    net.block(after_gate, vec![]);
+    assert_eq!(net.balance(1), keep);
+    assert_eq!(net.escrow(), 0);
 }

@@ -206,12 +206,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(guard_writes))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(shared)
 }
 
 /// Paths only a client on this machine may change (the PCC meter's gateway).
 const LOOPBACK_ONLY_WRITES: &[&str] = &["/v1/grid/pcc"];
+
+/// Longest a handler may take (see `serve` for the bounds on connections).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Ends a request whose handler takes longer than [`REQUEST_TIMEOUT`] with 503 `timeout` (an
+/// upgraded event stream lives on after its handler has answered 101).
+async fn time_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the node did not answer within {} s; try again",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
 
 /// What a web page elsewhere cannot make a browser do to this node (issue 19, finding 6):
 /// - a state-changing request (POST, PUT, PATCH, DELETE) whose `Origin` names another origin than
@@ -383,7 +404,9 @@ impl From<AdmissionError> for ApiError {
             AdmissionError::NonceTooFar { .. } | AdmissionError::InsufficientFunds { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            AdmissionError::SenderFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            AdmissionError::SenderFull(_) | AdmissionError::TooManyGapped(..) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AdmissionError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.code(), e.to_string())
@@ -483,10 +506,11 @@ fn admit(
         .map(|r| {
             r.and_then(|tx| {
                 let account = chain.account(&tx.sender());
-                let copy = s.outbox.as_ref().map(|_| tx.tx().clone());
-                let hash = mempool.insert(tx, account)?;
-                admitted.extend(copy);
-                Ok(hash)
+                let a = mempool.insert(tx, account)?;
+                if s.outbox.is_some() {
+                    admitted.extend(a.ready.into_iter().map(VerifiedTx::into_tx));
+                }
+                Ok(a.hash)
             })
         })
         .collect();

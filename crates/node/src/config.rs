@@ -9,6 +9,18 @@
 //! block_interval_ms = 1000              # solo engine only
 //! empty_blocks = false                  # solo engine only
 //!
+//! [mempool]                             # this node's pool; every key is optional
+//! deposit_per_tx = "0.01"               # tokens each pending transaction locks
+//! max_txs = 200000
+//! max_per_sender = 4096
+//! max_gapped_per_sender = 64            # waiting behind a missing nonce
+//! expiry_blocks = 600                   # dropped if not included within this many blocks
+//!
+//! [http]                                # the API's connections; every key is optional
+//! max_connections = 768                 # default: 3/4 of the descriptor limit, at most 16384
+//! header_read_timeout_s = 10            # a request's head, and a keep-alive's next request
+//! idle_timeout_s = 60                   # nothing read or written
+//!
 //! [[peers]]                             # BFT networks: full nodes allowed to connect
 //! public_key = "<64 hex characters>"    # the full node's node.key
 //! p2p_address = "127.0.0.1:26650"
@@ -23,6 +35,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gridmesh_ledger::MempoolConfig;
+
+use crate::serve::ServerLimits;
+use gridmesh_types::Amount;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,8 +51,105 @@ pub struct NodeFile {
     pub p2p_listen: Option<SocketAddr>,
     pub block_interval_ms: Option<u64>,
     pub empty_blocks: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mempool: Option<MempoolFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<Peer>,
+}
+
+/// The `[mempool]` section: the price and bounds of this node's pool (see
+/// [`gridmesh_ledger::mempool`]). Absent keys keep the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolFile {
+    /// Decimal tokens.
+    pub deposit_per_tx: Option<String>,
+    pub max_txs: Option<usize>,
+    pub max_per_sender: Option<usize>,
+    pub max_gapped_per_sender: Option<usize>,
+    pub expiry_blocks: Option<u64>,
+}
+
+impl MempoolFile {
+    /// The pool's limits: the defaults with this section's values, checked; errors name the key.
+    pub fn config(&self) -> Result<MempoolConfig, String> {
+        let mut c = MempoolConfig::default();
+        if let Some(d) = &self.deposit_per_tx {
+            c.deposit_per_tx = d
+                .parse::<Amount>()
+                .map_err(|e| format!("mempool.deposit_per_tx = {d:?}: {e}"))?;
+        }
+        c.max_txs = self.max_txs.unwrap_or(c.max_txs);
+        // Unset, the per-sender bound shrinks with a smaller pool.
+        c.max_per_sender = self
+            .max_per_sender
+            .unwrap_or(c.max_per_sender.min(c.max_txs));
+        c.max_gapped_per_sender = self
+            .max_gapped_per_sender
+            .unwrap_or(c.max_gapped_per_sender);
+        c.expiry_blocks = self.expiry_blocks.unwrap_or(c.expiry_blocks);
+        check_mempool(&c)?;
+        Ok(c)
+    }
+}
+
+/// The `[http]` section: bounds of the API's connections (see [`crate::serve`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_s: Option<u64>,
+    pub idle_timeout_s: Option<u64>,
+}
+
+impl HttpFile {
+    /// The bounds: the defaults with this section's values, checked; errors name the key.
+    pub fn limits(&self) -> Result<ServerLimits, String> {
+        let mut l = ServerLimits::default();
+        l.max_connections = self.max_connections.unwrap_or(l.max_connections);
+        if let Some(s) = self.header_read_timeout_s {
+            l.header_read_timeout = std::time::Duration::from_secs(s);
+        }
+        if let Some(s) = self.idle_timeout_s {
+            l.idle_timeout = std::time::Duration::from_secs(s);
+        }
+        l.check()?;
+        Ok(l)
+    }
+}
+
+/// Bounds of the pool's limits; errors name the `[mempool]` key.
+pub fn check_mempool(c: &MempoolConfig) -> Result<(), String> {
+    if !(1..=10_000_000).contains(&c.max_txs) {
+        return Err(format!(
+            "mempool.max_txs = {} is out of range (1 to 10000000)",
+            c.max_txs
+        ));
+    }
+    if !(1..=c.max_txs).contains(&c.max_per_sender) {
+        return Err(format!(
+            "mempool.max_per_sender = {} is out of range (1 to max_txs)",
+            c.max_per_sender
+        ));
+    }
+    if c.max_gapped_per_sender > c.max_per_sender {
+        return Err(format!(
+            "mempool.max_gapped_per_sender = {} is above max_per_sender",
+            c.max_gapped_per_sender
+        ));
+    }
+    if c.expiry_blocks == 0 {
+        return Err("mempool.expiry_blocks must be at least 1".into());
+    }
+    if c.deposit_per_tx == Amount::ZERO {
+        return Err(
+            "mempool.deposit_per_tx must be above 0: a key without tokens could then fill the pool"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// A node allowed to connect besides the validators.
@@ -137,5 +250,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(NodeFile::load(&p).unwrap().peers, vec![peer]);
+    }
+
+    #[test]
+    fn the_mempool_section_is_checked_and_errors_name_the_key() {
+        let parse = |t: &str| {
+            toml::from_str::<NodeFile>(t)
+                .unwrap()
+                .mempool
+                .unwrap()
+                .config()
+        };
+        let c = parse("[mempool]\ndeposit_per_tx = \"0.5\"\nexpiry_blocks = 10\n").unwrap();
+        assert_eq!(c.deposit_per_tx, Amount(500_000));
+        assert_eq!(c.expiry_blocks, 10);
+        assert_eq!(c.max_txs, MempoolConfig::default().max_txs);
+        for (bad, key) in [
+            ("deposit_per_tx = \"0\"", "mempool.deposit_per_tx"),
+            ("deposit_per_tx = \"ten\"", "mempool.deposit_per_tx"),
+            ("max_txs = 0", "mempool.max_txs"),
+            ("max_per_sender = 300000", "mempool.max_per_sender"),
+            (
+                "max_gapped_per_sender = 5000",
+                "mempool.max_gapped_per_sender",
+            ),
+            ("expiry_blocks = 0", "mempool.expiry_blocks"),
+        ] {
+            let err = parse(&format!("[mempool]\n{bad}\n")).unwrap_err();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<NodeFile>("[mempool]\ndeposit = 1\n").is_err());
+        let http = |t: &str| {
+            toml::from_str::<NodeFile>(t)
+                .unwrap()
+                .http
+                .unwrap()
+                .limits()
+        };
+        let l = http("[http]\nmax_connections = 100\nidle_timeout_s = 5\n").unwrap();
+        assert_eq!(l.max_connections, 100);
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(5));
+        let err = http("[http]\nheader_read_timeout_s = 0\n").unwrap_err();
+        assert!(err.contains("http.header_read_timeout"), "{err}");
+        let err = http("[http]\nmax_connections = 0\n").unwrap_err();
+        assert!(err.contains("http.max_connections"), "{err}");
     }
 }

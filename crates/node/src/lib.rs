@@ -21,6 +21,7 @@ pub mod dashboard;
 pub mod device_gateway;
 pub mod events;
 pub mod grid_operator;
+pub mod serve;
 pub mod submitter;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub struct NodeConfig {
     pub empty_blocks: bool,
     pub max_block_txs: usize,
     pub mempool: MempoolConfig,
+    /// Bounds of the API's connections.
+    pub http: serve::ServerLimits,
     /// BFT: this validator's key file (its key must be in the genesis validator set).
     pub validator_key: Option<PathBuf>,
     /// BFT: where to accept p2p connections (default: this validator's address in the genesis;
@@ -83,6 +86,7 @@ impl NodeConfig {
             empty_blocks: false,
             max_block_txs: DEFAULT_MAX_BLOCK_TXS,
             mempool: MempoolConfig::default(),
+            http: serve::ServerLimits::default(),
             validator_key: None,
             p2p_listen: None,
             peers: Vec::new(),
@@ -102,6 +106,8 @@ impl NodeConfig {
                 self.block_interval
             );
         }
+        config::check_mempool(&self.mempool).map_err(anyhow::Error::msg)?;
+        self.http.check().map_err(anyhow::Error::msg)?;
         if self.max_block_txs == 0 || self.max_block_txs > gridmesh_ledger::block::MAX_BLOCK_TXS {
             bail!(
                 "max block transactions {} is out of range (1 to {})",
@@ -110,6 +116,29 @@ impl NodeConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// A service's transactions lock a deposit each in the mempool: say so at start when its account
+/// cannot hold even a few of them, instead of letting every submission fail later.
+fn warn_if_unfunded(shared: &Shared, service: &str, address: Address, pool: &MempoolConfig) {
+    const FEW: u128 = 16;
+    let balance = shared
+        .chain
+        .read()
+        .expect("chain lock")
+        .account(&address)
+        .balance;
+    let wanted = gridmesh_types::Amount(pool.deposit_per_tx.0.saturating_mul(FEW));
+    if balance < wanted {
+        tracing::warn!(
+            %address,
+            balance = %balance,
+            deposit_per_tx = %pool.deposit_per_tx,
+            "the {service}'s account holds less than {wanted} tokens: each of its pending transactions locks \
+             {} tokens, so its transactions will be refused; transfer tokens to it",
+            pool.deposit_per_tx
+        );
     }
 }
 
@@ -290,7 +319,8 @@ impl RunningNode {
             "chain opened"
         );
         let namespace = gridmesh_bft::engine::namespace(chain.chain_id(), chain.genesis_hash());
-        let mempool = Mempool::new(chain.chain_id(), cfg.mempool.clone());
+        let mempool =
+            Mempool::new(chain.chain_id(), cfg.mempool.clone()).at_height(chain.head().height);
         let chain = Arc::new(RwLock::new(chain));
         let mempool = Arc::new(Mutex::new(mempool));
         let replica = bft.then(|| {
@@ -327,7 +357,7 @@ impl RunningNode {
                 connection_points: g.feeder.names.len().saturating_sub(2),
             }),
             gateway: Default::default(),
-            events: Default::default(),
+            events: events::Events::new(cfg.http.idle_timeout),
             auth: api_home::Auth::load(Some(&cfg.data_dir))?,
             feeder: Default::default(),
         });
@@ -439,6 +469,17 @@ impl RunningNode {
             }
         };
 
+        let services = [
+            cfg.grid_operator
+                .as_ref()
+                .map(|g| ("grid operator", g.key.address())),
+            cfg.device_gateway
+                .as_ref()
+                .map(|g| ("device gateway", g.key.address())),
+        ];
+        for (service, address) in services.into_iter().flatten() {
+            warn_if_unfunded(&shared, service, address, &cfg.mempool);
+        }
         let grid_operator = match (&cfg.grid_operator, &shared.grid) {
             (Some(g), Some(h)) => Some(grid_operator::GridOperator::start(
                 shared.clone(),
@@ -458,12 +499,9 @@ impl RunningNode {
         };
         let router = api::router(shared.clone());
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = cfg.http.clone();
         let http = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
+            serve::serve(listener, router, limits, async {
                 let _ = http_stopped.await;
             })
             .await

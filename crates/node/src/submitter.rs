@@ -49,12 +49,11 @@ impl Submitter {
             let mut admitted = Vec::new();
             for kind in kinds {
                 let tx = sign(&self.key, chain.chain_id(), nonce, kind);
-                let copy = shared.outbox.as_ref().map(|_| tx.tx().clone());
                 match mempool.insert(tx, account) {
-                    Ok(h) => {
+                    Ok(a) => {
                         nonce += 1;
-                        self.in_flight.push(h);
-                        admitted.extend(copy);
+                        self.in_flight.push(a.hash);
+                        admitted.extend(a.ready.into_iter().map(VerifiedTx::into_tx));
                     }
                     Err(e) => errors.push(e.to_string()),
                 }

@@ -20,6 +20,24 @@ fn next_json(ws: &mut Socket) -> serde_json::Value {
     }
 }
 
+/// An event stream opened from the loopback address `from` (another client, as the node sees it).
+fn stream_from(
+    rt: &tokio::runtime::Runtime,
+    from: [u8; 4],
+    to: std::net::SocketAddr,
+) -> Result<Socket, tungstenite::Error> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let tcp = rt.block_on(socket.connect(to)).unwrap().into_std().unwrap();
+    tcp.set_nonblocking(false).unwrap();
+    let tcp = tungstenite::stream::MaybeTlsStream::Plain(tcp);
+    match tungstenite::client(format!("ws://{to}/v1/events"), tcp) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => unreachable!("blocking socket"),
+    }
+}
+
 /// A development node on a free port, with its runtime and data directory.
 fn dev_node(block_interval: Duration) -> (tokio::runtime::Runtime, tempfile::TempDir, RunningNode) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -58,26 +76,42 @@ fn the_stream_greets_then_reports_every_block_and_is_bounded() {
     assert_eq!(block["txs"], 1);
     assert_eq!(block["hash"].as_str().unwrap().len(), 64);
 
-    // At most MAX_SUBSCRIBERS streams: one more is refused with 503, and a closed one frees
-    // its place.
+    // At most MAX_SUBSCRIBERS_PER_CLIENT streams from one address, MAX_SUBSCRIBERS in all: one
+    // more is refused with 503, and a closed one frees its place.
+    use gridmesh_node::events::{MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_CLIENT};
+    let addr = node.api_addr;
     let mut open = vec![ws];
-    while open.len() < gridmesh_node::events::MAX_SUBSCRIBERS {
-        open.push(
-            tungstenite::connect(format!("ws://{base}/v1/events"))
-                .unwrap()
-                .0,
-        );
+    match stream_from(&rt, [127, 0, 0, 1], addr) {
+        Err(tungstenite::Error::Http(r)) => {
+            panic!("a second stream from one address: {}", r.status())
+        }
+        Err(e) => panic!("{e}"),
+        Ok(w) => open.push(w),
     }
-    match tungstenite::connect(format!("ws://{base}/v1/events")) {
+    while open.len() < MAX_SUBSCRIBERS_PER_CLIENT {
+        open.push(stream_from(&rt, [127, 0, 0, 1], addr).unwrap());
+    }
+    match stream_from(&rt, [127, 0, 0, 1], addr) {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
-        other => panic!("expected 503, got {other:?}"),
+        other => panic!("expected 503 for one address's fifth stream, got {other:?}"),
+    }
+    let mut host = 2u8;
+    while open.len() < MAX_SUBSCRIBERS {
+        for _ in 0..MAX_SUBSCRIBERS_PER_CLIENT.min(MAX_SUBSCRIBERS - open.len()) {
+            open.push(stream_from(&rt, [127, 0, 0, host], addr).unwrap());
+        }
+        host += 1;
+    }
+    match stream_from(&rt, [127, 0, 0, 200], addr) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503 past {MAX_SUBSCRIBERS} streams, got {other:?}"),
     }
     let mut last = open.pop().unwrap();
     last.close(None).unwrap();
     while last.read().is_ok() {}
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match tungstenite::connect(format!("ws://{base}/v1/events")) {
+        match stream_from(&rt, [127, 0, 0, 200], addr) {
             Ok(_) => break,
             Err(e) if std::time::Instant::now() < deadline => {
                 let _ = e;

@@ -433,9 +433,9 @@ pub fn run_on(
                 if side == AgentSide::Ask {
                     // An ask is backed by the home's producing devices.
                     energy_mwh = energy_mwh.min(max_export_mwh[i]);
-                    if energy_mwh < 1_000 {
-                        continue;
-                    }
+                }
+                if energy_mwh < gridmesh_ledger::config::DEFAULT_MIN_ORDER_MWH {
+                    continue;
                 }
                 if let Some(tx) = ledger.tx(
                     h.address,

@@ -299,7 +299,7 @@ impl SimChain for NodeChain {
             for tx in txs {
                 let account = chain.account(&tx.sender());
                 match mempool.insert(tx, account) {
-                    Ok(h) => self.in_flight.push(h),
+                    Ok(a) => self.in_flight.push(a.hash),
                     Err(e) => *self.rejected.entry(refusal_reason(&e)).or_insert(0) += 1,
                 }
             }

@@ -102,6 +102,16 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or(1000),
     );
     cfg.empty_blocks = a.empty_blocks || file.empty_blocks.unwrap_or(false);
+    if let Some(m) = &file.mempool {
+        cfg.mempool = m
+            .config()
+            .map_err(|e| anyhow::anyhow!("in the node config: {e}"))?;
+    }
+    if let Some(h) = &file.http {
+        cfg.http = h
+            .limits()
+            .map_err(|e| anyhow::anyhow!("in the node config: {e}"))?;
+    }
     cfg.time_scale = a.time_scale.max(1);
     if let (Some(feeder), Some(key)) = (&a.grid_feeder, &a.grid_operator_key) {
         let text = std::fs::read_to_string(feeder)

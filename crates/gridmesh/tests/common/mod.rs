@@ -192,7 +192,8 @@ impl Mosquitto {
     }
 }
 
-/// A node running a device gateway on a broker, and an owner account with 50 tokens.
+/// A node running a device gateway (its account funded with 10 tokens) on a broker, and an owner
+/// account with 50 tokens.
 pub struct GatewayNode {
     pub node: NodeProc,
     pub url: String,
@@ -205,16 +206,19 @@ pub struct GatewayNode {
 impl GatewayNode {
     pub fn start(dir: &Path, broker: &Mosquitto) -> GatewayNode {
         let data = dir.join("data");
-        let (gw_key, _) = new_key(dir, "gateway");
+        let (gw_key, gateway) = new_key(dir, "gateway");
         let mqtt = format!("127.0.0.1:{}", broker.port);
         let node = NodeProc::start(&data, &["--mqtt", &mqtt, "--gateway-key", &gw_key]);
         let url = node.url.clone();
         let faucet = data.join("faucet.key").display().to_string();
         let (owner_key, owner) = new_key(dir, "owner");
-        stdout_json(&gridmesh(&[
-            "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "50", "--node", &url,
-            "--json",
-        ]));
+        // The gateway's pending transactions lock a deposit each: it needs a few tokens.
+        for (to, amount) in [(&gateway, "10"), (&owner, "50")] {
+            stdout_json(&gridmesh(&[
+                "tx", "transfer", "--key", &faucet, "--to", to, "--amount", amount, "--node", &url,
+                "--json",
+            ]));
+        }
         wait_for("the gateway to connect", || {
             get_json(&format!("{url}/v1/gateway"))["stats"]["connected"] == true
         });

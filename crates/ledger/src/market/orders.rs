@@ -1,5 +1,7 @@
-//! Orders: a bid locks its most possible cost, an ask its collateral against falling short; both
-//! can be cancelled before gate closure.
+//! Orders: a bid locks its most possible cost, an ask its collateral against falling short, and
+//! every order the genesis `order_deposit` (returned when its slot clears), so that a slot's
+//! capacity costs whoever fills it; both can be cancelled before gate closure. Orders below the
+//! genesis `min_order_kwh` are refused.
 
 use gridmesh_market::{self as mk, value_ceil, Areas, Side};
 use gridmesh_types::Amount;
@@ -44,6 +46,13 @@ pub(crate) fn place_order(
     if energy_mwh > mk::MAX_ORDER_MWH {
         return Err(MarketTxError::EnergyTooLarge(energy_mwh).into());
     }
+    if energy_mwh < cfg.min_order_mwh {
+        return Err(MarketTxError::EnergyTooSmall {
+            energy_mwh,
+            min_mwh: cfg.min_order_mwh,
+        }
+        .into());
+    }
     if price > mk::MAX_PRICE_PER_KWH {
         return Err(MarketTxError::PriceTooHigh(price).into());
     }
@@ -85,6 +94,12 @@ pub(crate) fn place_order(
             value_ceil(energy_mwh, cfg.shortfall_price(slot).saturating_sub(price))
         }
     };
+    // Every order locks the deposit too; clearing releases what its trades do not hold, so the
+    // deposit comes back when the slot clears (or the order is cancelled). Both terms are bounded
+    // (energy, price and deposit limits), so the sum cannot overflow.
+    let escrow = escrow
+        .checked_add(cfg.order_deposit)
+        .expect("bounded by the order limits");
     let mut meta: Meta = o
         .kv_get(&keys::market_meta())
         .map(|b| dec(&b))

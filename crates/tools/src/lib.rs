@@ -7,6 +7,7 @@
 //! The only crate that depends on both the node and the simulator: the node that ships knows
 //! nothing of this crate.
 
+pub mod attacks;
 pub mod bench;
 pub mod bench_agent;
 pub mod bench_grid;

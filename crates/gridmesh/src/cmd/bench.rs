@@ -106,6 +106,20 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The adversarial suite: the abuse review's attacks against this binary's node, one line per
+    /// attack (tried, held or broke). Exits with an error if any attack broke the node.
+    Attacks {
+        /// The review's sizes (a 200,000-transaction pool, 10,200 challenges...) instead of the
+        /// bounded ones `./scripts/test` runs.
+        #[arg(long)]
+        long: bool,
+        /// Attack the node of another `gridmesh` binary (an older build, to compare) instead of
+        /// this one's.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// ed25519 verification limit and ledger throughput (mempool -> block -> redb), side by side.
     Ledger {
         #[arg(long, default_value_t = 200_000)]
@@ -291,6 +305,30 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             }
             if json {
                 print_json(&serde_json::json!({"clearing": rows, "ledger_slot": ledger}))?;
+            }
+            Ok(())
+        }
+        BenchCommand::Attacks { long, binary, json } => {
+            let exe = match binary {
+                Some(b) => b,
+                None => std::env::current_exe().context("locating the gridmesh binary")?,
+            };
+            let scale = if long {
+                gridmesh_tools::attacks::Scale::Long
+            } else {
+                gridmesh_tools::attacks::Scale::Bounded
+            };
+            let outcomes = gridmesh_tools::attacks::run(&exe, scale)?;
+            if json {
+                print_json(&outcomes)?;
+            }
+            let broke: Vec<&str> = outcomes
+                .iter()
+                .filter(|o| !o.held)
+                .map(|o| o.attack)
+                .collect();
+            if !broke.is_empty() {
+                anyhow::bail!("the node broke under: {}", broke.join(", "));
             }
             Ok(())
         }

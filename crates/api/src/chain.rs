@@ -412,11 +412,47 @@ pub fn event_name(e: gridmesh_ledger::GridEventKind) -> &'static str {
     e.name()
 }
 
-/// A report of the PCC (feeder-head) meter.
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
+/// A report of the PCC (feeder-head) meter, signed by the meter's device key (a meter the grid
+/// operator registered with its own key) or by the grid operator's key.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct PccReport {
     /// Whether the upstream grid is there (voltage and frequency within their band).
     pub grid_available: bool,
+    /// When the meter saw it (ms since the epoch): newer than the last accepted report, and
+    /// within a minute of the node's clock.
+    pub timestamp_ms: u64,
+    /// The signing key, 64 hex characters.
+    pub signer: String,
+    /// The ed25519 signature of [`pcc_report_message`], 128 hex characters.
+    pub signature: String,
+}
+
+/// What a PCC report's signer signs: a domain tag, the chain id, the availability and the time.
+pub fn pcc_report_message(chain_id: &str, grid_available: bool, timestamp_ms: u64) -> Vec<u8> {
+    let mut m = b"gridmesh/pcc-report/v1\0".to_vec();
+    m.extend_from_slice(chain_id.as_bytes());
+    m.push(0);
+    m.push(u8::from(grid_available));
+    m.extend_from_slice(&timestamp_ms.to_be_bytes());
+    m
+}
+
+impl PccReport {
+    /// A report signed by `key`.
+    pub fn signed(
+        key: &gridmesh_ledger::Keypair,
+        chain_id: &str,
+        grid_available: bool,
+        timestamp_ms: u64,
+    ) -> PccReport {
+        let sig = key.sign(&pcc_report_message(chain_id, grid_available, timestamp_ms));
+        PccReport {
+            grid_available,
+            timestamp_ms,
+            signer: key.address().to_string(),
+            signature: hex::encode(sig),
+        }
+    }
 }
 
 /// A device registered with its own key.

@@ -155,6 +155,26 @@ impl Client {
         self.handle(&url, r)
     }
 
+    /// Reports the upstream grid as the PCC meter (or the grid operator) with `key`, timestamped
+    /// now (`POST /v1/grid/pcc`, from the node's own machine).
+    pub fn pcc_report(
+        &self,
+        key: &gridmesh_ledger::Keypair,
+        grid_available: bool,
+    ) -> Result<(), ClientError> {
+        let chain_id = self.status()?.chain_id;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let report = gridmesh_api::chain::PccReport::signed(key, &chain_id, grid_available, now_ms);
+        let url = format!("{}/v1/grid/pcc", self.base);
+        let r = self.agent.post(&url).send_json(&report);
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => self.handle::<serde_json::Value>(&url, Err(e)).map(|_| ()),
+        }
+    }
+
     /// Signs in as `key`'s account (a fresh challenge, signed): the session's token for the
     /// account's home and those granted to it.
     pub fn sign_in(&self, key: &gridmesh_ledger::Keypair) -> Result<String, ClientError> {

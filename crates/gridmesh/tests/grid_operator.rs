@@ -13,6 +13,16 @@ fn run(args: &[&str]) -> serde_json::Value {
     stdout_json(&gridmesh(args))
 }
 
+/// Runs the CLI and asserts it succeeded.
+fn run_plain(args: &[&str]) {
+    let out = gridmesh(args);
+    assert!(
+        out.status.success(),
+        "gridmesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn get(url: &str, path: &str) -> serde_json::Value {
     ureq::get(&format!("{url}{path}"))
         .call()
@@ -30,14 +40,41 @@ fn cleared(url: &str, slot: &str) -> serde_json::Value {
     run(&["query", "slot", slot, "--node", url, "--json"])
 }
 
-fn pcc(url: &str, available: bool) -> u16 {
-    match ureq::post(&format!("{url}/v1/grid/pcc"))
-        .send_json(serde_json::json!({ "grid_available": available }))
-    {
-        Ok(r) => r.status(),
-        Err(ureq::Error::Status(code, _)) => code,
+/// Posts a PCC report, the status code and the error code.
+fn post_pcc(url: &str, report: &serde_json::Value) -> (u16, String) {
+    match ureq::post(&format!("{url}/v1/grid/pcc")).send_json(report) {
+        Ok(r) => (r.status(), String::new()),
+        Err(ureq::Error::Status(code, r)) => {
+            let v: serde_json::Value = r.into_json().unwrap_or_default();
+            (code, v["error"].as_str().unwrap_or_default().to_string())
+        }
         Err(e) => panic!("{e}"),
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A report of `available` signed with the key file `key` at `at_ms`.
+fn signed_report(url: &str, key: &str, available: bool, at_ms: u64) -> serde_json::Value {
+    let key = gridmesh_ledger::Keypair::load(std::path::Path::new(key)).unwrap();
+    let chain = get(url, "/v1/status")["chain_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    serde_json::to_value(gridmesh_api::chain::PccReport::signed(
+        &key, &chain, available, at_ms,
+    ))
+    .unwrap()
+}
+
+/// The PCC meter's report, signed now with the key file `key`: the status code.
+fn pcc(url: &str, key: &str, available: bool) -> u16 {
+    post_pcc(url, &signed_report(url, key, available, now_ms())).0
 }
 
 fn genesis(
@@ -182,8 +219,36 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(get(&url, "/v1/grid")["mode"], "grid-connected");
 
-    // The PCC meter reports an outage: islanded, recorded on the ledger.
-    assert_eq!(pcc(&url, false), 202);
+    // Reports need the PCC meter's or the grid operator's key (issue 19, finding 6): unsigned,
+    // signed by a member, altered after signing, replayed or out of time, they are refused.
+    let (code, _) = post_pcc(&url, &serde_json::json!({ "grid_available": false }));
+    assert_eq!(code, 400);
+    let (code, error) = post_pcc(&url, &signed_report(&url, &home_key, false, now_ms()));
+    assert_eq!((code, error.as_str()), (403, "not_authorised"));
+    let mut altered = signed_report(&url, &op_key, true, now_ms());
+    altered["grid_available"] = serde_json::json!(false);
+    let (code, error) = post_pcc(&url, &altered);
+    assert_eq!((code, error.as_str()), (401, "bad_signature"));
+    let stale = signed_report(&url, &op_key, false, now_ms() - 10 * 60_000);
+    assert_eq!(post_pcc(&url, &stale), (409, "out_of_time".to_string()));
+    let healthy = signed_report(&url, &op_key, true, now_ms());
+    assert_eq!(post_pcc(&url, &healthy).0, 202);
+    assert_eq!(post_pcc(&url, &healthy), (409, "replayed".to_string()));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(get(&url, "/v1/grid")["mode"], "grid-connected");
+
+    // The PCC meter reports an outage (`gridmesh grid pcc`, signed with the grid operator's key):
+    // islanded, recorded on the ledger.
+    run_plain(&[
+        "grid",
+        "pcc",
+        "--key",
+        &op_key,
+        "--available",
+        "false",
+        "--node",
+        &url,
+    ]);
     wait_for("islanded", || get(&url, "/v1/grid")["mode"] == "islanded");
     let g = get(&url, "/v1/grid");
     assert_eq!(g["events"][0]["event"], "islanded");
@@ -234,7 +299,7 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
     assert!(v["utility"].as_array().unwrap().is_empty(), "{v}");
     // The grid is back: resynchronising, then reconnected after 10 minutes of chain time.
     wait_for("reconnected", || {
-        assert_eq!(pcc(&url, true), 202);
+        assert_eq!(pcc(&url, &op_key, true), 202);
         get(&url, "/v1/grid")["mode"] == "grid-connected"
     });
     let events: Vec<String> = get(&url, "/v1/grid")["events"]
@@ -266,11 +331,35 @@ fn a_silent_pcc_meter_islands_the_microgrid() {
     wait_for("islanded by silence", || {
         get(&url, "/v1/grid")["mode"] == "islanded"
     });
+    // The PCC meter reports with its own key once the grid operator has registered it (a meter
+    // with its own key, bonded); before, its key is not authorised.
+    let (meter_key, _) = new_key(dir.path(), "pcc-meter");
+    let report = signed_report(&url, &meter_key, true, now_ms());
+    assert_eq!(post_pcc(&url, &report).0, 403);
+    run(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "meter",
+        "--capacity-kw",
+        "100",
+        "--device-key",
+        &meter_key,
+        "--latitude",
+        "52.0",
+        "--longitude",
+        "5.0",
+        "--key",
+        &op_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
     wait_for("reconnected", || {
-        assert_eq!(pcc(&url, true), 202);
+        assert_eq!(pcc(&url, &meter_key, true), 202);
         get(&url, "/v1/grid")["mode"] == "grid-connected"
     });
     // A node without the service refuses PCC reports by name.
     let plain = NodeProc::start(&dir.path().join("plain"), &[]);
-    assert_eq!(pcc(&plain.url, false), 409);
+    assert_eq!(pcc(&plain.url, &op_key, false), 409);
 }

@@ -878,12 +878,17 @@ async fn get_grid(State(s): State<Arc<Shared>>) -> ApiResult<GridView> {
     }))
 }
 
-/// The PCC meter's gateway reports the upstream grid (loopback clients only): the grid operator
-/// service islands the microgrid on an outage report, or when reports stop for its timeout.
+/// The PCC meter's gateway reports the upstream grid (loopback clients only), signed by the PCC
+/// meter's device key (an active meter the grid operator registered) or the grid operator's key,
+/// each report newer than the last accepted and within a minute of this node's clock: the grid
+/// operator service islands the microgrid on an outage report, or when reports stop for its
+/// timeout.
 #[utoipa::path(post, path = "/v1/grid/pcc", request_body = PccReport,
     responses((status = 202, description = "accepted"),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "this node runs no grid operator service")))]
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody, description = "the signature does not verify"),
+        (status = 403, body = ErrorBody, description = "not from this machine, or not signed by the PCC meter or the grid operator"),
+        (status = 409, body = ErrorBody, description = "no grid operator service, a replayed report, or one too far from the node's clock")))]
 async fn post_pcc(
     State(s): State<Arc<Shared>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -907,13 +912,76 @@ async fn post_pcc(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("expected JSON {{\"grid_available\": true|false}}: {e}"),
+            format!(
+                "expected JSON {{\"grid_available\": true|false, \"timestamp_ms\", \"signer\", \"signature\"}} \
+                 signed by the PCC meter's or the grid operator's key (`gridmesh grid pcc`): {e}"
+            ),
         )
     })?;
+    let signer: Address = report.signer.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("signer: {e}"),
+        )
+    })?;
+    let signature: [u8; 64] = hex::decode(&report.signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "signature: expected 128 hex characters",
+            )
+        })?;
+    let (chain_id, authorised) = {
+        let chain = s.chain.read().expect("chain lock");
+        let operator =
+            gridmesh_ledger::readers::MarketReader::market_config(chain.state()).grid_operator;
+        let authorised = signer == operator
+            || chain.state().device(&signer).is_some_and(|d| {
+                d.owner == operator
+                    && d.info.kind == gridmesh_ledger::DeviceKind::Meter
+                    && d.status == DeviceStatus::Active
+            });
+        (chain.chain_id().to_string(), authorised)
+    };
+    let message = gridmesh_api::chain::pcc_report_message(
+        &chain_id,
+        report.grid_available,
+        report.timestamp_ms,
+    );
+    gridmesh_ledger::crypto::verify_one(&signer, &message, &signature).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "the report's signature does not verify for its signer, this chain and its contents",
+        )
+    })?;
+    if !authorised {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_authorised",
+            format!(
+                "{signer} is neither the grid operator nor an active meter the grid operator registered"
+            ),
+        ));
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     g.pcc
         .lock()
         .expect("pcc lock")
-        .report(report.grid_available);
+        .report(report.grid_available, report.timestamp_ms, now_ms)
+        .map_err(|e| {
+            let code = match e {
+                crate::grid_operator::PccRefusal::Replayed { .. } => "replayed",
+                crate::grid_operator::PccRefusal::OutOfTime { .. } => "out_of_time",
+            };
+            ApiError::new(StatusCode::CONFLICT, code, e.to_string())
+        })?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -62,11 +62,47 @@ pub fn gate_margin_ms(block_interval: Duration, time_scale: u32) -> u64 {
 pub struct PccReports {
     /// Reports not yet seen by the controller; the latest wins.
     pending: Option<bool>,
+    /// The time of the last accepted report: a report must be newer (replays are refused).
+    last_ms: Option<u64>,
+}
+
+/// How far a PCC report's time may be from the node's clock.
+pub const PCC_MAX_SKEW_MS: u64 = 60_000;
+
+/// Why a signed PCC report was refused (its signature and signer were checked before).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PccRefusal {
+    #[error("a report of {timestamp_ms} ms is not newer than the last accepted one ({last_ms} ms): a replay")]
+    Replayed { timestamp_ms: u64, last_ms: u64 },
+    #[error("the report's time {timestamp_ms} ms is more than {PCC_MAX_SKEW_MS} ms from this node's clock ({now_ms} ms)")]
+    OutOfTime { timestamp_ms: u64, now_ms: u64 },
 }
 
 impl PccReports {
-    pub fn report(&mut self, grid_available: bool) {
+    /// Takes a report made at `timestamp_ms` if it is newer than the last and near `now_ms`.
+    pub fn report(
+        &mut self,
+        grid_available: bool,
+        timestamp_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), PccRefusal> {
+        if timestamp_ms.abs_diff(now_ms) > PCC_MAX_SKEW_MS {
+            return Err(PccRefusal::OutOfTime {
+                timestamp_ms,
+                now_ms,
+            });
+        }
+        if let Some(last_ms) = self.last_ms {
+            if timestamp_ms <= last_ms {
+                return Err(PccRefusal::Replayed {
+                    timestamp_ms,
+                    last_ms,
+                });
+            }
+        }
+        self.last_ms = Some(timestamp_ms);
         self.pending = Some(grid_available);
+        Ok(())
     }
 }
 

@@ -445,9 +445,28 @@ fn pcc_from_elsewhere(exe: &Path, dir: &Path, _scale: Scale) -> anyhow::Result<O
             None,
             Some("community.example"),
         ),
+        ("this machine without a key", "application/json", None, None),
     ];
     let mut answers = Vec::new();
     let mut all_refused = true;
+    // Signed, but by a key that is neither the PCC meter's nor the grid operator's.
+    let member = Keypair::from_seed(seed(0xa7, 1));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let forged = serde_json::to_string(&gridmesh_api::chain::PccReport::signed(
+        &member, "attacks", false, now_ms,
+    ))?;
+    let code = raw_once(
+        node.addr,
+        "/v1/grid/pcc",
+        &forged,
+        "application/json",
+        None,
+        None,
+    )?;
+    all_refused &= (400..500).contains(&code);
+    answers.push(format!("a member's key: {code}"));
     for (what, content_type, origin, host) in tries {
         let code = raw_once(node.addr, "/v1/grid/pcc", body, content_type, origin, host)?;
         all_refused &= (400..500).contains(&code);
@@ -461,7 +480,7 @@ fn pcc_from_elsewhere(exe: &Path, dir: &Path, _scale: Scale) -> anyhow::Result<O
         attack: "pcc",
         finding: 6,
         held,
-        tried: "reporting the grid gone from a page elsewhere (text/plain and JSON) and through a same-host proxy".into(),
+        tried: "reporting the grid gone with a member's key, without a key, from a page elsewhere (text/plain and JSON) and through a same-host proxy".into(),
         result: format!("answered {}; the grid mode is {mode}", answers.join(", ")),
         honest_latency: None,
     })

@@ -1,7 +1,8 @@
-//! `gridmesh grid`: offline grid physics tools.
+//! `gridmesh grid`: offline grid physics tools, and the PCC meter's report to a node.
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use crate::output::emit;
@@ -26,6 +27,20 @@ pub(crate) enum GridCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Report the upstream grid to a node running the grid operator service, as the PCC meter's
+    /// gateway does: signed with the meter's device key (or the grid operator's), timestamped
+    /// now. From the node's own machine.
+    Pcc {
+        /// The PCC meter's device key (a meter the grid operator registered) or the grid
+        /// operator's key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Whether the upstream grid is there: `true` or `false` (an outage).
+        #[arg(long, action = clap::ArgAction::Set)]
+        available: bool,
+        #[command(flatten)]
+        node: crate::cli::NodeUrl,
+    },
 }
 
 pub(crate) fn run(command: GridCommand) -> anyhow::Result<()> {
@@ -33,6 +48,21 @@ pub(crate) fn run(command: GridCommand) -> anyhow::Result<()> {
         GridCommand::Island { scenario, json } => {
             let report = gridmesh_tools::grid_report::island(&scenario)?;
             emit(json, &report)
+        }
+        GridCommand::Pcc {
+            key,
+            available,
+            node,
+        } => {
+            let key = gridmesh_ledger::Keypair::load(&key)
+                .with_context(|| format!("loading {}", key.display()))?;
+            gridmesh_client::client::Client::new(&node.node).pcc_report(&key, available)?;
+            eprintln!(
+                "reported the upstream grid {} to {}",
+                if available { "available" } else { "gone" },
+                node.node
+            );
+            Ok(())
         }
         GridCommand::Powerflow { case, json } => {
             let report = gridmesh_tools::grid_report::powerflow(&case)?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{gridmesh, NodeProc};
 use gridmesh_client::client::Client;
 use gridmesh_ledger::{Keypair, SignedTx};
-use gridmesh_types::{Amount, Hash32};
+use gridmesh_types::{Address, Amount, Hash32};
 
 const N: usize = 4;
 const SENDERS: usize = 8;
@@ -207,6 +207,34 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
             .iter()
             .all(|c| c.status().map(|s| s.mempool_size == 0).unwrap_or(false))
     });
+    // Transactions waiting behind a missing nonce stay in the validator that admitted them (issue
+    // 19, finding 1: before, 200 such sat in all four pools); once the nonce arrives, they are
+    // gossiped and commit everywhere.
+    let next = clients[0].account(&faucet.address()).unwrap().nonce;
+    let gapped: Vec<SignedTx> = (1..=20)
+        .map(|n| SignedTx::transfer(&faucet, &chain_id, next + n, Address([9; 32]), Amount(1)))
+        .collect();
+    let r = clients[0].submit_batch(&gapped).unwrap();
+    assert_eq!(r.accepted, 20);
+    std::thread::sleep(Duration::from_secs(2));
+    let pools: Vec<usize> = clients
+        .iter()
+        .map(|c| c.status().unwrap().mempool_size)
+        .collect();
+    assert_eq!(pools, [20, 0, 0, 0], "gapped transactions were gossiped");
+    let fill = SignedTx::transfer(&faucet, &chain_id, next, Address([9; 32]), Amount(1));
+    clients[0].submit(&fill).unwrap();
+    wait_until(
+        "the un-gapped transactions commit everywhere",
+        Duration::from_secs(60),
+        || {
+            clients.iter().all(|c| {
+                c.account(&faucet.address())
+                    .map(|a| a.nonce == next + 21)
+                    .unwrap_or(false)
+            })
+        },
+    );
     let top = clients.iter().map(height).max().unwrap();
     wait_until(
         "all validators reach the same height",

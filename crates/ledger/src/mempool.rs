@@ -627,7 +627,10 @@ impl Mempool {
     fn unindex(&mut self, sender: &Address) {
         if let Some(q) = self.senders.get(sender) {
             self.by_len.remove(&(q.txs.len(), *sender));
-            self.by_gapped.remove(&(q.gapped_len(), *sender));
+            let gapped = q.gapped_len();
+            if gapped > 0 {
+                self.by_gapped.remove(&(gapped, *sender));
+            }
         }
     }
 

@@ -1,8 +1,11 @@
 //! Every error the API answers is JSON with a stable code and a message, also those that axum's
 //! extractors and router produce before a handler runs.
 
+mod common;
+
 use std::time::Duration;
 
+use common::raw_request;
 use gridmesh_node::{NodeConfig, RunningNode};
 
 fn error_of(r: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, serde_json::Value) {
@@ -20,56 +23,6 @@ fn error_of(r: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, serde_j
         }
         other => panic!("{what}: expected an error, got {other:?}"),
     }
-}
-
-/// Sends `body` as JSON with `host` in one write and reads the answer: status, content type and
-/// body.
-fn raw_request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    host: &str,
-    body: &str,
-) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    // The node may close before it has read everything: what it answered is in the socket.
-    let _ = stream.write_all(request.as_bytes());
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            // A reset after the answer arrived ends the read, not the test.
-            Err(_) if !answer.is_empty() => break,
-            Err(e) => panic!("no answer from the node: {e}"),
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let ctype = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    (code, ctype, body.to_string())
 }
 
 #[test]

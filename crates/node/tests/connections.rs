@@ -4,6 +4,8 @@
 //! one it no longer answers. On the code before, a half-sent request was held for over 100 s,
 //! 20,000 idle connections exhausted the descriptors and one client held all 64 streams.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -28,33 +30,13 @@ fn node(
 }
 
 fn connect(from: [u8; 4], to: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from, 0))).unwrap();
-    let s = rt.block_on(socket.connect(to)).unwrap().into_std().unwrap();
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
+    common::connect_from(from, to)
 }
 
-/// Seconds until the node closes `s` (reads until end of stream), and what it sent.
+/// Seconds until the node closes `s`, and what it sent (as text).
 fn until_closed(s: &mut TcpStream) -> (f64, String) {
-    let t0 = Instant::now();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    (
-        t0.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&got).to_string(),
-    )
+    let (secs, got) = common::until_closed(s);
+    (secs, String::from_utf8_lossy(&got).to_string())
 }
 
 fn status(addr: SocketAddr) -> u16 {
@@ -66,10 +48,7 @@ fn status(addr: SocketAddr) -> u16 {
     )
     .unwrap();
     let (_, text) = until_closed(&mut s);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    common::status_of(&text)
 }
 
 #[test]
@@ -192,18 +171,7 @@ fn one_client_cannot_hold_every_event_stream_nor_keep_one_it_does_not_answer() {
     assert_eq!(code, 101, "another address still gets one");
     // The node pings (opcode 9) and, as this client never answers, ends the stream after the
     // 2 s idle timeout.
-    let (secs, frames) = {
-        let t0 = Instant::now();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match other.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-        (t0.elapsed().as_secs_f64(), got)
-    };
+    let (secs, frames) = common::until_closed(&mut other);
     assert!(
         frames.windows(2).any(|w| w[0] == 0x89 && w[1] == 0x00),
         "no ping among {} bytes",

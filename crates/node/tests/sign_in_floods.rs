@@ -3,33 +3,22 @@
 //! challenge does not use it up. On the code before, 10,200 challenges evicted the member's open
 //! challenge and a bad session request burned it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use common::KeptAlive;
 
 use gridmesh_ledger::Keypair;
 use gridmesh_node::{NodeConfig, RunningNode};
 
-/// An HTTP/1.1 client on one kept-alive connection from a chosen loopback address (another
-/// client, as the node sees it).
-struct Client {
-    stream: BufReader<TcpStream>,
-    addr: SocketAddr,
-}
+/// A client of the node on a kept-alive connection of its own.
+struct Client(KeptAlive);
 
 impl Client {
-    fn connect(rt: &tokio::runtime::Runtime, from: [u8; 4], to: SocketAddr) -> Client {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((from, 0))).unwrap();
-        let stream = rt.block_on(socket.connect(to)).unwrap().into_std().unwrap();
-        stream.set_nonblocking(false).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            stream: BufReader::new(stream),
-            addr: to,
-        }
+    fn connect(from: [u8; 4], to: SocketAddr) -> Client {
+        Client(KeptAlive::connect(from, to))
     }
 
     fn send(
@@ -39,36 +28,7 @@ impl Client {
         body: Option<&serde_json::Value>,
         token: Option<&str>,
     ) -> (u16, serde_json::Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             {auth}content-length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        self.stream.get_mut().write_all(request.as_bytes()).unwrap();
-        let mut status = String::new();
-        self.stream.read_line(&mut status).unwrap();
-        let code: u16 = status.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            self.stream.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut buf = vec![0; length];
-        self.stream.read_exact(&mut buf).unwrap();
-        (code, serde_json::from_slice(&buf).unwrap_or_default())
+        self.0.send(method, path, body, token)
     }
 
     fn challenge(&mut self, address: &str) -> (u16, serde_json::Value) {
@@ -120,8 +80,8 @@ fn a_flood_of_challenges_and_sessions_takes_nothing_from_a_member() {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.block_interval = Duration::from_millis(200);
     let node = rt.block_on(RunningNode::start(cfg)).unwrap();
-    let mut member = Client::connect(&rt, [127, 0, 0, 1], node.api_addr);
-    let mut attacker = Client::connect(&rt, [127, 0, 0, 2], node.api_addr);
+    let mut member = Client::connect([127, 0, 0, 1], node.api_addr);
+    let mut attacker = Client::connect([127, 0, 0, 2], node.api_addr);
     let ada = Keypair::from_seed([7; 32]);
     let mallory = Keypair::from_seed([8; 32]);
     let ada_address = ada.address().to_string();

@@ -136,7 +136,7 @@ fn warn_if_unfunded(shared: &Shared, service: &str, address: Address, pool: &Mem
             balance = %balance,
             deposit_per_tx = %pool.deposit_per_tx,
             "the {service}'s account holds less than {wanted} tokens: each of its pending transactions locks \
-             {} tokens, so its transactions will be refused; transfer tokens to it",
+             {} tokens, so its transactions may be refused; transfer tokens to it",
             pool.deposit_per_tx
         );
     }

@@ -11,6 +11,8 @@
 //! - **Idle.** A connection that reads and writes nothing for [`ServerLimits::idle_timeout`] is
 //!   closed: a client that stops reading an answer or a stream. Event streams ping within it.
 //! - **Handlers** finish within the API's request timeout (`api::REQUEST_TIMEOUT`).
+//! - An event stream, once upgraded to a WebSocket, leaves the connection count (it keeps the idle
+//!   timeout); the `events` module bounds streams, in all and per client address.
 //!
 //! Handlers see the client's address as axum's `ConnectInfo<SocketAddr>`.
 

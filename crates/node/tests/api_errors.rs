@@ -5,8 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::raw_request;
-use gridmesh_node::{NodeConfig, RunningNode};
+use common::{dev_node, raw_request};
 
 fn error_of(r: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, serde_json::Value) {
     match r {
@@ -27,12 +26,7 @@ fn error_of(r: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, serde_j
 
 #[test]
 fn extractor_and_router_errors_are_json() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::new(dir.path());
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.block_interval = Duration::from_millis(200);
-    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    let (rt, _dir, node) = dev_node(|_| {});
     let url = format!("http://{}", node.api_addr);
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))

@@ -11,22 +11,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use gridmesh_node::serve::ServerLimits;
-use gridmesh_node::{NodeConfig, RunningNode};
+use gridmesh_node::RunningNode;
 
-fn node(
-    rt: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-    max_connections: usize,
-) -> RunningNode {
-    let mut cfg = NodeConfig::new(dir);
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.block_interval = Duration::from_millis(200);
-    cfg.http = ServerLimits {
-        max_connections,
-        header_read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(2),
-    };
-    rt.block_on(RunningNode::start(cfg)).unwrap()
+/// A node with small, quick bounds: `max_connections`, a 1 s head timeout, a 2 s idle timeout.
+fn node(max_connections: usize) -> (tokio::runtime::Runtime, tempfile::TempDir, RunningNode) {
+    common::dev_node(|cfg| {
+        cfg.http = ServerLimits {
+            max_connections,
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+        }
+    })
 }
 
 fn connect(from: [u8; 4], to: SocketAddr) -> TcpStream {
@@ -53,9 +48,7 @@ fn status(addr: SocketAddr) -> u16 {
 
 #[test]
 fn half_sent_requests_and_idle_connections_are_closed() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let node = node(&rt, dir.path(), 64);
+    let (rt, _dir, node) = node(64);
     let addr = node.api_addr;
 
     // A request whose head never ends: closed after the 1 s head timeout (408 or nothing).
@@ -94,9 +87,7 @@ fn half_sent_requests_and_idle_connections_are_closed() {
 
 #[test]
 fn connections_over_the_limit_get_503_and_the_node_keeps_answering() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let node = node(&rt, dir.path(), 32);
+    let (rt, _dir, node) = node(32);
     let addr = node.api_addr;
     // 32 idle connections take every place.
     let held: Vec<TcpStream> = (0..32).map(|_| connect([127, 0, 0, 1], addr)).collect();
@@ -154,9 +145,7 @@ fn open_stream(from: [u8; 4], addr: SocketAddr) -> (u16, TcpStream) {
 
 #[test]
 fn one_client_cannot_hold_every_event_stream_nor_keep_one_it_does_not_answer() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let node = node(&rt, dir.path(), 64);
+    let (rt, _dir, node) = node(64);
     let addr = node.api_addr;
     let mine: Vec<TcpStream> = (0..4)
         .map(|_| {

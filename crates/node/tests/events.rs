@@ -1,11 +1,13 @@
 //! `GET /v1/events` on a running node: a greeting, then a message per committed block; a bounded
 //! number of streams; and the dashboard's own endpoints refusing bad parameters.
 
+mod common;
+
 use std::time::Duration;
 
 use gridmesh_client::client::Client;
 use gridmesh_ledger::{Keypair, SignedTx};
-use gridmesh_node::{NodeConfig, RunningNode, FAUCET_KEY_FILE};
+use gridmesh_node::{RunningNode, FAUCET_KEY_FILE};
 use gridmesh_types::{Address, Amount};
 
 type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
@@ -21,15 +23,8 @@ fn next_json(ws: &mut Socket) -> serde_json::Value {
 }
 
 /// An event stream opened from the loopback address `from` (another client, as the node sees it).
-fn stream_from(
-    rt: &tokio::runtime::Runtime,
-    from: [u8; 4],
-    to: std::net::SocketAddr,
-) -> Result<Socket, tungstenite::Error> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
-    let tcp = rt.block_on(socket.connect(to)).unwrap().into_std().unwrap();
-    tcp.set_nonblocking(false).unwrap();
+fn stream_from(from: [u8; 4], to: std::net::SocketAddr) -> Result<Socket, tungstenite::Error> {
+    let tcp = common::connect_from(from, to);
     let tcp = tungstenite::stream::MaybeTlsStream::Plain(tcp);
     match tungstenite::client(format!("ws://{to}/v1/events"), tcp) {
         Ok((ws, _)) => Ok(ws),
@@ -38,15 +33,8 @@ fn stream_from(
     }
 }
 
-/// A development node on a free port, with its runtime and data directory.
 fn dev_node(block_interval: Duration) -> (tokio::runtime::Runtime, tempfile::TempDir, RunningNode) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::new(dir.path());
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.block_interval = block_interval;
-    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
-    (rt, dir, node)
+    common::dev_node(|cfg| cfg.block_interval = block_interval)
 }
 
 #[test]
@@ -81,7 +69,7 @@ fn the_stream_greets_then_reports_every_block_and_is_bounded() {
     use gridmesh_node::events::{MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_CLIENT};
     let addr = node.api_addr;
     let mut open = vec![ws];
-    match stream_from(&rt, [127, 0, 0, 1], addr) {
+    match stream_from([127, 0, 0, 1], addr) {
         Err(tungstenite::Error::Http(r)) => {
             panic!("a second stream from one address: {}", r.status())
         }
@@ -89,20 +77,20 @@ fn the_stream_greets_then_reports_every_block_and_is_bounded() {
         Ok(w) => open.push(w),
     }
     while open.len() < MAX_SUBSCRIBERS_PER_CLIENT {
-        open.push(stream_from(&rt, [127, 0, 0, 1], addr).unwrap());
+        open.push(stream_from([127, 0, 0, 1], addr).unwrap());
     }
-    match stream_from(&rt, [127, 0, 0, 1], addr) {
+    match stream_from([127, 0, 0, 1], addr) {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
         other => panic!("expected 503 for one address's fifth stream, got {other:?}"),
     }
     let mut host = 2u8;
     while open.len() < MAX_SUBSCRIBERS {
         for _ in 0..MAX_SUBSCRIBERS_PER_CLIENT.min(MAX_SUBSCRIBERS - open.len()) {
-            open.push(stream_from(&rt, [127, 0, 0, host], addr).unwrap());
+            open.push(stream_from([127, 0, 0, host], addr).unwrap());
         }
         host += 1;
     }
-    match stream_from(&rt, [127, 0, 0, 200], addr) {
+    match stream_from([127, 0, 0, 200], addr) {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
         other => panic!("expected 503 past {MAX_SUBSCRIBERS} streams, got {other:?}"),
     }
@@ -111,7 +99,7 @@ fn the_stream_greets_then_reports_every_block_and_is_bounded() {
     while last.read().is_ok() {}
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match stream_from(&rt, [127, 0, 0, 200], addr) {
+        match stream_from([127, 0, 0, 200], addr) {
             Ok(_) => break,
             Err(e) if std::time::Instant::now() < deadline => {
                 let _ = e;

@@ -5,83 +5,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use common::KeptAlive;
+use common::{dev_node, KeptAlive};
 
 use gridmesh_ledger::Keypair;
-use gridmesh_node::{NodeConfig, RunningNode};
-
-/// A client of the node on a kept-alive connection of its own.
-struct Client(KeptAlive);
-
-impl Client {
-    fn connect(from: [u8; 4], to: SocketAddr) -> Client {
-        Client(KeptAlive::connect(from, to))
-    }
-
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-        token: Option<&str>,
-    ) -> (u16, serde_json::Value) {
-        self.0.send(method, path, body, token)
-    }
-
-    fn challenge(&mut self, address: &str) -> (u16, serde_json::Value) {
-        self.send(
-            "POST",
-            "/v1/auth/challenge",
-            Some(&serde_json::json!({ "address": address })),
-            None,
-        )
-    }
-
-    fn session(
-        &mut self,
-        address: &str,
-        challenge: &str,
-        signature: &str,
-    ) -> (u16, serde_json::Value) {
-        self.send(
-            "POST",
-            "/v1/auth/session",
-            Some(&serde_json::json!({
-                "address": address, "challenge": challenge, "signature": signature,
-            })),
-            None,
-        )
-    }
-
-    /// Signs in as `key`: a challenge, its signature, the token.
-    fn sign_in(&mut self, key: &Keypair) -> String {
-        let address = key.address().to_string();
-        let (code, c) = self.challenge(&address);
-        assert_eq!(code, 200, "{c}");
-        let message = hex::decode(c["message"].as_str().unwrap()).unwrap();
-        let (code, s) = self.session(
-            &address,
-            c["challenge"].as_str().unwrap(),
-            &hex::encode(key.sign(&message)),
-        );
-        assert_eq!(code, 200, "{s}");
-        s["token"].as_str().unwrap().to_string()
-    }
-}
 
 #[test]
 fn a_flood_of_challenges_and_sessions_takes_nothing_from_a_member() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::new(dir.path());
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.block_interval = Duration::from_millis(200);
-    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
-    let mut member = Client::connect([127, 0, 0, 1], node.api_addr);
-    let mut attacker = Client::connect([127, 0, 0, 2], node.api_addr);
+    let (rt, _dir, node) = dev_node(|_| {});
+    let mut member = KeptAlive::connect([127, 0, 0, 1], node.api_addr);
+    let mut attacker = KeptAlive::connect([127, 0, 0, 2], node.api_addr);
     let ada = Keypair::from_seed([7; 32]);
     let mallory = Keypair::from_seed([8; 32]);
     let ada_address = ada.address().to_string();

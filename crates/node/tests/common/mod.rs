@@ -6,6 +6,24 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use gridmesh_ledger::Keypair;
+use gridmesh_node::{NodeConfig, RunningNode};
+
+/// A development node on a free loopback port (blocks every 200 ms unless `configure` says
+/// otherwise), with its runtime and data directory.
+pub fn dev_node(
+    configure: impl FnOnce(&mut NodeConfig),
+) -> (tokio::runtime::Runtime, tempfile::TempDir, RunningNode) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.block_interval = Duration::from_millis(200);
+    configure(&mut cfg);
+    let node = rt.block_on(RunningNode::start(cfg)).unwrap();
+    (rt, dir, node)
+}
+
 /// A blocking connection from the loopback address `from` to `to` (20 s read timeout).
 pub fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -130,5 +148,47 @@ impl KeptAlive {
         let mut buf = vec![0; length];
         self.stream.read_exact(&mut buf).unwrap();
         (code, serde_json::from_slice(&buf).unwrap_or_default())
+    }
+
+    /// Asks for a sign-in challenge for `address`.
+    pub fn challenge(&mut self, address: &str) -> (u16, serde_json::Value) {
+        self.send(
+            "POST",
+            "/v1/auth/challenge",
+            Some(&serde_json::json!({ "address": address })),
+            None,
+        )
+    }
+
+    /// Answers a challenge.
+    pub fn session(
+        &mut self,
+        address: &str,
+        challenge: &str,
+        signature: &str,
+    ) -> (u16, serde_json::Value) {
+        self.send(
+            "POST",
+            "/v1/auth/session",
+            Some(&serde_json::json!({
+                "address": address, "challenge": challenge, "signature": signature,
+            })),
+            None,
+        )
+    }
+
+    /// Signs in as `key`: a challenge, its signature, the token.
+    pub fn sign_in(&mut self, key: &Keypair) -> String {
+        let address = key.address().to_string();
+        let (code, c) = self.challenge(&address);
+        assert_eq!(code, 200, "{c}");
+        let message = hex::decode(c["message"].as_str().unwrap()).unwrap();
+        let (code, s) = self.session(
+            &address,
+            c["challenge"].as_str().unwrap(),
+            &hex::encode(key.sign(&message)),
+        );
+        assert_eq!(code, 200, "{s}");
+        s["token"].as_str().unwrap().to_string()
     }
 }

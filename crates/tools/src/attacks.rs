@@ -216,7 +216,7 @@ fn slot_fill(exe: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Outcome> {
     let faucet = node.faucet()?;
     // Read loosely: an older build's market shows no order deposit (then the default's bound is
     // the one to hold).
-    let market = get_json(&format!("{}/v1/market", node.url))?;
+    let market = get_json(node.addr, "/v1/market")?;
     // A slot whose gate stays open for the whole attack (the chain's clock is the wall clock).
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -483,7 +483,7 @@ fn pcc_from_elsewhere(exe: &Path, dir: &Path, _scale: Scale) -> anyhow::Result<O
         answers.push(format!("{what}: {code}"));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let grid: serde_json::Value = get_json(&format!("{}/v1/grid", node.url))?;
+    let grid: serde_json::Value = get_json(node.addr, "/v1/grid")?;
     let mode = grid["mode"].as_str().unwrap_or("unknown").to_string();
     let held = all_refused && mode != "islanded";
     Ok(Outcome {
@@ -647,7 +647,7 @@ fn mqtt_junk(exe: &Path, dir: &Path, _scale: Scale) -> anyhow::Result<Outcome> {
         ],
     )?;
     let stats = || -> anyhow::Result<serde_json::Value> {
-        Ok(get_json(&format!("{}/v1/gateway", node.url))?["stats"].clone())
+        Ok(get_json(node.addr, "/v1/gateway")?["stats"].clone())
     };
     let dropped = |s: &serde_json::Value| -> u64 {
         s["dropped"]
@@ -769,21 +769,29 @@ fn open_stream(from: [u8; 4], to: SocketAddr) -> anyhow::Result<(u16, TcpStream)
     Ok((code, c.stream.into_inner()))
 }
 
-/// `GET /v1/status` on a fresh connection: its status code (0 if closed unanswered).
-fn get_status(addr: SocketAddr) -> anyhow::Result<u16> {
+/// `GET path` on a connection of its own, waiting at most `wait` for the answer: the status code
+/// (0 if the node closed it unanswered) and the body.
+fn get(addr: SocketAddr, path: &str, wait: Duration) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(wait))?;
     write!(
         s,
-        "GET /v1/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
     )?;
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    Ok(text
+    let code = text
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    Ok((code, body))
+}
+
+/// `GET /v1/status`: its status code.
+fn get_status(addr: SocketAddr) -> anyhow::Result<u16> {
+    Ok(get(addr, "/v1/status", Duration::from_secs(5))?.0)
 }
 
 const CONGESTION_FEEDER: &str = include_str!("../../../examples/congestion/feeder.toml");
@@ -882,28 +890,10 @@ fn honest_transfers(
     Ok((latencies.len(), refused, Latency::of(latencies)))
 }
 
-fn get_json(url: &str) -> anyhow::Result<serde_json::Value> {
-    let mut s = TcpStream::connect(
-        url.trim_start_matches("http://")
-            .split('/')
-            .next()
-            .context("url host")?,
-    )?;
-    let path = format!(
-        "/{}",
-        url.trim_start_matches("http://")
-            .split_once('/')
-            .map_or("", |x| x.1)
-    );
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1);
-    serde_json::from_str(body).with_context(|| format!("GET {url}: {text}"))
+/// `GET path` as JSON.
+fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    let (code, body) = get(addr, path, Duration::from_secs(10))?;
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: {code} {body}"))
 }
 
 /// One POST on its own connection with chosen headers; the status code.

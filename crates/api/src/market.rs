@@ -91,6 +91,11 @@ pub struct BillView {
     pub utility_cost: String,
     pub utility_export_kwh: String,
     pub utility_credit: String,
+    /// Islanded slot (no utility connected): import beyond what was bought and delivered, and
+    /// export beyond what was delivered, unpriced (energy the microgrid balanced, not traded).
+    /// "0" in a slot with the utility, whose lines above take them.
+    pub unmatched_import_kwh: String,
+    pub unmatched_export_kwh: String,
     /// No reading: import and export estimated as the energy traded.
     pub estimated: bool,
 }
@@ -272,7 +277,12 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
         island: record.as_ref().is_some_and(|r| r.island),
         envelopes: record.as_ref().map_or(0, |r| r.envelopes),
         bills: if record.is_some() {
-            bills(&trades, &readings, tariff)
+            bills(
+                &trades,
+                &readings,
+                tariff,
+                record.as_ref().is_some_and(|r| r.island),
+            )
         } else {
             Vec::new()
         },
@@ -334,11 +344,13 @@ pub fn basis_name(b: market::SettlementBasis) -> &'static str {
     }
 }
 
-/// Utility bill lines of every member with a trade or a reading in the slot.
+/// Utility bill lines of every member with a trade or a reading in the slot; in an islanded slot
+/// there is no utility: what was not traded is unmatched, unpriced.
 fn bills(
     trades: &[TradeRecord],
     readings: &BTreeMap<Address, Reading>,
     tariff: gridmesh_market::Tariff,
+    island: bool,
 ) -> Vec<BillView> {
     // (bought delivered, sold delivered) per member; unsettled trades count as delivered.
     let mut pos: BTreeMap<Address, (u64, u64)> = BTreeMap::new();
@@ -359,8 +371,13 @@ fn bills(
                 Some(r) => (r.import_mwh, r.export_mwh, false),
                 None => (bought, sold, true),
             };
-            let utility_import = import.saturating_sub(bought);
-            let utility_export = export.saturating_sub(sold) + bought.saturating_sub(import);
+            let unmatched_import = import.saturating_sub(bought);
+            let unmatched_export = export.saturating_sub(sold) + bought.saturating_sub(import);
+            let (utility_import, utility_export, unmatched_import, unmatched_export) = if island {
+                (0, 0, unmatched_import, unmatched_export)
+            } else {
+                (unmatched_import, unmatched_export, 0, 0)
+            };
             BillView {
                 account: who.to_string(),
                 import_kwh: format_kwh(import),
@@ -371,6 +388,8 @@ fn bills(
                 utility_cost: tokens(value_floor(utility_import, tariff.retail_per_kwh)),
                 utility_export_kwh: format_kwh(utility_export),
                 utility_credit: tokens(value_floor(utility_export, tariff.feed_in_per_kwh)),
+                unmatched_import_kwh: format_kwh(unmatched_import),
+                unmatched_export_kwh: format_kwh(unmatched_export),
                 estimated,
             }
         })

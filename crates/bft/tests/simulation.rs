@@ -617,15 +617,38 @@ fn a_market_slot_clears_identically_on_every_validator() {
             for (u, user) in sim.users.iter().enumerate() {
                 let node = sim.nodes[u % 4].as_ref().unwrap();
                 let seller = u % 2 == 0;
-                let kinds = [
-                    TxKind::RegisterDevice {
-                        kind: if seller {
-                            DeviceKind::Pv
-                        } else {
-                            DeviceKind::Meter
-                        },
+                // Sellers sell from a battery with its own key and bond (a declared device
+                // sells nothing); buyers declare a meter.
+                let register = if seller {
+                    let key = Keypair::from_seed([0xb0 ^ u as u8; 32]);
+                    let info = gridmesh_ledger::tx::DeviceInfo {
+                        kind: DeviceKind::Battery,
                         capacity_w: 5_000,
-                    },
+                        location: format!("street-{}/home-{u}", u % 3),
+                        latitude_microdeg: 0,
+                        longitude_microdeg: 0,
+                        tilt_deg: 0,
+                        azimuth_deg: 0,
+                    };
+                    let message = gridmesh_ledger::tx::device_registration_message(
+                        &sim.genesis.chain_id,
+                        &user.address(),
+                        &info,
+                    );
+                    TxKind::RegisterDeviceKey {
+                        device: key.address(),
+                        info,
+                        bond: Amount::from_tokens(10),
+                        device_signature: key.sign(&message),
+                    }
+                } else {
+                    TxKind::RegisterDevice {
+                        kind: DeviceKind::Meter,
+                        capacity_w: 5_000,
+                    }
+                };
+                let kinds = [
+                    register,
                     TxKind::PlaceOrder {
                         slot: 1,
                         side: if seller { Side::Ask } else { Side::Bid },

@@ -110,6 +110,14 @@ impl Client {
         self.get_opt(&format!("/v1/tx/{hash}"))
     }
 
+    /// A device registered with its own key, `None` if there is none.
+    pub fn device(
+        &self,
+        address: &Address,
+    ) -> Result<Option<gridmesh_api::chain::DeviceView>, ClientError> {
+        self.get_opt(&format!("/v1/devices/{address}"))
+    }
+
     /// The token supply and its reconciliation.
     pub fn supply(&self) -> Result<gridmesh_api::economics::SupplyView, ClientError> {
         self.get("/v1/supply")

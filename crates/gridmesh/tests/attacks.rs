@@ -22,6 +22,8 @@ fn the_node_holds_against_every_attack_the_suite_replays() {
         [
             "jam",
             "slot-fill",
+            "wash",
+            "phantom",
             "sign-in",
             "pcc",
             "connections",

@@ -130,8 +130,14 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
     );
     let node = operator_node(dir.path(), &genesis, &op_key, "86400", false);
     let url = node.url.clone();
-    for (k, kind, kw) in [(&home_key, "meter", "11"), (&pv_key, "battery", "10")] {
-        run(&[
+    // The home declares its meter; the seller's battery has its own key (only such devices
+    // sell).
+    let (battery_key, _) = new_key(dir.path(), "battery");
+    for (k, kind, kw, device) in [
+        (&home_key, "meter", "11", None),
+        (&pv_key, "battery", "10", Some(&battery_key)),
+    ] {
+        let mut args = vec![
             "tx",
             "register-device",
             "--kind",
@@ -143,7 +149,20 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
             "--node",
             &url,
             "--json",
-        ]);
+        ];
+        if let Some(d) = device {
+            args.extend([
+                "--device-key",
+                d,
+                "--location",
+                "street-1/home-4",
+                "--latitude",
+                "47.37",
+                "--longitude",
+                "8.54",
+            ]);
+        }
+        run(&args);
     }
     // The service envelopes the next open slots: 20 connection points each.
     let mut slot = 0u64;

@@ -38,6 +38,9 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
             "--json",
         ]);
     }
+    // The seller sells from a battery with its own key (a device declared without one sells
+    // nothing); the buyer declares its meter.
+    let (battery_key, _) = new_key(dir.path(), "battery");
     run(&[
         "tx",
         "register-device",
@@ -45,6 +48,47 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         "pv",
         "--capacity-kw",
         "5",
+        "--key",
+        &seller_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    let market = run(&["query", "market", "--node", &url, "--json"]);
+    refused(
+        &[
+            "tx",
+            "order",
+            "--slot",
+            &(market["next_open_slot"].as_u64().unwrap() + 3).to_string(),
+            "--side",
+            "ask",
+            "--energy-kwh",
+            "1",
+            "--price",
+            "0.10",
+            "--key",
+            &seller_key,
+            "--node",
+            &url,
+        ],
+        "a device declared without a key sells nothing",
+    );
+    run(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "battery",
+        "--capacity-kw",
+        "5",
+        "--device-key",
+        &battery_key,
+        "--location",
+        "street/a",
+        "--latitude",
+        "47.37",
+        "--longitude",
+        "8.54",
         "--key",
         &seller_key,
         "--node",
@@ -151,7 +195,7 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         "only the market's grid operator",
     );
 
-    // An ask without enough panel: refused with the reason.
+    // An ask beyond what the battery gives in 15 minutes: refused with the reason.
     let market = run(&["query", "market", "--node", &url, "--json"]);
     let slot = market["next_open_slot"].as_u64().unwrap() + 3;
     let s = slot.to_string();
@@ -248,13 +292,34 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         "gate closure",
     );
 
-    // After delivery: readings (a nonsense one is refused), then settlement.
+    // After delivery the battery reports the 0.5 kWh it gave, before the slot settles an hour
+    // later. Without other traffic the chain's clock moves with the blocks, and each attempt
+    // makes one: retried until the slot has ended.
+    let device_reading = [
+        "tx",
+        "device-reading",
+        "--device-key",
+        &battery_key,
+        "--slot",
+        &s,
+        "--out-kwh",
+        "0.5",
+        "--key",
+        &seller_key,
+        "--node",
+        &url,
+        "--json",
+    ];
     wait_for("the slot to end", || {
-        run(&["query", "market", "--node", &url, "--json"])["current_slot"]
-            .as_u64()
-            .unwrap()
-            > slot
+        let out = gridmesh(&device_reading);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("can only come after"),
+            "{err}"
+        );
+        out.status.success()
     });
+    // Then the meters (a nonsense reading is refused), and settlement.
     refused(
         &[
             "tx",
@@ -329,14 +394,15 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         run(&["query", "market", "--node", &url, "--json"])["escrow_balance"],
         "0"
     );
-    // Seller: 100 - 0.16 collateral... ended with 0.05 paid + 0.10 collateral back; buyer 100 - 0.05 + 0.06.
+    // Seller: 100 - 10 bonded - 0.16 collateral... ended with 0.05 paid + 0.10 collateral back;
+    // buyer 100 - 0.05 + 0.06.
     let bal = |a: &str| {
         run(&["query", "account", a, "--node", &url, "--json"])["balance"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    assert_eq!(bal(&seller), "99.99");
+    assert_eq!(bal(&seller), "89.99");
     assert_eq!(bal(&buyer), "100.01");
     drop(node);
 }

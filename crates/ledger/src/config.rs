@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::MarketTxError;
 use crate::kv::{self, keys, KvSpace};
-use crate::limits::{MAX_SLOTS_AHEAD, MAX_TARIFF_PERIODS, MWH_PER_W_PER_SLOT};
+use crate::limits::{
+    MAX_DEVICE_BOND_PER_KW, MAX_DEVICE_RATING_W, MAX_SLOTS_AHEAD, MAX_TARIFF_PERIODS,
+    MWH_PER_W_PER_SLOT,
+};
+use crate::tx::DeviceKind;
 
 /// A time-of-use period: from this slot of the day (0..96) until the next period's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
@@ -52,7 +56,24 @@ pub struct MarketConfig {
     pub order_deposit: u128,
     /// The smallest order, milliwatt-hours.
     pub min_order_mwh: u64,
+    /// The highest rating a device of each kind may declare, watts (indexed by
+    /// [`DeviceKind`] as `u8`): a rating bounds what a device may claim, so an unbounded one
+    /// would let a reading claim anything.
+    pub max_device_w: [u32; DEVICE_KINDS],
+    /// Bond per kW of rating of a keyed device that earns (PV, battery, EV charger), base units,
+    /// on top of nothing: a device's bond is the larger of this and `min_device_bond`.
+    pub device_bond_per_kw: u128,
 }
+
+/// How many device kinds there are (the length of [`MarketConfig::max_device_w`]).
+pub const DEVICE_KINDS: usize = 5;
+
+/// The default highest ratings, watts: PV and batteries up to a community plant (1 MW), chargers
+/// up to a fast charger (350 kW), loads 100 kW, meters 10 MW (a feeder head).
+pub const DEFAULT_MAX_DEVICE_W: [u32; DEVICE_KINDS] =
+    [1_000_000, 1_000_000, 350_000, 100_000, 10_000_000];
+/// The default bond per kW of an earning device: 1 token (a 10 kW rooftop bonds the minimum).
+pub const DEFAULT_DEVICE_BOND_PER_KW: u128 = 1_000_000;
 
 /// The default order deposit: 0.1 token.
 pub const DEFAULT_ORDER_DEPOSIT: u128 = 100_000;
@@ -83,6 +104,8 @@ impl Default for MarketConfig {
             history_days: 0,
             order_deposit: DEFAULT_ORDER_DEPOSIT,
             min_order_mwh: DEFAULT_MIN_ORDER_MWH,
+            max_device_w: DEFAULT_MAX_DEVICE_W,
+            device_bond_per_kw: DEFAULT_DEVICE_BOND_PER_KW,
         }
     }
 }
@@ -145,7 +168,49 @@ impl MarketConfig {
         if self.min_order_mwh == 0 || self.min_order_mwh > mk::MAX_ORDER_MWH {
             return Err("min_order_kwh must be above 0 and within the order size limit".into());
         }
+        for kind in DeviceKind::ALL {
+            let w = self.max_device_w[kind as usize];
+            if w == 0 || u64::from(w) > MAX_DEVICE_RATING_W {
+                return Err(format!(
+                    "max_device_kw.{} must be above 0 and at most {} kW",
+                    kind.name().replace('-', "_"),
+                    MAX_DEVICE_RATING_W / 1000
+                ));
+            }
+        }
+        if self.device_bond_per_kw > MAX_DEVICE_BOND_PER_KW {
+            return Err("device_bond_per_kw must be at most 1000 tokens".into());
+        }
         Ok(())
+    }
+
+    /// The highest rating a device of `kind` may declare, watts.
+    pub fn max_device_w(&self, kind: DeviceKind) -> u32 {
+        self.max_device_w[kind as usize]
+    }
+
+    /// Checks a device's declared rating against the genesis bound of its kind.
+    pub fn check_rating(&self, kind: DeviceKind, capacity_w: u32) -> Result<(), MarketTxError> {
+        let max_w = self.max_device_w(kind);
+        if capacity_w > max_w {
+            return Err(MarketTxError::RatingTooHigh {
+                kind: kind.name(),
+                capacity_w,
+                max_w,
+            });
+        }
+        Ok(())
+    }
+
+    /// The bond a keyed device of `kind` rated `capacity_w` must put up: `min_device_bond`, or
+    /// `device_bond_per_kw` per kW (rounded up) for a device that earns, whichever is more.
+    pub fn device_bond(&self, kind: DeviceKind, capacity_w: u32) -> u128 {
+        if !kind.earns() {
+            return self.min_device_bond;
+        }
+        // capacity ≤ 2^32 W and the rate ≤ 10^9: the product fits in u128.
+        let scaled = (u128::from(capacity_w) * self.device_bond_per_kw).div_ceil(1000);
+        scaled.max(self.min_device_bond)
     }
 
     /// Whether `slot` still takes orders (and envelopes) at `now_ms`: before its gate closure and
@@ -246,6 +311,50 @@ pub struct MarketFile {
     /// The smallest order, kWh (default 0.001).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_order_kwh: Option<String>,
+    /// Tokens of bond per kW of rating of a keyed PV, battery or EV charger (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_bond_per_kw: Option<String>,
+    /// The highest rating per device kind, kW.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_device_kw: Option<MaxDeviceFile>,
+}
+
+/// `[market.max_device_kw]`: the highest rating of each device kind, kW (each optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxDeviceFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ev_charger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
+}
+
+impl MaxDeviceFile {
+    fn to_watts(&self) -> Result<[u32; DEVICE_KINDS], String> {
+        let mut w = DEFAULT_MAX_DEVICE_W;
+        for (kind, v) in [
+            (DeviceKind::Pv, &self.pv),
+            (DeviceKind::Battery, &self.battery),
+            (DeviceKind::EvCharger, &self.ev_charger),
+            (DeviceKind::Load, &self.load),
+            (DeviceKind::Meter, &self.meter),
+        ] {
+            if let Some(kw) = v {
+                let key = format!("max_device_kw.{}", kind.name().replace('-', "_"));
+                let watts =
+                    gridmesh_types::parse_fixed(kw, 3).map_err(|e| format!("{key}: {e}"))?;
+                w[kind as usize] =
+                    u32::try_from(watts).map_err(|_| format!("{key} is too large"))?;
+            }
+        }
+        Ok(w)
+    }
 }
 
 fn default_mechanism() -> String {
@@ -271,6 +380,8 @@ impl Default for MarketFile {
             history_days: None,
             order_deposit: None,
             min_order_kwh: None,
+            device_bond_per_kw: None,
+            max_device_kw: None,
         }
     }
 }
@@ -390,6 +501,15 @@ impl MarketFile {
                 )
                 .map_err(|_| "min_order_kwh is too large".to_string())?,
                 None => d.min_order_mwh,
+            },
+            max_device_w: match &self.max_device_kw {
+                Some(m) => m.to_watts()?,
+                None => d.max_device_w,
+            },
+            device_bond_per_kw: match &self.device_bond_per_kw {
+                Some(t) => gridmesh_types::parse_fixed(t, gridmesh_types::TOKEN_DECIMALS)
+                    .map_err(|e| format!("device_bond_per_kw: {e}"))?,
+                None => d.device_bond_per_kw,
             },
         };
         c.check()?;

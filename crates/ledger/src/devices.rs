@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::MarketConfig;
 use crate::error::{MarketTxError, TxError};
 use crate::kv::{decode as dec, encode as enc, keys, Tag};
-use crate::limits::{MAX_DEVICES_PER_OWNER, MWH_PER_W_PER_SLOT};
+use crate::limits::{MAX_DEVICES_PER_OWNER, MAX_SAMPLES_PER_READING, MWH_PER_W_PER_SLOT};
 use crate::state::{Event, Origin, Overlay};
 use crate::tx::{DeviceInfo, DeviceKind, DeviceReading};
 
@@ -204,8 +204,12 @@ pub(crate) fn owned_devices(o: &Overlay<'_>, owner: &Address) -> Vec<(Address, D
 pub(crate) struct OwnerCapacity {
     /// Whether the owner has any device (any status).
     pub any: bool,
-    /// Most energy its producing devices (keyed ones when active) deliver in one slot.
+    /// Most energy its producing devices (declared ones and active keyed ones) deliver in one
+    /// slot: the bound of its export reading.
     pub producing_mwh: u64,
+    /// Most energy its active producing devices with their own keys and bonds deliver in one
+    /// slot: the bound of its asks (a declared device sells nothing).
+    pub keyed_producing_mwh: u64,
 }
 
 /// One pass over the owner's devices (on the path of every ask and reading: no copies).
@@ -213,6 +217,7 @@ pub(crate) fn owner_capacity(o: &Overlay<'_>, owner: &Address) -> OwnerCapacity 
     let mut c = OwnerCapacity {
         any: false,
         producing_mwh: 0,
+        keyed_producing_mwh: 0,
     };
     o.kv_visit(&keys::devices(owner), |_, v| {
         let d: Device = dec(v);
@@ -233,9 +238,9 @@ pub(crate) fn owner_capacity(o: &Overlay<'_>, owner: &Address) -> OwnerCapacity 
             .kv_get(&keys::device_identity(&device))
             .expect("an owned device exists"));
         if d.status == DeviceStatus::Active && d.info.kind.produces() {
-            c.producing_mwh = c
-                .producing_mwh
-                .saturating_add(u64::from(d.info.capacity_w) * MWH_PER_W_PER_SLOT);
+            let mwh = u64::from(d.info.capacity_w) * MWH_PER_W_PER_SLOT;
+            c.producing_mwh = c.producing_mwh.saturating_add(mwh);
+            c.keyed_producing_mwh = c.keyed_producing_mwh.saturating_add(mwh);
         }
     }
     c
@@ -244,9 +249,10 @@ pub(crate) fn owner_capacity(o: &Overlay<'_>, owner: &Address) -> OwnerCapacity 
 /// The proof-of-generation check of a slot's device readings (at its settlement): PV readings
 /// through `gridmesh_physics::pog::check_slot` (register, rating, clear sky, neighbours by the
 /// first level of their market area), other devices through the register and rating checks.
-/// Every reading becomes accepted or held with its reason; accepted output is summed per owner
-/// (the cap on what the owner is paid for as a seller). Returns the accepted readings, in device
-/// order, for the rewards of flexibility.
+/// Every reading becomes accepted or held with its reason. What an owner's keyed devices measured
+/// is the cap on what it is paid for as a seller (its verified export): the accepted output of its
+/// producing devices, and no more than its own keyed meters' accepted export where it has one.
+/// Returns the accepted readings, in device order, for the rewards of flexibility.
 pub(crate) fn check_device_readings(
     o: &mut Overlay<'_>,
     market: &MarketConfig,
@@ -356,14 +362,20 @@ pub(crate) fn check_device_readings(
             }
         }
     }
-    let mut verified: std::collections::BTreeMap<Address, u64> = Default::default();
+    // Per owner: accepted production, and its keyed meters' accepted export (if any).
+    let mut verified: std::collections::BTreeMap<Address, (u64, Option<u64>)> = Default::default();
     let mut accepted = Vec::new();
     for (((device, mut r), mut id), h) in entries.into_iter().zip(ids).zip(held) {
-        let owner_total = verified.entry(r.owner).or_insert(0);
+        let owner_total = verified.entry(r.owner).or_insert((0, None));
         r.status = match h {
             Some(reason) => ReadingStatus::Held { reason },
             None => {
-                *owner_total = owner_total.saturating_add(r.energy_out_mwh);
+                if id.info.kind.produces() {
+                    owner_total.0 = owner_total.0.saturating_add(r.energy_out_mwh);
+                } else if id.info.kind == DeviceKind::Meter {
+                    let m = owner_total.1.get_or_insert(0);
+                    *m = m.saturating_add(r.energy_out_mwh);
+                }
                 accepted.push(VerifiedReading {
                     owner: r.owner,
                     kind: id.info.kind,
@@ -380,7 +392,8 @@ pub(crate) fn check_device_readings(
         o.kv_put(keys::device_identity(&device), enc(&id));
         o.kv_put(keys::device_reading(slot, &device), enc(&r));
     }
-    for (owner, mwh) in verified {
+    for (owner, (produced, metered)) in verified {
+        let mwh = metered.map_or(produced, |m| produced.min(m));
         o.kv_put(keys::verified_export(slot, &owner), enc(&mwh));
     }
     accepted
@@ -408,11 +421,13 @@ fn own_active_device(
 /// `RegisterDevice`: a device declared by its owner (rating only, no key).
 pub(crate) fn register_device(
     o: &mut Overlay<'_>,
+    cfg: &MarketConfig,
     from: Origin<'_>,
     kind: DeviceKind,
     capacity_w: u32,
 ) -> Result<Vec<Event>, TxError> {
     let sender = from.sender;
+    cfg.check_rating(kind, capacity_w)?;
     let n = o.kv_scan(&keys::devices(&sender)).len() as u32;
     if n >= MAX_DEVICES_PER_OWNER {
         return Err(MarketTxError::TooManyDevices.into());
@@ -440,12 +455,10 @@ pub(crate) fn register_device_key(
     if owned_devices(o, &sender).len() >= MAX_DEVICES_PER_OWNER as usize {
         return Err(MarketTxError::TooManyDevices.into());
     }
-    if bond.0 < cfg.min_device_bond {
-        return Err(MarketTxError::BondTooSmall {
-            got: bond.0,
-            min: cfg.min_device_bond,
-        }
-        .into());
+    cfg.check_rating(info.kind, info.capacity_w)?;
+    let min = cfg.device_bond(info.kind, info.capacity_w);
+    if bond.0 < min {
+        return Err(MarketTxError::BondTooSmall { got: bond.0, min }.into());
     }
     if !info.location.is_empty() {
         Areas::from_paths([info.location.as_str()], &[])
@@ -545,6 +558,18 @@ pub(crate) fn submit_device_readings(
                 return Err(MarketTxError::DeviceDecommissioned(r.device).into())
             }
             DeviceStatus::Slashed => return Err(MarketTxError::DeviceSlashed(r.device).into()),
+        }
+        // A reading must commit to the samples it sums, so that one of them can contradict it.
+        if r.raw_count == 0 || r.raw_root.0 == [0; 32] {
+            return Err(MarketTxError::NoSamples(r.device).into());
+        }
+        if r.raw_count > MAX_SAMPLES_PER_READING {
+            return Err(MarketTxError::TooManySamples {
+                device: r.device,
+                count: r.raw_count,
+                max: MAX_SAMPLES_PER_READING,
+            }
+            .into());
         }
         let message = crate::tx::device_reading_message(ctx.chain_id, r);
         crate::crypto::verify_one(&r.device, &message, &r.signature)

@@ -98,7 +98,7 @@ fn apply_tx(
                 .map(|()| Vec::new());
         }
         TxKind::RegisterDevice { kind, capacity_w } => {
-            devices::register_device(o, from, *kind, *capacity_w)?
+            devices::register_device(o, cfg, from, *kind, *capacity_w)?
         }
         TxKind::PlaceOrder {
             slot,

@@ -7,9 +7,11 @@
 //! An epoch is `epoch_slots` market slots (96: a day). During it, each owner earns *points*, in
 //! token base units of grid value, for
 //!
-//! - renewable energy its verified devices delivered to neighbours (settled trades of a seller
-//!   whose devices report on the ledger), valued at the slot's retail tariff: the import each
-//!   kWh avoided, so an evening kWh is worth more than a midday one;
+//! - energy its keyed devices measured and delivered to neighbours (settled trades, capped by
+//!   the seller's verified export), valued at the slot's retail tariff: the import each kWh
+//!   avoided, so an evening kWh is worth more than a midday one. A trade between accounts the
+//!   ledger can tell answer to one owner (the same account, an owner and its devices' keys, an
+//!   asset and its holders) earns nothing;
 //! - flexibility delivered when the network asked (a [`TxKind::RequestFlexibility`] for the
 //!   device's area and slot): accepted battery discharge against a `reduce` request, battery and
 //!   EV charging against an `increase` request, valued at the request's `value_per_kwh`.
@@ -403,7 +405,11 @@ pub(crate) fn book(o: &mut Overlay<'_>, market: &MarketConfig, owed: Owed) {
         }
     }
     for d in owed.delivered {
-        add_points(o, market, d.slot, &d.seller, d.energy_mwh, 0, d.value);
+        // Energy an owner sells itself (or its own devices or assets) is worth nothing to the
+        // grid: it earns nothing.
+        if !same_owner(o, &d.seller, &d.buyer) {
+            add_points(o, market, d.slot, &d.seller, d.energy_mwh, 0, d.value);
+        }
     }
     for (slot, seller, amount) in owed.received {
         note_revenue(o, market, slot, &seller, amount.0);
@@ -413,6 +419,25 @@ pub(crate) fn book(o: &mut Overlay<'_>, market: &MarketConfig, owed: Owed) {
             o.kv_delete(k);
         }
     }
+}
+
+/// Whether the ledger can tell that `a` and `b` answer to one owner: the same account, a device
+/// registered to the other (in any status), or a community asset the other holds shares of.
+/// Accounts an owner keeps apart are not told apart here; what they earn is still bounded by
+/// what the owner's keyed devices measured (see the settlement's cap).
+fn same_owner(o: &Overlay<'_>, a: &Address, b: &Address) -> bool {
+    let device_of = |device: &Address, owner: &Address| {
+        crate::devices::identity(o, device).is_some_and(|d| d.owner == *owner)
+    };
+    let holds = |asset: &Address, holder: &Address| {
+        o.kv_get(&keys::asset(asset)).is_some_and(|b| {
+            dec::<AssetRecord>(&b)
+                .holders
+                .iter()
+                .any(|h| h.holder == *holder)
+        })
+    };
+    a == b || device_of(a, b) || device_of(b, a) || holds(a, b) || holds(b, a)
 }
 
 /// The flexibility request that applies to a device at `location` in `slot`: the most specific

@@ -49,8 +49,22 @@ pub enum MarketTxError {
     NotYourOrder(u64),
     #[error("order {0} is already cleared")]
     OrderNotOpen(u64),
-    #[error("an ask needs a registered producing device (pv or battery) of the seller")]
+    #[error("an ask needs an active producing device (pv or battery) of the seller registered with its own key and bond (a device declared without a key sells nothing)")]
     NoProducingDevice,
+    #[error("a {kind} rated {capacity_w} W is above the market's limit of {max_w} W for its kind")]
+    RatingTooHigh {
+        kind: &'static str,
+        capacity_w: u32,
+        max_w: u32,
+    },
+    #[error("device {0}'s reading commits to no samples (raw_count 0 or an all-zero raw_root): a reading must commit to the telemetry it sums")]
+    NoSamples(Address),
+    #[error("device {device}'s reading commits to {count} samples, above the limit of {max}")]
+    TooManySamples {
+        device: Address,
+        count: u32,
+        max: u32,
+    },
     #[error("ask of {energy_mwh} mWh exceeds what the seller's producing devices can deliver in 15 minutes ({max_mwh} mWh)")]
     AskAboveCapacity { energy_mwh: u64, max_mwh: u64 },
     #[error("bid of {energy_mwh} mWh exceeds the connection's import limit for 15 minutes ({max_mwh} mWh)")]
@@ -104,7 +118,7 @@ pub enum MarketTxError {
     DeviceSlashed(Address),
     #[error("the device key's signature over its registration is not valid")]
     BadDeviceSignature,
-    #[error("a device bond of {got} base units is below the minimum of {min}")]
+    #[error("a device bond of {got} base units is below the {min} a device of its kind and rating must bond")]
     BondTooSmall { got: u128, min: u128 },
     #[error("a device cannot be transferred to its owner")]
     TransferToSelf,

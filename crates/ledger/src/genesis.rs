@@ -26,9 +26,17 @@
 //! # grid_operator = "<hex>"; market_operator = "<hex>"   # who receives fees and spreads; the
 //! #   grid operator also sends envelopes and islanding events
 //! # island_price_cap_per_kwh = "1.0"  # highest clearing price while islanded
-//! # min_device_bond = "10"             # tokens a device with its own key must bond
+//! # min_device_bond = "10"             # tokens a device with its own key must bond at least
+//! # device_bond_per_kw = "1"           # tokens per kW of a keyed PV, battery or EV charger
+//! #                                    #   (the bond is the larger of the two)
 //! # order_deposit = "0.1"              # tokens every order locks until its slot clears
 //! # min_order_kwh = "0.001"            # the smallest order
+//! [market.max_device_kw]       # the highest rating of a device of each kind, kW
+//! pv = "1000"
+//! battery = "1000"
+//! ev_charger = "350"
+//! load = "100"
+//! meter = "10000"
 //! [[market.tariffs]]           # time of use: from this slot of the day (0..95) on
 //! from_slot = 0
 //! retail_per_kwh = "0.30"

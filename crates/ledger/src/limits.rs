@@ -15,3 +15,9 @@ pub const MAX_DEVICES_PER_OWNER: u32 = 16;
 pub const MWH_PER_W_PER_SLOT: u64 = 250;
 /// Most time-of-use tariff periods per day.
 pub const MAX_TARIFF_PERIODS: usize = 96;
+/// The highest device rating a genesis may allow: 100 MW.
+pub const MAX_DEVICE_RATING_W: u64 = 100_000_000;
+/// The highest bond per kW a genesis may ask: 1,000 tokens.
+pub const MAX_DEVICE_BOND_PER_KW: u128 = 1_000_000_000;
+/// Most raw samples one device reading may commit to (10 per second over a slot).
+pub const MAX_SAMPLES_PER_READING: u32 = 9_000;

@@ -387,9 +387,27 @@ impl std::str::FromStr for GridEventKind {
 }
 
 impl DeviceKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [DeviceKind; 5] = [
+        DeviceKind::Pv,
+        DeviceKind::Battery,
+        DeviceKind::EvCharger,
+        DeviceKind::Load,
+        DeviceKind::Meter,
+    ];
+
     /// Whether the device can export energy (and so back an ask).
     pub fn produces(self) -> bool {
         matches!(self, DeviceKind::Pv | DeviceKind::Battery)
+    }
+
+    /// Whether the device can earn rewards (energy sold, flexibility delivered): its bond scales
+    /// with its rating.
+    pub fn earns(self) -> bool {
+        matches!(
+            self,
+            DeviceKind::Pv | DeviceKind::Battery | DeviceKind::EvCharger
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -406,18 +424,14 @@ impl DeviceKind {
 impl std::str::FromStr for DeviceKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            DeviceKind::Pv,
-            DeviceKind::Battery,
-            DeviceKind::EvCharger,
-            DeviceKind::Load,
-            DeviceKind::Meter,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
-        .ok_or_else(|| {
-            format!("unknown device kind {s:?} (expected pv, battery, ev-charger, load or meter)")
-        })
+        DeviceKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown device kind {s:?} (expected pv, battery, ev-charger, load or meter)"
+                )
+            })
     }
 }
 

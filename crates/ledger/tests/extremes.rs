@@ -335,7 +335,7 @@ fn make(chain: &Chain, sender: u8, g: Gen) -> TxKind {
                         out,
                         inn,
                         register,
-                        Hash32([d; 32]),
+                        Hash32([d.wrapping_add(1); 32]),
                         count,
                     )
                 })
@@ -529,7 +529,14 @@ fn setup(block: usize, (energy, price, amount): (u64, u64, u128)) -> Vec<(u8, Ge
             (
                 3,
                 Gen::Readings(vec![
-                    (0, SLOT, energy, 0, energy, u32::MAX),
+                    (
+                        0,
+                        SLOT,
+                        energy,
+                        0,
+                        energy,
+                        gridmesh_ledger::limits::MAX_SAMPLES_PER_READING,
+                    ),
                     (1, SLOT, energy, energy, energy, 1),
                 ]),
             ),

@@ -153,6 +153,55 @@ impl Net {
         self.chain.account(&self.keys[who].address()).balance.0
     }
 
+    /// The key of member `who`'s producing device (see [`keyed_battery`]).
+    fn device_key(&self, who: usize) -> Keypair {
+        Keypair::from_seed([0x80 | who as u8; 32])
+    }
+
+    /// Member `who`'s producing device's signed reading of `slot`: `out_wh` discharged, its
+    /// register continued from the chain's last checked reading, committed to one signed sample.
+    /// Sent by the device key itself (anyone may send readings; the device's signature counts).
+    fn device_reading(&self, who: usize, slot: u64, out_wh: u64) -> VerifiedTx {
+        let key = self.device_key(who);
+        let last = self
+            .chain
+            .state()
+            .device(&key.address())
+            .and_then(|d| d.register_mwh)
+            .unwrap_or(0);
+        let out_mwh = out_wh * 1_000;
+        let sample = gridmesh_ledger::telemetry::RawSample::signed(
+            &key,
+            self.chain.chain_id(),
+            slot,
+            slot_start_ms(slot + 1),
+            last + out_mwh,
+            0,
+            0,
+        );
+        let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
+        let r = gridmesh_ledger::tx::DeviceReading::signed(
+            &key,
+            self.chain.chain_id(),
+            slot,
+            out_mwh,
+            0,
+            last + out_mwh,
+            root,
+            count,
+        );
+        TxBody {
+            version: TX_VERSION,
+            chain_id: self.chain.chain_id().to_string(),
+            sender: key.address(),
+            nonce: self.chain.account(&key.address()).nonce,
+            kind: TxKind::SubmitDeviceReadings { readings: vec![r] },
+        }
+        .sign(&key)
+        .verify()
+        .unwrap()
+    }
+
     fn escrow(&self) -> u128 {
         self.chain.account(&escrow_account()).balance.0
     }
@@ -196,20 +245,8 @@ fn a_slot_from_orders_to_final_settlement() {
     let errs = net.block(
         t0,
         vec![
-            net.tx(
-                a,
-                TxKind::RegisterDevice {
-                    kind: DeviceKind::Pv,
-                    capacity_w: 5_000,
-                },
-            ),
-            net.tx(
-                b,
-                TxKind::RegisterDevice {
-                    kind: DeviceKind::Battery,
-                    capacity_w: 3_000,
-                },
-            ),
+            net.tx(a, keyed_battery(&net, a, 5_000)),
+            net.tx(b, keyed_battery(&net, b, 3_000)),
             net.tx(
                 c,
                 TxKind::RegisterDevice {
@@ -284,6 +321,12 @@ fn a_slot_from_orders_to_final_settlement() {
         MarketTxError::ExportAboveCapacity { .. }
     ));
     net.one(end + 2, a, reading(0, 600)).unwrap();
+    // a's device measured the 0.6 kWh (b's device reports what b will meter).
+    let devs = vec![
+        net.device_reading(a, SLOT, 600),
+        net.device_reading(b, SLOT, 500),
+    ];
+    assert!(net.block(end + 2, devs).is_empty());
     net.one(end + 3, c, reading(1_000, 0)).unwrap();
     net.one(end + 4, d, reading(900, 0)).unwrap();
 
@@ -372,6 +415,7 @@ fn a_final_slots_records_leave_the_state_after_its_history_days() {
     net.block(slot_start_ms(SLOT) - 300_000, vec![]); // gate closure: cleared
     let readings = vec![
         net.tx(seller, reading(0, 1_000)),
+        net.device_reading(seller, SLOT, 1_000),
         net.tx(buyer, reading(1_000, 0)),
     ];
     assert!(net
@@ -416,17 +460,44 @@ fn a_history_shorter_than_the_dispute_window_is_refused() {
     assert!(e.contains("history_days 3") && e.contains("8 days"), "{e}");
 }
 
+/// Member `who`'s producing device with its own key and the least bond, rated `capacity_w`: a
+/// battery, which proof of generation checks on its register and rating alone (whatever the sun
+/// at the tests' slot). Only keyed devices sell.
+fn keyed_battery(net: &Net, who: usize, capacity_w: u32) -> TxKind {
+    let key = net.device_key(who);
+    let info = DeviceInfo {
+        kind: DeviceKind::Battery,
+        capacity_w,
+        ..pv_info()
+    };
+    let message = gridmesh_ledger::tx::device_registration_message(
+        net.chain.chain_id(),
+        &net.keys[who].address(),
+        &info,
+    );
+    TxKind::RegisterDeviceKey {
+        device: key.address(),
+        info,
+        bond: Amount::from_tokens(10),
+        device_signature: key.sign(&message),
+    }
+}
+
+/// Registers each member's device of 10 kW: producing kinds (PV, battery) as a keyed battery
+/// ([`keyed_battery`]), the others declared.
 fn register(net: &mut Net, ts: u64, who: &[(usize, DeviceKind)]) {
     let txs = who
         .iter()
         .map(|&(i, kind)| {
-            net.tx(
-                i,
+            let tx = if kind.produces() {
+                keyed_battery(net, i, 10_000)
+            } else {
                 TxKind::RegisterDevice {
                     kind,
                     capacity_w: 10_000,
-                },
-            )
+                }
+            };
+            net.tx(i, tx)
         })
         .collect();
     let errs = net.block(ts, txs);
@@ -778,7 +849,7 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
             0,
             register_wh * 1_000,
             gridmesh_types::Hash32([7; 32]),
-            0,
+            900,
         )
     };
     // Before the slot has ended: refused.
@@ -790,6 +861,36 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
         MarketTxError::SlotNotEnded { .. }
     ));
     let after = slot_start_ms(SLOT + 1) + 60_000;
+    // A reading that commits to no samples (none counted, or an all-zero root), or to more
+    // than a slot can hold: refused.
+    for (root, count) in [
+        (gridmesh_types::Hash32([7; 32]), 0),
+        (gridmesh_types::Hash32([0; 32]), 900),
+    ] {
+        let mut r = signed(&honest, 500, 500);
+        (r.raw_root, r.raw_count) = (root, count);
+        let message = gridmesh_ledger::tx::device_reading_message(&chain_id, &r);
+        r.signature = honest.sign(&message);
+        assert_eq!(
+            market_err(net.one(
+                after,
+                carol,
+                TxKind::SubmitDeviceReadings { readings: vec![r] }
+            )),
+            MarketTxError::NoSamples(honest.address())
+        );
+    }
+    let mut r = signed(&honest, 500, 500);
+    r.raw_count = 9_001;
+    r.signature = honest.sign(&gridmesh_ledger::tx::device_reading_message(&chain_id, &r));
+    assert!(matches!(
+        market_err(net.one(
+            after,
+            carol,
+            TxKind::SubmitDeviceReadings { readings: vec![r] }
+        )),
+        MarketTxError::TooManySamples { count: 9_001, .. }
+    ));
     // A forged signature and an unknown device: refused.
     let mut forged = signed(&honest, 900, 900);
     forged.energy_out_mwh = 1_000_000;
@@ -891,7 +992,7 @@ fn device_readings_are_checked_before_they_settle_a_trade() {
             0,
             register_wh * 1_000,
             gridmesh_types::Hash32([8; 32]),
-            0,
+            900,
         )
     };
     net.one(
@@ -977,15 +1078,8 @@ fn device_descriptions_out_of_range_are_malformed() {
 fn missing_readings_settle_by_estimate_and_become_final_at_the_deadline() {
     let mut net = Net::new(3);
     let t0 = slot_start_ms(SLOT) - 3_000_000;
-    net.one(
-        t0,
-        1,
-        TxKind::RegisterDevice {
-            kind: DeviceKind::Pv,
-            capacity_w: 4_000,
-        },
-    )
-    .unwrap();
+    let battery = keyed_battery(&net, 1, 4_000);
+    net.one(t0, 1, battery).unwrap();
     net.block(
         t0 + 1,
         vec![
@@ -1031,6 +1125,7 @@ fn bad_market_transactions_are_refused_and_change_nothing() {
         market_err(net.one(t0, 1, order(Side::Ask, 100, 100, ""))),
         MarketTxError::NoProducingDevice
     );
+    // A device declared without a key sells nothing.
     net.one(
         t0 + 1,
         1,
@@ -1040,7 +1135,13 @@ fn bad_market_transactions_are_refused_and_change_nothing() {
         },
     )
     .unwrap();
-    // More than a 1 kW panel makes in 15 minutes (250 Wh).
+    assert_eq!(
+        market_err(net.one(t0 + 1, 1, order(Side::Ask, 100, 100, ""))),
+        MarketTxError::NoProducingDevice
+    );
+    let battery = keyed_battery(&net, 1, 1_000);
+    net.one(t0 + 1, 1, battery).unwrap();
+    // More than a 1 kW battery gives in 15 minutes (250 Wh).
     assert!(matches!(
         market_err(net.one(t0 + 2, 1, order(Side::Ask, 251, 100, ""))),
         MarketTxError::AskAboveCapacity { .. }
@@ -1177,9 +1278,10 @@ proptest! {
         let name = gridmesh_market::Mechanism::ALL[mech].name();
         let mut net = Net::with_mechanism(members.len() + 1, name, true);
         let t0 = slot_start_ms(SLOT) - 3_000_000;
-        let regs: Vec<VerifiedTx> = members.iter().enumerate().map(|(i, m)| net.tx(i + 1, TxKind::RegisterDevice {
-            kind: if m.producer { DeviceKind::Pv } else { DeviceKind::Meter },
-            capacity_w: 6_000,
+        let regs: Vec<VerifiedTx> = members.iter().enumerate().map(|(i, m)| net.tx(i + 1, if m.producer {
+            keyed_battery(&net, i + 1, 6_000)
+        } else {
+            TxKind::RegisterDevice { kind: DeviceKind::Meter, capacity_w: 6_000 }
         })).collect();
         prop_assert!(net.block(t0, regs).is_empty());
         let orders: Vec<VerifiedTx> = members.iter().enumerate().map(|(i, m)| net.tx(i + 1, TxKind::PlaceOrder {
@@ -1192,10 +1294,15 @@ proptest! {
         prop_assert!(net.block(t0 + 1, orders).is_empty());
         let end = slot_start_ms(SLOT + 1);
         net.block(end - 1, vec![]); // clears
-        let in_time: Vec<VerifiedTx> = members.iter().enumerate().filter_map(|(i, m)| match m.reading {
+        let mut in_time: Vec<VerifiedTx> = members.iter().enumerate().filter_map(|(i, m)| match m.reading {
             Some((false, wh)) => Some(net.tx(i + 1, reading(if m.producer { 0 } else { wh }, if m.producer { wh } else { 0 }))),
             _ => None,
         }).collect();
+        // Producers' batteries report what they gave, whether their meters report in time or not.
+        in_time.extend(members.iter().enumerate().filter_map(|(i, m)| match m.reading {
+            Some((_, wh)) if m.producer && wh > 0 => Some(net.device_reading(i + 1, SLOT, wh)),
+            _ => None,
+        }));
         prop_assert!(net.block(end + 1, in_time).is_empty());
         net.block(end + 3_600_000, vec![]); // settles
         let late: Vec<VerifiedTx> = members.iter().enumerate().filter_map(|(i, m)| match m.reading {
@@ -1260,6 +1367,28 @@ fn device_reading(
         root,
         count,
     )
+}
+
+/// A reading that commits to the one signed sample `k` took at the end of `slot`.
+fn committed(
+    net: &Net,
+    k: &Keypair,
+    slot: u64,
+    out_wh: u64,
+    in_wh: u64,
+    register_wh: u64,
+) -> gridmesh_ledger::tx::DeviceReading {
+    let sample = gridmesh_ledger::telemetry::RawSample::signed(
+        k,
+        net.chain.chain_id(),
+        slot,
+        slot_start_ms(slot + 1),
+        register_wh * 1_000,
+        in_wh * 1_000,
+        0,
+    );
+    let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
+    device_reading(net, k, slot, out_wh, in_wh, register_wh, root, count)
 }
 
 fn econ_err(r: Result<(), TxError>) -> gridmesh_ledger::economics::EconomicsError {
@@ -1372,11 +1501,10 @@ fn an_epoch_mints_rewards_by_grid_value_and_pays_out_a_community_asset() {
     );
     assert!(errs.is_empty(), "{errs:?}");
     let after = slot_start_ms(SLOT + 1) + 60_000;
-    let zero = gridmesh_types::Hash32([0; 32]);
     let readings = vec![
-        device_reading(&net, &pv_a, SLOT, 500, 0, 500, zero, 0),
-        device_reading(&net, &pv_plant, SLOT, 500, 0, 500, zero, 0),
-        device_reading(&net, &battery, SLOT, 1_000, 0, 1_000, zero, 0),
+        committed(&net, &pv_a, SLOT, 500, 0, 500),
+        committed(&net, &pv_plant, SLOT, 500, 0, 500),
+        committed(&net, &battery, SLOT, 1_000, 0, 1_000),
     ];
     net.one(after, bob, TxKind::SubmitDeviceReadings { readings })
         .unwrap();
@@ -1525,8 +1653,8 @@ fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
         device_reading(&net, &meter, SLOT, 600, 0, 600, root_m, n_m),
         device_reading(&net, &honest, SLOT, 450, 0, 450, root_h, n_h),
         // 5 kWh from 7.3 kW of PV in a quarter hour: above its rating.
-        device_reading(&net, &sunny1, SLOT, 5_000, 0, 5_000, root_h, 0),
-        device_reading(&net, &sunny2, SLOT, 5_000, 0, 5_000, root_h, 0),
+        committed(&net, &sunny1, SLOT, 5_000, 0, 5_000),
+        committed(&net, &sunny2, SLOT, 5_000, 0, 5_000),
     ];
     net.one(after, carol, TxKind::SubmitDeviceReadings { readings })
         .unwrap();
@@ -1595,7 +1723,7 @@ fn false_readings_are_slashed_by_their_commitment_or_after_a_physics_dispute() {
         economics::EconomicsError::AlreadyReported { .. }
     ));
     // A slashed device reports no more.
-    let next = device_reading(&net, &meter, SLOT + 1, 1, 0, 601, root_m, 0);
+    let next = committed(&net, &meter, SLOT + 1, 1, 0, 601);
     assert_eq!(
         market_err(net.one(
             slot_start_ms(SLOT + 2) + 1,
@@ -1692,15 +1820,14 @@ fn an_area_claiming_more_export_than_its_feeder_head_saw_is_held() {
         DeviceKind::Meter,
         "street-1/house-b",
     );
-    let zero = gridmesh_types::Hash32([0; 32]);
     // Slot 1: alice exports 1 kWh, bob takes 0.3 of it, the head passes 0.68 up (2 % lost).
     // Slot 2: alice claims 1.2 kWh with the same flows.
     for (slot, claim, reg) in [(SLOT, 1_000, 1_000), (SLOT + 1, 1_200, 2_200)] {
         let k = slot - SLOT + 1;
         let readings = vec![
-            device_reading(&net, &head, slot, 680, 0, 680 * k, zero, 0),
-            device_reading(&net, &meter_a, slot, claim, 0, reg, zero, 0),
-            device_reading(&net, &meter_b, slot, 0, 300, 0, zero, 0),
+            committed(&net, &head, slot, 680, 0, 680 * k),
+            committed(&net, &meter_a, slot, claim, 0, reg),
+            committed(&net, &meter_b, slot, 0, 300, 0),
         ];
         let ts = (slot_start_ms(slot + 1) + 60_000).max(net.chain.head().timestamp_ms + 1);
         net.one(ts, bob, TxKind::SubmitDeviceReadings { readings })
@@ -1783,9 +1910,8 @@ proptest! {
         orders.push(net.tx(buyer, order(Side::Bid, 5_000, 400, "street-1/buyer")));
         prop_assert!(net.block(t0 + 30, orders).is_empty());
         let after = slot_start_ms(SLOT + 1) + 60_000;
-        let zero = gridmesh_types::Hash32([0; 32]);
-        let readings: Vec<_> = members.iter().enumerate().map(|(i, (_, wh, _, _))| {
-            device_reading(&net, &devices[i], SLOT, *wh, 0, *wh, zero, 0)
+            let readings: Vec<_> = members.iter().enumerate().map(|(i, (_, wh, _, _))| {
+            committed(&net, &devices[i], SLOT, *wh, 0, *wh)
         }).collect();
         for (k, chunk) in readings.chunks(5).enumerate() {
             net.one(after + k as u64, buyer, TxKind::SubmitDeviceReadings { readings: chunk.to_vec() }).unwrap();
@@ -1913,4 +2039,291 @@ fn every_order_locks_a_deposit_until_its_slot_clears() {
     net.block(after_gate, vec![]);
     assert_eq!(net.balance(1), keep);
     assert_eq!(net.escrow(), 0);
+}
+
+/// Ratings are bounded per kind by the genesis and a keyed device's bond grows with its rating
+/// (the wash-trading attack registered a PV rated `u32::MAX` with the least bond).
+#[test]
+fn device_ratings_are_bounded_and_bonds_scale_with_them() {
+    let mut net = Net::new(3);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    let huge = TxKind::RegisterDevice {
+        kind: DeviceKind::Pv,
+        capacity_w: u32::MAX,
+    };
+    assert_eq!(
+        market_err(net.one(t0, 1, huge)),
+        MarketTxError::RatingTooHigh {
+            kind: "pv",
+            capacity_w: u32::MAX,
+            max_w: 1_000_000
+        }
+    );
+    let device = Keypair::from_seed([60; 32]);
+    let keyed = |net: &Net, capacity_w: u32, bond_tokens: u64| {
+        let info = DeviceInfo {
+            capacity_w,
+            ..pv_info()
+        };
+        let message = gridmesh_ledger::tx::device_registration_message(
+            net.chain.chain_id(),
+            &net.keys[1].address(),
+            &info,
+        );
+        TxKind::RegisterDeviceKey {
+            device: device.address(),
+            info,
+            bond: Amount::from_tokens(bond_tokens),
+            device_signature: device.sign(&message),
+        }
+    };
+    let tx = keyed(&net, u32::MAX, 900);
+    assert!(matches!(
+        market_err(net.one(t0 + 1, 1, tx)),
+        MarketTxError::RatingTooHigh { .. }
+    ));
+    // 50 kW of PV bonds 1 token per kW: 50 tokens, not the least 10.
+    let tx = keyed(&net, 50_000, 10);
+    assert_eq!(
+        market_err(net.one(t0 + 2, 1, tx)),
+        MarketTxError::BondTooSmall {
+            got: 10_000_000,
+            min: 50_000_000
+        }
+    );
+    let before = net.balance(1);
+    let tx = keyed(&net, 50_000, 50);
+    net.one(t0 + 3, 1, tx).unwrap();
+    assert_eq!(before - net.balance(1), 50_000_000);
+    // A meter does not earn: the least bond whatever its rating.
+    let cfg = gridmesh_ledger::MarketConfig::default();
+    assert_eq!(cfg.device_bond(DeviceKind::Meter, 5_000_000), 10_000_000);
+    assert_eq!(cfg.device_bond(DeviceKind::Battery, 10_001), 10_001_000);
+}
+
+/// What a seller sells is paid only as far as its keyed devices measured it (phantom energy: a
+/// meter reading alone pays nothing), and trades between accounts of one owner earn no rewards
+/// (wash trading: an account buying from itself, from its own device's key, or an asset from
+/// its holder).
+#[test]
+fn phantom_energy_is_not_paid_and_wash_trades_earn_nothing() {
+    let mut net = Net::new(5);
+    let (a, asset, h, phantom) = (1, 2, 3, 4);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register(
+        &mut net,
+        t0,
+        &[
+            (a, DeviceKind::Battery),
+            (h, DeviceKind::Meter),
+            (phantom, DeviceKind::Battery),
+        ],
+    );
+    // a's device key holds tokens to bid with; `asset` is a community asset a holds.
+    let dev = net.device_key(a);
+    let fund = net.tx(
+        a,
+        TxKind::Transfer {
+            to: dev.address(),
+            amount: Amount::from_tokens(50),
+        },
+    );
+    let create = net.tx(
+        asset,
+        TxKind::CreateAsset {
+            name: "a's".into(),
+            holders: vec![gridmesh_ledger::tx::Shareholding {
+                holder: net.keys[a].address(),
+                shares: 1,
+            }],
+        },
+    );
+    assert!(net.block(t0 + 1, vec![fund, create]).is_empty());
+    let dev_bid = TxBody {
+        version: TX_VERSION,
+        chain_id: net.chain.chain_id().to_string(),
+        sender: dev.address(),
+        nonce: 0,
+        kind: order(Side::Bid, 500, 300, "s/dev"),
+    }
+    .sign(&dev)
+    .verify()
+    .unwrap();
+    let orders = vec![
+        net.tx(a, order(Side::Ask, 2_000, 100, "s/a")),
+        dev_bid,
+        net.tx(asset, order(Side::Bid, 500, 300, "s/asset")),
+        net.tx(h, order(Side::Bid, 1_000, 300, "s/h")),
+        net.tx(phantom, order(Side::Ask, 500, 100, "s/p")),
+    ];
+    assert!(net.block(t0 + 2, orders).is_empty());
+    let own_bid = vec![net.tx(a, order(Side::Bid, 500, 300, "s/a"))];
+    assert!(net.block(t0 + 3, own_bid).is_empty());
+    net.block(slot_start_ms(SLOT) - 300_000, vec![]); // clears
+    let trades = net.chain.state().trades(SLOT);
+    assert!(
+        trades
+            .iter()
+            .any(|t| t.seller == net.keys[phantom].address()),
+        "{trades:?}"
+    );
+    // a's battery measured all it sold; the phantom seller's meter says it exported, its
+    // device says nothing.
+    let end = slot_start_ms(SLOT + 1);
+    let readings = vec![
+        net.tx(a, reading(500, 2_000)),
+        net.device_reading(a, SLOT, 2_000),
+        net.tx(phantom, reading(0, 500)),
+    ];
+    assert!(net.block(end + 1_000, readings).is_empty());
+    net.block(end + 3_600_000, vec![]); // settles
+    let trades = net.chain.state().trades(SLOT);
+    for t in &trades {
+        let delivered = t.settlement.as_ref().unwrap().delivered_mwh;
+        if t.seller == net.keys[phantom].address() {
+            assert_eq!(delivered, 0, "a meter reading alone pays nothing");
+        } else {
+            assert_eq!(delivered, t.trade.energy_mwh);
+        }
+    }
+    // Of a's buyers only h is another owner: a earns the grid value of what it delivered to h
+    // at the retail tariff (0.30), nothing for itself, its device's key or its asset.
+    let to_h: u64 = trades
+        .iter()
+        .filter(|t| t.seller == net.keys[a].address() && t.buyer == net.keys[h].address())
+        .map(|t| t.settlement.as_ref().unwrap().delivered_mwh)
+        .sum();
+    let sold: u64 = trades
+        .iter()
+        .filter(|t| t.seller == net.keys[a].address())
+        .map(|t| t.trade.energy_mwh)
+        .sum();
+    assert!(
+        to_h > 0 && to_h < sold,
+        "a sold {sold} mWh, {to_h} of it to h"
+    );
+    let epoch = net.chain.state().economics_config().epoch_of(SLOT);
+    let points = net
+        .chain
+        .state()
+        .points(epoch, &net.keys[a].address())
+        .expect("a earned points");
+    assert_eq!(points.renewable_mwh, to_h);
+    assert_eq!(points.value, u128::from(to_h) * 3 / 10);
+    assert!(net
+        .chain
+        .state()
+        .points(epoch, &net.keys[phantom].address())
+        .is_none());
+}
+
+#[derive(Debug, Clone)]
+struct Wash {
+    /// The second account is a community asset the first holds (the ledger can tell), or an
+    /// unrelated-looking account (it cannot).
+    second_is_asset: bool,
+    ask_wh: u64,
+    /// Bids of the first account, the second, the device's key and an honest neighbour.
+    bids_wh: [u64; 4],
+    /// What the first account's meter and its battery report.
+    meter_export_wh: u64,
+    device_out_wh: u64,
+}
+
+fn wash() -> impl Strategy<Value = Wash> {
+    (
+        any::<bool>(),
+        1u64..2_500,
+        [0u64..1_500, 0u64..1_500, 0u64..1_500, 0u64..1_500],
+        0u64..2_500,
+        0u64..2_500,
+    )
+        .prop_map(
+            |(second_is_asset, ask_wh, bids_wh, meter_export_wh, device_out_wh)| Wash {
+                second_is_asset,
+                ask_wh,
+                bids_wh,
+                meter_export_wh,
+                device_out_wh,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// One owner with several accounts (its own, a second one, its battery's key) trades with
+    /// itself and a neighbour however it likes and reports whatever its meter and battery say:
+    /// its rewards never exceed the grid value of what its keyed battery measured, and they are
+    /// exactly the value delivered to accounts the ledger cannot tie to it.
+    #[test]
+    fn no_strategy_of_one_owner_earns_more_than_its_verified_exports_are_worth(w in wash()) {
+        let mut net = Net::new(5);
+        let (a, second, h) = (1, 2, 3);
+        let t0 = slot_start_ms(SLOT) - 3_000_000;
+        register(&mut net, t0, &[(a, DeviceKind::Battery), (h, DeviceKind::Meter)]);
+        let dev = net.device_key(a);
+        let mut setup = vec![net.tx(a, TxKind::Transfer { to: dev.address(), amount: Amount::from_tokens(50) })];
+        if w.second_is_asset {
+            setup.push(net.tx(second, TxKind::CreateAsset {
+                name: "second".into(),
+                holders: vec![gridmesh_ledger::tx::Shareholding { holder: net.keys[a].address(), shares: 1 }],
+            }));
+        }
+        prop_assert!(net.block(t0 + 1, setup).is_empty());
+        let mut orders = vec![net.tx(a, order(Side::Ask, w.ask_wh, 100, "s/a"))];
+        let [own, second_wh, dev_wh, h_wh] = w.bids_wh;
+        if second_wh > 0 {
+            orders.push(net.tx(second, order(Side::Bid, second_wh, 300, "s/b")));
+        }
+        if h_wh > 0 {
+            orders.push(net.tx(h, order(Side::Bid, h_wh, 300, "s/h")));
+        }
+        if dev_wh > 0 {
+            orders.push(TxBody {
+                version: TX_VERSION,
+                chain_id: net.chain.chain_id().to_string(),
+                sender: dev.address(),
+                nonce: 0,
+                kind: order(Side::Bid, dev_wh, 300, "s/dev"),
+            }.sign(&dev).verify().unwrap());
+        }
+        prop_assert!(net.block(t0 + 2, orders).is_empty());
+        if own > 0 {
+            prop_assert!(net.block(t0 + 3, vec![net.tx(a, order(Side::Bid, own, 300, "s/a"))]).is_empty());
+        }
+        net.block(slot_start_ms(SLOT) - 300_000, vec![]); // clears
+        let end = slot_start_ms(SLOT + 1);
+        let mut readings = vec![net.tx(a, reading(0, w.meter_export_wh))];
+        if w.device_out_wh > 0 {
+            readings.push(net.device_reading(a, SLOT, w.device_out_wh));
+        }
+        prop_assert!(net.block(end + 1_000, readings).is_empty());
+        net.block(end + 3_600_000, vec![]); // settles
+
+        let retail = 300_000;
+        let me = net.keys[a].address();
+        let tied = |buyer: &Address| {
+            *buyer == me || *buyer == dev.address()
+                || (w.second_is_asset && *buyer == net.keys[second].address())
+        };
+        let trades = net.chain.state().trades(SLOT);
+        let to_others: u128 = trades
+            .iter()
+            .filter(|t| t.seller == me && !tied(&t.buyer))
+            .map(|t| gridmesh_market::value_floor(t.settlement.as_ref().unwrap().delivered_mwh, retail))
+            .sum();
+        let delivered: u64 = trades
+            .iter()
+            .filter(|t| t.seller == me)
+            .map(|t| t.settlement.as_ref().unwrap().delivered_mwh)
+            .sum();
+        let verified = w.device_out_wh.min(w.meter_export_wh) * 1_000;
+        prop_assert!(delivered <= verified, "delivered {delivered} > verified {verified}");
+        let epoch = net.chain.state().economics_config().epoch_of(SLOT);
+        let points = |who: &Address| net.chain.state().points(epoch, who).map_or(0, |p| p.value);
+        let earned = points(&me) + points(&net.keys[second].address()) + points(&dev.address());
+        prop_assert_eq!(earned, to_others);
+        prop_assert!(earned <= gridmesh_market::value_floor(verified, retail));
+    }
 }

@@ -1,8 +1,11 @@
-//! Inverters with their own keys, and the ones that lie.
+//! Inverters and batteries with their own keys, and the inverters that lie.
 //!
-//! With `devices.keyed_share`, a share of the PV homes register their inverter with its own key
-//! and a bond (`RegisterDeviceKey`), and the inverter signs a reading of its output every slot
-//! (`SubmitDeviceReadings`, with a cumulative register). The ledger checks each slot's readings
+//! With `devices.keyed_share` (all by default), a share of the homes with PV or a battery register
+//! their inverter and battery with their own keys and bonds (`RegisterDeviceKey`), and each device
+//! signs a reading of every slot in which it moved energy (`SubmitDeviceReadings`, with a
+//! cumulative register and a commitment to the signed sample it sums). Only those homes can sell:
+//! the ledger pays a seller for no more than its keyed devices measured, and a home whose devices
+//! are declared without keys only buys. The ledger checks each slot's readings
 //! at settlement (proof of generation: register, rating, clear sky at the inverter's place and
 //! orientation, the neighbours of its transformer); a held reading is not paid. `spoofing.devices`
 //! of the keyed inverters claim `spoofing.factor` times their output, keeping their register
@@ -16,9 +19,10 @@ use std::collections::BTreeMap;
 use gridmesh_ledger::devices::{DeviceIdentity, DeviceStatus, ReadingStatus};
 use gridmesh_ledger::economics::DisputeState;
 use gridmesh_ledger::readers::{DeviceReader, EconomicsReader};
+use gridmesh_ledger::telemetry::RawSample;
 use gridmesh_ledger::tx::{device_registration_message, DeviceInfo, DeviceReading, FraudEvidence};
 use gridmesh_ledger::{DeviceKind, Keypair, TxKind};
-use gridmesh_types::{Address, Amount, Hash32};
+use gridmesh_types::{Address, Amount};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -58,6 +62,8 @@ pub struct DeviceKpis {
 
 struct Inverter {
     key: Keypair,
+    /// What it bonded, base units.
+    bond: u128,
     spoofs: bool,
     register_mwh: u64,
     /// The slot of its reading a fraud report was sent for.
@@ -66,11 +72,22 @@ struct Inverter {
     active: bool,
 }
 
-/// The run's keyed inverters, by home.
+/// A home battery with its own key.
+struct KeyedBattery {
+    key: Keypair,
+    out_register_mwh: u64,
+    in_register_mwh: u64,
+}
+
+/// The run's keyed inverters and batteries, by home.
 pub struct Inverters {
     homes: Vec<Option<Inverter>>,
+    batteries: Vec<Option<KeyedBattery>>,
     chain_id: String,
+    /// The scenario's bond per device, tokens (a device bonds at least what the market asks for
+    /// its rating).
     bond: Amount,
+    market: gridmesh_ledger::config::MarketConfig,
     factor: f64,
     report: bool,
     /// Fraud reports for the next block: (device, chain slot).
@@ -85,100 +102,229 @@ pub fn inverter_key(seed: u64, i: usize) -> Keypair {
     )
 }
 
+/// A battery's key in a run.
+pub fn battery_key(seed: u64, i: usize) -> Keypair {
+    Keypair::from_seed(
+        *blake3::hash(format!("gridmesh-sim/battery/{seed}/{i}").as_bytes()).as_bytes(),
+    )
+}
+
+/// A signed reading of `out_mwh` (register `out_register_mwh`) and `in_mwh` that commits to the
+/// one signed sample the device took at the slot's end.
+fn committed_reading(
+    key: &Keypair,
+    chain_id: &str,
+    slot: u64,
+    (out_mwh, out_register_mwh): (u64, u64),
+    (in_mwh, in_register_mwh): (u64, u64),
+) -> DeviceReading {
+    let end_ms = gridmesh_types::units::slot_start_ms(slot + 1);
+    let power_w = (out_mwh as i64 - in_mwh as i64) * 4 / 1000;
+    let sample = RawSample::signed(
+        key,
+        chain_id,
+        slot,
+        end_ms,
+        out_register_mwh,
+        in_register_mwh,
+        power_w.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+    );
+    let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
+    DeviceReading::signed(
+        key,
+        chain_id,
+        slot,
+        out_mwh,
+        in_mwh,
+        out_register_mwh,
+        root,
+        count,
+    )
+}
+
 impl Inverters {
-    /// Draws which PV homes have keyed inverters and which of those spoof.
+    /// Draws which homes with PV or a battery have keyed devices, and which keyed inverters
+    /// spoof.
     pub fn draw(s: &Scenario, c: &Community, chain_id: &str) -> Result<Inverters, String> {
-        let mut pv: Vec<usize> = (0..c.homes.homes.len())
-            .filter(|&i| c.homes.homes[i].pv_kwp > 0.0)
+        let homes_of = &c.homes.homes;
+        let mut producing: Vec<usize> = (0..homes_of.len())
+            .filter(|&i| homes_of[i].pv_kwp > 0.0 || homes_of[i].battery.is_some())
             .collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed ^ 0x6b65_7965_645f_7076);
-        pv.shuffle(&mut rng);
-        let keyed = if s.devices.keyed_share > 0.0 {
-            ((pv.len() as f64 * s.devices.keyed_share).round() as usize).clamp(1, pv.len())
+        producing.shuffle(&mut rng);
+        let keyed = if s.devices.keyed_share > 0.0 && !producing.is_empty() {
+            ((producing.len() as f64 * s.devices.keyed_share).round() as usize)
+                .clamp(1, producing.len())
         } else {
             0
         };
-        if s.spoofing.devices > keyed {
+        let keyed_pv = producing[..keyed]
+            .iter()
+            .filter(|&&i| homes_of[i].pv_kwp > 0.0)
+            .count();
+        if s.spoofing.devices > keyed_pv {
             return Err(format!(
-                "spoofing.devices is {}, but only {keyed} of the {} PV homes have keyed inverters (devices.keyed_share {})",
+                "spoofing.devices is {}, but only {keyed_pv} of the {} PV homes have keyed inverters (devices.keyed_share {})",
                 s.spoofing.devices,
-                pv.len(),
+                homes_of.iter().filter(|h| h.pv_kwp > 0.0).count(),
                 s.devices.keyed_share
             ));
         }
-        let mut homes: Vec<Option<Inverter>> = (0..c.homes.homes.len()).map(|_| None).collect();
-        for (k, &i) in pv[..keyed].iter().enumerate() {
-            homes[i] = Some(Inverter {
-                key: inverter_key(s.seed, i),
-                spoofs: k < s.spoofing.devices,
-                register_mwh: 0,
-                reported: None,
-                active: true,
-            });
+        // The run's genesis leaves the device rules at their defaults.
+        let market = gridmesh_ledger::config::MarketConfig::default();
+        let bond = Amount::from_tokens(s.devices.bond);
+        let mut homes: Vec<Option<Inverter>> = (0..homes_of.len()).map(|_| None).collect();
+        let mut batteries: Vec<Option<KeyedBattery>> = (0..homes_of.len()).map(|_| None).collect();
+        let mut spoofers = 0;
+        for &i in &producing[..keyed] {
+            let h = &homes_of[i];
+            if h.pv_kwp > 0.0 {
+                let capacity_w = (h.pv_kwp * 1e3).ceil() as u32;
+                homes[i] = Some(Inverter {
+                    key: inverter_key(s.seed, i),
+                    bond: bond.0.max(market.device_bond(DeviceKind::Pv, capacity_w)),
+                    spoofs: spoofers < s.spoofing.devices,
+                    register_mwh: 0,
+                    reported: None,
+                    active: true,
+                });
+                spoofers += 1;
+            }
+            if h.battery.is_some() {
+                batteries[i] = Some(KeyedBattery {
+                    key: battery_key(s.seed, i),
+                    out_register_mwh: 0,
+                    in_register_mwh: 0,
+                });
+            }
         }
         Ok(Inverters {
             homes,
+            batteries,
             chain_id: chain_id.to_string(),
-            bond: Amount::from_tokens(s.devices.bond),
+            bond,
+            market,
             factor: s.spoofing.factor,
             report: s.spoofing.report,
             reports: Vec::new(),
             kpis: DeviceKpis {
-                keyed_inverters: keyed,
+                keyed_inverters: keyed_pv,
                 spoofing_inverters: s.spoofing.devices,
                 ..Default::default()
             },
         })
     }
 
+    /// Whether home `i` has any device with its own key (and so may sell).
     pub fn is_keyed(&self, i: usize) -> bool {
-        self.homes[i].is_some()
+        self.homes[i].is_some() || self.batteries[i].is_some()
     }
 
-    /// Home `i`'s registration of its keyed inverter of `kwp` at `area`, owned by `owner`.
-    pub fn registration(&self, i: usize, owner: &Address, area: &str, kwp: f64) -> Option<TxKind> {
-        let inv = self.homes[i].as_ref()?;
-        let info = DeviceInfo {
-            kind: DeviceKind::Pv,
-            capacity_w: (kwp * 1e3).ceil() as u32,
+    /// What home `i`'s keyed devices still reporting can deliver in a slot, mWh (what its asks
+    /// may offer).
+    pub fn keyed_capacity_mwh(&self, i: usize, home: &gridmesh_agent::study::Home) -> u64 {
+        let pv = self.homes[i]
+            .as_ref()
+            .filter(|v| v.active)
+            .map_or(0, |_| (home.pv_kwp * 1e3).ceil() as u64 * 250);
+        let battery = self.batteries[i].as_ref().map_or(0, |_| {
+            home.battery
+                .as_ref()
+                .map_or(0, |b| (b.power_kw * 1e3).ceil() as u64 * 250)
+        });
+        pv + battery
+    }
+
+    fn register(&self, key: &Keypair, owner: &Address, info: DeviceInfo, bond: u128) -> TxKind {
+        let message = device_registration_message(&self.chain_id, owner, &info);
+        TxKind::RegisterDeviceKey {
+            device: key.address(),
+            info,
+            bond: Amount(bond),
+            device_signature: key.sign(&message),
+        }
+    }
+
+    fn info(kind: DeviceKind, capacity_w: u32, area: &str) -> DeviceInfo {
+        DeviceInfo {
+            kind,
+            capacity_w,
             location: area.to_string(),
             latitude_microdeg: LATITUDE_MICRODEG,
             longitude_microdeg: LONGITUDE_MICRODEG,
             tilt_deg: TILT_DEG,
             azimuth_deg: AZIMUTH_DEG,
-        };
-        let message = device_registration_message(&self.chain_id, owner, &info);
-        Some(TxKind::RegisterDeviceKey {
-            device: inv.key.address(),
-            info,
-            bond: self.bond,
-            device_signature: inv.key.sign(&message),
-        })
+        }
     }
 
-    /// Home `i`'s inverter's signed reading of chain slot `slot`, in which it made `made_mwh`;
-    /// `None` if it has no keyed inverter or can report no more.
-    pub fn reading(&mut self, i: usize, slot: u64, made_mwh: u64) -> Option<TxKind> {
-        let inv = self.homes[i].as_mut().filter(|v| v.active)?;
-        let claimed = if inv.spoofs {
-            (made_mwh as f64 * self.factor).round() as u64
-        } else {
-            made_mwh
-        };
-        inv.register_mwh += claimed;
-        self.kpis.readings += 1;
-        self.kpis.false_readings += u64::from(claimed > made_mwh);
-        let r = DeviceReading::signed(
-            &inv.key,
-            &self.chain_id,
-            slot,
-            claimed,
-            0,
-            inv.register_mwh,
-            Hash32([0; 32]),
-            0,
-        );
-        Some(TxKind::SubmitDeviceReadings { readings: vec![r] })
+    /// Home `i`'s registration of its keyed inverter of `kwp` at `area`, owned by `owner`.
+    pub fn registration(&self, i: usize, owner: &Address, area: &str, kwp: f64) -> Option<TxKind> {
+        let inv = self.homes[i].as_ref()?;
+        let info = Self::info(DeviceKind::Pv, (kwp * 1e3).ceil() as u32, area);
+        Some(self.register(&inv.key, owner, info, inv.bond))
+    }
+
+    /// Home `i`'s registration of its keyed battery of `kw` at `area`, owned by `owner`.
+    pub fn battery_registration(
+        &self,
+        i: usize,
+        owner: &Address,
+        area: &str,
+        kw: f64,
+    ) -> Option<TxKind> {
+        let b = self.batteries[i].as_ref()?;
+        let capacity_w = (kw * 1e3).ceil() as u32;
+        let bond = self
+            .bond
+            .0
+            .max(self.market.device_bond(DeviceKind::Battery, capacity_w));
+        let info = Self::info(DeviceKind::Battery, capacity_w, area);
+        Some(self.register(&b.key, owner, info, bond))
+    }
+
+    /// Home `i`'s keyed devices' signed readings of chain slot `slot`, in which its panels made
+    /// `made_mwh` and its battery discharged `out_mwh` and charged `in_mwh`: one transaction
+    /// with a reading of each device that moved energy, or `None`.
+    pub fn readings(
+        &mut self,
+        i: usize,
+        slot: u64,
+        made_mwh: u64,
+        (out_mwh, in_mwh): (u64, u64),
+    ) -> Option<TxKind> {
+        let mut readings = Vec::new();
+        if let Some(inv) = self.homes[i].as_mut().filter(|v| v.active && made_mwh > 0) {
+            let claimed = if inv.spoofs {
+                (made_mwh as f64 * self.factor).round() as u64
+            } else {
+                made_mwh
+            };
+            inv.register_mwh += claimed;
+            self.kpis.readings += 1;
+            self.kpis.false_readings += u64::from(claimed > made_mwh);
+            readings.push(committed_reading(
+                &inv.key,
+                &self.chain_id,
+                slot,
+                (claimed, inv.register_mwh),
+                (0, 0),
+            ));
+        }
+        if let Some(b) = self.batteries[i]
+            .as_mut()
+            .filter(|_| out_mwh > 0 || in_mwh > 0)
+        {
+            b.out_register_mwh += out_mwh;
+            b.in_register_mwh += in_mwh;
+            readings.push(committed_reading(
+                &b.key,
+                &self.chain_id,
+                slot,
+                (out_mwh, b.out_register_mwh),
+                (in_mwh, b.in_register_mwh),
+            ));
+        }
+        (!readings.is_empty()).then_some(TxKind::SubmitDeviceReadings { readings })
     }
 
     /// The keyed inverters still reporting, by home.
@@ -276,8 +422,8 @@ impl Inverters {
 
     /// The KPIs at the end of the run.
     pub fn finish(mut self, chain: &impl SimChain) -> DeviceKpis {
-        let bond = self.bond.0;
         for inv in self.homes.iter().flatten() {
+            let bond = inv.bond;
             let Some(d) = status(chain, &inv.key.address()) else {
                 continue;
             };

@@ -73,6 +73,9 @@ struct HomeRun {
     zi: ZeroIntelligence,
     /// Metered exchange of recent slots, mWh (import, export), by slot modulo the ring.
     readings: [(u64, u64); RING],
+    /// What its devices moved in recent slots, mWh (PV output, battery discharge, battery
+    /// charge), by slot modulo the ring.
+    device_energy: [(u64, u64, u64); RING],
     /// Grid exchange of the last slot, kW.
     last_net_kw: f64,
 }
@@ -234,7 +237,9 @@ pub fn run_on(
                 .unwrap_or_else(|| plain(DeviceKind::Pv, h.pv_kwp * 1e3)));
         }
         if let Some(b) = &h.battery {
-            reg(plain(DeviceKind::Battery, b.power_kw * 1e3));
+            reg(inverters
+                .battery_registration(i, &addresses[i], &feeder.home_area[i], b.power_kw)
+                .unwrap_or_else(|| plain(DeviceKind::Battery, b.power_kw * 1e3)));
         }
         if !h.sessions.is_empty() {
             reg(plain(DeviceKind::EvCharger, h.ev_power_kw * 1e3));
@@ -262,6 +267,10 @@ pub fn run_on(
             (w as u64) * 250
         })
         .collect();
+    // What a home's keyed devices can deliver bounds its asks (declared devices sell nothing).
+    let mut max_ask_mwh: Vec<u64> = (0..n)
+        .map(|i| inverters.keyed_capacity_mwh(i, &c.homes.homes[i]))
+        .collect();
     let max_import_mwh = ((s.homes.import_limit_kw * 1e3).ceil() as u64) * 250;
     let mut homes: Vec<HomeRun> = c
         .homes
@@ -276,6 +285,7 @@ pub fn run_on(
             values: (0.0, 0.0),
             zi: ZeroIntelligence::new(s.seed ^ ((i as u64) << 20)),
             readings: [(0, 0); RING],
+            device_energy: [(0, 0, 0); RING],
             last_net_kw: h.load_kw[first - 1] - c.homes.pv_per_kwp[first - 1] * h.pv_kwp,
         })
         .collect();
@@ -366,6 +376,7 @@ pub fn run_on(
         // and asks are bounded by its battery alone (the panels still make what they make).
         for i in inverters.refresh(&*ledger, slot_start_ms(chain_slot(u))) {
             max_export_mwh[i] = battery_mwh(&c.homes.homes[i]);
+            max_ask_mwh[i] = inverters.keyed_capacity_mwh(i, &c.homes.homes[i]);
         }
         let retail_next = tou.retail_at(u + 1);
         for (i, h) in homes.iter_mut().enumerate() {
@@ -386,11 +397,11 @@ pub fn run_on(
                     txs.push(tx);
                     pending += 1;
                 }
-                // The inverter's own reading of what the panels made.
-                let home = &c.homes.homes[i];
-                let made_mwh =
-                    (c.homes.pv_per_kwp[u - 1] * home.pv_kwp * DT_H * 1e6).round() as u64;
-                if let Some(kind) = inverters.reading(i, chain_slot(u - 1), made_mwh) {
+                // The keyed devices' own readings of what the panels made and the battery moved.
+                let (made_mwh, out_mwh, in_mwh) = h.device_energy[(u - 1) % RING];
+                if let Some(kind) =
+                    inverters.readings(i, chain_slot(u - 1), made_mwh, (out_mwh, in_mwh))
+                {
                     if let Some(tx) = ledger.tx(h.address, pending, kind) {
                         txs.push(tx);
                         pending += 1;
@@ -431,8 +442,8 @@ pub fn run_on(
                     continue;
                 };
                 if side == AgentSide::Ask {
-                    // An ask is backed by the home's producing devices.
-                    energy_mwh = energy_mwh.min(max_export_mwh[i]);
+                    // An ask is backed by the home's keyed producing devices.
+                    energy_mwh = energy_mwh.min(max_ask_mwh[i]);
                 }
                 if energy_mwh < gridmesh_ledger::config::DEFAULT_MIN_ORDER_MWH {
                     continue;
@@ -565,6 +576,8 @@ pub fn run_on(
                 let pv_per_kwp = c.homes.pv_per_kwp[u];
                 let retail = tou.retail_at(u);
                 let mut nets = vec![0.0; n];
+                // (PV output, battery kW, charging positive) per home.
+                let mut device_kw = vec![(0.0, 0.0); n];
                 if island_slots[u] {
                     let step = crate::island::dispatch(
                         &c.homes,
@@ -583,6 +596,7 @@ pub fn run_on(
                         nets[i] = d.net_kw;
                         let load = c.homes.homes[i].load_kw[u] - d.shed_kw;
                         let pv = pv_per_kwp * c.homes.homes[i].pv_kwp;
+                        device_kw[i] = (pv - d.curtailed_kw, d.battery_kw);
                         acc.home_slot(i, u, d, load, pv);
                         if live_feeder {
                             homes_live.push(live_home(i, d, load, pv, &homes[i].dev));
@@ -602,6 +616,7 @@ pub fn run_on(
                         acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
                         nets[i] = d.net_kw;
                         let d = crate::island::HomeStep::from(d);
+                        device_kw[i] = (pv - d.curtailed_kw, d.battery_kw);
                         acc.home_slot(i, u, &d, load, pv);
                         if live_feeder {
                             homes_live.push(live_home(i, &d, load, pv, &h.dev));
@@ -615,6 +630,9 @@ pub fn run_on(
                     let export =
                         (((-net_kw).max(0.0) * DT_H * 1e6).round() as u64).min(max_export_mwh[i]);
                     h.readings[u % RING] = (import, export);
+                    let mwh = |kw: f64| (kw.max(0.0) * DT_H * 1e6).round() as u64;
+                    let (pv_kw, battery_kw) = device_kw[i];
+                    h.device_energy[u % RING] = (mwh(pv_kw), mwh(-battery_kw), mwh(battery_kw));
                     h.last_net_kw = net_kw;
                 }
                 // The feeder.

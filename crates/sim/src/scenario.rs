@@ -35,7 +35,7 @@
 //! hours = 3
 //!
 //! [devices]
-//! keyed_share = 0.5           # of PV homes: inverters with their own keys, proof of generation
+//! keyed_share = 0.5           # of PV and battery homes: devices with their own keys (the rest only buy)
 //!
 //! [spoofing]
 //! devices = 2                 # keyed inverters that claim more than they make
@@ -308,9 +308,10 @@ impl Default for Tariff {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Devices {
-    /// Share of the PV homes whose inverter has its own key (0: homes report by meter only).
+    /// Share of the homes with PV or a battery whose devices have their own keys (default all;
+    /// the others only buy: the ledger pays a seller for what its keyed devices measured).
     pub keyed_share: f64,
-    /// Bond of a keyed inverter, tokens.
+    /// Bond of a keyed device, tokens (at least what the market asks for its rating).
     pub bond: u64,
     /// Tokens minted a day per home of the community, shared among the owners of verified
     /// devices by the grid value of what they delivered (the ledger's epoch emission).
@@ -320,7 +321,7 @@ pub struct Devices {
 impl Default for Devices {
     fn default() -> Devices {
         Devices {
-            keyed_share: 0.0,
+            keyed_share: 1.0,
             bond: 20,
             rewards_per_home_per_day: 0.1,
         }

@@ -62,11 +62,17 @@ fn trades_settle_on_the_ledger_and_conserve_tokens() {
     let c = &o.community;
     assert!(c.p2p_kwh > 1.0, "neighbours traded: {} kWh", c.p2p_kwh);
     // Without grid fees every token a buyer paid reached a seller (pay-as-clear, no fees): the
-    // members' balance changes sum to zero up to the floor roundings of each trade.
-    let net: f64 = o.homes.iter().map(|h| h.tokens_earned).sum();
+    // members' balance changes, less the rewards minted to them, sum to zero up to the floor
+    // roundings of each trade.
+    let net: f64 = o.homes.iter().map(|h| h.tokens_earned - h.rewards).sum();
     assert!(net.abs() < 1e-3 * c.p2p_kwh.max(1.0), "net {net}");
-    // Homes both buy and sell: their net earnings are at most what changed hands.
-    assert!(c.tokens_earned > 0.0 && c.tokens_earned <= c.p2p_value_tokens + 1e-6);
+    // The keyed devices' verified deliveries earned rewards.
+    let rewards: f64 = o.homes.iter().map(|h| h.rewards).sum();
+    assert!(rewards > 0.0 && (rewards - c.rewards_minted).abs() < 1e-6);
+    // Homes both buy and sell: their net earnings are at most what changed hands and was minted.
+    assert!(
+        c.tokens_earned > 0.0 && c.tokens_earned <= c.p2p_value_tokens + c.rewards_minted + 1e-6
+    );
     // Bought and sold as settled match across the community.
     let bought: f64 = o.homes.iter().map(|h| h.p2p_bought_kwh).sum();
     let sold: f64 = o.homes.iter().map(|h| h.p2p_sold_kwh).sum();
@@ -222,7 +228,7 @@ fn spoofing_inverters_are_held_reported_and_slashed_and_honest_ones_are_not() {
 
 #[test]
 fn spoofing_without_keyed_inverters_is_refused() {
-    let text = "name = \"x\"\n[spoofing]\ndevices = 1\n";
+    let text = "name = \"x\"\n[devices]\nkeyed_share = 0\n[spoofing]\ndevices = 1\n";
     let e = Scenario::from_toml(text, &[]).unwrap_err().to_string();
     assert!(e.contains("devices.keyed_share"), "{e}");
     let e = Scenario::from_toml("name = \"x\"\n[spoofing]\nfactor = 0.5\n", &[])
@@ -395,4 +401,19 @@ home_buses = [3]
             .contains("homes.file (home 1): the case has no bus 9"),
         "{e}"
     );
+}
+
+/// Only devices with their own keys sell: a community whose devices are all declared without
+/// keys trades nothing among neighbours (its homes still buy and sell to the utility).
+#[test]
+fn homes_without_keyed_devices_only_buy() {
+    let o = go(&scenario(&["devices.keyed_share=0"]));
+    assert_eq!(o.community.p2p_kwh, 0.0);
+    assert!(o.homes.iter().all(|h| h.p2p_sold_kwh == 0.0));
+    assert!(
+        o.ledger.rejected.is_empty(),
+        "refused: {:?}",
+        o.ledger.rejected
+    );
+    assert!(o.community.export_kwh > 0.0, "the PV homes still export");
 }

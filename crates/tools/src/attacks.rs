@@ -8,8 +8,8 @@
 //! cannot spoil the next. Honest transactions sent while an attack runs are timed from submission
 //! to commit: that is the latency BENCHMARKS.md reports.
 //!
-//! Attacks not replayed yet (the review's findings 3, 4, 8 and 10) are not listed: the suite says
-//! only what it tried. The MQTT attack needs Mosquitto (`./scripts/setup` installs it).
+//! Attacks not replayed yet (the review's findings 8 and 10) are not listed: the suite says only
+//! what it tried. The MQTT attack needs Mosquitto (`./scripts/setup` installs it).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -98,33 +98,39 @@ pub fn run(exe: &Path, scale: Scale) -> anyhow::Result<Vec<Outcome>> {
         .prefix("gridmesh-attacks-")
         .tempdir()
         .context("creating a temporary directory")?;
-    let attacks: [(&str, AttackFn); 7] = [
-        ("jam", mempool_jam),
-        ("slot-fill", slot_fill),
-        ("sign-in", sign_in_flood),
-        ("pcc", pcc_from_elsewhere),
-        ("connections", connection_flood),
-        ("streams", stream_hog),
-        ("mqtt-junk", mqtt_junk),
+    let one = |f: fn(&Path, &Path, Scale) -> anyhow::Result<Outcome>| {
+        move |exe: &Path, dir: &Path, scale: Scale| f(exe, dir, scale).map(|o| vec![o])
+    };
+    let attacks: [(&str, Box<AttackFn>); 8] = [
+        ("jam", Box::new(one(mempool_jam))),
+        ("slot-fill", Box::new(one(slot_fill))),
+        ("wash+phantom", Box::new(rewards_and_phantom_energy)),
+        ("sign-in", Box::new(one(sign_in_flood))),
+        ("pcc", Box::new(one(pcc_from_elsewhere))),
+        ("connections", Box::new(one(connection_flood))),
+        ("streams", Box::new(one(stream_hog))),
+        ("mqtt-junk", Box::new(one(mqtt_junk))),
     ];
     let mut out = Vec::new();
     let mut keep = false;
     for (name, attack) in attacks {
-        let dir = tmp.path().join(name);
+        let dir = tmp.path().join(name.replace('+', "-"));
         std::fs::create_dir_all(&dir)?;
-        let o = attack(exe, &dir, scale).unwrap_or_else(|e| {
+        let outcomes = attack(exe, &dir, scale).unwrap_or_else(|e| {
             keep = true;
-            Outcome {
+            vec![Outcome {
                 attack: name,
                 finding: 0,
                 held: false,
                 tried: "nothing: the attack could not run".into(),
                 result: format!("{e:#} (logs in {})", dir.display()),
                 honest_latency: None,
-            }
+            }]
         });
-        eprintln!("{}", o.line());
-        out.push(o);
+        for o in outcomes {
+            eprintln!("{}", o.line());
+            out.push(o);
+        }
     }
     if keep {
         let kept = tmp.keep();
@@ -133,7 +139,7 @@ pub fn run(exe: &Path, scale: Scale) -> anyhow::Result<Vec<Outcome>> {
     Ok(out)
 }
 
-type AttackFn = fn(&Path, &Path, Scale) -> anyhow::Result<Outcome>;
+type AttackFn = dyn Fn(&Path, &Path, Scale) -> anyhow::Result<Vec<Outcome>>;
 
 /// Finding 1: keys without tokens, then funded keys, send transactions behind a nonce they never
 /// send, until the pool is full; honest transfers must still be admitted and commit.
@@ -308,6 +314,273 @@ fn slot_fill(exe: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Outcome> {
         ),
         honest_latency: latency,
     })
+}
+
+/// Findings 3 and 4 on a chain of their own (time 600 times the wall clock, settlement 15 minutes
+/// after a slot, one-slot reward epochs): an account registers a keyed PV rated `u32::MAX` with
+/// the least bond, sells to itself, and reports a reading that commits to no samples (wash
+/// trading); a second account with a PV declared without a key sells to a neighbour and meters
+/// the export itself (phantom energy). Held if the self-trades mint no reward and the phantom
+/// seller is paid for nothing.
+fn rewards_and_phantom_energy(
+    exe: &Path,
+    dir: &Path,
+    _scale: Scale,
+) -> anyhow::Result<Vec<Outcome>> {
+    let washer = Keypair::from_seed(seed(0xc0, 0));
+    let device = Keypair::from_seed(seed(0xc1, 0));
+    let phantom = Keypair::from_seed(seed(0xc2, 0));
+    let buyer = Keypair::from_seed(seed(0xc3, 0));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let accounts: String = [(&washer, 100), (&phantom, 1), (&buyer, 100)]
+        .iter()
+        .map(|(k, t)| {
+            format!(
+                "[[accounts]]\naddress = \"{}\"\nbalance = \"{t}\"\n",
+                k.address()
+            )
+        })
+        .collect();
+    let genesis = dir.join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        format!(
+            "chain_id = \"attacks\"\ntimestamp_ms = {}\n{accounts}[market]\ncorrection_window_minutes = 15\nlate_window_minutes = 15\n[economics]\nepoch_slots = 1\ndispute_window_minutes = 15\n",
+            now_ms - 60_000
+        ),
+    )?;
+    let node = NodeProcess::start(
+        exe,
+        dir,
+        &[
+            "--genesis",
+            &genesis.display().to_string(),
+            "--time-scale",
+            "600",
+            "--empty-blocks",
+            "--block-interval-ms",
+            "100",
+        ],
+    )?;
+    let client = Client::new(&node.url);
+    let chain = client.status()?.chain_id;
+    let mut nonces = std::collections::BTreeMap::<Address, u64>::new();
+    // Sends `kind` from `k` and waits for the block: Ok if it applied, Err with the refusal.
+    // The node's reason, without the request's wrapping.
+    let why = |e: gridmesh_client::client::ClientError| {
+        let e = e.to_string();
+        match e.split_once("was rejected: ") {
+            Some((_, why)) => why.to_string(),
+            None => e,
+        }
+    };
+    let mut send = |k: &Keypair, kind: TxKind| -> anyhow::Result<Result<(), String>> {
+        let nonce = nonces.entry(k.address()).or_insert(0);
+        let tx = SignedTx::new(k, &chain, *nonce, kind);
+        let hash: Hash32 = match client.submit(&tx) {
+            Ok(r) => r.hash.parse()?,
+            Err(e) => return Ok(Err(why(e))),
+        };
+        match client.wait_committed(&hash, Duration::from_secs(30)) {
+            Ok(_) => {
+                *nonce += 1;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(why(e))),
+        }
+    };
+    let info = |kind, capacity_w| gridmesh_ledger::tx::DeviceInfo {
+        kind,
+        capacity_w,
+        location: "street-1/washer".into(),
+        latitude_microdeg: 0,
+        longitude_microdeg: 0,
+        tilt_deg: 0,
+        azimuth_deg: 0,
+    };
+    let keyed = |kind, capacity_w| {
+        let info = info(kind, capacity_w);
+        let message =
+            gridmesh_ledger::tx::device_registration_message(&chain, &washer.address(), &info);
+        TxKind::RegisterDeviceKey {
+            device: device.address(),
+            info,
+            bond: Amount::from_tokens(10),
+            device_signature: device.sign(&message),
+        }
+    };
+    use gridmesh_ledger::DeviceKind;
+    // The review's device: a PV rated u32::MAX with the least bond. Where that is refused, the
+    // attacker bonds the largest battery its 10 tokens may.
+    let mut wash_steps = Vec::new();
+    let huge = send(&washer, keyed(DeviceKind::Pv, u32::MAX))?;
+    wash_steps.push(format!(
+        "a PV rated {} W with a 10-token bond: {}",
+        u32::MAX,
+        huge.as_ref()
+            .map_or_else(|e| format!("refused ({e})"), |_| "accepted".into())
+    ));
+    if huge.is_err() {
+        if let Err(e) = send(&washer, keyed(DeviceKind::Battery, 10_000))? {
+            bail!("registering the washer's battery: {e}");
+        }
+    }
+    let declared = |capacity_w| TxKind::RegisterDevice {
+        kind: DeviceKind::Pv,
+        capacity_w,
+    };
+    let mut phantom_steps = Vec::new();
+    let huge = send(&phantom, declared(u32::MAX))?;
+    phantom_steps.push(format!(
+        "a PV declared without a key rated {} W: {}",
+        u32::MAX,
+        huge.as_ref()
+            .map_or_else(|e| format!("refused ({e})"), |_| "accepted".into())
+    ));
+    if huge.is_err() {
+        if let Err(e) = send(&phantom, declared(10_000))? {
+            bail!("declaring the phantom PV: {e}");
+        }
+    }
+    let meter = TxKind::RegisterDevice {
+        kind: DeviceKind::Meter,
+        capacity_w: 10_000,
+    };
+    if let Err(e) = send(&buyer, meter)? {
+        bail!("registering the buyer's meter: {e}");
+    }
+    // A slot whose gate is a few seconds away (600x: a slot is 1.5 s).
+    let slot = client.market()?.next_open_slot + 3;
+    let order = |side, wh: u64, milli: u64, at: &str| TxKind::PlaceOrder {
+        slot,
+        side,
+        energy_mwh: wh * 1_000,
+        price_per_kwh: milli * 1_000,
+        location: at.into(),
+    };
+    let ask = send(&washer, order(Side::Ask, 2_000, 0, "street-1/washer"))?;
+    let bid = send(&washer, order(Side::Bid, 2_000, 300, "street-1/washer"))?;
+    wash_steps.push(format!(
+        "an ask of 2 kWh at 0 and a bid of 2 kWh at 0.30 from the same account: {}",
+        match (&ask, &bid) {
+            (Ok(()), Ok(())) => "both placed".to_string(),
+            (a, b) => format!("ask {a:?}, bid {b:?}"),
+        }
+    ));
+    let phantom_ask = send(&phantom, order(Side::Ask, 1_000, 200, "street-1/phantom"))?;
+    phantom_steps.push(format!(
+        "an ask of 1 kWh: {}",
+        phantom_ask
+            .as_ref()
+            .map_or_else(|e| format!("refused ({e})"), |_| "placed".into())
+    ));
+    if let Err(e) = send(&buyer, order(Side::Bid, 1_000, 250, "street-1/buyer"))? {
+        bail!("the buyer's bid: {e}");
+    }
+    // After the slot: meters and the washer's device report.
+    let wait_for = |what: &str, done: &dyn Fn() -> anyhow::Result<bool>| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done()? {
+            if Instant::now() > deadline {
+                bail!("waited 60 s for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    wait_for("the slot to end", &|| {
+        Ok(client.market()?.current_slot > slot)
+    })?;
+    let end_ms = gridmesh_types::units::slot_start_ms(slot + 1);
+    let reading = |import_wh: u64, export_wh: u64| TxKind::SubmitReading {
+        slot,
+        import_mwh: import_wh * 1_000,
+        export_mwh: export_wh * 1_000,
+    };
+    let device_reading = |root: Hash32, count: u32| {
+        let r = gridmesh_ledger::tx::DeviceReading::signed(
+            &device, &chain, slot, 2_000_000, 0, 2_000_000, root, count,
+        );
+        TxKind::SubmitDeviceReadings { readings: vec![r] }
+    };
+    let bare = send(&washer, device_reading(Hash32([0; 32]), 0))?;
+    wash_steps.push(format!(
+        "a 2 kWh device reading committing to no samples: {}",
+        bare.as_ref()
+            .map_or_else(|e| format!("refused ({e})"), |_| "accepted".into())
+    ));
+    if bare.is_err() {
+        let sample = gridmesh_ledger::telemetry::RawSample::signed(
+            &device, &chain, 1, end_ms, 2_000_000, 0, 8_000,
+        );
+        let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
+        if let Err(e) = send(&washer, device_reading(root, count))? {
+            bail!("the washer's committed reading: {e}");
+        }
+    }
+    for (k, import_wh, export_wh) in [
+        (&washer, 2_000, 2_000),
+        (&phantom, 0, 1_000),
+        (&buyer, 1_000, 0),
+    ] {
+        if let Err(e) = send(k, reading(import_wh, export_wh))? {
+            bail!("a meter reading: {e}");
+        }
+    }
+    // Settlement, then the one-slot epoch closes when the slot is final (its late window, 15
+    // minutes, over): a minute of chain time later, any reward is minted.
+    wait_for("the epoch to close", &|| {
+        Ok(client.market()?.now_ms > end_ms + 16 * 60_000)
+    })?;
+    let supply = client.supply()?;
+    let view = client.market_slot(slot)?.context("the slot")?;
+    let washer_hex = washer.address().to_string();
+    let phantom_hex = phantom.address().to_string();
+    let self_trades = view
+        .trades
+        .iter()
+        .filter(|t| t.seller == washer_hex && t.buyer == washer_hex)
+        .count();
+    let minted: Amount = supply.minted.parse().context("minted")?;
+    let phantom_paid: Vec<String> = view
+        .trades
+        .iter()
+        .filter(|t| t.seller == phantom_hex)
+        .filter_map(|t| t.settlement.as_ref())
+        .map(|s| s.delivered_kwh.clone())
+        .collect();
+    let phantom_delivered = phantom_paid
+        .iter()
+        .any(|d| d.parse::<f64>().unwrap_or(0.0) > 0.0);
+    Ok(vec![
+        Outcome {
+            attack: "wash",
+            finding: 3,
+            held: minted.0 == 0,
+            tried: wash_steps.join("; "),
+            result: format!(
+                "{self_trades} self-trades settled; the epoch minted {minted} tokens in rewards"
+            ),
+            honest_latency: None,
+        },
+        Outcome {
+            attack: "phantom",
+            finding: 4,
+            held: !phantom_delivered,
+            tried: phantom_steps.join("; ") + "; then metered its own export of 1 kWh",
+            result: if phantom_paid.is_empty() {
+                "it sold nothing".into()
+            } else {
+                format!(
+                    "its trades settled as delivered: {} kWh",
+                    phantom_paid.join(", ")
+                )
+            },
+            honest_latency: None,
+        },
+    ])
 }
 
 /// Finding 5: one client floods challenges and its own sessions; a member signing in from another

@@ -356,22 +356,44 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
     };
     let t0 = genesis.timestamp_ms + 1_000;
     let seller = |i: usize| i % 2 == 0;
+    // Sellers sell from batteries with their own keys (only keyed, bonded devices sell); buyers
+    // declare a meter.
+    let battery_key = |i: usize| {
+        let mut seed = [0xba; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        gridmesh_ledger::Keypair::from_seed(seed)
+    };
     let regs: Vec<VerifiedTx> = (0..homes)
         .map(|i| {
             let kind = if seller(i) {
-                DeviceKind::Pv
-            } else {
-                DeviceKind::Meter
-            };
-            sign(
-                &chain,
-                i,
-                0,
-                TxKind::RegisterDevice {
-                    kind,
+                let key = battery_key(i);
+                let info = gridmesh_ledger::tx::DeviceInfo {
+                    kind: DeviceKind::Battery,
                     capacity_w: 5_000,
-                },
-            )
+                    location: format!("s{}/h{i}", i % 100),
+                    latitude_microdeg: 0,
+                    longitude_microdeg: 0,
+                    tilt_deg: 0,
+                    azimuth_deg: 0,
+                };
+                let message = gridmesh_ledger::tx::device_registration_message(
+                    chain.chain_id(),
+                    &keys[i].address(),
+                    &info,
+                );
+                TxKind::RegisterDeviceKey {
+                    device: key.address(),
+                    info,
+                    bond: gridmesh_types::Amount::from_tokens(10),
+                    device_signature: key.sign(&message),
+                }
+            } else {
+                TxKind::RegisterDevice {
+                    kind: DeviceKind::Meter,
+                    capacity_w: 5_000,
+                }
+            };
+            sign(&chain, i, 0, kind)
         })
         .collect();
     step(&mut chain, &mut replica, regs, t0)?;
@@ -422,25 +444,56 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
         .slot_record(SLOT)
         .context("the slot was not cleared")?;
     let end = slot_start_ms(SLOT + 1);
-    let readings: Vec<VerifiedTx> = (0..homes)
-        .map(|i| {
-            let (import_mwh, export_mwh) = if seller(i) {
-                (0, next() % 1_250_000)
-            } else {
-                (next() % 1_000_000, 0)
-            };
-            sign(
+    let mut readings = Vec::new();
+    for i in 0..homes {
+        let (import_mwh, export_mwh) = if seller(i) {
+            (0, next() % 1_250_000)
+        } else {
+            (next() % 1_000_000, 0)
+        };
+        readings.push(sign(
+            &chain,
+            i,
+            2,
+            TxKind::SubmitReading {
+                slot: SLOT,
+                import_mwh,
+                export_mwh,
+            },
+        ));
+        if seller(i) {
+            // The battery's own reading of what it discharged, committed to its one sample.
+            let key = battery_key(i);
+            let sample = gridmesh_ledger::telemetry::RawSample::signed(
+                &key,
+                chain.chain_id(),
+                1,
+                end,
+                export_mwh,
+                0,
+                0,
+            );
+            let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
+            let reading = gridmesh_ledger::tx::DeviceReading::signed(
+                &key,
+                chain.chain_id(),
+                SLOT,
+                export_mwh,
+                0,
+                export_mwh,
+                root,
+                count,
+            );
+            readings.push(sign(
                 &chain,
                 i,
-                2,
-                TxKind::SubmitReading {
-                    slot: SLOT,
-                    import_mwh,
-                    export_mwh,
+                3,
+                TxKind::SubmitDeviceReadings {
+                    readings: vec![reading],
                 },
-            )
-        })
-        .collect();
+            ));
+        }
+    }
     let (readings_block_ms, _, _) = step(&mut chain, &mut replica, readings, end + 1_000)?;
     let (settlement_block_ms, settlement_commit_ms, settlement_verify_ms) =
         step(&mut chain, &mut replica, vec![], end + 3_600_000)?;

@@ -336,21 +336,49 @@ fn trade_one_slot(
     say: &dyn Fn(String),
 ) -> anyhow::Result<gridmesh_api::market::SlotView> {
     let short = |i: usize| homes[i].0.split(' ').next().unwrap_or("").to_string();
-    say("Devices: Ada 6 kW PV + 5 kW battery, Dev 4 kW PV, Ben an EV charger, Cleo a heat pump, Eve a meter".into());
-    let devices = [
+    say("Devices: Ada 6 kW PV + 5 kW battery, Dev 4 kW PV + 4 kW battery, Ben an EV charger, Cleo a heat pump, Eve a meter; the batteries that sell have their own keys and bond 10 tokens each".into());
+    let declared = [
         (0, DeviceKind::Pv, 6_000),
-        (0, DeviceKind::Battery, 5_000),
         (1, DeviceKind::EvCharger, 11_000),
         (2, DeviceKind::Load, 3_000),
         (3, DeviceKind::Pv, 4_000),
         (4, DeviceKind::Meter, 10_000),
     ];
-    for (i, kind, capacity_w) in devices {
+    for (i, kind, capacity_w) in declared {
         submit(
             client,
             chain_id,
             &homes[i].1,
             TxKind::RegisterDevice { kind, capacity_w },
+        )?;
+    }
+    // Only keyed, bonded devices sell: Ada's and Dev's batteries sign their own readings.
+    let batteries = [
+        (0, Keypair::generate(), 5_000, "street-1/ada"),
+        (3, Keypair::generate(), 4_000, "street-2/dev"),
+    ];
+    for (i, key, capacity_w, location) in &batteries {
+        let info = gridmesh_ledger::tx::DeviceInfo {
+            kind: DeviceKind::Battery,
+            capacity_w: *capacity_w,
+            location: location.to_string(),
+            latitude_microdeg: 0,
+            longitude_microdeg: 0,
+            tilt_deg: 0,
+            azimuth_deg: 0,
+        };
+        let owner = homes[*i].1.address();
+        let message = gridmesh_ledger::tx::device_registration_message(chain_id, &owner, &info);
+        submit(
+            client,
+            chain_id,
+            &homes[*i].1,
+            TxKind::RegisterDeviceKey {
+                device: key.address(),
+                info,
+                bond: Amount::from_tokens(10),
+                device_signature: key.sign(&message),
+            },
         )?;
     }
     let slot = client.market()?.next_open_slot + 1;
@@ -408,8 +436,42 @@ fn trade_one_slot(
             m.price_per_kwh.as_deref().unwrap_or("-")
         ));
     }
-    wait_until("delivery", || Ok(client.market()?.current_slot > slot))?;
-    say("After delivery the meters report (Dev's PV made 0.5 of the 0.8 kWh it sold; Eve's meter is offline):".into());
+    say("After delivery the batteries and meters report (Dev's battery gave 0.5 of the 0.8 kWh he sold; Eve's meter is offline):".into());
+    // Each battery signs one sample at the slot's end and a reading that commits to it. The
+    // chain's clock moves with its blocks: until the slot has ended (each attempt makes a block)
+    // the reading is refused as early, and the next attempt is a new sample.
+    for ((i, key, ..), out_wh) in batteries.iter().zip([1_200u64, 500]) {
+        let out_mwh = out_wh * 1_000;
+        let started = std::time::Instant::now();
+        for seq in 1.. {
+            let sample = gridmesh_ledger::telemetry::RawSample::signed(
+                key,
+                chain_id,
+                seq,
+                gridmesh_types::units::slot_start_ms(slot + 1),
+                out_mwh,
+                0,
+                (out_wh * 4) as i32,
+            );
+            let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
+            let reading = gridmesh_ledger::tx::DeviceReading::signed(
+                key, chain_id, slot, out_mwh, 0, out_mwh, root, count,
+            );
+            let kind = TxKind::SubmitDeviceReadings {
+                readings: vec![reading],
+            };
+            match submit(client, chain_id, &homes[*i].1, kind) {
+                Ok(_) => break,
+                Err(e)
+                    if format!("{e:#}").contains("can only come after")
+                        && started.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let readings = [(0, 0, 1_200), (3, 0, 500), (1, 1_000, 0), (2, 700, 0)];
     for (i, import_wh, export_wh) in readings {
         submit(

@@ -239,18 +239,24 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
         })
         .collect();
     let (root, count) = telemetry::commitment(&telemetry);
-    let zero = Hash32([0; 32]);
-    let claims: [(u64, Hash32, u32); 6] = [
-        (1_250_000, zero, 0),
-        (1_300_000, zero, 0),
-        (1_200_000, zero, 0),
-        (1_280_000, zero, 0),
-        (2_400_000, zero, 0),
-        (1_400_000, root, count),
-    ];
+    // Every reading commits to the samples it sums; homes 1-5 took one at the slot's end.
+    let end = slot_start_ms(SLOT + 1);
+    let one = |k: &Keypair, mwh: u64| {
+        telemetry::commitment(&[RawSample::signed(k, &chain_id, 1, end, mwh, 0, 0)])
+    };
+    let claimed = [1_250_000, 1_300_000, 1_200_000, 1_280_000, 2_400_000];
+    let mut claims: Vec<(u64, Hash32, u32)> = claimed
+        .iter()
+        .zip(&inverters)
+        .map(|(&mwh, k)| {
+            let (root, count) = one(k, mwh);
+            (mwh, root, count)
+        })
+        .collect();
+    claims.push((1_400_000, root, count));
     let readings: Vec<DeviceReading> = inverters
         .iter()
-        .zip(claims)
+        .zip(claims.iter().copied())
         .map(|(k, (mwh, root, count))| {
             DeviceReading::signed(k, &chain_id, SLOT, mwh, 0, mwh, root, count)
         })
@@ -352,8 +358,17 @@ pub fn devices_part(say: &dyn Fn(String)) -> anyhow::Result<DemoDevices> {
     ));
     // The evening: the community battery discharges 2 kWh as the grid operator asked.
     let evening_after = slot_start_ms(EVENING + 1) + 60_000;
+    let (root, count) = telemetry::commitment(&[RawSample::signed(
+        &battery,
+        &chain_id,
+        1,
+        slot_start_ms(EVENING + 1),
+        2_000_000,
+        0,
+        8_000,
+    )]);
     let r = DeviceReading::signed(
-        &battery, &chain_id, EVENING, 2_000_000, 0, 2_000_000, zero, 0,
+        &battery, &chain_id, EVENING, 2_000_000, 0, 2_000_000, root, count,
     );
     st.send(
         evening_after.max(st.chain.head().timestamp_ms + 1),

@@ -40,7 +40,8 @@ pub(crate) enum TxCommand {
         tilt: u8,
         #[arg(long, default_value_t = 180)]
         azimuth: u16,
-        /// Tokens bonded (at least the market's min_device_bond).
+        /// Tokens bonded (at least the market's min_device_bond, 10, and for a PV, battery or EV
+        /// charger its device_bond_per_kw, 1, per kW of rating).
         #[arg(long, default_value = "10")]
         bond: Amount,
         #[command(flatten)]
@@ -82,6 +83,24 @@ pub(crate) enum TxCommand {
         import_kwh: String,
         #[arg(long, default_value = "0")]
         export_kwh: String,
+        #[command(flatten)]
+        common: TxCommon,
+    },
+    /// A device with its own key reports what it delivered (out) and took (in) in an ended slot,
+    /// before the slot settles: a seller is paid for no more than its keyed devices measured.
+    /// The reading continues the device's register on the ledger and commits to one sample the
+    /// device key signs at the slot's end (a software device; real ones commit their telemetry
+    /// through a gateway, see `node --mqtt`).
+    DeviceReading {
+        /// The device's key file.
+        #[arg(long)]
+        device_key: PathBuf,
+        #[arg(long)]
+        slot: u64,
+        #[arg(long, default_value = "0")]
+        out_kwh: String,
+        #[arg(long = "in-kwh", default_value = "0")]
+        in_kwh: String,
         #[command(flatten)]
         common: TxCommon,
     },
@@ -372,6 +391,68 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
                 },
                 &format!(
                     "reading for slot {slot}: import {import_kwh} kWh, export {export_kwh} kWh"
+                ),
+            )
+        }
+        TxCommand::DeviceReading {
+            device_key,
+            slot,
+            out_kwh,
+            in_kwh,
+            common,
+        } => {
+            let device = Keypair::load(&device_key)
+                .with_context(|| format!("loading the device key {}", device_key.display()))?;
+            let out_mwh = kwh_arg(&out_kwh, "--out-kwh")?;
+            let in_mwh = kwh_arg(&in_kwh, "--in-kwh")?;
+            let client = Client::new(&common.node.node);
+            let chain_id = client.status()?.chain_id;
+            let view = client.device(&device.address())?.with_context(|| {
+                format!(
+                    "device {} is not registered: register it first (tx register-device --device-key)",
+                    device.address()
+                )
+            })?;
+            let last_mwh = match &view.register_kwh {
+                Some(k) => gridmesh_types::units::parse_kwh(k)
+                    .with_context(|| format!("the node's register {k:?}"))?,
+                None => 0,
+            };
+            let register_mwh = last_mwh
+                .checked_add(out_mwh)
+                .context("the device's register would overflow")?;
+            // A software device's sample counter: the wall clock in ms, strictly increasing.
+            let seq = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let sample = gridmesh_ledger::telemetry::RawSample::signed(
+                &device,
+                &chain_id,
+                seq,
+                gridmesh_types::units::slot_start_ms(slot + 1),
+                register_mwh,
+                in_mwh,
+                0,
+            );
+            let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
+            let reading = gridmesh_ledger::tx::DeviceReading::signed(
+                &device,
+                &chain_id,
+                slot,
+                out_mwh,
+                in_mwh,
+                register_mwh,
+                root,
+                count,
+            );
+            submit_kind(
+                &common,
+                TxKind::SubmitDeviceReadings {
+                    readings: vec![reading],
+                },
+                &format!(
+                    "device {} reading for slot {slot}: out {out_kwh} kWh, in {in_kwh} kWh",
+                    device.address()
                 ),
             )
         }

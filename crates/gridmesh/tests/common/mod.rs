@@ -234,6 +234,9 @@ impl GatewayNode {
 
     /// Registers a device of the owner with its own key (Zurich, 10 tokens bonded).
     pub fn register_device(&self, device_key: &str, kind: &str, capacity_kw: &str, location: &str) {
+        // The market's bond: 10 tokens, or 1 per kW of an earning device, whichever is more.
+        let kw: f64 = capacity_kw.parse().expect("a capacity in kW");
+        let bond = kw.ceil().max(10.0).to_string();
         stdout_json(&gridmesh(&[
             "tx",
             "register-device",
@@ -250,7 +253,7 @@ impl GatewayNode {
             "--longitude",
             "8.54",
             "--bond",
-            "10",
+            &bond,
             "--key",
             &self.owner_key,
             "--node",

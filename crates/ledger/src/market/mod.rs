@@ -14,7 +14,8 @@
 //! # Life of a slot
 //! 1. **Orders** (`PlaceOrder`) until gate closure, `gate_closure_minutes` before the slot starts.
 //!    A bid locks `ceil(energy × limit)` (its most possible cost) in the escrow account. An ask
-//!    needs a producing device (PV or battery) whose rating covers the energy in 15 minutes, and
+//!    needs active producing devices (PV or battery) registered with their own keys and bonds
+//!    whose ratings cover the energy in 15 minutes, and
 //!    locks collateral `ceil(energy × max(0, shortfall price − ask))`, enough to compensate its
 //!    buyers if it delivers nothing. `CancelOrder` returns the escrow before gate closure.
 //! 2. **Clearing**: the first block at or after gate closure clears the slot (before its
@@ -29,7 +30,9 @@
 //!    ended slot, checked against its devices' ratings and the connection limit, replaceable until
 //!    the sender's trades are settled.
 //! 4. **Settlement**, at the first block `correction_window_minutes` after the slot ends. A
-//!    seller's delivered energy is `min(export, sold)`, split over its trades pro rata. For each
+//!    seller's delivered energy is `min(export, verified, sold)`, split over its trades pro rata,
+//!    where `verified` is what its keyed devices measured and proof of generation accepted (0
+//!    without an accepted reading: a device declared without a key sells nothing). For each
 //!    trade: the buyer pays for what was delivered (seller, grid operator and market operator get
 //!    their floors, see `gridmesh-market`), the rest of its escrow returns; for the shortfall
 //!    the buyer takes energy from the utility and the seller compensates it from its collateral
@@ -45,6 +48,8 @@
 //! Everything the utility does (energy imported beyond what was bought, exported beyond what was
 //! sold, a buyer's surplus) is billed by the utility itself at its tariff; the ledger derives those
 //! bill lines from trades and readings (see the node's slot view) but moves no tokens for them.
+//! A slot cleared while islanded has no utility: it settles between members only, and what was
+//! not traded is unmatched and unpriced (no utility line).
 //!
 //! Token conservation: every token locked sits in the [`escrow_account`]; clearing and settlement
 //! only move tokens between it and members, the grid operator and the market operator, and the
@@ -79,12 +84,13 @@ pub fn escrow_account() -> Address {
     Address(*blake3::hash(b"gridmesh/market/escrow").as_bytes())
 }
 
-/// Renewable energy a seller with verified devices delivered to neighbours in a slot, and what it
-/// is worth (the import it avoided).
+/// Energy a seller's verified devices delivered to one trade's buyer in a slot, and what it is
+/// worth (the import it avoided).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Delivered {
     pub slot: u64,
     pub seller: Address,
+    pub buyer: Address,
     pub energy_mwh: u64,
     pub value: u128,
 }
@@ -97,7 +103,7 @@ pub(crate) struct Delivered {
 pub(crate) struct Owed {
     /// Device readings that passed the proof-of-generation checks, by slot (flexibility).
     pub verified: Vec<(u64, VerifiedReading)>,
-    /// Verified renewable energy delivered to neighbours.
+    /// Verified energy delivered, per trade.
     pub delivered: Vec<Delivered>,
     /// What each seller received, by slot (revenue, if the seller is a community asset).
     pub received: Vec<(u64, Address, Amount)>,

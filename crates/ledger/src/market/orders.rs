@@ -80,7 +80,7 @@ pub(crate) fn place_order(
             value_ceil(energy_mwh, price)
         }
         Side::Ask => {
-            let max_mwh = owner_capacity(o, &sender).producing_mwh;
+            let max_mwh = owner_capacity(o, &sender).keyed_producing_mwh;
             if max_mwh == 0 {
                 return Err(MarketTxError::NoProducingDevice.into());
             }

@@ -265,23 +265,25 @@ fn settle_for_good(
         .iter()
         .try_fold(0u64, |sum, e| sum.checked_add(*e))
         .expect("a slot's energy is bounded by its orders");
-    // A seller whose devices report on the ledger is paid for no more than what they produced
-    // and passed the proof-of-generation checks.
-    let verified = o.kv_get(&keys::verified_export(slot, seller));
-    let export_mwh = match &verified {
-        Some(b) => export_mwh.min(dec::<u64>(b)),
-        None => export_mwh,
-    };
-    let delivered = mk::pro_rata(&energies, export_mwh.min(sold));
-    if verified.is_some() {
-        // Verified renewable energy delivered to neighbours, valued at the import it avoided.
-        let energy_mwh = delivered.iter().sum::<u64>();
-        owed.delivered.push(Delivered {
-            slot,
-            seller: *seller,
-            energy_mwh,
-            value: mk::value_floor(energy_mwh, cfg.tariff(slot).retail_per_kwh),
-        });
+    // A seller is paid for no more than its keyed devices measured and the proof-of-generation
+    // checks passed (nothing without an accepted reading: a declared device sells nothing).
+    let verified_mwh = o
+        .kv_get(&keys::verified_export(slot, seller))
+        .map_or(0, |b| dec::<u64>(&b));
+    let delivered = mk::pro_rata(&energies, export_mwh.min(verified_mwh).min(sold));
+    let retail = cfg.tariff(slot).retail_per_kwh;
+    for (t, &d) in trades.iter().zip(&delivered) {
+        if d > 0 {
+            // Verified energy delivered to a buyer, valued at the import it avoided; economics
+            // decides whether it earns (not between accounts of one owner).
+            owed.delivered.push(Delivered {
+                slot,
+                seller: *seller,
+                buyer: t.buyer,
+                energy_mwh: d,
+                value: mk::value_floor(d, retail),
+            });
+        }
     }
     for ((&i, mut t), d) in p.trades.iter().zip(trades).zip(delivered) {
         let s = settlement_of(&t, d, basis);

@@ -276,6 +276,9 @@ pub struct TxContext<'a> {
     pub timestamp_ms: u64,
     /// Index of the transaction in its block.
     pub index: u32,
+    /// The device readings the transaction carries (if any) were verified with the block's
+    /// batch ([`crate::chain`]): their handler need not check each signature again.
+    pub readings_verified: bool,
 }
 
 /// A transaction in execution: who sent it and where it runs (what every handler needs besides
@@ -538,6 +541,7 @@ mod tests {
             height: 1,
             timestamp_ms: 1,
             index: 0,
+            readings_verified: false,
         }
     }
 

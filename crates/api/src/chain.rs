@@ -108,9 +108,29 @@ pub struct TxView {
     #[schema(value_type = Option<Object>)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// The details are a member's energy (its meter or devices' readings, its orders) and are
+    /// shown only to the member's session and whom it grants them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 impl TxView {
+    /// Whether the details carry a member's energy: orders, meter and device readings.
+    pub fn carries_member_energy(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "place_order" | "submit_reading" | "submit_device_readings"
+        )
+    }
+
+    /// Drops a member's energy from the view, for a reader who may not see it.
+    pub fn redact(&mut self) {
+        if self.carries_member_energy() {
+            self.details = None;
+            self.private = true;
+        }
+    }
+
     pub fn of(tx: &SignedTx) -> TxView {
         let b = &tx.body;
         let (kind, to, amount, details) = match &b.kind {
@@ -256,6 +276,7 @@ impl TxView {
             amount: amount.map(|a: Amount| a.to_string()),
             amount_base: amount.map(|a| a.0),
             details,
+            private: false,
         }
     }
 }

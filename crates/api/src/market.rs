@@ -163,6 +163,10 @@ pub struct SlotView {
     pub device_readings: Vec<DeviceReadingView>,
     /// Cleared under island rules (no utility; bids capped at the island price cap).
     pub island: bool,
+    /// Trades, bills and device readings not listed: each member's are shown only to the
+    /// member's session and whom it grants them (the public sees the slot's aggregates).
+    #[serde(default)]
+    pub private_rows_hidden: u32,
     /// Connection points whose orders were trimmed to the grid operator's envelope.
     pub envelopes: u32,
 }
@@ -275,6 +279,7 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
         }),
         device_readings,
         island: record.as_ref().is_some_and(|r| r.island),
+        private_rows_hidden: 0,
         envelopes: record.as_ref().map_or(0, |r| r.envelopes),
         bills: if record.is_some() {
             bills(
@@ -293,6 +298,21 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
             .map(|(i, t)| trade_view(i as u32, t))
             .collect(),
     })
+}
+
+impl SlotView {
+    /// Keeps only the trades, bills and device readings of members `sees` accepts (by their
+    /// address as printed), counting what it hides.
+    pub fn only_for(&mut self, sees: impl Fn(&str) -> bool) {
+        let before = self.trades.len() + self.bills.len() + self.device_readings.len();
+        self.trades.retain(|t| sees(&t.buyer) || sees(&t.seller));
+        self.bills.retain(|b| sees(&b.account));
+        self.device_readings.retain(|d| sees(&d.owner));
+        let after = self.trades.len() + self.bills.len() + self.device_readings.len();
+        self.private_rows_hidden = self
+            .private_rows_hidden
+            .saturating_add((before - after) as u32);
+    }
 }
 
 fn trade_view(index: u32, t: &TradeRecord) -> TradeView {

@@ -33,6 +33,9 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// A session token sent with every read ([`Client::signed_in`]): the node then shows the
+    /// account's own energy (and what others granted it) in its public views.
+    token: Option<String>,
 }
 
 impl Client {
@@ -44,7 +47,14 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
             agent,
+            token: None,
         }
+    }
+
+    /// This client, signed in as `key`'s account for its reads.
+    pub fn signed_in(mut self, key: &gridmesh_ledger::Keypair) -> Result<Client, ClientError> {
+        self.token = Some(self.sign_in(key)?);
+        Ok(self)
     }
 
     fn handle<T: DeserializeOwned>(
@@ -78,8 +88,11 @@ impl Client {
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{}", self.base, path);
-        let r = self.agent.get(&url).call();
-        self.handle(&url, r)
+        let mut req = self.agent.get(&url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        self.handle(&url, req.call())
     }
 
     fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {

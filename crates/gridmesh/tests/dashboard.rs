@@ -398,10 +398,21 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         "{headings}"
     );
     let orders_url = format!("{}/v1/market/orders?owner={}", demo.url, key.address());
-    let before = common::get_json(&orders_url)["orders"]
-        .as_array()
-        .unwrap()
-        .len();
+    // A member's orders are its own: read with its session.
+    let token = s["token"].as_str().unwrap().to_string();
+    let my_orders = |url: &str| -> serde_json::Value {
+        ureq::get(url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .into_json()
+            .unwrap()
+    };
+    assert!(matches!(
+        ureq::get(&orders_url).call(),
+        Err(ureq::Error::Status(401, _))
+    ));
+    let before = my_orders(&orders_url)["orders"].as_array().unwrap().len();
     let slot = b
         .eval("Number(document.querySelector('#o-slot').value)")
         .as_u64()
@@ -416,7 +427,7 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         "the order's block",
         "document.querySelector('#o-note').dataset.committed",
     );
-    let orders = common::get_json(&orders_url);
+    let orders = my_orders(&orders_url);
     let placed = orders["orders"]
         .as_array()
         .unwrap()
@@ -455,7 +466,7 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         outcome.as_str().unwrap().starts_with("committed"),
         "{outcome}"
     );
-    let after = common::get_json(&orders_url);
+    let after = my_orders(&orders_url);
     assert!(
         !after["orders"]
             .as_array()

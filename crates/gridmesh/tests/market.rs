@@ -22,6 +22,20 @@ fn slot_json(url: &str, slot: u64) -> serde_json::Value {
     run(&["query", "slot", &slot.to_string(), "--node", url, "--json"])
 }
 
+/// The slot as the member with `key` sees it: its own trades, bill and device readings too.
+fn my_slot_json(url: &str, slot: u64, key: &str) -> serde_json::Value {
+    run(&[
+        "query",
+        "slot",
+        &slot.to_string(),
+        "--key",
+        key,
+        "--node",
+        url,
+        "--json",
+    ])
+}
+
 #[test]
 fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,7 +281,7 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     wait_for("clearing", || {
         slot_json(&url, slot)["status"] != "open" && slot_json(&url, slot)["status"] != "closed"
     });
-    let cleared = slot_json(&url, slot);
+    let cleared = my_slot_json(&url, slot, &buyer_key);
     assert_eq!(cleared["clearing_price_per_kwh"], "0.1");
     assert_eq!(cleared["volume_kwh"], "0.8");
     assert_eq!(cleared["trades"][0]["buyer"], buyer.as_str());
@@ -362,7 +376,7 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         "--json",
     ]);
     wait_for("settlement", || slot_json(&url, slot)["status"] == "final");
-    let done = slot_json(&url, slot);
+    let done = my_slot_json(&url, slot, &buyer_key);
     let st = &done["trades"][0]["settlement"];
     assert_eq!(st["delivered_kwh"], "0.5");
     assert_eq!(st["buyer_paid"], "0.05");
@@ -377,13 +391,27 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         .unwrap();
     assert_eq!(bill["utility_import_kwh"], "0.3");
     assert_eq!(bill["utility_cost"], "0.09");
-    // The HTTP view is the same document, and the OpenAPI document lists it.
+    // The public sees the slot's aggregates, not who traded or metered what; the HTTP view is the
+    // CLI's document, and the OpenAPI document lists it.
+    let public = slot_json(&url, slot);
+    assert_eq!(public["volume_kwh"], done["volume_kwh"]);
+    assert!(public["trades"].as_array().unwrap().is_empty(), "{public}");
+    assert!(public["bills"].as_array().unwrap().is_empty(), "{public}");
+    assert!(public["device_readings"].as_array().unwrap().is_empty());
+    assert_eq!(
+        public["private_rows_hidden"], 4,
+        "a trade, two bills, a reading"
+    );
+    assert_eq!(
+        done["private_rows_hidden"], 2,
+        "the seller's bill and reading"
+    );
     let http: serde_json::Value = ureq::get(&format!("{url}/v1/market/slots/{slot}"))
         .call()
         .unwrap()
         .into_json()
         .unwrap();
-    assert_eq!(http, done);
+    assert_eq!(http, public);
     let api: serde_json::Value = ureq::get(&format!("{url}/v1/openapi.json"))
         .call()
         .unwrap()

@@ -90,12 +90,30 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     // the node's store recomputes the same root from what it kept.
     let device = &devices[0].1;
     wait_for("the reading on the ledger", || {
-        let v = run(&["query", "slot", &slot.to_string(), "--node", &url, "--json"]);
+        let v = run(&[
+            "query",
+            "slot",
+            &slot.to_string(),
+            "--key",
+            owner_key,
+            "--node",
+            &url,
+            "--json",
+        ]);
         v["device_readings"]
             .as_array()
             .is_some_and(|r| r.iter().any(|r| r["device"] == device.as_str()))
     });
-    let v = run(&["query", "slot", &slot.to_string(), "--node", &url, "--json"]);
+    let v = run(&[
+        "query",
+        "slot",
+        &slot.to_string(),
+        "--key",
+        owner_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
     let r = v["device_readings"]
         .as_array()
         .unwrap()

@@ -2,8 +2,15 @@
 // /v1/events stream. Text goes into the page through textContent only (never HTML from data).
 "use strict";
 
+// A signed-in member's session goes with every request: public views then include the
+// member's own trades, bills and readings (the node shows each member's energy only to its
+// session and whom it grants it).
 const api = async (path) => {
-  const r = await fetch(path, { headers: { accept: "application/json" } });
+  const headers = { accept: "application/json" };
+  const s = session();
+  if (s) headers.authorization = `Bearer ${s.token}`;
+  const r = await fetch(path, { headers });
+  if (r.status === 401 && s) { sessionStorage.removeItem("gridmesh.session"); throw new Error("the session ended: sign in again"); }
   const body = await r.json();
   if (!r.ok) throw new Error(`${path}: ${body.message || r.status}`);
   return body;

@@ -636,7 +636,9 @@ async fn get_account(
 async fn get_block(
     State(s): State<Arc<Shared>>,
     Path(height): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<BlockResponse> {
+    let viewer = s.auth.viewer(&headers);
     let (store, head) = {
         let chain = s.chain.read().expect("chain lock");
         (chain.store().clone(), chain.head().height)
@@ -655,7 +657,14 @@ async fn get_block(
         .block_with_receipts(height)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
-    Ok(Json(BlockResponse::of(&block, &receipts)))
+    let mut view = BlockResponse::of(&block, &receipts);
+    // Members' energy only to their own sessions (and whom they grant it).
+    for (v, tx) in view.txs.iter_mut().zip(&block.txs) {
+        if !viewer.sees(&tx.body.sender) {
+            v.redact();
+        }
+    }
+    Ok(Json(view))
 }
 
 /// The market's rules, the current slot and the next slot open for orders.
@@ -702,8 +711,9 @@ async fn get_envelope(
     }))
 }
 
-/// One delivery slot: order book depth, clearing price, volume, welfare, trades with their
-/// settlement, and the utility bill lines of its members.
+/// One delivery slot: order book depth, clearing price, volume, welfare; and the trades with
+/// their settlement, the bill lines and the device readings of the members the caller may see (its
+/// session's account and whom granted it theirs; none for the public).
 #[utoipa::path(get, path = "/v1/market/slots/{slot}",
     params(("slot" = u64, Path, description = "15-minute slot index since the Unix epoch (unix ms / 900000)")),
     responses((status = 200, body = gridmesh_api::market::SlotView), (status = 404, body = ErrorBody),
@@ -711,15 +721,18 @@ async fn get_envelope(
 async fn get_market_slot(
     State(s): State<Arc<Shared>>,
     Path(slot): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<gridmesh_api::market::SlotView> {
     let slot: u64 = parse(&slot, "slot")?;
+    let viewer = s.auth.viewer(&headers);
     let (state, now) = {
         let chain = s.chain.read().expect("chain lock");
         (chain.state().clone(), chain.head().timestamp_ms)
     };
-    gridmesh_api::market::slot_view(&state, slot, now)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("slot {slot} has no orders")))
+    let mut view = gridmesh_api::market::slot_view(&state, slot, now)
+        .ok_or_else(|| ApiError::not_found(format!("slot {slot} has no orders")))?;
+    view.only_for(|a| viewer.sees_text(a));
+    Ok(Json(view))
 }
 
 /// A transaction by hash: committed (with its receipt) or pending.
@@ -730,8 +743,18 @@ async fn get_market_slot(
 async fn get_tx(
     State(s): State<Arc<Shared>>,
     Path(hash): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<TxStatusResponse> {
     let hash: Hash32 = parse(&hash, "transaction hash")?;
+    let viewer = s.auth.viewer(&headers);
+    // A member's energy only to its sender's session (and whom the sender grants it).
+    let view = |tx: &gridmesh_ledger::SignedTx| {
+        let mut v = TxView::of(tx);
+        if !viewer.sees(&tx.body.sender) {
+            v.redact();
+        }
+        v
+    };
     let (store, head) = {
         let chain = s.chain.read().expect("chain lock");
         (chain.store().clone(), chain.head().height)
@@ -757,7 +780,7 @@ async fn get_tx(
             height: Some(loc.height),
             index: Some(loc.index),
             block_hash: Some(block_hash.to_string()),
-            tx: TxView::of(&tx),
+            tx: view(&tx),
             receipt: Some(ReceiptView::of(&receipt)),
         }));
     }
@@ -780,7 +803,7 @@ async fn get_tx(
         height: None,
         index: None,
         block_hash: None,
-        tx: TxView::of(tx.tx()),
+        tx: view(tx.tx()),
         receipt: None,
     }))
 }
@@ -993,7 +1016,9 @@ async fn post_pcc(
 async fn get_device(
     State(s): State<Arc<Shared>>,
     Path(address): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<DeviceView> {
+    let viewer = s.auth.viewer(&headers);
     let device: Address = address.parse().map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -1025,6 +1050,10 @@ async fn get_device(
         }
         .into(),
         registered_height: d.registered_height,
-        register_kwh: d.register_mwh.map(gridmesh_types::units::format_kwh),
+        // The register's steps are the device's energy per slot: its owner's.
+        register_kwh: d
+            .register_mwh
+            .filter(|_| viewer.sees(&d.owner))
+            .map(gridmesh_types::units::format_kwh),
     }))
 }

@@ -343,15 +343,18 @@ pub struct OrderList {
     pub orders: Vec<OrderView>,
 }
 
-/// An account's orders of the last day and the open slots ahead (orders are public: they make
-/// the order book).
+/// An account's orders of the last day and the open slots ahead: for its session and whom it
+/// grants them (the public sees the order book's depth, `/v1/charts/depth.svg`).
 #[utoipa::path(get, path = "/v1/market/orders", params(OrdersQuery),
-    responses((status = 200, body = OrderList), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = OrderList), (status = 400, body = crate::api::ErrorBody),
+              (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody)))]
 pub async fn get_orders(
     State(s): State<Arc<Shared>>,
     Query(q): Query<OrdersQuery>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<OrderList> {
     let owner = crate::api_home::parse_address(&q.owner, "owner")?;
+    s.auth.reader_of(&headers, &owner)?;
     let (state, now) = head_state(&s);
     let current = slot_of(now);
     let mut orders = Vec::new();
@@ -408,14 +411,18 @@ pub struct MyTradeList {
     pub trades: Vec<MyTradeView>,
 }
 
-/// An account's trades of the last day (trades are public: they make the slots' results).
+/// An account's trades of the last day: for its session and whom it grants them (the public sees
+/// each slot's volume and prices).
 #[utoipa::path(get, path = "/v1/market/trades", params(OrdersQuery),
-    responses((status = 200, body = MyTradeList), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = MyTradeList), (status = 400, body = crate::api::ErrorBody),
+              (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody)))]
 pub async fn get_trades(
     State(s): State<Arc<Shared>>,
     Query(q): Query<OrdersQuery>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<MyTradeList> {
     let owner = crate::api_home::parse_address(&q.owner, "owner")?;
+    s.auth.reader_of(&headers, &owner)?;
     let (state, now) = head_state(&s);
     let current = slot_of(now);
     let mut trades = Vec::new();

@@ -248,6 +248,42 @@ impl Auth {
         }
     }
 
+    /// Who asks, for the endpoints anyone may call: a valid session's account and the owners
+    /// who granted it their data; nobody in particular without one (a missing, expired or unknown
+    /// token reads as the public: public views never fail for a stale session).
+    pub(crate) fn viewer(&self, headers: &HeaderMap) -> Viewer {
+        let Ok(reader) = self.session(headers) else {
+            return Viewer::default();
+        };
+        let mut accounts: BTreeSet<Address> = self
+            .grants
+            .lock()
+            .expect("grants lock")
+            .iter()
+            .filter(|(_, grantees)| grantees.contains(&reader))
+            .map(|(owner, _)| *owner)
+            .collect();
+        accounts.insert(reader);
+        Viewer { accounts }
+    }
+
+    /// The signed-in reader, who must be `owner` or one `owner` granted its data.
+    pub(crate) fn reader_of(
+        &self,
+        headers: &HeaderMap,
+        owner: &Address,
+    ) -> Result<Address, ApiError> {
+        let reader = self.session(headers)?;
+        if !self.may_read(&reader, owner) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this member's data is for the member and whom the member grants it",
+            ));
+        }
+        Ok(reader)
+    }
+
     /// Whether `reader` may read `owner`'s home.
     fn may_read(&self, reader: &Address, owner: &Address) -> bool {
         reader == owner
@@ -257,6 +293,25 @@ impl Auth {
                 .expect("grants lock")
                 .get(owner)
                 .is_some_and(|g| g.contains(reader))
+    }
+}
+
+/// Whose per-member data a request may see: the signed-in account and the owners who granted it
+/// theirs (empty for the public). See the privacy section of ARCHITECTURE.md.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Viewer {
+    accounts: BTreeSet<Address>,
+}
+
+impl Viewer {
+    /// Whether the request may see `owner`'s energy.
+    pub(crate) fn sees(&self, owner: &Address) -> bool {
+        self.accounts.contains(owner)
+    }
+
+    /// As [`Viewer::sees`], for an address as the views print it.
+    pub(crate) fn sees_text(&self, owner: &str) -> bool {
+        owner.parse::<Address>().is_ok_and(|a| self.sees(&a))
     }
 }
 

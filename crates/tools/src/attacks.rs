@@ -8,8 +8,10 @@
 //! cannot spoil the next. Honest transactions sent while an attack runs are timed from submission
 //! to commit: that is the latency BENCHMARKS.md reports.
 //!
-//! Attacks not replayed yet (the review's findings 8 and 10) are not listed: the suite says only
-//! what it tried. The MQTT attack needs Mosquitto (`./scripts/setup` installs it).
+//! Findings 8 (an islanded slot billed by an absent utility) and 10 (every home's profile public)
+//! are not attacks to replay but properties: `crates/api/tests/island_bills.rs` and
+//! `crates/gridmesh/tests/privacy.rs` test them. The MQTT attack needs Mosquitto
+//! (`./scripts/setup` installs it).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

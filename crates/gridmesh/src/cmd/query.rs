@@ -20,9 +20,15 @@ pub(crate) enum QueryCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A market slot: order book depth, clearing price, volume, trades, welfare, settlement, bills.
+    /// A market slot: order book depth, clearing price, volume and welfare; with --key, the
+    /// account's own trades, settlement, bill and device readings.
     Slot {
         slot: u64,
+        /// Sign in with this account's key file: the slot then lists its own trades, bill and
+        /// device readings (and those of whom granted it theirs); without it, the slot's
+        /// aggregates only.
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
         #[command(flatten)]
         node: NodeUrl,
         #[arg(long)]
@@ -104,8 +110,19 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        QueryCommand::Slot { slot, node, json } => {
-            let v = Client::new(&node.node)
+        QueryCommand::Slot {
+            slot,
+            key,
+            node,
+            json,
+        } => {
+            let mut client = Client::new(&node.node);
+            if let Some(path) = key {
+                let key = gridmesh_ledger::Keypair::load(&path)
+                    .with_context(|| format!("loading the key {}", path.display()))?;
+                client = client.signed_in(&key)?;
+            }
+            let v = client
                 .market_slot(slot)?
                 .ok_or_else(|| anyhow::anyhow!("slot {slot} has no orders"))?;
             if json {
@@ -148,6 +165,12 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                     t.price_per_kwh,
                     t.seller_price_per_kwh,
                     t.fee_per_kwh
+                );
+            }
+            if v.private_rows_hidden > 0 {
+                eprintln!(
+                    "  {} trades, bills and device readings of other members not shown (each member's are its own: --key to sign in)",
+                    v.private_rows_hidden
                 );
             }
         }

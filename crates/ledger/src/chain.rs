@@ -342,7 +342,7 @@ impl Parent<'_> {
         let mut hashes = Vec::new();
         let mut receipts = Vec::new();
         let mut rejected = Vec::new();
-        let candidates: Vec<T> = candidates.into_iter().take(MAX_BLOCK_TXS).collect();
+        let candidates: Vec<T> = candidates.into_iter().collect();
         let readings_verified = readings_verified(chain_id, candidates.iter().map(|t| parts(t).0));
         for (tx, readings_verified) in candidates.into_iter().zip(readings_verified) {
             if hashes.len() == MAX_BLOCK_TXS {

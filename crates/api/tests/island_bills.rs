@@ -5,7 +5,7 @@
 
 use gridmesh_api::market::slot_view;
 use gridmesh_ledger::readers::MarketReader;
-use gridmesh_ledger::tx::{device_registration_message, DeviceInfo, DeviceReading, TX_VERSION};
+use gridmesh_ledger::tx::{DeviceInfo, DeviceReading, TX_VERSION};
 use gridmesh_ledger::{
     Chain, DeviceKind, Genesis, GridEventKind, Keypair, Side, TxBody, TxKind, VerifiedTx,
 };
@@ -71,12 +71,15 @@ fn battery(i: usize) -> DeviceInfo {
 }
 
 /// A reading of `out_mwh` by seller `i`'s battery, committed to one signed sample.
-fn device_reading(chain: &Chain, i: usize, out_mwh: u64, end_ms: u64) -> DeviceReading {
-    let d = device(i);
-    let id = chain.chain_id();
-    let sample = gridmesh_ledger::telemetry::RawSample::signed(&d, id, 1, end_ms, out_mwh, 0, 0);
-    let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
-    DeviceReading::signed(&d, id, SLOT, out_mwh, 0, out_mwh, root, count)
+fn device_reading(chain: &Chain, i: usize, out_mwh: u64) -> DeviceReading {
+    DeviceReading::with_one_sample(
+        &device(i),
+        chain.chain_id(),
+        SLOT,
+        1,
+        (out_mwh, out_mwh),
+        (0, 0),
+    )
 }
 
 proptest! {
@@ -108,14 +111,10 @@ proptest! {
         let buyer_ids: Vec<usize> = (sellers.len() + 1..n).collect();
         let mut regs = Vec::new();
         for &i in &seller_ids {
-            let info = battery(i);
-            let message = device_registration_message(chain.chain_id(), &key(i).address(), &info);
-            let kind = TxKind::RegisterDeviceKey {
-                device: device(i).address(),
-                info,
-                bond: Amount::from_tokens(10),
-                device_signature: device(i).sign(&message),
-            };
+            let owner = key(i).address();
+            let bond = Amount::from_tokens(10);
+            let kind =
+                TxKind::register_device_key(chain.chain_id(), &owner, &device(i), battery(i), bond);
             regs.push(tx(&chain, &key(i), kind));
         }
         for &i in &buyer_ids {
@@ -151,7 +150,7 @@ proptest! {
         for (s, &i) in sellers.iter().zip(&seller_ids) {
             readings.push(tx(&chain, &key(i), reading(0, s.meter_wh)));
             if s.device_wh > 0 {
-                let r = device_reading(&chain, i, s.device_wh * 1_000, end);
+                let r = device_reading(&chain, i, s.device_wh * 1_000);
                 let kind = TxKind::SubmitDeviceReadings { readings: vec![r] };
                 readings.push(tx(&chain, &device(i), kind));
             }

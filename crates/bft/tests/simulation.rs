@@ -630,17 +630,13 @@ fn a_market_slot_clears_identically_on_every_validator() {
                         tilt_deg: 0,
                         azimuth_deg: 0,
                     };
-                    let message = gridmesh_ledger::tx::device_registration_message(
+                    TxKind::register_device_key(
                         &sim.genesis.chain_id,
                         &user.address(),
-                        &info,
-                    );
-                    TxKind::RegisterDeviceKey {
-                        device: key.address(),
+                        &key,
                         info,
-                        bond: Amount::from_tokens(10),
-                        device_signature: key.sign(&message),
-                    }
+                        Amount::from_tokens(10),
+                    )
                 } else {
                     TxKind::RegisterDevice {
                         kind: DeviceKind::Meter,

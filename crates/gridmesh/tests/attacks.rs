@@ -24,6 +24,8 @@ fn the_node_holds_against_every_attack_the_suite_replays() {
             "slot-fill",
             "wash",
             "phantom",
+            "island-bill",
+            "profile",
             "sign-in",
             "pcc",
             "connections",

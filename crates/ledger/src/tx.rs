@@ -298,6 +298,42 @@ impl DeviceReading {
         r.signature = device.sign(&device_reading_message(chain_id, &r));
         r
     }
+
+    /// A reading of `slot` signed by `device` that commits to the one sample the device signs at
+    /// the slot's end (sample counter `seq`): what a device keeping no finer telemetry reports.
+    /// `out` and `inn` are the slot's energy and the register after it, out of and into the
+    /// device, mWh.
+    pub fn with_one_sample(
+        device: &Keypair,
+        chain_id: &str,
+        slot: u64,
+        seq: u64,
+        (out_mwh, out_register_mwh): (u64, u64),
+        (in_mwh, in_register_mwh): (u64, u64),
+    ) -> DeviceReading {
+        // The slot's mean power, W (mWh per quarter hour × 4 / 1000), positive out of the device.
+        let power_w = (i128::from(out_mwh) - i128::from(in_mwh)) * 4 / 1000;
+        let sample = crate::telemetry::RawSample::signed(
+            device,
+            chain_id,
+            seq,
+            gridmesh_types::units::slot_start_ms(slot.saturating_add(1)),
+            out_register_mwh,
+            in_register_mwh,
+            power_w.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32,
+        );
+        let (root, count) = crate::telemetry::commitment(&[sample]);
+        DeviceReading::signed(
+            device,
+            chain_id,
+            slot,
+            out_mwh,
+            in_mwh,
+            out_register_mwh,
+            root,
+            count,
+        )
+    }
 }
 
 /// What a device is and where it sits.
@@ -318,6 +354,26 @@ pub struct DeviceInfo {
 
 /// Domain separation of device registration signatures.
 pub const DEVICE_REGISTRATION_DOMAIN: &[u8] = b"gridmesh/device-registration/v1\0";
+
+impl TxKind {
+    /// `RegisterDeviceKey`: `device` registered under `owner` on `chain_id` as `info` says,
+    /// signed by the device key, bonding `bond`.
+    pub fn register_device_key(
+        chain_id: &str,
+        owner: &Address,
+        device: &Keypair,
+        info: DeviceInfo,
+        bond: Amount,
+    ) -> TxKind {
+        let message = device_registration_message(chain_id, owner, &info);
+        TxKind::RegisterDeviceKey {
+            device: device.address(),
+            info,
+            bond,
+            device_signature: device.sign(&message),
+        }
+    }
+}
 
 /// What a device key signs to be registered under `owner` on `chain_id`: the domain, the chain
 /// id, the owner and the canonical encoding of `info`.

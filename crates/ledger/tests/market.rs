@@ -170,25 +170,13 @@ impl Net {
             .and_then(|d| d.register_mwh)
             .unwrap_or(0);
         let out_mwh = out_wh * 1_000;
-        let sample = gridmesh_ledger::telemetry::RawSample::signed(
+        let r = gridmesh_ledger::tx::DeviceReading::with_one_sample(
             &key,
             self.chain.chain_id(),
             slot,
-            slot_start_ms(slot + 1),
-            last + out_mwh,
-            0,
-            0,
-        );
-        let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
-        let r = gridmesh_ledger::tx::DeviceReading::signed(
-            &key,
-            self.chain.chain_id(),
             slot,
-            out_mwh,
-            0,
-            last + out_mwh,
-            root,
-            count,
+            (out_mwh, last + out_mwh),
+            (0, 0),
         );
         TxBody {
             version: TX_VERSION,
@@ -464,23 +452,18 @@ fn a_history_shorter_than_the_dispute_window_is_refused() {
 /// battery, which proof of generation checks on its register and rating alone (whatever the sun
 /// at the tests' slot). Only keyed devices sell.
 fn keyed_battery(net: &Net, who: usize, capacity_w: u32) -> TxKind {
-    let key = net.device_key(who);
     let info = DeviceInfo {
         kind: DeviceKind::Battery,
         capacity_w,
         ..pv_info()
     };
-    let message = gridmesh_ledger::tx::device_registration_message(
+    TxKind::register_device_key(
         net.chain.chain_id(),
         &net.keys[who].address(),
-        &info,
-    );
-    TxKind::RegisterDeviceKey {
-        device: key.address(),
+        &net.device_key(who),
         info,
-        bond: Amount::from_tokens(10),
-        device_signature: key.sign(&message),
-    }
+        Amount::from_tokens(10),
+    )
 }
 
 /// Registers each member's device of 10 kW: producing kinds (PV, battery) as a keyed battery
@@ -1378,17 +1361,14 @@ fn committed(
     in_wh: u64,
     register_wh: u64,
 ) -> gridmesh_ledger::tx::DeviceReading {
-    let sample = gridmesh_ledger::telemetry::RawSample::signed(
+    gridmesh_ledger::tx::DeviceReading::with_one_sample(
         k,
         net.chain.chain_id(),
         slot,
-        slot_start_ms(slot + 1),
-        register_wh * 1_000,
-        in_wh * 1_000,
-        0,
-    );
-    let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
-    device_reading(net, k, slot, out_wh, in_wh, register_wh, root, count)
+        slot,
+        (out_wh * 1_000, register_wh * 1_000),
+        (in_wh * 1_000, in_wh * 1_000),
+    )
 }
 
 fn econ_err(r: Result<(), TxError>) -> gridmesh_ledger::economics::EconomicsError {

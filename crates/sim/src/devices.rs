@@ -19,8 +19,7 @@ use std::collections::BTreeMap;
 use gridmesh_ledger::devices::{DeviceIdentity, DeviceStatus, ReadingStatus};
 use gridmesh_ledger::economics::DisputeState;
 use gridmesh_ledger::readers::{DeviceReader, EconomicsReader};
-use gridmesh_ledger::telemetry::RawSample;
-use gridmesh_ledger::tx::{device_registration_message, DeviceInfo, DeviceReading, FraudEvidence};
+use gridmesh_ledger::tx::{DeviceInfo, DeviceReading, FraudEvidence};
 use gridmesh_ledger::{DeviceKind, Keypair, TxKind};
 use gridmesh_types::{Address, Amount};
 use rand::seq::SliceRandom;
@@ -106,39 +105,6 @@ pub fn inverter_key(seed: u64, i: usize) -> Keypair {
 pub fn battery_key(seed: u64, i: usize) -> Keypair {
     Keypair::from_seed(
         *blake3::hash(format!("gridmesh-sim/battery/{seed}/{i}").as_bytes()).as_bytes(),
-    )
-}
-
-/// A signed reading of `out_mwh` (register `out_register_mwh`) and `in_mwh` that commits to the
-/// one signed sample the device took at the slot's end.
-fn committed_reading(
-    key: &Keypair,
-    chain_id: &str,
-    slot: u64,
-    (out_mwh, out_register_mwh): (u64, u64),
-    (in_mwh, in_register_mwh): (u64, u64),
-) -> DeviceReading {
-    let end_ms = gridmesh_types::units::slot_start_ms(slot + 1);
-    let power_w = (out_mwh as i64 - in_mwh as i64) * 4 / 1000;
-    let sample = RawSample::signed(
-        key,
-        chain_id,
-        slot,
-        end_ms,
-        out_register_mwh,
-        in_register_mwh,
-        power_w.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
-    );
-    let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
-    DeviceReading::signed(
-        key,
-        chain_id,
-        slot,
-        out_mwh,
-        in_mwh,
-        out_register_mwh,
-        root,
-        count,
     )
 }
 
@@ -236,13 +202,7 @@ impl Inverters {
     }
 
     fn register(&self, key: &Keypair, owner: &Address, info: DeviceInfo, bond: u128) -> TxKind {
-        let message = device_registration_message(&self.chain_id, owner, &info);
-        TxKind::RegisterDeviceKey {
-            device: key.address(),
-            info,
-            bond: Amount(bond),
-            device_signature: key.sign(&message),
-        }
+        TxKind::register_device_key(&self.chain_id, owner, key, info, Amount(bond))
     }
 
     fn info(kind: DeviceKind, capacity_w: u32, area: &str) -> DeviceInfo {
@@ -302,9 +262,10 @@ impl Inverters {
             inv.register_mwh += claimed;
             self.kpis.readings += 1;
             self.kpis.false_readings += u64::from(claimed > made_mwh);
-            readings.push(committed_reading(
+            readings.push(DeviceReading::with_one_sample(
                 &inv.key,
                 &self.chain_id,
+                slot,
                 slot,
                 (claimed, inv.register_mwh),
                 (0, 0),
@@ -316,9 +277,10 @@ impl Inverters {
         {
             b.out_register_mwh += out_mwh;
             b.in_register_mwh += in_mwh;
-            readings.push(committed_reading(
+            readings.push(DeviceReading::with_one_sample(
                 &b.key,
                 &self.chain_id,
+                slot,
                 slot,
                 (out_mwh, b.out_register_mwh),
                 (in_mwh, b.in_register_mwh),

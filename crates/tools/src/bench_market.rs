@@ -376,17 +376,13 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
                     tilt_deg: 0,
                     azimuth_deg: 0,
                 };
-                let message = gridmesh_ledger::tx::device_registration_message(
+                TxKind::register_device_key(
                     chain.chain_id(),
                     &keys[i].address(),
-                    &info,
-                );
-                TxKind::RegisterDeviceKey {
-                    device: key.address(),
+                    &key,
                     info,
-                    bond: gridmesh_types::Amount::from_tokens(10),
-                    device_signature: key.sign(&message),
-                }
+                    gridmesh_types::Amount::from_tokens(10),
+                )
             } else {
                 TxKind::RegisterDevice {
                     kind: DeviceKind::Meter,
@@ -464,25 +460,13 @@ pub fn ledger_slot(homes: usize, mechanism: Mechanism) -> anyhow::Result<LedgerS
         if seller(i) {
             // The battery's own reading of what it discharged, committed to its one sample.
             let key = battery_key(i);
-            let sample = gridmesh_ledger::telemetry::RawSample::signed(
-                &key,
-                chain.chain_id(),
-                1,
-                end,
-                export_mwh,
-                0,
-                0,
-            );
-            let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
-            let reading = gridmesh_ledger::tx::DeviceReading::signed(
+            let reading = gridmesh_ledger::tx::DeviceReading::with_one_sample(
                 &key,
                 chain.chain_id(),
                 SLOT,
-                export_mwh,
-                0,
-                export_mwh,
-                root,
-                count,
+                1,
+                (export_mwh, export_mwh),
+                (0, 0),
             );
             readings.push(sign(
                 &chain,

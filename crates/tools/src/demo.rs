@@ -368,18 +368,9 @@ fn trade_one_slot(
             azimuth_deg: 0,
         };
         let owner = homes[*i].1.address();
-        let message = gridmesh_ledger::tx::device_registration_message(chain_id, &owner, &info);
-        submit(
-            client,
-            chain_id,
-            &homes[*i].1,
-            TxKind::RegisterDeviceKey {
-                device: key.address(),
-                info,
-                bond: Amount::from_tokens(10),
-                device_signature: key.sign(&message),
-            },
-        )?;
+        let register =
+            TxKind::register_device_key(chain_id, &owner, key, info, Amount::from_tokens(10));
+        submit(client, chain_id, &homes[*i].1, register)?;
     }
     let slot = client.market()?.next_open_slot + 1;
     say(format!(
@@ -444,18 +435,13 @@ fn trade_one_slot(
         let out_mwh = out_wh * 1_000;
         let started = std::time::Instant::now();
         for seq in 1.. {
-            let sample = gridmesh_ledger::telemetry::RawSample::signed(
+            let reading = gridmesh_ledger::tx::DeviceReading::with_one_sample(
                 key,
                 chain_id,
+                slot,
                 seq,
-                gridmesh_types::units::slot_start_ms(slot + 1),
-                out_mwh,
-                0,
-                (out_wh * 4) as i32,
-            );
-            let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
-            let reading = gridmesh_ledger::tx::DeviceReading::signed(
-                key, chain_id, slot, out_mwh, 0, out_mwh, root, count,
+                (out_mwh, out_mwh),
+                (0, 0),
             );
             let kind = TxKind::SubmitDeviceReadings {
                 readings: vec![reading],

@@ -88,9 +88,9 @@ pub(crate) enum TxCommand {
     },
     /// A device with its own key reports what it delivered (out) and took (in) in an ended slot,
     /// before the slot settles: a seller is paid for no more than its keyed devices measured.
-    /// The reading continues the device's register on the ledger and commits to one sample the
-    /// device key signs at the slot's end (a software device; real ones commit their telemetry
-    /// through a gateway, see `node --mqtt`).
+    /// The reading continues the device's register on the ledger (the owner's to read: send it
+    /// with the owner's --key) and commits to one sample the device key signs at the slot's end (a
+    /// software device; real ones commit their telemetry through a gateway, see `node --mqtt`).
     DeviceReading {
         /// The device's key file.
         #[arg(long)]
@@ -304,17 +304,10 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
                     azimuth_deg: azimuth,
                 };
                 let chain_id = Client::new(&common.node.node).status()?.chain_id;
-                let message =
-                    gridmesh_ledger::tx::device_registration_message(&chain_id, &owner, &info);
                 let device_address = device.address();
                 return submit_kind(
                     &common,
-                    TxKind::RegisterDeviceKey {
-                        device: device_address,
-                        info,
-                        bond,
-                        device_signature: device.sign(&message),
-                    },
+                    TxKind::register_device_key(&chain_id, &owner, &device, info, bond),
                     &format!(
                         "{} {device_address} of {capacity_kw} kW registered, {bond} tokens bonded",
                         kind.name()
@@ -405,7 +398,9 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("loading the device key {}", device_key.display()))?;
             let out_mwh = kwh_arg(&out_kwh, "--out-kwh")?;
             let in_mwh = kwh_arg(&in_kwh, "--in-kwh")?;
-            let client = Client::new(&common.node.node);
+            // The device's register is its owner's to read: signed in as the sender.
+            let sender = Keypair::load(&common.key)?;
+            let client = Client::new(&common.node.node).signed_in(&sender)?;
             let chain_id = client.status()?.chain_id;
             let view = client.device(&device.address())?.with_context(|| {
                 format!(
@@ -413,6 +408,13 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
                     device.address()
                 )
             })?;
+            if view.owner != sender.address().to_string() {
+                bail!(
+                    "device {} is {}'s: send its reading with its owner's --key (the register it continues is the owner's to read)",
+                    device.address(),
+                    view.owner
+                );
+            }
             let last_mwh = match &view.register_kwh {
                 Some(k) => gridmesh_types::units::parse_kwh(k)
                     .with_context(|| format!("the node's register {k:?}"))?,
@@ -425,25 +427,13 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             let seq = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as u64;
-            let sample = gridmesh_ledger::telemetry::RawSample::signed(
-                &device,
-                &chain_id,
-                seq,
-                gridmesh_types::units::slot_start_ms(slot + 1),
-                register_mwh,
-                in_mwh,
-                0,
-            );
-            let (root, count) = gridmesh_ledger::telemetry::commitment(&[sample]);
-            let reading = gridmesh_ledger::tx::DeviceReading::signed(
+            let reading = gridmesh_ledger::tx::DeviceReading::with_one_sample(
                 &device,
                 &chain_id,
                 slot,
-                out_mwh,
-                in_mwh,
-                register_mwh,
-                root,
-                count,
+                seq,
+                (out_mwh, register_mwh),
+                (in_mwh, in_mwh),
             );
             submit_kind(
                 &common,

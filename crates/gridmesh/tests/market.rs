@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gridmesh, new_key, stdout_json, wait_for, NodeProc};
+use common::{device_reading_after_slot, gridmesh, new_key, stdout_json, wait_for, NodeProc};
 
 fn run(args: &[&str]) -> serde_json::Value {
     stdout_json(&gridmesh(args))
@@ -307,32 +307,8 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     );
 
     // After delivery the battery reports the 0.5 kWh it gave, before the slot settles an hour
-    // later. Without other traffic the chain's clock moves with the blocks, and each attempt
-    // makes one: retried until the slot has ended.
-    let device_reading = [
-        "tx",
-        "device-reading",
-        "--device-key",
-        &battery_key,
-        "--slot",
-        &s,
-        "--out-kwh",
-        "0.5",
-        "--key",
-        &seller_key,
-        "--node",
-        &url,
-        "--json",
-    ];
-    wait_for("the slot to end", || {
-        let out = gridmesh(&device_reading);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() || err.contains("can only come after"),
-            "{err}"
-        );
-        out.status.success()
-    });
+    // later.
+    device_reading_after_slot(&url, &battery_key, &seller_key, &s, "0.5");
     // Then the meters (a nonsense reading is refused), and settlement.
     refused(
         &[

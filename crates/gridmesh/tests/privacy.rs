@@ -9,11 +9,24 @@
 
 mod common;
 
-use common::{gridmesh, new_key, stdout_json, wait_for, NodeProc};
+use common::{device_reading_after_slot, gridmesh, new_key, stdout_json, wait_for, NodeProc};
 use gridmesh_ledger::Keypair;
 
 fn run(args: &[&str]) -> serde_json::Value {
     stdout_json(&gridmesh(args))
+}
+
+/// Runs a transaction command against the node at `url`, keeping its hash.
+fn tx(hashes: &mut Vec<String>, url: &str, args: &[&str]) {
+    let mut all = args.to_vec();
+    all.extend(["--node", url, "--json"]);
+    let out = run(&all);
+    hashes.push(
+        out["hash"]
+            .as_str()
+            .expect("a transaction hash")
+            .to_string(),
+    );
 }
 
 /// What the meters and the battery measured, as the node prints it (kWh with six decimals, and
@@ -65,143 +78,120 @@ fn no_public_endpoint_shows_a_members_energy() {
         ]);
     }
     let mut hashes = Vec::new();
-    let mut tx = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--node", &url, "--json"]);
-        let out = run(&all);
-        hashes.push(
-            out["hash"]
-                .as_str()
-                .expect("a transaction hash")
-                .to_string(),
-        );
-    };
-    tx(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "battery",
-        "--capacity-kw",
-        "5",
-        "--device-key",
-        &battery_key,
-        "--location",
-        "street/seller",
-        "--latitude",
-        "47.37",
-        "--longitude",
-        "8.54",
-        "--key",
-        &seller_key,
-    ]);
-    tx(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "meter",
-        "--capacity-kw",
-        "10",
-        "--key",
-        &buyer_key,
-    ]);
+    tx(
+        &mut hashes,
+        &url,
+        &[
+            "tx",
+            "register-device",
+            "--kind",
+            "battery",
+            "--capacity-kw",
+            "5",
+            "--device-key",
+            &battery_key,
+            "--location",
+            "street/seller",
+            "--latitude",
+            "47.37",
+            "--longitude",
+            "8.54",
+            "--key",
+            &seller_key,
+        ],
+    );
+    tx(
+        &mut hashes,
+        &url,
+        &[
+            "tx",
+            "register-device",
+            "--kind",
+            "meter",
+            "--capacity-kw",
+            "10",
+            "--key",
+            &buyer_key,
+        ],
+    );
     let market = run(&["query", "market", "--node", &url, "--json"]);
     let slot = market["next_open_slot"].as_u64().unwrap() + 3;
     let s = slot.to_string();
-    tx(&[
-        "tx",
-        "order",
-        "--slot",
-        &s,
-        "--side",
-        "ask",
-        "--energy-kwh",
-        "0.731962",
-        "--price",
-        "0.10",
-        "--location",
-        "street/seller",
-        "--key",
-        &seller_key,
-    ]);
-    tx(&[
-        "tx",
-        "order",
-        "--slot",
-        &s,
-        "--side",
-        "bid",
-        "--energy-kwh",
-        "0.848517",
-        "--price",
-        "0.25",
-        "--location",
-        "street/buyer",
-        "--key",
-        &buyer_key,
-    ]);
+    tx(
+        &mut hashes,
+        &url,
+        &[
+            "tx",
+            "order",
+            "--slot",
+            &s,
+            "--side",
+            "ask",
+            "--energy-kwh",
+            "0.731962",
+            "--price",
+            "0.10",
+            "--location",
+            "street/seller",
+            "--key",
+            &seller_key,
+        ],
+    );
+    tx(
+        &mut hashes,
+        &url,
+        &[
+            "tx",
+            "order",
+            "--slot",
+            &s,
+            "--side",
+            "bid",
+            "--energy-kwh",
+            "0.848517",
+            "--price",
+            "0.25",
+            "--location",
+            "street/buyer",
+            "--key",
+            &buyer_key,
+        ],
+    );
     let slot_status = || run(&["query", "slot", &s, "--node", &url, "--json"])["status"].clone();
     wait_for("clearing", || {
         slot_status() != "open" && slot_status() != "closed"
     });
-    // The battery's reading, retried until the slot has ended (each attempt makes a block).
-    wait_for("the slot to end", || {
-        let out = gridmesh(&[
+    // The battery's reading, once the slot has ended.
+    let v = device_reading_after_slot(&url, &battery_key, &seller_key, &s, "0.692158");
+    hashes.push(v["hash"].as_str().unwrap().to_string());
+    tx(
+        &mut hashes,
+        &url,
+        &[
             "tx",
-            "device-reading",
-            "--device-key",
-            &battery_key,
+            "reading",
             "--slot",
             &s,
-            "--out-kwh",
-            "0.692158",
+            "--export-kwh",
+            "0.613847",
             "--key",
             &seller_key,
-            "--node",
-            &url,
-            "--json",
-        ]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() || err.contains("can only come after"),
-            "{err}"
-        );
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            hashes.push(v["hash"].as_str().unwrap().to_string());
-        }
-        out.status.success()
-    });
-    let mut tx = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--node", &url, "--json"]);
-        let out = run(&all);
-        hashes.push(
-            out["hash"]
-                .as_str()
-                .expect("a transaction hash")
-                .to_string(),
-        );
-    };
-    tx(&[
-        "tx",
-        "reading",
-        "--slot",
-        &s,
-        "--export-kwh",
-        "0.613847",
-        "--key",
-        &seller_key,
-    ]);
-    tx(&[
-        "tx",
-        "reading",
-        "--slot",
-        &s,
-        "--import-kwh",
-        "0.726394",
-        "--key",
-        &buyer_key,
-    ]);
+        ],
+    );
+    tx(
+        &mut hashes,
+        &url,
+        &[
+            "tx",
+            "reading",
+            "--slot",
+            &s,
+            "--import-kwh",
+            "0.726394",
+            "--key",
+            &buyer_key,
+        ],
+    );
     wait_for("settlement", || slot_status() == "final");
 
     // Signed in, the seller sees its own quantities (the test is not vacuous).

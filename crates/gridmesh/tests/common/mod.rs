@@ -135,6 +135,47 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `tx device-reading` of `slot` for the device with `device_key`, sent with its owner's
+/// `owner_key`, once the slot has ended: without other traffic the chain's clock moves with its
+/// blocks, and each refused attempt ("can only come after") makes one. The CLI's JSON answer.
+pub fn device_reading_after_slot(
+    url: &str,
+    device_key: &str,
+    owner_key: &str,
+    slot: &str,
+    out_kwh: &str,
+) -> serde_json::Value {
+    let args = [
+        "tx",
+        "device-reading",
+        "--device-key",
+        device_key,
+        "--slot",
+        slot,
+        "--out-kwh",
+        out_kwh,
+        "--key",
+        owner_key,
+        "--node",
+        url,
+        "--json",
+    ];
+    let mut answer = None;
+    wait_for("the slot to end", || {
+        let out = gridmesh(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("can only come after"),
+            "{err}"
+        );
+        if out.status.success() {
+            answer = Some(stdout_json(&out));
+        }
+        out.status.success()
+    });
+    answer.expect("the reading was accepted")
+}
+
 /// A new key file `NAME.key` in `dir`: (its path, its address).
 pub fn new_key(dir: &Path, name: &str) -> (String, String) {
     let path = dir.join(format!("{name}.key"));

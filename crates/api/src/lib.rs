@@ -9,5 +9,6 @@ pub mod chain;
 pub mod economics;
 pub mod home;
 pub mod market;
+pub mod tariff;
 
 pub use chain::*;

@@ -394,6 +394,24 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         .into_json()
         .unwrap();
     assert!(api["paths"]["/v1/market/slots/{slot}"].is_object());
+    // Price lists for tools that plan by price (evcc's custom tariff format): an entry per slot
+    // from the current one over the next 24 hours, tokens per kWh.
+    for list in ["grid", "feedin"] {
+        assert!(api["paths"][format!("/v1/tariff/{list}")]["get"].is_object());
+        let prices: serde_json::Value = ureq::get(&format!("{url}/v1/tariff/{list}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let prices = prices.as_array().expect("a JSON array");
+        assert_eq!(prices.len(), 97, "{list}");
+        for p in prices {
+            let (start, end) = (p["start"].as_str().unwrap(), p["end"].as_str().unwrap());
+            assert!(start.ends_with(":00Z") && end.ends_with(":00Z"), "{p}");
+            assert!(p["value"].as_f64().is_some_and(|v| v > 0.0), "{p}");
+        }
+        assert_eq!(prices[0]["end"], prices[1]["start"]);
+    }
     assert_eq!(
         run(&["query", "market", "--node", &url, "--json"])["escrow_balance"],
         "0"

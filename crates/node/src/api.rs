@@ -47,6 +47,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::get_depth_chart,
         crate::api_dashboard::get_orders,
         crate::api_dashboard::get_trades,
+        crate::api_dashboard::get_grid_tariff,
+        crate::api_dashboard::get_feedin_tariff,
         crate::api_feeder::get_feeder,
         crate::api_feeder::get_feeder_chart,
         crate::api_home::post_challenge,
@@ -108,6 +110,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_gateway::CommitmentView,
         crate::api_gateway::ProofView,
         crate::api_economics::SupplyView,
+        gridmesh_api::tariff::PricePoint,
         crate::api_economics::EpochView,
         crate::events::NodeEvent,
         crate::api_dashboard::PriceRow,
@@ -169,6 +172,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/blocks", get(crate::api_dashboard::get_blocks))
         .route("/v1/market/orders", get(crate::api_dashboard::get_orders))
         .route("/v1/market/trades", get(crate::api_dashboard::get_trades))
+        .route(
+            "/v1/tariff/grid",
+            get(crate::api_dashboard::get_grid_tariff),
+        )
+        .route(
+            "/v1/tariff/feedin",
+            get(crate::api_dashboard::get_feedin_tariff),
+        )
         .route("/v1/grid/feeder", get(crate::api_feeder::get_feeder))
         .route(
             "/v1/charts/feeder.svg",

@@ -461,3 +461,37 @@ pub async fn get_trades(
         trades,
     }))
 }
+
+/// The grid price list for tools that plan by price (evcc's custom tariff format): what a kWh
+/// from the grid costs in each 15-minute slot from the current one over the next 24 hours; the
+/// cleared price where the slot cleared, else the same quarter hour's mean of the last 7 days,
+/// else the utility's retail tariff. Tokens per kWh.
+#[utoipa::path(get, path = "/v1/tariff/grid",
+    responses((status = 200, body = Vec<gridmesh_api::tariff::PricePoint>)))]
+pub async fn get_grid_tariff(
+    State(s): State<Arc<Shared>>,
+) -> ApiResult<Vec<gridmesh_api::tariff::PricePoint>> {
+    let (state, now) = head_state(&s);
+    Ok(Json(gridmesh_api::tariff::price_list(
+        &state,
+        now,
+        gridmesh_api::tariff::PriceSide::Grid,
+    )))
+}
+
+/// The feed-in price list (evcc's custom tariff format): what a kWh fed in earns in each
+/// 15-minute slot from the current one over the next 24 hours; the cleared sellers' price where
+/// the slot cleared, else the same quarter hour's mean of the last 7 days, else the utility's
+/// feed-in tariff. Tokens per kWh.
+#[utoipa::path(get, path = "/v1/tariff/feedin",
+    responses((status = 200, body = Vec<gridmesh_api::tariff::PricePoint>)))]
+pub async fn get_feedin_tariff(
+    State(s): State<Arc<Shared>>,
+) -> ApiResult<Vec<gridmesh_api::tariff::PricePoint>> {
+    let (state, now) = head_state(&s);
+    Ok(Json(gridmesh_api::tariff::price_list(
+        &state,
+        now,
+        gridmesh_api::tariff::PriceSide::FeedIn,
+    )))
+}

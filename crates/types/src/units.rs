@@ -48,6 +48,18 @@ pub fn slot_of_day(slot: u64) -> u64 {
 
 /// `YYYY-MM-DDTHH:MMZ` of a time in seconds since the Unix epoch.
 pub fn utc(unix_s: u64) -> String {
+    let (y, m, d, hh, mm, _) = civil(unix_s);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}Z")
+}
+
+/// RFC 3339 in UTC, `YYYY-MM-DDTHH:MM:SSZ`, of a time in seconds since the Unix epoch.
+pub fn rfc3339(unix_s: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(unix_s);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// (year, month, day, hour, minute, second) in UTC of a time in seconds since the Unix epoch.
+fn civil(unix_s: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (unix_s / 86_400) as i64;
     let secs = unix_s % 86_400;
     // Howard Hinnant's civil-from-days.
@@ -60,16 +72,21 @@ pub fn utc(unix_s: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60
-    )
+    (y, m, d, secs / 3_600, secs % 3_600 / 60, secs % 60)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_utc_to_the_second() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_474_700), "2026-12-05T12:45:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(utc(1_796_474_700), "2026-12-05T12:45Z");
+    }
 
     #[test]
     fn kwh_round_trips_exactly() {

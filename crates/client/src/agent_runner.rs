@@ -220,6 +220,11 @@ pub struct AgentReport {
     /// Transactions refused (by the node or at block time), with the last reason.
     pub refused: u64,
     pub last_error: Option<String>,
+    /// Whether the account has an active producing device with its own key and bond, the only
+    /// kind the market lets sell: without one the agent only buys.
+    pub sells: bool,
+    /// Asks the plan wanted but the agent did not place (no keyed producing device).
+    pub asks_skipped: u64,
     /// Every order placed: slot, side, energy (mWh), price (base units per kWh), order id.
     pub orders: Vec<PlacedOrder>,
 }
@@ -258,7 +263,15 @@ pub fn run(
     let client = Client::new(&cfg.node);
     let me: Address = cfg.key.address();
     let chain_id = client.status()?.chain_id;
-    let mut report = AgentReport::default();
+    let mut report = AgentReport {
+        sells: keyed_producer(&client, &cfg.key)?,
+        ..AgentReport::default()
+    };
+    if !report.sells {
+        tracing::warn!(
+            "{me} has no active PV or battery registered with its own key: the agent only buys (register one with `tx register-device --device-key`)"
+        );
+    }
     let mut nonce = client.account(&me)?.nonce;
     let mut target: Option<u64> = None;
     let mut live: Vec<Live> = Vec::new();
@@ -368,6 +381,11 @@ pub fn run(
             if energy_mwh < min_order_mwh {
                 continue;
             }
+            // Only keyed devices sell: an ask without one is refused at the block.
+            if side == Side::Ask && !report.sells {
+                report.asks_skipped += 1;
+                continue;
+            }
             let current = live
                 .iter()
                 .position(|l| report.orders[l.report_index].side == side);
@@ -433,6 +451,17 @@ pub fn run(
         tracing::debug!(slot, elapsed = ?started.elapsed(), "agent poll");
     }
     Ok(report)
+}
+
+/// Whether `key`'s account has an active producing device with its own key (read from its home
+/// view, signed in: the devices are the owner's to see).
+fn keyed_producer(client: &Client, key: &Keypair) -> anyhow::Result<bool> {
+    let token = client.sign_in(key)?;
+    let home = client.home(&key.address(), &token, 1)?;
+    Ok(home
+        .devices
+        .iter()
+        .any(|d| d.status == "active" && (d.kind == "pv" || d.kind == "battery")))
 }
 
 fn refused(report: &mut AgentReport, e: &anyhow::Error) {

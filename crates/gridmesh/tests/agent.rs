@@ -112,6 +112,31 @@ fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
         2,
         "{market}"
     );
+    // Only devices with their own keys sell: the ramp's account bonds a battery (its home file
+    // has none to plan with, so it still only bids); the EV home's account has no keyed device,
+    // and its agent only buys.
+    let (battery_key, _) = new_key(dir.path(), "battery");
+    stdout_json(&gridmesh(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "battery",
+        "--capacity-kw",
+        "5",
+        "--device-key",
+        &battery_key,
+        "--location",
+        "street-1/home-1",
+        "--latitude",
+        "47.37",
+        "--longitude",
+        "8.54",
+        "--key",
+        &ramp_key,
+        "--node",
+        &node.url,
+        "--json",
+    ]));
     let a = agent(&node.url, &ramp_key, &plain, "linear-ramp", "3");
     let b = agent(&node.url, &opt_key, &ev_home, "optimising", "3");
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -125,6 +150,8 @@ fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
     assert_eq!(rb["slots"], 3, "{rb}");
     assert_eq!(ra["refused"], 0, "{ra}");
     assert_eq!(rb["refused"], 0, "{rb}");
+    assert_eq!(ra["sells"], true, "{ra}");
+    assert_eq!(rb["sells"], false, "{rb}");
     // The ramp re-priced upward within a slot: cancelled orders, each replaced at a higher bid.
     assert!(ra["cancelled"].as_u64().unwrap() >= 1, "{ra}");
     let orders = ra["orders"].as_array().unwrap();

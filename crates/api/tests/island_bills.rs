@@ -3,11 +3,14 @@
 //! meters and keyed devices measured (finding 8 of issue 19: an islanded home was billed a
 //! feed-in credit by a utility that was not connected).
 
+mod common;
+
+use common::tx;
 use gridmesh_api::market::slot_view;
 use gridmesh_ledger::readers::MarketReader;
-use gridmesh_ledger::tx::{DeviceInfo, DeviceReading, TX_VERSION};
+use gridmesh_ledger::tx::{DeviceInfo, DeviceReading};
 use gridmesh_ledger::{
-    Chain, DeviceKind, Genesis, GridEventKind, Keypair, Side, TxBody, TxKind, VerifiedTx,
+    Chain, DeviceKind, Genesis, GridEventKind, Keypair, Side, TxKind, VerifiedTx,
 };
 use gridmesh_types::units::slot_start_ms;
 use gridmesh_types::Amount;
@@ -23,24 +26,9 @@ fn device(i: usize) -> Keypair {
     Keypair::from_seed([0x80 | i as u8; 32])
 }
 
-fn tx(chain: &Chain, k: &Keypair, kind: TxKind) -> VerifiedTx {
-    TxBody {
-        version: TX_VERSION,
-        chain_id: chain.chain_id().to_string(),
-        sender: k.address(),
-        nonce: chain.account(&k.address()).nonce,
-        kind,
-    }
-    .sign(k)
-    .verify()
-    .unwrap()
-}
-
+/// A block proposed by the first key: how many transactions it refused.
 fn block(chain: &mut Chain, ts: u64, txs: Vec<VerifiedTx>) -> usize {
-    let built = chain.build_block(txs, ts, key(0).address());
-    let rejected = built.rejected.len();
-    chain.commit(&built.block, built.executed).unwrap();
-    rejected
+    common::block(chain, ts, key(0).address(), txs)
 }
 
 #[derive(Debug, Clone)]

@@ -2,10 +2,13 @@
 //! entry per slot from the current one over the next 24 hours, the cleared price where a slot
 //! traded, the same quarter hour's recent mean as the forecast, the tariff otherwise.
 
+mod common;
+
+use common::tx;
 use gridmesh_api::tariff::{price_list, PriceSide, LIST_SLOTS};
 use gridmesh_ledger::readers::MarketReader;
-use gridmesh_ledger::tx::{DeviceInfo, TX_VERSION};
-use gridmesh_ledger::{Chain, DeviceKind, Genesis, Keypair, Side, TxBody, TxKind, VerifiedTx};
+use gridmesh_ledger::tx::DeviceInfo;
+use gridmesh_ledger::{Chain, DeviceKind, Genesis, Keypair, Side, TxKind, VerifiedTx};
 use gridmesh_types::units::{rfc3339, slot_start_ms, SLOTS_PER_DAY};
 use gridmesh_types::Amount;
 
@@ -16,23 +19,9 @@ fn key(i: u8) -> Keypair {
     Keypair::from_seed([i + 1; 32])
 }
 
-fn tx(chain: &Chain, k: &Keypair, kind: TxKind) -> VerifiedTx {
-    TxBody {
-        version: TX_VERSION,
-        chain_id: chain.chain_id().to_string(),
-        sender: k.address(),
-        nonce: chain.account(&k.address()).nonce,
-        kind,
-    }
-    .sign(k)
-    .verify()
-    .unwrap()
-}
-
+/// A block proposed by the first key, every transaction of which applies.
 fn block(chain: &mut Chain, ts: u64, txs: Vec<VerifiedTx>) {
-    let built = chain.build_block(txs, ts, key(0).address());
-    assert!(built.rejected.is_empty(), "{:?}", built.rejected);
-    chain.commit(&built.block, built.executed).unwrap();
+    assert_eq!(common::block(chain, ts, key(0).address(), txs), 0);
 }
 
 #[test]

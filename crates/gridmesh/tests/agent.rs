@@ -116,27 +116,7 @@ fn agents_bid_through_the_node_and_keep_their_orders_current_until_the_gate() {
     // has none to plan with, so it still only bids); the EV home's account has no keyed device,
     // and its agent only buys.
     let (battery_key, _) = new_key(dir.path(), "battery");
-    stdout_json(&gridmesh(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "battery",
-        "--capacity-kw",
-        "5",
-        "--device-key",
-        &battery_key,
-        "--location",
-        "street-1/home-1",
-        "--latitude",
-        "47.37",
-        "--longitude",
-        "8.54",
-        "--key",
-        &ramp_key,
-        "--node",
-        &node.url,
-        "--json",
-    ]));
+    common::register_keyed_battery(&node.url, &battery_key, &ramp_key, "street-1/home-1");
     let a = agent(&node.url, &ramp_key, &plain, "linear-ramp", "3");
     let b = agent(&node.url, &opt_key, &ev_home, "optimising", "3");
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{device_reading_after_slot, gridmesh, new_key, stdout_json, wait_for, NodeProc};
+use common::{
+    device_reading_after_slot, gridmesh, new_key, register_keyed_battery, stdout_json, wait_for,
+    NodeProc,
+};
 
 fn run(args: &[&str]) -> serde_json::Value {
     stdout_json(&gridmesh(args))
@@ -88,27 +91,7 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
         ],
         "a device declared without a key sells nothing",
     );
-    run(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "battery",
-        "--capacity-kw",
-        "5",
-        "--device-key",
-        &battery_key,
-        "--location",
-        "street/a",
-        "--latitude",
-        "47.37",
-        "--longitude",
-        "8.54",
-        "--key",
-        &seller_key,
-        "--node",
-        &url,
-        "--json",
-    ]);
+    register_keyed_battery(&url, &battery_key, &seller_key, "street/a");
     run(&[
         "tx",
         "register-device",

@@ -9,7 +9,10 @@
 
 mod common;
 
-use common::{device_reading_after_slot, gridmesh, new_key, stdout_json, wait_for, NodeProc};
+use common::{
+    device_reading_after_slot, gridmesh, new_key, register_keyed_battery, stdout_json, wait_for,
+    NodeProc,
+};
 use gridmesh_ledger::Keypair;
 
 fn run(args: &[&str]) -> serde_json::Value {
@@ -78,28 +81,8 @@ fn no_public_endpoint_shows_a_members_energy() {
         ]);
     }
     let mut hashes = Vec::new();
-    tx(
-        &mut hashes,
-        &url,
-        &[
-            "tx",
-            "register-device",
-            "--kind",
-            "battery",
-            "--capacity-kw",
-            "5",
-            "--device-key",
-            &battery_key,
-            "--location",
-            "street/seller",
-            "--latitude",
-            "47.37",
-            "--longitude",
-            "8.54",
-            "--key",
-            &seller_key,
-        ],
-    );
+    let registered = register_keyed_battery(&url, &battery_key, &seller_key, "street/seller");
+    hashes.push(registered["hash"].as_str().unwrap().to_string());
     tx(
         &mut hashes,
         &url,

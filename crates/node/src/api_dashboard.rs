@@ -471,12 +471,7 @@ pub async fn get_trades(
 pub async fn get_grid_tariff(
     State(s): State<Arc<Shared>>,
 ) -> ApiResult<Vec<gridmesh_api::tariff::PricePoint>> {
-    let (state, now) = head_state(&s);
-    Ok(Json(gridmesh_api::tariff::price_list(
-        &state,
-        now,
-        gridmesh_api::tariff::PriceSide::Grid,
-    )))
+    price_list(&s, gridmesh_api::tariff::PriceSide::Grid)
 }
 
 /// The feed-in price list (evcc's custom tariff format): what a kWh fed in earns in each
@@ -488,10 +483,14 @@ pub async fn get_grid_tariff(
 pub async fn get_feedin_tariff(
     State(s): State<Arc<Shared>>,
 ) -> ApiResult<Vec<gridmesh_api::tariff::PricePoint>> {
-    let (state, now) = head_state(&s);
-    Ok(Json(gridmesh_api::tariff::price_list(
-        &state,
-        now,
-        gridmesh_api::tariff::PriceSide::FeedIn,
-    )))
+    price_list(&s, gridmesh_api::tariff::PriceSide::FeedIn)
+}
+
+/// The price list of `side` at the head's time.
+fn price_list(
+    s: &Shared,
+    side: gridmesh_api::tariff::PriceSide,
+) -> ApiResult<Vec<gridmesh_api::tariff::PricePoint>> {
+    let (state, now) = head_state(s);
+    Ok(Json(gridmesh_api::tariff::price_list(&state, now, side)))
 }

@@ -135,6 +135,55 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Registers a 5 kW battery with its own key (`device_key`) at `location` for the owner with
+/// `owner_key`: a device that may sell. The CLI's JSON answer.
+pub fn register_keyed_battery(
+    url: &str,
+    device_key: &str,
+    owner_key: &str,
+    location: &str,
+) -> serde_json::Value {
+    register_keyed_device(url, owner_key, device_key, "battery", "5", location)
+}
+
+/// Registers a device of `kind` rated `capacity_kw` with its own key (`device_key`) at `location`
+/// (coordinates in Zurich) for the owner with `owner_key`, bonding what the market asks: 10
+/// tokens, or 1 per kW of an earning device, whichever is more. The CLI's JSON answer.
+pub fn register_keyed_device(
+    url: &str,
+    owner_key: &str,
+    device_key: &str,
+    kind: &str,
+    capacity_kw: &str,
+    location: &str,
+) -> serde_json::Value {
+    let kw: f64 = capacity_kw.parse().expect("a capacity in kW");
+    let bond = kw.ceil().max(10.0).to_string();
+    stdout_json(&gridmesh(&[
+        "tx",
+        "register-device",
+        "--kind",
+        kind,
+        "--capacity-kw",
+        capacity_kw,
+        "--device-key",
+        device_key,
+        "--location",
+        location,
+        "--latitude",
+        "47.37",
+        "--longitude",
+        "8.54",
+        "--bond",
+        &bond,
+        "--key",
+        owner_key,
+        "--node",
+        url,
+        "--json",
+    ]))
+}
+
 /// `tx device-reading` of `slot` for the device with `device_key`, sent with its owner's
 /// `owner_key`, once the slot has ended: without other traffic the chain's clock moves with its
 /// blocks, and each refused attempt ("can only come after") makes one. The CLI's JSON answer.
@@ -273,34 +322,16 @@ impl GatewayNode {
         }
     }
 
-    /// Registers a device of the owner with its own key (Zurich, 10 tokens bonded).
+    /// Registers a device of the owner with its own key ([`register_keyed_device`]).
     pub fn register_device(&self, device_key: &str, kind: &str, capacity_kw: &str, location: &str) {
-        // The market's bond: 10 tokens, or 1 per kW of an earning device, whichever is more.
-        let kw: f64 = capacity_kw.parse().expect("a capacity in kW");
-        let bond = kw.ceil().max(10.0).to_string();
-        stdout_json(&gridmesh(&[
-            "tx",
-            "register-device",
-            "--kind",
-            kind,
-            "--capacity-kw",
-            capacity_kw,
-            "--device-key",
-            device_key,
-            "--location",
-            location,
-            "--latitude",
-            "47.37",
-            "--longitude",
-            "8.54",
-            "--bond",
-            &bond,
-            "--key",
-            &self.owner_key,
-            "--node",
+        register_keyed_device(
             &self.url,
-            "--json",
-        ]));
+            &self.owner_key,
+            device_key,
+            kind,
+            capacity_kw,
+            location,
+        );
     }
 
     /// Samples the gateway has accepted so far.

@@ -25,7 +25,9 @@ use gridmesh_agent::data::{
     SLOTS_2010,
 };
 use gridmesh_agent::forecast::home_forecast;
-use gridmesh_agent::schedule::{Battery, Ev, FlexEvent, FlexReward, HomeProblem, Plan, DT_H};
+use gridmesh_agent::schedule::{
+    Battery, Ev, FlexEvent, FlexReward, HomeProblem, Plan, Schedule, DT_H,
+};
 use gridmesh_agent::strategy::{
     LinearRamp, MarketView, Optimising, OrderIntent, Position, Side, Strategy, ZeroIntelligence,
 };
@@ -149,7 +151,6 @@ impl std::str::FromStr for StrategyKind {
 pub struct AgentConfig {
     pub key: Keypair,
     pub node: String,
-    pub home: HomeSpec,
     pub strategy: StrategyKind,
     /// Stop after the orders of this many slots went past their gate (`None`: run until
     /// stopped).
@@ -246,81 +247,247 @@ struct Live {
     order_id: Option<u64>,
 }
 
-/// The home's state as the agent tracks it (it assumes its plans are carried out).
-#[derive(Clone, Debug)]
-struct HomeState {
-    soc_kwh: f64,
-    ev_charged_kwh: f64,
-    ev_session_day: Option<u64>,
+/// The home's state a plan starts from: measured by a live home, assumed (the plans were carried
+/// out) by a synthetic one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HomeState {
+    pub soc_kwh: f64,
+    /// Energy charged into the EV in its current session, and the day that session began.
+    pub ev_charged_kwh: f64,
+    pub ev_session_day: Option<u64>,
 }
 
-/// Runs the agent until `slots` are done or `stop` returns true.
-pub fn run(
-    cfg: &AgentConfig,
-    data: &HomeData,
-    stop: impl Fn() -> bool,
-) -> anyhow::Result<AgentReport> {
-    let client = Client::new(&cfg.node);
-    let me: Address = cfg.key.address();
-    let chain_id = client.status()?.chain_id;
-    let mut report = AgentReport {
-        sells: keyed_producer(&client, &cfg.key)?,
-        ..AgentReport::default()
-    };
-    if !report.sells {
-        tracing::warn!(
-            "{me} has no active PV or battery registered with its own key: the agent only buys (register one with `tx register-device --device-key`)"
-        );
+/// What the agent knows of its home: its description, forecasts, the state a plan starts from,
+/// and where the plans go. The synthetic household of `gridmesh agent` and the live home of
+/// `gridmesh home` implement it; the planning and the trading are this module's, once.
+pub trait Household {
+    fn spec(&self) -> &HomeSpec;
+    /// Load and PV forecasts (kW) for `horizon` slots from `slot`, from what was known before it.
+    fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>);
+    /// The home's state at the start of `slot`.
+    fn state_at(&mut self, slot: u64) -> HomeState;
+    /// The optimising plan made for the slots from `slot` on (the schedule's first entry is
+    /// `slot`), and the state once `slot` is delivered as planned.
+    fn planned(&mut self, slot: u64, schedule: &Schedule, after: &HomeState);
+}
+
+/// A household of the reference profiles whose plans are assumed carried out (`gridmesh agent`).
+pub struct SyntheticHome {
+    spec: HomeSpec,
+    data: HomeData,
+    state: HomeState,
+    /// The state after the last planned slot, taken on once a later slot is planned.
+    pending: Option<(u64, HomeState)>,
+}
+
+impl SyntheticHome {
+    pub fn new(spec: HomeSpec, data: HomeData) -> SyntheticHome {
+        let state = HomeState {
+            soc_kwh: spec.battery.as_ref().map_or(0.0, |b| b.capacity_kwh / 2.0),
+            ..HomeState::default()
+        };
+        SyntheticHome {
+            spec,
+            data,
+            state,
+            pending: None,
+        }
     }
-    let mut nonce = client.account(&me)?.nonce;
-    let mut target: Option<u64> = None;
-    let mut live: Vec<Live> = Vec::new();
-    let mut zi = ZeroIntelligence::new(cfg.seed);
-    let mut home = HomeState {
-        soc_kwh: cfg
-            .home
-            .battery
-            .as_ref()
-            .map_or(0.0, |b| b.capacity_kwh / 2.0),
-        ev_charged_kwh: 0.0,
-        ev_session_day: None,
-    };
-    // The target slot's plan: position, marginal values, the home's state after the slot, and
-    // whether the slot's envelope was known (planned again once it is).
-    let mut wanted: Option<SlotPlan> = None;
-    let started = Instant::now();
-    while !stop() {
-        std::thread::sleep(cfg.poll);
+}
+
+impl Household for SyntheticHome {
+    fn spec(&self) -> &HomeSpec {
+        &self.spec
+    }
+
+    fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
+        self.data.forecast(slot, horizon)
+    }
+
+    fn state_at(&mut self, slot: u64) -> HomeState {
+        if let Some((planned, after)) = self.pending.take() {
+            if slot > planned {
+                self.state = after;
+            } else {
+                self.pending = Some((planned, after));
+            }
+        }
+        self.state.clone()
+    }
+
+    fn planned(&mut self, slot: u64, _schedule: &Schedule, after: &HomeState) {
+        self.pending = Some((slot, after.clone()));
+    }
+}
+
+impl HomeData {
+    /// Forecasts from `slot` over `horizon` slots (persistence and smart persistence on the
+    /// year's data before `slot`).
+    pub fn forecast(&self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
+        home_forecast(
+            &self.load_kw,
+            &self.pv_kw,
+            &self.clear_sky_kw,
+            year_index(slot),
+            horizon,
+        )
+    }
+
+    /// Puts what the home measured in `slot` (mean kW) in place of the reference data: the
+    /// forecasts from then on persist the home's own load and PV.
+    pub fn record(&mut self, slot: u64, load_kw: f64, pv_kw: f64) {
+        let i = year_index(slot);
+        self.load_kw[i] = load_kw;
+        self.pv_kw[i] = pv_kw;
+    }
+
+    /// The reference data's load, PV and clear-sky PV in `slot` (kW), what a home without
+    /// history of its own assumes.
+    pub fn at(&self, slot: u64) -> (f64, f64, f64) {
+        let i = year_index(slot);
+        (self.load_kw[i], self.pv_kw[i], self.clear_sky_kw[i])
+    }
+}
+
+/// What one poll found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// Trading goes on.
+    Trading,
+    /// The configured number of slots is done.
+    Done,
+}
+
+/// A home's trading agent: plans the next open slot and keeps its orders current, one poll at a
+/// time, for any [`Household`].
+pub struct Agent<'a> {
+    cfg: &'a AgentConfig,
+    client: Client,
+    me: Address,
+    chain_id: String,
+    report: AgentReport,
+    nonce: u64,
+    /// After an error the nonce is read again before anything is sent.
+    resync: bool,
+    target: Option<u64>,
+    live: Vec<Live>,
+    zi: ZeroIntelligence,
+    /// The target slot's plan.
+    wanted: Option<SlotPlan>,
+    /// Plan the target slot again at the next poll (the home parted from its plan).
+    replan: bool,
+    market: Option<gridmesh_api::market::MarketInfo>,
+}
+
+impl<'a> Agent<'a> {
+    /// Connects to the node: its chain, the account's nonce, and whether it may sell.
+    pub fn connect(cfg: &'a AgentConfig) -> anyhow::Result<Agent<'a>> {
+        let client = Client::new(&cfg.node);
+        let me: Address = cfg.key.address();
+        let chain_id = client.status()?.chain_id;
+        let report = AgentReport {
+            sells: keyed_producer(&client, &cfg.key)?,
+            ..AgentReport::default()
+        };
+        if !report.sells {
+            tracing::warn!(
+                "{me} has no active PV or battery registered with its own key: the agent only buys (register one with `tx register-device --device-key`)"
+            );
+        }
+        let nonce = client.account(&me)?.nonce;
+        Ok(Agent {
+            cfg,
+            client,
+            me,
+            chain_id,
+            report,
+            nonce,
+            resync: false,
+            target: None,
+            live: Vec::new(),
+            zi: ZeroIntelligence::new(cfg.seed),
+            wanted: None,
+            replan: false,
+            market: None,
+        })
+    }
+
+    pub fn report(&self) -> &AgentReport {
+        &self.report
+    }
+
+    pub fn into_report(self) -> AgentReport {
+        self.report
+    }
+
+    /// Plans the target slot again at the next poll, from the home's state then (a live home
+    /// calls it when what it measures has parted from the plan).
+    pub fn replan(&mut self) {
+        self.replan = true;
+    }
+
+    /// The market as the last poll read it.
+    pub fn market(&self) -> Option<&gridmesh_api::market::MarketInfo> {
+        self.market.as_ref()
+    }
+
+    /// The node's client (the live home sends its readings through it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// One look at the market: a new target slot is planned, a late envelope planned within,
+    /// and the orders kept current. An error (the node is away) leaves the agent ready to go on
+    /// once it is back.
+    pub fn poll(&mut self, home: &mut dyn Household) -> anyhow::Result<Polled> {
+        if self.resync {
+            self.nonce = self.client.account(&self.me)?.nonce;
+            self.resync = false;
+        }
+        let polled = self.poll_once(home);
+        if polled.is_err() {
+            self.resync = true;
+        }
+        polled
+    }
+
+    fn poll_once(&mut self, home: &mut dyn Household) -> anyhow::Result<Polled> {
+        let cfg = self.cfg;
+        let client = &self.client;
+        let report = &mut self.report;
         let info = client.market()?;
         let now = info.now_ms;
         let slot = info.next_open_slot;
-        if target != Some(slot) {
-            if let Some(done) = target {
-                if live
+        if self.target != Some(slot) {
+            if let Some(done) = self.target {
+                if self
+                    .live
                     .iter()
                     .any(|l| report.orders[l.report_index].slot == done)
                 {
                     report.slots += 1;
                 }
                 if cfg.slots.is_some_and(|n| report.slots >= n) {
-                    break;
+                    self.market = Some(info);
+                    return Ok(Polled::Done);
                 }
             }
-            live.clear();
-            target = Some(slot);
-            if let Some(w) = wanted.take() {
-                home = w.after;
-            }
-            wanted = Some(plan_slot(cfg, data, &info, &client, slot, &home)?);
+            self.live.clear();
+            self.target = Some(slot);
+            self.wanted = None;
+            self.wanted = Some(plan_slot(cfg, home, &info, client, slot)?);
         } else if cfg.strategy == StrategyKind::Optimising
-            && !wanted.as_ref().is_some_and(|w| w.envelope_known)
-            && client.envelope(slot, &cfg.home.location)?.is_some()
+            && (self.replan
+                || (!self.wanted.as_ref().is_some_and(|w| w.envelope_known)
+                    && client.envelope(slot, &home.spec().location)?.is_some()))
         {
-            // The grid operator's envelope arrived after the plan: plan within it.
-            wanted = Some(plan_slot(cfg, data, &info, &client, slot, &home)?);
+            // The home parted from its plan, or the grid operator's envelope arrived after the
+            // plan: plan again (within it).
+            self.wanted = Some(plan_slot(cfg, home, &info, client, slot)?);
         }
+        self.replan = false;
         // Learn the ids of our orders that reached a block.
-        for l in live.iter_mut().filter(|l| l.order_id.is_none()) {
+        for l in self.live.iter_mut().filter(|l| l.order_id.is_none()) {
             match client.tx(&l.hash) {
                 Ok(Some(t)) if t.status == "committed" => {
                     l.order_id = t.receipt.as_ref().and_then(|r| {
@@ -334,29 +501,32 @@ pub fn run(
                 Ok(_) => {}
                 // Refused at block time (e.g. the gate closed first): the nonce is free again.
                 Err(e) => {
-                    refused(&mut report, &anyhow::Error::new(e));
+                    refused(report, &anyhow::Error::new(e));
                     report.orders[l.report_index].cancelled = true;
-                    nonce = client.account(&me)?.nonce;
+                    self.nonce = client.account(&self.me)?.nonce;
                 }
             }
         }
-        live.retain(|l| !report.orders[l.report_index].cancelled);
+        self.live
+            .retain(|l| !report.orders[l.report_index].cancelled);
+        self.market = Some(info);
+        let info = self.market.as_ref().expect("just set");
         if now + cfg.gate_margin_ms >= info.next_gate_closure_ms {
-            continue;
+            return Ok(Polled::Trading);
         }
-        let (retail, feed_in) = tariff_at(&info, slot)?;
+        let (retail, feed_in) = tariff_at(info, slot)?;
         let view = MarketView {
             retail_per_kwh: retail,
             feed_in_per_kwh: feed_in,
             elapsed: 1.0 - (info.next_gate_closure_ms - now) as f64 / cfg.window_ms.max(1) as f64,
         };
-        let plan = wanted.as_ref().expect("planned for the target slot");
+        let plan = self.wanted.as_ref().expect("planned for the target slot");
         let (position, values) = (plan.position, plan.values);
         let intents: Vec<OrderIntent> = match cfg.strategy {
             StrategyKind::ZeroIntelligence => {
                 // Drawn once per slot: a new draw every poll would only churn orders.
-                if live.is_empty() {
-                    zi.orders(&position, &view)
+                if self.live.is_empty() {
+                    self.zi.orders(&position, &view)
                 } else {
                     Vec::new()
                 }
@@ -374,6 +544,7 @@ pub fn run(
             .ok()
             .and_then(|m| u64::try_from(m).ok())
             .unwrap_or(gridmesh_ledger::config::DEFAULT_MIN_ORDER_MWH);
+        let location = home.spec().location.clone();
         for intent in intents {
             let Some((side, energy_mwh, price)) = intent.to_units(decimals) else {
                 continue;
@@ -386,30 +557,31 @@ pub fn run(
                 report.asks_skipped += 1;
                 continue;
             }
-            let current = live
+            let current = self
+                .live
                 .iter()
                 .position(|l| report.orders[l.report_index].side == side);
             if let Some(k) = current {
-                let o = &report.orders[live[k].report_index];
+                let o = &report.orders[self.live[k].report_index];
                 let step = cfg.reprice_per_kwh * 10f64.powi(decimals as i32);
                 if (o.price_per_kwh as f64 - price as f64).abs() < step {
                     continue;
                 }
                 // Re-price: the old order must have reached a block before it can be cancelled.
-                let Some(order_id) = live[k].order_id else {
+                let Some(order_id) = self.live[k].order_id else {
                     continue;
                 };
                 let kind = TxKind::CancelOrder { slot, order_id };
-                match submit(&client, &cfg.key, &chain_id, nonce, kind) {
+                match submit(client, &cfg.key, &self.chain_id, self.nonce, kind) {
                     Ok(_) => {
-                        nonce += 1;
+                        self.nonce += 1;
                         report.cancelled += 1;
-                        report.orders[live[k].report_index].cancelled = true;
-                        live.remove(k);
+                        report.orders[self.live[k].report_index].cancelled = true;
+                        self.live.remove(k);
                     }
                     Err(e) => {
-                        refused(&mut report, &e);
-                        nonce = client.account(&me)?.nonce;
+                        refused(report, &e);
+                        self.nonce = client.account(&self.me)?.nonce;
                         continue;
                     }
                 }
@@ -422,11 +594,11 @@ pub fn run(
                 },
                 energy_mwh,
                 price_per_kwh: price,
-                location: cfg.home.location.clone(),
+                location: location.clone(),
             };
-            match submit(&client, &cfg.key, &chain_id, nonce, kind) {
+            match submit(client, &cfg.key, &self.chain_id, self.nonce, kind) {
                 Ok(hash) => {
-                    nonce += 1;
+                    self.nonce += 1;
                     report.placed += 1;
                     report.orders.push(PlacedOrder {
                         slot,
@@ -436,21 +608,66 @@ pub fn run(
                         order_id: None,
                         cancelled: false,
                     });
-                    live.push(Live {
+                    self.live.push(Live {
                         report_index: report.orders.len() - 1,
                         hash,
                         order_id: None,
                     });
                 }
                 Err(e) => {
-                    refused(&mut report, &e);
-                    nonce = client.account(&me)?.nonce;
+                    refused(report, &e);
+                    self.nonce = client.account(&self.me)?.nonce;
                 }
             }
         }
-        tracing::debug!(slot, elapsed = ?started.elapsed(), "agent poll");
+        Ok(Polled::Trading)
     }
-    Ok(report)
+
+    /// Sends a transaction of the home's account (readings, ...) with the agent's nonce.
+    pub fn send(&mut self, kind: TxKind) -> anyhow::Result<Hash32> {
+        if self.resync {
+            self.nonce = self.client.account(&self.me)?.nonce;
+            self.resync = false;
+        }
+        match submit(
+            &self.client,
+            &self.cfg.key,
+            &self.chain_id,
+            self.nonce,
+            kind,
+        ) {
+            Ok(hash) => {
+                self.nonce += 1;
+                Ok(hash)
+            }
+            Err(e) => {
+                self.resync = true;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+}
+
+/// Runs the agent for `home` until `slots` are done or `stop` returns true.
+pub fn run(
+    cfg: &AgentConfig,
+    home: &mut dyn Household,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<AgentReport> {
+    let mut agent = Agent::connect(cfg)?;
+    let started = Instant::now();
+    while !stop() {
+        std::thread::sleep(cfg.poll);
+        if agent.poll(home)? == Polled::Done {
+            break;
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "agent poll");
+    }
+    Ok(agent.into_report())
 }
 
 /// Whether `key`'s account has an active producing device with its own key (read from its home
@@ -502,8 +719,6 @@ struct SlotPlan {
     position: Position,
     /// The optimising strategy's marginal values (a kWh bought, a kWh sold).
     values: Option<(f64, f64)>,
-    /// The home's state once the slot is delivered as planned.
-    after: HomeState,
     envelope_known: bool,
 }
 
@@ -514,22 +729,15 @@ const ENVELOPE_LOOKAHEAD: u64 = 4;
 /// strategy its marginal values, within the grid operator's envelopes where published.
 fn plan_slot(
     cfg: &AgentConfig,
-    data: &HomeData,
+    household: &mut dyn Household,
     info: &gridmesh_api::market::MarketInfo,
     client: &Client,
     slot: u64,
-    home: &HomeState,
 ) -> anyhow::Result<SlotPlan> {
-    let mut home = home.clone();
-    let origin = year_index(slot);
+    let mut home = household.state_at(slot);
+    let spec = household.spec().clone();
     let horizon = 96;
-    let (load, pv) = home_forecast(
-        &data.load_kw,
-        &data.pv_kw,
-        &data.clear_sky_kw,
-        origin,
-        horizon,
-    );
+    let (load, pv) = household.forecast(slot, horizon);
     if cfg.strategy != StrategyKind::Optimising {
         let net = load[0] - pv[0];
         return Ok(SlotPlan {
@@ -538,7 +746,6 @@ fn plan_slot(
                 export_kwh: (-net).max(0.0) * DT_H,
             },
             values: None,
-            after: home,
             envelope_known: false,
         });
     }
@@ -547,7 +754,7 @@ fn plan_slot(
     let mut import_cap_kw = vec![import_limit_kw; horizon];
     let mut envelope_known = false;
     for k in 0..ENVELOPE_LOOKAHEAD {
-        if let Some(e) = client.envelope(slot + k, &cfg.home.location)? {
+        if let Some(e) = client.envelope(slot + k, &spec.location)? {
             let kwh: f64 = e.import_kwh.parse().context("an envelope's import_kwh")?;
             import_cap_kw[k as usize] = kwh / DT_H;
             envelope_known |= k == 0;
@@ -557,7 +764,7 @@ fn plan_slot(
     for k in 0..horizon as u64 {
         prices.push(tariff_at(info, slot + k)?);
     }
-    let ev = cfg.home.ev.as_ref().and_then(|e| {
+    let ev = spec.ev.as_ref().and_then(|e| {
         let hour = (slot % 96 / 4) as u8;
         let plugged = if e.arrival_hour < e.departure_hour {
             (e.arrival_hour..e.departure_hour).contains(&hour)
@@ -591,7 +798,7 @@ fn plan_slot(
         import_limit_kw,
         import_cap_kw,
         export_limit_kw: 30.0,
-        battery: cfg.home.battery.as_ref().map(|b| Battery {
+        battery: spec.battery.as_ref().map(|b| Battery {
             capacity_kwh: b.capacity_kwh,
             power_kw: b.power_kw,
             charge_efficiency: b.efficiency.sqrt(),
@@ -605,7 +812,7 @@ fn plan_slot(
     };
     // A request to reduce draw in the horizon: answered from the schedule (import below the
     // plan without it is worth the request's value, up to the battery's power per slot).
-    let event = reduce_request(info, slot, &cfg.home, horizon);
+    let event = reduce_request(info, slot, &spec, horizon);
     let (problem, schedule) = match event.and_then(|e| Some((e, problem.respond(&e)?))) {
         Some((e, (base, with, response))) => {
             tracing::info!(
@@ -642,11 +849,11 @@ fn plan_slot(
         import_kwh: schedule.import_kw[0] * DT_H,
         export_kwh: schedule.export_kw[0] * DT_H,
     };
+    household.planned(slot, &schedule, &home);
     let agent = Optimising { problem };
     Ok(SlotPlan {
         position,
         values: agent.marginal_values_from(schedule.cost),
-        after: home,
         envelope_known,
     })
 }

@@ -82,6 +82,8 @@ pub struct Measurement {
     pub power_limit_pct: Option<f64>,
     /// Storage control mode bits of model 124 (1 charge, 2 discharge limited).
     pub storage_control: Option<u16>,
+    /// The battery's charge rating (model 124's WChaMax), W: what its rate percents are of.
+    pub charge_max_w: Option<f64>,
 }
 
 /// A connected SunSpec device and its map.
@@ -237,6 +239,9 @@ impl SunSpecDevice {
             let r = self.read_model(m).await?;
             check_len(&r, 26, m.id)?;
             out.storage_control = Some(r[5]);
+            if let (Some(v), Some(s)) = (uint16(r[2]), sf(r[18])) {
+                out.charge_max_w = Some(scaled(i64::from(v), s));
+            }
             if out.soc_pct.is_none() {
                 if let (Some(v), Some(s)) = (uint16(r[8]), sf(r[22])) {
                     out.soc_pct = Some(scaled(i64::from(v), s));
@@ -308,6 +313,52 @@ impl SunSpecDevice {
         .await?;
         let mode = u16::from(charge_pct.is_some()) | (u16::from(discharge_pct.is_some()) << 1);
         write(&mut self.ctx, m.start + 5, &[mode]).await
+    }
+}
+
+impl SunSpecDevice {
+    /// Holds the battery at `power_w` (positive discharging, negative charging) until `revert`
+    /// passes without this being written again, through model 124's rate window: both
+    /// directions limited (StorCtl_Mod 3), the wanted direction's rate at the setpoint and the
+    /// other's at its negative (a negative rate forces that much the other way), so the window
+    /// holds the setpoint alone. 0 holds the battery idle. Rates are percents of WChaMax.
+    pub async fn set_storage_setpoint(
+        &mut self,
+        power_w: f64,
+        revert: Duration,
+    ) -> Result<(), SunSpecError> {
+        let m = self.model(124).ok_or(SunSpecError::MissingModel(124))?;
+        let r = self.read_model(m).await?;
+        check_len(&r, 26, 124)?;
+        let rating_w = match (uint16(r[2]), sf(r[18])) {
+            (Some(v), Some(s)) if v > 0 => scaled(i64::from(v), s),
+            _ => {
+                return Err(SunSpecError::Malformed(
+                    "model 124 has no WChaMax: its rates have nothing to be percents of".into(),
+                ))
+            }
+        };
+        if !power_w.is_finite() {
+            return Err(SunSpecError::BadControl(format!(
+                "battery setpoint {power_w} W is not a number"
+            )));
+        }
+        let s = sf(r[25]).unwrap_or(0);
+        let pct = (power_w.abs() / rating_w * 100.0).min(100.0);
+        let raw = |p: f64| (p / 10f64.powi(s)).round() as i16 as u16;
+        let (out_pct, in_pct) = if power_w >= 0.0 {
+            (pct, -pct)
+        } else {
+            (-pct, pct)
+        };
+        let revert_s = revert_seconds(revert)?;
+        write(
+            &mut self.ctx,
+            m.start + 12,
+            &[raw(out_pct), raw(in_pct), 0, revert_s, 0],
+        )
+        .await?;
+        write(&mut self.ctx, m.start + 5, &[3]).await
     }
 }
 

@@ -4,7 +4,9 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::cmd::{agent, bench, demo, device, grid, keys, market, node, query, sim, testnet, tx};
+use crate::cmd::{
+    agent, bench, demo, device, grid, home, keys, market, node, query, sim, testnet, tx,
+};
 
 pub(crate) const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
 
@@ -48,6 +50,9 @@ pub(crate) enum Command {
     /// A home's energy agent: bids and asks for the next open slot from the home's forecasts
     /// and the strategy, placed and kept current through the node's API until gate closure.
     Agent(agent::AgentArgs),
+    /// Run a home on its gateway: its devices, its plan and trades, its readings.
+    #[command(subcommand)]
+    Home(home::HomeCommand),
     /// Simulate a community from a scenario file (feeder, homes, devices, agents, market,
     /// outages) through the ledger, market and power flow on a simulated clock; writes KPIs (JSON,
     /// CSV), time series (CSV) and an HTML report into --out.

@@ -48,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grid(c) => cmd::grid::run(c),
         Command::Device(c) => cmd::device::run(c),
         Command::Agent(a) => cmd::agent::run(a),
+        Command::Home(c) => cmd::home::run(c),
         Command::Sim(a) => cmd::sim::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     }

@@ -443,6 +443,7 @@ impl RunningNode {
                         time_scale: cfg.time_scale,
                     },
                 );
+                let start_ms = clock_start_ms(&cfg.data_dir, cfg.time_scale)?;
                 let (stop, stopped) = mpsc::channel();
                 let counter = shared.clone();
                 let count = move |f: &gridmesh_consensus::Finalized, _took| {
@@ -462,7 +463,7 @@ impl RunningNode {
                         let _on_exit = OnExit(Some(exited));
                         match ticks {
                             Some(ticks) => engine.run_driven(stopped, ticks, count),
-                            None => engine.run(stopped, count),
+                            None => engine.run_from(stopped, count, start_ms),
                         }
                     })?;
                 (EngineStop::Solo(stop), thread)
@@ -549,5 +550,44 @@ impl RunningNode {
             .map_err(|_| anyhow::anyhow!("the block engine panicked"))?;
         self.http.await??;
         Ok(())
+    }
+}
+
+/// The file a time-scaled node keeps its clock's anchor in: the wall time and chain time of its
+/// first start (`WALL_MS CHAIN_MS`).
+pub const CLOCK_ANCHOR_FILE: &str = "clock-anchor";
+
+/// The block time a solo node's clock starts from. At real time, the wall clock. A time-scaled
+/// node's clock runs `time_scale` times faster than the wall clock from an anchor kept in the
+/// data dir, so a restarted node goes on with the same accelerated clock (the time it was down
+/// included) instead of falling back to the wall clock, behind its own blocks.
+pub fn clock_start_ms(data_dir: &std::path::Path, time_scale: u32) -> anyhow::Result<u64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if time_scale <= 1 {
+        return Ok(now);
+    }
+    let path = data_dir.join(CLOCK_ANCHOR_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut it = text.split_whitespace().map(str::parse::<u64>);
+            let (Some(Ok(wall)), Some(Ok(chain))) = (it.next(), it.next()) else {
+                anyhow::bail!(
+                    "{} is not `WALL_MS CHAIN_MS`: delete it to restart the accelerated clock from now",
+                    path.display()
+                );
+            };
+            Ok(chain.saturating_add(
+                now.saturating_sub(wall)
+                    .saturating_mul(u64::from(time_scale)),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{now} {now}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(now)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }

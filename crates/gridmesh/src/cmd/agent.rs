@@ -56,7 +56,6 @@ pub(crate) fn run(a: AgentArgs) -> anyhow::Result<()> {
     let cfg = runner::AgentConfig {
         key: Keypair::load(&a.key)?,
         node: a.node.node,
-        home,
         strategy: a.strategy,
         slots: a.slots,
         window_ms: a.window_minutes.saturating_mul(60_000),
@@ -65,7 +64,8 @@ pub(crate) fn run(a: AgentArgs) -> anyhow::Result<()> {
         poll: Duration::from_millis(a.poll_ms),
         seed: a.seed,
     };
-    let report = runner::run(&cfg, &data, || false)?;
+    let mut home = runner::SyntheticHome::new(home, data);
+    let report = runner::run(&cfg, &mut home, || false)?;
     eprintln!(
         "{} slots: {} orders placed, {} cancelled to re-price, {} refused{}",
         report.slots,

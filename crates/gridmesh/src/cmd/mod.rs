@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod device;
 pub mod grid;
+pub mod home;
 pub mod keys;
 pub mod market;
 pub mod node;

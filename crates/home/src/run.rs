@@ -1,0 +1,1037 @@
+//! The home's loop: every poll it reads the devices, signs and stores their samples, closes the
+//! slot that ended (history, signed readings queued), lets the agent plan and trade, and drives
+//! the battery and PV to the plan, or to local self-consumption when there is no plan to follow.
+//!
+//! Time is the chain's: the node's clock when it answers, extrapolated at `time_scale` while it
+//! is away, never going backwards.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gridmesh_agent::schedule::Schedule;
+use gridmesh_client::agent_runner::{
+    Agent, AgentConfig, HomeData, HomeSpec, HomeState, Household, StrategyKind,
+};
+use gridmesh_gateway::sunspec::Measurement;
+use gridmesh_gateway::TelemetryStore;
+use gridmesh_ledger::tx::DeviceReading;
+use gridmesh_ledger::{Keypair, TxKind};
+use gridmesh_types::units::{slot_of, slot_start_ms, SLOT_MS};
+use serde::Serialize;
+
+use crate::config::HomeConfig;
+use crate::devices::Device;
+use crate::journal::{Journal, Queued, SlotRecord};
+use crate::status::{PlanRow, Status};
+
+/// Hours of a slot.
+const SLOT_H: f64 = 0.25;
+/// Change of the battery setpoint worth a write before the refresh is due, kW.
+const SETPOINT_STEP_KW: f64 = 0.05;
+/// Most transactions from the queue sent in one poll.
+const SENDS_PER_POLL: usize = 8;
+
+/// One slot of the plan the home follows. Powers kW, the battery positive discharging.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PlanEntry {
+    pub battery_kw: f64,
+    pub import_kw: f64,
+    pub export_kw: f64,
+    /// The battery's energy at the slot's end, kWh.
+    pub soc_kwh: f64,
+}
+
+/// The home as its agent sees it: the reference data with the home's measured history in place,
+/// the battery's measured energy, and the plans it receives.
+pub struct LiveHome {
+    spec: HomeSpec,
+    data: HomeData,
+    history: BTreeMap<u64, SlotRecord>,
+    pub plans: BTreeMap<u64, PlanEntry>,
+    soc_now_kwh: Option<f64>,
+    now_ms: u64,
+    /// Which forecast the last plan used: `measured` (the home's own history) or `reference`
+    /// (the standard load profile and reference weather, at cold start).
+    pub forecast: &'static str,
+}
+
+impl LiveHome {
+    fn current_slot(&self) -> u64 {
+        slot_of(self.now_ms.saturating_sub(1))
+    }
+
+    fn record(&mut self, slot: u64, r: SlotRecord) {
+        self.data.record(slot, r.load_kw, r.pv_kw);
+        self.history.insert(slot, r);
+        while self.history.len() > crate::journal::HISTORY_SLOTS {
+            self.history.pop_first();
+        }
+    }
+}
+
+impl Household for LiveHome {
+    fn spec(&self) -> &HomeSpec {
+        &self.spec
+    }
+
+    fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
+        // Persistence reads the same slot a day back: measured once the home has that day.
+        self.forecast = if self.history.contains_key(&slot.saturating_sub(96)) {
+            "measured"
+        } else {
+            "reference"
+        };
+        self.data.forecast(slot, horizon)
+    }
+
+    fn state_at(&mut self, slot: u64) -> HomeState {
+        let Some(b) = &self.spec.battery else {
+            return HomeState::default();
+        };
+        // The measured energy now, carried to the slot's start along the plan.
+        let mut soc = self.soc_now_kwh.unwrap_or(b.capacity_kwh / 2.0);
+        let c = self.current_slot();
+        for s in c..slot {
+            let frac = if s == c {
+                slot_start_ms(c + 1).saturating_sub(self.now_ms) as f64 / SLOT_MS as f64
+            } else {
+                1.0
+            };
+            if let Some(p) = self.plans.get(&s) {
+                soc -= p.battery_kw * SLOT_H * frac;
+            }
+        }
+        HomeState {
+            soc_kwh: soc.clamp(0.0, b.capacity_kwh),
+            ..HomeState::default()
+        }
+    }
+
+    fn planned(&mut self, slot: u64, schedule: &Schedule, _after: &HomeState) {
+        for k in 0..schedule.import_kw.len() {
+            self.plans.insert(
+                slot + k as u64,
+                PlanEntry {
+                    battery_kw: schedule.discharge_kw.get(k).copied().unwrap_or(0.0)
+                        - schedule.charge_kw.get(k).copied().unwrap_or(0.0),
+                    import_kw: schedule.import_kw[k],
+                    export_kw: schedule.export_kw.get(k).copied().unwrap_or(0.0),
+                    soc_kwh: schedule.soc_kwh.get(k).copied().unwrap_or(0.0),
+                },
+            );
+        }
+        let keep_from = self.current_slot().saturating_sub(96);
+        self.plans = self.plans.split_off(&keep_from);
+    }
+}
+
+/// Chain time: the node's when it answers, extrapolated at the configured scale in between.
+struct Clock {
+    scale: u64,
+    base_chain_ms: u64,
+    base: Instant,
+    last_ms: u64,
+}
+
+impl Clock {
+    fn new(scale: u32, chain_ms: u64) -> Clock {
+        Clock {
+            scale: u64::from(scale.max(1)),
+            base_chain_ms: chain_ms,
+            base: Instant::now(),
+            last_ms: 0,
+        }
+    }
+
+    fn extrapolated(&self) -> u64 {
+        self.base_chain_ms + self.base.elapsed().as_millis() as u64 * self.scale
+    }
+
+    /// The time now, strictly after the last one given.
+    fn now(&mut self) -> u64 {
+        self.last_ms = self.extrapolated().max(self.last_ms + 1);
+        self.last_ms
+    }
+
+    /// The node's time: taken on when it is ahead.
+    fn sync(&mut self, node_ms: u64) {
+        if node_ms > self.extrapolated() {
+            self.base_chain_ms = node_ms;
+            self.base = Instant::now();
+        }
+    }
+}
+
+/// The registers of one poll (mWh), each `None` where its device did not answer.
+#[derive(Clone, Copy, Debug, Default)]
+struct Registers {
+    pv_out: Option<u64>,
+    battery_out: Option<u64>,
+    battery_in: Option<u64>,
+    grid_import: Option<u64>,
+    grid_export: Option<u64>,
+    soc_kwh: Option<f64>,
+}
+
+impl Registers {
+    /// `self` where `newer` has nothing.
+    fn updated(self, newer: Registers) -> Registers {
+        Registers {
+            pv_out: newer.pv_out.or(self.pv_out),
+            battery_out: newer.battery_out.or(self.battery_out),
+            battery_in: newer.battery_in.or(self.battery_in),
+            grid_import: newer.grid_import.or(self.grid_import),
+            grid_export: newer.grid_export.or(self.grid_export),
+            soc_kwh: newer.soc_kwh.or(self.soc_kwh),
+        }
+    }
+}
+
+/// The slot being measured: its registers at the last poll of the slot before (`None` for the
+/// first, partial slot) and at its latest poll.
+struct OpenSlot {
+    slot: u64,
+    start: Option<Registers>,
+    last: Registers,
+    planned: bool,
+}
+
+fn delta(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(b?.saturating_sub(a?))
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HomeReport {
+    pub polls: u64,
+    /// Slots measured whole, and of them those the home followed a plan in.
+    pub slots: u64,
+    pub planned_slots: u64,
+    pub replans: u64,
+    pub readings_committed: u64,
+    pub readings_refused: u64,
+    pub last_reading_error: Option<String>,
+    pub orders_placed: u64,
+    pub sells: bool,
+}
+
+/// What the node's side of the home knows, for the device side.
+#[derive(Clone, Debug, Default)]
+struct NodeState {
+    /// The agent is connected and its last poll answered.
+    trading: bool,
+    error: Option<String>,
+    /// The envelope's export limit in a slot, kW.
+    export_cap: Option<(u64, f64)>,
+    chain_id: Option<String>,
+    sells: bool,
+    orders: Vec<gridmesh_client::agent_runner::PlacedOrder>,
+    orders_placed: u64,
+    readings_committed: u64,
+    readings_refused: u64,
+    last_reading_error: Option<String>,
+}
+
+/// What the two sides of the home share. The device side never waits on the network: the node
+/// side holds these locks only for in-memory work, never across a request.
+struct Shared {
+    home: Mutex<LiveHome>,
+    journal: Mutex<Journal>,
+    clock: Mutex<Clock>,
+    node: Mutex<NodeState>,
+    /// The device side saw the home part from the plan.
+    replan: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The agent's view of the shared home: each call takes the lock for its own in-memory work.
+struct SharedHome<'a> {
+    spec: HomeSpec,
+    shared: &'a Shared,
+}
+
+impl Household for SharedHome<'_> {
+    fn spec(&self) -> &HomeSpec {
+        &self.spec
+    }
+    fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
+        lock(&self.shared.home).forecast(slot, horizon)
+    }
+    fn state_at(&mut self, slot: u64) -> HomeState {
+        lock(&self.shared.home).state_at(slot)
+    }
+    fn planned(&mut self, slot: u64, schedule: &Schedule, after: &HomeState) {
+        lock(&self.shared.home).planned(slot, schedule, after)
+    }
+}
+
+/// Runs the home until `stop` is set or `max_slots` whole slots were measured: the device side
+/// on this thread, the node side (planning, trading, sending readings) on another, so a slow or
+/// absent node never delays a reading or a setpoint.
+pub fn run(
+    cfg: &HomeConfig,
+    stop: &AtomicBool,
+    max_slots: Option<u64>,
+) -> anyhow::Result<HomeReport> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating the data dir {}", cfg.data_dir.display()))?;
+    let owner = Keypair::load(&cfg.key)
+        .with_context(|| format!("loading the owner's key {} (`key`)", cfg.key.display()))?;
+    let journal = Journal::open(&cfg.data_dir)?;
+    let mut data = HomeData::reference(&cfg.home)?;
+    for (slot, r) in &journal.history {
+        data.record(*slot, r.load_kw, r.pv_kw);
+    }
+    let chain_id_file = cfg.data_dir.join("chain-id");
+    let chain_id: Option<String> = std::fs::read_to_string(&chain_id_file)
+        .ok()
+        .map(|s| s.trim().to_string());
+    let shared = Shared {
+        home: Mutex::new(LiveHome {
+            spec: planned_spec(cfg),
+            data,
+            history: journal.history.clone(),
+            plans: BTreeMap::new(),
+            soc_now_kwh: None,
+            now_ms: 0,
+            forecast: "reference",
+        }),
+        journal: Mutex::new(journal),
+        clock: Mutex::new(Clock::new(cfg.time_scale, wall_ms())),
+        node: Mutex::new(NodeState {
+            chain_id,
+            ..NodeState::default()
+        }),
+        replan: AtomicBool::new(false),
+    };
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let node_side = std::thread::Builder::new()
+            .name("home-node".into())
+            .spawn_scoped(scope, || {
+                node_loop(cfg, &owner, &shared, &done, &chain_id_file)
+            })?;
+        let report = device_loop(cfg, &shared, stop, max_slots);
+        done.store(true, Ordering::Relaxed);
+        let _ = node_side.join();
+        report
+    })
+}
+
+/// The node side: connects the agent, lets it plan and trade, learns the envelope of the slot
+/// running, and sends what the device side queued.
+fn node_loop(
+    cfg: &HomeConfig,
+    owner: &Keypair,
+    shared: &Shared,
+    done: &AtomicBool,
+    chain_id_file: &Path,
+) {
+    let agent_cfg = AgentConfig {
+        key: owner.clone(),
+        node: cfg.node.clone(),
+        strategy: StrategyKind::Optimising,
+        slots: None,
+        window_ms: 3_600_000,
+        gate_margin_ms: cfg.control.gate_margin_s.saturating_mul(1_000),
+        reprice_per_kwh: 0.01,
+        poll: Duration::from_millis(cfg.poll_ms),
+        seed: 0,
+    };
+    let mut household = SharedHome {
+        spec: planned_spec(cfg),
+        shared,
+    };
+    let mut agent: Option<Agent<'_>> = None;
+    let retry = Duration::from_secs(cfg.control.node_retry_s);
+    let poll = Duration::from_millis(cfg.poll_ms);
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(poll);
+        if agent.is_none() {
+            match Agent::connect(&agent_cfg) {
+                Ok(a) => {
+                    let mut n = lock(&shared.node);
+                    if n.chain_id.as_deref() != Some(a.chain_id()) {
+                        n.chain_id = Some(a.chain_id().to_string());
+                        if let Err(e) = std::fs::write(chain_id_file, a.chain_id()) {
+                            tracing::warn!(error = %e, "cannot keep the chain id");
+                        }
+                    }
+                    n.sells = a.report().sells;
+                    agent = Some(a);
+                }
+                Err(e) => {
+                    let mut n = lock(&shared.node);
+                    n.trading = false;
+                    n.error = Some(format!("{e:#}"));
+                    drop(n);
+                    sleep_unless(done, retry);
+                    continue;
+                }
+            }
+        }
+        let a = agent.as_mut().expect("connected");
+        if shared.replan.swap(false, Ordering::Relaxed) {
+            a.replan();
+        }
+        match a.poll(&mut household) {
+            Ok(_) => {
+                let now_ms = a.market().map(|m| m.now_ms);
+                if let Some(now_ms) = now_ms {
+                    lock(&shared.clock).sync(now_ms);
+                }
+                let slot = slot_of(lock(&shared.clock).now().saturating_sub(1));
+                let known = lock(&shared.node)
+                    .export_cap
+                    .is_some_and(|(s, _)| s == slot);
+                let mut cap = None;
+                if !known {
+                    if let Ok(Some(e)) = a.client().envelope(slot, &cfg.home.location) {
+                        cap = e
+                            .export_kwh
+                            .parse::<f64>()
+                            .ok()
+                            .map(|kwh| (slot, kwh / SLOT_H));
+                    }
+                }
+                let sent = send_queue(a, shared);
+                let mut n = lock(&shared.node);
+                if n.error.is_some() {
+                    tracing::info!("the node is back: following the plan again");
+                }
+                n.trading = true;
+                n.error = None;
+                if cap.is_some() {
+                    n.export_cap = cap;
+                }
+                n.orders_placed = a.report().placed;
+                n.orders = a.report().orders.iter().rev().take(12).cloned().collect();
+                n.readings_committed += sent.committed;
+                n.readings_refused += sent.refused;
+                if sent.last_error.is_some() {
+                    n.last_reading_error = sent.last_error;
+                }
+            }
+            Err(e) => {
+                let mut n = lock(&shared.node);
+                if n.error.is_none() {
+                    tracing::warn!(error = %format!("{e:#}"), "the node is away: local self-consumption until it is back");
+                }
+                n.trading = false;
+                n.error = Some(format!("{e:#}"));
+                drop(n);
+                sleep_unless(done, retry);
+            }
+        }
+    }
+}
+
+fn sleep_unless(done: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20).min(d));
+    }
+}
+
+/// The device side: reads, signs, measures slots, drives the battery and PV, writes the status.
+fn device_loop(
+    cfg: &HomeConfig,
+    shared: &Shared,
+    stop: &AtomicBool,
+    max_slots: Option<u64>,
+) -> anyhow::Result<HomeReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let device_key =
+        |p: &Option<std::path::PathBuf>, what: &str| -> anyhow::Result<Option<Keypair>> {
+            p.as_ref()
+                .map(|p| {
+                    Keypair::load(p).with_context(|| {
+                        format!("loading the {what} key {} (`{what}.key`)", p.display())
+                    })
+                })
+                .transpose()
+        };
+    let mut pv = match &cfg.pv {
+        Some(d) => Some(Device::new(
+            "pv",
+            d.sunspec,
+            d.unit,
+            device_key(&d.key, "pv")?,
+        )),
+        None => None,
+    };
+    let mut battery = match &cfg.battery {
+        Some(d) => Some(Device::new(
+            "battery",
+            d.sunspec,
+            d.unit,
+            device_key(&d.key, "battery")?,
+        )),
+        None => None,
+    };
+    let meter_cfg = cfg.grid_meter.as_ref().expect("checked: a grid meter");
+    let mut meter = Device::new("grid_meter", meter_cfg.sunspec, meter_cfg.unit, None);
+    let store = TelemetryStore::open(&cfg.data_dir.join("telemetry"))
+        .with_context(|| format!("opening the telemetry store in {}", cfg.data_dir.display()))?;
+    let spec = planned_spec(cfg);
+    let mut publisher = None;
+    let mut open: Option<OpenSlot> = None;
+    let mut report = HomeReport::default();
+    let mut status = Status::new(&cfg.data_dir);
+    let mut written: Option<(f64, Instant)> = None;
+    let mut pv_limit_written: Option<(f64, Instant)> = None;
+    let revert = cfg.reversion();
+    let refresh = revert / 3;
+    let poll = Duration::from_millis(cfg.poll_ms);
+    let mut last_seq: u64 = 0;
+
+    while !stop.load(Ordering::Relaxed) && max_slots.is_none_or(|n| report.slots < n) {
+        std::thread::sleep(poll);
+        report.polls += 1;
+        let now = lock(&shared.clock).now();
+        let slot = slot_of(now - 1);
+        let node = lock(&shared.node).clone();
+
+        // 1. Read every device.
+        let pv_m = pv.as_mut().map(|d| rt.block_on(d.measure(now)));
+        let bat_m = battery.as_mut().map(|d| rt.block_on(d.measure(now)));
+        let grid_m = rt.block_on(meter.measure(now));
+        let ok = |m: &Option<Result<Measurement, String>>| {
+            m.as_ref().and_then(|r| r.as_ref().ok()).cloned()
+        };
+        let (pv_now, bat_now, grid_now) = (ok(&pv_m), ok(&bat_m), grid_m.as_ref().ok().cloned());
+        let capacity = cfg.home.battery.as_ref().map(|b| b.capacity_kwh);
+        let regs = Registers {
+            pv_out: pv_now.as_ref().and_then(|m| m.out_register_mwh),
+            battery_out: bat_now.as_ref().map(|m| m.out_register_mwh.unwrap_or(0)),
+            battery_in: bat_now.as_ref().map(|m| m.in_register_mwh.unwrap_or(0)),
+            grid_import: grid_now.as_ref().map(|m| m.in_register_mwh.unwrap_or(0)),
+            grid_export: grid_now.as_ref().map(|m| m.out_register_mwh.unwrap_or(0)),
+            soc_kwh: bat_now
+                .as_ref()
+                .and_then(|m| m.soc_pct)
+                .zip(capacity)
+                .map(|(pct, cap)| pct / 100.0 * cap),
+        };
+        let soc_now = {
+            let mut h = lock(&shared.home);
+            h.now_ms = now;
+            if regs.soc_kwh.is_some() {
+                h.soc_now_kwh = regs.soc_kwh;
+            }
+            h.soc_now_kwh
+        };
+
+        // 2. Sign what the keyed devices measured, keep it, publish it.
+        if let Some(id) = &node.chain_id {
+            let seq = now.max(last_seq + 1);
+            last_seq = seq;
+            let mut samples = Vec::new();
+            for (dev, m) in [(&pv, &pv_now), (&battery, &bat_now)] {
+                if let (Some(Device { key: Some(key), .. }), Some(m)) = (dev, m) {
+                    samples.push(gridmesh_gateway::sunspec::sample(key, id, seq, m));
+                }
+            }
+            if let Err(e) = store.append(&samples) {
+                tracing::error!(error = %e, "cannot store samples");
+            }
+            if let (None, Some(m)) = (&publisher, &cfg.mqtt) {
+                let (host, port) = m.rsplit_once(':').expect("checked: host:port");
+                let _guard = rt.enter();
+                publisher = Some(gridmesh_gateway::mqtt::Publisher::connect(
+                    host,
+                    port.parse().expect("checked: a port"),
+                    &format!("gridmesh-home-{}", cfg.home.location.replace('/', "-")),
+                    id,
+                ));
+            }
+            if let Some(p) = &publisher {
+                for s in &samples {
+                    p.try_sample(s);
+                }
+            }
+        }
+
+        // 3. Close the slot that ended.
+        match open.as_mut() {
+            None => {
+                open = Some(OpenSlot {
+                    slot,
+                    start: None,
+                    last: regs,
+                    planned: false,
+                })
+            }
+            Some(o) if o.slot == slot => o.last = o.last.updated(regs),
+            Some(o) => {
+                let ended = std::mem::replace(
+                    o,
+                    OpenSlot {
+                        slot,
+                        start: (slot == o.slot + 1).then_some(o.last),
+                        last: o.last.updated(regs),
+                        planned: false,
+                    },
+                );
+                if let (Some(start), Some(id)) = (ended.start, node.chain_id.as_deref()) {
+                    let keys = (
+                        pv.as_ref().and_then(|d| d.key.as_ref()),
+                        battery.as_ref().and_then(|d| d.key.as_ref()),
+                    );
+                    let mut journal = lock(&shared.journal);
+                    let mut record = close_slot(
+                        id,
+                        &store,
+                        keys,
+                        ended.slot,
+                        start,
+                        ended.last,
+                        ended.planned,
+                        &mut journal,
+                        cfg.control.max_queued_readings,
+                    );
+                    let mut home = lock(&shared.home);
+                    if let Some(p) = home.plans.get(&ended.slot).filter(|_| ended.planned) {
+                        record.planned_battery_kw = Some(p.battery_kw);
+                        record.planned_grid_kw = Some(p.import_kw - p.export_kw);
+                        // Watch: the battery parted from the plan by more than the threshold.
+                        if let Some(soc) = record.soc_kwh {
+                            if (soc - p.soc_kwh).abs() > cfg.control.replan_soc_kwh {
+                                tracing::info!(
+                                    slot = ended.slot,
+                                    measured_kwh = soc,
+                                    planned_kwh = p.soc_kwh,
+                                    "the battery parted from the plan: planning again"
+                                );
+                                report.replans += 1;
+                                shared.replan.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    report.slots += 1;
+                    report.planned_slots += u64::from(ended.planned);
+                    home.record(ended.slot, record);
+                    drop(home);
+                    journal.record(ended.slot, record);
+                    if let Err(e) = journal.save() {
+                        tracing::error!(error = %e, "cannot save the journal");
+                    }
+                }
+            }
+        }
+
+        // 4. Drive the battery and PV: the plan while the node answers, else self-consumption.
+        let plan = lock(&shared.home)
+            .plans
+            .get(&slot)
+            .copied()
+            .filter(|_| node.trading);
+        let grid_kw = grid_now
+            .as_ref()
+            .and_then(|m| m.power_w)
+            .map(|w| f64::from(w) / 1e3);
+        // The battery's meter counts charging as import: positive W charging.
+        let battery_kw = bat_now
+            .as_ref()
+            .and_then(|m| m.power_w)
+            .map(|w| -f64::from(w) / 1e3);
+        let pv_kw = pv_now
+            .as_ref()
+            .and_then(|m| m.power_w)
+            .map(|w| f64::from(w) / 1e3);
+        // What the home draws beyond its PV: import plus discharge.
+        let net_kw = grid_kw.map(|g| g + battery_kw.unwrap_or(0.0));
+        let mut target_kw = None;
+        if let (Some(b), Some(dev)) = (&spec.battery, battery.as_mut()) {
+            let soc = soc_now.unwrap_or(b.capacity_kwh / 2.0);
+            let wanted = battery_setpoint_kw(plan.as_ref(), net_kw, b.power_kw);
+            let wanted = if wanted > 0.0 && soc <= b.reserve_kwh {
+                0.0
+            } else {
+                wanted
+            };
+            target_kw = Some(wanted);
+            let due = written.is_none_or(|(kw, at): (f64, Instant)| {
+                (kw - wanted).abs() > SETPOINT_STEP_KW || at.elapsed() >= refresh
+            });
+            if due {
+                match rt.block_on(dev.hold_battery(wanted, revert)) {
+                    Ok(()) => written = Some((wanted, Instant::now())),
+                    Err(e) => tracing::debug!(error = %e, "battery setpoint not written"),
+                }
+            }
+        }
+        // No export beyond the envelope (in self-consumption too: the last one known).
+        if let (Some(dev), Some((_, cap_kw)), Some(pv_kw), Some(net_kw)) =
+            (pv.as_mut(), node.export_cap, pv_kw, net_kw)
+        {
+            let pct = pv_limit_pct(
+                net_kw + pv_kw,
+                target_kw.unwrap_or(0.0),
+                cap_kw,
+                cfg.home.pv_kwp,
+            );
+            let due = pv_limit_written.is_none_or(|(p, at): (f64, Instant)| {
+                (p - pct).abs() > 1.0 || at.elapsed() >= refresh
+            });
+            if due && (pct < 100.0 || pv_limit_written.is_some_and(|(p, _)| p < 100.0)) {
+                match rt.block_on(dev.limit_pv(pct, revert)) {
+                    Ok(()) => pv_limit_written = Some((pct, Instant::now())),
+                    Err(e) => tracing::debug!(error = %e, "PV limit not written"),
+                }
+            }
+        }
+        if let Some(o) = open.as_mut() {
+            o.planned |= plan.is_some();
+        }
+
+        // 5. Status.
+        report.readings_committed = node.readings_committed;
+        report.readings_refused = node.readings_refused;
+        report.last_reading_error = node.last_reading_error.clone();
+        report.orders_placed = node.orders_placed;
+        report.sells = node.sells;
+        let (queued, dropped) = {
+            let j = lock(&shared.journal);
+            (j.queue.len(), j.dropped)
+        };
+        let home = lock(&shared.home);
+        status.update(|s| {
+            s.time_ms = now;
+            s.slot = slot;
+            s.mode = if plan.is_some() {
+                "plan"
+            } else {
+                "self-consumption"
+            };
+            s.fallback_reason = match (&node.error, plan) {
+                (Some(e), _) => Some(format!("the node is away: {e}")),
+                (None, None) if !node.trading => Some("not connected to the node yet".into()),
+                (None, None) => Some("no plan covers this slot yet".into()),
+                (None, Some(_)) => None,
+            };
+            s.forecast = home.forecast;
+            s.devices.clear();
+            for d in [pv.as_ref(), battery.as_ref(), Some(&meter)]
+                .into_iter()
+                .flatten()
+            {
+                s.devices.insert(d.name, d.status());
+            }
+            s.now.pv_kw = pv_kw;
+            s.now.battery_kw = battery_kw;
+            s.now.grid_kw = grid_kw;
+            s.now.load_kw = net_kw.map(|n| n + pv_kw.unwrap_or(0.0));
+            s.now.soc_kwh = soc_now;
+            s.setpoints.battery_kw = target_kw;
+            s.setpoints.pv_limit_pct = pv_limit_written.map(|(p, _)| p);
+            s.export_cap_kw = node.export_cap.filter(|(s, _)| *s == slot).map(|(_, c)| c);
+            s.plan = home
+                .plans
+                .range(slot..slot + 8)
+                .map(|(k, p)| PlanRow::planned(*k, p))
+                .collect();
+            s.last_day = crate::status::last_day(slot, &home.history);
+            s.readings_queued = queued;
+            s.readings_dropped = dropped;
+            s.orders = node.orders.clone();
+            s.report = report.clone();
+        });
+    }
+    // Leave the battery to its own control now rather than at its timeout.
+    if let Some(dev) = battery.as_mut() {
+        let _ = rt.block_on(dev.hold_battery(0.0, Duration::from_secs(1)));
+    }
+    Ok(report)
+}
+
+/// The battery's setpoint (positive discharging), from what the home draws beyond its PV now
+/// (`net_kw`, measured). Following a plan, the battery holds the plan's exchange with the grid:
+/// the plan's own battery power, corrected by how far the home's load and PV are from their
+/// forecasts, so a forecast error lands in the battery (as self-consumption would have it) and not
+/// on the grid, where the home's orders stand. Without a plan: self-consumption, the battery
+/// covering the home or taking its surplus. Within the battery's power either way.
+pub fn battery_setpoint_kw(plan: Option<&PlanEntry>, net_kw: Option<f64>, power_kw: f64) -> f64 {
+    let kw = match (plan, net_kw) {
+        (Some(p), Some(net)) => net - (p.import_kw - p.export_kw),
+        (Some(p), None) => p.battery_kw,
+        (None, Some(net)) => net,
+        (None, None) => 0.0,
+    };
+    kw.clamp(-power_kw, power_kw)
+}
+
+/// The household the home plans and drives: the configured one with the battery's power kept a
+/// little below its rating. A slot's reading is the register's change between the last polls
+/// before the slot's two ends, a window up to one poll longer than the slot; the ledger bounds a
+/// reading by the rating over the slot itself. So the home leaves one poll's share of the slot,
+/// and 1 % more, unused: 1.1 % at a real home's 1 s poll.
+pub fn planned_spec(cfg: &HomeConfig) -> HomeSpec {
+    let mut spec = cfg.home.clone();
+    let poll_chain_ms = cfg.poll_ms.saturating_mul(u64::from(cfg.time_scale)) as f64;
+    let headroom = (poll_chain_ms / SLOT_MS as f64 + 0.01).min(0.5);
+    if let Some(b) = spec.battery.as_mut() {
+        b.power_kw *= 1.0 - headroom;
+    }
+    spec
+}
+
+/// The PV limit (percent of `rated_kw`) that keeps export within `export_cap_kw`: PV may cover
+/// the home's `load_kw`, the battery's charging (`battery_kw` negative) and the cap, no more.
+pub fn pv_limit_pct(load_kw: f64, battery_kw: f64, export_cap_kw: f64, rated_kw: f64) -> f64 {
+    let allowed_kw = (load_kw.max(0.0) + (-battery_kw).max(0.0) + export_cap_kw.max(0.0)).max(0.0);
+    (allowed_kw / rated_kw * 100.0).clamp(0.0, 100.0)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Measures a slot that ended: its record, and its signed readings queued (the connection's
+/// meter reading, and each keyed device's reading committing to its samples in the slot).
+#[allow(clippy::too_many_arguments)]
+fn close_slot(
+    chain_id: &str,
+    store: &TelemetryStore,
+    (pv_key, battery_key): (Option<&Keypair>, Option<&Keypair>),
+    slot: u64,
+    start: Registers,
+    end: Registers,
+    planned: bool,
+    journal: &mut Journal,
+    max_queue: usize,
+) -> SlotRecord {
+    let kwh = |mwh: Option<u64>| mwh.map_or(0.0, |v| v as f64 / 1e6);
+    let pv = delta(start.pv_out, end.pv_out);
+    let b_out = delta(start.battery_out, end.battery_out);
+    let b_in = delta(start.battery_in, end.battery_in);
+    let imp = delta(start.grid_import, end.grid_import);
+    let exp = delta(start.grid_export, end.grid_export);
+    let record = SlotRecord {
+        load_kw: (kwh(imp) - kwh(exp) + kwh(pv) + kwh(b_out) - kwh(b_in)).max(0.0) / SLOT_H,
+        pv_kw: kwh(pv) / SLOT_H,
+        battery_kw: (kwh(b_out) - kwh(b_in)) / SLOT_H,
+        import_kwh: kwh(imp),
+        export_kwh: kwh(exp),
+        soc_kwh: end.soc_kwh,
+        planned,
+        planned_battery_kw: None,
+        planned_grid_kw: None,
+    };
+    if let (Some(import_mwh), Some(export_mwh)) = (imp, exp) {
+        let kind = TxKind::SubmitReading {
+            slot,
+            import_mwh,
+            export_mwh,
+        };
+        journal.enqueue(Queued::new(slot, "meter", &kind), max_queue);
+    }
+    let (from_ms, to_ms) = (slot_start_ms(slot), slot_start_ms(slot + 1));
+    let mut readings = Vec::new();
+    for (key, out, inn, register) in [
+        (pv_key, pv, Some(0), end.pv_out),
+        (battery_key, b_out, b_in, end.battery_out),
+    ] {
+        let (Some(key), Some(out), Some(inn), Some(register)) = (key, out, inn, register) else {
+            continue;
+        };
+        match store.commitment(&key.address(), from_ms, to_ms) {
+            Ok(c) if c.count > 0 => readings.push(DeviceReading::signed(
+                key, chain_id, slot, out, inn, register, c.root, c.count,
+            )),
+            Ok(_) => {
+                tracing::warn!(slot, device = %key.address(), "no samples in the slot: no reading")
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the telemetry store"),
+        }
+    }
+    if !readings.is_empty() {
+        let kind = TxKind::SubmitDeviceReadings { readings };
+        journal.enqueue(Queued::new(slot, "devices", &kind), max_queue);
+    }
+    record
+}
+
+/// What one round of sending did.
+#[derive(Default)]
+struct Sent {
+    committed: u64,
+    refused: u64,
+    last_error: Option<String>,
+}
+
+/// What became of one queued transaction.
+enum Fate {
+    Sent(String),
+    Committed,
+    /// Its slot has not ended on the chain yet, or the node forgot it: send it again.
+    Again,
+    Refused(String),
+    Unchanged,
+}
+
+/// Sends what waits in the queue (oldest first) and learns what became of what was sent: a
+/// committed reading leaves the queue; one refused because its slot has not ended on the chain
+/// yet is sent again later; one refused for another reason is dropped and counted. The queue's
+/// lock is held only to copy it and to apply the outcomes, never across a request.
+fn send_queue(agent: &mut Agent<'_>, shared: &Shared) -> Sent {
+    let items: Vec<Queued> = lock(&shared.journal)
+        .queue
+        .iter()
+        .take(4 * SENDS_PER_POLL)
+        .cloned()
+        .collect();
+    let mut fates = Vec::with_capacity(items.len());
+    let mut sends = 0;
+    let mut blocked = false;
+    for q in &items {
+        let fate = if let Some(hash) = &q.sent {
+            match hash.parse().map(|h| agent.client().tx(&h)) {
+                Err(_) => Fate::Again,
+                Ok(Ok(Some(t))) if t.status == "committed" => Fate::Committed,
+                Ok(Ok(Some(_))) => Fate::Unchanged,
+                Ok(Ok(None)) => Fate::Again,
+                Ok(Err(e)) => {
+                    let msg = format!("{e:#}");
+                    if msg.contains("can only come after") {
+                        Fate::Again
+                    } else if matches!(e, gridmesh_client::ClientError::Unreachable { .. }) {
+                        Fate::Unchanged
+                    } else {
+                        Fate::Refused(msg)
+                    }
+                }
+            }
+        } else if blocked || sends >= SENDS_PER_POLL {
+            Fate::Unchanged
+        } else {
+            sends += 1;
+            match q.kind() {
+                Err(e) => Fate::Refused(format!("a damaged queue entry: {e:#}")),
+                Ok(kind) => match agent.send(kind) {
+                    Ok(hash) => Fate::Sent(hash.to_string()),
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        if msg.contains("can only come after") || msg.contains("cannot reach") {
+                            // Its slot has not ended on the chain yet (nor have later ones), or
+                            // the node is away.
+                            blocked = true;
+                            Fate::Unchanged
+                        } else {
+                            Fate::Refused(msg)
+                        }
+                    }
+                },
+            }
+        };
+        fates.push(fate);
+    }
+    let mut sent = Sent::default();
+    let mut journal = lock(&shared.journal);
+    let mut changed = false;
+    for (q, fate) in items.iter().zip(fates) {
+        let same = |e: &Queued| e.slot == q.slot && e.what == q.what && e.kind_hex == q.kind_hex;
+        let Some(k) = journal.queue.iter().position(same) else {
+            continue;
+        };
+        match fate {
+            Fate::Unchanged => {}
+            Fate::Sent(hash) => {
+                journal.queue[k].sent = Some(hash);
+                changed = true;
+            }
+            Fate::Again => {
+                journal.queue[k].sent = None;
+                changed = true;
+            }
+            Fate::Committed => {
+                sent.committed += 1;
+                journal.queue.remove(k);
+                changed = true;
+            }
+            Fate::Refused(msg) => {
+                tracing::warn!(slot = q.slot, what = %q.what, error = %msg, "reading refused");
+                sent.refused += 1;
+                sent.last_error = Some(msg);
+                journal.queue.remove(k);
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        if let Err(e) = journal.save() {
+            tracing::error!(error = %e, "cannot save the journal");
+        }
+    }
+    sent
+}
+
+/// Reads a home's `status.json`.
+pub fn read_status(data_dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = data_dir.join(crate::status::STATUS_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is `gridmesh home run` running with this data dir?)",
+            path.display()
+        )
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pv_is_limited_to_what_the_home_the_battery_and_the_envelope_take() {
+        // 1 kW load, charging 2 kW, 0.5 kW export allowed: 3.5 of 7 kW.
+        assert!((pv_limit_pct(1.0, -2.0, 0.5, 7.0) - 50.0).abs() < 1e-9);
+        // A discharging battery takes nothing.
+        assert!((pv_limit_pct(1.0, 2.0, 0.0, 5.0) - 20.0).abs() < 1e-9);
+        // Never above 100 % or below 0 %.
+        assert_eq!(pv_limit_pct(10.0, -5.0, 10.0, 6.0), 100.0);
+        assert_eq!(pv_limit_pct(-1.0, 1.0, -1.0, 6.0), 0.0);
+    }
+
+    #[test]
+    fn the_battery_holds_the_plans_grid_exchange_or_covers_the_home() {
+        let plan = PlanEntry {
+            battery_kw: -2.0,
+            import_kw: 2.5,
+            export_kw: 0.0,
+            soc_kwh: 5.0,
+        };
+        // Planned: charge 2 kW, import 2.5 kW for a 0.5 kW home. The home draws 0.8 kW: the
+        // battery charges 1.7 kW and the grid stays at the plan's 2.5 kW.
+        assert!((battery_setpoint_kw(Some(&plan), Some(0.8), 5.0) + 1.7).abs() < 1e-9);
+        // Without a measurement, the plan as it is.
+        assert_eq!(battery_setpoint_kw(Some(&plan), None, 5.0), -2.0);
+        // Without a plan, self-consumption, within the battery's power.
+        assert_eq!(battery_setpoint_kw(None, Some(0.7), 5.0), 0.7);
+        assert_eq!(battery_setpoint_kw(None, Some(-9.0), 5.0), -5.0);
+        assert_eq!(battery_setpoint_kw(None, None, 5.0), 0.0);
+    }
+
+    #[test]
+    fn the_clock_never_goes_back_and_follows_a_node_ahead() {
+        let mut c = Clock::new(600, 1_000_000);
+        let a = c.now();
+        c.sync(0);
+        let b = c.now();
+        assert!(b > a, "{a} {b}");
+        c.sync(a + 3_600_000);
+        assert!(c.now() >= a + 3_600_000);
+    }
+}

@@ -140,6 +140,11 @@ impl Client {
         self.get("/v1/market")
     }
 
+    /// The price list of buying from the grid (`GET /v1/tariff/grid`): the slot running first.
+    pub fn grid_prices(&self) -> Result<Vec<gridmesh_api::tariff::PricePoint>, ClientError> {
+        self.get("/v1/tariff/grid")
+    }
+
     /// A slot's view, `None` if it never had an order.
     pub fn market_slot(
         &self,

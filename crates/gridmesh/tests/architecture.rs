@@ -160,8 +160,13 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "a client knows the API only",
     ),
     (
+        "home",
+        &["node", "sim", "tools", "consensus", "bft", "grid"],
+        "the home is a client of the node, on the home's gateway",
+    ),
+    (
         "node",
-        &["sim", "tools", "client", "agent"],
+        &["sim", "tools", "client", "agent", "home"],
         "the node that ships knows no simulator, tools or clients",
     ),
     (

@@ -58,6 +58,33 @@ pub struct HomeConfig {
     pub control: ControlConfig,
     /// The community gateway's MQTT broker (`host:port`): samples are also published there.
     pub mqtt: Option<String>,
+    /// Show the home in Home Assistant (MQTT discovery).
+    pub home_assistant: Option<HomeAssistantConfig>,
+}
+
+/// Home Assistant's MQTT broker.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistantConfig {
+    /// `host:port` of the broker HA's MQTT integration uses.
+    pub mqtt: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// HA's discovery prefix.
+    #[serde(default = "default_prefix")]
+    pub discovery_prefix: String,
+}
+
+fn default_prefix() -> String {
+    "homeassistant".into()
+}
+
+impl HomeAssistantConfig {
+    /// The broker's host and port.
+    pub fn broker(&self) -> (String, u16) {
+        let (h, p) = self.mqtt.rsplit_once(':').expect("checked: host:port");
+        (h.to_string(), p.parse().expect("checked: a port"))
+    }
 }
 
 /// A SunSpec device on Modbus TCP.
@@ -303,6 +330,13 @@ reserve_kwh = 1
 # departure_hour = 7
 
 {discovered}
+# Show the home in Home Assistant (MQTT discovery: it appears with its energy sensors, ready for
+# the Energy dashboard).
+# [home_assistant]
+# mqtt = "192.168.1.5:1883"
+# username = "gridmesh"
+# password = "..."
+
 [control]
 # Every setpoint reverts on the device this many real seconds after the home's last write.
 reversion_s = 60
@@ -366,6 +400,14 @@ pub async fn discover(addr: SocketAddr) -> Result<String, gridmesh_gateway::suns
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_home_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home/home.toml");
+        let cfg = HomeConfig::load(&path).unwrap();
+        assert_eq!(cfg.time_scale, 60);
+        assert!(cfg.pv.is_some() && cfg.battery.is_some() && cfg.grid_meter.is_some());
+    }
 
     #[test]
     fn the_template_loads_and_errors_name_the_key() {

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod ha;
 pub mod journal;
 pub mod run;
 pub mod status;

@@ -234,6 +234,13 @@ struct NodeState {
     readings_committed: u64,
     readings_refused: u64,
     last_reading_error: Option<String>,
+    /// The price of buying now (the node's grid price list: cleared, forecast or tariff),
+    /// tokens per kWh.
+    price_now: Option<f64>,
+    /// Today's (UTC) bill, savings and rewards from the node's home view, tokens.
+    today: Option<[f64; 3]>,
+    /// The slot `price_now` and `today` were read in.
+    read_in_slot: Option<u64>,
 }
 
 /// What the two sides of the home share. The device side never waits on the network: the node
@@ -350,6 +357,7 @@ fn node_loop(
         shared,
     };
     let mut agent: Option<Agent<'_>> = None;
+    let mut session: Option<String> = None;
     let retry = Duration::from_secs(cfg.control.node_retry_s);
     let poll = Duration::from_millis(cfg.poll_ms);
     while !done.load(Ordering::Relaxed) {
@@ -402,7 +410,23 @@ fn node_loop(
                     }
                 }
                 let sent = send_queue(a, shared);
+                let stale = lock(&shared.node).read_in_slot != Some(slot);
+                let mut money = None;
+                if stale {
+                    let price = a
+                        .client()
+                        .grid_prices()
+                        .ok()
+                        .and_then(|p| p.first().map(|p| p.value));
+                    let today = home_today(a.client(), owner, &mut session, slot);
+                    money = Some((price, today));
+                }
                 let mut n = lock(&shared.node);
+                if let Some((price, today)) = money {
+                    n.price_now = price;
+                    n.today = today.or(n.today);
+                    n.read_in_slot = Some(slot);
+                }
                 if n.error.is_some() {
                     tracing::info!("the node is back: following the plan again");
                 }
@@ -431,6 +455,39 @@ fn node_loop(
             }
         }
     }
+}
+
+/// Today's (UTC) bill, savings and rewards of the owner's home, tokens, signed in (again when the
+/// session lapsed).
+fn home_today(
+    client: &gridmesh_client::Client,
+    owner: &Keypair,
+    session: &mut Option<String>,
+    slot: u64,
+) -> Option<[f64; 3]> {
+    let slots = slot % 96 + 1;
+    for _ in 0..2 {
+        let token = match session.clone() {
+            Some(t) => t,
+            None => {
+                let t = client.sign_in(owner).ok()?;
+                *session = Some(t.clone());
+                t
+            }
+        };
+        match client.home(&owner.address(), &token, slots) {
+            Ok(v) => {
+                let t = |s: &str| s.parse::<f64>().ok();
+                return Some([
+                    t(&v.totals.bill)?,
+                    t(&v.totals.savings)?,
+                    t(&v.totals.rewards)?,
+                ]);
+            }
+            Err(_) => *session = None,
+        }
+    }
+    None
 }
 
 fn sleep_unless(done: &AtomicBool, d: Duration) {
@@ -484,6 +541,20 @@ fn device_loop(
     let store = TelemetryStore::open(&cfg.data_dir.join("telemetry"))
         .with_context(|| format!("opening the telemetry store in {}", cfg.data_dir.display()))?;
     let spec = planned_spec(cfg);
+    let ha = cfg.home_assistant.as_ref().map(|h| {
+        let _guard = rt.enter();
+        let (host, port) = h.broker();
+        let credentials = h.username.clone().zip(h.password.clone());
+        crate::ha::HomeAssistant::start(
+            &host,
+            port,
+            credentials,
+            &h.discovery_prefix,
+            &ha_id(cfg),
+            &cfg.home.location,
+        )
+    });
+    let mut ha_published = Instant::now() - Duration::from_secs(60);
     let mut publisher = None;
     let mut open: Option<OpenSlot> = None;
     let mut report = HomeReport::default();
@@ -695,7 +766,47 @@ fn device_loop(
             o.planned |= plan.is_some();
         }
 
-        // 5. Status.
+        // 5. Home Assistant, at most every second.
+        if let Some(ha) = ha
+            .as_ref()
+            .filter(|_| ha_published.elapsed() >= Duration::from_secs(1))
+        {
+            ha_published = Instant::now();
+            let kwh = |v: Option<u64>| v.map(|mwh| (mwh as f64 / 1e3).round() / 1e3);
+            let round = |v: Option<f64>, digits: i32| {
+                v.map(|x| (x * 10f64.powi(digits)).round() / 10f64.powi(digits))
+            };
+            let plan_slots: Vec<serde_json::Value> = lock(&shared.home)
+                .plans
+                .range(slot..slot + 8)
+                .map(|(k, p)| {
+                    serde_json::json!({
+                        "start": gridmesh_types::units::rfc3339(slot_start_ms(*k) / 1_000),
+                        "battery_kw": round(Some(p.battery_kw), 2),
+                        "grid_kw": round(Some(p.import_kw - p.export_kw), 2),
+                    })
+                })
+                .collect();
+            let today = node.today.map(|t| t.map(|v| (v * 1e4).round() / 1e4));
+            ha.publish_state(&serde_json::json!({
+                "grid_import": kwh(regs.grid_import),
+                "grid_export": kwh(regs.grid_export),
+                "pv_energy": kwh(regs.pv_out),
+                "battery_charged": kwh(regs.battery_in),
+                "battery_discharged": kwh(regs.battery_out),
+                "battery_soc": round(bat_now.as_ref().and_then(|m| m.soc_pct), 1),
+                "battery_power": round(battery_kw, 2),
+                "grid_power": round(grid_kw, 2),
+                "price_now": round(node.price_now, 4),
+                "plan": plan_slots.first().map(|p| p["battery_kw"].clone()),
+                "plan_slots": plan_slots,
+                "bill_today": today.map(|t| t[0]),
+                "savings_today": today.map(|t| t[1]),
+                "tokens_earned_today": today.map(|t| t[2]),
+            }));
+        }
+
+        // 6. Status.
         report.readings_committed = node.readings_committed;
         report.readings_refused = node.readings_refused;
         report.last_reading_error = node.last_reading_error.clone();
@@ -769,6 +880,21 @@ pub fn battery_setpoint_kw(plan: Option<&PlanEntry>, net_kw: Option<f64>, power_
         (None, None) => 0.0,
     };
     kw.clamp(-power_kw, power_kw)
+}
+
+/// The home's id in Home Assistant: its location, made a topic level.
+pub fn ha_id(cfg: &HomeConfig) -> String {
+    cfg.home
+        .location
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The household the home plans and drives: the configured one with the battery's power kept a

@@ -376,6 +376,8 @@ pub struct Agent<'a> {
     wanted: Option<SlotPlan>,
     /// Plan the target slot again at the next poll (the home parted from its plan).
     replan: bool,
+    /// When (chain ms) the agent last looked for a late envelope of its target slot.
+    envelope_looked_ms: u64,
     market: Option<gridmesh_api::market::MarketInfo>,
 }
 
@@ -408,6 +410,7 @@ impl<'a> Agent<'a> {
             zi: ZeroIntelligence::new(cfg.seed),
             wanted: None,
             replan: false,
+            envelope_looked_ms: 0,
             market: None,
         })
     }
@@ -479,7 +482,11 @@ impl<'a> Agent<'a> {
         } else if cfg.strategy == StrategyKind::Optimising
             && (self.replan
                 || (!self.wanted.as_ref().is_some_and(|w| w.envelope_known)
-                    && client.envelope(slot, &home.spec().location)?.is_some()))
+                    && self.envelope_looked_ms + ENVELOPE_LOOK_MS <= now
+                    && {
+                        self.envelope_looked_ms = now;
+                        client.envelope(slot, &home.spec().location)?.is_some()
+                    }))
         {
             // The home parted from its plan, or the grid operator's envelope arrived after the
             // plan: plan again (within it).
@@ -721,6 +728,10 @@ struct SlotPlan {
     values: Option<(f64, f64)>,
     envelope_known: bool,
 }
+
+/// How often (chain ms) the agent looks for an envelope published after its plan: a minute, so
+/// a poll every few seconds is not a request more each.
+const ENVELOPE_LOOK_MS: u64 = 60_000;
 
 /// Slots ahead whose envelopes the optimising agent reads (the grid operator publishes a few).
 const ENVELOPE_LOOKAHEAD: u64 = 4;

@@ -233,6 +233,7 @@ key = "owner.key"
 data_dir = "home-data"
 time_scale = {SCALE}
 poll_ms = 100
+node_poll_ms = 100
 [home]
 location = "street-1/home-1"
 annual_kwh = 4000

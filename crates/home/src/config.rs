@@ -45,9 +45,12 @@ pub struct HomeConfig {
     /// on a time-scaled test node.
     #[serde(default = "one")]
     pub time_scale: u32,
-    /// Real time between two looks at the devices and the market, ms.
+    /// Real time between two looks at the devices, ms: readings, setpoints.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// Real time between two looks at the market, ms: plans, orders, readings sent.
+    #[serde(default = "default_node_poll_ms")]
+    pub node_poll_ms: u64,
     /// The household the agent plans for: location (the market area of the connection),
     /// yearly consumption (the cold-start profile), PV, battery, EV.
     pub home: HomeSpec,
@@ -155,7 +158,10 @@ fn one_u8() -> u8 {
     1
 }
 fn default_poll_ms() -> u64 {
-    1_000
+    15_000
+}
+fn default_node_poll_ms() -> u64 {
+    15_000
 }
 fn default_reversion_s() -> u64 {
     60
@@ -222,6 +228,12 @@ impl HomeConfig {
         }
         if !(10..=60_000).contains(&self.poll_ms) {
             return Err(("poll_ms", format!("{} is not 10 to 60000", self.poll_ms)));
+        }
+        if !(10..=60_000).contains(&self.node_poll_ms) {
+            return Err((
+                "node_poll_ms",
+                format!("{} is not 10 to 60000", self.node_poll_ms),
+            ));
         }
         self.home.check().map_err(|e| ("home", format!("{e:#}")))?;
         if self.home.location.is_empty() {
@@ -304,8 +316,10 @@ node = "http://127.0.0.1:8080"
 key = "owner.key"
 # Telemetry, history, the reading queue and status.json live here.
 data_dir = "gridmesh-home"
-# Real ms between two looks at the devices and the market.
-poll_ms = 1000
+# Real ms between two looks at the devices (readings, setpoints) and at the market (plans,
+# orders, readings sent).
+poll_ms = 15000
+node_poll_ms = 15000
 
 # What the agent plans for.
 [home]
@@ -414,11 +428,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("home.toml");
         std::fs::write(&path, template(UNDISCOVERED)).unwrap();
+        assert_eq!(HomeConfig::load(&path).unwrap().poll_ms, 15_000);
         let cfg = HomeConfig::load(&path).unwrap();
         assert_eq!(cfg.key, dir.path().join("owner.key"));
         assert_eq!(cfg.control.reversion_s, 60);
         for (from, to, key) in [
-            ("poll_ms = 1000", "poll_ms = 0", "poll_ms"),
+            ("\npoll_ms = 15000", "\npoll_ms = 0", "poll_ms"),
+            ("node_poll_ms = 15000", "node_poll_ms = 9", "node_poll_ms"),
             ("reversion_s = 60", "reversion_s = 2", "control.reversion_s"),
             (
                 "location = \"street-1/home-1\"",

@@ -34,6 +34,14 @@ const SLOT_H: f64 = 0.25;
 const SETPOINT_STEP_KW: f64 = 0.05;
 /// Most transactions from the queue sent in one poll.
 const SENDS_PER_POLL: usize = 8;
+/// Samples wait in memory at most this long (chain ms) before a durable write: one write per
+/// batch, not per poll. A slot's samples are written before its reading commits to them.
+const SAMPLE_FLUSH_MS: u64 = 60_000;
+/// `status.json` is written at most this often (chain ms), and whenever a slot closes or the
+/// mode changes.
+const STATUS_EVERY_MS: u64 = 60_000;
+/// Home Assistant's state is published at most this often (chain ms).
+const HA_EVERY_MS: u64 = 10_000;
 
 /// One slot of the plan the home follows. Powers kW, the battery positive discharging.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -217,6 +225,38 @@ pub struct HomeReport {
     pub last_reading_error: Option<String>,
     pub orders_placed: u64,
     pub sells: bool,
+    /// The process's CPU time (user and system, all threads) and its peak resident memory, from
+    /// `/proc` (Linux).
+    pub cpu_ms: Option<u64>,
+    pub peak_memory_kb: Option<u64>,
+    /// CPU time spent starting (the reference year of load and PV computed for the forecasts),
+    /// included in `cpu_ms`.
+    pub startup_cpu_ms: Option<u64>,
+}
+
+/// This process's CPU time (ms) and peak resident set (kB), from `/proc/self` (Linux; `None`
+/// elsewhere). `/proc` counts CPU in USER_HZ ticks, 100 per second on every Linux.
+pub fn own_resources() -> (Option<u64>, Option<u64>) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces, inside parentheses).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10)
+        });
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
+    (cpu, peak)
 }
 
 /// What the node's side of the home knows, for the device side.
@@ -318,6 +358,7 @@ pub fn run(
         }),
         replan: AtomicBool::new(false),
     };
+    let startup_cpu_ms = own_resources().0;
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let node_side = std::thread::Builder::new()
@@ -328,7 +369,11 @@ pub fn run(
         let report = device_loop(cfg, &shared, stop, max_slots);
         done.store(true, Ordering::Relaxed);
         let _ = node_side.join();
-        report
+        report.map(|mut r| {
+            (r.cpu_ms, r.peak_memory_kb) = own_resources();
+            r.startup_cpu_ms = startup_cpu_ms;
+            r
+        })
     })
 }
 
@@ -349,7 +394,7 @@ fn node_loop(
         window_ms: 3_600_000,
         gate_margin_ms: cfg.control.gate_margin_s.saturating_mul(1_000),
         reprice_per_kwh: 0.01,
-        poll: Duration::from_millis(cfg.poll_ms),
+        poll: Duration::from_millis(cfg.node_poll_ms),
         seed: 0,
     };
     let mut household = SharedHome {
@@ -358,8 +403,9 @@ fn node_loop(
     };
     let mut agent: Option<Agent<'_>> = None;
     let mut session: Option<String> = None;
+    let mut envelope_checked: Option<u64> = None;
     let retry = Duration::from_secs(cfg.control.node_retry_s);
-    let poll = Duration::from_millis(cfg.poll_ms);
+    let poll = Duration::from_millis(cfg.node_poll_ms);
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(poll);
         if agent.is_none() {
@@ -396,17 +442,17 @@ fn node_loop(
                     lock(&shared.clock).sync(now_ms);
                 }
                 let slot = slot_of(lock(&shared.clock).now().saturating_sub(1));
-                let known = lock(&shared.node)
-                    .export_cap
-                    .is_some_and(|(s, _)| s == slot);
+                // A slot's envelope is final at its gate closure: read once as the slot starts.
                 let mut cap = None;
-                if !known {
-                    if let Ok(Some(e)) = a.client().envelope(slot, &cfg.home.location) {
-                        cap = e
-                            .export_kwh
-                            .parse::<f64>()
-                            .ok()
-                            .map(|kwh| (slot, kwh / SLOT_H));
+                if envelope_checked != Some(slot) {
+                    match a.client().envelope(slot, &cfg.home.location) {
+                        Ok(e) => {
+                            envelope_checked = Some(slot);
+                            cap = e
+                                .and_then(|e| e.export_kwh.parse::<f64>().ok())
+                                .map(|kwh| (slot, kwh / SLOT_H));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "envelope not read"),
                     }
                 }
                 let sent = send_queue(a, shared);
@@ -504,8 +550,15 @@ fn device_loop(
     stop: &AtomicBool,
     max_slots: Option<u64>,
 ) -> anyhow::Result<HomeReport> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // Modbus on this thread's own runtime: a request costs its two system calls, not a hand-off
+    // to a worker thread and back. The MQTT connections (Home Assistant, the community gateway)
+    // live on a runtime of their own, so they go on between polls.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let bg = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("home-mqtt")
         .enable_all()
         .build()?;
     let device_key =
@@ -542,7 +595,7 @@ fn device_loop(
         .with_context(|| format!("opening the telemetry store in {}", cfg.data_dir.display()))?;
     let spec = planned_spec(cfg);
     let ha = cfg.home_assistant.as_ref().map(|h| {
-        let _guard = rt.enter();
+        let _guard = bg.enter();
         let (host, port) = h.broker();
         let credentials = h.username.clone().zip(h.password.clone());
         crate::ha::HomeAssistant::start(
@@ -554,7 +607,10 @@ fn device_loop(
             &cfg.home.location,
         )
     });
-    let mut ha_published = Instant::now() - Duration::from_secs(60);
+    // Chain times of the last HA state, status and durable sample write.
+    let (mut ha_published, mut status_written, mut stored_at) = (0u64, 0u64, 0u64);
+    let mut last_mode = "";
+    let mut unstored: Vec<gridmesh_ledger::telemetry::RawSample> = Vec::new();
     let mut publisher = None;
     let mut open: Option<OpenSlot> = None;
     let mut report = HomeReport::default();
@@ -613,12 +669,9 @@ fn device_loop(
                     samples.push(gridmesh_gateway::sunspec::sample(key, id, seq, m));
                 }
             }
-            if let Err(e) = store.append(&samples) {
-                tracing::error!(error = %e, "cannot store samples");
-            }
             if let (None, Some(m)) = (&publisher, &cfg.mqtt) {
                 let (host, port) = m.rsplit_once(':').expect("checked: host:port");
-                let _guard = rt.enter();
+                let _guard = bg.enter();
                 publisher = Some(gridmesh_gateway::mqtt::Publisher::connect(
                     host,
                     port.parse().expect("checked: a port"),
@@ -631,6 +684,15 @@ fn device_loop(
                     p.try_sample(s);
                 }
             }
+            unstored.extend(samples);
+        }
+        let slot_ended = open.as_ref().is_some_and(|o| o.slot != slot);
+        if slot_ended || now >= stored_at + SAMPLE_FLUSH_MS || unstored.len() >= 4_096 {
+            if let Err(e) = store.append(&unstored) {
+                tracing::error!(error = %e, "cannot store samples");
+            }
+            unstored.clear();
+            stored_at = now;
         }
 
         // 3. Close the slot that ended.
@@ -766,12 +828,9 @@ fn device_loop(
             o.planned |= plan.is_some();
         }
 
-        // 5. Home Assistant, at most every second.
-        if let Some(ha) = ha
-            .as_ref()
-            .filter(|_| ha_published.elapsed() >= Duration::from_secs(1))
-        {
-            ha_published = Instant::now();
+        // 5. Home Assistant, every few seconds.
+        if let Some(ha) = ha.as_ref().filter(|_| now >= ha_published + HA_EVERY_MS) {
+            ha_published = now;
             let kwh = |v: Option<u64>| v.map(|mwh| (mwh as f64 / 1e3).round() / 1e3);
             let round = |v: Option<f64>, digits: i32| {
                 v.map(|x| (x * 10f64.powi(digits)).round() / 10f64.powi(digits))
@@ -806,7 +865,17 @@ fn device_loop(
             }));
         }
 
-        // 6. Status.
+        // 6. Status: every few seconds, when a slot closed and when the mode changed.
+        let mode = if plan.is_some() {
+            "plan"
+        } else {
+            "self-consumption"
+        };
+        if !(slot_ended || mode != last_mode || now >= status_written + STATUS_EVERY_MS) {
+            continue;
+        }
+        status_written = now;
+        last_mode = mode;
         report.readings_committed = node.readings_committed;
         report.readings_refused = node.readings_refused;
         report.last_reading_error = node.last_reading_error.clone();
@@ -1148,6 +1217,19 @@ mod tests {
         assert_eq!(battery_setpoint_kw(None, Some(0.7), 5.0), 0.7);
         assert_eq!(battery_setpoint_kw(None, Some(-9.0), 5.0), -5.0);
         assert_eq!(battery_setpoint_kw(None, None, 5.0), 0.0);
+    }
+
+    #[test]
+    fn the_process_knows_its_cpu_time_and_memory() {
+        let (cpu, peak) = own_resources();
+        assert!(peak.is_some_and(|kb| kb > 100), "{peak:?}");
+        // Busy until the CPU time moves (a tick is 10 ms), within 5 s of wall time.
+        let busy = std::time::Instant::now();
+        while own_resources().0 == cpu && busy.elapsed() < Duration::from_secs(5) {
+            std::hint::black_box(0);
+        }
+        let (after, _) = own_resources();
+        assert!(after.unwrap() > cpu.unwrap(), "{cpu:?} {after:?}");
     }
 
     #[test]

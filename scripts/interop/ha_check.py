@@ -3,8 +3,10 @@ configs under the prefix, the devices' state and availability, then announces HA
 (`<prefix>/status` = `online`, as HA does when it starts) and counts the configs published again.
 
 Usage: ha_check.py --port P [--prefix homeassistant] [--wait 3]
+Also counts the signed telemetry samples the home publishes to the community's gateway on the same
+broker (`gridmesh/<chain>/telemetry/<device>`, 132 bytes a sample).
 Prints one JSON document: {"configs": {topic: payload}, "states": {topic: payload},
-"availability": {topic: text}, "republished": n}.
+"availability": {topic: text}, "republished": n, "telemetry": {"messages": n, "whole": bool}}.
 """
 
 import argparse
@@ -22,9 +24,14 @@ def main():
     a = ap.parse_args()
 
     configs, states, availability = {}, {}, {}
+    telemetry = {"messages": 0, "whole": True}
     phase = {"announced": False, "republished": 0}
 
     def on_message(_c, _u, msg):
+        if "/telemetry/" in msg.topic:
+            telemetry["messages"] += 1
+            telemetry["whole"] &= len(msg.payload) > 0 and len(msg.payload) % 132 == 0
+            return
         text = msg.payload.decode()
         if msg.topic.startswith(a.prefix + "/") and msg.topic.endswith("/config"):
             if phase["announced"]:
@@ -47,7 +54,7 @@ def main():
     c.loop_stop()
     c.disconnect()
     print(json.dumps({"configs": configs, "states": states, "availability": availability,
-                      "republished": phase["republished"]}))
+                      "republished": phase["republished"], "telemetry": telemetry}))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,15 @@ fn read_json(path: &Path) -> Option<Value> {
 
 struct Killed(Child);
 
+impl Killed {
+    /// Fails the test at once if the process has ended (rather than at a wait's timeout).
+    fn alive(&mut self, what: &str) {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            panic!("{what} exited ({status}): see its stderr above");
+        }
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -167,6 +176,39 @@ fn a_virtual_home_follows_its_plan_for_a_day_settles_every_slot_and_falls_back_w
     assert_eq!(line.trim(), "ready", "the virtual home did not start");
     let _vh = Killed(vh);
 
+    // `home init --discover` walks the three devices' SunSpec maps.
+    let init = d.join("discovered.toml");
+    let mut args = vec![
+        "home".to_string(),
+        "init".into(),
+        "--out".into(),
+        init.display().to_string(),
+    ];
+    for p in ports {
+        args.extend(["--discover".into(), format!("127.0.0.1:{p}")]);
+    }
+    let out = gridmesh(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found = std::fs::read_to_string(&init).unwrap();
+    for (section, port) in [
+        ("[pv]", ports[0]),
+        ("[battery]", ports[1]),
+        ("[grid_meter]", ports[2]),
+    ] {
+        let at = found
+            .find(section)
+            .unwrap_or_else(|| panic!("no {section} in {found}"));
+        assert!(
+            found[at..].contains(&format!("sunspec = \"127.0.0.1:{port}\"")),
+            "{section}: {found}"
+        );
+    }
+    assert!(found.contains("gridmesh-virtual-home"), "{found}");
+
     // Another home's agent, buying.
     let plain = d.join("plain.toml");
     std::fs::write(
@@ -234,6 +276,8 @@ data_dir = "home-data"
 time_scale = {SCALE}
 poll_ms = 100
 node_poll_ms = 100
+# The community gateway's broker (samples), here the same as Home Assistant's.
+mqtt = "127.0.0.1:{broker}"
 [home]
 location = "street-1/home-1"
 annual_kwh = 4000
@@ -251,13 +295,16 @@ key = "battery.key"
 [grid_meter]
 sunspec = "127.0.0.1:{}"
 [home_assistant]
-mqtt = "127.0.0.1:{}"
+mqtt = "127.0.0.1:{broker}"
 [control]
 reversion_s = {REVERSION_S}
 gate_margin_s = 300
 node_retry_s = 1
 "#,
-            ports[0], ports[1], ports[2], broker.port
+            ports[0],
+            ports[1],
+            ports[2],
+            broker = broker.port
         ),
     )
     .unwrap();
@@ -275,7 +322,10 @@ node_retry_s = 1
     let day = Duration::from_secs(400);
 
     // Half a day, then the node dies: the home runs the house on its own.
-    wait_until("half a day", day, || reached(from_slot + 48));
+    wait_until("half a day", day, || {
+        home.alive("gridmesh home");
+        reached(from_slot + 48)
+    });
     assert_eq!(status()["mode"], "plan", "{}", status());
     node.kill9();
     wait_until("the home to fall back", Duration::from_secs(30), || {
@@ -292,7 +342,10 @@ node_retry_s = 1
         status()["mode"] == "plan"
     });
 
-    wait_until("the day to end", day, || reached(to_slot + 1));
+    wait_until("the day to end", day, || {
+        home.alive("gridmesh home");
+        reached(to_slot + 1)
+    });
     // Readings of the last slots reach the chain.
     wait_until("the queue to empty", Duration::from_secs(60), || {
         status()["readings_queued"].as_u64() <= Some(2)

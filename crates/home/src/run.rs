@@ -622,8 +622,15 @@ fn device_loop(
     let poll = Duration::from_millis(cfg.poll_ms);
     let mut last_seq: u64 = 0;
 
+    let scale = u64::from(cfg.time_scale.max(1));
+    let poll_chain_ms = cfg.poll_ms.saturating_mul(scale);
     while !stop.load(Ordering::Relaxed) && max_slots.is_none_or(|n| report.slots < n) {
-        std::thread::sleep(poll);
+        std::thread::sleep(next_poll_in(
+            lock(&shared.clock).extrapolated(),
+            poll,
+            poll_chain_ms,
+            scale,
+        ));
         report.polls += 1;
         let now = lock(&shared.clock).now();
         let slot = slot_of(now - 1);
@@ -981,6 +988,20 @@ pub fn planned_spec(cfg: &HomeConfig) -> HomeSpec {
     spec
 }
 
+/// Real time to the next poll: `poll`, or less to poll just before the slot's end (a quarter poll,
+/// at most 5 s of chain time, before it). A slot's reading spans its registers from the last poll
+/// of the slot before to its own last poll: with both just before the slot's ends, the span is the
+/// slot's fifteen minutes whatever the poll, give or take how late the thread wakes.
+pub fn next_poll_in(now_ms: u64, poll: Duration, poll_chain_ms: u64, scale: u64) -> Duration {
+    let margin_ms = (poll_chain_ms / 4).clamp(1, 5_000);
+    let close_at = slot_start_ms(slot_of(now_ms) + 1).saturating_sub(margin_ms);
+    if close_at <= now_ms {
+        return poll;
+    }
+    let to_close = Duration::from_millis((close_at - now_ms) / scale.max(1));
+    poll.min(to_close.max(Duration::from_millis(1)))
+}
+
 /// The PV limit (percent of `rated_kw`) that keeps export within `export_cap_kw`: PV may cover
 /// the home's `load_kw`, the battery's charging (`battery_kw` negative) and the cap, no more.
 pub fn pv_limit_pct(load_kw: f64, battery_kw: f64, export_cap_kw: f64, rated_kw: f64) -> f64 {
@@ -1230,6 +1251,34 @@ mod tests {
         }
         let (after, _) = own_resources();
         assert!(after.unwrap() > cpu.unwrap(), "{cpu:?} {after:?}");
+    }
+
+    #[test]
+    fn the_last_poll_of_a_slot_comes_just_before_its_end() {
+        let poll = Duration::from_secs(15);
+        let slot_start = slot_start_ms(100);
+        // Mid-slot: a whole poll.
+        assert_eq!(next_poll_in(slot_start + 60_000, poll, 15_000, 1), poll);
+        // 10 s before the end: 10 s less the margin (3.75 s).
+        assert_eq!(
+            next_poll_in(slot_start + SLOT_MS - 10_000, poll, 15_000, 1),
+            Duration::from_millis(6_250)
+        );
+        // Within the margin: the next poll falls in the next slot.
+        assert_eq!(
+            next_poll_in(slot_start + SLOT_MS - 1_000, poll, 15_000, 1),
+            poll
+        );
+        // At 600 times: 55 s of chain time to the poll (the margin at most 5 s) are 91 real ms.
+        assert_eq!(
+            next_poll_in(
+                slot_start + SLOT_MS - 60_000,
+                Duration::from_millis(100),
+                60_000,
+                600
+            ),
+            Duration::from_millis(91)
+        );
     }
 
     #[test]

@@ -340,13 +340,6 @@ impl HomeData {
         self.load_kw[i] = load_kw;
         self.pv_kw[i] = pv_kw;
     }
-
-    /// The reference data's load, PV and clear-sky PV in `slot` (kW), what a home without
-    /// history of its own assumes.
-    pub fn at(&self, slot: u64) -> (f64, f64, f64) {
-        let i = year_index(slot);
-        (self.load_kw[i], self.pv_kw[i], self.clear_sky_kw[i])
-    }
 }
 
 /// What one poll found.

@@ -16,4 +16,5 @@ pub mod run;
 pub mod status;
 
 pub use config::HomeConfig;
-pub use run::{read_status, run, HomeReport};
+pub use run::{run, HomeReport};
+pub use status::read_status;

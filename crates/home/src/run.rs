@@ -58,7 +58,8 @@ pub struct PlanEntry {
 pub struct LiveHome {
     spec: HomeSpec,
     data: HomeData,
-    history: BTreeMap<u64, SlotRecord>,
+    /// The first slot the home measured (its history is the journal's).
+    first_measured: Option<u64>,
     pub plans: BTreeMap<u64, PlanEntry>,
     soc_now_kwh: Option<f64>,
     now_ms: u64,
@@ -74,10 +75,7 @@ impl LiveHome {
 
     fn record(&mut self, slot: u64, r: SlotRecord) {
         self.data.record(slot, r.load_kw, r.pv_kw);
-        self.history.insert(slot, r);
-        while self.history.len() > crate::journal::HISTORY_SLOTS {
-            self.history.pop_first();
-        }
+        self.first_measured.get_or_insert(slot);
     }
 }
 
@@ -88,7 +86,7 @@ impl Household for LiveHome {
 
     fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
         // Persistence reads the same slot a day back: measured once the home has that day.
-        self.forecast = if self.history.contains_key(&slot.saturating_sub(96)) {
+        self.forecast = if self.first_measured.is_some_and(|first| first + 96 <= slot) {
             "measured"
         } else {
             "reference"
@@ -344,7 +342,7 @@ pub fn run(
         home: Mutex::new(LiveHome {
             spec: planned_spec(cfg),
             data,
-            history: journal.history.clone(),
+            first_measured: journal.history.keys().next().copied(),
             plans: BTreeMap::new(),
             soc_now_kwh: None,
             now_ms: 0,
@@ -888,9 +886,13 @@ fn device_loop(
         report.last_reading_error = node.last_reading_error.clone();
         report.orders_placed = node.orders_placed;
         report.sells = node.sells;
-        let (queued, dropped) = {
+        let (queued, dropped, last_day) = {
             let j = lock(&shared.journal);
-            (j.queue.len(), j.dropped)
+            (
+                j.queue.len(),
+                j.dropped,
+                crate::status::last_day(slot, &j.history),
+            )
         };
         let home = lock(&shared.home);
         status.update(|s| {
@@ -928,7 +930,7 @@ fn device_loop(
                 .range(slot..slot + 8)
                 .map(|(k, p)| PlanRow::planned(*k, p))
                 .collect();
-            s.last_day = crate::status::last_day(slot, &home.history);
+            s.last_day = last_day;
             s.readings_queued = queued;
             s.readings_dropped = dropped;
             s.orders = node.orders.clone();
@@ -1192,18 +1194,6 @@ fn send_queue(agent: &mut Agent<'_>, shared: &Shared) -> Sent {
         }
     }
     sent
-}
-
-/// Reads a home's `status.json`.
-pub fn read_status(data_dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let path = data_dir.join(crate::status::STATUS_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (is `gridmesh home run` running with this data dir?)",
-            path.display()
-        )
-    })?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 #[cfg(test)]

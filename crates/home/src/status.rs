@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use gridmesh_client::agent_runner::PlacedOrder;
 use gridmesh_types::units::slot_start_ms;
 use serde::Serialize;
@@ -14,6 +15,18 @@ use crate::journal::SlotRecord;
 use crate::run::{HomeReport, PlanEntry};
 
 pub const STATUS_FILE: &str = "status.json";
+
+/// Reads a home's `status.json`.
+pub fn read_status(data_dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = data_dir.join(STATUS_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is `gridmesh home run` running with this data dir?)",
+            path.display()
+        )
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Now {

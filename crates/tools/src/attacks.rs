@@ -916,13 +916,18 @@ fn connection_flood(exe: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Outc
     }
     // While they are open: an answer (200, or 503 busy) at once, not a hang. A node at its
     // limit answers 503 and closes at once, so the request can meet a closed socket (a broken
-    // pipe): that is a refusal too, and the next attempt reads the answer.
+    // pipe, a reset): that is the same refusal, at once, and counts as the 503 it was.
     let t0 = Instant::now();
     let mut during = 0;
     for attempt in 1..=3 {
         match get_status(node.addr) {
             Ok(code) => {
                 during = code;
+                break;
+            }
+            Err(e) if closed_at_once(&e) => {
+                eprintln!("note: /v1/status during the flood: {e:#}: refused by closing");
+                during = 503;
                 break;
             }
             Err(e) if attempt < 3 => eprintln!("note: /v1/status during the flood: {e:#}; again"),
@@ -1185,6 +1190,21 @@ fn get(addr: SocketAddr, path: &str, wait: Duration) -> anyhow::Result<(u16, Str
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
     Ok((code, body))
+}
+
+/// Whether a request failed because the node closed the connection at once (a broken pipe, a
+/// reset): how a node at its connection limit refuses when the 503 it wrote is not read first.
+fn closed_at_once(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            )
+        })
+    })
 }
 
 /// `GET /v1/status`: its status code.

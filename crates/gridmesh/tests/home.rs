@@ -13,12 +13,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, gridmesh, interop_script, new_key, python, stdout_json, NodeProc};
+use common::{free_port, gridmesh, interop_script, new_key, python, stdout_json, Killed, NodeProc};
 use serde_json::Value;
 
 const SCALE: &str = "600";
@@ -50,24 +49,6 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-struct Killed(Child);
-
-impl Killed {
-    /// Fails the test at once if the process has ended (rather than at a wait's timeout).
-    fn alive(&mut self, what: &str) {
-        if let Ok(Some(status)) = self.0.try_wait() {
-            panic!("{what} exited ({status}): see its stderr above");
-        }
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_node(data: &Path, genesis: &Path, port: u16) -> NodeProc {
     NodeProc::spawn(
         &[
@@ -85,33 +66,6 @@ fn start_node(data: &Path, genesis: &Path, port: u16) -> NodeProc {
         ]
         .map(String::from),
     )
-}
-
-fn register(url: &str, owner_key: &str, device_key: &str, kind: &str, kw: &str) {
-    // At the reference weather's station: proof of generation checks PV against its sky.
-    stdout_json(&gridmesh(&[
-        "tx",
-        "register-device",
-        "--kind",
-        kind,
-        "--capacity-kw",
-        kw,
-        "--device-key",
-        device_key,
-        "--location",
-        "street-1/home-1",
-        "--latitude",
-        "52.38",
-        "--longitude",
-        "13.07",
-        "--bond",
-        "10",
-        "--key",
-        owner_key,
-        "--node",
-        url,
-        "--json",
-    ]));
 }
 
 #[test]
@@ -152,29 +106,29 @@ fn a_virtual_home_follows_its_plan_for_a_day_settles_every_slot_and_falls_back_w
     let (from_slot, to_slot) = (first_slot + 12, first_slot + 12 + 96);
     let node = start_node(&data, &genesis, port);
     let url = node.url.clone();
-    register(&url, &owner_key, &pv_key, "pv", "6");
-    register(&url, &owner_key, &battery_key, "battery", "5");
+    // At the reference weather's station: proof of generation checks PV against its sky.
+    for (key, kind, kw) in [(&pv_key, "pv", "6"), (&battery_key, "battery", "5")] {
+        let at = ("52.38", "13.07");
+        common::register_keyed_device_at(&url, &owner_key, key, kind, kw, "street-1/home-1", at);
+    }
 
     // The virtual home.
     let ports = [free_port(), free_port(), free_port()];
     let state_file = d.join("virtual-home.json");
-    let mut vh = Command::new(python())
-        .arg(interop_script("virtual_home.py"))
-        .args(["--node", &url, "--time-scale", SCALE])
-        .args(["--pv-port", &ports[0].to_string()])
-        .args(["--battery-port", &ports[1].to_string()])
-        .args(["--meter-port", &ports[2].to_string()])
-        .args(["--state", state_file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the virtual home");
-    let mut line = String::new();
-    BufReader::new(vh.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "the virtual home did not start");
-    let _vh = Killed(vh);
+    let mut args = vec![
+        "--node".to_string(),
+        url.clone(),
+        "--time-scale".into(),
+        SCALE.into(),
+    ];
+    for (flag, port) in ["--pv-port", "--battery-port", "--meter-port"]
+        .iter()
+        .zip(ports)
+    {
+        args.extend([flag.to_string(), port.to_string()]);
+    }
+    args.extend(["--state".into(), state_file.display().to_string()]);
+    let _vh = common::start_ready_peer("virtual_home.py", &args, "the virtual home");
 
     // `home init --discover` walks the three devices' SunSpec maps.
     let init = d.join("discovered.toml");

@@ -7,34 +7,12 @@
 mod common;
 
 use common::{
-    free_port, get_json, gridmesh, new_key, python, stdout_json, wait_for, GatewayNode, Mosquitto,
+    free_port, get_json, gridmesh, new_key, stdout_json, wait_for, GatewayNode, Killed, Mosquitto,
 };
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
-struct Device(Child);
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_device(py: &std::path::Path, port: u16) -> Device {
-    let mut child = Command::new(py)
-        .arg(common::interop_script("sunspec_server.py"))
-        .args(["--port", &port.to_string(), "--w", "3000", "--wh", "123456"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the pymodbus SunSpec device");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "the SunSpec device did not start");
-    Device(child)
+fn start_device(port: u16) -> Killed {
+    let args = ["--port", &port.to_string(), "--w", "3000", "--wh", "123456"].map(String::from);
+    common::start_ready_peer("sunspec_server.py", &args, "the pymodbus SunSpec device")
 }
 
 fn once(port: u16, key: &str, extra: &[&str]) -> serde_json::Value {
@@ -55,11 +33,10 @@ fn once(port: u16, key: &str, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn a_pymodbus_sunspec_inverter_is_read_limited_with_reversion_and_reaches_the_ledger() {
-    let py = python();
     let dir = tempfile::tempdir().unwrap();
     let (key, device) = new_key(dir.path(), "inverter");
     let port = free_port();
-    let _dev = start_device(&py, port);
+    let _dev = start_device(port);
 
     // Discovery and measurement, scale factors applied (WH in 10 Wh units, SoC in 0.1 %).
     let v = once(port, &key, &[]);

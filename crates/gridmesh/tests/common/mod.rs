@@ -147,8 +147,9 @@ pub fn register_keyed_battery(
 }
 
 /// Registers a device of `kind` rated `capacity_kw` with its own key (`device_key`) at `location`
-/// (coordinates in Zurich) for the owner with `owner_key`, bonding what the market asks: 10
-/// tokens, or 1 per kW of an earning device, whichever is more. The CLI's JSON answer.
+/// (coordinates in Zurich; [`register_keyed_device_at`] elsewhere) for the owner with
+/// `owner_key`, bonding what the market asks: 10 tokens, or 1 per kW of an earning device,
+/// whichever is more. The CLI's JSON answer.
 pub fn register_keyed_device(
     url: &str,
     owner_key: &str,
@@ -156,6 +157,27 @@ pub fn register_keyed_device(
     kind: &str,
     capacity_kw: &str,
     location: &str,
+) -> serde_json::Value {
+    register_keyed_device_at(
+        url,
+        owner_key,
+        device_key,
+        kind,
+        capacity_kw,
+        location,
+        ("47.37", "8.54"),
+    )
+}
+
+/// [`register_keyed_device`] at `(latitude, longitude)`.
+pub fn register_keyed_device_at(
+    url: &str,
+    owner_key: &str,
+    device_key: &str,
+    kind: &str,
+    capacity_kw: &str,
+    location: &str,
+    (latitude, longitude): (&str, &str),
 ) -> serde_json::Value {
     let kw: f64 = capacity_kw.parse().expect("a capacity in kW");
     let bond = kw.ceil().max(10.0).to_string();
@@ -171,9 +193,9 @@ pub fn register_keyed_device(
         "--location",
         location,
         "--latitude",
-        "47.37",
+        latitude,
         "--longitude",
-        "8.54",
+        longitude,
         "--bond",
         &bond,
         "--key",
@@ -251,6 +273,44 @@ pub fn interop_script(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../scripts/interop")
         .join(name)
+}
+
+/// A process killed (and reaped) when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Killed {
+    /// Fails the test at once if the process has ended (rather than at a wait's timeout).
+    pub fn alive(&mut self, what: &str) {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            panic!("{what} exited ({status}): see its stderr above");
+        }
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A peer of `scripts/interop` (`script` with `args`, on the venv's Python), once it printed
+/// "ready".
+pub fn start_ready_peer(script: &str, args: &[String], what: &str) -> Killed {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(python())
+        .arg(interop_script(script))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "{what} did not start");
+    Killed(child)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests).

@@ -50,10 +50,7 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     let (seller_key, seller) = new_key(dir.path(), "seller");
     let (buyer_key, buyer) = new_key(dir.path(), "buyer");
     for to in [&seller, &buyer] {
-        run(&[
-            "tx", "transfer", "--key", &faucet, "--to", to, "--amount", "100", "--node", &url,
-            "--json",
-        ]);
+        common::transfer(&url, &faucet, to, "100");
     }
     // The seller sells from a battery with its own key (a device declared without one sells
     // nothing); the buyer declares its meter.
@@ -110,10 +107,7 @@ fn a_slot_traded_cleared_metered_and_settled_through_the_cli() {
     // tokens; the same device twice is refused.
     let (device_key, device) = new_key(dir.path(), "inverter");
     let (owner_key, owner) = new_key(dir.path(), "owner");
-    run(&[
-        "tx", "transfer", "--key", &faucet, "--to", &owner, "--amount", "25", "--node", &url,
-        "--json",
-    ]);
+    common::transfer(&url, &faucet, &owner, "25");
     let register = [
         "tx",
         "register-device",

@@ -89,31 +89,18 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     // The honest reading is on the ledger with the commitment the Python device computed, and
     // the node's store recomputes the same root from what it kept.
     let device = &devices[0].1;
+    let slot_arg = slot.to_string();
+    let my_slot = || {
+        run(&[
+            "query", "slot", &slot_arg, "--key", owner_key, "--node", &url, "--json",
+        ])
+    };
     wait_for("the reading on the ledger", || {
-        let v = run(&[
-            "query",
-            "slot",
-            &slot.to_string(),
-            "--key",
-            owner_key,
-            "--node",
-            &url,
-            "--json",
-        ]);
-        v["device_readings"]
+        my_slot()["device_readings"]
             .as_array()
             .is_some_and(|r| r.iter().any(|r| r["device"] == device.as_str()))
     });
-    let v = run(&[
-        "query",
-        "slot",
-        &slot.to_string(),
-        "--key",
-        owner_key,
-        "--node",
-        &url,
-        "--json",
-    ]);
+    let v = my_slot();
     let r = v["device_readings"]
         .as_array()
         .unwrap()
@@ -186,10 +173,7 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
         !o.status.success() && err.contains("for its owner and whom the owner grants it"),
         "{err}"
     );
-    run(&[
-        "tx", "transfer", "--key", faucet, "--to", &reporter, "--amount", "1", "--node", &url,
-        "--json",
-    ]);
+    common::transfer(&url, faucet, &reporter, "1");
     let proof_hex = p["proof_hex"].as_str().unwrap();
     let slot_arg = slot.to_string();
     for (key, needle) in [

@@ -75,10 +75,7 @@ fn no_public_endpoint_shows_a_members_energy() {
     let (buyer_key, buyer) = new_key(dir.path(), "buyer");
     let (battery_key, battery) = new_key(dir.path(), "battery");
     for to in [&seller, &buyer] {
-        run(&[
-            "tx", "transfer", "--key", &faucet, "--to", to, "--amount", "100", "--node", &url,
-            "--json",
-        ]);
+        common::transfer(&url, &faucet, to, "100");
     }
     let mut hashes = Vec::new();
     let registered = register_keyed_battery(&url, &battery_key, &seller_key, "street/seller");
@@ -100,46 +97,31 @@ fn no_public_endpoint_shows_a_members_energy() {
     let market = run(&["query", "market", "--node", &url, "--json"]);
     let slot = market["next_open_slot"].as_u64().unwrap() + 3;
     let s = slot.to_string();
-    tx(
-        &mut hashes,
-        &url,
-        &[
-            "tx",
-            "order",
-            "--slot",
-            &s,
-            "--side",
-            "ask",
-            "--energy-kwh",
-            "0.731962",
-            "--price",
-            "0.10",
-            "--location",
-            "street/seller",
-            "--key",
-            &seller_key,
-        ],
-    );
-    tx(
-        &mut hashes,
-        &url,
-        &[
-            "tx",
-            "order",
-            "--slot",
-            &s,
-            "--side",
-            "bid",
-            "--energy-kwh",
-            "0.848517",
-            "--price",
-            "0.25",
-            "--location",
-            "street/buyer",
-            "--key",
-            &buyer_key,
-        ],
-    );
+    for (side, kwh, price, location, key) in [
+        ("ask", "0.731962", "0.10", "street/seller", &seller_key),
+        ("bid", "0.848517", "0.25", "street/buyer", &buyer_key),
+    ] {
+        tx(
+            &mut hashes,
+            &url,
+            &[
+                "tx",
+                "order",
+                "--slot",
+                &s,
+                "--side",
+                side,
+                "--energy-kwh",
+                kwh,
+                "--price",
+                price,
+                "--location",
+                location,
+                "--key",
+                key,
+            ],
+        );
+    }
     let slot_status = || run(&["query", "slot", &s, "--node", &url, "--json"])["status"].clone();
     wait_for("clearing", || {
         slot_status() != "open" && slot_status() != "closed"

@@ -247,6 +247,14 @@ pub fn device_reading_after_slot(
     answer.expect("the reading was accepted")
 }
 
+/// `tx transfer` of `amount` tokens from the key file `from` to the address `to`, committed. The
+/// CLI's JSON answer.
+pub fn transfer(url: &str, from: &str, to: &str, amount: &str) -> serde_json::Value {
+    stdout_json(&gridmesh(&[
+        "tx", "transfer", "--key", from, "--to", to, "--amount", amount, "--node", url, "--json",
+    ]))
+}
+
 /// A new key file `NAME.key` in `dir`: (its path, its address).
 pub fn new_key(dir: &Path, name: &str) -> (String, String) {
     let path = dir.join(format!("{name}.key"));
@@ -364,10 +372,7 @@ impl GatewayNode {
         let (owner_key, owner) = new_key(dir, "owner");
         // The gateway's pending transactions lock a deposit each: it needs a few tokens.
         for (to, amount) in [(&gateway, "10"), (&owner, "50")] {
-            stdout_json(&gridmesh(&[
-                "tx", "transfer", "--key", &faucet, "--to", to, "--amount", amount, "--node", &url,
-                "--json",
-            ]));
+            transfer(&url, &faucet, to, amount);
         }
         wait_for("the gateway to connect", || {
             get_json(&format!("{url}/v1/gateway"))["stats"]["connected"] == true

@@ -8,14 +8,29 @@ from pysunspec2's model definitions (not from gridmesh's code), with physics:
   state of charge integrates its power: by default it covers the home (self-consumption); a
   rate window written to model 124 (StorCtl_Mod, InWRte, OutWRte, percent of WChaMax, a
   negative rate forcing the other direction) bounds it, and reverts after InOutWRte_RvrtTms;
+- an EV charger (with `--ev-url`), an OCPP 1.6J charge point built with the `ocpp` package
+  (mobilityhouse) that connects to the home's central system: an EV arrives every day at
+  `--ev-arrive-hour` needing `--ev-need-kwh` to be full and leaves at `--ev-depart-hour`; the
+  charger starts a transaction when it arrives (free vend) and draws what its charging profiles
+  allow (the lower of ChargePointMaxProfile and the highest-stacked TxDefaultProfile in force at
+  the moment, up to the EV's `--ev-kw`; its own maximum once the profiles run out), sending meter
+  values every chain minute. With `--ev-start-stop` it answers SetChargingProfile `NotSupported`
+  and charges at full power while a transaction runs, started and stopped remotely;
+- shiftable loads behind switches: a 2 kW boiler switched over MQTT (`--boiler-mqtt HOST:PORT`,
+  Tasmota's `cmnd/boiler/POWER` with `ON`/`OFF`, paho-mqtt) and a 1.5 kW heat pump on a Modbus
+  coil (`--heat-pump-port P`, coil 0, pymodbus); each turns itself off `--switch-revert-s` real
+  seconds after the last command that kept it on, as a switch's auto-off timer does. The plain
+  home runs them by timer: on from the start of their windows until the day's energy is done;
 - the connection's meter (models 1, 203, positive W importing) computed from the home's balance:
-  load (the BDEW H25 profile scaled to the household, with its own daily variation) minus PV
-  minus battery.
+  load (the BDEW H25 profile scaled to the household, with its own daily variation) plus the EV
+  and the switched loads minus PV minus battery. With `--meter-mqtt HOST:PORT` the same meter is also published as a
+  P1/DSMR bridge does (paho-mqtt): `p1/electricity_delivered_1` and `_2` (kWh, the night and day
+  tariff registers), `p1/electricity_returned` (kWh), three decimals, no power topic.
 
 The home's clock is the chain's: read from the node's `/v1/market` every second and run at
 `--time-scale` in between (on while the node is away). Alongside it runs the same home without
-any control (its battery on self-consumption all the time): the counterfactual a bill is compared
-with. Every half second the state goes to `--state` (JSON): the devices now and each slot's
+any control (its battery on self-consumption all the time, its EV charging at full power from
+arrival until full): the counterfactual a bill is compared with. Every half second the state goes to `--state` (JSON): the devices now and each slot's
 energies, for the real home and the counterfactual.
 
 Usage: virtual_home.py --node URL --time-scale S --pv-port P --battery-port P --meter-port P
@@ -32,6 +47,7 @@ import os
 import sys
 import time
 import urllib.request
+from datetime import datetime, timezone
 
 import numpy as np
 import pvlib
@@ -160,6 +176,253 @@ class Battery:
         return kw
 
 
+def iso(ms):
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
+
+
+class Ev:
+    """The car and its charger's state: sessions, the profiles installed, the energy register."""
+
+    CAPACITY_KWH = 60.0
+
+    def __init__(self, a):
+        self.a = a
+        self.plugged = False
+        self.soc = self.CAPACITY_KWH
+        self.shadow_soc = self.CAPACITY_KWH
+        self.transaction = None
+        self.register_wh = 2_000_000.0
+        self.kw = 0.0
+        self.profiles = {}  # (connector, purpose) -> list of profiles by stack level
+        self.sessions = []
+        self.limit_w = None
+        self.received = {"profiles": 0, "rejected": 0, "remote_start": 0, "remote_stop": 0}
+
+    def window(self, ms):
+        hour = time.gmtime(ms / 1000).tm_hour
+        a, d = self.a.ev_arrive_hour, self.a.ev_depart_hour
+        return (a <= hour or hour < d) if a > d else (a <= hour < d)
+
+    def limit_at(self, ms):
+        """The composite limit in force (W), None where no profile is."""
+        limits = []
+        for (_, purpose), plist in self.profiles.items():
+            best = None
+            for p in plist:
+                sched = p["charging_schedule"]
+                start = parse_iso(sched.get("start_schedule") or p.get("valid_from") or iso(ms))
+                if p.get("valid_from") and ms < parse_iso(p["valid_from"]):
+                    continue
+                if p.get("valid_to") and ms >= parse_iso(p["valid_to"]):
+                    continue
+                if sched.get("duration") is not None and ms >= start + sched["duration"] * 1000:
+                    continue
+                if ms < start:
+                    continue
+                if best is None or p["stack_level"] > best[0]["stack_level"]:
+                    periods = [q for q in sched["charging_schedule_period"]
+                               if start + q["start_period"] * 1000 <= ms]
+                    if periods:
+                        lim = float(periods[-1]["limit"])
+                        if sched["charging_rate_unit"] == "A":
+                            lim *= 230.0 * 3
+                        best = (p, lim)
+            if best is not None:
+                limits.append(best[1])
+        return min(limits) if limits else None
+
+    def step(self, ms, dt_h):
+        """The EV's power (kW) now, for the real home and the plain one."""
+        kw = 0.0
+        if self.plugged and self.transaction is not None:
+            self.limit_w = self.limit_at(ms)
+            kw = self.a.ev_kw if self.limit_w is None else min(self.a.ev_kw, self.limit_w / 1000)
+            kw = max(0.0, min(kw, (self.CAPACITY_KWH - self.soc) / dt_h if dt_h > 0 else 0.0))
+        self.kw = kw
+        self.soc += kw * dt_h
+        self.register_wh += kw * dt_h * 1000
+        shadow = 0.0
+        if self.plugged and dt_h > 0:
+            shadow = max(0.0, min(self.a.ev_kw, (self.CAPACITY_KWH - self.shadow_soc) / dt_h))
+        self.shadow_soc += shadow * dt_h
+        if self.sessions and self.plugged:
+            arrived_with = self.CAPACITY_KWH - self.a.ev_need_kwh
+            self.sessions[-1]["charged_kwh"] = self.soc - arrived_with
+            self.sessions[-1]["plain_charged_kwh"] = self.shadow_soc - arrived_with
+        return kw, shadow
+
+
+def charge_point_class():
+    from ocpp.routing import on
+    from ocpp.v16 import ChargePoint as Cp
+    from ocpp.v16 import call_result
+    from ocpp.v16.enums import (Action, ChargingProfileStatus, ClearChargingProfileStatus,
+                                RemoteStartStopStatus)
+
+    class ChargePoint(Cp):
+        ev = None
+        smart = True
+        config = {
+            "ChargeProfileMaxStackLevel": "3",
+            "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
+            "ChargingScheduleMaxPeriods": "24",
+            "MaxChargingProfilesInstalled": "4",
+        }
+        remote = []
+
+        @on(Action.get_configuration)
+        def on_get_configuration(self, key=None, **_):
+            keys = key or list(self.config)
+            known = [{"key": k, "readonly": True, "value": self.config[k]} for k in keys if k in self.config]
+            unknown = [k for k in keys if k not in self.config]
+            return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
+
+        @on(Action.set_charging_profile)
+        def on_set_charging_profile(self, connector_id, cs_charging_profiles, **_):
+            if not self.smart:
+                self.ev.received["rejected"] += 1
+                return call_result.SetChargingProfile(status=ChargingProfileStatus.not_supported)
+            p = cs_charging_profiles
+            key = (connector_id, p["charging_profile_purpose"])
+            plist = [q for q in self.ev.profiles.get(key, [])
+                     if q["charging_profile_id"] != p["charging_profile_id"]
+                     and q["stack_level"] != p["stack_level"]]
+            self.ev.profiles[key] = plist + [p]
+            self.ev.received["profiles"] += 1
+            return call_result.SetChargingProfile(status=ChargingProfileStatus.accepted)
+
+        @on(Action.clear_charging_profile)
+        def on_clear_charging_profile(self, id=None, **_):
+            for key in list(self.ev.profiles):
+                self.ev.profiles[key] = [q for q in self.ev.profiles[key]
+                                         if id is not None and q["charging_profile_id"] != id]
+            return call_result.ClearChargingProfile(status=ClearChargingProfileStatus.accepted)
+
+        @on(Action.remote_start_transaction)
+        def on_remote_start(self, id_tag, **_):
+            ok = self.ev.plugged and self.ev.transaction is None
+            self.ev.received["remote_start"] += 1
+            if ok:
+                self.remote.append(("start", id_tag))
+            return call_result.RemoteStartTransaction(
+                status=RemoteStartStopStatus.accepted if ok else RemoteStartStopStatus.rejected)
+
+        @on(Action.remote_stop_transaction)
+        def on_remote_stop(self, transaction_id, **_):
+            ok = self.ev.transaction == transaction_id
+            self.ev.received["remote_stop"] += 1
+            if ok:
+                self.remote.append(("stop", None))
+            return call_result.RemoteStopTransaction(
+                status=RemoteStartStopStatus.accepted if ok else RemoteStartStopStatus.rejected)
+
+    return ChargePoint
+
+
+async def charger(a, world, ev):
+    """The charge point: connects (again) to the home's central system and tells it what the
+    EV does."""
+    import websockets
+    from ocpp.v16 import call
+    from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
+
+    ChargePoint = charge_point_class()
+    ChargePoint.ev = ev
+    ChargePoint.smart = not a.ev_start_stop
+    cp_id = a.ev_url.rstrip("/").rsplit("/", 1)[1]
+    tag = "EV-OWNER"
+    while True:
+        try:
+            ws = await websockets.connect(a.ev_url, subprotocols=["ocpp1.6"], open_timeout=2)
+        except Exception:
+            await asyncio.sleep(0.2)
+            continue
+        cp = ChargePoint(cp_id, ws)
+        cp.remote = []
+        runner = asyncio.create_task(cp.start())
+
+        async def status(s):
+            await cp.call(call.StatusNotification(connector_id=1, error_code=ChargePointErrorCode.no_error,
+                                                  status=s))
+
+        async def start_tx():
+            r = await cp.call(call.StartTransaction(connector_id=1, id_tag=tag,
+                                                    meter_start=int(ev.register_wh), timestamp=iso(world.now_ms())))
+            ev.transaction = r.transaction_id
+            await status(ChargePointStatus.charging)
+
+        async def stop_tx(reason):
+            tx, ev.transaction = ev.transaction, None
+            await cp.call(call.StopTransaction(transaction_id=tx, meter_stop=int(ev.register_wh),
+                                               timestamp=iso(world.now_ms()), id_tag=tag, reason=reason))
+
+        try:
+            await cp.call(call.BootNotification(charge_point_model="Wallbox-11", charge_point_vendor="virtual-home"))
+            await status(ChargePointStatus.preparing if ev.plugged else ChargePointStatus.available)
+            if ev.plugged and ev.transaction is not None:
+                await status(ChargePointStatus.charging)
+            last_meter = world.now_ms()
+            while True:
+                await asyncio.sleep(0.02)
+                now = world.now_ms()
+                want = ev.window(now)
+                if want and not ev.plugged:
+                    ev.plugged = True
+                    ev.soc = ev.shadow_soc = Ev.CAPACITY_KWH - a.ev_need_kwh
+                    ev.sessions.append({"arrived_ms": now, "departed_ms": None, "need_kwh": a.ev_need_kwh,
+                                        "charged_kwh": 0.0, "plain_charged_kwh": 0.0})
+                    await status(ChargePointStatus.preparing)
+                    await start_tx()
+                elif not want and ev.plugged:
+                    if ev.transaction is not None:
+                        await stop_tx("EVDisconnected")
+                    ev.plugged = False
+                    ev.sessions[-1]["departed_ms"] = now
+                    await status(ChargePointStatus.available)
+                while cp.remote:
+                    what, _ = cp.remote.pop(0)
+                    if what == "start" and ev.plugged and ev.transaction is None:
+                        await start_tx()
+                    elif what == "stop" and ev.transaction is not None:
+                        await stop_tx("Remote")
+                        await status(ChargePointStatus.suspended_evse)
+                if ev.transaction is not None and now - last_meter >= 60_000:
+                    last_meter = now
+                    await cp.call(call.MeterValues(connector_id=1, transaction_id=ev.transaction, meter_value=[{
+                        "timestamp": iso(now),
+                        "sampledValue": [
+                            {"value": f"{ev.register_wh:.1f}", "measurand": "Energy.Active.Import.Register",
+                             "unit": "Wh"},
+                            {"value": f"{ev.kw * 1000:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+                        ],
+                    }]))
+        except Exception:
+            # The home went away: the charger goes on by its profiles and connects again.
+            pass
+        runner.cancel()
+        try:
+            await ws.close()
+        except Exception:
+            pass
+        await asyncio.sleep(0.2)
+
+
+class Coils(ModbusSequentialDataBlock):
+    """The heat pump's coils: remembers that a client wrote (every write keeps it on)."""
+
+    def __init__(self, address, values):
+        super().__init__(address, values)
+        self.written = False
+
+    def setValues(self, address, values):
+        self.written = True
+        super().setValues(address, values)
+
+
 class Block(ModbusSequentialDataBlock):
     """Holding registers that remember when a client last wrote each one: a rewrite of the same
     value restarts a reversion timer, as on a real device."""
@@ -195,6 +458,16 @@ async def main():
     ap.add_argument("--battery-kwh", type=float, default=10.0)
     ap.add_argument("--battery-kw", type=float, default=5.0)
     ap.add_argument("--annual-kwh", type=float, default=4000.0)
+    ap.add_argument("--ev-url", help="the home's central system, ws://HOST:PORT/ocpp/ID")
+    ap.add_argument("--ev-arrive-hour", type=int, default=23)
+    ap.add_argument("--ev-depart-hour", type=int, default=7)
+    ap.add_argument("--ev-need-kwh", type=float, default=20.0)
+    ap.add_argument("--ev-kw", type=float, default=11.0)
+    ap.add_argument("--ev-start-stop", action="store_true")
+    ap.add_argument("--meter-mqtt", help="also publish the meter as a P1 bridge, HOST:PORT")
+    ap.add_argument("--boiler-mqtt", help="a boiler switched on this broker, HOST:PORT")
+    ap.add_argument("--heat-pump-port", type=int, help="a heat pump on a Modbus coil here")
+    ap.add_argument("--switch-revert-s", type=float, default=3.0)
     a = ap.parse_args()
 
     world = World(a)
@@ -251,9 +524,46 @@ async def main():
         w = blocks[dev].written
         return max(w.get(40001 + maps[dev].addr(mid, p), 0.0) for p in points)
 
+    # The switched loads: name -> state. Windows and energies as the test's home config says.
+    switched = {}
+    if a.boiler_mqtt:
+        switched["boiler"] = {"kw": 2.0, "window": (10, 16), "kwh": 3.0}
+    if a.heat_pump_port:
+        switched["heat_pump"] = {"kw": 1.5, "window": (0, 6), "kwh": 4.0}
+    for sw in switched.values():
+        sw.update({"on": False, "kept_at": 0.0, "commands": 0, "days": {}, "plain_days": {},
+                   "outside_kwh": 0.0, "reverted_at": None})
+
+    def command(name, on):
+        sw = switched[name]
+        sw["commands"] += 1
+        if on:
+            sw["kept_at"] = time.monotonic()
+        sw["on"] = on
+
+    if a.boiler_mqtt:
+        import paho.mqtt.client as mqtt
+        host, port = a.boiler_mqtt.rsplit(":", 1)
+        sw_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="virtual-boiler")
+        sw_client.on_connect = lambda c, u, f, r, p: c.subscribe("cmnd/boiler/POWER")
+        sw_client.on_message = lambda c, u, m: command("boiler", m.payload.decode().strip().upper() == "ON")
+        sw_client.connect(host, int(port))
+        sw_client.loop_start()
+
+    coils = Coils(1, [False] * 8)
     bat = Battery(a, a.battery_kwh / 2)
     shadow = Battery(a, a.battery_kwh / 2)
+    ev = Ev(a)
     pv_wh, imp_wh, exp_wh = 1000.0, 1000.0, 1000.0
+    # The P1 bridge's two import registers: night (22-07 UTC) and day.
+    p1 = {"t1": 500.0, "t2": 500.0}
+    p1_client = None
+    if a.meter_mqtt:
+        import paho.mqtt.client as mqtt
+        host, port = a.meter_mqtt.rsplit(":", 1)
+        p1_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="virtual-p1-bridge")
+        p1_client.connect(host, int(port))
+        p1_client.loop_start()
     slots = {}
     state = {"reverted": {}}
 
@@ -287,7 +597,39 @@ async def main():
             pv = avail
             if rd("pv", 123, "WMaxLim_Ena") == 1:
                 pv = min(pv, a.pv_kwp * rd("pv", 123, "WMaxLimPct") / 1000)
-            load = world.load_kw(now)
+            house = world.load_kw(now)
+            # The switched loads: auto-off, energy, and the plain home's timers.
+            if a.heat_pump_port:
+                # A client's write to coil 0 lands at address 1 (pymodbus adds 1 off zero mode).
+                if coils.written:
+                    coils.written = False
+                    command("heat_pump", bool(coils.getValues(1, 1)[0]))
+            hour = time.gmtime(now / 1000).tm_hour
+            day = str(int(now // 86_400_000))
+            switched_kw, plain_switched_kw = 0.0, 0.0
+            for name, sw in switched.items():
+                if sw["on"] and real - sw["kept_at"] > a.switch_revert_s:
+                    sw["on"] = False
+                    sw["reverted_at"] = now
+                    if name == "heat_pump":
+                        coils.setValues(1, [False])
+                        coils.written = False
+                inside = sw["window"][0] <= hour < sw["window"][1]
+                if sw["on"]:
+                    switched_kw += sw["kw"]
+                    if inside:
+                        sw["days"][day] = sw["days"].get(day, 0.0) + sw["kw"] * dt_h
+                    else:
+                        sw["outside_kwh"] += sw["kw"] * dt_h
+                done = sw["plain_days"].get(day, 0.0)
+                if inside and done < sw["kwh"]:
+                    step = min(sw["kw"] * dt_h, sw["kwh"] - done)
+                    sw["plain_days"][day] = done + step
+                    plain_switched_kw += step / dt_h if dt_h > 0 else 0.0
+            house_plain = house + plain_switched_kw
+            house += switched_kw
+            ev_kw, plain_ev_kw = ev.step(now, dt_h) if a.ev_url else (0.0, 0.0)
+            load = house + ev_kw
             # Battery: self-consumption by default, within the written window.
             mode = rd("battery", 124, "StorCtl_Mod")
             wmax = a.battery_kw
@@ -299,23 +641,30 @@ async def main():
             b = bat.step(load - pv, lo, hi, dt_h)
             grid = load - pv - b
             # The counterfactual: the same home, no control, its battery on self-consumption.
-            sb = shadow.step(load - avail, -wmax, wmax, dt_h)
-            sgrid = load - avail - sb
+            sb = shadow.step(house_plain + plain_ev_kw - avail, -wmax, wmax, dt_h)
+            sgrid = house_plain + plain_ev_kw - avail - sb
             pv_wh += pv * dt_h * 1000
             if grid > 0:
                 imp_wh += grid * dt_h * 1000
+                hour = time.gmtime(now / 1000).tm_hour
+                p1["t1" if (hour >= 22 or hour < 7) else "t2"] += grid * dt_h
             else:
                 exp_wh += -grid * dt_h * 1000
             slot = str(int((now - 1) // SLOT_MS))
             s = slots.setdefault(slot, {"battery_kwh": 0.0, "import_kwh": 0.0, "export_kwh": 0.0,
                                         "pv_kwh": 0.0, "load_kwh": 0.0, "controlled_h": 0.0,
                                         "plain_import_kwh": 0.0, "plain_export_kwh": 0.0,
-                                        "hours": 0.0})
+                                        "ev_kwh": 0.0, "plain_ev_kwh": 0.0, "switched_kwh": 0.0,
+                                        "plain_switched_kwh": 0.0, "hours": 0.0})
             s["battery_kwh"] += b * dt_h
             s["import_kwh"] += max(grid, 0) * dt_h
             s["export_kwh"] += max(-grid, 0) * dt_h
             s["pv_kwh"] += pv * dt_h
             s["load_kwh"] += load * dt_h
+            s["ev_kwh"] += ev_kw * dt_h
+            s["switched_kwh"] += switched_kw * dt_h
+            s["plain_switched_kwh"] += plain_switched_kw * dt_h
+            s["plain_ev_kwh"] += plain_ev_kw * dt_h
             s["controlled_h"] += dt_h if mode else 0.0
             s["plain_import_kwh"] += max(sgrid, 0) * dt_h
             s["plain_export_kwh"] += max(-sgrid, 0) * dt_h
@@ -333,9 +682,17 @@ async def main():
             wr("meter", 203, "W", round(grid * 1000))
             wr32("meter", 203, "TotWhImp", imp_wh)
             wr32("meter", 203, "TotWhExp", exp_wh)
+            if p1_client is not None:
+                p1_client.publish("p1/electricity_delivered_1", f"{p1['t1']:.3f}")
+                p1_client.publish("p1/electricity_delivered_2", f"{p1['t2']:.3f}")
+                p1_client.publish("p1/electricity_returned", f"{exp_wh / 1000:.3f}")
             state.update({"now_ms": now, "pv_kw": pv, "pv_available_kw": avail, "load_kw": load,
                           "battery_kw": b, "grid_kw": grid, "soc_kwh": bat.soc,
-                          "storctl_mod": mode, "pv_limit_enabled": rd("pv", 123, "WMaxLim_Ena")})
+                          "storctl_mod": mode, "pv_limit_enabled": rd("pv", 123, "WMaxLim_Ena"),
+                          "ev": {"plugged": ev.plugged, "kw": ev.kw, "limit_w": ev.limit_w,
+                                 "transaction": ev.transaction, "register_wh": ev.register_wh,
+                                 "sessions": ev.sessions, "received": ev.received},
+                          "switched": switched})
 
     async def dump():
         while True:
@@ -348,10 +705,15 @@ async def main():
     loop = asyncio.get_running_loop()
     loop.create_task(physics())
     loop.create_task(dump())
+    if a.ev_url:
+        loop.create_task(charger(a, world, ev))
     servers = []
     for name, port in [("pv", a.pv_port), ("battery", a.battery_port), ("meter", a.meter_port)]:
         ctx = ModbusServerContext(slaves=ModbusSlaveContext(hr=blocks[name]), single=True)
         servers.append(StartAsyncTcpServer(context=ctx, address=("127.0.0.1", port)))
+    if a.heat_pump_port:
+        ctx = ModbusServerContext(slaves=ModbusSlaveContext(co=coils), single=True)
+        servers.append(StartAsyncTcpServer(context=ctx, address=("127.0.0.1", a.heat_pump_port)))
     loop.call_later(0.5, lambda: print("ready", flush=True))
     await asyncio.gather(*servers)
 

@@ -70,6 +70,9 @@ pub struct HomeSlot {
     pub export_kwh: String,
     pub bought_kwh: String,
     pub sold_kwh: String,
+    /// What the home ordered for the slot (its agent's plan: bids to buy, asks to sell), kWh.
+    pub ordered_buy_kwh: String,
+    pub ordered_sell_kwh: String,
     /// Settled P2P payments, tokens (pending trades count when settled).
     pub p2p_paid: String,
     pub p2p_received: String,
@@ -211,7 +214,16 @@ pub fn home_view(
                 }
             }
         }
-        if reading.is_none() && bought == 0 && sold == 0 {
+        let (mut ordered_buy, mut ordered_sell) = (0u64, 0u64);
+        for (_, o) in state.orders(slot) {
+            if o.owner == *owner {
+                match o.side {
+                    gridmesh_market::Side::Bid => ordered_buy += o.energy_mwh,
+                    gridmesh_market::Side::Ask => ordered_sell += o.energy_mwh,
+                }
+            }
+        }
+        if reading.is_none() && bought == 0 && sold == 0 && ordered_buy == 0 && ordered_sell == 0 {
             continue;
         }
         let tariff = record
@@ -250,6 +262,8 @@ pub fn home_view(
             export_kwh: kwh(export),
             bought_kwh: kwh(bought),
             sold_kwh: kwh(sold),
+            ordered_buy_kwh: kwh(ordered_buy),
+            ordered_sell_kwh: kwh(ordered_sell),
             p2p_paid: Amount(paid).to_string(),
             p2p_received: Amount(received).to_string(),
             utility_cost: Amount(cost).to_string(),

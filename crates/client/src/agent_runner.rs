@@ -55,6 +55,32 @@ pub struct HomeSpec {
     pub pv_kwp: f64,
     pub battery: Option<BatterySpec>,
     pub ev: Option<EvSpec>,
+    /// Loads the plan may shift within their daily windows (a boiler, a heat pump).
+    #[serde(default)]
+    pub loads: Vec<LoadSpec>,
+}
+
+/// A load that needs `energy_kwh` every day, run between `earliest_hour` and `latest_hour`
+/// (UTC, 0-24; done by then) at up to `power_kw`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    pub name: String,
+    pub power_kw: f64,
+    pub energy_kwh: f64,
+    pub earliest_hour: u8,
+    pub latest_hour: u8,
+}
+
+impl LoadSpec {
+    /// Today's window of the day of `slot`, as absolute slots [from, to).
+    pub fn window(&self, slot: u64) -> (u64, u64) {
+        let day = slot - slot % 96;
+        (
+            day + u64::from(self.earliest_hour) * 4,
+            day + u64::from(self.latest_hour) * 4,
+        )
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -110,6 +136,27 @@ impl HomeSpec {
             }
             if !(0.0..b.capacity_kwh).contains(&b.reserve_kwh) {
                 bail!("the battery's reserve_kwh must be below its capacity");
+            }
+        }
+        for (k, l) in self.loads.iter().enumerate() {
+            if l.name.is_empty() || self.loads[..k].iter().any(|o| o.name == l.name) {
+                bail!("each load needs a name of its own ({:?})", l.name);
+            }
+            if !(l.power_kw > 0.0 && l.power_kw <= 1_000.0) {
+                bail!("load {}: power_kw must be above 0 and at most 1000", l.name);
+            }
+            if l.earliest_hour >= l.latest_hour || l.latest_hour > 24 {
+                bail!(
+                    "load {}: earliest_hour must come before latest_hour, both 0-24 (UTC)",
+                    l.name
+                );
+            }
+            let most = l.power_kw * f64::from(l.latest_hour - l.earliest_hour);
+            if !(l.energy_kwh >= 0.0 && l.energy_kwh <= most) {
+                bail!(
+                    "load {}: energy_kwh must be 0 to {most} (its power over its window)",
+                    l.name
+                );
             }
         }
         if let Some(e) = &self.ev {
@@ -255,6 +302,12 @@ pub struct HomeState {
     /// Energy charged into the EV in its current session, and the day that session began.
     pub ev_charged_kwh: f64,
     pub ev_session_day: Option<u64>,
+    /// Whether the EV is plugged in, as its charger says (a live home): then `ev_charged_kwh`
+    /// is the session's measured energy. `None`: plugged by the spec's daily hours.
+    pub ev_plugged: Option<bool>,
+    /// Each shiftable load's energy so far in its window of `loads_day` (kWh, the spec's order).
+    pub loads_done_kwh: Vec<f64>,
+    pub loads_day: Option<u64>,
 }
 
 /// What the agent knows of its home: its description, forecasts, the state a plan starts from,
@@ -770,18 +823,20 @@ fn plan_slot(
     }
     let ev = spec.ev.as_ref().and_then(|e| {
         let hour = (slot % 96 / 4) as u8;
-        let plugged = if e.arrival_hour < e.departure_hour {
-            (e.arrival_hour..e.departure_hour).contains(&hour)
-        } else {
-            hour >= e.arrival_hour || hour < e.departure_hour
-        };
+        let plugged = home
+            .ev_plugged
+            .unwrap_or(if e.arrival_hour < e.departure_hour {
+                (e.arrival_hour..e.departure_hour).contains(&hour)
+            } else {
+                hour >= e.arrival_hour || hour < e.departure_hour
+            });
         if !plugged {
             home.ev_session_day = None;
             return None;
         }
-        // A session is named by the day it began.
+        // A session is named by the day it began (a live home's charger tells its own).
         let day = (slot - u64::from(hour < e.arrival_hour) * 96) / 96;
-        if home.ev_session_day != Some(day) {
+        if home.ev_plugged.is_none() && home.ev_session_day != Some(day) {
             home.ev_session_day = Some(day);
             home.ev_charged_kwh = 0.0;
         }
@@ -811,7 +866,7 @@ fn plan_slot(
             reserve_kwh: b.reserve_kwh,
         }),
         ev,
-        deferrable: Vec::new(),
+        deferrable: deferrable(&spec, &mut home, slot, horizon),
         flex: None,
     };
     // A request to reduce draw in the horizon: answered from the schedule (import below the
@@ -849,6 +904,9 @@ fn plan_slot(
         home.soc_kwh = *s;
     }
     home.ev_charged_kwh += schedule.ev_kw.first().copied().unwrap_or(0.0) * DT_H;
+    for (done, run) in home.loads_done_kwh.iter_mut().zip(&schedule.deferrable_kw) {
+        *done += run.first().copied().unwrap_or(0.0) * DT_H;
+    }
     let position = Position {
         import_kwh: schedule.import_kw[0] * DT_H,
         export_kwh: schedule.export_kw[0] * DT_H,
@@ -860,6 +918,49 @@ fn plan_slot(
         values: agent.marginal_values_from(schedule.cost),
         envelope_known,
     })
+}
+
+/// The shiftable loads as the problem's deferrable loads from `slot`, one each in the spec's
+/// order: what is left of today's window, or tomorrow's once today's has passed (a new day
+/// starts each load at nothing done).
+fn deferrable(
+    spec: &HomeSpec,
+    home: &mut HomeState,
+    slot: u64,
+    horizon: usize,
+) -> Vec<gridmesh_agent::schedule::Deferrable> {
+    let day = slot / 96;
+    if home.loads_day != Some(day) || home.loads_done_kwh.len() != spec.loads.len() {
+        home.loads_day = Some(day);
+        home.loads_done_kwh = vec![0.0; spec.loads.len()];
+    }
+    let mut out = Vec::new();
+    for (l, done) in spec.loads.iter().zip(&home.loads_done_kwh) {
+        let (from, to) = l.window(slot);
+        let (from, to, need) = if slot < to {
+            (from.max(slot), to, (l.energy_kwh - done).max(0.0))
+        } else {
+            (from + 96, to + 96, l.energy_kwh)
+        };
+        // Every load has its entry (the schedule's runs follow the spec's order); one with
+        // nothing to do in the horizon runs nowhere.
+        let earliest = ((from - slot) as usize).min(horizon - 1);
+        let latest = ((to - slot) as usize).clamp(earliest + 1, horizon);
+        // What fits in the window's part inside the horizon (and its power).
+        let fits = (latest - earliest) as f64 * l.power_kw * DT_H;
+        out.push(gridmesh_agent::schedule::Deferrable {
+            name: l.name.clone(),
+            energy_kwh: if need > 1e-6 && (from - slot) < horizon as u64 {
+                need.min(fits)
+            } else {
+                0.0
+            },
+            power_kw: l.power_kw,
+            earliest,
+            latest,
+        });
+    }
+    out
 }
 
 /// The first run of consecutive slots in the horizon with a `reduce` request covering the home's
@@ -927,5 +1028,57 @@ mod tests {
         assert_eq!(year_index(slot), SLOTS_2010 + 327 * 96);
         // 1 January.
         assert_eq!(year_index(1_767_225_600_000 / SLOT_MS), SLOTS_2010);
+    }
+
+    #[test]
+    fn a_shiftable_load_is_planned_in_what_is_left_of_its_window_or_tomorrows() {
+        let spec = HomeSpec::parse(
+            "annual_kwh = 3000\n[[loads]]\nname = \"boiler\"\npower_kw = 2\nenergy_kwh = 3\nearliest_hour = 10\nlatest_hour = 16\n",
+        )
+        .unwrap();
+        let day = 96 * 20_000;
+        let mut home = HomeState::default();
+        // 08:00: the whole window ahead.
+        let d = deferrable(&spec, &mut home, day + 32, 96);
+        assert_eq!((d[0].earliest, d[0].latest, d[0].energy_kwh), (8, 32, 3.0));
+        // 12:00 with 1 kWh done: what is left of today's.
+        home.loads_done_kwh[0] = 1.0;
+        let d = deferrable(&spec, &mut home, day + 48, 96);
+        assert_eq!((d[0].earliest, d[0].latest, d[0].energy_kwh), (0, 16, 2.0));
+        // 17:00: tomorrow's, whole; the next day starts at nothing done.
+        let d = deferrable(&spec, &mut home, day + 68, 96);
+        assert_eq!((d[0].earliest, d[0].latest, d[0].energy_kwh), (68, 92, 3.0));
+        let d = deferrable(&spec, &mut home, day + 96 + 40, 96);
+        assert_eq!(home.loads_done_kwh, vec![0.0]);
+        assert_eq!(d[0].energy_kwh, 3.0);
+        // Done for today: an entry that runs nowhere, so the runs keep the spec's order.
+        home.loads_done_kwh[0] = 3.0;
+        let d = deferrable(&spec, &mut home, day + 96 + 44, 96);
+        assert_eq!(d[0].energy_kwh, 0.0);
+        for (text, why) in [
+            (
+                "power_kw = 0\nenergy_kwh = 1\nearliest_hour = 1\nlatest_hour = 2",
+                "power_kw",
+            ),
+            (
+                "power_kw = 1\nenergy_kwh = 3\nearliest_hour = 1\nlatest_hour = 2",
+                "energy_kwh",
+            ),
+            (
+                "power_kw = 1\nenergy_kwh = 1\nearliest_hour = 5\nlatest_hour = 5",
+                "earliest_hour",
+            ),
+            (
+                "power_kw = 1\nenergy_kwh = 1\nearliest_hour = 5\nlatest_hour = 25",
+                "earliest_hour",
+            ),
+        ] {
+            let e = HomeSpec::parse(&format!(
+                "annual_kwh = 1\n[[loads]]\nname = \"x\"\n{text}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 }

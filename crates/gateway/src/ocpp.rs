@@ -10,6 +10,12 @@
 //! connector 1, both standard profiles fitted to what the charger said it supports; when a
 //! transaction stops, the plan is cleared (ClearChargingProfile). The limit in force in each
 //! interval is the lower of the site's and the charger's profile ([`composite`]).
+//!
+//! A controller (the home's loop) drives a charger while it runs: [`CentralSystem::charger`]
+//! tells what the charger last said (connector status, transaction, energy register, power, its
+//! smart-charging keys), [`CentralSystem::set_plan`] replaces the `TxDefaultProfile` with a new
+//! plan, and [`CentralSystem::remote_start`] / [`CentralSystem::remote_stop`] switch charging
+//! where a charger answers SmartCharging `NotSupported`.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -53,7 +59,7 @@ pub struct PlanStep {
 pub struct OcppConfig {
     /// Charge point id → the charger's device key (registered on the ledger).
     pub chargers: HashMap<String, Keypair>,
-    /// Accepted id tags.
+    /// Accepted id tags; empty: every tag (a home's own charger on the home's own network).
     pub id_tags: Vec<String>,
     pub chain_id: String,
     /// The site's limit for the charger (connector 0), watts.
@@ -109,6 +115,45 @@ impl SmartChargingConfig {
     }
 }
 
+/// What a charger last told the central system.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ChargerState {
+    pub connected: bool,
+    /// Boot notifications so far: a new one means the charger may have lost its profiles.
+    pub boots: u64,
+    /// Connector 1's last status (`Available`, `Preparing`, `Charging`, `SuspendedEV`, ...).
+    pub status: Option<String>,
+    pub transaction: Option<u64>,
+    /// The energy register of the last meter value, start or stop, mWh.
+    pub register_mwh: Option<u64>,
+    /// The power of the last meter value, W (0 when a transaction stops).
+    pub power_w: Option<f64>,
+    /// Its smart-charging keys, read after each boot.
+    pub smart_charging: Option<SmartChargingConfig>,
+    /// Whether it takes charging profiles: unknown until one was sent; `false` once it answered
+    /// `NotSupported` or rejected one.
+    pub takes_profiles: Option<bool>,
+}
+
+impl ChargerState {
+    /// A vehicle is plugged in: the connector is occupied or a transaction runs.
+    pub fn plugged(&self) -> bool {
+        self.transaction.is_some()
+            || matches!(
+                self.status.as_deref(),
+                Some("Preparing" | "Charging" | "SuspendedEV" | "SuspendedEVSE" | "Finishing")
+            )
+    }
+}
+
+/// How a charger answered a charging profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ProfileAnswer {
+    Accepted,
+    Rejected,
+    NotSupported,
+}
+
 /// A schedule in the unit a charger takes: (start second, limit) steps.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Schedule {
@@ -131,9 +176,11 @@ pub fn fit_plan(plan: &[PlanStep], c: &SmartChargingConfig, volts: f64, phases: 
         steps[c.max_periods - 1].1 = tail_min;
     }
     if c.takes_power() {
+        // Whole watts: OCPP's limits are multiples of 0.1, and a fraction of a watt matters to
+        // nobody.
         Schedule {
             unit: "W",
-            periods: steps,
+            periods: steps.into_iter().map(|(s, w)| (s, w.floor())).collect(),
         }
     } else {
         let per_amp = volts * f64::from(phases.max(1));
@@ -200,6 +247,14 @@ fn profile_json(id: u32, stack: u32, purpose: &str, s: &Schedule, start: &str) -
     })
 }
 
+/// RFC 3339 (UTC, milliseconds) of Unix milliseconds.
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Our plan's id and purpose on connector 1.
+const PLAN_PROFILE_ID: u32 = 2;
+
 /// Parses a decimal meter value in `unit` (Wh or kWh) into mWh, exactly.
 pub fn energy_mwh(value: &str, unit: &str) -> Option<u64> {
     let scale: u32 = match unit {
@@ -235,6 +290,9 @@ pub struct CentralSystem {
     pub stopped: AtomicU64,
     /// Each charger's last register sent, mWh.
     registers: Mutex<HashMap<String, u64>>,
+    /// What each charger last said, and the connection to each one online.
+    states: Mutex<HashMap<String, ChargerState>>,
+    links: Mutex<HashMap<String, Link>>,
     pub changed: Notify,
 }
 
@@ -247,8 +305,121 @@ impl CentralSystem {
             events: Mutex::new(Vec::new()),
             stopped: AtomicU64::new(0),
             registers: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             changed: Notify::new(),
         })
+    }
+
+    /// What charger `cp` last said (all default if it never connected).
+    pub fn charger(&self, cp: &str) -> ChargerState {
+        self.states
+            .lock()
+            .expect("states lock")
+            .get(cp)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn update(&self, cp: &str, f: impl FnOnce(&mut ChargerState)) {
+        f(self
+            .states
+            .lock()
+            .expect("states lock")
+            .entry(cp.to_string())
+            .or_default());
+    }
+
+    fn link(&self, cp: &str) -> Result<Link, String> {
+        self.links
+            .lock()
+            .expect("links lock")
+            .get(cp)
+            .cloned()
+            .ok_or_else(|| format!("charge point {cp:?} is not connected"))
+    }
+
+    /// Replaces our plan on charger `cp`'s connector 1: a `TxDefaultProfile` starting at
+    /// `start_ms` (Unix ms, the plan's clock), valid until `valid_to_ms` (after which the charger
+    /// returns to its own default), fitted to the charger's smart-charging keys. A charger that
+    /// answers `NotSupported` (as a call error or a status) or rejects the profile is marked as
+    /// not taking profiles.
+    pub async fn set_plan(
+        &self,
+        cp: &str,
+        plan: &[PlanStep],
+        start_ms: u64,
+        valid_to_ms: u64,
+    ) -> Result<ProfileAnswer, String> {
+        let link = self.link(cp)?;
+        let conf = self
+            .charger(cp)
+            .smart_charging
+            .ok_or_else(|| format!("charge point {cp:?} has not told its smart-charging keys"))?;
+        let schedule = fit_plan(plan, &conf, self.cfg.volts, self.cfg.phases);
+        let mut profile = profile_json(
+            PLAN_PROFILE_ID,
+            conf.max_stack_level.min(1),
+            "TxDefaultProfile",
+            &schedule,
+            &rfc3339_ms(start_ms),
+        );
+        profile["validFrom"] = json!(rfc3339_ms(start_ms));
+        profile["validTo"] = json!(rfc3339_ms(valid_to_ms));
+        profile["chargingSchedule"]["duration"] =
+            json!(valid_to_ms.saturating_sub(start_ms).div_ceil(1_000));
+        let r = link
+            .call(
+                "SetChargingProfile",
+                json!({"connectorId": 1, "csChargingProfiles": profile}),
+            )
+            .await;
+        let answer = match &r {
+            Ok(v) => match v["status"].as_str() {
+                Some("Accepted") => ProfileAnswer::Accepted,
+                Some("NotSupported") => ProfileAnswer::NotSupported,
+                _ => ProfileAnswer::Rejected,
+            },
+            Err(e) if e.contains("NotSupported") || e.contains("NotImplemented") => {
+                ProfileAnswer::NotSupported
+            }
+            Err(e) => return Err(e.clone()),
+        };
+        self.update(cp, |s| {
+            s.takes_profiles = Some(answer == ProfileAnswer::Accepted);
+        });
+        self.log(json!({"event": "plan", "charge_point": cp,
+            "schedule": profile["chargingSchedule"], "valid_to": profile["validTo"],
+            "answer": answer}));
+        Ok(answer)
+    }
+
+    /// Asks charger `cp` to start charging on connector 1 for `id_tag`; true if it accepted.
+    pub async fn remote_start(&self, cp: &str, id_tag: &str) -> Result<bool, String> {
+        let r = self
+            .link(cp)?
+            .call(
+                "RemoteStartTransaction",
+                json!({"connectorId": 1, "idTag": id_tag}),
+            )
+            .await?;
+        let ok = r["status"] == "Accepted";
+        self.log(json!({"event": "remote_start", "charge_point": cp, "accepted": ok}));
+        Ok(ok)
+    }
+
+    /// Asks charger `cp` to stop its transaction; true if it accepted (false without one).
+    pub async fn remote_stop(&self, cp: &str) -> Result<bool, String> {
+        let Some(tx) = self.charger(cp).transaction else {
+            return Ok(false);
+        };
+        let r = self
+            .link(cp)?
+            .call("RemoteStopTransaction", json!({"transactionId": tx}))
+            .await?;
+        let ok = r["status"] == "Accepted";
+        self.log(json!({"event": "remote_stop", "charge_point": cp, "accepted": ok}));
+        Ok(ok)
     }
 
     fn log(&self, v: Value) {
@@ -278,6 +449,10 @@ impl CentralSystem {
             *l = r;
             r
         };
+        self.update(cp, |s| {
+            s.register_mwh = Some(in_register_mwh);
+            s.power_w = Some(f64::from(power_w));
+        });
         if let Some(key) = self.cfg.chargers.get(cp) {
             self.sink.publish(RawSample::signed(
                 key,
@@ -350,7 +525,7 @@ impl Link {
         let r = self
             .call(
                 "ClearChargingProfile",
-                json!({"id": 2, "connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile"}),
+                json!({"id": PLAN_PROFILE_ID, "connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile"}),
             )
             .await;
         self.cs
@@ -379,6 +554,11 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
         pending: pending.clone(),
         seq: Arc::new(AtomicU64::new(1)),
     };
+    cs.links
+        .lock()
+        .expect("links lock")
+        .insert(cp.clone(), link.clone());
+    cs.update(&cp, |s| s.connected = true);
     cs.log(json!({"event": "connected", "charge_point": cp}));
     while let Some(msg) = stream.next().await {
         let text = match msg {
@@ -430,7 +610,10 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
             _ => cs.log(json!({"event": "malformed", "charge_point": cp, "frame": text})),
         }
     }
+    cs.links.lock().expect("links lock").remove(&cp);
+    cs.update(&cp, |s| s.connected = false);
     cs.log(json!({"event": "disconnected", "charge_point": cp}));
+    drop(link);
     drop(out);
     let _ = writer.await;
 }
@@ -450,6 +633,10 @@ async fn smart_charging(link: &Link) {
         }
     };
     cs.log(json!({"event": "configuration", "charge_point": cp, "smart_charging": conf}));
+    cs.update(cp, |s| {
+        s.smart_charging = Some(conf.clone());
+        s.boots += 1;
+    });
     let start = now_rfc3339();
     let (volts, phases) = (cs.cfg.volts, cs.cfg.phases);
     let site = cs.cfg.site_limit_w.map(|w| {
@@ -468,8 +655,12 @@ async fn smart_charging(link: &Link) {
     let sends = [
         site.as_ref()
             .map(|s| (0, profile_json(1, 0, "ChargePointMaxProfile", s, &start))),
-        plan.as_ref()
-            .map(|s| (1, profile_json(2, stack, "TxDefaultProfile", s, &start))),
+        plan.as_ref().map(|s| {
+            (
+                1,
+                profile_json(PLAN_PROFILE_ID, stack, "TxDefaultProfile", s, &start),
+            )
+        }),
     ];
     for (connector, profile) in sends.into_iter().flatten() {
         let r = link
@@ -515,7 +706,7 @@ fn register_sample(cs: &CentralSystem, cp: &str, p: &Value, field: &str) -> Resu
 fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<Value, CallError> {
     let violation = |what: &str| ("FormationViolation", what.to_string());
     let tag_status = |tag: &str| {
-        if cs.cfg.id_tags.iter().any(|t| t == tag) {
+        if cs.cfg.id_tags.is_empty() || cs.cfg.id_tags.iter().any(|t| t == tag) {
             "Accepted"
         } else {
             "Invalid"
@@ -529,6 +720,11 @@ fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<
         }
         "Heartbeat" => Ok(json!({"currentTime": now_rfc3339()})),
         "StatusNotification" => {
+            if p["connectorId"] == 1 {
+                if let Some(status) = p["status"].as_str() {
+                    cs.update(cp, |s| s.status = Some(status.to_string()));
+                }
+            }
             cs.log(json!({"event": "status", "charge_point": cp,
                 "connector": p["connectorId"], "status": p["status"], "error": p["errorCode"]}));
             Ok(json!({}))
@@ -545,12 +741,17 @@ fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<
                 .ok_or_else(|| violation("idTag missing"))?;
             let meter_wh = register_sample(cs, cp, p, "meterStart")?;
             let tx = cs.next_tx.fetch_add(1, Ordering::Relaxed);
+            cs.update(cp, |s| s.transaction = Some(tx));
             cs.log(json!({"event": "transaction_started", "charge_point": cp,
                 "transaction_id": tx, "meter_start_wh": meter_wh}));
             Ok(json!({"transactionId": tx, "idTagInfo": {"status": tag_status(tag)}}))
         }
         "StopTransaction" => {
             let meter_wh = register_sample(cs, cp, p, "meterStop")?;
+            cs.update(cp, |s| {
+                s.transaction = None;
+                s.power_w = Some(0.0);
+            });
             cs.log(json!({"event": "transaction_stopped", "charge_point": cp,
                 "transaction_id": p["transactionId"], "meter_stop_wh": meter_wh}));
             Ok(json!({"idTagInfo": {"status": "Accepted"}}))
@@ -591,6 +792,14 @@ fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<
         }
         other => Err(("NotImplemented", format!("{other} is not supported"))),
     }
+}
+
+/// Runs the central system on a listener already bound, until the process ends.
+pub async fn serve_on(
+    cs: Arc<CentralSystem>,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<()> {
+    axum::serve(listener, cs.router()).await
 }
 
 /// Runs the central system on `listen` until `sessions` transactions have stopped (or forever).

@@ -270,6 +270,7 @@ fn the_api_the_page_uses_is_documented_and_answers_to_its_schema() {
             &format!("/v1/market/trades?owner={member}"),
             &format!("/v1/market/orders?owner={member}"),
             &format!("/v1/homes/{member}/money.svg"),
+            &format!("/v1/homes/{member}/plan.svg"),
             &format!("/v1/charts/depth.svg?slot={cleared}"),
             &format!("/v1/market/slots/{cleared}"),
             "/v1/market/history?slots=0",

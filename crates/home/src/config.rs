@@ -57,6 +57,11 @@ pub struct HomeConfig {
     pub pv: Option<SunSpecConfig>,
     pub battery: Option<SunSpecConfig>,
     pub grid_meter: Option<GridMeterConfig>,
+    /// The EV charger (OCPP 1.6J): it connects to the central system the home runs.
+    pub ev: Option<EvChargerConfig>,
+    /// The switches of the shiftable loads of `[[home.loads]]`, by name.
+    #[serde(default)]
+    pub loads: Vec<LoadConfig>,
     #[serde(default)]
     pub control: ControlConfig,
     /// The community gateway's MQTT broker (`host:port`): samples are also published there.
@@ -104,14 +109,321 @@ pub struct SunSpecConfig {
     pub key: Option<PathBuf>,
 }
 
-/// The connection's meter.
+/// The connection's meter: a SunSpec meter on Modbus TCP, or one published over MQTT.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GridMeterConfig {
     /// A SunSpec meter (models 201-204): positive W is import.
-    pub sunspec: SocketAddr,
+    pub sunspec: Option<SocketAddr>,
     #[serde(default = "one_u8")]
     pub unit: u8,
+    /// A meter on MQTT: a P1/DSMR bridge or a Home Assistant sensor.
+    pub mqtt: Option<MqttMeterConfig>,
+}
+
+/// A meter whose values come over MQTT, one topic each.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttMeterConfig {
+    /// The broker, `host:port`.
+    pub broker: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Topics whose registers add up to the energy imported (DSMR: tariff 1 and tariff 2).
+    pub import_topics: Vec<String>,
+    /// Topics whose registers add up to the energy exported.
+    pub export_topics: Vec<String>,
+    /// The net power, positive importing (without it, the power comes from the registers'
+    /// change).
+    pub power_topic: Option<String>,
+    /// The field holding the value when payloads are JSON objects (`value`, `state`); without
+    /// it a payload is the number itself.
+    pub field: Option<String>,
+    /// `kWh` or `Wh`.
+    #[serde(default = "default_energy_unit")]
+    pub energy_unit: String,
+    /// `W` or `kW`.
+    #[serde(default = "default_power_unit")]
+    pub power_unit: String,
+    /// A value older than this (real seconds) counts as missing.
+    #[serde(default = "default_stale_s")]
+    pub stale_s: u64,
+}
+
+fn default_energy_unit() -> String {
+    "kWh".into()
+}
+fn default_power_unit() -> String {
+    "W".into()
+}
+fn default_stale_s() -> u64 {
+    60
+}
+
+impl MqttMeterConfig {
+    /// The broker's host and port.
+    pub fn broker(&self) -> (String, u16) {
+        let (h, p) = self.broker.rsplit_once(':').expect("checked: host:port");
+        (h.to_string(), p.parse().expect("checked: a port"))
+    }
+
+    /// Every topic it reads.
+    pub fn topics(&self) -> Vec<String> {
+        self.import_topics
+            .iter()
+            .chain(&self.export_topics)
+            .chain(&self.power_topic)
+            .cloned()
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self
+            .broker
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err((
+                "grid_meter.mqtt.broker",
+                format!("{:?} is not host:port", self.broker),
+            ));
+        }
+        for (key, topics) in [
+            ("grid_meter.mqtt.import_topics", &self.import_topics),
+            ("grid_meter.mqtt.export_topics", &self.export_topics),
+        ] {
+            if topics.is_empty() {
+                return Err((key, "at least one topic".into()));
+            }
+        }
+        for t in self.topics() {
+            if t.is_empty() || t.contains(['+', '#']) {
+                return Err((
+                    "grid_meter.mqtt",
+                    format!("{t:?} is not a topic to read (no wildcards)"),
+                ));
+            }
+        }
+        if !matches!(self.energy_unit.as_str(), "kWh" | "Wh") {
+            return Err((
+                "grid_meter.mqtt.energy_unit",
+                format!("{:?} is not kWh or Wh", self.energy_unit),
+            ));
+        }
+        if !matches!(self.power_unit.as_str(), "W" | "kW") {
+            return Err((
+                "grid_meter.mqtt.power_unit",
+                format!("{:?} is not W or kW", self.power_unit),
+            ));
+        }
+        if self.stale_s == 0 {
+            return Err(("grid_meter.mqtt.stale_s", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The home's EV charger. The home runs the OCPP 1.6J central system the charger connects to
+/// (`ws://OCPP_LISTEN/ocpp/CHARGE_POINT`, subprotocol `ocpp1.6`): set that address in the
+/// charger's OCPP settings. The plan goes to it as a `TxDefaultProfile`; a charger that answers
+/// SmartCharging `NotSupported` is started and stopped instead.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvChargerConfig {
+    /// Where the home's central system listens, e.g. `0.0.0.0:8887`.
+    pub ocpp_listen: SocketAddr,
+    /// The charger's charge point id (the last part of the URL it connects to).
+    pub charge_point: String,
+    /// The charger's own key (registered on the chain as an `ev-charger`): it signs the
+    /// charger's meter values and slot readings.
+    pub key: Option<PathBuf>,
+    /// RFID tags the charger may start with; empty: any (the home's own charger).
+    #[serde(default)]
+    pub id_tags: Vec<String>,
+    /// The tag a remote start names, for chargers that are started and stopped.
+    #[serde(default = "default_remote_tag")]
+    pub remote_tag: String,
+    /// The EV's lowest charging rate, kW: the rate while the home has no plan to follow.
+    #[serde(default = "default_ev_min_kw")]
+    pub min_kw: f64,
+    /// Phases and volts per phase, to turn a plan's kW into amperes for chargers that take
+    /// current only.
+    #[serde(default = "default_phases")]
+    pub phases: u8,
+    #[serde(default = "default_volts")]
+    pub volts: f64,
+}
+
+fn default_remote_tag() -> String {
+    "gridmesh-home".into()
+}
+fn default_ev_min_kw() -> f64 {
+    // 6 A on one phase at 230 V: the least IEC 61851 allows.
+    1.4
+}
+fn default_phases() -> u8 {
+    3
+}
+fn default_volts() -> f64 {
+    230.0
+}
+
+/// A shiftable load's switch (its needs are in `[[home.loads]]` under the same name).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(try_from = "RawLoad", into = "RawLoad")]
+pub struct LoadConfig {
+    pub name: String,
+    pub switch: SwitchConfig,
+}
+
+/// How a load is switched.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SwitchConfig {
+    /// A command topic (Tasmota `cmnd/NAME/POWER`, a Shelly or ESPHome switch).
+    Mqtt {
+        broker: String,
+        topic: String,
+        on: String,
+        off: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
+    /// A Modbus TCP coil.
+    Coil {
+        address: SocketAddr,
+        unit: u8,
+        coil: u16,
+    },
+}
+
+/// `[[loads]]` as written: a name and one of `mqtt` or `modbus`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    name: String,
+    mqtt: Option<RawMqttSwitch>,
+    modbus: Option<RawCoil>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqttSwitch {
+    broker: String,
+    topic: String,
+    #[serde(default = "default_on")]
+    on: String,
+    #[serde(default = "default_off")]
+    off: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoil {
+    address: SocketAddr,
+    #[serde(default = "one_u8")]
+    unit: u8,
+    coil: u16,
+}
+
+fn default_on() -> String {
+    "ON".into()
+}
+fn default_off() -> String {
+    "OFF".into()
+}
+
+impl TryFrom<RawLoad> for LoadConfig {
+    type Error = String;
+    fn try_from(r: RawLoad) -> Result<LoadConfig, String> {
+        let switch = match (r.mqtt, r.modbus) {
+            (Some(m), None) => {
+                if m.broker
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(format!(
+                        "load {}: `mqtt.broker` {:?} is not host:port",
+                        r.name, m.broker
+                    ));
+                }
+                if m.topic.is_empty() || m.topic.contains(['+', '#']) {
+                    return Err(format!(
+                        "load {}: `mqtt.topic` {:?} is not a topic to publish to",
+                        r.name, m.topic
+                    ));
+                }
+                SwitchConfig::Mqtt {
+                    broker: m.broker,
+                    topic: m.topic,
+                    on: m.on,
+                    off: m.off,
+                    username: m.username,
+                    password: m.password,
+                }
+            }
+            (None, Some(c)) => SwitchConfig::Coil {
+                address: c.address,
+                unit: c.unit,
+                coil: c.coil,
+            },
+            _ => {
+                return Err(format!(
+                    "load {}: give its switch as `mqtt` or `modbus`, one of the two",
+                    r.name
+                ))
+            }
+        };
+        Ok(LoadConfig {
+            name: r.name,
+            switch,
+        })
+    }
+}
+
+impl From<LoadConfig> for RawLoad {
+    fn from(l: LoadConfig) -> RawLoad {
+        let (mqtt, modbus) = match l.switch {
+            SwitchConfig::Mqtt {
+                broker,
+                topic,
+                on,
+                off,
+                username,
+                password,
+            } => (
+                Some(RawMqttSwitch {
+                    broker,
+                    topic,
+                    on,
+                    off,
+                    username,
+                    password,
+                }),
+                None,
+            ),
+            SwitchConfig::Coil {
+                address,
+                unit,
+                coil,
+            } => (
+                None,
+                Some(RawCoil {
+                    address,
+                    unit,
+                    coil,
+                }),
+            ),
+        };
+        RawLoad {
+            name: l.name,
+            mqtt,
+            modbus,
+        }
+    }
 }
 
 /// How the home drives its devices.
@@ -207,6 +519,9 @@ impl HomeConfig {
                 resolve(k);
             }
         }
+        if let Some(k) = cfg.ev.as_mut().and_then(|e| e.key.as_mut()) {
+            resolve(k);
+        }
         cfg.check().map_err(|(key, reason)| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,
@@ -251,17 +566,95 @@ impl HomeConfig {
         if self.pv.is_some() && self.home.pv_kwp <= 0.0 {
             return Err(("home.pv_kwp", "a [pv] device needs its rating here".into()));
         }
-        if self.home.ev.is_some() {
-            return Err((
-                "home.ev",
-                "the home process does not drive an EV charger yet: plan the EV with `gridmesh agent`, or leave it out".into(),
-            ));
+        match (&self.ev, &self.home.ev) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err((
+                    "ev",
+                    "an [ev] charger needs its [home.ev] needs (power_kw, energy_kwh, departure_hour) and the other way round".into(),
+                ))
+            }
+            (Some(c), Some(e)) => {
+                if c.charge_point.is_empty()
+                    || !c
+                        .charge_point
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+                {
+                    return Err((
+                        "ev.charge_point",
+                        format!(
+                            "{:?} is not a charge point id (letters, digits, - _ .)",
+                            c.charge_point
+                        ),
+                    ));
+                }
+                if !(c.min_kw > 0.0 && c.min_kw <= e.power_kw) {
+                    return Err((
+                        "ev.min_kw",
+                        format!(
+                            "{} is not above 0 and at most the EV's power_kw {}",
+                            c.min_kw, e.power_kw
+                        ),
+                    ));
+                }
+                if !matches!(c.phases, 1 | 3) {
+                    return Err(("ev.phases", format!("{} is not 1 or 3", c.phases)));
+                }
+                if !(100.0..=400.0).contains(&c.volts) {
+                    return Err((
+                        "ev.volts",
+                        format!("{} is not 100 to 400 V per phase", c.volts),
+                    ));
+                }
+                if c.remote_tag.is_empty() || c.remote_tag.len() > 20 {
+                    return Err((
+                        "ev.remote_tag",
+                        "an OCPP id tag is 1 to 20 characters".into(),
+                    ));
+                }
+            }
+            (None, None) => {}
         }
-        if self.grid_meter.is_none() {
-            return Err((
-                "grid_meter",
-                "the home needs its connection's meter: it settles every slot".into(),
-            ));
+        match &self.grid_meter {
+            None => {
+                return Err((
+                    "grid_meter",
+                    "the home needs its connection's meter: it settles every slot".into(),
+                ))
+            }
+            Some(m) => {
+                match (&m.sunspec, &m.mqtt) {
+                    (Some(_), None) => {}
+                    (None, Some(q)) => q.check()?,
+                    _ => return Err((
+                        "grid_meter",
+                        "give the meter's `sunspec` address or its `mqtt` topics, one of the two"
+                            .into(),
+                    )),
+                }
+            }
+        }
+        for l in &self.loads {
+            if !self.home.loads.iter().any(|h| h.name == l.name) {
+                return Err((
+                    "loads",
+                    format!(
+                        "load {:?} has a switch but no [[home.loads]] entry (power_kw, energy_kwh, window)",
+                        l.name
+                    ),
+                ));
+            }
+        }
+        for h in &self.home.loads {
+            if self.loads.iter().filter(|l| l.name == h.name).count() != 1 {
+                return Err((
+                    "home.loads",
+                    format!(
+                        "load {:?} needs one [[loads]] entry with its switch (mqtt or modbus)",
+                        h.name
+                    ),
+                ));
+            }
         }
         let c = &self.control;
         if !(1..=3_600).contains(&c.reversion_s) {
@@ -336,12 +729,34 @@ power_kw = 5
 # Kept for outages; the plan never goes below it.
 reserve_kwh = 1
 
-# An EV's daily needs (UTC hours):
+# An EV: what it needs by when (UTC hours). While the charger says a car is plugged in, the plan
+# gets it `energy_kwh` per session by `departure_hour`; `arrival_hour` is only the cold-start guess.
 # [home.ev]
 # power_kw = 11
 # energy_kwh = 20
 # arrival_hour = 17
 # departure_hour = 7
+#
+# Loads the plan may shift within a daily window (UTC hours), and their switches:
+# [[home.loads]]
+# name = "boiler"
+# power_kw = 2
+# energy_kwh = 3
+# earliest_hour = 9
+# latest_hour = 16
+# [[loads]]
+# name = "boiler"
+# # A Tasmota/Shelly switch; set its auto-off (PulseTime, auto_off) to control.reversion_s.
+# mqtt = {{ broker = "192.168.1.5:1883", topic = "cmnd/boiler/POWER" }}
+# # or a Modbus coil: modbus = {{ address = "192.168.1.30:502", unit = 1, coil = 0 }}
+#
+# Its charger (OCPP 1.6J): point the charger at ws://THIS_HOST:8887/ocpp/wallbox-1.
+# [ev]
+# ocpp_listen = "0.0.0.0:8887"
+# charge_point = "wallbox-1"
+# key = "ev.key"
+# # The EV's lowest rate, kW, used while there is no plan to follow.
+# min_kw = 1.4
 
 {discovered}
 # Show the home in Home Assistant (MQTT discovery: it appears with its energy sensors, ready for
@@ -377,6 +792,13 @@ key = "battery.key"
 [grid_meter]
 sunspec = "192.168.1.21:502"
 unit = 1
+# Or a meter on MQTT (a P1/DSMR bridge, a Home Assistant sensor), instead of `sunspec`:
+# [grid_meter.mqtt]
+# broker = "192.168.1.5:1883"
+# import_topics = ["dsmr/reading/electricity_delivered_1", "dsmr/reading/electricity_delivered_2"]
+# export_topics = ["dsmr/reading/electricity_returned_1", "dsmr/reading/electricity_returned_2"]
+# # A net power topic, positive importing; without one, the power comes from the registers.
+# # power_topic = "home/grid_power_w"
 "#;
 
 /// Walks the SunSpec map at `addr` (unit 1) and writes the device sections it finds: an
@@ -465,5 +887,85 @@ mod tests {
         .unwrap();
         let e = HomeConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("contrl"), "{e}");
+    }
+
+    #[test]
+    fn an_ev_charger_needs_its_needs_and_sane_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home.toml");
+        let ev =
+            "[home.ev]\npower_kw = 11\nenergy_kwh = 20\narrival_hour = 17\ndeparture_hour = 7\n";
+        let charger = "[ev]\nocpp_listen = \"127.0.0.1:8887\"\ncharge_point = \"wallbox-1\"\nkey = \"ev.key\"\n";
+        let with = |needs: &str, charger: &str| {
+            template(UNDISCOVERED)
+                .replace("[pv]\n", &format!("{charger}\n[pv]\n"))
+                .replace("[home.battery]", &format!("{needs}\n[home.battery]"))
+        };
+        std::fs::write(&path, with(ev, charger)).unwrap();
+        let cfg = HomeConfig::load(&path).unwrap();
+        let c = cfg.ev.unwrap();
+        assert_eq!(c.key, Some(dir.path().join("ev.key")));
+        assert_eq!((c.min_kw, c.phases, c.volts), (1.4, 3, 230.0));
+        assert!(c.id_tags.is_empty());
+        for (needs, charger, key) in [
+            ("", charger, "ev"),
+            (ev, "", "ev"),
+            (
+                ev,
+                &charger.replace("wallbox-1", "wall box"),
+                "ev.charge_point",
+            ),
+            (ev, &format!("{charger}min_kw = 12\n"), "ev.min_kw"),
+            (ev, &format!("{charger}phases = 2\n"), "ev.phases"),
+            (ev, &format!("{charger}volts = 12\n"), "ev.volts"),
+        ] {
+            std::fs::write(&path, with(needs, charger)).unwrap();
+            let e = HomeConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_shiftable_load_needs_its_switch_and_the_other_way_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home.toml");
+        let needs = "[[home.loads]]\nname = \"boiler\"\npower_kw = 2\nenergy_kwh = 3\nearliest_hour = 10\nlatest_hour = 16\n";
+        let mqtt = "[[loads]]\nname = \"boiler\"\nmqtt = { broker = \"127.0.0.1:1883\", topic = \"cmnd/boiler/POWER\" }\n";
+        let coil =
+            "[[loads]]\nname = \"boiler\"\nmodbus = { address = \"127.0.0.1:502\", coil = 3 }\n";
+        let with = |extra: &str| format!("{}\n{extra}", template(UNDISCOVERED));
+        std::fs::write(&path, with(&format!("{needs}{mqtt}"))).unwrap();
+        let cfg = HomeConfig::load(&path).unwrap();
+        assert!(matches!(&cfg.loads[0].switch, SwitchConfig::Mqtt { on, .. } if on == "ON"));
+        std::fs::write(&path, with(&format!("{needs}{coil}"))).unwrap();
+        let cfg = HomeConfig::load(&path).unwrap();
+        assert!(matches!(
+            cfg.loads[0].switch,
+            SwitchConfig::Coil {
+                unit: 1,
+                coil: 3,
+                ..
+            }
+        ));
+        for (text, why) in [
+            (needs.to_string(), "`home.loads`"),
+            (mqtt.to_string(), "`loads`"),
+            (format!("{needs}{mqtt}{coil}"), "`home.loads`"),
+            (
+                format!("{needs}[[loads]]\nname = \"boiler\"\n"),
+                "`mqtt` or `modbus`",
+            ),
+            (
+                format!(
+                    "{needs}{}",
+                    mqtt.replace("cmnd/boiler/POWER", "cmnd/+/POWER")
+                ),
+                "not a topic",
+            ),
+        ] {
+            std::fs::write(&path, with(&text)).unwrap();
+            let e = HomeConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 }

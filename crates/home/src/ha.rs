@@ -43,7 +43,7 @@ const ENERGY: (Option<&str>, Option<&str>, Option<&str>) =
     (Some("kWh"), Some("energy"), Some("total_increasing"));
 
 /// The sensors, in the order HA lists them.
-const SENSORS: [Sensor; 13] = [
+const SENSORS: [Sensor; 15] = [
     sensor("grid_import", "Grid import", ENERGY.0, ENERGY.1, ENERGY.2),
     sensor("grid_export", "Grid export", ENERGY.0, ENERGY.1, ENERGY.2),
     sensor("pv_energy", "PV production", ENERGY.0, ENERGY.1, ENERGY.2),
@@ -71,6 +71,14 @@ const SENSORS: [Sensor; 13] = [
     sensor(
         "battery_power",
         "Battery power (+ discharging)",
+        Some("kW"),
+        Some("power"),
+        Some("measurement"),
+    ),
+    sensor("ev_energy", "EV charged", ENERGY.0, ENERGY.1, ENERGY.2),
+    sensor(
+        "ev_power",
+        "EV charging power",
         Some("kW"),
         Some("power"),
         Some("measurement"),

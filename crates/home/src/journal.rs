@@ -29,6 +29,16 @@ pub struct SlotRecord {
     pub planned_battery_kw: Option<f64>,
     #[serde(default)]
     pub planned_grid_kw: Option<f64>,
+    /// The EV's charging, measured and planned, kW (its energy is not in `load_kw`).
+    #[serde(default)]
+    pub ev_kw: f64,
+    #[serde(default)]
+    pub planned_ev_kw: Option<f64>,
+    /// The shiftable loads together, measured (their rated power while on) and planned, kW.
+    #[serde(default)]
+    pub loads_kw: f64,
+    #[serde(default)]
+    pub planned_loads_kw: Option<f64>,
 }
 
 /// A transaction waiting for the node: what it is, and the hash once sent.

@@ -37,6 +37,10 @@ pub struct Now {
     /// Positive importing.
     pub grid_kw: Option<f64>,
     pub soc_kwh: Option<f64>,
+    /// The EV's charging power, whether it is plugged in, and its session's energy (kWh).
+    pub ev_kw: Option<f64>,
+    pub ev_plugged: Option<bool>,
+    pub ev_session_kwh: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -44,6 +48,8 @@ pub struct Setpoints {
     /// The battery's setpoint, positive discharging.
     pub battery_kw: Option<f64>,
     pub pv_limit_pct: Option<f64>,
+    /// How the EV charger is driven: `profile`, `start-stop`, or `unknown` before it answered.
+    pub ev_control: Option<&'static str>,
 }
 
 /// One slot, planned and (once measured) actual.
@@ -54,9 +60,11 @@ pub struct PlanRow {
     pub planned_battery_kw: Option<f64>,
     pub planned_grid_kw: Option<f64>,
     pub planned_soc_kwh: Option<f64>,
+    pub planned_ev_kw: Option<f64>,
     pub actual_battery_kw: Option<f64>,
     pub actual_grid_kw: Option<f64>,
     pub actual_soc_kwh: Option<f64>,
+    pub actual_ev_kw: Option<f64>,
     /// Whether the home followed the plan (else it ran self-consumption).
     pub followed: Option<bool>,
 }
@@ -69,6 +77,7 @@ impl PlanRow {
             planned_battery_kw: Some(p.battery_kw),
             planned_grid_kw: Some(p.import_kw - p.export_kw),
             planned_soc_kwh: Some(p.soc_kwh),
+            planned_ev_kw: Some(p.ev_kw),
             ..PlanRow::default()
         }
     }
@@ -84,7 +93,9 @@ pub fn last_day(slot: u64, history: &BTreeMap<u64, SlotRecord>) -> Vec<PlanRow> 
             planned_battery_kw: r.planned_battery_kw,
             planned_grid_kw: r.planned_grid_kw,
             planned_soc_kwh: None,
+            planned_ev_kw: r.planned_ev_kw,
             actual_battery_kw: Some(r.battery_kw),
+            actual_ev_kw: r.planned_ev_kw.map(|_| r.ev_kw),
             actual_grid_kw: Some((r.import_kwh - r.export_kwh) / 0.25),
             actual_soc_kwh: r.soc_kwh,
             followed: Some(r.planned),
@@ -101,7 +112,7 @@ pub struct StatusDoc {
     pub fallback_reason: Option<String>,
     /// `measured` (the home's own history) or `reference` (profiles, at cold start).
     pub forecast: &'static str,
-    pub devices: BTreeMap<&'static str, DeviceStatus>,
+    pub devices: BTreeMap<String, DeviceStatus>,
     pub now: Now,
     pub setpoints: Setpoints,
     /// The envelope's export limit in this slot, kW.
@@ -174,6 +185,19 @@ pub fn human(s: &serde_json::Value) -> String {
         kw(&n["grid_kw"]),
         n["soc_kwh"].as_f64().map_or("-".into(), |x| format!("{x:.1} kWh"))
     );
+    if n["ev_plugged"] == true {
+        let _ = writeln!(
+            out,
+            "EV: plugged in, charging {}, {} this session (driven by {})",
+            kw(&n["ev_kw"]),
+            n["ev_session_kwh"]
+                .as_f64()
+                .map_or("-".into(), |x| format!("{x:.1} kWh")),
+            s["setpoints"]["ev_control"].as_str().unwrap_or("-")
+        );
+    } else if n["ev_plugged"] == false {
+        let _ = writeln!(out, "EV: not plugged in");
+    }
     if let Some(devices) = s["devices"].as_object() {
         for (name, d) in devices {
             let state = match d["error"].as_str() {
@@ -198,17 +222,19 @@ pub fn human(s: &serde_json::Value) -> String {
         };
         let _ = writeln!(
             out,
-            "{title}\n  time   battery plan/actual   grid plan/actual"
+            "{title}\n  time   battery plan/actual   grid plan/actual      EV plan/actual"
         );
         for r in list.iter().skip(list.len().saturating_sub(12)) {
             let _ = writeln!(
                 out,
-                "  {}  {:>8} / {:<8}  {:>8} / {:<8}",
+                "  {}  {:>8} / {:<8}  {:>8} / {:<8}  {:>8} / {:<8}",
                 time(&r["start_ms"]),
                 kw(&r["planned_battery_kw"]),
                 kw(&r["actual_battery_kw"]),
                 kw(&r["planned_grid_kw"]),
-                kw(&r["actual_grid_kw"])
+                kw(&r["actual_grid_kw"]),
+                kw(&r["planned_ev_kw"]),
+                kw(&r["actual_ev_kw"])
             );
         }
     };

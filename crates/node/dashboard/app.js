@@ -305,6 +305,8 @@ const pages = {
     };
     const img = await privateChart(`/v1/homes/${s.address}/flows.svg?slots=96`,
       "Imported, exported, bought and sold energy in kWh per 15-minute slot over the last day");
+    const plan = await privateChart(`/v1/homes/${s.address}/plan.svg?slots=96`,
+      "The grid exchange the home's orders planned and the one its meter measured, kWh per 15-minute slot over the last day");
     const money = await privateChart(`/v1/homes/${s.address}/money.svg?slots=96`,
       "Tokens spent on the utility and neighbours and earned from feed-in and neighbours, per hour over the last day");
     const out = el("button", { type: "button", id: "signout" }, "Sign out");
@@ -346,6 +348,8 @@ const pages = {
         card("Rewards (tokens)", mt.rewards, "home_month.totals.rewards")),
       el("h2", {}, "Energy over the last day"),
       el("figure", {}, img, el("figcaption", {}, "Energy per 15-minute slot in kWh: the meter's import and export, and what was traded with neighbours.")),
+      el("h2", {}, "Plan and what happened over the last day"),
+      el("figure", {}, plan, el("figcaption", {}, "Energy per 15-minute slot in kWh, + import: the exchange with the grid the home's agent planned (what it ordered) and what the meter measured.")),
       el("h2", {}, "Money over the last day"),
       el("figure", {}, money, el("figcaption", {}, "Tokens per hour: spent on the utility and on neighbours (above), earned as feed-in credit and from neighbours (below).")),
       el("h2", {}, "My devices"),

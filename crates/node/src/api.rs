@@ -56,6 +56,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_home::get_home,
         crate::api_home::get_home_chart,
         crate::api_home::get_money_chart,
+        crate::api_home::get_plan_chart,
         crate::api_home::get_grants,
         crate::api_home::put_grant,
         crate::api_home::delete_grant,
@@ -199,6 +200,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/homes/{address}/flows.svg",
             get(crate::api_home::get_home_chart),
+        )
+        .route(
+            "/v1/homes/{address}/plan.svg",
+            get(crate::api_home::get_plan_chart),
         )
         .route(
             "/v1/homes/{address}/money.svg",

@@ -631,6 +631,49 @@ pub async fn get_home_chart(
     Ok(crate::api_dashboard::svg(svg))
 }
 
+/// A home's plan against what happened, SVG: per slot, the exchange with the grid its orders
+/// planned (bought less sold ordered) and the one its meter measured (imported less exported)
+/// (owner or grantee, like the home view).
+#[utoipa::path(get, path = "/v1/homes/{address}/plan.svg", params(("address" = String, Path, description = "the home owner's account, 64 hex characters"), HomeQuery),
+    responses((status = 200, content_type = "image/svg+xml", body = String),
+              (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+              (status = 403, body = crate::api::ErrorBody)))]
+pub async fn get_plan_chart(
+    state: State<Arc<Shared>>,
+    path: Path<String>,
+    query: Query<HomeQuery>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use gridmesh_charts::{line_chart, Line, PALETTE};
+    let Json(view) = get_home(state, path, query, headers).await?;
+    let last = view.last_slot;
+    let kwh = |v: &String| v.parse::<f64>().unwrap_or(0.0);
+    let series = |f: &dyn Fn(&HomeSlot) -> f64| -> Vec<(f64, f64)> {
+        view.slots
+            .iter()
+            .map(|r| (-((last - r.slot) as f64) / 4.0, f(r)))
+            .collect()
+    };
+    let svg = line_chart(
+        "My home's plan and what happened: grid exchange per 15 minutes (+ import)",
+        "hours before the current slot (h)",
+        "energy (kWh)",
+        &[
+            Line {
+                name: "planned (ordered)",
+                color: PALETTE[2],
+                points: series(&|r| kwh(&r.ordered_buy_kwh) - kwh(&r.ordered_sell_kwh)),
+            },
+            Line {
+                name: "metered",
+                color: PALETTE[0],
+                points: series(&|r| kwh(&r.import_kwh) - kwh(&r.export_kwh)),
+            },
+        ],
+    );
+    Ok(crate::api_dashboard::svg(svg))
+}
+
 /// A home's money per hour as stacked bars, SVG: spent (utility, neighbours) above the axis,
 /// earned (feed-in credit, neighbours) below (owner or grantee, like the home view).
 #[utoipa::path(get, path = "/v1/homes/{address}/money.svg", params(("address" = String, Path, description = "the home owner's account, 64 hex characters"), HomeQuery),

@@ -212,11 +212,39 @@ pub struct AgentConfig {
     pub seed: u64,
 }
 
-/// The home's year of data (2010, twice in a row so any slot of the year has a week behind it).
+/// The home's year of data (2010, twice in a row so any slot of the year has a week behind it),
+/// with what the home measured in place of the reference, and once it has enough of its own
+/// history a learned load model.
+#[derive(Clone)]
 pub struct HomeData {
     load_kw: Vec<f64>,
     pv_kw: Vec<f64>,
     clear_sky_kw: Vec<f64>,
+    /// Which slots hold the home's own measurements.
+    measured: Vec<bool>,
+    learned: Option<std::sync::Arc<LearnedLoad>>,
+}
+
+/// Measured days a learned load model needs before it is trained.
+pub const LEARN_AFTER_DAYS: usize = 7;
+
+/// A load model trained on the home's measured history, and how it did against persistence on
+/// the last measured day (held out of its training).
+pub struct LearnedLoad {
+    model: gridmesh_agent::learned::Learned,
+    /// The slot it was trained at.
+    pub trained_at: u64,
+    pub training_rows: usize,
+    /// Mean absolute error on the held-out day, kW: the learned model's and persistence's.
+    pub mae_learned_kw: f64,
+    pub mae_persistence_kw: f64,
+}
+
+impl LearnedLoad {
+    /// Whether it beat persistence on the held-out day (and so forecasts the load).
+    pub fn in_use(&self) -> bool {
+        self.mae_learned_kw < self.mae_persistence_kw
+    }
 }
 
 impl HomeData {
@@ -228,10 +256,13 @@ impl HomeData {
         let load = household_load_kw(&profile, home.annual_kwh, home.seed);
         let (pv, clear) = pv_power_kw(&weather, &PvArray::potsdam(home.pv_kwp));
         let twice = |v: Vec<f64>| [v.clone(), v].concat();
+        let measured = vec![false; 2 * load.len()];
         Ok(HomeData {
             load_kw: twice(load),
             pv_kw: twice(pv),
             clear_sky_kw: twice(clear),
+            measured,
+            learned: None,
         })
     }
 }
@@ -377,13 +408,24 @@ impl HomeData {
     /// Forecasts from `slot` over `horizon` slots (persistence and smart persistence on the
     /// year's data before `slot`).
     pub fn forecast(&self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
-        home_forecast(
+        let origin = year_index(slot);
+        let (mut load, pv) = home_forecast(
             &self.load_kw,
             &self.pv_kw,
             &self.clear_sky_kw,
-            year_index(slot),
+            origin,
             horizon,
-        )
+        );
+        if let Some(l) = self.learned.as_ref().filter(|l| l.in_use()) {
+            use gridmesh_agent::forecast::Forecaster;
+            load = l.model.forecast(
+                &self.load_kw,
+                origin,
+                horizon,
+                &gridmesh_agent::forecast::Context { clear_sky_kw: None },
+            );
+        }
+        (load, pv)
     }
 
     /// Puts what the home measured in `slot` (mean kW) in place of the reference data: the
@@ -392,7 +434,117 @@ impl HomeData {
         let i = year_index(slot);
         self.load_kw[i] = load_kw;
         self.pv_kw[i] = pv_kw;
+        self.measured[i] = true;
     }
+
+    /// The learned load model, once trained.
+    pub fn learned(&self) -> Option<&LearnedLoad> {
+        self.learned.as_deref()
+    }
+
+    /// Puts a model trained by [`HomeData::train_load`] (on a copy, away from the loop) in place.
+    pub fn set_learned(&mut self, model: Option<std::sync::Arc<LearnedLoad>>) {
+        self.learned = model;
+    }
+
+    /// Trains boosted trees on the home's measured load before `slot` (at least
+    /// [`LEARN_AFTER_DAYS`] measured days, the last five weeks), the last measured day held out
+    /// and scored against persistence; `None` with too little history. Features: the time of
+    /// day and year, the day type, the recent past and the reference year's weather at that time
+    /// of year (climatology: the home has no weather forecast; the trees learn how much it
+    /// counts).
+    pub fn train_load(&self, slot: u64) -> Option<LearnedLoad> {
+        use gridmesh_agent::forecast::{Context as FcContext, Forecaster, Persistence};
+        use gridmesh_agent::learned::{Exogenous, Learned, Target, TrainOptions};
+        let now = year_index(slot);
+        let from = now.saturating_sub(5 * 7 * 96);
+        let measured_days = self.measured[from..now].iter().filter(|m| **m).count() / 96;
+        if measured_days < LEARN_AFTER_DAYS {
+            return None;
+        }
+        // The held-out day: the last whole day measured before now.
+        let test_from = now - now % 96 - 96;
+        let weather = parse_try(REFERENCE_TRY).ok()?;
+        let (cloud, temperature) = gridmesh_agent::data::weather_per_slot(&weather);
+        let twice = |v: Vec<f64>| [v.clone(), v].concat();
+        let exogenous = Exogenous {
+            cloud_octas: twice(cloud),
+            temperature_c: twice(temperature),
+            day_type: day_types_around(slot),
+            clear_sky_kw: None,
+        };
+        let measured = &self.measured;
+        // Hourly origins whose day ahead holds measured targets, before the held-out day.
+        let origins: Vec<usize> = (from..test_from)
+            .step_by(4)
+            .filter(|o| measured[*o])
+            .collect();
+        let options = TrainOptions {
+            horizon_step: 6,
+            trees: 60,
+            max_depth: 5,
+        };
+        let model = Learned::train(
+            Target::Load,
+            &self.load_kw,
+            exogenous,
+            origins,
+            |t| t >= test_from || !measured[t],
+            options,
+        )
+        .ok()?;
+        // Day-ahead forecasts from each hour of the held-out day's start, scored on what was
+        // measured there.
+        let ctx = FcContext { clear_sky_kw: None };
+        let (mut learned_err, mut persistence_err, mut n) = (0.0, 0.0, 0usize);
+        for origin in (test_from - 96..test_from).step_by(4) {
+            let l = model.forecast(&self.load_kw, origin, 96, &ctx);
+            let p = Persistence.forecast(&self.load_kw, origin, 96, &ctx);
+            for (h, t) in (origin..origin + 96).enumerate() {
+                if t >= test_from && t < now && measured[t] {
+                    learned_err += (l[h] - self.load_kw[t]).abs();
+                    persistence_err += (p[h] - self.load_kw[t]).abs();
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        Some(LearnedLoad {
+            training_rows: model.training_rows,
+            model,
+            trained_at: slot,
+            mae_learned_kw: learned_err / n as f64,
+            mae_persistence_kw: persistence_err / n as f64,
+        })
+    }
+}
+
+/// The day type (0 Saturday, 1 Sunday, 2 another day; local days, UTC+1) of each index of the
+/// doubled year arrays as the real calendar has it around `slot`: the second copy is `slot`'s
+/// year, the first the year before (the reference year's own days fall elsewhere in the week).
+fn day_types_around(slot: u64) -> Vec<u8> {
+    let here = year_index(slot) - SLOTS_2010;
+    // The Unix day of the first slot of the second copy, and of the first copy.
+    let this_year = (slot_start_ms(slot) / 86_400_000) as i64 - (here / 96) as i64;
+    let last_year = this_year - 365;
+    (0..2 * SLOTS_2010)
+        .map(|i| {
+            let (start, k) = if i < SLOTS_2010 {
+                (last_year, i)
+            } else {
+                (this_year, i - SLOTS_2010)
+            };
+            // 1970-01-01 was a Thursday: (day + 4) % 7 is 0 on Sundays.
+            let local_day = start + ((k + 4) / 96) as i64;
+            match (local_day + 4).rem_euclid(7) {
+                6 => 0,
+                0 => 1,
+                _ => 2,
+            }
+        })
+        .collect()
 }
 
 /// What one poll found.
@@ -1080,5 +1232,51 @@ mod tests {
             .to_string();
             assert!(e.contains(why), "{why}: {e}");
         }
+    }
+
+    #[test]
+    fn a_load_model_learns_the_homes_week_and_is_used_where_it_beats_persistence() {
+        let spec = HomeSpec::parse("annual_kwh = 3000\n").unwrap();
+        let mut data = HomeData::reference(&spec).unwrap();
+        // A Sunday 00:00 UTC, 7 June 2026 (day 20_611 since 1970, (d + 4) % 7 == 0): the day held out
+        // is a Saturday, where persistence repeats Friday.
+        let sunday = 20_611u64;
+        assert_eq!((sunday + 4) % 7, 0);
+        let now = sunday * 96;
+        assert!(data.train_load(now).is_none(), "no history, no model");
+        // Three weeks of a home that is out on working days and in at weekends.
+        for s in now - 21 * 96..now {
+            let weekday = (s / 96 + 4) % 7;
+            let base = if weekday == 0 || weekday == 6 {
+                1.5
+            } else {
+                0.3
+            };
+            let of_day = (s % 96) as f64 / 96.0;
+            data.record(
+                s,
+                base + 0.2 * (2.0 * std::f64::consts::PI * of_day).sin(),
+                0.0,
+            );
+        }
+        let m = data.train_load(now).expect("three weeks suffice");
+        eprintln!(
+            "learned {:.3} kW off, persistence {:.3} kW, {} rows",
+            m.mae_learned_kw, m.mae_persistence_kw, m.training_rows
+        );
+        assert!(
+            m.mae_learned_kw < 0.5 * m.mae_persistence_kw,
+            "{}",
+            m.mae_learned_kw
+        );
+        assert!(m.in_use());
+        data.set_learned(Some(std::sync::Arc::new(m)));
+        // Sunday's forecast is a weekend's.
+        let (load, _) = data.forecast(now, 96);
+        let mean = load.iter().sum::<f64>() / 96.0;
+        assert!((mean - 1.5).abs() < 0.3, "{mean}");
+        // The calendar is the real one: that Sunday is a Sunday.
+        assert_eq!(day_types_around(now)[year_index(now) + 8], 1);
+        assert_eq!(day_types_around(now)[year_index(now) - 96 + 8], 0);
     }
 }

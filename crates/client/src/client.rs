@@ -145,6 +145,11 @@ impl Client {
         self.get("/v1/tariff/grid")
     }
 
+    /// The microgrid's state (`GET /v1/grid`): grid-connected, islanded or resynchronising.
+    pub fn grid(&self) -> Result<gridmesh_api::chain::GridView, ClientError> {
+        self.get("/v1/grid")
+    }
+
     /// A slot's view, `None` if it never had an order.
     pub fn market_slot(
         &self,

@@ -91,6 +91,9 @@ pub struct SunSpecDevice {
     ctx: Context,
     pub base: u16,
     pub models: Vec<ModelRef>,
+    /// Model 124's fixed points, read once: the charge rating (W) its rates are percents of,
+    /// and the rates' scale factor.
+    storage_rating: Option<(f64, i32)>,
 }
 
 async fn read(ctx: &mut Context, addr: u16, count: u16) -> Result<Vec<u16>, SunSpecError> {
@@ -166,7 +169,12 @@ impl SunSpecDevice {
         })?
         .map_err(|error| SunSpecError::Connect { addr, error })?;
         let (base, models) = discover(&mut ctx).await?;
-        Ok(SunSpecDevice { ctx, base, models })
+        Ok(SunSpecDevice {
+            ctx,
+            base,
+            models,
+            storage_rating: None,
+        })
     }
 
     pub fn model(&self, id: u16) -> Option<ModelRef> {
@@ -206,6 +214,17 @@ impl SunSpecDevice {
 
     /// Power, energy registers, state of charge and the controls in force.
     pub async fn measure(&mut self) -> Result<Measurement, SunSpecError> {
+        self.measure_with(true).await
+    }
+
+    /// What changes from one second to the next: power, energy registers and the state of
+    /// charge, without the controls (models 123 and 124, unless 124 is where the state of charge
+    /// is): a poll's reading in fewer requests. Their fields stay `None`.
+    pub async fn measure_changing(&mut self) -> Result<Measurement, SunSpecError> {
+        self.measure_with(false).await
+    }
+
+    async fn measure_with(&mut self, controls: bool) -> Result<Measurement, SunSpecError> {
         let mut out = Measurement::default();
         if let Some(m) = self.first_of(&[201, 202, 203, 204]) {
             let r = self.read_model(m).await?;
@@ -235,7 +254,10 @@ impl SunSpecDevice {
                 out.soc_pct = Some(scaled(i64::from(v), s));
             }
         }
-        if let Some(m) = self.model(124) {
+        if let Some(m) = self
+            .model(124)
+            .filter(|_| controls || out.soc_pct.is_none())
+        {
             let r = self.read_model(m).await?;
             check_len(&r, 26, m.id)?;
             out.storage_control = Some(r[5]);
@@ -248,7 +270,7 @@ impl SunSpecDevice {
                 }
             }
         }
-        if let Some(m) = self.model(123) {
+        if let Some(m) = self.model(123).filter(|_| controls) {
             let r = self.read_model(m).await?;
             check_len(&r, 24, m.id)?;
             if r[9] == 1 {
@@ -328,14 +350,22 @@ impl SunSpecDevice {
         revert: Duration,
     ) -> Result<(), SunSpecError> {
         let m = self.model(124).ok_or(SunSpecError::MissingModel(124))?;
-        let r = self.read_model(m).await?;
-        check_len(&r, 26, 124)?;
-        let rating_w = match (uint16(r[2]), sf(r[18])) {
-            (Some(v), Some(s)) if v > 0 => scaled(i64::from(v), s),
-            _ => {
-                return Err(SunSpecError::Malformed(
-                    "model 124 has no WChaMax: its rates have nothing to be percents of".into(),
-                ))
+        let (rating_w, s) = match self.storage_rating {
+            Some(known) => known,
+            None => {
+                let r = self.read_model(m).await?;
+                check_len(&r, 26, 124)?;
+                let rating_w =
+                    match (uint16(r[2]), sf(r[18])) {
+                        (Some(v), Some(s)) if v > 0 => scaled(i64::from(v), s),
+                        _ => return Err(SunSpecError::Malformed(
+                            "model 124 has no WChaMax: its rates have nothing to be percents of"
+                                .into(),
+                        )),
+                    };
+                let known = (rating_w, sf(r[25]).unwrap_or(0));
+                self.storage_rating = Some(known);
+                known
             }
         };
         if !power_w.is_finite() {
@@ -343,7 +373,6 @@ impl SunSpecDevice {
                 "battery setpoint {power_w} W is not a number"
             )));
         }
-        let s = sf(r[25]).unwrap_or(0);
         let pct = (power_w.abs() / rating_w * 100.0).min(100.0);
         let raw = |p: f64| (p / 10f64.powi(s)).round() as i16 as u16;
         let (out_pct, in_pct) = if power_w >= 0.0 {

@@ -11,8 +11,10 @@
 //! gridmesh (its battery on plain self-consumption, its EV charging at once); every slot's
 //! readings settle; with the node killed mid-day the home falls back to self-consumption and
 //! resumes when it returns; with the home killed the battery returns to its own control within
-//! its reversion timeout. A second, shorter run has a charger without smart charging: the home
-//! starts and stops it to the plan.
+//! its reversion timeout. A second, shorter run has a charger without smart charging (the home
+//! starts and stops it to the plan) and a grid meter read from a P1 bridge on MQTT (its registers
+//! settle the slots), and islands the community (the home falls back to self-consumption and
+//! plans again once reconnected).
 
 mod common;
 
@@ -798,7 +800,8 @@ fn a_virtual_home_follows_its_plan_for_a_day_settles_every_slot_and_falls_back_w
 }
 
 #[test]
-fn a_charger_without_smart_charging_is_started_and_stopped_and_a_p1_meter_settles_the_slots() {
+fn a_charger_without_smart_charging_is_started_and_stopped_a_p1_meter_settles_the_slots_and_an_island_means_self_consumption(
+) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let c = chain(d, "home-ev-start-stop");
@@ -879,4 +882,37 @@ fn a_charger_without_smart_charging_is_started_and_stopped_and_a_p1_meter_settle
         compared += 1;
     }
     assert!(compared >= 20, "{compared}");
+
+    // The community islands: the home stops trading with the grid and runs on
+    // self-consumption (the EV at its minimum rate), and plans again once reconnected.
+    let grid_event = |event: &str| {
+        stdout_json(&gridmesh(&[
+            "tx",
+            "grid-event",
+            "--event",
+            event,
+            "--key",
+            &c.op_key,
+            "--node",
+            &c.node.url,
+            "--json",
+        ]))
+    };
+    grid_event("islanded");
+    wait_until(
+        "the home to see the island",
+        Duration::from_secs(30),
+        || {
+            let s = status();
+            s["mode"] == "self-consumption"
+                && s["fallback_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("islanded"))
+        },
+    );
+    grid_event("resynchronising");
+    grid_event("reconnected");
+    wait_until("the home to plan again", Duration::from_secs(30), || {
+        status()["mode"] == "plan"
+    });
 }

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 /// Real time between two attempts to reach a device that failed.
 pub const RECONNECT_EVERY: Duration = Duration::from_secs(3);
+/// The controls in force are read every this many polls (they change only when written).
+pub const CONTROLS_EVERY: u64 = 10;
 
 /// One SunSpec device.
 pub struct Device {
@@ -23,6 +25,8 @@ pub struct Device {
     pub last_error: Option<String>,
     /// The last measurement, and the chain time it was taken.
     pub last: Option<(u64, Measurement)>,
+    /// Readings taken (the controls are read with every [`CONTROLS_EVERY`]-th).
+    polls: u64,
 }
 
 /// A device's state for `home status`.
@@ -48,6 +52,7 @@ impl Device {
             next_try: Instant::now(),
             last_error: None,
             last: None,
+            polls: 0,
         }
     }
 
@@ -82,9 +87,26 @@ impl Device {
     }
 
     /// Reads the device; a failure drops the connection (made again later) and is remembered.
+    /// The controls in force (models 123 and 124) are read every [`CONTROLS_EVERY`] polls; in
+    /// between, their last values stand.
     pub async fn measure(&mut self, time_ms: u64) -> Result<Measurement, String> {
+        let full = self.polls % CONTROLS_EVERY == 0;
+        self.polls += 1;
+        let last = self.last.as_ref().map(|(_, m)| m.clone());
         let dev = self.connected().await?;
-        match dev.measure().await {
+        let r = if full {
+            dev.measure().await
+        } else {
+            dev.measure_changing().await.map(|mut m| {
+                if let Some(l) = last {
+                    m.storage_control = l.storage_control;
+                    m.charge_max_w = l.charge_max_w;
+                    m.power_limit_pct = l.power_limit_pct;
+                }
+                m
+            })
+        };
+        match r {
             Ok(m) => {
                 self.last_error = None;
                 self.last = Some((time_ms, m.clone()));

@@ -108,8 +108,11 @@ impl Household for LiveHome {
     }
 
     fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
-        // Persistence reads the same slot a day back: measured once the home has that day.
-        self.forecast = if self.first_measured.is_some_and(|first| first + 96 <= slot) {
+        // The learned load model where it beat persistence on the last day; else persistence,
+        // which reads the same slot a day back: measured once the home has that day.
+        self.forecast = if self.data.learned().is_some_and(|l| l.in_use()) {
+            "learned"
+        } else if self.first_measured.is_some_and(|first| first + 96 <= slot) {
             "measured"
         } else {
             "reference"
@@ -348,6 +351,9 @@ struct NodeState {
     today: Option<[f64; 3]>,
     /// The slot `price_now` and `today` were read in.
     read_in_slot: Option<u64>,
+    /// The microgrid is not grid-connected (`islanded` or `resynchronising`): the plan's trades
+    /// with the utility cannot happen, the home runs on self-consumption.
+    islanded: Option<String>,
 }
 
 /// What the two sides of the home share. The device side never waits on the network: the node
@@ -475,6 +481,8 @@ fn node_loop(
     let mut agent: Option<Agent<'_>> = None;
     let mut session: Option<String> = None;
     let mut envelope_checked: Option<u64> = None;
+    // The day the load model was last trained (chain days).
+    let mut trained_day: Option<u64> = None;
     let retry = Duration::from_secs(cfg.control.node_retry_s);
     let poll = Duration::from_millis(cfg.node_poll_ms);
     while !done.load(Ordering::Relaxed) {
@@ -500,6 +508,29 @@ fn node_loop(
                     sleep_unless(done, retry);
                     continue;
                 }
+            }
+        }
+        // Once a day: train the load model on a copy of the history, away from the device side.
+        let day = slot_of(lock(&shared.clock).now().saturating_sub(1)) / 96;
+        if trained_day != Some(day) {
+            trained_day = Some(day);
+            let (data, slot) = {
+                let h = lock(&shared.home);
+                (h.data.clone(), h.current_slot())
+            };
+            let started = Instant::now();
+            if let Some(m) = data.train_load(slot) {
+                tracing::info!(
+                    rows = m.training_rows,
+                    mae_learned_kw = m.mae_learned_kw,
+                    mae_persistence_kw = m.mae_persistence_kw,
+                    in_use = m.in_use(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "trained the load model on the home's history"
+                );
+                lock(&shared.home)
+                    .data
+                    .set_learned(Some(std::sync::Arc::new(m)));
             }
         }
         let a = agent.as_mut().expect("connected");
@@ -538,11 +569,21 @@ fn node_loop(
                     let today = home_today(a.client(), owner, &mut session, slot);
                     money = Some((price, today));
                 }
+                // The microgrid's mode, every poll: an island changes what the home may do at
+                // once.
+                let grid_mode = a.client().grid().ok().map(|g| g.mode);
                 let mut n = lock(&shared.node);
                 if let Some((price, today)) = money {
                     n.price_now = price;
                     n.today = today.or(n.today);
                     n.read_in_slot = Some(slot);
+                }
+                if let Some(mode) = grid_mode {
+                    let island = (mode != "grid-connected").then_some(mode);
+                    if island.is_some() && n.islanded.is_none() {
+                        tracing::warn!("the community is islanded: local self-consumption");
+                    }
+                    n.islanded = island;
                 }
                 if n.error.is_some() {
                     tracing::info!("the node is back: following the plan again");
@@ -928,7 +969,7 @@ fn device_loop(
             .plans
             .get(&slot)
             .cloned()
-            .filter(|_| node.trading);
+            .filter(|_| node.trading && node.islanded.is_none());
         let grid_kw = grid_now
             .as_ref()
             .and_then(|m| m.power_w)
@@ -1089,11 +1130,22 @@ fn device_loop(
             };
             s.fallback_reason = match (&node.error, plan) {
                 (Some(e), _) => Some(format!("the node is away: {e}")),
+                (None, None) if node.islanded.is_some() => Some(format!(
+                    "the community is {}: no trade with the grid",
+                    node.islanded.as_deref().unwrap_or("islanded")
+                )),
                 (None, None) if !node.trading => Some("not connected to the node yet".into()),
                 (None, None) => Some("no plan covers this slot yet".into()),
                 (None, Some(_)) => None,
             };
             s.forecast = home.forecast;
+            s.learned = home.data.learned().map(|l| crate::status::LearnedStatus {
+                trained_at_ms: slot_start_ms(l.trained_at),
+                training_rows: l.training_rows,
+                mae_learned_kw: l.mae_learned_kw,
+                mae_persistence_kw: l.mae_persistence_kw,
+                in_use: l.in_use(),
+            });
             s.devices.clear();
             for d in [pv.as_ref(), battery.as_ref()].into_iter().flatten() {
                 s.devices.insert(d.name.to_string(), d.status());

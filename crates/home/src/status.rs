@@ -103,6 +103,17 @@ pub fn last_day(slot: u64, history: &BTreeMap<u64, SlotRecord>) -> Vec<PlanRow> 
         .collect()
 }
 
+/// The learned load model: when it was trained, on how much, and how it did on the last day
+/// against persistence.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LearnedStatus {
+    pub trained_at_ms: u64,
+    pub training_rows: usize,
+    pub mae_learned_kw: f64,
+    pub mae_persistence_kw: f64,
+    pub in_use: bool,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatusDoc {
     pub time_ms: u64,
@@ -110,8 +121,11 @@ pub struct StatusDoc {
     /// `plan` (following the agent's plan) or `self-consumption` (the local fallback).
     pub mode: &'static str,
     pub fallback_reason: Option<String>,
-    /// `measured` (the home's own history) or `reference` (profiles, at cold start).
+    /// `learned` (boosted trees on the home's history), `measured` (persistence of the home's
+    /// own history) or `reference` (profiles, at cold start).
     pub forecast: &'static str,
+    /// The learned load model, once trained (after a week of the home's own history).
+    pub learned: Option<LearnedStatus>,
     pub devices: BTreeMap<String, DeviceStatus>,
     pub now: Now,
     pub setpoints: Setpoints,
@@ -174,6 +188,16 @@ pub fn human(s: &serde_json::Value) -> String {
         let _ = writeln!(out, "  why: {r}");
     }
     let _ = writeln!(out, "forecast: {}", s["forecast"].as_str().unwrap_or("-"));
+    if let Some(l) = s["learned"].as_object() {
+        let _ = writeln!(
+            out,
+            "  load model: trained on {} rows; on the last day {:.2} kW off against persistence's {:.2} kW ({})",
+            l["training_rows"],
+            l["mae_learned_kw"].as_f64().unwrap_or(0.0),
+            l["mae_persistence_kw"].as_f64().unwrap_or(0.0),
+            if l["in_use"] == true { "in use" } else { "not in use" }
+        );
+    }
     let n = &s["now"];
     let _ =
         writeln!(

@@ -48,7 +48,9 @@ pub struct HomeConfig {
     /// Real time between two looks at the devices, ms: readings, setpoints.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
-    /// Real time between two looks at the market, ms: plans, orders, readings sent.
+    /// Real time between two looks at the market, ms: plans, orders, readings sent. Every 30 s
+    /// by default: a gate closes minutes ahead of its slot, so an order is still kept current
+    /// several times over.
     #[serde(default = "default_node_poll_ms")]
     pub node_poll_ms: u64,
     /// The household the agent plans for: location (the market area of the connection),
@@ -473,7 +475,7 @@ fn default_poll_ms() -> u64 {
     15_000
 }
 fn default_node_poll_ms() -> u64 {
-    15_000
+    30_000
 }
 fn default_reversion_s() -> u64 {
     60
@@ -712,7 +714,7 @@ data_dir = "gridmesh-home"
 # Real ms between two looks at the devices (readings, setpoints) and at the market (plans,
 # orders, readings sent).
 poll_ms = 15000
-node_poll_ms = 15000
+node_poll_ms = 30000
 
 # What the agent plans for.
 [home]
@@ -856,7 +858,7 @@ mod tests {
         assert_eq!(cfg.control.reversion_s, 60);
         for (from, to, key) in [
             ("\npoll_ms = 15000", "\npoll_ms = 0", "poll_ms"),
-            ("node_poll_ms = 15000", "node_poll_ms = 9", "node_poll_ms"),
+            ("node_poll_ms = 30000", "node_poll_ms = 9", "node_poll_ms"),
             ("reversion_s = 60", "reversion_s = 2", "control.reversion_s"),
             (
                 "location = \"street-1/home-1\"",

@@ -52,6 +52,8 @@ const SAMPLE_FLUSH_MS: u64 = 60_000;
 /// `status.json` is written at most this often (chain ms), and whenever a slot closes or the
 /// mode changes.
 const STATUS_EVERY_MS: u64 = 60_000;
+/// The microgrid's mode (grid-connected or islanded) is read this often (chain ms).
+const GRID_MODE_EVERY_MS: u64 = 60_000;
 /// Home Assistant's state is published at most this often (chain ms).
 const HA_EVERY_MS: u64 = 10_000;
 
@@ -481,8 +483,10 @@ fn node_loop(
     let mut agent: Option<Agent<'_>> = None;
     let mut session: Option<String> = None;
     let mut envelope_checked: Option<u64> = None;
-    // The day the load model was last trained (chain days).
+    // The day the load model was last trained (chain days), and when the microgrid's mode was
+    // last read (chain ms).
     let mut trained_day: Option<u64> = None;
+    let mut grid_read_at = 0u64;
     let retry = Duration::from_secs(cfg.control.node_retry_s);
     let poll = Duration::from_millis(cfg.node_poll_ms);
     while !done.load(Ordering::Relaxed) {
@@ -569,9 +573,15 @@ fn node_loop(
                     let today = home_today(a.client(), owner, &mut session, slot);
                     money = Some((price, today));
                 }
-                // The microgrid's mode, every poll: an island changes what the home may do at
-                // once.
-                let grid_mode = a.client().grid().ok().map(|g| g.mode);
+                // The microgrid's mode, once a chain minute: an island changes what the home may
+                // do within a minute.
+                let now_ms = lock(&shared.clock).now();
+                let grid_mode = if now_ms >= grid_read_at + GRID_MODE_EVERY_MS {
+                    grid_read_at = now_ms;
+                    a.client().grid().ok().map(|g| g.mode)
+                } else {
+                    None
+                };
                 let mut n = lock(&shared.node);
                 if let Some((price, today)) = money {
                     n.price_now = price;

@@ -89,11 +89,17 @@ fn default_prefix() -> String {
     "homeassistant".into()
 }
 
+/// `host:port` as its host and port number; `None` for anything else.
+pub fn host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    (!h.is_empty()).then_some(())?;
+    Some((h.to_string(), p.parse().ok()?))
+}
+
 impl HomeAssistantConfig {
     /// The broker's host and port.
     pub fn broker(&self) -> (String, u16) {
-        let (h, p) = self.mqtt.rsplit_once(':').expect("checked: host:port");
-        (h.to_string(), p.parse().expect("checked: a port"))
+        host_port(&self.mqtt).expect("checked: host:port")
     }
 }
 
@@ -165,8 +171,7 @@ fn default_stale_s() -> u64 {
 impl MqttMeterConfig {
     /// The broker's host and port.
     pub fn broker(&self) -> (String, u16) {
-        let (h, p) = self.broker.rsplit_once(':').expect("checked: host:port");
-        (h.to_string(), p.parse().expect("checked: a port"))
+        host_port(&self.broker).expect("checked: host:port")
     }
 
     /// Every topic it reads.
@@ -180,12 +185,7 @@ impl MqttMeterConfig {
     }
 
     fn check(&self) -> Result<(), (&'static str, String)> {
-        if self
-            .broker
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .is_none()
-        {
+        if host_port(&self.broker).is_none() {
             return Err((
                 "grid_meter.mqtt.broker",
                 format!("{:?} is not host:port", self.broker),
@@ -342,11 +342,7 @@ impl TryFrom<RawLoad> for LoadConfig {
     fn try_from(r: RawLoad) -> Result<LoadConfig, String> {
         let switch = match (r.mqtt, r.modbus) {
             (Some(m), None) => {
-                if m.broker
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
+                if host_port(&m.broker).is_none() {
                     return Err(format!(
                         "load {}: `mqtt.broker` {:?} is not host:port",
                         r.name, m.broker
@@ -683,13 +679,18 @@ impl HomeConfig {
         if c.max_queued_readings == 0 {
             return Err(("control.max_queued_readings", "must be at least 1".into()));
         }
-        if let Some(m) = &self.mqtt {
-            if m.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err(("mqtt", format!("{m:?} is not host:port")));
-            }
+        if let Some(m) = self.mqtt.as_ref().filter(|m| host_port(m).is_none()) {
+            return Err(("mqtt", format!("{m:?} is not host:port")));
+        }
+        if let Some(h) = self
+            .home_assistant
+            .as_ref()
+            .filter(|h| host_port(&h.mqtt).is_none())
+        {
+            return Err((
+                "home_assistant.mqtt",
+                format!("{:?} is not host:port", h.mqtt),
+            ));
         }
         Ok(())
     }
@@ -869,6 +870,11 @@ mod tests {
                 "node = \"http://127.0.0.1:8080\"",
                 "node = \"127.0.0.1:8080\"",
                 "node",
+            ),
+            (
+                "# [home_assistant]\n# mqtt = \"192.168.1.5:1883\"",
+                "[home_assistant]\nmqtt = \"192.168.1.5\"",
+                "home_assistant.mqtt",
             ),
             (
                 "[grid_meter]\nsunspec = \"192.168.1.21:502\"\nunit = 1\n",

@@ -73,12 +73,9 @@ impl Load {
                 username,
                 password,
             } => {
-                let (host, port) = broker.rsplit_once(':').expect("checked: host:port");
-                let mut opts = MqttOptions::new(
-                    format!("gridmesh-home-load-{}", spec.name),
-                    host,
-                    port.parse().expect("checked: a port"),
-                );
+                let (host, port) = crate::config::host_port(broker).expect("checked: host:port");
+                let mut opts =
+                    MqttOptions::new(format!("gridmesh-home-load-{}", spec.name), host, port);
                 opts.set_keep_alive(Duration::from_secs(30));
                 if let (Some(u), Some(p)) = (username, password) {
                     opts.set_credentials(u, p);

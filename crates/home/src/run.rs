@@ -859,11 +859,11 @@ fn device_loop(
                 samples.extend(e.take_samples());
             }
             if let (None, Some(m)) = (&publisher, &cfg.mqtt) {
-                let (host, port) = m.rsplit_once(':').expect("checked: host:port");
+                let (host, port) = crate::config::host_port(m).expect("checked: host:port");
                 let _guard = bg.enter();
                 publisher = Some(gridmesh_gateway::mqtt::Publisher::connect(
-                    host,
-                    port.parse().expect("checked: a port"),
+                    &host,
+                    port,
                     &format!("gridmesh-home-{}", cfg.home.location.replace('/', "-")),
                     id,
                 ));

@@ -589,18 +589,7 @@ pub async fn get_home_chart(
 ) -> Result<axum::response::Response, ApiError> {
     use gridmesh_charts::{line_chart, Line, PALETTE};
     let Json(view) = get_home(state, path, query, headers).await?;
-    let last = view.last_slot;
-    let series = |f: &dyn Fn(&HomeSlot) -> &String| -> Vec<(f64, f64)> {
-        view.slots
-            .iter()
-            .map(|r| {
-                (
-                    -((last - r.slot) as f64) / 4.0,
-                    f(r).parse::<f64>().unwrap_or(0.0),
-                )
-            })
-            .collect()
-    };
+    let series = |f: &dyn Fn(&HomeSlot) -> &String| per_slot(&view, |r| kwh(f(r)));
     let svg = line_chart(
         "My home's energy per 15 minutes",
         "hours before the current slot (h)",
@@ -631,6 +620,19 @@ pub async fn get_home_chart(
     Ok(crate::api_dashboard::svg(svg))
 }
 
+/// A home view's slots as chart points: hours before the current slot, and `f` of the slot.
+fn per_slot(view: &HomeView, f: impl Fn(&HomeSlot) -> f64) -> Vec<(f64, f64)> {
+    view.slots
+        .iter()
+        .map(|r| (-((view.last_slot - r.slot) as f64) / 4.0, f(r)))
+        .collect()
+}
+
+/// A decimal kWh of the API as a number (0 where it is not one).
+fn kwh(v: &str) -> f64 {
+    v.parse().unwrap_or(0.0)
+}
+
 /// A home's plan against what happened, SVG: per slot, the exchange with the grid its orders
 /// planned (bought less sold ordered) and the one its meter measured (imported less exported)
 /// (owner or grantee, like the home view).
@@ -646,14 +648,7 @@ pub async fn get_plan_chart(
 ) -> Result<axum::response::Response, ApiError> {
     use gridmesh_charts::{line_chart, Line, PALETTE};
     let Json(view) = get_home(state, path, query, headers).await?;
-    let last = view.last_slot;
-    let kwh = |v: &String| v.parse::<f64>().unwrap_or(0.0);
-    let series = |f: &dyn Fn(&HomeSlot) -> f64| -> Vec<(f64, f64)> {
-        view.slots
-            .iter()
-            .map(|r| (-((last - r.slot) as f64) / 4.0, f(r)))
-            .collect()
-    };
+    let series = |f: &dyn Fn(&HomeSlot) -> f64| per_slot(&view, f);
     let svg = line_chart(
         "My home's plan and what happened: grid exchange per 15 minutes (+ import)",
         "hours before the current slot (h)",

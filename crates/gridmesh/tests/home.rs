@@ -509,6 +509,7 @@ fn a_virtual_home_follows_its_plan_for_a_day_settles_every_slot_and_falls_back_w
         "pv_energy",
         "battery_charged",
         "battery_discharged",
+        "ev_energy",
     ] {
         let c = config_of(id);
         assert_eq!(c["device_class"], "energy", "{c}");

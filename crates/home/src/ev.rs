@@ -251,22 +251,30 @@ impl EvCharger {
             transaction: s.transaction,
             at: Instant::now(),
         });
-        let (cs, cp, busy, last_error) = (
-            self.cs.clone(),
-            self.cp.clone(),
-            self.busy.clone(),
-            self.last_error.clone(),
-        );
-        busy.store(true, Ordering::Relaxed);
-        bg.spawn(async move {
-            let r = cs.set_plan(&cp, &steps, start_ms, valid_to_ms).await;
-            *last_error.lock().unwrap_or_else(|e| e.into_inner()) = match r {
+        let (cs, cp) = (self.cs.clone(), self.cp.clone());
+        self.call(bg, async move {
+            match cs.set_plan(&cp, &steps, start_ms, valid_to_ms).await {
                 Ok(gridmesh_gateway::ocpp::ProfileAnswer::Accepted) => None,
                 Ok(a) => Some(format!(
                     "the charger answered {a:?} to a charging profile: starting and stopping it instead"
                 )),
                 Err(e) => Some(e),
-            };
+            }
+        });
+    }
+
+    /// Runs one call to the charger on `bg` (the next waits for it); what went wrong, if
+    /// anything, is kept for the status.
+    fn call(
+        &self,
+        bg: &tokio::runtime::Runtime,
+        call: impl std::future::Future<Output = Option<String>> + Send + 'static,
+    ) {
+        let (busy, last_error) = (self.busy.clone(), self.last_error.clone());
+        busy.store(true, Ordering::Relaxed);
+        bg.spawn(async move {
+            let error = call.await;
+            *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
             busy.store(false, Ordering::Relaxed);
         });
     }
@@ -295,27 +303,19 @@ impl EvCharger {
         if !(start || stop) {
             return;
         }
-        let (cs, cp, tag, busy, last_error) = (
-            self.cs.clone(),
-            self.cp.clone(),
-            self.remote_tag.clone(),
-            self.busy.clone(),
-            self.last_error.clone(),
-        );
-        busy.store(true, Ordering::Relaxed);
-        bg.spawn(async move {
+        let (cs, cp, tag) = (self.cs.clone(), self.cp.clone(), self.remote_tag.clone());
+        self.call(bg, async move {
             let r = if start {
                 cs.remote_start(&cp, &tag).await
             } else {
                 cs.remote_stop(&cp).await
             };
             let what = if start { "start" } else { "stop" };
-            *last_error.lock().unwrap_or_else(|e| e.into_inner()) = match r {
+            match r {
                 Ok(true) => None,
                 Ok(false) => Some(format!("the charger refused to {what} charging")),
                 Err(e) => Some(e),
-            };
-            busy.store(false, Ordering::Relaxed);
+            }
         });
     }
 

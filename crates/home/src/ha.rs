@@ -282,6 +282,7 @@ mod tests {
             "pv_energy",
             "battery_charged",
             "battery_discharged",
+            "ev_energy",
         ] {
             let c = find(id);
             assert_eq!(c["device_class"], "energy", "{c}");

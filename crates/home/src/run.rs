@@ -514,29 +514,6 @@ fn node_loop(
                 }
             }
         }
-        // Once a day: train the load model on a copy of the history, away from the device side.
-        let day = slot_of(lock(&shared.clock).now().saturating_sub(1)) / 96;
-        if trained_day != Some(day) {
-            trained_day = Some(day);
-            let (data, slot) = {
-                let h = lock(&shared.home);
-                (h.data.clone(), h.current_slot())
-            };
-            let started = Instant::now();
-            if let Some(m) = data.train_load(slot) {
-                tracing::info!(
-                    rows = m.training_rows,
-                    mae_learned_kw = m.mae_learned_kw,
-                    mae_persistence_kw = m.mae_persistence_kw,
-                    in_use = m.in_use(),
-                    seconds = started.elapsed().as_secs_f64(),
-                    "trained the load model on the home's history"
-                );
-                lock(&shared.home)
-                    .data
-                    .set_learned(Some(std::sync::Arc::new(m)));
-            }
-        }
         let a = agent.as_mut().expect("connected");
         if shared.replan.swap(false, Ordering::Relaxed) {
             a.replan();
@@ -547,7 +524,8 @@ fn node_loop(
                 if let Some(now_ms) = now_ms {
                     lock(&shared.clock).sync(now_ms);
                 }
-                let slot = slot_of(lock(&shared.clock).now().saturating_sub(1));
+                let now_ms = lock(&shared.clock).now();
+                let slot = slot_of(now_ms.saturating_sub(1));
                 // A slot's envelope is final at its gate closure: read once as the slot starts.
                 let mut cap = None;
                 if envelope_checked != Some(slot) {
@@ -575,7 +553,6 @@ fn node_loop(
                 }
                 // The microgrid's mode, once a chain minute: an island changes what the home may
                 // do within a minute.
-                let now_ms = lock(&shared.clock).now();
                 let grid_mode = if now_ms >= grid_read_at + GRID_MODE_EVERY_MS {
                     grid_read_at = now_ms;
                     a.client().grid().ok().map(|g| g.mode)
@@ -609,6 +586,27 @@ fn node_loop(
                 n.readings_refused += sent.refused;
                 if sent.last_error.is_some() {
                     n.last_reading_error = sent.last_error;
+                }
+                drop(n);
+                // Once a chain day (the clock now the node's): train the load model on a copy of
+                // the history, away from the device side.
+                if trained_day != Some(slot / 96) {
+                    trained_day = Some(slot / 96);
+                    let data = lock(&shared.home).data.clone();
+                    let started = Instant::now();
+                    if let Some(m) = data.train_load(slot) {
+                        tracing::info!(
+                            rows = m.training_rows,
+                            mae_learned_kw = m.mae_learned_kw,
+                            mae_persistence_kw = m.mae_persistence_kw,
+                            in_use = m.in_use(),
+                            seconds = started.elapsed().as_secs_f64(),
+                            "trained the load model on the home's history"
+                        );
+                        lock(&shared.home)
+                            .data
+                            .set_learned(Some(std::sync::Arc::new(m)));
+                    }
                 }
             }
             Err(e) => {

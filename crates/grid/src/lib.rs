@@ -5,13 +5,15 @@
 //! the ledger from this crate is quantised to integers by one documented function
 //! ([`Envelope::energy_mwh`]).
 //!
-//! What is here: the network model and MATPOWER (version 2) import/export (`matpower`); feeders
+//! What is here: the network model and MATPOWER (version 2) import/export (`matpower`); OpenDSS
+//! scripts read into their objects (`dss`: the import of unbalanced feeders starts there); feeders
 //! described in TOML (`feeder`); AC power flow by Newton-Raphson with a sparse Jacobian and faer's
 //! sparse LU (`powerflow`) and by backward/forward sweep on radial feeders (`sweep`); dynamic
 //! operating envelopes per connection point (`envelope`); the microgrid islanding controller
 //! (`island`) and outage scenarios with their KPIs (`outage`).
 
 mod complex;
+pub mod dss;
 pub mod envelope;
 pub mod feeder;
 pub mod island;

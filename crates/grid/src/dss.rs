@@ -131,6 +131,7 @@ pub fn read(path: &Path) -> Result<Script, DssError> {
     let mut r = Reader {
         script: Script::default(),
         last: None,
+        index: Default::default(),
     };
     r.file(path, None, 0)?;
     Ok(r.script)
@@ -141,6 +142,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Script, DssError> {
     let mut r = Reader {
         script: Script::default(),
         last: None,
+        index: Default::default(),
     };
     r.text(text, file, 0)?;
     Ok(r.script)
@@ -150,6 +152,8 @@ struct Reader {
     script: Script,
     /// The object `~` goes on with.
     last: Option<usize>,
+    /// Where each object (class, name) is in `script.objects`.
+    index: std::collections::HashMap<(String, String), usize>,
 }
 
 impl Reader {
@@ -230,11 +234,7 @@ impl Reader {
                 if !CLASSES.contains(&class.as_str()) {
                     return Err(DssError::UnsupportedClass { at, class });
                 }
-                let existing = self
-                    .script
-                    .objects
-                    .iter()
-                    .position(|o| o.class == class && o.name == name);
+                let existing = self.index.get(&(class.clone(), name.clone())).copied();
                 // A circuit comes with its source, `Vsource.Source`.
                 let index = match (edit, existing) {
                     (_, Some(i)) if edit || class == "vsource" => i,
@@ -248,6 +248,8 @@ impl Reader {
                         if self.script.objects.len() >= MAX_OBJECTS {
                             return Err(DssError::TooMany { at });
                         }
+                        let i = self.script.objects.len();
+                        self.index.insert((class.clone(), name.clone()), i);
                         self.script.objects.push(Object {
                             class: class.clone(),
                             name,
@@ -255,6 +257,8 @@ impl Reader {
                             at: at.clone(),
                         });
                         if class == "circuit" {
+                            self.index
+                                .insert(("vsource".into(), "source".into()), i + 1);
                             self.script.objects.push(Object {
                                 class: "vsource".into(),
                                 name: "source".into(),
@@ -262,11 +266,7 @@ impl Reader {
                                 at: at.clone(),
                             });
                         }
-                        self.script
-                            .objects
-                            .iter()
-                            .rposition(|o| o.class == class)
-                            .expect("just pushed")
+                        i
                     }
                 };
                 let mut p = props(rest);
@@ -360,6 +360,7 @@ impl Reader {
             "clear" => {
                 self.script = Script::default();
                 self.last = None;
+                self.index.clear();
                 Ok(())
             }
             "calcvoltagebases" | "calcv" => {

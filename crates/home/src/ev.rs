@@ -51,7 +51,6 @@ pub enum EvWant {
 /// The charger now, for the loop.
 #[derive(Clone, Debug, Default)]
 pub struct EvNow {
-    pub connected: bool,
     pub plugged: bool,
     /// Power of the last meter value while a transaction runs, kW.
     pub charging_kw: f64,
@@ -185,7 +184,6 @@ impl EvCharger {
             }
         }
         EvNow {
-            connected: s.connected,
             plugged,
             charging_kw: if s.transaction.is_some() {
                 s.power_w.unwrap_or(0.0) / 1e3

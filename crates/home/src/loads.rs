@@ -225,11 +225,6 @@ impl Load {
         }
     }
 
-    /// Whether the load was last switched on.
-    pub fn on(&self) -> bool {
-        self.commanded.is_some_and(|(on, _)| on)
-    }
-
     pub fn status(&self) -> DeviceStatus {
         DeviceStatus {
             connected: self.commanded.is_some(),

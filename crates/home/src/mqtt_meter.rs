@@ -24,7 +24,8 @@ type Latest = Arc<Mutex<HashMap<String, (String, Instant)>>>;
 pub struct MqttMeter {
     cfg: MqttMeterConfig,
     latest: Latest,
-    connected: Arc<Mutex<Option<String>>>,
+    /// Why the broker is not connected (`None`: it is).
+    broker_error: Arc<Mutex<Option<String>>>,
     last: Option<Measurement>,
     last_error: Option<String>,
     /// Without a power topic: the registers (import, export, mWh) at a chain time (ms), and the
@@ -77,9 +78,9 @@ impl MqttMeter {
         }
         let (client, mut events) = AsyncClient::new(opts, 64);
         let latest: Latest = Default::default();
-        let connected = Arc::new(Mutex::new(Some("connecting".to_string())));
+        let broker_error = Arc::new(Mutex::new(Some("connecting".to_string())));
         let topics = cfg.topics();
-        let (into, status) = (latest.clone(), connected.clone());
+        let (into, status) = (latest.clone(), broker_error.clone());
         tokio::spawn(async move {
             loop {
                 match events.poll().await {
@@ -109,7 +110,7 @@ impl MqttMeter {
         MqttMeter {
             cfg: cfg.clone(),
             latest,
-            connected,
+            broker_error,
             last: None,
             last_error: None,
             since: None,
@@ -151,7 +152,7 @@ impl MqttMeter {
 
     fn read(&self) -> Result<Measurement, String> {
         if let Some(e) = self
-            .connected
+            .broker_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -23,6 +23,7 @@ pub mod outage;
 pub mod powerflow;
 pub mod snapshot;
 pub mod sweep;
+pub mod unbalanced;
 
 pub use envelope::{
     first_violation, operating_envelopes, violations, Binding, Envelope, EnvelopeError,

@@ -1,0 +1,1399 @@
+//! An OpenDSS script's objects into a [`Circuit`]: every property applied in the order written
+//! with OpenDSS's defaults and side effects (a winding's properties go to the active winding, a
+//! switch resets a line's impedance, a line code's units convert the line's length), so the
+//! circuit is the one OpenDSS would build. A property, option or value this import does not
+//! model is an error naming the file and line; `EnergyMeter` and `Monitor` only name what is
+//! measured and are left out.
+
+use std::collections::HashMap;
+use std::f64::consts::PI;
+use std::path::{Path, PathBuf};
+
+use faer::c64;
+
+use super::{
+    Bus, Capacitor, Circuit, Connection, Line, Load, LoadModel, LoadShape, PtPhase, Regulator,
+    Source, Terminal, Transformer, Winding,
+};
+use crate::dss::{self, At, DssError, Object, Property, Script};
+
+/// Most points of one load shape.
+pub const MAX_SHAPE_POINTS: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Script(#[from] DssError),
+    #[error("{at}: {reason}")]
+    Invalid { at: At, reason: String },
+    #[error("{at}: cannot read {path}: {error}")]
+    Read {
+        at: At,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the script defines no circuit (`New Circuit.NAME`)")]
+    NoCircuit,
+    #[error("{0}")]
+    Solve(#[from] super::SolveError),
+}
+
+fn invalid(at: &At, reason: impl Into<String>) -> ImportError {
+    ImportError::Invalid {
+        at: at.clone(),
+        reason: reason.into(),
+    }
+}
+
+fn num(p: &Property) -> Result<f64, ImportError> {
+    dss::number(&p.value).map_err(|r| invalid(&p.at, r))
+}
+
+fn positive(p: &Property, what: &str) -> Result<f64, ImportError> {
+    let x = num(p)?;
+    if x > 0.0 {
+        Ok(x)
+    } else {
+        Err(invalid(&p.at, format!("{what} must be above 0, not {x}")))
+    }
+}
+
+fn count(p: &Property, max: usize) -> Result<usize, ImportError> {
+    let x = num(p)?;
+    if x.fract() == 0.0 && x >= 1.0 && x <= max as f64 {
+        Ok(x as usize)
+    } else {
+        Err(invalid(
+            &p.at,
+            format!("`{}` must be a whole number from 1 to {max}", p.value),
+        ))
+    }
+}
+
+fn flag(p: &Property) -> Result<bool, ImportError> {
+    match p.value.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "t" => Ok(true),
+        "n" | "no" | "false" | "f" => Ok(false),
+        v => Err(invalid(&p.at, format!("`{v}` is not yes or no"))),
+    }
+}
+
+fn connection(p: &Property) -> Result<Connection, ImportError> {
+    match p.value.trim().to_ascii_lowercase().as_str() {
+        "wye" | "y" | "ln" => Ok(Connection::Wye),
+        "delta" | "d" | "ll" => Ok(Connection::Delta),
+        v => Err(invalid(
+            &p.at,
+            format!("`{v}` is not a connection (wye, delta)"),
+        )),
+    }
+}
+
+fn numbers(p: &Property) -> Result<Vec<f64>, ImportError> {
+    dss::array(&p.value)
+        .iter()
+        .map(|x| dss::number(x).map_err(|r| invalid(&p.at, r)))
+        .collect()
+}
+
+/// Length units and their size in metres (OpenDSS's `units`; `none` converts nothing).
+fn units(p: &Property) -> Result<Option<f64>, ImportError> {
+    let v = p.value.trim().to_ascii_lowercase();
+    Ok(match v.as_str() {
+        "none" | "no" => None,
+        "mi" | "mile" | "miles" => Some(1609.344),
+        "kft" => Some(304.8),
+        "km" => Some(1000.0),
+        "m" | "meter" | "meters" | "metre" => Some(1.0),
+        "ft" | "feet" | "foot" => Some(0.3048),
+        "in" | "inch" | "inches" => Some(0.0254),
+        "cm" => Some(0.01),
+        "mm" => Some(0.001),
+        _ => {
+            return Err(invalid(
+                &p.at,
+                format!("`{v}` is not a length unit (none, mi, kft, km, m, ft, in, cm, mm)"),
+            ))
+        }
+    })
+}
+
+/// How many of the `from` unit make one `to` unit's worth (OpenDSS's ConvertLineUnits).
+fn convert(from: Option<f64>, to: Option<f64>) -> f64 {
+    match (from, to) {
+        (Some(f), Some(t)) => f / t,
+        _ => 1.0,
+    }
+}
+
+/// The properties of `o` with names, positional ones named by `positions` (the class's leading
+/// properties in OpenDSS order, going on after the last named one of them).
+fn named<'a>(
+    o: &'a Object,
+    positions: &[&str],
+) -> Result<Vec<(String, &'a Property)>, ImportError> {
+    let mut next = 0;
+    let mut out = Vec::with_capacity(o.properties.len());
+    for p in &o.properties {
+        let name = match &p.name {
+            Some(n) => {
+                next = positions
+                    .iter()
+                    .position(|x| x == n)
+                    .map_or(usize::MAX, |i| i + 1);
+                n.clone()
+            }
+            None => {
+                let Some(n) = positions.get(next) else {
+                    return Err(invalid(
+                        &p.at,
+                        format!(
+                            "`{}` is given by position where {}.{} takes none: name the property",
+                            p.value, o.class, o.name
+                        ),
+                    ));
+                };
+                next += 1;
+                (*n).to_string()
+            }
+        };
+        out.push((name, p));
+    }
+    Ok(out)
+}
+
+fn unknown(o: &Object, name: &str, p: &Property, known: &[&str]) -> ImportError {
+    invalid(
+        &p.at,
+        format!(
+            "{}.{}: `{name}` is not a property this import models (it takes {})",
+            o.class,
+            o.name,
+            known.join(", ")
+        ),
+    )
+}
+
+/// A bus as written (`name.1.2.3`): its name and the nodes given.
+fn bus_spec(p: &Property, spec: &str) -> Result<(String, Vec<u8>), ImportError> {
+    let mut parts = spec.trim().split('.');
+    let name = parts.next().unwrap_or_default().to_ascii_lowercase();
+    if name.is_empty() {
+        return Err(invalid(&p.at, format!("`{spec}` names no bus")));
+    }
+    let nodes = parts
+        .map(|n| {
+            n.parse::<u8>()
+                .map_err(|_| invalid(&p.at, format!("`{n}` in `{spec}` is not a node number")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name, nodes))
+}
+
+struct Buses {
+    list: Vec<Bus>,
+    index: HashMap<String, usize>,
+}
+
+impl Buses {
+    /// The terminal of `nconds` conductors that `spec` describes: nodes 1, 2, ... for the
+    /// phases and ground for the rest unless the spec says otherwise.
+    fn terminal(
+        &mut self,
+        p: &Property,
+        spec: &str,
+        nconds: usize,
+        phases: usize,
+    ) -> Result<Terminal, ImportError> {
+        let (name, given) = bus_spec(p, spec)?;
+        if given.len() > nconds {
+            return Err(invalid(
+                &p.at,
+                format!(
+                    "`{spec}` names {} nodes for a terminal of {nconds} conductors",
+                    given.len()
+                ),
+            ));
+        }
+        let mut nodes: Vec<u8> = (0..nconds)
+            .map(|i| if i < phases { i as u8 + 1 } else { 0 })
+            .collect();
+        nodes[..given.len()].copy_from_slice(&given);
+        let bus = match self.index.get(&name) {
+            Some(&b) => b,
+            None => {
+                self.list.push(Bus {
+                    name: name.clone(),
+                    kv_base_ln: 0.0,
+                    xy: None,
+                });
+                self.index.insert(name, self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
+        Ok(Terminal { bus, nodes })
+    }
+}
+
+/// A line code: impedance and capacitance per unit length.
+struct Code {
+    phases: usize,
+    z: Vec<c64>,
+    /// Shunt susceptance per unit length at the code's base frequency (siemens).
+    b: Vec<f64>,
+    units: Option<f64>,
+    base_hz: f64,
+    rating_a: f64,
+}
+
+/// Sequence values per unit length into phase matrices (the `(2 Z1 + Z0)/3`, `(Z0 - Z1)/3`
+/// of a transposed line); capacitances in farads.
+#[allow(clippy::too_many_arguments)]
+fn from_sequence(
+    n: usize,
+    r1: f64,
+    x1: f64,
+    r0: f64,
+    x0: f64,
+    c1: f64,
+    c0: f64,
+    hz: f64,
+) -> (Vec<c64>, Vec<f64>) {
+    let third = 1.0 / 3.0;
+    let (z1, z0) = (c64::new(r1, x1), c64::new(r0, x0));
+    let zs = (z1 * 2.0 + z0) * third;
+    let zm = (z0 - z1) * third;
+    let (y1, y0) = (2.0 * PI * hz * c1, 2.0 * PI * hz * c0);
+    let ys = (2.0 * y1 + y0) * third;
+    let ym = (y0 - y1) * third;
+    let mut z = vec![zm; n * n];
+    let mut b = vec![ym; n * n];
+    for i in 0..n {
+        z[i * n + i] = zs;
+        b[i * n + i] = ys;
+    }
+    (z, b)
+}
+
+fn square(p: &Property, n: usize) -> Result<Vec<f64>, ImportError> {
+    let m = dss::matrix(&p.value).map_err(|r| invalid(&p.at, r))?;
+    if m.len() != n {
+        return Err(invalid(
+            &p.at,
+            format!("the matrix is {0}×{0}, the code has {n} phases", m.len()),
+        ));
+    }
+    Ok(m.into_iter().flatten().collect())
+}
+
+const LINECODE: &[&str] = &[
+    "nphases",
+    "r1",
+    "x1",
+    "r0",
+    "x0",
+    "c1",
+    "c0",
+    "units",
+    "rmatrix",
+    "xmatrix",
+    "cmatrix",
+    "basefreq",
+    "normamps",
+    "emergamps",
+];
+
+fn linecode(o: &Object, default_hz: f64) -> Result<Code, ImportError> {
+    // As OpenDSS keeps a code: phase matrices computed from the sequence values whenever the
+    // phases change, a matrix property overwriting its part of them (the real or imaginary
+    // part of Z, or the capacitances) and leaving the rest as computed.
+    let mut n = 3;
+    let (mut r1, mut x1, mut r0, mut x0) = (0.058, 0.1206, 0.1784, 0.4047);
+    let (mut c1, mut c0) = (3.4e-9, 1.6e-9);
+    let mut hz = default_hz;
+    let (mut z, mut b) = from_sequence(n, r1, x1, r0, x0, c1, c0, hz);
+    let mut sequence = true;
+    let mut units_m = None;
+    let mut rating_a = 400.0;
+    for (name, p) in named(o, LINECODE)? {
+        match name.as_str() {
+            "nphases" => {
+                let k = count(p, 64)?;
+                if k != n {
+                    n = k;
+                    (z, b) = from_sequence(n, r1, x1, r0, x0, c1, c0, hz);
+                }
+                sequence = true;
+            }
+            "r1" => (r1, sequence) = (num(p)?, true),
+            "x1" => (x1, sequence) = (num(p)?, true),
+            "r0" => (r0, sequence) = (num(p)?, true),
+            "x0" => (x0, sequence) = (num(p)?, true),
+            "c1" => (c1, sequence) = (num(p)? * 1e-9, true),
+            "c0" => c0 = num(p)? * 1e-9,
+            "units" => units_m = units(p)?,
+            "basefreq" => hz = positive(p, "basefreq")?,
+            "normamps" => rating_a = num(p)?,
+            "emergamps" => {}
+            "rmatrix" | "xmatrix" | "cmatrix" => {
+                let m = square(p, n)?;
+                sequence = false;
+                for (k, v) in m.into_iter().enumerate() {
+                    match name.as_str() {
+                        "rmatrix" => z[k].re = v,
+                        "xmatrix" => z[k].im = v,
+                        _ => b[k] = 2.0 * PI * hz * v * 1e-9,
+                    }
+                }
+            }
+            _ => return Err(unknown(o, &name, p, LINECODE)),
+        }
+    }
+    if sequence {
+        (z, b) = from_sequence(n, r1, x1, r0, x0, c1, c0, hz);
+    }
+    Ok(Code {
+        phases: n,
+        z,
+        b,
+        units: units_m,
+        base_hz: hz,
+        rating_a,
+    })
+}
+
+const LINE: &[&str] = &[
+    "bus1",
+    "bus2",
+    "linecode",
+    "length",
+    "phases",
+    "r1",
+    "x1",
+    "r0",
+    "x0",
+    "c1",
+    "c0",
+    "rmatrix",
+    "xmatrix",
+    "cmatrix",
+    "switch",
+    "units",
+    "normamps",
+    "emergamps",
+    "enabled",
+];
+
+fn line(
+    o: &Object,
+    codes: &HashMap<String, Code>,
+    buses: &mut Buses,
+    hz: f64,
+) -> Result<Option<Line>, ImportError> {
+    enum Spec<'a> {
+        Code(&'a Code),
+        Sequence,
+        Matrix(Vec<f64>, Vec<f64>, Vec<f64>),
+    }
+    let mut spec = Spec::Sequence;
+    let mut phases = 3;
+    let (mut r1, mut x1, mut r0, mut x0) = (0.058, 0.1206, 0.1784, 0.4047);
+    let (mut c1, mut c0) = (3.4e-9, 1.6e-9);
+    let mut cap_given = false;
+    let mut length = 1.0;
+    let mut units_m: Option<f64> = None;
+    let mut rating_a = 400.0;
+    let (mut bus1, mut bus2) = (None, None);
+    for (name, p) in named(o, LINE)? {
+        match name.as_str() {
+            "bus1" => bus1 = Some(p),
+            "bus2" => bus2 = Some(p),
+            "linecode" => {
+                let key = p.value.trim().to_ascii_lowercase();
+                let code = codes.get(&key).ok_or_else(|| {
+                    invalid(
+                        &p.at,
+                        format!("line code `{key}` is not defined before this line"),
+                    )
+                })?;
+                phases = code.phases;
+                rating_a = code.rating_a;
+                spec = Spec::Code(code);
+            }
+            "length" => length = num(p)?,
+            "units" => units_m = units(p)?,
+            "phases" => {
+                let n = count(p, 64)?;
+                if let Spec::Code(c) = spec {
+                    if c.phases != n {
+                        return Err(invalid(
+                            &p.at,
+                            format!("the line code has {} phases, not {n}", c.phases),
+                        ));
+                    }
+                }
+                phases = n;
+            }
+            "r1" | "x1" | "r0" | "x0" | "c1" | "c0" => {
+                let v = num(p)?;
+                match name.as_str() {
+                    "r1" => r1 = v,
+                    "x1" => x1 = v,
+                    "r0" => r0 = v,
+                    "x0" => x0 = v,
+                    "c1" => (c1, cap_given) = (v * 1e-9, true),
+                    _ => (c0, cap_given) = (v * 1e-9, true),
+                }
+                spec = Spec::Sequence;
+                units_m = None;
+            }
+            "rmatrix" | "xmatrix" | "cmatrix" => {
+                let m = square(p, phases)?;
+                if !matches!(spec, Spec::Matrix(..)) {
+                    let z = vec![0.0; phases * phases];
+                    spec = Spec::Matrix(z.clone(), z.clone(), z);
+                }
+                if let Spec::Matrix(r, x, c) = &mut spec {
+                    match name.as_str() {
+                        "rmatrix" => *r = m,
+                        "xmatrix" => *x = m,
+                        _ => {
+                            *c = m.into_iter().map(|v| v * 1e-9).collect();
+                            cap_given = true;
+                        }
+                    }
+                }
+                units_m = None;
+            }
+            "switch" => {
+                if flag(p)? {
+                    spec = Spec::Sequence;
+                    (r1, x1, r0, x0) = (1.0, 1.0, 1.0, 1.0);
+                    (c1, c0, cap_given) = (1.1e-9, 1e-9, true);
+                    length = 0.001;
+                    units_m = None;
+                }
+            }
+            "normamps" => rating_a = num(p)?,
+            "emergamps" => {}
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, LINE)),
+        }
+    }
+    let (z, b, multiplier, freq) = match spec {
+        Spec::Code(c) => (
+            c.z.clone(),
+            c.b.clone(),
+            length / convert(c.units, units_m),
+            hz / c.base_hz,
+        ),
+        Spec::Sequence => {
+            if phases == 1 {
+                (r0, x0, c0) = (r1, x1, c1);
+            }
+            if !cap_given {
+                // Default capacitances are per 1000 ft.
+                let k = convert(Some(304.8), units_m);
+                (c1, c0) = (c1 / k, c0 / k);
+            }
+            let (z, b) = from_sequence(phases, r1, x1, r0, x0, c1, c0, hz);
+            (z, b, length, 1.0)
+        }
+        Spec::Matrix(r, x, c) => (
+            r.iter().zip(&x).map(|(&r, &x)| c64::new(r, x)).collect(),
+            c.iter().map(|c| 2.0 * PI * hz * c).collect(),
+            length,
+            1.0,
+        ),
+    };
+    let n = phases;
+    let at = &o.at;
+    let bus1 = bus1.ok_or_else(|| invalid(at, format!("line.{} has no bus1", o.name)))?;
+    let bus2 = bus2.ok_or_else(|| invalid(at, format!("line.{} has no bus2", o.name)))?;
+    Ok(Some(Line {
+        name: o.name.clone(),
+        from: buses.terminal(bus1, &bus1.value, n, n)?,
+        to: buses.terminal(bus2, &bus2.value, n, n)?,
+        z_series_ohm: z
+            .iter()
+            .map(|z| c64::new(z.re * multiplier, z.im * multiplier * freq))
+            .collect(),
+        y_shunt_s: b
+            .iter()
+            .map(|b| c64::new(0.0, b * multiplier * freq))
+            .collect(),
+        rating_a,
+    }))
+}
+
+const TRANSFORMER: &[&str] = &[
+    "phases",
+    "windings",
+    "wdg",
+    "bus",
+    "conn",
+    "kv",
+    "kva",
+    "tap",
+    "%r",
+    "rneut",
+    "xneut",
+    "buses",
+    "conns",
+    "kvs",
+    "kvas",
+    "taps",
+    "xhl",
+    "xht",
+    "xlt",
+    "x12",
+    "x13",
+    "x23",
+    "%loadloss",
+    "%noloadloss",
+    "%imag",
+    "ppm_antifloat",
+    "%rs",
+    "maxtap",
+    "mintap",
+    "numtaps",
+    "sub",
+    "bank",
+    "normhkva",
+    "emerghkva",
+    "enabled",
+];
+
+fn new_winding() -> Winding {
+    Winding {
+        terminal: Terminal {
+            bus: usize::MAX,
+            nodes: vec![],
+        },
+        connection: Connection::Wye,
+        kv: 12.47,
+        kva: 1000.0,
+        r_pu: 0.002,
+        tap_pu: 1.0,
+        min_tap_pu: 0.9,
+        max_tap_pu: 1.1,
+        num_taps: 32,
+        r_neutral_ohm: -1.0,
+        x_neutral_ohm: 0.0,
+    }
+}
+
+fn transformer(o: &Object, buses: &mut Buses) -> Result<Option<Transformer>, ImportError> {
+    let mut phases = 3;
+    let mut w: Vec<Winding> = vec![new_winding(), new_winding()];
+    let mut bus: Vec<Option<&Property>> = vec![None, None];
+    let mut bus_text: Vec<String> = vec![String::new(), String::new()];
+    let mut active = 0;
+    let (mut xhl, mut xht, mut xlt) = (0.07, 0.35, 0.30);
+    let (mut imag, mut nll, mut ppm) = (0.0, 0.0, 1.0);
+    let per_winding = |p: &Property, n: usize| -> Result<Vec<String>, ImportError> {
+        let items = dss::array(&p.value);
+        if items.len() > n {
+            return Err(invalid(
+                &p.at,
+                format!("{} values for {n} windings", items.len()),
+            ));
+        }
+        Ok(items)
+    };
+    for (name, p) in named(o, TRANSFORMER)? {
+        let n = w.len();
+        match name.as_str() {
+            "phases" => phases = count(p, 3)?,
+            "windings" => {
+                let k = count(p, 8)?;
+                w.resize_with(k, new_winding);
+                bus.resize(k, None);
+                bus_text.resize(k, String::new());
+                active = active.min(k - 1);
+            }
+            "wdg" => active = count(p, n)? - 1,
+            "bus" => {
+                bus[active] = Some(p);
+                bus_text[active] = p.value.clone();
+            }
+            "conn" => w[active].connection = connection(p)?,
+            "kv" => w[active].kv = positive(p, "kv")?,
+            "kva" => {
+                let v = positive(p, "kva")?;
+                w[active].kva = v;
+                if active == 0 {
+                    w.iter_mut().for_each(|x| x.kva = v);
+                } else if n == 2 {
+                    w[0].kva = v;
+                }
+            }
+            "tap" => w[active].tap_pu = positive(p, "tap")?,
+            "%r" => w[active].r_pu = num(p)? / 100.0,
+            "rneut" => w[active].r_neutral_ohm = num(p)?,
+            "xneut" => w[active].x_neutral_ohm = num(p)?,
+            "maxtap" => w[active].max_tap_pu = num(p)?,
+            "mintap" => w[active].min_tap_pu = num(p)?,
+            "numtaps" => w[active].num_taps = count(p, 10_000)? as u32,
+            "buses" => {
+                for (k, b) in per_winding(p, n)?.into_iter().enumerate() {
+                    bus[k] = Some(p);
+                    bus_text[k] = b;
+                }
+            }
+            "conns" => {
+                for (k, c) in per_winding(p, n)?.into_iter().enumerate() {
+                    let q = Property {
+                        name: None,
+                        value: c,
+                        at: p.at.clone(),
+                    };
+                    w[k].connection = connection(&q)?;
+                }
+            }
+            "kvs" | "kvas" | "taps" | "%rs" => {
+                let v = numbers(p)?;
+                if v.len() > n {
+                    return Err(invalid(
+                        &p.at,
+                        format!("{} values for {n} windings", v.len()),
+                    ));
+                }
+                for (k, x) in v.into_iter().enumerate() {
+                    match name.as_str() {
+                        "kvs" => w[k].kv = x,
+                        "kvas" => w[k].kva = x,
+                        "taps" => w[k].tap_pu = x,
+                        _ => w[k].r_pu = x / 100.0,
+                    }
+                }
+            }
+            "xhl" | "x12" => xhl = num(p)? / 100.0,
+            "xht" | "x13" => xht = num(p)? / 100.0,
+            "xlt" | "x23" => xlt = num(p)? / 100.0,
+            "%loadloss" => {
+                let r = num(p)? / 200.0;
+                w[0].r_pu = r;
+                w[1].r_pu = r;
+            }
+            "%noloadloss" => nll = num(p)?,
+            "%imag" => imag = num(p)?,
+            "ppm_antifloat" => ppm = num(p)?,
+            "sub" | "bank" | "normhkva" | "emerghkva" => {}
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, TRANSFORMER)),
+        }
+    }
+    if w.len() > 3 {
+        return Err(invalid(
+            &o.at,
+            format!(
+                "transformer.{}: more than 3 windings are not modelled",
+                o.name
+            ),
+        ));
+    }
+    for (k, winding) in w.iter_mut().enumerate() {
+        let p = bus[k].ok_or_else(|| {
+            invalid(
+                &o.at,
+                format!("transformer.{}: winding {} has no bus", o.name, k + 1),
+            )
+        })?;
+        winding.terminal = buses.terminal(p, &bus_text[k], phases + 1, phases)?;
+        if winding.tap_pu > winding.max_tap_pu || winding.tap_pu < winding.min_tap_pu {
+            winding.tap_pu = winding.tap_pu.clamp(winding.min_tap_pu, winding.max_tap_pu);
+        }
+    }
+    let delta_direction = if w[0].connection == w[1].connection {
+        1
+    } else {
+        let hv = if w[0].kv >= w[1].kv { 0 } else { 1 };
+        // ANSI: the high side's delta lags.
+        match w[hv].connection {
+            Connection::Wye => 1,
+            Connection::Delta => -1,
+        }
+    };
+    let x_sc_pu = match w.len() {
+        2 => vec![xhl],
+        _ => vec![xhl, xht, xlt],
+    };
+    Ok(Some(Transformer {
+        name: o.name.clone(),
+        phases,
+        windings: w,
+        x_sc_pu,
+        pct_imag: imag,
+        pct_no_load_loss: nll,
+        ppm_antifloat: ppm,
+        delta_direction,
+    }))
+}
+
+const REGCONTROL: &[&str] = &[
+    "transformer",
+    "winding",
+    "vreg",
+    "band",
+    "ptratio",
+    "ctprim",
+    "r",
+    "x",
+    "tapwinding",
+    "ptphase",
+    "maxtapchange",
+    "delay",
+    "tapdelay",
+    "enabled",
+];
+
+fn regcontrol(o: &Object, transformers: &[Transformer]) -> Result<Option<Regulator>, ImportError> {
+    let mut r = Regulator {
+        name: o.name.clone(),
+        transformer: usize::MAX,
+        winding: 0,
+        tap_winding: 0,
+        vreg_v: 120.0,
+        band_v: 3.0,
+        pt_ratio: 60.0,
+        ct_primary_a: 300.0,
+        r_ldc_v: 0.0,
+        x_ldc_v: 0.0,
+        pt_phase: PtPhase::Phase(1),
+        max_tap_change: 16,
+        delay_s: 15.0,
+        enabled: true,
+    };
+    for (name, p) in named(o, REGCONTROL)? {
+        match name.as_str() {
+            "transformer" => {
+                let t = p.value.trim().to_ascii_lowercase();
+                let t = t.strip_prefix("transformer.").unwrap_or(&t);
+                r.transformer = transformers
+                    .iter()
+                    .position(|x| x.name == t)
+                    .ok_or_else(|| invalid(&p.at, format!("transformer `{t}` is not defined")))?;
+            }
+            "winding" => {
+                r.winding = count(p, 3)? - 1;
+                r.tap_winding = r.winding;
+            }
+            "tapwinding" => r.tap_winding = count(p, 3)? - 1,
+            "vreg" => r.vreg_v = positive(p, "vreg")?,
+            "band" => r.band_v = positive(p, "band")?,
+            "ptratio" => r.pt_ratio = positive(p, "ptratio")?,
+            "ctprim" => r.ct_primary_a = positive(p, "ctprim")?,
+            "r" => r.r_ldc_v = num(p)?,
+            "x" => r.x_ldc_v = num(p)?,
+            "ptphase" => {
+                r.pt_phase = match p.value.trim().to_ascii_lowercase().as_str() {
+                    "max" => PtPhase::Max,
+                    "min" => PtPhase::Min,
+                    _ => PtPhase::Phase(count(p, 3)?),
+                }
+            }
+            "maxtapchange" => r.max_tap_change = num(p)?.max(0.0) as u32,
+            "delay" => r.delay_s = num(p)?,
+            "tapdelay" => {}
+            "enabled" => r.enabled = flag(p)?,
+            _ => return Err(unknown(o, &name, p, REGCONTROL)),
+        }
+    }
+    let Some(t) = transformers.get(r.transformer) else {
+        return Err(invalid(
+            &o.at,
+            format!("regcontrol.{} names no transformer", o.name),
+        ));
+    };
+    if r.winding >= t.windings.len() || r.tap_winding >= t.windings.len() {
+        return Err(invalid(
+            &o.at,
+            format!(
+                "regcontrol.{}: transformer.{} has {} windings",
+                o.name,
+                t.name,
+                t.windings.len()
+            ),
+        ));
+    }
+    if let PtPhase::Phase(k) = r.pt_phase {
+        if k > t.phases {
+            r.pt_phase = PtPhase::Phase(1);
+        }
+    }
+    Ok(r.enabled.then_some(r))
+}
+
+const CAPACITOR: &[&str] = &[
+    "bus1", "bus2", "phases", "kvar", "kv", "conn", "basefreq", "enabled",
+];
+
+fn capacitor(o: &Object, buses: &mut Buses, hz: f64) -> Result<Option<Capacitor>, ImportError> {
+    let (mut bus1, mut bus2) = (None, None);
+    let mut phases = 3;
+    let mut kvar = vec![1200.0];
+    let mut kv = 12.47;
+    let mut conn = Connection::Wye;
+    let mut base_hz = hz;
+    for (name, p) in named(o, CAPACITOR)? {
+        match name.as_str() {
+            "bus1" => bus1 = Some(p),
+            "bus2" => bus2 = Some(p),
+            "phases" => phases = count(p, 3)?,
+            "kvar" => kvar = numbers(p)?,
+            "kv" => kv = positive(p, "kv")?,
+            "conn" => conn = connection(p)?,
+            "basefreq" => base_hz = positive(p, "basefreq")?,
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, CAPACITOR)),
+        }
+    }
+    let bus1 = bus1.ok_or_else(|| invalid(&o.at, format!("capacitor.{} has no bus1", o.name)))?;
+    let phase_kv = match (conn, phases) {
+        (Connection::Wye, 2 | 3) => kv / 3f64.sqrt(),
+        _ => kv,
+    };
+    // Every step has the first step's size, as OpenDSS computes it.
+    let first = kvar.first().copied().unwrap_or(0.0);
+    let w = 2.0 * PI * base_hz;
+    let c_f = 1.0 / (w * phase_kv * phase_kv * 1000.0 / (first / phases as f64));
+    let y_s = kvar.len() as f64 * c_f * 2.0 * PI * hz;
+    let terminal = buses.terminal(bus1, &bus1.value, phases, phases)?;
+    let terminal2 = match bus2 {
+        Some(p) => buses.terminal(p, &p.value, phases, phases)?,
+        None => {
+            let name = bus1.value.split('.').next().unwrap_or_default().to_string();
+            let spec = format!("{name}{}", ".0".repeat(phases));
+            buses.terminal(bus1, &spec, phases, phases)?
+        }
+    };
+    Ok(Some(Capacitor {
+        name: o.name.clone(),
+        terminal,
+        terminal2,
+        connection: conn,
+        y_s,
+    }))
+}
+
+const LOAD: &[&str] = &[
+    "bus1", "phases", "kv", "kw", "pf", "model", "yearly", "daily", "duty", "conn", "kvar",
+    "vminpu", "vmaxpu", "vlowpu", "status", "enabled",
+];
+
+fn load(
+    o: &Object,
+    buses: &mut Buses,
+    shapes: &HashMap<String, usize>,
+) -> Result<Option<Load>, ImportError> {
+    let mut bus1 = None;
+    let mut l = Load {
+        name: o.name.clone(),
+        terminal: Terminal {
+            bus: usize::MAX,
+            nodes: vec![],
+        },
+        phases: 3,
+        connection: Connection::Wye,
+        model: LoadModel::ConstantPower,
+        kv: 12.47,
+        kw: 10.0,
+        kvar: 0.0,
+        vmin_pu: 0.95,
+        vmax_pu: 1.05,
+        vlow_pu: 0.5,
+        pf_given: false,
+        shape: None,
+    };
+    let mut pf = 0.88;
+    let mut kvar_given = false;
+    let (mut yearly, mut daily) = (None, None);
+    let shape = |p: &Property| -> Result<usize, ImportError> {
+        let k = p.value.trim().to_ascii_lowercase();
+        shapes.get(&k).copied().ok_or_else(|| {
+            invalid(
+                &p.at,
+                format!("load shape `{k}` is not defined before this load"),
+            )
+        })
+    };
+    for (name, p) in named(o, LOAD)? {
+        match name.as_str() {
+            "bus1" => bus1 = Some(p),
+            "phases" => l.phases = count(p, 3)?,
+            "kv" => l.kv = positive(p, "kv")?,
+            "kw" => l.kw = num(p)?,
+            "kvar" => {
+                l.kvar = num(p)?;
+                kvar_given = true;
+                l.pf_given = false;
+            }
+            "pf" => {
+                pf = num(p)?;
+                if pf == 0.0 || pf.abs() > 1.0 {
+                    return Err(invalid(&p.at, format!("pf must be in [-1, 1] and not 0, not {pf}")));
+                }
+                kvar_given = false;
+                l.pf_given = true;
+            }
+            "model" => {
+                l.model = match num(p)? {
+                    1.0 => LoadModel::ConstantPower,
+                    2.0 => LoadModel::ConstantImpedance,
+                    5.0 => LoadModel::ConstantCurrent,
+                    m => {
+                        return Err(invalid(
+                            &p.at,
+                            format!("load model {m} is not modelled (it takes 1: constant power, 2: constant impedance, 5: constant current)"),
+                        ))
+                    }
+                }
+            }
+            "yearly" => yearly = Some(shape(p)?),
+            "daily" => daily = Some(shape(p)?),
+            "duty" => {}
+            "conn" => l.connection = connection(p)?,
+            "vminpu" => l.vmin_pu = num(p)?,
+            "vmaxpu" => l.vmax_pu = num(p)?,
+            "vlowpu" => l.vlow_pu = num(p)?,
+            "status" => {
+                if !p.value.trim().eq_ignore_ascii_case("variable") {
+                    return Err(invalid(&p.at, "only status=variable is modelled"));
+                }
+            }
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, LOAD)),
+        }
+    }
+    if !kvar_given {
+        l.kvar = l.kw * (1.0 / (pf * pf) - 1.0).sqrt() * pf.signum();
+    }
+    l.shape = yearly.or(daily);
+    let bus1 = bus1.ok_or_else(|| invalid(&o.at, format!("load.{} has no bus1", o.name)))?;
+    let nconds = match (l.connection, l.phases) {
+        (Connection::Delta, 3) => 3,
+        _ => l.phases + 1,
+    };
+    l.terminal = buses.terminal(bus1, &bus1.value, nconds, l.phases)?;
+    Ok(Some(l))
+}
+
+const LOADSHAPE: &[&str] = &[
+    "npts",
+    "interval",
+    "mult",
+    "minterval",
+    "sinterval",
+    "qmult",
+    "useactual",
+];
+
+/// The values of a `mult`: inline, or `file=PATH` (one per line, the first field of each),
+/// relative to the file that wrote it.
+fn multipliers(p: &Property) -> Result<Vec<f64>, ImportError> {
+    let v = p.value.trim();
+    let Some(path) = v
+        .strip_prefix("file=")
+        .or_else(|| v.strip_prefix("File="))
+        .or_else(|| v.strip_prefix("FILE="))
+    else {
+        return numbers(p);
+    };
+    let path = path.trim().trim_matches(|c| c == '"' || c == '\'');
+    let full = p.at.file.parent().unwrap_or(Path::new(".")).join(path);
+    let text = std::fs::read_to_string(&full).map_err(|error| ImportError::Read {
+        at: p.at.clone(),
+        path: full.clone(),
+        error,
+    })?;
+    let mut out = Vec::new();
+    for (k, line) in text.lines().enumerate() {
+        let Some(first) = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .find(|t| !t.is_empty())
+        else {
+            continue;
+        };
+        let x: f64 = first.parse().map_err(|_| {
+            invalid(
+                &p.at,
+                format!("{}:{}: `{first}` is not a number", full.display(), k + 1),
+            )
+        })?;
+        out.push(x);
+        if out.len() > MAX_SHAPE_POINTS {
+            return Err(invalid(
+                &p.at,
+                format!("more than {MAX_SHAPE_POINTS} points"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn loadshape(o: &Object) -> Result<LoadShape, ImportError> {
+    let mut npts = None;
+    let mut interval_h = 1.0;
+    let mut p_mult = vec![];
+    let mut q_mult = None;
+    let mut use_actual = false;
+    for (name, p) in named(o, LOADSHAPE)? {
+        match name.as_str() {
+            "npts" => npts = Some(count(p, MAX_SHAPE_POINTS)?),
+            "interval" => interval_h = positive(p, "interval")?,
+            "minterval" => interval_h = positive(p, "minterval")? / 60.0,
+            "sinterval" => interval_h = positive(p, "sinterval")? / 3600.0,
+            "mult" => p_mult = multipliers(p)?,
+            "qmult" => q_mult = Some(multipliers(p)?),
+            "useactual" => use_actual = flag(p)?,
+            _ => return Err(unknown(o, &name, p, LOADSHAPE)),
+        }
+    }
+    if let Some(n) = npts {
+        p_mult.truncate(n);
+        if let Some(q) = &mut q_mult {
+            q.truncate(n);
+        }
+    }
+    Ok(LoadShape {
+        name: o.name.clone(),
+        interval_h,
+        p_mult,
+        q_mult,
+        use_actual,
+    })
+}
+
+const VSOURCE: &[&str] = &[
+    "bus1",
+    "basekv",
+    "pu",
+    "angle",
+    "frequency",
+    "phases",
+    "mvasc3",
+    "mvasc1",
+    "x1r1",
+    "x0r0",
+    "isc3",
+    "isc1",
+    "r1",
+    "x1",
+    "r0",
+    "x0",
+    "bus2",
+    "basefreq",
+    "enabled",
+];
+
+fn vsource(o: &Object, buses: &mut Buses, hz: f64) -> Result<Option<Source>, ImportError> {
+    let (mut kv, mut pu, mut angle, mut phases) = (115.0, 1.0, 0.0, 3);
+    let (mut mvasc3, mut mvasc1, mut isc3, mut isc1) = (2000.0, 2100.0, 10000.0, 10540.0);
+    let (mut x1r1, mut x0r0) = (4.0, 3.0);
+    let (mut r1, mut x1, mut r0, mut x0) = (1.65, 6.6, 1.9, 5.7);
+    let mut spec = 1;
+    let mut bus1: Option<(Property, String)> = None;
+    for (name, p) in named(o, VSOURCE)? {
+        match name.as_str() {
+            "bus1" => bus1 = Some((p.clone(), p.value.clone())),
+            "basekv" => kv = positive(p, "basekv")?,
+            "pu" => pu = num(p)?,
+            "angle" => angle = num(p)?,
+            "phases" => phases = count(p, 3)?,
+            "mvasc3" => (mvasc3, spec) = (positive(p, "mvasc3")?, 1),
+            "mvasc1" => (mvasc1, spec) = (positive(p, "mvasc1")?, 1),
+            "isc3" => (isc3, spec) = (positive(p, "isc3")?, 2),
+            "isc1" => (isc1, spec) = (positive(p, "isc1")?, 2),
+            "x1r1" => x1r1 = positive(p, "x1r1")?,
+            "x0r0" => x0r0 = positive(p, "x0r0")?,
+            "r1" => (r1, spec) = (num(p)?, 3),
+            "x1" => (x1, spec) = (num(p)?, 3),
+            "r0" => (r0, spec) = (num(p)?, 3),
+            "x0" => (x0, spec) = (num(p)?, 3),
+            "frequency" | "basefreq" => {
+                let f = positive(p, &name)?;
+                if f != hz {
+                    return Err(invalid(
+                        &p.at,
+                        format!("the source's {f} Hz is not the circuit's {hz} Hz"),
+                    ));
+                }
+            }
+            "bus2" => {
+                let (_, nodes) = bus_spec(p, &p.value)?;
+                if nodes.iter().any(|&n| n != 0) || nodes.is_empty() {
+                    return Err(invalid(
+                        &p.at,
+                        "only a grounded source (bus2 on node 0) is modelled",
+                    ));
+                }
+            }
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, VSOURCE)),
+        }
+    }
+    let factor = if phases == 1 { 1.0 } else { 3f64.sqrt() };
+    let sqrt3 = 3f64.sqrt();
+    let zero_sequence = |r1: f64, x1: f64, isc1: f64| -> Result<(f64, f64), ImportError> {
+        // OpenDSS's quadratic for R0 from the single-phase fault current.
+        let a = 1.0 + x0r0 * x0r0;
+        let b = 4.0 * (r1 + x1 * x0r0);
+        let c = 4.0 * (r1 * r1 + x1 * x1) - (3.0 * kv * 1000.0 / factor / isc1).powi(2);
+        let disc = b * b - 4.0 * a * c;
+        if disc < 0.0 {
+            return Err(invalid(
+                &o.at,
+                format!("vsource.{}: no real R0 fits these fault levels", o.name),
+            ));
+        }
+        let (s1, s2) = (
+            (-b + disc.sqrt()) / (2.0 * a),
+            (-b - disc.sqrt()) / (2.0 * a),
+        );
+        let r0 = s1.max(s2);
+        Ok((r0, r0 * x0r0))
+    };
+    (r1, x1, r0, x0) = match spec {
+        1 | 2 => {
+            if spec == 2 {
+                mvasc3 = sqrt3 * kv * isc3 / 1000.0;
+            } else {
+                isc1 = mvasc1 * 1000.0 / (factor * kv);
+            }
+            let x1 = kv * kv / mvasc3 / (1.0 + 1.0 / (x1r1 * x1r1)).sqrt();
+            let r1 = x1 / x1r1;
+            let (r0, x0) = zero_sequence(r1, x1, isc1)?;
+            (r1, x1, r0, x0)
+        }
+        _ if phases == 1 => (r1, x1, r1, x1),
+        _ => (r1, x1, r0, x0),
+    };
+    let (zs, zm) = (
+        c64::new((2.0 * r1 + r0) / 3.0, (2.0 * x1 + x0) / 3.0),
+        c64::new((r0 - r1) / 3.0, (x0 - x1) / 3.0),
+    );
+    let mut z = vec![zm; phases * phases];
+    for i in 0..phases {
+        z[i * phases + i] = zs;
+    }
+    let voltage_v = if phases == 1 {
+        kv * pu * 1000.0
+    } else {
+        kv * pu * 1000.0 / 2.0 / (PI / phases as f64).sin()
+    };
+    let (p, spec) = bus1.unwrap_or_else(|| {
+        (
+            Property {
+                name: Some("bus1".into()),
+                value: "sourcebus".into(),
+                at: o.at.clone(),
+            },
+            "sourcebus".into(),
+        )
+    });
+    Ok(Some(Source {
+        name: o.name.clone(),
+        terminal: buses.terminal(&p, &spec, phases, phases)?,
+        voltage_v,
+        angle_deg: angle,
+        z_ohm: z,
+    }))
+}
+
+/// `Set` options this import takes; the ones marked `false` only change what OpenDSS reports.
+const OPTIONS: &[&str] = &[
+    "defaultbasefrequency",
+    "voltagebases",
+    "loadmult",
+    "maxiterations",
+    "tolerance",
+    "maxcontroliter",
+    "controlmode",
+    "algorithm",
+    "mode",
+    "number",
+    "stepsize",
+    "overloadreport",
+    "voltexcept",
+    "demand",
+    "diverbose",
+    "year",
+    "casename",
+    "datapath",
+    "editor",
+    "showexport",
+    "markercode",
+    "nodewidth",
+];
+
+fn bus_coords(path: &Path, buses: &mut Buses) -> Result<(), ImportError> {
+    let at = At {
+        file: path.to_path_buf(),
+        line: 0,
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| ImportError::Read {
+        at: at.clone(),
+        path: path.to_path_buf(),
+        error,
+    })?;
+    for (k, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if f.is_empty() || f[0].starts_with('!') || f[0].starts_with("//") {
+            continue;
+        }
+        let here = At {
+            file: path.to_path_buf(),
+            line: k + 1,
+        };
+        let (Some(x), Some(y)) = (f.get(1), f.get(2)) else {
+            return Err(invalid(&here, "a bus coordinate is `name, x, y`"));
+        };
+        let (x, y) = (
+            x.parse::<f64>()
+                .map_err(|_| invalid(&here, format!("`{x}` is not a number")))?,
+            y.parse::<f64>()
+                .map_err(|_| invalid(&here, format!("`{y}` is not a number")))?,
+        );
+        // Coordinates of buses no element uses are left out.
+        if let Some(&b) = buses.index.get(&f[0].to_ascii_lowercase()) {
+            buses.list[b].xy = Some((x, y));
+        }
+    }
+    Ok(())
+}
+
+impl Circuit {
+    /// Reads the OpenDSS script at `path` (and every file it redirects to) into a circuit, with
+    /// each bus's voltage base where the script sets voltage bases.
+    pub fn read_dss(path: &Path) -> Result<Circuit, ImportError> {
+        Circuit::from_dss(&dss::read(path)?)
+    }
+
+    /// The circuit a script defines.
+    pub fn from_dss(script: &Script) -> Result<Circuit, ImportError> {
+        for (name, p) in &script.options {
+            if !OPTIONS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &p.at,
+                    format!(
+                        "`Set {name}` is not an option this import takes ({})",
+                        OPTIONS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let option = |k: &str| script.options.get(k);
+        let frequency_hz = match option("defaultbasefrequency") {
+            Some(p) => positive(p, "defaultbasefrequency")?,
+            None => 60.0,
+        };
+        if let Some(p) = option("controlmode") {
+            let m = p.value.trim().to_ascii_lowercase();
+            if m != "static" && m != "off" {
+                return Err(invalid(
+                    &p.at,
+                    format!("controlmode `{m}` is not modelled (static, off)"),
+                ));
+            }
+        }
+        if let Some(p) = option("algorithm") {
+            if !p.value.trim().eq_ignore_ascii_case("normal") {
+                return Err(invalid(
+                    &p.at,
+                    "only algorithm=normal (current injection) is modelled",
+                ));
+            }
+        }
+        let load_mult = option("loadmult").map(num).transpose()?.unwrap_or(1.0);
+        let voltage_bases_kv = match option("voltagebases") {
+            Some(p) => numbers(p)?,
+            None => vec![],
+        };
+        let name = script
+            .of_class("circuit")
+            .next()
+            .ok_or(ImportError::NoCircuit)?
+            .name
+            .clone();
+        let mut buses = Buses {
+            list: vec![],
+            index: HashMap::new(),
+        };
+        let mut codes = HashMap::new();
+        let mut shape_index = HashMap::new();
+        let mut c = Circuit {
+            name,
+            frequency_hz,
+            buses: vec![],
+            sources: vec![],
+            lines: vec![],
+            transformers: vec![],
+            regulators: vec![],
+            capacitors: vec![],
+            loads: vec![],
+            load_shapes: vec![],
+            voltage_bases_kv,
+            load_mult,
+        };
+        // Sources first, so the source bus is the first bus as in OpenDSS.
+        for o in script.of_class("vsource") {
+            if let Some(s) = vsource(o, &mut buses, frequency_hz)? {
+                c.sources.push(s);
+            }
+        }
+        for o in &script.objects {
+            match o.class.as_str() {
+                "linecode" => {
+                    codes.insert(o.name.clone(), linecode(o, frequency_hz)?);
+                }
+                "loadshape" => {
+                    shape_index.insert(o.name.clone(), c.load_shapes.len());
+                    c.load_shapes.push(loadshape(o)?);
+                }
+                "line" => c.lines.extend(line(o, &codes, &mut buses, frequency_hz)?),
+                "transformer" => c.transformers.extend(transformer(o, &mut buses)?),
+                "capacitor" => c.capacitors.extend(capacitor(o, &mut buses, frequency_hz)?),
+                "load" => c.loads.extend(load(o, &mut buses, &shape_index)?),
+                _ => {}
+            }
+        }
+        for o in script.of_class("regcontrol") {
+            c.regulators.extend(regcontrol(o, &c.transformers)?);
+        }
+        for path in &script.bus_coords {
+            bus_coords(path, &mut buses)?;
+        }
+        c.buses = buses.list;
+        if c.sources.is_empty() {
+            return Err(ImportError::NoCircuit);
+        }
+        if !c.voltage_bases_kv.is_empty() {
+            c.set_voltage_bases()?;
+        }
+        Ok(c)
+    }
+}

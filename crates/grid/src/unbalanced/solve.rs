@@ -1,0 +1,1250 @@
+//! The unbalanced power flow: each element's primitive admittance matrix over its conductors,
+//! their sum as the nodal admittance matrix `Y` (faer's sparse LU, factorised once and again
+//! only when a tap moves), and the fixed point `V = Y⁻¹ (I_source + I_load(V))` where each load
+//! injects its nominal admittance's current less the current its model draws: the
+//! current-injection method OpenDSS calls its normal solution. Regulators are sampled after a
+//! converged solution and their taps moved as OpenDSS's static control loop moves them.
+
+use std::collections::HashMap;
+use std::f64::consts::PI;
+
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::sparse::linalg::lu::{factorize_symbolic_lu, LuRef, NumericLu, SymbolicLu};
+use faer::sparse::{Argsort, Pair, SparseColMat, SymbolicSparseColMat};
+use faer::{c64, Conj, MatMut, Par};
+
+use super::{Capacitor, Circuit, Connection, Line, Load, LoadModel, PtPhase, Transformer};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SolveError {
+    #[error("the network's admittance matrix is singular: a node has no path to the source or ground (check the buses of `{0}`)")]
+    Singular(String),
+    #[error("the power flow did not converge in {iterations} iterations (largest voltage change {change_pu:e} pu)")]
+    Diverged { iterations: usize, change_pu: f64 },
+    #[error("no bus has a voltage base: give the script `Set voltagebases=[...]`")]
+    NoVoltageBases,
+}
+
+/// How hard to solve.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SolveOptions {
+    /// Largest change of any node's voltage magnitude between two iterations, per unit of its
+    /// base, at which the solution has converged.
+    pub tolerance_pu: f64,
+    pub max_iterations: usize,
+    /// Solutions with regulators moving taps in between (1: taps stay where they are).
+    pub max_control_iterations: usize,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        SolveOptions {
+            tolerance_pu: 1e-10,
+            max_iterations: 100,
+            max_control_iterations: 10,
+        }
+    }
+}
+
+/// A primitive admittance matrix over an element's conductors (`None`: ground).
+#[derive(Clone, Debug)]
+struct Prim {
+    nodes: Vec<Option<usize>>,
+    y: Vec<c64>,
+}
+
+impl Prim {
+    fn new(nodes: Vec<Option<usize>>) -> Prim {
+        let n = nodes.len();
+        Prim {
+            nodes,
+            y: vec![c64::ZERO; n * n],
+        }
+    }
+    fn order(&self) -> usize {
+        self.nodes.len()
+    }
+    fn add(&mut self, i: usize, j: usize, v: c64) {
+        let n = self.order();
+        self.y[i * n + j] += v;
+    }
+    /// The currents into the element's conductors at voltages `v`.
+    fn currents(&self, v: &[c64]) -> Vec<c64> {
+        let n = self.order();
+        let vt: Vec<c64> = self
+            .nodes
+            .iter()
+            .map(|k| k.map_or(c64::ZERO, |k| v[k]))
+            .collect();
+        (0..n)
+            .map(|i| (0..n).map(|j| self.y[i * n + j] * vt[j]).sum())
+            .collect()
+    }
+    /// The complex power the element takes in, summed over its conductors (its losses).
+    fn power(&self, v: &[c64]) -> c64 {
+        self.currents(v)
+            .iter()
+            .zip(&self.nodes)
+            .map(|(i, k)| k.map_or(c64::ZERO, |k| v[k] * i.conj()))
+            .sum()
+    }
+}
+
+fn invert(m: &[c64], n: usize) -> Option<Vec<c64>> {
+    // Gauss-Jordan with partial pivoting: element matrices are at most a few conductors.
+    let mut a = m.to_vec();
+    let mut inv = vec![c64::ZERO; n * n];
+    for i in 0..n {
+        inv[i * n + i] = c64::ONE;
+    }
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&x, &y| {
+            a[x * n + col]
+                .norm()
+                .partial_cmp(&a[y * n + col].norm())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })?;
+        if a[pivot * n + col].norm() == 0.0 {
+            return None;
+        }
+        for k in 0..n {
+            a.swap(col * n + k, pivot * n + k);
+            inv.swap(col * n + k, pivot * n + k);
+        }
+        let d = a[col * n + col].inv();
+        for k in 0..n {
+            a[col * n + k] *= d;
+            inv[col * n + k] *= d;
+        }
+        for r in 0..n {
+            if r != col {
+                let f = a[r * n + col];
+                if f != c64::ZERO {
+                    for k in 0..n {
+                        let (ak, ik) = (a[col * n + k], inv[col * n + k]);
+                        a[r * n + k] -= f * ak;
+                        inv[r * n + k] -= f * ik;
+                    }
+                }
+            }
+        }
+    }
+    Some(inv)
+}
+
+/// Where a node of the circuit is: its bus and node number.
+type NodeKey = (usize, u8);
+
+/// OpenDSS's CAP_EPSILON: 10 kvar at 345 kV on each conductor of a line in the series-only
+/// matrix, so a bus that only a capacitance holds still has a path.
+const CAP_EPSILON_S: f64 = 10e3 / (345e3 * 345e3);
+
+/// The circuit as a nodal system, ready to solve again and again.
+pub(crate) struct System<'c> {
+    pub(crate) circuit: &'c Circuit,
+    pub(crate) nodes: Vec<NodeKey>,
+    /// Each node's line-to-neutral base in volts (0: none).
+    pub(crate) base_v: Vec<f64>,
+    lines: Vec<Prim>,
+    transformers: Vec<Prim>,
+    capacitors: Vec<Prim>,
+    sources: Vec<Prim>,
+    /// Each source's injected current at its terminal's nodes.
+    source_current: Vec<c64>,
+    loads: Vec<LoadState>,
+    /// The taps in force, per transformer and winding.
+    pub(crate) taps: Vec<Vec<f64>>,
+    regulators: Vec<RegState>,
+    series_only: bool,
+    lu: Option<Lu>,
+}
+
+struct Lu {
+    pairs: Vec<Pair<usize, usize>>,
+    values: Vec<c64>,
+    symbolic: SymbolicSparseColMat<usize>,
+    order: Argsort<usize>,
+    symbolic_lu: SymbolicLu<usize>,
+    numeric: NumericLu<usize, c64>,
+    scratch: MemBuffer,
+}
+
+#[derive(Clone, Debug)]
+struct LoadState {
+    prim: Prim,
+    /// Per phase: the conductors it is across (the second for wye is the neutral).
+    phases: Vec<(usize, usize)>,
+    /// Per phase at the present multiplier.
+    w: f64,
+    var: f64,
+    base_v: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct RegState {
+    pending_pu: f64,
+    armed: bool,
+    due_s: f64,
+}
+
+fn key_nodes<'a>(
+    index: &'a HashMap<NodeKey, usize>,
+    t: &'a super::Terminal,
+) -> impl Iterator<Item = Option<usize>> + 'a {
+    let bus = t.bus;
+    t.nodes.iter().map(move |&n| {
+        if n == 0 {
+            None
+        } else {
+            index.get(&(bus, n)).copied()
+        }
+    })
+}
+
+impl Transformer {
+    /// The conductor pairs each phase's coil of each winding spans, in the order of the
+    /// element's conductors (`phases + 1` per winding).
+    fn coils(&self, winding: usize, phase: usize) -> (usize, usize) {
+        let nconds = self.phases + 1;
+        let base = winding * nconds;
+        if self.phases == 1 {
+            return (base, base + 1);
+        }
+        match self.windings[winding].connection {
+            Connection::Wye => (base + phase, base + self.phases),
+            Connection::Delta => {
+                let p = phase as i64 + 1 + i64::from(self.delta_direction);
+                let n = self.phases as i64;
+                let next = if n > 2 {
+                    if p > n {
+                        1
+                    } else if p < 1 {
+                        n
+                    } else {
+                        p
+                    }
+                } else if p < 1 {
+                    3
+                } else {
+                    p
+                };
+                (base + phase, base + next as usize - 1)
+            }
+        }
+    }
+
+    /// OpenDSS's transformer model: the windings' short-circuit impedances on a one-volt base
+    /// (`Zb`), their admittance among windings, scaled by each coil's voltage and tap onto the
+    /// coils' ends, repeated for every phase.
+    fn prim(&self, taps: &[f64], nodes: Vec<Option<usize>>, series_only: bool) -> Prim {
+        let nw = self.windings.len();
+        let phases = self.phases as f64;
+        let va_base = self.windings[0].kva * 1000.0;
+        let z_base = 1.0 / (va_base / phases);
+        let w1 = &self.windings[0];
+        let m = nw - 1;
+        let mut zb = vec![c64::ZERO; m * m];
+        for i in 0..m {
+            zb[i * m + i] = c64::new(w1.r_pu + self.windings[i + 1].r_pu, self.x_sc_pu[i]) * z_base;
+        }
+        let mut k = m;
+        for i in 0..m {
+            for j in i + 1..m {
+                let zij = c64::new(
+                    self.windings[i + 1].r_pu + self.windings[j + 1].r_pu,
+                    self.x_sc_pu[k],
+                ) * z_base;
+                zb[i * m + j] = (zb[i * m + i] + zb[j * m + j] - zij) * 0.5;
+                zb[j * m + i] = zb[i * m + j];
+                k += 1;
+            }
+        }
+        let zb_inv = invert(&zb, m).unwrap_or_else(|| {
+            let mut e = vec![c64::ZERO; m * m];
+            (0..m).for_each(|i| e[i * m + i] = c64::new(1e-12, 0.0));
+            e
+        });
+        // Y_1volt = Aᵀ Zb⁻¹ A, A = [-1 | I].
+        let a = |r: usize, c: usize| -> f64 {
+            if c == 0 {
+                -1.0
+            } else if c == r + 1 {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        let mut y1 = vec![c64::ZERO; nw * nw];
+        for i in 0..nw {
+            for j in 0..nw {
+                let mut s = c64::ZERO;
+                for r in 0..m {
+                    for c in 0..m {
+                        s += zb_inv[r * m + c] * (a(r, i) * a(c, j));
+                    }
+                }
+                y1[i * nw + j] = s;
+            }
+        }
+        if !series_only {
+            let nl = c64::new(
+                self.pct_no_load_loss / 100.0 / z_base,
+                -self.pct_imag / 100.0 / z_base,
+            );
+            y1[nw + 1] += nl;
+        }
+        // Onto the coils' two ends: a-end +1/(Vbase·tap), b-end -1/(Vbase·tap).
+        let scale: Vec<f64> = (0..nw)
+            .map(|w| {
+                let t = if taps[w] == 0.0 { 0.0001 } else { taps[w] };
+                1.0 / (self.windings[w].coil_voltage_v(self.phases) * t)
+            })
+            .collect();
+        let n2 = 2 * nw;
+        let mut yt = vec![c64::ZERO; n2 * n2];
+        for i in 0..n2 {
+            for j in 0..n2 {
+                let si = if i % 2 == 0 {
+                    scale[i / 2]
+                } else {
+                    -scale[i / 2]
+                };
+                let sj = if j % 2 == 0 {
+                    scale[j / 2]
+                } else {
+                    -scale[j / 2]
+                };
+                yt[i * n2 + j] = y1[(i / 2) * nw + j / 2] * (si * sj);
+            }
+        }
+        let ppm = |w: usize| -> f64 {
+            let v = self.windings[w].coil_voltage_v(self.phases);
+            -self.ppm_antifloat * 1e-6 / (v * v / (va_base / phases)) / 2.0
+        };
+        if self.ppm_antifloat != 0.0 {
+            for w in 0..nw {
+                let add = c64::new(0.0, ppm(w));
+                yt[(2 * w) * n2 + 2 * w] += add;
+                yt[(2 * w + 1) * n2 + 2 * w + 1] += add;
+            }
+        }
+        let mut prim = Prim::new(nodes);
+        for p in 0..self.phases {
+            let term = |i: usize| -> usize {
+                let (a, b) = self.coils(i / 2, p);
+                if i % 2 == 0 {
+                    a
+                } else {
+                    b
+                }
+            };
+            for i in 0..n2 {
+                for j in 0..=i {
+                    let v = yt[i * n2 + j];
+                    let (ti, tj) = (term(i), term(j));
+                    prim.add(ti, tj, v);
+                    if ti != tj {
+                        prim.add(tj, ti, v);
+                    }
+                }
+            }
+        }
+        let nconds = self.phases + 1;
+        for (w, winding) in self.windings.iter().enumerate() {
+            if winding.connection != Connection::Wye {
+                continue;
+            }
+            let j = w * nconds + self.phases;
+            let v = if winding.r_neutral_ohm >= 0.0 {
+                if winding.r_neutral_ohm == 0.0 && winding.x_neutral_ohm == 0.0 {
+                    c64::new(1e6, 0.0)
+                } else {
+                    c64::new(winding.r_neutral_ohm, winding.x_neutral_ohm).inv()
+                }
+            } else if self.ppm_antifloat != 0.0 {
+                c64::new(0.0, ppm(w))
+            } else {
+                c64::ZERO
+            };
+            prim.add(j, j, v);
+        }
+        prim
+    }
+}
+
+impl Line {
+    fn prim(&self, nodes: Vec<Option<usize>>, series_only: bool) -> Prim {
+        let n = self.phases();
+        let zinv = invert(&self.z_series_ohm, n).unwrap_or_else(|| {
+            let mut e = vec![c64::ZERO; n * n];
+            (0..n).for_each(|i| e[i * n + i] = c64::new(1e-12, 0.0));
+            e
+        });
+        let mut p = Prim::new(nodes);
+        for i in 0..n {
+            for j in 0..n {
+                let y = zinv[i * n + j];
+                p.add(i, j, y);
+                p.add(i + n, j + n, y);
+                p.add(i, j + n, -y);
+                p.add(i + n, j, -y);
+                if !series_only {
+                    let half = self.y_shunt_s[i * n + j] * 0.5;
+                    p.add(i, j, half);
+                    p.add(i + n, j + n, half);
+                }
+            }
+            if series_only {
+                p.add(i, i, c64::new(0.0, CAP_EPSILON_S));
+                p.add(i + n, i + n, c64::new(0.0, CAP_EPSILON_S));
+            }
+        }
+        p
+    }
+}
+
+impl Capacitor {
+    fn prim(&self, nodes: Vec<Option<usize>>, series_only: bool) -> Prim {
+        let n = self.terminal.nodes.len();
+        let y = c64::new(0.0, self.y_s) * if series_only { 1e-10 } else { 1.0 };
+        let mut p = Prim::new(nodes);
+        match self.connection {
+            Connection::Wye => {
+                for i in 0..n {
+                    p.add(i, i, y);
+                    p.add(i + n, i + n, y);
+                    if !series_only {
+                        p.add(i, i + n, -y);
+                        p.add(i + n, i, -y);
+                    }
+                }
+            }
+            Connection::Delta => {
+                for i in 0..n {
+                    let j = (i + 1) % n;
+                    p.add(i, i, y);
+                    p.add(j, j, y);
+                    if !series_only {
+                        p.add(i, j, -y);
+                        p.add(j, i, -y);
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+impl Load {
+    /// The conductors each phase is across.
+    fn phase_conductors(&self) -> Vec<(usize, usize)> {
+        let nconds = self.terminal.nodes.len();
+        (0..self.phases)
+            .map(|i| match self.connection {
+                Connection::Wye => (i, nconds - 1),
+                Connection::Delta => (i, (i + 1) % nconds),
+            })
+            .collect()
+    }
+}
+
+impl LoadState {
+    fn new(
+        load: &Load,
+        nodes: Vec<Option<usize>>,
+        mult: (f64, f64),
+        series_only: bool,
+    ) -> LoadState {
+        let mut s = LoadState {
+            prim: Prim::new(nodes),
+            phases: load.phase_conductors(),
+            w: 0.0,
+            var: 0.0,
+            base_v: load.phase_base_v(),
+        };
+        s.set(load, mult);
+        let y = s.yeq() * if series_only { 1e-10 } else { 1.0 };
+        for &(a, b) in &s.phases.clone() {
+            s.prim.add(a, a, y);
+            s.prim.add(b, b, y);
+            if !series_only {
+                s.prim.add(a, b, -y);
+                s.prim.add(b, a, -y);
+            }
+        }
+        if load.connection == Connection::Wye {
+            let k = s.prim.order();
+            let n = k - 1;
+            // An open neutral keeps a sliver of admittance to ground.
+            s.prim.y[n * k + n] *= 1.000001;
+        }
+        s
+    }
+
+    fn set(&mut self, load: &Load, (p, q): (f64, f64)) {
+        let phases = load.phases as f64;
+        self.w = 1000.0 * load.kw * p / phases;
+        self.var = 1000.0 * load.kvar * q / phases;
+    }
+
+    fn yeq(&self) -> c64 {
+        c64::new(self.w, -self.var) / (self.base_v * self.base_v)
+    }
+
+    /// The current the load draws across one phase at voltage `v` (OpenDSS's models with
+    /// their low- and high-voltage fallbacks to impedances).
+    fn current(&self, load: &Load, v: c64) -> c64 {
+        let vmag = v.norm();
+        let yeq = self.yeq();
+        let (vlow, v95, v105) = (
+            load.vlow_pu * self.base_v,
+            load.vmin_pu * self.base_v,
+            load.vmax_pu * self.base_v,
+        );
+        let s = c64::new(self.w, self.var);
+        match load.model {
+            LoadModel::ConstantImpedance => yeq * v,
+            LoadModel::ConstantPower => {
+                if vmag <= vlow {
+                    yeq * v
+                } else if vmag <= v95 {
+                    let y95 = yeq / (load.vmin_pu * load.vmin_pu);
+                    let ilow = yeq * vlow;
+                    let m95 = (y95 * v95 - ilow) / (v95 - vlow);
+                    (ilow + m95 * (vmag - vlow)) / vmag * v
+                } else if vmag > v105 {
+                    yeq / (load.vmax_pu * load.vmax_pu) * v
+                } else {
+                    (s / v).conj()
+                }
+            }
+            LoadModel::ConstantCurrent => {
+                if vmag <= vlow {
+                    yeq * v
+                } else if vmag <= v95 {
+                    let ilow = yeq * vlow;
+                    let m95 = (yeq * self.base_v - ilow) / (v95 - vlow);
+                    (ilow + m95 * (vmag - vlow)) / vmag * v
+                } else if vmag > v105 {
+                    yeq / load.vmax_pu * v
+                } else {
+                    (s / (v / vmag * self.base_v)).conj()
+                }
+            }
+        }
+    }
+}
+
+impl<'c> System<'c> {
+    /// The circuit's nodes and element matrices; `series_only` leaves out loads, capacitors
+    /// and line charging (the zero-load solution voltage bases come from).
+    pub(crate) fn new(circuit: &'c Circuit, series_only: bool) -> System<'c> {
+        let mut index: HashMap<NodeKey, usize> = HashMap::new();
+        let mut nodes: Vec<NodeKey> = Vec::new();
+        let mut add = |t: &super::Terminal| {
+            for &n in &t.nodes {
+                if n != 0 && !index.contains_key(&(t.bus, n)) {
+                    index.insert((t.bus, n), nodes.len());
+                    nodes.push((t.bus, n));
+                }
+            }
+        };
+        circuit.sources.iter().for_each(|s| add(&s.terminal));
+        for l in &circuit.lines {
+            add(&l.from);
+            add(&l.to);
+        }
+        for t in &circuit.transformers {
+            t.windings.iter().for_each(|w| add(&w.terminal));
+        }
+        for c in &circuit.capacitors {
+            add(&c.terminal);
+            add(&c.terminal2);
+        }
+        circuit.loads.iter().for_each(|l| add(&l.terminal));
+        let base_v = nodes
+            .iter()
+            .map(|&(b, _)| circuit.buses[b].kv_base_ln * 1000.0)
+            .collect();
+        let taps: Vec<Vec<f64>> = circuit
+            .transformers
+            .iter()
+            .map(|t| t.windings.iter().map(|w| w.tap_pu).collect())
+            .collect();
+        let lines = circuit
+            .lines
+            .iter()
+            .map(|l| {
+                let n: Vec<_> = key_nodes(&index, &l.from)
+                    .chain(key_nodes(&index, &l.to))
+                    .collect();
+                l.prim(n, series_only)
+            })
+            .collect();
+        let transformers = circuit
+            .transformers
+            .iter()
+            .zip(&taps)
+            .map(|(t, taps)| {
+                let n: Vec<_> = t
+                    .windings
+                    .iter()
+                    .flat_map(|w| key_nodes(&index, &w.terminal))
+                    .collect();
+                t.prim(taps, n, series_only)
+            })
+            .collect();
+        let capacitors = circuit
+            .capacitors
+            .iter()
+            .map(|c| {
+                let n: Vec<_> = key_nodes(&index, &c.terminal)
+                    .chain(key_nodes(&index, &c.terminal2))
+                    .collect();
+                c.prim(n, series_only)
+            })
+            .collect();
+        let mut source_current = Vec::new();
+        let sources = circuit
+            .sources
+            .iter()
+            .map(|s| {
+                let n = s.terminal.nodes.len();
+                let zinv = invert(&s.z_ohm, n).unwrap_or_else(|| {
+                    let mut e = vec![c64::ZERO; n * n];
+                    (0..n).for_each(|i| e[i * n + i] = c64::new(1e12, 0.0));
+                    e
+                });
+                let mut p = Prim::new(key_nodes(&index, &s.terminal).collect());
+                p.y.clone_from(&zinv);
+                let vs: Vec<c64> = (0..n)
+                    .map(|i| {
+                        let deg = s.angle_deg - i as f64 * 360.0 / n as f64;
+                        c64::from_polar(s.voltage_v, deg * PI / 180.0)
+                    })
+                    .collect();
+                source_current
+                    .extend((0..n).map(|i| (0..n).map(|j| zinv[i * n + j] * vs[j]).sum::<c64>()));
+                p
+            })
+            .collect();
+        let loads = circuit
+            .loads
+            .iter()
+            .map(|l| {
+                let m = (circuit.load_mult, circuit.load_mult);
+                LoadState::new(l, key_nodes(&index, &l.terminal).collect(), m, series_only)
+            })
+            .collect();
+        System {
+            circuit,
+            nodes,
+            base_v,
+            lines,
+            transformers,
+            capacitors,
+            sources,
+            source_current,
+            loads,
+            taps,
+            regulators: vec![RegState::default(); circuit.regulators.len()],
+            series_only,
+            lu: None,
+        }
+    }
+
+    fn prims(&self) -> impl Iterator<Item = &Prim> {
+        self.lines
+            .iter()
+            .chain(&self.transformers)
+            .chain(&self.capacitors)
+            .chain(&self.sources)
+            .chain(self.loads.iter().map(|l| &l.prim))
+    }
+
+    /// Factorises `Y` (the pattern once; the numbers again after a tap moved).
+    fn factorise(&mut self) -> Result<(), SolveError> {
+        let n = self.nodes.len();
+        let singular = || {
+            SolveError::Singular(
+                self.circuit
+                    .sources
+                    .first()
+                    .map_or(String::new(), |s| s.name.clone()),
+            )
+        };
+        let mut values = Vec::new();
+        let mut pairs = Vec::new();
+        for p in self.prims() {
+            let k = p.order();
+            for i in 0..k {
+                let Some(ni) = p.nodes[i] else { continue };
+                for j in 0..k {
+                    let Some(nj) = p.nodes[j] else { continue };
+                    if self.lu.is_none() {
+                        pairs.push(Pair::new(ni, nj));
+                    }
+                    values.push(p.y[i * k + j]);
+                }
+            }
+        }
+        if self.lu.is_none() {
+            let (symbolic, order) =
+                SymbolicSparseColMat::try_new_from_indices(n, n, &pairs).map_err(|_| singular())?;
+            let symbolic_lu = factorize_symbolic_lu(symbolic.as_ref(), Default::default())
+                .map_err(|_| singular())?;
+            let scratch = MemBuffer::new(
+                symbolic_lu
+                    .factorize_numeric_lu_scratch::<c64>(Par::Seq, Default::default())
+                    .or(symbolic_lu.solve_in_place_scratch::<c64>(1, Par::Seq)),
+            );
+            self.lu = Some(Lu {
+                pairs,
+                values: vec![],
+                symbolic,
+                order,
+                symbolic_lu,
+                numeric: NumericLu::new(),
+                scratch,
+            });
+        }
+        let lu = self.lu.as_mut().expect("set above");
+        debug_assert_eq!(lu.pairs.len(), values.len());
+        lu.values.clone_from(&values);
+        let y = SparseColMat::new_from_argsort(lu.symbolic.clone(), &lu.order, &values)
+            .map_err(|_| singular())?;
+        lu.symbolic_lu
+            .factorize_numeric_lu(
+                &mut lu.numeric,
+                y.as_ref(),
+                Par::Seq,
+                MemStack::new(&mut lu.scratch),
+                Default::default(),
+            )
+            .map_err(|_| singular())?;
+        Ok(())
+    }
+
+    fn solve_in_place(&mut self, rhs: &mut [c64]) {
+        let lu = self.lu.as_mut().expect("factorised before solving");
+        let n = rhs.len();
+        let b = rhs.to_vec();
+        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
+            Conj::No,
+            MatMut::from_column_major_slice_mut(rhs, n, 1),
+            Par::Seq,
+            MemStack::new(&mut lu.scratch),
+        );
+        // One step of iterative refinement: short LV cables (tens of kilosiemens) beside a
+        // weakly grounded source leave the plain solve's voltages noisy at 1e-9 pu, above the
+        // tolerance; the residual's correction brings them to the fixed point's own accuracy.
+        let mut r = b;
+        for (p, y) in lu.pairs.iter().zip(&lu.values) {
+            r[p.row] -= *y * rhs[p.col];
+        }
+        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
+            Conj::No,
+            MatMut::from_column_major_slice_mut(&mut r, n, 1),
+            Par::Seq,
+            MemStack::new(&mut lu.scratch),
+        );
+        for (x, d) in rhs.iter_mut().zip(&r) {
+            *x += *d;
+        }
+    }
+
+    /// The sources' currents into the network.
+    fn injections(&self) -> Vec<c64> {
+        let mut i = vec![c64::ZERO; self.nodes.len()];
+        let mut k = 0;
+        for s in &self.sources {
+            for node in &s.nodes {
+                if let Some(n) = node {
+                    i[*n] += self.source_current[k];
+                }
+                k += 1;
+            }
+        }
+        i
+    }
+
+    /// Each load's multipliers of its kW and kvar (`None`: the snapshot's).
+    pub(crate) fn set_load_multipliers(&mut self, mults: &[(f64, f64)]) {
+        for ((state, load), &m) in self.loads.iter_mut().zip(&self.circuit.loads).zip(mults) {
+            state.set(load, m);
+        }
+    }
+
+    /// The voltages with the taps as they are: the fixed point from `v`.
+    pub(crate) fn solve_fixed_point(
+        &mut self,
+        v: &mut Vec<c64>,
+        opts: &SolveOptions,
+    ) -> Result<usize, SolveError> {
+        if self.lu.is_none() {
+            self.factorise()?;
+        }
+        let source = self.injections();
+        let mut change = f64::INFINITY;
+        for iteration in 1..=opts.max_iterations {
+            let mut rhs = source.clone();
+            if !self.series_only {
+                for (state, load) in self.loads.iter().zip(&self.circuit.loads) {
+                    let comp = state.prim.currents(v);
+                    let mut inj = comp;
+                    let vt: Vec<c64> = state
+                        .prim
+                        .nodes
+                        .iter()
+                        .map(|k| k.map_or(c64::ZERO, |k| v[k]))
+                        .collect();
+                    for &(a, b) in &state.phases {
+                        let i = state.current(load, vt[a] - vt[b]);
+                        inj[a] -= i;
+                        inj[b] += i;
+                    }
+                    for (k, node) in state.prim.nodes.iter().enumerate() {
+                        if let Some(n) = node {
+                            rhs[*n] += inj[k];
+                        }
+                    }
+                }
+            }
+            self.solve_in_place(&mut rhs);
+            change = 0.0;
+            for (k, new) in rhs.iter().enumerate() {
+                let (a, b) = (new.norm(), v[k].norm());
+                let e = if self.base_v[k] > 0.0 {
+                    (a - b).abs() / self.base_v[k]
+                } else if a != 0.0 {
+                    (1.0 - b / a).abs()
+                } else {
+                    0.0
+                };
+                change = change.max(e);
+            }
+            *v = rhs;
+            if !change.is_finite() {
+                break;
+            }
+            if change <= opts.tolerance_pu {
+                return Ok(iteration);
+            }
+        }
+        Err(SolveError::Diverged {
+            iterations: opts.max_iterations,
+            change_pu: change,
+        })
+    }
+
+    /// The first guess: `Y⁻¹ I_source` with the loads as their admittances.
+    pub(crate) fn direct(&mut self) -> Result<Vec<c64>, SolveError> {
+        if self.lu.is_none() {
+            self.factorise()?;
+        }
+        let mut v = self.injections();
+        self.solve_in_place(&mut v);
+        Ok(v)
+    }
+
+    /// Samples every regulator at voltages `v` and moves the taps the nearest actions move, as
+    /// OpenDSS's static control mode does. Whether a tap moved.
+    pub(crate) fn control(&mut self, v: &[c64]) -> bool {
+        let circuit = self.circuit;
+        for (k, r) in circuit.regulators.iter().enumerate() {
+            let t = &circuit.transformers[r.transformer];
+            let prim = &self.transformers[r.transformer];
+            let vt: Vec<c64> = prim
+                .nodes
+                .iter()
+                .map(|n| n.map_or(c64::ZERO, |n| v[n]))
+                .collect();
+            let coil: Vec<c64> = (0..t.phases)
+                .map(|p| {
+                    let (a, b) = t.coils(r.winding, p);
+                    vt[a] - vt[b]
+                })
+                .collect();
+            let phase = match r.pt_phase {
+                PtPhase::Phase(p) => p - 1,
+                PtPhase::Max | PtPhase::Min => {
+                    let mut best = 0;
+                    for p in 1..coil.len() {
+                        let better = match r.pt_phase {
+                            PtPhase::Max => coil[p].norm() > coil[best].norm(),
+                            _ => coil[p].norm() < coil[best].norm(),
+                        };
+                        if better {
+                            best = p;
+                        }
+                    }
+                    best
+                }
+            };
+            let mut vcontrol = coil[phase] / r.pt_ratio;
+            if r.r_ldc_v != 0.0 || r.x_ldc_v != 0.0 {
+                let currents = prim.currents(v);
+                let i = currents[(t.phases + 1) * r.winding + phase] / r.ct_primary_a;
+                vcontrol += c64::new(r.r_ldc_v, r.x_ldc_v) * i;
+            }
+            let vactual = vcontrol.norm();
+            let state = &mut self.regulators[k];
+            if (r.vreg_v - vactual).abs() > r.band_v / 2.0 {
+                let boost_pu = (r.vreg_v - vactual) * r.pt_ratio
+                    / t.windings[r.winding].coil_voltage_v(t.phases);
+                let step = t.windings[r.tap_winding].tap_step_pu();
+                let mut pending = if step > 0.0 {
+                    (boost_pu / step).round_ties_even() * step
+                } else {
+                    0.0
+                };
+                if r.tap_winding != r.winding {
+                    pending = -pending;
+                }
+                state.pending_pu = pending;
+                if pending != 0.0 && !state.armed {
+                    let w = &t.windings[r.tap_winding];
+                    let tap = self.taps[r.transformer][r.tap_winding];
+                    let can = if pending > 0.0 {
+                        tap < w.max_tap_pu
+                    } else {
+                        tap > w.min_tap_pu
+                    };
+                    if can {
+                        state.armed = true;
+                        state.due_s = r.delay_s;
+                    }
+                }
+            } else {
+                state.pending_pu = 0.0;
+                state.armed = false;
+            }
+        }
+        // The nearest actions: every armed regulator due first.
+        let Some(due) = self
+            .regulators
+            .iter()
+            .filter(|s| s.armed)
+            .map(|s| s.due_s)
+            .min_by(f64::total_cmp)
+        else {
+            return false;
+        };
+        let mut moved = false;
+        for (k, r) in circuit.regulators.iter().enumerate() {
+            let state = &mut self.regulators[k];
+            if !state.armed || state.due_s > due {
+                continue;
+            }
+            state.armed = false;
+            if state.pending_pu == 0.0 {
+                continue;
+            }
+            let w = &circuit.transformers[r.transformer].windings[r.tap_winding];
+            let step = w.tap_step_pu();
+            let n = ((0.7 * state.pending_pu.abs() / step).trunc() as u32)
+                .max(1)
+                .min(r.max_tap_change);
+            let change = f64::from(n) * step * state.pending_pu.signum();
+            state.pending_pu = 0.0;
+            let tap = &mut self.taps[r.transformer][r.tap_winding];
+            let new = (*tap + change).clamp(w.min_tap_pu, w.max_tap_pu);
+            if new != *tap {
+                *tap = new;
+                moved = true;
+            }
+        }
+        if moved {
+            self.rebuild_transformers();
+        }
+        moved
+    }
+
+    fn rebuild_transformers(&mut self) {
+        for (k, t) in self.circuit.transformers.iter().enumerate() {
+            let nodes = self.transformers[k].nodes.clone();
+            self.transformers[k] = t.prim(&self.taps[k], nodes, self.series_only);
+        }
+        // The pattern is the same; the numbers are refactorised before the next solve.
+        if self.lu.is_some() {
+            let _ = self.factorise();
+        }
+    }
+
+    /// The network's losses: the power every line, transformer and capacitor takes in.
+    pub(crate) fn losses(&self, v: &[c64]) -> c64 {
+        self.lines
+            .iter()
+            .chain(&self.transformers)
+            .chain(&self.capacitors)
+            .map(|p| p.power(v))
+            .sum()
+    }
+
+    /// The power the loads draw.
+    pub(crate) fn load_power(&self, v: &[c64]) -> c64 {
+        let mut s = c64::ZERO;
+        for (state, load) in self.loads.iter().zip(&self.circuit.loads) {
+            let vt = |k: usize| state.prim.nodes[k].map_or(c64::ZERO, |n| v[n]);
+            for &(a, b) in &state.phases {
+                let u = vt(a) - vt(b);
+                s += u * state.current(load, u).conj();
+            }
+        }
+        s
+    }
+
+    /// The power the sources deliver into the network.
+    pub(crate) fn source_power(&self, v: &[c64]) -> c64 {
+        let mut s = c64::ZERO;
+        let mut k = 0;
+        for p in &self.sources {
+            let i = p.currents(v);
+            for (c, node) in p.nodes.iter().enumerate() {
+                if let Some(n) = node {
+                    s += v[*n] * (self.source_current[k] - i[c]).conj();
+                }
+                k += 1;
+            }
+        }
+        s
+    }
+}
+
+/// One bus's voltages: per node `(node, vm_pu, va_deg)` on its line-to-neutral base, and its
+/// voltage unbalance factor where it has phases 1, 2 and 3.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BusVoltages {
+    pub bus: String,
+    pub kv_base_ln: f64,
+    pub nodes: Vec<(u8, f64, f64)>,
+    pub unbalance_pct: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// Below 0.9 pu (EN 50160).
+    Undervoltage,
+    /// Above 1.1 pu (EN 50160).
+    Overvoltage,
+    /// Negative- over positive-sequence voltage above 2 % (EN 50160).
+    Unbalance,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation {
+    pub bus: String,
+    /// The node (phase) for a voltage, 0 for the bus's unbalance.
+    pub node: u8,
+    pub kind: ViolationKind,
+    /// pu for a voltage, % for unbalance.
+    pub value: f64,
+}
+
+/// EN 50160's limits on a low- or medium-voltage network.
+pub const VOLTAGE_MIN_PU: f64 = 0.9;
+pub const VOLTAGE_MAX_PU: f64 = 1.1;
+pub const UNBALANCE_MAX_PCT: f64 = 2.0;
+
+/// A solved circuit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Solution {
+    pub converged: bool,
+    /// Fixed-point iterations over all control iterations.
+    pub iterations: usize,
+    pub control_iterations: usize,
+    pub losses_kw: f64,
+    pub losses_kvar: f64,
+    pub total_power_kw: f64,
+    pub buses: Vec<BusVoltages>,
+    /// Every tap after the controls: per transformer (by name), per winding.
+    pub taps: Vec<(String, Vec<f64>)>,
+    /// Each node's voltage phasor in volts, in the order of [`Solution::nodes`].
+    pub voltages_v: Vec<c64>,
+    pub nodes: Vec<(usize, u8)>,
+}
+
+impl Solution {
+    /// Every EN 50160 violation: node voltages outside 0.9-1.1 pu and buses unbalanced above
+    /// 2 %. Neutral nodes (numbers above 3) carry no voltage limit.
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for b in &self.buses {
+            for &(node, vm, _) in &b.nodes {
+                if !(1..=3).contains(&node) {
+                    continue;
+                }
+                let kind = if vm < VOLTAGE_MIN_PU {
+                    ViolationKind::Undervoltage
+                } else if vm > VOLTAGE_MAX_PU {
+                    ViolationKind::Overvoltage
+                } else {
+                    continue;
+                };
+                out.push(Violation {
+                    bus: b.bus.clone(),
+                    node,
+                    kind,
+                    value: vm,
+                });
+            }
+            if let Some(u) = b.unbalance_pct {
+                if u > UNBALANCE_MAX_PCT {
+                    out.push(Violation {
+                        bus: b.bus.clone(),
+                        node: 0,
+                        kind: ViolationKind::Unbalance,
+                        value: u,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The lowest and highest phase-node voltage in pu.
+    pub fn voltage_range_pu(&self) -> (f64, f64) {
+        self.buses
+            .iter()
+            .flat_map(|b| b.nodes.iter())
+            .filter(|(n, _, _)| (1..=3).contains(n))
+            .fold(
+                (f64::INFINITY, f64::NEG_INFINITY),
+                |(lo, hi), &(_, vm, _)| (lo.min(vm), hi.max(vm)),
+            )
+    }
+}
+
+/// The negative- over positive-sequence magnitude of three phase voltages, in %.
+pub fn unbalance_pct(va: c64, vb: c64, vc: c64) -> f64 {
+    let a = c64::from_polar(1.0, 2.0 * PI / 3.0);
+    let a2 = a * a;
+    let v1 = (va + a * vb + a2 * vc) / 3.0;
+    let v2 = (va + a2 * vb + a * vc) / 3.0;
+    if v1.norm() == 0.0 {
+        0.0
+    } else {
+        v2.norm() / v1.norm() * 100.0
+    }
+}
+
+pub(crate) fn report(
+    system: &System,
+    v: Vec<c64>,
+    converged: bool,
+    iterations: usize,
+    control_iterations: usize,
+) -> Solution {
+    let circuit = system.circuit;
+    let mut per_bus: Vec<Vec<(u8, c64)>> = vec![Vec::new(); circuit.buses.len()];
+    for (k, &(b, n)) in system.nodes.iter().enumerate() {
+        per_bus[b].push((n, v[k]));
+    }
+    let buses = circuit
+        .buses
+        .iter()
+        .zip(per_bus)
+        .map(|(bus, mut nodes)| {
+            nodes.sort_by_key(|(n, _)| *n);
+            let base = bus.kv_base_ln * 1000.0;
+            let phase = |p: u8| nodes.iter().find(|(n, _)| *n == p).map(|(_, v)| *v);
+            let unbalance_pct = match (phase(1), phase(2), phase(3)) {
+                (Some(a), Some(b), Some(c)) => Some(unbalance_pct(a, b, c)),
+                _ => None,
+            };
+            BusVoltages {
+                bus: bus.name.clone(),
+                kv_base_ln: bus.kv_base_ln,
+                nodes: nodes
+                    .iter()
+                    .map(|&(n, v)| {
+                        let vm = if base > 0.0 {
+                            v.norm() / base
+                        } else {
+                            v.norm()
+                        };
+                        (n, vm, v.arg().to_degrees())
+                    })
+                    .collect(),
+                unbalance_pct,
+            }
+        })
+        .collect();
+    let losses = system.losses(&v);
+    Solution {
+        converged,
+        iterations,
+        control_iterations,
+        losses_kw: losses.re / 1000.0,
+        losses_kvar: losses.im / 1000.0,
+        total_power_kw: system.source_power(&v).re / 1000.0,
+        buses,
+        taps: circuit
+            .transformers
+            .iter()
+            .zip(&system.taps)
+            .map(|(t, taps)| (t.name.clone(), taps.clone()))
+            .collect(),
+        voltages_v: v,
+        nodes: system.nodes.clone(),
+    }
+}
+
+impl Circuit {
+    /// Every bus's voltage base: the system's base nearest each bus's voltage with no load, as
+    /// OpenDSS's `Calcvoltagebases` sets them.
+    pub fn set_voltage_bases(&mut self) -> Result<(), SolveError> {
+        if self.voltage_bases_kv.is_empty() {
+            return Err(SolveError::NoVoltageBases);
+        }
+        let bases = {
+            let mut system = System::new(self, true);
+            let v = system.direct()?;
+            let mut first: Vec<Option<c64>> = vec![None; self.buses.len()];
+            for (k, &(b, _)) in system.nodes.iter().enumerate() {
+                first[b].get_or_insert(v[k]);
+            }
+            first
+                .iter()
+                .map(|v| {
+                    let kv_ll = v.map_or(0.0, |v| v.norm() * 0.001 * 3f64.sqrt());
+                    let mut best = (f64::INFINITY, 0.0);
+                    for &base in &self.voltage_bases_kv {
+                        if base == 0.0 {
+                            break;
+                        }
+                        let d = (1.0 - kv_ll / base).abs();
+                        if d < best.0 {
+                            best = (d, base);
+                        }
+                    }
+                    best.1 / 3f64.sqrt()
+                })
+                .collect::<Vec<f64>>()
+        };
+        for (bus, base) in self.buses.iter_mut().zip(bases) {
+            bus.kv_base_ln = base;
+        }
+        Ok(())
+    }
+
+    /// The power flow of the circuit as it stands (a snapshot), regulators moving taps between
+    /// solutions until none needs to.
+    pub fn solve(&self, opts: &SolveOptions) -> Result<Solution, SolveError> {
+        if self.buses.iter().all(|b| b.kv_base_ln == 0.0) {
+            return Err(SolveError::NoVoltageBases);
+        }
+        let mut system = System::new(self, false);
+        let mut v = system.direct()?;
+        let mut iterations = 0;
+        let mut control_iterations = 0;
+        for ci in 1..=opts.max_control_iterations.max(1) {
+            control_iterations = ci;
+            iterations += system.solve_fixed_point(&mut v, opts)?;
+            if ci >= opts.max_control_iterations || !system.control(&v) {
+                break;
+            }
+        }
+        Ok(report(&system, v, true, iterations, control_iterations))
+    }
+}

@@ -130,3 +130,18 @@ fn european_lv_day_matches_opendss() {
         assert!(da < 1e-4, "minute {step}: va off by {da} deg");
     }
 }
+
+#[test]
+#[ignore]
+fn probe_day_speed() {
+    let path = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
+    let circuit = Circuit::read_dss(&path).unwrap();
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        let day = circuit
+            .time_series(1440, 1.0 / 60.0, &SolveOptions::default(), &[])
+            .unwrap();
+        let its: usize = day.steps.iter().map(|s| s.iterations).sum();
+        eprintln!("day in {:?}, {its} iterations", t0.elapsed());
+    }
+}

@@ -753,6 +753,24 @@ impl<'c> System<'c> {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn factorise_for_probe(&mut self) {
+        self.factorise().unwrap();
+    }
+    #[cfg(test)]
+    pub(crate) fn solve_for_probe(&mut self, v: &mut [c64]) {
+        self.solve_in_place(v);
+    }
+    #[cfg(test)]
+    pub(crate) fn probe_nnz(&self) -> String {
+        let lu = self.lu.as_ref().unwrap();
+        format!(
+            "pairs {} unique {}",
+            lu.pairs.len(),
+            lu.symbolic.compute_nnz()
+        )
+    }
+
     /// The sources' currents into the network.
     fn injections(&self) -> Vec<c64> {
         let mut i = vec![c64::ZERO; self.nodes.len()];
@@ -775,6 +793,75 @@ impl<'c> System<'c> {
         }
     }
 
+    /// Every load's injected current at voltages `v(node)`: the current its nominal admittance
+    /// in `Y` draws less the current its model draws, handed to `add(node, current)`.
+    pub(crate) fn load_injections(
+        &self,
+        v: impl Fn(usize) -> c64,
+        mut add: impl FnMut(usize, c64),
+    ) {
+        for (state, load) in self.loads.iter().zip(&self.circuit.loads) {
+            let k = state.prim.order();
+            debug_assert!(k <= 8);
+            let mut vt = [c64::ZERO; 8];
+            for (i, n) in state.prim.nodes.iter().enumerate() {
+                if let Some(n) = n {
+                    vt[i] = v(*n);
+                }
+            }
+            let mut inj = [c64::ZERO; 8];
+            for i in 0..k {
+                for j in 0..k {
+                    inj[i] += state.prim.y[i * k + j] * vt[j];
+                }
+            }
+            for &(a, b) in &state.phases {
+                let i = state.current(load, vt[a] - vt[b]);
+                inj[a] -= i;
+                inj[b] += i;
+            }
+            for (i, n) in state.prim.nodes.iter().enumerate() {
+                if let Some(n) = n {
+                    add(*n, inj[i]);
+                }
+            }
+        }
+    }
+
+    /// The nodes loads inject at, each once, in order.
+    pub(crate) fn load_nodes(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .loads
+            .iter()
+            .flat_map(|l| l.prim.nodes.iter().flatten().copied())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The columns of `Y⁻¹` at `nodes`: each node's voltages everywhere per ampere injected.
+    pub(crate) fn impedance_columns(
+        &mut self,
+        nodes: &[usize],
+    ) -> Result<faer::Mat<c64>, SolveError> {
+        if self.lu.is_none() {
+            self.factorise()?;
+        }
+        let n = self.nodes.len();
+        let mut z = faer::Mat::<c64>::zeros(n, nodes.len());
+        let mut col = vec![c64::ZERO; n];
+        for (c, &k) in nodes.iter().enumerate() {
+            col.iter_mut().for_each(|x| *x = c64::ZERO);
+            col[k] = c64::ONE;
+            self.solve_in_place(&mut col);
+            for (r, x) in col.iter().enumerate() {
+                z[(r, c)] = *x;
+            }
+        }
+        Ok(z)
+    }
+
     /// The voltages with the taps as they are: the fixed point from `v`.
     pub(crate) fn solve_fixed_point(
         &mut self,
@@ -789,26 +876,7 @@ impl<'c> System<'c> {
         for iteration in 1..=opts.max_iterations {
             let mut rhs = source.clone();
             if !self.series_only {
-                for (state, load) in self.loads.iter().zip(&self.circuit.loads) {
-                    let comp = state.prim.currents(v);
-                    let mut inj = comp;
-                    let vt: Vec<c64> = state
-                        .prim
-                        .nodes
-                        .iter()
-                        .map(|k| k.map_or(c64::ZERO, |k| v[k]))
-                        .collect();
-                    for &(a, b) in &state.phases {
-                        let i = state.current(load, vt[a] - vt[b]);
-                        inj[a] -= i;
-                        inj[b] += i;
-                    }
-                    for (k, node) in state.prim.nodes.iter().enumerate() {
-                        if let Some(n) = node {
-                            rhs[*n] += inj[k];
-                        }
-                    }
-                }
+                self.load_injections(|k| v[k], |k, i| rhs[k] += i);
             }
             self.solve_in_place(&mut rhs);
             change = 0.0;
@@ -835,6 +903,11 @@ impl<'c> System<'c> {
             iterations: opts.max_iterations,
             change_pu: change,
         })
+    }
+
+    /// `Y⁻¹ I_source`: the voltages with no load injection beyond the nominal admittances.
+    pub(crate) fn sources_only(&mut self) -> Result<Vec<c64>, SolveError> {
+        self.direct()
     }
 
     /// The first guess: `Y⁻¹ I_source` with the loads as their admittances.

@@ -810,10 +810,8 @@ impl<'c> System<'c> {
                 }
             }
             let mut inj = [c64::ZERO; 8];
-            for i in 0..k {
-                for j in 0..k {
-                    inj[i] += state.prim.y[i * k + j] * vt[j];
-                }
+            for (i, row) in state.prim.y.chunks_exact(k).enumerate() {
+                inj[i] = row.iter().zip(&vt[..k]).map(|(y, v)| y * v).sum();
             }
             for &(a, b) in &state.phases {
                 let i = state.current(load, vt[a] - vt[b]);

@@ -20,6 +20,7 @@ pub mod demo_community;
 pub mod demo_devices;
 pub mod grid_market;
 pub mod grid_report;
+pub mod grid_unbalanced;
 pub mod market_file;
 pub mod testnet;
 

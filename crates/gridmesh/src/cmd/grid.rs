@@ -9,12 +9,33 @@ use crate::output::emit;
 
 #[derive(Subcommand)]
 pub(crate) enum GridCommand {
-    /// AC power flow (Newton-Raphson, sparse) on a MATPOWER case or a TOML feeder: voltages,
-    /// losses, the lowest voltage, buses outside their band and branches over their rating.
+    /// AC power flow: balanced (Newton-Raphson, sparse) on a MATPOWER case or a TOML feeder,
+    /// with the lowest voltage, buses outside their band and branches over their rating; or
+    /// unbalanced three-phase on an OpenDSS feeder (.dss), per bus and phase, with EN 50160's
+    /// violations (outside 0.9-1.1 pu, unbalance above 2 %).
     Powerflow {
-        /// A MATPOWER case file (.m, version 2) or a feeder (.toml, see `gridmesh_grid::feeder`).
+        /// A MATPOWER case file (.m, version 2), a feeder described in TOML (.toml), or an
+        /// OpenDSS master script (.dss) and the files it redirects to.
         #[arg(long)]
         case: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quasi-static time series of an OpenDSS feeder through its loads' load shapes (as
+    /// OpenDSS's yearly mode: step k at minute k × step): each step's lowest and highest node
+    /// voltage, losses and power, and the run's totals.
+    Timeseries {
+        /// An OpenDSS master script (.dss).
+        #[arg(long)]
+        case: PathBuf,
+        /// How many minutes to run.
+        #[arg(long, default_value_t = 1440)]
+        minutes: usize,
+        /// Minutes per step.
+        #[arg(long, default_value_t = 1.0)]
+        step_minutes: f64,
+        /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -65,7 +86,23 @@ pub(crate) fn run(command: GridCommand) -> anyhow::Result<()> {
             Ok(())
         }
         GridCommand::Powerflow { case, json } => {
+            if case
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("dss"))
+            {
+                let report = gridmesh_tools::grid_unbalanced::powerflow(&case)?;
+                return emit(json, &report);
+            }
             let report = gridmesh_tools::grid_report::powerflow(&case)?;
+            emit(json, &report)
+        }
+        GridCommand::Timeseries {
+            case,
+            minutes,
+            step_minutes,
+            json,
+        } => {
+            let report = gridmesh_tools::grid_unbalanced::timeseries(&case, minutes, step_minutes)?;
             emit(json, &report)
         }
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use gridmesh_grid::unbalanced::{Circuit, Solution, SolveOptions, ViolationKind};
+use gridmesh_grid::unbalanced::{Circuit, Solution, ViolationKind};
 use serde::Serialize;
 
 /// One violation of EN 50160's limits.
@@ -153,7 +153,7 @@ pub fn report(case: String, sol: &Solution) -> UnbalancedReport {
 pub fn powerflow(path: &Path) -> anyhow::Result<UnbalancedReport> {
     let circuit = read(path)?;
     let sol = circuit
-        .solve(&SolveOptions::default())
+        .solve(&circuit.solve_options)
         .with_context(|| format!("power flow on {}", path.display()))?;
     Ok(report(case_name(path, &circuit), &sol))
 }
@@ -262,7 +262,7 @@ pub fn timeseries(
     );
     let t0 = std::time::Instant::now();
     let day = circuit
-        .time_series(steps, step_minutes / 60.0, &SolveOptions::default(), &[])
+        .time_series(steps, step_minutes / 60.0, &circuit.solve_options, &[])
         .with_context(|| format!("time series on {}", path.display()))?;
     let seconds = t0.elapsed().as_secs_f64();
     let h = step_minutes / 60.0;

@@ -1329,6 +1329,19 @@ impl Circuit {
             }
         }
         let load_mult = option("loadmult").map(num).transpose()?.unwrap_or(1.0);
+        let mut solve_options = super::SolveOptions::default();
+        if let Some(p) = option("tolerance") {
+            solve_options.tolerance_pu = positive(p, "tolerance")?;
+        }
+        if let Some(p) = option("maxiterations") {
+            solve_options.max_iterations = count(p, 100_000)?;
+        }
+        if let Some(p) = option("maxcontroliter") {
+            solve_options.max_control_iterations = count(p, 100_000)?;
+        }
+        if option("controlmode").is_some_and(|p| p.value.trim().eq_ignore_ascii_case("off")) {
+            solve_options.max_control_iterations = 1;
+        }
         let voltage_bases_kv = match option("voltagebases") {
             Some(p) => numbers(p)?,
             None => vec![],
@@ -1358,6 +1371,7 @@ impl Circuit {
             load_shapes: vec![],
             voltage_bases_kv,
             load_mult,
+            solve_options,
         };
         // Sources first, so the source bus is the first bus as in OpenDSS.
         for o in script.of_class("vsource") {

@@ -265,6 +265,9 @@ pub struct Circuit {
     pub voltage_bases_kv: Vec<f64>,
     /// Every load's kW and kvar are multiplied by this in a snapshot.
     pub load_mult: f64,
+    /// How hard to solve: gridmesh's defaults (1e-10 pu) unless the script sets
+    /// `tolerance`, `maxiterations` or `maxcontroliter`.
+    pub solve_options: SolveOptions,
 }
 
 impl Circuit {

@@ -33,16 +33,20 @@ pub struct TimeSeries {
 /// larger circuit iterates on the whole sparse system instead.
 pub const MAX_REDUCED_ENTRIES: usize = 4_000_000;
 
+/// Steps whose voltages are recovered together, by one matrix product.
+const BATCH_STEPS: usize = 64;
+
 /// The fixed point on the loads' nodes alone: `V_A = V0_A + Z_AA J(V_A)` where `V0 = Y⁻¹ I_source`
-/// and `Z_AA` is `Y⁻¹` between the nodes loads inject at. The same iterates as the whole
-/// system's (only the loads' injections change from one to the next), at a cost that grows
-/// with the number of load nodes squared instead of with the network; every other node follows
-/// from the converged injections by one product.
+/// and `Z_AA` is `Y⁻¹` between the nodes loads inject at (and the sources' nodes, for their
+/// power). The same iterates as the whole system's (only the loads' injections change from one
+/// to the next), at a cost that grows with the number of load nodes squared instead of with the
+/// network; every other node follows from the converged injections, `V = V0 + Z J`, for many
+/// steps at once.
 struct Reduced {
     active: Vec<usize>,
     /// Where each node is in `active` (`usize::MAX`: not there).
     position: Vec<usize>,
-    /// `Y⁻¹` at all nodes (rows) per load node (columns).
+    /// `Y⁻¹` at all nodes (rows) per active node (columns).
     z: Mat<c64>,
     z_aa: Mat<c64>,
     v0: Vec<c64>,
@@ -50,7 +54,10 @@ struct Reduced {
 
 impl Reduced {
     fn new(system: &mut System) -> Result<Option<Reduced>, SolveError> {
-        let active = system.load_nodes();
+        let mut active = system.load_nodes();
+        active.extend(system.source_nodes());
+        active.sort_unstable();
+        active.dedup();
         let n = system.nodes.len();
         if active.is_empty() || n.saturating_mul(active.len()) > MAX_REDUCED_ENTRIES {
             return Ok(None);
@@ -71,16 +78,16 @@ impl Reduced {
         }))
     }
 
-    /// Iterates on the load nodes from `v` and writes every node's voltage back to `v`.
-    fn solve(
+    /// Iterates on the active nodes from `va` to the fixed point; leaves the injections it
+    /// converged with in `j`.
+    fn iterate(
         &self,
         system: &System,
-        v: &mut [c64],
+        va: &mut [c64],
+        j: &mut Mat<c64>,
         opts: &SolveOptions,
     ) -> Result<usize, SolveError> {
         let a = self.active.len();
-        let mut va: Vec<c64> = self.active.iter().map(|&k| v[k]).collect();
-        let mut j = Mat::<c64>::zeros(a, 1);
         let mut next = Mat::<c64>::zeros(a, 1);
         let mut change = f64::INFINITY;
         for iteration in 1..=opts.max_iterations {
@@ -93,7 +100,7 @@ impl Reduced {
                 &mut next,
                 Accum::Replace,
                 &self.z_aa,
-                &j,
+                &*j,
                 c64::ONE,
                 Par::Seq,
             );
@@ -101,10 +108,13 @@ impl Reduced {
             for (p, &k) in self.active.iter().enumerate() {
                 let new = self.v0[k] + next[(p, 0)];
                 let base = system.base_v[k];
+                // Magnitudes by `sqrt` of the square: `hypot`'s care for overflow costs more than
+                // the whole iteration, and node voltages are nowhere near overflow.
+                let (m_new, m_old) = (new.norm_sqr().sqrt(), va[p].norm_sqr().sqrt());
                 let e = if base > 0.0 {
-                    (new.norm() - va[p].norm()).abs() / base
+                    (m_new - m_old).abs() / base
                 } else {
-                    (1.0 - va[p].norm() / new.norm()).abs()
+                    (1.0 - m_old / m_new).abs()
                 };
                 change = change.max(e);
                 va[p] = new;
@@ -113,22 +123,6 @@ impl Reduced {
                 break;
             }
             if change <= opts.tolerance_pu {
-                // Every node from the injections the load nodes converged with.
-                let mut all = Mat::<c64>::zeros(v.len(), 1);
-                faer::linalg::matmul::matmul(
-                    &mut all,
-                    Accum::Replace,
-                    &self.z,
-                    &j,
-                    c64::ONE,
-                    Par::Seq,
-                );
-                for (k, x) in v.iter_mut().enumerate() {
-                    *x = self.v0[k] + all[(k, 0)];
-                }
-                for (p, &k) in self.active.iter().enumerate() {
-                    v[k] = va[p];
-                }
                 return Ok(iteration);
             }
         }
@@ -137,6 +131,32 @@ impl Reduced {
             change_pu: change,
         })
     }
+
+    /// Every node's voltage at the steps whose injections are the columns of `j`: `V0 + Z J`,
+    /// the active nodes as they converged.
+    fn recover(&self, j: &Mat<c64>, va: &[Vec<c64>]) -> Mat<c64> {
+        let mut all = Mat::<c64>::zeros(self.z.nrows(), j.ncols());
+        faer::linalg::matmul::matmul(&mut all, Accum::Replace, &self.z, j, c64::ONE, Par::Seq);
+        for c in 0..j.ncols() {
+            for (k, v0) in self.v0.iter().enumerate() {
+                all[(k, c)] += *v0;
+            }
+            for (p, &k) in self.active.iter().enumerate() {
+                all[(k, c)] = va[c][p];
+            }
+        }
+        all
+    }
+}
+
+/// A step solved on the active nodes, waiting for its other nodes.
+struct Pending {
+    step: usize,
+    hour: f64,
+    iterations: usize,
+    source: c64,
+    loads: c64,
+    va: Vec<c64>,
 }
 
 impl Circuit {
@@ -183,17 +203,84 @@ impl Circuit {
         let mut system = System::new(self, false);
         let mut v = system.direct()?;
         let mut reduced = Reduced::new(&mut system)?;
-        let phase_nodes: Vec<usize> = system
+        let phase_nodes: Vec<(usize, f64)> = system
             .nodes
             .iter()
             .enumerate()
             .filter(|(k, &(_, n))| (1..=3).contains(&n) && system.base_v[*k] > 0.0)
-            .map(|(k, _)| k)
+            .map(|(k, _)| (k, 1.0 / (system.base_v[k] * system.base_v[k])))
             .collect();
+        let extremes = |v: &[c64]| -> (f64, f64) {
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &(k, inv_base2) in &phase_nodes {
+                let pu2 = v[k].norm_sqr() * inv_base2;
+                lo = lo.min(pu2);
+                hi = hi.max(pu2);
+            }
+            (lo.sqrt(), hi.sqrt())
+        };
         let mut out = TimeSeries {
             steps: Vec::with_capacity(steps),
             snapshots: Vec::new(),
         };
+        let finish = |out: &mut TimeSeries, p: &Pending, (vmin, vmax): (f64, f64)| {
+            out.steps.push(Step {
+                step: p.step,
+                hour: p.hour,
+                vmin_pu: vmin,
+                vmax_pu: vmax,
+                losses_kw: (p.source.re - p.loads.re) / 1000.0,
+                total_power_kw: p.source.re / 1000.0,
+                iterations: p.iterations,
+            });
+        };
+        // Without regulators no step needs every node before the next: steps are solved on
+        // the active nodes and recovered many at a time.
+        if let (Some(r), true) = (&reduced, self.regulators.is_empty()) {
+            let a = r.active.len();
+            let mut va: Vec<c64> = r.active.iter().map(|&k| v[k]).collect();
+            let mut j = Mat::<c64>::zeros(a, 1);
+            let mut batch: Vec<Pending> = Vec::with_capacity(BATCH_STEPS);
+            let mut injections = Mat::<c64>::zeros(a, BATCH_STEPS);
+            let at = |va: &[c64], k: usize| va[r.position[k]];
+            for step in 1..=steps {
+                let hour = step as f64 * step_h;
+                system.set_load_multipliers(&self.load_multipliers_at(hour));
+                let iterations = r.iterate(&system, &mut va, &mut j, opts)?;
+                let c = batch.len();
+                for p in 0..a {
+                    injections[(p, c)] = j[(p, 0)];
+                }
+                batch.push(Pending {
+                    step,
+                    hour,
+                    iterations,
+                    source: system.source_power_at(|k| at(&va, k)),
+                    loads: system.load_power_at(|k| at(&va, k)),
+                    va: va.clone(),
+                });
+                if batch.len() == BATCH_STEPS || step == steps {
+                    let cols = batch.len();
+                    let jm = injections.subcols(0, cols).to_owned();
+                    let vas: Vec<Vec<c64>> = batch.iter().map(|p| p.va.clone()).collect();
+                    let all = r.recover(&jm, &vas);
+                    for (c, p) in batch.drain(..).enumerate() {
+                        let col = all
+                            .col(c)
+                            .try_as_col_major()
+                            .expect("a matrix's column is contiguous")
+                            .as_slice();
+                        finish(&mut out, &p, extremes(col));
+                        if snapshots.contains(&p.step) {
+                            let v: Vec<c64> = col.to_vec();
+                            out.snapshots
+                                .push((p.step, report(&system, v, true, p.iterations, 1)));
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
         for step in 1..=steps {
             let hour = step as f64 * step_h;
             system.set_load_multipliers(&self.load_multipliers_at(hour));
@@ -202,7 +289,16 @@ impl Circuit {
             for ci in 1..=opts.max_control_iterations.max(1) {
                 control_iterations = ci;
                 iterations += match &reduced {
-                    Some(r) => r.solve(&system, &mut v, opts)?,
+                    Some(r) => {
+                        let mut va: Vec<c64> = r.active.iter().map(|&k| v[k]).collect();
+                        let mut j = Mat::<c64>::zeros(r.active.len(), 1);
+                        let its = r.iterate(&system, &mut va, &mut j, opts)?;
+                        let all = r.recover(&j, &[va]);
+                        v.iter_mut()
+                            .zip(all.col(0).iter())
+                            .for_each(|(x, y)| *x = *y);
+                        its
+                    }
                     None => system.solve_fixed_point(&mut v, opts)?,
                 };
                 if ci >= opts.max_control_iterations || !system.control(&v) {
@@ -211,23 +307,15 @@ impl Circuit {
                 // A tap moved: Y and so the reduced system are new.
                 reduced = Reduced::new(&mut system)?;
             }
-            let (mut vmin, mut vmax) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &k in &phase_nodes {
-                let pu = v[k].norm() / system.base_v[k];
-                vmin = vmin.min(pu);
-                vmax = vmax.max(pu);
-            }
-            let source: c64 = system.source_power(&v);
-            let loads = system.load_power(&v);
-            out.steps.push(Step {
+            let p = Pending {
                 step,
                 hour,
-                vmin_pu: vmin,
-                vmax_pu: vmax,
-                losses_kw: (source.re - loads.re) / 1000.0,
-                total_power_kw: source.re / 1000.0,
                 iterations,
-            });
+                source: system.source_power(&v),
+                loads: system.load_power(&v),
+                va: vec![],
+            };
+            finish(&mut out, &p, extremes(&v));
             if snapshots.contains(&step) {
                 out.snapshots.push((
                     step,
@@ -236,34 +324,5 @@ impl Circuit {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod probe {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn probe_costs() {
-        let path = std::path::PathBuf::from("/work/shared/data/dss/ieee-eu-lv/Master.dss");
-        let circuit = Circuit::read_dss(&path).unwrap();
-        let mut system = System::new(&circuit, false);
-        let t = std::time::Instant::now();
-        for _ in 0..100 {
-            system.factorise_for_probe();
-        }
-        eprintln!("factorise {:?}", t.elapsed() / 100);
-        let mut v = system.direct().unwrap();
-        let t = std::time::Instant::now();
-        for _ in 0..100 {
-            system.solve_for_probe(&mut v);
-        }
-        eprintln!(
-            "solve {:?}; nodes {}; {}",
-            t.elapsed() / 100,
-            system.nodes.len(),
-            system.probe_nnz()
-        );
     }
 }

@@ -753,24 +753,6 @@ impl<'c> System<'c> {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn factorise_for_probe(&mut self) {
-        self.factorise().unwrap();
-    }
-    #[cfg(test)]
-    pub(crate) fn solve_for_probe(&mut self, v: &mut [c64]) {
-        self.solve_in_place(v);
-    }
-    #[cfg(test)]
-    pub(crate) fn probe_nnz(&self) -> String {
-        let lu = self.lu.as_ref().unwrap();
-        format!(
-            "pairs {} unique {}",
-            lu.pairs.len(),
-            lu.symbolic.compute_nnz()
-        )
-    }
-
     /// The sources' currents into the network.
     fn injections(&self) -> Vec<c64> {
         let mut i = vec![c64::ZERO; self.nodes.len()];
@@ -838,7 +820,8 @@ impl<'c> System<'c> {
         out
     }
 
-    /// The columns of `Y⁻¹` at `nodes`: each node's voltages everywhere per ampere injected.
+    /// The columns of `Y⁻¹` at `nodes`: each node's voltages everywhere per ampere injected,
+    /// solved together, with one step of iterative refinement.
     pub(crate) fn impedance_columns(
         &mut self,
         nodes: &[usize],
@@ -847,16 +830,34 @@ impl<'c> System<'c> {
             self.factorise()?;
         }
         let n = self.nodes.len();
-        let mut z = faer::Mat::<c64>::zeros(n, nodes.len());
-        let mut col = vec![c64::ZERO; n];
-        for (c, &k) in nodes.iter().enumerate() {
-            col.iter_mut().for_each(|x| *x = c64::ZERO);
-            col[k] = c64::ONE;
-            self.solve_in_place(&mut col);
-            for (r, x) in col.iter().enumerate() {
-                z[(r, c)] = *x;
+        let lu = self.lu.as_mut().expect("factorised above");
+        let unit = |r: usize, c: usize| if nodes[c] == r { c64::ONE } else { c64::ZERO };
+        let mut z = faer::Mat::<c64>::from_fn(n, nodes.len(), unit);
+        let mut scratch = MemBuffer::new(
+            lu.symbolic_lu
+                .solve_in_place_scratch::<c64>(nodes.len(), Par::Seq),
+        );
+        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
+            Conj::No,
+            z.as_mut(),
+            Par::Seq,
+            MemStack::new(&mut scratch),
+        );
+        let mut r = faer::Mat::<c64>::from_fn(n, nodes.len(), unit);
+        for c in 0..nodes.len() {
+            let zc = z.col(c);
+            let mut rc = r.col_mut(c);
+            for (p, y) in lu.pairs.iter().zip(&lu.values) {
+                rc[p.row] -= *y * zc[p.col];
             }
         }
+        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
+            Conj::No,
+            r.as_mut(),
+            Par::Seq,
+            MemStack::new(&mut scratch),
+        );
+        z += &r;
         Ok(z)
     }
 
@@ -1054,9 +1055,14 @@ impl<'c> System<'c> {
 
     /// The power the loads draw.
     pub(crate) fn load_power(&self, v: &[c64]) -> c64 {
+        self.load_power_at(|k| v[k])
+    }
+
+    /// The power the loads draw at voltages `v(node)` (of their nodes only).
+    pub(crate) fn load_power_at(&self, v: impl Fn(usize) -> c64) -> c64 {
         let mut s = c64::ZERO;
         for (state, load) in self.loads.iter().zip(&self.circuit.loads) {
-            let vt = |k: usize| state.prim.nodes[k].map_or(c64::ZERO, |n| v[n]);
+            let vt = |k: usize| state.prim.nodes[k].map_or(c64::ZERO, &v);
             for &(a, b) in &state.phases {
                 let u = vt(a) - vt(b);
                 s += u * state.current(load, u).conj();
@@ -1067,18 +1073,33 @@ impl<'c> System<'c> {
 
     /// The power the sources deliver into the network.
     pub(crate) fn source_power(&self, v: &[c64]) -> c64 {
+        self.source_power_at(|k| v[k])
+    }
+
+    /// The power the sources deliver at voltages `v(node)` (of their nodes only).
+    pub(crate) fn source_power_at(&self, v: impl Fn(usize) -> c64) -> c64 {
         let mut s = c64::ZERO;
         let mut k = 0;
         for p in &self.sources {
-            let i = p.currents(v);
+            let n = p.order();
+            let vt: Vec<c64> = p.nodes.iter().map(|x| x.map_or(c64::ZERO, &v)).collect();
             for (c, node) in p.nodes.iter().enumerate() {
-                if let Some(n) = node {
-                    s += v[*n] * (self.source_current[k] - i[c]).conj();
+                let i: c64 = (0..n).map(|j| p.y[c * n + j] * vt[j]).sum();
+                if node.is_some() {
+                    s += vt[c] * (self.source_current[k] - i).conj();
                 }
                 k += 1;
             }
         }
         s
+    }
+
+    /// The nodes the sources connect to.
+    pub(crate) fn source_nodes(&self) -> Vec<usize> {
+        self.sources
+            .iter()
+            .flat_map(|p| p.nodes.iter().flatten().copied())
+            .collect()
     }
 }
 

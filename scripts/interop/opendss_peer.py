@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""OpenDSS (DSS C-API through opendssdirect.py) as a reference peer for gridmesh's unbalanced
+power flow.
+
+  opendss_peer.py solve MASTER.dss...           compile each master, solve at 1e-10
+  opendss_peer.py day MASTER.dss STEPS REPEAT   time a yearly-mode run of STEPS one-minute steps
+
+`solve` prints {"MASTER": {"converged": bool, "buses": {bus: {node: [vm_pu, va_deg]}},
+"kv_base_ln": {bus: kV}, "losses_kw": float, "total_power_kw": float}}: puVmagAngle per bus,
+as the references in ../shared/data/dss were made. `day` prints {"median_seconds": float,
+"runs": int, "steps": int} after one warm-up run (each run compiles the master again; only the
+solve of the steps is timed).
+"""
+import json
+import statistics
+import sys
+import time
+
+import opendssdirect as dss
+
+
+def compile_master(path):
+    dss.Text.Command("clear")
+    dss.Text.Command(f'compile "{path}"')
+    dss.Text.Command("set tolerance=1e-10")
+    dss.Text.Command("set maxiterations=100")
+
+
+def solve(path):
+    compile_master(path)
+    dss.Text.Command("solve")
+    buses, bases = {}, {}
+    for name in dss.Circuit.AllBusNames():
+        dss.Circuit.SetActiveBus(name)
+        nodes = dss.Bus.Nodes()
+        pu = dss.Bus.puVmagAngle()
+        buses[name] = {str(n): [pu[2 * i], pu[2 * i + 1]] for i, n in enumerate(nodes)}
+        bases[name] = dss.Bus.kVBase()
+    losses = dss.Circuit.Losses()
+    total = dss.Circuit.TotalPower()
+    return {
+        "converged": bool(dss.Solution.Converged()),
+        "buses": buses,
+        "kv_base_ln": bases,
+        "losses_kw": losses[0] / 1000.0,
+        "total_power_kw": -total[0],
+    }
+
+
+def day(path, steps, repeat):
+    times = []
+    for run in range(repeat + 1):
+        compile_master(path)
+        dss.Text.Command(f"set mode=yearly number={steps} stepsize=1m")
+        t0 = time.perf_counter()
+        dss.Text.Command("solve")
+        elapsed = time.perf_counter() - t0
+        if run > 0:
+            times.append(elapsed)
+    return {"median_seconds": statistics.median(times), "runs": repeat, "steps": steps}
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] == "solve":
+        print(json.dumps({p: solve(p) for p in argv[1:]}))
+    elif len(argv) == 4 and argv[0] == "day":
+        print(json.dumps(day(argv[1], int(argv[2]), int(argv[3]))))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

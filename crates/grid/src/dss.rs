@@ -19,7 +19,7 @@ pub const MAX_OBJECTS: usize = 1_000_000;
 
 /// The classes this reader takes. `energymeter` and `monitor` are kept (they name what is
 /// measured; the power flow needs nothing of them).
-pub const CLASSES: [&str; 11] = [
+pub const CLASSES: [&str; 12] = [
     "circuit",
     "vsource",
     "linecode",
@@ -28,6 +28,7 @@ pub const CLASSES: [&str; 11] = [
     "regcontrol",
     "capacitor",
     "load",
+    "generator",
     "loadshape",
     "energymeter",
     "monitor",

@@ -116,3 +116,76 @@ fn european_lv_day_matches_opendss() {
         assert!(da < 1e-4, "minute {step}: va off by {da} deg");
     }
 }
+
+/// Hosting capacity on the European LV feeder's homes: each answer checked by a full power flow
+/// with the PV as a generator in the circuit: within every limit at the answer, the reported
+/// limit broken a little above it.
+#[test]
+fn hosting_capacity_is_checked_by_power_flow_at_the_answer() {
+    use gridmesh_grid::unbalanced::{Connection, HostingOptions, Limit, LoadModel, Terminal};
+    let path = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
+    let circuit = Circuit::read_dss(&path).unwrap();
+    let opts = HostingOptions::default();
+    let t0 = std::time::Instant::now();
+    let hosting = circuit
+        .hosting_capacity(&SolveOptions::default(), &opts)
+        .unwrap();
+    eprintln!("{} answers in {:?}", hosting.len(), t0.elapsed());
+    assert_eq!(hosting.len(), 55, "one per home's phase");
+    let kws: Vec<f64> = hosting.iter().map(|h| h.kw).collect();
+    let (lo, hi) = kws
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(a, b), &k| (a.min(k), b.max(k)));
+    eprintln!("from {lo:.1} to {hi:.1} kW");
+    // Homes far down the feeder host less than homes near the transformer.
+    assert!(lo > 1.0 && hi > 2.0 * lo, "{lo} .. {hi}");
+    let with_pv = |h: &gridmesh_grid::unbalanced::Hosting, kw: f64| {
+        let mut c = circuit.clone();
+        let bus = c.bus(&h.bus).unwrap();
+        c.generators.push(gridmesh_grid::unbalanced::Load {
+            name: "pv".into(),
+            terminal: Terminal {
+                bus,
+                nodes: vec![h.node, 0],
+            },
+            phases: 1,
+            connection: Connection::Wye,
+            model: LoadModel::ConstantPower,
+            kv: c.buses[bus].kv_base_ln,
+            kw: -kw,
+            kvar: 0.0,
+            vmin_pu: 0.9,
+            vmax_pu: 1.1,
+            vlow_pu: 0.5,
+            pf_given: false,
+            shape: None,
+        });
+        c.solve(&SolveOptions::default()).unwrap()
+    };
+    for h in hosting.iter().step_by(9) {
+        let at = with_pv(h, h.kw);
+        assert!(at.violations().is_empty(), "{h:?}: {:?}", at.violations());
+        let above = with_pv(h, h.kw + 2.0 * opts.resolution_kw);
+        let broken = above.violations();
+        match &h.limit {
+            Limit::Overvoltage { .. } | Limit::Undervoltage { .. } | Limit::Unbalance { .. } => {
+                assert!(!broken.is_empty(), "{h:?}: nothing binds above the answer")
+            }
+            Limit::Line { line, rating_a, .. } => {
+                let k = circuit.lines.iter().position(|l| &l.name == line).unwrap();
+                assert!(at.line_current_a[k] <= *rating_a, "{h:?}");
+                assert!(above.line_current_a[k] > *rating_a, "{h:?}");
+            }
+            Limit::Transformer { transformer, .. } => {
+                let k = circuit
+                    .transformers
+                    .iter()
+                    .position(|t| &t.name == transformer)
+                    .unwrap();
+                assert!(at.transformer_loading_pct[k] <= 100.0, "{h:?}");
+                assert!(above.transformer_loading_pct[k] > 100.0, "{h:?}");
+            }
+            other => panic!("{h:?}: {other:?} on this feeder"),
+        }
+    }
+}

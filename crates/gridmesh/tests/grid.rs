@@ -253,6 +253,30 @@ fn opendss_feeders_through_the_binary() {
         assert!((ours["vmax_pu"].as_f64().unwrap() - theirs[1].as_f64().unwrap()).abs() < 1e-6);
     }
 
+    // Hosting capacity: one answer per home's phase, each with what binds.
+    let r = stdout_json(&gridmesh(&[
+        "grid",
+        "hosting-capacity",
+        "--case",
+        lv.to_str().unwrap(),
+        "--load-mult",
+        "0.2",
+        "--resolution-kw",
+        "1",
+        "--json",
+    ]));
+    let answers = r["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 55);
+    for a in answers {
+        let kw = a["kw"].as_f64().unwrap();
+        assert!(kw > 5.0 && kw < 500.0, "{a}");
+        assert!(
+            ["overvoltage", "unbalance", "line", "transformer"]
+                .contains(&a["limit"]["kind"].as_str().unwrap()),
+            "{a}"
+        );
+    }
+
     // A property the import does not model: named with its file and line, non-zero exit.
     let scratch = tempfile::tempdir().unwrap();
     let bad = scratch.path().join("bad.dss");

@@ -358,3 +358,173 @@ impl std::fmt::Display for TimeSeriesReport {
         )
     }
 }
+
+/// The limit that binds, as reported.
+#[derive(Serialize, Debug)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LimitOut {
+    Overvoltage {
+        bus: String,
+        node: u8,
+        vm_pu: f64,
+    },
+    Undervoltage {
+        bus: String,
+        node: u8,
+        vm_pu: f64,
+    },
+    Unbalance {
+        bus: String,
+        pct: f64,
+    },
+    Line {
+        line: String,
+        current_a: f64,
+        rating_a: f64,
+    },
+    Transformer {
+        transformer: String,
+        loading_pct: f64,
+    },
+    NoSolution,
+    Ceiling,
+}
+
+impl std::fmt::Display for LimitOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitOut::Overvoltage { bus, node, vm_pu } => {
+                write!(f, "overvoltage at {bus}.{node} ({vm_pu:.3} pu)")
+            }
+            LimitOut::Undervoltage { bus, node, vm_pu } => {
+                write!(f, "undervoltage at {bus}.{node} ({vm_pu:.3} pu)")
+            }
+            LimitOut::Unbalance { bus, pct } => write!(f, "unbalance at {bus} ({pct:.2} %)"),
+            LimitOut::Line {
+                line,
+                current_a,
+                rating_a,
+            } => write!(f, "line {line} at {current_a:.0} A of {rating_a:.0} A"),
+            LimitOut::Transformer {
+                transformer,
+                loading_pct,
+            } => write!(f, "transformer {transformer} at {loading_pct:.0} %"),
+            LimitOut::NoSolution => write!(f, "no power flow solution"),
+            LimitOut::Ceiling => write!(f, "the search's ceiling"),
+        }
+    }
+}
+
+/// One bus and phase's hosting capacity.
+#[derive(Serialize, Debug)]
+pub struct HostingOut {
+    pub bus: String,
+    pub phase: u8,
+    pub kw: f64,
+    pub limit: LimitOut,
+}
+
+/// `gridmesh grid hosting-capacity`.
+#[derive(Serialize, Debug)]
+pub struct HostingReport {
+    pub case: String,
+    /// The loads' multiplier the capacity holds at (PV's worst case is light load).
+    pub load_mult: f64,
+    pub resolution_kw: f64,
+    pub seconds: f64,
+    pub answers: Vec<HostingOut>,
+}
+
+/// `gridmesh grid hosting-capacity --case MASTER.dss`: per bus and phase the most single-phase PV
+/// that fits before a voltage (0.9-1.1 pu), unbalance (2 %), line or transformer limit binds.
+pub fn hosting_capacity(
+    path: &Path,
+    load_mult: Option<f64>,
+    all_buses: bool,
+    resolution_kw: f64,
+) -> anyhow::Result<HostingReport> {
+    use gridmesh_grid::unbalanced::{HostingOptions, Limit};
+    anyhow::ensure!(resolution_kw > 0.0, "--resolution-kw must be above 0");
+    let mut circuit = read(path)?;
+    if let Some(m) = load_mult {
+        anyhow::ensure!(m >= 0.0, "--load-mult must be 0 or more");
+        circuit.load_mult = m;
+    }
+    let opts = HostingOptions {
+        all_buses,
+        resolution_kw,
+        ..HostingOptions::default()
+    };
+    let t0 = std::time::Instant::now();
+    let answers = circuit
+        .hosting_capacity(&circuit.solve_options, &opts)
+        .with_context(|| format!("hosting capacity on {}", path.display()))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(HostingReport {
+        case: case_name(path, &circuit),
+        load_mult: circuit.load_mult,
+        resolution_kw,
+        seconds,
+        answers: answers
+            .into_iter()
+            .map(|h| HostingOut {
+                bus: h.bus,
+                phase: h.node,
+                kw: h.kw,
+                limit: match h.limit {
+                    Limit::Overvoltage { bus, node, vm_pu } => {
+                        LimitOut::Overvoltage { bus, node, vm_pu }
+                    }
+                    Limit::Undervoltage { bus, node, vm_pu } => {
+                        LimitOut::Undervoltage { bus, node, vm_pu }
+                    }
+                    Limit::Unbalance { bus, pct } => LimitOut::Unbalance { bus, pct },
+                    Limit::Line {
+                        line,
+                        current_a,
+                        rating_a,
+                    } => LimitOut::Line {
+                        line,
+                        current_a,
+                        rating_a,
+                    },
+                    Limit::Transformer {
+                        transformer,
+                        loading_pct,
+                    } => LimitOut::Transformer {
+                        transformer,
+                        loading_pct,
+                    },
+                    Limit::NoSolution => LimitOut::NoSolution,
+                    Limit::Ceiling => LimitOut::Ceiling,
+                },
+            })
+            .collect(),
+    })
+}
+
+impl std::fmt::Display for HostingReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: PV hosting capacity of {} bus phases at {} × the loads, to {} kW ({:.1} s)",
+            self.case,
+            self.answers.len(),
+            self.load_mult,
+            self.resolution_kw,
+            self.seconds
+        )?;
+        let mut sorted: Vec<&HostingOut> = self.answers.iter().collect();
+        sorted.sort_by(|a, b| a.kw.total_cmp(&b.kw));
+        for a in sorted {
+            writeln!(
+                f,
+                "  {:>12}  {:>8} kW  {}",
+                format!("{}.{}", a.bus, a.phase),
+                kw(a.kw),
+                a.limit
+            )?;
+        }
+        Ok(())
+    }
+}

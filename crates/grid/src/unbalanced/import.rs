@@ -995,6 +995,72 @@ fn load(
     Ok(Some(l))
 }
 
+const GENERATOR: &[&str] = &[
+    "bus1", "phases", "kv", "kw", "kvar", "pf", "model", "conn", "vminpu", "vmaxpu", "yearly",
+    "daily", "duty", "enabled",
+];
+
+/// A generator as a load drawing negative power (OpenDSS's model 1, constant kW and kvar;
+/// its voltage limits default to 0.9 and 1.1 pu).
+fn generator(
+    o: &Object,
+    buses: &mut Buses,
+    shapes: &HashMap<String, usize>,
+) -> Result<Option<Load>, ImportError> {
+    let mut as_load = o.clone();
+    for p in &mut as_load.properties {
+        if let Some(name) = &p.name {
+            if !GENERATOR.contains(&name.as_str()) {
+                return Err(unknown(o, name, p, GENERATOR));
+            }
+            if name == "model" && num(p)? != 1.0 {
+                return Err(invalid(
+                    &p.at,
+                    "only generator model 1 (constant kW and kvar) is modelled",
+                ));
+            }
+        }
+    }
+    as_load.properties.insert(
+        0,
+        Property {
+            name: Some("vminpu".into()),
+            value: "0.9".into(),
+            at: o.at.clone(),
+        },
+    );
+    as_load.properties.insert(
+        1,
+        Property {
+            name: Some("vmaxpu".into()),
+            value: "1.1".into(),
+            at: o.at.clone(),
+        },
+    );
+    as_load.properties.insert(
+        2,
+        Property {
+            name: Some("kw".into()),
+            value: "1000".into(),
+            at: o.at.clone(),
+        },
+    );
+    as_load.properties.insert(
+        3,
+        Property {
+            name: Some("pf".into()),
+            value: "0.8".into(),
+            at: o.at.clone(),
+        },
+    );
+    let Some(mut g) = load(&as_load, buses, shapes)? else {
+        return Ok(None);
+    };
+    g.kw = -g.kw;
+    g.kvar = -g.kvar;
+    Ok(Some(g))
+}
+
 const LOADSHAPE: &[&str] = &[
     "npts",
     "interval",
@@ -1368,6 +1434,7 @@ impl Circuit {
             regulators: vec![],
             capacitors: vec![],
             loads: vec![],
+            generators: vec![],
             load_shapes: vec![],
             voltage_bases_kv,
             load_mult,
@@ -1392,6 +1459,7 @@ impl Circuit {
                 "transformer" => c.transformers.extend(transformer(o, &mut buses)?),
                 "capacitor" => c.capacitors.extend(capacitor(o, &mut buses, frequency_hz)?),
                 "load" => c.loads.extend(load(o, &mut buses, &shape_index)?),
+                "generator" => c.generators.extend(generator(o, &mut buses, &shape_index)?),
                 _ => {}
             }
         }

@@ -12,10 +12,12 @@
 //!
 //! Units are in the names: ohms, siemens, volts, kV, kW, kvar, hours. Node 0 is ground.
 
+mod hosting;
 mod import;
 mod series;
 mod solve;
 
+pub use hosting::{Hosting, HostingOptions, Limit};
 pub use import::ImportError;
 pub use series::{Step, TimeSeries};
 pub use solve::{BusVoltages, Solution, SolveError, SolveOptions, Violation, ViolationKind};
@@ -211,6 +213,11 @@ impl Load {
     }
 }
 
+/// A generator (rooftop PV, a battery discharging) as OpenDSS's Generator model 1: constant
+/// kW and kvar, turning into a constant impedance outside `vmin_pu`-`vmax_pu`. Held as a
+/// [`Load`] drawing negative power, so the loads' models serve both.
+pub type Generator = Load;
+
 /// Multipliers at a fixed interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadShape {
@@ -260,6 +267,8 @@ pub struct Circuit {
     pub regulators: Vec<Regulator>,
     pub capacitors: Vec<Capacitor>,
     pub loads: Vec<Load>,
+    /// Generators, each drawing negative kW (and kvar where it absorbs none).
+    pub generators: Vec<Generator>,
     pub load_shapes: Vec<LoadShape>,
     /// The system's line-to-line voltage bases; the buses' come from them.
     pub voltage_bases_kv: Vec<f64>,

@@ -160,31 +160,33 @@ struct Pending {
 }
 
 impl Circuit {
-    /// Each load's `(p, q)` multiplier at `hour`: its shape's (or 1 without one), times the
-    /// circuit's load multiplier; an actual-kW shape is turned into a multiplier of the load's
-    /// rating.
+    /// Each load's and then each generator's `(p, q)` multiplier at `hour`: its shape's (or 1
+    /// without one), loads' times the circuit's load multiplier; an actual-kW shape is turned
+    /// into a multiplier of the rating.
     pub fn load_multipliers_at(&self, hour: f64) -> Vec<(f64, f64)> {
+        let mult = |l: &super::Load, scale: f64| match l.shape.map(|s| &self.load_shapes[s]) {
+            None => (scale, scale),
+            Some(shape) => {
+                let (p, q) = shape.at_hour(hour);
+                if shape.use_actual {
+                    let pm = if l.kw != 0.0 { p / l.kw.abs() } else { 0.0 };
+                    let qm = if q != 0.0 && l.kvar != 0.0 {
+                        q / l.kvar.abs()
+                    } else if l.pf_given {
+                        pm
+                    } else {
+                        0.0
+                    };
+                    (pm, qm)
+                } else {
+                    (p * scale, q * scale)
+                }
+            }
+        };
         self.loads
             .iter()
-            .map(|l| match l.shape.map(|s| &self.load_shapes[s]) {
-                None => (self.load_mult, self.load_mult),
-                Some(shape) => {
-                    let (p, q) = shape.at_hour(hour);
-                    if shape.use_actual {
-                        let pm = if l.kw != 0.0 { p / l.kw } else { 0.0 };
-                        let qm = if q != 0.0 && l.kvar != 0.0 {
-                            q / l.kvar
-                        } else if l.pf_given {
-                            pm
-                        } else {
-                            0.0
-                        };
-                        (pm, qm)
-                    } else {
-                        (p * self.load_mult, q * self.load_mult)
-                    }
-                }
-            })
+            .map(|l| mult(l, self.load_mult))
+            .chain(self.generators.iter().map(|g| mult(g, 1.0)))
             .collect()
     }
 

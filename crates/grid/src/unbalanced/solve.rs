@@ -151,7 +151,11 @@ pub(crate) struct System<'c> {
     sources: Vec<Prim>,
     /// Each source's injected current at its terminal's nodes.
     source_current: Vec<c64>,
+    /// The loads, then the generators (as loads drawing negative power), then any added by
+    /// the caller, and their models in the same order.
     loads: Vec<LoadState>,
+    models: Vec<Load>,
+    index: HashMap<NodeKey, usize>,
     /// The taps in force, per transformer and winding.
     pub(crate) taps: Vec<Vec<f64>>,
     regulators: Vec<RegState>,
@@ -454,6 +458,7 @@ impl LoadState {
         nodes: Vec<Option<usize>>,
         mult: (f64, f64),
         series_only: bool,
+        in_y: bool,
     ) -> LoadState {
         let mut s = LoadState {
             prim: Prim::new(nodes),
@@ -463,6 +468,9 @@ impl LoadState {
             base_v: load.phase_base_v(),
         };
         s.set(load, mult);
+        if !in_y {
+            return s;
+        }
         let y = s.yeq() * if series_only { 1e-10 } else { 1.0 };
         for &(a, b) in &s.phases.clone() {
             s.prim.add(a, a, y);
@@ -562,6 +570,7 @@ impl<'c> System<'c> {
             add(&c.terminal2);
         }
         circuit.loads.iter().for_each(|l| add(&l.terminal));
+        circuit.generators.iter().for_each(|g| add(&g.terminal));
         let base_v = nodes
             .iter()
             .map(|&(b, _)| circuit.buses[b].kv_base_ln * 1000.0)
@@ -628,12 +637,26 @@ impl<'c> System<'c> {
                 p
             })
             .collect();
-        let loads = circuit
-            .loads
+        let mut models: Vec<Load> = circuit.loads.clone();
+        models.extend(circuit.generators.iter().cloned());
+        let loads = models
             .iter()
-            .map(|l| {
-                let m = (circuit.load_mult, circuit.load_mult);
-                LoadState::new(l, key_nodes(&index, &l.terminal).collect(), m, series_only)
+            .enumerate()
+            .map(|(k, l)| {
+                let is_load = k < circuit.loads.len();
+                let m = if is_load {
+                    (circuit.load_mult, circuit.load_mult)
+                } else {
+                    (1.0, 1.0)
+                };
+                // Generators inject only: a negative admittance in Y would only weaken it.
+                LoadState::new(
+                    l,
+                    key_nodes(&index, &l.terminal).collect(),
+                    m,
+                    series_only,
+                    is_load,
+                )
             })
             .collect();
         System {
@@ -646,6 +669,8 @@ impl<'c> System<'c> {
             sources,
             source_current,
             loads,
+            models,
+            index,
             taps,
             regulators: vec![RegState::default(); circuit.regulators.len()],
             series_only,
@@ -770,7 +795,7 @@ impl<'c> System<'c> {
 
     /// Each load's multipliers of its kW and kvar (`None`: the snapshot's).
     pub(crate) fn set_load_multipliers(&mut self, mults: &[(f64, f64)]) {
-        for ((state, load), &m) in self.loads.iter_mut().zip(&self.circuit.loads).zip(mults) {
+        for ((state, load), &m) in self.loads.iter_mut().zip(&self.models).zip(mults) {
             state.set(load, m);
         }
     }
@@ -782,7 +807,7 @@ impl<'c> System<'c> {
         v: impl Fn(usize) -> c64,
         mut add: impl FnMut(usize, c64),
     ) {
-        for (state, load) in self.loads.iter().zip(&self.circuit.loads) {
+        for (state, load) in self.loads.iter().zip(&self.models) {
             let k = state.prim.order();
             debug_assert!(k <= 8);
             let mut vt = [c64::ZERO; 8];
@@ -1053,6 +1078,87 @@ impl<'c> System<'c> {
             .sum()
     }
 
+    /// Adds a single-phase generator at `bus`'s `node` (to ground), producing nothing until
+    /// [`System::set_generation`]; its index.
+    pub(crate) fn add_generator(&mut self, bus: usize, node: u8) -> usize {
+        let model = Load {
+            name: "hosting".into(),
+            terminal: super::Terminal {
+                bus,
+                nodes: vec![node, 0],
+            },
+            phases: 1,
+            connection: Connection::Wye,
+            model: LoadModel::ConstantPower,
+            kv: self.circuit.buses[bus].kv_base_ln,
+            kw: 0.0,
+            kvar: 0.0,
+            vmin_pu: 0.9,
+            vmax_pu: 1.1,
+            vlow_pu: 0.5,
+            pf_given: false,
+            shape: None,
+        };
+        let nodes = key_nodes(&self.index, &model.terminal).collect();
+        self.loads.push(LoadState::new(
+            &model,
+            nodes,
+            (1.0, 1.0),
+            self.series_only,
+            false,
+        ));
+        self.models.push(model);
+        self.loads.len() - 1
+    }
+
+    /// Sets the generator `k` (from [`System::add_generator`]) to produce `kw` at unity power
+    /// factor.
+    pub(crate) fn set_generation(&mut self, k: usize, kw: f64) {
+        self.models[k].kw = -kw;
+        self.loads[k].set(&self.models[k], (1.0, 1.0));
+    }
+
+    /// Removes the generator added last.
+    pub(crate) fn remove_generator(&mut self, k: usize) {
+        debug_assert_eq!(k + 1, self.loads.len());
+        self.loads.truncate(k);
+        self.models.truncate(k);
+    }
+
+    /// Each line's largest conductor current in amperes.
+    pub(crate) fn line_currents(&self, v: &[c64]) -> Vec<f64> {
+        self.lines
+            .iter()
+            .map(|p| p.currents(v).iter().fold(0.0, |m: f64, i| m.max(i.norm())))
+            .collect()
+    }
+
+    /// Each transformer's loading: its largest winding terminal current over the winding's
+    /// rated line current, in %.
+    pub(crate) fn transformer_loading(&self, v: &[c64]) -> Vec<f64> {
+        self.circuit
+            .transformers
+            .iter()
+            .zip(&self.transformers)
+            .map(|(t, p)| {
+                let i = p.currents(v);
+                let nconds = t.phases + 1;
+                let ln = if t.phases > 1 { 3f64.sqrt() } else { 1.0 };
+                t.windings
+                    .iter()
+                    .enumerate()
+                    .map(|(w, winding)| {
+                        let rated =
+                            winding.kva * 1000.0 / t.phases as f64 / (winding.kv * 1000.0 / ln);
+                        (0..t.phases)
+                            .map(|c| i[w * nconds + c].norm() / rated * 100.0)
+                            .fold(0.0, f64::max)
+                    })
+                    .fold(0.0, f64::max)
+            })
+            .collect()
+    }
+
     /// The power the loads draw.
     pub(crate) fn load_power(&self, v: &[c64]) -> c64 {
         self.load_power_at(|k| v[k])
@@ -1061,7 +1167,7 @@ impl<'c> System<'c> {
     /// The power the loads draw at voltages `v(node)` (of their nodes only).
     pub(crate) fn load_power_at(&self, v: impl Fn(usize) -> c64) -> c64 {
         let mut s = c64::ZERO;
-        for (state, load) in self.loads.iter().zip(&self.circuit.loads) {
+        for (state, load) in self.loads.iter().zip(&self.models) {
             let vt = |k: usize| state.prim.nodes[k].map_or(c64::ZERO, &v);
             for &(a, b) in &state.phases {
                 let u = vt(a) - vt(b);
@@ -1151,6 +1257,10 @@ pub struct Solution {
     pub buses: Vec<BusVoltages>,
     /// Every tap after the controls: per transformer (by name), per winding.
     pub taps: Vec<(String, Vec<f64>)>,
+    /// Each line's largest conductor current in amperes, in the circuit's order.
+    pub line_current_a: Vec<f64>,
+    /// Each transformer's loading in % of its rating, in the circuit's order.
+    pub transformer_loading_pct: Vec<f64>,
     /// Each node's voltage phasor in volts, in the order of [`Solution::nodes`].
     pub voltages_v: Vec<c64>,
     pub nodes: Vec<(usize, u8)>,
@@ -1263,7 +1373,11 @@ pub(crate) fn report(
         })
         .collect();
     let losses = system.losses(&v);
+    let line_current_a = system.line_currents(&v);
+    let transformer_loading_pct = system.transformer_loading(&v);
     Solution {
+        line_current_a,
+        transformer_loading_pct,
         converged,
         iterations,
         control_iterations,

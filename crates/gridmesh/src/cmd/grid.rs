@@ -39,6 +39,28 @@ pub(crate) enum GridCommand {
         #[arg(long)]
         json: bool,
     },
+    /// PV hosting capacity of an OpenDSS feeder: per bus and phase, the most single-phase PV
+    /// (unity power factor) that fits before a voltage (0.9-1.1 pu), unbalance (2 %), line or
+    /// transformer limit binds, found by power flow with the regulators' taps as the case
+    /// leaves them.
+    HostingCapacity {
+        /// An OpenDSS master script (.dss).
+        #[arg(long)]
+        case: PathBuf,
+        /// Scale every load by this (PV's worst case is light load, e.g. 0.2); the case's own
+        /// load multiplier without it.
+        #[arg(long)]
+        load_mult: Option<f64>,
+        /// Every bus's phases, not only those homes (loads) are on.
+        #[arg(long)]
+        all_buses: bool,
+        /// How close to the most that fits the answer is, in kW.
+        #[arg(long, default_value_t = 0.1)]
+        resolution_kw: f64,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an outage scenario (TOML, see `gridmesh_grid::outage`) through the islanding
     /// controller: every transition, and per outage the energy not served, the share of critical
     /// load served, the minutes islanded and the lowest battery state.
@@ -94,6 +116,21 @@ pub(crate) fn run(command: GridCommand) -> anyhow::Result<()> {
                 return emit(json, &report);
             }
             let report = gridmesh_tools::grid_report::powerflow(&case)?;
+            emit(json, &report)
+        }
+        GridCommand::HostingCapacity {
+            case,
+            load_mult,
+            all_buses,
+            resolution_kw,
+            json,
+        } => {
+            let report = gridmesh_tools::grid_unbalanced::hosting_capacity(
+                &case,
+                load_mult,
+                all_buses,
+                resolution_kw,
+            )?;
             emit(json, &report)
         }
         GridCommand::Timeseries {

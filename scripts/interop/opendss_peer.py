@@ -4,12 +4,15 @@ power flow.
 
   opendss_peer.py solve MASTER.dss...           compile each master, solve at 1e-10
   opendss_peer.py day MASTER.dss STEPS REPEAT   time a yearly-mode run of STEPS one-minute steps
+  opendss_peer.py time REPEAT MASTER.dss...     time a cold snapshot solve of each master
 
 `solve` prints {"MASTER": {"converged": bool, "buses": {bus: {node: [vm_pu, va_deg]}},
 "kv_base_ln": {bus: kV}, "losses_kw": float, "total_power_kw": float}}: puVmagAngle per bus,
 as the references in ../shared/data/dss were made. `day` prints {"median_seconds": float,
 "runs": int, "steps": int} after one warm-up run (each run compiles the master again; only the
-solve of the steps is timed).
+solve of the steps is timed). `time` prints {"MASTER": {"median_seconds": float, "runs": int}}:
+each run sets snapshot mode again (which makes OpenDSS start over from its direct solution) and
+times the `solve`.
 """
 import json
 import statistics
@@ -60,9 +63,24 @@ def day(path, steps, repeat):
     return {"median_seconds": statistics.median(times), "runs": repeat, "steps": steps}
 
 
+def time_snapshot(path, repeat):
+    compile_master(path)
+    times = []
+    for run in range(repeat + 1):
+        dss.Text.Command("set mode=snapshot")
+        t0 = time.perf_counter()
+        dss.Text.Command("solve")
+        elapsed = time.perf_counter() - t0
+        if run > 0:
+            times.append(elapsed)
+    return {"median_seconds": statistics.median(times), "runs": repeat}
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == "solve":
         print(json.dumps({p: solve(p) for p in argv[1:]}))
+    elif len(argv) >= 3 and argv[0] == "time":
+        print(json.dumps({p: time_snapshot(p, int(argv[1])) for p in argv[2:]}))
     elif len(argv) == 4 and argv[0] == "day":
         print(json.dumps(day(argv[1], int(argv[2]), int(argv[3]))))
     else:

@@ -22,6 +22,7 @@ mod network;
 pub mod outage;
 pub mod powerflow;
 pub mod snapshot;
+mod sparse;
 pub mod sweep;
 pub mod unbalanced;
 

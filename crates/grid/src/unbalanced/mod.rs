@@ -20,7 +20,9 @@ mod solve;
 pub use hosting::{Hosting, HostingOptions, Limit};
 pub use import::ImportError;
 pub use series::{Step, TimeSeries};
-pub use solve::{BusVoltages, Solution, SolveError, SolveOptions, Violation, ViolationKind};
+pub use solve::{
+    BusVoltages, PowerFlowModel, Solution, SolveError, SolveOptions, Violation, ViolationKind,
+};
 
 use faer::c64;
 

@@ -328,29 +328,3 @@ impl Circuit {
         Ok(out)
     }
 }
-
-#[cfg(test)]
-mod probe {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn probe_snapshot_costs() {
-        let path = std::path::PathBuf::from("/work/shared/data/dss/ieee-eu-lv/Master.dss");
-        let circuit = Circuit::read_dss(&path).unwrap();
-        let opts = SolveOptions::default();
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let mut system = System::new(&circuit, false);
-            let t1 = t.elapsed();
-            let mut v = system.direct().unwrap();
-            let t2 = t.elapsed();
-            let its = system.solve_fixed_point(&mut v, &opts).unwrap();
-            let t3 = t.elapsed();
-            let sol = report(&system, v, true, its, 1);
-            let t4 = t.elapsed();
-            std::hint::black_box(sol);
-            eprintln!("new {t1:?} factor+direct {:?} {its} iterations {:?} report {:?}", t2 - t1, t3 - t2, t4 - t3);
-        }
-    }
-}

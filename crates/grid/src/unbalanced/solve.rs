@@ -8,12 +8,10 @@
 use std::collections::HashMap;
 use std::f64::consts::PI;
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::sparse::linalg::lu::{factorize_symbolic_lu, LuRef, NumericLu, SymbolicLu};
-use faer::sparse::{Argsort, Pair, SparseColMat, SymbolicSparseColMat};
-use faer::{c64, Conj, MatMut, Par};
+use faer::c64;
 
 use super::{Capacitor, Circuit, Connection, Line, Load, LoadModel, PtPhase, Transformer};
+use crate::sparse::{SparseError, Symbolic};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SolveError {
@@ -56,6 +54,7 @@ struct Prim {
 impl Prim {
     fn new(nodes: Vec<Option<usize>>) -> Prim {
         let n = nodes.len();
+        assert!(n <= 16, "an element of {n} conductors");
         Prim {
             nodes,
             y: vec![c64::ZERO; n * n],
@@ -68,25 +67,35 @@ impl Prim {
         let n = self.order();
         self.y[i * n + j] += v;
     }
+    /// The currents into the element's conductors at voltages `v`, handed to `each(conductor,
+    /// current)` (no allocation: element matrices have at most 16 conductors).
+    fn each_current(&self, v: &[c64], mut each: impl FnMut(usize, c64)) {
+        let n = self.order();
+        let mut vt = [c64::ZERO; 16];
+        for (k, node) in self.nodes.iter().enumerate() {
+            vt[k] = node.map_or(c64::ZERO, |k| v[k]);
+        }
+        for (i, row) in self.y.chunks_exact(n).enumerate() {
+            each(i, row.iter().zip(&vt[..n]).map(|(y, v)| y * v).sum());
+        }
+    }
+
     /// The currents into the element's conductors at voltages `v`.
     fn currents(&self, v: &[c64]) -> Vec<c64> {
-        let n = self.order();
-        let vt: Vec<c64> = self
-            .nodes
-            .iter()
-            .map(|k| k.map_or(c64::ZERO, |k| v[k]))
-            .collect();
-        (0..n)
-            .map(|i| (0..n).map(|j| self.y[i * n + j] * vt[j]).sum())
-            .collect()
+        let mut out = vec![c64::ZERO; self.order()];
+        self.each_current(v, |i, c| out[i] = c);
+        out
     }
+
     /// The complex power the element takes in, summed over its conductors (its losses).
     fn power(&self, v: &[c64]) -> c64 {
-        self.currents(v)
-            .iter()
-            .zip(&self.nodes)
-            .map(|(i, k)| k.map_or(c64::ZERO, |k| v[k] * i.conj()))
-            .sum()
+        let mut s = c64::ZERO;
+        self.each_current(v, |i, c| {
+            if let Some(k) = self.nodes[i] {
+                s += v[k] * c.conj();
+            }
+        });
+        s
     }
 }
 
@@ -164,13 +173,10 @@ pub(crate) struct System<'c> {
 }
 
 struct Lu {
-    pairs: Vec<Pair<usize, usize>>,
+    pairs: Vec<(usize, usize)>,
     values: Vec<c64>,
-    symbolic: SymbolicSparseColMat<usize>,
-    order: Argsort<usize>,
-    symbolic_lu: SymbolicLu<usize>,
-    numeric: NumericLu<usize, c64>,
-    scratch: MemBuffer,
+    symbolic: Symbolic,
+    numeric: crate::sparse::Lu<c64>,
 }
 
 #[derive(Clone, Debug)]
@@ -502,7 +508,7 @@ impl LoadState {
     /// The current the load draws across one phase at voltage `v` (OpenDSS's models with
     /// their low- and high-voltage fallbacks to impedances).
     fn current(&self, load: &Load, v: c64) -> c64 {
-        let vmag = v.norm();
+        let vmag = v.norm_sqr().sqrt();
         let yeq = self.yeq();
         let (vlow, v95, v105) = (
             load.vlow_pu * self.base_v,
@@ -690,15 +696,13 @@ impl<'c> System<'c> {
     /// Factorises `Y` (the pattern once; the numbers again after a tap moved).
     fn factorise(&mut self) -> Result<(), SolveError> {
         let n = self.nodes.len();
-        let singular = || {
-            SolveError::Singular(
-                self.circuit
-                    .sources
-                    .first()
-                    .map_or(String::new(), |s| s.name.clone()),
-            )
-        };
-        let mut values = Vec::new();
+        let singular = |name: String| SolveError::Singular(name);
+        let mut values = self
+            .lu
+            .as_mut()
+            .map(|lu| std::mem::take(&mut lu.values))
+            .unwrap_or_default();
+        values.clear();
         let mut pairs = Vec::new();
         for p in self.prims() {
             let k = p.order();
@@ -707,72 +711,56 @@ impl<'c> System<'c> {
                 for j in 0..k {
                     let Some(nj) = p.nodes[j] else { continue };
                     if self.lu.is_none() {
-                        pairs.push(Pair::new(ni, nj));
+                        pairs.push((ni, nj));
                     }
                     values.push(p.y[i * k + j]);
                 }
             }
         }
         if self.lu.is_none() {
-            let (symbolic, order) =
-                SymbolicSparseColMat::try_new_from_indices(n, n, &pairs).map_err(|_| singular())?;
-            let symbolic_lu = factorize_symbolic_lu(symbolic.as_ref(), Default::default())
-                .map_err(|_| singular())?;
-            let scratch = MemBuffer::new(
-                symbolic_lu
-                    .factorize_numeric_lu_scratch::<c64>(Par::Seq, Default::default())
-                    .or(symbolic_lu.solve_in_place_scratch::<c64>(1, Par::Seq)),
-            );
+            let symbolic = Symbolic::new(n, &pairs).map_err(|e| singular(e.to_string()))?;
+            let numeric = crate::sparse::Lu::new(&symbolic);
             self.lu = Some(Lu {
                 pairs,
                 values: vec![],
                 symbolic,
-                order,
-                symbolic_lu,
-                numeric: NumericLu::new(),
-                scratch,
+                numeric,
             });
         }
         let lu = self.lu.as_mut().expect("set above");
         debug_assert_eq!(lu.pairs.len(), values.len());
-        lu.values.clone_from(&values);
-        let y = SparseColMat::new_from_argsort(lu.symbolic.clone(), &lu.order, &values)
-            .map_err(|_| singular())?;
-        lu.symbolic_lu
-            .factorize_numeric_lu(
-                &mut lu.numeric,
-                y.as_ref(),
-                Par::Seq,
-                MemStack::new(&mut lu.scratch),
-                Default::default(),
-            )
-            .map_err(|_| singular())?;
+        let nodes = &self.nodes;
+        let buses = &self.circuit.buses;
+        lu.numeric
+            .factorise(&lu.symbolic, &values)
+            .map_err(|e| match e {
+                SparseError::ZeroPivot(k) => {
+                    let (b, node) = nodes[k];
+                    singular(format!("{}.{node}", buses[b].name))
+                }
+                e => singular(e.to_string()),
+            })?;
+        lu.values = values;
         Ok(())
     }
 
-    fn solve_in_place(&mut self, rhs: &mut [c64]) {
-        let lu = self.lu.as_mut().expect("factorised before solving");
-        let n = rhs.len();
-        let b = rhs.to_vec();
-        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
-            Conj::No,
-            MatMut::from_column_major_slice_mut(rhs, n, 1),
-            Par::Seq,
-            MemStack::new(&mut lu.scratch),
-        );
-        // One step of iterative refinement: short LV cables (tens of kilosiemens) beside a
-        // weakly grounded source leave the plain solve's voltages noisy at 1e-9 pu, above the
-        // tolerance; the residual's correction brings them to the fixed point's own accuracy.
-        let mut r = b;
-        for (p, y) in lu.pairs.iter().zip(&lu.values) {
-            r[p.row] -= *y * rhs[p.col];
+    /// Solves `Y x = rhs` in place; `refine` adds one step of iterative refinement (the
+    /// residual solved again), for when the last digits count: short LV cables (tens of
+    /// kilosiemens) beside a weakly grounded source can leave a plain solve's voltages noisy
+    /// near 1e-9 pu, above the tolerance.
+    fn solve_in_place(&mut self, rhs: &mut [c64], refine: bool) {
+        let lu = self.lu.as_ref().expect("factorised before solving");
+        if !refine {
+            lu.numeric.solve(&lu.symbolic, rhs);
+            return;
         }
-        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
-            Conj::No,
-            MatMut::from_column_major_slice_mut(&mut r, n, 1),
-            Par::Seq,
-            MemStack::new(&mut lu.scratch),
-        );
+        let b = rhs.to_vec();
+        lu.numeric.solve(&lu.symbolic, rhs);
+        let mut r = b;
+        for (&(row, col), y) in lu.pairs.iter().zip(&lu.values) {
+            r[row] -= *y * rhs[col];
+        }
+        lu.numeric.solve(&lu.symbolic, &mut r);
         for (x, d) in rhs.iter_mut().zip(&r) {
             *x += *d;
         }
@@ -845,8 +833,7 @@ impl<'c> System<'c> {
         out
     }
 
-    /// The columns of `Y⁻¹` at `nodes`: each node's voltages everywhere per ampere injected,
-    /// solved together, with one step of iterative refinement.
+    /// The columns of `Y⁻¹` at `nodes`: each node's voltages everywhere per ampere injected.
     pub(crate) fn impedance_columns(
         &mut self,
         nodes: &[usize],
@@ -855,34 +842,14 @@ impl<'c> System<'c> {
             self.factorise()?;
         }
         let n = self.nodes.len();
-        let lu = self.lu.as_mut().expect("factorised above");
-        let unit = |r: usize, c: usize| if nodes[c] == r { c64::ONE } else { c64::ZERO };
-        let mut z = faer::Mat::<c64>::from_fn(n, nodes.len(), unit);
-        let mut scratch = MemBuffer::new(
-            lu.symbolic_lu
-                .solve_in_place_scratch::<c64>(nodes.len(), Par::Seq),
-        );
-        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
-            Conj::No,
-            z.as_mut(),
-            Par::Seq,
-            MemStack::new(&mut scratch),
-        );
-        let mut r = faer::Mat::<c64>::from_fn(n, nodes.len(), unit);
-        for c in 0..nodes.len() {
-            let zc = z.col(c);
-            let mut rc = r.col_mut(c);
-            for (p, y) in lu.pairs.iter().zip(&lu.values) {
-                rc[p.row] -= *y * zc[p.col];
-            }
+        let mut z = faer::Mat::<c64>::zeros(n, nodes.len());
+        let mut col = vec![c64::ZERO; n];
+        for (c, &k) in nodes.iter().enumerate() {
+            col.iter_mut().for_each(|x| *x = c64::ZERO);
+            col[k] = c64::ONE;
+            self.solve_in_place(&mut col, true);
+            z.col_mut(c).iter_mut().zip(&col).for_each(|(z, x)| *z = *x);
         }
-        LuRef::new_unchecked(&lu.symbolic_lu, &lu.numeric).solve_in_place_with_conj(
-            Conj::No,
-            r.as_mut(),
-            Par::Seq,
-            MemStack::new(&mut scratch),
-        );
-        z += &r;
         Ok(z)
     }
 
@@ -897,15 +864,20 @@ impl<'c> System<'c> {
         }
         let source = self.injections();
         let mut change = f64::INFINITY;
+        let mut refine = false;
         for iteration in 1..=opts.max_iterations {
             let mut rhs = source.clone();
             if !self.series_only {
                 self.load_injections(|k| v[k], |k, i| rhs[k] += i);
             }
-            self.solve_in_place(&mut rhs);
+            // Refined from when the iterates stall near the tolerance: the solve's own error,
+            // not the fixed point's, is then what is left.
+            self.solve_in_place(&mut rhs, refine);
+            let change_before = change;
             change = 0.0;
             for (k, new) in rhs.iter().enumerate() {
-                let (a, b) = (new.norm(), v[k].norm());
+                // sqrt of the square: hypot's care for overflow costs more than the solve.
+                let (a, b) = (new.norm_sqr().sqrt(), v[k].norm_sqr().sqrt());
                 let e = if self.base_v[k] > 0.0 {
                     (a - b).abs() / self.base_v[k]
                 } else if a != 0.0 {
@@ -915,6 +887,7 @@ impl<'c> System<'c> {
                 };
                 change = change.max(e);
             }
+            refine |= change < 1e-7 && change > 0.5 * change_before;
             *v = rhs;
             if !change.is_finite() {
                 break;
@@ -940,7 +913,7 @@ impl<'c> System<'c> {
             self.factorise()?;
         }
         let mut v = self.injections();
-        self.solve_in_place(&mut v);
+        self.solve_in_place(&mut v, false);
         Ok(v)
     }
 
@@ -1129,7 +1102,11 @@ impl<'c> System<'c> {
     pub(crate) fn line_currents(&self, v: &[c64]) -> Vec<f64> {
         self.lines
             .iter()
-            .map(|p| p.currents(v).iter().fold(0.0, |m: f64, i| m.max(i.norm())))
+            .map(|p| {
+                let mut largest = 0.0f64;
+                p.each_current(v, |_, i| largest = largest.max(i.norm_sqr()));
+                largest.sqrt()
+            })
             .collect()
     }
 
@@ -1151,7 +1128,7 @@ impl<'c> System<'c> {
                         let rated =
                             winding.kva * 1000.0 / t.phases as f64 / (winding.kv * 1000.0 / ln);
                         (0..t.phases)
-                            .map(|c| i[w * nconds + c].norm() / rated * 100.0)
+                            .map(|c| i[w * nconds + c].norm_sqr().sqrt() / rated * 100.0)
                             .fold(0.0, f64::max)
                     })
                     .fold(0.0, f64::max)
@@ -1361,9 +1338,9 @@ pub(crate) fn report(
                     .iter()
                     .map(|&(n, v)| {
                         let vm = if base > 0.0 {
-                            v.norm() / base
+                            v.norm_sqr().sqrt() / base
                         } else {
-                            v.norm()
+                            v.norm_sqr().sqrt()
                         };
                         (n, vm, v.arg().to_degrees())
                     })
@@ -1437,10 +1414,43 @@ impl Circuit {
     /// The power flow of the circuit as it stands (a snapshot), regulators moving taps between
     /// solutions until none needs to.
     pub fn solve(&self, opts: &SolveOptions) -> Result<Solution, SolveError> {
-        if self.buses.iter().all(|b| b.kv_base_ln == 0.0) {
+        PowerFlowModel::new(self)?.solve(opts)
+    }
+}
+
+/// A circuit ready to solve: its element matrices built and its admittance matrix ordered for
+/// factorisation (what depends on the topology alone), so that solving again (another load,
+/// another tap) costs only the numbers.
+pub struct PowerFlowModel<'c> {
+    system: System<'c>,
+}
+
+impl<'c> PowerFlowModel<'c> {
+    pub fn new(circuit: &'c Circuit) -> Result<PowerFlowModel<'c>, SolveError> {
+        if circuit.buses.iter().all(|b| b.kv_base_ln == 0.0) {
             return Err(SolveError::NoVoltageBases);
         }
-        let mut system = System::new(self, false);
+        let mut system = System::new(circuit, false);
+        system.factorise()?;
+        Ok(PowerFlowModel { system })
+    }
+
+    /// A snapshot from the circuit's own taps: factorised, solved from the direct solution,
+    /// regulators sampled between solutions, reported.
+    pub fn solve(&mut self, opts: &SolveOptions) -> Result<Solution, SolveError> {
+        let system = &mut self.system;
+        let initial: Vec<Vec<f64>> = system
+            .circuit
+            .transformers
+            .iter()
+            .map(|t| t.windings.iter().map(|w| w.tap_pu).collect())
+            .collect();
+        if system.taps != initial {
+            system.taps = initial;
+            system.rebuild_transformers();
+        } else {
+            system.factorise()?;
+        }
         let mut v = system.direct()?;
         let mut iterations = 0;
         let mut control_iterations = 0;
@@ -1451,6 +1461,49 @@ impl Circuit {
                 break;
             }
         }
-        Ok(report(&system, v, true, iterations, control_iterations))
+        Ok(report(system, v, true, iterations, control_iterations))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Energy is conserved: what every line, transformer and capacitor takes in, element by
+    /// element (the losses a snapshot reports), is what the sources deliver less what the loads
+    /// draw (the losses a time series reports), to the solution's own accuracy.
+    #[test]
+    fn losses_element_by_element_equal_sources_less_loads() {
+        for case in ["dss/ieee13/IEEE13Nodeckt.dss", "dss/ieee-eu-lv/Master.dss"] {
+            let circuit = Circuit::read_dss(&gridmesh_refdata::require(case)).unwrap();
+            let mut model = PowerFlowModel::new(&circuit).unwrap();
+            let sol = model.solve(&SolveOptions::default()).unwrap();
+            let v = &sol.voltages_v;
+            let balance = model.system.source_power(v) - model.system.load_power(v);
+            let by_element = model.system.losses(v);
+            assert!(
+                (by_element.re / 1000.0 - sol.losses_kw).abs() < 1e-12,
+                "{case}"
+            );
+            assert!(
+                (by_element - balance).norm() < 1e-7 * model.system.source_power(v).norm(),
+                "{case}: {by_element} element by element, {balance} by balance"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_without_a_path_to_ground_is_named() {
+        let script = crate::dss::parse(
+            "new circuit.x basekv=12.47\nnew line.a bus1=sourcebus bus2=b r1=0.1 x1=0.2 c1=0 c0=0\nnew load.island bus1=c.1.2 phases=1 conn=delta kv=12.47 kw=10\nset voltagebases=[12.47]\n",
+            std::path::Path::new("/x/island.dss"),
+        )
+        .unwrap();
+        let circuit = Circuit::from_dss(&script).unwrap();
+        let err = circuit
+            .solve(&SolveOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("singular") && err.contains("c."), "{err}");
     }
 }

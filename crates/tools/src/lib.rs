@@ -10,6 +10,7 @@
 pub mod attacks;
 pub mod bench;
 pub mod bench_agent;
+pub mod bench_feeder;
 pub mod bench_grid;
 pub mod bench_ingest;
 pub mod bench_market;

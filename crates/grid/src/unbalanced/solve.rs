@@ -1423,6 +1423,11 @@ impl Circuit {
 /// another tap) costs only the numbers.
 pub struct PowerFlowModel<'c> {
     system: System<'c>,
+    /// The taps the present factorisation is for.
+    factorised_taps: Vec<Vec<f64>>,
+    voltages: Vec<c64>,
+    iterations: usize,
+    control_iterations: usize,
 }
 
 impl<'c> PowerFlowModel<'c> {
@@ -1432,25 +1437,23 @@ impl<'c> PowerFlowModel<'c> {
         }
         let mut system = System::new(circuit, false);
         system.factorise()?;
-        Ok(PowerFlowModel { system })
+        let factorised_taps = system.taps.clone();
+        Ok(PowerFlowModel {
+            system,
+            factorised_taps,
+            voltages: Vec::new(),
+            iterations: 0,
+            control_iterations: 0,
+        })
     }
 
-    /// A snapshot from the circuit's own taps: factorised, solved from the direct solution,
-    /// regulators sampled between solutions, reported.
-    pub fn solve(&mut self, opts: &SolveOptions) -> Result<Solution, SolveError> {
+    /// The node voltages of a snapshot (in the order of [`Solution::nodes`]): from the direct
+    /// solution, regulators sampled between solutions. The taps start where the last solve of
+    /// this model left them (the circuit's own at first), as OpenDSS keeps them from one solve
+    /// to the next.
+    pub fn solve_voltages(&mut self, opts: &SolveOptions) -> Result<&[c64], SolveError> {
         let system = &mut self.system;
-        let initial: Vec<Vec<f64>> = system
-            .circuit
-            .transformers
-            .iter()
-            .map(|t| t.windings.iter().map(|w| w.tap_pu).collect())
-            .collect();
-        if system.taps != initial {
-            system.taps = initial;
-            system.rebuild_transformers();
-        } else {
-            system.factorise()?;
-        }
+        debug_assert_eq!(self.factorised_taps, system.taps);
         let mut v = system.direct()?;
         let mut iterations = 0;
         let mut control_iterations = 0;
@@ -1461,7 +1464,24 @@ impl<'c> PowerFlowModel<'c> {
                 break;
             }
         }
-        Ok(report(system, v, true, iterations, control_iterations))
+        self.factorised_taps.clone_from(&system.taps);
+        self.voltages = v;
+        self.iterations = iterations;
+        self.control_iterations = control_iterations;
+        Ok(&self.voltages)
+    }
+
+    /// A snapshot ([`PowerFlowModel::solve_voltages`]) and its report: every bus's voltages
+    /// and unbalance, losses, taps, line currents and transformer loading.
+    pub fn solve(&mut self, opts: &SolveOptions) -> Result<Solution, SolveError> {
+        self.solve_voltages(opts)?;
+        Ok(report(
+            &self.system,
+            self.voltages.clone(),
+            true,
+            self.iterations,
+            self.control_iterations,
+        ))
     }
 }
 

@@ -59,6 +59,25 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Unbalanced three-phase power flow on OpenDSS feeders (the shared IEEE 13 and European LV
+    /// feeders and generated ones) beside OpenDSS and power-grid-model, and the European LV
+    /// feeder's day beside OpenDSS's yearly mode.
+    Feeder {
+        /// Runs per case; the median is reported.
+        #[arg(long, default_value_t = 50)]
+        repeat: usize,
+        /// Buses of the generated feeders.
+        #[arg(long, value_delimiter = ',', default_value = "300,3000")]
+        generated: Vec<usize>,
+        /// Steps of the day (one minute each).
+        #[arg(long, value_delimiter = ',', default_value = "360,1440")]
+        day_steps: Vec<usize>,
+        /// Skip OpenDSS and power-grid-model.
+        #[arg(long)]
+        no_peers: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// AC power flow on every MATPOWER case of the shared data and on a generated radial feeder,
     /// pandapower on the same cases side by side (Newton-Raphson, flat start, 1e-8 tolerance).
     Grid {
@@ -234,6 +253,28 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
                     rows.push(row);
                 }
             }
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Feeder {
+            repeat,
+            generated,
+            day_steps,
+            no_peers,
+            json,
+        } => {
+            let python = peer_python(no_peers, "peers")?;
+            let rows = gridmesh_tools::bench_feeder::run(
+                &gridmesh_tools::bench_feeder::FeederBenchOptions {
+                    repeat,
+                    generated,
+                    day_steps,
+                    python,
+                },
+                |row| eprintln!("{row}"),
+            )?;
             if json {
                 print_json(&rows)?;
             }

@@ -10,7 +10,11 @@ init="flat", numba=True, trafo_model="pi")`: the same method, tolerance and bran
 
 `solve` prints {"CASE": {"converged": bool, "iterations": int, "vm_pu": {bus: float},
 "va_degree": {bus: float}, "losses_kw": float}}. `bench` prints {"CASE": {"median_seconds":
-float, "runs": int}} after one warm-up run per case (numba's compilation is not counted).
+float, "runs": int, "lightsim2grid_seconds": float}} after one warm-up run per case (numba's
+compilation is not counted). pandapower runs without lightsim2grid (which it would otherwise
+take when installed); lightsim2grid is timed on its own: its `GridModel` built from the same
+pandapower network (transformers in the T model, which lightsim2grid requires), KLU, `ac_pf` from a flat start to 1e-8 after a first call (its symbolic
+analysis kept, as it keeps it between calls), the median of `repeat`.
 """
 import json
 import re
@@ -49,7 +53,32 @@ def run(net):
     # trafo_model="pi" is MATPOWER's branch model (pandapower's default T model is another
     # equivalent circuit and differs by up to 3e-4 pu on case300).
     pp.runpp(net, algorithm="nr", tolerance_mva=1e-8, init="flat", numba=True,
-             calculate_voltage_angles=True, max_iteration=20, trafo_model="pi")
+             calculate_voltage_angles=True, max_iteration=20, trafo_model="pi",
+             lightsim2grid=False)
+
+
+def lightsim2grid_seconds(path, repeat):
+    import numpy as np
+    from lightsim2grid.gridmodel import init_from_pandapower
+    from lightsim2grid.solver import SolverType
+
+    # lightsim2grid takes transformers in pandapower's T model only: the same network with it
+    # (the Jacobian has the same pattern and work; the answer differs by the model, ~1e-4 pu).
+    net = network(path)
+    pp.runpp(net, algorithm="nr", init="flat", numba=True, lightsim2grid=False)
+    model = init_from_pandapower(net)
+    model.change_solver(SolverType.KLU)
+    nb = model.total_bus()
+    model.ac_pf(np.ones(nb, dtype=complex), 20, 1e-8)
+    times = []
+    for _ in range(repeat):
+        v0 = np.ones(nb, dtype=complex)
+        started = time.perf_counter()
+        v = model.ac_pf(v0, 20, 1e-8)
+        times.append(time.perf_counter() - started)
+        if len(v) == 0:
+            raise SystemExit("lightsim2grid did not converge")
+    return statistics.median(times)
 
 
 def losses_kw(net):
@@ -88,7 +117,11 @@ def bench(repeat, paths):
             started = time.perf_counter()
             run(net)
             times.append(time.perf_counter() - started)
-        out[path] = {"median_seconds": statistics.median(times), "runs": repeat}
+        out[path] = {
+            "median_seconds": statistics.median(times),
+            "runs": repeat,
+            "lightsim2grid_seconds": lightsim2grid_seconds(path, repeat),
+        }
     print(json.dumps(out))
 
 

@@ -33,5 +33,7 @@ pub use envelope::{
 pub use feeder::{Feeder, FeederError, FeederSpec};
 pub use matpower::{parse_case, write_case, CaseError};
 pub use network::{Branch, Bus, BusKind, Generator, Network};
-pub use powerflow::{newton_raphson, BranchFlow, PowerFlow, PowerFlowError, PowerFlowOptions};
+pub use powerflow::{
+    newton_raphson, BranchFlow, NewtonRaphson, PowerFlow, PowerFlowError, PowerFlowOptions,
+};
 pub use sweep::{generated_radial_feeder, RadialFeeder, SweepError};

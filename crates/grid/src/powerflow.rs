@@ -162,163 +162,226 @@ fn ybus(net: &Network) -> Vec<Vec<(usize, C)>> {
 /// Cost per iteration: O(nonzeros) to build the mismatch and Jacobian, plus one sparse LU
 /// factorisation (near-linear on distribution feeders and sparse transmission grids).
 pub fn newton_raphson(net: &Network, opts: &PowerFlowOptions) -> Result<PowerFlow, PowerFlowError> {
-    let n = net.buses.len();
-    if net.slack_buses().next().is_none() {
-        return Err(PowerFlowError::NoSlack);
-    }
-    let y = ybus(net);
-    // Injections and initial voltages.
-    let mut sbus = vec![C::default(); n];
-    let mut vm: Vec<f64> = net.buses.iter().map(|b| b.vm_pu).collect();
-    let mut va: Vec<f64> = net.buses.iter().map(|b| b.va_deg.to_radians()).collect();
-    for (i, b) in net.buses.iter().enumerate() {
-        sbus[i] = C::new(-b.load_mw, -b.load_mvar).scale(1.0 / net.base_mva);
-    }
-    for g in net.generators.iter().filter(|g| g.in_service) {
-        sbus[g.bus] = sbus[g.bus] + C::new(g.p_mw, g.q_mvar).scale(1.0 / net.base_mva);
-        if matches!(net.buses[g.bus].kind, BusKind::Pv | BusKind::Slack) {
-            vm[g.bus] = g.vset_pu;
+    NewtonRaphson::new(net)?.solve(opts)
+}
+
+/// A network ready for Newton-Raphson again and again: its bus admittance matrix, and after the
+/// first solve the Jacobian's pattern and its elimination order, kept; each solve starts flat.
+/// What a grid operator needs to solve one feeder under every slot's injections.
+pub struct NewtonRaphson<'n> {
+    net: &'n Network,
+    y: Vec<Vec<(usize, C)>>,
+    pairs: Vec<Pair<usize, usize>>,
+    factors: Option<(crate::sparse::Symbolic, crate::sparse::Lu<f64>)>,
+    /// A pivot vanished once: faer's pivoting LU from then on.
+    pivoting: bool,
+}
+
+impl<'n> NewtonRaphson<'n> {
+    pub fn new(net: &'n Network) -> Result<NewtonRaphson<'n>, PowerFlowError> {
+        if net.slack_buses().next().is_none() {
+            return Err(PowerFlowError::NoSlack);
         }
+        Ok(NewtonRaphson {
+            net,
+            y: ybus(net),
+            pairs: Vec::new(),
+            factors: None,
+            pivoting: false,
+        })
     }
-    // Unknowns: angles of PV and PQ buses, magnitudes of PQ buses.
-    let mut ang_col = vec![usize::MAX; n];
-    let mut mag_col = vec![usize::MAX; n];
-    let mut cols = 0;
-    for (i, b) in net.buses.iter().enumerate() {
-        if matches!(b.kind, BusKind::Pv | BusKind::Pq) {
-            ang_col[i] = cols;
-            cols += 1;
+
+    /// Solves from a flat start (the buses' and generators' set voltages).
+    pub fn solve(&mut self, opts: &PowerFlowOptions) -> Result<PowerFlow, PowerFlowError> {
+        let net = self.net;
+        let y = &self.y;
+        let pairs = &mut self.pairs;
+        let ours = &mut self.factors;
+        let pivoting = &mut self.pivoting;
+        let record_pattern = pairs.is_empty();
+        let n = net.buses.len();
+        // Injections and initial voltages.
+        let mut sbus = vec![C::default(); n];
+        let mut vm: Vec<f64> = net.buses.iter().map(|b| b.vm_pu).collect();
+        let mut va: Vec<f64> = net.buses.iter().map(|b| b.va_deg.to_radians()).collect();
+        for (i, b) in net.buses.iter().enumerate() {
+            sbus[i] = C::new(-b.load_mw, -b.load_mvar).scale(1.0 / net.base_mva);
         }
-    }
-    for (i, b) in net.buses.iter().enumerate() {
-        if b.kind == BusKind::Pq {
-            mag_col[i] = cols;
-            cols += 1;
-        }
-    }
-    // Rows use the same numbering: P of PV/PQ buses at their angle column, Q of PQ buses at
-    // their magnitude column.
-    let mut v: Vec<C> = (0..n).map(|i| C::polar(vm[i], va[i])).collect();
-    let mut iterations = 0;
-    let mut pairs: Vec<Pair<usize, usize>> = Vec::new();
-    let mut values: Vec<f64> = Vec::new();
-    let mut pattern: Option<(SymbolicSparseColMat<usize>, _, SymbolicLu<usize>, MemBuffer)> = None;
-    let mut numeric = NumericLu::<usize, f64>::new();
-    loop {
-        let current: Vec<C> = (0..n)
-            .map(|i| {
-                y[i].iter()
-                    .fold(C::default(), |acc, &(k, yik)| acc + yik * v[k])
-            })
-            .collect();
-        let mut f = vec![0.0; cols];
-        for i in 0..n {
-            let mis = v[i] * current[i].conj() - sbus[i];
-            if ang_col[i] != usize::MAX {
-                f[ang_col[i]] = mis.re;
-            }
-            if mag_col[i] != usize::MAX {
-                f[mag_col[i]] = mis.im;
+        for g in net.generators.iter().filter(|g| g.in_service) {
+            sbus[g.bus] = sbus[g.bus] + C::new(g.p_mw, g.q_mvar).scale(1.0 / net.base_mva);
+            if matches!(net.buses[g.bus].kind, BusKind::Pv | BusKind::Slack) {
+                vm[g.bus] = g.vset_pu;
             }
         }
-        let mismatch = f.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        if mismatch < opts.tolerance_pu {
-            return Ok(finish(net, v, iterations, mismatch));
-        }
-        if iterations == opts.max_iterations || !mismatch.is_finite() {
-            return Err(PowerFlowError::Diverged {
-                iterations,
-                mismatch_pu: mismatch,
-            });
-        }
-        iterations += 1;
-        // The Jacobian's pattern is the same at every iteration: its symbolic structure and LU
-        // ordering are computed once, each iteration only refills values and refactorises.
-        values.clear();
-        let record = pattern.is_none();
-        for i in 0..n {
-            let (rp, rq) = (ang_col[i], mag_col[i]);
-            if rp == usize::MAX {
-                continue; // slack (or isolated) bus: no equation
+        // Unknowns: angles of PV and PQ buses, magnitudes of PQ buses.
+        let mut ang_col = vec![usize::MAX; n];
+        let mut mag_col = vec![usize::MAX; n];
+        let mut cols = 0;
+        for (i, b) in net.buses.iter().enumerate() {
+            if matches!(b.kind, BusKind::Pv | BusKind::Pq) {
+                ang_col[i] = cols;
+                cols += 1;
             }
-            let vi = v[i];
-            let unit_i = vi.scale(1.0 / vm[i]);
-            for &(k, yik) in &y[i] {
-                let yv = yik * v[k];
-                let mut ds_dva = (vi * yv.conj()).j().scale(-1.0);
-                let mut ds_dvm = vi * (yik * v[k].scale(1.0 / vm[k])).conj();
-                if k == i {
-                    ds_dva = ds_dva + (vi * current[i].conj()).j();
-                    ds_dvm = ds_dvm + current[i].conj() * unit_i;
+        }
+        for (i, b) in net.buses.iter().enumerate() {
+            if b.kind == BusKind::Pq {
+                mag_col[i] = cols;
+                cols += 1;
+            }
+        }
+        // Rows use the same numbering: P of PV/PQ buses at their angle column, Q of PQ buses at
+        // their magnitude column.
+        let mut v: Vec<C> = (0..n).map(|i| C::polar(vm[i], va[i])).collect();
+        let mut iterations = 0;
+        let mut values: Vec<f64> = Vec::new();
+        let mut pattern: Option<(SymbolicSparseColMat<usize>, _, SymbolicLu<usize>, MemBuffer)> =
+            None;
+        let mut numeric = NumericLu::<usize, f64>::new();
+        loop {
+            let current: Vec<C> = (0..n)
+                .map(|i| {
+                    y[i].iter()
+                        .fold(C::default(), |acc, &(k, yik)| acc + yik * v[k])
+                })
+                .collect();
+            let mut f = vec![0.0; cols];
+            for i in 0..n {
+                let mis = v[i] * current[i].conj() - sbus[i];
+                if ang_col[i] != usize::MAX {
+                    f[ang_col[i]] = mis.re;
                 }
-                let mut put = |r: usize, c: usize, x: f64| {
-                    if record {
-                        pairs.push(Pair::new(r, c));
-                    }
-                    values.push(x);
-                };
-                if ang_col[k] != usize::MAX {
-                    put(rp, ang_col[k], ds_dva.re);
-                    if rq != usize::MAX {
-                        put(rq, ang_col[k], ds_dva.im);
-                    }
-                }
-                if mag_col[k] != usize::MAX {
-                    put(rp, mag_col[k], ds_dvm.re);
-                    if rq != usize::MAX {
-                        put(rq, mag_col[k], ds_dvm.im);
-                    }
+                if mag_col[i] != usize::MAX {
+                    f[mag_col[i]] = mis.im;
                 }
             }
-        }
-        if pattern.is_none() {
-            let (symbolic, order) = SymbolicSparseColMat::try_new_from_indices(cols, cols, &pairs)
-                .map_err(|_| PowerFlowError::Singular(iterations))?;
-            let lu = factorize_symbolic_lu(
-                symbolic.as_ref(),
-                LuSymbolicParams {
-                    supernodal_flop_ratio_threshold: SupernodalThreshold::AUTO,
-                    ..Default::default()
-                },
-            )
-            .map_err(|_| PowerFlowError::Singular(iterations))?;
-            let scratch = MemBuffer::new(
-                lu.factorize_numeric_lu_scratch::<f64>(Par::Seq, Default::default())
-                    .or(lu.solve_in_place_scratch::<f64>(1, Par::Seq)),
-            );
-            pattern = Some((symbolic, order, lu, scratch));
-        }
-        let (symbolic, order, symbolic_lu, scratch) = pattern.as_mut().expect("set above");
-        let jac = SparseColMat::new_from_argsort(symbolic.clone(), order, &values)
-            .map_err(|_| PowerFlowError::Singular(iterations))?;
-        let lu = symbolic_lu
-            .factorize_numeric_lu(
-                &mut numeric,
-                jac.as_ref(),
-                Par::Seq,
-                MemStack::new(scratch),
-                Default::default(),
-            )
-            .map_err(|_| PowerFlowError::Singular(iterations))?;
-        let mut dx = Mat::from_fn(cols, 1, |r, _| -f[r]);
-        lu.solve_in_place_with_conj(
-            faer::Conj::No,
-            dx.as_mut(),
-            Par::Seq,
-            MemStack::new(scratch),
-        );
-        for i in 0..n {
-            if ang_col[i] != usize::MAX {
-                va[i] += dx[(ang_col[i], 0)];
+            let mismatch = f.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            if mismatch < opts.tolerance_pu {
+                return Ok(finish(net, v, iterations, mismatch));
             }
-            if mag_col[i] != usize::MAX {
-                vm[i] += dx[(mag_col[i], 0)];
+            if iterations == opts.max_iterations || !mismatch.is_finite() {
+                return Err(PowerFlowError::Diverged {
+                    iterations,
+                    mismatch_pu: mismatch,
+                });
             }
+            iterations += 1;
+            // The Jacobian's pattern is the same at every iteration: its symbolic structure and LU
+            // ordering are computed once, each iteration only refills values and refactorises.
+            values.clear();
+            let record = record_pattern && iterations == 1;
+            for i in 0..n {
+                let (rp, rq) = (ang_col[i], mag_col[i]);
+                if rp == usize::MAX {
+                    continue; // slack (or isolated) bus: no equation
+                }
+                let vi = v[i];
+                let unit_i = vi.scale(1.0 / vm[i]);
+                for &(k, yik) in &y[i] {
+                    let yv = yik * v[k];
+                    let mut ds_dva = (vi * yv.conj()).j().scale(-1.0);
+                    let mut ds_dvm = vi * (yik * v[k].scale(1.0 / vm[k])).conj();
+                    if k == i {
+                        ds_dva = ds_dva + (vi * current[i].conj()).j();
+                        ds_dvm = ds_dvm + current[i].conj() * unit_i;
+                    }
+                    let mut put = |r: usize, c: usize, x: f64| {
+                        if record {
+                            pairs.push(Pair::new(r, c));
+                        }
+                        values.push(x);
+                    };
+                    if ang_col[k] != usize::MAX {
+                        put(rp, ang_col[k], ds_dva.re);
+                        if rq != usize::MAX {
+                            put(rq, ang_col[k], ds_dva.im);
+                        }
+                    }
+                    if mag_col[k] != usize::MAX {
+                        put(rp, mag_col[k], ds_dvm.re);
+                        if rq != usize::MAX {
+                            put(rq, mag_col[k], ds_dvm.im);
+                        }
+                    }
+                }
+            }
+            // Our own sparse LU (minimum degree, no pivoting: the Jacobian of a power network keeps
+            // its pivots on the diagonal); faer's pivoting LU if a pivot vanishes.
+            if ours.is_none() && !*pivoting {
+                let entries: Vec<(usize, usize)> = pairs.iter().map(|p| (p.row, p.col)).collect();
+                match crate::sparse::Symbolic::new(cols, &entries) {
+                    Ok(s) => {
+                        let lu = crate::sparse::Lu::new(&s);
+                        *ours = Some((s, lu));
+                    }
+                    Err(_) => *pivoting = true,
+                }
+            }
+            let mut dx = Mat::from_fn(cols, 1, |r, _| -f[r]);
+            let mut solved = false;
+            if let (Some((s, lu)), false) = (ours.as_mut(), *pivoting) {
+                if lu.factorise(s, &values).is_ok() {
+                    let x = dx
+                        .col_mut(0)
+                        .try_as_col_major_mut()
+                        .expect("one column")
+                        .as_slice_mut();
+                    lu.solve(s, x);
+                    solved = true;
+                } else {
+                    *pivoting = true;
+                }
+            }
+            if !solved {
+                if pattern.is_none() {
+                    let (symbolic, order) =
+                        SymbolicSparseColMat::try_new_from_indices(cols, cols, &pairs)
+                            .map_err(|_| PowerFlowError::Singular(iterations))?;
+                    let lu = factorize_symbolic_lu(
+                        symbolic.as_ref(),
+                        LuSymbolicParams {
+                            supernodal_flop_ratio_threshold: SupernodalThreshold::AUTO,
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(|_| PowerFlowError::Singular(iterations))?;
+                    let scratch = MemBuffer::new(
+                        lu.factorize_numeric_lu_scratch::<f64>(Par::Seq, Default::default())
+                            .or(lu.solve_in_place_scratch::<f64>(1, Par::Seq)),
+                    );
+                    pattern = Some((symbolic, order, lu, scratch));
+                }
+                let (symbolic, order, symbolic_lu, scratch) = pattern.as_mut().expect("set above");
+                let jac = SparseColMat::new_from_argsort(symbolic.clone(), order, &values)
+                    .map_err(|_| PowerFlowError::Singular(iterations))?;
+                let lu = symbolic_lu
+                    .factorize_numeric_lu(
+                        &mut numeric,
+                        jac.as_ref(),
+                        Par::Seq,
+                        MemStack::new(scratch),
+                        Default::default(),
+                    )
+                    .map_err(|_| PowerFlowError::Singular(iterations))?;
+                lu.solve_in_place_with_conj(
+                    faer::Conj::No,
+                    dx.as_mut(),
+                    Par::Seq,
+                    MemStack::new(scratch),
+                );
+            }
+            for i in 0..n {
+                if ang_col[i] != usize::MAX {
+                    va[i] += dx[(ang_col[i], 0)];
+                }
+                if mag_col[i] != usize::MAX {
+                    vm[i] += dx[(mag_col[i], 0)];
+                }
+            }
+            if (0..cols).any(|r| !dx[(r, 0)].is_finite()) {
+                return Err(PowerFlowError::Singular(iterations));
+            }
+            v = (0..n).map(|i| C::polar(vm[i], va[i])).collect();
         }
-        if (0..cols).any(|r| !dx[(r, 0)].is_finite()) {
-            return Err(PowerFlowError::Singular(iterations));
-        }
-        v = (0..n).map(|i| C::polar(vm[i], va[i])).collect();
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use gridmesh_grid::{
-    generated_radial_feeder, newton_raphson, parse_case, write_case, Network, PowerFlowOptions,
-    RadialFeeder,
+    generated_radial_feeder, newton_raphson, parse_case, write_case, Network, NewtonRaphson,
+    PowerFlowOptions, RadialFeeder,
 };
 use serde::Serialize;
 
@@ -38,9 +38,16 @@ pub struct GridBenchRow {
     pub method: &'static str,
     pub iterations: usize,
     pub gridmesh_ms: f64,
+    /// Newton-Raphson on a prepared network (`NewtonRaphson`: the admittance matrix, the
+    /// Jacobian's pattern and ordering kept from a first solve), as lightsim2grid keeps its own.
+    pub gridmesh_prepared_ms: Option<f64>,
     pub pandapower_ms: Option<f64>,
     /// pandapower's time over ours.
     pub speedup: Option<f64>,
+    /// lightsim2grid's `ac_pf` (KLU, its analysis kept).
+    pub lightsim2grid_ms: Option<f64>,
+    /// lightsim2grid's time over ours prepared.
+    pub lightsim2grid_ratio: Option<f64>,
 }
 
 impl std::fmt::Display for GridBenchRow {
@@ -50,10 +57,16 @@ impl std::fmt::Display for GridBenchRow {
             "{:<16} {:>6} buses  {:<14} {:>2} it  gridmesh {:>9.3} ms",
             self.case, self.buses, self.method, self.iterations, self.gridmesh_ms
         )?;
-        match (self.pandapower_ms, self.speedup) {
-            (Some(p), Some(s)) => write!(f, "  pandapower {p:>9.3} ms  {s:>6.1}x"),
-            _ => Ok(()),
+        if let Some(p) = self.gridmesh_prepared_ms {
+            write!(f, " (prepared {p:>8.3})")?;
         }
+        if let (Some(p), Some(s)) = (self.pandapower_ms, self.speedup) {
+            write!(f, "  pandapower {p:>9.3} ms  {s:>6.1}x")?;
+        }
+        if let (Some(l), Some(r)) = (self.lightsim2grid_ms, self.lightsim2grid_ratio) {
+            write!(f, "  lightsim2grid {l:>8.3} ms  {r:>5.2}x")?;
+        }
+        Ok(())
     }
 }
 
@@ -116,8 +129,18 @@ pub fn run(
     let pf_opts = PowerFlowOptions::default();
     let mut rows = Vec::new();
     for (i, (name, _, net)) in cases.iter().enumerate() {
-        let theirs = peer.as_ref().map(|p| p[i]);
-        let mut push = |method: &'static str, iterations: usize, ours: f64, theirs: Option<f64>| {
+        let theirs = peer.as_ref().map(|p| p[i].0);
+        let lightsim = peer.as_ref().and_then(|p| p[i].1);
+        let mut push = |method: &'static str,
+                        iterations: usize,
+                        ours: f64,
+                        prepared: Option<f64>,
+                        theirs: Option<f64>| {
+            let ls = if method == "newton-raphson" {
+                lightsim
+            } else {
+                None
+            };
             let row = GridBenchRow {
                 case: name.clone(),
                 buses: net.buses.len(),
@@ -125,8 +148,11 @@ pub fn run(
                 method,
                 iterations,
                 gridmesh_ms: ours,
+                gridmesh_prepared_ms: prepared,
                 pandapower_ms: theirs,
                 speedup: theirs.map(|t| t / ours),
+                lightsim2grid_ms: ls,
+                lightsim2grid_ratio: ls.zip(prepared).map(|(l, p)| l / p),
             };
             progress(&row);
             rows.push(row);
@@ -135,7 +161,18 @@ pub fn run(
         let ours = median_ms(opts.repeat, || {
             std::hint::black_box(newton_raphson(net, &pf_opts).ok());
         });
-        push("newton-raphson", pf.iterations, ours, theirs);
+        let mut model = NewtonRaphson::new(net)?;
+        model.solve(&pf_opts)?;
+        let prepared = median_ms(opts.repeat, || {
+            std::hint::black_box(model.solve(&pf_opts).ok());
+        });
+        push(
+            "newton-raphson",
+            pf.iterations,
+            ours,
+            Some(prepared),
+            theirs,
+        );
         let Ok(feeder) = RadialFeeder::new(net) else {
             continue;
         };
@@ -155,23 +192,24 @@ pub fn run(
             let ours = median_ms(opts.repeat.min(5), || {
                 std::hint::black_box(envelopes().ok());
             });
-            push("envelopes", env.rounds.0 + env.rounds.1, ours, None);
+            push("envelopes", env.rounds.0 + env.rounds.1, ours, None, None);
         }
         let pf = feeder.solve(net, &pf_opts)?;
         let ours = median_ms(opts.repeat, || {
             std::hint::black_box(feeder.solve(net, &pf_opts).ok());
         });
-        push("sweep", pf.iterations, ours, theirs);
+        push("sweep", pf.iterations, ours, None, theirs);
     }
     Ok(rows)
 }
 
-/// pandapower's median `runpp` time per case, in ms, in the order given.
+/// pandapower's median `runpp` time per case and lightsim2grid's `ac_pf`, in ms, in the order
+/// given.
 fn pandapower_times(
     python: &Path,
     repeat: usize,
     cases: &[(String, PathBuf, Network)],
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<(f64, Option<f64>)>> {
     let script = crate::repo_path("scripts/interop/pandapower_peer.py");
     let out = Command::new(python)
         .arg(&script)
@@ -191,10 +229,12 @@ fn pandapower_times(
     cases
         .iter()
         .map(|c| {
-            v[c.1.to_string_lossy().as_ref()]["median_seconds"]
+            let r = &v[c.1.to_string_lossy().as_ref()];
+            let pp = r["median_seconds"]
                 .as_f64()
                 .map(|s| s * 1e3)
-                .with_context(|| format!("pandapower gave no time for {}", c.0))
+                .with_context(|| format!("pandapower gave no time for {}", c.0))?;
+            Ok((pp, r["lightsim2grid_seconds"].as_f64().map(|s| s * 1e3)))
         })
         .collect()
 }

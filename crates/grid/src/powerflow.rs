@@ -334,7 +334,7 @@ impl<'n> NewtonRaphson<'n> {
             if !solved {
                 if pattern.is_none() {
                     let (symbolic, order) =
-                        SymbolicSparseColMat::try_new_from_indices(cols, cols, &pairs)
+                        SymbolicSparseColMat::try_new_from_indices(cols, cols, pairs)
                             .map_err(|_| PowerFlowError::Singular(iterations))?;
                     let lu = factorize_symbolic_lu(
                         symbolic.as_ref(),

@@ -2,6 +2,7 @@
 """power-grid-model (PyPI) as the peer for gridmesh's unbalanced power flow benchmark.
 
   pgm_peer.py time REPEAT MASTER.dss...   asymmetric Newton-Raphson on each feeder, timed
+  pgm_peer.py radial REPEAT CASE.m...      symmetric iterative current on MATPOWER radial feeders
 
 Each OpenDSS master is compiled by OpenDSS (opendssdirect.py) and rebuilt here as a
 power-grid-model network: a node per bus, the source as `source` (its short-circuit power and
@@ -14,6 +15,12 @@ Prints {"MASTER": {"median_seconds": float, "runs": int, "iterations_limit": 20,
 "buses": int, "u_pu": {bus: [ua, ub, uc]}}} after one warm-up run; the time is
 `calculate_power_flow(symmetric=False, newton_raphson, error_tolerance=1e-8)` on a model already
 built.
+
+`radial` rebuilds a MATPOWER (version 2) radial feeder without transformers as a symmetric
+power-grid-model network (lines in ohms from the per-unit branches, loads of constant power, the
+slack as a stiff source at its set voltage) and prints {"CASE": {"median_seconds": float, "runs":
+int, "vm_pu": {bus: float}}}: `calculate_power_flow(symmetric=True, iterative_current,
+error_tolerance=1e-8)`, its counterpart of our backward/forward sweep.
 """
 import json
 import math
@@ -181,9 +188,82 @@ def time_model(path, repeat):
     }
 
 
+def radial(path, repeat):
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from pandapower_peer import read_case
+
+    ppc = read_case(path)
+    base_mva = float(ppc["baseMVA"])
+    bus, branch, gen = ppc["bus"], ppc["branch"], ppc["gen"]
+    ids = {int(b[0]): i for i, b in enumerate(bus)}
+    node = initialize_array(DatasetType.input, ComponentType.node, len(bus))
+    node["id"] = np.arange(len(bus))
+    kv = np.where(bus[:, 9] > 0, bus[:, 9], 1.0)
+    node["u_rated"] = kv * 1000.0
+    line = initialize_array(DatasetType.input, ComponentType.line, len(branch))
+    line["id"] = np.arange(len(bus), len(bus) + len(branch))
+    for k, br in enumerate(branch):
+        if br[8] not in (0.0, 1.0) or br[9] != 0.0:
+            raise SystemExit(f"{path}: branch {k} is a transformer")
+        f = ids[int(br[0])]
+        z_base = kv[f] ** 2 / base_mva
+        line[k]["from_node"], line[k]["to_node"] = f, ids[int(br[1])]
+        line[k]["from_status"] = line[k]["to_status"] = int(br[10])
+        line[k]["r1"], line[k]["x1"] = br[2] * z_base, br[3] * z_base
+        line[k]["c1"] = br[4] / z_base / (2 * math.pi * 50.0)
+        line[k]["tan1"] = 0.0
+        line[k]["i_n"] = 1e9
+    first = len(bus) + len(branch)
+    load = initialize_array(DatasetType.input, ComponentType.sym_load, len(bus))
+    load["id"] = np.arange(first, first + len(bus))
+    load["node"] = np.arange(len(bus))
+    load["status"] = 1
+    load["type"] = LoadGenType.const_power
+    load["p_specified"] = bus[:, 2] * 1e6
+    load["q_specified"] = bus[:, 3] * 1e6
+    slack = [i for i, b in enumerate(bus) if int(b[1]) == 3]
+    source = initialize_array(DatasetType.input, ComponentType.source, len(slack))
+    source["id"] = np.arange(first + len(bus), first + len(bus) + len(slack))
+    source["node"] = slack
+    source["status"] = 1
+    for k, i in enumerate(slack):
+        g = [row for row in gen if ids[int(row[0])] == i]
+        source[k]["u_ref"] = g[0][5] if g else bus[i, 7]
+    source["sk"] = 1e20
+    model = PowerGridModel({
+        ComponentType.node: node,
+        ComponentType.line: line,
+        ComponentType.sym_load: load,
+        ComponentType.source: source,
+    })
+
+    def once():
+        return model.calculate_power_flow(
+            symmetric=True,
+            error_tolerance=1e-8,
+            max_iterations=50,
+            calculation_method=CalculationMethod.iterative_current,
+        )
+
+    once()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = once()
+        times.append(time.perf_counter() - t0)
+    vm = out[ComponentType.node]["u_pu"]
+    return {
+        "median_seconds": statistics.median(times),
+        "runs": repeat,
+        "vm_pu": {str(int(bus[i, 0])): float(vm[i]) for i in range(len(bus))},
+    }
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "time":
         print(json.dumps({p: time_model(p, int(argv[1])) for p in argv[2:]}))
+    elif len(argv) >= 3 and argv[0] == "radial":
+        print(json.dumps({p: radial(p, int(argv[1])) for p in argv[2:]}))
     else:
         sys.exit(__doc__)
 

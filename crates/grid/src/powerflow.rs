@@ -434,7 +434,11 @@ mod tests {
         let net = parse_case(&gridmesh_refdata::require_text("grid/case118.m")).unwrap();
         let opts = PowerFlowOptions::default();
         let ours = newton_raphson(&net, &opts).unwrap();
-        let faer = NewtonRaphson::new(&net).unwrap().pivoting().solve(&opts).unwrap();
+        let faer = NewtonRaphson::new(&net)
+            .unwrap()
+            .pivoting()
+            .solve(&opts)
+            .unwrap();
         assert_eq!(ours.iterations, faer.iterations);
         for (a, b) in ours.vm_pu.iter().zip(&faer.vm_pu) {
             assert!((a - b).abs() < 1e-12);

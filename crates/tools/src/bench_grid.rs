@@ -48,6 +48,10 @@ pub struct GridBenchRow {
     pub lightsim2grid_ms: Option<f64>,
     /// lightsim2grid's time over ours prepared.
     pub lightsim2grid_ratio: Option<f64>,
+    /// power-grid-model's iterative current method (the sweep's counterpart).
+    pub pgm_ms: Option<f64>,
+    /// power-grid-model's time over our sweep.
+    pub pgm_ratio: Option<f64>,
 }
 
 impl std::fmt::Display for GridBenchRow {
@@ -65,6 +69,9 @@ impl std::fmt::Display for GridBenchRow {
         }
         if let (Some(l), Some(r)) = (self.lightsim2grid_ms, self.lightsim2grid_ratio) {
             write!(f, "  lightsim2grid {l:>8.3} ms  {r:>5.2}x")?;
+        }
+        if let (Some(p), Some(r)) = (self.pgm_ms, self.pgm_ratio) {
+            write!(f, "  power-grid-model {p:>8.3} ms  {r:>5.2}x")?;
         }
         Ok(())
     }
@@ -126,10 +133,41 @@ pub fn run(
         Some(python) => Some(pandapower_times(python, opts.repeat, &cases)?),
         None => None,
     };
+    // power-grid-model's iterative current on the radial feeders, beside our sweep.
+    let radial: Vec<&PathBuf> = cases
+        .iter()
+        .filter(|c| RadialFeeder::new(&c.2).is_ok())
+        .map(|c| &c.1)
+        .collect();
+    let pgm: Option<serde_json::Value> = match (&opts.python, radial.is_empty()) {
+        (Some(python), false) => {
+            let script = crate::repo_path("scripts/interop/pgm_peer.py");
+            let out = Command::new(python)
+                .arg(&script)
+                .arg("radial")
+                .arg(opts.repeat.max(1).to_string())
+                .args(&radial)
+                .output()
+                .with_context(|| format!("running {}", script.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "power-grid-model peer failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Some(serde_json::from_slice(&out.stdout).context("power-grid-model peer output")?)
+        }
+        _ => None,
+    };
     let pf_opts = PowerFlowOptions::default();
     let mut rows = Vec::new();
-    for (i, (name, _, net)) in cases.iter().enumerate() {
+    for (i, (name, path, net)) in cases.iter().enumerate() {
         let theirs = peer.as_ref().map(|p| p[i].0);
+        let pgm_ms = pgm.as_ref().and_then(|v| {
+            v[path.to_string_lossy().as_ref()]["median_seconds"]
+                .as_f64()
+                .map(|s| s * 1e3)
+        });
         let lightsim = peer.as_ref().and_then(|p| p[i].1);
         let mut push = |method: &'static str,
                         iterations: usize,
@@ -153,6 +191,8 @@ pub fn run(
                 speedup: theirs.map(|t| t / ours),
                 lightsim2grid_ms: ls,
                 lightsim2grid_ratio: ls.zip(prepared).map(|(l, p)| l / p),
+                pgm_ms: pgm_ms.filter(|_| method == "sweep"),
+                pgm_ratio: pgm_ms.filter(|_| method == "sweep").map(|p| p / ours),
             };
             progress(&row);
             rows.push(row);

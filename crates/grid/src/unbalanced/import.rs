@@ -1386,6 +1386,27 @@ impl Circuit {
                 ));
             }
         }
+        if let Some(p) = option("mode") {
+            // A script's own time series is run by `time_series` (`gridmesh grid timeseries`);
+            // a mode this import cannot stand behind is refused.
+            let m = p.value.trim().to_ascii_lowercase();
+            if ![
+                "snapshot",
+                "snap",
+                "yearly",
+                "y",
+                "daily",
+                "dutycycle",
+                "duty",
+            ]
+            .contains(&m.as_str())
+            {
+                return Err(invalid(
+                    &p.at,
+                    format!("mode `{m}` is not modelled (snapshot, and the load-shape modes yearly, daily and duty through `gridmesh grid timeseries`)"),
+                ));
+            }
+        }
         if let Some(p) = option("algorithm") {
             if !p.value.trim().eq_ignore_ascii_case("normal") {
                 return Err(invalid(
@@ -1477,5 +1498,129 @@ impl Circuit {
             c.set_voltage_bases()?;
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn import(text: &str) -> Result<Circuit, ImportError> {
+        Circuit::from_dss(&dss::parse(text, Path::new("/x/case.dss")).unwrap())
+    }
+
+    const HEAD: &str = "new circuit.c basekv=12.47\n";
+
+    /// Each mistake is named with its file and line, and nothing is dropped.
+    #[test]
+    fn mistakes_are_named_where_they_were_written() {
+        let cases = [
+            (
+                "new line.a bus1=sourcebus bus2=b linecode=nope\n",
+                "case.dss:2",
+                "line code `nope`",
+            ),
+            (
+                "new line.a bus1=sourcebus bus2=b length=x\n",
+                "case.dss:2",
+                "not a number",
+            ),
+            (
+                "new line.a bus1=sourcebus bus2=b geometry=g\n",
+                "case.dss:2",
+                "`geometry`",
+            ),
+            (
+                "new load.a bus1=sourcebus.1 phases=1 kv=7.2 kw=5 model=3\n",
+                "case.dss:2",
+                "load model 3",
+            ),
+            (
+                "new load.a bus1=sourcebus.x phases=1 kv=7.2\n",
+                "case.dss:2",
+                "not a node number",
+            ),
+            (
+                "new load.a bus1=sourcebus.1 phases=1 kv=7.2 pf=1.5\n",
+                "case.dss:2",
+                "pf must be",
+            ),
+            (
+                "new load.a bus1=sourcebus.1 yearly=missing\n",
+                "case.dss:2",
+                "load shape `missing`",
+            ),
+            (
+                "new transformer.t windings=2 buses=[sourcebus b c]\n",
+                "case.dss:2",
+                "3 values for 2 windings",
+            ),
+            (
+                "new transformer.t windings=2 buses=[sourcebus b] conns=[star delta]\n",
+                "case.dss:2",
+                "not a connection",
+            ),
+            (
+                "new regcontrol.r transformer=none\n",
+                "case.dss:2",
+                "transformer `none`",
+            ),
+            (
+                "new loadshape.s npts=2 mult=(file=absent.txt)\n",
+                "case.dss:2",
+                "absent.txt",
+            ),
+            (
+                "new linecode.l nphases=2 rmatrix=(1 | 0 1 | 0 0 1)\n",
+                "case.dss:2",
+                "the code has 2 phases",
+            ),
+            ("set mode=harmonic\n", "case.dss:2", "mode `harmonic`"),
+            ("set frequency=60\n", "case.dss:2", "`Set frequency`"),
+            (
+                "new generator.g bus1=sourcebus kw=5 model=3\n",
+                "case.dss:2",
+                "generator model 1",
+            ),
+        ];
+        for (text, at, what) in cases {
+            let err = import(&format!("{HEAD}{text}")).unwrap_err().to_string();
+            assert!(err.contains(at) && err.contains(what), "{text:?}: {err}");
+        }
+        assert!(matches!(
+            Circuit::from_dss(
+                &dss::parse("set voltagebases=[1]\n", Path::new("/x/a.dss")).unwrap()
+            ),
+            Err(ImportError::NoCircuit)
+        ));
+    }
+
+    /// OpenDSS's defaults and side effects: a switch's impedance, a code's units against the
+    /// line's, a winding's kVA passed to the others, %loadloss split over two windings, a
+    /// capacitor grounded on its own bus.
+    #[test]
+    fn defaults_and_side_effects_are_opendss_s() {
+        let c = import(&format!(
+            "{HEAD}new linecode.km nphases=3 r1=0.5 x1=0.4 r0=1 x0=1.2 c1=0 c0=0 units=km\nnew line.a bus1=sourcebus bus2=b linecode=km length=500 units=m\nnew line.s bus1=b bus2=c switch=y r1=1e-4 r0=1e-4 x1=0 x0=0 c1=0 c0=0\nnew transformer.t phases=1 windings=2 buses=[c.2 d.1] kvs=[7.2 0.24] kva=50 %loadloss=1 xhl=2\nnew capacitor.k bus1=d.1 phases=1 kvar=10 kv=0.24\nset voltagebases=[12.47 0.416]\ncalcv\n"
+        ))
+        .unwrap();
+        // Half a km of the code: Zs = (2 Z1 + Z0)/3 per km.
+        let z = c.lines[0].z_series_ohm[0];
+        assert!((z.re - 0.5 * (2.0 * 0.5 + 1.0) / 3.0).abs() < 1e-12);
+        assert!((z.im - 0.5 * (2.0 * 0.4 + 1.2) / 3.0).abs() < 1e-12);
+        // The switch: 1e-4 ohm per unit length over 0.001, no reactance, no charging.
+        assert!((c.lines[1].z_series_ohm[0].re - 1e-7).abs() < 1e-18);
+        assert_eq!(c.lines[1].y_shunt_s[0], c64::new(0.0, 0.0));
+        let t = &c.transformers[0];
+        assert_eq!((t.windings[0].kva, t.windings[1].kva), (50.0, 50.0));
+        assert_eq!((t.windings[0].r_pu, t.windings[1].r_pu), (0.005, 0.005));
+        assert_eq!(t.windings[1].terminal.nodes, [1, 0]);
+        let k = &c.capacitors[0];
+        assert_eq!(c.buses[k.terminal2.bus].name, "d");
+        assert_eq!(k.terminal2.nodes, [0]);
+        // Bases: 12.47 kV at the source and its lateral, 0.416 kV behind the transformer.
+        let base = |b: &str| c.buses[c.bus(b).unwrap()].kv_base_ln;
+        assert!((base("c") - 12.47 / 3f64.sqrt()).abs() < 1e-12);
+        assert!((base("d") - 0.416 / 3f64.sqrt()).abs() < 1e-12);
     }
 }

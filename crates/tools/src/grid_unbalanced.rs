@@ -359,69 +359,13 @@ impl std::fmt::Display for TimeSeriesReport {
     }
 }
 
-/// The limit that binds, as reported.
-#[derive(Serialize, Debug)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LimitOut {
-    Overvoltage {
-        bus: String,
-        node: u8,
-        vm_pu: f64,
-    },
-    Undervoltage {
-        bus: String,
-        node: u8,
-        vm_pu: f64,
-    },
-    Unbalance {
-        bus: String,
-        pct: f64,
-    },
-    Line {
-        line: String,
-        current_a: f64,
-        rating_a: f64,
-    },
-    Transformer {
-        transformer: String,
-        loading_pct: f64,
-    },
-    NoSolution,
-    Ceiling,
-}
-
-impl std::fmt::Display for LimitOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LimitOut::Overvoltage { bus, node, vm_pu } => {
-                write!(f, "overvoltage at {bus}.{node} ({vm_pu:.3} pu)")
-            }
-            LimitOut::Undervoltage { bus, node, vm_pu } => {
-                write!(f, "undervoltage at {bus}.{node} ({vm_pu:.3} pu)")
-            }
-            LimitOut::Unbalance { bus, pct } => write!(f, "unbalance at {bus} ({pct:.2} %)"),
-            LimitOut::Line {
-                line,
-                current_a,
-                rating_a,
-            } => write!(f, "line {line} at {current_a:.0} A of {rating_a:.0} A"),
-            LimitOut::Transformer {
-                transformer,
-                loading_pct,
-            } => write!(f, "transformer {transformer} at {loading_pct:.0} %"),
-            LimitOut::NoSolution => write!(f, "no power flow solution"),
-            LimitOut::Ceiling => write!(f, "the search's ceiling"),
-        }
-    }
-}
-
 /// One bus and phase's hosting capacity.
 #[derive(Serialize, Debug)]
 pub struct HostingOut {
     pub bus: String,
     pub phase: u8,
     pub kw: f64,
-    pub limit: LimitOut,
+    pub limit: gridmesh_grid::unbalanced::Limit,
 }
 
 /// `gridmesh grid hosting-capacity`.
@@ -443,7 +387,7 @@ pub fn hosting_capacity(
     all_buses: bool,
     resolution_kw: f64,
 ) -> anyhow::Result<HostingReport> {
-    use gridmesh_grid::unbalanced::{HostingOptions, Limit};
+    use gridmesh_grid::unbalanced::HostingOptions;
     anyhow::ensure!(resolution_kw > 0.0, "--resolution-kw must be above 0");
     let mut circuit = read(path)?;
     if let Some(m) = load_mult {
@@ -471,33 +415,7 @@ pub fn hosting_capacity(
                 bus: h.bus,
                 phase: h.node,
                 kw: h.kw,
-                limit: match h.limit {
-                    Limit::Overvoltage { bus, node, vm_pu } => {
-                        LimitOut::Overvoltage { bus, node, vm_pu }
-                    }
-                    Limit::Undervoltage { bus, node, vm_pu } => {
-                        LimitOut::Undervoltage { bus, node, vm_pu }
-                    }
-                    Limit::Unbalance { bus, pct } => LimitOut::Unbalance { bus, pct },
-                    Limit::Line {
-                        line,
-                        current_a,
-                        rating_a,
-                    } => LimitOut::Line {
-                        line,
-                        current_a,
-                        rating_a,
-                    },
-                    Limit::Transformer {
-                        transformer,
-                        loading_pct,
-                    } => LimitOut::Transformer {
-                        transformer,
-                        loading_pct,
-                    },
-                    Limit::NoSolution => LimitOut::NoSolution,
-                    Limit::Ceiling => LimitOut::Ceiling,
-                },
+                limit: h.limit,
             })
             .collect(),
     })

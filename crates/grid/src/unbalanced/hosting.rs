@@ -39,8 +39,9 @@ impl Default for HostingOptions {
     }
 }
 
-/// The limit that binds first.
-#[derive(Clone, Debug, PartialEq)]
+/// The limit that binds first (as JSON: `{"kind": "overvoltage", "bus": …}`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Limit {
     Overvoltage {
         bus: String,
@@ -69,6 +70,31 @@ pub enum Limit {
     NoSolution,
     /// [`HostingOptions::max_kw`] fits.
     Ceiling,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Overvoltage { bus, node, vm_pu } => {
+                write!(f, "overvoltage at {bus}.{node} ({vm_pu:.3} pu)")
+            }
+            Limit::Undervoltage { bus, node, vm_pu } => {
+                write!(f, "undervoltage at {bus}.{node} ({vm_pu:.3} pu)")
+            }
+            Limit::Unbalance { bus, pct } => write!(f, "unbalance at {bus} ({pct:.2} %)"),
+            Limit::Line {
+                line,
+                current_a,
+                rating_a,
+            } => write!(f, "line {line} at {current_a:.0} A of {rating_a:.0} A"),
+            Limit::Transformer {
+                transformer,
+                loading_pct,
+            } => write!(f, "transformer {transformer} at {loading_pct:.0} %"),
+            Limit::NoSolution => write!(f, "no power flow solution"),
+            Limit::Ceiling => write!(f, "the search's ceiling"),
+        }
+    }
 }
 
 /// The hosting capacity at one bus and phase.

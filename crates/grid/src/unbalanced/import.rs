@@ -1021,38 +1021,25 @@ fn generator(
             }
         }
     }
-    as_load.properties.insert(
-        0,
-        Property {
-            name: Some("vminpu".into()),
-            value: "0.9".into(),
-            at: o.at.clone(),
-        },
-    );
-    as_load.properties.insert(
-        1,
-        Property {
-            name: Some("vmaxpu".into()),
-            value: "1.1".into(),
-            at: o.at.clone(),
-        },
-    );
-    as_load.properties.insert(
-        2,
-        Property {
-            name: Some("kw".into()),
-            value: "1000".into(),
-            at: o.at.clone(),
-        },
-    );
-    as_load.properties.insert(
-        3,
-        Property {
-            name: Some("pf".into()),
-            value: "0.8".into(),
-            at: o.at.clone(),
-        },
-    );
+    // A generator's defaults where they differ from a load's, ahead of what the script says.
+    for (k, (name, value)) in [
+        ("vminpu", "0.9"),
+        ("vmaxpu", "1.1"),
+        ("kw", "1000"),
+        ("pf", "0.8"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        as_load.properties.insert(
+            k,
+            Property {
+                name: Some(name.into()),
+                value: value.into(),
+                at: o.at.clone(),
+            },
+        );
+    }
     let Some(mut g) = load(&as_load, buses, shapes)? else {
         return Ok(None);
     };

@@ -68,7 +68,7 @@ impl Reduced {
         for (p, &k) in active.iter().enumerate() {
             position[k] = p;
         }
-        let v0 = system.sources_only()?;
+        let v0 = system.direct()?;
         Ok(Some(Reduced {
             active,
             position,

@@ -902,12 +902,8 @@ impl<'c> System<'c> {
         })
     }
 
-    /// `Y⁻¹ I_source`: the voltages with no load injection beyond the nominal admittances.
-    pub(crate) fn sources_only(&mut self) -> Result<Vec<c64>, SolveError> {
-        self.direct()
-    }
-
-    /// The first guess: `Y⁻¹ I_source` with the loads as their admittances.
+    /// `Y⁻¹ I_source`: the voltages with the loads as their nominal admittances and no other
+    /// injection (the fixed point's first guess, and `V0` of the reduced iteration).
     pub(crate) fn direct(&mut self) -> Result<Vec<c64>, SolveError> {
         if self.lu.is_none() {
             self.factorise()?;

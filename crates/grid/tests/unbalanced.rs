@@ -189,3 +189,73 @@ fn hosting_capacity_is_checked_by_power_flow_at_the_answer() {
         }
     }
 }
+
+/// Per-phase envelopes on the European LV feeder: every home gets one on its phase, and any mix
+/// of homes inside their envelopes stays within every limit, checked by full power flows with
+/// the homes at random points of their envelopes (and at both corners).
+#[test]
+fn phase_envelopes_hold_for_homes_anywhere_inside_them() {
+    use gridmesh_grid::unbalanced::{Connection, Load, LoadModel, PhaseEnvelopeOptions, Terminal};
+    let path = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
+    let circuit = Circuit::read_dss(&path).unwrap();
+    let t0 = std::time::Instant::now();
+    let env = circuit
+        .phase_envelopes(&SolveOptions::default(), &PhaseEnvelopeOptions::default())
+        .unwrap();
+    eprintln!(
+        "{} envelopes in {:?}, rounds {} / {}",
+        env.homes.len(),
+        t0.elapsed(),
+        env.import_rounds,
+        env.export_rounds
+    );
+    assert_eq!(env.homes.len(), 55);
+    assert!(env
+        .homes
+        .iter()
+        .all(|h| h.import_kw > 0.5 && h.export_kw > 0.5));
+    let mut state = 7u64;
+    let mut rand = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for trial in 0..6 {
+        let mut c = circuit.clone();
+        for h in &env.homes {
+            // Corners first, then random points inside the envelope (import negative).
+            let x = match trial {
+                0 => h.import_kw,
+                1 => -h.export_kw,
+                _ => h.import_kw - rand() * (h.import_kw + h.export_kw),
+            };
+            let bus = c.bus(&h.bus).unwrap();
+            c.generators.push(Load {
+                name: format!("extra-{}", h.load),
+                terminal: Terminal {
+                    bus,
+                    nodes: vec![h.phase, 0],
+                },
+                phases: 1,
+                connection: Connection::Wye,
+                model: LoadModel::ConstantPower,
+                kv: c.buses[bus].kv_base_ln,
+                kw: x,
+                kvar: 0.0,
+                vmin_pu: 0.9,
+                vmax_pu: 1.1,
+                vlow_pu: 0.5,
+                pf_given: false,
+                shape: None,
+            });
+        }
+        let sol = c.solve(&SolveOptions::default()).unwrap();
+        assert!(
+            sol.violations().is_empty(),
+            "trial {trial}: {:?}",
+            sol.violations()
+        );
+        for (line, i) in c.lines.iter().zip(&sol.line_current_a) {
+            assert!(*i <= line.rating_a, "trial {trial}: {} at {i} A", line.name);
+        }
+    }
+}

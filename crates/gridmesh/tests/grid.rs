@@ -277,6 +277,22 @@ fn opendss_feeders_through_the_binary() {
         );
     }
 
+    // Per-phase envelopes: one per home, each with the node that bounds it.
+    let r = stdout_json(&gridmesh(&[
+        "grid",
+        "envelopes",
+        "--case",
+        lv.to_str().unwrap(),
+        "--json",
+    ]));
+    let homes = r["homes"].as_array().unwrap();
+    assert_eq!(homes.len(), 55);
+    for h in homes {
+        assert!(h["import_kw"].as_f64().unwrap() > 0.5, "{h}");
+        assert!(h["export_kw"].as_f64().unwrap() > 0.5, "{h}");
+        assert!(h["phase"].as_u64().unwrap() >= 1);
+    }
+
     // A property the import does not model: named with its file and line, non-zero exit.
     let scratch = tempfile::tempdir().unwrap();
     let bad = scratch.path().join("bad.dss");

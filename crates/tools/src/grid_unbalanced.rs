@@ -446,3 +446,60 @@ impl std::fmt::Display for HostingReport {
         Ok(())
     }
 }
+
+/// `gridmesh grid envelopes --case MASTER.dss`: every single-phase home's operating envelope on
+/// its phase around the loads as they stand.
+#[derive(Serialize, Debug)]
+pub struct EnvelopeReport {
+    pub case: String,
+    pub load_mult: f64,
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub envelopes: gridmesh_grid::unbalanced::PhaseEnvelopes,
+}
+
+pub fn envelopes(path: &Path, load_mult: Option<f64>) -> anyhow::Result<EnvelopeReport> {
+    let mut circuit = read(path)?;
+    if let Some(m) = load_mult {
+        anyhow::ensure!(m >= 0.0, "--load-mult must be 0 or more");
+        circuit.load_mult = m;
+    }
+    let t0 = std::time::Instant::now();
+    let envelopes = circuit
+        .phase_envelopes(&circuit.solve_options, &Default::default())
+        .with_context(|| format!("operating envelopes on {}", path.display()))?;
+    Ok(EnvelopeReport {
+        case: case_name(path, &circuit),
+        load_mult: circuit.load_mult,
+        seconds: t0.elapsed().as_secs_f64(),
+        envelopes,
+    })
+}
+
+impl std::fmt::Display for EnvelopeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: operating envelopes of {} homes on their phases at {} × the loads ({:.2} s; corners verified in {} and {} rounds)",
+            self.case,
+            self.envelopes.homes.len(),
+            self.load_mult,
+            self.seconds,
+            self.envelopes.import_rounds,
+            self.envelopes.export_rounds
+        )?;
+        for h in &self.envelopes.homes {
+            writeln!(
+                f,
+                "  {:>12} {:>10}  import {:>7} kW (by {}), export {:>7} kW (by {})",
+                h.load,
+                format!("{}.{}", h.bus, h.phase),
+                kw(h.import_kw),
+                h.import_bound_by,
+                kw(h.export_kw),
+                h.export_bound_by
+            )?;
+        }
+        Ok(())
+    }
+}

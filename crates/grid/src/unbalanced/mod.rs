@@ -12,11 +12,13 @@
 //!
 //! Units are in the names: ohms, siemens, volts, kV, kW, kvar, hours. Node 0 is ground.
 
+mod envelope;
 mod hosting;
 mod import;
 mod series;
 mod solve;
 
+pub use envelope::{PhaseEnvelope, PhaseEnvelopeOptions, PhaseEnvelopes};
 pub use hosting::{Hosting, HostingOptions, Limit};
 pub use import::ImportError;
 pub use series::{Step, TimeSeries};

@@ -1047,6 +1047,11 @@ impl<'c> System<'c> {
             .sum()
     }
 
+    /// The index of `bus`'s `node` among the system's nodes.
+    pub(crate) fn node_index(&self, bus: usize, node: u8) -> Option<usize> {
+        self.index.get(&(bus, node)).copied()
+    }
+
     /// Adds a single-phase generator at `bus`'s `node` (to ground), producing nothing until
     /// [`System::set_generation`]; its index.
     pub(crate) fn add_generator(&mut self, bus: usize, node: u8) -> usize {

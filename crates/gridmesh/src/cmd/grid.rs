@@ -61,6 +61,21 @@ pub(crate) enum GridCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Per-phase operating envelopes of an OpenDSS feeder's single-phase homes: how much more
+    /// each may import or export on its own phase with every node in its band (first order,
+    /// shared among the homes that push a node the same way), both corners verified by power
+    /// flow against voltage, unbalance and thermal limits.
+    Envelopes {
+        /// An OpenDSS master script (.dss).
+        #[arg(long)]
+        case: PathBuf,
+        /// Scale every load by this first (the slot's forecast).
+        #[arg(long)]
+        load_mult: Option<f64>,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an outage scenario (TOML, see `gridmesh_grid::outage`) through the islanding
     /// controller: every transition, and per outage the energy not served, the share of critical
     /// load served, the minutes islanded and the lowest battery state.
@@ -131,6 +146,14 @@ pub(crate) fn run(command: GridCommand) -> anyhow::Result<()> {
                 all_buses,
                 resolution_kw,
             )?;
+            emit(json, &report)
+        }
+        GridCommand::Envelopes {
+            case,
+            load_mult,
+            json,
+        } => {
+            let report = gridmesh_tools::grid_unbalanced::envelopes(&case, load_mult)?;
             emit(json, &report)
         }
         GridCommand::Timeseries {

@@ -1,0 +1,201 @@
+//! Per-phase operating envelopes: how much more each single-phase home may import or export, on
+//! its own phase, without any node leaving its voltage band, given the loads as they stand (the
+//! forecast). The unbalanced counterpart of [`crate::envelope`]:
+//!
+//! 1. Solve the base case; the regulators' taps stay where it leaves them.
+//! 2. Linearise around it: `Y⁻¹`'s columns at the homes' nodes give each node's voltage change
+//!    per kW a home takes on its phase, `s(i, h)`. On an unbalanced feeder the sign varies: a home
+//!    exporting on phase a raises phase a and, through the neutral's shift, may lower b and c.
+//! 3. Share each node's headroom among the homes that push it that way: a node `i` with
+//!    `vmax - v_i` of headroom gives every home with `s(i, h) > 0` at most
+//!    `(vmax - v_i) / Σ_h max(s(i, h), 0)`, and likewise downwards. So any combination of homes
+//!    inside their envelopes stays in band to first order, whatever the signs. A home's envelope
+//!    is its smallest share, less a margin.
+//! 4. Verify both corners (every home at its import limit; every home at its export limit) with
+//!    the full power flow, against every limit the hosting capacity checks (voltage, unbalance,
+//!    lines, transformers); where a corner still breaks one (losses, thermal limits and unbalance
+//!    are not in the linearisation) shrink that direction by 10 % and verify again.
+
+use super::hosting::{HostingOptions, Limit};
+use super::solve::System;
+use super::{Circuit, Connection, SolveError, SolveOptions};
+
+/// One home's envelope on its phase.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PhaseEnvelope {
+    pub load: String,
+    pub bus: String,
+    pub phase: u8,
+    pub import_kw: f64,
+    pub export_kw: f64,
+    /// The node whose voltage band set each direction, before any shrinking.
+    pub import_bound_by: String,
+    pub export_bound_by: String,
+}
+
+/// Every single-phase home's envelope, and how many verification rounds each direction took.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PhaseEnvelopes {
+    pub homes: Vec<PhaseEnvelope>,
+    pub import_rounds: usize,
+    pub export_rounds: usize,
+}
+
+/// Settings of the envelope calculation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PhaseEnvelopeOptions {
+    /// Share of every headroom held back.
+    pub margin: f64,
+    /// Verification rounds per direction before giving up (and returning zero envelopes).
+    pub max_rounds: usize,
+    /// The limits: the voltage band and, in verification, unbalance and thermal.
+    pub limits: HostingOptions,
+    /// No envelope is wider than this.
+    pub max_kw: f64,
+}
+
+impl Default for PhaseEnvelopeOptions {
+    fn default() -> Self {
+        PhaseEnvelopeOptions {
+            margin: 0.05,
+            max_rounds: 20,
+            limits: HostingOptions::default(),
+            max_kw: 100.0,
+        }
+    }
+}
+
+impl Circuit {
+    /// The per-phase envelopes of every single-phase wye load (a home on one phase), the loads as
+    /// the circuit has them.
+    pub fn phase_envelopes(
+        &self,
+        solve: &SolveOptions,
+        opts: &PhaseEnvelopeOptions,
+    ) -> Result<PhaseEnvelopes, SolveError> {
+        let mut system = System::new(self, false);
+        let mut base = system.direct()?;
+        for ci in 1..=solve.max_control_iterations.max(1) {
+            system.solve_fixed_point(&mut base, solve)?;
+            if ci >= solve.max_control_iterations || !system.control(&base) {
+                break;
+            }
+        }
+        let homes: Vec<usize> = (0..self.loads.len())
+            .filter(|&k| {
+                let l = &self.loads[k];
+                l.phases == 1 && l.connection == Connection::Wye && l.terminal.nodes[0] != 0
+            })
+            .collect();
+        let node_of = |k: usize| -> Option<usize> {
+            let t = &self.loads[k].terminal;
+            system.node_index(t.bus, t.nodes[0])
+        };
+        let home_nodes: Vec<usize> = homes.iter().filter_map(|&k| node_of(k)).collect();
+        if homes.is_empty() || home_nodes.len() != homes.len() {
+            return Ok(PhaseEnvelopes {
+                homes: vec![],
+                import_rounds: 0,
+                export_rounds: 0,
+            });
+        }
+        let z = system.impedance_columns(&home_nodes)?;
+        // s(i, h): pu change of node i's magnitude per kW of extra import at home h.
+        let phase_nodes: Vec<usize> = (0..system.nodes.len())
+            .filter(|&i| (1..=3).contains(&system.nodes[i].1) && system.base_v[i] > 0.0)
+            .collect();
+        let limits = &opts.limits;
+        let mut import: Vec<(f64, usize)> = vec![(opts.max_kw, usize::MAX); homes.len()];
+        let mut export: Vec<(f64, usize)> = vec![(opts.max_kw, usize::MAX); homes.len()];
+        let mut s = vec![0.0; homes.len()];
+        for &i in &phase_nodes {
+            let vi = base[i];
+            let vm = vi.norm() / system.base_v[i];
+            for (h, &a) in home_nodes.iter().enumerate() {
+                // 1 kW more import is an injection of -conj(1000 / V_a) at its node.
+                let di = -(faer::c64::new(1000.0, 0.0) / base[a]).conj();
+                let dv = z[(i, h)] * di;
+                s[h] = (vi.conj() * dv).re / vi.norm() / system.base_v[i];
+            }
+            let up: f64 = s.iter().map(|x| x.max(0.0)).sum();
+            let down: f64 = s.iter().map(|x| (-x).max(0.0)).sum();
+            let (head_up, head_down) = (limits.vmax_pu - vm, vm - limits.vmin_pu);
+            for h in 0..homes.len() {
+                // Import moves node i by s·x, export by -s·y: a home that raises the node
+                // importing lowers it exporting, and shares each headroom with the homes pushing
+                // the same way.
+                let (imp, exp) = if s[h] > 0.0 {
+                    (head_up / up, head_down / up)
+                } else if s[h] < 0.0 {
+                    (head_down / down, head_up / down)
+                } else {
+                    continue;
+                };
+                if imp < import[h].0 {
+                    import[h] = (imp.max(0.0), i);
+                }
+                if exp < export[h].0 {
+                    export[h] = (exp.max(0.0), i);
+                }
+            }
+        }
+        let mut import_kw: Vec<f64> = import.iter().map(|x| x.0 * (1.0 - opts.margin)).collect();
+        let mut export_kw: Vec<f64> = export.iter().map(|x| x.0 * (1.0 - opts.margin)).collect();
+        // Verify the corners with a generator at every home (negative for import).
+        let gens: Vec<usize> = homes
+            .iter()
+            .map(|&k| {
+                let t = &self.loads[k].terminal;
+                system.add_generator(t.bus, t.nodes[0])
+            })
+            .collect();
+        let verify = |system: &mut System, kw: &mut [f64], sign: f64| -> usize {
+            for round in 1..=opts.max_rounds {
+                for (&g, &x) in gens.iter().zip(kw.iter()) {
+                    system.set_generation(g, sign * x);
+                }
+                let mut v = base.clone();
+                let broken: Option<Limit> = match system.solve_fixed_point(&mut v, solve) {
+                    Ok(_) => system.first_limit(&v, limits),
+                    Err(_) => Some(Limit::NoSolution),
+                };
+                if broken.is_none() {
+                    return round;
+                }
+                kw.iter_mut().for_each(|x| *x *= 0.9);
+            }
+            kw.iter_mut().for_each(|x| *x = 0.0);
+            opts.max_rounds
+        };
+        let import_rounds = verify(&mut system, &mut import_kw, -1.0);
+        let export_rounds = verify(&mut system, &mut export_kw, 1.0);
+        let name = |i: usize| -> String {
+            if i == usize::MAX {
+                return "max_kw".into();
+            }
+            let (b, n) = system.nodes[i];
+            format!("{}.{n}", self.buses[b].name)
+        };
+        let out = homes
+            .iter()
+            .enumerate()
+            .map(|(h, &k)| {
+                let l = &self.loads[k];
+                PhaseEnvelope {
+                    load: l.name.clone(),
+                    bus: self.buses[l.terminal.bus].name.clone(),
+                    phase: l.terminal.nodes[0],
+                    import_kw: import_kw[h],
+                    export_kw: export_kw[h],
+                    import_bound_by: name(import[h].1),
+                    export_bound_by: name(export[h].1),
+                }
+            })
+            .collect();
+        Ok(PhaseEnvelopes {
+            homes: out,
+            import_rounds,
+            export_rounds,
+        })
+    }
+}

@@ -65,12 +65,22 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The envelope as energy over a slot of `slot_minutes`, in mWh, rounded down: the one
-    /// function by which these floats enter the market (and the ledger) as integers.
+    /// The envelope as energy over a slot of `slot_minutes`, in mWh, rounded down (see
+    /// [`slot_energy_mwh`]).
     pub fn energy_mwh(&self, slot_minutes: u32) -> (u64, u64) {
-        let to_mwh = |mw: f64| (mw * 1e9 * f64::from(slot_minutes) / 60.0).floor().max(0.0) as u64;
-        (to_mwh(self.import_mw), to_mwh(self.export_mw))
+        (
+            slot_energy_mwh(self.import_mw, slot_minutes),
+            slot_energy_mwh(self.export_mw, slot_minutes),
+        )
     }
+}
+
+/// A power held for a slot of `slot_minutes`, as energy in mWh rounded down: the one function by
+/// which envelopes' floats enter the market (and the ledger) as integers.
+pub fn slot_energy_mwh(power_mw: f64, slot_minutes: u32) -> u64 {
+    (power_mw * 1e9 * f64::from(slot_minutes) / 60.0)
+        .floor()
+        .max(0.0) as u64
 }
 
 /// The envelopes of every connection, with the base case and the verified corners.

@@ -27,8 +27,8 @@ pub mod sweep;
 pub mod unbalanced;
 
 pub use envelope::{
-    first_violation, operating_envelopes, violations, Binding, Envelope, EnvelopeError,
-    EnvelopeOptions, Envelopes, Violation,
+    first_violation, operating_envelopes, slot_energy_mwh, violations, Binding, Envelope,
+    EnvelopeError, EnvelopeOptions, Envelopes, Violation,
 };
 pub use feeder::{Feeder, FeederError, FeederSpec};
 pub use matpower::{parse_case, write_case, CaseError};

@@ -382,3 +382,96 @@ fn a_silent_pcc_meter_islands_the_microgrid() {
     let plain = NodeProc::start(&dir.path().join("plain"), &[]);
     assert_eq!(pcc(&plain.url, &op_key, false), 409);
 }
+
+/// An unbalanced OpenDSS feeder (the IEEE European LV feeder) under the same service: every
+/// single-phase home gets its envelope on its own phase before gate closure, and a home's bid
+/// clears only up to it.
+#[test]
+fn an_opendss_feeder_envelopes_each_home_on_its_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let (op_key, op) = new_key(dir.path(), "operator");
+    let (home_key, home) = new_key(dir.path(), "home");
+    let genesis = genesis(dir.path(), &[&home, &op], &op, "");
+    let feeder = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
+    let node = NodeProc::start(
+        &dir.path().join("data"),
+        &[
+            "--genesis",
+            genesis.to_str().unwrap(),
+            "--time-scale",
+            "600",
+            "--grid-feeder",
+            feeder.to_str().unwrap(),
+            "--grid-operator-key",
+            &op_key,
+            "--pcc-timeout-s",
+            "86400",
+        ],
+    );
+    let url = node.url.clone();
+    run(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "meter",
+        "--capacity-kw",
+        "11",
+        "--key",
+        &home_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    let mut slot = 0u64;
+    wait_for("per-phase envelopes", || {
+        let op = get(&url, "/v1/grid")["operator"].clone();
+        let open = get(&url, "/v1/market")["next_open_slot"].as_u64().unwrap();
+        match op["enveloped_slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_u64())
+            .find(|&s| s > open)
+        {
+            Some(s) if op["envelopes_submitted"].as_u64().unwrap() >= 55 => {
+                slot = s;
+                true
+            }
+            _ => false,
+        }
+    });
+    let op = get(&url, "/v1/grid")["operator"].clone();
+    assert_eq!(op["connection_points"], 55, "{op}");
+    assert_eq!(op["feeder"], "lvtest", "{op}");
+    assert!(op["last_error"].is_null(), "{op}");
+    // Load 1 (bus 34, phase 1) may take about 3.2 kW more: 0.8 kWh of the 2.75 it bids for.
+    let s = slot.to_string();
+    run(&[
+        "tx",
+        "order",
+        "--slot",
+        &s,
+        "--side",
+        "bid",
+        "--energy-kwh",
+        "2.75",
+        "--price",
+        "0.40",
+        "--location",
+        "load1",
+        "--key",
+        &home_key,
+        "--node",
+        &url,
+        "--json",
+    ]);
+    let v = cleared(&url, &s);
+    assert_eq!(v["envelopes"], 1, "{v}");
+    let served: f64 = v["utility"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["energy_kwh"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(served > 0.5 && served < 1.0, "served {served} kWh: {v}");
+}

@@ -1,11 +1,14 @@
 //! The grid operator's service, run by the node that holds the grid operator's key
-//! (`gridmesh node --grid-feeder FEEDER.toml --grid-operator-key KEY`):
+//! (`gridmesh node --grid-feeder FEEDER.toml|MASTER.dss --grid-operator-key KEY`):
 //!
 //! - **Envelopes before every gate closure.** For each of the next open slots it runs power flow on
 //!   the feeder's forecast, derives every connection point's operating envelope
 //!   ([`gridmesh_grid::operating_envelopes`]) and submits them as `SetEnvelope` transactions, so
-//!   the ledger's clearing trims each home's orders to what the feeder can carry. Connection points
-//!   are the feeder's buses (other than `pcc` and `lv`); an order's `location` names one.
+//!   the ledger's clearing trims each home's orders to what the feeder can carry. On a feeder in
+//!   TOML the connection points are its buses (other than `pcc` and `lv`); on an unbalanced
+//!   OpenDSS feeder they are its single-phase loads, each a home on its phase with a per-phase
+//!   envelope ([`gridmesh_grid::unbalanced::Circuit::phase_envelopes`]). An order's `location`
+//!   names one.
 //! - **Islanding.** It feeds the islanding controller ([`gridmesh_grid::island::Controller`]) with
 //!   the PCC meter's reports (`POST /v1/grid/pcc`, from the meter's gateway on this machine) and
 //!   the chain's clock: an outage report, or no report for `pcc_timeout`, islands the microgrid;
@@ -28,10 +31,54 @@ use gridmesh_types::units::{slot_of, SLOT_MS};
 
 use crate::Shared;
 
+/// The feeder the service computes envelopes on.
+#[derive(Clone, Debug)]
+pub enum OperatorFeeder {
+    /// A balanced feeder described in TOML: an envelope per connection bus.
+    Balanced(Feeder),
+    /// An unbalanced feeder read from OpenDSS: an envelope per single-phase load (a home on its
+    /// phase), its load's name the location.
+    Unbalanced(Box<gridmesh_grid::unbalanced::Circuit>),
+}
+
+impl OperatorFeeder {
+    pub fn name(&self) -> String {
+        match self {
+            OperatorFeeder::Balanced(f) => f.network.name.clone(),
+            OperatorFeeder::Unbalanced(c) => c.name.clone(),
+        }
+    }
+
+    /// The connection points: each one's location (what orders name) and its index (a bus, or
+    /// a load).
+    pub fn connection_points(&self) -> Vec<(String, usize)> {
+        match self {
+            OperatorFeeder::Balanced(f) => f
+                .names
+                .iter()
+                .enumerate()
+                .skip(2)
+                .map(|(i, n)| (n.clone(), i))
+                .collect(),
+            OperatorFeeder::Unbalanced(c) => c
+                .loads
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| {
+                    l.phases == 1
+                        && l.connection == gridmesh_grid::unbalanced::Connection::Wye
+                        && l.terminal.nodes[0] != 0
+                })
+                .map(|(k, l)| (l.name.clone(), k))
+                .collect(),
+        }
+    }
+}
+
 /// Settings of the grid operator service.
 #[derive(Clone, Debug)]
 pub struct GridOperatorConfig {
-    pub feeder: Feeder,
+    pub feeder: OperatorFeeder,
     pub key: Keypair,
     /// Envelopes are submitted for this many open slots ahead.
     pub lead_slots: u64,
@@ -165,14 +212,7 @@ fn run(
         status.lock().expect("status lock").last_error = Some(msg);
         return;
     }
-    let homes: Vec<(String, usize)> = cfg
-        .feeder
-        .names
-        .iter()
-        .enumerate()
-        .skip(2)
-        .map(|(i, n)| (n.clone(), i))
-        .collect();
+    let homes = cfg.feeder.connection_points();
     let mut controller = Controller::new(
         IslandConfig {
             resync_ms: cfg.resync_ms,
@@ -260,25 +300,36 @@ fn next_slots(market: &MarketConfig, now_ms: u64, lead: u64, margin_ms: u64) -> 
 
 /// The `SetEnvelope` transactions of one slot.
 fn envelopes_for(
-    feeder: &Feeder,
+    feeder: &OperatorFeeder,
     homes: &[(String, usize)],
     slot: u64,
 ) -> anyhow::Result<Vec<TxKind>> {
-    let buses: Vec<usize> = homes.iter().map(|h| h.1).collect();
-    let env = operating_envelopes(&feeder.network, &buses, &EnvelopeOptions::default())?;
     let minutes = (SLOT_MS / 60_000) as u32;
+    let energies: Vec<(u64, u64)> = match feeder {
+        OperatorFeeder::Balanced(feeder) => {
+            let buses: Vec<usize> = homes.iter().map(|h| h.1).collect();
+            let env = operating_envelopes(&feeder.network, &buses, &EnvelopeOptions::default())?;
+            env.connections
+                .iter()
+                .map(|e| e.energy_mwh(minutes))
+                .collect()
+        }
+        OperatorFeeder::Unbalanced(circuit) => {
+            let env = circuit.phase_envelopes(&circuit.solve_options, &Default::default())?;
+            env.homes.iter().map(|h| h.energy_mwh(minutes)).collect()
+        }
+    };
     Ok(homes
         .iter()
-        .zip(&env.connections)
-        .map(|((name, _), e)| {
-            let (import_mwh, export_mwh) = e.energy_mwh(minutes);
-            TxKind::SetEnvelope {
+        .zip(energies)
+        .map(
+            |((name, _), (import_mwh, export_mwh))| TxKind::SetEnvelope {
                 slot,
                 location: name.clone(),
                 import_mwh,
                 export_mwh,
-            }
-        })
+            },
+        )
         .collect())
 }
 

@@ -353,8 +353,8 @@ impl RunningNode {
             grid: cfg.grid_operator.as_ref().map(|g| GridHandles {
                 pcc: Default::default(),
                 status: Default::default(),
-                feeder_name: g.feeder.network.name.clone(),
-                connection_points: g.feeder.names.len().saturating_sub(2),
+                feeder_name: g.feeder.name(),
+                connection_points: g.feeder.connection_points().len(),
             }),
             gateway: Default::default(),
             events: events::Events::new(cfg.http.idle_timeout),

@@ -33,6 +33,17 @@ pub struct PhaseEnvelope {
     pub export_bound_by: String,
 }
 
+impl PhaseEnvelope {
+    /// The envelope as energy over a slot of `slot_minutes`, in mWh, rounded down, as the
+    /// balanced envelopes enter the market ([`crate::slot_energy_mwh`]).
+    pub fn energy_mwh(&self, slot_minutes: u32) -> (u64, u64) {
+        (
+            crate::slot_energy_mwh(self.import_kw / 1e3, slot_minutes),
+            crate::slot_energy_mwh(self.export_kw / 1e3, slot_minutes),
+        )
+    }
+}
+
 /// Every single-phase home's envelope, and how many verification rounds each direction took.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PhaseEnvelopes {

@@ -48,9 +48,11 @@ pub(crate) struct NodeArgs {
     /// tests of 15-minute market slots, never a community's real chain).
     #[arg(long, default_value_t = 1)]
     time_scale: u32,
-    /// Run the grid operator's service on this feeder (TOML, see `gridmesh_grid::feeder`):
-    /// operating envelopes for every connection point before each gate closure, and islanding
-    /// events from the PCC meter's reports (`POST /v1/grid/pcc`). Needs --grid-operator-key.
+    /// Run the grid operator's service on this feeder: operating envelopes for every connection
+    /// point before each gate closure, and islanding events from the PCC meter's reports (`POST
+    /// /v1/grid/pcc`). A feeder in TOML (see `gridmesh_grid::feeder`; its buses are the
+    /// connection points) or an OpenDSS master (.dss; its single-phase loads are, each with an
+    /// envelope on its own phase). Needs --grid-operator-key.
     #[arg(long, requires = "grid_operator_key")]
     grid_feeder: Option<PathBuf>,
     /// The market's grid operator key (the genesis `grid_operator`).
@@ -114,10 +116,29 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
     }
     cfg.time_scale = a.time_scale.max(1);
     if let (Some(feeder), Some(key)) = (&a.grid_feeder, &a.grid_operator_key) {
-        let text = std::fs::read_to_string(feeder)
-            .with_context(|| format!("reading {}", feeder.display()))?;
-        let feeder_model = gridmesh_grid::Feeder::from_toml(&text)
-            .with_context(|| format!("in {}", feeder.display()))?;
+        use gridmesh_node::grid_operator::OperatorFeeder;
+        let feeder_model = if feeder
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("dss"))
+        {
+            let circuit = gridmesh_grid::unbalanced::Circuit::read_dss(feeder)
+                .with_context(|| format!("reading the OpenDSS feeder {}", feeder.display()))?;
+            let model = OperatorFeeder::Unbalanced(Box::new(circuit));
+            if model.connection_points().is_empty() {
+                bail!(
+                    "{} has no single-phase load: the connection points of an OpenDSS feeder are its single-phase loads",
+                    feeder.display()
+                );
+            }
+            model
+        } else {
+            let text = std::fs::read_to_string(feeder)
+                .with_context(|| format!("reading {}", feeder.display()))?;
+            OperatorFeeder::Balanced(
+                gridmesh_grid::Feeder::from_toml(&text)
+                    .with_context(|| format!("in {}", feeder.display()))?,
+            )
+        };
         if !(1..=96).contains(&a.envelope_lead_slots) {
             bail!("--envelope-lead-slots must be 1 to 96");
         }

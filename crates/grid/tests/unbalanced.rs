@@ -122,7 +122,7 @@ fn european_lv_day_matches_opendss() {
 /// limit broken a little above it.
 #[test]
 fn hosting_capacity_is_checked_by_power_flow_at_the_answer() {
-    use gridmesh_grid::unbalanced::{Connection, HostingOptions, Limit, LoadModel, Terminal};
+    use gridmesh_grid::unbalanced::{HostingOptions, Limit, Load};
     let path = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
     let circuit = Circuit::read_dss(&path).unwrap();
     let opts = HostingOptions::default();
@@ -142,24 +142,9 @@ fn hosting_capacity_is_checked_by_power_flow_at_the_answer() {
     let with_pv = |h: &gridmesh_grid::unbalanced::Hosting, kw: f64| {
         let mut c = circuit.clone();
         let bus = c.bus(&h.bus).unwrap();
-        c.generators.push(gridmesh_grid::unbalanced::Load {
-            name: "pv".into(),
-            terminal: Terminal {
-                bus,
-                nodes: vec![h.node, 0],
-            },
-            phases: 1,
-            connection: Connection::Wye,
-            model: LoadModel::ConstantPower,
-            kv: c.buses[bus].kv_base_ln,
-            kw: -kw,
-            kvar: 0.0,
-            vmin_pu: 0.9,
-            vmax_pu: 1.1,
-            vlow_pu: 0.5,
-            pf_given: false,
-            shape: None,
-        });
+        let kv = c.buses[bus].kv_base_ln;
+        c.generators
+            .push(Load::single_phase_generator("pv", bus, h.node, kv, kw));
         c.solve(&SolveOptions::default()).unwrap()
     };
     for h in hosting.iter().step_by(9) {
@@ -195,7 +180,7 @@ fn hosting_capacity_is_checked_by_power_flow_at_the_answer() {
 /// the homes at random points of their envelopes (and at both corners).
 #[test]
 fn phase_envelopes_hold_for_homes_anywhere_inside_them() {
-    use gridmesh_grid::unbalanced::{Connection, Load, LoadModel, PhaseEnvelopeOptions, Terminal};
+    use gridmesh_grid::unbalanced::{Load, PhaseEnvelopeOptions};
     let path = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
     let circuit = Circuit::read_dss(&path).unwrap();
     let t0 = std::time::Instant::now();
@@ -229,24 +214,15 @@ fn phase_envelopes_hold_for_homes_anywhere_inside_them() {
                 _ => h.import_kw - rand() * (h.import_kw + h.export_kw),
             };
             let bus = c.bus(&h.bus).unwrap();
-            c.generators.push(Load {
-                name: format!("extra-{}", h.load),
-                terminal: Terminal {
-                    bus,
-                    nodes: vec![h.phase, 0],
-                },
-                phases: 1,
-                connection: Connection::Wye,
-                model: LoadModel::ConstantPower,
-                kv: c.buses[bus].kv_base_ln,
-                kw: x,
-                kvar: 0.0,
-                vmin_pu: 0.9,
-                vmax_pu: 1.1,
-                vlow_pu: 0.5,
-                pf_given: false,
-                shape: None,
-            });
+            let kv = c.buses[bus].kv_base_ln;
+            // x is extra import: a generator producing -x.
+            c.generators.push(Load::single_phase_generator(
+                &format!("extra-{}", h.load),
+                bus,
+                h.phase,
+                kv,
+                -x,
+            ));
         }
         let sol = c.solve(&SolveOptions::default()).unwrap();
         assert!(

@@ -40,6 +40,30 @@ fn cleared(url: &str, slot: &str) -> serde_json::Value {
     run(&["query", "slot", slot, "--node", url, "--json"])
 }
 
+/// Waits until the service has submitted at least `envelopes` envelopes and enveloped a slot
+/// after the next open one; that slot.
+fn first_enveloped_slot(url: &str, envelopes: u64) -> u64 {
+    let mut slot = 0u64;
+    wait_for("envelopes", || {
+        let op = get(url, "/v1/grid")["operator"].clone();
+        let open = get(url, "/v1/market")["next_open_slot"].as_u64().unwrap();
+        match op["enveloped_slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_u64())
+            .find(|&s| s > open)
+        {
+            Some(s) if op["envelopes_submitted"].as_u64().unwrap() >= envelopes => {
+                slot = s;
+                true
+            }
+            _ => false,
+        }
+    });
+    slot
+}
+
 /// Posts a PCC report, the status code and the error code.
 fn post_pcc(url: &str, report: &serde_json::Value) -> (u16, String) {
     match ureq::post(&format!("{url}/v1/grid/pcc")).send_json(report) {
@@ -165,26 +189,7 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
         run(&args);
     }
     // The service envelopes the next open slots: 20 connection points each.
-    let mut slot = 0u64;
-    wait_for("envelopes", || {
-        let g = get(&url, "/v1/grid");
-        let op = &g["operator"];
-        let market = get(&url, "/v1/market");
-        let open = market["next_open_slot"].as_u64().unwrap();
-        match op["enveloped_slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s.as_u64())
-            .find(|&s| s > open)
-        {
-            Some(s) if op["envelopes_submitted"].as_u64().unwrap() >= 20 => {
-                slot = s;
-                true
-            }
-            _ => false,
-        }
-    });
+    let slot = first_enveloped_slot(&url, 20);
     assert_eq!(get(&url, "/v1/grid")["operator"]["connection_points"], 20);
     // An EV wants 2.75 kWh (11 kW for the slot); the envelope allows about 0.95 kWh.
     let s = slot.to_string();
@@ -422,24 +427,7 @@ fn an_opendss_feeder_envelopes_each_home_on_its_phase() {
         &url,
         "--json",
     ]);
-    let mut slot = 0u64;
-    wait_for("per-phase envelopes", || {
-        let op = get(&url, "/v1/grid")["operator"].clone();
-        let open = get(&url, "/v1/market")["next_open_slot"].as_u64().unwrap();
-        match op["enveloped_slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s.as_u64())
-            .find(|&s| s > open)
-        {
-            Some(s) if op["envelopes_submitted"].as_u64().unwrap() >= 55 => {
-                slot = s;
-                true
-            }
-            _ => false,
-        }
-    });
+    let slot = first_enveloped_slot(&url, 55);
     let op = get(&url, "/v1/grid")["operator"].clone();
     assert_eq!(op["connection_points"], 55, "{op}");
     assert_eq!(op["feeder"], "lvtest", "{op}");

@@ -208,6 +208,29 @@ pub struct Load {
 }
 
 impl Load {
+    /// A single-phase generator between `bus`'s `node` and ground producing `kw` at unity power
+    /// factor (a home's PV inverter), as OpenDSS's Generator model 1 with its 0.9-1.1 pu limits.
+    pub fn single_phase_generator(name: &str, bus: usize, node: u8, kv_ln: f64, kw: f64) -> Load {
+        Load {
+            name: name.to_string(),
+            terminal: Terminal {
+                bus,
+                nodes: vec![node, 0],
+            },
+            phases: 1,
+            connection: Connection::Wye,
+            model: LoadModel::ConstantPower,
+            kv: kv_ln,
+            kw: -kw,
+            kvar: 0.0,
+            vmin_pu: 0.9,
+            vmax_pu: 1.1,
+            vlow_pu: 0.5,
+            pf_given: false,
+            shape: None,
+        }
+    }
+
     /// The voltage across one phase of the load at nominal.
     pub fn phase_base_v(&self) -> f64 {
         match (self.connection, self.phases) {

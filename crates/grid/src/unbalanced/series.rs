@@ -4,7 +4,7 @@
 
 use faer::{c64, Accum, Mat, Par};
 
-use super::solve::{report, System};
+use super::solve::{magnitude_change, report, System};
 use super::{Circuit, Solution, SolveError, SolveOptions};
 
 /// What one step of a time series leaves: its extremes and its power balance.
@@ -107,16 +107,7 @@ impl Reduced {
             change = 0.0;
             for (p, &k) in self.active.iter().enumerate() {
                 let new = self.v0[k] + next[(p, 0)];
-                let base = system.base_v[k];
-                // Magnitudes by `sqrt` of the square: `hypot`'s care for overflow costs more than
-                // the whole iteration, and node voltages are nowhere near overflow.
-                let (m_new, m_old) = (new.norm_sqr().sqrt(), va[p].norm_sqr().sqrt());
-                let e = if base > 0.0 {
-                    (m_new - m_old).abs() / base
-                } else {
-                    (1.0 - m_old / m_new).abs()
-                };
-                change = change.max(e);
+                change = change.max(magnitude_change(new, va[p], system.base_v[k]));
                 va[p] = new;
             }
             if !change.is_finite() {

@@ -141,6 +141,21 @@ fn invert(m: &[c64], n: usize) -> Option<Vec<c64>> {
     Some(inv)
 }
 
+/// How much a node's voltage magnitude moved from `old` to `new`: per unit of its base `base_v`,
+/// or relative where it has none (OpenDSS's convergence measure). Magnitudes by `sqrt` of the
+/// square: `hypot`'s care for overflow costs more than a whole iteration, and node voltages are
+/// nowhere near overflow.
+pub(crate) fn magnitude_change(new: c64, old: c64, base_v: f64) -> f64 {
+    let (a, b) = (new.norm_sqr().sqrt(), old.norm_sqr().sqrt());
+    if base_v > 0.0 {
+        (a - b).abs() / base_v
+    } else if a != 0.0 {
+        (1.0 - b / a).abs()
+    } else {
+        0.0
+    }
+}
+
 /// Where a node of the circuit is: its bus and node number.
 type NodeKey = (usize, u8);
 
@@ -876,16 +891,7 @@ impl<'c> System<'c> {
             let change_before = change;
             change = 0.0;
             for (k, new) in rhs.iter().enumerate() {
-                // sqrt of the square: hypot's care for overflow costs more than the solve.
-                let (a, b) = (new.norm_sqr().sqrt(), v[k].norm_sqr().sqrt());
-                let e = if self.base_v[k] > 0.0 {
-                    (a - b).abs() / self.base_v[k]
-                } else if a != 0.0 {
-                    (1.0 - b / a).abs()
-                } else {
-                    0.0
-                };
-                change = change.max(e);
+                change = change.max(magnitude_change(*new, v[k], self.base_v[k]));
             }
             refine |= change < 1e-7 && change > 0.5 * change_before;
             *v = rhs;
@@ -1055,24 +1061,13 @@ impl<'c> System<'c> {
     /// Adds a single-phase generator at `bus`'s `node` (to ground), producing nothing until
     /// [`System::set_generation`]; its index.
     pub(crate) fn add_generator(&mut self, bus: usize, node: u8) -> usize {
-        let model = Load {
-            name: "hosting".into(),
-            terminal: super::Terminal {
-                bus,
-                nodes: vec![node, 0],
-            },
-            phases: 1,
-            connection: Connection::Wye,
-            model: LoadModel::ConstantPower,
-            kv: self.circuit.buses[bus].kv_base_ln,
-            kw: 0.0,
-            kvar: 0.0,
-            vmin_pu: 0.9,
-            vmax_pu: 1.1,
-            vlow_pu: 0.5,
-            pf_given: false,
-            shape: None,
-        };
+        let model = Load::single_phase_generator(
+            "hosting",
+            bus,
+            node,
+            self.circuit.buses[bus].kv_base_ln,
+            0.0,
+        );
         let nodes = key_nodes(&self.index, &model.terminal).collect();
         self.loads.push(LoadState::new(
             &model,

@@ -488,6 +488,12 @@ impl std::fmt::Display for EnvelopeReport {
             self.envelopes.import_rounds,
             self.envelopes.export_rounds
         )?;
+        if let Some(broken) = &self.envelopes.base_violation {
+            return writeln!(
+                f,
+                "the loads as they stand already break a limit ({broken}): no home may move, every envelope is 0"
+            );
+        }
         for h in &self.envelopes.homes {
             writeln!(
                 f,

@@ -28,7 +28,8 @@ pub struct PhaseEnvelope {
     pub phase: u8,
     pub import_kw: f64,
     pub export_kw: f64,
-    /// The node whose voltage band set each direction, before any shrinking.
+    /// The node whose voltage band set each direction, before any shrinking (`max_kw` where no
+    /// node did; the broken limit where the case already breaks one).
     pub import_bound_by: String,
     pub export_bound_by: String,
 }
@@ -50,6 +51,9 @@ pub struct PhaseEnvelopes {
     pub homes: Vec<PhaseEnvelope>,
     pub import_rounds: usize,
     pub export_rounds: usize,
+    /// The limit the loads as they stand already break: then no home may move, and every
+    /// envelope is 0.
+    pub base_violation: Option<Limit>,
 }
 
 /// Settings of the envelope calculation.
@@ -108,6 +112,31 @@ impl Circuit {
                 homes: vec![],
                 import_rounds: 0,
                 export_rounds: 0,
+                base_violation: None,
+            });
+        }
+        let limits = &opts.limits;
+        if let Some(broken) = system.first_limit(&base, limits) {
+            let homes = homes
+                .iter()
+                .map(|&k| {
+                    let l = &self.loads[k];
+                    PhaseEnvelope {
+                        load: l.name.clone(),
+                        bus: self.buses[l.terminal.bus].name.clone(),
+                        phase: l.terminal.nodes[0],
+                        import_kw: 0.0,
+                        export_kw: 0.0,
+                        import_bound_by: broken.to_string(),
+                        export_bound_by: broken.to_string(),
+                    }
+                })
+                .collect();
+            return Ok(PhaseEnvelopes {
+                homes,
+                import_rounds: 0,
+                export_rounds: 0,
+                base_violation: Some(broken),
             });
         }
         let z = system.impedance_columns(&home_nodes)?;
@@ -115,7 +144,6 @@ impl Circuit {
         let phase_nodes: Vec<usize> = (0..system.nodes.len())
             .filter(|&i| (1..=3).contains(&system.nodes[i].1) && system.base_v[i] > 0.0)
             .collect();
-        let limits = &opts.limits;
         let mut import: Vec<(f64, usize)> = vec![(opts.max_kw, usize::MAX); homes.len()];
         let mut export: Vec<(f64, usize)> = vec![(opts.max_kw, usize::MAX); homes.len()];
         let mut s = vec![0.0; homes.len()];
@@ -207,6 +235,7 @@ impl Circuit {
             homes: out,
             import_rounds,
             export_rounds,
+            base_violation: None,
         })
     }
 }

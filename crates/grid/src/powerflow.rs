@@ -316,7 +316,17 @@ impl<'n> NewtonRaphson<'n> {
             // its pivots on the diagonal); faer's pivoting LU if a pivot vanishes.
             if ours.is_none() && !*pivoting {
                 let entries: Vec<(usize, usize)> = pairs.iter().map(|p| (p.row, p.col)).collect();
-                match crate::sparse::Symbolic::new(cols, &entries) {
+                // A bus's angle and magnitude are eliminated together: the ordering runs on the
+                // buses' graph.
+                let mut block_of = vec![0; cols];
+                for i in 0..n {
+                    for c in [ang_col[i], mag_col[i]] {
+                        if c != usize::MAX {
+                            block_of[c] = i;
+                        }
+                    }
+                }
+                match crate::sparse::Symbolic::new_blocked(cols, &entries, &block_of) {
                     Ok(s) => {
                         let lu = crate::sparse::Lu::new(&s);
                         *ours = Some((s, lu));

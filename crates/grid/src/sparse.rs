@@ -74,75 +74,68 @@ impl Symbolic {
     /// Orders `entries` (`(row, column)`, repeats allowed) of an `n × n` matrix; the pattern is
     /// made symmetric.
     pub(crate) fn new(n: usize, entries: &[(usize, usize)]) -> Result<Symbolic, SparseError> {
-        let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let adj = adjacency(n, entries.iter().copied())?;
+        let (order, patterns) = minimum_degree(adj);
+        Ok(Symbolic::from_patterns(n, order, patterns, entries))
+    }
+
+    /// As [`Symbolic::new`], the rows grouped in blocks that are eliminated together (a bus's
+    /// angle and magnitude in a Newton-Raphson Jacobian): the ordering runs on the graph of the
+    /// blocks, the smaller graph, and each row's pattern is its block's rows after it and every
+    /// row of the blocks its block's pattern holds.
+    pub(crate) fn new_blocked(
+        n: usize,
+        entries: &[(usize, usize)],
+        block_of: &[usize],
+    ) -> Result<Symbolic, SparseError> {
+        let blocks = block_of.iter().copied().max().map_or(0, |b| b + 1);
+        if block_of.len() != n {
+            return Err(SparseError::OutOfRange(block_of.len(), n, n));
+        }
         for &(r, c) in entries {
             if r >= n || c >= n {
                 return Err(SparseError::OutOfRange(r, c, n));
             }
-            if r != c {
-                adj[r].push(c as u32);
-                adj[c].push(r as u32);
-            }
         }
-        for a in &mut adj {
-            a.sort_unstable();
-            a.dedup();
+        let adj = adjacency(
+            blocks,
+            entries.iter().map(|&(r, c)| (block_of[r], block_of[c])),
+        )?;
+        let (block_order, block_patterns) = minimum_degree(adj);
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); blocks];
+        for (row, &b) in block_of.iter().enumerate() {
+            members[b].push(row as u32);
         }
-        // Minimum degree, ties to the lower index, with explicit fill.
-        let mut heap: BinaryHeap<Reverse<(usize, u32)>> =
-            (0..n).map(|i| Reverse((adj[i].len(), i as u32))).collect();
-        let mut done = vec![false; n];
         let mut order = Vec::with_capacity(n);
-        let mut patterns: Vec<Vec<u32>> = Vec::with_capacity(n);
-        let mut merged = Vec::new();
-        while let Some(Reverse((degree, p))) = heap.pop() {
-            let pu = p as usize;
-            if done[pu] || degree != adj[pu].len() {
-                continue;
+        let mut patterns = Vec::with_capacity(n);
+        for (&b, pattern) in block_order.iter().zip(&block_patterns) {
+            let own = &members[b as usize];
+            let others: Vec<u32> = pattern
+                .iter()
+                .flat_map(|&o| members[o as usize].iter().copied())
+                .collect();
+            for (t, &row) in own.iter().enumerate() {
+                let mut p: Vec<u32> = own[t + 1..]
+                    .iter()
+                    .copied()
+                    .chain(others.iter().copied())
+                    .collect();
+                p.sort_unstable();
+                order.push(row);
+                patterns.push(p);
             }
-            done[pu] = true;
-            let nbrs = std::mem::take(&mut adj[pu]);
-            for &a in &nbrs {
-                let au = a as usize;
-                // adj[a] := adj[a] ∪ nbrs, less a and p.
-                merged.clear();
-                let (x, y) = (&adj[au], &nbrs);
-                let (mut i, mut j) = (0, 0);
-                while i < x.len() || j < y.len() {
-                    let next = match (x.get(i), y.get(j)) {
-                        (Some(&u), Some(&v)) if u == v => {
-                            i += 1;
-                            j += 1;
-                            u
-                        }
-                        (Some(&u), Some(&v)) if u < v => {
-                            i += 1;
-                            u
-                        }
-                        (Some(_), Some(&v)) => {
-                            j += 1;
-                            v
-                        }
-                        (Some(&u), None) => {
-                            i += 1;
-                            u
-                        }
-                        (None, Some(&v)) => {
-                            j += 1;
-                            v
-                        }
-                        (None, None) => unreachable!(),
-                    };
-                    if next != a && next != p {
-                        merged.push(next);
-                    }
-                }
-                std::mem::swap(&mut adj[au], &mut merged);
-                heap.push(Reverse((adj[au].len(), a)));
-            }
-            order.push(p);
-            patterns.push(nbrs);
         }
+        Ok(Symbolic::from_patterns(n, order, patterns, entries))
+    }
+
+    /// The factors' structure from an elimination order and each step's pattern (the rows after
+    /// it that its column of L and row of U hold, sorted).
+    fn from_patterns(
+        n: usize,
+        order: Vec<u32>,
+        patterns: Vec<Vec<u32>>,
+        entries: &[(usize, usize)],
+    ) -> Symbolic {
         // Slots: the pivots first (by row), then per step `k` and per row `i` of its pattern
         // the entry (i, p) of L and then (p, i) of U. An entry (i, j) off the diagonal belongs
         // to the step of whichever of i and j goes first, at the other's place in its pattern.
@@ -202,7 +195,7 @@ impl Symbolic {
             .map(|&(r, c)| slot(r as u32, c as u32))
             .collect();
         let next = n32 + 2 * m;
-        Ok(Symbolic {
+        Symbolic {
             n,
             order,
             diag,
@@ -212,7 +205,7 @@ impl Symbolic {
             updates,
             input_slot,
             slots: next as usize,
-        })
+        }
     }
 
     /// Entries of the factors (L and U together, with the pivots).
@@ -220,6 +213,89 @@ impl Symbolic {
     pub(crate) fn factor_entries(&self) -> usize {
         self.slots
     }
+}
+
+/// The symmetric pattern's graph: each row's neighbours, sorted, without itself.
+fn adjacency(
+    n: usize,
+    entries: impl Iterator<Item = (usize, usize)>,
+) -> Result<Vec<Vec<u32>>, SparseError> {
+    let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (r, c) in entries {
+        if r >= n || c >= n {
+            return Err(SparseError::OutOfRange(r, c, n));
+        }
+        if r != c {
+            adj[r].push(c as u32);
+            adj[c].push(r as u32);
+        }
+    }
+    for a in &mut adj {
+        a.sort_unstable();
+        a.dedup();
+    }
+    Ok(adj)
+}
+
+/// Minimum degree, ties to the lower index, with explicit fill: the elimination order and each
+/// step's pattern (its neighbours then, sorted).
+fn minimum_degree(mut adj: Vec<Vec<u32>>) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let n = adj.len();
+    let mut heap: BinaryHeap<Reverse<(usize, u32)>> =
+        (0..n).map(|i| Reverse((adj[i].len(), i as u32))).collect();
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    let mut patterns: Vec<Vec<u32>> = Vec::with_capacity(n);
+    let mut merged = Vec::new();
+    while let Some(Reverse((degree, p))) = heap.pop() {
+        let pu = p as usize;
+        if done[pu] || degree != adj[pu].len() {
+            continue;
+        }
+        done[pu] = true;
+        let nbrs = std::mem::take(&mut adj[pu]);
+        for &a in &nbrs {
+            let au = a as usize;
+            // adj[a] := adj[a] ∪ nbrs, less a and p.
+            merged.clear();
+            let (x, y) = (&adj[au], &nbrs);
+            let (mut i, mut j) = (0, 0);
+            while i < x.len() || j < y.len() {
+                let next = match (x.get(i), y.get(j)) {
+                    (Some(&u), Some(&v)) if u == v => {
+                        i += 1;
+                        j += 1;
+                        u
+                    }
+                    (Some(&u), Some(&v)) if u < v => {
+                        i += 1;
+                        u
+                    }
+                    (Some(_), Some(&v)) => {
+                        j += 1;
+                        v
+                    }
+                    (Some(&u), None) => {
+                        i += 1;
+                        u
+                    }
+                    (None, Some(&v)) => {
+                        j += 1;
+                        v
+                    }
+                    (None, None) => unreachable!(),
+                };
+                if next != a && next != p {
+                    merged.push(next);
+                }
+            }
+            std::mem::swap(&mut adj[au], &mut merged);
+            heap.push(Reverse((adj[au].len(), a)));
+        }
+        order.push(p);
+        patterns.push(nbrs);
+    }
+    (order, patterns)
 }
 
 /// The numeric factors of one matrix with its [`Symbolic`] structure.
@@ -380,6 +456,50 @@ mod tests {
             r[i] += v * x[j];
         }
         assert!(r.iter().all(|v| v.norm() < 1e-12));
+    }
+
+    #[test]
+    fn blocks_eliminated_together_solve_as_rows_one_by_one() {
+        // A ring of 6 buses, two rows each (coupled within a bus and to the neighbours').
+        let buses = 6;
+        let n = 2 * buses;
+        let mut entries = Vec::new();
+        let mut values = Vec::new();
+        for b in 0..buses {
+            let nb = (b + 1) % buses;
+            for (r, c, v) in [
+                (2 * b, 2 * b, 9.0 + b as f64),
+                (2 * b + 1, 2 * b + 1, 7.0),
+                (2 * b, 2 * b + 1, 0.5),
+                (2 * b + 1, 2 * b, -0.3),
+                (2 * b, 2 * nb, -1.0),
+                (2 * nb, 2 * b, -1.2),
+                (2 * b + 1, 2 * nb + 1, -0.8),
+                (2 * nb + 1, 2 * b + 1, -0.9),
+                (2 * b, 2 * nb + 1, 0.2),
+            ] {
+                entries.push((r, c));
+                values.push(v);
+            }
+        }
+        let block_of: Vec<usize> = (0..n).map(|r| r / 2).collect();
+        let b: Vec<f64> = (0..n).map(|i| (i as f64).cos()).collect();
+        let solve = |s: &Symbolic| {
+            let mut lu = Lu::new(s);
+            lu.factorise(s, &values).unwrap();
+            let mut x = b.clone();
+            lu.solve(s, &mut x);
+            x
+        };
+        let rows = solve(&Symbolic::new(n, &entries).unwrap());
+        let blocked = solve(&Symbolic::new_blocked(n, &entries, &block_of).unwrap());
+        let want = dense_solve(n, &entries, &values, &b);
+        for ((x, y), w) in rows.iter().zip(&blocked).zip(&want) {
+            assert!(
+                (x - w).abs() < 1e-12 && (y - w).abs() < 1e-12,
+                "{x} {y} {w}"
+            );
+        }
     }
 
     #[test]

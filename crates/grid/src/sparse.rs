@@ -1,6 +1,7 @@
 //! A sparse LU for the matrices of power networks: square, structurally symmetric (the
 //! admittance matrix, a Newton-Raphson Jacobian), sparse as the network is. The ordering is
-//! minimum degree on the pattern's graph, fill and all; the symbolic step then writes every
+//! minimum degree on the graph of the buses (a bus's rows eliminated together), fill and all;
+//! the symbolic step then writes every
 //! elimination update as a triple of slots, so a numeric factorisation is one flat loop and a
 //! solve two passes over the factors. No pivoting: a power network's pivots stay on the
 //! diagonal, and a pivot that vanishes is reported ([`SparseError::ZeroPivot`]) for the caller
@@ -71,18 +72,21 @@ pub(crate) struct Symbolic {
 }
 
 impl Symbolic {
-    /// Orders `entries` (`(row, column)`, repeats allowed) of an `n × n` matrix; the pattern is
-    /// made symmetric.
+    /// Orders `entries` (`(row, column)`, repeats allowed) of an `n × n` matrix row by row; the
+    /// pattern is made symmetric. The solvers order by blocks ([`Symbolic::new_blocked`]); the
+    /// tests check that against this.
+    #[cfg(test)]
     pub(crate) fn new(n: usize, entries: &[(usize, usize)]) -> Result<Symbolic, SparseError> {
         let adj = adjacency(n, entries.iter().copied())?;
         let (order, patterns) = minimum_degree(adj);
         Ok(Symbolic::from_patterns(n, order, patterns, entries))
     }
 
-    /// As [`Symbolic::new`], the rows grouped in blocks that are eliminated together (a bus's
-    /// angle and magnitude in a Newton-Raphson Jacobian): the ordering runs on the graph of the
-    /// blocks, the smaller graph, and each row's pattern is its block's rows after it and every
-    /// row of the blocks its block's pattern holds.
+    /// Orders `entries` (`(row, column)`, repeats allowed) of an `n × n` matrix whose rows are
+    /// grouped in blocks eliminated together (a bus's angle and magnitude in a Newton-Raphson
+    /// Jacobian, a bus's phases in an admittance matrix); the pattern is made symmetric. Minimum
+    /// degree runs on the graph of the blocks, the smaller graph, and each row's pattern is its
+    /// block's rows after it and every row of the blocks its block's pattern holds.
     pub(crate) fn new_blocked(
         n: usize,
         entries: &[(usize, usize)],

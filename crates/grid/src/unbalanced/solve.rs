@@ -733,7 +733,10 @@ impl<'c> System<'c> {
             }
         }
         if self.lu.is_none() {
-            let symbolic = Symbolic::new(n, &pairs).map_err(|e| singular(e.to_string()))?;
+            // A bus's nodes are eliminated together: the ordering runs on the buses' graph.
+            let block_of: Vec<usize> = self.nodes.iter().map(|&(b, _)| b).collect();
+            let symbolic =
+                Symbolic::new_blocked(n, &pairs, &block_of).map_err(|e| singular(e.to_string()))?;
             let numeric = crate::sparse::Lu::new(&symbolic);
             self.lu = Some(Lu {
                 pairs,

@@ -64,6 +64,41 @@ fn first_enveloped_slot(url: &str, envelopes: u64) -> u64 {
     slot
 }
 
+/// An EV's bid for 2.75 kWh (11 kW for the slot) at `location` in `slot`: once cleared, the
+/// slot's view (one connection trimmed to its envelope, checked) and what the utility served.
+fn bid_for_an_ev(url: &str, slot: u64, location: &str, key: &str) -> (serde_json::Value, f64) {
+    let s = slot.to_string();
+    run(&[
+        "tx",
+        "order",
+        "--slot",
+        &s,
+        "--side",
+        "bid",
+        "--energy-kwh",
+        "2.75",
+        "--price",
+        "0.40",
+        "--location",
+        location,
+        "--key",
+        key,
+        "--node",
+        url,
+        "--json",
+    ]);
+    let v = cleared(url, &s);
+    assert_eq!(v["envelopes"], 1, "{v}");
+    // The utility served only the envelope: read it from the slot's market report.
+    let served = v["utility"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["energy_kwh"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    (v, served)
+}
+
 /// Posts a PCC report, the status code and the error code.
 fn post_pcc(url: &str, report: &serde_json::Value) -> (u16, String) {
     match ureq::post(&format!("{url}/v1/grid/pcc")).send_json(report) {
@@ -192,35 +227,8 @@ fn the_grid_operator_service_envelopes_slots_and_islands_the_microgrid() {
     let slot = first_enveloped_slot(&url, 20);
     assert_eq!(get(&url, "/v1/grid")["operator"]["connection_points"], 20);
     // An EV wants 2.75 kWh (11 kW for the slot); the envelope allows about 0.95 kWh.
-    let s = slot.to_string();
-    run(&[
-        "tx",
-        "order",
-        "--slot",
-        &s,
-        "--side",
-        "bid",
-        "--energy-kwh",
-        "2.75",
-        "--price",
-        "0.40",
-        "--location",
-        "street-1/home-1",
-        "--key",
-        &home_key,
-        "--node",
-        &url,
-        "--json",
-    ]);
-    let v = cleared(&url, &s);
-    assert_eq!(v["envelopes"], 1, "{v}");
+    let (v, served) = bid_for_an_ev(&url, slot, "street-1/home-1", &home_key);
     assert_eq!(v["island"], false);
-    // The utility served only the envelope: read it from the slot's market report.
-    let utility = v["utility"].as_array().unwrap();
-    let served: f64 = utility
-        .iter()
-        .map(|u| u["energy_kwh"].as_str().unwrap().parse::<f64>().unwrap())
-        .sum();
     assert!(served > 0.5 && served < 1.0, "served {served} kWh: {v}");
 
     // A web page elsewhere makes the browser report an outage (a text/plain body from a foreign
@@ -433,33 +441,6 @@ fn an_opendss_feeder_envelopes_each_home_on_its_phase() {
     assert_eq!(op["feeder"], "lvtest", "{op}");
     assert!(op["last_error"].is_null(), "{op}");
     // Load 1 (bus 34, phase 1) may take about 3.2 kW more: 0.8 kWh of the 2.75 it bids for.
-    let s = slot.to_string();
-    run(&[
-        "tx",
-        "order",
-        "--slot",
-        &s,
-        "--side",
-        "bid",
-        "--energy-kwh",
-        "2.75",
-        "--price",
-        "0.40",
-        "--location",
-        "load1",
-        "--key",
-        &home_key,
-        "--node",
-        &url,
-        "--json",
-    ]);
-    let v = cleared(&url, &s);
-    assert_eq!(v["envelopes"], 1, "{v}");
-    let served: f64 = v["utility"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["energy_kwh"].as_str().unwrap().parse::<f64>().unwrap())
-        .sum();
+    let (v, served) = bid_for_an_ev(&url, slot, "load1", &home_key);
     assert!(served > 0.5 && served < 1.0, "served {served} kWh: {v}");
 }

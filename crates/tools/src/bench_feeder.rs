@@ -6,11 +6,9 @@
 //! mode. Each time is the median of `repeat` runs.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use gridmesh_grid::unbalanced::{Circuit, PowerFlowModel, SolveOptions};
 use serde::Serialize;
 
@@ -67,35 +65,6 @@ impl std::fmt::Display for FeederBenchRow {
         }
         Ok(())
     }
-}
-
-fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..repeat.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-fn peer(python: &Path, script: &str, args: &[String]) -> anyhow::Result<serde_json::Value> {
-    let script = crate::repo_path(script);
-    let out = Command::new(python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("the peer's output")
 }
 
 /// A small deterministic generator (64-bit LCG), so each seed is one feeder.
@@ -282,7 +251,7 @@ pub fn run(
         Some(python) => {
             let mut args = vec!["time".to_string(), repeat.clone()];
             args.extend(paths.iter().cloned());
-            let o = peer(python, "scripts/interop/opendss_peer.py", &args)?;
+            let o = crate::run_peer(python, "scripts/interop/opendss_peer.py", &args)?;
             // power-grid-model takes the feeders it can rebuild (three-phase lines).
             let mut args = vec!["time".to_string(), repeat.clone()];
             args.extend(
@@ -291,7 +260,7 @@ pub fn run(
                     .filter(|c| c.2)
                     .map(|c| c.1.to_string_lossy().into_owned()),
             );
-            let p = peer(python, "scripts/interop/pgm_peer.py", &args)?;
+            let p = crate::run_peer(python, "scripts/interop/pgm_peer.py", &args)?;
             (Some(o), Some(p))
         }
         None => (None, None),
@@ -303,13 +272,13 @@ pub fn run(
             Circuit::read_dss(path).with_context(|| format!("reading {}", path.display()))?;
         let mut model = PowerFlowModel::new(&circuit)?;
         let sol = model.solve(&solve)?;
-        let ours = median_ms(opts.repeat, || {
+        let ours = crate::bench_grid::median_ms(opts.repeat, || {
             std::hint::black_box(model.solve_voltages(&solve).is_ok());
         });
-        let reported = median_ms(opts.repeat, || {
+        let reported = crate::bench_grid::median_ms(opts.repeat, || {
             std::hint::black_box(model.solve(&solve).ok());
         });
-        let cold = median_ms(opts.repeat, || {
+        let cold = crate::bench_grid::median_ms(opts.repeat, || {
             std::hint::black_box(circuit.solve(&solve).ok());
         });
         let key = &paths[i];
@@ -340,12 +309,12 @@ pub fn run(
     let circuit = Circuit::read_dss(&lv.1)?;
     for &steps in &opts.day_steps {
         let runs = opts.repeat.clamp(1, 5);
-        let ours = median_ms(runs, || {
+        let ours = crate::bench_grid::median_ms(runs, || {
             std::hint::black_box(circuit.time_series(steps, 1.0 / 60.0, &solve, &[]).ok());
         });
         let theirs = match &opts.python {
             Some(python) => {
-                let v = peer(
+                let v = crate::run_peer(
                     python,
                     "scripts/interop/opendss_peer.py",
                     &[

@@ -8,7 +8,6 @@
 //! sweep. Each time is the median of `repeat` runs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -82,7 +81,8 @@ pub fn shared_data_dir() -> PathBuf {
     gridmesh_refdata::dir()
 }
 
-fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
+/// The median of `repeat` runs of `f`, in ms.
+pub(crate) fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
     let mut times: Vec<Duration> = (0..repeat.max(1))
         .map(|_| {
             let started = Instant::now();
@@ -141,21 +141,13 @@ pub fn run(
         .collect();
     let pgm: Option<serde_json::Value> = match (&opts.python, radial.is_empty()) {
         (Some(python), false) => {
-            let script = crate::repo_path("scripts/interop/pgm_peer.py");
-            let out = Command::new(python)
-                .arg(&script)
-                .arg("radial")
-                .arg(opts.repeat.max(1).to_string())
-                .args(&radial)
-                .output()
-                .with_context(|| format!("running {}", script.display()))?;
-            if !out.status.success() {
-                bail!(
-                    "power-grid-model peer failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Some(serde_json::from_slice(&out.stdout).context("power-grid-model peer output")?)
+            let mut args = vec!["radial".into(), opts.repeat.max(1).to_string().into()];
+            args.extend(radial.iter().map(|p| p.as_os_str().to_owned()));
+            Some(crate::run_peer::<_, std::ffi::OsString>(
+                python,
+                "scripts/interop/pgm_peer.py",
+                args,
+            )?)
         }
         _ => None,
     };
@@ -250,22 +242,9 @@ fn pandapower_times(
     repeat: usize,
     cases: &[(String, PathBuf, Network)],
 ) -> anyhow::Result<Vec<(f64, Option<f64>)>> {
-    let script = crate::repo_path("scripts/interop/pandapower_peer.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg("bench")
-        .arg(repeat.max(1).to_string())
-        .args(cases.iter().map(|c| &c.1))
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "pandapower peer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("pandapower peer output")?;
+    let mut args: Vec<std::ffi::OsString> = vec!["bench".into(), repeat.max(1).to_string().into()];
+    args.extend(cases.iter().map(|c| c.1.as_os_str().to_owned()));
+    let v = crate::run_peer(python, "scripts/interop/pandapower_peer.py", args)?;
     cases
         .iter()
         .map(|c| {

@@ -32,6 +32,35 @@ pub fn repo_path(relative: &str) -> std::path::PathBuf {
         .join(relative)
 }
 
+/// Runs a peer script of `scripts/interop` with the venv's `python` and reads the JSON it prints;
+/// a failure is an error with the script's own words (its stderr).
+pub fn run_peer<I, A>(
+    python: &std::path::Path,
+    script: &str,
+    args: I,
+) -> anyhow::Result<serde_json::Value>
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    use anyhow::Context;
+    let script = repo_path(script);
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("the output of {}", script.display()))
+}
+
 /// The Python of the interop venv, if there is one (`gridmesh_refdata::find_python`).
 pub fn interop_python() -> Option<std::path::PathBuf> {
     gridmesh_refdata::find_python()

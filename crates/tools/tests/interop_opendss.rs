@@ -8,8 +8,6 @@
 //!
 //! OpenDSS runs in the venv (`./scripts/setup`); without it the test fails.
 
-use std::process::Command;
-
 use gridmesh_grid::unbalanced::{Circuit, SolveOptions};
 use gridmesh_tools::bench_feeder::generated_dss_feeder;
 
@@ -29,18 +27,12 @@ fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
         std::fs::write(&path, generated_dss_feeder(seed, buses, hz)).unwrap();
         files.push(path);
     }
-    let out = Command::new(&python)
-        .arg(gridmesh_tools::repo_path("scripts/interop/opendss_peer.py"))
-        .arg("solve")
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "OpenDSS peer: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = gridmesh_tools::run_peer(
+        &python,
+        "scripts/interop/opendss_peer.py",
+        std::iter::once(std::ffi::OsStr::new("solve")).chain(files.iter().map(|f| f.as_os_str())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     for path in &files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let peer = &theirs[path.to_string_lossy().as_ref()];

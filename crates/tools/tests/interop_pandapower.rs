@@ -6,7 +6,6 @@
 //! pandapower runs in the project's venv (`./scripts/setup`); without it the test fails.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use gridmesh_grid::{
     generated_radial_feeder, newton_raphson, parse_case, write_case, PowerFlow, PowerFlowOptions,
@@ -28,20 +27,12 @@ fn power_flow_agrees_with_pandapower_on_every_case() {
         std::fs::write(&path, write_case(&net)).unwrap();
         files.push(path);
     }
-    let out = Command::new(&python)
-        .arg(gridmesh_tools::repo_path(
-            "scripts/interop/pandapower_peer.py",
-        ))
-        .arg("solve")
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pandapower peer: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = gridmesh_tools::run_peer(
+        &python,
+        "scripts/interop/pandapower_peer.py",
+        std::iter::once(std::ffi::OsStr::new("solve")).chain(files.iter().map(|f| f.as_os_str())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     for path in &files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let peer = &theirs[path.to_string_lossy().as_ref()];

@@ -89,13 +89,7 @@ impl Circuit {
         opts: &PhaseEnvelopeOptions,
     ) -> Result<PhaseEnvelopes, SolveError> {
         let mut system = System::new(self, false);
-        let mut base = system.direct()?;
-        for ci in 1..=solve.max_control_iterations.max(1) {
-            system.solve_fixed_point(&mut base, solve)?;
-            if ci >= solve.max_control_iterations || !system.control(&base) {
-                break;
-            }
-        }
+        let (base, _, _) = system.solve_with_controls(solve)?;
         let homes: Vec<usize> = (0..self.loads.len())
             .filter(|&k| {
                 let l = &self.loads[k];

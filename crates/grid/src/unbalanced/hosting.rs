@@ -177,13 +177,7 @@ impl Circuit {
         opts: &HostingOptions,
     ) -> Result<Vec<Hosting>, SolveError> {
         let mut system = System::new(self, false);
-        let mut base = system.direct()?;
-        for ci in 1..=solve.max_control_iterations.max(1) {
-            system.solve_fixed_point(&mut base, solve)?;
-            if ci >= solve.max_control_iterations || !system.control(&base) {
-                break;
-            }
-        }
+        let (base, _, _) = system.solve_with_controls(solve)?;
         let source_buses: Vec<usize> = self.sources.iter().map(|s| s.terminal.bus).collect();
         let mut candidates: Vec<(usize, u8)> = if opts.all_buses {
             system

@@ -911,6 +911,26 @@ impl<'c> System<'c> {
         })
     }
 
+    /// A snapshot from the direct solution: fixed points with the regulators sampled between
+    /// them until no tap moves (or the control iterations run out). The voltages, the fixed-point
+    /// iterations over all passes, and the passes.
+    pub(crate) fn solve_with_controls(
+        &mut self,
+        opts: &SolveOptions,
+    ) -> Result<(Vec<c64>, usize, usize), SolveError> {
+        let mut v = self.direct()?;
+        let mut iterations = 0;
+        let mut control_iterations = 0;
+        for ci in 1..=opts.max_control_iterations.max(1) {
+            control_iterations = ci;
+            iterations += self.solve_fixed_point(&mut v, opts)?;
+            if ci >= opts.max_control_iterations || !self.control(&v) {
+                break;
+            }
+        }
+        Ok((v, iterations, control_iterations))
+    }
+
     /// `Y⁻¹ I_source`: the voltages with the loads as their nominal admittances and no other
     /// injection (the fixed point's first guess, and `V0` of the reduced iteration).
     pub(crate) fn direct(&mut self) -> Result<Vec<c64>, SolveError> {
@@ -1453,16 +1473,7 @@ impl<'c> PowerFlowModel<'c> {
     pub fn solve_voltages(&mut self, opts: &SolveOptions) -> Result<&[c64], SolveError> {
         let system = &mut self.system;
         debug_assert_eq!(self.factorised_taps, system.taps);
-        let mut v = system.direct()?;
-        let mut iterations = 0;
-        let mut control_iterations = 0;
-        for ci in 1..=opts.max_control_iterations.max(1) {
-            control_iterations = ci;
-            iterations += system.solve_fixed_point(&mut v, opts)?;
-            if ci >= opts.max_control_iterations || !system.control(&v) {
-                break;
-            }
-        }
+        let (v, iterations, control_iterations) = system.solve_with_controls(opts)?;
         self.factorised_taps.clone_from(&system.taps);
         self.voltages = v;
         self.iterations = iterations;

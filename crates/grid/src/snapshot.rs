@@ -2,14 +2,22 @@
 //! loadings, the community's figures of the slot, and each home's devices (for its owner's eyes
 //! only). The simulator makes snapshots; the node's dashboard shows them.
 
+use crate::unbalanced::{Circuit, Solution};
 use crate::{BusKind, Network, PowerFlow};
 
 /// A bus of a [`Snapshot`].
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BusState {
-    pub number: u32,
+    pub name: String,
     pub slack: bool,
+    /// The voltage (balanced), or the phase voltage farthest from 1 pu (unbalanced).
     pub vm_pu: f64,
+    /// Unbalanced: each phase's voltage to neutral, `(phase 1-3, vm_pu)`; empty when balanced.
+    pub phases: Vec<(u8, f64)>,
+    /// Unbalanced, three-phase buses: negative- over positive-sequence voltage, %.
+    pub unbalance_pct: Option<f64>,
+    /// Where the feeder's map puts it (OpenDSS's bus coordinates), when it does.
+    pub xy: Option<(f64, f64)>,
 }
 
 /// A branch of a [`Snapshot`]: `from` and `to` index [`Snapshot::buses`].
@@ -22,6 +30,8 @@ pub struct BranchState {
     /// Active power entering at the `from` end, kW.
     pub p_kw: f64,
     pub transformer: bool,
+    /// The line's length, metres, where the feeder gives it.
+    pub length_m: Option<f64>,
 }
 
 /// What one home's devices did in a slot (kW, 15-minute means): private to the home's owner.
@@ -72,9 +82,12 @@ impl Snapshot {
                 .iter()
                 .zip(&pf.vm_pu)
                 .map(|(b, v)| BusState {
-                    number: b.number,
+                    name: b.number.to_string(),
                     slack: b.kind == BusKind::Slack,
                     vm_pu: *v,
+                    phases: Vec::new(),
+                    unbalance_pct: None,
+                    xy: None,
                 })
                 .collect(),
             branches: net
@@ -89,8 +102,82 @@ impl Snapshot {
                         .then(|| f.max_mva() / b.rate_a_mva * 100.0),
                     p_kw: f.p_from_mw * 1e3,
                     transformer: transformers.contains(&k),
+                    length_m: None,
                 })
                 .collect(),
+            homes: Vec::new(),
+        }
+    }
+
+    /// The snapshot of the unbalanced `circuit` solved as `sol`, phase by phase, with the
+    /// slot's `row`; every bus's phases are judged against `band_pu` (low, high). Lines and
+    /// transformers are the branches (a transformer from its first winding's bus to its
+    /// second's), the source's bus the slack.
+    pub fn of_phases(
+        circuit: &Circuit,
+        sol: &Solution,
+        band_pu: (f64, f64),
+        row: SlotRow,
+        slot_start_ms: u64,
+    ) -> Snapshot {
+        let source_bus = circuit.sources.first().map(|s| s.terminal.bus);
+        let buses = circuit
+            .buses
+            .iter()
+            .zip(&sol.buses)
+            .enumerate()
+            .map(|(k, (bus, v))| {
+                let phases: Vec<(u8, f64)> = v
+                    .nodes
+                    .iter()
+                    .filter(|(n, ..)| (1..=3).contains(n))
+                    .map(|&(n, vm, _)| (n, vm))
+                    .collect();
+                let vm_pu = phases.iter().map(|&(_, vm)| vm).fold(1.0f64, |worst, vm| {
+                    if (vm - 1.0).abs() > (worst - 1.0).abs() {
+                        vm
+                    } else {
+                        worst
+                    }
+                });
+                BusState {
+                    name: bus.name.clone(),
+                    slack: Some(k) == source_bus,
+                    vm_pu,
+                    phases,
+                    unbalance_pct: v.unbalance_pct,
+                    xy: bus.xy,
+                }
+            })
+            .collect();
+        let lines = circuit.lines.iter().enumerate().map(|(k, l)| BranchState {
+            from: l.from.bus,
+            to: l.to.bus,
+            loading_percent: (l.rating_a > 0.0).then(|| sol.line_current_a[k] / l.rating_a * 100.0),
+            p_kw: sol.line_power_kw[k],
+            transformer: false,
+            length_m: l.length_m,
+        });
+        let transformers = circuit
+            .transformers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.windings.len() >= 2)
+            .map(|(k, t)| BranchState {
+                from: t.windings[0].terminal.bus,
+                to: t.windings[1].terminal.bus,
+                loading_percent: Some(sol.transformer_loading_pct[k]),
+                p_kw: sol.transformer_power_kw[k],
+                transformer: true,
+                length_m: None,
+            });
+        Snapshot {
+            slot_start_ms,
+            row,
+            vmin_pu: band_pu.0,
+            vmax_pu: band_pu.1,
+            buses,
+            branches: lines.chain(transformers).collect(),
             homes: Vec::new(),
         }
     }
@@ -109,6 +196,8 @@ pub struct SlotRow {
     pub clearing_price: Option<f64>,
     pub min_vm_pu: Option<f64>,
     pub max_vm_pu: Option<f64>,
+    /// Unbalanced feeders: the largest voltage unbalance of any three-phase bus, %.
+    pub max_unbalance_pct: Option<f64>,
     pub losses_kw: f64,
     pub transformer_loading_percent: f64,
     pub islanded: bool,

@@ -25,9 +25,6 @@ use gridmesh_agent::strategy::{
     ZeroIntelligence,
 };
 use gridmesh_agent::study::{self, DeviceState, TouTariff, RAMP_LAST_UPDATE};
-use gridmesh_grid::envelope::{operating_envelopes, EnvelopeOptions};
-use gridmesh_grid::powerflow::PowerFlowOptions;
-use gridmesh_grid::sweep::RadialFeeder;
 use gridmesh_ledger::{DeviceKind, GridEventKind, Side, TxKind};
 use gridmesh_types::units::{slot_start_ms, SLOT_MS};
 use gridmesh_types::Address;
@@ -43,7 +40,7 @@ use crate::scenario::{Scenario, Strategy};
 pub enum SimError {
     #[error(transparent)]
     Scenario(#[from] crate::scenario::ScenarioError),
-    #[error("the feeder cannot be solved by the radial sweep: {0}")]
+    #[error("the feeder cannot be solved: {0}")]
     Feeder(String),
     #[error("the run's genesis is invalid: {0}")]
     Genesis(String),
@@ -289,9 +286,7 @@ pub fn run_on(
             last_net_kw: h.load_kw[first - 1] - c.homes.pv_per_kwp[first - 1] * h.pv_kwp,
         })
         .collect();
-    let radial = RadialFeeder::new(&feeder.net).map_err(|e| SimError::Feeder(e.to_string()))?;
-    let mut net = feeder.net.clone();
-    let pf_opts = PowerFlowOptions::default();
+    let mut flow = crate::flow::SlotFlow::new(feeder, (s.feeder.vmin_pu, s.feeder.vmax_pu))?;
     let outages: Vec<(usize, usize)> = s
         .outage_slots()
         .into_iter()
@@ -310,8 +305,6 @@ pub fn run_on(
     let traders: Vec<usize> = (0..n)
         .filter(|&i| c.strategies[i] != Strategy::UtilityOnly)
         .collect();
-    let trader_buses: Vec<usize> = traders.iter().map(|&i| feeder.home_bus[i]).collect();
-    let mut forecast = feeder.net.clone();
     let mut acc = Accumulator::new(s, c, feeder);
     let mut island_slots: Vec<bool> = vec![false; end + SETTLE_LAG + 1];
     for u in first..end + SETTLE_LAG {
@@ -338,34 +331,27 @@ pub fn run_on(
                 operator_pending += 1;
             }
         }
-        if s.market.envelopes && u + 1 < end && !trader_buses.is_empty() {
-            for b in &mut forecast.buses {
-                b.load_mw = 0.0;
-                b.load_mvar = 0.0;
-            }
-            for (i, h) in homes.iter().enumerate() {
-                if c.strategies[i] == Strategy::UtilityOnly {
-                    forecast.buses[feeder.home_bus[i]].load_mw += h.last_net_kw / 1e3;
+        if s.market.envelopes && u + 1 < end && !traders.is_empty() {
+            let others = homes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| c.strategies[*i] == Strategy::UtilityOnly)
+                .map(|(i, h)| (i, h.last_net_kw));
+            let sent = flow.envelopes(&traders, others).map(|env| {
+                for (&i, (import_mwh, export_mwh)) in traders.iter().zip(env) {
+                    txs.extend(ledger.tx(
+                        operator,
+                        operator_pending,
+                        TxKind::SetEnvelope {
+                            slot: chain_slot(u + 1),
+                            location: feeder.home_area[i].clone(),
+                            import_mwh,
+                            export_mwh,
+                        },
+                    ));
+                    operator_pending += 1;
                 }
-            }
-            let sent = operating_envelopes(&forecast, &trader_buses, &EnvelopeOptions::default())
-                .map(|env| {
-                    for (&i, e) in traders.iter().zip(&env.connections) {
-                        let (import_mwh, export_mwh) = e.energy_mwh(15);
-                        txs.extend(ledger.tx(
-                            operator,
-                            operator_pending,
-                            TxKind::SetEnvelope {
-                                slot: chain_slot(u + 1),
-                                location: feeder.home_area[i].clone(),
-                                import_mwh,
-                                export_mwh,
-                            },
-                        ));
-                        operator_pending += 1;
-                    }
-                })
-                .map_err(|e| e.to_string());
+            });
             acc.envelopes(u, sent);
         }
         for report in inverters.take_reports() {
@@ -637,18 +623,15 @@ pub fn run_on(
                 }
                 // The feeder.
                 if s.feeder.power_flow {
-                    for b in &mut net.buses {
-                        b.load_mw = 0.0;
-                        b.load_mvar = 0.0;
-                    }
-                    for (i, &bus) in feeder.home_bus.iter().enumerate() {
-                        let home = &c.homes.homes[i];
-                        net.buses[bus].load_mw += nets[i] / 1e3;
-                        net.buses[bus].load_mvar += home.load_kw[u].max(0.0) * Q_PER_P / 1e3;
-                    }
-                    match radial.solve(&net, &pf_opts) {
+                    let kvar: Vec<f64> = c
+                        .homes
+                        .homes
+                        .iter()
+                        .map(|home| home.load_kw[u].max(0.0) * Q_PER_P)
+                        .collect();
+                    match flow.solve(&nets, &kvar) {
                         Ok(pf) => {
-                            acc.power_flow(u, &net, feeder, &pf);
+                            acc.power_flow(u, &flow.figures(&pf));
                             if live_feeder {
                                 solved = Some(pf);
                             }
@@ -671,13 +654,7 @@ pub fn run_on(
             inverters.record(slot, v);
         }
         if let (Some(pf), Some(row)) = (solved, acc.series_row(u)) {
-            let mut snapshot = gridmesh_grid::snapshot::Snapshot::of(
-                &net,
-                &pf,
-                &feeder.transformers,
-                row.clone(),
-                slot_start_ms(chain_slot(u)),
-            );
+            let mut snapshot = flow.snapshot(&pf, row.clone(), slot_start_ms(chain_slot(u)));
             snapshot.homes = homes_live;
             ledger.feeder(snapshot);
         }

@@ -1,4 +1,5 @@
-//! The community's feeder: generated, or a MATPOWER case with the homes spread over its buses.
+//! The community's feeder: generated, a MATPOWER case with the homes spread over its buses, or
+//! an OpenDSS feeder with the homes in the places of its single-phase loads (solved unbalanced).
 //!
 //! A generated feeder is what a distribution planner would sketch for `n` homes: up to
 //! `homes_per_transformer` homes share one distribution transformer (20/0.4 kV, `transformer_kva`,
@@ -7,6 +8,7 @@
 //! on each. With more than one transformer they hang off a 20 kV cable (NA2XS2Y 1x185: 0.161 +
 //! j0.117 Ω/km, 362 A) from the point of common coupling, 300 m apart.
 
+use gridmesh_grid::unbalanced::{Circuit, Connection};
 use gridmesh_grid::{Branch, Bus, BusKind, Generator, Network};
 
 use crate::scenario::{FeederChoice, ScenarioError};
@@ -15,14 +17,25 @@ const BASE_MVA: f64 = 1.0;
 const MV_KV: f64 = 20.0;
 const LV_KV: f64 = 0.4;
 
+/// The network a feeder is solved on.
+pub enum Grid {
+    /// Balanced, positive sequence (solved by the radial sweep).
+    Balanced(Network),
+    /// Unbalanced, phase by phase, read from an OpenDSS script.
+    Unbalanced(Box<Circuit>),
+}
+
 /// A feeder and where the homes are on it.
 pub struct Feeder {
-    pub net: Network,
-    /// The bus of each home (index into `net.buses`).
-    pub home_bus: Vec<usize>,
-    /// The market area of each home (`t1/s2/h17`: transformer, street, home).
+    pub grid: Grid,
+    /// Where each home is: its bus (balanced: index into the network's buses) or the load whose
+    /// place it took (unbalanced: index into the circuit's loads).
+    pub home_site: Vec<usize>,
+    /// The market area of each home (`t1/s2/h17`: transformer, street, home; `b18/h3`: bus and
+    /// home; `load7/h3`: load and home).
     pub home_area: Vec<String>,
-    /// The distribution transformers (indices into `net.branches`).
+    /// The distribution transformers (balanced: indices into the network's branches;
+    /// unbalanced: into the circuit's transformers).
     pub transformers: Vec<usize>,
     /// Sum of the transformers' ratings, kW (at unity power factor).
     pub transformer_kw: f64,
@@ -66,13 +79,16 @@ pub fn build(
     placed: &[Option<u32>],
     base: &std::path::Path,
 ) -> Result<Feeder, ScenarioError> {
-    if !f.matpower.is_empty() {
-        return from_matpower(f, placed, base);
-    }
-    if placed.iter().any(Option::is_some) {
+    if placed.iter().any(Option::is_some) && f.matpower.is_empty() {
         return Err(ScenarioError::Invalid(
             "the homes file's bus column places homes on a MATPOWER case's buses: set feeder.matpower too".into(),
         ));
+    }
+    if !f.matpower.is_empty() {
+        return from_matpower(f, placed, base);
+    }
+    if !f.dss.is_empty() {
+        return from_dss(f, placed.len(), base);
     }
     let homes = placed.len();
     let groups = homes.div_ceil(f.homes_per_transformer);
@@ -151,8 +167,8 @@ pub fn build(
     }
     Ok(Feeder {
         transformer_kw: f.transformer_kva * groups as f64,
-        net,
-        home_bus,
+        grid: Grid::Balanced(net),
+        home_site: home_bus,
         home_area,
         transformers,
     })
@@ -229,8 +245,89 @@ fn from_matpower(
         .map(|(i, b)| format!("b{}/h{}", net.buses[*b].number, i + 1))
         .collect();
     Ok(Feeder {
-        net,
-        home_bus,
+        grid: Grid::Balanced(net),
+        home_site: home_bus,
+        home_area,
+        transformers,
+        transformer_kw: if transformer_kw > 0.0 {
+            transformer_kw
+        } else {
+            f64::INFINITY
+        },
+    })
+}
+
+/// An OpenDSS feeder: its loads give way to the homes, which take the places of its
+/// single-phase (wye) loads in turn, or of those `f.home_loads` names.
+fn from_dss(
+    f: &FeederChoice,
+    homes: usize,
+    base: &std::path::Path,
+) -> Result<Feeder, ScenarioError> {
+    let path = base.join(&f.dss);
+    let err = |m: String| ScenarioError::Data {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let mut circuit = Circuit::read_dss(&path).map_err(|e| err(e.to_string()))?;
+    // One home on one phase, to neutral: where a single-phase home connects.
+    let single_phase = |k: usize| {
+        let l = &circuit.loads[k];
+        l.phases == 1 && l.connection == Connection::Wye && l.terminal.nodes[0] != 0
+    };
+    let sites: Vec<usize> = if f.home_loads.is_empty() {
+        (0..circuit.loads.len())
+            .filter(|&k| single_phase(k))
+            .collect()
+    } else {
+        f.home_loads
+            .iter()
+            .map(|name| {
+                let k = circuit
+                    .loads
+                    .iter()
+                    .position(|l| l.name.eq_ignore_ascii_case(name))
+                    .ok_or_else(|| err(format!("feeder.home_loads: the feeder has no load `{name}`")))?;
+                if single_phase(k) {
+                    Ok(k)
+                } else {
+                    Err(err(format!(
+                        "feeder.home_loads: load `{name}` is not a single-phase load to neutral, where a home connects"
+                    )))
+                }
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if sites.is_empty() {
+        return Err(err(
+            "the feeder has no single-phase load (one phase to neutral) to put homes on".into(),
+        ));
+    }
+    // The feeder's own loads give way to the homes; loads follow the homes, not the script's
+    // shapes.
+    for l in &mut circuit.loads {
+        l.kw = 0.0;
+        l.kvar = 0.0;
+        l.shape = None;
+    }
+    circuit.load_mult = 1.0;
+    // Distribution transformers: those no regulator drives.
+    let transformers: Vec<usize> = (0..circuit.transformers.len())
+        .filter(|&k| !circuit.regulators.iter().any(|r| r.transformer == k))
+        .collect();
+    let transformer_kw: f64 = transformers
+        .iter()
+        .map(|&k| circuit.transformers[k].windings[0].kva)
+        .sum();
+    let home_site: Vec<usize> = (0..homes).map(|i| sites[i % sites.len()]).collect();
+    let home_area = home_site
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| format!("{}/h{}", circuit.loads[k].name, i + 1))
+        .collect();
+    Ok(Feeder {
+        grid: Grid::Unbalanced(Box::new(circuit)),
+        home_site,
         home_area,
         transformers,
         transformer_kw: if transformer_kw > 0.0 {
@@ -250,10 +347,13 @@ mod tests {
         let f = FeederChoice::default();
         for homes in [1, 20, 121, 1_000] {
             let feeder = build(&f, &vec![None; homes], std::path::Path::new(".")).unwrap();
-            assert_eq!(feeder.home_bus.len(), homes);
-            assert!(feeder.net.is_radial());
+            assert_eq!(feeder.home_site.len(), homes);
+            let Grid::Balanced(net) = &feeder.grid else {
+                panic!("a generated feeder is balanced");
+            };
+            assert!(net.is_radial());
             assert_eq!(feeder.transformers.len(), homes.div_ceil(120));
-            gridmesh_grid::sweep::RadialFeeder::new(&feeder.net).unwrap();
+            gridmesh_grid::sweep::RadialFeeder::new(net).unwrap();
         }
     }
 }

@@ -19,8 +19,6 @@
 //! - **energy not served**, **critical load served**: in outages (islanded slots) only.
 
 use gridmesh_agent::schedule::DT_H;
-use gridmesh_grid::powerflow::PowerFlow;
-use gridmesh_grid::Network;
 use gridmesh_ledger::market::SlotRecord;
 use serde::Serialize;
 
@@ -90,8 +88,14 @@ pub struct CommunityKpis {
     pub losses_share_of_import: Option<f64>,
     pub min_voltage_pu: Option<f64>,
     pub max_voltage_pu: Option<f64>,
+    /// Bus-slots outside the voltage band (a bus's phases each count, unbalanced), and
+    /// branch-slots over their rating.
     pub voltage_violations: usize,
     pub thermal_violations: usize,
+    /// Unbalanced feeders: bus-slots whose voltage unbalance was over 2 % (EN 50160), and the
+    /// largest unbalance seen, %.
+    pub unbalance_violations: usize,
+    pub max_unbalance_pct: Option<f64>,
     pub power_flow_failures: usize,
     pub outage_slots: usize,
     pub energy_not_served_kwh: f64,
@@ -193,6 +197,21 @@ struct HomeAcc {
     ev_unmet: f64,
 }
 
+/// What one slot's power flow gave, balanced or unbalanced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowFigures {
+    pub losses_kw: f64,
+    /// The lowest and highest voltage of any bus (unbalanced: of any phase) but the source's.
+    pub min_vm_pu: f64,
+    pub max_vm_pu: f64,
+    pub voltage_violations: usize,
+    pub thermal_violations: usize,
+    pub unbalance_violations: usize,
+    pub max_unbalance_pct: Option<f64>,
+    /// The most loaded distribution transformer, % of its rating.
+    pub transformer_loading_percent: f64,
+}
+
 /// Collects a run's KPIs as it goes.
 pub struct Accumulator {
     homes: Vec<HomeAcc>,
@@ -209,6 +228,8 @@ pub struct Accumulator {
     max_vm: Option<f64>,
     voltage_violations: usize,
     thermal_violations: usize,
+    unbalance_violations: usize,
+    max_unbalance: Option<f64>,
     pf_failures: usize,
     over_rating: usize,
     peak_loading: f64,
@@ -240,6 +261,8 @@ impl Accumulator {
             max_vm: None,
             voltage_violations: 0,
             thermal_violations: 0,
+            unbalance_violations: 0,
+            max_unbalance: None,
             pf_failures: 0,
             over_rating: 0,
             peak_loading: 0.0,
@@ -275,6 +298,7 @@ impl Accumulator {
                 clearing_price: None,
                 min_vm_pu: None,
                 max_vm_pu: None,
+                max_unbalance_pct: None,
                 losses_kw: 0.0,
                 transformer_loading_percent: 0.0,
                 islanded: false,
@@ -361,37 +385,25 @@ impl Accumulator {
         row.ev_kw += d.ev_kw;
     }
 
-    pub fn power_flow(&mut self, u: usize, net: &Network, feeder: &Feeder, pf: &PowerFlow) {
-        self.losses_kwh += pf.losses_mw * 1e3 * DT_H;
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for (b, v) in net.buses.iter().zip(&pf.vm_pu) {
-            if b.kind == gridmesh_grid::BusKind::Slack {
-                continue;
-            }
-            lo = lo.min(*v);
-            hi = hi.max(*v);
+    /// Slot `u`'s power flow, as [`crate::flow`] read it.
+    pub fn power_flow(&mut self, u: usize, f: &FlowFigures) {
+        self.losses_kwh += f.losses_kw * DT_H;
+        self.voltage_violations += f.voltage_violations;
+        self.thermal_violations += f.thermal_violations;
+        self.unbalance_violations += f.unbalance_violations;
+        self.over_rating += usize::from(f.transformer_loading_percent > 100.0);
+        self.peak_loading = self.peak_loading.max(f.transformer_loading_percent);
+        self.min_vm = Some(self.min_vm.map_or(f.min_vm_pu, |m| m.min(f.min_vm_pu)));
+        self.max_vm = Some(self.max_vm.map_or(f.max_vm_pu, |m| m.max(f.max_vm_pu)));
+        if let Some(x) = f.max_unbalance_pct {
+            self.max_unbalance = Some(self.max_unbalance.map_or(x, |m| m.max(x)));
         }
-        let violations = gridmesh_grid::envelope::violations(net, pf);
-        for v in &violations {
-            match v {
-                gridmesh_grid::envelope::Violation::Voltage { .. } => self.voltage_violations += 1,
-                gridmesh_grid::envelope::Violation::Thermal { .. } => self.thermal_violations += 1,
-            }
-        }
-        let loading = feeder
-            .transformers
-            .iter()
-            .map(|&k| pf.branches[k].max_mva() / net.branches[k].rate_a_mva * 100.0)
-            .fold(0.0, f64::max);
-        self.over_rating += usize::from(loading > 100.0);
-        self.peak_loading = self.peak_loading.max(loading);
-        self.min_vm = Some(self.min_vm.map_or(lo, |m| m.min(lo)));
-        self.max_vm = Some(self.max_vm.map_or(hi, |m| m.max(hi)));
         let row = self.row(u);
-        row.losses_kw = pf.losses_mw * 1e3;
-        row.min_vm_pu = Some(lo);
-        row.max_vm_pu = Some(hi);
-        row.transformer_loading_percent = loading;
+        row.losses_kw = f.losses_kw;
+        row.min_vm_pu = Some(f.min_vm_pu);
+        row.max_vm_pu = Some(f.max_vm_pu);
+        row.max_unbalance_pct = f.max_unbalance_pct;
+        row.transformer_loading_percent = f.transformer_loading_percent;
     }
 
     pub fn power_flow_failed(&mut self, u: usize, why: String) {
@@ -510,6 +522,8 @@ impl Accumulator {
             max_voltage_pu: self.max_vm,
             voltage_violations: self.voltage_violations,
             thermal_violations: self.thermal_violations,
+            unbalance_violations: self.unbalance_violations,
+            max_unbalance_pct: self.max_unbalance,
             power_flow_failures: self.pf_failures,
             outage_slots: self.outage_slots,
             energy_not_served_kwh: sum(&|h| h.energy_not_served_kwh),

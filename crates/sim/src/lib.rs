@@ -15,6 +15,7 @@ pub mod data;
 pub mod devices;
 pub mod engine;
 pub mod feeder;
+pub mod flow;
 pub mod island;
 pub mod kpi;
 pub mod ledger;

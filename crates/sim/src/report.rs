@@ -279,6 +279,12 @@ fn html(o: &Outcome) -> Result<String, ReportError> {
             "voltage / thermal violations (slots × elements)",
             format!("{} / {}", c.voltage_violations, c.thermal_violations),
         ),
+        (
+            "largest voltage unbalance; slots × buses over 2 %",
+            opt(c.max_unbalance_pct, |v| {
+                format!("{v:.2} %; {}", c.unbalance_violations)
+            }),
+        ),
         ("outage slots", c.outage_slots.to_string()),
         (
             "energy not served (kWh)",
@@ -600,6 +606,20 @@ pub fn summary(o: &Outcome) -> String {
         c.voltage_violations,
         c.thermal_violations
     );
+    if let Some(u) = c.max_unbalance_pct {
+        let _ = writeln!(
+            s,
+            "  unbalance             up to {u:.2} %; {} bus-slots over 2 %",
+            c.unbalance_violations
+        );
+    }
+    if c.envelope_slots + c.envelope_failures > 0 {
+        let _ = writeln!(
+            s,
+            "  envelopes             {} slots sent, {} not ({} orders trimmed)",
+            c.envelope_slots, c.envelope_failures, c.envelope_trims
+        );
+    }
     let _ = writeln!(
         s,
         "  P2P                   {:.1} kWh at {} tokens/kWh; welfare efficiency {}",

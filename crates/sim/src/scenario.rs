@@ -28,6 +28,8 @@
 //! [feeder]
 //! # matpower = "case33bw.m"   # a radial MATPOWER case instead of the generated feeder
 //! # home_buses = [18, 22, 33] # and the buses its homes sit on, in turn
+//! # dss = "Master.dss"        # or an OpenDSS feeder, solved unbalanced, per phase
+//! # home_loads = ["LOAD1"]    # and the single-phase loads its homes replace, in turn
 //! transformer_kva = 250
 //!
 //! [[outages]]
@@ -412,6 +414,12 @@ pub struct FeederChoice {
     /// MATPOWER: the bus numbers where homes sit, taken in turn (home 1 on the first, ...; a
     /// bus named twice gets twice the homes). Empty: every load (PQ) bus of the case in turn.
     pub home_buses: Vec<u32>,
+    /// An OpenDSS script (its master file): the feeder solved unbalanced, phase by phase; its
+    /// loads are replaced by the homes. Empty: a MATPOWER case or a generated feeder.
+    pub dss: String,
+    /// OpenDSS: the single-phase loads whose places the homes take, in turn (a load named
+    /// twice gets twice the homes). Empty: every single-phase load of the feeder in turn.
+    pub home_loads: Vec<String>,
     /// Generated: homes per distribution transformer (more homes: an MV feeder with several).
     pub homes_per_transformer: usize,
     pub transformer_kva: f64,
@@ -431,6 +439,8 @@ impl Default for FeederChoice {
         FeederChoice {
             matpower: String::new(),
             home_buses: Vec::new(),
+            dss: String::new(),
+            home_loads: Vec::new(),
             homes_per_transformer: 120,
             transformer_kva: 400.0,
             streets: 4,
@@ -735,7 +745,23 @@ impl Scenario {
             return bad("agents.replan_slots must be 1 to 96");
         }
         let f = &self.feeder;
-        if f.matpower.is_empty() {
+        if !f.dss.is_empty() && !f.matpower.is_empty() {
+            return bad("feeder.dss and feeder.matpower both name a feeder: keep one");
+        }
+        if !f.home_loads.is_empty() && f.dss.is_empty() {
+            return bad(
+                "feeder.home_loads places homes on an OpenDSS feeder's loads: set feeder.dss too",
+            );
+        }
+        if !f.home_buses.is_empty() && !f.dss.is_empty() {
+            return bad("feeder.home_buses places homes on a MATPOWER case's buses: an OpenDSS feeder takes feeder.home_loads");
+        }
+        if f.home_loads.len() > MAX_HOMES {
+            return bad(format!(
+                "feeder.home_loads may name at most {MAX_HOMES} loads"
+            ));
+        }
+        if f.matpower.is_empty() && f.dss.is_empty() {
             if !(1..=2_000).contains(&f.homes_per_transformer) {
                 return bad("feeder.homes_per_transformer must be 1 to 2000");
             }

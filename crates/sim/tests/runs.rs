@@ -417,3 +417,109 @@ fn homes_without_keyed_devices_only_buy() {
     );
     assert!(o.community.export_kwh > 0.0, "the PV homes still export");
 }
+
+#[test]
+fn homes_take_the_places_of_an_opendss_feeders_loads_and_trade_within_their_phase_envelopes() {
+    let master = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
+    let dir = master.parent().unwrap();
+    // Every roof with 8-10 kWp on a June day: the feeder's far end goes over 1.1 pu at noon.
+    let text = r#"
+name = "eu-lv"
+[period]
+start = "06-10"
+days = 1
+[homes]
+count = 55
+[pv]
+share = 1
+kwp = [8, 10]
+[agents]
+strategy = "linear-ramp"
+[feeder]
+dss = "Master.dss"
+vmin_pu = 0.9
+vmax_pu = 1.1
+"#;
+    let blind = run(
+        &Scenario::from_toml(text, &[]).unwrap(),
+        dir,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let s = Scenario::from_toml(text, &["market.envelopes=true".into()]).unwrap();
+    let out = run(&s, dir, &mut |_, _| {}).expect("the run completes");
+    let c = &out.community;
+    assert_eq!(out.homes[0].area, "load1/h1");
+    assert_eq!(out.homes[54].area, "load55/h55");
+    assert_eq!(c.transformer_rating_kw, 800.0);
+    assert_eq!(c.power_flow_failures, 0);
+    assert!(c.losses_kwh > 1.0, "{}", c.losses_kwh);
+    // Solved phase by phase: unbalance is measured, and PV lifts voltages past the band.
+    assert!(c.max_unbalance_pct.is_some_and(|u| u > 0.1), "{c:?}");
+    assert!(
+        c.max_voltage_pu.unwrap() > 1.1 && c.voltage_violations > 0,
+        "{c:?}"
+    );
+    assert!(out.series.iter().all(|r| r.max_unbalance_pct.is_some()));
+    // Envelopes every slot (but the last), and they bind: less is traded.
+    assert!(c.envelope_slots >= 94, "{}", c.envelope_slots);
+    assert_eq!(c.envelope_failures, 0);
+    assert!(c.envelope_trims > 0);
+    assert!(
+        c.p2p_kwh < blind.community.p2p_kwh,
+        "{} against {}",
+        c.p2p_kwh,
+        blind.community.p2p_kwh
+    );
+    assert!(out.ledger.rejected.is_empty(), "{:?}", out.ledger.rejected);
+
+    // What the feeder cannot take is refused by name.
+    for (set, why) in [
+        (
+            "feeder.home_loads=[\"LOAD1\", \"LOAD99\"]",
+            "no load `LOAD99`",
+        ),
+        ("feeder.dss=\"Missing.dss\"", "Missing.dss"),
+    ] {
+        let s = Scenario::from_toml(text, &[set.into()]).unwrap();
+        let Err(e) = run(&s, dir, &mut |_, _| {}) else {
+            panic!("{set} ran");
+        };
+        assert!(e.to_string().contains(why), "{set}: {e}");
+    }
+    for (set, why) in [
+        ("feeder.matpower=\"case.m\"", "keep one"),
+        ("feeder.home_buses=[3]", "feeder.home_loads"),
+    ] {
+        let e = Scenario::from_toml(text, &[set.into()]).unwrap_err();
+        assert!(e.to_string().contains(why), "{set}: {e}");
+    }
+    let e = Scenario::from_toml("name = \"x\"\n[feeder]\nhome_loads = [\"a\"]\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("set feeder.dss too"), "{e}");
+}
+
+#[test]
+fn an_opendss_load_a_home_cannot_take_is_refused_by_name() {
+    let master = gridmesh_refdata::require("dss/ieee13/IEEE13Nodeckt.dss");
+    let text = r#"
+name = "ieee13"
+[period]
+start = "06-10"
+days = 1
+[homes]
+count = 2
+[feeder]
+dss = "IEEE13Nodeckt.dss"
+home_loads = ["671"]
+"#;
+    let s = Scenario::from_toml(text, &[]).unwrap();
+    let Err(e) = run(&s, master.parent().unwrap(), &mut |_, _| {}) else {
+        panic!("a three-phase load took a home");
+    };
+    assert!(
+        e.to_string().contains("`671` is not a single-phase load"),
+        "{e}"
+    );
+}

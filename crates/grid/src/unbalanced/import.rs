@@ -484,6 +484,12 @@ fn line(
             _ => return Err(unknown(o, &name, p, LINE)),
         }
     }
+    let length_m = units_m
+        .or(match &spec {
+            Spec::Code(c) => c.units,
+            _ => None,
+        })
+        .map(|u| length * u);
     let (z, b, multiplier, freq) = match spec {
         Spec::Code(c) => (
             c.z.clone(),
@@ -527,6 +533,7 @@ fn line(
             .map(|b| c64::new(0.0, b * multiplier * freq))
             .collect(),
         rating_a,
+        length_m,
     }))
 }
 

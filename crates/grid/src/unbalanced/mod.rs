@@ -77,6 +77,8 @@ pub struct Line {
     /// Row-major `phases × phases`, for the whole length (half goes to each end).
     pub y_shunt_s: Vec<c64>,
     pub rating_a: f64,
+    /// Length in metres (`None`: the script gives no unit).
+    pub length_m: Option<f64>,
 }
 
 impl Line {

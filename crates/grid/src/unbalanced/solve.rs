@@ -145,6 +145,18 @@ fn invert(m: &[c64], n: usize) -> Option<Vec<c64>> {
 /// or relative where it has none (OpenDSS's convergence measure). Magnitudes by `sqrt` of the
 /// square: `hypot`'s care for overflow costs more than a whole iteration, and node voltages are
 /// nowhere near overflow.
+/// The active power entering element `p` through its first `conductors` conductors at voltages
+/// `v`, kW.
+fn power_into_kw(p: &Prim, v: &[c64], conductors: usize) -> f64 {
+    let mut w = 0.0;
+    p.each_current(v, |i, c| {
+        if let (true, Some(k)) = (i < conductors, p.nodes[i]) {
+            w += (v[k] * c.conj()).re;
+        }
+    });
+    w / 1000.0
+}
+
 pub(crate) fn magnitude_change(new: c64, old: c64, base_v: f64) -> f64 {
     let (a, b) = (new.norm_sqr().sqrt(), old.norm_sqr().sqrt());
     if base_v > 0.0 {
@@ -1129,6 +1141,26 @@ impl<'c> System<'c> {
             .collect()
     }
 
+    /// Each line's active power entering at its `from` terminal (the first half of its
+    /// conductors), kW.
+    pub(crate) fn line_power_kw(&self, v: &[c64]) -> Vec<f64> {
+        self.lines
+            .iter()
+            .map(|p| power_into_kw(p, v, p.order() / 2))
+            .collect()
+    }
+
+    /// Each transformer's active power entering at its first winding (its phases and neutral),
+    /// kW.
+    pub(crate) fn transformer_power_kw(&self, v: &[c64]) -> Vec<f64> {
+        self.circuit
+            .transformers
+            .iter()
+            .zip(&self.transformers)
+            .map(|(t, p)| power_into_kw(p, v, t.phases + 1))
+            .collect()
+    }
+
     /// Each transformer's loading: its largest winding terminal current over the winding's
     /// rated line current, in %.
     pub(crate) fn transformer_loading(&self, v: &[c64]) -> Vec<f64> {
@@ -1255,6 +1287,10 @@ pub struct Solution {
     pub taps: Vec<(String, Vec<f64>)>,
     /// Each line's largest conductor current in amperes, in the circuit's order.
     pub line_current_a: Vec<f64>,
+    /// Each line's active power entering at its `from` terminal, kW.
+    pub line_power_kw: Vec<f64>,
+    /// Each transformer's active power entering at its first winding, kW.
+    pub transformer_power_kw: Vec<f64>,
     /// Each transformer's loading in % of its rating, in the circuit's order.
     pub transformer_loading_pct: Vec<f64>,
     /// Each node's voltage phasor in volts, in the order of [`Solution::nodes`].
@@ -1370,9 +1406,13 @@ pub(crate) fn report(
         .collect();
     let losses = system.losses(&v);
     let line_current_a = system.line_currents(&v);
+    let line_power_kw = system.line_power_kw(&v);
+    let transformer_power_kw = system.transformer_power_kw(&v);
     let transformer_loading_pct = system.transformer_loading(&v);
     Solution {
         line_current_a,
+        line_power_kw,
+        transformer_power_kw,
         transformer_loading_pct,
         converged,
         iterations,
@@ -1479,6 +1519,21 @@ impl<'c> PowerFlowModel<'c> {
         self.iterations = iterations;
         self.control_iterations = control_iterations;
         Ok(&self.voltages)
+    }
+
+    /// Sets load `k`'s (in [`Circuit::loads`]' order) demand for the solves that follow, kW and
+    /// kvar spread evenly over its phases; negative: it exports. The admittance matrix keeps the
+    /// load's nominal admittance: only the injections change, and nothing is refactorised.
+    pub fn set_load(&mut self, k: usize, kw: f64, kvar: f64) {
+        let system = &mut self.system;
+        assert!(
+            k < system.circuit.loads.len(),
+            "load {k} of {}",
+            system.circuit.loads.len()
+        );
+        system.models[k].kw = kw;
+        system.models[k].kvar = kvar;
+        system.loads[k].set(&system.models[k], (1.0, 1.0));
     }
 
     /// A snapshot ([`PowerFlowModel::solve_voltages`]) and its report: every bus's voltages

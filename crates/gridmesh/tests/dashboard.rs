@@ -27,6 +27,10 @@ impl Drop for Demo {
 }
 
 fn start_demo() -> Demo {
+    start_demo_with(&["--set", "homes.count=30"])
+}
+
+fn start_demo_with(args: &[&str]) -> Demo {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gridmesh"))
         .args([
             "demo",
@@ -35,9 +39,8 @@ fn start_demo() -> Demo {
             "--serve",
             "--listen",
             "127.0.0.1:0",
-            "--set",
-            "homes.count=30",
         ])
+        .args(args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -159,8 +162,9 @@ fn from_api(url: &str, key: &str) -> Option<String> {
             Some(x) if v.is_u64() => format!("{x}"),
             Some(x) if field.ends_with("_pu") => format!("{x:.3}"),
             Some(x) if field.ends_with("losses_kw") => format!("{x:.2}"),
+            Some(x) if field.ends_with("unbalance_pct") => format!("{x:.2}"),
             Some(x) => format!("{x:.1}"),
-            None => "–".to_string(),
+            None => v.as_str().unwrap_or("–").to_string(),
         });
     }
     let v = match field.strip_prefix("last.") {
@@ -241,6 +245,107 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
     let csp = r.header("content-security-policy").unwrap().to_string();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(r.into_string().unwrap().contains("/dashboard/app.js"));
+}
+
+#[test]
+fn an_opendss_feeder_is_drawn_on_its_map_with_each_phases_voltages() {
+    let chrome = chromium();
+    // The European LV feeder with a home on each of its 55 loads, at noon in June.
+    let master = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("eu-lv.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"eu-lv\"\n[homes]\ncount = 55\n[pv]\nshare = 0.8\n[feeder]\ndss = {:?}\nvmin_pu = 0.9\nvmax_pu = 1.1\n",
+            master.display().to_string()
+        ),
+    )
+    .unwrap();
+    let demo = start_demo_with(&[
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--set",
+        "period.start=06-10",
+    ]);
+    let feeder = common::get_json(&format!("{}/v1/grid/feeder", demo.url));
+    assert_eq!(feeder["available"], true, "{feeder}");
+    assert!(feeder["buses"].as_u64().unwrap() > 900, "{feeder}");
+    let phases = &feeder["phases"];
+    for p in ["a", "b", "c"] {
+        let r = &phases[p];
+        let (lo, hi) = (
+            r["min_vm_pu"].as_f64().unwrap(),
+            r["max_vm_pu"].as_f64().unwrap(),
+        );
+        assert!(0.85 < lo && lo <= hi && hi < 1.2, "phase {p}: {r}");
+        assert!(!r["min_bus"].as_str().unwrap().is_empty());
+    }
+    assert!(
+        phases["max_unbalance_pct"].as_f64().unwrap() > 0.0,
+        "{phases}"
+    );
+    // The map: one circle per bus on the feeder's own coordinates; the profile: three phases.
+    let map = ureq::get(&format!("{}/v1/charts/feeder.svg", demo.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(map.matches("<circle").count() > 900, "{}", &map[..300]);
+    assert!(
+        !map.contains("distance from the grid connection"),
+        "drawn on its map"
+    );
+    let profile = ureq::get(&format!("{}/v1/charts/feeder-profile.svg", demo.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for label in [
+        "phase a",
+        "phase b",
+        "phase c",
+        "distance from the source (km)",
+    ] {
+        assert!(profile.contains(label), "{label}");
+    }
+    // The page shows each phase as the API has it.
+    let url = format!("{}/#network", demo.url);
+    let (dom, console) = headless(&chrome, &url, &["--dump-dom"]);
+    assert!(console.is_empty(), "console: {console:#?}");
+    assert!(!dom.contains("[object"), "{dom}");
+    let pairs = shown(&dom);
+    let phase_figures: Vec<_> = pairs
+        .iter()
+        .filter(|(k, _)| k.starts_with("feeder.phases."))
+        .collect();
+    assert_eq!(phase_figures.len(), 14, "{phase_figures:?}");
+    for (key, value) in pairs.iter().filter(|(k, _)| k.starts_with("feeder.")) {
+        let want = from_api(&demo.url, key).unwrap_or_else(|| panic!("{key} has no source"));
+        assert_eq!(value, &want, "{key}");
+    }
+    assert!(dom.contains("/v1/charts/feeder-profile.svg"));
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let file = shots.join("network-opendss-desktop.png");
+    let (_, console) = headless(
+        &chrome,
+        &url,
+        &[
+            "--window-size=1280,2400",
+            &format!("--screenshot={}", file.display()),
+        ],
+    );
+    assert!(console.is_empty(), "{console:#?}");
+    // A balanced feeder has no profile to draw, and says so.
+    let balanced = start_demo();
+    let r = ureq::get(&format!("{}/v1/charts/feeder-profile.svg", balanced.url)).call();
+    let Err(ureq::Error::Status(404, r)) = r else {
+        panic!("a balanced feeder's profile: {r:?}");
+    };
+    assert!(r.into_string().unwrap().contains("solved balanced"));
+    let f = common::get_json(&format!("{}/v1/grid/feeder", balanced.url));
+    assert!(f["phases"].is_null(), "{f}");
 }
 
 #[test]

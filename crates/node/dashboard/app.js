@@ -38,6 +38,13 @@ const card = (label, value, key, extra = "") =>
     el("div", { class: "label" }, label),
     el("div", { class: "value", "data-api": key }, orDash(value)));
 
+// A card whose value is at a place: the place below it, with its own API field.
+const cardAt = (label, value, key, place, placeKey) =>
+  el("div", { class: "card" },
+    el("div", { class: "label" }, label),
+    el("div", { class: "value", "data-api": key }, orDash(value)),
+    el("div", { class: "label" }, "at bus ", el("span", { "data-api": placeKey }, orDash(place))));
+
 const table = (caption, headers, rows) => {
   if (!rows.length) return el("p", { class: "empty" }, `${caption}: none yet.`);
   return el("div", { class: "table-wrap" },
@@ -272,6 +279,7 @@ function feederPart(f) {
       card("Transformer loading (%)", num(l.transformer_loading_percent, 1), "feeder.latest.transformer_loading_percent")),
     el("figure", {}, el("img", { src: `/v1/charts/feeder.svg?t=${Date.now()}`, alt: "Single-line diagram of the feeder: branches coloured by loading, buses by voltage" }),
       el("figcaption", {}, `Branches coloured by loading (blue under 50 %, orange to 100 %, red above); buses red outside ${f.vmin_pu}–${f.vmax_pu} pu.`)),
+    ...phasesPart(f),
     el("h2", {}, `The community over the last ${d.slots} slots`),
     el("div", { class: "cards" },
       card("Self-sufficiency", pct(d.self_sufficiency), "feeder.day.self_sufficiency"),
@@ -283,6 +291,24 @@ function feederPart(f) {
       card("Slots outside the voltage band", d.voltage_band_slots, "feeder.day.voltage_band_slots"),
       card("Slots over the transformer rating", d.overloaded_slots, "feeder.day.overloaded_slots"),
       card("Islanded slots", d.islanded_slots, "feeder.day.islanded_slots")),
+  ];
+}
+
+// A feeder solved phase by phase: each phase's voltage range, the unbalance, the profile.
+function phasesPart(f) {
+  const p = f.phases;
+  if (!p) return [];
+  const phase = (name, r, key) => r
+    ? [cardAt(`Phase ${name}: lowest (pu)`, num(r.min_vm_pu, 3), `feeder.phases.${key}.min_vm_pu`, r.min_bus, `feeder.phases.${key}.min_bus`),
+       cardAt(`Phase ${name}: highest (pu)`, num(r.max_vm_pu, 3), `feeder.phases.${key}.max_vm_pu`, r.max_bus, `feeder.phases.${key}.max_bus`)]
+    : [];
+  return [
+    el("h2", {}, "Phase by phase"),
+    el("div", { class: "cards" },
+      ...phase("a", p.a, "a"), ...phase("b", p.b, "b"), ...phase("c", p.c, "c"),
+      cardAt("Largest voltage unbalance (%)", num(p.max_unbalance_pct, 2), "feeder.phases.max_unbalance_pct", p.max_unbalance_bus, "feeder.phases.max_unbalance_bus")),
+    el("figure", {}, el("img", { src: `/v1/charts/feeder-profile.svg?t=${Date.now()}`, alt: "Voltage profile of the feeder: each phase's voltage against the distance from the source" }),
+      el("figcaption", {}, `Each phase's voltage along the feeder; a home on one phase lifts or lowers its own phase most. Limits ${f.vmin_pu}–${f.vmax_pu} pu; unbalance above 2 % breaks EN 50160.`)),
   ];
 }
 

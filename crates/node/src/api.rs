@@ -51,6 +51,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_dashboard::get_feedin_tariff,
         crate::api_feeder::get_feeder,
         crate::api_feeder::get_feeder_chart,
+        crate::api_feeder::get_feeder_profile,
         crate::api_home::post_challenge,
         crate::api_home::post_session,
         crate::api_home::get_home,
@@ -125,6 +126,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         crate::api_feeder::FeederView,
         crate::api_feeder::FeederSlotView,
         crate::api_feeder::FeederDayView,
+        crate::api_feeder::FeederPhasesView,
+        crate::api_feeder::PhaseRangeView,
         crate::api_feeder::HomeLiveView,
         crate::api_home::ChallengeRequest,
         crate::api_home::ChallengeResponse,
@@ -185,6 +188,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/charts/feeder.svg",
             get(crate::api_feeder::get_feeder_chart),
+        )
+        .route(
+            "/v1/charts/feeder-profile.svg",
+            get(crate::api_feeder::get_feeder_profile),
         )
         .route(
             "/v1/charts/prices.svg",

@@ -6,7 +6,10 @@
 //! losses, voltages, transformer loading) and the last day's community figures (self-sufficiency,
 //! peak import and export, losses, slots outside the voltage band or over a rating, islanded
 //! slots). `GET /v1/charts/feeder.svg`: a single-line diagram, branches coloured by loading and
-//! buses by voltage. Keeps [`RECENT_SLOTS`] slots.
+//! buses by voltage, drawn on the feeder's own map where it has bus coordinates. A feeder solved
+//! phase by phase (an OpenDSS feeder) also gives each phase's lowest and highest voltage and the
+//! largest unbalance, and `GET /v1/charts/feeder-profile.svg`: every bus's phase voltages against
+//! its distance from the source, as OpenDSS plots a feeder's profile. Keeps [`RECENT_SLOTS`] slots.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -86,9 +89,32 @@ pub struct FeederSlotView {
     pub losses_kw: f64,
     pub min_vm_pu: Option<f64>,
     pub max_vm_pu: Option<f64>,
+    /// Solved phase by phase: the largest voltage unbalance of a three-phase bus, %.
+    pub max_unbalance_pct: Option<f64>,
     pub transformer_loading_percent: f64,
     pub islanded: bool,
     pub not_served_kw: f64,
+}
+
+/// One phase's voltages over the feeder's buses (the source's left out).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct PhaseRangeView {
+    pub min_vm_pu: f64,
+    pub min_bus: String,
+    pub max_vm_pu: f64,
+    pub max_bus: String,
+}
+
+/// A feeder solved phase by phase, at the latest slot: each phase's voltage range (phases a, b,
+/// c are OpenDSS's nodes 1, 2, 3; `None`: no bus has it) and the largest unbalance.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct FeederPhasesView {
+    pub a: Option<PhaseRangeView>,
+    pub b: Option<PhaseRangeView>,
+    pub c: Option<PhaseRangeView>,
+    /// Negative- over positive-sequence voltage, %, at the worst three-phase bus.
+    pub max_unbalance_pct: Option<f64>,
+    pub max_unbalance_bus: Option<String>,
 }
 
 /// The community over the recent slots.
@@ -121,6 +147,47 @@ pub struct FeederView {
     pub branches: usize,
     pub latest: Option<FeederSlotView>,
     pub day: Option<FeederDayView>,
+    /// Solved phase by phase: each phase's voltages (`None`: a balanced feeder).
+    pub phases: Option<FeederPhasesView>,
+}
+
+fn phases_view(s: &Snapshot) -> Option<FeederPhasesView> {
+    if s.buses.iter().all(|b| b.phases.is_empty()) {
+        return None;
+    }
+    let range = |phase: u8| {
+        let mut out: Option<PhaseRangeView> = None;
+        for b in s.buses.iter().filter(|b| !b.slack) {
+            for &(_, vm) in b.phases.iter().filter(|(p, _)| *p == phase) {
+                let r = out.get_or_insert_with(|| PhaseRangeView {
+                    min_vm_pu: vm,
+                    min_bus: b.name.clone(),
+                    max_vm_pu: vm,
+                    max_bus: b.name.clone(),
+                });
+                if vm < r.min_vm_pu {
+                    (r.min_vm_pu, r.min_bus) = (vm, b.name.clone());
+                }
+                if vm > r.max_vm_pu {
+                    (r.max_vm_pu, r.max_bus) = (vm, b.name.clone());
+                }
+            }
+        }
+        out
+    };
+    let worst = s
+        .buses
+        .iter()
+        .filter(|b| !b.slack)
+        .filter_map(|b| Some((b.unbalance_pct?, &b.name)))
+        .max_by(|x, y| x.0.total_cmp(&y.0));
+    Some(FeederPhasesView {
+        a: range(1),
+        b: range(2),
+        c: range(3),
+        max_unbalance_pct: worst.map(|w| w.0),
+        max_unbalance_bus: worst.map(|w| w.1.clone()),
+    })
 }
 
 fn slot_view(s: &Snapshot) -> FeederSlotView {
@@ -135,6 +202,7 @@ fn slot_view(s: &Snapshot) -> FeederSlotView {
         losses_kw: r.losses_kw,
         min_vm_pu: r.min_vm_pu,
         max_vm_pu: r.max_vm_pu,
+        max_unbalance_pct: r.max_unbalance_pct,
         transformer_loading_percent: r.transformer_loading_percent,
         islanded: r.islanded,
         not_served_kw: r.not_served_kw,
@@ -184,6 +252,7 @@ pub async fn get_feeder(State(s): State<Arc<Shared>>) -> ApiResult<FeederView> {
             branches: 0,
             latest: None,
             day: None,
+            phases: None,
         },
         Some(latest) => FeederView {
             available: true,
@@ -193,6 +262,7 @@ pub async fn get_feeder(State(s): State<Arc<Shared>>) -> ApiResult<FeederView> {
             branches: latest.branches.len(),
             latest: Some(slot_view(latest)),
             day: Some(day_view(&l.recent)),
+            phases: phases_view(latest),
         },
     }))
 }
@@ -207,28 +277,53 @@ fn loading_colour(p: Option<f64>) -> RGBColor {
     }
 }
 
-/// The single-line diagram of `s`: the tree from the slack bus laid out by depth (x) and leaf
-/// order (y).
-fn diagram(s: &Snapshot) -> Result<String, String> {
-    let n = s.buses.len();
-    let mut children = vec![Vec::new(); n];
-    let mut seen = vec![false; n];
-    let root = s.buses.iter().position(|b| b.slack).unwrap_or(0);
-    let mut adj = vec![Vec::new(); n];
+/// The buses' neighbours: `(bus, branch)` pairs per bus.
+fn adjacency(s: &Snapshot) -> Vec<Vec<(usize, usize)>> {
+    let mut adj = vec![Vec::new(); s.buses.len()];
     for (k, b) in s.branches.iter().enumerate() {
         adj[b.from].push((b.to, k));
         adj[b.to].push((b.from, k));
     }
-    // Breadth-first from the slack: each bus's parent branch.
-    let mut parent_branch = vec![None; n];
+    adj
+}
+
+/// Where the diagram draws each bus, and whether that is the feeder's own map: its bus
+/// coordinates where nearly every bus has them (a bus without takes its nearest neighbour's),
+/// else the tree from the slack bus laid out by depth (x) and leaf order (y, downwards).
+fn layout(s: &Snapshot, adj: &[Vec<(usize, usize)>]) -> (Vec<(f64, f64)>, bool) {
+    let n = s.buses.len();
+    let root = s.buses.iter().position(|b| b.slack).unwrap_or(0);
+    let placed = s.buses.iter().filter(|b| b.xy.is_some()).count();
+    if n > 1 && placed * 10 >= n * 9 {
+        let mut xy: Vec<Option<(f64, f64)>> = s.buses.iter().map(|b| b.xy).collect();
+        // Spread the known positions to the buses without, one ring of neighbours at a time.
+        while xy.iter().any(Option::is_none) {
+            let before = xy.iter().filter(|p| p.is_some()).count();
+            for i in 0..n {
+                if xy[i].is_none() {
+                    xy[i] = adj[i].iter().find_map(|&(j, _)| xy[j]);
+                }
+            }
+            if xy.iter().filter(|p| p.is_some()).count() == before {
+                break;
+            }
+        }
+        if xy.iter().all(Option::is_some) {
+            return (
+                xy.into_iter().map(|p| p.unwrap_or_default()).collect(),
+                true,
+            );
+        }
+    }
+    let mut children = vec![Vec::new(); n];
+    let mut seen = vec![false; n];
     let mut depth = vec![0usize; n];
     let mut queue = VecDeque::from([root]);
     seen[root] = true;
     while let Some(i) = queue.pop_front() {
-        for &(j, k) in &adj[i] {
+        for &(j, _) in &adj[i] {
             if !seen[j] {
                 seen[j] = true;
-                parent_branch[j] = Some(k);
                 depth[j] = depth[i] + 1;
                 children[i].push(j);
                 queue.push_back(j);
@@ -250,61 +345,95 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
         y[i] = y[children[i][0]];
     }
     place(root, &children, &mut y, &mut next);
-    let max_depth = depth.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let rows = next.max(1.0);
-    let height = (rows * 12.0 + 160.0).clamp(280.0, 2400.0) as u32;
+    ((0..n).map(|i| (depth[i] as f64, y[i])).collect(), false)
+}
+
+/// The single-line diagram of `s`, on the feeder's map or as a tree ([`layout`]).
+fn diagram(s: &Snapshot) -> Result<String, String> {
+    let adj = adjacency(s);
+    let (pos, map) = layout(s, &adj);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in &pos {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if pos.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
     let width = 900u32;
+    let height = if map {
+        // The map's own aspect, within bounds.
+        let aspect = (y1 - y0).max(1e-9) / (x1 - x0).max(1e-9);
+        (f64::from(width) * aspect + 120.0).clamp(400.0, 1400.0) as u32
+    } else {
+        ((y1 - y0 + 1.0) * 12.0 + 160.0).clamp(280.0, 2400.0) as u32
+    };
+    let pad_x = (x1 - x0).max(1.0) * 0.03;
+    let pad_y = (y1 - y0).max(1.0) * 0.03;
     let mut svg = String::new();
     {
         let root_area = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         let e = |e: &dyn std::fmt::Display| e.to_string();
         root_area.fill(&WHITE).map_err(|x| e(&x))?;
-        let mut chart = ChartBuilder::on(&root_area)
-            .caption(
-                format!(
-                    "Feeder at {} (branches by loading, buses by voltage)",
-                    gridmesh_types::units::utc(s.slot_start_ms / 1000)
-                ),
-                ("sans-serif", 16),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            // Room below the tree for the legend.
-            .build_cartesian_2d(-0.2..max_depth + 0.2, (rows + 3.0)..-1.0)
+        let caption = format!(
+            "Feeder at {} (branches by loading, buses by voltage)",
+            gridmesh_types::units::utc(s.slot_start_ms / 1000)
+        );
+        let mut builder = ChartBuilder::on(&root_area);
+        builder.caption(caption, ("sans-serif", 16)).margin(12);
+        if !map {
+            builder.x_label_area_size(36);
+        }
+        // The tree grows downwards with room below for the legend; the map keeps north up.
+        let y_range = if map {
+            (y0 - pad_y - (y1 - y0) * 0.12)..(y1 + pad_y)
+        } else {
+            (y1 + 3.0)..(y0 - 1.0)
+        };
+        let mut chart = builder
+            .build_cartesian_2d((x0 - pad_x)..(x1 + pad_x), y_range)
             .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .disable_y_axis()
-            .x_desc("distance from the grid connection (buses)")
-            .draw()
-            .map_err(|x| e(&x))?;
-        let pos = |i: usize| (depth[i] as f64, y[i]);
-        for (i, pb) in parent_branch.iter().enumerate() {
-            let Some(k) = pb else { continue };
-            let b = &s.branches[*k];
-            let p = if b.from == i { b.to } else { b.from };
-            let (x0, y0) = pos(p);
-            let (x1, y1) = pos(i);
+        if map {
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .disable_x_axis()
+                .disable_y_axis()
+                .draw()
+                .map_err(|x| e(&x))?;
+        } else {
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .disable_y_axis()
+                .x_desc("distance from the grid connection (buses)")
+                .draw()
+                .map_err(|x| e(&x))?;
+        }
+        for b in &s.branches {
+            let ((xa, ya), (xb, yb)) = (pos[b.from], pos[b.to]);
             let style =
                 loading_colour(b.loading_percent).stroke_width(if b.transformer { 5 } else { 2 });
+            let path = if map {
+                vec![(xa, ya), (xb, yb)]
+            } else {
+                vec![(xa, ya), (xa, yb), (xb, yb)]
+            };
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x0, y0), (x0, y1), (x1, y1)],
-                    style,
-                )))
+                .draw_series(std::iter::once(PathElement::new(path, style)))
                 .map_err(|x| e(&x))?;
         }
         let (lo, hi) = (s.vmin_pu, s.vmax_pu);
+        let out_of_band = |b: &gridmesh_grid::snapshot::BusState| {
+            b.vm_pu < lo || b.vm_pu > hi || b.phases.iter().any(|&(_, v)| v < lo || v > hi)
+        };
         chart
             .draw_series(s.buses.iter().enumerate().map(|(i, b)| {
-                let out = b.vm_pu < lo || b.vm_pu > hi;
-                let colour = if out {
+                let colour = if out_of_band(b) {
                     RGBColor(213, 94, 0)
                 } else {
                     RGBColor(40, 40, 40)
                 };
-                Circle::new(pos(i), if b.slack { 6 } else { 3 }, colour.filled())
+                Circle::new(pos[i], if b.slack { 6 } else { 3 }, colour.filled())
             }))
             .map_err(|x| e(&x))?;
         for (label, colour) in [
@@ -332,6 +461,149 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
     Ok(svg)
 }
 
+/// Phase colours (Okabe-Ito): a, b, c.
+const PHASE_COLOURS: [RGBColor; 3] = [
+    RGBColor(213, 94, 0),
+    RGBColor(0, 114, 178),
+    RGBColor(0, 158, 115),
+];
+
+/// Every bus's distance from the slack bus along the branches, km (lines without a length count
+/// as none), by breadth-first search from the slack.
+fn distances_km(s: &Snapshot, adj: &[Vec<(usize, usize)>]) -> Vec<Option<f64>> {
+    let n = s.buses.len();
+    let mut d = vec![None; n];
+    let Some(root) = s.buses.iter().position(|b| b.slack) else {
+        return d;
+    };
+    d[root] = Some(0.0);
+    let mut queue = VecDeque::from([root]);
+    while let Some(i) = queue.pop_front() {
+        for &(j, k) in &adj[i] {
+            if d[j].is_none() {
+                d[j] = Some(d[i].unwrap_or(0.0) + s.branches[k].length_m.unwrap_or(0.0) / 1e3);
+                queue.push_back(j);
+            }
+        }
+    }
+    d
+}
+
+/// The voltage profile of a feeder solved phase by phase: each phase's voltage along every
+/// branch against the distance from the source, and the voltage band.
+fn profile(s: &Snapshot) -> Result<String, String> {
+    let adj = adjacency(s);
+    let dist = distances_km(s, &adj);
+    let phase_v = |i: usize, p: u8| {
+        s.buses[i]
+            .phases
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map(|&(_, v)| v)
+    };
+    let mut segments: Vec<(u8, [(f64, f64); 2])> = Vec::new();
+    for b in &s.branches {
+        let (Some(da), Some(db)) = (dist[b.from], dist[b.to]) else {
+            continue;
+        };
+        if s.buses[b.from].slack || s.buses[b.to].slack {
+            continue;
+        }
+        for p in 1..=3u8 {
+            if let (Some(va), Some(vb)) = (phase_v(b.from, p), phase_v(b.to, p)) {
+                segments.push((p, [(da, va), (db, vb)]));
+            }
+        }
+    }
+    let far = dist.iter().flatten().copied().fold(0.0, f64::max).max(1e-3);
+    let (mut lo, mut hi) = (f64::MAX, f64::MIN);
+    for (_, seg) in &segments {
+        for &(_, v) in seg {
+            (lo, hi) = (lo.min(v), hi.max(v));
+        }
+    }
+    if lo > hi {
+        (lo, hi) = (1.0, 1.0);
+    }
+    // The phases fill the chart; a limit within 0.02 pu of them is shown too.
+    if s.vmin_pu > lo - 0.02 {
+        lo = lo.min(s.vmin_pu);
+    }
+    if s.vmax_pu < hi + 0.02 {
+        hi = hi.max(s.vmax_pu);
+    }
+    let pad = ((hi - lo) * 0.1).max(0.005);
+    let mut svg = String::new();
+    {
+        let root_area = SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area();
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        root_area.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root_area)
+            .caption(
+                format!(
+                    "Voltage profile by phase at {}",
+                    gridmesh_types::units::utc(s.slot_start_ms / 1000)
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..far * 1.02, (lo - pad)..(hi + pad))
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .light_line_style(BLACK.mix(0.06))
+            .x_desc("distance from the source (km)")
+            .y_desc("voltage to neutral (pu)")
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (band, label) in [(s.vmin_pu, "lower limit"), (s.vmax_pu, "upper limit")] {
+            if band < lo - pad || band > hi + pad {
+                continue;
+            }
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(0.0, band), (far * 1.02, band)],
+                    BLACK.mix(0.55).stroke_width(1),
+                )))
+                .map_err(|x| e(&x))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{label} {band} pu"),
+                    (far * 0.01, band),
+                    ("sans-serif", 12).into_font().color(&BLACK.mix(0.7)),
+                )))
+                .map_err(|x| e(&x))?;
+        }
+        for (k, name) in ["phase a", "phase b", "phase c"].iter().enumerate() {
+            let colour = PHASE_COLOURS[k];
+            let p = k as u8 + 1;
+            chart
+                .draw_series(
+                    segments
+                        .iter()
+                        .filter(|(q, _)| *q == p)
+                        .map(|(_, seg)| PathElement::new(seg.to_vec(), colour.stroke_width(2))),
+                )
+                .map_err(|x| e(&x))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|x| e(&x))?;
+        root_area.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
+}
+
 /// The feeder's single-line diagram at the latest slot, SVG.
 #[utoipa::path(get, path = "/v1/charts/feeder.svg",
     responses((status = 200, content_type = "image/svg+xml", body = String),
@@ -340,4 +612,19 @@ pub async fn get_feeder_chart(State(s): State<Arc<Shared>>) -> Result<Response, 
     let latest = s.feeder.lock().expect("feeder lock").latest.clone();
     let latest = latest.ok_or_else(|| ApiError::not_found("nothing solves this node's feeder"))?;
     Ok(crate::api_dashboard::svg(diagram(&latest)))
+}
+
+/// The voltage profile by phase at the latest slot, SVG (a feeder solved phase by phase).
+#[utoipa::path(get, path = "/v1/charts/feeder-profile.svg",
+    responses((status = 200, content_type = "image/svg+xml", body = String),
+              (status = 404, body = crate::api::ErrorBody)))]
+pub async fn get_feeder_profile(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let latest = s.feeder.lock().expect("feeder lock").latest.clone();
+    let latest = latest.ok_or_else(|| ApiError::not_found("nothing solves this node's feeder"))?;
+    if latest.buses.iter().all(|b| b.phases.is_empty()) {
+        return Err(ApiError::not_found(
+            "this node's feeder is solved balanced: it has no phases to profile",
+        ));
+    }
+    Ok(crate::api_dashboard::svg(profile(&latest)))
 }

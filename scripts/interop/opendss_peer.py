@@ -7,7 +7,8 @@ power flow.
   opendss_peer.py time REPEAT MASTER.dss...     time a cold snapshot solve of each master
 
 `solve` prints {"MASTER": {"converged": bool, "buses": {bus: {node: [vm_pu, va_deg]}},
-"kv_base_ln": {bus: kV}, "losses_kw": float, "total_power_kw": float}}: puVmagAngle per bus,
+"kv_base_ln": {bus: kV}, "losses_kw": float, "total_power_kw": float, "capacitor_steps":
+{capacitor: steps in service}}}: puVmagAngle per bus,
 as the references in ../shared/data/dss were made. `day` prints {"median_seconds": float,
 "runs": int, "steps": int} after one warm-up run (each run compiles the master again; only the
 solve of the steps is timed). `time` prints {"MASTER": {"median_seconds": float, "runs": int}}:
@@ -41,8 +42,15 @@ def solve(path):
         bases[name] = dss.Bus.kVBase()
     losses = dss.Circuit.Losses()
     total = dss.Circuit.TotalPower()
+    capacitors = {}
+    for name in dss.Capacitors.AllNames():
+        if name == "none":
+            continue
+        dss.Capacitors.Name(name)
+        capacitors[name] = sum(1 for s in dss.Capacitors.States() if s)
     return {
         "converged": bool(dss.Solution.Converged()),
+        "capacitor_steps": capacitors,
         "buses": buses,
         "kv_base_ln": bases,
         "losses_kw": losses[0] / 1000.0,

@@ -19,7 +19,7 @@ pub const MAX_OBJECTS: usize = 1_000_000;
 
 /// The classes this reader takes. `energymeter` and `monitor` are kept (they name what is
 /// measured; the power flow needs nothing of them).
-pub const CLASSES: [&str; 12] = [
+pub const CLASSES: [&str; 13] = [
     "circuit",
     "vsource",
     "linecode",
@@ -27,6 +27,7 @@ pub const CLASSES: [&str; 12] = [
     "transformer",
     "regcontrol",
     "capacitor",
+    "capcontrol",
     "load",
     "generator",
     "loadshape",

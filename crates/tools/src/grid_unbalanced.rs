@@ -46,6 +46,11 @@ pub struct UnbalancedReport {
     pub unbalance_pct: BTreeMap<String, f64>,
     /// Transformer → its windings' taps in pu, as the regulators left them.
     pub taps: BTreeMap<String, Vec<f64>>,
+    /// Capacitor → its steps in service, as its control left them.
+    pub capacitor_steps: BTreeMap<String, u32>,
+    /// False when the controls still acted as the control iterations ran out (OpenDSS warns
+    /// "Max Control Iterations Exceeded").
+    pub controls_settled: bool,
     pub min_vm: NodeVoltage,
     pub max_vm: NodeVoltage,
     pub violations: Vec<ViolationOut>,
@@ -134,6 +139,8 @@ pub fn report(case: String, sol: &Solution) -> UnbalancedReport {
             .filter_map(|b| b.unbalance_pct.map(|u| (b.bus.clone(), u)))
             .collect(),
         taps: sol.taps.iter().cloned().collect(),
+        capacitor_steps: sol.capacitor_steps.iter().cloned().collect(),
+        controls_settled: sol.controls_settled,
         min_vm: extreme(sol, true),
         max_vm: extreme(sol, false),
         violations: sol
@@ -189,6 +196,20 @@ impl std::fmt::Display for UnbalancedReport {
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map_or("none".to_string(), |(b, u)| format!("{b} at {u:.2} %")),
         )?;
+        if !self.controls_settled {
+            writeln!(
+                f,
+                "warning: the regulators and capacitor controls were still acting after {} control passes (set maxcontroliter higher, or widen their bands)",
+                self.control_iterations
+            )?;
+        }
+        for (c, steps) in &self.capacitor_steps {
+            writeln!(
+                f,
+                "  capacitor {c}: {steps} step{} in",
+                if *steps == 1 { "" } else { "s" }
+            )?;
+        }
         for (t, taps) in &self.taps {
             if taps.iter().any(|&x| x != 1.0) {
                 let taps: Vec<String> = taps.iter().map(|x| format!("{x:.5}")).collect();

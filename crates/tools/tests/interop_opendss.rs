@@ -6,10 +6,55 @@
 //! holds only where both control loops left the regulator on the same tap), losses within 1e-6
 //! of each other.
 //!
+//! Capacitor controls likewise: voltage, current and kvar controls with their delays, multi-step
+//! banks and the voltage override switch as OpenDSS's static control loop switches them, beside
+//! the regulator.
+//!
 //! OpenDSS runs in the venv (`./scripts/setup`); without it the test fails.
 
 use gridmesh_grid::unbalanced::{Circuit, SolveOptions};
 use gridmesh_tools::bench_feeder::generated_dss_feeder;
+
+/// A generated feeder with capacitor banks under control: at the far end of three of its
+/// three-phase laterals, a three-step bank all out under voltage control (it should close steps
+/// until the voltage is up or the steps run out), a bank out under current control on the first
+/// line, and a bank in under kvar control at the substation that wants it out, each with its own
+/// delay; the last with the voltage override.
+fn with_capacitor_controls(seed: u64, buses: usize, hz: u32, on_v: f64) -> String {
+    let text = generated_dss_feeder(seed, buses, hz);
+    let three: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("new line.") && l.contains(" phases=3 "))
+        .filter_map(|l| {
+            l.split(" bus2=")
+                .nth(1)?
+                .split(['.', ' '])
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    let far = |k: usize| three[three.len() - 1 - k * three.len() / 4].clone();
+    let first_line = text
+        .lines()
+        .find(|l| l.starts_with("new line."))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .to_string();
+    let controls = format!(
+        "new capacitor.cv bus1={a} phases=3 kvar=600 kv=4.16 numsteps=3 states=[0 0 0]\n\
+         new capcontrol.cv element=line.l{a_line} terminal=2 capacitor=cv type=voltage ptratio=20 onsetting={on_v} offsetting={off_v} delay=30 ptphase=avg\n\
+         new capacitor.ci bus1={b} phases=3 kvar=150 kv=4.16 states=[0]\n\
+         new capcontrol.ci element={first_line} terminal=1 capacitor=ci type=current ctratio=1 onsetting=1 offsetting=0.5 delay=10 ctphase=max\n\
+         new capacitor.ck bus1={c} phases=3 kvar=100 kv=4.16 conn=delta\n\
+         new capcontrol.ck element=transformer.sub terminal=1 capacitor=ck type=kvar onsetting=1e9 offsetting=1e8 delay=20 delayoff=5 voltoverride=yes vmin=100 vmax=140 ptratio=60\n",
+        off_v = on_v + 8.0,
+        a = far(0),
+        a_line = far(0).trim_start_matches('b'),
+        b = far(1),
+        c = far(2),
+    );
+    text.replace("set voltagebases", &format!("{controls}set voltagebases"))
+}
 
 #[test]
 fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
@@ -25,6 +70,17 @@ fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
     for (seed, buses, hz) in cases {
         let path = scratch.path().join(format!("gen{seed}.dss"));
         std::fs::write(&path, generated_dss_feeder(seed, buses, hz)).unwrap();
+        files.push(path);
+    }
+    // Feeders with capacitor controls: a voltage control that closes every step, and two that
+    // close two of three (its setting between the voltage with one step in and with two).
+    for (seed, buses, hz, on_v) in [
+        (5u64, 60usize, 60u32, 140.0),
+        (6, 120, 60, 126.8),
+        (7, 200, 50, 127.8),
+    ] {
+        let path = scratch.path().join(format!("capctl{seed}.dss"));
+        std::fs::write(&path, with_capacitor_controls(seed, buses, hz, on_v)).unwrap();
         files.push(path);
     }
     let theirs = gridmesh_tools::run_peer(
@@ -61,6 +117,13 @@ fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
                 nodes += 1;
             }
         }
+        for (cap, steps) in &sol.capacitor_steps {
+            assert_eq!(
+                peer["capacitor_steps"][cap].as_u64(),
+                Some(u64::from(*steps)),
+                "{name}: capacitor {cap}'s steps in service"
+            );
+        }
         let losses = peer["losses_kw"].as_f64().unwrap();
         assert!(
             (sol.losses_kw - losses).abs() <= 1e-6 * losses.abs().max(1.0),
@@ -68,8 +131,10 @@ fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
             sol.losses_kw
         );
         eprintln!(
-            "{name}: {nodes} nodes, worst {worst_vm:.1e} pu and {worst_va:.1e}°, taps {:?}",
-            sol.taps.iter().find(|(t, _)| t == "reg").map(|(_, t)| t)
+            "{name}: {nodes} nodes, worst {worst_vm:.1e} pu and {worst_va:.1e}°, taps {:?}, capacitors {:?}, {} control iterations",
+            sol.taps.iter().find(|(t, _)| t == "reg").map(|(_, t)| t),
+            sol.capacitor_steps,
+            sol.control_iterations
         );
     }
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use faer::c64;
 
 use super::{
-    Bus, Capacitor, Circuit, Connection, Line, Load, LoadModel, LoadShape, PtPhase, Regulator,
-    Source, Terminal, Transformer, Winding,
+    Bus, CapControl, CapControlKind, Capacitor, Circuit, Connection, Line, Load, LoadModel,
+    LoadShape, Monitored, PhaseChoice, PtPhase, Regulator, Source, Terminal, Transformer, Winding,
 };
 use crate::dss::{self, At, DssError, Object, Property, Script};
 
@@ -841,13 +841,16 @@ fn regcontrol(o: &Object, transformers: &[Transformer]) -> Result<Option<Regulat
 }
 
 const CAPACITOR: &[&str] = &[
-    "bus1", "bus2", "phases", "kvar", "kv", "conn", "basefreq", "enabled",
+    "bus1", "bus2", "phases", "kvar", "kv", "conn", "numsteps", "states", "basefreq", "enabled",
 ];
 
 fn capacitor(o: &Object, buses: &mut Buses, hz: f64) -> Result<Option<Capacitor>, ImportError> {
     let (mut bus1, mut bus2) = (None, None);
     let mut phases = 3;
+    // Per step, as OpenDSS keeps them: `numsteps` divides a single kvar among the steps,
+    // `kvar` gives up to one value per step.
     let mut kvar = vec![1200.0];
+    let mut states: Option<Vec<f64>> = None;
     let mut kv = 12.47;
     let mut conn = Connection::Wye;
     let mut base_hz = hz;
@@ -856,7 +859,26 @@ fn capacitor(o: &Object, buses: &mut Buses, hz: f64) -> Result<Option<Capacitor>
             "bus1" => bus1 = Some(p),
             "bus2" => bus2 = Some(p),
             "phases" => phases = count(p, 3)?,
-            "kvar" => kvar = numbers(p)?,
+            "kvar" => {
+                let v = numbers(p)?;
+                if v.is_empty() {
+                    return Err(invalid(&p.at, "kvar needs a value".to_string()));
+                }
+                let n = kvar.len();
+                for (k, x) in v.into_iter().take(n).enumerate() {
+                    kvar[k] = x;
+                }
+            }
+            "numsteps" => {
+                let n = count(p, 64)?;
+                if kvar.len() == 1 && n > 1 {
+                    kvar = vec![kvar[0] / n as f64; n];
+                } else {
+                    let last = *kvar.last().unwrap_or(&0.0);
+                    kvar.resize(n, last);
+                }
+            }
+            "states" => states = Some(numbers(p)?),
             "kv" => kv = positive(p, "kv")?,
             "conn" => conn = connection(p)?,
             "basefreq" => base_hz = positive(p, "basefreq")?,
@@ -869,6 +891,27 @@ fn capacitor(o: &Object, buses: &mut Buses, hz: f64) -> Result<Option<Capacitor>
         }
     }
     let bus1 = bus1.ok_or_else(|| invalid(&o.at, format!("capacitor.{} has no bus1", o.name)))?;
+    let steps = kvar.len() as u32;
+    // The steps in service: the first ones (a control adds and removes from the end).
+    let in_service = match &states {
+        None => steps,
+        Some(st) => {
+            let on: Vec<bool> = (0..kvar.len())
+                .map(|k| st.get(k).is_none_or(|v| *v != 0.0))
+                .collect();
+            let n = on.iter().take_while(|x| **x).count();
+            if on[n..].iter().any(|x| *x) {
+                return Err(invalid(
+                    &o.at,
+                    format!(
+                        "capacitor.{}: states must close the first steps and open the rest",
+                        o.name
+                    ),
+                ));
+            }
+            n as u32
+        }
+    };
     let phase_kv = match (conn, phases) {
         (Connection::Wye, 2 | 3) => kv / 3f64.sqrt(),
         _ => kv,
@@ -877,7 +920,7 @@ fn capacitor(o: &Object, buses: &mut Buses, hz: f64) -> Result<Option<Capacitor>
     let first = kvar.first().copied().unwrap_or(0.0);
     let w = 2.0 * PI * base_hz;
     let c_f = 1.0 / (w * phase_kv * phase_kv * 1000.0 / (first / phases as f64));
-    let y_s = kvar.len() as f64 * c_f * 2.0 * PI * hz;
+    let step_y_s = c_f * 2.0 * PI * hz;
     let terminal = buses.terminal(bus1, &bus1.value, phases, phases)?;
     let terminal2 = match bus2 {
         Some(p) => buses.terminal(p, &p.value, phases, phases)?,
@@ -892,8 +935,167 @@ fn capacitor(o: &Object, buses: &mut Buses, hz: f64) -> Result<Option<Capacitor>
         terminal,
         terminal2,
         connection: conn,
-        y_s,
+        step_y_s,
+        steps,
+        in_service,
     }))
+}
+
+const CAPCONTROL: &[&str] = &[
+    "element",
+    "terminal",
+    "capacitor",
+    "type",
+    "ptratio",
+    "ctratio",
+    "onsetting",
+    "offsetting",
+    "delay",
+    "voltoverride",
+    "vmax",
+    "vmin",
+    "delayoff",
+    "deadtime",
+    "ctphase",
+    "ptphase",
+    "eventlog",
+    "pctminkvar",
+    "basefreq",
+    "enabled",
+];
+
+fn phase_choice(p: &Property) -> Result<PhaseChoice, ImportError> {
+    Ok(match p.value.trim().to_ascii_lowercase().as_str() {
+        "max" => PhaseChoice::Max,
+        "min" => PhaseChoice::Min,
+        "avg" => PhaseChoice::Average,
+        _ => PhaseChoice::Phase(count(p, 64)?),
+    })
+}
+
+fn capcontrol(o: &Object, c: &Circuit) -> Result<Option<CapControl>, ImportError> {
+    let mut cc = CapControl {
+        name: o.name.clone(),
+        capacitor: usize::MAX,
+        element: Monitored::Line(usize::MAX),
+        terminal: 0,
+        kind: CapControlKind::Current,
+        on: 300.0,
+        off: 200.0,
+        pt_ratio: 60.0,
+        ct_ratio: 60.0,
+        pt_phase: PhaseChoice::Phase(1),
+        ct_phase: PhaseChoice::Phase(1),
+        delay_on_s: 15.0,
+        delay_off_s: 15.0,
+        dead_time_s: 300.0,
+        voltage_override: None,
+    };
+    let (mut element, mut override_on, mut vmin, mut vmax) = (None, false, 115.0, 126.0);
+    for (name, p) in named(o, CAPCONTROL)? {
+        match name.as_str() {
+            "element" => element = Some(p),
+            "terminal" => cc.terminal = count(p, 3)? - 1,
+            "capacitor" => {
+                let n = p.value.trim().to_ascii_lowercase();
+                let n = n.strip_prefix("capacitor.").unwrap_or(&n);
+                cc.capacitor = c
+                    .capacitors
+                    .iter()
+                    .position(|x| x.name == n)
+                    .ok_or_else(|| invalid(&p.at, format!("capacitor `{n}` is not defined")))?;
+            }
+            "type" => {
+                cc.kind = match p.value.trim().to_ascii_lowercase().as_str() {
+                    "v" | "volt" | "voltage" => CapControlKind::Voltage,
+                    "c" | "current" => CapControlKind::Current,
+                    "k" | "kvar" => CapControlKind::Kvar,
+                    other => {
+                        return Err(invalid(
+                            &p.at,
+                            format!(
+                            "capcontrol type `{other}` is not modelled (voltage, current, kvar)"
+                        ),
+                        ))
+                    }
+                }
+            }
+            "ptratio" => cc.pt_ratio = positive(p, "ptratio")?,
+            "ctratio" => cc.ct_ratio = positive(p, "ctratio")?,
+            "onsetting" => cc.on = num(p)?,
+            "offsetting" => cc.off = num(p)?,
+            "delay" => cc.delay_on_s = num(p)?,
+            "delayoff" => cc.delay_off_s = num(p)?,
+            "deadtime" => cc.dead_time_s = num(p)?,
+            "voltoverride" => override_on = flag(p)?,
+            "vmax" => vmax = num(p)?,
+            "vmin" => vmin = num(p)?,
+            "ptphase" => cc.pt_phase = phase_choice(p)?,
+            "ctphase" => cc.ct_phase = phase_choice(p)?,
+            "eventlog" | "basefreq" | "pctminkvar" => {}
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, CAPCONTROL)),
+        }
+    }
+    if cc.capacitor == usize::MAX {
+        return Err(invalid(
+            &o.at,
+            format!("capcontrol.{} names no capacitor", o.name),
+        ));
+    }
+    let element =
+        element.ok_or_else(|| invalid(&o.at, format!("capcontrol.{} names no element", o.name)))?;
+    let full = element.value.trim().to_ascii_lowercase();
+    let (class, name) = full.split_once('.').ok_or_else(|| {
+        invalid(
+            &element.at,
+            format!("element `{full}` is not class.name (line.x or transformer.x)"),
+        )
+    })?;
+    let (element_conductors, terminals) = match class {
+        "line" => {
+            let k = c.lines.iter().position(|l| l.name == name);
+            let k =
+                k.ok_or_else(|| invalid(&element.at, format!("line `{name}` is not defined")))?;
+            cc.element = Monitored::Line(k);
+            (c.lines[k].phases(), 2)
+        }
+        "transformer" => {
+            let k = c.transformers.iter().position(|t| t.name == name);
+            let k = k.ok_or_else(|| {
+                invalid(&element.at, format!("transformer `{name}` is not defined"))
+            })?;
+            cc.element = Monitored::Transformer(k);
+            (c.transformers[k].phases, c.transformers[k].windings.len())
+        }
+        _ => {
+            return Err(invalid(
+                &element.at,
+                format!("a capcontrol measuring a {class} is not modelled (line, transformer)"),
+            ))
+        }
+    };
+    if cc.terminal >= terminals {
+        return Err(invalid(
+            &o.at,
+            format!("capcontrol.{}: {full} has {terminals} terminals", o.name),
+        ));
+    }
+    for choice in [&mut cc.pt_phase, &mut cc.ct_phase] {
+        if let PhaseChoice::Phase(k) = *choice {
+            if k > element_conductors {
+                *choice = PhaseChoice::Phase(1);
+            }
+        }
+    }
+    if override_on {
+        cc.voltage_override = Some((vmin, vmax));
+    }
+    Ok(Some(cc))
 }
 
 const LOAD: &[&str] = &[
@@ -1448,6 +1650,7 @@ impl Circuit {
             transformers: vec![],
             regulators: vec![],
             capacitors: vec![],
+            cap_controls: vec![],
             loads: vec![],
             generators: vec![],
             load_shapes: vec![],
@@ -1481,6 +1684,11 @@ impl Circuit {
         for o in script.of_class("regcontrol") {
             c.regulators.extend(regcontrol(o, &c.transformers)?);
         }
+        for o in script.of_class("capcontrol") {
+            if let Some(cc) = capcontrol(o, &c)? {
+                c.cap_controls.push(cc);
+            }
+        }
         for path in &script.bus_coords {
             bus_coords(path, &mut buses)?;
         }
@@ -1504,6 +1712,65 @@ mod tests {
     }
 
     const HEAD: &str = "new circuit.c basekv=12.47\n";
+
+    /// A capacitor control's mistakes are named too: what it measures, which bank, a type not
+    /// modelled, a bank whose states leave a gap.
+    #[test]
+    fn capacitor_control_mistakes_are_named() {
+        let base = "new line.l bus1=sourcebus bus2=b r1=0.1 x1=0.2\nnew load.ld bus1=b kw=10\nnew capacitor.c bus1=b kvar=300 numsteps=2\n";
+        for (extra, why) in [
+            (
+                "new capcontrol.x element=line.l capacitor=c type=pf\n",
+                "type `pf` is not modelled",
+            ),
+            (
+                "new capcontrol.x element=load.ld capacitor=c\n",
+                "measuring a load is not modelled",
+            ),
+            (
+                "new capcontrol.x element=line.l capacitor=nope\n",
+                "capacitor `nope`",
+            ),
+            (
+                "new capcontrol.x element=line.nope capacitor=c\n",
+                "line `nope`",
+            ),
+            (
+                "new capcontrol.x element=line.l capacitor=c terminal=3\n",
+                "has 2 terminals",
+            ),
+            ("new capcontrol.x capacitor=c\n", "names no element"),
+            (
+                "new capcontrol.x element=line.l capacitor=c vbus=b\n",
+                "`vbus`",
+            ),
+            (
+                "new capacitor.d bus1=b numsteps=3 states=[1 0 1]\n",
+                "states must close the first steps",
+            ),
+        ] {
+            let e = import(&format!("{HEAD}{base}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("case.dss:5") && e.contains(why), "{extra}: {e}");
+        }
+        let c = import(&format!(
+            "{HEAD}{base}new capcontrol.x element=line.l terminal=2 capacitor=c type=current onsetting=50 offsetting=20 delay=30 delayoff=5 ctphase=max voltoverride=yes vmin=110 vmax=128\n"
+        ))
+        .unwrap();
+        let cc = &c.cap_controls[0];
+        assert_eq!(
+            (cc.capacitor, cc.terminal, cc.kind),
+            (0, 1, CapControlKind::Current)
+        );
+        assert_eq!(
+            (cc.on, cc.off, cc.delay_on_s, cc.delay_off_s),
+            (50.0, 20.0, 30.0, 5.0)
+        );
+        assert_eq!(cc.ct_phase, PhaseChoice::Max);
+        assert_eq!(cc.voltage_override, Some((110.0, 128.0)));
+        assert_eq!((c.capacitors[0].steps, c.capacitors[0].in_service), (2, 2));
+    }
 
     /// Each mistake is named with its file and line, and nothing is dropped.
     #[test]

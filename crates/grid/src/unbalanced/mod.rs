@@ -177,8 +177,64 @@ pub struct Capacitor {
     pub terminal: Terminal,
     pub terminal2: Terminal,
     pub connection: Connection,
-    /// Per phase, all steps in service.
-    pub y_s: f64,
+    /// Per phase, one step (OpenDSS sizes every step as the first).
+    pub step_y_s: f64,
+    /// Steps of the bank, and how many are in service (the first ones) as the script left it.
+    pub steps: u32,
+    pub in_service: u32,
+}
+
+/// A capacitor bank's switching control (OpenDSS's CapControl): it measures an element's
+/// terminal and switches the bank's steps in and out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapControl {
+    pub name: String,
+    pub capacitor: usize,
+    pub element: Monitored,
+    /// The element's terminal measured (0-based).
+    pub terminal: usize,
+    pub kind: CapControlKind,
+    /// Switch a step in past `on` and out past `off` (volts on the PT's scale, amperes on the
+    /// CT's, or kvar into the terminal).
+    pub on: f64,
+    pub off: f64,
+    pub pt_ratio: f64,
+    pub ct_ratio: f64,
+    pub pt_phase: PhaseChoice,
+    pub ct_phase: PhaseChoice,
+    pub delay_on_s: f64,
+    pub delay_off_s: f64,
+    /// After opening, a close waits this long.
+    pub dead_time_s: f64,
+    /// Current and kvar controls: close below the first voltage, open above the second (PT
+    /// scale), whatever else they measure.
+    pub voltage_override: Option<(f64, f64)>,
+}
+
+/// The element a control measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Monitored {
+    Line(usize),
+    Transformer(usize),
+}
+
+/// What a capacitor control measures: voltage switches a step in below `on` and out above
+/// `off`; current and kvar switch in above `on` and out below `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapControlKind {
+    Voltage,
+    Current,
+    Kvar,
+}
+
+/// Which of a terminal's phases a control reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhaseChoice {
+    /// One phase (1-based).
+    Phase(usize),
+    Max,
+    Min,
+    Average,
 }
 
 /// How a load's current follows its voltage (OpenDSS's load models 1, 2 and 5).
@@ -295,6 +351,7 @@ pub struct Circuit {
     pub transformers: Vec<Transformer>,
     pub regulators: Vec<Regulator>,
     pub capacitors: Vec<Capacitor>,
+    pub cap_controls: Vec<CapControl>,
     pub loads: Vec<Load>,
     /// Generators, each drawing negative kW (and kvar where it absorbs none).
     pub generators: Vec<Generator>,

@@ -227,9 +227,10 @@ impl Circuit {
                 iterations: p.iterations,
             });
         };
-        // Without regulators no step needs every node before the next: steps are solved on
+        // Without controls no step needs every node before the next: steps are solved on
         // the active nodes and recovered many at a time.
-        if let (Some(r), true) = (&reduced, self.regulators.is_empty()) {
+        let controlled = !self.regulators.is_empty() || !self.cap_controls.is_empty();
+        if let (Some(r), false) = (&reduced, controlled) {
             let a = r.active.len();
             let mut va: Vec<c64> = r.active.iter().map(|&k| v[k]).collect();
             let mut j = Mat::<c64>::zeros(a, 1);
@@ -294,7 +295,12 @@ impl Circuit {
                     }
                     None => system.solve_fixed_point(&mut v, opts)?,
                 };
-                if ci >= opts.max_control_iterations || !system.control(&v) {
+                if ci >= opts.max_control_iterations {
+                    system.controls_settled = false;
+                    break;
+                }
+                if !system.control(&v) {
+                    system.controls_settled = true;
                     break;
                 }
                 // A tap moved: Y and so the reduced system are new.

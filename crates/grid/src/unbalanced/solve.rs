@@ -10,7 +10,10 @@ use std::f64::consts::PI;
 
 use faer::c64;
 
-use super::{Capacitor, Circuit, Connection, Line, Load, LoadModel, PtPhase, Transformer};
+use super::{
+    CapControlKind, Capacitor, Circuit, Connection, Line, Load, LoadModel, Monitored, PhaseChoice,
+    PtPhase, Transformer,
+};
 use crate::sparse::{SparseError, Symbolic};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -195,6 +198,11 @@ pub(crate) struct System<'c> {
     /// The taps in force, per transformer and winding.
     pub(crate) taps: Vec<Vec<f64>>,
     regulators: Vec<RegState>,
+    /// Each capacitor's steps in service, and each capacitor control's state.
+    pub(crate) cap_steps: Vec<u32>,
+    cap_controls: Vec<CapState>,
+    /// Whether the last solve's controls came to rest within the control iterations.
+    pub(crate) controls_settled: bool,
     series_only: bool,
     lu: Option<Lu>,
 }
@@ -222,6 +230,17 @@ struct RegState {
     pending_pu: f64,
     armed: bool,
     due_s: f64,
+}
+
+/// A capacitor control between samples: OpenDSS's armed action on the control queue.
+#[derive(Clone, Copy, Debug)]
+struct CapState {
+    /// Close one more step (`Some(true)`), open one (`Some(false)`), or nothing.
+    pending: Option<bool>,
+    armed: bool,
+    due_s: f64,
+    /// When the bank was last opened, s on the (static) control clock.
+    last_open_s: f64,
 }
 
 fn key_nodes<'a>(
@@ -441,9 +460,11 @@ impl Line {
 }
 
 impl Capacitor {
-    fn prim(&self, nodes: Vec<Option<usize>>, series_only: bool) -> Prim {
+    /// The bank with `in_service` steps closed (none: nothing connects).
+    fn prim(&self, in_service: u32, nodes: Vec<Option<usize>>, series_only: bool) -> Prim {
         let n = self.terminal.nodes.len();
-        let y = c64::new(0.0, self.y_s) * if series_only { 1e-10 } else { 1.0 };
+        let y = c64::new(0.0, self.step_y_s * f64::from(in_service))
+            * if series_only { 1e-10 } else { 1.0 };
         let mut p = Prim::new(nodes);
         match self.connection {
             Connection::Wye => {
@@ -643,7 +664,7 @@ impl<'c> System<'c> {
                 let n: Vec<_> = key_nodes(&index, &c.terminal)
                     .chain(key_nodes(&index, &c.terminal2))
                     .collect();
-                c.prim(n, series_only)
+                c.prim(c.in_service, n, series_only)
             })
             .collect();
         let mut source_current = Vec::new();
@@ -706,6 +727,18 @@ impl<'c> System<'c> {
             index,
             taps,
             regulators: vec![RegState::default(); circuit.regulators.len()],
+            cap_steps: circuit.capacitors.iter().map(|c| c.in_service).collect(),
+            cap_controls: circuit
+                .cap_controls
+                .iter()
+                .map(|c| CapState {
+                    pending: None,
+                    armed: false,
+                    due_s: 0.0,
+                    last_open_s: -c.dead_time_s,
+                })
+                .collect(),
+            controls_settled: true,
             series_only,
             lu: None,
         }
@@ -923,9 +956,10 @@ impl<'c> System<'c> {
         })
     }
 
-    /// A snapshot from the direct solution: fixed points with the regulators sampled between
-    /// them until no tap moves (or the control iterations run out). The voltages, the fixed-point
-    /// iterations over all passes, and the passes.
+    /// A snapshot from the direct solution: fixed points with the regulators and capacitor
+    /// controls sampled between them until no tap or step moves (or the control iterations run
+    /// out: then [`System::controls_settled`] is false, where OpenDSS warns). The voltages, the
+    /// fixed-point iterations over all passes, and the passes.
     pub(crate) fn solve_with_controls(
         &mut self,
         opts: &SolveOptions,
@@ -933,10 +967,17 @@ impl<'c> System<'c> {
         let mut v = self.direct()?;
         let mut iterations = 0;
         let mut control_iterations = 0;
+        self.controls_settled = true;
+        let controlled =
+            !self.circuit.regulators.is_empty() || !self.circuit.cap_controls.is_empty();
         for ci in 1..=opts.max_control_iterations.max(1) {
             control_iterations = ci;
             iterations += self.solve_fixed_point(&mut v, opts)?;
-            if ci >= opts.max_control_iterations || !self.control(&v) {
+            if ci >= opts.max_control_iterations {
+                self.controls_settled = !controlled;
+                break;
+            }
+            if !self.control(&v) {
                 break;
             }
         }
@@ -1027,16 +1068,25 @@ impl<'c> System<'c> {
                 state.armed = false;
             }
         }
-        // The nearest actions: every armed regulator due first.
+        self.sample_cap_controls(v);
+        // The nearest actions: every armed regulator and capacitor control due first (the
+        // static clock stays at 0, as OpenDSS's static control mode leaves it).
         let Some(due) = self
             .regulators
             .iter()
             .filter(|s| s.armed)
             .map(|s| s.due_s)
+            .chain(
+                self.cap_controls
+                    .iter()
+                    .filter(|s| s.armed)
+                    .map(|s| s.due_s),
+            )
             .min_by(f64::total_cmp)
         else {
             return false;
         };
+        let switched = self.switch_capacitors(due);
         let mut moved = false;
         for (k, r) in circuit.regulators.iter().enumerate() {
             let state = &mut self.regulators[k];
@@ -1063,8 +1113,177 @@ impl<'c> System<'c> {
         }
         if moved {
             self.rebuild_transformers();
+        } else if switched {
+            self.refactorise_if_factorised();
         }
-        moved
+        moved || switched
+    }
+
+    /// Samples every capacitor control at voltages `v`, as OpenDSS's CapControl does: arms a
+    /// step in or out (after its delay; a close within the dead time of the last opening
+    /// waits it out), or disarms what no longer holds.
+    fn sample_cap_controls(&mut self, v: &[c64]) {
+        let circuit = self.circuit;
+        for (k, cc) in circuit.cap_controls.iter().enumerate() {
+            let cap = &circuit.capacitors[cc.capacitor];
+            let in_service = self.cap_steps[cc.capacitor];
+            let closed = in_service > 0;
+            let available = cap.steps - in_service;
+            let (prim, conductors, phases) = match cc.element {
+                Monitored::Line(l) => {
+                    let p = &self.lines[l];
+                    let n = circuit.lines[l].phases();
+                    (p, n, n)
+                }
+                Monitored::Transformer(t) => {
+                    let n = circuit.transformers[t].phases;
+                    (&self.transformers[t], n + 1, n)
+                }
+            };
+            let offset = cc.terminal * conductors;
+            let terminal_v = |i: usize| prim.nodes[offset + i].map_or(c64::ZERO, |n| v[n]);
+            let control_voltage = || {
+                let vs: Vec<f64> = (0..phases).map(|i| terminal_v(i).norm()).collect();
+                let vm = match cc.pt_phase {
+                    PhaseChoice::Average => vs.iter().sum::<f64>() / phases as f64,
+                    PhaseChoice::Max => vs.iter().copied().fold(0.0, f64::max),
+                    PhaseChoice::Min => vs.iter().copied().fold(f64::INFINITY, f64::min),
+                    PhaseChoice::Phase(p) => {
+                        if cap.connection == Connection::Delta {
+                            let q = p % phases;
+                            (terminal_v(p - 1) - terminal_v(q)).norm()
+                        } else {
+                            vs[p - 1]
+                        }
+                    }
+                };
+                vm / cc.pt_ratio
+            };
+            let state = self.cap_controls[k];
+            let mut pending = state.pending;
+            let mut should = false;
+            if let (Some((vmin, vmax)), false) =
+                (cc.voltage_override, cc.kind == CapControlKind::Voltage)
+            {
+                let vtest = control_voltage();
+                if !closed && vtest < vmin {
+                    (pending, should) = (Some(true), true);
+                } else if closed && vtest > vmax {
+                    (pending, should) = (Some(false), true);
+                }
+            }
+            if !should {
+                // (measure, switch in when, switch out when)
+                let (x, close_when, open_when): (f64, fn(f64, f64) -> bool, fn(f64, f64) -> bool) =
+                    match cc.kind {
+                        CapControlKind::Voltage => {
+                            (control_voltage(), |x, on| x < on, |x, off| x > off)
+                        }
+                        CapControlKind::Current => {
+                            let mut i = Vec::with_capacity(phases);
+                            prim.each_current(v, |c, cur| {
+                                if (offset..offset + phases).contains(&c) {
+                                    i.push(cur.norm());
+                                }
+                            });
+                            let im = match cc.ct_phase {
+                                PhaseChoice::Average => i.iter().sum::<f64>() / phases as f64,
+                                PhaseChoice::Max => i.iter().copied().fold(0.0, f64::max),
+                                PhaseChoice::Min => i.iter().copied().fold(f64::INFINITY, f64::min),
+                                PhaseChoice::Phase(p) => i[p - 1],
+                            };
+                            (im / cc.ct_ratio, |x, on| x > on, |x, off| x < off)
+                        }
+                        CapControlKind::Kvar => {
+                            let mut q = 0.0;
+                            prim.each_current(v, |c, cur| {
+                                if (offset..offset + conductors).contains(&c) {
+                                    q += (terminal_v(c - offset) * cur.conj()).im;
+                                }
+                            });
+                            (q / 1000.0, |x, on| x > on, |x, off| x < off)
+                        }
+                    };
+                if !closed {
+                    if close_when(x, cc.on) {
+                        (pending, should) = (Some(true), true);
+                    } else {
+                        pending = None;
+                    }
+                } else if cc.kind == CapControlKind::Voltage {
+                    pending = None;
+                    if open_when(x, cc.off) {
+                        (pending, should) = (Some(false), true);
+                    } else if available > 0 && close_when(x, cc.on) {
+                        (pending, should) = (Some(true), true);
+                    }
+                } else if open_when(x, cc.off) {
+                    (pending, should) = (Some(false), true);
+                } else if available > 0 {
+                    if close_when(x, cc.on) {
+                        (pending, should) = (Some(true), true);
+                    }
+                } else {
+                    pending = None;
+                }
+            }
+            let state = &mut self.cap_controls[k];
+            state.pending = pending;
+            if should && !state.armed {
+                state.due_s = if pending == Some(true) {
+                    // The static clock stands at 0.
+                    if -state.last_open_s < cc.dead_time_s {
+                        cc.delay_on_s
+                            .max(cc.dead_time_s + cc.delay_on_s + state.last_open_s)
+                    } else {
+                        cc.delay_on_s
+                    }
+                } else {
+                    cc.delay_off_s
+                };
+                state.armed = true;
+            }
+            if state.armed && state.pending.is_none() {
+                state.armed = false;
+            }
+        }
+    }
+
+    /// Carries out every capacitor control's action due at `due` s; whether a bank changed.
+    fn switch_capacitors(&mut self, due: f64) -> bool {
+        let circuit = self.circuit;
+        let mut changed = false;
+        for (k, cc) in circuit.cap_controls.iter().enumerate() {
+            let state = &mut self.cap_controls[k];
+            if !state.armed || state.due_s > due {
+                continue;
+            }
+            let steps = &mut self.cap_steps[cc.capacitor];
+            let total = circuit.capacitors[cc.capacitor].steps;
+            match state.pending {
+                Some(false) if *steps > 0 => {
+                    *steps -= 1;
+                    if total == 1 {
+                        state.last_open_s = 0.0;
+                    }
+                    changed = true;
+                }
+                Some(true) if *steps < total => {
+                    *steps += 1;
+                    changed = true;
+                }
+                _ => {}
+            }
+            state.armed = false;
+            state.pending = None;
+        }
+        if changed {
+            for (k, c) in circuit.capacitors.iter().enumerate() {
+                let nodes = self.capacitors[k].nodes.clone();
+                self.capacitors[k] = c.prim(self.cap_steps[k], nodes, self.series_only);
+            }
+        }
+        changed
     }
 
     fn rebuild_transformers(&mut self) {
@@ -1072,7 +1291,12 @@ impl<'c> System<'c> {
             let nodes = self.transformers[k].nodes.clone();
             self.transformers[k] = t.prim(&self.taps[k], nodes, self.series_only);
         }
-        // The pattern is the same; the numbers are refactorised before the next solve.
+        self.refactorise_if_factorised();
+    }
+
+    /// After a tap or a capacitor step moved: the pattern is the same, the numbers are
+    /// factorised again.
+    fn refactorise_if_factorised(&mut self) {
         if self.lu.is_some() {
             let _ = self.factorise();
         }
@@ -1291,6 +1515,12 @@ pub struct Solution {
     pub line_power_kw: Vec<f64>,
     /// Each transformer's active power entering at its first winding, kW.
     pub transformer_power_kw: Vec<f64>,
+    /// Each capacitor bank's steps in service, as its control left them.
+    pub capacitor_steps: Vec<(String, u32)>,
+    /// False when the regulators and capacitor controls were still acting when the control
+    /// iterations ran out (OpenDSS's "Max Control Iterations Exceeded"): the taps and steps are
+    /// where the last iteration left them.
+    pub controls_settled: bool,
     /// Each transformer's loading in % of its rating, in the circuit's order.
     pub transformer_loading_pct: Vec<f64>,
     /// Each node's voltage phasor in volts, in the order of [`Solution::nodes`].
@@ -1413,6 +1643,13 @@ pub(crate) fn report(
         line_current_a,
         line_power_kw,
         transformer_power_kw,
+        capacitor_steps: circuit
+            .capacitors
+            .iter()
+            .zip(&system.cap_steps)
+            .map(|(c, &n)| (c.name.clone(), n))
+            .collect(),
+        controls_settled: system.controls_settled,
         transformer_loading_pct,
         converged,
         iterations,
@@ -1590,5 +1827,79 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("singular") && err.contains("c."), "{err}");
+    }
+
+    /// A feeder with a four-step bank under voltage control at its end.
+    fn banked(on_v: f64, off_v: f64, states: &str) -> Circuit {
+        let text = format!(
+            "new circuit.c basekv=12.47 pu=1.0 mvasc3=200 mvasc1=200\n\
+             new line.l1 bus1=sourcebus bus2=b1 phases=3 r1=0.3 x1=0.6 r0=0.6 x0=1.2 length=5 units=km\n\
+             new load.ld bus1=b1 phases=3 kv=12.47 kw=3000 pf=0.9\n\
+             new capacitor.c1 bus1=b1 phases=3 kv=12.47 kvar=1200 numsteps=4 states={states}\n\
+             new capcontrol.cc element=line.l1 terminal=2 capacitor=c1 type=voltage ptratio=60 onsetting={on_v} offsetting={off_v} ptphase=avg\n\
+             set voltagebases=[12.47]\ncalcv\n"
+        );
+        let script = crate::dss::parse(&text, std::path::Path::new("/x/banked.dss")).unwrap();
+        Circuit::from_dss(&script).unwrap()
+    }
+
+    /// The control's voltage at b1 (the average phase over the PT ratio) with `steps` in.
+    fn control_v(steps: u32) -> f64 {
+        let fixed = [
+            "[0 0 0 0]",
+            "[1 0 0 0]",
+            "[1 1 0 0]",
+            "[1 1 1 0]",
+            "[1 1 1 1]",
+        ];
+        // Settings no voltage reaches: the control never acts.
+        let c = banked(0.0, 1e6, fixed[steps as usize]);
+        let sol = c.solve(&SolveOptions::default()).unwrap();
+        assert_eq!(sol.capacitor_steps, vec![("c1".to_string(), steps)]);
+        let b1 = sol.buses.iter().find(|b| b.bus == "b1").unwrap();
+        let avg = b1.nodes.iter().map(|n| n.1).sum::<f64>() / 3.0;
+        avg * b1.kv_base_ln * 1000.0 / 60.0
+    }
+
+    /// Steps close one per control pass while the voltage is under `on`, and stop where it is
+    /// not; settings that make a step overshoot both ways never settle, and the solution says so.
+    #[test]
+    fn a_voltage_control_closes_steps_until_the_voltage_is_up() {
+        let v: Vec<f64> = (0..=4).map(control_v).collect();
+        assert!(
+            v.windows(2).all(|w| w[1] > w[0] + 0.1),
+            "each step lifts: {v:?}"
+        );
+        // Under `on` until the third step is in.
+        let on = (v[2] + v[3]) / 2.0;
+        let sol = banked(on, on + 10.0, "[0 0 0 0]")
+            .solve(&SolveOptions::default())
+            .unwrap();
+        assert_eq!(sol.capacitor_steps[0].1, 3);
+        assert!(sol.controls_settled);
+        assert_eq!(
+            sol.control_iterations, 4,
+            "three steps, one per pass, then a quiet pass"
+        );
+        let b1 = sol.buses.iter().find(|b| b.bus == "b1").unwrap();
+        let avg = b1.nodes.iter().map(|n| n.1).sum::<f64>() / 3.0 * b1.kv_base_ln * 1000.0 / 60.0;
+        assert!((avg - v[3]).abs() < 1e-6, "{avg} against {}", v[3]);
+        // Over `off` with every step in: steps open until it is not.
+        let off = (v[1] + v[2]) / 2.0;
+        let sol = banked(0.0, off, "[1 1 1 1]")
+            .solve(&SolveOptions::default())
+            .unwrap();
+        assert_eq!(sol.capacitor_steps[0].1, 1);
+        // One step overshoots past `off`, and out again under `on`: it hunts.
+        let on = (v[0] + v[1]) / 2.0;
+        let off = on + (v[1] - v[0]) / 4.0;
+        let sol = banked(on, off, "[0 0 0 0]")
+            .solve(&SolveOptions::default())
+            .unwrap();
+        assert!(!sol.controls_settled);
+        assert_eq!(
+            sol.control_iterations,
+            SolveOptions::default().max_control_iterations
+        );
     }
 }

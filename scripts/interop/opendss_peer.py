@@ -8,7 +8,7 @@ power flow.
 
 `solve` prints {"MASTER": {"converged": bool, "buses": {bus: {node: [vm_pu, va_deg]}},
 "kv_base_ln": {bus: kV}, "losses_kw": float, "total_power_kw": float, "capacitor_steps":
-{capacitor: steps in service}}}: puVmagAngle per bus,
+{capacitor: steps in service}, "ders": {pvsystem or storage: [kW, kvar] drawn}}}: puVmagAngle per bus,
 as the references in ../shared/data/dss were made. `day` prints {"median_seconds": float,
 "runs": int, "steps": int} after one warm-up run (each run compiles the master again; only the
 solve of the steps is timed). `time` prints {"MASTER": {"median_seconds": float, "runs": int}}:
@@ -48,9 +48,18 @@ def solve(path):
             continue
         dss.Capacitors.Name(name)
         capacitors[name] = sum(1 for s in dss.Capacitors.States() if s)
+    # What PV systems and storage draw at their terminals, kW and kvar (negative: deliver).
+    ders = {}
+    for cls in ("PVSystem", "Storage"):
+        for name in dss.Circuit.AllElementNames():
+            if name.lower().startswith(cls.lower() + "."):
+                dss.Circuit.SetActiveElement(name)
+                s = dss.CktElement.Powers()
+                ders[name.split(".", 1)[1].lower()] = [sum(s[0::2]), sum(s[1::2])]
     return {
         "converged": bool(dss.Solution.Converged()),
         "capacitor_steps": capacitors,
+        "ders": ders,
         "buses": buses,
         "kv_base_ln": bases,
         "losses_kw": losses[0] / 1000.0,

@@ -19,7 +19,7 @@ pub const MAX_OBJECTS: usize = 1_000_000;
 
 /// The classes this reader takes. `energymeter` and `monitor` are kept (they name what is
 /// measured; the power flow needs nothing of them).
-pub const CLASSES: [&str; 13] = [
+pub const CLASSES: [&str; 15] = [
     "circuit",
     "vsource",
     "linecode",
@@ -30,6 +30,8 @@ pub const CLASSES: [&str; 13] = [
     "capcontrol",
     "load",
     "generator",
+    "pvsystem",
+    "storage",
     "loadshape",
     "energymeter",
     "monitor",

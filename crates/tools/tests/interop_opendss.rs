@@ -6,7 +6,7 @@
 //! holds only where both control loops left the regulator on the same tap), losses within 1e-6
 //! of each other.
 //!
-//! Capacitor controls likewise: voltage, current and kvar controls with their delays, multi-step
+//! PV systems and storage (model 1) likewise, and capacitor controls: voltage, current and kvar controls with their delays, multi-step
 //! banks and the voltage override switch as OpenDSS's static control loop switches them, beside
 //! the regulator.
 //!
@@ -56,6 +56,52 @@ fn with_capacitor_controls(seed: u64, buses: usize, hz: u32, on_v: f64) -> Strin
     text.replace("set voltagebases", &format!("{controls}set voltagebases"))
 }
 
+/// A generated feeder with PV systems and batteries: a three-phase PV whose kVA caps its
+/// watts at power factor 0.95, a single-phase one absorbing vars, one under its cut-out; a
+/// battery discharging at 60 %, a single-phase one charging at 75 %, a delta one idling, and one
+/// told to charge when full (it idles).
+fn with_inverters(seed: u64, buses: usize, hz: u32) -> String {
+    let text = generated_dss_feeder(seed, buses, hz);
+    let bus2 = |phases: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("new line.") && l.contains(phases))
+            .filter_map(|l| {
+                l.split(" bus2=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let (three, one) = (bus2(" phases=3 "), bus2(" phases=1 "));
+    let t = |k: usize| {
+        three[three.len() - 1 - k]
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let o = |k: usize| one[one.len() - 1 - k].clone();
+    let ders = format!(
+        "new pvsystem.pv3 bus1={t0} phases=3 kv=4.16 pmpp=400 kva=420 irradiance=1.1 pf=0.95\n\
+         new pvsystem.pv1 bus1={o0} phases=1 kv=2.4 pmpp=50 kva=60 irradiance=0.8 kvar=-10\n\
+         new pvsystem.pvoff bus1={t1} phases=3 kv=4.16 pmpp=100 kva=100 irradiance=0.1\n\
+         new storage.bd bus1={t2} phases=3 kv=4.16 kwrated=200 kwhrated=800 state=discharging %discharge=60 pf=0.98\n\
+         new storage.bc bus1={o1} phases=1 kv=2.4 kwrated=20 kwhrated=60 %stored=50 kw=-15\n\
+         new storage.bi bus1={t3} phases=3 kv=4.16 conn=delta kwrated=30 kwhrated=90\n\
+         new storage.bfull bus1={t4} phases=3 kv=4.16 kwrated=50 kwhrated=100 state=charging\n",
+        t0 = t(0),
+        t1 = t(1),
+        t2 = t(2),
+        t3 = t(3),
+        t4 = t(4),
+        o0 = o(0),
+        o1 = o(1),
+    );
+    text.replace("set voltagebases", &format!("{ders}set voltagebases"))
+}
+
 #[test]
 fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
     let python = gridmesh_refdata::require_python();
@@ -81,6 +127,11 @@ fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
     ] {
         let path = scratch.path().join(format!("capctl{seed}.dss"));
         std::fs::write(&path, with_capacitor_controls(seed, buses, hz, on_v)).unwrap();
+        files.push(path);
+    }
+    for (seed, buses, hz) in [(8u64, 90usize, 60u32), (9, 250, 50)] {
+        let path = scratch.path().join(format!("der{seed}.dss"));
+        std::fs::write(&path, with_inverters(seed, buses, hz)).unwrap();
         files.push(path);
     }
     let theirs = gridmesh_tools::run_peer(
@@ -116,6 +167,30 @@ fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
                 worst_va = worst_va.max(da);
                 nodes += 1;
             }
+        }
+        // What each PV system and battery delivers, by OpenDSS's rules for each (all at
+        // voltages inside their band, so at their nominal power).
+        if name.starts_with("der") {
+            assert_eq!(
+                peer["ders"].as_object().unwrap().len(),
+                7,
+                "{name}: {}",
+                peer["ders"]
+            );
+        }
+        for (name, kw_kvar) in peer["ders"].as_object().unwrap() {
+            let g = circuit
+                .generators
+                .iter()
+                .find(|g| g.name == *name)
+                .unwrap_or_else(|| panic!("{name}: no {name}"));
+            let (kw, kvar) = (kw_kvar[0].as_f64().unwrap(), kw_kvar[1].as_f64().unwrap());
+            assert!(
+                (g.kw - kw).abs() < 1e-6 && (g.kvar - kvar).abs() < 1e-6,
+                "{name}: {name} draws {} kW {} kvar, OpenDSS {kw} kW {kvar} kvar",
+                g.kw,
+                g.kvar
+            );
         }
         for (cap, steps) in &sol.capacitor_steps {
             assert_eq!(

@@ -1254,7 +1254,382 @@ fn generator(
     };
     g.kw = -g.kw;
     g.kvar = -g.kvar;
+    g.model = LoadModel::Source;
     Ok(Some(g))
+}
+
+/// The connection and limits PV systems and storage share with loads, and how they set their
+/// reactive power (the last of `pf` and `kvar` written wins, as in OpenDSS).
+struct Inverter<'a> {
+    bus1: Option<&'a Property>,
+    phases: usize,
+    kv: f64,
+    connection: Connection,
+    vmin_pu: f64,
+    vmax_pu: f64,
+    kva: Option<f64>,
+    vars: Vars,
+    /// The most kvar it delivers and absorbs (`kvarmax`, `kvarmaxabs`).
+    kvar_max: Option<f64>,
+    kvar_max_abs: Option<f64>,
+    cut_in_pct: f64,
+    cut_out_pct: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Vars {
+    Pf(f64),
+    Kvar(f64),
+}
+
+impl<'a> Inverter<'a> {
+    fn new(cut_pct: f64) -> Inverter<'a> {
+        Inverter {
+            bus1: None,
+            phases: 3,
+            kv: 12.47,
+            connection: Connection::Wye,
+            vmin_pu: 0.9,
+            vmax_pu: 1.1,
+            kva: None,
+            vars: Vars::Pf(1.0),
+            kvar_max: None,
+            kvar_max_abs: None,
+            cut_in_pct: cut_pct,
+            cut_out_pct: cut_pct,
+        }
+    }
+
+    /// Takes `name` if it is one of the shared properties.
+    fn take(&mut self, name: &str, p: &'a Property) -> Result<bool, ImportError> {
+        match name {
+            "bus1" => self.bus1 = Some(p),
+            "phases" => self.phases = count(p, 3)?,
+            "kv" => self.kv = positive(p, "kv")?,
+            "conn" => self.connection = connection(p)?,
+            "vminpu" => self.vmin_pu = num(p)?,
+            "vmaxpu" => self.vmax_pu = num(p)?,
+            "kva" => self.kva = Some(positive(p, "kva")?),
+            "pf" => {
+                let pf = num(p)?;
+                if pf == 0.0 || pf.abs() > 1.0 {
+                    return Err(invalid(
+                        &p.at,
+                        format!("pf must be in [-1, 1] and not 0, not {pf}"),
+                    ));
+                }
+                self.vars = Vars::Pf(pf);
+            }
+            "kvar" => self.vars = Vars::Kvar(num(p)?),
+            "kvarmax" => self.kvar_max = Some(num(p)?.abs()),
+            "kvarmaxabs" => self.kvar_max_abs = Some(num(p)?.abs()),
+            "%cutin" => self.cut_in_pct = num(p)?,
+            "%cutout" => self.cut_out_pct = num(p)?,
+            "model" => {
+                if num(p)? != 1.0 {
+                    return Err(invalid(
+                        &p.at,
+                        "only model 1 (constant kW and kvar) is modelled",
+                    ));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The kvar it delivers with `kw` delivered, and the kW the kVA rating leaves (OpenDSS's
+    /// inverter with neither watt nor power-factor priority: vars first).
+    fn output(&self, kw: f64, kva: f64, idling: bool) -> (f64, f64) {
+        let limit = self.kvar_max.unwrap_or(kva);
+        let limit_neg = self.kvar_max_abs.unwrap_or(limit);
+        let sign = |x: f64| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        };
+        let mut kw = kw;
+        let kvar = match self.vars {
+            Vars::Pf(pf) if idling => {
+                let q = kw * (1.0 / (pf * pf) - 1.0).sqrt() * sign(pf);
+                if q > 0.0 && q.abs() > limit {
+                    limit
+                } else if q < 0.0 && q.abs() > limit_neg {
+                    limit_neg * sign(q)
+                } else {
+                    q
+                }
+            }
+            Vars::Pf(pf) if pf == 1.0 => 0.0,
+            Vars::Pf(pf) => {
+                let q = kw * (1.0 / (pf * pf) - 1.0).sqrt() * sign(pf);
+                if q.abs() > limit || q.abs() > limit_neg {
+                    let l = if q > 0.0 { limit } else { limit_neg };
+                    l * sign(kw) * sign(pf)
+                } else {
+                    q
+                }
+            }
+            Vars::Kvar(q) if idling => {
+                if q > 0.0 && q.abs() > limit {
+                    limit
+                } else if q < 0.0 && q.abs() > limit_neg {
+                    limit_neg * sign(q)
+                } else {
+                    q
+                }
+            }
+            Vars::Kvar(q) => {
+                if q > 0.0 && q.abs() >= limit {
+                    limit * sign(q)
+                } else if q < 0.0 && q.abs() >= limit_neg {
+                    limit_neg * sign(q)
+                } else {
+                    q
+                }
+            }
+        };
+        if kw.hypot(kvar) > kva {
+            kw = (kva * kva - kvar * kvar).max(0.0).sqrt() * sign(kw);
+        }
+        (kw, kvar)
+    }
+
+    /// The element as a load drawing `-kw` and `-kvar`.
+    fn into_load(
+        self,
+        o: &Object,
+        buses: &mut Buses,
+        (kw, kvar): (f64, f64),
+    ) -> Result<Load, ImportError> {
+        let class = &o.class;
+        let bus1 = self
+            .bus1
+            .ok_or_else(|| invalid(&o.at, format!("{class}.{} has no bus1", o.name)))?;
+        let nconds = match (self.connection, self.phases) {
+            (Connection::Delta, 3) => 3,
+            _ => self.phases + 1,
+        };
+        Ok(Load {
+            name: o.name.clone(),
+            terminal: buses.terminal(bus1, &bus1.value, nconds, self.phases)?,
+            phases: self.phases,
+            connection: self.connection,
+            model: LoadModel::Source,
+            kv: self.kv,
+            kw: -kw,
+            kvar: -kvar,
+            vmin_pu: self.vmin_pu,
+            vmax_pu: self.vmax_pu,
+            vlow_pu: 0.0,
+            pf_given: matches!(self.vars, Vars::Pf(_)),
+            shape: None,
+        })
+    }
+}
+
+const PVSYSTEM: &[&str] = &[
+    "phases",
+    "bus1",
+    "kv",
+    "irradiance",
+    "pmpp",
+    "%pmpp",
+    "temperature",
+    "pf",
+    "conn",
+    "kvar",
+    "kva",
+    "%cutin",
+    "%cutout",
+    "vminpu",
+    "vmaxpu",
+    "kvarmax",
+    "kvarmaxabs",
+    "model",
+    "enabled",
+];
+
+/// A PV system (OpenDSS's PVSystem, model 1, in a snapshot): the panels make irradiance ×
+/// Pmpp, capped at %Pmpp of it; the inverter is off below %cutout of its kVA, sets its vars by
+/// `pf` or `kvar` within `kvarmax`, and gives up watts to stay within its kVA. No efficiency or
+/// temperature curves: those are named errors.
+fn pvsystem(o: &Object, buses: &mut Buses) -> Result<Option<Load>, ImportError> {
+    let mut inv = Inverter::new(20.0);
+    let (mut irradiance, mut pmpp, mut pct_pmpp) = (1.0, 500.0, 100.0);
+    for (name, p) in named(o, PVSYSTEM)? {
+        if inv.take(&name, p)? {
+            continue;
+        }
+        match name.as_str() {
+            "irradiance" => irradiance = num(p)?,
+            "pmpp" => pmpp = num(p)?,
+            "%pmpp" => pct_pmpp = num(p)?,
+            // Without a power-temperature curve the temperature changes nothing.
+            "temperature" => {}
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, PVSYSTEM)),
+        }
+    }
+    let kva = inv.kva.unwrap_or(500.0);
+    let panel_kw = irradiance * pmpp;
+    let on = panel_kw >= inv.cut_out_pct * kva / 100.0;
+    let kw = if on {
+        panel_kw.min(pmpp * pct_pmpp / 100.0)
+    } else {
+        0.0
+    };
+    let out = inv.output(kw, kva, false);
+    Ok(Some(inv.into_load(o, buses, out)?))
+}
+
+const STORAGE: &[&str] = &[
+    "phases",
+    "bus1",
+    "kv",
+    "conn",
+    "kw",
+    "kvar",
+    "pf",
+    "kva",
+    "%kwrated",
+    "kwrated",
+    "kwhrated",
+    "kwhstored",
+    "%stored",
+    "%reserve",
+    "state",
+    "%discharge",
+    "%charge",
+    "%effcharge",
+    "%effdischarge",
+    "%idlingkw",
+    "%cutin",
+    "%cutout",
+    "vminpu",
+    "vmaxpu",
+    "kvarmax",
+    "kvarmaxabs",
+    "dispmode",
+    "model",
+    "enabled",
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum StorageState {
+    Charging,
+    Discharging,
+    Idling,
+}
+
+/// A battery (OpenDSS's Storage, model 1, in a snapshot): by its state it discharges
+/// %discharge of its kW rating, charges %charge of it, or idles drawing %idlingkW; it cannot
+/// charge when full nor discharge at its reserve (then it idles). `kw` sets the state and the
+/// rate. Its inverter then works as a PV system's. Dispatch modes that follow a shape, a price
+/// or a load are named errors.
+fn storage(o: &Object, buses: &mut Buses) -> Result<Option<Load>, ImportError> {
+    let mut inv = Inverter::new(0.0);
+    let mut state = StorageState::Idling;
+    let (mut kw_rated, mut pct_kw_rated, mut kwh_rated) = (25.0, 100.0, 50.0);
+    let (mut kwh_stored, mut pct_reserve) = (None::<f64>, 20.0);
+    let (mut pct_out, mut pct_in, mut pct_idling) = (100.0, 100.0, 1.0);
+    for (name, p) in named(o, STORAGE)? {
+        if inv.take(&name, p)? {
+            continue;
+        }
+        match name.as_str() {
+            "kw" => {
+                let kw = num(p)?;
+                if kw > 0.0 {
+                    state = StorageState::Discharging;
+                    pct_out = kw / kw_rated * 100.0;
+                } else if kw < 0.0 {
+                    state = StorageState::Charging;
+                    pct_in = -kw / kw_rated * 100.0;
+                } else {
+                    state = StorageState::Idling;
+                }
+            }
+            "kwrated" => kw_rated = positive(p, "kwrated")?,
+            "%kwrated" => pct_kw_rated = num(p)?,
+            "kwhrated" => {
+                kwh_rated = positive(p, "kwhrated")?;
+                // A new rating is fully charged.
+                kwh_stored = None;
+            }
+            "kwhstored" => kwh_stored = Some(num(p)?),
+            "%stored" => kwh_stored = Some(num(p)? / 100.0 * kwh_rated),
+            "%reserve" => pct_reserve = num(p)?,
+            "state" => {
+                state = match p.value.trim().to_ascii_lowercase().chars().next() {
+                    Some('c') => StorageState::Charging,
+                    Some('d') => StorageState::Discharging,
+                    Some('i') => StorageState::Idling,
+                    _ => {
+                        return Err(invalid(
+                            &p.at,
+                            format!(
+                                "`{}` is not a storage state (charging, discharging, idling)",
+                                p.value.trim()
+                            ),
+                        ))
+                    }
+                }
+            }
+            "%discharge" => pct_out = num(p)?,
+            "%charge" => pct_in = num(p)?,
+            "%idlingkw" => pct_idling = num(p)?,
+            // Efficiencies change what is stored, not what the terminal sees.
+            "%effcharge" | "%effdischarge" => {}
+            "dispmode" => {
+                let m = p.value.trim().to_ascii_lowercase();
+                if m != "default" && m != "external" {
+                    return Err(invalid(
+                        &p.at,
+                        format!("storage dispmode `{m}` is not modelled (default, external)"),
+                    ));
+                }
+            }
+            "enabled" => {
+                if !flag(p)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(unknown(o, &name, p, STORAGE)),
+        }
+    }
+    let kva = inv.kva.unwrap_or(kw_rated);
+    let stored = kwh_stored.unwrap_or(kwh_rated);
+    let reserve = kwh_rated * pct_reserve / 100.0;
+    let idling_kw = pct_idling * kw_rated / 100.0;
+    let mut kw = match state {
+        StorageState::Charging if stored < kwh_rated => -kw_rated * pct_in / 100.0,
+        StorageState::Discharging if stored > reserve => kw_rated * pct_out / 100.0,
+        _ => {
+            state = StorageState::Idling;
+            -idling_kw
+        }
+    };
+    if kw.abs() < inv.cut_out_pct * kva / 100.0 {
+        state = StorageState::Idling;
+        kw = -idling_kw;
+    } else {
+        let limit = kw_rated * pct_kw_rated / 100.0;
+        kw = match state {
+            StorageState::Discharging => kw.min(limit),
+            _ => kw.max(-limit),
+        };
+    }
+    let out = inv.output(kw, kva, state == StorageState::Idling);
+    Ok(Some(inv.into_load(o, buses, out)?))
 }
 
 const LOADSHAPE: &[&str] = &[
@@ -1678,6 +2053,8 @@ impl Circuit {
                 "capacitor" => c.capacitors.extend(capacitor(o, &mut buses, frequency_hz)?),
                 "load" => c.loads.extend(load(o, &mut buses, &shape_index)?),
                 "generator" => c.generators.extend(generator(o, &mut buses, &shape_index)?),
+                "pvsystem" => c.generators.extend(pvsystem(o, &mut buses)?),
+                "storage" => c.generators.extend(storage(o, &mut buses)?),
                 _ => {}
             }
         }
@@ -1712,6 +2089,48 @@ mod tests {
     }
 
     const HEAD: &str = "new circuit.c basekv=12.47\n";
+
+    /// PV systems and batteries: OpenDSS's defaults and states, and what is not modelled named.
+    #[test]
+    fn pv_systems_and_batteries_deliver_by_their_settings() {
+        let c = import(&format!(
+            "{HEAD}new pvsystem.p bus1=sourcebus\nnew storage.idle bus1=sourcebus\nnew storage.d bus1=sourcebus kwrated=100 kw=40 kva=41 kvar=20\nnew storage.reserve bus1=sourcebus kw=10 %stored=20\n"
+        ))
+        .unwrap();
+        let g = |n: &str| c.generators.iter().find(|g| g.name == n).unwrap();
+        // 500 kWp at full sun, unity power factor.
+        assert_eq!((g("p").kw, g("p").kvar), (-500.0, 0.0));
+        assert_eq!(g("p").model, LoadModel::Source);
+        // Full and idling: 1 % of 25 kW drawn.
+        assert!((g("idle").kw - 0.25).abs() < 1e-12);
+        // 40 kW and 20 kvar asked of 41 kVA: the vars stay, the watts give way.
+        let d = g("d");
+        assert!((d.kvar + 20.0).abs() < 1e-12);
+        assert!(
+            (d.kw + (41.0f64 * 41.0 - 400.0).sqrt()).abs() < 1e-9,
+            "{}",
+            d.kw
+        );
+        // At its reserve it cannot discharge: it idles.
+        assert!((g("reserve").kw - 0.25).abs() < 1e-12);
+        for (extra, why) in [
+            (
+                "new storage.x bus1=sourcebus dispmode=follow\n",
+                "dispmode `follow` is not modelled",
+            ),
+            (
+                "new storage.x bus1=sourcebus state=full\n",
+                "not a storage state",
+            ),
+            ("new pvsystem.x bus1=sourcebus model=2\n", "only model 1"),
+            ("new pvsystem.x bus1=sourcebus effcurve=eff\n", "`effcurve`"),
+            ("new pvsystem.x kva=10\n", "has no bus1"),
+            ("new storage.x bus1=sourcebus pf=1.2\n", "pf must be"),
+        ] {
+            let e = import(&format!("{HEAD}{extra}")).unwrap_err().to_string();
+            assert!(e.contains("case.dss:2") && e.contains(why), "{extra}: {e}");
+        }
+    }
 
     /// A capacitor control's mistakes are named too: what it measures, which bank, a type not
     /// modelled, a bank whose states leave a gap.

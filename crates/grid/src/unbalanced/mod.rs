@@ -243,6 +243,9 @@ pub enum LoadModel {
     ConstantPower,
     ConstantImpedance,
     ConstantCurrent,
+    /// Constant kW and kvar between `vmin_pu` and `vmax_pu`, and outside them the impedance
+    /// that draws it at the limit: OpenDSS's Generator, PVSystem and Storage model 1.
+    Source,
 }
 
 /// A load: its power at nominal voltage split evenly over its phases.
@@ -277,7 +280,7 @@ impl Load {
             },
             phases: 1,
             connection: Connection::Wye,
-            model: LoadModel::ConstantPower,
+            model: LoadModel::Source,
             kv: kv_ln,
             kw: -kw,
             kvar: 0.0,
@@ -353,7 +356,8 @@ pub struct Circuit {
     pub capacitors: Vec<Capacitor>,
     pub cap_controls: Vec<CapControl>,
     pub loads: Vec<Load>,
-    /// Generators, each drawing negative kW (and kvar where it absorbs none).
+    /// Generators, PV systems and storage, each drawing negative kW (and kvar where it
+    /// absorbs none): what they deliver as the script sets them.
     pub generators: Vec<Generator>,
     pub load_shapes: Vec<LoadShape>,
     /// The system's line-to-line voltage bases; the buses' come from them.

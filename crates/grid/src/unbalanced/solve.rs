@@ -580,6 +580,15 @@ impl LoadState {
                     (s / v).conj()
                 }
             }
+            LoadModel::Source => {
+                if vmag <= v95 {
+                    yeq / (load.vmin_pu * load.vmin_pu) * v
+                } else if vmag > v105 {
+                    yeq / (load.vmax_pu * load.vmax_pu) * v
+                } else {
+                    (s / v).conj()
+                }
+            }
             LoadModel::ConstantCurrent => {
                 if vmag <= vlow {
                     yeq * v

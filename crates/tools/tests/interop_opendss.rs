@@ -6,7 +6,8 @@
 //! holds only where both control loops left the regulator on the same tap), losses within 1e-6
 //! of each other.
 //!
-//! PV systems and storage (model 1) likewise, and capacitor controls: voltage, current and kvar controls with their delays, multi-step
+//! PV systems and storage (model 1) likewise, a regulator holding a remote bus, and capacitor
+//! controls: voltage, current and kvar controls with their delays, multi-step
 //! banks and the voltage override switch as OpenDSS's static control loop switches them, beside
 //! the regulator.
 //!
@@ -102,6 +103,34 @@ fn with_inverters(seed: u64, buses: usize, hz: u32) -> String {
     text.replace("set voltagebases", &format!("{ders}set voltagebases"))
 }
 
+/// A generated feeder whose regulator holds a far bus's phase instead of its own winding (the
+/// RegControl's `bus=`), on that bus's own PT.
+fn with_remote_regulation(seed: u64, buses: usize, hz: u32) -> String {
+    let text = generated_dss_feeder(seed, buses, hz);
+    let far = text
+        .lines()
+        .filter(|l| l.starts_with("new line.") && l.contains(" phases=3 "))
+        .filter_map(|l| {
+            l.split(" bus2=")
+                .nth(1)?
+                .split(['.', ' '])
+                .next()
+                .map(str::to_string)
+        })
+        .last()
+        .unwrap();
+    text.lines()
+        .map(|l| {
+            if l.starts_with("new regcontrol.reg ") {
+                format!("{l} bus={far}.2 remoteptratio=20.5")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
     let python = gridmesh_refdata::require_python();
@@ -127,6 +156,11 @@ fn unbalanced_power_flow_agrees_with_opendss_on_generated_feeders() {
     ] {
         let path = scratch.path().join(format!("capctl{seed}.dss"));
         std::fs::write(&path, with_capacitor_controls(seed, buses, hz, on_v)).unwrap();
+        files.push(path);
+    }
+    for (seed, buses, hz) in [(10u64, 100usize, 60u32), (11, 220, 60)] {
+        let path = scratch.path().join(format!("remote{seed}.dss"));
+        std::fs::write(&path, with_remote_regulation(seed, buses, hz)).unwrap();
         files.push(path);
     }
     for (seed, buses, hz) in [(8u64, 90usize, 60u32), (9, 250, 50)] {

@@ -760,10 +760,16 @@ const REGCONTROL: &[&str] = &[
     "maxtapchange",
     "delay",
     "tapdelay",
+    "bus",
+    "remoteptratio",
     "enabled",
 ];
 
-fn regcontrol(o: &Object, transformers: &[Transformer]) -> Result<Option<Regulator>, ImportError> {
+fn regcontrol(
+    o: &Object,
+    transformers: &[Transformer],
+    buses: &Buses,
+) -> Result<Option<Regulator>, ImportError> {
     let mut r = Regulator {
         name: o.name.clone(),
         transformer: usize::MAX,
@@ -779,6 +785,8 @@ fn regcontrol(o: &Object, transformers: &[Transformer]) -> Result<Option<Regulat
         max_tap_change: 16,
         delay_s: 15.0,
         enabled: true,
+        regulated_node: None,
+        remote_pt_ratio: 60.0,
     };
     for (name, p) in named(o, REGCONTROL)? {
         match name.as_str() {
@@ -797,7 +805,29 @@ fn regcontrol(o: &Object, transformers: &[Transformer]) -> Result<Option<Regulat
             "tapwinding" => r.tap_winding = count(p, 3)? - 1,
             "vreg" => r.vreg_v = positive(p, "vreg")?,
             "band" => r.band_v = positive(p, "band")?,
-            "ptratio" => r.pt_ratio = positive(p, "ptratio")?,
+            "ptratio" => {
+                r.pt_ratio = positive(p, "ptratio")?;
+                r.remote_pt_ratio = r.pt_ratio;
+            }
+            "remoteptratio" => r.remote_pt_ratio = positive(p, "remoteptratio")?,
+            "bus" => {
+                let spec = p.value.trim().to_ascii_lowercase();
+                let (name, node) = match spec.split_once('.') {
+                    Some((b, n)) => {
+                        let n: u8 = n.split('.').next().unwrap_or("1").parse().map_err(|_| {
+                            invalid(&p.at, format!("`{spec}`: `{n}` is not a node number"))
+                        })?;
+                        (b.to_string(), n)
+                    }
+                    None => (spec.clone(), 1),
+                };
+                let bus = buses
+                    .index
+                    .get(&name)
+                    .copied()
+                    .ok_or_else(|| invalid(&p.at, format!("bus `{name}` is not defined")))?;
+                r.regulated_node = Some((bus, node));
+            }
             "ctprim" => r.ct_primary_a = positive(p, "ctprim")?,
             "r" => r.r_ldc_v = num(p)?,
             "x" => r.x_ldc_v = num(p)?,
@@ -836,6 +866,19 @@ fn regcontrol(o: &Object, transformers: &[Transformer]) -> Result<Option<Regulat
         if k > t.phases {
             r.pt_phase = PtPhase::Phase(1);
         }
+    }
+    if r.regulated_node.is_some() {
+        if t.windings[r.winding].connection == Connection::Delta {
+            return Err(invalid(
+                &o.at,
+                format!(
+                    "regcontrol.{}: a remote regulated bus with a delta winding is not modelled",
+                    o.name
+                ),
+            ));
+        }
+        // One node is measured.
+        r.pt_phase = PtPhase::Phase(1);
     }
     Ok(r.enabled.then_some(r))
 }
@@ -2059,7 +2102,7 @@ impl Circuit {
             }
         }
         for o in script.of_class("regcontrol") {
-            c.regulators.extend(regcontrol(o, &c.transformers)?);
+            c.regulators.extend(regcontrol(o, &c.transformers, &buses)?);
         }
         for o in script.of_class("capcontrol") {
             if let Some(cc) = capcontrol(o, &c)? {
@@ -2089,6 +2132,28 @@ mod tests {
     }
 
     const HEAD: &str = "new circuit.c basekv=12.47\n";
+
+    /// A regulator holding a remote bus: the bus and node named, and an unknown bus refused.
+    #[test]
+    fn a_regulator_may_hold_a_remote_bus() {
+        let base = "new transformer.t phases=3 windings=2 buses=[sourcebus b] conns=[wye wye] kvs=[12.47 12.47] kvas=[5000 5000]\nnew line.l bus1=b bus2=far r1=0.1 x1=0.2\n";
+        let c = import(&format!(
+            "{HEAD}{base}new regcontrol.r transformer=t winding=2 ptratio=60 bus=far.3\n"
+        ))
+        .unwrap();
+        let r = &c.regulators[0];
+        assert_eq!(r.regulated_node, Some((c.bus("far").unwrap(), 3)));
+        assert_eq!(r.remote_pt_ratio, 60.0, "the PT ratio unless told");
+        let e = import(&format!(
+            "{HEAD}{base}new regcontrol.r transformer=t winding=2 bus=nowhere.1\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("case.dss:4") && e.contains("bus `nowhere`"),
+            "{e}"
+        );
+    }
 
     /// PV systems and batteries: OpenDSS's defaults and states, and what is not modelled named.
     #[test]

@@ -161,6 +161,10 @@ pub struct Regulator {
     pub max_tap_change: u32,
     pub delay_s: f64,
     pub enabled: bool,
+    /// A remote bus's node regulated instead of the winding (OpenDSS's `bus=`; no line-drop
+    /// compensation then), and the PT ratio there.
+    pub regulated_node: Option<(usize, u8)>,
+    pub remote_pt_ratio: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1039,7 +1039,11 @@ impl<'c> System<'c> {
                 }
             };
             let mut vcontrol = coil[phase] / r.pt_ratio;
-            if r.r_ldc_v != 0.0 || r.x_ldc_v != 0.0 {
+            if let Some((bus, node)) = r.regulated_node {
+                // The remote node against ground, on its own PT; no line-drop compensation.
+                let at = self.index.get(&(bus, node)).map_or(c64::ZERO, |&k| v[k]);
+                vcontrol = at / r.remote_pt_ratio;
+            } else if r.r_ldc_v != 0.0 || r.x_ldc_v != 0.0 {
                 let currents = prim.currents(v);
                 let i = currents[(t.phases + 1) * r.winding + phase] / r.ct_primary_a;
                 vcontrol += c64::new(r.r_ldc_v, r.x_ldc_v) * i;

@@ -45,7 +45,7 @@ pub struct SlotFlow<'f> {
 
 enum Kind<'f> {
     Balanced {
-        radial: RadialFeeder,
+        radial: Box<RadialFeeder>,
         /// The slot's loads.
         loaded: Network,
         /// The forecast the envelopes are made around.
@@ -65,7 +65,9 @@ impl<'f> SlotFlow<'f> {
     pub fn new(feeder: &'f Feeder, band_pu: (f64, f64)) -> Result<SlotFlow<'f>, SimError> {
         let kind = match &feeder.grid {
             Grid::Balanced(net) => Kind::Balanced {
-                radial: RadialFeeder::new(net).map_err(|e| SimError::Feeder(e.to_string()))?,
+                radial: Box::new(
+                    RadialFeeder::new(net).map_err(|e| SimError::Feeder(e.to_string()))?,
+                ),
                 loaded: net.clone(),
                 forecast: net.clone(),
             },

@@ -117,7 +117,7 @@ fn with_remote_regulation(seed: u64, buses: usize, hz: u32) -> String {
                 .next()
                 .map(str::to_string)
         })
-        .last()
+        .next_back()
         .unwrap();
     text.lines()
         .map(|l| {

@@ -1407,7 +1407,7 @@ impl<'a> Inverter<'a> {
                     q
                 }
             }
-            Vars::Pf(pf) if pf == 1.0 => 0.0,
+            Vars::Pf(1.0) => 0.0,
             Vars::Pf(pf) => {
                 let q = kw * (1.0 / (pf * pf) - 1.0).sqrt() * sign(pf);
                 if q.abs() > limit || q.abs() > limit_neg {

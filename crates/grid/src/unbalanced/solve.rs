@@ -232,6 +232,9 @@ struct RegState {
     due_s: f64,
 }
 
+/// Whether a measure is past a setting.
+type Threshold = fn(f64, f64) -> bool;
+
 /// A capacitor control between samples: OpenDSS's armed action on the control queue.
 #[derive(Clone, Copy, Debug)]
 struct CapState {
@@ -1187,36 +1190,35 @@ impl<'c> System<'c> {
             }
             if !should {
                 // (measure, switch in when, switch out when)
-                let (x, close_when, open_when): (f64, fn(f64, f64) -> bool, fn(f64, f64) -> bool) =
-                    match cc.kind {
-                        CapControlKind::Voltage => {
-                            (control_voltage(), |x, on| x < on, |x, off| x > off)
-                        }
-                        CapControlKind::Current => {
-                            let mut i = Vec::with_capacity(phases);
-                            prim.each_current(v, |c, cur| {
-                                if (offset..offset + phases).contains(&c) {
-                                    i.push(cur.norm());
-                                }
-                            });
-                            let im = match cc.ct_phase {
-                                PhaseChoice::Average => i.iter().sum::<f64>() / phases as f64,
-                                PhaseChoice::Max => i.iter().copied().fold(0.0, f64::max),
-                                PhaseChoice::Min => i.iter().copied().fold(f64::INFINITY, f64::min),
-                                PhaseChoice::Phase(p) => i[p - 1],
-                            };
-                            (im / cc.ct_ratio, |x, on| x > on, |x, off| x < off)
-                        }
-                        CapControlKind::Kvar => {
-                            let mut q = 0.0;
-                            prim.each_current(v, |c, cur| {
-                                if (offset..offset + conductors).contains(&c) {
-                                    q += (terminal_v(c - offset) * cur.conj()).im;
-                                }
-                            });
-                            (q / 1000.0, |x, on| x > on, |x, off| x < off)
-                        }
-                    };
+                let (x, close_when, open_when): (f64, Threshold, Threshold) = match cc.kind {
+                    CapControlKind::Voltage => {
+                        (control_voltage(), |x, on| x < on, |x, off| x > off)
+                    }
+                    CapControlKind::Current => {
+                        let mut i = Vec::with_capacity(phases);
+                        prim.each_current(v, |c, cur| {
+                            if (offset..offset + phases).contains(&c) {
+                                i.push(cur.norm());
+                            }
+                        });
+                        let im = match cc.ct_phase {
+                            PhaseChoice::Average => i.iter().sum::<f64>() / phases as f64,
+                            PhaseChoice::Max => i.iter().copied().fold(0.0, f64::max),
+                            PhaseChoice::Min => i.iter().copied().fold(f64::INFINITY, f64::min),
+                            PhaseChoice::Phase(p) => i[p - 1],
+                        };
+                        (im / cc.ct_ratio, |x, on| x > on, |x, off| x < off)
+                    }
+                    CapControlKind::Kvar => {
+                        let mut q = 0.0;
+                        prim.each_current(v, |c, cur| {
+                            if (offset..offset + conductors).contains(&c) {
+                                q += (terminal_v(c - offset) * cur.conj()).im;
+                            }
+                        });
+                        (q / 1000.0, |x, on| x > on, |x, off| x < off)
+                    }
+                };
                 if !closed {
                     if close_when(x, cc.on) {
                         (pending, should) = (Some(true), true);

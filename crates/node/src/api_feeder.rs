@@ -449,16 +449,24 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
                     PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root_area.present().map_err(|x| e(&x))?;
     }
     Ok(svg)
+}
+
+/// The chart's series labels in a box at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|x| x.to_string())
 }
 
 /// Phase colours (Okabe-Ito): a, b, c.
@@ -592,13 +600,7 @@ fn profile(s: &Snapshot) -> Result<String, String> {
                     PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root_area.present().map_err(|x| e(&x))?;
     }
     Ok(svg)

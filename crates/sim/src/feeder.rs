@@ -249,11 +249,7 @@ fn from_matpower(
         home_site: home_bus,
         home_area,
         transformers,
-        transformer_kw: if transformer_kw > 0.0 {
-            transformer_kw
-        } else {
-            f64::INFINITY
-        },
+        transformer_kw: rated_or_unlimited(transformer_kw),
     })
 }
 
@@ -330,12 +326,17 @@ fn from_dss(
         home_site,
         home_area,
         transformers,
-        transformer_kw: if transformer_kw > 0.0 {
-            transformer_kw
-        } else {
-            f64::INFINITY
-        },
+        transformer_kw: rated_or_unlimited(transformer_kw),
     })
+}
+
+/// A rating, or none (infinite) where the feeder rates nothing.
+fn rated_or_unlimited(kw: f64) -> f64 {
+    if kw > 0.0 {
+        kw
+    } else {
+        f64::INFINITY
+    }
 }
 
 #[cfg(test)]

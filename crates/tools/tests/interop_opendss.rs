@@ -16,6 +16,27 @@
 use gridmesh_grid::unbalanced::{Circuit, SolveOptions};
 use gridmesh_tools::bench_feeder::generated_dss_feeder;
 
+/// The `bus2` of every line of `phases` phases in a generated feeder, in order, as written
+/// (with its nodes).
+fn line_ends(text: &str, phases: usize) -> Vec<String> {
+    let tag = format!(" phases={phases} ");
+    text.lines()
+        .filter(|l| l.starts_with("new line.") && l.contains(&tag))
+        .filter_map(|l| {
+            l.split(" bus2=")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// A bus name without its nodes.
+fn bus_name(spec: &str) -> String {
+    spec.split('.').next().unwrap_or(spec).to_string()
+}
+
 /// A generated feeder with capacitor banks under control: at the far end of three of its
 /// three-phase laterals, a three-step bank all out under voltage control (it should close steps
 /// until the voltage is up or the steps run out), a bank out under current control on the first
@@ -23,17 +44,7 @@ use gridmesh_tools::bench_feeder::generated_dss_feeder;
 /// delay; the last with the voltage override.
 fn with_capacitor_controls(seed: u64, buses: usize, hz: u32, on_v: f64) -> String {
     let text = generated_dss_feeder(seed, buses, hz);
-    let three: Vec<String> = text
-        .lines()
-        .filter(|l| l.starts_with("new line.") && l.contains(" phases=3 "))
-        .filter_map(|l| {
-            l.split(" bus2=")
-                .nth(1)?
-                .split(['.', ' '])
-                .next()
-                .map(str::to_string)
-        })
-        .collect();
+    let three: Vec<String> = line_ends(&text, 3).iter().map(|b| bus_name(b)).collect();
     let far = |k: usize| three[three.len() - 1 - k * three.len() / 4].clone();
     let first_line = text
         .lines()
@@ -63,19 +74,7 @@ fn with_capacitor_controls(seed: u64, buses: usize, hz: u32, on_v: f64) -> Strin
 /// told to charge when full (it idles).
 fn with_inverters(seed: u64, buses: usize, hz: u32) -> String {
     let text = generated_dss_feeder(seed, buses, hz);
-    let bus2 = |phases: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| l.starts_with("new line.") && l.contains(phases))
-            .filter_map(|l| {
-                l.split(" bus2=")
-                    .nth(1)?
-                    .split(' ')
-                    .next()
-                    .map(str::to_string)
-            })
-            .collect()
-    };
-    let (three, one) = (bus2(" phases=3 "), bus2(" phases=1 "));
+    let (three, one) = (line_ends(&text, 3), line_ends(&text, 1));
     let t = |k: usize| {
         three[three.len() - 1 - k]
             .split('.')
@@ -107,18 +106,7 @@ fn with_inverters(seed: u64, buses: usize, hz: u32) -> String {
 /// RegControl's `bus=`), on that bus's own PT.
 fn with_remote_regulation(seed: u64, buses: usize, hz: u32) -> String {
     let text = generated_dss_feeder(seed, buses, hz);
-    let far = text
-        .lines()
-        .filter(|l| l.starts_with("new line.") && l.contains(" phases=3 "))
-        .filter_map(|l| {
-            l.split(" bus2=")
-                .nth(1)?
-                .split(['.', ' '])
-                .next()
-                .map(str::to_string)
-        })
-        .next_back()
-        .unwrap();
+    let far = bus_name(line_ends(&text, 3).last().unwrap());
     text.lines()
         .map(|l| {
             if l.starts_with("new regcontrol.reg ") {

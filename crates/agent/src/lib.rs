@@ -12,6 +12,8 @@
 //! - [`schedule`]: a home's least-cost schedule of battery, EV and deferrable loads (a linear
 //!   program; binaries only where the relaxation would import and export at once), with
 //!   infeasible requests explained and a safe fallback.
+//! - [`thermal`]: heat pumps as thermal storage: a building or a hot-water tank as a first-order
+//!   RC model, the COP by outdoor temperature, the comfort band and the thermostat.
 //! - [`strategy`]: bidding strategies (zero intelligence, gsy-e's linear ramp, the optimising
 //!   agent bidding its schedule at its marginal values) and the ledger's integer orders.
 //! - [`community`]: a coordinator that keeps the transformer within its limit by allocating
@@ -31,6 +33,7 @@ pub mod lp;
 pub mod schedule;
 pub mod strategy;
 pub mod study;
+pub mod thermal;
 
 /// Quarter hours in a day.
 pub const SLOTS_PER_DAY: usize = 96;

@@ -21,6 +21,7 @@
 //! deferrable loads at the start of their windows.
 
 use crate::lp::{Lp, Sense};
+use crate::thermal::ThermalStore;
 use good_lp::ResolutionError;
 use serde::Serialize;
 
@@ -78,6 +79,9 @@ pub struct HomeProblem {
     pub battery: Option<Battery>,
     pub ev: Option<Ev>,
     pub deferrable: Vec<Deferrable>,
+    /// Heat pumps with the stores they heat (a building, a hot-water tank): heating moves in
+    /// time within each store's comfort band.
+    pub thermal: Vec<ThermalStore>,
     /// A flexibility event the home is paid for: reduction of its import below its baseline.
     pub flex: Option<FlexReward>,
 }
@@ -135,6 +139,10 @@ pub struct Schedule {
     pub ev_kw: Vec<f64>,
     pub deferrable_kw: Vec<Vec<f64>>,
     pub curtail_kw: Vec<f64>,
+    /// Per thermal store: its heat pump's power (kW) and the temperature at each slot's end
+    /// (°C).
+    pub heat_kw: Vec<Vec<f64>>,
+    pub temperature_c: Vec<Vec<f64>>,
     /// Energy cost (tokens), without the tie-breaking terms.
     pub cost: f64,
     /// The program's objective (cost plus the tie-breaking terms).
@@ -154,6 +162,8 @@ struct Columns {
     ev: Vec<usize>,
     curt: Vec<usize>,
     runs: Vec<Vec<usize>>,
+    heat: Vec<Vec<usize>>,
+    temp: Vec<Vec<usize>>,
 }
 
 /// The outcome: the optimal schedule, or why not and the safe plan used instead.
@@ -201,6 +211,9 @@ impl HomeProblem {
             || self.load_kw.iter().chain(&self.pv_kw).any(|v| *v < 0.0)
         {
             return bad("loads and PV must be finite and non-negative, prices finite");
+        }
+        if let Some(why) = self.thermal.iter().find_map(|h| h.malformed(n)) {
+            return bad(&why);
         }
         if let Some(b) = &self.battery {
             let eff = |e: f64| e > 0.0 && e <= 1.0;
@@ -273,6 +286,7 @@ impl HomeProblem {
         if self.battery.is_none()
             && self.ev.is_none()
             && self.deferrable.is_empty()
+            && self.thermal.is_empty()
             && self.flex.is_none()
         {
             return Plan::Optimal(self.nothing_to_schedule());
@@ -404,6 +418,21 @@ impl HomeProblem {
                 .collect();
             c.runs.push(run);
         }
+        for (k, h) in self.thermal.iter().enumerate() {
+            let bounds = h.bounds();
+            c.heat.push(
+                (0..n)
+                    .map(|t| lp.var(format!("hp{k}_{t}"), 0.0, h.max_power_kw))
+                    .collect(),
+            );
+            c.temp.push(
+                bounds
+                    .iter()
+                    .enumerate()
+                    .map(|(t, (lo, hi))| lp.var(format!("temp{k}_{t}"), *lo, *hi))
+                    .collect(),
+            );
+        }
         for t in 0..n {
             let early = EPS_EARLY * t as f64 * DT_H;
             lp.objective[c.imp[t]] = DT_H * self.import_price[t];
@@ -424,7 +453,23 @@ impl HomeProblem {
                 (c.ev[t], -1.0),
             ];
             row.extend(c.runs.iter().map(|r| (r[t], -1.0)));
+            row.extend(c.heat.iter().map(|h| (h[t], -1.0)));
             lp.row(row, Sense::Eq, self.load_kw[t] - self.pv_kw[t]);
+            for (k, h) in self.thermal.iter().enumerate() {
+                // T_t − a·T_{t−1} − (1 − a)·COP_t/UA·P_t = (1 − a)·(T_amb,t − D_t/UA)
+                let a = h.decay();
+                let mut row = vec![
+                    (c.temp[k][t], 1.0),
+                    (c.heat[k][t], -(1.0 - a) * h.cop[t] / h.ua_kw_per_k),
+                ];
+                let mut rhs = (1.0 - a) * (h.ambient_c[t] - h.demand_kw[t] / h.ua_kw_per_k);
+                if t == 0 {
+                    rhs += a * h.initial_c;
+                } else {
+                    row.push((c.temp[k][t - 1], -a));
+                }
+                lp.row(row, Sense::Eq, rhs);
+            }
             if let Some(b) = &self.battery {
                 // soc_t − soc_{t−1} − Δt·η_c·ch + Δt/η_d·dis = 0 (soc_{−1} = initial)
                 let mut row = vec![
@@ -506,6 +551,12 @@ impl HomeProblem {
             ev_kw: v(&c.ev),
             deferrable_kw: c.runs.iter().map(|r| v(r)).collect(),
             curtail_kw: v(&c.curt),
+            heat_kw: c.heat.iter().map(|r| v(r)).collect(),
+            temperature_c: c
+                .temp
+                .iter()
+                .map(|r| r.iter().map(|i| x[*i]).collect())
+                .collect(),
             cost: 0.0,
             objective: lp.value(&x),
             milp: !binary.is_empty(),
@@ -525,7 +576,8 @@ impl HomeProblem {
     }
 
     /// Battery idle, EV at full power from plug-in until charged, deferrable loads at the start
-    /// of their windows; the grid takes the rest (limits ignored: this is the plan of last resort).
+    /// of their windows, heat pumps on their thermostats; the grid takes the rest (limits
+    /// ignored: this is the plan of last resort).
     pub fn safe_plan(&self) -> Schedule {
         let n = self.slots();
         let mut s = Schedule {
@@ -556,10 +608,16 @@ impl HomeProblem {
                 left -= p * DT_H;
             }
         }
+        for h in &self.thermal {
+            let (p, temps) = h.thermostat();
+            s.heat_kw.push(p);
+            s.temperature_c.push(temps);
+        }
         for t in 0..n {
             let net = self.load_kw[t] - self.pv_kw[t]
                 + s.ev_kw[t]
-                + s.deferrable_kw.iter().map(|r| r[t]).sum::<f64>();
+                + s.deferrable_kw.iter().map(|r| r[t]).sum::<f64>()
+                + s.heat_kw.iter().map(|r| r[t]).sum::<f64>();
             s.import_kw.push(net.max(0.0));
             s.export_kw.push((-net).max(0.0));
         }
@@ -688,6 +746,43 @@ pub fn example_home(seed: u64) -> HomeProblem {
             earliest: 28,
             latest: 88,
         }],
+        thermal: if seed % 3 == 0 {
+            // A heat-pump home on a cold day: the house and its hot-water tank.
+            let outdoor: Vec<f64> = (0..n)
+                .map(|t| -4.0 + 6.0 * (std::f64::consts::PI * (t as f64 - 30.0) / 48.0).sin())
+                .collect();
+            let draw: Vec<f64> = (0..n)
+                .map(|t| {
+                    if (28..32).contains(&t) || (76..80).contains(&t) {
+                        6.0
+                    } else {
+                        0.1
+                    }
+                })
+                .collect();
+            vec![
+                ThermalStore::building(
+                    120.0 + 60.0 * rnd(),
+                    crate::thermal::Insulation::Average,
+                    5.0,
+                    &outdoor,
+                    (20.0, 23.0),
+                    21.0,
+                ),
+                ThermalStore::hot_water_tank(
+                    200.0,
+                    0.002,
+                    18.0,
+                    2.0,
+                    &outdoor,
+                    &draw,
+                    (45.0, 60.0),
+                    52.0,
+                ),
+            ]
+        } else {
+            vec![]
+        },
     }
 }
 
@@ -741,7 +836,59 @@ mod tests {
                 earliest: 30,
                 latest: 90,
             }],
+            thermal: vec![],
         }
+    }
+
+    /// A heat pump moves heating into the cheap night within the comfort band: the house is
+    /// warmed ahead of the expensive evening and coasts through it, never outside 20-23 °C; the
+    /// temperatures the plan reports are the RC model's own for its powers; it costs less than
+    /// the thermostat for the same comfort.
+    #[test]
+    fn a_heat_pump_preheats_in_the_cheap_hours_within_the_comfort_band() {
+        let mut p = evening_home();
+        p.battery = None;
+        p.ev = None;
+        p.deferrable.clear();
+        p.pv_kw = vec![0.0; 96];
+        let outdoor = vec![0.0; 96];
+        p.thermal = vec![ThermalStore::building(
+            150.0,
+            crate::thermal::Insulation::Average,
+            5.0,
+            &outdoor,
+            (20.0, 23.0),
+            20.5,
+        )];
+        let Plan::Optimal(s) = p.plan() else {
+            panic!("a feasible heat-pump home")
+        };
+        let h = &p.thermal[0];
+        let mut temp = h.initial_c;
+        for t in 0..96 {
+            temp = h.next(t, temp, s.heat_kw[0][t]);
+            assert!((temp - s.temperature_c[0][t]).abs() < 1e-6, "slot {t}");
+            assert!(
+                (20.0 - 1e-6..=23.0 + 1e-6).contains(&temp),
+                "slot {t}: {temp} °C"
+            );
+        }
+        // Peak (slots 68-84) costs twice the rest: heat before it, coast through it.
+        let peak: f64 = s.heat_kw[0][68..84].iter().sum();
+        let before: f64 = s.heat_kw[0][56..68].iter().sum();
+        assert!(peak < 0.2 * before, "peak {peak} kW·slots, before {before}");
+        assert!(
+            s.temperature_c[0][67] > 22.0,
+            "warmed up ahead: {}",
+            s.temperature_c[0][67]
+        );
+        let thermostat = p.safe_plan();
+        assert!(
+            s.cost < thermostat.cost - 0.1,
+            "{} against the thermostat's {}",
+            s.cost,
+            thermostat.cost
+        );
     }
 
     #[test]
@@ -751,6 +898,7 @@ mod tests {
             p.battery = None;
             p.ev = None;
             p.deferrable.clear();
+            p.thermal.clear();
             if seed % 3 == 0 {
                 p.export_limit_kw = 1.0;
             }

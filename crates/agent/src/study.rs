@@ -857,6 +857,7 @@ pub fn problem(
         }),
         ev,
         deferrable: Vec::new(),
+        thermal: Vec::new(),
         flex: None,
     }
 }

@@ -1019,6 +1019,7 @@ fn plan_slot(
         }),
         ev,
         deferrable: deferrable(&spec, &mut home, slot, horizon),
+        thermal: Vec::new(),
         flex: None,
     };
     // A request to reduce draw in the horizon: answered from the schedule (import below the

@@ -32,6 +32,7 @@ use crate::forecast::{home_forecast, Context, Forecaster, Persistence};
 use crate::schedule::{Battery, Ev, HomeProblem, Plan, Schedule, DT_H};
 use crate::strategy::{LinearRamp, ZeroIntelligence};
 use crate::strategy::{MarketView, Optimising, OrderIntent, Position, Side, Strategy};
+use crate::thermal::Heating;
 use crate::SLOTS_PER_DAY;
 use gridmesh_market as market;
 use rand::{Rng, SeedableRng};
@@ -213,13 +214,24 @@ pub struct Home {
     pub sessions: Vec<Session>,
     pub import_limit_kw: f64,
     pub export_limit_kw: f64,
+    /// Space heating by heat pump (not in `load_kw`): planned within its comfort band.
+    pub heating: Option<Heating>,
 }
 
-/// The community's homes and the PV production of one kWp (actual and clear sky).
+/// The community's homes, the PV production of one kWp (actual and clear sky) and the outdoor
+/// temperature per slot (°C; empty where no home heats by heat pump).
 pub struct Community {
     pub homes: Vec<Home>,
     pub pv_per_kwp: Vec<f64>,
     pub clear_sky_per_kwp: Vec<f64>,
+    pub outdoor_c: Vec<f64>,
+}
+
+impl Community {
+    /// The outdoor temperature in slot `t` (10 °C where none is known: no heating needed).
+    pub fn outdoor_at(&self, t: usize) -> f64 {
+        self.outdoor_c.get(t).copied().unwrap_or(10.0)
+    }
 }
 
 /// Draws the community (seeded): who has what, loads, EV habits.
@@ -270,6 +282,7 @@ pub fn community(cfg: &StudyConfig, weather: &[WeatherHour], profile: &BdewProfi
                 sessions,
                 import_limit_kw: 30.0,
                 export_limit_kw: 10.0,
+                heating: None,
             }
         })
         .collect();
@@ -277,6 +290,7 @@ pub fn community(cfg: &StudyConfig, weather: &[WeatherHour], profile: &BdewProfi
         homes,
         pv_per_kwp,
         clear_sky_per_kwp,
+        outdoor_c: Vec::new(),
     }
 }
 
@@ -381,6 +395,8 @@ pub struct DeviceState {
     pub session: Option<usize>,
     /// Energy the battery has discharged, kWh (for cycle counts).
     pub discharged_kwh: f64,
+    /// Indoor temperature of a heat-pump home, °C.
+    pub indoor_c: f64,
 }
 
 /// What a home's devices did in one slot, kW (15-minute means).
@@ -393,6 +409,8 @@ pub struct Dispatch {
     pub battery_kw: f64,
     /// PV curtailed at the export limit.
     pub curtailed_kw: f64,
+    /// The heat pump's power, kW.
+    pub heat_kw: f64,
 }
 
 impl DeviceState {
@@ -403,7 +421,41 @@ impl DeviceState {
             ev_remaining_kwh: 0.0,
             session: None,
             discharged_kwh: 0.0,
+            // Mid-band at the start.
+            indoor_c: h
+                .heating
+                .as_ref()
+                .map_or(20.0, |x| (x.band_c.0 + x.band_c.1) / 2.0),
         }
+    }
+
+    /// The heat pump over one slot at `outdoor_c`: the plan's power (step `k` of `planned`),
+    /// raised where the forecast erred to what keeps the band's lower edge, or the thermostat
+    /// without a plan; `off` keeps it off (an outage). Returns its power.
+    pub fn heat(
+        &mut self,
+        h: &Home,
+        planned: Option<(&Schedule, usize)>,
+        outdoor_c: f64,
+        off: bool,
+    ) -> f64 {
+        let Some(heating) = &h.heating else {
+            return 0.0;
+        };
+        let store = heating.store(&[outdoor_c], self.indoor_c);
+        let hold = store.power_to_reach(0, self.indoor_c, heating.band_c.0);
+        let p = if off {
+            0.0
+        } else {
+            match planned {
+                Some((plan, k)) if !plan.heat_kw.is_empty() => plan.heat_kw[0][k]
+                    .clamp(0.0, heating.max_power_kw)
+                    .max(hold),
+                _ => hold,
+            }
+        };
+        self.indoor_c = store.next(0, self.indoor_c, p);
+        p
     }
 
     /// Departures and plug-ins at the start of slot `t`: returns whether the car arrived, and the
@@ -438,7 +490,11 @@ impl DeviceState {
         planned: Option<(&Schedule, usize)>,
         load_kw: f64,
         pv_kw: f64,
+        outdoor_c: f64,
     ) -> Dispatch {
+        let heat_kw = self.heat(h, planned, outdoor_c, false);
+        // The heat pump is part of what the battery and the grid see.
+        let load_kw = load_kw + heat_kw;
         let want_ev = planned.map_or(h.ev_power_kw, |(p, k)| p.ev_kw[k]);
         let ev_kw = if self.session.is_some() {
             want_ev.clamp(0.0, h.ev_power_kw.min(self.ev_remaining_kwh / DT_H))
@@ -472,6 +528,7 @@ impl DeviceState {
             ev_kw,
             battery_kw,
             curtailed_kw: net_kw - raw,
+            heat_kw,
         }
     }
 
@@ -598,7 +655,7 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
                 let k = t - origin;
                 (kind == AgentKind::Optimising && k < p.import_kw.len()).then_some((p, k))
             });
-            let d = s.dev.step(h, planned, load, pv);
+            let d = s.dev.step(h, planned, load, pv, c.outdoor_at(t));
             let (net, ev_kw) = (d.net_kw, d.ev_kw);
             net_kw[i] = net;
             s.used_kwh += (load + ev_kw) * DT_H;
@@ -857,7 +914,15 @@ pub fn problem(
         }),
         ev,
         deferrable: Vec::new(),
-        thermal: Vec::new(),
+        // Its heating, over the weather's temperatures (the home's forecast of them).
+        thermal: h
+            .heating
+            .iter()
+            .map(|x| {
+                let outdoor: Vec<f64> = (t..t + hz).map(|u| c.outdoor_at(u)).collect();
+                x.store(&outdoor, s.indoor_c)
+            })
+            .collect(),
         flex: None,
     }
 }

@@ -65,6 +65,35 @@ pub fn hot_water_cop(t_c: f64) -> f64 {
     (2.6 + 0.05 * (t_c - 7.0)).clamp(1.5, 4.0)
 }
 
+/// A home's space heating by heat pump: the building and the owner's comfort band.
+#[derive(Clone, Debug, Serialize)]
+pub struct Heating {
+    pub floor_m2: f64,
+    pub insulation: Insulation,
+    /// The heat pump's electrical rating, kW.
+    pub max_power_kw: f64,
+    /// The owner's comfort band, °C.
+    pub band_c: (f64, f64),
+    /// Heat from people, appliances and the sun, kW.
+    pub gains_kw: f64,
+}
+
+impl Heating {
+    /// The building over the outdoor temperatures `outdoor_c`, from `indoor_c`.
+    pub fn store(&self, outdoor_c: &[f64], indoor_c: f64) -> ThermalStore {
+        let mut s = ThermalStore::building(
+            self.floor_m2,
+            self.insulation,
+            self.max_power_kw,
+            outdoor_c,
+            self.band_c,
+            indoor_c,
+        );
+        s.demand_kw = vec![-self.gains_kw; outdoor_c.len()];
+        s
+    }
+}
+
 /// A thermal store a heat pump heats, over the slots of a home's problem.
 #[derive(Clone, Debug, Serialize)]
 pub struct ThermalStore {

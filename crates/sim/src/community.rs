@@ -22,7 +22,7 @@ pub const TAIL_SLOTS: usize = 2 * SLOTS_PER_DAY;
 
 /// The homes and the community-wide series.
 pub struct Community {
-    /// Homes as the agents' study code models them (load includes the heat pump).
+    /// Homes as the agents' study code models them (heat pumps apart from the load).
     pub homes: study::Community,
     pub strategies: Vec<Strategy>,
     /// Electrical rating of each home's heat pump, kW (0: none).
@@ -41,11 +41,6 @@ pub struct Community {
 /// The window's slots of a year-long series (wrapping past the year's end).
 fn window(series: &[f64], start: usize, len: usize) -> Vec<f64> {
     (0..len).map(|u| series[(start + u) % SLOTS_2010]).collect()
-}
-
-/// Coefficient of performance of an air-source heat pump at outdoor temperature `t_c`.
-pub fn heat_pump_cop(t_c: f64) -> f64 {
-    (3.5 + 0.07 * (t_c - 7.0)).clamp(1.8, 5.0)
 }
 
 /// Draws the community of `s` (seeded: the same scenario gives the same homes). What the homes
@@ -114,15 +109,15 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
         let hp = &s.heat_pump;
         let has_hp = rng.gen_bool(hp.share);
         let has_hp = known.heat_pump.unwrap_or(has_hp);
-        let hp_loss = has_hp.then(|| draw(&mut rng, hp.heat_loss_kw_per_k));
-        let hp_kw = hp_loss.map_or(0.0, |_| hp.max_power_kw);
-        let mut load_kw = window(&inputs.load.home(annual_kwh, seed), window_start, len);
-        if let Some(loss) = hp_loss {
-            for (l, t) in load_kw.iter_mut().zip(&temperature_c) {
-                let heat_kw = (hp.base_temperature_c - t).max(0.0) * loss;
-                *l += (heat_kw / heat_pump_cop(*t)).min(hp.max_power_kw);
-            }
-        }
+        let heating = has_hp.then(|| gridmesh_agent::thermal::Heating {
+            floor_m2: draw(&mut rng, hp.floor_m2),
+            insulation: hp.insulation[rng.gen_range(0..hp.insulation.len())],
+            max_power_kw: hp.max_power_kw,
+            band_c: (hp.comfort_c[0], hp.comfort_c[1]),
+            gains_kw: hp.gains_kw,
+        });
+        let hp_kw = heating.as_ref().map_or(0.0, |h| h.max_power_kw);
+        let load_kw = window(&inputs.load.home(annual_kwh, seed), window_start, len);
         let h = Home {
             load_kw,
             pv_kwp,
@@ -131,6 +126,7 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
             sessions,
             import_limit_kw: s.homes.import_limit_kw,
             export_limit_kw: s.homes.export_limit_kw,
+            heating,
         };
         (h, hp_kw)
     };
@@ -159,6 +155,7 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
             homes,
             pv_per_kwp: window(&pv, window_start, len),
             clear_sky_per_kwp: window(&clear, window_start, len),
+            outdoor_c: temperature_c.clone(),
         },
         strategies,
         heat_pump_kw,

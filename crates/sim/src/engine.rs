@@ -529,7 +529,18 @@ pub fn run_on(
                 if !due.is_empty() {
                     let problems: Vec<_> = due
                         .iter()
-                        .map(|&i| study::problem(&c.homes, i, &homes[i].dev, u, HORIZON, &tou))
+                        .map(|&i| {
+                            let mut p =
+                                study::problem(&c.homes, i, &homes[i].dev, u, HORIZON, &tou);
+                            if !s.heat_pump.shifting {
+                                // Heating on its thermostat: an inflexible load in the plan.
+                                for h in std::mem::take(&mut p.thermal) {
+                                    let (kw, _) = h.thermostat();
+                                    p.load_kw.iter_mut().zip(kw).for_each(|(l, k)| *l += k);
+                                }
+                            }
+                            p
+                        })
                         .collect();
                     let planned = if s.agents.coordinated {
                         let others = study::capacity_users(
@@ -578,6 +589,13 @@ pub fn run_on(
                         s.homes.critical_share,
                     );
                     acc.island(u, &step, &base);
+                    // Heat pumps are not critical: off while islanded, the homes cool.
+                    for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
+                        let outdoor = c.temperature_c[u];
+                        h.dev.heat(home, None, outdoor, true);
+                        h.base.heat(home, None, outdoor, true);
+                        acc.heating(i, 0.0, h.dev.indoor_c, home.heating.as_ref());
+                    }
                     for (i, d) in step.homes.iter().enumerate() {
                         nets[i] = d.net_kw;
                         let load = c.homes.homes[i].load_kw[u] - d.shed_kw;
@@ -597,10 +615,14 @@ pub fn run_on(
                             (c.strategies[i] == Strategy::Optimising && k < p.import_kw.len())
                                 .then_some((p, k))
                         });
-                        let d = h.dev.step(home, planned, load, pv);
-                        let b = h.base.step(home, None, load, pv);
+                        let outdoor = c.temperature_c[u];
+                        let d = h.dev.step(home, planned, load, pv, outdoor);
+                        let b = h.base.step(home, None, load, pv, outdoor);
                         acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
+                        acc.heating(i, d.heat_kw, h.dev.indoor_c, home.heating.as_ref());
                         nets[i] = d.net_kw;
+                        // What the home used includes its heat pump.
+                        let load = load + d.heat_kw;
                         let d = crate::island::HomeStep::from(d);
                         device_kw[i] = (pv - d.curtailed_kw, d.battery_kw);
                         acc.home_slot(i, u, &d, load, pv);

@@ -118,6 +118,11 @@ pub struct CommunityKpis {
     pub ev_unmet_kwh: f64,
     pub plans: usize,
     pub plan_fallbacks: usize,
+    /// Heat pumps: the energy they drew, the coldest indoor temperature of any heat-pump home
+    /// and the home-slots below the comfort band (0 wherever the heat pumps can hold it).
+    pub heat_pump_kwh: f64,
+    pub min_indoor_c: Option<f64>,
+    pub slots_below_comfort: usize,
 }
 
 /// A member's balance change over a run, and the part of it minted as rewards, tokens.
@@ -242,6 +247,9 @@ pub struct Accumulator {
     envelope_slots: usize,
     envelope_failures: usize,
     envelope_trims: u64,
+    heat_kwh: f64,
+    min_indoor_c: Option<f64>,
+    below_comfort: usize,
 }
 
 impl Accumulator {
@@ -275,7 +283,25 @@ impl Accumulator {
             envelope_slots: 0,
             envelope_failures: 0,
             envelope_trims: 0,
+            heat_kwh: 0.0,
+            min_indoor_c: None,
+            below_comfort: 0,
         }
+    }
+
+    /// A heat-pump home's slot: its heat pump's power and the indoor temperature it left.
+    pub fn heating(
+        &mut self,
+        _home: usize,
+        heat_kw: f64,
+        indoor_c: f64,
+        heating: Option<&gridmesh_agent::thermal::Heating>,
+    ) {
+        let Some(h) = heating else { return };
+        self.heat_kwh += heat_kw * DT_H;
+        self.min_indoor_c = Some(self.min_indoor_c.map_or(indoor_c, |m| m.min(indoor_c)));
+        // A hundredth of a kelvin is the thermostat's own accuracy.
+        self.below_comfort += usize::from(indoor_c < h.band_c.0 - 0.01);
     }
 
     /// Slot `u`'s row of the time series, once something was recorded for it.
@@ -544,6 +570,9 @@ impl Accumulator {
             ev_unmet_kwh: sum(&|h| h.ev_unmet_kwh),
             plans: self.plans,
             plan_fallbacks: self.fallbacks,
+            heat_pump_kwh: self.heat_kwh,
+            min_indoor_c: self.min_indoor_c,
+            slots_below_comfort: self.below_comfort,
         };
         Outcome {
             scenario: s.name.clone(),

@@ -613,6 +613,13 @@ pub fn summary(o: &Outcome) -> String {
             c.unbalance_violations
         );
     }
+    if let Some(t) = c.min_indoor_c {
+        let _ = writeln!(
+            s,
+            "  heat pumps            {:.0} kWh; coldest home {t:.1} °C, {} home-slots below the comfort band",
+            c.heat_pump_kwh, c.slots_below_comfort
+        );
+    }
     if c.envelope_slots + c.envelope_failures > 0 {
         let _ = writeln!(
             s,

@@ -256,26 +256,40 @@ impl Default for EvSpec {
     }
 }
 
-/// Air-source heat pumps: heat demand proportional to the degrees below `base_temperature_c`,
-/// delivered at a coefficient of performance that falls with the outdoor temperature.
+/// Air-source heat pumps heating their homes: each home a first-order RC building (its heat
+/// loss and capacity from its floor area and insulation class), its heat pump's COP falling
+/// with the outdoor temperature, held within the owner's comfort band. Optimising homes move
+/// heating in time within the band (`shifting`); the others, and all of them with `shifting =
+/// false`, heat on a thermostat at the band's lower edge.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeatPump {
     pub share: f64,
-    /// Heat loss of the home, kW per kelvin, drawn uniformly.
-    pub heat_loss_kw_per_k: [f64; 2],
-    pub base_temperature_c: f64,
-    /// Electrical rating, kW (heat demand beyond it is not met by the heat pump).
+    /// Heated floor area, m², drawn uniformly.
+    pub floor_m2: [f64; 2],
+    /// Insulation classes drawn from, each as likely (`passive`, `good`, `average`, `poor`).
+    pub insulation: Vec<gridmesh_agent::thermal::Insulation>,
+    /// The comfort band, °C.
+    pub comfort_c: [f64; 2],
+    /// Heat from people, appliances and the sun, kW.
+    pub gains_kw: f64,
+    /// Electrical rating, kW.
     pub max_power_kw: f64,
+    /// Whether optimising homes plan their heating (off: thermostat, for comparison).
+    pub shifting: bool,
 }
 
 impl Default for HeatPump {
     fn default() -> HeatPump {
+        use gridmesh_agent::thermal::Insulation;
         HeatPump {
             share: 0.0,
-            heat_loss_kw_per_k: [0.12, 0.25],
-            base_temperature_c: 15.0,
+            floor_m2: [90.0, 180.0],
+            insulation: vec![Insulation::Good, Insulation::Average, Insulation::Poor],
+            comfort_c: [20.0, 23.0],
+            gains_kw: 0.3,
             max_power_kw: 4.0,
+            shifting: true,
         }
     }
 }
@@ -682,15 +696,14 @@ impl Scenario {
         range("ev.departure_hour", e.departure_hour, 0.0, 11.75)?;
         let hp = &self.heat_pump;
         unit_share("heat_pump.share", hp.share)?;
-        range(
-            "heat_pump.heat_loss_kw_per_k",
-            hp.heat_loss_kw_per_k,
-            0.0,
-            10.0,
-        )?;
-        if !(-10.0..=25.0).contains(&hp.base_temperature_c) {
-            return bad("heat_pump.base_temperature_c must be -10 to 25 °C");
+        range("heat_pump.floor_m2", hp.floor_m2, 10.0, 10_000.0)?;
+        range("heat_pump.comfort_c", hp.comfort_c, 5.0, 35.0)?;
+        if hp.insulation.is_empty() {
+            return bad(
+                "heat_pump.insulation needs at least one class (passive, good, average, poor)",
+            );
         }
+        range_inclusive("heat_pump.gains_kw", hp.gains_kw, 0.0, 20.0)?;
         positive("heat_pump.max_power_kw", hp.max_power_kw, 100.0)?;
         let t = &self.tariff;
         for (k, v) in [("night", t.night), ("day", t.day), ("peak", t.peak)] {

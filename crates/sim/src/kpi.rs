@@ -79,6 +79,8 @@ pub struct CommunityKpis {
     pub savings_share: Option<f64>,
     pub gini_of_savings: Option<f64>,
     pub peak_import_kw: f64,
+    /// When the community imported most (the slot's start, UTC; the first of equals).
+    pub peak_import_at_utc: Option<String>,
     pub peak_export_kw: f64,
     pub transformer_rating_kw: f64,
     /// The most loaded distribution transformer's highest loading, % of its rating.
@@ -538,6 +540,12 @@ impl Accumulator {
             savings_share: (baseline.abs() > 1e-9).then(|| mean_savings / baseline),
             gini_of_savings: gini(&savings),
             peak_import_kw: self.series.iter().map(|r| r.pcc_kw).fold(0.0, f64::max),
+            peak_import_at_utc: self
+                .series
+                .iter()
+                .filter(|r| r.pcc_kw > 0.0)
+                .max_by(|a, b| a.pcc_kw.total_cmp(&b.pcc_kw))
+                .map(|r| r.time_utc.clone()),
             peak_export_kw: self.series.iter().map(|r| -r.pcc_kw).fold(0.0, f64::max),
             transformer_rating_kw: self.transformer_kw,
             peak_transformer_loading_percent: self.peak_loading,

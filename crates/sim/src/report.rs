@@ -591,8 +591,11 @@ pub fn summary(o: &Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "  peak import/export    {:.1} / {:.1} kW; transformer peak {:.0} % ({} slots over)",
+        "  peak import/export    {:.1} kW{} / {:.1} kW; transformer peak {:.0} % ({} slots over)",
         c.peak_import_kw,
+        c.peak_import_at_utc
+            .as_deref()
+            .map_or(String::new(), |t| format!(" at {t}")),
         c.peak_export_kw,
         c.peak_transformer_loading_percent,
         c.slots_over_transformer_rating

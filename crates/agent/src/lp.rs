@@ -1,9 +1,8 @@
-//! A linear program held as data: solved by microlp through good_lp, and written as free MPS so
-//! another solver (HiGHS, in the interop test) can solve the very same problem.
+//! A linear program held as data: solved by microlp (and again from its optimum with a
+//! variable fixed), and written as free MPS so another solver (HiGHS, in the interop test) can
+//! solve the very same problem.
 
-use good_lp::{
-    microlp, variable, Expression, ProblemVariables, ResolutionError, Solution, SolverModel,
-};
+use good_lp::ResolutionError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sense {
@@ -17,6 +16,36 @@ pub struct Row {
     pub coeffs: Vec<(usize, f64)>,
     pub sense: Sense,
     pub rhs: f64,
+}
+
+/// A solved program: its optimum `x`, and the solver's state to solve it again with a
+/// variable fixed.
+pub struct Solved {
+    pub x: Vec<f64>,
+    solution: microlp::Solution,
+    vars: Vec<microlp::Variable>,
+}
+
+impl Solved {
+    fn new(solution: microlp::Solution, vars: Vec<microlp::Variable>) -> Solved {
+        Solved {
+            x: vars.iter().map(|v| solution.var_value(*v)).collect(),
+            solution,
+            vars,
+        }
+    }
+
+    /// The program solved again with variable `var` fixed at `value` (within its bounds),
+    /// from this optimum.
+    pub fn with_fixed(&self, var: usize, value: f64) -> Result<Solved, ResolutionError> {
+        let solution = self
+            .solution
+            .clone()
+            .fix_var(self.vars[var], value)?
+            .into_solution()
+            .map_err(|_| ResolutionError::Other("no feasible solution within the limits"))?;
+        Ok(Solved::new(solution, self.vars.clone()))
+    }
 }
 
 /// Minimise `objective · x + constant` subject to rows and bounds.
@@ -61,34 +90,47 @@ impl Lp {
                 .sum::<f64>()
     }
 
-    /// Solves with microlp (through good_lp).
+    /// Solves with microlp.
     pub fn solve(&self) -> Result<Vec<f64>, ResolutionError> {
-        let mut vars = ProblemVariables::new();
-        let xs: Vec<_> = (0..self.names.len())
-            .map(|i| {
-                let v = variable().min(self.lower[i]).max(self.upper[i]);
-                vars.add(if self.integer[i] { v.integer() } else { v })
-            })
-            .collect();
-        let objective: Expression = self
-            .objective
-            .iter()
-            .zip(&xs)
-            .filter(|(c, _)| **c != 0.0)
-            .map(|(c, x)| *c * *x)
-            .sum::<Expression>()
-            + self.constant;
-        let mut model = vars.minimise(objective).using(microlp);
-        for r in &self.rows {
-            let lhs: Expression = r.coeffs.iter().map(|(i, c)| *c * xs[*i]).sum();
-            model = model.with(match r.sense {
-                Sense::Le => lhs.leq(r.rhs),
-                Sense::Ge => lhs.geq(r.rhs),
-                Sense::Eq => lhs.eq(r.rhs),
+        Ok(self.solve_warm()?.x)
+    }
+
+    /// Solves with microlp and keeps the solver's optimal state, to solve again with a
+    /// variable fixed from there ([`Solved::with_fixed`]): a few dual simplex pivots instead of
+    /// a solve from scratch.
+    pub fn solve_warm(&self) -> Result<Solved, ResolutionError> {
+        let mut problem = microlp::Problem::new(microlp::OptimizationDirection::Minimize);
+        let mut vars = Vec::with_capacity(self.names.len());
+        for i in 0..self.names.len() {
+            vars.push(if self.integer[i] {
+                let (lo, hi) = (self.lower[i].ceil(), self.upper[i].floor());
+                if !(lo <= hi && lo >= f64::from(i32::MIN) && hi <= f64::from(i32::MAX)) {
+                    return Err(ResolutionError::Infeasible);
+                }
+                problem.add_integer_var(self.objective[i], (lo as i32, hi as i32))
+            } else {
+                problem.add_var(self.objective[i], (self.lower[i], self.upper[i]))
             });
         }
-        let sol = model.solve()?;
-        Ok(xs.iter().map(|x| sol.value(*x)).collect())
+        for r in &self.rows {
+            let mut e = microlp::LinearExpr::empty();
+            for (i, c) in &r.coeffs {
+                e.add(vars[*i], *c);
+            }
+            let op = match r.sense {
+                Sense::Le => microlp::ComparisonOp::Le,
+                Sense::Ge => microlp::ComparisonOp::Ge,
+                Sense::Eq => microlp::ComparisonOp::Eq,
+            };
+            problem.add_constraint(e, op, r.rhs);
+        }
+        let mut opts = microlp::SolveOptions::default();
+        opts.mip_gap = 0.0;
+        let solution = problem
+            .solve_with(opts)?
+            .into_solution()
+            .map_err(|_| ResolutionError::Other("no feasible solution within the limits"))?;
+        Ok(Solved::new(solution, vars))
     }
 
     /// The problem in free MPS (objective constant as the objective row's RHS, negated, as MPS

@@ -164,6 +164,8 @@ struct Columns {
     runs: Vec<Vec<usize>>,
     heat: Vec<Vec<usize>>,
     temp: Vec<Vec<usize>>,
+    /// More load in slot 0, kW (fixed while pricing; absent otherwise).
+    shift: Option<usize>,
 }
 
 /// The outcome: the optimal schedule, or why not and the safe plan used instead.
@@ -383,6 +385,11 @@ impl HomeProblem {
 
     /// The program; slots in `binary` get a binary direction for grid and battery.
     fn build(&self, binary: &[usize]) -> (Lp, Columns) {
+        self.build_shifted(binary, None)
+    }
+
+    /// The program; with `shift` (kW range), a column that adds load to slot 0 within it.
+    fn build_shifted(&self, binary: &[usize], shift: Option<(f64, f64)>) -> (Lp, Columns) {
         let n = self.slots();
         let mut lp = Lp::default();
         let battery_kw = self.battery.as_ref().map_or(0.0, |b| b.power_kw);
@@ -454,6 +461,11 @@ impl HomeProblem {
             ];
             row.extend(c.runs.iter().map(|r| (r[t], -1.0)));
             row.extend(c.heat.iter().map(|h| (h[t], -1.0)));
+            if let (0, Some((lo, hi))) = (t, shift) {
+                let d = lp.var("shift0".into(), lo, hi);
+                c.shift = Some(d);
+                row.push((d, -1.0));
+            }
             lp.row(row, Sense::Eq, self.load_kw[t] - self.pv_kw[t]);
             for (k, h) in self.thermal.iter().enumerate() {
                 // T_t − a·T_{t−1} − (1 − a)·COP_t/UA·P_t = (1 − a)·(T_amb,t − D_t/UA)
@@ -541,6 +553,46 @@ impl HomeProblem {
     fn solve(&self, binary: &[usize]) -> Result<Schedule, ResolutionError> {
         let (lp, c) = self.build(binary);
         let x = lp.solve()?;
+        Ok(self.schedule_of(&lp, &c, &x, !binary.is_empty()))
+    }
+
+    /// The optimal plan and its pricing: the energy cost with `delta_kwh` less and more load
+    /// in slot 0 (less never below none), each solved from the plan's optimum by fixing one
+    /// column. `None` where that does not apply (nothing to plan, a flexibility event, a plan
+    /// that needs binaries, a solver failure): then [`HomeProblem::plan`] and re-solves do it.
+    pub fn plan_priced(&self, delta_kwh: f64) -> Option<(Schedule, f64, f64)> {
+        if self.check().is_err()
+            || self.flex.is_some()
+            || (self.battery.is_none()
+                && self.ev.is_none()
+                && self.deferrable.is_empty()
+                && self.thermal.is_empty())
+        {
+            return None;
+        }
+        let d_kw = delta_kwh / DT_H;
+        let less = (-d_kw).max(-self.load_kw[0]);
+        let (lp, c) = self.build_shifted(&[], Some((less, d_kw)));
+        let shift = c.shift?;
+        let base = lp.solve_warm().ok()?.with_fixed(shift, 0.0).ok()?;
+        let plan = self.schedule_of(&lp, &c, &base.x, false);
+        if !self.both_ways(&plan).is_empty() {
+            return None;
+        }
+        let mut cost = [0.0; 2];
+        for (k, d) in [less, d_kw].into_iter().enumerate() {
+            let x = base.with_fixed(shift, d).ok()?.x;
+            let s = self.schedule_of(&lp, &c, &x, false);
+            if !self.both_ways(&s).is_empty() {
+                return None;
+            }
+            cost[k] = s.cost;
+        }
+        Some((plan, cost[0], cost[1]))
+    }
+
+    /// The schedule in the solution `x` of the program `lp` with columns `c`.
+    fn schedule_of(&self, lp: &Lp, c: &Columns, x: &[f64], milp: bool) -> Schedule {
         let v = |xs: &[usize]| xs.iter().map(|i| x[*i].max(0.0)).collect::<Vec<f64>>();
         let mut s = Schedule {
             import_kw: v(&c.imp),
@@ -558,11 +610,11 @@ impl HomeProblem {
                 .map(|r| r.iter().map(|i| x[*i]).collect())
                 .collect(),
             cost: 0.0,
-            objective: lp.value(&x),
-            milp: !binary.is_empty(),
+            objective: lp.value(x),
+            milp,
         };
         s.cost = self.cost_of(&s);
-        Ok(s)
+        s
     }
 
     /// The energy cost of a schedule (tokens).

@@ -1000,20 +1000,21 @@ pub fn with_values(
                         .map(|(i, p, given)| {
                             let retail = p.import_price[0];
                             let feed_in = p.export_price[0];
-                            let (schedule, fell_back) = match given {
-                                Some(s) => (s.clone(), false),
-                                None => match p.plan() {
-                                    Plan::Optimal(s) => (s, false),
-                                    Plan::Fallback { schedule, .. } => (schedule, true),
-                                },
-                            };
                             let agent = Optimising { problem: p.clone() };
+                            let (plan, values) = match given {
+                                Some(s) => {
+                                    (Plan::Optimal(s.clone()), agent.marginal_values_from(s.cost))
+                                }
+                                None => agent.plan_and_values(),
+                            };
+                            let (schedule, fell_back) = match plan {
+                                Plan::Optimal(s) => (s, false),
+                                Plan::Fallback { schedule, .. } => (schedule, true),
+                            };
                             let values = if fell_back {
                                 (retail, feed_in)
                             } else {
-                                agent
-                                    .marginal_values_from(schedule.cost)
-                                    .unwrap_or((retail, feed_in))
+                                values.unwrap_or((retail, feed_in))
                             };
                             (*i, schedule, values, fell_back)
                         })

@@ -93,6 +93,16 @@ fn a_sweep_writes_a_summary_and_one_report_per_value() {
     assert_eq!(csv.lines().count(), 3);
     assert!(out.path().join("sweep.html").exists());
     assert!(out.path().join("battery.share=1/report.html").exists());
+    // Every home's bill in both runs, and its change against the first.
+    let homes = std::fs::read_to_string(out.path().join("sweep_homes.csv")).unwrap();
+    assert_eq!(homes.lines().count(), 21, "{homes}");
+    assert!(homes
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with("bill at 0,bill at 1,change at 1"));
+    let page = std::fs::read_to_string(out.path().join("sweep.html")).unwrap();
+    assert!(page.contains("Bills home by home against 0"), "{page}");
     // More batteries: more of the community's PV used at home.
     let sc = |i: usize| rows[i]["community"]["self_consumption"].as_f64().unwrap();
     assert!(sc(1) > sc(0), "{} vs {}", sc(1), sc(0));

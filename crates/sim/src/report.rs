@@ -549,11 +549,96 @@ pub fn write_sweep(key: &str, runs: &[crate::SweepRun], out: &Path) -> Result<()
             c.voltage_violations
         );
     }
+    let homes = home_bills(runs);
+    write(out, "sweep_homes.csv", &homes.csv)?;
     let page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>gridmesh sweep: {k}</title>\n<style>body {{ font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 960px; padding: 0 1rem; }} table {{ border-collapse: collapse; }} th, td {{ padding: .25rem .6rem; border-bottom: 1px solid #ddd; text-align: right; }} svg {{ max-width: 100%; height: auto; }}</style></head>\n<body><h1>Sweep over {k}</h1><p>Each run's own report is in its directory <code>{k}=VALUE/</code>.</p><table>{table}</table><figure>{shares}</figure><figure>{money}</figure></body></html>\n",
-        k = esc(key)
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>gridmesh sweep: {k}</title>\n<style>body {{ font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 960px; padding: 0 1rem; }} table {{ border-collapse: collapse; }} th, td {{ padding: .25rem .6rem; border-bottom: 1px solid #ddd; text-align: right; }} svg {{ max-width: 100%; height: auto; }}</style></head>\n<body><h1>Sweep over {k}</h1><p>Each run's own report is in its directory <code>{k}=VALUE/</code>.</p><table>{table}</table>{changes}<figure>{shares}</figure><figure>{money}</figure></body></html>\n",
+        k = esc(key),
+        changes = homes.html,
     );
     write(out, "sweep.html", &page)
+}
+
+/// Every home's bill in every run of a sweep, and how it changed against the first run: who
+/// pays for what the swept setting changed (say, the peak coordination removes).
+struct HomeBills {
+    csv: String,
+    html: String,
+}
+
+fn home_bills(runs: &[crate::SweepRun]) -> HomeBills {
+    let Some(first) = runs.first() else {
+        return HomeBills {
+            csv: String::new(),
+            html: String::new(),
+        };
+    };
+    let mut csv = String::from("home,area,strategy");
+    for r in runs {
+        let _ = write!(csv, ",{}", csv_field(&format!("bill at {}", r.value)));
+    }
+    for r in &runs[1..] {
+        let _ = write!(csv, ",{}", csv_field(&format!("change at {}", r.value)));
+    }
+    csv.push('\n');
+    for (k, h) in first.outcome.homes.iter().enumerate() {
+        let _ = write!(
+            csv,
+            "{},{},{}",
+            h.home,
+            csv_field(&h.area),
+            h.strategy.name()
+        );
+        for r in runs {
+            let _ = write!(csv, ",{:.6}", r.outcome.homes[k].bill);
+        }
+        for r in &runs[1..] {
+            let _ = write!(csv, ",{:.6}", r.outcome.homes[k].bill - h.bill);
+        }
+        csv.push('\n');
+    }
+    let mut html = String::new();
+    if runs.len() > 1 {
+        let _ = write!(
+            html,
+            "<h2>Bills home by home against {}</h2><table><tr><th>value</th><th>mean change</th><th>homes paying more</th><th>largest increase</th><th>largest decrease</th><th>peak import</th></tr>",
+            esc(&first.value)
+        );
+        for r in runs {
+            let changes: Vec<(usize, f64)> = r
+                .outcome
+                .homes
+                .iter()
+                .zip(&first.outcome.homes)
+                .map(|(a, b)| (a.home, a.bill - b.bill))
+                .collect();
+            let n = changes.len().max(1) as f64;
+            let mean = changes.iter().map(|c| c.1).sum::<f64>() / n;
+            let more = changes.iter().filter(|c| c.1 > 0.005).count();
+            let up = changes.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
+            let down = changes.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1));
+            let at = |c: Option<(usize, f64)>| {
+                c.map_or("–".into(), |(h, v)| format!("{v:+.2} tokens (home {h})"))
+            };
+            let c = &r.outcome.community;
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{mean:+.2} tokens</td><td>{more} of {}</td><td>{}</td><td>{}</td><td>{:.1} kW{}</td></tr>",
+                esc(&r.value),
+                changes.len(),
+                at(up),
+                at(down),
+                c.peak_import_kw,
+                c.peak_import_at_utc
+                    .as_deref()
+                    .map_or(String::new(), |t| format!(" at {}", esc(t))),
+            );
+        }
+        html.push_str(
+            "</table><p>Every home's bill in every run: <code>sweep_homes.csv</code>.</p>",
+        );
+    }
+    HomeBills { csv, html }
 }
 
 /// The KPIs a person reads first, as text lines.

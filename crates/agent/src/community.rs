@@ -54,6 +54,9 @@ fn plan(p: &HomeProblem) -> Option<Schedule> {
 #[derive(Clone, Debug)]
 pub struct Allocation {
     pub schedules: Vec<Schedule>,
+    /// Each home's marginal values within its allocation, where they were priced from its
+    /// plan's optimum (see [`crate::strategy::Optimising::plan_and_values`]).
+    pub values: Vec<Option<(f64, f64)>>,
     pub problems: Vec<HomeProblem>,
     /// Homes that could not meet their needs within their allocation (planned without it).
     pub unfit: usize,
@@ -75,7 +78,8 @@ pub fn allocate(
     let mut committed: Vec<f64> = (0..slots)
         .map(|t| others_kw.get(t).copied().unwrap_or(0.0))
         .collect();
-    let mut planned: Vec<Option<(HomeProblem, Schedule)>> = vec![None; homes.len()];
+    let mut planned: Vec<Option<(HomeProblem, Schedule, Option<(f64, f64)>)>> =
+        vec![None; homes.len()];
     let mut unfit = 0;
     for k in 0..homes.len() {
         let i = (k + rotation) % homes.len();
@@ -87,24 +91,31 @@ pub fn allocate(
         capped.import_cap_kw = (0..slots)
             .map(|t| (limit_kw - committed[t] - still[t]).max(0.0))
             .collect();
-        let (problem, s) = match plan(&capped) {
-            Some(s) => (capped, s),
-            None => {
+        let agent = crate::strategy::Optimising { problem: capped };
+        let (problem, s, values) = match agent.plan_and_values() {
+            (Plan::Optimal(s), values) => (agent.problem, s, values),
+            (Plan::Fallback { .. }, _) => {
                 unfit += 1;
-                (h.clone(), plan(h).unwrap_or_else(|| h.safe_plan()))
+                (h.clone(), plan(h).unwrap_or_else(|| h.safe_plan()), None)
             }
         };
         for (c, t) in committed.iter_mut().zip(0..slots) {
             *c += s.import_kw[t] - s.export_kw[t];
         }
-        planned[i] = Some((problem, s));
+        planned[i] = Some((problem, s, values));
     }
-    let (problems, schedules) = planned.into_iter().map(|p| p.expect("planned")).unzip();
-    Allocation {
-        schedules,
-        problems,
+    let mut out = Allocation {
+        schedules: Vec::with_capacity(homes.len()),
+        values: Vec::with_capacity(homes.len()),
+        problems: Vec::with_capacity(homes.len()),
         unfit,
+    };
+    for (problem, s, values) in planned.into_iter().map(|p| p.expect("planned")) {
+        out.problems.push(problem);
+        out.schedules.push(s);
+        out.values.push(values);
     }
+    out
 }
 
 /// Coordinates `homes` (same number of slots) under a transformer limit, and compares with each

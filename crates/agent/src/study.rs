@@ -397,6 +397,8 @@ pub struct DeviceState {
     pub discharged_kwh: f64,
     /// Indoor temperature of a heat-pump home, °C.
     pub indoor_c: f64,
+    /// Its hot-water tank's temperature, °C.
+    pub tank_c: f64,
 }
 
 /// What a home's devices did in one slot, kW (15-minute means).
@@ -426,36 +428,58 @@ impl DeviceState {
                 .heating
                 .as_ref()
                 .map_or(20.0, |x| (x.band_c.0 + x.band_c.1) / 2.0),
+            tank_c: h
+                .heating
+                .as_ref()
+                .and_then(|x| x.hot_water.as_ref())
+                .map_or(50.0, |w| (w.band_c.0 + w.band_c.1) / 2.0),
         }
     }
 
-    /// The heat pump over one slot at `outdoor_c`: the plan's power (step `k` of `planned`),
-    /// raised where the forecast erred to what keeps the band's lower edge, or the thermostat
-    /// without a plan; `off` keeps it off (an outage). Returns its power.
+    /// The heat pumps over slot `t` at `outdoor_c`: each at the plan's power (step `k` of
+    /// `planned`: the building, then the tank), raised where the forecast erred to what keeps
+    /// its band's lower edge, or on its thermostat without a plan; `off` keeps them off (an
+    /// outage). Returns their power.
     pub fn heat(
         &mut self,
         h: &Home,
         planned: Option<(&Schedule, usize)>,
+        t: usize,
         outdoor_c: f64,
         off: bool,
     ) -> f64 {
         let Some(heating) = &h.heating else {
             return 0.0;
         };
-        let store = heating.store(&[outdoor_c], self.indoor_c);
-        let hold = store.power_to_reach(0, self.indoor_c, heating.band_c.0);
-        let p = if off {
-            0.0
-        } else {
-            match planned {
-                Some((plan, k)) if !plan.heat_kw.is_empty() => plan.heat_kw[0][k]
-                    .clamp(0.0, heating.max_power_kw)
-                    .max(hold),
-                _ => hold,
-            }
-        };
-        self.indoor_c = store.next(0, self.indoor_c, p);
-        p
+        let mut stores = vec![(heating.store(&[outdoor_c], self.indoor_c), self.indoor_c)];
+        if let Some(w) = &heating.hot_water {
+            stores.push((
+                w.store(&[outdoor_c], local_slot(t), self.tank_c),
+                self.tank_c,
+            ));
+        }
+        let mut total = 0.0;
+        let mut after = Vec::with_capacity(2);
+        for (n, (store, temp)) in stores.iter().enumerate() {
+            let hold = store.power_to_reach(0, *temp, store.min_c);
+            let p = if off {
+                0.0
+            } else {
+                match planned {
+                    Some((plan, k)) if plan.heat_kw.len() > n => {
+                        plan.heat_kw[n][k].clamp(0.0, store.max_power_kw).max(hold)
+                    }
+                    _ => hold,
+                }
+            };
+            after.push(store.next(0, *temp, p));
+            total += p;
+        }
+        self.indoor_c = after[0];
+        if let Some(&tank) = after.get(1) {
+            self.tank_c = tank;
+        }
+        total
     }
 
     /// Departures and plug-ins at the start of slot `t`: returns whether the car arrived, and the
@@ -490,9 +514,10 @@ impl DeviceState {
         planned: Option<(&Schedule, usize)>,
         load_kw: f64,
         pv_kw: f64,
+        t: usize,
         outdoor_c: f64,
     ) -> Dispatch {
-        let heat_kw = self.heat(h, planned, outdoor_c, false);
+        let heat_kw = self.heat(h, planned, t, outdoor_c, false);
         // The heat pump is part of what the battery and the grid see.
         let load_kw = load_kw + heat_kw;
         let want_ev = planned.map_or(h.ev_power_kw, |(p, k)| p.ev_kw[k]);
@@ -631,7 +656,10 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
                     t / cfg.replan_slots,
                 );
                 unfit += a.unfit;
-                with_values(due.into_iter().zip(a.problems).collect(), Some(a.schedules))
+                with_values(
+                    due.into_iter().zip(a.problems).collect(),
+                    Some((a.schedules, a.values)),
+                )
             } else {
                 with_values(due.into_iter().zip(problems).collect(), None)
             };
@@ -655,7 +683,7 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
                 let k = t - origin;
                 (kind == AgentKind::Optimising && k < p.import_kw.len()).then_some((p, k))
             });
-            let d = s.dev.step(h, planned, load, pv, c.outdoor_at(t));
+            let d = s.dev.step(h, planned, load, pv, t, c.outdoor_at(t));
             let (net, ev_kw) = (d.net_kw, d.ev_kw);
             net_kw[i] = net;
             s.used_kwh += (load + ev_kw) * DT_H;
@@ -918,13 +946,22 @@ pub fn problem(
         thermal: h
             .heating
             .iter()
-            .map(|x| {
+            .flat_map(|x| {
                 let outdoor: Vec<f64> = (t..t + hz).map(|u| c.outdoor_at(u)).collect();
-                x.store(&outdoor, s.indoor_c)
+                let tank = x
+                    .hot_water
+                    .as_ref()
+                    .map(|w| w.store(&outdoor, local_slot(t), s.tank_c));
+                std::iter::once(x.store(&outdoor, s.indoor_c)).chain(tank)
             })
             .collect(),
         flex: None,
     }
+}
+
+/// The local (CET) slot of the day of window slot `t` (the window starts at a UTC midnight).
+fn local_slot(t: usize) -> usize {
+    (t + 4) % SLOTS_PER_DAY
 }
 
 /// The forecast net load (load − PV, kW) of the homes that are not in `planned` (sorted), per
@@ -973,17 +1010,17 @@ pub fn inflexible_forecast(c: &Community, planned: &[usize], t: usize, horizon: 
     out
 }
 
-/// Plans (unless `schedules` are given) and prices each home: (home, schedule, marginal values,
-/// fell back), over the machine's cores.
+/// Plans (unless `schedules` are given, with their marginal values where known) and prices
+/// each home: (home, schedule, marginal values, fell back), over the machine's cores.
 pub fn with_values(
     problems: Vec<(usize, HomeProblem)>,
-    schedules: Option<Vec<Schedule>>,
+    schedules: Option<(Vec<Schedule>, Vec<Option<(f64, f64)>>)>,
 ) -> Vec<(usize, Schedule, (f64, f64), bool)> {
-    let mut given: Vec<Option<Schedule>> = match schedules {
-        Some(s) => s.into_iter().map(Some).collect(),
+    let mut given: Vec<Option<(Schedule, Option<(f64, f64)>)>> = match schedules {
+        Some((s, v)) => s.into_iter().zip(v).map(Some).collect(),
         None => vec![None; problems.len()],
     };
-    let jobs: Vec<(usize, HomeProblem, Option<Schedule>)> = problems
+    let jobs: Vec<(usize, HomeProblem, Option<(Schedule, Option<(f64, f64)>)>)> = problems
         .into_iter()
         .zip(given.iter_mut())
         .map(|((i, p), s)| (i, p, s.take()))
@@ -1002,7 +1039,8 @@ pub fn with_values(
                             let feed_in = p.export_price[0];
                             let agent = Optimising { problem: p.clone() };
                             let (plan, values) = match given {
-                                Some(s) => {
+                                Some((s, Some(v))) => (Plan::Optimal(s.clone()), Some(*v)),
+                                Some((s, None)) => {
                                     (Plan::Optimal(s.clone()), agent.marginal_values_from(s.cost))
                                 }
                                 None => agent.plan_and_values(),

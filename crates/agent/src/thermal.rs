@@ -76,6 +76,61 @@ pub struct Heating {
     pub band_c: (f64, f64),
     /// Heat from people, appliances and the sun, kW.
     pub gains_kw: f64,
+    /// A hot-water tank heated by heat pump, if the home has one.
+    pub hot_water: Option<HotWater>,
+}
+
+/// A hot-water tank: what it holds, what the home draws a day, its band, its heat pump.
+#[derive(Clone, Debug, Serialize)]
+pub struct HotWater {
+    pub litres: f64,
+    /// Heat drawn a day, kWh (showers and taps).
+    pub kwh_per_day: f64,
+    /// The band the water is kept in, °C.
+    pub band_c: (f64, f64),
+    /// The heat pump's electrical rating for hot water, kW.
+    pub max_power_kw: f64,
+}
+
+/// Heat lost by a tank per kelvin above its room, kW/K (about 1.5 kWh a day for 200 l at 55 °C).
+const TANK_LOSS_KW_PER_K_PER_L: f64 = 0.0000095;
+/// The room a tank stands in, °C.
+const TANK_ROOM_C: f64 = 18.0;
+
+impl HotWater {
+    /// Heat drawn in the slot `local_slot` of the day (local time, 0-95), kW: 40 % of the day's
+    /// use between 06:00 and 08:00, 50 % between 18:00 and 21:00, the rest spread over the day.
+    pub fn draw_kw(&self, local_slot: usize) -> f64 {
+        let day = self.kwh_per_day;
+        let spread = 0.1 * day / 24.0;
+        let s = local_slot % 96;
+        spread
+            + if (24..32).contains(&s) {
+                0.4 * day / 2.0
+            } else if (72..84).contains(&s) {
+                0.5 * day / 3.0
+            } else {
+                0.0
+            }
+    }
+
+    /// The tank over the outdoor temperatures `outdoor_c` from local slot `local_slot0`, at
+    /// `tank_c` now.
+    pub fn store(&self, outdoor_c: &[f64], local_slot0: usize, tank_c: f64) -> ThermalStore {
+        let draw: Vec<f64> = (0..outdoor_c.len())
+            .map(|k| self.draw_kw(local_slot0 + k))
+            .collect();
+        ThermalStore::hot_water_tank(
+            self.litres,
+            self.litres * TANK_LOSS_KW_PER_K_PER_L,
+            TANK_ROOM_C,
+            self.max_power_kw,
+            outdoor_c,
+            &draw,
+            self.band_c,
+            tank_c,
+        )
+    }
 }
 
 impl Heating {
@@ -335,5 +390,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A day's draws add up to the day's hot water, morning and evening as described.
+    #[test]
+    fn a_days_hot_water_draws_add_up() {
+        let w = HotWater {
+            litres: 200.0,
+            kwh_per_day: 6.0,
+            band_c: (45.0, 60.0),
+            max_power_kw: 2.0,
+        };
+        let day: f64 = (0..96).map(|s| w.draw_kw(s) * DT_H).sum();
+        assert!((day - 6.0).abs() < 1e-12, "{day}");
+        let morning: f64 = (24..32).map(|s| w.draw_kw(s) * DT_H).sum();
+        assert!(morning > 2.4 && morning < 2.5, "{morning}");
+        // Standing losses: about 1.5 kWh a day at 55 °C in an 18 °C room.
+        let tank = w.store(&[5.0; 96], 0, 55.0);
+        let loss_kwh_per_day = tank.ua_kw_per_k * (55.0 - 18.0) * 24.0;
+        assert!((1.0..2.0).contains(&loss_kwh_per_day), "{loss_kwh_per_day}");
     }
 }

@@ -115,6 +115,12 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
             max_power_kw: hp.max_power_kw,
             band_c: (hp.comfort_c[0], hp.comfort_c[1]),
             gains_kw: hp.gains_kw,
+            hot_water: (hp.tank_litres > 0.0).then(|| gridmesh_agent::thermal::HotWater {
+                litres: hp.tank_litres,
+                kwh_per_day: hp.hot_water_kwh_per_day,
+                band_c: (hp.hot_water_c[0], hp.hot_water_c[1]),
+                max_power_kw: hp.hot_water_power_kw,
+            }),
         });
         let hp_kw = heating.as_ref().map_or(0.0, |h| h.max_power_kw);
         let load_kw = window(&inputs.load.home(annual_kwh, seed), window_start, len);

@@ -559,7 +559,7 @@ pub fn run_on(
                         );
                         study::with_values(
                             due.into_iter().zip(a.problems).collect(),
-                            Some(a.schedules),
+                            Some((a.schedules, a.values)),
                         )
                     } else {
                         study::with_values(due.into_iter().zip(problems).collect(), None)
@@ -592,9 +592,9 @@ pub fn run_on(
                     // Heat pumps are not critical: off while islanded, the homes cool.
                     for (i, (h, home)) in homes.iter_mut().zip(&c.homes.homes).enumerate() {
                         let outdoor = c.temperature_c[u];
-                        h.dev.heat(home, None, outdoor, true);
-                        h.base.heat(home, None, outdoor, true);
-                        acc.heating(i, 0.0, h.dev.indoor_c, home.heating.as_ref());
+                        h.dev.heat(home, None, u, outdoor, true);
+                        h.base.heat(home, None, u, outdoor, true);
+                        acc.heating(i, 0.0, &h.dev, home.heating.as_ref());
                     }
                     for (i, d) in step.homes.iter().enumerate() {
                         nets[i] = d.net_kw;
@@ -616,10 +616,10 @@ pub fn run_on(
                                 .then_some((p, k))
                         });
                         let outdoor = c.temperature_c[u];
-                        let d = h.dev.step(home, planned, load, pv, outdoor);
-                        let b = h.base.step(home, None, load, pv, outdoor);
+                        let d = h.dev.step(home, planned, load, pv, u, outdoor);
+                        let b = h.base.step(home, None, load, pv, u, outdoor);
                         acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
-                        acc.heating(i, d.heat_kw, h.dev.indoor_c, home.heating.as_ref());
+                        acc.heating(i, d.heat_kw, &h.dev, home.heating.as_ref());
                         nets[i] = d.net_kw;
                         // What the home used includes its heat pump.
                         let load = load + d.heat_kw;

@@ -121,7 +121,8 @@ pub struct CommunityKpis {
     pub plans: usize,
     pub plan_fallbacks: usize,
     /// Heat pumps: the energy they drew, the coldest indoor temperature of any heat-pump home
-    /// and the home-slots below the comfort band (0 wherever the heat pumps can hold it).
+    /// and the home-slots below the comfort band or with the hot water below its band (0
+    /// wherever the heat pumps can hold them).
     pub heat_pump_kwh: f64,
     pub min_indoor_c: Option<f64>,
     pub slots_below_comfort: usize,
@@ -291,19 +292,25 @@ impl Accumulator {
         }
     }
 
-    /// A heat-pump home's slot: its heat pump's power and the indoor temperature it left.
+    /// A heat-pump home's slot: its heat pumps' power and the temperatures they left (the
+    /// house, and the hot water where it has a tank).
     pub fn heating(
         &mut self,
         _home: usize,
         heat_kw: f64,
-        indoor_c: f64,
+        dev: &gridmesh_agent::study::DeviceState,
         heating: Option<&gridmesh_agent::thermal::Heating>,
     ) {
         let Some(h) = heating else { return };
+        let indoor = dev.indoor_c;
         self.heat_kwh += heat_kw * DT_H;
-        self.min_indoor_c = Some(self.min_indoor_c.map_or(indoor_c, |m| m.min(indoor_c)));
+        self.min_indoor_c = Some(self.min_indoor_c.map_or(indoor, |m| m.min(indoor)));
         // A hundredth of a kelvin is the thermostat's own accuracy.
-        self.below_comfort += usize::from(indoor_c < h.band_c.0 - 0.01);
+        let cold_water = h
+            .hot_water
+            .as_ref()
+            .is_some_and(|w| dev.tank_c < w.band_c.0 - 0.01);
+        self.below_comfort += usize::from(indoor < h.band_c.0 - 0.01 || cold_water);
     }
 
     /// Slot `u`'s row of the time series, once something was recorded for it.

@@ -277,6 +277,12 @@ pub struct HeatPump {
     pub max_power_kw: f64,
     /// Whether optimising homes plan their heating (off: thermostat, for comparison).
     pub shifting: bool,
+    /// Each heat-pump home's hot-water tank: litres (0: none), heat drawn a day (kWh), the
+    /// band it is kept in (°C) and its heat pump's rating for it (kW).
+    pub tank_litres: f64,
+    pub hot_water_kwh_per_day: f64,
+    pub hot_water_c: [f64; 2],
+    pub hot_water_power_kw: f64,
 }
 
 impl Default for HeatPump {
@@ -290,6 +296,10 @@ impl Default for HeatPump {
             gains_kw: 0.3,
             max_power_kw: 4.0,
             shifting: true,
+            tank_litres: 200.0,
+            hot_water_kwh_per_day: 6.0,
+            hot_water_c: [45.0, 60.0],
+            hot_water_power_kw: 2.0,
         }
     }
 }
@@ -704,6 +714,17 @@ impl Scenario {
             );
         }
         range_inclusive("heat_pump.gains_kw", hp.gains_kw, 0.0, 20.0)?;
+        range_inclusive("heat_pump.tank_litres", hp.tank_litres, 0.0, 5_000.0)?;
+        if hp.tank_litres > 0.0 {
+            range_inclusive(
+                "heat_pump.hot_water_kwh_per_day",
+                hp.hot_water_kwh_per_day,
+                0.0,
+                100.0,
+            )?;
+            range("heat_pump.hot_water_c", hp.hot_water_c, 20.0, 95.0)?;
+            positive("heat_pump.hot_water_power_kw", hp.hot_water_power_kw, 100.0)?;
+        }
         positive("heat_pump.max_power_kw", hp.max_power_kw, 100.0)?;
         let t = &self.tariff;
         for (k, v) in [("night", t.night), ("day", t.day), ("peak", t.peak)] {

@@ -12,6 +12,7 @@
 //! always last.
 
 use crate::schedule::{HomeProblem, Plan, Schedule};
+use crate::strategy::Values;
 
 use serde::Serialize;
 
@@ -56,7 +57,7 @@ pub struct Allocation {
     pub schedules: Vec<Schedule>,
     /// Each home's marginal values within its allocation, where they were priced from its
     /// plan's optimum (see [`crate::strategy::Optimising::plan_and_values`]).
-    pub values: Vec<Option<(f64, f64)>>,
+    pub values: Vec<Option<Values>>,
     pub problems: Vec<HomeProblem>,
     /// Homes that could not meet their needs within their allocation (planned without it).
     pub unfit: usize,
@@ -78,8 +79,8 @@ pub fn allocate(
     let mut committed: Vec<f64> = (0..slots)
         .map(|t| others_kw.get(t).copied().unwrap_or(0.0))
         .collect();
-    let mut planned: Vec<Option<(HomeProblem, Schedule, Option<(f64, f64)>)>> =
-        vec![None; homes.len()];
+    type Planned = (HomeProblem, Schedule, Option<Values>);
+    let mut planned: Vec<Option<Planned>> = vec![None; homes.len()];
     let mut unfit = 0;
     for k in 0..homes.len() {
         let i = (k + rotation) % homes.len();

@@ -130,6 +130,10 @@ impl Strategy for LinearRamp {
     }
 }
 
+/// A home's marginal values in its next slot, tokens per kWh: what a kWh bought is worth to it,
+/// and what a kWh sold costs it.
+pub type Values = (f64, f64);
+
 /// Energy the marginal values are priced over, kWh: the plan's cost with this much less and
 /// more load in slot 0.
 const MARGIN_KWH: f64 = 0.1;

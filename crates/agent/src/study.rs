@@ -30,7 +30,7 @@
 use crate::data::{household_load_kw, pv_power_kw, BdewProfile, PvArray, WeatherHour};
 use crate::forecast::{home_forecast, Context, Forecaster, Persistence};
 use crate::schedule::{Battery, Ev, HomeProblem, Plan, Schedule, DT_H};
-use crate::strategy::{LinearRamp, ZeroIntelligence};
+use crate::strategy::{LinearRamp, Values, ZeroIntelligence};
 use crate::strategy::{MarketView, Optimising, OrderIntent, Position, Side, Strategy};
 use crate::thermal::Heating;
 use crate::SLOTS_PER_DAY;
@@ -1014,13 +1014,14 @@ pub fn inflexible_forecast(c: &Community, planned: &[usize], t: usize, horizon: 
 /// each home: (home, schedule, marginal values, fell back), over the machine's cores.
 pub fn with_values(
     problems: Vec<(usize, HomeProblem)>,
-    schedules: Option<(Vec<Schedule>, Vec<Option<(f64, f64)>>)>,
-) -> Vec<(usize, Schedule, (f64, f64), bool)> {
-    let mut given: Vec<Option<(Schedule, Option<(f64, f64)>)>> = match schedules {
+    schedules: Option<(Vec<Schedule>, Vec<Option<Values>>)>,
+) -> Vec<(usize, Schedule, Values, bool)> {
+    type Given = Option<(Schedule, Option<Values>)>;
+    let mut given: Vec<Given> = match schedules {
         Some((s, v)) => s.into_iter().zip(v).map(Some).collect(),
         None => vec![None; problems.len()],
     };
-    let jobs: Vec<(usize, HomeProblem, Option<(Schedule, Option<(f64, f64)>)>)> = problems
+    let jobs: Vec<(usize, HomeProblem, Given)> = problems
         .into_iter()
         .zip(given.iter_mut())
         .map(|((i, p), s)| (i, p, s.take()))

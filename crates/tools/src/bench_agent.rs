@@ -2,15 +2,21 @@
 //!
 //! Each home is `gridmesh_agent::schedule::example_home(seed)` (96 slots: load, PV, prices, a
 //! battery, an EV, a deferrable load), planned from scratch (LP, and a MILP where the relaxation
-//! goes both ways). One home alone, then `homes` homes split over the machine's cores, as a
-//! community's agents would plan one slot ahead.
+//! goes both ways), alone and with its bid and ask priced both ways, side by side. One home
+//! alone, then `homes` homes split over the machine's cores, as a community's agents would plan
+//! one slot ahead.
 
 use gridmesh_agent::schedule::{example_home, Plan};
+use gridmesh_agent::strategy::Optimising;
 use serde::Serialize;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct AgentBenchRow {
+    /// What each home does: `plan`; `plan + price by re-planning` (the plan and its bid and ask
+    /// from two more programs, as a re-plan did before issue 22); `plan + price from the
+    /// optimum` (the two solved again from the plan's optimum, as a re-plan does now).
+    pub work: &'static str,
     pub homes: usize,
     pub threads: usize,
     pub seconds: f64,
@@ -23,16 +29,52 @@ impl std::fmt::Display for AgentBenchRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:>6} homes on {} thread(s): {:>8.3} s, {:>7.2} ms per home ({} needed binaries, {} fell back)",
-            self.homes, self.threads, self.seconds, self.ms_per_home, self.milp_homes, self.fallbacks
+            "{:<34} {:>6} homes on {} thread(s): {:>8.3} s, {:>7.2} ms per home ({} needed binaries, {} fell back)",
+            self.work, self.homes, self.threads, self.seconds, self.ms_per_home, self.milp_homes, self.fallbacks
         )
     }
 }
 
-fn plan_range(seeds: std::ops::Range<u64>) -> (usize, usize) {
+/// What a home's re-plan does.
+#[derive(Clone, Copy)]
+enum Work {
+    Plan,
+    PriceByReplanning,
+    PriceFromOptimum,
+}
+
+impl Work {
+    fn name(self) -> &'static str {
+        match self {
+            Work::Plan => "plan",
+            Work::PriceByReplanning => "plan + price by re-planning",
+            Work::PriceFromOptimum => "plan + price from the optimum",
+        }
+    }
+}
+
+fn plan_range(seeds: std::ops::Range<u64>, work: Work) -> (usize, usize) {
     let (mut milp, mut fallback) = (0, 0);
     for seed in seeds {
-        match example_home(seed).plan() {
+        let agent = Optimising {
+            problem: example_home(seed),
+        };
+        let plan = match work {
+            Work::Plan => agent.problem.plan(),
+            Work::PriceByReplanning => {
+                let plan = agent.problem.plan();
+                if let Plan::Optimal(s) = &plan {
+                    std::hint::black_box(agent.marginal_values_from(s.cost));
+                }
+                plan
+            }
+            Work::PriceFromOptimum => {
+                let (plan, values) = agent.plan_and_values();
+                std::hint::black_box(values);
+                plan
+            }
+        };
+        match plan {
             Plan::Optimal(s) => milp += usize::from(s.milp),
             Plan::Fallback { .. } => fallback += 1,
         }
@@ -40,49 +82,54 @@ fn plan_range(seeds: std::ops::Range<u64>) -> (usize, usize) {
     (milp, fallback)
 }
 
-/// Plans one home (the median of `repeat`), then `homes` homes over all cores.
+/// For each kind of work: one home (the median of `repeat`), then `homes` homes over all cores.
 pub fn run(homes: usize, repeat: usize) -> Vec<AgentBenchRow> {
-    let mut times: Vec<f64> = (0..repeat.max(1))
-        .map(|i| {
-            let t = Instant::now();
-            plan_range(i as u64 + 1..i as u64 + 2);
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    let one = times[times.len() / 2];
-    let mut rows = vec![AgentBenchRow {
-        homes: 1,
-        threads: 1,
-        seconds: one,
-        ms_per_home: one * 1e3,
-        milp_homes: 0,
-        fallbacks: 0,
-    }];
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let t = Instant::now();
-    let chunk = homes.div_ceil(threads) as u64;
-    let results: Vec<(usize, usize)> = std::thread::scope(|s| {
-        (0..threads as u64)
-            .map(|k| {
-                let from = 1 + k * chunk;
-                let to = (from + chunk).min(homes as u64 + 1);
-                s.spawn(move || plan_range(from..to))
+    let mut rows = Vec::new();
+    for work in [Work::Plan, Work::PriceByReplanning, Work::PriceFromOptimum] {
+        let mut times: Vec<f64> = (0..repeat.max(1))
+            .map(|i| {
+                let t = Instant::now();
+                plan_range(i as u64 + 1..i as u64 + 2, work);
+                t.elapsed().as_secs_f64()
             })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().expect("planner thread"))
-            .collect()
-    });
-    let secs = t.elapsed().as_secs_f64();
-    rows.push(AgentBenchRow {
-        homes,
-        threads,
-        seconds: secs,
-        ms_per_home: secs * 1e3 / homes as f64,
-        milp_homes: results.iter().map(|r| r.0).sum(),
-        fallbacks: results.iter().map(|r| r.1).sum(),
-    });
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let one = times[times.len() / 2];
+        rows.push(AgentBenchRow {
+            work: work.name(),
+            homes: 1,
+            threads: 1,
+            seconds: one,
+            ms_per_home: one * 1e3,
+            milp_homes: 0,
+            fallbacks: 0,
+        });
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let t = Instant::now();
+        let chunk = homes.div_ceil(threads) as u64;
+        let results: Vec<(usize, usize)> = std::thread::scope(|s| {
+            (0..threads as u64)
+                .map(|k| {
+                    let from = 1 + k * chunk;
+                    let to = (from + chunk).min(homes as u64 + 1);
+                    s.spawn(move || plan_range(from..to, work))
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().expect("planner thread"))
+                .collect()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        rows.push(AgentBenchRow {
+            work: work.name(),
+            homes,
+            threads,
+            seconds: secs,
+            ms_per_home: secs * 1e3 / homes as f64,
+            milp_homes: results.iter().map(|r| r.0).sum(),
+            fallbacks: results.iter().map(|r| r.1).sum(),
+        });
+    }
     rows
 }
 

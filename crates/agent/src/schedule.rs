@@ -183,6 +183,15 @@ impl HomeProblem {
         self.load_kw.len()
     }
 
+    /// Whether the home has anything to schedule (a battery, an EV, deferrable loads, heat
+    /// pumps); without, its only choice is curtailment.
+    fn has_devices(&self) -> bool {
+        self.battery.is_some()
+            || self.ev.is_some()
+            || !self.deferrable.is_empty()
+            || !self.thermal.is_empty()
+    }
+
     /// The import limit in force in slot `t`.
     pub fn import_limit_at(&self, t: usize) -> f64 {
         self.import_cap_kw
@@ -285,12 +294,7 @@ impl HomeProblem {
                 reason,
             };
         }
-        if self.battery.is_none()
-            && self.ev.is_none()
-            && self.deferrable.is_empty()
-            && self.thermal.is_empty()
-            && self.flex.is_none()
-        {
+        if !self.has_devices() && self.flex.is_none() {
             return Plan::Optimal(self.nothing_to_schedule());
         }
         let first = match self.solve(&[]) {
@@ -561,13 +565,7 @@ impl HomeProblem {
     /// column. `None` where that does not apply (nothing to plan, a flexibility event, a plan
     /// that needs binaries, a solver failure): then [`HomeProblem::plan`] and re-solves do it.
     pub fn plan_priced(&self, delta_kwh: f64) -> Option<(Schedule, f64, f64)> {
-        if self.check().is_err()
-            || self.flex.is_some()
-            || (self.battery.is_none()
-                && self.ev.is_none()
-                && self.deferrable.is_empty()
-                && self.thermal.is_empty())
-        {
+        if self.check().is_err() || self.flex.is_some() || !self.has_devices() {
             return None;
         }
         let d_kw = delta_kwh / DT_H;

@@ -138,6 +138,12 @@ pub type Values = (f64, f64);
 /// more load in slot 0.
 const MARGIN_KWH: f64 = 0.1;
 
+/// The marginal values from the optimal cost `base` and the costs with [`MARGIN_KWH`] less and
+/// more load in the next slot.
+fn values_around(base: f64, less: f64, more: f64) -> Values {
+    ((base - less) / MARGIN_KWH, (more - base) / MARGIN_KWH)
+}
+
 /// Bids and asks from a home's optimal plan for its next slot (slot 0 of the problem).
 pub struct Optimising {
     pub problem: HomeProblem,
@@ -163,23 +169,18 @@ impl Optimising {
     /// [`Optimising::marginal_values`] around a known optimal cost of the problem (two programs
     /// instead of three).
     pub fn marginal_values_from(&self, base: f64) -> Option<(f64, f64)> {
-        let d = MARGIN_KWH;
-        let less = self.cost_with(-d)?;
-        let more = self.cost_with(d)?;
-        Some(((base - less) / d, (more - base) / d))
+        let less = self.cost_with(-MARGIN_KWH)?;
+        let more = self.cost_with(MARGIN_KWH)?;
+        Some(values_around(base, less, more))
     }
 
     /// The plan and its marginal values at once: the two priced programs solved from the
     /// plan's optimum ([`HomeProblem::plan_priced`]) where that applies, else as
     /// [`Optimising::marginal_values_from`] does. The same values either way.
-    pub fn plan_and_values(&self) -> (Plan, Option<(f64, f64)>) {
-        let d = MARGIN_KWH;
-        if let Some((s, less, more)) = self.problem.plan_priced(d) {
-            let base = s.cost;
-            return (
-                Plan::Optimal(s),
-                Some(((base - less) / d, (more - base) / d)),
-            );
+    pub fn plan_and_values(&self) -> (Plan, Option<Values>) {
+        if let Some((s, less, more)) = self.problem.plan_priced(MARGIN_KWH) {
+            let values = values_around(s.cost, less, more);
+            return (Plan::Optimal(s), Some(values));
         }
         let plan = self.problem.plan();
         let values = match &plan {

@@ -23,13 +23,23 @@ pub struct Row {
 pub struct Solved {
     pub x: Vec<f64>,
     solution: microlp::Solution,
-    vars: Vec<microlp::Variable>,
+    /// Each column's variable in the solver; `None` for a column fixed by its bounds, which
+    /// the solver never saw (its value is in `x`).
+    vars: Vec<Option<microlp::Variable>>,
 }
 
 impl Solved {
-    fn new(solution: microlp::Solution, vars: Vec<microlp::Variable>) -> Solved {
+    fn new(
+        solution: microlp::Solution,
+        vars: Vec<Option<microlp::Variable>>,
+        fixed: &[f64],
+    ) -> Solved {
         Solved {
-            x: vars.iter().map(|v| solution.var_value(*v)).collect(),
+            x: vars
+                .iter()
+                .zip(fixed)
+                .map(|(v, f)| v.map_or(*f, |v| solution.var_value(v)))
+                .collect(),
             solution,
             vars,
         }
@@ -38,13 +48,25 @@ impl Solved {
     /// The program solved again with variable `var` fixed at `value` (within its bounds),
     /// from this optimum.
     pub fn with_fixed(&self, var: usize, value: f64) -> Result<Solved, ResolutionError> {
+        let Some(v) = self.vars[var] else {
+            // Fixed by its bounds already.
+            return if (value - self.x[var]).abs() <= 1e-12 {
+                Ok(Solved {
+                    x: self.x.clone(),
+                    solution: self.solution.clone(),
+                    vars: self.vars.clone(),
+                })
+            } else {
+                Err(ResolutionError::Infeasible)
+            };
+        };
         let solution = self
             .solution
             .clone()
-            .fix_var(self.vars[var], value)?
+            .fix_var(v, value)?
             .into_solution()
             .map_err(|_| ResolutionError::Other("no feasible solution within the limits"))?;
-        Ok(Solved::new(solution, self.vars.clone()))
+        Ok(Solved::new(solution, self.vars.clone(), &self.x))
     }
 }
 
@@ -97,32 +119,58 @@ impl Lp {
 
     /// Solves with microlp and keeps the solver's optimal state, to solve again with a
     /// variable fixed from there ([`Solved::with_fixed`]): a few dual simplex pivots instead of
-    /// a solve from scratch.
+    /// a solve from scratch. Columns fixed by their bounds (a device absent or outside its
+    /// window) are constants to the solver, and rows left empty are checked, not sent.
     pub fn solve_warm(&self) -> Result<Solved, ResolutionError> {
         let mut problem = microlp::Problem::new(microlp::OptimizationDirection::Minimize);
         let mut vars = Vec::with_capacity(self.names.len());
-        for i in 0..self.names.len() {
+        // The value of each column fixed by its bounds (the others' are the solver's).
+        let mut fixed = vec![0.0; self.names.len()];
+        for (i, fixed_value) in fixed.iter_mut().enumerate() {
             vars.push(if self.integer[i] {
                 let (lo, hi) = (self.lower[i].ceil(), self.upper[i].floor());
                 if !(lo <= hi && lo >= f64::from(i32::MIN) && hi <= f64::from(i32::MAX)) {
                     return Err(ResolutionError::Infeasible);
                 }
-                problem.add_integer_var(self.objective[i], (lo as i32, hi as i32))
+                Some(problem.add_integer_var(self.objective[i], (lo as i32, hi as i32)))
+            } else if self.lower[i] == self.upper[i] {
+                *fixed_value = self.lower[i];
+                None
             } else {
-                problem.add_var(self.objective[i], (self.lower[i], self.upper[i]))
+                Some(problem.add_var(self.objective[i], (self.lower[i], self.upper[i])))
             });
         }
         for r in &self.rows {
             let mut e = microlp::LinearExpr::empty();
+            let mut rhs = r.rhs;
+            let mut terms = 0;
             for (i, c) in &r.coeffs {
-                e.add(vars[*i], *c);
+                match vars[*i] {
+                    Some(v) => {
+                        e.add(v, *c);
+                        terms += 1;
+                    }
+                    None => rhs -= c * fixed[*i],
+                }
+            }
+            if terms == 0 {
+                let tol = 1e-9 * (1.0 + r.rhs.abs());
+                let holds = match r.sense {
+                    Sense::Le => rhs >= -tol,
+                    Sense::Ge => rhs <= tol,
+                    Sense::Eq => rhs.abs() <= tol,
+                };
+                if !holds {
+                    return Err(ResolutionError::Infeasible);
+                }
+                continue;
             }
             let op = match r.sense {
                 Sense::Le => microlp::ComparisonOp::Le,
                 Sense::Ge => microlp::ComparisonOp::Ge,
                 Sense::Eq => microlp::ComparisonOp::Eq,
             };
-            problem.add_constraint(e, op, r.rhs);
+            problem.add_constraint(e, op, rhs);
         }
         let mut opts = microlp::SolveOptions::default();
         opts.mip_gap = 0.0;
@@ -130,7 +178,7 @@ impl Lp {
             .solve_with(opts)?
             .into_solution()
             .map_err(|_| ResolutionError::Other("no feasible solution within the limits"))?;
-        Ok(Solved::new(solution, vars))
+        Ok(Solved::new(solution, vars, &fixed))
     }
 
     /// The problem in free MPS (objective constant as the objective row's RHS, negated, as MPS

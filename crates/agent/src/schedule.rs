@@ -63,6 +63,19 @@ pub struct Deferrable {
     pub latest: usize,
 }
 
+/// How finely the program plans: each of the first `fine_slots` slots is a step of its own, the
+/// rest in steps of `step_slots` slots with the devices' power held over each (move blocking,
+/// as model-predictive control does it). The inputs of a step are the means of its slots
+/// (load, PV, the import limit's least), its prices their sum, a heat pump's store exact over
+/// it for the step's power; a plan's later steps are only a sketch that a re-plan refines
+/// before they come, so they need not be fine. The program's size falls with the steps, and
+/// the simplex's time roughly with their square.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Resolution {
+    pub fine_slots: usize,
+    pub step_slots: usize,
+}
+
 /// One home's problem over `load_kw.len()` slots.
 #[derive(Clone, Debug, Serialize)]
 pub struct HomeProblem {
@@ -84,6 +97,9 @@ pub struct HomeProblem {
     pub thermal: Vec<ThermalStore>,
     /// A flexibility event the home is paid for: reduction of its import below its baseline.
     pub flex: Option<FlexReward>,
+    /// Steps coarser than a slot later in the horizon; `None`: every slot a step (and always
+    /// with a flexibility event).
+    pub resolution: Option<Resolution>,
 }
 
 /// Pay for import reduced below a baseline in a window: `value_per_kwh` for each kWh, up to
@@ -164,6 +180,8 @@ struct Columns {
     runs: Vec<Vec<usize>>,
     heat: Vec<Vec<usize>>,
     temp: Vec<Vec<usize>>,
+    /// The steps the columns are per, `(first slot, slots)`.
+    steps: Vec<(usize, usize)>,
     /// More load in slot 0, kW (fixed while pricing; absent otherwise).
     shift: Option<usize>,
 }
@@ -282,8 +300,28 @@ impl HomeProblem {
         Ok(())
     }
 
-    /// The least-cost schedule, or the safe plan with the reason.
+    /// The least-cost schedule, or the safe plan with the reason. Steps coarser than a slot
+    /// that leave no feasible program (a store's band held only by heating that varies within
+    /// a step) give way to every slot a step.
     pub fn plan(&self) -> Plan {
+        let plan = self.plan_in_steps();
+        match (&plan, self.resolution) {
+            (
+                Plan::Fallback {
+                    reason: Infeasible::Solver(_),
+                    ..
+                },
+                Some(_),
+            ) => HomeProblem {
+                resolution: None,
+                ..self.clone()
+            }
+            .plan(),
+            _ => plan,
+        }
+    }
+
+    fn plan_in_steps(&self) -> Plan {
         if let Err(reason) = self.check() {
             return Plan::Fallback {
                 schedule: match reason {
@@ -392,24 +430,71 @@ impl HomeProblem {
         self.build_shifted(binary, None)
     }
 
-    /// The program; with `shift` (kW range), a column that adds load to slot 0 within it.
-    fn build_shifted(&self, binary: &[usize], shift: Option<(f64, f64)>) -> (Lp, Columns) {
+    /// The program's steps, `(first slot, slots)`: see [`Resolution`].
+    fn steps(&self) -> Vec<(usize, usize)> {
         let n = self.slots();
+        let (fine, step) = match self.resolution {
+            Some(r) if self.flex.is_none() && r.step_slots > 1 => {
+                (r.fine_slots.max(1), r.step_slots)
+            }
+            _ => (n, 1),
+        };
+        // A step never straddles a device's window: it is in it or out of it.
+        let mut edges: Vec<usize> = self
+            .ev
+            .iter()
+            .flat_map(|e| [e.arrival, e.departure])
+            .chain(self.deferrable.iter().flat_map(|d| [d.earliest, d.latest]))
+            .collect();
+        edges.sort_unstable();
+        let mut out: Vec<(usize, usize)> = (0..fine.min(n)).map(|t| (t, 1)).collect();
+        let mut t = fine.min(n);
+        while t < n {
+            let mut end = (t + step).min(n);
+            if let Some(e) = edges.iter().find(|e| **e > t && **e < end) {
+                end = *e;
+            }
+            out.push((t, end - t));
+            t = end;
+        }
+        out
+    }
+
+    /// The program; with `shift` (kW range), a column that adds load to slot 0 within it.
+    /// Columns and rows are per step ([`HomeProblem::steps`]); slots in `binary` give their
+    /// steps a binary direction.
+    fn build_shifted(&self, binary: &[usize], shift: Option<(f64, f64)>) -> (Lp, Columns) {
+        let steps = self.steps();
         let mut lp = Lp::default();
         let battery_kw = self.battery.as_ref().map_or(0.0, |b| b.power_kw);
-        let mut c = Columns::default();
-        for t in 0..n {
-            c.imp
-                .push(lp.var(format!("imp{t}"), 0.0, self.import_limit_at(t)));
+        let mut c = Columns {
+            steps: steps.clone(),
+            ..Columns::default()
+        };
+        let mean =
+            |v: &[f64], (a, len): (usize, usize)| v[a..a + len].iter().sum::<f64>() / len as f64;
+        let sum = |v: &[f64], (a, len): (usize, usize)| v[a..a + len].iter().sum::<f64>();
+        // The share of a step's slots within `[from, to)`.
+        let within = |(a, len): (usize, usize), from: usize, to: usize| {
+            (a + len).min(to).saturating_sub(a.max(from)) as f64 / len as f64
+        };
+        let limit = |(a, len): (usize, usize)| {
+            (a..a + len)
+                .map(|t| self.import_limit_at(t))
+                .fold(f64::INFINITY, f64::min)
+        };
+        for (t, &st) in steps.iter().enumerate() {
+            c.imp.push(lp.var(format!("imp{t}"), 0.0, limit(st)));
             c.exp
                 .push(lp.var(format!("exp{t}"), 0.0, self.export_limit_kw));
             c.ch.push(lp.var(format!("ch{t}"), 0.0, battery_kw));
             c.dis.push(lp.var(format!("dis{t}"), 0.0, battery_kw));
-            c.curt.push(lp.var(format!("curt{t}"), 0.0, self.pv_kw[t]));
-            let ev_max = match &self.ev {
-                Some(e) if t >= e.arrival && t < e.departure => e.power_kw,
-                _ => 0.0,
-            };
+            c.curt
+                .push(lp.var(format!("curt{t}"), 0.0, mean(&self.pv_kw, st)));
+            let ev_max = self
+                .ev
+                .as_ref()
+                .map_or(0.0, |e| e.power_kw * within(st, e.arrival, e.departure));
             c.ev.push(lp.var(format!("ev{t}"), 0.0, ev_max));
             if let Some(b) = &self.battery {
                 c.soc
@@ -417,13 +502,11 @@ impl HomeProblem {
             }
         }
         for (k, d) in self.deferrable.iter().enumerate() {
-            let run = (0..n)
-                .map(|t| {
-                    let max = if t >= d.earliest && t < d.latest {
-                        d.power_kw
-                    } else {
-                        0.0
-                    };
+            let run = steps
+                .iter()
+                .enumerate()
+                .map(|(t, &st)| {
+                    let max = d.power_kw * within(st, d.earliest, d.latest);
                     lp.var(format!("run{k}_{t}"), 0.0, max)
                 })
                 .collect();
@@ -432,29 +515,36 @@ impl HomeProblem {
         for (k, h) in self.thermal.iter().enumerate() {
             let bounds = h.bounds();
             c.heat.push(
-                (0..n)
+                (0..steps.len())
                     .map(|t| lp.var(format!("hp{k}_{t}"), 0.0, h.max_power_kw))
                     .collect(),
             );
+            // The temperature at each step's end, within that slot's bounds.
             c.temp.push(
-                bounds
+                steps
                     .iter()
                     .enumerate()
-                    .map(|(t, (lo, hi))| lp.var(format!("temp{k}_{t}"), *lo, *hi))
+                    .map(|(t, &(a, len))| {
+                        let (lo, hi) = bounds[a + len - 1];
+                        lp.var(format!("temp{k}_{t}"), lo, hi)
+                    })
                     .collect(),
             );
         }
-        for t in 0..n {
-            let early = EPS_EARLY * t as f64 * DT_H;
-            lp.objective[c.imp[t]] = DT_H * self.import_price[t];
-            lp.objective[c.exp[t]] = -DT_H * self.export_price[t];
-            lp.objective[c.ch[t]] = EPS_CYCLE * DT_H + early;
-            lp.objective[c.dis[t]] = EPS_CYCLE * DT_H;
+        for (t, &st) in steps.iter().enumerate() {
+            let (a, len) = st;
+            let dt_h = len as f64 * DT_H;
+            // Σ over the step's slots of ε₂ · slot · Δt, per kW held over the step.
+            let early = EPS_EARLY * DT_H * (a..a + len).map(|u| u as f64).sum::<f64>();
+            lp.objective[c.imp[t]] = DT_H * sum(&self.import_price, st);
+            lp.objective[c.exp[t]] = -DT_H * sum(&self.export_price, st);
+            lp.objective[c.ch[t]] = EPS_CYCLE * dt_h + early;
+            lp.objective[c.dis[t]] = EPS_CYCLE * dt_h;
             lp.objective[c.ev[t]] = early;
             for r in &c.runs {
                 lp.objective[r[t]] = early;
             }
-            // imp − exp − curt − ch + dis − ev − Σ run = load − pv
+            // imp − exp − curt − ch + dis − ev − Σ run − Σ heat = load − pv
             let mut row = vec![
                 (c.imp[t], 1.0),
                 (c.exp[t], -1.0),
@@ -470,19 +560,28 @@ impl HomeProblem {
                 c.shift = Some(d);
                 row.push((d, -1.0));
             }
-            lp.row(row, Sense::Eq, self.load_kw[t] - self.pv_kw[t]);
+            lp.row(
+                row,
+                Sense::Eq,
+                mean(&self.load_kw, st) - mean(&self.pv_kw, st),
+            );
             for (k, h) in self.thermal.iter().enumerate() {
-                // T_t − a·T_{t−1} − (1 − a)·COP_t/UA·P_t = (1 − a)·(T_amb,t − D_t/UA)
-                let a = h.decay();
-                let mut row = vec![
-                    (c.temp[k][t], 1.0),
-                    (c.heat[k][t], -(1.0 - a) * h.cop[t] / h.ua_kw_per_k),
-                ];
-                let mut rhs = (1.0 - a) * (h.ambient_c[t] - h.demand_kw[t] / h.ua_kw_per_k);
+                // Over the step's slots u = a..a+len with the heat pump at P throughout:
+                // T_end − a^len·T_start − Σ_u a^(end−u)·(1 − a)·COP_u/UA · P
+                //   = Σ_u a^(end−u)·(1 − a)·(T_amb,u − D_u/UA)
+                let decay = h.decay();
+                let (mut gain, mut rhs) = (0.0, 0.0);
+                for u in a..a + len {
+                    let w = decay.powi((a + len - 1 - u) as i32) * (1.0 - decay);
+                    gain += w * h.cop[u] / h.ua_kw_per_k;
+                    rhs += w * (h.ambient_c[u] - h.demand_kw[u] / h.ua_kw_per_k);
+                }
+                let kept = decay.powi(len as i32);
+                let mut row = vec![(c.temp[k][t], 1.0), (c.heat[k][t], -gain)];
                 if t == 0 {
-                    rhs += a * h.initial_c;
+                    rhs += kept * h.initial_c;
                 } else {
-                    row.push((c.temp[k][t - 1], -a));
+                    row.push((c.temp[k][t - 1], -kept));
                 }
                 lp.row(row, Sense::Eq, rhs);
             }
@@ -490,8 +589,8 @@ impl HomeProblem {
                 // soc_t − soc_{t−1} − Δt·η_c·ch + Δt/η_d·dis = 0 (soc_{−1} = initial)
                 let mut row = vec![
                     (c.soc[t], 1.0),
-                    (c.ch[t], -DT_H * b.charge_efficiency),
-                    (c.dis[t], DT_H / b.discharge_efficiency),
+                    (c.ch[t], -dt_h * b.charge_efficiency),
+                    (c.dis[t], dt_h / b.discharge_efficiency),
                 ];
                 let rhs = if t == 0 {
                     b.initial_kwh
@@ -502,26 +601,29 @@ impl HomeProblem {
                 lp.row(row, Sense::Eq, rhs);
             }
         }
+        let energy = |cols: &[usize]| -> Vec<(usize, f64)> {
+            cols.iter()
+                .zip(&steps)
+                .map(|(v, (_, len))| (*v, *len as f64 * DT_H))
+                .collect()
+        };
         if let Some(e) = &self.ev {
-            lp.row(
-                c.ev.iter().map(|v| (*v, DT_H)).collect(),
-                Sense::Ge,
-                e.energy_needed_kwh,
-            );
+            lp.row(energy(&c.ev), Sense::Ge, e.energy_needed_kwh);
         }
         for (d, r) in self.deferrable.iter().zip(&c.runs) {
-            lp.row(
-                r.iter().map(|v| (*v, DT_H)).collect(),
-                Sense::Eq,
-                d.energy_kwh,
-            );
+            lp.row(energy(r), Sense::Eq, d.energy_kwh);
         }
-        for &t in binary {
+        let binary_steps = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, (a, len))| binary.iter().any(|t| (*a..a + len).contains(t)));
+        for (t, &st) in binary_steps {
             let grid_in = lp.binary(format!("gridin{t}"));
             let charging = lp.binary(format!("charging{t}"));
+            let import_limit = limit(st);
             // imp ≤ I·g; exp ≤ E·(1 − g); ch ≤ P·c; dis ≤ P·(1 − c)
             lp.row(
-                vec![(c.imp[t], 1.0), (grid_in, -self.import_limit_at(t))],
+                vec![(c.imp[t], 1.0), (grid_in, -import_limit)],
                 Sense::Le,
                 0.0,
             );
@@ -542,7 +644,8 @@ impl HomeProblem {
             );
         }
         if let Some(f) = &self.flex {
-            for t in f.from..f.to.min(n) {
+            // Every slot is a step with an event (see `steps`).
+            for t in f.from..f.to.min(steps.len()) {
                 // r ≤ reduce; r + imp ≤ baseline; earn value·r·Δt
                 let r = lp.var(format!("flex{t}"), 0.0, f.reduce_kw);
                 lp.objective[r] = -DT_H * f.value_per_kwh;
@@ -589,28 +692,57 @@ impl HomeProblem {
         Some((plan, cost[0], cost[1]))
     }
 
-    /// The schedule in the solution `x` of the program `lp` with columns `c`.
+    /// The schedule in the solution `x` of the program `lp` with columns `c`, per slot: a
+    /// step's power held over its slots, the battery's charge and the stores' temperatures
+    /// followed through them.
     fn schedule_of(&self, lp: &Lp, c: &Columns, x: &[f64], milp: bool) -> Schedule {
-        let v = |xs: &[usize]| xs.iter().map(|i| x[*i].max(0.0)).collect::<Vec<f64>>();
+        let per_slot = |xs: &[usize]| -> Vec<f64> {
+            xs.iter()
+                .zip(&c.steps)
+                .flat_map(|(i, (_, len))| std::iter::repeat_n(x[*i].max(0.0), *len))
+                .collect()
+        };
         let mut s = Schedule {
-            import_kw: v(&c.imp),
-            export_kw: v(&c.exp),
-            charge_kw: v(&c.ch),
-            discharge_kw: v(&c.dis),
-            soc_kwh: v(&c.soc),
-            ev_kw: v(&c.ev),
-            deferrable_kw: c.runs.iter().map(|r| v(r)).collect(),
-            curtail_kw: v(&c.curt),
-            heat_kw: c.heat.iter().map(|r| v(r)).collect(),
-            temperature_c: c
-                .temp
-                .iter()
-                .map(|r| r.iter().map(|i| x[*i]).collect())
-                .collect(),
+            import_kw: per_slot(&c.imp),
+            export_kw: per_slot(&c.exp),
+            charge_kw: per_slot(&c.ch),
+            discharge_kw: per_slot(&c.dis),
+            soc_kwh: Vec::new(),
+            ev_kw: per_slot(&c.ev),
+            deferrable_kw: c.runs.iter().map(|r| per_slot(r)).collect(),
+            curtail_kw: per_slot(&c.curt),
+            heat_kw: c.heat.iter().map(|r| per_slot(r)).collect(),
+            temperature_c: Vec::new(),
             cost: 0.0,
             objective: lp.value(x),
             milp,
         };
+        if let Some(b) = &self.battery {
+            // Each step's end is the program's; the slots within move evenly towards it.
+            let mut before = b.initial_kwh;
+            for (t, &(_, len)) in c.steps.iter().enumerate() {
+                let end = x[c.soc[t]];
+                for u in 1..=len {
+                    s.soc_kwh
+                        .push(before + (end - before) * u as f64 / len as f64);
+                }
+                before = end;
+            }
+        }
+        for (k, h) in self.thermal.iter().enumerate() {
+            // Each step's end is the program's; the slots within follow the store's own model.
+            let mut temp = h.initial_c;
+            let mut temps = Vec::with_capacity(self.slots());
+            for (t, &(a, len)) in c.steps.iter().enumerate() {
+                for u in a..a + len - 1 {
+                    temp = h.next(u, temp, s.heat_kw[k][u]);
+                    temps.push(temp);
+                }
+                temp = x[c.temp[k][t]];
+                temps.push(temp);
+            }
+            s.temperature_c.push(temps);
+        }
         s.cost = self.cost_of(&s);
         s
     }
@@ -789,6 +921,7 @@ pub fn example_home(seed: u64) -> HomeProblem {
             departure: 96,
         }),
         flex: None,
+        resolution: None,
         deferrable: vec![Deferrable {
             name: "washer".into(),
             energy_kwh: 1.0 + rnd(),
@@ -879,6 +1012,7 @@ mod tests {
                 departure: 96,
             }),
             flex: None,
+            resolution: None,
             deferrable: vec![Deferrable {
                 name: "dishwasher".into(),
                 energy_kwh: 1.0,
@@ -1039,6 +1173,136 @@ mod tests {
         assert!(r.reward >= r.extra_cost - 1e-9, "{r:?}");
         let with_import: f64 = (68..76).map(|t| with.import_kw[t]).sum::<f64>() * DT_H;
         assert!(with_import < base_import);
+    }
+
+    /// Planned in steps (the first hour by the quarter hour, then hourly), a home keeps every
+    /// promise slot by slot: the EV gets its energy, the battery and the stores stay within
+    /// their bounds through each step, the first hour is what the fine program would do at the
+    /// same prices; and it costs within a few per cent of the fine plan, for a program a third
+    /// the size.
+    #[test]
+    fn a_plan_in_hourly_steps_keeps_every_slot_within_its_limits_and_costs_nearly_the_same() {
+        let stepped = Resolution {
+            fine_slots: 4,
+            step_slots: 4,
+        };
+        let mut gaps = Vec::new();
+        for seed in (1..=12).filter(|s| *s != 7 && *s != 8) {
+            // Prices by the hour, as tariffs and day-ahead markets set them.
+            let mut fine = example_home(seed);
+            for prices in [&mut fine.import_price, &mut fine.export_price] {
+                for hour in prices.chunks_mut(4) {
+                    let mean = hour.iter().sum::<f64>() / 4.0;
+                    hour.fill(mean);
+                }
+            }
+            let coarse = HomeProblem {
+                resolution: Some(stepped),
+                ..fine.clone()
+            };
+            let (Plan::Optimal(f), Plan::Optimal(s)) = (fine.plan(), coarse.plan()) else {
+                panic!("home {seed} plans");
+            };
+            let n = fine.slots();
+            // 4 quarter hours, 23 hours; the EV's arrival at 17:30 splits one.
+            assert_eq!(coarse.steps().len(), 4 + 23 + 1);
+            assert!(coarse.lp().names.len() * 3 < fine.lp().names.len() + 60);
+            for v in [
+                &s.import_kw,
+                &s.export_kw,
+                &s.charge_kw,
+                &s.soc_kwh,
+                &s.ev_kw,
+            ] {
+                assert_eq!(v.len(), n, "home {seed}: one value per slot");
+            }
+            // The EV's energy, and nothing outside its window.
+            let e = fine.ev.as_ref().unwrap();
+            let ev_kwh: f64 = s.ev_kw.iter().sum::<f64>() * DT_H;
+            assert!(
+                ev_kwh >= e.energy_needed_kwh - 1e-6,
+                "home {seed}: EV short"
+            );
+            assert!(s.ev_kw[..e.arrival].iter().all(|p| *p < 1e-9));
+            // The battery, followed slot by slot, ends each slot where the schedule says.
+            let b = fine.battery.as_ref().unwrap();
+            let mut soc = b.initial_kwh;
+            for t in 0..n {
+                soc += (s.charge_kw[t] * b.charge_efficiency
+                    - s.discharge_kw[t] / b.discharge_efficiency)
+                    * DT_H;
+                assert!((soc - s.soc_kwh[t]).abs() < 1e-6, "home {seed} slot {t}");
+                assert!(soc >= b.reserve_kwh - 1e-6 && soc <= b.capacity_kwh + 1e-6);
+            }
+            // Each store, followed slot by slot with its heat pump's power, is where the
+            // schedule says, and within its band (widened only where the thermostat cannot keep
+            // it) at the end of every step: in every slot of the first hour, which is what runs
+            // before the next re-plan.
+            let ends: Vec<usize> = coarse.steps().iter().map(|(a, len)| a + len - 1).collect();
+            for (k, h) in fine.thermal.iter().enumerate() {
+                let bounds = h.bounds();
+                let mut temp = h.initial_c;
+                for (t, (lo, hi)) in bounds.into_iter().enumerate() {
+                    temp = h.next(t, temp, s.heat_kw[k][t]);
+                    assert!((temp - s.temperature_c[k][t]).abs() < 1e-6, "home {seed}");
+                    if ends.binary_search(&t).is_err() {
+                        continue;
+                    }
+                    assert!(
+                        temp >= lo - 1e-6 && temp <= hi + 1e-6,
+                        "home {seed} {}: {temp:.2} °C in slot {t} outside {lo:.2}..{hi:.2}",
+                        h.name
+                    );
+                }
+            }
+            // The balance holds in every slot on the step's mean load and PV.
+            for (a, len) in coarse.steps() {
+                let mean = |v: &[f64]| v[a..a + len].iter().sum::<f64>() / len as f64;
+                let t = a;
+                let flow = s.import_kw[t] - s.export_kw[t] + s.curtail_kw[t] - s.charge_kw[t]
+                    + s.discharge_kw[t]
+                    - s.ev_kw[t]
+                    - s.deferrable_kw.iter().map(|r| r[t]).sum::<f64>()
+                    - s.heat_kw.iter().map(|r| r[t]).sum::<f64>();
+                assert!((flow - (mean(&fine.load_kw) - mean(&fine.pv_kw))).abs() < 1e-6);
+            }
+            let gap = (s.cost - f.cost) / f.cost.abs().max(1.0);
+            gaps.push(gap);
+            eprintln!(
+                "home {seed}: fine {:.4} stepped {:.4} tokens ({:+.2} %)",
+                f.cost,
+                s.cost,
+                100.0 * gap
+            );
+        }
+        let worst = gaps.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        assert!(worst < 0.03, "stepped plans cost within 3 %: {worst}");
+    }
+
+    /// Steps make no difference where they cannot: one slot per step, or a flexibility event.
+    #[test]
+    fn steps_of_one_slot_plan_exactly_as_the_fine_program() {
+        let fine = example_home(3);
+        for r in [
+            Resolution {
+                fine_slots: 4,
+                step_slots: 1,
+            },
+            Resolution {
+                fine_slots: 96,
+                step_slots: 4,
+            },
+        ] {
+            let p = HomeProblem {
+                resolution: Some(r),
+                ..fine.clone()
+            };
+            let (Plan::Optimal(a), Plan::Optimal(b)) = (fine.plan(), p.plan()) else {
+                panic!("plans");
+            };
+            assert!((a.objective - b.objective).abs() < 1e-9);
+            assert_eq!(p.steps().len(), 96);
+        }
     }
 
     #[test]

@@ -956,6 +956,7 @@ pub fn problem(
             })
             .collect(),
         flex: None,
+        resolution: None,
     }
 }
 

@@ -2,9 +2,10 @@
 //! reach the same optimal objective as our microlp solve, within a relative gap of 1e-6, on
 //! varied homes (prices, PV, battery, EV, deferrable loads; one with a negative export price, one
 //! with a negative import price whose relaxation would import and export at once, so it is
-//! exported and compared with its binaries).
+//! exported and compared with its binaries). Each home twice: every slot a step, and in the
+//! simulator's steps (the first hour by the quarter hour, then hourly).
 
-use gridmesh_agent::schedule::{example_home as home, Plan};
+use gridmesh_agent::schedule::{example_home, HomeProblem, Plan, Resolution};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -14,8 +15,18 @@ fn highs_finds_the_same_optimum_on_the_exported_programs() {
     let dir = tempfile::tempdir().unwrap();
     let mut ours = Vec::new();
     let mut files = Vec::new();
-    for seed in 1..=8u64 {
-        let p = home(seed);
+    let homes = (1..=8u64).flat_map(|seed| {
+        let fine = example_home(seed);
+        let stepped = HomeProblem {
+            resolution: Some(Resolution {
+                fine_slots: 4,
+                step_slots: 4,
+            }),
+            ..fine.clone()
+        };
+        [(seed, fine), (seed + 100, stepped)]
+    });
+    for (seed, p) in homes {
         let Plan::Optimal(s) = p.plan() else {
             panic!("home {seed} is feasible")
         };
@@ -48,5 +59,10 @@ fn highs_finds_the_same_optimum_on_the_exported_programs() {
         eprintln!("home {seed}: microlp {obj:.9} HiGHS {highs:.9} gap {gap:.1e} milp {milp}");
         assert!(gap < 1e-6, "home {seed}: {obj} vs {highs}");
     }
+    assert_eq!(theirs.len(), 16, "HiGHS answered for every program");
     assert!(ours.iter().any(|o| o.2), "one home needs the binaries");
+    assert!(
+        ours.iter().any(|o| o.2 && o.0 > 100),
+        "one home in steps needs the binaries"
+    );
 }

@@ -1021,6 +1021,7 @@ fn plan_slot(
         deferrable: deferrable(&spec, &mut home, slot, horizon),
         thermal: Vec::new(),
         flex: None,
+        resolution: None,
     };
     // A request to reduce draw in the horizon: answered from the schedule (import below the
     // plan without it is worth the request's value, up to the battery's power per slot).

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use gridmesh_agent::schedule::{Schedule, DT_H};
+use gridmesh_agent::schedule::{Resolution, Schedule, DT_H};
 use gridmesh_agent::strategy::{
     LinearRamp, MarketView, OrderIntent, Position, Side as AgentSide, Strategy as _,
     ZeroIntelligence,
@@ -532,6 +532,11 @@ pub fn run_on(
                         .map(|&i| {
                             let mut p =
                                 study::problem(&c.homes, i, &homes[i].dev, u, HORIZON, &tou);
+                            // Planned slot by slot until the next re-plan, in steps beyond.
+                            p.resolution = Some(Resolution {
+                                fine_slots: s.agents.replan_slots,
+                                step_slots: s.agents.step_slots,
+                            });
                             if !s.heat_pump.shifting {
                                 // Heating on its thermostat: an inflexible load in the plan.
                                 for h in std::mem::take(&mut p.thermal) {

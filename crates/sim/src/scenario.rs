@@ -24,6 +24,8 @@
 //!
 //! [agents]
 //! strategy = "zero-intelligence"   # or mix = { optimising = 0.5, zero-intelligence = 0.5 }
+//! # replan_slots = 4          # optimising homes re-plan hourly,
+//! # step_slots = 4            # planning each slot until then and hourly steps beyond
 //!
 //! [feeder]
 //! # matpower = "case33bw.m"   # a radial MATPOWER case instead of the generated feeder
@@ -416,6 +418,10 @@ pub struct Agents {
     pub coordinated: bool,
     /// Slots between an optimising home's re-plans.
     pub replan_slots: usize,
+    /// Beyond the slots until its next re-plan, an optimising home plans in steps of this
+    /// many slots (1: every slot; 4: hourly). The slots that run before a re-plan are always
+    /// planned one by one.
+    pub step_slots: usize,
 }
 
 impl Default for Agents {
@@ -425,6 +431,7 @@ impl Default for Agents {
             mix: BTreeMap::new(),
             coordinated: false,
             replan_slots: 4,
+            step_slots: 4,
         }
     }
 }
@@ -777,6 +784,9 @@ impl Scenario {
         }
         if !(1..=96).contains(&a.replan_slots) {
             return bad("agents.replan_slots must be 1 to 96");
+        }
+        if !(1..=8).contains(&a.step_slots) {
+            return bad("agents.step_slots must be 1 (every slot) to 8 (two hours)");
         }
         let f = &self.feeder;
         if !f.dss.is_empty() && !f.matpower.is_empty() {

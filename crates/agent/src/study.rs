@@ -641,8 +641,10 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
             let planned = if scenario.coordinated {
                 // Capacity left by the homes not planning now: the inflexible net load of homes
                 // without an optimising agent and the current plans of those with one.
+                let all: Vec<usize> = (0..c.homes.len()).collect();
                 let others = capacity_users(
                     c,
+                    &all,
                     &optimising,
                     &due,
                     |j| states[j].plan.as_ref(),
@@ -965,21 +967,28 @@ fn local_slot(t: usize) -> usize {
     (t + 4) % SLOTS_PER_DAY
 }
 
-/// The forecast net load (load − PV, kW) of the homes that are not in `planned` (sorted), per
-/// slot of `horizon` from `t`.
-/// The net load (kW, per step from `t`) of the homes not planning now: the inflexible forecast of
-/// homes without an optimising agent plus the current plans of optimising homes not `due` (sorted).
-/// What a coordinated allocation shares the transformer's capacity around.
+/// The net load (kW, per step from `t`) of the homes of `members` (sorted) not planning now:
+/// the inflexible forecast of homes without an optimising agent plus the current plans of
+/// optimising homes not `due` (both sorted). What a coordinated allocation shares their
+/// transformer's capacity around.
 pub fn capacity_users<'a>(
     c: &Community,
+    members: &[usize],
     optimising: &[usize],
     due: &[usize],
     plan: impl Fn(usize) -> Option<&'a (usize, Schedule)>,
     t: usize,
     horizon: usize,
 ) -> Vec<f64> {
-    let mut others = inflexible_forecast(c, optimising, t, horizon);
-    for &j in optimising.iter().filter(|j| due.binary_search(j).is_err()) {
+    let inflexible = members
+        .iter()
+        .copied()
+        .filter(|i| optimising.binary_search(i).is_err());
+    let mut others = forecast_of(c, inflexible, t, horizon);
+    let planned = members
+        .iter()
+        .filter(|j| optimising.binary_search(j).is_ok() && due.binary_search(j).is_err());
+    for &j in planned {
         if let Some((origin, p)) = plan(j) {
             for (k, o) in others.iter_mut().enumerate() {
                 if let Some(u) = (t + k)
@@ -994,15 +1003,27 @@ pub fn capacity_users<'a>(
     others
 }
 
+/// The forecast net load (load − PV, kW) of the homes that are not in `planned` (sorted), per
+/// slot of `horizon` from `t`.
 pub fn inflexible_forecast(c: &Community, planned: &[usize], t: usize, horizon: usize) -> Vec<f64> {
+    let homes = (0..c.homes.len()).filter(|i| planned.binary_search(i).is_err());
+    forecast_of(c, homes, t, horizon)
+}
+
+/// The persistence forecast of the net load (load − PV, kW) of `homes`, per slot of `horizon`
+/// from `t`.
+fn forecast_of(
+    c: &Community,
+    homes: impl Iterator<Item = usize>,
+    t: usize,
+    horizon: usize,
+) -> Vec<f64> {
     let hz = horizon.min(c.pv_per_kwp.len() - t);
     let mut out = vec![0.0; hz];
     let none = Context { clear_sky_kw: None };
     let pv = Persistence.forecast(&c.pv_per_kwp, t, hz, &none);
-    for (i, h) in c.homes.iter().enumerate() {
-        if planned.binary_search(&i).is_ok() {
-            continue;
-        }
+    for i in homes {
+        let h = &c.homes[i];
         let load = Persistence.forecast(&h.load_kw, t, hz, &none);
         for (k, o) in out.iter_mut().enumerate() {
             *o += load[k] - pv[k] * h.pv_kwp;

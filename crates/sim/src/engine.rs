@@ -548,24 +548,57 @@ pub fn run_on(
                         })
                         .collect();
                     let planned = if s.agents.coordinated {
-                        let others = study::capacity_users(
-                            &c.homes,
-                            &optimising,
-                            &due,
-                            |j| homes[j].plan.as_ref(),
-                            u,
-                            HORIZON,
-                        );
-                        let a = gridmesh_agent::community::allocate(
-                            &problems,
-                            &others,
-                            feeder.transformer_kw * 0.9,
-                            u / s.agents.replan_slots,
-                        );
-                        study::with_values(
-                            due.into_iter().zip(a.problems).collect(),
-                            Some((a.schedules, a.values)),
-                        )
+                        // Each transformer's homes share its rating, planned in turn by the
+                        // coordinator; the transformers side by side on the machine's cores.
+                        let mut problems: Vec<Option<_>> = problems.into_iter().map(Some).collect();
+                        let jobs: Vec<_> = feeder
+                            .capacity_groups
+                            .iter()
+                            .filter_map(|(members, kw)| {
+                                let in_group = |i: &usize| members.binary_search(i).is_ok();
+                                let due_g: Vec<usize> =
+                                    due.iter().copied().filter(in_group).collect();
+                                if due_g.is_empty() {
+                                    return None;
+                                }
+                                let problems_g: Vec<_> = due
+                                    .iter()
+                                    .zip(problems.iter_mut())
+                                    .filter(|(i, _)| in_group(i))
+                                    .map(|(_, p)| p.take().expect("one group per home"))
+                                    .collect();
+                                let optimising_g: Vec<usize> =
+                                    optimising.iter().copied().filter(in_group).collect();
+                                let others = study::capacity_users(
+                                    &c.homes,
+                                    members,
+                                    &optimising_g,
+                                    &due_g,
+                                    |j| homes[j].plan.as_ref(),
+                                    u,
+                                    HORIZON,
+                                );
+                                Some((due_g, problems_g, others, kw * 0.9))
+                            })
+                            .collect();
+                        let rotation = u / s.agents.replan_slots;
+                        let allocated = parallel(jobs, |(due_g, problems_g, others, limit_kw)| {
+                            let a = gridmesh_agent::community::allocate(
+                                &problems_g,
+                                &others,
+                                limit_kw,
+                                rotation,
+                            );
+                            (due_g, a)
+                        });
+                        let (mut chosen, mut schedules, mut values) =
+                            (Vec::new(), Vec::new(), Vec::new());
+                        for (due_g, a) in allocated {
+                            chosen.extend(due_g.into_iter().zip(a.problems));
+                            schedules.extend(a.schedules);
+                            values.extend(a.values);
+                        }
+                        study::with_values(chosen, Some((schedules, values)))
                     } else {
                         study::with_values(due.into_iter().zip(problems).collect(), None)
                     };
@@ -721,4 +754,29 @@ pub fn run_on(
     );
     outcome.devices = inverters.finish(&*ledger);
     Ok(outcome)
+}
+
+/// `work` done on each job, the jobs dealt round the machine's cores (the results in the order
+/// of the cores' shares, not of the jobs).
+fn parallel<J: Send, R: Send>(jobs: Vec<J>, work: impl Fn(J) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len().max(1));
+    if threads <= 1 {
+        return jobs.into_iter().map(work).collect();
+    }
+    let mut parts: Vec<Vec<J>> = (0..threads).map(|_| Vec::new()).collect();
+    for (k, j) in jobs.into_iter().enumerate() {
+        parts[k % threads].push(j);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(work).collect::<Vec<R>>()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|h| h.join().expect("coordinator thread"))
+            .collect()
+    })
 }

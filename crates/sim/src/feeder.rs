@@ -39,6 +39,9 @@ pub struct Feeder {
     pub transformers: Vec<usize>,
     /// Sum of the transformers' ratings, kW (at unity power factor).
     pub transformer_kw: f64,
+    /// The homes (sorted) that share a rating, kW: behind each distribution transformer where
+    /// the feeder says which (the generated feeder), else all homes sharing the sum.
+    pub capacity_groups: Vec<(Vec<usize>, f64)>,
 }
 
 fn bus(number: usize, kind: BusKind, kv: f64, f: &FeederChoice) -> Bus {
@@ -165,8 +168,16 @@ pub fn build(
             home_area.push(format!("t{}/s{}/h{}", g + 1, s + 1, home_bus.len()));
         }
     }
+    let capacity_groups = (0..groups)
+        .map(|g| {
+            let first = g * f.homes_per_transformer;
+            let homes: Vec<usize> = (first..(first + f.homes_per_transformer).min(homes)).collect();
+            (homes, f.transformer_kva)
+        })
+        .collect();
     Ok(Feeder {
         transformer_kw: f.transformer_kva * groups as f64,
+        capacity_groups,
         grid: Grid::Balanced(net),
         home_site: home_bus,
         home_area,
@@ -245,6 +256,10 @@ fn from_matpower(
         .map(|(i, b)| format!("b{}/h{}", net.buses[*b].number, i + 1))
         .collect();
     Ok(Feeder {
+        capacity_groups: vec![(
+            (0..home_bus.len()).collect(),
+            rated_or_unlimited(transformer_kw),
+        )],
         grid: Grid::Balanced(net),
         home_site: home_bus,
         home_area,
@@ -322,6 +337,7 @@ fn from_dss(
         .map(|(i, &k)| format!("{}/h{}", circuit.loads[k].name, i + 1))
         .collect();
     Ok(Feeder {
+        capacity_groups: vec![((0..homes).collect(), rated_or_unlimited(transformer_kw))],
         grid: Grid::Unbalanced(Box::new(circuit)),
         home_site,
         home_area,

@@ -5,11 +5,13 @@
 //! cheapest slot, so a surcharge there sends them all to the next one (tried first; it oscillated).
 //! The coordinator therefore allocates capacity, as operating envelopes do: homes plan one after
 //! the other; each gets, per slot, what the limit leaves after the homes already planned and the
-//! inflexible net load (load − PV) of the homes still to plan. Every home stays optimal within its
-//! allocation; flexible load fills the valleys; the transformer stays within its limit whenever
-//! each home can meet its needs inside what is left (a home that cannot is planned without the
-//! allocation and counted). Homes take turns in an order rotated by `rotation`, so no home is
-//! always last.
+//! least the homes still to plan need (load − PV, and the heating their thermostats would run).
+//! Every home stays optimal within its allocation; flexible load fills the valleys; the
+//! transformer stays within its limit whenever each home can meet its needs inside what is left.
+//! A home that cannot is given the least it needs on its own (its thermostat's heating, with its
+//! battery idle) where its allocation is below that, and only if it cannot meet its needs even
+//! so is it planned without an allocation; both are counted. Homes take turns in an order
+//! rotated by `rotation`, so no home is always last.
 
 use crate::schedule::{HomeProblem, Plan, Schedule};
 use crate::strategy::Values;
@@ -72,9 +74,21 @@ pub fn allocate(
     rotation: usize,
 ) -> Allocation {
     let slots = homes.first().map_or(0, |h| h.slots());
-    let inflexible = |h: &HomeProblem, t: usize| (h.load_kw[t] - h.pv_kw[t]).max(0.0);
+    // The least each home needs per slot: its net load with its heat pumps on their
+    // thermostats (heating just in time), battery idle.
+    let needs: Vec<Vec<f64>> = homes
+        .iter()
+        .map(|h| {
+            let mut need: Vec<f64> = (0..slots).map(|t| h.load_kw[t] - h.pv_kw[t]).collect();
+            for store in &h.thermal {
+                let (kw, _) = store.thermostat();
+                need.iter_mut().zip(kw).for_each(|(n, k)| *n += k);
+            }
+            need.into_iter().map(|n| n.max(0.0)).collect()
+        })
+        .collect();
     let mut still: Vec<f64> = (0..slots)
-        .map(|t| homes.iter().map(|h| inflexible(h, t)).sum())
+        .map(|t| needs.iter().map(|n| n[t]).sum())
         .collect();
     let mut committed: Vec<f64> = (0..slots)
         .map(|t| others_kw.get(t).copied().unwrap_or(0.0))
@@ -86,7 +100,7 @@ pub fn allocate(
         let i = (k + rotation) % homes.len();
         let h = &homes[i];
         for (t, s) in still.iter_mut().enumerate() {
-            *s -= inflexible(h, t);
+            *s -= needs[i][t];
         }
         let mut capped = h.clone();
         capped.import_cap_kw = (0..slots)
@@ -97,7 +111,18 @@ pub fn allocate(
             (Plan::Optimal(s), values) => (agent.problem, s, values),
             (Plan::Fallback { .. }, _) => {
                 unfit += 1;
-                (h.clone(), plan(h).unwrap_or_else(|| h.safe_plan()), None)
+                // At least what it needs on its own where the allocation is below that.
+                let mut least = agent.problem;
+                for (cap, need) in least.import_cap_kw.iter_mut().zip(&needs[i]) {
+                    *cap = cap.max(*need);
+                }
+                let agent = crate::strategy::Optimising { problem: least };
+                match agent.plan_and_values() {
+                    (Plan::Optimal(s), values) => (agent.problem, s, values),
+                    (Plan::Fallback { .. }, _) => {
+                        (h.clone(), plan(h).unwrap_or_else(|| h.safe_plan()), None)
+                    }
+                }
             }
         };
         for (c, t) in committed.iter_mut().zip(0..slots) {

@@ -588,3 +588,62 @@ streets = 2
         thermostat.community.mean_bill
     );
 }
+
+/// The rebound: tariff-optimising homes all start heating and charging when the night tariff
+/// starts (23:00 UTC) and overload their transformers; the coordinator shares each transformer's
+/// rating among its own homes and keeps both within it, every EV charged and every home warm.
+#[test]
+fn the_coordinator_keeps_each_transformer_within_its_rating_through_the_night_tariffs_rebound() {
+    let text = r#"
+name = "two-transformers"
+seed = 5
+[period]
+start = "01-12"
+days = 1
+[homes]
+count = 20
+[pv]
+share = 0.5
+[battery]
+share = 0.3
+[ev]
+share = 0.6
+[heat_pump]
+share = 1.0
+[agents]
+strategy = "optimising"
+[feeder]
+homes_per_transformer = 10
+transformer_kva = 50
+streets = 2
+"#;
+    let run_with = |coordinated: bool| {
+        let o = vec![format!("agents.coordinated={coordinated}")];
+        go(&Scenario::from_toml(text, &o).unwrap())
+    };
+    let free = run_with(false).community;
+    let coordinated = run_with(true).community;
+    assert!(
+        free.peak_transformer_loading_percent > 120.0 && free.slots_over_transformer_rating > 0,
+        "{} % in {} slots",
+        free.peak_transformer_loading_percent,
+        free.slots_over_transformer_rating
+    );
+    assert!(
+        free.peak_import_at_utc
+            .as_deref()
+            .is_some_and(|t| t.ends_with("T23:00Z")),
+        "the rebound at the night tariff's start: {:?}",
+        free.peak_import_at_utc
+    );
+    assert!(
+        coordinated.peak_transformer_loading_percent <= 100.0,
+        "{}",
+        coordinated.peak_transformer_loading_percent
+    );
+    assert_eq!(coordinated.slots_over_transformer_rating, 0);
+    for c in [&free, &coordinated] {
+        assert_eq!(c.slots_below_comfort, 0);
+        assert!(c.ev_unmet_kwh < 1e-6, "{}", c.ev_unmet_kwh);
+    }
+}

@@ -20,7 +20,12 @@ from pysunspec2's model definitions (not from gridmesh's code), with physics:
   Tasmota's `cmnd/boiler/POWER` with `ON`/`OFF`, paho-mqtt) and a 1.5 kW heat pump on a Modbus
   coil (`--heat-pump-port P`, coil 0, pymodbus); each turns itself off `--switch-revert-s` real
   seconds after the last command that kept it on, as a switch's auto-off timer does. The plain
-  home runs them by timer: on from the start of their windows until the day's energy is done;
+  home runs them by timer: on from the start of their windows until the day's energy is done.
+  With `--indoor-mqtt HOST:PORT` the heat pump (`--heat-pump-kw`) heats a building instead: a
+  first-order RC model (120 m², average insulation) at a constant `--outdoor-c`, whose room
+  sensor publishes `home/indoor/temperature` (`{"temperature": °C}`); the plain home's twin
+  building runs on a thermostat. With `--heat-pump-setpoint` the heat pump takes its power in W
+  on `heatpump/set/power_w` instead (back to nothing `--switch-revert-s` after the last write);
 - the connection's meter (models 1, 203, positive W importing) computed from the home's balance:
   load (the BDEW H25 profile scaled to the household, with its own daily variation) plus the EV
   and the switched loads minus PV minus battery. With `--meter-mqtt HOST:PORT` the same meter is also published as a
@@ -468,6 +473,13 @@ async def main():
     ap.add_argument("--boiler-mqtt", help="a boiler switched on this broker, HOST:PORT")
     ap.add_argument("--heat-pump-port", type=int, help="a heat pump on a Modbus coil here")
     ap.add_argument("--switch-revert-s", type=float, default=3.0)
+    ap.add_argument("--indoor-mqtt", help="the heat pump heats a building whose room sensor "
+                    "publishes on this broker, HOST:PORT (home/indoor/temperature)")
+    ap.add_argument("--heat-pump-kw", type=float, default=3.0)
+    ap.add_argument("--heat-pump-setpoint", action="store_true",
+                    help="the heat pump takes its power in W on heatpump/set/power_w (on the "
+                    "--indoor-mqtt broker) instead of a coil")
+    ap.add_argument("--outdoor-c", type=float, default=3.0)
     a = ap.parse_args()
 
     world = World(a)
@@ -528,7 +540,11 @@ async def main():
     switched = {}
     if a.boiler_mqtt:
         switched["boiler"] = {"kw": 2.0, "window": (10, 16), "kwh": 3.0}
-    if a.heat_pump_port:
+    if a.heat_pump_port and a.indoor_mqtt and not a.heat_pump_setpoint:
+        # Heating a building: on whenever commanded (no timer of its own; the plain home below
+        # runs a thermostat instead).
+        switched["heat_pump"] = {"kw": a.heat_pump_kw, "window": (0, 24), "kwh": 0.0}
+    elif a.heat_pump_port:
         switched["heat_pump"] = {"kw": 1.5, "window": (0, 6), "kwh": 4.0}
     for sw in switched.values():
         sw.update({"on": False, "kept_at": 0.0, "commands": 0, "days": {}, "plain_days": {},
@@ -549,6 +565,38 @@ async def main():
         sw_client.on_message = lambda c, u, m: command("boiler", m.payload.decode().strip().upper() == "ON")
         sw_client.connect(host, int(port))
         sw_client.loop_start()
+
+    # The building the heat pump heats (120 m², average insulation: UA 0.168 kW/K, C 5.5 kWh/K,
+    # 0.3 kW of gains) under a constant outdoor temperature, and its room sensor; the plain
+    # home's twin building on a thermostat (on below 20.5 °C, off above 21 °C).
+    building = None
+    if a.indoor_mqtt:
+        import paho.mqtt.client as mqtt
+        host, port = a.indoor_mqtt.rsplit(":", 1)
+        sensor = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="virtual-room-sensor")
+        sensor.connect(host, int(port))
+        sensor.loop_start()
+        building = {"indoor_c": 21.0, "plain_indoor_c": 21.0, "plain_on": False, "days": {},
+                    "sensor": sensor, "published": 0.0, "setpoint_kw": 0.0, "set_at": 0.0,
+                    "setpoints": 0}
+        if a.heat_pump_setpoint:
+            def setpoint(c, u, m):
+                try:
+                    kw = float(m.payload.decode().strip()) / 1000.0
+                except ValueError:
+                    return
+                building["setpoint_kw"] = min(max(kw, 0.0), a.heat_pump_kw)
+                building["set_at"] = time.monotonic()
+                building["setpoints"] += 1
+            sensor.on_connect = lambda c, u, f, r, p: c.subscribe("heatpump/set/power_w")
+            sensor.on_message = setpoint
+            sensor.subscribe("heatpump/set/power_w")
+
+    def rc(temp, kw, dt_h):
+        ua, cap, gains = 0.168, 5.5, 0.3
+        cop = min(max(3.5 + 0.07 * (a.outdoor_c - 7.0), 1.8), 5.0)
+        k = math.exp(-ua * dt_h / cap)
+        return k * temp + (1 - k) * (a.outdoor_c + (cop * kw + gains) / ua)
 
     coils = Coils(1, [False] * 8)
     bat = Battery(a, a.battery_kwh / 2)
@@ -626,8 +674,36 @@ async def main():
                     step = min(sw["kw"] * dt_h, sw["kwh"] - done)
                     sw["plain_days"][day] = done + step
                     plain_switched_kw += step / dt_h if dt_h > 0 else 0.0
-            house_plain = house + plain_switched_kw
-            house += switched_kw
+            heat_kw, plain_heat = 0.0, 0.0
+            if building is not None:
+                if a.heat_pump_setpoint:
+                    # The setpoint reverts to nothing without a write, as a switch does.
+                    if real - building["set_at"] > a.switch_revert_s:
+                        building["setpoint_kw"] = 0.0
+                    heat_kw = building["setpoint_kw"]
+                else:
+                    heat_kw = a.heat_pump_kw if switched["heat_pump"]["on"] else 0.0
+                    switched_kw -= heat_kw
+                building["indoor_c"] = rc(building["indoor_c"], heat_kw, dt_h)
+                if building["plain_indoor_c"] < 20.5:
+                    building["plain_on"] = True
+                elif building["plain_indoor_c"] > 21.0:
+                    building["plain_on"] = False
+                plain_heat_kw = a.heat_pump_kw if building["plain_on"] else 0.0
+                building["plain_indoor_c"] = rc(building["plain_indoor_c"], plain_heat_kw, dt_h)
+                plain_heat = plain_heat_kw
+                d = building["days"].setdefault(day, {"min_c": 99.0, "max_c": -99.0, "kwh": 0.0,
+                                                      "plain_kwh": 0.0})
+                d["min_c"] = min(d["min_c"], building["indoor_c"])
+                d["max_c"] = max(d["max_c"], building["indoor_c"])
+                d["kwh"] += heat_kw * dt_h
+                d["plain_kwh"] += plain_heat_kw * dt_h
+                if real - building["published"] > 0.2:
+                    building["published"] = real
+                    building["sensor"].publish("home/indoor/temperature",
+                                               json.dumps({"temperature": round(building["indoor_c"], 2)}))
+            house_plain = house + plain_switched_kw + plain_heat
+            house += switched_kw + heat_kw
             ev_kw, plain_ev_kw = ev.step(now, dt_h) if a.ev_url else (0.0, 0.0)
             load = house + ev_kw
             # Battery: self-consumption by default, within the written window.
@@ -655,7 +731,8 @@ async def main():
                                         "pv_kwh": 0.0, "load_kwh": 0.0, "controlled_h": 0.0,
                                         "plain_import_kwh": 0.0, "plain_export_kwh": 0.0,
                                         "ev_kwh": 0.0, "plain_ev_kwh": 0.0, "switched_kwh": 0.0,
-                                        "plain_switched_kwh": 0.0, "hours": 0.0})
+                                        "plain_switched_kwh": 0.0, "heat_kwh": 0.0,
+                                        "plain_heat_kwh": 0.0, "hours": 0.0})
             s["battery_kwh"] += b * dt_h
             s["import_kwh"] += max(grid, 0) * dt_h
             s["export_kwh"] += max(-grid, 0) * dt_h
@@ -663,6 +740,11 @@ async def main():
             s["load_kwh"] += load * dt_h
             s["ev_kwh"] += ev_kw * dt_h
             s["switched_kwh"] += switched_kw * dt_h
+            s["heat_kwh"] += heat_kw * dt_h
+            if building is not None:
+                s["indoor_min_c"] = min(s.get("indoor_min_c", 99.0), building["indoor_c"])
+                s["indoor_max_c"] = max(s.get("indoor_max_c", -99.0), building["indoor_c"])
+            s["plain_heat_kwh"] += plain_heat * dt_h
             s["plain_switched_kwh"] += plain_switched_kw * dt_h
             s["plain_ev_kwh"] += plain_ev_kw * dt_h
             s["controlled_h"] += dt_h if mode else 0.0
@@ -692,7 +774,9 @@ async def main():
                           "ev": {"plugged": ev.plugged, "kw": ev.kw, "limit_w": ev.limit_w,
                                  "transaction": ev.transaction, "register_wh": ev.register_wh,
                                  "sessions": ev.sessions, "received": ev.received},
-                          "switched": switched})
+                          "switched": switched,
+                          "building": None if building is None else
+                          {k: v for k, v in building.items() if k != "sensor"}})
 
     async def dump():
         while True:

@@ -237,7 +237,13 @@ impl ThermalStore {
     /// The temperature at the end of slot `t` from `temp_c` at its start with the heat pump at
     /// `p_kw`.
     pub fn next(&self, t: usize, temp_c: f64, p_kw: f64) -> f64 {
-        let a = self.decay();
+        self.after(t, temp_c, p_kw, DT_H)
+    }
+
+    /// The temperature `dt_h` hours into slot `t` from `temp_c` with the heat pump at `p_kw`
+    /// (a live home's model between two looks at its devices).
+    pub fn after(&self, t: usize, temp_c: f64, p_kw: f64, dt_h: f64) -> f64 {
+        let a = (-self.ua_kw_per_k * dt_h / self.capacity_kwh_per_k).exp();
         a * temp_c
             + (1.0 - a)
                 * (self.ambient_c[t] + (self.cop[t] * p_kw - self.demand_kw[t]) / self.ua_kw_per_k)

@@ -55,9 +55,47 @@ pub struct HomeSpec {
     pub pv_kwp: f64,
     pub battery: Option<BatterySpec>,
     pub ev: Option<EvSpec>,
-    /// Loads the plan may shift within their daily windows (a boiler, a heat pump).
+    /// Loads the plan may shift within their daily windows (a boiler, a heat pump run as a
+    /// timer).
     #[serde(default)]
     pub loads: Vec<LoadSpec>,
+    /// Space heating by a heat pump the plan moves in time within the comfort band (the
+    /// building as a thermal store, the heat pump's COP from the outdoor temperature).
+    pub heat_pump: Option<HeatPumpSpec>,
+}
+
+/// A heat pump heating the home: the building (its floor area and insulation class), the heat
+/// pump's electrical rating, and the owner's comfort band.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeatPumpSpec {
+    pub floor_m2: f64,
+    /// `passive`, `good`, `average` or `poor`.
+    pub insulation: gridmesh_agent::thermal::Insulation,
+    pub max_power_kw: f64,
+    /// The band the home is kept in, °C: `[low, high]`.
+    pub comfort_c: [f64; 2],
+    /// Heat from people, appliances and the sun, kW.
+    #[serde(default = "gains_kw")]
+    pub gains_kw: f64,
+}
+
+fn gains_kw() -> f64 {
+    0.3
+}
+
+impl HeatPumpSpec {
+    /// The building and its band as the planner models them.
+    pub fn heating(&self) -> gridmesh_agent::thermal::Heating {
+        gridmesh_agent::thermal::Heating {
+            floor_m2: self.floor_m2,
+            insulation: self.insulation,
+            max_power_kw: self.max_power_kw,
+            band_c: (self.comfort_c[0], self.comfort_c[1]),
+            gains_kw: self.gains_kw,
+            hot_water: None,
+        }
+    }
 }
 
 /// A load that needs `energy_kwh` every day, run between `earliest_hour` and `latest_hour`
@@ -159,6 +197,27 @@ impl HomeSpec {
                 );
             }
         }
+        if let Some(h) = &self.heat_pump {
+            if !(h.floor_m2 > 0.0 && h.floor_m2 <= 10_000.0) {
+                bail!(
+                    "heat_pump.floor_m2 must be above 0 and at most 10000, not {}",
+                    h.floor_m2
+                );
+            }
+            if !(h.max_power_kw > 0.0 && h.max_power_kw <= 100.0) {
+                bail!(
+                    "heat_pump.max_power_kw must be above 0 and at most 100, not {}",
+                    h.max_power_kw
+                );
+            }
+            let [low, high] = h.comfort_c;
+            if !(5.0..=30.0).contains(&low) || !(5.0..=30.0).contains(&high) || low > high {
+                bail!("heat_pump.comfort_c is [low, high] within 5-30 °C, low first, not {low}, {high}");
+            }
+            if !(0.0..=20.0).contains(&h.gains_kw) {
+                bail!("heat_pump.gains_kw must be 0 to 20, not {}", h.gains_kw);
+            }
+        }
         if let Some(e) = &self.ev {
             if !(e.power_kw > 0.0 && e.energy_kwh >= 0.0) {
                 bail!("the EV needs a positive power_kw and a non-negative energy_kwh");
@@ -220,6 +279,8 @@ pub struct HomeData {
     load_kw: Vec<f64>,
     pv_kw: Vec<f64>,
     clear_sky_kw: Vec<f64>,
+    /// The outdoor temperature per slot, °C (the reference year's: the home's forecast of it).
+    outdoor_c: Vec<f64>,
     /// Which slots hold the home's own measurements.
     measured: Vec<bool>,
     learned: Option<std::sync::Arc<LearnedLoad>>,
@@ -257,10 +318,12 @@ impl HomeData {
         let (pv, clear) = pv_power_kw(&weather, &PvArray::potsdam(home.pv_kwp));
         let twice = |v: Vec<f64>| [v.clone(), v].concat();
         let measured = vec![false; 2 * load.len()];
+        let (_, outdoor) = gridmesh_agent::data::weather_per_slot(&weather);
         Ok(HomeData {
             load_kw: twice(load),
             pv_kw: twice(pv),
             clear_sky_kw: twice(clear),
+            outdoor_c: twice(outdoor),
             measured,
             learned: None,
         })
@@ -339,6 +402,9 @@ pub struct HomeState {
     /// Each shiftable load's energy so far in its window of `loads_day` (kWh, the spec's order).
     pub loads_done_kwh: Vec<f64>,
     pub loads_day: Option<u64>,
+    /// The indoor temperature of a home heated by its heat pump, °C: measured by a live home's
+    /// sensor, or where it has none what the building's model says the plans left.
+    pub indoor_c: Option<f64>,
 }
 
 /// What the agent knows of its home: its description, forecasts, the state a plan starts from,
@@ -348,6 +414,8 @@ pub trait Household {
     fn spec(&self) -> &HomeSpec;
     /// Load and PV forecasts (kW) for `horizon` slots from `slot`, from what was known before it.
     fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>);
+    /// The outdoor temperature forecast (°C) for `horizon` slots from `slot`.
+    fn outdoor(&mut self, slot: u64, horizon: usize) -> Vec<f64>;
     /// The home's state at the start of `slot`.
     fn state_at(&mut self, slot: u64) -> HomeState;
     /// The optimising plan made for the slots from `slot` on (the schedule's first entry is
@@ -368,6 +436,11 @@ impl SyntheticHome {
     pub fn new(spec: HomeSpec, data: HomeData) -> SyntheticHome {
         let state = HomeState {
             soc_kwh: spec.battery.as_ref().map_or(0.0, |b| b.capacity_kwh / 2.0),
+            // A heated home starts in the middle of its band.
+            indoor_c: spec
+                .heat_pump
+                .as_ref()
+                .map(|h| (h.comfort_c[0] + h.comfort_c[1]) / 2.0),
             ..HomeState::default()
         };
         SyntheticHome {
@@ -386,6 +459,10 @@ impl Household for SyntheticHome {
 
     fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
         self.data.forecast(slot, horizon)
+    }
+
+    fn outdoor(&mut self, slot: u64, horizon: usize) -> Vec<f64> {
+        self.data.outdoor(slot, horizon)
     }
 
     fn state_at(&mut self, slot: u64) -> HomeState {
@@ -426,6 +503,14 @@ impl HomeData {
             );
         }
         (load, pv)
+    }
+
+    /// The outdoor temperature forecast from `slot` over `horizon` slots, °C.
+    pub fn outdoor(&self, slot: u64, horizon: usize) -> Vec<f64> {
+        let origin = year_index(slot);
+        (origin..origin + horizon)
+            .map(|i| self.outdoor_c[i.min(self.outdoor_c.len() - 1)])
+            .collect()
     }
 
     /// Puts what the home measured in `slot` (mean kW) in place of the reference data: the
@@ -1019,7 +1104,15 @@ fn plan_slot(
         }),
         ev,
         deferrable: deferrable(&spec, &mut home, slot, horizon),
-        thermal: Vec::new(),
+        thermal: match &spec.heat_pump {
+            Some(h) => {
+                let outdoor = household.outdoor(slot, horizon);
+                let band = h.comfort_c;
+                let indoor = home.indoor_c.unwrap_or((band[0] + band[1]) / 2.0);
+                vec![h.heating().store(&outdoor, indoor)]
+            }
+            None => Vec::new(),
+        },
         flex: None,
         resolution: None,
     };
@@ -1060,6 +1153,9 @@ fn plan_slot(
     home.ev_charged_kwh += schedule.ev_kw.first().copied().unwrap_or(0.0) * DT_H;
     for (done, run) in home.loads_done_kwh.iter_mut().zip(&schedule.deferrable_kw) {
         *done += run.first().copied().unwrap_or(0.0) * DT_H;
+    }
+    if let Some(t) = schedule.temperature_c.first().and_then(|t| t.first()) {
+        home.indoor_c = Some(*t);
     }
     let position = Position {
         import_kwh: schedule.import_kw[0] * DT_H,

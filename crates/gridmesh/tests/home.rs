@@ -188,13 +188,16 @@ modbus = {{ address = "127.0.0.1:{heat_pump_port}", coil = 0 }}
 }
 
 /// `meter_broker`: the meter is also published on that broker, as a P1 bridge does;
-/// `loads_broker`: the home has its switched loads, the boiler's switch on that broker.
+/// `loads_broker`: the home has its switched loads, the boiler's switch on that broker;
+/// `heat_broker`: a 3 kW heat pump heats the building, its power set and its room sensor read
+/// on that broker.
 fn virtual_home(
     d: &Path,
     url: &str,
     start_stop: bool,
     meter_broker: Option<u16>,
     loads_broker: Option<u16>,
+    heat_broker: Option<u16>,
 ) -> VirtualHome {
     let ports = [free_port(), free_port(), free_port()];
     let heat_pump_port = free_port();
@@ -232,6 +235,17 @@ fn virtual_home(
             format!("127.0.0.1:{port}"),
             "--heat-pump-port".into(),
             heat_pump_port.to_string(),
+            "--switch-revert-s".into(),
+            REVERSION_S.to_string(),
+        ]);
+    }
+    if let Some(port) = heat_broker {
+        args.extend([
+            "--indoor-mqtt".into(),
+            format!("127.0.0.1:{port}"),
+            "--heat-pump-setpoint".into(),
+            "--heat-pump-kw".into(),
+            "3".into(),
             "--switch-revert-s".into(),
             REVERSION_S.to_string(),
         ]);
@@ -343,7 +357,7 @@ fn a_virtual_home_follows_its_plan_for_a_day_settles_every_slot_and_falls_back_w
 
     // Home Assistant's broker; the boiler's switch is on it too.
     let broker = common::Mosquitto::start();
-    let vh = virtual_home(d, &url, false, None, Some(broker.port));
+    let vh = virtual_home(d, &url, false, None, Some(broker.port), None);
     let (ports, state_file) = (vh.ports, vh.state.clone());
 
     // `home init --discover` walks the three devices' SunSpec maps.
@@ -808,7 +822,7 @@ fn a_charger_without_smart_charging_is_started_and_stopped_a_p1_meter_settles_th
     let c = chain(d, "home-ev-start-stop");
     // The grid meter comes over MQTT here, as from a P1/DSMR bridge.
     let broker = common::Mosquitto::start();
-    let vh = virtual_home(d, &c.node.url, true, Some(broker.port), None);
+    let vh = virtual_home(d, &c.node.url, true, Some(broker.port), None, None);
     let config = home_config(d, &c.node.url, &vh, "", "", Some(broker.port));
     let mut home = start_home(&config);
     let status_file = d.join("home-data/status.json");
@@ -916,4 +930,105 @@ fn a_charger_without_smart_charging_is_started_and_stopped_a_p1_meter_settles_th
     wait_until("the home to plan again", Duration::from_secs(30), || {
         status()["mode"] == "plan"
     });
+}
+
+/// A heat pump heating the house (`[home.heat_pump]`), given its power over MQTT and reading the
+/// room sensor: the plan heats the virtual building (its own model, at its own outdoor
+/// temperature, not the planner's forecast) within the comfort band, more in the cheap night than
+/// in the dear evening; the heat pump draws what the plan asks where the band allows; the journal
+/// and the status show the indoor temperature.
+#[test]
+fn a_heat_pump_given_its_power_by_the_plan_keeps_the_house_within_its_band() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Chain {
+        node, first_slot, ..
+    } = chain(d, "home-heat");
+    let url = node.url.clone();
+    let broker = common::Mosquitto::start();
+    let vh = virtual_home(d, &url, false, None, None, Some(broker.port));
+    let state_file = vh.state.clone();
+    let heat = format!(
+        r#"[home.heat_pump]
+floor_m2 = 120
+insulation = "average"
+max_power_kw = 3
+comfort_c = [20, 22]
+[heat_pump]
+setpoint = {{ broker = "127.0.0.1:{port}", topic = "heatpump/set/power_w" }}
+indoor = {{ broker = "127.0.0.1:{port}", topic = "home/indoor/temperature", field = "temperature" }}
+"#,
+        port = broker.port
+    );
+    let config = home_config(d, &url, &vh, "", &heat, None);
+    let mut home = start_home(&config);
+    let status_file = d.join("home-data/status.json");
+    let status = || read_json(&status_file).unwrap_or(Value::Null);
+    // From 19:00 through the dear evening and the cheap night to 09:00.
+    let until = first_slot + 56;
+    wait_until("the night", Duration::from_secs(300), || {
+        home.alive("gridmesh home");
+        status()["slot"].as_u64().is_some_and(|s| s > until)
+    });
+    let s = status();
+    let journal = read_json(&d.join("home-data/journal.json")).unwrap();
+    let vh = read_json(&state_file).unwrap();
+    let history = journal["history"].as_object().unwrap();
+    let vslots = vh["slots"].as_object().unwrap();
+    let (mut planned_kwh, mut drawn_kwh, mut slots) = (0.0, 0.0, 0);
+    let (mut coldest, mut warmest) = (f64::MAX, f64::MIN);
+    // Heat per tariff band: (kWh, slots) in the evening at 0.45 and the night at 0.10.
+    let (mut evening, mut night) = ((0.0, 0), (0.0, 0));
+    for (slot, r) in history {
+        let Some(p) = r["planned_heat_pump_kw"].as_f64() else {
+            continue;
+        };
+        let v = &vslots[slot];
+        let drawn = v["heat_kwh"].as_f64().unwrap();
+        planned_kwh += p / 4.0;
+        drawn_kwh += drawn;
+        slots += 1;
+        coldest = coldest.min(v["indoor_min_c"].as_f64().unwrap());
+        warmest = warmest.max(v["indoor_max_c"].as_f64().unwrap());
+        let n: u64 = slot.parse().unwrap();
+        let band = match retail(n) {
+            p if p > 0.4 => &mut evening,
+            p if p < 0.2 => &mut night,
+            _ => continue,
+        };
+        band.0 += drawn;
+        band.1 += 1;
+        assert!(
+            r["indoor_c"]
+                .as_f64()
+                .is_some_and(|c| (19.0..23.0).contains(&c)),
+            "slot {slot}: {r}"
+        );
+    }
+    let per_slot = |(kwh, n): (f64, i32)| kwh / f64::from(n.max(1));
+    eprintln!(
+        "{slots} planned slots: {planned_kwh:.2} kWh of heating planned, {drawn_kwh:.2} drawn; {coldest:.2}-{warmest:.2} °C; {:.3} kWh a slot in the evening, {:.3} at night; {} setpoints",
+        per_slot(evening),
+        per_slot(night),
+        vh["building"]["setpoints"]
+    );
+    assert!(slots >= 40, "{slots} planned slots");
+    assert!(planned_kwh > 5.0, "{planned_kwh}");
+    assert!(
+        (drawn_kwh - planned_kwh).abs() <= 0.1 * planned_kwh + 0.5,
+        "{drawn_kwh} drawn, {planned_kwh} planned"
+    );
+    assert!(coldest >= 19.8 && warmest <= 22.3, "{coldest}-{warmest}");
+    assert!(evening.1 > 4 && night.1 > 4, "{evening:?} {night:?}");
+    assert!(
+        per_slot(night) > per_slot(evening),
+        "heat moved to the cheap night: {night:?} against {evening:?}"
+    );
+    assert_eq!(s["devices"]["heat_pump"]["connected"], true, "{s}");
+    assert!(
+        s["now"]["indoor_c"]
+            .as_f64()
+            .is_some_and(|c| (19.5..22.5).contains(&c)),
+        "{s}"
+    );
 }

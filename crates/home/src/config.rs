@@ -64,6 +64,8 @@ pub struct HomeConfig {
     /// The switches of the shiftable loads of `[[home.loads]]`, by name.
     #[serde(default)]
     pub loads: Vec<LoadConfig>,
+    /// How the heat pump of `[home.heat_pump]` is driven, and its indoor temperature sensor.
+    pub heat_pump: Option<HeatPumpConfig>,
     #[serde(default)]
     pub control: ControlConfig,
     /// The community gateway's MQTT broker (`host:port`): samples are also published there.
@@ -424,6 +426,156 @@ impl From<LoadConfig> for RawLoad {
     }
 }
 
+/// The heat pump of `[home.heat_pump]`: switched on and off (`mqtt` or `modbus`, as a load's
+/// switch), or given a power setpoint (`setpoint`: watts published on a topic); and the room
+/// sensor the home reads its indoor temperature from (`indoor`), without which it follows the
+/// building's model.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(try_from = "RawHeatPump", into = "RawHeatPump")]
+pub struct HeatPumpConfig {
+    pub drive: HeatPumpDrive,
+    pub indoor: Option<SensorConfig>,
+}
+
+/// How the heat pump is driven.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeatPumpDrive {
+    /// On and off: on for the share of each slot the plan's energy needs.
+    Switch(SwitchConfig),
+    /// Its electrical power, W, published on `topic` (an SG-Ready bridge, a heat pump's own
+    /// MQTT interface, Home Assistant's `number` entity).
+    Setpoint {
+        broker: String,
+        topic: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+/// A number read from an MQTT topic: the payload itself, or `field` of a JSON object
+/// (Zigbee2MQTT's `temperature`, a Shelly H&T's `tC`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorConfig {
+    pub broker: String,
+    pub topic: String,
+    pub field: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeatPump {
+    mqtt: Option<RawMqttSwitch>,
+    modbus: Option<RawCoil>,
+    setpoint: Option<RawSetpoint>,
+    indoor: Option<SensorConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetpoint {
+    broker: String,
+    topic: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+fn topic_to_publish(key: &str, topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.contains(['+', '#']) {
+        return Err(format!("`{key}` {topic:?} is not a topic to publish to"));
+    }
+    Ok(())
+}
+
+fn broker_address(key: &str, broker: &str) -> Result<(), String> {
+    if host_port(broker).is_none() {
+        return Err(format!("`{key}` {broker:?} is not host:port"));
+    }
+    Ok(())
+}
+
+impl TryFrom<RawHeatPump> for HeatPumpConfig {
+    type Error = String;
+    fn try_from(r: RawHeatPump) -> Result<HeatPumpConfig, String> {
+        let drive = match (r.mqtt, r.modbus, r.setpoint) {
+            (Some(m), None, None) => {
+                let switch = LoadConfig::try_from(RawLoad {
+                    name: "heat pump".into(),
+                    mqtt: Some(m),
+                    modbus: None,
+                })?;
+                HeatPumpDrive::Switch(switch.switch)
+            }
+            (None, Some(c), None) => HeatPumpDrive::Switch(SwitchConfig::Coil {
+                address: c.address,
+                unit: c.unit,
+                coil: c.coil,
+            }),
+            (None, None, Some(p)) => {
+                broker_address("heat_pump.setpoint.broker", &p.broker)?;
+                topic_to_publish("heat_pump.setpoint.topic", &p.topic)?;
+                HeatPumpDrive::Setpoint {
+                    broker: p.broker,
+                    topic: p.topic,
+                    username: p.username,
+                    password: p.password,
+                }
+            }
+            _ => return Err(
+                "heat_pump: give one of `mqtt` or `modbus` (a switch) or `setpoint` (its power)"
+                    .into(),
+            ),
+        };
+        if let Some(i) = &r.indoor {
+            broker_address("heat_pump.indoor.broker", &i.broker)?;
+            if i.topic.is_empty() {
+                return Err("`heat_pump.indoor.topic` is empty".into());
+            }
+        }
+        Ok(HeatPumpConfig {
+            drive,
+            indoor: r.indoor,
+        })
+    }
+}
+
+impl From<HeatPumpConfig> for RawHeatPump {
+    fn from(h: HeatPumpConfig) -> RawHeatPump {
+        let mut raw = RawHeatPump {
+            mqtt: None,
+            modbus: None,
+            setpoint: None,
+            indoor: h.indoor,
+        };
+        match h.drive {
+            HeatPumpDrive::Switch(switch) => {
+                let l = RawLoad::from(LoadConfig {
+                    name: String::new(),
+                    switch,
+                });
+                raw.mqtt = l.mqtt;
+                raw.modbus = l.modbus;
+            }
+            HeatPumpDrive::Setpoint {
+                broker,
+                topic,
+                username,
+                password,
+            } => {
+                raw.setpoint = Some(RawSetpoint {
+                    broker,
+                    topic,
+                    username,
+                    password,
+                })
+            }
+        }
+        raw
+    }
+}
+
 /// How the home drives its devices.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -654,6 +806,21 @@ impl HomeConfig {
                 ));
             }
         }
+        match (&self.home.heat_pump, &self.heat_pump) {
+            (Some(_), None) => {
+                return Err((
+                    "home.heat_pump",
+                    "the heat pump needs a [heat_pump] table: its switch (mqtt or modbus) or its setpoint topic".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "heat_pump",
+                    "a heat pump needs its building in [home.heat_pump] (floor_m2, insulation, max_power_kw, comfort_c)".into(),
+                ))
+            }
+            _ => {}
+        }
         let c = &self.control;
         if !(1..=3_600).contains(&c.reversion_s) {
             return Err((
@@ -752,6 +919,19 @@ reserve_kwh = 1
 # # A Tasmota/Shelly switch; set its auto-off (PulseTime, auto_off) to control.reversion_s.
 # mqtt = {{ broker = "192.168.1.5:1883", topic = "cmnd/boiler/POWER" }}
 # # or a Modbus coil: modbus = {{ address = "192.168.1.30:502", unit = 1, coil = 0 }}
+#
+# A heat pump heating the home, moved in time within the comfort band (°C):
+# [home.heat_pump]
+# floor_m2 = 140
+# insulation = "average"     # passive, good, average or poor
+# max_power_kw = 3
+# comfort_c = [20, 22.5]
+# [heat_pump]
+# # Switched on and off (SG-Ready contact, a relay) like a load ...
+# modbus = {{ address = "192.168.1.30:502", coil = 1 }}
+# # ... or its power in W on a topic: setpoint = {{ broker = "192.168.1.5:1883", topic = "heatpump/set/power_w" }}
+# # A room sensor (without, the home follows the building's model):
+# indoor = {{ broker = "192.168.1.5:1883", topic = "zigbee2mqtt/living-room", field = "temperature" }}
 #
 # Its charger (OCPP 1.6J): point the charger at ws://THIS_HOST:8887/ocpp/wallbox-1.
 # [ev]
@@ -969,6 +1149,55 @@ mod tests {
                     mqtt.replace("cmnd/boiler/POWER", "cmnd/+/POWER")
                 ),
                 "not a topic",
+            ),
+        ] {
+            std::fs::write(&path, with(&text)).unwrap();
+            let e = HomeConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_heat_pump_needs_its_building_its_drive_and_one_drive_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home.toml");
+        let building = "[home.heat_pump]\nfloor_m2 = 140\ninsulation = \"average\"\nmax_power_kw = 3\ncomfort_c = [20, 22.5]\n";
+        let coil = "[heat_pump]\nmodbus = { address = \"127.0.0.1:502\", coil = 1 }\n";
+        let setpoint = "[heat_pump]\nsetpoint = { broker = \"127.0.0.1:1883\", topic = \"hp/set/power_w\" }\nindoor = { broker = \"127.0.0.1:1883\", topic = \"z2m/living\", field = \"temperature\" }\n";
+        let with = |extra: &str| format!("{}\n{extra}", template(UNDISCOVERED));
+        std::fs::write(&path, with(&format!("{building}{coil}"))).unwrap();
+        let cfg = HomeConfig::load(&path).unwrap();
+        let hp = cfg.heat_pump.unwrap();
+        assert!(matches!(
+            hp.drive,
+            HeatPumpDrive::Switch(SwitchConfig::Coil { coil: 1, .. })
+        ));
+        assert_eq!(hp.indoor, None);
+        assert_eq!(cfg.home.heat_pump.unwrap().comfort_c, [20.0, 22.5]);
+        std::fs::write(&path, with(&format!("{building}{setpoint}"))).unwrap();
+        let hp = HomeConfig::load(&path).unwrap().heat_pump.unwrap();
+        assert!(
+            matches!(&hp.drive, HeatPumpDrive::Setpoint { topic, .. } if topic == "hp/set/power_w")
+        );
+        assert_eq!(hp.indoor.unwrap().field.as_deref(), Some("temperature"));
+        for (text, why) in [
+            (building.to_string(), "`home.heat_pump`"),
+            (coil.to_string(), "`heat_pump`"),
+            (
+                format!("{building}[heat_pump]\nindoor = {{ broker = \"127.0.0.1:1883\", topic = \"t\" }}\n"),
+                "one of `mqtt` or `modbus`",
+            ),
+            (
+                format!("{building}{}", setpoint.replace("hp/set/power_w", "hp/#")),
+                "heat_pump.setpoint.topic",
+            ),
+            (
+                format!("{}{coil}", building.replace("[20, 22.5]", "[23, 21]")),
+                "comfort_c",
+            ),
+            (
+                format!("{}{coil}", building.replace("\"average\"", "\"leaky\"")),
+                "insulation",
             ),
         ] {
             std::fs::write(&path, with(&text)).unwrap();

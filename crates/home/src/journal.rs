@@ -39,6 +39,14 @@ pub struct SlotRecord {
     pub loads_kw: f64,
     #[serde(default)]
     pub planned_loads_kw: Option<f64>,
+    /// The heat pump, measured (its rating while switched on, or its setpoint) and planned, kW,
+    /// and the indoor temperature at the slot's end (the room sensor's, or the model's), °C.
+    #[serde(default)]
+    pub heat_pump_kw: f64,
+    #[serde(default)]
+    pub planned_heat_pump_kw: Option<f64>,
+    #[serde(default)]
+    pub indoor_c: Option<f64>,
 }
 
 /// A transaction waiting for the node: what it is, and the hash once sent.

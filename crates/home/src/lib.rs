@@ -13,6 +13,7 @@ pub mod config;
 pub mod devices;
 pub mod ev;
 pub mod ha;
+pub mod heat_pump;
 pub mod journal;
 pub mod loads;
 pub mod mqtt_meter;

@@ -69,6 +69,10 @@ pub struct PlanEntry {
     pub ev_kw: f64,
     /// Each shiftable load's power, kW (the order of `[[home.loads]]`).
     pub loads_kw: Vec<f64>,
+    /// The heat pump's power, kW, and the indoor temperature the plan expects at the slot's
+    /// end, °C.
+    pub heat_pump_kw: f64,
+    pub indoor_c: Option<f64>,
 }
 
 /// The home as its agent sees it: the reference data with the home's measured history in place,
@@ -87,6 +91,8 @@ pub struct LiveHome {
     ev_full: bool,
     /// Each shiftable load's energy in its window today, kWh.
     loads_done_kwh: Vec<f64>,
+    /// The indoor temperature now, °C: the room sensor's, or the building's model.
+    indoor_c: Option<f64>,
     now_ms: u64,
     /// Which forecast the last plan used: `measured` (the home's own history) or `reference`
     /// (the standard load profile and reference weather, at cold start).
@@ -122,6 +128,10 @@ impl Household for LiveHome {
         self.data.forecast(slot, horizon)
     }
 
+    fn outdoor(&mut self, slot: u64, horizon: usize) -> Vec<f64> {
+        self.data.outdoor(slot, horizon)
+    }
+
     fn state_at(&mut self, slot: u64) -> HomeState {
         // The measured state now, carried to the slot's start along the plan.
         let c = self.current_slot();
@@ -133,6 +143,14 @@ impl Household for LiveHome {
         );
         let mut ev_kwh = self.ev_session_kwh;
         let mut loads_kwh = self.loads_done_kwh.clone();
+        // The building from now to the slot's start, heated as planned.
+        let building = self.spec.heat_pump.as_ref().map(|h| {
+            let outdoor = self
+                .data
+                .outdoor(c, (slot.saturating_sub(c) as usize).max(1));
+            h.heating().store(&outdoor, 0.0)
+        });
+        let mut indoor = self.indoor_c;
         for s in c..slot {
             let frac = if s == c {
                 slot_start_ms(c + 1).saturating_sub(self.now_ms) as f64 / SLOT_MS as f64
@@ -144,6 +162,9 @@ impl Household for LiveHome {
                 ev_kwh += p.ev_kw * SLOT_H * frac;
                 for (done, kw) in loads_kwh.iter_mut().zip(&p.loads_kw) {
                     *done += kw * SLOT_H * frac;
+                }
+                if let (Some(b), Some(t)) = (&building, indoor.as_mut()) {
+                    *t = b.after((s - c) as usize, *t, p.heat_pump_kw, SLOT_H * frac);
                 }
             }
         }
@@ -164,6 +185,7 @@ impl Household for LiveHome {
             state.loads_day = Some(c / 96);
             state.loads_done_kwh = loads_kwh;
         }
+        state.indoor_c = indoor;
         state
     }
 
@@ -183,6 +205,15 @@ impl Household for LiveHome {
                         .iter()
                         .map(|r| r.get(k).copied().unwrap_or(0.0))
                         .collect(),
+                    heat_pump_kw: schedule
+                        .heat_kw
+                        .first()
+                        .and_then(|r| r.get(k).copied())
+                        .unwrap_or(0.0),
+                    indoor_c: schedule
+                        .temperature_c
+                        .first()
+                        .and_then(|r| r.get(k).copied()),
                 },
             );
         }
@@ -278,6 +309,8 @@ struct OpenSlot {
     planned: bool,
     /// The shiftable loads' energy in the slot (rated power times the time on), kWh.
     loads_kwh: f64,
+    /// The heat pump's energy in the slot, kWh.
+    heat_kwh: f64,
 }
 
 fn delta(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -386,6 +419,9 @@ impl Household for SharedHome<'_> {
     fn forecast(&mut self, slot: u64, horizon: usize) -> (Vec<f64>, Vec<f64>) {
         lock(&self.shared.home).forecast(slot, horizon)
     }
+    fn outdoor(&mut self, slot: u64, horizon: usize) -> Vec<f64> {
+        lock(&self.shared.home).outdoor(slot, horizon)
+    }
     fn state_at(&mut self, slot: u64) -> HomeState {
         lock(&self.shared.home).state_at(slot)
     }
@@ -426,6 +462,11 @@ pub fn run(
             ev_session_kwh: 0.0,
             ev_full: false,
             loads_done_kwh: vec![0.0; cfg.home.loads.len()],
+            indoor_c: cfg
+                .home
+                .heat_pump
+                .as_ref()
+                .map(|h| (h.comfort_c[0] + h.comfort_c[1]) / 2.0),
             now_ms: 0,
             forecast: "reference",
         }),
@@ -736,6 +777,16 @@ fn device_loop(
             })
             .collect()
     };
+    let mut heat_pump = cfg.home.heat_pump.as_ref().map(|spec| {
+        let _guard = bg.enter();
+        let drive = cfg
+            .heat_pump
+            .as_ref()
+            .expect("checked: a heat pump's drive");
+        crate::heat_pump::HeatPump::new(spec.clone(), drive, &ha_id(cfg))
+    });
+    // The heat pump's power at the last poll (kW) and when (chain ms): the model's input.
+    let mut heat_last: Option<(f64, u64)> = None;
     let meter_cfg = cfg.grid_meter.as_ref().expect("checked: a grid meter");
     let mut meter = match (&meter_cfg.sunspec, &meter_cfg.mqtt) {
         (Some(addr), _) => Meter::SunSpec(Device::new("grid_meter", *addr, meter_cfg.unit, None)),
@@ -812,6 +863,32 @@ fn device_loop(
         }
         let ev_now = ev.as_mut().map(|e| e.observe(slot));
         let loads_kwh: f64 = loads.iter_mut().map(|l| l.account(now)).sum();
+        // The heat pump's energy since the last poll, and the indoor temperature: the room
+        // sensor's, or the building's model run on with what the heat pump drew.
+        let (heat_kwh, heat_kw_now, indoor_c) = match heat_pump.as_mut() {
+            Some(hp) => {
+                let (kwh, kw) = hp.account(now);
+                let mut h = lock(&shared.home);
+                let indoor = match hp.measured_c() {
+                    Some(c) => c,
+                    None => {
+                        let last = h.indoor_c.unwrap_or(hp.spec.comfort_c[0]);
+                        match heat_last {
+                            Some((kw_then, at)) if now > at => {
+                                let outdoor = h.data.outdoor(slot, 1);
+                                let building = hp.spec.heating().store(&outdoor, last);
+                                building.after(0, last, kw_then, (now - at) as f64 / 3_600_000.0)
+                            }
+                            _ => last,
+                        }
+                    }
+                };
+                h.indoor_c = Some(indoor);
+                heat_last = Some((kw, now));
+                (kwh, kw, Some(indoor))
+            }
+            None => (0.0, 0.0, None),
+        };
         let capacity = cfg.home.battery.as_ref().map(|b| b.capacity_kwh);
         let regs = Registers {
             pv_out: pv_now.as_ref().and_then(|m| m.out_register_mwh),
@@ -892,11 +969,13 @@ fn device_loop(
                     last: regs,
                     planned: false,
                     loads_kwh: 0.0,
+                    heat_kwh: 0.0,
                 })
             }
             Some(o) if o.slot == slot => {
                 o.last = o.last.updated(regs);
                 o.loads_kwh += loads_kwh;
+                o.heat_kwh += heat_kwh;
             }
             Some(o) => {
                 let ended = std::mem::replace(
@@ -908,9 +987,11 @@ fn device_loop(
                         planned: false,
                         // What ran since the last poll ran mostly in the slot that ended.
                         loads_kwh: 0.0,
+                        heat_kwh: 0.0,
                     },
                 );
                 let ended_loads_kwh = ended.loads_kwh + loads_kwh;
+                let ended_heat_kwh = ended.heat_kwh + heat_kwh;
                 if let (Some(start), Some(id)) = (ended.start, node.chain_id.as_deref()) {
                     let keys = (
                         pv.as_ref().and_then(|d| d.key.as_ref()),
@@ -926,10 +1007,11 @@ fn device_loop(
                         start,
                         ended.last,
                         ended.planned,
-                        ended_loads_kwh,
+                        (ended_loads_kwh, ended_heat_kwh),
                         &mut journal,
                         cfg.control.max_queued_readings,
                     );
+                    record.indoor_c = indoor_c;
                     let mut home = lock(&shared.home);
                     if let Some(p) = home.plans.get(&ended.slot).filter(|_| ended.planned) {
                         record.planned_battery_kw = Some(p.battery_kw);
@@ -941,6 +1023,8 @@ fn device_loop(
                         let full = p.ev_kw > EV_FULL_PLANNED_KW && record.ev_kw < 0.1 * p.ev_kw;
                         record.planned_loads_kw =
                             (!p.loads_kw.is_empty()).then(|| p.loads_kw.iter().sum());
+                        record.planned_heat_pump_kw =
+                            cfg.home.heat_pump.as_ref().map(|_| p.heat_pump_kw);
                         let planned_soc_kwh = p.soc_kwh;
                         if full && home.ev_plugged && !home.ev_full {
                             tracing::info!(slot = ended.slot, "the EV takes no more: full");
@@ -991,8 +1075,19 @@ fn device_loop(
             .as_ref()
             .and_then(|m| m.power_w)
             .map(|w| f64::from(w) / 1e3);
-        // What the home draws beyond its PV: import plus discharge.
-        let net_kw = grid_kw.map(|g| g + battery_kw.unwrap_or(0.0));
+        // The heat pump's power this poll: the plan's within the band, or the thermostat's.
+        let heat_next = match (heat_pump.as_ref(), indoor_c) {
+            (Some(hp), Some(indoor)) => {
+                let kw = hp.wanted_kw(plan.as_ref().map(|p| p.heat_pump_kw), indoor);
+                Some((kw, hp.power_after(kw, slot)))
+            }
+            _ => None,
+        };
+        // What the home draws beyond its PV: import plus discharge, and the heat pump's change
+        // about to be made (known before the meter sees it).
+        let net_kw = grid_kw.map(|g| {
+            g + battery_kw.unwrap_or(0.0) + heat_next.map_or(0.0, |(_, after)| after - heat_kw_now)
+        });
         let ev_kw = ev_now.as_ref().map(|e| e.charging_kw);
         let mut target_kw = None;
         if let (Some(b), Some(dev)) = (&spec.battery, battery.as_mut()) {
@@ -1051,6 +1146,10 @@ fn device_loop(
                 EvWant::Minimum
             };
             e.drive(&want, now, revert_chain_ms, refresh, &bg);
+        }
+        // The heat pump: the plan's power within the band, or the thermostat.
+        if let (Some(hp), Some((kw, _))) = (heat_pump.as_mut(), heat_next) {
+            rt.block_on(hp.drive(kw, slot, refresh));
         }
         // The shiftable loads: on until the slot's planned energy is done, or by their window.
         for (k, l) in loads.iter_mut().enumerate() {
@@ -1162,6 +1261,10 @@ fn device_loop(
                 s.devices
                     .insert(format!("load {}", l.spec.name), l.status());
             }
+            if let Some(hp) = &heat_pump {
+                s.devices.insert("heat_pump".to_string(), hp.status());
+            }
+            s.now.indoor_c = indoor_c;
             s.devices.insert(
                 "grid_meter".to_string(),
                 match &meter {
@@ -1291,7 +1394,7 @@ fn close_slot(
     start: Registers,
     end: Registers,
     planned: bool,
-    loads_kwh: f64,
+    (loads_kwh, heat_kwh): (f64, f64),
     journal: &mut Journal,
     max_queue: usize,
 ) -> SlotRecord {
@@ -1302,12 +1405,19 @@ fn close_slot(
     let imp = delta(start.grid_import, end.grid_import);
     let exp = delta(start.grid_export, end.grid_export);
     let ev = delta(start.ev_in, end.ev_in);
-    // The household's load: what the home drew, less what went into the EV and the shiftable
-    // loads (planned apart).
+    // The household's load: what the home drew, less what went into the EV, the shiftable
+    // loads and the heat pump (planned apart).
     let record = SlotRecord {
-        load_kw: (kwh(imp) - kwh(exp) + kwh(pv) + kwh(b_out) - kwh(b_in) - kwh(ev) - loads_kwh)
+        load_kw: (kwh(imp) - kwh(exp) + kwh(pv) + kwh(b_out)
+            - kwh(b_in)
+            - kwh(ev)
+            - loads_kwh
+            - heat_kwh)
             .max(0.0)
             / SLOT_H,
+        heat_pump_kw: heat_kwh / SLOT_H,
+        planned_heat_pump_kw: None,
+        indoor_c: None,
         ev_kw: kwh(ev) / SLOT_H,
         loads_kw: loads_kwh / SLOT_H,
         planned_loads_kw: None,
@@ -1497,6 +1607,8 @@ mod tests {
             soc_kwh: 5.0,
             ev_kw: 0.0,
             loads_kw: Vec::new(),
+            heat_pump_kw: 0.0,
+            indoor_c: None,
         };
         // Planned: charge 2 kW, import 2.5 kW for a 0.5 kW home. The home draws 0.8 kW: the
         // battery charges 1.7 kW and the grid stays at the plan's 2.5 kW.

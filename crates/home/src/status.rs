@@ -41,6 +41,8 @@ pub struct Now {
     pub ev_kw: Option<f64>,
     pub ev_plugged: Option<bool>,
     pub ev_session_kwh: Option<f64>,
+    /// The indoor temperature of a home with a heat pump, °C.
+    pub indoor_c: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -557,40 +557,41 @@ async def main():
             sw["kept_at"] = time.monotonic()
         sw["on"] = on
 
-    if a.boiler_mqtt:
+    def mqtt_client(address, client_id, topic=None, on_message=None):
+        """A paho client connected to HOST:PORT, its loop running; subscribed to `topic`."""
         import paho.mqtt.client as mqtt
-        host, port = a.boiler_mqtt.rsplit(":", 1)
-        sw_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="virtual-boiler")
-        sw_client.on_connect = lambda c, u, f, r, p: c.subscribe("cmnd/boiler/POWER")
-        sw_client.on_message = lambda c, u, m: command("boiler", m.payload.decode().strip().upper() == "ON")
-        sw_client.connect(host, int(port))
-        sw_client.loop_start()
+        host, port = address.rsplit(":", 1)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if topic:
+            c.on_connect = lambda c, u, f, r, p: c.subscribe(topic)
+            c.on_message = on_message
+        c.connect(host, int(port))
+        c.loop_start()
+        return c
+
+    if a.boiler_mqtt:
+        mqtt_client(a.boiler_mqtt, "virtual-boiler", "cmnd/boiler/POWER",
+                    lambda c, u, m: command("boiler", m.payload.decode().strip().upper() == "ON"))
 
     # The building the heat pump heats (120 m², average insulation: UA 0.168 kW/K, C 5.5 kWh/K,
     # 0.3 kW of gains) under a constant outdoor temperature, and its room sensor; the plain
     # home's twin building on a thermostat (on below 20.5 °C, off above 21 °C).
     building = None
     if a.indoor_mqtt:
-        import paho.mqtt.client as mqtt
-        host, port = a.indoor_mqtt.rsplit(":", 1)
-        sensor = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="virtual-room-sensor")
-        sensor.connect(host, int(port))
-        sensor.loop_start()
         building = {"indoor_c": 21.0, "plain_indoor_c": 21.0, "plain_on": False, "days": {},
-                    "sensor": sensor, "published": 0.0, "setpoint_kw": 0.0, "set_at": 0.0,
-                    "setpoints": 0}
-        if a.heat_pump_setpoint:
-            def setpoint(c, u, m):
-                try:
-                    kw = float(m.payload.decode().strip()) / 1000.0
-                except ValueError:
-                    return
-                building["setpoint_kw"] = min(max(kw, 0.0), a.heat_pump_kw)
-                building["set_at"] = time.monotonic()
-                building["setpoints"] += 1
-            sensor.on_connect = lambda c, u, f, r, p: c.subscribe("heatpump/set/power_w")
-            sensor.on_message = setpoint
-            sensor.subscribe("heatpump/set/power_w")
+                    "published": 0.0, "setpoint_kw": 0.0, "set_at": 0.0, "setpoints": 0}
+
+        def setpoint(c, u, m):
+            try:
+                kw = float(m.payload.decode().strip()) / 1000.0
+            except ValueError:
+                return
+            building["setpoint_kw"] = min(max(kw, 0.0), a.heat_pump_kw)
+            building["set_at"] = time.monotonic()
+            building["setpoints"] += 1
+
+        sensor = mqtt_client(a.indoor_mqtt, "virtual-room-sensor",
+                             "heatpump/set/power_w" if a.heat_pump_setpoint else None, setpoint)
 
     def rc(temp, kw, dt_h):
         ua, cap, gains = 0.168, 5.5, 0.3
@@ -605,13 +606,7 @@ async def main():
     pv_wh, imp_wh, exp_wh = 1000.0, 1000.0, 1000.0
     # The P1 bridge's two import registers: night (22-07 UTC) and day.
     p1 = {"t1": 500.0, "t2": 500.0}
-    p1_client = None
-    if a.meter_mqtt:
-        import paho.mqtt.client as mqtt
-        host, port = a.meter_mqtt.rsplit(":", 1)
-        p1_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="virtual-p1-bridge")
-        p1_client.connect(host, int(port))
-        p1_client.loop_start()
+    p1_client = mqtt_client(a.meter_mqtt, "virtual-p1-bridge") if a.meter_mqtt else None
     slots = {}
     state = {"reverted": {}}
 
@@ -700,7 +695,7 @@ async def main():
                 d["plain_kwh"] += plain_heat_kw * dt_h
                 if real - building["published"] > 0.2:
                     building["published"] = real
-                    building["sensor"].publish("home/indoor/temperature",
+                    sensor.publish("home/indoor/temperature",
                                                json.dumps({"temperature": round(building["indoor_c"], 2)}))
             house_plain = house + plain_switched_kw + plain_heat
             house += switched_kw + heat_kw
@@ -775,8 +770,7 @@ async def main():
                                  "transaction": ev.transaction, "register_wh": ev.register_wh,
                                  "sessions": ev.sessions, "received": ev.received},
                           "switched": switched,
-                          "building": None if building is None else
-                          {k: v for k, v in building.items() if k != "sensor"}})
+                          "building": building})
 
     async def dump():
         while True:

@@ -56,9 +56,9 @@ pub struct HeatPump {
 }
 
 /// A client to `broker` (`host:port`, checked) whose event loop runs on the current Tokio
-/// runtime; `on_connect` subscribes, `on_publish` takes each message. The shared error is the
-/// broker's last, `None` once connected.
-fn mqtt(
+/// runtime: on each connection it subscribes to `subscribe`, and `on_publish` takes each message.
+/// The shared error is the broker's last, `None` while connected.
+pub(crate) fn connect_mqtt(
     broker: &str,
     id: &str,
     credentials: Option<(String, String)>,
@@ -124,7 +124,7 @@ impl HeatPump {
                 username,
                 password,
             } => {
-                let (client, broker_error) = mqtt(
+                let (client, broker_error) = connect_mqtt(
                     broker,
                     &format!("gridmesh-home-heat-pump-{id}"),
                     username.clone().zip(password.clone()),
@@ -297,7 +297,7 @@ fn sensor(cfg: &SensorConfig, id: &str) -> Sensor {
     let into = value.clone();
     let field = cfg.field.clone();
     let topic = cfg.topic.clone();
-    let (_client, error) = mqtt(
+    let (_client, error) = connect_mqtt(
         &cfg.broker,
         &format!("gridmesh-home-indoor-{id}"),
         cfg.username.clone().zip(cfg.password.clone()),

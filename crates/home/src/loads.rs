@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridmesh_client::agent_runner::LoadSpec;
-use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tokio_modbus::client::{Context, Writer};
 use tokio_modbus::Slave;
 
@@ -73,31 +73,13 @@ impl Load {
                 username,
                 password,
             } => {
-                let (host, port) = crate::config::host_port(broker).expect("checked: host:port");
-                let mut opts =
-                    MqttOptions::new(format!("gridmesh-home-load-{}", spec.name), host, port);
-                opts.set_keep_alive(Duration::from_secs(30));
-                if let (Some(u), Some(p)) = (username, password) {
-                    opts.set_credentials(u, p);
-                }
-                let (client, mut events) = AsyncClient::new(opts, 16);
-                let broker_error = Arc::new(Mutex::new(Some("connecting".to_string())));
-                let status = broker_error.clone();
-                tokio::spawn(async move {
-                    loop {
-                        match events.poll().await {
-                            Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                                *status.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                *status.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some(format!("its broker: {e}"));
-                                tokio::time::sleep(Duration::from_secs(2)).await;
-                            }
-                        }
-                    }
-                });
+                let (client, broker_error) = crate::heat_pump::connect_mqtt(
+                    broker,
+                    &format!("gridmesh-home-load-{}", spec.name),
+                    username.clone().zip(password.clone()),
+                    None,
+                    |_| {},
+                );
                 Switch::Mqtt {
                     client,
                     topic: topic.clone(),

@@ -1039,52 +1039,57 @@ pub fn with_values(
     schedules: Option<(Vec<Schedule>, Vec<Option<Values>>)>,
 ) -> Vec<(usize, Schedule, Values, bool)> {
     type Given = Option<(Schedule, Option<Values>)>;
-    let mut given: Vec<Given> = match schedules {
+    let given: Vec<Given> = match schedules {
         Some((s, v)) => s.into_iter().zip(v).map(Some).collect(),
         None => vec![None; problems.len()],
     };
-    let jobs: Vec<(usize, HomeProblem, Given)> = problems
-        .into_iter()
-        .zip(given.iter_mut())
-        .map(|((i, p), s)| (i, p, s.take()))
-        .collect();
+    let jobs: Vec<((usize, HomeProblem), Given)> = problems.into_iter().zip(given).collect();
+    on_cores(jobs, |((i, p), given)| {
+        let retail = p.import_price[0];
+        let feed_in = p.export_price[0];
+        let agent = Optimising { problem: p };
+        let (plan, values) = match given {
+            Some((s, Some(v))) => (Plan::Optimal(s), Some(v)),
+            Some((s, None)) => {
+                let values = agent.marginal_values_from(s.cost);
+                (Plan::Optimal(s), values)
+            }
+            None => agent.plan_and_values(),
+        };
+        let (schedule, fell_back) = match plan {
+            Plan::Optimal(s) => (s, false),
+            Plan::Fallback { schedule, .. } => (schedule, true),
+        };
+        let values = if fell_back {
+            (retail, feed_in)
+        } else {
+            values.unwrap_or((retail, feed_in))
+        };
+        (i, schedule, values, fell_back)
+    })
+}
+
+/// `work` done on each of `jobs`, the jobs dealt round the machine's cores; the results in the
+/// order of the cores' shares, not of the jobs.
+pub fn on_cores<J: Send, R: Send>(jobs: Vec<J>, work: impl Fn(J) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(jobs.len().max(1));
-    let chunk = jobs.len().div_ceil(threads).max(1);
+    if threads <= 1 {
+        return jobs.into_iter().map(work).collect();
+    }
+    let mut parts: Vec<Vec<J>> = (0..threads).map(|_| Vec::new()).collect();
+    for (k, j) in jobs.into_iter().enumerate() {
+        parts[k % threads].push(j);
+    }
+    let work = &work;
     std::thread::scope(|scope| {
-        jobs.chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(i, p, given)| {
-                            let retail = p.import_price[0];
-                            let feed_in = p.export_price[0];
-                            let agent = Optimising { problem: p.clone() };
-                            let (plan, values) = match given {
-                                Some((s, Some(v))) => (Plan::Optimal(s.clone()), Some(*v)),
-                                Some((s, None)) => {
-                                    (Plan::Optimal(s.clone()), agent.marginal_values_from(s.cost))
-                                }
-                                None => agent.plan_and_values(),
-                            };
-                            let (schedule, fell_back) = match plan {
-                                Plan::Optimal(s) => (s, false),
-                                Plan::Fallback { schedule, .. } => (schedule, true),
-                            };
-                            let values = if fell_back {
-                                (retail, feed_in)
-                            } else {
-                                values.unwrap_or((retail, feed_in))
-                            };
-                            (*i, schedule, values, fell_back)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
+        parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(work).collect::<Vec<R>>()))
             .collect::<Vec<_>>()
             .into_iter()
-            .flat_map(|h| h.join().expect("planner thread"))
+            .flat_map(|h| h.join().expect("worker thread"))
             .collect()
     })
 }

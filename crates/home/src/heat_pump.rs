@@ -197,17 +197,13 @@ impl HeatPump {
         }
     }
 
-    /// Whether a switch should be on for `kw` in `slot`: until the slot's energy at `kw` is
-    /// done, throughout at full power.
-    fn switched_on(&self, load: &Load, kw: f64, slot: u64) -> bool {
-        kw >= self.spec.max_power_kw - 1e-9 || load.wanted(Some(kw), slot)
-    }
-
     /// The power the heat pump will draw once driven to `kw` in `slot` (kW): the switch's
     /// rating or nothing, or the setpoint. The home tells its battery before the meter sees it.
     pub fn power_after(&self, kw: f64, slot: u64) -> f64 {
         match &self.drive {
-            Drive::Switch(load) if self.switched_on(load, kw, slot) => self.spec.max_power_kw,
+            Drive::Switch(load) if switched_on(self.spec.max_power_kw, load, kw, slot) => {
+                self.spec.max_power_kw
+            }
             Drive::Switch(_) => 0.0,
             Drive::Setpoint { .. } => kw,
         }
@@ -216,12 +212,10 @@ impl HeatPump {
     /// Drives the heat pump to `kw` in `slot`: a switch on until the slot's energy at `kw` is
     /// done (on throughout at full power), a setpoint published; repeated after `refresh`.
     pub async fn drive(&mut self, kw: f64, slot: u64, refresh: Duration) {
-        let on = match &self.drive {
-            Drive::Switch(load) => self.switched_on(load, kw, slot),
-            Drive::Setpoint { .. } => kw > 0.0,
-        };
+        let max_kw = self.spec.max_power_kw;
         match &mut self.drive {
             Drive::Switch(load) => {
+                let on = switched_on(max_kw, load, kw, slot);
                 load.drive(on, refresh).await;
             }
             Drive::Setpoint {
@@ -289,6 +283,12 @@ impl HeatPump {
             },
         }
     }
+}
+
+/// Whether a switch should be on for `kw` in `slot`: until the slot's energy at `kw` is done,
+/// throughout at full power (`max_kw`).
+fn switched_on(max_kw: f64, load: &Load, kw: f64, slot: u64) -> bool {
+    kw >= max_kw - 1e-9 || load.wanted(Some(kw), slot)
 }
 
 /// Subscribes to a room sensor: each message's number (°C) with when it came.

@@ -582,15 +582,16 @@ pub fn run_on(
                             })
                             .collect();
                         let rotation = u / s.agents.replan_slots;
-                        let allocated = parallel(jobs, |(due_g, problems_g, others, limit_kw)| {
-                            let a = gridmesh_agent::community::allocate(
-                                &problems_g,
-                                &others,
-                                limit_kw,
-                                rotation,
-                            );
-                            (due_g, a)
-                        });
+                        let allocated =
+                            study::on_cores(jobs, |(due_g, problems_g, others, limit_kw)| {
+                                let a = gridmesh_agent::community::allocate(
+                                    &problems_g,
+                                    &others,
+                                    limit_kw,
+                                    rotation,
+                                );
+                                (due_g, a)
+                            });
                         let (mut chosen, mut schedules, mut values) =
                             (Vec::new(), Vec::new(), Vec::new());
                         for (due_g, a) in allocated {
@@ -754,29 +755,4 @@ pub fn run_on(
     );
     outcome.devices = inverters.finish(&*ledger);
     Ok(outcome)
-}
-
-/// `work` done on each job, the jobs dealt round the machine's cores (the results in the order
-/// of the cores' shares, not of the jobs).
-fn parallel<J: Send, R: Send>(jobs: Vec<J>, work: impl Fn(J) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs.len().max(1));
-    if threads <= 1 {
-        return jobs.into_iter().map(work).collect();
-    }
-    let mut parts: Vec<Vec<J>> = (0..threads).map(|_| Vec::new()).collect();
-    for (k, j) in jobs.into_iter().enumerate() {
-        parts[k % threads].push(j);
-    }
-    let work = &work;
-    std::thread::scope(|scope| {
-        parts
-            .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(work).collect::<Vec<R>>()))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .flat_map(|h| h.join().expect("coordinator thread"))
-            .collect()
-    })
 }

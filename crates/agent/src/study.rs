@@ -1003,13 +1003,6 @@ pub fn capacity_users<'a>(
     others
 }
 
-/// The forecast net load (load − PV, kW) of the homes that are not in `planned` (sorted), per
-/// slot of `horizon` from `t`.
-pub fn inflexible_forecast(c: &Community, planned: &[usize], t: usize, horizon: usize) -> Vec<f64> {
-    let homes = (0..c.homes.len()).filter(|i| planned.binary_search(i).is_err());
-    forecast_of(c, homes, t, horizon)
-}
-
 /// The persistence forecast of the net load (load − PV, kW) of `homes`, per slot of `horizon`
 /// from `t`.
 fn forecast_of(

@@ -57,8 +57,8 @@ fn plan(p: &HomeProblem) -> Option<Schedule> {
 #[derive(Clone, Debug)]
 pub struct Allocation {
     pub schedules: Vec<Schedule>,
-    /// Each home's marginal values within its allocation, where they were priced from its
-    /// plan's optimum (see [`crate::strategy::Optimising::plan_and_values`]).
+    /// Each home's marginal values within its allocation (see
+    /// [`crate::strategy::Optimising::plan_and_values`]; `None` where they could not be priced).
     pub values: Vec<Option<Values>>,
     pub problems: Vec<HomeProblem>,
     /// Homes that could not meet their needs within their allocation (planned without it).
@@ -120,7 +120,11 @@ pub fn allocate(
                 match agent.plan_and_values() {
                     (Plan::Optimal(s), values) => (agent.problem, s, values),
                     (Plan::Fallback { .. }, _) => {
-                        (h.clone(), plan(h).unwrap_or_else(|| h.safe_plan()), None)
+                        let free = crate::strategy::Optimising { problem: h.clone() };
+                        match free.plan_and_values() {
+                            (Plan::Optimal(s), values) => (free.problem, s, values),
+                            (Plan::Fallback { .. }, _) => (free.problem, h.safe_plan(), None),
+                        }
                     }
                 }
             }

@@ -665,9 +665,12 @@ impl HomeProblem {
 
     /// The optimal plan and its pricing: the energy cost with `delta_kwh` less and more load
     /// in slot 0 (less never below none), each solved from the plan's optimum by fixing one
-    /// column. `None` where that does not apply (nothing to plan, a flexibility event, a plan
-    /// that needs binaries, a solver failure): then [`HomeProblem::plan`] and re-solves do it.
-    pub fn plan_priced(&self, delta_kwh: f64) -> Option<(Schedule, f64, f64)> {
+    /// column; the pricing is `None` where either is infeasible at the plan's resolution (more
+    /// load than an import limit lets in). Steps that leave no feasible program give way to
+    /// every slot a step, as in [`HomeProblem::plan`]. `None` where this does not apply (nothing
+    /// to plan, a flexibility event, a plan that needs binaries, no feasible program): then
+    /// [`HomeProblem::plan`] and re-solves do it.
+    pub fn plan_priced(&self, delta_kwh: f64) -> Option<(Schedule, Option<(f64, f64)>)> {
         if self.check().is_err() || self.flex.is_some() || !self.has_devices() {
             return None;
         }
@@ -675,21 +678,33 @@ impl HomeProblem {
         let less = (-d_kw).max(-self.load_kw[0]);
         let (lp, c) = self.build_shifted(&[], Some((less, d_kw)));
         let shift = c.shift?;
-        let base = lp.solve_warm().ok()?.with_fixed(shift, 0.0).ok()?;
+        let base = match lp.solve_warm().and_then(|s| s.with_fixed(shift, 0.0)) {
+            Ok(base) => base,
+            Err(_) if self.resolution.is_some() => {
+                return HomeProblem {
+                    resolution: None,
+                    ..self.clone()
+                }
+                .plan_priced(delta_kwh)
+            }
+            Err(_) => return None,
+        };
         let plan = self.schedule_of(&lp, &c, &base.x, false);
         if !self.both_ways(&plan).is_empty() {
             return None;
         }
         let mut cost = [0.0; 2];
         for (k, d) in [less, d_kw].into_iter().enumerate() {
-            let x = base.with_fixed(shift, d).ok()?.x;
-            let s = self.schedule_of(&lp, &c, &x, false);
+            let Ok(priced) = base.with_fixed(shift, d) else {
+                return Some((plan, None));
+            };
+            let s = self.schedule_of(&lp, &c, &priced.x, false);
             if !self.both_ways(&s).is_empty() {
                 return None;
             }
             cost[k] = s.cost;
         }
-        Some((plan, cost[0], cost[1]))
+        Some((plan, Some((cost[0], cost[1]))))
     }
 
     /// The schedule in the solution `x` of the program `lp` with columns `c`, per slot: a

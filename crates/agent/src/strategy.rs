@@ -176,11 +176,12 @@ impl Optimising {
 
     /// The plan and its marginal values at once: the two priced programs solved from the
     /// plan's optimum ([`HomeProblem::plan_priced`]) where that applies, else as
-    /// [`Optimising::marginal_values_from`] does. The same values either way.
+    /// [`Optimising::marginal_values_from`] does. The same values either way (`None` where a
+    /// priced program is infeasible).
     pub fn plan_and_values(&self) -> (Plan, Option<Values>) {
-        if let Some((s, less, more)) = self.problem.plan_priced(MARGIN_KWH) {
-            let values = values_around(s.cost, less, more);
-            return (Plan::Optimal(s), Some(values));
+        if let Some((s, costs)) = self.problem.plan_priced(MARGIN_KWH) {
+            let values = costs.map(|(less, more)| values_around(s.cost, less, more));
+            return (Plan::Optimal(s), values);
         }
         let plan = self.problem.plan();
         let values = match &plan {

@@ -1025,8 +1025,8 @@ fn forecast_of(
     out
 }
 
-/// Plans (unless `schedules` are given, with their marginal values where known) and prices
-/// each home: (home, schedule, marginal values, fell back), over the machine's cores.
+/// Plans and prices each home, unless `schedules` are given with their marginal values (`None`
+/// where they could not be priced): (home, schedule, marginal values, fell back), over the cores.
 pub fn with_values(
     problems: Vec<(usize, HomeProblem)>,
     schedules: Option<(Vec<Schedule>, Vec<Option<Values>>)>,
@@ -1042,11 +1042,8 @@ pub fn with_values(
         let feed_in = p.export_price[0];
         let agent = Optimising { problem: p };
         let (plan, values) = match given {
-            Some((s, Some(v))) => (Plan::Optimal(s), Some(v)),
-            Some((s, None)) => {
-                let values = agent.marginal_values_from(s.cost);
-                (Plan::Optimal(s), values)
-            }
+            // Planned and priced already (by the coordinator).
+            Some((s, values)) => (Plan::Optimal(s), values),
             None => agent.plan_and_values(),
         };
         let (schedule, fell_back) = match plan {

@@ -79,6 +79,21 @@ struct KeyedBattery {
 }
 
 /// The run's keyed inverters and batteries, by home.
+/// Which of a home's keyed devices a reading is of.
+#[derive(Clone, Copy, Debug)]
+enum KeyedDevice {
+    Inverter,
+    Battery,
+}
+
+/// A home's keyed devices' readings of a slot before their keys sign them: per device, (out of
+/// it, its out register) and (into it, its in register), mWh.
+pub struct UnsignedReadings {
+    home: usize,
+    slot: u64,
+    readings: Vec<(KeyedDevice, (u64, u64), (u64, u64))>,
+}
+
 pub struct Inverters {
     homes: Vec<Option<Inverter>>,
     batteries: Vec<Option<KeyedBattery>>,
@@ -242,16 +257,17 @@ impl Inverters {
         Some(self.register(&b.key, owner, info, bond))
     }
 
-    /// Home `i`'s keyed devices' signed readings of chain slot `slot`, in which its panels made
-    /// `made_mwh` and its battery discharged `out_mwh` and charged `in_mwh`: one transaction
-    /// with a reading of each device that moved energy, or `None`.
+    /// Home `i`'s keyed devices' readings of chain slot `slot`, in which its panels made
+    /// `made_mwh` and its battery discharged `out_mwh` and charged `in_mwh`: one of each device
+    /// that moved energy, counted on its registers, to be signed ([`Inverters::signed`]), or
+    /// `None`.
     pub fn readings(
         &mut self,
         i: usize,
         slot: u64,
         made_mwh: u64,
         (out_mwh, in_mwh): (u64, u64),
-    ) -> Option<TxKind> {
+    ) -> Option<UnsignedReadings> {
         let mut readings = Vec::new();
         if let Some(inv) = self.homes[i].as_mut().filter(|v| v.active && made_mwh > 0) {
             let claimed = if inv.spoofs {
@@ -262,11 +278,8 @@ impl Inverters {
             inv.register_mwh += claimed;
             self.kpis.readings += 1;
             self.kpis.false_readings += u64::from(claimed > made_mwh);
-            readings.push(DeviceReading::with_one_sample(
-                &inv.key,
-                &self.chain_id,
-                slot,
-                slot,
+            readings.push((
+                KeyedDevice::Inverter,
                 (claimed, inv.register_mwh),
                 (0, 0),
             ));
@@ -277,16 +290,43 @@ impl Inverters {
         {
             b.out_register_mwh += out_mwh;
             b.in_register_mwh += in_mwh;
-            readings.push(DeviceReading::with_one_sample(
-                &b.key,
-                &self.chain_id,
-                slot,
-                slot,
+            readings.push((
+                KeyedDevice::Battery,
                 (out_mwh, b.out_register_mwh),
                 (in_mwh, b.in_register_mwh),
             ));
         }
-        (!readings.is_empty()).then_some(TxKind::SubmitDeviceReadings { readings })
+        (!readings.is_empty()).then_some(UnsignedReadings {
+            home: i,
+            slot,
+            readings,
+        })
+    }
+
+    /// Each home's readings signed by its devices' keys, on the machine's cores (two
+    /// signatures a reading: its telemetry sample's and its own).
+    pub fn signed(&self, unsigned: Vec<Option<UnsignedReadings>>) -> Vec<Option<TxKind>> {
+        let mut out: Vec<Option<TxKind>> = vec![None; unsigned.len()];
+        let jobs: Vec<UnsignedReadings> = unsigned.into_iter().flatten().collect();
+        let signed = gridmesh_agent::study::on_cores(jobs, |r| {
+            let readings = r
+                .readings
+                .iter()
+                .map(|(device, out, inn)| {
+                    let key = match device {
+                        KeyedDevice::Inverter => self.homes[r.home].as_ref().map(|v| &v.key),
+                        KeyedDevice::Battery => self.batteries[r.home].as_ref().map(|b| &b.key),
+                    }
+                    .expect("a reading only of a keyed device");
+                    DeviceReading::with_one_sample(key, &self.chain_id, r.slot, r.slot, *out, *inn)
+                })
+                .collect();
+            (r.home, TxKind::SubmitDeviceReadings { readings })
+        });
+        for (i, tx) in signed {
+            out[i] = Some(tx);
+        }
+        out
     }
 
     /// The keyed inverters still reporting, by home.

@@ -365,6 +365,19 @@ pub fn run_on(
             max_ask_mwh[i] = inverters.keyed_capacity_mwh(i, &c.homes.homes[i]);
         }
         let retail_next = tou.retail_at(u + 1);
+        // The keyed devices' own readings of what the panels made and the battery moved in
+        // u − 1, signed on the machine's cores.
+        let mut device_readings = if u > first && u - 1 < end {
+            let unsigned = (0..n)
+                .map(|i| {
+                    let (made_mwh, out_mwh, in_mwh) = homes[i].device_energy[(u - 1) % RING];
+                    inverters.readings(i, chain_slot(u - 1), made_mwh, (out_mwh, in_mwh))
+                })
+                .collect();
+            inverters.signed(unsigned)
+        } else {
+            vec![None; n]
+        };
         for (i, h) in homes.iter_mut().enumerate() {
             let mut pending = 0;
             if u > first && u - 1 < end {
@@ -383,11 +396,7 @@ pub fn run_on(
                     txs.push(tx);
                     pending += 1;
                 }
-                // The keyed devices' own readings of what the panels made and the battery moved.
-                let (made_mwh, out_mwh, in_mwh) = h.device_energy[(u - 1) % RING];
-                if let Some(kind) =
-                    inverters.readings(i, chain_slot(u - 1), made_mwh, (out_mwh, in_mwh))
-                {
+                if let Some(kind) = device_readings[i].take() {
                     if let Some(tx) = ledger.tx(h.address, pending, kind) {
                         txs.push(tx);
                         pending += 1;

@@ -1,5 +1,6 @@
 //! Community coordination: homes plan for themselves within import allocations that keep the
-//! feeder's transformer within its limit.
+//! feeder within its limits: a transformer's rating, and any other limit the homes' net imports
+//! share linearly ([`SharedLimit`]: a cable's rating, a bus's voltage drop).
 //!
 //! Price signals alone herd: every home's linear program moves all its flexible load to the same
 //! cheapest slot, so a surcharge there sends them all to the next one (tried first; it oscillated).
@@ -65,12 +66,41 @@ pub struct Allocation {
     pub unfit: usize,
 }
 
+/// A limit the homes' net loads share, per slot `t`:
+/// `Σ_i weights[i] · net_i(t) + others_kw[t] ≤ limit_kw` over the homes being allocated (a weight
+/// of zero: the home does not load it). A transformer or a cable weighs every home behind it by
+/// one; a bus's voltage drop (linearised, kW of drop-equivalent) weighs each home by how much
+/// of its path to the source the home shares.
+#[derive(Clone, Debug)]
+pub struct SharedLimit {
+    pub weights: Vec<f64>,
+    /// What the homes not being allocated put on it, per slot (weighted likewise).
+    pub others_kw: Vec<f64>,
+    pub limit_kw: f64,
+}
+
 /// Allocates import capacity under `limit_kw` to `homes` (same number of slots) in turn, on top
 /// of `others_kw`, the forecast net load of homes that do not take part (empty: none).
 pub fn allocate(
     homes: &[HomeProblem],
     others_kw: &[f64],
     limit_kw: f64,
+    rotation: usize,
+) -> Allocation {
+    let limit = SharedLimit {
+        weights: vec![1.0; homes.len()],
+        others_kw: others_kw.to_vec(),
+        limit_kw,
+    };
+    allocate_within(homes, &[limit], rotation)
+}
+
+/// Allocates import capacity to `homes` (same number of slots) in turn within every one of
+/// `limits`: each home gets, per slot, the least any limit it loads leaves after the homes
+/// already planned and the least the homes still to plan need, over its weight there.
+pub fn allocate_within(
+    homes: &[HomeProblem],
+    limits: &[SharedLimit],
     rotation: usize,
 ) -> Allocation {
     let slots = homes.first().map_or(0, |h| h.slots());
@@ -87,11 +117,22 @@ pub fn allocate(
             need.into_iter().map(|n| n.max(0.0)).collect()
         })
         .collect();
-    let mut still: Vec<f64> = (0..slots)
-        .map(|t| needs.iter().map(|n| n[t]).sum())
+    // Per limit: what the homes still to plan need at least, and what is committed.
+    let mut still: Vec<Vec<f64>> = limits
+        .iter()
+        .map(|l| {
+            (0..slots)
+                .map(|t| l.weights.iter().zip(&needs).map(|(w, n)| w * n[t]).sum())
+                .collect()
+        })
         .collect();
-    let mut committed: Vec<f64> = (0..slots)
-        .map(|t| others_kw.get(t).copied().unwrap_or(0.0))
+    let mut committed: Vec<Vec<f64>> = limits
+        .iter()
+        .map(|l| {
+            (0..slots)
+                .map(|t| l.others_kw.get(t).copied().unwrap_or(0.0))
+                .collect()
+        })
         .collect();
     type Planned = (HomeProblem, Schedule, Option<Values>);
     let mut planned: Vec<Option<Planned>> = vec![None; homes.len()];
@@ -99,12 +140,21 @@ pub fn allocate(
     for k in 0..homes.len() {
         let i = (k + rotation) % homes.len();
         let h = &homes[i];
-        for (t, s) in still.iter_mut().enumerate() {
-            *s -= needs[i][t];
+        let mut cap = vec![f64::INFINITY; slots];
+        for (c, l) in limits.iter().enumerate() {
+            let w = l.weights[i];
+            if w <= 0.0 {
+                continue;
+            }
+            for t in 0..slots {
+                still[c][t] -= w * needs[i][t];
+                let left = (l.limit_kw - committed[c][t] - still[c][t]) / w;
+                cap[t] = cap[t].min(left.max(0.0));
+            }
         }
         let mut capped = h.clone();
         capped.import_cap_kw = (0..slots)
-            .map(|t| (limit_kw - committed[t] - still[t]).max(0.0))
+            .map(|t| cap[t].min(h.import_cap_kw.get(t).copied().unwrap_or(f64::INFINITY)))
             .collect();
         let agent = crate::strategy::Optimising { problem: capped };
         let (problem, s, values) = match agent.plan_and_values() {
@@ -129,8 +179,13 @@ pub fn allocate(
                 }
             }
         };
-        for (c, t) in committed.iter_mut().zip(0..slots) {
-            *c += s.import_kw[t] - s.export_kw[t];
+        for (committed, l) in committed.iter_mut().zip(limits) {
+            let w = l.weights[i];
+            if w != 0.0 {
+                for (t, c) in committed.iter_mut().enumerate() {
+                    *c += w * (s.import_kw[t] - s.export_kw[t]);
+                }
+            }
         }
         planned[i] = Some((problem, s, values));
     }

@@ -980,22 +980,38 @@ pub fn capacity_users<'a>(
     t: usize,
     horizon: usize,
 ) -> Vec<f64> {
+    let weighted: Vec<(usize, f64)> = members.iter().map(|&i| (i, 1.0)).collect();
+    weighted_users(c, &weighted, optimising, due, plan, t, horizon)
+}
+
+/// [`capacity_users`] with each home's net load weighted: Σ weight · net load over the homes
+/// of `members` (home, weight; sorted by home) not planning now. What a limit the homes load
+/// unequally (a bus's voltage) is shared around.
+pub fn weighted_users<'a>(
+    c: &Community,
+    members: &[(usize, f64)],
+    optimising: &[usize],
+    due: &[usize],
+    plan: impl Fn(usize) -> Option<&'a (usize, Schedule)>,
+    t: usize,
+    horizon: usize,
+) -> Vec<f64> {
     let inflexible = members
         .iter()
         .copied()
-        .filter(|i| optimising.binary_search(i).is_err());
+        .filter(|(i, _)| optimising.binary_search(i).is_err());
     let mut others = forecast_of(c, inflexible, t, horizon);
     let planned = members
         .iter()
-        .filter(|j| optimising.binary_search(j).is_ok() && due.binary_search(j).is_err());
-    for &j in planned {
+        .filter(|(j, _)| optimising.binary_search(j).is_ok() && due.binary_search(j).is_err());
+    for &(j, w) in planned {
         if let Some((origin, p)) = plan(j) {
             for (k, o) in others.iter_mut().enumerate() {
                 if let Some(u) = (t + k)
                     .checked_sub(*origin)
                     .filter(|u| *u < p.import_kw.len())
                 {
-                    *o += p.import_kw[u] - p.export_kw[u];
+                    *o += w * (p.import_kw[u] - p.export_kw[u]);
                 }
             }
         }
@@ -1003,11 +1019,11 @@ pub fn capacity_users<'a>(
     others
 }
 
-/// The persistence forecast of the net load (load − PV, kW) of `homes`, per slot of `horizon`
-/// from `t`.
+/// The persistence forecast of the net load (load − PV, kW) of `homes` (home, weight), weighted
+/// and summed, per slot of `horizon` from `t`.
 fn forecast_of(
     c: &Community,
-    homes: impl Iterator<Item = usize>,
+    homes: impl Iterator<Item = (usize, f64)>,
     t: usize,
     horizon: usize,
 ) -> Vec<f64> {
@@ -1015,11 +1031,11 @@ fn forecast_of(
     let mut out = vec![0.0; hz];
     let none = Context { clear_sky_kw: None };
     let pv = Persistence.forecast(&c.pv_per_kwp, t, hz, &none);
-    for i in homes {
+    for (i, w) in homes {
         let h = &c.homes[i];
         let load = Persistence.forecast(&h.load_kw, t, hz, &none);
         for (k, o) in out.iter_mut().enumerate() {
-            *o += load[k] - pv[k] * h.pv_kwp;
+            *o += w * (load[k] - pv[k] * h.pv_kwp);
         }
     }
     out

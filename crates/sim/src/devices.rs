@@ -86,12 +86,15 @@ enum KeyedDevice {
     Battery,
 }
 
-/// A home's keyed devices' readings of a slot before their keys sign them: per device, (out of
-/// it, its out register) and (into it, its in register), mWh.
+/// Energy through a device in a slot and its register after it, mWh.
+type Counted = (u64, u64);
+
+/// A home's keyed devices' readings of a slot before their keys sign them: per device, what
+/// came out of it and what went into it.
 pub struct UnsignedReadings {
     home: usize,
     slot: u64,
-    readings: Vec<(KeyedDevice, (u64, u64), (u64, u64))>,
+    readings: Vec<(KeyedDevice, Counted, Counted)>,
 }
 
 pub struct Inverters {
@@ -278,11 +281,7 @@ impl Inverters {
             inv.register_mwh += claimed;
             self.kpis.readings += 1;
             self.kpis.false_readings += u64::from(claimed > made_mwh);
-            readings.push((
-                KeyedDevice::Inverter,
-                (claimed, inv.register_mwh),
-                (0, 0),
-            ));
+            readings.push((KeyedDevice::Inverter, (claimed, inv.register_mwh), (0, 0)));
         }
         if let Some(b) = self.batteries[i]
             .as_mut()

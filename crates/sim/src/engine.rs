@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use gridmesh_agent::community::SharedLimit;
 use gridmesh_agent::schedule::{Resolution, Schedule, DT_H};
 use gridmesh_agent::strategy::{
     LinearRamp, MarketView, OrderIntent, Position, Side as AgentSide, Strategy as _,
@@ -297,6 +298,12 @@ pub fn run_on(
         })
         .collect();
     let islanded = |u: usize| outages.iter().any(|(a, b)| (*a..*b).contains(&u));
+    // The feeder's cables and voltages, linearised, for the coordinator.
+    let import_limits = if s.agents.coordinated {
+        feeder.import_limits(s.feeder.vmin_pu, Q_PER_P)
+    } else {
+        Vec::new()
+    };
     let optimising: Vec<usize> = (0..n)
         .filter(|&i| c.strategies[i] == Strategy::Optimising)
         .collect();
@@ -557,8 +564,9 @@ pub fn run_on(
                         })
                         .collect();
                     let planned = if s.agents.coordinated {
-                        // Each transformer's homes share its rating, planned in turn by the
-                        // coordinator; the transformers side by side on the machine's cores.
+                        // Each transformer's homes share its rating and the feeder's limits
+                        // behind it (cables, voltage), planned in turn by the coordinator; the
+                        // transformers side by side on the machine's cores.
                         let mut problems: Vec<Option<_>> = problems.into_iter().map(Some).collect();
                         let jobs: Vec<_> = feeder
                             .capacity_groups
@@ -578,29 +586,46 @@ pub fn run_on(
                                     .collect();
                                 let optimising_g: Vec<usize> =
                                     optimising.iter().copied().filter(in_group).collect();
-                                let others = study::capacity_users(
-                                    &c.homes,
-                                    members,
-                                    &optimising_g,
-                                    &due_g,
-                                    |j| homes[j].plan.as_ref(),
-                                    u,
-                                    HORIZON,
-                                );
-                                Some((due_g, problems_g, others, kw * 0.9))
+                                let plan = |j: usize| homes[j].plan.as_ref();
+                                let transformer = SharedLimit {
+                                    weights: vec![1.0; due_g.len()],
+                                    others_kw: study::capacity_users(
+                                        &c.homes,
+                                        members,
+                                        &optimising_g,
+                                        &due_g,
+                                        plan,
+                                        u,
+                                        HORIZON,
+                                    ),
+                                    limit_kw: kw * crate::feeder::PLANNING_SHARE,
+                                };
+                                let mut limits = vec![transformer];
+                                limits.extend(import_limits.iter().filter_map(|l| {
+                                    shared_in_group(l, members, &due_g, |weighted| {
+                                        study::weighted_users(
+                                            &c.homes,
+                                            weighted,
+                                            &optimising_g,
+                                            &due_g,
+                                            plan,
+                                            u,
+                                            HORIZON,
+                                        )
+                                    })
+                                }));
+                                Some((due_g, problems_g, limits))
                             })
                             .collect();
                         let rotation = u / s.agents.replan_slots;
-                        let allocated =
-                            study::on_cores(jobs, |(due_g, problems_g, others, limit_kw)| {
-                                let a = gridmesh_agent::community::allocate(
-                                    &problems_g,
-                                    &others,
-                                    limit_kw,
-                                    rotation,
-                                );
-                                (due_g, a)
-                            });
+                        let allocated = study::on_cores(jobs, |(due_g, problems_g, limits)| {
+                            let a = gridmesh_agent::community::allocate_within(
+                                &problems_g,
+                                &limits,
+                                rotation,
+                            );
+                            (due_g, a)
+                        });
                         let (mut chosen, mut schedules, mut values) =
                             (Vec::new(), Vec::new(), Vec::new());
                         for (due_g, a) in allocated {
@@ -764,4 +789,41 @@ pub fn run_on(
     );
     outcome.devices = inverters.finish(&*ledger);
     Ok(outcome)
+}
+
+/// A feeder limit as the coordinator of one transformer's homes `members` (sorted) shares it:
+/// weighted over the group's `due` homes (sorted), around `others` (the weighted net load of
+/// the group's other homes on it), with the share of the limit the group's homes carry (by
+/// weight) where it also carries homes behind other transformers. `None` where the group's
+/// homes do not load it.
+fn shared_in_group(
+    l: &crate::feeder::ImportLimit,
+    members: &[usize],
+    due: &[usize],
+    others: impl FnOnce(&[(usize, f64)]) -> Vec<f64>,
+) -> Option<SharedLimit> {
+    let in_group: Vec<(usize, f64)> = l
+        .homes
+        .iter()
+        .copied()
+        .filter(|(i, _)| members.binary_search(i).is_ok())
+        .collect();
+    if in_group.is_empty() {
+        return None;
+    }
+    let total: f64 = l.homes.iter().map(|(_, w)| w).sum();
+    let ours: f64 = in_group.iter().map(|(_, w)| w).sum();
+    let weights = due
+        .iter()
+        .map(|i| {
+            in_group
+                .binary_search_by_key(i, |(j, _)| *j)
+                .map_or(0.0, |k| in_group[k].1)
+        })
+        .collect();
+    Some(SharedLimit {
+        weights,
+        others_kw: others(&in_group),
+        limit_kw: l.limit_kw * ours / total,
+    })
 }

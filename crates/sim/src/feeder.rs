@@ -44,6 +44,173 @@ pub struct Feeder {
     pub capacity_groups: Vec<(Vec<usize>, f64)>,
 }
 
+/// Share of a cable's rating, and of the voltage band's allowed drop, the coordinator plans to
+/// (the rest covers forecast errors and what the linearisation leaves out).
+pub const PLANNING_SHARE: f64 = 0.9;
+
+/// A limit of the feeder that the homes' net imports share, linearised: per slot,
+/// `Σ weight · net import (kW) ≤ limit_kw` over `homes` (home, weight; sorted by home).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportLimit {
+    /// What it is: `branch 3-17 (187 kVA)`, `voltage at bus 42`.
+    pub name: String,
+    pub homes: Vec<(usize, f64)>,
+    pub limit_kw: f64,
+}
+
+impl Feeder {
+    /// The feeder's import limits for a coordinator (balanced radial feeders; an unbalanced
+    /// feeder has none here, its transformers' ratings stand in): each rated branch where it
+    /// leaves a fork or is rated below the branch above it (further down a cable, the same rating
+    /// carries fewer homes), weighing the homes behind it by one, at [`PLANNING_SHARE`] of its
+    /// rating (at unity power factor); and the voltage at each end of the feeder (a bus nothing
+    /// hangs off), linearised as LinDistFlow does: the drop there is
+    /// `Σ_j (R + x_per_r · X)_shared(j) · P_j / V²` with `R`, `X` the impedance of the path it
+    /// shares with home `j` and `q_per_p` the homes' reactive power per kW. A voltage limit is
+    /// in kW at the bus itself: a home weighs the share of the bus's path to the source it
+    /// shares, and the limit is the allowed drop (`1 − vmin_pu`, at [`PLANNING_SHARE`]) over the
+    /// path's impedance.
+    pub fn import_limits(&self, vmin_pu: f64, q_per_p: f64) -> Vec<ImportLimit> {
+        let Grid::Balanced(net) = &self.grid else {
+            return Vec::new();
+        };
+        let Some(slack) = net.slack_buses().next() else {
+            return Vec::new();
+        };
+        // The tree from the slack: each bus's branch toward it.
+        let n = net.buses.len();
+        let mut up: Vec<Option<usize>> = vec![None; n];
+        let mut seen = vec![false; n];
+        let mut adjacent: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+        for (k, b) in net
+            .branches
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.in_service)
+        {
+            adjacent[b.from].push((k, b.to));
+            adjacent[b.to].push((k, b.from));
+        }
+        let mut order = vec![slack];
+        seen[slack] = true;
+        let mut next = 0;
+        while next < order.len() {
+            let b = order[next];
+            next += 1;
+            for &(k, other) in &adjacent[b] {
+                if !seen[other] {
+                    seen[other] = true;
+                    up[other] = Some(k);
+                    order.push(other);
+                }
+            }
+        }
+        let parent_bus = |b: usize| {
+            up[b].map(|k| {
+                let br = &net.branches[k];
+                if br.to == b {
+                    br.from
+                } else {
+                    br.to
+                }
+            })
+        };
+        let children = {
+            let mut c = vec![0usize; n];
+            for b in 0..n {
+                if let Some(p) = parent_bus(b) {
+                    c[p] += 1;
+                }
+            }
+            c
+        };
+        // Each bus's path to the source: (branch, impedance from the source to its far end).
+        let z = |k: usize| {
+            let br = &net.branches[k];
+            br.r_pu + q_per_p * br.x_pu
+        };
+        let mut depth_z = vec![0.0; n];
+        for &b in &order[1..] {
+            let k = up[b].expect("reached");
+            depth_z[b] = depth_z[parent_bus(b).expect("reached")] + z(k);
+        }
+        let path = |mut b: usize| {
+            let mut out = Vec::new();
+            while let Some(k) = up[b] {
+                out.push(k);
+                b = parent_bus(b).expect("a branch up has a bus up");
+            }
+            out
+        };
+        let home_paths: Vec<Vec<usize>> = self.home_site.iter().map(|&b| path(b)).collect();
+        let mut limits = Vec::new();
+        // Rated branches.
+        for (k, br) in net.branches.iter().enumerate() {
+            if !br.in_service || br.rate_a_mva <= 0.0 {
+                continue;
+            }
+            let from_bus = if up[br.to] == Some(k) { br.from } else { br.to };
+            let above = up[from_bus];
+            let keep = match above {
+                None => true,
+                Some(a) => {
+                    children[from_bus] > 1
+                        || net.branches[a].rate_a_mva <= 0.0
+                        || br.rate_a_mva < net.branches[a].rate_a_mva
+                }
+            };
+            if !keep {
+                continue;
+            }
+            let homes: Vec<(usize, f64)> = home_paths
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.contains(&k))
+                .map(|(i, _)| (i, 1.0))
+                .collect();
+            if homes.is_empty() {
+                continue;
+            }
+            limits.push(ImportLimit {
+                name: format!(
+                    "branch {}-{} ({:.0} kVA)",
+                    net.buses[br.from].number,
+                    net.buses[br.to].number,
+                    br.rate_a_mva * 1e3
+                ),
+                homes,
+                limit_kw: br.rate_a_mva * 1e3 * PLANNING_SHARE,
+            });
+        }
+        // The voltage at each end of the feeder with homes behind its path.
+        let drop_pu = (1.0 - vmin_pu) * PLANNING_SHARE;
+        for e in 0..n {
+            if e == slack || children[e] > 0 || up[e].is_none() || drop_pu <= 0.0 {
+                continue;
+            }
+            let own = path(e);
+            let homes: Vec<(usize, f64)> = home_paths
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    let shared: f64 = p.iter().filter(|k| own.contains(k)).map(|&k| z(k)).sum();
+                    (shared > 0.0).then(|| (i, shared / depth_z[e]))
+                })
+                .collect();
+            if homes.is_empty() || depth_z[e] <= 0.0 {
+                continue;
+            }
+            // drop = Σ z_shared · P / S_base: P_kW ≤ drop · S_base(kW) / z_path at the bus.
+            limits.push(ImportLimit {
+                name: format!("voltage at bus {}", net.buses[e].number),
+                homes,
+                limit_kw: drop_pu * net.base_mva * 1e3 / depth_z[e],
+            });
+        }
+        limits
+    }
+}
+
 fn bus(number: usize, kind: BusKind, kv: f64, f: &FeederChoice) -> Bus {
     Bus {
         number: number as u32,
@@ -371,6 +538,62 @@ mod tests {
             assert!(net.is_radial());
             assert_eq!(feeder.transformers.len(), homes.div_ceil(120));
             gridmesh_grid::sweep::RadialFeeder::new(net).unwrap();
+        }
+    }
+
+    /// Two transformers of two streets each: the limits are each transformer, each street's
+    /// first cable (further cables of a street carry fewer homes at the same rating), the MV
+    /// cables, and the voltage at each street's end, which weighs the home at the end by one
+    /// and the homes nearer the transformer by the share of the path they share.
+    #[test]
+    fn the_import_limits_are_the_forks_cables_and_each_ends_voltage() {
+        let f = FeederChoice {
+            homes_per_transformer: 8,
+            streets: 2,
+            homes_per_bus: 1,
+            ..FeederChoice::default()
+        };
+        let feeder = build(&f, &[None; 16], std::path::Path::new(".")).unwrap();
+        let limits = feeder.import_limits(0.94, 0.2);
+        let cable_kw = 3f64.sqrt() * 0.4 * 270.0 * PLANNING_SHARE;
+        let of = |pred: &dyn Fn(&ImportLimit) -> bool| limits.iter().filter(|l| pred(l)).count();
+        assert_eq!(of(&|l| l.name.contains("(400 kVA)")), 2, "{limits:#?}");
+        for l in limits.iter().filter(|l| l.name.contains("(400 kVA)")) {
+            assert_eq!(l.homes.len(), 8);
+            assert!((l.limit_kw - 360.0).abs() < 1e-9);
+        }
+        // Four streets, one first cable each, four homes behind it (homes go round the streets).
+        let streets: Vec<&ImportLimit> = limits
+            .iter()
+            .filter(|l| (l.limit_kw - cable_kw).abs() < 1e-6)
+            .collect();
+        assert_eq!(streets.len(), 4, "{limits:#?}");
+        assert!(streets.iter().all(|l| l.homes.len() == 4));
+        let ends: Vec<&ImportLimit> = limits
+            .iter()
+            .filter(|l| l.name.starts_with("voltage"))
+            .collect();
+        assert_eq!(ends.len(), 4);
+        for e in &ends {
+            // Behind its transformer, the other street's four homes share only the transformer
+            // and weigh alike; the street's own weigh more the further out they are, the last
+            // one fully. Behind the other transformer, homes share only the MV cable.
+            let mut near: Vec<f64> = e
+                .homes
+                .iter()
+                .map(|(_, w)| *w)
+                .filter(|w| *w > 0.01)
+                .collect();
+            near.sort_by(f64::total_cmp);
+            assert_eq!(near.len(), 8, "{e:?}");
+            assert!(
+                near[..4].iter().all(|w| (w - near[0]).abs() < 1e-12),
+                "{near:?}"
+            );
+            assert!(near[3..].windows(2).all(|p| p[1] > p[0] + 0.1), "{near:?}");
+            assert!((near[7] - 1.0).abs() < 1e-12);
+            assert!(e.homes.iter().all(|(_, w)| *w > 0.0 && *w <= 1.0 + 1e-12));
+            assert!(e.limit_kw > 0.0 && e.limit_kw < 1e4);
         }
     }
 }

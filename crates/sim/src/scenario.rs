@@ -414,7 +414,8 @@ pub struct Agents {
     /// Shares of homes per strategy (summing to 1); homes are assigned in proportion, seeded.
     #[serde(default)]
     pub mix: BTreeMap<String, f64>,
-    /// Optimising homes' import is allocated under the transformer rating by a coordinator.
+    /// Optimising homes' import is allocated by a coordinator within their transformer's rating
+    /// and, on a balanced radial feeder, its cables' ratings and the voltage band at its ends.
     pub coordinated: bool,
     /// Slots between an optimising home's re-plans.
     pub replan_slots: usize,

@@ -62,21 +62,35 @@ pub struct Allocation {
     /// [`crate::strategy::Optimising::plan_and_values`]; `None` where they could not be priced).
     pub values: Vec<Option<Values>>,
     pub problems: Vec<HomeProblem>,
+    /// What each home's inverter may export per slot, kW (empty: no export limit applies): its
+    /// planned export and an even share (by weight) of the room the plans leave on the export
+    /// limits it loads, so that PV beyond the forecast is exported only as far as every home
+    /// doing so, the others importing as planned, keeps within them.
+    pub export_caps_kw: Vec<Vec<f64>>,
     /// Homes that could not meet their needs within their allocation (planned without it).
     pub unfit: usize,
 }
 
-/// A limit the homes' net loads share, per slot `t`:
-/// `Σ_i weights[i] · net_i(t) + others_kw[t] ≤ limit_kw` over the homes being allocated (a weight
-/// of zero: the home does not load it). A transformer or a cable weighs every home behind it by
-/// one; a bus's voltage drop (linearised, kW of drop-equivalent) weighs each home by how much
-/// of its path to the source the home shares.
+/// A limit the homes' net loads share, per slot `t`, in one `direction`:
+/// `Σ_i weights[i] · flow_i(t) + others_kw[t] ≤ limit_kw` over the homes being allocated, with
+/// `flow` the net import (import limits) or the net export (export limits); a weight of zero:
+/// the home does not load it. A transformer or a cable weighs every home behind it by one; a
+/// bus's voltage (linearised, in kW at the bus) weighs each home by how much it moves it
+/// against the home at the bus.
 #[derive(Clone, Debug)]
 pub struct SharedLimit {
+    pub direction: Direction,
     pub weights: Vec<f64>,
     /// What the homes not being allocated put on it, per slot (weighted likewise).
     pub others_kw: Vec<f64>,
     pub limit_kw: f64,
+}
+
+/// Which way a shared limit is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Import,
+    Export,
 }
 
 /// Allocates import capacity under `limit_kw` to `homes` (same number of slots) in turn, on top
@@ -88,6 +102,7 @@ pub fn allocate(
     rotation: usize,
 ) -> Allocation {
     let limit = SharedLimit {
+        direction: Direction::Import,
         weights: vec![1.0; homes.len()],
         others_kw: others_kw.to_vec(),
         limit_kw,
@@ -95,9 +110,11 @@ pub fn allocate(
     allocate_within(homes, &[limit], rotation)
 }
 
-/// Allocates import capacity to `homes` (same number of slots) in turn within every one of
-/// `limits`: each home gets, per slot, the least any limit it loads leaves after the homes
-/// already planned and the least the homes still to plan need, over its weight there.
+/// Allocates import and export capacity to `homes` (same number of slots) in turn within every
+/// one of `limits`: each home gets, per slot and direction, the least any limit it loads leaves
+/// after the homes already planned and the least the homes still to plan need, over its weight
+/// there. Homes need no export (they can curtail PV), so export is allocated first come, in the
+/// rotating order.
 pub fn allocate_within(
     homes: &[HomeProblem],
     limits: &[SharedLimit],
@@ -122,7 +139,10 @@ pub fn allocate_within(
         .iter()
         .map(|l| {
             (0..slots)
-                .map(|t| l.weights.iter().zip(&needs).map(|(w, n)| w * n[t]).sum())
+                .map(|t| match l.direction {
+                    Direction::Import => l.weights.iter().zip(&needs).map(|(w, n)| w * n[t]).sum(),
+                    Direction::Export => 0.0,
+                })
                 .collect()
         })
         .collect();
@@ -141,21 +161,35 @@ pub fn allocate_within(
         let i = (k + rotation) % homes.len();
         let h = &homes[i];
         let mut cap = vec![f64::INFINITY; slots];
+        let mut export_cap = vec![f64::INFINITY; slots];
         for (c, l) in limits.iter().enumerate() {
             let w = l.weights[i];
             if w <= 0.0 {
                 continue;
             }
+            let cap = match l.direction {
+                Direction::Import => &mut cap,
+                Direction::Export => &mut export_cap,
+            };
             for t in 0..slots {
-                still[c][t] -= w * needs[i][t];
+                if l.direction == Direction::Import {
+                    still[c][t] -= w * needs[i][t];
+                }
                 let left = (l.limit_kw - committed[c][t] - still[c][t]) / w;
                 cap[t] = cap[t].min(left.max(0.0));
             }
         }
+        let within = |cap: Vec<f64>, own: &[f64]| -> Vec<f64> {
+            cap.into_iter()
+                .enumerate()
+                .map(|(t, c)| c.min(own.get(t).copied().unwrap_or(f64::INFINITY)))
+                .collect()
+        };
         let mut capped = h.clone();
-        capped.import_cap_kw = (0..slots)
-            .map(|t| cap[t].min(h.import_cap_kw.get(t).copied().unwrap_or(f64::INFINITY)))
-            .collect();
+        capped.import_cap_kw = within(cap, &h.import_cap_kw);
+        if export_cap.iter().any(|c| c.is_finite()) {
+            capped.export_cap_kw = within(export_cap, &h.export_cap_kw);
+        }
         let agent = crate::strategy::Optimising { problem: capped };
         let (problem, s, values) = match agent.plan_and_values() {
             (Plan::Optimal(s), values) => (agent.problem, s, values),
@@ -180,7 +214,10 @@ pub fn allocate_within(
             }
         };
         for (committed, l) in committed.iter_mut().zip(limits) {
-            let w = l.weights[i];
+            let w = match l.direction {
+                Direction::Import => l.weights[i],
+                Direction::Export => -l.weights[i],
+            };
             if w != 0.0 {
                 for (t, c) in committed.iter_mut().enumerate() {
                     *c += w * (s.import_kw[t] - s.export_kw[t]);
@@ -189,13 +226,42 @@ pub fn allocate_within(
         }
         planned[i] = Some((problem, s, values));
     }
+    // Each export limit's room left per slot by the plans (net: a planned import makes room),
+    // shared by weight among the homes loading it.
+    let share: Vec<Option<Vec<f64>>> = limits
+        .iter()
+        .zip(&committed)
+        .map(|(l, committed)| {
+            let weights: f64 = l.weights.iter().filter(|w| **w > 0.0).sum();
+            (l.direction == Direction::Export && weights > 0.0).then(|| {
+                committed
+                    .iter()
+                    .map(|c| (l.limit_kw - c).max(0.0) / weights)
+                    .collect()
+            })
+        })
+        .collect();
     let mut out = Allocation {
         schedules: Vec::with_capacity(homes.len()),
         values: Vec::with_capacity(homes.len()),
         problems: Vec::with_capacity(homes.len()),
+        export_caps_kw: Vec::with_capacity(homes.len()),
         unfit,
     };
-    for (problem, s, values) in planned.into_iter().map(|p| p.expect("planned")) {
+    for (i, (problem, s, values)) in planned.into_iter().map(|p| p.expect("planned")).enumerate() {
+        let mut extra: Option<Vec<f64>> = None;
+        for (l, share) in limits.iter().zip(&share) {
+            if let (Some(share), true) = (share, l.weights[i] > 0.0) {
+                let e = extra.get_or_insert_with(|| vec![f64::INFINITY; slots]);
+                for (e, s) in e.iter_mut().zip(share) {
+                    *e = e.min(*s);
+                }
+            }
+        }
+        out.export_caps_kw
+            .push(extra.map_or_else(Vec::new, |extra| {
+                extra.iter().zip(&s.export_kw).map(|(e, x)| x + e).collect()
+            }));
         out.problems.push(problem);
         out.schedules.push(s);
         out.values.push(values);
@@ -271,5 +337,71 @@ mod tests {
         // Energy is moved, not lost: the EVs still get what they need (each plan is feasible).
         assert!(r.coordinated_cost >= r.uncoordinated_cost - 1e-6);
         assert!(r.coordinated_cost < r.uncoordinated_cost * 1.15);
+    }
+
+    /// An export limit (a voltage rise, a cable's reverse flow) shared by weight: the homes'
+    /// planned exports keep within it, and so do the caps their inverters hold, each the home's
+    /// planned export and an even share of the room left.
+    #[test]
+    fn export_allocations_and_the_inverters_caps_keep_within_a_shared_export_limit() {
+        let homes: Vec<HomeProblem> = (1..=12).map(example_home).collect();
+        let slots = homes[0].slots();
+        let free: Vec<Schedule> = homes.iter().filter_map(plan).collect();
+        assert_eq!(free.len(), homes.len());
+        let exported = |t: usize, s: &[Schedule], w: &[f64]| -> f64 {
+            s.iter().zip(w).map(|(s, w)| w * s.export_kw[t]).sum()
+        };
+        let net_exported = |t: usize, s: &[Schedule], w: &[f64]| -> f64 {
+            s.iter()
+                .zip(w)
+                .map(|(s, w)| w * (s.export_kw[t] - s.import_kw[t]))
+                .sum()
+        };
+        // Homes further out weigh more, as on a cable.
+        let weights: Vec<f64> = (0..homes.len()).map(|i| 0.5 + i as f64 / 12.0).collect();
+        let peak = (0..slots)
+            .map(|t| exported(t, &free, &weights))
+            .fold(0.0, f64::max);
+        assert!(peak > 1.0, "the homes export: {peak} kW");
+        let limit = SharedLimit {
+            direction: Direction::Export,
+            weights: weights.clone(),
+            others_kw: vec![0.2 * peak; slots],
+            limit_kw: 0.7 * peak,
+        };
+        let a = allocate_within(&homes, &[limit], 5);
+        assert_eq!(a.unfit, 0);
+        for t in 0..slots {
+            // Net, as the limit is linear: a home's planned import makes room.
+            let planned = net_exported(t, &a.schedules, &weights) + 0.2 * peak;
+            assert!(
+                planned <= 0.7 * peak + 1e-6,
+                "slot {t}: {planned} of {}",
+                0.7 * peak
+            );
+            // Every home exporting up to its cap, the importers importing as planned.
+            let caps: f64 = a
+                .export_caps_kw
+                .iter()
+                .zip(&a.schedules)
+                .zip(&weights)
+                .map(|((c, s), w)| w * (c[t] - s.import_kw[t]))
+                .sum();
+            assert!(
+                caps + 0.2 * peak <= 0.7 * peak + 1e-6,
+                "slot {t}: caps {caps}"
+            );
+            for (s, c) in a.schedules.iter().zip(&a.export_caps_kw) {
+                assert!(s.export_kw[t] <= c[t] + 1e-9);
+            }
+        }
+        // Held back, not lost: the homes curtail or store what they may not export.
+        let curtailed: f64 = a.schedules.iter().flat_map(|s| &s.curtail_kw).sum();
+        let stored: f64 = a.schedules.iter().flat_map(|s| &s.charge_kw).sum();
+        let stored_free: f64 = free.iter().flat_map(|s| &s.charge_kw).sum();
+        assert!(
+            curtailed > 0.0 || stored > stored_free,
+            "{curtailed} {stored} {stored_free}"
+        );
     }
 }

@@ -89,6 +89,9 @@ pub struct HomeProblem {
     /// empty: none.
     pub import_cap_kw: Vec<f64>,
     pub export_limit_kw: f64,
+    /// A tighter export limit per slot (an operating envelope, a coordinator's allocation);
+    /// empty: none. PV is curtailed to keep within it.
+    pub export_cap_kw: Vec<f64>,
     pub battery: Option<Battery>,
     pub ev: Option<Ev>,
     pub deferrable: Vec<Deferrable>,
@@ -217,6 +220,13 @@ impl HomeProblem {
             .map_or(self.import_limit_kw, |c| c.min(self.import_limit_kw))
     }
 
+    /// The export limit in force in slot `t`.
+    pub fn export_limit_at(&self, t: usize) -> f64 {
+        self.export_cap_kw
+            .get(t)
+            .map_or(self.export_limit_kw, |c| c.min(self.export_limit_kw))
+    }
+
     fn check(&self) -> Result<(), Infeasible> {
         let n = self.slots();
         let bad = |m: &str| Err(Infeasible::Malformed(m.to_string()));
@@ -227,8 +237,17 @@ impl HomeProblem {
             .iter()
             .any(|v| v.len() != n)
             || !(self.import_cap_kw.is_empty() || self.import_cap_kw.len() == n)
+            || !(self.export_cap_kw.is_empty() || self.export_cap_kw.len() == n)
         {
-            return bad("load, PV and both prices must have one value per slot");
+            return bad("load, PV, both prices and any caps must have one value per slot");
+        }
+        if self
+            .import_cap_kw
+            .iter()
+            .chain(&self.export_cap_kw)
+            .any(|c| c.is_nan() || *c < 0.0)
+        {
+            return bad("import and export caps must be numbers of at least 0 kW");
         }
         let all = self
             .load_kw
@@ -383,7 +402,7 @@ impl HomeProblem {
                 }
             };
             // Curtailment keeping the export within its limit.
-            let least = (pv - load - self.export_limit_kw).clamp(0.0, pv);
+            let least = (pv - load - self.export_limit_at(t)).clamp(0.0, pv);
             let mut best = least;
             for c in [(pv - load).clamp(0.0, pv), pv] {
                 if c > least && cost(c) < cost(best) - 1e-12 {
@@ -483,10 +502,14 @@ impl HomeProblem {
                 .map(|t| self.import_limit_at(t))
                 .fold(f64::INFINITY, f64::min)
         };
+        let export_limit = |(a, len): (usize, usize)| {
+            (a..a + len)
+                .map(|t| self.export_limit_at(t))
+                .fold(f64::INFINITY, f64::min)
+        };
         for (t, &st) in steps.iter().enumerate() {
             c.imp.push(lp.var(format!("imp{t}"), 0.0, limit(st)));
-            c.exp
-                .push(lp.var(format!("exp{t}"), 0.0, self.export_limit_kw));
+            c.exp.push(lp.var(format!("exp{t}"), 0.0, export_limit(st)));
             c.ch.push(lp.var(format!("ch{t}"), 0.0, battery_kw));
             c.dis.push(lp.var(format!("dis{t}"), 0.0, battery_kw));
             c.curt
@@ -620,7 +643,7 @@ impl HomeProblem {
         for (t, &st) in binary_steps {
             let grid_in = lp.binary(format!("gridin{t}"));
             let charging = lp.binary(format!("charging{t}"));
-            let import_limit = limit(st);
+            let (import_limit, export_limit) = (limit(st), export_limit(st));
             // imp ≤ I·g; exp ≤ E·(1 − g); ch ≤ P·c; dis ≤ P·(1 − c)
             lp.row(
                 vec![(c.imp[t], 1.0), (grid_in, -import_limit)],
@@ -628,9 +651,9 @@ impl HomeProblem {
                 0.0,
             );
             lp.row(
-                vec![(c.exp[t], 1.0), (grid_in, self.export_limit_kw)],
+                vec![(c.exp[t], 1.0), (grid_in, export_limit)],
                 Sense::Le,
-                self.export_limit_kw,
+                export_limit,
             );
             lp.row(
                 vec![(c.ch[t], 1.0), (charging, -battery_kw)],
@@ -815,6 +838,9 @@ impl HomeProblem {
                 + s.ev_kw[t]
                 + s.deferrable_kw.iter().map(|r| r[t]).sum::<f64>()
                 + s.heat_kw.iter().map(|r| r[t]).sum::<f64>();
+            // PV curtailed to the export limit.
+            s.curtail_kw[t] = (-net - self.export_limit_at(t)).clamp(0.0, self.pv_kw[t]);
+            let net = net + s.curtail_kw[t];
             s.import_kw.push(net.max(0.0));
             s.export_kw.push((-net).max(0.0));
         }
@@ -920,6 +946,7 @@ pub fn example_home(seed: u64) -> HomeProblem {
             .collect(),
         import_limit_kw: 15.0,
         import_cap_kw: vec![],
+        export_cap_kw: vec![],
         export_limit_kw: 6.0,
         battery: Some(Battery {
             capacity_kwh: 5.0 + 10.0 * rnd(),
@@ -1011,6 +1038,7 @@ mod tests {
             export_price: vec![0.08; n],
             import_limit_kw: 11.0,
             import_cap_kw: vec![],
+            export_cap_kw: vec![],
             export_limit_kw: 5.0,
             battery: Some(Battery {
                 capacity_kwh: 10.0,

@@ -507,15 +507,16 @@ impl DeviceState {
     /// (step `k` of `planned`), or the rules without one (battery: self-consumption, never below
     /// its reserve; EV: full power from plug-in). With a plan the battery holds the grid exchange
     /// the plan expects and takes the forecast's error. PV is curtailed only beyond the export
-    /// limit.
+    /// limit, `export_cap_kw` (an allocation the inverter holds) and, where the plan curtails,
+    /// the plan's export.
     pub fn step(
         &mut self,
         h: &Home,
         planned: Option<(&Schedule, usize)>,
-        load_kw: f64,
-        pv_kw: f64,
+        (load_kw, pv_kw): (f64, f64),
         t: usize,
         outdoor_c: f64,
+        export_cap_kw: Option<f64>,
     ) -> Dispatch {
         let heat_kw = self.heat(h, planned, t, outdoor_c, false);
         // The heat pump is part of what the battery and the grid see.
@@ -547,7 +548,17 @@ impl DeviceState {
         };
         self.ev_remaining_kwh = (self.ev_remaining_kwh - ev_kw * DT_H).max(0.0);
         let raw = load_kw - pv_kw + battery_kw + ev_kw;
-        let net_kw = raw.max(-h.export_limit_kw);
+        // The inverter holds the export to the connection's limit and any cap it was given (an
+        // envelope, an allocation), and where the plan curtails, to the plan's export.
+        let mut export_kw = h
+            .export_limit_kw
+            .min(export_cap_kw.unwrap_or(f64::INFINITY));
+        if let Some((p, k)) =
+            planned.filter(|(p, k)| p.curtail_kw.get(*k).is_some_and(|c| *c > 1e-6))
+        {
+            export_kw = export_kw.min(p.export_kw[k]);
+        }
+        let net_kw = raw + (-export_kw - raw).clamp(0.0, pv_kw);
         Dispatch {
             net_kw,
             ev_kw,
@@ -685,7 +696,7 @@ pub fn run(cfg: &StudyConfig, c: &Community, scenario: &Scenario) -> ScenarioRes
                 let k = t - origin;
                 (kind == AgentKind::Optimising && k < p.import_kw.len()).then_some((p, k))
             });
-            let d = s.dev.step(h, planned, load, pv, t, c.outdoor_at(t));
+            let d = s.dev.step(h, planned, (load, pv), t, c.outdoor_at(t), None);
             let (net, ev_kw) = (d.net_kw, d.ev_kw);
             net_kw[i] = net;
             s.used_kwh += (load + ev_kw) * DT_H;
@@ -937,6 +948,7 @@ pub fn problem(
         export_price: vec![tariff.feed_in_per_kwh; hz],
         import_limit_kw: h.import_limit_kw,
         import_cap_kw: Vec::new(),
+        export_cap_kw: Vec::new(),
         export_limit_kw: h.export_limit_kw,
         battery: h.battery.clone().map(|b| Battery {
             initial_kwh: s.soc_kwh,

@@ -1043,14 +1043,17 @@ fn plan_slot(
             envelope_known: false,
         });
     }
-    // The connection's envelopes: import caps in the slots that have one.
-    let import_limit_kw = 30.0;
+    // The connection's envelopes: import and export caps in the slots that have one.
+    let (import_limit_kw, export_limit_kw) = (30.0, 30.0);
     let mut import_cap_kw = vec![import_limit_kw; horizon];
+    let mut export_cap_kw = vec![export_limit_kw; horizon];
     let mut envelope_known = false;
     for k in 0..ENVELOPE_LOOKAHEAD {
         if let Some(e) = client.envelope(slot + k, &spec.location)? {
-            let kwh: f64 = e.import_kwh.parse().context("an envelope's import_kwh")?;
-            import_cap_kw[k as usize] = kwh / DT_H;
+            let import_kwh: f64 = e.import_kwh.parse().context("an envelope's import_kwh")?;
+            let export_kwh: f64 = e.export_kwh.parse().context("an envelope's export_kwh")?;
+            import_cap_kw[k as usize] = import_kwh / DT_H;
+            export_cap_kw[k as usize] = export_kwh / DT_H;
             envelope_known |= k == 0;
         }
     }
@@ -1093,7 +1096,8 @@ fn plan_slot(
         export_price: prices.iter().map(|p| p.1).collect(),
         import_limit_kw,
         import_cap_kw,
-        export_limit_kw: 30.0,
+        export_cap_kw,
+        export_limit_kw,
         battery: spec.battery.as_ref().map(|b| Battery {
             capacity_kwh: b.capacity_kwh,
             power_kw: b.power_kw,

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use gridmesh_agent::community::SharedLimit;
+use gridmesh_agent::community::{Direction, SharedLimit};
 use gridmesh_agent::schedule::{Resolution, Schedule, DT_H};
 use gridmesh_agent::strategy::{
     LinearRamp, MarketView, OrderIntent, Position, Side as AgentSide, Strategy as _,
@@ -67,6 +67,8 @@ struct HomeRun {
     /// The same devices under their rules, without a market: the baseline.
     base: DeviceState,
     plan: Option<(usize, Schedule)>,
+    /// The export cap per slot the coordinator allocated with the plan (its inverter holds it).
+    export_cap_kw: Vec<f64>,
     values: (f64, f64),
     zi: ZeroIntelligence,
     /// Metered exchange of recent slots, mWh (import, export), by slot modulo the ring.
@@ -280,6 +282,7 @@ pub fn run_on(
             dev: DeviceState::new(h),
             base: DeviceState::new(h),
             plan: None,
+            export_cap_kw: Vec::new(),
             values: (0.0, 0.0),
             zi: ZeroIntelligence::new(s.seed ^ ((i as u64) << 20)),
             readings: [(0, 0); RING],
@@ -299,8 +302,8 @@ pub fn run_on(
         .collect();
     let islanded = |u: usize| outages.iter().any(|(a, b)| (*a..*b).contains(&u));
     // The feeder's cables and voltages, linearised, for the coordinator.
-    let import_limits = if s.agents.coordinated {
-        feeder.import_limits(s.feeder.vmin_pu, Q_PER_P)
+    let feeder_limits = if s.agents.coordinated {
+        feeder.limits((s.feeder.vmin_pu, s.feeder.vmax_pu), Q_PER_P)
     } else {
         Vec::new()
     };
@@ -588,6 +591,7 @@ pub fn run_on(
                                     optimising.iter().copied().filter(in_group).collect();
                                 let plan = |j: usize| homes[j].plan.as_ref();
                                 let transformer = SharedLimit {
+                                    direction: Direction::Import,
                                     weights: vec![1.0; due_g.len()],
                                     others_kw: study::capacity_users(
                                         &c.homes,
@@ -601,7 +605,7 @@ pub fn run_on(
                                     limit_kw: kw * crate::feeder::PLANNING_SHARE,
                                 };
                                 let mut limits = vec![transformer];
-                                limits.extend(import_limits.iter().filter_map(|l| {
+                                limits.extend(feeder_limits.iter().filter_map(|l| {
                                     shared_in_group(l, members, &due_g, |weighted| {
                                         study::weighted_users(
                                             &c.homes,
@@ -628,6 +632,11 @@ pub fn run_on(
                         });
                         let (mut chosen, mut schedules, mut values) =
                             (Vec::new(), Vec::new(), Vec::new());
+                        for (due_g, a) in &allocated {
+                            for (&i, cap) in due_g.iter().zip(&a.export_caps_kw) {
+                                homes[i].export_cap_kw = cap.clone();
+                            }
+                        }
                         for (due_g, a) in allocated {
                             chosen.extend(due_g.into_iter().zip(a.problems));
                             schedules.extend(a.schedules);
@@ -689,8 +698,12 @@ pub fn run_on(
                                 .then_some((p, k))
                         });
                         let outdoor = c.temperature_c[u];
-                        let d = h.dev.step(home, planned, load, pv, u, outdoor);
-                        let b = h.base.step(home, None, load, pv, u, outdoor);
+                        let cap = h
+                            .plan
+                            .as_ref()
+                            .and_then(|(origin, _)| h.export_cap_kw.get(u - origin).copied());
+                        let d = h.dev.step(home, planned, (load, pv), u, outdoor, cap);
+                        let b = h.base.step(home, None, (load, pv), u, outdoor, None);
                         acc.baseline(i, b.net_kw, retail, tou.feed_in_per_kwh);
                         acc.heating(i, d.heat_kw, &h.dev, home.heating.as_ref());
                         nets[i] = d.net_kw;
@@ -797,7 +810,7 @@ pub fn run_on(
 /// weight) where it also carries homes behind other transformers. `None` where the group's
 /// homes do not load it.
 fn shared_in_group(
-    l: &crate::feeder::ImportLimit,
+    l: &crate::feeder::FeederLimit,
     members: &[usize],
     due: &[usize],
     others: impl FnOnce(&[(usize, f64)]) -> Vec<f64>,
@@ -811,8 +824,8 @@ fn shared_in_group(
     if in_group.is_empty() {
         return None;
     }
-    let total: f64 = l.homes.iter().map(|(_, w)| w).sum();
-    let ours: f64 = in_group.iter().map(|(_, w)| w).sum();
+    let total: f64 = l.homes.iter().map(|(_, w)| w.abs()).sum();
+    let ours: f64 = in_group.iter().map(|(_, w)| w.abs()).sum();
     let weights = due
         .iter()
         .map(|i| {
@@ -821,9 +834,15 @@ fn shared_in_group(
                 .map_or(0.0, |k| in_group[k].1)
         })
         .collect();
+    // What the others put on it that way: their net import, or export.
+    let mut others_kw = others(&in_group);
+    if l.direction == Direction::Export {
+        others_kw.iter_mut().for_each(|o| *o = -*o);
+    }
     Some(SharedLimit {
+        direction: l.direction,
         weights,
-        others_kw: others(&in_group),
+        others_kw,
         limit_kw: l.limit_kw * ours / total,
     })
 }

@@ -11,6 +11,8 @@
 use gridmesh_grid::unbalanced::{Circuit, Connection};
 use gridmesh_grid::{Branch, Bus, BusKind, Generator, Network};
 
+use gridmesh_agent::community::Direction;
+
 use crate::scenario::{FeederChoice, ScenarioError};
 
 const BASE_MVA: f64 = 1.0;
@@ -48,35 +50,48 @@ pub struct Feeder {
 /// (the rest covers forecast errors and what the linearisation leaves out).
 pub const PLANNING_SHARE: f64 = 0.9;
 
-/// A limit of the feeder that the homes' net imports share, linearised: per slot,
-/// `Σ weight · net import (kW) ≤ limit_kw` over `homes` (home, weight; sorted by home).
+/// A limit of the feeder that the homes' net imports (or exports) share, linearised: per slot,
+/// `Σ weight · net flow that way (kW) ≤ limit_kw` over `homes` (home, weight; sorted by home).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ImportLimit {
+pub struct FeederLimit {
     /// What it is: `branch 3-17 (187 kVA)`, `voltage at bus 42`.
     pub name: String,
+    pub direction: Direction,
     pub homes: Vec<(usize, f64)>,
     pub limit_kw: f64,
 }
 
 impl Feeder {
-    /// The feeder's import limits for a coordinator (balanced radial feeders; an unbalanced
-    /// feeder has none here, its transformers' ratings stand in): each rated branch where it
-    /// leaves a fork or is rated below the branch above it (further down a cable, the same rating
-    /// carries fewer homes), weighing the homes behind it by one, at [`PLANNING_SHARE`] of its
-    /// rating (at unity power factor); and the voltage at each end of the feeder (a bus nothing
-    /// hangs off), linearised as LinDistFlow does: the drop there is
-    /// `Σ_j (R + x_per_r · X)_shared(j) · P_j / V²` with `R`, `X` the impedance of the path it
-    /// shares with home `j` and `q_per_p` the homes' reactive power per kW. A voltage limit is
+    /// The feeder's limits for a coordinator, both ways, within the voltage band `band_pu`,
+    /// with the homes drawing `q_per_p` kvar per kW. On a balanced radial feeder
+    /// ([`Feeder::radial_limits`]): its cables and transformers, and the voltage at each of its
+    /// ends. On an unbalanced feeder ([`Feeder::phase_limits`]): the voltage at each home's
+    /// phase (its lines' ratings are not among them; the transformers' ratings stand).
+    pub fn limits(&self, band_pu: (f64, f64), q_per_p: f64) -> Vec<FeederLimit> {
+        match &self.grid {
+            Grid::Balanced(net) => self.radial_limits(net, band_pu, q_per_p),
+            Grid::Unbalanced(circuit) => self.phase_limits(circuit, band_pu),
+        }
+    }
+
+    /// On a balanced radial feeder: each rated branch where it leaves a fork or is rated below
+    /// the branch above it (further down a cable, the same rating carries fewer homes), weighing
+    /// the homes behind it by one, at [`PLANNING_SHARE`] of its rating (at unity power factor),
+    /// in both directions; and the voltage at each end of the feeder (a bus nothing hangs off),
+    /// linearised as LinDistFlow does: the drop there is `Σ_j (R + q_per_p · X)_shared(j) · P_j`
+    /// (pu), with `R`, `X` the impedance of the path it shares with home `j`. A voltage limit is
     /// in kW at the bus itself: a home weighs the share of the bus's path to the source it
-    /// shares, and the limit is the allowed drop (`1 − vmin_pu`, at [`PLANNING_SHARE`]) over the
-    /// path's impedance.
-    pub fn import_limits(&self, vmin_pu: f64, q_per_p: f64) -> Vec<ImportLimit> {
-        let Grid::Balanced(net) = &self.grid else {
-            return Vec::new();
-        };
+    /// shares, and the limit is the drop (importing) or rise (exporting) the band allows from
+    /// the source's voltage, at [`PLANNING_SHARE`], over the path's impedance.
+    fn radial_limits(&self, net: &Network, band_pu: (f64, f64), q_per_p: f64) -> Vec<FeederLimit> {
         let Some(slack) = net.slack_buses().next() else {
             return Vec::new();
         };
+        let source_pu = net
+            .generators
+            .iter()
+            .find(|g| g.bus == slack && g.in_service)
+            .map_or(1.0, |g| g.vset_pu);
         // The tree from the slack: each bus's branch toward it.
         let n = net.buses.len();
         let mut up: Vec<Option<usize>> = vec![None; n];
@@ -171,21 +186,25 @@ impl Feeder {
             if homes.is_empty() {
                 continue;
             }
-            limits.push(ImportLimit {
-                name: format!(
-                    "branch {}-{} ({:.0} kVA)",
-                    net.buses[br.from].number,
-                    net.buses[br.to].number,
-                    br.rate_a_mva * 1e3
-                ),
-                homes,
-                limit_kw: br.rate_a_mva * 1e3 * PLANNING_SHARE,
-            });
+            for direction in [Direction::Import, Direction::Export] {
+                limits.push(FeederLimit {
+                    name: format!(
+                        "branch {}-{} ({:.0} kVA)",
+                        net.buses[br.from].number,
+                        net.buses[br.to].number,
+                        br.rate_a_mva * 1e3
+                    ),
+                    direction,
+                    homes: homes.clone(),
+                    limit_kw: br.rate_a_mva * 1e3 * PLANNING_SHARE,
+                });
+            }
         }
         // The voltage at each end of the feeder with homes behind its path.
-        let drop_pu = (1.0 - vmin_pu) * PLANNING_SHARE;
+        let drop_pu = (source_pu - band_pu.0) * PLANNING_SHARE;
+        let rise_pu = (band_pu.1 - source_pu) * PLANNING_SHARE;
         for e in 0..n {
-            if e == slack || children[e] > 0 || up[e].is_none() || drop_pu <= 0.0 {
+            if e == slack || children[e] > 0 || up[e].is_none() {
                 continue;
             }
             let own = path(e);
@@ -201,11 +220,72 @@ impl Feeder {
                 continue;
             }
             // drop = Σ z_shared · P / S_base: P_kW ≤ drop · S_base(kW) / z_path at the bus.
-            limits.push(ImportLimit {
-                name: format!("voltage at bus {}", net.buses[e].number),
-                homes,
-                limit_kw: drop_pu * net.base_mva * 1e3 / depth_z[e],
-            });
+            for (direction, pu) in [(Direction::Import, drop_pu), (Direction::Export, rise_pu)] {
+                if pu > 0.0 {
+                    limits.push(FeederLimit {
+                        name: format!("voltage at bus {}", net.buses[e].number),
+                        direction,
+                        homes: homes.clone(),
+                        limit_kw: pu * net.base_mva * 1e3 / depth_z[e],
+                    });
+                }
+            }
+        }
+        limits
+    }
+
+    /// On an unbalanced feeder: the voltage at each home's node (its load's phase), linearised
+    /// around the feeder without load ([`Circuit::phase_sensitivities`]), both ways. In kW at
+    /// the node: each home weighs how much a kW of it moves the node against a kW of the homes
+    /// at the node itself (negative where it moves it the other way, through the neutral), and
+    /// the limit is the headroom to the band at [`PLANNING_SHARE`]. No limit where the
+    /// linearisation does not solve (the transformers' ratings stand).
+    fn phase_limits(&self, circuit: &Circuit, band_pu: (f64, f64)) -> Vec<FeederLimit> {
+        let mut bare = circuit.clone();
+        for l in &mut bare.loads {
+            l.kw = 0.0;
+            l.kvar = 0.0;
+        }
+        let Ok(sens) = bare.phase_sensitivities(&bare.solve_options) else {
+            return Vec::new();
+        };
+        let mut limits = Vec::new();
+        for (i, &load) in sens.loads.iter().enumerate() {
+            // A kW imported at the node itself lowers it by `own` pu.
+            let own = -sens.pu_per_kw[i][i];
+            if own <= 0.0 {
+                continue;
+            }
+            let homes: Vec<(usize, f64)> = self
+                .home_site
+                .iter()
+                .enumerate()
+                .filter_map(|(h, site)| {
+                    let k = sens.loads.iter().position(|l| l == site)?;
+                    let w = (-sens.pu_per_kw[i][k] / own).max(0.0);
+                    (w.abs() > 1e-6).then_some((h, w))
+                })
+                .collect();
+            if !homes.iter().any(|(h, _)| self.home_site[*h] == load) {
+                continue;
+            }
+            let vm = sens.vm_pu[i];
+            let l = &bare.loads[load];
+            let name = format!(
+                "voltage at {}.{}",
+                bare.buses[l.terminal.bus].name, l.terminal.nodes[0]
+            );
+            for (direction, head_pu) in [
+                (Direction::Import, vm - band_pu.0),
+                (Direction::Export, band_pu.1 - vm),
+            ] {
+                limits.push(FeederLimit {
+                    name: name.clone(),
+                    direction,
+                    homes: homes.clone(),
+                    limit_kw: (head_pu * PLANNING_SHARE).max(0.0) / own,
+                });
+            }
         }
         limits
     }
@@ -546,7 +626,7 @@ mod tests {
     /// cables, and the voltage at each street's end, which weighs the home at the end by one
     /// and the homes nearer the transformer by the share of the path they share.
     #[test]
-    fn the_import_limits_are_the_forks_cables_and_each_ends_voltage() {
+    fn the_limits_are_the_forks_cables_and_each_ends_voltage() {
         let f = FeederChoice {
             homes_per_transformer: 8,
             streets: 2,
@@ -554,22 +634,26 @@ mod tests {
             ..FeederChoice::default()
         };
         let feeder = build(&f, &[None; 16], std::path::Path::new(".")).unwrap();
-        let limits = feeder.import_limits(0.94, 0.2);
+        let limits: Vec<FeederLimit> = feeder
+            .limits((0.94, 1.06), 0.2)
+            .into_iter()
+            .filter(|l| l.direction == Direction::Import)
+            .collect();
         let cable_kw = 3f64.sqrt() * 0.4 * 270.0 * PLANNING_SHARE;
-        let of = |pred: &dyn Fn(&ImportLimit) -> bool| limits.iter().filter(|l| pred(l)).count();
+        let of = |pred: &dyn Fn(&FeederLimit) -> bool| limits.iter().filter(|l| pred(l)).count();
         assert_eq!(of(&|l| l.name.contains("(400 kVA)")), 2, "{limits:#?}");
         for l in limits.iter().filter(|l| l.name.contains("(400 kVA)")) {
             assert_eq!(l.homes.len(), 8);
             assert!((l.limit_kw - 360.0).abs() < 1e-9);
         }
         // Four streets, one first cable each, four homes behind it (homes go round the streets).
-        let streets: Vec<&ImportLimit> = limits
+        let streets: Vec<&FeederLimit> = limits
             .iter()
             .filter(|l| (l.limit_kw - cable_kw).abs() < 1e-6)
             .collect();
         assert_eq!(streets.len(), 4, "{limits:#?}");
         assert!(streets.iter().all(|l| l.homes.len() == 4));
-        let ends: Vec<&ImportLimit> = limits
+        let ends: Vec<&FeederLimit> = limits
             .iter()
             .filter(|l| l.name.starts_with("voltage"))
             .collect();

@@ -145,10 +145,7 @@ impl Circuit {
             let vi = base[i];
             let vm = vi.norm() / system.base_v[i];
             for (h, &a) in home_nodes.iter().enumerate() {
-                // 1 kW more import is an injection of -conj(1000 / V_a) at its node.
-                let di = -(faer::c64::new(1000.0, 0.0) / base[a]).conj();
-                let dv = z[(i, h)] * di;
-                s[h] = (vi.conj() * dv).re / vi.norm() / system.base_v[i];
+                s[h] = magnitude_per_kw(vi, base[a], z[(i, h)], system.base_v[i]);
             }
             let up: f64 = s.iter().map(|x| x.max(0.0)).sum();
             let down: f64 = s.iter().map(|x| (-x).max(0.0)).sum();
@@ -232,4 +229,66 @@ impl Circuit {
             base_violation: None,
         })
     }
+
+    /// The voltages at the single-phase homes' nodes linearised around the loads as they stand
+    /// (step 2 of the envelopes): each home's node voltage there, and how it moves per kW any
+    /// home imports on its phase. What a coordinator shares the voltage band with.
+    pub fn phase_sensitivities(
+        &self,
+        solve: &SolveOptions,
+    ) -> Result<PhaseSensitivities, SolveError> {
+        let mut system = System::new(self, false);
+        let (base, _, _) = system.solve_with_controls(solve)?;
+        let homes: Vec<usize> = (0..self.loads.len())
+            .filter(|&k| {
+                let l = &self.loads[k];
+                l.phases == 1 && l.connection == Connection::Wye && l.terminal.nodes[0] != 0
+            })
+            .collect();
+        let home_nodes: Vec<usize> = homes
+            .iter()
+            .filter_map(|&k| {
+                let t = &self.loads[k].terminal;
+                system.node_index(t.bus, t.nodes[0])
+            })
+            .collect();
+        if homes.is_empty() || home_nodes.len() != homes.len() {
+            return Ok(PhaseSensitivities::default());
+        }
+        let z = system.impedance_columns(&home_nodes)?;
+        let mut pu_per_kw = vec![vec![0.0; homes.len()]; homes.len()];
+        let mut vm_pu = Vec::with_capacity(homes.len());
+        for (row, &i) in pu_per_kw.iter_mut().zip(&home_nodes) {
+            let vi = base[i];
+            vm_pu.push(vi.norm() / system.base_v[i]);
+            for (s, (h, &a)) in row.iter_mut().zip(home_nodes.iter().enumerate()) {
+                *s = magnitude_per_kw(vi, base[a], z[(i, h)], system.base_v[i]);
+            }
+        }
+        Ok(PhaseSensitivities {
+            loads: homes,
+            vm_pu,
+            pu_per_kw,
+        })
+    }
+}
+
+/// The voltages at the single-phase homes' nodes, linearised ([`Circuit::phase_sensitivities`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseSensitivities {
+    /// The homes: indices into the circuit's loads.
+    pub loads: Vec<usize>,
+    /// Each home's node voltage with the loads as they stand, pu.
+    pub vm_pu: Vec<f64>,
+    /// `pu_per_kw[i][h]`: home `i`'s node voltage change per kW more import at home `h`, pu.
+    pub pu_per_kw: Vec<Vec<f64>>,
+}
+
+/// How node `i`'s voltage magnitude (`v_i`, base `base_v`) moves, pu, per kW more import at a
+/// home's node (`v_a`), `z_ia` the impedance between them: 1 kW more import is an injection of
+/// `-conj(1000 / V_a)` at its node, and the magnitude moves by the change's part along `V_i`.
+fn magnitude_per_kw(v_i: faer::c64, v_a: faer::c64, z_ia: faer::c64, base_v: f64) -> f64 {
+    let di = -(faer::c64::new(1000.0, 0.0) / v_a).conj();
+    let dv = z_ia * di;
+    (v_i.conj() * dv).re / v_i.norm() / base_v
 }

@@ -18,7 +18,7 @@ mod import;
 mod series;
 mod solve;
 
-pub use envelope::{PhaseEnvelope, PhaseEnvelopeOptions, PhaseEnvelopes};
+pub use envelope::{PhaseEnvelope, PhaseEnvelopeOptions, PhaseEnvelopes, PhaseSensitivities};
 pub use hosting::{Hosting, HostingOptions, Limit};
 pub use import::ImportError;
 pub use series::{Step, TimeSeries};

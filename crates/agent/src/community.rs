@@ -1,6 +1,6 @@
-//! Community coordination: homes plan for themselves within import allocations that keep the
-//! feeder within its limits: a transformer's rating, and any other limit the homes' net imports
-//! share linearly ([`SharedLimit`]: a cable's rating, a bus's voltage drop).
+//! Community coordination: homes plan for themselves within import and export allocations that
+//! keep the feeder within its limits: a transformer's rating, and any other limit the homes' net
+//! imports or exports share linearly ([`SharedLimit`]: a cable's rating, a node's voltage).
 //!
 //! Price signals alone herd: every home's linear program moves all its flexible load to the same
 //! cheapest slot, so a surcharge there sends them all to the next one (tried first; it oscillated).

@@ -26,6 +26,7 @@
 //! strategy = "zero-intelligence"   # or mix = { optimising = 0.5, zero-intelligence = 0.5 }
 //! # replan_slots = 4          # optimising homes re-plan hourly,
 //! # step_slots = 4            # planning each slot until then and hourly steps beyond
+//! # coordinated = true        # optimising homes share the feeder's limits, both ways
 //!
 //! [feeder]
 //! # matpower = "case33bw.m"   # a radial MATPOWER case instead of the generated feeder
@@ -414,8 +415,10 @@ pub struct Agents {
     /// Shares of homes per strategy (summing to 1); homes are assigned in proportion, seeded.
     #[serde(default)]
     pub mix: BTreeMap<String, f64>,
-    /// Optimising homes' import is allocated by a coordinator within their transformer's rating
-    /// and, on a balanced radial feeder, its cables' ratings and the voltage band at its ends.
+    /// Optimising homes' import and export are allocated by a coordinator within their
+    /// transformer's rating, and the feeder's linearised limits: on a balanced radial feeder its
+    /// cables' ratings and the voltage band at its ends, on an unbalanced one the band at each
+    /// home's phase.
     pub coordinated: bool,
     /// Slots between an optimising home's re-plans.
     pub replan_slots: usize,

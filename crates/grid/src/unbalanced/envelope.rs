@@ -90,25 +90,14 @@ impl Circuit {
     ) -> Result<PhaseEnvelopes, SolveError> {
         let mut system = System::new(self, false);
         let (base, _, _) = system.solve_with_controls(solve)?;
-        let homes: Vec<usize> = (0..self.loads.len())
-            .filter(|&k| {
-                let l = &self.loads[k];
-                l.phases == 1 && l.connection == Connection::Wye && l.terminal.nodes[0] != 0
-            })
-            .collect();
-        let node_of = |k: usize| -> Option<usize> {
-            let t = &self.loads[k].terminal;
-            system.node_index(t.bus, t.nodes[0])
-        };
-        let home_nodes: Vec<usize> = homes.iter().filter_map(|&k| node_of(k)).collect();
-        if homes.is_empty() || home_nodes.len() != homes.len() {
+        let Some((homes, home_nodes)) = self.single_phase_homes(&system) else {
             return Ok(PhaseEnvelopes {
                 homes: vec![],
                 import_rounds: 0,
                 export_rounds: 0,
                 base_violation: None,
             });
-        }
+        };
         let limits = &opts.limits;
         if let Some(broken) = system.first_limit(&base, limits) {
             let homes = homes
@@ -239,22 +228,9 @@ impl Circuit {
     ) -> Result<PhaseSensitivities, SolveError> {
         let mut system = System::new(self, false);
         let (base, _, _) = system.solve_with_controls(solve)?;
-        let homes: Vec<usize> = (0..self.loads.len())
-            .filter(|&k| {
-                let l = &self.loads[k];
-                l.phases == 1 && l.connection == Connection::Wye && l.terminal.nodes[0] != 0
-            })
-            .collect();
-        let home_nodes: Vec<usize> = homes
-            .iter()
-            .filter_map(|&k| {
-                let t = &self.loads[k].terminal;
-                system.node_index(t.bus, t.nodes[0])
-            })
-            .collect();
-        if homes.is_empty() || home_nodes.len() != homes.len() {
+        let Some((homes, home_nodes)) = self.single_phase_homes(&system) else {
             return Ok(PhaseSensitivities::default());
-        }
+        };
         let z = system.impedance_columns(&home_nodes)?;
         let mut pu_per_kw = vec![vec![0.0; homes.len()]; homes.len()];
         let mut vm_pu = Vec::with_capacity(homes.len());
@@ -270,6 +246,25 @@ impl Circuit {
             vm_pu,
             pu_per_kw,
         })
+    }
+
+    /// The single-phase wye loads (a home on one phase) and their nodes in `system`; `None`
+    /// where there are none or one has no node.
+    fn single_phase_homes(&self, system: &System) -> Option<(Vec<usize>, Vec<usize>)> {
+        let homes: Vec<usize> = (0..self.loads.len())
+            .filter(|&k| {
+                let l = &self.loads[k];
+                l.phases == 1 && l.connection == Connection::Wye && l.terminal.nodes[0] != 0
+            })
+            .collect();
+        let nodes: Vec<usize> = homes
+            .iter()
+            .filter_map(|&k| {
+                let t = &self.loads[k].terminal;
+                system.node_index(t.bus, t.nodes[0])
+            })
+            .collect();
+        (!homes.is_empty() && nodes.len() == homes.len()).then_some((homes, nodes))
     }
 }
 

@@ -84,52 +84,20 @@ impl Feeder {
     /// shares, and the limit is the drop (importing) or rise (exporting) the band allows from
     /// the source's voltage, at [`PLANNING_SHARE`], over the path's impedance.
     fn radial_limits(&self, net: &Network, band_pu: (f64, f64), q_per_p: f64) -> Vec<FeederLimit> {
-        let Some(slack) = net.slack_buses().next() else {
+        // The tree from the source (the same ordering the sweep solves on).
+        let Ok(tree) = gridmesh_grid::sweep::RadialFeeder::new(net) else {
             return Vec::new();
         };
+        let slack = tree.slack();
         let source_pu = net
             .generators
             .iter()
             .find(|g| g.bus == slack && g.in_service)
             .map_or(1.0, |g| g.vset_pu);
-        // The tree from the slack: each bus's branch toward it.
         let n = net.buses.len();
-        let mut up: Vec<Option<usize>> = vec![None; n];
-        let mut seen = vec![false; n];
-        let mut adjacent: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
-        for (k, b) in net
-            .branches
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.in_service)
-        {
-            adjacent[b.from].push((k, b.to));
-            adjacent[b.to].push((k, b.from));
-        }
-        let mut order = vec![slack];
-        seen[slack] = true;
-        let mut next = 0;
-        while next < order.len() {
-            let b = order[next];
-            next += 1;
-            for &(k, other) in &adjacent[b] {
-                if !seen[other] {
-                    seen[other] = true;
-                    up[other] = Some(k);
-                    order.push(other);
-                }
-            }
-        }
-        let parent_bus = |b: usize| {
-            up[b].map(|k| {
-                let br = &net.branches[k];
-                if br.to == b {
-                    br.from
-                } else {
-                    br.to
-                }
-            })
-        };
+        // Each bus's branch toward the source.
+        let up: Vec<Option<usize>> = (0..n).map(|b| tree.parent(b).map(|p| p.1)).collect();
+        let parent_bus = |b: usize| tree.parent(b).map(|p| p.0);
         let children = {
             let mut c = vec![0usize; n];
             for b in 0..n {
@@ -145,7 +113,7 @@ impl Feeder {
             br.r_pu + q_per_p * br.x_pu
         };
         let mut depth_z = vec![0.0; n];
-        for &b in &order[1..] {
+        for &b in &tree.order()[1..] {
             let k = up[b].expect("reached");
             depth_z[b] = depth_z[parent_bus(b).expect("reached")] + z(k);
         }

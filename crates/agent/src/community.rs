@@ -134,18 +134,26 @@ pub fn allocate_within(
             need.into_iter().map(|n| n.max(0.0)).collect()
         })
         .collect();
-    // Per limit: what the homes still to plan need at least, and what is committed.
-    let mut still: Vec<Vec<f64>> = limits
-        .iter()
-        .map(|l| {
-            (0..slots)
-                .map(|t| match l.direction {
-                    Direction::Import => l.weights.iter().zip(&needs).map(|(w, n)| w * n[t]).sum(),
-                    Direction::Export => 0.0,
-                })
+    // Per home, the limits it loads and its weight on each (most limits load few homes).
+    let loads: Vec<Vec<(usize, f64)>> = (0..homes.len())
+        .map(|i| {
+            limits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.weights[i] != 0.0)
+                .map(|(c, l)| (c, l.weights[i]))
                 .collect()
         })
         .collect();
+    // Per limit: what the homes still to plan need at least, and what is committed.
+    let mut still: Vec<Vec<f64>> = vec![vec![0.0; slots]; limits.len()];
+    for (load, need) in loads.iter().zip(&needs) {
+        for &(c, w) in load {
+            if limits[c].direction == Direction::Import {
+                still[c].iter_mut().zip(need).for_each(|(s, n)| *s += w * n);
+            }
+        }
+    }
     let mut committed: Vec<Vec<f64>> = limits
         .iter()
         .map(|l| {
@@ -162,8 +170,8 @@ pub fn allocate_within(
         let h = &homes[i];
         let mut cap = vec![f64::INFINITY; slots];
         let mut export_cap = vec![f64::INFINITY; slots];
-        for (c, l) in limits.iter().enumerate() {
-            let w = l.weights[i];
+        for &(c, w) in &loads[i] {
+            let l = &limits[c];
             if w <= 0.0 {
                 continue;
             }
@@ -213,15 +221,13 @@ pub fn allocate_within(
                 }
             }
         };
-        for (committed, l) in committed.iter_mut().zip(limits) {
-            let w = match l.direction {
-                Direction::Import => l.weights[i],
-                Direction::Export => -l.weights[i],
+        for &(c, w) in &loads[i] {
+            let w = match limits[c].direction {
+                Direction::Import => w,
+                Direction::Export => -w,
             };
-            if w != 0.0 {
-                for (t, c) in committed.iter_mut().enumerate() {
-                    *c += w * (s.import_kw[t] - s.export_kw[t]);
-                }
+            for (t, c) in committed[c].iter_mut().enumerate() {
+                *c += w * (s.import_kw[t] - s.export_kw[t]);
             }
         }
         planned[i] = Some((problem, s, values));
@@ -250,8 +256,8 @@ pub fn allocate_within(
     };
     for (i, (problem, s, values)) in planned.into_iter().map(|p| p.expect("planned")).enumerate() {
         let mut extra: Option<Vec<f64>> = None;
-        for (l, share) in limits.iter().zip(&share) {
-            if let (Some(share), true) = (share, l.weights[i] > 0.0) {
+        for &(c, w) in &loads[i] {
+            if let (Some(share), true) = (&share[c], w > 0.0) {
                 let e = extra.get_or_insert_with(|| vec![f64::INFINITY; slots]);
                 for (e, s) in e.iter_mut().zip(share) {
                     *e = e.min(*s);

@@ -11,7 +11,8 @@
 //!   clear-sky profile and a weather forecast.
 //! - [`schedule`]: a home's least-cost schedule of battery, EV and deferrable loads (a linear
 //!   program; binaries only where the relaxation would import and export at once), with
-//!   infeasible requests explained and a safe fallback.
+//!   infeasible requests explained and a safe fallback); [`dp`] plans the homes whose program
+//!   decouples into one store at a time exactly without the simplex.
 //! - [`thermal`]: heat pumps as thermal storage: a building or a hot-water tank as a first-order
 //!   RC model, the COP by outdoor temperature, the comfort band and the thermostat.
 //! - [`strategy`]: bidding strategies (zero intelligence, gsy-e's linear ramp, the optimising
@@ -26,6 +27,7 @@
 
 pub mod community;
 pub mod data;
+pub(crate) mod dp;
 pub mod eval;
 pub mod forecast;
 pub mod learned;

@@ -482,8 +482,7 @@ impl HomeProblem {
             import: DT_H * sum(&self.import_price),
             export: DT_H * sum(&self.export_price),
             charge: EPS_CYCLE * dt_h + early,
-            discharge: EPS_CYCLE * dt_h
-                + EPS_EARLY * DT_H * (a..a + len).map(|u| (MAX_SLOTS - u) as f64).sum::<f64>(),
+            discharge: EPS_CYCLE * dt_h,
             early,
         }
     }
@@ -492,7 +491,11 @@ impl HomeProblem {
     /// time ([`crate::dp`]), with `shift_kw` more load in slot 0.
     fn plan_exact(&self, shift_kw: f64) -> Exact {
         use crate::dp::{Grid, Move, NoPlan, Store};
-        if self.flex.is_some() || !self.has_devices() {
+        // Batteries are left to the simplex: among plans of equal cost (when to discharge at one
+        // price) the two choose differently, and under forecast errors the choice shows in the
+        // bills (13 flexible homes, 3 May days: 11 save against the utility alone with the
+        // simplex's choices, 8 or 9 with the dynamic program's, early or late).
+        if self.flex.is_some() || !self.has_devices() || self.battery.is_some() {
             return Exact::NotApplicable;
         }
         let steps = self.steps();
@@ -537,7 +540,6 @@ impl HomeProblem {
         let free = |n: usize| (vec![1.0; n], vec![0.0; n]);
         // Each device as a store, and which of the home's columns its moves are.
         enum Kind {
-            Battery,
             Ev,
             Run(usize),
             Heat(usize),
@@ -570,35 +572,6 @@ impl HomeProblem {
                     .collect(),
             }
         };
-        if let Some(b) = &self.battery {
-            let (kept, offset) = free(steps.len());
-            let moves = steps
-                .iter()
-                .zip(&coefficients)
-                .map(|(&st, k)| {
-                    let (up, down) = (
-                        1.0 / (dt(st) * b.charge_efficiency),
-                        b.discharge_efficiency / dt(st),
-                    );
-                    Move {
-                        w_lo: -b.power_kw / down,
-                        w_hi: b.power_kw / up,
-                        per_up: up,
-                        per_down: down,
-                        tie_up: k.charge * up,
-                        tie_down: -k.discharge * down,
-                    }
-                })
-                .collect();
-            let store = Store {
-                initial: b.initial_kwh,
-                kept,
-                offset,
-                bounds: vec![(b.reserve_kwh, b.capacity_kwh); steps.len()],
-                moves,
-            };
-            stores.push((Kind::Battery, store));
-        }
         if let Some(e) = &self.ev {
             let max = |st| e.power_kw * within(st, e.arrival, e.departure);
             stores.push((Kind::Ev, energy(&max, (e.energy_needed_kwh, f64::INFINITY))));
@@ -660,17 +633,12 @@ impl HomeProblem {
                 let kw = store.moves[t].kw(*w);
                 y[t] += kw;
                 match kind {
-                    Kind::Battery => {
-                        v.charge_kw[t] = kw.max(0.0);
-                        v.discharge_kw[t] = (-kw).max(0.0);
-                    }
                     Kind::Ev => v.ev_kw[t] = kw,
                     Kind::Run(k) => v.run_kw[*k][t] = kw,
                     Kind::Heat(k) => v.heat_kw[*k][t] = kw,
                 }
             }
             match kind {
-                Kind::Battery => v.soc_kwh = store.levels(&w),
                 Kind::Heat(k) => v.temperature_c[*k] = store.levels(&w),
                 Kind::Ev | Kind::Run(_) => {}
             }
@@ -1653,9 +1621,9 @@ mod tests {
         assert!(worst < 0.03, "stepped plans cost within 3 %: {worst}");
     }
 
-    /// Homes with one device, and homes with several whose relaxation imports throughout, are
-    /// planned by dynamic programming at the simplex's optimum (objective and pricing), every
-    /// slot a step and in the simulator's steps; the plans keep every limit.
+    /// Homes with one device (not a battery), and homes with several whose relaxation imports
+    /// throughout, are planned by dynamic programming at the simplex's optimum (objective and
+    /// pricing), every slot a step and in the simulator's steps; the plans keep every limit.
     #[test]
     fn dynamic_programming_reaches_the_simplex_optimum_where_it_applies() {
         let (mut single, mut several, mut left, mut infeasible) = (0, 0, 0, 0);
@@ -1683,7 +1651,7 @@ mod tests {
                 }
             };
             let mut homes = vec![
-                (only(true, false, 0, true), 1),
+                (only(true, false, 0, true), 0),
                 (only(false, true, 0, true), 1),
                 (only(false, false, 1, true), 1),
                 (only(false, false, 2, false), 2),
@@ -1694,12 +1662,12 @@ mod tests {
             ];
             if seed % 4 == 0 {
                 // A cap below the home's needs in a slot: infeasible either way.
-                let mut h = only(true, false, 0, true);
-                h.battery.as_mut().unwrap().power_kw = 0.5;
+                let mut h = only(false, true, 0, true);
                 h.import_cap_kw = vec![h.import_limit_kw; h.slots()];
                 h.import_cap_kw[30] = 0.0;
                 h.pv_kw[30] = 0.0;
                 homes.push((h, 1));
+                // The EV's window (from slot 70) does not reach the capped slot.
             }
             for (mut h, devices) in homes {
                 for resolution in [
@@ -1741,7 +1709,8 @@ mod tests {
                             infeasible += 1;
                         }
                         Exact::NotApplicable => {
-                            assert!(devices > 1 || seed == 7 || seed == 8, "seed {seed}");
+                            // Several devices, a battery (left to the simplex), or a negative price.
+                            assert!(devices != 1 || seed == 7 || seed == 8, "seed {seed}");
                             left += 1;
                         }
                     }
@@ -1753,7 +1722,7 @@ mod tests {
              {infeasible} infeasible, {left} by the simplex"
         );
         assert!(
-            single >= 200 && several >= 40 && left >= 40,
+            single >= 130 && several >= 40 && left >= 40,
             "{single} {several} {left}"
         );
         assert!(infeasible >= 9, "{infeasible}");

@@ -4,7 +4,7 @@
 //! with a negative import price whose relaxation would import and export at once, so it is
 //! exported and compared with its binaries). Each home twice: every slot a step, and in the
 //! simulator's steps (the first hour by the quarter hour, then hourly). Homes with one device
-//! (a battery, a heat pump heating the house) are planned without the simplex, by dynamic
+//! (an EV, a heat pump heating the house) are planned without the simplex, by dynamic
 //! programming: HiGHS checks those optima too.
 
 use gridmesh_agent::schedule::{example_home, HomeProblem, Plan, Resolution};
@@ -38,8 +38,8 @@ fn highs_finds_the_same_optimum_on_the_exported_programs() {
             h.deferrable.clear();
             h
         };
-        let battery = HomeProblem {
-            ev: None,
+        let ev = HomeProblem {
+            battery: None,
             thermal: vec![],
             ..stepped(example_home(seed))
         };
@@ -50,7 +50,7 @@ fn highs_finds_the_same_optimum_on_the_exported_programs() {
             thermal: heated.thermal[..1].to_vec(),
             ..stepped(heated.clone())
         };
-        [(seed + 200, battery), (3 * seed + 300, heat_pump)]
+        [(seed + 200, ev), (3 * seed + 300, heat_pump)]
     });
     let homes = homes.chain(single);
     for (seed, p) in homes {

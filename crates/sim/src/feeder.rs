@@ -65,12 +65,17 @@ impl Feeder {
     /// The feeder's limits for a coordinator, both ways, within the voltage band `band_pu`,
     /// with the homes drawing `q_per_p` kvar per kW. On a balanced radial feeder
     /// ([`Feeder::radial_limits`]): its cables and transformers, and the voltage at each of its
-    /// ends. On an unbalanced feeder ([`Feeder::phase_limits`]): the voltage at each home's
-    /// phase (its lines' ratings are not among them; the transformers' ratings stand).
+    /// ends. On an unbalanced feeder: the voltage at each home's phase
+    /// ([`Feeder::phase_limits`]) and its lines' ratings phase by phase
+    /// ([`Feeder::line_limits`]); the transformers' ratings stand.
     pub fn limits(&self, band_pu: (f64, f64), q_per_p: f64) -> Vec<FeederLimit> {
         match &self.grid {
             Grid::Balanced(net) => self.radial_limits(net, band_pu, q_per_p),
-            Grid::Unbalanced(circuit) => self.phase_limits(circuit, band_pu),
+            Grid::Unbalanced(circuit) => {
+                let mut limits = self.phase_limits(circuit, band_pu);
+                limits.extend(self.line_limits(circuit, band_pu, q_per_p));
+                limits
+            }
         }
     }
 
@@ -253,6 +258,132 @@ impl Feeder {
                     homes: homes.clone(),
                     limit_kw: (head_pu * PLANNING_SHARE).max(0.0) / own,
                 });
+            }
+        }
+        limits
+    }
+
+    /// On an unbalanced feeder: each line's rating, phase by phase, where the line leaves a
+    /// fork (or a transformer) or is rated below the line above it (further down, the same
+    /// rating carries fewer homes). A home weighs one on the phase it is connected to (a share
+    /// on each where it takes several); the limit is the phase's current at the line's rating
+    /// at the band's lowest voltage, with the homes' `q_per_p`, at [`PLANNING_SHARE`], both ways.
+    fn line_limits(
+        &self,
+        circuit: &Circuit,
+        band_pu: (f64, f64),
+        q_per_p: f64,
+    ) -> Vec<FeederLimit> {
+        let n = circuit.buses.len();
+        let mut adjacent: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+        for (k, l) in circuit.lines.iter().enumerate() {
+            adjacent[l.from.bus].push((k, l.to.bus));
+            adjacent[l.to.bus].push((k, l.from.bus));
+        }
+        // The trees hanging off the sources and the transformers, breadth first.
+        let roots: Vec<usize> = circuit
+            .sources
+            .iter()
+            .map(|s| s.terminal.bus)
+            .chain(
+                circuit
+                    .transformers
+                    .iter()
+                    .flat_map(|t| t.windings.iter().map(|w| w.terminal.bus)),
+            )
+            .collect();
+        let mut up: Vec<Option<(usize, usize)>> = vec![None; n];
+        let mut seen = vec![false; n];
+        let mut queue = std::collections::VecDeque::new();
+        for &r in &roots {
+            if !seen[r] {
+                seen[r] = true;
+                queue.push_back(r);
+            }
+        }
+        while let Some(b) = queue.pop_front() {
+            for &(k, next) in &adjacent[b] {
+                if !seen[next] {
+                    seen[next] = true;
+                    up[next] = Some((k, b));
+                    queue.push_back(next);
+                }
+            }
+        }
+        let mut children = vec![0usize; n];
+        for (_, parent) in up.iter().flatten() {
+            children[*parent] += 1;
+        }
+        // Each home's phases (weight per phase node) and the lines above it.
+        let mut carried: Vec<Vec<(usize, u8, f64)>> = vec![Vec::new(); circuit.lines.len()];
+        for (h, &site) in self.home_site.iter().enumerate() {
+            let Some(load) = circuit.loads.get(site) else {
+                continue;
+            };
+            let phases: Vec<u8> = load
+                .terminal
+                .nodes
+                .iter()
+                .copied()
+                .filter(|p| (1..=3).contains(p))
+                .collect();
+            if phases.is_empty() {
+                continue;
+            }
+            let w = 1.0 / phases.len() as f64;
+            let mut b = load.terminal.bus;
+            while let Some((k, parent)) = up[b] {
+                for &p in &phases {
+                    carried[k].push((h, p, w));
+                }
+                b = parent;
+            }
+        }
+        let mut limits = Vec::new();
+        for (k, line) in circuit.lines.iter().enumerate() {
+            if line.rating_a <= 0.0 || carried[k].is_empty() {
+                continue;
+            }
+            // The line's upper end and the line above it.
+            let below = if up[line.to.bus].map(|u| u.0) == Some(k) {
+                line.to.bus
+            } else {
+                line.from.bus
+            };
+            let Some((_, above)) = up[below] else {
+                continue;
+            };
+            let at_fork = roots.contains(&above) || children[above] > 1;
+            let narrower =
+                up[above].is_some_and(|(j, _)| line.rating_a < circuit.lines[j].rating_a);
+            if !(at_fork || narrower) {
+                continue;
+            }
+            let kv_ln = circuit.buses[above].kv_base_ln;
+            if kv_ln <= 0.0 {
+                continue;
+            }
+            let limit_kw = line.rating_a * kv_ln * band_pu.0 * PLANNING_SHARE
+                / (1.0 + q_per_p * q_per_p).sqrt();
+            for phase in 1..=3u8 {
+                let mut homes: Vec<(usize, f64)> = carried[k]
+                    .iter()
+                    .filter(|(_, p, _)| *p == phase)
+                    .map(|(h, _, w)| (*h, *w))
+                    .collect();
+                if homes.is_empty() {
+                    continue;
+                }
+                homes.sort_by_key(|(h, _)| *h);
+                let name = format!("line {} phase {phase} ({:.0} A)", line.name, line.rating_a);
+                for direction in [Direction::Import, Direction::Export] {
+                    limits.push(FeederLimit {
+                        name: name.clone(),
+                        direction,
+                        homes: homes.clone(),
+                        limit_kw,
+                    });
+                }
             }
         }
         limits
@@ -593,6 +724,63 @@ mod tests {
     /// first cable (further cables of a street carry fewer homes at the same rating), the MV
     /// cables, and the voltage at each street's end, which weighs the home at the end by one
     /// and the homes nearer the transformer by the share of the path they share.
+    #[test]
+    fn an_unbalanced_feeders_lines_are_limits_on_each_homes_phase() {
+        let master = gridmesh_refdata::require("dss/ieee-eu-lv/Master.dss");
+        let f = FeederChoice {
+            dss: master.file_name().unwrap().to_string_lossy().into_owned(),
+            ..FeederChoice::default()
+        };
+        let feeder = build(&f, &vec![None; 55], master.parent().unwrap()).unwrap();
+        let Grid::Unbalanced(circuit) = &feeder.grid else {
+            panic!("an OpenDSS feeder is unbalanced");
+        };
+        let lines = feeder.line_limits(circuit, (0.9, 1.1), 0.2);
+        let import: Vec<&FeederLimit> = lines
+            .iter()
+            .filter(|l| l.direction == Direction::Import)
+            .collect();
+        assert_eq!(import.len() * 2, lines.len(), "both ways");
+        // Far fewer than the lines' phases: a chain of one rating is one limit.
+        assert!(
+            import.len() > 3 && import.len() < circuit.lines.len(),
+            "{} of {} lines",
+            import.len(),
+            circuit.lines.len()
+        );
+        for (h, &site) in feeder.home_site.iter().enumerate() {
+            let phase = circuit.loads[site].terminal.nodes[0];
+            let on: Vec<&&FeederLimit> = import
+                .iter()
+                .filter(|l| l.homes.iter().any(|(i, _)| *i == h))
+                .collect();
+            // Every home is under a limit (the line leaving the transformer), on its phase only,
+            // weighing one.
+            assert!(!on.is_empty(), "home {h}");
+            for l in on {
+                assert!(l.name.contains(&format!("phase {phase}")), "{}", l.name);
+                assert!(l.homes.iter().all(|(_, w)| *w == 1.0));
+            }
+        }
+        // The limit: the rating at the band's lowest voltage and the homes' power factor, at the
+        // planning share.
+        let first = import.iter().max_by_key(|l| l.homes.len()).unwrap();
+        let line = circuit
+            .lines
+            .iter()
+            .find(|l| first.name.starts_with(&format!("line {} ", l.name)))
+            .unwrap();
+        let kv = circuit.buses[line.from.bus]
+            .kv_base_ln
+            .max(circuit.buses[line.to.bus].kv_base_ln);
+        let expected = line.rating_a * kv * 0.9 * PLANNING_SHARE / (1.0f64 + 0.04).sqrt();
+        assert!(
+            (first.limit_kw - expected).abs() < 1e-6 * expected,
+            "{} vs {expected}",
+            first.limit_kw
+        );
+    }
+
     #[test]
     fn the_limits_are_the_forks_cables_and_each_ends_voltage() {
         let f = FeederChoice {

@@ -794,17 +794,29 @@ vmax_pu = 1.1
         coordinated_j.min_voltage_pu,
         coordinated_j.voltage_violations
     );
+    // The lines' ratings too, phase by phase (71 line-slots over without them).
+    assert!(
+        free_j.thermal_violations > 0,
+        "{}",
+        free_j.thermal_violations
+    );
+    assert_eq!(coordinated_j.thermal_violations, 0);
     for c in [&free_j, &coordinated_j] {
         assert_eq!(c.slots_below_comfort, 0);
         assert!(c.ev_unmet_kwh < 1e-6, "{}", c.ev_unmet_kwh);
     }
     eprintln!(
-        "June: {:.3} -> {:.3} pu, mean bill {:.2} -> {:.2}; January: {:.3} -> {:.3} pu",
+        "June: {:.3} -> {:.3} pu, mean bill {:.2} -> {:.2}; January: {:.3} -> {:.3} pu, \
+         {} -> {} thermal violations, mean bill {:.2} -> {:.2}",
         free.max_voltage_pu.unwrap(),
         coordinated.max_voltage_pu.unwrap(),
         free.mean_bill,
         coordinated.mean_bill,
         free_j.min_voltage_pu.unwrap(),
-        coordinated_j.min_voltage_pu.unwrap()
+        coordinated_j.min_voltage_pu.unwrap(),
+        free_j.thermal_violations,
+        coordinated_j.thermal_violations,
+        free_j.mean_bill,
+        coordinated_j.mean_bill
     );
 }

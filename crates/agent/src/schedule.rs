@@ -61,6 +61,16 @@ fn thermal_step(h: &ThermalStore, (a, len): (usize, usize)) -> (f64, f64, f64) {
     (decay.powi(len as i32), gain, offset)
 }
 
+/// The mean of `v` over the step `(a, len)`.
+fn step_mean(v: &[f64], (a, len): (usize, usize)) -> f64 {
+    v[a..a + len].iter().sum::<f64>() / len as f64
+}
+
+/// The share of the step `(a, len)`'s slots within `[from, to)`.
+fn step_share_within((a, len): (usize, usize), from: usize, to: usize) -> f64 {
+    (a + len).min(to).saturating_sub(a.max(from)) as f64 / len as f64
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Battery {
     pub capacity_kwh: f64,
@@ -232,6 +242,9 @@ struct StepValues {
     temperature_c: Vec<Vec<f64>>,
 }
 
+/// A device's power per step (kW) and its store's level at each step's end.
+type PowerAndLevels = (Vec<f64>, Vec<f64>);
+
 /// The outcome of planning by dynamic programming ([`crate::dp`]).
 enum Exact {
     /// The program's optimum, per step, and its objective.
@@ -279,6 +292,16 @@ impl HomeProblem {
         self.export_cap_kw
             .get(t)
             .map_or(self.export_limit_kw, |c| c.min(self.export_limit_kw))
+    }
+
+    /// The import and export limits over the step `(a, len)`: the least of its slots'.
+    fn step_limits(&self, (a, len): (usize, usize)) -> (f64, f64) {
+        (a..a + len).fold((f64::INFINITY, f64::INFINITY), |(i, e), t| {
+            (
+                i.min(self.import_limit_at(t)),
+                e.min(self.export_limit_at(t)),
+            )
+        })
     }
 
     fn check(&self) -> Result<(), Infeasible> {
@@ -488,15 +511,16 @@ impl HomeProblem {
     }
 
     /// The program's optimum by dynamic programming where it decouples into one store at a
-    /// time ([`crate::dp`]), with `shift_kw` more load in slot 0.
-    fn plan_exact(&self, shift_kw: f64) -> Exact {
+    /// time ([`crate::dp`]), once for each of `shifts_kw` (more load in slot 0).
+    fn plan_exact(&self, shifts_kw: &[f64]) -> Vec<Exact> {
         use crate::dp::{Grid, Move, NoPlan, Store};
+        let not = || shifts_kw.iter().map(|_| Exact::NotApplicable).collect();
         // Batteries are left to the simplex: among plans of equal cost (when to discharge at one
         // price) the two choose differently, and under forecast errors the choice shows in the
         // bills (13 flexible homes, 3 May days: 11 save against the utility alone with the
         // simplex's choices, 8 or 9 with the dynamic program's, early or late).
         if self.flex.is_some() || !self.has_devices() || self.battery.is_some() {
-            return Exact::NotApplicable;
+            return not();
         }
         let steps = self.steps();
         let coefficients: Vec<Coefficients> =
@@ -506,36 +530,29 @@ impl HomeProblem {
             .iter()
             .any(|k| !(k.export >= 0.0 && k.import >= k.export))
         {
-            return Exact::NotApplicable;
+            return not();
         }
-        let mean =
-            |v: &[f64], (a, len): (usize, usize)| v[a..a + len].iter().sum::<f64>() / len as f64;
-        let least = |f: &dyn Fn(usize) -> f64, (a, len): (usize, usize)| {
-            (a..a + len).map(f).fold(f64::INFINITY, f64::min)
-        };
+        let mean = step_mean;
         let net: Vec<f64> = steps
             .iter()
-            .enumerate()
-            .map(|(t, &st)| {
-                mean(&self.load_kw, st) - mean(&self.pv_kw, st)
-                    + if t == 0 { shift_kw } else { 0.0 }
-            })
+            .map(|&st| mean(&self.load_kw, st) - mean(&self.pv_kw, st))
             .collect();
         let grids: Vec<Grid> = steps
             .iter()
             .zip(&coefficients)
-            .map(|(&st, k)| Grid {
-                import_per_kw: k.import,
-                export_per_kw: k.export,
-                import_kw: least(&|t| self.import_limit_at(t), st),
-                export_kw: least(&|t| self.export_limit_at(t), st),
-                pv_kw: mean(&self.pv_kw, st),
-                linear: false,
+            .map(|(&st, k)| {
+                let (import_kw, export_kw) = self.step_limits(st);
+                Grid {
+                    import_per_kw: k.import,
+                    export_per_kw: k.export,
+                    import_kw,
+                    export_kw,
+                    pv_kw: mean(&self.pv_kw, st),
+                    linear: false,
+                }
             })
             .collect();
-        let within = |(a, len): (usize, usize), from: usize, to: usize| {
-            (a + len).min(to).saturating_sub(a.max(from)) as f64 / len as f64
-        };
+        let within = step_share_within;
         let dt = |(_, len): (usize, usize)| len as f64 * DT_H;
         let free = |n: usize| (vec![1.0; n], vec![0.0; n]);
         // Each device as a store, and which of the home's columns its moves are.
@@ -606,64 +623,83 @@ impl HomeProblem {
             };
             stores.push((Kind::Heat(k), store));
         }
-        // One device: the grid's full cost; several: each at the import price (a relaxation).
-        let linear: Vec<Grid>;
-        let (grids_for, zero): (&[Grid], Vec<f64>) = if stores.len() == 1 {
-            (&grids, net.clone())
-        } else {
-            linear = grids.iter().map(|g| Grid { linear: true, ..*g }).collect();
-            (&linear, vec![0.0; steps.len()])
+        // Each device's power per step and its store's levels, against `grids` around `net`.
+        let plan_devices = |grids: &[Grid], net: &[f64]| -> Result<Vec<PowerAndLevels>, NoPlan> {
+            stores
+                .iter()
+                .map(|(_, store)| {
+                    let (w, _) = store.plan(grids, net)?;
+                    let kw = w.iter().zip(&store.moves).map(|(w, m)| m.kw(*w)).collect();
+                    Ok((kw, store.levels(&w)))
+                })
+                .collect()
         };
-        let mut v = StepValues {
-            charge_kw: vec![0.0; steps.len()],
-            discharge_kw: vec![0.0; steps.len()],
-            ev_kw: vec![0.0; steps.len()],
-            run_kw: vec![vec![0.0; steps.len()]; self.deferrable.len()],
-            heat_kw: vec![vec![0.0; steps.len()]; self.thermal.len()],
-            temperature_c: vec![Vec::new(); self.thermal.len()],
-            ..StepValues::default()
-        };
-        let mut y = net.clone();
-        for (kind, store) in &stores {
-            let w = match store.plan(grids_for, &zero) {
-                Ok((w, _)) => w,
-                Err(NoPlan::Infeasible) => return Exact::Infeasible,
-            };
-            for (t, w) in w.iter().enumerate() {
-                let kw = store.moves[t].kw(*w);
-                y[t] += kw;
-                match kind {
-                    Kind::Ev => v.ev_kw[t] = kw,
-                    Kind::Run(k) => v.run_kw[*k][t] = kw,
-                    Kind::Heat(k) => v.heat_kw[*k][t] = kw,
+        // One device: the grid's full cost; several: each at the import price (a relaxation),
+        // which does not depend on the net load, so once for every shift.
+        let several = stores.len() > 1;
+        let relaxed = several.then(|| {
+            let linear: Vec<Grid> = grids.iter().map(|g| Grid { linear: true, ..*g }).collect();
+            plan_devices(&linear, &vec![0.0; steps.len()])
+        });
+        shifts_kw
+            .iter()
+            .map(|&shift| {
+                let mut net = net.clone();
+                if let Some(first) = net.first_mut() {
+                    *first += shift;
                 }
-            }
-            match kind {
-                Kind::Heat(k) => v.temperature_c[*k] = store.levels(&w),
-                Kind::Ev | Kind::Run(_) => {}
-            }
-        }
-        // The relaxation's optimum is the program's where the home imports within its limit.
-        if stores.len() > 1
-            && y.iter()
-                .zip(&grids)
-                .any(|(y, g)| *y < -1e-9 || *y > g.import_kw + 1e-9)
-        {
-            return Exact::NotApplicable;
-        }
-        let mut objective = 0.0;
-        for (t, (y, g)) in y.iter().zip(&grids).enumerate() {
-            let (import, export, curtail) = g.split(*y);
-            v.import_kw.push(import);
-            v.export_kw.push(export);
-            v.curtail_kw.push(curtail);
-            let k = &coefficients[t];
-            objective += k.import * import - k.export * export
-                + k.charge * v.charge_kw[t]
-                + k.discharge * v.discharge_kw[t]
-                + k.early * (v.ev_kw[t] + v.run_kw.iter().map(|r| r[t]).sum::<f64>());
-        }
-        Exact::Optimal(steps, Box::new(v), objective)
+                let planned = match &relaxed {
+                    Some(r) => r.clone(),
+                    None => plan_devices(&grids, &net),
+                };
+                let Ok(devices) = planned else {
+                    return Exact::Infeasible;
+                };
+                let mut v = StepValues {
+                    charge_kw: vec![0.0; steps.len()],
+                    discharge_kw: vec![0.0; steps.len()],
+                    ev_kw: vec![0.0; steps.len()],
+                    run_kw: vec![vec![0.0; steps.len()]; self.deferrable.len()],
+                    heat_kw: vec![vec![0.0; steps.len()]; self.thermal.len()],
+                    temperature_c: vec![Vec::new(); self.thermal.len()],
+                    ..StepValues::default()
+                };
+                let mut y = net;
+                for ((kind, _), (kw, levels)) in stores.iter().zip(devices) {
+                    y.iter_mut().zip(&kw).for_each(|(y, kw)| *y += kw);
+                    match kind {
+                        Kind::Ev => v.ev_kw = kw,
+                        Kind::Run(k) => v.run_kw[*k] = kw,
+                        Kind::Heat(k) => {
+                            v.heat_kw[*k] = kw;
+                            v.temperature_c[*k] = levels;
+                        }
+                    }
+                }
+                // The relaxation's optimum is the program's where the home imports within its
+                // limit.
+                if several
+                    && y.iter()
+                        .zip(&grids)
+                        .any(|(y, g)| *y < -1e-9 || *y > g.import_kw + 1e-9)
+                {
+                    return Exact::NotApplicable;
+                }
+                let mut objective = 0.0;
+                for (t, (y, g)) in y.iter().zip(&grids).enumerate() {
+                    let (import, export, curtail) = g.split(*y);
+                    v.import_kw.push(import);
+                    v.export_kw.push(export);
+                    v.curtail_kw.push(curtail);
+                    let k = &coefficients[t];
+                    objective += k.import * import - k.export * export
+                        + k.charge * v.charge_kw[t]
+                        + k.discharge * v.discharge_kw[t]
+                        + k.early * (v.ev_kw[t] + v.run_kw.iter().map(|r| r[t]).sum::<f64>());
+                }
+                Exact::Optimal(steps.clone(), Box::new(v), objective)
+            })
+            .collect()
     }
 
     /// The program (without binaries): what [`HomeProblem::plan`] solves first, for export.
@@ -737,22 +773,9 @@ impl HomeProblem {
             steps: steps.clone(),
             ..Columns::default()
         };
-        let mean =
-            |v: &[f64], (a, len): (usize, usize)| v[a..a + len].iter().sum::<f64>() / len as f64;
-        // The share of a step's slots within `[from, to)`.
-        let within = |(a, len): (usize, usize), from: usize, to: usize| {
-            (a + len).min(to).saturating_sub(a.max(from)) as f64 / len as f64
-        };
-        let limit = |(a, len): (usize, usize)| {
-            (a..a + len)
-                .map(|t| self.import_limit_at(t))
-                .fold(f64::INFINITY, f64::min)
-        };
-        let export_limit = |(a, len): (usize, usize)| {
-            (a..a + len)
-                .map(|t| self.export_limit_at(t))
-                .fold(f64::INFINITY, f64::min)
-        };
+        let (mean, within) = (step_mean, step_share_within);
+        let limit = |st| self.step_limits(st).0;
+        let export_limit = |st| self.step_limits(st).1;
         for (t, &st) in steps.iter().enumerate() {
             c.imp.push(lp.var(format!("imp{t}"), 0.0, limit(st)));
             c.exp.push(lp.var(format!("exp{t}"), 0.0, export_limit(st)));
@@ -916,7 +939,7 @@ impl HomeProblem {
     /// Solves the program; slots in `binary` get a binary direction for grid and battery.
     fn solve(&self, binary: &[usize]) -> Result<Schedule, ResolutionError> {
         if binary.is_empty() {
-            match self.plan_exact(0.0) {
+            match self.plan_exact(&[0.0]).pop().expect("one shift") {
                 Exact::Optimal(steps, v, objective) => {
                     return Ok(self.schedule_from(&steps, &v, objective, false))
                 }
@@ -948,12 +971,13 @@ impl HomeProblem {
         let d_kw = delta_kwh / DT_H;
         let less = (-d_kw).max(-self.load_kw[0]);
         // By dynamic programming where the program decouples (all three, or none).
-        if let Exact::Optimal(steps, v, objective) = self.plan_exact(0.0) {
+        let mut exact = self.plan_exact(&[0.0, less, d_kw]).into_iter();
+        if let Some(Exact::Optimal(steps, v, objective)) = exact.next() {
             let plan = self.schedule_from(&steps, &v, objective, false);
             let mut cost = [0.0; 2];
             let mut priced = true;
-            for (k, d) in [less, d_kw].into_iter().enumerate() {
-                match self.plan_exact(d) {
+            for (k, e) in exact.enumerate() {
+                match e {
                     Exact::Optimal(steps, v, objective) => {
                         cost[k] = self.schedule_from(&steps, &v, objective, false).cost;
                     }
@@ -1679,7 +1703,7 @@ mod tests {
                 ] {
                     h.resolution = resolution;
                     let simplex = h.solve_lp(&[]);
-                    match h.plan_exact(0.0) {
+                    match h.plan_exact(&[0.0]).pop().unwrap() {
                         Exact::Optimal(steps, v, objective) => {
                             let s = h.schedule_from(&steps, &v, objective, false);
                             let lp = simplex.expect("the simplex solves it too");

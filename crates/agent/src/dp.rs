@@ -1,7 +1,7 @@
 //! Exact plans without a solver for the homes whose program decouples into one store at a time,
 //! by dynamic programming over convex piecewise-linear value functions.
 //!
-//! A store (a building's or a tank's temperature, the energy an EV or a
+//! A store (a battery's charge, a building's or a tank's temperature, the energy an EV or a
 //! deferrable load has had) moves from step to step as `x_t = kept_t·x_{t−1} + r_t + w_t`, where
 //! `w_t` is what its device does in the step, within bounds, and `x_t` must stay within the
 //! step's bounds. The step costs what the grid charges for the device's power on top of the
@@ -17,11 +17,10 @@
 //! simplex takes a millisecond).
 //!
 //! Where it applies, and why it is exact:
-//! - **One device** (an EV, one thermal store, one deferrable load): the program is exactly this
-//!   one-store problem with the grid's full cost. A battery would be too (its charge and
-//!   discharge are the two sides of one move), but homes with one are left to the simplex: among
-//!   plans of equal cost (when to discharge at one price) the two choose differently, and under
-//!   forecast errors that choice shows in the bills.
+//! - **One device** (a battery, an EV, one thermal store, one deferrable load): the program is
+//!   exactly this one-store problem with the grid's full cost (a battery's charge and discharge
+//!   are the two sides of one move). The program's tie-breaking terms are costs per step like
+//!   any other, so among plans of equal cost the dynamic program and the simplex choose the same.
 //! - **Several devices**: each is planned on its own at the import price (the grid's cost is at
 //!   least the import price times the net load, so this is a relaxation). If the home then
 //!   imports, within its import limit, in every step, the relaxation's optimum costs what the

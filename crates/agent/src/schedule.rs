@@ -31,6 +31,12 @@ pub const DT_H: f64 = 0.25;
 pub const MAX_SLOTS: usize = 192;
 const EPS_CYCLE: f64 = 1e-4;
 const EPS_EARLY: f64 = 1e-7;
+/// Per kW of the home's forecast net load, per kWh a battery discharges: among plans of equal cost
+/// (when to discharge at one price) the battery discharges where the home would import most, so
+/// the simplex and the dynamic program choose the same plan. Far below `EPS_CYCLE`, so it never
+/// pays to cycle for it. Measured against leaving the choice to the solver (100 homes, 30 days,
+/// May and January): mean bill −3.0 % and −0.2 %, more battery homes saving against self-consumption.
+const EPS_SHAVE: f64 = 1e-6;
 const TOL_KW: f64 = 1e-6;
 
 /// A step's objective coefficients, per kW held over it: what import costs and export earns
@@ -501,11 +507,17 @@ impl HomeProblem {
         let sum = |v: &[f64]| v[a..a + len].iter().sum::<f64>();
         let early = EPS_EARLY * DT_H * (a..a + len).map(|u| u as f64).sum::<f64>();
         let dt_h = len as f64 * DT_H;
+        // Among plans of equal cost a battery discharges where the home would import most.
+        let shave = -EPS_SHAVE
+            * DT_H
+            * (a..a + len)
+                .map(|u| self.load_kw[u] - self.pv_kw[u])
+                .sum::<f64>();
         Coefficients {
             import: DT_H * sum(&self.import_price),
             export: DT_H * sum(&self.export_price),
             charge: EPS_CYCLE * dt_h + early,
-            discharge: EPS_CYCLE * dt_h,
+            discharge: EPS_CYCLE * dt_h + shave,
             early,
         }
     }
@@ -515,11 +527,7 @@ impl HomeProblem {
     fn plan_exact(&self, shifts_kw: &[f64]) -> Vec<Exact> {
         use crate::dp::{Grid, Move, NoPlan, Store};
         let not = || shifts_kw.iter().map(|_| Exact::NotApplicable).collect();
-        // Batteries are left to the simplex: among plans of equal cost (when to discharge at one
-        // price) the two choose differently, and under forecast errors the choice shows in the
-        // bills (13 flexible homes, 3 May days: 11 save against the utility alone with the
-        // simplex's choices, 8 or 9 with the dynamic program's, early or late).
-        if self.flex.is_some() || !self.has_devices() || self.battery.is_some() {
+        if self.flex.is_some() || !self.has_devices() {
             return not();
         }
         let steps = self.steps();
@@ -557,6 +565,7 @@ impl HomeProblem {
         let free = |n: usize| (vec![1.0; n], vec![0.0; n]);
         // Each device as a store, and which of the home's columns its moves are.
         enum Kind {
+            Battery,
             Ev,
             Run(usize),
             Heat(usize),
@@ -589,6 +598,35 @@ impl HomeProblem {
                     .collect(),
             }
         };
+        if let Some(b) = &self.battery {
+            let (kept, offset) = free(steps.len());
+            let moves = steps
+                .iter()
+                .zip(&coefficients)
+                .map(|(&st, k)| {
+                    let (up, down) = (
+                        1.0 / (dt(st) * b.charge_efficiency),
+                        b.discharge_efficiency / dt(st),
+                    );
+                    Move {
+                        w_lo: -b.power_kw / down,
+                        w_hi: b.power_kw / up,
+                        per_up: up,
+                        per_down: down,
+                        tie_up: k.charge * up,
+                        tie_down: -k.discharge * down,
+                    }
+                })
+                .collect();
+            let store = Store {
+                initial: b.initial_kwh,
+                kept,
+                offset,
+                bounds: vec![(b.reserve_kwh, b.capacity_kwh); steps.len()],
+                moves,
+            };
+            stores.push((Kind::Battery, store));
+        }
         if let Some(e) = &self.ev {
             let max = |st| e.power_kw * within(st, e.arrival, e.departure);
             stores.push((Kind::Ev, energy(&max, (e.energy_needed_kwh, f64::INFINITY))));
@@ -668,6 +706,11 @@ impl HomeProblem {
                 for ((kind, _), (kw, levels)) in stores.iter().zip(devices) {
                     y.iter_mut().zip(&kw).for_each(|(y, kw)| *y += kw);
                     match kind {
+                        Kind::Battery => {
+                            v.charge_kw = kw.iter().map(|k| k.max(0.0)).collect();
+                            v.discharge_kw = kw.iter().map(|k| (-k).max(0.0)).collect();
+                            v.soc_kwh = levels;
+                        }
                         Kind::Ev => v.ev_kw = kw,
                         Kind::Run(k) => v.run_kw[*k] = kw,
                         Kind::Heat(k) => {
@@ -1516,20 +1559,21 @@ mod tests {
 
     #[test]
     fn a_flexibility_event_is_answered_from_the_battery_and_measured() {
-        // 17:00-19:00, reduce by 3 kW, paid 0.50 a kWh; the home would import in that window
-        // without the event only if its battery could not cover it, so raise its load there.
+        // 19:00-21:00, reduce by 3 kW, paid 0.50 a kWh. The home imports in that window without
+        // the event only if its battery cannot cover the whole evening: raise its load from 17:00
+        // to 19:00, where the battery (shaving the home's peak at one price) goes first.
         let mut p = evening_home();
         for t in 68..76 {
             p.load_kw[t] = 4.0;
         }
         let e = FlexEvent {
-            from: 68,
-            to: 76,
+            from: 76,
+            to: 84,
             reduce_kw: 3.0,
             value_per_kwh: 0.5,
         };
         let (base, with, r) = p.respond(&e).unwrap();
-        let base_import: f64 = (68..76).map(|t| base.import_kw[t]).sum::<f64>() * DT_H;
+        let base_import: f64 = (76..84).map(|t| base.import_kw[t]).sum::<f64>() * DT_H;
         eprintln!("{r:?}, baseline import in the window {base_import:.2} kWh");
         assert!((r.requested_kwh - 6.0).abs() < 1e-9);
         assert!(r.delivered_kwh > 0.5, "{r:?}");
@@ -1537,7 +1581,7 @@ mod tests {
         assert!(r.delivered_kwh <= base_import + 1e-9);
         // It pays for itself: the reward covers the extra energy cost.
         assert!(r.reward >= r.extra_cost - 1e-9, "{r:?}");
-        let with_import: f64 = (68..76).map(|t| with.import_kw[t]).sum::<f64>() * DT_H;
+        let with_import: f64 = (76..84).map(|t| with.import_kw[t]).sum::<f64>() * DT_H;
         assert!(with_import < base_import);
     }
 
@@ -1645,9 +1689,10 @@ mod tests {
         assert!(worst < 0.03, "stepped plans cost within 3 %: {worst}");
     }
 
-    /// Homes with one device (not a battery), and homes with several whose relaxation imports
+    /// Homes with one device, and homes with several whose relaxation imports
     /// throughout, are planned by dynamic programming at the simplex's optimum (objective and
-    /// pricing), every slot a step and in the simulator's steps; the plans keep every limit.
+    /// pricing) and the same plans, every slot a step and in the simulator's steps; the plans keep
+    /// every limit.
     #[test]
     fn dynamic_programming_reaches_the_simplex_optimum_where_it_applies() {
         let (mut single, mut several, mut left, mut infeasible) = (0, 0, 0, 0);
@@ -1675,7 +1720,7 @@ mod tests {
                 }
             };
             let mut homes = vec![
-                (only(true, false, 0, true), 0),
+                (only(true, false, 0, true), 1),
                 (only(false, true, 0, true), 1),
                 (only(false, false, 1, true), 1),
                 (only(false, false, 2, false), 2),
@@ -1692,6 +1737,12 @@ mod tests {
                 h.pv_kw[30] = 0.0;
                 homes.push((h, 1));
                 // The EV's window (from slot 70) does not reach the capped slot.
+                let mut h = only(true, false, 0, true);
+                h.battery.as_mut().unwrap().power_kw = 0.5;
+                h.import_cap_kw = vec![h.import_limit_kw; h.slots()];
+                h.import_cap_kw[30] = 0.0;
+                h.pv_kw[30] = 0.0;
+                homes.push((h, 1));
             }
             for (mut h, devices) in homes {
                 for resolution in [
@@ -1713,6 +1764,19 @@ mod tests {
                             if resolution.is_none() {
                                 assert_within_limits(&h, &s);
                             }
+                            // The same plan, not only the same cost: the objective's ties are
+                            // broken the same way in both.
+                            let pairs = [
+                                (&s.charge_kw, &lp.charge_kw),
+                                (&s.discharge_kw, &lp.discharge_kw),
+                                (&s.ev_kw, &lp.ev_kw),
+                                (&s.import_kw, &lp.import_kw),
+                            ];
+                            let heat = s.heat_kw.iter().zip(&lp.heat_kw);
+                            for (a, b) in pairs.into_iter().chain(heat) {
+                                let apart = a.iter().zip(b).map(|(a, b)| (a - b).abs());
+                                assert!(apart.fold(0.0, f64::max) < 1e-6, "seed {seed}");
+                            }
                             let ours = h.plan_priced(0.1).expect("priced");
                             let theirs = h.plan_priced_lp(0.1).expect("priced by the simplex");
                             let (Some((a, b)), Some((c, d))) = (ours.1, theirs.1) else {
@@ -1733,7 +1797,7 @@ mod tests {
                             infeasible += 1;
                         }
                         Exact::NotApplicable => {
-                            // Several devices, a battery (left to the simplex), or a negative price.
+                            // Several devices, or a negative price.
                             assert!(devices != 1 || seed == 7 || seed == 8, "seed {seed}");
                             left += 1;
                         }
@@ -1746,7 +1810,7 @@ mod tests {
              {infeasible} infeasible, {left} by the simplex"
         );
         assert!(
-            single >= 130 && several >= 40 && left >= 40,
+            single >= 200 && several >= 40 && left >= 40,
             "{single} {several} {left}"
         );
         assert!(infeasible >= 9, "{infeasible}");

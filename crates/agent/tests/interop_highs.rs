@@ -4,7 +4,7 @@
 //! with a negative import price whose relaxation would import and export at once, so it is
 //! exported and compared with its binaries). Each home twice: every slot a step, and in the
 //! simulator's steps (the first hour by the quarter hour, then hourly). Homes with one device
-//! (an EV, a heat pump heating the house) are planned without the simplex, by dynamic
+//! (a battery, an EV, a heat pump heating the house) are planned without the simplex, by dynamic
 //! programming: HiGHS checks those optima too.
 
 use gridmesh_agent::schedule::{example_home, HomeProblem, Plan, Resolution};
@@ -43,6 +43,11 @@ fn highs_finds_the_same_optimum_on_the_exported_programs() {
             thermal: vec![],
             ..stepped(example_home(seed))
         };
+        let battery = HomeProblem {
+            ev: None,
+            thermal: vec![],
+            ..stepped(example_home(seed))
+        };
         let heated = example_home(3 * seed);
         let heat_pump = HomeProblem {
             battery: None,
@@ -50,7 +55,11 @@ fn highs_finds_the_same_optimum_on_the_exported_programs() {
             thermal: heated.thermal[..1].to_vec(),
             ..stepped(heated.clone())
         };
-        [(seed + 200, ev), (3 * seed + 300, heat_pump)]
+        [
+            (seed + 200, ev),
+            (seed + 250, battery),
+            (3 * seed + 300, heat_pump),
+        ]
     });
     let homes = homes.chain(single);
     for (seed, p) in homes {
@@ -86,7 +95,7 @@ fn highs_finds_the_same_optimum_on_the_exported_programs() {
         eprintln!("home {seed}: ours {obj:.9} HiGHS {highs:.9} gap {gap:.1e} milp {milp}");
         assert!(gap < 1e-6, "home {seed}: {obj} vs {highs}");
     }
-    assert_eq!(theirs.len(), 24, "HiGHS answered for every program");
+    assert_eq!(theirs.len(), 28, "HiGHS answered for every program");
     assert!(ours.iter().any(|o| o.2), "one home needs the binaries");
     assert!(
         ours.iter().any(|o| o.2 && o.0 > 100),

@@ -26,6 +26,12 @@ from pysunspec2's model definitions (not from gridmesh's code), with physics:
   sensor publishes `home/indoor/temperature` (`{"temperature": °C}`); the plain home's twin
   building runs on a thermostat. With `--heat-pump-setpoint` the heat pump takes its power in W
   on `heatpump/set/power_w` instead (back to nothing `--switch-revert-s` after the last write);
+- with `--tank-mqtt HOST:PORT`, a 200 l hot-water tank heated by a 2 kW heat-pump water heater
+  switched as Tasmota's `cmnd/water-heater/POWER` (`ON`/`OFF`, off by itself
+  `--switch-revert-s` after the last `ON`); 6 kWh of hot water drawn a day (40 % from 06:00 to
+  08:00 UTC, 50 % from 18:00 to 21:00, the rest over the day), 1.9 W/K lost to an 18 °C room,
+  the COP 2.6 + 0.05 per K of outdoor temperature above 7 °C (1.5-4); its sensor publishes
+  `water-heater/tank` (`{"temperature": °C}`);
 - the connection's meter (models 1, 203, positive W importing) computed from the home's balance:
   load (the BDEW H25 profile scaled to the household, with its own daily variation) plus the EV
   and the switched loads minus PV minus battery. With `--meter-mqtt HOST:PORT` the same meter is also published as a
@@ -480,6 +486,8 @@ async def main():
                     help="the heat pump takes its power in W on heatpump/set/power_w (on the "
                     "--indoor-mqtt broker) instead of a coil")
     ap.add_argument("--outdoor-c", type=float, default=3.0)
+    ap.add_argument("--tank-mqtt", help="a hot-water tank whose heater is switched, and whose "
+                    "sensor publishes, on this broker, HOST:PORT")
     a = ap.parse_args()
 
     world = World(a)
@@ -593,6 +601,27 @@ async def main():
         sensor = mqtt_client(a.indoor_mqtt, "virtual-room-sensor",
                              "heatpump/set/power_w" if a.heat_pump_setpoint else None, setpoint)
 
+    # The hot-water tank (200 l: 0.2326 kWh/K; 1.9 W/K to an 18 °C room) and its switched
+    # heat-pump water heater.
+    tank = None
+    if a.tank_mqtt:
+        tank = {"tank_c": 50.0, "on": False, "kept_at": 0.0, "commands": 0, "published": 0.0}
+
+        def water_heater(c, u, m):
+            on = m.payload.decode().strip().upper() == "ON"
+            tank["commands"] += 1
+            if on:
+                tank["kept_at"] = time.monotonic()
+            tank["on"] = on
+
+        tank_sensor = mqtt_client(a.tank_mqtt, "virtual-water-heater", "cmnd/water-heater/POWER",
+                                  water_heater)
+
+    def draw_kw(hour):
+        day = 6.0
+        return 0.1 * day / 24 + (0.4 * day / 2 if 6 <= hour < 8 else
+                                 0.5 * day / 3 if 18 <= hour < 21 else 0.0)
+
     def rc(temp, kw, dt_h):
         ua, cap, gains = 0.168, 5.5, 0.3
         cop = min(max(3.5 + 0.07 * (a.outdoor_c - 7.0), 1.8), 5.0)
@@ -697,8 +726,21 @@ async def main():
                     building["published"] = real
                     sensor.publish("home/indoor/temperature",
                                                json.dumps({"temperature": round(building["indoor_c"], 2)}))
+            water_kw = 0.0
+            if tank is not None:
+                if tank["on"] and real - tank["kept_at"] > a.switch_revert_s:
+                    tank["on"] = False
+                water_kw = 2.0 if tank["on"] else 0.0
+                cop = min(max(2.6 + 0.05 * (a.outdoor_c - 7.0), 1.5), 4.0)
+                hour_f = (now / 3_600_000) % 24
+                loss = 0.0019 * (tank["tank_c"] - 18.0)
+                tank["tank_c"] += dt_h * (cop * water_kw - draw_kw(hour_f) - loss) / 0.2326
+                if real - tank["published"] > 0.2:
+                    tank["published"] = real
+                    tank_sensor.publish("water-heater/tank",
+                                        json.dumps({"temperature": round(tank["tank_c"], 2)}))
             house_plain = house + plain_switched_kw + plain_heat
-            house += switched_kw + heat_kw
+            house += switched_kw + heat_kw + water_kw
             ev_kw, plain_ev_kw = ev.step(now, dt_h) if a.ev_url else (0.0, 0.0)
             load = house + ev_kw
             # Battery: self-consumption by default, within the written window.
@@ -736,6 +778,10 @@ async def main():
             s["ev_kwh"] += ev_kw * dt_h
             s["switched_kwh"] += switched_kw * dt_h
             s["heat_kwh"] += heat_kw * dt_h
+            if tank is not None:
+                s["water_kwh"] = s.get("water_kwh", 0.0) + water_kw * dt_h
+                s["tank_min_c"] = min(s.get("tank_min_c", 999.0), tank["tank_c"])
+                s["tank_max_c"] = max(s.get("tank_max_c", -99.0), tank["tank_c"])
             if building is not None:
                 s["indoor_min_c"] = min(s.get("indoor_min_c", 99.0), building["indoor_c"])
                 s["indoor_max_c"] = max(s.get("indoor_max_c", -99.0), building["indoor_c"])
@@ -770,7 +816,7 @@ async def main():
                                  "transaction": ev.transaction, "register_wh": ev.register_wh,
                                  "sessions": ev.sessions, "received": ev.received},
                           "switched": switched,
-                          "building": building})
+                          "building": building, "tank": tank})
 
     async def dump():
         while True:

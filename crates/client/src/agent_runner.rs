@@ -62,6 +62,9 @@ pub struct HomeSpec {
     /// Space heating by a heat pump the plan moves in time within the comfort band (the
     /// building as a thermal store, the heat pump's COP from the outdoor temperature).
     pub heat_pump: Option<HeatPumpSpec>,
+    /// A hot-water tank heated by its own heat pump (a heat-pump water heater, or a heat pump's
+    /// hot-water circuit driven on its own), moved in time within the tank's band.
+    pub hot_water: Option<HotWaterSpec>,
 }
 
 /// A heat pump heating the home: the building (its floor area and insulation class), the heat
@@ -95,6 +98,42 @@ impl HeatPumpSpec {
             gains_kw: self.gains_kw,
             hot_water: None,
         }
+    }
+}
+
+/// A hot-water tank: what it holds, the heat the home draws from it a day (40 % from 06:00 to
+/// 08:00 UTC, 50 % from 18:00 to 21:00, the rest over the day), the band the water is kept in,
+/// and the electrical rating of the heat pump that heats it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotWaterSpec {
+    pub litres: f64,
+    pub kwh_per_day: f64,
+    /// The band the water is kept in, °C: `[low, high]`.
+    pub band_c: [f64; 2],
+    pub max_power_kw: f64,
+}
+
+impl HotWaterSpec {
+    /// The tank as the planner models it.
+    pub fn hot_water(&self) -> gridmesh_agent::thermal::HotWater {
+        gridmesh_agent::thermal::HotWater {
+            litres: self.litres,
+            kwh_per_day: self.kwh_per_day,
+            band_c: (self.band_c[0], self.band_c[1]),
+            max_power_kw: self.max_power_kw,
+        }
+    }
+
+    /// The tank over `outdoor_c` (its heat pump's COP) from `slot` on, at `tank_c` now.
+    pub fn store(
+        &self,
+        outdoor_c: &[f64],
+        slot: u64,
+        tank_c: f64,
+    ) -> gridmesh_agent::thermal::ThermalStore {
+        self.hot_water()
+            .store(outdoor_c, (slot % 96) as usize, tank_c)
     }
 }
 
@@ -149,6 +188,17 @@ pub struct EvSpec {
 }
 
 impl HomeSpec {
+    /// Which of a plan's thermal stores (`Schedule::heat_kw`, `temperature_c`) are the
+    /// building's and the hot-water tank's.
+    pub fn thermal_stores(&self) -> (Option<usize>, Option<usize>) {
+        let space = self.heat_pump.as_ref().map(|_| 0);
+        let water = self
+            .hot_water
+            .as_ref()
+            .map(|_| usize::from(self.heat_pump.is_some()));
+        (space, water)
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<HomeSpec> {
         let h: HomeSpec = toml::from_str(text)?;
         h.check()?;
@@ -216,6 +266,32 @@ impl HomeSpec {
             }
             if !(0.0..=20.0).contains(&h.gains_kw) {
                 bail!("heat_pump.gains_kw must be 0 to 20, not {}", h.gains_kw);
+            }
+        }
+        if let Some(w) = &self.hot_water {
+            if !(w.litres >= 20.0 && w.litres <= 10_000.0) {
+                bail!("hot_water.litres must be 20 to 10000, not {}", w.litres);
+            }
+            if !(w.max_power_kw > 0.0 && w.max_power_kw <= 50.0) {
+                bail!(
+                    "hot_water.max_power_kw must be above 0 and at most 50, not {}",
+                    w.max_power_kw
+                );
+            }
+            let [low, high] = w.band_c;
+            if !(20.0..=95.0).contains(&low) || !(20.0..=95.0).contains(&high) || low >= high {
+                bail!(
+                    "hot_water.band_c is [low, high] within 20-95 °C, low first, not {low}, {high}"
+                );
+            }
+            // What the tank's heat pump can put in a day at the worst COP.
+            let most = w.max_power_kw * 24.0 * gridmesh_agent::thermal::hot_water_cop(-50.0);
+            if !(w.kwh_per_day >= 0.0 && w.kwh_per_day <= most / 2.0) {
+                bail!(
+                    "hot_water.kwh_per_day must be 0 to {:.0} (half what its heat pump heats a day), not {}",
+                    most / 2.0,
+                    w.kwh_per_day
+                );
             }
         }
         if let Some(e) = &self.ev {
@@ -405,6 +481,8 @@ pub struct HomeState {
     /// The indoor temperature of a home heated by its heat pump, °C: measured by a live home's
     /// sensor, or where it has none what the building's model says the plans left.
     pub indoor_c: Option<f64>,
+    /// The hot-water tank's temperature, °C, likewise.
+    pub tank_c: Option<f64>,
 }
 
 /// What the agent knows of its home: its description, forecasts, the state a plan starts from,
@@ -441,6 +519,10 @@ impl SyntheticHome {
                 .heat_pump
                 .as_ref()
                 .map(|h| (h.comfort_c[0] + h.comfort_c[1]) / 2.0),
+            tank_c: spec
+                .hot_water
+                .as_ref()
+                .map(|w| (w.band_c[0] + w.band_c[1]) / 2.0),
             ..HomeState::default()
         };
         SyntheticHome {
@@ -1108,14 +1190,24 @@ fn plan_slot(
         }),
         ev,
         deferrable: deferrable(&spec, &mut home, slot, horizon),
-        thermal: match &spec.heat_pump {
-            Some(h) => {
-                let outdoor = household.outdoor(slot, horizon);
+        thermal: {
+            let mut stores = Vec::new();
+            let outdoor = if spec.heat_pump.is_some() || spec.hot_water.is_some() {
+                household.outdoor(slot, horizon)
+            } else {
+                Vec::new()
+            };
+            if let Some(h) = &spec.heat_pump {
                 let band = h.comfort_c;
                 let indoor = home.indoor_c.unwrap_or((band[0] + band[1]) / 2.0);
-                vec![h.heating().store(&outdoor, indoor)]
+                stores.push(h.heating().store(&outdoor, indoor));
             }
-            None => Vec::new(),
+            if let Some(w) = &spec.hot_water {
+                let band = w.band_c;
+                let tank = home.tank_c.unwrap_or((band[0] + band[1]) / 2.0);
+                stores.push(w.store(&outdoor, slot, tank));
+            }
+            stores
         },
         flex: None,
         resolution: None,
@@ -1158,8 +1250,17 @@ fn plan_slot(
     for (done, run) in home.loads_done_kwh.iter_mut().zip(&schedule.deferrable_kw) {
         *done += run.first().copied().unwrap_or(0.0) * DT_H;
     }
-    if let Some(t) = schedule.temperature_c.first().and_then(|t| t.first()) {
-        home.indoor_c = Some(*t);
+    let (space, water) = spec.thermal_stores();
+    let first = |k: Option<usize>| {
+        k.and_then(|k| schedule.temperature_c.get(k))
+            .and_then(|t| t.first())
+            .copied()
+    };
+    if let Some(t) = first(space) {
+        home.indoor_c = Some(t);
+    }
+    if let Some(t) = first(water) {
+        home.tank_c = Some(t);
     }
     let position = Position {
         import_kwh: schedule.import_kw[0] * DT_H,

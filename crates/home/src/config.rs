@@ -66,6 +66,8 @@ pub struct HomeConfig {
     pub loads: Vec<LoadConfig>,
     /// How the heat pump of `[home.heat_pump]` is driven, and its indoor temperature sensor.
     pub heat_pump: Option<HeatPumpConfig>,
+    /// How the hot-water tank's heat pump of `[home.hot_water]` is driven, and its tank sensor.
+    pub hot_water: Option<HotWaterConfig>,
     #[serde(default)]
     pub control: ControlConfig,
     /// The community gateway's MQTT broker (`host:port`): samples are also published there.
@@ -496,48 +498,104 @@ fn broker_address(key: &str, broker: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A heat pump's drive of the table `table` (one of a switch or a setpoint) and its sensor
+/// (`sensor_key`), checked.
+fn thermal_drive(
+    (table, sensor_key): (&str, &str),
+    r: RawHeatPump,
+) -> Result<(HeatPumpDrive, Option<SensorConfig>), String> {
+    let drive = match (r.mqtt, r.modbus, r.setpoint) {
+        (Some(m), None, None) => {
+            let switch = LoadConfig::try_from(RawLoad {
+                name: table.replace('_', " "),
+                mqtt: Some(m),
+                modbus: None,
+            })?;
+            HeatPumpDrive::Switch(switch.switch)
+        }
+        (None, Some(c), None) => HeatPumpDrive::Switch(SwitchConfig::Coil {
+            address: c.address,
+            unit: c.unit,
+            coil: c.coil,
+        }),
+        (None, None, Some(p)) => {
+            broker_address(&format!("{table}.setpoint.broker"), &p.broker)?;
+            topic_to_publish(&format!("{table}.setpoint.topic"), &p.topic)?;
+            HeatPumpDrive::Setpoint {
+                broker: p.broker,
+                topic: p.topic,
+                username: p.username,
+                password: p.password,
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{table}: give one of `mqtt` or `modbus` (a switch) or `setpoint` (its power)"
+            ))
+        }
+    };
+    if let Some(i) = &r.indoor {
+        broker_address(&format!("{table}.{sensor_key}.broker"), &i.broker)?;
+        if i.topic.is_empty() {
+            return Err(format!("`{table}.{sensor_key}.topic` is empty"));
+        }
+    }
+    Ok((drive, r.indoor))
+}
+
 impl TryFrom<RawHeatPump> for HeatPumpConfig {
     type Error = String;
     fn try_from(r: RawHeatPump) -> Result<HeatPumpConfig, String> {
-        let drive = match (r.mqtt, r.modbus, r.setpoint) {
-            (Some(m), None, None) => {
-                let switch = LoadConfig::try_from(RawLoad {
-                    name: "heat pump".into(),
-                    mqtt: Some(m),
-                    modbus: None,
-                })?;
-                HeatPumpDrive::Switch(switch.switch)
-            }
-            (None, Some(c), None) => HeatPumpDrive::Switch(SwitchConfig::Coil {
-                address: c.address,
-                unit: c.unit,
-                coil: c.coil,
-            }),
-            (None, None, Some(p)) => {
-                broker_address("heat_pump.setpoint.broker", &p.broker)?;
-                topic_to_publish("heat_pump.setpoint.topic", &p.topic)?;
-                HeatPumpDrive::Setpoint {
-                    broker: p.broker,
-                    topic: p.topic,
-                    username: p.username,
-                    password: p.password,
-                }
-            }
-            _ => return Err(
-                "heat_pump: give one of `mqtt` or `modbus` (a switch) or `setpoint` (its power)"
-                    .into(),
-            ),
+        let (drive, indoor) = thermal_drive(("heat_pump", "indoor"), r)?;
+        Ok(HeatPumpConfig { drive, indoor })
+    }
+}
+
+/// The hot-water tank's heat pump of `[home.hot_water]`: switched on and off (`mqtt` or
+/// `modbus`) or given a power setpoint (`setpoint`), as a heat pump; and the tank's temperature
+/// sensor (`tank`), without which the home follows the tank's model.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(try_from = "RawHotWater", into = "RawHotWater")]
+pub struct HotWaterConfig {
+    pub drive: HeatPumpDrive,
+    pub tank: Option<SensorConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawHotWater {
+    mqtt: Option<RawMqttSwitch>,
+    modbus: Option<RawCoil>,
+    setpoint: Option<RawSetpoint>,
+    tank: Option<SensorConfig>,
+}
+
+impl TryFrom<RawHotWater> for HotWaterConfig {
+    type Error = String;
+    fn try_from(r: RawHotWater) -> Result<HotWaterConfig, String> {
+        let raw = RawHeatPump {
+            mqtt: r.mqtt,
+            modbus: r.modbus,
+            setpoint: r.setpoint,
+            indoor: r.tank,
         };
-        if let Some(i) = &r.indoor {
-            broker_address("heat_pump.indoor.broker", &i.broker)?;
-            if i.topic.is_empty() {
-                return Err("`heat_pump.indoor.topic` is empty".into());
-            }
+        let (drive, tank) = thermal_drive(("hot_water", "tank"), raw)?;
+        Ok(HotWaterConfig { drive, tank })
+    }
+}
+
+impl From<HotWaterConfig> for RawHotWater {
+    fn from(h: HotWaterConfig) -> RawHotWater {
+        let raw = RawHeatPump::from(HeatPumpConfig {
+            drive: h.drive,
+            indoor: h.tank,
+        });
+        RawHotWater {
+            mqtt: raw.mqtt,
+            modbus: raw.modbus,
+            setpoint: raw.setpoint,
+            tank: raw.indoor,
         }
-        Ok(HeatPumpConfig {
-            drive,
-            indoor: r.indoor,
-        })
     }
 }
 
@@ -821,6 +879,21 @@ impl HomeConfig {
             }
             _ => {}
         }
+        match (&self.home.hot_water, &self.hot_water) {
+            (Some(_), None) => {
+                return Err((
+                    "home.hot_water",
+                    "the hot-water tank needs a [hot_water] table: its heat pump's switch (mqtt or modbus) or setpoint topic".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "hot_water",
+                    "a hot-water heat pump needs its tank in [home.hot_water] (litres, kwh_per_day, band_c, max_power_kw)".into(),
+                ))
+            }
+            _ => {}
+        }
         let c = &self.control;
         if !(1..=3_600).contains(&c.reversion_s) {
             return Err((
@@ -932,6 +1005,18 @@ reserve_kwh = 1
 # # ... or its power in W on a topic: setpoint = {{ broker = "192.168.1.5:1883", topic = "heatpump/set/power_w" }}
 # # A room sensor (without, the home follows the building's model):
 # indoor = {{ broker = "192.168.1.5:1883", topic = "zigbee2mqtt/living-room", field = "temperature" }}
+#
+# A hot-water tank heated by its own heat pump, moved in time within its band (°C); the day's
+# draw is 40 % from 06:00 to 08:00 UTC and 50 % from 18:00 to 21:00:
+# [home.hot_water]
+# litres = 200
+# kwh_per_day = 6
+# band_c = [45, 60]
+# max_power_kw = 2
+# [hot_water]
+# mqtt = {{ broker = "192.168.1.5:1883", topic = "cmnd/water-heater/POWER" }}
+# # or setpoint = {{ ... }} as for the heat pump; a tank sensor (without, the tank's model):
+# tank = {{ broker = "192.168.1.5:1883", topic = "water-heater/tele/SENSOR", field = "temperature" }}
 #
 # Its charger (OCPP 1.6J): point the charger at ws://THIS_HOST:8887/ocpp/wallbox-1.
 # [ev]
@@ -1198,6 +1283,60 @@ mod tests {
             (
                 format!("{}{coil}", building.replace("\"average\"", "\"leaky\"")),
                 "insulation",
+            ),
+        ] {
+            std::fs::write(&path, with(&text)).unwrap();
+            let e = HomeConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_hot_water_tank_needs_its_tank_its_drive_and_sane_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home.toml");
+        let tank = "[home.hot_water]\nlitres = 200\nkwh_per_day = 6\nband_c = [45, 60]\nmax_power_kw = 2\n";
+        let switch = "[hot_water]\nmqtt = { broker = \"127.0.0.1:1883\", topic = \"cmnd/water-heater/POWER\" }\ntank = { broker = \"127.0.0.1:1883\", topic = \"water-heater/tank\", field = \"temperature\" }\n";
+        let with = |extra: &str| format!("{}\n{extra}", template(UNDISCOVERED));
+        std::fs::write(&path, with(&format!("{tank}{switch}"))).unwrap();
+        let cfg = HomeConfig::load(&path).unwrap();
+        let hw = cfg.hot_water.unwrap();
+        assert!(matches!(
+            &hw.drive,
+            HeatPumpDrive::Switch(SwitchConfig::Mqtt { topic, .. }) if topic == "cmnd/water-heater/POWER"
+        ));
+        assert_eq!(hw.tank.unwrap().topic, "water-heater/tank");
+        assert_eq!(cfg.home.hot_water.unwrap().band_c, [45.0, 60.0]);
+        for (text, why) in [
+            (tank.to_string(), "`home.hot_water`"),
+            (switch.to_string(), "`hot_water`"),
+            (
+                format!("{tank}[hot_water]\ntank = {{ broker = \"127.0.0.1:1883\", topic = \"t\" }}\n"),
+                "hot_water: give one of `mqtt` or `modbus`",
+            ),
+            (
+                format!("{tank}[hot_water]\nsetpoint = {{ broker = \"127.0.0.1:1883\", topic = \"wh/#\" }}\n"),
+                "hot_water.setpoint.topic",
+            ),
+            (
+                format!("{tank}[hot_water]\nmodbus = {{ address = \"127.0.0.1:502\", coil = 2 }}\ntank = {{ broker = \"nowhere\", topic = \"t\" }}\n"),
+                "hot_water.tank.broker",
+            ),
+            (
+                format!("{}{switch}", tank.replace("[45, 60]", "[60, 45]")),
+                "hot_water.band_c",
+            ),
+            (
+                format!("{}{switch}", tank.replace("litres = 200", "litres = 0")),
+                "hot_water.litres",
+            ),
+            (
+                format!("{}{switch}", tank.replace("kwh_per_day = 6", "kwh_per_day = 500")),
+                "hot_water.kwh_per_day",
+            ),
+            (
+                format!("{}{switch}", tank.replace("max_power_kw = 2", "max_power_kw = -1")),
+                "hot_water.max_power_kw",
             ),
         ] {
             std::fs::write(&path, with(&text)).unwrap();

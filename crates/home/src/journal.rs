@@ -47,6 +47,14 @@ pub struct SlotRecord {
     pub planned_heat_pump_kw: Option<f64>,
     #[serde(default)]
     pub indoor_c: Option<f64>,
+    /// The hot-water tank's heat pump, measured and planned, kW, and the tank's temperature at
+    /// the slot's end (its sensor's, or the model's), °C.
+    #[serde(default)]
+    pub hot_water_kw: f64,
+    #[serde(default)]
+    pub planned_hot_water_kw: Option<f64>,
+    #[serde(default)]
+    pub tank_c: Option<f64>,
 }
 
 /// A transaction waiting for the node: what it is, and the hash once sent.

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::config::HomeConfig;
 use crate::devices::Device;
 use crate::ev::{EvCharger, EvWant};
+use crate::heat_pump::{HeatPump, Heats};
 use crate::loads::Load;
 use crate::mqtt_meter::MqttMeter;
 
@@ -73,6 +74,9 @@ pub struct PlanEntry {
     /// end, °C.
     pub heat_pump_kw: f64,
     pub indoor_c: Option<f64>,
+    /// The hot-water tank's heat pump, kW, and the tank's temperature at the slot's end, °C.
+    pub hot_water_kw: f64,
+    pub tank_c: Option<f64>,
 }
 
 /// The home as its agent sees it: the reference data with the home's measured history in place,
@@ -93,6 +97,8 @@ pub struct LiveHome {
     loads_done_kwh: Vec<f64>,
     /// The indoor temperature now, °C: the room sensor's, or the building's model.
     indoor_c: Option<f64>,
+    /// The hot-water tank's temperature now, °C: its sensor's, or the tank's model.
+    tank_c: Option<f64>,
     now_ms: u64,
     /// Which forecast the last plan used: `measured` (the home's own history) or `reference`
     /// (the standard load profile and reference weather, at cold start).
@@ -143,14 +149,22 @@ impl Household for LiveHome {
         );
         let mut ev_kwh = self.ev_session_kwh;
         let mut loads_kwh = self.loads_done_kwh.clone();
-        // The building from now to the slot's start, heated as planned.
-        let building = self.spec.heat_pump.as_ref().map(|h| {
-            let outdoor = self
-                .data
-                .outdoor(c, (slot.saturating_sub(c) as usize).max(1));
-            h.heating().store(&outdoor, 0.0)
-        });
+        // The building and the tank from now to the slot's start, heated as planned.
+        let outdoor = self
+            .data
+            .outdoor(c, (slot.saturating_sub(c) as usize).max(1));
+        let building = self
+            .spec
+            .heat_pump
+            .as_ref()
+            .map(|h| h.heating().store(&outdoor, 0.0));
+        let tank = self
+            .spec
+            .hot_water
+            .as_ref()
+            .map(|w| w.store(&outdoor, c, 0.0));
         let mut indoor = self.indoor_c;
+        let mut tank_c = self.tank_c;
         for s in c..slot {
             let frac = if s == c {
                 slot_start_ms(c + 1).saturating_sub(self.now_ms) as f64 / SLOT_MS as f64
@@ -165,6 +179,9 @@ impl Household for LiveHome {
                 }
                 if let (Some(b), Some(t)) = (&building, indoor.as_mut()) {
                     *t = b.after((s - c) as usize, *t, p.heat_pump_kw, SLOT_H * frac);
+                }
+                if let (Some(w), Some(t)) = (&tank, tank_c.as_mut()) {
+                    *t = w.after((s - c) as usize, *t, p.hot_water_kw, SLOT_H * frac);
                 }
             }
         }
@@ -186,10 +203,18 @@ impl Household for LiveHome {
             state.loads_done_kwh = loads_kwh;
         }
         state.indoor_c = indoor;
+        state.tank_c = tank_c;
         state
     }
 
     fn planned(&mut self, slot: u64, schedule: &Schedule, _after: &HomeState) {
+        let (space, water) = self.spec.thermal_stores();
+        let at = |rows: &[Vec<f64>], store: Option<usize>, k: usize| {
+            store
+                .and_then(|i| rows.get(i))
+                .and_then(|r| r.get(k))
+                .copied()
+        };
         for k in 0..schedule.import_kw.len() {
             self.plans.insert(
                 slot + k as u64,
@@ -205,15 +230,10 @@ impl Household for LiveHome {
                         .iter()
                         .map(|r| r.get(k).copied().unwrap_or(0.0))
                         .collect(),
-                    heat_pump_kw: schedule
-                        .heat_kw
-                        .first()
-                        .and_then(|r| r.get(k).copied())
-                        .unwrap_or(0.0),
-                    indoor_c: schedule
-                        .temperature_c
-                        .first()
-                        .and_then(|r| r.get(k).copied()),
+                    heat_pump_kw: at(&schedule.heat_kw, space, k).unwrap_or(0.0),
+                    indoor_c: at(&schedule.temperature_c, space, k),
+                    hot_water_kw: at(&schedule.heat_kw, water, k).unwrap_or(0.0),
+                    tank_c: at(&schedule.temperature_c, water, k),
                 },
             );
         }
@@ -309,8 +329,9 @@ struct OpenSlot {
     planned: bool,
     /// The shiftable loads' energy in the slot (rated power times the time on), kWh.
     loads_kwh: f64,
-    /// The heat pump's energy in the slot, kWh.
+    /// The heat pump's and the hot-water heat pump's energy in the slot, kWh.
     heat_kwh: f64,
+    water_kwh: f64,
 }
 
 fn delta(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -467,6 +488,11 @@ pub fn run(
                 .heat_pump
                 .as_ref()
                 .map(|h| (h.comfort_c[0] + h.comfort_c[1]) / 2.0),
+            tank_c: cfg
+                .home
+                .hot_water
+                .as_ref()
+                .map(|w| (w.band_c[0] + w.band_c[1]) / 2.0),
             now_ms: 0,
             forecast: "reference",
         }),
@@ -779,14 +805,30 @@ fn device_loop(
     };
     let mut heat_pump = cfg.home.heat_pump.as_ref().map(|spec| {
         let _guard = bg.enter();
-        let drive = cfg
+        let c = cfg
             .heat_pump
             .as_ref()
             .expect("checked: a heat pump's drive");
-        crate::heat_pump::HeatPump::new(spec.clone(), drive, &ha_id(cfg))
+        HeatPump::new(
+            Heats::Space,
+            (spec.comfort_c, spec.max_power_kw),
+            (&c.drive, c.indoor.as_ref()),
+            &ha_id(cfg),
+        )
     });
-    // The heat pump's power at the last poll (kW) and when (chain ms): the model's input.
-    let mut heat_last: Option<(f64, u64)> = None;
+    let mut hot_water = cfg.home.hot_water.as_ref().map(|spec| {
+        let _guard = bg.enter();
+        let c = cfg
+            .hot_water
+            .as_ref()
+            .expect("checked: a hot-water heat pump's drive");
+        HeatPump::new(
+            Heats::Water,
+            (spec.band_c, spec.max_power_kw),
+            (&c.drive, c.tank.as_ref()),
+            &ha_id(cfg),
+        )
+    });
     let meter_cfg = cfg.grid_meter.as_ref().expect("checked: a grid meter");
     let mut meter = match (&meter_cfg.sunspec, &meter_cfg.mqtt) {
         (Some(addr), _) => Meter::SunSpec(Device::new("grid_meter", *addr, meter_cfg.unit, None)),
@@ -863,31 +905,29 @@ fn device_loop(
         }
         let ev_now = ev.as_mut().map(|e| e.observe(slot));
         let loads_kwh: f64 = loads.iter_mut().map(|l| l.account(now)).sum();
-        // The heat pump's energy since the last poll, and the indoor temperature: the room
-        // sensor's, or the building's model run on with what the heat pump drew.
-        let (heat_kwh, heat_kw_now, indoor_c) = match heat_pump.as_mut() {
-            Some(hp) => {
-                let (kwh, kw) = hp.account(now);
+        // The heat pumps' energy since the last poll, and the indoor and the tank's temperature:
+        // their sensors', or their stores' models run on with what the heat pumps drew.
+        let (heat_kwh, heat_kw_now, indoor_c) = match (heat_pump.as_mut(), &spec.heat_pump) {
+            (Some(hp), Some(building)) => {
                 let mut h = lock(&shared.home);
-                let indoor = match hp.measured_c() {
-                    Some(c) => c,
-                    None => {
-                        let last = h.indoor_c.unwrap_or(hp.spec.comfort_c[0]);
-                        match heat_last {
-                            Some((kw_then, at)) if now > at => {
-                                let outdoor = h.data.outdoor(slot, 1);
-                                let building = hp.spec.heating().store(&outdoor, last);
-                                building.after(0, last, kw_then, (now - at) as f64 / 3_600_000.0)
-                            }
-                            _ => last,
-                        }
-                    }
-                };
-                h.indoor_c = Some(indoor);
-                heat_last = Some((kw, now));
-                (kwh, kw, Some(indoor))
+                let last = h.indoor_c.unwrap_or(building.comfort_c[0]);
+                let outdoor = h.data.outdoor(slot, 1);
+                let (kwh, kw, c) = hp.observe(now, last, |c| building.heating().store(&outdoor, c));
+                h.indoor_c = Some(c);
+                (kwh, kw, Some(c))
             }
-            None => (0.0, 0.0, None),
+            _ => (0.0, 0.0, None),
+        };
+        let (water_kwh, water_kw_now, tank_c) = match (hot_water.as_mut(), &spec.hot_water) {
+            (Some(hw), Some(tank)) => {
+                let mut h = lock(&shared.home);
+                let last = h.tank_c.unwrap_or(tank.band_c[0]);
+                let outdoor = h.data.outdoor(slot, 1);
+                let (kwh, kw, c) = hw.observe(now, last, |c| tank.store(&outdoor, slot, c));
+                h.tank_c = Some(c);
+                (kwh, kw, Some(c))
+            }
+            _ => (0.0, 0.0, None),
         };
         let capacity = cfg.home.battery.as_ref().map(|b| b.capacity_kwh);
         let regs = Registers {
@@ -970,12 +1010,14 @@ fn device_loop(
                     planned: false,
                     loads_kwh: 0.0,
                     heat_kwh: 0.0,
+                    water_kwh: 0.0,
                 })
             }
             Some(o) if o.slot == slot => {
                 o.last = o.last.updated(regs);
                 o.loads_kwh += loads_kwh;
                 o.heat_kwh += heat_kwh;
+                o.water_kwh += water_kwh;
             }
             Some(o) => {
                 let ended = std::mem::replace(
@@ -988,10 +1030,12 @@ fn device_loop(
                         // What ran since the last poll ran mostly in the slot that ended.
                         loads_kwh: 0.0,
                         heat_kwh: 0.0,
+                        water_kwh: 0.0,
                     },
                 );
                 let ended_loads_kwh = ended.loads_kwh + loads_kwh;
                 let ended_heat_kwh = ended.heat_kwh + heat_kwh;
+                let ended_water_kwh = ended.water_kwh + water_kwh;
                 if let (Some(start), Some(id)) = (ended.start, node.chain_id.as_deref()) {
                     let keys = (
                         pv.as_ref().and_then(|d| d.key.as_ref()),
@@ -1007,11 +1051,12 @@ fn device_loop(
                         start,
                         ended.last,
                         ended.planned,
-                        (ended_loads_kwh, ended_heat_kwh),
+                        (ended_loads_kwh, ended_heat_kwh, ended_water_kwh),
                         &mut journal,
                         cfg.control.max_queued_readings,
                     );
                     record.indoor_c = indoor_c;
+                    record.tank_c = tank_c;
                     let mut home = lock(&shared.home);
                     if let Some(p) = home.plans.get(&ended.slot).filter(|_| ended.planned) {
                         record.planned_battery_kw = Some(p.battery_kw);
@@ -1025,6 +1070,8 @@ fn device_loop(
                             (!p.loads_kw.is_empty()).then(|| p.loads_kw.iter().sum());
                         record.planned_heat_pump_kw =
                             cfg.home.heat_pump.as_ref().map(|_| p.heat_pump_kw);
+                        record.planned_hot_water_kw =
+                            cfg.home.hot_water.as_ref().map(|_| p.hot_water_kw);
                         let planned_soc_kwh = p.soc_kwh;
                         if full && home.ev_plugged && !home.ev_full {
                             tracing::info!(slot = ended.slot, "the EV takes no more: full");
@@ -1075,18 +1122,29 @@ fn device_loop(
             .as_ref()
             .and_then(|m| m.power_w)
             .map(|w| f64::from(w) / 1e3);
-        // The heat pump's power this poll: the plan's within the band, or the thermostat's.
-        let heat_next = match (heat_pump.as_ref(), indoor_c) {
-            (Some(hp), Some(indoor)) => {
-                let kw = hp.wanted_kw(plan.as_ref().map(|p| p.heat_pump_kw), indoor);
-                Some((kw, hp.power_after(kw, slot)))
-            }
-            _ => None,
+        // The heat pumps' power this poll: the plan's within the band, or the thermostat's.
+        let next = |hp: Option<&HeatPump>, now_c: Option<f64>, planned: Option<f64>| {
+            let (hp, now_c) = (hp?, now_c?);
+            let kw = hp.wanted_kw(planned, now_c);
+            Some((kw, hp.power_after(kw, slot)))
         };
-        // What the home draws beyond its PV: import plus discharge, and the heat pump's change
-        // about to be made (known before the meter sees it).
+        let heat_next = next(
+            heat_pump.as_ref(),
+            indoor_c,
+            plan.as_ref().map(|p| p.heat_pump_kw),
+        );
+        let water_next = next(
+            hot_water.as_ref(),
+            tank_c,
+            plan.as_ref().map(|p| p.hot_water_kw),
+        );
+        // What the home draws beyond its PV: import plus discharge, and the heat pumps' changes
+        // about to be made (known before the meter sees them).
+        let change = |next: Option<(f64, f64)>, now_kw: f64| next.map_or(0.0, |(_, a)| a - now_kw);
         let net_kw = grid_kw.map(|g| {
-            g + battery_kw.unwrap_or(0.0) + heat_next.map_or(0.0, |(_, after)| after - heat_kw_now)
+            g + battery_kw.unwrap_or(0.0)
+                + change(heat_next, heat_kw_now)
+                + change(water_next, water_kw_now)
         });
         let ev_kw = ev_now.as_ref().map(|e| e.charging_kw);
         let mut target_kw = None;
@@ -1150,6 +1208,9 @@ fn device_loop(
         // The heat pump: the plan's power within the band, or the thermostat.
         if let (Some(hp), Some((kw, _))) = (heat_pump.as_mut(), heat_next) {
             rt.block_on(hp.drive(kw, slot, refresh));
+        }
+        if let (Some(hw), Some((kw, _))) = (hot_water.as_mut(), water_next) {
+            rt.block_on(hw.drive(kw, slot, refresh));
         }
         // The shiftable loads: on until the slot's planned energy is done, or by their window.
         for (k, l) in loads.iter_mut().enumerate() {
@@ -1264,7 +1325,11 @@ fn device_loop(
             if let Some(hp) = &heat_pump {
                 s.devices.insert("heat_pump".to_string(), hp.status());
             }
+            if let Some(hw) = &hot_water {
+                s.devices.insert("hot_water".to_string(), hw.status());
+            }
             s.now.indoor_c = indoor_c;
+            s.now.tank_c = tank_c;
             s.devices.insert(
                 "grid_meter".to_string(),
                 match &meter {
@@ -1394,7 +1459,7 @@ fn close_slot(
     start: Registers,
     end: Registers,
     planned: bool,
-    (loads_kwh, heat_kwh): (f64, f64),
+    (loads_kwh, heat_kwh, water_kwh): (f64, f64, f64),
     journal: &mut Journal,
     max_queue: usize,
 ) -> SlotRecord {
@@ -1406,18 +1471,22 @@ fn close_slot(
     let exp = delta(start.grid_export, end.grid_export);
     let ev = delta(start.ev_in, end.ev_in);
     // The household's load: what the home drew, less what went into the EV, the shiftable
-    // loads and the heat pump (planned apart).
+    // loads and the heat pumps (planned apart).
     let record = SlotRecord {
         load_kw: (kwh(imp) - kwh(exp) + kwh(pv) + kwh(b_out)
             - kwh(b_in)
             - kwh(ev)
             - loads_kwh
-            - heat_kwh)
+            - heat_kwh
+            - water_kwh)
             .max(0.0)
             / SLOT_H,
         heat_pump_kw: heat_kwh / SLOT_H,
         planned_heat_pump_kw: None,
         indoor_c: None,
+        hot_water_kw: water_kwh / SLOT_H,
+        planned_hot_water_kw: None,
+        tank_c: None,
         ev_kw: kwh(ev) / SLOT_H,
         loads_kw: loads_kwh / SLOT_H,
         planned_loads_kw: None,
@@ -1609,6 +1678,8 @@ mod tests {
             loads_kw: Vec::new(),
             heat_pump_kw: 0.0,
             indoor_c: None,
+            hot_water_kw: 0.0,
+            tank_c: None,
         };
         // Planned: charge 2 kW, import 2.5 kW for a 0.5 kW home. The home draws 0.8 kW: the
         // battery charges 1.7 kW and the grid stays at the plan's 2.5 kW.

@@ -43,6 +43,8 @@ pub struct Now {
     pub ev_session_kwh: Option<f64>,
     /// The indoor temperature of a home with a heat pump, °C.
     pub indoor_c: Option<f64>,
+    /// The hot-water tank's temperature, °C.
+    pub tank_c: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -211,6 +213,17 @@ pub fn human(s: &serde_json::Value) -> String {
         kw(&n["grid_kw"]),
         n["soc_kwh"].as_f64().map_or("-".into(), |x| format!("{x:.1} kWh"))
     );
+    let celsius = |v: &serde_json::Value| v.as_f64().map(|c| format!("{c:.1} °C"));
+    match (celsius(&n["indoor_c"]), celsius(&n["tank_c"])) {
+        (None, None) => {}
+        (indoor, tank) => {
+            let parts: Vec<String> = [("indoor", indoor), ("hot water", tank)]
+                .into_iter()
+                .filter_map(|(what, c)| Some(format!("{what} {}", c?)))
+                .collect();
+            let _ = writeln!(out, "heating: {}", parts.join(", "));
+        }
+    }
     if n["ev_plugged"] == true {
         let _ = writeln!(
             out,
@@ -288,4 +301,18 @@ pub fn human(s: &serde_json::Value) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn people_read_the_house_and_the_tank_in_degrees() {
+        let s = serde_json::json!({"now": {"indoor_c": 21.26, "tank_c": 47.04}});
+        assert!(human(&s).contains("heating: indoor 21.3 °C, hot water 47.0 °C"));
+        let s = serde_json::json!({"now": {"tank_c": 52.0}});
+        assert!(human(&s).contains("heating: hot water 52.0 °C\n"));
+        assert!(!human(&serde_json::json!({"now": {}})).contains("heating"));
+    }
 }

@@ -179,12 +179,13 @@ pub fn allocate_within(
                 Direction::Import => &mut cap,
                 Direction::Export => &mut export_cap,
             };
-            for t in 0..slots {
-                if l.direction == Direction::Import {
-                    still[c][t] -= w * needs[i][t];
-                }
-                let left = (l.limit_kw - committed[c][t] - still[c][t]) / w;
-                cap[t] = cap[t].min(left.max(0.0));
+            let still = &mut still[c];
+            if l.direction == Direction::Import {
+                still.iter_mut().zip(&needs[i]).for_each(|(s, n)| *s -= w * n);
+            }
+            for ((cap, s), k) in cap.iter_mut().zip(still.iter()).zip(&committed[c]) {
+                let left = (l.limit_kw - k - s) / w;
+                *cap = cap.min(left.max(0.0));
             }
         }
         let within = |cap: Vec<f64>, own: &[f64]| -> Vec<f64> {
@@ -226,8 +227,9 @@ pub fn allocate_within(
                 Direction::Import => w,
                 Direction::Export => -w,
             };
-            for (t, c) in committed[c].iter_mut().enumerate() {
-                *c += w * (s.import_kw[t] - s.export_kw[t]);
+            let net = s.import_kw.iter().zip(&s.export_kw);
+            for (c, (import, export)) in committed[c].iter_mut().zip(net) {
+                *c += w * (import - export);
             }
         }
         planned[i] = Some((problem, s, values));

@@ -506,7 +506,8 @@ impl DeviceState {
     /// Runs the devices over one slot of actual `load_kw` and `pv_kw`: the plan's setpoints
     /// (step `k` of `planned`), or the rules without one (battery: self-consumption, never below
     /// its reserve; EV: full power from plug-in). With a plan the battery holds the grid exchange
-    /// the plan expects and takes the forecast's error. PV is curtailed only beyond the export
+    /// the plan expects and takes the forecast's error, except that where the plan exports it
+    /// discharges no more (charges no less) than planned: a shortfall there shrinks the export. PV is curtailed only beyond the export
     /// limit, `export_cap_kw` (an allocation the inverter holds) and, where the plan curtails,
     /// the plan's export.
     pub fn step(
@@ -535,7 +536,16 @@ impl DeviceState {
                     .clamp(0.0, b.power_kw);
                 let p = match planned {
                     Some((plan, k)) => {
-                        plan.import_kw[k] - plan.export_kw[k] - (load_kw - pv_kw + ev_kw)
+                        let hold =
+                            plan.import_kw[k] - plan.export_kw[k] - (load_kw - pv_kw + ev_kw);
+                        // Where the plan exports, a shortfall shrinks the export: the battery
+                        // keeps what the plan stores (feed-in pays less than the energy is worth).
+                        let planned = plan.charge_kw[k] - plan.discharge_kw[k];
+                        if plan.export_kw[k] > 1e-9 {
+                            hold.max(planned)
+                        } else {
+                            hold
+                        }
                     }
                     // Self-consumption: the surplus after the EV, or the deficit with it.
                     None => pv_kw - load_kw - ev_kw,

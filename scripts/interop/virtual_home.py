@@ -31,7 +31,7 @@ from pysunspec2's model definitions (not from gridmesh's code), with physics:
   `--switch-revert-s` after the last `ON`); 6 kWh of hot water drawn a day (40 % from 06:00 to
   08:00 UTC, 50 % from 18:00 to 21:00, the rest over the day), 1.9 W/K lost to an 18 °C room,
   the COP 2.6 + 0.05 per K of outdoor temperature above 7 °C (1.5-4); its sensor publishes
-  `water-heater/tank` (`{"temperature": °C}`);
+  `water-heater/tank` (`{"temperature": °C}`) (the plain home has no tank);
 - the connection's meter (models 1, 203, positive W importing) computed from the home's balance:
   load (the BDEW H25 profile scaled to the household, with its own daily variation) plus the EV
   and the switched loads minus PV minus battery. With `--meter-mqtt HOST:PORT` the same meter is also published as a

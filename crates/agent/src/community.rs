@@ -181,7 +181,10 @@ pub fn allocate_within(
             };
             let still = &mut still[c];
             if l.direction == Direction::Import {
-                still.iter_mut().zip(&needs[i]).for_each(|(s, n)| *s -= w * n);
+                still
+                    .iter_mut()
+                    .zip(&needs[i])
+                    .for_each(|(s, n)| *s -= w * n);
             }
             for ((cap, s), k) in cap.iter_mut().zip(still.iter()).zip(&committed[c]) {
                 let left = (l.limit_kw - k - s) / w;

@@ -945,41 +945,114 @@ fn a_charger_without_smart_charging_is_started_and_stopped_a_p1_meter_settles_th
     });
 }
 
+/// What a run through the night measured of a heat pump's store, per planned slot: the plan's
+/// and the virtual device's energy, the store's extremes, and the device's energy per tariff
+/// band, (kWh, slots): the evening at 0.45, the night at 0.10, the day at 0.30.
+struct ThermalRun {
+    planned_kwh: f64,
+    drawn_kwh: f64,
+    slots: usize,
+    coldest_c: f64,
+    warmest_c: f64,
+    evening: (f64, i32),
+    night: (f64, i32),
+    day: (f64, i32),
+    status: Value,
+    virtual_home: Value,
+}
+
+/// Runs the home on the virtual home from 19:00 through the dear evening and the cheap night to
+/// 09:00, with a heat pump heating the house (`heat`: its power set over MQTT, or switched on its
+/// Modbus coil) or the hot-water tank (`tank`). `tables(broker port, virtual home)`: the device's
+/// tables. Reads each planned slot of the journal by the device's keys: the plan's power, and the
+/// virtual home's energy, store extremes and the journal's temperature, which must stay in
+/// `within_c`.
+fn run_through_the_night(
+    name: &str,
+    (heat, tank): (Option<bool>, bool),
+    tables: impl Fn(u16, &VirtualHome) -> String,
+    [planned, drawn, min_c, max_c, at_c]: [&str; 5],
+    within_c: std::ops::Range<f64>,
+) -> ThermalRun {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Chain {
+        node, first_slot, ..
+    } = chain(d, name);
+    let url = node.url.clone();
+    let broker = common::Mosquitto::start();
+    let devices = (heat.map(|s| (broker.port, s)), tank.then_some(broker.port));
+    let vh = virtual_home(d, &url, false, None, None, devices);
+    let config = home_config(d, &url, &vh, "", &tables(broker.port, &vh), None);
+    let mut home = start_home(&config);
+    let status_file = d.join("home-data/status.json");
+    let status = || read_json(&status_file).unwrap_or(Value::Null);
+    let until = first_slot + 56;
+    wait_until("the morning", Duration::from_secs(300), || {
+        home.alive("gridmesh home");
+        status()["slot"].as_u64().is_some_and(|s| s > until)
+    });
+    let journal = read_json(&d.join("home-data/journal.json")).unwrap();
+    let virtual_home = read_json(&vh.state).unwrap();
+    let mut run = ThermalRun {
+        planned_kwh: 0.0,
+        drawn_kwh: 0.0,
+        slots: 0,
+        coldest_c: f64::MAX,
+        warmest_c: f64::MIN,
+        evening: (0.0, 0),
+        night: (0.0, 0),
+        day: (0.0, 0),
+        status: status(),
+        virtual_home: Value::Null,
+    };
+    let vslots = virtual_home["slots"].as_object().unwrap();
+    for (slot, r) in journal["history"].as_object().unwrap() {
+        let Some(p) = r[planned].as_f64() else {
+            continue;
+        };
+        let v = &vslots[slot];
+        let kwh = v[drawn].as_f64().unwrap();
+        run.planned_kwh += p / 4.0;
+        run.drawn_kwh += kwh;
+        run.slots += 1;
+        run.coldest_c = run.coldest_c.min(v[min_c].as_f64().unwrap());
+        run.warmest_c = run.warmest_c.max(v[max_c].as_f64().unwrap());
+        let band = match retail(slot.parse().unwrap()) {
+            p if p > 0.4 => &mut run.evening,
+            p if p < 0.2 => &mut run.night,
+            _ => &mut run.day,
+        };
+        band.0 += kwh;
+        band.1 += 1;
+        assert!(
+            r[at_c].as_f64().is_some_and(|c| within_c.contains(&c)),
+            "slot {slot}: {r}"
+        );
+    }
+    run.virtual_home = virtual_home;
+    run
+}
+
 /// A heat pump heating the house (`[home.heat_pump]`), reading the room sensor, given its power
 /// over MQTT or switched on and off on a Modbus coil: the plan heats the virtual building (its own
 /// model, at its own outdoor temperature, not the planner's forecast) within the comfort band, more
 /// in the cheap night than in the dear evening; the heat pump draws what the plan asks where the
 /// band allows; the journal and the status show the indoor temperature.
 fn a_heat_pump_keeps_the_house_within_its_band(setpoint: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let Chain {
-        node, first_slot, ..
-    } = chain(d, "home-heat");
-    let url = node.url.clone();
-    let broker = common::Mosquitto::start();
-    let vh = virtual_home(
-        d,
-        &url,
-        false,
-        None,
-        None,
-        (Some((broker.port, setpoint)), None),
-    );
-    let state_file = vh.state.clone();
-    let drive = if setpoint {
+    let tables = |port: u16, vh: &VirtualHome| {
+        let drive = if setpoint {
+            format!(
+                "setpoint = {{ broker = \"127.0.0.1:{port}\", topic = \"heatpump/set/power_w\" }}"
+            )
+        } else {
+            format!(
+                "modbus = {{ address = \"127.0.0.1:{}\", coil = 0 }}",
+                vh.heat_pump_port
+            )
+        };
         format!(
-            "setpoint = {{ broker = \"127.0.0.1:{}\", topic = \"heatpump/set/power_w\" }}",
-            broker.port
-        )
-    } else {
-        format!(
-            "modbus = {{ address = \"127.0.0.1:{}\", coil = 0 }}",
-            vh.heat_pump_port
-        )
-    };
-    let heat = format!(
-        r#"[home.heat_pump]
+            r#"[home.heat_pump]
 floor_m2 = 120
 insulation = "average"
 max_power_kw = 3
@@ -987,60 +1060,34 @@ comfort_c = [20, 22]
 [heat_pump]
 {drive}
 indoor = {{ broker = "127.0.0.1:{port}", topic = "home/indoor/temperature", field = "temperature" }}
-"#,
-        port = broker.port
-    );
-    let config = home_config(d, &url, &vh, "", &heat, None);
-    let mut home = start_home(&config);
-    let status_file = d.join("home-data/status.json");
-    let status = || read_json(&status_file).unwrap_or(Value::Null);
-    // From 19:00 through the dear evening and the cheap night to 09:00.
-    let until = first_slot + 56;
-    wait_until("the night", Duration::from_secs(300), || {
-        home.alive("gridmesh home");
-        status()["slot"].as_u64().is_some_and(|s| s > until)
-    });
-    let s = status();
-    let journal = read_json(&d.join("home-data/journal.json")).unwrap();
-    let vh = read_json(&state_file).unwrap();
-    let history = journal["history"].as_object().unwrap();
-    let vslots = vh["slots"].as_object().unwrap();
-    let (mut planned_kwh, mut drawn_kwh, mut slots) = (0.0, 0.0, 0);
-    let (mut coldest, mut warmest) = (f64::MAX, f64::MIN);
-    // Heat per tariff band: (kWh, slots) in the evening at 0.45 and the night at 0.10.
-    let (mut evening, mut night) = ((0.0, 0), (0.0, 0));
-    for (slot, r) in history {
-        let Some(p) = r["planned_heat_pump_kw"].as_f64() else {
-            continue;
-        };
-        let v = &vslots[slot];
-        let drawn = v["heat_kwh"].as_f64().unwrap();
-        planned_kwh += p / 4.0;
-        drawn_kwh += drawn;
-        slots += 1;
-        coldest = coldest.min(v["indoor_min_c"].as_f64().unwrap());
-        warmest = warmest.max(v["indoor_max_c"].as_f64().unwrap());
-        let n: u64 = slot.parse().unwrap();
-        let band = match retail(n) {
-            p if p > 0.4 => &mut evening,
-            p if p < 0.2 => &mut night,
-            _ => continue,
-        };
-        band.0 += drawn;
-        band.1 += 1;
-        assert!(
-            r["indoor_c"]
-                .as_f64()
-                .is_some_and(|c| (19.0..23.0).contains(&c)),
-            "slot {slot}: {r}"
-        );
-    }
+"#
+        )
+    };
+    let keys = [
+        "planned_heat_pump_kw",
+        "heat_kwh",
+        "indoor_min_c",
+        "indoor_max_c",
+        "indoor_c",
+    ];
+    let name = "home-heat";
+    let r = run_through_the_night(name, (Some(setpoint), false), tables, keys, 19.0..23.0);
+    let ThermalRun {
+        planned_kwh,
+        drawn_kwh,
+        slots,
+        evening,
+        night,
+        ..
+    } = r;
     let per_slot = |(kwh, n): (f64, i32)| kwh / f64::from(n.max(1));
     eprintln!(
-        "{slots} planned slots: {planned_kwh:.2} kWh of heating planned, {drawn_kwh:.2} drawn; {coldest:.2}-{warmest:.2} °C; {:.3} kWh a slot in the evening, {:.3} at night; {} setpoints",
+        "{slots} planned slots: {planned_kwh:.2} kWh of heating planned, {drawn_kwh:.2} drawn; {:.2}-{:.2} °C; {:.3} kWh a slot in the evening, {:.3} at night; {} setpoints",
+        r.coldest_c,
+        r.warmest_c,
         per_slot(evening),
         per_slot(night),
-        vh["building"]["setpoints"]
+        r.virtual_home["building"]["setpoints"]
     );
     assert!(slots >= 40, "{slots} planned slots");
     assert!(planned_kwh > 5.0, "{planned_kwh}");
@@ -1051,12 +1098,18 @@ indoor = {{ broker = "127.0.0.1:{port}", topic = "home/indoor/temperature", fiel
         drawn_kwh >= 0.9 * planned_kwh - 0.5 && drawn_kwh <= (1.0 + over) * planned_kwh + 0.5,
         "{drawn_kwh} drawn, {planned_kwh} planned"
     );
-    assert!(coldest >= 19.8 && warmest <= 22.3, "{coldest}-{warmest}");
+    assert!(
+        r.coldest_c >= 19.8 && r.warmest_c <= 22.3,
+        "{}-{}",
+        r.coldest_c,
+        r.warmest_c
+    );
     assert!(evening.1 > 4 && night.1 > 4, "{evening:?} {night:?}");
     assert!(
         per_slot(night) > per_slot(evening),
         "heat moved to the cheap night: {night:?} against {evening:?}"
     );
+    let s = &r.status;
     assert_eq!(s["devices"]["heat_pump"]["connected"], true, "{s}");
     assert!(
         s["now"]["indoor_c"]
@@ -1083,17 +1136,9 @@ fn a_heat_pump_switched_on_and_off_by_the_plan_keeps_the_house_within_its_band()
 /// the band needs, draws what the plan asks, and the journal and the status show the tank.
 #[test]
 fn a_hot_water_tank_is_heated_within_its_band_and_not_in_the_dear_evening() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let Chain {
-        node, first_slot, ..
-    } = chain(d, "home-tank");
-    let url = node.url.clone();
-    let broker = common::Mosquitto::start();
-    let vh = virtual_home(d, &url, false, None, None, (None, Some(broker.port)));
-    let state_file = vh.state.clone();
-    let tank = format!(
-        r#"[home.hot_water]
+    let tables = |port: u16, _: &VirtualHome| {
+        format!(
+            r#"[home.hot_water]
 litres = 200
 kwh_per_day = 6
 band_c = [45, 60]
@@ -1101,57 +1146,31 @@ max_power_kw = 2
 [hot_water]
 mqtt = {{ broker = "127.0.0.1:{port}", topic = "cmnd/water-heater/POWER" }}
 tank = {{ broker = "127.0.0.1:{port}", topic = "water-heater/tank", field = "temperature" }}
-"#,
-        port = broker.port
-    );
-    let config = home_config(d, &url, &vh, "", &tank, None);
-    let mut home = start_home(&config);
-    let status_file = d.join("home-data/status.json");
-    let status = || read_json(&status_file).unwrap_or(Value::Null);
-    let until = first_slot + 56;
-    wait_until("the morning", Duration::from_secs(300), || {
-        home.alive("gridmesh home");
-        status()["slot"].as_u64().is_some_and(|s| s > until)
-    });
-    let s = status();
-    let journal = read_json(&d.join("home-data/journal.json")).unwrap();
-    let vh = read_json(&state_file).unwrap();
-    let history = journal["history"].as_object().unwrap();
-    let vslots = vh["slots"].as_object().unwrap();
-    let (mut planned_kwh, mut drawn_kwh, mut slots) = (0.0, 0.0, 0);
-    let (mut coldest, mut hottest) = (f64::MAX, f64::MIN);
-    // Heat per tariff band: (kWh, slots) in the evening at 0.45, the night at 0.10, and the
-    // morning's draw from 07:00 at 0.30.
-    let (mut evening, mut night, mut morning) = ((0.0, 0), (0.0, 0), (0.0, 0));
-    for (slot, r) in history {
-        let Some(p) = r["planned_hot_water_kw"].as_f64() else {
-            continue;
-        };
-        let v = &vslots[slot];
-        let drawn = v["water_kwh"].as_f64().unwrap();
-        planned_kwh += p / 4.0;
-        drawn_kwh += drawn;
-        slots += 1;
-        coldest = coldest.min(v["tank_min_c"].as_f64().unwrap());
-        hottest = hottest.max(v["tank_max_c"].as_f64().unwrap());
-        let n: u64 = slot.parse().unwrap();
-        let band = match retail(n) {
-            p if p > 0.4 => &mut evening,
-            p if p < 0.2 => &mut night,
-            _ => &mut morning,
-        };
-        band.0 += drawn;
-        band.1 += 1;
-        assert!(
-            r["tank_c"]
-                .as_f64()
-                .is_some_and(|c| (44.0..61.0).contains(&c)),
-            "slot {slot}: {r}"
-        );
-    }
+"#
+        )
+    };
+    let keys = [
+        "planned_hot_water_kw",
+        "water_kwh",
+        "tank_min_c",
+        "tank_max_c",
+        "tank_c",
+    ];
+    let r = run_through_the_night("home-tank", (None, true), tables, keys, 44.0..61.0);
+    let ThermalRun {
+        planned_kwh,
+        drawn_kwh,
+        slots,
+        evening,
+        night,
+        day,
+        ..
+    } = r;
     eprintln!(
-        "{slots} planned slots: {planned_kwh:.2} kWh of hot water heating planned, {drawn_kwh:.2} drawn; tank {coldest:.2}-{hottest:.2} °C; evening {evening:?}, night {night:?}, morning {morning:?}; {} switch commands",
-        vh["tank"]["commands"]
+        "{slots} planned slots: {planned_kwh:.2} kWh of hot water heating planned, {drawn_kwh:.2} drawn; tank {:.2}-{:.2} °C; evening {evening:?}, night {night:?}, morning {day:?}; {} switch commands",
+        r.coldest_c,
+        r.warmest_c,
+        r.virtual_home["tank"]["commands"]
     );
     assert!(slots >= 40, "{slots} planned slots");
     // The day's draws need about 1.5 kWh of heat over the night and morning: at a COP of 2.4
@@ -1167,9 +1186,14 @@ tank = {{ broker = "127.0.0.1:{port}", topic = "water-heater/tank", field = "tem
     );
     // A switch that runs a slot's energy first dips below the band's edge before the slot's end,
     // until the guard switches it on; a 2 kW heater lifts 200 l by 0.4 K a minute.
-    assert!(coldest >= 44.0 && hottest <= 61.0, "{coldest}-{hottest}");
     assert!(
-        evening.1 > 4 && night.1 > 4 && morning.1 > 4,
+        r.coldest_c >= 44.0 && r.warmest_c <= 61.0,
+        "{}-{}",
+        r.coldest_c,
+        r.warmest_c
+    );
+    assert!(
+        evening.1 > 4 && night.1 > 4 && day.1 > 4,
         "{evening:?} {night:?}"
     );
     // At the dear evening's price the heater runs only what holds the tank at the band's low
@@ -1178,6 +1202,7 @@ tank = {{ broker = "127.0.0.1:{port}", topic = "water-heater/tank", field = "tem
     // on its thermostat at 55-60 °C would run 1.3 kWh). The morning's draw is the battery's and
     // the night's to share (the battery charges at 0.10 too), so no split is asserted there.
     assert!(evening.0 < 0.6, "{evening:?}");
+    let s = &r.status;
     assert_eq!(s["devices"]["hot_water"]["connected"], true, "{s}");
     assert!(
         s["now"]["tank_c"]

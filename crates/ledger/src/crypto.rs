@@ -246,9 +246,8 @@ pub fn verify_batch(
         return Ok(());
     }
     let cores = match parallelism {
-        Parallelism::AllCores => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        // rayon's threads, kept for the process (a block verifies every few seconds).
+        Parallelism::AllCores => rayon::current_num_threads(),
         Parallelism::ThisThread => 1,
     };
     let threads = cores
@@ -258,22 +257,17 @@ pub fn verify_batch(
     if threads == 1 {
         return verify_chunk(items, 0);
     }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, c)| s.spawn(move || verify_chunk(c, i * chunk)))
-            .collect();
-        let mut first_err: Option<(usize, SignatureError)> = None;
-        for h in handles {
-            if let Err(e) = h.join().expect("verification thread panicked") {
-                if first_err.as_ref().is_none_or(|f| e.0 < f.0) {
-                    first_err = Some(e);
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    })
+    use rayon::prelude::*;
+    let results: Vec<Result<(), (usize, SignatureError)>> = items
+        .par_chunks(chunk)
+        .enumerate()
+        .map(|(i, c)| verify_chunk(c, i * chunk))
+        .collect();
+    // The first invalid item in the items' order.
+    results
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
 }
 
 /// Signatures per batch-verification call: beyond a few hundred the per-signature cost stops falling

@@ -338,8 +338,8 @@ fn heads(bucket: &[KvEntry]) -> Arc<[Head]> {
 pub struct KvSpace {
     buckets: Vec<Arc<KvBucket>>,
     heads: Vec<Arc<[Head]>>,
-    hashes: Vec<Hash32>,
-    root: Hash32,
+    /// The buckets' hashes and the tree over them.
+    tree: merkle::Tree,
 }
 
 impl Default for KvSpace {
@@ -358,10 +358,9 @@ impl KvSpace {
         }
         let hashes: Vec<Hash32> = buckets.iter().map(|b| hash_bucket(b)).collect();
         KvSpace {
-            root: merkle::root(&hashes),
+            tree: merkle::Tree::new(hashes),
             heads: buckets.iter().map(|b| heads(b)).collect(),
             buckets: buckets.into_iter().map(Arc::new).collect(),
-            hashes,
         }
     }
 
@@ -375,7 +374,7 @@ impl KvSpace {
     }
 
     pub fn root(&self) -> Hash32 {
-        self.root
+        self.tree.root()
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -409,19 +408,19 @@ impl KvSpace {
         &self.buckets[i]
     }
 
-    pub(crate) fn hashes(&self) -> &[Hash32] {
-        &self.hashes
+    pub(crate) fn tree(&self) -> &merkle::Tree {
+        &self.tree
     }
 
-    /// Applies new contents of touched buckets; `root` must be the root they lead to.
-    pub(crate) fn apply(&mut self, touched: Vec<(usize, KvBucket, Hash32)>, root: Hash32) {
+    /// Applies new contents of touched buckets; `tree` must be the tree over their hashes.
+    pub(crate) fn apply(&mut self, touched: Vec<(usize, KvBucket, Hash32)>, tree: merkle::Tree) {
         for (b, entries, hash) in touched {
+            debug_assert_eq!(tree.leaves()[b], hash);
             self.heads[b] = heads(&entries);
             self.buckets[b] = Arc::new(entries);
-            self.hashes[b] = hash;
         }
-        debug_assert_eq!(merkle::root(&self.hashes), root);
-        self.root = root;
+        debug_assert_eq!(merkle::root(tree.leaves()), tree.root());
+        self.tree = tree;
     }
 }
 

@@ -42,6 +42,64 @@ fn next_level(level: &[Hash32]) -> Vec<Hash32> {
         .collect()
 }
 
+/// A tree kept whole, every level, so that changing a few leaves costs their paths to the root
+/// instead of the whole tree (a block touches a few of the state's buckets): the same root as
+/// [`root`] over the same leaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    /// Leaves first; each level above has half as many nodes (rounded up), the last one node.
+    levels: Vec<Vec<Hash32>>,
+}
+
+impl Tree {
+    pub fn new(leaves: Vec<Hash32>) -> Tree {
+        let mut levels = vec![leaves];
+        while let Some(top) = levels.last().filter(|l| l.len() > 1) {
+            let up = next_level(top);
+            levels.push(up);
+        }
+        Tree { levels }
+    }
+
+    pub fn leaves(&self) -> &[Hash32] {
+        &self.levels[0]
+    }
+
+    pub fn root(&self) -> Hash32 {
+        match self.levels.last().and_then(|l| l.first()) {
+            Some(r) => *r,
+            None => Hash32(*blake3::hash(b"").as_bytes()),
+        }
+    }
+
+    /// The tree with leaves `changes` (index, new leaf) replaced; every index is a leaf's.
+    pub fn updated(&self, changes: impl IntoIterator<Item = (usize, Hash32)>) -> Tree {
+        let mut t = self.clone();
+        let mut dirty: Vec<usize> = changes
+            .into_iter()
+            .map(|(i, leaf)| {
+                t.levels[0][i] = leaf;
+                i
+            })
+            .collect();
+        dirty.sort_unstable();
+        dirty.dedup();
+        for up in 1..t.levels.len() {
+            let (below, above) = t.levels.split_at_mut(up);
+            let (below, level) = (&below[up - 1], &mut above[0]);
+            dirty = dirty.into_iter().map(|i| i / 2).collect();
+            dirty.dedup();
+            for &p in &dirty {
+                level[p] = match below.get(2 * p + 1) {
+                    Some(right) => node_hash(&below[2 * p], right),
+                    None => below[2 * p],
+                };
+            }
+        }
+        t
+    }
+}
+
 /// The most levels a proof may have: 2^40 leaves is far beyond any tree we build.
 pub const MAX_PROOF_DEPTH: usize = 40;
 
@@ -96,6 +154,43 @@ pub fn verify_proof(root: &Hash32, leaf: &Hash32, index: u64, count: u64, path: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Changing any leaves of a kept tree gives the root of the whole tree computed again, at
+    /// every size (carried nodes included).
+    #[test]
+    fn a_kept_tree_updated_in_place_has_the_roots_of_the_whole_tree() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for n in 0..=40usize {
+            let mut leaves: Vec<Hash32> = (0..n).map(|i| Hash32([i as u8; 32])).collect();
+            let mut tree = Tree::new(leaves.clone());
+            assert_eq!(tree.root(), root(&leaves), "{n} leaves");
+            for round in 0..6u8 {
+                if n == 0 {
+                    break;
+                }
+                let changes: Vec<(usize, Hash32)> = (0..1 + next() % 5)
+                    .map(|_| (next() as usize % n, Hash32([round.wrapping_add(100); 32])))
+                    .map(|(i, mut h)| {
+                        h.0[1] = i as u8;
+                        (i, h)
+                    })
+                    .collect();
+                for (i, h) in &changes {
+                    leaves[*i] = *h;
+                }
+                tree = tree.updated(changes);
+                assert_eq!(tree.leaves(), leaves.as_slice());
+                assert_eq!(tree.root(), root(&leaves), "{n} leaves, round {round}");
+                assert_eq!(tree, Tree::new(leaves.clone()));
+            }
+        }
+    }
 
     #[test]
     fn root_depends_on_every_leaf_and_order() {

@@ -156,7 +156,8 @@ fn state_root(accounts_root: Hash32, kv_root: Hash32) -> Hash32 {
 #[derive(Clone, Debug)]
 pub struct State {
     buckets: Vec<Arc<Bucket>>,
-    bucket_hashes: Vec<Hash32>,
+    /// The account buckets' hashes and the tree over them.
+    tree: merkle::Tree,
     kv: KvSpace,
     root: Hash32,
 }
@@ -188,10 +189,11 @@ impl State {
         }
         let bucket_hashes: Vec<Hash32> = buckets.iter().map(|b| hash_bucket(b)).collect();
         let buckets = buckets.into_iter().map(Arc::new).collect();
-        let root = state_root(merkle::root(&bucket_hashes), kv.root());
+        let tree = merkle::Tree::new(bucket_hashes);
+        let root = state_root(tree.root(), kv.root());
         State {
             buckets,
-            bucket_hashes,
+            tree,
             kv,
             root,
         }
@@ -256,11 +258,12 @@ impl State {
     pub fn apply(&mut self, diff: StateDiff) {
         for (b, entries, hash) in diff.buckets {
             self.buckets[b] = Arc::new(entries);
-            self.bucket_hashes[b] = hash;
+            debug_assert_eq!(diff.tree.leaves()[b], hash);
         }
-        self.kv.apply(diff.kv, diff.kv_root);
+        self.tree = diff.tree;
+        self.kv.apply(diff.kv, diff.kv_tree);
         debug_assert_eq!(
-            state_root(merkle::root(&self.bucket_hashes), self.kv.root()),
+            state_root(merkle::root(self.tree.leaves()), self.kv.root()),
             diff.root
         );
         self.root = diff.root;
@@ -304,14 +307,16 @@ impl TxContext<'_> {
 }
 
 /// The changes one block makes, with the commitment they lead to.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StateDiff {
     /// Every touched account bucket's new contents and hash.
     pub buckets: Vec<(usize, Bucket, Hash32)>,
     /// Every touched key/value bucket's new contents and hash.
     pub kv: Vec<(usize, kv::KvBucket, Hash32)>,
-    /// The key/value namespace root after the changes.
-    pub kv_root: Hash32,
+    /// The tree over the account buckets' hashes after the changes.
+    pub tree: merkle::Tree,
+    /// The tree over the key/value buckets' hashes after the changes.
+    pub kv_tree: merkle::Tree,
     /// The state root after the changes.
     pub root: Hash32,
 }
@@ -460,13 +465,22 @@ impl Overlay<'_> {
 
     /// Computes the touched buckets' new contents and the new commitment (the base is untouched).
     pub fn finish(self) -> StateDiff {
-        let mut kv_hashes = self.base.kv.hashes().to_vec();
         let mut kv_touched = Vec::new();
-        // Group by bucket (computed once per key: it hashes the key's group), keys sorted within.
+        // Group by bucket, keys sorted within. A key's bucket hashes its group (tag and group);
+        // the keys of one group are adjacent in key order, so each group is hashed once.
+        let mut last: Option<(&[u8], usize)> = None;
         let mut kv_changes: Vec<_> = self
             .kv
             .iter()
-            .map(|(k, v)| (kv::bucket_of(k), k, v))
+            .map(|(k, v)| {
+                let group = k.get(..kv::GROUP_LEN);
+                let b = match last {
+                    Some((g, b)) if Some(g) == group => b,
+                    _ => kv::bucket_of(k),
+                };
+                last = group.map(|g| (g, b));
+                (b, k, v)
+            })
             .collect();
         kv_changes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         for group in kv_changes.chunk_by(|a, b| a.0 == b.0) {
@@ -475,11 +489,13 @@ impl Overlay<'_> {
                 group.iter().map(|(_, k, v)| (*k, *v)).collect();
             let merged = kv::merge(self.base.kv.bucket(b), &entries);
             let hash = kv::hash_bucket(&merged);
-            kv_hashes[b] = hash;
             kv_touched.push((b, merged, hash));
         }
-        let kv_root = merkle::root(&kv_hashes);
-        let mut all = self.base.bucket_hashes.clone();
+        let kv_tree = self
+            .base
+            .kv
+            .tree()
+            .updated(kv_touched.iter().map(|(b, _, h)| (*b, *h)));
         let mut buckets = Vec::new();
         let mut changes: Vec<(Address, Account)> = self.changes.into_iter().collect();
         changes.sort_unstable_by_key(|(address, _)| *address);
@@ -487,14 +503,18 @@ impl Overlay<'_> {
             let b = bucket_of(&group[0].0);
             let merged = merge(&self.base.buckets[b], group);
             let hash = hash_bucket(&merged);
-            all[b] = hash;
             buckets.push((b, merged, hash));
         }
+        let tree = self
+            .base
+            .tree
+            .updated(buckets.iter().map(|(b, _, h)| (*b, *h)));
         StateDiff {
-            root: state_root(merkle::root(&all), kv_root),
+            root: state_root(tree.root(), kv_tree.root()),
             buckets,
             kv: kv_touched,
-            kv_root,
+            tree,
+            kv_tree,
         }
     }
 }

@@ -536,7 +536,11 @@ mod tests {
         let key = Keypair::from_seed([3; 32]);
         let (block, receipts) = block_with(1, 600, &key); // three chunks, the last one partial
         store
-            .commit_block(&block, &receipts, &Default::default())
+            .commit_block(
+                &block,
+                &receipts,
+                &crate::state::State::default().overlay().finish(),
+            )
             .unwrap();
         assert_eq!(store.block(1).unwrap().unwrap(), block);
         assert_eq!(
@@ -581,7 +585,11 @@ mod tests {
         for height in 1..=8u64 {
             let (block, receipts) = block_with(height, 4, &key);
             store
-                .commit_block(&block, &receipts, &Default::default())
+                .commit_block(
+                    &block,
+                    &receipts,
+                    &crate::state::State::default().overlay().finish(),
+                )
                 .unwrap();
             let hashes: Vec<Hash32> = receipts.iter().map(|r| r.tx_hash).collect();
             store.index_block(height, &hashes).unwrap();

@@ -137,25 +137,10 @@ pub fn build(s: &Scenario, inputs: &Inputs) -> Community {
         (h, hp_kw)
     };
     // Each home draws from its own seed, so drawing them on every core gives the same community.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = s.homes.count.div_ceil(threads).max(1);
-    let (homes, heat_pump_kw): (Vec<Home>, Vec<f64>) = std::thread::scope(|scope| {
-        let parts: Vec<_> = (0..s.homes.count)
-            .step_by(chunk)
-            .map(|from| {
-                let home = &home;
-                scope.spawn(move || {
-                    (from..(from + chunk).min(s.homes.count))
-                        .map(home)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().expect("a home-drawing thread"))
-            .unzip()
-    });
+    let (homes, heat_pump_kw): (Vec<Home>, Vec<f64>) = {
+        use rayon::prelude::*;
+        (0..s.homes.count).into_par_iter().map(home).unzip()
+    };
     Community {
         homes: study::Community {
             homes,

@@ -500,34 +500,36 @@ pub fn run_on(
                     net_kw: d.net_kw,
                 }
             };
-        let (cleared, bills, verdicts) = std::thread::scope(|scope| {
-            let block = scope.spawn(move || {
-                ledger_ref.block(txs, slot_start_ms(chain_slot(u)))?;
-                let cleared = if in_period {
-                    ledger_ref.slot(chain_slot(u))
-                } else {
-                    None
-                };
-                let bills = settling.as_ref().map(|(settled, readings, island)| {
-                    settled_bills(
-                        ledger_ref,
-                        index_ref,
-                        chain_slot(*settled),
-                        readings,
-                        tou_ref,
-                        *settled,
-                        *island,
-                    )
-                });
-                let verdicts = settling.as_ref().map(|(settled, ..)| {
-                    let slot = chain_slot(*settled);
-                    (
-                        slot,
-                        crate::devices::Inverters::judged(&*ledger_ref, slot, &keyed),
-                    )
-                });
-                Ok::<_, String>((cleared, bills, verdicts))
+        // The ledger's block beside the slot's homes, agents and power flow, on the pool's
+        // threads (rayon's, kept for the run: no thread started per slot).
+        let block = move || {
+            ledger_ref.block(txs, slot_start_ms(chain_slot(u)))?;
+            let cleared = if in_period {
+                ledger_ref.slot(chain_slot(u))
+            } else {
+                None
+            };
+            let bills = settling.as_ref().map(|(settled, readings, island)| {
+                settled_bills(
+                    ledger_ref,
+                    index_ref,
+                    chain_slot(*settled),
+                    readings,
+                    tou_ref,
+                    *settled,
+                    *island,
+                )
             });
+            let verdicts = settling.as_ref().map(|(settled, ..)| {
+                let slot = chain_slot(*settled);
+                (
+                    slot,
+                    crate::devices::Inverters::judged(&*ledger_ref, slot, &keyed),
+                )
+            });
+            Ok::<_, String>((cleared, bills, verdicts))
+        };
+        let slot = || {
             if in_period {
                 // 3. The slot itself.
                 island_slots[u] = islanded(u);
@@ -751,9 +753,9 @@ pub fn run_on(
                 }
                 acc.slot_done(u, &nets);
             }
-            block.join().expect("the ledger thread")
-        })
-        .map_err(SimError::Chain)?;
+        };
+        let ((), block) = rayon::join(slot, block);
+        let (cleared, bills, verdicts) = block.map_err(SimError::Chain)?;
         if in_period {
             acc.cleared(u, cleared);
             progress(u + 1 - first, c.slots);

@@ -18,14 +18,7 @@ fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
 
 /// The root over already-hashed leaves (use [`leaf_hash`] to make them).
 pub fn root(leaves: &[Hash32]) -> Hash32 {
-    if leaves.is_empty() {
-        return Hash32(*blake3::hash(b"").as_bytes());
-    }
-    let mut level: Vec<Hash32> = leaves.to_vec();
-    while level.len() > 1 {
-        level = next_level(&level);
-    }
-    level[0]
+    Tree::new(leaves.to_vec()).root()
 }
 
 /// The level above: pairs hashed, an odd last node carried up.
@@ -109,17 +102,13 @@ pub fn proof(leaves: &[Hash32], index: usize) -> Option<Vec<Hash32>> {
     if index >= leaves.len() {
         return None;
     }
-    let mut path = Vec::new();
-    let mut level: Vec<Hash32> = leaves.to_vec();
-    let mut i = index;
-    while level.len() > 1 {
-        let sibling = i ^ 1;
-        if sibling < level.len() {
-            path.push(level[sibling]);
-        }
-        level = next_level(&level);
-        i /= 2;
-    }
+    let tree = Tree::new(leaves.to_vec());
+    let below_root = &tree.levels[..tree.levels.len() - 1];
+    let path = below_root
+        .iter()
+        .enumerate()
+        .filter_map(|(up, level)| level.get((index >> up) ^ 1).copied())
+        .collect();
     Some(path)
 }
 

@@ -15,7 +15,11 @@ from pysunspec2's model definitions (not from gridmesh's code), with physics:
   allow (the lower of ChargePointMaxProfile and the highest-stacked TxDefaultProfile in force at
   the moment, up to the EV's `--ev-kw`; its own maximum once the profiles run out), sending meter
   values every chain minute. With `--ev-start-stop` it answers SetChargingProfile `NotSupported`
-  and charges at full power while a transaction runs, started and stopped remotely;
+  and charges at full power while a transaction runs, started and stopped remotely. With
+  `--ev-ocpp 2.0.1` it is an OCPP 2.0.1 charging station instead (the same package's v201): its
+  device model answers GetVariables of the SmartChargingCtrlr (`Enabled` false with
+  `--ev-start-stop`), it takes ChargingStationMaxProfile and TxDefaultProfile profiles, and
+  reports its transaction by TransactionEvent; RequestStart/StopTransaction start and stop it;
 - shiftable loads behind switches: a 2 kW boiler switched over MQTT (`--boiler-mqtt HOST:PORT`,
   Tasmota's `cmnd/boiler/POWER` with `ON`/`OFF`, paho-mqtt) and a 1.5 kW heat pump on a Modbus
   coil (`--heat-pump-port P`, coil 0, pymodbus); each turns itself off `--switch-revert-s` real
@@ -334,21 +338,194 @@ def charge_point_class():
     return ChargePoint
 
 
+def station_class():
+    """The OCPP 2.0.1 charging station: the same EV, its profiles kept in 1.6J's shape (one
+    schedule, `charging_profile_id`) so the composite limit is computed one way."""
+    from ocpp.exceptions import NotSupportedError
+    from ocpp.routing import on
+    from ocpp.v201 import ChargePoint as Cp
+    from ocpp.v201 import call_result
+    from ocpp.v201.enums import Action
+
+    class Station(Cp):
+        ev = None
+        smart = True
+        remote = []
+
+        def variables(self):
+            return {"Enabled": "true" if self.smart else "false", "RateUnit": "A,W",
+                    "PeriodsPerSchedule": "24", "ProfileStackLevel": "3",
+                    "Entries/ChargingProfiles": "4"}
+
+        @on(Action.get_variables)
+        def on_get_variables(self, get_variable_data, **_):
+            known, results = self.variables(), []
+            for d in get_variable_data:
+                var = d["variable"]
+                name = var["name"] + ("/" + var["instance"] if var.get("instance") else "")
+                value = known.get(name) if d["component"]["name"] == "SmartChargingCtrlr" else None
+                r = {"attribute_status": "Accepted" if value is not None else "UnknownVariable",
+                     "component": d["component"], "variable": var}
+                if value is not None:
+                    r["attribute_value"] = value
+                results.append(r)
+            return call_result.GetVariables(get_variable_result=results)
+
+        @on(Action.set_charging_profile)
+        def on_set_charging_profile(self, evse_id, charging_profile, **_):
+            if not self.smart:
+                self.ev.received["rejected"] += 1
+                raise NotSupportedError(description="smart charging is disabled")
+            p = dict(charging_profile)
+            p["charging_schedule"] = p["charging_schedule"][0]
+            p["charging_profile_id"] = p["id"]
+            key = (evse_id, p["charging_profile_purpose"])
+            plist = [q for q in self.ev.profiles.get(key, [])
+                     if q["charging_profile_id"] != p["charging_profile_id"]
+                     and q["stack_level"] != p["stack_level"]]
+            self.ev.profiles[key] = plist + [p]
+            self.ev.received["profiles"] += 1
+            return call_result.SetChargingProfile(status="Accepted")
+
+        @on(Action.clear_charging_profile)
+        def on_clear_charging_profile(self, charging_profile_id=None, **_):
+            for key in list(self.ev.profiles):
+                self.ev.profiles[key] = [q for q in self.ev.profiles[key]
+                                         if charging_profile_id is not None
+                                         and q["charging_profile_id"] != charging_profile_id]
+            return call_result.ClearChargingProfile(status="Accepted")
+
+        @on(Action.request_start_transaction)
+        def on_request_start(self, id_token, remote_start_id, **_):
+            ok = self.ev.plugged and self.ev.transaction is None
+            self.ev.received["remote_start"] += 1
+            if ok:
+                self.remote.append(("start", id_token["id_token"]))
+            return call_result.RequestStartTransaction(status="Accepted" if ok else "Rejected")
+
+        @on(Action.request_stop_transaction)
+        def on_request_stop(self, transaction_id, **_):
+            ok = self.ev.transaction == transaction_id
+            self.ev.received["remote_stop"] += 1
+            if ok:
+                self.remote.append(("stop", None))
+            return call_result.RequestStopTransaction(status="Accepted" if ok else "Rejected")
+
+    return Station
+
+
+class Ocpp16:
+    """What the charger tells the central system, in 1.6J."""
+
+    subprotocol = "ocpp1.6"
+
+    def __init__(self, cp, world, ev, tag):
+        from ocpp.v16 import call
+        from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
+        self.cp, self.world, self.ev, self.tag = cp, world, ev, tag
+        self.call, self.err, self.st = call, ChargePointErrorCode, ChargePointStatus
+
+    async def status(self, what):
+        s = {"available": self.st.available, "plugged": self.st.preparing,
+             "charging": self.st.charging, "suspended": self.st.suspended_evse}[what]
+        await self.cp.call(self.call.StatusNotification(connector_id=1, error_code=self.err.no_error,
+                                                        status=s))
+
+    async def boot(self):
+        await self.cp.call(self.call.BootNotification(charge_point_model="Wallbox-11",
+                                                      charge_point_vendor="virtual-home"))
+
+    async def start_tx(self):
+        r = await self.cp.call(self.call.StartTransaction(
+            connector_id=1, id_tag=self.tag, meter_start=int(self.ev.register_wh),
+            timestamp=iso(self.world.now_ms())))
+        self.ev.transaction = r.transaction_id
+        await self.status("charging")
+
+    async def stop_tx(self, reason):
+        tx, self.ev.transaction = self.ev.transaction, None
+        await self.cp.call(self.call.StopTransaction(
+            transaction_id=tx, meter_stop=int(self.ev.register_wh),
+            timestamp=iso(self.world.now_ms()), id_tag=self.tag, reason=reason))
+
+    async def meter(self, now):
+        ev = self.ev
+        await self.cp.call(self.call.MeterValues(connector_id=1, transaction_id=ev.transaction, meter_value=[{
+            "timestamp": iso(now),
+            "sampledValue": [
+                {"value": f"{ev.register_wh:.1f}", "measurand": "Energy.Active.Import.Register",
+                 "unit": "Wh"},
+                {"value": f"{ev.kw * 1000:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+            ],
+        }]))
+
+
+class Ocpp201:
+    """What the charging station tells the central system, in 2.0.1."""
+
+    subprotocol = "ocpp2.0.1"
+
+    def __init__(self, cp, world, ev, tag):
+        from ocpp.v201 import call
+        self.cp, self.world, self.ev, self.tag, self.call = cp, world, ev, tag, call
+        self.seq, self.count = 0, 0
+
+    async def status(self, what):
+        s = "Available" if what == "available" else "Occupied"
+        await self.cp.call(self.call.StatusNotification(
+            timestamp=iso(self.world.now_ms()), connector_status=s, evse_id=1, connector_id=1))
+
+    async def boot(self):
+        await self.cp.call(self.call.BootNotification(
+            charging_station={"model": "Wallbox-22", "vendor_name": "virtual-home"}, reason="PowerUp"))
+
+    def register(self, now, context):
+        return [{"timestamp": iso(now), "sampled_value": [
+            {"value": round(self.ev.register_wh, 1), "measurand": "Energy.Active.Import.Register",
+             "unit_of_measure": {"unit": "Wh"}, "context": context},
+            {"value": round(self.ev.kw * 1000), "measurand": "Power.Active.Import",
+             "unit_of_measure": {"unit": "W"}, "context": context}]}]
+
+    async def event(self, kind, trigger, state, context, **extra):
+        now = self.world.now_ms()
+        await self.cp.call(self.call.TransactionEvent(
+            event_type=kind, timestamp=iso(now), trigger_reason=trigger, seq_no=self.seq,
+            transaction_info={"transaction_id": self.ev.transaction, "charging_state": state,
+                              **extra.pop("info", {})},
+            meter_value=self.register(now, context), **extra))
+        self.seq += 1
+
+    async def start_tx(self):
+        self.count += 1
+        self.ev.transaction = f"vh-{self.count}-{self.world.now_ms()}"
+        await self.event("Started", "Authorized", "Charging", "Transaction.Begin",
+                         evse={"id": 1, "connector_id": 1},
+                         id_token={"id_token": self.tag, "type": "Local"})
+
+    async def stop_tx(self, reason):
+        await self.event("Ended", "RemoteStop" if reason == "Remote" else "EVCommunicationLost",
+                         "Idle", "Transaction.End",
+                         info={"stopped_reason": "Remote" if reason == "Remote" else "EVDisconnected"})
+        self.ev.transaction = None
+
+    async def meter(self, now):
+        await self.event("Updated", "MeterValuePeriodic", "Charging", "Sample.Periodic")
+
+
 async def charger(a, world, ev):
     """The charge point: connects (again) to the home's central system and tells it what the
     EV does."""
     import websockets
-    from ocpp.v16 import call
-    from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
-    ChargePoint = charge_point_class()
+    ChargePoint = station_class() if a.ev_ocpp == "2.0.1" else charge_point_class()
+    Proto = Ocpp201 if a.ev_ocpp == "2.0.1" else Ocpp16
     ChargePoint.ev = ev
     ChargePoint.smart = not a.ev_start_stop
     cp_id = a.ev_url.rstrip("/").rsplit("/", 1)[1]
     tag = "EV-OWNER"
     while True:
         try:
-            ws = await websockets.connect(a.ev_url, subprotocols=["ocpp1.6"], open_timeout=2)
+            ws = await websockets.connect(a.ev_url, subprotocols=[Proto.subprotocol], open_timeout=2)
         except Exception:
             await asyncio.sleep(0.2)
             continue
@@ -356,26 +533,14 @@ async def charger(a, world, ev):
         cp.remote = []
         runner = asyncio.create_task(cp.start())
 
-        async def status(s):
-            await cp.call(call.StatusNotification(connector_id=1, error_code=ChargePointErrorCode.no_error,
-                                                  status=s))
-
-        async def start_tx():
-            r = await cp.call(call.StartTransaction(connector_id=1, id_tag=tag,
-                                                    meter_start=int(ev.register_wh), timestamp=iso(world.now_ms())))
-            ev.transaction = r.transaction_id
-            await status(ChargePointStatus.charging)
-
-        async def stop_tx(reason):
-            tx, ev.transaction = ev.transaction, None
-            await cp.call(call.StopTransaction(transaction_id=tx, meter_stop=int(ev.register_wh),
-                                               timestamp=iso(world.now_ms()), id_tag=tag, reason=reason))
+        proto = Proto(cp, world, ev, tag)
+        status, start_tx, stop_tx = proto.status, proto.start_tx, proto.stop_tx
 
         try:
-            await cp.call(call.BootNotification(charge_point_model="Wallbox-11", charge_point_vendor="virtual-home"))
-            await status(ChargePointStatus.preparing if ev.plugged else ChargePointStatus.available)
+            await proto.boot()
+            await status("plugged" if ev.plugged else "available")
             if ev.plugged and ev.transaction is not None:
-                await status(ChargePointStatus.charging)
+                await status("charging")
             last_meter = world.now_ms()
             while True:
                 await asyncio.sleep(0.02)
@@ -386,31 +551,24 @@ async def charger(a, world, ev):
                     ev.soc = ev.shadow_soc = Ev.CAPACITY_KWH - a.ev_need_kwh
                     ev.sessions.append({"arrived_ms": now, "departed_ms": None, "need_kwh": a.ev_need_kwh,
                                         "charged_kwh": 0.0, "plain_charged_kwh": 0.0})
-                    await status(ChargePointStatus.preparing)
+                    await status("plugged")
                     await start_tx()
                 elif not want and ev.plugged:
                     if ev.transaction is not None:
                         await stop_tx("EVDisconnected")
                     ev.plugged = False
                     ev.sessions[-1]["departed_ms"] = now
-                    await status(ChargePointStatus.available)
+                    await status("available")
                 while cp.remote:
                     what, _ = cp.remote.pop(0)
                     if what == "start" and ev.plugged and ev.transaction is None:
                         await start_tx()
                     elif what == "stop" and ev.transaction is not None:
                         await stop_tx("Remote")
-                        await status(ChargePointStatus.suspended_evse)
+                        await status("suspended")
                 if ev.transaction is not None and now - last_meter >= 60_000:
                     last_meter = now
-                    await cp.call(call.MeterValues(connector_id=1, transaction_id=ev.transaction, meter_value=[{
-                        "timestamp": iso(now),
-                        "sampledValue": [
-                            {"value": f"{ev.register_wh:.1f}", "measurand": "Energy.Active.Import.Register",
-                             "unit": "Wh"},
-                            {"value": f"{ev.kw * 1000:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
-                        ],
-                    }]))
+                    await proto.meter(now)
         except Exception:
             # The home went away: the charger goes on by its profiles and connects again.
             pass
@@ -475,6 +633,8 @@ async def main():
     ap.add_argument("--ev-need-kwh", type=float, default=20.0)
     ap.add_argument("--ev-kw", type=float, default=11.0)
     ap.add_argument("--ev-start-stop", action="store_true")
+    ap.add_argument("--ev-ocpp", choices=["1.6", "2.0.1"], default="1.6",
+                    help="the OCPP version the charger speaks")
     ap.add_argument("--meter-mqtt", help="also publish the meter as a P1 bridge, HOST:PORT")
     ap.add_argument("--boiler-mqtt", help="a boiler switched on this broker, HOST:PORT")
     ap.add_argument("--heat-pump-port", type=int, help="a heat pump on a Modbus coil here")

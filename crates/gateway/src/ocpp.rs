@@ -1,7 +1,9 @@
-//! An OCPP 1.6J central system for EV chargers: JSON over WebSocket (`ws://HOST:PORT/ocpp/{id}`,
-//! subprotocol `ocpp1.6`).
+//! An OCPP central system for EV chargers: JSON over WebSocket (`ws://HOST:PORT/ocpp/{id}`), in
+//! 1.6J (subprotocol `ocpp1.6`) and 2.0.1 (`ocpp2.0.1`, [`v201`]), whichever the charger offers
+//! (2.0.1 first; a charger that names no subprotocol is taken as 1.6J, one that names only others
+//! is closed at once).
 //!
-//! From the charge point: BootNotification, Heartbeat, StatusNotification, Authorize,
+//! In 1.6J, from the charge point: BootNotification, Heartbeat, StatusNotification, Authorize,
 //! StartTransaction, StopTransaction and MeterValues are answered; the energy register of every
 //! meter value (and of a transaction's start and stop) becomes a sample signed with the charger's
 //! device key. Toward the charge point, after it booted: GetConfiguration of the smart-charging keys
@@ -15,7 +17,10 @@
 //! tells what the charger last said (connector status, transaction, energy register, power, its
 //! smart-charging keys), [`CentralSystem::set_plan`] replaces the `TxDefaultProfile` with a new
 //! plan, and [`CentralSystem::remote_start`] / [`CentralSystem::remote_stop`] switch charging
-//! where a charger answers SmartCharging `NotSupported`.
+//! where a charger answers SmartCharging `NotSupported`. The same calls drive a 2.0.1 charger
+//! with its own messages: the controller does not need to know which version a charger speaks.
+
+pub mod v201;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -42,6 +47,28 @@ pub const SMART_CHARGING_KEYS: [&str; 4] = [
     "ChargingScheduleMaxPeriods",
     "MaxChargingProfilesInstalled",
 ];
+
+/// The OCPP version a charger speaks, from the WebSocket subprotocol it was accepted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Version {
+    #[serde(rename = "1.6")]
+    V16,
+    #[serde(rename = "2.0.1")]
+    V201,
+}
+
+impl Version {
+    /// The subprotocols we accept, most preferred first.
+    pub const SUBPROTOCOLS: [&'static str; 2] = ["ocpp2.0.1", "ocpp1.6"];
+
+    pub fn from_subprotocol(p: &str) -> Option<Version> {
+        match p {
+            "ocpp1.6" => Some(Version::V16),
+            "ocpp2.0.1" => Some(Version::V201),
+            _ => None,
+        }
+    }
+}
 
 /// Where signed samples go (an MQTT publisher in the node's setup).
 pub trait SampleSink: Send + Sync {
@@ -119,11 +146,18 @@ impl SmartChargingConfig {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ChargerState {
     pub connected: bool,
+    /// The version it speaks (while connected, and after).
+    pub version: Option<Version>,
     /// Boot notifications so far: a new one means the charger may have lost its profiles.
     pub boots: u64,
-    /// Connector 1's last status (`Available`, `Preparing`, `Charging`, `SuspendedEV`, ...).
+    /// Connector 1's last status: 1.6J's (`Available`, `Preparing`, `Charging`, `SuspendedEV`,
+    /// ...) or 2.0.1's (`Available`, `Occupied`, `Reserved`, `Unavailable`, `Faulted`).
     pub status: Option<String>,
-    pub transaction: Option<u64>,
+    /// The transaction running: 1.6J's number (ours) or 2.0.1's id (the charger's).
+    pub transaction: Option<String>,
+    /// 2.0.1: the charging state of the transaction (`Charging`, `EVConnected`, `SuspendedEV`,
+    /// `SuspendedEVSE`, `Idle`).
+    pub charging_state: Option<String>,
     /// The energy register of the last meter value, start or stop, mWh.
     pub register_mwh: Option<u64>,
     /// The power of the last meter value, W (0 when a transaction stops).
@@ -141,7 +175,14 @@ impl ChargerState {
         self.transaction.is_some()
             || matches!(
                 self.status.as_deref(),
-                Some("Preparing" | "Charging" | "SuspendedEV" | "SuspendedEVSE" | "Finishing")
+                Some(
+                    "Preparing"
+                        | "Charging"
+                        | "SuspendedEV"
+                        | "SuspendedEVSE"
+                        | "Finishing"
+                        | "Occupied"
+                )
             )
     }
 }
@@ -275,7 +316,7 @@ pub fn timestamp_ms(s: &str) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
@@ -339,7 +380,7 @@ impl CentralSystem {
             .ok_or_else(|| format!("charge point {cp:?} is not connected"))
     }
 
-    /// Replaces our plan on charger `cp`'s connector 1: a `TxDefaultProfile` starting at
+    /// Replaces our plan on charger `cp`'s connector (evse) 1: a `TxDefaultProfile` starting at
     /// `start_ms` (Unix ms, the plan's clock), valid until `valid_to_ms` (after which the charger
     /// returns to its own default), fitted to the charger's smart-charging keys. A charger that
     /// answers `NotSupported` (as a call error or a status) or rejects the profile is marked as
@@ -357,23 +398,28 @@ impl CentralSystem {
             .smart_charging
             .ok_or_else(|| format!("charge point {cp:?} has not told its smart-charging keys"))?;
         let schedule = fit_plan(plan, &conf, self.cfg.volts, self.cfg.phases);
-        let mut profile = profile_json(
-            PLAN_PROFILE_ID,
-            conf.max_stack_level.min(1),
-            "TxDefaultProfile",
-            &schedule,
-            &rfc3339_ms(start_ms),
-        );
-        profile["validFrom"] = json!(rfc3339_ms(start_ms));
-        profile["validTo"] = json!(rfc3339_ms(valid_to_ms));
-        profile["chargingSchedule"]["duration"] =
-            json!(valid_to_ms.saturating_sub(start_ms).div_ceil(1_000));
-        let r = link
-            .call(
-                "SetChargingProfile",
-                json!({"connectorId": 1, "csChargingProfiles": profile}),
-            )
-            .await;
+        let (start, valid_to) = (rfc3339_ms(start_ms), rfc3339_ms(valid_to_ms));
+        let duration_s = valid_to_ms.saturating_sub(start_ms).div_ceil(1_000);
+        let stack = conf.max_stack_level.min(1);
+        let request = match link.version {
+            Version::V16 => {
+                let mut profile = profile_json(
+                    PLAN_PROFILE_ID,
+                    stack,
+                    "TxDefaultProfile",
+                    &schedule,
+                    &start,
+                );
+                profile["validFrom"] = json!(start);
+                profile["validTo"] = json!(valid_to);
+                profile["chargingSchedule"]["duration"] = json!(duration_s);
+                json!({"connectorId": 1, "csChargingProfiles": profile})
+            }
+            Version::V201 => {
+                v201::set_plan_request(&schedule, stack, &start, &valid_to, duration_s)
+            }
+        };
+        let r = link.call("SetChargingProfile", request).await;
         let answer = match &r {
             Ok(v) => match v["status"].as_str() {
                 Some("Accepted") => ProfileAnswer::Accepted,
@@ -389,20 +435,27 @@ impl CentralSystem {
             s.takes_profiles = Some(answer == ProfileAnswer::Accepted);
         });
         self.log(json!({"event": "plan", "charge_point": cp,
-            "schedule": profile["chargingSchedule"], "valid_to": profile["validTo"],
-            "answer": answer}));
+            "schedule": schedule, "valid_to": valid_to, "answer": answer}));
         Ok(answer)
     }
 
     /// Asks charger `cp` to start charging on connector 1 for `id_tag`; true if it accepted.
     pub async fn remote_start(&self, cp: &str, id_tag: &str) -> Result<bool, String> {
-        let r = self
-            .link(cp)?
-            .call(
-                "RemoteStartTransaction",
-                json!({"connectorId": 1, "idTag": id_tag}),
-            )
-            .await?;
+        let link = self.link(cp)?;
+        let r = match link.version {
+            Version::V16 => {
+                link.call(
+                    "RemoteStartTransaction",
+                    json!({"connectorId": 1, "idTag": id_tag}),
+                )
+                .await?
+            }
+            Version::V201 => {
+                let id = self.next_tx.fetch_add(1, Ordering::Relaxed);
+                link.call("RequestStartTransaction", v201::request_start(id_tag, id))
+                    .await?
+            }
+        };
         let ok = r["status"] == "Accepted";
         self.log(json!({"event": "remote_start", "charge_point": cp, "accepted": ok}));
         Ok(ok)
@@ -413,10 +466,21 @@ impl CentralSystem {
         let Some(tx) = self.charger(cp).transaction else {
             return Ok(false);
         };
-        let r = self
-            .link(cp)?
-            .call("RemoteStopTransaction", json!({"transactionId": tx}))
-            .await?;
+        let link = self.link(cp)?;
+        let r = match link.version {
+            // Our own numbers, so they parse.
+            Version::V16 => {
+                let tx: u64 = tx
+                    .parse()
+                    .map_err(|_| format!("transaction {tx:?} is not a 1.6J transaction"))?;
+                link.call("RemoteStopTransaction", json!({"transactionId": tx}))
+                    .await?
+            }
+            Version::V201 => {
+                link.call("RequestStopTransaction", json!({"transactionId": tx}))
+                    .await?
+            }
+        };
         let ok = r["status"] == "Accepted";
         self.log(json!({"event": "remote_stop", "charge_point": cp, "accepted": ok}));
         Ok(ok)
@@ -428,7 +492,7 @@ impl CentralSystem {
         self.changed.notify_waiters();
     }
 
-    /// The router: `GET /ocpp/{id}` upgrades known charge points to OCPP 1.6J.
+    /// The router: `GET /ocpp/{id}` upgrades known charge points to OCPP 2.0.1 or 1.6J.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         axum::Router::new()
             .route("/ocpp/{id}", axum::routing::get(upgrade))
@@ -470,6 +534,7 @@ impl CentralSystem {
 async fn upgrade(
     Path(id): Path<String>,
     State(cs): State<Arc<CentralSystem>>,
+    headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if !cs.cfg.chargers.contains_key(&id) {
@@ -479,9 +544,28 @@ async fn upgrade(
         )
             .into_response();
     }
-    ws.protocols(["ocpp1.6"])
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session(cs, id, socket))
+    let offered = headers.contains_key(axum::http::header::SEC_WEBSOCKET_PROTOCOL);
+    let ws = ws.protocols(Version::SUBPROTOCOLS);
+    let version = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(p) => Version::from_subprotocol(p),
+        // A charger that names no subprotocol is an old 1.6J one.
+        None if !offered => Some(Version::V16),
+        None => None,
+    };
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            match version {
+                Some(v) => session(cs, id, v, socket).await,
+                // OCPP-J: no subprotocol agreed, so the handshake completes without one and the
+                // connection is closed at once.
+                None => {
+                    cs.log(json!({"event": "unsupported_protocol", "charge_point": id,
+                        "accepted": Version::SUBPROTOCOLS}));
+                    let mut socket = socket;
+                    let _ = socket.send(Message::Close(None)).await;
+                }
+            }
+        })
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>>;
@@ -491,6 +575,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>
 struct Link {
     cs: Arc<CentralSystem>,
     cp: String,
+    version: Version,
     out: mpsc::Sender<Message>,
     pending: Pending,
     seq: Arc<AtomicU64>,
@@ -522,12 +607,22 @@ impl Link {
 
     /// Clears our plan from the charger once a transaction stops, and counts the session.
     async fn clear_plan(&self) {
-        let r = self
-            .call(
-                "ClearChargingProfile",
-                json!({"id": PLAN_PROFILE_ID, "connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile"}),
-            )
-            .await;
+        if self.cs.charger(&self.cp).takes_profiles == Some(false) {
+            // It holds no profile of ours: nothing to clear.
+            self.cs
+                .log(json!({"event": "plan_cleared", "charge_point": self.cp,
+                "status": "NoProfile"}));
+            self.cs.stopped.fetch_add(1, Ordering::SeqCst);
+            self.cs.changed.notify_waiters();
+            return;
+        }
+        let request = match self.version {
+            Version::V16 => {
+                json!({"id": PLAN_PROFILE_ID, "connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile"})
+            }
+            Version::V201 => v201::clear_plan_request(),
+        };
+        let r = self.call("ClearChargingProfile", request).await;
         self.cs
             .log(json!({"event": "plan_cleared", "charge_point": self.cp,
             "status": r.map(|v| v["status"].clone()).unwrap_or_else(Value::String)}));
@@ -536,7 +631,7 @@ impl Link {
     }
 }
 
-async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
+async fn session(cs: Arc<CentralSystem>, cp: String, version: Version, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
@@ -550,6 +645,7 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
     let link = Link {
         cs: cs.clone(),
         cp: cp.clone(),
+        version,
         out: out.clone(),
         pending: pending.clone(),
         seq: Arc::new(AtomicU64::new(1)),
@@ -558,8 +654,11 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
         .lock()
         .expect("links lock")
         .insert(cp.clone(), link.clone());
-    cs.update(&cp, |s| s.connected = true);
-    cs.log(json!({"event": "connected", "charge_point": cp}));
+    cs.update(&cp, |s| {
+        s.connected = true;
+        s.version = Some(version);
+    });
+    cs.log(json!({"event": "connected", "charge_point": cp, "version": version}));
     while let Some(msg) = stream.next().await {
         let text = match msg {
             Ok(Message::Text(t)) => t.to_string(),
@@ -577,7 +676,15 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
             Some(2) => {
                 let id = frame[1].as_str().unwrap_or("").to_string();
                 let action = frame[2].as_str().unwrap_or("").to_string();
-                let reply = match handle_call(&cs, &cp, &action, &frame[3]) {
+                let handled = match version {
+                    Version::V16 => handle_call(&cs, &cp, &action, &frame[3]),
+                    Version::V201 => v201::handle_call(&cs, &cp, &action, &frame[3]),
+                };
+                // The transaction ends: 1.6J's StopTransaction, 2.0.1's TransactionEvent Ended.
+                let ended = handled.is_ok()
+                    && (action == "StopTransaction"
+                        || (action == "TransactionEvent" && frame[3]["eventType"] == "Ended"));
+                let reply = match handled {
                     Ok(payload) => json!([3, id, payload]),
                     Err((code, why)) => json!([4, id, code, why, {}]),
                 };
@@ -590,9 +697,14 @@ async fn session(cs: Arc<CentralSystem>, cp: String, socket: WebSocket) {
                 }
                 if action == "BootNotification" {
                     let link = link.clone();
-                    tokio::spawn(async move { smart_charging(&link).await });
+                    tokio::spawn(async move {
+                        match link.version {
+                            Version::V16 => smart_charging(&link).await,
+                            Version::V201 => v201::smart_charging(&link).await,
+                        }
+                    });
                 }
-                if action == "StopTransaction" {
+                if ended {
                     let link = link.clone();
                     tokio::spawn(async move { link.clear_plan().await });
                 }
@@ -682,7 +794,8 @@ async fn smart_charging(link: &Link) {
     }
 }
 
-type CallError = (&'static str, String);
+/// An OCPP CALLERROR: its code and description.
+pub(crate) type CallError = (&'static str, String);
 
 /// A transaction's start or stop register (`meterStart`/`meterStop`, whole Wh) at its timestamp,
 /// signed as a sample; returns the register.
@@ -741,7 +854,7 @@ fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<
                 .ok_or_else(|| violation("idTag missing"))?;
             let meter_wh = register_sample(cs, cp, p, "meterStart")?;
             let tx = cs.next_tx.fetch_add(1, Ordering::Relaxed);
-            cs.update(cp, |s| s.transaction = Some(tx));
+            cs.update(cp, |s| s.transaction = Some(tx.to_string()));
             cs.log(json!({"event": "transaction_started", "charge_point": cp,
                 "transaction_id": tx, "meter_start_wh": meter_wh}));
             Ok(json!({"transactionId": tx, "idTagInfo": {"status": tag_status(tag)}}))
@@ -757,7 +870,8 @@ fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<
             Ok(json!({"idTagInfo": {"status": "Accepted"}}))
         }
         "MeterValues" => {
-            let mut n = 0;
+            // Parse all first: a message with one bad value changes nothing.
+            let mut samples = Vec::new();
             for mv in p["meterValue"].as_array().into_iter().flatten() {
                 let Some(at) = mv["timestamp"].as_str().and_then(timestamp_ms) else {
                     return Err(violation("meterValue timestamp missing or not RFC 3339"));
@@ -783,11 +897,13 @@ fn handle_call(cs: &CentralSystem, cp: &str, action: &str, p: &Value) -> Result<
                     }
                 }
                 if let Some(e) = energy {
-                    cs.sample(cp, at, e, power);
-                    n += 1;
+                    samples.push((at, e, power));
                 }
             }
-            cs.log(json!({"event": "meter_values", "charge_point": cp, "samples": n}));
+            for (at, e, power) in &samples {
+                cs.sample(cp, *at, *e, *power);
+            }
+            cs.log(json!({"event": "meter_values", "charge_point": cp, "samples": samples.len()}));
             Ok(json!({}))
         }
         other => Err(("NotImplemented", format!("{other} is not supported"))),
@@ -900,6 +1016,24 @@ mod tests {
                 .min(limit_at(&charger, t).unwrap());
             assert_eq!(limit_at(&c, t), Some(want), "t={t}");
         }
+    }
+
+    #[test]
+    fn a_1_6_meter_values_message_with_one_bad_value_changes_nothing() {
+        let (cs, kept) = v201::tests::system();
+        let value = |v: &str| {
+            json!({"timestamp": "2026-12-06T10:00:00Z", "sampledValue": [
+                {"value": v, "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]})
+        };
+        let bad = json!({"connectorId": 1, "meterValue": [value("1000"), value("lots")]});
+        let e = handle_call(&cs, "CS_1", "MeterValues", &bad).unwrap_err();
+        assert_eq!(e.0, "FormationViolation");
+        assert!(kept.0.lock().unwrap().is_empty());
+        assert_eq!(cs.charger("CS_1").register_mwh, None);
+        let good = json!({"connectorId": 1, "meterValue": [value("1000"), value("1001.5")]});
+        handle_call(&cs, "CS_1", "MeterValues", &good).unwrap();
+        assert_eq!(kept.0.lock().unwrap().len(), 2);
+        assert_eq!(cs.charger("CS_1").register_mwh, Some(1_001_500));
     }
 
     #[test]

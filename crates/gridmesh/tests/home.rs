@@ -192,10 +192,17 @@ modbus = {{ address = "127.0.0.1:{heat_pump_port}", coil = 0 }}
 /// `heat`: a 3 kW heat pump heats the building, its room sensor read on that broker, its power
 /// set there (`true`) or switched on its Modbus coil (`false`); `tank`: a hot-water tank whose
 /// heater's switch and sensor are on that broker.
+/// The EV charger of a virtual home: the OCPP version it speaks, and whether it takes charging
+/// profiles or is started and stopped.
+struct Charger {
+    ocpp: &'static str,
+    start_stop: bool,
+}
+
 fn virtual_home(
     d: &Path,
     url: &str,
-    start_stop: bool,
+    charger: Charger,
     meter_broker: Option<u16>,
     loads_broker: Option<u16>,
     (heat, tank): (Option<(u16, bool)>, Option<u16>),
@@ -224,7 +231,8 @@ fn virtual_home(
         "--ev-need-kwh".into(),
         EV_NEED_KWH.to_string(),
     ]);
-    if start_stop {
+    args.extend(["--ev-ocpp".into(), charger.ocpp.into()]);
+    if charger.start_stop {
         args.push("--ev-start-stop".into());
     }
     if let Some(port) = meter_broker {
@@ -370,7 +378,12 @@ fn a_virtual_home_follows_its_plan_for_a_day_settles_every_slot_and_falls_back_w
 
     // Home Assistant's broker; the boiler's switch is on it too.
     let broker = common::Mosquitto::start();
-    let vh = virtual_home(d, &url, false, None, Some(broker.port), (None, None));
+    // Its charger speaks OCPP 2.0.1 (the other homes' chargers 1.6J).
+    let charger = Charger {
+        ocpp: "2.0.1",
+        start_stop: false,
+    };
+    let vh = virtual_home(d, &url, charger, None, Some(broker.port), (None, None));
     let (ports, state_file) = (vh.ports, vh.state.clone());
 
     // `home init --discover` walks the three devices' SunSpec maps.
@@ -483,7 +496,11 @@ fn a_virtual_home_follows_its_plan_for_a_day_settles_every_slot_and_falls_back_w
         home.alive("gridmesh home");
         reached(from_slot + 48)
     });
-    assert_eq!(status()["mode"], "plan", "{}", status());
+    let s = status();
+    assert_eq!(s["mode"], "plan", "{s}");
+    // The charger came in on 2.0.1 and took the plan as charging profiles.
+    assert_eq!(s["setpoints"]["ev_ocpp"], "2.0.1", "{s}");
+    assert_eq!(s["setpoints"]["ev_control"], "profile", "{s}");
     node.kill9();
     wait_until("the home to fall back", Duration::from_secs(30), || {
         let s = status();
@@ -835,7 +852,18 @@ fn a_charger_without_smart_charging_is_started_and_stopped_a_p1_meter_settles_th
     let c = chain(d, "home-ev-start-stop");
     // The grid meter comes over MQTT here, as from a P1/DSMR bridge.
     let broker = common::Mosquitto::start();
-    let vh = virtual_home(d, &c.node.url, true, Some(broker.port), None, (None, None));
+    let charger = Charger {
+        ocpp: "1.6",
+        start_stop: true,
+    };
+    let vh = virtual_home(
+        d,
+        &c.node.url,
+        charger,
+        Some(broker.port),
+        None,
+        (None, None),
+    );
     let config = home_config(d, &c.node.url, &vh, "", "", Some(broker.port));
     let mut home = start_home(&config);
     let status_file = d.join("home-data/status.json");
@@ -848,6 +876,7 @@ fn a_charger_without_smart_charging_is_started_and_stopped_a_p1_meter_settles_th
     });
     let s = status();
     assert_eq!(s["setpoints"]["ev_control"], "start-stop", "{s}");
+    assert_eq!(s["setpoints"]["ev_ocpp"], "1.6", "{s}");
     assert_eq!(s["devices"]["ev"]["connected"], true, "{s}");
     let v = read_json(&vh.state).unwrap();
     let ev = &v["ev"];
@@ -982,7 +1011,11 @@ fn run_through_the_night(
     let url = node.url.clone();
     let broker = common::Mosquitto::start();
     let devices = (heat.map(|s| (broker.port, s)), tank.then_some(broker.port));
-    let vh = virtual_home(d, &url, false, None, None, devices);
+    let charger = Charger {
+        ocpp: "1.6",
+        start_stop: false,
+    };
+    let vh = virtual_home(d, &url, charger, None, None, devices);
     let config = home_config(d, &url, &vh, "", &tables(broker.port, &vh), None);
     let mut home = start_home(&config);
     let status_file = d.join("home-data/status.json");

@@ -80,7 +80,7 @@ struct Sent {
     start_ms: u64,
     steps: Vec<PlanStep>,
     boots: u64,
-    transaction: Option<u64>,
+    transaction: Option<String>,
     at: Instant,
 }
 
@@ -246,7 +246,7 @@ impl EvCharger {
             start_ms,
             steps: steps.clone(),
             boots: s.boots,
-            transaction: s.transaction,
+            transaction: s.transaction.clone(),
             at: Instant::now(),
         });
         let (cs, cp) = (self.cs.clone(), self.cp.clone());
@@ -315,6 +315,14 @@ impl EvCharger {
                 Err(e) => Some(e),
             }
         });
+    }
+
+    /// The OCPP version the charger speaks, once it connected.
+    pub fn ocpp_version(&self) -> Option<&'static str> {
+        self.state.version.map(|v| match v {
+            gridmesh_gateway::ocpp::Version::V16 => "1.6",
+            gridmesh_gateway::ocpp::Version::V201 => "2.0.1",
+        })
     }
 
     /// How the charger is driven: `profile` (smart charging), `start-stop` or `unknown` (no

@@ -1344,6 +1344,7 @@ fn device_loop(
             s.now.ev_plugged = ev_now.as_ref().map(|e| e.plugged);
             s.now.ev_session_kwh = ev_now.as_ref().map(|e| e.session_kwh);
             s.setpoints.ev_control = ev.as_ref().map(|e| e.control());
+            s.setpoints.ev_ocpp = ev.as_ref().and_then(|e| e.ocpp_version());
             s.now.pv_kw = pv_kw;
             s.now.battery_kw = battery_kw;
             s.now.grid_kw = grid_kw;

@@ -54,6 +54,8 @@ pub struct Setpoints {
     pub pv_limit_pct: Option<f64>,
     /// How the EV charger is driven: `profile`, `start-stop`, or `unknown` before it answered.
     pub ev_control: Option<&'static str>,
+    /// The OCPP version the EV charger speaks (`1.6`, `2.0.1`), once it connected.
+    pub ev_ocpp: Option<&'static str>,
 }
 
 /// One slot, planned and (once measured) actual.
@@ -227,12 +229,13 @@ pub fn human(s: &serde_json::Value) -> String {
     if n["ev_plugged"] == true {
         let _ = writeln!(
             out,
-            "EV: plugged in, charging {}, {} this session (driven by {})",
+            "EV: plugged in, charging {}, {} this session (driven by {}, OCPP {})",
             kw(&n["ev_kw"]),
             n["ev_session_kwh"]
                 .as_f64()
                 .map_or("-".into(), |x| format!("{x:.1} kWh")),
-            s["setpoints"]["ev_control"].as_str().unwrap_or("-")
+            s["setpoints"]["ev_control"].as_str().unwrap_or("-"),
+            s["setpoints"]["ev_ocpp"].as_str().unwrap_or("-")
         );
     } else if n["ev_plugged"] == false {
         let _ = writeln!(out, "EV: not plugged in");

@@ -12,10 +12,11 @@ use crate::output::print_json;
 
 #[derive(Subcommand)]
 pub(crate) enum DeviceCommand {
-    /// An OCPP 1.6J central system for EV chargers (`ws://LISTEN/ocpp/{id}`): answers boot,
-    /// status, authorization, transactions and meter values, signs every energy register with the
-    /// charger's device key and publishes it on MQTT; reads each charger's smart-charging
-    /// configuration, then sends the site limit (ChargePointMaxProfile) and the charging plan
+    /// An OCPP central system for EV chargers (`ws://LISTEN/ocpp/{id}`), 2.0.1 or 1.6J as each
+    /// charger offers: answers boot, status, authorization, transactions and meter values, signs
+    /// every energy register with the charger's device key and publishes it on MQTT; reads each
+    /// charger's smart-charging configuration (1.6J keys, 2.0.1 device model), then sends the
+    /// site limit (ChargePointMaxProfile / ChargingStationMaxProfile) and the charging plan
     /// (TxDefaultProfile) fitted to it, and clears the plan when a transaction stops.
     Ocpp {
         #[arg(long, default_value = "127.0.0.1:9000")]

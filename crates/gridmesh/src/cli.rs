@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cmd::{
-    agent, bench, demo, device, grid, home, keys, market, node, query, sim, testnet, tx,
+    agent, bench, demo, device, grid, home, keys, market, node, openadr, query, sim, testnet, tx,
 };
 
 pub(crate) const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
@@ -44,6 +44,9 @@ pub(crate) enum Command {
     /// Grid physics tools.
     #[command(subcommand)]
     Grid(grid::GridCommand),
+    /// The node's OpenADR 3 VTN: register the VENs of grid operators, aggregators and homes.
+    #[command(subcommand)]
+    Openadr(openadr::OpenadrCommand),
     /// Device adapters: real hardware protocols into signed telemetry.
     #[command(subcommand)]
     Device(device::DeviceCommand),

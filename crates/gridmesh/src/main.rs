@@ -47,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Market(c) => cmd::market::run(c),
         Command::Grid(c) => cmd::grid::run(c),
         Command::Device(c) => cmd::device::run(c),
+        Command::Openadr(c) => cmd::openadr::run(c),
         Command::Agent(a) => cmd::agent::run(a),
         Command::Home(c) => cmd::home::run(c),
         Command::Sim(a) => cmd::sim::run(a),

@@ -231,7 +231,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn(guard_writes))
         .layer(axum::middleware::from_fn(time_limit))
         .layer(axum::middleware::map_response(json_errors))
-        .with_state(shared)
+        .with_state(shared.clone())
+        // The OpenADR VTN: its own limits, auth and error format (problem details).
+        .merge(crate::openadr::router(shared))
 }
 
 /// Paths only a client on this machine may change (the PCC meter's gateway).

@@ -21,6 +21,7 @@ pub mod dashboard;
 pub mod device_gateway;
 pub mod events;
 pub mod grid_operator;
+pub mod openadr;
 pub mod serve;
 pub mod submitter;
 
@@ -193,6 +194,8 @@ pub struct Shared {
     pub auth: api_home::Auth,
     /// The feeder as its power flow was last solved next to this node (the demo's simulator).
     pub feeder: std::sync::Mutex<api_feeder::FeederLive>,
+    /// The OpenADR 3 VTN: its VENs, tokens, reports and subscriptions.
+    pub openadr: openadr::Vtn,
 }
 
 /// What the API needs of the grid operator service.
@@ -252,6 +255,8 @@ pub struct RunningNode {
     engine_exit: tokio::sync::oneshot::Receiver<()>,
     stop_http: tokio::sync::oneshot::Sender<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The OpenADR VTN's notifier (subscriptions' callbacks).
+    notifier: tokio::task::JoinHandle<()>,
     grid_operator: Option<grid_operator::GridOperator>,
     device_gateway: Option<gridmesh_gateway::mqtt::MqttGateway>,
 }
@@ -360,6 +365,7 @@ impl RunningNode {
             events: events::Events::new(cfg.http.idle_timeout),
             auth: api_home::Auth::load(Some(&cfg.data_dir))?,
             feeder: Default::default(),
+            openadr: openadr::Vtn::new(&cfg.data_dir),
         });
 
         // A BFT node's peers and validators are checked before anything is bound: a bad key is
@@ -499,6 +505,7 @@ impl RunningNode {
             None => None,
         };
         let router = api::router(shared.clone());
+        let notifier = openadr::notify::spawn(shared.clone());
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = cfg.http.clone();
         let http = tokio::spawn(async move {
@@ -516,6 +523,7 @@ impl RunningNode {
             engine,
             engine_exit,
             stop_http,
+            notifier,
             http,
             grid_operator,
             device_gateway,
@@ -531,6 +539,7 @@ impl RunningNode {
     /// Stops the API, lets the engine finish the block it is committing, and closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(());
+        self.notifier.abort();
         if let Some(g) = self.grid_operator {
             tokio::task::spawn_blocking(move || g.stop()).await?;
         }

@@ -10,6 +10,7 @@ pub mod home;
 pub mod keys;
 pub mod market;
 pub mod node;
+pub mod openadr;
 pub mod query;
 pub mod sim;
 pub mod testnet;

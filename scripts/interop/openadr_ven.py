@@ -99,6 +99,17 @@ def main():
     out["unknown_event_report_status"] = api.create_report(
         dict(report, eventID="no-such-event")).status_code
     out["unknown_program_status"] = api.get_program_by_id("nope").status_code
+    out["bad_subscription_status"] = api.create_subscription({
+        "clientName": a.name, "programID": "prices",
+        "objectOperations": [{"objects": ["EVENT"], "operations": ["PUT"],
+                              "callbackUrl": "ftp://example.org/x"}]}).status_code
+    out["unknown_program_subscription_status"] = api.create_subscription({
+        "clientName": a.name, "programID": "nope",
+        "objectOperations": [{"objects": ["EVENT"], "operations": ["PUT"],
+                              "callbackUrl": "http://127.0.0.1:9/x"}]}).status_code
+    # None of the refused requests left anything behind.
+    out["reports_after_refusals"] = len(api.reports())
+    out["subscriptions_after_refusals"] = len(api.subscriptions())
     base = a.url.rstrip("/")
     with httpx.Client() as h:
         out["made_up_token_status"] = h.get(base + "/events",

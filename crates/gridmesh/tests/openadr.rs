@@ -217,6 +217,10 @@ fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
     assert_eq!(h["bad_report_status"], 400);
     assert_eq!(h["unknown_event_report_status"], 400);
     assert_eq!(h["unknown_program_status"], 404);
+    assert_eq!(h["bad_subscription_status"], 400);
+    assert_eq!(h["unknown_program_subscription_status"], 400);
+    assert_eq!(h["reports_after_refusals"], 1);
+    assert_eq!(h["subscriptions_after_refusals"], 0);
     assert_eq!(h["made_up_token_status"], 401);
     assert_eq!(h["no_token_status"], 401);
     assert_eq!(

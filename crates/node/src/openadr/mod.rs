@@ -82,7 +82,9 @@ impl Vtn {
         let token = hex::encode(rand::random::<[u8; 32]>());
         let now = Instant::now();
         let mut t = self.tokens.lock().expect("tokens lock");
-        t.retain(|_, (_, until)| *until > now);
+        if t.len() >= MAX_TOKENS {
+            t.retain(|_, (_, until)| *until > now);
+        }
         if t.len() >= MAX_TOKENS {
             if let Some(oldest) = t
                 .iter()
@@ -697,4 +699,55 @@ async fn delete_subscription(
 ) -> Answer<wire::Subscription> {
     let ven = s.openadr.ven_of(&headers)?;
     with_subscription(&s, &ven, &id, |all, at| Json(all.remove(at)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_token_works_until_it_expires_or_its_ven_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let vtn = Vtn::new(dir.path());
+        let file = vens::path_in(dir.path());
+        let c = vens::add(&file, "home 4", Some("street-1/home-4")).unwrap();
+        let token = vtn.issue_token(&c.id);
+        assert_eq!(vtn.ven_of(&bearer(&token)).unwrap().id, c.id);
+        let status = |h: &HeaderMap| vtn.ven_of(h).unwrap_err().status;
+        assert_eq!(status(&HeaderMap::new()), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&bearer("f00d")), StatusCode::UNAUTHORIZED);
+        // An hour later.
+        vtn.tokens.lock().unwrap().get_mut(&token).unwrap().1 = Instant::now();
+        let e = vtn.ven_of(&bearer(&token)).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert!(e.detail.contains("expired"), "{}", e.detail);
+        // A fresh one, then the VEN removed.
+        let token = vtn.issue_token(&c.id);
+        vens::remove(&file, &c.id).unwrap();
+        vtn.registry.cached.lock().unwrap().0 = None;
+        let e = vtn.ven_of(&bearer(&token)).unwrap_err();
+        assert!(e.detail.contains("no longer registered"), "{}", e.detail);
+    }
+
+    #[test]
+    fn tokens_are_bounded_and_the_oldest_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let vtn = Vtn::new(dir.path());
+        let first = vtn.issue_token("ven-1");
+        for _ in 0..MAX_TOKENS {
+            vtn.issue_token("ven-1");
+        }
+        let t = vtn.tokens.lock().unwrap();
+        assert_eq!(t.len(), MAX_TOKENS);
+        assert!(!t.contains_key(&first));
+    }
 }

@@ -179,7 +179,7 @@ type Stamp = Option<(SystemTime, u64)>;
 pub struct Registry {
     file: PathBuf,
     /// The file's (modification time, length) when last read, and its VENs.
-    cached: std::sync::Mutex<(Stamp, Vec<Ven>)>,
+    pub(super) cached: std::sync::Mutex<(Stamp, Vec<Ven>)>,
 }
 
 impl Registry {

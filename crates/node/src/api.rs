@@ -227,6 +227,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(crate::dashboard::routes())
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        // Its own fallback, so an unknown path is JSON too once the VTN's routes are merged in.
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::not_found(format!("no such path: {}", uri.path()))
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(guard_writes))
         .layer(axum::middleware::from_fn(time_limit))

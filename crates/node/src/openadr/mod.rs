@@ -44,8 +44,9 @@ use wire::{Event, Program};
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Most tokens held at once (the oldest go first).
 pub const MAX_TOKENS: usize = 10_000;
-/// Most reports kept per VEN (the oldest go first).
+/// Most reports kept per VEN, and most bytes of them (the oldest go first).
 pub const MAX_REPORTS_PER_VEN: usize = 1_000;
+pub const MAX_REPORT_BYTES_PER_VEN: usize = 4 * 1024 * 1024;
 /// Most subscriptions per VEN.
 pub const MAX_SUBSCRIPTIONS_PER_VEN: usize = 20;
 /// Largest request body.
@@ -64,7 +65,8 @@ pub const VEN_SCOPES: &str = "read_targets read_ven_objects write_reports write_
 pub struct Vtn {
     pub registry: vens::Registry,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
-    reports: Mutex<HashMap<String, Vec<Value>>>,
+    /// Each VEN's reports, oldest first, with their sizes in bytes.
+    reports: Mutex<HashMap<String, Vec<(Value, usize)>>>,
     pub(crate) subscriptions: Mutex<Vec<wire::Subscription>>,
 }
 
@@ -509,14 +511,27 @@ async fn post_report(
     let ven = s.openadr.ven_of(&headers)?;
     let id = format!("report-{}", hex::encode(rand::random::<[u8; 8]>()));
     let v = accept_report(&s, &ven, &body, id, None)?;
+    let size = serde_json::to_vec(&v).map_or(0, |b| b.len());
     let mut all = s.openadr.reports.lock().expect("reports lock");
     let mine = all.entry(ven.id.clone()).or_default();
-    if mine.len() >= MAX_REPORTS_PER_VEN {
-        mine.remove(0);
-    }
-    mine.push(v.clone());
+    mine.push((v.clone(), size));
+    keep_within_bounds(mine);
     tracing::info!(ven = %ven.name, event = %v["eventID"], "OpenADR report");
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Drops a VEN's oldest reports beyond [`MAX_REPORTS_PER_VEN`] and
+/// [`MAX_REPORT_BYTES_PER_VEN`] (the newest always stays).
+fn keep_within_bounds(mine: &mut Vec<(Value, usize)>) {
+    let mut bytes: usize = mine.iter().map(|r| r.1).sum();
+    let mut drop = 0;
+    while mine.len() - drop > 1
+        && (mine.len() - drop > MAX_REPORTS_PER_VEN || bytes > MAX_REPORT_BYTES_PER_VEN)
+    {
+        bytes -= mine[drop].1;
+        drop += 1;
+    }
+    mine.drain(..drop);
 }
 
 async fn reports(
@@ -531,7 +546,7 @@ async fn reports(
         .lock()
         .expect("reports lock")
         .get(&ven.id)
-        .cloned()
+        .map(|list| list.iter().map(|r| r.0.clone()).collect::<Vec<_>>())
         .unwrap_or_default();
     if let Some(p) = &page.program_id {
         mine.retain(|r| r["programID"] == p.as_str());
@@ -547,13 +562,13 @@ fn with_report<T>(
     s: &Shared,
     ven: &vens::Ven,
     id: &str,
-    f: impl FnOnce(&mut Vec<Value>, usize) -> T,
+    f: impl FnOnce(&mut Vec<(Value, usize)>, usize) -> T,
 ) -> Result<T, Problem> {
     let mut all = s.openadr.reports.lock().expect("reports lock");
     let mine = all.entry(ven.id.clone()).or_default();
     let at = mine
         .iter()
-        .position(|r| r["id"] == id)
+        .position(|r| r.0["id"] == id)
         .ok_or_else(|| Problem::not_found(format!("no report {id:?} of this VEN")))?;
     Ok(f(mine, at))
 }
@@ -564,7 +579,7 @@ async fn report(
     Path(id): Path<String>,
 ) -> Answer<Value> {
     let ven = s.openadr.ven_of(&headers)?;
-    with_report(&s, &ven, &id, |mine, at| Json(mine[at].clone()))
+    with_report(&s, &ven, &id, |mine, at| Json(mine[at].0.clone()))
 }
 
 async fn put_report(
@@ -575,11 +590,13 @@ async fn put_report(
 ) -> Answer<Value> {
     let ven = s.openadr.ven_of(&headers)?;
     let created = with_report(&s, &ven, &id, |mine, at| {
-        mine[at]["createdDateTime"].as_str().map(str::to_string)
+        mine[at].0["createdDateTime"].as_str().map(str::to_string)
     })?;
     let v = accept_report(&s, &ven, &body, id.clone(), created)?;
+    let size = serde_json::to_vec(&v).map_or(0, |b| b.len());
     with_report(&s, &ven, &id, |mine, at| {
-        mine[at] = v.clone();
+        mine[at] = (v.clone(), size);
+        keep_within_bounds(mine);
         Json(v)
     })
 }
@@ -590,7 +607,7 @@ async fn delete_report(
     Path(id): Path<String>,
 ) -> Answer<Value> {
     let ven = s.openadr.ven_of(&headers)?;
-    with_report(&s, &ven, &id, |mine, at| Json(mine.remove(at)))
+    with_report(&s, &ven, &id, |mine, at| Json(mine.remove(at).0))
 }
 
 async fn subscriptions(
@@ -736,6 +753,24 @@ mod tests {
         vtn.registry.cached.lock().unwrap().0 = None;
         let e = vtn.ven_of(&bearer(&token)).unwrap_err();
         assert!(e.detail.contains("no longer registered"), "{}", e.detail);
+    }
+
+    #[test]
+    fn a_ven_s_reports_are_bounded_by_count_and_bytes_the_newest_kept() {
+        let report = |n: usize, bytes: usize| (json!({"id": n}), bytes);
+        let mut mine: Vec<_> = (0..MAX_REPORTS_PER_VEN + 5)
+            .map(|n| report(n, 10))
+            .collect();
+        keep_within_bounds(&mut mine);
+        assert_eq!(mine.len(), MAX_REPORTS_PER_VEN);
+        assert_eq!(mine[0].0["id"], 5);
+        let mut mine = vec![report(0, 3 << 20), report(1, 3 << 20)];
+        keep_within_bounds(&mut mine);
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].0["id"], 1);
+        let mut one = vec![report(0, 9 << 20)];
+        keep_within_bounds(&mut one);
+        assert_eq!(one.len(), 1, "the newest always stays");
     }
 
     #[test]

@@ -57,12 +57,22 @@ pub fn notification(op: &str, event: &Value) -> Value {
 
 fn round(shared: &Arc<Shared>, state: &Arc<Mutex<State>>, agent: &ureq::Agent) {
     let vtn = &shared.openadr;
-    // Subscriptions of VENs removed since go with them.
+    let registered: HashMap<String, super::vens::Ven> = vtn
+        .registry
+        .vens()
+        .into_iter()
+        .map(|v| (v.id.clone(), v))
+        .collect();
+    // Subscriptions and reports of VENs removed since go with them.
     let subs = {
         let mut all = vtn.subscriptions.lock().expect("subscriptions lock");
-        all.retain(|s| vtn.registry.by_id(&s.ven_id).is_some());
+        all.retain(|s| registered.contains_key(&s.ven_id));
         all.clone()
     };
+    vtn.reports
+        .lock()
+        .expect("reports lock")
+        .retain(|ven, _| registered.contains_key(ven));
     {
         let ids: HashSet<&str> = subs.iter().map(|s| s.id.as_str()).collect();
         let mut st = state.lock().expect("notifier lock");
@@ -70,10 +80,10 @@ fn round(shared: &Arc<Shared>, state: &Arc<Mutex<State>>, agent: &ureq::Agent) {
             .retain(|(sub, _), _| ids.contains(sub.as_str()));
     }
     for sub in subs {
-        let Some(ven) = vtn.registry.by_id(&sub.ven_id) else {
+        let Some(ven) = registered.get(&sub.ven_id) else {
             continue;
         };
-        let now: HashMap<String, Value> = super::visible_events(shared, &ven)
+        let now: HashMap<String, Value> = super::visible_events(shared, ven)
             .into_iter()
             .filter(|e| e.program_id == sub.body.program_id)
             .map(|e| {

@@ -34,6 +34,23 @@ def now():
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def variable_results(get_variable_data, known):
+    """GetVariables results: each asked SmartChargingCtrlr variable (`Name` or `Name/instance`)
+    from `known`, `UnknownVariable` for the others. The names asked, as `Component.Name`."""
+    results, asked = [], []
+    for d in get_variable_data:
+        comp, var = d["component"]["name"], d["variable"]
+        name = var["name"] + ("/" + var["instance"] if var.get("instance") else "")
+        asked.append(f"{comp}.{name}")
+        value = known.get(name) if comp == "SmartChargingCtrlr" else None
+        r = {"attribute_status": "Accepted" if value is not None else "UnknownVariable",
+             "component": d["component"], "variable": var}
+        if value is not None:
+            r["attribute_value"] = value
+        results.append(r)
+    return results, asked
+
+
 def limit_at(periods, t):
     """The limit in force at second t of a schedule, or None before its first period."""
     lim = None
@@ -58,17 +75,8 @@ class Station(Cp):
 
     @on(Action.get_variables)
     def on_get_variables(self, get_variable_data, **_):
-        results = []
-        for d in get_variable_data:
-            comp, var = d["component"]["name"], d["variable"]
-            name = var["name"] + ("/" + var["instance"] if var.get("instance") else "")
-            self.asked.append(f"{comp}.{name}")
-            value = self.variables.get(name) if comp == "SmartChargingCtrlr" else None
-            r = {"attribute_status": "Accepted" if value is not None else "UnknownVariable",
-                 "component": d["component"], "variable": var}
-            if value is not None:
-                r["attribute_value"] = value
-            results.append(r)
+        results, asked = variable_results(get_variable_data, self.variables)
+        self.asked.extend(asked)
         return call_result.GetVariables(get_variable_result=results)
 
     @on(Action.set_charging_profile)

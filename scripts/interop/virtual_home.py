@@ -346,6 +346,7 @@ def station_class():
     from ocpp.v201 import ChargePoint as Cp
     from ocpp.v201 import call_result
     from ocpp.v201.enums import Action
+    from ocpp201_charging_station import variable_results
 
     class Station(Cp):
         ev = None
@@ -359,16 +360,7 @@ def station_class():
 
         @on(Action.get_variables)
         def on_get_variables(self, get_variable_data, **_):
-            known, results = self.variables(), []
-            for d in get_variable_data:
-                var = d["variable"]
-                name = var["name"] + ("/" + var["instance"] if var.get("instance") else "")
-                value = known.get(name) if d["component"]["name"] == "SmartChargingCtrlr" else None
-                r = {"attribute_status": "Accepted" if value is not None else "UnknownVariable",
-                     "component": d["component"], "variable": var}
-                if value is not None:
-                    r["attribute_value"] = value
-                results.append(r)
+            results, _ = variable_results(get_variable_data, self.variables())
             return call_result.GetVariables(get_variable_result=results)
 
         @on(Action.set_charging_profile)

@@ -749,49 +749,59 @@ async fn smart_charging(link: &Link) {
         s.smart_charging = Some(conf.clone());
         s.boots += 1;
     });
+    send_site_and_plan(link, &conf).await;
+}
+
+/// After a boot: the site's limit (connector or evse 0) and our plan (1), fitted to `conf` and
+/// written as the charger's version writes them, each answer logged (whether the charger takes
+/// our plan is its answer to the plan); the composite limit of the two as we compute it.
+async fn send_site_and_plan(link: &Link, conf: &SmartChargingConfig) -> Option<Schedule> {
+    let (cs, cp) = (&link.cs, link.cp.as_str());
     let start = now_rfc3339();
     let (volts, phases) = (cs.cfg.volts, cs.cfg.phases);
     let site = cs.cfg.site_limit_w.map(|w| {
-        fit_plan(
-            &[PlanStep {
-                start_s: 0,
-                limit_w: w,
-            }],
-            &conf,
-            volts,
-            phases,
-        )
+        let step = PlanStep {
+            start_s: 0,
+            limit_w: w,
+        };
+        fit_plan(&[step], conf, volts, phases)
     });
-    let plan = (!cs.cfg.plan.is_empty()).then(|| fit_plan(&cs.cfg.plan, &conf, volts, phases));
+    let plan = (!cs.cfg.plan.is_empty()).then(|| fit_plan(&cs.cfg.plan, conf, volts, phases));
+    let site_purpose = match link.version {
+        Version::V16 => "ChargePointMaxProfile",
+        Version::V201 => "ChargingStationMaxProfile",
+    };
     let stack = conf.max_stack_level.min(1);
     let sends = [
-        site.as_ref()
-            .map(|s| (0, profile_json(1, 0, "ChargePointMaxProfile", s, &start))),
-        plan.as_ref().map(|s| {
-            (
-                1,
-                profile_json(PLAN_PROFILE_ID, stack, "TxDefaultProfile", s, &start),
-            )
-        }),
+        site.as_ref().map(|s| (0, 1, 0, site_purpose, s)),
+        plan.as_ref()
+            .map(|s| (1, PLAN_PROFILE_ID, stack, "TxDefaultProfile", s)),
     ];
-    for (connector, profile) in sends.into_iter().flatten() {
-        let r = link
-            .call(
-                "SetChargingProfile",
-                json!({"connectorId": connector, "csChargingProfiles": profile}),
-            )
-            .await;
+    for (at, id, stack, purpose, s) in sends.into_iter().flatten() {
+        let request = match link.version {
+            Version::V16 => json!({"connectorId": at,
+                "csChargingProfiles": profile_json(id, stack, purpose, s, &start)}),
+            Version::V201 => json!({"evseId": at,
+                "chargingProfile": v201::profile_json(id, stack, purpose, s, &start)}),
+        };
+        let r = link.call("SetChargingProfile", request).await;
+        let status = r.map(|v| v["status"].clone()).unwrap_or_else(Value::String);
+        if at == 1 {
+            cs.update(cp, |st| st.takes_profiles = Some(status == "Accepted"));
+        }
         cs.log(
-            json!({"event": "profile", "charge_point": cp, "connector": connector,
-            "purpose": profile["chargingProfilePurpose"],
-            "schedule": profile["chargingSchedule"],
-            "status": r.map(|v| v["status"].clone()).unwrap_or_else(Value::String)}),
+            json!({"event": "profile", "charge_point": cp, "connector": at,
+            "purpose": purpose, "schedule": s, "status": status}),
         );
     }
-    if let (Some(site), Some(plan)) = (&site, &plan) {
-        cs.log(json!({"event": "effective_limit", "charge_point": cp,
-            "schedule": composite(site, plan)}));
+    let ours = match (site, plan) {
+        (Some(site), Some(plan)) => Some(composite(&site, &plan)),
+        (site, plan) => site.or(plan),
+    };
+    if let Some(o) = &ours {
+        cs.log(json!({"event": "effective_limit", "charge_point": cp, "schedule": o}));
     }
+    ours
 }
 
 /// An OCPP CALLERROR: its code and description.

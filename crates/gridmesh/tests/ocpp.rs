@@ -13,6 +13,32 @@ mod common;
 use common::{free_port, get_json, new_key, python, wait_for, GatewayNode, Mosquitto};
 use std::process::{Command, Stdio};
 
+/// `gridmesh device ocpp` for charger `id` (key file `key`), publishing on `mqtt`, with an 11 kW
+/// site limit and a plan of 7.4, 3.7 and 11 kW quarter hours; stops after one session. Its port.
+fn central_system(id: &str, key: &str, mqtt: &str) -> (u16, std::process::Child) {
+    let port = free_port();
+    let cs = Command::new(common::BIN)
+        .args(["device", "ocpp", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--charger", &format!("{id}={key}"), "--id-tag", "RFID-0042"])
+        .args(["--mqtt", mqtt, "--site-limit-kw", "11"])
+        .args([
+            "--plan",
+            "0:7.4,900:3.7,1800:11",
+            "--sessions",
+            "1",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the central system");
+    wait_for("the central system to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (port, cs)
+}
+
 #[test]
 fn an_ocpp_charge_point_is_smart_charged_and_metered_onto_the_gateway() {
     let (py, broker) = (python(), Mosquitto::start());
@@ -22,32 +48,7 @@ fn an_ocpp_charge_point_is_smart_charged_and_metered_onto_the_gateway() {
     let (charger_key, charger) = new_key(dir.path(), "charger");
     g.register_device(&charger_key, "ev-charger", "11", "street-1/house-2");
 
-    let port = free_port();
-    let cs = Command::new(common::BIN)
-        .args(["device", "ocpp", "--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--charger",
-            &format!("CP_1={charger_key}"),
-            "--id-tag",
-            "RFID-0042",
-        ])
-        .args([
-            "--mqtt",
-            &mqtt,
-            "--site-limit-kw",
-            "11",
-            "--plan",
-            "0:7.4,900:3.7,1800:11",
-        ])
-        .args(["--sessions", "1", "--json"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the central system");
-    wait_for("the central system to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (port, cs) = central_system("CP_1", &charger_key, &mqtt);
     let out = Command::new(&py)
         .arg(common::interop_script("ocpp_charge_point.py"))
         .args([
@@ -138,32 +139,7 @@ fn an_ocpp_2_0_1_station_is_smart_charged_through_its_device_model_and_metered()
     let (charger_key, charger) = new_key(dir.path(), "station");
     g.register_device(&charger_key, "ev-charger", "22", "street-1/house-3");
 
-    let port = free_port();
-    let cs = Command::new(common::BIN)
-        .args(["device", "ocpp", "--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--charger",
-            &format!("CS_1={charger_key}"),
-            "--id-tag",
-            "RFID-0042",
-        ])
-        .args([
-            "--mqtt",
-            &mqtt,
-            "--site-limit-kw",
-            "11",
-            "--plan",
-            "0:7.4,900:3.7,1800:11",
-        ])
-        .args(["--sessions", "1", "--json"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the central system");
-    wait_for("the central system to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (port, cs) = central_system("CS_1", &charger_key, &mqtt);
     // Watts and three periods per schedule.
     let out = Command::new(&py)
         .arg(common::interop_script("ocpp201_charging_station.py"))

@@ -28,6 +28,24 @@ fn get(url: &str) -> Value {
     ureq::get(url).call().unwrap().into_json().unwrap()
 }
 
+/// `gridmesh openadr ven add`: the VEN's credentials.
+fn add_ven(data_dir: &str, name: &str, connection: Option<&str>) -> Value {
+    let mut args = vec![
+        "openadr",
+        "ven",
+        "add",
+        "--data-dir",
+        data_dir,
+        "--name",
+        name,
+    ];
+    if let Some(c) = connection {
+        args.extend(["--connection", c]);
+    }
+    args.push("--json");
+    run(&args)
+}
+
 /// Runs the VEN and returns what it saw.
 fn ven(url: &str, creds: &Value, name: &str, foreign: &str, webhook: Option<u16>) -> Value {
     let mut cmd = Command::new(python());
@@ -73,28 +91,8 @@ fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
     let data_dir = data.to_str().unwrap();
 
     // The operator registers a home's VEN for its connection, and an aggregator's.
-    let home = run(&[
-        "openadr",
-        "ven",
-        "add",
-        "--data-dir",
-        data_dir,
-        "--name",
-        "home-1",
-        "--connection",
-        "street-1/home-1",
-        "--json",
-    ]);
-    let aggregator = run(&[
-        "openadr",
-        "ven",
-        "add",
-        "--data-dir",
-        data_dir,
-        "--name",
-        "aggregator",
-        "--json",
-    ]);
+    let home = add_ven(data_dir, "home-1", Some("street-1/home-1"));
+    let aggregator = add_ven(data_dir, "aggregator", None);
     let dup = gridmesh(&[
         "openadr",
         "ven",

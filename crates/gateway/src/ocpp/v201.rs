@@ -15,8 +15,8 @@
 //! absent is driven by RequestStartTransaction / RequestStopTransaction instead (F01, F03).
 
 use super::{
-    composite, fit_plan, now_rfc3339, timestamp_ms, CallError, CentralSystem, Link, PlanStep,
-    Schedule, SmartChargingConfig, PLAN_PROFILE_ID,
+    now_rfc3339, send_site_and_plan, timestamp_ms, CallError, CentralSystem, Link, Schedule,
+    SmartChargingConfig, PLAN_PROFILE_ID,
 };
 use serde_json::{json, Value};
 
@@ -188,55 +188,9 @@ pub(super) async fn smart_charging(link: &Link) {
     if !enabled {
         return;
     }
-    let start = now_rfc3339();
-    let (volts, phases) = (cs.cfg.volts, cs.cfg.phases);
-    let site = cs.cfg.site_limit_w.map(|w| {
-        let step = PlanStep {
-            start_s: 0,
-            limit_w: w,
-        };
-        fit_plan(&[step], &conf, volts, phases)
-    });
-    let plan = (!cs.cfg.plan.is_empty()).then(|| fit_plan(&cs.cfg.plan, &conf, volts, phases));
-    let stack = conf.max_stack_level.min(1);
-    let sends = [
-        site.as_ref().map(|s| {
-            (
-                0,
-                profile_json(1, 0, "ChargingStationMaxProfile", s, &start),
-            )
-        }),
-        plan.as_ref().map(|s| {
-            (
-                1,
-                profile_json(PLAN_PROFILE_ID, stack, "TxDefaultProfile", s, &start),
-            )
-        }),
-    ];
-    for (evse, profile) in sends.into_iter().flatten() {
-        let r = link
-            .call(
-                "SetChargingProfile",
-                json!({"evseId": evse, "chargingProfile": profile}),
-            )
-            .await;
-        let status = r.map(|v| v["status"].clone()).unwrap_or_else(Value::String);
-        if evse == 1 {
-            cs.update(cp, |s| s.takes_profiles = Some(status == "Accepted"));
-        }
-        cs.log(
-            json!({"event": "profile", "charge_point": cp, "connector": evse,
-            "purpose": profile["chargingProfilePurpose"],
-            "schedule": profile["chargingSchedule"][0], "status": status}),
-        );
-    }
-    let ours = match (&site, &plan) {
-        (Some(site), Some(plan)) => Some(composite(site, plan)),
-        (Some(s), None) | (None, Some(s)) => Some(s.clone()),
-        (None, None) => None,
+    let Some(ours) = send_site_and_plan(link, &conf).await else {
+        return;
     };
-    let Some(ours) = ours else { return };
-    cs.log(json!({"event": "effective_limit", "charge_point": cp, "schedule": ours}));
     // What the station makes of the profiles it holds, over the schedule's breakpoints and a
     // quarter hour beyond the last.
     let duration_s = ours.periods.last().map_or(0, |p| p.0) + 900;

@@ -13,6 +13,30 @@ mod common;
 use common::{free_port, get_json, new_key, python, wait_for, GatewayNode, Mosquitto};
 use std::process::{Command, Stdio};
 
+/// Runs interop script `script` with `args` against the central system `cs` and waits for `cs`
+/// to end: what the peer printed, and the central system's event log.
+fn exchange(
+    py: &std::path::Path,
+    cs: std::process::Child,
+    script: &str,
+    args: &[&str],
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let out = Command::new(py)
+        .arg(common::interop_script(script))
+        .args(args)
+        .output()
+        .expect("run the peer");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peer = serde_json::from_slice(&out.stdout).unwrap();
+    let cs_out = cs.wait_with_output().unwrap();
+    assert!(cs_out.status.success());
+    (peer, serde_json::from_slice(&cs_out.stdout).unwrap())
+}
+
 /// `gridmesh device ocpp` for charger `id` (key file `key`), publishing on `mqtt`, with an 11 kW
 /// site limit and a plan of 7.4, 3.7 and 11 kW quarter hours; stops after one session. Its port.
 fn central_system(id: &str, key: &str, mqtt: &str) -> (u16, std::process::Child) {
@@ -49,25 +73,17 @@ fn an_ocpp_charge_point_is_smart_charged_and_metered_onto_the_gateway() {
     g.register_device(&charger_key, "ev-charger", "11", "street-1/house-2");
 
     let (port, cs) = central_system("CP_1", &charger_key, &mqtt);
-    let out = Command::new(&py)
-        .arg(common::interop_script("ocpp_charge_point.py"))
-        .args([
+    let (cp, events) = exchange(
+        &py,
+        cs,
+        "ocpp_charge_point.py",
+        &[
             "--url",
             &format!("ws://127.0.0.1:{port}/ocpp/CP_1"),
             "--meter-values",
             "3",
-        ])
-        .output()
-        .expect("run the charge point");
-    assert!(
-        out.status.success(),
-        "ocpp_charge_point.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cs_out = cs.wait_with_output().unwrap();
-    assert!(cs_out.status.success());
-    let events: Vec<serde_json::Value> = serde_json::from_slice(&cs_out.stdout).unwrap();
     let event = |name: &str| -> Vec<&serde_json::Value> {
         events.iter().filter(|e| e["event"] == name).collect()
     };
@@ -141,21 +157,13 @@ fn an_ocpp_2_0_1_station_is_smart_charged_through_its_device_model_and_metered()
 
     let (port, cs) = central_system("CS_1", &charger_key, &mqtt);
     // Watts and three periods per schedule.
-    let out = Command::new(&py)
-        .arg(common::interop_script("ocpp201_charging_station.py"))
-        .args(["--url", &format!("ws://127.0.0.1:{port}/ocpp/CS_1")])
-        .args(["--rate-unit", "W", "--periods", "3", "--meter-values", "3"])
-        .output()
-        .expect("run the charging station");
-    assert!(
-        out.status.success(),
-        "ocpp201_charging_station.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let url_201 = format!("ws://127.0.0.1:{port}/ocpp/CS_1");
+    let (st, events) = exchange(
+        &py,
+        cs,
+        "ocpp201_charging_station.py",
+        &["--url", &url_201, "--rate-unit", "W", "--periods", "3"],
     );
-    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cs_out = cs.wait_with_output().unwrap();
-    assert!(cs_out.status.success());
-    let events: Vec<serde_json::Value> = serde_json::from_slice(&cs_out.stdout).unwrap();
     let event = |name: &str| -> Vec<&serde_json::Value> {
         events.iter().filter(|e| e["event"] == name).collect()
     };

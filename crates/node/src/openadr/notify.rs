@@ -79,17 +79,22 @@ fn round(shared: &Arc<Shared>, state: &Arc<Mutex<State>>, agent: &ureq::Agent) {
         st.delivered
             .retain(|(sub, _), _| ids.contains(sub.as_str()));
     }
+    // Each VEN's events, built once a round whatever its number of subscriptions.
+    let mut events: HashMap<String, Vec<super::wire::Event>> = HashMap::new();
     for sub in subs {
         let Some(ven) = registered.get(&sub.ven_id) else {
             continue;
         };
-        let now: HashMap<String, Value> = super::visible_events(shared, ven)
-            .into_iter()
+        let visible = events
+            .entry(ven.id.clone())
+            .or_insert_with(|| super::visible_events(shared, ven));
+        let now: HashMap<String, Value> = visible
+            .iter()
             .filter(|e| e.program_id == sub.body.program_id)
             .map(|e| {
                 (
                     e.id.clone(),
-                    serde_json::to_value(&e).expect("events serialise"),
+                    serde_json::to_value(e).expect("events serialise"),
                 )
             })
             .collect();

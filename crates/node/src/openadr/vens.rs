@@ -190,8 +190,9 @@ impl Registry {
         }
     }
 
-    /// The VENs now (a file that cannot be read keeps the last good list, and says why).
-    pub fn vens(&self) -> Vec<Ven> {
+    /// `f` of the VENs now, read again first if the file changed (a file that cannot be read
+    /// keeps the last good list, and says why).
+    fn with_vens<T>(&self, f: impl FnOnce(&[Ven]) -> T) -> T {
         let modified = std::fs::metadata(&self.file)
             .and_then(|m| Ok((m.modified()?, m.len())))
             .ok();
@@ -202,19 +203,26 @@ impl Registry {
                 Err(e) => tracing::warn!("OpenADR VENs not reloaded: {e}"),
             }
         }
-        c.1.clone()
+        f(&c.1)
+    }
+
+    /// The VENs now.
+    pub fn vens(&self) -> Vec<Ven> {
+        self.with_vens(<[Ven]>::to_vec)
     }
 
     /// The VEN with client id `client_id`, if its `secret` is right.
     pub fn authenticate(&self, client_id: &str, secret: &str) -> Option<Ven> {
-        self.vens()
-            .into_iter()
-            .find(|v| v.client_id == client_id && v.secret_matches(secret))
+        self.with_vens(|v| {
+            v.iter()
+                .find(|v| v.client_id == client_id && v.secret_matches(secret))
+                .cloned()
+        })
     }
 
     /// The VEN with object id `id`, if it is still registered.
     pub fn by_id(&self, id: &str) -> Option<Ven> {
-        self.vens().into_iter().find(|v| v.id == id)
+        self.with_vens(|v| v.iter().find(|v| v.id == id).cloned())
     }
 }
 

@@ -22,6 +22,7 @@
 //! subscriptions and tokens in memory, bounded.
 
 pub mod notify;
+pub mod upstream;
 pub mod vens;
 pub mod wire;
 

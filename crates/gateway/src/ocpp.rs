@@ -310,10 +310,7 @@ pub fn energy_mwh(value: &str, unit: &str) -> Option<u64> {
 
 /// Parses an OCPP timestamp (RFC 3339, UTC) into Unix milliseconds.
 pub fn timestamp_ms(s: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok()?;
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64)
+    gridmesh_types::units::parse_rfc3339_ms(s)
 }
 
 pub(crate) fn now_rfc3339() -> String {

@@ -58,6 +58,102 @@ pub fn rfc3339(unix_s: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// Milliseconds since the Unix epoch of an RFC 3339 time: `2026-12-06T17:00:00Z`, with a space
+/// or `t` for the `T`, fractions of a second (kept to the millisecond), any UTC offset (`Z`,
+/// `+00:00`, `-05:00`) or none (UTC). `None` if it is not one, or before 1970.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let b = t.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let s = t.get(from..to)?;
+        if s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, s) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    if h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    let mut rest = &t[19..];
+    let mut ms = 0;
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        ms = f[..digits.min(3)].parse::<i64>().ok()? * 10i64.pow(3 - digits.min(3) as u32);
+        rest = &f[digits..];
+    }
+    let offset_s = match rest {
+        "" | "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let o = rest.as_bytes();
+            if o.len() != 6 || o[3] != b':' {
+                return None;
+            }
+            let (oh, om) = (
+                rest[1..3].parse::<i64>().ok()?,
+                rest[4..6].parse::<i64>().ok()?,
+            );
+            if !rest[1..3]
+                .bytes()
+                .chain(rest[4..6].bytes())
+                .all(|c| c.is_ascii_digit())
+                || oh > 23
+                || om > 59
+            {
+                return None;
+            }
+            sign * (oh * 3_600 + om * 60)
+        }
+    };
+    // Howard Hinnant's days-from-civil.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let unix_s = days * 86_400 + h * 3_600 + mi * 60 + s - offset_s;
+    u64::try_from(unix_s * 1_000 + ms).ok()
+}
+
 /// (year, month, day, hour, minute, second) in UTC of a time in seconds since the Unix epoch.
 fn civil(unix_s: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (unix_s / 86_400) as i64;
@@ -86,6 +182,42 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
         assert_eq!(utc(1_796_474_700), "2026-12-05T12:45Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_back_with_fractions_and_offsets() {
+        for s in [0, 951_782_400, 1_796_474_700, 4_102_444_799] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339(s)), Some(s * 1_000));
+        }
+        let at = 1_795_543_200_000;
+        assert_eq!(parse_rfc3339_ms("2026-11-24T18:00:00.250Z"), Some(at + 250));
+        assert_eq!(parse_rfc3339_ms("2026-11-24T18:00:00.25Z"), Some(at + 250));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-24T18:00:00.123456+00:00"),
+            Some(at + 123)
+        );
+        assert_eq!(parse_rfc3339_ms("2026-11-24 18:00:00"), Some(at));
+        assert_eq!(parse_rfc3339_ms("2026-11-24T19:30:00+01:30"), Some(at));
+        assert_eq!(parse_rfc3339_ms("2026-11-24T13:00:00-05:00"), Some(at));
+        for bad in [
+            "yesterday",
+            "2026-11-24",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-24T24:00:00Z",
+            "2026-11-24T18:00:00.Z",
+            "2026-11-24T18:00:00+0100",
+            "2026-11-24T18:00:00+1:00",
+            "2026-11-24T18:00:00 UTC",
+            "1969-12-31T23:59:59Z",
+            "2026-11-24T18:00:0xZ",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use gridmesh_types::units::SLOT_MS;
+use gridmesh_types::units::{parse_rfc3339_ms as time_ms, SLOT_MS};
 use serde_json::Value;
 
 /// Most slots one event may cover (a week).
@@ -52,20 +52,6 @@ pub fn duration_s(text: &str) -> Option<u64> {
         take(t, &[('H', 3_600), ('M', 60), ('S', 1)])?;
     }
     (parts > 0).then_some(total)
-}
-
-/// Unix milliseconds of an RFC 3339 time.
-fn time_ms(text: &str) -> Option<u64> {
-    humantime::parse_rfc3339_weak(text.trim().trim_end_matches('Z'))
-        .ok()
-        .or_else(|| {
-            // An offset other than Z: only +00:00 is UTC without arithmetic.
-            let t = text.trim().strip_suffix("+00:00")?;
-            humantime::parse_rfc3339_weak(t).ok()
-        })?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64)
 }
 
 /// The limits of one slot, kW (`None`: no event limits it).

@@ -32,8 +32,7 @@ pub fn wall_ms() -> u64 {
 
 /// RFC 3339 (UTC, seconds) of Unix milliseconds.
 pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    gridmesh_types::units::rfc3339(ms / 1_000)
 }
 
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {

@@ -265,6 +265,19 @@ impl TxView {
                 None,
                 Some(serde_json::json!({"asset": asset.to_string(), "shares": shares})),
             ),
+            TxKind::SetTariff {
+                slot,
+                retail_per_kwh,
+                feed_in_per_kwh,
+            } => (
+                "set_tariff",
+                None,
+                None,
+                Some(
+                    serde_json::json!({"slot": slot, "retail_per_kwh": retail_per_kwh,
+                    "feed_in_per_kwh": feed_in_per_kwh}),
+                ),
+            ),
         };
         TxView {
             hash: tx.hash().to_string(),
@@ -417,6 +430,28 @@ pub struct OperatorView {
     pub last_error: Option<String>,
 }
 
+/// The grid operator service following its DSO's OpenADR 3 VTN (`--openadr-upstream`).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Default, Clone)]
+pub struct UpstreamView {
+    /// The VTN's base URL.
+    pub url: String,
+    /// This node's VEN object at the VTN, once registered.
+    pub ven_id: Option<String>,
+    /// The programs followed.
+    pub program_ids: Vec<String>,
+    pub polls: u64,
+    /// Events seen at the last poll.
+    pub events: usize,
+    /// Slots from now on with a capacity limit, and with a price.
+    pub limited_slots: usize,
+    pub priced_slots: usize,
+    /// Usage reports sent back.
+    pub reports_sent: u64,
+    /// What the last poll left out of the events, one line each (at most 20).
+    pub left_out: Vec<String>,
+    pub last_error: Option<String>,
+}
+
 /// The microgrid's state on the ledger.
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
 pub struct GridView {
@@ -427,6 +462,8 @@ pub struct GridView {
     pub events: Vec<GridEventView>,
     pub events_total: u64,
     pub operator: Option<OperatorView>,
+    #[serde(default)]
+    pub upstream: Option<UpstreamView>,
 }
 
 pub fn event_name(e: gridmesh_ledger::GridEventKind) -> &'static str {

@@ -4,7 +4,7 @@
 
 use gridmesh_ledger::devices::ReadingStatus;
 use gridmesh_ledger::market::{Reading, SlotRecord};
-use gridmesh_ledger::readers::{DeviceReader, EconomicsReader, MarketReader};
+use gridmesh_ledger::readers::{DeviceReader, EconomicsReader, GridReader, MarketReader};
 use gridmesh_market::value_floor;
 use gridmesh_types::units::{slot_of, slot_start_ms};
 use gridmesh_types::{Address, Amount};
@@ -185,7 +185,6 @@ pub fn home_view(
     now_ms: u64,
     slots: u64,
 ) -> HomeView {
-    let cfg = state.market_config();
     let last = slot_of(now_ms);
     let first = last.saturating_sub(slots - 1);
     let mut rows = Vec::new();
@@ -228,7 +227,7 @@ pub fn home_view(
         }
         let tariff = record
             .as_ref()
-            .map_or_else(|| cfg.tariff(slot), |r| r.tariff);
+            .map_or_else(|| state.tariff(slot), |r| r.tariff);
         let island = record.as_ref().is_some_and(|r| r.island);
         let (import, export) = reading.map_or((bought, sold), |r| (r.import_mwh, r.export_mwh));
         let utility_import = import.saturating_sub(bought);

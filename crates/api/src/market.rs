@@ -10,7 +10,7 @@ use gridmesh_ledger::devices::{HoldReason, ReadingStatus};
 use gridmesh_ledger::market::{
     self, OrderRecord, Reading, SettlementStatus, SlotRecord, TradeRecord,
 };
-use gridmesh_ledger::readers::{DeviceReader, EconomicsReader, MarketReader};
+use gridmesh_ledger::readers::{DeviceReader, EconomicsReader, GridReader, MarketReader};
 use gridmesh_ledger::State;
 use gridmesh_market::{value_floor, Side};
 use gridmesh_types::units::{format_kwh, slot_start_ms};
@@ -218,7 +218,9 @@ pub fn slot_view(state: &State, slot: u64, now_ms: u64) -> Option<SlotView> {
             ask_kwh: format_kwh(a),
         })
         .collect();
-    let tariff = record.as_ref().map_or(cfg.tariff(slot), |r| r.tariff);
+    let tariff = record
+        .as_ref()
+        .map_or_else(|| state.tariff(slot), |r| r.tariff);
     let gate = cfg.gate_closure_ms(slot);
     let trades: Vec<TradeRecord> = state.trades(slot);
     let readings: BTreeMap<Address, Reading> = state.readings(slot).into_iter().collect();

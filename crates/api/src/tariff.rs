@@ -10,7 +10,7 @@
 //! 3. **tariff**: the utility's time-of-use tariff (retail for the grid list, feed-in for the
 //!    other).
 
-use gridmesh_ledger::readers::MarketReader;
+use gridmesh_ledger::readers::{GridReader, MarketReader};
 use gridmesh_ledger::State;
 use gridmesh_types::units::{rfc3339, slot_of, slot_start_ms, SLOTS_PER_DAY, SLOT_MS};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,6 @@ fn cleared(state: &State, slot: u64, side: PriceSide) -> Option<u128> {
 
 /// The price list for `side` from the slot `now_ms` falls in over the next 24 hours.
 pub fn price_list(state: &State, now_ms: u64, side: PriceSide) -> Vec<PricePoint> {
-    let cfg = state.market_config();
     let first = slot_of(now_ms);
     (first..first + LIST_SLOTS)
         .map(|slot| {
@@ -69,7 +68,7 @@ pub fn price_list(state: &State, now_ms: u64, side: PriceSide) -> Vec<PricePoint
                 (!past.is_empty()).then(|| past.iter().sum::<u128>() / past.len() as u128)
             };
             let tariff = || {
-                let t = cfg.tariff(slot);
+                let t = state.tariff(slot);
                 u128::from(match side {
                     PriceSide::Grid => t.retail_per_kwh,
                     PriceSide::FeedIn => t.feed_in_per_kwh,

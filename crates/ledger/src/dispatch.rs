@@ -137,6 +137,20 @@ fn apply_tx(
             import_mwh,
             export_mwh,
         } => grid_operator::set_envelope(o, cfg, from, *slot, location, *import_mwh, *export_mwh)?,
+        TxKind::SetTariff {
+            slot,
+            retail_per_kwh,
+            feed_in_per_kwh,
+        } => grid_operator::set_tariff(
+            o,
+            cfg,
+            from,
+            *slot,
+            gridmesh_market::Tariff {
+                retail_per_kwh: *retail_per_kwh,
+                feed_in_per_kwh: *feed_in_per_kwh,
+            },
+        )?,
         TxKind::GridEvent { event, at_ms } => {
             grid_operator::grid_event(o, cfg, from, *event, *at_ms)?
         }

@@ -5,7 +5,7 @@
 //! Knows nothing of orders, devices or rewards: the market reads the envelopes and the mode.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use gridmesh_market::Areas;
+use gridmesh_market::{Areas, Tariff};
 use serde::Serialize;
 
 use crate::config::MarketConfig;
@@ -90,6 +90,29 @@ pub(crate) fn set_envelope(
         }),
     );
     Ok(vec![Event::EnvelopeSet { slot }])
+}
+
+/// `SetTariff`: the grid operator sets the utility's prices of a slot (checked in the
+/// transaction's form: feed-in at most retail, within the price limit).
+pub(crate) fn set_tariff(
+    o: &mut Overlay<'_>,
+    cfg: &MarketConfig,
+    from: Origin<'_>,
+    slot: u64,
+    tariff: Tariff,
+) -> Result<Vec<Event>, TxError> {
+    if from.sender != cfg.grid_operator {
+        return Err(MarketTxError::NotGridOperator.into());
+    }
+    cfg.check_open(slot, from.now_ms())?;
+    o.kv_put(keys::tariff(slot), enc(&tariff));
+    Ok(vec![Event::TariffSet { slot }])
+}
+
+/// The utility's prices in `slot`: the grid operator's, else the genesis time-of-use tariff.
+pub(crate) fn tariff(o: &Overlay<'_>, cfg: &MarketConfig, slot: u64) -> Tariff {
+    o.kv_get(&keys::tariff(slot))
+        .map_or_else(|| cfg.tariff(slot), |b| dec(&b))
 }
 
 /// `GridEvent`: the grid operator records an islanding transition.

@@ -65,6 +65,8 @@ pub(crate) enum Tag {
     Envelope = 13,
     GridMode = 14,
     GridEvent = 15,
+    /// A slot's utility tariff in place of the genesis one (`SetTariff`).
+    Tariff = 21,
     // Economics (`crate::economics`).
     EconomicsConfig = 30,
     Supply = 31,
@@ -81,7 +83,7 @@ pub(crate) enum Tag {
 impl Tag {
     /// Every tag, for the registry's own checks.
     #[cfg(test)]
-    const ALL: [Tag; 29] = [
+    const ALL: [Tag; 30] = [
         Tag::MarketConfig,
         Tag::MarketMeta,
         Tag::OpenSlot,
@@ -101,6 +103,7 @@ impl Tag {
         Tag::Envelope,
         Tag::GridMode,
         Tag::GridEvent,
+        Tag::Tariff,
         Tag::EconomicsConfig,
         Tag::Supply,
         Tag::Points,
@@ -251,6 +254,9 @@ pub(crate) mod keys {
             slot,
             blake3::hash(location.as_bytes()).as_bytes(),
         )
+    }
+    pub fn tariff(slot: u64) -> Vec<u8> {
+        key(Tag::Tariff as u8, slot, &[])
     }
     pub fn grid_mode() -> Vec<u8> {
         key(Tag::GridMode as u8, 0, &[])

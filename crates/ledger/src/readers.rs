@@ -127,6 +127,14 @@ pub trait DeviceReader: StateReader {
 
 /// The grid operator's envelopes and the islanding state.
 pub trait GridReader: StateReader {
+    /// The utility's prices in a slot: the grid operator's (`SetTariff`), else the genesis
+    /// time-of-use tariff.
+    fn tariff(&self, slot: u64) -> gridmesh_market::Tariff {
+        self.kv_space()
+            .get(&keys::tariff(slot))
+            .map_or_else(|| stored_config(self.kv_space()).tariff(slot), decode)
+    }
+
     /// A connection's envelope in a slot.
     fn envelope(&self, slot: u64, location: &str) -> Option<EnvelopeRecord> {
         self.kv_space()

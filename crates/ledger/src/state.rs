@@ -83,6 +83,10 @@ pub enum Event {
     EnvelopeSet {
         slot: u64,
     },
+    /// The grid operator set a slot's utility tariff.
+    TariffSet {
+        slot: u64,
+    },
     /// The islanding controller's transition number `seq` was recorded.
     GridEvent {
         seq: u64,

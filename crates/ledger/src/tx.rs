@@ -137,6 +137,15 @@ pub enum TxKind {
         to: Address,
         shares: u64,
     } = 15,
+    /// The utility's prices in `slot` (base units per kWh) in place of the genesis tariff: the
+    /// grid operator passes on what its DSO or supplier publishes (an OpenADR `PRICE` and
+    /// `EXPORT_PRICE`). Only the grid operator may send it, before the slot's gate closure; a
+    /// later one replaces it.
+    SetTariff {
+        slot: u64,
+        retail_per_kwh: u64,
+        feed_in_per_kwh: u64,
+    } = 16,
 }
 
 impl TxKind {
@@ -148,6 +157,7 @@ impl TxKind {
             | TxKind::CancelOrder { slot, .. }
             | TxKind::SubmitReading { slot, .. }
             | TxKind::SetEnvelope { slot, .. }
+            | TxKind::SetTariff { slot, .. }
             | TxKind::ReportFraud { slot, .. }
             | TxKind::DismissDispute { slot, .. }
             | TxKind::RequestFlexibility { slot, .. } => Some(*slot),
@@ -631,6 +641,16 @@ impl SignedTx {
                 &format!("envelope location is longer than {MAX_LOCATION_LEN} bytes"),
             ),
             TxKind::SetEnvelope { .. } => Ok(()),
+            TxKind::SetTariff {
+                retail_per_kwh,
+                feed_in_per_kwh,
+                ..
+            } => gridmesh_market::Tariff {
+                retail_per_kwh: *retail_per_kwh,
+                feed_in_per_kwh: *feed_in_per_kwh,
+            }
+            .check()
+            .or_else(|e| bad(&e.to_string())),
             TxKind::RegisterDeviceKey { info, .. } => {
                 if info.capacity_w == 0 {
                     return bad("device capacity must be greater than zero watts");

@@ -567,6 +567,72 @@ fn envelopes_trim_a_connections_orders_at_clearing() {
     );
 }
 
+/// The grid operator's tariff for a slot (its DSO's prices, `SetTariff`) replaces the genesis
+/// tariff in that slot's clearing: only from the grid operator, only before gate closure, a later
+/// one replacing the first, and never feed-in above retail.
+#[test]
+fn the_grid_operators_tariff_prices_the_utility_in_its_slot() {
+    let mut net = Net::with_grid_operator(5);
+    let (c, op) = (2, 4);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register(&mut net, t0, &[(c, DeviceKind::Meter)]);
+    let genesis = net.chain.state().market_config().tariff(SLOT);
+    assert_eq!(net.chain.state().tariff(SLOT), genesis);
+    let tariff = |retail_per_kwh, feed_in_per_kwh| TxKind::SetTariff {
+        slot: SLOT,
+        retail_per_kwh,
+        feed_in_per_kwh,
+    };
+    assert_eq!(
+        market_err(net.one(t0 + 500, c, tariff(1, 0))),
+        MarketTxError::NotGridOperator
+    );
+    assert_eq!(
+        net.chain.state().tariff(SLOT),
+        genesis,
+        "refused, not recorded"
+    );
+    net.one(t0 + 1_000, op, tariff(900_000, 10_000)).unwrap();
+    net.one(t0 + 1_500, op, tariff(420_000, 50_000)).unwrap();
+    let set = gridmesh_market::Tariff {
+        retail_per_kwh: 420_000,
+        feed_in_per_kwh: 50_000,
+    };
+    assert_eq!(net.chain.state().tariff(SLOT), set);
+    assert_eq!(net.chain.state().tariff(SLOT + 1), genesis, "one slot only");
+    // Feed-in above retail is malformed: refused before it reaches a block.
+    let bad = TxBody {
+        version: TX_VERSION,
+        chain_id: net.chain.chain_id().to_string(),
+        sender: net.keys[op].address(),
+        nonce: 0,
+        kind: tariff(10_000, 20_000),
+    }
+    .sign(&net.keys[op]);
+    let err = bad.check_form().unwrap_err().to_string();
+    assert!(err.contains("feed-in"), "{err}");
+    // A bid of 1 kWh at 0.60 with no seller: the utility serves it at the slot's retail price.
+    let before = net.balance(c);
+    net.one(
+        t0 + 2_000,
+        c,
+        order(Side::Bid, 1_000, 600, "street/house-c"),
+    )
+    .unwrap();
+    let gate = slot_start_ms(SLOT) - 5 * 60_000;
+    assert!(matches!(
+        market_err(net.one(gate, op, tariff(300_000, 0))),
+        MarketTxError::GateClosed { .. }
+    ));
+    let slot: SlotRecord = net.chain.state().slot_record(SLOT).expect("slot record");
+    assert_eq!(slot.tariff, set);
+    assert_eq!(slot.utility.len(), 1);
+    assert_eq!(slot.utility[0].energy_mwh, 1_000_000);
+    assert_eq!(slot.utility[0].price_per_kwh, 420_000, "1 kWh at 0.42");
+    // The utility bills its own sales: the whole escrow comes back at clearing.
+    assert_eq!(before, net.balance(c));
+}
+
 /// Islanding transitions are ledger events (only from the grid operator, in the controller's
 /// order, never in the future); a slot whose gate closes while islanded clears under island
 /// rules: no utility, bids capped at the island price cap.

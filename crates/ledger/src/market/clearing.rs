@@ -33,7 +33,9 @@ pub(crate) fn clear_slot(o: &mut Overlay<'_>, cfg: &MarketConfig, slot: u64, hei
         })
         .filter(|(_, r)| r.status == OrderStatus::Open)
         .collect();
-    let tariff = cfg.tariff(slot);
+    // The grid operator's tariff for the slot, if it set one. A seller's shortfall stays at the
+    // genesis price: asks locked their collateral at it when placed.
+    let tariff = crate::grid_operator::tariff(o, cfg, slot);
     let shortfall = cfg.shortfall_price(slot);
     // Areas from the orders' locations (in order-id order, so the tree is the same everywhere).
     // More distinct locations than one hierarchy holds: one market with the root's fee.

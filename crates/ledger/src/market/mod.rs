@@ -186,7 +186,7 @@ pub(crate) fn begin_block(
 }
 
 /// Removes a slot's records from the state (`history_days` after it became final): its orders,
-/// clearing record, trades, readings, seller positions, envelopes, device readings and verified
+/// clearing record, trades, readings, seller positions, envelopes, tariff, device readings and verified
 /// export (economics removes its flexibility requests). Nothing of it can change any more:
 /// settlement, estimates, disputes and the epoch's rewards are done by then (the genesis checks
 /// the window covers them).
@@ -198,6 +198,7 @@ fn prune_slot(o: &mut Overlay<'_>, slot: u64) {
         Tag::Reading,
         Tag::Seller,
         Tag::Envelope,
+        Tag::Tariff,
         Tag::DeviceReading,
         Tag::VerifiedExport,
     ] {

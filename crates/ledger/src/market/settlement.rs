@@ -271,7 +271,7 @@ fn settle_for_good(
         .kv_get(&keys::verified_export(slot, seller))
         .map_or(0, |b| dec::<u64>(&b));
     let delivered = mk::pro_rata(&energies, export_mwh.min(verified_mwh).min(sold));
-    let retail = cfg.tariff(slot).retail_per_kwh;
+    let retail = crate::grid_operator::tariff(o, cfg, slot).retail_per_kwh;
     for (t, &d) in trades.iter().zip(&delivered) {
         if d > 0 {
             // Verified energy delivered to a buyer, valued at the import it avoided; economics

@@ -107,6 +107,7 @@ const MAX_BATCH_BODY_BYTES: usize =
         DeviceView,
         GridEventView,
         OperatorView,
+        gridmesh_api::chain::UpstreamView,
         PccReport,
         crate::api_gateway::GatewayView,
         crate::api_gateway::CommitmentView,
@@ -917,6 +918,11 @@ async fn get_grid(State(s): State<Arc<Shared>>) -> ApiResult<GridView> {
             last_error: st.last_error,
         }
     });
+    let upstream = s
+        .grid
+        .as_ref()
+        .and_then(|g| g.upstream.as_ref())
+        .map(|u| u.lock().expect("upstream lock").status.clone());
     Ok(Json(GridView {
         mode: match mode.last {
             None | Some(gridmesh_ledger::GridEventKind::Reconnected) => "grid-connected",
@@ -927,6 +933,7 @@ async fn get_grid(State(s): State<Arc<Shared>>) -> ApiResult<GridView> {
         events,
         events_total: mode.events,
         operator,
+        upstream,
     }))
 }
 

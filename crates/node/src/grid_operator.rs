@@ -15,10 +15,15 @@
 //!   healthy reports for `resync` reconnect it. Every transition is submitted as a `GridEvent`
 //!   transaction, so slots whose gate closes while islanded clear under island rules.
 //!
+//! - **Its DSO's VTN.** With `--openadr-upstream` it follows an upstream OpenADR 3 VTN
+//!   ([`crate::openadr::follow`]): the DSO's capacity limits cap the sum of the envelopes of a
+//!   slot and its prices become the slot's tariff (`SetTariff`); a slot whose upstream terms
+//!   change while its gate is open is enveloped and priced again.
+//!
 //! The forecast is the feeder's own loads for now (the agents' forecasts replace it with the
 //! agent issue). Times are the chain's (block timestamps), so `--time-scale` simulations work.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +34,8 @@ use gridmesh_ledger::readers::MarketReader;
 use gridmesh_ledger::{GridEventKind, Keypair, TxKind};
 use gridmesh_types::units::{slot_of, SLOT_MS};
 
+use crate::openadr::follow::{cap_envelopes, Upstream, UpstreamConfig};
+use crate::openadr::upstream::SlotTerms;
 use crate::Shared;
 
 /// The feeder the service computes envelopes on.
@@ -90,6 +97,8 @@ pub struct GridOperatorConfig {
     /// (chain time): long enough for it to reach a block. The node sets it from its block
     /// interval and time scale ([`gate_margin_ms`]).
     pub gate_margin_ms: u64,
+    /// Follow this upstream OpenADR 3 VTN (the DSO's): its limits and prices.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 /// How far ahead of gate closure an envelope must be submitted for it to be final before the
@@ -171,17 +180,19 @@ pub struct GridOperator {
 }
 
 impl GridOperator {
-    /// Starts the service on its own thread; `pcc` and `status` are shared with the API.
+    /// Starts the service on its own thread; `pcc`, `status` and `upstream` (what the
+    /// follower of the DSO's VTN keeps, if it runs) are shared with the API.
     pub fn start(
         shared: Arc<Shared>,
         cfg: GridOperatorConfig,
         pcc: Arc<Mutex<PccReports>>,
         status: Arc<Mutex<OperatorStatus>>,
+        upstream: Option<Arc<Mutex<Upstream>>>,
     ) -> std::io::Result<GridOperator> {
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("grid-operator".into())
-            .spawn(move || run(shared, cfg, pcc, status, stopped))?;
+            .spawn(move || run(shared, cfg, pcc, status, upstream, stopped))?;
         Ok(GridOperator { stop, thread })
     }
 
@@ -196,6 +207,7 @@ fn run(
     cfg: GridOperatorConfig,
     pcc: Arc<Mutex<PccReports>>,
     status: Arc<Mutex<OperatorStatus>>,
+    upstream: Option<Arc<Mutex<Upstream>>>,
     stopped: mpsc::Receiver<()>,
 ) {
     let me = cfg.key.address();
@@ -222,6 +234,9 @@ fn run(
     );
     let mut submitter = crate::submitter::Submitter::new(cfg.key.clone());
     let mut queued: Vec<TxKind> = Vec::new();
+    // The upstream terms each open slot was enveloped and priced under: a slot is done again
+    // when they change while its gate is still far enough away.
+    let mut applied: BTreeMap<u64, SlotTerms> = BTreeMap::new();
     loop {
         match stopped.recv_timeout(Duration::from_millis(100)) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -245,17 +260,26 @@ fn run(
             queued.push(TxKind::GridEvent { event, at_ms });
             status.lock().expect("status lock").transitions_submitted += 1;
         }
-        // Envelopes for the next open slots whose gate is at least a block away.
-        for slot in next_slots(&market, now, cfg.lead_slots, cfg.gate_margin_ms) {
-            if status
-                .lock()
-                .expect("status lock")
-                .enveloped_slots
-                .contains(&slot)
-            {
+        // Envelopes (and the DSO's prices) for the next open slots whose gate is at least a
+        // block away.
+        let slots = next_slots(&market, now, cfg.lead_slots, cfg.gate_margin_ms);
+        for &slot in &slots {
+            let terms = upstream
+                .as_ref()
+                .map(|u| u.lock().expect("upstream lock").terms(slot))
+                .unwrap_or_default();
+            let before = applied.insert(slot, terms);
+            if before == Some(terms) {
                 continue;
             }
-            match envelopes_for(&cfg.feeder, &homes, slot) {
+            if before.is_some() {
+                tracing::info!(
+                    slot,
+                    ?terms,
+                    "the DSO's terms changed: enveloping the slot again"
+                );
+            }
+            match envelopes_for(&cfg.feeder, &homes, slot, &terms) {
                 Ok(txs) => {
                     let mut st = status.lock().expect("status lock");
                     st.envelopes_submitted += txs.len() as u64;
@@ -269,6 +293,31 @@ fn run(
                     st.enveloped_slots.insert(slot);
                 }
             }
+            let Some(u) = &upstream else { continue };
+            let genesis = market.tariff(slot);
+            let was_priced = before
+                .is_some_and(|t| t.price_per_kwh.is_some() || t.export_price_per_kwh.is_some());
+            let tariff = match u.lock().expect("upstream lock").tariff(&terms, genesis) {
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    tracing::warn!(slot, error = %e, "the DSO's prices are no tariff");
+                    status.lock().expect("status lock").last_error =
+                        Some(format!("slot {slot}: the DSO's prices: {e}"));
+                    was_priced.then_some(genesis)
+                }
+                // Prices withdrawn upstream: the genesis tariff again.
+                None => was_priced.then_some(genesis),
+            };
+            if let Some(t) = tariff {
+                queued.push(TxKind::SetTariff {
+                    slot,
+                    retail_per_kwh: t.retail_per_kwh,
+                    feed_in_per_kwh: t.feed_in_per_kwh,
+                });
+            }
+        }
+        if let Some(&first) = slots.first() {
+            applied.retain(|&s, _| s >= first);
         }
         {
             let mut st = status.lock().expect("status lock");
@@ -298,14 +347,15 @@ fn next_slots(market: &MarketConfig, now_ms: u64, lead: u64, margin_ms: u64) -> 
         .collect()
 }
 
-/// The `SetEnvelope` transactions of one slot.
+/// The `SetEnvelope` transactions of one slot, their sum within the DSO's limits of the slot.
 fn envelopes_for(
     feeder: &OperatorFeeder,
     homes: &[(String, usize)],
     slot: u64,
+    terms: &SlotTerms,
 ) -> anyhow::Result<Vec<TxKind>> {
     let minutes = (SLOT_MS / 60_000) as u32;
-    let energies: Vec<(u64, u64)> = match feeder {
+    let mut energies: Vec<(u64, u64)> = match feeder {
         OperatorFeeder::Balanced(feeder) => {
             let buses: Vec<usize> = homes.iter().map(|h| h.1).collect();
             let env = operating_envelopes(&feeder.network, &buses, &EnvelopeOptions::default())?;
@@ -319,6 +369,7 @@ fn envelopes_for(
             env.homes.iter().map(|h| h.energy_mwh(minutes)).collect()
         }
     };
+    cap_envelopes(&mut energies, terms);
     Ok(homes
         .iter()
         .zip(energies)

@@ -204,6 +204,8 @@ pub struct GridHandles {
     pub status: Arc<Mutex<grid_operator::OperatorStatus>>,
     pub feeder_name: String,
     pub connection_points: usize,
+    /// What the follower of the DSO's VTN keeps, when the service follows one.
+    pub upstream: Option<Arc<Mutex<openadr::follow::Upstream>>>,
 }
 
 /// How to stop the engine thread.
@@ -258,6 +260,7 @@ pub struct RunningNode {
     /// The OpenADR VTN's notifier (subscriptions' callbacks).
     notifier: tokio::task::JoinHandle<()>,
     grid_operator: Option<grid_operator::GridOperator>,
+    follower: Option<openadr::follow::Follower>,
     device_gateway: Option<gridmesh_gateway::mqtt::MqttGateway>,
 }
 
@@ -360,6 +363,10 @@ impl RunningNode {
                 status: Default::default(),
                 feeder_name: g.feeder.name(),
                 connection_points: g.feeder.connection_points().len(),
+                upstream: g
+                    .upstream
+                    .as_ref()
+                    .map(|u| Arc::new(Mutex::new(openadr::follow::Upstream::new(u)))),
             }),
             gateway: Default::default(),
             events: events::Events::new(cfg.http.idle_timeout),
@@ -493,6 +500,18 @@ impl RunningNode {
                 g.clone(),
                 h.pcc.clone(),
                 h.status.clone(),
+                h.upstream.clone(),
+            )?),
+            _ => None,
+        };
+        let follower = match (
+            cfg.grid_operator.as_ref().and_then(|g| g.upstream.as_ref()),
+            shared.grid.as_ref().and_then(|h| h.upstream.as_ref()),
+        ) {
+            (Some(u), Some(state)) => Some(openadr::follow::Follower::start(
+                shared.clone(),
+                u.clone(),
+                state.clone(),
             )?),
             _ => None,
         };
@@ -526,6 +545,7 @@ impl RunningNode {
             notifier,
             http,
             grid_operator,
+            follower,
             device_gateway,
         })
     }
@@ -542,6 +562,9 @@ impl RunningNode {
         self.notifier.abort();
         if let Some(g) = self.grid_operator {
             tokio::task::spawn_blocking(move || g.stop()).await?;
+        }
+        if let Some(f) = self.follower {
+            tokio::task::spawn_blocking(move || f.stop()).await?;
         }
         if let Some(g) = self.device_gateway {
             tokio::task::spawn_blocking(move || g.stop()).await?;

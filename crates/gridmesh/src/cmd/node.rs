@@ -67,6 +67,12 @@ pub(crate) struct NodeArgs {
     /// Reconnect after this many seconds of healthy grid (chain time).
     #[arg(long, default_value_t = 300)]
     resync_s: u64,
+    /// Follow the DSO's OpenADR 3 VTN described in this file (TOML: url, client_id,
+    /// client_secret, program, ...; see the README, "The community as a VEN of its DSO"): its
+    /// capacity limits cap the sum of the envelopes, its prices become the slot's tariff, and
+    /// the community's usage is reported back. Needs --grid-feeder.
+    #[arg(long, requires = "grid_feeder", value_name = "FILE")]
+    openadr_upstream: Option<PathBuf>,
     /// Run a device gateway on this MQTT broker (`HOST:PORT`): signed telemetry on
     /// `gridmesh/<chain>/telemetry/+` into the local telemetry store, devices' slot readings on
     /// `gridmesh/<chain>/readings/+` onto the ledger. Needs --gateway-key.
@@ -153,6 +159,13 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
                 cfg.block_interval,
                 cfg.time_scale,
             ),
+            upstream: match &a.openadr_upstream {
+                Some(path) => Some(
+                    gridmesh_node::openadr::follow::UpstreamConfig::load(path)
+                        .map_err(|e| anyhow::anyhow!("--openadr-upstream {e}"))?,
+                ),
+                None => None,
+            },
         });
     }
     if let (Some(broker), Some(key)) = (&a.mqtt, &a.gateway_key) {

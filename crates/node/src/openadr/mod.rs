@@ -21,6 +21,7 @@
 //! RFC 6749's. Nothing here touches consensus: it reads the state, and keeps reports,
 //! subscriptions and tokens in memory, bounded.
 
+pub mod follow;
 pub mod notify;
 pub mod upstream;
 pub mod vens;

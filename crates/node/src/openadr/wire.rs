@@ -5,7 +5,7 @@
 //! MySQL and SQLite drivers), serde_with, validator and chrono into whatever uses it, about
 //! 400 crates, for the dozen objects a VTN of this size needs.
 
-use gridmesh_ledger::readers::{EconomicsReader, GridReader, MarketReader};
+use gridmesh_ledger::readers::{EconomicsReader, GridReader};
 use gridmesh_ledger::tx::FlexDirection;
 use gridmesh_types::units::{slot_of, slot_start_ms};
 use serde::{Deserialize, Serialize};
@@ -215,12 +215,11 @@ pub fn events(state: &gridmesh_ledger::State, now_ms: u64, connection: Option<&s
         interval_period: slot_period(first),
         intervals,
     };
-    let cfg = state.market_config();
     let prices = slots
         .clone()
         .enumerate()
         .map(|(k, slot)| {
-            let t = cfg.tariff(slot);
+            let t = state.tariff(slot);
             Interval {
                 id: k as u32,
                 interval_period: None,

@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--name", required=True)
     ap.add_argument("--foreign-event")
     ap.add_argument("--webhook-port", type=int)
+    ap.add_argument("--usage-start", help="RFC 3339: report the meter's usage of the two "
+                    "15-minute slots from here (0.42 kWh taken, then 0.25 kWh given)")
     a = ap.parse_args()
     out = {}
 
@@ -90,6 +92,15 @@ def main():
     r = api.create_report(report)
     out["report_status"] = r.status_code
     out["reports"] = [(x.event_id, x.client_name) for x in api.reports()] if r.status_code == 201 else []
+    if a.usage_start:
+        # The meter's usage of two slots that have ended: the node's readings of its meter.
+        usage = dict(report, reportName="meter usage", resources=[{
+            "resourceName": "meter",
+            "intervalPeriod": {"start": a.usage_start, "duration": "PT15M"},
+            "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [0.42]}]},
+                          {"id": 1, "payloads": [{"type": "USAGE", "values": [-0.25]}]}],
+        }])
+        out["usage_report_status"] = api.create_report(usage).status_code
 
     # What a VEN may not do.
     if a.foreign_event:

@@ -35,7 +35,7 @@ fn get(url: &str) -> Value {
 }
 
 /// `gridmesh openadr ven add`: the VEN's credentials.
-fn add_ven(data_dir: &str, name: &str, connection: Option<&str>) -> Value {
+fn add_ven(data_dir: &str, name: &str, connection: Option<&str>, device: Option<&str>) -> Value {
     let mut args = vec![
         "openadr",
         "ven",
@@ -48,12 +48,22 @@ fn add_ven(data_dir: &str, name: &str, connection: Option<&str>) -> Value {
     if let Some(c) = connection {
         args.extend(["--connection", c]);
     }
+    if let Some(d) = device {
+        args.extend(["--device-key", d]);
+    }
     args.push("--json");
     run(&args)
 }
 
 /// Runs the VEN and returns what it saw.
-fn ven(url: &str, creds: &Value, name: &str, foreign: &str, webhook: Option<u16>) -> Value {
+fn ven(
+    url: &str,
+    creds: &Value,
+    name: &str,
+    foreign: &str,
+    webhook: Option<u16>,
+    usage_start: Option<&str>,
+) -> Value {
     let mut cmd = Command::new(python());
     cmd.arg(common::interop_script("openadr_ven.py"))
         .args(["--url", &format!("{url}/openadr/3")])
@@ -62,6 +72,9 @@ fn ven(url: &str, creds: &Value, name: &str, foreign: &str, webhook: Option<u16>
         .args(["--name", name, "--foreign-event", foreign]);
     if let Some(p) = webhook {
         cmd.args(["--webhook-port", &p.to_string()]);
+    }
+    if let Some(start) = usage_start {
+        cmd.args(["--usage-start", start]);
     }
     let out = cmd.output().expect("run the VEN");
     assert!(
@@ -76,7 +89,15 @@ fn ven(url: &str, creds: &Value, name: &str, foreign: &str, webhook: Option<u16>
 fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
     let dir = tempfile::tempdir().unwrap();
     let (op_key, op) = new_key(dir.path(), "operator");
-    let genesis = common::genesis_now(dir.path(), "openadr", &[&op], Some(&op), "");
+    let (owner_key, owner) = new_key(dir.path(), "owner");
+    // Four hours to send a slot's readings (24 s at 600x): time for the VEN's report.
+    let genesis = common::genesis_now(
+        dir.path(),
+        "openadr",
+        &[&op, &owner],
+        Some(&op),
+        "correction_window_minutes = 240\n",
+    );
     let feeder =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
     let data = dir.path().join("data");
@@ -91,14 +112,35 @@ fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
             feeder.to_str().unwrap(),
             "--grid-operator-key",
             &op_key,
+            // A block a second: the chain's clock runs on, so slots settle.
+            "--empty-blocks",
         ],
     );
     let url = node.url.clone();
     let data_dir = data.to_str().unwrap();
 
-    // The operator registers a home's VEN for its connection, and an aggregator's.
-    let home = add_ven(data_dir, "home-1", Some("street-1/home-1"));
-    let aggregator = add_ven(data_dir, "aggregator", None);
+    // The home's meter has its own key, with a token for the pool's deposit.
+    let (meter_key, meter) = new_key(dir.path(), "meter");
+    common::register_keyed_device_at(
+        &url,
+        &owner_key,
+        &meter_key,
+        "meter",
+        "11",
+        "street-1/home-1",
+        ("47.37", "8.54"),
+    );
+    common::transfer(&url, &owner_key, &meter, "1");
+    // The operator registers a home's VEN for its connection, with its meter, and an
+    // aggregator's.
+    let home = add_ven(
+        data_dir,
+        "home-1",
+        Some("street-1/home-1"),
+        Some(&meter_key),
+    );
+    assert_eq!(home["device"], meter.as_str());
+    let aggregator = add_ven(data_dir, "aggregator", None, None);
     let dup = gridmesh(&[
         "openadr",
         "ven",
@@ -156,7 +198,20 @@ fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
     let own = gridmesh_node::openadr::wire::envelope_event_id("street-1/home-1");
     let neighbour = gridmesh_node::openadr::wire::envelope_event_id("street-1/home-2");
     let hook = common::free_port();
-    let h = ven(&url, &home, "home-1", &neighbour, Some(hook));
+    // The two slots before the head's have ended: the home's VEN reports its meter's usage.
+    let head_slot = get(&format!("{url}/v1/status"))["timestamp_ms"]
+        .as_u64()
+        .unwrap()
+        / 900_000;
+    let usage_start = gridmesh_node::openadr::wire::rfc3339((head_slot - 2) * 900_000);
+    let h = ven(
+        &url,
+        &home,
+        "home-1",
+        &neighbour,
+        Some(hook),
+        Some(&usage_start),
+    );
     eprintln!("the home's VEN saw: {h}");
     assert_eq!(h["ven_id"], home["id"]);
     assert_eq!(
@@ -223,7 +278,8 @@ fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
     assert_eq!(h["unknown_program_status"], 404);
     assert_eq!(h["bad_subscription_status"], 400);
     assert_eq!(h["unknown_program_subscription_status"], 400);
-    assert_eq!(h["reports_after_refusals"], 1);
+    assert_eq!(h["usage_report_status"], 201);
+    assert_eq!(h["reports_after_refusals"], 2);
     assert_eq!(h["subscriptions_after_refusals"], 0);
     assert_eq!(h["made_up_token_status"], 401);
     assert_eq!(h["no_token_status"], 401);
@@ -246,10 +302,34 @@ fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
     );
 
     // The aggregator sees no envelope, and is refused the home's.
-    let a = ven(&url, &aggregator, "aggregator", &own, None);
+    let a = ven(&url, &aggregator, "aggregator", &own, None, None);
     assert_eq!(a["envelope_events"], serde_json::json!([]));
     assert_eq!(a["foreign_event_status"], 403);
     assert_eq!(a["reports"], serde_json::json!([["prices", "aggregator"]]));
+
+    // The home VEN's usage became its meter's readings, signed by the meter's key the node keeps:
+    // 0.42 kWh taken, then 0.25 kWh given. Once the slots settle the ledger accepts both (its
+    // register went on from one to the next; a register that jumps would be held).
+    let meter_readings = || {
+        let home = run(&[
+            "query", "home", "--key", &owner_key, "--node", &url, "--json",
+        ]);
+        home["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device"] == meter.as_str())
+            .cloned()
+            .unwrap()
+    };
+    wait_for("the meter's readings", || {
+        let d = meter_readings();
+        d["readings_pending"].as_u64().unwrap() + d["readings_accepted"].as_u64().unwrap() == 2
+    });
+    wait_for("the meter's readings to settle", || {
+        meter_readings()["readings_accepted"] == 2
+    });
+    assert_eq!(meter_readings()["held"], serde_json::json!([]));
 
     // A VEN the operator removes loses its token at once.
     let token: Value = ureq::post(&format!("{url}/openadr/3/auth/token"))

@@ -525,6 +525,10 @@ impl RunningNode {
         };
         let router = api::router(shared.clone());
         let notifier = openadr::notify::spawn(shared.clone());
+        let _ = shared
+            .openadr
+            .readings
+            .set(openadr::readings::spawn(shared.clone())?);
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = cfg.http.clone();
         let http = tokio::spawn(async move {

@@ -21,6 +21,13 @@ impl Submitter {
         }
     }
 
+    /// How many of this key's transactions are still in the mempool.
+    pub fn in_flight(&mut self, shared: &Shared) -> usize {
+        let mempool = shared.mempool.lock().expect("mempool lock");
+        self.in_flight.retain(|h| mempool.contains(h));
+        self.in_flight.len()
+    }
+
     /// Signs `kinds` with the next nonces and admits them (and queues them for gossip). Returns
     /// the refusals by the mempool, and a refusal at block time of an earlier transaction (after
     /// which what was queued behind it is withdrawn and the nonces start again from the chain's).

@@ -30,6 +30,12 @@ pub(crate) enum VenCommand {
         /// may read; without it, it reads only what every VEN does (prices, flexibility requests).
         #[arg(long)]
         connection: Option<String>,
+        /// The key file of the connection's meter (registered on the ledger with its own key at
+        /// that connection): the node keeps a copy and signs the VEN's usage reports as the
+        /// meter's readings. The meter's account needs a little for the pool's deposit (0.01
+        /// token a pending reading, returned).
+        #[arg(long, requires = "connection", value_name = "FILE")]
+        device_key: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -58,9 +64,22 @@ pub(crate) fn run(command: OpenadrCommand) -> anyhow::Result<()> {
             data_dir,
             name,
             connection,
+            device_key,
             json,
         } => {
-            let c = vens::add(&vens::path_in(&data_dir), &name, connection.as_deref())?;
+            let device = match &device_key {
+                Some(path) => Some(
+                    gridmesh_ledger::Keypair::load(path)
+                        .map_err(|e| anyhow::anyhow!("--device-key: {e}"))?,
+                ),
+                None => None,
+            };
+            let c = vens::add(
+                &vens::path_in(&data_dir),
+                &name,
+                connection.as_deref(),
+                device.as_ref(),
+            )?;
             if json {
                 print_json(&c)
             } else {
@@ -80,7 +99,7 @@ pub(crate) fn run(command: OpenadrCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|v| {
                     serde_json::json!({"id": v.id, "name": v.name, "connection": v.connection,
-                        "client_id": v.client_id})
+                        "client_id": v.client_id, "device": v.device})
                 })
                 .collect();
             if json {
@@ -91,11 +110,14 @@ pub(crate) fn run(command: OpenadrCommand) -> anyhow::Result<()> {
                 }
                 for v in &list {
                     println!(
-                        "{}  {:<24}  {:<28}  {}",
+                        "{}  {:<24}  {:<28}  {}{}",
                         v.id,
                         v.name,
                         v.connection.as_deref().unwrap_or("-"),
-                        v.client_id
+                        v.client_id,
+                        v.device
+                            .as_deref()
+                            .map_or(String::new(), |d| format!("  meter {d}"))
                     );
                 }
                 Ok(())

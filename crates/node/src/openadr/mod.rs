@@ -23,6 +23,7 @@
 
 pub mod follow;
 pub mod notify;
+pub mod readings;
 pub mod upstream;
 pub mod vens;
 pub mod wire;
@@ -70,6 +71,9 @@ pub struct Vtn {
     /// Each VEN's reports, oldest first, with their sizes in bytes.
     reports: Mutex<HashMap<String, Vec<(Value, usize)>>>,
     pub(crate) subscriptions: Mutex<Vec<wire::Subscription>>,
+    /// Where VENs' usage goes to become their meters' readings, once the node runs
+    /// ([`readings::spawn`]).
+    pub readings: std::sync::OnceLock<std::sync::mpsc::SyncSender<readings::Job>>,
 }
 
 impl Vtn {
@@ -79,6 +83,7 @@ impl Vtn {
             tokens: Default::default(),
             reports: Default::default(),
             subscriptions: Default::default(),
+            readings: Default::default(),
         }
     }
 
@@ -513,6 +518,39 @@ async fn post_report(
     let ven = s.openadr.ven_of(&headers)?;
     let id = format!("report-{}", hex::encode(rand::random::<[u8; 8]>()));
     let v = accept_report(&s, &ven, &body, id, None)?;
+    // A VEN with its meter: its usage becomes the meter's readings (queued before the report is
+    // kept, so that a full queue changes nothing).
+    if let (Some(_), Some(connection), Some(queue)) =
+        (&ven.device, &ven.connection, s.openadr.readings.get())
+    {
+        let report: wire::ReportIn = parse_body(&body)?;
+        let (usage, left_out) = readings::usage_of(&report);
+        if !left_out.is_empty() {
+            tracing::info!(ven = %ven.name, ?left_out, "report intervals that are no meter reading");
+        }
+        if !usage.is_empty() {
+            let path = vens::device_key_path(s.openadr.registry.file(), &ven.id);
+            let key = gridmesh_ledger::Keypair::load(&path).map_err(|e| {
+                tracing::error!(ven = %ven.name, "its meter's key: {e}");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this VEN's meter key cannot be read on the node",
+                )
+            })?;
+            let job = readings::Job {
+                ven: ven.name.clone(),
+                connection: connection.clone(),
+                key,
+                usage,
+            };
+            queue.try_send(job).map_err(|_| {
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many reports wait to become readings: send it again later",
+                )
+            })?;
+        }
+    }
     let size = serde_json::to_vec(&v).map_or(0, |b| b.len());
     let mut all = s.openadr.reports.lock().expect("reports lock");
     let mine = all.entry(ven.id.clone()).or_default();
@@ -738,7 +776,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vtn = Vtn::new(dir.path());
         let file = vens::path_in(dir.path());
-        let c = vens::add(&file, "home 4", Some("street-1/home-4")).unwrap();
+        let c = vens::add(&file, "home 4", Some("street-1/home-4"), None).unwrap();
         let token = vtn.issue_token(&c.id);
         assert_eq!(vtn.ven_of(&bearer(&token)).unwrap().id, c.id);
         let status = |h: &HeaderMap| vtn.ven_of(h).unwrap_err().status;

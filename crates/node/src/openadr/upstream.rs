@@ -92,7 +92,10 @@ impl Span<'_> {
 
 /// The intervals of `event` with their times; what is left out is said in `skipped`.
 fn spans<'a>(event: &'a Value, skipped: &mut Vec<String>) -> Vec<Span<'a>> {
-    let id = event["id"].as_str().unwrap_or("?");
+    let id = event["id"]
+        .as_str()
+        .or(event["resourceName"].as_str())
+        .unwrap_or("?");
     let default_start = event["intervalPeriod"]["start"].as_str().and_then(time_ms);
     let default_duration = event["intervalPeriod"]["duration"]
         .as_str()
@@ -150,6 +153,31 @@ pub fn event_slots(event: &Value) -> Option<(u64, u64)> {
         }
     }
     range
+}
+
+/// The values of `payload` in the intervals of `obj` (an event, or a report's resource: their
+/// intervals are read alike) that are exactly one slot, by slot: the first value, a finite
+/// number. Intervals of other lengths or starts, and values that are no number, are left out and
+/// said in the second value.
+pub fn slot_values(obj: &Value, payload: &str) -> (Vec<(u64, f64)>, Vec<String>) {
+    let mut skipped = Vec::new();
+    let mut out = Vec::new();
+    for span in spans(obj, &mut skipped) {
+        for p in span.payloads.iter().filter(|p| p["type"] == payload) {
+            if span.start_ms % SLOT_MS != 0 || span.end_ms - span.start_ms != SLOT_MS {
+                skipped.push(format!(
+                    "{payload} over {}..{} ms is not one 15-minute slot",
+                    span.start_ms, span.end_ms
+                ));
+                continue;
+            }
+            match p["values"][0].as_f64().filter(|v| v.is_finite()) {
+                Some(v) => out.push((span.start_ms / SLOT_MS, v)),
+                None => skipped.push(format!("{payload} {} is no number", p["values"])),
+            }
+        }
+    }
+    (out, skipped)
 }
 
 /// What `events` (an upstream VTN's `GET /events` answer) set per slot. Intervals without a

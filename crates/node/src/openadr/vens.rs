@@ -2,6 +2,11 @@
 //! envelope each one may see. Kept in `DATA_DIR/openadr-vens.json`, written by
 //! `gridmesh openadr ven add|remove` and read again by the running node when the file changes.
 //! Client secrets are kept only as their BLAKE3 hash; the secret is printed once, at `add`.
+//!
+//! A home's VEN may come with its meter's device key (`--device-key`, a meter registered on the
+//! ledger with its own key at the VEN's connection): the node then keeps the key in
+//! `DATA_DIR/openadr-device-keys/` and signs the VEN's usage reports as that meter's readings
+//! ([`super::readings`]).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -14,6 +19,8 @@ pub const VENS_FILE: &str = "openadr-vens.json";
 pub const MAX_VENS: usize = 10_000;
 /// Longest VEN name.
 pub const MAX_NAME_CHARS: usize = 128;
+/// Where the device keys of VENs are kept, in the data directory.
+pub const DEVICE_KEYS_DIR: &str = "openadr-device-keys";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VenError {
@@ -31,6 +38,10 @@ pub enum VenError {
     BadConnection(String),
     #[error("the registry holds {MAX_VENS} VENs already")]
     Full,
+    #[error("a VEN's device is its connection's meter: give --connection with --device-key")]
+    DeviceWithoutConnection,
+    #[error("the device key {0}: {1}")]
+    DeviceKey(PathBuf, String),
 }
 
 /// One registered VEN.
@@ -46,6 +57,10 @@ pub struct Ven {
     /// BLAKE3 of the client secret, hex.
     pub secret_blake3: String,
     pub created_ms: u64,
+    /// The address of its meter's device key, kept by the node: its usage reports become that
+    /// meter's readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Ven {
@@ -75,6 +90,8 @@ pub struct Credentials {
     pub connection: Option<String>,
     pub client_id: String,
     pub client_secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -123,14 +140,31 @@ fn check_name(name: &str) -> Result<(), VenError> {
     }
 }
 
-/// Registers a VEN named `name` (for `connection`'s envelope, if given) in `file`, and returns
-/// its credentials: the only time its secret is known.
-pub fn add(file: &Path, name: &str, connection: Option<&str>) -> Result<Credentials, VenError> {
+/// The key file of `ven`'s device, beside the registry `file`.
+pub fn device_key_path(file: &Path, ven_id: &str) -> PathBuf {
+    file.parent()
+        .unwrap_or(Path::new("."))
+        .join(DEVICE_KEYS_DIR)
+        .join(format!("{ven_id}.key"))
+}
+
+/// Registers a VEN named `name` (for `connection`'s envelope, if given, and with that
+/// connection's meter `device`, if given) in `file`, and returns its credentials: the only time
+/// its secret is known.
+pub fn add(
+    file: &Path,
+    name: &str,
+    connection: Option<&str>,
+    device: Option<&gridmesh_ledger::Keypair>,
+) -> Result<Credentials, VenError> {
     check_name(name)?;
     if let Some(c) = connection {
         if c.is_empty() || c.len() > 128 || c.chars().any(char::is_whitespace) {
             return Err(VenError::BadConnection(c.to_string()));
         }
+    }
+    if device.is_some() && connection.is_none() {
+        return Err(VenError::DeviceWithoutConnection);
     }
     let mut vens = load(file)?;
     if vens.iter().any(|v| v.name == name) {
@@ -142,6 +176,14 @@ pub fn add(file: &Path, name: &str, connection: Option<&str>) -> Result<Credenti
     let id = format!("ven-{}", hex::encode(rand::random::<[u8; 8]>()));
     let client_id = format!("gm-{}", hex::encode(rand::random::<[u8; 12]>()));
     let client_secret = hex::encode(rand::random::<[u8; 32]>());
+    if let Some(key) = device {
+        let path = device_key_path(file, &id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| VenError::Io(dir.to_path_buf(), e))?;
+        }
+        key.save(&path)
+            .map_err(|e| VenError::DeviceKey(path.clone(), e.to_string()))?;
+    }
     vens.push(Ven {
         id: id.clone(),
         name: name.to_string(),
@@ -149,6 +191,7 @@ pub fn add(file: &Path, name: &str, connection: Option<&str>) -> Result<Credenti
         client_id: client_id.clone(),
         secret_blake3: blake3::hash(client_secret.as_bytes()).to_hex().to_string(),
         created_ms: now_ms(),
+        device: device.map(|k| k.address().to_string()),
     });
     save(file, vens)?;
     Ok(Credentials {
@@ -157,6 +200,7 @@ pub fn add(file: &Path, name: &str, connection: Option<&str>) -> Result<Credenti
         connection: connection.map(str::to_string),
         client_id,
         client_secret,
+        device: device.map(|k| k.address().to_string()),
     })
 }
 
@@ -169,6 +213,10 @@ pub fn remove(file: &Path, which: &str) -> Result<Ven, VenError> {
         .ok_or_else(|| VenError::Unknown(which.to_string()))?;
     let gone = vens.remove(at);
     save(file, vens)?;
+    if gone.device.is_some() {
+        let key = device_key_path(file, &gone.id);
+        std::fs::remove_file(&key).map_err(|e| VenError::Io(key, e))?;
+    }
     Ok(gone)
 }
 
@@ -206,6 +254,11 @@ impl Registry {
         f(&c.1)
     }
 
+    /// The registry's file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
     /// The VENs now.
     pub fn vens(&self) -> Vec<Ven> {
         self.with_vens(<[Ven]>::to_vec)
@@ -236,7 +289,7 @@ mod tests {
         let file = path_in(dir.path());
         let reg = Registry::new(file.clone());
         assert!(reg.vens().is_empty());
-        let c = add(&file, "home 4", Some("street-1/home-4")).unwrap();
+        let c = add(&file, "home 4", Some("street-1/home-4"), None).unwrap();
         assert!(c.id.starts_with("ven-") && c.client_secret.len() == 64);
         let stored = std::fs::read_to_string(&file).unwrap();
         assert!(!stored.contains(&c.client_secret), "the secret is not kept");
@@ -250,15 +303,33 @@ mod tests {
         assert!(reg.authenticate(&c.client_id, "wrong").is_none());
         assert!(reg.authenticate("gm-nobody", &c.client_secret).is_none());
         assert!(matches!(
-            add(&file, "home 4", None),
+            add(&file, "home 4", None, None),
             Err(VenError::Exists(_))
         ));
-        assert!(matches!(add(&file, "", None), Err(VenError::BadName(_))));
         assert!(matches!(
-            add(&file, "x", Some("street 1")),
+            add(&file, "", None, None),
+            Err(VenError::BadName(_))
+        ));
+        assert!(matches!(
+            add(&file, "x", Some("street 1"), None),
             Err(VenError::BadConnection(_))
         ));
-        let other = add(&file, "aggregator", None).unwrap();
+        let other = add(&file, "aggregator", None, None).unwrap();
+        // A meter's key: kept for the node, removed with its VEN; never without a connection.
+        let meter = gridmesh_ledger::Keypair::generate();
+        assert!(matches!(
+            add(&file, "meter only", None, Some(&meter)),
+            Err(VenError::DeviceWithoutConnection)
+        ));
+        let metered = add(&file, "home 5", Some("street-1/home-5"), Some(&meter)).unwrap();
+        let key_file = device_key_path(&file, &metered.id);
+        assert_eq!(
+            gridmesh_ledger::Keypair::load(&key_file).unwrap().address(),
+            meter.address()
+        );
+        assert_eq!(metered.device, Some(meter.address().to_string()));
+        remove(&file, "home 5").unwrap();
+        assert!(!key_file.exists());
         assert_eq!(remove(&file, "home 4").unwrap().id, c.id);
         // Seen by the running node at once (a second write may share the first's mtime on
         // coarse clocks: the test forces a reload).

@@ -644,6 +644,65 @@ pub fn usage_report(
 mod tests {
     use super::*;
 
+    /// A VTN that answers the next `n` requests with `status` and the JSON `body`.
+    fn fake_vtn(status: u16, body: &'static str, n: usize) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(n) {
+                let mut stream = stream.unwrap();
+                let mut request = [0u8; 4_096];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = std::io::Write::write_all(&mut stream, reply.as_bytes());
+            }
+        });
+        url
+    }
+
+    fn config_for(url: &str) -> UpstreamConfig {
+        UpstreamConfig::from_toml(&format!(
+            "url = \"{url}\"\nclient_id = \"a\"\nclient_secret = \"b\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unreachable_vtn_and_refused_credentials_are_errors_that_say_so() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let e = Client::new(config_for(&closed))
+            .call("GET", "/programs", None)
+            .unwrap_err();
+        assert!(matches!(e, UpstreamError::Transport { .. }), "{e}");
+        // No /auth/server, then the token refused as OAuth2 says.
+        let url = fake_vtn(
+            401,
+            r#"{"error": "invalid_client", "error_description": "wrong secret"}"#,
+            2,
+        );
+        let e = Client::new(config_for(&url))
+            .call("GET", "/programs", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/auth/token") && e.contains("401") && e.contains("wrong secret"),
+            "{e}"
+        );
+        // A token that is no token.
+        let url = fake_vtn(200, r#"{"token_type": "Bearer"}"#, 2);
+        let e = Client::new(config_for(&url))
+            .call("GET", "/programs", None)
+            .unwrap_err();
+        assert!(matches!(e, UpstreamError::Malformed { .. }), "{e}");
+    }
+
     #[test]
     fn the_file_is_checked_key_by_key() {
         let ok = UpstreamConfig::from_toml(EXAMPLE).unwrap();

@@ -202,6 +202,15 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
             dom.contains(&format!("data-page=\"{page}\"")),
             "{page} rendered: {dom}"
         );
+        // A list handed to the page as one child prints as "[object HTMLElement],..." and raises
+        // no console message (issue 24: the market's order books never showed).
+        assert!(!dom.contains("[object"), "{page}: an object as text: {dom}");
+        if page == "market" {
+            assert!(
+                dom.contains("/v1/charts/depth.svg?slot="),
+                "the market's order book chart: {dom}"
+            );
+        }
         // The event stream connected under the page's CSP (connect-src 'self' only).
         assert!(
             dom.contains("class=\"up\"") && dom.contains("live · block"),

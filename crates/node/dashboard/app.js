@@ -439,10 +439,10 @@ const pages = {
       el("h2", {}, "Prices over the last day"),
       chart("/v1/charts/prices.svg?slots=96", "Mean clearing price in tokens per kWh and traded volume in tens of kWh over the last 96 slots",
         "Clearing price (tokens/kWh) and volume (10 kWh) per 15-minute slot, hours before now."),
-      books.length ? books.map(([slot, what]) =>
+      ...(books.length ? books.map(([slot, what]) =>
         chart(`/v1/charts/depth.svg?slot=${slot}`, `Order book of slot ${slot}: cumulative bids and asks by price`,
           `Order book of the ${what}, slot ${slot} (${utc(slot * 900000)}): energy in kWh against price in tokens/kWh.`))
-        : el("p", { class: "empty" }, "No order book yet."),
+        : [el("p", { class: "empty" }, "No order book yet.")]),
       ...(await myOrders(m)),
       el("h2", {}, "Recent slots"),
       table("Cleared slots, newest first", ["slot", "delivery (UTC)", "orders", "volume (kWh)", "price (tokens/kWh)", "island"],

@@ -44,8 +44,15 @@ impl Client {
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build();
+        // `127.0.0.1:8645` means the node's plain HTTP API, as `gridmesh node` prints it.
+        let base = base.trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
         Client {
-            base: base.trim_end_matches('/').to_string(),
+            base,
             agent,
             token: None,
         }
@@ -282,6 +289,23 @@ impl Client {
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_without_a_scheme_is_its_plain_http_api() {
+        for (given, base) in [
+            ("127.0.0.1:8645", "http://127.0.0.1:8645"),
+            ("node.example:8645/", "http://node.example:8645"),
+            ("https://node.example", "https://node.example"),
+            ("http://127.0.0.1:8645/", "http://127.0.0.1:8645"),
+        ] {
+            assert_eq!(Client::new(given).base, base, "{given}");
         }
     }
 }

@@ -309,3 +309,22 @@ fn only_the_ledger_reads_its_key_value_space() {
         offenders.join("\n")
     );
 }
+
+/// The LICENSE file is the licence every crate declares (issue 24).
+#[test]
+fn the_license_file_is_the_licence_the_crates_declare() {
+    let meta = metadata();
+    let licences: BTreeSet<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["license"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(licences, BTreeSet::from(["Apache-2.0"]), "{licences:?}");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../LICENSE"))
+        .expect("a LICENSE file at the root");
+    assert!(
+        text.contains("Apache License") && text.contains("Version 2.0, January 2004"),
+        "LICENSE is not the Apache License 2.0"
+    );
+}

@@ -138,3 +138,40 @@ fn kill_dash_nine_under_load_loses_no_committed_transaction() {
     }
     assert_eq!(client.status().unwrap().total_supply_base, supply.unwrap());
 }
+
+/// A data directory whose chain.redb was truncated (issue 24: the node began a new chain at height
+/// 0 over 79 lost blocks) refuses to start and says how to restore; put back, the chain goes on.
+#[test]
+fn a_node_whose_chain_file_was_lost_refuses_to_start_until_it_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = NodeProc::start(&data, &["--empty-blocks"]);
+    let client = Client::new(&node.url);
+    common::wait_for("a few blocks", || client.status().unwrap().height >= 5);
+    node.terminate();
+    let chain = data.join("chain.redb");
+    let backup = dir.path().join("chain.redb.backup");
+    std::fs::copy(&chain, &backup).unwrap();
+    std::fs::File::create(&chain).unwrap(); // truncated to 0 bytes
+    let out = common::gridmesh(&[
+        "node",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a node started on a lost chain: {err}"
+    );
+    assert!(
+        err.contains("holds no chain") && err.contains("Restore chain.redb"),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(&chain).unwrap().len(), 0);
+    std::fs::copy(&backup, &chain).unwrap();
+    let node = NodeProc::start(&data, &[]);
+    assert!(Client::new(&node.url).status().unwrap().height >= 5);
+    node.terminate();
+}

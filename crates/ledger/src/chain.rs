@@ -29,6 +29,19 @@ pub enum ChainError {
     },
     #[error("block {0} is missing from the store")]
     MissingBlock(u64),
+    #[error(
+        "{dir} held chain {chain_id:?} (genesis {genesis}), but its chain.redb holds no chain: it \
+         is missing, empty or was replaced. Starting here would begin a new chain and lose every \
+         block, balance and reading of that one. Restore chain.redb from a backup (stop the \
+         node, copy the file into {dir}, start again); only to begin a new chain here on \
+         purpose, remove {marker} first"
+    )]
+    ChainLost {
+        dir: String,
+        chain_id: String,
+        genesis: Hash32,
+        marker: String,
+    },
     #[error("stored state does not match block {height}: its header commits to {expected}, the stored accounts hash to {computed}")]
     StateMismatch {
         height: u64,
@@ -97,6 +110,49 @@ pub struct Built {
     pub rejected: Vec<(Hash32, TxError)>,
 }
 
+/// The file in a data directory that says which chain it holds (written when the chain is first
+/// opened there; see [`Chain::open`]).
+pub const CHAIN_MARKER: &str = "chain.marker";
+
+/// What [`CHAIN_MARKER`] says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Marker {
+    chain_id: String,
+    genesis: Hash32,
+}
+
+impl Marker {
+    /// The marker in `dir`, if there is one that reads as one.
+    fn read(dir: &Path) -> Option<Marker> {
+        let text = std::fs::read_to_string(dir.join(CHAIN_MARKER)).ok()?;
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        };
+        let mut genesis = [0u8; 32];
+        hex::decode_to_slice(field("genesis_hash")?, &mut genesis).ok()?;
+        Some(Marker {
+            chain_id: field("chain_id")?,
+            genesis: Hash32(genesis),
+        })
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let text = format!(
+            "# This data directory holds the chain below. If chain.redb goes missing or empty,\n\
+             # the node refuses to start a new chain here: restore chain.redb from a backup.\n\
+             chain_id = \"{}\"\ngenesis_hash = \"{}\"\n",
+            self.chain_id,
+            hex::encode(self.genesis.0)
+        );
+        let tmp = dir.join(format!("{CHAIN_MARKER}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, dir.join(CHAIN_MARKER))
+    }
+}
+
 pub struct Chain {
     store: Store,
     state: State,
@@ -109,13 +165,32 @@ pub struct Chain {
 impl Chain {
     /// Opens the chain in `dir` (see [`Store::open`]), creating it from `genesis` if new. On an existing
     /// chain, checks the genesis matches and that the stored state hashes to the head's state root.
+    ///
+    /// A directory that once held a chain says so in [`CHAIN_MARKER`]: with that file there and
+    /// no chain in `chain.redb` (deleted, truncated, replaced by an empty one) it refuses to
+    /// start, rather than beginning a new chain over the lost one ([`ChainError::ChainLost`]).
     pub fn open(dir: &Path, genesis: &Genesis) -> Result<Chain, ChainError> {
+        let marker = Marker::read(dir);
+        let chain_file = dir.join("chain.redb");
+        let lost = |m: Marker| ChainError::ChainLost {
+            dir: dir.display().to_string(),
+            chain_id: m.chain_id,
+            genesis: m.genesis,
+            marker: dir.join(CHAIN_MARKER).display().to_string(),
+        };
+        if let Some(m) = &marker {
+            // Checked before the store would create an empty database in its place.
+            if std::fs::metadata(&chain_file).map_or(true, |f| f.len() == 0) {
+                return Err(lost(m.clone()));
+            }
+        }
         let store = Store::open(dir)?;
         let (genesis_block, genesis_state) = genesis.block()?;
         let given = genesis_block.hash();
-        let meta = match store.meta()? {
-            Some(m) => m,
-            None => {
+        let meta = match (store.meta()?, marker.clone()) {
+            (Some(m), _) => m,
+            (None, Some(m)) => return Err(lost(m)),
+            (None, None) => {
                 store.init_genesis(&genesis.chain_id, &genesis_block, &genesis_state)?;
                 store.meta()?.expect("genesis was just written")
             }
@@ -128,6 +203,15 @@ impl Chain {
                 given,
             });
         }
+        if marker.is_none() {
+            Marker {
+                chain_id: meta.chain_id.clone(),
+                genesis: meta.genesis_hash,
+            }
+            .write(dir)
+            .map_err(|e| StoreError::Corrupt(format!("writing {CHAIN_MARKER}: {e}")))?;
+        }
+        store.claim_index(meta.genesis_hash)?;
         let head = store
             .header(meta.head_height)?
             .ok_or(ChainError::MissingBlock(meta.head_height))?;
@@ -620,6 +704,76 @@ mod tests {
         }
         assert_eq!(replica.state().root(), root);
         assert_eq!(replica.head_hash(), chain.head_hash());
+    }
+
+    /// Three blocks of one transfer each: the chain and the transactions' hashes.
+    fn three_blocks(dir: &Path, genesis: &Genesis, faucet: &Keypair) -> Vec<Hash32> {
+        let mut chain = Chain::open(dir, genesis).unwrap();
+        let alice = Keypair::from_seed([1; 32]).address();
+        (0..3u64)
+            .map(|n| {
+                let tx = SignedTx::transfer(faucet, &genesis.chain_id, n, alice, Amount(1_000))
+                    .verify()
+                    .unwrap();
+                let hash = tx.hash();
+                let built = chain.build_block([tx], 1000 + n, faucet.address());
+                chain.commit(&built.block, built.executed).unwrap();
+                hash
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_that_lost_its_chain_refuses_to_start_a_new_one() {
+        let (dir, genesis, faucet) = setup();
+        let hashes = three_blocks(dir.path(), &genesis, &faucet);
+        assert!(dir.path().join(CHAIN_MARKER).exists());
+        let file = dir.path().join("chain.redb");
+        // Truncated to nothing, then gone: refused, and nothing written in its place.
+        std::fs::File::create(&file).unwrap();
+        let err = Chain::open(dir.path(), &genesis).err().unwrap();
+        assert!(matches!(err, ChainError::ChainLost { .. }), "{err}");
+        assert!(err.to_string().contains("Restore chain.redb"), "{err}");
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(
+            Chain::open(dir.path(), &genesis),
+            Err(ChainError::ChainLost { .. })
+        ));
+        assert!(!file.exists());
+        // Begun again on purpose: the old index answers for none of the new chain.
+        std::fs::remove_file(dir.path().join(CHAIN_MARKER)).unwrap();
+        let chain = Chain::open(dir.path(), &genesis).unwrap();
+        assert_eq!(chain.head().height, 0);
+        for h in &hashes {
+            assert_eq!(chain.store().tx_location(h).unwrap(), None);
+        }
+        assert!(dir.path().join(CHAIN_MARKER).exists());
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_index_is_built_again_from_the_chain() {
+        let (dir, genesis, faucet) = setup();
+        let hashes = three_blocks(dir.path(), &genesis, &faucet);
+        let index = dir.path().join("tx_index.redb");
+        let found = |chain: &Chain| -> Vec<Option<u64>> {
+            hashes
+                .iter()
+                .map(|h| chain.store().tx_location(h).unwrap().map(|l| l.height))
+                .collect()
+        };
+        std::fs::write(&index, b"not a database at all").unwrap();
+        let chain = Chain::open(dir.path(), &genesis).unwrap();
+        assert_eq!(found(&chain), vec![Some(1), Some(2), Some(3)]);
+        drop(chain);
+        // Another chain's index put in its place.
+        let other = tempfile::tempdir().unwrap();
+        let other_genesis = Genesis::dev(Keypair::from_seed([7; 32]).address());
+        three_blocks(other.path(), &other_genesis, &Keypair::from_seed([7; 32]));
+        std::fs::copy(other.path().join("tx_index.redb"), &index).unwrap();
+        let chain = Chain::open(dir.path(), &genesis).unwrap();
+        assert_eq!(found(&chain), vec![Some(1), Some(2), Some(3)]);
+        assert_eq!(chain.store().tx_count().unwrap(), 3);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! churn of that should delay or slow down the next block's commit. The index records how far it got
 //! (`indexed_height`); it can lag behind the chain after a crash (never run ahead, as it is written
 //! after the block is durable), and [`crate::Chain::open`] then indexes the missing blocks again.
+//! It also records the genesis of the chain it indexes: an index that cannot be opened, belongs to
+//! another chain or runs ahead of this one (a `chain.redb` replaced under it) is removed and built
+//! again from the chain's blocks, so that a lookup never answers with another chain's transaction.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -140,17 +143,100 @@ impl Store {
         w.open_table(ACCOUNTS).map_err(db_err)?;
         w.open_table(KV).map_err(db_err)?;
         w.commit().map_err(db_err)?;
-        let index = Database::create(dir.join("tx_index.redb")).map_err(db_err)?;
-        let w = index.begin_write().map_err(db_err)?;
-        w.open_table(META).map_err(db_err)?;
-        w.open_table(index_segment(&index_segment_name(0)))
-            .map_err(db_err)?;
-        w.commit().map_err(db_err)?;
-        Ok(Store {
+        let store = Store {
             db: Arc::new(db),
-            index: Arc::new(index),
+            index: Arc::new(Self::create_index(dir)?),
             segment_entries: INDEX_SEGMENT_ENTRIES,
+        };
+        let chain = store.meta()?.map(|m| (m.genesis_hash, m.head_height));
+        let Some(why) = store.index_unusable(chain) else {
+            return Ok(store);
+        };
+        tracing::warn!("tx_index.redb {why}: building it again from the chain");
+        let Store {
+            db,
+            index,
+            segment_entries,
+        } = store;
+        drop(index); // the only handle: the file is closed
+        let path = dir.join("tx_index.redb");
+        std::fs::remove_file(&path)
+            .map_err(|e| StoreError::Corrupt(format!("removing {}: {e}", path.display())))?;
+        Ok(Store {
+            db,
+            index: Arc::new(Self::create_index(dir)?),
+            segment_entries,
         })
+    }
+
+    /// Opens (or creates) the transaction index with its tables; one that cannot be opened is
+    /// removed and created afresh (it holds nothing the chain does not).
+    fn create_index(dir: &Path) -> Result<Database, StoreError> {
+        let path = dir.join("tx_index.redb");
+        let open = || -> Result<Database, StoreError> {
+            let index = Database::create(&path).map_err(db_err)?;
+            let w = index.begin_write().map_err(db_err)?;
+            w.open_table(META).map_err(db_err)?;
+            w.open_table(index_segment(&index_segment_name(0)))
+                .map_err(db_err)?;
+            w.commit().map_err(db_err)?;
+            Ok(index)
+        };
+        match open() {
+            Ok(index) => Ok(index),
+            Err(e) if path.exists() => {
+                tracing::warn!(
+                    "tx_index.redb cannot be opened ({e}): building it again from the chain"
+                );
+                std::fs::remove_file(&path).map_err(|e| {
+                    StoreError::Corrupt(format!("removing {}: {e}", path.display()))
+                })?;
+                open()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why the index cannot serve `chain` (its genesis and head height; `None`: no chain yet),
+    /// if it cannot: it indexes another chain, or blocks beyond the head.
+    fn index_unusable(&self, chain: Option<(Hash32, u64)>) -> Option<String> {
+        let read = || -> Result<(Option<Vec<u8>>, u64), StoreError> {
+            let r = self.index.begin_read().map_err(db_err)?;
+            let meta = r.open_table(META).map_err(db_err)?;
+            let genesis = meta
+                .get(META_GENESIS)
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec());
+            Ok((genesis, meta_u64(&meta, META_INDEXED)?))
+        };
+        let (genesis, indexed) = match read() {
+            Ok(v) => v,
+            Err(e) => return Some(format!("cannot be read ({e})")),
+        };
+        let head = chain.map_or(0, |c| c.1);
+        match (chain, genesis) {
+            (Some((g, _)), Some(other)) if other != g.0 => {
+                Some("indexes another chain (its genesis differs)".into())
+            }
+            (None, Some(_)) => Some("indexes a chain this directory no longer holds".into()),
+            _ if indexed > head => Some(format!(
+                "runs to height {indexed}, beyond the chain's head {head}"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Records that the index serves the chain of genesis `genesis` (done once).
+    pub fn claim_index(&self, genesis: Hash32) -> Result<(), StoreError> {
+        let w = self.index.begin_write().map_err(db_err)?;
+        {
+            let mut meta = w.open_table(META).map_err(db_err)?;
+            if meta.get(META_GENESIS).map_err(db_err)?.is_none() {
+                meta.insert(META_GENESIS, genesis.0.as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+        w.commit().map_err(db_err)
     }
 
     /// The stored chain, or `None` for a fresh database.

@@ -230,6 +230,37 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
             "{page}: every figure has its API source"
         );
         assert!(checked >= 5, "{page}: only {checked} figures");
+        if page == "network" {
+            // The feeder's flows add up with the one sign convention the page states: the
+            // exchange with the grid is what the homes draw (batteries charging, EVs) less their
+            // PV, plus the losses (issue 24: the page said "+ discharging").
+            let shown_kw = |k: &str| -> f64 {
+                let key = format!("feeder.latest.{k}");
+                pairs
+                    .iter()
+                    .find(|(p, _)| *p == key)
+                    .unwrap()
+                    .1
+                    .parse()
+                    .unwrap()
+            };
+            let drawn = shown_kw("load_kw") + shown_kw("ev_kw") + shown_kw("battery_kw")
+                - shown_kw("pv_kw")
+                + shown_kw("losses_kw");
+            assert!(
+                (shown_kw("pcc_kw") - drawn).abs() < 0.3,
+                "exchange {} kW, the flows add up to {drawn} kW",
+                shown_kw("pcc_kw")
+            );
+            let f = common::get_json(&format!("{}/v1/grid/feeder", demo.url))["latest"].clone();
+            let api = |k: &str| f[k].as_f64().unwrap();
+            let residual = api("pcc_kw")
+                - (api("load_kw") + api("ev_kw") + api("battery_kw") - api("pv_kw")
+                    + api("losses_kw")
+                    - api("not_served_kw"));
+            assert!(residual.abs() < 1e-6, "{f}: {residual} kW unaccounted for");
+            assert!(dom.contains("Batteries (kW, + charging)"), "{dom}");
+        }
         for (name, size) in [("phone", "390,844"), ("desktop", "1280,900")] {
             let file = shots.join(format!("{page}-{name}.png"));
             let _ = std::fs::remove_file(&file);

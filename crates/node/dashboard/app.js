@@ -259,6 +259,9 @@ async function myOrders(m) {
 }
 
 const num = (v, places) => (v === null || v === undefined ? null : Number(v).toFixed(places));
+// The one sign convention of battery power, as the API gives it: what a battery draws is positive
+// (charging), what it gives negative.
+const BATTERY_SIGN = "kW, + charging";
 const pct = (v) => (v === null || v === undefined ? null : `${(100 * v).toFixed(1)} %`);
 
 // The feeder's power flow, when something solves it next to this node.
@@ -271,7 +274,7 @@ function feederPart(f) {
       card("Exchange with the grid (kW, + import)", num(l.pcc_kw, 1), "feeder.latest.pcc_kw"),
       card("Consumption (kW)", num(l.load_kw, 1), "feeder.latest.load_kw"),
       card("Rooftop PV (kW)", num(l.pv_kw, 1), "feeder.latest.pv_kw"),
-      card("Batteries (kW, + discharging)", num(l.battery_kw, 1), "feeder.latest.battery_kw"),
+      card(`Batteries (${BATTERY_SIGN})`, num(l.battery_kw, 1), "feeder.latest.battery_kw"),
       card("EV charging (kW)", num(l.ev_kw, 1), "feeder.latest.ev_kw"),
       card("Losses (kW)", num(l.losses_kw, 2), "feeder.latest.losses_kw"),
       card("Lowest voltage (pu)", num(l.min_vm_pu, 3), "feeder.latest.min_vm_pu"),
@@ -343,7 +346,7 @@ const pages = {
       el("div", { class: "cards" },
         card("Solar production (kW)", num(l.pv_kw, 2), "home.live.pv_kw"),
         card("Consumption (kW)", num(l.load_kw, 2), "home.live.load_kw"),
-        card("Battery (kW, + charging)", num(l.battery_kw, 2), "home.live.battery_kw"),
+        card(`Battery (${BATTERY_SIGN})`, num(l.battery_kw, 2), "home.live.battery_kw"),
         card("Battery charge (%)", num(l.battery_soc_percent, 0), "home.live.battery_soc_percent"),
         card("EV charging (kW)", num(l.ev_kw, 2), "home.live.ev_kw"),
         card("Grid (kW, + import)", num(l.net_kw, 2), "home.live.net_kw")),

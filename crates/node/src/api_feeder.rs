@@ -83,7 +83,7 @@ pub struct FeederSlotView {
     pub pcc_kw: f64,
     pub load_kw: f64,
     pub pv_kw: f64,
-    /// Positive: discharging.
+    /// Positive: charging (drawn from the feeder like a load), negative: discharging.
     pub battery_kw: f64,
     pub ev_kw: f64,
     pub losses_kw: f64,

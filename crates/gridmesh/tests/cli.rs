@@ -313,8 +313,16 @@ fn genesis_file_sets_chain_and_balances() {
 
 #[test]
 fn the_demo_tour_runs_and_reports_json() {
-    let out = gridmesh(&["demo", "--tour", "--json"]);
+    // Its node listens where --listen says (issue 24: the tour ignored it).
+    let port = common::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let out = gridmesh(&["demo", "--tour", "--json", "--listen", &listen]);
     let report = stdout_json(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("http://{listen}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(report["total_supply"], "1000000000");
     // The grid part: the congestion example within limits with envelopes, the outage example
     // with all critical load served.

@@ -128,11 +128,15 @@ const HOUSEHOLDS: [&str; 5] = [
     "Eve (flat, no DER)",
 ];
 
-/// Runs the demo; human-readable progress goes to stderr through `say`.
-pub async fn run(say: impl Fn(String) + Send + 'static) -> anyhow::Result<DemoReport> {
+/// Runs the demo with the node's API on `listen`; human-readable progress goes to stderr through
+/// `say`.
+pub async fn run(
+    listen: std::net::SocketAddr,
+    say: impl Fn(String) + Send + 'static,
+) -> anyhow::Result<DemoReport> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let mut cfg = NodeConfig::new(dir.path());
-    cfg.listen = "127.0.0.1:0".parse()?;
+    cfg.listen = listen;
     cfg.block_interval = Duration::from_millis(250);
     cfg.time_scale = DEMO_TIME_SCALE;
     let node = RunningNode::start(cfg).await?;

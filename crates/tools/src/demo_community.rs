@@ -47,6 +47,9 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     /// After the run, keep the node serving its API until Ctrl-C.
     pub keep_serving: bool,
+    /// The run's directory: the members' key files (`keys/`) and, after the run, its KPIs and
+    /// report. `None`: the keys go to the node's temporary data directory, gone with it.
+    pub out: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -58,6 +61,7 @@ impl Default for DemoOptions {
             day_seconds: 60.0,
             listen: "127.0.0.1:0".parse().expect("a valid address"),
             keep_serving: false,
+            out: None,
         }
     }
 }
@@ -90,8 +94,15 @@ pub async fn run(
     say: impl Fn(String) + Send + Sync + 'static,
 ) -> anyhow::Result<DemoRun> {
     let keep_serving = opts.keep_serving;
+    let out = opts.out.clone();
     let say: Arc<dyn Fn(String) + Send + Sync> = Arc::new(say);
     let (node, run) = start(opts, say.clone()).await?;
+    // The report is written when the run ends, not when the node stops serving.
+    if let Some(dir) = &out {
+        gridmesh_sim::report::write_run(&run.outcome, dir)
+            .with_context(|| format!("writing the report into {}", dir.display()))?;
+        say(format!("report: {}", dir.join("report.html").display()));
+    }
     if keep_serving {
         say(format!(
             "the run is over; the node keeps serving {} until Ctrl-C",
@@ -147,10 +158,24 @@ pub async fn start(
             "as little as the machine allows".into()
         }
     ));
-    let mut keys: HashMap<Address, Keypair> = (0..s.homes.count)
+    // The members' key files, so that My home can be tried with the demo.
+    let keys_dir = opts.out.as_deref().unwrap_or(dir.path()).join("keys");
+    std::fs::create_dir_all(&keys_dir)
+        .with_context(|| format!("creating {}", keys_dir.display()))?;
+    let members: Vec<Keypair> = (0..s.homes.count)
         .map(|i| gridmesh_sim::ledger::member_key(s.seed, i))
-        .map(|k| (k.address(), k))
         .collect();
+    for (i, k) in members.iter().enumerate() {
+        let path = keys_dir.join(format!("home-{:04}.key", i + 1));
+        k.save(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    say(format!(
+        "  the members' key files: {} (home-0001.key ...); on My home, paste one's JSON to sign in as that member",
+        keys_dir.display()
+    ));
+    let mut keys: HashMap<Address, Keypair> =
+        members.into_iter().map(|k| (k.address(), k)).collect();
     let operator = gridmesh_sim::ledger::grid_operator_key(s.seed);
     keys.insert(operator.address(), operator);
     let chain = NodeChain {

@@ -43,8 +43,15 @@ pub(crate) struct DemoArgs {
 }
 
 pub(crate) fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let listen = match std::net::TcpListener::bind(a.listen) {
+        Ok(_) => a.listen,
+        Err(e) => {
+            eprintln!("{} is not free ({e}); taking a free port", a.listen);
+            std::net::SocketAddr::new(a.listen.ip(), 0)
+        }
+    };
     if a.tour {
-        let report = runtime()?.block_on(demo::run(|line| eprintln!("{line}")))?;
+        let report = runtime()?.block_on(demo::run(listen, |line| eprintln!("{line}")))?;
         if a.json {
             print_json(&report)?;
         }
@@ -69,25 +76,14 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<()> {
     if let Some(days) = a.days {
         opts.overrides.push(format!("period.days={days}"));
     }
-    // Check the scenario before binding anything.
     gridmesh_tools::demo_community::scenario(&opts.scenario, &opts.overrides)
         .context("the demo's scenario")?;
-    opts.listen = match std::net::TcpListener::bind(a.listen) {
-        Ok(_) => a.listen,
-        Err(e) => {
-            eprintln!("{} is not free ({e}); taking a free port", a.listen);
-            std::net::SocketAddr::new(a.listen.ip(), 0)
-        }
-    };
+    opts.listen = listen;
     opts.keep_serving = a.serve;
+    opts.out = a.out.clone();
     let run = runtime()?.block_on(gridmesh_tools::demo_community::run(opts, |line| {
         eprintln!("{line}")
     }))?;
-    if let Some(dir) = &a.out {
-        gridmesh_sim::report::write_run(&run.outcome, dir)
-            .with_context(|| format!("writing the report into {}", dir.display()))?;
-        eprintln!("report: {}", dir.join("report.html").display());
-    }
     if a.json {
         print_json(&run)?;
     }

@@ -425,13 +425,19 @@ pub struct MarketInfo {
     pub gate_closure_minutes: u32,
     pub correction_window_minutes: u32,
     pub late_window_minutes: u32,
-    /// The slot the head's time is in, and the first slot still open for orders.
+    /// The slot the head's time is in, and the first slot still open for orders when the node
+    /// builds its next block (on a time-scaled node without empty blocks the head's time lags
+    /// its clock: an order for a slot open at the head's time may reach a block after its gate).
     pub current_slot: u64,
     pub next_open_slot: u64,
     /// Orders placed so far for the next open slot.
     pub next_open_orders: u32,
     /// The head block's time and the next open slot's gate closure (ms since the epoch).
     pub now_ms: u64,
+    /// The latest time the node's next block will carry, by its clock (none for a node whose
+    /// blocks someone else times).
+    #[serde(default)]
+    pub next_block_ms: Option<u64>,
     pub next_gate_closure_ms: u64,
     /// The utility's time-of-use tariff: periods from a slot of the day (UTC) on, in tokens per
     /// kWh.
@@ -467,11 +473,14 @@ pub struct TariffPeriod {
     pub feed_in_per_kwh: String,
 }
 
-pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
+/// The market at the head's time `now_ms`, its next open slot the first whose gate is still open
+/// at `next_block_ms` (the node's next block's time, when known).
+pub fn market_info(state: &State, now_ms: u64, next_block_ms: Option<u64>) -> MarketInfo {
     let cfg = state.market_config();
     let current = gridmesh_types::units::slot_of(now_ms);
+    let open_at = next_block_ms.map_or(now_ms, |t| t.max(now_ms));
     let mut next = current + 1;
-    while cfg.gate_closure_ms(next) <= now_ms {
+    while cfg.gate_closure_ms(next) <= open_at {
         next += 1;
     }
     MarketInfo {
@@ -483,6 +492,7 @@ pub fn market_info(state: &State, now_ms: u64) -> MarketInfo {
         next_open_slot: next,
         next_open_orders: state.order_count(next) as u32,
         now_ms,
+        next_block_ms,
         next_gate_closure_ms: cfg.gate_closure_ms(next),
         tariffs: cfg
             .tariffs

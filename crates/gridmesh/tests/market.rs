@@ -451,3 +451,60 @@ fn market_clear_reproduces_gsy_e_and_explains_bad_files() {
     .unwrap();
     refused(&["market", "clear", "--orders", f], "energy");
 }
+
+/// On a time-scaled node without empty blocks the head's time lags the node's clock; an order
+/// for the default slot is still one the next block takes (issue 24: it was refused as closed).
+#[test]
+fn the_default_slot_is_open_when_the_next_block_comes_on_a_time_scaled_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, addr) = new_key(dir.path(), "home");
+    let genesis = common::genesis_now(dir.path(), "scaled", &[&addr], None, "");
+    let node = NodeProc::start(
+        &dir.path().join("data"),
+        &[
+            "--genesis",
+            genesis.to_str().unwrap(),
+            "--time-scale",
+            "600",
+        ],
+    );
+    run(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "meter",
+        "--capacity-kw",
+        "11",
+        "--key",
+        &key,
+        "--node",
+        &node.url,
+        "--json",
+    ]);
+    // Nothing happens for 3 s: 30 minutes of the node's clock, the head still at its last block.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let market = common::get_json(&format!("{}/v1/market", node.url));
+    let next_block_ms = market["next_block_ms"].as_u64().unwrap();
+    assert!(
+        next_block_ms > market["now_ms"].as_u64().unwrap() + 20 * 60_000,
+        "{market}"
+    );
+    assert!(market["next_gate_closure_ms"].as_u64().unwrap() > next_block_ms);
+    let placed = run(&[
+        "tx",
+        "order",
+        "--side",
+        "bid",
+        "--energy-kwh",
+        "1",
+        "--price",
+        "0.30",
+        "--key",
+        &key,
+        "--node",
+        &node.url,
+        "--json",
+    ]);
+    assert!(placed["height"].as_u64().is_some(), "{placed}");
+    node.terminate();
+}

@@ -706,7 +706,12 @@ async fn get_market(State(s): State<Arc<Shared>>) -> ApiResult<gridmesh_api::mar
         let chain = s.chain.read().expect("chain lock");
         (chain.state().clone(), chain.head().timestamp_ms)
     };
-    Ok(Json(gridmesh_api::market::market_info(&state, now)))
+    let next_block_ms = s.clock.get().map(crate::NodeClock::next_block_ms);
+    Ok(Json(gridmesh_api::market::market_info(
+        &state,
+        now,
+        next_block_ms,
+    )))
 }
 
 #[derive(Deserialize)]

@@ -196,6 +196,40 @@ pub struct Shared {
     pub feeder: std::sync::Mutex<api_feeder::FeederLive>,
     /// The OpenADR 3 VTN: its VENs, tokens, reports and subscriptions.
     pub openadr: openadr::Vtn,
+    /// The block engine's clock, once it runs on its own (not for a driven node).
+    pub clock: std::sync::OnceLock<NodeClock>,
+}
+
+/// The clock a node's blocks take their time from: the wall clock, or for a time-scaled solo
+/// node one that runs `scale` times faster from its anchor.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeClock {
+    start_ms: u64,
+    started: std::time::Instant,
+    scale: u64,
+    block_interval_ms: u64,
+}
+
+impl NodeClock {
+    pub fn new(start_ms: u64, scale: u32, block_interval: Duration) -> NodeClock {
+        NodeClock {
+            start_ms,
+            started: std::time::Instant::now(),
+            scale: u64::from(scale.max(1)),
+            block_interval_ms: u64::try_from(block_interval.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The time the node's next block will carry at the latest: its clock one block interval
+    /// from now. On a time-scaled node without empty blocks the head's time can be far behind.
+    pub fn next_block_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.start_ms.saturating_add(
+            elapsed
+                .saturating_add(self.block_interval_ms)
+                .saturating_mul(self.scale),
+        )
+    }
 }
 
 /// What the API needs of the grid operator service.
@@ -373,6 +407,7 @@ impl RunningNode {
             auth: api_home::Auth::load(Some(&cfg.data_dir))?,
             feeder: Default::default(),
             openadr: openadr::Vtn::new(&cfg.data_dir),
+            clock: Default::default(),
         });
 
         // A BFT node's peers and validators are checked before anything is bound: a bad key is
@@ -457,6 +492,13 @@ impl RunningNode {
                     },
                 );
                 let start_ms = clock_start_ms(&cfg.data_dir, cfg.time_scale)?;
+                if !cfg.driven {
+                    let _ = shared.clock.set(NodeClock::new(
+                        start_ms,
+                        cfg.time_scale,
+                        cfg.block_interval,
+                    ));
+                }
                 let (stop, stopped) = mpsc::channel();
                 let counter = shared.clone();
                 let count = move |f: &gridmesh_consensus::Finalized, _took| {

@@ -309,6 +309,11 @@ fn genesis_file_sets_chain_and_balances() {
         "query", "account", &addr, "--node", &node.url, "--json",
     ]));
     assert_eq!(acct["balance"], "250.5");
+    // For people too, the result is on stdout (issue 24: `query account X | grep balance` found
+    // nothing).
+    let text = gridmesh(&["query", "account", &addr, "--node", &node.url]);
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(shown.contains("balance") && shown.contains("250.5"), "{shown}");
 }
 
 #[test]

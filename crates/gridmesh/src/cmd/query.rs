@@ -9,6 +9,7 @@ use gridmesh_ledger::Keypair;
 use gridmesh_types::{Address, Hash32};
 
 use crate::cli::NodeUrl;
+use crate::output::outln;
 use crate::output::print_json;
 
 #[derive(Subcommand)]
@@ -100,13 +101,14 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 print_json(&m)?;
             } else {
-                eprintln!(
+                outln!(
                     "mechanism {}, gate closes {} min before delivery; current slot {}, next open slot {}",
                     m.mechanism, m.gate_closure_minutes, m.current_slot, m.next_open_slot
                 );
-                eprintln!(
+                outln!(
                     "escrow {} holds {} tokens",
-                    m.escrow_account, m.escrow_balance
+                    m.escrow_account,
+                    m.escrow_balance
                 );
             }
         }
@@ -128,11 +130,14 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&v);
             }
-            eprintln!(
+            outln!(
                 "slot {} ({}), {} orders, mechanism {}",
-                v.slot, v.status, v.orders, v.mechanism
+                v.slot,
+                v.status,
+                v.orders,
+                v.mechanism
             );
-            eprintln!(
+            outln!(
                 "clearing price {} tokens/kWh, volume {} kWh, welfare {} of an optimal {}",
                 v.clearing_price_per_kwh.as_deref().unwrap_or("-"),
                 v.volume_kwh,
@@ -140,7 +145,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                 v.optimal_welfare
             );
             for m in &v.markets {
-                eprintln!(
+                outln!(
                     "  market {:<24} {} kWh at {} tokens/kWh",
                     if m.area.is_empty() { "(root)" } else { &m.area },
                     m.volume_kwh,
@@ -156,7 +161,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                         if s.is_final { "" } else { ", provisional" }
                     )
                 });
-                eprintln!(
+                outln!(
                     "  #{} bid {} <- ask {}: {} kWh at {} (seller {}, fee {}): {s}",
                     t.index,
                     t.bid,
@@ -168,7 +173,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                 );
             }
             if v.private_rows_hidden > 0 {
-                eprintln!(
+                outln!(
                     "  {} trades, bills and device readings of other members not shown (each member's are its own: --key to sign in)",
                     v.private_rows_hidden
                 );
@@ -179,9 +184,14 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&s);
             }
-            eprintln!(
+            outln!(
                 "chain {} at height {} (head {}, state root {}), {} pending, supply {} tokens",
-                s.chain_id, s.height, s.head_hash, s.state_root, s.mempool_size, s.total_supply
+                s.chain_id,
+                s.height,
+                s.head_hash,
+                s.state_root,
+                s.mempool_size,
+                s.total_supply
             );
         }
         QueryCommand::Account {
@@ -193,9 +203,11 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&a);
             }
-            eprintln!(
-                "{}: {} tokens, next nonce {}",
-                a.address, a.balance, a.nonce
+            outln!(
+                "{}: balance {} tokens, next nonce {}",
+                a.address,
+                a.balance,
+                a.nonce
             );
         }
         QueryCommand::Block { height, node, json } => {
@@ -212,12 +224,12 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&b);
             }
-            eprintln!(
+            outln!(
                 "block {} {}\n  parent {}\n  time {} ms, proposer {}\n  tx root {}\n  state root {}\n  {} transactions",
                 b.height, b.hash, b.parent_hash, b.timestamp_ms, b.proposer, b.tx_root, b.state_root, b.tx_count
             );
             for t in &b.txs {
-                eprintln!(
+                outln!(
                     "    {} {} nonce {}: {} {} tokens to {}",
                     t.hash,
                     t.sender,
@@ -233,7 +245,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&v);
             }
-            eprintln!(
+            outln!(
                 "supply at block {}: genesis {} + minted {} - burned {} = {} tokens; balances sum to {} ({})",
                 v.height,
                 v.genesis,
@@ -243,14 +255,21 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                 v.accounted,
                 if v.reconciled { "reconciled" } else { "NOT RECONCILED" }
             );
-            eprintln!(
+            outln!(
                 "community fund {}, device bonds {}, escrow {}; emission cap {}",
-                v.community_fund, v.device_bonds, v.escrow, v.emission_cap
+                v.community_fund,
+                v.device_bonds,
+                v.escrow,
+                v.emission_cap
             );
             for e in &v.epochs {
-                eprintln!(
+                outln!(
                     "epoch {}: minted {} of {} to {} owners; assets paid out {}",
-                    e.epoch, e.minted, e.emission, e.recipients, e.asset_payouts
+                    e.epoch,
+                    e.minted,
+                    e.emission,
+                    e.recipients,
+                    e.asset_payouts
                 );
             }
             if !v.reconciled {
@@ -283,14 +302,17 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                     gridmesh_types::units::utc(slot_start_ms(h.last_slot + 1) / 1_000)
                 )
             };
-            eprintln!("home {}: balance {} tokens; {period}", h.address, h.balance);
-            eprintln!(
+            outln!("home {}: balance {} tokens; {period}", h.address, h.balance);
+            outln!(
                 "  meter: imported {} kWh, exported {} kWh; from neighbours {} kWh, to neighbours {} kWh",
                 t.import_kwh, t.export_kwh, t.bought_kwh, t.sold_kwh
             );
-            eprintln!(
+            outln!(
                 "  bill {} tokens (utility only {}; saved {}); rewards {} tokens",
-                t.bill, t.baseline_bill, t.savings, t.rewards
+                t.bill,
+                t.baseline_bill,
+                t.savings,
+                t.rewards
             );
             for d in &h.devices {
                 let now = d.now.as_ref().map_or("no sample on this node".into(), |n| {
@@ -300,7 +322,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                         gridmesh_types::units::utc(n.time_ms / 1_000)
                     )
                 });
-                eprintln!(
+                outln!(
                     "  device {} ({}, {} W, {}): now {}; readings {} accepted, {} pending, {} held",
                     d.device,
                     d.kind,
@@ -312,7 +334,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                     d.held.len()
                 );
                 for x in &d.held {
-                    eprintln!("    slot {} held: {}", x.slot, x.reason);
+                    outln!("    slot {} held: {}", x.slot, x.reason);
                 }
             }
         }
@@ -323,7 +345,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&t);
             }
-            eprintln!(
+            outln!(
                 "{} {}{}: {} {} tokens from {} to {}",
                 t.hash,
                 t.status,

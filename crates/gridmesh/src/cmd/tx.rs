@@ -10,6 +10,7 @@ use gridmesh_ledger::{Keypair, TxKind};
 use gridmesh_types::{Address, Amount, Hash32};
 
 use crate::cli::{kwh_arg, NodeUrl};
+use crate::output::outln;
 use crate::output::print_json;
 
 #[derive(Subcommand)]
@@ -240,7 +241,7 @@ pub(crate) fn submit_kind(common: &TxCommon, kind: TxKind, what: &str) -> anyhow
         if common.json {
             print_json(&accepted)?;
         } else {
-            eprintln!("submitted {} (pending)", accepted.hash);
+            outln!("submitted {} (pending)", accepted.hash);
         }
         return Ok(());
     }
@@ -249,14 +250,14 @@ pub(crate) fn submit_kind(common: &TxCommon, kind: TxKind, what: &str) -> anyhow
     if common.json {
         print_json(&committed)?;
     } else {
-        eprintln!(
+        outln!(
             "committed {} in block {}: {what}",
             committed.hash,
             committed.height.unwrap_or_default()
         );
         if let Some(r) = &committed.receipt {
             for e in &r.events {
-                eprintln!(
+                outln!(
                     "  {}",
                     e.details.as_ref().map_or(e.kind.clone(), |d| d.to_string())
                 );

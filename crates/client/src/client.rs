@@ -29,6 +29,21 @@ pub enum ClientError {
     Timeout { hash: Hash32, waited: Duration },
 }
 
+/// What to say of an answer that is not the node's: its type, size and first words.
+fn foreign_answer(content_type: &str, text: &str) -> String {
+    let first: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(120)
+        .collect();
+    format!(
+        "not a gridmesh node's answer ({content_type}, {} bytes: {first}...); check --node",
+        text.len()
+    )
+}
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -75,10 +90,12 @@ impl Client {
                 reason: e.to_string(),
             }),
             Err(ureq::Error::Status(status, resp)) => {
+                let content_type = resp.content_type().to_string();
                 let text = resp.into_string().unwrap_or_default();
                 let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
                     Ok(b) => (b.error, b.message),
-                    Err(_) => ("http_error".into(), text),
+                    // Another server's page (a proxy, a router): named, not printed whole.
+                    Err(_) => ("http_error".into(), foreign_answer(&content_type, &text)),
                 };
                 Err(ClientError::Api {
                     status,
@@ -86,9 +103,13 @@ impl Client {
                     message,
                 })
             }
+            // The URL is said once, by the error; the reason without it.
             Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable {
                 url: url.to_string(),
-                reason: t.to_string(),
+                reason: match t.message() {
+                    Some(m) => format!("{}: {m}", t.kind()),
+                    None => t.kind().to_string(),
+                },
             }),
         }
     }
@@ -296,6 +317,43 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers the next request with `status`, `content_type` and `body`.
+    fn server(status: u16, content_type: &'static str, body: String) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4_096];
+            let _ = std::io::Read::read(&mut s, &mut request);
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut s, reply.as_bytes());
+        });
+        url
+    }
+
+    #[test]
+    fn another_servers_page_is_named_not_printed_and_the_url_is_said_once() {
+        let page = format!(
+            "<!DOCTYPE html><html><head><title>Router login</title></head><body>{}</body></html>",
+            "<p>lots of markup</p>".repeat(300)
+        );
+        let url = server(404, "text/html", page);
+        let e = Client::new(&url).status().unwrap_err().to_string();
+        assert!(e.contains("not a gridmesh node's answer (text/html"), "{e}");
+        assert!(e.len() < 400, "the whole page printed: {e}");
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let e = Client::new(&closed).status().unwrap_err().to_string();
+        assert_eq!(e.matches(&closed).count(), 1, "{e}");
+        assert!(e.contains("Connection"), "{e}");
+    }
 
     #[test]
     fn a_node_without_a_scheme_is_its_plain_http_api() {

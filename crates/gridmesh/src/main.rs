@@ -1,7 +1,8 @@
 //! The gridmesh command line. It parses arguments and wires the library crates together; the logic
 //! lives in those crates.
 //!
-//! `--json` output is one JSON document on stdout; human output and progress go to stderr.
+//! A command's result goes to stdout (one JSON document with `--json`, text for people
+//! otherwise); progress, logs and errors go to stderr.
 
 mod cli;
 mod cmd;
@@ -22,8 +23,11 @@ fn main() {
         Command::Node(_) | Command::Testnet(_) => "info",
         _ => "warn",
     };
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),

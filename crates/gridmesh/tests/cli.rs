@@ -313,7 +313,10 @@ fn genesis_file_sets_chain_and_balances() {
     // nothing).
     let text = gridmesh(&["query", "account", &addr, "--node", &node.url]);
     let shown = String::from_utf8_lossy(&text.stdout);
-    assert!(shown.contains("balance") && shown.contains("250.5"), "{shown}");
+    assert!(
+        shown.contains("balance") && shown.contains("250.5"),
+        "{shown}"
+    );
 }
 
 #[test]

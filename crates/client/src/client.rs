@@ -106,9 +106,15 @@ impl Client {
             // The URL is said once, by the error; the reason without it.
             Err(ureq::Error::Transport(t)) => Err(ClientError::Unreachable {
                 url: url.to_string(),
-                reason: match t.message() {
-                    Some(m) => format!("{}: {m}", t.kind()),
-                    None => t.kind().to_string(),
+                reason: {
+                    let mut r = t.kind().to_string();
+                    if let Some(m) = t.message() {
+                        r += &format!(": {m}");
+                    }
+                    if let Some(source) = std::error::Error::source(&t) {
+                        r += &format!(": {source}");
+                    }
+                    r
                 },
             }),
         }
@@ -352,7 +358,7 @@ mod tests {
         };
         let e = Client::new(&closed).status().unwrap_err().to_string();
         assert_eq!(e.matches(&closed).count(), 1, "{e}");
-        assert!(e.contains("Connection"), "{e}");
+        assert!(e.contains("Connection refused"), "{e}");
     }
 
     #[test]

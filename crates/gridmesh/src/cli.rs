@@ -63,6 +63,14 @@ pub(crate) enum Command {
     /// Measure performance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print the shell completion script for SHELL on stdout, e.g.
+    /// `gridmesh completions bash > /etc/bash_completion.d/gridmesh`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, e.g. `gridmesh man > gridmesh.1; man ./gridmesh.1`.
+    Man,
 }
 
 #[derive(Args)]
@@ -84,4 +92,46 @@ pub(crate) fn broker_arg(broker: &str) -> anyhow::Result<(String, u16)> {
 /// An energy in kWh from a flag, in mWh.
 pub(crate) fn kwh_arg(text: &str, flag: &str) -> anyhow::Result<u64> {
     gridmesh_types::units::parse_kwh(text).with_context(|| format!("{flag} {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and flag says what it is for, in words for people: no flag without help,
+    /// no help that points to a Rust module path (issue 24).
+    #[test]
+    fn every_command_and_flag_has_help_for_people() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+            if cmd.get_about().is_none() && path.contains(' ') {
+                missing.push(format!("{here}: no about"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                match arg.get_help().map(|h| h.to_string()) {
+                    None => missing.push(format!("{here} --{id}: no help")),
+                    Some(h) if h.contains("::") || h.contains("gridmesh_") => {
+                        missing.push(format!("{here} --{id}: a Rust path in {h:?}"))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without help:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
 }

@@ -56,5 +56,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Home(c) => cmd::home::run(c),
         Command::Sim(a) => cmd::sim::run(a),
         Command::Bench(c) => cmd::bench::run(c),
+        // Written whole through output::text, so that `| head` is no error.
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gridmesh", &mut script);
+            output::text(format_args!("{}", String::from_utf8_lossy(&script)));
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            output::text(format_args!("{}", String::from_utf8_lossy(&page)));
+            Ok(())
+        }
     }
 }

@@ -460,3 +460,31 @@ fn batch_submission_admits_each_transaction_on_its_own() {
 fn stderr_has_devices_line(stderr: &[u8]) -> bool {
     String::from_utf8_lossy(stderr).contains("devices: the day's epoch minted")
 }
+
+/// Shell completions and the manual page (issue 24), on stdout.
+#[test]
+fn shell_completions_and_the_manual_page_are_printed() {
+    for (shell, needle) in [
+        ("bash", "_gridmesh()"),
+        ("zsh", "#compdef gridmesh"),
+        ("fish", "complete -c gridmesh"),
+    ] {
+        let out = gridmesh(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains(needle),
+            "{shell}: {script}"
+        );
+        assert!(
+            script.contains("register-device"),
+            "{shell}: the subcommands' flags"
+        );
+    }
+    let out = gridmesh(&["man"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains(".TH gridmesh 1") && page.contains("community"),
+        "{page}"
+    );
+    assert!(!gridmesh(&["completions", "tcsh"]).status.success());
+}

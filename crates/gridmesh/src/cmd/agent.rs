@@ -35,10 +35,12 @@ pub(crate) struct AgentArgs {
     /// Real time between looks at the market, ms.
     #[arg(long, default_value_t = 1_000)]
     poll_ms: u64,
+    /// Seed of the zero-intelligence and ramp strategies' randomness.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
     node: NodeUrl,
+    /// Print the result as one JSON document on stdout.
     #[arg(long)]
     json: bool,
 }

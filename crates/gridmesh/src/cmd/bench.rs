@@ -14,34 +14,42 @@ pub(crate) enum BenchCommand {
     /// Home schedules (battery, EV, deferrable load over 96 slots): one home, then many over all
     /// cores.
     Agents {
+        /// Homes planned over all cores.
         #[arg(long, default_value_t = 1_000)]
         homes: usize,
+        /// Runs of the one home; the median is reported.
         #[arg(long, default_value_t = 21)]
         repeat: usize,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// A community under every kind of agent over weeks of public weather and load data: bills,
     /// savings against utility-only homes, self-sufficiency, transformer peak, battery cycles.
     Community {
+        /// Homes in the community.
         #[arg(long, default_value_t = 100)]
         homes: usize,
+        /// Days simulated.
         #[arg(long, default_value_t = 30)]
         days: usize,
         /// Day of 2010 the study starts (0-based; 120 is 1 May).
         #[arg(long, default_value_t = 120)]
         first_day: usize,
+        /// Seed of the homes drawn and their agents.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// The transformer's rating, kW.
         #[arg(long, default_value_t = 160.0)]
         transformer_kw: f64,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Signed device telemetry verified and committed per second: the ingest pipeline alone and
     /// through a Mosquitto broker (MQTT, QoS 1), for each device count.
     Ingest {
+        /// Device counts to measure, e.g. `1000,10000`.
         #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
         devices: Vec<usize>,
         /// Seconds of one-per-second telemetry per device.
@@ -56,6 +64,7 @@ pub(crate) enum BenchCommand {
         /// Skip the MQTT path.
         #[arg(long)]
         no_mqtt: bool,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -75,6 +84,7 @@ pub(crate) enum BenchCommand {
         /// Skip OpenDSS and power-grid-model.
         #[arg(long)]
         no_peers: bool,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -93,12 +103,14 @@ pub(crate) enum BenchCommand {
         /// Skip pandapower.
         #[arg(long)]
         no_pandapower: bool,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Clear one slot of n random orders with each mechanism; pymarket's Huang auction on the
     /// same orders side by side (from the interop venv, up to --pymarket-max orders).
     Market {
+        /// Order counts of the slots cleared, e.g. `10000,100000`.
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         sizes: Vec<usize>,
         #[arg(
@@ -106,7 +118,9 @@ pub(crate) enum BenchCommand {
             value_delimiter = ',',
             default_value = "pay-as-clear,pay-as-bid,pay-as-offer,huang,community"
         )]
+        /// Mechanisms to clear with.
         mechanisms: Vec<gridmesh_market::Mechanism>,
+        /// Runs per size and mechanism; the median is reported.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
         /// Largest order set to give pymarket (its Huang auction grows quadratically).
@@ -122,6 +136,7 @@ pub(crate) enum BenchCommand {
         /// readings, settlement) and report each block's time; 0 skips it.
         #[arg(long, default_value_t = 10_000)]
         ledger_homes: usize,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -136,21 +151,26 @@ pub(crate) enum BenchCommand {
         /// this one's.
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// ed25519 verification limit and ledger throughput (mempool -> block -> redb), side by side.
     Ledger {
+        /// Transfers offered.
         #[arg(long, default_value_t = 200_000)]
         txs: usize,
+        /// Accounts they are spread over.
         #[arg(long, default_value_t = 10_000)]
         accounts: usize,
+        /// Milliseconds between blocks.
         #[arg(long, default_value_t = 1000)]
         block_interval_ms: u64,
         /// Offer load at this fraction of the measured two-core batch-verification limit instead of
         /// as fast as possible (latency at a given load rather than at saturation).
         #[arg(long)]
         offered_load: Option<f64>,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -160,8 +180,10 @@ pub(crate) enum BenchCommand {
         /// Network sizes to measure, e.g. `4,7`.
         #[arg(long, value_delimiter = ',', default_value = "4")]
         validators: Vec<usize>,
+        /// Transfers offered.
         #[arg(long, default_value_t = 100_000)]
         txs: usize,
+        /// Accounts they are spread over.
         #[arg(long, default_value_t = 10_000)]
         accounts: usize,
         /// Offer this many transactions per second instead of as many as the nodes take.
@@ -173,6 +195,7 @@ pub(crate) enum BenchCommand {
         /// First port (p2p BASE+i, API BASE+100+i).
         #[arg(long, default_value_t = 27600)]
         base_port: u16,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

@@ -19,6 +19,7 @@ pub(crate) enum DeviceCommand {
     /// site limit (ChargePointMaxProfile / ChargingStationMaxProfile) and the charging plan
     /// (TxDefaultProfile) fitted to it, and clears the plan when a transaction stops.
     Ocpp {
+        /// Where chargers connect (WebSocket), HOST:PORT; they use ws://HOST:PORT/ocpp/CHARGER_ID.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: std::net::SocketAddr,
         /// A charger: its charge point id and device key file, `ID=KEYFILE` (repeat).
@@ -27,6 +28,7 @@ pub(crate) enum DeviceCommand {
         /// Accepted RFID tags (repeat).
         #[arg(long = "id-tag")]
         id_tags: Vec<String>,
+        /// The chain the samples are signed for.
         #[arg(long, default_value = gridmesh_ledger::genesis::DEV_CHAIN_ID)]
         chain_id: String,
         /// The broker for the signed samples, HOST:PORT.
@@ -41,6 +43,7 @@ pub(crate) enum DeviceCommand {
         /// Volts per phase and phases, to turn watts into amperes for chargers that take current.
         #[arg(long, default_value_t = 230.0)]
         volts: f64,
+        /// Phases the chargers draw on (with --volts).
         #[arg(long, default_value_t = 3)]
         phases: u8,
         /// Stop after this many transactions have stopped.
@@ -66,19 +69,22 @@ pub(crate) enum DeviceCommand {
         /// The device's key (registered on the ledger with `tx register-device --device-key`).
         #[arg(long)]
         device_key: PathBuf,
+        /// The chain the samples are signed for.
         #[arg(long, default_value = gridmesh_ledger::genesis::DEV_CHAIN_ID)]
         chain_id: String,
         /// The broker, HOST:PORT.
         #[arg(long, required_unless_present = "once")]
         mqtt: Option<String>,
+        /// Milliseconds between polls.
         #[arg(long, default_value_t = 1_000)]
         interval_ms: u64,
         /// Hold the output at this percent of rating.
         #[arg(long)]
         limit_pct: Option<f64>,
-        /// Hold charging / discharging at this percent of the battery's maximum rate.
+        /// Hold charging at this percent of the battery's maximum rate.
         #[arg(long)]
         charge_pct: Option<f64>,
+        /// Hold discharging at this percent of the battery's maximum rate.
         #[arg(long)]
         discharge_pct: Option<f64>,
         /// Seconds the device keeps a control after our last write.
@@ -87,8 +93,10 @@ pub(crate) enum DeviceCommand {
         /// Stop after this many polls.
         #[arg(long)]
         polls: Option<u64>,
+        /// Discover, apply the controls, measure once and print, without MQTT.
         #[arg(long)]
         once: bool,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

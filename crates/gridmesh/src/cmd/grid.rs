@@ -76,12 +76,14 @@ pub(crate) enum GridCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run an outage scenario (TOML, see `gridmesh_grid::outage`) through the islanding
+    /// Run an outage scenario (TOML, as examples/island/outage.toml) through the islanding
     /// controller: every transition, and per outage the energy not served, the share of critical
     /// load served, the minutes islanded and the lowest battery state.
     Island {
+        /// The outage scenario file (TOML).
         #[arg(long)]
         scenario: PathBuf,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

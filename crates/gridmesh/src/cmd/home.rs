@@ -38,8 +38,10 @@ pub(crate) enum HomeCommand {
     /// What a running home is doing: devices now, setpoints, the plan versus what was measured
     /// today, the latest orders and the readings' fate.
     Status {
+        /// The home's config file (the one `home run` uses).
         #[arg(long, default_value = "home.toml")]
         config: PathBuf,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

@@ -12,13 +12,16 @@ use crate::output::print_json;
 pub(crate) enum KeysCommand {
     /// Make a new key file and print its address.
     New {
+        /// Where to write the key file (refused if it exists).
         #[arg(long)]
         out: PathBuf,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Print the address of a key file.
     Show {
+        /// The key file.
         #[arg(long)]
         key: PathBuf,
     },

@@ -21,7 +21,7 @@ pub(crate) enum MarketCommand {
         /// pay-as-clear, pay-as-bid, pay-as-offer, huang or community.
         #[arg(long, default_value = "pay-as-clear")]
         mechanism: gridmesh_market::Mechanism,
-        /// The feeder (TOML, see `gridmesh_grid::feeder`) whose buses the orders' locations name:
+        /// The feeder (TOML, as examples/congestion/feeder.toml) whose buses the orders' locations name:
         /// clear without and with its operating envelopes, check both by power flow, and report
         /// the welfare the grid's limits cost.
         #[arg(long)]
@@ -29,6 +29,7 @@ pub(crate) enum MarketCommand {
         /// Slot length for the envelopes' energy.
         #[arg(long, default_value_t = 15)]
         slot_minutes: u32,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

@@ -14,7 +14,8 @@ use crate::cmd::{runtime, shutdown_signal};
 
 #[derive(Args)]
 pub(crate) struct NodeArgs {
-    /// Node config file (TOML, see `gridmesh_node::config`); flags below override it.
+    /// Node config file (TOML: data_dir, listen, genesis, block_interval_ms, [mempool], [http],
+    /// [[peers]]; see the README); flags given here override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Directory for the chain database and keys (created if missing).
@@ -50,7 +51,7 @@ pub(crate) struct NodeArgs {
     time_scale: u32,
     /// Run the grid operator's service on this feeder: operating envelopes for every connection
     /// point before each gate closure, and islanding events from the PCC meter's reports (`POST
-    /// /v1/grid/pcc`). A feeder in TOML (see `gridmesh_grid::feeder`; its buses are the
+    /// /v1/grid/pcc`). A feeder in TOML (as examples/congestion/feeder.toml; its buses are the
     /// connection points) or an OpenDSS master (.dss; its single-phase loads are, each with an
     /// envelope on its own phase). Needs --grid-operator-key.
     #[arg(long, requires = "grid_operator_key")]

@@ -36,22 +36,27 @@ pub(crate) enum VenCommand {
         /// token a pending reading, returned).
         #[arg(long, requires = "connection", value_name = "FILE")]
         device_key: Option<PathBuf>,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// List the registered VENs.
     List {
+        /// The node's data directory.
         #[arg(long, env = "GRIDMESH_DATA_DIR")]
         data_dir: PathBuf,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Remove a VEN (by name or id): its tokens stop working at once.
     Remove {
+        /// The node's data directory.
         #[arg(long, env = "GRIDMESH_DATA_DIR")]
         data_dir: PathBuf,
         /// The VEN's name or id.
         ven: String,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

@@ -18,12 +18,14 @@ pub(crate) enum QueryCommand {
     Market {
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// A market slot: order book depth, clearing price, volume and welfare; with --key, the
     /// account's own trades, settlement, bill and device readings.
     Slot {
+        /// The slot: 15-minute periods since 1970 (unix ms / 900,000).
         slot: u64,
         /// Sign in with this account's key file: the slot then lists its own trades, bill and
         /// device readings (and those of whom granted it theirs); without it, the slot's
@@ -32,6 +34,7 @@ pub(crate) enum QueryCommand {
         key: Option<std::path::PathBuf>,
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -39,22 +42,27 @@ pub(crate) enum QueryCommand {
     Status {
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// An account's balance and nonce.
     Account {
+        /// The account's address, 64 hex characters.
         address: Address,
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// A block by height (or `latest`), with transactions and receipts.
     Block {
+        /// The block height, or `latest`.
         height: String,
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -63,6 +71,7 @@ pub(crate) enum QueryCommand {
     Supply {
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -81,14 +90,17 @@ pub(crate) enum QueryCommand {
         slots: u64,
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// A transaction by hash, with its receipt.
     Tx {
+        /// The transaction's hash, 64 hex characters.
         hash: Hash32,
         #[command(flatten)]
         node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

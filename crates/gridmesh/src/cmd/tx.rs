@@ -34,11 +34,13 @@ pub(crate) enum TxCommand {
         /// Coarse position, degrees (north and east positive).
         #[arg(long, allow_hyphen_values = true)]
         latitude: Option<f64>,
+        /// Longitude, degrees (east positive); with --latitude.
         #[arg(long, allow_hyphen_values = true)]
         longitude: Option<f64>,
         /// PV array tilt and azimuth (eastward from north), degrees.
         #[arg(long, default_value_t = 0)]
         tilt: u8,
+        /// PV array azimuth, degrees eastward from north (180: facing south).
         #[arg(long, default_value_t = 180)]
         azimuth: u16,
         /// Tokens bonded (at least the market's min_device_bond, 10, and for a PV, battery or EV
@@ -56,6 +58,7 @@ pub(crate) enum TxCommand {
         /// bid (buy) or ask (sell).
         #[arg(long)]
         side: gridmesh_ledger::Side,
+        /// Energy to buy or sell in the slot, kWh, e.g. 2.5.
         #[arg(long)]
         energy_kwh: String,
         /// Limit price in tokens per kWh.
@@ -69,8 +72,10 @@ pub(crate) enum TxCommand {
     },
     /// Cancel an open order before gate closure (its escrow returns).
     Cancel {
+        /// The order's delivery slot.
         #[arg(long)]
         slot: u64,
+        /// The order's id (in its receipt and in `query slot`).
         #[arg(long)]
         order_id: u64,
         #[command(flatten)]
@@ -78,10 +83,13 @@ pub(crate) enum TxCommand {
     },
     /// Submit the connection meter's import and export for an ended slot.
     Reading {
+        /// The ended slot the reading is for.
         #[arg(long)]
         slot: u64,
+        /// What the connection took from the grid in the slot, kWh.
         #[arg(long, default_value = "0")]
         import_kwh: String,
+        /// What it gave to the grid in the slot, kWh.
         #[arg(long, default_value = "0")]
         export_kwh: String,
         #[command(flatten)]
@@ -96,10 +104,13 @@ pub(crate) enum TxCommand {
         /// The device's key file.
         #[arg(long)]
         device_key: PathBuf,
+        /// The ended slot the reading is for.
         #[arg(long)]
         slot: u64,
+        /// What the device delivered in the slot (out), kWh.
         #[arg(long, default_value = "0")]
         out_kwh: String,
+        /// What the device took in the slot (in), kWh.
         #[arg(long = "in-kwh", default_value = "0")]
         in_kwh: String,
         #[command(flatten)]
@@ -108,13 +119,16 @@ pub(crate) enum TxCommand {
     /// Grid operator: a connection point's operating envelope for a slot (what its orders may
     /// import and export there).
     Envelope {
+        /// The delivery slot, before its gate closure.
         #[arg(long)]
         slot: u64,
         /// The connection's location, as its orders name it.
         #[arg(long)]
         location: String,
+        /// What the connection may import in the slot, kWh.
         #[arg(long)]
         import_kwh: String,
+        /// What it may export in the slot, kWh.
         #[arg(long)]
         export_kwh: String,
         #[command(flatten)]
@@ -138,12 +152,16 @@ pub(crate) enum TxCommand {
     /// node that holds it) that contradicts it, slashing the bond at once; with --physics, a
     /// reading held by a hard physics check, opening a dispute that slashes when the window ends.
     ReportFraud {
+        /// The device whose reading is false.
         #[arg(long)]
         device: Address,
+        /// The slot of that reading.
         #[arg(long)]
         slot: u64,
+        /// The contradicting sample and its Merkle proof, hex, as the telemetry endpoint gives them.
         #[arg(long, conflicts_with = "physics", required_unless_present = "physics")]
         proof_hex: Option<String>,
+        /// Report a reading that a hard physics check held, instead of a sample.
         #[arg(long)]
         physics: bool,
         #[command(flatten)]
@@ -151,8 +169,10 @@ pub(crate) enum TxCommand {
     },
     /// Grid operator: dismiss an open physics dispute (nothing is slashed).
     DismissDispute {
+        /// The device of the disputed reading.
         #[arg(long)]
         device: Address,
+        /// The slot of the disputed reading.
         #[arg(long)]
         slot: u64,
         #[command(flatten)]
@@ -161,6 +181,7 @@ pub(crate) enum TxCommand {
     /// Grid operator: ask an area's devices to reduce or increase their draw in a slot, valuing
     /// a kWh of response at --value-per-kwh tokens (the weight of the rewards it earns).
     RequestFlex {
+        /// The delivery slot.
         #[arg(long)]
         slot: u64,
         /// Market area, e.g. `street-1` ("" = everyone).
@@ -169,6 +190,7 @@ pub(crate) enum TxCommand {
         /// reduce or increase.
         #[arg(long)]
         direction: gridmesh_ledger::tx::FlexDirection,
+        /// What a kWh of response is worth to the grid, tokens.
         #[arg(long)]
         value_per_kwh: String,
         #[command(flatten)]
@@ -177,8 +199,10 @@ pub(crate) enum TxCommand {
     /// Make the key's account a community asset owned in shares (`--holder ADDRESS=SHARES`,
     /// repeated); its market revenue is paid out to the holders pro rata every epoch.
     CreateAsset {
+        /// The asset's name for people, e.g. "school roof PV".
         #[arg(long)]
         name: String,
+        /// A holder and its shares, ADDRESS=SHARES; repeat for each.
         #[arg(long = "holder", value_name = "ADDRESS=SHARES", required = true)]
         holders: Vec<String>,
         #[command(flatten)]
@@ -186,10 +210,13 @@ pub(crate) enum TxCommand {
     },
     /// Move shares of a community asset to another account.
     TransferShares {
+        /// The asset's address.
         #[arg(long)]
         asset: Address,
+        /// The account that receives the shares.
         #[arg(long)]
         to: Address,
+        /// How many shares.
         #[arg(long)]
         shares: u64,
         #[command(flatten)]
@@ -197,6 +224,7 @@ pub(crate) enum TxCommand {
     },
     /// Transfer tokens.
     Transfer {
+        /// The receiving account, 64 hex characters.
         #[arg(long)]
         to: Address,
         /// Amount in tokens, e.g. 12.5 (up to 6 decimal places).
@@ -209,6 +237,7 @@ pub(crate) enum TxCommand {
 
 #[derive(Args)]
 pub(crate) struct TxCommon {
+    /// The key file that signs: the transaction is its account's.
     #[arg(long)]
     key: PathBuf,
     /// Nonce to use (default: the account's next nonce on the node).
@@ -219,6 +248,7 @@ pub(crate) struct TxCommon {
     no_wait: bool,
     #[command(flatten)]
     node: NodeUrl,
+    /// Print the committed transaction (or, with --no-wait, the accepted one) as JSON on stdout.
     #[arg(long)]
     json: bool,
 }

@@ -36,6 +36,26 @@ pub struct StatusResponse {
     pub validators: usize,
     /// Their keys (solo: this node, the one proposer).
     pub validator_set: Vec<String>,
+    /// The node's software version.
+    #[serde(default)]
+    pub version: String,
+    /// How long ago, by the node's clock, the head block was made, ms.
+    #[serde(default)]
+    pub head_age_ms: u64,
+    /// `ok`, or `stalled`: transactions wait and no block has come for ten block intervals (a
+    /// solo engine that stopped, validators that cannot agree).
+    #[serde(default)]
+    pub health: String,
+}
+
+/// The node's health from what it waits on: `stalled` when `pending` transactions wait and the
+/// head is older than `stall_after_ms`.
+pub fn health(pending: usize, head_age_ms: u64, stall_after_ms: u64) -> &'static str {
+    if pending > 0 && head_age_ms > stall_after_ms {
+        "stalled"
+    } else {
+        "ok"
+    }
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
@@ -533,4 +553,16 @@ pub struct DeviceView {
     pub registered_height: u64,
     /// The register of its last checked reading, kWh.
     pub register_kwh: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_stalled_only_when_transactions_wait_past_the_limit() {
+        assert_eq!(health(0, 1_000_000, 10_000), "ok");
+        assert_eq!(health(3, 9_999, 10_000), "ok");
+        assert_eq!(health(3, 10_001, 10_000), "stalled");
+    }
 }

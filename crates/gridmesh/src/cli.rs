@@ -17,8 +17,18 @@ pub(crate) const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
     about = "A node for community-owned energy networks"
 )]
 pub(crate) struct Cli {
+    /// How logs are written on stderr: `text` for people, or `json`, one object a line, for a
+    /// log collector (journald, Loki, Elasticsearch...).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "GRIDMESH_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]

@@ -488,3 +488,43 @@ fn shell_completions_and_the_manual_page_are_printed() {
     );
     assert!(!gridmesh(&["completions", "tcsh"]).status.success());
 }
+
+/// `/v1/status` names the node's version and health, and logs come as JSON lines on request
+/// (issue 24: observability).
+#[test]
+fn status_says_version_and_health_and_logs_can_be_json() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gridmesh"))
+        .args(["node", "--log-format", "json", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut url = None;
+    let mut json_lines = 0;
+    for line in stderr.lines().map_while(Result::ok).take(200) {
+        if let Some(rest) = line.split("API on ").nth(1) {
+            url = Some(rest.trim_end_matches("/v1/status").to_string());
+        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+            json_lines += 1;
+        } else {
+            panic!("a log line that is not JSON: {line}");
+        }
+        if url.is_some() && json_lines >= 2 {
+            break;
+        }
+    }
+    let url = url.expect("the node's address");
+    let status = common::get_json(&format!("{url}/v1/status"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["health"], "ok");
+    assert!(status["head_age_ms"].is_u64(), "{status}");
+}

@@ -220,6 +220,21 @@ impl NodeClock {
         }
     }
 
+    /// The node's clock now, ms.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.start_ms
+            .saturating_add(elapsed.saturating_mul(self.scale))
+    }
+
+    /// Ten block intervals of the node's clock: no block for that long while transactions wait
+    /// is a stall.
+    pub fn stall_after_ms(&self) -> u64 {
+        self.block_interval_ms
+            .saturating_mul(10)
+            .saturating_mul(self.scale)
+    }
+
     /// The time the node's next block will carry at the latest: its clock one block interval
     /// from now. On a time-scaled node without empty blocks the head's time can be far behind.
     pub fn next_block_ms(&self) -> u64 {

@@ -522,9 +522,20 @@ fn status_says_version_and_health_and_logs_can_be_json() {
     }
     let url = url.expect("the node's address");
     let status = common::get_json(&format!("{url}/v1/status"));
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["health"], "ok");
     assert!(status["head_age_ms"].is_u64(), "{status}");
+    // The API's latency by route, and how far the head lags.
+    assert!(
+        metrics.contains("gridmesh_api_request_duration_seconds_count{route=\"/v1/status\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gridmesh_head_age_seconds "), "{metrics}");
 }

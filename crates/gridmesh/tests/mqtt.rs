@@ -85,6 +85,20 @@ fn paho_devices_through_mosquitto_reach_the_ledger_and_liars_are_refused() {
     assert_eq!(stats["samples"]["rejected"]["replay"], 200, "{stats}");
     assert_eq!(stats["samples"]["rejected"]["bad-signature"], 2, "{stats}");
     assert_eq!(stats["samples"]["rejected"]["malformed"], 2, "{stats}");
+    // The same counters for Prometheus.
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for line in [
+        "gridmesh_gateway_connected 1",
+        "gridmesh_gateway_samples_accepted_total 1800",
+        "gridmesh_gateway_samples_rejected_total{reason=\"replay\"} 200",
+        "gridmesh_gateway_samples_rejected_total{reason=\"bad-signature\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
 
     // The honest reading is on the ledger with the commitment the Python device computed, and
     // the node's store recomputes the same root from what it kept.

@@ -232,6 +232,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!("no such path: {}", uri.path()))
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            record_latency,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(guard_writes))
         .layer(axum::middleware::from_fn(time_limit))
@@ -239,6 +243,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared.clone())
         // The OpenADR VTN: its own limits, auth and error format (problem details).
         .merge(crate::openadr::router(shared))
+}
+
+/// Times each request of a matched route for `/metrics`.
+async fn record_latency(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    s.latency.record(&route, started.elapsed());
+    res
 }
 
 /// Paths only a client on this machine may change (the PCC meter's gateway).
@@ -902,6 +922,72 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             ));
         }
     }
+    let head_age_s = {
+        let head_ms = s.chain.read().expect("chain lock").head().timestamp_ms;
+        let now = s
+            .clock
+            .get()
+            .map_or_else(crate::openadr::wire::wall_ms, crate::NodeClock::now_ms);
+        now.saturating_sub(head_ms) as f64 / 1_000.0
+    };
+    body.push_str(&format!(
+        "# HELP gridmesh_head_age_seconds Age of the head block by the node's clock: how far finalisation lags.
+         # TYPE gridmesh_head_age_seconds gauge
+gridmesh_head_age_seconds {head_age_s}
+         # HELP gridmesh_validators Validators of the chain (1 for solo).
+         # TYPE gridmesh_validators gauge
+gridmesh_validators {}
+",
+        s.validators
+    ));
+    if let Some(g) = s.gateway.get() {
+        let st = g.stats.lock().expect("gateway stats lock").clone();
+        body.push_str(&format!(
+            "# HELP gridmesh_gateway_connected Whether the device gateway is connected to its broker.
+             # TYPE gridmesh_gateway_connected gauge
+gridmesh_gateway_connected {}
+             # HELP gridmesh_gateway_payloads_total MQTT payloads received.
+             # TYPE gridmesh_gateway_payloads_total counter
+gridmesh_gateway_payloads_total {}
+             # HELP gridmesh_gateway_samples_accepted_total Telemetry samples verified and stored.
+             # TYPE gridmesh_gateway_samples_accepted_total counter
+gridmesh_gateway_samples_accepted_total {}
+             # HELP gridmesh_gateway_readings_relayed_total Device readings relayed onto the ledger.
+             # TYPE gridmesh_gateway_readings_relayed_total counter
+gridmesh_gateway_readings_relayed_total {}
+",
+            u8::from(st.connected),
+            st.payloads,
+            st.samples.accepted,
+            st.readings_relayed
+        ));
+        body.push_str(
+            "# HELP gridmesh_gateway_samples_rejected_total Telemetry samples refused, by reason.
+# TYPE gridmesh_gateway_samples_rejected_total counter
+",
+        );
+        for (reason, n) in &st.samples.rejected {
+            // As /v1/gateway names them.
+            let reason = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{reason:?}"));
+            body.push_str(&format!(
+                "gridmesh_gateway_samples_rejected_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+        body.push_str(
+            "# HELP gridmesh_gateway_dropped_total MQTT messages dropped before ingest, by reason.
+# TYPE gridmesh_gateway_dropped_total counter
+",
+        );
+        for (reason, n) in &st.dropped {
+            body.push_str(&format!(
+                "gridmesh_gateway_dropped_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+    }
+    s.latency.render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

@@ -21,6 +21,7 @@ pub mod dashboard;
 pub mod device_gateway;
 pub mod events;
 pub mod grid_operator;
+pub mod metrics;
 pub mod openadr;
 pub mod serve;
 pub mod submitter;
@@ -198,6 +199,8 @@ pub struct Shared {
     pub openadr: openadr::Vtn,
     /// The block engine's clock, once it runs on its own (not for a driven node).
     pub clock: std::sync::OnceLock<NodeClock>,
+    /// The API's latency per route, for `/metrics`.
+    pub latency: metrics::Latency,
 }
 
 /// The clock a node's blocks take their time from: the wall clock, or for a time-scaled solo
@@ -423,6 +426,7 @@ impl RunningNode {
             feeder: Default::default(),
             openadr: openadr::Vtn::new(&cfg.data_dir),
             clock: Default::default(),
+            latency: Default::default(),
         });
 
         // A BFT node's peers and validators are checked before anything is bound: a bad key is

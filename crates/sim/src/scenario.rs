@@ -73,6 +73,28 @@ pub enum ScenarioError {
     Data { path: String, message: String },
 }
 
+/// A deserialisation error with, for an unknown field, the known one closest to it (at most two
+/// edits away): "unknown field `cont`, expected one of `count`, ..." gains "(did you mean
+/// `count`?)".
+fn with_suggestion(error: &str) -> String {
+    let Some(rest) = error.split("unknown field `").nth(1) else {
+        return error.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return error.to_string();
+    };
+    let closest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|known| (strsim::damerau_levenshtein(unknown, known), known))
+        .min();
+    match closest {
+        Some((d, known)) if d <= 2 => format!("{} (did you mean `{known}`?)", error.trim_end()),
+        _ => error.to_string(),
+    }
+}
+
 fn bad<T>(m: impl Into<String>) -> Result<T, ScenarioError> {
     Err(ScenarioError::Invalid(m.into()))
 }
@@ -556,15 +578,24 @@ pub fn parse_slot(s: &str) -> Option<usize> {
 
 impl Scenario {
     /// Parses a scenario with `overrides` (`key.path=value`) applied first, and checks it.
+    ///
+    /// An error an override brings is blamed on that `--set`, not on the file, and an unknown
+    /// key names the closest known one.
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Scenario, ScenarioError> {
         let mut value: toml::Value =
             toml::from_str(text).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+        let parse = |v: &toml::Value| -> Result<Scenario, String> {
+            v.clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| with_suggestion(&e.to_string()))
+        };
+        // The file alone first, then each override on top: the first that breaks is named.
+        parse(&value).map_err(ScenarioError::Invalid)?;
         for o in overrides {
             set(&mut value, o)?;
+            parse(&value).map_err(|e| ScenarioError::Override(o.clone(), e))?;
         }
-        let scenario: Scenario = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ScenarioError::Invalid(e.to_string()))?;
+        let scenario = parse(&value).map_err(ScenarioError::Invalid)?;
         scenario.check()?;
         Ok(scenario)
     }
@@ -1038,6 +1069,23 @@ mod tests {
         assert!(e.to_string().contains("homes.count"), "{e}");
         let e = Scenario::from_toml("name = \"x\"", &["nothing".into()]).unwrap_err();
         assert!(e.to_string().contains("key=value"), "{e}");
+        // A typo in an override is the override's, with the key it was meant to be (issue 24);
+        // one in the file is the file's.
+        let e = Scenario::from_toml("name = \"x\"", &["homes.cont=3".into()]).unwrap_err();
+        assert!(
+            matches!(&e, ScenarioError::Override(o, _) if o == "homes.cont=3"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("did you mean `count`?"), "{e}");
+        let e = Scenario::from_toml(
+            "name = \"x\"\n[homes]\ncuont = 3",
+            &["homes.count=3".into()],
+        )
+        .unwrap_err();
+        assert!(matches!(&e, ScenarioError::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("did you mean `count`?"), "{e}");
+        let e = Scenario::from_toml("name = \"x\"", &["zzz.qqq=1".into()]).unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
     }
 
     #[test]

@@ -89,7 +89,11 @@ pub(crate) fn run(a: SimArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let scenario = gridmesh_sim::Scenario::from_toml(&text, &a.set).with_context(context)?;
+    // A bad --set is the command line's, not the file's.
+    let scenario = gridmesh_sim::Scenario::from_toml(&text, &a.set).map_err(|e| match e {
+        gridmesh_sim::scenario::ScenarioError::Override(..) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(context()),
+    })?;
     bar.set_prefix(scenario.name.clone());
     let outcome = gridmesh_sim::run(&scenario, &base, &mut |done, total| {
         bar.set_length(total as u64);

@@ -2,6 +2,7 @@
 //! A leaf of the crate: every concern returns these, none of them is needed to name them.
 
 use gridmesh_market as mk;
+use gridmesh_types::units::{slot_text, utc_text as utc};
 use gridmesh_types::{Address, Amount};
 
 use crate::limits::{MAX_DEVICES_PER_OWNER, MAX_ORDERS_PER_SLOT, MAX_SLOTS_AHEAD};
@@ -32,7 +33,8 @@ pub enum TxError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MarketTxError {
     #[error(
-        "slot {slot} closed for orders at {gate_ms} ms (gate closure); block time is {now_ms} ms"
+        "{} closed for orders at {} (gate closure); the block's time is {}",
+        slot_text(*.slot), utc(*.gate_ms), utc(*.now_ms)
     )]
     GateClosed {
         slot: u64,
@@ -81,9 +83,9 @@ pub enum MarketTxError {
     TooManyDevices,
     #[error("a reading needs a registered device of the sender")]
     NoDevice,
-    #[error("slot {slot} ends at {ends_ms} ms; a reading for it can only come after")]
+    #[error("{} ends at {}; a reading for it can only come after", slot_text(*.slot), utc(*.ends_ms))]
     SlotNotEnded { slot: u64, ends_ms: u64 },
-    #[error("readings for slot {slot} closed at {deadline_ms} ms")]
+    #[error("readings for {} closed at {}", slot_text(*.slot), utc(*.deadline_ms))]
     ReadingTooLate { slot: u64, deadline_ms: u64 },
     #[error("the sender's trades in slot {0} are already settled for good")]
     AlreadySettled(u64),
@@ -100,7 +102,7 @@ pub enum MarketTxError {
         last: Option<GridEventKind>,
         event: GridEventKind,
     },
-    #[error("grid event time {at_ms} ms is before the last event ({since_ms} ms) or after the block ({now_ms} ms)")]
+    #[error("grid event time {} is before the last event ({}) or after the block ({})", utc(*.at_ms), utc(*.since_ms), utc(*.now_ms))]
     GridEventTime {
         at_ms: u64,
         since_ms: u64,
@@ -142,7 +144,7 @@ pub enum EconomicsError {
     NoReading { device: Address, slot: u64 },
     #[error("device {device}'s reading of slot {slot} is already reported")]
     AlreadyReported { device: Address, slot: u64 },
-    #[error("the dispute window for slot {slot} closed at {closed_ms} ms")]
+    #[error("the dispute window for {} closed at {}", slot_text(*.slot), utc(*.closed_ms))]
     WindowClosed { slot: u64, closed_ms: u64 },
     #[error("the evidence does not show the reading false: {0}")]
     EvidenceRejected(String),
@@ -152,7 +154,7 @@ pub enum EconomicsError {
     NoOpenDispute { device: Address, slot: u64 },
     #[error("only the market's grid operator may do this")]
     NotGridOperator,
-    #[error("slot {slot} has started; flexibility requests must come before {starts_ms} ms")]
+    #[error("{} has started; flexibility requests must come before {}", slot_text(*.slot), utc(*.starts_ms))]
     SlotStarted { slot: u64, starts_ms: u64 },
     #[error("account {0} is already a community asset")]
     AssetExists(Address),

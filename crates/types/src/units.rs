@@ -58,6 +58,22 @@ pub fn rfc3339(unix_s: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// A time for people, in the one format the CLI, the errors and the dashboard use:
+/// `2010-05-05 01:10 UTC`, with seconds only where there are some (`01:10:07 UTC`).
+pub fn utc_text(unix_ms: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(unix_ms / 1_000);
+    if ss == 0 {
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+    } else {
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+    }
+}
+
+/// A slot for people: its number (what commands take) and when it starts.
+pub fn slot_text(slot: u64) -> String {
+    format!("slot {slot} ({})", utc_text(slot_start_ms(slot)))
+}
+
 /// Milliseconds since the Unix epoch of an RFC 3339 time: `2026-12-06T17:00:00Z`, with a space
 /// or `t` for the `T`, fractions of a second (kept to the millisecond), any UTC offset (`Z`,
 /// `+00:00`, `-05:00`) or none (UTC). `None` if it is not one, or before 1970.
@@ -174,6 +190,13 @@ fn civil(unix_s: u64) -> (i64, i64, i64, u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_for_people_are_utc_to_the_minute_and_slots_say_when() {
+        assert_eq!(utc_text(1_273_013_700_000), "2010-05-04 22:55 UTC");
+        assert_eq!(utc_text(1_273_013_707_000), "2010-05-04 22:55:07 UTC");
+        assert_eq!(slot_text(1_414_468), "slot 1414468 (2010-05-05 01:00 UTC)");
+    }
 
     #[test]
     fn rfc3339_is_utc_to_the_second() {

@@ -539,3 +539,103 @@ fn status_says_version_and_health_and_logs_can_be_json() {
     );
     assert!(metrics.contains("gridmesh_head_age_seconds "), "{metrics}");
 }
+
+/// `./scripts/package` (issue 24): a Debian package whose binary runs, whose systemd unit
+/// `systemd-analyze verify` takes without a word, and whose default config starts a node.
+#[test]
+fn the_debian_package_holds_a_binary_a_unit_and_a_config_that_work() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(repo.join("scripts/package"))
+        .args(["--fast", "--binary", env!("CARGO_BIN_EXE_gridmesh"), "--out"])
+        .arg(dir.path().join("deb"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let field = |f: &str| {
+        let o = Command::new("dpkg-deb")
+            .args(["-f", &deb, f])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "gridmesh");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert!(field("Depends").contains("adduser"));
+    let root = dir.path().join("root");
+    assert!(Command::new("dpkg-deb")
+        .args(["-x", &deb])
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success());
+    // The binary, stripped, runs.
+    let bin = root.join("usr/bin/gridmesh");
+    let v = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("gridmesh "));
+    let symbols = Command::new("nm").arg(&bin).output().unwrap();
+    assert!(
+        !symbols.status.success() || symbols.stdout.is_empty(),
+        "not stripped"
+    );
+    for f in [
+        "usr/share/man/man1/gridmesh.1.gz",
+        "usr/share/bash-completion/completions/gridmesh",
+        "usr/share/doc/gridmesh/copyright",
+    ] {
+        assert!(root.join(f).exists(), "{f}");
+    }
+    // The unit: its own user, its state under /var/lib, restarted on failure; verified by
+    // systemd with the binary where the package puts it.
+    let unit = std::fs::read_to_string(root.join("lib/systemd/system/gridmesh.service")).unwrap();
+    for line in [
+        "User=gridmesh",
+        "Restart=on-failure",
+        "StateDirectory=gridmesh",
+        "ExecStart=/usr/bin/gridmesh node --config /etc/gridmesh/node.toml",
+    ] {
+        assert!(unit.contains(line), "{line}");
+    }
+    let here = dir.path().join("gridmesh.service");
+    std::fs::write(
+        &here,
+        unit.replace("/usr/bin/gridmesh", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&here)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
+    for script in ["postinst", "prerm"] {
+        let s = repo.join("packaging").join(script);
+        assert!(Command::new("sh")
+            .arg("-n")
+            .arg(&s)
+            .status()
+            .unwrap()
+            .success());
+    }
+    // The default config starts a node (the data directory and address given here instead).
+    let node = common::NodeProc::spawn(&[
+        "--config".into(),
+        root.join("etc/gridmesh/node.toml").display().to_string(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    assert_eq!(
+        common::get_json(&format!("{}/v1/status", node.url))["health"],
+        "ok"
+    );
+    node.terminate();
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{gridmesh, new_key, stdout_json, NodeProc};
 
@@ -207,8 +207,7 @@ fn the_optimising_agent_plans_within_its_operating_envelope() {
     let (op_key, op) = new_key(dir.path(), "operator");
     let (home_key, home) = new_key(dir.path(), "home");
     let genesis = common::genesis_now(dir.path(), "envelopes", &[&home, &op], Some(&op), "");
-    let feeder =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let feeder = common::congestion_feeder();
     let node = NodeProc::start(
         &dir.path().join("data"),
         &[

@@ -548,7 +548,12 @@ fn the_debian_package_holds_a_binary_a_unit_and_a_config_that_work() {
     let dir = tempfile::tempdir().unwrap();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = Command::new(repo.join("scripts/package"))
-        .args(["--fast", "--binary", env!("CARGO_BIN_EXE_gridmesh"), "--out"])
+        .args([
+            "--fast",
+            "--binary",
+            env!("CARGO_BIN_EXE_gridmesh"),
+            "--out",
+        ])
         .arg(dir.path().join("deb"))
         .output()
         .unwrap();

@@ -24,8 +24,7 @@ fn powerflow_on_the_ieee_33_bus_feeder() {
     assert_eq!(r["vm_pu"].as_object().unwrap().len(), 33);
     assert_eq!(r["vm_pu"]["1"].as_f64(), Some(1.0));
     // A feeder described in TOML solves too: the example street's 20 kW of forecast load.
-    let feeder =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let feeder = common::congestion_feeder();
     let r = stdout_json(&gridmesh(&[
         "grid",
         "powerflow",

@@ -153,8 +153,7 @@ fn operator_node(
     pcc_timeout_s: &str,
     empty_blocks: bool,
 ) -> NodeProc {
-    let feeder =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let feeder = common::congestion_feeder();
     let mut args = vec![
         "--genesis",
         genesis.to_str().unwrap(),
@@ -422,19 +421,7 @@ fn an_opendss_feeder_envelopes_each_home_on_its_phase() {
         ],
     );
     let url = node.url.clone();
-    run(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "meter",
-        "--capacity-kw",
-        "11",
-        "--key",
-        &home_key,
-        "--node",
-        &url,
-        "--json",
-    ]);
+    common::register_meter(&url, &home_key);
     let slot = first_enveloped_slot(&url, 55);
     let op = get(&url, "/v1/grid")["operator"].clone();
     assert_eq!(op["connection_points"], 55, "{op}");

@@ -468,19 +468,7 @@ fn the_default_slot_is_open_when_the_next_block_comes_on_a_time_scaled_node() {
             "600",
         ],
     );
-    run(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "meter",
-        "--capacity-kw",
-        "11",
-        "--key",
-        &key,
-        "--node",
-        &node.url,
-        "--json",
-    ]);
+    common::register_meter(&node.url, &key);
     // Nothing happens for 3 s: 30 minutes of the node's clock, the head still at its last block.
     std::thread::sleep(std::time::Duration::from_secs(3));
     let market = common::get_json(&format!("{}/v1/market", node.url));

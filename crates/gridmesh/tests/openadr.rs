@@ -98,8 +98,7 @@ fn an_openadr_3_ven_reads_prices_flexibility_and_only_its_own_envelope() {
         Some(&op),
         "correction_window_minutes = 240\n",
     );
-    let feeder =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let feeder = common::congestion_feeder();
     let data = dir.path().join("data");
     let node = NodeProc::start(
         &data,
@@ -562,8 +561,7 @@ fn the_node_follows_its_dsos_vtn_and_reports_the_communitys_usage_back() {
         ),
     )
     .unwrap();
-    let feeder =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml");
+    let feeder = common::congestion_feeder();
     let node = NodeProc::start(
         &dir.path().join("data"),
         &[
@@ -588,19 +586,7 @@ fn the_node_follows_its_dsos_vtn_and_reports_the_communitys_usage_back() {
         ],
     );
     let url = node.url.clone();
-    run(&[
-        "tx",
-        "register-device",
-        "--kind",
-        "meter",
-        "--capacity-kw",
-        "11",
-        "--key",
-        &home_key,
-        "--node",
-        &url,
-        "--json",
-    ]);
+    common::register_meter(&url, &home_key);
     // The node signs in, registers its VEN object and follows the program.
     wait_for("the node's VEN upstream", || {
         let u = get(&format!("{url}/v1/grid"))["upstream"].clone();

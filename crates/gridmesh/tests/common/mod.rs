@@ -439,3 +439,26 @@ pub fn genesis_now(
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// An 11 kW meter declared by the account with the key file `key` (a home that buys; the
+/// device has no key of its own). The CLI's JSON answer.
+pub fn register_meter(url: &str, key: &str) -> serde_json::Value {
+    stdout_json(&gridmesh(&[
+        "tx",
+        "register-device",
+        "--kind",
+        "meter",
+        "--capacity-kw",
+        "11",
+        "--key",
+        key,
+        "--node",
+        url,
+        "--json",
+    ]))
+}
+
+/// The congestion example's feeder: two streets of ten homes on a 100 kVA transformer.
+pub fn congestion_feeder() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/congestion/feeder.toml")
+}

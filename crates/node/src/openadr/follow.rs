@@ -14,7 +14,8 @@
 //! A slot whose terms change upstream while its gate is still open is enveloped and priced
 //! again. Once every slot an event covers has settled, the community's metered exchange with the
 //! grid in those slots (the members' readings: import minus export) goes back to the VTN as a
-//! report on that event (`USAGE`, kWh, the resource `AGGREGATED_REPORT`).
+//! report on that event (`USAGE`, kWh, the resource `AGGREGATED_REPORT`); one the VTN could not
+//! take for the moment (unreachable, 5xx, 429) is sent again at the next poll.
 //!
 //! Times are the chain's, as everywhere in the grid operator service. The VEN registers its own
 //! VEN object (`ven_name`) so that the VTN can target it.
@@ -561,6 +562,7 @@ fn poll_once(
         .filter_map(|e| e["id"].as_str().map(str::to_string))
         .collect();
     reported.retain(|id| seen.contains(id));
+    let mut failed = None;
     for e in &events {
         let Some(id) = e["id"].as_str() else { continue };
         let Some((first, last)) = event_slots(e) else {
@@ -569,26 +571,43 @@ fn poll_once(
         if reported.contains(id) || market.settlement_ms(last) > now_ms {
             continue;
         }
-        reported.insert(id.to_string());
-        if market.settlement_ms(last) + REPORT_WINDOW_MS < now_ms {
-            continue;
-        }
-        let report = {
-            let chain = shared.chain.read().expect("chain lock");
-            usage_report(chain.state(), e, &ven_name, first, last)
-        };
+        // Events that ended long before the node saw them are not reported.
+        let report = (market.settlement_ms(last) + REPORT_WINDOW_MS >= now_ms)
+            .then(|| {
+                let chain = shared.chain.read().expect("chain lock");
+                usage_report(chain.state(), e, &ven_name, first, last)
+            })
+            .flatten();
         // No member metered those slots: nothing to say.
-        let Some(report) = report else { continue };
-        client.call("POST", "/reports", Some(&report))?;
-        upstream.lock().expect("upstream lock").status.reports_sent += 1;
-        tracing::info!(
-            event = id,
-            first,
-            last,
-            "reported the community's usage upstream"
-        );
+        let Some(report) = report else {
+            reported.insert(id.to_string());
+            continue;
+        };
+        match client.call("POST", "/reports", Some(&report)) {
+            Ok(_) => {
+                reported.insert(id.to_string());
+                upstream.lock().expect("upstream lock").status.reports_sent += 1;
+                tracing::info!(
+                    event = id,
+                    first,
+                    last,
+                    "reported the community's usage upstream"
+                );
+            }
+            // The VTN will not take it (the event withdrawn, say): said once, not sent again.
+            Err(e @ UpstreamError::Refused { status, .. })
+                if (400..500).contains(&status) && status != 429 =>
+            {
+                reported.insert(id.to_string());
+                failed.get_or_insert(e);
+            }
+            // Unreachable, busy or failing: sent again at the next poll.
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// The community's metered exchange with the grid in the slots `first..=last` of `event`: for

@@ -294,6 +294,11 @@ fn run(
                 }
             }
             let Some(u) = &upstream else { continue };
+            // Only the limits changed: the slot's tariff stands.
+            let prices = |t: &SlotTerms| (t.price_per_kwh, t.export_price_per_kwh);
+            if before.is_some_and(|b| prices(&b) == prices(&terms)) {
+                continue;
+            }
             let genesis = market.tariff(slot);
             let was_priced = before
                 .is_some_and(|t| t.price_per_kwh.is_some() || t.export_price_per_kwh.is_some());

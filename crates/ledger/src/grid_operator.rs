@@ -61,6 +61,15 @@ pub(crate) fn grid_mode(o: &Overlay<'_>) -> GridMode {
         })
 }
 
+/// The rule of every transaction here: only the market's grid operator sends it.
+fn only_grid_operator(cfg: &MarketConfig, from: &Origin<'_>) -> Result<(), MarketTxError> {
+    if from.sender == cfg.grid_operator {
+        Ok(())
+    } else {
+        Err(MarketTxError::NotGridOperator)
+    }
+}
+
 /// `SetEnvelope`: the grid operator sets a connection's import and export limits for a slot.
 pub(crate) fn set_envelope(
     o: &mut Overlay<'_>,
@@ -71,11 +80,8 @@ pub(crate) fn set_envelope(
     import_mwh: u64,
     export_mwh: u64,
 ) -> Result<Vec<Event>, TxError> {
-    let sender = from.sender;
     let now = from.now_ms();
-    if sender != cfg.grid_operator {
-        return Err(MarketTxError::NotGridOperator.into());
-    }
+    only_grid_operator(cfg, &from)?;
     cfg.check_open(slot, now)?;
     if !location.is_empty() {
         Areas::from_paths([location], &[])
@@ -101,9 +107,7 @@ pub(crate) fn set_tariff(
     slot: u64,
     tariff: Tariff,
 ) -> Result<Vec<Event>, TxError> {
-    if from.sender != cfg.grid_operator {
-        return Err(MarketTxError::NotGridOperator.into());
-    }
+    only_grid_operator(cfg, &from)?;
     cfg.check_open(slot, from.now_ms())?;
     o.kv_put(keys::tariff(slot), enc(&tariff));
     Ok(vec![Event::TariffSet { slot }])
@@ -123,12 +127,9 @@ pub(crate) fn grid_event(
     event: GridEventKind,
     at_ms: u64,
 ) -> Result<Vec<Event>, TxError> {
-    let sender = from.sender;
     let now = from.now_ms();
     let ctx = from.ctx;
-    if sender != cfg.grid_operator {
-        return Err(MarketTxError::NotGridOperator.into());
-    }
+    only_grid_operator(cfg, &from)?;
     let mode = grid_mode(o);
     let ok = matches!(
         (mode.last, event),

@@ -367,7 +367,8 @@ fn a_silent_pcc_meter_islands_the_microgrid() {
     let (meter_key, _) = new_key(dir.path(), "pcc-meter");
     let report = signed_report(&url, &meter_key, true, now_ms());
     assert_eq!(post_pcc(&url, &report).0, 403);
-    run(&[
+    // The service signs envelopes with the same key: a nonce it holds pending is tried again.
+    let register = [
         "tx",
         "register-device",
         "--kind",
@@ -385,7 +386,16 @@ fn a_silent_pcc_meter_islands_the_microgrid() {
         "--node",
         &url,
         "--json",
-    ]);
+    ];
+    wait_for("the PCC meter's registration", || {
+        let out = common::gridmesh(&register);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("nonce_in_use"),
+            "{err}"
+        );
+        out.status.success()
+    });
     wait_for("reconnected", || {
         assert_eq!(pcc(&url, &meter_key, true), 202);
         get(&url, "/v1/grid")["mode"] == "grid-connected"

@@ -101,7 +101,14 @@ pub struct BatchResponse {
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct AccountResponse {
+    /// 64 hex characters.
     pub address: String,
+    /// The same address in its checksummed form for people (`gm1…`, bech32m).
+    pub checksummed: String,
+    /// Whether the chain has ever seen the address: it holds tokens, has sent a transaction, or
+    /// is a device registered with its own key. A transfer to an unknown address is most likely
+    /// a typo (the CLI asks for `--new-recipient`).
+    pub known: bool,
     /// Balance in decimal tokens.
     pub balance: String,
     /// Balance in base units (1 token = 10^6).

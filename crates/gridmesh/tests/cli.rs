@@ -44,8 +44,31 @@ fn keys_transfer_and_queries_end_to_end() {
     let alice_key = dir.path().join("alice.key");
     let out = gridmesh(&["keys", "new", "--out", alice_key.to_str().unwrap()]);
     assert!(out.status.success());
-    let alice = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert_eq!(alice.len(), 64);
+    // People get the checksummed form; the API speaks hex.
+    let alice_text = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        alice_text.starts_with("gm1") && alice_text.len() == 61,
+        "{alice_text}"
+    );
+    let alice = alice_text
+        .parse::<gridmesh_types::Address>()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        String::from_utf8(
+            gridmesh(&[
+                "keys",
+                "show",
+                "--key",
+                alice_key.to_str().unwrap(),
+                "--hex"
+            ])
+            .stdout
+        )
+        .unwrap()
+        .trim(),
+        alice
+    );
     // refuses to overwrite
     assert!(
         !gridmesh(&["keys", "new", "--out", alice_key.to_str().unwrap()])
@@ -53,7 +76,30 @@ fn keys_transfer_and_queries_end_to_end() {
             .success()
     );
 
-    let out = transfer(&faucet, &alice, "12.5", &url, &["--json"]);
+    // A new address is refused until the sender says it is meant, with nothing sent.
+    let out = transfer(&faucet, &alice_text, "12.5", &url, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("never seen") && err.contains("--new-recipient") && err.contains(&alice_text),
+        "{err}"
+    );
+    // A slip in the checksummed form is caught before anything is signed.
+    let mut typo = alice_text.clone().into_bytes();
+    typo[20] = if typo[20] == b'q' { b'p' } else { b'q' };
+    let typo = String::from_utf8(typo).unwrap();
+    let out = transfer(&faucet, &typo, "12.5", &url, &["--new-recipient"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has a typo"), "{err}");
+
+    let out = transfer(
+        &faucet,
+        &alice_text,
+        "12.5",
+        &url,
+        &["--json", "--new-recipient"],
+    );
     let committed = stdout_json(&out);
     assert_eq!(committed["status"], "committed");
     let hash = committed["hash"].as_str().unwrap().to_string();
@@ -61,11 +107,22 @@ fn keys_transfer_and_queries_end_to_end() {
     assert!(height >= 1);
 
     let acct = stdout_json(&gridmesh(&[
-        "query", "account", &alice, "--node", &url, "--json",
+        "query",
+        "account",
+        &alice_text,
+        "--node",
+        &url,
+        "--json",
     ]));
     assert_eq!(
         acct,
-        serde_json::json!({"address": alice, "balance": "12.5", "balance_base": 12_500_000u64, "nonce": 0})
+        serde_json::json!({"address": alice, "checksummed": alice_text, "known": true,
+            "balance": "12.5", "balance_base": 12_500_000u64, "nonce": 0})
+    );
+    let out = gridmesh(&["query", "account", &alice, "--node", &url]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{alice_text}: balance 12.5 tokens, next nonce 0")
     );
 
     let block = stdout_json(&gridmesh(&[

@@ -672,18 +672,26 @@ where
     })
 }
 
-/// An account's committed balance and next nonce.
+/// An account's committed balance and next nonce, and whether the chain knows the address.
 #[utoipa::path(get, path = "/v1/accounts/{address}",
-    params(("address" = String, Path, description = "64 hex characters")),
+    params(("address" = String, Path, description = "64 hex characters, or the checksummed `gm1…` form")),
     responses((status = 200, body = AccountResponse), (status = 400, body = ErrorBody)))]
 async fn get_account(
     State(s): State<Arc<Shared>>,
     Path(address): Path<String>,
 ) -> ApiResult<AccountResponse> {
     let address: Address = parse(&address, "address")?;
-    let acc = s.chain.read().expect("chain lock").account(&address);
+    let (acc, device) = {
+        let chain = s.chain.read().expect("chain lock");
+        (
+            chain.account(&address),
+            chain.state().device(&address).is_some(),
+        )
+    };
     Ok(Json(AccountResponse {
         address: address.to_string(),
+        checksummed: address.checksummed(),
+        known: acc.nonce > 0 || acc.balance.0 > 0 || device,
         balance: acc.balance.to_string(),
         balance_base: acc.balance.0,
         nonce: acc.nonce,

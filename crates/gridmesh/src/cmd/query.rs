@@ -48,7 +48,7 @@ pub(crate) enum QueryCommand {
     },
     /// An account's balance and nonce.
     Account {
-        /// The account's address, 64 hex characters.
+        /// The account's address: checksummed (`gm1…`) or 64 hex characters.
         address: Address,
         #[command(flatten)]
         node: NodeUrl,
@@ -216,10 +216,15 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                 return print_json(&a);
             }
             outln!(
-                "{}: balance {} tokens, next nonce {}",
-                a.address,
+                "{}: balance {} tokens, next nonce {}{}",
+                a.checksummed,
                 a.balance,
-                a.nonce
+                a.nonce,
+                if a.known {
+                    ""
+                } else {
+                    " (the chain has never seen this address)"
+                }
             );
         }
         QueryCommand::Block { height, node, json } => {

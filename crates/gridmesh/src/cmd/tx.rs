@@ -213,23 +213,32 @@ pub(crate) enum TxCommand {
         /// The asset's address.
         #[arg(long)]
         asset: Address,
-        /// The account that receives the shares.
+        /// The account that receives the shares: checksummed (`gm1…`) or 64 hex characters.
         #[arg(long)]
         to: Address,
         /// How many shares.
         #[arg(long)]
         shares: u64,
+        /// Send even though the chain has never seen the receiving address.
+        #[arg(long)]
+        new_recipient: bool,
         #[command(flatten)]
         common: TxCommon,
     },
     /// Transfer tokens.
     Transfer {
-        /// The receiving account, 64 hex characters.
+        /// The receiving account: checksummed (`gm1…`, as `keys show` prints it) or 64 hex
+        /// characters.
         #[arg(long)]
         to: Address,
         /// Amount in tokens, e.g. 12.5 (up to 6 decimal places).
         #[arg(long)]
         amount: Amount,
+        /// Send even though the chain has never seen the receiving address (a new member's or
+        /// device's first tokens). Without it such a transfer is refused: an unknown address is
+        /// most likely a typo.
+        #[arg(long)]
+        new_recipient: bool,
         #[command(flatten)]
         common: TxCommon,
     },
@@ -606,21 +615,53 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             asset,
             to,
             shares,
+            new_recipient,
             common,
-        } => submit_kind(
-            &common,
-            TxKind::TransferShares { asset, to, shares },
-            &format!("{shares} shares of {asset} to {to}"),
-        ),
-        TxCommand::Transfer { to, amount, common } => {
+        } => {
+            refuse_unknown(&common, &to, new_recipient)?;
+            submit_kind(
+                &common,
+                TxKind::TransferShares { asset, to, shares },
+                &format!("{shares} shares of {asset} to {}", to.checksummed()),
+            )
+        }
+        TxCommand::Transfer {
+            to,
+            amount,
+            new_recipient,
+            common,
+        } => {
             let from = Keypair::load(&common.key)?.address();
+            refuse_unknown(&common, &to, new_recipient)?;
             submit_kind(
                 &common,
                 TxKind::Transfer { to, amount },
-                &format!("{amount} tokens from {from} to {to}"),
+                &format!(
+                    "{amount} tokens from {} to {}",
+                    from.checksummed(),
+                    to.checksummed()
+                ),
             )
         }
     }
+}
+
+/// Refuses to send to an address the chain has never seen, unless `new_recipient`: a slip in a
+/// hex address has no checksum to catch it, and tokens sent there are lost to everyone.
+fn refuse_unknown(common: &TxCommon, to: &Address, new_recipient: bool) -> anyhow::Result<()> {
+    if new_recipient {
+        return Ok(());
+    }
+    let account = Client::new(&common.node.node).account(to)?;
+    if !account.known {
+        bail!(
+            "the chain has never seen {} (no tokens, no transaction, no device): check the \
+             address for a typo; if it is a new member's or device's, send again with \
+             --new-recipient",
+            to.checksummed()
+        );
+    }
+    Ok(())
 }
 
 /// The `--import-kwh` and `--export-kwh` pair of a reading or an envelope, in mWh.

@@ -247,22 +247,39 @@ pub fn device_reading_after_slot(
     answer.expect("the reading was accepted")
 }
 
-/// `tx transfer` of `amount` tokens from the key file `from` to the address `to`, committed. The
-/// CLI's JSON answer.
+/// `tx transfer` of `amount` tokens from the key file `from` to the address `to` (new to the
+/// chain or not), committed. The CLI's JSON answer.
 pub fn transfer(url: &str, from: &str, to: &str, amount: &str) -> serde_json::Value {
     stdout_json(&gridmesh(&[
-        "tx", "transfer", "--key", from, "--to", to, "--amount", amount, "--node", url, "--json",
+        "tx",
+        "transfer",
+        "--key",
+        from,
+        "--to",
+        to,
+        "--amount",
+        amount,
+        "--node",
+        url,
+        "--json",
+        "--new-recipient",
     ]))
 }
 
-/// A new key file `NAME.key` in `dir`: (its path, its address).
+/// A new key file `NAME.key` in `dir`: (its path, its address as 64 hex characters, the API's
+/// form).
 pub fn new_key(dir: &Path, name: &str) -> (String, String) {
     let path = dir.join(format!("{name}.key"));
-    let out = gridmesh(&["keys", "new", "--out", path.to_str().unwrap()]);
-    assert!(out.status.success());
+    let made = stdout_json(&gridmesh(&[
+        "keys",
+        "new",
+        "--out",
+        path.to_str().unwrap(),
+        "--json",
+    ]));
     (
         path.display().to_string(),
-        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        made["address"].as_str().unwrap().to_string(),
     )
 }
 

@@ -99,6 +99,33 @@ pub struct BatchResponse {
     pub results: Vec<BatchItem>,
 }
 
+/// One pending transaction of an account.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct PendingTx {
+    pub nonce: u64,
+    pub hash: String,
+}
+
+/// An account's transactions waiting in this node's mempool.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct PendingView {
+    pub address: String,
+    /// The nonce the account's next committed transaction must carry.
+    pub next_nonce: u64,
+    /// Those a block can take now (from `next_nonce` on without a hole), in nonce order.
+    pub ready: Vec<PendingTx>,
+    /// Those waiting behind a missing nonce, in nonce order: they run once the missing ones
+    /// come, or expire; the account may drop them (`DELETE`).
+    pub gapped: Vec<PendingTx>,
+}
+
+/// What `DELETE /v1/accounts/{address}/pending` dropped, and what still waits.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct DroppedView {
+    pub dropped: Vec<PendingTx>,
+    pub pending: PendingView,
+}
+
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct AccountResponse {
     /// 64 hex characters.

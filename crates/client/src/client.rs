@@ -145,6 +145,34 @@ impl Client {
         self.get(&format!("/v1/accounts/{address}"))
     }
 
+    /// The account's transactions waiting in the node's mempool.
+    pub fn pending(
+        &self,
+        address: &Address,
+    ) -> Result<gridmesh_api::chain::PendingView, ClientError> {
+        self.get(&format!("/v1/accounts/{address}/pending"))
+    }
+
+    /// Drops the account's transactions waiting behind a missing nonce (from `from_nonce` up),
+    /// signed in with the session `token` of that account.
+    pub fn drop_gapped(
+        &self,
+        address: &Address,
+        token: &str,
+        from_nonce: Option<u64>,
+    ) -> Result<gridmesh_api::chain::DroppedView, ClientError> {
+        let mut url = format!("{}/v1/accounts/{address}/pending", self.base);
+        if let Some(n) = from_nonce {
+            url.push_str(&format!("?from_nonce={n}"));
+        }
+        let r = self
+            .agent
+            .delete(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call();
+        self.handle(&url, r)
+    }
+
     /// A block by height, or the head with `None`.
     pub fn block(&self, height: Option<u64>) -> Result<Option<BlockResponse>, ClientError> {
         match height {

@@ -491,6 +491,72 @@ fn batch_submission_admits_each_transaction_on_its_own() {
     let r = client.submit_batch(&gapped).unwrap();
     assert_eq!((r.accepted, r.rejected), (64, 1));
     assert_eq!(r.results[64].error.as_deref(), Some("too_many_gapped"));
+
+    // The sender sees them waiting and drops them (issue 24): only it, only the gapped ones.
+    let faucet_key = dir.path().join("faucet.key");
+    let url = node.url.clone();
+    let pending = stdout_json(&gridmesh(&[
+        "query",
+        "pending",
+        &faucet.address().checksummed(),
+        "--node",
+        &url,
+        "--json",
+    ]));
+    assert_eq!(pending["next_nonce"], nonce);
+    assert_eq!(pending["ready"].as_array().unwrap().len(), 0);
+    assert_eq!(pending["gapped"].as_array().unwrap().len(), 64);
+    assert_eq!(pending["gapped"][0]["nonce"], nonce + 1);
+    let stranger = Keypair::from_seed([0x77; 32]);
+    let token = client.sign_in(&stranger).unwrap();
+    match client.drop_gapped(&faucet.address(), &token, None) {
+        Err(e) => assert!(e.to_string().contains("only the account itself"), "{e}"),
+        Ok(d) => panic!("a stranger dropped {d:?}"),
+    }
+    let anonymous = ureq::delete(&format!("{url}/v1/accounts/{}/pending", faucet.address())).call();
+    assert!(matches!(anonymous, Err(ureq::Error::Status(401, _))));
+    let out = gridmesh(&[
+        "tx",
+        "drop-gapped",
+        "--key",
+        faucet_key.to_str().unwrap(),
+        "--from-nonce",
+        &(nonce + 33).to_string(),
+        "--node",
+        &url,
+        "--json",
+    ]);
+    let d = stdout_json(&out);
+    assert_eq!(d["dropped"].as_array().unwrap().len(), 32);
+    assert_eq!(d["dropped"][0]["nonce"], nonce + 33);
+    assert_eq!(d["pending"]["gapped"].as_array().unwrap().len(), 32);
+    let out = gridmesh(&[
+        "tx",
+        "drop-gapped",
+        "--key",
+        faucet_key.to_str().unwrap(),
+        "--node",
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("dropped ").count(), 32, "{text}");
+    assert!(
+        text.contains("still pending: 0 ready, 0 behind a gap"),
+        "{text}"
+    );
+    // A dropped transaction says why, and its nonce is free again.
+    let first: gridmesh_types::Hash32 = r.results[0].hash.as_ref().unwrap().parse().unwrap();
+    match client.tx(&first) {
+        Err(e) => assert!(e.to_string().contains("dropped by its sender"), "{e}"),
+        Ok(t) => panic!("a dropped transaction is {t:?}"),
+    }
+    let again = SignedTx::transfer(&faucet, &chain, nonce + 1, Address([2; 32]), Amount(1));
+    client.submit(&again).unwrap();
     let pauper = Keypair::from_seed([0x5a; 32]);
     let cancel = SignedTx::new(
         &pauper,

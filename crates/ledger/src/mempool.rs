@@ -222,6 +222,15 @@ impl SenderQueue {
     }
 }
 
+/// One sender's pending transactions, (nonce, hash) in nonce order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PendingOf {
+    /// Those a block can take now: from the account's next nonce on without a hole.
+    pub ready: Vec<(u64, Hash32)>,
+    /// Those waiting behind a missing nonce.
+    pub gapped: Vec<(u64, Hash32)>,
+}
+
 /// A transaction admitted.
 #[derive(Debug)]
 pub struct Admitted {
@@ -477,6 +486,53 @@ impl Mempool {
             self.take(&sender, nonce);
             self.reindex(&sender);
         }
+    }
+
+    /// `sender`'s pending transactions as (nonce, hash): those a block can take now (ready) and
+    /// those waiting behind a missing nonce (gapped), each in nonce order.
+    pub fn pending_of(&self, sender: &Address) -> PendingOf {
+        let Some(q) = self.senders.get(sender) else {
+            return PendingOf::default();
+        };
+        let (mut ready, mut gapped) = (Vec::new(), Vec::new());
+        for (&nonce, p) in &q.txs {
+            let into = if nonce < q.ready_end {
+                &mut ready
+            } else {
+                &mut gapped
+            };
+            into.push((nonce, p.tx.hash()));
+        }
+        PendingOf { ready, gapped }
+    }
+
+    /// Drops `sender`'s transactions waiting behind a missing nonce, those from `from_nonce` up
+    /// (with their deposits), and remembers them as dropped by their sender. Returns what was
+    /// dropped, (nonce, hash) in nonce order. Ready transactions stay: they may be in a block
+    /// already, here or at a peer (gapped ones never left this node).
+    pub fn drop_gapped(&mut self, sender: &Address, from_nonce: u64) -> Vec<(u64, Hash32)> {
+        let Some(q) = self.senders.get(sender) else {
+            return Vec::new();
+        };
+        let first = from_nonce.max(q.ready_end);
+        let nonces: Vec<u64> = q.txs.range(first..).map(|(n, _)| *n).collect();
+        if nonces.is_empty() {
+            return Vec::new();
+        }
+        self.unindex(sender);
+        let mut dropped = Vec::with_capacity(nonces.len());
+        for nonce in nonces {
+            if let Some(tx) = self.take(sender, nonce) {
+                let hash = tx.hash();
+                self.remember(
+                    hash,
+                    "dropped by its sender while it waited behind a missing nonce".into(),
+                );
+                dropped.push((nonce, hash));
+            }
+        }
+        self.reindex(sender);
+        dropped
     }
 
     /// After the block at `height`: for each sender it touched, drops the transactions whose
@@ -837,6 +893,51 @@ mod tests {
         let a = roomy.insert(tx(&jammer, 0, 0), acct(100, 0)).unwrap();
         let nonces: Vec<u64> = a.ready.iter().map(|t| t.nonce()).collect();
         assert_eq!(nonces, [0, 1]);
+    }
+
+    #[test]
+    fn a_sender_drops_its_gapped_transactions_and_gets_their_deposits_back() {
+        let k = Keypair::from_seed([3; 32]);
+        let other = Keypair::from_seed([4; 32]);
+        let mut mp = Mempool::new(CHAIN, small(10, 8));
+        let mut cfg = small(10, 8);
+        cfg.max_gapped_per_sender = 4;
+        let mut mp4 = Mempool::new(CHAIN, cfg);
+        // Nonces 0 and 1 ready, 3, 4 and 6 behind the missing 2 (and 5).
+        for n in [0, 1, 3, 4, 6] {
+            mp4.insert(tx(&k, n, 10), acct(80, 0)).unwrap();
+        }
+        mp4.insert(tx(&other, 5, 0), acct(100, 0)).unwrap();
+        let p = mp4.pending_of(&k.address());
+        let nonces = |v: &[(u64, Hash32)]| v.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        assert_eq!(nonces(&p.ready), [0, 1]);
+        assert_eq!(nonces(&p.gapped), [3, 4, 6]);
+        // Five pending lock 50 spent and 5 deposits of the balance of 80: another transfer of
+        // 40 does not fit.
+        assert!(matches!(
+            mp4.insert(tx(&k, 2, 40), acct(80, 0)),
+            Err(AdmissionError::InsufficientFunds { .. })
+        ));
+        // From nonce 4 up: 4 and 6 go, 3 stays; a nonce below the gap drops no ready one.
+        let dropped = mp4.drop_gapped(&k.address(), 4);
+        assert_eq!(nonces(&dropped), [4, 6]);
+        assert_eq!(
+            mp4.rejection(&dropped[0].1).unwrap(),
+            "dropped by its sender while it waited behind a missing nonce"
+        );
+        mp4.assert_consistent();
+        let dropped = mp4.drop_gapped(&k.address(), 0);
+        assert_eq!(nonces(&dropped), [3]);
+        assert_eq!(nonces(&mp4.pending_of(&k.address()).ready), [0, 1]);
+        assert!(mp4.pending_of(&k.address()).gapped.is_empty());
+        mp4.assert_consistent();
+        // Their spend and deposits are released: the transfer of 40 fits now.
+        mp4.insert(tx(&k, 2, 40), acct(80, 0)).unwrap();
+        // Nothing of another sender's, and nothing at all for a sender with no gap.
+        assert!(mp4.drop_gapped(&k.address(), 0).is_empty());
+        assert_eq!(mp4.pending_of(&other.address()).gapped.len(), 1);
+        assert!(mp.drop_gapped(&k.address(), 0).is_empty());
+        mp4.assert_consistent();
     }
 
     #[test]

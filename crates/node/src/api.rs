@@ -64,6 +64,8 @@ const MAX_BATCH_BODY_BYTES: usize =
         submit_tx,
         submit_txs,
         get_account,
+        get_pending,
+        delete_pending,
         get_block,
         get_tx,
         get_market,
@@ -85,6 +87,9 @@ const MAX_BATCH_BODY_BYTES: usize =
         BatchResponse,
         BatchItem,
         AccountResponse,
+        gridmesh_api::chain::PendingTx,
+        gridmesh_api::chain::PendingView,
+        gridmesh_api::chain::DroppedView,
         BlockResponse,
         TxView,
         TxStatusResponse,
@@ -155,6 +160,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/tx/{hash}", get(get_tx))
         .route("/v1/accounts/{address}", get(get_account))
+        .route(
+            "/v1/accounts/{address}/pending",
+            get(get_pending).delete(delete_pending),
+        )
         .route("/v1/blocks/{height}", get(get_block))
         .route("/v1/market", get(get_market))
         .route("/v1/market/slots/{slot}", get(get_market_slot))
@@ -695,6 +704,87 @@ async fn get_account(
         balance: acc.balance.to_string(),
         balance_base: acc.balance.0,
         nonce: acc.nonce,
+    }))
+}
+
+fn pending_view(s: &Shared, address: &Address) -> gridmesh_api::chain::PendingView {
+    use gridmesh_api::chain::{PendingTx, PendingView};
+    // Lock order: chain, then mempool.
+    let chain = s.chain.read().expect("chain lock");
+    let next_nonce = chain.account(address).nonce;
+    let p = s.mempool.lock().expect("mempool lock").pending_of(address);
+    drop(chain);
+    let list = |v: Vec<(u64, Hash32)>| {
+        v.into_iter()
+            .map(|(nonce, hash)| PendingTx {
+                nonce,
+                hash: hash.to_string(),
+            })
+            .collect()
+    };
+    PendingView {
+        address: address.to_string(),
+        next_nonce,
+        ready: list(p.ready),
+        gapped: list(p.gapped),
+    }
+}
+
+/// An account's transactions waiting in this node's mempool: ready, and gapped (behind a
+/// missing nonce).
+#[utoipa::path(get, path = "/v1/accounts/{address}/pending",
+    params(("address" = String, Path, description = "64 hex characters, or the checksummed `gm1…` form")),
+    responses((status = 200, body = gridmesh_api::chain::PendingView), (status = 400, body = ErrorBody)))]
+async fn get_pending(
+    State(s): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> ApiResult<gridmesh_api::chain::PendingView> {
+    let address: Address = parse(&address, "address")?;
+    Ok(Json(pending_view(&s, &address)))
+}
+
+#[derive(Deserialize)]
+struct DropQuery {
+    from_nonce: Option<u64>,
+}
+
+/// Drops the account's transactions waiting behind a missing nonce (from `from_nonce` up, else
+/// all of them), releasing their deposits; signed in as the account (`/v1/auth/session`).
+/// Ready transactions stay: they may be in a block already.
+#[utoipa::path(delete, path = "/v1/accounts/{address}/pending",
+    params(("address" = String, Path, description = "64 hex characters, or the checksummed `gm1…` form"),
+        ("from_nonce" = Option<u64>, Query, description = "drop gapped transactions from this nonce up")),
+    responses((status = 200, body = gridmesh_api::chain::DroppedView), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+async fn delete_pending(
+    State(s): State<Arc<Shared>>,
+    Path(address): Path<String>,
+    Query(q): Query<DropQuery>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<gridmesh_api::chain::DroppedView> {
+    let address: Address = parse(&address, "address")?;
+    if s.auth.session(&headers)? != address {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the account itself drops its pending transactions: sign in with its key",
+        ));
+    }
+    let dropped = s
+        .mempool
+        .lock()
+        .expect("mempool lock")
+        .drop_gapped(&address, q.from_nonce.unwrap_or(0));
+    tracing::info!(%address, dropped = dropped.len(), "pending transactions dropped by their sender");
+    Ok(Json(gridmesh_api::chain::DroppedView {
+        dropped: dropped
+            .into_iter()
+            .map(|(nonce, hash)| gridmesh_api::chain::PendingTx {
+                nonce,
+                hash: hash.to_string(),
+            })
+            .collect(),
+        pending: pending_view(&s, &address),
     }))
 }
 

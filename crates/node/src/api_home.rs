@@ -229,7 +229,7 @@ impl Auth {
     }
 
     /// The account a bearer token signs in, if the token is valid.
-    fn session(&self, headers: &HeaderMap) -> Result<Address, ApiError> {
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Result<Address, ApiError> {
         let unauthorized =
             |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
         let token = headers

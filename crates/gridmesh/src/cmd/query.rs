@@ -56,6 +56,17 @@ pub(crate) enum QueryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// An account's transactions waiting in the node's mempool: ready ones, and those behind a
+    /// missing nonce (`tx drop-gapped` drops these).
+    Pending {
+        /// The account's address: checksummed (`gm1…`) or 64 hex characters.
+        address: Address,
+        #[command(flatten)]
+        node: NodeUrl,
+        /// Print the result as one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// A block by height (or `latest`), with transactions and receipts.
     Block {
         /// The block height, or `latest`.
@@ -226,6 +237,28 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                     " (the chain has never seen this address)"
                 }
             );
+        }
+        QueryCommand::Pending {
+            address,
+            node,
+            json,
+        } => {
+            let p = Client::new(&node.node).pending(&address)?;
+            if json {
+                return print_json(&p);
+            }
+            outln!(
+                "{}: next nonce {}, {} ready, {} behind a missing nonce",
+                address.checksummed(),
+                p.next_nonce,
+                p.ready.len(),
+                p.gapped.len()
+            );
+            for (what, list) in [("ready", &p.ready), ("gapped", &p.gapped)] {
+                for t in list {
+                    outln!("  {what:6} nonce {:>6}  {}", t.nonce, t.hash);
+                }
+            }
         }
         QueryCommand::Block { height, node, json } => {
             let h = if height == "latest" {

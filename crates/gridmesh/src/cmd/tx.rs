@@ -225,6 +225,16 @@ pub(crate) enum TxCommand {
         #[command(flatten)]
         common: TxCommon,
     },
+    /// Drop the key's transactions waiting on the node behind a missing nonce (sent with a
+    /// nonce too far ahead): they would otherwise run as soon as the missing nonces come, or
+    /// hold their deposits until they expire. Ready ones stay (they may be in a block already).
+    DropGapped {
+        /// Drop only those from this nonce up (default: all that wait behind a gap).
+        #[arg(long)]
+        from_nonce: Option<u64>,
+        #[command(flatten)]
+        common: TxCommon,
+    },
     /// Transfer tokens.
     Transfer {
         /// The receiving account: checksummed (`gm1…`, as `keys show` prints it) or 64 hex
@@ -624,6 +634,28 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
                 TxKind::TransferShares { asset, to, shares },
                 &format!("{shares} shares of {asset} to {}", to.checksummed()),
             )
+        }
+        TxCommand::DropGapped { from_nonce, common } => {
+            let key = Keypair::load(&common.key)?;
+            let client = Client::new(&common.node.node);
+            let token = client.sign_in(&key)?;
+            let d = client.drop_gapped(&key.address(), &token, from_nonce)?;
+            if common.json {
+                return print_json(&d);
+            }
+            if d.dropped.is_empty() {
+                outln!("nothing waits behind a missing nonce for this key");
+            }
+            for t in &d.dropped {
+                outln!("dropped {} (nonce {})", t.hash, t.nonce);
+            }
+            outln!(
+                "next nonce {}; still pending: {} ready, {} behind a gap",
+                d.pending.next_nonce,
+                d.pending.ready.len(),
+                d.pending.gapped.len()
+            );
+            Ok(())
         }
         TxCommand::Transfer {
             to,

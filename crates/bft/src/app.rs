@@ -72,6 +72,8 @@ pub struct ReplicaStats {
     /// Proposals it voted against because their parent was overtaken (stale, not invalid).
     pub stale: AtomicU64,
     pub finalized: AtomicU64,
+    /// Peers (validators and full nodes) this node holds an authenticated connection to now.
+    pub peers_connected: AtomicU64,
 }
 
 type Listener = Box<dyn Fn(&Finalized, &Block) + Send + Sync>;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use commonware_cryptography::{ed25519, ChaCha20Poly1305, Signer as _};
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address, AddressableManager as _, AddressableTrackedPeers};
-use commonware_runtime::{Clock, Runner as _, Supervisor as _};
+use commonware_runtime::{Clock, Metrics as _, Runner as _, Supervisor as _};
 use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
 use commonware_utils::ordered::Map;
@@ -118,6 +118,7 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
         .await;
         tracing::info!(%me, listen = %cfg.p2p_listen, validators = n, votes = cfg.votes, "consensus running");
         let mut stop = stop.fuse();
+        let mut ticks = 0u64;
         loop {
             futures::select! {
                 _ = stop => break,
@@ -126,10 +127,27 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
                         tracing::error!(%why, "validator stopping");
                         break;
                     }
+                    ticks += 1;
+                    if ticks % 5 == 1 {
+                        let connected = connected_peers(&context.encode());
+                        replica.stats.peers_connected.store(connected, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         }
     });
+}
+
+/// How many peers the p2p network holds a connection to, from the runtime's metrics: the
+/// tracker's directory keeps one `connected` sample per connected peer, removed when it goes
+/// (`network_tracker_directory_connected{peer=...}` in commonware-p2p 2026.10).
+fn connected_peers(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('{').map(|(name, _)| name))
+        .filter(|name| name.starts_with("network_tracker") && name.ends_with("_connected"))
+        .count() as u64
 }
 
 /// The p2p address book of a list of distinct keys (checked by the genesis and the config).
@@ -140,4 +158,19 @@ fn address_map<'a>(
         .map(|(k, a)| (k.clone(), Address::from(*a)))
         .try_collect()
         .expect("p2p keys are distinct")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connected_peers_are_counted_from_the_tracker_only() {
+        let text = "# HELP network_tracker_directory_connected Unix timestamp...\n\
+            # TYPE network_tracker_directory_connected gauge\n\
+            network_tracker_directory_connected{peer=\"aa\"} 1765000000000\n\
+            network_tracker_directory_connected{peer=\"bb\"} 1765000000001\n\
+            network_tracker_directory_tracked 3\n\
+            engine_marshal_connected{epoch=\"0\"} 1\n";
+        assert_eq!(super::connected_peers(text), 2);
+        assert_eq!(super::connected_peers(""), 0);
+    }
 }

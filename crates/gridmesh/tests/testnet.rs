@@ -132,6 +132,21 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
         metrics.contains("gridmesh_bft_finalized_total"),
         "{metrics}"
     );
+    let peers_of = |url: &str| -> Option<u64> {
+        let m = ureq::get(&format!("{url}/metrics"))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        m.lines()
+            .find_map(|l| l.strip_prefix("gridmesh_bft_peers_connected "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    wait_until(
+        "validator 0 is connected to its three peers",
+        Duration::from_secs(15),
+        || peers_of(&url0) == Some(3),
+    );
 
     // Fund the senders from the faucet (through validator 1: any validator will do).
     let faucet = Keypair::load(&dir.join("faucet.key")).unwrap();
@@ -174,6 +189,11 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
     up[3] = false;
     let at_kill = height(&clients[0]);
     run(&mut load, &up, 6);
+    assert_eq!(
+        peers_of(&url0),
+        Some(2),
+        "/metrics counts the killed validator out"
+    );
     let without = height(&clients[0]);
     assert!(
         without >= at_kill + 3,

@@ -1019,6 +1019,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
                 v.load(Ordering::Relaxed)
             ));
         }
+        body.push_str(&format!(
+            "# HELP gridmesh_bft_peers_connected Peers (validators, full nodes) this node is connected to.\n\
+             # TYPE gridmesh_bft_peers_connected gauge\ngridmesh_bft_peers_connected {}\n",
+            st.peers_connected.load(Ordering::Relaxed)
+        ));
     }
     let head_age_s = {
         let head_ms = s.chain.read().expect("chain lock").head().timestamp_ms;

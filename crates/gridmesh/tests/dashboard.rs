@@ -121,6 +121,93 @@ fn shown(dom: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A number as the page shows it (issue 24, numbers for people): `places` decimals, the digits
+/// before the point grouped by three with a narrow no-break space, no minus on a zero.
+fn people(x: f64, places: usize) -> String {
+    let text = to_fixed(x.abs(), places);
+    let (whole, part) = text
+        .split_once('.')
+        .map_or((text.as_str(), None), |(w, p)| (w, Some(p)));
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push('\u{202f}');
+        }
+        grouped.push(c);
+    }
+    let negative = x < 0.0 && text.chars().any(|c| ('1'..='9').contains(&c));
+    format!(
+        "{}{grouped}{}",
+        if negative { "-" } else { "" },
+        part.map_or(String::new(), |p| format!(".{p}"))
+    )
+}
+
+/// `x.toFixed(places)` of JavaScript for `x ≥ 0`: the nearest, and of two the larger (Rust's
+/// formatting takes the even one on an exact tie, as 0.125 to two places is).
+fn to_fixed(x: f64, places: usize) -> String {
+    // Exact for every value with a tie (a short binary fraction).
+    let long = format!("{x:.60}");
+    let (whole, frac) = long.split_once('.').unwrap();
+    let mut digits: Vec<u8> = whole.bytes().chain(frac.bytes().take(places)).collect();
+    if frac.as_bytes()[places] >= b'5' {
+        let mut i = digits.len();
+        loop {
+            if i == 0 {
+                digits.insert(0, b'1');
+                break;
+            }
+            i -= 1;
+            if digits[i] == b'9' {
+                digits[i] = b'0';
+            } else {
+                digits[i] += 1;
+                break;
+            }
+        }
+    }
+    let digits = String::from_utf8(digits).unwrap();
+    let cut = digits.len() - places;
+    if places == 0 {
+        digits
+    } else {
+        format!("{}.{}", &digits[..cut], &digits[cut..])
+    }
+}
+
+/// Tokens as the page rounds them: to the hundredth, whole from 100 000 up.
+fn tokens(x: f64) -> String {
+    people(x, if x.abs() >= 1e5 { 0 } else { 2 })
+}
+
+/// Energy as the page rounds it: to 10 Wh, whole kWh from 1 000 up.
+fn kwh(x: f64) -> String {
+    people(x, if x.abs() >= 1e3 { 0 } else { 2 })
+}
+
+/// A time as the page shows it: `2026-05-04 17:15 UTC`.
+fn utc_text(ms: u64) -> String {
+    let utc = gridmesh_sim::kpi::utc(ms / 1000);
+    format!("{} UTC", utc.trim_end_matches('Z').replace('T', " "))
+}
+
+#[test]
+fn numbers_are_rounded_and_grouped_for_people() {
+    assert_eq!(people(979.871939, 2), "979.87");
+    assert_eq!(
+        tokens(1_000_000_000.0),
+        "1\u{202f}000\u{202f}000\u{202f}000"
+    );
+    assert_eq!(tokens(12_345.678), "12\u{202f}345.68");
+    assert_eq!(kwh(-0.004), "0.00");
+    assert_eq!(kwh(-1234.5), "-1\u{202f}235");
+    assert_eq!(people(999.996, 2), "1\u{202f}000.00");
+    // Ties go up, as JavaScript's toFixed takes them.
+    assert_eq!(people(0.125, 2), "0.13");
+    assert_eq!(people(2.5, 0), "3");
+    assert_eq!(people(0.1, 3), "0.100");
+}
+
 /// What the API says for a `data-api` key, if the key is a plain field of an API document.
 fn from_api(url: &str, key: &str) -> Option<String> {
     let (doc, field) = key.split_once('.')?;
@@ -150,20 +237,20 @@ fn from_api(url: &str, key: &str) -> Option<String> {
                 .iter()
                 .map(|r| r["volume_kwh"].as_str().unwrap().parse::<f64>().unwrap())
                 .sum();
-            return Some(format!("{kwh:.1}"));
+            return Some(self::kwh(kwh));
         }
         _ => {}
     }
     if doc == "feeder" {
         // Shown rounded: to as many places as the page shows, percentages as percent.
         let v = field.split('.').try_fold(&json, |j, p| j.get(p))?;
-        return Some(match v.as_f64().map(|x| if x == 0.0 { 0.0 } else { x }) {
+        return Some(match v.as_f64() {
             Some(x) if field.ends_with("self_sufficiency") => format!("{:.1} %", x * 100.0),
             Some(x) if v.is_u64() => format!("{x}"),
-            Some(x) if field.ends_with("_pu") => format!("{x:.3}"),
-            Some(x) if field.ends_with("losses_kw") => format!("{x:.2}"),
-            Some(x) if field.ends_with("unbalance_pct") => format!("{x:.2}"),
-            Some(x) => format!("{x:.1}"),
+            Some(x) if field.ends_with("_pu") => people(x, 3),
+            Some(x) if field.ends_with("losses_kw") => people(x, 2),
+            Some(x) if field.ends_with("unbalance_pct") => people(x, 2),
+            Some(x) => people(x, 1),
             None => v.as_str().unwrap_or("–").to_string(),
         });
     }
@@ -171,19 +258,30 @@ fn from_api(url: &str, key: &str) -> Option<String> {
         Some(f) => json["rows"].as_array()?.last()?.get(f)?.clone(),
         None => json.get(field)?.clone(),
     };
+    let decimal = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    const TOKENS: [&str; 7] = [
+        "total_supply",
+        "minted",
+        "emission_cap",
+        "community_fund",
+        "device_bonds",
+        "escrow",
+        "escrow_balance",
+    ];
     match v {
-        // Times are shown as the page formats them.
-        serde_json::Value::Number(n) if field.ends_with("_ms") => {
-            let utc = gridmesh_sim::kpi::utc(n.as_u64()? / 1000);
-            Some(format!(
-                "{} UTC",
-                utc.trim_end_matches('Z').replace('T', " ")
-            ))
+        // Times are shown as the page formats them, slots as the time their delivery starts.
+        serde_json::Value::Number(n) if field.ends_with("_ms") => Some(utc_text(n.as_u64()?)),
+        serde_json::Value::Number(n) if field.ends_with("_slot") => {
+            Some(utc_text(n.as_u64()? * 900_000))
         }
+        serde_json::Value::Null => Some("–".to_string()),
+        serde_json::Value::Number(n) if field == "height" => Some(people(n.as_f64()?, 0)),
+        ref s if TOKENS.contains(&field) => Some(tokens(decimal(s)?)),
+        ref s if field.ends_with("price_per_kwh") => Some(people(decimal(s)?, 3)),
+        ref s if field.ends_with("_kwh") => Some(kwh(decimal(s)?)),
         serde_json::Value::String(s) => Some(s),
         serde_json::Value::Number(n) => Some(n.to_string()),
         serde_json::Value::Bool(b) => Some(if b { "yes" } else { "NO" }.to_string()),
-        serde_json::Value::Null => Some("–".to_string()),
         _ => None,
     }
 }
@@ -205,6 +303,21 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
         // A list handed to the page as one child prints as "[object HTMLElement],..." and raises
         // no console message (issue 24: the market's order books never showed).
         assert!(!dom.contains("[object"), "{page}: an object as text: {dom}");
+        // Numbers are rounded for people: no API decimal with six places shows through (issue
+        // 24: balances read "979.871939").
+        let long_decimal = dom
+            .split('.')
+            .skip(1)
+            .find(|after| after.len() >= 4 && after.bytes().take(4).all(|b| b.is_ascii_digit()));
+        assert!(
+            long_decimal.is_none(),
+            "{page}: a number with four or more decimals: …{}",
+            long_decimal
+                .unwrap_or("")
+                .chars()
+                .take(40)
+                .collect::<String>()
+        );
         if page == "market" {
             assert!(
                 dom.contains("/v1/charts/depth.svg?slot="),
@@ -525,7 +638,7 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
     for (k, v) in &shown {
         if k == "home_month.traded_kwh" {
             let n = |f: &str| month["totals"][f].as_str().unwrap().parse::<f64>().unwrap();
-            assert_eq!(v, &format!("{:.3}", n("bought_kwh") + n("sold_kwh")), "{k}");
+            assert_eq!(v, &kwh(n("bought_kwh") + n("sold_kwh")), "{k}");
             continue;
         }
         let (doc, path) = match k.strip_prefix("home_month.") {
@@ -533,12 +646,12 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
             None => (&home, k.strip_prefix("home.").unwrap()),
         };
         let want = path.split('.').fold(doc, |j, p| &j[p]);
-        // JavaScript shows an exact -0 as 0.
-        let want = match want.as_f64().map(|x| if x == 0.0 { 0.0 } else { x }) {
-            Some(x) if path.ends_with("soc_percent") => format!("{x:.0}"),
-            Some(x) => format!("{x:.2}"),
+        let want = match want.as_f64() {
+            Some(x) if path.ends_with("soc_percent") => people(x, 0),
+            Some(x) => people(x, 2),
             None if want.is_null() => "–".to_string(),
-            None => want.as_str().unwrap().to_string(),
+            None if path.ends_with("_kwh") => kwh(want.as_str().unwrap().parse().unwrap()),
+            None => tokens(want.as_str().unwrap().parse().unwrap()),
         };
         assert_eq!(v, &want, "{k}");
     }

@@ -28,7 +28,27 @@ const el = (tag, attrs = {}, ...children) => {
   return e;
 };
 
+// The one date format: "2026-05-04 17:15 UTC". A slot is shown as the time its delivery starts.
 const utc = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+const slotTime = (slot) => (slot === null || slot === undefined ? null : utc(Number(slot) * 900000));
+// Numbers for people: a fixed number of places per quantity, digits grouped by three with a
+// narrow space (as SI writes them, the same in every language). API values are exact decimals;
+// the page rounds them.
+const grouped = (digits) => digits.replace(/\B(?=(\d{3})+(?!\d))/g, "\u202f");
+const rounded = (v, places) => {
+  if (v === null || v === undefined || v === "") return null;
+  const n = Number(v);
+  if (!Number.isFinite(n)) return String(v);
+  const [whole, part] = Math.abs(n).toFixed(places).split(".");
+  const negative = n < 0 && /[1-9]/.test(whole + (part || ""));
+  return `${negative ? "-" : ""}${grouped(whole)}${part ? `.${part}` : ""}`;
+};
+// Tokens to the hundredth (whole tokens from 100 000 up), prices per kWh to the thousandth,
+// energy to 10 Wh (whole kWh from 1 000 up), counts whole.
+const tokens = (v) => rounded(v, Math.abs(Number(v)) >= 1e5 ? 0 : 2);
+const price = (v) => rounded(v, 3);
+const kwh = (v) => rounded(v, Math.abs(Number(v)) >= 1e3 ? 0 : 2);
+const count = (v) => rounded(v, 0);
 const short = (hex) => (hex && hex.length > 16 ? `${hex.slice(0, 8)}…${hex.slice(-6)}` : hex);
 const orDash = (v) => (v === null || v === undefined || v === "" ? "–" : v);
 
@@ -172,14 +192,18 @@ async function waitCommitted(hash, id) {
 function orderForm(m, lastLocation) {
   const field = (id, label, input) => el("label", { for: id }, label, input);
   const side = el("select", { id: "o-side" }, el("option", { value: "0" }, "buy (bid)"), el("option", { value: "1" }, "sell (ask)"));
-  const slot = el("input", { id: "o-slot", inputmode: "numeric", value: String(m.next_open_slot + 2) });
+  // The open slots by the time their delivery starts (the slot's number is the option's value).
+  const slot = el("select", { id: "o-slot" }, Array.from({ length: 8 }, (_, k) => {
+    const n = m.next_open_slot + k;
+    return el("option", k === 2 ? { value: String(n), selected: "" } : { value: String(n) }, slotTime(n));
+  }));
   const energy = el("input", { id: "o-energy", inputmode: "decimal", value: "0.5" });
   const price = el("input", { id: "o-price", inputmode: "decimal", value: "0.2" });
   const location = el("input", { id: "o-location", value: lastLocation || "" });
   const key = signer ? null : el("textarea", { id: "o-key", rows: 3, spellcheck: "false", autocomplete: "off" });
   const note = noteEl("o-note");
   const form = el("form", { id: "order" },
-    field("o-side", "Side ", side), field("o-slot", "Slot ", slot), field("o-energy", "Energy (kWh) ", energy),
+    field("o-side", "Side ", side), field("o-slot", "Delivery from ", slot), field("o-energy", "Energy (kWh) ", energy),
     field("o-price", "Price (tokens/kWh) ", price), field("o-location", "Connection (market area) ", location),
     key ? field("o-key", "Your key file (signs here, stays in this browser) ", key) : "",
     el("button", { type: "submit" }, "Place order"), note);
@@ -245,20 +269,20 @@ async function myOrders(m) {
   const last = mine.orders.find((o) => o.location);
   return [
     el("h2", {}, "My orders"),
-    table("My orders of the last day and the open slots, newest first", ["slot", "delivery (UTC)", "side", "energy (kWh)", "price (tokens/kWh)", "status", "traded (kWh)", ""],
-      mine.orders.slice(0, 24).map((o) => [o.slot, utc(o.delivery_start_ms), o.side, o.energy_kwh, o.price_per_kwh, o.status, o.traded_kwh,
+    table("My orders of the last day and the open slots, newest first", ["delivery", "side", "energy (kWh)", "price (tokens/kWh)", "status", "traded (kWh)", ""],
+      mine.orders.slice(0, 24).map((o) => [utc(o.delivery_start_ms), o.side, kwh(o.energy_kwh), price(o.price_per_kwh), o.status, kwh(o.traded_kwh),
         o.status === "open" ? cancelButton(o) : ""])),
     note,
     el("h2", {}, "My trades"),
-    table("My trades of the last day, newest first", ["slot", "delivery (UTC)", "", "with", "energy (kWh)", "price (tokens/kWh)", "delivered (kWh)", "paid / received"],
-      trades.trades.slice(0, 24).map((t) => [t.slot, utc(t.delivery_start_ms), t.side, short(t.counterparty), t.energy_kwh, t.price_per_kwh,
-        t.delivered_kwh, t.settled_tokens])),
+    table("My trades of the last day, newest first", ["delivery", "", "with", "energy (kWh)", "price (tokens/kWh)", "delivered (kWh)", "paid / received (tokens)"],
+      trades.trades.slice(0, 24).map((t) => [utc(t.delivery_start_ms), t.side, short(t.counterparty), kwh(t.energy_kwh), price(t.price_per_kwh),
+        kwh(t.delivered_kwh), tokens(t.settled_tokens)])),
     el("h2", {}, "Place an order"),
     orderForm(m, last && last.location),
   ];
 }
 
-const num = (v, places) => (v === null || v === undefined ? null : Number(v).toFixed(places));
+const num = (v, places) => rounded(v, places);
 // The one sign convention of battery power, as the API gives it: what a battery draws is positive
 // (charging), what it gives negative.
 const BATTERY_SIGN = "kW, + charging";
@@ -357,24 +381,24 @@ const pages = {
       ...now,
       el("h2", {}, "The last 24 hours"),
       el("div", { class: "cards" },
-        card("Balance (tokens)", h.balance, "home.balance"),
-        card("Imported, 24 h (kWh)", t.import_kwh, "home.totals.import_kwh"),
-        card("Exported, 24 h (kWh)", t.export_kwh, "home.totals.export_kwh"),
-        card("Bought from neighbours, 24 h (kWh)", t.bought_kwh, "home.totals.bought_kwh"),
-        card("Sold to neighbours, 24 h (kWh)", t.sold_kwh, "home.totals.sold_kwh"),
-        card("My bill, 24 h (tokens)", t.bill, "home.totals.bill"),
-        card("Utility-only bill, 24 h (tokens)", t.baseline_bill, "home.totals.baseline_bill"),
-        card("Saved, 24 h (tokens)", t.savings, "home.totals.savings"),
-        card("Rewards (tokens)", t.rewards, "home.totals.rewards")),
+        card("Balance (tokens)", tokens(h.balance), "home.balance"),
+        card("Imported, 24 h (kWh)", kwh(t.import_kwh), "home.totals.import_kwh"),
+        card("Exported, 24 h (kWh)", kwh(t.export_kwh), "home.totals.export_kwh"),
+        card("Bought from neighbours, 24 h (kWh)", kwh(t.bought_kwh), "home.totals.bought_kwh"),
+        card("Sold to neighbours, 24 h (kWh)", kwh(t.sold_kwh), "home.totals.sold_kwh"),
+        card("My bill, 24 h (tokens)", tokens(t.bill), "home.totals.bill"),
+        card("Utility-only bill, 24 h (tokens)", tokens(t.baseline_bill), "home.totals.baseline_bill"),
+        card("Saved, 24 h (tokens)", tokens(t.savings), "home.totals.savings"),
+        card("Rewards (tokens)", tokens(t.rewards), "home.totals.rewards")),
       el("h2", {}, `The last 31 days (from ${utc(month.first_slot * 900000)}, as far as the chain keeps)`),
       el("div", { class: "cards" },
-        card("Imported (kWh)", mt.import_kwh, "home_month.totals.import_kwh"),
-        card("Exported (kWh)", mt.export_kwh, "home_month.totals.export_kwh"),
-        card("Traded with neighbours (kWh)", (Number(mt.bought_kwh) + Number(mt.sold_kwh)).toFixed(3), "home_month.traded_kwh"),
-        card("My bill (tokens)", mt.bill, "home_month.totals.bill"),
-        card("Utility-only bill (tokens)", mt.baseline_bill, "home_month.totals.baseline_bill"),
-        card("Saved (tokens)", mt.savings, "home_month.totals.savings"),
-        card("Rewards (tokens)", mt.rewards, "home_month.totals.rewards")),
+        card("Imported (kWh)", kwh(mt.import_kwh), "home_month.totals.import_kwh"),
+        card("Exported (kWh)", kwh(mt.export_kwh), "home_month.totals.export_kwh"),
+        card("Traded with neighbours (kWh)", kwh(Number(mt.bought_kwh) + Number(mt.sold_kwh)), "home_month.traded_kwh"),
+        card("My bill (tokens)", tokens(mt.bill), "home_month.totals.bill"),
+        card("Utility-only bill (tokens)", tokens(mt.baseline_bill), "home_month.totals.baseline_bill"),
+        card("Saved (tokens)", tokens(mt.savings), "home_month.totals.savings"),
+        card("Rewards (tokens)", tokens(mt.rewards), "home_month.totals.rewards")),
       el("h2", {}, "Energy over the last day"),
       el("figure", {}, img, el("figcaption", {}, "Energy per 15-minute slot in kWh: the meter's import and export, and what was traded with neighbours.")),
       el("h2", {}, "Plan and what happened over the last day"),
@@ -383,14 +407,14 @@ const pages = {
       el("figure", {}, money, el("figcaption", {}, "Tokens per hour: spent on the utility and on neighbours (above), earned as feed-in credit and from neighbours (below).")),
       el("h2", {}, "My devices"),
       table("Devices with their own keys, what each said last and their readings' verification", ["device", "kind", "rating (W)", "now (kW, + delivering)", "status", "accepted", "pending", "held (why)"],
-        h.devices.map((d) => [short(d.device), d.kind, d.capacity_w,
+        h.devices.map((d) => [short(d.device), d.kind, count(d.capacity_w),
           d.now ? `${num(d.now.power_w / 1000, 2)} at ${utc(d.now.time_ms)}` : "no sample on this node",
           d.status, d.readings_accepted, d.readings_pending,
-          d.held.length ? d.held.slice(-3).map((x) => `slot ${x.slot}: ${x.reason}`).join("; ") : "none"])),
+          d.held.length ? d.held.slice(-3).map((x) => `${slotTime(x.slot)}: ${x.reason}`).join("; ") : "none"])),
       el("h2", {}, "Recent slots"),
-      table("Last 12 slots with a reading or a trade, newest first", ["delivery (UTC)", "import (kWh)", "export (kWh)", "bought (kWh)", "sold (kWh)", "paid", "received", "utility cost", "utility credit"],
-        h.slots.slice(-12).reverse().map((r) => [utc(r.delivery_start_ms), r.import_kwh, r.export_kwh, r.bought_kwh, r.sold_kwh,
-          r.p2p_paid, r.p2p_received, r.utility_cost, r.utility_credit])),
+      table("Last 12 slots with a reading or a trade, newest first; money in tokens", ["delivery", "import (kWh)", "export (kWh)", "bought (kWh)", "sold (kWh)", "paid", "received", "utility cost", "utility credit"],
+        h.slots.slice(-12).reverse().map((r) => [utc(r.delivery_start_ms), kwh(r.import_kwh), kwh(r.export_kwh), kwh(r.bought_kwh), kwh(r.sold_kwh),
+          tokens(r.p2p_paid), tokens(r.p2p_received), tokens(r.utility_cost), tokens(r.utility_credit)])),
     ];
   },
 
@@ -406,16 +430,16 @@ const pages = {
         card("Grid connection", grid.mode, "grid.mode", `mode-${grid.mode}`),
         card("Since", grid.since_ms ? utc(grid.since_ms) : "start", "grid.since_ms"),
         card("Outages recorded", grid.events.filter((e) => e.event === "islanded").length, "grid.islanded_events"),
-        card("Block height", status.height, "status.height"),
+        card("Block height", count(status.height), "status.height"),
         card("Chain time", utc(status.timestamp_ms), "status.timestamp_ms"),
         card("Consensus", status.consensus, "status.consensus"),
         card("Validators", status.validators, "status.validators"),
-        card("Traded last 24 h (kWh)", traded.toFixed(1), "history.volume_kwh_sum"),
+        card("Traded last 24 h (kWh)", kwh(traded), "history.volume_kwh_sum"),
         card("Last cleared slot", last ? utc(last.delivery_start_ms) : null, "history.last.delivery_start_ms")),
       ...feederPart(feeder),
       el("h2", {}, "Islanding and reconnection"),
       table("Grid events", ["#", "event", "at", "block"],
-        grid.events.slice(-12).reverse().map((e) => [e.seq, e.event, utc(e.at_ms), e.height])),
+        grid.events.slice(-12).reverse().map((e) => [e.seq, e.event, utc(e.at_ms), count(e.height)])),
     ];
   },
 
@@ -433,24 +457,24 @@ const pages = {
       el("h2", {}, "Energy market"),
       el("div", { class: "cards" },
         card("Mechanism", m.mechanism, "market.mechanism"),
-        card("Current slot", m.current_slot, "market.current_slot"),
-        card("Next open slot", m.next_open_slot, "market.next_open_slot"),
+        card("Current slot", slotTime(m.current_slot), "market.current_slot"),
+        card("Next open slot", slotTime(m.next_open_slot), "market.next_open_slot"),
         card("Next gate closure", utc(m.next_gate_closure_ms), "market.next_gate_closure_ms"),
-        card("Last price (tokens/kWh)", last && last.mean_price_per_kwh, "history.last.mean_price_per_kwh"),
-        card("Last volume (kWh)", last && last.volume_kwh, "history.last.volume_kwh"),
-        card("Escrow (tokens)", m.escrow_balance, "market.escrow_balance")),
+        card("Last price (tokens/kWh)", last && price(last.mean_price_per_kwh), "history.last.mean_price_per_kwh"),
+        card("Last volume (kWh)", last && kwh(last.volume_kwh), "history.last.volume_kwh"),
+        card("Escrow (tokens)", tokens(m.escrow_balance), "market.escrow_balance")),
       el("h2", {}, "Prices over the last day"),
       chart("/v1/charts/prices.svg?slots=96", "Mean clearing price in tokens per kWh and traded volume in tens of kWh over the last 96 slots",
         "Clearing price (tokens/kWh) and volume (10 kWh) per 15-minute slot, hours before now."),
       ...(books.length ? books.map(([slot, what]) =>
-        chart(`/v1/charts/depth.svg?slot=${slot}`, `Order book of slot ${slot}: cumulative bids and asks by price`,
-          `Order book of the ${what}, slot ${slot} (${utc(slot * 900000)}): energy in kWh against price in tokens/kWh.`))
+        chart(`/v1/charts/depth.svg?slot=${slot}`, `Order book of the slot from ${slotTime(slot)}: cumulative bids and asks by price`,
+          `Order book of the ${what}, delivery from ${slotTime(slot)}: energy in kWh against price in tokens/kWh.`))
         : [el("p", { class: "empty" }, "No order book yet.")]),
       ...(await myOrders(m)),
       el("h2", {}, "Recent slots"),
-      table("Cleared slots, newest first", ["slot", "delivery (UTC)", "orders", "volume (kWh)", "price (tokens/kWh)", "island"],
-        rows.slice(0, 24).map((r) => [r.slot, utc(r.delivery_start_ms), r.orders, r.volume_kwh,
-          r.mean_price_per_kwh, r.island ? "yes" : "no"])),
+      table("Cleared slots, newest first", ["delivery", "orders", "volume (kWh)", "price (tokens/kWh)", "island"],
+        rows.slice(0, 24).map((r) => [utc(r.delivery_start_ms), count(r.orders), kwh(r.volume_kwh),
+          price(r.mean_price_per_kwh), r.island ? "yes" : "no"])),
     ];
   },
 
@@ -461,17 +485,17 @@ const pages = {
     return [
       el("h2", {}, "Ledger"),
       el("div", { class: "cards" },
-        card("Block height", status.height, "status.height"),
-        card("Total supply (tokens)", status.total_supply, "status.total_supply"),
-        card("Minted as rewards", supply.minted, "supply.minted"),
-        card("Emission cap", supply.emission_cap, "supply.emission_cap"),
-        card("Community fund", supply.community_fund, "supply.community_fund"),
-        card("Device bonds", supply.device_bonds, "supply.device_bonds"),
-        card("Market escrow", supply.escrow, "supply.escrow"),
+        card("Block height", count(status.height), "status.height"),
+        card("Total supply (tokens)", tokens(status.total_supply), "status.total_supply"),
+        card("Minted as rewards (tokens)", tokens(supply.minted), "supply.minted"),
+        card("Emission cap (tokens)", tokens(supply.emission_cap), "supply.emission_cap"),
+        card("Community fund (tokens)", tokens(supply.community_fund), "supply.community_fund"),
+        card("Device bonds (tokens)", tokens(supply.device_bonds), "supply.device_bonds"),
+        card("Market escrow (tokens)", tokens(supply.escrow), "supply.escrow"),
         card("Supply reconciled", supply.reconciled ? "yes" : "NO", "supply.reconciled")),
       el("h2", {}, "Latest blocks"),
-      table("Blocks, newest first", ["height", "time (UTC)", "transactions", "hash", "proposer"],
-        blocks.blocks.map((b) => [b.height, utc(b.timestamp_ms), b.tx_count,
+      table("Blocks, newest first", ["height", "time", "transactions", "hash", "proposer"],
+        blocks.blocks.map((b) => [count(b.height), utc(b.timestamp_ms), count(b.tx_count),
           el("span", { class: "hash", title: b.hash }, short(b.hash)), short(b.proposer)])),
       el("h2", {}, `Transactions of block ${latest.height}`),
       table(`The first 20 of its ${latest.tx_count} transactions`, ["hash", "kind", "sender", "nonce"],
@@ -480,8 +504,8 @@ const pages = {
       table(`${status.consensus === "bft" ? "The validators that agree on every block" : "This node orders the blocks (solo)"}`, ["key"],
         status.validator_set.map((v) => [el("span", { class: "hash", title: v }, v)])),
       el("h2", {}, "Rewards per epoch"),
-      table("Closed epochs, newest first", ["epoch", "emission", "minted", "recipients", "paid by community assets"],
-        supply.epochs.map((e) => [e.epoch, e.emission, e.minted, e.recipients, e.asset_payouts])),
+      table("Closed epochs, newest first; tokens", ["epoch", "emission", "minted", "recipients", "paid by community assets"],
+        supply.epochs.map((e) => [e.epoch, tokens(e.emission), tokens(e.minted), count(e.recipients), tokens(e.asset_payouts)])),
     ];
   },
 };

@@ -6,6 +6,7 @@
 
 mod cli;
 mod cmd;
+mod keyfile;
 mod output;
 
 use clap::Parser;

@@ -767,3 +767,128 @@ fn the_debian_package_holds_a_binary_a_unit_and_a_config_that_work() {
     );
     node.terminate();
 }
+
+/// Key files encrypted with a passphrase (issue 24): made, used, refused without or with a
+/// wrong passphrase, and copied back in plain.
+#[test]
+fn an_encrypted_key_signs_only_with_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = NodeProc::start(&data, &[]);
+    let with = |args: &[&str], env: &[(&str, &str)]| -> Output {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gridmesh"));
+        c.args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("GRIDMESH_KEY_PASSPHRASE")
+            .env_remove("GRIDMESH_KEY_PASSPHRASE_FILE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let key = dir.path().join("bob.key");
+    let k = key.to_str().unwrap();
+    let pass_file = dir.path().join("passphrase");
+    std::fs::write(&pass_file, "bob's long passphrase\n").unwrap();
+    let pass = [("GRIDMESH_KEY_PASSPHRASE_FILE", pass_file.to_str().unwrap())];
+
+    // Too short, and no passphrase at all off a terminal: nothing is written.
+    let out = with(
+        &["keys", "new", "--out", k, "--encrypt"],
+        &[("GRIDMESH_KEY_PASSPHRASE", "short")],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 8"));
+    let out = with(&["keys", "new", "--out", k, "--encrypt"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no passphrase"));
+    assert!(!key.exists());
+
+    let made = stdout_json(&with(
+        &["keys", "new", "--out", k, "--encrypt", "--json"],
+        &pass,
+    ));
+    let bob = made["address"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&key).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(file["encrypted"]["kdf"], "argon2id");
+    assert!(file.get("secret_key").is_none(), "{text}");
+    // The address is readable without the passphrase.
+    let shown = with(&["keys", "show", "--key", k, "--hex"], &[]);
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), bob);
+
+    common::transfer(
+        &node.url,
+        data.join("faucet.key").to_str().unwrap(),
+        &bob,
+        "3",
+    );
+    let faucet = String::from_utf8(
+        with(
+            &[
+                "keys",
+                "show",
+                "--key",
+                data.join("faucet.key").to_str().unwrap(),
+            ],
+            &[],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let send = |env: &[(&str, &str)]| {
+        with(
+            &[
+                "tx",
+                "transfer",
+                "--key",
+                k,
+                "--to",
+                faucet.trim(),
+                "--amount",
+                "1",
+                "--node",
+                &node.url,
+            ],
+            env,
+        )
+    };
+    let out = send(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("is encrypted") && err.contains("GRIDMESH_KEY_PASSPHRASE_FILE"),
+        "{err}"
+    );
+    let out = send(&[("GRIDMESH_KEY_PASSPHRASE", "not bob's passphrase")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("passphrase is wrong"));
+    let out = send(&pass);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acct = stdout_json(&gridmesh(&[
+        "query", "account", &bob, "--node", &node.url, "--json",
+    ]));
+    assert_eq!(acct["nonce"], 1);
+
+    // A plain copy (for the dashboard), and encrypting a plain key in place.
+    let plain = dir.path().join("bob-plain.key");
+    let p = plain.to_str().unwrap();
+    assert!(with(&["keys", "decrypt", "--key", k, "--out", p], &pass)
+        .status
+        .success());
+    let copy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plain).unwrap()).unwrap();
+    assert_eq!(copy["address"], bob.as_str());
+    assert_eq!(copy["secret_key"].as_str().unwrap().len(), 64);
+    let out = with(&["keys", "encrypt", "--key", k], &pass);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("encrypted already"));
+    assert!(with(&["keys", "encrypt", "--key", p], &pass)
+        .status
+        .success());
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plain).unwrap()).unwrap();
+    assert!(again.get("secret_key").is_none() && again["encrypted"].is_object());
+    let shown = with(&["keys", "show", "--key", p, "--hex"], &[]);
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), bob);
+}

@@ -563,7 +563,6 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         "the report waits for Ctrl-C"
     );
     assert_eq!(std::fs::read_dir(out.join("keys")).unwrap().count(), 30);
-    let key_file = std::fs::read_to_string(out.join("keys/home-0001.key")).unwrap();
     let key = gridmesh_ledger::Keypair::load(&out.join("keys/home-0001.key")).unwrap();
     assert_eq!(
         key.address(),
@@ -585,11 +584,38 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
     );
     let why = b.eval("document.querySelector('#signin-error').textContent");
     assert!(why.as_str().unwrap().contains("64 hex digits"), "{why}");
-    // The real one signs in (the key signs the challenge in the browser).
+    // An encrypted key file is named as such, with how to make a copy the browser can use.
+    let sealed = run.path().join("sealed.key");
+    std::fs::copy(out.join("keys/home-0001.key"), &sealed).unwrap();
+    let encrypted = std::process::Command::new(env!("CARGO_BIN_EXE_gridmesh"))
+        .args(["keys", "encrypt", "--key", sealed.to_str().unwrap()])
+        .env("GRIDMESH_KEY_PASSPHRASE", "a long passphrase")
+        .output()
+        .unwrap();
+    assert!(encrypted.status.success(), "{encrypted:?}");
     b.eval(&format!(
         "document.querySelector('#key').value = {}; document.querySelector('#signin button').click(); 1",
-        serde_json::to_string(&key_file).unwrap()
+        serde_json::to_string(&std::fs::read_to_string(&sealed).unwrap()).unwrap()
     ));
+    b.wait_for(
+        "the refusal of an encrypted key",
+        "document.querySelector('#signin-error').textContent.includes('encrypted')",
+    );
+    let why = b.eval("document.querySelector('#signin-error').textContent");
+    assert!(why.as_str().unwrap().contains("keys decrypt"), "{why}");
+    // The real one signs in, chosen as the file the operator handed over (the key signs the
+    // challenge in the browser).
+    let input = b.call(
+        "Runtime.evaluate",
+        serde_json::json!({ "expression": "document.querySelector('#key-file')" }),
+    );
+    b.call(
+        "DOM.setFileInputFiles",
+        serde_json::json!({
+            "objectId": input["result"]["objectId"],
+            "files": [out.join("keys/home-0001.key").to_str().unwrap()],
+        }),
+    );
     b.wait_for(
         "the home page",
         "document.querySelector('[data-api=\"home.balance\"]')",

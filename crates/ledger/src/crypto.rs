@@ -73,33 +73,94 @@ impl Keypair {
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
         let file = KeyFile {
             address: self.address(),
-            secret_key: hex::encode(self.signing.to_bytes()),
+            secret_key: Some(hex::encode(self.signing.to_bytes())),
+            encrypted: None,
         };
-        let json = serde_json::to_string_pretty(&file).expect("key file serialises");
-        write_private(path, json.as_bytes()).map_err(|source| KeyFileError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        write_key_file(path, &file)
     }
 
-    /// Reads a key file written by [`Keypair::save`] and checks its address matches its secret.
+    /// Writes the key as a key file whose secret is encrypted with `passphrase`: Argon2id
+    /// ([`KDF_MEMORY_KIB`], [`KDF_ITERATIONS`]) derives a key that seals the secret with
+    /// ChaCha20-Poly1305 (AWS-LC), the address in clear and bound to it.
+    pub fn save_encrypted(&self, path: &Path, passphrase: &str) -> Result<(), KeyFileError> {
+        let shown = path.display().to_string();
+        let mut salt = [0u8; 16];
+        let mut nonce = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut salt);
+        rand::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+        let sealing = Sealing {
+            kdf: "argon2id".into(),
+            memory_kib: KDF_MEMORY_KIB,
+            iterations: KDF_ITERATIONS,
+            lanes: 1,
+            salt: hex::encode(salt),
+            cipher: "chacha20-poly1305".into(),
+            nonce: hex::encode(nonce),
+            secret_key: String::new(),
+        };
+        let key = sealing.key(passphrase, &shown)?;
+        let mut secret = self.signing.to_bytes().to_vec();
+        key.seal_in_place_append_tag(
+            aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+            aws_lc_rs::aead::Aad::from(self.address().0),
+            &mut secret,
+        )
+        .map_err(|_| KeyFileError::Malformed {
+            path: shown.clone(),
+            reason: "the secret could not be sealed".into(),
+        })?;
+        let file = KeyFile {
+            address: self.address(),
+            secret_key: None,
+            encrypted: Some(Sealing {
+                secret_key: hex::encode(&secret),
+                ..sealing
+            }),
+        };
+        write_key_file(path, &file)
+    }
+
+    /// Whether the key file at `path` holds its secret encrypted (it needs a passphrase).
+    pub fn is_encrypted_file(path: &Path) -> Result<bool, KeyFileError> {
+        Ok(read_key_file(path)?.encrypted.is_some())
+    }
+
+    /// Reads a key file written by [`Keypair::save`] or [`Keypair::save_encrypted`] and checks
+    /// its address matches its secret. An encrypted one takes its passphrase from the file
+    /// `GRIDMESH_KEY_PASSPHRASE_FILE` names (its first line), else from
+    /// `GRIDMESH_KEY_PASSPHRASE`; without either it is [`KeyFileError::Locked`].
     pub fn load(path: &Path) -> Result<Keypair, KeyFileError> {
+        Keypair::load_with(path, passphrase_from_env()?.as_deref())
+    }
+
+    /// [`Keypair::load`] with the passphrase of an encrypted key file given.
+    pub fn load_with(path: &Path, passphrase: Option<&str>) -> Result<Keypair, KeyFileError> {
         let shown = || path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-            path: shown(),
-            source,
-        })?;
-        let file: KeyFile = serde_json::from_str(&text).map_err(|e| KeyFileError::Malformed {
-            path: shown(),
-            reason: e.to_string(),
-        })?;
-        let mut seed = [0u8; 32];
-        hex::decode_to_slice(file.secret_key.trim(), &mut seed).map_err(|_| {
-            KeyFileError::Malformed {
-                path: shown(),
-                reason: "secret_key is not 64 hex characters".into(),
+        let file = read_key_file(path)?;
+        let seed: [u8; 32] = match (&file.secret_key, &file.encrypted) {
+            (Some(hex_key), None) => {
+                let mut seed = [0u8; 32];
+                hex::decode_to_slice(hex_key.trim(), &mut seed).map_err(|_| {
+                    KeyFileError::Malformed {
+                        path: shown(),
+                        reason: "secret_key is not 64 hex characters".into(),
+                    }
+                })?;
+                seed
             }
-        })?;
+            (None, Some(sealing)) => {
+                let Some(passphrase) = passphrase else {
+                    return Err(KeyFileError::Locked { path: shown() });
+                };
+                sealing.open(passphrase, &file.address, &shown())?
+            }
+            _ => {
+                return Err(KeyFileError::Malformed {
+                    path: shown(),
+                    reason: "it must hold either secret_key or encrypted".into(),
+                })
+            }
+        };
         let key = Keypair::from_seed(seed);
         if key.address() != file.address {
             return Err(KeyFileError::Malformed {
@@ -113,6 +174,61 @@ impl Keypair {
         }
         Ok(key)
     }
+}
+
+/// The address a key file is for, without opening it (an encrypted one keeps it in clear). Of a
+/// plain file, checked against its secret.
+pub fn key_file_address(path: &Path) -> Result<Address, KeyFileError> {
+    let file = read_key_file(path)?;
+    if file.encrypted.is_some() {
+        return Ok(file.address);
+    }
+    Ok(Keypair::load_with(path, None)?.address())
+}
+
+/// Argon2id's memory for a key file's passphrase, KiB (64 MiB: RFC 9106's second choice).
+pub const KDF_MEMORY_KIB: u32 = 64 * 1024;
+/// Argon2id's passes over that memory.
+pub const KDF_ITERATIONS: u32 = 3;
+/// The most memory a key file may ask of the machine reading it, KiB (1 GiB), and the most
+/// passes: a crafted file cannot make loading a key take the machine.
+const KDF_MAX_MEMORY_KIB: u32 = 1024 * 1024;
+const KDF_MAX_ITERATIONS: u32 = 64;
+
+/// The environment variables a key file's passphrase comes from (a file is better: an
+/// environment is readable by the process's inspectors).
+pub const PASSPHRASE_FILE_ENV: &str = "GRIDMESH_KEY_PASSPHRASE_FILE";
+pub const PASSPHRASE_ENV: &str = "GRIDMESH_KEY_PASSPHRASE";
+
+fn passphrase_from_env() -> Result<Option<String>, KeyFileError> {
+    if let Some(file) = std::env::var_os(PASSPHRASE_FILE_ENV) {
+        let text = std::fs::read_to_string(&file).map_err(|source| KeyFileError::Io {
+            path: format!("{} ({PASSPHRASE_FILE_ENV})", Path::new(&file).display()),
+            source,
+        })?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+    }
+    Ok(std::env::var(PASSPHRASE_ENV).ok())
+}
+
+fn read_key_file(path: &Path) -> Result<KeyFile, KeyFileError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+        path: shown(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| KeyFileError::Malformed {
+        path: shown(),
+        reason: e.to_string(),
+    })
+}
+
+fn write_key_file(path: &Path, file: &KeyFile) -> Result<(), KeyFileError> {
+    let json = serde_json::to_string_pretty(file).expect("key file serialises");
+    write_private(path, json.as_bytes()).map_err(|source| KeyFileError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[cfg(unix)]
@@ -139,11 +255,104 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The on-disk form of a key: `{"address": "<64 hex>", "secret_key": "<64 hex>"}`.
+/// The on-disk form of a key: `{"address": "<64 hex>", "secret_key": "<64 hex>"}`, or with
+/// `"encrypted": {...}` ([`Sealing`]) instead of `secret_key`.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyFile {
     address: Address,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encrypted: Option<Sealing>,
+}
+
+/// A secret key sealed under a passphrase: the KDF and its parameters, the cipher and its
+/// nonce, and the sealed secret with its tag (hex).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sealing {
+    kdf: String,
+    memory_kib: u32,
+    iterations: u32,
+    lanes: u32,
+    salt: String,
+    cipher: String,
+    nonce: String,
     secret_key: String,
+}
+
+impl Sealing {
+    /// The cipher's key from `passphrase`, after checking the parameters are ours and bounded.
+    fn key(
+        &self,
+        passphrase: &str,
+        path: &str,
+    ) -> Result<aws_lc_rs::aead::LessSafeKey, KeyFileError> {
+        let bad = |reason: String| KeyFileError::Malformed {
+            path: path.to_string(),
+            reason,
+        };
+        if self.kdf != "argon2id" || self.cipher != "chacha20-poly1305" {
+            return Err(bad(format!(
+                "unknown encryption {} / {} (this version reads argon2id / chacha20-poly1305)",
+                self.kdf, self.cipher
+            )));
+        }
+        if !(8..=KDF_MAX_MEMORY_KIB).contains(&self.memory_kib)
+            || !(1..=KDF_MAX_ITERATIONS).contains(&self.iterations)
+            || !(1..=16).contains(&self.lanes)
+        {
+            return Err(bad(format!(
+                "argon2id parameters out of bounds: {} KiB (at most {KDF_MAX_MEMORY_KIB}), {} passes (at most {KDF_MAX_ITERATIONS}), {} lanes (at most 16)",
+                self.memory_kib, self.iterations, self.lanes
+            )));
+        }
+        let salt = hex::decode(&self.salt)
+            .ok()
+            .filter(|s| (8..=64).contains(&s.len()))
+            .ok_or_else(|| bad("encrypted.salt is not 8 to 64 bytes of hex".into()))?;
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.lanes, Some(32))
+            .map_err(|e| bad(format!("argon2id parameters: {e}")))?;
+        let mut key = [0u8; 32];
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password_into(passphrase.as_bytes(), &salt, &mut key)
+            .map_err(|e| bad(format!("argon2id: {e}")))?;
+        let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::CHACHA20_POLY1305, &key)
+            .expect("a 32-byte key is a ChaCha20-Poly1305 key");
+        Ok(aws_lc_rs::aead::LessSafeKey::new(unbound))
+    }
+
+    /// The secret seed, opened with `passphrase`.
+    fn open(
+        &self,
+        passphrase: &str,
+        address: &Address,
+        path: &str,
+    ) -> Result<[u8; 32], KeyFileError> {
+        let key = self.key(passphrase, path)?;
+        let bad = |reason: &str| KeyFileError::Malformed {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut nonce = [0u8; 12];
+        hex::decode_to_slice(&self.nonce, &mut nonce)
+            .map_err(|_| bad("encrypted.nonce is not 12 bytes of hex"))?;
+        let mut sealed =
+            hex::decode(&self.secret_key).map_err(|_| bad("encrypted.secret_key is not hex"))?;
+        let opened = key
+            .open_in_place(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                aws_lc_rs::aead::Aad::from(address.0),
+                &mut sealed,
+            )
+            .map_err(|_| KeyFileError::WrongPassphrase {
+                path: path.to_string(),
+            })?;
+        opened
+            .try_into()
+            .map_err(|_| bad("encrypted.secret_key does not hold 32 bytes"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +365,13 @@ pub enum KeyFileError {
     },
     #[error("key file {path} is not a gridmesh key: {reason}")]
     Malformed { path: String, reason: String },
+    #[error(
+        "key file {path} is encrypted: give its passphrase in the file {PASSPHRASE_FILE_ENV} \
+         names (or in {PASSPHRASE_ENV}), or type it when asked on a terminal"
+    )]
+    Locked { path: String },
+    #[error("key file {path}: the passphrase is wrong (or the file was altered)")]
+    WrongPassphrase { path: String },
 }
 
 /// Why a signature was rejected.
@@ -324,6 +540,68 @@ fn verify_sub_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encrypted_key_file_opens_only_with_its_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::from_seed([9; 32]);
+        let path = dir.path().join("k.key");
+        key.save_encrypted(&path, "correct horse battery staple")
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The secret is nowhere in clear; the address is, for `keys show`.
+        assert!(!text.contains(&hex::encode(key.secret_seed())), "{text}");
+        assert!(text.contains(&key.address().to_string()));
+        assert!(Keypair::is_encrypted_file(&path).unwrap());
+        let opened = Keypair::load_with(&path, Some("correct horse battery staple")).unwrap();
+        assert_eq!(opened.address(), key.address());
+        assert_eq!(opened.secret_seed(), key.secret_seed());
+        assert!(matches!(
+            Keypair::load_with(&path, Some("correct horse battery stapler")),
+            Err(KeyFileError::WrongPassphrase { .. })
+        ));
+        let locked = Keypair::load_with(&path, None).unwrap_err();
+        assert!(matches!(locked, KeyFileError::Locked { .. }));
+        assert!(locked.to_string().contains(PASSPHRASE_FILE_ENV), "{locked}");
+        // Another address on the same sealed secret: the address is bound to it.
+        let other = Keypair::from_seed([10; 32]).address().to_string();
+        let moved = dir.path().join("moved.key");
+        std::fs::write(&moved, text.replace(&key.address().to_string(), &other)).unwrap();
+        assert!(matches!(
+            Keypair::load_with(&moved, Some("correct horse battery staple")),
+            Err(KeyFileError::WrongPassphrase { .. })
+        ));
+        // A file that asks for 4 GiB of memory is refused before any is taken.
+        let greedy = dir.path().join("greedy.key");
+        std::fs::write(
+            &greedy,
+            text.replace(
+                &format!("\"memory_kib\": {KDF_MEMORY_KIB}"),
+                "\"memory_kib\": 4194304",
+            ),
+        )
+        .unwrap();
+        let e = Keypair::load_with(&greedy, Some("x")).unwrap_err();
+        assert!(e.to_string().contains("out of bounds"), "{e}");
+        // A plain key still loads without a passphrase; a file with both forms does not.
+        let plain = dir.path().join("plain.key");
+        key.save(&plain).unwrap();
+        assert!(!Keypair::is_encrypted_file(&plain).unwrap());
+        assert_eq!(
+            Keypair::load_with(&plain, None).unwrap().address(),
+            key.address()
+        );
+        let both = dir.path().join("both.key");
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["secret_key"] = hex::encode(key.secret_seed()).into();
+        std::fs::write(&both, v.to_string()).unwrap();
+        assert!(Keypair::load_with(&both, Some("correct horse battery staple")).is_err());
+        // Two encryptions of one key differ (fresh salt and nonce).
+        let again = dir.path().join("again.key");
+        key.save_encrypted(&again, "correct horse battery staple")
+            .unwrap();
+        assert_ne!(std::fs::read_to_string(&again).unwrap(), text);
+    }
 
     /// AWS-LC signs the bytes ed25519-dalek does (deterministic ed25519), and they verify.
     #[test]

@@ -92,6 +92,9 @@ async function importKeyFile(text) {
   try { file = JSON.parse(text); } catch (_) { throw new Error("paste the key file's JSON (from `gridmesh keys new`)"); }
   const address = String(file.address || "");
   const secret = String(file.secret_key || "");
+  if (file.encrypted) {
+    throw new Error("this key file is encrypted: make a plain copy for this browser with `gridmesh keys decrypt --key FILE --out COPY`");
+  }
   if (!/^[0-9a-f]{64}$/.test(address) || !/^[0-9a-f]{64}$/.test(secret)) {
     throw new Error("a key file has an address and a secret_key of 64 hex digits each");
   }
@@ -244,10 +247,21 @@ function signInForm(message) {
   const area = el("textarea", { id: "key", rows: 4, cols: 60, spellcheck: "false", autocomplete: "off",
     "aria-describedby": "key-help" });
   const out = el("p", { class: "error", role: "alert", id: "signin-error" }, message || "");
+  // The file the community's operator handed over (e.g. `home-0001.key`), read here.
+  const pick = el("input", { type: "file", id: "key-file", accept: ".key,.json,application/json" });
+  pick.addEventListener("change", async () => {
+    const f = pick.files && pick.files[0];
+    if (!f) return;
+    if (f.size > 4096) { out.textContent = `${f.name} is not a key file (over 4 kB)`; return; }
+    area.value = await f.text();
+    out.textContent = "";
+    try { await signIn(area.value); area.value = ""; render(); } catch (e) { out.textContent = e.message; }
+  });
   const form = el("form", { id: "signin" },
-    el("label", { for: "key" }, "Your key file"),
+    el("label", { for: "key-file" }, "Your key file "), pick,
     el("p", { id: "key-help", class: "label" },
-      "Paste the JSON of your key file. The key stays in this browser: it signs a challenge here, and the node only sees the signature."),
+      "Choose the key file you were given, or paste its JSON below. The key stays in this browser: it signs a challenge here, and the node only sees the signature."),
+    el("label", { for: "key" }, "or its JSON"),
     area, el("button", { type: "submit" }, "Sign in"), out);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();

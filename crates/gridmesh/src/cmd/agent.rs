@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gridmesh_ledger::Keypair;
 
 use crate::cli::NodeUrl;
 use crate::output::print_json;
@@ -56,7 +55,7 @@ pub(crate) fn run(a: AgentArgs) -> anyhow::Result<()> {
     }
     let data = runner::HomeData::reference(&home)?;
     let cfg = runner::AgentConfig {
-        key: Keypair::load(&a.key)?,
+        key: crate::keyfile::load(&a.key)?,
         node: a.node.node,
         strategy: a.strategy,
         slots: a.slots,

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use gridmesh_ledger::Keypair;
 
 use crate::cli::broker_arg;
 use crate::cmd::runtime;
@@ -123,7 +122,7 @@ pub(crate) fn run(command: DeviceCommand) -> anyhow::Result<()> {
                 let (id, file) = c
                     .split_once('=')
                     .with_context(|| format!("--charger {c:?}: expected ID=KEYFILE"))?;
-                let key = Keypair::load(std::path::Path::new(file))
+                let key = crate::keyfile::load(std::path::Path::new(file))
                     .with_context(|| format!("loading the key of charger {id}"))?;
                 keys.insert(id.to_string(), key);
             }
@@ -205,7 +204,7 @@ pub(crate) fn run(command: DeviceCommand) -> anyhow::Result<()> {
             json,
         } => {
             use gridmesh_gateway::{adapter, sunspec};
-            let key = Keypair::load(&device_key)
+            let key = crate::keyfile::load(&device_key)
                 .with_context(|| format!("loading the device key {}", device_key.display()))?;
             let controls = adapter::Controls {
                 power_limit_pct: limit_pct,

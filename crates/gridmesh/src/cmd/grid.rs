@@ -114,8 +114,8 @@ pub(crate) fn run(command: GridCommand) -> anyhow::Result<()> {
             available,
             node,
         } => {
-            let key = gridmesh_ledger::Keypair::load(&key)
-                .with_context(|| format!("loading {}", key.display()))?;
+            let key =
+                crate::keyfile::load(&key).with_context(|| format!("loading {}", key.display()))?;
             gridmesh_client::client::Client::new(&node.node).pcc_report(&key, available)?;
             eprintln!(
                 "reported the upstream grid {} to {}",

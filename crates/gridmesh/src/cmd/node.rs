@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use gridmesh_ledger::Keypair;
 use gridmesh_node::{NodeConfig, RunningNode, DEFAULT_LISTEN};
 
 use crate::cli::broker_arg;
@@ -151,7 +150,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         }
         cfg.grid_operator = Some(gridmesh_node::grid_operator::GridOperatorConfig {
             feeder: feeder_model,
-            key: Keypair::load(key)
+            key: crate::keyfile::load(key)
                 .with_context(|| format!("loading the grid operator key {}", key.display()))?,
             lead_slots: a.envelope_lead_slots,
             pcc_timeout_ms: a.pcc_timeout_s.saturating_mul(1000),
@@ -174,7 +173,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         cfg.device_gateway = Some(gridmesh_node::device_gateway::DeviceGatewayConfig {
             mqtt_host: host,
             mqtt_port: port,
-            key: Keypair::load(key)
+            key: crate::keyfile::load(key)
                 .with_context(|| format!("loading the gateway key {}", key.display()))?,
             telemetry_dir: a.telemetry_dir.clone(),
         });

@@ -74,8 +74,7 @@ pub(crate) fn run(command: OpenadrCommand) -> anyhow::Result<()> {
         } => {
             let device = match &device_key {
                 Some(path) => Some(
-                    gridmesh_ledger::Keypair::load(path)
-                        .map_err(|e| anyhow::anyhow!("--device-key: {e}"))?,
+                    crate::keyfile::load(path).map_err(|e| anyhow::anyhow!("--device-key: {e}"))?,
                 ),
                 None => None,
             };

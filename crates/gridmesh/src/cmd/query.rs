@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use gridmesh_client::client::Client;
-use gridmesh_ledger::Keypair;
 use gridmesh_types::{Address, Hash32};
 
 use crate::cli::NodeUrl;
@@ -143,7 +142,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
         } => {
             let mut client = Client::new(&node.node);
             if let Some(path) = key {
-                let key = gridmesh_ledger::Keypair::load(&path)
+                let key = crate::keyfile::load(&path)
                     .with_context(|| format!("loading the key {}", path.display()))?;
                 client = client.signed_in(&key)?;
             }
@@ -333,7 +332,7 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
             node,
             json,
         } => {
-            let key = Keypair::load(&key)?;
+            let key = crate::keyfile::load(&key)?;
             let owner = owner.unwrap_or_else(|| key.address());
             let client = Client::new(&node.node);
             let token = client.sign_in(&key)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use gridmesh_client::client::Client;
-use gridmesh_ledger::{Keypair, TxKind};
+use gridmesh_ledger::TxKind;
 use gridmesh_types::{Address, Amount, Hash32};
 
 use crate::cli::{kwh_arg, NodeUrl};
@@ -275,7 +275,7 @@ pub(crate) struct TxCommon {
 /// Signs a transaction of `kind` with the common key, submits it and (unless --no-wait) waits for
 /// its block; prints the receipt's events.
 pub(crate) fn submit_kind(common: &TxCommon, kind: TxKind, what: &str) -> anyhow::Result<()> {
-    let key = Keypair::load(&common.key)?;
+    let key = crate::keyfile::load(&common.key)?;
     let client = Client::new(&common.node.node);
     let status = client.status()?;
     let nonce = match common.nonce {
@@ -334,9 +334,9 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("--capacity-kw {capacity_kw:?}"))?;
             let capacity_w = u32::try_from(w).context("--capacity-kw is too large")?;
             if let Some(path) = device_key {
-                let device = Keypair::load(&path)
+                let device = crate::keyfile::load(&path)
                     .with_context(|| format!("loading the device key {}", path.display()))?;
-                let owner = Keypair::load(&common.key)?.address();
+                let owner = crate::keyfile::load(&common.key)?.address();
                 let microdeg = |deg: Option<f64>, what: &str, max: f64| -> anyhow::Result<i32> {
                     let d = deg.unwrap_or(0.0);
                     if !(d.is_finite() && d.abs() <= max) {
@@ -444,12 +444,12 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             in_kwh,
             common,
         } => {
-            let device = Keypair::load(&device_key)
+            let device = crate::keyfile::load(&device_key)
                 .with_context(|| format!("loading the device key {}", device_key.display()))?;
             let out_mwh = kwh_arg(&out_kwh, "--out-kwh")?;
             let in_mwh = kwh_arg(&in_kwh, "--in-kwh")?;
             // The device's register is its owner's to read: signed in as the sender.
-            let sender = Keypair::load(&common.key)?;
+            let sender = crate::keyfile::load(&common.key)?;
             let client = Client::new(&common.node.node).signed_in(&sender)?;
             let chain_id = client.status()?.chain_id;
             let view = client.device(&device.address())?.with_context(|| {
@@ -636,7 +636,7 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             )
         }
         TxCommand::DropGapped { from_nonce, common } => {
-            let key = Keypair::load(&common.key)?;
+            let key = crate::keyfile::load(&common.key)?;
             let client = Client::new(&common.node.node);
             let token = client.sign_in(&key)?;
             let d = client.drop_gapped(&key.address(), &token, from_nonce)?;
@@ -663,7 +663,7 @@ pub(crate) fn run(command: TxCommand) -> anyhow::Result<()> {
             new_recipient,
             common,
         } => {
-            let from = Keypair::load(&common.key)?.address();
+            let from = crate::keyfile::load(&common.key)?.address();
             refuse_unknown(&common, &to, new_recipient)?;
             submit_kind(
                 &common,

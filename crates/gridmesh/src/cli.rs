@@ -5,7 +5,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cmd::{
-    agent, bench, demo, device, grid, home, keys, market, node, openadr, query, sim, testnet, tx,
+    agent, bench, demo, device, genesis, grid, home, keys, market, node, openadr, query, sim,
+    testnet, tx,
 };
 
 pub(crate) const DEFAULT_NODE: &str = "http://127.0.0.1:8645";
@@ -42,6 +43,10 @@ pub(crate) enum Command {
     /// Make and inspect keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Build a community's genesis across machines: each validator's entry, the assembled
+    /// file, and its hash for everyone to compare.
+    #[command(subcommand)]
+    Genesis(genesis::GenesisCommand),
     /// Sign and submit transactions.
     #[command(subcommand)]
     Tx(tx::TxCommand),

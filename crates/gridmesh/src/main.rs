@@ -48,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(a) => cmd::node::run(a),
         Command::Testnet(a) => cmd::testnet::run(a),
         Command::Keys(c) => cmd::keys::run(c),
+        Command::Genesis(c) => cmd::genesis::run(c),
         Command::Tx(c) => cmd::tx::run(c),
         Command::Query(c) => cmd::query::run(c),
         Command::Market(c) => cmd::market::run(c),

@@ -892,3 +892,121 @@ fn an_encrypted_key_signs_only_with_its_passphrase() {
     let shown = with(&["keys", "show", "--key", p, "--hex"], &[]);
     assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), bob);
 }
+
+/// `gridmesh genesis` refuses what would make a broken community, naming the mistake (issue 24).
+#[test]
+fn genesis_commands_refuse_mistakes_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    assert!(gridmesh(&["keys", "new", "--out", &p("v.key")])
+        .status
+        .success());
+    let err = |out: Output| String::from_utf8_lossy(&out.stderr).to_string();
+    let e = err(gridmesh(&[
+        "genesis",
+        "validator",
+        "--key",
+        &p("v.key"),
+        "--p2p-address",
+        "node-1",
+    ]));
+    assert!(e.contains("HOST:PORT") && e.contains("no port"), "{e}");
+    let out = gridmesh(&[
+        "genesis",
+        "validator",
+        "--key",
+        &p("v.key"),
+        "--p2p-address",
+        "node-1.coop:26600",
+        "--out",
+        &p("v.toml"),
+    ]);
+    assert!(out.status.success(), "{}", err(out));
+    std::fs::write(p("junk.toml"), "chain_id = \"x\"\n").unwrap();
+    let e = err(gridmesh(&[
+        "genesis",
+        "assemble",
+        "--chain-id",
+        "c",
+        "--validator",
+        &p("junk.toml"),
+        "--out",
+        &p("g.toml"),
+    ]));
+    assert!(e.contains("is not a validator entry"), "{e}");
+    let e = err(gridmesh(&[
+        "genesis",
+        "assemble",
+        "--chain-id",
+        "c",
+        "--validator",
+        &p("v.toml"),
+        "--validator",
+        &p("v.toml"),
+        "--out",
+        &p("g.toml"),
+    ]));
+    assert!(e.contains("twice"), "{e}");
+    let e = err(gridmesh(&[
+        "genesis",
+        "assemble",
+        "--validator",
+        &p("v.toml"),
+        "--out",
+        &p("g.toml"),
+    ]));
+    assert!(e.contains("no chain id"), "{e}");
+    let e = err(gridmesh(&[
+        "genesis",
+        "assemble",
+        "--chain-id",
+        "c",
+        "--validator",
+        &p("v.toml"),
+        "--account",
+        "gm1qqqq=5",
+        "--out",
+        &p("g.toml"),
+    ]));
+    assert!(e.contains("--account"), "{e}");
+    assert!(
+        !dir.path().join("g.toml").exists(),
+        "nothing written on a mistake"
+    );
+    let out = gridmesh(&[
+        "genesis",
+        "assemble",
+        "--chain-id",
+        "c",
+        "--validator",
+        &p("v.toml"),
+        "--timestamp-ms",
+        "1767225600000",
+        "--out",
+        &p("g.toml"),
+    ]);
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("genesis hash "), "{hash} {}", err(out));
+    let shown = stdout_json(&gridmesh(&[
+        "genesis",
+        "hash",
+        "--genesis",
+        &p("g.toml"),
+        "--json",
+    ]));
+    assert_eq!(
+        format!("genesis hash {}", shown["genesis_hash"].as_str().unwrap()),
+        hash
+    );
+    let e = err(gridmesh(&[
+        "genesis",
+        "assemble",
+        "--chain-id",
+        "c",
+        "--validator",
+        &p("v.toml"),
+        "--out",
+        &p("g.toml"),
+    ]));
+    assert!(e.contains("already exists"), "{e}");
+}

@@ -13,7 +13,7 @@
 //!
 //! [[validators]]               # none: the solo engine; one or more: BFT consensus
 //! public_key = "<64 hex characters>"   # the validator's ed25519 key (signs votes)
-//! p2p_address = "10.0.0.5:7100"        # where its peers reach it
+//! p2p_address = "10.0.0.5:7100"        # where its peers reach it: an IP or a host name
 //! power = 1                            # voting power (see below)
 //!
 //! [market]                     # optional: the energy market's rules (defaults shown)
@@ -90,8 +90,9 @@ pub struct GenesisAccount {
 pub struct GenesisValidator {
     /// Its ed25519 public key: signs its votes and authenticates its p2p connections.
     pub public_key: Address,
-    /// Where the other nodes reach it (`host:port`).
-    pub p2p_address: std::net::SocketAddr,
+    /// Where the other nodes reach it (`host:port`; a host name is resolved by each node when
+    /// it starts). Not part of the genesis hash: a validator may move.
+    pub p2p_address: gridmesh_types::HostPort,
     /// Voting power; the engine counts one vote per validator, so all must be equal.
     #[serde(default = "one")]
     pub power: u64,
@@ -144,7 +145,7 @@ pub enum GenesisError {
     #[error("genesis lists validator {0} twice")]
     DuplicateValidator(Address),
     #[error("genesis lists two validators at p2p address {0}")]
-    DuplicateValidatorAddress(std::net::SocketAddr),
+    DuplicateValidatorAddress(gridmesh_types::HostPort),
     #[error("genesis lists {0} validators, at most {MAX_VALIDATORS} are supported")]
     TooManyValidators(usize),
     #[error(
@@ -232,8 +233,10 @@ impl Genesis {
             if !keys.insert(v.public_key) {
                 return Err(GenesisError::DuplicateValidator(v.public_key));
             }
-            if !addrs.insert(v.p2p_address) {
-                return Err(GenesisError::DuplicateValidatorAddress(v.p2p_address));
+            if !addrs.insert(v.p2p_address.clone()) {
+                return Err(GenesisError::DuplicateValidatorAddress(
+                    v.p2p_address.clone(),
+                ));
             }
         }
         // Order-independent: the set, sorted by key.

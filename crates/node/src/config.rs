@@ -2,12 +2,26 @@
 //!
 //! ```toml
 //! data_dir = "v0"                       # relative paths are relative to this file
-//! listen = "127.0.0.1:8645"             # HTTP API
+//! listen = "127.0.0.1:8645"             # HTTP API (addresses: an IP or a host name, and a port)
 //! genesis = "../genesis.toml"
 //! validator_key = "v0/validator.key"    # BFT networks: this validator's key
 //! p2p_listen = "127.0.0.1:26600"        # BFT networks: default is the genesis address
 //! block_interval_ms = 1000              # solo engine only
 //! empty_blocks = false                  # solo engine only
+//! time_scale = 1                        # solo engine only: simulations and demos, never a real chain
+//!
+//! [grid_operator]                       # the grid operator's service (envelopes, islanding)
+//! feeder = "feeder.toml"                # or an OpenDSS master (.dss)
+//! key = "grid-operator.key"             # the genesis grid_operator
+//! envelope_lead_slots = 2
+//! pcc_timeout_s = 120                   # island when the PCC meter is silent this long
+//! resync_s = 300                        # reconnect after this much healthy grid
+//! openadr_upstream = "upstream.toml"    # optional: follow the DSO's OpenADR 3 VTN
+//!
+//! [gateway]                             # a device gateway on an MQTT broker
+//! mqtt = "127.0.0.1:1883"               # HOST:PORT
+//! key = "gateway.key"                   # signs the devices' readings onto the ledger
+//! telemetry_dir = "telemetry"           # default: DATA_DIR/telemetry
 //!
 //! [mempool]                             # this node's pool; every key is optional
 //! deposit_per_tx = "0.01"               # tokens each pending transaction locks
@@ -32,7 +46,6 @@
 //!
 //! Command-line flags override the file.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use gridmesh_ledger::MempoolConfig;
@@ -45,18 +58,45 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct NodeFile {
     pub data_dir: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<gridmesh_types::HostPort>,
     pub genesis: Option<PathBuf>,
     pub validator_key: Option<PathBuf>,
-    pub p2p_listen: Option<SocketAddr>,
+    pub p2p_listen: Option<gridmesh_types::HostPort>,
     pub block_interval_ms: Option<u64>,
     pub empty_blocks: Option<bool>,
+    pub time_scale: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid_operator: Option<GridOperatorFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mempool: Option<MempoolFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<Peer>,
+}
+
+/// The `[grid_operator]` section: the grid operator's service (`gridmesh node --grid-feeder`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridOperatorFile {
+    pub feeder: PathBuf,
+    pub key: PathBuf,
+    pub envelope_lead_slots: Option<u64>,
+    pub pcc_timeout_s: Option<u64>,
+    pub resync_s: Option<u64>,
+    pub openadr_upstream: Option<PathBuf>,
+}
+
+/// The `[gateway]` section: a device gateway on an MQTT broker (`gridmesh node --mqtt`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// `HOST:PORT` of the broker.
+    pub mqtt: String,
+    pub key: PathBuf,
+    pub telemetry_dir: Option<PathBuf>,
 }
 
 /// The `[mempool]` section: the price and bounds of this node's pool (see
@@ -157,7 +197,7 @@ pub fn check_mempool(c: &MempoolConfig) -> Result<(), String> {
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub public_key: gridmesh_types::Address,
-    pub p2p_address: SocketAddr,
+    pub p2p_address: gridmesh_types::HostPort,
 }
 
 impl std::str::FromStr for Peer {
@@ -201,10 +241,19 @@ impl NodeFile {
             reason: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut f.data_dir, &mut f.genesis, &mut f.validator_key]
+        let mut paths: Vec<&mut PathBuf> = [&mut f.data_dir, &mut f.genesis, &mut f.validator_key]
             .into_iter()
             .flatten()
-        {
+            .collect();
+        if let Some(g) = &mut f.grid_operator {
+            paths.extend([&mut g.feeder, &mut g.key]);
+            paths.extend(g.openadr_upstream.as_mut());
+        }
+        if let Some(g) = &mut f.gateway {
+            paths.push(&mut g.key);
+            paths.extend(g.telemetry_dir.as_mut());
+        }
+        for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

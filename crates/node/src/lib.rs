@@ -144,10 +144,11 @@ fn warn_if_unfunded(shared: &Shared, service: &str, address: Address, pool: &Mem
     }
 }
 
-/// Consensus keys and p2p addresses of genesis validators or configured peers.
+/// Consensus keys and p2p addresses of genesis validators or configured peers, host names
+/// resolved now (through the system's resolver and hosts file).
 fn consensus_peers<'a>(
     what: &str,
-    list: impl Iterator<Item = (&'a Address, SocketAddr)>,
+    list: impl Iterator<Item = (&'a Address, &'a gridmesh_types::HostPort)>,
 ) -> anyhow::Result<Vec<(gridmesh_bft::ConsensusKey, SocketAddr)>> {
     let mut seen = std::collections::BTreeSet::new();
     list.map(|(key, addr)| {
@@ -156,7 +157,10 @@ fn consensus_peers<'a>(
         }
         let pk = gridmesh_bft::app::public_key_of(key)
             .with_context(|| format!("{what} {key} is not an ed25519 key"))?;
-        Ok((pk, addr))
+        let resolved = addr
+            .resolve()
+            .with_context(|| format!("{what} {key}: its p2p address {addr} does not resolve"))?;
+        Ok((pk, resolved))
     })
     .collect()
 }
@@ -435,14 +439,14 @@ impl RunningNode {
             Some((
                 consensus_peers(
                     "peer",
-                    cfg.peers.iter().map(|p| (&p.public_key, p.p2p_address)),
+                    cfg.peers.iter().map(|p| (&p.public_key, &p.p2p_address)),
                 )?,
                 consensus_peers(
                     "validator",
                     genesis
                         .validators
                         .iter()
-                        .map(|v| (&v.public_key, v.p2p_address)),
+                        .map(|v| (&v.public_key, &v.p2p_address)),
                 )?,
             ))
         } else {
@@ -464,7 +468,12 @@ impl RunningNode {
                     .find(|v| v.public_key == node_key.address());
                 let p2p_listen = match (cfg.p2p_listen, me) {
                     (Some(a), _) => a,
-                    (None, Some(v)) => v.p2p_address,
+                    (None, Some(v)) => v.p2p_address.resolve().with_context(|| {
+                        format!(
+                            "this validator's p2p address {} does not resolve",
+                            v.p2p_address
+                        )
+                    })?,
                     (None, None) => unreachable!("a full node without --p2p-listen was refused"),
                 };
                 let (peers, validators) = consensus.take().expect("checked before binding");

@@ -121,15 +121,15 @@ pub fn init_with(
         let api: SocketAddr = format!("127.0.0.1:{}", base_port as usize + 150 + j).parse()?;
         let node = NodeFile {
             data_dir: Some("data".into()),
-            listen: Some(api),
+            listen: Some(api.into()),
             genesis: Some("../genesis.toml".into()),
-            p2p_listen: Some(p2p),
+            p2p_listen: Some(p2p.into()),
             ..Default::default()
         };
         std::fs::write(fdir.join("node.toml"), node.to_toml())?;
         peers.push(gridmesh_node::config::Peer {
             public_key: key.address(),
-            p2p_address: p2p,
+            p2p_address: p2p.into(),
         });
         full_nodes.push(TestnetValidator {
             index: j,
@@ -150,17 +150,17 @@ pub fn init_with(
         let api: SocketAddr = format!("127.0.0.1:{}", base_port as usize + 100 + i).parse()?;
         let node = NodeFile {
             data_dir: Some("data".into()),
-            listen: Some(api),
+            listen: Some(api.into()),
             genesis: Some("../genesis.toml".into()),
             validator_key: Some("validator.key".into()),
-            p2p_listen: Some(p2p),
+            p2p_listen: Some(p2p.into()),
             peers: peers.clone(),
             ..Default::default()
         };
         std::fs::write(vdir.join("node.toml"), node.to_toml())?;
         genesis_validators.push(GenesisValidator {
             public_key: key.address(),
-            p2p_address: p2p,
+            p2p_address: p2p.into(),
             power: 1,
         });
         validators.push(TestnetValidator {
@@ -211,8 +211,8 @@ mod tests {
             let key = Keypair::load(f.validator_key.as_ref().unwrap()).unwrap();
             assert_eq!(key.address(), v.address);
             assert_eq!(g.validators[i].public_key, v.address);
-            assert_eq!(f.p2p_listen, Some(v.p2p));
-            assert_eq!(f.listen, Some(v.api));
+            assert_eq!(f.p2p_listen, Some(v.p2p.into()));
+            assert_eq!(f.listen, Some(v.api.into()));
         }
         // A second init loads, it does not regenerate keys.
         assert_eq!(init(dir.path(), 4, 31000).unwrap(), t);

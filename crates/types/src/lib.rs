@@ -6,10 +6,12 @@
 
 mod amount;
 mod ids;
+mod net;
 pub mod units;
 
 pub use amount::{
     format_fixed, parse_fixed, Amount, AmountError, FixedError, BASE_UNITS_PER_TOKEN,
     TOKEN_DECIMALS,
 };
-pub use ids::{Address, Hash32, IdError};
+pub use ids::{Address, Hash32, IdError, ADDRESS_PREFIX};
+pub use net::{HostPort, HostPortError};

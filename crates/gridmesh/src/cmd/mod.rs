@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bench;
 pub mod demo;
 pub mod device;
+pub mod genesis;
 pub mod grid;
 pub mod home;
 pub mod keys;

@@ -1,6 +1,5 @@
 //! `gridmesh node`: run a node.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,16 +12,18 @@ use crate::cmd::{runtime, shutdown_signal};
 
 #[derive(Args)]
 pub(crate) struct NodeArgs {
-    /// Node config file (TOML: data_dir, listen, genesis, block_interval_ms, [mempool], [http],
-    /// [[peers]]; see the README); flags given here override it.
+    /// Node config file (TOML): every flag below has its key (data_dir, listen, genesis,
+    /// validator_key, p2p_listen, block_interval_ms, empty_blocks, time_scale, [grid_operator],
+    /// [gateway], [[peers]]), and [mempool] and [http] set the pool and the API's bounds; see
+    /// the README. Flags given here override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Directory for the chain database and keys (created if missing).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// API address [default: 127.0.0.1:8645].
+    /// API address, HOST:PORT (an IP or a host name) [default: 127.0.0.1:8645].
     #[arg(long)]
-    listen: Option<SocketAddr>,
+    listen: Option<gridmesh_types::HostPort>,
     /// Genesis file (TOML). Without it the node runs the development chain: a faucet key is written
     /// to DATA_DIR/faucet.key on first start and holds the whole supply. A genesis that lists
     /// validators makes the node a BFT validator (it then needs --validator-key).
@@ -34,7 +35,7 @@ pub(crate) struct NodeArgs {
     /// Where to accept p2p connections (BFT networks) [default: the genesis address of this
     /// validator].
     #[arg(long)]
-    p2p_listen: Option<SocketAddr>,
+    p2p_listen: Option<gridmesh_types::HostPort>,
     /// A full node allowed to connect (BFT networks), KEY@HOST:PORT; repeatable.
     #[arg(long = "peer")]
     peers: Vec<gridmesh_node::config::Peer>,
@@ -45,44 +46,45 @@ pub(crate) struct NodeArgs {
     #[arg(long)]
     empty_blocks: bool,
     /// Run block time N times faster than the wall clock (solo engine; simulations, demos and
-    /// tests of 15-minute market slots, never a community's real chain).
-    #[arg(long, default_value_t = 1)]
-    time_scale: u32,
+    /// tests of 15-minute market slots, never a community's real chain) [default: 1].
+    #[arg(long)]
+    time_scale: Option<u32>,
     /// Run the grid operator's service on this feeder: operating envelopes for every connection
     /// point before each gate closure, and islanding events from the PCC meter's reports (`POST
     /// /v1/grid/pcc`). A feeder in TOML (as examples/congestion/feeder.toml; its buses are the
     /// connection points) or an OpenDSS master (.dss; its single-phase loads are, each with an
     /// envelope on its own phase). Needs --grid-operator-key.
-    #[arg(long, requires = "grid_operator_key")]
+    #[arg(long)]
     grid_feeder: Option<PathBuf>,
     /// The market's grid operator key (the genesis `grid_operator`).
-    #[arg(long, requires = "grid_feeder")]
+    #[arg(long)]
     grid_operator_key: Option<PathBuf>,
-    /// Envelopes are submitted for this many open slots ahead.
-    #[arg(long, default_value_t = 2)]
-    envelope_lead_slots: u64,
-    /// Island when the PCC meter has not reported for this many seconds of chain time.
-    #[arg(long, default_value_t = 120)]
-    pcc_timeout_s: u64,
-    /// Reconnect after this many seconds of healthy grid (chain time).
-    #[arg(long, default_value_t = 300)]
-    resync_s: u64,
+    /// Envelopes are submitted for this many open slots ahead [default: 2].
+    #[arg(long)]
+    envelope_lead_slots: Option<u64>,
+    /// Island when the PCC meter has not reported for this many seconds of chain time
+    /// [default: 120].
+    #[arg(long)]
+    pcc_timeout_s: Option<u64>,
+    /// Reconnect after this many seconds of healthy grid (chain time) [default: 300].
+    #[arg(long)]
+    resync_s: Option<u64>,
     /// Follow the DSO's OpenADR 3 VTN described in this file (TOML: url, client_id,
     /// client_secret, program, ...; see the README, "The community as a VEN of its DSO"): its
     /// capacity limits cap the sum of the envelopes, its prices become the slot's tariff, and
     /// the community's usage is reported back. Needs --grid-feeder.
-    #[arg(long, requires = "grid_feeder", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     openadr_upstream: Option<PathBuf>,
     /// Run a device gateway on this MQTT broker (`HOST:PORT`): signed telemetry on
     /// `gridmesh/<chain>/telemetry/+` into the local telemetry store, devices' slot readings on
     /// `gridmesh/<chain>/readings/+` onto the ledger. Needs --gateway-key.
-    #[arg(long, requires = "gateway_key", value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT")]
     mqtt: Option<String>,
     /// The key that signs the gateway's `SubmitDeviceReadings` transactions.
-    #[arg(long, requires = "mqtt")]
+    #[arg(long)]
     gateway_key: Option<PathBuf>,
     /// Where the telemetry store lives (default: DATA_DIR/telemetry).
-    #[arg(long, requires = "mqtt")]
+    #[arg(long)]
     telemetry_dir: Option<PathBuf>,
 }
 
@@ -96,13 +98,20 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         .or(file.data_dir)
         .context("no data directory: pass --data-dir DIR (or data_dir in --config)")?;
     let mut cfg = NodeConfig::new(&data_dir);
-    cfg.listen = a
-        .listen
-        .or(file.listen)
-        .unwrap_or(DEFAULT_LISTEN.parse().expect("valid default"));
+    let resolve = |what: &str, a: &gridmesh_types::HostPort| {
+        a.resolve()
+            .with_context(|| format!("{what} {a} does not resolve"))
+    };
+    cfg.listen = match a.listen.or(file.listen) {
+        Some(l) => resolve("listen", &l)?,
+        None => DEFAULT_LISTEN.parse().expect("valid default"),
+    };
     cfg.genesis = a.genesis.or(file.genesis);
     cfg.validator_key = a.validator_key.or(file.validator_key);
-    cfg.p2p_listen = a.p2p_listen.or(file.p2p_listen);
+    cfg.p2p_listen = match a.p2p_listen.or(file.p2p_listen) {
+        Some(l) => Some(resolve("p2p_listen", &l)?),
+        None => None,
+    };
     cfg.peers = file.peers.into_iter().chain(a.peers).collect();
     cfg.block_interval = Duration::from_millis(
         a.block_interval_ms
@@ -120,8 +129,47 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             .limits()
             .map_err(|e| anyhow::anyhow!("in the node config: {e}"))?;
     }
-    cfg.time_scale = a.time_scale.max(1);
-    if let (Some(feeder), Some(key)) = (&a.grid_feeder, &a.grid_operator_key) {
+    cfg.time_scale = a.time_scale.or(file.time_scale).unwrap_or(1);
+    if cfg.time_scale == 0 {
+        bail!("time_scale must be at least 1 (1: real time)");
+    }
+    // The grid operator's service and the gateway: flags, else the file's sections.
+    let fg = file.grid_operator.clone().unwrap_or_default();
+    let grid_feeder = a
+        .grid_feeder
+        .clone()
+        .or(file.grid_operator.as_ref().map(|g| g.feeder.clone()));
+    let grid_operator_key = a
+        .grid_operator_key
+        .clone()
+        .or(file.grid_operator.as_ref().map(|g| g.key.clone()));
+    let envelope_lead_slots = a
+        .envelope_lead_slots
+        .or(fg.envelope_lead_slots)
+        .unwrap_or(2);
+    let pcc_timeout_s = a.pcc_timeout_s.or(fg.pcc_timeout_s).unwrap_or(120);
+    let resync_s = a.resync_s.or(fg.resync_s).unwrap_or(300);
+    let openadr_upstream = a.openadr_upstream.clone().or(fg.openadr_upstream);
+    if grid_feeder.is_some() != grid_operator_key.is_some() {
+        bail!("the grid operator's service needs both --grid-feeder and --grid-operator-key (grid_operator.feeder and .key)");
+    }
+    if openadr_upstream.is_some() && grid_feeder.is_none() {
+        bail!("--openadr-upstream (grid_operator.openadr_upstream) needs the grid operator's service: --grid-feeder and --grid-operator-key");
+    }
+    let fw = file.gateway.clone();
+    let mqtt = a.mqtt.clone().or(fw.as_ref().map(|g| g.mqtt.clone()));
+    let gateway_key = a.gateway_key.clone().or(fw.as_ref().map(|g| g.key.clone()));
+    let telemetry_dir = a
+        .telemetry_dir
+        .clone()
+        .or(fw.as_ref().and_then(|g| g.telemetry_dir.clone()));
+    if mqtt.is_some() != gateway_key.is_some() {
+        bail!("a device gateway needs both --mqtt and --gateway-key (gateway.mqtt and .key)");
+    }
+    if telemetry_dir.is_some() && mqtt.is_none() {
+        bail!("--telemetry-dir (gateway.telemetry_dir) needs a device gateway: --mqtt and --gateway-key");
+    }
+    if let (Some(feeder), Some(key)) = (&grid_feeder, &grid_operator_key) {
         use gridmesh_node::grid_operator::OperatorFeeder;
         let feeder_model = if feeder
             .extension()
@@ -145,21 +193,21 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("in {}", feeder.display()))?,
             )
         };
-        if !(1..=96).contains(&a.envelope_lead_slots) {
-            bail!("--envelope-lead-slots must be 1 to 96");
+        if !(1..=96).contains(&envelope_lead_slots) {
+            bail!("--envelope-lead-slots (grid_operator.envelope_lead_slots) must be 1 to 96");
         }
         cfg.grid_operator = Some(gridmesh_node::grid_operator::GridOperatorConfig {
             feeder: feeder_model,
             key: crate::keyfile::load(key)
                 .with_context(|| format!("loading the grid operator key {}", key.display()))?,
-            lead_slots: a.envelope_lead_slots,
-            pcc_timeout_ms: a.pcc_timeout_s.saturating_mul(1000),
-            resync_ms: a.resync_s.saturating_mul(1000),
+            lead_slots: envelope_lead_slots,
+            pcc_timeout_ms: pcc_timeout_s.saturating_mul(1000),
+            resync_ms: resync_s.saturating_mul(1000),
             gate_margin_ms: gridmesh_node::grid_operator::gate_margin_ms(
                 cfg.block_interval,
                 cfg.time_scale,
             ),
-            upstream: match &a.openadr_upstream {
+            upstream: match &openadr_upstream {
                 Some(path) => Some(
                     gridmesh_node::openadr::follow::UpstreamConfig::load(path)
                         .map_err(|e| anyhow::anyhow!("--openadr-upstream {e}"))?,
@@ -168,14 +216,14 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             },
         });
     }
-    if let (Some(broker), Some(key)) = (&a.mqtt, &a.gateway_key) {
+    if let (Some(broker), Some(key)) = (&mqtt, &gateway_key) {
         let (host, port) = broker_arg(broker)?;
         cfg.device_gateway = Some(gridmesh_node::device_gateway::DeviceGatewayConfig {
             mqtt_host: host,
             mqtt_port: port,
             key: crate::keyfile::load(key)
                 .with_context(|| format!("loading the gateway key {}", key.display()))?,
-            telemetry_dir: a.telemetry_dir.clone(),
+            telemetry_dir: telemetry_dir.clone(),
         });
     }
     runtime()?.block_on(async move {
@@ -192,4 +240,86 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
         }
         stopped
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    /// Every flag of `gridmesh node` has its key in the config file (issue 24), so that a
+    /// node runs from its file alone: a new flag fails here until the file takes it too.
+    #[test]
+    fn every_flag_has_a_key_in_the_config_file() {
+        let keys = [
+            ("data_dir", "data_dir"),
+            ("listen", "listen"),
+            ("genesis", "genesis"),
+            ("validator_key", "validator_key"),
+            ("p2p_listen", "p2p_listen"),
+            ("peers", "peers"),
+            ("block_interval_ms", "block_interval_ms"),
+            ("empty_blocks", "empty_blocks"),
+            ("time_scale", "time_scale"),
+            ("grid_feeder", "grid_operator.feeder"),
+            ("grid_operator_key", "grid_operator.key"),
+            ("envelope_lead_slots", "grid_operator.envelope_lead_slots"),
+            ("pcc_timeout_s", "grid_operator.pcc_timeout_s"),
+            ("resync_s", "grid_operator.resync_s"),
+            ("openadr_upstream", "grid_operator.openadr_upstream"),
+            ("mqtt", "gateway.mqtt"),
+            ("gateway_key", "gateway.key"),
+            ("telemetry_dir", "gateway.telemetry_dir"),
+        ];
+        // A file with every key (the module documentation's example, in full).
+        let full = r#"
+            data_dir = "d"
+            listen = "node-1.coop.test:8645"
+            genesis = "genesis.toml"
+            validator_key = "v.key"
+            p2p_listen = "0.0.0.0:26600"
+            block_interval_ms = 1000
+            empty_blocks = false
+            time_scale = 1
+            [grid_operator]
+            feeder = "feeder.toml"
+            key = "op.key"
+            envelope_lead_slots = 2
+            pcc_timeout_s = 120
+            resync_s = 300
+            openadr_upstream = "upstream.toml"
+            [gateway]
+            mqtt = "broker.coop.test:1883"
+            key = "gw.key"
+            telemetry_dir = "telemetry"
+            [mempool]
+            max_txs = 1000
+            [http]
+            max_connections = 64
+            [[peers]]
+            public_key = "0000000000000000000000000000000000000000000000000000000000000000"
+            p2p_address = "full-1.coop.test:26650"
+        "#;
+        let parsed: gridmesh_node::config::NodeFile = toml::from_str(full).unwrap();
+        let table: toml::Value = toml::Value::try_from(&parsed).unwrap();
+        for arg in Wrapper::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" {
+                continue;
+            }
+            let key = keys
+                .iter()
+                .find(|(flag, _)| *flag == id)
+                .map(|(_, key)| *key)
+                .unwrap_or_else(|| panic!("--{id} has no key in the node's config file"));
+            let found = key.split('.').try_fold(&table, |t, k| t.get(k));
+            assert!(found.is_some(), "config key {key} (for --{id}) is not read");
+        }
+    }
 }

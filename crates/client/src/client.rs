@@ -58,6 +58,7 @@ impl Client {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
+            .tls_connector(std::sync::Arc::new(crate::https::Rustls))
             .build();
         // `127.0.0.1:8645` means the node's plain HTTP API, as `gridmesh node` prints it.
         let base = base.trim_end_matches('/');

@@ -7,5 +7,6 @@
 
 pub mod agent_runner;
 pub mod client;
+pub mod https;
 
 pub use client::{Client, ClientError};

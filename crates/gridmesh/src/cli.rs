@@ -37,7 +37,7 @@ pub(crate) enum Command {
     /// Run the demo: a simulated 100-home community on an embedded node, a day in about a minute.
     Demo(demo::DemoArgs),
     /// Run a node.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Write and start a local BFT network of several validators (processes on 127.0.0.1).
     Testnet(testnet::TestnetArgs),
     /// Make and inspect keys.

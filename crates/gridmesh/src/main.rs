@@ -45,7 +45,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
-        Command::Node(a) => cmd::node::run(a),
+        Command::Node(a) => cmd::node::run(*a),
         Command::Testnet(a) => cmd::testnet::run(a),
         Command::Keys(c) => cmd::keys::run(c),
         Command::Genesis(c) => cmd::genesis::run(c),

@@ -23,6 +23,10 @@
 //! key = "gateway.key"                   # signs the devices' readings onto the ledger
 //! telemetry_dir = "telemetry"           # default: DATA_DIR/telemetry
 //!
+//! [tls]                                 # serve the API over HTTPS
+//! cert = "api.crt"                      # PEM: the certificate chain
+//! key = "api.key"                       # PEM: its private key
+//!
 //! [mempool]                             # this node's pool; every key is optional
 //! deposit_per_tx = "0.01"               # tokens each pending transaction locks
 //! max_txs = 200000
@@ -70,6 +74,8 @@ pub struct NodeFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mempool: Option<MempoolFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpFile>,
@@ -87,6 +93,14 @@ pub struct GridOperatorFile {
     pub pcc_timeout_s: Option<u64>,
     pub resync_s: Option<u64>,
     pub openadr_upstream: Option<PathBuf>,
+}
+
+/// The `[tls]` section: the API's certificate chain and private key, PEM files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The `[gateway]` section: a device gateway on an MQTT broker (`gridmesh node --mqtt`).
@@ -248,6 +262,9 @@ impl NodeFile {
         if let Some(g) = &mut f.grid_operator {
             paths.extend([&mut g.feeder, &mut g.key]);
             paths.extend(g.openadr_upstream.as_mut());
+        }
+        if let Some(t) = &mut f.tls {
+            paths.extend([&mut t.cert, &mut t.key]);
         }
         if let Some(g) = &mut f.gateway {
             paths.push(&mut g.key);

@@ -59,6 +59,8 @@ pub struct NodeConfig {
     pub mempool: MempoolConfig,
     /// Bounds of the API's connections.
     pub http: serve::ServerLimits,
+    /// Serve the API over TLS with this certificate and key.
+    pub tls: Option<serve::TlsFiles>,
     /// BFT: this validator's key file (its key must be in the genesis validator set).
     pub validator_key: Option<PathBuf>,
     /// BFT: where to accept p2p connections (default: this validator's address in the genesis;
@@ -89,6 +91,7 @@ impl NodeConfig {
             max_block_txs: DEFAULT_MAX_BLOCK_TXS,
             mempool: MempoolConfig::default(),
             http: serve::ServerLimits::default(),
+            tls: None,
             validator_key: None,
             p2p_listen: None,
             peers: Vec::new(),
@@ -452,6 +455,10 @@ impl RunningNode {
         } else {
             None
         };
+        let tls = match &cfg.tls {
+            Some(files) => Some(files.server_config()?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding the API to {}", cfg.listen))?;
@@ -602,7 +609,7 @@ impl RunningNode {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = cfg.http.clone();
         let http = tokio::spawn(async move {
-            serve::serve(listener, router, limits, async {
+            serve::serve(listener, router, limits, tls, async {
                 let _ = http_stopped.await;
             })
             .await

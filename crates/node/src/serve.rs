@@ -14,6 +14,9 @@
 //! - An event stream, once upgraded to a WebSocket, leaves the connection count (it keeps the idle
 //!   timeout); the `events` module bounds streams, in all and per client address.
 //!
+//! - **TLS.** With a certificate and key ([`TlsFiles`]), every connection is TLS (rustls on
+//!   AWS-LC): the handshake must finish within the head's timeout, and counts as the head.
+//!
 //! Handlers see the client's address as axum's `ConnectInfo<SocketAddr>`.
 
 use std::future::Future;
@@ -92,14 +95,58 @@ fn default_max_connections() -> usize {
     (soft / 4 * 3).clamp(64, 16_384)
 }
 
-/// Serves `router` on `listener` until `stop` fires; then stops accepting, asks every
-/// connection to finish its request and waits for them (at most [`DRAIN_TIMEOUT`]).
+/// The API's certificate chain and private key, PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// The server's TLS configuration; errors name the file.
+    pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        use anyhow::Context;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
+            .with_context(|| format!("TLS certificate {}", self.cert.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("TLS certificate {}", self.cert.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!(
+                "TLS certificate {} holds no PEM certificate",
+                self.cert.display()
+            );
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .with_context(|| format!("TLS key {} (a PEM private key)", self.key.display()))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .with_context(|| {
+                format!(
+                    "TLS key {} does not go with the certificate {}",
+                    self.key.display(),
+                    self.cert.display()
+                )
+            })?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` fires; then stops
+/// accepting, asks every connection to finish its request and waits for them (at most
+/// [`DRAIN_TIMEOUT`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let (close_tx, close_rx) = watch::channel(());
@@ -128,28 +175,22 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+        let stream = IdleTimeout::new(stream, limits.idle_timeout);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-            req.extensions_mut().insert(ConnectInfo(addr));
-            router.clone().oneshot(req)
-        });
-        let mut closing = close_rx.clone();
+        let closing = close_rx.clone();
         let header_read_timeout = limits.header_read_timeout;
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(io, service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r {
-                    tracing::debug!(%addr, error = %e, "connection ended");
-                },
-                _ = closing.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+            match acceptor {
+                None => connection(stream, router, addr, header_read_timeout, closing).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            connection(tls, router, addr, header_read_timeout, closing).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
                 }
             }
             drop(permit);
@@ -160,6 +201,37 @@ pub async fn serve(
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT * 2, permits.acquire_many(all)).await;
     Ok(())
+}
+
+/// One connection's requests, until it ends or the server stops.
+async fn connection<S>(
+    stream: S,
+    router: Router,
+    addr: std::net::SocketAddr,
+    header_read_timeout: Duration,
+    mut closing: watch::Receiver<()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(ConnectInfo(addr));
+        router.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r {
+            tracing::debug!(%addr, error = %e, "connection ended");
+        },
+        _ = closing.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+        }
+    }
 }
 
 /// Errors of one connection, not of the listener.

@@ -86,6 +86,12 @@ pub(crate) struct NodeArgs {
     /// Where the telemetry store lives (default: DATA_DIR/telemetry).
     #[arg(long)]
     telemetry_dir: Option<PathBuf>,
+    /// Serve the API over HTTPS with this certificate chain (PEM); with --tls-key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
@@ -129,6 +135,19 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             .limits()
             .map_err(|e| anyhow::anyhow!("in the node config: {e}"))?;
     }
+    let tls_cert = a
+        .tls_cert
+        .clone()
+        .or(file.tls.as_ref().map(|t| t.cert.clone()));
+    let tls_key = a
+        .tls_key
+        .clone()
+        .or(file.tls.as_ref().map(|t| t.key.clone()));
+    cfg.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(gridmesh_node::serve::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => bail!("HTTPS needs both --tls-cert and --tls-key (tls.cert and tls.key)"),
+    };
     cfg.time_scale = a.time_scale.or(file.time_scale).unwrap_or(1);
     if cfg.time_scale == 0 {
         bail!("time_scale must be at least 1 (1: real time)");
@@ -226,9 +245,14 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             telemetry_dir: telemetry_dir.clone(),
         });
     }
+    let tls = cfg.tls.is_some();
     runtime()?.block_on(async move {
         let mut node = RunningNode::start(cfg).await?;
-        eprintln!("gridmesh node: API on http://{}/v1/status", node.api_addr);
+        let scheme = if tls { "https" } else { "http" };
+        eprintln!(
+            "gridmesh node: API on {scheme}://{}/v1/status",
+            node.api_addr
+        );
         let engine_died = tokio::select! {
             _ = shutdown_signal() => false,
             _ = node.engine_exited() => true,
@@ -276,6 +300,8 @@ mod tests {
             ("mqtt", "gateway.mqtt"),
             ("gateway_key", "gateway.key"),
             ("telemetry_dir", "gateway.telemetry_dir"),
+            ("tls_cert", "tls.cert"),
+            ("tls_key", "tls.key"),
         ];
         // A file with every key (the module documentation's example, in full).
         let full = r#"
@@ -298,6 +324,9 @@ mod tests {
             mqtt = "broker.coop.test:1883"
             key = "gw.key"
             telemetry_dir = "telemetry"
+            [tls]
+            cert = "api.crt"
+            key = "api.key"
             [mempool]
             max_txs = 1000
             [http]

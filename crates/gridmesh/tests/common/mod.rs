@@ -58,7 +58,12 @@ impl NodeProc {
             .recv_timeout(Duration::from_secs(60))
             .expect("node printed its API address");
         let start = Instant::now();
-        while ureq::get(&format!("{url}/v1/status")).call().is_err() {
+        // Over HTTPS through the client's TLS (which trusts GRIDMESH_CA_CERT).
+        let answers = |url: &str| match url.starts_with("https://") {
+            true => gridmesh_client::client::Client::new(url).status().is_ok(),
+            false => ureq::get(&format!("{url}/v1/status")).call().is_ok(),
+        };
+        while !answers(&url) {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "node API never answered"

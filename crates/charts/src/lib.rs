@@ -13,7 +13,9 @@ use plotters::prelude::*;
 #[error("plot: {0}")]
 pub struct ChartError(pub String);
 
-/// One line of a plot: name, colour, points (x = slot of the run).
+/// One line of a plot: name, colour, points (x = slot of the run). A point whose y is NaN breaks
+/// the line there (a slot without a value is not bridged); a point alone between breaks is drawn
+/// as a dot.
 pub struct Line<'a> {
     pub name: &'a str,
     pub color: RGBColor,
@@ -30,6 +32,38 @@ pub const PALETTE: [RGBColor; 6] = [
     RGBColor(86, 180, 233),
 ];
 
+/// The colours plotters draws a chart's frame in, and what they become in dark mode: the
+/// white background, black text and axes, light grid lines.
+const DARK: [(&str, &str); 5] = [
+    (r##"[fill="#FFFFFF"]"##, "fill:#0d1117"),
+    (r##"[fill="#000000"]"##, "fill:#e6edf3"),
+    (r##"[stroke="#000000"]"##, "stroke:#9198a1"),
+    (r##"[stroke="#EBEBEB"]"##, "stroke:#30363d"),
+    (r##"[stroke="#FFFFFF"]"##, "stroke:#0d1117"),
+];
+
+/// An SVG chart that follows the reader's light or dark setting: a style sheet inside the SVG
+/// recolours its frame (background, text, axes, grid) where the reader prefers dark; the data's
+/// colours (Okabe-Ito) read on both. Works for a chart shown as an image, which takes no style
+/// from its page.
+pub fn themed(svg: &str) -> String {
+    let Some(open_end) = svg
+        .find("<svg")
+        .and_then(|i| svg[i..].find('>').map(|j| i + j + 1))
+    else {
+        return svg.to_string();
+    };
+    let rules: String = DARK
+        .iter()
+        .map(|(selector, style)| format!("{selector}{{{style}}}"))
+        .collect();
+    format!(
+        "{}\n<style>@media (prefers-color-scheme: dark){{{rules}}}</style>{}",
+        &svg[..open_end],
+        &svg[open_end..]
+    )
+}
+
 /// A line chart as an SVG document.
 pub fn line_chart(
     title: &str,
@@ -42,7 +76,10 @@ pub fn line_chart(
         let root = SVGBackend::with_string(&mut svg, (900, 320)).into_drawing_area();
         let e = |e: &dyn std::fmt::Display| ChartError(e.to_string());
         root.fill(&WHITE).map_err(|x| e(&x))?;
-        let pts = lines.iter().flat_map(|l| l.points.iter());
+        let pts = lines
+            .iter()
+            .flat_map(|l| l.points.iter())
+            .filter(|(x, y)| x.is_finite() && y.is_finite());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for (x, y) in pts {
             x0 = x0.min(*x);
@@ -58,7 +95,7 @@ pub fn line_chart(
         }
         let pad = (y1 - y0) * 0.05;
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, ("sans-serif", 20))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -69,23 +106,37 @@ pub fn line_chart(
             .x_desc(x_label)
             .y_desc(y_label)
             .light_line_style(RGBColor(235, 235, 235))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 15))
             .draw()
             .map_err(|x| e(&x))?;
         for l in lines {
             let color = l.color;
-            chart
-                .draw_series(LineSeries::new(
-                    l.points.iter().copied(),
-                    color.stroke_width(2),
-                ))
-                .map_err(|x| e(&x))?
-                .label(l.name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            let mut labelled = false;
+            for run in l.points.split(|(x, y)| !(x.is_finite() && y.is_finite())) {
+                if run.is_empty() {
+                    continue;
+                }
+                let drawn = if run.len() == 1 {
+                    chart
+                        .draw_series(std::iter::once(Circle::new(run[0], 2, color.filled())))
+                        .map_err(|x| e(&x))?
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(2)))
+                        .map_err(|x| e(&x))?
+                };
+                if !labelled {
+                    labelled = true;
+                    drawn.label(l.name).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+                }
+            }
         }
         chart
             .configure_series_labels()
+            .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .draw()
@@ -93,4 +144,86 @@ pub fn line_chart(
         root.present().map_err(|x| e(&x))?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_themed_chart_recolours_its_frame_in_dark_mode_and_keeps_its_data() {
+        let svg = line_chart(
+            "t",
+            "x",
+            "y",
+            &[Line {
+                name: "a",
+                color: PALETTE[0],
+                points: vec![(0.0, 1.0), (1.0, 2.0)],
+            }],
+        )
+        .unwrap();
+        // What the style sheet selects is what plotters draws.
+        for colour in [
+            r##"fill="#FFFFFF""##,
+            r##"fill="#000000""##,
+            r##"stroke="#EBEBEB""##,
+        ] {
+            assert!(svg.contains(colour), "{colour}");
+        }
+        let dark = themed(&svg);
+        assert!(dark.starts_with("<svg"), "{}", &dark[..80]);
+        let style = dark
+            .find("<style>@media (prefers-color-scheme: dark)")
+            .unwrap();
+        assert!(style < dark.find("<rect").unwrap(), "the style comes first");
+        assert!(dark.contains(r##"[fill="#FFFFFF"]{fill:#0d1117}"##));
+        // Nothing else changes.
+        assert_eq!(
+            dark.replace(&dark[style - 1..dark.find("</style>").unwrap() + 8], ""),
+            svg
+        );
+        assert_eq!(themed("not svg"), "not svg");
+    }
+
+    #[test]
+    fn a_line_breaks_where_a_value_is_missing() {
+        let line = |points| {
+            line_chart(
+                "t",
+                "x",
+                "y",
+                &[Line {
+                    name: "p",
+                    color: PALETTE[2],
+                    points,
+                }],
+            )
+            .unwrap()
+        };
+        let whole = line(vec![(0.0, 1.0), (1.0, 2.0), (2.0, 1.5), (3.0, 1.0)]);
+        let broken = line(vec![
+            (0.0, 1.0),
+            (1.0, 2.0),
+            (1.5, f64::NAN),
+            (2.0, 1.5),
+            (3.0, 1.0),
+        ]);
+        // The line's own colour (Okabe-Ito green), in its runs and its legend's sample.
+        let polylines = |svg: &str| {
+            svg.lines()
+                .filter(|l| l.contains("<polyline") && l.contains("#009E73"))
+                .count()
+        };
+        assert_eq!(polylines(&whole), 1 + 1, "one line and its legend's");
+        assert_eq!(polylines(&broken), 2 + 1, "two runs and the legend's");
+        // A value alone between gaps is a dot.
+        let lone = line(vec![
+            (0.0, 1.0),
+            (0.5, f64::NAN),
+            (1.0, 2.0),
+            (1.5, f64::NAN),
+        ]);
+        assert_eq!(lone.matches("<circle").count(), 2, "{lone}");
+    }
 }

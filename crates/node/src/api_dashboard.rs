@@ -183,7 +183,8 @@ pub async fn get_blocks(
     Ok(Json(BlockList { head, blocks }))
 }
 
-/// An SVG chart as the API answers it (never cached: charts follow the chain), or why it failed.
+/// An SVG chart as the API answers it (never cached: charts follow the chain; light or dark by
+/// the reader's setting), or why it failed.
 pub(crate) fn svg(result: Result<String, impl std::fmt::Display>) -> Response {
     match result {
         Ok(body) => (
@@ -191,7 +192,7 @@ pub(crate) fn svg(result: Result<String, impl std::fmt::Display>) -> Response {
                 (header::CONTENT_TYPE, "image/svg+xml"),
                 (header::CACHE_CONTROL, "no-store"),
             ],
-            body,
+            gridmesh_charts::themed(&body),
         )
             .into_response(),
         Err(e) => ApiError::internal(e).into_response(),

@@ -215,11 +215,12 @@ fn html(o: &Outcome) -> Result<String, ReportError> {
         &[Line {
             name: "clearing price",
             color: PALETTE[2],
+            // A slot without trades breaks the line: no price is drawn across it.
             points: o
                 .series
                 .iter()
                 .enumerate()
-                .filter_map(|(k, r)| r.clearing_price.map(|p| (hours(k), p)))
+                .map(|(k, r)| (hours(k), r.clearing_price.unwrap_or(f64::NAN)))
                 .collect(),
         }],
     )?;

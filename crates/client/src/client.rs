@@ -55,10 +55,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
-        let agent = ureq::AgentBuilder::new()
+        let agent = gridmesh_https::agent()
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .tls_connector(std::sync::Arc::new(crate::https::Rustls))
             .build();
         // `127.0.0.1:8645` means the node's plain HTTP API, as `gridmesh node` prints it.
         let base = base.trim_end_matches('/');

@@ -7,6 +7,5 @@
 
 pub mod agent_runner;
 pub mod client;
-pub mod https;
 
 pub use client::{Client, ClientError};

@@ -286,7 +286,7 @@ fn refused(what: &str, status: u16, r: ureq::Response) -> UpstreamError {
 impl Client {
     fn new(cfg: UpstreamConfig) -> Client {
         Client {
-            agent: ureq::AgentBuilder::new()
+            agent: gridmesh_https::agent()
                 .timeout(REQUEST_TIMEOUT)
                 .redirects(0)
                 .build(),

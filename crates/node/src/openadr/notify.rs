@@ -32,7 +32,7 @@ struct State {
 pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let state = Arc::new(Mutex::new(State::default()));
-        let agent = ureq::AgentBuilder::new()
+        let agent = gridmesh_https::agent()
             .timeout(CALLBACK_TIMEOUT)
             .redirects(0)
             .build();

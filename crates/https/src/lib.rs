@@ -1,4 +1,6 @@
-//! HTTPS for the node's clients: rustls on AWS-LC, plugged into ureq as its TLS connector.
+//! HTTPS for gridmesh's outgoing HTTP (the clients, and the node's calls to its DSO's VTN and to
+//! subscription callbacks): rustls on AWS-LC, plugged into ureq as its TLS connector
+//! ([`agent`]). Knows nothing of what is said over it.
 //!
 //! Trusted: the system's roots (`rustls-native-certs`: Debian's `ca-certificates`, or the file
 //! `SSL_CERT_FILE` names), and the certificates in the PEM file `GRIDMESH_CA_CERT` names (a
@@ -53,7 +55,12 @@ fn config() -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// ureq's TLS connector over rustls.
-pub(crate) struct Rustls;
+pub struct Rustls;
+
+/// A ureq agent builder that speaks HTTPS through [`Rustls`].
+pub fn agent() -> ureq::AgentBuilder {
+    ureq::AgentBuilder::new().tls_connector(Arc::new(Rustls))
+}
 
 #[derive(Debug)]
 struct TlsStream(rustls::StreamOwned<rustls::ClientConnection, Box<dyn ureq::ReadWrite>>);

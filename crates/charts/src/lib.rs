@@ -99,7 +99,10 @@ pub fn line_chart(
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1.max(x0 + 1e-9), (y0 - pad)..(y1 + pad))
+            .build_cartesian_2d(
+                x0..x1.max(x0 + 1e-9),
+                (y0 - pad)..(y1 + pad + legend_room(y1 - y0, lines.len())),
+            )
             .map_err(|x| e(&x))?;
         chart
             .configure_mesh()
@@ -136,6 +139,129 @@ pub fn line_chart(
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
+}
+
+/// Room above the data for a legend of `lines` lines, in the data's units (`span` is the data's
+/// range): the legend sits in the plot's top corner over no data.
+fn legend_room(span: f64, lines: usize) -> f64 {
+    span * (0.12 * lines as f64 + 0.05)
+}
+
+/// The x and y range of `lines`' finite points (a unit range where there are none, and at least a
+/// small one on y).
+fn bounds(lines: &[Line]) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in lines
+        .iter()
+        .flat_map(|l| l.points.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+    {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+        y1 = y1.max(*y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if y1 - y0 < 1e-9 {
+        y1 = y0 + 1.0;
+    }
+    (x0, x1.max(x0 + 1e-9), y0, y1)
+}
+
+/// Two quantities of different units over one x axis: `left` on the left axis, `right` on the
+/// right one, each labelled with its unit; one legend for both.
+pub fn two_axis_chart(
+    title: &str,
+    x_label: &str,
+    (left_label, left): (&str, &[Line]),
+    (right_label, right): (&str, &[Line]),
+) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 320)).into_drawing_area();
+        let e = |e: &dyn std::fmt::Display| ChartError(e.to_string());
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let (lx0, lx1, ly0, ly1) = bounds(left);
+        let (rx0, rx1, ry0, ry1) = bounds(right);
+        let (x0, x1) = (lx0.min(rx0), lx1.max(rx1));
+        let n = left.len() + right.len();
+        let (lpad, rpad) = ((ly1 - ly0) * 0.05, (ry1 - ry0) * 0.05);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(
+                x0..x1,
+                (ly0 - lpad)..(ly1 + lpad + legend_room(ly1 - ly0, n)),
+            )
+            .map_err(|x| e(&x))?
+            .set_secondary_coord(
+                x0..x1,
+                (ry0 - rpad)..(ry1 + rpad + legend_room(ry1 - ry0, n)),
+            );
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(left_label)
+            .light_line_style(RGBColor(235, 235, 235))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 15))
+            .draw()
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_secondary_axes()
+            .y_desc(right_label)
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 15))
+            .draw()
+            .map_err(|x| e(&x))?;
+        let legend = |color: RGBColor| {
+            move |(x, y): (i32, i32)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            }
+        };
+        for l in left {
+            chart
+                .draw_series(LineSeries::new(
+                    l.points
+                        .iter()
+                        .copied()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite()),
+                    l.color.stroke_width(2),
+                ))
+                .map_err(|x| e(&x))?
+                .label(l.name)
+                .legend(legend(l.color));
+        }
+        for l in right {
+            chart
+                .draw_secondary_series(LineSeries::new(
+                    l.points
+                        .iter()
+                        .copied()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite()),
+                    l.color.stroke_width(2),
+                ))
+                .map_err(|x| e(&x))?
+                .label(l.name)
+                .legend(legend(l.color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
@@ -184,6 +310,48 @@ mod tests {
             svg
         );
         assert_eq!(themed("not svg"), "not svg");
+    }
+
+    #[test]
+    fn two_quantities_get_an_axis_each_and_the_legend_covers_no_data() {
+        let price = [Line {
+            name: "price",
+            color: PALETTE[0],
+            points: vec![(0.0, 0.2), (1.0, 0.3)],
+        }];
+        let volume = [Line {
+            name: "volume",
+            color: PALETTE[1],
+            points: vec![(0.0, 120.0), (1.0, 80.0)],
+        }];
+        let svg = two_axis_chart(
+            "t",
+            "h",
+            ("price (tokens/kWh)", &price),
+            ("volume (kWh)", &volume),
+        )
+        .unwrap();
+        assert!(svg.contains("price (tokens/kWh)") && svg.contains("volume (kWh)"));
+        // Both axes carry their own ticks: 120 kWh on the right one (text anchored at its
+        // start, right of the plot), the prices on the left one (anchored at their end).
+        let tick = |label: &str| {
+            let at = svg
+                .find(&format!("\n{label}\n</text>"))
+                .unwrap_or_else(|| panic!("{label}"));
+            let open = svg[..at].rfind("<text").unwrap();
+            svg[open..at].to_string()
+        };
+        assert!(
+            tick("120.0").contains("text-anchor=\"start\""),
+            "{}",
+            tick("120.0")
+        );
+        assert!(
+            svg.contains("text-anchor=\"end\""),
+            "the left axis's labels"
+        );
+        // The legend's room: the data's top stays below a fifth of the plot from its top.
+        assert!((legend_room(1.0, 2) - 0.29).abs() < 1e-12);
     }
 
     #[test]

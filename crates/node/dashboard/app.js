@@ -478,8 +478,8 @@ const pages = {
         card("Last volume (kWh)", last && kwh(last.volume_kwh), "history.last.volume_kwh"),
         card("Escrow (tokens)", tokens(m.escrow_balance), "market.escrow_balance")),
       el("h2", {}, "Prices over the last day"),
-      chart("/v1/charts/prices.svg?slots=96", "Mean clearing price in tokens per kWh and traded volume in tens of kWh over the last 96 slots",
-        "Clearing price (tokens/kWh) and volume (10 kWh) per 15-minute slot, hours before now."),
+      chart("/v1/charts/prices.svg?slots=96", "Mean clearing price in tokens per kWh (left axis) and traded volume in kWh (right axis) over the last 96 slots",
+        "Clearing price (tokens/kWh, left axis) and volume (kWh, right axis) per 15-minute slot, hours before now."),
       ...(books.length ? books.map(([slot, what]) =>
         chart(`/v1/charts/depth.svg?slot=${slot}`, `Order book of the slot from ${slotTime(slot)}: cumulative bids and asks by price`,
           `Order book of the ${what}, delivery from ${slotTime(slot)}: energy in kWh against price in tokens/kWh.`))

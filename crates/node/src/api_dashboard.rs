@@ -232,26 +232,29 @@ pub async fn get_prices_chart(
         .filter_map(|r| {
             Some((
                 hours_ago(r.slot, h.current_slot),
-                r.volume_kwh.parse::<f64>().ok()? / 10.0,
+                r.volume_kwh.parse::<f64>().ok()?,
             ))
         })
         .collect();
-    Ok(svg(line_chart(
+    Ok(svg(gridmesh_charts::two_axis_chart(
         "Clearing prices and volume",
         "hours before the current slot (h)",
-        "tokens/kWh; volume in 10 kWh",
-        &[
-            Line {
-                name: "mean clearing price (tokens/kWh)",
+        (
+            "mean clearing price (tokens/kWh)",
+            &[Line {
+                name: "price (tokens/kWh, left)",
                 color: PALETTE[0],
                 points: prices,
-            },
-            Line {
-                name: "volume traded (10 kWh)",
+            }],
+        ),
+        (
+            "volume traded (kWh)",
+            &[Line {
+                name: "volume (kWh, right)",
                 color: PALETTE[1],
                 points: volumes,
-            },
-        ],
+            }],
+        ),
     )))
 }
 
@@ -297,7 +300,10 @@ pub async fn get_depth_chart(
         supply.push((acc, *p));
     }
     Ok(svg(line_chart(
-        &format!("Order book of slot {}", q.slot),
+        &format!(
+            "Order book, delivery from {}",
+            gridmesh_types::units::utc_text(gridmesh_types::units::slot_start_ms(q.slot))
+        ),
         "cumulative energy (kWh)",
         "price (tokens/kWh)",
         &[

@@ -114,26 +114,10 @@ pub fn line_chart(
             .draw()
             .map_err(|x| e(&x))?;
         for l in lines {
-            let color = l.color;
-            let mut labelled = false;
-            for run in l.points.split(|(x, y)| !(x.is_finite() && y.is_finite())) {
-                if run.is_empty() {
-                    continue;
-                }
-                let drawn = if run.len() == 1 {
-                    chart
-                        .draw_series(std::iter::once(Circle::new(run[0], 2, color.filled())))
-                        .map_err(|x| e(&x))?
-                } else {
-                    chart
-                        .draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(2)))
-                        .map_err(|x| e(&x))?
-                };
-                if !labelled {
-                    labelled = true;
-                    drawn.label(l.name).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                    });
+            for (k, run) in runs(l).enumerate() {
+                let drawn = chart.draw_series(run).map_err(|x| e(&x))?;
+                if k == 0 {
+                    drawn.label(l.name).legend(legend_sample(l.color));
                 }
             }
         }
@@ -148,6 +132,28 @@ pub fn line_chart(
         root.present().map_err(|x| e(&x))?;
     }
     Ok(svg)
+}
+
+/// A line's runs between missing values, each a series: a lone value as a dot.
+fn runs<'a, DB: DrawingBackend + 'a>(
+    l: &'a Line,
+) -> impl Iterator<Item = LineSeries<DB, (f64, f64)>> + 'a {
+    l.points
+        .split(|(x, y)| !(x.is_finite() && y.is_finite()))
+        .filter(|run| !run.is_empty())
+        .map(|run| {
+            let series = LineSeries::new(run.iter().copied(), l.color.stroke_width(2));
+            if run.len() == 1 {
+                series.point_size(2)
+            } else {
+                series
+            }
+        })
+}
+
+/// The legend's sample of a line in `color`.
+fn legend_sample(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
 }
 
 /// Room above the data for a legend of `lines` lines, in the data's units (`span` is the data's
@@ -180,7 +186,8 @@ fn bounds(lines: &[Line]) -> (f64, f64, f64, f64) {
 }
 
 /// Two quantities of different units over one x axis: `left` on the left axis, `right` on the
-/// right one, each labelled with its unit; one legend for both.
+/// right one, each labelled with its unit; one legend for both. Lines break at missing values as
+/// in [`line_chart`].
 pub fn two_axis_chart(
     title: &str,
     x_label: &str,
@@ -228,36 +235,21 @@ pub fn two_axis_chart(
             .axis_desc_style(("sans-serif", 15))
             .draw()
             .map_err(|x| e(&x))?;
-        let legend = |color: RGBColor| {
-            move |(x, y): (i32, i32)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            }
-        };
         for l in left {
-            chart
-                .draw_series(LineSeries::new(
-                    l.points
-                        .iter()
-                        .copied()
-                        .filter(|(x, y)| x.is_finite() && y.is_finite()),
-                    l.color.stroke_width(2),
-                ))
-                .map_err(|x| e(&x))?
-                .label(l.name)
-                .legend(legend(l.color));
+            for (k, run) in runs(l).enumerate() {
+                let drawn = chart.draw_series(run).map_err(|x| e(&x))?;
+                if k == 0 {
+                    drawn.label(l.name).legend(legend_sample(l.color));
+                }
+            }
         }
         for l in right {
-            chart
-                .draw_secondary_series(LineSeries::new(
-                    l.points
-                        .iter()
-                        .copied()
-                        .filter(|(x, y)| x.is_finite() && y.is_finite()),
-                    l.color.stroke_width(2),
-                ))
-                .map_err(|x| e(&x))?
-                .label(l.name)
-                .legend(legend(l.color));
+            for (k, run) in runs(l).enumerate() {
+                let drawn = chart.draw_secondary_series(run).map_err(|x| e(&x))?;
+                if k == 0 {
+                    drawn.label(l.name).legend(legend_sample(l.color));
+                }
+            }
         }
         chart
             .configure_series_labels()

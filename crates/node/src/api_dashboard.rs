@@ -216,14 +216,15 @@ pub async fn get_prices_chart(
     let (state, now) = head_state(&s);
     let h = price_history(&state, now, n);
     let num = |v: &Option<String>| v.as_deref().and_then(|p| p.parse::<f64>().ok());
+    // A slot without trades has no price: the line breaks there.
     let prices: Vec<(f64, f64)> = h
         .rows
         .iter()
-        .filter_map(|r| {
-            Some((
+        .map(|r| {
+            (
                 hours_ago(r.slot, h.current_slot),
-                num(&r.mean_price_per_kwh)?,
-            ))
+                num(&r.mean_price_per_kwh).unwrap_or(f64::NAN),
+            )
         })
         .collect();
     let volumes: Vec<(f64, f64)> = h

@@ -28,17 +28,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Keypair> {
 /// The passphrase for a key file being encrypted: from the environment, else typed twice on
 /// the terminal.
 pub(crate) fn new_passphrase(path: &Path) -> anyhow::Result<String> {
-    let from_env = if let Some(file) = std::env::var_os(PASSPHRASE_FILE_ENV) {
-        let text = std::fs::read_to_string(&file).with_context(|| {
-            format!(
-                "reading {} ({PASSPHRASE_FILE_ENV})",
-                Path::new(&file).display()
-            )
-        })?;
-        Some(text.lines().next().unwrap_or("").to_string())
-    } else {
-        std::env::var(PASSPHRASE_ENV).ok()
-    };
+    let from_env = gridmesh_ledger::crypto::passphrase_from_env()?;
     let passphrase = match from_env {
         Some(p) => p,
         None if std::io::stdin().is_terminal() => {

@@ -200,7 +200,9 @@ const KDF_MAX_ITERATIONS: u32 = 64;
 pub const PASSPHRASE_FILE_ENV: &str = "GRIDMESH_KEY_PASSPHRASE_FILE";
 pub const PASSPHRASE_ENV: &str = "GRIDMESH_KEY_PASSPHRASE";
 
-fn passphrase_from_env() -> Result<Option<String>, KeyFileError> {
+/// A key file's passphrase from the environment: the first line of the file
+/// [`PASSPHRASE_FILE_ENV`] names, else [`PASSPHRASE_ENV`]; `None` when neither is set.
+pub fn passphrase_from_env() -> Result<Option<String>, KeyFileError> {
     if let Some(file) = std::env::var_os(PASSPHRASE_FILE_ENV) {
         let text = std::fs::read_to_string(&file).map_err(|source| KeyFileError::Io {
             path: format!("{} ({PASSPHRASE_FILE_ENV})", Path::new(&file).display()),

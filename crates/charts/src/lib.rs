@@ -104,15 +104,7 @@ pub fn line_chart(
                 (y0 - pad)..(y1 + pad + legend_room(y1 - y0, lines.len())),
             )
             .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .light_line_style(RGBColor(235, 235, 235))
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 15))
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_mesh(&mut chart, x_label, y_label)?;
         for l in lines {
             for (k, run) in runs(l).enumerate() {
                 let drawn = chart.draw_series(run).map_err(|x| e(&x))?;
@@ -121,17 +113,45 @@ pub fn line_chart(
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_legend(&mut chart)?;
         root.present().map_err(|x| e(&x))?;
     }
     Ok(svg)
+}
+
+type Plot<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The axes, their descriptions and the light grid every chart here draws.
+fn draw_mesh<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Plot<'a, DB>,
+    x_label: &str,
+    y_label: &str,
+) -> Result<(), ChartError> {
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .light_line_style(RGBColor(235, 235, 235))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(|x| ChartError(x.to_string()))
+}
+
+/// The legend every chart here draws: top right, in the room kept above the data.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Plot<'a, DB>) -> Result<(), ChartError> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|x| ChartError(x.to_string()))
 }
 
 /// A line's runs between missing values, each a series: a lone value as a dot.
@@ -219,15 +239,7 @@ pub fn two_axis_chart(
                 x0..x1,
                 (ry0 - rpad)..(ry1 + rpad + legend_room(ry1 - ry0, n)),
             );
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(left_label)
-            .light_line_style(RGBColor(235, 235, 235))
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 15))
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_mesh(&mut chart, x_label, left_label)?;
         chart
             .configure_secondary_axes()
             .y_desc(right_label)
@@ -251,14 +263,7 @@ pub fn two_axis_chart(
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_legend(&mut chart)?;
         root.present().map_err(|x| e(&x))?;
     }
     Ok(svg)

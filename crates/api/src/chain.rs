@@ -46,6 +46,10 @@ pub struct StatusResponse {
     /// solo engine that stopped, validators that cannot agree).
     #[serde(default)]
     pub health: String,
+    /// The oldest block after genesis this node still holds: 1, unless it keeps only a window of
+    /// the last blocks (`keep_blocks`) and older ones were pruned.
+    #[serde(default)]
+    pub oldest_block: u64,
 }
 
 /// The node's health from what it waits on: `stalled` when `pending` transactions wait and the

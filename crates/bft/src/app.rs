@@ -571,9 +571,12 @@ pub struct Finalizer {
     tx: mpsc::UnboundedSender<(Digested<BftBlock>, commonware_utils::acknowledgement::Exact)>,
 }
 
+/// Called with each newly applied height (the engine prunes its archives from it).
+pub type Prune = Box<dyn Fn(u64) + Send>;
+
 impl Finalizer {
-    /// Starts the applying task on `context`.
-    pub fn start<E: Spawner>(context: E, replica: Arc<Replica>) -> Self {
+    /// Starts the applying task on `context`; `prune` hears of every block newly applied.
+    pub fn start<E: Spawner>(context: E, replica: Arc<Replica>, prune: Option<Prune>) -> Self {
         let (tx, mut rx) =
             mpsc::unbounded::<(Digested<BftBlock>, commonware_utils::acknowledgement::Exact)>();
         context.shared(true).spawn(move |_| async move {
@@ -582,6 +585,9 @@ impl Finalizer {
                     Ok(f) => {
                         if f.newly_applied {
                             tracing::debug!(height = f.height, txs = f.tx_count, "finalized");
+                            if let Some(prune) = &prune {
+                                prune(f.height);
+                            }
                         }
                         ack.acknowledge();
                     }

@@ -34,7 +34,8 @@ use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
-use commonware_storage::archive::immutable;
+use commonware_storage::archive::prunable;
+use commonware_storage::translator::EightCap;
 use commonware_utils::ordered::Set;
 use commonware_utils::TryCollect as _;
 use rand_core::CryptoRng;
@@ -130,7 +131,17 @@ pub struct EngineConfig {
     pub timing: Timing,
     /// Bound of each actor's mailbox.
     pub mailbox_size: NonZeroUsize,
+    /// Keep only this many of the last finalised blocks (and their certificates) in the consensus
+    /// archives; `None`: every block. Pruned a section at a time, so up to
+    /// [`EngineConfig::archive_section_blocks`] more stay.
+    pub keep_blocks: Option<u64>,
+    /// Blocks per section of the consensus archives: what pruning removes at once. Fixed for the
+    /// life of a data directory ([`ARCHIVE_SECTION_BLOCKS`]; smaller in tests).
+    pub archive_section_blocks: NonZeroU64,
 }
+
+/// Blocks per section of the consensus archives (about eight minutes at two blocks a second).
+pub const ARCHIVE_SECTION_BLOCKS: NonZeroU64 = NonZeroU64::new(1024).unwrap();
 
 /// The consensus namespace of a chain.
 pub fn namespace(chain_id: &str, genesis_hash: gridmesh_types::Hash32) -> Vec<u8> {
@@ -244,20 +255,23 @@ where
     );
     broadcast.start(net.blocks);
 
-    let finalizations = immutable::Archive::init(
+    // Finalised blocks and their certificates, by height, in sections that pruning removes whole.
+    let section = cfg.archive_section_blocks;
+    let finalizations = prunable::Archive::init(
         context.child("finalizations_by_height"),
         archive_config(
             &prefix,
             "finalizations",
             &page_cache,
+            section,
             Scheme::certificate_codec_config_unbounded(),
         ),
     )
     .await
     .expect("opening the finalisation archive");
-    let blocks = immutable::Archive::init(
+    let blocks = prunable::Archive::init(
         context.child("finalized_blocks"),
-        archive_config(&prefix, "blocks", &page_cache, ()),
+        archive_config(&prefix, "blocks", &page_cache, section, ()),
     )
     .await
     .expect("opening the block archive");
@@ -289,7 +303,17 @@ where
             },
         )
         .await;
-    let finalizer = Finalizer::start(context.child("finalizer"), replica.clone());
+    // Beyond the window, marshal prunes its archives at each section's end (never above what it
+    // has processed).
+    let prune: Option<crate::app::Prune> = cfg.keep_blocks.map(|keep| {
+        let mailbox = marshal_mailbox.clone();
+        Box::new(move |height: u64| {
+            if height % section.get() == 0 && height > keep {
+                mailbox.prune(commonware_consensus::types::Height::new(height - keep));
+            }
+        }) as crate::app::Prune
+    });
+    let finalizer = Finalizer::start(context.child("finalizer"), replica.clone(), prune);
     marshal_actor.start(finalizer, buffer, resolver);
 
     gossip::start(context.child("gossip"), replica.clone(), net.txs);
@@ -345,25 +369,21 @@ fn archive_config<C>(
     prefix: &str,
     name: &str,
     page_cache: &CacheRef,
+    items_per_section: NonZeroU64,
     codec: C,
-) -> immutable::Config<C> {
-    immutable::Config {
-        metadata_partition: format!("{prefix}-{name}-metadata"),
-        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
-        freezer_table_initial_size: 1024,
-        freezer_table_resize_frequency: 10,
-        freezer_table_resize_chunk_size: 1024,
-        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
-        freezer_key_page_cache: page_cache.clone(),
-        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
-        freezer_value_target_size: 64 << 20,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{prefix}-{name}-ordinal"),
-        items_per_section: NonZeroU64::new(1024).unwrap(),
+) -> prunable::Config<EightCap, C> {
+    // Partitions of their own: the archives of versions before pruning were immutable ones.
+    prunable::Config {
+        translator: EightCap,
+        metadata_partition: format!("{prefix}-{name}-sections-metadata"),
+        key_partition: format!("{prefix}-{name}-sections-key"),
+        key_page_cache: page_cache.clone(),
+        value_partition: format!("{prefix}-{name}-sections-value"),
+        compression: None,
         codec_config: codec,
+        items_per_section,
+        key_write_buffer: IO_BUFFER,
+        value_write_buffer: IO_BUFFER,
         replay_buffer: IO_BUFFER,
-        freezer_key_write_buffer: IO_BUFFER,
-        freezer_value_write_buffer: IO_BUFFER,
-        ordinal_write_buffer: IO_BUFFER,
     }
 }

@@ -46,6 +46,8 @@ pub struct ValidatorConfig {
     pub timing: Timing,
     /// Runtime worker threads.
     pub worker_threads: usize,
+    /// Keep only this many of the last blocks in the consensus archives (`None`: every block).
+    pub keep_blocks: Option<u64>,
 }
 
 /// Runs the validator until `stop` fires or the replica fails. Blocks the calling thread.
@@ -106,6 +108,8 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             partition_prefix: "gridmesh".into(),
             timing: cfg.timing,
             mailbox_size: NonZeroUsize::new(4096).unwrap(),
+            keep_blocks: cfg.keep_blocks,
+            archive_section_blocks: engine::ARCHIVE_SECTION_BLOCKS,
         };
         let _engine = engine::start(
             context.child("engine"),

@@ -6,7 +6,7 @@
 //! `GRIDMESH_SIM_SEEDS=N` runs N seeds per scenario (default 6 in CI; `scripts/sim` runs 200).
 
 use std::collections::BTreeMap;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ struct Sim {
     users: Vec<Keypair>,
     restarts: Vec<u32>,
     link: Link,
+    /// Blocks every node keeps (chain and consensus archives); `None`: all.
+    keep_blocks: Option<u64>,
 }
 
 fn signer(i: usize) -> (Keypair, ed25519::PrivateKey) {
@@ -159,6 +161,7 @@ impl Sim {
             users,
             restarts: vec![0; total],
             link,
+            keep_blocks: None,
         }
     }
 
@@ -173,7 +176,10 @@ impl Sim {
         while self.old_chains[i].upgrade().is_some() {
             self.ctx.sleep(Duration::from_millis(10)).await;
         }
-        let chain = Chain::open(self.dirs[i].path(), &self.genesis).expect("open chain");
+        let mut chain = Chain::open(self.dirs[i].path(), &self.genesis).expect("open chain");
+        if let Some(keep) = self.keep_blocks {
+            chain.set_retention(gridmesh_ledger::store::Retention::Last(keep));
+        }
         let mempool = Mempool::new(chain.chain_id(), MempoolConfig::default());
         let namespace = engine::namespace(chain.chain_id(), chain.genesis_hash());
         let chain = Arc::new(RwLock::new(chain));
@@ -206,6 +212,8 @@ impl Sim {
             // The timeouts a node ships with.
             timing: Timing::default(),
             mailbox_size: NonZeroUsize::new(1024).unwrap(),
+            keep_blocks: self.keep_blocks,
+            archive_section_blocks: NonZeroU64::new(8).unwrap(),
         };
         let peers = self.oracle.manager();
         let r = replica.clone();
@@ -337,7 +345,9 @@ impl Sim {
                 supply,
                 "validator {i}: supply changed"
             );
-            for h in 0..=chain.head().height {
+            // Blocks a node pruned (it keeps a window) are not compared.
+            let kept_from = chain.store().kept_from().unwrap();
+            for h in std::iter::once(0).chain(kept_from..=chain.head().height) {
                 let header = chain.store().header(h).unwrap().expect("stored header");
                 let entry = (header.hash(), header.state_root);
                 let prev = reference.entry(h).or_insert(entry);
@@ -447,6 +457,82 @@ fn crash_partition_restart_keep_finalising_and_agree() {
             "seed {seed}: {} blocks, {txs} transactions, all agree",
             hashes.len()
         );
+    }
+}
+
+/// The sections a prunable archive holds in `partition`, by their first height.
+async fn archive_sections(ctx: &deterministic::Context, partition: &str) -> Vec<u64> {
+    let mut s: Vec<u64> = commonware_runtime::Storage::scan(ctx, partition)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|name| u64::from_be_bytes(name.try_into().unwrap()))
+        .collect();
+    s.sort_unstable();
+    s
+}
+
+/// Validators keeping the last 24 blocks: marshal's archives drop their old sections (8 blocks
+/// each) and the chains their old blocks; a validator that crashed restarts on its pruned
+/// archives and catches up from its peers; all agree on the blocks they kept.
+#[test]
+fn validators_keeping_a_window_prune_their_archives_and_restart_on_them() {
+    for seed in seeds().into_iter().take(2) {
+        runner(seed).start(|ctx| async move {
+            let mut sim = Sim::new(ctx.child("sim"), 4, lossy_link(seed)).await;
+            sim.keep_blocks = Some(24);
+            for i in 0..4 {
+                sim.start(i).await;
+            }
+            let mut round = 0;
+            while sim.min_height(&[0, 1, 2, 3]) < 60 {
+                sim.run(2, &mut round).await;
+            }
+            // Sections held in validator 0's block archive (8 blocks each, named by their first
+            // height): the window's, and at most two more (one being filled, one pruned at the
+            // next section boundary).
+            let held = archive_sections(&ctx, "validator-0-blocks-sections-value").await;
+            let height = sim.height(0);
+            assert!(
+                held.len() <= 24 / 8 + 2
+                    && held[0] + 24 + 2 * 8 >= height
+                    && *held.last().unwrap() <= height,
+                "seed {seed}: sections from {held:?} at height {height}"
+            );
+            // The chain keeps its window too.
+            let node = sim.nodes[0].as_ref().unwrap();
+            let kept = node
+                .replica
+                .chain()
+                .read()
+                .unwrap()
+                .store()
+                .kept_from()
+                .unwrap();
+            assert!(
+                kept > 1 && kept + 25 >= height,
+                "seed {seed}: chain from {kept} at {height}"
+            );
+            sim.crash(1);
+            // Down for fewer blocks than the window: its peers still hold what it missed.
+            sim.assert_progress(&[0, 2, 3], 4, &mut round, &format!("seed {seed}"))
+                .await;
+            sim.start(1).await;
+            let target = sim.max_height(&[0, 2, 3]);
+            let mut waited = 0;
+            while sim.height(1) < target {
+                assert!(
+                    waited < 30,
+                    "seed {seed}: validator 1 stuck at {}",
+                    sim.height(1)
+                );
+                sim.run(1, &mut round).await;
+                waited += 1;
+            }
+            sim.check_agreement(&[0, 1, 2, 3]);
+            let later = archive_sections(&ctx, "validator-0-blocks-sections-value").await;
+            assert!(later[0] > held[0], "seed {seed}: {held:?} then {later:?}");
+        });
     }
 }
 

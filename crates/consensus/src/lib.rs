@@ -68,6 +68,11 @@ pub fn already_committed(chain: &Chain, block: &Block) -> Result<bool, AppError>
     if height > chain.head().height {
         return Ok(false);
     }
+    if height < chain.store().kept_from().map_err(ChainError::from)? {
+        // Committed long ago and pruned since (the node keeps a window of blocks): final, and
+        // nothing here to compare it with.
+        return Ok(true);
+    }
     let committed = chain
         .store()
         .header(height)

@@ -175,3 +175,92 @@ fn a_node_whose_chain_file_was_lost_refuses_to_start_until_it_is_restored() {
     assert!(Client::new(&node.url).status().unwrap().height >= 5);
     node.terminate();
 }
+
+/// A node that keeps the last 1,000 blocks: older ones answer 410 with why (a block, a transaction
+/// in one), `query status` says what was pruned, the state is whole, and the node restarts on its
+/// pruned chain (and keeps pruning).
+#[test]
+fn a_node_keeping_a_window_of_blocks_answers_for_the_pruned_ones_and_restarts_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keep: Vec<String> = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--empty-blocks",
+        "--block-interval-ms",
+        "10",
+        "--keep-blocks",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let few = common::gridmesh(&[
+        "node",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--keep-blocks",
+        "10",
+    ]);
+    let err = String::from_utf8_lossy(&few.stderr);
+    assert!(
+        !few.status.success() && err.contains("keep_blocks 10 is too few"),
+        "{err}"
+    );
+    let node = NodeProc::spawn(&keep);
+    let client = Client::new(&node.url);
+    let faucet = data.join("faucet.key");
+    let (_, to) = common::new_key(dir.path(), "member");
+    let sent = common::transfer(&node.url, faucet.to_str().unwrap(), &to, "1");
+    let hash = sent["hash"].as_str().unwrap().to_string();
+    let early = client
+        .wait_committed(&hash.parse().unwrap(), Duration::from_secs(10))
+        .unwrap()
+        .height
+        .unwrap();
+    // Past the window: the blocks of the first 300 or so are gone (the unit test of the store
+    // checks that the file stops growing).
+    common::wait_for("height 1,300", || client.status().unwrap().height >= 1_300);
+    let status = client.status().unwrap();
+    assert!(
+        status.oldest_block > status.height - 1_000 - 70 && status.oldest_block > early,
+        "oldest block {} at height {}",
+        status.oldest_block,
+        status.height
+    );
+    let gone = ureq::get(&format!("{}/v1/blocks/{early}", node.url)).call();
+    let Err(ureq::Error::Status(410, _)) = gone else {
+        panic!("block {early}: {gone:?}");
+    };
+    let out = common::gridmesh(&["query", "block", &early.to_string(), "--node", &node.url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("was pruned"), "{err}");
+    let out = common::gridmesh(&["query", "tx", &hash, "--node", &node.url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&hash) && err.contains("was pruned"),
+        "{err}"
+    );
+    let out = common::gridmesh(&["query", "status", "--node", &node.url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("were pruned"), "{text}");
+    assert!(
+        client.block(Some(status.height)).is_ok(),
+        "the head is kept"
+    );
+    assert!(client.block(Some(0)).is_ok(), "genesis is kept");
+    // The member's balance (state) is whole.
+    assert_eq!(
+        client.account(&to.parse().unwrap()).unwrap().balance_base,
+        1_000_000
+    );
+    node.terminate();
+    let node = NodeProc::spawn(&keep);
+    let client = Client::new(&node.url);
+    let restarted = client.status().unwrap();
+    common::wait_for("blocks after the restart", || {
+        client.status().unwrap().oldest_block > restarted.oldest_block
+    });
+    node.terminate();
+}

@@ -160,6 +160,8 @@ pub struct Chain {
     head_hash: Hash32,
     chain_id: String,
     genesis_hash: Hash32,
+    /// How many blocks the store keeps ([`Chain::set_retention`]).
+    retention: crate::store::Retention,
 }
 
 impl Chain {
@@ -215,8 +217,9 @@ impl Chain {
         let head = store
             .header(meta.head_height)?
             .ok_or(ChainError::MissingBlock(meta.head_height))?;
+        // Pruned blocks cannot be indexed again (a rebuilt index starts at the oldest kept).
         let indexed = store.indexed_height()?;
-        for height in indexed + 1..=head.height {
+        for height in (indexed + 1).max(store.kept_from()?)..=head.height {
             let block = store
                 .block(height)?
                 .ok_or(ChainError::MissingBlock(height))?;
@@ -242,6 +245,7 @@ impl Chain {
             head,
             chain_id: genesis.chain_id.clone(),
             genesis_hash: given,
+            retention: crate::store::Retention::All,
         })
     }
 
@@ -313,6 +317,12 @@ impl Chain {
         Ok(self.store.index_block(height, tx_hashes)?)
     }
 
+    /// Keeps only the last blocks from now on (see [`crate::store::Retention`]); every block by
+    /// default.
+    pub fn set_retention(&mut self, retention: crate::store::Retention) {
+        self.retention = retention;
+    }
+
     /// The durable half of [`Chain::commit`]: writes the block, receipts, transaction index and
     /// state changes in one redb transaction. Takes `&self` so that readers (and mempool admission)
     /// are not blocked while the disk syncs; [`Chain::apply`] must follow before the next block.
@@ -327,7 +337,7 @@ impl Chain {
         }
         debug_assert_eq!(executed.block_hash, block.hash());
         self.store
-            .commit_block(block, &executed.receipts, &executed.diff)?;
+            .commit_block(block, &executed.receipts, &executed.diff, self.retention)?;
         Ok(())
     }
 

@@ -6,6 +6,14 @@
 //!
 //! Files in the data directory: `chain.redb` (blocks, receipts, state) and `tx_index.redb`.
 //!
+//! A node may keep only the last blocks ([`Retention`]): each commit then also deletes, in the same
+//! transaction, the oldest blocks (header, transactions, receipts) that fell out of the window, at
+//! most [`PRUNE_BLOCKS_PER_COMMIT`] at a time, never one the index has not reached. The genesis
+//! block and the state are always kept (the state holds what the market and settlement still
+//! need; the ledger prunes its own old slots). Index segments whose every entry is older than the
+//! window are dropped whole. redb reuses the freed pages, so the files stop growing once the window
+//! is full.
+//!
 //! The transaction index (hash -> height, position) is derived data. It is written by
 //! [`Store::index_block`] right after the block commits, into a database file of its own: random
 //! hash keys make its inserts touch pages all over its B-tree, and neither the time nor the page
@@ -63,6 +71,29 @@ const META_CHAIN_ID: &str = "chain_id";
 const META_GENESIS: &str = "genesis_hash";
 const META_INDEXED: &str = "indexed_height";
 const META_SEGMENT: &str = "index_segment";
+/// Blocks `1..kept_from` were pruned (absent: none).
+const META_KEPT_FROM: &str = "kept_from";
+/// The oldest index segment still held (those before it were dropped).
+const META_OLDEST_SEGMENT: &str = "oldest_index_segment";
+
+/// The highest block height indexed into segment `segment` (meta key of the index).
+fn segment_top_key(segment: u32) -> String {
+    format!("segment_top_{segment:06}")
+}
+
+/// Most old blocks one commit deletes: a node that starts pruning a long chain catches up over
+/// its next blocks instead of stalling one commit.
+pub const PRUNE_BLOCKS_PER_COMMIT: u64 = 64;
+
+/// How many blocks a node keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Every block since genesis (an archive node).
+    #[default]
+    All,
+    /// The last this many blocks (and genesis).
+    Last(u64),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -285,11 +316,13 @@ impl Store {
     }
 
     /// Commits a block, its receipts and the account buckets it changed in one durable transaction.
+    /// With [`Retention::Last`], the blocks that fell out of the window go in the same transaction.
     pub fn commit_block(
         &self,
         block: &Block,
         receipts: &[Receipt],
         diff: &crate::state::StateDiff,
+        retention: Retention,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let w = self.db.begin_write().map_err(db_err)?;
@@ -300,6 +333,9 @@ impl Store {
             diff.buckets.iter().map(|(b, e, _)| (*b, e.as_slice())),
             diff.kv.iter().map(|(b, e, _)| (*b, e.as_slice())),
         )?;
+        if let Retention::Last(keep) = retention {
+            self.prune(&w, block.header.height, keep)?;
+        }
         let written = std::time::Instant::now();
         w.commit().map_err(db_err)?;
         tracing::debug!(
@@ -309,6 +345,42 @@ impl Store {
             "block stored"
         );
         Ok(())
+    }
+
+    /// Deletes the oldest blocks beyond the last `keep` at head `height`, in `w`: at most
+    /// [`PRUNE_BLOCKS_PER_COMMIT`], never genesis, never one the index has not reached (the
+    /// index is built from the blocks after a crash).
+    fn prune(&self, w: &redb::WriteTransaction, height: u64, keep: u64) -> Result<(), StoreError> {
+        let mut meta = w.open_table(META).map_err(db_err)?;
+        let from = meta_u64(&meta, META_KEPT_FROM)?.max(1);
+        let indexed = self.indexed_height()?;
+        let to = (height.saturating_add(1).saturating_sub(keep.max(1)))
+            .min(indexed.saturating_add(1))
+            .min(from.saturating_add(PRUNE_BLOCKS_PER_COMMIT));
+        if to <= from {
+            return Ok(());
+        }
+        let mut headers = w.open_table(HEADERS).map_err(db_err)?;
+        let mut txs = w.open_table(TXS).map_err(db_err)?;
+        let mut rcpts = w.open_table(RECEIPTS).map_err(db_err)?;
+        for h in from..to {
+            headers.remove(h).map_err(db_err)?;
+        }
+        txs.retain_in((from, 0)..(to, 0), |_, _| false)
+            .map_err(db_err)?;
+        rcpts
+            .retain_in((from, 0)..(to, 0), |_, _| false)
+            .map_err(db_err)?;
+        meta.insert(META_KEPT_FROM, to.to_le_bytes().as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The oldest block this store still holds after genesis: blocks `1..kept_from` were pruned
+    /// (1 when none were).
+    pub fn kept_from(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        Ok(meta_u64(&r.open_table(META).map_err(db_err)?, META_KEPT_FROM)?.max(1))
     }
 
     fn write_block<'a>(
@@ -407,8 +479,27 @@ impl Store {
             for (hash, index) in keys {
                 idx.insert(hash.0, (height, index)).map_err(db_err)?;
             }
+            drop(idx);
             meta.insert(META_INDEXED, height.to_le_bytes().as_slice())
                 .map_err(db_err)?;
+            meta.insert(
+                segment_top_key(segment).as_str(),
+                height.to_le_bytes().as_slice(),
+            )
+            .map_err(db_err)?;
+            // A closed segment whose every entry is in pruned blocks goes whole (one a block).
+            let oldest = meta_u32(&meta, META_OLDEST_SEGMENT)?;
+            if oldest < segment {
+                let top = meta_u64(&meta, &segment_top_key(oldest))?;
+                if top < self.kept_from()? {
+                    w.delete_table(index_segment(&index_segment_name(oldest)))
+                        .map_err(db_err)?;
+                    meta.remove(segment_top_key(oldest).as_str())
+                        .map_err(db_err)?;
+                    meta.insert(META_OLDEST_SEGMENT, (oldest + 1).to_le_bytes().as_slice())
+                        .map_err(db_err)?;
+                }
+            }
         }
         w.commit().map_err(db_err)
     }
@@ -534,14 +625,15 @@ impl Store {
         Ok(Some((tx, receipt)))
     }
 
-    /// The newest index segment, read in `r`.
-    fn current_segment(r: &redb::ReadTransaction) -> Result<u32, StoreError> {
-        meta_u32(&r.open_table(META).map_err(db_err)?, META_SEGMENT)
+    /// The index segments held, oldest to newest, read in `r`.
+    fn segments(r: &redb::ReadTransaction) -> Result<std::ops::RangeInclusive<u32>, StoreError> {
+        let meta = r.open_table(META).map_err(db_err)?;
+        Ok(meta_u32(&meta, META_OLDEST_SEGMENT)?..=meta_u32(&meta, META_SEGMENT)?)
     }
 
     pub fn tx_location(&self, hash: &Hash32) -> Result<Option<TxLocation>, StoreError> {
         let r = self.index.begin_read().map_err(db_err)?;
-        for segment in (0..=Self::current_segment(&r)?).rev() {
+        for segment in Self::segments(&r)?.rev() {
             let name = index_segment_name(segment);
             let t = r.open_table(index_segment(&name)).map_err(db_err)?;
             if let Some(v) = t.get(hash.0).map_err(db_err)? {
@@ -552,11 +644,11 @@ impl Store {
         Ok(None)
     }
 
-    /// Number of indexed transactions.
+    /// Number of transactions the index holds (not those of segments dropped with their blocks).
     pub fn tx_count(&self) -> Result<u64, StoreError> {
         let r = self.index.begin_read().map_err(db_err)?;
         let mut total = 0;
-        for segment in 0..=Self::current_segment(&r)? {
+        for segment in Self::segments(&r)? {
             let name = index_segment_name(segment);
             total += r
                 .open_table(index_segment(&name))
@@ -626,6 +718,7 @@ mod tests {
                 &block,
                 &receipts,
                 &crate::state::State::default().overlay().finish(),
+                Retention::All,
             )
             .unwrap();
         assert_eq!(store.block(1).unwrap().unwrap(), block);
@@ -675,6 +768,7 @@ mod tests {
                     &block,
                     &receipts,
                     &crate::state::State::default().overlay().finish(),
+                    Retention::All,
                 )
                 .unwrap();
             let hashes: Vec<Hash32> = receipts.iter().map(|r| r.tx_hash).collect();
@@ -685,7 +779,7 @@ mod tests {
         }
         let r = store.index.begin_read().unwrap();
         assert!(
-            Store::current_segment(&r).unwrap() >= 3,
+            *Store::segments(&r).unwrap().end() >= 3,
             "10-entry segments rolled over"
         );
         assert_eq!(store.tx_count().unwrap(), 32);
@@ -697,5 +791,111 @@ mod tests {
             );
         }
         assert_eq!(store.tx_location(&Hash32([1; 32])).unwrap(), None);
+    }
+
+    /// With a window of 10 blocks: the older blocks (header, transactions, receipts) go as new
+    /// ones commit, never genesis, never past the index, at most a batch a commit; the index's
+    /// old segments go with them; the file stops growing; what is kept reads back exactly.
+    #[test]
+    fn a_window_of_blocks_prunes_the_older_ones_and_their_index_and_the_file_stops_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.segment_entries = 20;
+        let key = Keypair::from_seed([5; 32]);
+        let (genesis, _) = block_with(0, 0, &key);
+        store
+            .init_genesis("t", &genesis, &crate::state::State::default())
+            .unwrap();
+        let keep = 10;
+        let mut hashes_at = Vec::new();
+        let mut size_at = Vec::new();
+        let commit = |store: &Store, height: u64, index: bool| {
+            let (block, receipts) = block_with(height, 300, &key); // two chunks each
+            store
+                .commit_block(
+                    &block,
+                    &receipts,
+                    &crate::state::State::default().overlay().finish(),
+                    Retention::Last(keep),
+                )
+                .unwrap();
+            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.tx_hash).collect();
+            if index {
+                store.index_block(height, &hashes).unwrap();
+            }
+            (block, receipts, hashes)
+        };
+        for height in 1..=200u64 {
+            let (_, _, hashes) = commit(&store, height, true);
+            hashes_at.push(hashes);
+            if height % 50 == 0 {
+                size_at.push(
+                    std::fs::metadata(dir.path().join("chain.redb"))
+                        .unwrap()
+                        .len(),
+                );
+            }
+            assert_eq!(
+                store.kept_from().unwrap(),
+                (height + 1).saturating_sub(keep).max(1)
+            );
+        }
+        assert_eq!(store.kept_from().unwrap(), 191);
+        assert!(store.header(190).unwrap().is_none() && store.block(190).unwrap().is_none());
+        assert!(store.block_with_receipts(5).unwrap().is_none());
+        assert!(store.header(0).unwrap().is_some(), "genesis is kept");
+        for h in 191..=200u64 {
+            let (block, receipts) = store.block_with_receipts(h).unwrap().unwrap();
+            assert_eq!((block.txs.len(), receipts.len()), (300, 300));
+        }
+        let r = store.index.begin_read().unwrap();
+        let segments = Store::segments(&r).unwrap();
+        drop(r);
+        assert!(
+            *segments.start() > 100,
+            "old segments dropped: {segments:?}"
+        );
+        // Kept transactions are found; a pruned one's segment is gone with its block.
+        let last = &hashes_at[199][299];
+        assert_eq!(
+            store.tx_location(last).unwrap(),
+            Some(TxLocation {
+                height: 200,
+                index: 299
+            })
+        );
+        assert!(store
+            .tx_at(TxLocation {
+                height: 200,
+                index: 299
+            })
+            .unwrap()
+            .is_some());
+        assert_eq!(store.tx_location(&hashes_at[0][0]).unwrap(), None);
+        assert!(store
+            .tx_at(TxLocation {
+                height: 1,
+                index: 0
+            })
+            .unwrap()
+            .is_none());
+        assert_eq!(store.tx_count().unwrap() as usize % 300, 0);
+        // Freed pages are reused: the file is no larger after 200 blocks than after 100.
+        assert!(
+            size_at[3] <= size_at[1],
+            "chain.redb after 50, 100, 150, 200 blocks: {size_at:?}"
+        );
+        // Blocks the index has not reached are kept (the index is rebuilt from them).
+        for height in 201..=300u64 {
+            commit(&store, height, false);
+        }
+        assert_eq!(store.kept_from().unwrap(), 201, "stops at the index");
+        // Then the backlog goes a batch a commit.
+        store.index_block(300, &[]).unwrap();
+        commit(&store, 301, true);
+        assert_eq!(store.kept_from().unwrap(), 201 + PRUNE_BLOCKS_PER_COMMIT);
+        commit(&store, 302, true);
+        assert_eq!(store.kept_from().unwrap(), 293);
+        assert!(store.block(292).unwrap().is_none() && store.block(293).unwrap().is_some());
     }
 }

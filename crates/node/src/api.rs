@@ -518,6 +518,7 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusResponse> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         head_age_ms,
         health: gridmesh_api::chain::health(mempool_size, head_age_ms, stall_after_ms).into(),
+        oldest_block: chain.store().kept_from().map_err(ApiError::internal)?,
     }))
 }
 
@@ -788,10 +789,27 @@ async fn delete_pending(
     }))
 }
 
+/// 410 Gone for a block this node pruned (it keeps a window of the last blocks).
+fn pruned(store: &gridmesh_ledger::store::Store, height: u64) -> Result<(), ApiError> {
+    let kept_from = store.kept_from().map_err(ApiError::internal)?;
+    if height == 0 || height >= kept_from {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::GONE,
+        "pruned",
+        format!(
+            "block {height} was pruned: this node keeps the last blocks only, from {kept_from} on \
+             (keep_blocks); ask a node that keeps every block"
+        ),
+    ))
+}
+
 /// A committed block with its transactions and receipts (`latest` for the head).
 #[utoipa::path(get, path = "/v1/blocks/{height}",
     params(("height" = String, Path, description = "block height, or `latest`")),
-    responses((status = 200, body = BlockResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = BlockResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+        (status = 410, body = ErrorBody, description = "pruned: the node keeps a window of the last blocks")))]
 async fn get_block(
     State(s): State<Arc<Shared>>,
     Path(height): Path<String>,
@@ -812,6 +830,7 @@ async fn get_block(
             "no block at height {height} (head is {head})"
         )));
     }
+    pruned(&store, height)?;
     let (block, receipts) = store
         .block_with_receipts(height)
         .map_err(ApiError::internal)?
@@ -903,7 +922,8 @@ async fn get_market_slot(
 #[utoipa::path(get, path = "/v1/tx/{hash}",
     params(("hash" = String, Path, description = "64 hex characters")),
     responses((status = 200, body = TxStatusResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "a block could not apply it (the reason, e.g. gate closed, is in the message)")))]
+        (status = 422, body = ErrorBody, description = "a block could not apply it (the reason, e.g. gate closed, is in the message)"),
+        (status = 410, body = ErrorBody, description = "committed in a block the node pruned")))]
 async fn get_tx(
     State(s): State<Arc<Shared>>,
     Path(hash): Path<String>,
@@ -929,6 +949,10 @@ async fn get_tx(
         .map_err(ApiError::internal)?
         .filter(|l| l.height <= head)
     {
+        pruned(&store, loc.height).map_err(|e| ApiError {
+            message: format!("transaction {hash}: {}", e.message),
+            ..e
+        })?;
         let (tx, receipt) = store
             .tx_at(loc)
             .map_err(ApiError::internal)?

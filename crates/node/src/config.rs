@@ -8,6 +8,7 @@
 //! p2p_listen = "127.0.0.1:26600"        # BFT networks: default is the genesis address
 //! block_interval_ms = 1000              # solo engine only
 //! empty_blocks = false                  # solo engine only
+//! keep_blocks = 2592000                 # the last 30 days at a block a second (default: all)
 //! time_scale = 1                        # solo engine only: simulations and demos, never a real chain
 //!
 //! [grid_operator]                       # the grid operator's service (envelopes, islanding)
@@ -68,6 +69,7 @@ pub struct NodeFile {
     pub p2p_listen: Option<gridmesh_types::HostPort>,
     pub block_interval_ms: Option<u64>,
     pub empty_blocks: Option<bool>,
+    pub keep_blocks: Option<u64>,
     pub time_scale: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grid_operator: Option<GridOperatorFile>,

@@ -78,7 +78,13 @@ pub struct NodeConfig {
     pub grid_operator: Option<grid_operator::GridOperatorConfig>,
     /// Run a device gateway (MQTT telemetry and slot readings).
     pub device_gateway: Option<device_gateway::DeviceGatewayConfig>,
+    /// Keep only this many of the last blocks (and genesis); `None`: every block.
+    pub keep_blocks: Option<u64>,
 }
+
+/// The smallest window of blocks a node may keep: a client or peer a few minutes behind still finds
+/// what it asks for.
+pub const MIN_KEEP_BLOCKS: u64 = 1_000;
 
 impl NodeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
@@ -99,6 +105,7 @@ impl NodeConfig {
             driven: false,
             grid_operator: None,
             device_gateway: None,
+            keep_blocks: None,
         }
     }
 
@@ -110,6 +117,9 @@ impl NodeConfig {
                 "block interval {:?} is out of range (10 ms to 1 hour)",
                 self.block_interval
             );
+        }
+        if let Some(keep) = self.keep_blocks.filter(|k| *k < MIN_KEEP_BLOCKS) {
+            bail!("keep_blocks {keep} is too few: keep at least {MIN_KEEP_BLOCKS} blocks");
         }
         config::check_mempool(&self.mempool).map_err(anyhow::Error::msg)?;
         self.http.check().map_err(anyhow::Error::msg)?;
@@ -377,8 +387,11 @@ impl RunningNode {
             Some(k) => k.clone(),
             None => load_or_create_key(&cfg.data_dir.join(NODE_KEY_FILE))?,
         };
-        let chain = Chain::open(&cfg.data_dir, &genesis)
+        let mut chain = Chain::open(&cfg.data_dir, &genesis)
             .with_context(|| format!("opening the chain in {}", cfg.data_dir.display()))?;
+        if let Some(keep) = cfg.keep_blocks {
+            chain.set_retention(gridmesh_ledger::store::Retention::Last(keep));
+        }
         tracing::info!(
             chain_id = chain.chain_id(),
             height = chain.head().height,
@@ -494,6 +507,7 @@ impl RunningNode {
                     storage_dir: cfg.data_dir.join("consensus"),
                     timing: Default::default(),
                     worker_threads: 2,
+                    keep_blocks: cfg.keep_blocks,
                 };
                 let counter = shared.clone();
                 replica.on_finalized(move |f, _| {

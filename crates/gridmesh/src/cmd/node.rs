@@ -13,7 +13,8 @@ use crate::cmd::{runtime, shutdown_signal};
 #[derive(Args)]
 pub(crate) struct NodeArgs {
     /// Node config file (TOML): every flag below has its key (data_dir, listen, genesis,
-    /// validator_key, p2p_listen, block_interval_ms, empty_blocks, time_scale, [grid_operator],
+    /// validator_key, p2p_listen, block_interval_ms, empty_blocks, keep_blocks, time_scale,
+    /// [grid_operator],
     /// [gateway], [[peers]]), and [mempool] and [http] set the pool and the API's bounds; see
     /// the README. Flags given here override it.
     #[arg(long)]
@@ -45,6 +46,11 @@ pub(crate) struct NodeArgs {
     /// Produce blocks even when no transaction is waiting (solo engine).
     #[arg(long)]
     empty_blocks: bool,
+    /// Keep only the last N blocks (at least 1,000; and genesis): older blocks, their
+    /// transactions and receipts are deleted as new ones commit, so the chain's files stop
+    /// growing. The state is always whole. [default: every block]
+    #[arg(long, value_name = "N")]
+    keep_blocks: Option<u64>,
     /// Run block time N times faster than the wall clock (solo engine; simulations, demos and
     /// tests of 15-minute market slots, never a community's real chain) [default: 1].
     #[arg(long)]
@@ -125,6 +131,7 @@ pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or(1000),
     );
     cfg.empty_blocks = a.empty_blocks || file.empty_blocks.unwrap_or(false);
+    cfg.keep_blocks = a.keep_blocks.or(file.keep_blocks);
     if let Some(m) = &file.mempool {
         cfg.mempool = m
             .config()
@@ -290,6 +297,7 @@ mod tests {
             ("peers", "peers"),
             ("block_interval_ms", "block_interval_ms"),
             ("empty_blocks", "empty_blocks"),
+            ("keep_blocks", "keep_blocks"),
             ("time_scale", "time_scale"),
             ("grid_feeder", "grid_operator.feeder"),
             ("grid_operator_key", "grid_operator.key"),
@@ -312,6 +320,7 @@ mod tests {
             p2p_listen = "0.0.0.0:26600"
             block_interval_ms = 1000
             empty_blocks = false
+            keep_blocks = 100000
             time_scale = 1
             [grid_operator]
             feeder = "feeder.toml"

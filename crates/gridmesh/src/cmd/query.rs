@@ -215,6 +215,12 @@ pub(crate) fn run(q: QueryCommand) -> anyhow::Result<()> {
                 s.mempool_size,
                 s.total_supply
             );
+            if s.oldest_block > 1 {
+                outln!(
+                    "blocks 1 to {} were pruned (this node keeps the last blocks only)",
+                    s.oldest_block - 1
+                );
+            }
         }
         QueryCommand::Account {
             address,

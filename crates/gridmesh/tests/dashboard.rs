@@ -329,6 +329,27 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
             dom.contains("class=\"up\"") && dom.contains("live · block"),
             "{page}: the live event stream: {dom}"
         );
+        // Addresses are shown checksummed (`gm1…`, as the CLI prints them), the whole of each
+        // on hover: every one decodes to itself (issue 24: short hex was easy to mistype).
+        let addresses: Vec<&str> = dom
+            .split("class=\"addr\" title=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap())
+            .collect();
+        for a in &addresses {
+            let parsed: gridmesh_types::Address =
+                a.parse().unwrap_or_else(|e| panic!("{page}: {a}: {e}"));
+            assert!(
+                a.starts_with("gm1") && parsed.checksummed() == *a,
+                "{page}: {a}"
+            );
+        }
+        if page == "ledger" {
+            assert!(
+                addresses.len() >= 2,
+                "the ledger's proposers and senders: {addresses:?}"
+            );
+        }
         let pairs = shown(&dom);
         let mut checked = 0;
         for (key, value) in &pairs {
@@ -621,6 +642,13 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         "document.querySelector('[data-api=\"home.balance\"]')",
     );
     b.wait_for("the chart", "Array.from(document.querySelectorAll('figure img')).every(i => i.complete && i.naturalWidth > 0)");
+    // Signed in as the checksummed address `gridmesh keys show` prints for the key file.
+    let signed_in_as = b.eval("document.querySelector('#signed-in-as').textContent");
+    assert_eq!(
+        signed_in_as.as_str().unwrap(),
+        key.address().checksummed(),
+        "the page's encoding of the address"
+    );
     let shown: Vec<(String, String)> = serde_json::from_value(b.eval(
         "Array.from(document.querySelectorAll('[data-api]')).map(e => [e.dataset.api, e.textContent])",
     ))

@@ -50,6 +50,41 @@ const price = (v) => rounded(v, 3);
 const kwh = (v) => rounded(v, Math.abs(Number(v)) >= 1e3 ? 0 : 2);
 const count = (v) => rounded(v, 0);
 const short = (hex) => (hex && hex.length > 16 ? `${hex.slice(0, 8)}…${hex.slice(-6)}` : hex);
+// An address as people see it everywhere else (`gridmesh keys show`, the CLI, `checksummed` in
+// the API): bech32m (BIP-350) over its 32 bytes with the prefix `gm`, so that a slip in copying
+// it is caught. Anything that is not 64 hex digits is shown as it is.
+const BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+const bech32Polymod = (values) => {
+  const gen = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
+  let chk = 1;
+  for (const v of values) {
+    const top = chk >>> 25;
+    chk = ((chk & 0x1ffffff) << 5) ^ v;
+    for (let i = 0; i < 5; i++) if ((top >>> i) & 1) chk ^= gen[i];
+  }
+  return chk >>> 0;
+};
+const checksummed = (hex) => {
+  if (!/^[0-9a-fA-F]{64}$/.test(hex || "")) return hex;
+  const data = [];
+  let acc = 0, bits = 0;
+  for (const byte of hex.match(/../g).map((b) => parseInt(b, 16))) {
+    acc = ((acc << 8) | byte) & 0xfff;
+    bits += 8;
+    while (bits >= 5) { bits -= 5; data.push((acc >>> bits) & 31); }
+  }
+  if (bits > 0) data.push((acc << (5 - bits)) & 31);
+  const hrp = [..."gm"].map((c) => c.charCodeAt(0));
+  const expanded = hrp.map((c) => c >> 5).concat([0], hrp.map((c) => c & 31));
+  const mod = (bech32Polymod(expanded.concat(data, [0, 0, 0, 0, 0, 0])) ^ 0x2bc830a3) >>> 0;
+  const check = [0, 1, 2, 3, 4, 5].map((i) => (mod >>> (5 * (5 - i))) & 31);
+  return "gm1" + data.concat(check).map((d) => BECH32[d]).join("");
+};
+// An address in a table or a line: its checksummed form shortened, the whole of it on hover.
+const who = (hex) => {
+  const a = checksummed(hex);
+  return el("span", { class: "addr", title: a }, a && a.length > 20 ? `${a.slice(0, 10)}…${a.slice(-6)}` : a);
+};
 const orDash = (v) => (v === null || v === undefined || v === "" ? "–" : v);
 
 // A card with a label and a value; `key` names the API field it shows (for tests and readers).
@@ -289,7 +324,7 @@ async function myOrders(m) {
     note,
     el("h2", {}, "My trades"),
     table("My trades of the last day, newest first", ["delivery", "", "with", "energy (kWh)", "price (tokens/kWh)", "delivered (kWh)", "paid / received (tokens)"],
-      trades.trades.slice(0, 24).map((t) => [utc(t.delivery_start_ms), t.side, short(t.counterparty), kwh(t.energy_kwh), price(t.price_per_kwh),
+      trades.trades.slice(0, 24).map((t) => [utc(t.delivery_start_ms), t.side, who(t.counterparty), kwh(t.energy_kwh), price(t.price_per_kwh),
         kwh(t.delivered_kwh), tokens(t.settled_tokens)])),
     el("h2", {}, "Place an order"),
     orderForm(m, last && last.location),
@@ -391,7 +426,7 @@ const pages = {
     ] : [];
     return [
       el("h2", {}, "My home"),
-      el("p", { class: "label" }, `Signed in as ${short(h.address)} `, out),
+      el("p", { class: "label" }, "Signed in as ", el("span", { class: "addr", id: "signed-in-as" }, checksummed(h.address)), " ", out),
       ...now,
       el("h2", {}, "The last 24 hours"),
       el("div", { class: "cards" },
@@ -421,7 +456,7 @@ const pages = {
       el("figure", {}, money, el("figcaption", {}, "Tokens per hour: spent on the utility and on neighbours (above), earned as feed-in credit and from neighbours (below).")),
       el("h2", {}, "My devices"),
       table("Devices with their own keys, what each said last and their readings' verification", ["device", "kind", "rating (W)", "now (kW, + delivering)", "status", "accepted", "pending", "held (why)"],
-        h.devices.map((d) => [short(d.device), d.kind, count(d.capacity_w),
+        h.devices.map((d) => [who(d.device), d.kind, count(d.capacity_w),
           d.now ? `${num(d.now.power_w / 1000, 2)} at ${utc(d.now.time_ms)}` : "no sample on this node",
           d.status, d.readings_accepted, d.readings_pending,
           d.held.length ? d.held.slice(-3).map((x) => `${slotTime(x.slot)}: ${x.reason}`).join("; ") : "none"])),
@@ -510,13 +545,13 @@ const pages = {
       el("h2", {}, "Latest blocks"),
       table("Blocks, newest first", ["height", "time", "transactions", "hash", "proposer"],
         blocks.blocks.map((b) => [count(b.height), utc(b.timestamp_ms), count(b.tx_count),
-          el("span", { class: "hash", title: b.hash }, short(b.hash)), short(b.proposer)])),
+          el("span", { class: "hash", title: b.hash }, short(b.hash)), who(b.proposer)])),
       el("h2", {}, `Transactions of block ${latest.height}`),
       table(`The first 20 of its ${latest.tx_count} transactions`, ["hash", "kind", "sender", "nonce"],
-        latest.txs.slice(0, 20).map((t) => [el("span", { class: "hash", title: t.hash }, short(t.hash)), t.kind, short(t.sender), t.nonce])),
+        latest.txs.slice(0, 20).map((t) => [el("span", { class: "hash", title: t.hash }, short(t.hash)), t.kind, who(t.sender), t.nonce])),
       el("h2", {}, "Validators"),
       table(`${status.consensus === "bft" ? "The validators that agree on every block" : "This node orders the blocks (solo)"}`, ["key"],
-        status.validator_set.map((v) => [el("span", { class: "hash", title: v }, v)])),
+        status.validator_set.map((v) => [el("span", { class: "addr", title: checksummed(v) }, checksummed(v))])),
       el("h2", {}, "Rewards per epoch"),
       table("Closed epochs, newest first; tokens", ["epoch", "emission", "minted", "recipients", "paid by community assets"],
         supply.epochs.map((e) => [e.epoch, tokens(e.emission), tokens(e.minted), count(e.recipients), tokens(e.asset_payouts)])),

@@ -264,3 +264,121 @@ fn a_node_keeping_a_window_of_blocks_answers_for_the_pruned_ones_and_restarts_on
     });
     node.terminate();
 }
+
+/// `gridmesh node snapshot` of a stopped node and `gridmesh node restore` into a new directory:
+/// the restored node starts at the snapshot's block with the same state and goes on; a running
+/// node's directory, a damaged file and a directory with a chain are refused with why.
+#[test]
+fn a_snapshot_restores_into_a_node_that_goes_on_from_its_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = NodeProc::start(&data, &["--empty-blocks"]);
+    let (_, to) = common::new_key(dir.path(), "member");
+    let faucet = data.join("faucet.key");
+    let sent = common::transfer(&node.url, faucet.to_str().unwrap(), &to, "2.5");
+    let client = Client::new(&node.url);
+    client
+        .wait_committed(
+            &sent["hash"].as_str().unwrap().parse().unwrap(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let file = dir.path().join("chain.snapshot");
+    let snapshot = |args: &[&str]| {
+        let mut all = vec!["node"];
+        all.extend_from_slice(args);
+        common::gridmesh(&all)
+    };
+    let running = snapshot(&[
+        "snapshot",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&running.stderr);
+    assert!(
+        !running.status.success() && err.contains("Stop it first"),
+        "{err}"
+    );
+    node.terminate();
+    let wrote = snapshot(&[
+        "snapshot",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&wrote.stdout);
+    assert!(
+        wrote.status.success() && text.starts_with("wrote "),
+        "{text}"
+    );
+    let height: u64 = text
+        .split(" at block ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    // A development chain's genesis comes from its faucet key.
+    std::fs::copy(&faucet, copy.join("faucet.key")).unwrap();
+    let restore = |from: &std::path::Path, to: &std::path::Path| {
+        snapshot(&[
+            "restore",
+            "--snapshot",
+            from.to_str().unwrap(),
+            "--data-dir",
+            to.to_str().unwrap(),
+        ])
+    };
+    let mut damaged = std::fs::read(&file).unwrap();
+    let last = damaged.len() - 40;
+    damaged[last] ^= 1;
+    let bad = dir.path().join("damaged.snapshot");
+    std::fs::write(&bad, damaged).unwrap();
+    let refused = restore(&bad, &copy);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("is damaged"),
+        "{err}"
+    );
+    let refused = restore(&file, &data);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("already holds a chain"),
+        "{err}"
+    );
+    let restored = restore(&file, &copy);
+    assert!(restored.status.success(), "{restored:?}");
+
+    let node = NodeProc::start(&copy, &["--empty-blocks"]);
+    let client = Client::new(&node.url);
+    let status = client.status().unwrap();
+    assert!(status.height >= height, "{} < {height}", status.height);
+    assert_eq!(status.oldest_block, height + 1);
+    assert_eq!(
+        client.account(&to.parse().unwrap()).unwrap().balance_base,
+        2_500_000
+    );
+    let again = common::transfer(
+        &node.url,
+        copy.join("faucet.key").to_str().unwrap(),
+        &to,
+        "1",
+    );
+    client
+        .wait_committed(
+            &again["hash"].as_str().unwrap().parse().unwrap(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(
+        client.account(&to.parse().unwrap()).unwrap().balance_base,
+        3_500_000
+    );
+    node.terminate();
+}

@@ -30,6 +30,7 @@ pub mod market;
 pub mod mempool;
 pub mod merkle;
 pub mod readers;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod telemetry;

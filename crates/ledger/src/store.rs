@@ -315,6 +315,45 @@ impl Store {
         w.commit().map_err(db_err)
     }
 
+    /// Writes a chain restored from a snapshot into a fresh database, atomically: genesis, the
+    /// head's header (its transactions are not in a snapshot) and the whole state; blocks up to
+    /// the head count as pruned ([`crate::snapshot`]).
+    pub fn restore(
+        &self,
+        chain_id: &str,
+        genesis: &Block,
+        head: &BlockHeader,
+        state: &crate::state::State,
+    ) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = w.open_table(META).map_err(db_err)?;
+            meta.insert(META_CHAIN_ID, chain_id.as_bytes())
+                .map_err(db_err)?;
+            meta.insert(META_GENESIS, genesis.hash().0.as_slice())
+                .map_err(db_err)?;
+        }
+        let empty = crate::state::State::default();
+        self.write_block(&w, genesis, &[], empty.buckets(), empty.kv().buckets())?;
+        if head.height > 0 {
+            let head = Block {
+                header: head.clone(),
+                txs: Vec::new(),
+            };
+            self.write_block(&w, &head, &[], state.buckets(), state.kv().buckets())?;
+            w.open_table(META)
+                .map_err(db_err)?
+                .insert(
+                    META_KEPT_FROM,
+                    (head.header.height + 1).to_le_bytes().as_slice(),
+                )
+                .map_err(db_err)?;
+        } else {
+            self.write_block(&w, genesis, &[], state.buckets(), state.kv().buckets())?;
+        }
+        w.commit().map_err(db_err)
+    }
+
     /// Commits a block, its receipts and the account buckets it changed in one durable transaction.
     /// With [`Retention::Last`], the blocks that fell out of the window go in the same transaction.
     pub fn commit_block(

@@ -9,9 +9,13 @@ use gridmesh_node::{NodeConfig, RunningNode, DEFAULT_LISTEN};
 
 use crate::cli::broker_arg;
 use crate::cmd::{runtime, shutdown_signal};
+use crate::output::outln;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct NodeArgs {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
     /// Node config file (TOML): every flag below has its key (data_dir, listen, genesis,
     /// validator_key, p2p_listen, block_interval_ms, empty_blocks, keep_blocks, time_scale,
     /// [grid_operator],
@@ -100,7 +104,60 @@ pub(crate) struct NodeArgs {
     tls_key: Option<PathBuf>,
 }
 
+/// What else `gridmesh node` does with a data directory, the node stopped.
+#[derive(clap::Subcommand)]
+pub(crate) enum NodeAction {
+    /// Write the chain's state at its head to one file (the node must be stopped): a backup, or
+    /// a new node without the history. Checked against the head's state root before writing.
+    Snapshot {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The snapshot file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a new data directory from a snapshot: the node started on it goes on from the
+    /// snapshot's block (the blocks before it are not there). Start it with the same genesis
+    /// file (a development chain also needs its faucet.key copied in).
+    Restore {
+        /// The snapshot file (`gridmesh node snapshot`).
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// The new data directory (created; refused if it holds a chain).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn snapshot_action(action: NodeAction) -> anyhow::Result<()> {
+    use gridmesh_ledger::snapshot;
+    let (done, s) = match action {
+        NodeAction::Snapshot { data_dir, out } => {
+            let s = snapshot::write(&data_dir, &out)?;
+            (format!("wrote {}", out.display()), s)
+        }
+        NodeAction::Restore { snapshot, data_dir } => {
+            let s = snapshot::restore(&snapshot, &data_dir)?;
+            (format!("restored into {}", data_dir.display()), s)
+        }
+    };
+    outln!(
+        "{done}: chain {} at block {} (state root {}), {} accounts, {} state entries, {} bytes",
+        s.chain_id,
+        s.height,
+        s.state_root,
+        s.accounts,
+        s.kv_entries,
+        s.bytes
+    );
+    Ok(())
+}
+
 pub(crate) fn run(a: NodeArgs) -> anyhow::Result<()> {
+    if let Some(action) = a.action {
+        return snapshot_action(action);
+    }
     let file = match &a.config {
         Some(path) => gridmesh_node::config::NodeFile::load(path)?,
         None => Default::default(),

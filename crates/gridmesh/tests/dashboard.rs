@@ -709,6 +709,49 @@ fn a_member_signs_in_on_the_page_and_sees_the_apis_figures_for_the_home() {
         };
         assert_eq!(v, &want, "{k}");
     }
+    // The energy-flow picture: each line's power is the API's, and what flows into the home
+    // equals what flows out (PV + grid = consumption + battery + EV).
+    let flows: Vec<(String, String)> = serde_json::from_value(b.eval(
+        "Array.from(document.querySelectorAll('#energy-flows [data-flow]')).map(e => [e.dataset.flow, e.textContent])",
+    ))
+    .unwrap();
+    let live = &home["live"];
+    let flow = |k: &str| -> f64 {
+        let text = &flows
+            .iter()
+            .find(|(f, _)| f == k)
+            .unwrap_or_else(|| panic!("{k}: {flows:?}"))
+            .1;
+        text.trim_end_matches(" kW").parse().unwrap()
+    };
+    for k in ["pv_kw", "net_kw", "battery_kw", "ev_kw", "load_kw"] {
+        let want = live[k].as_f64().unwrap().abs();
+        assert_eq!(
+            format!("{} kW", people(want, 2)),
+            flows.iter().find(|(f, _)| f == k).unwrap().1,
+            "{k}"
+        );
+    }
+    let signed = |k: &str| flow(k) * live[k].as_f64().unwrap().signum();
+    let into = flow("pv_kw") + signed("net_kw");
+    let out = flow("load_kw") + signed("battery_kw") + flow("ev_kw");
+    assert!(
+        (into - out).abs() < 0.03,
+        "in {into} kW, out {out} kW: {flows:?}"
+    );
+    let slot = home["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["delivery_start_ms"] == live["slot_start_ms"]);
+    if let Some(row) = slot {
+        let kwh = |f: &str| row[f].as_str().unwrap().parse::<f64>().unwrap();
+        let p2p = (kwh("bought_kwh") - kwh("sold_kwh")) * 4.0;
+        assert_eq!(
+            format!("{} kW", people(p2p.abs(), 2)),
+            flows.iter().find(|(f, _)| f == "p2p_kw").unwrap().1
+        );
+    }
     b.screenshot(&shots.join("home-desktop.png"));
 
     // An order placed on the page, signed here with the key in the browser, is on the ledger.

@@ -335,6 +335,73 @@ const num = (v, places) => rounded(v, places);
 // The one sign convention of battery power, as the API gives it: what a battery draws is positive
 // (charging), what it gives negative.
 const BATTERY_SIGN = "kW, + charging";
+
+// What the home bought from its neighbours less what it sold them in the live slot, as mean kW
+// (null when the page has no row for that slot).
+const p2pNowKw = (h, l) => {
+  const row = h.slots.find((x) => x.delivery_start_ms === l.slot_start_ms);
+  return row ? (Number(row.bought_kwh) - Number(row.sold_kwh)) * 4 : null;
+};
+
+// The home's energy flows now, drawn as the energy dashboards owners know (Home Assistant's):
+// the sources and sinks around the home, a line each with its power and an arrow the way the
+// energy goes; the neighbours trade through the grid. Colours from the page's palette, so the
+// picture follows the reader's dark setting. What flows into the home equals what flows out:
+// PV + grid = consumption + battery (charging) + EV.
+const SVG_NS = "http://www.w3.org/2000/svg";
+const svg = (tag, attrs = {}, ...children) => {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  e.append(...children);
+  return e;
+};
+const flowPicture = (l, p2pKw) => {
+  const at = {
+    solar: [120, 55], ev: [400, 55], home: [260, 165],
+    grid: [120, 275], battery: [400, 275], neighbours: [120, 385],
+  };
+  const r = 38;
+  const parts = [svg("defs", {}, svg("marker", { id: "flow-arrow", viewBox: "0 0 10 10", refX: "9", refY: "5",
+    markerWidth: "4", markerHeight: "4", orient: "auto-start-reverse" }, svg("path", { d: "M0,0 L10,5 L0,10 z", class: "flow-arrowhead" })))];
+  // A line from `a` to `b` carrying `kw` (negative: from b to a), labelled in the middle.
+  const link = (a, b, kw, key) => {
+    const [[x1, y1], [x2, y2]] = [at[a], at[b]];
+    const len = Math.hypot(x2 - x1, y2 - y1), ux = (x2 - x1) / len, uy = (y2 - y1) / len;
+    const still = Math.abs(kw) < 0.005;
+    const [from, to] = kw < 0 ? [[x2, y2, -1], [x1, y1, 1]] : [[x1, y1, 1], [x2, y2, -1]];
+    parts.push(svg("line", {
+      x1: from[0] + from[2] * ux * r, y1: from[1] + from[2] * uy * r,
+      x2: to[0] + to[2] * ux * (r + 4), y2: to[1] + to[2] * uy * (r + 4),
+      class: still ? "flow-line still" : "flow-line", ...(still ? {} : { "marker-end": "url(#flow-arrow)" }),
+    }));
+    // Beside the line's middle: above it, or right of a vertical one.
+    let [nx, ny] = [-uy, ux];
+    if (ny > 0 || (Math.abs(ny) < 1e-9 && nx < 0)) [nx, ny] = [-nx, -ny];
+    const vertical = Math.abs(ux) < 1e-9;
+    parts.push(svg("text", { x: (x1 + x2) / 2 + nx * 14, y: (y1 + y2) / 2 + ny * 14 + 4,
+      class: "flow-kw", "text-anchor": vertical ? "start" : "middle", "data-flow": key }, `${num(Math.abs(kw), 2)} kW`));
+  };
+  const node = (k, label, value, key) => {
+    const [x, y] = at[k];
+    parts.push(svg("circle", { cx: x, cy: y, r, class: `flow-node flow-${k}` }));
+    parts.push(svg("text", { x, y: y - 4, class: "flow-name", "text-anchor": "middle" }, label));
+    if (value !== undefined) parts.push(svg("text", { x, y: y + 14, class: "flow-kw", "text-anchor": "middle", "data-flow": key }, value));
+  };
+  link("solar", "home", l.pv_kw, "pv_kw");
+  link("grid", "home", l.net_kw, "net_kw");
+  link("home", "battery", l.battery_kw, "battery_kw");
+  link("home", "ev", l.ev_kw, "ev_kw");
+  if (p2pKw !== null) link("neighbours", "grid", p2pKw, "p2p_kw");
+  node("solar", "Solar");
+  node("ev", "EV");
+  node("home", "Home", `${num(l.load_kw, 2)} kW`, "load_kw");
+  node("grid", "Grid", l.net_kw >= 0 ? "import" : "export");
+  node("battery", "Battery", l.battery_soc_percent === null ? undefined : `${num(l.battery_soc_percent, 0)} %`, "soc");
+  if (p2pKw !== null) node("neighbours", "Neighbours");
+  const height = p2pKw !== null ? 440 : 330;
+  return svg("svg", { viewBox: `0 0 520 ${height}`, class: "flows", role: "img", id: "energy-flows",
+    "aria-label": "Energy flows of the home now" }, ...parts);
+};
 const pct = (v) => (v === null || v === undefined ? null : `${(100 * v).toFixed(1)} %`);
 
 // The feeder's power flow, when something solves it next to this node.
@@ -423,6 +490,8 @@ const pages = {
         card("Battery charge (%)", num(l.battery_soc_percent, 0), "home.live.battery_soc_percent"),
         card("EV charging (kW)", num(l.ev_kw, 2), "home.live.ev_kw"),
         card("Grid (kW, + import)", num(l.net_kw, 2), "home.live.net_kw")),
+      el("figure", {}, flowPicture(l, p2pNowKw(h, l)),
+        el("figcaption", {}, "Where the home's energy comes from and goes, mean kW over the slot; the neighbours' line is what the home traded with them in it, through the grid.")),
     ] : [];
     return [
       el("h2", {}, "My home"),

@@ -47,6 +47,11 @@ pub struct HomeState {
     pub ev_kw: f64,
     /// Exchange with the feeder, import positive.
     pub net_kw: f64,
+    /// The bus it is connected at (an index into [`Snapshot::buses`]), where known.
+    pub bus: Option<usize>,
+    /// Whether it has rooftop PV (its registered devices say so publicly; what the PV makes is
+    /// the owner's).
+    pub has_pv: bool,
 }
 
 /// The feeder as one slot left it: the power flow's voltages and loadings and the community's

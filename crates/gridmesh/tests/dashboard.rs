@@ -365,6 +365,31 @@ fn every_page_loads_cleanly_and_shows_the_apis_numbers() {
         );
         assert!(checked >= 5, "{page}: only {checked} figures");
         if page == "network" {
+            // The feeder is drawn as it is: the grid connection and the transformer named, the
+            // 30 homes at their buses, those with rooftop PV apart (issue 24: a generic grid of
+            // identical lines).
+            let svg = ureq::get(&format!("{}/v1/charts/feeder.svg", demo.url))
+                .call()
+                .unwrap()
+                .into_string()
+                .unwrap();
+            std::fs::write(shots.join("feeder.svg"), &svg).unwrap();
+            assert!(
+                svg.contains("grid connection") && svg.contains("transformer"),
+                "the feeder's names"
+            );
+            let marks = |colour: &str| {
+                svg.split("<polygon")
+                    .skip(1)
+                    .filter(|p| p.split('>').next().unwrap_or("").contains(colour))
+                    .count()
+            };
+            let (pv, plain) = (marks("#E69F00"), marks("#56B4E9"));
+            // One mark a home, and one of each in the legend.
+            assert!(
+                pv >= 2 && plain >= 2 && pv + plain == 30 + 2,
+                "PV homes {pv}, others {plain}"
+            );
             // The feeder's flows add up with the one sign convention the page states: the
             // exchange with the grid is what the homes draw (batteries charging, EVs) less their
             // PV, plus the losses (issue 24: the page said "+ discharging").

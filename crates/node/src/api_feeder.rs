@@ -365,7 +365,8 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
         let aspect = (y1 - y0).max(1e-9) / (x1 - x0).max(1e-9);
         (f64::from(width) * aspect + 120.0).clamp(400.0, 1400.0) as u32
     } else {
-        ((y1 - y0 + 1.0) * 12.0 + 160.0).clamp(280.0, 2400.0) as u32
+        // Room between the rows for the homes below each bus and the names above.
+        ((y1 - y0 + 1.0) * 40.0 + 200.0).clamp(280.0, 4000.0) as u32
     };
     let pad_x = (x1 - x0).max(1.0) * 0.03;
     let pad_y = (y1 - y0).max(1.0) * 0.03;
@@ -387,7 +388,7 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
         let y_range = if map {
             (y0 - pad_y - (y1 - y0) * 0.12)..(y1 + pad_y)
         } else {
-            (y1 + 3.0)..(y0 - 1.0)
+            (y1 + 6.0)..(y0 - 1.0)
         };
         let mut chart = builder
             .build_cartesian_2d((x0 - pad_x)..(x1 + pad_x), y_range)
@@ -431,11 +432,85 @@ fn diagram(s: &Snapshot) -> Result<String, String> {
                 let colour = if out_of_band(b) {
                     RGBColor(213, 94, 0)
                 } else {
-                    RGBColor(40, 40, 40)
+                    BLACK
                 };
                 Circle::new(pos[i], if b.slack { 6 } else { 3 }, colour.filled())
             }))
             .map_err(|x| e(&x))?;
+        // Screen pixels in the chart's units (about: the plot area is the image less its
+        // caption, margins and axis labels), to place marks and names beside the buses.
+        let plot_px = (f64::from(width) - 40.0, f64::from(height) - 90.0);
+        let y_span = if map {
+            (y1 - y0) * 1.12 + 2.0 * pad_y
+        } else {
+            y1 - y0 + 7.0
+        };
+        let px = (
+            (x1 - x0 + 2.0 * pad_x) / plot_px.0,
+            // Screen-down in the chart's units: the map keeps north up, the tree grows down.
+            if map { -1.0 } else { 1.0 } * y_span / plot_px.1,
+        );
+        // The homes beside their buses, side by side where several share one: with rooftop PV
+        // (their registered devices say which; not what it makes, which is the owner's) or
+        // without.
+        let pv_colour = RGBColor(230, 159, 0);
+        let home_colour = RGBColor(86, 180, 233);
+        let mut at_bus = vec![0usize; pos.len()];
+        let homes: Vec<((f64, f64), bool)> = s
+            .homes
+            .iter()
+            .filter_map(|h| {
+                let bus = h.bus.filter(|b| *b < pos.len())?;
+                let k = at_bus[bus] as f64;
+                at_bus[bus] += 1;
+                let (x, y) = pos[bus];
+                Some(((x + (9.0 + 9.0 * k) * px.0, y + 6.0 * px.1), h.has_pv))
+            })
+            .collect();
+        chart
+            .draw_series(homes.iter().map(|&(at, pv)| {
+                let colour = if pv { pv_colour } else { home_colour };
+                TriangleMarker::new(at, 5, colour.filled())
+            }))
+            .map_err(|x| e(&x))?;
+        // Names: the grid connection, each transformer with its loading, and every bus where
+        // there are few enough to read (the IEEE 13-node feeder's 650, 632, 671...). Black
+        // text and dots turn light in the dark theme (`gridmesh_charts::themed`).
+        let label = |text: String, at: (f64, f64)| {
+            Text::new(text, at, ("sans-serif", 12).into_font().color(&BLACK))
+        };
+        let few = s.buses.len() <= 40;
+        chart
+            .draw_series(s.buses.iter().enumerate().filter_map(|(i, b)| {
+                let text = if b.slack {
+                    format!("grid connection {}", b.name)
+                } else if few {
+                    b.name.clone()
+                } else {
+                    return None;
+                };
+                Some(label(text, (pos[i].0 + 4.0 * px.0, pos[i].1 - 17.0 * px.1)))
+            }))
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(s.branches.iter().filter(|b| b.transformer).map(|b| {
+                let ((xa, ya), (xb, yb)) = (pos[b.from], pos[b.to]);
+                let loading = b
+                    .loading_percent
+                    .map_or(String::new(), |p| format!(", {p:.0} % loaded"));
+                label(
+                    format!("transformer{loading}"),
+                    ((xa + xb) / 2.0 - 40.0 * px.0, (ya + yb) / 2.0 + 8.0 * px.1),
+                )
+            }))
+            .map_err(|x| e(&x))?;
+        for (label, colour) in [("home", home_colour), ("home with rooftop PV", pv_colour)] {
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .map_err(|x| e(&x))?
+                .label(label)
+                .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 5, colour.filled()));
+        }
         for (label, colour) in [
             ("under 50 % of rating", loading_colour(Some(10.0))),
             ("50-100 %", loading_colour(Some(60.0))),

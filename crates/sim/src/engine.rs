@@ -317,6 +317,8 @@ pub fn run_on(
         .collect();
     let mut acc = Accumulator::new(s, c, feeder);
     let mut island_slots: Vec<bool> = vec![false; end + SETTLE_LAG + 1];
+    // Where the homes are on the feeder, for its live drawing.
+    let home_buses = feeder.home_buses();
     for u in first..end + SETTLE_LAG {
         let in_period = u < end;
         // 1-2. The block: readings of u − 1, orders for u + 1, islanding events.
@@ -498,6 +500,8 @@ pub fn run_on(
                     battery_capacity_kwh: c.homes.homes[i].battery.as_ref().map(|b| b.capacity_kwh),
                     ev_kw: d.ev_kw,
                     net_kw: d.net_kw,
+                    bus: home_buses.get(i).copied(),
+                    has_pv: c.homes.homes[i].pv_kwp > 0.0,
                 }
             };
         // The ledger's block beside the slot's homes, agents and power flow, on the pool's

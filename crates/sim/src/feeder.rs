@@ -62,6 +62,19 @@ pub struct FeederLimit {
 }
 
 impl Feeder {
+    /// The bus each home is connected at: its site on a balanced feeder, its load's bus on an
+    /// unbalanced one (indices of the buses of the feeder's snapshots).
+    pub fn home_buses(&self) -> Vec<usize> {
+        match &self.grid {
+            Grid::Balanced(_) => self.home_site.clone(),
+            Grid::Unbalanced(circuit) => self
+                .home_site
+                .iter()
+                .map(|&k| circuit.loads[k].terminal.bus)
+                .collect(),
+        }
+    }
+
     /// The feeder's limits for a coordinator, both ways, within the voltage band `band_pu`,
     /// with the homes drawing `q_per_p` kvar per kW. On a balanced radial feeder
     /// ([`Feeder::radial_limits`]): its cables and transformers, and the voltage at each of its

@@ -139,6 +139,20 @@ fn decode<T: borsh::BorshDeserialize>(bytes: &[u8], height: u64) -> Result<T, St
     borsh::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("block {height}: {e}")))
 }
 
+/// Records, in `w`, which chain the database holds: its id and its genesis block's hash.
+fn write_identity(
+    w: &redb::WriteTransaction,
+    chain_id: &str,
+    genesis: &Block,
+) -> Result<(), StoreError> {
+    let mut meta = w.open_table(META).map_err(db_err)?;
+    meta.insert(META_CHAIN_ID, chain_id.as_bytes())
+        .map_err(db_err)?;
+    meta.insert(META_GENESIS, genesis.hash().0.as_slice())
+        .map_err(db_err)?;
+    Ok(())
+}
+
 /// A handle to the database; cheap to clone, safe to read from several threads while one writes.
 #[derive(Clone)]
 pub struct Store {
@@ -304,13 +318,7 @@ impl Store {
         state: &crate::state::State,
     ) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut meta = w.open_table(META).map_err(db_err)?;
-            meta.insert(META_CHAIN_ID, chain_id.as_bytes())
-                .map_err(db_err)?;
-            meta.insert(META_GENESIS, block.hash().0.as_slice())
-                .map_err(db_err)?;
-        }
+        write_identity(&w, chain_id, block)?;
         self.write_block(&w, block, &[], state.buckets(), state.kv().buckets())?;
         w.commit().map_err(db_err)
     }
@@ -326,16 +334,12 @@ impl Store {
         state: &crate::state::State,
     ) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut meta = w.open_table(META).map_err(db_err)?;
-            meta.insert(META_CHAIN_ID, chain_id.as_bytes())
-                .map_err(db_err)?;
-            meta.insert(META_GENESIS, genesis.hash().0.as_slice())
-                .map_err(db_err)?;
-        }
-        let empty = crate::state::State::default();
-        self.write_block(&w, genesis, &[], empty.buckets(), empty.kv().buckets())?;
-        if head.height > 0 {
+        write_identity(&w, chain_id, genesis)?;
+        if head.height == 0 {
+            self.write_block(&w, genesis, &[], state.buckets(), state.kv().buckets())?;
+        } else {
+            let empty = crate::state::State::default();
+            self.write_block(&w, genesis, &[], empty.buckets(), empty.kv().buckets())?;
             let head = Block {
                 header: head.clone(),
                 txs: Vec::new(),
@@ -348,8 +352,6 @@ impl Store {
                     (head.header.height + 1).to_le_bytes().as_slice(),
                 )
                 .map_err(db_err)?;
-        } else {
-            self.write_block(&w, genesis, &[], state.buckets(), state.kv().buckets())?;
         }
         w.commit().map_err(db_err)
     }

@@ -138,6 +138,66 @@ pub struct EngineConfig {
     /// Blocks per section of the consensus archives: what pruning removes at once. Fixed for the
     /// life of a data directory ([`ARCHIVE_SECTION_BLOCKS`]; smaller in tests).
     pub archive_section_blocks: NonZeroU64,
+    /// A node restored from a snapshot: the finalisation certificate of the block its chain starts
+    /// at ([`finalization_at`], encoded). Consensus starts from that block instead of genesis.
+    pub floor: Option<Vec<u8>>,
+}
+
+/// A finalisation certificate of this network.
+pub type FinalizationOf = commonware_consensus::simplex::types::Finalization<
+    Scheme,
+    commonware_cryptography::blake3::Digest,
+>;
+
+/// A snapshot's consensus floor, checked: it decodes as a finalisation certificate of this
+/// network's kind and certifies the block `head` (the restored chain's head; an error once the
+/// chain has gone on from it).
+pub fn decode_floor(bytes: &[u8], head: gridmesh_types::Hash32) -> Result<FinalizationOf, String> {
+    use commonware_codec::Decode as _;
+    let f = FinalizationOf::decode_cfg(
+        bytes.to_vec(),
+        &Scheme::certificate_codec_config_unbounded(),
+    )
+    .map_err(|e| format!("the consensus floor does not decode: {e}"))?;
+    let certified = crate::block::hash_of(&f.proposal.payload);
+    if certified != head {
+        return Err(format!(
+            "the consensus floor certifies block {certified}, not the chain's head {head}"
+        ));
+    }
+    Ok(f)
+}
+
+/// The encoded finalisation certificate of block `height` in the consensus archive under
+/// `prefix` (a stopped node's), or `None` where the archive holds none for it: what a snapshot
+/// carries so that a node restored from it starts consensus at that block.
+pub async fn finalization_at<E>(
+    context: E,
+    prefix: &str,
+    section: NonZeroU64,
+    height: u64,
+) -> Option<Vec<u8>>
+where
+    E: Spawner + Metrics + Clock + Storage,
+{
+    use commonware_codec::Encode as _;
+    use commonware_storage::archive::{Archive as _, Identifier};
+    let page_cache = CacheRef::new(PAGE_SIZE, PAGE_CACHE_PAGES);
+    let archive: prunable::Archive<_, _, commonware_cryptography::blake3::Digest, FinalizationOf> =
+        prunable::Archive::init(
+            context.child("snapshot_finalizations"),
+            archive_config(
+                prefix,
+                "finalizations",
+                &page_cache,
+                section,
+                Scheme::certificate_codec_config_unbounded(),
+            ),
+        )
+        .await
+        .ok()?;
+    let found = archive.get(Identifier::Index(height)).await.ok()??;
+    Some(found.encode().to_vec())
 }
 
 /// Blocks per section of the consensus archives (about eight minutes at two blocks a second).
@@ -278,6 +338,12 @@ where
 
     let genesis = replica.genesis();
     let genesis_digest = genesis.digest();
+    // A node restored from a snapshot starts from the certificate of the block its chain holds.
+    // Once the chain has gone on from it, consensus has its own record and the floor is done.
+    let floor: Option<FinalizationOf> = cfg.floor.as_ref().and_then(|bytes| {
+        let head = replica.chain().read().expect("chain lock").head_hash();
+        decode_floor(bytes, head).ok()
+    });
     let provider = ConstantProvider::new(scheme.clone());
     let (marshal_actor, marshal_mailbox, _floor) =
         MarshalActor::<_, Standard<BftBlock>, _, _, _, _, _>::init(
@@ -287,7 +353,10 @@ where
             marshal::Config {
                 provider,
                 epocher: FixedEpocher::new(EPOCH_LENGTH),
-                start: Start::Genesis(crate::block::digested(genesis)),
+                start: match &floor {
+                    Some(f) => Start::Floor(f.clone()),
+                    None => Start::Genesis(crate::block::digested(genesis)),
+                },
                 partition_prefix: prefix.clone(),
                 mailbox_size: cfg.mailbox_size,
                 view_retention: ViewDelta::new(10),
@@ -337,7 +406,10 @@ where
             partition: format!("{prefix}-simplex"),
             mailbox_size: cfg.mailbox_size,
             epoch: Epoch::zero(),
-            floor: simplex::config::Floor::Genesis(genesis_digest),
+            floor: match floor {
+                Some(f) => simplex::config::Floor::Finalized(f),
+                None => simplex::config::Floor::Genesis(genesis_digest),
+            },
             replay_buffer: IO_BUFFER,
             write_buffer: IO_BUFFER,
             page_cache,

@@ -48,7 +48,31 @@ pub struct ValidatorConfig {
     pub worker_threads: usize,
     /// Keep only this many of the last blocks in the consensus archives (`None`: every block).
     pub keep_blocks: Option<u64>,
+    /// Restored from a snapshot: the certificate of the chain's first block (see
+    /// [`EngineConfig::floor`]).
+    pub floor: Option<Vec<u8>>,
 }
+
+/// The encoded finalisation certificate of block `height` in a stopped node's consensus
+/// storage (`DATA_DIR/consensus`), for a snapshot ([`engine::finalization_at`]).
+pub fn finalization_at(storage_dir: &std::path::Path, height: u64) -> Option<Vec<u8>> {
+    let runtime = commonware_runtime::tokio::Config::new()
+        .with_worker_threads(1)
+        .with_storage_directory(storage_dir.to_path_buf())
+        .with_catch_panics(false);
+    commonware_runtime::tokio::Runner::new(runtime).start(|context| async move {
+        engine::finalization_at(
+            context,
+            PARTITION_PREFIX,
+            engine::ARCHIVE_SECTION_BLOCKS,
+            height,
+        )
+        .await
+    })
+}
+
+/// Prefix of a node's consensus storage partitions.
+const PARTITION_PREFIX: &str = "gridmesh";
 
 /// Runs the validator until `stop` fires or the replica fails. Blocks the calling thread.
 pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<()>) {
@@ -105,11 +129,12 @@ pub fn run(cfg: ValidatorConfig, replica: Arc<Replica>, stop: oneshot::Receiver<
             votes: cfg.votes,
             validators,
             namespace: cfg.namespace.clone(),
-            partition_prefix: "gridmesh".into(),
+            partition_prefix: PARTITION_PREFIX.into(),
             timing: cfg.timing,
             mailbox_size: NonZeroUsize::new(4096).unwrap(),
             keep_blocks: cfg.keep_blocks,
             archive_section_blocks: engine::ARCHIVE_SECTION_BLOCKS,
+            floor: cfg.floor.clone(),
         };
         let _engine = engine::start(
             context.child("engine"),

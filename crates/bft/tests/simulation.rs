@@ -214,6 +214,7 @@ impl Sim {
             mailbox_size: NonZeroUsize::new(1024).unwrap(),
             keep_blocks: self.keep_blocks,
             archive_section_blocks: NonZeroU64::new(8).unwrap(),
+            floor: gridmesh_ledger::snapshot::consensus_floor(self.dirs[i].path()).unwrap(),
         };
         let peers = self.oracle.manager();
         let r = replica.clone();
@@ -532,6 +533,77 @@ fn validators_keeping_a_window_prune_their_archives_and_restart_on_them() {
             sim.check_agreement(&[0, 1, 2, 3]);
             let later = archive_sections(&ctx, "validator-0-blocks-sections-value").await;
             assert!(later[0] > held[0], "seed {seed}: {held:?} then {later:?}");
+        });
+    }
+}
+
+/// A full node joins after the validators pruned the blocks before it could: from a snapshot of
+/// a validator's chain with its head's finalisation certificate, it starts consensus at that
+/// block, follows the validators and agrees with them.
+#[test]
+fn a_node_restored_from_a_snapshot_follows_validators_that_pruned_its_past() {
+    for seed in seeds().into_iter().take(2) {
+        runner(seed).start(|ctx| async move {
+            let mut sim = Sim::with_full_nodes(ctx.child("sim"), 4, 1, lossy_link(seed)).await;
+            // A window that outlasts the snapshot's trip (a block is made every ~50 ms here).
+            sim.keep_blocks = Some(200);
+            for i in 0..4 {
+                sim.start(i).await;
+            }
+            let mut round = 0;
+            while sim.min_height(&[0, 1, 2, 3]) < 300 {
+                sim.run(2, &mut round).await;
+            }
+            // Validator 0 stops; its data directory makes the snapshot (with the certificate of
+            // its head from its consensus archive), restored as the full node's.
+            sim.crash(0);
+            while sim.old_chains[0].upgrade().is_some() {
+                ctx.sleep(Duration::from_millis(10)).await;
+            }
+            let dir0 = sim.dirs[0].path().to_path_buf();
+            let head = gridmesh_ledger::snapshot::head_height(&dir0).unwrap();
+            let floor = engine::finalization_at(
+                ctx.child("snapshot"),
+                "validator-0",
+                NonZeroU64::new(8).unwrap(),
+                head,
+            )
+            .await
+            .expect("the head's certificate is in the archive");
+            let head_hash = Chain::open(&dir0, &sim.genesis).unwrap().head_hash();
+            engine::decode_floor(&floor, head_hash).expect("the floor certifies the head");
+            let file = sim.dirs[4].path().join("chain.snapshot");
+            let written = gridmesh_ledger::snapshot::write(&dir0, &file, Some(floor)).unwrap();
+            assert!(written.consensus_floor && written.height == head);
+            let restored = tempfile::tempdir().unwrap();
+            gridmesh_ledger::snapshot::restore(&file, restored.path()).unwrap();
+            sim.dirs[4] = restored;
+            sim.start(0).await;
+            let kept_from = {
+                let node = sim.nodes[1].as_ref().unwrap();
+                let chain = node.replica.chain().read().unwrap();
+                chain.store().kept_from().unwrap()
+            };
+            assert!(
+                kept_from > 24,
+                "seed {seed}: the validators pruned to {kept_from}"
+            );
+            sim.start(4).await;
+            let mut waited = 0;
+            loop {
+                sim.run(1, &mut round).await;
+                let target = sim.max_height(&[0, 1, 2, 3]);
+                if sim.height(4) + 2 >= target && sim.height(4) > head + 5 {
+                    break;
+                }
+                waited += 1;
+                assert!(
+                    waited < 40,
+                    "seed {seed}: the restored node at {} (from {head}), validators at {target}",
+                    sim.height(4)
+                );
+            }
+            sim.check_agreement(&[0, 1, 2, 3, 4]);
         });
     }
 }

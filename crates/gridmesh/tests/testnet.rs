@@ -306,8 +306,50 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
             "fork at height {h}: {hashes:?}"
         );
     }
+
+    // Validator 3 is made again from a snapshot of its own data directory: restored, it starts
+    // consensus at the snapshot's block (the block's certificate is in the file), not at genesis,
+    // and follows the others.
+    let v3 = dir.join("v3");
+    procs[3].take().unwrap().terminate();
+    let file = tmp.path().join("v3.snapshot");
+    let wrote = gridmesh(&[
+        "node",
+        "snapshot",
+        "--data-dir",
+        v3.join("data").to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&wrote.stdout);
+    assert!(
+        wrote.status.success() && said.contains("consensus starts at this block"),
+        "{said} {}",
+        String::from_utf8_lossy(&wrote.stderr)
+    );
+    std::fs::rename(v3.join("data"), v3.join("data.old")).unwrap();
+    let restored = gridmesh(&[
+        "node",
+        "restore",
+        "--snapshot",
+        file.to_str().unwrap(),
+        "--data-dir",
+        v3.join("data").to_str().unwrap(),
+    ]);
+    assert!(restored.status.success(), "{restored:?}");
+    procs[3] = Some(start_validator(&dir, 3));
+    let from = clients[3].status().unwrap().oldest_block - 1;
+    wait_until(
+        "the restored validator follows the others",
+        Duration::from_secs(90),
+        || height(&clients[3]) > from + 3 && height(&clients[3]) + 3 >= height(&clients[0]),
+    );
+    let h = height(&clients[3]);
+    let hash_at = |c: &Client| c.block(Some(h)).unwrap().unwrap().hash;
+    assert_eq!(hash_at(&clients[3]), hash_at(&clients[0]), "block {h}");
     eprintln!(
-        "{} submitted, {finalised} finalised on all {N} validators and the full node, {top} blocks",
+        "{} submitted, {finalised} finalised on all {N} validators and the full node, {top} blocks; \
+         validator 3 restored at block {from}, following at {h}",
         load.submitted.len()
     );
 }

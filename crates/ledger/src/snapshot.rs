@@ -29,6 +29,22 @@ struct Body {
     head: BlockHeader,
     accounts: Vec<(Address, Account)>,
     kv: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A BFT node's: the head block's finalisation certificate, as the consensus engine encodes
+    /// it (opaque here), from which a restored node starts consensus.
+    consensus_floor: Option<Vec<u8>>,
+}
+
+/// Where a restored BFT node finds its consensus floor (the engine reads it at start).
+pub const CONSENSUS_FLOOR_FILE: &str = "consensus-floor.bin";
+
+/// The consensus floor a restore left in the data directory `dir`, if any.
+pub fn consensus_floor(dir: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
+    let path = dir.join(CONSENSUS_FLOOR_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
 }
 
 /// What a snapshot holds.
@@ -40,6 +56,8 @@ pub struct Summary {
     pub state_root: Hash32,
     pub accounts: usize,
     pub kv_entries: usize,
+    /// Whether it carries a BFT node's consensus floor.
+    pub consensus_floor: bool,
     /// Size of the file.
     pub bytes: u64,
 }
@@ -109,9 +127,29 @@ fn check_state(
     Ok(state)
 }
 
+/// The head height of the chain in the (stopped) node's data directory `dir`.
+pub fn head_height(dir: &Path) -> Result<u64, SnapshotError> {
+    if !dir.join("chain.redb").exists() {
+        return Err(SnapshotError::NoChain(dir.display().to_string()));
+    }
+    let store = Store::open(dir).map_err(|source| SnapshotError::InUse {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    Ok(store
+        .meta()?
+        .ok_or_else(|| SnapshotError::NoChain(dir.display().to_string()))?
+        .head_height)
+}
+
 /// Writes the chain of the (stopped) node's data directory `dir` at its head to `out`, by way
-/// of a temporary file renamed into place.
-pub fn write(dir: &Path, out: &Path) -> Result<Summary, SnapshotError> {
+/// of a temporary file renamed into place; a BFT node's with the head's finalisation certificate
+/// (`consensus_floor`, read from its consensus archive by the caller).
+pub fn write(
+    dir: &Path,
+    out: &Path,
+    consensus_floor: Option<Vec<u8>>,
+) -> Result<Summary, SnapshotError> {
     if !dir.join("chain.redb").exists() {
         return Err(SnapshotError::NoChain(dir.display().to_string()));
     }
@@ -142,6 +180,7 @@ pub fn write(dir: &Path, out: &Path) -> Result<Summary, SnapshotError> {
         head,
         accounts,
         kv,
+        consensus_floor,
     };
     let bytes = borsh::to_vec(&body).expect("encoding to a Vec cannot fail");
     let tmp = out.with_extension("tmp");
@@ -163,6 +202,7 @@ fn summary(body: &Body, bytes: u64) -> Summary {
         state_root: body.head.state_root,
         accounts: body.accounts.len(),
         kv_entries: body.kv.len(),
+        consensus_floor: body.consensus_floor.is_some(),
         bytes,
     }
 }
@@ -209,6 +249,10 @@ pub fn restore(path: &Path, dir: &Path) -> Result<Summary, SnapshotError> {
         return Err(SnapshotError::HoldsAChain(name()));
     }
     store.restore(&body.chain_id, &body.genesis, &body.head, &state)?;
+    if let Some(floor) = &body.consensus_floor {
+        let path = dir.join(CONSENSUS_FLOOR_FILE);
+        std::fs::write(&path, floor).map_err(io(&path))?;
+    }
     Ok(summary(&body, bytes))
 }
 
@@ -246,7 +290,7 @@ mod tests {
         commit_transfers(&mut chain, &faucet, alice, 5);
         drop(chain);
         let file = b.path().join("chain.snapshot");
-        let written = write(a.path(), &file).unwrap();
+        let written = write(a.path(), &file, None).unwrap();
         assert_eq!(written.height, 5);
         assert_eq!(written.bytes, std::fs::metadata(&file).unwrap().len());
         assert_eq!(inspect(&file).unwrap(), written);
@@ -292,7 +336,7 @@ mod tests {
         ));
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
-            write(empty.path(), &b.path().join("x")),
+            write(empty.path(), &b.path().join("x"), None),
             Err(SnapshotError::NoChain(_))
         ));
     }

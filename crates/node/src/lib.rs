@@ -134,6 +134,30 @@ impl NodeConfig {
     }
 }
 
+/// `gridmesh node snapshot`: the chain of the stopped node's `data_dir` at its head, written to
+/// `out`; a BFT node's with its head's finalisation certificate from its consensus storage, so
+/// that a node restored from it starts consensus at that block.
+pub fn snapshot(
+    data_dir: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<gridmesh_ledger::snapshot::Summary> {
+    let consensus = data_dir.join("consensus");
+    let floor = if consensus.is_dir() {
+        let head = gridmesh_ledger::snapshot::head_height(data_dir)?;
+        Some(
+            gridmesh_bft::validator::finalization_at(&consensus, head).with_context(|| {
+                format!(
+                    "{} holds no finalisation certificate of block {head}, the chain's head",
+                    consensus.display()
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    Ok(gridmesh_ledger::snapshot::write(data_dir, out, floor)?)
+}
+
 /// A service's transactions lock a deposit each in the mempool: say so at start when its account
 /// cannot hold even a few of them, instead of letting every submission fail later.
 fn warn_if_unfunded(shared: &Shared, service: &str, address: Address, pool: &MempoolConfig) {
@@ -508,6 +532,8 @@ impl RunningNode {
                     timing: Default::default(),
                     worker_threads: 2,
                     keep_blocks: cfg.keep_blocks,
+                    // Restored from a snapshot: consensus starts at the chain's block.
+                    floor: gridmesh_ledger::snapshot::consensus_floor(&cfg.data_dir)?,
                 };
                 let counter = shared.clone();
                 replica.on_finalized(move |f, _| {

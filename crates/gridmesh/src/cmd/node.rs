@@ -108,7 +108,9 @@ pub(crate) struct NodeArgs {
 #[derive(clap::Subcommand)]
 pub(crate) enum NodeAction {
     /// Write the chain's state at its head to one file (the node must be stopped): a backup, or
-    /// a new node without the history. Checked against the head's state root before writing.
+    /// a new node without the history. Checked against the head's state root before writing; a
+    /// BFT node's carries its head's finalisation certificate, so that the restored node starts
+    /// consensus there.
     Snapshot {
         /// The node's data directory.
         #[arg(long)]
@@ -134,7 +136,7 @@ fn snapshot_action(action: NodeAction) -> anyhow::Result<()> {
     use gridmesh_ledger::snapshot;
     let (done, s) = match action {
         NodeAction::Snapshot { data_dir, out } => {
-            let s = snapshot::write(&data_dir, &out)?;
+            let s = gridmesh_node::snapshot(&data_dir, &out)?;
             (format!("wrote {}", out.display()), s)
         }
         NodeAction::Restore { snapshot, data_dir } => {
@@ -143,13 +145,18 @@ fn snapshot_action(action: NodeAction) -> anyhow::Result<()> {
         }
     };
     outln!(
-        "{done}: chain {} at block {} (state root {}), {} accounts, {} state entries, {} bytes",
+        "{done}: chain {} at block {} (state root {}), {} accounts, {} state entries, {} bytes{}",
         s.chain_id,
         s.height,
         s.state_root,
         s.accounts,
         s.kv_entries,
-        s.bytes
+        s.bytes,
+        if s.consensus_floor {
+            "; consensus starts at this block (its finalisation certificate is in the file)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

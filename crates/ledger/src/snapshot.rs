@@ -127,19 +127,23 @@ fn check_state(
     Ok(state)
 }
 
-/// The head height of the chain in the (stopped) node's data directory `dir`.
-pub fn head_height(dir: &Path) -> Result<u64, SnapshotError> {
+/// The store of the (stopped) node's data directory `dir` and what it says of its chain.
+fn open_chain(dir: &Path) -> Result<(Store, crate::store::StoredMeta), SnapshotError> {
+    let no_chain = || SnapshotError::NoChain(dir.display().to_string());
     if !dir.join("chain.redb").exists() {
-        return Err(SnapshotError::NoChain(dir.display().to_string()));
+        return Err(no_chain());
     }
     let store = Store::open(dir).map_err(|source| SnapshotError::InUse {
         dir: dir.display().to_string(),
         source,
     })?;
-    Ok(store
-        .meta()?
-        .ok_or_else(|| SnapshotError::NoChain(dir.display().to_string()))?
-        .head_height)
+    let meta = store.meta()?.ok_or_else(no_chain)?;
+    Ok((store, meta))
+}
+
+/// The head height of the chain in the (stopped) node's data directory `dir`.
+pub fn head_height(dir: &Path) -> Result<u64, SnapshotError> {
+    Ok(open_chain(dir)?.1.head_height)
 }
 
 /// Writes the chain of the (stopped) node's data directory `dir` at its head to `out`, by way
@@ -150,16 +154,7 @@ pub fn write(
     out: &Path,
     consensus_floor: Option<Vec<u8>>,
 ) -> Result<Summary, SnapshotError> {
-    if !dir.join("chain.redb").exists() {
-        return Err(SnapshotError::NoChain(dir.display().to_string()));
-    }
-    let store = Store::open(dir).map_err(|source| SnapshotError::InUse {
-        dir: dir.display().to_string(),
-        source,
-    })?;
-    let meta = store
-        .meta()?
-        .ok_or_else(|| SnapshotError::NoChain(dir.display().to_string()))?;
+    let (store, meta) = open_chain(dir)?;
     let missing = |what: &str| StoreError::Corrupt(format!("{what} is missing"));
     let genesis = store
         .block(0)?

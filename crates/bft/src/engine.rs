@@ -149,23 +149,21 @@ pub type FinalizationOf = commonware_consensus::simplex::types::Finalization<
     commonware_cryptography::blake3::Digest,
 >;
 
-/// A snapshot's consensus floor, checked: it decodes as a finalisation certificate of this
-/// network's kind and certifies the block `head` (the restored chain's head; an error once the
-/// chain has gone on from it).
-pub fn decode_floor(bytes: &[u8], head: gridmesh_types::Hash32) -> Result<FinalizationOf, String> {
+/// A snapshot's consensus floor, checked: `Err` when it does not decode as a finalisation
+/// certificate of this network's kind (a damaged file: the node must not start from genesis
+/// behind peers that pruned); `Ok(None)` when it certifies another block than `head`, the chain's
+/// head (the chain has gone on from it, and consensus keeps its own record since); else the floor.
+pub fn decode_floor(
+    bytes: &[u8],
+    head: gridmesh_types::Hash32,
+) -> Result<Option<FinalizationOf>, String> {
     use commonware_codec::Decode as _;
     let f = FinalizationOf::decode_cfg(
         bytes.to_vec(),
         &Scheme::certificate_codec_config_unbounded(),
     )
     .map_err(|e| format!("the consensus floor does not decode: {e}"))?;
-    let certified = crate::block::hash_of(&f.proposal.payload);
-    if certified != head {
-        return Err(format!(
-            "the consensus floor certifies block {certified}, not the chain's head {head}"
-        ));
-    }
-    Ok(f)
+    Ok((crate::block::hash_of(&f.proposal.payload) == head).then_some(f))
 }
 
 /// The encoded finalisation certificate of block `height` in the consensus archive under
@@ -342,7 +340,7 @@ where
     // Once the chain has gone on from it, consensus has its own record and the floor is done.
     let floor: Option<FinalizationOf> = cfg.floor.as_ref().and_then(|bytes| {
         let head = replica.chain().read().expect("chain lock").head_hash();
-        decode_floor(bytes, head).ok()
+        decode_floor(bytes, head).expect("the consensus floor is checked before the node starts")
     });
     let provider = ConstantProvider::new(scheme.clone());
     let (marshal_actor, marshal_mailbox, _floor) =

@@ -337,6 +337,17 @@ fn four_validators_survive_a_kill_and_agree_on_every_finalised_transaction() {
         v3.join("data").to_str().unwrap(),
     ]);
     assert!(restored.status.success(), "{restored:?}");
+    // A damaged floor stops the node with why (it would otherwise start from genesis).
+    let floor = v3.join("data").join("consensus-floor.bin");
+    let good = std::fs::read(&floor).unwrap();
+    std::fs::write(&floor, &good[1..]).unwrap();
+    let refused = gridmesh(&["node", "--config", v3.join("node.toml").to_str().unwrap()]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("consensus floor does not decode"),
+        "{why}"
+    );
+    std::fs::write(&floor, &good).unwrap();
     procs[3] = Some(start_validator(&dir, 3));
     let from = clients[3].status().unwrap().oldest_block - 1;
     wait_until(

@@ -521,6 +521,20 @@ impl RunningNode {
                     (None, None) => unreachable!("a full node without --p2p-listen was refused"),
                 };
                 let (peers, validators) = consensus.take().expect("checked before binding");
+                // Restored from a snapshot: its consensus floor, checked here so that a damaged
+                // one stops the node with why instead of starting consensus from genesis.
+                let floor = gridmesh_ledger::snapshot::consensus_floor(&cfg.data_dir)?;
+                if let Some(bytes) = &floor {
+                    let head = replica.chain().read().expect("chain lock").head_hash();
+                    gridmesh_bft::engine::decode_floor(bytes, head).map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}: {e}; restore the data directory from its snapshot again",
+                            cfg.data_dir
+                                .join(gridmesh_ledger::snapshot::CONSENSUS_FLOOR_FILE)
+                                .display()
+                        )
+                    })?;
+                }
                 let vcfg = gridmesh_bft::validator::ValidatorConfig {
                     key: gridmesh_bft::app::consensus_signer(&node_key),
                     votes,
@@ -533,7 +547,7 @@ impl RunningNode {
                     worker_threads: 2,
                     keep_blocks: cfg.keep_blocks,
                     // Restored from a snapshot: consensus starts at the chain's block.
-                    floor: gridmesh_ledger::snapshot::consensus_floor(&cfg.data_dir)?,
+                    floor,
                 };
                 let counter = shared.clone();
                 replica.on_finalized(move |f, _| {

@@ -105,14 +105,7 @@ pub fn line_chart(
             )
             .map_err(|x| e(&x))?;
         draw_mesh(&mut chart, x_label, y_label)?;
-        for l in lines {
-            for (k, run) in runs(l).enumerate() {
-                let drawn = chart.draw_series(run).map_err(|x| e(&x))?;
-                if k == 0 {
-                    drawn.label(l.name).legend(legend_sample(l.color));
-                }
-            }
-        }
+        draw_lines(&mut chart, lines)?;
         draw_legend(&mut chart)?;
         root.present().map_err(|x| e(&x))?;
     }
@@ -169,6 +162,24 @@ fn runs<'a, DB: DrawingBackend + 'a>(
                 series
             }
         })
+}
+
+/// `lines` on the chart's (primary) axes, each named once in the legend.
+fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Plot<'a, DB>,
+    lines: &[Line],
+) -> Result<(), ChartError> {
+    for l in lines {
+        for (k, run) in runs(l).enumerate() {
+            let drawn = chart
+                .draw_series(run)
+                .map_err(|x| ChartError(x.to_string()))?;
+            if k == 0 {
+                drawn.label(l.name).legend(legend_sample(l.color));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The legend's sample of a line in `color`.
@@ -247,14 +258,7 @@ pub fn two_axis_chart(
             .axis_desc_style(("sans-serif", 15))
             .draw()
             .map_err(|x| e(&x))?;
-        for l in left {
-            for (k, run) in runs(l).enumerate() {
-                let drawn = chart.draw_series(run).map_err(|x| e(&x))?;
-                if k == 0 {
-                    drawn.label(l.name).legend(legend_sample(l.color));
-                }
-            }
-        }
+        draw_lines(&mut chart, left)?;
         for l in right {
             for (k, run) in runs(l).enumerate() {
                 let drawn = chart.draw_secondary_series(run).map_err(|x| e(&x))?;

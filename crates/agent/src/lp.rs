@@ -2,7 +2,28 @@
 //! variable fixed), and written as free MPS so another solver (HiGHS, in the interop test) can
 //! solve the very same problem.
 
-use good_lp::ResolutionError;
+/// Why a program has no optimum.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolutionError {
+    #[error("the program has no feasible point")]
+    Infeasible,
+    #[error("the program's objective has no lower bound")]
+    Unbounded,
+    #[error("{0}")]
+    Other(&'static str),
+    #[error("the solver failed: {0}")]
+    Str(String),
+}
+
+impl From<microlp::Error> for ResolutionError {
+    fn from(e: microlp::Error) -> Self {
+        match e {
+            microlp::Error::Infeasible => ResolutionError::Infeasible,
+            microlp::Error::Unbounded => ResolutionError::Unbounded,
+            other => ResolutionError::Str(other.to_string()),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sense {

@@ -1,6 +1,6 @@
 //! A home's schedule: battery, EV and deferrable loads over the next slots at least cost.
 //!
-//! A linear program (good_lp over microlp, pure Rust). Per slot `t` (Δt = 0.25 h), in kW:
+//! A linear program (microlp, pure Rust). Per slot `t` (Δt = 0.25 h), in kW:
 //!
 //! ```text
 //! import_t − export_t = load_t − (pv_t − curtail_t) + charge_t − discharge_t + ev_t + Σ_k run_k,t
@@ -20,9 +20,8 @@
 //! the home gets a safe plan instead: battery idle, EV charging at full power from plug-in,
 //! deferrable loads at the start of their windows.
 
-use crate::lp::{Lp, Sense};
+use crate::lp::{Lp, ResolutionError, Sense};
 use crate::thermal::ThermalStore;
-use good_lp::ResolutionError;
 use serde::Serialize;
 
 /// Hours per slot.

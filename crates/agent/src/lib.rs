@@ -13,6 +13,9 @@
 //!   program; binaries only where the relaxation would import and export at once), with
 //!   infeasible requests explained and a safe fallback); [`dp`] plans the homes whose program
 //!   decouples into one store at a time exactly without the simplex.
+//! - [`lp`] holds a program as data (and writes it as MPS for HiGHS); [`simplex`] solves the
+//!   continuous ones, a bounded dual simplex with a dense basis inverse sized for a home's
+//!   program, and microlp the rest (binaries, or anything the dual simplex cannot verify).
 //! - [`thermal`]: heat pumps as thermal storage: a building or a hot-water tank as a first-order
 //!   RC model, the COP by outdoor temperature, the comfort band and the thermostat.
 //! - [`strategy`]: bidding strategies (zero intelligence, gsy-e's linear ramp, the optimising
@@ -33,6 +36,7 @@ pub mod forecast;
 pub mod learned;
 pub mod lp;
 pub mod schedule;
+pub mod simplex;
 pub mod strategy;
 pub mod study;
 pub mod thermal;

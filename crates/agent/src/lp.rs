@@ -1,6 +1,8 @@
-//! A linear program held as data: solved by microlp (and again from its optimum with a
-//! variable fixed), and written as free MPS so another solver (HiGHS, in the interop test) can
-//! solve the very same problem.
+//! A linear program held as data: solved by the crate's dual simplex ([`crate::simplex`]) or
+//! microlp (and again from its optimum with a variable fixed), and written as free MPS so
+//! another solver (HiGHS, in the interop test) can solve the very same problem.
+
+use crate::simplex::{Simplex, Stop};
 
 /// Why a program has no optimum.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,14 +45,23 @@ pub struct Row {
 /// variable fixed.
 pub struct Solved {
     pub x: Vec<f64>,
-    solution: microlp::Solution,
-    /// Each column's variable in the solver; `None` for a column fixed by its bounds, which
-    /// the solver never saw (its value is in `x`).
-    vars: Vec<Option<microlp::Variable>>,
+    state: State,
+}
+
+enum State {
+    /// Solved by [`crate::simplex`]: its optimal basis.
+    Dual(Box<Simplex>),
+    /// Solved by microlp.
+    Microlp {
+        solution: microlp::Solution,
+        /// Each column's variable in the solver; `None` for a column fixed by its bounds,
+        /// which the solver never saw (its value is in `x`).
+        vars: Vec<Option<microlp::Variable>>,
+    },
 }
 
 impl Solved {
-    fn new(
+    fn from_microlp(
         solution: microlp::Solution,
         vars: Vec<Option<microlp::Variable>>,
         fixed: &[f64],
@@ -61,33 +72,56 @@ impl Solved {
                 .zip(fixed)
                 .map(|(v, f)| v.map_or(*f, |v| solution.var_value(v)))
                 .collect(),
-            solution,
-            vars,
+            state: State::Microlp { solution, vars },
         }
     }
 
-    /// The program solved again with variable `var` fixed at `value` (within its bounds),
+    /// The program `lp` (the one solved) solved again with variable `var` fixed at `value`,
     /// from this optimum.
-    pub fn with_fixed(&self, var: usize, value: f64) -> Result<Solved, ResolutionError> {
-        let Some(v) = self.vars[var] else {
-            // Fixed by its bounds already.
-            return if (value - self.x[var]).abs() <= 1e-12 {
-                Ok(Solved {
-                    x: self.x.clone(),
-                    solution: self.solution.clone(),
-                    vars: self.vars.clone(),
-                })
-            } else {
-                Err(ResolutionError::Infeasible)
-            };
-        };
-        let solution = self
-            .solution
-            .clone()
-            .fix_var(v, value)?
-            .into_solution()
-            .map_err(|_| ResolutionError::Other("no feasible solution within the limits"))?;
-        Ok(Solved::new(solution, self.vars.clone(), &self.x))
+    pub fn with_fixed(&self, lp: &Lp, var: usize, value: f64) -> Result<Solved, ResolutionError> {
+        match &self.state {
+            State::Dual(simplex) => {
+                let mut simplex = simplex.clone();
+                simplex.fix(var, value);
+                match simplex.solve() {
+                    Stop::Optimal => Ok(Solved {
+                        x: simplex.x().to_vec(),
+                        state: State::Dual(simplex),
+                    }),
+                    Stop::Infeasible => Err(ResolutionError::Infeasible),
+                    Stop::Failed(_) => {
+                        let mut fixed = lp.clone();
+                        fixed.lower[var] = value;
+                        fixed.upper[var] = value;
+                        fixed.solve_microlp()
+                    }
+                }
+            }
+            State::Microlp { solution, vars } => {
+                let Some(v) = vars[var] else {
+                    // Fixed by its bounds already.
+                    return if (value - self.x[var]).abs() <= 1e-12 {
+                        Ok(Solved {
+                            x: self.x.clone(),
+                            state: State::Microlp {
+                                solution: solution.clone(),
+                                vars: vars.clone(),
+                            },
+                        })
+                    } else {
+                        Err(ResolutionError::Infeasible)
+                    };
+                };
+                let solution = solution
+                    .clone()
+                    .fix_var(v, value)?
+                    .into_solution()
+                    .map_err(|_| {
+                        ResolutionError::Other("no feasible solution within the limits")
+                    })?;
+                Ok(Solved::from_microlp(solution, vars.clone(), &self.x))
+            }
+        }
     }
 }
 
@@ -101,6 +135,8 @@ pub struct Lp {
     pub objective: Vec<f64>,
     pub constant: f64,
     pub rows: Vec<Row>,
+    /// A basis to start from: the column for each row (its logical where `None`).
+    pub crash: Option<Vec<Option<usize>>>,
 }
 
 impl Lp {
@@ -138,11 +174,28 @@ impl Lp {
         Ok(self.solve_warm()?.x)
     }
 
-    /// Solves with microlp and keeps the solver's optimal state, to solve again with a
-    /// variable fixed from there ([`Solved::with_fixed`]): a few dual simplex pivots instead of
-    /// a solve from scratch. Columns fixed by their bounds (a device absent or outside its
-    /// window) are constants to the solver, and rows left empty are checked, not sent.
+    /// Solves and keeps the solver's optimal state, to solve again with a variable fixed from
+    /// there ([`Solved::with_fixed`]): a few dual simplex pivots instead of a solve from
+    /// scratch. A continuous program goes to [`crate::simplex`] (from the basis in `crash`
+    /// where one is given), and to microlp where that reports anything but a checked optimum;
+    /// a program with integer columns goes to microlp.
     pub fn solve_warm(&self) -> Result<Solved, ResolutionError> {
+        if !self.integer.iter().any(|i| *i) {
+            if let Ok(mut simplex) = Simplex::new(self, self.crash.as_deref()) {
+                if simplex.solve() == Stop::Optimal {
+                    return Ok(Solved {
+                        x: simplex.x().to_vec(),
+                        state: State::Dual(Box::new(simplex)),
+                    });
+                }
+            }
+        }
+        self.solve_microlp()
+    }
+
+    /// Solves with microlp. Columns fixed by their bounds (a device absent or outside its
+    /// window) are constants to the solver, and rows left empty are checked, not sent.
+    pub fn solve_microlp(&self) -> Result<Solved, ResolutionError> {
         let mut problem = microlp::Problem::new(microlp::OptimizationDirection::Minimize);
         let mut vars = Vec::with_capacity(self.names.len());
         // The value of each column fixed by its bounds (the others' are the solver's).
@@ -199,7 +252,7 @@ impl Lp {
             .solve_with(opts)?
             .into_solution()
             .map_err(|_| ResolutionError::Other("no feasible solution within the limits"))?;
-        Ok(Solved::new(solution, vars, &fixed))
+        Ok(Solved::from_microlp(solution, vars, &fixed))
     }
 
     /// The problem in free MPS (objective constant as the objective row's RHS, negated, as MPS

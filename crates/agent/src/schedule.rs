@@ -865,6 +865,7 @@ impl HomeProblem {
                     .collect(),
             );
         }
+        let mut crash = Vec::new();
         for (t, &st) in steps.iter().enumerate() {
             let k = self.coefficients(st);
             let dt_h = st.1 as f64 * DT_H;
@@ -892,11 +893,17 @@ impl HomeProblem {
                 c.shift = Some(d);
                 row.push((d, -1.0));
             }
-            lp.row(
-                row,
-                Sense::Eq,
-                mean(&self.load_kw, st) - mean(&self.pv_kw, st),
-            );
+            let net = mean(&self.load_kw, st) - mean(&self.pv_kw, st);
+            lp.row(row, Sense::Eq, net);
+            // The simplex starts from a basis with the grid covering each step's net load,
+            // each store's heating holding its temperature and each battery's charge following
+            // its flows: triangular, and about fifty pivots from a home's optimum against about
+            // 170 from the rows' logicals (crate::simplex).
+            crash.push(Some(if net < 0.0 && export_limit(st) > 0.0 {
+                c.exp[t]
+            } else {
+                c.imp[t]
+            }));
             for (k, h) in self.thermal.iter().enumerate() {
                 let (kept, gain, mut rhs) = thermal_step(h, st);
                 let mut row = vec![(c.temp[k][t], 1.0), (c.heat[k][t], -gain)];
@@ -906,6 +913,7 @@ impl HomeProblem {
                     row.push((c.temp[k][t - 1], -kept));
                 }
                 lp.row(row, Sense::Eq, rhs);
+                crash.push(Some(c.heat[k][t]));
             }
             if let Some(b) = &self.battery {
                 // soc_t − soc_{t−1} − Δt·η_c·ch + Δt/η_d·dis = 0 (soc_{−1} = initial)
@@ -921,6 +929,7 @@ impl HomeProblem {
                     0.0
                 };
                 lp.row(row, Sense::Eq, rhs);
+                crash.push(Some(c.soc[t]));
             }
         }
         let energy = |cols: &[usize]| -> Vec<(usize, f64)> {
@@ -975,6 +984,8 @@ impl HomeProblem {
                 lp.row(vec![(r, 1.0), (c.imp[t], 1.0)], Sense::Le, base);
             }
         }
+        crash.resize(lp.rows.len(), None);
+        lp.crash = Some(crash);
         (lp, c)
     }
 
@@ -1043,7 +1054,7 @@ impl HomeProblem {
         let less = (-d_kw).max(-self.load_kw[0]);
         let (lp, c) = self.build_shifted(&[], Some((less, d_kw)));
         let shift = c.shift?;
-        let base = match lp.solve_warm().and_then(|s| s.with_fixed(shift, 0.0)) {
+        let base = match lp.solve_warm().and_then(|s| s.with_fixed(&lp, shift, 0.0)) {
             Ok(base) => base,
             Err(_) if self.resolution.is_some() => {
                 return HomeProblem {
@@ -1060,7 +1071,7 @@ impl HomeProblem {
         }
         let mut cost = [0.0; 2];
         for (k, d) in [less, d_kw].into_iter().enumerate() {
-            let Ok(priced) = base.with_fixed(shift, d) else {
+            let Ok(priced) = base.with_fixed(&lp, shift, d) else {
                 return Some((plan, None));
             };
             let s = self.schedule_of(&lp, &c, &priced.x, false);

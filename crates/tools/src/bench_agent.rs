@@ -155,3 +155,92 @@ pub fn community_study(
         },
     ))
 }
+
+/// One solver's time on the home programs that need the simplex, side by side.
+#[derive(Clone, Debug, Serialize)]
+pub struct SolverBenchRow {
+    pub solver: &'static str,
+    pub programs: usize,
+    pub rows: usize,
+    pub columns: usize,
+    /// Median over three passes, each over every program.
+    pub us_per_program: f64,
+    /// Against the fastest solver of the run.
+    pub ratio: f64,
+}
+
+impl std::fmt::Display for SolverBenchRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<40} {:>4} programs of {} rows x {} columns: {:>8.1} us per program ({:.2}x the fastest)",
+            self.solver, self.programs, self.rows, self.columns, self.us_per_program, self.ratio
+        )
+    }
+}
+
+/// The programs the simulator leaves to the simplex (a battery and a heat pump for the house
+/// and the hot-water tank, planned by the quarter hour for an hour and hourly beyond, 27 steps),
+/// solved by the agent's dual simplex and by microlp, one core, the optimum and its pricing
+/// re-solves (the plan's first slot fixed) as a re-plan does.
+pub fn solvers(programs: usize) -> Vec<SolverBenchRow> {
+    use gridmesh_agent::lp::Lp;
+    use gridmesh_agent::schedule::Resolution;
+    let lps: Vec<Lp> = (1..=programs as u64)
+        .map(|seed| {
+            let mut h = example_home(seed);
+            h.thermal = example_home(3 * seed).thermal;
+            h.ev = None;
+            h.deferrable.clear();
+            h.resolution = Some(Resolution {
+                fine_slots: 4,
+                step_slots: 4,
+            });
+            h.lp()
+        })
+        .collect();
+    type Solve = fn(&Lp) -> f64;
+    let solvers: [(&'static str, Solve); 2] = [
+        ("dual simplex (gridmesh-agent)", |lp| {
+            let s = lp.solve_warm().expect("feasible");
+            let again = s.with_fixed(lp, 0, lp.lower[0]).map_or(0.0, |s| s.x[0]);
+            s.x[0] + again
+        }),
+        ("microlp 0.6", |lp| {
+            let s = lp.solve_microlp().expect("feasible");
+            let again = s.with_fixed(lp, 0, lp.lower[0]).map_or(0.0, |s| s.x[0]);
+            s.x[0] + again
+        }),
+    ];
+    let mut rows: Vec<SolverBenchRow> = solvers
+        .iter()
+        .map(|(name, solve)| {
+            let mut times: Vec<f64> = (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    for lp in &lps {
+                        std::hint::black_box(solve(lp));
+                    }
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            SolverBenchRow {
+                solver: name,
+                programs: lps.len(),
+                rows: lps[0].rows.len(),
+                columns: lps[0].names.len(),
+                us_per_program: times[1] * 1e6 / lps.len() as f64,
+                ratio: 0.0,
+            }
+        })
+        .collect();
+    let fastest = rows
+        .iter()
+        .map(|r| r.us_per_program)
+        .fold(f64::INFINITY, f64::min);
+    for r in &mut rows {
+        r.ratio = r.us_per_program / fastest;
+    }
+    rows
+}

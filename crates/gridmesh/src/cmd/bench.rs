@@ -225,8 +225,12 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             for r in &rows {
                 eprintln!("{r}");
             }
+            let solvers = gridmesh_tools::bench_agent::solvers(200);
+            for r in &solvers {
+                eprintln!("{r}");
+            }
             if json {
-                print_json(&rows)?;
+                print_json(&serde_json::json!({ "homes": rows, "solvers": solvers }))?;
             }
             Ok(())
         }

@@ -901,6 +901,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unbounded_program_is_not_reported_as_solved_and_microlp_names_it() {
+        // min −x − y, x − y ≤ 1, y free upward: unbounded along x = y.
+        let mut lp = Lp::default();
+        let x = lp.var("x".into(), 0.0, f64::INFINITY);
+        let y = lp.var("y".into(), 0.0, f64::INFINITY);
+        lp.objective = vec![-1.0, -1.0];
+        lp.row(vec![(x, 1.0), (y, -1.0)], Sense::Le, 1.0);
+        let (stop, _) = ours(&lp);
+        assert!(matches!(stop, Stop::Failed(_)), "{stop:?}");
+        assert_eq!(lp.solve_warm().err(), Some(ResolutionError::Unbounded));
+    }
+
+    #[test]
     fn random_home_programs_reach_microlps_optimum_and_verdict() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(22);
         let (mut optimal, mut infeasible, mut failed) = (0, 0, 0);

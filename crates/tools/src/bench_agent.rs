@@ -160,12 +160,16 @@ pub fn community_study(
 #[derive(Clone, Debug, Serialize)]
 pub struct SolverBenchRow {
     pub solver: &'static str,
+    /// `optimum`, or `optimum + pricing re-solve` (the first slot's import fixed, from the
+    /// optimum, as a re-plan prices its bid and ask).
+    pub work: &'static str,
     pub programs: usize,
     pub rows: usize,
     pub columns: usize,
-    /// Median over three passes, each over every program.
+    /// Median over three passes, each over every program (HiGHS: the sum of each program's
+    /// fastest of three `run()` calls, in its Python interface).
     pub us_per_program: f64,
-    /// Against the fastest solver of the run.
+    /// Against the fastest solver of the run at the same work.
     pub ratio: f64,
 }
 
@@ -173,20 +177,25 @@ impl std::fmt::Display for SolverBenchRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<40} {:>4} programs of {} rows x {} columns: {:>8.1} us per program ({:.2}x the fastest)",
-            self.solver, self.programs, self.rows, self.columns, self.us_per_program, self.ratio
+            "{:<30} {:<30} {:>4} programs of {} rows x {} columns: {:>8.1} us per program ({:.2}x the fastest)",
+            self.solver, self.work, self.programs, self.rows, self.columns, self.us_per_program, self.ratio
         )
     }
 }
 
 /// The programs the simulator leaves to the simplex (a battery and a heat pump for the house
 /// and the hot-water tank, planned by the quarter hour for an hour and hourly beyond, 27 steps),
-/// solved by the agent's dual simplex and by microlp, one core, the optimum and its pricing
-/// re-solves (the plan's first slot fixed) as a re-plan does.
-pub fn solvers(programs: usize) -> Vec<SolverBenchRow> {
+/// solved on one core by the agent's dual simplex and by microlp, the optimum alone and with a
+/// pricing re-solve; and by HiGHS through `python` (the interop venv's), the optimum alone,
+/// where one is given.
+pub fn solvers(
+    programs: usize,
+    python: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<SolverBenchRow>> {
+    use anyhow::Context;
     use gridmesh_agent::lp::Lp;
     use gridmesh_agent::schedule::Resolution;
-    let lps: Vec<Lp> = (1..=programs as u64)
+    let lps: Vec<Lp> = (1..=programs.max(1) as u64)
         .map(|seed| {
             let mut h = example_home(seed);
             h.thermal = example_home(3 * seed).thermal;
@@ -200,47 +209,91 @@ pub fn solvers(programs: usize) -> Vec<SolverBenchRow> {
         })
         .collect();
     type Solve = fn(&Lp) -> f64;
-    let solvers: [(&'static str, Solve); 2] = [
+    let optimum: [(&'static str, Solve); 2] = [
+        ("dual simplex (gridmesh-agent)", |lp| {
+            lp.solve_warm().expect("feasible").x[0]
+        }),
+        ("microlp 0.6", |lp| {
+            lp.solve_microlp().expect("feasible").x[0]
+        }),
+    ];
+    let priced: [(&'static str, Solve); 2] = [
         ("dual simplex (gridmesh-agent)", |lp| {
             let s = lp.solve_warm().expect("feasible");
-            let again = s.with_fixed(lp, 0, lp.lower[0]).map_or(0.0, |s| s.x[0]);
-            s.x[0] + again
+            s.with_fixed(lp, 0, lp.lower[0]).map_or(0.0, |s| s.x[0])
         }),
         ("microlp 0.6", |lp| {
             let s = lp.solve_microlp().expect("feasible");
-            let again = s.with_fixed(lp, 0, lp.lower[0]).map_or(0.0, |s| s.x[0]);
-            s.x[0] + again
+            s.with_fixed(lp, 0, lp.lower[0]).map_or(0.0, |s| s.x[0])
         }),
     ];
-    let mut rows: Vec<SolverBenchRow> = solvers
+    let row = |solver, work, us_per_program| SolverBenchRow {
+        solver,
+        work,
+        programs: lps.len(),
+        rows: lps[0].rows.len(),
+        columns: lps[0].names.len(),
+        us_per_program,
+        ratio: 0.0,
+    };
+    let timed = |solve: Solve| {
+        let mut times: Vec<f64> = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                for lp in &lps {
+                    std::hint::black_box(solve(lp));
+                }
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[1] * 1e6 / lps.len() as f64
+    };
+    let mut out = Vec::new();
+    let mut group: Vec<SolverBenchRow> = optimum
         .iter()
-        .map(|(name, solve)| {
-            let mut times: Vec<f64> = (0..3)
-                .map(|_| {
-                    let t = Instant::now();
-                    for lp in &lps {
-                        std::hint::black_box(solve(lp));
-                    }
-                    t.elapsed().as_secs_f64()
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            SolverBenchRow {
-                solver: name,
-                programs: lps.len(),
-                rows: lps[0].rows.len(),
-                columns: lps[0].names.len(),
-                us_per_program: times[1] * 1e6 / lps.len() as f64,
-                ratio: 0.0,
-            }
-        })
+        .map(|(name, solve)| row(name, "optimum", timed(*solve)))
         .collect();
-    let fastest = rows
-        .iter()
-        .map(|r| r.us_per_program)
-        .fold(f64::INFINITY, f64::min);
-    for r in &mut rows {
-        r.ratio = r.us_per_program / fastest;
+    if let Some(python) = python {
+        let dir = tempfile::tempdir()?;
+        let files: Vec<std::path::PathBuf> = lps
+            .iter()
+            .enumerate()
+            .map(|(k, lp)| {
+                let file = dir.path().join(format!("home{k}.mps"));
+                std::fs::write(&file, lp.to_mps(&format!("home{k}")))?;
+                Ok(file)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let args = std::iter::once(std::ffi::OsString::from("--time"))
+            .chain(files.iter().map(|f| f.clone().into_os_string()));
+        let solved = crate::run_peer(python, "scripts/interop/highs_peer.py", args)?;
+        let solved = solved.as_array().context("highs_peer.py printed no list")?;
+        let total: f64 = solved
+            .iter()
+            .map(|r| r["run_s"].as_f64().context("highs_peer.py gave no run_s"))
+            .sum::<anyhow::Result<f64>>()?;
+        group.push(row(
+            "HiGHS (highspy)",
+            "optimum",
+            total * 1e6 / lps.len() as f64,
+        ));
     }
-    rows
+    for work in [
+        group,
+        priced
+            .iter()
+            .map(|(name, solve)| row(name, "optimum + pricing re-solve", timed(*solve)))
+            .collect(),
+    ] {
+        let fastest = work
+            .iter()
+            .map(|r| r.us_per_program)
+            .fold(f64::INFINITY, f64::min);
+        out.extend(work.into_iter().map(|mut r| {
+            r.ratio = r.us_per_program / fastest;
+            r
+        }));
+    }
+    Ok(out)
 }

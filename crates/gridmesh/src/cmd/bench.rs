@@ -225,7 +225,11 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             for r in &rows {
                 eprintln!("{r}");
             }
-            let solvers = gridmesh_tools::bench_agent::solvers(200);
+            let python = gridmesh_tools::interop_python();
+            if python.is_none() {
+                eprintln!("no interop venv: HiGHS left out of the solvers' comparison (run ./scripts/setup)");
+            }
+            let solvers = gridmesh_tools::bench_agent::solvers(200, python.as_deref())?;
             for r in &solvers {
                 eprintln!("{r}");
             }

@@ -192,15 +192,17 @@ pub fn solvers(
     programs: usize,
     python: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<SolverBenchRow>> {
-    use anyhow::Context;
-    use gridmesh_agent::lp::Lp;
     use gridmesh_agent::schedule::Resolution;
-    let lps: Vec<Lp> = (1..=programs.max(1) as u64)
+    let home = |seed: u64| {
+        let mut h = example_home(seed);
+        h.thermal = example_home(3 * seed).thermal;
+        h.ev = None;
+        h.deferrable.clear();
+        h
+    };
+    let stepped: Vec<_> = (1..=programs.max(1) as u64)
         .map(|seed| {
-            let mut h = example_home(seed);
-            h.thermal = example_home(3 * seed).thermal;
-            h.ev = None;
-            h.deferrable.clear();
+            let mut h = home(seed);
             h.resolution = Some(Resolution {
                 fine_slots: 4,
                 step_slots: 4,
@@ -208,6 +210,21 @@ pub fn solvers(
             h.lp()
         })
         .collect();
+    // The same homes every slot a step (96), as the live home and the agent study plan them.
+    let fine: Vec<_> = (1..=(programs / 4).max(1) as u64)
+        .map(|seed| home(seed).lp())
+        .collect();
+    let mut rows = solvers_on(&stepped, python)?;
+    rows.extend(solvers_on(&fine, python)?);
+    Ok(rows)
+}
+
+fn solvers_on(
+    lps: &[gridmesh_agent::lp::Lp],
+    python: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<SolverBenchRow>> {
+    use anyhow::Context;
+    use gridmesh_agent::lp::Lp;
     type Solve = fn(&Lp) -> f64;
     let optimum: [(&'static str, Solve); 2] = [
         ("dual simplex (gridmesh-agent)", |lp| {
@@ -240,7 +257,7 @@ pub fn solvers(
         let mut times: Vec<f64> = (0..3)
             .map(|_| {
                 let t = Instant::now();
-                for lp in &lps {
+                for lp in lps {
                     std::hint::black_box(solve(lp));
                 }
                 t.elapsed().as_secs_f64()

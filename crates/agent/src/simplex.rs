@@ -482,29 +482,36 @@ impl Simplex {
     fn restore_dual_feasibility(&mut self) {
         let mut moved = Vec::new();
         for j in 0..self.n + self.m {
-            let wrong = match self.at[j] {
-                At::Basic => 0.0,
-                _ if self.lower[j] == self.upper[j] => 0.0,
-                At::Lower => -self.d[j],
-                At::Upper => self.d[j],
-            };
-            if wrong <= 0.0 {
-                continue;
-            }
-            if wrong > TOL_DUAL && self.boxed(j) {
-                let (to, value) = match self.at[j] {
-                    At::Lower => (At::Upper, self.upper[j]),
-                    _ => (At::Lower, self.lower[j]),
-                };
-                moved.push((j, value - self.x[j]));
-                self.at[j] = to;
-                self.x[j] = value;
-            } else {
-                self.d[j] = 0.0;
-            }
+            self.put_right(j, &mut moved);
         }
         if !moved.is_empty() {
             self.shift_basics(&moved);
+        }
+    }
+
+    /// Column `j`, nonbasic, with its reduced cost on the wrong side of its bound: a boxed
+    /// column moves to its other bound (into `moved`, the basic values to follow), any other
+    /// within the tolerance has its reduced cost taken as zero.
+    fn put_right(&mut self, j: usize, moved: &mut Vec<(usize, f64)>) {
+        let wrong = match self.at[j] {
+            At::Basic => 0.0,
+            _ if self.lower[j] == self.upper[j] => 0.0,
+            At::Lower => -self.d[j],
+            At::Upper => self.d[j],
+        };
+        if wrong <= 0.0 {
+            return;
+        }
+        if wrong > TOL_DUAL && self.boxed(j) {
+            let (to, value) = match self.at[j] {
+                At::Lower => (At::Upper, self.upper[j]),
+                _ => (At::Lower, self.lower[j]),
+            };
+            moved.push((j, value - self.x[j]));
+            self.at[j] = to;
+            self.x[j] = value;
+        } else {
+            self.d[j] = 0.0;
         }
     }
 
@@ -632,30 +639,13 @@ impl Simplex {
         // still basic: its bound comes with the primal step).
         let mut moved = std::mem::take(&mut self.moved);
         moved.clear();
-        for &j in &self.touched {
-            if self.alpha_row[j] == 0.0 || j == q {
-                continue;
-            }
-            let wrong = match self.at[j] {
-                At::Lower => -self.d[j],
-                At::Upper => self.d[j],
-                At::Basic => 0.0,
-            };
-            if wrong <= 0.0 {
-                continue;
-            }
-            if wrong > TOL_DUAL && self.boxed(j) {
-                let (to, value) = match self.at[j] {
-                    At::Lower => (At::Upper, self.upper[j]),
-                    _ => (At::Lower, self.lower[j]),
-                };
-                moved.push((j, value - self.x[j]));
-                self.at[j] = to;
-                self.x[j] = value;
-            } else {
-                self.d[j] = 0.0;
+        let touched = std::mem::take(&mut self.touched);
+        for &j in &touched {
+            if self.alpha_row[j] != 0.0 && j != q {
+                self.put_right(j, &mut moved);
             }
         }
+        self.touched = touched;
         if !moved.is_empty() {
             self.shift_basics(&moved);
         }

@@ -667,16 +667,17 @@ impl Simplex {
         }
         let alpha_q = self.alpha_col[r];
         if alpha_q.abs() < TOL_PIVOT || (alpha_q - alpha_rq).abs() > 1e-6 * (1.0 + alpha_q.abs()) {
-            // The row and the column disagree: the inverse has drifted.
+            // The row and the column disagree: the inverse has drifted. The basis stays as
+            // it was (q has not moved from its bound), inverted afresh.
             self.at[p] = At::Basic;
-            self.at[q] = At::Lower;
+            self.at[q] = if self.x[q] == self.upper[q] {
+                At::Upper
+            } else {
+                At::Lower
+            };
             if !self.invert() {
                 return Some(Stop::Failed("singular basis"));
             }
-            self.x[q] = match self.at[q] {
-                At::Lower => self.lower[q],
-                _ => self.upper[q],
-            };
             self.place_after_inversion();
             return None;
         }
@@ -713,7 +714,8 @@ impl Simplex {
         None
     }
 
-    /// After an inversion forced in the middle of a pivot: values and reduced costs afresh.
+    /// After an inversion (periodic, after a failed check, or forced by drift in a pivot):
+    /// values and reduced costs afresh, and dual feasibility restored.
     fn place_after_inversion(&mut self) {
         self.basic_values();
         self.reduced_costs();

@@ -94,7 +94,15 @@ type Counted = (u64, u64);
 pub struct UnsignedReadings {
     home: usize,
     slot: u64,
+    /// What was measured: the panels' output and the battery's (out, in).
+    measured: (u64, (u64, u64)),
     readings: Vec<(KeyedDevice, Counted, Counted)>,
+}
+
+/// A home's keyed devices' readings of a slot, signed ([`Inverters::signed`]).
+pub struct SignedReadings {
+    unsigned: UnsignedReadings,
+    tx: TxKind,
 }
 
 pub struct Inverters {
@@ -262,70 +270,125 @@ impl Inverters {
 
     /// Home `i`'s keyed devices' readings of chain slot `slot`, in which its panels made
     /// `made_mwh` and its battery discharged `out_mwh` and charged `in_mwh`: one of each device
-    /// that moved energy, counted on its registers, to be signed ([`Inverters::signed`]), or
-    /// `None`.
+    /// that moved energy, on registers that count it, to be signed ([`Inverters::signed`]), or
+    /// `None`. The registers move on only when the readings go into a block
+    /// ([`Inverters::submit`]).
     pub fn readings(
-        &mut self,
+        &self,
         i: usize,
         slot: u64,
         made_mwh: u64,
         (out_mwh, in_mwh): (u64, u64),
     ) -> Option<UnsignedReadings> {
         let mut readings = Vec::new();
-        if let Some(inv) = self.homes[i].as_mut().filter(|v| v.active && made_mwh > 0) {
+        if let Some(inv) = self.homes[i].as_ref().filter(|v| v.active && made_mwh > 0) {
             let claimed = if inv.spoofs {
                 (made_mwh as f64 * self.factor).round() as u64
             } else {
                 made_mwh
             };
-            inv.register_mwh += claimed;
-            self.kpis.readings += 1;
-            self.kpis.false_readings += u64::from(claimed > made_mwh);
-            readings.push((KeyedDevice::Inverter, (claimed, inv.register_mwh), (0, 0)));
+            readings.push((
+                KeyedDevice::Inverter,
+                (claimed, inv.register_mwh + claimed),
+                (0, 0),
+            ));
         }
         if let Some(b) = self.batteries[i]
-            .as_mut()
+            .as_ref()
             .filter(|_| out_mwh > 0 || in_mwh > 0)
         {
-            b.out_register_mwh += out_mwh;
-            b.in_register_mwh += in_mwh;
             readings.push((
                 KeyedDevice::Battery,
-                (out_mwh, b.out_register_mwh),
-                (in_mwh, b.in_register_mwh),
+                (out_mwh, b.out_register_mwh + out_mwh),
+                (in_mwh, b.in_register_mwh + in_mwh),
             ));
         }
         (!readings.is_empty()).then_some(UnsignedReadings {
             home: i,
             slot,
+            measured: (made_mwh, (out_mwh, in_mwh)),
             readings,
         })
     }
 
     /// Each home's readings signed by its devices' keys, on the machine's cores (two
-    /// signatures a reading: its telemetry sample's and its own).
-    pub fn signed(&self, unsigned: Vec<Option<UnsignedReadings>>) -> Vec<Option<TxKind>> {
-        let mut out: Vec<Option<TxKind>> = vec![None; unsigned.len()];
+    /// signatures a reading: its telemetry sample's and its own). The simulator signs a slot's
+    /// readings beside the block that runs then, ahead of the block they go in.
+    pub fn signed(&self, unsigned: Vec<Option<UnsignedReadings>>) -> Vec<Option<SignedReadings>> {
+        let mut out: Vec<Option<SignedReadings>> = Vec::new();
+        out.resize_with(unsigned.len(), || None);
         let jobs: Vec<UnsignedReadings> = unsigned.into_iter().flatten().collect();
         let signed = gridmesh_agent::study::on_cores(jobs, |r| {
-            let readings = r
-                .readings
-                .iter()
-                .map(|(device, out, inn)| {
-                    let key = match device {
-                        KeyedDevice::Inverter => self.homes[r.home].as_ref().map(|v| &v.key),
-                        KeyedDevice::Battery => self.batteries[r.home].as_ref().map(|b| &b.key),
-                    }
-                    .expect("a reading only of a keyed device");
-                    DeviceReading::with_one_sample(key, &self.chain_id, r.slot, r.slot, *out, *inn)
-                })
-                .collect();
-            (r.home, TxKind::SubmitDeviceReadings { readings })
+            let tx = self.sign(&r);
+            (r.home, SignedReadings { unsigned: r, tx })
         });
-        for (i, tx) in signed {
-            out[i] = Some(tx);
+        for (i, s) in signed {
+            out[i] = Some(s);
         }
         out
+    }
+
+    fn sign(&self, r: &UnsignedReadings) -> TxKind {
+        let readings = r
+            .readings
+            .iter()
+            .map(|(device, out, inn)| {
+                let key = match device {
+                    KeyedDevice::Inverter => self.homes[r.home].as_ref().map(|v| &v.key),
+                    KeyedDevice::Battery => self.batteries[r.home].as_ref().map(|b| &b.key),
+                }
+                .expect("a reading only of a keyed device");
+                DeviceReading::with_one_sample(key, &self.chain_id, r.slot, r.slot, *out, *inn)
+            })
+            .collect();
+        TxKind::SubmitDeviceReadings { readings }
+    }
+
+    /// The transactions of signed readings as they go into a block, by home: their devices'
+    /// registers move on. An inverter slashed since its reading was signed
+    /// ([`Inverters::refresh`]) reports no more: its home's readings are made and signed again
+    /// without it.
+    pub fn submit(&mut self, signed: Vec<Option<SignedReadings>>) -> Vec<Option<TxKind>> {
+        signed
+            .into_iter()
+            .map(|s| {
+                let s = s?;
+                let r = &s.unsigned;
+                let slashed = r.readings.iter().any(|(d, ..)| {
+                    matches!(d, KeyedDevice::Inverter)
+                        && !self.homes[r.home].as_ref().is_some_and(|v| v.active)
+                });
+                let (r, tx) = if slashed {
+                    let (made_mwh, moved) = r.measured;
+                    let r = self.readings(r.home, r.slot, made_mwh, moved)?;
+                    let tx = self.sign(&r);
+                    (r, tx)
+                } else {
+                    (s.unsigned, s.tx)
+                };
+                self.count(&r);
+                Some(tx)
+            })
+            .collect()
+    }
+
+    /// Moves the registers of the devices of readings `r` on, and counts the inverter's.
+    fn count(&mut self, r: &UnsignedReadings) {
+        for (device, (out_mwh, out_register_mwh), (_, in_register_mwh)) in &r.readings {
+            match device {
+                KeyedDevice::Inverter => {
+                    let inv = self.homes[r.home].as_mut().expect("a keyed inverter");
+                    inv.register_mwh = *out_register_mwh;
+                    self.kpis.readings += 1;
+                    self.kpis.false_readings += u64::from(*out_mwh > r.measured.0);
+                }
+                KeyedDevice::Battery => {
+                    let b = self.batteries[r.home].as_mut().expect("a keyed battery");
+                    b.out_register_mwh = *out_register_mwh;
+                    b.in_register_mwh = *in_register_mwh;
+                }
+            }
+        }
     }
 
     /// The keyed inverters still reporting, by home.

@@ -310,6 +310,18 @@ pub fn run_on(
     let optimising: Vec<usize> = (0..n)
         .filter(|&i| c.strategies[i] == Strategy::Optimising)
         .collect();
+    // Every optimising home plans at the first slot and re-plans every `replan_slots`: in turn
+    // (a `replan_slots`-th of them each slot, so that each slot's plans run beside its block)
+    // or all at once.
+    let replan_phase: Vec<usize> = (0..optimising.len())
+        .map(|k| {
+            if s.agents.staggered {
+                k % s.agents.replan_slots
+            } else {
+                0
+            }
+        })
+        .collect();
     // Operating envelopes go to the homes that trade, around a forecast of the others (their
     // last slot's exchange).
     let traders: Vec<usize> = (0..n)
@@ -319,7 +331,11 @@ pub fn run_on(
     let mut island_slots: Vec<bool> = vec![false; end + SETTLE_LAG + 1];
     // Where the homes are on the feeder, for its live drawing.
     let home_buses = feeder.home_buses();
+    // The keyed devices' readings of the last slot, signed while its block ran.
+    let mut signed_readings = None;
+    let mut wall = WallTime::default();
     for u in first..end + SETTLE_LAG {
+        let slot_started = std::time::Instant::now();
         let in_period = u < end;
         // 1-2. The block: readings of u − 1, orders for u + 1, islanding events.
         let mut txs = Vec::new();
@@ -378,17 +394,10 @@ pub fn run_on(
         }
         let retail_next = tou.retail_at(u + 1);
         // The keyed devices' own readings of what the panels made and the battery moved in
-        // u − 1, signed on the machine's cores.
-        let mut device_readings = if u > first && u - 1 < end {
-            let unsigned = (0..n)
-                .map(|i| {
-                    let (made_mwh, out_mwh, in_mwh) = homes[i].device_energy[(u - 1) % RING];
-                    inverters.readings(i, chain_slot(u - 1), made_mwh, (out_mwh, in_mwh))
-                })
-                .collect();
-            inverters.signed(unsigned)
-        } else {
-            vec![None; n]
+        // u − 1, signed beside the last block.
+        let mut device_readings = match signed_readings.take() {
+            Some(signed) => inverters.submit(signed),
+            None => vec![None; n],
         };
         for (i, h) in homes.iter_mut().enumerate() {
             let mut pending = 0;
@@ -486,8 +495,10 @@ pub fn run_on(
         let index_ref = &index;
         let tou_ref = &tou;
         let keyed = inverters.reporting();
+        let inverters_ref = &inverters;
         let live_feeder = ledger_ref.wants_feeder();
         let mut solved = None;
+        let mut signed = None;
         let mut homes_live = Vec::new();
         let live_home =
             |i: usize, d: &crate::island::HomeStep, load: f64, pv: f64, dev: &DeviceState| {
@@ -506,7 +517,9 @@ pub fn run_on(
             };
         // The ledger's block beside the slot's homes, agents and power flow, on the pool's
         // threads (rayon's, kept for the run: no thread started per slot).
+        wall.transactions_s += slot_started.elapsed().as_secs_f64();
         let block = move || {
+            let block_started = std::time::Instant::now();
             ledger_ref.block(txs, slot_start_ms(chain_slot(u)))?;
             let cleared = if in_period {
                 ledger_ref.slot(chain_slot(u))
@@ -531,9 +544,12 @@ pub fn run_on(
                     crate::devices::Inverters::judged(&*ledger_ref, slot, &keyed),
                 )
             });
-            Ok::<_, String>((cleared, bills, verdicts))
+            let block_s = block_started.elapsed().as_secs_f64();
+            Ok::<_, String>((cleared, bills, verdicts, block_s))
         };
         let slot = || {
+            let homes_started = std::time::Instant::now();
+            let mut plans_s = 0.0;
             if in_period {
                 // 3. The slot itself.
                 island_slots[u] = islanded(u);
@@ -546,11 +562,17 @@ pub fn run_on(
                         arrived.push(i);
                     }
                 }
-                let due: Vec<usize> = if (u - first) % s.agents.replan_slots == 0 {
-                    optimising.clone()
-                } else {
-                    arrived
-                };
+                // The homes whose turn it is to re-plan, and those whose car just came.
+                let mut due: Vec<usize> = optimising
+                    .iter()
+                    .zip(&replan_phase)
+                    .filter(|(_, k)| u == first || (u - first + *k) % s.agents.replan_slots == 0)
+                    .map(|(i, _)| *i)
+                    .chain(arrived)
+                    .collect();
+                due.sort_unstable();
+                due.dedup();
+                let plans_started = std::time::Instant::now();
                 if !due.is_empty() {
                     let problems: Vec<_> = due
                         .iter()
@@ -658,6 +680,7 @@ pub fn run_on(
                         homes[i].values = values;
                     }
                 }
+                plans_s = plans_started.elapsed().as_secs_f64();
                 let pv_per_kwp = c.homes.pv_per_kwp[u];
                 let retail = tou.retail_at(u);
                 let mut nets = vec![0.0; n];
@@ -735,6 +758,17 @@ pub fn run_on(
                     h.device_energy[u % RING] = (mwh(pv_kw), mwh(-battery_kw), mwh(battery_kw));
                     h.last_net_kw = net_kw;
                 }
+                // The keyed devices' readings of this slot, for the next block, signed on the
+                // machine's cores while this one runs.
+                let unsigned = homes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let (made_mwh, out_mwh, in_mwh) = h.device_energy[u % RING];
+                        inverters_ref.readings(i, chain_slot(u), made_mwh, (out_mwh, in_mwh))
+                    })
+                    .collect();
+                signed = Some(inverters_ref.signed(unsigned));
                 // The feeder.
                 if s.feeder.power_flow {
                     let kvar: Vec<f64> = c
@@ -757,13 +791,20 @@ pub fn run_on(
                 }
                 acc.slot_done(u, &nets);
             }
+            (homes_started.elapsed().as_secs_f64(), plans_s)
         };
-        let ((), block) = rayon::join(slot, block);
-        let (cleared, bills, verdicts) = block.map_err(SimError::Chain)?;
+        let joined = std::time::Instant::now();
+        let ((homes_s, plans_s), block) = rayon::join(slot, block);
+        let (cleared, bills, verdicts, block_s) = block.map_err(SimError::Chain)?;
+        wall.slots_s += joined.elapsed().as_secs_f64();
+        wall.homes_s += homes_s;
+        wall.plans_s += plans_s;
+        wall.block_s += block_s;
         if in_period {
             acc.cleared(u, cleared);
             progress(u + 1 - first, c.slots);
         }
+        signed_readings = signed;
         if let Some((slot, v)) = verdicts {
             inverters.record(slot, v);
         }
@@ -779,6 +820,7 @@ pub fn run_on(
             }
         }
     }
+    tracing::debug!(?wall, "where the run's time went");
     let run_slots = chain_slot(first)..=chain_slot(end - 1);
     let tokens: Vec<TokenFlows> = addresses
         .iter()
@@ -808,6 +850,18 @@ pub fn run_on(
     );
     outcome.devices = inverters.finish(&*ledger);
     Ok(outcome)
+}
+
+/// Where a run's wall time went, seconds summed over its slots (logged at debug level): the
+/// transactions built between slots, then each slot's homes (their plans among them) beside its
+/// block, and the two together.
+#[derive(Debug, Default)]
+struct WallTime {
+    transactions_s: f64,
+    homes_s: f64,
+    plans_s: f64,
+    block_s: f64,
+    slots_s: f64,
 }
 
 /// A feeder limit as the coordinator of one transformer's homes `members` (sorted) shares it:

@@ -26,6 +26,7 @@
 //! strategy = "zero-intelligence"   # or mix = { optimising = 0.5, zero-intelligence = 0.5 }
 //! # replan_slots = 4          # optimising homes re-plan hourly,
 //! # step_slots = 4            # planning each slot until then and hourly steps beyond
+//! # staggered = true          # a quarter of the homes each slot, in turn
 //! # coordinated = true        # optimising homes share the feeder's limits, both ways
 //!
 //! [feeder]
@@ -444,6 +445,10 @@ pub struct Agents {
     pub coordinated: bool,
     /// Slots between an optimising home's re-plans.
     pub replan_slots: usize,
+    /// Optimising homes re-plan in turn, a `replan_slots`-th of them each slot (each home still
+    /// every `replan_slots`), rather than all in the same slot. Homes do not re-plan in step in
+    /// the field, and a coordinator then fits each turn around the plans of the others.
+    pub staggered: bool,
     /// Beyond the slots until its next re-plan, an optimising home plans in steps of this
     /// many slots (1: every slot; 4: hourly). The slots that run before a re-plan are always
     /// planned one by one.
@@ -457,6 +462,7 @@ impl Default for Agents {
             mix: BTreeMap::new(),
             coordinated: false,
             replan_slots: 4,
+            staggered: true,
             step_slots: 4,
         }
     }

@@ -22,8 +22,9 @@ pub const KV_BUCKETS: usize = 1 << KV_BUCKET_BITS;
 /// Length of the `tag ‖ group` prefix that selects the bucket.
 pub const GROUP_LEN: usize = 9;
 
-/// One entry: key and Borsh-encoded value.
-pub type KvEntry = (Vec<u8>, Vec<u8>);
+/// One entry: key and Borsh-encoded value, shared by the states that hold it: a block that
+/// touches a bucket copies its other entries by reference, not byte by byte.
+pub type KvEntry = Arc<(Vec<u8>, Vec<u8>)>;
 /// One bucket: entries sorted by key.
 pub type KvBucket = Vec<KvEntry>;
 
@@ -305,10 +306,11 @@ pub fn bucket_of(key: &[u8]) -> usize {
 /// The stream is laid out in one buffer and hashed in one call: BLAKE3 then hashes its 1 KiB
 /// chunks side by side in SIMD lanes, where feeding it entry by entry (four small updates each)
 /// cost several times more on the ledger's busiest buckets. Same bytes, same hash.
-pub fn hash_bucket(entries: &[(Vec<u8>, Vec<u8>)]) -> Hash32 {
-    let len: usize = entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+pub fn hash_bucket(entries: &[KvEntry]) -> Hash32 {
+    let len: usize = entries.iter().map(|e| 8 + e.0.len() + e.1.len()).sum();
     let mut buf = Vec::with_capacity(len);
-    for (k, v) in entries {
+    for e in entries {
+        let (k, v) = &**e;
         buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
         buf.extend_from_slice(k);
         buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
@@ -332,7 +334,7 @@ fn head(key: &[u8]) -> Head {
 }
 
 fn heads(bucket: &[KvEntry]) -> Arc<[Head]> {
-    bucket.iter().map(|(k, _)| head(k)).collect()
+    bucket.iter().map(|e| head(&e.0)).collect()
 }
 
 /// The key/value namespace with its cached commitment; cheap to clone (buckets are shared).
@@ -360,7 +362,7 @@ impl KvSpace {
         let sorted: BTreeMap<Vec<u8>, Vec<u8>> = entries.into_iter().collect();
         let mut buckets: Vec<KvBucket> = vec![Vec::new(); KV_BUCKETS];
         for (k, v) in sorted {
-            buckets[bucket_of(&k)].push((k, v));
+            buckets[bucket_of(&k)].push(Arc::new((k, v)));
         }
         let hashes: Vec<Hash32> = buckets.iter().map(|b| hash_bucket(b)).collect();
         KvSpace {
@@ -376,7 +378,7 @@ impl KvSpace {
         let h = head(key);
         let lo = heads.partition_point(|x| *x < h);
         let hi = lo + heads[lo..].partition_point(|x| *x == h);
-        lo + entries[lo..hi].partition_point(|(k, _)| k.as_slice() < key)
+        lo + entries[lo..hi].partition_point(|e| e.0.as_slice() < key)
     }
 
     pub fn root(&self) -> Hash32 {
@@ -388,8 +390,8 @@ impl KvSpace {
         let i = self.lower_bound(b, key);
         self.buckets[b]
             .get(i)
-            .filter(|(k, _)| k.as_slice() == key)
-            .map(|(_, v)| v.as_slice())
+            .filter(|e| e.0.as_slice() == key)
+            .map(|e| e.1.as_slice())
     }
 
     /// Entries whose key starts with `prefix` (at least [`GROUP_LEN`] bytes), in key order.
@@ -398,8 +400,8 @@ impl KvSpace {
         let start = self.lower_bound(i, prefix);
         self.buckets[i][start..]
             .iter()
-            .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .take_while(move |e| e.0.starts_with(prefix))
+            .map(|e| (e.0.as_slice(), e.1.as_slice()))
     }
 
     /// Every entry, bucket by bucket (for storage).
@@ -410,7 +412,7 @@ impl KvSpace {
             .map(|(i, b)| (i, b.as_slice()))
     }
 
-    pub(crate) fn bucket(&self, i: usize) -> &[(Vec<u8>, Vec<u8>)] {
+    pub(crate) fn bucket(&self, i: usize) -> &[KvEntry] {
         &self.buckets[i]
     }
 
@@ -431,10 +433,7 @@ impl KvSpace {
 }
 
 /// Merges a sorted bucket with sorted, distinct changes (`None` deletes).
-pub(crate) fn merge(
-    older: &[(Vec<u8>, Vec<u8>)],
-    newer: &[(&Vec<u8>, &Option<Vec<u8>>)],
-) -> KvBucket {
+pub(crate) fn merge(older: &[KvEntry], newer: &[(&Vec<u8>, &Option<Vec<u8>>)]) -> KvBucket {
     let mut out = Vec::with_capacity(older.len() + newer.len());
     let (mut i, mut j) = (0, 0);
     while i < older.len() || j < newer.len() {
@@ -452,11 +451,11 @@ pub(crate) fn merge(
         };
         if take_new {
             if let Some(v) = newer[j].1 {
-                out.push((newer[j].0.clone(), v.clone()));
+                out.push(Arc::new((newer[j].0.clone(), v.clone())));
             }
             j += 1;
         } else {
-            out.push(older[i].clone());
+            out.push(Arc::clone(&older[i]));
             i += 1;
         }
     }
@@ -529,17 +528,19 @@ mod tests {
 
     #[test]
     fn merge_replaces_inserts_and_deletes() {
-        let old = vec![
-            (vec![1u8], vec![1u8]),
-            (vec![3], vec![3]),
-            (vec![5], vec![5]),
-        ];
+        let old: Vec<KvEntry> = [(1u8, 1u8), (3, 3), (5, 5)]
+            .into_iter()
+            .map(|(k, v)| Arc::new((vec![k], vec![v])))
+            .collect();
         let (k2, k3, k5) = (vec![2u8], vec![3u8], vec![5u8]);
         let (v2, v3, del) = (Some(vec![20u8]), Some(vec![30u8]), None);
         let merged = merge(&old, &[(&k2, &v2), (&k3, &v3), (&k5, &del)]);
+        let merged: Vec<(Vec<u8>, Vec<u8>)> = merged.iter().map(|e| (**e).clone()).collect();
         assert_eq!(
             merged,
             vec![(vec![1], vec![1]), (vec![2], vec![20]), (vec![3], vec![30])]
         );
+        // The untouched entry is the old one, shared, not a copy.
+        assert!(Arc::ptr_eq(&merge(&old, &[(&k2, &v2)])[0], &old[0]));
     }
 }

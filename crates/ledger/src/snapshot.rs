@@ -166,7 +166,7 @@ pub fn write(
     let kv: Vec<(Vec<u8>, Vec<u8>)> = store
         .load_kv()?
         .buckets()
-        .flat_map(|(_, entries)| entries.iter().cloned())
+        .flat_map(|(_, entries)| entries.iter().map(|e| (**e).clone()))
         .collect();
     check_state(&accounts, &kv, &head, &dir.join("chain.redb"))?;
     let body = Body {

@@ -430,7 +430,7 @@ impl Store {
         block: &Block,
         receipts: &[Receipt],
         changed: impl IntoIterator<Item = (usize, &'a [(Address, Account)])>,
-        kv_changed: impl IntoIterator<Item = (usize, &'a [(Vec<u8>, Vec<u8>)])>,
+        kv_changed: impl IntoIterator<Item = (usize, &'a [crate::kv::KvEntry])>,
     ) -> Result<(), StoreError> {
         let height = block.header.height;
         debug_assert_eq!(block.txs.len(), receipts.len());
@@ -478,8 +478,14 @@ impl Store {
                 if entries.is_empty() {
                     kv.remove(key).map_err(db_err)?;
                 } else {
+                    // Encoded as the `Vec<(Vec<u8>, Vec<u8>)>` that `load_kv` reads.
                     buf.clear();
-                    borsh::to_writer(&mut buf, &entries).expect("encoding to a Vec cannot fail");
+                    let len =
+                        u32::try_from(entries.len()).expect("a bucket holds under 2^32 entries");
+                    buf.extend_from_slice(&len.to_le_bytes());
+                    for e in entries {
+                        borsh::to_writer(&mut buf, &**e).expect("encoding to a Vec cannot fail");
+                    }
                     kv.insert(key, buf.as_slice()).map_err(db_err)?;
                 }
             }

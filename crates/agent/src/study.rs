@@ -1018,49 +1018,98 @@ pub fn weighted_users<'a>(
     t: usize,
     horizon: usize,
 ) -> Vec<f64> {
-    let inflexible = members
-        .iter()
-        .copied()
-        .filter(|(i, _)| optimising.binary_search(i).is_err());
-    let mut others = forecast_of(c, inflexible, t, horizon);
-    let planned = members
-        .iter()
-        .filter(|(j, _)| optimising.binary_search(j).is_ok() && due.binary_search(j).is_err());
-    for &(j, w) in planned {
-        if let Some((origin, p)) = plan(j) {
-            for (k, o) in others.iter_mut().enumerate() {
-                if let Some(u) = (t + k)
-                    .checked_sub(*origin)
-                    .filter(|u| *u < p.import_kw.len())
-                {
-                    *o += w * (p.import_kw[u] - p.export_kw[u]);
+    Others::new(
+        c,
+        members.iter().map(|(i, _)| *i),
+        optimising,
+        due,
+        plan,
+        t,
+        horizon,
+    )
+    .weighted(members)
+}
+
+/// The net load (kW, per step of `horizon` from `t`) of each home not planning now, as a
+/// coordinator sees it: the persistence forecast of a home without an optimising agent, the
+/// current plan of an optimising home not due. Built once per slot for every limit's sum
+/// ([`Others::weighted`]): a feeder's limits each weigh many of the same homes.
+pub struct Others {
+    /// Steps of the horizon.
+    steps: usize,
+    homes: Vec<OtherHome>,
+}
+
+/// A home as [`Others`] holds it.
+#[derive(Clone, Default)]
+struct OtherHome {
+    optimising: bool,
+    /// Its net load, kW, from step `.0` on (`None`: planning now, or not asked for).
+    net_kw: Option<(usize, Vec<f64>)>,
+}
+
+impl Others {
+    /// The net loads of `homes` (any order) of community `c` at window slot `t`, with the
+    /// homes that `optimising` and are `due` to plan now (both sorted).
+    pub fn new<'a>(
+        c: &Community,
+        homes: impl IntoIterator<Item = usize>,
+        optimising: &[usize],
+        due: &[usize],
+        plan: impl Fn(usize) -> Option<&'a (usize, Schedule)>,
+        t: usize,
+        horizon: usize,
+    ) -> Others {
+        let steps = horizon.min(c.pv_per_kwp.len() - t);
+        let none = Context { clear_sky_kw: None };
+        let mut pv: Option<Vec<f64>> = None;
+        let mut out = vec![OtherHome::default(); c.homes.len()];
+        for i in homes {
+            let flexible = optimising.binary_search(&i).is_ok();
+            let net = if !flexible {
+                let pv =
+                    pv.get_or_insert_with(|| Persistence.forecast(&c.pv_per_kwp, t, steps, &none));
+                let h = &c.homes[i];
+                let load = Persistence.forecast(&h.load_kw, t, steps, &none);
+                Some((0, (0..steps).map(|k| load[k] - pv[k] * h.pv_kwp).collect()))
+            } else if due.binary_search(&i).is_err() {
+                plan(i).map(|(origin, p)| {
+                    // Steps k with t + k − origin within the plan.
+                    let first = origin.saturating_sub(t);
+                    let net = (first..steps)
+                        .map_while(|k| {
+                            let u = t + k - origin;
+                            (u < p.import_kw.len()).then(|| p.import_kw[u] - p.export_kw[u])
+                        })
+                        .collect();
+                    (first, net)
+                })
+            } else {
+                None
+            };
+            out[i] = OtherHome {
+                optimising: flexible,
+                net_kw: net,
+            };
+        }
+        Others { steps, homes: out }
+    }
+
+    /// Σ weight · net load over `members` (home, weight) per step: the homes without an
+    /// optimising agent first, then the planned ones, each in the members' order.
+    pub fn weighted(&self, members: &[(usize, f64)]) -> Vec<f64> {
+        let mut sum = vec![0.0; self.steps];
+        for optimising in [false, true] {
+            for &(i, w) in members {
+                let home = &self.homes[i];
+                if let (true, Some((first, net))) = (home.optimising == optimising, &home.net_kw) {
+                    let at = (*first).min(self.steps);
+                    sum[at..].iter_mut().zip(net).for_each(|(o, x)| *o += w * x);
                 }
             }
         }
+        sum
     }
-    others
-}
-
-/// The persistence forecast of the net load (load − PV, kW) of `homes` (home, weight), weighted
-/// and summed, per slot of `horizon` from `t`.
-fn forecast_of(
-    c: &Community,
-    homes: impl Iterator<Item = (usize, f64)>,
-    t: usize,
-    horizon: usize,
-) -> Vec<f64> {
-    let hz = horizon.min(c.pv_per_kwp.len() - t);
-    let mut out = vec![0.0; hz];
-    let none = Context { clear_sky_kw: None };
-    let pv = Persistence.forecast(&c.pv_per_kwp, t, hz, &none);
-    for (i, w) in homes {
-        let h = &c.homes[i];
-        let load = Persistence.forecast(&h.load_kw, t, hz, &none);
-        for (k, o) in out.iter_mut().enumerate() {
-            *o += w * (load[k] - pv[k] * h.pv_kwp);
-        }
-    }
-    out
 }
 
 /// Plans and prices each home, unless `schedules` are given with their marginal values (`None`

@@ -599,6 +599,17 @@ pub fn run_on(
                         // behind it (cables, voltage), planned in turn by the coordinator; the
                         // transformers side by side on the machine's cores.
                         let mut problems: Vec<Option<_>> = problems.into_iter().map(Some).collect();
+                        // What the homes not planning now put on the feeder, once for every
+                        // transformer's and limit's sum.
+                        let others = study::Others::new(
+                            &c.homes,
+                            0..n,
+                            &optimising,
+                            &due,
+                            |j| homes[j].plan.as_ref(),
+                            u,
+                            HORIZON,
+                        );
                         let jobs: Vec<_> = feeder
                             .capacity_groups
                             .iter()
@@ -615,35 +626,18 @@ pub fn run_on(
                                     .filter(|(i, _)| in_group(i))
                                     .map(|(_, p)| p.take().expect("one group per home"))
                                     .collect();
-                                let optimising_g: Vec<usize> =
-                                    optimising.iter().copied().filter(in_group).collect();
-                                let plan = |j: usize| homes[j].plan.as_ref();
+                                let everyone: Vec<(usize, f64)> =
+                                    members.iter().map(|&i| (i, 1.0)).collect();
                                 let transformer = SharedLimit {
                                     direction: Direction::Import,
                                     weights: vec![1.0; due_g.len()],
-                                    others_kw: study::capacity_users(
-                                        &c.homes,
-                                        members,
-                                        &optimising_g,
-                                        &due_g,
-                                        plan,
-                                        u,
-                                        HORIZON,
-                                    ),
+                                    others_kw: others.weighted(&everyone),
                                     limit_kw: kw * crate::feeder::PLANNING_SHARE,
                                 };
                                 let mut limits = vec![transformer];
                                 limits.extend(feeder_limits.iter().filter_map(|l| {
                                     shared_in_group(l, members, &due_g, |weighted| {
-                                        study::weighted_users(
-                                            &c.homes,
-                                            weighted,
-                                            &optimising_g,
-                                            &due_g,
-                                            plan,
-                                            u,
-                                            HORIZON,
-                                        )
+                                        others.weighted(weighted)
                                     })
                                 }));
                                 Some((due_g, problems_g, limits))

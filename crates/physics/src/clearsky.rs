@@ -88,12 +88,24 @@ pub fn pv_energy_bound_from(
     positions: &[(u32, SolarPosition)],
     margin: f64,
 ) -> u64 {
+    let steps = positions
+        .iter()
+        .map(|(step, pos)| (*step, max_plane_irradiance_w_m2(pos, observer)));
+    pv_energy_bound_of(rated_w, steps, margin)
+}
+
+/// [`pv_energy_bound_from`] from each step's length (s) and [`max_plane_irradiance_w_m2`] then
+/// (to share them among devices at one place).
+pub fn pv_energy_bound_of(
+    rated_w: u64,
+    steps: impl IntoIterator<Item = (u32, f64)>,
+    margin: f64,
+) -> u64 {
     let mut mwh = 0.0;
-    for (step, pos) in positions {
-        let poa = max_plane_irradiance_w_m2(pos, observer);
+    for (step, poa) in steps {
         let power_w = rated_w as f64 * (poa / 1000.0).min(1.0) * margin;
         // W × s → mWh: / 3600 × 1000.
-        mwh += power_w * f64::from(*step) / 3.6;
+        mwh += power_w * f64::from(step) / 3.6;
     }
     libm::floor(mwh) as u64
 }

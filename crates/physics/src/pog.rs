@@ -22,7 +22,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::clearsky::{clear_sky_dni_w_m2, pv_energy_bound_from, step_positions, DEFAULT_MARGIN};
+use crate::clearsky::{
+    clear_sky_dni_w_m2, max_plane_irradiance_w_m2, pv_energy_bound_of, step_positions,
+    DEFAULT_MARGIN,
+};
 use crate::solar::{Observer, SolarPosition};
 
 /// A PV device as registered.
@@ -172,11 +175,29 @@ fn clear_plane_w_m2(pos: &SolarPosition, site: &PvSite) -> (f64, f64) {
 /// What a site's array makes under a clear sky over the slot, mWh (not floored), from the slot's
 /// [`step_positions`] at the site: (direct beam part, diffuse part).
 pub fn clear_sky_expected_mwh(site: &PvSite, positions: &[(u32, SolarPosition)]) -> (f64, f64) {
-    positions.iter().fold((0.0, 0.0), |(d, f), (step, pos)| {
-        let (beam, diffuse) = clear_plane_w_m2(pos, site);
-        let k = site.rated_w as f64 / 1000.0 * f64::from(*step) / 3.6;
-        (d + beam * k, f + diffuse * k)
-    })
+    expected_from(site.rated_w, &plane_steps(site, positions))
+}
+
+/// Each step's length (s) and clear-sky beam and diffuse on the site's plane (W/m²): the same
+/// for every array of one orientation at one place.
+fn plane_steps(site: &PvSite, positions: &[(u32, SolarPosition)]) -> Vec<(u32, f64, f64)> {
+    positions
+        .iter()
+        .map(|(step, pos)| {
+            let (beam, diffuse) = clear_plane_w_m2(pos, site);
+            (*step, beam, diffuse)
+        })
+        .collect()
+}
+
+/// [`clear_sky_expected_mwh`] of an array of `rated_w` from its plane's [`plane_steps`].
+fn expected_from(rated_w: u64, steps: &[(u32, f64, f64)]) -> (f64, f64) {
+    steps
+        .iter()
+        .fold((0.0, 0.0), |(d, f), (step, beam, diffuse)| {
+            let k = rated_w as f64 / 1000.0 * f64::from(*step) / 3.6;
+            (d + beam * k, f + diffuse * k)
+        })
 }
 
 /// A reading in the neighbour check, in mWh: what it says, its array's clear-sky beam and diffuse
@@ -236,8 +257,11 @@ pub fn check_slot(
     readings: &[SlotReading],
     last_register: impl Fn(usize) -> Option<u64>,
 ) -> Vec<Option<Hold>> {
-    // The sun's positions over the slot, once per place.
+    // The sun's positions over the slot and the most a plane can take, once per place; the
+    // clear sky on each plane, once per orientation there.
     let mut places: BTreeMap<[u64; 3], Vec<(u32, SolarPosition)>> = BTreeMap::new();
+    let mut most: BTreeMap<[u64; 3], Vec<(u32, f64)>> = BTreeMap::new();
+    let mut planes: BTreeMap<[u64; 5], Vec<(u32, f64, f64)>> = BTreeMap::new();
     let place = |s: &PvSite| {
         [
             s.observer.latitude_deg.to_bits(),
@@ -245,11 +269,24 @@ pub fn check_slot(
             s.observer.elevation_m.to_bits(),
         ]
     };
+    let plane = |s: &PvSite| {
+        let [a, b, c] = place(s);
+        [a, b, c, s.tilt_deg.to_bits(), s.azimuth_deg.to_bits()]
+    };
     for r in readings {
         let s = &sites[r.site];
-        places
+        let positions = places
             .entry(place(s))
             .or_insert_with(|| step_positions(&s.observer, start_unix_s, duration_s, DELTA_T_S));
+        most.entry(place(s)).or_insert_with(|| {
+            positions
+                .iter()
+                .map(|(step, pos)| (*step, max_plane_irradiance_w_m2(pos, &s.observer)))
+                .collect()
+        });
+        planes
+            .entry(plane(s))
+            .or_insert_with(|| plane_steps(s, positions));
     }
     let mut held: Vec<Option<Hold>> = readings
         .iter()
@@ -265,10 +302,9 @@ pub fn check_slot(
             if r.energy_mwh > max_mwh {
                 return Some(Hold::AboveRating { max_mwh });
             }
-            let bound_mwh = pv_energy_bound_from(
+            let bound_mwh = pv_energy_bound_of(
                 site.rated_w,
-                &site.observer,
-                &places[&place(site)],
+                most[&place(site)].iter().copied(),
                 DEFAULT_MARGIN,
             );
             (r.energy_mwh > bound_mwh).then_some(Hold::AboveClearSky { bound_mwh })
@@ -281,7 +317,7 @@ pub fn check_slot(
     let mut groups: BTreeMap<u32, Vec<Candidate>> = BTreeMap::new();
     for (i, r) in readings.iter().enumerate() {
         let site = &sites[r.site];
-        let (beam, diffuse) = clear_sky_expected_mwh(site, &places[&place(site)]);
+        let (beam, diffuse) = expected_from(site.rated_w, &planes[&plane(site)]);
         let full = site.rated_w as f64 * f64::from(duration_s) / 3.6;
         if beam + diffuse < 0.05 * full || held[i].is_some() {
             continue;

@@ -313,15 +313,7 @@ pub fn run_on(
     // Every optimising home plans at the first slot and re-plans every `replan_slots`: in turn
     // (a `replan_slots`-th of them each slot, so that each slot's plans run beside its block)
     // or all at once.
-    let replan_phase: Vec<usize> = (0..optimising.len())
-        .map(|k| {
-            if s.agents.staggered {
-                k % s.agents.replan_slots
-            } else {
-                0
-            }
-        })
-        .collect();
+    let replan_phase = replan_phases(optimising.len(), s.agents.replan_slots, s.agents.staggered);
     // Operating envelopes go to the homes that trade, around a forecast of the others (their
     // last slot's exchange).
     let traders: Vec<usize> = (0..n)
@@ -566,7 +558,7 @@ pub fn run_on(
                 let mut due: Vec<usize> = optimising
                     .iter()
                     .zip(&replan_phase)
-                    .filter(|(_, k)| u == first || (u - first + *k) % s.agents.replan_slots == 0)
+                    .filter(|(_, k)| replans_at(u - first, **k, s.agents.replan_slots))
                     .map(|(i, _)| *i)
                     .chain(arrived)
                     .collect();
@@ -846,6 +838,20 @@ pub fn run_on(
     Ok(outcome)
 }
 
+/// Each of `homes` optimising homes' turn to re-plan, `0..replan_slots`: in turn by their order
+/// (`staggered`), or all the same.
+fn replan_phases(homes: usize, replan_slots: usize, staggered: bool) -> Vec<usize> {
+    (0..homes)
+        .map(|k| if staggered { k % replan_slots } else { 0 })
+        .collect()
+}
+
+/// Whether a home of turn `phase` re-plans at the run's slot `run_slot` (0: its first): every
+/// home plans at the first, then every `replan_slots` in its turn.
+fn replans_at(run_slot: usize, phase: usize, replan_slots: usize) -> bool {
+    run_slot == 0 || (run_slot + phase) % replan_slots == 0
+}
+
 /// Where a run's wall time went, seconds summed over its slots (logged at debug level): the
 /// transactions built between slots, then each slot's homes (their plans among them) beside its
 /// block, and the two together.
@@ -899,4 +905,43 @@ fn shared_in_group(
         others_kw,
         limit_kw: l.limit_kw * ours / total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{replan_phases, replans_at};
+
+    /// The slots (of a run of `slots`) at which each of `homes` re-plans.
+    fn schedule(homes: usize, every: usize, staggered: bool, slots: usize) -> Vec<Vec<usize>> {
+        replan_phases(homes, every, staggered)
+            .into_iter()
+            .map(|k| (0..slots).filter(|&u| replans_at(u, k, every)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn homes_re_plan_in_turn_each_every_replan_slots() {
+        let (homes, every, slots) = (10, 4, 41);
+        let turns = schedule(homes, every, true, slots);
+        for (k, at) in turns.iter().enumerate() {
+            assert_eq!(at[0], 0, "home {k} plans at the first slot");
+            assert!(at[1] >= 1 && at[1] <= every, "home {k}: {at:?}");
+            assert!(
+                at.windows(2).skip(1).all(|w| w[1] - w[0] == every),
+                "home {k}: {at:?}"
+            );
+        }
+        // After the first slot, a quarter of the homes re-plan each slot (10 over 4: 2 or 3).
+        for u in 1..slots {
+            let due = turns.iter().filter(|at| at.contains(&u)).count();
+            assert!((2..=3).contains(&due), "slot {u}: {due} homes");
+        }
+    }
+
+    #[test]
+    fn homes_not_staggered_re_plan_together() {
+        let turns = schedule(10, 4, false, 41);
+        let together: Vec<usize> = (0..41).step_by(4).collect();
+        assert!(turns.iter().all(|at| *at == together), "{turns:?}");
+    }
 }

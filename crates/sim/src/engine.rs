@@ -307,6 +307,19 @@ pub fn run_on(
     } else {
         Vec::new()
     };
+    // Per transformer: all its homes, and the feeder's limits its homes load (once a run).
+    let group_limits: Vec<_> = feeder
+        .capacity_groups
+        .iter()
+        .map(|(members, _)| {
+            let everyone: Vec<(usize, f64)> = members.iter().map(|&i| (i, 1.0)).collect();
+            let limits: Vec<GroupLimit> = feeder_limits
+                .iter()
+                .filter_map(|l| GroupLimit::of(l, members))
+                .collect();
+            (everyone, limits)
+        })
+        .collect();
     let optimising: Vec<usize> = (0..n)
         .filter(|&i| c.strategies[i] == Strategy::Optimising)
         .collect();
@@ -605,7 +618,8 @@ pub fn run_on(
                         let jobs: Vec<_> = feeder
                             .capacity_groups
                             .iter()
-                            .filter_map(|(members, kw)| {
+                            .zip(&group_limits)
+                            .filter_map(|((members, kw), (everyone, group_limits))| {
                                 let in_group = |i: &usize| members.binary_search(i).is_ok();
                                 let due_g: Vec<usize> =
                                     due.iter().copied().filter(in_group).collect();
@@ -618,20 +632,15 @@ pub fn run_on(
                                     .filter(|(i, _)| in_group(i))
                                     .map(|(_, p)| p.take().expect("one group per home"))
                                     .collect();
-                                let everyone: Vec<(usize, f64)> =
-                                    members.iter().map(|&i| (i, 1.0)).collect();
                                 let transformer = SharedLimit {
                                     direction: Direction::Import,
                                     weights: vec![1.0; due_g.len()],
-                                    others_kw: others.weighted(&everyone),
+                                    others_kw: others.weighted(everyone),
                                     limit_kw: kw * crate::feeder::PLANNING_SHARE,
                                 };
                                 let mut limits = vec![transformer];
-                                limits.extend(feeder_limits.iter().filter_map(|l| {
-                                    shared_in_group(l, members, &due_g, |weighted| {
-                                        others.weighted(weighted)
-                                    })
-                                }));
+                                limits
+                                    .extend(group_limits.iter().map(|l| l.shared(&due_g, &others)));
                                 Some((due_g, problems_g, limits))
                             })
                             .collect();
@@ -864,47 +873,60 @@ struct WallTime {
     slots_s: f64,
 }
 
-/// A feeder limit as the coordinator of one transformer's homes `members` (sorted) shares it:
-/// weighted over the group's `due` homes (sorted), around `others` (the weighted net load of
-/// the group's other homes on it), with the share of the limit the group's homes carry (by
-/// weight) where it also carries homes behind other transformers. `None` where the group's
-/// homes do not load it.
-fn shared_in_group(
-    l: &crate::feeder::FeederLimit,
-    members: &[usize],
-    due: &[usize],
-    others: impl FnOnce(&[(usize, f64)]) -> Vec<f64>,
-) -> Option<SharedLimit> {
-    let in_group: Vec<(usize, f64)> = l
-        .homes
-        .iter()
-        .copied()
-        .filter(|(i, _)| members.binary_search(i).is_ok())
-        .collect();
-    if in_group.is_empty() {
-        return None;
-    }
-    let total: f64 = l.homes.iter().map(|(_, w)| w.abs()).sum();
-    let ours: f64 = in_group.iter().map(|(_, w)| w.abs()).sum();
-    let weights = due
-        .iter()
-        .map(|i| {
-            in_group
-                .binary_search_by_key(i, |(j, _)| *j)
-                .map_or(0.0, |k| in_group[k].1)
+/// A feeder limit as the coordinator of one transformer's homes shares it: over the group's
+/// homes on it (home, weight; sorted by home), with the share of the limit they carry (by
+/// weight) where it also carries homes behind other transformers.
+struct GroupLimit<'a> {
+    limit: &'a crate::feeder::FeederLimit,
+    homes: Vec<(usize, f64)>,
+    /// The absolute weights of the group's homes on it, and of all its homes.
+    ours: f64,
+    total: f64,
+}
+
+impl<'a> GroupLimit<'a> {
+    /// Limit `l` as the homes `members` (sorted) of one transformer load it; `None` where they
+    /// do not.
+    fn of(l: &'a crate::feeder::FeederLimit, members: &[usize]) -> Option<GroupLimit<'a>> {
+        let homes: Vec<(usize, f64)> = l
+            .homes
+            .iter()
+            .copied()
+            .filter(|(i, _)| members.binary_search(i).is_ok())
+            .collect();
+        if homes.is_empty() {
+            return None;
+        }
+        Some(GroupLimit {
+            limit: l,
+            total: l.homes.iter().map(|(_, w)| w.abs()).sum(),
+            ours: homes.iter().map(|(_, w)| w.abs()).sum(),
+            homes,
         })
-        .collect();
-    // What the others put on it that way: their net import, or export.
-    let mut others_kw = others(&in_group);
-    if l.direction == Direction::Export {
-        others_kw.iter_mut().for_each(|o| *o = -*o);
     }
-    Some(SharedLimit {
-        direction: l.direction,
-        weights,
-        others_kw,
-        limit_kw: l.limit_kw * ours / total,
-    })
+
+    /// The limit weighted over the group's `due` homes (sorted), around what the homes not
+    /// planning now put on it (`others`: their net import, or export).
+    fn shared(&self, due: &[usize], others: &study::Others) -> SharedLimit {
+        let weights = due
+            .iter()
+            .map(|i| {
+                self.homes
+                    .binary_search_by_key(i, |(j, _)| *j)
+                    .map_or(0.0, |k| self.homes[k].1)
+            })
+            .collect();
+        let mut others_kw = others.weighted(&self.homes);
+        if self.limit.direction == Direction::Export {
+            others_kw.iter_mut().for_each(|o| *o = -*o);
+        }
+        SharedLimit {
+            direction: self.limit.direction,
+            weights,
+            others_kw,
+            limit_kw: self.limit.limit_kw * self.ours / self.total,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1049,8 +1049,9 @@ struct OtherHome {
 }
 
 impl Others {
-    /// The net loads of `homes` (any order) of community `c` at window slot `t`, with the
-    /// homes that `optimising` and are `due` to plan now (both sorted).
+    /// The net loads of `homes` (any order) of community `c` at window slot `t`: `optimising`
+    /// lists the homes with an optimising agent, `due` those planning now (both sorted), and
+    /// `plan` gives an optimising home's current plan and the slot it was made at.
     pub fn new<'a>(
         c: &Community,
         homes: impl IntoIterator<Item = usize>,
@@ -1152,4 +1153,112 @@ pub fn with_values(
 pub fn on_cores<J: Send, R: Send>(jobs: Vec<J>, work: impl Fn(J) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
     jobs.into_par_iter().map(work).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the homes not planning now put on a limit, summed home by home and step by step as
+    /// the coordinator did before [`Others`]: the same numbers to the bit.
+    #[test]
+    fn others_sum_what_the_homes_not_planning_put_on_a_limit() {
+        let slots = 3 * SLOTS_PER_DAY;
+        let wave = |k: usize, a: f64| {
+            (0..slots)
+                .map(|t| a + ((t * k) % 17) as f64 * 0.13)
+                .collect()
+        };
+        let home = |k: usize| Home {
+            load_kw: wave(k + 1, 0.3),
+            pv_kwp: k as f64 * 1.5,
+            battery: None,
+            ev_power_kw: 0.0,
+            sessions: Vec::new(),
+            import_limit_kw: 20.0,
+            export_limit_kw: 20.0,
+            heating: None,
+        };
+        let c = Community {
+            homes: (0..6).map(home).collect(),
+            pv_per_kwp: wave(5, 0.0),
+            clear_sky_per_kwp: vec![0.0; slots],
+            outdoor_c: Vec::new(),
+        };
+        let t = SLOTS_PER_DAY + 7;
+        let horizon = 40;
+        // Homes 1, 2, 4 and 5 optimise; 2 plans now; 4's plan runs out within the horizon; 5
+        // has none yet.
+        let optimising = [1, 2, 4, 5];
+        let due = [2];
+        let schedule = |from: usize, len: usize, k: usize| -> (usize, Schedule) {
+            let s = Schedule {
+                import_kw: (0..len).map(|u| ((u * k) % 7) as f64 * 0.7).collect(),
+                export_kw: (0..len).map(|u| ((u + k) % 5) as f64 * 0.3).collect(),
+                ..Schedule::default()
+            };
+            (from, s)
+        };
+        let plans = [
+            None,
+            Some(schedule(t - 3, 96, 3)),
+            Some(schedule(t - 1, 96, 5)),
+            None,
+            Some(schedule(t - 2, 20, 2)),
+            None,
+        ];
+        let members: Vec<(usize, f64)> =
+            vec![(0, 0.5), (1, 1.0), (2, 0.7), (3, -0.2), (4, 1.3), (5, 0.9)];
+        let got = weighted_users(
+            &c,
+            &members,
+            &optimising,
+            &due,
+            |j| plans[j].as_ref(),
+            t,
+            horizon,
+        );
+        // Before: the inflexible homes' forecasts first, then each planned home, step by step.
+        let none = Context { clear_sky_kw: None };
+        let pv = Persistence.forecast(&c.pv_per_kwp, t, horizon, &none);
+        let mut want = vec![0.0; horizon];
+        for &(i, w) in members.iter().filter(|(i, _)| !optimising.contains(i)) {
+            let load = Persistence.forecast(&c.homes[i].load_kw, t, horizon, &none);
+            for (k, o) in want.iter_mut().enumerate() {
+                *o += w * (load[k] - pv[k] * c.homes[i].pv_kwp);
+            }
+        }
+        for &(j, w) in members
+            .iter()
+            .filter(|(j, _)| optimising.contains(j) && !due.contains(j))
+        {
+            if let Some((origin, p)) = &plans[j] {
+                for (k, o) in want.iter_mut().enumerate() {
+                    let u = t + k - origin;
+                    if u < p.import_kw.len() {
+                        *o += w * (p.import_kw[u] - p.export_kw[u]);
+                    }
+                }
+            }
+        }
+        assert_eq!(got.len(), horizon);
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "step {k}: {g} against {w}");
+        }
+        // The planning home adds nothing, and home 4's plan ends at step 18.
+        let only = |i: usize| {
+            weighted_users(
+                &c,
+                &[(i, 1.0)],
+                &optimising,
+                &due,
+                |j| plans[j].as_ref(),
+                t,
+                horizon,
+            )
+        };
+        assert!(only(2).iter().all(|x| *x == 0.0));
+        assert!(only(4)[18..].iter().all(|x| *x == 0.0));
+        assert!(only(4)[..18].iter().any(|x| *x != 0.0));
+    }
 }

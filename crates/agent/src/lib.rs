@@ -16,6 +16,8 @@
 //! - [`lp`] holds a program as data (and writes it as MPS for HiGHS); [`simplex`] solves the
 //!   continuous ones, a bounded dual simplex with a dense basis inverse sized for a home's
 //!   program, and microlp the rest (binaries, or anything the dual simplex cannot verify).
+//! - [`replan`]: whether a plan still holds at a re-plan (the devices where it put them, the
+//!   forecasts unchanged), so that a home re-plans only when its inputs changed.
 //! - [`thermal`]: heat pumps as thermal storage: a building or a hot-water tank as a first-order
 //!   RC model, the COP by outdoor temperature, the comfort band and the thermostat.
 //! - [`strategy`]: bidding strategies (zero intelligence, gsy-e's linear ramp, the optimising
@@ -35,6 +37,7 @@ pub mod eval;
 pub mod forecast;
 pub mod learned;
 pub mod lp;
+pub mod replan;
 pub mod schedule;
 pub mod simplex;
 pub mod strategy;

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 
 use gridmesh_agent::community::{Direction, SharedLimit};
+use gridmesh_agent::replan::{self, Drift};
 use gridmesh_agent::schedule::{Resolution, Schedule, DT_H};
 use gridmesh_agent::strategy::{
     LinearRamp, MarketView, OrderIntent, Position, Side as AgentSide, Strategy as _,
@@ -57,6 +58,16 @@ pub const SLOT_2010: u64 = gridmesh_agent::data::YEAR_START_UNIX_S as u64 / 900;
 const SETTLE_LAG: usize = 5;
 /// Reactive power drawn per kW of consumption (power factor about 0.98).
 const Q_PER_P: f64 = 0.2;
+
+/// How far an optimising home's devices and forecasts may be from its plan at its turn for it to
+/// keep the plan instead of re-planning (`agents.keep_plan_slots` bounds the plan's age).
+const KEEP_DRIFT: Drift = Drift {
+    soc_kwh: 0.1,
+    temperature_k: 0.1,
+    ev_kwh: 0.1,
+    forecast_kw: 0.05,
+    max_age_slots: 0,
+};
 /// Hours the planner looks ahead.
 const HORIZON: usize = 96;
 
@@ -67,6 +78,9 @@ struct HomeRun {
     /// The same devices under their rules, without a market: the baseline.
     base: DeviceState,
     plan: Option<(usize, Schedule)>,
+    /// The problem its plan solved (before any allocation), while `agents.keep_plan_slots` lets
+    /// a plan that still holds be kept.
+    planned: Option<gridmesh_agent::schedule::HomeProblem>,
     /// The export cap per slot the coordinator allocated with the plan (its inverter holds it).
     export_cap_kw: Vec<f64>,
     values: (f64, f64),
@@ -282,6 +296,7 @@ pub fn run_on(
             dev: DeviceState::new(h),
             base: DeviceState::new(h),
             plan: None,
+            planned: None,
             export_cap_kw: Vec::new(),
             values: (0.0, 0.0),
             zi: ZeroIntelligence::new(s.seed ^ ((i as u64) << 20)),
@@ -573,13 +588,13 @@ pub fn run_on(
                     .zip(&replan_phase)
                     .filter(|(_, k)| replans_at(u - first, **k, s.agents.replan_slots))
                     .map(|(i, _)| *i)
-                    .chain(arrived)
+                    .chain(arrived.iter().copied())
                     .collect();
                 due.sort_unstable();
                 due.dedup();
                 let plans_started = std::time::Instant::now();
                 if !due.is_empty() {
-                    let problems: Vec<_> = due
+                    let mut problems: Vec<_> = due
                         .iter()
                         .map(|&i| {
                             let mut p =
@@ -599,6 +614,40 @@ pub fn run_on(
                             p
                         })
                         .collect();
+                    // A home whose plan still holds (its devices where the plan put them, its
+                    // forecasts unchanged) keeps it; a car that just came is always planned for.
+                    if s.agents.keep_plan_slots > 0 {
+                        let drift = Drift {
+                            max_age_slots: s.agents.keep_plan_slots,
+                            ..KEEP_DRIFT
+                        };
+                        let holds: Vec<bool> = due
+                            .iter()
+                            .zip(&problems)
+                            .map(|(&i, p)| {
+                                arrived.binary_search(&i).is_err()
+                                    && match (&homes[i].plan, &homes[i].planned) {
+                                        (Some((origin, plan)), Some(old)) => {
+                                            replan::plan_holds(old, plan, u - origin, p, &drift)
+                                        }
+                                        _ => false,
+                                    }
+                            })
+                            .collect();
+                        acc.plans_kept(holds.iter().filter(|h| **h).count());
+                        let mut keep = holds.iter();
+                        due.retain(|_| !keep.next().copied().unwrap_or(false));
+                        let mut keep = holds.iter();
+                        problems.retain(|_| !keep.next().copied().unwrap_or(false));
+                    }
+                    // What each plan is made for, to tell at the next turn whether it holds.
+                    let asked: Vec<_> = if s.agents.keep_plan_slots > 0 {
+                        problems.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    let mut asked: HashMap<usize, gridmesh_agent::schedule::HomeProblem> =
+                        due.iter().copied().zip(asked).collect();
                     let planned = if s.agents.coordinated {
                         // Each transformer's homes share its rating and the feeder's limits
                         // behind it (cables, voltage), planned in turn by the coordinator; the
@@ -672,6 +721,7 @@ pub fn run_on(
                     for (i, schedule, values, fell_back) in planned {
                         acc.planned(fell_back);
                         homes[i].plan = Some((u, schedule));
+                        homes[i].planned = if fell_back { None } else { asked.remove(&i) };
                         homes[i].values = values;
                     }
                 }

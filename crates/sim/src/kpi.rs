@@ -120,6 +120,8 @@ pub struct CommunityKpis {
     pub ev_unmet_kwh: f64,
     pub plans: usize,
     pub plan_fallbacks: usize,
+    /// Turns at which an optimising home kept its plan, which still held (`agents.keep_plan_slots`).
+    pub plans_kept: usize,
     /// Heat pumps: the energy they drew, the coldest indoor temperature of any heat-pump home
     /// and the home-slots below the comfort band or with the hot water below its band (0
     /// wherever the heat pumps can hold them).
@@ -247,6 +249,7 @@ pub struct Accumulator {
     outage_slots: usize,
     plans: usize,
     fallbacks: usize,
+    plans_kept: usize,
     envelope_slots: usize,
     envelope_failures: usize,
     envelope_trims: u64,
@@ -283,6 +286,7 @@ impl Accumulator {
             outage_slots: 0,
             plans: 0,
             fallbacks: 0,
+            plans_kept: 0,
             envelope_slots: 0,
             envelope_failures: 0,
             envelope_trims: 0,
@@ -384,6 +388,11 @@ impl Accumulator {
     pub fn planned(&mut self, fell_back: bool) {
         self.plans += 1;
         self.fallbacks += usize::from(fell_back);
+    }
+
+    /// Turns at which `n` homes kept a plan that still held.
+    pub fn plans_kept(&mut self, n: usize) {
+        self.plans_kept += n;
     }
 
     /// The baseline home's exchange in a grid-connected slot.
@@ -585,6 +594,7 @@ impl Accumulator {
             ev_unmet_kwh: sum(&|h| h.ev_unmet_kwh),
             plans: self.plans,
             plan_fallbacks: self.fallbacks,
+            plans_kept: self.plans_kept,
             heat_pump_kwh: self.heat_kwh,
             min_indoor_c: self.min_indoor_c,
             slots_below_comfort: self.below_comfort,

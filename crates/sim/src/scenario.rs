@@ -27,6 +27,7 @@
 //! # replan_slots = 4          # optimising homes re-plan hourly,
 //! # step_slots = 4            # planning each slot until then and hourly steps beyond
 //! # staggered = true          # a quarter of the homes each slot, in turn
+//! # keep_plan_slots = 16      # at its turn a home keeps a plan that still holds, up to 4 hours old
 //! # coordinated = true        # optimising homes share the feeder's limits, both ways
 //!
 //! [feeder]
@@ -453,6 +454,10 @@ pub struct Agents {
     /// many slots (1: every slot; 4: hourly). The slots that run before a re-plan are always
     /// planned one by one.
     pub step_slots: usize,
+    /// At its turn an optimising home keeps its plan while the plan still holds (its battery,
+    /// heating and car where the plan put them, its forecasts, prices and limits what the plan
+    /// was made for), up to this many slots after it was made; 0: re-plan at every turn.
+    pub keep_plan_slots: usize,
 }
 
 impl Default for Agents {
@@ -464,6 +469,7 @@ impl Default for Agents {
             replan_slots: 4,
             staggered: true,
             step_slots: 4,
+            keep_plan_slots: 16,
         }
     }
 }
@@ -828,6 +834,11 @@ impl Scenario {
         }
         if !(1..=8).contains(&a.step_slots) {
             return bad("agents.step_slots must be 1 (every slot) to 8 (two hours)");
+        }
+        if a.keep_plan_slots > 48 {
+            return bad(
+                "agents.keep_plan_slots must be 0 (re-plan at every turn) to 48 (half a day)",
+            );
         }
         let f = &self.feeder;
         if !f.dss.is_empty() && !f.matpower.is_empty() {

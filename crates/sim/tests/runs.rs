@@ -618,8 +618,14 @@ homes_per_transformer = 10
 transformer_kva = 50
 streets = 2
 "#;
+    // Every home re-plans at every turn, at the tariff's change among them: homes that keep a
+    // plan made earlier follow its hourly steps there, which spreads the rebound (see
+    // `homes_keep_plans_that_still_hold_and_the_community_stays_within_its_limits`).
     let run_with = |coordinated: bool| {
-        let o = vec![format!("agents.coordinated={coordinated}")];
+        let o = vec![
+            format!("agents.coordinated={coordinated}"),
+            "agents.keep_plan_slots=0".into(),
+        ];
         go(&Scenario::from_toml(text, &o).unwrap())
     };
     let free = run_with(false).community;
@@ -646,6 +652,63 @@ streets = 2
     for c in [&free, &coordinated] {
         assert_eq!(c.slots_below_comfort, 0);
         assert!(c.ev_unmet_kwh < 1e-6, "{}", c.ev_unmet_kwh);
+    }
+}
+
+/// A home whose devices are where its plan put them and whose forecasts stand keeps its plan at
+/// its turn instead of re-planning (the night, for homes without a battery): every turn is
+/// either a plan or a plan kept, fewer are planned, and the coordinated community still keeps
+/// its transformers within their ratings, every home warm and every car charged.
+#[test]
+fn homes_keep_plans_that_still_hold_and_the_community_stays_within_its_limits() {
+    let text = r#"
+name = "two-transformers"
+seed = 5
+[period]
+start = "01-12"
+days = 1
+[homes]
+count = 20
+[pv]
+share = 0.5
+[battery]
+share = 0.3
+[ev]
+share = 0.6
+[heat_pump]
+share = 1.0
+[agents]
+strategy = "optimising"
+coordinated = true
+[feeder]
+homes_per_transformer = 10
+transformer_kva = 50
+streets = 2
+"#;
+    let run_with = |keep: usize| {
+        let o = vec![format!("agents.keep_plan_slots={keep}")];
+        go(&Scenario::from_toml(text, &o).unwrap()).community
+    };
+    let every_turn = run_with(0);
+    let kept = run_with(16);
+    assert_eq!(every_turn.plans_kept, 0);
+    assert!(
+        kept.plans_kept * 5 > every_turn.plans,
+        "{} of {} turns kept",
+        kept.plans_kept,
+        every_turn.plans
+    );
+    assert_eq!(kept.plans + kept.plans_kept, every_turn.plans);
+    for c in [&every_turn, &kept] {
+        assert!(
+            c.peak_transformer_loading_percent <= 100.0,
+            "{}",
+            c.peak_transformer_loading_percent
+        );
+        assert_eq!(c.slots_over_transformer_rating, 0);
+        assert_eq!(c.slots_below_comfort, 0);
+        assert!(c.ev_unmet_kwh < 1e-6, "{}", c.ev_unmet_kwh);
+        assert_eq!(c.plan_fallbacks, 0);
     }
 }
 

@@ -1018,95 +1018,125 @@ pub fn weighted_users<'a>(
     t: usize,
     horizon: usize,
 ) -> Vec<f64> {
+    let mut nets: Vec<Option<(usize, Vec<f64>)>> = vec![None; c.homes.len()];
+    for &(i, _) in members {
+        nets[i] = plan(i).map(|(origin, p)| (*origin, net_kw(p)));
+    }
     Others::new(
         c,
         members.iter().map(|(i, _)| *i),
         optimising,
         due,
-        plan,
+        |i| {
+            nets[i]
+                .as_ref()
+                .map(|(origin, net)| (*origin, net.as_slice()))
+        },
         t,
         horizon,
     )
     .weighted(members)
 }
 
+/// A schedule's net load per slot, kW: import − export.
+pub fn net_kw(s: &Schedule) -> Vec<f64> {
+    s.import_kw
+        .iter()
+        .zip(&s.export_kw)
+        .map(|(import, export)| import - export)
+        .collect()
+}
+
 /// The net load (kW, per step of `horizon` from `t`) of each home not planning now, as a
 /// coordinator sees it: the persistence forecast of a home without an optimising agent, the
 /// current plan of an optimising home not due. Built once per slot for every limit's sum
-/// ([`Others::weighted`]): a feeder's limits each weigh many of the same homes.
-pub struct Others {
+/// ([`Others::weighted`]): a feeder's limits each weigh many of the same homes. The plans' net
+/// loads are borrowed, not copied: most homes keep theirs from slot to slot.
+pub struct Others<'a> {
     /// Steps of the horizon.
     steps: usize,
-    homes: Vec<OtherHome>,
+    /// Window slot of the first step.
+    t: usize,
+    homes: Vec<OtherHome<'a>>,
+    /// The net load forecasts of the homes without an optimising agent.
+    forecasts: Vec<Vec<f64>>,
 }
 
 /// A home as [`Others`] holds it.
-#[derive(Clone, Default)]
-struct OtherHome {
-    optimising: bool,
-    /// Its net load, kW, from step `.0` on (`None`: planning now, or not asked for).
-    net_kw: Option<(usize, Vec<f64>)>,
+#[derive(Clone, Copy, Default)]
+enum OtherHome<'a> {
+    /// Planning now, or not asked for.
+    #[default]
+    Absent,
+    /// Without an optimising agent: its forecast, at this index of [`Others`]'s forecasts.
+    Forecast(usize),
+    /// An optimising home's plan made at window slot `.0`: its net load per slot ([`net_kw`]).
+    Plan(usize, &'a [f64]),
 }
 
-impl Others {
+impl<'a> Others<'a> {
     /// The net loads of `homes` (any order) of community `c` at window slot `t`: `optimising`
     /// lists the homes with an optimising agent, `due` those planning now (both sorted), and
-    /// `plan` gives an optimising home's current plan and the slot it was made at.
-    pub fn new<'a>(
+    /// `plan` gives the slot an optimising home's current plan was made at and its net load
+    /// ([`net_kw`]).
+    pub fn new(
         c: &Community,
         homes: impl IntoIterator<Item = usize>,
         optimising: &[usize],
         due: &[usize],
-        plan: impl Fn(usize) -> Option<&'a (usize, Schedule)>,
+        plan: impl Fn(usize) -> Option<(usize, &'a [f64])>,
         t: usize,
         horizon: usize,
-    ) -> Others {
+    ) -> Others<'a> {
         let steps = horizon.min(c.pv_per_kwp.len() - t);
         let none = Context { clear_sky_kw: None };
         let mut pv: Option<Vec<f64>> = None;
-        let mut out = vec![OtherHome::default(); c.homes.len()];
+        let mut forecasts = Vec::new();
+        let mut out = vec![OtherHome::Absent; c.homes.len()];
         for i in homes {
-            let flexible = optimising.binary_search(&i).is_ok();
-            let net = if !flexible {
+            out[i] = if optimising.binary_search(&i).is_err() {
                 let pv =
                     pv.get_or_insert_with(|| Persistence.forecast(&c.pv_per_kwp, t, steps, &none));
                 let h = &c.homes[i];
                 let load = Persistence.forecast(&h.load_kw, t, steps, &none);
-                Some((0, (0..steps).map(|k| load[k] - pv[k] * h.pv_kwp).collect()))
+                forecasts.push((0..steps).map(|k| load[k] - pv[k] * h.pv_kwp).collect());
+                OtherHome::Forecast(forecasts.len() - 1)
             } else if due.binary_search(&i).is_err() {
-                plan(i).map(|(origin, p)| {
-                    // Steps k with t + k − origin within the plan.
-                    let first = origin.saturating_sub(t);
-                    let net = (first..steps)
-                        .map_while(|k| {
-                            let u = t + k - origin;
-                            (u < p.import_kw.len()).then(|| p.import_kw[u] - p.export_kw[u])
-                        })
-                        .collect();
-                    (first, net)
+                plan(i).map_or(OtherHome::Absent, |(origin, net)| {
+                    OtherHome::Plan(origin, net)
                 })
             } else {
-                None
-            };
-            out[i] = OtherHome {
-                optimising: flexible,
-                net_kw: net,
+                OtherHome::Absent
             };
         }
-        Others { steps, homes: out }
+        Others {
+            steps,
+            t,
+            homes: out,
+            forecasts,
+        }
     }
 
     /// Σ weight · net load over `members` (home, weight) per step: the homes without an
     /// optimising agent first, then the planned ones, each in the members' order.
     pub fn weighted(&self, members: &[(usize, f64)]) -> Vec<f64> {
         let mut sum = vec![0.0; self.steps];
-        for optimising in [false, true] {
-            for &(i, w) in members {
-                let home = &self.homes[i];
-                if let (true, Some((first, net))) = (home.optimising == optimising, &home.net_kw) {
-                    let at = (*first).min(self.steps);
-                    sum[at..].iter_mut().zip(net).for_each(|(o, x)| *o += w * x);
-                }
+        for &(i, w) in members {
+            if let OtherHome::Forecast(f) = self.homes[i] {
+                sum.iter_mut()
+                    .zip(&self.forecasts[f])
+                    .for_each(|(o, x)| *o += w * x);
+            }
+        }
+        for &(i, w) in members {
+            if let OtherHome::Plan(origin, net) = self.homes[i] {
+                // Steps k with t + k − origin within the plan.
+                let first = origin.saturating_sub(self.t).min(self.steps);
+                let from = self.t + first - origin;
+                sum[first..]
+                    .iter_mut()
+                    .zip(net.get(from..).unwrap_or(&[]))
+                    .for_each(|(o, x)| *o += w * x);
             }
         }
         sum

@@ -81,6 +81,8 @@ struct HomeRun {
     /// The problem its plan solved (before any allocation), while `agents.keep_plan_slots` lets
     /// a plan that still holds be kept.
     planned: Option<gridmesh_agent::schedule::HomeProblem>,
+    /// Its plan's net load per slot, kW (what the coordinator shares the feeder around).
+    plan_net_kw: Vec<f64>,
     /// The export cap per slot the coordinator allocated with the plan (its inverter holds it).
     export_cap_kw: Vec<f64>,
     values: (f64, f64),
@@ -297,6 +299,7 @@ pub fn run_on(
             base: DeviceState::new(h),
             plan: None,
             planned: None,
+            plan_net_kw: Vec::new(),
             export_cap_kw: Vec::new(),
             values: (0.0, 0.0),
             zi: ZeroIntelligence::new(s.seed ^ ((i as u64) << 20)),
@@ -660,7 +663,10 @@ pub fn run_on(
                             0..n,
                             &optimising,
                             &due,
-                            |j| homes[j].plan.as_ref(),
+                            |j| {
+                                let (origin, _) = homes[j].plan.as_ref()?;
+                                Some((*origin, homes[j].plan_net_kw.as_slice()))
+                            },
                             u,
                             HORIZON,
                         );
@@ -720,6 +726,7 @@ pub fn run_on(
                     };
                     for (i, schedule, values, fell_back) in planned {
                         acc.planned(fell_back);
+                        homes[i].plan_net_kw = study::net_kw(&schedule);
                         homes[i].plan = Some((u, schedule));
                         homes[i].planned = if fell_back { None } else { asked.remove(&i) };
                         homes[i].values = values;
@@ -957,7 +964,7 @@ impl<'a> GroupLimit<'a> {
 
     /// The limit weighted over the group's `due` homes (sorted), around what the homes not
     /// planning now put on it (`others`: their net import, or export).
-    fn shared(&self, due: &[usize], others: &study::Others) -> SharedLimit {
+    fn shared(&self, due: &[usize], others: &study::Others<'_>) -> SharedLimit {
         let weights = due
             .iter()
             .map(|i| {

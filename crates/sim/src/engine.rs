@@ -638,10 +638,12 @@ pub fn run_on(
                             })
                             .collect();
                         acc.plans_kept(holds.iter().filter(|h| **h).count());
-                        let mut keep = holds.iter();
-                        due.retain(|_| !keep.next().copied().unwrap_or(false));
-                        let mut keep = holds.iter();
-                        problems.retain(|_| !keep.next().copied().unwrap_or(false));
+                        (due, problems) = due
+                            .into_iter()
+                            .zip(problems)
+                            .zip(holds)
+                            .filter_map(|(due, holds)| (!holds).then_some(due))
+                            .unzip();
                     }
                     // What each plan is made for, to tell at the next turn whether it holds.
                     let asked: Vec<_> = if s.agents.keep_plan_slots > 0 {

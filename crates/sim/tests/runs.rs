@@ -593,9 +593,9 @@ streets = 2
 /// The rebound: tariff-optimising homes all start heating and charging when the night tariff
 /// starts (23:00 UTC) and overload their transformers; the coordinator shares each transformer's
 /// rating among its own homes and keeps both within it, every EV charged and every home warm.
-#[test]
-fn the_coordinator_keeps_each_transformer_within_its_rating_through_the_night_tariffs_rebound() {
-    let text = r#"
+/// Twenty heat-pump homes behind two 50 kVA transformers in January, all optimising; 60 % have
+/// an EV.
+const TWO_TRANSFORMERS: &str = r#"
 name = "two-transformers"
 seed = 5
 [period]
@@ -618,6 +618,10 @@ homes_per_transformer = 10
 transformer_kva = 50
 streets = 2
 "#;
+
+#[test]
+fn the_coordinator_keeps_each_transformer_within_its_rating_through_the_night_tariffs_rebound() {
+    let text = TWO_TRANSFORMERS;
     // Every home re-plans at every turn, at the tariff's change among them: homes that keep a
     // plan made earlier follow its hourly steps there, which spreads the rebound (see
     // `homes_keep_plans_that_still_hold_and_the_community_stays_within_its_limits`).
@@ -661,32 +665,12 @@ streets = 2
 /// its transformers within their ratings, every home warm and every car charged.
 #[test]
 fn homes_keep_plans_that_still_hold_and_the_community_stays_within_its_limits() {
-    let text = r#"
-name = "two-transformers"
-seed = 5
-[period]
-start = "01-12"
-days = 1
-[homes]
-count = 20
-[pv]
-share = 0.5
-[battery]
-share = 0.3
-[ev]
-share = 0.6
-[heat_pump]
-share = 1.0
-[agents]
-strategy = "optimising"
-coordinated = true
-[feeder]
-homes_per_transformer = 10
-transformer_kva = 50
-streets = 2
-"#;
+    let text = TWO_TRANSFORMERS;
     let run_with = |keep: usize| {
-        let o = vec![format!("agents.keep_plan_slots={keep}")];
+        let o = vec![
+            "agents.coordinated=true".into(),
+            format!("agents.keep_plan_slots={keep}"),
+        ];
         go(&Scenario::from_toml(text, &o).unwrap()).community
     };
     let every_turn = run_with(0);

@@ -60,14 +60,17 @@ const SETTLE_LAG: usize = 5;
 const Q_PER_P: f64 = 0.2;
 
 /// How far an optimising home's devices and forecasts may be from its plan at its turn for it to
-/// keep the plan instead of re-planning (`agents.keep_plan_slots` bounds the plan's age).
-const KEEP_DRIFT: Drift = Drift {
-    soc_kwh: 0.1,
-    temperature_k: 0.1,
-    ev_kwh: 0.1,
-    forecast_kw: 0.05,
-    max_age_slots: 0,
-};
+/// keep the plan instead of re-planning, for a plan at most `max_age_slots` old
+/// (`agents.keep_plan_slots`).
+fn keep_drift(max_age_slots: usize) -> Drift {
+    Drift {
+        soc_kwh: 0.1,
+        temperature_k: 0.1,
+        ev_kwh: 0.1,
+        forecast_kw: 0.05,
+        max_age_slots,
+    }
+}
 /// Hours the planner looks ahead.
 const HORIZON: usize = 96;
 
@@ -620,10 +623,7 @@ pub fn run_on(
                     // A home whose plan still holds (its devices where the plan put them, its
                     // forecasts unchanged) keeps it; a car that just came is always planned for.
                     if s.agents.keep_plan_slots > 0 {
-                        let drift = Drift {
-                            max_age_slots: s.agents.keep_plan_slots,
-                            ..KEEP_DRIFT
-                        };
+                        let drift = keep_drift(s.agents.keep_plan_slots);
                         let holds: Vec<bool> = due
                             .iter()
                             .zip(&problems)
@@ -646,13 +646,12 @@ pub fn run_on(
                             .unzip();
                     }
                     // What each plan is made for, to tell at the next turn whether it holds.
-                    let asked: Vec<_> = if s.agents.keep_plan_slots > 0 {
-                        problems.clone()
-                    } else {
-                        Vec::new()
-                    };
                     let mut asked: HashMap<usize, gridmesh_agent::schedule::HomeProblem> =
-                        due.iter().copied().zip(asked).collect();
+                        if s.agents.keep_plan_slots > 0 {
+                            due.iter().copied().zip(problems.iter().cloned()).collect()
+                        } else {
+                            HashMap::new()
+                        };
                     let planned = if s.agents.coordinated {
                         // Each transformer's homes share its rating and the feeder's limits
                         // behind it (cables, voltage), planned in turn by the coordinator; the

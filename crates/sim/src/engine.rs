@@ -328,17 +328,31 @@ pub fn run_on(
     } else {
         Vec::new()
     };
-    // Per transformer: all its homes, and the feeder's limits its homes load (once a run).
-    let group_limits: Vec<_> = feeder
+    // Per transformer: its rating and the feeder's limits its homes load, without those another
+    // implies (once a run).
+    let group_limits: Vec<Vec<GroupLimit>> = feeder
         .capacity_groups
         .iter()
-        .map(|(members, _)| {
-            let everyone: Vec<(usize, f64)> = members.iter().map(|&i| (i, 1.0)).collect();
-            let limits: Vec<GroupLimit> = feeder_limits
-                .iter()
-                .filter_map(|l| GroupLimit::of(l, members))
-                .collect();
-            (everyone, limits)
+        .map(|(members, kw)| {
+            let limits: Vec<GroupLimit> = std::iter::once(GroupLimit::transformer(
+                members,
+                kw * crate::feeder::PLANNING_SHARE,
+            ))
+            .chain(
+                feeder_limits
+                    .iter()
+                    .filter_map(|l| GroupLimit::of(l, members)),
+            )
+            .collect();
+            let all = limits.len();
+            let kept = without_implied(limits);
+            tracing::debug!(
+                homes = members.len(),
+                limits = all,
+                kept = kept.len(),
+                "a transformer's limits for its coordinator"
+            );
+            kept
         })
         .collect();
     let optimising: Vec<usize> = (0..n)
@@ -675,7 +689,7 @@ pub fn run_on(
                             .capacity_groups
                             .iter()
                             .zip(&group_limits)
-                            .filter_map(|((members, kw), (everyone, group_limits))| {
+                            .filter_map(|((members, _), group_limits)| {
                                 let in_group = |i: &usize| members.binary_search(i).is_ok();
                                 let due_g: Vec<usize> =
                                     due.iter().copied().filter(in_group).collect();
@@ -688,15 +702,10 @@ pub fn run_on(
                                     .filter(|(i, _)| in_group(i))
                                     .map(|(_, p)| p.take().expect("one group per home"))
                                     .collect();
-                                let transformer = SharedLimit {
-                                    direction: Direction::Import,
-                                    weights: vec![1.0; due_g.len()],
-                                    others_kw: others.weighted(everyone),
-                                    limit_kw: kw * crate::feeder::PLANNING_SHARE,
-                                };
-                                let mut limits = vec![transformer];
-                                limits
-                                    .extend(group_limits.iter().map(|l| l.shared(&due_g, &others)));
+                                let limits: Vec<SharedLimit> = group_limits
+                                    .iter()
+                                    .map(|l| l.shared(&due_g, &others))
+                                    .collect();
                                 Some((due_g, problems_g, limits))
                             })
                             .collect();
@@ -931,21 +940,30 @@ struct WallTime {
     slots_s: f64,
 }
 
-/// A feeder limit as the coordinator of one transformer's homes shares it: over the group's
-/// homes on it (home, weight; sorted by home), with the share of the limit they carry (by
-/// weight) where it also carries homes behind other transformers.
-struct GroupLimit<'a> {
-    limit: &'a crate::feeder::FeederLimit,
+/// A limit as the coordinator of one transformer's homes shares it: `Σ weight · net flow that
+/// way (kW) ≤ limit_kw` over the group's homes on it (home, weight; sorted by home), the limit
+/// being the group's share of it (by weight) where it also carries homes behind other
+/// transformers.
+#[derive(Clone, Debug, PartialEq)]
+struct GroupLimit {
+    direction: Direction,
     homes: Vec<(usize, f64)>,
-    /// The absolute weights of the group's homes on it, and of all its homes.
-    ours: f64,
-    total: f64,
+    limit_kw: f64,
 }
 
-impl<'a> GroupLimit<'a> {
+impl GroupLimit {
+    /// The transformer's rating (`limit_kw` at the planning share), its homes `members` alike.
+    fn transformer(members: &[usize], limit_kw: f64) -> GroupLimit {
+        GroupLimit {
+            direction: Direction::Import,
+            homes: members.iter().map(|&i| (i, 1.0)).collect(),
+            limit_kw,
+        }
+    }
+
     /// Limit `l` as the homes `members` (sorted) of one transformer load it; `None` where they
     /// do not.
-    fn of(l: &'a crate::feeder::FeederLimit, members: &[usize]) -> Option<GroupLimit<'a>> {
+    fn of(l: &crate::feeder::FeederLimit, members: &[usize]) -> Option<GroupLimit> {
         let homes: Vec<(usize, f64)> = l
             .homes
             .iter()
@@ -955,12 +973,33 @@ impl<'a> GroupLimit<'a> {
         if homes.is_empty() {
             return None;
         }
+        let total: f64 = l.homes.iter().map(|(_, w)| w.abs()).sum();
+        let ours: f64 = homes.iter().map(|(_, w)| w.abs()).sum();
         Some(GroupLimit {
-            limit: l,
-            total: l.homes.iter().map(|(_, w)| w.abs()).sum(),
-            ours: homes.iter().map(|(_, w)| w.abs()).sum(),
+            direction: l.direction,
             homes,
+            limit_kw: l.limit_kw * ours / total,
         })
+    }
+
+    /// The factor `λ > 0` with `other`'s weights `λ ·` this limit's (to rounding), where both
+    /// limit the same flow of the same homes; `None` where they are not so proportional.
+    fn scale_to(&self, other: &GroupLimit) -> Option<f64> {
+        let (&(first, w), &(other_first, v)) = (self.homes.first()?, other.homes.first()?);
+        if self.direction != other.direction
+            || self.homes.len() != other.homes.len()
+            || first != other_first
+            || w == 0.0
+        {
+            return None;
+        }
+        let lambda = v / w;
+        let proportional = self
+            .homes
+            .iter()
+            .zip(&other.homes)
+            .all(|(&(i, w), &(j, v))| i == j && (v - lambda * w).abs() <= 1e-12 * v.abs());
+        (lambda > 0.0 && lambda.is_finite() && proportional).then_some(lambda)
     }
 
     /// The limit weighted over the group's `due` homes (sorted), around what the homes not
@@ -975,21 +1014,46 @@ impl<'a> GroupLimit<'a> {
             })
             .collect();
         let mut others_kw = others.weighted(&self.homes);
-        if self.limit.direction == Direction::Export {
+        if self.direction == Direction::Export {
             others_kw.iter_mut().for_each(|o| *o = -*o);
         }
         SharedLimit {
-            direction: self.limit.direction,
+            direction: self.direction,
             weights,
             others_kw,
-            limit_kw: self.limit.limit_kw * self.ours / self.total,
+            limit_kw: self.limit_kw,
         }
     }
 }
 
+/// `limits` without those another of them implies. Two limits of the same flow of the same
+/// homes with proportional weights (`Σ λw·x ≤ L'` against `Σ w·x ≤ L`) bind together, the one
+/// with the smaller `L'/λ` first, every slot and whatever the homes plan: only that one is
+/// kept, where the first of them stood. A radial feeder's limits above a transformer (its
+/// cables, the voltage at every far end of the other transformers' streets) load all its homes
+/// alike, so most of a transformer's limits are its rating again at another scale: the
+/// coordinator shares the same envelope with far fewer sums.
+fn without_implied(limits: Vec<GroupLimit>) -> Vec<GroupLimit> {
+    let mut kept: Vec<GroupLimit> = Vec::with_capacity(limits.len());
+    for l in limits {
+        match kept
+            .iter_mut()
+            .find_map(|k| k.scale_to(&l).map(|lambda| (k, lambda)))
+        {
+            Some((k, lambda)) => {
+                if l.limit_kw / lambda < k.limit_kw {
+                    *k = l;
+                }
+            }
+            None => kept.push(l),
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{replan_phases, replans_at};
+    use super::{replan_phases, replans_at, without_implied, Direction, GroupLimit};
 
     /// The slots (of a run of `slots`) at which each of `homes` re-plans.
     fn schedule(homes: usize, every: usize, staggered: bool, slots: usize) -> Vec<Vec<usize>> {
@@ -1023,5 +1087,60 @@ mod tests {
         let turns = schedule(10, 4, false, 41);
         let together: Vec<usize> = (0..41).step_by(4).collect();
         assert!(turns.iter().all(|at| *at == together), "{turns:?}");
+    }
+
+    fn limit(direction: Direction, homes: &[(usize, f64)], limit_kw: f64) -> GroupLimit {
+        GroupLimit {
+            direction,
+            homes: homes.to_vec(),
+            limit_kw,
+        }
+    }
+
+    #[test]
+    fn a_limit_another_implies_is_dropped_and_the_tighter_kept_where_the_first_stood() {
+        use Direction::{Export, Import};
+        let all = [(1, 1.0), (4, 1.0), (7, 1.0)];
+        // The rating, then the same homes at a third of the weight: 200 kW there is 600 kW at
+        // the rating's scale, looser, so dropped; at twice the weight 250 kW is 125 kW, tighter,
+        // so it takes the first one's place.
+        let rating = limit(Import, &all, 360.0);
+        let third: Vec<(usize, f64)> = all.iter().map(|&(i, w)| (i, w / 3.0)).collect();
+        let twice: Vec<(usize, f64)> = all.iter().map(|&(i, w)| (i, 2.0 * w)).collect();
+        // Kept: the other direction, another set of homes, weights not in proportion, a
+        // negative scale.
+        let export = limit(Export, &all, 100.0);
+        let street = limit(Import, &[(1, 1.0), (4, 1.0)], 50.0);
+        let uneven = limit(Import, &[(1, 1.0), (4, 2.0), (7, 3.0)], 500.0);
+        let negative: Vec<(usize, f64)> = all.iter().map(|&(i, w)| (i, -w)).collect();
+        let limits = vec![
+            rating,
+            export.clone(),
+            limit(Import, &third, 200.0),
+            street.clone(),
+            uneven.clone(),
+            limit(Import, &twice, 250.0),
+            limit(Import, &negative, 10.0),
+            // The uneven one again, looser at half the weight (600 kW at its scale).
+            limit(Import, &[(1, 0.5), (4, 1.0), (7, 1.5)], 300.0 * 2.0),
+        ];
+        let kept = without_implied(limits);
+        assert_eq!(
+            kept,
+            vec![
+                limit(Import, &twice, 250.0),
+                export,
+                street,
+                uneven,
+                limit(Import, &negative, 10.0),
+            ]
+        );
+        // Nothing to drop: the same limits back, in order.
+        let distinct = vec![
+            limit(Import, &all, 1.0),
+            limit(Export, &all, 1.0),
+            limit(Import, &[(1, 1.0)], 1.0),
+        ];
+        assert_eq!(without_implied(distinct.clone()), distinct);
     }
 }

@@ -123,21 +123,12 @@ impl Areas {
         let mut areas = Areas::with_root_fee(fees_by_depth.first().copied().unwrap_or_default());
         for loc in locations {
             let mut parent = 0;
-            if loc.is_empty() {
+            if loc.is_empty() || areas.find(loc).is_some() {
                 continue;
             }
+            check_location(loc)?;
             let segments: Vec<&str> = loc.split('/').collect();
-            if segments.len() > MAX_DEPTH {
-                return Err(MarketError::BadLocation(
-                    loc.to_string(),
-                    format!("deeper than {MAX_DEPTH} levels"),
-                ));
-            }
-            if areas.find(loc).is_some() {
-                continue;
-            }
-            for (d, seg) in segments.iter().enumerate() {
-                check_segment(loc, seg)?;
+            for d in 0..segments.len() {
                 let path = segments[..=d].join("/");
                 parent = match areas.find(&path) {
                     Some(id) => id,
@@ -223,6 +214,22 @@ impl Areas {
     }
 }
 
+/// Whether `loc` names an area (`street-1/house-4`; empty is the root): at most [`MAX_DEPTH`]
+/// levels, each named by 1 to [`MAX_AREA_NAME`] letters, digits, '-', '_' or '.'. What
+/// [`Areas::from_paths`] requires of each location, without building a hierarchy.
+pub fn check_location(loc: &str) -> Result<(), MarketError> {
+    if loc.is_empty() {
+        return Ok(());
+    }
+    if loc.split('/').count() > MAX_DEPTH {
+        return Err(MarketError::BadLocation(
+            loc.to_string(),
+            format!("deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    loc.split('/').try_for_each(|seg| check_segment(loc, seg))
+}
+
 fn check_segment(loc: &str, seg: &str) -> Result<(), MarketError> {
     if seg.is_empty() || seg.len() > MAX_AREA_NAME {
         return Err(MarketError::BadLocation(
@@ -281,6 +288,30 @@ mod tests {
         assert!(Areas::from_paths(["a//b"], &fees).is_err());
         assert!(Areas::from_paths(["a b"], &fees).is_err());
         assert!(Areas::from_paths(["a/b/c/d/e/f/g/h/i"], &fees).is_err());
+    }
+
+    #[test]
+    fn a_location_is_checked_as_a_hierarchy_would_take_it() {
+        let long = "x".repeat(MAX_AREA_NAME + 1);
+        let deepest = vec!["a"; MAX_DEPTH].join("/");
+        let deeper = vec!["a"; MAX_DEPTH + 1].join("/");
+        for (loc, ok) in [
+            ("", true),
+            ("street-1/house_4.b", true),
+            (deepest.as_str(), true),
+            (deeper.as_str(), false),
+            ("a//b", false),
+            ("/a", false),
+            ("a/", false),
+            ("a b", false),
+            ("street-1/häuser", false),
+            (long.as_str(), false),
+        ] {
+            let checked = check_location(loc);
+            assert_eq!(checked.is_ok(), ok, "{loc}: {checked:?}");
+            // The same verdict and message as building a hierarchy with it.
+            assert_eq!(checked.err(), Areas::from_paths([loc], &[]).err(), "{loc}");
+        }
     }
 
     #[test]

@@ -65,7 +65,9 @@ use std::collections::BTreeMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
-pub use hierarchy::{area_contains, Areas, GridFee, MAX_AREAS, MAX_AREA_NAME, MAX_DEPTH};
+pub use hierarchy::{
+    area_contains, check_location, Areas, GridFee, MAX_AREAS, MAX_AREA_NAME, MAX_DEPTH,
+};
 pub use limits::{within_limits, AreaLimit};
 pub use mechanism::{pro_rata, Mechanism};
 pub use order::{value_ceil, value_floor, AreaId, Order, Side, Trade, UtilityTrade};

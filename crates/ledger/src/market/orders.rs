@@ -3,7 +3,7 @@
 //! capacity costs whoever fills it; both can be cancelled before gate closure. Orders below the
 //! genesis `min_order_kwh` are refused.
 
-use gridmesh_market::{self as mk, value_ceil, Areas, Side};
+use gridmesh_market::{self as mk, value_ceil, Side};
 use gridmesh_types::Amount;
 
 use super::escrow_account;
@@ -56,10 +56,7 @@ pub(crate) fn place_order(
     if price > mk::MAX_PRICE_PER_KWH {
         return Err(MarketTxError::PriceTooHigh(price).into());
     }
-    if !location.is_empty() {
-        Areas::from_paths([location], &[])
-            .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
-    }
+    mk::check_location(location).map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
     let open: u32 = o
         .kv_get(&keys::open_slot(slot))
         .map(|b| dec(&b))

@@ -373,13 +373,15 @@ pub fn run_on(
     let home_buses = feeder.home_buses();
     // The keyed devices' readings of the last slot, signed while its block ran.
     let mut signed_readings = None;
+    // Transactions of the last block, to make room for the next one's at once.
+    let mut calls_last = 0;
     let mut wall = WallTime::default();
     for u in first..end + SETTLE_LAG {
         let slot_started = std::time::Instant::now();
         let in_period = u < end;
-        // 1-2. The block: readings of u − 1, orders for u + 1, islanding events.
-        let mut txs = Vec::new();
-        let mut operator_pending = 0;
+        // 1-2. The block: readings of u − 1, orders for u + 1, islanding events, each
+        // (sender, what) in the block's order, made transactions at once below.
+        let mut calls: Vec<(Address, TxKind)> = Vec::with_capacity(calls_last);
         if in_period && islanded(u) != (u > first && islanded(u - 1)) {
             let at = slot_start_ms(chain_slot(u));
             let events: &[GridEventKind] = if islanded(u) {
@@ -388,15 +390,13 @@ pub fn run_on(
                 &[GridEventKind::Resynchronising, GridEventKind::Reconnected]
             };
             for e in events {
-                txs.extend(ledger.tx(
+                calls.push((
                     operator,
-                    operator_pending,
                     TxKind::GridEvent {
                         event: *e,
                         at_ms: at,
                     },
                 ));
-                operator_pending += 1;
             }
         }
         if s.market.envelopes && u + 1 < end && !traders.is_empty() {
@@ -407,9 +407,8 @@ pub fn run_on(
                 .map(|(i, h)| (i, h.last_net_kw));
             let sent = flow.envelopes(&traders, others).map(|env| {
                 for (&i, (import_mwh, export_mwh)) in traders.iter().zip(env) {
-                    txs.extend(ledger.tx(
+                    calls.push((
                         operator,
-                        operator_pending,
                         TxKind::SetEnvelope {
                             slot: chain_slot(u + 1),
                             location: feeder.home_area[i].clone(),
@@ -417,14 +416,12 @@ pub fn run_on(
                             export_mwh,
                         },
                     ));
-                    operator_pending += 1;
                 }
             });
             acc.envelopes(u, sent);
         }
         for report in inverters.take_reports() {
-            txs.extend(ledger.tx(operator, operator_pending, report));
-            operator_pending += 1;
+            calls.push((operator, report));
         }
         // A slashed inverter no longer counts as producing capacity: the home's export reading
         // and asks are bounded by its battery alone (the panels still make what they make).
@@ -440,28 +437,20 @@ pub fn run_on(
             None => vec![None; n],
         };
         for (i, h) in homes.iter_mut().enumerate() {
-            let mut pending = 0;
             if u > first && u - 1 < end {
                 let (import_mwh, export_mwh) = h.readings[(u - 1) % RING];
                 // What the ledger counts now (an inverter slashed since is not).
                 let export_mwh = export_mwh.min(max_export_mwh[i]);
-                if let Some(tx) = ledger.tx(
+                calls.push((
                     h.address,
-                    pending,
                     TxKind::SubmitReading {
                         slot: chain_slot(u - 1),
                         import_mwh,
                         export_mwh,
                     },
-                ) {
-                    txs.push(tx);
-                    pending += 1;
-                }
+                ));
                 if let Some(kind) = device_readings[i].take() {
-                    if let Some(tx) = ledger.tx(h.address, pending, kind) {
-                        txs.push(tx);
-                        pending += 1;
-                    }
+                    calls.push((h.address, kind));
                 }
             }
             if u + 1 >= end {
@@ -504,9 +493,8 @@ pub fn run_on(
                 if energy_mwh < gridmesh_ledger::config::DEFAULT_MIN_ORDER_MWH {
                     continue;
                 }
-                if let Some(tx) = ledger.tx(
+                calls.push((
                     h.address,
-                    pending,
                     TxKind::PlaceOrder {
                         slot: chain_slot(u + 1),
                         side: match side {
@@ -517,12 +505,11 @@ pub fn run_on(
                         price_per_kwh: price,
                         location: feeder.home_area[i].clone(),
                     },
-                ) {
-                    txs.push(tx);
-                    pending += 1;
-                }
+                ));
             }
         }
+        calls_last = calls.len();
+        let txs = ledger.txs(calls);
         // The block runs on its own thread while the slot's devices, agents and feeder run on
         // this one: nothing in the slot depends on the block, and the next block needs both.
         let settling = (u >= first + SETTLE_LAG).then(|| {

@@ -10,7 +10,7 @@
 //! no node, mempool or replica can take one. The final state root identifies a run: same scenario and seed, same
 //! root.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use gridmesh_ledger::config::{FeeFile, MarketFile, TariffFile};
 use gridmesh_ledger::economics::EconomicsFile;
@@ -29,6 +29,22 @@ pub trait SimChain: Send {
     type Tx: Send;
     /// A transaction of `sender` with the next nonce after `pending` others of it in this block.
     fn tx(&self, sender: Address, pending: u64, kind: TxKind) -> Option<Self::Tx>;
+
+    /// The transactions of a block, in order, from what each sender asks (sender, kind): each
+    /// sender's numbered on after its earlier ones here, those that cannot be formed left out
+    /// (as [`SimChain::tx`] one by one).
+    fn txs(&self, calls: Vec<(Address, TxKind)>) -> Vec<Self::Tx> {
+        let mut pending: HashMap<Address, u64> = HashMap::new();
+        calls
+            .into_iter()
+            .filter_map(|(sender, kind)| {
+                let p = pending.entry(sender).or_default();
+                let tx = self.tx(sender, *p, kind)?;
+                *p += 1;
+                Some(tx)
+            })
+            .collect()
+    }
     /// Builds, executes and commits the next block at `timestamp_ms` with `txs`.
     fn block(&mut self, txs: Vec<Self::Tx>, timestamp_ms: u64) -> Result<(), String>;
     /// Reads the committed state.
@@ -73,6 +89,19 @@ pub fn rewards(
             .map(|p| p.reward)
             .sum()
     })
+}
+
+/// Each call with the number of its sender's calls before it.
+fn numbered(calls: Vec<(Address, TxKind)>) -> Vec<(Address, u64, TxKind)> {
+    let mut pending: HashMap<Address, u64> = HashMap::new();
+    calls
+        .into_iter()
+        .map(|(sender, kind)| {
+            let p = pending.entry(sender).or_default();
+            *p += 1;
+            (sender, *p - 1, kind)
+        })
+        .collect()
 }
 
 /// A refusal's reason without its numbers, so that refusals group by kind.
@@ -232,6 +261,29 @@ impl SimChain for SimLedger {
                 None
             }
         }
+    }
+
+    /// As [`SimChain::txs`], on the machine's cores: numbered as if each forms (the simulator
+    /// makes none that cannot), and numbered again without those that do not (whether one forms
+    /// does not depend on its nonce).
+    fn txs(&self, calls: Vec<(Address, TxKind)>) -> Vec<UnsignedTx> {
+        use rayon::prelude::*;
+        let made: Vec<Option<UnsignedTx>> = numbered(calls)
+            .into_par_iter()
+            .map(|(sender, p, kind)| self.tx(sender, p, kind))
+            .collect();
+        if made.iter().all(Option::is_some) {
+            return made.into_iter().flatten().collect();
+        }
+        let formed = made
+            .into_iter()
+            .flatten()
+            .map(|tx| (tx.sender(), tx.body().kind.clone()))
+            .collect();
+        numbered(formed)
+            .into_iter()
+            .filter_map(|(sender, p, kind)| self.tx(sender, p, kind))
+            .collect()
     }
 
     fn block(&mut self, txs: Vec<UnsignedTx>, timestamp_ms: u64) -> Result<(), String> {

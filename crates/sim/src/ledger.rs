@@ -32,19 +32,11 @@ pub trait SimChain: Send {
 
     /// The transactions of a block, in order, from what each sender asks (sender, kind): each
     /// sender's numbered on after its earlier ones here, those that cannot be formed left out
-    /// (as [`SimChain::tx`] one by one).
+    /// ([`txs_one_by_one`]).
     fn txs(&self, calls: Vec<(Address, TxKind)>) -> Vec<Self::Tx> {
-        let mut pending: HashMap<Address, u64> = HashMap::new();
-        calls
-            .into_iter()
-            .filter_map(|(sender, kind)| {
-                let p = pending.entry(sender).or_default();
-                let tx = self.tx(sender, *p, kind)?;
-                *p += 1;
-                Some(tx)
-            })
-            .collect()
+        txs_one_by_one(self, calls)
     }
+
     /// Builds, executes and commits the next block at `timestamp_ms` with `txs`.
     fn block(&mut self, txs: Vec<Self::Tx>, timestamp_ms: u64) -> Result<(), String>;
     /// Reads the committed state.
@@ -91,15 +83,20 @@ pub fn rewards(
     })
 }
 
-/// Each call with the number of its sender's calls before it.
-fn numbered(calls: Vec<(Address, TxKind)>) -> Vec<(Address, u64, TxKind)> {
+/// [`SimChain::txs`] made one by one with [`SimChain::tx`]: a sender's next transaction takes
+/// the nonce after its earlier ones that formed.
+pub fn txs_one_by_one<C: SimChain + ?Sized>(
+    chain: &C,
+    calls: Vec<(Address, TxKind)>,
+) -> Vec<C::Tx> {
     let mut pending: HashMap<Address, u64> = HashMap::new();
     calls
         .into_iter()
-        .map(|(sender, kind)| {
+        .filter_map(|(sender, kind)| {
             let p = pending.entry(sender).or_default();
+            let tx = chain.tx(sender, *p, kind)?;
             *p += 1;
-            (sender, *p - 1, kind)
+            Some(tx)
         })
         .collect()
 }
@@ -264,11 +261,20 @@ impl SimChain for SimLedger {
     }
 
     /// As [`SimChain::txs`], on the machine's cores: numbered as if each forms (the simulator
-    /// makes none that cannot), and numbered again without those that do not (whether one forms
-    /// does not depend on its nonce).
+    /// makes none that cannot), and one by one again from those that did where one does not
+    /// (whether one forms does not depend on its nonce).
     fn txs(&self, calls: Vec<(Address, TxKind)>) -> Vec<UnsignedTx> {
         use rayon::prelude::*;
-        let made: Vec<Option<UnsignedTx>> = numbered(calls)
+        let mut pending: HashMap<Address, u64> = HashMap::new();
+        let numbered: Vec<(Address, u64, TxKind)> = calls
+            .into_iter()
+            .map(|(sender, kind)| {
+                let p = pending.entry(sender).or_default();
+                *p += 1;
+                (sender, *p - 1, kind)
+            })
+            .collect();
+        let made: Vec<Option<UnsignedTx>> = numbered
             .into_par_iter()
             .map(|(sender, p, kind)| self.tx(sender, p, kind))
             .collect();
@@ -280,10 +286,7 @@ impl SimChain for SimLedger {
             .flatten()
             .map(|tx| (tx.sender(), tx.body().kind.clone()))
             .collect();
-        numbered(formed)
-            .into_iter()
-            .filter_map(|(sender, p, kind)| self.tx(sender, p, kind))
-            .collect()
+        txs_one_by_one(self, formed)
     }
 
     fn block(&mut self, txs: Vec<UnsignedTx>, timestamp_ms: u64) -> Result<(), String> {
@@ -315,5 +318,55 @@ impl SimChain for SimLedger {
             self.transactions,
             &self.rejected,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Made at once or one by one, a block's transactions are the same: each sender's numbered
+    /// on, and one that cannot be formed (an order of no energy) left out with the next of its
+    /// sender taking its nonce.
+    #[test]
+    fn a_blocks_transactions_made_at_once_are_those_made_one_by_one() {
+        let (a, b) = (Address([1; 32]), Address([2; 32]));
+        let genesis = Genesis::dev(a);
+        let chain = SimLedger::new(&genesis, a).unwrap();
+        let order = |energy_mwh| TxKind::PlaceOrder {
+            slot: 10,
+            side: gridmesh_ledger::Side::Bid,
+            energy_mwh,
+            price_per_kwh: 100_000,
+            location: String::new(),
+        };
+        let reading = TxKind::SubmitReading {
+            slot: 9,
+            import_mwh: 100,
+            export_mwh: 0,
+        };
+        let calls = |bad: bool| {
+            vec![
+                (a, reading.clone()),
+                (b, reading.clone()),
+                (a, order(if bad { 0 } else { 500 })),
+                (b, order(700)),
+                (a, order(900)),
+            ]
+        };
+        for bad in [false, true] {
+            let at_once = chain.txs(calls(bad));
+            assert_eq!(at_once, txs_one_by_one(&chain, calls(bad)), "bad: {bad}");
+            let nonces: Vec<(Address, u64)> = at_once
+                .iter()
+                .map(|t| (t.sender(), t.body().nonce))
+                .collect();
+            let expected = if bad {
+                vec![(a, 0), (b, 0), (b, 1), (a, 1)]
+            } else {
+                vec![(a, 0), (b, 0), (a, 1), (b, 1), (a, 2)]
+            };
+            assert_eq!(nonces, expected, "bad: {bad}");
+        }
     }
 }

@@ -293,8 +293,8 @@ mod tests {
     #[test]
     fn a_location_is_checked_as_a_hierarchy_would_take_it() {
         let long = "x".repeat(MAX_AREA_NAME + 1);
-        let deepest = vec!["a"; MAX_DEPTH].join("/");
-        let deeper = vec!["a"; MAX_DEPTH + 1].join("/");
+        let deepest = ["a"; MAX_DEPTH].join("/");
+        let deeper = ["a"; MAX_DEPTH + 1].join("/");
         for (loc, ok) in [
             ("", true),
             ("street-1/house_4.b", true),

@@ -6,7 +6,7 @@
 //! what was verified; economics rewards and slashes on what it recorded.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use gridmesh_market::{self as mk, Areas};
+use gridmesh_market as mk;
 use gridmesh_physics::pog;
 use gridmesh_types::units::{slot_start_ms, SLOT_MS};
 use gridmesh_types::{Address, Amount};
@@ -460,10 +460,7 @@ pub(crate) fn register_device_key(
     if bond.0 < min {
         return Err(MarketTxError::BondTooSmall { got: bond.0, min }.into());
     }
-    if !info.location.is_empty() {
-        Areas::from_paths([info.location.as_str()], &[])
-            .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
-    }
+    mk::check_location(&info.location).map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
     let message = crate::tx::device_registration_message(ctx.chain_id, &sender, info);
     crate::crypto::verify_one(device, &message, device_signature)
         .map_err(|_| MarketTxError::BadDeviceSignature)?;

@@ -5,7 +5,7 @@
 //! Knows nothing of orders, devices or rewards: the market reads the envelopes and the mode.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use gridmesh_market::{Areas, Tariff};
+use gridmesh_market::Tariff;
 use serde::Serialize;
 
 use crate::config::MarketConfig;
@@ -83,10 +83,8 @@ pub(crate) fn set_envelope(
     let now = from.now_ms();
     only_grid_operator(cfg, &from)?;
     cfg.check_open(slot, now)?;
-    if !location.is_empty() {
-        Areas::from_paths([location], &[])
-            .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
-    }
+    gridmesh_market::check_location(location)
+        .map_err(|e| MarketTxError::BadLocation(e.to_string()))?;
     o.kv_put(
         keys::envelope(slot, location),
         enc(&EnvelopeRecord {

@@ -236,15 +236,9 @@ pub fn run_on(
     let mut inverters =
         crate::devices::Inverters::draw(s, c, &chain_id(s)).map_err(SimError::Devices)?;
     // Devices: every home's meter, and what it has (a keyed inverter with its own key and bond).
-    let mut regs = Vec::new();
+    let mut regs: Vec<(Address, TxKind)> = Vec::new();
     for (i, h) in c.homes.homes.iter().enumerate() {
-        let mut k = 0;
-        let mut reg = |kind| {
-            if let Some(tx) = ledger.tx(addresses[i], k, kind) {
-                regs.push(tx);
-                k += 1;
-            }
-        };
+        let mut reg = |kind| regs.push((addresses[i], kind));
         let plain = |kind, w: f64| TxKind::RegisterDevice {
             kind,
             capacity_w: w.ceil() as u32,
@@ -264,6 +258,7 @@ pub fn run_on(
             reg(plain(DeviceKind::EvCharger, h.ev_power_kw * 1e3));
         }
     }
+    let regs = ledger.txs(regs);
     ledger
         .block(regs, slot_start_ms(chain_slot(first)) - SLOT_MS)
         .map_err(SimError::Chain)?;

@@ -89,11 +89,13 @@ struct LedgerSink {
 
 impl ReadingSink for LedgerSink {
     fn submit(&self, readings: Vec<DeviceReading>) -> Result<(), String> {
-        let errors = self.submitter.lock().expect("submitter lock").submit(
+        // What the mempool refuses for now is lost to the relay as any refusal is (the device's
+        // own buffer still has it).
+        let submitted = self.submitter.lock().expect("submitter lock").submit(
             &self.shared,
             vec![TxKind::SubmitDeviceReadings { readings }],
         );
-        match errors.last() {
+        match submitted.errors.last() {
             None => Ok(()),
             Some(e) => Err(e.clone()),
         }

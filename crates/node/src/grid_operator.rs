@@ -125,6 +125,10 @@ pub struct PccReports {
 /// How far a PCC report's time may be from the node's clock.
 pub const PCC_MAX_SKEW_MS: u64 = 60_000;
 
+/// Transactions the service holds while the mempool refuses them for now: a day's envelopes for
+/// a hundred connection points.
+const MAX_QUEUED: usize = 10_000;
+
 /// Why a signed PCC report was refused (its signature and signer were checked before).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PccRefusal {
@@ -330,14 +334,35 @@ fn run(
                 st.enveloped_slots.pop_first();
             }
         }
-        if queued.is_empty() {
+        // With nothing new, still while transactions are in flight: one refused at block time
+        // has those behind it signed again now, not when the next slot is enveloped.
+        if queued.is_empty() && submitter.idle() {
             continue;
         }
         let take = queued.len().min(1_000);
-        let errors = submitter.submit(&shared, queued.drain(..take).collect());
-        if let Some(e) = errors.last() {
-            tracing::warn!(error = %e, "a grid operator transaction was refused");
-            status.lock().expect("status lock").last_error = Some(e.clone());
+        let submitted = submitter.submit(&shared, queued.drain(..take).collect());
+        // Refused for now (the mempool or this key's queue full): first again at the next poll.
+        queued.splice(0..0, submitted.unsent);
+        let mut excess = queued.len().saturating_sub(MAX_QUEUED);
+        if excess > 0 {
+            tracing::warn!(
+                dropped = excess,
+                "the grid operator's queue is full: its oldest envelopes and tariffs are dropped"
+            );
+            // Grid events stay: the ledger's mode follows nothing else.
+            queued.retain(|k| {
+                let drop = excess > 0 && !matches!(k, TxKind::GridEvent { .. });
+                excess -= usize::from(drop);
+                !drop
+            });
+        }
+        if let Some(e) = submitted.errors.last() {
+            let mut st = status.lock().expect("status lock");
+            // Once, not at every poll while the mempool stays full.
+            if st.last_error.as_ref() != Some(e) {
+                tracing::warn!(error = %e, "a grid operator transaction was refused");
+            }
+            st.last_error = Some(e.clone());
         }
     }
 }

@@ -102,9 +102,9 @@ fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
             Ok(readings) if readings.is_empty() => {}
             Ok(readings) => {
                 let n = readings.len();
-                let errors =
+                let submitted =
                     submitter.submit(&shared, vec![TxKind::SubmitDeviceReadings { readings }]);
-                match errors.last() {
+                match submitted.errors.last() {
                     None => {
                         tracing::info!(ven = %job.ven, %device, readings = n, "a VEN's usage as its meter's readings")
                     }

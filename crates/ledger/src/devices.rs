@@ -212,6 +212,22 @@ pub(crate) struct OwnerCapacity {
     pub keyed_producing_mwh: u64,
 }
 
+/// Whether the owner has any device, declared or keyed (what a meter reading without export
+/// needs): the first entry found answers, where [`owner_capacity`] reads them all.
+pub(crate) fn owner_has_device(o: &Overlay<'_>, owner: &Address) -> bool {
+    let mut any = false;
+    for prefix in [keys::devices(owner), keys::owned_devices(owner)] {
+        o.kv_visit_while(&prefix, |_, _| {
+            any = true;
+            std::ops::ControlFlow::Break(())
+        });
+        if any {
+            return true;
+        }
+    }
+    false
+}
+
 /// One pass over the owner's devices (on the path of every ask and reading: no copies).
 pub(crate) fn owner_capacity(o: &Overlay<'_>, owner: &Address) -> OwnerCapacity {
     let mut c = OwnerCapacity {
@@ -635,6 +651,29 @@ pub(crate) fn submit_device_readings(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A meter reading's device check: a declared device or a keyed one answers; none, or one
+    /// this block removed (a transferred keyed device), does not.
+    #[test]
+    fn an_owner_has_a_device_declared_or_keyed() {
+        let state = crate::state::State::default();
+        let mut o = state.overlay();
+        let (declared, keyed, none) = (Address([1; 32]), Address([2; 32]), Address([3; 32]));
+        let meter = Device {
+            kind: DeviceKind::Meter,
+            capacity_w: 11_000,
+        };
+        o.kv_put(keys::device(&declared, 0), enc(&meter));
+        o.kv_put(keys::owned_device(&keyed, &Address([9; 32])), Vec::new());
+        assert!(owner_has_device(&o, &declared));
+        assert!(owner_has_device(&o, &keyed));
+        assert!(!owner_has_device(&o, &none));
+        // What owner_capacity says of the same owners.
+        assert!(owner_capacity(&o, &declared).any);
+        assert!(!owner_capacity(&o, &none).any);
+        o.kv_delete(keys::owned_device(&keyed, &Address([9; 32])));
+        assert!(!owner_has_device(&o, &keyed));
+    }
 
     #[test]
     fn only_hard_physics_holds_are_disputable() {

@@ -322,7 +322,9 @@ pub fn hash_bucket(entries: &[KvEntry]) -> Hash32 {
 /// Bytes of a key kept inline in a bucket's search index: tag, group and the next 15 bytes
 /// (enough to tell apart the addresses and order ids that follow the group).
 const HEAD_LEN: usize = 24;
-type Head = [u8; HEAD_LEN];
+/// A key's head as three big-endian words: they compare as the bytes do, in three integer
+/// comparisons instead of a call to `memcmp` at every step of a lookup's binary search.
+type Head = [u64; HEAD_LEN / 8];
 
 /// A key's first [`HEAD_LEN`] bytes, zero-padded. Heads order like keys, except that keys with
 /// the same head may be in either order: `head(a) < head(b)` implies `a < b`.
@@ -330,7 +332,7 @@ fn head(key: &[u8]) -> Head {
     let mut h = [0; HEAD_LEN];
     let n = key.len().min(HEAD_LEN);
     h[..n].copy_from_slice(&key[..n]);
-    h
+    std::array::from_fn(|i| u64::from_be_bytes(h[8 * i..8 * i + 8].try_into().expect("8 bytes")))
 }
 
 fn heads(bucket: &[KvEntry]) -> Arc<[Head]> {

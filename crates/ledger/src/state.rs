@@ -392,6 +392,18 @@ impl Overlay<'_> {
     /// Calls `f` with each entry under `prefix` (at least `tag ‖ group`), with this overlay's
     /// changes, in key order, without copying them (the hot paths of transactions).
     pub fn kv_visit(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
+        self.kv_visit_while(prefix, |k, v| {
+            f(k, v);
+            std::ops::ControlFlow::Continue(())
+        });
+    }
+
+    /// [`Overlay::kv_visit`] until `f` breaks.
+    pub fn kv_visit_while(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>,
+    ) {
         let base = self.base.kv.scan(prefix);
         let mut changes = self
             .kv
@@ -416,14 +428,17 @@ impl Overlay<'_> {
                     }
                 },
             };
-            if take_change {
-                let (k, v) = changes.next().expect("peeked");
-                if let Some(v) = v {
-                    f(k, v);
+            let flow = if take_change {
+                match changes.next().expect("peeked") {
+                    (k, Some(v)) => f(k, v),
+                    (_, None) => std::ops::ControlFlow::Continue(()),
                 }
             } else {
                 let (k, v) = base.next().expect("peeked");
-                f(k, v);
+                f(k, v)
+            };
+            if flow.is_break() {
+                break;
             }
         }
     }

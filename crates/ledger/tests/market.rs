@@ -1274,6 +1274,10 @@ fn bad_market_transactions_are_refused_and_change_nothing() {
         market_err(net.one(end, 2, reading(1, 0))),
         MarketTxError::NoDevice
     );
+    assert_eq!(
+        market_err(net.one(end, 2, reading(0, 1))),
+        MarketTxError::NoDevice
+    );
     assert!(matches!(
         market_err(net.one(end + 1, 1, reading(50_000 * 250 / 1000 + 1, 0))),
         MarketTxError::ImportAboveLimit { .. }

@@ -14,7 +14,7 @@ use super::records::{
 use super::{Delivered, Owed};
 use crate::arith::share_of;
 use crate::config::MarketConfig;
-use crate::devices::{check_device_readings, owner_capacity};
+use crate::devices::{check_device_readings, owner_capacity, owner_has_device};
 use crate::error::{MarketTxError, TxError};
 use crate::kv::{decode as dec, encode as enc, keys, Tag};
 use crate::limits::MWH_PER_W_PER_SLOT;
@@ -41,17 +41,24 @@ pub(crate) fn submit_reading(
     if now >= deadline_ms {
         return Err(MarketTxError::ReadingTooLate { slot, deadline_ms }.into());
     }
-    let capacity = owner_capacity(o, &sender);
-    if !capacity.any {
-        return Err(MarketTxError::NoDevice.into());
-    }
-    let max_export = capacity.producing_mwh;
-    if export_mwh > max_export {
-        return Err(MarketTxError::ExportAboveCapacity {
-            export_mwh,
-            max_mwh: max_export,
+    // Most readings export nothing (no PV, night): they only need a device, the first found.
+    if export_mwh == 0 {
+        if !owner_has_device(o, &sender) {
+            return Err(MarketTxError::NoDevice.into());
         }
-        .into());
+    } else {
+        let capacity = owner_capacity(o, &sender);
+        if !capacity.any {
+            return Err(MarketTxError::NoDevice.into());
+        }
+        let max_export = capacity.producing_mwh;
+        if export_mwh > max_export {
+            return Err(MarketTxError::ExportAboveCapacity {
+                export_mwh,
+                max_mwh: max_export,
+            }
+            .into());
+        }
     }
     let max_import = cfg.max_import_w.saturating_mul(MWH_PER_W_PER_SLOT);
     if import_mwh > max_import {

@@ -30,8 +30,8 @@ impl Submitter {
         self.in_flight.len()
     }
 
-    /// Whether nothing of this key's is in flight or waiting: a call to [`Submitter::submit`]
-    /// with nothing new would do nothing.
+    /// Whether none of the transactions signed here may still be pending: then a call to
+    /// [`Submitter::submit`] with nothing new has nothing to mend.
     pub fn idle(&self) -> bool {
         self.in_flight.is_empty()
     }

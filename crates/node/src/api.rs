@@ -939,6 +939,26 @@ async fn get_tx(
         }
         v
     };
+    // The mempool first: a transaction leaves it only after its block is applied and indexed
+    // (`gridmesh_consensus`), so one that is not pending now is found committed below if it is.
+    // Read the other way round, a block committed between the two reads hid it from both.
+    let pending = s
+        .mempool
+        .lock()
+        .expect("mempool lock")
+        .get(&hash)
+        .map(|tx| view(tx.tx()));
+    if let Some(tx) = pending {
+        return Ok(Json(TxStatusResponse {
+            hash: hash.to_string(),
+            status: "pending".into(),
+            height: None,
+            index: None,
+            block_hash: None,
+            tx,
+            receipt: None,
+        }));
+    }
     let (store, head) = {
         let chain = s.chain.read().expect("chain lock");
         (chain.store().clone(), chain.head().height)
@@ -980,20 +1000,9 @@ async fn get_tx(
             format!("transaction {hash} was rejected: {why}"),
         ));
     }
-    let tx = mp.get(&hash).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "transaction {hash} is neither committed nor pending"
-        ))
-    })?;
-    Ok(Json(TxStatusResponse {
-        hash: hash.to_string(),
-        status: "pending".into(),
-        height: None,
-        index: None,
-        block_hash: None,
-        tx: view(tx.tx()),
-        receipt: None,
-    }))
+    Err(ApiError::not_found(format!(
+        "transaction {hash} is neither committed nor pending"
+    )))
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

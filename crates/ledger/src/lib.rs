@@ -37,7 +37,9 @@ pub mod telemetry;
 pub mod tx;
 
 pub use block::{Block, BlockHeader, Receipt};
-pub use chain::{BlockError, Built, Chain, ChainError, Executed, Parent, Rehearsal};
+pub use chain::{
+    BlockError, Built, Chain, ChainError, DeviceSignatures, Executed, Parent, Rehearsal,
+};
 pub use config::MarketConfig;
 pub use crypto::Keypair;
 pub use dispatch::BlockExecution;

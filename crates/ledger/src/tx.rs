@@ -318,31 +318,73 @@ impl DeviceReading {
         chain_id: &str,
         slot: u64,
         seq: u64,
+        out: (u64, u64),
+        inn: (u64, u64),
+    ) -> DeviceReading {
+        let mut r = DeviceReading::one_sample(
+            device.address(),
+            Some(device),
+            chain_id,
+            slot,
+            seq,
+            out,
+            inn,
+        );
+        r.signature = device.sign(&device_reading_message(chain_id, &r));
+        r
+    }
+
+    /// [`DeviceReading::with_one_sample`] of `device` with neither the sample nor the reading
+    /// signed (all-zero signatures): a simulated device's reading in an unsigned transaction
+    /// whose caller vouches for its devices too ([`crate::DeviceSignatures::Vouched`]). Any
+    /// block a node builds or checks refuses it.
+    pub fn vouched_one_sample(
+        device: Address,
+        chain_id: &str,
+        slot: u64,
+        seq: u64,
+        out: (u64, u64),
+        inn: (u64, u64),
+    ) -> DeviceReading {
+        DeviceReading::one_sample(device, None, chain_id, slot, seq, out, inn)
+    }
+
+    /// The reading of [`DeviceReading::with_one_sample`], its sample signed by `signer` if any,
+    /// the reading itself not signed.
+    fn one_sample(
+        device: Address,
+        signer: Option<&Keypair>,
+        chain_id: &str,
+        slot: u64,
+        seq: u64,
         (out_mwh, out_register_mwh): (u64, u64),
         (in_mwh, in_register_mwh): (u64, u64),
     ) -> DeviceReading {
         // The slot's mean power, W (mWh per quarter hour × 4 / 1000), positive out of the device.
         let power_w = (i128::from(out_mwh) - i128::from(in_mwh)) * 4 / 1000;
-        let sample = crate::telemetry::RawSample::signed(
+        let mut sample = crate::telemetry::RawSample {
             device,
-            chain_id,
             seq,
-            gridmesh_types::units::slot_start_ms(slot.saturating_add(1)),
+            time_ms: gridmesh_types::units::slot_start_ms(slot.saturating_add(1)),
             out_register_mwh,
             in_register_mwh,
-            power_w.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32,
-        );
-        let (root, count) = crate::telemetry::commitment(&[sample]);
-        DeviceReading::signed(
+            power_w: power_w.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32,
+            signature: [0; 64],
+        };
+        if let Some(signer) = signer {
+            sample.signature = signer.sign(&sample.message(chain_id));
+        }
+        let (raw_root, raw_count) = crate::telemetry::commitment(&[sample]);
+        DeviceReading {
             device,
-            chain_id,
             slot,
-            out_mwh,
-            in_mwh,
-            out_register_mwh,
-            root,
-            count,
-        )
+            energy_out_mwh: out_mwh,
+            energy_in_mwh: in_mwh,
+            register_mwh: out_register_mwh,
+            raw_root,
+            raw_count,
+            signature: [0; 64],
+        }
     }
 }
 

@@ -1399,6 +1399,103 @@ fn register_device(
     net.one(ts, owner, tx).unwrap();
 }
 
+/// A rehearsal (the in-memory chain of simulated members) takes a device reading nobody signed
+/// only when its caller vouches for the devices; any block a node builds refuses it, and the
+/// vouched reading is the signed one without its signatures.
+#[test]
+fn only_a_rehearsal_told_so_vouches_for_unsigned_device_readings() {
+    use gridmesh_ledger::tx::DeviceReading;
+    use gridmesh_ledger::{DeviceSignatures, UnsignedTx};
+    let mut net = Net::with_grid_operator(3);
+    let owner = 1;
+    let device = Keypair::from_seed([60; 32]);
+    let t0 = slot_start_ms(SLOT) - 3_000_000;
+    register_device(
+        &mut net,
+        t0,
+        owner,
+        &device,
+        DeviceKind::Pv,
+        "street-1/house-4",
+    );
+    let chain_id = net.chain.chain_id().to_string();
+    let out = (400_000, 400_000);
+    let vouched =
+        DeviceReading::vouched_one_sample(device.address(), &chain_id, SLOT, SLOT, out, (0, 0));
+    let signed = DeviceReading::with_one_sample(&device, &chain_id, SLOT, SLOT, out, (0, 0));
+    assert_eq!(vouched.signature, [0; 64]);
+    assert_ne!(signed.signature, [0; 64]);
+    assert_eq!(
+        (
+            vouched.device,
+            vouched.slot,
+            vouched.energy_out_mwh,
+            vouched.energy_in_mwh
+        ),
+        (
+            signed.device,
+            signed.slot,
+            signed.energy_out_mwh,
+            signed.energy_in_mwh
+        )
+    );
+    assert_eq!(
+        (vouched.register_mwh, vouched.raw_count),
+        (signed.register_mwh, signed.raw_count)
+    );
+    assert_ne!(
+        vouched.raw_root, signed.raw_root,
+        "the sample's signature is in its leaf"
+    );
+    let after = slot_start_ms(SLOT + 1) + 60_000;
+    let kind = TxKind::SubmitDeviceReadings {
+        readings: vec![vouched],
+    };
+    let unsigned = || {
+        let sender = net.keys[owner].address();
+        let nonce = net.chain.account(&sender).nonce;
+        UnsignedTx::new(sender, &chain_id, nonce, kind.clone()).unwrap()
+    };
+    let proposer = net.keys[0].address();
+    let parent = net.chain.parent();
+    let checked = parent.rehearse(
+        &chain_id,
+        [unsigned()],
+        after,
+        proposer,
+        DeviceSignatures::Checked,
+    );
+    assert_eq!(checked.header.tx_count, 0);
+    assert_eq!(
+        checked
+            .rejected
+            .iter()
+            .map(|(_, e)| market_err(Err(e.clone())))
+            .collect::<Vec<_>>(),
+        vec![MarketTxError::BadReadingSignature(device.address())]
+    );
+    let taken = parent.rehearse(
+        &chain_id,
+        [unsigned()],
+        after,
+        proposer,
+        DeviceSignatures::Vouched,
+    );
+    assert!(taken.rejected.is_empty(), "{:?}", taken.rejected);
+    assert_eq!(taken.header.tx_count, 1);
+    assert_ne!(taken.header.state_root, checked.header.state_root);
+    // A signed transaction carrying the same reading: refused by the node's own block.
+    assert_eq!(
+        market_err(net.one(after, owner, kind.clone())),
+        MarketTxError::BadReadingSignature(device.address())
+    );
+    // The signed reading goes in either way.
+    let signed_kind = TxKind::SubmitDeviceReadings {
+        readings: vec![signed],
+    };
+    net.one(after + 1, owner, signed_kind).unwrap();
+}
+
 #[allow(clippy::too_many_arguments)]
 fn device_reading(
     net: &Net,

@@ -3,7 +3,9 @@
 //! With `devices.keyed_share` (all by default), a share of the homes with PV or a battery register
 //! their inverter and battery with their own keys and bonds (`RegisterDeviceKey`), and each device
 //! signs a reading of every slot in which it moved energy (`SubmitDeviceReadings`, with a
-//! cumulative register and a commitment to the signed sample it sums). Only those homes can sell:
+//! cumulative register and a commitment to the signed sample it sums). On a chain that vouches
+//! for its devices (in memory, unless `devices.check_signatures`), the readings and samples are
+//! the same but unsigned. Only those homes can sell:
 //! the ledger pays a seller for no more than its keyed devices measured, and a home whose devices
 //! are declared without keys only buys. The ledger checks each slot's readings
 //! at settlement (proof of generation: register, rating, clear sky at the inverter's place and
@@ -20,7 +22,7 @@ use gridmesh_ledger::devices::{DeviceIdentity, DeviceStatus, ReadingStatus};
 use gridmesh_ledger::economics::DisputeState;
 use gridmesh_ledger::readers::{DeviceReader, EconomicsReader};
 use gridmesh_ledger::tx::{DeviceInfo, DeviceReading, FraudEvidence};
-use gridmesh_ledger::{DeviceKind, Keypair, TxKind};
+use gridmesh_ledger::{DeviceKind, DeviceSignatures, Keypair, TxKind};
 use gridmesh_types::{Address, Amount};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -109,6 +111,8 @@ pub struct Inverters {
     homes: Vec<Option<Inverter>>,
     batteries: Vec<Option<KeyedBattery>>,
     chain_id: String,
+    /// Whether the devices sign their readings (or the chain vouches for them unsigned).
+    signatures: DeviceSignatures,
     /// The scenario's bond per device, tokens (a device bonds at least what the market asks for
     /// its rating).
     bond: Amount,
@@ -137,7 +141,12 @@ pub fn battery_key(seed: u64, i: usize) -> Keypair {
 impl Inverters {
     /// Draws which homes with PV or a battery have keyed devices, and which keyed inverters
     /// spoof.
-    pub fn draw(s: &Scenario, c: &Community, chain_id: &str) -> Result<Inverters, String> {
+    pub fn draw(
+        s: &Scenario,
+        c: &Community,
+        chain_id: &str,
+        signatures: DeviceSignatures,
+    ) -> Result<Inverters, String> {
         let homes_of = &c.homes.homes;
         let mut producing: Vec<usize> = (0..homes_of.len())
             .filter(|&i| homes_of[i].pv_kwp > 0.0 || homes_of[i].battery.is_some())
@@ -194,6 +203,7 @@ impl Inverters {
             homes,
             batteries,
             chain_id: chain_id.to_string(),
+            signatures,
             bond,
             market,
             factor: s.spoofing.factor,
@@ -312,8 +322,9 @@ impl Inverters {
     }
 
     /// Each home's readings signed by its devices' keys, on the machine's cores (two
-    /// signatures a reading: its telemetry sample's and its own). The simulator signs a slot's
-    /// readings beside the block that runs then, ahead of the block they go in.
+    /// signatures a reading: its telemetry sample's and its own), or unsigned where the chain
+    /// vouches for its devices. The simulator makes a slot's readings beside the block that runs
+    /// then, ahead of the block they go in.
     pub fn signed(&self, unsigned: Vec<Option<UnsignedReadings>>) -> Vec<Option<SignedReadings>> {
         let mut out: Vec<Option<SignedReadings>> = Vec::new();
         out.resize_with(unsigned.len(), || None);
@@ -338,7 +349,24 @@ impl Inverters {
                     KeyedDevice::Battery => self.batteries[r.home].as_ref().map(|b| &b.key),
                 }
                 .expect("a reading only of a keyed device");
-                DeviceReading::with_one_sample(key, &self.chain_id, r.slot, r.slot, *out, *inn)
+                match self.signatures {
+                    DeviceSignatures::Checked => DeviceReading::with_one_sample(
+                        key,
+                        &self.chain_id,
+                        r.slot,
+                        r.slot,
+                        *out,
+                        *inn,
+                    ),
+                    DeviceSignatures::Vouched => DeviceReading::vouched_one_sample(
+                        key.address(),
+                        &self.chain_id,
+                        r.slot,
+                        r.slot,
+                        *out,
+                        *inn,
+                    ),
+                }
             })
             .collect();
         TxKind::SubmitDeviceReadings { readings }

@@ -27,7 +27,7 @@ use gridmesh_agent::strategy::{
     ZeroIntelligence,
 };
 use gridmesh_agent::study::{self, DeviceState, TouTariff, RAMP_LAST_UPDATE};
-use gridmesh_ledger::{DeviceKind, GridEventKind, Side, TxKind};
+use gridmesh_ledger::{DeviceKind, DeviceSignatures, GridEventKind, Side, TxKind};
 use gridmesh_types::units::{slot_start_ms, SLOT_MS};
 use gridmesh_types::Address;
 
@@ -209,8 +209,17 @@ pub fn run(
     feeder: &Feeder,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Outcome, SimError> {
-    let mut ledger = SimLedger::new(&genesis(s, c)?, crate::ledger::grid_operator(s.seed))
-        .map_err(SimError::Genesis)?;
+    let devices = if s.devices.check_signatures {
+        DeviceSignatures::Checked
+    } else {
+        DeviceSignatures::Vouched
+    };
+    let mut ledger = SimLedger::new(
+        &genesis(s, c)?,
+        crate::ledger::grid_operator(s.seed),
+        devices,
+    )
+    .map_err(SimError::Genesis)?;
     run_on(s, c, feeder, &mut ledger, progress)
 }
 
@@ -234,7 +243,8 @@ pub fn run_on(
     let first = c.warmup;
     let end = c.warmup + c.slots;
     let mut inverters =
-        crate::devices::Inverters::draw(s, c, &chain_id(s)).map_err(SimError::Devices)?;
+        crate::devices::Inverters::draw(s, c, &chain_id(s), ledger.device_signatures())
+            .map_err(SimError::Devices)?;
     // Devices: every home's meter, and what it has (a keyed inverter with its own key and bond).
     let mut regs: Vec<(Address, TxKind)> = Vec::new();
     for (i, h) in c.homes.homes.iter().enumerate() {

@@ -6,7 +6,9 @@
 //! transactions would measure ed25519, not the community: BENCHMARKS.md), but everything after
 //! the signature check is the node's code path: `Parent::rehearse` runs the same executor as
 //! `Parent::build_block` on an overlay, clearing and settlement at the block's time, computes the
-//! state root, and the state applies the diff. An unsigned transaction is not a `VerifiedTx`, so
+//! state root, and the state applies the diff. The keyed devices' readings those transactions
+//! carry are vouched for likewise unless the scenario asks for their signatures to be checked
+//! (`devices.check_signatures`, [`DeviceSignatures`]). An unsigned transaction is not a `VerifiedTx`, so
 //! no node, mempool or replica can take one. The final state root identifies a run: same scenario and seed, same
 //! root.
 
@@ -17,7 +19,7 @@ use gridmesh_ledger::economics::EconomicsFile;
 use gridmesh_ledger::genesis::GenesisAccount;
 use gridmesh_ledger::market::{SlotRecord, TradeRecord};
 use gridmesh_ledger::readers::{EconomicsReader, MarketReader};
-use gridmesh_ledger::{BlockHeader, Genesis, Keypair, State, TxKind, UnsignedTx};
+use gridmesh_ledger::{BlockHeader, DeviceSignatures, Genesis, Keypair, State, TxKind, UnsignedTx};
 use gridmesh_types::{Address, Amount, Hash32};
 
 use crate::kpi::LedgerKpis;
@@ -43,6 +45,12 @@ pub trait SimChain: Send {
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R;
     /// The chain at the end of a run.
     fn kpis(&self) -> LedgerKpis;
+
+    /// Whether this chain checks the keyed devices' signatures on their readings (a node's
+    /// chain always does), or takes the readings unsigned, vouched for by the run.
+    fn device_signatures(&self) -> DeviceSignatures {
+        DeviceSignatures::Checked
+    }
 
     /// Whether this chain shows the feeder live ([`SimChain::feeder`] is then called after every
     /// slot; building a snapshot costs O(buses)).
@@ -119,6 +127,8 @@ pub struct SimLedger {
     pub header: BlockHeader,
     pub hash: Hash32,
     proposer: Address,
+    /// Whether its blocks check the devices' signatures on their readings.
+    devices: DeviceSignatures,
     /// Refusals by reason (the error's text without numbers), for the run's report.
     pub rejected: BTreeMap<String, u64>,
     pub transactions: u64,
@@ -231,8 +241,13 @@ impl GenesisSpec<'_> {
 }
 
 impl SimLedger {
-    /// A chain in memory from `genesis`, its blocks proposed by `proposer`.
-    pub fn new(genesis: &Genesis, proposer: Address) -> Result<SimLedger, String> {
+    /// A chain in memory from `genesis`, its blocks proposed by `proposer`, checking the
+    /// signatures of device readings or not as `devices` says.
+    pub fn new(
+        genesis: &Genesis,
+        proposer: Address,
+        devices: DeviceSignatures,
+    ) -> Result<SimLedger, String> {
         let (block, state) = genesis.block().map_err(|e| e.to_string())?;
         Ok(SimLedger {
             chain_id: genesis.chain_id.clone(),
@@ -240,6 +255,7 @@ impl SimLedger {
             hash: block.header.hash(),
             header: block.header,
             proposer,
+            devices,
             rejected: BTreeMap::new(),
             transactions: 0,
         })
@@ -295,7 +311,13 @@ impl SimChain for SimLedger {
             hash: self.hash,
             state: &self.state,
         };
-        let run = parent.rehearse(&self.chain_id, txs, timestamp_ms, self.proposer);
+        let run = parent.rehearse(
+            &self.chain_id,
+            txs,
+            timestamp_ms,
+            self.proposer,
+            self.devices,
+        );
         for (_, e) in &run.rejected {
             *self.rejected.entry(refusal_reason(e)).or_insert(0) += 1;
         }
@@ -308,6 +330,10 @@ impl SimChain for SimLedger {
 
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.state)
+    }
+
+    fn device_signatures(&self) -> DeviceSignatures {
+        self.devices
     }
 
     fn kpis(&self) -> LedgerKpis {
@@ -332,7 +358,7 @@ mod tests {
     fn a_blocks_transactions_made_at_once_are_those_made_one_by_one() {
         let (a, b) = (Address([1; 32]), Address([2; 32]));
         let genesis = Genesis::dev(a);
-        let chain = SimLedger::new(&genesis, a).unwrap();
+        let chain = SimLedger::new(&genesis, a, DeviceSignatures::Checked).unwrap();
         let order = |energy_mwh| TxKind::PlaceOrder {
             slot: 10,
             side: gridmesh_ledger::Side::Bid,

@@ -43,6 +43,7 @@
 //!
 //! [devices]
 //! keyed_share = 0.5           # of PV and battery homes: devices with their own keys (the rest only buy)
+//! # check_signatures = true   # sign and verify every reading in memory, as on a node
 //!
 //! [spoofing]
 //! devices = 2                 # keyed inverters that claim more than they make
@@ -369,6 +370,13 @@ pub struct Devices {
     /// Tokens minted a day per home of the community, shared among the owners of verified
     /// devices by the grid value of what they delivered (the ledger's epoch emission).
     pub rewards_per_home_per_day: f64,
+    /// Whether the chain in memory checks the keyed devices' signatures: each device signs its
+    /// reading and the telemetry sample it commits to, and every block batch-verifies them, as
+    /// on a node. Off by default: the run vouches for its simulated devices as for its members'
+    /// unsigned transactions, since signing and verifying them measures ed25519, not the
+    /// community (the outcome is the same but for the signatures themselves, so the final state
+    /// root differs). A run on a node's chain (the demo) always signs.
+    pub check_signatures: bool,
 }
 
 impl Default for Devices {
@@ -377,6 +385,7 @@ impl Default for Devices {
             keyed_share: 1.0,
             bond: 20,
             rewards_per_home_per_day: 0.1,
+            check_signatures: false,
         }
     }
 }

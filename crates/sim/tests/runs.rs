@@ -218,6 +218,26 @@ fn spoofing_inverters_are_held_reported_and_slashed_and_honest_ones_are_not() {
     // Slashed inverters report no more: fewer readings than every inverter every slot.
     assert!(d.readings < (d.keyed_inverters * 3 * 96) as u64);
 
+    // Devices that sign every reading and sample, checked by every block as on a node: the
+    // same run but for the signatures themselves (the state root).
+    let mut signing = blatant.to_vec();
+    signing.push("devices.check_signatures=true");
+    let signed = go(&scenario(&signing));
+    let json = |o: &gridmesh_sim::Outcome| {
+        serde_json::to_string(&(&o.community, &o.devices, &o.homes)).unwrap()
+    };
+    assert_eq!(json(&signed), json(&o));
+    assert!(
+        signed.ledger.rejected.is_empty(),
+        "{:?}",
+        signed.ledger.rejected
+    );
+    assert_eq!(
+        (signed.ledger.height, signed.ledger.transactions),
+        (o.ledger.height, o.ledger.transactions)
+    );
+    assert_ne!(signed.ledger.state_root, o.ledger.state_root);
+
     // Without reports, the liars are held but keep their bonds.
     let mut quiet = blatant.to_vec();
     quiet.push("spoofing.report=false");

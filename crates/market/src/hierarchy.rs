@@ -86,8 +86,8 @@ pub struct Areas {
     /// Full path of each area: segments joined by '/', "" for the root.
     path: Vec<String>,
     depth: Vec<u32>,
-    /// Path -> id, for O(log n) lookups.
-    by_path: std::collections::BTreeMap<String, AreaId>,
+    /// Path -> id (looked up for every order at clearing; never iterated).
+    by_path: std::collections::HashMap<String, AreaId>,
 }
 
 impl Default for Areas {
@@ -127,14 +127,15 @@ impl Areas {
                 continue;
             }
             check_location(loc)?;
-            let segments: Vec<&str> = loc.split('/').collect();
-            for d in 0..segments.len() {
-                let path = segments[..=d].join("/");
-                parent = match areas.find(&path) {
+            // Each level's path is the location up to the slash after it (or all of it).
+            let ends = loc.match_indices('/').map(|(i, _)| i);
+            for (d, end) in ends.chain(std::iter::once(loc.len())).enumerate() {
+                let path = &loc[..end];
+                parent = match areas.find(path) {
                     Some(id) => id,
                     None => {
                         let fee = fees_by_depth.get(d + 1).copied().unwrap_or_default();
-                        areas.add(parent, path, fee)?
+                        areas.add(parent, path.to_string(), fee)?
                     }
                 };
             }
@@ -285,6 +286,21 @@ mod tests {
         assert_eq!(a.path_fee(h1, 100, h3, 200), 10);
         assert_eq!(a.path_fee(h2, 100, h1, 200), 10 + 20 + 10);
         assert_eq!(a.bottom_up()[..3], [h1, h2, h3]);
+        // Every level of a deeper path is an area under the one above it.
+        let deep = Areas::from_paths(["a/b/c", "a/d", "a/b"], &fees).unwrap();
+        assert_eq!(deep.len(), 5);
+        let (a, b, c, d) = (
+            deep.find("a").unwrap(),
+            deep.find("a/b").unwrap(),
+            deep.find("a/b/c").unwrap(),
+            deep.find("a/d").unwrap(),
+        );
+        assert_eq!(
+            (deep.parent(a), deep.parent(b), deep.parent(c), deep.parent(d)),
+            (Some(0), Some(a), Some(b), Some(a))
+        );
+        assert_eq!((deep.depth(c), deep.path(c)), (3, "a/b/c"));
+        assert_eq!((deep.fee(a), deep.fee(b)), (fees[1], GridFee::default()));
         assert!(Areas::from_paths(["a//b"], &fees).is_err());
         assert!(Areas::from_paths(["a b"], &fees).is_err());
         assert!(Areas::from_paths(["a/b/c/d/e/f/g/h/i"], &fees).is_err());

@@ -304,7 +304,7 @@ pub fn bucket_of(key: &[u8]) -> usize {
     assert!(key.len() >= GROUP_LEN, "keys start with tag and group");
     let group: [u8; GROUP_LEN] = key[..GROUP_LEN].try_into().expect("GROUP_LEN bytes");
     thread_local! {
-        static SEEN: std::cell::RefCell<Vec<Option<([u8; GROUP_LEN], u16)>>> =
+        static SEEN: std::cell::RefCell<Vec<Option<SeenGroup>>> =
             std::cell::RefCell::new(vec![None; GROUP_CACHE_SLOTS]);
     }
     let word = u64::from_le_bytes(group[1..].try_into().expect("8 bytes")) ^ u64::from(group[0]);
@@ -324,6 +324,9 @@ pub fn bucket_of(key: &[u8]) -> usize {
 
 /// Groups each thread remembers the bucket of ([`bucket_of`]).
 const GROUP_CACHE_SLOTS: usize = 1024;
+
+/// A group met and its bucket.
+type SeenGroup = ([u8; GROUP_LEN], u16);
 
 fn bucket_of_group(group: &[u8; GROUP_LEN]) -> usize {
     let h = blake3::hash(group);

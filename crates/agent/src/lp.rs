@@ -76,6 +76,23 @@ impl Solved {
         }
     }
 
+    /// The optimal basis, where the dual simplex found it: the basic column of each row's
+    /// position (`columns..` for the rows' logicals) and the program's structural columns.
+    pub fn basis(&self) -> Option<(&[usize], usize)> {
+        match &self.state {
+            State::Dual(simplex) => Some((simplex.head(), simplex.columns())),
+            State::Microlp { .. } => None,
+        }
+    }
+
+    /// Pivots the dual simplex took to this optimum (none counted for microlp's).
+    pub fn pivots(&self) -> Option<usize> {
+        match &self.state {
+            State::Dual(simplex) => Some(simplex.pivots),
+            State::Microlp { .. } => None,
+        }
+    }
+
     /// The program `lp` (the one solved) solved again with variable `var` fixed at `value`,
     /// from this optimum.
     pub fn with_fixed(&self, lp: &Lp, var: usize, value: f64) -> Result<Solved, ResolutionError> {
@@ -137,6 +154,9 @@ pub struct Lp {
     pub rows: Vec<Row>,
     /// A basis to start from: the column for each row (its logical where `None`).
     pub crash: Option<Vec<Option<usize>>>,
+    /// A basis to try before `crash`, likely nearer the optimum (an earlier optimum of a
+    /// program like this one); `crash` where it is singular.
+    pub warm: Option<Vec<Option<usize>>>,
 }
 
 impl Lp {
@@ -181,7 +201,11 @@ impl Lp {
     /// a program with integer columns goes to microlp.
     pub fn solve_warm(&self) -> Result<Solved, ResolutionError> {
         if !self.integer.iter().any(|i| *i) {
-            if let Ok(mut simplex) = Simplex::new(self, self.crash.as_deref()) {
+            let bases: Vec<&[Option<usize>]> = [self.warm.as_deref(), self.crash.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if let Ok(mut simplex) = Simplex::from_bases(self, &bases) {
                 if simplex.solve() == Stop::Optimal {
                     return Ok(Solved {
                         x: simplex.x().to_vec(),

@@ -146,6 +146,10 @@ pub struct HomeProblem {
     /// Steps coarser than a slot later in the horizon; `None`: every slot a step (and always
     /// with a flexibility event).
     pub resolution: Option<Resolution>,
+    /// The home's last optimal basis, to start the simplex near this problem's optimum (the
+    /// optimum found is the same; only the pivots to it are fewer).
+    #[serde(skip)]
+    pub warm: Option<Warm>,
 }
 
 /// Pay for import reduced below a baseline in a window: `value_per_kwh` for each kWh, up to
@@ -211,6 +215,10 @@ pub struct Schedule {
     pub objective: f64,
     /// Whether binary directions were needed.
     pub milp: bool,
+    /// The optimal basis of the program it came from, where the dual simplex solved it: the
+    /// home's next problem starts there ([`Warm`]).
+    #[serde(skip)]
+    pub basis: Option<std::sync::Arc<Basis>>,
 }
 
 /// Column indices of the program's variables.
@@ -230,6 +238,180 @@ struct Columns {
     steps: Vec<(usize, usize)>,
     /// More load in slot 0, kW (fixed while pricing; absent otherwise).
     shift: Option<usize>,
+    /// What each row is, and its step ([`NO_STEP`] for a row of the whole horizon).
+    rows: Vec<(RowKind, usize)>,
+}
+
+/// The step of a column or row that is not per step.
+const NO_STEP: usize = usize::MAX;
+
+/// What a column of a home's program is (with its step, one of each per step and device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ColumnKind {
+    Import,
+    Export,
+    Charge,
+    Discharge,
+    Curtail,
+    Ev,
+    Soc,
+    Run(usize),
+    Heat(usize),
+    Temperature(usize),
+    Shift,
+}
+
+/// What a row of a home's program is (with its step, or [`NO_STEP`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum RowKind {
+    /// The grid, the devices and the load balance in the step.
+    Balance,
+    Thermal(usize),
+    Battery,
+    EvEnergy,
+    Deferrable(usize),
+    Other,
+}
+
+/// An optimal basis of a home's program told by what its basic columns and rows are and the
+/// slots of their steps, not by their places in that program: a later program of the same
+/// home, moved on in time, starts its simplex from it ([`Warm`]) instead of from the crash
+/// of its structure, nearer its own optimum.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Basis {
+    /// The program's steps, `(first slot, slots)`.
+    steps: Vec<(usize, usize)>,
+    /// Its basic structural columns.
+    columns: Vec<(ColumnKind, usize)>,
+    /// The rows whose logical is basic.
+    logicals: Vec<(RowKind, usize)>,
+}
+
+/// A home's earlier optimal basis ([`Schedule::basis`]) for a problem that starts
+/// `elapsed_slots` after the one it was found for.
+#[derive(Clone, Debug)]
+pub struct Warm {
+    pub elapsed_slots: usize,
+    pub basis: std::sync::Arc<Basis>,
+}
+
+impl Columns {
+    /// Each structural column's kind and step (`n` columns; the shift column too).
+    fn kinds(&self, n: usize) -> Vec<Option<(ColumnKind, usize)>> {
+        let mut out = vec![None; n];
+        let mut mark = |cols: &[usize], kind: ColumnKind| {
+            for (t, &j) in cols.iter().enumerate() {
+                out[j] = Some((kind, t));
+            }
+        };
+        mark(&self.imp, ColumnKind::Import);
+        mark(&self.exp, ColumnKind::Export);
+        mark(&self.ch, ColumnKind::Charge);
+        mark(&self.dis, ColumnKind::Discharge);
+        mark(&self.curt, ColumnKind::Curtail);
+        mark(&self.ev, ColumnKind::Ev);
+        mark(&self.soc, ColumnKind::Soc);
+        for (k, r) in self.runs.iter().enumerate() {
+            mark(r, ColumnKind::Run(k));
+        }
+        for (k, r) in self.heat.iter().enumerate() {
+            mark(r, ColumnKind::Heat(k));
+        }
+        for (k, r) in self.temp.iter().enumerate() {
+            mark(r, ColumnKind::Temperature(k));
+        }
+        if let Some(j) = self.shift {
+            out[j] = Some((ColumnKind::Shift, 0));
+        }
+        out
+    }
+
+    /// The column of `kind` at step `t`, if this program has it.
+    fn column(&self, kind: ColumnKind, t: usize) -> Option<usize> {
+        let per_step = |cols: &[usize]| cols.get(t).copied();
+        let of = |cols: &[Vec<usize>], k: usize| cols.get(k).and_then(|c| c.get(t).copied());
+        match kind {
+            ColumnKind::Import => per_step(&self.imp),
+            ColumnKind::Export => per_step(&self.exp),
+            ColumnKind::Charge => per_step(&self.ch),
+            ColumnKind::Discharge => per_step(&self.dis),
+            ColumnKind::Curtail => per_step(&self.curt),
+            ColumnKind::Ev => per_step(&self.ev),
+            ColumnKind::Soc => per_step(&self.soc),
+            ColumnKind::Run(k) => of(&self.runs, k),
+            ColumnKind::Heat(k) => of(&self.heat, k),
+            ColumnKind::Temperature(k) => of(&self.temp, k),
+            ColumnKind::Shift => self.shift.filter(|_| t == 0),
+        }
+    }
+
+    /// The basis `head` (the basic column of each row's position, `n..` for logicals) of this
+    /// program of `n` structural columns, by what its columns and rows are.
+    fn basis(&self, n: usize, head: &[usize]) -> Basis {
+        let kinds = self.kinds(n);
+        let mut b = Basis {
+            steps: self.steps.clone(),
+            ..Basis::default()
+        };
+        for &j in head {
+            if j < n {
+                b.columns.extend(kinds[j]);
+            } else if let Some(&row) = self.rows.get(j - n) {
+                b.logicals.push(row);
+            }
+        }
+        b
+    }
+
+    /// A basis for this program (`n` structural columns) from `w`, moved on by the slots that
+    /// passed: each step takes the basic columns and logicals of the earlier program's step
+    /// that held its first slot (none past that program's horizon), and the columns go to the
+    /// rows whose logicals leave, in order. [`crate::simplex`] inverts it, or falls back to the
+    /// crash where it is singular.
+    fn warm_crash(&self, n: usize, w: &Warm) -> Vec<Option<usize>> {
+        let b = &w.basis;
+        let earlier: Vec<Option<usize>> = self
+            .steps
+            .iter()
+            .map(|&(a, _)| {
+                let slot = a + w.elapsed_slots;
+                b.steps
+                    .iter()
+                    .position(|&(first, len)| (first..first + len).contains(&slot))
+            })
+            .collect();
+        let mut columns_of: Vec<Vec<ColumnKind>> = vec![Vec::new(); b.steps.len()];
+        for &(kind, t) in &b.columns {
+            if let Some(cols) = columns_of.get_mut(t) {
+                cols.push(kind);
+            }
+        }
+        let mut columns: Vec<usize> = Vec::new();
+        for (t, e) in earlier.iter().enumerate() {
+            for &kind in e.map_or(&[][..], |e| &columns_of[e]) {
+                columns.extend(self.column(kind, t).filter(|&j| j < n));
+            }
+        }
+        columns.sort_unstable();
+        columns.dedup();
+        let mut columns = columns.into_iter();
+        self.rows
+            .iter()
+            .map(|&(kind, t)| {
+                let e = if t == NO_STEP {
+                    Some(NO_STEP)
+                } else {
+                    earlier[t]
+                };
+                let stays = e.is_some_and(|e| b.logicals.contains(&(kind, e)));
+                if stays {
+                    None
+                } else {
+                    columns.next()
+                }
+            })
+            .collect()
+    }
 }
 
 /// A program's optimum per step (kW; the stores' levels at each step's end).
@@ -895,6 +1077,7 @@ impl HomeProblem {
             }
             let net = mean(&self.load_kw, st) - mean(&self.pv_kw, st);
             lp.row(row, Sense::Eq, net);
+            c.rows.push((RowKind::Balance, t));
             // The simplex starts from a basis with the grid covering each step's net load,
             // each store's heating holding its temperature and each battery's charge following
             // its flows: triangular, and about fifty pivots from a home's optimum against about
@@ -913,6 +1096,7 @@ impl HomeProblem {
                     row.push((c.temp[k][t - 1], -kept));
                 }
                 lp.row(row, Sense::Eq, rhs);
+                c.rows.push((RowKind::Thermal(k), t));
                 crash.push(Some(c.heat[k][t]));
             }
             if let Some(b) = &self.battery {
@@ -929,6 +1113,7 @@ impl HomeProblem {
                     0.0
                 };
                 lp.row(row, Sense::Eq, rhs);
+                c.rows.push((RowKind::Battery, t));
                 crash.push(Some(c.soc[t]));
             }
         }
@@ -940,9 +1125,11 @@ impl HomeProblem {
         };
         if let Some(e) = &self.ev {
             lp.row(energy(&c.ev), Sense::Ge, e.energy_needed_kwh);
+            c.rows.push((RowKind::EvEnergy, NO_STEP));
         }
-        for (d, r) in self.deferrable.iter().zip(&c.runs) {
+        for (k, (d, r)) in self.deferrable.iter().zip(&c.runs).enumerate() {
             lp.row(energy(r), Sense::Eq, d.energy_kwh);
+            c.rows.push((RowKind::Deferrable(k), NO_STEP));
         }
         let binary_steps = steps
             .iter()
@@ -984,8 +1171,13 @@ impl HomeProblem {
                 lp.row(vec![(r, 1.0), (c.imp[t], 1.0)], Sense::Le, base);
             }
         }
+        // Rows of binary directions and flexibility events: none a warm start carries over.
+        c.rows.resize(lp.rows.len(), (RowKind::Other, NO_STEP));
         crash.resize(lp.rows.len(), None);
         lp.crash = Some(crash);
+        if let Some(w) = &self.warm {
+            lp.warm = Some(c.warm_crash(lp.names.len(), w));
+        }
         (lp, c)
     }
 
@@ -1065,10 +1257,13 @@ impl HomeProblem {
             }
             Err(_) => return None,
         };
-        let plan = self.schedule_of(&lp, &c, &base.x, false);
+        let mut plan = self.schedule_of(&lp, &c, &base.x, false);
         if !self.both_ways(&plan).is_empty() {
             return None;
         }
+        plan.basis = base
+            .basis()
+            .map(|(head, n)| std::sync::Arc::new(c.basis(n, head)));
         let mut cost = [0.0; 2];
         for (k, d) in [less, d_kw].into_iter().enumerate() {
             let Ok(priced) = base.with_fixed(&lp, shift, d) else {
@@ -1130,6 +1325,7 @@ impl HomeProblem {
             cost: 0.0,
             objective,
             milp,
+            basis: None,
         };
         if let Some(b) = &self.battery {
             // Each step's end is the program's; the slots within move evenly towards it.
@@ -1340,6 +1536,7 @@ pub fn example_home(seed: u64) -> HomeProblem {
         }),
         flex: None,
         resolution: None,
+        warm: None,
         deferrable: vec![Deferrable {
             name: "washer".into(),
             energy_kwh: 1.0 + rnd(),
@@ -1391,6 +1588,77 @@ pub fn example_home(seed: u64) -> HomeProblem {
 mod tests {
     use super::*;
 
+    /// A home's next program starts from its last optimal basis, moved on by the slots that
+    /// passed: the same optimum as from the crash of its structure, in fewer pivots.
+    #[test]
+    fn a_warm_start_reaches_the_same_optimum_in_fewer_pivots() {
+        let (mut cold_pivots, mut warm_pivots) = (0, 0);
+        for seed in [1, 3, 5, 7] {
+            let mut p = example_home(seed);
+            p.deferrable.clear();
+            if let Some(ev) = &mut p.ev {
+                (ev.arrival, ev.departure) = (0, 40);
+            }
+            p.resolution = Some(Resolution {
+                fine_slots: 4,
+                step_slots: 4,
+            });
+            let (lp, c) = p.build_shifted(&[], None);
+            let first = lp.solve_warm().expect("an optimum");
+            let (head, n) = first.basis().expect("the dual simplex's optimum");
+            let basis = std::sync::Arc::new(c.basis(n, head));
+            let plan = p.schedule_of(&lp, &c, &first.x, false);
+            for age in [4, 8] {
+                // The home `age` slots on: devices where the plan put them, the load forecast
+                // 5 % higher.
+                let tail = |v: &[f64]| v[age..].to_vec();
+                let mut now = p.clone();
+                now.load_kw = p.load_kw[age..].iter().map(|l| l * 1.05).collect();
+                now.pv_kw = tail(&p.pv_kw);
+                now.import_price = tail(&p.import_price);
+                now.export_price = tail(&p.export_price);
+                if let Some(b) = &mut now.battery {
+                    b.initial_kwh = plan.soc_kwh[age - 1];
+                }
+                now.ev = p.ev.as_ref().and_then(|ev| {
+                    let left = ev.energy_needed_kwh - plan.ev_kw[..age].iter().sum::<f64>() * DT_H;
+                    (ev.departure > age && left > 1e-6).then(|| Ev {
+                        energy_needed_kwh: left,
+                        departure: ev.departure - age,
+                        ..ev.clone()
+                    })
+                });
+                for (k, store) in now.thermal.iter_mut().enumerate() {
+                    store.cop = tail(&store.cop);
+                    store.ambient_c = tail(&store.ambient_c);
+                    store.demand_kw = tail(&store.demand_kw);
+                    store.initial_c = plan.temperature_c[k][age - 1];
+                }
+                let (cold_lp, _) = now.build_shifted(&[], None);
+                assert!(cold_lp.warm.is_none());
+                let cold = cold_lp.solve_warm().expect("an optimum");
+                now.warm = Some(Warm {
+                    elapsed_slots: age,
+                    basis: basis.clone(),
+                });
+                let (warm_lp, _) = now.build_shifted(&[], None);
+                assert!(warm_lp.warm.is_some());
+                let warm = warm_lp.solve_warm().expect("an optimum");
+                let (a, b) = (cold_lp.value(&cold.x), warm_lp.value(&warm.x));
+                assert!(
+                    (a - b).abs() <= 1e-7 * a.abs().max(1.0),
+                    "seed {seed}, age {age}: {a} from the crash, {b} warm"
+                );
+                cold_pivots += cold.pivots().expect("the dual simplex's");
+                warm_pivots += warm.pivots().expect("the dual simplex's");
+            }
+        }
+        assert!(
+            2 * warm_pivots < cold_pivots,
+            "{warm_pivots} pivots warm against {cold_pivots} from the crash"
+        );
+    }
+
     fn evening_home() -> HomeProblem {
         let n = 96;
         // Cheap night (0.20), expensive evening (0.40 from 17:00 to 21:00), PV at midday.
@@ -1432,6 +1700,7 @@ mod tests {
             }),
             flex: None,
             resolution: None,
+            warm: None,
             deferrable: vec![Deferrable {
                 name: "dishwasher".into(),
                 energy_kwh: 1.0,

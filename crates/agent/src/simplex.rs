@@ -89,6 +89,12 @@ impl Simplex {
     /// The program `lp` (continuous columns only), its basis: the column given for each row in
     /// `crash` where it keeps the basis invertible, the row's own logical elsewhere.
     pub fn new(lp: &Lp, crash: Option<&[Option<usize>]>) -> Result<Simplex, Stop> {
+        Simplex::from_bases(lp, crash.as_slice())
+    }
+
+    /// [`Simplex::new`] from the first of `crashes` that gives an invertible basis (the rows'
+    /// logicals where none does).
+    pub fn from_bases(lp: &Lp, crashes: &[&[Option<usize>]]) -> Result<Simplex, Stop> {
         let (m, n) = (lp.rows.len(), lp.names.len());
         let mut counts = vec![0usize; n + 1];
         for r in &lp.rows {
@@ -173,8 +179,9 @@ impl Simplex {
         for i in 0..m {
             s.at[n + i] = At::Basic;
         }
-        if let Some(crash) = crash {
-            let before = s.head.clone();
+        let logicals = s.head.clone();
+        let mut inverted = false;
+        for crash in crashes {
             for (i, c) in crash.iter().enumerate().take(m) {
                 if let Some(j) = *c {
                     if j < n && s.at[j] != At::Basic && s.lower[j] < s.upper[j] {
@@ -184,21 +191,33 @@ impl Simplex {
                     }
                 }
             }
-            if !s.invert() {
-                for &j in &s.head {
-                    s.at[j] = At::Lower;
-                }
-                s.head = before;
-                for &j in &s.head {
-                    s.at[j] = At::Basic;
-                }
-                s.identity();
+            if s.invert_repairing() {
+                inverted = true;
+                break;
             }
-        } else {
+            for &j in &s.head {
+                s.at[j] = At::Lower;
+            }
+            s.head.clone_from(&logicals);
+            for &j in &s.head {
+                s.at[j] = At::Basic;
+            }
+        }
+        if !inverted {
             s.identity();
         }
         s.place_nonbasic();
         Ok(s)
+    }
+
+    /// The basic column of each basis position (`n..n + m` for the rows' logicals).
+    pub fn head(&self) -> &[usize] {
+        &self.head
+    }
+
+    /// Structural columns (the program's own; logicals follow them).
+    pub fn columns(&self) -> usize {
+        self.n
     }
 
     fn identity(&mut self) {
@@ -311,6 +330,17 @@ impl Simplex {
     /// diagonal where it is within a thousandth of the column's largest. False where the basis
     /// is singular.
     fn invert(&mut self) -> bool {
+        self.invert_in_scratch(false)
+    }
+
+    /// [`Simplex::invert`], a singular basis first repaired: each column that depends on the
+    /// ones before it leaves for the logical of a row no column pivoted on. For a basis made
+    /// elsewhere (an earlier program's optimum), where most of it still fits.
+    fn invert_repairing(&mut self) -> bool {
+        self.invert_in_scratch(true)
+    }
+
+    fn invert_in_scratch(&mut self, repair: bool) -> bool {
         thread_local! {
             // The elimination's matrices, kept for the thread: a few hundred inversions a
             // simulated day would otherwise each allocate and fault in their pages.
@@ -319,11 +349,11 @@ impl Simplex {
         }
         SCRATCH.with(|s| {
             let (left, right) = &mut *s.borrow_mut();
-            self.invert_with(left, right)
+            self.invert_with(left, right, repair)
         })
     }
 
-    fn invert_with(&mut self, left: &mut Vec<f64>, right: &mut Vec<f64>) -> bool {
+    fn invert_with(&mut self, left: &mut Vec<f64>, right: &mut Vec<f64>, repair: bool) -> bool {
         let m = self.m;
         left.clear();
         left.resize(m * m, 0.0);
@@ -342,6 +372,7 @@ impl Simplex {
         let mut used = vec![false; m];
         let mut pivot_of = vec![0; m];
         let mut nonzero = Vec::with_capacity(m);
+        let mut dependent = Vec::new();
         for k in 0..m {
             let mut p = usize::MAX;
             let mut best = 0.0;
@@ -353,7 +384,11 @@ impl Simplex {
                 }
             }
             if best < 1e-11 {
-                return false;
+                if !repair {
+                    return false;
+                }
+                dependent.push(k);
+                continue;
             }
             if !used[k] && left[k * m + k].abs() >= 1e-3 * best {
                 p = k;
@@ -399,6 +434,19 @@ impl Simplex {
                     *x -= f * y;
                 }
             }
+        }
+        if !dependent.is_empty() {
+            // As many rows without a pivot as dependent columns: their logicals complete the
+            // independent columns to a basis.
+            for &k in &dependent {
+                self.at[self.head[k]] = At::Lower;
+            }
+            let free = (0..m).filter(|&i| !used[i]);
+            for (&k, i) in dependent.iter().zip(free) {
+                self.head[k] = self.n + i;
+                self.at[self.n + i] = At::Basic;
+            }
+            return self.invert_with(left, right, false);
         }
         // Basis position k's row of the inverse is the row that pivoted on column k.
         self.inv.resize(m * m, 0.0);

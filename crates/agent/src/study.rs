@@ -981,6 +981,7 @@ pub fn problem(
             .collect(),
         flex: None,
         resolution: None,
+        warm: None,
     }
 }
 

@@ -1211,6 +1211,7 @@ fn plan_slot(
         },
         flex: None,
         resolution: None,
+        warm: None,
     };
     // A request to reduce draw in the horizon: answered from the schedule (import below the
     // plan without it is worth the request's value, up to the battery's power per slot).

@@ -616,6 +616,13 @@ pub fn run_on(
                                 fine_slots: s.agents.replan_slots,
                                 step_slots: s.agents.step_slots,
                             });
+                            // The simplex starts from the home's last optimal basis.
+                            p.warm = homes[i].plan.as_ref().and_then(|(origin, plan)| {
+                                Some(gridmesh_agent::schedule::Warm {
+                                    elapsed_slots: u - origin,
+                                    basis: plan.basis.clone()?,
+                                })
+                            });
                             if !s.heat_pump.shifting {
                                 // Heating on its thermostat: an inflexible load in the plan.
                                 for h in std::mem::take(&mut p.thermal) {

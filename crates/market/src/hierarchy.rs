@@ -296,7 +296,12 @@ mod tests {
             deep.find("a/d").unwrap(),
         );
         assert_eq!(
-            (deep.parent(a), deep.parent(b), deep.parent(c), deep.parent(d)),
+            (
+                deep.parent(a),
+                deep.parent(b),
+                deep.parent(c),
+                deep.parent(d)
+            ),
             (Some(0), Some(a), Some(b), Some(a))
         );
         assert_eq!((deep.depth(c), deep.path(c)), (3, "a/b/c"));

@@ -147,7 +147,7 @@ pub fn plan_holds(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::{example_home, Plan};
+    use crate::schedule::{example_home, following, Plan};
 
     const DRIFT: Drift = Drift {
         soc_kwh: 0.1,
@@ -170,35 +170,6 @@ mod tests {
             panic!("example home {seed} has a plan")
         };
         (p, plan)
-    }
-
-    /// What the home asks `age` slots later had everything gone as planned: the same forecasts
-    /// and prices from there, its devices where the plan put them.
-    fn following(p: &HomeProblem, plan: &Schedule, age: usize) -> HomeProblem {
-        let tail = |v: &[f64]| v[age..].to_vec();
-        let mut now = p.clone();
-        now.load_kw = tail(&p.load_kw);
-        now.pv_kw = tail(&p.pv_kw);
-        now.import_price = tail(&p.import_price);
-        now.export_price = tail(&p.export_price);
-        if let Some(b) = &mut now.battery {
-            b.initial_kwh = plan.soc_kwh[age - 1];
-        }
-        now.ev = p.ev.as_ref().and_then(|ev| {
-            let left = ev.energy_needed_kwh - plan.ev_kw[..age].iter().sum::<f64>() * DT_H;
-            (ev.departure > age && left > 1e-6).then(|| crate::schedule::Ev {
-                energy_needed_kwh: left,
-                departure: ev.departure - age,
-                ..ev.clone()
-            })
-        });
-        for (k, store) in now.thermal.iter_mut().enumerate() {
-            store.cop = tail(&store.cop);
-            store.ambient_c = tail(&store.ambient_c);
-            store.demand_kw = tail(&store.demand_kw);
-            store.initial_c = plan.temperature_c[k][age - 1];
-        }
-        now
     }
 
     #[test]

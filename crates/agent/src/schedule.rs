@@ -1584,6 +1584,36 @@ pub fn example_home(seed: u64) -> HomeProblem {
     }
 }
 
+/// What the home asks `age` slots later had everything gone as planned: the same forecasts
+/// and prices from there, its devices where the plan put them.
+#[cfg(test)]
+pub(crate) fn following(p: &HomeProblem, plan: &Schedule, age: usize) -> HomeProblem {
+    let tail = |v: &[f64]| v[age..].to_vec();
+    let mut now = p.clone();
+    now.load_kw = tail(&p.load_kw);
+    now.pv_kw = tail(&p.pv_kw);
+    now.import_price = tail(&p.import_price);
+    now.export_price = tail(&p.export_price);
+    if let Some(b) = &mut now.battery {
+        b.initial_kwh = plan.soc_kwh[age - 1];
+    }
+    now.ev = p.ev.as_ref().and_then(|ev| {
+        let left = ev.energy_needed_kwh - plan.ev_kw[..age].iter().sum::<f64>() * DT_H;
+        (ev.departure > age && left > 1e-6).then(|| Ev {
+            energy_needed_kwh: left,
+            departure: ev.departure - age,
+            ..ev.clone()
+        })
+    });
+    for (k, store) in now.thermal.iter_mut().enumerate() {
+        store.cop = tail(&store.cop);
+        store.ambient_c = tail(&store.ambient_c);
+        store.demand_kw = tail(&store.demand_kw);
+        store.initial_c = plan.temperature_c[k][age - 1];
+    }
+    now
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1611,29 +1641,8 @@ mod tests {
             for age in [4, 8] {
                 // The home `age` slots on: devices where the plan put them, the load forecast
                 // 5 % higher.
-                let tail = |v: &[f64]| v[age..].to_vec();
-                let mut now = p.clone();
-                now.load_kw = p.load_kw[age..].iter().map(|l| l * 1.05).collect();
-                now.pv_kw = tail(&p.pv_kw);
-                now.import_price = tail(&p.import_price);
-                now.export_price = tail(&p.export_price);
-                if let Some(b) = &mut now.battery {
-                    b.initial_kwh = plan.soc_kwh[age - 1];
-                }
-                now.ev = p.ev.as_ref().and_then(|ev| {
-                    let left = ev.energy_needed_kwh - plan.ev_kw[..age].iter().sum::<f64>() * DT_H;
-                    (ev.departure > age && left > 1e-6).then(|| Ev {
-                        energy_needed_kwh: left,
-                        departure: ev.departure - age,
-                        ..ev.clone()
-                    })
-                });
-                for (k, store) in now.thermal.iter_mut().enumerate() {
-                    store.cop = tail(&store.cop);
-                    store.ambient_c = tail(&store.ambient_c);
-                    store.demand_kw = tail(&store.demand_kw);
-                    store.initial_c = plan.temperature_c[k][age - 1];
-                }
+                let mut now = following(&p, &plan, age);
+                now.load_kw.iter_mut().for_each(|l| *l *= 1.05);
                 let (cold_lp, _) = now.build_shifted(&[], None);
                 assert!(cold_lp.warm.is_none());
                 let cold = cold_lp.solve_warm().expect("an optimum");

@@ -155,7 +155,7 @@ pub struct Lp {
     /// A basis to start from: the column for each row (its logical where `None`).
     pub crash: Option<Vec<Option<usize>>>,
     /// A basis to try before `crash`, likely nearer the optimum (an earlier optimum of a
-    /// program like this one); `crash` where it is singular.
+    /// program like this one), repaired where singular; `crash` where even that fails.
     pub warm: Option<Vec<Option<usize>>>,
 }
 

@@ -246,7 +246,7 @@ struct Columns {
 const NO_STEP: usize = usize::MAX;
 
 /// What a column of a home's program is (with its step, one of each per step and device).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ColumnKind {
     Import,
     Export,
@@ -262,7 +262,7 @@ enum ColumnKind {
 }
 
 /// What a row of a home's program is (with its step, or [`NO_STEP`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RowKind {
     /// The grid, the devices and the load balance in the step.
     Balance,
@@ -365,10 +365,10 @@ impl Columns {
 
     /// A basis for this program (`n` structural columns) from `w`, moved on by the slots that
     /// passed: each step takes the basic columns and logicals of the earlier program's step
-    /// that held its first slot (none past that program's horizon), and the columns go to the
-    /// rows whose logicals leave, in order. [`crate::simplex`] inverts it, or falls back to the
-    /// crash where it is singular.
-    fn warm_crash(&self, n: usize, w: &Warm) -> Vec<Option<usize>> {
+    /// that held its first slot, and the columns go to the rows whose logicals leave, in order;
+    /// a step past the earlier program's horizon keeps `crash`'s choice for its rows.
+    /// [`crate::simplex`] inverts it, repaired where singular.
+    fn warm_crash(&self, n: usize, w: &Warm, crash: &[Option<usize>]) -> Vec<Option<usize>> {
         let b = &w.basis;
         let earlier: Vec<Option<usize>> = self
             .steps
@@ -397,17 +397,17 @@ impl Columns {
         let mut columns = columns.into_iter();
         self.rows
             .iter()
-            .map(|&(kind, t)| {
+            .zip(crash)
+            .map(|(&(kind, t), &crashed)| {
                 let e = if t == NO_STEP {
                     Some(NO_STEP)
                 } else {
                     earlier[t]
                 };
-                let stays = e.is_some_and(|e| b.logicals.contains(&(kind, e)));
-                if stays {
-                    None
-                } else {
-                    columns.next()
+                match e {
+                    None => crashed,
+                    Some(e) if b.logicals.contains(&(kind, e)) => None,
+                    Some(_) => columns.next(),
                 }
             })
             .collect()
@@ -1174,10 +1174,10 @@ impl HomeProblem {
         // Rows of binary directions and flexibility events: none a warm start carries over.
         c.rows.resize(lp.rows.len(), (RowKind::Other, NO_STEP));
         crash.resize(lp.rows.len(), None);
-        lp.crash = Some(crash);
         if let Some(w) = &self.warm {
-            lp.warm = Some(c.warm_crash(lp.names.len(), w));
+            lp.warm = Some(c.warm_crash(lp.names.len(), w, &crash));
         }
+        lp.crash = Some(crash);
         (lp, c)
     }
 
@@ -1660,6 +1660,13 @@ mod tests {
                 );
                 cold_pivots += cold.pivots().expect("the dual simplex's");
                 warm_pivots += warm.pivots().expect("the dual simplex's");
+                // A basis from before the horizon's start says nothing: the crash stands.
+                now.warm = Some(Warm {
+                    elapsed_slots: 10_000,
+                    basis: basis.clone(),
+                });
+                let (far_lp, _) = now.build_shifted(&[], None);
+                assert_eq!(far_lp.warm, far_lp.crash);
             }
         }
         assert!(

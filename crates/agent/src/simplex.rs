@@ -87,13 +87,15 @@ pub struct Simplex {
 
 impl Simplex {
     /// The program `lp` (continuous columns only), its basis: the column given for each row in
-    /// `crash` where it keeps the basis invertible, the row's own logical elsewhere.
+    /// `crash` where it keeps the basis invertible, the row's own logical elsewhere
+    /// ([`Simplex::from_bases`]).
     pub fn new(lp: &Lp, crash: Option<&[Option<usize>]>) -> Result<Simplex, Stop> {
         Simplex::from_bases(lp, crash.as_slice())
     }
 
-    /// [`Simplex::new`] from the first of `crashes` that gives an invertible basis (the rows'
-    /// logicals where none does).
+    /// [`Simplex::new`] from the first of `crashes` that inverts, each repaired where singular
+    /// (a column that depends on the others leaves for the logical of a row without a pivot);
+    /// the rows' logicals where none does.
     pub fn from_bases(lp: &Lp, crashes: &[&[Option<usize>]]) -> Result<Simplex, Stop> {
         let (m, n) = (lp.rows.len(), lp.names.len());
         let mut counts = vec![0usize; n + 1];

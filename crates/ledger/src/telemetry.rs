@@ -60,17 +60,37 @@ impl RawSample {
         in_register_mwh: u64,
         power_w: i32,
     ) -> RawSample {
-        let mut s = RawSample {
-            device: device.address(),
+        let mut s = RawSample::unsigned(
+            device.address(),
+            seq,
+            time_ms,
+            out_register_mwh,
+            in_register_mwh,
+            power_w,
+        );
+        s.signature = device.sign(&s.message(chain_id));
+        s
+    }
+
+    /// The same sample of `device` with an all-zero signature (a simulated device whose chain
+    /// vouches for it, [`crate::DeviceSignatures::Vouched`]).
+    pub fn unsigned(
+        device: Address,
+        seq: u64,
+        time_ms: u64,
+        out_register_mwh: u64,
+        in_register_mwh: u64,
+        power_w: i32,
+    ) -> RawSample {
+        RawSample {
+            device,
             seq,
             time_ms,
             out_register_mwh,
             in_register_mwh,
             power_w,
             signature: [0; 64],
-        };
-        s.signature = device.sign(&s.message(chain_id));
-        s
+        }
     }
 
     fn signed_bytes(&self) -> [u8; SIGNED_BYTES] {

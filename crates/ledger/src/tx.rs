@@ -295,8 +295,32 @@ impl DeviceReading {
         raw_root: Hash32,
         raw_count: u32,
     ) -> DeviceReading {
-        let mut r = DeviceReading {
-            device: device.address(),
+        let mut r = DeviceReading::unsigned(
+            device.address(),
+            slot,
+            energy_out_mwh,
+            energy_in_mwh,
+            register_mwh,
+            raw_root,
+            raw_count,
+        );
+        r.signature = device.sign(&device_reading_message(chain_id, &r));
+        r
+    }
+
+    /// The same reading of `device` with an all-zero signature (see
+    /// [`DeviceReading::vouched_one_sample`]).
+    pub fn unsigned(
+        device: Address,
+        slot: u64,
+        energy_out_mwh: u64,
+        energy_in_mwh: u64,
+        register_mwh: u64,
+        raw_root: Hash32,
+        raw_count: u32,
+    ) -> DeviceReading {
+        DeviceReading {
+            device,
             slot,
             energy_out_mwh,
             energy_in_mwh,
@@ -304,9 +328,7 @@ impl DeviceReading {
             raw_root,
             raw_count,
             signature: [0; 64],
-        };
-        r.signature = device.sign(&device_reading_message(chain_id, &r));
-        r
+        }
     }
 
     /// A reading of `slot` signed by `device` that commits to the one sample the device signs at
@@ -321,7 +343,7 @@ impl DeviceReading {
         out: (u64, u64),
         inn: (u64, u64),
     ) -> DeviceReading {
-        let mut r = DeviceReading::one_sample(
+        DeviceReading::one_sample(
             device.address(),
             Some(device),
             chain_id,
@@ -329,9 +351,7 @@ impl DeviceReading {
             seq,
             out,
             inn,
-        );
-        r.signature = device.sign(&device_reading_message(chain_id, &r));
-        r
+        )
     }
 
     /// [`DeviceReading::with_one_sample`] of `device` with neither the sample nor the reading
@@ -349,8 +369,7 @@ impl DeviceReading {
         DeviceReading::one_sample(device, None, chain_id, slot, seq, out, inn)
     }
 
-    /// The reading of [`DeviceReading::with_one_sample`], its sample signed by `signer` if any,
-    /// the reading itself not signed.
+    /// The one-sample reading of `device`, sample and reading signed by `signer` if any.
     fn one_sample(
         device: Address,
         signer: Option<&Keypair>,
@@ -360,30 +379,22 @@ impl DeviceReading {
         (out_mwh, out_register_mwh): (u64, u64),
         (in_mwh, in_register_mwh): (u64, u64),
     ) -> DeviceReading {
+        use crate::telemetry::RawSample;
         // The slot's mean power, W (mWh per quarter hour × 4 / 1000), positive out of the device.
         let power_w = (i128::from(out_mwh) - i128::from(in_mwh)) * 4 / 1000;
-        let mut sample = crate::telemetry::RawSample {
-            device,
-            seq,
-            time_ms: gridmesh_types::units::slot_start_ms(slot.saturating_add(1)),
-            out_register_mwh,
-            in_register_mwh,
-            power_w: power_w.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32,
-            signature: [0; 64],
+        let power_w = power_w.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32;
+        let time_ms = gridmesh_types::units::slot_start_ms(slot.saturating_add(1));
+        let (reg_out, reg_in) = (out_register_mwh, in_register_mwh);
+        let sample = match signer {
+            Some(k) => RawSample::signed(k, chain_id, seq, time_ms, reg_out, reg_in, power_w),
+            None => RawSample::unsigned(device, seq, time_ms, reg_out, reg_in, power_w),
         };
-        if let Some(signer) = signer {
-            sample.signature = signer.sign(&sample.message(chain_id));
-        }
-        let (raw_root, raw_count) = crate::telemetry::commitment(&[sample]);
-        DeviceReading {
-            device,
-            slot,
-            energy_out_mwh: out_mwh,
-            energy_in_mwh: in_mwh,
-            register_mwh: out_register_mwh,
-            raw_root,
-            raw_count,
-            signature: [0; 64],
+        let (root, count) = crate::telemetry::commitment(&[sample]);
+        match signer {
+            Some(k) => {
+                DeviceReading::signed(k, chain_id, slot, out_mwh, in_mwh, reg_out, root, count)
+            }
+            None => DeviceReading::unsigned(device, slot, out_mwh, in_mwh, reg_out, root, count),
         }
     }
 }
